@@ -1,0 +1,89 @@
+//! `baton`: the command line of the Baton orchestration engine.
+
+use std::process::ExitCode;
+
+use baton_core::{DiagramFormat, DEFAULT};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "Durable orchestration for multi-agent systems"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect the task lifecycle: check it, draw it.
+    Lifecycle {
+        #[command(subcommand)]
+        command: LifecycleCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LifecycleCommand {
+    /// Check the lifecycle table: reachability, dead ends, terminal exits, determinism.
+    Check,
+    /// Print the lifecycle as a diagram.
+    Diagram {
+        #[arg(long, value_enum, default_value_t = Format::Mermaid)]
+        format: Format,
+    },
+    /// Print the lifecycle table, one rule per line.
+    Table,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Mermaid,
+    Dot,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Lifecycle { command } => lifecycle(command),
+    }
+}
+
+fn lifecycle(command: LifecycleCommand) -> ExitCode {
+    match command {
+        LifecycleCommand::Check => {
+            let problems = DEFAULT.check();
+            if problems.is_empty() {
+                println!(
+                    "lifecycle ok: {} rules, every state reachable, no dead ends, terminal \
+                     states closed, every non-terminal state cancellable, deterministic",
+                    DEFAULT.rules.len()
+                );
+                ExitCode::SUCCESS
+            } else {
+                for problem in &problems {
+                    eprintln!("error: {problem}");
+                }
+                eprintln!("lifecycle check failed: {} problem(s)", problems.len());
+                ExitCode::FAILURE
+            }
+        }
+        LifecycleCommand::Diagram { format } => {
+            let format = match format {
+                Format::Mermaid => DiagramFormat::Mermaid,
+                Format::Dot => DiagramFormat::Dot,
+            };
+            print!("{}", DEFAULT.diagram(format));
+            ExitCode::SUCCESS
+        }
+        LifecycleCommand::Table => {
+            for rule in DEFAULT.rules {
+                let effects: Vec<String> = rule.effects.iter().map(|e| format!("{e:?}")).collect();
+                println!("{rule}  / {}", effects.join(", "));
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}

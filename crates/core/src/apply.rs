@@ -1,0 +1,684 @@
+//! The transition function: `apply(task, event, now) -> Transition | Rejection`.
+//!
+//! It looks up the rules for the task's state and the event in the lifecycle table, evaluates
+//! their guards, and fires the one whose guards hold: the new task is built from the rule's
+//! target state and the event's data, and the rule's effect kinds are instantiated as
+//! [`Effect`]s. Nothing here reads a clock, draws randomness or performs I/O.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, EventKind, Submission};
+use crate::ids::{AgentId, Capability, FencingToken, LeaseId, TaskId, TaskKey, Timestamp};
+use crate::lifecycle::{Cond, EffectKind, Guard, Lifecycle, Rule, DEFAULT};
+use crate::retry::backoff_ms;
+use crate::spec::{CompensationSpec, SpecError, TaskSpec};
+use crate::task::{
+    CancelReason, DeadlineKind, Deadlines, EnteredAt, Lease, State, StateKind, Task, TaskError,
+};
+
+/// What a transition asks the engine to do once it is durable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// The task is ready: wake agents waiting for these capabilities.
+    WakeAgents {
+        capabilities: BTreeSet<Capability>,
+    },
+    ArmDeadline {
+        kind: DeadlineKind,
+        at: Timestamp,
+    },
+    DisarmDeadline {
+        kind: DeadlineKind,
+    },
+    /// The lease ended normally; the agent's slot is free.
+    EndLease {
+        agent: AgentId,
+        lease: LeaseId,
+    },
+    /// The lease was taken away; the agent must stop working on the task.
+    RevokeLease {
+        agent: AgentId,
+        lease: LeaseId,
+        token: FencingToken,
+    },
+    /// The task completed: release the dependents with nothing left open.
+    ReleaseDependents,
+    /// The task ended failed or cancelled: send `upstream_failed` to its dependents.
+    FailDependents,
+    /// The task was reopened: send `upstream_revived` to the dependents its failure cancelled.
+    ReviveDependents,
+    /// Send `retry` at `at`; the next attempt is `attempt`.
+    ScheduleRetry {
+        at: Timestamp,
+        attempt: u32,
+    },
+    /// Submit the compensation task into the task's workflow.
+    Compensate {
+        spec: CompensationSpec,
+    },
+}
+
+/// An accepted event: the task after it, the rule that fired, and the effects to carry out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    pub task: Task,
+    /// `None` when the event created the task.
+    pub from: Option<StateKind>,
+    pub rule: &'static Rule,
+    pub effects: Vec<Effect>,
+}
+
+/// Why an event was refused. Nothing changes when an event is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "refusal", rename_all = "snake_case")]
+pub enum Refusal {
+    /// No rule accepts the event from the task's state.
+    NotAccepted { accepted: Vec<EventKind> },
+    /// Rules exist, but a guard of the closest one does not hold.
+    GuardFailed { guard: String, detail: String },
+    /// The report comes from a lease older than the task's latest assignment.
+    StaleLease {
+        reported: FencingToken,
+        current: FencingToken,
+    },
+    /// The same report was already applied; answer it as before.
+    Duplicate,
+    /// The event contradicts what the task already recorded.
+    Conflict { detail: String },
+    /// The submitted spec is out of bounds.
+    InvalidSpec { field: String, expected: String },
+}
+
+impl Refusal {
+    /// Stable machine-readable code, e.g. `guard_failed` or `stale_lease`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::NotAccepted { .. } => "not_accepted",
+            Refusal::GuardFailed { .. } => "guard_failed",
+            Refusal::StaleLease { .. } => "stale_lease",
+            Refusal::Duplicate => "duplicate",
+            Refusal::Conflict { .. } => "conflict",
+            Refusal::InvalidSpec { .. } => "invalid_spec",
+        }
+    }
+}
+
+/// A refused event, naming the task, its state, the event and the rule that refused it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct Rejection {
+    pub task: TaskId,
+    /// `None` when the task does not exist yet.
+    pub state: Option<StateKind>,
+    pub event: EventKind,
+    pub refusal: Refusal,
+}
+
+impl Rejection {
+    pub fn is_duplicate(&self) -> bool {
+        self.refusal == Refusal::Duplicate
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.map_or("new", StateKind::name);
+        write!(f, "task {} ({state}) refused `{}`: ", self.task, self.event)?;
+        match &self.refusal {
+            Refusal::NotAccepted { accepted } if accepted.is_empty() => {
+                write!(f, "{state} is terminal and accepts no events")
+            }
+            Refusal::NotAccepted { accepted } => {
+                let names: Vec<&str> = accepted.iter().map(|e| e.as_str()).collect();
+                write!(
+                    f,
+                    "no rule accepts it from {state}, which accepts only: {}",
+                    names.join(", ")
+                )
+            }
+            Refusal::GuardFailed { guard, detail } => write!(f, "guard `{guard}` failed: {detail}"),
+            Refusal::StaleLease { reported, current } => write!(
+                f,
+                "the report's lease (fencing token {reported}) was superseded by token {current}; \
+                 a newer assignment owns this task"
+            ),
+            Refusal::Duplicate => f.write_str("the same report was already applied"),
+            Refusal::Conflict { detail } => f.write_str(detail),
+            Refusal::InvalidSpec { field, expected } => {
+                write!(f, "invalid `{field}`: expected {expected}")
+            }
+        }
+    }
+}
+
+/// Creates a task from its `submitted` event, with the default lifecycle.
+pub fn submit(submission: &Submission, now: Timestamp) -> Result<Transition, Rejection> {
+    DEFAULT.submit(submission, now)
+}
+
+/// Applies `event` to `task` at `now`, with the default lifecycle.
+pub fn apply(task: &Task, event: &Event, now: Timestamp) -> Result<Transition, Rejection> {
+    DEFAULT.apply(task, event, now)
+}
+
+impl Lifecycle {
+    /// Creates a task from its `submitted` event.
+    pub fn submit(&self, sub: &Submission, now: Timestamp) -> Result<Transition, Rejection> {
+        let reject = |refusal| Rejection {
+            task: sub.task,
+            state: None,
+            event: EventKind::Submitted,
+            refusal,
+        };
+        sub.spec
+            .validate()
+            .map_err(|SpecError { field, expected }| {
+                reject(Refusal::InvalidSpec { field, expected })
+            })?;
+        let event = Event::Submitted(sub.clone());
+        let rule = self.select(None, None, &event, now).map_err(reject)?;
+        let mut task = Task {
+            id: sub.task,
+            workflow: sub.workflow,
+            spec: Arc::clone(&sub.spec),
+            dependencies: sub.spec.depends_on.clone(),
+            state: State::Blocked,
+            version: 1,
+            attempt: 1,
+            attempts_allowed: sub.spec.retry.max_attempts,
+            fencing_token: FencingToken(0),
+            deadlines: Deadlines::default(),
+            errors: Vec::new(),
+            entered_at: EnteredAt::default(),
+            created_at: now,
+            updated_at: now,
+            seed: sub.seed,
+        };
+        task.state = enter(rule, &task, &event, now);
+        task.entered_at.0[rule.to.index()] = Some(now);
+        if rule.has_effect(EffectKind::Timers) {
+            task.deadlines = deadlines_after(rule, &Deadlines::default(), &sub.spec, now);
+        }
+        let effects = effects(rule, None, &task);
+        Ok(Transition {
+            task,
+            from: None,
+            rule,
+            effects,
+        })
+    }
+
+    /// Applies `event` to `task` at `now`: the new task and its effects, or why not.
+    pub fn apply(
+        &self,
+        task: &Task,
+        event: &Event,
+        now: Timestamp,
+    ) -> Result<Transition, Rejection> {
+        let from = task.kind();
+        let reject = |refusal| Rejection {
+            task: task.id,
+            state: Some(from),
+            event: event.kind(),
+            refusal,
+        };
+        if let Some(refusal) = precheck(task, event) {
+            return Err(reject(refusal));
+        }
+        let rule = self
+            .select(Some(from), Some(task), event, now)
+            .map_err(reject)?;
+
+        let mut next = task.clone();
+        next.version += 1;
+        next.updated_at = now;
+        match event {
+            Event::AgentAssigned { .. } => next.fencing_token = task.fencing_token.next(),
+            Event::DependencyAdded { dependency } => next.dependencies.push(dependency.clone()),
+            Event::Retry => next.attempt += 1,
+            Event::RetryRequested { .. } => {
+                next.attempt += 1;
+                next.attempts_allowed = task.attempt + task.spec.retry.max_attempts;
+            }
+            _ => {}
+        }
+        next.state = enter(rule, &next, event, now);
+        if let State::Failed { error, .. } = &next.state {
+            next.errors.push(error.clone());
+        }
+        if rule.has_effect(EffectKind::Timers) {
+            next.deadlines = deadlines_after(rule, &task.deadlines, &task.spec, now);
+        }
+        if rule.from != Some(rule.to) {
+            next.entered_at.0[rule.to.index()] = Some(now);
+        }
+        let effects = effects(rule, Some(task), &next);
+        Ok(Transition {
+            task: next,
+            from: Some(from),
+            rule,
+            effects,
+        })
+    }
+
+    /// The rule that fires, or the refusal of the rule that came closest to firing.
+    fn select(
+        &self,
+        from: Option<StateKind>,
+        task: Option<&Task>,
+        event: &Event,
+        now: Timestamp,
+    ) -> Result<&'static Rule, Refusal> {
+        let mut closest: Option<(usize, Guard, String)> = None;
+        for rule in self.rules_for(from, event.kind()) {
+            let mut failed = None;
+            for (passed, guard) in rule.guards.iter().enumerate() {
+                let outcome = eval(guard.cond, task, event, now);
+                if outcome.is_ok() != guard.holds {
+                    let detail = outcome
+                        .err()
+                        .unwrap_or_else(|| format!("`{}` must not hold", guard.cond.label()));
+                    failed = Some((passed, *guard, detail));
+                    break;
+                }
+            }
+            match failed {
+                None => return Ok(rule),
+                Some(f) if closest.as_ref().is_none_or(|c| f.0 > c.0) => closest = Some(f),
+                Some(_) => {}
+            }
+        }
+        match closest {
+            Some((_, guard, detail)) => Err(Refusal::GuardFailed {
+                guard: guard.to_string(),
+                detail,
+            }),
+            None => Err(Refusal::NotAccepted {
+                accepted: from
+                    .map(|s| self.events_from(s).into_iter().collect())
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// Refusals that come before the table: duplicates, stale leases and contradictions.
+fn precheck(task: &Task, event: &Event) -> Option<Refusal> {
+    match (event, &task.state) {
+        (Event::Submitted(_), _) => Some(Refusal::Conflict {
+            detail: "the task already exists".into(),
+        }),
+        (
+            Event::ExecutionSucceeded { token, result, .. },
+            State::Completed {
+                token: done,
+                result: kept,
+            },
+        ) if token == done => Some(if result.as_ref() == Some(kept) {
+            Refusal::Duplicate
+        } else {
+            Refusal::Conflict {
+                detail: "this lease already completed the task with a different result".into(),
+            }
+        }),
+        (Event::ExecutionStarted { token, .. }, State::Executing { lease, .. })
+            if *token == lease.token =>
+        {
+            Some(Refusal::Duplicate)
+        }
+        (Event::ExecutionFailed { token, error, .. }, State::Failed { error: kept, .. })
+            if kept.token == Some(*token) =>
+        {
+            Some(
+                if kept.kind == error.kind && kept.message == error.message {
+                    Refusal::Duplicate
+                } else {
+                    Refusal::Conflict {
+                        detail: "this lease already reported a different failure".into(),
+                    }
+                },
+            )
+        }
+        (Event::CancelRequested { .. }, State::Cancelled { .. }) => Some(Refusal::Duplicate),
+        (Event::DependencyAdded { dependency }, _) if task.dependencies.contains(dependency) => {
+            Some(Refusal::Duplicate)
+        }
+        _ => match event.report() {
+            Some((_, token)) if token < task.fencing_token => Some(Refusal::StaleLease {
+                reported: token,
+                current: task.fencing_token,
+            }),
+            _ => None,
+        },
+    }
+}
+
+/// Evaluates one condition: `Ok` if it holds, otherwise why not, in words a user can act on.
+fn eval(cond: Cond, task: Option<&Task>, event: &Event, now: Timestamp) -> Result<(), String> {
+    match cond {
+        Cond::DependenciesMet => {
+            let (deps, completed) = match (event, task) {
+                (Event::Submitted(sub), _) => (&sub.spec.depends_on, &sub.completed),
+                (Event::DependenciesMet { completed }, Some(t)) => (&t.dependencies, completed),
+                _ => return Err("the event carries no dependency evidence".into()),
+            };
+            match first_missing(deps, completed) {
+                Some(dep) => Err(format!("dependency `{dep}` has not completed")),
+                None => Ok(()),
+            }
+        }
+        Cond::IsDependency => match (event, task) {
+            (Event::UpstreamFailed { upstream }, Some(t)) if t.dependencies.contains(upstream) => {
+                Ok(())
+            }
+            (Event::UpstreamFailed { upstream }, _) => {
+                Err(format!("`{upstream}` is not a dependency of this task"))
+            }
+            _ => Err("the event names no upstream task".into()),
+        },
+        Cond::CancelledByUpstream => match (event, task.map(|t| &t.state)) {
+            (
+                Event::UpstreamRevived { upstream },
+                Some(State::Cancelled {
+                    reason: CancelReason::Upstream { upstream: cause },
+                }),
+            ) if upstream == cause => Ok(()),
+            (Event::UpstreamRevived { upstream }, _) => Err(format!(
+                "the task was not cancelled because `{upstream}` failed"
+            )),
+            _ => Err("the event names no upstream task".into()),
+        },
+        Cond::HasCapabilities => match (event, task) {
+            (Event::AgentAssigned { capabilities, .. }, Some(t)) => {
+                match t.spec.capabilities.difference(capabilities).next() {
+                    Some(missing) => Err(format!("the agent lacks capability `{missing}`")),
+                    None => Ok(()),
+                }
+            }
+            _ => Err("the event names no agent".into()),
+        },
+        Cond::LeaseCurrent => {
+            let Some((agent, token)) = event.report() else {
+                return Err("the event is not an agent's report".into());
+            };
+            match task.and_then(|t| t.state.lease()) {
+                None => Err("the task holds no lease: it was taken back from the agent".into()),
+                Some(lease) if lease.token != token => Err(format!(
+                    "the report's fencing token {token} is not the current lease's ({})",
+                    lease.token
+                )),
+                Some(lease) if lease.agent != agent => Err(format!(
+                    "the lease belongs to agent {}, not to agent {agent}",
+                    lease.agent
+                )),
+                Some(_) => Ok(()),
+            }
+        }
+        Cond::HasResult => match event {
+            Event::ExecutionSucceeded {
+                result: Some(v), ..
+            } if !v.is_null() => Ok(()),
+            _ => Err("a result payload is required to complete a task".into()),
+        },
+        Cond::RetryAllowed => {
+            let Some(t) = task else {
+                return Err("there is no task to retry".into());
+            };
+            let (kind, retryable) = failure_kind(event)?;
+            if t.attempt >= t.attempts_allowed {
+                Err(format!(
+                    "attempt {} of {} was the last",
+                    t.attempt, t.attempts_allowed
+                ))
+            } else if !retryable {
+                Err("the error was reported as not retryable".into())
+            } else if t.spec.retry.non_retryable.iter().any(|k| *k == kind) {
+                Err(format!("error kind `{kind}` is listed as non-retryable"))
+            } else {
+                Ok(())
+            }
+        }
+        Cond::RetryScheduled => match task.map(|t| &t.state) {
+            Some(State::Failed {
+                retry_at: Some(_), ..
+            }) => Ok(()),
+            _ => Err("no retry is scheduled: the failure is final".into()),
+        },
+        Cond::BackoffElapsed => match task.map(|t| &t.state) {
+            Some(State::Failed {
+                retry_at: Some(at), ..
+            }) if *at <= now => Ok(()),
+            Some(State::Failed {
+                retry_at: Some(at), ..
+            }) => Err(format!("the backoff runs until {at}; it is {now}")),
+            _ => Err("no retry is scheduled".into()),
+        },
+        Cond::DeadlinePassed => {
+            let Event::TimeoutExpired { deadline } = event else {
+                return Err("the event names no deadline".into());
+            };
+            match task.and_then(|t| t.deadlines.get(*deadline)) {
+                None => Err(format!("the {deadline} deadline is not armed")),
+                Some(at) if at > now => Err(format!(
+                    "the {deadline} deadline is at {at}, not yet passed at {now}"
+                )),
+                Some(_) => Ok(()),
+            }
+        }
+        Cond::TimeoutRequeues => match event {
+            Event::TimeoutExpired {
+                deadline: DeadlineKind::Start,
+            } => Ok(()),
+            _ => Err("only the start deadline takes a task back".into()),
+        },
+    }
+}
+
+/// The first of `deps` not in `completed`, in time linear in both.
+fn first_missing<'a>(deps: &'a [TaskKey], completed: &[TaskKey]) -> Option<&'a TaskKey> {
+    if deps.is_empty() {
+        return None;
+    }
+    if completed.len() <= 16 {
+        return deps.iter().find(|d| !completed.contains(d));
+    }
+    let done: HashSet<&TaskKey> = completed.iter().collect();
+    deps.iter().find(|d| !done.contains(d))
+}
+
+/// The error kind and retryability of the failure an event reports.
+fn failure_kind(event: &Event) -> Result<(Cow<'_, str>, bool), String> {
+    match event {
+        Event::ExecutionFailed { error, .. } => Ok((Cow::Borrowed(&error.kind), error.retryable)),
+        Event::TimeoutExpired { deadline } => Ok((Cow::Borrowed(deadline.error_kind()), true)),
+        _ => Err("the event reports no failure".into()),
+    }
+}
+
+/// The state a rule enters, with its data taken from the event. `task` already carries the
+/// rule's bookkeeping (new fencing token, attempt).
+fn enter(rule: &Rule, task: &Task, event: &Event, now: Timestamp) -> State {
+    match rule.to {
+        StateKind::Blocked => State::Blocked,
+        StateKind::Pending => State::Pending,
+        StateKind::Assigned => {
+            let Event::AgentAssigned { agent, lease, .. } = event else {
+                unreachable!("rule {rule} enters Assigned without an assignment");
+            };
+            State::Assigned {
+                lease: Lease {
+                    id: *lease,
+                    agent: *agent,
+                    token: task.fencing_token,
+                    granted_at: now,
+                },
+            }
+        }
+        StateKind::Executing => {
+            let (lease, progress) = match &task.state {
+                State::Assigned { lease } => (lease.clone(), None),
+                State::Executing { lease, progress } => (lease.clone(), progress.clone()),
+                other => unreachable!("rule {rule} enters Executing from {other:?}"),
+            };
+            let progress = match event {
+                Event::Heartbeat {
+                    progress: Some(p), ..
+                } => Some(p.clone()),
+                _ => progress,
+            };
+            State::Executing { lease, progress }
+        }
+        StateKind::Completed => {
+            let Event::ExecutionSucceeded {
+                token,
+                result: Some(result),
+                ..
+            } = event
+            else {
+                unreachable!("rule {rule} completes without a result");
+            };
+            State::Completed {
+                result: result.clone(),
+                token: *token,
+            }
+        }
+        StateKind::Failed => {
+            let error = failure(task, event, now);
+            let retry_at = rule
+                .has_effect(EffectKind::ScheduleRetry)
+                .then(|| now.plus_ms(backoff_ms(&task.spec.retry, task.attempt, task.seed)));
+            State::Failed { error, retry_at }
+        }
+        StateKind::Cancelled => State::Cancelled {
+            reason: match event {
+                Event::CancelRequested {
+                    requested_by,
+                    reason,
+                } => CancelReason::Operator {
+                    requested_by: requested_by.clone(),
+                    reason: reason.clone(),
+                },
+                Event::UpstreamFailed { upstream } => CancelReason::Upstream {
+                    upstream: upstream.clone(),
+                },
+                other => unreachable!("rule {rule} cancels on {other:?}"),
+            },
+        },
+    }
+}
+
+fn failure(task: &Task, event: &Event, now: Timestamp) -> TaskError {
+    let token = task.state.lease().map(|l| l.token);
+    match event {
+        Event::ExecutionFailed { token, error, .. } => TaskError {
+            attempt: task.attempt,
+            kind: error.kind.clone(),
+            message: error.message.clone(),
+            retryable: error.retryable,
+            token: Some(*token),
+            at: now,
+        },
+        Event::TimeoutExpired { deadline } => TaskError {
+            attempt: task.attempt,
+            kind: deadline.error_kind().to_owned(),
+            message: format!("the {deadline} deadline passed"),
+            retryable: true,
+            token,
+            at: now,
+        },
+        other => unreachable!("no failure in {other:?}"),
+    }
+}
+
+/// The deadlines armed after `rule` fires. `ScheduleToStart` survives a requeue from
+/// `Assigned`; `StartToClose` survives heartbeats; the heartbeat deadline restarts with each.
+fn deadlines_after(rule: &Rule, old: &Deadlines, spec: &TaskSpec, now: Timestamp) -> Deadlines {
+    let t = &spec.timeouts;
+    let arm = |ms: Option<u64>| ms.map(|ms| now.plus_ms(ms));
+    match rule.to {
+        StateKind::Pending => Deadlines {
+            schedule_to_start: old
+                .schedule_to_start
+                .or_else(|| arm(t.schedule_to_start_ms)),
+            ..Deadlines::default()
+        },
+        StateKind::Assigned => Deadlines {
+            schedule_to_start: old.schedule_to_start,
+            start: arm(t.start_ms),
+            ..Deadlines::default()
+        },
+        StateKind::Executing => Deadlines {
+            start_to_close: old.start_to_close.or_else(|| arm(t.start_to_close_ms)),
+            heartbeat: arm(t.heartbeat_ms),
+            ..Deadlines::default()
+        },
+        _ => Deadlines::default(),
+    }
+}
+
+/// Instantiates the rule's effect kinds with data from the task before and after.
+fn effects(rule: &Rule, old: Option<&Task>, new: &Task) -> Vec<Effect> {
+    let mut out = Vec::with_capacity(rule.effects.len() + 2);
+    let old_lease = old.and_then(|t| t.state.lease());
+    for kind in rule.effects {
+        match kind {
+            EffectKind::WakeAgents => out.push(Effect::WakeAgents {
+                capabilities: new.spec.capabilities.clone(),
+            }),
+            EffectKind::Timers => {
+                let before = old.map(|t| t.deadlines).unwrap_or_default();
+                for k in DeadlineKind::ALL {
+                    match (before.get(k), new.deadlines.get(k)) {
+                        (a, Some(at)) if a != Some(at) => {
+                            out.push(Effect::ArmDeadline { kind: k, at })
+                        }
+                        (Some(_), None) => out.push(Effect::DisarmDeadline { kind: k }),
+                        _ => {}
+                    }
+                }
+            }
+            EffectKind::EndLease => {
+                if let Some(l) = old_lease {
+                    out.push(Effect::EndLease {
+                        agent: l.agent,
+                        lease: l.id,
+                    });
+                }
+            }
+            EffectKind::RevokeLease => {
+                if let Some(l) = old_lease {
+                    out.push(Effect::RevokeLease {
+                        agent: l.agent,
+                        lease: l.id,
+                        token: l.token,
+                    });
+                }
+            }
+            EffectKind::ReleaseDependents => out.push(Effect::ReleaseDependents),
+            EffectKind::FailDependents => out.push(Effect::FailDependents),
+            EffectKind::ReviveDependents => out.push(Effect::ReviveDependents),
+            EffectKind::ScheduleRetry => {
+                if let State::Failed {
+                    retry_at: Some(at), ..
+                } = new.state
+                {
+                    out.push(Effect::ScheduleRetry {
+                        at,
+                        attempt: new.attempt + 1,
+                    });
+                }
+            }
+            EffectKind::Compensate => {
+                if let Some(spec) = &new.spec.compensation {
+                    out.push(Effect::Compensate { spec: spec.clone() });
+                }
+            }
+        }
+    }
+    out
+}

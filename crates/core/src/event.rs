@@ -1,0 +1,232 @@
+//! Events: what happened to a task, sent by an agent, an operator or the engine. Each carries the
+//! evidence its guards check (the reporter's fencing token, the result payload, the dependencies
+//! seen completed), so that applying it needs nothing but the task, the event and `now`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{AgentId, Capability, FencingToken, LeaseId, TaskId, TaskKey, WorkflowId};
+use crate::spec::TaskSpec;
+use crate::task::DeadlineKind;
+
+/// An agent's failure report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    pub kind: String,
+    pub message: String,
+    #[serde(default = "yes")]
+    pub retryable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The data of a `submitted` event: everything a new task is made of.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    pub task: TaskId,
+    pub workflow: WorkflowId,
+    pub spec: Arc<TaskSpec>,
+    /// The dependencies already completed at submission: the evidence for `dependencies met`.
+    pub completed: Vec<TaskKey>,
+    /// Seed of the retry jitter, drawn by the engine.
+    pub seed: u64,
+}
+
+/// Something that happened to one task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The task is created.
+    Submitted(Submission),
+    /// Decomposition: the task must now also wait for `dependency`.
+    DependencyAdded {
+        dependency: TaskKey,
+    },
+    /// Every dependency completed; `completed` is the evidence.
+    DependenciesMet {
+        completed: Vec<TaskKey>,
+    },
+    /// `upstream`, a dependency, ended `Failed` or `Cancelled`.
+    UpstreamFailed {
+        upstream: TaskKey,
+    },
+    /// `upstream`, whose failure cancelled this task, was retried by an operator.
+    UpstreamRevived {
+        upstream: TaskKey,
+    },
+    /// The engine leased the task to `agent`, which offers `capabilities`.
+    AgentAssigned {
+        agent: AgentId,
+        capabilities: BTreeSet<Capability>,
+        lease: LeaseId,
+    },
+    ExecutionStarted {
+        agent: AgentId,
+        token: FencingToken,
+    },
+    Heartbeat {
+        agent: AgentId,
+        token: FencingToken,
+        progress: Option<Value>,
+    },
+    ExecutionSucceeded {
+        agent: AgentId,
+        token: FencingToken,
+        result: Option<Value>,
+    },
+    ExecutionFailed {
+        agent: AgentId,
+        token: FencingToken,
+        error: ErrorReport,
+    },
+    /// The agent gives the task back without failing it.
+    AssignmentReleased {
+        agent: AgentId,
+        token: FencingToken,
+    },
+    /// The watchdog saw `deadline` pass.
+    TimeoutExpired {
+        deadline: DeadlineKind,
+    },
+    /// The engine starts the next attempt once the backoff has passed.
+    Retry,
+    /// An operator reopens a task that failed for good, with a fresh budget of attempts.
+    RetryRequested {
+        requested_by: String,
+    },
+    CancelRequested {
+        requested_by: String,
+        reason: String,
+    },
+}
+
+/// An event's name without its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Submitted,
+    DependencyAdded,
+    DependenciesMet,
+    UpstreamFailed,
+    UpstreamRevived,
+    AgentAssigned,
+    ExecutionStarted,
+    Heartbeat,
+    ExecutionSucceeded,
+    ExecutionFailed,
+    AssignmentReleased,
+    TimeoutExpired,
+    Retry,
+    RetryRequested,
+    CancelRequested,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 15] = [
+        EventKind::Submitted,
+        EventKind::DependencyAdded,
+        EventKind::DependenciesMet,
+        EventKind::UpstreamFailed,
+        EventKind::UpstreamRevived,
+        EventKind::AgentAssigned,
+        EventKind::ExecutionStarted,
+        EventKind::Heartbeat,
+        EventKind::ExecutionSucceeded,
+        EventKind::ExecutionFailed,
+        EventKind::AssignmentReleased,
+        EventKind::TimeoutExpired,
+        EventKind::Retry,
+        EventKind::RetryRequested,
+        EventKind::CancelRequested,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Submitted => "submitted",
+            EventKind::DependencyAdded => "dependency_added",
+            EventKind::DependenciesMet => "dependencies_met",
+            EventKind::UpstreamFailed => "upstream_failed",
+            EventKind::UpstreamRevived => "upstream_revived",
+            EventKind::AgentAssigned => "agent_assigned",
+            EventKind::ExecutionStarted => "execution_started",
+            EventKind::Heartbeat => "heartbeat",
+            EventKind::ExecutionSucceeded => "execution_succeeded",
+            EventKind::ExecutionFailed => "execution_failed",
+            EventKind::AssignmentReleased => "assignment_released",
+            EventKind::TimeoutExpired => "timeout_expired",
+            EventKind::Retry => "retry",
+            EventKind::RetryRequested => "retry_requested",
+            EventKind::CancelRequested => "cancel_requested",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who sent an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "actor", rename_all = "snake_case")]
+pub enum Actor {
+    Agent { agent: AgentId },
+    Operator { name: String },
+    Engine,
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Submitted(_) => EventKind::Submitted,
+            Event::DependencyAdded { .. } => EventKind::DependencyAdded,
+            Event::DependenciesMet { .. } => EventKind::DependenciesMet,
+            Event::UpstreamFailed { .. } => EventKind::UpstreamFailed,
+            Event::UpstreamRevived { .. } => EventKind::UpstreamRevived,
+            Event::AgentAssigned { .. } => EventKind::AgentAssigned,
+            Event::ExecutionStarted { .. } => EventKind::ExecutionStarted,
+            Event::Heartbeat { .. } => EventKind::Heartbeat,
+            Event::ExecutionSucceeded { .. } => EventKind::ExecutionSucceeded,
+            Event::ExecutionFailed { .. } => EventKind::ExecutionFailed,
+            Event::AssignmentReleased { .. } => EventKind::AssignmentReleased,
+            Event::TimeoutExpired { .. } => EventKind::TimeoutExpired,
+            Event::Retry => EventKind::Retry,
+            Event::RetryRequested { .. } => EventKind::RetryRequested,
+            Event::CancelRequested { .. } => EventKind::CancelRequested,
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        match self {
+            Event::ExecutionStarted { agent, .. }
+            | Event::Heartbeat { agent, .. }
+            | Event::ExecutionSucceeded { agent, .. }
+            | Event::ExecutionFailed { agent, .. }
+            | Event::AssignmentReleased { agent, .. } => Actor::Agent { agent: *agent },
+            Event::RetryRequested { requested_by }
+            | Event::CancelRequested { requested_by, .. } => Actor::Operator {
+                name: requested_by.clone(),
+            },
+            _ => Actor::Engine,
+        }
+    }
+
+    /// The reporting agent and the fencing token it holds, for agent reports.
+    pub fn report(&self) -> Option<(AgentId, FencingToken)> {
+        match self {
+            Event::ExecutionStarted { agent, token }
+            | Event::Heartbeat { agent, token, .. }
+            | Event::ExecutionSucceeded { agent, token, .. }
+            | Event::ExecutionFailed { agent, token, .. }
+            | Event::AssignmentReleased { agent, token } => Some((*agent, *token)),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Baton's lifecycle core: the pure heart of the engine.
+//!
+//! A task follows a lifecycle given as a table ([`lifecycle::DEFAULT_RULES`]). The one entry
+//! point, [`apply`], takes a task, an event and the current time and returns either a
+//! [`Transition`] (the new task and the [`Effect`]s the engine must carry out) or a
+//! [`Rejection`] that names the task, its state, the event and the rule that refused it.
+//!
+//! This crate performs no I/O, reads no clock and draws no randomness: time, ids and seeds
+//! come in as arguments. So a task is always the fold of its history ([`replay`]), and the
+//! whole engine can be simulated deterministically around it.
+
+pub mod apply;
+pub mod dag;
+pub mod diagram;
+pub mod event;
+pub mod ids;
+pub mod lifecycle;
+pub mod replay;
+pub mod retry;
+pub mod spec;
+pub mod task;
+
+pub use apply::{apply, submit, Effect, Refusal, Rejection, Transition};
+pub use dag::{Dag, DagError, NodeStatus};
+pub use diagram::DiagramFormat;
+pub use event::{Actor, ErrorReport, Event, EventKind, Submission};
+pub use ids::{AgentId, Capability, FencingToken, LeaseId, TaskId, TaskKey, Timestamp, WorkflowId};
+pub use lifecycle::{Cond, EffectKind, Guard, Lifecycle, Problem, Rule, DEFAULT, DEFAULT_RULES};
+pub use replay::{replay, HistoryEntry, ReplayError};
+pub use retry::backoff_ms;
+pub use spec::{CompensationSpec, RetryPolicy, SpecError, TaskSpec, Timeouts};
+pub use task::{
+    CancelReason, DeadlineKind, Deadlines, EnteredAt, Lease, State, StateKind, Task, TaskError,
+};

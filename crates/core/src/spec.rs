@@ -1,0 +1,285 @@
+//! What a user submits for a task: its key, dependencies, required capabilities, input, priority,
+//! retry policy, timeouts and optional compensation. A spec never changes after submission.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{Capability, TaskKey};
+
+/// Longest task key or capability name, in bytes.
+pub const KEY_LEN_MAX: usize = 128;
+/// Most dependencies one task may declare.
+pub const DEPENDENCIES_PER_TASK_MAX: usize = 10_000;
+/// Most capabilities one task may require.
+pub const CAPABILITIES_PER_TASK_MAX: usize = 32;
+/// Most attempts a retry policy may allow.
+pub const ATTEMPTS_MAX: u32 = 100;
+/// Longest backoff or timeout a spec may ask for: 30 days.
+pub const DURATION_MAX_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Most non-retryable error kinds one policy may list.
+pub const NON_RETRYABLE_KINDS_MAX: usize = 64;
+
+/// One task as submitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Unique within the workflow; dependencies name tasks by key.
+    pub key: TaskKey,
+    /// Keys of the tasks that must complete before this one is ready.
+    #[serde(default)]
+    pub depends_on: Vec<TaskKey>,
+    /// Capabilities an agent must have (all of them) to be assigned this task.
+    #[serde(default)]
+    pub capabilities: BTreeSet<Capability>,
+    /// Opaque input handed to the agent.
+    #[serde(default)]
+    pub input: Value,
+    /// Higher runs first among ready tasks.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Submitted as a new task of the workflow if this task ends `Failed` (finally) or
+    /// `Cancelled`.
+    #[serde(default)]
+    pub compensation: Option<CompensationSpec>,
+}
+
+impl TaskSpec {
+    /// A spec with the given key and every other field at its default.
+    pub fn new(key: impl Into<String>) -> TaskSpec {
+        TaskSpec {
+            key: TaskKey(key.into()),
+            depends_on: Vec::new(),
+            capabilities: BTreeSet::new(),
+            input: Value::Null,
+            priority: 0,
+            retry: RetryPolicy::default(),
+            timeouts: Timeouts::default(),
+            compensation: None,
+        }
+    }
+
+    /// Checks every field's bounds; the error names the field and what was expected.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        validate_name("key", &self.key.0)?;
+        if self.depends_on.len() > DEPENDENCIES_PER_TASK_MAX {
+            return Err(SpecError::new(
+                "depends_on",
+                format!("at most {DEPENDENCIES_PER_TASK_MAX} dependencies"),
+            ));
+        }
+        let mut seen = std::collections::HashSet::with_capacity(self.depends_on.len());
+        for dep in &self.depends_on {
+            validate_name("depends_on[]", &dep.0)?;
+            if dep == &self.key {
+                return Err(SpecError::new(
+                    "depends_on",
+                    format!("keys of other tasks, not the task's own key {:?}", dep.0),
+                ));
+            }
+            if !seen.insert(dep) {
+                return Err(SpecError::new(
+                    "depends_on",
+                    format!("each dependency once, but {:?} is listed twice", dep.0),
+                ));
+            }
+        }
+        if self.capabilities.len() > CAPABILITIES_PER_TASK_MAX {
+            return Err(SpecError::new(
+                "capabilities",
+                format!("at most {CAPABILITIES_PER_TASK_MAX} capabilities"),
+            ));
+        }
+        for cap in &self.capabilities {
+            validate_name("capabilities[]", &cap.0)?;
+        }
+        self.retry.validate()?;
+        self.timeouts.validate()?;
+        if let Some(comp) = &self.compensation {
+            validate_name("compensation.key", &comp.key.0)?;
+            if comp.key == self.key {
+                return Err(SpecError::new(
+                    "compensation.key",
+                    "a key different from the task's own",
+                ));
+            }
+            for cap in &comp.capabilities {
+                validate_name("compensation.capabilities[]", &cap.0)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The task submitted when a task ends `Failed` for good or `Cancelled`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompensationSpec {
+    pub key: TaskKey,
+    #[serde(default)]
+    pub capabilities: BTreeSet<Capability>,
+    #[serde(default)]
+    pub input: Value,
+}
+
+/// How often and how patiently a task is retried after a failure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; 1 means never retry.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    /// Each retry waits this many times longer than the one before.
+    pub backoff_multiplier: f64,
+    pub max_backoff_ms: u64,
+    /// Fraction of the backoff, in `[0, 1]`, that is randomly taken off (full jitter at 1).
+    pub jitter: f64,
+    /// Error kinds that fail the task at once, whatever attempts are left.
+    pub non_retryable: Vec<String>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff_ms: 1_000,
+            backoff_multiplier: 2.0,
+            max_backoff_ms: 60_000,
+            jitter: 0.2,
+            non_retryable: Vec::new(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn validate(&self) -> Result<(), SpecError> {
+        if !(1..=ATTEMPTS_MAX).contains(&self.max_attempts) {
+            return Err(SpecError::new(
+                "retry.max_attempts",
+                format!("between 1 and {ATTEMPTS_MAX}"),
+            ));
+        }
+        check_duration("retry.initial_backoff_ms", self.initial_backoff_ms, false)?;
+        check_duration("retry.max_backoff_ms", self.max_backoff_ms, false)?;
+        if self.max_backoff_ms < self.initial_backoff_ms {
+            return Err(SpecError::new(
+                "retry.max_backoff_ms",
+                "at least retry.initial_backoff_ms",
+            ));
+        }
+        if !(self.backoff_multiplier.is_finite()
+            && (1.0..=100.0).contains(&self.backoff_multiplier))
+        {
+            return Err(SpecError::new(
+                "retry.backoff_multiplier",
+                "a number between 1 and 100",
+            ));
+        }
+        if !(self.jitter.is_finite() && (0.0..=1.0).contains(&self.jitter)) {
+            return Err(SpecError::new("retry.jitter", "a number between 0 and 1"));
+        }
+        if self.non_retryable.len() > NON_RETRYABLE_KINDS_MAX {
+            return Err(SpecError::new(
+                "retry.non_retryable",
+                format!("at most {NON_RETRYABLE_KINDS_MAX} error kinds"),
+            ));
+        }
+        for kind in &self.non_retryable {
+            validate_name("retry.non_retryable[]", kind)?;
+        }
+        Ok(())
+    }
+}
+
+/// Watchdog deadlines, each in milliseconds; `None` disables that deadline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// From becoming ready (`Pending`) to `Executing`; expiry fails the attempt.
+    pub schedule_to_start_ms: Option<u64>,
+    /// From assignment to `execution_started`; expiry takes the task back from a silent agent
+    /// and makes it `Pending` again, without using up an attempt.
+    pub start_ms: Option<u64>,
+    /// From `execution_started` to a result; expiry fails the attempt.
+    pub start_to_close_ms: Option<u64>,
+    /// Longest silence between heartbeats while executing; expiry fails the attempt.
+    pub heartbeat_ms: Option<u64>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            schedule_to_start_ms: None,
+            start_ms: Some(60_000),
+            start_to_close_ms: Some(3_600_000),
+            heartbeat_ms: Some(60_000),
+        }
+    }
+}
+
+impl Timeouts {
+    fn validate(&self) -> Result<(), SpecError> {
+        let fields = [
+            ("timeouts.schedule_to_start_ms", self.schedule_to_start_ms),
+            ("timeouts.start_ms", self.start_ms),
+            ("timeouts.start_to_close_ms", self.start_to_close_ms),
+            ("timeouts.heartbeat_ms", self.heartbeat_ms),
+        ];
+        for (field, value) in fields {
+            if let Some(ms) = value {
+                check_duration(field, ms, true)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A spec field out of bounds: which field, and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{field}`: expected {expected}")]
+pub struct SpecError {
+    pub field: String,
+    pub expected: String,
+}
+
+impl SpecError {
+    pub fn new(field: impl Into<String>, expected: impl Into<String>) -> SpecError {
+        SpecError {
+            field: field.into(),
+            expected: expected.into(),
+        }
+    }
+}
+
+fn check_duration(field: &str, ms: u64, positive: bool) -> Result<(), SpecError> {
+    if ms > DURATION_MAX_MS || (positive && ms == 0) {
+        let low = if positive { 1 } else { 0 };
+        return Err(SpecError::new(
+            field,
+            format!("milliseconds between {low} and {DURATION_MAX_MS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Keys, capabilities and error kinds: 1 to 128 bytes of letters, digits and `-_.:/`.
+fn validate_name(field: &str, name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name.len() <= KEY_LEN_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::new(
+            field,
+            format!("1 to {KEY_LEN_MAX} characters from letters, digits and `-_.:/`, got {name:?}"),
+        ))
+    }
+}

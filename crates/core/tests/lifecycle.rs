@@ -1,0 +1,834 @@
+//! Every row of the default lifecycle table, and every way an event is refused.
+
+mod common;
+
+use baton_core::*;
+use common::*;
+use serde_json::json;
+
+fn rule_index(rule: &Rule) -> usize {
+    DEFAULT_RULES
+        .iter()
+        .position(|r| std::ptr::eq(r, rule))
+        .expect("rule from the default table")
+}
+
+type Case = (&'static str, Result<Transition, Rejection>, StateKind);
+
+fn case(name: &'static str, task: Task, event: Event, now: Timestamp, to: StateKind) -> Case {
+    (name, apply(&task, &event, now), to)
+}
+
+fn with_schedule_to_start(max_attempts: u32) -> Task {
+    let mut s = spec("write");
+    s.timeouts.schedule_to_start_ms = Some(500);
+    s.retry.max_attempts = max_attempts;
+    submit(&submission(s, &[]), T0).unwrap().task
+}
+
+/// One case per row of the table: the transition and the state the table says it enters.
+fn one_case_per_rule() -> Vec<Case> {
+    let mut last_executing = executing();
+    for token in 1..=2u64 {
+        let t = step(&last_executing, failed(token, "flaky", true), at(30)).task;
+        let t = step(&t, Event::Retry, at(1_000)).task;
+        let t = step(&t, assign(agent(), token as u128 + 1), at(1_010)).task;
+        last_executing = step(&t, started(token + 1), at(1_020)).task;
+    }
+    assert_eq!(last_executing.attempts_left(), 0);
+    let upstream_cancelled = step(
+        &blocked(),
+        Event::UpstreamFailed {
+            upstream: "research".into(),
+        },
+        at(5),
+    )
+    .task;
+    let mut with_deps = spec("write");
+    with_deps.depends_on = vec!["plan".into(), "research".into()];
+    let s2s = DeadlineKind::ScheduleToStart;
+    use StateKind::*;
+    vec![
+        (
+            "submitted, no dependencies",
+            submit(&submission(spec("write"), &[]), T0),
+            Pending,
+        ),
+        (
+            "submitted, open dependency",
+            submit(&submission(with_deps, &["plan"]), T0),
+            Blocked,
+        ),
+        case(
+            "decomposition",
+            blocked(),
+            Event::DependencyAdded {
+                dependency: "sub".into(),
+            },
+            at(1),
+            Blocked,
+        ),
+        case(
+            "dependencies met",
+            blocked(),
+            deps_met(&["plan", "research"]),
+            at(1),
+            Pending,
+        ),
+        case(
+            "upstream failed",
+            blocked(),
+            Event::UpstreamFailed {
+                upstream: "research".into(),
+            },
+            at(1),
+            Cancelled,
+        ),
+        case("cancel blocked", blocked(), cancel(), at(1), Cancelled),
+        case("assigned", pending(), assign(agent(), 1), at(1), Assigned),
+        case(
+            "s2s timeout, retry",
+            with_schedule_to_start(3),
+            timeout(s2s),
+            at(500),
+            Failed,
+        ),
+        case(
+            "s2s timeout, final",
+            with_schedule_to_start(1),
+            timeout(s2s),
+            at(500),
+            Failed,
+        ),
+        case("cancel pending", pending(), cancel(), at(1), Cancelled),
+        case("started", assigned(), started(1), at(11), Executing),
+        case(
+            "released before start",
+            assigned(),
+            released(1),
+            at(11),
+            Pending,
+        ),
+        case(
+            "start timeout requeues",
+            assigned(),
+            timeout(DeadlineKind::Start),
+            at(1_010),
+            Pending,
+        ),
+        case(
+            "s2s timeout assigned, retry",
+            step(&with_schedule_to_start(3), assign(agent(), 1), at(10)).task,
+            timeout(s2s),
+            at(500),
+            Failed,
+        ),
+        case(
+            "s2s timeout assigned, final",
+            step(&with_schedule_to_start(1), assign(agent(), 1), at(10)).task,
+            timeout(s2s),
+            at(500),
+            Failed,
+        ),
+        case("cancel assigned", assigned(), cancel(), at(11), Cancelled),
+        case(
+            "heartbeat",
+            executing(),
+            heartbeat(1, Some(json!({"pct": 50}))),
+            at(21),
+            Executing,
+        ),
+        case(
+            "succeeded",
+            executing(),
+            succeeded(1, json!("ok")),
+            at(21),
+            Completed,
+        ),
+        case(
+            "failed, retry",
+            executing(),
+            failed(1, "flaky", true),
+            at(21),
+            Failed,
+        ),
+        case(
+            "failed, final",
+            last_executing.clone(),
+            failed(3, "flaky", true),
+            at(1_030),
+            Failed,
+        ),
+        case(
+            "released while executing",
+            executing(),
+            released(1),
+            at(21),
+            Pending,
+        ),
+        case(
+            "heartbeat timeout, retry",
+            executing(),
+            timeout(DeadlineKind::Heartbeat),
+            at(2_020),
+            Failed,
+        ),
+        case(
+            "heartbeat timeout, final",
+            last_executing,
+            timeout(DeadlineKind::Heartbeat),
+            at(3_020),
+            Failed,
+        ),
+        case("cancel executing", executing(), cancel(), at(21), Cancelled),
+        case(
+            "retry after backoff",
+            failed_retrying(),
+            Event::Retry,
+            at(130),
+            Pending,
+        ),
+        case(
+            "cancel while backing off",
+            failed_retrying(),
+            cancel(),
+            at(31),
+            Cancelled,
+        ),
+        case(
+            "operator retry",
+            failed_final(),
+            retry_requested(),
+            at(31),
+            Pending,
+        ),
+        case(
+            "upstream revived",
+            upstream_cancelled,
+            Event::UpstreamRevived {
+                upstream: "research".into(),
+            },
+            at(6),
+            Blocked,
+        ),
+    ]
+}
+
+#[test]
+fn every_rule_of_the_table_fires_in_a_case_and_lands_where_the_table_says() {
+    let mut fired = vec![false; DEFAULT_RULES.len()];
+    for (name, outcome, expected) in one_case_per_rule() {
+        let t = outcome.unwrap_or_else(|r| panic!("{name}: {r}"));
+        assert_eq!(t.task.kind(), expected, "{name}");
+        assert_eq!(t.rule.to, expected, "{name}");
+        assert_eq!(t.rule.from, t.from, "{name}");
+        fired[rule_index(t.rule)] = true;
+    }
+    let missing: Vec<String> = DEFAULT_RULES
+        .iter()
+        .zip(&fired)
+        .filter(|(_, f)| !**f)
+        .map(|(r, _)| r.to_string())
+        .collect();
+    assert!(missing.is_empty(), "rules without a case: {missing:#?}");
+}
+
+#[test]
+fn the_default_lifecycle_passes_its_own_checks() {
+    assert_eq!(DEFAULT.check(), Vec::<Problem>::new());
+}
+
+#[test]
+fn submission_without_open_dependencies_is_pending_and_wakes_agents() {
+    let t = submit(&submission(spec("write"), &[]), T0).unwrap();
+    assert_eq!(t.task.state, State::Pending);
+    assert_eq!(t.task.version, 1);
+    assert_eq!(t.task.attempt, 1);
+    assert_eq!(t.task.entered_at.get(StateKind::Pending), Some(T0));
+    assert_eq!(
+        t.effects,
+        vec![Effect::WakeAgents {
+            capabilities: caps(&["write"])
+        }]
+    );
+}
+
+#[test]
+fn submission_with_an_open_dependency_is_blocked_until_all_are_met() {
+    let task = blocked();
+    assert_eq!(task.state, State::Blocked);
+    let r = refuse(&task, deps_met(&["plan"]), at(1));
+    assert!(
+        matches!(r.refusal, Refusal::GuardFailed { ref detail, .. } if detail.contains("`research`"))
+    );
+    let t = step(&task, deps_met(&["research", "plan"]), at(2));
+    assert_eq!(t.task.state, State::Pending);
+    assert!(t.effects.contains(&Effect::WakeAgents {
+        capabilities: caps(&["write"])
+    }));
+}
+
+#[test]
+fn decomposition_makes_a_blocked_task_wait_for_the_new_sub_task_too() {
+    let task = step(
+        &blocked(),
+        Event::DependencyAdded {
+            dependency: "sub".into(),
+        },
+        at(1),
+    )
+    .task;
+    assert_eq!(task.dependencies.len(), 3);
+    refuse(&task, deps_met(&["plan", "research"]), at(2));
+    let t = step(&task, deps_met(&["plan", "research", "sub"]), at(2));
+    assert_eq!(t.task.kind(), StateKind::Pending);
+    let r = refuse(
+        &t.task,
+        Event::DependencyAdded {
+            dependency: "late".into(),
+        },
+        at(3),
+    );
+    assert!(matches!(r.refusal, Refusal::NotAccepted { .. }));
+}
+
+#[test]
+fn assignment_issues_a_lease_with_a_larger_fencing_token_and_arms_the_start_deadline() {
+    let t = step(&pending(), assign(agent(), 1), at(10));
+    let State::Assigned { lease: l } = &t.task.state else {
+        panic!("{:?}", t.task.state)
+    };
+    assert_eq!(l.token, FencingToken(1));
+    assert_eq!(l.agent, agent());
+    assert_eq!(l.id, lease(1));
+    assert_eq!(t.task.fencing_token, FencingToken(1));
+    assert_eq!(t.task.deadlines.start, Some(at(1_010)));
+    assert_eq!(
+        t.effects,
+        vec![Effect::ArmDeadline {
+            kind: DeadlineKind::Start,
+            at: at(1_010)
+        }]
+    );
+    let again = step(
+        &step(&t.task, released(1), at(20)).task,
+        assign(agent(), 2),
+        at(30),
+    );
+    assert_eq!(again.task.fencing_token, FencingToken(2));
+}
+
+#[test]
+fn an_agent_without_the_capability_cannot_be_assigned() {
+    let r = refuse(
+        &pending(),
+        Event::AgentAssigned {
+            agent: agent(),
+            capabilities: caps(&["read"]),
+            lease: lease(1),
+        },
+        at(1),
+    );
+    assert_eq!(r.state, Some(StateKind::Pending));
+    assert_eq!(r.event, EventKind::AgentAssigned);
+    assert!(r.to_string().contains("lacks capability `write`"), "{r}");
+}
+
+#[test]
+fn starting_swaps_the_start_deadline_for_execution_and_heartbeat_deadlines() {
+    let t = step(&assigned(), started(1), at(20));
+    assert_eq!(
+        t.task.deadlines,
+        Deadlines {
+            schedule_to_start: None,
+            start: None,
+            start_to_close: Some(at(10_020)),
+            heartbeat: Some(at(2_020)),
+        }
+    );
+    assert!(t.effects.contains(&Effect::DisarmDeadline {
+        kind: DeadlineKind::Start
+    }));
+}
+
+#[test]
+fn heartbeats_extend_the_heartbeat_deadline_keep_the_close_deadline_and_record_progress() {
+    let t = step(
+        &executing(),
+        heartbeat(1, Some(json!({"pct": 40}))),
+        at(1_500),
+    );
+    assert_eq!(t.task.deadlines.heartbeat, Some(at(3_500)));
+    assert_eq!(t.task.deadlines.start_to_close, Some(at(10_020)));
+    let t2 = step(&t.task, heartbeat(1, None), at(1_600));
+    let State::Executing { progress, .. } = &t2.task.state else {
+        panic!()
+    };
+    assert_eq!(
+        progress,
+        &Some(json!({"pct": 40})),
+        "progress is kept without a new one"
+    );
+    assert_eq!(t2.task.entered_at.get(StateKind::Executing), Some(at(20)));
+}
+
+#[test]
+fn success_needs_the_current_lease_and_a_result_and_releases_dependents() {
+    let task = executing();
+    let r = refuse(
+        &task,
+        Event::ExecutionSucceeded {
+            agent: agent(),
+            token: FencingToken(1),
+            result: None,
+        },
+        at(30),
+    );
+    assert!(r.to_string().contains("result payload is required"), "{r}");
+    let r = refuse(&task, succeeded(1, serde_json::Value::Null), at(30));
+    assert!(matches!(r.refusal, Refusal::GuardFailed { .. }));
+    let r = refuse(&task, succeeded(7, json!(1)), at(30));
+    assert!(r.to_string().contains("fencing token 7"), "{r}");
+    let r = refuse(
+        &task,
+        Event::ExecutionSucceeded {
+            agent: other_agent(),
+            token: FencingToken(1),
+            result: Some(json!(1)),
+        },
+        at(30),
+    );
+    assert!(r.to_string().contains("belongs to agent"), "{r}");
+
+    let t = step(&task, succeeded(1, json!({"text": "done"})), at(30));
+    assert_eq!(
+        t.task.state,
+        State::Completed {
+            result: json!({"text": "done"}),
+            token: FencingToken(1)
+        }
+    );
+    assert_eq!(t.task.deadlines, Deadlines::default());
+    assert!(t.effects.contains(&Effect::ReleaseDependents));
+    assert!(t.effects.contains(&Effect::EndLease {
+        agent: agent(),
+        lease: lease(1)
+    }));
+}
+
+#[test]
+fn pending_never_jumps_to_completed() {
+    let r = refuse(&pending(), succeeded(0, json!(1)), at(1));
+    let Refusal::NotAccepted { accepted } = &r.refusal else {
+        panic!("{r}")
+    };
+    assert!(accepted.contains(&EventKind::AgentAssigned));
+    assert!(
+        r.to_string().contains("no rule accepts it from Pending"),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_duplicate_success_is_recognised_not_applied_twice() {
+    let task = completed();
+    let r = refuse(&task, succeeded(1, json!({"text": "done"})), at(40));
+    assert!(r.is_duplicate());
+    let r = refuse(&task, succeeded(1, json!({"text": "other"})), at(40));
+    assert!(matches!(r.refusal, Refusal::Conflict { .. }), "{r}");
+}
+
+#[test]
+fn duplicate_reports_of_start_failure_cancel_and_dependency_are_recognised() {
+    assert!(refuse(&executing(), started(1), at(25)).is_duplicate());
+    assert!(refuse(&failed_retrying(), failed(1, "flaky", true), at(35)).is_duplicate());
+    assert!(matches!(
+        refuse(&failed_retrying(), failed(1, "other", true), at(35)).refusal,
+        Refusal::Conflict { .. }
+    ));
+    assert!(refuse(&cancelled(), cancel(), at(20)).is_duplicate());
+    assert!(refuse(
+        &blocked(),
+        Event::DependencyAdded {
+            dependency: "plan".into()
+        },
+        at(1)
+    )
+    .is_duplicate());
+}
+
+#[test]
+fn a_report_from_a_superseded_lease_is_refused_as_stale() {
+    let requeued = step(&assigned(), timeout(DeadlineKind::Start), at(1_010)).task;
+    let reassigned = step(&requeued, assign(other_agent(), 2), at(1_020)).task;
+    let r = refuse(&reassigned, started(1), at(1_030));
+    assert_eq!(
+        r.refusal,
+        Refusal::StaleLease {
+            reported: FencingToken(1),
+            current: FencingToken(2)
+        }
+    );
+    assert_eq!(r.refusal.code(), "stale_lease");
+    let r = refuse(&requeued, succeeded(1, json!(1)), at(1_015));
+    assert!(matches!(r.refusal, Refusal::NotAccepted { .. }), "{r}");
+}
+
+#[test]
+fn failure_with_attempts_left_schedules_a_retry_with_backoff() {
+    let t = step(&executing(), failed(1, "flaky", true), at(30));
+    let State::Failed { error, retry_at } = &t.task.state else {
+        panic!()
+    };
+    assert_eq!(*retry_at, Some(at(130)));
+    assert_eq!(error.kind, "flaky");
+    assert_eq!(error.attempt, 1);
+    assert_eq!(error.token, Some(FencingToken(1)));
+    assert!(!t.task.state.is_terminal());
+    assert_eq!(t.task.errors.len(), 1);
+    assert!(t.effects.contains(&Effect::ScheduleRetry {
+        at: at(130),
+        attempt: 2
+    }));
+    assert!(!t.effects.contains(&Effect::FailDependents));
+
+    let r = refuse(&t.task, Event::Retry, at(129));
+    assert!(r.to_string().contains("backoff runs until"), "{r}");
+    let next = step(&t.task, Event::Retry, at(130));
+    assert_eq!(next.task.state, State::Pending);
+    assert_eq!(next.task.attempt, 2);
+}
+
+#[test]
+fn backoff_doubles_per_attempt_and_the_last_failure_is_final() {
+    let mut task = executing();
+    let mut now = at(30);
+    let mut waits = Vec::new();
+    for attempt in 1..=3u64 {
+        let t = step(&task, failed(attempt, "flaky", true), now);
+        match t.task.state {
+            State::Failed {
+                retry_at: Some(r), ..
+            } => {
+                waits.push(r.ms_since(now));
+                now = r;
+                task = step(&t.task, Event::Retry, now).task;
+                task = step(&task, assign(agent(), attempt as u128 + 1), now).task;
+                task = step(&task, started(attempt + 1), now).task;
+            }
+            State::Failed { retry_at: None, .. } => {
+                assert_eq!(attempt, 3);
+                assert!(t.task.state.is_terminal());
+                assert!(t.effects.contains(&Effect::FailDependents));
+                assert!(t
+                    .effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::Compensate { .. })));
+                assert_eq!(t.task.errors.len(), 3);
+                task = t.task;
+            }
+            ref other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(waits, vec![100, 200]);
+    assert!(task.state.is_terminal());
+}
+
+#[test]
+fn non_retryable_errors_fail_at_once() {
+    let by_kind = step(&executing(), failed(1, "bad_input", true), at(30));
+    assert!(by_kind.task.state.is_terminal());
+    let by_flag = step(&executing(), failed(1, "flaky", false), at(30));
+    assert!(by_flag.task.state.is_terminal());
+}
+
+#[test]
+fn the_start_deadline_takes_the_task_back_without_using_an_attempt() {
+    let task = assigned();
+    let r = refuse(&task, timeout(DeadlineKind::Start), at(1_009));
+    assert!(r.to_string().contains("not yet passed"), "{r}");
+    let t = step(&task, timeout(DeadlineKind::Start), at(1_010));
+    assert_eq!(t.task.state, State::Pending);
+    assert_eq!(t.task.attempt, 1);
+    assert!(t.effects.contains(&Effect::RevokeLease {
+        agent: agent(),
+        lease: lease(1),
+        token: FencingToken(1)
+    }));
+}
+
+#[test]
+fn a_heartbeat_timeout_fails_the_attempt_and_a_stale_timer_is_refused() {
+    let task = step(&executing(), heartbeat(1, None), at(1_900)).task;
+    let r = refuse(&task, timeout(DeadlineKind::Heartbeat), at(2_020));
+    assert!(matches!(r.refusal, Refusal::GuardFailed { .. }), "{r}");
+    let r = refuse(&task, timeout(DeadlineKind::Start), at(5_000));
+    assert!(r.to_string().contains("start deadline is not armed"), "{r}");
+    let t = step(&task, timeout(DeadlineKind::Heartbeat), at(3_900));
+    let State::Failed { error, retry_at } = &t.task.state else {
+        panic!()
+    };
+    assert_eq!(error.kind, "timeout.heartbeat");
+    assert!(retry_at.is_some());
+    assert!(t
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::RevokeLease { .. })));
+}
+
+#[test]
+fn a_success_committed_before_the_timeout_fires_stays_a_success() {
+    let done = step(&executing(), succeeded(1, json!(1)), at(9_999)).task;
+    let r = refuse(&done, timeout(DeadlineKind::StartToClose), at(10_020));
+    assert!(matches!(r.refusal, Refusal::NotAccepted { ref accepted } if accepted.is_empty()));
+    assert_eq!(done.kind(), StateKind::Completed);
+}
+
+#[test]
+fn cancel_works_from_every_non_terminal_state_and_terminal_states_refuse_it() {
+    for task in [
+        blocked(),
+        pending(),
+        assigned(),
+        executing(),
+        failed_retrying(),
+    ] {
+        let from = task.kind();
+        let t = step(&task, cancel(), at(50));
+        assert_eq!(t.task.kind(), StateKind::Cancelled, "from {from}");
+        assert!(t.effects.contains(&Effect::FailDependents), "from {from}");
+        assert_eq!(t.task.deadlines, Deadlines::default(), "from {from}");
+        let revoked = t
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::RevokeLease { .. }));
+        assert_eq!(revoked, task.state.lease().is_some(), "from {from}");
+    }
+    let r = refuse(&completed(), cancel(), at(50));
+    assert!(r.to_string().contains("terminal"), "{r}");
+    let r = refuse(&failed_final(), cancel(), at(50));
+    assert!(r.to_string().contains("the failure is final"), "{r}");
+}
+
+#[test]
+fn a_final_failure_or_cancellation_asks_for_the_compensation_task() {
+    let t = step(&executing(), failed(1, "bad_input", true), at(30));
+    let comp = spec("write").compensation.unwrap();
+    assert!(t
+        .effects
+        .contains(&Effect::Compensate { spec: comp.clone() }));
+    let t = step(&pending(), cancel(), at(30));
+    assert!(t.effects.contains(&Effect::Compensate { spec: comp }));
+    let mut plain = spec("plain");
+    plain.compensation = None;
+    let task = submit(&submission(plain, &[]), T0).unwrap().task;
+    let t = step(&task, cancel(), at(1));
+    assert!(!t
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Compensate { .. })));
+}
+
+#[test]
+fn upstream_failure_cancels_a_blocked_dependent_but_not_for_a_stranger() {
+    let r = refuse(
+        &blocked(),
+        Event::UpstreamFailed {
+            upstream: "elsewhere".into(),
+        },
+        at(1),
+    );
+    assert!(
+        r.to_string().contains("`elsewhere` is not a dependency"),
+        "{r}"
+    );
+    let t = step(
+        &blocked(),
+        Event::UpstreamFailed {
+            upstream: "research".into(),
+        },
+        at(1),
+    );
+    assert_eq!(
+        t.task.state,
+        State::Cancelled {
+            reason: CancelReason::Upstream {
+                upstream: "research".into()
+            }
+        }
+    );
+    assert!(t.effects.contains(&Effect::FailDependents));
+}
+
+#[test]
+fn an_operator_retry_reopens_a_final_failure_with_fresh_attempts_and_revives_dependents() {
+    let r = refuse(&failed_retrying(), retry_requested(), at(40));
+    assert!(matches!(r.refusal, Refusal::GuardFailed { .. }), "{r}");
+    let t = step(&failed_final(), retry_requested(), at(40));
+    assert_eq!(t.task.state, State::Pending);
+    assert_eq!(t.task.attempt, 2);
+    assert_eq!(t.task.attempts_left(), 2, "a fresh budget of max_attempts");
+    assert!(t.effects.contains(&Effect::ReviveDependents));
+
+    let dependent = step(
+        &blocked(),
+        Event::UpstreamFailed {
+            upstream: "research".into(),
+        },
+        at(1),
+    )
+    .task;
+    let r = refuse(
+        &dependent,
+        Event::UpstreamRevived {
+            upstream: "plan".into(),
+        },
+        at(2),
+    );
+    assert!(
+        r.to_string().contains("not cancelled because `plan`"),
+        "{r}"
+    );
+    let revived = step(
+        &dependent,
+        Event::UpstreamRevived {
+            upstream: "research".into(),
+        },
+        at(2),
+    );
+    assert_eq!(revived.task.state, State::Blocked);
+    assert!(revived.effects.contains(&Effect::ReviveDependents));
+    assert!(refuse(
+        &cancelled(),
+        Event::UpstreamRevived {
+            upstream: "research".into()
+        },
+        at(20)
+    )
+    .to_string()
+    .contains("not cancelled because"));
+}
+
+#[test]
+fn a_rejection_names_the_task_its_state_the_event_and_the_rule() {
+    let task = executing();
+    let r = refuse(&task, succeeded(1, serde_json::Value::Null), at(30));
+    let text = r.to_string();
+    assert!(text.contains(&task.id.to_string()), "{text}");
+    assert!(text.contains("Executing"), "{text}");
+    assert!(text.contains("execution_succeeded"), "{text}");
+    assert!(text.contains("result present"), "{text}");
+}
+
+#[test]
+fn submitting_twice_or_an_invalid_spec_is_refused() {
+    let task = pending();
+    let sub = submission(spec("write"), &[]);
+    let r = refuse(&task, Event::Submitted(sub), at(1));
+    assert!(matches!(r.refusal, Refusal::Conflict { .. }));
+
+    let mut bad = spec("write");
+    bad.retry.max_attempts = 0;
+    let r = submit(&submission(bad, &[]), T0).unwrap_err();
+    assert_eq!(
+        r.refusal,
+        Refusal::InvalidSpec {
+            field: "retry.max_attempts".into(),
+            expected: "between 1 and 100".into()
+        }
+    );
+    let mut bad = spec("write");
+    bad.depends_on = vec!["write".into()];
+    let r = submit(&submission(bad, &[]), T0).unwrap_err();
+    assert!(r.to_string().contains("depends_on"), "{r}");
+    let mut bad = spec("has space");
+    bad.compensation = None;
+    let r = submit(&submission(bad, &[]), T0).unwrap_err();
+    assert!(r.to_string().contains("`key`"), "{r}");
+}
+
+#[test]
+fn entered_at_records_when_the_task_entered_each_state() {
+    let t = completed();
+    assert_eq!(t.entered_at.get(StateKind::Pending), Some(T0));
+    assert_eq!(t.entered_at.get(StateKind::Assigned), Some(at(10)));
+    assert_eq!(t.entered_at.get(StateKind::Executing), Some(at(20)));
+    assert_eq!(t.entered_at.get(StateKind::Completed), Some(at(30)));
+    assert_eq!(t.entered_at.get(StateKind::Blocked), None);
+    assert_eq!(t.created_at, T0);
+    assert_eq!(t.updated_at, at(30));
+}
+
+static AMBIGUOUS: &[Rule] = &[
+    Rule {
+        from: None,
+        event: EventKind::Submitted,
+        guards: &[],
+        to: StateKind::Pending,
+        effects: &[],
+        reopens: false,
+    },
+    Rule {
+        from: Some(StateKind::Pending),
+        event: EventKind::CancelRequested,
+        guards: &[],
+        to: StateKind::Cancelled,
+        effects: &[],
+        reopens: false,
+    },
+    Rule {
+        from: Some(StateKind::Pending),
+        event: EventKind::CancelRequested,
+        guards: &[Guard {
+            cond: Cond::LeaseCurrent,
+            holds: true,
+        }],
+        to: StateKind::Completed,
+        effects: &[],
+        reopens: false,
+    },
+    Rule {
+        from: Some(StateKind::Completed),
+        event: EventKind::Retry,
+        guards: &[],
+        to: StateKind::Pending,
+        effects: &[],
+        reopens: false,
+    },
+];
+
+#[test]
+fn the_check_finds_ambiguity_terminal_exits_dead_ends_and_unreachable_states() {
+    let problems = Lifecycle { rules: AMBIGUOUS }.check();
+    let has = |p: &dyn Fn(&Problem) -> bool| problems.iter().any(p);
+    assert!(
+        has(&|p| matches!(p, Problem::Ambiguous(..))),
+        "{problems:?}"
+    );
+    assert!(
+        has(&|p| matches!(p, Problem::TerminalExit(_))),
+        "{problems:?}"
+    );
+    assert!(has(&|p| *p == Problem::Unreachable(StateKind::Executing)));
+    assert!(has(&|p| *p == Problem::UnusedEvent(EventKind::Heartbeat)));
+    assert!(has(&|p| *p == Problem::NotCancellable(StateKind::Blocked)));
+    assert!(!has(&|p| *p == Problem::DeadEnd(StateKind::Pending)));
+}
+
+#[test]
+fn diagrams_draw_every_rule() {
+    let mermaid = DEFAULT.diagram(DiagramFormat::Mermaid);
+    assert!(mermaid.starts_with("stateDiagram-v2"));
+    assert!(mermaid
+        .contains("Executing --> Completed: execution_succeeded [current lease, result present]"));
+    assert_eq!(
+        mermaid.lines().filter(|l| l.contains("-->")).count(),
+        DEFAULT_RULES.len() + 3
+    );
+    let dot = DEFAULT.diagram(DiagramFormat::Dot);
+    assert!(dot.starts_with("digraph lifecycle {"));
+    assert_eq!(dot.matches(" -> ").count(), DEFAULT_RULES.len());
+    assert!(dot.contains(
+        "Cancelled -> Blocked [label=\"upstream_revived [cancelled by it]\", style=dashed]"
+    ));
+}
