@@ -45,6 +45,8 @@ pub enum DagError {
     NotReady { task: TaskKey, status: NodeStatus },
     #[error("a workflow holds at most {TASKS_PER_WORKFLOW_MAX} tasks")]
     TooManyTasks,
+    #[error("task `{0}` completed; it can no longer fail")]
+    AlreadyCompleted(TaskKey),
 }
 
 struct CyclePath<'a>(&'a [TaskKey]);
@@ -82,7 +84,8 @@ impl Dag {
         I: IntoIterator<Item = (&'a TaskKey, &'a [TaskKey])>,
     {
         let mut dag = Dag::default();
-        dag.extend(tasks, std::iter::empty())?;
+        let failed = dag.extend(tasks, std::iter::empty())?;
+        debug_assert!(failed.is_empty(), "a new graph has no failed tasks");
         Ok(dag)
     }
 
@@ -92,8 +95,10 @@ impl Dag {
 
     /// Adds tasks (which may depend on existing and new tasks) and new dependencies of existing
     /// tasks (`(dependent, dependency)`): how an executing task decomposes into sub-tasks that
-    /// its dependents must also wait for. All or nothing.
-    pub fn extend<'a, I, E>(&mut self, tasks: I, edges: E) -> Result<(), DagError>
+    /// its dependents must also wait for. All or nothing. Returns the tasks, new or existing,
+    /// that the extension made depend on a failed task: they are failed now, and must be
+    /// cancelled as `upstream_failed`.
+    pub fn extend<'a, I, E>(&mut self, tasks: I, edges: E) -> Result<Vec<TaskKey>, DagError>
     where
         I: IntoIterator<Item = (&'a TaskKey, &'a [TaskKey])>,
         E: IntoIterator<Item = (&'a TaskKey, &'a TaskKey)>,
@@ -110,7 +115,12 @@ impl Dag {
         result
     }
 
-    fn try_extend<'a, I, E>(&mut self, tasks: I, edges: E, mark: &mut Mark) -> Result<(), DagError>
+    fn try_extend<'a, I, E>(
+        &mut self,
+        tasks: I,
+        edges: E,
+        mark: &mut Mark,
+    ) -> Result<Vec<TaskKey>, DagError>
     where
         I: IntoIterator<Item = (&'a TaskKey, &'a [TaskKey])>,
         E: IntoIterator<Item = (&'a TaskKey, &'a TaskKey)>,
@@ -165,8 +175,10 @@ impl Dag {
             }
             new_edges.push((n, d));
         }
+        let mut unique = std::collections::HashSet::with_capacity(new_edges.len());
         for &(n, d) in &new_edges {
-            if self.deps[n as usize].contains(&d) {
+            let existing = (n as usize) < mark.nodes && self.deps[n as usize].contains(&d);
+            if existing || !unique.insert((n, d)) {
                 return Err(DagError::DuplicateDependency {
                     task: self.keys[n as usize].clone(),
                     dependency: self.keys[d as usize].clone(),
@@ -190,14 +202,16 @@ impl Dag {
                 self.status[n] = NodeStatus::Ready;
             }
         }
+        let mut failed = Vec::new();
         for &(n, d) in &new_edges {
             if self.status[d as usize] == NodeStatus::Failed
                 && self.status[n as usize] != NodeStatus::Failed
             {
-                self.fail_from(n as usize);
+                failed.push(n as usize);
+                failed.extend(self.fail_from(n as usize));
             }
         }
-        Ok(())
+        Ok(failed.into_iter().map(|n| self.keys[n].clone()).collect())
     }
 
     fn rollback(&mut self, mark: Mark) {
@@ -222,20 +236,20 @@ impl Dag {
         const WHITE: u8 = 0;
         const GREY: u8 = 1;
         const BLACK: u8 = 2;
-        let mut colour: HashMap<u32, u8> = HashMap::new();
+        let mut colour: Vec<u8> = vec![WHITE; self.keys.len()];
         for root in roots {
-            if colour.get(&root).copied().unwrap_or(WHITE) != WHITE {
+            if colour[root as usize] != WHITE {
                 continue;
             }
             // Stack of (node, index of the next dependency to visit).
             let mut stack: Vec<(u32, usize)> = vec![(root, 0)];
-            colour.insert(root, GREY);
+            colour[root as usize] = GREY;
             while let Some(&mut (n, ref mut next)) = stack.last_mut() {
                 if let Some(&d) = self.deps[n as usize].get(*next) {
                     *next += 1;
-                    match colour.get(&d).copied().unwrap_or(WHITE) {
+                    match colour[d as usize] {
                         WHITE => {
-                            colour.insert(d, GREY);
+                            colour[d as usize] = GREY;
                             stack.push((d, 0));
                         }
                         GREY => {
@@ -250,7 +264,7 @@ impl Dag {
                         _ => {}
                     }
                 } else {
-                    colour.insert(n, BLACK);
+                    colour[n as usize] = BLACK;
                     stack.pop();
                 }
             }
@@ -346,10 +360,14 @@ impl Dag {
         Ok(released.into_iter().map(|m| &self.keys[m]).collect())
     }
 
-    /// Marks a task failed or cancelled, and with it every task downstream that has not ended:
-    /// those are returned. Costs time proportional to the edges touched.
+    /// Marks a task failed or cancelled (a completed task cannot fail), and with it every task
+    /// downstream that has not ended: those are returned. Costs time proportional to the edges
+    /// touched.
     pub fn fail(&mut self, key: &TaskKey) -> Result<Vec<&TaskKey>, DagError> {
         let n = self.node(key)? as usize;
+        if self.status[n] == NodeStatus::Completed {
+            return Err(DagError::AlreadyCompleted(key.clone()));
+        }
         let cancelled = self.fail_from(n);
         Ok(cancelled.into_iter().map(|m| &self.keys[m]).collect())
     }
