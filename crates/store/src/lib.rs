@@ -1,0 +1,353 @@
+//! Baton's durable state: tasks, their append-only histories, dependency edges with open
+//! counts, workflows with idempotency keys, agents, and the effect outbox.
+//!
+//! Two backends implement [`Store`]: SQLite ([`sqlite::SqliteStore`], the embedded default: one
+//! file, WAL, `synchronous=FULL`) and PostgreSQL ([`postgres::PgStore`], for several engine
+//! nodes on one database). [`AnyStore`] picks one from a URL.
+//!
+//! Rules every backend keeps:
+//! - A transition writes the task row and appends its history entry in one transaction, guarded
+//!   by the task's version (compare-and-set): of two writers of the same version, one gets
+//!   [`StoreError::Conflict`].
+//! - Concurrent writes are gathered into one transaction and one disk flush (group commit); a
+//!   caller is answered only once its write is durable.
+//! - Completing a task decrements its dependents' open-dependency counts in the same
+//!   transaction, so no completion is ever lost between commit and release.
+//! - Hot paths (claims, timers, released tasks, counts per state) read indexes, never scan.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+
+use baton_core::{
+    AgentId, Capability, Effect, HistoryEntry, LeaseId, StateKind, Task, TaskId, TaskKey,
+    Timestamp, WorkflowId,
+};
+use serde::{Deserialize, Serialize};
+
+mod any;
+mod codec;
+pub mod postgres;
+pub mod sqlite;
+
+pub use any::AnyStore;
+
+/// Most writes gathered into one transaction.
+pub const BATCH_WRITES_MAX: usize = 1_024;
+/// Most writes waiting for the writer before callers wait for room.
+pub const QUEUE_WRITES_MAX: usize = 8_192;
+/// Most rows one read returns.
+pub const PAGE_ROWS_MAX: usize = 1_000;
+
+/// A new workflow, or the existing one tasks are added to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WorkflowRef {
+    New(NewWorkflow),
+    Existing(WorkflowId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewWorkflow {
+    pub id: WorkflowId,
+    pub name: String,
+    /// Resubmitting with the same key returns the first submission and writes nothing.
+    pub idempotency_key: Option<String>,
+    /// Fingerprint of the request, so that reusing a key for another request is refused.
+    pub request_hash: String,
+    pub created_at: Timestamp,
+}
+
+/// A stored workflow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowRecord {
+    pub id: WorkflowId,
+    pub name: String,
+    pub idempotency_key: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// A task created by `submitted`: the task and its first history entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewTask {
+    pub task: Task,
+    pub entry: HistoryEntry,
+    pub outbox: Vec<Effect>,
+}
+
+/// `dependent` waits for `dependency`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edge {
+    pub dependency: TaskId,
+    pub dependent: TaskId,
+}
+
+/// Everything a submission writes, in one transaction: the workflow (or the one it grows),
+/// its new tasks, their edges, and transitions of existing tasks (decomposition's
+/// `dependency_added`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubmitBatch {
+    pub workflow: WorkflowRef,
+    pub tasks: Vec<NewTask>,
+    pub edges: Vec<Edge>,
+    pub transitions: Vec<TransitionRecord>,
+}
+
+/// What a submission did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    Created {
+        workflow: WorkflowId,
+    },
+    /// The idempotency key was seen before: nothing was written; these are the first
+    /// submission's workflow and tasks.
+    Existing {
+        workflow: WorkflowId,
+        tasks: Vec<(TaskKey, TaskId)>,
+    },
+}
+
+/// An accepted transition to persist: the task after it and its history entry, whose `seq`
+/// is the new version. The write succeeds only if the stored version is `seq - 1`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TransitionRecord {
+    pub task: Task,
+    pub entry: HistoryEntry,
+    /// Effects the engine must still carry out if it crashes after the commit.
+    pub outbox: Vec<Effect>,
+}
+
+/// An agent asks for up to `leases.len()` tasks it can run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimRequest {
+    pub agent: AgentId,
+    pub capabilities: BTreeSet<Capability>,
+    /// One fresh lease id per task wanted.
+    pub leases: Vec<LeaseId>,
+    pub now: Timestamp,
+}
+
+/// Filter and page for listing tasks; pages are keyed by task id (time-ordered UUIDv7).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub workflow: Option<WorkflowId>,
+    pub state: Option<StateKind>,
+    /// Return tasks with ids greater than this one.
+    pub after: Option<TaskId>,
+    pub limit: usize,
+}
+
+/// Tasks per state, indexed by [`StateKind::index`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts(pub [u64; 7]);
+
+impl StateCounts {
+    pub fn get(&self, state: StateKind) -> u64 {
+        self.0[state.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+/// A registered agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    pub name: String,
+    pub capabilities: BTreeSet<Capability>,
+    pub concurrency: u32,
+    pub registered_at: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+/// A dependency of a task and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dependency {
+    pub key: TaskKey,
+    pub id: TaskId,
+    pub state: StateKind,
+}
+
+/// An effect a committed transition asked for and the engine has not yet acknowledged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub task: TaskId,
+    pub effect: Effect,
+}
+
+/// A hot query whose plan tests check for index use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HotPath {
+    Claim,
+    DueTimers,
+    ReleaseDependents,
+    ReleasedBlocked,
+    Counts,
+}
+
+/// How many commits and writes the store made: the group-commit batch size is their ratio.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub commits: u64,
+    pub writes: u64,
+}
+
+/// Why a store operation failed. Nothing is written when one fails.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("version conflict on task {task}: expected version {expected}, found {found:?}")]
+    Conflict {
+        task: TaskId,
+        expected: u64,
+        found: Option<u64>,
+    },
+    #[error("task {0} not found")]
+    TaskNotFound(TaskId),
+    #[error("workflow {0} not found")]
+    WorkflowNotFound(WorkflowId),
+    #[error("a task with key `{key}` already exists in workflow {workflow}")]
+    DuplicateKey { workflow: WorkflowId, key: TaskKey },
+    #[error("idempotency key {key:?} was already used for a different request")]
+    IdempotencyMismatch { key: String },
+    #[error("{path} is not a Baton store: {detail}")]
+    NotABatonStore { path: String, detail: String },
+    #[error(
+        "the store's schema version {found} is newer than this binary supports ({supported}); \
+         use a newer baton"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("stored data for task {task} cannot be decoded: {detail}")]
+    Corrupt { task: TaskId, detail: String },
+    #[error("invalid store URL {url:?}: {detail}")]
+    InvalidUrl { url: String, detail: String },
+    #[error("the store is closed")]
+    Closed,
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. })
+    }
+}
+
+/// The interface the engine uses. Every write is durable when its future resolves `Ok`.
+pub trait Store: Send + Sync {
+    /// Creates a workflow's tasks and edges (or adds them to a running workflow) in one
+    /// transaction; an idempotency key seen before returns the first result and writes nothing.
+    fn submit(
+        &self,
+        batch: SubmitBatch,
+    ) -> impl Future<Output = Result<SubmitOutcome, StoreError>> + Send;
+
+    /// Persists one transition (compare-and-set on the version).
+    fn apply(
+        &self,
+        record: TransitionRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Persists several transitions in one commit; each succeeds or conflicts on its own.
+    fn apply_all(
+        &self,
+        records: Vec<TransitionRecord>,
+    ) -> impl Future<Output = Result<Vec<Result<(), StoreError>>, StoreError>> + Send;
+
+    /// Atomically assigns up to `leases.len()` pending tasks the agent can run (highest
+    /// priority first, then the longest ready) and returns them assigned. No task is ever
+    /// handed out twice for the same attempt, across processes too.
+    fn claim(
+        &self,
+        request: ClaimRequest,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
+
+    fn task(&self, id: TaskId) -> impl Future<Output = Result<Option<Task>, StoreError>> + Send;
+
+    fn task_by_key(
+        &self,
+        workflow: WorkflowId,
+        key: TaskKey,
+    ) -> impl Future<Output = Result<Option<Task>, StoreError>> + Send;
+
+    /// History entries with `seq > after`, oldest first, at most `limit`.
+    fn history(
+        &self,
+        id: TaskId,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send;
+
+    fn tasks(
+        &self,
+        filter: TaskFilter,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
+
+    /// Tasks per state, over the whole store or one workflow; read from maintained counters
+    /// (global) or an index (per workflow), never by scanning all tasks.
+    fn counts(
+        &self,
+        workflow: Option<WorkflowId>,
+    ) -> impl Future<Output = Result<StateCounts, StoreError>> + Send;
+
+    fn workflow(
+        &self,
+        id: WorkflowId,
+    ) -> impl Future<Output = Result<Option<WorkflowRecord>, StoreError>> + Send;
+
+    fn dependencies(
+        &self,
+        id: TaskId,
+    ) -> impl Future<Output = Result<Vec<Dependency>, StoreError>> + Send;
+
+    fn dependents(
+        &self,
+        id: TaskId,
+    ) -> impl Future<Output = Result<Vec<TaskId>, StoreError>> + Send;
+
+    /// Tasks whose next deadline or retry time is at or before `now`, earliest first.
+    fn due_timers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(TaskId, Timestamp)>, StoreError>> + Send;
+
+    /// The earliest armed deadline or retry time, if any.
+    fn next_timer(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+
+    /// `Blocked` tasks whose dependencies have all completed: to be sent `dependencies_met`.
+    fn released_blocked(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<TaskId>, StoreError>> + Send;
+
+    fn outbox(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
+
+    fn ack_outbox(&self, ids: Vec<i64>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn upsert_agent(
+        &self,
+        agent: AgentRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn agent(
+        &self,
+        id: AgentId,
+    ) -> impl Future<Output = Result<Option<AgentRecord>, StoreError>> + Send;
+
+    fn agents(&self) -> impl Future<Output = Result<Vec<AgentRecord>, StoreError>> + Send;
+
+    /// Tasks currently leased to `agent`.
+    fn leased_to(
+        &self,
+        agent: AgentId,
+    ) -> impl Future<Output = Result<Vec<TaskId>, StoreError>> + Send;
+
+    /// The backend's plan for a hot query, to check that it uses an index.
+    fn query_plan(&self, path: HotPath) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    fn stats(&self) -> CommitStats;
+}

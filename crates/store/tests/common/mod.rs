@@ -1,0 +1,236 @@
+//! Fixtures: tasks built through the real lifecycle core, workflows as submit batches, and
+//! helpers that apply an event to a stored task the way the engine will.
+#![allow(dead_code)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use baton_core::*;
+use baton_store::*;
+use serde_json::json;
+use uuid::Uuid;
+
+pub const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+pub fn at(ms: u64) -> Timestamp {
+    T0.plus_ms(ms)
+}
+
+pub fn caps(names: &[&str]) -> BTreeSet<Capability> {
+    names.iter().map(|&n| Capability::from(n)).collect()
+}
+
+pub fn agent(n: u128) -> AgentId {
+    AgentId(Uuid::from_u128(0xa9e0 + n))
+}
+
+/// One task of a test workflow.
+pub struct Def<'a> {
+    pub key: &'a str,
+    pub deps: &'a [&'a str],
+    pub caps: &'a [&'a str],
+    pub priority: i32,
+}
+
+pub fn def<'a>(key: &'a str, deps: &'a [&'a str]) -> Def<'a> {
+    Def {
+        key,
+        deps,
+        caps: &["work"],
+        priority: 0,
+    }
+}
+
+/// A workflow ready to submit, with the ids of its tasks by key.
+pub struct Flow {
+    pub id: WorkflowId,
+    pub ids: HashMap<String, TaskId>,
+    pub batch: SubmitBatch,
+}
+
+impl Flow {
+    pub fn id(&self, key: &str) -> TaskId {
+        self.ids[key]
+    }
+}
+
+pub fn spec(d: &Def<'_>) -> TaskSpec {
+    TaskSpec {
+        depends_on: d.deps.iter().map(|&k| TaskKey::from(k)).collect(),
+        capabilities: caps(d.caps),
+        input: json!({"key": d.key}),
+        priority: d.priority,
+        timeouts: Timeouts {
+            schedule_to_start_ms: None,
+            start_ms: Some(1_000),
+            start_to_close_ms: Some(10_000),
+            heartbeat_ms: Some(2_000),
+        },
+        ..TaskSpec::new(d.key)
+    }
+}
+
+pub fn workflow(defs: &[Def<'_>], idempotency_key: Option<&str>) -> Flow {
+    let id = WorkflowId(Uuid::now_v7());
+    let ids: HashMap<String, TaskId> = defs
+        .iter()
+        .map(|d| (d.key.to_owned(), TaskId(Uuid::now_v7())))
+        .collect();
+    let mut tasks = Vec::new();
+    let mut edges = Vec::new();
+    for d in defs {
+        let sub = Submission {
+            task: ids[d.key],
+            workflow: id,
+            spec: Arc::new(spec(d)),
+            completed: Vec::new(),
+            seed: 7,
+        };
+        let t = submit(&sub, T0).expect("valid spec");
+        for dep in d.deps {
+            edges.push(Edge {
+                dependency: ids[*dep],
+                dependent: ids[d.key],
+            });
+        }
+        tasks.push(NewTask {
+            entry: HistoryEntry {
+                seq: 1,
+                at: T0,
+                event: Event::Submitted(sub),
+            },
+            outbox: durable_effects(&t.effects),
+            task: t.task,
+        });
+    }
+    Flow {
+        id,
+        ids,
+        batch: SubmitBatch {
+            workflow: WorkflowRef::New(NewWorkflow {
+                id,
+                name: "test".into(),
+                idempotency_key: idempotency_key.map(str::to_owned),
+                request_hash: format!("{} tasks", defs.len()),
+                created_at: T0,
+            }),
+            tasks,
+            edges,
+            transitions: Vec::new(),
+        },
+    }
+}
+
+/// The diamond `a -> (b, c) -> d`.
+pub fn diamond() -> Flow {
+    workflow(
+        &[
+            def("a", &[]),
+            def("b", &["a"]),
+            def("c", &["a"]),
+            def("d", &["b", "c"]),
+        ],
+        None,
+    )
+}
+
+/// Effects the engine must still carry out after a crash.
+pub fn durable_effects(effects: &[Effect]) -> Vec<Effect> {
+    effects
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::ReleaseDependents
+                    | Effect::FailDependents
+                    | Effect::ReviveDependents
+                    | Effect::Compensate { .. }
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+/// The record of applying `event` to `task` at `now` through the core.
+pub fn record(task: &Task, event: Event, now: Timestamp) -> TransitionRecord {
+    let t = apply(task, &event, now).unwrap_or_else(|r| panic!("{r}"));
+    TransitionRecord {
+        outbox: durable_effects(&t.effects),
+        entry: HistoryEntry {
+            seq: t.task.version,
+            at: now,
+            event,
+        },
+        task: t.task,
+    }
+}
+
+/// Loads the task, applies `event` through the core, stores the transition.
+pub async fn advance<S: Store>(store: &S, id: TaskId, event: Event, now: Timestamp) -> Task {
+    let task = store.task(id).await.unwrap().expect("task exists");
+    let rec = record(&task, event, now);
+    let task = rec.task.clone();
+    store.apply(rec).await.unwrap();
+    task
+}
+
+pub async fn claim_one<S: Store>(store: &S, agent: AgentId, now: Timestamp) -> Option<Task> {
+    store
+        .claim(ClaimRequest {
+            agent,
+            capabilities: caps(&["work"]),
+            leases: vec![LeaseId(Uuid::now_v7())],
+            now,
+        })
+        .await
+        .unwrap()
+        .pop()
+}
+
+/// Claims, starts and completes the task with the given id, which must be the one claimed.
+pub async fn run_to_completion<S: Store>(store: &S, id: TaskId, now: Timestamp) -> Task {
+    let claimed = claim_one(store, agent(1), now)
+        .await
+        .expect("a task to claim");
+    assert_eq!(claimed.id, id, "claimed the expected task");
+    let token = claimed.fencing_token;
+    advance(
+        store,
+        id,
+        Event::ExecutionStarted {
+            agent: agent(1),
+            token,
+        },
+        now,
+    )
+    .await;
+    advance(
+        store,
+        id,
+        Event::ExecutionSucceeded {
+            agent: agent(1),
+            token,
+            result: Some(json!({"done": id.to_string()})),
+        },
+        now,
+    )
+    .await
+}
+
+/// Sends `dependencies_met` to every released blocked task, as the engine does.
+pub async fn release_blocked<S: Store>(store: &S, now: Timestamp) -> Vec<TaskId> {
+    let released = store.released_blocked(100).await.unwrap();
+    for id in &released {
+        let task = store.task(*id).await.unwrap().unwrap();
+        let event = Event::DependenciesMet {
+            completed: task.dependencies.clone(),
+        };
+        store.apply(record(&task, event, now)).await.unwrap();
+    }
+    released
+}
+
+pub fn sorted(mut ids: Vec<TaskId>) -> Vec<TaskId> {
+    ids.sort();
+    ids
+}

@@ -1,0 +1,681 @@
+//! One conformance suite, run against every backend: what the engine may rely on from any
+//! store.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use baton_core::*;
+use baton_store::*;
+use common::*;
+use serde_json::json;
+use uuid::Uuid;
+
+mod cases {
+    use super::*;
+
+    pub async fn submission_writes_tasks_edges_history_and_counts<S: Store>(s: &S) {
+        let flow = diamond();
+        let out = s.submit(flow.batch.clone()).await.unwrap();
+        assert_eq!(out, SubmitOutcome::Created { workflow: flow.id });
+
+        let a = s.task(flow.id("a")).await.unwrap().unwrap();
+        assert_eq!(a.kind(), StateKind::Pending);
+        assert_eq!(a, flow.batch.tasks[0].task, "stored field for field");
+        let d = s.task_by_key(flow.id, "d".into()).await.unwrap().unwrap();
+        assert_eq!(d.kind(), StateKind::Blocked);
+        assert_eq!(d.id, flow.id("d"));
+        assert!(s.task(TaskId(Uuid::now_v7())).await.unwrap().is_none());
+
+        let counts = s.counts(Some(flow.id)).await.unwrap();
+        assert_eq!(counts.get(StateKind::Pending), 1);
+        assert_eq!(counts.get(StateKind::Blocked), 3);
+        assert_eq!(s.counts(None).await.unwrap(), counts);
+
+        let deps = s.dependencies(flow.id("d")).await.unwrap();
+        let keys: Vec<&str> = deps.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["b", "c"]);
+        assert!(deps.iter().all(|d| d.state == StateKind::Blocked));
+        assert_eq!(
+            sorted(s.dependents(flow.id("a")).await.unwrap()),
+            sorted(vec![flow.id("b"), flow.id("c")])
+        );
+
+        let history = s.history(flow.id("a"), 0, 10).await.unwrap();
+        assert_eq!(history, vec![flow.batch.tasks[0].entry.clone()]);
+        let wf = s.workflow(flow.id).await.unwrap().unwrap();
+        assert_eq!(wf.name, "test");
+        assert!(s.released_blocked(10).await.unwrap().is_empty());
+    }
+
+    pub async fn resubmission_with_the_same_key_returns_the_first_and_writes_nothing<S: Store>(
+        s: &S,
+    ) {
+        let first = workflow(&[def("x", &[]), def("y", &["x"])], Some("order-42"));
+        s.submit(first.batch.clone()).await.unwrap();
+        let before = s.counts(None).await.unwrap();
+
+        let again = workflow(&[def("x", &[]), def("y", &["x"])], Some("order-42"));
+        let out = s.submit(again.batch).await.unwrap();
+        let SubmitOutcome::Existing {
+            workflow: wf,
+            tasks,
+        } = out
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(wf, first.id);
+        let mut expected: Vec<(TaskKey, TaskId)> =
+            vec![("x".into(), first.id("x")), ("y".into(), first.id("y"))];
+        expected.sort_by_key(|(_, id)| *id);
+        assert_eq!(tasks, expected);
+        assert_eq!(s.counts(None).await.unwrap(), before);
+
+        let mut other = workflow(&[def("z", &[])], Some("order-42"));
+        if let WorkflowRef::New(wf) = &mut other.batch.workflow {
+            wf.request_hash = "another request".into();
+        }
+        let err = s.submit(other.batch).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::IdempotencyMismatch { .. }),
+            "{err}"
+        );
+        assert_eq!(s.counts(None).await.unwrap(), before);
+    }
+
+    pub async fn a_submission_that_fails_writes_nothing<S: Store>(s: &S) {
+        let mut flow = workflow(&[def("p", &[]), def("q", &[])], Some("dup"));
+        let mut copy = flow.batch.tasks[0].clone();
+        copy.task.id = TaskId(Uuid::now_v7());
+        copy.entry.event = match copy.entry.event {
+            Event::Submitted(mut sub) => {
+                sub.task = copy.task.id;
+                Event::Submitted(sub)
+            }
+            other => other,
+        };
+        flow.batch.tasks.push(copy);
+        let err = s.submit(flow.batch.clone()).await.unwrap_err();
+        assert!(matches!(err, StoreError::DuplicateKey { .. }), "{err}");
+        assert_eq!(s.counts(None).await.unwrap(), StateCounts::default());
+        assert!(s.workflow(flow.id).await.unwrap().is_none());
+        assert!(s.task(flow.id("p")).await.unwrap().is_none());
+
+        let err = s
+            .submit(SubmitBatch {
+                workflow: WorkflowRef::Existing(WorkflowId(Uuid::now_v7())),
+                tasks: Vec::new(),
+                edges: Vec::new(),
+                transitions: Vec::new(),
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::WorkflowNotFound(_)), "{err}");
+    }
+
+    pub async fn a_stale_version_is_a_typed_conflict_not_an_overwrite<S: Store>(s: &S) {
+        let flow = diamond();
+        s.submit(flow.batch.clone()).await.unwrap();
+        let a = s.task(flow.id("a")).await.unwrap().unwrap();
+        let cancel = record(
+            &a,
+            Event::CancelRequested {
+                requested_by: "ops".into(),
+                reason: "test".into(),
+            },
+            at(5),
+        );
+        let claim = record(
+            &a,
+            Event::AgentAssigned {
+                agent: agent(1),
+                capabilities: caps(&["work"]),
+                lease: LeaseId(Uuid::now_v7()),
+            },
+            at(5),
+        );
+        s.apply(cancel.clone()).await.unwrap();
+        let err = s.apply(claim).await.unwrap_err();
+        let StoreError::Conflict {
+            task,
+            expected,
+            found,
+        } = err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!((task, expected, found), (a.id, 1, Some(2)));
+        let stored = s.task(a.id).await.unwrap().unwrap();
+        assert_eq!(stored, cancel.task);
+        assert_eq!(s.history(a.id, 0, 10).await.unwrap().len(), 2);
+
+        let mut ghost = cancel;
+        ghost.task.id = TaskId(Uuid::now_v7());
+        let err = s.apply(ghost).await.unwrap_err();
+        assert!(matches!(err, StoreError::TaskNotFound(_)), "{err}");
+    }
+
+    pub async fn of_many_concurrent_writers_of_one_version_exactly_one_wins<S: Store + 'static>(
+        s: Arc<S>,
+    ) {
+        let flow = workflow(&[def("hot", &[])], None);
+        s.submit(flow.batch.clone()).await.unwrap();
+        let task = s.task(flow.id("hot")).await.unwrap().unwrap();
+        let mut handles = Vec::new();
+        for n in 0..16u128 {
+            let s = Arc::clone(&s);
+            let rec = record(
+                &task,
+                Event::AgentAssigned {
+                    agent: agent(n),
+                    capabilities: caps(&["work"]),
+                    lease: LeaseId(Uuid::now_v7()),
+                },
+                at(1),
+            );
+            handles.push(tokio::spawn(async move { s.apply(rec).await }));
+        }
+        let mut won = 0;
+        for h in handles {
+            match h.await.unwrap() {
+                Ok(()) => won += 1,
+                Err(e) => assert!(e.is_conflict(), "{e}"),
+            }
+        }
+        assert_eq!(won, 1);
+        assert_eq!(s.history(task.id, 0, 100).await.unwrap().len(), 2);
+        assert_eq!(s.counts(None).await.unwrap().get(StateKind::Assigned), 1);
+    }
+
+    pub async fn apply_all_commits_each_record_on_its_own<S: Store>(s: &S) {
+        let flow = workflow(&[def("one", &[]), def("two", &[])], None);
+        s.submit(flow.batch.clone()).await.unwrap();
+        let one = s.task(flow.id("one")).await.unwrap().unwrap();
+        let two = s.task(flow.id("two")).await.unwrap().unwrap();
+        let cancel = |t: &Task| {
+            record(
+                t,
+                Event::CancelRequested {
+                    requested_by: "ops".into(),
+                    reason: "batch".into(),
+                },
+                at(2),
+            )
+        };
+        let mut stale = cancel(&two);
+        stale.entry.seq = 5;
+        stale.task.version = 5;
+        let results = s.apply_all(vec![cancel(&one), stale]).await.unwrap();
+        assert!(results[0].is_ok());
+        assert!(results[1].as_ref().unwrap_err().is_conflict());
+        let counts = s.counts(None).await.unwrap();
+        assert_eq!(counts.get(StateKind::Cancelled), 1);
+        assert_eq!(counts.get(StateKind::Pending), 1);
+    }
+
+    pub async fn completion_releases_dependents_once_all_their_dependencies_completed<S: Store>(
+        s: &S,
+    ) {
+        let flow = diamond();
+        s.submit(flow.batch.clone()).await.unwrap();
+        run_to_completion(s, flow.id("a"), at(10)).await;
+        assert_eq!(
+            sorted(release_blocked(s, at(11)).await),
+            sorted(vec![flow.id("b"), flow.id("c")])
+        );
+        run_to_completion(s, flow.id("b"), at(20)).await;
+        assert!(
+            s.released_blocked(10).await.unwrap().is_empty(),
+            "d waits for c"
+        );
+        run_to_completion(s, flow.id("c"), at(30)).await;
+        assert_eq!(release_blocked(s, at(31)).await, vec![flow.id("d")]);
+        run_to_completion(s, flow.id("d"), at(40)).await;
+
+        let counts = s.counts(Some(flow.id)).await.unwrap();
+        assert_eq!(counts.get(StateKind::Completed), 4);
+        assert_eq!(counts.total(), 4);
+        assert_eq!(s.counts(None).await.unwrap(), counts);
+        let outbox = s.outbox(100).await.unwrap();
+        assert_eq!(
+            outbox
+                .iter()
+                .filter(|o| o.effect == Effect::ReleaseDependents)
+                .count(),
+            4
+        );
+        s.ack_outbox(outbox.iter().map(|o| o.id).collect())
+            .await
+            .unwrap();
+        assert!(s.outbox(100).await.unwrap().is_empty());
+    }
+
+    pub async fn claims_take_the_highest_priority_then_the_oldest_the_agent_can_run<S: Store>(
+        s: &S,
+    ) {
+        let flow = workflow(
+            &[
+                Def {
+                    key: "low",
+                    deps: &[],
+                    caps: &["work"],
+                    priority: 0,
+                },
+                Def {
+                    key: "high",
+                    deps: &[],
+                    caps: &["work"],
+                    priority: 5,
+                },
+                Def {
+                    key: "gpu",
+                    deps: &[],
+                    caps: &["work", "gpu"],
+                    priority: 9,
+                },
+                Def {
+                    key: "low2",
+                    deps: &[],
+                    caps: &[],
+                    priority: 0,
+                },
+            ],
+            None,
+        );
+        s.submit(flow.batch.clone()).await.unwrap();
+        let got = s
+            .claim(ClaimRequest {
+                agent: agent(1),
+                capabilities: caps(&["work"]),
+                leases: vec![LeaseId(Uuid::now_v7()), LeaseId(Uuid::now_v7())],
+                now: at(5),
+            })
+            .await
+            .unwrap();
+        let keys: Vec<&str> = got.iter().map(|t| t.spec.key.as_str()).collect();
+        assert_eq!(keys, ["high", "low"]);
+        for t in &got {
+            let State::Assigned { lease } = &t.state else {
+                panic!("{:?}", t.state)
+            };
+            assert_eq!(lease.agent, agent(1));
+            assert_eq!(lease.token, FencingToken(1));
+            assert_eq!(s.task(t.id).await.unwrap().as_ref(), Some(t));
+            let history = s.history(t.id, 1, 10).await.unwrap();
+            assert_eq!(history.len(), 1);
+            assert_eq!(history[0].event.kind(), EventKind::AgentAssigned);
+        }
+        assert_eq!(s.leased_to(agent(1)).await.unwrap().len(), 2);
+
+        let none = s
+            .claim(ClaimRequest {
+                agent: agent(2),
+                capabilities: caps(&["gpu"]),
+                leases: vec![LeaseId(Uuid::now_v7())],
+                now: at(6),
+            })
+            .await
+            .unwrap();
+        assert!(
+            none.is_empty() || none[0].spec.key.as_str() == "low2",
+            "gpu alone cannot run `gpu`, which needs work too"
+        );
+        let gpu = s
+            .claim(ClaimRequest {
+                agent: agent(3),
+                capabilities: caps(&["gpu", "work", "extra"]),
+                leases: vec![LeaseId(Uuid::now_v7())],
+                now: at(7),
+            })
+            .await
+            .unwrap();
+        assert_eq!(gpu[0].spec.key.as_str(), "gpu");
+        assert_eq!(
+            s.counts(None).await.unwrap().get(StateKind::Assigned),
+            3 + none.len() as u64
+        );
+    }
+
+    pub async fn concurrent_claimers_never_get_the_same_task<S: Store + 'static>(s: Arc<S>) {
+        let defs: Vec<String> = (0..120).map(|i| format!("t{i}")).collect();
+        let defs: Vec<Def<'_>> = defs.iter().map(|k| def(k, &[])).collect();
+        let flow = workflow(&defs, None);
+        s.submit(flow.batch.clone()).await.unwrap();
+        let mut handles = Vec::new();
+        for n in 0..8u128 {
+            let s = Arc::clone(&s);
+            handles.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = s
+                        .claim(ClaimRequest {
+                            agent: agent(n),
+                            capabilities: caps(&["work"]),
+                            leases: (0..4).map(|_| LeaseId(Uuid::now_v7())).collect(),
+                            now: at(1),
+                        })
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|t| t.id));
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await.unwrap());
+        }
+        let unique: HashSet<TaskId> = all.iter().copied().collect();
+        assert_eq!(all.len(), 120, "every task claimed");
+        assert_eq!(unique.len(), 120, "no task claimed twice");
+        assert_eq!(s.counts(None).await.unwrap().get(StateKind::Assigned), 120);
+    }
+
+    pub async fn due_timers_come_from_deadlines_and_retries<S: Store>(s: &S) {
+        let flow = workflow(&[def("slow", &[]), def("idle", &[])], None);
+        s.submit(flow.batch.clone()).await.unwrap();
+        assert_eq!(s.next_timer().await.unwrap(), None);
+        let claimed = claim_one(s, agent(1), at(100)).await.unwrap();
+        assert_eq!(s.next_timer().await.unwrap(), Some(at(1_100)));
+        assert!(s.due_timers(at(1_099), 10).await.unwrap().is_empty());
+        assert_eq!(
+            s.due_timers(at(1_100), 10).await.unwrap(),
+            vec![(claimed.id, at(1_100))]
+        );
+        let failed = advance(
+            s,
+            claimed.id,
+            Event::TimeoutExpired {
+                deadline: DeadlineKind::Start,
+            },
+            at(1_100),
+        )
+        .await;
+        assert_eq!(
+            failed.kind(),
+            StateKind::Pending,
+            "the start deadline requeues"
+        );
+        assert_eq!(s.next_timer().await.unwrap(), None);
+    }
+
+    pub async fn history_is_ordered_and_replays_to_the_stored_task<S: Store>(s: &S) {
+        let flow = workflow(&[def("r", &[])], None);
+        s.submit(flow.batch.clone()).await.unwrap();
+        let id = flow.id("r");
+        let claimed = claim_one(s, agent(1), at(1)).await.unwrap();
+        let token = claimed.fencing_token;
+        advance(
+            s,
+            id,
+            Event::ExecutionStarted {
+                agent: agent(1),
+                token,
+            },
+            at(2),
+        )
+        .await;
+        advance(
+            s,
+            id,
+            Event::ExecutionFailed {
+                agent: agent(1),
+                token,
+                error: ErrorReport {
+                    kind: "flaky".into(),
+                    message: "try again".into(),
+                    retryable: true,
+                },
+            },
+            at(3),
+        )
+        .await;
+        let failed = s.task(id).await.unwrap().unwrap();
+        let State::Failed {
+            retry_at: Some(retry_at),
+            ..
+        } = failed.state
+        else {
+            panic!("{:?}", failed.state)
+        };
+        assert_eq!(
+            s.due_timers(retry_at, 10).await.unwrap(),
+            vec![(id, retry_at)]
+        );
+        advance(s, id, Event::Retry, retry_at).await;
+        let history = s.history(id, 0, 100).await.unwrap();
+        let seqs: Vec<u64> = history.iter().map(|h| h.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        let stored = s.task(id).await.unwrap().unwrap();
+        assert_eq!(replay(&history).unwrap(), stored);
+        assert_eq!(s.history(id, 3, 1).await.unwrap(), history[3..4].to_vec());
+    }
+
+    pub async fn tasks_list_by_workflow_and_state_in_pages<S: Store>(s: &S) {
+        let defs: Vec<String> = (0..25).map(|i| format!("p{i:02}")).collect();
+        let defs: Vec<Def<'_>> = defs.iter().map(|k| def(k, &[])).collect();
+        let flow = workflow(&defs, None);
+        s.submit(flow.batch.clone()).await.unwrap();
+        let other = diamond();
+        s.submit(other.batch.clone()).await.unwrap();
+
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s
+                .tasks(TaskFilter {
+                    workflow: Some(flow.id),
+                    state: Some(StateKind::Pending),
+                    after,
+                    limit: 10,
+                })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 10);
+            after = page.last().map(|t| t.id);
+            seen.extend(page.into_iter().map(|t| t.id));
+        }
+        assert_eq!(seen.len(), 25);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "ordered by id");
+        let blocked = s
+            .tasks(TaskFilter {
+                state: Some(StateKind::Blocked),
+                limit: 100,
+                ..TaskFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(blocked.len(), 3);
+        let all = s
+            .tasks(TaskFilter {
+                limit: 100,
+                ..TaskFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 29);
+    }
+
+    pub async fn agents_are_registered_updated_and_listed<S: Store>(s: &S) {
+        let mut a = AgentRecord {
+            id: agent(7),
+            name: "writer".into(),
+            capabilities: caps(&["write"]),
+            concurrency: 2,
+            registered_at: T0,
+            last_seen: T0,
+        };
+        s.upsert_agent(a.clone()).await.unwrap();
+        assert_eq!(s.agent(a.id).await.unwrap(), Some(a.clone()));
+        a.last_seen = at(500);
+        a.capabilities = caps(&["write", "review"]);
+        s.upsert_agent(a.clone()).await.unwrap();
+        assert_eq!(s.agents().await.unwrap(), vec![a.clone()]);
+        assert!(s.agent(agent(8)).await.unwrap().is_none());
+    }
+
+    pub async fn decomposition_adds_tasks_and_makes_dependents_wait_in_one_transaction<S: Store>(
+        s: &S,
+    ) {
+        let flow = workflow(&[def("plan", &[]), def("publish", &["plan"])], None);
+        s.submit(flow.batch.clone()).await.unwrap();
+        let plan = claim_one(s, agent(1), at(1)).await.unwrap();
+        let publish = s.task(flow.id("publish")).await.unwrap().unwrap();
+
+        let sub_id = TaskId(Uuid::now_v7());
+        let sub = Submission {
+            task: sub_id,
+            workflow: flow.id,
+            spec: Arc::new(spec(&def("research", &[]))),
+            completed: Vec::new(),
+            seed: 3,
+        };
+        let t = submit(&sub, at(2)).unwrap();
+        let wait = record(
+            &publish,
+            Event::DependencyAdded {
+                dependency: "research".into(),
+            },
+            at(2),
+        );
+        s.submit(SubmitBatch {
+            workflow: WorkflowRef::Existing(flow.id),
+            tasks: vec![NewTask {
+                task: t.task,
+                entry: HistoryEntry {
+                    seq: 1,
+                    at: at(2),
+                    event: Event::Submitted(sub),
+                },
+                outbox: Vec::new(),
+            }],
+            edges: vec![Edge {
+                dependency: sub_id,
+                dependent: publish.id,
+            }],
+            transitions: vec![wait],
+        })
+        .await
+        .unwrap();
+
+        let deps = s.dependencies(publish.id).await.unwrap();
+        assert_eq!(deps.len(), 2);
+        let token = plan.fencing_token;
+        advance(
+            s,
+            plan.id,
+            Event::ExecutionStarted {
+                agent: agent(1),
+                token,
+            },
+            at(3),
+        )
+        .await;
+        advance(
+            s,
+            plan.id,
+            Event::ExecutionSucceeded {
+                agent: agent(1),
+                token,
+                result: Some(json!("plan")),
+            },
+            at(4),
+        )
+        .await;
+        assert!(
+            s.released_blocked(10).await.unwrap().is_empty(),
+            "publish still waits for research"
+        );
+        run_to_completion(s, sub_id, at(5)).await;
+        assert_eq!(s.released_blocked(10).await.unwrap(), vec![publish.id]);
+    }
+
+    pub async fn hot_paths_read_indexes_not_whole_tables<S: Store>(s: &S) {
+        s.submit(diamond().batch).await.unwrap();
+        for (path, index) in [
+            (HotPath::Claim, "tasks_ready"),
+            (HotPath::DueTimers, "tasks_timers"),
+            (HotPath::ReleaseDependents, "edges_pkey|primary key"),
+            (HotPath::ReleasedBlocked, "tasks_released"),
+        ] {
+            let plan = s.query_plan(path).await.unwrap();
+            let lower = plan.to_lowercase();
+            assert!(
+                index.split('|').any(|i| lower.contains(i)),
+                "{path:?} must use index {index}:\n{plan}"
+            );
+            assert!(
+                !lower.contains("seq scan"),
+                "{path:?} scans a table:\n{plan}"
+            );
+            assert!(
+                !plan.lines().any(|l| l.trim() == "SCAN tasks"),
+                "{path:?} scans all tasks:\n{plan}"
+            );
+        }
+        let counts = s.query_plan(HotPath::Counts).await.unwrap();
+        assert!(
+            counts.contains("state_counts"),
+            "counts come from counters:\n{counts}"
+        );
+        assert!(
+            !counts.contains("tasks"),
+            "counts never read tasks:\n{counts}"
+        );
+    }
+}
+
+macro_rules! conformance {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            use super::*;
+
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let (store, _guard) = $open;
+                        cases::$name(&store).await;
+                    }
+                };
+                (arc $name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let (store, _guard) = $open;
+                        cases::$name(Arc::new(store)).await;
+                    }
+                };
+            }
+
+            case!(submission_writes_tasks_edges_history_and_counts);
+            case!(resubmission_with_the_same_key_returns_the_first_and_writes_nothing);
+            case!(a_submission_that_fails_writes_nothing);
+            case!(a_stale_version_is_a_typed_conflict_not_an_overwrite);
+            case!(arc of_many_concurrent_writers_of_one_version_exactly_one_wins);
+            case!(apply_all_commits_each_record_on_its_own);
+            case!(completion_releases_dependents_once_all_their_dependencies_completed);
+            case!(claims_take_the_highest_priority_then_the_oldest_the_agent_can_run);
+            case!(arc concurrent_claimers_never_get_the_same_task);
+            case!(due_timers_come_from_deadlines_and_retries);
+            case!(history_is_ordered_and_replays_to_the_stored_task);
+            case!(tasks_list_by_workflow_and_state_in_pages);
+            case!(agents_are_registered_updated_and_listed);
+            case!(decomposition_adds_tasks_and_makes_dependents_wait_in_one_transaction);
+            case!(hot_paths_read_indexes_not_whole_tables);
+        }
+    };
+}
+
+fn sqlite_store() -> (baton_store::sqlite::SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = baton_store::sqlite::SqliteStore::open(dir.path().join("baton.db")).unwrap();
+    (store, dir)
+}
+
+conformance!(sqlite, sqlite_store());
