@@ -2,8 +2,8 @@
 //! group-commit batch size), claim latency, and the disk's raw fsync rate for comparison.
 //!
 //! `cargo bench -p baton-store` runs SQLite, and PostgreSQL too when
-//! `BATON_BENCH_POSTGRES_URL` is set. `-- --quick` runs each point briefly (used by CI so the
-//! benchmark cannot rot).
+//! `BATON_BENCH_POSTGRES_URL` is set. `-- --quick`, or running it under `cargo test`, runs each
+//! point briefly, so that CI keeps the benchmark from rotting.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -200,7 +200,9 @@ async fn run<S: Store + 'static>(name: &str, open: impl Fn() -> S, span: Duratio
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    // `cargo bench` passes `--bench`; under `cargo test` each point runs briefly.
+    let quick =
+        std::env::args().any(|a| a == "--quick") || !std::env::args().any(|a| a == "--bench");
     let span = if quick {
         Duration::from_millis(150)
     } else {
