@@ -16,7 +16,7 @@ use crate::event::{Event, EventKind, Submission};
 use crate::ids::{AgentId, Capability, FencingToken, LeaseId, TaskId, TaskKey, Timestamp};
 use crate::lifecycle::{Cond, EffectKind, Guard, Lifecycle, Rule, DEFAULT};
 use crate::retry::backoff_ms;
-use crate::spec::{CompensationSpec, SpecError, TaskSpec};
+use crate::spec::{AgentLostPolicy, CompensationSpec, SpecError, TaskSpec};
 use crate::task::{
     CancelReason, DeadlineKind, Deadlines, EnteredAt, Lease, State, StateKind, Task, TaskError,
 };
@@ -470,6 +470,10 @@ fn eval(cond: Cond, task: Option<&Task>, event: &Event, now: Timestamp) -> Resul
                 Some(_) => Ok(()),
             }
         }
+        Cond::RequeueOnAgentLost => match task.map(|t| t.spec.on_agent_lost) {
+            Some(AgentLostPolicy::Requeue) => Ok(()),
+            _ => Err("the task's policy fails it when its agent is lost".into()),
+        },
         Cond::TimeoutRequeues => match event {
             Event::TimeoutExpired {
                 deadline: DeadlineKind::Start,
@@ -478,6 +482,9 @@ fn eval(cond: Cond, task: Option<&Task>, event: &Event, now: Timestamp) -> Resul
         },
     }
 }
+
+/// Error kind recorded when an executing task's agent is declared dead.
+pub const AGENT_LOST: &str = "agent_lost";
 
 /// The first of `deps` not in `completed`, in time linear in both.
 fn first_missing<'a>(deps: &'a [TaskKey], completed: &[TaskKey]) -> Option<&'a TaskKey> {
@@ -496,6 +503,7 @@ fn failure_kind(event: &Event) -> Result<(Cow<'_, str>, bool), String> {
     match event {
         Event::ExecutionFailed { error, .. } => Ok((Cow::Borrowed(&error.kind), error.retryable)),
         Event::TimeoutExpired { deadline } => Ok((Cow::Borrowed(deadline.error_kind()), true)),
+        Event::AgentLost { .. } => Ok((Cow::Borrowed(AGENT_LOST), true)),
         _ => Err("the event reports no failure".into()),
     }
 }
@@ -587,6 +595,14 @@ fn failure(task: &Task, event: &Event, now: Timestamp) -> TaskError {
             attempt: task.attempt,
             kind: deadline.error_kind().to_owned(),
             message: format!("the {deadline} deadline passed"),
+            retryable: true,
+            token,
+            at: now,
+        },
+        Event::AgentLost { agent, .. } => TaskError {
+            attempt: task.attempt,
+            kind: AGENT_LOST.to_owned(),
+            message: format!("agent {agent} was declared dead while holding the lease"),
             retryable: true,
             token,
             at: now,

@@ -90,6 +90,11 @@ pub enum Event {
         agent: AgentId,
         token: FencingToken,
     },
+    /// The engine declared the lease holder dead (no keep-alive within its liveness window).
+    AgentLost {
+        agent: AgentId,
+        token: FencingToken,
+    },
     /// The watchdog saw `deadline` pass.
     TimeoutExpired {
         deadline: DeadlineKind,
@@ -121,6 +126,7 @@ pub enum EventKind {
     ExecutionSucceeded,
     ExecutionFailed,
     AssignmentReleased,
+    AgentLost,
     TimeoutExpired,
     Retry,
     RetryRequested,
@@ -128,7 +134,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Submitted,
         EventKind::DependencyAdded,
         EventKind::DependenciesMet,
@@ -140,6 +146,7 @@ impl EventKind {
         EventKind::ExecutionSucceeded,
         EventKind::ExecutionFailed,
         EventKind::AssignmentReleased,
+        EventKind::AgentLost,
         EventKind::TimeoutExpired,
         EventKind::Retry,
         EventKind::RetryRequested,
@@ -159,6 +166,7 @@ impl EventKind {
             EventKind::ExecutionSucceeded => "execution_succeeded",
             EventKind::ExecutionFailed => "execution_failed",
             EventKind::AssignmentReleased => "assignment_released",
+            EventKind::AgentLost => "agent_lost",
             EventKind::TimeoutExpired => "timeout_expired",
             EventKind::Retry => "retry",
             EventKind::RetryRequested => "retry_requested",
@@ -196,6 +204,7 @@ impl Event {
             Event::ExecutionSucceeded { .. } => EventKind::ExecutionSucceeded,
             Event::ExecutionFailed { .. } => EventKind::ExecutionFailed,
             Event::AssignmentReleased { .. } => EventKind::AssignmentReleased,
+            Event::AgentLost { .. } => EventKind::AgentLost,
             Event::TimeoutExpired { .. } => EventKind::TimeoutExpired,
             Event::Retry => EventKind::Retry,
             Event::RetryRequested { .. } => EventKind::RetryRequested,
@@ -218,10 +227,12 @@ impl Event {
         }
     }
 
-    /// The reporting agent and the fencing token it holds, for agent reports.
+    /// The lease an event is about (agent and fencing token): agent reports, and the engine's
+    /// `agent_lost`.
     pub fn report(&self) -> Option<(AgentId, FencingToken)> {
         match self {
-            Event::ExecutionStarted { agent, token }
+            Event::AgentLost { agent, token }
+            | Event::ExecutionStarted { agent, token }
             | Event::Heartbeat { agent, token, .. }
             | Event::ExecutionSucceeded { agent, token, .. }
             | Event::ExecutionFailed { agent, token, .. }

@@ -20,7 +20,7 @@ pub mod retry;
 pub mod spec;
 pub mod task;
 
-pub use apply::{apply, submit, Effect, Refusal, Rejection, Transition};
+pub use apply::{apply, submit, Effect, Refusal, Rejection, Transition, AGENT_LOST};
 pub use dag::{Dag, DagError, NodeStatus};
 pub use diagram::DiagramFormat;
 pub use event::{Actor, ErrorReport, Event, EventKind, Submission};
@@ -28,7 +28,7 @@ pub use ids::{AgentId, Capability, FencingToken, LeaseId, TaskId, TaskKey, Times
 pub use lifecycle::{Cond, EffectKind, Guard, Lifecycle, Problem, Rule, DEFAULT, DEFAULT_RULES};
 pub use replay::{replay, HistoryEntry, ReplayError};
 pub use retry::backoff_ms;
-pub use spec::{CompensationSpec, RetryPolicy, SpecError, TaskSpec, Timeouts};
+pub use spec::{AgentLostPolicy, CompensationSpec, RetryPolicy, SpecError, TaskSpec, Timeouts};
 pub use task::{
     CancelReason, DeadlineKind, Deadlines, EnteredAt, Lease, State, StateKind, Task, TaskError,
 };

@@ -38,6 +38,8 @@ pub enum Cond {
     /// The deadline that passed is the start deadline, which takes the task back instead of
     /// failing it.
     TimeoutRequeues,
+    /// The task's spec asks to requeue it, not fail it, when its agent is lost.
+    RequeueOnAgentLost,
 }
 
 impl Cond {
@@ -55,6 +57,7 @@ impl Cond {
             Cond::BackoffElapsed => "backoff elapsed",
             Cond::DeadlinePassed => "deadline passed",
             Cond::TimeoutRequeues => "start deadline",
+            Cond::RequeueOnAgentLost => "requeue on agent loss",
         }
     }
 }
@@ -227,6 +230,7 @@ pub static DEFAULT_RULES: &[Rule] = &[
     rule(Some(S::Assigned), E::TimeoutExpired, &[is(Cond::DeadlinePassed), is(Cond::TimeoutRequeues)], S::Pending, &[RevokeLease, WakeAgents, Timers]),
     rule(Some(S::Assigned), E::TimeoutExpired, &[is(Cond::DeadlinePassed), not(Cond::TimeoutRequeues), is(Cond::RetryAllowed)], S::Failed, &[RevokeLease, Timers, ScheduleRetry]),
     rule(Some(S::Assigned), E::TimeoutExpired, &[is(Cond::DeadlinePassed), not(Cond::TimeoutRequeues), not(Cond::RetryAllowed)], S::Failed, FINAL_FAILURE_REVOKED),
+    rule(Some(S::Assigned), E::AgentLost, &[is(Cond::LeaseCurrent)], S::Pending, &[RevokeLease, WakeAgents, Timers]),
     rule(Some(S::Assigned), E::CancelRequested, &[], S::Cancelled, FINAL_FAILURE_REVOKED),
     // Executing.
     rule(Some(S::Executing), E::Heartbeat, &[is(Cond::LeaseCurrent)], S::Executing, &[Timers]),
@@ -236,6 +240,9 @@ pub static DEFAULT_RULES: &[Rule] = &[
     rule(Some(S::Executing), E::AssignmentReleased, &[is(Cond::LeaseCurrent)], S::Pending, &[EndLease, WakeAgents, Timers]),
     rule(Some(S::Executing), E::TimeoutExpired, &[is(Cond::DeadlinePassed), is(Cond::RetryAllowed)], S::Failed, &[RevokeLease, Timers, ScheduleRetry]),
     rule(Some(S::Executing), E::TimeoutExpired, &[is(Cond::DeadlinePassed), not(Cond::RetryAllowed)], S::Failed, FINAL_FAILURE_REVOKED),
+    rule(Some(S::Executing), E::AgentLost, &[is(Cond::LeaseCurrent), is(Cond::RequeueOnAgentLost)], S::Pending, &[RevokeLease, WakeAgents, Timers]),
+    rule(Some(S::Executing), E::AgentLost, &[is(Cond::LeaseCurrent), not(Cond::RequeueOnAgentLost), is(Cond::RetryAllowed)], S::Failed, &[RevokeLease, Timers, ScheduleRetry]),
+    rule(Some(S::Executing), E::AgentLost, &[is(Cond::LeaseCurrent), not(Cond::RequeueOnAgentLost), not(Cond::RetryAllowed)], S::Failed, FINAL_FAILURE_REVOKED),
     rule(Some(S::Executing), E::CancelRequested, &[], S::Cancelled, FINAL_FAILURE_REVOKED),
     // Failed, waiting for a retry.
     rule(Some(S::Failed), E::Retry, &[is(Cond::RetryScheduled), is(Cond::BackoffElapsed)], S::Pending, &[WakeAgents, Timers]),

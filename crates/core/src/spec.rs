@@ -43,6 +43,9 @@ pub struct TaskSpec {
     pub retry: RetryPolicy,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// What happens to the task when its agent is declared dead while executing it.
+    #[serde(default)]
+    pub on_agent_lost: AgentLostPolicy,
     /// Submitted as a new task of the workflow if this task ends `Failed` (finally) or
     /// `Cancelled`.
     #[serde(default)]
@@ -60,6 +63,7 @@ impl TaskSpec {
             priority: 0,
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
+            on_agent_lost: AgentLostPolicy::default(),
             compensation: None,
         }
     }
@@ -114,6 +118,18 @@ impl TaskSpec {
         }
         Ok(())
     }
+}
+
+/// What to do with an executing task whose agent is declared dead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentLostPolicy {
+    /// Fail the attempt (error kind `agent_lost`); the retry policy decides what follows.
+    #[default]
+    Fail,
+    /// Put the task back to `Pending` for another agent, within the same attempt. For tasks
+    /// whose work is safe to start over.
+    Requeue,
 }
 
 /// The task submitted when a task ends `Failed` for good or `Cancelled`.

@@ -26,6 +26,21 @@ fn with_schedule_to_start(max_attempts: u32) -> Task {
     submit(&submission(s, &[]), T0).unwrap().task
 }
 
+fn lost(token: u64) -> Event {
+    Event::AgentLost {
+        agent: agent(),
+        token: FencingToken(token),
+    }
+}
+
+fn requeue_on_loss() -> Task {
+    let mut s = spec("write");
+    s.on_agent_lost = AgentLostPolicy::Requeue;
+    let t = submit(&submission(s, &[]), T0).unwrap().task;
+    let t = step(&t, assign(agent(), 1), at(10)).task;
+    step(&t, started(1), at(20)).task
+}
+
 /// One case per row of the table: the transition and the state the table says it enters.
 fn one_case_per_rule() -> Vec<Case> {
     let mut last_executing = executing();
@@ -175,8 +190,24 @@ fn one_case_per_rule() -> Vec<Case> {
         ),
         case(
             "heartbeat timeout, final",
-            last_executing,
+            last_executing.clone(),
             timeout(DeadlineKind::Heartbeat),
+            at(3_020),
+            Failed,
+        ),
+        case("assigned agent lost", assigned(), lost(1), at(11), Pending),
+        case(
+            "agent lost, requeue",
+            requeue_on_loss(),
+            lost(1),
+            at(21),
+            Pending,
+        ),
+        case("agent lost, retry", executing(), lost(1), at(21), Failed),
+        case(
+            "agent lost, final",
+            last_executing.clone(),
+            lost(3),
             at(3_020),
             Failed,
         ),
@@ -831,4 +862,39 @@ fn diagrams_draw_every_rule() {
     assert!(dot.contains(
         "Cancelled -> Blocked [label=\"upstream_revived [cancelled by it]\", style=dashed]"
     ));
+}
+
+#[test]
+fn a_lost_agent_requeues_or_fails_its_task_by_policy_and_stale_losses_are_refused() {
+    let t = step(&assigned(), lost(1), at(11));
+    assert_eq!(t.task.state, State::Pending);
+    assert_eq!(t.task.attempt, 1);
+    assert!(t.effects.contains(&Effect::RevokeLease {
+        agent: agent(),
+        lease: lease(1),
+        token: FencingToken(1)
+    }));
+
+    let t = step(&executing(), lost(1), at(21));
+    let State::Failed { error, retry_at } = &t.task.state else {
+        panic!("{:?}", t.task.state)
+    };
+    assert_eq!(error.kind, AGENT_LOST);
+    assert!(retry_at.is_some());
+
+    let t = step(&requeue_on_loss(), lost(1), at(21));
+    assert_eq!(t.task.state, State::Pending);
+    assert_eq!(t.task.errors.len(), 0);
+
+    let r = refuse(&completed(), lost(1), at(40));
+    assert!(matches!(r.refusal, Refusal::NotAccepted { .. }), "{r}");
+    let r = refuse(
+        &executing(),
+        Event::AgentLost {
+            agent: other_agent(),
+            token: FencingToken(1),
+        },
+        at(21),
+    );
+    assert!(r.to_string().contains("belongs to agent"), "{r}");
 }

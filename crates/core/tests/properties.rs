@@ -41,6 +41,10 @@ enum Op {
         agent: u8,
         token: i8,
     },
+    Lost {
+        agent: u8,
+        token: i8,
+    },
     Timeout(u8),
     Retry,
     RetryRequested,
@@ -70,7 +74,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(agent, token, result)| Op::Succeed { agent, token, result }),
         3 => (agent.clone(), token.clone(), 0u8..3, any::<bool>())
             .prop_map(|(agent, token, kind, retryable)| Op::Fail { agent, token, kind, retryable }),
-        1 => (agent, token).prop_map(|(agent, token)| Op::Release { agent, token }),
+        1 => (agent.clone(), token.clone()).prop_map(|(agent, token)| Op::Release { agent, token }),
+        1 => (agent, token).prop_map(|(agent, token)| Op::Lost { agent, token }),
         2 => (0u8..4).prop_map(Op::Timeout),
         2 => Just(Op::Retry),
         1 => Just(Op::RetryRequested),
@@ -152,6 +157,10 @@ fn event(op: &Op, task: &Task, n: u128) -> Option<Event> {
             agent: agent_no(agent % 2),
             token: token_near(task, token),
         },
+        Op::Lost { agent, token } => Event::AgentLost {
+            agent: agent_no(agent % 2),
+            token: token_near(task, token),
+        },
         Op::Timeout(k) => Event::TimeoutExpired {
             deadline: deadlines[k as usize],
         },
@@ -185,8 +194,11 @@ fn event(op: &Op, task: &Task, n: u128) -> Option<Event> {
     })
 }
 
-fn start_task(blocked: bool, s2s: bool) -> (Submission, Transition) {
+fn start_task(blocked: bool, s2s: bool, requeue: bool) -> (Submission, Transition) {
     let mut s = spec("write");
+    if requeue {
+        s.on_agent_lost = AgentLostPolicy::Requeue;
+    }
     if s2s {
         s.timeouts.schedule_to_start_ms = Some(700);
     }
@@ -228,9 +240,10 @@ proptest! {
     fn random_event_sequences_keep_every_invariant_and_replay_to_the_same_task(
         blocked in any::<bool>(),
         s2s in any::<bool>(),
+        requeue in any::<bool>(),
         ops in proptest::collection::vec(op(), 0..60),
     ) {
-        let (sub, first) = start_task(blocked, s2s);
+        let (sub, first) = start_task(blocked, s2s, requeue);
         let mut now = T0;
         let mut task = first.task;
         let mut history = vec![HistoryEntry { seq: 1, at: T0, event: Event::Submitted(sub) }];
