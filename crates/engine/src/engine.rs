@@ -1,0 +1,1203 @@
+//! The orchestration loop around the pure core: every event is validated by `baton_core`,
+//! persisted through the store (compare-and-set on the version, group-committed), and only
+//! then acted on: agents are woken, the watchdog re-armed, and durable effects (releasing,
+//! failing or reviving dependents, compensation) are carried out from the store's outbox, so a
+//! crash between commit and effect loses nothing.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_core::dag::TASKS_PER_WORKFLOW_MAX;
+use baton_core::{
+    apply, submit, AgentId, Capability, Dag, Effect, Event, FencingToken, HistoryEntry, LeaseId,
+    State, StateKind, Submission, Task, TaskId, TaskKey, TaskSpec, Timestamp, Transition,
+    WorkflowId,
+};
+use baton_store::{
+    AgentRecord, ClaimRequest, Edge, NewTask, NewWorkflow, Store, StoreError, SubmitBatch,
+    SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRef,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch, Notify};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::error::EngineError;
+
+/// Times a transition is retried after losing a compare-and-set race before giving up.
+const CAS_RETRIES_MAX: usize = 16;
+/// Due timers handled per watchdog round.
+const TIMERS_PER_ROUND_MAX: usize = 512;
+/// Outbox items handled per round.
+const OUTBOX_PER_ROUND_MAX: usize = 256;
+/// Released tasks handled per round.
+const RELEASED_PER_ROUND_MAX: usize = 512;
+/// Longest a watchdog or outbox loop sleeps without looking (a lost notification only delays).
+const IDLE_POLL_MS: u64 = 1_000;
+/// Most tasks one claim may ask for.
+pub const CLAIM_TASKS_MAX: usize = 256;
+/// Longest a claim may wait for work.
+pub const CLAIM_WAIT_MAX_MS: u64 = 60_000;
+/// Most subscribers' backlog of transition events before the slowest one lags.
+pub const EVENT_BACKLOG_MAX: usize = 16_384;
+/// Longest workflow name, in bytes.
+pub const NAME_LEN_MAX: usize = 256;
+/// Most capabilities an agent may offer.
+pub const AGENT_CAPABILITIES_MAX: usize = 64;
+/// Highest concurrency an agent may ask for.
+pub const AGENT_CONCURRENCY_MAX: u32 = 10_000;
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// An agent not heard from (register, keep-alive, claim, report) for this long is declared
+    /// dead and its leases are taken back.
+    pub agent_ttl_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            agent_ttl_ms: 30_000,
+        }
+    }
+}
+
+/// A workflow submission.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowRequest {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// What a submission created (or, for a repeated idempotency key, had created).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowReceipt {
+    pub workflow: WorkflowId,
+    /// Task ids by key.
+    pub tasks: Vec<(TaskKey, TaskId)>,
+    /// `false` when an earlier submission with the same idempotency key is returned.
+    pub created: bool,
+}
+
+/// One accepted transition, as published to subscribers after it is durable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransitionEvent {
+    pub task: TaskId,
+    pub workflow: WorkflowId,
+    pub key: TaskKey,
+    pub event: baton_core::EventKind,
+    pub from: Option<StateKind>,
+    pub to: StateKind,
+    pub version: u64,
+    pub attempt: u32,
+    pub at: Timestamp,
+    pub agent: Option<AgentId>,
+}
+
+/// Why a task that is not terminal is where it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum WaitReason {
+    /// Waiting for these dependencies to complete.
+    Dependencies { open: Vec<OpenDependency> },
+    /// Ready, but no online agent offers every required capability.
+    NoCapableAgent { missing: Vec<Capability> },
+    /// Ready; capable agents are online but busy.
+    AgentsBusy { capable_online: usize },
+    /// Leased to an agent; the lease runs until the next deadline.
+    Leased {
+        agent: AgentId,
+        state: StateKind,
+        until: Option<Timestamp>,
+    },
+    /// Failed and backing off before the next attempt.
+    BackingOff {
+        until: Timestamp,
+        attempt: u32,
+        max_attempts: u32,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenDependency {
+    pub key: TaskKey,
+    pub id: TaskId,
+    pub state: StateKind,
+}
+
+/// The orchestration engine. Cheap to clone; clones share everything.
+pub struct Engine<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for Engine<S> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<S> {
+    store: S,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    /// New ready work: wakes claimers.
+    work: Notify,
+    /// Deadlines or retries changed: wakes the watchdog.
+    timers: Notify,
+    /// New outbox items: wakes the effect runner.
+    outbox: Notify,
+    events: broadcast::Sender<TransitionEvent>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl<S: Store + 'static> Engine<S> {
+    pub fn new(store: S, clock: Arc<dyn Clock>, config: EngineConfig) -> Engine<S> {
+        let (events, _) = broadcast::channel(EVENT_BACKLOG_MAX);
+        let (shutdown, _) = watch::channel(false);
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                config,
+                work: Notify::new(),
+                timers: Notify::new(),
+                outbox: Notify::new(),
+                events,
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Transition events from now on, after each is durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<TransitionEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Starts the watchdog and the effect runner; they stop at [`Engine::shutdown`].
+    pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let watchdog = self.clone();
+        let effects = self.clone();
+        vec![
+            tokio::spawn(async move { watchdog.watchdog_loop().await }),
+            tokio::spawn(async move { effects.effects_loop().await }),
+        ]
+    }
+
+    /// Stops the background loops; in-flight requests finish, leases stay as they are.
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        self.inner.work.notify_waiters();
+    }
+
+    fn stopping(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    // ---- submission -------------------------------------------------------------------
+
+    /// Validates and submits a workflow in one transaction.
+    pub async fn submit_workflow(
+        &self,
+        req: WorkflowRequest,
+    ) -> Result<WorkflowReceipt, EngineError> {
+        validate_workflow(&req)?;
+        Dag::from_specs(&req.tasks)?;
+        let now = self.now();
+        let workflow = WorkflowId(Uuid::now_v7());
+        let ids: HashMap<&TaskKey, TaskId> = req
+            .tasks
+            .iter()
+            .map(|t| (&t.key, TaskId(Uuid::now_v7())))
+            .collect();
+        let mut tasks = Vec::with_capacity(req.tasks.len());
+        let mut edges = Vec::new();
+        let mut transitions = Vec::with_capacity(req.tasks.len());
+        for spec in &req.tasks {
+            let id = ids[&spec.key];
+            for dep in &spec.depends_on {
+                edges.push(Edge {
+                    dependency: ids[dep],
+                    dependent: id,
+                });
+            }
+            let (new, t) = new_task(workflow, id, spec.clone(), Vec::new(), now)?;
+            tasks.push(new);
+            transitions.push(t);
+        }
+        let batch = SubmitBatch {
+            workflow: WorkflowRef::New(NewWorkflow {
+                id: workflow,
+                name: req.name.clone(),
+                idempotency_key: req.idempotency_key.clone(),
+                request_hash: request_hash(&req),
+                created_at: now,
+            }),
+            tasks,
+            edges,
+            transitions: Vec::new(),
+        };
+        match self.inner.store.submit(batch).await? {
+            SubmitOutcome::Created { workflow } => {
+                for t in &transitions {
+                    self.after_commit(t, &Event::Submitted(submission_of(t)));
+                }
+                info!(workflow = %workflow, tasks = transitions.len(), "workflow submitted");
+                let mut keys: Vec<(TaskKey, TaskId)> =
+                    ids.into_iter().map(|(k, id)| (k.clone(), id)).collect();
+                keys.sort_by_key(|(_, id)| *id);
+                Ok(WorkflowReceipt {
+                    workflow,
+                    tasks: keys,
+                    created: true,
+                })
+            }
+            SubmitOutcome::Existing { workflow, tasks } => Ok(WorkflowReceipt {
+                workflow,
+                tasks,
+                created: false,
+            }),
+        }
+    }
+
+    /// Decomposition: the agent executing `parent` adds sub-tasks to its workflow; the
+    /// parent's dependents then also wait for every sub-task.
+    pub async fn add_subtasks(
+        &self,
+        parent: TaskId,
+        agent: AgentId,
+        token: FencingToken,
+        specs: Vec<TaskSpec>,
+    ) -> Result<Vec<(TaskKey, TaskId)>, EngineError> {
+        if specs.is_empty() {
+            return Err(EngineError::invalid("tasks", "at least one sub-task"));
+        }
+        for (i, spec) in specs.iter().enumerate() {
+            spec.validate()
+                .map_err(|e| EngineError::invalid(format!("tasks[{i}].{}", e.field), e.expected))?;
+        }
+        for _ in 0..CAS_RETRIES_MAX {
+            let task = self.load(parent).await?;
+            match &task.state {
+                State::Executing { lease, .. } if lease.token == token && lease.agent == agent => {}
+                _ => {
+                    return Err(EngineError::Rejected(Box::new(baton_core::Rejection {
+                        task: parent,
+                        state: Some(task.kind()),
+                        event: baton_core::EventKind::DependencyAdded,
+                        refusal: baton_core::Refusal::GuardFailed {
+                            guard: "current lease".into(),
+                            detail: format!(
+                                "only the agent executing the task under its current lease \
+                                 (token {}) may add sub-tasks",
+                                task.fencing_token
+                            ),
+                        },
+                    })))
+                }
+            }
+            let existing = self.workflow_tasks(task.workflow).await?;
+            let mut dag = Dag::build(
+                existing
+                    .iter()
+                    .map(|t| (&t.spec.key, t.dependencies.as_slice())),
+            )?;
+            let dependents: Vec<&Task> = existing
+                .iter()
+                .filter(|t| t.dependencies.contains(&task.spec.key))
+                .collect();
+            let new_edges: Vec<(TaskKey, TaskKey)> = dependents
+                .iter()
+                .flat_map(|d| specs.iter().map(|s| (d.spec.key.clone(), s.key.clone())))
+                .collect();
+            dag.extend(
+                specs.iter().map(|s| (&s.key, s.depends_on.as_slice())),
+                new_edges.iter().map(|(a, b)| (a, b)),
+            )?;
+            let by_key: HashMap<&TaskKey, &Task> =
+                existing.iter().map(|t| (&t.spec.key, t)).collect();
+            let now = self.now();
+            let new_ids: HashMap<&TaskKey, TaskId> = specs
+                .iter()
+                .map(|s| (&s.key, TaskId(Uuid::now_v7())))
+                .collect();
+            let id_of = |k: &TaskKey| {
+                new_ids
+                    .get(k)
+                    .copied()
+                    .or_else(|| by_key.get(k).map(|t| t.id))
+            };
+            let mut tasks = Vec::new();
+            let mut created = Vec::new();
+            let mut edges = Vec::new();
+            for spec in &specs {
+                let id = new_ids[&spec.key];
+                let completed: Vec<TaskKey> = spec
+                    .depends_on
+                    .iter()
+                    .filter(|d| {
+                        by_key
+                            .get(d)
+                            .is_some_and(|t| t.kind() == StateKind::Completed)
+                    })
+                    .cloned()
+                    .collect();
+                for dep in &spec.depends_on {
+                    edges.push(Edge {
+                        dependency: id_of(dep).expect("the graph checked every dependency"),
+                        dependent: id,
+                    });
+                }
+                let (new, t) = new_task(task.workflow, id, spec.clone(), completed, now)?;
+                tasks.push(new);
+                created.push(t);
+            }
+            let mut records = Vec::new();
+            let mut applied = Vec::new();
+            for dependent in &dependents {
+                let mut current = (*dependent).clone();
+                for spec in &specs {
+                    edges.push(Edge {
+                        dependency: new_ids[&spec.key],
+                        dependent: dependent.id,
+                    });
+                    let event = Event::DependencyAdded {
+                        dependency: spec.key.clone(),
+                    };
+                    let t = apply(&current, &event, now)?;
+                    current = t.task.clone();
+                    records.push(record_of(&t, event.clone(), now));
+                    applied.push((t, event));
+                }
+            }
+            let batch = SubmitBatch {
+                workflow: WorkflowRef::Existing(task.workflow),
+                tasks,
+                edges,
+                transitions: records,
+            };
+            match self.inner.store.submit(batch).await {
+                Ok(_) => {
+                    for t in &created {
+                        self.after_commit(t, &Event::Submitted(submission_of(t)));
+                    }
+                    for (t, event) in &applied {
+                        self.after_commit(t, event);
+                    }
+                    info!(parent = %parent, subtasks = specs.len(), "sub-tasks added");
+                    return Ok(specs
+                        .iter()
+                        .map(|s| (s.key.clone(), new_ids[&s.key]))
+                        .collect());
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::DuplicateKey { key, .. }) => {
+                    return Err(EngineError::Graph(baton_core::DagError::DuplicateTask(key)))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended(parent))
+    }
+
+    async fn workflow_tasks(&self, workflow: WorkflowId) -> Result<Vec<Task>, EngineError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .tasks(TaskFilter {
+                    workflow: Some(workflow),
+                    state: None,
+                    after,
+                    limit: baton_store::PAGE_ROWS_MAX,
+                })
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            let full = page.len() == baton_store::PAGE_ROWS_MAX;
+            all.extend(page);
+            if !full || all.len() > TASKS_PER_WORKFLOW_MAX {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    // ---- agents -----------------------------------------------------------------------
+
+    pub async fn register_agent(
+        &self,
+        id: Option<AgentId>,
+        name: String,
+        capabilities: BTreeSet<Capability>,
+        concurrency: u32,
+    ) -> Result<AgentRecord, EngineError> {
+        validate_agent(&name, &capabilities, concurrency)?;
+        let now = self.now();
+        let id = id.unwrap_or_else(|| AgentId(Uuid::now_v7()));
+        let registered_at = match self.inner.store.agent(id).await? {
+            Some(existing) => existing.registered_at,
+            None => now,
+        };
+        let record = AgentRecord {
+            id,
+            name,
+            capabilities,
+            concurrency,
+            registered_at,
+            last_seen: now,
+        };
+        self.inner.store.upsert_agent(record.clone()).await?;
+        info!(agent = %id, name = %record.name, "agent registered");
+        self.inner.work.notify_waiters();
+        Ok(record)
+    }
+
+    /// Keeps an agent alive.
+    pub async fn agent_keepalive(&self, id: AgentId) -> Result<AgentRecord, EngineError> {
+        let mut agent = self.agent(id).await?;
+        agent.last_seen = self.now();
+        self.inner.store.upsert_agent(agent.clone()).await?;
+        Ok(agent)
+    }
+
+    pub async fn agent(&self, id: AgentId) -> Result<AgentRecord, EngineError> {
+        self.inner
+            .store
+            .agent(id)
+            .await?
+            .ok_or(EngineError::AgentNotFound(id))
+    }
+
+    pub fn agent_online(&self, agent: &AgentRecord) -> bool {
+        agent.last_seen.plus_ms(self.inner.config.agent_ttl_ms) >= self.now()
+    }
+
+    // ---- claims -----------------------------------------------------------------------
+
+    /// Hands the agent up to `max` ready tasks it can run (highest priority, then longest
+    /// ready), waiting up to `wait` for some to appear. Counts as a keep-alive.
+    pub async fn claim(
+        &self,
+        agent: AgentId,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Task>, EngineError> {
+        if !(1..=CLAIM_TASKS_MAX).contains(&max) {
+            return Err(EngineError::invalid(
+                "max",
+                format!("between 1 and {CLAIM_TASKS_MAX}"),
+            ));
+        }
+        if wait > Duration::from_millis(CLAIM_WAIT_MAX_MS) {
+            return Err(EngineError::invalid(
+                "wait_ms",
+                format!("at most {CLAIM_WAIT_MAX_MS}"),
+            ));
+        }
+        let record = self.agent_keepalive(agent).await?;
+        let give_up = tokio::time::Instant::now() + wait;
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            let work = self.inner.work.notified();
+            tokio::pin!(work);
+            work.as_mut().enable();
+            if self.stopping() {
+                return Err(EngineError::ShuttingDown);
+            }
+            let held = self.inner.store.leased_to(agent).await?.len();
+            let room = (record.concurrency as usize).saturating_sub(held).min(max);
+            if room > 0 {
+                let tasks = self
+                    .inner
+                    .store
+                    .claim(ClaimRequest {
+                        agent,
+                        capabilities: record.capabilities.clone(),
+                        leases: (0..room).map(|_| LeaseId(Uuid::now_v7())).collect(),
+                        now: self.now(),
+                    })
+                    .await?;
+                if !tasks.is_empty() {
+                    for task in &tasks {
+                        self.publish(
+                            task,
+                            Some(StateKind::Pending),
+                            baton_core::EventKind::AgentAssigned,
+                        );
+                        info!(task = %task.id, agent = %agent, token = %task.fencing_token, "task claimed");
+                    }
+                    self.inner.timers.notify_one();
+                    return Ok(tasks);
+                }
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Ok(Vec::new());
+            }
+            tokio::select! {
+                _ = &mut work => {}
+                _ = tokio::time::sleep_until(give_up) => return Ok(Vec::new()),
+                _ = shutdown.changed() => return Err(EngineError::ShuttingDown),
+            }
+        }
+    }
+
+    // ---- events -------------------------------------------------------------------------
+
+    /// Applies an agent's report (started, heartbeat, succeeded, failed, released). A duplicate
+    /// of an applied report answers with the task as it stands.
+    pub async fn report(&self, id: TaskId, event: Event) -> Result<Task, EngineError> {
+        let Some((agent, _)) = event.report() else {
+            return Err(EngineError::invalid("event", "an agent's report"));
+        };
+        if matches!(event, Event::AgentLost { .. }) {
+            return Err(EngineError::invalid("event", "an agent's report"));
+        }
+        if let Ok(record) = self.agent(agent).await {
+            let mut record = record;
+            record.last_seen = self.now();
+            self.inner.store.upsert_agent(record).await?;
+        }
+        self.transition(id, |_| Some(event.clone())).await
+    }
+
+    pub async fn cancel_task(
+        &self,
+        id: TaskId,
+        by: String,
+        reason: String,
+    ) -> Result<Task, EngineError> {
+        self.transition(id, |_| {
+            Some(Event::CancelRequested {
+                requested_by: by.clone(),
+                reason: reason.clone(),
+            })
+        })
+        .await
+    }
+
+    /// Cancels every task of the workflow that has not ended; returns how many it cancelled.
+    pub async fn cancel_workflow(
+        &self,
+        workflow: WorkflowId,
+        by: String,
+        reason: String,
+    ) -> Result<usize, EngineError> {
+        if self.inner.store.workflow(workflow).await?.is_none() {
+            return Err(EngineError::WorkflowNotFound(workflow));
+        }
+        let mut cancelled = 0;
+        for task in self.workflow_tasks(workflow).await? {
+            if task.state.is_terminal() {
+                continue;
+            }
+            match self.cancel_task(task.id, by.clone(), reason.clone()).await {
+                Ok(_) => cancelled += 1,
+                Err(EngineError::Rejected(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(cancelled)
+    }
+
+    /// An operator reopens a task that failed for good; the dependents its failure cancelled
+    /// come back too.
+    pub async fn retry_task(&self, id: TaskId, by: String) -> Result<Task, EngineError> {
+        self.transition(id, |_| {
+            Some(Event::RetryRequested {
+                requested_by: by.clone(),
+            })
+        })
+        .await
+    }
+
+    /// Applies the event `make` derives from the task's current version; on a lost
+    /// compare-and-set, reloads and decides again. `make` returning `None` means nothing to do.
+    async fn transition(
+        &self,
+        id: TaskId,
+        make: impl Fn(&Task) -> Option<Event>,
+    ) -> Result<Task, EngineError> {
+        for _ in 0..CAS_RETRIES_MAX {
+            let task = self.load(id).await?;
+            let Some(event) = make(&task) else {
+                return Ok(task);
+            };
+            let now = self.now();
+            let t = match apply(&task, &event, now) {
+                Ok(t) => t,
+                Err(r) if r.is_duplicate() => return Ok(task),
+                Err(r) => {
+                    debug!(task = %id, state = %task.kind(), event = %event.kind(), "event refused");
+                    return Err(r.into());
+                }
+            };
+            match self
+                .inner
+                .store
+                .apply(record_of(&t, event.clone(), now))
+                .await
+            {
+                Ok(()) => {
+                    self.after_commit(&t, &event);
+                    return Ok(t.task);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended(id))
+    }
+
+    async fn load(&self, id: TaskId) -> Result<Task, EngineError> {
+        self.inner
+            .store
+            .task(id)
+            .await?
+            .ok_or(EngineError::TaskNotFound(id))
+    }
+
+    /// After a commit: log, publish, and nudge whoever the effects concern.
+    fn after_commit(&self, t: &Transition, event: &Event) {
+        let task = &t.task;
+        info!(
+            task = %task.id,
+            workflow = %task.workflow,
+            attempt = task.attempt,
+            event = %event.kind(),
+            from = ?t.from,
+            to = %task.kind(),
+            token = %task.fencing_token,
+            "transition"
+        );
+        self.publish(task, t.from, event.kind());
+        for effect in &t.effects {
+            match effect {
+                Effect::WakeAgents { .. } => self.inner.work.notify_waiters(),
+                Effect::ArmDeadline { .. }
+                | Effect::DisarmDeadline { .. }
+                | Effect::ScheduleRetry { .. } => self.inner.timers.notify_one(),
+                Effect::ReleaseDependents
+                | Effect::FailDependents
+                | Effect::ReviveDependents
+                | Effect::Compensate { .. } => self.inner.outbox.notify_one(),
+                Effect::EndLease { .. } | Effect::RevokeLease { .. } => {
+                    self.inner.work.notify_waiters()
+                }
+            }
+        }
+    }
+
+    fn publish(&self, task: &Task, from: Option<StateKind>, event: baton_core::EventKind) {
+        let _ = self.inner.events.send(TransitionEvent {
+            task: task.id,
+            workflow: task.workflow,
+            key: task.spec.key.clone(),
+            event,
+            from,
+            to: task.kind(),
+            version: task.version,
+            attempt: task.attempt,
+            at: task.updated_at,
+            agent: task.state.lease().map(|l| l.agent),
+        });
+    }
+
+    // ---- background work ------------------------------------------------------------------
+
+    async fn watchdog_loop(&self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        while !self.stopping() {
+            let timers = self.inner.timers.notified();
+            tokio::pin!(timers);
+            timers.as_mut().enable();
+            if let Err(e) = self.fire_timers().await {
+                warn!(error = %e, "watchdog round failed");
+            }
+            if let Err(e) = self.reap_dead_agents().await {
+                warn!(error = %e, "agent liveness round failed");
+            }
+            let now = self.now();
+            let idle = now.plus_ms(IDLE_POLL_MS);
+            let next = match self.inner.store.next_timer().await {
+                Ok(Some(t)) => t.min(idle),
+                _ => idle,
+            };
+            let clock = Arc::clone(&self.inner.clock);
+            tokio::select! {
+                _ = clock.sleep_until(next) => {}
+                _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
+                _ = &mut timers => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn effects_loop(&self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        while !self.stopping() {
+            let outbox = self.inner.outbox.notified();
+            tokio::pin!(outbox);
+            outbox.as_mut().enable();
+            if let Err(e) = self.run_effects().await {
+                warn!(error = %e, "effect round failed");
+            }
+            tokio::select! {
+                _ = &mut outbox => {}
+                _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// One watchdog round: fires every due deadline and retry, and declares silent agents
+    /// dead. The background loop calls it; tests call it after moving a manual clock.
+    pub async fn tick(&self) -> Result<(), EngineError> {
+        self.fire_timers().await?;
+        self.reap_dead_agents().await?;
+        while self.run_effects().await? > 0 {}
+        Ok(())
+    }
+
+    /// Fires the due timers, each decided from the task's current version: a task completed
+    /// a moment before its deadline passed stays completed.
+    async fn fire_timers(&self) -> Result<usize, EngineError> {
+        let now = self.now();
+        let due = self
+            .inner
+            .store
+            .due_timers(now, TIMERS_PER_ROUND_MAX)
+            .await?;
+        let mut fired = 0;
+        for (id, _) in due {
+            let outcome = self.transition(id, |task| timer_event(task, now)).await;
+            match outcome {
+                Ok(_) => fired += 1,
+                Err(EngineError::Rejected(r)) => debug!(task = %id, "timer refused: {r}"),
+                Err(EngineError::TaskNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(fired)
+    }
+
+    /// Takes the leases of agents not heard from within the liveness window.
+    async fn reap_dead_agents(&self) -> Result<(), EngineError> {
+        let now = self.now();
+        for agent in self.inner.store.agents().await? {
+            if agent.last_seen.plus_ms(self.inner.config.agent_ttl_ms) >= now {
+                continue;
+            }
+            for id in self.inner.store.leased_to(agent.id).await? {
+                let lost = |task: &Task| {
+                    let lease = task.state.lease()?;
+                    (lease.agent == agent.id).then_some(Event::AgentLost {
+                        agent: agent.id,
+                        token: lease.token,
+                    })
+                };
+                match self.transition(id, lost).await {
+                    Ok(task) => {
+                        info!(task = %id, agent = %agent.id, to = %task.kind(), "lease of a dead agent taken back")
+                    }
+                    Err(EngineError::Rejected(_) | EngineError::TaskNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out durable effects from the outbox, then releases blocked tasks whose
+    /// dependencies all completed. Every handler is idempotent: an item done twice (after a
+    /// crash, or by two nodes) changes nothing the second time.
+    async fn run_effects(&self) -> Result<usize, EngineError> {
+        let items = self.inner.store.outbox(OUTBOX_PER_ROUND_MAX).await?;
+        let mut done = Vec::with_capacity(items.len());
+        for item in &items {
+            match self.run_effect(item.task, &item.effect).await {
+                Ok(()) => done.push(item.id),
+                Err(e) => warn!(task = %item.task, error = %e, "effect failed; will retry"),
+            }
+        }
+        if !done.is_empty() {
+            self.inner.store.ack_outbox(done).await?;
+        }
+        let released = self.release_ready().await?;
+        Ok(items.len() + released)
+    }
+
+    async fn run_effect(&self, id: TaskId, effect: &Effect) -> Result<(), EngineError> {
+        match effect {
+            Effect::ReleaseDependents => {
+                self.release_ready().await?;
+            }
+            Effect::FailDependents => {
+                let task = self.load(id).await?;
+                for dependent in self.inner.store.dependents(id).await? {
+                    let upstream = task.spec.key.clone();
+                    let fail = |d: &Task| {
+                        (d.kind() == StateKind::Blocked).then(|| Event::UpstreamFailed {
+                            upstream: upstream.clone(),
+                        })
+                    };
+                    applied(self.transition(dependent, fail).await)?;
+                }
+            }
+            Effect::ReviveDependents => {
+                let task = self.load(id).await?;
+                for dependent in self.inner.store.dependents(id).await? {
+                    let upstream = task.spec.key.clone();
+                    let revive = |d: &Task| match &d.state {
+                        State::Cancelled {
+                            reason: baton_core::CancelReason::Upstream { upstream: cause },
+                        } if *cause == upstream => Some(Event::UpstreamRevived {
+                            upstream: upstream.clone(),
+                        }),
+                        _ => None,
+                    };
+                    applied(self.transition(dependent, revive).await)?;
+                }
+            }
+            Effect::Compensate { spec } => {
+                let task = self.load(id).await?;
+                let mut comp = TaskSpec::new(spec.key.0.clone());
+                comp.capabilities = spec.capabilities.clone();
+                comp.input = serde_json::json!({
+                    "compensates": task.spec.key,
+                    "task": task.id,
+                    "input": spec.input,
+                    "error": task.errors.last(),
+                });
+                comp.priority = task.spec.priority;
+                let now = self.now();
+                let (new, t) =
+                    new_task(task.workflow, TaskId(Uuid::now_v7()), comp, Vec::new(), now)?;
+                let batch = SubmitBatch {
+                    workflow: WorkflowRef::Existing(task.workflow),
+                    tasks: vec![new],
+                    edges: Vec::new(),
+                    transitions: Vec::new(),
+                };
+                match self.inner.store.submit(batch).await {
+                    Ok(_) => {
+                        info!(task = %id, compensation = %t.task.id, "compensation task created");
+                        self.after_commit(&t, &Event::Submitted(submission_of(&t)));
+                    }
+                    Err(StoreError::DuplicateKey { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sends `dependencies_met` to blocked tasks whose dependencies all completed (the store
+    /// counts open dependencies in the transaction that completes each one).
+    async fn release_ready(&self) -> Result<usize, EngineError> {
+        let mut released = 0;
+        loop {
+            let ready = self
+                .inner
+                .store
+                .released_blocked(RELEASED_PER_ROUND_MAX)
+                .await?;
+            let before = released;
+            for id in &ready {
+                let met = |t: &Task| {
+                    (t.kind() == StateKind::Blocked).then(|| Event::DependenciesMet {
+                        completed: t.dependencies.clone(),
+                    })
+                };
+                if applied(self.transition(*id, met).await)? {
+                    released += 1;
+                }
+            }
+            if ready.len() < RELEASED_PER_ROUND_MAX || released == before {
+                return Ok(released);
+            }
+        }
+    }
+
+    // ---- views ----------------------------------------------------------------------------
+
+    /// Why a non-terminal task is where it is; `None` once it has ended.
+    pub async fn wait_reason(&self, task: &Task) -> Result<Option<WaitReason>, EngineError> {
+        Ok(match &task.state {
+            State::Blocked => {
+                let open = self
+                    .inner
+                    .store
+                    .dependencies(task.id)
+                    .await?
+                    .into_iter()
+                    .filter(|d| d.state != StateKind::Completed)
+                    .map(|d| OpenDependency {
+                        key: d.key,
+                        id: d.id,
+                        state: d.state,
+                    })
+                    .collect();
+                Some(WaitReason::Dependencies { open })
+            }
+            State::Pending => {
+                let online: Vec<AgentRecord> = self
+                    .inner
+                    .store
+                    .agents()
+                    .await?
+                    .into_iter()
+                    .filter(|a| self.agent_online(a))
+                    .collect();
+                let capable = online
+                    .iter()
+                    .filter(|a| task.spec.capabilities.is_subset(&a.capabilities))
+                    .count();
+                if capable == 0 {
+                    let offered: HashSet<&Capability> =
+                        online.iter().flat_map(|a| a.capabilities.iter()).collect();
+                    let mut missing: Vec<Capability> = task
+                        .spec
+                        .capabilities
+                        .iter()
+                        .filter(|c| !offered.contains(c))
+                        .cloned()
+                        .collect();
+                    if missing.is_empty() {
+                        missing = task.spec.capabilities.iter().cloned().collect();
+                    }
+                    Some(WaitReason::NoCapableAgent { missing })
+                } else {
+                    Some(WaitReason::AgentsBusy {
+                        capable_online: capable,
+                    })
+                }
+            }
+            State::Assigned { lease } | State::Executing { lease, .. } => {
+                Some(WaitReason::Leased {
+                    agent: lease.agent,
+                    state: task.kind(),
+                    until: task.deadlines.next().map(|(_, at)| at),
+                })
+            }
+            State::Failed {
+                retry_at: Some(until),
+                ..
+            } => Some(WaitReason::BackingOff {
+                until: *until,
+                attempt: task.attempt,
+                max_attempts: task.attempts_allowed,
+            }),
+            _ => None,
+        })
+    }
+
+    pub async fn history(
+        &self,
+        id: TaskId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, EngineError> {
+        Ok(self.inner.store.history(id, after, limit).await?)
+    }
+}
+
+/// The watchdog's event for a due task: the retry if its backoff passed, else the earliest
+/// passed deadline.
+fn timer_event(task: &Task, now: Timestamp) -> Option<Event> {
+    if let State::Failed {
+        retry_at: Some(at), ..
+    } = task.state
+    {
+        return (at <= now).then_some(Event::Retry);
+    }
+    let (kind, at) = task.deadlines.next()?;
+    (at <= now).then_some(Event::TimeoutExpired { deadline: kind })
+}
+
+/// Whether an effect's transition was applied; a refusal means it was already done (or no
+/// longer applies), which is not an error for an idempotent effect.
+fn applied<T>(r: Result<T, EngineError>) -> Result<bool, EngineError> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(EngineError::Rejected(_) | EngineError::TaskNotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn new_task(
+    workflow: WorkflowId,
+    id: TaskId,
+    spec: TaskSpec,
+    completed: Vec<TaskKey>,
+    now: Timestamp,
+) -> Result<(NewTask, Transition), EngineError> {
+    let sub = Submission {
+        task: id,
+        workflow,
+        spec: Arc::new(spec),
+        completed,
+        seed: Uuid::new_v4().as_u64_pair().0,
+    };
+    let t = submit(&sub, now)?;
+    let new = NewTask {
+        task: t.task.clone(),
+        entry: HistoryEntry {
+            seq: 1,
+            at: now,
+            event: Event::Submitted(sub),
+        },
+        outbox: durable(&t.effects),
+    };
+    Ok((new, t))
+}
+
+fn submission_of(t: &Transition) -> Submission {
+    Submission {
+        task: t.task.id,
+        workflow: t.task.workflow,
+        spec: Arc::clone(&t.task.spec),
+        completed: Vec::new(),
+        seed: t.task.seed,
+    }
+}
+
+fn record_of(t: &Transition, event: Event, now: Timestamp) -> TransitionRecord {
+    TransitionRecord {
+        task: t.task.clone(),
+        entry: HistoryEntry {
+            seq: t.task.version,
+            at: now,
+            event,
+        },
+        outbox: durable(&t.effects),
+    }
+}
+
+/// The effects that must survive a crash: recorded in the outbox with the transition.
+fn durable(effects: &[Effect]) -> Vec<Effect> {
+    effects
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::ReleaseDependents
+                    | Effect::FailDependents
+                    | Effect::ReviveDependents
+                    | Effect::Compensate { .. }
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+/// A stable fingerprint of a request (FNV-1a, 64 bits), so that a reused idempotency key
+/// with a different request is recognised across restarts and versions.
+fn request_hash(req: &WorkflowRequest) -> String {
+    let bytes = serde_json::to_vec(&(&req.name, &req.tasks)).expect("a request serialises");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn validate_workflow(req: &WorkflowRequest) -> Result<(), EngineError> {
+    if req.name.len() > NAME_LEN_MAX {
+        return Err(EngineError::invalid(
+            "name",
+            format!("at most {NAME_LEN_MAX} bytes"),
+        ));
+    }
+    if let Some(key) = &req.idempotency_key {
+        if key.is_empty() || key.len() > NAME_LEN_MAX {
+            return Err(EngineError::invalid(
+                "idempotency_key",
+                format!("1 to {NAME_LEN_MAX} bytes"),
+            ));
+        }
+    }
+    if req.tasks.is_empty() || req.tasks.len() > TASKS_PER_WORKFLOW_MAX {
+        return Err(EngineError::invalid(
+            "tasks",
+            format!("1 to {TASKS_PER_WORKFLOW_MAX} tasks"),
+        ));
+    }
+    for (i, spec) in req.tasks.iter().enumerate() {
+        spec.validate()
+            .map_err(|e| EngineError::invalid(format!("tasks[{i}].{}", e.field), e.expected))?;
+    }
+    let keys: HashSet<&TaskKey> = req.tasks.iter().map(|t| &t.key).collect();
+    let mut comps = HashSet::new();
+    for (i, spec) in req.tasks.iter().enumerate() {
+        if let Some(c) = &spec.compensation {
+            if keys.contains(&c.key) || !comps.insert(&c.key) {
+                return Err(EngineError::invalid(
+                    format!("tasks[{i}].compensation.key"),
+                    format!(
+                        "a key used by no other task or compensation, not {:?}",
+                        c.key.0
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_agent(
+    name: &str,
+    capabilities: &BTreeSet<Capability>,
+    concurrency: u32,
+) -> Result<(), EngineError> {
+    if name.is_empty() || name.len() > NAME_LEN_MAX {
+        return Err(EngineError::invalid(
+            "name",
+            format!("1 to {NAME_LEN_MAX} bytes"),
+        ));
+    }
+    if capabilities.len() > AGENT_CAPABILITIES_MAX {
+        return Err(EngineError::invalid(
+            "capabilities",
+            format!("at most {AGENT_CAPABILITIES_MAX} capabilities"),
+        ));
+    }
+    for c in capabilities {
+        let mut probe = TaskSpec::new("probe");
+        probe.capabilities.insert(c.clone());
+        probe
+            .validate()
+            .map_err(|e| EngineError::invalid("capabilities[]", e.expected))?;
+    }
+    if !(1..=AGENT_CONCURRENCY_MAX).contains(&concurrency) {
+        return Err(EngineError::invalid(
+            "concurrency",
+            format!("between 1 and {AGENT_CONCURRENCY_MAX}"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! What the engine answers when it refuses a request or cannot serve it.
+
+use baton_core::{AgentId, DagError, Rejection, TaskId, WorkflowId};
+use baton_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A request field is out of bounds: which one, and what was expected.
+    #[error("invalid `{field}`: expected {expected}")]
+    Invalid { field: String, expected: String },
+    /// The workflow's dependency graph is refused (unknown or duplicate task, cycle).
+    #[error("invalid workflow: {0}")]
+    Graph(#[from] DagError),
+    #[error("task {0} not found")]
+    TaskNotFound(TaskId),
+    #[error("workflow {0} not found")]
+    WorkflowNotFound(WorkflowId),
+    #[error("agent {0} is not registered")]
+    AgentNotFound(AgentId),
+    /// The lifecycle refused the event.
+    #[error("{0}")]
+    Rejected(Box<Rejection>),
+    #[error("idempotency key {key:?} was already used for a different request")]
+    IdempotencyMismatch { key: String },
+    /// The task kept changing under us; the caller may retry.
+    #[error("task {0} is changing too fast; try again")]
+    Contended(TaskId),
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::IdempotencyMismatch { key } => EngineError::IdempotencyMismatch { key },
+            StoreError::TaskNotFound(id) => EngineError::TaskNotFound(id),
+            StoreError::WorkflowNotFound(id) => EngineError::WorkflowNotFound(id),
+            other => EngineError::Store(other),
+        }
+    }
+}
+
+impl From<Rejection> for EngineError {
+    fn from(r: Rejection) -> Self {
+        EngineError::Rejected(Box::new(r))
+    }
+}
+
+impl EngineError {
+    pub fn invalid(field: impl Into<String>, expected: impl Into<String>) -> EngineError {
+        EngineError::Invalid {
+            field: field.into(),
+            expected: expected.into(),
+        }
+    }
+}
