@@ -15,6 +15,7 @@ use crate::task::DeadlineKind;
 
 /// An agent's failure report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorReport {
     pub kind: String,
     pub message: String,
@@ -114,6 +115,7 @@ pub enum Event {
 /// An event's name without its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventKind {
     Submitted,
     DependencyAdded,

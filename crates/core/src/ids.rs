@@ -50,6 +50,7 @@ uuid_id!(
 /// The user's name for a task, unique within its workflow; dependencies refer to tasks by key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskKey(pub String);
 
 impl TaskKey {
@@ -73,6 +74,7 @@ impl From<&str> for TaskKey {
 /// A capability an agent offers and a task requires, such as `summarize` or `gpu`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Capability(pub String);
 
 impl fmt::Display for Capability {

@@ -24,6 +24,7 @@ pub const NON_RETRYABLE_KINDS_MAX: usize = 64;
 /// One task as submitted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskSpec {
     /// Unique within the workflow; dependencies name tasks by key.
     pub key: TaskKey,
@@ -123,6 +124,7 @@ impl TaskSpec {
 /// What to do with an executing task whose agent is declared dead.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AgentLostPolicy {
     /// Fail the attempt (error kind `agent_lost`); the retry policy decides what follows.
     #[default]
@@ -135,6 +137,7 @@ pub enum AgentLostPolicy {
 /// The task submitted when a task ends `Failed` for good or `Cancelled`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompensationSpec {
     pub key: TaskKey,
     #[serde(default)]
@@ -146,6 +149,7 @@ pub struct CompensationSpec {
 /// How often and how patiently a task is retried after a failure.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryPolicy {
     /// Attempts in all, the first included; 1 means never retry.
     pub max_attempts: u32,
@@ -215,6 +219,7 @@ impl RetryPolicy {
 /// Watchdog deadlines, each in milliseconds; `None` disables that deadline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Timeouts {
     /// From becoming ready (`Pending`) to `Executing`; expiry fails the attempt.
     pub schedule_to_start_ms: Option<u64>,

@@ -16,6 +16,7 @@ use crate::spec::TaskSpec;
 /// A task's state without its data: what the lifecycle table and counters talk about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StateKind {
     Blocked,
     Pending,
@@ -183,6 +184,7 @@ impl State {
 /// Which watchdog deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DeadlineKind {
     ScheduleToStart,
     Start,

@@ -1,0 +1,1116 @@
+//! The `/v1` handlers and their wire types. Handlers translate between JSON and the engine;
+//! every decision is the engine's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State as AxState};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use baton_core::{
+    AgentId, Capability, ErrorReport, Event, FencingToken, State, StateKind, Task, TaskId,
+    TaskSpec, WorkflowId,
+};
+use baton_engine::{Engine, TransitionEvent, WorkflowRequest};
+use baton_store::{AnyStore, Store, TaskFilter};
+use futures_util::stream::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::problem::{Problem, ProblemDoc};
+use crate::AppState;
+
+type ApiResult<T> = Result<T, Problem>;
+type St = AxState<Arc<AppState>>;
+
+fn engine(state: &AppState) -> &Engine<AnyStore> {
+    &state.engine
+}
+
+fn parse_id(kind: &str, raw: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| {
+        Problem::bad_request("invalid_id", format!("`{raw}` is not a {kind} id")).field(
+            format!("{kind}_id"),
+            "a UUID such as 0192d0c6-8f5e-7cc3-9a4e-2b1f0c9d8e7a",
+        )
+    })
+}
+
+// ---- workflows ------------------------------------------------------------------------------
+
+/// A workflow: tasks with their dependencies, submitted together.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitWorkflow {
+    #[serde(default)]
+    pub name: String,
+    /// Resubmitting with the same key returns the first submission.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    pub tasks: Vec<TaskSpec>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct WorkflowCreated {
+    pub workflow: Uuid,
+    /// `false` when an earlier submission with the same idempotency key is returned.
+    pub created: bool,
+    /// Task ids by key.
+    pub tasks: BTreeMap<String, Uuid>,
+}
+
+#[utoipa::path(post, path = "/v1/workflows", request_body = SubmitWorkflow,
+    responses((status = 201, body = WorkflowCreated), (status = 200, description = "an earlier submission with the same idempotency key", body = WorkflowCreated),
+              (status = 422, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+pub async fn submit_workflow(
+    AxState(s): St,
+    caller: Caller,
+    ApiJson(body): ApiJson<SubmitWorkflow>,
+) -> ApiResult<Response> {
+    caller.operator()?;
+    let receipt = engine(&s)
+        .submit_workflow(WorkflowRequest {
+            name: body.name,
+            idempotency_key: body.idempotency_key,
+            tasks: body.tasks,
+        })
+        .await?;
+    let status = if receipt.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let out = WorkflowCreated {
+        workflow: receipt.workflow.0,
+        created: receipt.created,
+        tasks: receipt
+            .tasks
+            .into_iter()
+            .map(|(k, id)| (k.0, id.0))
+            .collect(),
+    };
+    Ok((status, Json(out)).into_response())
+}
+
+/// One task, submitted as a workflow of its own.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTask {
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    pub task: TaskSpec,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TaskCreated {
+    pub workflow: Uuid,
+    pub task: Uuid,
+    pub created: bool,
+}
+
+#[utoipa::path(post, path = "/v1/tasks", request_body = SubmitTask,
+    responses((status = 201, body = TaskCreated), (status = 200, body = TaskCreated), (status = 422, body = ProblemDoc)))]
+pub async fn submit_task(
+    AxState(s): St,
+    caller: Caller,
+    ApiJson(body): ApiJson<SubmitTask>,
+) -> ApiResult<Response> {
+    caller.operator()?;
+    let receipt = engine(&s)
+        .submit_workflow(WorkflowRequest {
+            name: body.task.key.0.clone(),
+            idempotency_key: body.idempotency_key,
+            tasks: vec![body.task],
+        })
+        .await?;
+    let status = if receipt.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let task = receipt
+        .tasks
+        .first()
+        .map(|(_, id)| id.0)
+        .unwrap_or_default();
+    Ok((
+        status,
+        Json(TaskCreated {
+            workflow: receipt.workflow.0,
+            task,
+            created: receipt.created,
+        }),
+    )
+        .into_response())
+}
+
+/// Tasks per state.
+#[derive(Serialize, Deserialize, ToSchema, Default, Debug, PartialEq, Eq)]
+pub struct Counts {
+    pub blocked: u64,
+    pub pending: u64,
+    pub assigned: u64,
+    pub executing: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub total: u64,
+}
+
+impl From<baton_store::StateCounts> for Counts {
+    fn from(c: baton_store::StateCounts) -> Counts {
+        Counts {
+            blocked: c.get(StateKind::Blocked),
+            pending: c.get(StateKind::Pending),
+            assigned: c.get(StateKind::Assigned),
+            executing: c.get(StateKind::Executing),
+            completed: c.get(StateKind::Completed),
+            failed: c.get(StateKind::Failed),
+            cancelled: c.get(StateKind::Cancelled),
+            total: c.total(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct WorkflowView {
+    pub id: Uuid,
+    pub name: String,
+    pub idempotency_key: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: u64,
+    pub counts: Counts,
+}
+
+#[utoipa::path(get, path = "/v1/workflows/{id}", params(("id" = String, Path, description = "workflow id")),
+    responses((status = 200, body = WorkflowView), (status = 404, body = ProblemDoc)))]
+pub async fn get_workflow(
+    AxState(s): St,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WorkflowView>> {
+    let id = WorkflowId(parse_id("workflow", &id)?);
+    let store = engine(&s).store();
+    let wf = store
+        .workflow(id)
+        .await
+        .map_err(baton_engine::EngineError::from)?
+        .ok_or_else(|| {
+            Problem::not_found("workflow_not_found", format!("workflow {id} not found"))
+        })?;
+    let counts = store
+        .counts(Some(id))
+        .await
+        .map_err(baton_engine::EngineError::from)?;
+    Ok(Json(WorkflowView {
+        id: wf.id.0,
+        name: wf.name,
+        idempotency_key: wf.idempotency_key,
+        created_at: wf.created_at.0,
+        counts: counts.into(),
+    }))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CancelledCount {
+    pub cancelled: usize,
+}
+
+#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),
+    responses((status = 200, body = CancelledCount), (status = 404, body = ProblemDoc)))]
+pub async fn cancel_workflow(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CancelBody>,
+) -> ApiResult<Json<CancelledCount>> {
+    caller.operator()?;
+    let id = WorkflowId(parse_id("workflow", &id)?);
+    let cancelled = engine(&s)
+        .cancel_workflow(id, "operator".into(), body.reason)
+        .await?;
+    Ok(Json(CancelledCount { cancelled }))
+}
+
+// ---- tasks ----------------------------------------------------------------------------------
+
+#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub workflow: Option<Uuid>,
+    pub state: Option<String>,
+    /// Return tasks after this id (the `next` of the previous page).
+    pub after: Option<Uuid>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TaskSummary {
+    pub id: Uuid,
+    pub workflow: Uuid,
+    pub key: String,
+    pub state: StateKind,
+    pub attempt: u32,
+    pub version: u64,
+    pub priority: i32,
+    pub updated_at: u64,
+}
+
+impl From<&Task> for TaskSummary {
+    fn from(t: &Task) -> TaskSummary {
+        TaskSummary {
+            id: t.id.0,
+            workflow: t.workflow.0,
+            key: t.spec.key.0.clone(),
+            state: t.kind(),
+            attempt: t.attempt,
+            version: t.version,
+            priority: t.spec.priority,
+            updated_at: t.updated_at.0,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TaskList {
+    pub tasks: Vec<TaskSummary>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<Uuid>,
+}
+
+#[utoipa::path(get, path = "/v1/tasks", params(ListQuery),
+    responses((status = 200, body = TaskList), (status = 400, body = ProblemDoc)))]
+pub async fn list_tasks(
+    AxState(s): St,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<TaskList>> {
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(name) => Some(StateKind::parse(name).ok_or_else(|| {
+            Problem::bad_request("invalid_query", format!("unknown state `{name}`")).field(
+                "state",
+                "one of blocked, pending, assigned, executing, completed, failed, cancelled",
+            )
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=baton_store::PAGE_ROWS_MAX).contains(&limit) {
+        return Err(Problem::bad_request(
+            "invalid_query",
+            format!("limit {limit} is out of range"),
+        )
+        .field(
+            "limit",
+            format!("between 1 and {}", baton_store::PAGE_ROWS_MAX),
+        ));
+    }
+    let tasks = engine(&s)
+        .store()
+        .tasks(TaskFilter {
+            workflow: q.workflow.map(WorkflowId),
+            state,
+            after: q.after.map(TaskId),
+            limit,
+        })
+        .await
+        .map_err(baton_engine::EngineError::from)?;
+    let next = (tasks.len() == limit)
+        .then(|| tasks.last().map(|t| t.id.0))
+        .flatten();
+    Ok(Json(TaskList {
+        tasks: tasks.iter().map(TaskSummary::from).collect(),
+        next,
+    }))
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LeaseView {
+    pub id: Uuid,
+    pub agent: Uuid,
+    pub token: u64,
+    pub granted_at: u64,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Default)]
+pub struct DeadlinesView {
+    pub schedule_to_start: Option<u64>,
+    pub start: Option<u64>,
+    pub start_to_close: Option<u64>,
+    pub heartbeat: Option<u64>,
+}
+
+impl From<&baton_core::Deadlines> for DeadlinesView {
+    fn from(d: &baton_core::Deadlines) -> DeadlinesView {
+        DeadlinesView {
+            schedule_to_start: d.schedule_to_start.map(|t| t.0),
+            start: d.start.map(|t| t.0),
+            start_to_close: d.start_to_close.map(|t| t.0),
+            heartbeat: d.heartbeat.map(|t| t.0),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct DependencyView {
+    pub key: String,
+    pub id: Uuid,
+    pub state: StateKind,
+}
+
+/// A task with everything known about it.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    pub id: Uuid,
+    pub workflow: Uuid,
+    pub key: String,
+    pub state: StateKind,
+    /// The state with its data (lease, result, error, retry time, cancel reason).
+    #[schema(value_type = Object)]
+    pub detail: Value,
+    pub version: u64,
+    pub attempt: u32,
+    pub attempts_allowed: u32,
+    pub fencing_token: u64,
+    pub spec: TaskSpec,
+    #[schema(value_type = Object)]
+    pub result: Option<Value>,
+    /// Every failed attempt, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Vec<Value>,
+    pub lease: Option<LeaseView>,
+    pub deadlines: DeadlinesView,
+    /// When the task last entered each state (ms since the epoch).
+    pub entered_at: BTreeMap<String, u64>,
+    /// Why a task that has not ended is waiting; absent once it has ended.
+    #[schema(value_type = Object)]
+    pub waiting: Option<Value>,
+    pub dependencies: Vec<DependencyView>,
+    pub dependents: Vec<Uuid>,
+    /// The full history, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub history: Vec<Value>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// Most history entries returned with a task; page the rest with `/history`.
+const HISTORY_WITH_TASK_MAX: usize = 1_000;
+
+#[utoipa::path(get, path = "/v1/tasks/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = TaskView), (status = 404, body = ProblemDoc)))]
+pub async fn get_task(
+    AxState(s): St,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TaskView>> {
+    let id = TaskId(parse_id("task", &id)?);
+    let e = engine(&s);
+    let store = e.store();
+    let task = store
+        .task(id)
+        .await
+        .map_err(baton_engine::EngineError::from)?
+        .ok_or_else(|| Problem::not_found("task_not_found", format!("task {id} not found")))?;
+    let history = e.history(id, 0, HISTORY_WITH_TASK_MAX).await?;
+    let waiting = e.wait_reason(&task).await?;
+    let deps = store
+        .dependencies(id)
+        .await
+        .map_err(baton_engine::EngineError::from)?;
+    let dependents = store
+        .dependents(id)
+        .await
+        .map_err(baton_engine::EngineError::from)?;
+    Ok(Json(task_view(&task, history, waiting, deps, dependents)))
+}
+
+fn task_view(
+    task: &Task,
+    history: Vec<baton_core::HistoryEntry>,
+    waiting: Option<baton_engine::WaitReason>,
+    deps: Vec<baton_store::Dependency>,
+    dependents: Vec<TaskId>,
+) -> TaskView {
+    let result = match &task.state {
+        State::Completed { result, .. } => Some(result.clone()),
+        _ => None,
+    };
+    TaskView {
+        id: task.id.0,
+        workflow: task.workflow.0,
+        key: task.spec.key.0.clone(),
+        state: task.kind(),
+        detail: serde_json::to_value(&task.state).unwrap_or(Value::Null),
+        version: task.version,
+        attempt: task.attempt,
+        attempts_allowed: task.attempts_allowed,
+        fencing_token: task.fencing_token.0,
+        spec: task.spec.as_ref().clone(),
+        result,
+        errors: task
+            .errors
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+            .collect(),
+        lease: task.state.lease().map(|l| LeaseView {
+            id: l.id.0,
+            agent: l.agent.0,
+            token: l.token.0,
+            granted_at: l.granted_at.0,
+        }),
+        deadlines: (&task.deadlines).into(),
+        entered_at: StateKind::ALL
+            .into_iter()
+            .filter_map(|k| task.entered_at.get(k).map(|t| (k.as_str().to_owned(), t.0)))
+            .collect(),
+        waiting: waiting.map(|w| serde_json::to_value(w).unwrap_or(Value::Null)),
+        dependencies: deps
+            .into_iter()
+            .map(|d| DependencyView {
+                key: d.key.0,
+                id: d.id.0,
+                state: d.state,
+            })
+            .collect(),
+        dependents: dependents.into_iter().map(|d| d.0).collect(),
+        history: history
+            .into_iter()
+            .map(|h| {
+                serde_json::json!({
+                    "seq": h.seq,
+                    "at": h.at.0,
+                    "actor": serde_json::to_value(h.event.actor()).unwrap_or(Value::Null),
+                    "event": h.event.kind(),
+                    "data": serde_json::to_value(&h.event).unwrap_or(Value::Null),
+                })
+            })
+            .collect(),
+        created_at: task.created_at.0,
+        updated_at: task.updated_at.0,
+    }
+}
+
+#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Entries with a sequence number above this.
+    pub after: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}/history", params(("id" = String, Path), HistoryQuery),
+    responses((status = 200, body = Vec<Object>), (status = 404, body = ProblemDoc)))]
+pub async fn task_history(
+    AxState(s): St,
+    _caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> ApiResult<Json<Vec<Value>>> {
+    let id = TaskId(parse_id("task", &id)?);
+    let e = engine(&s);
+    if e.store()
+        .task(id)
+        .await
+        .map_err(baton_engine::EngineError::from)?
+        .is_none()
+    {
+        return Err(Problem::not_found(
+            "task_not_found",
+            format!("task {id} not found"),
+        ));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, baton_store::PAGE_ROWS_MAX);
+    let entries = e.history(id, q.after.unwrap_or(0), limit).await?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|h| serde_json::json!({"seq": h.seq, "at": h.at.0, "event": h.event}))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),
+    responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+pub async fn cancel_task(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CancelBody>,
+) -> ApiResult<Json<ReportAnswer>> {
+    caller.operator()?;
+    let id = TaskId(parse_id("task", &id)?);
+    let task = engine(&s)
+        .cancel_task(id, "operator".into(), body.reason)
+        .await?;
+    Ok(Json(ReportAnswer::from(&task)))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/retry", request_body = RetryBody, params(("id" = String, Path)),
+    responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+pub async fn retry_task(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(_body): ApiJson<RetryBody>,
+) -> ApiResult<Json<ReportAnswer>> {
+    caller.operator()?;
+    let id = TaskId(parse_id("task", &id)?);
+    let task = engine(&s).retry_task(id, "operator".into()).await?;
+    Ok(Json(ReportAnswer::from(&task)))
+}
+
+#[utoipa::path(get, path = "/v1/counts", params(CountsQuery),
+    responses((status = 200, body = Counts)))]
+pub async fn counts(
+    AxState(s): St,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<CountsQuery>,
+) -> ApiResult<Json<Counts>> {
+    let c = engine(&s)
+        .store()
+        .counts(q.workflow.map(WorkflowId))
+        .await
+        .map_err(baton_engine::EngineError::from)?;
+    Ok(Json(c.into()))
+}
+
+#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CountsQuery {
+    pub workflow: Option<Uuid>,
+}
+
+// ---- agents ---------------------------------------------------------------------------------
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgent {
+    /// Re-register an existing agent under its id.
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    pub name: String,
+    #[serde(default)]
+    pub capabilities: BTreeSet<Capability>,
+    /// Tasks it may hold at once.
+    #[serde(default = "one")]
+    pub concurrency: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AgentView {
+    pub id: Uuid,
+    pub name: String,
+    pub capabilities: BTreeSet<Capability>,
+    pub concurrency: u32,
+    pub online: bool,
+    pub registered_at: u64,
+    pub last_seen: u64,
+    /// Tasks it holds leases on.
+    pub leased: Vec<Uuid>,
+}
+
+async fn agent_view(e: &Engine<AnyStore>, a: baton_store::AgentRecord) -> ApiResult<AgentView> {
+    let leased = e
+        .store()
+        .leased_to(a.id)
+        .await
+        .map_err(baton_engine::EngineError::from)?;
+    Ok(AgentView {
+        online: e.agent_online(&a),
+        id: a.id.0,
+        name: a.name,
+        capabilities: a.capabilities,
+        concurrency: a.concurrency,
+        registered_at: a.registered_at.0,
+        last_seen: a.last_seen.0,
+        leased: leased.into_iter().map(|t| t.0).collect(),
+    })
+}
+
+#[utoipa::path(post, path = "/v1/agents", request_body = RegisterAgent,
+    responses((status = 201, body = AgentView), (status = 422, body = ProblemDoc)))]
+pub async fn register_agent(
+    AxState(s): St,
+    caller: Caller,
+    ApiJson(body): ApiJson<RegisterAgent>,
+) -> ApiResult<Response> {
+    caller.agent_named(&body.name)?;
+    let e = engine(&s);
+    if let Some(id) = body.id {
+        if let Some(existing) = e
+            .store()
+            .agent(AgentId(id))
+            .await
+            .map_err(baton_engine::EngineError::from)?
+        {
+            caller.agent_named(&existing.name)?;
+        }
+    }
+    let record = e
+        .register_agent(
+            body.id.map(AgentId),
+            body.name,
+            body.capabilities,
+            body.concurrency,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(agent_view(e, record).await?)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/agents", responses((status = 200, body = Vec<AgentView>)))]
+pub async fn list_agents(AxState(s): St, _caller: Caller) -> ApiResult<Json<Vec<AgentView>>> {
+    let e = engine(&s);
+    let mut out = Vec::new();
+    for a in e
+        .store()
+        .agents()
+        .await
+        .map_err(baton_engine::EngineError::from)?
+    {
+        out.push(agent_view(e, a).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn own_agent(
+    e: &Engine<AnyStore>,
+    caller: &Caller,
+    raw: &str,
+) -> ApiResult<baton_store::AgentRecord> {
+    let id = AgentId(parse_id("agent", raw)?);
+    let record = e.agent(id).await?;
+    caller.agent_named(&record.name)?;
+    Ok(record)
+}
+
+#[utoipa::path(post, path = "/v1/agents/{id}/heartbeat", params(("id" = String, Path)),
+    responses((status = 200, body = AgentView), (status = 404, body = ProblemDoc)))]
+pub async fn agent_heartbeat(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentView>> {
+    let e = engine(&s);
+    let record = own_agent(e, &caller, &id).await?;
+    let record = e.agent_keepalive(record.id).await?;
+    Ok(Json(agent_view(e, record).await?))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// Most tasks to take (default 1).
+    #[serde(default)]
+    pub max: Option<usize>,
+    /// How long to wait for work when none is ready (long poll; default 0).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// A task handed to an agent, with its lease.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ClaimedTask {
+    pub task: Uuid,
+    pub workflow: Uuid,
+    pub key: String,
+    pub attempt: u32,
+    pub lease: Uuid,
+    /// Send it back with every report; a newer assignment makes it stale.
+    pub token: u64,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    pub deadlines: DeadlinesView,
+    /// W3C trace context: the workflow's trace, this task's span.
+    pub traceparent: String,
+    /// Stable across redeliveries of this attempt: use it to make side effects idempotent.
+    pub idempotency_key: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Claimed {
+    pub tasks: Vec<ClaimedTask>,
+}
+
+/// The W3C `traceparent` of a task: one trace per workflow, one span per task.
+pub fn traceparent(task: &Task) -> String {
+    let span = task.id.0.as_u64_pair().1 | 1;
+    format!("00-{}-{span:016x}-01", task.workflow.0.simple())
+}
+
+#[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = String, Path)),
+    responses((status = 200, body = Claimed), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+pub async fn claim(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ClaimBody>,
+) -> ApiResult<Json<Claimed>> {
+    let e = engine(&s);
+    let record = own_agent(e, &caller, &id).await?;
+    let tasks = e
+        .claim(
+            record.id,
+            body.max.unwrap_or(1),
+            Duration::from_millis(body.wait_ms.unwrap_or(0)),
+        )
+        .await?;
+    Ok(Json(Claimed {
+        tasks: tasks
+            .iter()
+            .filter_map(|t| {
+                let lease = t.state.lease()?;
+                Some(ClaimedTask {
+                    task: t.id.0,
+                    workflow: t.workflow.0,
+                    key: t.spec.key.0.clone(),
+                    attempt: t.attempt,
+                    lease: lease.id.0,
+                    token: lease.token.0,
+                    input: t.spec.input.clone(),
+                    deadlines: (&t.deadlines).into(),
+                    traceparent: traceparent(t),
+                    idempotency_key: format!("{}:{}", t.id, t.attempt),
+                })
+            })
+            .collect(),
+    }))
+}
+
+// ---- reports --------------------------------------------------------------------------------
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseReport {
+    pub agent: Uuid,
+    pub token: u64,
+    /// The agent's trace context for this report, if it has one.
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatReport {
+    pub agent: Uuid,
+    pub token: u64,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub progress: Option<Value>,
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessReport {
+    pub agent: Uuid,
+    pub token: u64,
+    #[schema(value_type = Object)]
+    pub result: Value,
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailureReport {
+    pub agent: Uuid,
+    pub token: u64,
+    pub error: ErrorReport,
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubtasksReport {
+    pub agent: Uuid,
+    pub token: u64,
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// Where a task stands after a report.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ReportAnswer {
+    pub task: Uuid,
+    pub state: StateKind,
+    pub version: u64,
+    pub attempt: u32,
+    pub token: u64,
+    /// The task was cancelled: stop working on it.
+    pub cancelled: bool,
+    pub deadlines: DeadlinesView,
+}
+
+impl From<&Task> for ReportAnswer {
+    fn from(t: &Task) -> ReportAnswer {
+        ReportAnswer {
+            task: t.id.0,
+            state: t.kind(),
+            version: t.version,
+            attempt: t.attempt,
+            token: t.fencing_token.0,
+            cancelled: t.kind() == StateKind::Cancelled,
+            deadlines: (&t.deadlines).into(),
+        }
+    }
+}
+
+async fn report(
+    s: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    agent: Uuid,
+    event: Event,
+) -> ApiResult<Json<ReportAnswer>> {
+    let id = TaskId(parse_id("task", raw_id)?);
+    let e = engine(s);
+    let record = e.agent(AgentId(agent)).await?;
+    caller.agent_named(&record.name)?;
+    let task = e.report(id, event).await?;
+    Ok(Json(ReportAnswer::from(&task)))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/started", request_body = LeaseReport, params(("id" = String, Path)),
+    responses((status = 200, body = ReportAnswer), (status = 409, body = ProblemDoc)))]
+pub async fn report_started(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<LeaseReport>,
+) -> ApiResult<Json<ReportAnswer>> {
+    let event = Event::ExecutionStarted {
+        agent: AgentId(b.agent),
+        token: FencingToken(b.token),
+    };
+    report(&s, &caller, &id, b.agent, event).await
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/heartbeat", request_body = HeartbeatReport, params(("id" = String, Path)),
+    responses((status = 200, body = ReportAnswer), (status = 409, description = "the lease is lost or the task was cancelled (code `task_cancelled`)", body = ProblemDoc)))]
+pub async fn report_heartbeat(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<HeartbeatReport>,
+) -> ApiResult<Json<ReportAnswer>> {
+    let event = Event::Heartbeat {
+        agent: AgentId(b.agent),
+        token: FencingToken(b.token),
+        progress: b.progress,
+    };
+    report(&s, &caller, &id, b.agent, event).await
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/succeeded", request_body = SuccessReport, params(("id" = String, Path)),
+    responses((status = 200, body = ReportAnswer), (status = 409, body = ProblemDoc)))]
+pub async fn report_succeeded(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<SuccessReport>,
+) -> ApiResult<Json<ReportAnswer>> {
+    let event = Event::ExecutionSucceeded {
+        agent: AgentId(b.agent),
+        token: FencingToken(b.token),
+        result: Some(b.result),
+    };
+    report(&s, &caller, &id, b.agent, event).await
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/failed", request_body = FailureReport, params(("id" = String, Path)),
+    responses((status = 200, body = ReportAnswer), (status = 409, body = ProblemDoc)))]
+pub async fn report_failed(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<FailureReport>,
+) -> ApiResult<Json<ReportAnswer>> {
+    let event = Event::ExecutionFailed {
+        agent: AgentId(b.agent),
+        token: FencingToken(b.token),
+        error: b.error,
+    };
+    report(&s, &caller, &id, b.agent, event).await
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/released", request_body = LeaseReport, params(("id" = String, Path)),
+    responses((status = 200, body = ReportAnswer), (status = 409, body = ProblemDoc)))]
+pub async fn report_released(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<LeaseReport>,
+) -> ApiResult<Json<ReportAnswer>> {
+    let event = Event::AssignmentReleased {
+        agent: AgentId(b.agent),
+        token: FencingToken(b.token),
+    };
+    report(&s, &caller, &id, b.agent, event).await
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/subtasks", request_body = SubtasksReport, params(("id" = String, Path)),
+    responses((status = 201, body = WorkflowCreated), (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+pub async fn add_subtasks(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<SubtasksReport>,
+) -> ApiResult<Response> {
+    let id = TaskId(parse_id("task", &id)?);
+    let e = engine(&s);
+    let record = e.agent(AgentId(b.agent)).await?;
+    caller.agent_named(&record.name)?;
+    let parent = e
+        .store()
+        .task(id)
+        .await
+        .map_err(baton_engine::EngineError::from)?
+        .ok_or_else(|| Problem::not_found("task_not_found", format!("task {id} not found")))?;
+    let added = e
+        .add_subtasks(id, AgentId(b.agent), FencingToken(b.token), b.tasks)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(WorkflowCreated {
+            workflow: parent.workflow.0,
+            created: true,
+            tasks: added.into_iter().map(|(k, id)| (k.0, id.0)).collect(),
+        }),
+    )
+        .into_response())
+}
+
+// ---- events and documents -------------------------------------------------------------------
+
+#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only this workflow's transitions.
+    pub workflow: Option<Uuid>,
+}
+
+#[utoipa::path(get, path = "/v1/events", params(EventsQuery),
+    responses((status = 200, description = "Server-Sent Events: `transition` events carrying a TransitionEvent as JSON; `lagged` when the client fell behind", content_type = "text/event-stream"),
+              (status = 503, body = ProblemDoc)))]
+pub async fn events(
+    AxState(s): St,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let permit = Arc::clone(&s.sse_permits)
+        .try_acquire_owned()
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_subscribers",
+                format!(
+                    "at most {} event streams at once",
+                    crate::SSE_SUBSCRIBERS_MAX
+                ),
+            )
+        })?;
+    let rx = engine(&s).subscribe();
+    let filter = q.workflow.map(WorkflowId);
+    let stream = futures_util::stream::unfold((rx, permit), move |(mut rx, permit)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    if filter.is_some_and(|w| w != ev.workflow) {
+                        continue;
+                    }
+                    let data = serde_json::to_string(&ev).unwrap_or_default();
+                    let sse = SseEvent::default().event("transition").data(data);
+                    return Some((Ok(sse), (rx, permit)));
+                }
+                Err(RecvError::Lagged(n)) => {
+                    let sse = SseEvent::default().event("lagged").data(n.to_string());
+                    return Some((Ok(sse), (rx, permit)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleQuery {
+    /// `mermaid` (default) or `dot`.
+    pub format: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/lifecycle", params(LifecycleQuery),
+    responses((status = 200, description = "the lifecycle diagram", content_type = "text/plain"), (status = 400, body = ProblemDoc)))]
+pub async fn lifecycle(ApiQuery(q): ApiQuery<LifecycleQuery>) -> ApiResult<String> {
+    let format = match q.format.as_deref() {
+        None | Some("mermaid") => baton_core::DiagramFormat::Mermaid,
+        Some("dot") => baton_core::DiagramFormat::Dot,
+        Some(other) => {
+            return Err(
+                Problem::bad_request("invalid_query", format!("unknown format `{other}`"))
+                    .field("format", "mermaid or dot"),
+            )
+        }
+    };
+    Ok(baton_core::DEFAULT.diagram(format))
+}
+
+/// Unused by handlers; keeps the wire names of transition events in the schema.
+#[derive(Serialize, ToSchema)]
+pub struct TransitionEventSchema {
+    pub task: Uuid,
+    pub workflow: Uuid,
+    pub key: String,
+    pub event: baton_core::EventKind,
+    pub from: Option<StateKind>,
+    pub to: StateKind,
+    pub version: u64,
+    pub attempt: u32,
+    pub at: u64,
+    pub agent: Option<Uuid>,
+}
+
+impl From<&TransitionEvent> for TransitionEventSchema {
+    fn from(e: &TransitionEvent) -> Self {
+        TransitionEventSchema {
+            task: e.task.0,
+            workflow: e.workflow.0,
+            key: e.key.0.clone(),
+            event: e.event,
+            from: e.from,
+            to: e.to,
+            version: e.version,
+            attempt: e.attempt,
+            at: e.at.0,
+            agent: e.agent.map(|a| a.0),
+        }
+    }
+}

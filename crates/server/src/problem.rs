@@ -1,0 +1,194 @@
+//! Every refused request is answered with an RFC 9457 problem document
+//! (`application/problem+json`): the status, a stable error code, the field or rule at fault,
+//! and what was expected.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use baton_core::{DagError, Refusal};
+use baton_engine::EngineError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A refusal, answered as a problem document. Boxed: it travels in every `Result`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem(Box<ProblemDoc>);
+
+impl std::ops::Deref for Problem {
+    type Target = ProblemDoc;
+    fn deref(&self) -> &ProblemDoc {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Problem {
+    fn deref_mut(&mut self) -> &mut ProblemDoc {
+        &mut self.0
+    }
+}
+
+/// A problem document (RFC 9457).
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemDoc {
+    /// `about:blank`-style URI naming the problem type: `/problems/{code}`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable, machine-readable error code.
+    pub code: String,
+    pub detail: String,
+    /// The request field at fault, as a path (`tasks[2].retry.max_attempts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What was expected instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    /// The lifecycle rule that refused an event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The task's state when an event was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// A dependency cycle, each task depending on the next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<Vec<String>>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Problem {
+        Problem(Box::new(ProblemDoc {
+            kind: format!("/problems/{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            code: code.to_owned(),
+            detail: detail.into(),
+            field: None,
+            expected: None,
+            rule: None,
+            state: None,
+            cycle: None,
+        }))
+    }
+
+    pub fn field(mut self, field: impl Into<String>, expected: impl Into<String>) -> Problem {
+        self.field = Some(field.into());
+        self.expected = Some(expected.into());
+        self
+    }
+
+    pub fn bad_request(code: &str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn not_found(code: &str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, code, detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry = matches!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let mut res = (status, axum::Json(*self.0)).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if retry {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
+    }
+}
+
+impl From<EngineError> for Problem {
+    fn from(e: EngineError) -> Problem {
+        let detail = e.to_string();
+        match e {
+            EngineError::Invalid { field, expected } => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", detail)
+                    .field(field, expected)
+            }
+            EngineError::Graph(g) => graph_problem(g, detail),
+            EngineError::TaskNotFound(_) => Problem::not_found("task_not_found", detail),
+            EngineError::WorkflowNotFound(_) => Problem::not_found("workflow_not_found", detail),
+            EngineError::AgentNotFound(_) => Problem::not_found("agent_not_found", detail),
+            EngineError::Rejected(r) => {
+                let (status, code) = match &r.refusal {
+                    Refusal::InvalidSpec { .. } => {
+                        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
+                    }
+                    Refusal::StaleLease { .. } => (StatusCode::CONFLICT, "stale_lease"),
+                    Refusal::NotAccepted { .. }
+                        if r.state == Some(baton_core::StateKind::Cancelled) =>
+                    {
+                        (StatusCode::CONFLICT, "task_cancelled")
+                    }
+                    other => (StatusCode::CONFLICT, other.code()),
+                };
+                let mut p = Problem::new(status, code, detail);
+                p.state = r.state.map(|s| s.as_str().to_owned());
+                p.rule = Some(match &r.refusal {
+                    Refusal::GuardFailed { guard, .. } => format!("guard: {guard}"),
+                    other => other.code().to_owned(),
+                });
+                if let Refusal::InvalidSpec { field, expected } = &r.refusal {
+                    p = p.field(field.clone(), expected.clone());
+                }
+                p
+            }
+            EngineError::IdempotencyMismatch { .. } => {
+                Problem::new(StatusCode::CONFLICT, "idempotency_mismatch", detail)
+            }
+            EngineError::Contended(_) => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "contended", detail)
+            }
+            EngineError::ShuttingDown => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail)
+            }
+            EngineError::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", detail)
+            }
+        }
+    }
+}
+
+fn graph_problem(g: DagError, detail: String) -> Problem {
+    let unprocessable =
+        |code: &str| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail.clone());
+    match g {
+        DagError::DuplicateTask(key) => unprocessable("duplicate_task")
+            .field("tasks[].key", format!("unique keys; `{key}` repeats")),
+        DagError::UnknownDependency { task, dependency } => unprocessable("unknown_dependency")
+            .field(
+                "tasks[].depends_on",
+                format!("keys of tasks in the workflow; `{task}` names `{dependency}`"),
+            ),
+        DagError::DuplicateDependency { task, dependency } => unprocessable("duplicate_dependency")
+            .field(
+                "tasks[].depends_on",
+                format!("each dependency once; `{task}` lists `{dependency}` twice"),
+            ),
+        DagError::Cycle(keys) => {
+            let mut p = unprocessable("cycle").field("tasks[].depends_on", "an acyclic graph");
+            p.cycle = Some(keys.into_iter().map(|k| k.0).collect());
+            p
+        }
+        DagError::TooManyTasks => unprocessable("too_many_tasks").field(
+            "tasks",
+            format!(
+                "at most {} tasks per workflow",
+                baton_core::dag::TASKS_PER_WORKFLOW_MAX
+            ),
+        ),
+        DagError::UnknownTask(_) => Problem::not_found("task_not_found", detail),
+        DagError::TooLateToDepend { .. }
+        | DagError::NotReady { .. }
+        | DagError::AlreadyCompleted(_) => {
+            Problem::new(StatusCode::CONFLICT, "not_accepted", detail)
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! A real server on a free port, with a real store and a manual clock, driven by a real HTTP
+//! client.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_core::Timestamp;
+use baton_engine::{Clock, Engine, EngineConfig, ManualClock};
+use baton_server::{AppState, Tokens};
+use baton_store::AnyStore;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+pub struct TestServer {
+    pub url: String,
+    pub engine: Engine<AnyStore>,
+    pub clock: Arc<ManualClock>,
+    pub client: reqwest::Client,
+    pub token: Option<String>,
+    pub store_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Where the tests' store lives: SQLite in a temporary directory, or PostgreSQL in a schema of
+/// its own when `BATON_E2E_STORE=postgres`.
+pub async fn store_url() -> (String, Option<tempfile::TempDir>) {
+    if std::env::var("BATON_E2E_STORE").as_deref() == Ok("postgres") {
+        let base = std::env::var("BATON_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("baton_e2e_{}", uuid::Uuid::now_v7().simple());
+        let sep = if base.contains('?') { '&' } else { '?' };
+        (format!("{base}{sep}schema={schema}"), None)
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("baton.db").display().to_string();
+        (url, Some(dir))
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let (url, dir) = store_url().await;
+        TestServer::start_with(url, dir, Tokens::none(), Arc::new(ManualClock::new(T0))).await
+    }
+
+    pub async fn start_with(
+        store_url: String,
+        dir: Option<tempfile::TempDir>,
+        tokens: Tokens,
+        clock: Arc<ManualClock>,
+    ) -> TestServer {
+        let store = AnyStore::open(&store_url).await.expect("store opens");
+        let engine = Engine::new(
+            store,
+            Arc::clone(&clock) as Arc<dyn Clock>,
+            EngineConfig {
+                agent_ttl_ms: 60_000,
+            },
+        );
+        engine.start();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = AppState::new(engine.clone(), tokens);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            baton_server::serve(listener, state, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            url,
+            engine,
+            clock,
+            client: reqwest::Client::new(),
+            token: None,
+            store_url,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> (String, Option<tempfile::TempDir>, Arc<ManualClock>) {
+        self.shutdown().await;
+        (
+            self.store_url.clone(),
+            self._dir.take(),
+            Arc::clone(&self.clock),
+        )
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.engine.shutdown();
+    }
+
+    fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let res = self
+            .auth(self.client.post(format!("{}{path}", self.url)).json(&body))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let res = self
+            .auth(self.client.get(format!("{}{path}", self.url)))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn counts(&self) -> Value {
+        self.get("/v1/counts").await.1
+    }
+
+    pub async fn task(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/tasks/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn state_of(&self, id: &str) -> String {
+        self.task(id).await["state"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls until the task reaches `state`, for at most 10 s.
+    pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let task = self.task(id).await;
+            if task["state"] == state {
+                return task;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "task {id} never reached {state}: {task:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn submit(&self, tasks: Value) -> Value {
+        let (status, body) = self
+            .post("/v1/workflows", json!({"name": "e2e", "tasks": tasks}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    pub async fn register(&self, name: &str, caps: &[&str], concurrency: u32) -> String {
+        let (status, body) = self
+            .post(
+                "/v1/agents",
+                json!({"name": name, "capabilities": caps, "concurrency": concurrency}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn claim(&self, agent: &str, max: usize) -> Vec<Value> {
+        let (status, body) = self
+            .post(&format!("/v1/agents/{agent}/claim"), json!({"max": max}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["tasks"].as_array().unwrap().clone()
+    }
+
+    pub async fn report(
+        &self,
+        claimed: &Value,
+        agent: &str,
+        what: &str,
+        extra: Value,
+    ) -> (StatusCode, Value) {
+        let mut body = json!({"agent": agent, "token": claimed["token"]});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let task = claimed["task"].as_str().unwrap();
+        self.post(&format!("/v1/tasks/{task}/{what}"), body).await
+    }
+
+    /// Starts and completes a claimed task.
+    pub async fn finish(&self, claimed: &Value, agent: &str) {
+        let (s, b) = self.report(claimed, agent, "started", json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let (s, b) = self
+            .report(
+                claimed,
+                agent,
+                "succeeded",
+                json!({"result": {"by": agent}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.engine.shutdown();
+    }
+}
+
+pub fn task(key: &str, deps: &[&str]) -> Value {
+    json!({"key": key, "depends_on": deps, "capabilities": ["work"],
+           "timeouts": {"start_ms": 5000, "start_to_close_ms": 60000, "heartbeat_ms": 10000},
+           "retry": {"max_attempts": 3, "initial_backoff_ms": 1000, "backoff_multiplier": 2.0,
+                     "max_backoff_ms": 10000, "jitter": 0.0}})
+}

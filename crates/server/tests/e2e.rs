@@ -1,0 +1,442 @@
+//! End-to-end scenarios over real HTTP against a real server and store.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn ids(receipt: &Value) -> HashMap<String, String> {
+    receipt["tasks"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diamond_runs_in_dependency_order() {
+    let srv = TestServer::start().await;
+    let wf = srv
+        .submit(json!([
+            task("a", &[]),
+            task("b", &["a"]),
+            task("c", &["a"]),
+            task("d", &["b", "c"])
+        ]))
+        .await;
+    let ids = ids(&wf);
+    let agent = srv.register("worker", &["work"], 4).await;
+
+    let first = srv.claim(&agent, 4).await;
+    assert_eq!(first.len(), 1, "only a is ready");
+    assert_eq!(first[0]["key"], "a");
+    assert!(first[0]["traceparent"].as_str().unwrap().starts_with("00-"));
+    srv.finish(&first[0], &agent).await;
+    srv.wait_state(&ids["b"], "pending").await;
+    srv.wait_state(&ids["c"], "pending").await;
+    assert_eq!(srv.state_of(&ids["d"]).await, "blocked");
+
+    let middle = srv.claim(&agent, 4).await;
+    let keys: HashSet<&str> = middle.iter().map(|t| t["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, HashSet::from(["b", "c"]));
+    srv.finish(&middle[0], &agent).await;
+    let d = srv.task(&ids["d"]).await;
+    assert_eq!(d["state"], "blocked");
+    assert_eq!(d["waiting"]["reason"], "dependencies");
+    assert_eq!(d["waiting"]["open"].as_array().unwrap().len(), 1);
+    srv.finish(&middle[1], &agent).await;
+    srv.wait_state(&ids["d"], "pending").await;
+    let last = srv.claim(&agent, 4).await;
+    srv.finish(&last[0], &agent).await;
+
+    let counts = srv
+        .get(&format!(
+            "/v1/counts?workflow={}",
+            wf["workflow"].as_str().unwrap()
+        ))
+        .await
+        .1;
+    assert_eq!(counts["completed"], 4);
+    assert_eq!(counts["total"], 4);
+    let d = srv.task(&ids["d"]).await;
+    assert_eq!(d["result"], json!({"by": agent}));
+    assert!(d["waiting"].is_null());
+    let events: Vec<&str> = d["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "submitted",
+            "dependencies_met",
+            "agent_assigned",
+            "execution_started",
+            "execution_succeeded"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_tasks_with_four_concurrent_agents_complete_exactly_once() {
+    let srv = Arc::new(TestServer::start().await);
+    let tasks: Vec<Value> = (0..1000)
+        .map(|i| {
+            if i < 10 {
+                task(&format!("t{i}"), &[])
+            } else {
+                let dep = format!("t{}", i % 10);
+                task(&format!("t{i}"), &[dep.as_str()])
+            }
+        })
+        .collect();
+    srv.submit(Value::Array(tasks)).await;
+    let mut handles = Vec::new();
+    for n in 0..4 {
+        let srv = Arc::clone(&srv);
+        handles.push(tokio::spawn(async move {
+            let agent = srv.register(&format!("agent-{n}"), &["work"], 32).await;
+            let mut done = Vec::new();
+            let mut idle = 0;
+            while idle < 50 {
+                let (status, body) = srv
+                    .post(
+                        &format!("/v1/agents/{agent}/claim"),
+                        json!({"max": 16, "wait_ms": 200}),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                let got = body["tasks"].as_array().unwrap().clone();
+                if got.is_empty() {
+                    idle += 1;
+                    let c = srv.counts().await;
+                    if c["completed"] == 1000 {
+                        break;
+                    }
+                    continue;
+                }
+                idle = 0;
+                for t in &got {
+                    srv.finish(t, &agent).await;
+                    done.push(t["task"].as_str().unwrap().to_owned());
+                }
+            }
+            done
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 1000, "every task completed once");
+    assert_eq!(unique.len(), 1000);
+    assert_eq!(srv.counts().await["completed"], 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attempt_is_retried_after_its_backoff() {
+    let srv = TestServer::start().await;
+    let wf = srv.submit(json!([task("flaky", &[])])).await;
+    let id = ids(&wf)["flaky"].clone();
+    let agent = srv.register("worker", &["work"], 1).await;
+    let claimed = srv.claim(&agent, 1).await.remove(0);
+    srv.report(&claimed, &agent, "started", json!({})).await;
+    let (status, body) = srv
+        .report(
+            &claimed,
+            &agent,
+            "failed",
+            json!({"error": {"kind": "timeout", "message": "upstream slow"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let task = srv.task(&id).await;
+    assert_eq!(task["state"], "failed");
+    assert_eq!(task["waiting"]["reason"], "backing_off");
+    assert_eq!(task["waiting"]["attempt"], 1);
+    assert!(
+        srv.claim(&agent, 1).await.is_empty(),
+        "nothing before the backoff"
+    );
+
+    srv.clock.advance(999);
+    srv.engine.tick().await.unwrap();
+    assert_eq!(srv.state_of(&id).await, "failed");
+    srv.clock.advance(1);
+    srv.engine.tick().await.unwrap();
+    let task = srv.wait_state(&id, "pending").await;
+    assert_eq!(task["attempt"], 2);
+    let again = srv.claim(&agent, 1).await.remove(0);
+    assert_eq!(again["attempt"], 2);
+    assert_ne!(again["idempotency_key"], claimed["idempotency_key"]);
+    srv.finish(&again, &agent).await;
+    assert_eq!(srv.task(&id).await["errors"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_loses_its_task_to_the_heartbeat_deadline_and_its_late_report_is_refused() {
+    let srv = TestServer::start().await;
+    let wf = srv.submit(json!([task("long", &[])])).await;
+    let id = ids(&wf)["long"].clone();
+    let agent = srv.register("worker", &["work"], 1).await;
+    let claimed = srv.claim(&agent, 1).await.remove(0);
+    srv.report(&claimed, &agent, "started", json!({})).await;
+    srv.clock.advance(9_000);
+    let (status, body) = srv
+        .report(
+            &claimed,
+            &agent,
+            "heartbeat",
+            json!({"progress": {"pct": 50}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["cancelled"], false);
+
+    srv.clock.advance(10_000);
+    srv.engine.tick().await.unwrap();
+    let task = srv.wait_state(&id, "failed").await;
+    assert_eq!(task["errors"][0]["kind"], "timeout.heartbeat");
+    let versions = task["version"].clone();
+
+    let (status, body) = srv
+        .report(&claimed, &agent, "succeeded", json!({"result": "late"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(srv.task(&id).await["version"], versions, "nothing changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_with_a_stale_token_is_refused_and_changes_nothing() {
+    let srv = TestServer::start().await;
+    let wf = srv.submit(json!([task("job", &[])])).await;
+    let id = ids(&wf)["job"].clone();
+    let slow = srv.register("slow", &["work"], 1).await;
+    let fast = srv.register("fast", &["work"], 1).await;
+    let first = srv.claim(&slow, 1).await.remove(0);
+    srv.clock.advance(5_000);
+    srv.engine.tick().await.unwrap();
+    srv.wait_state(&id, "pending").await;
+    let second = srv.claim(&fast, 1).await.remove(0);
+    assert!(second["token"].as_u64() > first["token"].as_u64());
+
+    let before = srv.task(&id).await;
+    let (status, body) = srv.report(&first, &slow, "started", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "stale_lease");
+    let after = srv.task(&id).await;
+    assert_eq!(before["version"], after["version"]);
+    srv.finish(&second, &fast).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_task_cancels_everything_downstream_and_creates_its_compensation() {
+    let srv = TestServer::start().await;
+    let mut root = task("book-flight", &[]);
+    root["compensation"] =
+        json!({"key": "cancel-flight", "capabilities": ["work"], "input": {"refund": true}});
+    let wf = srv
+        .submit(json!([
+            root,
+            task("book-hotel", &["book-flight"]),
+            task("send-itinerary", &["book-hotel"])
+        ]))
+        .await;
+    let ids = ids(&wf);
+    let (status, body) = srv
+        .post(
+            &format!("/v1/tasks/{}/cancel", ids["book-flight"]),
+            json!({"reason": "trip off"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["cancelled"], true);
+    srv.wait_state(&ids["book-hotel"], "cancelled").await;
+    let itinerary = srv.wait_state(&ids["send-itinerary"], "cancelled").await;
+    assert_eq!(itinerary["detail"]["reason"]["upstream"], "book-hotel");
+
+    let workflow = wf["workflow"].as_str().unwrap();
+    let start = std::time::Instant::now();
+    let comp = loop {
+        let (_, list) = srv
+            .get(&format!("/v1/tasks?workflow={workflow}&state=pending"))
+            .await;
+        if let Some(t) = list["tasks"].as_array().unwrap().first() {
+            break t.clone();
+        }
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "no compensation task appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(comp["key"], "cancel-flight");
+    let comp = srv.task(comp["id"].as_str().unwrap()).await;
+    assert_eq!(comp["spec"]["input"]["compensates"], "book-flight");
+    assert_eq!(comp["spec"]["input"]["input"], json!({"refund": true}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executing_agent_decomposes_its_task_and_the_dependents_wait_for_the_sub_tasks() {
+    let srv = TestServer::start().await;
+    let wf = srv
+        .submit(json!([task("plan", &[]), task("write", &["plan"])]))
+        .await;
+    let ids = ids(&wf);
+    let agent = srv.register("planner", &["work"], 4).await;
+    let plan = srv.claim(&agent, 1).await.remove(0);
+    srv.report(&plan, &agent, "started", json!({})).await;
+    let (status, body) = srv
+        .report(
+            &plan,
+            &agent,
+            "subtasks",
+            json!({"tasks": [task("research-1", &[]), task("research-2", &[])]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let subs = ids_of(&body);
+    srv.report(&plan, &agent, "succeeded", json!({"result": "planned"}))
+        .await;
+    let write = srv.task(&ids["write"]).await;
+    assert_eq!(write["state"], "blocked");
+    let open: Vec<&str> = write["waiting"]["open"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(open, ["research-1", "research-2"]);
+
+    for claimed in srv.claim(&agent, 4).await {
+        assert!(claimed["key"].as_str().unwrap().starts_with("research"));
+        srv.finish(&claimed, &agent).await;
+    }
+    for id in subs.values() {
+        assert_eq!(srv.state_of(id).await, "completed");
+    }
+    srv.wait_state(&ids["write"], "pending").await;
+
+    let (status, body) = srv
+        .report(
+            &plan,
+            &agent,
+            "subtasks",
+            json!({"tasks": [task("late", &[])]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
+fn ids_of(body: &Value) -> HashMap<String, String> {
+    ids(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubmitting_with_the_same_idempotency_key_returns_the_first_workflow() {
+    let srv = TestServer::start().await;
+    let body = json!({"name": "nightly", "idempotency_key": "nightly-2026-11-26", "tasks": [task("a", &[]), task("b", &["a"])]});
+    let (s1, first) = srv.post("/v1/workflows", body.clone()).await;
+    assert_eq!(s1, StatusCode::CREATED);
+    let (s2, second) = srv.post("/v1/workflows", body).await;
+    assert_eq!(s2, StatusCode::OK);
+    assert_eq!(second["created"], false);
+    assert_eq!(first["workflow"], second["workflow"]);
+    assert_eq!(first["tasks"], second["tasks"]);
+    assert_eq!(srv.counts().await["total"], 2);
+    let (s3, third) = srv
+        .post(
+            "/v1/workflows",
+            json!({"idempotency_key": "nightly-2026-11-26", "tasks": [task("z", &[])]}),
+        )
+        .await;
+    assert_eq!(s3, StatusCode::CONFLICT, "{third}");
+    assert_eq!(third["code"], "idempotency_mismatch");
+    assert_eq!(srv.counts().await["total"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_finishes_the_workflow_with_nothing_lost() {
+    let srv = TestServer::start().await;
+    let wf = srv
+        .submit(json!([
+            task("a", &[]),
+            task("b", &["a"]),
+            task("c", &["b"])
+        ]))
+        .await;
+    let ids = ids(&wf);
+    let agent = srv.register("worker", &["work"], 2).await;
+    let a = srv.claim(&agent, 1).await.remove(0);
+    srv.finish(&a, &agent).await;
+    srv.wait_state(&ids["b"], "pending").await;
+    let b = srv.claim(&agent, 1).await.remove(0);
+    srv.report(&b, &agent, "started", json!({})).await;
+    let before = srv.task(&ids["b"]).await;
+
+    let (url, dir, clock) = srv.stop().await;
+    let srv = TestServer::start_with(url, dir, baton_server::Tokens::none(), clock).await;
+    let after = srv.task(&ids["b"]).await;
+    assert_eq!(before["history"], after["history"]);
+    assert_eq!(after["state"], "executing");
+    let (status, body) = srv
+        .report(&b, &agent, "succeeded", json!({"result": 2}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the lease survives the restart: {body}"
+    );
+    srv.wait_state(&ids["c"], "pending").await;
+    let c = srv.claim(&agent, 1).await.remove(0);
+    srv.finish(&c, &agent).await;
+    assert_eq!(srv.counts().await["completed"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_shows_transitions_of_the_chosen_workflow() {
+    let srv = TestServer::start().await;
+    let wf = srv.submit(json!([task("a", &[])])).await;
+    let other = srv.submit(json!([task("x", &[])])).await;
+    let workflow = wf["workflow"].as_str().unwrap().to_owned();
+    let mut res = srv
+        .client
+        .get(format!("{}/v1/events?workflow={workflow}", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let agent = srv.register("worker", &["work"], 2).await;
+    for t in srv.claim(&agent, 2).await {
+        srv.finish(&t, &agent).await;
+    }
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains("\"to\":\"completed\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no completion event: {seen}"
+        );
+        if let Ok(Some(chunk)) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), res.chunk())
+                .await
+                .unwrap()
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    assert!(seen.contains("event: transition"));
+    assert!(seen.contains(&workflow));
+    assert!(
+        !seen.contains(other["workflow"].as_str().unwrap()),
+        "filtered by workflow"
+    );
+}
