@@ -36,6 +36,8 @@ const OUTBOX_PER_ROUND_MAX: usize = 256;
 const RELEASED_PER_ROUND_MAX: usize = 512;
 /// Longest a watchdog or outbox loop sleeps without looking (a lost notification only delays).
 const IDLE_POLL_MS: u64 = 1_000;
+/// How many times per liveness window a busy agent's `last_seen` is written at most.
+const LIVENESS_WRITES_PER_TTL: u64 = 10;
 /// Most tasks one claim may ask for.
 pub const CLAIM_TASKS_MAX: usize = 256;
 /// Longest a claim may wait for work.
@@ -157,6 +159,8 @@ struct Inner<S> {
     outbox: Notify,
     events: broadcast::Sender<TransitionEvent>,
     shutdown: watch::Sender<bool>,
+    /// One lock per agent that has claimed: its claims take turns (see [`Engine::claim`]).
+    claiming: std::sync::Mutex<HashMap<AgentId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl<S: Store + 'static> Engine<S> {
@@ -173,6 +177,7 @@ impl<S: Store + 'static> Engine<S> {
                 outbox: Notify::new(),
                 events,
                 shutdown,
+                claiming: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -336,6 +341,7 @@ impl<S: Store + 'static> Engine<S> {
             )?;
             let by_key: HashMap<&TaskKey, &Task> =
                 existing.iter().map(|t| (&t.spec.key, t)).collect();
+            validate_subtasks(&specs, &by_key)?;
             let now = self.now();
             let new_ids: HashMap<&TaskKey, TaskId> = specs
                 .iter()
@@ -475,6 +481,18 @@ impl<S: Store + 'static> Engine<S> {
         Ok(record)
     }
 
+    /// Records that the agent was heard from, at most once per tenth of its liveness window:
+    /// a report need not cost a second write.
+    async fn refresh_liveness(&self, mut record: AgentRecord) -> Result<AgentRecord, EngineError> {
+        let now = self.now();
+        let slack = self.inner.config.agent_ttl_ms / LIVENESS_WRITES_PER_TTL;
+        if record.last_seen.plus_ms(slack) < now {
+            record.last_seen = now;
+            self.inner.store.upsert_agent(record.clone()).await?;
+        }
+        Ok(record)
+    }
+
     /// Keeps an agent alive.
     pub async fn agent_keepalive(&self, id: AgentId) -> Result<AgentRecord, EngineError> {
         let mut agent = self.agent(id).await?;
@@ -517,7 +535,7 @@ impl<S: Store + 'static> Engine<S> {
                 format!("at most {CLAIM_WAIT_MAX_MS}"),
             ));
         }
-        let record = self.agent_keepalive(agent).await?;
+        let record = self.refresh_liveness(self.agent(agent).await?).await?;
         let give_up = tokio::time::Instant::now() + wait;
         let mut shutdown = self.inner.shutdown.subscribe();
         loop {
@@ -527,6 +545,10 @@ impl<S: Store + 'static> Engine<S> {
             if self.stopping() {
                 return Err(EngineError::ShuttingDown);
             }
+            // Counting the agent's leases and claiming must not interleave with another claim
+            // of the same agent, or both would see the same room under its concurrency limit.
+            let gate = self.claim_gate(agent);
+            let turn = gate.lock().await;
             let held = self.inner.store.leased_to(agent).await?.len();
             let room = (record.concurrency as usize).saturating_sub(held).min(max);
             if room > 0 {
@@ -540,6 +562,7 @@ impl<S: Store + 'static> Engine<S> {
                         now: self.now(),
                     })
                     .await?;
+                drop(turn);
                 if !tasks.is_empty() {
                     for task in &tasks {
                         self.publish(
@@ -552,6 +575,8 @@ impl<S: Store + 'static> Engine<S> {
                     self.inner.timers.notify_one();
                     return Ok(tasks);
                 }
+            } else {
+                drop(turn);
             }
             if tokio::time::Instant::now() >= give_up {
                 return Ok(Vec::new());
@@ -564,10 +589,17 @@ impl<S: Store + 'static> Engine<S> {
         }
     }
 
+    /// The lock that makes one agent's claims take turns on this node.
+    fn claim_gate(&self, agent: AgentId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self.inner.claiming.lock().expect("claim gates lock");
+        Arc::clone(gates.entry(agent).or_default())
+    }
+
     // ---- events -------------------------------------------------------------------------
 
     /// Applies an agent's report (started, heartbeat, succeeded, failed, released). A duplicate
-    /// of an applied report answers with the task as it stands.
+    /// of an applied report answers with the task as it stands. An accepted report keeps its
+    /// agent alive; a refused one changes nothing.
     pub async fn report(&self, id: TaskId, event: Event) -> Result<Task, EngineError> {
         let Some((agent, _)) = event.report() else {
             return Err(EngineError::invalid("event", "an agent's report"));
@@ -575,12 +607,11 @@ impl<S: Store + 'static> Engine<S> {
         if matches!(event, Event::AgentLost { .. }) {
             return Err(EngineError::invalid("event", "an agent's report"));
         }
+        let task = self.transition(id, |_| Some(event.clone())).await?;
         if let Ok(record) = self.agent(agent).await {
-            let mut record = record;
-            record.last_seen = self.now();
-            self.inner.store.upsert_agent(record).await?;
+            self.refresh_liveness(record).await?;
         }
-        self.transition(id, |_| Some(event.clone())).await
+        Ok(task)
     }
 
     pub async fn cancel_task(
@@ -842,11 +873,12 @@ impl<S: Store + 'static> Engine<S> {
                 Err(e) => warn!(task = %item.task, error = %e, "effect failed; will retry"),
             }
         }
+        let acked = done.len();
         if !done.is_empty() {
             self.inner.store.ack_outbox(done).await?;
         }
         let released = self.release_ready().await?;
-        Ok(items.len() + released)
+        Ok(acked + released)
     }
 
     async fn run_effect(&self, id: TaskId, effect: &Effect) -> Result<(), EngineError> {
@@ -879,6 +911,7 @@ impl<S: Store + 'static> Engine<S> {
                         _ => None,
                     };
                     applied(self.transition(dependent, revive).await)?;
+                    self.cancel_if_upstream_ended(dependent).await?;
                 }
             }
             Effect::Compensate { spec } => {
@@ -911,6 +944,33 @@ impl<S: Store + 'static> Engine<S> {
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// A revived task may still wait for another dependency that ended failed (for good) or
+    /// cancelled: that one's `upstream_failed` was sent while the task was already cancelled,
+    /// so without this the task (and everything below it) would stay blocked for ever. It is
+    /// cancelled again, naming that dependency; if that dependency is itself revived later, its
+    /// own revival brings the task back. Idempotent: only a blocked task is touched.
+    async fn cancel_if_upstream_ended(&self, id: TaskId) -> Result<(), EngineError> {
+        for dep in self.inner.store.dependencies(id).await? {
+            if !matches!(dep.state, StateKind::Failed | StateKind::Cancelled) {
+                continue;
+            }
+            let ended = match self.inner.store.task(dep.id).await? {
+                Some(t) => t.state.is_terminal(),
+                None => false,
+            };
+            if ended {
+                let fail = |d: &Task| {
+                    (d.kind() == StateKind::Blocked).then(|| Event::UpstreamFailed {
+                        upstream: dep.key.clone(),
+                    })
+                };
+                applied(self.transition(id, fail).await)?;
+                return Ok(());
+            }
         }
         Ok(())
     }
@@ -1156,6 +1216,61 @@ fn validate_workflow(req: &WorkflowRequest) -> Result<(), EngineError> {
     for (i, spec) in req.tasks.iter().enumerate() {
         if let Some(c) = &spec.compensation {
             if keys.contains(&c.key) || !comps.insert(&c.key) {
+                return Err(EngineError::invalid(
+                    format!("tasks[{i}].compensation.key"),
+                    format!(
+                        "a key used by no other task or compensation, not {:?}",
+                        c.key.0
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What decomposition must refuse beyond the graph's rules, given the workflow's tasks by key:
+/// a sub-task waiting for a task that already ended failed or cancelled (that task's
+/// `upstream_failed` was sent before the sub-task existed, so it would stay blocked for ever,
+/// and so would the parent's dependents), and keys that collide with compensation keys (the
+/// compensation task would silently never be created, its key being taken).
+fn validate_subtasks(
+    specs: &[TaskSpec],
+    by_key: &HashMap<&TaskKey, &Task>,
+) -> Result<(), EngineError> {
+    let new_keys: HashSet<&TaskKey> = specs.iter().map(|s| &s.key).collect();
+    let mut comps: HashSet<&TaskKey> = by_key
+        .values()
+        .filter_map(|t| t.spec.compensation.as_ref().map(|c| &c.key))
+        .collect();
+    for (i, spec) in specs.iter().enumerate() {
+        if comps.contains(&spec.key) {
+            return Err(EngineError::invalid(
+                format!("tasks[{i}].key"),
+                format!(
+                    "a key not reserved for a compensation task, not {:?}",
+                    spec.key.0
+                ),
+            ));
+        }
+        for dep in &spec.depends_on {
+            if let Some(t) = by_key.get(dep) {
+                if t.state.is_terminal() && t.kind() != StateKind::Completed {
+                    return Err(EngineError::invalid(
+                        format!("tasks[{i}].depends_on"),
+                        format!(
+                            "tasks that can still complete, but {:?} has ended {}",
+                            dep.0,
+                            t.kind()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    for (i, spec) in specs.iter().enumerate() {
+        if let Some(c) = &spec.compensation {
+            if by_key.contains_key(&c.key) || new_keys.contains(&c.key) || !comps.insert(&c.key) {
                 return Err(EngineError::invalid(
                     format!("tasks[{i}].compensation.key"),
                     format!(

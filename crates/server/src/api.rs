@@ -131,7 +131,19 @@ pub async fn submit_task(
             idempotency_key: body.idempotency_key,
             tasks: vec![body.task],
         })
-        .await?;
+        .await
+        .map_err(|e| {
+            let mut p = Problem::from(e);
+            if let Some(field) = &p.field {
+                p.field = Some(
+                    field
+                        .replacen("tasks[0]", "task", 1)
+                        .replacen("tasks[]", "task", 1),
+                );
+            }
+            p.detail = p.detail.replacen("tasks[0]", "task", 1);
+            p
+        })?;
     let status = if receipt.created {
         StatusCode::CREATED
     } else {
@@ -390,7 +402,7 @@ pub struct TaskView {
     pub attempts_allowed: u32,
     pub fencing_token: u64,
     pub spec: TaskSpec,
-    #[schema(value_type = Object)]
+    /// Any JSON value.
     pub result: Option<Value>,
     /// Every failed attempt, oldest first.
     #[schema(value_type = Vec<Object>)]
@@ -400,7 +412,7 @@ pub struct TaskView {
     /// When the task last entered each state (ms since the epoch).
     pub entered_at: BTreeMap<String, u64>,
     /// Why a task that has not ended is waiting; absent once it has ended.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub waiting: Option<Value>,
     pub dependencies: Vec<DependencyView>,
     pub dependents: Vec<Uuid>,
@@ -743,7 +755,7 @@ pub struct ClaimedTask {
     pub lease: Uuid,
     /// Send it back with every report; a newer assignment makes it stale.
     pub token: u64,
-    #[schema(value_type = Object)]
+    /// The task's input: any JSON value.
     pub input: Value,
     pub deadlines: DeadlinesView,
     /// W3C trace context: the workflow's trace, this task's span.
@@ -819,8 +831,8 @@ pub struct LeaseReport {
 pub struct HeartbeatReport {
     pub agent: Uuid,
     pub token: u64,
+    /// Any JSON value.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub progress: Option<Value>,
     #[serde(default)]
     pub traceparent: Option<String>,
@@ -831,7 +843,7 @@ pub struct HeartbeatReport {
 pub struct SuccessReport {
     pub agent: Uuid,
     pub token: u64,
-    #[schema(value_type = Object)]
+    /// Any JSON value but `null`.
     pub result: Value,
     #[serde(default)]
     pub traceparent: Option<String>,

@@ -51,7 +51,18 @@ where
     }
 }
 
-/// Decodes JSON, reporting the path of the field that does not fit.
+/// Deepest nesting accepted inside opaque payloads (`input`, `result`, `progress`), so that
+/// every document Baton serves back stays within common JSON parsers' limits.
+pub const PAYLOAD_DEPTH_MAX: usize = 64;
+
+/// Keys whose values are opaque payloads: any JSON, not checked for shape.
+const OPAQUE: &[&str] = &["input", "result", "progress"];
+/// Keys whose values, when present, must be objects (serde would also accept arrays for them,
+/// matched by position, which hides mistakes).
+const OBJECTS: &[&str] = &["retry", "timeouts", "compensation", "error", "task"];
+
+/// Decodes JSON, reporting the path of the field that does not fit: syntax errors (including
+/// trailing bytes) are 400, shape and value errors 422.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     if std::str::from_utf8(bytes).is_err() {
         return Err(Problem::bad_request(
@@ -59,28 +70,95 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             "the body is not valid UTF-8",
         ));
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize(de) {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        Problem::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(invalid("body", "a JSON object"));
+    }
+    check_shape(&value, "")?;
+    match serde_path_to_error::deserialize(value) {
         Ok(v) => Ok(v),
         Err(e) => {
-            let path = e.path().to_string();
+            let mut path = e.path().to_string();
             let inner = e.into_inner();
-            match inner.classify() {
-                serde_json::error::Category::Data => {
-                    let field = if path == "." { "body".to_owned() } else { path };
-                    Err(Problem::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_field",
-                        format!("`{field}`: {inner}"),
-                    )
-                    .field(field, strip_position(&inner.to_string())))
+            let msg = strip_position(&inner.to_string());
+            if let Some(missing) = msg
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'))
+            {
+                path = if path == "." {
+                    missing.to_owned()
+                } else {
+                    format!("{path}.{missing}")
+                };
+            }
+            let field = if path == "." { "body".to_owned() } else { path };
+            Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                format!("`{field}`: {msg}"),
+            )
+            .field(field, msg))
+        }
+    }
+}
+
+fn invalid(field: &str, expected: &str) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        format!("`{field}` must be {expected}"),
+    )
+    .field(field, expected)
+}
+
+/// Structs are objects (never positional arrays), `tasks` holds objects, and payloads are not
+/// nested deeper than [`PAYLOAD_DEPTH_MAX`].
+fn check_shape(value: &serde_json::Value, path: &str) -> Result<(), Problem> {
+    let Some(obj) = value.as_object() else {
+        return Ok(());
+    };
+    for (key, v) in obj {
+        let here = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        if OPAQUE.contains(&key.as_str()) {
+            if depth(v) > PAYLOAD_DEPTH_MAX {
+                return Err(invalid(
+                    &here,
+                    &format!("JSON nested at most {PAYLOAD_DEPTH_MAX} levels deep"),
+                ));
+            }
+            continue;
+        }
+        if OBJECTS.contains(&key.as_str()) && !(v.is_object() || v.is_null()) {
+            return Err(invalid(&here, "an object"));
+        }
+        if key == "tasks" {
+            if let Some(items) = v.as_array() {
+                for (i, item) in items.iter().enumerate() {
+                    let at = format!("{here}[{i}]");
+                    if !item.is_object() {
+                        return Err(invalid(&at, "an object"));
+                    }
+                    check_shape(item, &at)?;
                 }
-                _ => Err(Problem::bad_request(
-                    "malformed_json",
-                    format!("the body is not valid JSON: {inner}"),
-                )),
+                continue;
             }
         }
+        check_shape(v, &here)?;
+    }
+    Ok(())
+}
+
+fn depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 

@@ -240,3 +240,72 @@ pub fn task(key: &str, deps: &[&str]) -> Value {
            "retry": {"max_attempts": 3, "initial_backoff_ms": 1000, "backoff_multiplier": 2.0,
                      "max_backoff_ms": 10000, "jitter": 0.0}})
 }
+
+/// A response kept whole: status, `Content-Type` and raw body.
+pub struct RawResponse {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The body as JSON, or `Null` if it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl TestServer {
+    /// Sends exactly what it is given: method, bearer token (or none; `self.token` is not
+    /// used), content type (or none) and raw body bytes (or none).
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> RawResponse {
+        let mut rb = self.client.request(method, format!("{}{path}", self.url));
+        if let Some(t) = bearer {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            rb = rb.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        if let Some(b) = body {
+            rb = rb.body(b);
+        }
+        let res = rb.send().await.unwrap();
+        let status = res.status();
+        let content_type = res
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = res.bytes().await.unwrap().to_vec();
+        RawResponse {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    /// `raw` with a JSON body, sent as `application/json`.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: &Value,
+    ) -> RawResponse {
+        self.raw(
+            method,
+            path,
+            bearer,
+            Some("application/json"),
+            Some(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+}

@@ -1,0 +1,222 @@
+//! The OpenAPI document stays true: every documented operation is served, and real responses
+//! carry the properties, with the types, that the document promises.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let name = r.trim_start_matches("#/components/schemas/");
+            resolve(doc, &doc["components"]["schemas"][name])
+        }
+        None => schema,
+    }
+}
+
+fn type_ok(expected: &Value, actual: &Value) -> bool {
+    let fits = |t: &str| match t {
+        "string" => actual.is_string(),
+        "integer" => actual.is_i64() || actual.is_u64(),
+        "number" => actual.is_number(),
+        "boolean" => actual.is_boolean(),
+        "array" => actual.is_array(),
+        "object" => actual.is_object(),
+        "null" => actual.is_null(),
+        _ => true,
+    };
+    match expected {
+        Value::String(t) => fits(t),
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).any(fits),
+        _ => true,
+    }
+}
+
+/// Checks required properties and the types of the properties present, recursively.
+fn check(doc: &Value, schema: &Value, value: &Value, path: &str, problems: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    if let Some(alts) = schema
+        .get("oneOf")
+        .or_else(|| schema.get("anyOf"))
+        .and_then(Value::as_array)
+    {
+        let fits_one = alts.iter().any(|alt| {
+            let mut p = Vec::new();
+            check(doc, alt, value, path, &mut p);
+            p.is_empty()
+        });
+        if !fits_one {
+            problems.push(format!("{path}: fits none of the alternatives: {value}"));
+        }
+        return;
+    }
+    if let Some(t) = schema.get("type") {
+        if !type_ok(t, value) {
+            problems.push(format!("{path}: expected type {t}, got {value}"));
+            return;
+        }
+    }
+    if let (Some(props), Some(obj)) = (
+        schema.get("properties").and_then(Value::as_object),
+        value.as_object(),
+    ) {
+        for req in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = req.as_str().unwrap_or_default();
+            if !obj.contains_key(name) {
+                problems.push(format!("{path}: required property `{name}` is missing"));
+            }
+        }
+        for (name, sub) in props {
+            if let Some(v) = obj.get(name) {
+                check(doc, sub, v, &format!("{path}.{name}"), problems);
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            check(doc, items, v, &format!("{path}[{i}]"), problems);
+        }
+    }
+}
+
+fn response_schema<'a>(doc: &'a Value, path: &str, method: &str, status: u16) -> &'a Value {
+    let op = &doc["paths"][path][method];
+    assert!(op.is_object(), "{method} {path} is not documented");
+    let res = &op["responses"][status.to_string()];
+    assert!(
+        res.is_object(),
+        "{method} {path} does not document status {status}"
+    );
+    &res["content"]["application/json"]["schema"]
+}
+
+async fn call(srv: &TestServer, method: Method, url: &str, body: Option<Value>) -> (u16, Value) {
+    let mut rb = srv.client.request(method, format!("{}{url}", srv.url));
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let res = rb.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_is_served() {
+    let srv = TestServer::start().await;
+    let (_, doc) = srv.get("/v1/openapi.json").await;
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 15, "{} paths documented", paths.len());
+    let fake = uuid::Uuid::now_v7().to_string();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for method in ["get", "post", "put", "delete", "patch"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            operations += 1;
+            let url = path.replace("{id}", &fake);
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let body = (method == "post").then(|| json!({}));
+            if path == "/v1/events" {
+                let res = srv
+                    .client
+                    .get(format!("{}{url}", srv.url))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), StatusCode::OK);
+                continue;
+            }
+            let (status, body) = call(&srv, m, &url, body).await;
+            assert_ne!(status, 405, "{method} {path} is documented but not routed");
+            assert_ne!(
+                body["code"], "no_route",
+                "{method} {path} is documented but not routed"
+            );
+            assert!(status < 500, "{method} {path} answered {status}: {body}");
+        }
+    }
+    assert!(operations >= 20, "{operations} operations documented");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_match_their_documented_schemas() {
+    let srv = TestServer::start().await;
+    let (_, doc) = srv.get("/v1/openapi.json").await;
+    let mut problems = Vec::new();
+    let mut expect = |path: &str, method: &str, status: u16, body: &Value| {
+        let schema = response_schema(&doc, path, method, status).clone();
+        check(
+            &doc,
+            &schema,
+            body,
+            &format!("{method} {path} {status}"),
+            &mut problems,
+        );
+    };
+
+    let (s, wf) = srv
+        .post(
+            "/v1/workflows",
+            json!({"tasks": [task("a", &[]), task("b", &["a"])]}),
+        )
+        .await;
+    expect("/v1/workflows", "post", s.as_u16(), &wf);
+    let a = wf["tasks"]["a"].as_str().unwrap().to_owned();
+    let workflow = wf["workflow"].as_str().unwrap().to_owned();
+    let (s, body) = srv.get(&format!("/v1/workflows/{workflow}")).await;
+    expect("/v1/workflows/{id}", "get", s.as_u16(), &body);
+    let (s, body) = srv.get("/v1/tasks?limit=10").await;
+    expect("/v1/tasks", "get", s.as_u16(), &body);
+    let (s, body) = srv.get("/v1/counts").await;
+    expect("/v1/counts", "get", s.as_u16(), &body);
+    let (s, body) = srv
+        .post(
+            "/v1/agents",
+            json!({"name": "w", "capabilities": ["work"], "concurrency": 2}),
+        )
+        .await;
+    expect("/v1/agents", "post", s.as_u16(), &body);
+    let agent = body["id"].as_str().unwrap().to_owned();
+    let (s, body) = srv.get("/v1/agents").await;
+    expect("/v1/agents", "get", s.as_u16(), &body);
+    let (s, claimed) = srv
+        .post(&format!("/v1/agents/{agent}/claim"), json!({"max": 2}))
+        .await;
+    expect("/v1/agents/{id}/claim", "post", s.as_u16(), &claimed);
+    let t = &claimed["tasks"][0];
+    let (s, body) = srv.report(t, &agent, "started", json!({})).await;
+    expect("/v1/tasks/{id}/started", "post", s.as_u16(), &body);
+    let (s, body) = srv
+        .report(t, &agent, "heartbeat", json!({"progress": 1}))
+        .await;
+    expect("/v1/tasks/{id}/heartbeat", "post", s.as_u16(), &body);
+    let (s, body) = srv
+        .report(t, &agent, "succeeded", json!({"result": {"ok": true}}))
+        .await;
+    expect("/v1/tasks/{id}/succeeded", "post", s.as_u16(), &body);
+    let (s, body) = srv.get(&format!("/v1/tasks/{a}")).await;
+    expect("/v1/tasks/{id}", "get", s.as_u16(), &body);
+    let (s, body) = srv.post(&format!("/v1/tasks/{a}/cancel"), json!({})).await;
+    expect("/v1/tasks/{id}/cancel", "post", s.as_u16(), &body);
+    assert_eq!(
+        body["code"], "not_accepted",
+        "a completed task cannot be cancelled"
+    );
+    let (s, body) = srv.post("/v1/workflows", json!({"tasks": []})).await;
+    expect("/v1/workflows", "post", s.as_u16(), &body);
+
+    assert!(
+        problems.is_empty(),
+        "responses differ from the document:\n{}",
+        problems.join("\n")
+    );
+}
