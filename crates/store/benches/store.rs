@@ -2,8 +2,9 @@
 //! group-commit batch size), claim latency, and the disk's raw fsync rate for comparison.
 //!
 //! `cargo bench -p baton-store` runs SQLite, and PostgreSQL too when
-//! `BATON_BENCH_POSTGRES_URL` is set. `-- --quick`, or running it under `cargo test`, runs each
-//! point briefly, so that CI keeps the benchmark from rotting.
+//! `BATON_BENCH_POSTGRES_URL` is set (each store in a fresh schema, dropped at the end).
+//! `-- --quick`, or running it under `cargo test`, runs each point briefly, so that CI keeps
+//! the benchmark from rotting.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_core::*;
+use baton_store::postgres::{PgOptions, PgStore};
 use baton_store::sqlite::SqliteStore;
 use baton_store::*;
 use serde_json::json;
@@ -231,6 +233,36 @@ fn main() {
             claims,
         )
         .await;
-        // POSTGRES_BENCH
+        if let Ok(url) = std::env::var("BATON_BENCH_POSTGRES_URL") {
+            let mut stores = Vec::new();
+            let mut schemas = Vec::new();
+            for _ in 0..6 {
+                let schema = format!("baton_bench_{}", Uuid::now_v7().simple());
+                let options = PgOptions {
+                    schema: Some(schema.clone()),
+                    ..PgOptions::default()
+                };
+                stores.push(PgStore::open_with(&url, options).await.unwrap());
+                schemas.push(schema);
+            }
+            let stores = std::sync::Mutex::new(stores);
+            run(
+                "postgres",
+                || stores.lock().unwrap().pop().unwrap(),
+                span,
+                claims,
+            )
+            .await;
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            for schema in schemas {
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .await
+                    .unwrap();
+            }
+        }
     });
 }

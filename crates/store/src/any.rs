@@ -1,10 +1,11 @@
 //! A store chosen at run time from a URL: a path or `sqlite://PATH` for SQLite,
-//! `postgres://…` for PostgreSQL.
+//! `postgres://…` or `postgresql://…` for PostgreSQL.
 
 use std::path::Path;
 
 use baton_core::{AgentId, HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId};
 
+use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
     AgentRecord, ClaimRequest, CommitStats, Dependency, HotPath, OutboxItem, StateCounts, Store,
@@ -14,17 +15,16 @@ use crate::{
 /// One of the backends, chosen by [`AnyStore::open`].
 pub enum AnyStore {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 impl AnyStore {
     /// Opens the store a URL names: `postgres://…` or `postgresql://…` for PostgreSQL;
-    /// `sqlite://PATH` or a plain path for SQLite.
+    /// `sqlite://PATH` or a plain path for SQLite. A PostgreSQL store uses the server's
+    /// default schema; [`PgStore::open_with`] chooses another.
     pub async fn open(url: &str) -> Result<AnyStore, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(StoreError::InvalidUrl {
-                url: url.to_owned(),
-                detail: "PostgreSQL support is not built yet".into(),
-            });
+            return Ok(AnyStore::Postgres(PgStore::open(url).await?));
         }
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         if path.is_empty() {
@@ -41,6 +41,7 @@ macro_rules! delegate {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             AnyStore::Sqlite($store) => $call,
+            AnyStore::Postgres($store) => $call,
         }
     };
 }

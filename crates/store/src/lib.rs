@@ -254,8 +254,9 @@ pub trait Store: Send + Sync {
         records: Vec<TransitionRecord>,
     ) -> impl Future<Output = Result<Vec<Result<(), StoreError>>, StoreError>> + Send;
 
-    /// Atomically assigns up to `leases.len()` pending tasks the agent can run (highest
-    /// priority first, then the longest ready) and returns them assigned. No task is ever
+    /// Atomically assigns up to `leases.len()` (at most [`PAGE_ROWS_MAX`]) pending tasks the
+    /// agent can run (highest priority first, then the longest ready) and returns them
+    /// assigned. No task is ever
     /// handed out twice for the same attempt, across processes too.
     fn claim(
         &self,

@@ -711,7 +711,7 @@ fn claim(
     request: &ClaimRequest,
     deltas: &mut Deltas,
 ) -> Result<Vec<Task>, StoreError> {
-    let wanted = request.leases.len();
+    let wanted = request.leases.len().min(PAGE_ROWS_MAX);
     if wanted == 0 {
         return Ok(Vec::new());
     }

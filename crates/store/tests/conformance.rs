@@ -679,3 +679,11 @@ fn sqlite_store() -> (baton_store::sqlite::SqliteStore, tempfile::TempDir) {
 }
 
 conformance!(sqlite, sqlite_store());
+
+async fn pg_store() -> (baton_store::postgres::PgStore, common::pg::Schema) {
+    let schema = common::pg::Schema::new();
+    let store = schema.open().await;
+    (store, schema)
+}
+
+conformance!(postgres, pg_store().await);

@@ -234,3 +234,74 @@ pub fn sorted(mut ids: Vec<TaskId>) -> Vec<TaskId> {
     ids.sort();
     ids
 }
+
+/// PostgreSQL test isolation: a schema per test, dropped with everything in it at the end.
+pub mod pg {
+    use baton_store::postgres::{PgOptions, PgStore};
+    use tokio_postgres::NoTls;
+    use uuid::Uuid;
+
+    pub fn url() -> String {
+        std::env::var("BATON_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    /// A schema of the test's own, dropped (with everything in it) when the guard goes.
+    pub struct Schema(pub String);
+
+    impl Schema {
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Schema {
+            Schema(format!("baton_t_{}", Uuid::now_v7().simple()))
+        }
+
+        pub fn options(&self) -> PgOptions {
+            PgOptions {
+                schema: Some(self.0.clone()),
+                pool_size: 4,
+            }
+        }
+
+        pub async fn open(&self) -> PgStore {
+            PgStore::open_with(&url(), self.options())
+                .await
+                .unwrap_or_else(|e| panic!("open {}: {e}", self.0))
+        }
+
+        /// A plain connection whose search_path is the schema.
+        pub async fn sql(&self) -> tokio_postgres::Client {
+            let (client, conn) = tokio_postgres::connect(&url(), NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("SET search_path TO \"{}\"", self.0))
+                .await
+                .unwrap();
+            client
+        }
+    }
+
+    impl Drop for Schema {
+        fn drop(&mut self) {
+            let name = self.0.clone();
+            // A runtime of its own: the test's runtime may be shutting down.
+            let dropped = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async {
+                    let (client, conn) = tokio_postgres::connect(&url(), NoTls).await.ok()?;
+                    tokio::spawn(conn);
+                    client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                        .await
+                        .ok()
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Some(()))) {
+                eprintln!("could not drop test schema {}", self.0);
+            }
+        }
+    }
+}
