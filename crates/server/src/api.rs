@@ -1,7 +1,6 @@
 //! The `/v1` handlers and their wire types. Handlers translate between JSON and the engine;
 //! every decision is the engine's.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,23 +10,19 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use baton_core::{
-    AgentId, Capability, ErrorReport, Event, FencingToken, State, StateKind, Task, TaskId,
-    TaskSpec, WorkflowId,
-};
-use baton_engine::{Engine, TransitionEvent, WorkflowRequest};
+use baton_core::{AgentId, Event, FencingToken, State, StateKind, Task, TaskId, WorkflowId};
+use baton_engine::{Engine, WorkflowRequest};
 use baton_store::{AnyStore, Store, TaskFilter};
 use futures_util::stream::Stream;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::problem::{Problem, ProblemDoc};
+use crate::problem::Problem;
 use crate::AppState;
+use baton_api::*;
 
 type ApiResult<T> = Result<T, Problem>;
 type St = AxState<Arc<AppState>>;
@@ -46,27 +41,6 @@ fn parse_id(kind: &str, raw: &str) -> ApiResult<Uuid> {
 }
 
 // ---- workflows ------------------------------------------------------------------------------
-
-/// A workflow: tasks with their dependencies, submitted together.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubmitWorkflow {
-    #[serde(default)]
-    pub name: String,
-    /// Resubmitting with the same key returns the first submission.
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-    pub tasks: Vec<TaskSpec>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct WorkflowCreated {
-    pub workflow: Uuid,
-    /// `false` when an earlier submission with the same idempotency key is returned.
-    pub created: bool,
-    /// Task ids by key.
-    pub tasks: BTreeMap<String, Uuid>,
-}
 
 #[utoipa::path(post, path = "/v1/workflows", request_body = SubmitWorkflow,
     responses((status = 201, body = WorkflowCreated), (status = 200, description = "an earlier submission with the same idempotency key", body = WorkflowCreated),
@@ -99,22 +73,6 @@ pub async fn submit_workflow(
             .collect(),
     };
     Ok((status, Json(out)).into_response())
-}
-
-/// One task, submitted as a workflow of its own.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubmitTask {
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-    pub task: TaskSpec,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct TaskCreated {
-    pub workflow: Uuid,
-    pub task: Uuid,
-    pub created: bool,
 }
 
 #[utoipa::path(post, path = "/v1/tasks", request_body = SubmitTask,
@@ -165,44 +123,6 @@ pub async fn submit_task(
         .into_response())
 }
 
-/// Tasks per state.
-#[derive(Serialize, Deserialize, ToSchema, Default, Debug, PartialEq, Eq)]
-pub struct Counts {
-    pub blocked: u64,
-    pub pending: u64,
-    pub assigned: u64,
-    pub executing: u64,
-    pub completed: u64,
-    pub failed: u64,
-    pub cancelled: u64,
-    pub total: u64,
-}
-
-impl From<baton_store::StateCounts> for Counts {
-    fn from(c: baton_store::StateCounts) -> Counts {
-        Counts {
-            blocked: c.get(StateKind::Blocked),
-            pending: c.get(StateKind::Pending),
-            assigned: c.get(StateKind::Assigned),
-            executing: c.get(StateKind::Executing),
-            completed: c.get(StateKind::Completed),
-            failed: c.get(StateKind::Failed),
-            cancelled: c.get(StateKind::Cancelled),
-            total: c.total(),
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct WorkflowView {
-    pub id: Uuid,
-    pub name: String,
-    pub idempotency_key: Option<String>,
-    /// Milliseconds since the Unix epoch.
-    pub created_at: u64,
-    pub counts: Counts,
-}
-
 #[utoipa::path(get, path = "/v1/workflows/{id}", params(("id" = String, Path, description = "workflow id")),
     responses((status = 200, body = WorkflowView), (status = 404, body = ProblemDoc)))]
 pub async fn get_workflow(
@@ -228,20 +148,8 @@ pub async fn get_workflow(
         name: wf.name,
         idempotency_key: wf.idempotency_key,
         created_at: wf.created_at.0,
-        counts: counts.into(),
+        counts: counts_view(counts),
     }))
-}
-
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CancelBody {
-    #[serde(default)]
-    pub reason: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct CancelledCount {
-    pub cancelled: usize,
 }
 
 #[utoipa::path(post, path = "/v1/workflows/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),
@@ -261,51 +169,6 @@ pub async fn cancel_workflow(
 }
 
 // ---- tasks ----------------------------------------------------------------------------------
-
-#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    pub workflow: Option<Uuid>,
-    pub state: Option<String>,
-    /// Return tasks after this id (the `next` of the previous page).
-    pub after: Option<Uuid>,
-    /// At most this many (1 to 1000, default 100).
-    pub limit: Option<usize>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct TaskSummary {
-    pub id: Uuid,
-    pub workflow: Uuid,
-    pub key: String,
-    pub state: StateKind,
-    pub attempt: u32,
-    pub version: u64,
-    pub priority: i32,
-    pub updated_at: u64,
-}
-
-impl From<&Task> for TaskSummary {
-    fn from(t: &Task) -> TaskSummary {
-        TaskSummary {
-            id: t.id.0,
-            workflow: t.workflow.0,
-            key: t.spec.key.0.clone(),
-            state: t.kind(),
-            attempt: t.attempt,
-            version: t.version,
-            priority: t.spec.priority,
-            updated_at: t.updated_at.0,
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct TaskList {
-    pub tasks: Vec<TaskSummary>,
-    /// Pass as `after` for the next page; absent on the last page.
-    pub next: Option<Uuid>,
-}
 
 #[utoipa::path(get, path = "/v1/tasks", params(ListQuery),
     responses((status = 200, body = TaskList), (status = 400, body = ProblemDoc)))]
@@ -351,76 +214,6 @@ pub async fn list_tasks(
         tasks: tasks.iter().map(TaskSummary::from).collect(),
         next,
     }))
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct LeaseView {
-    pub id: Uuid,
-    pub agent: Uuid,
-    pub token: u64,
-    pub granted_at: u64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Default)]
-pub struct DeadlinesView {
-    pub schedule_to_start: Option<u64>,
-    pub start: Option<u64>,
-    pub start_to_close: Option<u64>,
-    pub heartbeat: Option<u64>,
-}
-
-impl From<&baton_core::Deadlines> for DeadlinesView {
-    fn from(d: &baton_core::Deadlines) -> DeadlinesView {
-        DeadlinesView {
-            schedule_to_start: d.schedule_to_start.map(|t| t.0),
-            start: d.start.map(|t| t.0),
-            start_to_close: d.start_to_close.map(|t| t.0),
-            heartbeat: d.heartbeat.map(|t| t.0),
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct DependencyView {
-    pub key: String,
-    pub id: Uuid,
-    pub state: StateKind,
-}
-
-/// A task with everything known about it.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct TaskView {
-    pub id: Uuid,
-    pub workflow: Uuid,
-    pub key: String,
-    pub state: StateKind,
-    /// The state with its data (lease, result, error, retry time, cancel reason).
-    #[schema(value_type = Object)]
-    pub detail: Value,
-    pub version: u64,
-    pub attempt: u32,
-    pub attempts_allowed: u32,
-    pub fencing_token: u64,
-    pub spec: TaskSpec,
-    /// Any JSON value.
-    pub result: Option<Value>,
-    /// Every failed attempt, oldest first.
-    #[schema(value_type = Vec<Object>)]
-    pub errors: Vec<Value>,
-    pub lease: Option<LeaseView>,
-    pub deadlines: DeadlinesView,
-    /// When the task last entered each state (ms since the epoch).
-    pub entered_at: BTreeMap<String, u64>,
-    /// Why a task that has not ended is waiting; absent once it has ended.
-    #[schema(value_type = Option<Object>)]
-    pub waiting: Option<Value>,
-    pub dependencies: Vec<DependencyView>,
-    pub dependents: Vec<Uuid>,
-    /// The full history, oldest first.
-    #[schema(value_type = Vec<Object>)]
-    pub history: Vec<Value>,
-    pub created_at: u64,
-    pub updated_at: u64,
 }
 
 /// Most history entries returned with a task; page the rest with `/history`.
@@ -520,14 +313,6 @@ fn task_view(
     }
 }
 
-#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryQuery {
-    /// Entries with a sequence number above this.
-    pub after: Option<u64>,
-    pub limit: Option<usize>,
-}
-
 #[utoipa::path(get, path = "/v1/tasks/{id}/history", params(("id" = String, Path), HistoryQuery),
     responses((status = 200, body = Vec<Object>), (status = 404, body = ProblemDoc)))]
 pub async fn task_history(
@@ -575,10 +360,6 @@ pub async fn cancel_task(
     Ok(Json(ReportAnswer::from(&task)))
 }
 
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RetryBody {}
-
 #[utoipa::path(post, path = "/v1/tasks/{id}/retry", request_body = RetryBody, params(("id" = String, Path)),
     responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
 pub async fn retry_task(
@@ -605,47 +386,10 @@ pub async fn counts(
         .counts(q.workflow.map(WorkflowId))
         .await
         .map_err(baton_engine::EngineError::from)?;
-    Ok(Json(c.into()))
-}
-
-#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct CountsQuery {
-    pub workflow: Option<Uuid>,
+    Ok(Json(counts_view(c)))
 }
 
 // ---- agents ---------------------------------------------------------------------------------
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterAgent {
-    /// Re-register an existing agent under its id.
-    #[serde(default)]
-    pub id: Option<Uuid>,
-    pub name: String,
-    #[serde(default)]
-    pub capabilities: BTreeSet<Capability>,
-    /// Tasks it may hold at once.
-    #[serde(default = "one")]
-    pub concurrency: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct AgentView {
-    pub id: Uuid,
-    pub name: String,
-    pub capabilities: BTreeSet<Capability>,
-    pub concurrency: u32,
-    pub online: bool,
-    pub registered_at: u64,
-    pub last_seen: u64,
-    /// Tasks it holds leases on.
-    pub leased: Vec<Uuid>,
-}
 
 async fn agent_view(e: &Engine<AnyStore>, a: baton_store::AgentRecord) -> ApiResult<AgentView> {
     let leased = e
@@ -734,41 +478,6 @@ pub async fn agent_heartbeat(
     Ok(Json(agent_view(e, record).await?))
 }
 
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimBody {
-    /// Most tasks to take (default 1).
-    #[serde(default)]
-    pub max: Option<usize>,
-    /// How long to wait for work when none is ready (long poll; default 0).
-    #[serde(default)]
-    pub wait_ms: Option<u64>,
-}
-
-/// A task handed to an agent, with its lease.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ClaimedTask {
-    pub task: Uuid,
-    pub workflow: Uuid,
-    pub key: String,
-    pub attempt: u32,
-    pub lease: Uuid,
-    /// Send it back with every report; a newer assignment makes it stale.
-    pub token: u64,
-    /// The task's input: any JSON value.
-    pub input: Value,
-    pub deadlines: DeadlinesView,
-    /// W3C trace context: the workflow's trace, this task's span.
-    pub traceparent: String,
-    /// Stable across redeliveries of this attempt: use it to make side effects idempotent.
-    pub idempotency_key: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Claimed {
-    pub tasks: Vec<ClaimedTask>,
-}
-
 /// The W3C `traceparent` of a task: one trace per workflow, one span per task.
 pub fn traceparent(task: &Task) -> String {
     let span = task.id.0.as_u64_pair().1 | 1;
@@ -815,84 +524,6 @@ pub async fn claim(
 }
 
 // ---- reports --------------------------------------------------------------------------------
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LeaseReport {
-    pub agent: Uuid,
-    pub token: u64,
-    /// The agent's trace context for this report, if it has one.
-    #[serde(default)]
-    pub traceparent: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HeartbeatReport {
-    pub agent: Uuid,
-    pub token: u64,
-    /// Any JSON value.
-    #[serde(default)]
-    pub progress: Option<Value>,
-    #[serde(default)]
-    pub traceparent: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SuccessReport {
-    pub agent: Uuid,
-    pub token: u64,
-    /// Any JSON value but `null`.
-    pub result: Value,
-    #[serde(default)]
-    pub traceparent: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FailureReport {
-    pub agent: Uuid,
-    pub token: u64,
-    pub error: ErrorReport,
-    #[serde(default)]
-    pub traceparent: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SubtasksReport {
-    pub agent: Uuid,
-    pub token: u64,
-    pub tasks: Vec<TaskSpec>,
-}
-
-/// Where a task stands after a report.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ReportAnswer {
-    pub task: Uuid,
-    pub state: StateKind,
-    pub version: u64,
-    pub attempt: u32,
-    pub token: u64,
-    /// The task was cancelled: stop working on it.
-    pub cancelled: bool,
-    pub deadlines: DeadlinesView,
-}
-
-impl From<&Task> for ReportAnswer {
-    fn from(t: &Task) -> ReportAnswer {
-        ReportAnswer {
-            task: t.id.0,
-            state: t.kind(),
-            version: t.version,
-            attempt: t.attempt,
-            token: t.fencing_token.0,
-            cancelled: t.kind() == StateKind::Cancelled,
-            deadlines: (&t.deadlines).into(),
-        }
-    }
-}
 
 async fn report(
     s: &AppState,
@@ -1021,13 +652,6 @@ pub async fn add_subtasks(
 
 // ---- events and documents -------------------------------------------------------------------
 
-#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
-    /// Only this workflow's transitions.
-    pub workflow: Option<Uuid>,
-}
-
 #[utoipa::path(get, path = "/v1/events", params(EventsQuery),
     responses((status = 200, description = "Server-Sent Events: `transition` events carrying a TransitionEvent as JSON; `lagged` when the client fell behind", content_type = "text/event-stream"),
               (status = 503, body = ProblemDoc)))]
@@ -1072,13 +696,6 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct LifecycleQuery {
-    /// `mermaid` (default) or `dot`.
-    pub format: Option<String>,
-}
-
 #[utoipa::path(get, path = "/v1/lifecycle", params(LifecycleQuery),
     responses((status = 200, description = "the lifecycle diagram", content_type = "text/plain"), (status = 400, body = ProblemDoc)))]
 pub async fn lifecycle(ApiQuery(q): ApiQuery<LifecycleQuery>) -> ApiResult<String> {
@@ -1095,34 +712,15 @@ pub async fn lifecycle(ApiQuery(q): ApiQuery<LifecycleQuery>) -> ApiResult<Strin
     Ok(baton_core::DEFAULT.diagram(format))
 }
 
-/// Unused by handlers; keeps the wire names of transition events in the schema.
-#[derive(Serialize, ToSchema)]
-pub struct TransitionEventSchema {
-    pub task: Uuid,
-    pub workflow: Uuid,
-    pub key: String,
-    pub event: baton_core::EventKind,
-    pub from: Option<StateKind>,
-    pub to: StateKind,
-    pub version: u64,
-    pub attempt: u32,
-    pub at: u64,
-    pub agent: Option<Uuid>,
-}
-
-impl From<&TransitionEvent> for TransitionEventSchema {
-    fn from(e: &TransitionEvent) -> Self {
-        TransitionEventSchema {
-            task: e.task.0,
-            workflow: e.workflow.0,
-            key: e.key.0.clone(),
-            event: e.event,
-            from: e.from,
-            to: e.to,
-            version: e.version,
-            attempt: e.attempt,
-            at: e.at.0,
-            agent: e.agent.map(|a| a.0),
-        }
+fn counts_view(c: baton_store::StateCounts) -> Counts {
+    Counts {
+        blocked: c.get(StateKind::Blocked),
+        pending: c.get(StateKind::Pending),
+        assigned: c.get(StateKind::Assigned),
+        executing: c.get(StateKind::Executing),
+        completed: c.get(StateKind::Completed),
+        failed: c.get(StateKind::Failed),
+        cancelled: c.get(StateKind::Cancelled),
+        total: c.total(),
     }
 }

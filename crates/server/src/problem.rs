@@ -4,10 +4,9 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+pub use baton_api::ProblemDoc;
 use baton_core::{DagError, Refusal};
 use baton_engine::EngineError;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 /// A refusal, answered as a problem document. Boxed: it travels in every `Result`.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,35 +23,6 @@ impl std::ops::DerefMut for Problem {
     fn deref_mut(&mut self) -> &mut ProblemDoc {
         &mut self.0
     }
-}
-
-/// A problem document (RFC 9457).
-#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
-#[schema(as = Problem)]
-pub struct ProblemDoc {
-    /// `about:blank`-style URI naming the problem type: `/problems/{code}`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    /// Stable, machine-readable error code.
-    pub code: String,
-    pub detail: String,
-    /// The request field at fault, as a path (`tasks[2].retry.max_attempts`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// What was expected instead.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected: Option<String>,
-    /// The lifecycle rule that refused an event.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    /// The task's state when an event was refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    /// A dependency cycle, each task depending on the next.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cycle: Option<Vec<String>>,
 }
 
 impl Problem {

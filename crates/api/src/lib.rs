@@ -1,0 +1,450 @@
+//! The JSON that crosses the wire: request bodies, query parameters and responses of the `/v1`
+//! API, shared by the server (which derives their JSON schemas with the `openapi` feature) and
+//! its clients. No behaviour lives here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use baton_core::{Capability, ErrorReport, StateKind, Task, TaskSpec};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+fn one() -> u32 {
+    1
+}
+
+/// A workflow: tasks with their dependencies, submitted together.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SubmitWorkflow {
+    #[serde(default)]
+    pub name: String,
+    /// Resubmitting with the same key returns the first submission.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    pub tasks: Vec<TaskSpec>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkflowCreated {
+    pub workflow: Uuid,
+    /// `false` when an earlier submission with the same idempotency key is returned.
+    pub created: bool,
+    /// Task ids by key.
+    pub tasks: BTreeMap<String, Uuid>,
+}
+
+/// One task, submitted as a workflow of its own.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTask {
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    pub task: TaskSpec,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskCreated {
+    pub workflow: Uuid,
+    pub task: Uuid,
+    pub created: bool,
+}
+
+/// Tasks per state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Counts {
+    pub blocked: u64,
+    pub pending: u64,
+    pub assigned: u64,
+    pub executing: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub total: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkflowView {
+    pub id: Uuid,
+    pub name: String,
+    pub idempotency_key: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: u64,
+    pub counts: Counts,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CancelledCount {
+    pub cancelled: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub workflow: Option<Uuid>,
+    pub state: Option<String>,
+    /// Return tasks after this id (the `next` of the previous page).
+    pub after: Option<Uuid>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskSummary {
+    pub id: Uuid,
+    pub workflow: Uuid,
+    pub key: String,
+    pub state: StateKind,
+    pub attempt: u32,
+    pub version: u64,
+    pub priority: i32,
+    pub updated_at: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskList {
+    pub tasks: Vec<TaskSummary>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<Uuid>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeaseView {
+    pub id: Uuid,
+    pub agent: Uuid,
+    pub token: u64,
+    pub granted_at: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeadlinesView {
+    pub schedule_to_start: Option<u64>,
+    pub start: Option<u64>,
+    pub start_to_close: Option<u64>,
+    pub heartbeat: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DependencyView {
+    pub key: String,
+    pub id: Uuid,
+    pub state: StateKind,
+}
+
+/// A task with everything known about it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskView {
+    pub id: Uuid,
+    pub workflow: Uuid,
+    pub key: String,
+    pub state: StateKind,
+    /// The state with its data (lease, result, error, retry time, cancel reason).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub detail: Value,
+    pub version: u64,
+    pub attempt: u32,
+    pub attempts_allowed: u32,
+    pub fencing_token: u64,
+    pub spec: TaskSpec,
+    /// Any JSON value.
+    pub result: Option<Value>,
+    /// Every failed attempt, oldest first.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub errors: Vec<Value>,
+    pub lease: Option<LeaseView>,
+    pub deadlines: DeadlinesView,
+    /// When the task last entered each state (ms since the epoch).
+    pub entered_at: BTreeMap<String, u64>,
+    /// Why a task that has not ended is waiting; absent once it has ended.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub waiting: Option<Value>,
+    pub dependencies: Vec<DependencyView>,
+    pub dependents: Vec<Uuid>,
+    /// The full history, oldest first.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub history: Vec<Value>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Entries with a sequence number above this.
+    pub after: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct CountsQuery {
+    pub workflow: Option<Uuid>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgent {
+    /// Re-register an existing agent under its id.
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    pub name: String,
+    #[serde(default)]
+    pub capabilities: BTreeSet<Capability>,
+    /// Tasks it may hold at once.
+    #[serde(default = "one")]
+    pub concurrency: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentView {
+    pub id: Uuid,
+    pub name: String,
+    pub capabilities: BTreeSet<Capability>,
+    pub concurrency: u32,
+    pub online: bool,
+    pub registered_at: u64,
+    pub last_seen: u64,
+    /// Tasks it holds leases on.
+    pub leased: Vec<Uuid>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// Most tasks to take (default 1).
+    #[serde(default)]
+    pub max: Option<usize>,
+    /// How long to wait for work when none is ready (long poll; default 0).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// A task handed to an agent, with its lease.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClaimedTask {
+    pub task: Uuid,
+    pub workflow: Uuid,
+    pub key: String,
+    pub attempt: u32,
+    pub lease: Uuid,
+    /// Send it back with every report; a newer assignment makes it stale.
+    pub token: u64,
+    /// The task's input: any JSON value.
+    pub input: Value,
+    pub deadlines: DeadlinesView,
+    /// W3C trace context: the workflow's trace, this task's span.
+    pub traceparent: String,
+    /// Stable across redeliveries of this attempt: use it to make side effects idempotent.
+    pub idempotency_key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Claimed {
+    pub tasks: Vec<ClaimedTask>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeaseReport {
+    pub agent: Uuid,
+    pub token: u64,
+    /// The agent's trace context for this report, if it has one.
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatReport {
+    pub agent: Uuid,
+    pub token: u64,
+    /// Any JSON value.
+    #[serde(default)]
+    pub progress: Option<Value>,
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SuccessReport {
+    pub agent: Uuid,
+    pub token: u64,
+    /// Any JSON value but `null`.
+    pub result: Value,
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FailureReport {
+    pub agent: Uuid,
+    pub token: u64,
+    pub error: ErrorReport,
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SubtasksReport {
+    pub agent: Uuid,
+    pub token: u64,
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// Where a task stands after a report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReportAnswer {
+    pub task: Uuid,
+    pub state: StateKind,
+    pub version: u64,
+    pub attempt: u32,
+    pub token: u64,
+    /// The task was cancelled: stop working on it.
+    pub cancelled: bool,
+    pub deadlines: DeadlinesView,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only this workflow's transitions.
+    pub workflow: Option<Uuid>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleQuery {
+    /// `mermaid` (default) or `dot`.
+    pub format: Option<String>,
+}
+
+/// One transition, as the event stream (`GET /v1/events`) sends it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TransitionEventView {
+    pub task: Uuid,
+    pub workflow: Uuid,
+    pub key: String,
+    pub event: baton_core::EventKind,
+    pub from: Option<StateKind>,
+    pub to: StateKind,
+    pub version: u64,
+    pub attempt: u32,
+    pub at: u64,
+    pub agent: Option<Uuid>,
+}
+
+impl From<&Task> for TaskSummary {
+    fn from(t: &Task) -> TaskSummary {
+        TaskSummary {
+            id: t.id.0,
+            workflow: t.workflow.0,
+            key: t.spec.key.0.clone(),
+            state: t.kind(),
+            attempt: t.attempt,
+            version: t.version,
+            priority: t.spec.priority,
+            updated_at: t.updated_at.0,
+        }
+    }
+}
+
+impl From<&baton_core::Deadlines> for DeadlinesView {
+    fn from(d: &baton_core::Deadlines) -> DeadlinesView {
+        DeadlinesView {
+            schedule_to_start: d.schedule_to_start.map(|t| t.0),
+            start: d.start.map(|t| t.0),
+            start_to_close: d.start_to_close.map(|t| t.0),
+            heartbeat: d.heartbeat.map(|t| t.0),
+        }
+    }
+}
+
+impl From<&Task> for ReportAnswer {
+    fn from(t: &Task) -> ReportAnswer {
+        ReportAnswer {
+            task: t.id.0,
+            state: t.kind(),
+            version: t.version,
+            attempt: t.attempt,
+            token: t.fencing_token.0,
+            cancelled: t.kind() == StateKind::Cancelled,
+            deadlines: (&t.deadlines).into(),
+        }
+    }
+}
+
+/// A refused request (RFC 9457 problem document, `application/problem+json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Problem))]
+pub struct ProblemDoc {
+    /// URI naming the problem type: `/problems/{code}`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable, machine-readable error code.
+    pub code: String,
+    pub detail: String,
+    /// The request field at fault, as a path (`tasks[2].retry.max_attempts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What was expected instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    /// The lifecycle rule that refused an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The task's state when an event was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// A dependency cycle, each task depending on the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<Vec<String>>,
+}
