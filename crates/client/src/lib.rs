@@ -1,0 +1,483 @@
+//! A typed Rust client for Baton's `/v1` HTTP API: operators submit, inspect, cancel and retry;
+//! agents register, claim, and report on their leases. Every refusal comes back as
+//! [`ClientError::Api`] carrying the server's problem document.
+
+use std::time::Duration;
+
+use baton_api::*;
+use baton_core::{Capability, ErrorReport, StateKind, TaskSpec};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use baton_api as wire;
+
+/// The default server address, as `baton serve` listens by default.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
+/// Extra time a request may take beyond a long poll's own wait.
+const REQUEST_SLACK: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused the request: its problem document says why.
+    #[error("{} {}: {}", .0.status, .0.code, .0.detail)]
+    Api(Box<ProblemDoc>),
+    /// The server could not be reached or the connection broke.
+    #[error("cannot reach Baton at {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from {url}: {detail}")]
+    Decode { url: String, detail: String },
+    #[error("invalid server URL {0:?}: expected http://host:port")]
+    InvalidUrl(String),
+}
+
+impl ClientError {
+    /// The problem document of a refusal, if the server refused.
+    pub fn problem(&self) -> Option<&ProblemDoc> {
+        match self {
+            ClientError::Api(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The stable error code of a refusal (`stale_lease`, `task_cancelled`, …).
+    pub fn code(&self) -> Option<&str> {
+        self.problem().map(|p| p.code.as_str())
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        self.problem().map(|p| p.status)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A connection to one Baton server.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:7700`).
+    pub fn new(base: &str) -> Result<Client> {
+        let base = base.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::InvalidUrl(base.to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::Transport {
+                url: base.to_owned(),
+                source: e,
+            })?;
+        Ok(Client {
+            base: base.to_owned(),
+            token: None,
+            http,
+        })
+    }
+
+    /// A client configured from `BATON_URL` and `BATON_TOKEN`.
+    pub fn from_env() -> Result<Client> {
+        let url = std::env::var("BATON_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        let client = Client::new(&url)?;
+        Ok(match std::env::var("BATON_TOKEN") {
+            Ok(t) if !t.is_empty() => client.with_token(t),
+            _ => client,
+        })
+    }
+
+    pub fn with_token(mut self, token: impl Into<String>) -> Client {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        timeout: Option<Duration>,
+    ) -> Result<T> {
+        let url = format!("{}{path}", self.base);
+        let mut rb = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            rb = rb.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            rb = rb.json(body);
+        }
+        if let Some(t) = timeout {
+            rb = rb.timeout(t);
+        }
+        let res = rb.send().await.map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            source: e,
+        })?;
+        let status = res.status();
+        let bytes = res.bytes().await.map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            source: e,
+        })?;
+        if !status.is_success() {
+            return Err(problem(status, &bytes, &url));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url,
+            detail: e.to_string(),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(Method::GET, path, None::<&Value>, None).await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<T> {
+        self.call(Method::POST, path, Some(body), None).await
+    }
+
+    // ---- operators ----------------------------------------------------------------------
+
+    pub async fn submit_workflow(
+        &self,
+        name: &str,
+        idempotency_key: Option<&str>,
+        tasks: &[TaskSpec],
+    ) -> Result<WorkflowCreated> {
+        let body =
+            serde_json::json!({"name": name, "idempotency_key": idempotency_key, "tasks": tasks});
+        self.post("/v1/workflows", &body).await
+    }
+
+    /// Submits a raw workflow document (`{"name", "idempotency_key", "tasks": [...]}`).
+    pub async fn submit_workflow_json(&self, body: &Value) -> Result<WorkflowCreated> {
+        self.post("/v1/workflows", body).await
+    }
+
+    pub async fn submit_task(
+        &self,
+        task: &TaskSpec,
+        idempotency_key: Option<&str>,
+    ) -> Result<TaskCreated> {
+        let body = serde_json::json!({"task": task, "idempotency_key": idempotency_key});
+        self.post("/v1/tasks", &body).await
+    }
+
+    pub async fn workflow(&self, id: Uuid) -> Result<WorkflowView> {
+        self.get(&format!("/v1/workflows/{id}")).await
+    }
+
+    pub async fn task(&self, id: Uuid) -> Result<TaskView> {
+        self.get(&format!("/v1/tasks/{id}")).await
+    }
+
+    /// One page of tasks; pass the returned `next` as `after` for the next page.
+    pub async fn tasks(
+        &self,
+        workflow: Option<Uuid>,
+        state: Option<StateKind>,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<TaskList> {
+        let mut query = vec![format!("limit={limit}")];
+        if let Some(w) = workflow {
+            query.push(format!("workflow={w}"));
+        }
+        if let Some(s) = state {
+            query.push(format!("state={}", s.as_str()));
+        }
+        if let Some(a) = after {
+            query.push(format!("after={a}"));
+        }
+        self.get(&format!("/v1/tasks?{}", query.join("&"))).await
+    }
+
+    pub async fn counts(&self, workflow: Option<Uuid>) -> Result<Counts> {
+        match workflow {
+            Some(w) => self.get(&format!("/v1/counts?workflow={w}")).await,
+            None => self.get("/v1/counts").await,
+        }
+    }
+
+    pub async fn cancel_task(&self, id: Uuid, reason: &str) -> Result<ReportAnswer> {
+        self.post(
+            &format!("/v1/tasks/{id}/cancel"),
+            &serde_json::json!({"reason": reason}),
+        )
+        .await
+    }
+
+    pub async fn cancel_workflow(&self, id: Uuid, reason: &str) -> Result<CancelledCount> {
+        self.post(
+            &format!("/v1/workflows/{id}/cancel"),
+            &serde_json::json!({"reason": reason}),
+        )
+        .await
+    }
+
+    pub async fn retry_task(&self, id: Uuid) -> Result<ReportAnswer> {
+        self.post(&format!("/v1/tasks/{id}/retry"), &serde_json::json!({}))
+            .await
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentView>> {
+        self.get("/v1/agents").await
+    }
+
+    /// The lifecycle diagram, `mermaid` or `dot`.
+    pub async fn lifecycle(&self, format: &str) -> Result<String> {
+        let url = format!("{}/v1/lifecycle?format={format}", self.base);
+        let res = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                source: e,
+            })?;
+        let status = res.status();
+        let text = res.text().await.map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            source: e,
+        })?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(problem(status, text.as_bytes(), &url))
+        }
+    }
+
+    /// The live stream of transitions, optionally of one workflow.
+    pub async fn events(&self, workflow: Option<Uuid>) -> Result<Events> {
+        let url = match workflow {
+            Some(w) => format!("{}/v1/events?workflow={w}", self.base),
+            None => format!("{}/v1/events", self.base),
+        };
+        let mut rb = self.http.get(&url);
+        if let Some(token) = &self.token {
+            rb = rb.bearer_auth(token);
+        }
+        let res = rb.send().await.map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            source: e,
+        })?;
+        if !res.status().is_success() {
+            let status = res.status();
+            let bytes = res.bytes().await.unwrap_or_default();
+            return Err(problem(status, &bytes, &url));
+        }
+        Ok(Events {
+            res,
+            buf: String::new(),
+            url,
+        })
+    }
+
+    // ---- agents -------------------------------------------------------------------------
+
+    pub async fn register_agent(
+        &self,
+        name: &str,
+        capabilities: &[Capability],
+        concurrency: u32,
+    ) -> Result<AgentView> {
+        let body = serde_json::json!({"name": name, "capabilities": capabilities, "concurrency": concurrency});
+        self.post("/v1/agents", &body).await
+    }
+
+    pub async fn agent_heartbeat(&self, agent: Uuid) -> Result<AgentView> {
+        self.post(
+            &format!("/v1/agents/{agent}/heartbeat"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Claims up to `max` tasks, waiting up to `wait` for work (long poll).
+    pub async fn claim(&self, agent: Uuid, max: usize, wait: Duration) -> Result<Vec<ClaimedTask>> {
+        let body = serde_json::json!({"max": max, "wait_ms": wait.as_millis() as u64});
+        let claimed: Claimed = self
+            .call(
+                Method::POST,
+                &format!("/v1/agents/{agent}/claim"),
+                Some(&body),
+                Some(wait + REQUEST_SLACK),
+            )
+            .await?;
+        Ok(claimed.tasks)
+    }
+
+    pub async fn started(&self, task: &ClaimedTask, agent: Uuid) -> Result<ReportAnswer> {
+        self.report(task.task, "started", lease(agent, task.token))
+            .await
+    }
+
+    /// Renews the lease; the answer says whether the task was cancelled. A refusal with code
+    /// `task_cancelled` or `stale_lease` means: stop working on it.
+    pub async fn heartbeat(
+        &self,
+        task: &ClaimedTask,
+        agent: Uuid,
+        progress: Option<Value>,
+    ) -> Result<ReportAnswer> {
+        let mut body = lease(agent, task.token);
+        body["progress"] = progress.unwrap_or(Value::Null);
+        self.report(task.task, "heartbeat", body).await
+    }
+
+    pub async fn succeeded(
+        &self,
+        task: &ClaimedTask,
+        agent: Uuid,
+        result: Value,
+    ) -> Result<ReportAnswer> {
+        let mut body = lease(agent, task.token);
+        body["result"] = result;
+        self.report(task.task, "succeeded", body).await
+    }
+
+    pub async fn failed(
+        &self,
+        task: &ClaimedTask,
+        agent: Uuid,
+        error: ErrorReport,
+    ) -> Result<ReportAnswer> {
+        let mut body = lease(agent, task.token);
+        body["error"] = serde_json::to_value(error).unwrap_or(Value::Null);
+        self.report(task.task, "failed", body).await
+    }
+
+    pub async fn released(&self, task: &ClaimedTask, agent: Uuid) -> Result<ReportAnswer> {
+        self.report(task.task, "released", lease(agent, task.token))
+            .await
+    }
+
+    /// Decomposition: adds sub-tasks to the workflow of the task this agent executes.
+    pub async fn subtasks(
+        &self,
+        task: &ClaimedTask,
+        agent: Uuid,
+        tasks: &[TaskSpec],
+    ) -> Result<WorkflowCreated> {
+        let mut body = lease(agent, task.token);
+        body["tasks"] = serde_json::to_value(tasks).unwrap_or(Value::Null);
+        self.post(&format!("/v1/tasks/{}/subtasks", task.task), &body)
+            .await
+    }
+
+    async fn report(&self, task: Uuid, what: &str, body: Value) -> Result<ReportAnswer> {
+        self.post(&format!("/v1/tasks/{task}/{what}"), &body).await
+    }
+}
+
+fn lease(agent: Uuid, token: u64) -> Value {
+    serde_json::json!({"agent": agent, "token": token})
+}
+
+fn problem(status: StatusCode, body: &[u8], url: &str) -> ClientError {
+    match serde_json::from_slice::<ProblemDoc>(body) {
+        Ok(p) => ClientError::Api(Box::new(p)),
+        Err(_) => ClientError::Api(Box::new(ProblemDoc {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            code: "http_error".into(),
+            detail: format!(
+                "{url} answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ),
+            field: None,
+            expected: None,
+            rule: None,
+            state: None,
+            cycle: None,
+        })),
+    }
+}
+
+/// The live stream of transitions (Server-Sent Events).
+pub struct Events {
+    res: reqwest::Response,
+    buf: String,
+    url: String,
+}
+
+/// One item of the event stream.
+#[derive(Clone, Debug)]
+pub enum StreamItem {
+    Transition(TransitionEventView),
+    /// The client fell behind; this many events were skipped.
+    Lagged(u64),
+}
+
+impl Events {
+    /// The next item, or `None` when the server closed the stream.
+    pub async fn next(&mut self) -> Option<Result<StreamItem>> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut event = "message";
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(e) = line.strip_prefix("event:") {
+                        event = if e.trim() == "lagged" {
+                            "lagged"
+                        } else if e.trim() == "transition" {
+                            "transition"
+                        } else {
+                            "other"
+                        };
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+                match event {
+                    "transition" => {
+                        return Some(
+                            serde_json::from_str(&data)
+                                .map(StreamItem::Transition)
+                                .map_err(|e| ClientError::Decode {
+                                    url: self.url.clone(),
+                                    detail: e.to_string(),
+                                }),
+                        )
+                    }
+                    "lagged" => {
+                        return Some(Ok(StreamItem::Lagged(data.trim().parse().unwrap_or(0))))
+                    }
+                    _ => continue,
+                }
+            }
+            match self.res.chunk().await {
+                Ok(Some(chunk)) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(None) => return None,
+                Err(e) => {
+                    return Some(Err(ClientError::Transport {
+                        url: self.url.clone(),
+                        source: e,
+                    }))
+                }
+            }
+        }
+    }
+}
