@@ -379,6 +379,53 @@ pub struct TransitionEventView {
     pub agent: Option<Uuid>,
 }
 
+/// A page of workflows, newest first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkflowList {
+    pub workflows: Vec<WorkflowView>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next: Option<Uuid>,
+}
+
+/// Query of `GET /v1/workflows`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowListQuery {
+    /// Workflows older than this one (the `next` of the previous page).
+    pub before: Option<Uuid>,
+    /// At most this many (1 to 100, default 20).
+    pub limit: Option<usize>,
+}
+
+/// One task of a workflow's graph.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GraphNode {
+    pub id: Uuid,
+    pub key: String,
+    pub state: StateKind,
+    pub attempt: u32,
+}
+
+/// `dependent` waits for `dependency`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GraphEdge {
+    pub dependency: Uuid,
+    pub dependent: Uuid,
+}
+
+/// A workflow's dependency graph with every task's state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkflowGraph {
+    pub workflow: Uuid,
+    pub nodes: Vec<GraphNode>,
+    pub edges: Vec<GraphEdge>,
+}
+
 impl From<&Task> for TaskSummary {
     fn from(t: &Task) -> TaskSummary {
         TaskSummary {

@@ -152,6 +152,111 @@ pub async fn get_workflow(
     }))
 }
 
+/// Most workflows in one page of `GET /v1/workflows`.
+const WORKFLOWS_PAGE_MAX: usize = 100;
+
+#[utoipa::path(get, path = "/v1/workflows", params(WorkflowListQuery),
+    responses((status = 200, body = WorkflowList), (status = 400, body = ProblemDoc)))]
+pub async fn list_workflows(
+    AxState(s): St,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<WorkflowListQuery>,
+) -> ApiResult<Json<WorkflowList>> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=WORKFLOWS_PAGE_MAX).contains(&limit) {
+        return Err(Problem::bad_request(
+            "invalid_query",
+            format!("limit {limit} is out of range"),
+        )
+        .field("limit", format!("between 1 and {WORKFLOWS_PAGE_MAX}")));
+    }
+    let store = engine(&s).store();
+    let records = store
+        .workflows(q.before.map(WorkflowId), limit)
+        .await
+        .map_err(baton_engine::EngineError::from)?;
+    let next = (records.len() == limit)
+        .then(|| records.last().map(|w| w.id.0))
+        .flatten();
+    let mut workflows = Vec::with_capacity(records.len());
+    for wf in records {
+        let counts = store
+            .counts(Some(wf.id))
+            .await
+            .map_err(baton_engine::EngineError::from)?;
+        workflows.push(WorkflowView {
+            id: wf.id.0,
+            name: wf.name,
+            idempotency_key: wf.idempotency_key,
+            created_at: wf.created_at.0,
+            counts: counts_view(counts),
+        });
+    }
+    Ok(Json(WorkflowList { workflows, next }))
+}
+
+#[utoipa::path(get, path = "/v1/workflows/{id}/graph", params(("id" = String, Path, description = "workflow id")),
+    responses((status = 200, body = WorkflowGraph), (status = 404, body = ProblemDoc)))]
+pub async fn workflow_graph(
+    AxState(s): St,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WorkflowGraph>> {
+    let id = WorkflowId(parse_id("workflow", &id)?);
+    let store = engine(&s).store();
+    if store
+        .workflow(id)
+        .await
+        .map_err(baton_engine::EngineError::from)?
+        .is_none()
+    {
+        return Err(Problem::not_found(
+            "workflow_not_found",
+            format!("workflow {id} not found"),
+        ));
+    }
+    let mut nodes = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .tasks(TaskFilter {
+                workflow: Some(id),
+                state: None,
+                after,
+                limit: baton_store::PAGE_ROWS_MAX,
+            })
+            .await
+            .map_err(baton_engine::EngineError::from)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        let full = page.len() == baton_store::PAGE_ROWS_MAX;
+        nodes.extend(page.iter().map(|t| GraphNode {
+            id: t.id.0,
+            key: t.spec.key.0.clone(),
+            state: t.kind(),
+            attempt: t.attempt,
+        }));
+        if !full {
+            break;
+        }
+    }
+    let edges = store
+        .workflow_edges(id)
+        .await
+        .map_err(baton_engine::EngineError::from)?
+        .into_iter()
+        .map(|e| GraphEdge {
+            dependency: e.dependency.0,
+            dependent: e.dependent.0,
+        })
+        .collect();
+    Ok(Json(WorkflowGraph {
+        workflow: id.0,
+        nodes,
+        edges,
+    }))
+}
+
 #[utoipa::path(post, path = "/v1/workflows/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),
     responses((status = 200, body = CancelledCount), (status = 404, body = ProblemDoc)))]
 pub async fn cancel_workflow(

@@ -440,3 +440,58 @@ async fn the_event_stream_shows_transitions_of_the_chosen_workflow() {
         "filtered by workflow"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_are_listed_newest_first_and_their_graph_carries_every_task_and_edge() {
+    let srv = TestServer::start().await;
+    let first = srv
+        .submit(json!([
+            task("a", &[]),
+            task("b", &["a"]),
+            task("c", &["a", "b"])
+        ]))
+        .await;
+    let second = srv.submit(json!([task("x", &[])])).await;
+    let (status, list) = srv.get("/v1/workflows?limit=1").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["workflows"][0]["id"], second["workflow"]);
+    assert_eq!(list["workflows"][0]["counts"]["pending"], 1);
+    let next = list["next"].as_str().unwrap();
+    let (_, older) = srv
+        .get(&format!("/v1/workflows?limit=1&before={next}"))
+        .await;
+    assert_eq!(older["workflows"][0]["id"], first["workflow"]);
+
+    let ids = ids(&first);
+    let (status, graph) = srv
+        .get(&format!(
+            "/v1/workflows/{}/graph",
+            first["workflow"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{graph}");
+    assert_eq!(graph["nodes"].as_array().unwrap().len(), 3);
+    let mut edges: Vec<(String, String)> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["dependency"].as_str().unwrap().to_owned(),
+                e["dependent"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    edges.sort();
+    let mut expected = vec![
+        (ids["a"].clone(), ids["b"].clone()),
+        (ids["a"].clone(), ids["c"].clone()),
+        (ids["b"].clone(), ids["c"].clone()),
+    ];
+    expected.sort();
+    assert_eq!(edges, expected);
+    let (status, _) = srv
+        .get(&format!("/v1/workflows/{}/graph", uuid::Uuid::now_v7()))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

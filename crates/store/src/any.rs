@@ -8,8 +8,8 @@ use baton_core::{AgentId, HistoryEntry, Task, TaskId, TaskKey, Timestamp, Workfl
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    AgentRecord, ClaimRequest, CommitStats, Dependency, HotPath, OutboxItem, StateCounts, Store,
-    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
+    AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, OutboxItem, StateCounts,
+    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
 };
 
 /// One of the backends, chosen by [`AnyStore::open`].
@@ -97,6 +97,18 @@ impl Store for AnyStore {
 
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         delegate!(self, s => s.workflow(id).await)
+    }
+
+    async fn workflows(
+        &self,
+        before: Option<WorkflowId>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRecord>, StoreError> {
+        delegate!(self, s => s.workflows(before, limit).await)
+    }
+
+    async fn workflow_edges(&self, workflow: WorkflowId) -> Result<Vec<Edge>, StoreError> {
+        delegate!(self, s => s.workflow_edges(workflow).await)
     }
 
     async fn dependencies(&self, id: TaskId) -> Result<Vec<Dependency>, StoreError> {

@@ -296,6 +296,19 @@ pub trait Store: Send + Sync {
         id: WorkflowId,
     ) -> impl Future<Output = Result<Option<WorkflowRecord>, StoreError>> + Send;
 
+    /// Workflows newest first, keyed by id for paging: those with ids below `before`.
+    fn workflows(
+        &self,
+        before: Option<WorkflowId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<WorkflowRecord>, StoreError>> + Send;
+
+    /// Every dependency edge among the workflow's tasks.
+    fn workflow_edges(
+        &self,
+        workflow: WorkflowId,
+    ) -> impl Future<Output = Result<Vec<Edge>, StoreError>> + Send;
+
     fn dependencies(
         &self,
         id: TaskId,

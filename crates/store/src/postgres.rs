@@ -54,8 +54,8 @@ use uuid::Uuid;
 
 use crate::codec::{self, ts};
 use crate::{
-    AgentRecord, ClaimRequest, CommitStats, Dependency, HotPath, OutboxItem, StateCounts, Store,
-    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
+    AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, OutboxItem, StateCounts,
+    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
     WorkflowRef, BATCH_WRITES_MAX, PAGE_ROWS_MAX, QUEUE_WRITES_MAX,
 };
 
@@ -1962,6 +1962,50 @@ impl Store for PgStore {
                 })
             })
             .transpose()
+    }
+
+    async fn workflows(
+        &self,
+        before: Option<WorkflowId>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRecord>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let before = before.map(|w| w.0).unwrap_or(Uuid::max());
+        let rows = self
+            .query(
+                "SELECT id, name, idempotency_key, created_at FROM workflows
+                 WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                &[&before, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(WorkflowRecord {
+                    id: WorkflowId(get(row, 0)?),
+                    name: get(row, 1)?,
+                    idempotency_key: get(row, 2)?,
+                    created_at: Timestamp(get::<i64>(row, 3)? as u64),
+                })
+            })
+            .collect()
+    }
+
+    async fn workflow_edges(&self, workflow: WorkflowId) -> Result<Vec<Edge>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT e.dependency, e.dependent FROM tasks t
+                 JOIN edges e ON e.dependent = t.id WHERE t.workflow_id = $1",
+                &[&workflow.0],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Edge {
+                    dependency: TaskId(get(row, 0)?),
+                    dependent: TaskId(get(row, 1)?),
+                })
+            })
+            .collect()
     }
 
     async fn dependencies(&self, id: TaskId) -> Result<Vec<Dependency>, StoreError> {

@@ -19,9 +19,9 @@ use uuid::Uuid;
 
 use crate::codec::{self, ts};
 use crate::{
-    AgentRecord, ClaimRequest, CommitStats, Dependency, HotPath, NewTask, OutboxItem, StateCounts,
-    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
-    WorkflowRef, BATCH_WRITES_MAX, PAGE_ROWS_MAX, QUEUE_WRITES_MAX,
+    AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, NewTask, OutboxItem,
+    StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord,
+    WorkflowRecord, WorkflowRef, BATCH_WRITES_MAX, PAGE_ROWS_MAX, QUEUE_WRITES_MAX,
 };
 
 /// `PRAGMA application_id` of a Baton store ("BATN").
@@ -1037,6 +1037,56 @@ impl Store for SqliteStore {
                 .optional()
             })
             .map_err(db)
+        })
+        .await
+    }
+
+    async fn workflows(
+        &self,
+        before: Option<WorkflowId>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRecord>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let before = before.map(|w| w.0).unwrap_or(Uuid::max());
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, name, idempotency_key, created_at FROM workflows
+                     WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![before, limit], |r| {
+                    Ok(WorkflowRecord {
+                        id: WorkflowId(r.get(0)?),
+                        name: r.get(1)?,
+                        idempotency_key: r.get(2)?,
+                        created_at: Timestamp(r.get::<_, i64>(3)? as u64),
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn workflow_edges(&self, workflow: WorkflowId) -> Result<Vec<Edge>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT e.dependency, e.dependent FROM tasks t
+                     JOIN edges e ON e.dependent = t.id WHERE t.workflow_id = ?1",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([workflow.0], |r| {
+                    Ok(Edge {
+                        dependency: TaskId(r.get(0)?),
+                        dependent: TaskId(r.get(1)?),
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
         })
         .await
     }

@@ -596,6 +596,46 @@ mod cases {
         assert_eq!(s.released_blocked(10).await.unwrap(), vec![publish.id]);
     }
 
+    pub async fn workflows_list_newest_first_with_their_edges<S: Store>(s: &S) {
+        let first = diamond();
+        s.submit(first.batch.clone()).await.unwrap();
+        let second = workflow(&[def("solo", &[])], None);
+        s.submit(second.batch.clone()).await.unwrap();
+        let listed: Vec<WorkflowId> = s
+            .workflows(None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(listed, vec![second.id, first.id]);
+        let page: Vec<WorkflowId> = s
+            .workflows(Some(second.id), 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(page, vec![first.id]);
+        let mut edges: Vec<(TaskId, TaskId)> = s
+            .workflow_edges(first.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.dependency, e.dependent))
+            .collect();
+        edges.sort();
+        let mut expected: Vec<(TaskId, TaskId)> = first
+            .batch
+            .edges
+            .iter()
+            .map(|e| (e.dependency, e.dependent))
+            .collect();
+        expected.sort();
+        assert_eq!(edges, expected);
+        assert!(s.workflow_edges(second.id).await.unwrap().is_empty());
+    }
+
     pub async fn hot_paths_read_indexes_not_whole_tables<S: Store>(s: &S) {
         s.submit(diamond().batch).await.unwrap();
         for (path, index) in [
@@ -668,6 +708,7 @@ macro_rules! conformance {
             case!(agents_are_registered_updated_and_listed);
             case!(decomposition_adds_tasks_and_makes_dependents_wait_in_one_transaction);
             case!(hot_paths_read_indexes_not_whole_tables);
+            case!(workflows_list_newest_first_with_their_edges);
         }
     };
 }
