@@ -182,6 +182,12 @@ pub struct TaskView {
     pub waiting: Option<Value>,
     pub dependencies: Vec<DependencyView>,
     pub dependents: Vec<Uuid>,
+    /// The compensation task this task's failure or cancellation created, once it exists.
+    pub compensation: Option<Uuid>,
+    /// The task this one compensates, for a compensation task.
+    pub compensates: Option<Uuid>,
+    /// The dependency whose failure cancelled this task.
+    pub upstream_cause: Option<Uuid>,
     /// The full history, oldest first.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub history: Vec<Value>,
@@ -359,7 +365,7 @@ pub struct EventsQuery {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleQuery {
-    /// `mermaid` (default) or `dot`.
+    /// `mermaid` (default), `dot`, or `json` for the rules themselves.
     pub format: Option<String>,
 }
 
@@ -377,6 +383,21 @@ pub struct TransitionEventView {
     pub attempt: u32,
     pub at: u64,
     pub agent: Option<Uuid>,
+}
+
+/// One rule of the lifecycle table, as `GET /v1/lifecycle?format=json` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LifecycleRule {
+    /// `None` for the rules that create a task.
+    pub from: Option<StateKind>,
+    pub event: baton_core::EventKind,
+    /// Guards, e.g. `current lease`, `not retry allowed`.
+    pub guards: Vec<String>,
+    pub to: StateKind,
+    pub effects: Vec<String>,
+    /// An operator's reopening of a terminal task (or its consequence).
+    pub reopens: bool,
 }
 
 /// A page of workflows, newest first.

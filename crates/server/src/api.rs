@@ -349,7 +349,43 @@ pub async fn get_task(
         .dependents(id)
         .await
         .map_err(baton_engine::EngineError::from)?;
-    Ok(Json(task_view(&task, history, waiting, deps, dependents)))
+    let links = links(store, &task).await?;
+    let mut view = task_view(&task, history, waiting, deps, dependents);
+    (view.compensation, view.compensates, view.upstream_cause) = links;
+    Ok(Json(view))
+}
+
+/// The tasks a task points to: its compensation task, the task it compensates, and the
+/// upstream task whose failure cancelled it.
+async fn links(
+    store: &AnyStore,
+    task: &Task,
+) -> ApiResult<(Option<Uuid>, Option<Uuid>, Option<Uuid>)> {
+    let by_key = |key: baton_core::TaskKey| async move {
+        store
+            .task_by_key(task.workflow, key)
+            .await
+            .map(|t| t.map(|t| t.id.0))
+            .map_err(|e| Problem::from(baton_engine::EngineError::from(e)))
+    };
+    let compensation = match &task.spec.compensation {
+        Some(c) => by_key(c.key.clone()).await?,
+        None => None,
+    };
+    let compensates = task
+        .spec
+        .input
+        .get("compensates")
+        .and(task.spec.input.get("task"))
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok());
+    let upstream_cause = match &task.state {
+        State::Cancelled {
+            reason: baton_core::CancelReason::Upstream { upstream },
+        } => by_key(upstream.clone()).await?,
+        _ => None,
+    };
+    Ok((compensation, compensates, upstream_cause))
 }
 
 fn task_view(
@@ -401,6 +437,9 @@ fn task_view(
             })
             .collect(),
         dependents: dependents.into_iter().map(|d| d.0).collect(),
+        compensation: None,
+        compensates: None,
+        upstream_cause: None,
         history: history
             .into_iter()
             .map(|h| {
@@ -802,19 +841,35 @@ pub async fn events(
 }
 
 #[utoipa::path(get, path = "/v1/lifecycle", params(LifecycleQuery),
-    responses((status = 200, description = "the lifecycle diagram", content_type = "text/plain"), (status = 400, body = ProblemDoc)))]
-pub async fn lifecycle(ApiQuery(q): ApiQuery<LifecycleQuery>) -> ApiResult<String> {
+    responses((status = 200, description = "the lifecycle: a Mermaid or DOT diagram as text, or the rules as JSON", body = Vec<LifecycleRule>),
+              (status = 400, body = ProblemDoc)))]
+pub async fn lifecycle(ApiQuery(q): ApiQuery<LifecycleQuery>) -> ApiResult<Response> {
     let format = match q.format.as_deref() {
         None | Some("mermaid") => baton_core::DiagramFormat::Mermaid,
         Some("dot") => baton_core::DiagramFormat::Dot,
+        Some("json") => {
+            let rules: Vec<LifecycleRule> = baton_core::DEFAULT
+                .rules
+                .iter()
+                .map(|r| LifecycleRule {
+                    from: r.from,
+                    event: r.event,
+                    guards: r.guards.iter().map(|g| g.to_string()).collect(),
+                    to: r.to,
+                    effects: r.effects.iter().map(|e| format!("{e:?}")).collect(),
+                    reopens: r.reopens,
+                })
+                .collect();
+            return Ok(Json(rules).into_response());
+        }
         Some(other) => {
             return Err(
                 Problem::bad_request("invalid_query", format!("unknown format `{other}`"))
-                    .field("format", "mermaid or dot"),
+                    .field("format", "mermaid, dot or json"),
             )
         }
     };
-    Ok(baton_core::DEFAULT.diagram(format))
+    Ok(baton_core::DEFAULT.diagram(format).into_response())
 }
 
 fn counts_view(c: baton_store::StateCounts) -> Counts {

@@ -282,6 +282,18 @@ async fn cancelling_a_task_cancels_everything_downstream_and_creates_its_compens
     let comp = srv.task(comp["id"].as_str().unwrap()).await;
     assert_eq!(comp["spec"]["input"]["compensates"], "book-flight");
     assert_eq!(comp["spec"]["input"]["input"], json!({"refund": true}));
+    assert_eq!(comp["compensates"], ids["book-flight"].as_str());
+    let root = srv.task(&ids["book-flight"]).await;
+    assert_eq!(root["compensation"], comp["id"]);
+    let hotel = srv.task(&ids["book-hotel"]).await;
+    assert_eq!(hotel["upstream_cause"], ids["book-flight"].as_str());
+    let (status, rules) = srv.get("/v1/lifecycle?format=json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["event"] == "cancel_requested" && r["to"] == "cancelled"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
