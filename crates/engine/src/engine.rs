@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::error::EngineError;
+use crate::metrics::Metrics;
 
 /// Times a transition is retried after losing a compare-and-set race before giving up.
 const CAS_RETRIES_MAX: usize = 16;
@@ -161,6 +162,7 @@ struct Inner<S> {
     shutdown: watch::Sender<bool>,
     /// One lock per agent that has claimed: its claims take turns (see [`Engine::claim`]).
     claiming: std::sync::Mutex<HashMap<AgentId, Arc<tokio::sync::Mutex<()>>>>,
+    metrics: Metrics,
 }
 
 impl<S: Store + 'static> Engine<S> {
@@ -168,16 +170,22 @@ impl<S: Store + 'static> Engine<S> {
         let (events, _) = broadcast::channel(EVENT_BACKLOG_MAX);
         let (shutdown, _) = watch::channel(false);
         Engine {
-            inner: Arc::new(Inner {
-                store,
-                clock,
-                config,
-                work: Notify::new(),
-                timers: Notify::new(),
-                outbox: Notify::new(),
-                events,
-                shutdown,
-                claiming: std::sync::Mutex::new(HashMap::new()),
+            inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner<S>>| {
+                let weak = weak.clone();
+                Inner {
+                    store,
+                    clock,
+                    config,
+                    work: Notify::new(),
+                    timers: Notify::new(),
+                    outbox: Notify::new(),
+                    events,
+                    shutdown,
+                    claiming: std::sync::Mutex::new(HashMap::new()),
+                    metrics: Metrics::new(Arc::new(move || {
+                        weak.upgrade().map(|inner| inner.store.stats())
+                    })),
+                }
             }),
         }
     }
@@ -552,6 +560,7 @@ impl<S: Store + 'static> Engine<S> {
             let held = self.inner.store.leased_to(agent).await?.len();
             let room = (record.concurrency as usize).saturating_sub(held).min(max);
             if room > 0 {
+                let started = std::time::Instant::now();
                 let tasks = self
                     .inner
                     .store
@@ -564,13 +573,14 @@ impl<S: Store + 'static> Engine<S> {
                     .await?;
                 drop(turn);
                 if !tasks.is_empty() {
+                    self.inner.metrics.claimed(started.elapsed().as_secs_f64());
                     for task in &tasks {
-                        self.publish(
+                        self.record(
                             task,
                             Some(StateKind::Pending),
                             baton_core::EventKind::AgentAssigned,
+                            Some(agent),
                         );
-                        info!(task = %task.id, agent = %agent, token = %task.fencing_token, "task claimed");
                     }
                     self.inner.timers.notify_one();
                     return Ok(tasks);
@@ -712,18 +722,17 @@ impl<S: Store + 'static> Engine<S> {
 
     /// After a commit: log, publish, and nudge whoever the effects concern.
     fn after_commit(&self, t: &Transition, event: &Event) {
-        let task = &t.task;
-        info!(
-            task = %task.id,
-            workflow = %task.workflow,
-            attempt = task.attempt,
-            event = %event.kind(),
-            from = ?t.from,
-            to = %task.kind(),
-            token = %task.fencing_token,
-            "transition"
+        self.record(
+            &t.task,
+            t.from,
+            event.kind(),
+            event.report().map(|(a, _)| a),
         );
-        self.publish(task, t.from, event.kind());
+        match event {
+            Event::TimeoutExpired { deadline } => self.inner.metrics.timeout(Some(*deadline)),
+            Event::AgentLost { .. } => self.inner.metrics.timeout(None),
+            _ => {}
+        }
         for effect in &t.effects {
             match effect {
                 Effect::WakeAgents { .. } => self.inner.work.notify_waiters(),
@@ -739,6 +748,54 @@ impl<S: Store + 'static> Engine<S> {
                 }
             }
         }
+    }
+
+    /// One accepted transition: exactly one log line, its metrics, and its event for
+    /// subscribers. Payloads and tokens of callers are never logged.
+    fn record(
+        &self,
+        task: &Task,
+        from: Option<StateKind>,
+        event: baton_core::EventKind,
+        agent: Option<AgentId>,
+    ) {
+        let in_previous_ms = from
+            .and_then(|s| task.entered_at.get(s))
+            .map_or(0, |at| task.updated_at.ms_since(at));
+        let agent = agent
+            .or_else(|| task.state.lease().map(|l| l.agent))
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        info!(
+            task = %task.id,
+            workflow = %task.workflow,
+            key = %task.spec.key,
+            attempt = task.attempt,
+            agent = %agent,
+            event = %event,
+            from = from.map_or("new", StateKind::as_str),
+            to = task.kind().as_str(),
+            fencing_token = task.fencing_token.0,
+            in_previous_ms,
+            "transition"
+        );
+        self.inner.metrics.transition(task, from, event);
+        self.publish(task, from, event);
+    }
+
+    /// The metrics in the Prometheus text format, with counts per state and agents online
+    /// read from the store now.
+    pub async fn metrics_text(&self) -> Result<String, EngineError> {
+        let counts = self.inner.store.counts(None).await?;
+        let online = self
+            .inner
+            .store
+            .agents()
+            .await?
+            .iter()
+            .filter(|a| self.agent_online(a))
+            .count();
+        Ok(self.inner.metrics.encode(counts, online))
     }
 
     fn publish(&self, task: &Task, from: Option<StateKind>, event: baton_core::EventKind) {
@@ -937,6 +994,7 @@ impl<S: Store + 'static> Engine<S> {
                 match self.inner.store.submit(batch).await {
                     Ok(_) => {
                         info!(task = %id, compensation = %t.task.id, "compensation task created");
+                        self.inner.metrics.compensation();
                         self.after_commit(&t, &Event::Submitted(submission_of(&t)));
                     }
                     Err(StoreError::DuplicateKey { .. }) => {}

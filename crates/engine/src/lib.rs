@@ -9,6 +9,7 @@
 mod clock;
 mod engine;
 mod error;
+mod metrics;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
@@ -17,3 +18,4 @@ pub use engine::{
     CLAIM_WAIT_MAX_MS, EVENT_BACKLOG_MAX, NAME_LEN_MAX,
 };
 pub use error::EngineError;
+pub use metrics::Metrics;

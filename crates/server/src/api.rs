@@ -872,6 +872,20 @@ pub async fn lifecycle(ApiQuery(q): ApiQuery<LifecycleQuery>) -> ApiResult<Respo
     Ok(baton_core::DEFAULT.diagram(format).into_response())
 }
 
+/// `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
+pub async fn metrics(AxState(s): St, caller: Caller) -> ApiResult<Response> {
+    caller.operator()?;
+    let text = engine(&s).metrics_text().await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
 fn counts_view(c: baton_store::StateCounts) -> Counts {
     Counts {
         blocked: c.get(StateKind::Blocked),

@@ -84,6 +84,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(api::metrics).with_state(Arc::clone(&state)))
         .fallback(|| async {
             Problem::not_found("no_route", "no such endpoint; see /v1/openapi.json")
         })

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use baton_core::{
     AgentId, Capability, Effect, HistoryEntry, LeaseId, StateKind, Task, TaskId, TaskKey,
@@ -186,11 +187,67 @@ pub enum HotPath {
     Counts,
 }
 
-/// How many commits and writes the store made: the group-commit batch size is their ratio.
+/// Upper bounds of the group-commit batch-size histogram (writes per commit); a last bucket
+/// counts the rest.
+pub const BATCH_SIZE_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+];
+/// Upper bounds of the commit-latency histogram, in seconds; a last bucket counts the rest.
+pub const COMMIT_SECONDS_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// What the store's commits looked like since it opened: counts, and histograms of batch size
+/// and commit latency (per-bucket counts, not cumulative; the last entry is beyond the last
+/// bound).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitStats {
     pub commits: u64,
     pub writes: u64,
+    pub commit_micros_sum: u64,
+    pub batch_size_counts: [u64; 13],
+    pub commit_seconds_counts: [u64; 13],
+}
+
+/// The counters behind [`CommitStats`], shared by the backends' writers.
+#[derive(Default)]
+pub(crate) struct Stats {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    commit_micros: AtomicU64,
+    batch: [AtomicU64; 13],
+    latency: [AtomicU64; 13],
+}
+
+impl Stats {
+    /// Records one successful commit of `writes` writes that took `elapsed`.
+    pub(crate) fn record(&self, writes: usize, elapsed: std::time::Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+        self.commit_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        let b = BATCH_SIZE_BUCKETS
+            .iter()
+            .position(|&le| writes as f64 <= le)
+            .unwrap_or(BATCH_SIZE_BUCKETS.len());
+        self.batch[b].fetch_add(1, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let l = COMMIT_SECONDS_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(COMMIT_SECONDS_BUCKETS.len());
+        self.latency[l].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> CommitStats {
+        CommitStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            commit_micros_sum: self.commit_micros.load(Ordering::Relaxed),
+            batch_size_counts: std::array::from_fn(|i| self.batch[i].load(Ordering::Relaxed)),
+            commit_seconds_counts: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// Why a store operation failed. Nothing is written when one fails.

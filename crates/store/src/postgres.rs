@@ -36,7 +36,6 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -55,8 +54,8 @@ use uuid::Uuid;
 use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, OutboxItem, StateCounts,
-    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
-    WorkflowRef, BATCH_WRITES_MAX, PAGE_ROWS_MAX, QUEUE_WRITES_MAX,
+    Stats, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord,
+    WorkflowRecord, WorkflowRef, BATCH_WRITES_MAX, PAGE_ROWS_MAX, QUEUE_WRITES_MAX,
 };
 
 /// Schema migrations; `baton_meta.schema_version` counts those applied.
@@ -123,12 +122,6 @@ pub struct PgStore {
     writes: mpsc::Sender<Command>,
     pool: Pool,
     stats: Arc<Stats>,
-}
-
-#[derive(Default)]
-struct Stats {
-    commits: AtomicU64,
-    writes: AtomicU64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -843,12 +836,10 @@ impl Writer {
                 }
                 writes
             };
+            let started = std::time::Instant::now();
             match self.commit_batch(&batch).await {
                 Ok(outcomes) => {
-                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .writes
-                        .fetch_add(writes as u64, Ordering::Relaxed);
+                    self.stats.record(writes, started.elapsed());
                     for (cmd, outcome) in batch.drain(..).zip(outcomes) {
                         cmd.answer(outcome);
                     }
@@ -2143,10 +2134,7 @@ impl Store for PgStore {
     }
 
     fn stats(&self) -> CommitStats {
-        CommitStats {
-            commits: self.stats.commits.load(Ordering::Relaxed),
-            writes: self.stats.writes.load(Ordering::Relaxed),
-        }
+        self.stats.snapshot()
     }
 }
 

@@ -6,7 +6,6 @@
 //! Reads run on a small pool of read connections, which WAL lets proceed beside the writer.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use baton_core::{
@@ -20,8 +19,9 @@ use uuid::Uuid;
 use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, NewTask, OutboxItem,
-    StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord,
-    WorkflowRecord, WorkflowRef, BATCH_WRITES_MAX, PAGE_ROWS_MAX, QUEUE_WRITES_MAX,
+    StateCounts, Stats, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
+    TransitionRecord, WorkflowRecord, WorkflowRef, BATCH_WRITES_MAX, PAGE_ROWS_MAX,
+    QUEUE_WRITES_MAX,
 };
 
 /// `PRAGMA application_id` of a Baton store ("BATN").
@@ -57,12 +57,6 @@ pub struct SqliteStore {
     writes: mpsc::Sender<Command>,
     readers: Arc<Readers>,
     stats: Arc<Stats>,
-}
-
-#[derive(Default)]
-struct Stats {
-    commits: AtomicU64,
-    writes: AtomicU64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -299,6 +293,7 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<Command>, writes: usize) {
+        let started = std::time::Instant::now();
         let mut finish: Vec<Finish> = Vec::with_capacity(batch.len());
         let mut ctx = BatchCtx::default();
         let outcome = (|| -> rusqlite::Result<()> {
@@ -325,10 +320,7 @@ impl Writer {
             })
         });
         if failure.is_none() {
-            self.stats.commits.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .writes
-                .fetch_add(writes as u64, Ordering::Relaxed);
+            self.stats.record(writes, started.elapsed());
         }
         for f in finish {
             f(failure.as_deref());
@@ -1284,9 +1276,6 @@ impl Store for SqliteStore {
     }
 
     fn stats(&self) -> CommitStats {
-        CommitStats {
-            commits: self.stats.commits.load(Ordering::Relaxed),
-            writes: self.stats.writes.load(Ordering::Relaxed),
-        }
+        self.stats.snapshot()
     }
 }

@@ -1,0 +1,261 @@
+//! Prometheus metrics of the engine and its store, in the OpenMetrics text format. Names end in
+//! their unit (`_seconds`; no `# UNIT` lines, which some parsers refuse on histograms); labels
+//! carry states, events and kinds, never ids.
+
+use std::sync::Arc;
+
+use baton_core::{DeadlineKind, EventKind, StateKind, Task, Timestamp};
+use baton_store::{CommitStats, StateCounts, BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    from: &'static str,
+    to: &'static str,
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn seconds_histogram() -> Histogram {
+    // 1 ms to about 9 hours.
+    Histogram::new(exponential_buckets(0.001, 4.0, 13))
+}
+
+/// The engine's metrics; the store's commit statistics are read at each scrape.
+pub struct Metrics {
+    registry: Registry,
+    transitions: Family<TransitionLabels, Counter>,
+    tasks: Family<StateLabel, Gauge>,
+    queue_wait: Histogram,
+    execution: Histograms<OutcomeLabel>,
+    claim_latency: Histogram,
+    retries: Counter,
+    timeouts: Family<KindLabel, Counter>,
+    compensations: Counter,
+    agents_online: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Metrics whose store statistics come from `store_stats`.
+    pub fn new(store_stats: Arc<dyn Fn() -> Option<CommitStats> + Send + Sync>) -> Metrics {
+        let mut registry = Registry::with_prefix("baton");
+        let transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register(
+            "transitions",
+            "Accepted transitions, by from-state, to-state and event",
+            transitions.clone(),
+        );
+        let tasks = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "tasks",
+            "Tasks per state, from the store's counters",
+            tasks.clone(),
+        );
+        let queue_wait = seconds_histogram();
+        registry.register(
+            "queue_wait_seconds",
+            "Time from becoming ready (Pending) to being claimed",
+            queue_wait.clone(),
+        );
+        let execution: Histograms<OutcomeLabel> = Family::new_with_constructor(seconds_histogram);
+        registry.register(
+            "execution_seconds",
+            "Time from execution_started to the attempt's end, by outcome",
+            execution.clone(),
+        );
+        let claim_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "claim_latency_seconds",
+            "Time to find and lease tasks for a claim that got some",
+            claim_latency.clone(),
+        );
+        let retries = Counter::default();
+        registry.register(
+            "retries",
+            "Attempts started after a failure",
+            retries.clone(),
+        );
+        let timeouts = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "timeouts",
+            "Watchdog firings by deadline kind, and leases of dead agents (`agent_lost`)",
+            timeouts.clone(),
+        );
+        let compensations = Counter::default();
+        registry.register(
+            "compensations",
+            "Compensation tasks created",
+            compensations.clone(),
+        );
+        let agents_online = Gauge::default();
+        registry.register(
+            "agents_online",
+            "Agents heard from within their liveness window",
+            agents_online.clone(),
+        );
+        registry.register_collector(Box::new(StoreCollector(store_stats)));
+        Metrics {
+            registry,
+            transitions,
+            tasks,
+            queue_wait,
+            execution,
+            claim_latency,
+            retries,
+            timeouts,
+            compensations,
+            agents_online,
+        }
+    }
+
+    /// Records one accepted transition of `task` (after it), which was in `from`.
+    pub(crate) fn transition(&self, task: &Task, from: Option<StateKind>, event: EventKind) {
+        let to = task.kind();
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                from: from.map_or("new", StateKind::as_str),
+                to: to.as_str(),
+                event: event.as_str(),
+            })
+            .inc();
+        let since = |state: StateKind| {
+            task.entered_at
+                .get(state)
+                .map(|at| secs(task.updated_at, at))
+        };
+        match (from, to) {
+            (Some(StateKind::Pending), StateKind::Assigned) => {
+                if let Some(s) = since(StateKind::Pending) {
+                    self.queue_wait.observe(s);
+                }
+            }
+            (Some(StateKind::Executing), StateKind::Completed | StateKind::Failed) => {
+                if let Some(s) = since(StateKind::Executing) {
+                    let outcome = if to == StateKind::Completed {
+                        "succeeded"
+                    } else {
+                        "failed"
+                    };
+                    self.execution
+                        .get_or_create(&OutcomeLabel { outcome })
+                        .observe(s);
+                }
+            }
+            _ => {}
+        }
+        if event == EventKind::Retry || event == EventKind::RetryRequested {
+            self.retries.inc();
+        }
+    }
+
+    pub(crate) fn timeout(&self, kind: Option<DeadlineKind>) {
+        let kind = kind.map_or("agent_lost", DeadlineKind::as_str);
+        self.timeouts.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub(crate) fn compensation(&self) {
+        self.compensations.inc();
+    }
+
+    pub(crate) fn claimed(&self, seconds: f64) {
+        self.claim_latency.observe(seconds);
+    }
+
+    /// Sets the gauges read from the store, then encodes everything.
+    pub(crate) fn encode(&self, counts: StateCounts, agents_online: usize) -> String {
+        for state in StateKind::ALL {
+            self.tasks
+                .get_or_create(&StateLabel {
+                    state: state.as_str(),
+                })
+                .set(counts.get(state) as i64);
+        }
+        self.agents_online.set(agents_online as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+fn secs(later: Timestamp, earlier: Timestamp) -> f64 {
+    later.ms_since(earlier) as f64 / 1000.0
+}
+
+/// The store's commit statistics, read at each scrape.
+struct StoreCollector(Arc<dyn Fn() -> Option<CommitStats> + Send + Sync>);
+
+impl std::fmt::Debug for StoreCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreCollector")
+    }
+}
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stats) = (self.0)() else {
+            return Ok(());
+        };
+        let buckets = |bounds: &[f64], counts: &[u64; 13]| -> Vec<(f64, u64)> {
+            bounds
+                .iter()
+                .copied()
+                .chain(std::iter::once(f64::INFINITY))
+                .zip(counts.iter().copied())
+                .collect()
+        };
+        let batch = buckets(&BATCH_SIZE_BUCKETS, &stats.batch_size_counts);
+        encoder
+            .encode_descriptor(
+                "store_commit_batch_size",
+                "Writes gathered into one store commit (group commit)",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(stats.writes as f64, stats.commits, &batch, None)?;
+        let latency = buckets(&COMMIT_SECONDS_BUCKETS, &stats.commit_seconds_counts);
+        encoder
+            .encode_descriptor(
+                "store_commit_seconds",
+                "Duration of a store commit, from its first write to durable",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(
+                stats.commit_micros_sum as f64 / 1e6,
+                stats.commits,
+                &latency,
+                None,
+            )?;
+        Ok(())
+    }
+}
