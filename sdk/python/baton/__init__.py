@@ -1,0 +1,83 @@
+"""Baton's Python SDK: operator clients (:class:`Client`, :class:`AsyncClient`) and a task
+agent helper (:class:`Agent`) for the Baton orchestration engine's HTTP API."""
+
+from .agent import Agent, Handler
+from .client import AsyncClient, AsyncEventStream, Client, EventStream, StreamItem
+from .context import TaskContext
+from .errors import (
+    BatonError,
+    Conflict,
+    ConnectionFailed,
+    Forbidden,
+    InvalidRequest,
+    NonRetryable,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
+from .types import (
+    STATES,
+    TERMINAL_STATES,
+    AgentView,
+    ClaimedTask,
+    Compensation,
+    Counts,
+    Deadlines,
+    Dependency,
+    Lagged,
+    Lease,
+    ReportAnswer,
+    RetryPolicy,
+    TaskCreated,
+    TaskPage,
+    TaskSpec,
+    TaskSummary,
+    TaskView,
+    Timeouts,
+    TransitionEvent,
+    WorkflowCreated,
+    WorkflowView,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentView",
+    "AsyncClient",
+    "AsyncEventStream",
+    "BatonError",
+    "ClaimedTask",
+    "Client",
+    "Compensation",
+    "Conflict",
+    "ConnectionFailed",
+    "Counts",
+    "Deadlines",
+    "Dependency",
+    "EventStream",
+    "Forbidden",
+    "Handler",
+    "InvalidRequest",
+    "Lagged",
+    "Lease",
+    "NonRetryable",
+    "NotFound",
+    "ReportAnswer",
+    "RetryPolicy",
+    "STATES",
+    "StreamItem",
+    "TERMINAL_STATES",
+    "TaskContext",
+    "TaskCreated",
+    "TaskPage",
+    "TaskSpec",
+    "TaskSummary",
+    "TaskView",
+    "Timeouts",
+    "TransitionEvent",
+    "Unauthorized",
+    "Unavailable",
+    "WorkflowCreated",
+    "WorkflowView",
+]

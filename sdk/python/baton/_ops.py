@@ -1,0 +1,268 @@
+"""The API's operations as data, shared by the sync and async clients: each builds the request
+(method, path, query, body) and knows how to decode a successful answer."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, TypeVar, Union
+from urllib.parse import quote
+
+import httpx
+
+from ._sse import SseEvent
+from .errors import BatonError, ConnectionFailed, error_from_response
+from .types import (
+    AgentView,
+    ClaimedTask,
+    Counts,
+    Lagged,
+    ReportAnswer,
+    TaskCreated,
+    TaskPage,
+    TaskSpecLike,
+    TaskView,
+    TransitionEvent,
+    WorkflowCreated,
+    WorkflowView,
+    spec_to_json,
+)
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:7700"
+CLAIM_WAIT_MAX_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Op(Generic[T]):
+    """One request and the decoder of its successful answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: Optional[Dict[str, Any]] = None
+    body: Optional[Dict[str, Any]] = None
+    timeout: Optional[float] = None
+
+
+def base_url(url: Optional[str]) -> str:
+    """``url``, else ``BATON_URL``, else the local default; without a trailing slash."""
+    return (url or os.environ.get("BATON_URL") or DEFAULT_URL).rstrip("/")
+
+
+def auth_headers(token: Optional[str]) -> Dict[str, str]:
+    """The headers every request carries: ``token`` (else ``BATON_TOKEN``) as a bearer token."""
+    headers = {"accept": "application/json"}
+    token = token if token is not None else os.environ.get("BATON_TOKEN")
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    return headers
+
+
+def request_of(http_base: str, op: "Op[Any]") -> Dict[str, Any]:
+    """Keyword arguments for ``httpx.Client.build_request``."""
+    kwargs: Dict[str, Any] = {"method": op.method, "url": http_base + op.path}
+    if op.params:
+        kwargs["params"] = {k: v for k, v in op.params.items() if v is not None}
+    if op.body is not None:
+        kwargs["content"] = json.dumps(op.body, allow_nan=False).encode()
+        kwargs["headers"] = {"content-type": "application/json"}
+    if op.timeout is not None:
+        kwargs["timeout"] = op.timeout
+    return kwargs
+
+
+def error_of(response: httpx.Response) -> BatonError:
+    """The exception for an error answer (its body must have been read)."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    return error_from_response(response.status_code, body, response.headers)
+
+
+def transport_error(exc: Union[httpx.TransportError, httpx.StreamError]) -> ConnectionFailed:
+    """A transport failure as a :class:`ConnectionFailed`."""
+    code = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection_failed"
+    return ConnectionFailed(0, code, str(exc) or type(exc).__name__)
+
+
+def decode_event(ev: SseEvent) -> Union[TransitionEvent, Lagged, None]:
+    """A stream event as a transition or a lag notice; ``None`` for anything else."""
+    if ev.event == "transition":
+        return TransitionEvent.from_json(json.loads(ev.data))
+    if ev.event == "lagged":
+        try:
+            return Lagged(missed=int(ev.data))
+        except ValueError:
+            return Lagged(missed=0)
+    return None
+
+
+def _seg(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+def _json(r: httpx.Response) -> Any:
+    return r.json()
+
+
+# ---- operators -------------------------------------------------------------------------------
+
+
+def submit_workflow(
+    tasks: Sequence[TaskSpecLike], name: str, idempotency_key: Optional[str]
+) -> Op[WorkflowCreated]:
+    body: Dict[str, Any] = {"tasks": [spec_to_json(t) for t in tasks]}
+    if name:
+        body["name"] = name
+    if idempotency_key is not None:
+        body["idempotency_key"] = idempotency_key
+    return Op("POST", "/v1/workflows", lambda r: WorkflowCreated.from_json(r.json()), body=body)
+
+
+def submit_task(task: TaskSpecLike, idempotency_key: Optional[str]) -> Op[TaskCreated]:
+    body: Dict[str, Any] = {"task": spec_to_json(task)}
+    if idempotency_key is not None:
+        body["idempotency_key"] = idempotency_key
+    return Op("POST", "/v1/tasks", lambda r: TaskCreated.from_json(r.json()), body=body)
+
+
+def get_workflow(workflow_id: str) -> Op[WorkflowView]:
+    return Op(
+        "GET", f"/v1/workflows/{_seg(workflow_id)}", lambda r: WorkflowView.from_json(r.json())
+    )
+
+
+def cancel_workflow(workflow_id: str, reason: str) -> Op[int]:
+    return Op(
+        "POST",
+        f"/v1/workflows/{_seg(workflow_id)}/cancel",
+        lambda r: int(r.json()["cancelled"]),
+        body={"reason": reason},
+    )
+
+
+def get_task(task_id: str) -> Op[TaskView]:
+    return Op("GET", f"/v1/tasks/{_seg(task_id)}", lambda r: TaskView.from_json(r.json()))
+
+
+def task_history(
+    task_id: str, after: Optional[int], limit: Optional[int]
+) -> Op[List[Dict[str, Any]]]:
+    return Op(
+        "GET",
+        f"/v1/tasks/{_seg(task_id)}/history",
+        _json,
+        params={"after": after, "limit": limit},
+    )
+
+
+def list_tasks(
+    workflow: Optional[str], state: Optional[str], after: Optional[str], limit: Optional[int]
+) -> Op[TaskPage]:
+    return Op(
+        "GET",
+        "/v1/tasks",
+        lambda r: TaskPage.from_json(r.json()),
+        params={"workflow": workflow, "state": state, "after": after, "limit": limit},
+    )
+
+
+def cancel_task(task_id: str, reason: str) -> Op[ReportAnswer]:
+    return Op(
+        "POST",
+        f"/v1/tasks/{_seg(task_id)}/cancel",
+        lambda r: ReportAnswer.from_json(r.json()),
+        body={"reason": reason},
+    )
+
+
+def retry_task(task_id: str) -> Op[ReportAnswer]:
+    return Op(
+        "POST",
+        f"/v1/tasks/{_seg(task_id)}/retry",
+        lambda r: ReportAnswer.from_json(r.json()),
+        body={},
+    )
+
+
+def counts(workflow: Optional[str]) -> Op[Counts]:
+    return Op(
+        "GET", "/v1/counts", lambda r: Counts.from_json(r.json()), params={"workflow": workflow}
+    )
+
+
+def agents() -> Op[List[AgentView]]:
+    return Op("GET", "/v1/agents", lambda r: [AgentView.from_json(a) for a in r.json()])
+
+
+def lifecycle(fmt: str) -> Op[str]:
+    return Op("GET", "/v1/lifecycle", lambda r: r.text, params={"format": fmt})
+
+
+# ---- agents ----------------------------------------------------------------------------------
+
+
+def register_agent(
+    name: str, capabilities: Sequence[str], concurrency: int, agent_id: Optional[str]
+) -> Op[AgentView]:
+    body: Dict[str, Any] = {
+        "name": name,
+        "capabilities": sorted(set(capabilities)),
+        "concurrency": concurrency,
+    }
+    if agent_id is not None:
+        body["id"] = agent_id
+    return Op("POST", "/v1/agents", lambda r: AgentView.from_json(r.json()), body=body)
+
+
+def agent_heartbeat(agent_id: str) -> Op[AgentView]:
+    return Op(
+        "POST", f"/v1/agents/{_seg(agent_id)}/heartbeat", lambda r: AgentView.from_json(r.json())
+    )
+
+
+def claim(agent_id: str, max_tasks: int, wait_ms: int, timeout: float) -> Op[List[ClaimedTask]]:
+    wait_ms = max(0, min(int(wait_ms), CLAIM_WAIT_MAX_MS))
+    return Op(
+        "POST",
+        f"/v1/agents/{_seg(agent_id)}/claim",
+        lambda r: [ClaimedTask.from_json(t) for t in r.json()["tasks"]],
+        body={"max": max_tasks, "wait_ms": wait_ms},
+        timeout=wait_ms / 1000 + timeout,
+    )
+
+
+def report(
+    task_id: str,
+    what: str,
+    agent_id: str,
+    token: int,
+    traceparent: Optional[str] = None,
+    **extra: Any,
+) -> Op[ReportAnswer]:
+    """``what`` is ``started``, ``heartbeat``, ``succeeded``, ``failed`` or ``released``."""
+    body: Dict[str, Any] = {"agent": agent_id, "token": token}
+    body.update(extra)
+    if traceparent is not None:
+        body["traceparent"] = traceparent
+    return Op(
+        "POST",
+        f"/v1/tasks/{_seg(task_id)}/{what}",
+        lambda r: ReportAnswer.from_json(r.json()),
+        body=body,
+    )
+
+
+def add_subtasks(
+    task_id: str, agent_id: str, token: int, tasks: Sequence[TaskSpecLike]
+) -> Op[WorkflowCreated]:
+    return Op(
+        "POST",
+        f"/v1/tasks/{_seg(task_id)}/subtasks",
+        lambda r: WorkflowCreated.from_json(r.json()),
+        body={"agent": agent_id, "token": token, "tasks": [spec_to_json(t) for t in tasks]},
+    )

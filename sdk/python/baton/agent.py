@@ -1,0 +1,217 @@
+"""Agents: processes that claim tasks from Baton, run a handler for each, and report back.
+
+::
+
+    agent = baton.Agent("summarizer", concurrency=4)
+
+    @agent.task("summarize")
+    def summarize(input, ctx):
+        ctx.progress({"pct": 50})
+        return {"summary": input["text"][:100]}
+
+    agent.run()            # or: await agent.run_async()
+
+**Which handler runs a task.** ``@agent.task("cap")`` registers a handler for the capability
+``cap``; ``@agent.task()`` registers the default handler. The agent registers with the union of
+the decorated capabilities and the ``capabilities`` argument, so Baton only hands it tasks whose
+required capabilities are all among them (tasks requiring none go to any agent). Then:
+
+- an agent with a single handler (named or default) runs every task it claims with it, without
+  asking anything more of the server;
+- an agent with several handlers looks the task's required capabilities up
+  (``GET /v1/tasks/{id}``: the claim does not carry them) and runs the first handler, in
+  decoration order, whose capability the task requires; failing that, the default handler;
+  failing that, the attempt fails with the retryable error kind ``no_handler`` (so that the
+  retry may land on another agent). Tasks needing several capabilities thus go to the handler
+  decorated first among them: decorate the most specific one first.
+
+**Results.** A handler returns any JSON-serialisable value; ``None`` is reported as ``{}``
+because Baton refuses a ``null`` result. A value that does not serialise fails the attempt
+with the non-retryable kind ``TypeError``/``ValueError``.
+
+**Failures.** An exception fails the attempt with ``{"kind": <class name>, "message":
+str(exc), "retryable": True}``; raise :class:`baton.NonRetryable` (or a subclass) to fail the
+task for good at once. The task's retry policy decides what follows a retryable failure.
+
+**Heartbeats.** From ``started`` until the handler returns, the agent heartbeats each task at a
+third of the time left before its heartbeat deadline (from the latest answer's ``deadlines``),
+at least every ``heartbeat_max_interval`` (10 s) and at most every 0.25 s; ``ctx.progress(v)``
+sends one right away carrying ``v``. A heartbeat refused because the task was cancelled or the
+lease was lost (409, 404) sets ``ctx.cancelled`` and nothing more is reported for that task.
+When the agent has not been heard from for ``keepalive_interval`` (10 s), it sends
+``POST /v1/agents/{id}/heartbeat``.
+
+**Bounds.** At most ``concurrency`` tasks are held at once (claims ask for the free slots
+only); the blocking runner uses ``concurrency`` worker threads plus one claim thread and one
+heartbeat thread; the asyncio runner one task per held task, and ``concurrency`` threads for
+blocking handlers.
+
+**Shutdown.** ``agent.stop()`` (from any thread), Ctrl-C or SIGTERM (when ``run`` is called in
+the main thread): stop claiming (the long poll in flight ends within ``claim_wait_ms``; what it
+returns is released at once), let running handlers finish for up to ``shutdown_grace``
+seconds, then report ``released`` for the tasks still held (they go back to ``pending`` for
+another agent, without using up an attempt) and set their ``ctx.cancelled``. Under ``run``, a
+second Ctrl-C skips the grace period. ``run_async``, when cancelled (as ``asyncio.run`` does on
+Ctrl-C), shuts down the same way and then re-raises the cancellation; cancelled again, it skips
+the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, TypeVar
+
+from ._async_runner import AsyncRunner
+from ._sync_runner import SyncRunner
+from .context import TaskContext
+
+__all__ = ["Agent", "Handler"]
+
+Handler = Callable[[Any, TaskContext], Any]
+"""``handler(input, ctx) -> result``; a plain function or an ``async def``."""
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+CONCURRENCY_MAX = 10_000
+CLAIM_MAX = 256
+
+
+class Agent:
+    """An agent: its identity, its handlers, and how it runs them (see the module docs).
+
+    ``name`` is the agent's name (an agent token is bound to it); ``capabilities`` are offered
+    on top of the decorated ones; ``concurrency`` is how many tasks it runs at once. ``url`` and
+    ``token`` default to ``BATON_URL`` / ``BATON_TOKEN``. ``agent_id`` re-registers an existing
+    agent under its id (its leases survive a restart of the process).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        capabilities: Sequence[str] = (),
+        concurrency: int = 1,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        *,
+        agent_id: Optional[str] = None,
+        claim_wait_ms: int = 5_000,
+        shutdown_grace: float = 30.0,
+        heartbeat_max_interval: float = 10.0,
+        keepalive_interval: float = 10.0,
+        request_timeout: float = 30.0,
+        logger: Optional[logging.Logger] = None,
+    ) -> None:
+        if not 1 <= concurrency <= CONCURRENCY_MAX:
+            raise ValueError(f"concurrency must be between 1 and {CONCURRENCY_MAX}")
+        self.name = name
+        self.concurrency = concurrency
+        self.url = url
+        self.token = token
+        self.id: Optional[str] = agent_id
+        self.claim_wait_ms = claim_wait_ms
+        self.shutdown_grace = shutdown_grace
+        self.heartbeat_max_interval = heartbeat_max_interval
+        self.keepalive_interval = keepalive_interval
+        self.request_timeout = request_timeout
+        self.log = logger or logging.getLogger("baton.agent")
+        self._offered = list(capabilities)
+        self._handlers: Dict[str, Handler] = {}
+        self._default: Optional[Handler] = None
+        self._stopping = threading.Event()
+        self._on_stop: List[Callable[[], None]] = []
+        self._running = threading.Lock()
+
+    # ---- handlers -----------------------------------------------------------------------------
+
+    def task(self, capability: Optional[str] = None) -> Callable[[H], H]:
+        """Decorates ``handler(input, ctx)`` as the handler for ``capability`` (or as the
+        default handler when ``capability`` is omitted). Returns the handler unchanged."""
+
+        def register(fn: H) -> H:
+            if capability is None:
+                if self._default is not None:
+                    raise ValueError("a default handler is already registered")
+                self._default = fn
+            else:
+                if capability in self._handlers:
+                    raise ValueError(f"a handler for {capability!r} is already registered")
+                self._handlers[capability] = fn
+            return fn
+
+        return register
+
+    @property
+    def capabilities(self) -> List[str]:
+        """What the agent registers with: offered and decorated capabilities."""
+        return sorted(set(self._offered) | set(self._handlers))
+
+    @property
+    def needs_lookup(self) -> bool:
+        """Whether choosing a handler needs the task's required capabilities."""
+        return len(self._handlers) + (self._default is not None) > 1
+
+    def handler_for(self, required: Optional[Collection[str]]) -> Optional[Handler]:
+        """The handler for a task requiring ``required`` (``None``: not looked up)."""
+        if not self.needs_lookup or required is None:
+            return self._default or next(iter(self._handlers.values()), None)
+        for capability, handler in self._handlers.items():
+            if capability in required:
+                return handler
+        return self._default
+
+    @property
+    def claim_max(self) -> int:
+        """Most tasks one claim asks for."""
+        return min(self.concurrency, CLAIM_MAX)
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def run(self, *, handle_signals: bool = True) -> None:
+        """Registers and works tasks until :meth:`stop` (or Ctrl-C, or SIGTERM when called in
+        the main thread with ``handle_signals``); returns once shut down."""
+        self._check_handlers()
+        with self._exclusive():
+            SyncRunner(self).run(handle_signals=handle_signals)
+
+    async def run_async(self) -> None:
+        """The asyncio counterpart of :meth:`run`: ``async def`` handlers run on the event
+        loop, plain ones in worker threads. Cancelling it shuts down as :meth:`stop` does."""
+        self._check_handlers()
+        with self._exclusive():
+            await AsyncRunner(self).run()
+
+    def stop(self) -> None:
+        """Asks the running agent to shut down (see the module docs). Safe from any thread and
+        from signal handlers; returns at once."""
+        self._stopping.set()
+        for callback in list(self._on_stop):
+            callback()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopping.is_set()
+
+    def _check_handlers(self) -> None:
+        if not self._handlers and self._default is None:
+            raise RuntimeError("register a handler with @agent.task(...) before running")
+
+    def _exclusive(self) -> "_Exclusive":
+        return _Exclusive(self)
+
+
+class _Exclusive:
+    """Runs an agent at most once at a time, and readies it to run again afterwards."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def __enter__(self) -> None:
+        if not self.agent._running.acquire(blocking=False):
+            raise RuntimeError("the agent is already running")
+
+    def __exit__(self, *exc: object) -> None:
+        self.agent._stopping.clear()
+        self.agent._on_stop.clear()
+        self.agent._running.release()

@@ -1,0 +1,602 @@
+"""Operator clients for Baton: :class:`Client` (blocking) and :class:`AsyncClient` (asyncio).
+
+Both expose the same methods; the async ones are coroutines. The URL and token come from the
+arguments, else from ``BATON_URL`` / ``BATON_TOKEN``, else ``http://127.0.0.1:7700`` without
+a token. Refusals raise :class:`baton.BatonError` subclasses; transport failures raise
+:class:`baton.ConnectionFailed`.
+
+The agent-side calls (register, claim, report) are here too, for agents that manage their own
+loop; :class:`baton.Agent` drives them for you.
+"""
+
+from __future__ import annotations
+
+from typing import (
+    Any,
+    AsyncIterator,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+)
+
+import httpx
+
+from . import _ops
+from ._sse import SseParser
+from .types import (
+    JSON,
+    AgentView,
+    ClaimedTask,
+    Counts,
+    Lagged,
+    ReportAnswer,
+    TaskCreated,
+    TaskPage,
+    TaskSpecLike,
+    TaskSummary,
+    TaskView,
+    TransitionEvent,
+    WorkflowCreated,
+    WorkflowView,
+)
+
+__all__ = ["Client", "AsyncClient", "EventStream", "AsyncEventStream", "StreamItem"]
+
+T = TypeVar("T")
+
+StreamItem = Union[TransitionEvent, Lagged]
+"""What an event stream yields: a transition, or notice that some were dropped."""
+
+DEFAULT_TIMEOUT = 30.0
+EVENTS_READ_TIMEOUT = 60.0
+
+
+class EventStream:
+    """A live stream of transitions (``GET /v1/events``), iterated until closed.
+
+    The server subscribes when the stream opens, so transitions that happen after
+    :meth:`Client.events` returns are all seen (barring :class:`Lagged` notices). The stream
+    does not resume after a broken connection: iteration raises :class:`ConnectionFailed`.
+    """
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    def __iter__(self) -> Iterator[StreamItem]:
+        parser = SseParser()
+        try:
+            for line in self._response.iter_lines():
+                ev = parser.feed(line)
+                item = _ops.decode_event(ev) if ev is not None else None
+                if item is not None:
+                    yield item
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            if not self._response.is_closed:
+                raise _ops.transport_error(exc) from exc
+
+    def close(self) -> None:
+        """Closes the connection; iteration ends. Called from another thread while one is
+        blocked reading, it takes effect at the next message or keep-alive (within 15 s)."""
+        self._response.close()
+
+    def __enter__(self) -> "EventStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncEventStream:
+    """The asyncio counterpart of :class:`EventStream`."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[StreamItem]:
+        parser = SseParser()
+        try:
+            async for line in self._response.aiter_lines():
+                ev = parser.feed(line)
+                item = _ops.decode_event(ev) if ev is not None else None
+                if item is not None:
+                    yield item
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            if not self._response.is_closed:
+                raise _ops.transport_error(exc) from exc
+
+    async def aclose(self) -> None:
+        """Closes the connection; iteration ends."""
+        await self._response.aclose()
+
+    async def __aenter__(self) -> "AsyncEventStream":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class Client:
+    """A blocking Baton client. Thread-safe; use it as a context manager or call :meth:`close`.
+
+    ``url`` defaults to ``BATON_URL`` (else ``http://127.0.0.1:7700``), ``token`` to
+    ``BATON_TOKEN``; ``timeout`` bounds each request in seconds (long polls get their wait on
+    top); ``max_connections`` bounds the connection pool. Pass ``http`` to bring a configured
+    ``httpx.Client`` (its base URL is not used).
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = 64,
+        http: Optional[httpx.Client] = None,
+    ) -> None:
+        self.url = _ops.base_url(url)
+        self.timeout = timeout
+        self._own = http is None
+        self._http = http or httpx.Client(
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+        self._headers = _ops.auth_headers(token)
+
+    def close(self) -> None:
+        """Closes the connections (if the client made them)."""
+        if self._own:
+            self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, op: "_ops.Op[T]") -> T:
+        request = self._http.build_request(**_ops.request_of(self.url, op))
+        request.headers.update(self._headers)
+        try:
+            response = self._http.send(request)
+        except httpx.TransportError as exc:
+            raise _ops.transport_error(exc) from exc
+        if not response.is_success:
+            raise _ops.error_of(response)
+        return op.parse(response)
+
+    # ---- workflows and tasks ------------------------------------------------------------------
+
+    def submit_workflow(
+        self,
+        tasks: Sequence[TaskSpecLike],
+        *,
+        name: str = "",
+        idempotency_key: Optional[str] = None,
+    ) -> WorkflowCreated:
+        """Submits tasks with their dependencies as one workflow. Resubmitting with the same
+        ``idempotency_key`` returns the first submission (``created`` false)."""
+        return self._call(_ops.submit_workflow(tasks, name, idempotency_key))
+
+    def submit_task(
+        self, task: TaskSpecLike, *, idempotency_key: Optional[str] = None
+    ) -> TaskCreated:
+        """Submits one task as a workflow of its own."""
+        return self._call(_ops.submit_task(task, idempotency_key))
+
+    def get_workflow(self, workflow_id: str) -> WorkflowView:
+        """A workflow with its task counts."""
+        return self._call(_ops.get_workflow(workflow_id))
+
+    def cancel_workflow(self, workflow_id: str, reason: str = "") -> int:
+        """Cancels every task of the workflow that has not ended; returns how many."""
+        return self._call(_ops.cancel_workflow(workflow_id, reason))
+
+    def get_task(self, task_id: str) -> TaskView:
+        """A task with its history (up to 1000 entries) and why it waits."""
+        return self._call(_ops.get_task(task_id))
+
+    def task_history(
+        self, task_id: str, *, after: Optional[int] = None, limit: Optional[int] = None
+    ) -> List[Dict[str, Any]]:
+        """History entries with a sequence number above ``after``, oldest first."""
+        return self._call(_ops.task_history(task_id, after, limit))
+
+    def list_tasks(
+        self,
+        *,
+        workflow: Optional[str] = None,
+        state: Optional[str] = None,
+        after: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> TaskPage:
+        """One page of tasks (``limit`` 1 to 1000, default 100), filtered by workflow and
+        state; see :meth:`iter_tasks` to walk every page."""
+        return self._call(_ops.list_tasks(workflow, state, after, limit))
+
+    def iter_tasks(
+        self,
+        *,
+        workflow: Optional[str] = None,
+        state: Optional[str] = None,
+        page_size: int = 100,
+    ) -> Iterator[TaskSummary]:
+        """Every matching task, fetching one page at a time."""
+        after: Optional[str] = None
+        while True:
+            page = self.list_tasks(workflow=workflow, state=state, after=after, limit=page_size)
+            yield from page.tasks
+            if page.next is None or not page.tasks:
+                return
+            after = page.next
+
+    def cancel_task(self, task_id: str, reason: str = "") -> ReportAnswer:
+        """Cancels a task (and, through it, its dependents)."""
+        return self._call(_ops.cancel_task(task_id, reason))
+
+    def retry_task(self, task_id: str) -> ReportAnswer:
+        """Reopens a task that failed for good, with a fresh budget of attempts."""
+        return self._call(_ops.retry_task(task_id))
+
+    def counts(self, workflow: Optional[str] = None) -> Counts:
+        """Tasks per state, overall or for one workflow."""
+        return self._call(_ops.counts(workflow))
+
+    def agents(self) -> List[AgentView]:
+        """Every registered agent."""
+        return self._call(_ops.agents())
+
+    def lifecycle(self, format: str = "mermaid") -> str:
+        """The lifecycle diagram, as ``mermaid`` or ``dot`` source."""
+        return self._call(_ops.lifecycle(format))
+
+    def events(
+        self, workflow: Optional[str] = None, *, read_timeout: float = EVENTS_READ_TIMEOUT
+    ) -> EventStream:
+        """Opens the stream of transitions, of one workflow or of all.
+
+        ``read_timeout`` bounds the silence between two messages (the server sends a
+        keep-alive every 15 s). Close the stream when done (or use it as a context manager).
+        """
+        op: _ops.Op[None] = _ops.Op(
+            "GET", "/v1/events", lambda r: None, params={"workflow": workflow}
+        )
+        request = self._http.build_request(
+            **_ops.request_of(self.url, op),
+            timeout=httpx.Timeout(self.timeout, read=read_timeout),
+        )
+        request.headers.update(self._headers)
+        request.headers["accept"] = "text/event-stream"
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise _ops.transport_error(exc) from exc
+        if not response.is_success:
+            response.read()
+            response.close()
+            raise _ops.error_of(response)
+        return EventStream(response)
+
+    # ---- agent side ---------------------------------------------------------------------------
+
+    def register_agent(
+        self,
+        name: str,
+        capabilities: Sequence[str] = (),
+        concurrency: int = 1,
+        *,
+        agent_id: Optional[str] = None,
+    ) -> AgentView:
+        """Registers an agent (or re-registers ``agent_id``)."""
+        return self._call(_ops.register_agent(name, capabilities, concurrency, agent_id))
+
+    def agent_heartbeat(self, agent_id: str) -> AgentView:
+        """Keeps an agent alive while it neither claims nor reports."""
+        return self._call(_ops.agent_heartbeat(agent_id))
+
+    def claim(self, agent_id: str, max_tasks: int = 1, wait_ms: int = 0) -> List[ClaimedTask]:
+        """Takes up to ``max_tasks`` ready tasks, waiting up to ``wait_ms`` (at most 60000) for
+        some to appear."""
+        return self._call(_ops.claim(agent_id, max_tasks, wait_ms, self.timeout))
+
+    def report_started(
+        self, task_id: str, agent_id: str, token: int, *, traceparent: Optional[str] = None
+    ) -> ReportAnswer:
+        """Reports that the agent started the task it was assigned."""
+        return self._call(_ops.report(task_id, "started", agent_id, token, traceparent))
+
+    def report_heartbeat(
+        self,
+        task_id: str,
+        agent_id: str,
+        token: int,
+        progress: JSON = None,
+        *,
+        traceparent: Optional[str] = None,
+    ) -> ReportAnswer:
+        """Reports that the task is still running, with optional progress (any JSON)."""
+        extra = {"progress": progress} if progress is not None else {}
+        return self._call(_ops.report(task_id, "heartbeat", agent_id, token, traceparent, **extra))
+
+    def report_succeeded(
+        self,
+        task_id: str,
+        agent_id: str,
+        token: int,
+        result: JSON,
+        *,
+        traceparent: Optional[str] = None,
+    ) -> ReportAnswer:
+        """Completes the task with ``result`` (any JSON but ``None``)."""
+        return self._call(
+            _ops.report(task_id, "succeeded", agent_id, token, traceparent, result=result)
+        )
+
+    def report_failed(
+        self,
+        task_id: str,
+        agent_id: str,
+        token: int,
+        kind: str,
+        message: str,
+        *,
+        retryable: bool = True,
+        traceparent: Optional[str] = None,
+    ) -> ReportAnswer:
+        """Fails the attempt; the task's retry policy decides what follows."""
+        error = {"kind": kind, "message": message, "retryable": retryable}
+        return self._call(_ops.report(task_id, "failed", agent_id, token, traceparent, error=error))
+
+    def report_released(
+        self, task_id: str, agent_id: str, token: int, *, traceparent: Optional[str] = None
+    ) -> ReportAnswer:
+        """Gives the task back, unfailed, for another agent."""
+        return self._call(_ops.report(task_id, "released", agent_id, token, traceparent))
+
+    def add_subtasks(
+        self, task_id: str, agent_id: str, token: int, tasks: Sequence[TaskSpecLike]
+    ) -> WorkflowCreated:
+        """Decomposes an executing task: adds ``tasks`` to its workflow; its dependents wait for
+        them too."""
+        return self._call(_ops.add_subtasks(task_id, agent_id, token, tasks))
+
+
+class AsyncClient:
+    """The asyncio counterpart of :class:`Client`: the same methods, as coroutines."""
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = 64,
+        http: Optional[httpx.AsyncClient] = None,
+    ) -> None:
+        self.url = _ops.base_url(url)
+        self.timeout = timeout
+        self._own = http is None
+        self._http = http or httpx.AsyncClient(
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+        self._headers = _ops.auth_headers(token)
+
+    async def aclose(self) -> None:
+        """Closes the connections (if the client made them)."""
+        if self._own:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _call(self, op: "_ops.Op[T]") -> T:
+        request = self._http.build_request(**_ops.request_of(self.url, op))
+        request.headers.update(self._headers)
+        try:
+            response = await self._http.send(request)
+        except httpx.TransportError as exc:
+            raise _ops.transport_error(exc) from exc
+        if not response.is_success:
+            raise _ops.error_of(response)
+        return op.parse(response)
+
+    async def submit_workflow(
+        self,
+        tasks: Sequence[TaskSpecLike],
+        *,
+        name: str = "",
+        idempotency_key: Optional[str] = None,
+    ) -> WorkflowCreated:
+        """See :meth:`Client.submit_workflow`."""
+        return await self._call(_ops.submit_workflow(tasks, name, idempotency_key))
+
+    async def submit_task(
+        self, task: TaskSpecLike, *, idempotency_key: Optional[str] = None
+    ) -> TaskCreated:
+        """See :meth:`Client.submit_task`."""
+        return await self._call(_ops.submit_task(task, idempotency_key))
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowView:
+        """See :meth:`Client.get_workflow`."""
+        return await self._call(_ops.get_workflow(workflow_id))
+
+    async def cancel_workflow(self, workflow_id: str, reason: str = "") -> int:
+        """See :meth:`Client.cancel_workflow`."""
+        return await self._call(_ops.cancel_workflow(workflow_id, reason))
+
+    async def get_task(self, task_id: str) -> TaskView:
+        """See :meth:`Client.get_task`."""
+        return await self._call(_ops.get_task(task_id))
+
+    async def task_history(
+        self, task_id: str, *, after: Optional[int] = None, limit: Optional[int] = None
+    ) -> List[Dict[str, Any]]:
+        """See :meth:`Client.task_history`."""
+        return await self._call(_ops.task_history(task_id, after, limit))
+
+    async def list_tasks(
+        self,
+        *,
+        workflow: Optional[str] = None,
+        state: Optional[str] = None,
+        after: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> TaskPage:
+        """See :meth:`Client.list_tasks`."""
+        return await self._call(_ops.list_tasks(workflow, state, after, limit))
+
+    async def iter_tasks(
+        self,
+        *,
+        workflow: Optional[str] = None,
+        state: Optional[str] = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[TaskSummary]:
+        """See :meth:`Client.iter_tasks`."""
+        after: Optional[str] = None
+        while True:
+            page = await self.list_tasks(
+                workflow=workflow, state=state, after=after, limit=page_size
+            )
+            for task in page.tasks:
+                yield task
+            if page.next is None or not page.tasks:
+                return
+            after = page.next
+
+    async def cancel_task(self, task_id: str, reason: str = "") -> ReportAnswer:
+        """See :meth:`Client.cancel_task`."""
+        return await self._call(_ops.cancel_task(task_id, reason))
+
+    async def retry_task(self, task_id: str) -> ReportAnswer:
+        """See :meth:`Client.retry_task`."""
+        return await self._call(_ops.retry_task(task_id))
+
+    async def counts(self, workflow: Optional[str] = None) -> Counts:
+        """See :meth:`Client.counts`."""
+        return await self._call(_ops.counts(workflow))
+
+    async def agents(self) -> List[AgentView]:
+        """See :meth:`Client.agents`."""
+        return await self._call(_ops.agents())
+
+    async def lifecycle(self, format: str = "mermaid") -> str:
+        """See :meth:`Client.lifecycle`."""
+        return await self._call(_ops.lifecycle(format))
+
+    async def events(
+        self, workflow: Optional[str] = None, *, read_timeout: float = EVENTS_READ_TIMEOUT
+    ) -> AsyncEventStream:
+        """See :meth:`Client.events`."""
+        op: _ops.Op[None] = _ops.Op(
+            "GET", "/v1/events", lambda r: None, params={"workflow": workflow}
+        )
+        request = self._http.build_request(
+            **_ops.request_of(self.url, op),
+            timeout=httpx.Timeout(self.timeout, read=read_timeout),
+        )
+        request.headers.update(self._headers)
+        request.headers["accept"] = "text/event-stream"
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise _ops.transport_error(exc) from exc
+        if not response.is_success:
+            await response.aread()
+            await response.aclose()
+            raise _ops.error_of(response)
+        return AsyncEventStream(response)
+
+    async def register_agent(
+        self,
+        name: str,
+        capabilities: Sequence[str] = (),
+        concurrency: int = 1,
+        *,
+        agent_id: Optional[str] = None,
+    ) -> AgentView:
+        """See :meth:`Client.register_agent`."""
+        return await self._call(_ops.register_agent(name, capabilities, concurrency, agent_id))
+
+    async def agent_heartbeat(self, agent_id: str) -> AgentView:
+        """See :meth:`Client.agent_heartbeat`."""
+        return await self._call(_ops.agent_heartbeat(agent_id))
+
+    async def claim(self, agent_id: str, max_tasks: int = 1, wait_ms: int = 0) -> List[ClaimedTask]:
+        """See :meth:`Client.claim`."""
+        return await self._call(_ops.claim(agent_id, max_tasks, wait_ms, self.timeout))
+
+    async def report_started(
+        self, task_id: str, agent_id: str, token: int, *, traceparent: Optional[str] = None
+    ) -> ReportAnswer:
+        """See :meth:`Client.report_started`."""
+        return await self._call(_ops.report(task_id, "started", agent_id, token, traceparent))
+
+    async def report_heartbeat(
+        self,
+        task_id: str,
+        agent_id: str,
+        token: int,
+        progress: JSON = None,
+        *,
+        traceparent: Optional[str] = None,
+    ) -> ReportAnswer:
+        """See :meth:`Client.report_heartbeat`."""
+        extra = {"progress": progress} if progress is not None else {}
+        return await self._call(
+            _ops.report(task_id, "heartbeat", agent_id, token, traceparent, **extra)
+        )
+
+    async def report_succeeded(
+        self,
+        task_id: str,
+        agent_id: str,
+        token: int,
+        result: JSON,
+        *,
+        traceparent: Optional[str] = None,
+    ) -> ReportAnswer:
+        """See :meth:`Client.report_succeeded`."""
+        return await self._call(
+            _ops.report(task_id, "succeeded", agent_id, token, traceparent, result=result)
+        )
+
+    async def report_failed(
+        self,
+        task_id: str,
+        agent_id: str,
+        token: int,
+        kind: str,
+        message: str,
+        *,
+        retryable: bool = True,
+        traceparent: Optional[str] = None,
+    ) -> ReportAnswer:
+        """See :meth:`Client.report_failed`."""
+        error = {"kind": kind, "message": message, "retryable": retryable}
+        return await self._call(
+            _ops.report(task_id, "failed", agent_id, token, traceparent, error=error)
+        )
+
+    async def report_released(
+        self, task_id: str, agent_id: str, token: int, *, traceparent: Optional[str] = None
+    ) -> ReportAnswer:
+        """See :meth:`Client.report_released`."""
+        return await self._call(_ops.report(task_id, "released", agent_id, token, traceparent))
+
+    async def add_subtasks(
+        self, task_id: str, agent_id: str, token: int, tasks: Sequence[TaskSpecLike]
+    ) -> WorkflowCreated:
+        """See :meth:`Client.add_subtasks`."""
+        return await self._call(_ops.add_subtasks(task_id, agent_id, token, tasks))

@@ -1,0 +1,80 @@
+"""What a task handler is told about the task it runs, and how it talks back."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional
+
+from .types import JSON, ClaimedTask, Deadlines
+
+__all__ = ["TaskContext"]
+
+
+class TaskContext:
+    """Passed to every handler with the task's input.
+
+    Identifies the task (``task_id``, ``workflow_id``, ``key``, ``attempt``), carries what a
+    handler needs to behave well (``idempotency_key`` to make side effects idempotent across
+    redeliveries, ``traceparent`` to continue the workflow's trace), and lets it report
+    progress. ``deadlines`` are the task's deadlines as of the latest answer from Baton (ms since
+    the epoch). ``cancelled`` turns true when Baton says the task was cancelled, the lease was
+    lost (another agent may now run it), or the agent is shutting down and gave the task back:
+    a handler should then stop soon; whatever it returns is not reported. ``agent_id`` and
+    ``token`` identify the lease, for calls such as :meth:`baton.Client.add_subtasks`.
+    """
+
+    def __init__(self, claimed: ClaimedTask, agent_id: str, wake: Callable[[], None]) -> None:
+        self.task_id: str = claimed.task
+        self.workflow_id: str = claimed.workflow
+        self.key: str = claimed.key
+        self.attempt: int = claimed.attempt
+        self.token: int = claimed.token
+        self.agent_id: str = agent_id
+        self.idempotency_key: str = claimed.idempotency_key
+        self.traceparent: str = claimed.traceparent
+        self.deadlines: Deadlines = claimed.deadlines
+        self._wake = wake
+        self._cancelled = threading.Event()
+        self._reason: Optional[str] = None
+        self._lock = threading.Lock()
+        self._progress: JSON = None
+        self._progress_pending = False
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the handler should stop: cancelled, lease lost, or agent stopping."""
+        return self._cancelled.is_set()
+
+    @property
+    def cancel_reason(self) -> Optional[str]:
+        """Why ``cancelled`` is set: the refusal's code (``task_cancelled``, ``stale_lease``,
+        ``not_accepted``...) or ``agent_stopping``."""
+        return self._reason
+
+    def wait_cancelled(self, timeout: Optional[float] = None) -> bool:
+        """Blocks up to ``timeout`` seconds for cancellation; returns ``cancelled``. Use it as
+        an interruptible sleep in blocking handlers."""
+        return self._cancelled.wait(timeout)
+
+    def progress(self, value: JSON) -> None:
+        """Records progress (any JSON value) and asks for a heartbeat carrying it right away.
+
+        Does not block: the agent's heartbeat loop sends it; if calls come faster than it can
+        send, only the latest value goes out.
+        """
+        with self._lock:
+            self._progress = value
+            self._progress_pending = True
+        self._wake()
+
+    def _take_progress(self) -> JSON:
+        """The progress recorded since the last heartbeat, if any, else ``None``."""
+        with self._lock:
+            value = self._progress if self._progress_pending else None
+            self._progress_pending = False
+            return value
+
+    def _cancel(self, reason: str) -> None:
+        if not self._cancelled.is_set():
+            self._reason = reason
+            self._cancelled.set()

@@ -1,0 +1,439 @@
+"""Wire types of the Baton ``/v1`` API.
+
+Requests are built from :class:`TaskSpec` (or plain dicts with the same keys); responses are
+decoded into frozen dataclasses. Fields the server adds later are ignored, so an older SDK
+keeps working against a newer server. Times are milliseconds since the Unix epoch; ids are
+UUID strings; task states are lower-case names (``"pending"``, ``"completed"``...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, Union
+
+__all__ = [
+    "STATES",
+    "TERMINAL_STATES",
+    "JSON",
+    "RetryPolicy",
+    "Timeouts",
+    "Compensation",
+    "TaskSpec",
+    "TaskSpecLike",
+    "spec_to_json",
+    "WorkflowCreated",
+    "TaskCreated",
+    "Counts",
+    "WorkflowView",
+    "TaskSummary",
+    "TaskPage",
+    "Lease",
+    "Deadlines",
+    "Dependency",
+    "TaskView",
+    "AgentView",
+    "ClaimedTask",
+    "ReportAnswer",
+    "TransitionEvent",
+    "Lagged",
+]
+
+JSON = Any
+"""Any JSON value: ``dict``, ``list``, ``str``, ``int``, ``float``, ``bool`` or ``None``."""
+
+STATES = ("blocked", "pending", "assigned", "executing", "completed", "failed", "cancelled")
+"""Every task state, in lifecycle order."""
+
+TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+"""States a task may end in. A ``failed`` task may still be retried (see ``TaskView.waiting``)."""
+
+
+# ---- requests --------------------------------------------------------------------------------
+
+
+@dataclass
+class RetryPolicy:
+    """How often and how patiently a task is retried. ``None`` leaves the server's default."""
+
+    max_attempts: Optional[int] = None
+    initial_backoff_ms: Optional[int] = None
+    backoff_multiplier: Optional[float] = None
+    max_backoff_ms: Optional[int] = None
+    jitter: Optional[float] = None
+    non_retryable: Optional[Sequence[str]] = None
+    """Error kinds (a handler's exception class names) that fail the task at once."""
+
+
+@dataclass
+class Timeouts:
+    """Watchdog deadlines in milliseconds. ``None`` leaves the server's default.
+
+    To switch a deadline off, pass a mapping with an explicit ``None`` instead, e.g.
+    ``TaskSpec("k", timeouts={"heartbeat_ms": None})``.
+    """
+
+    schedule_to_start_ms: Optional[int] = None
+    start_ms: Optional[int] = None
+    start_to_close_ms: Optional[int] = None
+    heartbeat_ms: Optional[int] = None
+
+
+@dataclass
+class Compensation:
+    """The task submitted if its task ends failed for good or cancelled."""
+
+    key: str
+    capabilities: Sequence[str] = ()
+    input: JSON = None
+
+
+@dataclass
+class TaskSpec:
+    """One task to submit. Only ``key`` is required; unset fields take the server's defaults.
+
+    ``capabilities`` are all required of the agent that runs it; ``depends_on`` names other
+    tasks of the same workflow by key; ``on_agent_lost`` is ``"fail"`` or ``"requeue"``.
+    """
+
+    key: str
+    depends_on: Sequence[str] = ()
+    capabilities: Sequence[str] = ()
+    input: JSON = None
+    priority: Optional[int] = None
+    retry: Union[RetryPolicy, Mapping[str, Any], None] = None
+    timeouts: Union[Timeouts, Mapping[str, Any], None] = None
+    on_agent_lost: Optional[str] = None
+    compensation: Union[Compensation, Mapping[str, Any], None] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        """The spec as the server expects it, without the fields left unset."""
+        out: Dict[str, Any] = {"key": self.key}
+        if self.depends_on:
+            out["depends_on"] = list(self.depends_on)
+        if self.capabilities:
+            out["capabilities"] = list(self.capabilities)
+        if self.input is not None:
+            out["input"] = self.input
+        if self.priority is not None:
+            out["priority"] = self.priority
+        if self.on_agent_lost is not None:
+            out["on_agent_lost"] = self.on_agent_lost
+        for name in ("retry", "timeouts", "compensation"):
+            value = _set_fields(getattr(self, name))
+            if value is not None:
+                out[name] = value
+        return out
+
+
+TaskSpecLike = Union[TaskSpec, Mapping[str, Any]]
+"""A :class:`TaskSpec` or a mapping with the same keys, sent as it is."""
+
+
+def spec_to_json(spec: TaskSpecLike) -> Dict[str, Any]:
+    """The JSON object for a :class:`TaskSpec` or a mapping."""
+    if isinstance(spec, TaskSpec):
+        return spec.to_json()
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    raise TypeError(f"a task spec must be a TaskSpec or a mapping, not {type(spec).__name__}")
+
+
+def _set_fields(value: Any) -> Optional[Dict[str, Any]]:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return dict(value)
+    out = {}
+    for f in dataclasses.fields(value):
+        v = getattr(value, f.name)
+        if v is None:
+            continue
+        out[f.name] = list(v) if isinstance(v, (tuple, list)) else v
+    return out
+
+
+# ---- responses -------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _build(cls: Type[T], data: Mapping[str, Any], **convert: Callable[[Any], Any]) -> T:
+    """``cls`` from the known keys of ``data``, nested values converted by ``convert``."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if f.name in convert and value is not None:
+            value = convert[f.name](value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class WorkflowCreated:
+    """A submitted workflow. ``created`` is false when an earlier submission with the same
+    idempotency key is returned. ``tasks`` maps task keys to task ids."""
+
+    workflow: str
+    created: bool
+    tasks: Dict[str, str]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "WorkflowCreated":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class TaskCreated:
+    """A task submitted as a workflow of its own."""
+
+    workflow: str
+    task: str
+    created: bool
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TaskCreated":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Tasks per state."""
+
+    blocked: int = 0
+    pending: int = 0
+    assigned: int = 0
+    executing: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    total: int = 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Counts":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class WorkflowView:
+    """A workflow and its task counts."""
+
+    id: str
+    name: str
+    idempotency_key: Optional[str]
+    created_at: int
+    counts: Counts
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "WorkflowView":
+        return _build(cls, data, counts=Counts.from_json)
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """A task as listed by ``GET /v1/tasks``."""
+
+    id: str
+    workflow: str
+    key: str
+    state: str
+    attempt: int
+    version: int
+    priority: int
+    updated_at: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TaskSummary":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of tasks; pass ``next`` as ``after`` for the following page (``None`` at the
+    end)."""
+
+    tasks: List[TaskSummary]
+    next: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TaskPage":
+        return _build(cls, data, tasks=lambda ts: [TaskSummary.from_json(t) for t in ts])
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The lease an agent holds on a task; ``token`` is the fencing token."""
+
+    id: str
+    agent: str
+    token: int
+    granted_at: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Lease":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """A task's armed deadlines, in ms since the epoch (``None`` when not armed)."""
+
+    schedule_to_start: Optional[int] = None
+    start: Optional[int] = None
+    start_to_close: Optional[int] = None
+    heartbeat: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Deadlines":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """A task another depends on, and where it stands."""
+
+    key: str
+    id: str
+    state: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Dependency":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """A task with everything known about it.
+
+    ``detail`` is the state with its data (lease, result, error, retry time, cancel reason);
+    ``errors`` every failed attempt, oldest first (``{"kind", "message", "retryable", ...}``);
+    ``waiting`` why a task that has not ended waits (``{"reason": "dependencies" |
+    "no_capable_agent" | "agents_busy" | "leased" | "backing_off", ...}``, ``None`` once it has
+    ended); ``history`` every event, oldest first (``{"seq", "at", "actor", "event", "data"}``).
+    """
+
+    id: str
+    workflow: str
+    key: str
+    state: str
+    version: int
+    attempt: int
+    attempts_allowed: int
+    fencing_token: int
+    spec: Dict[str, Any]
+    detail: Dict[str, Any] = field(default_factory=dict)
+    result: JSON = None
+    errors: List[Dict[str, Any]] = field(default_factory=list)
+    lease: Optional[Lease] = None
+    deadlines: Deadlines = field(default_factory=Deadlines)
+    entered_at: Dict[str, int] = field(default_factory=dict)
+    waiting: Optional[Dict[str, Any]] = None
+    dependencies: List[Dependency] = field(default_factory=list)
+    dependents: List[str] = field(default_factory=list)
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    created_at: int = 0
+    updated_at: int = 0
+
+    @property
+    def events(self) -> List[str]:
+        """The names of the history's events, oldest first."""
+        return [str(h.get("event")) for h in self.history]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TaskView":
+        return _build(
+            cls,
+            data,
+            lease=Lease.from_json,
+            deadlines=Deadlines.from_json,
+            dependencies=lambda ds: [Dependency.from_json(d) for d in ds],
+        )
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """A registered agent. ``leased`` lists the tasks it holds leases on."""
+
+    id: str
+    name: str
+    capabilities: List[str]
+    concurrency: int
+    online: bool
+    registered_at: int
+    last_seen: int
+    leased: List[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "AgentView":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    """A task handed to an agent with its lease. Send ``token`` back with every report;
+    ``idempotency_key`` is stable across redeliveries of this attempt."""
+
+    task: str
+    workflow: str
+    key: str
+    attempt: int
+    lease: str
+    token: int
+    input: JSON
+    deadlines: Deadlines
+    traceparent: str
+    idempotency_key: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ClaimedTask":
+        return _build(cls, data, deadlines=Deadlines.from_json)
+
+
+@dataclass(frozen=True)
+class ReportAnswer:
+    """Where a task stands after a report or an operator's command."""
+
+    task: str
+    state: str
+    version: int
+    attempt: int
+    token: int
+    cancelled: bool
+    deadlines: Deadlines
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ReportAnswer":
+        return _build(cls, data, deadlines=Deadlines.from_json)
+
+
+@dataclass(frozen=True)
+class TransitionEvent:
+    """One accepted transition, as the event stream sends it. ``from_`` is ``None`` for the
+    submission."""
+
+    task: str
+    workflow: str
+    key: str
+    event: str
+    from_: Optional[str]
+    to: str
+    version: int
+    attempt: int
+    at: int
+    agent: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TransitionEvent":
+        renamed = dict(data)
+        renamed["from_"] = renamed.pop("from", None)
+        return _build(cls, renamed)
+
+
+@dataclass(frozen=True)
+class Lagged:
+    """The event stream fell behind and dropped ``missed`` transitions; re-read the tasks you
+    follow (e.g. with ``list_tasks``) to catch up."""
+
+    missed: int

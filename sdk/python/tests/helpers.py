@@ -1,0 +1,163 @@
+"""Helpers for the tests: a real ``baton`` server process, waiting for conditions, running
+agents in threads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+
+import httpx
+import pytest
+
+import baton
+
+REPO = Path(__file__).resolve().parents[3]
+START_TIMEOUT_S = 30.0
+BUILD_TIMEOUT_S = 1800.0
+
+T = TypeVar("T")
+
+
+def baton_binary() -> Path:
+    """``BATON_BIN``, else the workspace's debug build, built if missing."""
+    configured = os.environ.get("BATON_BIN")
+    if configured:
+        path = Path(configured)
+        if not path.is_file():
+            pytest.exit(f"BATON_BIN={configured} does not exist", returncode=2)
+        return path
+    path = REPO / "target" / "debug" / "baton"
+    if not path.is_file():
+        subprocess.run(
+            ["cargo", "build", "-p", "baton-cli"], cwd=REPO, check=True, timeout=BUILD_TIMEOUT_S
+        )
+    return path
+
+
+class Server:
+    """A ``baton serve`` process listening on a free loopback port."""
+
+    def __init__(self, data_dir: Path, extra_args: Optional[List[str]] = None) -> None:
+        self.log_path = data_dir / "server.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [
+                str(baton_binary()),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(data_dir),
+                *(extra_args or []),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        )
+        self.url = self._await_address()
+        self._await_health()
+
+    def _await_address(self) -> str:
+        lines: "queue.Queue[str]" = queue.Queue()
+
+        def read() -> None:
+            assert self.process.stdout is not None
+            for raw in self.process.stdout:
+                lines.put(raw.decode(errors="replace"))
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            if line.startswith("Baton listening on "):
+                return line.split()[3]
+        self.stop()
+        raise RuntimeError(
+            f"baton did not start; see {self.log_path}:\n{self.log_path.read_text()}"
+        )
+
+    def _await_health(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("baton never became healthy")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+def wait_for(check: Callable[[], Optional[T]], timeout: float = 10.0, what: str = "condition") -> T:
+    """Polls ``check`` until it returns something truthy; fails the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def wait_state(
+    client: baton.Client, task_id: str, state: str, timeout: float = 10.0
+) -> baton.TaskView:
+    """The task once it is in ``state``."""
+
+    def check() -> Optional[baton.TaskView]:
+        view = client.get_task(task_id)
+        return view if view.state == state else None
+
+    return wait_for(check, timeout, f"task {task_id} to be {state}")
+
+
+@contextlib.contextmanager
+def running(agent: baton.Agent, stop_timeout: float = 15.0) -> Iterator[baton.Agent]:
+    """Runs ``agent.run()`` in a thread for the block, then stops it and checks it stopped."""
+    errors: List[BaseException] = []
+
+    def target() -> None:
+        try:
+            agent.run()
+        except BaseException as exc:  # noqa: B036 - handed back to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: agent.id, 10.0, "the agent to register")
+        yield agent
+    finally:
+        agent.stop()
+        thread.join(stop_timeout)
+    assert not thread.is_alive(), "the agent did not stop"
+    if errors:
+        raise errors[0]
+
+
+def make_agent(url: str, cap: str, **kwargs: object) -> baton.Agent:
+    """An agent tuned for tests: short long polls so that it stops quickly."""
+    options: Dict[str, Any] = {"concurrency": 2, "claim_wait_ms": 200, "shutdown_grace": 5.0}
+    options.update(kwargs)
+    return baton.Agent(f"agent-{cap}", url=url, **options)

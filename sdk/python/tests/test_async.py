@@ -1,0 +1,145 @@
+"""The asyncio client and agent against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, List
+
+import pytest
+
+import baton
+
+
+async def completed(
+    client: baton.AsyncClient, task_id: str, timeout: float = 10.0
+) -> baton.TaskView:
+    async def poll() -> baton.TaskView:
+        while True:
+            view = await client.get_task(task_id)
+            if view.state == "completed":
+                return view
+            await asyncio.sleep(0.02)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+def test_an_async_agent_completes_tasks_with_async_and_blocking_handlers(
+    url: str, cap: str
+) -> None:
+    blocking_cap = f"{cap}-blocking"
+
+    async def main() -> None:
+        agent = baton.Agent(f"async-{cap}", url=url, concurrency=3, claim_wait_ms=200)
+        progress: List[Any] = []
+
+        @agent.task(cap)
+        async def summarize(value: Any, ctx: baton.TaskContext) -> Any:
+            ctx.progress({"pct": 50})
+            await asyncio.sleep(0.05)
+            progress.append(ctx.key)
+            return {"summary": value["text"][:5], "attempt": ctx.attempt}
+
+        @agent.task(blocking_cap)
+        def count(value: Any, ctx: baton.TaskContext) -> Any:
+            return len(value)
+
+        async with baton.AsyncClient(url) as client:
+            wf = await client.submit_workflow(
+                [
+                    baton.TaskSpec("summarize", capabilities=[cap], input={"text": "hello world"}),
+                    baton.TaskSpec(
+                        "count",
+                        capabilities=[blocking_cap],
+                        input=[1, 2, 3],
+                        depends_on=["summarize"],
+                    ),
+                ]
+            )
+            stream = await client.events(workflow=wf.workflow, read_timeout=10.0)
+            runner = asyncio.ensure_future(agent.run_async())
+            summary = await completed(client, wf.tasks["summarize"])
+            counted = await completed(client, wf.tasks["count"])
+
+            transitions = []
+            async with stream:
+                async for item in stream:
+                    assert isinstance(item, baton.TransitionEvent)
+                    transitions.append((item.key, item.to))
+                    if item.key == "count" and item.to == "completed":
+                        break
+
+            agent.stop()
+            await asyncio.wait_for(runner, 10.0)
+
+            assert summary.result == {"summary": "hello", "attempt": 1}
+            assert counted.result == 3
+            assert progress == ["summarize"]
+            assert ("summarize", "completed") in transitions
+            assert (await client.counts(wf.workflow)).completed == 2
+            with pytest.raises(baton.NotFound):
+                await client.get_task("0192d0c6-8f5e-7cc3-9a4e-2b1f0c9d8e7a")
+            keys = [t.key async for t in client.iter_tasks(workflow=wf.workflow, page_size=1)]
+            assert sorted(keys) == ["count", "summarize"]
+
+    asyncio.run(main())
+
+
+def test_cancelling_run_async_releases_what_it_holds(url: str, cap: str) -> None:
+    async def main() -> None:
+        agent = baton.Agent(f"async-{cap}", url=url, claim_wait_ms=200, shutdown_grace=0.1)
+        started = asyncio.Event()
+
+        @agent.task(cap)
+        async def forever(value: Any, ctx: baton.TaskContext) -> Any:
+            started.set()
+            await asyncio.sleep(30)
+
+        async with baton.AsyncClient(url) as client:
+            created = await client.submit_task({"key": "forever", "capabilities": [cap]})
+            runner = asyncio.ensure_future(agent.run_async())
+            await asyncio.wait_for(started.wait(), 10.0)
+            runner.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(runner, 10.0)
+            task = await client.get_task(created.task)
+            assert task.state == "pending"
+            assert task.events[-1] == "assignment_released"
+            await client.cancel_task(created.task)
+
+    asyncio.run(main())
+
+
+def test_an_async_handler_sees_its_task_cancelled(url: str, cap: str) -> None:
+    async def main() -> None:
+        agent = baton.Agent(f"async-{cap}", url=url, claim_wait_ms=200)
+        running = asyncio.Event()
+        reasons: List[Any] = []
+
+        @agent.task(cap)
+        async def patient(value: Any, ctx: baton.TaskContext) -> Any:
+            running.set()
+            for _ in range(500):
+                if ctx.cancelled:
+                    break
+                await asyncio.sleep(0.02)
+            reasons.append(ctx.cancel_reason)
+            return "ignored"
+
+        async with baton.AsyncClient(url) as client:
+            created = await client.submit_task(
+                baton.TaskSpec("patient", capabilities=[cap], timeouts={"heartbeat_ms": 1500})
+            )
+            runner = asyncio.ensure_future(agent.run_async())
+            await asyncio.wait_for(running.wait(), 10.0)
+            await client.cancel_task(created.task, reason="changed my mind")
+            while not reasons:
+                await asyncio.sleep(0.02)
+            agent.stop()
+            await asyncio.wait_for(runner, 10.0)
+            task = await client.get_task(created.task)
+
+        assert reasons == ["task_cancelled"]
+        assert task.state == "cancelled"
+        assert task.detail["reason"]["reason"] == "changed my mind"
+
+    asyncio.run(main())

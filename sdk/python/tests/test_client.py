@@ -1,0 +1,153 @@
+"""The operator client against a real server: submissions, queries, commands, and how
+refusals map to exceptions."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from helpers import Server
+
+import baton
+
+UNKNOWN = "0192d0c6-8f5e-7cc3-9a4e-2b1f0c9d8e7a"
+
+
+def test_a_cycle_is_an_invalid_request_naming_the_field_and_the_cycle(client: baton.Client) -> None:
+    with pytest.raises(baton.InvalidRequest) as info:
+        client.submit_workflow(
+            [{"key": "a", "depends_on": ["b"]}, baton.TaskSpec("b", depends_on=["a"])]
+        )
+    err = info.value
+    assert (err.status, err.code, err.field) == (422, "cycle", "tasks[].depends_on")
+    assert err.expected == "an acyclic graph"
+    assert err.cycle is not None and set(err.cycle) == {"a", "b"}
+    assert err.problem["type"] == "/problems/cycle"
+
+
+def test_an_out_of_bounds_field_is_named_with_what_was_expected(client: baton.Client) -> None:
+    with pytest.raises(baton.InvalidRequest) as info:
+        client.submit_workflow([baton.TaskSpec("a", retry=baton.RetryPolicy(max_attempts=0))])
+    assert info.value.code == "invalid_field"
+    assert info.value.field == "tasks[0].retry.max_attempts"
+    assert info.value.expected == "between 1 and 100"
+
+
+def test_unknown_tasks_and_workflows_are_not_found(client: baton.Client) -> None:
+    with pytest.raises(baton.NotFound) as info:
+        client.get_task(UNKNOWN)
+    assert (info.value.status, info.value.code) == (404, "task_not_found")
+    with pytest.raises(baton.NotFound) as wf:
+        client.cancel_workflow(UNKNOWN)
+    assert wf.value.code == "workflow_not_found"
+    with pytest.raises(baton.InvalidRequest) as bad:
+        client.get_task("not-a-uuid")
+    assert (bad.value.status, bad.value.code, bad.value.field) == (400, "invalid_id", "task_id")
+
+
+def test_refused_commands_are_conflicts(client: baton.Client, cap: str) -> None:
+    created = client.submit_task({"key": "waiting", "capabilities": [cap]})
+    with pytest.raises(baton.Conflict) as info:
+        client.retry_task(created.task)
+    assert (info.value.status, info.value.code, info.value.state) == (
+        409,
+        "not_accepted",
+        "pending",
+    )
+
+    key = f"idem-{uuid.uuid4()}"
+    first = client.submit_task({"key": "once", "capabilities": [cap]}, idempotency_key=key)
+    again = client.submit_task({"key": "once", "capabilities": [cap]}, idempotency_key=key)
+    assert first.created and not again.created
+    assert again.task == first.task
+    with pytest.raises(baton.Conflict) as mismatch:
+        client.submit_task({"key": "other", "capabilities": [cap]}, idempotency_key=key)
+    assert mismatch.value.code == "idempotency_mismatch"
+
+    assert client.cancel_task(created.task).cancelled
+    assert client.cancel_task(created.task).cancelled, "cancelling again changes nothing"
+    with pytest.raises(baton.Conflict) as cancelled:
+        client.retry_task(created.task)
+    assert cancelled.value.code == "task_cancelled"
+    client.cancel_task(first.task)
+
+
+def test_tasks_are_listed_page_by_page_and_counted(client: baton.Client, cap: str) -> None:
+    wf = client.submit_workflow(
+        [{"key": f"t{i}", "capabilities": [cap]} for i in range(5)], name="listing"
+    )
+    page = client.list_tasks(workflow=wf.workflow, limit=2)
+    assert len(page.tasks) == 2 and page.next == page.tasks[-1].id
+    listed = list(client.iter_tasks(workflow=wf.workflow, page_size=2))
+    assert sorted(t.key for t in listed) == [f"t{i}" for i in range(5)]
+    assert len({t.id for t in listed}) == 5
+    assert all(t.state == "pending" for t in listed)
+    assert list(client.iter_tasks(workflow=wf.workflow, state="completed")) == []
+    assert client.counts(wf.workflow) == baton.Counts(pending=5, total=5)
+
+    view = client.get_workflow(wf.workflow)
+    assert (view.name, view.counts.pending) == ("listing", 5)
+    assert client.cancel_workflow(wf.workflow, reason="done listing") == 5
+    assert client.counts(wf.workflow).cancelled == 5
+    with pytest.raises(baton.InvalidRequest) as bad:
+        client.list_tasks(state="sleeping")
+    assert bad.value.field == "state"
+
+
+def test_a_task_view_carries_its_history_and_why_it_waits(client: baton.Client, cap: str) -> None:
+    created = client.submit_task(baton.TaskSpec("lonely", capabilities=[cap], priority=3))
+    task = client.get_task(created.task)
+    assert task.state == "pending"
+    assert task.waiting == {"reason": "no_capable_agent", "missing": [cap]}
+    assert task.events == ["submitted"]
+    assert task.spec["priority"] == 3
+    assert client.task_history(created.task)[0]["seq"] == 1
+    client.cancel_task(created.task)
+
+
+def test_agents_and_the_lifecycle_can_be_read(client: baton.Client, cap: str) -> None:
+    registered = client.register_agent(f"reader-{cap}", [cap], 2)
+    mine = [a for a in client.agents() if a.id == registered.id]
+    assert mine and mine[0].capabilities == [cap] and mine[0].online
+    assert client.lifecycle().startswith("stateDiagram")
+    assert client.lifecycle("dot").startswith("digraph")
+    with pytest.raises(baton.InvalidRequest) as bad:
+        client.lifecycle("svg")
+    assert bad.value.field == "format"
+
+
+def test_a_client_that_cannot_connect_raises_connection_failed() -> None:
+    with baton.Client("http://127.0.0.1:9", timeout=2.0) as c:
+        with pytest.raises(baton.ConnectionFailed) as info:
+            c.counts()
+    assert info.value.status == 0
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(
+        Path(tmp_path_factory.mktemp("secured")),
+        ["--operator-token", "op-secret", "--agent-token", "worker=agent-secret"],
+    )
+    yield srv
+    srv.stop()
+
+
+def test_tokens_come_from_arguments_or_the_environment(
+    secured: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BATON_TOKEN", raising=False)
+    with baton.Client(secured.url) as anonymous, pytest.raises(baton.Unauthorized) as info:
+        anonymous.counts()
+    assert info.value.code == "unauthorized"
+    with baton.Client(secured.url, "agent-secret") as agent, pytest.raises(baton.Forbidden):
+        agent.submit_task({"key": "nope"})
+    with baton.Client(secured.url, "op-secret") as operator:
+        assert operator.counts().total == 0
+    monkeypatch.setenv("BATON_URL", secured.url)
+    monkeypatch.setenv("BATON_TOKEN", "op-secret")
+    with baton.Client() as from_env:
+        assert from_env.url == secured.url
+        assert from_env.counts().total == 0

@@ -1,0 +1,58 @@
+"""The event stream: transitions of one workflow, as they happen.
+
+The server publishes each transition after committing it, from whichever task committed it,
+so two transitions of one task may arrive out of order: the tests order them by version."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Set, Tuple
+
+from helpers import make_agent, running
+
+import baton
+
+
+def test_the_event_stream_yields_the_transitions_of_the_chosen_workflow(
+    client: baton.Client, url: str, cap: str
+) -> None:
+    wf = client.submit_workflow(
+        [
+            {"key": "a", "capabilities": [cap]},
+            {"key": "b", "depends_on": ["a"], "capabilities": [cap]},
+        ]
+    )
+    other = client.submit_task({"key": "elsewhere", "capabilities": [f"{cap}-idle"]})
+    agent = make_agent(url, cap)
+
+    @agent.task(cap)
+    def handle(value: Any, ctx: baton.TaskContext) -> Any:
+        return ctx.key
+
+    seen: List[baton.TransitionEvent] = []
+    completed: Set[str] = set()
+    with client.events(workflow=wf.workflow, read_timeout=10.0) as stream, running(agent):
+        deadline = time.monotonic() + 15.0
+        for item in stream:
+            assert isinstance(item, baton.TransitionEvent), item
+            seen.append(item)
+            if item.to == "completed":
+                completed.add(item.key)
+            if completed == {"a", "b"} or time.monotonic() > deadline:
+                break
+
+    assert completed == {"a", "b"}
+    assert {e.workflow for e in seen} == {wf.workflow}
+    assert other.workflow not in {e.workflow for e in seen}
+    by_task: Dict[str, List[Tuple[Any, str, str]]] = {}
+    for e in sorted(seen, key=lambda e: e.version):
+        by_task.setdefault(e.key, []).append((e.from_, e.to, e.event))
+    assert by_task["a"] == [
+        ("pending", "assigned", "agent_assigned"),
+        ("assigned", "executing", "execution_started"),
+        ("executing", "completed", "execution_succeeded"),
+    ]
+    assert by_task["b"][0] == ("blocked", "pending", "dependencies_met")
+    assert by_task["b"][-1] == ("executing", "completed", "execution_succeeded")
+    assert all(e.agent == agent.id for e in seen if e.event == "agent_assigned")
+    client.cancel_task(other.task)
