@@ -243,6 +243,10 @@ pub struct AgentView {
     pub last_seen: u64,
     /// Tasks it holds leases on.
     pub leased: Vec<Uuid>,
+    /// Silence after which the agent is declared dead and loses its leases: keep alive well
+    /// within it.
+    #[serde(default)]
+    pub liveness_ms: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -275,6 +279,15 @@ pub struct ClaimedTask {
     pub traceparent: String,
     /// Stable across redeliveries of this attempt: use it to make side effects idempotent.
     pub idempotency_key: String,
+    /// The capabilities the task requires (a subset of the agent's).
+    #[serde(default)]
+    pub capabilities: BTreeSet<Capability>,
+    /// Longest silence allowed between heartbeats once started, if the task has that deadline.
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
+    /// The server's clock (ms since the epoch) when it answered: deadlines are on this clock.
+    #[serde(default)]
+    pub now: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -351,6 +364,9 @@ pub struct ReportAnswer {
     /// The task was cancelled: stop working on it.
     pub cancelled: bool,
     pub deadlines: DeadlinesView,
+    /// The server's clock (ms since the epoch) when it answered: deadlines are on this clock.
+    #[serde(default)]
+    pub now: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -483,6 +499,7 @@ impl From<&Task> for ReportAnswer {
             token: t.fencing_token.0,
             cancelled: t.kind() == StateKind::Cancelled,
             deadlines: (&t.deadlines).into(),
+            now: t.updated_at.0,
         }
     }
 }

@@ -501,7 +501,7 @@ pub async fn cancel_task(
     let task = engine(&s)
         .cancel_task(id, "operator".into(), body.reason)
         .await?;
-    Ok(Json(ReportAnswer::from(&task)))
+    Ok(Json(answer(&s, &task)))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/retry", request_body = RetryBody, params(("id" = String, Path)),
@@ -515,7 +515,7 @@ pub async fn retry_task(
     caller.operator()?;
     let id = TaskId(parse_id("task", &id)?);
     let task = engine(&s).retry_task(id, "operator".into()).await?;
-    Ok(Json(ReportAnswer::from(&task)))
+    Ok(Json(answer(&s, &task)))
 }
 
 #[utoipa::path(get, path = "/v1/counts", params(CountsQuery),
@@ -550,6 +550,7 @@ async fn agent_view(e: &Engine<AnyStore>, a: baton_store::AgentRecord) -> ApiRes
         registered_at: a.registered_at.0,
         last_seen: a.last_seen.0,
         leased: leased.into_iter().map(|t| t.0).collect(),
+        liveness_ms: e.config().agent_ttl_ms,
     })
 }
 
@@ -661,6 +662,9 @@ pub async fn claim(
                     deadlines: (&t.deadlines).into(),
                     traceparent: traceparent(t),
                     idempotency_key: format!("{}:{}", t.id, t.attempt),
+                    capabilities: t.spec.capabilities.clone(),
+                    heartbeat_ms: t.spec.timeouts.heartbeat_ms,
+                    now: e.now().0,
                 })
             })
             .collect(),
@@ -681,7 +685,7 @@ async fn report(
     let record = e.agent(AgentId(agent)).await?;
     caller.agent_named(&record.name)?;
     let task = e.report(id, event).await?;
-    Ok(Json(ReportAnswer::from(&task)))
+    Ok(Json(answer(s, &task)))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/started", request_body = LeaseReport, params(("id" = String, Path)),
@@ -884,6 +888,13 @@ pub async fn metrics(AxState(s): St, caller: Caller) -> ApiResult<Response> {
         text,
     )
         .into_response())
+}
+
+/// Where a task stands, stamped with the server's clock.
+fn answer(s: &AppState, task: &Task) -> ReportAnswer {
+    let mut a = ReportAnswer::from(task);
+    a.now = engine(s).now().0;
+    a
 }
 
 fn counts_view(c: baton_store::StateCounts) -> Counts {
