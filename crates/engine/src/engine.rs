@@ -21,6 +21,7 @@ use baton_store::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch, Notify};
 use tracing::{debug, info, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -580,6 +581,7 @@ impl<S: Store + 'static> Engine<S> {
                             Some(StateKind::Pending),
                             baton_core::EventKind::AgentAssigned,
                             Some(agent),
+                            None,
                         );
                     }
                     self.inner.timers.notify_one();
@@ -611,13 +613,27 @@ impl<S: Store + 'static> Engine<S> {
     /// of an applied report answers with the task as it stands. An accepted report keeps its
     /// agent alive; a refused one changes nothing.
     pub async fn report(&self, id: TaskId, event: Event) -> Result<Task, EngineError> {
+        self.report_traced(id, event, None).await
+    }
+
+    /// [`Engine::report`], with the agent's own W3C `traceparent`: the transition's span links
+    /// to the agent's span. A malformed `traceparent` is ignored.
+    pub async fn report_traced(
+        &self,
+        id: TaskId,
+        event: Event,
+        traceparent: Option<&str>,
+    ) -> Result<Task, EngineError> {
         let Some((agent, _)) = event.report() else {
             return Err(EngineError::invalid("event", "an agent's report"));
         };
         if matches!(event, Event::AgentLost { .. }) {
             return Err(EngineError::invalid("event", "an agent's report"));
         }
-        let task = self.transition(id, |_| Some(event.clone())).await?;
+        let link = traceparent.and_then(crate::trace::parse_traceparent);
+        let task = self
+            .transition_linked(id, |_| Some(event.clone()), link)
+            .await?;
         if let Ok(record) = self.agent(agent).await {
             self.refresh_liveness(record).await?;
         }
@@ -681,6 +697,15 @@ impl<S: Store + 'static> Engine<S> {
         id: TaskId,
         make: impl Fn(&Task) -> Option<Event>,
     ) -> Result<Task, EngineError> {
+        self.transition_linked(id, make, None).await
+    }
+
+    async fn transition_linked(
+        &self,
+        id: TaskId,
+        make: impl Fn(&Task) -> Option<Event>,
+        link: Option<opentelemetry::trace::SpanContext>,
+    ) -> Result<Task, EngineError> {
         for _ in 0..CAS_RETRIES_MAX {
             let task = self.load(id).await?;
             let Some(event) = make(&task) else {
@@ -702,7 +727,7 @@ impl<S: Store + 'static> Engine<S> {
                 .await
             {
                 Ok(()) => {
-                    self.after_commit(&t, &event);
+                    self.after_commit_linked(&t, &event, link.clone());
                     return Ok(t.task);
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -722,11 +747,21 @@ impl<S: Store + 'static> Engine<S> {
 
     /// After a commit: log, publish, and nudge whoever the effects concern.
     fn after_commit(&self, t: &Transition, event: &Event) {
+        self.after_commit_linked(t, event, None)
+    }
+
+    fn after_commit_linked(
+        &self,
+        t: &Transition,
+        event: &Event,
+        link: Option<opentelemetry::trace::SpanContext>,
+    ) {
         self.record(
             &t.task,
             t.from,
             event.kind(),
             event.report().map(|(a, _)| a),
+            link,
         );
         match event {
             Event::TimeoutExpired { deadline } => self.inner.metrics.timeout(Some(*deadline)),
@@ -758,6 +793,7 @@ impl<S: Store + 'static> Engine<S> {
         from: Option<StateKind>,
         event: baton_core::EventKind,
         agent: Option<AgentId>,
+        link: Option<opentelemetry::trace::SpanContext>,
     ) {
         let in_previous_ms = from
             .and_then(|s| task.entered_at.get(s))
@@ -766,19 +802,38 @@ impl<S: Store + 'static> Engine<S> {
             .or_else(|| task.state.lease().map(|l| l.agent))
             .map(|a| a.to_string())
             .unwrap_or_default();
-        info!(
+        let to = task.kind().as_str();
+        let from_name = from.map_or("new", StateKind::as_str);
+        let span = tracing::info_span!(
+            "transition",
+            otel.name = %format_args!("{event} {from_name}->{to}"),
             task = %task.id,
             workflow = %task.workflow,
             key = %task.spec.key,
-            attempt = task.attempt,
-            agent = %agent,
             event = %event,
-            from = from.map_or("new", StateKind::as_str),
-            to = task.kind().as_str(),
-            fencing_token = task.fencing_token.0,
-            in_previous_ms,
-            "transition"
+            from = from_name,
+            to,
+            attempt = task.attempt,
         );
+        let _ = span.set_parent(crate::trace::task_context(task.workflow, task.id));
+        if let Some(link) = link {
+            span.add_link(link);
+        }
+        span.in_scope(|| {
+            info!(
+                task = %task.id,
+                workflow = %task.workflow,
+                key = %task.spec.key,
+                attempt = task.attempt,
+                agent = %agent,
+                event = %event,
+                from = from.map_or("new", StateKind::as_str),
+                to = task.kind().as_str(),
+                fencing_token = task.fencing_token.0,
+                in_previous_ms,
+                "transition"
+            );
+        });
         self.inner.metrics.transition(task, from, event);
         self.publish(task, from, event);
     }

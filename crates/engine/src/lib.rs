@@ -10,6 +10,7 @@ mod clock;
 mod engine;
 mod error;
 mod metrics;
+pub mod trace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{

@@ -623,12 +623,6 @@ pub async fn agent_heartbeat(
     Ok(Json(agent_view(e, record).await?))
 }
 
-/// The W3C `traceparent` of a task: one trace per workflow, one span per task.
-pub fn traceparent(task: &Task) -> String {
-    let span = task.id.0.as_u64_pair().1 | 1;
-    format!("00-{}-{span:016x}-01", task.workflow.0.simple())
-}
-
 #[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = String, Path)),
     responses((status = 200, body = Claimed), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 pub async fn claim(
@@ -660,7 +654,7 @@ pub async fn claim(
                     token: lease.token.0,
                     input: t.spec.input.clone(),
                     deadlines: (&t.deadlines).into(),
-                    traceparent: traceparent(t),
+                    traceparent: baton_engine::trace::traceparent(t.workflow, t.id),
                     idempotency_key: format!("{}:{}", t.id, t.attempt),
                     capabilities: t.spec.capabilities.clone(),
                     heartbeat_ms: t.spec.timeouts.heartbeat_ms,
@@ -679,12 +673,13 @@ async fn report(
     raw_id: &str,
     agent: Uuid,
     event: Event,
+    traceparent: Option<&str>,
 ) -> ApiResult<Json<ReportAnswer>> {
     let id = TaskId(parse_id("task", raw_id)?);
     let e = engine(s);
     let record = e.agent(AgentId(agent)).await?;
     caller.agent_named(&record.name)?;
-    let task = e.report(id, event).await?;
+    let task = e.report_traced(id, event, traceparent).await?;
     Ok(Json(answer(s, &task)))
 }
 
@@ -700,7 +695,7 @@ pub async fn report_started(
         agent: AgentId(b.agent),
         token: FencingToken(b.token),
     };
-    report(&s, &caller, &id, b.agent, event).await
+    report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/heartbeat", request_body = HeartbeatReport, params(("id" = String, Path)),
@@ -716,7 +711,7 @@ pub async fn report_heartbeat(
         token: FencingToken(b.token),
         progress: b.progress,
     };
-    report(&s, &caller, &id, b.agent, event).await
+    report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/succeeded", request_body = SuccessReport, params(("id" = String, Path)),
@@ -732,7 +727,7 @@ pub async fn report_succeeded(
         token: FencingToken(b.token),
         result: Some(b.result),
     };
-    report(&s, &caller, &id, b.agent, event).await
+    report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/failed", request_body = FailureReport, params(("id" = String, Path)),
@@ -748,7 +743,7 @@ pub async fn report_failed(
         token: FencingToken(b.token),
         error: b.error,
     };
-    report(&s, &caller, &id, b.agent, event).await
+    report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/released", request_body = LeaseReport, params(("id" = String, Path)),
@@ -763,7 +758,7 @@ pub async fn report_released(
         agent: AgentId(b.agent),
         token: FencingToken(b.token),
     };
-    report(&s, &caller, &id, b.agent, event).await
+    report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/subtasks", request_body = SubtasksReport, params(("id" = String, Path)),
