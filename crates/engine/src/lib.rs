@@ -6,6 +6,7 @@
 //! decision is taken from the task's current version, and a lost compare-and-set is decided
 //! again from the fresh version; durable effects run from the store's outbox, idempotently.
 
+pub mod check;
 mod clock;
 mod engine;
 mod error;

@@ -1,0 +1,169 @@
+//! `baton check`: verifies a store against the lifecycle, task by task. Read-only, so it can
+//! run against a live store (a task changing during the check may be reported; run it again).
+//!
+//! Checked: every history replays through the core and equals the stored task (so every
+//! history is a legal path, and fencing tokens only grow); a completed task has exactly one
+//! success, from the lease it completed under; no task started before all of its dependencies
+//! had completed; every task that ended failed for good or cancelled and declares a
+//! compensation has its compensation task; the counts per state equal the tasks.
+
+use std::collections::HashMap;
+
+use baton_core::{replay, Event, EventKind, State, StateKind, TaskId, Timestamp, WorkflowId};
+use baton_store::{StateCounts, Store, StoreError, TaskFilter, PAGE_ROWS_MAX};
+
+/// Longest history read for one task.
+const HISTORY_MAX: usize = 100_000;
+
+/// One thing wrong with the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub task: Option<TaskId>,
+    pub workflow: Option<WorkflowId>,
+    pub detail: String,
+}
+
+/// What a check found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub tasks: u64,
+    pub history_entries: u64,
+    pub violations: Vec<Violation>,
+}
+
+impl CheckReport {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// What the second pass needs to know of every task.
+struct Facts {
+    completed_at: Option<Timestamp>,
+}
+
+/// Checks every task of the store; `progress` is called with the tasks checked so far.
+pub async fn check_store<S: Store>(
+    store: &S,
+    mut progress: impl FnMut(u64),
+) -> Result<CheckReport, StoreError> {
+    let mut report = CheckReport::default();
+    let mut facts: HashMap<TaskId, Facts> = HashMap::new();
+    let mut started: Vec<(TaskId, WorkflowId, Timestamp)> = Vec::new();
+    let mut counted = StateCounts::default();
+    let mut after = None;
+    loop {
+        let page = store
+            .tasks(TaskFilter {
+                after,
+                limit: PAGE_ROWS_MAX,
+                ..TaskFilter::default()
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for task in &page {
+            report.tasks += 1;
+            counted.0[task.kind().index()] += 1;
+            let violation = |detail: String| Violation {
+                task: Some(task.id),
+                workflow: Some(task.workflow),
+                detail,
+            };
+            let history = store.history(task.id, 0, HISTORY_MAX).await?;
+            report.history_entries += history.len() as u64;
+            match replay(&history) {
+                Err(e) => report
+                    .violations
+                    .push(violation(format!("history does not replay: {e}"))),
+                Ok(rebuilt) if rebuilt != *task => report.violations.push(violation(
+                    "replaying the history does not give the stored task".into(),
+                )),
+                Ok(_) => {}
+            }
+            let successes: Vec<_> = history
+                .iter()
+                .filter_map(|h| match &h.event {
+                    Event::ExecutionSucceeded { token, .. } => Some(*token),
+                    _ => None,
+                })
+                .collect();
+            if let State::Completed { token, .. } = &task.state {
+                if successes.as_slice() != [*token] {
+                    report.violations.push(violation(format!(
+                        "completed with {} success reports, expected exactly one from lease {token}",
+                        successes.len()
+                    )));
+                }
+            } else if !successes.is_empty() {
+                report.violations.push(violation(format!(
+                    "{} but its history has a success",
+                    task.kind()
+                )));
+            }
+            if let Some(first) = history
+                .iter()
+                .find(|h| h.event.kind() == EventKind::ExecutionStarted)
+            {
+                started.push((task.id, task.workflow, first.at));
+            }
+            let ended_badly = matches!(task.state, State::Cancelled { .. })
+                || matches!(task.state, State::Failed { retry_at: None, .. });
+            if ended_badly {
+                if let Some(comp) = &task.spec.compensation {
+                    if store
+                        .task_by_key(task.workflow, comp.key.clone())
+                        .await?
+                        .is_none()
+                    {
+                        report.violations.push(violation(format!(
+                            "ended {} but its compensation task `{}` does not exist",
+                            task.kind(),
+                            comp.key
+                        )));
+                    }
+                }
+            }
+            facts.insert(
+                task.id,
+                Facts {
+                    completed_at: (task.kind() == StateKind::Completed)
+                        .then(|| task.entered_at.get(StateKind::Completed))
+                        .flatten(),
+                },
+            );
+        }
+        progress(report.tasks);
+        if page.len() < PAGE_ROWS_MAX {
+            break;
+        }
+    }
+    for (id, workflow, at) in started {
+        for dep in store.dependencies(id).await? {
+            let done = facts.get(&dep.id).and_then(|f| f.completed_at);
+            if done.is_none_or(|d| d > at) {
+                report.violations.push(Violation {
+                    task: Some(id),
+                    workflow: Some(workflow),
+                    detail: format!(
+                        "started at {at} before its dependency `{}` completed ({})",
+                        dep.key,
+                        done.map_or("never".into(), |d| d.to_string())
+                    ),
+                });
+            }
+        }
+    }
+    let stored = store.counts(None).await?;
+    if stored != counted {
+        report.violations.push(Violation {
+            task: None,
+            workflow: None,
+            detail: format!(
+                "counts per state {:?} differ from the tasks {:?}",
+                stored.0, counted.0
+            ),
+        });
+    }
+    Ok(report)
+}

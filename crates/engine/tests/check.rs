@@ -1,0 +1,123 @@
+//! `check_store`: clean after real work, and every kind of damage is reported.
+
+mod common;
+
+use baton_core::{CompensationSpec, StateKind};
+use baton_engine::check::check_store;
+use common::*;
+use serde_json::json;
+
+/// A workflow that exercises retries, a final failure with compensation, upstream
+/// cancellation and decomposition-free success.
+async fn busy_store() -> (Harness, Flow) {
+    let h = Harness::new();
+    let mut risky = spec("risky", &[]);
+    risky.retry = retry(2, 100);
+    risky.compensation = Some(CompensationSpec {
+        key: key("undo-risky"),
+        capabilities: caps(&["work"]),
+        input: json!({}),
+    });
+    let flow = h
+        .submit(vec![
+            spec("a", &[]),
+            spec("b", &["a"]),
+            risky,
+            spec("after-risky", &["risky"]),
+        ])
+        .await;
+    let agent = h.agent("worker", &["work"], 8).await;
+    h.run(agent, flow.id("a")).await;
+    h.tick().await;
+    h.run(agent, flow.id("b")).await;
+    for _ in 0..2 {
+        let t = h.claim_only(agent, flow.id("risky")).await;
+        let t = h.start(&t).await;
+        h.fail(&t, "flaky", true).await;
+        h.advance(1_000);
+        h.tick().await;
+    }
+    let undo = h
+        .by_key(flow.id, "undo-risky")
+        .await
+        .expect("compensation created");
+    h.run(agent, undo.id).await;
+    assert_eq!(h.state(flow.id("after-risky")).await, StateKind::Cancelled);
+    (h, flow)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_after_real_work_is_clean() {
+    let (h, _) = busy_store().await;
+    let mut seen = 0;
+    let report = check_store(h.engine.store(), |n| seen = n).await.unwrap();
+    assert!(report.is_clean(), "{:#?}", report.violations);
+    assert_eq!(report.tasks, 5);
+    assert_eq!(seen, 5);
+    assert!(report.history_entries > 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_is_reported_task_by_task() {
+    let (h, flow) = busy_store().await;
+    let path = h.dir.path().join("baton.db");
+    let undo = h.by_key(flow.id, "undo-risky").await.unwrap();
+    let dir = h.dir;
+    drop(h.engine);
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute(
+            "DELETE FROM history WHERE task_id = ?1 AND seq = (SELECT max(seq) FROM history WHERE task_id = ?1)",
+            [flow.id("b").0],
+        )
+        .unwrap();
+        db.execute(
+            "UPDATE state_counts SET n = n + 5 WHERE state = 'pending'",
+            [],
+        )
+        .unwrap();
+        db.execute("DELETE FROM tasks WHERE id = ?1", [undo.id.0])
+            .unwrap();
+        db.execute(
+            "UPDATE state_counts SET n = n - 1 WHERE state = 'completed'",
+            [],
+        )
+        .unwrap();
+    }
+    let store = baton_store::sqlite::SqliteStore::open(&path).unwrap();
+    let report = check_store(&store, |_| {}).await.unwrap();
+    let details: Vec<&str> = report
+        .violations
+        .iter()
+        .map(|v| v.detail.as_str())
+        .collect();
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.task == Some(flow.id("b")) && v.detail.contains("replaying the history")),
+        "{details:#?}"
+    );
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.task == Some(flow.id("risky"))
+                && v.detail
+                    .contains("compensation task `undo-risky` does not exist")),
+        "{details:#?}"
+    );
+    assert!(
+        details.iter().any(|d| d.starts_with("counts per state")),
+        "{details:#?}"
+    );
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.task == Some(flow.id("b")) && v.detail.contains("0 success reports")),
+        "{details:#?}"
+    );
+    assert_eq!(report.violations.len(), 4, "{details:#?}");
+    drop(dir);
+}
