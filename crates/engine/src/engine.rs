@@ -570,6 +570,7 @@ impl<S: Store + 'static> Engine<S> {
                         capabilities: record.capabilities.clone(),
                         leases: (0..room).map(|_| LeaseId(Uuid::now_v7())).collect(),
                         now: self.now(),
+                        max_held: Some(record.concurrency),
                     })
                     .await?;
                 drop(turn);

@@ -100,6 +100,7 @@ async fn transitions<S: Store + 'static>(
             capabilities: caps(),
             leases: (0..writers).map(|_| LeaseId(Uuid::now_v7())).collect(),
             now: now(),
+            max_held: None,
         })
         .await
         .unwrap();
@@ -157,6 +158,7 @@ async fn claim_latency<S: Store>(store: &S, n: usize) -> (Duration, Duration) {
                 capabilities: caps(),
                 leases: vec![LeaseId(Uuid::now_v7())],
                 now: now(),
+                max_held: None,
             })
             .await
             .unwrap();

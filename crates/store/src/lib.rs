@@ -123,6 +123,10 @@ pub struct ClaimRequest {
     pub capabilities: BTreeSet<Capability>,
     /// One fresh lease id per task wanted.
     pub leases: Vec<LeaseId>,
+    /// The most leases the agent may hold at once, counting those it holds already: enforced
+    /// in the claim's transaction, so concurrent claims (from several engine nodes too) cannot
+    /// exceed it. `None`: no limit.
+    pub max_held: Option<u32>,
     pub now: Timestamp,
 }
 

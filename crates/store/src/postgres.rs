@@ -1195,11 +1195,18 @@ impl<'c> Run<'c> {
         request: &ClaimRequest,
     ) -> Result<Result<Vec<Task>, StoreError>, Abort> {
         let c = self.c;
-        let wanted = request.leases.len().min(CLAIM_TASKS_MAX);
+        self.flush().await?;
+        let room = match request.max_held {
+            Some(max) => match room_left(c, request.agent, max).await {
+                Ok(room) => room,
+                Err(e) => return Err(pipelined(e)),
+            },
+            None => usize::MAX,
+        };
+        let wanted = request.leases.len().min(CLAIM_TASKS_MAX).min(room);
         if wanted == 0 {
             return Ok(Ok(Vec::new()));
         }
-        self.flush().await?;
         let rows = c.client.query(&c.s.capsets, &[]).await.map_err(pipelined)?;
         let chosen = match candidates(c, &rows, request, wanted).await {
             Ok(Ok(chosen)) => chosen,
@@ -1648,15 +1655,21 @@ async fn insert_tasks_and_edges(
 /// locks of candidates that lose the merge across capability sets are held until the batch
 /// commits; other claims skip them meanwhile.
 async fn claim(c: &Conn, request: &ClaimRequest, deltas: &mut Deltas) -> Result<Vec<Task>, Fail> {
-    let wanted = request.leases.len().min(CLAIM_TASKS_MAX);
+    c.client
+        .batch_execute(SAVEPOINT)
+        .await
+        .map_err(abort)
+        .map_err(Fail::Abort)?;
+    let room = match request.max_held {
+        Some(max) => room_left(c, request.agent, max).await?,
+        None => usize::MAX,
+    };
+    let wanted = request.leases.len().min(CLAIM_TASKS_MAX).min(room);
     if wanted == 0 {
+        c.client.batch_execute(RELEASE).await?;
         return Ok(Vec::new());
     }
-    let (sp, rows) = tokio::join!(
-        c.client.batch_execute(SAVEPOINT),
-        c.client.query(&c.s.capsets, &[]),
-    );
-    sp.map_err(abort).map_err(Fail::Abort)?;
+    let rows = c.client.query(&c.s.capsets, &[]).await;
     let chosen = candidates(c, &rows?, request, wanted).await??;
     let loaded = load(c, &chosen).await??;
     let mut claimed = Vec::with_capacity(chosen.len());
@@ -1672,6 +1685,23 @@ async fn claim(c: &Conn, request: &ClaimRequest, deltas: &mut Deltas) -> Result<
     }
     c.client.batch_execute(RELEASE).await?;
     Ok(claimed)
+}
+
+/// How many more leases the agent may take under `max`. Locks the agent's row first, so that
+/// claims of one agent, from any process, count its leases one after the other.
+async fn room_left(c: &Conn, agent: AgentId, max: u32) -> Result<usize, tokio_postgres::Error> {
+    c.client
+        .query("SELECT 1 FROM agents WHERE id = $1 FOR UPDATE", &[&agent.0])
+        .await?;
+    let held: i64 = c
+        .client
+        .query_one(
+            "SELECT count(*) FROM tasks WHERE lease_agent = $1",
+            &[&agent.0],
+        )
+        .await?
+        .get(0);
+    Ok((i64::from(max) - held).max(0) as usize)
 }
 
 /// A statement's rows turned into `T`: the outer error is the statement's, the inner one a

@@ -703,7 +703,17 @@ fn claim(
     request: &ClaimRequest,
     deltas: &mut Deltas,
 ) -> Result<Vec<Task>, StoreError> {
-    let wanted = request.leases.len().min(PAGE_ROWS_MAX);
+    let held: i64 = match request.max_held {
+        Some(_) => conn
+            .prepare_cached("SELECT count(*) FROM tasks WHERE lease_agent = ?1")
+            .and_then(|mut s| s.query_row([request.agent.0], |r| r.get(0)))
+            .map_err(db)?,
+        None => 0,
+    };
+    let room = request
+        .max_held
+        .map_or(usize::MAX, |max| (i64::from(max) - held).max(0) as usize);
+    let wanted = request.leases.len().min(PAGE_ROWS_MAX).min(room);
     if wanted == 0 {
         return Ok(Vec::new());
     }

@@ -290,6 +290,7 @@ mod cases {
                 capabilities: caps(&["work"]),
                 leases: vec![LeaseId(Uuid::now_v7()), LeaseId(Uuid::now_v7())],
                 now: at(5),
+                max_held: None,
             })
             .await
             .unwrap();
@@ -314,6 +315,7 @@ mod cases {
                 capabilities: caps(&["gpu"]),
                 leases: vec![LeaseId(Uuid::now_v7())],
                 now: at(6),
+                max_held: None,
             })
             .await
             .unwrap();
@@ -327,6 +329,7 @@ mod cases {
                 capabilities: caps(&["gpu", "work", "extra"]),
                 leases: vec![LeaseId(Uuid::now_v7())],
                 now: at(7),
+                max_held: None,
             })
             .await
             .unwrap();
@@ -354,6 +357,7 @@ mod cases {
                             capabilities: caps(&["work"]),
                             leases: (0..4).map(|_| LeaseId(Uuid::now_v7())).collect(),
                             now: at(1),
+                            max_held: None,
                         })
                         .await
                         .unwrap();
@@ -636,6 +640,46 @@ mod cases {
         assert!(s.workflow_edges(second.id).await.unwrap().is_empty());
     }
 
+    pub async fn concurrent_claims_of_one_agent_never_exceed_its_limit<S: Store + 'static>(
+        s: Arc<S>,
+    ) {
+        let keys: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+        let defs: Vec<Def<'_>> = keys.iter().map(|k| def(k, &[])).collect();
+        s.submit(workflow(&defs, None).batch).await.unwrap();
+        s.upsert_agent(AgentRecord {
+            id: agent(9),
+            name: "limited".into(),
+            capabilities: caps(&["work"]),
+            concurrency: 3,
+            registered_at: T0,
+            last_seen: T0,
+        })
+        .await
+        .unwrap();
+        let mut handles = Vec::new();
+        for _ in 0..6 {
+            let s = Arc::clone(&s);
+            handles.push(tokio::spawn(async move {
+                s.claim(ClaimRequest {
+                    agent: agent(9),
+                    capabilities: caps(&["work"]),
+                    leases: (0..2).map(|_| LeaseId(Uuid::now_v7())).collect(),
+                    now: at(1),
+                    max_held: Some(3),
+                })
+                .await
+                .unwrap()
+                .len()
+            }));
+        }
+        let mut total = 0;
+        for h in handles {
+            total += h.await.unwrap();
+        }
+        assert_eq!(total, 3);
+        assert_eq!(s.leased_to(agent(9)).await.unwrap().len(), 3);
+    }
+
     pub async fn hot_paths_read_indexes_not_whole_tables<S: Store>(s: &S) {
         s.submit(diamond().batch).await.unwrap();
         for (path, index) in [
@@ -708,6 +752,7 @@ macro_rules! conformance {
             case!(agents_are_registered_updated_and_listed);
             case!(decomposition_adds_tasks_and_makes_dependents_wait_in_one_transaction);
             case!(hot_paths_read_indexes_not_whole_tables);
+            case!(arc concurrent_claims_of_one_agent_never_exceed_its_limit);
             case!(workflows_list_newest_first_with_their_edges);
         }
     };

@@ -65,6 +65,7 @@ fn crash_child() {
                                 capabilities: caps(&["work"]),
                                 leases: vec![LeaseId(uuid::Uuid::now_v7())],
                                 now: at(1),
+                                max_held: None,
                             })
                             .await
                             .unwrap();

@@ -150,6 +150,7 @@ async fn claims_are_exclusive_across_processes() {
                             capabilities: caps(&["work", "gpu"]),
                             leases: leases.clone(),
                             now: T0.plus_ms(round as u64),
+                            max_held: None,
                         })
                         .await
                         .unwrap();
@@ -598,6 +599,7 @@ async fn the_store_reconnects_after_its_connections_are_killed() {
             capabilities: caps(&["work"]),
             leases: vec![LeaseId(Uuid::now_v7())],
             now: T0.plus_ms(2),
+            max_held: None,
         })
         .await
         .unwrap();

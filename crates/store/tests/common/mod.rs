@@ -181,6 +181,7 @@ pub async fn claim_one<S: Store>(store: &S, agent: AgentId, now: Timestamp) -> O
             capabilities: caps(&["work"]),
             leases: vec![LeaseId(Uuid::now_v7())],
             now,
+            max_held: None,
         })
         .await
         .unwrap()
