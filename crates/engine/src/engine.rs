@@ -19,12 +19,13 @@ use baton_store::{
     SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRef,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::cluster::Outbound;
 use crate::error::EngineError;
 use crate::metrics::Metrics;
 
@@ -40,6 +41,8 @@ const RELEASED_PER_ROUND_MAX: usize = 512;
 const IDLE_POLL_MS: u64 = 1_000;
 /// How many times per liveness window a busy agent's `last_seen` is written at most.
 const LIVENESS_WRITES_PER_TTL: u64 = 10;
+/// A waiting claim looks again at least this often, whatever it was told.
+const CLAIM_RECHECK_MS: u64 = 500;
 /// Most tasks one claim may ask for.
 pub const CLAIM_TASKS_MAX: usize = 256;
 /// Longest a claim may wait for work.
@@ -164,11 +167,23 @@ struct Inner<S> {
     /// One lock per agent that has claimed: its claims take turns (see [`Engine::claim`]).
     claiming: std::sync::Mutex<HashMap<AgentId, Arc<tokio::sync::Mutex<()>>>>,
     metrics: Metrics,
+    /// This node, among the nodes sharing the store.
+    node: Uuid,
+    /// What to tell the other nodes; `None` when the store is not shared.
+    outbound: Option<mpsc::Sender<Outbound>>,
+    outbound_rx: std::sync::Mutex<Option<mpsc::Receiver<Outbound>>>,
 }
 
 impl<S: Store + 'static> Engine<S> {
     pub fn new(store: S, clock: Arc<dyn Clock>, config: EngineConfig) -> Engine<S> {
         let (events, _) = broadcast::channel(EVENT_BACKLOG_MAX);
+        let shared = store.notices().is_some();
+        let (outbound, outbound_rx) = if shared {
+            let (tx, rx) = mpsc::channel(crate::cluster::OUTBOUND_MAX);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let (shutdown, _) = watch::channel(false);
         Engine {
             inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner<S>>| {
@@ -186,6 +201,9 @@ impl<S: Store + 'static> Engine<S> {
                     metrics: Metrics::new(Arc::new(move || {
                         weak.upgrade().map(|inner| inner.store.stats())
                     })),
+                    node: Uuid::new_v4(),
+                    outbound,
+                    outbound_rx: std::sync::Mutex::new(outbound_rx),
                 }
             }),
         }
@@ -212,10 +230,94 @@ impl<S: Store + 'static> Engine<S> {
     pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let watchdog = self.clone();
         let effects = self.clone();
-        vec![
+        let mut loops = vec![
             tokio::spawn(async move { watchdog.watchdog_loop().await }),
             tokio::spawn(async move { effects.effects_loop().await }),
-        ]
+        ];
+        if let Some(notices) = self.inner.store.notices() {
+            let listener = self.clone();
+            loops.push(tokio::spawn(
+                async move { listener.listen_loop(notices).await },
+            ));
+        }
+        let outbound = self.inner.outbound_rx.lock().expect("outbound lock").take();
+        if let Some(rx) = outbound {
+            let publisher = self.clone();
+            loops.push(tokio::spawn(
+                async move { publisher.publish_loop(rx).await },
+            ));
+        }
+        loops
+    }
+
+    /// Tells the other nodes, if any; a full queue drops the item (they poll anyway).
+    fn tell(&self, item: Outbound) {
+        if let Some(tx) = &self.inner.outbound {
+            let _ = tx.try_send(item);
+        }
+    }
+
+    /// Sends what this node committed to the others, batched.
+    async fn publish_loop(&self, mut rx: mpsc::Receiver<Outbound>) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            let first = tokio::select! {
+                item = rx.recv() => match item { Some(i) => i, None => return },
+                _ = shutdown.changed() => return,
+            };
+            for payload in crate::cluster::pack(self.inner.node, first, &mut rx) {
+                if let Err(e) = self.inner.store.notify(payload).await {
+                    warn!(error = %e, "cannot notify the other nodes");
+                }
+            }
+        }
+    }
+
+    /// Acts on what the other nodes committed: wake-ups, and their transitions for this
+    /// node's subscribers.
+    async fn listen_loop(&self, mut notices: broadcast::Receiver<String>) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            let payload = tokio::select! {
+                n = notices.recv() => n,
+                _ = shutdown.changed() => return,
+            };
+            let notice = match payload {
+                Ok(p) if p.is_empty() => None,
+                Ok(p) => match serde_json::from_str::<crate::cluster::Notice>(&p) {
+                    Ok(n) if n.node == self.inner.node => continue,
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        warn!(error = %e, "unreadable notice from another node");
+                        continue;
+                    }
+                },
+                Err(broadcast::error::RecvError::Lagged(_)) => None,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            match notice {
+                // Some notices may be lost: look at everything again.
+                None => {
+                    self.inner.work.notify_waiters();
+                    self.inner.outbox.notify_one();
+                    self.inner.timers.notify_one();
+                }
+                Some(n) => {
+                    if n.work {
+                        self.inner.work.notify_waiters();
+                    }
+                    if n.outbox {
+                        self.inner.outbox.notify_one();
+                    }
+                    if n.timers {
+                        self.inner.timers.notify_one();
+                    }
+                    for ev in n.events {
+                        let _ = self.inner.events.send(ev);
+                    }
+                }
+            }
+        }
     }
 
     /// Stops the background loops; in-flight requests finish, leases stay as they are.
@@ -596,6 +698,8 @@ impl<S: Store + 'static> Engine<S> {
             }
             tokio::select! {
                 _ = &mut work => {}
+                // A wake-up lost between nodes only delays a waiting claim.
+                _ = tokio::time::sleep(Duration::from_millis(CLAIM_RECHECK_MS)) => {}
                 _ = tokio::time::sleep_until(give_up) => return Ok(Vec::new()),
                 _ = shutdown.changed() => return Err(EngineError::ShuttingDown),
             }
@@ -771,16 +875,26 @@ impl<S: Store + 'static> Engine<S> {
         }
         for effect in &t.effects {
             match effect {
-                Effect::WakeAgents { .. } => self.inner.work.notify_waiters(),
+                Effect::WakeAgents { .. } => {
+                    self.inner.work.notify_waiters();
+                    self.tell(Outbound::Work);
+                }
                 Effect::ArmDeadline { .. }
                 | Effect::DisarmDeadline { .. }
-                | Effect::ScheduleRetry { .. } => self.inner.timers.notify_one(),
+                | Effect::ScheduleRetry { .. } => {
+                    self.inner.timers.notify_one();
+                    self.tell(Outbound::Timers);
+                }
                 Effect::ReleaseDependents
                 | Effect::FailDependents
                 | Effect::ReviveDependents
-                | Effect::Compensate { .. } => self.inner.outbox.notify_one(),
+                | Effect::Compensate { .. } => {
+                    self.inner.outbox.notify_one();
+                    self.tell(Outbound::Outbox);
+                }
                 Effect::EndLease { .. } | Effect::RevokeLease { .. } => {
-                    self.inner.work.notify_waiters()
+                    self.inner.work.notify_waiters();
+                    self.tell(Outbound::Work);
                 }
             }
         }
@@ -855,7 +969,7 @@ impl<S: Store + 'static> Engine<S> {
     }
 
     fn publish(&self, task: &Task, from: Option<StateKind>, event: baton_core::EventKind) {
-        let _ = self.inner.events.send(TransitionEvent {
+        let ev = TransitionEvent {
             task: task.id,
             workflow: task.workflow,
             key: task.spec.key.clone(),
@@ -866,7 +980,11 @@ impl<S: Store + 'static> Engine<S> {
             attempt: task.attempt,
             at: task.updated_at,
             agent: task.state.lease().map(|l| l.agent),
-        });
+        };
+        if self.inner.outbound.is_some() {
+            self.tell(Outbound::Event(ev.clone()));
+        }
+        let _ = self.inner.events.send(ev);
     }
 
     // ---- background work ------------------------------------------------------------------
@@ -877,6 +995,13 @@ impl<S: Store + 'static> Engine<S> {
             let timers = self.inner.timers.notified();
             tokio::pin!(timers);
             timers.as_mut().enable();
+            if !self.lead().await {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
             if let Err(e) = self.fire_timers().await {
                 warn!(error = %e, "watchdog round failed");
             }
@@ -905,6 +1030,13 @@ impl<S: Store + 'static> Engine<S> {
             let outbox = self.inner.outbox.notified();
             tokio::pin!(outbox);
             outbox.as_mut().enable();
+            if !self.lead().await {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
             if let Err(e) = self.run_effects().await {
                 warn!(error = %e, "effect round failed");
             }
@@ -916,9 +1048,23 @@ impl<S: Store + 'static> Engine<S> {
         }
     }
 
+    /// Whether this node runs the periodic work now (the store says who leads).
+    async fn lead(&self) -> bool {
+        match self.inner.store.try_lead().await {
+            Ok(leading) => leading,
+            Err(e) => {
+                warn!(error = %e, "cannot tell whether this node leads");
+                false
+            }
+        }
+    }
+
     /// One watchdog round: fires every due deadline and retry, and declares silent agents
     /// dead. The background loop calls it; tests call it after moving a manual clock.
     pub async fn tick(&self) -> Result<(), EngineError> {
+        if !self.inner.store.try_lead().await? {
+            return Ok(());
+        }
         self.fire_timers().await?;
         self.reap_dead_agents().await?;
         while self.run_effects().await? > 0 {}

@@ -8,6 +8,7 @@
 
 pub mod check;
 mod clock;
+mod cluster;
 mod engine;
 mod error;
 mod metrics;

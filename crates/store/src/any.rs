@@ -166,4 +166,16 @@ impl Store for AnyStore {
     fn stats(&self) -> CommitStats {
         delegate!(self, s => s.stats())
     }
+
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        delegate!(self, s => s.notices())
+    }
+
+    async fn notify(&self, payload: String) -> Result<(), StoreError> {
+        delegate!(self, s => s.notify(payload).await)
+    }
+
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        delegate!(self, s => s.try_lead().await)
+    }
 }

@@ -425,4 +425,17 @@ pub trait Store: Send + Sync {
     fn query_plan(&self, path: HotPath) -> impl Future<Output = Result<String, StoreError>> + Send;
 
     fn stats(&self) -> CommitStats;
+
+    /// Notices from every engine process sharing this store (this one's included), or `None`
+    /// when no other process can share it. An empty notice means some may have been missed.
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<String>>;
+
+    /// Sends a notice (at most 7,900 bytes) to every process sharing the store; nothing when
+    /// no other process can share it.
+    fn notify(&self, payload: String) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether this process is the one that runs the periodic work (watchdog, effects): at
+    /// most one process at a time is; another takes over when it dies. Always `true` when no
+    /// other process can share the store.
+    fn try_lead(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

@@ -33,6 +33,8 @@
 //! store's schema as its `search_path`, so one database can hold several isolated stores.
 //! Connections are made without TLS.
 
+mod cluster;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -122,6 +124,13 @@ pub struct PgStore {
     writes: mpsc::Sender<Command>,
     pool: Pool,
     stats: Arc<Stats>,
+    cluster: Arc<cluster::Cluster>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.cluster.stop();
+    }
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -264,10 +273,16 @@ impl PgStore {
         for writer in writers {
             tokio::spawn(writer.run(Arc::clone(&rx)));
         }
+        let cluster = cluster::Cluster::start(
+            Arc::clone(&config),
+            options.schema.as_deref(),
+            Arc::clone(&location),
+        );
         Ok(PgStore {
             writes: tx,
             pool,
             stats,
+            cluster,
         })
     }
 
@@ -2165,6 +2180,19 @@ impl Store for PgStore {
 
     fn stats(&self) -> CommitStats {
         self.stats.snapshot()
+    }
+
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        Some(self.cluster.subscribe())
+    }
+
+    async fn notify(&self, payload: String) -> Result<(), StoreError> {
+        let client = self.reader().await?;
+        self.cluster.publish(&client, &payload).await
+    }
+
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        self.cluster.try_lead().await
     }
 }
 

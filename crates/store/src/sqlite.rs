@@ -1288,4 +1288,17 @@ impl Store for SqliteStore {
     fn stats(&self) -> CommitStats {
         self.stats.snapshot()
     }
+
+    /// One process owns an SQLite store: nobody to hear from.
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
+
+    async fn notify(&self, _payload: String) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }

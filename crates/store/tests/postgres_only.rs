@@ -677,3 +677,44 @@ async fn futures_join_all<F: std::future::Future>(
     .await;
     outputs.into_iter().flatten().collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_reach_every_process_and_one_leads_at_a_time() {
+    let schema = Schema::new();
+    let a = schema.open().await;
+    let b = schema.open().await;
+    let mut on_a = a.notices().expect("PostgreSQL stores hear each other");
+    let mut on_b = b.notices().expect("PostgreSQL stores hear each other");
+    let other = Schema::new();
+    let stranger = other.open().await;
+    let mut on_stranger = stranger.notices().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    a.notify("hello from a".into()).await.unwrap();
+    for rx in [&mut on_a, &mut on_b] {
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the notice arrives")
+            .unwrap();
+        assert_eq!(got, "hello from a");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), on_stranger.recv())
+            .await
+            .is_err(),
+        "another schema's stores do not hear it"
+    );
+
+    assert!(a.try_lead().await.unwrap());
+    assert!(a.try_lead().await.unwrap(), "leadership lasts");
+    assert!(!b.try_lead().await.unwrap(), "one leader at a time");
+    drop(a);
+    let start = std::time::Instant::now();
+    while !b.try_lead().await.unwrap() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "b never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

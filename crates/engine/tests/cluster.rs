@@ -1,0 +1,165 @@
+//! Several engine nodes on one PostgreSQL database: the watchdog fires once across them,
+//! wake-ups and transitions cross nodes. Uses `BATON_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), in a schema of its own.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_core::{EventKind, StateKind, TaskSpec, Timeouts};
+use baton_engine::{Clock, Engine, EngineConfig, ManualClock};
+use baton_store::postgres::{PgOptions, PgStore};
+use baton_store::Store;
+use common::{caps, request, spec, T0};
+use uuid::Uuid;
+
+fn url() -> String {
+    std::env::var("BATON_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A schema for the test, dropped at the end.
+struct Schema(String);
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+async fn nodes(n: usize) -> (Schema, Arc<ManualClock>, Vec<Engine<PgStore>>) {
+    let schema = Schema(format!("baton_c_{}", Uuid::now_v7().simple()));
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut engines = Vec::new();
+    for _ in 0..n {
+        let store = PgStore::open_with(
+            &url(),
+            PgOptions {
+                schema: Some(schema.0.clone()),
+                pool_size: 4,
+            },
+        )
+        .await
+        .expect("PostgreSQL is reachable (run .ci/postgres)");
+        engines.push(Engine::new(
+            store,
+            Arc::clone(&clock) as Arc<dyn Clock>,
+            EngineConfig::default(),
+        ));
+    }
+    (schema, clock, engines)
+}
+
+fn quick_start(key: &str) -> TaskSpec {
+    TaskSpec {
+        timeouts: Timeouts {
+            start_ms: Some(1_000),
+            ..Timeouts::default()
+        },
+        ..spec(key, &[])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_fires_once_across_nodes() {
+    let (_schema, clock, engines) = nodes(3).await;
+    let specs: Vec<TaskSpec> = (0..30).map(|i| quick_start(&format!("t{i}"))).collect();
+    let receipt = engines[0].submit_workflow(request(specs)).await.unwrap();
+    let agent = engines[1]
+        .register_agent(None, "silent".into(), caps(&["work"]), 100)
+        .await
+        .unwrap();
+    let claimed = engines[2]
+        .claim(agent.id, 30, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 30);
+    clock.advance(1_000);
+
+    let ticks = engines.iter().map(|e| {
+        let e = e.clone();
+        tokio::spawn(async move { e.tick().await })
+    });
+    for t in ticks {
+        t.await.unwrap().unwrap();
+    }
+    let mut leaders = 0;
+    for e in &engines {
+        if e.store().try_lead().await.unwrap() {
+            leaders += 1;
+        }
+    }
+    assert_eq!(leaders, 1, "exactly one node leads");
+    for (_, id) in &receipt.tasks {
+        let history = engines[0].history(*id, 0, 100).await.unwrap();
+        let timeouts = history
+            .iter()
+            .filter(|h| h.event.kind() == EventKind::TimeoutExpired)
+            .count();
+        assert_eq!(timeouts, 1, "task {id}");
+        let task = engines[1].store().task(*id).await.unwrap().unwrap();
+        assert_eq!(task.kind(), StateKind::Pending);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_submitted_on_one_node_wakes_a_claim_waiting_on_another() {
+    let (_schema, _clock, engines) = nodes(2).await;
+    for e in &engines {
+        e.start();
+    }
+    let agent = engines[1]
+        .register_agent(None, "waiting".into(), caps(&["work"]), 1)
+        .await
+        .unwrap();
+    let waiting = {
+        let e = engines[1].clone();
+        tokio::spawn(async move { e.claim(agent.id, 1, Duration::from_secs(20)).await })
+    };
+    let mut events = engines[1].subscribe();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let receipt = engines[0]
+        .submit_workflow(request(vec![spec("wake", &[])]))
+        .await
+        .unwrap();
+    let claimed = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the claim returns")
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, receipt.tasks[0].1);
+
+    let submitted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let ev = events.recv().await.unwrap();
+            if ev.task == receipt.tasks[0].1 && ev.event == EventKind::Submitted {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("node 1 streams the transition node 0 committed");
+    assert_eq!(submitted.to, StateKind::Pending);
+    for e in &engines {
+        e.shutdown();
+    }
+}

@@ -1,0 +1,174 @@
+//! What several engine processes on one PostgreSQL database need from each other, without a
+//! coordinator of their own: notices (`LISTEN`/`NOTIFY` on a channel per schema) and one
+//! leader at a time (a session advisory lock, released by PostgreSQL when the leader's
+//! connection dies).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, Mutex};
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+
+use crate::StoreError;
+
+/// Advisory-lock class of leadership ("BATL"); the object id is the schema's hash.
+const LEADER_LOCK: i32 = 0x4241_544C;
+/// Notices a slow subscriber may fall behind by before it misses some (then it resyncs).
+const NOTICES_BACKLOG_MAX: usize = 4_096;
+/// Longest notice payload PostgreSQL accepts is 8000 bytes; stay below it.
+pub const NOTICE_BYTES_MAX: usize = 7_900;
+/// Waits between reconnection attempts of the listener, doubling up to the maximum.
+const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The payload a subscriber receives after its listening connection was re-established:
+/// notices may have been missed, so everything should be looked at again.
+pub const RESYNC: &str = "";
+
+/// The cluster side of a [`super::PgStore`].
+pub struct Cluster {
+    config: Arc<Config>,
+    channel: String,
+    schema: String,
+    notices: broadcast::Sender<String>,
+    leader: Mutex<Option<Client>>,
+    location: Arc<String>,
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Cluster {
+    /// Starts listening on the schema's channel; notices arrive on [`Cluster::subscribe`].
+    pub fn start(config: Arc<Config>, schema: Option<&str>, location: Arc<String>) -> Arc<Cluster> {
+        let schema = schema.unwrap_or("public").to_owned();
+        let channel = format!("baton_{}", schema.to_lowercase());
+        let (notices, _) = broadcast::channel(NOTICES_BACKLOG_MAX);
+        let cluster = Arc::new(Cluster {
+            config,
+            channel,
+            schema,
+            notices,
+            leader: Mutex::new(None),
+            location,
+            listener: std::sync::Mutex::new(None),
+        });
+        let listener = Arc::clone(&cluster);
+        let task = tokio::spawn(async move { listener.listen().await });
+        *cluster.listener.lock().expect("listener lock") = Some(task);
+        cluster
+    }
+
+    /// Stops listening (the store is closing).
+    pub fn stop(&self) {
+        if let Some(task) = self.listener.lock().expect("listener lock").take() {
+            task.abort();
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.notices.subscribe()
+    }
+
+    /// Sends a notice to every process listening on this store (this one included).
+    pub async fn publish(&self, client: &Client, payload: &str) -> Result<(), StoreError> {
+        if payload.len() > NOTICE_BYTES_MAX {
+            return Err(StoreError::Backend(format!(
+                "a notice is limited to {NOTICE_BYTES_MAX} bytes"
+            )));
+        }
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload])
+            .await
+            .map_err(|e| StoreError::Backend(format!("cannot send a notice: {e}")))?;
+        Ok(())
+    }
+
+    /// Whether this process leads: holds the leadership lock, taking it if free. Leadership
+    /// lasts as long as the connection that took it.
+    pub async fn try_lead(&self) -> Result<bool, StoreError> {
+        let mut leader = self.leader.lock().await;
+        if let Some(client) = leader.as_ref() {
+            if !client.is_closed() && client.simple_query("").await.is_ok() {
+                return Ok(true);
+            }
+            *leader = None;
+        }
+        let client = connect(&self.config, &self.location).await?;
+        let row = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&LEADER_LOCK, &self.schema],
+            )
+            .await
+            .map_err(|e| StoreError::Backend(format!("cannot take the leadership lock: {e}")))?;
+        let won: bool = row.get(0);
+        if won {
+            *leader = Some(client);
+        }
+        Ok(won)
+    }
+
+    /// Keeps a listening connection open, reconnecting with backoff; after each reconnection
+    /// it tells subscribers to resync, since notices sent meanwhile are lost.
+    async fn listen(self: Arc<Self>) {
+        let mut backoff = LISTEN_BACKOFF_MIN;
+        let mut first = true;
+        loop {
+            match self.listen_once(first).await {
+                Ok(()) => backoff = LISTEN_BACKOFF_MIN,
+                Err(e) => tracing::warn!(error = %e, "listening for cluster notices failed"),
+            }
+            first = false;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+        }
+    }
+
+    async fn listen_once(&self, first: bool) -> Result<(), String> {
+        let (client, mut connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", self.location))?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(NOTICES_BACKLOG_MAX);
+        let driver = tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(n))) => {
+                        if tx.send(n.payload().to_owned()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return,
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {}", quote(&self.channel)))
+            .await
+            .map_err(|e| format!("cannot LISTEN: {e}"))?;
+        if !first {
+            let _ = self.notices.send(RESYNC.to_owned());
+        }
+        while let Some(payload) = rx.recv().await {
+            let _ = self.notices.send(payload);
+        }
+        driver.abort();
+        drop(client);
+        Err("the listening connection closed".into())
+    }
+}
+
+async fn connect(config: &Config, location: &str) -> Result<Client, StoreError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        StoreError::Backend(format!("cannot connect to PostgreSQL at {location}: {e}"))
+    })?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
