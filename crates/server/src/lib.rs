@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 mod extract;
 pub mod problem;
 
@@ -84,6 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .merge(dashboard::routes())
         .route("/metrics", get(api::metrics).with_state(Arc::clone(&state)))
         .fallback(|| async {
             Problem::not_found("no_route", "no such endpoint; see /v1/openapi.json")

@@ -1,0 +1,1020 @@
+//! The dashboard in a real browser: headless Chromium driven through ChromeDriver (W3C
+//! WebDriver), against a real server and store, while tasks move through the HTTP API.
+//!
+//! The WebDriver client is the few commands below over `reqwest` (already a dev-dependency):
+//! a session, navigation, scripts, clicks, typing, screenshots. A crate such as fantoccini
+//! would bring about 35 more crates (the `webdriver` crate, ICU segmentation data, `time`, a
+//! second `thiserror` and `cookie`) for the same handful of calls.
+//!
+//! Chromium and ChromeDriver must be installed (`.ci/chromium`); without them these tests fail,
+//! they do not skip. Browsers run one at a time (the machine has two cores), each test with a
+//! fresh profile. Screenshots land in `target/dashboard-screenshots/`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// Longest wait for the page to show something.
+const WAIT_MS_MAX: u64 = 15_000;
+/// Longest wait for the 1,000-task graph to be laid out (dagre on a shared two-core machine).
+const BIG_GRAPH_WAIT_MS_MAX: u64 = 90_000;
+const POLL_MS: u64 = 50;
+const WINDOW_WIDTH: u32 = 1280;
+const WINDOW_HEIGHT: u32 = 1000;
+const COMPLETED_FILL: &str = "rgb(30, 138, 76)";
+const PENDING_FILL: &str = "rgb(246, 195, 67)";
+const STATES: [&str; 7] = [
+    "blocked",
+    "pending",
+    "assigned",
+    "executing",
+    "completed",
+    "failed",
+    "cancelled",
+];
+
+/// One browser at a time: each is a few hundred MB and a core while it starts.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+// ---- a minimal WebDriver client -----------------------------------------------------------------
+
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Browser {
+    http: reqwest::Client,
+    /// `http://127.0.0.1:<port>/session/<id>`
+    session: String,
+    /// The Baton server the pages come from.
+    base: String,
+    test: &'static str,
+}
+
+struct Driver {
+    child: Child,
+    url: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_binary(names: &[&str], env: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
+        for name in names {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("dashboard-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn start_driver(http: &reqwest::Client) -> (Driver, PathBuf) {
+    let missing =
+        "Chromium and ChromeDriver are needed for the dashboard tests: run `.ci/chromium` \
+                   (as root; it installs Debian's `chromium` and `chromium-driver`)";
+    let chromium = find_binary(&["chromium", "chromium-browser"], "BATON_CHROMIUM")
+        .unwrap_or_else(|| panic!("chromium not found. {missing}"));
+    let chromedriver = find_binary(&["chromedriver"], "BATON_CHROMEDRIVER")
+        .unwrap_or_else(|| panic!("chromedriver not found. {missing}"));
+    let port = free_port();
+    let child = Command::new(&chromedriver)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}. {missing}", chromedriver.display()));
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _profile: tempfile::tempdir().unwrap(),
+    };
+    let start = Instant::now();
+    loop {
+        let ready = http
+            .get(format!("{}/status", driver.url))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        if ready {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(WAIT_MS_MAX),
+            "chromedriver did not answer on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+    (driver, chromium)
+}
+
+impl Browser {
+    async fn open(base: &str, test: &'static str) -> (Browser, Driver) {
+        let http = reqwest::Client::new();
+        let (driver, chromium) = start_driver(&http).await;
+        let profile = driver._profile.path().display().to_string();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium.display().to_string(),
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                    "--force-device-scale-factor=1",
+                    format!("--window-size={WINDOW_WIDTH},{WINDOW_HEIGHT}"),
+                    format!("--user-data-dir={profile}"),
+                ],
+            },
+        }}});
+        let res = http
+            .post(format!("{}/session", driver.url))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert!(status.is_success(), "new WebDriver session: {body:#}");
+        let id = body["value"]["sessionId"].as_str().unwrap().to_owned();
+        let browser = Browser {
+            http,
+            session: format!("{}/session/{id}", driver.url),
+            base: base.to_owned(),
+            test,
+        };
+        (browser, driver)
+    }
+
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut rb = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.session));
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let res = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        assert!(
+            status.is_success(),
+            "WebDriver {method} {path} answered {status}: {body:#}"
+        );
+        body["value"].clone()
+    }
+
+    async fn quit(&self) {
+        let _ = self.http.delete(&self.session).send().await;
+    }
+
+    /// Opens a dashboard URL (`#/…`).
+    async fn goto(&self, hash: &str) {
+        let url = format!("{}/{hash}", self.base);
+        self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    /// Runs a script in the page (its body: use `return`).
+    async fn js(&self, script: &str) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    /// Polls `script` until it returns something truthy, and returns that.
+    async fn wait(&self, what: &str, script: &str) -> Value {
+        self.wait_for(what, script, WAIT_MS_MAX).await
+    }
+
+    async fn wait_for(&self, what: &str, script: &str, timeout_ms: u64) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.js(script).await;
+            let truthy = match &v {
+                Value::Null | Value::Bool(false) => false,
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return v;
+            }
+            if start.elapsed() > Duration::from_millis(timeout_ms) {
+                let shot = format!("{}-timeout", self.test);
+                self.screenshot(&shot).await;
+                let errors = self.js("return window.__batonErrors || []").await;
+                let text = self
+                    .js("return document.querySelector('main')?.innerText.slice(0, 3000)")
+                    .await;
+                panic!(
+                    "waited {timeout_ms} ms for {what} (screenshot {shot}.png)\n\
+                     page errors: {errors}\npage text:\n{}",
+                    text.as_str().unwrap_or("")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        }
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v[ELEMENT_KEY].as_str().unwrap().to_owned()
+    }
+
+    /// Clicks like a user: WebDriver scrolls the element into view and checks it can be hit.
+    async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn count(&self, css: &str) -> u64 {
+        let script = format!(
+            "return document.querySelectorAll({}).length",
+            serde_json::to_string(css).unwrap()
+        );
+        self.js(&script).await.as_u64().unwrap()
+    }
+
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let v = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        let path = screenshot_dir().join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+
+    /// A screenshot as tall as the page (up to a bound), then back to the normal window.
+    async fn screenshot_page(&self, name: &str) -> PathBuf {
+        let height = self
+            .js("return document.documentElement.scrollHeight")
+            .await
+            .as_u64()
+            .map_or(u64::from(WINDOW_HEIGHT), |h| h + 120)
+            .clamp(u64::from(WINDOW_HEIGHT), 4000);
+        self.resize(WINDOW_WIDTH, height as u32).await;
+        let path = self.screenshot(name).await;
+        self.resize(WINDOW_WIDTH, WINDOW_HEIGHT).await;
+        path
+    }
+
+    async fn resize(&self, width: u32, height: u32) {
+        self.cmd(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+
+    /// No script error was reported by the page.
+    async fn assert_no_page_errors(&self) {
+        let errors = self.js("return window.__batonErrors").await;
+        assert_eq!(errors, json!([]), "the page reported errors");
+    }
+}
+
+/// Runs one scenario with a fresh server and browser; the browser is closed even if it fails.
+async fn scenario<F, Fut>(test: &'static str, srv: TestServer, body: F)
+where
+    F: FnOnce(Arc<TestServer>, Arc<Browser>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _one_at_a_time = BROWSER.lock().await;
+    let srv = Arc::new(srv);
+    let (browser, driver) = Browser::open(&srv.url, test).await;
+    let browser = Arc::new(browser);
+    let outcome = tokio::spawn(body(Arc::clone(&srv), Arc::clone(&browser))).await;
+    browser.quit().await;
+    drop(driver);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+// ---- helpers over the API -----------------------------------------------------------------------
+
+fn ids(receipt: &Value) -> std::collections::HashMap<String, String> {
+    receipt["tasks"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// Claims exactly the task `id` (it must be the only ready one) and completes it.
+async fn complete_next(srv: &TestServer, agent: &str, expect: &str) {
+    let claimed = srv.claim(agent, 1).await;
+    assert_eq!(claimed.len(), 1, "one task ready");
+    assert_eq!(claimed[0]["task"], expect, "the expected task was claimed");
+    srv.finish(&claimed[0], agent).await;
+}
+
+fn js_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+// ---- the scenarios ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_counts_follow_the_event_stream_without_reloading() {
+    let srv = TestServer::start().await;
+    scenario("overview", srv, |srv, b| async move {
+        let wf = srv
+            .submit(json!([task("fetch", &[]), task("parse", &["fetch"]), task("store", &["fetch"])]))
+            .await;
+        let ids = ids(&wf);
+        b.goto("#/").await;
+        b.wait(
+            "the stream to be live and the counts loaded",
+            "return document.querySelector('[data-testid=stream-status]').dataset.state === 'live' \
+             && document.querySelector('[data-testid=counts]').dataset.loaded === 'true' \
+             && document.querySelectorAll('[data-testid=workflow-row]').length === 1",
+        )
+        .await;
+        let count = |state: &str| {
+            format!("return document.querySelector('[data-testid=count-{state}]').dataset.count")
+        };
+        assert_eq!(b.js(&count("total")).await, "3");
+        assert_eq!(b.js(&count("pending")).await, "1");
+        assert_eq!(b.js(&count("blocked")).await, "2");
+        assert_eq!(b.js(&count("completed")).await, "0");
+        // Marks this document: if the page reloaded, the mark would be gone.
+        b.js("window.__sameDocument = 42; return null").await;
+
+        let agent = srv.register("worker", &["work"], 4).await;
+        complete_next(&srv, &agent, &ids["fetch"]).await;
+        b.wait(
+            "completed = 1 and pending = 2 on the page",
+            "return document.querySelector('[data-testid=count-completed]').dataset.count === '1' \
+             && document.querySelector('[data-testid=count-pending]').dataset.count === '2'",
+        )
+        .await;
+        b.wait(
+            "the workflow's progress bar to show 1 of 3",
+            "const p = document.querySelector('[data-testid=workflow-progress]'); \
+             return p.dataset.completed === '1' && p.dataset.total === '3'",
+        )
+        .await;
+        b.wait(
+            "the throughput chart to count the completion",
+            "return document.querySelector('[data-testid=throughput-summary]').dataset.total === '1'",
+        )
+        .await;
+
+        for claimed in srv.claim(&agent, 2).await {
+            srv.finish(&claimed, &agent).await;
+        }
+        b.wait(
+            "completed = 3",
+            "return document.querySelector('[data-testid=count-completed]').dataset.count === '3'",
+        )
+        .await;
+        b.wait(
+            "the progress bar at 3 of 3",
+            "return document.querySelector('[data-testid=workflow-progress]').dataset.completed === '3'",
+        )
+        .await;
+
+        // A workflow submitted while the page is open appears in the list.
+        srv.submit(json!([task("next", &[])])).await;
+        b.wait(
+            "the new workflow's row",
+            "return document.querySelectorAll('[data-testid=workflow-row]').length === 2 \
+             && document.querySelector('[data-testid=count-total]').dataset.count === '4'",
+        )
+        .await;
+        assert_eq!(
+            b.js("return window.__sameDocument").await,
+            42,
+            "the page updated without reloading"
+        );
+        let bars = b
+            .js("return [...document.querySelectorAll('[data-testid=throughput-bar]')].map(r => +r.dataset.count)")
+            .await;
+        let bars: Vec<u64> = serde_json::from_value(bars).unwrap();
+        assert_eq!(bars.len(), 30, "30 buckets of 10 s");
+        assert_eq!(bars.iter().sum::<u64>(), 3, "three completions counted");
+        assert_eq!(srv.counts().await["completed"], 3);
+        b.assert_no_page_errors().await;
+        b.screenshot("overview").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_page_shows_its_history_errors_and_links() {
+    let srv = TestServer::start().await;
+    scenario("task", srv, |srv, b| async move {
+        let wf = srv
+            .submit(json!([task("flaky", &[]), task("after", &["flaky"])]))
+            .await;
+        let ids = ids(&wf);
+        let agent = srv.register("worker", &["work"], 1).await;
+        let first = srv.claim(&agent, 1).await.remove(0);
+        srv.report(&first, &agent, "started", json!({})).await;
+        let (status, body) = srv
+            .report(
+                &first,
+                &agent,
+                "failed",
+                json!({"error": {"kind": "upstream", "message": "the API said 503"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        srv.clock.advance(1_000);
+        srv.engine.tick().await.unwrap();
+        srv.wait_state(&ids["flaky"], "pending").await;
+        complete_next(&srv, &agent, &ids["flaky"]).await;
+
+        b.goto(&format!("#/tasks/{}", ids["flaky"])).await;
+        b.wait(
+            "the task page",
+            "return document.querySelector('[data-testid=task-page]')?.dataset.loaded === 'true'",
+        )
+        .await;
+        let events = b
+            .js("return [...document.querySelectorAll('[data-testid=history-entry]')].map(e => e.dataset.event)")
+            .await;
+        assert_eq!(
+            events,
+            json!([
+                "submitted",
+                "agent_assigned",
+                "execution_started",
+                "execution_failed",
+                "retry",
+                "agent_assigned",
+                "execution_started",
+                "execution_succeeded"
+            ]),
+            "one timeline entry per history entry, oldest first"
+        );
+        let text = |testid: &str| {
+            format!("return document.querySelector('[data-testid={testid}]').textContent")
+        };
+        assert_eq!(b.js(&text("task-attempt")).await, "2 of 3");
+        assert_eq!(b.js(&text("task-state")).await, "completed");
+        let errors = b.js(&text("task-errors")).await;
+        assert!(
+            errors.as_str().unwrap().contains("the API said 503"),
+            "{errors}"
+        );
+        let result = b.js(&text("task-result")).await;
+        assert!(result.as_str().unwrap().contains(&agent), "{result}");
+        let timeline = b.js(&text("history")).await;
+        assert!(
+            timeline.as_str().unwrap().contains("upstream: the API said 503"),
+            "{timeline}"
+        );
+        b.assert_no_page_errors().await;
+        b.screenshot_page("task").await;
+
+        // Its dependent links back to it, and says what it waits for.
+        b.click(&format!(
+            "[data-testid=task-dependents] a[href='#/tasks/{}']",
+            ids["after"]
+        ))
+        .await;
+        b.wait(
+            "the dependent's page",
+            &format!(
+                "return document.querySelector('[data-testid=task-page] h1')?.textContent.startsWith('after') \
+                 && document.querySelector('[data-testid=task-dependencies] a[href=\"#/tasks/{}\"]')",
+                ids["flaky"]
+            ),
+        )
+        .await;
+        let waiting = b.js(&text("task-waiting")).await;
+        assert!(
+            waiting.as_str().unwrap().contains("no online agent")
+                || waiting.as_str().unwrap().contains("agent(s) online"),
+            "a pending task says why it waits: {waiting}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workflow_graph_has_a_node_per_task_coloured_by_state_and_live() {
+    let srv = TestServer::start().await;
+    scenario("graph", srv, |srv, b| async move {
+        let wf = srv
+            .submit(json!([
+                task("plan", &[]),
+                task("research", &["plan"]),
+                task("draft", &["plan"]),
+                task("review", &["research", "draft"]),
+                task("publish", &["review"]),
+                task("notify", &["publish"])
+            ]))
+            .await;
+        let ids = ids(&wf);
+        let workflow = wf["workflow"].as_str().unwrap();
+        let agent = srv.register("worker", &["work"], 1).await;
+        complete_next(&srv, &agent, &ids["plan"]).await;
+
+        b.goto(&format!("#/workflows/{workflow}")).await;
+        b.wait(
+            "the graph to be drawn",
+            "return document.querySelector('[data-testid=graph]').dataset.ready === 'true'",
+        )
+        .await;
+        assert_eq!(b.count("[data-testid=graph-node]").await, 6, "one node per task");
+        assert_eq!(b.count("[data-testid=graph-edge]").await, 6, "one arrow per dependency");
+        let node = |key: &str| format!("document.querySelector('[data-testid=graph-node][data-key={}]')", js_str(key));
+        let fill = |key: &str| format!("return getComputedStyle({}.querySelector('rect')).fill", node(key));
+        assert_eq!(b.js(&format!("return {}.dataset.state", node("plan"))).await, "completed");
+        assert_eq!(
+            b.js(&format!("return {}.classList.contains('s-completed')", node("plan"))).await,
+            true
+        );
+        assert_eq!(b.js(&fill("plan")).await, COMPLETED_FILL);
+        assert_eq!(b.js(&fill("research")).await, PENDING_FILL);
+        assert_eq!(
+            b.js("return getComputedStyle(document.querySelector('.legend .swatch.s-completed')).backgroundColor")
+                .await,
+            COMPLETED_FILL,
+            "the legend shows the same colour"
+        );
+        assert_eq!(b.count("[data-testid=task-row]").await, 6);
+
+        // A task completed while the page is open changes colour in place.
+        b.js("window.__sameDocument = 7; return null").await;
+        let claimed = srv.claim(&agent, 1).await.remove(0);
+        let key = claimed["key"].as_str().unwrap().to_owned();
+        srv.finish(&claimed, &agent).await;
+        b.wait(
+            "the completed task's node to turn completed",
+            &format!("return {}.dataset.state === 'completed'", node(&key)),
+        )
+        .await;
+        assert_eq!(b.js(&fill(&key)).await, COMPLETED_FILL);
+        b.wait(
+            "its table row to follow",
+            &format!(
+                "return document.querySelector('[data-testid=task-row][data-task=\"{}\"]').dataset.state === 'completed'",
+                claimed["task"].as_str().unwrap()
+            ),
+        )
+        .await;
+        assert_eq!(b.js("return window.__sameDocument").await, 7);
+        b.wait(
+            "the legend to count two completed tasks",
+            "return document.querySelector('[data-testid=legend-count-completed]').textContent.trim() === '2'",
+        )
+        .await;
+        b.assert_no_page_errors().await;
+        b.screenshot_page("graph").await;
+
+        // The state filter is applied by the server.
+        b.click("[data-testid=state-filter]").await;
+        b.click("[data-testid=state-filter] option[value=completed]").await;
+        b.wait(
+            "the table to list the two completed tasks only",
+            "const rows = [...document.querySelectorAll('[data-testid=task-row]')]; \
+             return rows.length === 2 && rows.every(r => r.dataset.state === 'completed')",
+        )
+        .await;
+
+        // Clicking a node opens its task.
+        b.js(&format!("{}.dispatchEvent(new MouseEvent('click', {{bubbles: true}})); return null", node("notify")))
+            .await;
+        b.wait(
+            "the task page of the clicked node",
+            "return document.querySelector('[data-testid=task-page] h1')?.textContent.startsWith('notify')",
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_task_graph_is_laid_out_and_shows_labels_when_zoomed_in() {
+    let srv = TestServer::start().await;
+    scenario("graph-1000", srv, |srv, b| async move {
+        let tasks: Vec<Value> = (0..1000)
+            .map(|i| {
+                if i < 10 {
+                    task(&format!("t{i}"), &[])
+                } else {
+                    let dep = format!("t{}", i / 100);
+                    task(&format!("t{i}"), &[dep.as_str()])
+                }
+            })
+            .collect();
+        let wf = srv.submit(Value::Array(tasks)).await;
+        let workflow = wf["workflow"].as_str().unwrap();
+        let agent = srv.register("worker", &["work"], 10).await;
+        for claimed in srv.claim(&agent, 10).await {
+            srv.finish(&claimed, &agent).await;
+        }
+        b.goto(&format!("#/workflows/{workflow}")).await;
+        b.wait_for(
+            "the 1,000-task graph to be drawn",
+            "return document.querySelector('[data-testid=graph]').dataset.ready === 'true'",
+            BIG_GRAPH_WAIT_MS_MAX,
+        )
+        .await;
+        assert_eq!(b.count("[data-testid=graph-node]").await, 1000);
+        assert_eq!(b.count("[data-testid=graph-node][data-state=completed]").await, 10);
+        assert_eq!(b.count("[data-testid=task-row]").await, 50, "the table is paginated");
+        assert_eq!(
+            b.count("[data-testid=graph-node] text").await,
+            0,
+            "no labels while zoomed out"
+        );
+        b.screenshot("graph-1000").await;
+        for _ in 0..12 {
+            b.click("[data-testid=zoom-in]").await;
+        }
+        b.wait(
+            "labels once zoomed in",
+            "return document.querySelectorAll('[data-testid=graph-node] text').length === 1000 \
+             && !document.querySelector('[data-testid=graph-svg]').classList.contains('labels-off')",
+        )
+        .await;
+        b.screenshot("graph-1000-zoomed").await;
+        b.click("[data-testid=page-next]").await;
+        b.wait(
+            "the second page of tasks",
+            "return document.querySelector('[data-testid=page-number]').textContent === 'page 2' \
+             && document.querySelectorAll('[data-testid=task-row]').length === 50",
+        )
+        .await;
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_retry_from_the_task_page_go_through_a_confirmation() {
+    let srv = TestServer::start().await;
+    scenario("cancel", srv, |srv, b| async move {
+        let wf = srv
+            .submit(json!([task("doomed", &[]), task("downstream", &["doomed"])]))
+            .await;
+        let first = ids(&wf);
+        b.goto(&format!("#/tasks/{}", first["doomed"])).await;
+        b.wait(
+            "the task page",
+            "return document.querySelector('[data-testid=task-page]')?.dataset.loaded === 'true' \
+             && document.querySelector('[data-testid=stream-status]').dataset.state === 'live'",
+        )
+        .await;
+
+        // Going back from the dialog changes nothing.
+        b.click("[data-testid=action-cancel]").await;
+        b.wait("the dialog", "return document.querySelector('dialog[open]')").await;
+        b.click("[data-testid=confirm-no]").await;
+        b.wait("the dialog to close", "return !document.querySelector('dialog[open]')").await;
+        assert_eq!(srv.state_of(&first["doomed"]).await, "pending");
+
+        b.click("[data-testid=action-cancel]").await;
+        b.wait("the dialog", "return document.querySelector('dialog[open] [data-testid=confirm-ok]')")
+            .await;
+        b.type_into("[data-testid=confirm-reason]", "no longer needed").await;
+        b.screenshot("cancel-dialog").await;
+        b.click("[data-testid=confirm-ok]").await;
+        srv.wait_state(&first["doomed"], "cancelled").await;
+        srv.wait_state(&first["downstream"], "cancelled").await;
+        let doomed = srv.task(&first["doomed"]).await;
+        assert_eq!(doomed["detail"]["reason"]["reason"], "no longer needed");
+        b.wait(
+            "the page to show the cancellation",
+            "return document.querySelector('[data-testid=task-state]').dataset.state === 'cancelled' \
+             && document.querySelector('[data-testid=action-result]')?.textContent.includes('cancelled')",
+        )
+        .await;
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=action-cancel]').disabled").await,
+            true
+        );
+        b.screenshot_page("cancelled").await;
+
+        // A refusal shows the server's own explanation: a task whose retry is already
+        // scheduled cannot be retried by hand.
+        let wf = srv.submit(json!([task("flaky", &[])])).await;
+        let flaky = ids(&wf)["flaky"].clone();
+        let agent = srv.register("worker", &["work"], 1).await;
+        let claimed = srv.claim(&agent, 1).await.remove(0);
+        srv.report(&claimed, &agent, "started", json!({})).await;
+        srv.report(
+            &claimed,
+            &agent,
+            "failed",
+            json!({"error": {"kind": "io", "message": "disk hiccup"}}),
+        )
+        .await;
+        b.goto(&format!("#/tasks/{flaky}")).await;
+        b.wait(
+            "the failed task's page",
+            "return document.querySelector('[data-testid=task-state]')?.dataset.state === 'failed'",
+        )
+        .await;
+        b.click("[data-testid=action-retry]").await;
+        b.wait("the dialog", "return document.querySelector('dialog[open] [data-testid=confirm-ok]')")
+            .await;
+        b.click("[data-testid=confirm-ok]").await;
+        let shown = b
+            .wait(
+                "the refusal",
+                "return document.querySelector('[data-testid=action-error]')?.textContent",
+            )
+            .await;
+        let (status, problem) = srv.post(&format!("/v1/tasks/{flaky}/retry"), json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            shown.as_str().unwrap().contains(detail),
+            "the page shows the server's detail `{detail}`: {shown}"
+        );
+        assert_eq!(srv.state_of(&flaky).await, "failed");
+        b.assert_no_page_errors().await;
+        b.screenshot("refused").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifecycle_page_draws_a_node_per_state_from_the_rules() {
+    let srv = TestServer::start().await;
+    scenario("lifecycle", srv, |srv, b| async move {
+        let (status, rules) = srv.get("/v1/lifecycle?format=json").await;
+        assert_eq!(status, StatusCode::OK);
+        let rules = rules.as_array().unwrap().clone();
+        let pairs: std::collections::HashSet<(String, String)> = rules
+            .iter()
+            .map(|r| (r["from"].as_str().unwrap_or("(new)").to_owned(), r["to"].as_str().unwrap().to_owned()))
+            .collect();
+
+        b.goto("#/lifecycle").await;
+        b.wait(
+            "the lifecycle diagram",
+            "return document.querySelector('[data-testid=lifecycle-graph]').dataset.ready === 'true'",
+        )
+        .await;
+        let states = b
+            .js("return [...document.querySelectorAll('[data-testid=lifecycle-node]')].map(n => n.dataset.state)")
+            .await;
+        let mut states: Vec<String> = serde_json::from_value(states).unwrap();
+        states.sort();
+        let mut expected: Vec<String> = STATES.iter().map(|s| s.to_string()).collect();
+        expected.sort();
+        assert_eq!(states, expected, "one node per state");
+        assert_eq!(b.count("[data-testid=lifecycle-start]").await, 1);
+        assert_eq!(
+            b.count("[data-testid=lifecycle-edge]").await,
+            pairs.len() as u64,
+            "one arrow per (from, to) pair of the rules"
+        );
+        assert_eq!(b.count("[data-testid=lifecycle-rule]").await, rules.len() as u64);
+        b.assert_no_page_errors().await;
+        b.screenshot("lifecycle").await;
+        b.screenshot_page("lifecycle-rules").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_page_shows_who_is_online_and_what_they_hold() {
+    let srv = TestServer::start().await;
+    scenario("agents", srv, |srv, b| async move {
+        let wf = srv.submit(json!([task("held", &[]), task("other", &[])])).await;
+        let ids = ids(&wf);
+        let busy = srv.register("busy-bee", &["work", "gpu"], 2).await;
+        srv.register("idle", &["work"], 1).await;
+        let claimed = srv.claim(&busy, 1).await.remove(0);
+        b.goto("#/agents").await;
+        b.wait(
+            "both agents",
+            "return document.querySelectorAll('[data-testid=agent-row]').length === 2",
+        )
+        .await;
+        let row = format!("document.querySelector('[data-testid=agent-row][data-agent=\"{busy}\"]')");
+        assert_eq!(b.js(&format!("return {row}.dataset.online")).await, "true");
+        let held = b
+            .js(&format!("return {row}.querySelector('[data-testid=agent-leased]').textContent"))
+            .await;
+        assert!(held.as_str().unwrap().starts_with("1 of 2"), "{held}");
+        assert_eq!(
+            b.js(&format!("return !!{row}.querySelector('a[href=\"#/tasks/{}\"]')", claimed["task"].as_str().unwrap()))
+                .await,
+            true
+        );
+        // Taking the other task shows up live.
+        b.wait(
+            "the stream to be live",
+            "return document.querySelector('[data-testid=stream-status]').dataset.state === 'live'",
+        )
+        .await;
+        let second = srv.claim(&busy, 1).await.remove(0);
+        assert!(ids.values().any(|id| id == second["task"].as_str().unwrap()));
+        b.wait(
+            "two tasks in hand",
+            &format!("return {row}.querySelector('[data-testid=agent-leased]').textContent.startsWith('2 of 2')"),
+        )
+        .await;
+        b.assert_no_page_errors().await;
+        b.screenshot("agents").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_dashboard_asks_for_one_and_streams_with_it() {
+    let (url, dir) = store_url().await;
+    let mut tokens = baton_server::Tokens::none();
+    tokens.add_operator("op-secret");
+    let mut srv = TestServer::start_with(
+        url,
+        dir,
+        tokens,
+        Arc::new(baton_engine::ManualClock::new(T0)),
+    )
+    .await;
+    srv.token = Some("op-secret".into());
+    scenario("token", srv, |srv, b| async move {
+        let wf = srv.submit(json!([task("guarded", &[])])).await;
+        let id = ids(&wf)["guarded"].clone();
+        b.goto("#/").await;
+        b.wait(
+            "the token dialog",
+            "return document.querySelector('dialog[open] [data-testid=token-input]')",
+        )
+        .await;
+        b.type_into("[data-testid=token-input]", "op-secret").await;
+        b.click("[data-testid=token-save]").await;
+        b.wait(
+            "the counts, read with the token, and the stream live",
+            "return document.querySelector('[data-testid=count-total]').dataset.count === '1' \
+             && document.querySelector('[data-testid=stream-status]').dataset.state === 'live'",
+        )
+        .await;
+        let agent = srv.register("worker", &["work"], 1).await;
+        complete_next(&srv, &agent, &id).await;
+        b.wait(
+            "the completion, streamed with the token",
+            "return document.querySelector('[data-testid=count-completed]').dataset.count === '1'",
+        )
+        .await;
+        assert_eq!(
+            b.js("return localStorage.getItem('baton.token')").await,
+            "op-secret"
+        );
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_from_the_api_is_shown_as_text_never_run_as_markup() {
+    let srv = TestServer::start().await;
+    scenario("escaping", srv, |srv, b| async move {
+        let hostile = "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script>";
+        let mut spec = task("plain", &[]);
+        spec["input"] = json!({ "html": hostile });
+        let (status, wf) = srv
+            .post("/v1/workflows", json!({"name": hostile, "tasks": [spec]}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{wf}");
+        b.goto("#/").await;
+        b.wait(
+            "the workflow row",
+            "return document.querySelector('[data-testid=workflow-row] a')?.textContent",
+        )
+        .await;
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=workflow-row] a').textContent")
+                .await,
+            hostile,
+            "the name is shown as it is"
+        );
+        b.goto(&format!("#/tasks/{}", ids(&wf)["plain"])).await;
+        let input = b
+            .wait(
+                "the task's input",
+                "return document.querySelector('[data-testid=task-input]')?.textContent",
+            )
+            .await;
+        assert!(input.as_str().unwrap().contains("<script>"), "{input}");
+        assert_eq!(
+            b.count("main img, main script").await,
+            0,
+            "no markup was made"
+        );
+        assert_eq!(b.js("return window.__pwned ?? null").await, Value::Null);
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_and_its_assets_are_served_with_their_types_and_policy() {
+    let srv = TestServer::start().await;
+    let page = srv.raw(reqwest::Method::GET, "/", None, None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        page.content_type.as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(String::from_utf8_lossy(&page.body).contains("/assets/app.js"));
+    for (path, kind) in [
+        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/app.css", "text/css; charset=utf-8"),
+        ("/assets/dagre.min.js", "text/javascript; charset=utf-8"),
+        ("/assets/layout-worker.js", "text/javascript; charset=utf-8"),
+        ("/assets/dagre/LICENSE", "text/plain; charset=utf-8"),
+    ] {
+        let res = srv.raw(reqwest::Method::GET, path, None, None, None).await;
+        assert_eq!(res.status, StatusCode::OK, "{path}");
+        assert_eq!(res.content_type.as_deref(), Some(kind), "{path}");
+    }
+    let res = srv
+        .client
+        .get(format!("{}/", srv.url))
+        .send()
+        .await
+        .unwrap();
+    let csp = res.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let etag = res.headers()["etag"].clone();
+    let again = srv
+        .client
+        .get(format!("{}/", srv.url))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    let missing = srv
+        .raw(reqwest::Method::GET, "/assets/nope.js", None, None, None)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
