@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 pub mod api;
 pub mod auth;
 pub mod dashboard;
-mod extract;
+pub mod extract;
 pub mod problem;
 
 pub use auth::{Role, Tokens};
