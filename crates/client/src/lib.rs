@@ -18,6 +18,10 @@ pub use baton_api as wire;
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
 /// Extra time a request may take beyond a long poll's own wait.
 const REQUEST_SLACK: Duration = Duration::from_secs(30);
+/// Longest any other request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The event stream is meant to stay open.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -76,6 +80,7 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(60))
+            .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| ClientError::Transport {
                 url: base.to_owned(),
@@ -273,7 +278,7 @@ impl Client {
             Some(w) => format!("{}/v1/events?workflow={w}", self.base),
             None => format!("{}/v1/events", self.base),
         };
-        let mut rb = self.http.get(&url);
+        let mut rb = self.http.get(&url).timeout(STREAM_TIMEOUT);
         if let Some(token) = &self.token {
             rb = rb.bearer_auth(token);
         }
@@ -302,6 +307,18 @@ impl Client {
         concurrency: u32,
     ) -> Result<AgentView> {
         let body = serde_json::json!({"name": name, "capabilities": capabilities, "concurrency": concurrency});
+        self.post("/v1/agents", &body).await
+    }
+
+    /// Registers again under an existing id (a restarted agent keeps its identity).
+    pub async fn reregister_agent(
+        &self,
+        id: Uuid,
+        name: &str,
+        capabilities: &[Capability],
+        concurrency: u32,
+    ) -> Result<AgentView> {
+        let body = serde_json::json!({"id": id, "name": name, "capabilities": capabilities, "concurrency": concurrency});
         self.post("/v1/agents", &body).await
     }
 

@@ -326,6 +326,18 @@ impl<S: Store + 'static> Engine<S> {
         self.inner.work.notify_waiters();
     }
 
+    /// Resolves once [`Engine::shutdown`] was called.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.shutdown.subscribe();
+        async move {
+            while !*rx.borrow_and_update() {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
     fn stopping(&self) -> bool {
         *self.inner.shutdown.borrow()
     }

@@ -817,25 +817,33 @@ pub async fn events(
         })?;
     let rx = engine(&s).subscribe();
     let filter = q.workflow.map(WorkflowId);
-    let stream = futures_util::stream::unfold((rx, permit), move |(mut rx, permit)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(ev) => {
-                    if filter.is_some_and(|w| w != ev.workflow) {
-                        continue;
+    let stopped = Box::pin(engine(&s).stopped());
+    let stream = futures_util::stream::unfold(
+        (rx, permit, stopped),
+        move |(mut rx, permit, mut stopped)| async move {
+            loop {
+                let next = tokio::select! {
+                    next = rx.recv() => next,
+                    _ = &mut stopped => return None,
+                };
+                match next {
+                    Ok(ev) => {
+                        if filter.is_some_and(|w| w != ev.workflow) {
+                            continue;
+                        }
+                        let data = serde_json::to_string(&ev).unwrap_or_default();
+                        let sse = SseEvent::default().event("transition").data(data);
+                        return Some((Ok(sse), (rx, permit, stopped)));
                     }
-                    let data = serde_json::to_string(&ev).unwrap_or_default();
-                    let sse = SseEvent::default().event("transition").data(data);
-                    return Some((Ok(sse), (rx, permit)));
+                    Err(RecvError::Lagged(n)) => {
+                        let sse = SseEvent::default().event("lagged").data(n.to_string());
+                        return Some((Ok(sse), (rx, permit, stopped)));
+                    }
+                    Err(RecvError::Closed) => return None,
                 }
-                Err(RecvError::Lagged(n)) => {
-                    let sse = SseEvent::default().event("lagged").data(n.to_string());
-                    return Some((Ok(sse), (rx, permit)));
-                }
-                Err(RecvError::Closed) => return None,
             }
-        }
-    });
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -110,6 +110,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let engine = state.engine.clone();
     let app = router(state);
+    // Stopping the engine first ends waiting claims and event streams, which would otherwise
+    // hold the drain open; requests already committing still finish.
+    let stop = engine.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stop.shutdown();
+    };
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
