@@ -1,16 +1,14 @@
 //! `baton`: the command line of the Baton orchestration engine.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{bail, Context};
-use baton_core::{DiagramFormat, DEFAULT};
-use baton_engine::{Engine, EngineConfig, SystemClock};
-use baton_server::{AppState, Tokens};
-use baton_store::AnyStore;
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod agent;
+mod demo;
+mod lifecycle;
+mod ops;
+mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -18,249 +16,69 @@ use clap::{Parser, Subcommand, ValueEnum};
     version,
     about = "Durable orchestration for multi-agent systems"
 )]
-struct Cli {
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the server is and how to talk to it: shared by every client command.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Global {
+    /// Baton server URL.
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_URL",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub url: String,
+    /// Bearer token.
+    #[arg(long, global = true, env = "BATON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the engine and its HTTP API.
-    Serve(ServeArgs),
+    Serve(serve::ServeArgs),
+    /// Run a multi-agent demo workflow on an embedded engine.
+    Demo(demo::DemoArgs),
+    /// Turn any program into an agent: run it for every task it claims.
+    Agent(agent::AgentArgs),
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
     /// Inspect the task lifecycle: check it, draw it.
     Lifecycle {
         #[command(subcommand)]
-        command: LifecycleCommand,
+        command: lifecycle::LifecycleCommand,
     },
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// Address to listen on. Anything but loopback requires tokens.
-    #[arg(long, env = "BATON_LISTEN", default_value = "127.0.0.1:7700")]
-    listen: SocketAddr,
-    /// Directory for the embedded SQLite store (created if missing).
-    #[arg(long, env = "BATON_DATA_DIR", default_value = "baton-data")]
-    data_dir: PathBuf,
-    /// Store URL instead of the embedded default: `postgres://…` or `sqlite://PATH`.
-    #[arg(long, env = "BATON_STORE")]
-    store: Option<String>,
-    /// Operator bearer token (repeatable; comma-separated in the environment).
-    #[arg(
-        long = "operator-token",
-        env = "BATON_OPERATOR_TOKENS",
-        value_delimiter = ','
-    )]
-    operator_tokens: Vec<String>,
-    /// Agent bearer token bound to an agent name, as `NAME=TOKEN` (repeatable).
-    #[arg(
-        long = "agent-token",
-        env = "BATON_AGENT_TOKENS",
-        value_delimiter = ','
-    )]
-    agent_tokens: Vec<String>,
-    /// An agent not heard from for this long is declared dead and loses its leases.
-    #[arg(long, env = "BATON_AGENT_TTL_MS", default_value_t = 30_000)]
-    agent_ttl_ms: u64,
-    /// Log format.
-    #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
-    log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Pretty,
-    Json,
-}
-
-#[derive(Subcommand)]
-enum LifecycleCommand {
-    /// Check the lifecycle table: reachability, dead ends, terminal exits, determinism.
-    Check,
-    /// Print the lifecycle as a diagram.
-    Diagram {
-        #[arg(long, value_enum, default_value_t = Format::Mermaid)]
-        format: Format,
-    },
-    /// Print the lifecycle table, one rule per line.
-    Table,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Mermaid,
-    Dot,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Lifecycle { command } => lifecycle(command),
-        Command::Serve(args) => match serve(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-    }
-}
-
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-fn tokens(args: &ServeArgs) -> anyhow::Result<Tokens> {
-    let mut tokens = Tokens::none();
-    for t in args.operator_tokens.iter().filter(|t| !t.is_empty()) {
-        tokens.add_operator(t.clone());
-    }
-    for pair in args.agent_tokens.iter().filter(|t| !t.is_empty()) {
-        let Some((name, secret)) = pair.split_once('=') else {
-            bail!("--agent-token expects NAME=TOKEN, got {pair:?}");
-        };
-        if name.is_empty() || secret.is_empty() {
-            bail!("--agent-token expects NAME=TOKEN with both parts, got {pair:?}");
-        }
-        tokens.add_agent(name, secret);
-    }
-    Ok(tokens)
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logs(args.log_format);
-    let tokens = tokens(&args)?;
-    if tokens.is_empty() && !args.listen.ip().is_loopback() {
-        bail!(
-            "refusing to listen on {} without tokens: anyone could reach it. Set \
-             --operator-token / --agent-token, or listen on 127.0.0.1",
-            args.listen
-        );
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async move {
-        let url = match &args.store {
-            Some(url) => url.clone(),
-            None => {
-                std::fs::create_dir_all(&args.data_dir).with_context(|| {
-                    format!("creating the data directory {}", args.data_dir.display())
-                })?;
-                args.data_dir.join("baton.db").display().to_string()
-            }
-        };
-        let store = AnyStore::open(&url).await.context("opening the store")?;
-        let engine = Engine::new(
-            store,
-            Arc::new(SystemClock),
-            EngineConfig {
-                agent_ttl_ms: args.agent_ttl_ms,
-            },
-        );
-        let loops = engine.start();
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
-        let addr = listener.local_addr()?;
-        let shown = if url.starts_with("postgres") {
-            redact(&url)
-        } else {
-            url.clone()
-        };
-        tracing::info!(address = %addr, store = %shown, "baton listening");
-        println!("Baton listening on http://{addr} (store: {shown})");
-        if tokens.is_empty() {
-            println!("No tokens configured: accepting loopback clients only.");
-        }
-        let state = AppState::new(engine, tokens);
-        baton_server::serve(listener, state, shutdown_signal()).await?;
-        for l in loops {
-            let _ = l.await;
-        }
-        tracing::info!("baton stopped");
-        Ok(())
-    })
-}
-
-/// Hides the password of a database URL.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let result = match cli.command {
+        Command::Lifecycle { command } => return lifecycle::lifecycle(command),
+        Command::Serve(args) => serve::serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Demo(args) => demo::run(&cli.global, args),
+        Command::Agent(args) => agent::run(&cli.global, args),
+        Command::Ops(cmd) => ops::run(&cli.global, cmd),
     };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-    tracing::info!("shutting down: no new requests; in-flight ones finish");
-}
-
-fn lifecycle(command: LifecycleCommand) -> ExitCode {
-    match command {
-        LifecycleCommand::Check => {
-            let problems = DEFAULT.check();
-            if problems.is_empty() {
-                println!(
-                    "lifecycle ok: {} rules, every state reachable, no dead ends, terminal \
-                     states closed, every non-terminal state cancellable, deterministic",
-                    DEFAULT.rules.len()
-                );
-                ExitCode::SUCCESS
-            } else {
-                for problem in &problems {
-                    eprintln!("error: {problem}");
-                }
-                eprintln!("lifecycle check failed: {} problem(s)", problems.len());
-                ExitCode::FAILURE
-            }
-        }
-        LifecycleCommand::Diagram { format } => {
-            let format = match format {
-                Format::Mermaid => DiagramFormat::Mermaid,
-                Format::Dot => DiagramFormat::Dot,
-            };
-            print!("{}", DEFAULT.diagram(format));
-            ExitCode::SUCCESS
-        }
-        LifecycleCommand::Table => {
-            for rule in DEFAULT.rules {
-                let effects: Vec<String> = rule.effects.iter().map(|e| format!("{e:?}")).collect();
-                println!("{rule}  / {}", effects.join(", "));
-            }
-            ExitCode::SUCCESS
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

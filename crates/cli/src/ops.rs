@@ -1,0 +1,242 @@
+//! Operator commands: submit, tasks, show, watch, cancel, retry, agents, completions. Every
+//! call goes through [`baton_client::Client`]; tables by default, JSON with `--output json`.
+
+use std::future::Future;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use baton_client::{Client, ClientError};
+use baton_core::StateKind;
+use clap::{CommandFactory, Subcommand, ValueEnum};
+use clap_complete::Shell;
+use uuid::Uuid;
+
+use crate::Global;
+
+mod control;
+mod file;
+mod inspect;
+mod render;
+mod submit;
+mod watch;
+
+/// Exit status when the server refused the request or the input file is invalid.
+const EXIT_REFUSED: u8 = 1;
+/// Exit status of a usage error (clap's own).
+const EXIT_USAGE: u8 = 2;
+/// Exit status when the server cannot be reached.
+const EXIT_UNREACHABLE: u8 = 3;
+/// Longest wait for one answer from the server.
+const REQUEST_TIME_MAX: Duration = Duration::from_secs(30);
+
+/// The exit statuses and where the server is, at the end of `baton --help`.
+const EXIT_CODES: &str = "\
+Exit status of the client commands:
+  0  success
+  1  the server refused the request (the reason is printed), or the input file is invalid
+  2  usage error
+  3  the server cannot be reached (or did not answer in time)
+
+The server is --url or BATON_URL; the token --token or BATON_TOKEN.";
+
+/// The operator commands, each a top-level subcommand of `baton`.
+#[derive(Subcommand)]
+#[command(after_help = EXIT_CODES)]
+pub enum OpsCommand {
+    /// Submit a workflow file (YAML or JSON), checked locally first.
+    Submit(submit::SubmitArgs),
+    /// List tasks.
+    Tasks(inspect::TasksArgs),
+    /// Show a task: state, attempts, lease, deadlines, result or errors, why it waits, history.
+    Show {
+        /// Task id.
+        id: Uuid,
+    },
+    /// Follow transitions live: counts per state and the latest transitions.
+    Watch {
+        /// Only this workflow's tasks.
+        #[arg(long, value_name = "ID")]
+        workflow: Option<Uuid>,
+    },
+    /// Cancel a task, or a whole workflow with --workflow.
+    Cancel {
+        /// Task id (workflow id with --workflow).
+        id: Uuid,
+        /// ID is a workflow: cancel every task of it that has not ended.
+        #[arg(long)]
+        workflow: bool,
+        /// Why, recorded in the history.
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+    },
+    /// Reopen a task that failed for good, with a fresh budget of attempts.
+    Retry {
+        /// Task id.
+        id: Uuid,
+    },
+    /// List agents: online or not, capabilities, the tasks they hold.
+    Agents,
+    /// Print a shell completion script.
+    ///
+    /// For example `baton completions bash > /etc/bash_completion.d/baton`, or
+    /// `baton completions zsh > "${fpath[1]}/_baton"`.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+}
+
+/// A task state, as given on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StateArg {
+    Blocked,
+    Pending,
+    Assigned,
+    Executing,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl From<StateArg> for StateKind {
+    fn from(s: StateArg) -> StateKind {
+        match s {
+            StateArg::Blocked => StateKind::Blocked,
+            StateArg::Pending => StateKind::Pending,
+            StateArg::Assigned => StateKind::Assigned,
+            StateArg::Executing => StateKind::Executing,
+            StateArg::Completed => StateKind::Completed,
+            StateArg::Failed => StateKind::Failed,
+            StateArg::Cancelled => StateKind::Cancelled,
+        }
+    }
+}
+
+/// Runs one operator command; failures are printed here and become the exit status.
+pub fn run(global: &Global, cmd: OpsCommand) -> anyhow::Result<ExitCode> {
+    let result = match cmd {
+        OpsCommand::Completions { shell } => completions(shell),
+        OpsCommand::Submit(args) if args.dry_run => submit::check(&args, global.output),
+        cmd => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(dispatch(global, cmd)),
+    };
+    Ok(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => ExitCode::from(report(&e)),
+    })
+}
+
+async fn dispatch(global: &Global, cmd: OpsCommand) -> anyhow::Result<()> {
+    let client = client(global)?;
+    let output = global.output;
+    match cmd {
+        OpsCommand::Submit(args) => submit::submit(&client, &args, output).await,
+        OpsCommand::Tasks(args) => inspect::tasks(&client, &args, output).await,
+        OpsCommand::Show { id } => inspect::show(&client, id, output).await,
+        OpsCommand::Watch { workflow } => watch::watch(&client, workflow, output).await,
+        OpsCommand::Cancel {
+            id,
+            workflow,
+            reason,
+        } => control::cancel(&client, id, workflow, reason.unwrap_or_default(), output).await,
+        OpsCommand::Retry { id } => control::retry(&client, id, output).await,
+        OpsCommand::Agents => inspect::agents(&client, output).await,
+        OpsCommand::Completions { .. } => unreachable!("completions need no server"),
+    }
+}
+
+fn client(global: &Global) -> Result<Client, ClientError> {
+    let client = Client::new(&global.url)?;
+    Ok(match global.token.as_deref() {
+        Some(token) if !token.is_empty() => client.with_token(token),
+        _ => client,
+    })
+}
+
+/// The server gave no answer within [`REQUEST_TIME_MAX`].
+#[derive(Debug, thiserror::Error)]
+#[error("no answer from Baton at {url} within {}s", REQUEST_TIME_MAX.as_secs())]
+struct NoAnswer {
+    url: String,
+}
+
+/// Awaits one request, at most [`REQUEST_TIME_MAX`].
+async fn call<T>(
+    client: &Client,
+    request: impl Future<Output = baton_client::Result<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(REQUEST_TIME_MAX, request).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(NoAnswer {
+            url: client.base_url().to_owned(),
+        }
+        .into()),
+    }
+}
+
+/// Prints `value` as pretty JSON on standard output.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Prints a failure on standard error and returns the exit status it calls for. A closed
+/// output (`baton tasks --all | head`) is no failure.
+fn report(err: &anyhow::Error) -> u8 {
+    let broken_pipe = err
+        .chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+    if broken_pipe {
+        return 0;
+    }
+    let paint = render::Paint::stderr();
+    let label = paint.paint(render::Color::Red, "error:");
+    let client_error = err.chain().find_map(|e| e.downcast_ref::<ClientError>());
+    let (message, status) = match client_error {
+        Some(ClientError::Api(p)) => {
+            let mut text = format!("{}\n  refused: {} {}", p.detail, p.status, p.code);
+            if let Some(state) = &p.state {
+                text.push_str(&format!(", task state {state}"));
+            }
+            if let Some(rule) = p.rule.as_ref().filter(|r| **r != p.code) {
+                text.push_str(&format!(", rule {rule}"));
+            }
+            if let (Some(field), Some(expected)) = (&p.field, &p.expected) {
+                text.push_str(&format!("\n  field `{field}`: expected {expected}"));
+            }
+            (text, EXIT_REFUSED)
+        }
+        Some(ClientError::Transport { url, source }) => {
+            let mut cause: &dyn std::error::Error = source;
+            while let Some(deeper) = cause.source() {
+                cause = deeper;
+            }
+            (
+                format!(
+                    "cannot reach Baton at {url}: {cause}\n  is `baton serve` running there? \
+                     Set the address with --url or BATON_URL."
+                ),
+                EXIT_UNREACHABLE,
+            )
+        }
+        Some(ClientError::InvalidUrl(_)) => (format!("{err:#}"), EXIT_USAGE),
+        _ if err.chain().any(|e| e.is::<NoAnswer>()) => (format!("{err:#}"), EXIT_UNREACHABLE),
+        _ => (format!("{err:#}"), EXIT_REFUSED),
+    };
+    eprintln!("{label} {message}");
+    status
+}
+
+fn completions(shell: Shell) -> anyhow::Result<()> {
+    let mut cmd = crate::Cli::command();
+    clap_complete::generate(shell, &mut cmd, "baton", &mut std::io::stdout());
+    Ok(())
+}

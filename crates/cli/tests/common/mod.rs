@@ -1,0 +1,260 @@
+//! Fixtures for tests of the built `baton` binary: a real `baton serve` on a free loopback port
+//! with a temporary data directory, and the binary run as a user would, every wait bounded.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
+/// Longest wait for anything: the server to start, a command to finish, a line to arrive.
+pub const WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Variables that would change what `baton` does under test.
+const AMBIENT: &[&str] = &[
+    "BATON_URL",
+    "BATON_TOKEN",
+    "BATON_LISTEN",
+    "BATON_DATA_DIR",
+    "BATON_STORE",
+    "BATON_OPERATOR_TOKENS",
+    "BATON_AGENT_TOKENS",
+];
+
+/// `baton` with none of the ambient Baton settings and no colour.
+pub fn baton() -> Command {
+    let mut cmd = Command::new(BATON);
+    for var in AMBIENT {
+        cmd.env_remove(var);
+    }
+    cmd.env("NO_COLOR", "1").stdin(Stdio::null());
+    cmd
+}
+
+/// A `baton serve` of its own, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts `baton serve` with `extra` arguments; waits until `/healthz` answers.
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let log = std::fs::File::create(dir.path().join("serve.log")).expect("a log file");
+        let mut child = baton()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("baton serve starts");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line
+                    .strip_prefix("Baton listening on ")
+                    .and_then(|rest| rest.split_whitespace().next())
+                {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(WAIT_MAX) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("baton serve did not start: {}", read_log(dir.path()));
+            }
+        };
+        let server = Server { child, url, dir };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        let deadline = Instant::now() + WAIT_MAX;
+        while Instant::now() < deadline {
+            if http_status(&addr, "/healthz") == Some(200) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("/healthz never answered: {}", self.log());
+    }
+
+    /// `baton ARGS` against this server.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = baton();
+        cmd.env("BATON_URL", &self.url).args(args);
+        cmd
+    }
+
+    /// Runs `baton ARGS` against this server to the end.
+    pub fn run(&self, args: &[&str]) -> Run {
+        run(self.command(args))
+    }
+
+    /// A file in the server's temporary directory, with `text` in it.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("the file is written");
+        path
+    }
+
+    /// The server's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_log(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+}
+
+/// The status of `GET path` on `addr`, over a plain socket.
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = String::new();
+    BufReader::new(s).read_line(&mut head).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// How a command ended.
+#[derive(Debug)]
+pub struct Run {
+    /// `None` if killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts success; returns `self` for chaining.
+    #[track_caller]
+    pub fn ok(&self) -> &Run {
+        assert_eq!(self.code, Some(0), "the command failed: {self:#?}");
+        self
+    }
+
+    /// Standard output as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+}
+
+/// Runs `cmd` to the end, killing it after [`WAIT_MAX`].
+pub fn run(mut cmd: Command) -> Run {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + WAIT_MAX;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the command can be waited on") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the command did not finish within {WAIT_MAX:?}: {cmd:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    Run {
+        code: status.code(),
+        stdout: stdout.join().expect("stdout is read"),
+        stderr: stderr.join().expect("stderr is read"),
+    }
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = r.read_to_string(&mut text);
+        text
+    })
+}
+
+/// The lines of a running child's output, each awaited at most [`WAIT_MAX`].
+pub struct Lines {
+    rx: mpsc::Receiver<String>,
+}
+
+impl Lines {
+    pub fn of_stdout(out: ChildStdout) -> Lines {
+        Lines::of(out)
+    }
+
+    pub fn of_stderr(err: ChildStderr) -> Lines {
+        Lines::of(err)
+    }
+
+    fn of(r: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { rx }
+    }
+
+    /// The next line, or `None` if none came within [`WAIT_MAX`] or the stream ended.
+    pub fn next(&self) -> Option<String> {
+        self.rx.recv_timeout(WAIT_MAX).ok()
+    }
+
+    /// Skips lines until one contains `needle`; returns it.
+    pub fn until(&self, needle: &str) -> Option<String> {
+        let deadline = Instant::now() + WAIT_MAX;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}

@@ -1,0 +1,491 @@
+//! The operator commands, run as a user would: the built `baton` binary against a real
+//! `baton serve`.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use serde_json::Value;
+
+const PIPELINE_YAML: &str = "\
+# A two-step pipeline.
+name: pipeline
+tasks:
+  - key: plan
+    capabilities: [think]
+    input: {topic: durable execution}
+  - key: write
+    depends_on: [plan]
+    retry:
+      max_attempts: 5
+";
+
+const REPORT_JSON: &str = r#"{
+  "name": "report",
+  "idempotency_key": "report-1",
+  "tasks": [
+    {"key": "gather", "input": {"sources": 3}},
+    {"key": "summarize", "depends_on": ["gather"], "priority": 5}
+  ]
+}
+"#;
+
+/// Submits `text` as the file `name`, answering the ids by key.
+fn submit(srv: &Server, name: &str, text: &str) -> Value {
+    let path = srv.file(name, text);
+    srv.run(&["submit", path.to_str().unwrap(), "--output", "json"])
+        .ok()
+        .json()
+}
+
+fn task_count(srv: &Server) -> usize {
+    let list = srv.run(&["tasks", "--output", "json"]).ok().json();
+    list["tasks"].as_array().expect("a list of tasks").len()
+}
+
+#[test]
+fn yaml_and_json_workflows_are_submitted_and_listed() {
+    let srv = Server::start();
+    let yaml = srv.file("pipeline.yaml", PIPELINE_YAML);
+    let run = srv.run(&["submit", yaml.to_str().unwrap()]);
+    run.ok();
+    assert!(run.stdout.starts_with("Submitted workflow "), "{run:#?}");
+    assert!(
+        run.stdout.contains("plan") && run.stdout.contains("write"),
+        "{run:#?}"
+    );
+
+    let created = submit(&srv, "report.json", REPORT_JSON);
+    assert_eq!(created["created"], true);
+    let workflow = created["workflow"].as_str().unwrap().to_owned();
+    let ids = created["tasks"].as_object().unwrap();
+    assert_eq!(ids.len(), 2);
+
+    let table = srv.run(&["tasks"]);
+    table.ok();
+    let header = table.stdout.lines().next().unwrap();
+    for column in ["ID", "KEY", "STATE", "ATTEMPT", "UPDATED"] {
+        assert!(header.contains(column), "{header}");
+    }
+    for key in ["plan", "write", "gather", "summarize"] {
+        assert!(table.stdout.contains(key), "{key} missing: {table:#?}");
+    }
+    assert!(table.stdout.contains("Blocked") && table.stdout.contains("Pending"));
+
+    assert_eq!(task_count(&srv), 4);
+    let blocked = srv
+        .run(&[
+            "tasks",
+            "--workflow",
+            &workflow,
+            "--state",
+            "blocked",
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    let blocked = blocked["tasks"].as_array().unwrap();
+    assert_eq!(blocked.len(), 1);
+    assert_eq!(blocked[0]["key"], "summarize");
+    assert_eq!(blocked[0]["id"], ids["summarize"]);
+
+    let paged = srv
+        .run(&["tasks", "--limit", "3", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(paged["tasks"].as_array().unwrap().len(), 3);
+    assert!(paged["next"].is_string(), "a next page: {paged}");
+    let all = srv.run(&["tasks", "--all", "--output", "json"]).ok().json();
+    assert_eq!(all["tasks"].as_array().unwrap().len(), 4);
+    assert!(all["next"].is_null());
+
+    let again = srv.run(&[
+        "submit",
+        srv.file("report.json", REPORT_JSON).to_str().unwrap(),
+    ]);
+    again.ok();
+    assert!(again.stdout.contains("already submitted"), "{again:#?}");
+    assert_eq!(
+        task_count(&srv),
+        4,
+        "the idempotency key makes it one workflow"
+    );
+}
+
+#[test]
+fn an_unknown_field_is_reported_at_its_line_and_nothing_is_submitted() {
+    let srv = Server::start();
+    let path = srv.file(
+        "typo.yaml",
+        "name: typo\ntasks:\n  - key: fetch\n  - key: parse\n    depends_on: [fetch]\n    retries: 3\n",
+    );
+    let run = srv.run(&["submit", path.to_str().unwrap()]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("line 6"), "{run:#?}");
+    assert!(run.stderr.contains("unknown field `retries`"), "{run:#?}");
+    assert!(run.stderr.contains("tasks[1].retries"), "{run:#?}");
+    assert!(run.stderr.contains("typo.yaml:6:5"), "{run:#?}");
+    assert!(run.stdout.is_empty(), "{run:#?}");
+    assert_eq!(task_count(&srv), 0, "a bad file submits nothing");
+}
+
+#[test]
+fn a_syntax_error_is_reported_at_the_parsers_position() {
+    let srv = Server::start();
+    let path = srv.file(
+        "broken.json",
+        "{\n  \"tasks\": [\n    {\"key\": \"a\"}\n    {\"key\": \"b\"}\n  ]\n}\n",
+    );
+    let run = srv.run(&["submit", path.to_str().unwrap()]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("invalid JSON"), "{run:#?}");
+    assert!(run.stderr.contains("line 4"), "{run:#?}");
+    assert_eq!(task_count(&srv), 0);
+}
+
+#[test]
+fn a_cycle_is_reported_with_the_line_of_a_dependency_in_it() {
+    let srv = Server::start();
+    let path = srv.file(
+        "cycle.yaml",
+        "tasks:\n  - key: a\n    depends_on: [c]\n  - key: b\n    depends_on: [a]\n  - key: c\n    depends_on: [b]\n  - key: d\n",
+    );
+    let run = srv.run(&["submit", path.to_str().unwrap()]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("cycle"), "{run:#?}");
+    assert!(
+        run.stderr.contains(" -> "),
+        "the cycle is spelt out: {run:#?}"
+    );
+    assert!(
+        ["line 3,", "line 5,", "line 7,"]
+            .iter()
+            .any(|l| run.stderr.contains(l)),
+        "the line of a `depends_on` in the cycle: {run:#?}"
+    );
+    assert!(run.stderr.contains(".depends_on[0]"), "{run:#?}");
+    assert_eq!(task_count(&srv), 0);
+}
+
+#[test]
+fn a_rule_violation_is_reported_at_the_line_of_its_field() {
+    let srv = Server::start();
+    let path = srv.file(
+        "retry.yaml",
+        "name: bad-retry\ntasks:\n  - key: fetch\n    retry:\n      max_attempts: 0\n",
+    );
+    let run = srv.run(&["submit", path.to_str().unwrap()]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("line 5"), "{run:#?}");
+    assert!(
+        run.stderr.contains("tasks[0].retry.max_attempts"),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("between 1 and 100"), "{run:#?}");
+    assert_eq!(task_count(&srv), 0);
+
+    let dry = srv.run(&["submit", "--dry-run", path.to_str().unwrap()]);
+    assert_eq!(dry.code, Some(1), "--dry-run checks the same: {dry:#?}");
+    let good = srv.file("good.yaml", PIPELINE_YAML);
+    let dry = srv.run(&["submit", "--dry-run", good.to_str().unwrap()]);
+    dry.ok();
+    assert!(dry.stdout.contains("nothing submitted"), "{dry:#?}");
+    assert_eq!(task_count(&srv), 0);
+}
+
+#[test]
+fn show_prints_the_history_and_cancel_shows_cancelled() {
+    let srv = Server::start();
+    let created = submit(&srv, "pipeline.yaml", PIPELINE_YAML);
+    let plan = created["tasks"]["plan"].as_str().unwrap().to_owned();
+    let write = created["tasks"]["write"].as_str().unwrap().to_owned();
+
+    let shown = srv.run(&["show", &plan]);
+    shown.ok();
+    for expected in [
+        "Pending",
+        "1 of 3",
+        "History",
+        "TIME",
+        "EVENT",
+        "ACTOR",
+        "submitted",
+        "engine",
+        "→ Pending",
+        "no online agent offers think",
+    ] {
+        assert!(
+            shown.stdout.contains(expected),
+            "{expected:?} missing: {shown:#?}"
+        );
+    }
+    let shown = srv.run(&["show", &write]);
+    assert!(shown.stdout.contains("plan (Pending"), "{shown:#?}");
+    assert!(
+        shown.stdout.contains("for dependencies to complete"),
+        "{shown:#?}"
+    );
+
+    let cancelled = srv.run(&["cancel", &plan, "--reason", "no longer needed"]);
+    cancelled.ok();
+    assert!(cancelled.stdout.contains("Cancelled"), "{cancelled:#?}");
+    let shown = srv.run(&["show", &plan]);
+    shown.ok();
+    for expected in [
+        "State       Cancelled",
+        "cancel_requested",
+        "operator",
+        "Pending → Cancelled",
+        "no longer needed",
+    ] {
+        assert!(
+            shown.stdout.contains(expected),
+            "{expected:?} missing: {shown:#?}"
+        );
+    }
+    let view = srv.run(&["show", &plan, "--output", "json"]).ok().json();
+    assert_eq!(view["state"], "cancelled");
+    assert_eq!(view["history"].as_array().unwrap().len(), 2);
+
+    let again = srv.run(&["cancel", &plan]);
+    again.ok();
+    assert!(
+        again.stdout.contains("Cancelled (attempt 1, version 2)"),
+        "cancelling again changes nothing: {again:#?}"
+    );
+
+    let workflow = created["workflow"].as_str().unwrap();
+    let whole = srv.run(&["cancel", "--workflow", workflow, "--output", "json"]);
+    assert!(whole.ok().json()["cancelled"].is_u64(), "{whole:#?}");
+    let write_now = srv.run(&["show", &write, "--output", "json"]).ok().json();
+    assert_eq!(write_now["state"], "cancelled");
+}
+
+#[test]
+fn retry_of_a_task_that_has_not_failed_is_refused_with_the_servers_reason() {
+    let srv = Server::start();
+    let created = submit(&srv, "report.json", REPORT_JSON);
+    let gather = created["tasks"]["gather"].as_str().unwrap();
+    let run = srv.run(&["retry", gather]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("refused `retry_requested`"), "{run:#?}");
+    assert!(run.stderr.contains("409"), "{run:#?}");
+
+    let missing = srv.run(&["show", "0192d0c6-8f5e-7cc3-9a4e-2b1f0c9d8e7a"]);
+    assert_eq!(missing.code, Some(1), "{missing:#?}");
+    assert!(missing.stderr.contains("not found"), "{missing:#?}");
+    let usage = srv.run(&["show", "not-an-id"]);
+    assert_eq!(usage.code, Some(2), "{usage:#?}");
+}
+
+#[test]
+fn agents_lists_an_agent_registered_over_http() {
+    let srv = Server::start();
+    let none = srv.run(&["agents"]);
+    assert!(none.ok().stdout.contains("No agents"), "{none:#?}");
+
+    let client = baton_client::Client::new(&srv.url).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let agent = rt
+        .block_on(client.register_agent("scribe", &["summarize".into(), "write".into()], 4))
+        .expect("the agent registers");
+
+    let table = srv.run(&["agents"]);
+    table.ok();
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("scribe"))
+        .unwrap_or_else(|| panic!("no row for the agent: {table:#?}"));
+    for expected in [agent.id.to_string().as_str(), "yes", "summarize,write", "4"] {
+        assert!(row.contains(expected), "{expected:?} missing: {row}");
+    }
+    let json = srv.run(&["agents", "--output", "json"]).ok().json();
+    assert_eq!(json[0]["name"], "scribe");
+    assert_eq!(json[0]["concurrency"], 4);
+}
+
+#[test]
+fn watch_prints_transitions_as_json_lines() {
+    let srv = Server::start();
+    let mut watch = srv
+        .command(&["watch", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("watch starts");
+    let out = Lines::of_stdout(watch.stdout.take().unwrap());
+    let err = Lines::of_stderr(watch.stderr.take().unwrap());
+    let subscribed = err.until("Watching transitions");
+    assert!(subscribed.is_some(), "watch never subscribed");
+
+    let created = submit(&srv, "pipeline.yaml", PIPELINE_YAML);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let line = out.next().expect("a transition line");
+        let event: Value = serde_json::from_str(&line).expect("a JSON line");
+        seen.push(event);
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    for event in &seen {
+        assert_eq!(event["event"], "submitted", "{event}");
+        assert!(event["from"].is_null(), "{event}");
+        assert_eq!(event["workflow"], created["workflow"]);
+    }
+    let keys: Vec<&str> = seen.iter().map(|e| e["key"].as_str().unwrap()).collect();
+    assert!(
+        keys.contains(&"plan") && keys.contains(&"write"),
+        "{keys:?}"
+    );
+    let plan = seen.iter().find(|e| e["key"] == "plan").unwrap();
+    assert_eq!(plan["to"], "pending");
+    assert_eq!(plan["task"], created["tasks"]["plan"]);
+}
+
+#[test]
+fn an_unreachable_server_exits_3_with_a_clear_message() {
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    let run = run({
+        let mut cmd = baton();
+        cmd.args(["tasks", "--url", &url]);
+        cmd
+    });
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(run.stderr.contains("cannot reach Baton at"), "{run:#?}");
+    assert!(run.stderr.contains(&url), "{run:#?}");
+    assert!(run.stderr.contains("--url or BATON_URL"), "{run:#?}");
+}
+
+#[test]
+fn completions_are_printed_for_bash() {
+    let run = run({
+        let mut cmd = baton();
+        cmd.args(["completions", "bash"]);
+        cmd
+    });
+    run.ok();
+    assert!(run.stdout.contains("_baton"), "{}", run.stdout);
+    assert!(run.stdout.contains("submit"), "{}", run.stdout);
+}
+
+#[test]
+fn the_top_level_help_documents_the_exit_codes() {
+    let run = run({
+        let mut cmd = baton();
+        cmd.arg("--help");
+        cmd
+    });
+    run.ok();
+    assert!(run.stdout.contains("Exit status"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("3  the server cannot be reached"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn the_token_comes_from_the_flag_or_the_environment() {
+    let srv = Server::start_with(&["--operator-token", "s3cret"]);
+    let refused = srv.run(&["tasks"]);
+    assert_eq!(refused.code, Some(1), "{refused:#?}");
+    assert!(refused.stderr.contains("401"), "{refused:#?}");
+    srv.run(&["tasks", "--token", "s3cret"]).ok();
+    let mut cmd = srv.command(&["tasks"]);
+    cmd.env("BATON_TOKEN", "s3cret");
+    run(cmd).ok();
+}
+
+/// Works one task to its end as an agent would, over HTTP: succeeded with `result`, or failed
+/// for good.
+fn work(srv: &Server, capability: &str, result: Option<Value>) {
+    use baton_client::Client;
+    use baton_core::ErrorReport;
+    let client = Client::new(&srv.url).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let agent = client
+            .register_agent("worker", &[capability.into()], 1)
+            .await
+            .unwrap();
+        let claimed = client
+            .claim(agent.id, 1, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        let task = claimed.first().expect("a task to claim");
+        client.started(task, agent.id).await.unwrap();
+        match result {
+            Some(result) => client.succeeded(task, agent.id, result).await.unwrap(),
+            None => {
+                let error = ErrorReport {
+                    kind: "bad_input".into(),
+                    message: "the topic is empty".into(),
+                    retryable: false,
+                };
+                client.failed(task, agent.id, error).await.unwrap()
+            }
+        };
+    });
+}
+
+#[test]
+fn show_follows_a_task_through_its_lifecycle_and_retry_reopens_a_failure() {
+    let srv = Server::start();
+    let created = submit(&srv, "pipeline.yaml", PIPELINE_YAML);
+    let plan = created["tasks"]["plan"].as_str().unwrap().to_owned();
+    work(
+        &srv,
+        "think",
+        Some(serde_json::json!({"outline": ["a", "b"]})),
+    );
+    let shown = srv.run(&["show", &plan]);
+    shown.ok();
+    for expected in [
+        "State       Completed",
+        r#"Result      {"outline":["a","b"]}"#,
+        "Pending → Assigned",
+        "Assigned → Executing",
+        "Executing → Completed",
+        "execution_succeeded",
+        "agent ",
+    ] {
+        assert!(
+            shown.stdout.contains(expected),
+            "{expected:?} missing: {shown:#?}"
+        );
+    }
+
+    let created = submit(
+        &srv,
+        "single.yaml",
+        "tasks:\n  - key: draft\n    capabilities: [draft]\n    priority: 10\n",
+    );
+    let draft = created["tasks"]["draft"].as_str().unwrap().to_owned();
+    work(&srv, "draft", None);
+    let shown = srv.run(&["show", &draft]);
+    for expected in [
+        "State       Failed",
+        "bad_input: the topic is empty",
+        "failed for good",
+        "Executing → Failed",
+    ] {
+        assert!(
+            shown.stdout.contains(expected),
+            "{expected:?} missing: {shown:#?}"
+        );
+    }
+    let retried = srv.run(&["retry", &draft, "--output", "json"]).ok().json();
+    assert_eq!(retried["state"], "pending");
+    let shown = srv.run(&["show", &draft]);
+    assert!(shown.stdout.contains("Failed → Pending"), "{shown:#?}");
+    assert!(shown.stdout.contains("retry_requested"), "{shown:#?}");
+}
