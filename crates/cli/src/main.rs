@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod agent;
+mod check;
 mod demo;
 mod lifecycle;
 mod ops;
@@ -58,6 +59,8 @@ enum Command {
     Agent(agent::AgentArgs),
     #[command(flatten)]
     Ops(ops::OpsCommand),
+    /// Verify a store against the lifecycle, task by task (read-only; works on a live store).
+    Check(check::CheckArgs),
     /// Inspect the task lifecycle: check it, draw it.
     Lifecycle {
         #[command(subcommand)]
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Agent(args) => agent::run(&cli.global, args),
+        Command::Check(args) => check::run(&cli.global, args),
         Command::Ops(cmd) => ops::run(&cli.global, cmd),
     };
     match result {

@@ -9,6 +9,7 @@ use baton_engine::{Engine, EngineConfig, SystemClock};
 use baton_server::{AppState, Tokens};
 use baton_store::AnyStore;
 use clap::ValueEnum;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -41,6 +42,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    /// Export a span per transition over OTLP/HTTP to this collector (e.g.
+    /// `http://127.0.0.1:4318`); nothing is exported without it.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -49,18 +54,60 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn init_logs(format: LogFormat) {
+/// Logs to stderr (pretty or JSON, `RUST_LOG` filters), and, with an OTLP endpoint, every
+/// transition's span exported over OTLP/HTTP. Returns the tracer provider to flush at exit.
+pub fn init_logs(
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<Option<SdkTracerProvider>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let fmt = match format {
+        LogFormat::Pretty => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let provider = match otlp_endpoint {
+        Some(endpoint) => {
+            let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(url.clone())
+                .build()
+                .with_context(|| format!("configuring OTLP export to {url}"))?;
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name("baton")
+                            .build(),
+                    )
+                    .build(),
+            )
+        }
+        None => None,
+    };
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(opentelemetry::trace::TracerProvider::tracer(p, "baton"))
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.is_span() && meta.name() == "transition"
+            }))
+    });
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel)
+        .init();
+    Ok(provider)
 }
 
 fn tokens(args: &ServeArgs) -> anyhow::Result<Tokens> {
@@ -81,7 +128,7 @@ fn tokens(args: &ServeArgs) -> anyhow::Result<Tokens> {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logs(args.log_format);
+    let provider = init_logs(args.log_format, args.otlp_endpoint.as_deref())?;
     let tokens = tokens(&args)?;
     if tokens.is_empty() && !args.listen.ip().is_loopback() {
         bail!(
@@ -133,8 +180,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = l.await;
         }
         tracing::info!("baton stopped");
-        Ok(())
-    })
+        Ok::<(), anyhow::Error>(())
+    })?;
+    if let Some(provider) = provider {
+        provider
+            .shutdown()
+            .context("flushing the last spans to the OTLP endpoint")?;
+    }
+    Ok(())
 }
 
 /// Hides the password of a database URL.
