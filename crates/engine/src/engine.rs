@@ -1007,11 +1007,7 @@ impl<S: Store + 'static> Engine<S> {
             let timers = self.inner.timers.notified();
             tokio::pin!(timers);
             timers.as_mut().enable();
-            if !self.lead().await {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
-                    _ = shutdown.changed() => {}
-                }
+            if !self.leading_or_wait(&mut shutdown).await {
                 continue;
             }
             if let Err(e) = self.fire_timers().await {
@@ -1042,11 +1038,7 @@ impl<S: Store + 'static> Engine<S> {
             let outbox = self.inner.outbox.notified();
             tokio::pin!(outbox);
             outbox.as_mut().enable();
-            if !self.lead().await {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
-                    _ = shutdown.changed() => {}
-                }
+            if !self.leading_or_wait(&mut shutdown).await {
                 continue;
             }
             if let Err(e) = self.run_effects().await {
@@ -1058,6 +1050,19 @@ impl<S: Store + 'static> Engine<S> {
                 _ = shutdown.changed() => {}
             }
         }
+    }
+
+    /// Whether to run a round of periodic work now; when another node leads, waits one poll
+    /// interval first.
+    async fn leading_or_wait(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        if self.lead().await {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
+            _ = shutdown.changed() => {}
+        }
+        false
     }
 
     /// Whether this node runs the periodic work now (the store says who leads).
