@@ -279,3 +279,158 @@ pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("its address").port()
 }
+
+/// Runs `cmd` to the end like [`run`], killing it after `limit` (for commands whose work grows
+/// with the test's size, such as `baton check` of a large store).
+pub fn run_for(mut cmd: Command, limit: Duration) -> Run {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the command can be waited on") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the command did not finish within {limit:?}: {cmd:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    Run {
+        code: status.code(),
+        stdout: stdout.join().expect("stdout is read"),
+        stderr: stderr.join().expect("stderr is read"),
+    }
+}
+
+/// A `baton serve` on a fixed loopback port that can be killed with SIGKILL and started again
+/// on the same port and store, as a supervisor restarts a crashed process. Every start appends
+/// to one log file. Killed when dropped.
+pub struct Node {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`, the same across restarts.
+    pub url: String,
+    addr: String,
+    args: Vec<String>,
+    log: PathBuf,
+    /// Processes started so far.
+    pub starts: u32,
+}
+
+impl Node {
+    /// Starts `baton serve --listen 127.0.0.1:PORT ARGS` on a free port, logging to `log`, and
+    /// waits until it answers. `RUST_LOG` is `warn` unless `BATON_TEST_RUST_LOG` says otherwise
+    /// (a log line per transition costs a debug build dearly under load).
+    pub fn start(args: &[&str], log: PathBuf) -> Node {
+        let port = closed_port();
+        let mut node = Node {
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+            addr: format!("127.0.0.1:{port}"),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            log,
+            starts: 0,
+        };
+        node.restart();
+        node
+    }
+
+    /// Starts the process without waiting for it to answer.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the node is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the node's log file opens");
+        let filter = std::env::var("BATON_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into());
+        let child = baton()
+            .args(["serve", "--listen", &self.addr])
+            .args(&self.args)
+            .env("RUST_LOG", filter)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("baton serve starts");
+        self.child = Some(child);
+        self.starts += 1;
+    }
+
+    /// Waits until `/healthz` answers; panics if the process exits or [`WAIT_MAX`] passes.
+    pub fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + WAIT_MAX;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait().expect("the node can be waited for") {
+                    panic!("baton serve exited with {status}: {}", self.log());
+                }
+            }
+            if http_status(&self.addr, "/healthz") == Some(200) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("/healthz of {} never answered: {}", self.url, self.log());
+    }
+
+    /// Starts the process and waits until it answers.
+    pub fn restart(&mut self) {
+        self.spawn();
+        self.wait_healthy();
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process gracefully (SIGTERM) and waits for it to exit.
+    #[cfg(unix)]
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + WAIT_MAX;
+        loop {
+            if let Some(status) = child.try_wait().expect("the node can be waited for") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("baton serve did not stop on SIGTERM: {}", self.log());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The node's log so far (every start), for failure messages.
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        // The end is what explains a failure.
+        let skip = text.len().saturating_sub(20_000);
+        let start = (skip..text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(text.len());
+        text[start..].to_owned()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -25,13 +25,21 @@ const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// notices may have been missed, so everything should be looked at again.
 pub const RESYNC: &str = "";
 
+/// The connection leadership is asked for on, and held by.
+struct Session {
+    client: Client,
+    /// Holds the leadership lock.
+    leads: bool,
+}
+
 /// The cluster side of a [`super::PgStore`].
 pub struct Cluster {
     config: Arc<Config>,
     channel: String,
     schema: String,
     notices: broadcast::Sender<String>,
-    leader: Mutex<Option<Client>>,
+    /// The session that holds the leadership lock, or asks for it.
+    leader: Mutex<Option<Session>>,
     location: Arc<String>,
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -83,28 +91,46 @@ impl Cluster {
     }
 
     /// Whether this process leads: holds the leadership lock, taking it if free. Leadership
-    /// lasts as long as the connection that took it.
+    /// lasts as long as the connection that took it. A process that does not lead keeps its
+    /// connection for the next try, rather than opening one per try.
     pub async fn try_lead(&self) -> Result<bool, StoreError> {
-        let mut leader = self.leader.lock().await;
-        if let Some(client) = leader.as_ref() {
-            if !client.is_closed() && client.simple_query("").await.is_ok() {
-                return Ok(true);
+        let mut session = self.leader.lock().await;
+        if let Some(s) = session.as_ref() {
+            if s.leads {
+                if !s.client.is_closed() && s.client.simple_query("").await.is_ok() {
+                    return Ok(true);
+                }
+                *session = None;
+            } else if s.client.is_closed() {
+                *session = None;
             }
-            *leader = None;
         }
-        let client = connect(&self.config, &self.location).await?;
-        let row = client
+        let s = match session.as_mut() {
+            Some(s) => s,
+            None => session.insert(Session {
+                client: connect(&self.config, &self.location).await?,
+                leads: false,
+            }),
+        };
+        // Asked only while this session does not hold the lock, so it is never taken twice.
+        let row = s
+            .client
             .query_one(
                 "SELECT pg_try_advisory_lock($1, hashtext($2))",
                 &[&LEADER_LOCK, &self.schema],
             )
-            .await
-            .map_err(|e| StoreError::Backend(format!("cannot take the leadership lock: {e}")))?;
-        let won: bool = row.get(0);
-        if won {
-            *leader = Some(client);
-        }
-        Ok(won)
+            .await;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                *session = None;
+                return Err(StoreError::Backend(format!(
+                    "cannot take the leadership lock: {e}"
+                )));
+            }
+        };
+        s.leads = row.get(0);
+        Ok(s.leads)
     }
 
     /// Keeps a listening connection open, reconnecting with backoff; after each reconnection
