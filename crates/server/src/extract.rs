@@ -93,7 +93,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
                     format!("{path}.{missing}")
                 };
             }
-            let field = if path == "." { "body".to_owned() } else { path };
+            // An unknown empty key at the top has the empty path: the body is at fault.
+            let field = if path == "." || path.is_empty() {
+                "body".to_owned()
+            } else {
+                path
+            };
             Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_field",
