@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod agent;
+mod bench;
 mod check;
 mod demo;
 mod lifecycle;
@@ -61,6 +62,8 @@ enum Command {
     Ops(ops::OpsCommand),
     /// Verify a store against the lifecycle, task by task (read-only; works on a live store).
     Check(check::CheckArgs),
+    /// Measure Baton: throughput, DAG latency, timeouts, scale, core, store, crash recovery.
+    Bench(bench::BenchArgs),
     /// Inspect the task lifecycle: check it, draw it.
     Lifecycle {
         #[command(subcommand)]
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Agent(args) => agent::run(&cli.global, args),
         Command::Check(args) => check::run(&cli.global, args),
+        Command::Bench(args) => bench::run(&cli.global, args),
         Command::Ops(cmd) => ops::run(&cli.global, cmd),
     };
     match result {

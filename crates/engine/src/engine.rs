@@ -37,6 +37,8 @@ const TIMERS_PER_ROUND_MAX: usize = 512;
 const OUTBOX_PER_ROUND_MAX: usize = 256;
 /// Released tasks handled per round.
 const RELEASED_PER_ROUND_MAX: usize = 512;
+/// Due timers or released tasks whose transitions run at once (their writes share commits).
+const EFFECTS_IN_FLIGHT_MAX: usize = 64;
 /// Longest a watchdog or outbox loop sleeps without looking (a lost notification only delays).
 const IDLE_POLL_MS: u64 = 1_000;
 /// How many times per liveness window a busy agent's `last_seen` is written at most.
@@ -741,6 +743,18 @@ impl<S: Store + 'static> Engine<S> {
         event: Event,
         traceparent: Option<&str>,
     ) -> Result<Task, EngineError> {
+        self.report_by(None, id, event, traceparent).await
+    }
+
+    /// [`Engine::report_traced`] by an agent whose record the caller has just read (to
+    /// authorise the report): it keeps the agent alive without reading the record again.
+    pub async fn report_by(
+        &self,
+        reporter: Option<&AgentRecord>,
+        id: TaskId,
+        event: Event,
+        traceparent: Option<&str>,
+    ) -> Result<Task, EngineError> {
         let Some((agent, _)) = event.report() else {
             return Err(EngineError::invalid("event", "an agent's report"));
         };
@@ -751,7 +765,11 @@ impl<S: Store + 'static> Engine<S> {
         let task = self
             .transition_linked(id, |_| Some(event.clone()), link)
             .await?;
-        if let Ok(record) = self.agent(agent).await {
+        let record = match reporter {
+            Some(r) if r.id == agent => Some(r.clone()),
+            _ => self.agent(agent).await.ok(),
+        };
+        if let Some(record) = record {
             self.refresh_liveness(record).await?;
         }
         Ok(task)
@@ -1098,13 +1116,21 @@ impl<S: Store + 'static> Engine<S> {
             .due_timers(now, TIMERS_PER_ROUND_MAX)
             .await?;
         let mut fired = 0;
-        for (id, _) in due {
-            let outcome = self.transition(id, |task| timer_event(task, now)).await;
-            match outcome {
-                Ok(_) => fired += 1,
-                Err(EngineError::Rejected(r)) => debug!(task = %id, "timer refused: {r}"),
-                Err(EngineError::TaskNotFound(_)) => {}
-                Err(e) => return Err(e),
+        // Several at once, so that their writes share commits instead of one flush each.
+        for chunk in due.chunks(EFFECTS_IN_FLIGHT_MAX) {
+            let outcomes = join_all(
+                chunk
+                    .iter()
+                    .map(|(id, _)| self.transition(*id, move |task| timer_event(task, now))),
+            )
+            .await;
+            for ((id, _), outcome) in chunk.iter().zip(outcomes) {
+                match outcome {
+                    Ok(_) => fired += 1,
+                    Err(EngineError::Rejected(r)) => debug!(task = %id, "timer refused: {r}"),
+                    Err(EngineError::TaskNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(fired)
@@ -1263,14 +1289,18 @@ impl<S: Store + 'static> Engine<S> {
                 .released_blocked(RELEASED_PER_ROUND_MAX)
                 .await?;
             let before = released;
-            for id in &ready {
-                let met = |t: &Task| {
-                    (t.kind() == StateKind::Blocked).then(|| Event::DependenciesMet {
-                        completed: t.dependencies.clone(),
-                    })
-                };
-                if applied(self.transition(*id, met).await)? {
-                    released += 1;
+            let met = |t: &Task| {
+                (t.kind() == StateKind::Blocked).then(|| Event::DependenciesMet {
+                    completed: t.dependencies.clone(),
+                })
+            };
+            // Several at once, so that their writes share commits instead of one flush each.
+            for chunk in ready.chunks(EFFECTS_IN_FLIGHT_MAX) {
+                let outcomes = join_all(chunk.iter().map(|id| self.transition(*id, met))).await;
+                for outcome in outcomes {
+                    if applied(outcome)? {
+                        released += 1;
+                    }
                 }
             }
             if ready.len() < RELEASED_PER_ROUND_MAX || released == before {
@@ -1360,6 +1390,31 @@ impl<S: Store + 'static> Engine<S> {
     ) -> Result<Vec<HistoryEntry>, EngineError> {
         Ok(self.inner.store.history(id, after, limit).await?)
     }
+}
+
+/// Awaits every future, all polled together on this task (in order, so a deterministic store
+/// gives a deterministic run); returns their outputs in order.
+async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// The watchdog's event for a due task: the retry if its backoff passed, else the earliest

@@ -679,7 +679,7 @@ async fn report(
     let e = engine(s);
     let record = e.agent(AgentId(agent)).await?;
     caller.agent_named(&record.name)?;
-    let task = e.report_traced(id, event, traceparent).await?;
+    let task = e.report_by(Some(&record), id, event, traceparent).await?;
     Ok(Json(answer(s, &task)))
 }
 

@@ -1,0 +1,291 @@
+//! `baton bench throughput`: independent no-op tasks end to end over HTTP.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use baton_client::Client;
+use baton_core::StateKind;
+use baton_engine::EngineConfig;
+use baton_store::{AnyStore, Store, TaskFilter, PAGE_ROWS_MAX};
+use serde_json::{json, Value};
+
+use super::agents::{Fleet, FleetConfig, Measured, Shared, CAPABILITY};
+use super::{Common, Node, Report, Target};
+
+/// Most tasks per submitted workflow.
+pub const WORKFLOW_TASKS_MAX: usize = 10_000;
+/// Longest a run may take before it is reported unfinished.
+const RUN_LIMIT: Duration = Duration::from_secs(3_600);
+
+#[derive(clap::Args, Debug)]
+pub struct ThroughputArgs {
+    /// Independent tasks to run [default: 100000; 2000 with --quick].
+    #[arg(long)]
+    pub tasks: Option<usize>,
+    /// Agents, each claiming a batch at a time.
+    #[arg(long, default_value_t = 8)]
+    pub agents: usize,
+    /// Tasks per claim (the agent's concurrency).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub batch: u32,
+    /// Engine + server instances sharing the store (PostgreSQL only); agents are spread
+    /// across them round-robin.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub nodes: u32,
+    /// Submit at this many tasks/s (small workflows at a steady pace) instead of all at once:
+    /// latency at a given load, e.g. half the measured maximum.
+    #[arg(long, value_name = "TASKS_PER_S")]
+    pub rate: Option<f64>,
+}
+
+pub async fn run(common: &Common, args: ThroughputArgs) -> anyhow::Result<Report> {
+    let tasks = super::size(args.tasks, common.quick, 2_000, 100_000);
+    if tasks == 0 || args.agents == 0 {
+        bail!("--tasks and --agents must be at least 1");
+    }
+    let target = Target::new(common).await?;
+    if args.nodes > 1 && !target.is_postgres() {
+        bail!("--nodes above 1 needs a shared store: pass --store postgres://…");
+    }
+    let mut r = Report::new("throughput");
+    target.report_fsync(&mut r);
+    let nodes = start_nodes(&target, args.nodes as usize, EngineConfig::default()).await?;
+    let out = independent(&nodes, tasks, args.agents, args.batch as usize, args.rate).await;
+    for n in nodes {
+        n.stop().await;
+    }
+    target.cleanup().await?;
+    let out = out?;
+
+    r.param("store", target.kind())
+        .param("tasks", tasks)
+        .param("agents", args.agents)
+        .param("batch", args.batch)
+        .param("nodes", args.nodes)
+        .param("rate", args.rate.map_or(Value::Null, |x| json!(x)))
+        .param("server", "in-process");
+    let completed = out.completed;
+    out.figures(&mut r);
+    r.float(
+        "peak_rss_mib",
+        "peak RSS (whole process)",
+        super::peak_rss_mib(),
+        "MiB",
+    );
+    r.note("the server runs in this process: peak RSS includes the agents and their HTTP clients");
+    if completed != tasks as u64 {
+        r.fail(format!("{completed} of {tasks} tasks completed"));
+    }
+    Ok(r)
+}
+
+/// Starts `n` engine + server instances on the target's store.
+pub async fn start_nodes(
+    target: &Target,
+    n: usize,
+    config: EngineConfig,
+) -> anyhow::Result<Vec<Node>> {
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let store = target.open().await?;
+        nodes.push(Node::start(store, config.clone()).await?);
+    }
+    Ok(nodes)
+}
+
+/// What a run of independent tasks measured.
+pub struct Outcome {
+    pub completed: u64,
+    /// From sending the first submission to the last completion's acknowledgement.
+    pub elapsed: Duration,
+    /// Sending every submission.
+    pub submitting: Duration,
+    pub measured: Measured,
+    /// Ready (`entered_at.pending`) to assigned (`entered_at.assigned`), server clock, ms.
+    pub queue_wait_ms: Vec<i64>,
+    pub writes_per_commit: f64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+impl Outcome {
+    pub fn tasks_per_s(&self) -> f64 {
+        self.completed as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn figures(mut self, r: &mut Report) {
+        r.float("tasks_per_s", "end to end", self.tasks_per_s(), "tasks/s")
+            .float(
+                "elapsed_s",
+                "first submit to last completion",
+                self.elapsed.as_secs_f64(),
+                "s",
+            )
+            .float("submit_s", "submitting", self.submitting.as_secs_f64(), "s")
+            .figure("completed", "tasks completed", self.completed, "")
+            .latencies(
+                "claim_to_complete",
+                "claim to complete",
+                &mut self.measured.claim_to_complete,
+            )
+            .latencies(
+                "claim",
+                "claim round trip (work waiting)",
+                &mut self.measured.claim_rtt,
+            )
+            .figure("claims", "claims", self.measured.claims, "");
+        let q = super::Latency::of_ms(&mut self.queue_wait_ms);
+        r.float(
+            "ready_to_assigned_p50_ms",
+            "ready to assigned p50",
+            q.p50,
+            "ms",
+        )
+        .float(
+            "ready_to_assigned_p99_ms",
+            "ready to assigned p99",
+            q.p99,
+            "ms",
+        )
+        .float(
+            "writes_per_commit",
+            "writes per commit",
+            self.writes_per_commit,
+            "",
+        )
+        .figure("errors", "request errors", self.errors, "");
+        if let Some(e) = self.first_error {
+            r.note(format!("first error: {e}"));
+        }
+    }
+}
+
+/// Runs `tasks` independent no-op tasks through `nodes` with `agents` agents.
+pub async fn independent(
+    nodes: &[Node],
+    tasks: usize,
+    agents: usize,
+    batch: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<Outcome> {
+    let clients: Vec<Client> = nodes.iter().map(Node::client).collect::<Result<_, _>>()?;
+    let shared = Arc::new(Shared::default());
+    let bar = super::progress(tasks as u64, "throughput");
+    let fleet = Fleet::start(
+        &clients,
+        FleetConfig {
+            agents,
+            batch,
+            expected: tasks as u64,
+            probe_claims: true,
+        },
+        Arc::clone(&shared),
+        bar.clone(),
+    )
+    .await?;
+    let before: u64 = nodes.iter().map(|n| n.engine.store().stats().commits).sum();
+    let before_w: u64 = nodes.iter().map(|n| n.engine.store().stats().writes).sum();
+    let started = Instant::now();
+    let submitter = tokio::spawn(submit_all(
+        clients.clone(),
+        tasks,
+        rate,
+        Arc::clone(&shared),
+    ));
+    let (all_done, measured) = fleet.finish(RUN_LIMIT).await;
+    bar.finish_and_clear();
+    let submitting = submitter.await.context("the submitter")??;
+    let done_at = shared
+        .done_at
+        .lock()
+        .expect("done lock")
+        .unwrap_or_else(Instant::now);
+    let elapsed = done_at.duration_since(started);
+    let commits: u64 = nodes.iter().map(|n| n.engine.store().stats().commits).sum();
+    let writes: u64 = nodes.iter().map(|n| n.engine.store().stats().writes).sum();
+    let store = nodes[0].engine.store();
+    let completed = store.counts(None).await?.get(StateKind::Completed);
+    if !all_done {
+        eprintln!("not every task completed within {RUN_LIMIT:?}");
+    }
+    let queue_wait_ms = ready_to_assigned(store).await?;
+    let first_error = shared.first_error.lock().expect("error lock").clone();
+    Ok(Outcome {
+        completed,
+        elapsed,
+        submitting,
+        measured,
+        queue_wait_ms,
+        writes_per_commit: (writes - before_w) as f64 / (commits - before).max(1) as f64,
+        errors: shared.errors.load(Ordering::Relaxed),
+        first_error,
+    })
+}
+
+/// Submits `tasks` no-op tasks in workflows of at most [`WORKFLOW_TASKS_MAX`], round-robin
+/// over the clients; paced at `rate` tasks/s if given. Returns how long it took.
+async fn submit_all(
+    clients: Vec<Client>,
+    tasks: usize,
+    rate: Option<f64>,
+    shared: Arc<Shared>,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let chunk = match rate {
+        Some(r) if r > 0.0 => ((r / 100.0).ceil() as usize).clamp(1, WORKFLOW_TASKS_MAX),
+        _ => WORKFLOW_TASKS_MAX,
+    };
+    let mut next = 0usize;
+    let mut n = 0usize;
+    while next < tasks {
+        let end = (next + chunk).min(tasks);
+        if let Some(r) = rate.filter(|r| *r > 0.0) {
+            let due = started + Duration::from_secs_f64(next as f64 / r);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let specs: Vec<Value> = (next..end)
+            .map(|i| json!({"key": format!("t{i}"), "capabilities": [CAPABILITY]}))
+            .collect();
+        clients[n % clients.len()]
+            .submit_workflow_json(&json!({"name": format!("bench-{n}"), "tasks": specs}))
+            .await
+            .context("submitting a workflow")?;
+        shared
+            .submitted
+            .fetch_add((end - next) as u64, Ordering::Relaxed);
+        next = end;
+        n += 1;
+    }
+    Ok(started.elapsed())
+}
+
+/// For every task assigned at least once: ready to assigned, in ms (server clock).
+pub async fn ready_to_assigned(store: &AnyStore) -> anyhow::Result<Vec<i64>> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .tasks(TaskFilter {
+                after,
+                limit: PAGE_ROWS_MAX,
+                ..TaskFilter::default()
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for t in &page {
+            if let (Some(p), Some(a)) = (
+                t.entered_at.get(StateKind::Pending),
+                t.entered_at.get(StateKind::Assigned),
+            ) {
+                out.push(a.0 as i64 - p.0 as i64);
+            }
+        }
+        if page.len() < PAGE_ROWS_MAX {
+            break;
+        }
+    }
+    Ok(out)
+}
