@@ -16,7 +16,6 @@ use uuid::Uuid;
 use crate::Global;
 
 mod control;
-mod file;
 mod inspect;
 mod render;
 mod submit;

@@ -533,10 +533,12 @@ fn enter(rule: &Rule, task: &Task, event: &Event, now: Timestamp) -> State {
                 State::Executing { lease, progress } => (lease.clone(), progress.clone()),
                 other => unreachable!("rule {rule} enters Executing from {other:?}"),
             };
+            // A null progress reports nothing new, as an absent one: JSON does not tell them
+            // apart, so replaying a stored history must not either.
             let progress = match event {
                 Event::Heartbeat {
                     progress: Some(p), ..
-                } => Some(p.clone()),
+                } if !p.is_null() => Some(p.clone()),
                 _ => progress,
             };
             State::Executing { lease, progress }

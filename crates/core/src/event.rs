@@ -74,6 +74,7 @@ pub enum Event {
     Heartbeat {
         agent: AgentId,
         token: FencingToken,
+        /// The agent's progress; `None` or `null` leaves the last one reported.
         progress: Option<Value>,
     },
     ExecutionSucceeded {

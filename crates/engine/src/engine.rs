@@ -352,7 +352,6 @@ impl<S: Store + 'static> Engine<S> {
         req: WorkflowRequest,
     ) -> Result<WorkflowReceipt, EngineError> {
         validate_workflow(&req)?;
-        Dag::from_specs(&req.tasks)?;
         let now = self.now();
         let workflow = WorkflowId(Uuid::now_v7());
         let ids: HashMap<&TaskKey, TaskId> = req
@@ -1518,7 +1517,10 @@ fn request_hash(req: &WorkflowRequest) -> String {
     format!("{h:016x}")
 }
 
-fn validate_workflow(req: &WorkflowRequest) -> Result<(), EngineError> {
+/// Every check [`Engine::submit_workflow`] makes before storing anything: field bounds, each
+/// task's spec, compensation keys, and the dependency graph. Clients call it to refuse a bad
+/// workflow before sending it.
+pub fn validate_workflow(req: &WorkflowRequest) -> Result<(), EngineError> {
     if req.name.len() > NAME_LEN_MAX {
         return Err(EngineError::invalid(
             "name",
@@ -1558,6 +1560,7 @@ fn validate_workflow(req: &WorkflowRequest) -> Result<(), EngineError> {
             }
         }
     }
+    Dag::from_specs(&req.tasks)?;
     Ok(())
 }
 

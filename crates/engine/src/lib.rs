@@ -15,6 +15,7 @@ mod metrics;
 pub mod trace;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::validate_workflow;
 pub use engine::{
     Engine, EngineConfig, OpenDependency, TransitionEvent, WaitReason, WorkflowReceipt,
     WorkflowRequest, AGENT_CAPABILITIES_MAX, AGENT_CONCURRENCY_MAX, CLAIM_TASKS_MAX,

@@ -4,11 +4,11 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use baton_cli::workflow_file::WorkflowFile;
 use baton_client::wire::WorkflowCreated;
 use baton_client::{Client, ClientError};
 use baton_server::BODY_BYTES_MAX;
 
-use super::file::WorkflowFile;
 use super::render::{Cell, Paint, Table};
 use super::{call, print_json};
 use crate::Output;

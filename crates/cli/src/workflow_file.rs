@@ -3,21 +3,20 @@
 //! sent, and every error (the parser's, the schema's, a rule's or the server's refusal) is
 //! placed at the line and column of the field at fault.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 
 use baton_client::wire::{ProblemDoc, SubmitWorkflow};
-use baton_core::dag::TASKS_PER_WORKFLOW_MAX;
-use baton_core::{Dag, DagError, TaskKey};
-use baton_engine::NAME_LEN_MAX;
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use baton_core::{DagError, TaskKey};
+use baton_engine::{validate_workflow, EngineError, WorkflowRequest};
+use baton_server::extract::decode;
+use saphyr::{MarkedYaml, Scalar, ScalarStyle, ScanError, Tag, YamlData, YamlLoader};
+use saphyr_parser::{BufferedInput, Parser};
 use serde_json::{Map, Number, Value};
 
 /// Deepest nesting read from a file: beyond the server's payload limit, short of any stack's.
 const DEPTH_MAX: usize = 128;
-/// Keys of a workflow whose values must be mappings (serde would also take arrays for them,
-/// matched by position, which the server refuses).
-const MAPPINGS: &[&str] = &["retry", "timeouts", "compensation"];
 
 /// How a workflow file is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +147,23 @@ impl fmt::Display for Diagnostic {
 
 impl std::error::Error for Diagnostic {}
 
+impl Diagnostic {
+    /// The field at fault, named as the server names it (`tasks[2].retry.max_attempts`).
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
+    /// Where in the file: 1-based line and column (in characters).
+    pub fn position(&self) -> Option<(usize, usize)> {
+        self.place.as_ref().map(|p| (p.span.line, p.span.col))
+    }
+
+    /// What is wrong, without the place.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
 /// Where each node of a document starts, for pointing at fields by path.
 #[derive(Debug)]
 enum Node {
@@ -267,43 +283,18 @@ struct Source {
 }
 
 impl Source {
-    /// Decodes `body` and checks it with the engine's rules.
+    /// Decodes `body` with the server's own decoder and checks it with the engine's rules.
     fn check(&self, body: &Value) -> Result<SubmitWorkflow, Diagnostic> {
-        let Some(root) = body.as_object() else {
-            return Err(self.diagnostic(
-                None,
-                "a workflow is a mapping with `tasks` (and optionally `name` and \
-                 `idempotency_key`)",
-            ));
-        };
-        if let Some(tasks) = root.get("tasks").and_then(Value::as_array) {
-            for (i, task) in tasks.iter().enumerate() {
-                let Some(task) = task.as_object() else {
-                    return Err(self.diagnostic(Some(format!("tasks[{i}]")), "expected a mapping"));
-                };
-                for key in MAPPINGS {
-                    if task
-                        .get(*key)
-                        .is_some_and(|v| !(v.is_object() || v.is_null()))
-                    {
-                        return Err(self
-                            .diagnostic(Some(format!("tasks[{i}].{key}")), "expected a mapping"));
-                    }
-                }
-            }
-        }
-        let workflow: SubmitWorkflow = serde_path_to_error::deserialize(body).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            let field = match message
-                .strip_prefix("missing field `")
-                .and_then(|m| m.strip_suffix('`'))
-            {
-                Some(missing) if path == "." => missing.to_owned(),
-                Some(missing) => format!("{path}.{missing}"),
-                None => path,
+        let bytes = serde_json::to_vec(body).expect("a JSON value serialises");
+        let workflow: SubmitWorkflow = decode(&bytes).map_err(|p| {
+            let field = p.field.clone().filter(|f| f != "body");
+            let message = match &field {
+                None => "a workflow is a mapping with `tasks` (and optionally `name` and \
+                         `idempotency_key`)"
+                    .to_owned(),
+                Some(_) => p.detail.clone(),
             };
-            self.diagnostic(Some(field), message)
+            self.diagnostic(field, message)
         })?;
         self.check_rules(&workflow)?;
         Ok(workflow)
@@ -311,50 +302,20 @@ impl Source {
 
     /// The engine's checks of a workflow request, so that a bad file submits nothing.
     fn check_rules(&self, wf: &SubmitWorkflow) -> Result<(), Diagnostic> {
-        let invalid = |field: String, expected: String| {
-            let message = format!("invalid `{field}`: expected {expected}");
-            self.diagnostic(Some(field), message)
+        let req = WorkflowRequest {
+            name: wf.name.clone(),
+            idempotency_key: wf.idempotency_key.clone(),
+            tasks: wf.tasks.clone(),
         };
-        if wf.name.len() > NAME_LEN_MAX {
-            return Err(invalid(
-                "name".into(),
-                format!("at most {NAME_LEN_MAX} bytes"),
-            ));
-        }
-        if let Some(key) = &wf.idempotency_key {
-            if key.is_empty() || key.len() > NAME_LEN_MAX {
-                return Err(invalid(
-                    "idempotency_key".into(),
-                    format!("1 to {NAME_LEN_MAX} bytes"),
-                ));
+        match validate_workflow(&req) {
+            Ok(()) => Ok(()),
+            Err(EngineError::Graph(e)) => Err(self.graph_error(wf, e)),
+            Err(EngineError::Invalid { field, expected }) => {
+                let message = format!("invalid `{field}`: expected {expected}");
+                Err(self.diagnostic(Some(field), message))
             }
+            Err(other) => Err(self.diagnostic(None, other.to_string())),
         }
-        if wf.tasks.is_empty() || wf.tasks.len() > TASKS_PER_WORKFLOW_MAX {
-            return Err(invalid(
-                "tasks".into(),
-                format!("1 to {TASKS_PER_WORKFLOW_MAX} tasks"),
-            ));
-        }
-        for (i, spec) in wf.tasks.iter().enumerate() {
-            spec.validate()
-                .map_err(|e| invalid(format!("tasks[{i}].{}", e.field), e.expected))?;
-        }
-        let mut compensations = std::collections::HashSet::new();
-        for (i, spec) in wf.tasks.iter().enumerate() {
-            if let Some(c) = &spec.compensation {
-                if wf.tasks.iter().any(|t| t.key == c.key) || !compensations.insert(&c.key) {
-                    return Err(invalid(
-                        format!("tasks[{i}].compensation.key"),
-                        format!(
-                            "a key used by no other task or compensation, not {:?}",
-                            c.key.0
-                        ),
-                    ));
-                }
-            }
-        }
-        Dag::from_specs(&wf.tasks).map_err(|e| self.graph_error(wf, e))?;
-        Ok(())
     }
 
     fn graph_error(&self, wf: &SubmitWorkflow, e: DagError) -> Diagnostic {
@@ -433,10 +394,53 @@ fn locate(tree: &Node, path: &str) -> Span {
     at
 }
 
+/// The lines of `text` as YAML counts them: broken by `\r\n`, `\n` or a lone `\r`.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        match s.find(['\n', '\r']) {
+            Some(i) => {
+                let skip = if s[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&s[i + skip..]);
+                Some(&s[..i])
+            }
+            None => {
+                rest = None;
+                Some(s)
+            }
+        }
+    })
+}
+
 fn line_of(text: &str, line: usize) -> Option<String> {
-    text.lines()
+    lines(text)
         .nth(line.checked_sub(1)?)
         .map(|l| l.trim_end().to_owned())
+}
+
+/// serde_json's position (lines broken by `\n` only, columns in bytes) as YAML's (lines as
+/// [`lines`] breaks them, columns in characters).
+fn json_position(text: &str, line: usize, col: usize) -> Span {
+    let start: usize = text
+        .split('\n')
+        .take(line.saturating_sub(1))
+        .map(|l| l.len() + 1)
+        .sum();
+    let mut offset = (start + col.saturating_sub(1)).min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let (mut line, mut col, mut after_cr) = (1, 1, false);
+    for c in text[..offset].chars() {
+        match c {
+            '\n' if after_cr => {}
+            '\n' | '\r' => (line, col) = (line + 1, 1),
+            _ => col += 1,
+        }
+        after_cr = c == '\r';
+    }
+    Span::point(line, col)
 }
 
 /// A syntax error: where, and the parser's message.
@@ -459,7 +463,7 @@ fn parse_json(text: &str) -> Result<(Value, Option<Node>), SyntaxError> {
             None => message,
         };
         SyntaxError {
-            span: (e.line() > 0).then(|| Span::point(e.line(), e.column())),
+            span: (e.line() > 0).then(|| json_position(text, e.line(), e.column())),
             message: format!("invalid JSON: {message}"),
         }
     })?;
@@ -494,10 +498,21 @@ fn plain_escapes(text: &str) -> String {
 }
 
 fn parse_yaml(text: &str) -> Result<(Value, Option<Node>), SyntaxError> {
-    let docs = MarkedYaml::load_from_str(text).map_err(|e| SyntaxError {
+    let scan_error = |e: &ScanError| SyntaxError {
         span: Some(Span::point(e.marker().line(), e.marker().col() + 1)),
         message: format!("invalid YAML: {}", e.info()),
-    })?;
+    };
+    // Scalars are resolved here (`scalar_value`), not by the loader, which would read an
+    // integer beyond `i64` as a float and lose its digits.
+    let mut loader = YamlLoader::<MarkedYaml>::default();
+    loader.early_parse(false);
+    Parser::new(BufferedInput::new(text.chars()))
+        .load(&mut loader, true)
+        .map_err(|e| scan_error(&e))?;
+    if let Some(e) = loader.error() {
+        return Err(scan_error(e));
+    }
+    let docs = loader.into_documents();
     match docs.as_slice() {
         [] => Err(SyntaxError {
             span: None,
@@ -525,9 +540,10 @@ fn convert(y: &MarkedYaml, depth: usize) -> Result<(Value, Node), (Span, String)
     }
     match &y.data {
         YamlData::Value(s) => Ok((scalar(s).map_err(|m| (at, m))?, Node::Scalar(at))),
-        YamlData::Representation(text, ..) => {
-            Ok((Value::String(text.to_string()), Node::Scalar(at)))
-        }
+        YamlData::Representation(text, style, tag) => Ok((
+            scalar_value(text, *style, tag.as_ref()).map_err(|m| (at, m))?,
+            Node::Scalar(at),
+        )),
         YamlData::Sequence(items) => {
             let mut values = Vec::with_capacity(items.len());
             let mut nodes = Vec::with_capacity(items.len());
@@ -562,6 +578,23 @@ fn convert(y: &MarkedYaml, depth: usize) -> Result<(Value, Node), (Span, String)
         YamlData::Alias(_) => Err((at, "an alias that names no anchor".into())),
         YamlData::BadValue => Err((at, "a value that does not match its tag".into())),
     }
+}
+
+/// A scalar as YAML's core schema reads it, except that a plain integer beyond `i64` but
+/// within `u64` stays an integer, as it does in JSON.
+fn scalar_value(
+    text: &str,
+    style: ScalarStyle,
+    tag: Option<&Cow<'_, Tag>>,
+) -> Result<Value, String> {
+    if style == ScalarStyle::Plain && tag.is_none() && text.parse::<i64>().is_err() {
+        if let Ok(n) = text.parse::<u64>() {
+            return Ok(Value::from(n));
+        }
+    }
+    let parsed = Scalar::parse_from_cow_and_metadata(Cow::Borrowed(text), style, tag)
+        .ok_or_else(|| format!("{text:?} does not match its tag"))?;
+    scalar(&parsed)
 }
 
 fn scalar(s: &Scalar) -> Result<Value, String> {
@@ -782,5 +815,30 @@ mod tests {
         assert_eq!(line_col(&d), (3, 12), "{d}");
         let d = err("wf.yaml", "tasks: []\n---\ntasks: []\n");
         assert!(d.to_string().contains("one YAML document"), "{d}");
+    }
+
+    #[test]
+    fn integers_beyond_i64_stay_integers() {
+        let file = WorkflowFile::parse(
+            "wf.yaml",
+            "tasks:\n  - key: a\n    input: {n: 18446744073709551615, m: -9223372036854775808}\n"
+                .into(),
+        )
+        .unwrap();
+        assert_eq!(
+            file.body["tasks"][0]["input"],
+            serde_json::json!({"n": u64::MAX, "m": i64::MIN})
+        );
+    }
+
+    #[test]
+    fn positions_count_lines_and_characters_as_an_editor_does() {
+        let d = err("wf.yaml", "!\t.");
+        assert_eq!(line_col(&d).0, 1, "{d}");
+        let d = err("wf.yaml", "tasks:\r  - key: a\r    retries: 3\r");
+        assert_eq!(line_col(&d), (3, 5), "{d}");
+        assert!(d.to_string().contains(" 3 |     retries: 3\n"), "{d}");
+        let d = err("wf.json", "{\"tasks\": [{\"key\": \"\u{e9}\u{e9}\", ]}");
+        assert_eq!(line_col(&d), (1, 26), "the `]`, counted in characters: {d}");
     }
 }
