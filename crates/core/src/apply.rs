@@ -64,6 +64,21 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// Whether the effect must survive a crash: it changes other tasks (dependents,
+    /// compensation), so it is stored in the outbox with its transition and carried out from
+    /// there. The others (wake-ups, timers, leases) follow from the stored state again.
+    pub fn is_durable(&self) -> bool {
+        matches!(
+            self,
+            Effect::ReleaseDependents
+                | Effect::FailDependents
+                | Effect::ReviveDependents
+                | Effect::Compensate { .. }
+        )
+    }
+}
+
 /// An accepted event: the task after it, the rule that fired, and the effects to carry out.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transition {

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use baton_core::dag::TASKS_PER_WORKFLOW_MAX;
 use baton_core::{
-    apply, submit, AgentId, Capability, Dag, Effect, Event, FencingToken, HistoryEntry, LeaseId,
-    State, StateKind, Submission, Task, TaskId, TaskKey, TaskSpec, Timestamp, Transition,
-    WorkflowId,
+    apply, AgentId, Capability, Dag, Effect, Event, FencingToken, HistoryEntry, LeaseId, State,
+    StateKind, Submission, Task, TaskId, TaskKey, TaskSpec, Timestamp, Transition, WorkflowId,
 };
 use baton_store::{
     AgentRecord, ClaimRequest, Edge, NewTask, NewWorkflow, Store, StoreError, SubmitBatch,
@@ -166,8 +165,6 @@ struct Inner<S> {
     outbox: Notify,
     events: broadcast::Sender<TransitionEvent>,
     shutdown: watch::Sender<bool>,
-    /// One lock per agent that has claimed: its claims take turns (see [`Engine::claim`]).
-    claiming: std::sync::Mutex<HashMap<AgentId, Arc<tokio::sync::Mutex<()>>>>,
     metrics: Metrics,
     /// This node, among the nodes sharing the store.
     node: Uuid,
@@ -199,7 +196,6 @@ impl<S: Store + 'static> Engine<S> {
                     outbox: Notify::new(),
                     events,
                     shutdown,
-                    claiming: std::sync::Mutex::new(HashMap::new()),
                     metrics: Metrics::new(Arc::new(move || {
                         weak.upgrade().map(|inner| inner.store.stats())
                     })),
@@ -516,7 +512,7 @@ impl<S: Store + 'static> Engine<S> {
                     };
                     let t = apply(&current, &event, now)?;
                     current = t.task.clone();
-                    records.push(record_of(&t, event.clone(), now));
+                    records.push(TransitionRecord::of(&t, event.clone(), now));
                     applied.push((t, event));
                 }
             }
@@ -659,6 +655,7 @@ impl<S: Store + 'static> Engine<S> {
                 format!("at most {CLAIM_WAIT_MAX_MS}"),
             ));
         }
+        let _in_progress = self.inner.metrics.claim_started();
         let record = self.refresh_liveness(self.agent(agent).await?).await?;
         let give_up = tokio::time::Instant::now() + wait;
         let mut shutdown = self.inner.shutdown.subscribe();
@@ -669,42 +666,35 @@ impl<S: Store + 'static> Engine<S> {
             if self.stopping() {
                 return Err(EngineError::ShuttingDown);
             }
-            // Counting the agent's leases and claiming must not interleave with another claim
-            // of the same agent, or both would see the same room under its concurrency limit.
-            let gate = self.claim_gate(agent);
-            let turn = gate.lock().await;
-            let held = self.inner.store.leased_to(agent).await?.len();
-            let room = (record.concurrency as usize).saturating_sub(held).min(max);
-            if room > 0 {
-                let started = std::time::Instant::now();
-                let tasks = self
-                    .inner
-                    .store
-                    .claim(ClaimRequest {
-                        agent,
-                        capabilities: record.capabilities.clone(),
-                        leases: (0..room).map(|_| LeaseId(Uuid::now_v7())).collect(),
-                        now: self.now(),
-                        max_held: Some(record.concurrency),
-                    })
-                    .await?;
-                drop(turn);
-                if !tasks.is_empty() {
-                    self.inner.metrics.claimed(started.elapsed().as_secs_f64());
-                    for task in &tasks {
-                        self.record(
-                            task,
-                            Some(StateKind::Pending),
-                            baton_core::EventKind::AgentAssigned,
-                            Some(agent),
-                            None,
-                        );
-                    }
-                    self.inner.timers.notify_one();
-                    return Ok(tasks);
+            // The store counts the agent's leases in the claim's own transaction, so its
+            // concurrency limit holds however many claims of it run at once, on any node.
+            let started = std::time::Instant::now();
+            let tasks = self
+                .inner
+                .store
+                .claim(ClaimRequest {
+                    agent,
+                    capabilities: record.capabilities.clone(),
+                    leases: (0..max.min(record.concurrency as usize))
+                        .map(|_| LeaseId(Uuid::now_v7()))
+                        .collect(),
+                    now: self.now(),
+                    max_held: Some(record.concurrency),
+                })
+                .await?;
+            if !tasks.is_empty() {
+                self.inner.metrics.claimed(started.elapsed().as_secs_f64());
+                for task in &tasks {
+                    self.record(
+                        task,
+                        Some(StateKind::Pending),
+                        baton_core::EventKind::AgentAssigned,
+                        Some(agent),
+                        None,
+                    );
                 }
-            } else {
-                drop(turn);
+                self.inner.timers.notify_one();
+                return Ok(tasks);
             }
             if tokio::time::Instant::now() >= give_up {
                 return Ok(Vec::new());
@@ -717,12 +707,6 @@ impl<S: Store + 'static> Engine<S> {
                 _ = shutdown.changed() => return Err(EngineError::ShuttingDown),
             }
         }
-    }
-
-    /// The lock that makes one agent's claims take turns on this node.
-    fn claim_gate(&self, agent: AgentId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut gates = self.inner.claiming.lock().expect("claim gates lock");
-        Arc::clone(gates.entry(agent).or_default())
     }
 
     // ---- events -------------------------------------------------------------------------
@@ -857,7 +841,7 @@ impl<S: Store + 'static> Engine<S> {
             match self
                 .inner
                 .store
-                .apply(record_of(&t, event.clone(), now))
+                .apply(TransitionRecord::of(&t, event.clone(), now))
                 .await
             {
                 Ok(()) => {
@@ -994,7 +978,8 @@ impl<S: Store + 'static> Engine<S> {
             .iter()
             .filter(|a| self.agent_online(a))
             .count();
-        Ok(self.inner.metrics.encode(counts, online))
+        let subscribers = self.inner.events.receiver_count();
+        Ok(self.inner.metrics.encode(counts, online, subscribers))
     }
 
     fn publish(&self, task: &Task, from: Option<StateKind>, event: baton_core::EventKind) {
@@ -1453,17 +1438,7 @@ fn new_task(
         completed,
         seed: Uuid::new_v4().as_u64_pair().0,
     };
-    let t = submit(&sub, now)?;
-    let new = NewTask {
-        task: t.task.clone(),
-        entry: HistoryEntry {
-            seq: 1,
-            at: now,
-            event: Event::Submitted(sub),
-        },
-        outbox: durable(&t.effects),
-    };
-    Ok((new, t))
+    Ok(NewTask::submitted(sub, now)?)
 }
 
 fn submission_of(t: &Transition) -> Submission {
@@ -1474,35 +1449,6 @@ fn submission_of(t: &Transition) -> Submission {
         completed: Vec::new(),
         seed: t.task.seed,
     }
-}
-
-fn record_of(t: &Transition, event: Event, now: Timestamp) -> TransitionRecord {
-    TransitionRecord {
-        task: t.task.clone(),
-        entry: HistoryEntry {
-            seq: t.task.version,
-            at: now,
-            event,
-        },
-        outbox: durable(&t.effects),
-    }
-}
-
-/// The effects that must survive a crash: recorded in the outbox with the transition.
-fn durable(effects: &[Effect]) -> Vec<Effect> {
-    effects
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Effect::ReleaseDependents
-                    | Effect::FailDependents
-                    | Effect::ReviveDependents
-                    | Effect::Compensate { .. }
-            )
-        })
-        .cloned()
-        .collect()
 }
 
 /// A stable fingerprint of a request (FNV-1a, 64 bits), so that a reused idempotency key

@@ -56,6 +56,17 @@ pub struct Metrics {
     timeouts: Family<KindLabel, Counter>,
     compensations: Counter,
     agents_online: Gauge,
+    claims_waiting: Gauge,
+    event_subscribers: Gauge,
+}
+
+/// Counts a claim as in progress until dropped.
+pub(crate) struct ClaimInProgress(Gauge);
+
+impl Drop for ClaimInProgress {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -122,6 +133,18 @@ impl Metrics {
             "Agents heard from within their liveness window",
             agents_online.clone(),
         );
+        let claims_waiting = Gauge::default();
+        registry.register(
+            "claims_waiting",
+            "Claims being served, long polls waiting for work included",
+            claims_waiting.clone(),
+        );
+        let event_subscribers = Gauge::default();
+        registry.register(
+            "event_subscribers",
+            "Subscribers of this node's transition stream (event streams, dashboards)",
+            event_subscribers.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector(store_stats)));
         Metrics {
             registry,
@@ -134,6 +157,8 @@ impl Metrics {
             timeouts,
             compensations,
             agents_online,
+            claims_waiting,
+            event_subscribers,
         }
     }
 
@@ -186,12 +211,22 @@ impl Metrics {
         self.compensations.inc();
     }
 
+    pub(crate) fn claim_started(&self) -> ClaimInProgress {
+        self.claims_waiting.inc();
+        ClaimInProgress(self.claims_waiting.clone())
+    }
+
     pub(crate) fn claimed(&self, seconds: f64) {
         self.claim_latency.observe(seconds);
     }
 
     /// Sets the gauges read from the store, then encodes everything.
-    pub(crate) fn encode(&self, counts: StateCounts, agents_online: usize) -> String {
+    pub(crate) fn encode(
+        &self,
+        counts: StateCounts,
+        agents_online: usize,
+        event_subscribers: usize,
+    ) -> String {
         for state in StateKind::ALL {
             self.tasks
                 .get_or_create(&StateLabel {
@@ -200,6 +235,7 @@ impl Metrics {
                 .set(counts.get(state) as i64);
         }
         self.agents_online.set(agents_online as i64);
+        self.event_subscribers.set(event_subscribers as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

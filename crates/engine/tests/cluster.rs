@@ -135,7 +135,19 @@ async fn work_submitted_on_one_node_wakes_a_claim_waiting_on_another() {
         tokio::spawn(async move { e.claim(agent.id, 1, Duration::from_secs(20)).await })
     };
     let mut events = engines[1].subscribe();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The claim is waiting before the work exists.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !engines[1]
+            .metrics_text()
+            .await
+            .unwrap()
+            .contains("\nbaton_claims_waiting 1\n")
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the claim waits");
     let receipt = engines[0]
         .submit_workflow(request(vec![spec("wake", &[])]))
         .await

@@ -512,24 +512,11 @@ async fn workflows_are_listed_newest_first_and_their_graph_carries_every_task_an
 async fn shutdown_ends_event_streams_and_waiting_claims_instead_of_waiting_for_them() {
     let srv = TestServer::start().await;
     let agent = srv.register("idle", &["work"], 1).await;
-    let mut stream = srv
-        .client
-        .get(format!("{}/v1/events", srv.url))
-        .send()
-        .await
-        .unwrap();
-    let waiting = {
-        let client = srv.client.clone();
-        let url = format!("{}/v1/agents/{agent}/claim", srv.url);
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .json(&json!({"max": 1, "wait_ms": 60_000}))
-                .send()
-                .await
-        })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut stream = srv.events().await;
+    let waiting = srv.claim_waiting(&agent, 60_000);
+    srv.wait_metric("baton_claims_waiting", |n| n == 1.0).await;
+    srv.wait_metric("baton_event_subscribers", |n| n >= 1.0)
+        .await;
     tokio::time::timeout(std::time::Duration::from_secs(10), srv.stop())
         .await
         .expect("the server stops without waiting for the stream or the claim");

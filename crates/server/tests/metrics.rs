@@ -134,6 +134,8 @@ async fn metrics_count_what_happened() {
     assert_eq!(value(&m, "baton_timeouts", &[("kind", "heartbeat")]), 1.0);
     assert_eq!(value(&m, "baton_retries", &[]), 1.0);
     assert_eq!(value(&m, "baton_agents_online", &[]), 1.0);
+    assert_eq!(value(&m, "baton_claims_waiting", &[]), 0.0);
+    assert_eq!(value(&m, "baton_event_subscribers", &[]), 0.0);
     assert_eq!(
         value(&m, "baton_claim_latency_seconds", &[]),
         3.0,
@@ -145,4 +147,24 @@ async fn metrics_count_what_happened() {
     assert_eq!(value(&m, "baton_store_commit_seconds", &[]), commits);
     let writes = histogram_sum(&m, "baton_store_commit_batch_size");
     assert!(writes >= commits, "{writes} writes in {commits} commits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_claims_and_event_streams_are_counted_while_open() {
+    let srv = TestServer::start().await;
+    let agent = srv.register("idle", &["work"], 1).await;
+    let stream = srv.events().await;
+    let waiting = srv.claim_waiting(&agent, 30_000);
+    srv.wait_metric("baton_claims_waiting", |n| n == 1.0).await;
+    srv.wait_metric("baton_event_subscribers", |n| n == 1.0)
+        .await;
+    let m = scrape(&srv).await;
+    assert_eq!(value(&m, "baton_claims_waiting", &[]), 1.0);
+    srv.submit(json!([{"key": "a", "capabilities": ["work"]}]))
+        .await;
+    let res = waiting.await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    srv.wait_metric("baton_claims_waiting", |n| n == 0.0).await;
+    drop(stream);
+    srv.stop().await;
 }

@@ -32,58 +32,12 @@ fn caps() -> BTreeSet<Capability> {
     BTreeSet::from([Capability::from("bench")])
 }
 
-/// A workflow of `n` independent tasks.
 fn batch(n: usize) -> SubmitBatch {
-    let workflow = WorkflowId(Uuid::now_v7());
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut spec = TaskSpec::new(format!("t{i}"));
-        spec.capabilities = caps();
-        spec.input = json!({"i": i});
-        let sub = Submission {
-            task: TaskId(Uuid::now_v7()),
-            workflow,
-            spec: Arc::new(spec),
-            completed: Vec::new(),
-            seed: i as u64,
-        };
-        let t = submit(&sub, now()).unwrap();
-        tasks.push(NewTask {
-            task: t.task,
-            entry: HistoryEntry {
-                seq: 1,
-                at: now(),
-                event: Event::Submitted(sub),
-            },
-            outbox: Vec::new(),
-        });
-    }
-    SubmitBatch {
-        workflow: WorkflowRef::New(NewWorkflow {
-            id: workflow,
-            name: "bench".into(),
-            idempotency_key: None,
-            request_hash: String::new(),
-            created_at: now(),
-        }),
-        tasks,
-        edges: Vec::new(),
-        transitions: Vec::new(),
-    }
+    workload::independent_tasks(n, &caps(), now()).unwrap()
 }
 
 fn record(task: &Task, event: Event) -> TransitionRecord {
-    let at = now();
-    let t = apply(task, &event, at).unwrap();
-    TransitionRecord {
-        entry: HistoryEntry {
-            seq: t.task.version,
-            at,
-            event,
-        },
-        task: t.task,
-        outbox: Vec::new(),
-    }
+    TransitionRecord::apply(task, event, now()).unwrap()
 }
 
 /// `writers` tasks heartbeat concurrently for `span`; returns transitions/s and writes/commit.

@@ -20,8 +20,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use baton_core::{
-    AgentId, Capability, Effect, HistoryEntry, LeaseId, StateKind, Task, TaskId, TaskKey,
-    Timestamp, WorkflowId,
+    AgentId, Capability, Effect, Event, HistoryEntry, LeaseId, Rejection, StateKind, Submission,
+    Task, TaskId, TaskKey, Timestamp, Transition, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,7 @@ mod any;
 mod codec;
 pub mod postgres;
 pub mod sqlite;
+pub mod workload;
 
 pub use any::AnyStore;
 
@@ -74,6 +75,23 @@ pub struct NewTask {
     pub outbox: Vec<Effect>,
 }
 
+impl NewTask {
+    /// The task `sub` creates at `at`, through the core's `submit`, with the transition.
+    pub fn submitted(sub: Submission, at: Timestamp) -> Result<(NewTask, Transition), Rejection> {
+        let t = baton_core::submit(&sub, at)?;
+        let new = NewTask {
+            task: t.task.clone(),
+            entry: HistoryEntry {
+                seq: 1,
+                at,
+                event: Event::Submitted(sub),
+            },
+            outbox: durable(&t.effects),
+        };
+        Ok((new, t))
+    }
+}
+
 /// `dependent` waits for `dependency`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Edge {
@@ -114,6 +132,32 @@ pub struct TransitionRecord {
     pub entry: HistoryEntry,
     /// Effects the engine must still carry out if it crashes after the commit.
     pub outbox: Vec<Effect>,
+}
+
+impl TransitionRecord {
+    /// The record of `t`, the transition `event` caused at `at`.
+    pub fn of(t: &Transition, event: Event, at: Timestamp) -> TransitionRecord {
+        TransitionRecord {
+            task: t.task.clone(),
+            entry: HistoryEntry {
+                seq: t.task.version,
+                at,
+                event,
+            },
+            outbox: durable(&t.effects),
+        }
+    }
+
+    /// Applies `event` to `task` at `at` through the core, and records the transition.
+    pub fn apply(task: &Task, event: Event, at: Timestamp) -> Result<TransitionRecord, Rejection> {
+        let t = baton_core::apply(task, &event, at)?;
+        Ok(TransitionRecord::of(&t, event, at))
+    }
+}
+
+/// The effects that must survive a crash: stored in the outbox with their transition.
+fn durable(effects: &[Effect]) -> Vec<Effect> {
+    effects.iter().filter(|e| e.is_durable()).cloned().collect()
 }
 
 /// An agent asks for up to `leases.len()` tasks it can run.

@@ -84,16 +84,7 @@ fn workflow(
 }
 
 fn record(task: &Task, event: Event, now: Timestamp) -> TransitionRecord {
-    let t = apply(task, &event, now).unwrap_or_else(|r| panic!("{r}"));
-    TransitionRecord {
-        outbox: t.effects,
-        entry: HistoryEntry {
-            seq: t.task.version,
-            at: now,
-            event,
-        },
-        task: t.task,
-    }
+    TransitionRecord::apply(task, event, now).unwrap_or_else(|r| panic!("{r}"))
 }
 
 fn cancel(reason: &str) -> Event {

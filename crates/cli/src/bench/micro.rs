@@ -11,12 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use baton_core::{
-    apply, submit, AgentId, Capability, Event, FencingToken, HistoryEntry, LeaseId, StateKind,
-    Submission, Task, TaskId, TaskSpec, Timestamp, WorkflowId,
+    apply, submit, AgentId, Capability, Event, FencingToken, LeaseId, StateKind, Submission, Task,
+    TaskId, TaskSpec, Timestamp, WorkflowId,
 };
-use baton_store::{
-    AnyStore, ClaimRequest, NewTask, NewWorkflow, Store, SubmitBatch, TransitionRecord, WorkflowRef,
-};
+use baton_store::{workload, AnyStore, ClaimRequest, Store, SubmitBatch, TransitionRecord};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -170,58 +168,12 @@ fn bench_caps() -> BTreeSet<Capability> {
     BTreeSet::from([Capability::from("bench")])
 }
 
-/// A workflow of `n` independent tasks.
 fn batch(n: usize) -> anyhow::Result<SubmitBatch> {
-    let workflow = WorkflowId(Uuid::now_v7());
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut spec = TaskSpec::new(format!("t{i}"));
-        spec.capabilities = bench_caps();
-        spec.input = json!({"i": i});
-        let sub = Submission {
-            task: TaskId(Uuid::now_v7()),
-            workflow,
-            spec: Arc::new(spec),
-            completed: Vec::new(),
-            seed: i as u64,
-        };
-        let t = submit(&sub, now())?;
-        tasks.push(NewTask {
-            task: t.task,
-            entry: HistoryEntry {
-                seq: 1,
-                at: now(),
-                event: Event::Submitted(sub),
-            },
-            outbox: Vec::new(),
-        });
-    }
-    Ok(SubmitBatch {
-        workflow: WorkflowRef::New(NewWorkflow {
-            id: workflow,
-            name: "bench".into(),
-            idempotency_key: None,
-            request_hash: String::new(),
-            created_at: now(),
-        }),
-        tasks,
-        edges: Vec::new(),
-        transitions: Vec::new(),
-    })
+    Ok(workload::independent_tasks(n, &bench_caps(), now())?)
 }
 
 fn record(task: &Task, event: Event) -> anyhow::Result<TransitionRecord> {
-    let at = now();
-    let t = apply(task, &event, at).map_err(|r| anyhow::anyhow!("{r}"))?;
-    Ok(TransitionRecord {
-        entry: HistoryEntry {
-            seq: t.task.version,
-            at,
-            event,
-        },
-        task: t.task,
-        outbox: Vec::new(),
-    })
+    Ok(TransitionRecord::apply(task, event, now())?)
 }
 
 /// `writers` leased tasks heartbeat concurrently for `span`, each waiting for its write to be

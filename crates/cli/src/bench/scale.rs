@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use baton_client::Client;
 use baton_core::{
-    apply, submit, AgentId, Capability, Event, FencingToken, HistoryEntry, LeaseId, Submission,
-    Task, TaskId, TaskSpec, Timestamp, WorkflowId,
+    AgentId, Capability, Event, FencingToken, LeaseId, Submission, Task, TaskId, TaskSpec,
+    Timestamp, WorkflowId,
 };
 use baton_store::{NewTask, NewWorkflow, Store, SubmitBatch, TransitionRecord, WorkflowRef};
 use serde_json::json;
@@ -192,17 +192,9 @@ async fn build(target: &Target, tasks: usize) -> anyhow::Result<Duration> {
                 completed: Vec::new(),
                 seed: i as u64,
             };
-            let t = submit(&sub, now)?;
-            let mut task = t.task.clone();
-            new.push(NewTask {
-                task: t.task,
-                entry: HistoryEntry {
-                    seq: 1,
-                    at: now,
-                    event: Event::Submitted(sub),
-                },
-                outbox: Vec::new(),
-            });
+            let (created, t) = NewTask::submitted(sub, now)?;
+            let mut task = t.task;
+            new.push(created);
             let token = FencingToken(task.fencing_token.0 + 1);
             for event in [
                 Event::AgentAssigned {
@@ -251,17 +243,7 @@ async fn build(target: &Target, tasks: usize) -> anyhow::Result<Duration> {
 }
 
 fn record(task: &Task, event: Event, at: Timestamp) -> anyhow::Result<TransitionRecord> {
-    let t = apply(task, &event, at).map_err(|r| anyhow::anyhow!("{r}"))?;
-    Ok(TransitionRecord {
-        entry: HistoryEntry {
-            seq: t.task.version,
-            at,
-            event,
-        },
-        task: t.task,
-        // No dependents: nothing for the outbox.
-        outbox: Vec::new(),
-    })
+    Ok(TransitionRecord::apply(task, event, at)?)
 }
 
 fn now() -> Timestamp {

@@ -165,6 +165,55 @@ impl TestServer {
         }
     }
 
+    /// Opens the transition event stream (`GET /v1/events`).
+    pub async fn events(&self) -> reqwest::Response {
+        self.client
+            .get(format!("{}/v1/events", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Starts a claim of one task for `agent` that waits up to `wait_ms` for work.
+    pub fn claim_waiting(
+        &self,
+        agent: &str,
+        wait_ms: u64,
+    ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+        let request = self
+            .client
+            .post(format!("{}/v1/agents/{agent}/claim", self.url))
+            .json(&json!({"max": 1, "wait_ms": wait_ms}));
+        tokio::spawn(request.send())
+    }
+
+    /// Polls `/metrics` until the unlabelled sample `name` satisfies `ok`, for at most 10 s.
+    pub async fn wait_metric(&self, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let start = Instant::now();
+        loop {
+            let text = self
+                .client
+                .get(format!("{}/metrics", self.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let value = text
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok());
+            if let Some(v) = value.filter(|v| ok(*v)) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{name} stayed at {value:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn submit(&self, tasks: Value) -> Value {
         let (status, body) = self
             .post("/v1/workflows", json!({"name": "e2e", "tasks": tasks}))

@@ -86,22 +86,13 @@ pub fn workflow(defs: &[Def<'_>], idempotency_key: Option<&str>) -> Flow {
             completed: Vec::new(),
             seed: 7,
         };
-        let t = submit(&sub, T0).expect("valid spec");
         for dep in d.deps {
             edges.push(Edge {
                 dependency: ids[*dep],
                 dependent: ids[d.key],
             });
         }
-        tasks.push(NewTask {
-            entry: HistoryEntry {
-                seq: 1,
-                at: T0,
-                event: Event::Submitted(sub),
-            },
-            outbox: durable_effects(&t.effects),
-            task: t.task,
-        });
+        tasks.push(NewTask::submitted(sub, T0).expect("valid spec").0);
     }
     Flow {
         id,
@@ -134,35 +125,9 @@ pub fn diamond() -> Flow {
     )
 }
 
-/// Effects the engine must still carry out after a crash.
-pub fn durable_effects(effects: &[Effect]) -> Vec<Effect> {
-    effects
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Effect::ReleaseDependents
-                    | Effect::FailDependents
-                    | Effect::ReviveDependents
-                    | Effect::Compensate { .. }
-            )
-        })
-        .cloned()
-        .collect()
-}
-
 /// The record of applying `event` to `task` at `now` through the core.
 pub fn record(task: &Task, event: Event, now: Timestamp) -> TransitionRecord {
-    let t = apply(task, &event, now).unwrap_or_else(|r| panic!("{r}"));
-    TransitionRecord {
-        outbox: durable_effects(&t.effects),
-        entry: HistoryEntry {
-            seq: t.task.version,
-            at: now,
-            event,
-        },
-        task: t.task,
-    }
+    TransitionRecord::apply(task, event, now).unwrap_or_else(|r| panic!("{r}"))
 }
 
 /// Loads the task, applies `event` through the core, stores the transition.
