@@ -2,7 +2,7 @@
 //! run against a live store (a task changing during the check may be reported; run it again).
 //!
 //! Checked: every history replays through the core and equals the stored task (so every
-//! history is a legal path, and fencing tokens only grow); a completed task has exactly one
+//! history is a legal path, and fencing tokens only grow), and its timestamps never decrease; a completed task has exactly one
 //! success, from the lease it completed under; no task started before all of its dependencies
 //! had completed; every task that ended failed for good or cancelled and declares a
 //! compensation has its compensation task; the counts per state equal the tasks.
@@ -80,6 +80,12 @@ pub async fn check_store<S: Store>(
                     "replaying the history does not give the stored task".into(),
                 )),
                 Ok(_) => {}
+            }
+            if let Some(w) = history.windows(2).find(|w| w[1].at < w[0].at) {
+                report.violations.push(violation(format!(
+                    "history goes back in time: entry {} at {} follows entry {} at {}",
+                    w[1].seq, w[1].at, w[0].seq, w[0].at
+                )));
             }
             let successes: Vec<_> = history
                 .iter()

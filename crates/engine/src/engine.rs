@@ -462,7 +462,11 @@ impl<S: Store + 'static> Engine<S> {
             let by_key: HashMap<&TaskKey, &Task> =
                 existing.iter().map(|t| (&t.spec.key, t)).collect();
             validate_subtasks(&specs, &by_key)?;
-            let now = self.now();
+            // After every change of the workflow so far (see `transition_linked`).
+            let now = existing
+                .iter()
+                .map(|t| t.updated_at)
+                .fold(self.now(), Timestamp::max);
             let new_ids: HashMap<&TaskKey, TaskId> = specs
                 .iter()
                 .map(|s| (&s.key, TaskId(Uuid::now_v7())))
@@ -746,7 +750,7 @@ impl<S: Store + 'static> Engine<S> {
         }
         let link = traceparent.and_then(crate::trace::parse_traceparent);
         let task = self
-            .transition_linked(id, |_| Some(event.clone()), link)
+            .transition_linked(id, |_| Some(event.clone()), link, Timestamp(0))
             .await?;
         let record = match reporter {
             Some(r) if r.id == agent => Some(r.clone()),
@@ -815,21 +819,26 @@ impl<S: Store + 'static> Engine<S> {
         id: TaskId,
         make: impl Fn(&Task) -> Option<Event>,
     ) -> Result<Task, EngineError> {
-        self.transition_linked(id, make, None).await
+        self.transition_linked(id, make, None, Timestamp(0)).await
     }
 
+    /// Loads the task, makes its event, applies and stores it; a lost compare-and-set starts
+    /// over from the fresh version. The transition is stamped no earlier than the task's last
+    /// change and `after` (what caused it), so that histories stay in causal order when the
+    /// clock steps back or nodes' clocks disagree.
     async fn transition_linked(
         &self,
         id: TaskId,
         make: impl Fn(&Task) -> Option<Event>,
         link: Option<opentelemetry::trace::SpanContext>,
+        after: Timestamp,
     ) -> Result<Task, EngineError> {
         for _ in 0..CAS_RETRIES_MAX {
             let task = self.load(id).await?;
             let Some(event) = make(&task) else {
                 return Ok(task);
             };
-            let now = self.now();
+            let now = self.now().max(task.updated_at).max(after);
             let t = match apply(&task, &event, now) {
                 Ok(t) => t,
                 Err(r) if r.is_duplicate() => return Ok(task),
@@ -1211,7 +1220,7 @@ impl<S: Store + 'static> Engine<S> {
                     "error": task.errors.last(),
                 });
                 comp.priority = task.spec.priority;
-                let now = self.now();
+                let now = self.now().max(task.updated_at);
                 let (new, t) =
                     new_task(task.workflow, TaskId(Uuid::now_v7()), comp, Vec::new(), now)?;
                 let batch = SubmitBatch {
@@ -1280,7 +1289,7 @@ impl<S: Store + 'static> Engine<S> {
             };
             // Several at once, so that their writes share commits instead of one flush each.
             for chunk in ready.chunks(EFFECTS_IN_FLIGHT_MAX) {
-                let outcomes = join_all(chunk.iter().map(|id| self.transition(*id, met))).await;
+                let outcomes = join_all(chunk.iter().map(|id| self.release(*id, met))).await;
                 for outcome in outcomes {
                     if applied(outcome)? {
                         released += 1;
@@ -1291,6 +1300,18 @@ impl<S: Store + 'static> Engine<S> {
                 return Ok(released);
             }
         }
+    }
+
+    /// Sends `met` to `id`, stamped after the last of its dependencies completed.
+    async fn release(
+        &self,
+        id: TaskId,
+        met: impl Fn(&Task) -> Option<Event>,
+    ) -> Result<Task, EngineError> {
+        let dependencies = self.inner.store.dependencies(id).await?;
+        let last = dependencies.iter().map(|d| d.updated_at).max();
+        self.transition_linked(id, met, None, last.unwrap_or(Timestamp(0)))
+            .await
     }
 
     // ---- views ----------------------------------------------------------------------------

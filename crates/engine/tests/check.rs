@@ -4,6 +4,7 @@ mod common;
 
 use baton_core::{CompensationSpec, StateKind};
 use baton_engine::check::check_store;
+use baton_store::Store;
 use common::*;
 use serde_json::json;
 
@@ -76,6 +77,11 @@ async fn damage_is_reported_task_by_task() {
             [],
         )
         .unwrap();
+        db.execute(
+            "UPDATE history SET at = 0 WHERE task_id = ?1 AND seq = 3",
+            [flow.id("a").0],
+        )
+        .unwrap();
         db.execute("DELETE FROM tasks WHERE id = ?1", [undo.id.0])
             .unwrap();
         db.execute(
@@ -118,6 +124,52 @@ async fn damage_is_reported_task_by_task() {
             .any(|v| v.task == Some(flow.id("b")) && v.detail.contains("0 success reports")),
         "{details:#?}"
     );
-    assert_eq!(report.violations.len(), 4, "{details:#?}");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.task == Some(flow.id("a"))
+                && v.detail
+                    .contains("history goes back in time: entry 3 at 0ms follows entry 2")),
+        "{details:#?}"
+    );
+    assert_eq!(report.violations.len(), 6, "{details:#?}");
     drop(dir);
+}
+
+/// The wall clock stepped back (an NTP correction) between a dependency's completion and its
+/// dependent's release and run: every history still moves forward in time, and the dependent
+/// is stamped after its dependency completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_stepping_back_never_makes_a_history_go_back() {
+    let h = Harness::new();
+    let flow = h.submit(vec![spec("a", &[]), spec("b", &["a"])]).await;
+    let agent = h.agent("worker", &["work"], 2).await;
+    h.advance(10_000);
+    h.run(agent, flow.id("a")).await;
+    let done = h.engine.store().task(flow.id("a")).await.unwrap().unwrap();
+    h.set(baton_core::Timestamp(h.now().0 - 60_000));
+    h.tick().await;
+    h.run(agent, flow.id("b")).await;
+    assert_eq!(h.state(flow.id("b")).await, StateKind::Completed);
+    let history = h
+        .engine
+        .store()
+        .history(flow.id("b"), 0, 100)
+        .await
+        .unwrap();
+    assert!(
+        history.windows(2).all(|w| w[0].at <= w[1].at),
+        "{history:#?}"
+    );
+    let released = history
+        .iter()
+        .find(|e| e.event.kind() == baton_core::EventKind::DependenciesMet)
+        .expect("released");
+    assert!(
+        released.at >= done.updated_at,
+        "released before `a` completed"
+    );
+    let report = check_store(h.engine.store(), |_| {}).await.unwrap();
+    assert!(report.is_clean(), "{:#?}", report.violations);
 }

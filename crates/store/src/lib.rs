@@ -215,6 +215,8 @@ pub struct Dependency {
     pub key: TaskKey,
     pub id: TaskId,
     pub state: StateKind,
+    /// When it last changed: for a completed dependency, when it completed.
+    pub updated_at: Timestamp,
 }
 
 /// An effect a committed transition asked for and the engine has not yet acknowledged.

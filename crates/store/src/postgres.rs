@@ -1788,16 +1788,10 @@ fn assignment(task: &Task, request: &ClaimRequest, lease: LeaseId) -> Option<Tra
         capabilities: request.capabilities.clone(),
         lease,
     };
-    let t = apply(task, &event, request.now).ok()?;
-    Some(TransitionRecord {
-        entry: HistoryEntry {
-            seq: t.task.version,
-            at: request.now,
-            event,
-        },
-        task: t.task,
-        outbox: Vec::new(),
-    })
+    // Never stamped before the task's last change, whatever the clock did since.
+    let at = request.now.max(task.updated_at);
+    let t = apply(task, &event, at).ok()?;
+    Some(TransitionRecord::of(&t, event, at))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2047,7 +2041,8 @@ impl Store for PgStore {
     async fn dependencies(&self, id: TaskId) -> Result<Vec<Dependency>, StoreError> {
         let rows = self
             .query(
-                "SELECT t.key, t.id, t.state FROM edges e JOIN tasks t ON t.id = e.dependency
+                "SELECT t.key, t.id, t.state, t.updated_at FROM edges e
+                 JOIN tasks t ON t.id = e.dependency
                  WHERE e.dependent = $1 ORDER BY t.key",
                 &[&id.0],
             )
@@ -2059,6 +2054,7 @@ impl Store for PgStore {
                     key: TaskKey(get(row, 0)?),
                     id: dep,
                     state: codec::parse_state(dep, get(row, 2)?)?,
+                    updated_at: Timestamp(get::<i64>(row, 3)? as u64),
                 })
             })
             .collect()

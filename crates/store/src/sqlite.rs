@@ -767,18 +767,12 @@ fn claim(
             capabilities: request.capabilities.clone(),
             lease: *lease,
         };
-        let Ok(t) = apply(&task, &event, request.now) else {
+        // Never stamped before the task's last change, whatever the clock did since.
+        let at = request.now.max(task.updated_at);
+        let Ok(t) = apply(&task, &event, at) else {
             continue;
         };
-        let record = TransitionRecord {
-            entry: HistoryEntry {
-                seq: t.task.version,
-                at: request.now,
-                event,
-            },
-            task: t.task,
-            outbox: Vec::new(),
-        };
+        let record = TransitionRecord::of(&t, event, at);
         write_transition(conn, &record, deltas)?;
         claimed.push(record.task);
     }
@@ -1107,7 +1101,8 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT t.key, t.id, t.state FROM edges e JOIN tasks t ON t.id = e.dependency
+                    "SELECT t.key, t.id, t.state, t.updated_at FROM edges e
+                     JOIN tasks t ON t.id = e.dependency
                      WHERE e.dependent = ?1 ORDER BY t.key",
                 )
                 .map_err(db)?;
@@ -1117,15 +1112,17 @@ impl Store for SqliteStore {
                         r.get::<_, String>(0)?,
                         r.get::<_, Uuid>(1)?,
                         r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
                     ))
                 })
                 .map_err(db)?;
             let mut out = Vec::new();
             for row in rows {
-                let (key, dep, state) = row.map_err(db)?;
+                let (key, dep, state, updated_at) = row.map_err(db)?;
                 out.push(Dependency {
                     key: TaskKey(key),
                     id: TaskId(dep),
+                    updated_at: Timestamp(updated_at as u64),
                     state: codec::parse_state(TaskId(dep), &state)?,
                 });
             }

@@ -1323,6 +1323,14 @@ impl Sim {
         if !self.agents[undoer].held.is_empty() || self.undo_waiting().await {
             self.serve(undoer).await?;
         }
+        if self.rng.chance(50) {
+            // The wall clock is stepped back (an NTP correction, a VM resumed): deadlines come
+            // later, nothing else may change.
+            let back = self.rng.range(1, 30_000);
+            self.clock.set(Timestamp(self.now().0 - back));
+            self.log(format!("the clock steps back {back} ms"));
+            return self.tick().await;
+        }
         let ms = if self.rng.chance(100) {
             self.rng.range(5_000, 15_000)
         } else {
