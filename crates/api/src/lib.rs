@@ -399,6 +399,9 @@ pub struct TransitionEventView {
     pub attempt: u32,
     pub at: u64,
     pub agent: Option<Uuid>,
+    /// Its number in the serving node's stream; the event's id is `NODE-SEQ`.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// One rule of the lifecycle table, as `GET /v1/lifecycle?format=json` lists it.

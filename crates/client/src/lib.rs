@@ -274,6 +274,17 @@ impl Client {
 
     /// The live stream of transitions, optionally of one workflow.
     pub async fn events(&self, workflow: Option<Uuid>) -> Result<Events> {
+        self.events_after(workflow, None).await
+    }
+
+    /// The stream resumed after the event `last_event_id` (see [`Events::last_event_id`]):
+    /// the transitions since then that the server still keeps come first, and
+    /// [`StreamItem::Lagged`] if some cannot be given.
+    pub async fn events_after(
+        &self,
+        workflow: Option<Uuid>,
+        last_event_id: Option<&str>,
+    ) -> Result<Events> {
         let url = match workflow {
             Some(w) => format!("{}/v1/events?workflow={w}", self.base),
             None => format!("{}/v1/events", self.base),
@@ -281,6 +292,9 @@ impl Client {
         let mut rb = self.http.get(&url).timeout(STREAM_TIMEOUT);
         if let Some(token) = &self.token {
             rb = rb.bearer_auth(token);
+        }
+        if let Some(id) = last_event_id {
+            rb = rb.header("Last-Event-ID", id);
         }
         let res = rb.send().await.map_err(|e| ClientError::Transport {
             url: url.clone(),
@@ -295,6 +309,7 @@ impl Client {
             res,
             buf: String::new(),
             url,
+            last_id: last_event_id.map(str::to_owned),
         })
     }
 
@@ -437,6 +452,7 @@ pub struct Events {
     res: reqwest::Response,
     buf: String,
     url: String,
+    last_id: Option<String>,
 }
 
 /// One item of the event stream.
@@ -448,6 +464,11 @@ pub enum StreamItem {
 }
 
 impl Events {
+    /// The id of the last transition received, to resume from with [`Client::events_after`].
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
     /// The next item, or `None` when the server closed the stream.
     pub async fn next(&mut self) -> Option<Result<StreamItem>> {
         loop {
@@ -466,6 +487,8 @@ impl Events {
                         };
                     } else if let Some(d) = line.strip_prefix("data:") {
                         data.push_str(d.trim_start());
+                    } else if let Some(id) = line.strip_prefix("id:") {
+                        self.last_id = Some(id.trim().to_owned());
                     }
                 }
                 match event {

@@ -107,6 +107,37 @@ pub struct TransitionEvent {
     pub attempt: u32,
     pub at: Timestamp,
     pub agent: Option<AgentId>,
+    /// Its number in this node's stream (see [`Engine::subscribe_from`]); a number skipped
+    /// stands for transitions this node may not have seen (another node's, while its notices
+    /// were lost).
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// A place in one node's stream of transitions, to resume it from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamPosition {
+    /// The node (the engine process) whose stream it is.
+    pub node: Uuid,
+    /// The last transition received.
+    pub seq: u64,
+}
+
+/// A subscription to the transitions: those missed since the position asked for, then live.
+pub struct Subscription {
+    /// Published after the position asked for and before subscribing, in order.
+    pub backlog: Vec<TransitionEvent>,
+    /// The `seq` the next transition should have; `None` when unknown (the position asked
+    /// for was another process's stream): the subscriber may have missed some.
+    pub expected: Option<u64>,
+    pub live: broadcast::Receiver<TransitionEvent>,
+}
+
+/// The latest transitions published on this node, numbered.
+#[derive(Default)]
+struct EventLog {
+    next: u64,
+    recent: std::collections::VecDeque<TransitionEvent>,
 }
 
 /// Why a task that is not terminal is where it is.
@@ -164,6 +195,9 @@ struct Inner<S> {
     /// New outbox items: wakes the effect runner.
     outbox: Notify,
     events: broadcast::Sender<TransitionEvent>,
+    /// What `events` carried lately, for subscribers resuming a stream; locked while sending
+    /// so that a subscription sees each transition once, in the backlog or live.
+    log: std::sync::Mutex<EventLog>,
     shutdown: watch::Sender<bool>,
     metrics: Metrics,
     /// This node, among the nodes sharing the store.
@@ -195,6 +229,10 @@ impl<S: Store + 'static> Engine<S> {
                     timers: Notify::new(),
                     outbox: Notify::new(),
                     events,
+                    log: std::sync::Mutex::new(EventLog {
+                        next: 1,
+                        recent: std::collections::VecDeque::new(),
+                    }),
                     shutdown,
                     metrics: Metrics::new(Arc::new(move || {
                         weak.upgrade().map(|inner| inner.store.stats())
@@ -222,6 +260,58 @@ impl<S: Store + 'static> Engine<S> {
     /// Transition events from now on, after each is durable.
     pub fn subscribe(&self) -> broadcast::Receiver<TransitionEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Transition events after `after` (those still kept, at most [`EVENT_BACKLOG_MAX`]),
+    /// then from now on. A position of another process (or not yet reached) cannot be
+    /// resumed: `expected` is then `None`.
+    pub fn subscribe_from(&self, after: Option<StreamPosition>) -> Subscription {
+        let log = self.inner.log.lock().expect("event log lock");
+        let live = self.inner.events.subscribe();
+        match after {
+            Some(p) if p.node == self.inner.node && p.seq < log.next => Subscription {
+                backlog: log
+                    .recent
+                    .iter()
+                    .filter(|e| e.seq > p.seq)
+                    .cloned()
+                    .collect(),
+                expected: Some(p.seq + 1),
+                live,
+            },
+            Some(_) => Subscription {
+                backlog: Vec::new(),
+                expected: None,
+                live,
+            },
+            None => Subscription {
+                backlog: Vec::new(),
+                expected: Some(log.next),
+                live,
+            },
+        }
+    }
+
+    /// This node's identity in the cluster, which also names its stream of transitions.
+    pub fn node(&self) -> Uuid {
+        self.inner.node
+    }
+
+    /// Numbers `ev`, keeps it for resuming subscribers, and sends it to the live ones.
+    fn emit(&self, mut ev: TransitionEvent) {
+        let mut log = self.inner.log.lock().expect("event log lock");
+        ev.seq = log.next;
+        log.next += 1;
+        if log.recent.len() == EVENT_BACKLOG_MAX {
+            log.recent.pop_front();
+        }
+        log.recent.push_back(ev.clone());
+        let _ = self.inner.events.send(ev);
+    }
+
+    /// Transitions may have been missed (other nodes' notices were lost): skips a number.
+    fn emit_gap(&self) {
+        self.inner.log.lock().expect("event log lock").next += 1;
     }
 
     /// Starts the watchdog and the effect runner; they stop at [`Engine::shutdown`].
@@ -296,6 +386,7 @@ impl<S: Store + 'static> Engine<S> {
             match notice {
                 // Some notices may be lost: look at everything again.
                 None => {
+                    self.emit_gap();
                     self.inner.work.notify_waiters();
                     self.inner.outbox.notify_one();
                     self.inner.timers.notify_one();
@@ -311,7 +402,7 @@ impl<S: Store + 'static> Engine<S> {
                         self.inner.timers.notify_one();
                     }
                     for ev in n.events {
-                        let _ = self.inner.events.send(ev);
+                        self.emit(ev);
                     }
                 }
             }
@@ -1003,11 +1094,12 @@ impl<S: Store + 'static> Engine<S> {
             attempt: task.attempt,
             at: task.updated_at,
             agent: task.state.lease().map(|l| l.agent),
+            seq: 0,
         };
         if self.inner.outbound.is_some() {
             self.tell(Outbound::Event(ev.clone()));
         }
-        let _ = self.inner.events.send(ev);
+        self.emit(ev);
     }
 
     // ---- background work ------------------------------------------------------------------

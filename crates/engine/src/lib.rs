@@ -17,9 +17,9 @@ pub mod trace;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::validate_workflow;
 pub use engine::{
-    Engine, EngineConfig, OpenDependency, TransitionEvent, WaitReason, WorkflowReceipt,
-    WorkflowRequest, AGENT_CAPABILITIES_MAX, AGENT_CONCURRENCY_MAX, CLAIM_TASKS_MAX,
-    CLAIM_WAIT_MAX_MS, EVENT_BACKLOG_MAX, NAME_LEN_MAX,
+    Engine, EngineConfig, OpenDependency, StreamPosition, Subscription, TransitionEvent,
+    WaitReason, WorkflowReceipt, WorkflowRequest, AGENT_CAPABILITIES_MAX, AGENT_CONCURRENCY_MAX,
+    CLAIM_TASKS_MAX, CLAIM_WAIT_MAX_MS, EVENT_BACKLOG_MAX, NAME_LEN_MAX,
 };
 pub use error::EngineError;
 pub use metrics::Metrics;

@@ -795,12 +795,14 @@ pub async fn add_subtasks(
 
 // ---- events and documents -------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/v1/events", params(EventsQuery),
-    responses((status = 200, description = "Server-Sent Events: `transition` events carrying a TransitionEvent as JSON; `lagged` when the client fell behind", content_type = "text/event-stream"),
+#[utoipa::path(get, path = "/v1/events", params(EventsQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (the `id` of the last `transition` received): the transitions since then that this node still keeps are sent first")),
+    responses((status = 200, description = "Server-Sent Events: `transition` events (id `NODE-SEQ`) carrying a TransitionEvent as JSON; `lagged` (data: how many were skipped, 0 when unknown) when some transitions were missed: re-read the state", content_type = "text/event-stream"),
               (status = 503, body = ProblemDoc)))]
 pub async fn events(
     AxState(s): St,
     _caller: Caller,
+    headers: axum::http::HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let permit = Arc::clone(&s.sse_permits)
@@ -815,36 +817,104 @@ pub async fn events(
                 ),
             )
         })?;
-    let rx = engine(&s).subscribe();
-    let filter = q.workflow.map(WorkflowId);
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_event_id);
+    let sub = engine(&s).subscribe_from(after);
+    let stream = EventStream {
+        node: engine(&s).node(),
+        filter: q.workflow.map(WorkflowId),
+        pending: sub.backlog.into(),
+        expected: sub.expected,
+        // A position that cannot be resumed is reported at once.
+        unknown: after.is_some() && sub.expected.is_none(),
+        live: sub.live,
+        _permit: permit,
+    };
     let stopped = Box::pin(engine(&s).stopped());
-    let stream = futures_util::stream::unfold(
-        (rx, permit, stopped),
-        move |(mut rx, permit, mut stopped)| async move {
-            loop {
-                let next = tokio::select! {
-                    next = rx.recv() => next,
-                    _ = &mut stopped => return None,
-                };
-                match next {
-                    Ok(ev) => {
-                        if filter.is_some_and(|w| w != ev.workflow) {
-                            continue;
-                        }
-                        let data = serde_json::to_string(&ev).unwrap_or_default();
-                        let sse = SseEvent::default().event("transition").data(data);
-                        return Some((Ok(sse), (rx, permit, stopped)));
-                    }
-                    Err(RecvError::Lagged(n)) => {
-                        let sse = SseEvent::default().event("lagged").data(n.to_string());
-                        return Some((Ok(sse), (rx, permit, stopped)));
-                    }
-                    Err(RecvError::Closed) => return None,
-                }
-            }
-        },
-    );
+    let stream =
+        futures_util::stream::unfold((stream, stopped), |(mut st, mut stopped)| async move {
+            let sse = st.next(&mut stopped).await?;
+            Some((Ok(sse), (st, stopped)))
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// `NODE-SEQ`, as set on each `transition` event.
+fn parse_event_id(id: &str) -> Option<baton_engine::StreamPosition> {
+    let (node, seq) = id.trim().split_once('-')?;
+    Some(baton_engine::StreamPosition {
+        node: Uuid::try_parse(node).ok()?,
+        seq: seq.parse().ok()?,
+    })
+}
+
+/// One subscriber's stream: the backlog, then live transitions; `lagged` where some are
+/// missing.
+struct EventStream {
+    node: Uuid,
+    filter: Option<WorkflowId>,
+    pending: std::collections::VecDeque<baton_engine::TransitionEvent>,
+    /// The `seq` the next transition should have; `None` after a loss of unknown size.
+    expected: Option<u64>,
+    /// The position asked for could not be resumed: say so first.
+    unknown: bool,
+    live: tokio::sync::broadcast::Receiver<baton_engine::TransitionEvent>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl EventStream {
+    async fn next(
+        &mut self,
+        stopped: &mut (impl std::future::Future<Output = ()> + Unpin),
+    ) -> Option<SseEvent> {
+        if std::mem::take(&mut self.unknown) {
+            return Some(lagged(0));
+        }
+        loop {
+            let ev = match self.pending.pop_front() {
+                Some(ev) => ev,
+                None => {
+                    let next = tokio::select! {
+                        next = self.live.recv() => next,
+                        _ = &mut *stopped => return None,
+                    };
+                    match next {
+                        Ok(ev) => ev,
+                        Err(RecvError::Lagged(n)) => {
+                            self.expected = None;
+                            return Some(lagged(n));
+                        }
+                        Err(RecvError::Closed) => return None,
+                    }
+                }
+            };
+            if let Some(expected) = self.expected.filter(|&x| ev.seq > x) {
+                self.expected = None;
+                let skipped = ev.seq - expected;
+                self.pending.push_front(ev);
+                return Some(lagged(skipped));
+            }
+            self.expected = Some(ev.seq + 1);
+            if self.filter.is_some_and(|w| w != ev.workflow) {
+                continue;
+            }
+            let data = serde_json::to_string(&ev).unwrap_or_default();
+            return Some(
+                SseEvent::default()
+                    .event("transition")
+                    .id(format!("{}-{}", self.node.simple(), ev.seq))
+                    .data(data),
+            );
+        }
+    }
+}
+
+fn lagged(skipped: u64) -> SseEvent {
+    SseEvent::default()
+        .event("lagged")
+        .data(skipped.to_string())
 }
 
 #[utoipa::path(get, path = "/v1/lifecycle", params(LifecycleQuery),

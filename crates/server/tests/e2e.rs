@@ -454,6 +454,81 @@ async fn the_event_stream_shows_transitions_of_the_chosen_workflow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_resumes_after_the_last_event_it_received() {
+    let srv = TestServer::start().await;
+    let open = |last: Option<String>| {
+        let mut rb = srv.client.get(format!("{}/v1/events", srv.url));
+        if let Some(id) = last {
+            rb = rb.header("Last-Event-ID", id);
+        }
+        rb.send()
+    };
+    let mut res = open(None).await.unwrap();
+    let mut buf = String::new();
+    srv.submit(json!([task("a", &[]), task("b", &[]), task("c", &[])]))
+        .await;
+    let first = read_sse(&mut res, &mut buf, 3).await;
+    assert!(first.iter().all(|e| e.event == "transition"), "{first:?}");
+    let seqs: Vec<u64> = first
+        .iter()
+        .map(|e| {
+            e.id.as_deref()
+                .unwrap()
+                .rsplit('-')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    drop(res);
+
+    // Missed while disconnected: the third submission and two more.
+    srv.submit(json!([task("d", &[]), task("e", &[])])).await;
+    let mut res = open(first[1].id.clone()).await.unwrap();
+    let mut buf = String::new();
+    let resumed = read_sse(&mut res, &mut buf, 3).await;
+    assert_eq!(resumed[0], first[2], "the first missed event comes first");
+    let keys: Vec<String> = resumed
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.data).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(keys.len(), 3);
+    assert!(
+        keys[1..].contains(&"d".to_owned()) && keys[1..].contains(&"e".to_owned()),
+        "{keys:?}"
+    );
+    assert!(
+        resumed.iter().all(|e| e.event == "transition"),
+        "no gap: {resumed:?}"
+    );
+    drop(res);
+
+    // Another process's position cannot be resumed: the stream says so first.
+    let foreign = format!("{}-3", uuid::Uuid::new_v4().simple());
+    let mut res = open(Some(foreign)).await.unwrap();
+    let mut buf = String::new();
+    let said = read_sse(&mut res, &mut buf, 1).await;
+    assert_eq!(said[0].event, "lagged");
+    assert_eq!(said[0].data, "0");
+    drop(res);
+
+    // An id that is not one of ours is ignored: live events only, no gap reported.
+    let mut res = open(Some("not-an-id".into())).await.unwrap();
+    let mut buf = String::new();
+    srv.submit(json!([task("f", &[])])).await;
+    let live = read_sse(&mut res, &mut buf, 1).await;
+    assert_eq!(live[0].event, "transition", "{live:?}");
+    assert!(live[0].data.contains("\"key\":\"f\""), "{live:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflows_are_listed_newest_first_and_their_graph_carries_every_task_and_edge() {
     let srv = TestServer::start().await;
     let first = srv

@@ -59,18 +59,23 @@ class EventStream:
     """A live stream of transitions (``GET /v1/events``), iterated until closed.
 
     The server subscribes when the stream opens, so transitions that happen after
-    :meth:`Client.events` returns are all seen (barring :class:`Lagged` notices). The stream
-    does not resume after a broken connection: iteration raises :class:`ConnectionFailed`.
+    :meth:`Client.events` returns are all seen (barring :class:`Lagged` notices). A broken
+    connection raises :class:`ConnectionFailed`; open the stream again with
+    ``last_event_id=stream.last_event_id`` to get what was missed first.
     """
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, last_event_id: Optional[str] = None) -> None:
         self._response = response
+        self.last_event_id: Optional[str] = last_event_id
+        """The id of the last transition received, to resume from."""
 
     def __iter__(self) -> Iterator[StreamItem]:
         parser = SseParser()
         try:
             for line in self._response.iter_lines():
                 ev = parser.feed(line)
+                if ev is not None and ev.event == "transition" and ev.id is not None:
+                    self.last_event_id = ev.id
                 item = _ops.decode_event(ev) if ev is not None else None
                 if item is not None:
                     yield item
@@ -93,14 +98,18 @@ class EventStream:
 class AsyncEventStream:
     """The asyncio counterpart of :class:`EventStream`."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, last_event_id: Optional[str] = None) -> None:
         self._response = response
+        self.last_event_id: Optional[str] = last_event_id
+        """The id of the last transition received, to resume from."""
 
     async def __aiter__(self) -> AsyncIterator[StreamItem]:
         parser = SseParser()
         try:
             async for line in self._response.aiter_lines():
                 ev = parser.feed(line)
+                if ev is not None and ev.event == "transition" and ev.id is not None:
+                    self.last_event_id = ev.id
                 item = _ops.decode_event(ev) if ev is not None else None
                 if item is not None:
                     yield item
@@ -256,12 +265,19 @@ class Client:
         return self._call(_ops.lifecycle(format))
 
     def events(
-        self, workflow: Optional[str] = None, *, read_timeout: float = EVENTS_READ_TIMEOUT
+        self,
+        workflow: Optional[str] = None,
+        *,
+        read_timeout: float = EVENTS_READ_TIMEOUT,
+        last_event_id: Optional[str] = None,
     ) -> EventStream:
         """Opens the stream of transitions, of one workflow or of all.
 
         ``read_timeout`` bounds the silence between two messages (the server sends a
-        keep-alive every 15 s). Close the stream when done (or use it as a context manager).
+        keep-alive every 15 s). With ``last_event_id`` (an earlier stream's
+        :attr:`EventStream.last_event_id`), the transitions since then that the server still
+        keeps come first, or a :class:`Lagged` notice where some cannot be given. Close the
+        stream when done (or use it as a context manager).
         """
         op: _ops.Op[None] = _ops.Op(
             "GET", "/v1/events", lambda r: None, params={"workflow": workflow}
@@ -272,6 +288,8 @@ class Client:
         )
         request.headers.update(self._headers)
         request.headers["accept"] = "text/event-stream"
+        if last_event_id is not None:
+            request.headers["last-event-id"] = last_event_id
         try:
             response = self._http.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -280,7 +298,7 @@ class Client:
             response.read()
             response.close()
             raise _ops.error_of(response)
-        return EventStream(response)
+        return EventStream(response, last_event_id)
 
     # ---- agent side ---------------------------------------------------------------------------
 
@@ -496,7 +514,11 @@ class AsyncClient:
         return await self._call(_ops.lifecycle(format))
 
     async def events(
-        self, workflow: Optional[str] = None, *, read_timeout: float = EVENTS_READ_TIMEOUT
+        self,
+        workflow: Optional[str] = None,
+        *,
+        read_timeout: float = EVENTS_READ_TIMEOUT,
+        last_event_id: Optional[str] = None,
     ) -> AsyncEventStream:
         """See :meth:`Client.events`."""
         op: _ops.Op[None] = _ops.Op(
@@ -508,6 +530,8 @@ class AsyncClient:
         )
         request.headers.update(self._headers)
         request.headers["accept"] = "text/event-stream"
+        if last_event_id is not None:
+            request.headers["last-event-id"] = last_event_id
         try:
             response = await self._http.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -516,7 +540,7 @@ class AsyncClient:
             await response.aread()
             await response.aclose()
             raise _ops.error_of(response)
-        return AsyncEventStream(response)
+        return AsyncEventStream(response, last_event_id)
 
     async def register_agent(
         self,

@@ -423,6 +423,8 @@ class TransitionEvent:
     attempt: int
     at: int
     agent: Optional[str] = None
+    seq: int = 0
+    """Its number in the serving node's stream."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "TransitionEvent":

@@ -56,3 +56,28 @@ def test_the_event_stream_yields_the_transitions_of_the_chosen_workflow(
     assert by_task["b"][-1] == ("executing", "completed", "execution_succeeded")
     assert all(e.agent == agent.id for e in seen if e.event == "agent_assigned")
     client.cancel_task(other.task)
+
+
+def test_a_stream_opened_again_from_its_last_event_id_gets_what_it_missed_first(
+    client: baton.Client, cap: str
+) -> None:
+    first = client.submit_workflow([{"key": "one", "capabilities": [f"{cap}-idle"]}])
+    with client.events(workflow=first.workflow, read_timeout=10.0) as stream:
+        client.cancel_task(first.tasks["one"])
+        for item in stream:
+            assert isinstance(item, baton.TransitionEvent), item
+            if item.to == "cancelled":
+                break
+        last = stream.last_event_id
+    assert last is not None and last.endswith(f"-{item.seq}")
+    second = client.submit_workflow([{"key": "two", "capabilities": [f"{cap}-idle"]}])
+    client.cancel_task(second.tasks["two"])
+    missed: List[Tuple[str, str]] = []
+    with client.events(read_timeout=10.0, last_event_id=last) as stream:
+        for item in stream:
+            assert isinstance(item, baton.TransitionEvent), item
+            if item.workflow == second.workflow:
+                missed.append((item.key, item.to))
+            if item.key == "two" and item.to == "cancelled":
+                break
+    assert missed == [("two", "pending"), ("two", "cancelled")]

@@ -358,3 +358,49 @@ impl TestServer {
         .await
     }
 }
+
+/// One Server-Sent Event: its type, id and data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sse {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+/// Reads `n` events (not keep-alive comments) from an event stream, for at most 10 s.
+pub async fn read_sse(res: &mut reqwest::Response, buf: &mut String, n: usize) -> Vec<Sse> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out.len() < n {
+        if let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut sse = Sse {
+                event: "message".into(),
+                id: None,
+                data: String::new(),
+            };
+            let mut any = false;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    sse.event = v.trim().to_owned();
+                    any = true;
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    sse.id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    sse.data.push_str(v.trim_start());
+                    any = true;
+                }
+            }
+            if any {
+                out.push(sse);
+            }
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, res.chunk()).await {
+            Ok(Ok(Some(chunk))) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("the stream ended after {out:?}: {other:?}"),
+        }
+    }
+    out
+}
