@@ -1,6 +1,6 @@
 //! Several `baton serve` processes on one PostgreSQL schema, as deployed: agents move between
-//! nodes freely; a node killed with SIGKILL (the leader, even) loses nothing; the watchdog fires
-//! once across nodes; wake-ups and the event stream cross nodes; a node that loses its
+//! nodes freely; a node killed with SIGKILL (the leader, even) loses nothing; a hung leader is
+//! deposed; the watchdog fires once across nodes; wake-ups and the event stream cross nodes; a node that loses its
 //! database (or every node, when the database goes away) answers 503 until it is back, then
 //! carries on, and nothing it acknowledged is missing.
 //!
@@ -325,6 +325,78 @@ fn the_watchdog_takes_back_expired_leases_once_across_nodes() {
             );
         }
     });
+}
+
+/// A leader that hangs with its connections open (SIGSTOP) keeps its session, hence the lock:
+/// the next node deposes it once its session has been silent for `LEADER_SILENCE_MAX` (15 s),
+/// and the watchdog goes on there. Thawed, the old leader serves as a follower.
+#[test]
+fn a_hung_leader_is_deposed_and_the_watchdog_goes_on_elsewhere() {
+    let _turn = serial();
+    let schema = PgSchema::new("baton_cl_");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let nodes = nodes(&schema, dir.path(), 2);
+    let hung = leader_pid(&schema).expect("node 0 leads");
+    nodes[0].freeze();
+    let rt = runtime();
+    let outcome = rt.block_on(async {
+        let node1 = client(&nodes[1].url);
+        let specs: Vec<TaskSpec> = (0..10)
+            .map(|i| {
+                let mut s = spec(&format!("t{i}"), "work");
+                s.timeouts = Timeouts {
+                    start_ms: Some(1_000),
+                    ..Timeouts::default()
+                };
+                s
+            })
+            .collect();
+        let created = node1.submit_workflow("hung", None, &specs).await.unwrap();
+        let silent = node1
+            .register_agent("silent", &caps(&["work"]), 10)
+            .await
+            .unwrap();
+        let claimed = node1
+            .claim(silent.id, 10, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 10);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let counts = node1.counts(Some(created.workflow)).await.unwrap();
+            if counts.pending == 10 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the leases were not taken back: {counts:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    nodes[0].thaw();
+    if let Err(e) = outcome {
+        panic!("{e}\n{}", logs(&nodes));
+    }
+    let successor = leader_pid(&schema).expect("a node leads");
+    assert_ne!(successor, hung, "node 1 took over");
+    assert!(
+        logs(&nodes).contains("silent too long"),
+        "the takeover is logged:\n{}",
+        logs(&nodes)
+    );
+    rt.block_on(async {
+        let node0 = client(&nodes[0].url);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while node0.counts(None).await.is_err() {
+            assert!(Instant::now() < deadline, "the thawed node answers again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(
+        leader_pid(&schema),
+        Some(successor),
+        "the thawed node does not take the lead back"
+    );
 }
 
 #[test]

@@ -413,6 +413,27 @@ impl Node {
         }
     }
 
+    /// Freezes the process (SIGSTOP), as a hung one: its connections stay open.
+    #[cfg(unix)]
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    #[cfg(unix)]
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    #[cfg(unix)]
+    fn signal(&self, sig: libc::c_int) {
+        let child = self.child.as_ref().expect("the node runs");
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, sig);
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

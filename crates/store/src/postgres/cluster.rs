@@ -1,7 +1,9 @@
 //! What several engine processes on one PostgreSQL database need from each other, without a
 //! coordinator of their own: notices (`LISTEN`/`NOTIFY` on a channel per schema) and one
 //! leader at a time (a session advisory lock, released by PostgreSQL when the leader's
-//! connection dies).
+//! connection dies). A leader that stops working without its connection dying (a frozen or
+//! starved process) stops using its session too; after [`LEADER_SILENCE_MAX`] of that, a node
+//! asking for leadership ends the session, which frees the lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,10 @@ use crate::StoreError;
 
 /// Advisory-lock class of leadership ("BATL"); the object id is the schema's hash.
 const LEADER_LOCK: i32 = 0x4241_544C;
+/// How long the leadership session may stay silent before another node ends it. The leader
+/// uses it at least every second or so while its loops run (see `Cluster::try_lead`); a
+/// leader deposed while in fact only slow does no harm, as the leader's work is idempotent.
+pub const LEADER_SILENCE_MAX: Duration = Duration::from_secs(15);
 /// Notices a slow subscriber may fall behind by before it misses some (then it resyncs).
 const NOTICES_BACKLOG_MAX: usize = 4_096;
 /// Longest notice payload PostgreSQL accepts is 8000 bytes; stay below it.
@@ -97,7 +103,8 @@ impl Cluster {
         let mut session = self.leader.lock().await;
         if let Some(s) = session.as_ref() {
             if s.leads {
-                if !s.client.is_closed() && s.client.simple_query("").await.is_ok() {
+                // Also tells the other nodes this session is alive (`state_change`).
+                if !s.client.is_closed() && s.client.simple_query("SELECT 1").await.is_ok() {
                     return Ok(true);
                 }
                 *session = None;
@@ -130,7 +137,46 @@ impl Cluster {
             }
         };
         s.leads = row.get(0);
+        if !s.leads {
+            self.depose_silent_leader(&s.client).await;
+        }
         Ok(s.leads)
+    }
+
+    /// Ends the leadership session if it has been idle for longer than
+    /// [`LEADER_SILENCE_MAX`]: its process no longer leads, whatever it is doing. The lock is
+    /// free once PostgreSQL has ended the session; this node takes it at its next try.
+    async fn depose_silent_leader(&self, client: &Client) {
+        let deposed = client
+            .query(
+                "SELECT a.pid, pg_terminate_backend(a.pid)
+                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                   AND l.classid = ($1::int4)::oid AND l.objid = hashtext($2)::oid
+                   AND a.pid <> pg_backend_pid() AND a.state <> 'active'
+                   AND a.state_change < now() - make_interval(secs => $3)",
+                &[
+                    &LEADER_LOCK,
+                    &self.schema,
+                    &LEADER_SILENCE_MAX.as_secs_f64(),
+                ],
+            )
+            .await;
+        match deposed {
+            Ok(rows) => {
+                for row in rows {
+                    let pid: i32 = row.get(0);
+                    let ended: bool = row.get(1);
+                    tracing::warn!(
+                        backend = pid,
+                        ended,
+                        silent_s = LEADER_SILENCE_MAX.as_secs(),
+                        "the leader's session was silent too long; ended it to take over"
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot look for a silent leader"),
+        }
     }
 
     /// Keeps a listening connection open, reconnecting with backoff; after each reconnection
