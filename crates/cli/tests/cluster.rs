@@ -262,6 +262,39 @@ fn three_nodes_work_a_workflow_through_a_sigkill_of_the_leader() {
     );
 }
 
+/// `n` tasks with a 1 s start timeout, submitted through `submit`, all claimed through `claim`
+/// by an agent that then says nothing.
+async fn silently_claimed(
+    submit: &Client,
+    claim: &Client,
+    n: usize,
+) -> baton_client::wire::WorkflowCreated {
+    let specs: Vec<TaskSpec> = (0..n)
+        .map(|i| {
+            let mut s = spec(&format!("t{i}"), "work");
+            s.timeouts = Timeouts {
+                start_ms: Some(1_000),
+                ..Timeouts::default()
+            };
+            s
+        })
+        .collect();
+    let created = submit
+        .submit_workflow("silent", None, &specs)
+        .await
+        .unwrap();
+    let silent = claim
+        .register_agent("silent", &caps(&["work"]), n as u32)
+        .await
+        .unwrap();
+    let claimed = claim
+        .claim(silent.id, n, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), n);
+    created
+}
+
 #[test]
 fn the_watchdog_takes_back_expired_leases_once_across_nodes() {
     let _turn = serial();
@@ -271,30 +304,8 @@ fn the_watchdog_takes_back_expired_leases_once_across_nodes() {
     let urls = urls(&nodes);
     let rt = runtime();
     rt.block_on(async {
-        let specs: Vec<TaskSpec> = (0..40)
-            .map(|i| {
-                let mut s = spec(&format!("t{i}"), "work");
-                s.timeouts = Timeouts {
-                    start_ms: Some(1_000),
-                    ..Timeouts::default()
-                };
-                s
-            })
-            .collect();
-        let created = client(&urls[0])
-            .submit_workflow("silent", None, &specs)
-            .await
-            .unwrap();
         // Claimed through node 1 by an agent that never says another word.
-        let silent = client(&urls[1])
-            .register_agent("silent", &caps(&["work"]), 100)
-            .await
-            .unwrap();
-        let claimed = client(&urls[1])
-            .claim(silent.id, 40, Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(claimed.len(), 40);
+        let created = silently_claimed(&client(&urls[0]), &client(&urls[1]), 40).await;
 
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -341,26 +352,7 @@ fn a_hung_leader_is_deposed_and_the_watchdog_goes_on_elsewhere() {
     let rt = runtime();
     let outcome = rt.block_on(async {
         let node1 = client(&nodes[1].url);
-        let specs: Vec<TaskSpec> = (0..10)
-            .map(|i| {
-                let mut s = spec(&format!("t{i}"), "work");
-                s.timeouts = Timeouts {
-                    start_ms: Some(1_000),
-                    ..Timeouts::default()
-                };
-                s
-            })
-            .collect();
-        let created = node1.submit_workflow("hung", None, &specs).await.unwrap();
-        let silent = node1
-            .register_agent("silent", &caps(&["work"]), 10)
-            .await
-            .unwrap();
-        let claimed = node1
-            .claim(silent.id, 10, Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(claimed.len(), 10);
+        let created = silently_claimed(&node1, &node1, 10).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let counts = node1.counts(Some(created.workflow)).await.unwrap();
