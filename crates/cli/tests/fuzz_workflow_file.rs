@@ -18,6 +18,16 @@
 //!   written.
 //!
 //! Case count: `BATON_FUZZ_CASES` (default 300 per property).
+//!
+//! Found, fixed, and kept in `fuzz_workflow_file.proptest-regressions`: YAML integers beyond
+//! `i64` read as floats (digits lost); a tagged root (`!\t.`) placed at line 0; lone `\r` line
+//! breaks and multibyte characters before a JSON error misplacing the caret. Writing the test
+//! also showed the reader accepting payloads nested deeper than the server allows: it now uses
+//! the server's decoder and the engine's `validate_workflow` rather than copies of them.
+//!
+//! Long run, recorded (release build, on 2 cores shared with other builds):
+//!   BATON_FUZZ_CASES=420000 cargo test --release -p baton-cli --test fuzz_workflow_file
+//!   420,000 cases per property (2.1 million inputs), 659 s ("finished in 659.43s"), clean.
 
 use std::collections::BTreeSet;
 
