@@ -18,7 +18,8 @@
 //! - an operator cancels a task or a workflow, retries a final failure (or tries to retry a
 //!   task that is not one), or submits a workflow (a random DAG, sometimes with compensation,
 //!   short timeouts, several retry policies);
-//! - time passes (the compensation agent first finishes its work), and the engine ticks;
+//! - time passes (the compensation agent first finishes its work), and the engine ticks; or
+//!   the wall clock steps back up to 30 s (an NTP correction), and the engine ticks;
 //! - the process restarts: engine and store are dropped and the same file is reopened.
 //!
 //! Faults: the store fails writes before (not written) or after (written, the caller told it
@@ -30,7 +31,8 @@
 //! forged reports never change the task; operators can always cancel a non-terminal task and
 //! retry a final failure, and nothing else; a cancelled workflow has no task left running; a
 //! claim never exceeds the agent's concurrency nor hands out a task it cannot run; after each
-//! restart `check_store` is clean.
+//! restart `check_store` is clean (its histories never go back in time, and no task started
+//! before its dependencies completed, whatever the clock did).
 //!
 //! At the end healthy agents drain the work (no faults, no restarts), then: `check_store` is
 //! clean; every completed task has exactly one `execution_succeeded` and every other task none;
@@ -113,6 +115,7 @@ pub struct RunStats {
     pub operator_cancels: u64,
     pub operator_retries: u64,
     pub drain_rounds: u64,
+    pub clock_steps_back: u64,
 }
 
 impl RunStats {
@@ -138,6 +141,7 @@ impl RunStats {
         self.operator_cancels += o.operator_cancels;
         self.operator_retries += o.operator_retries;
         self.drain_rounds += o.drain_rounds;
+        self.clock_steps_back += o.clock_steps_back;
     }
 }
 
@@ -1328,6 +1332,7 @@ impl Sim {
             // later, nothing else may change.
             let back = self.rng.range(1, 30_000);
             self.clock.set(Timestamp(self.now().0 - back));
+            self.counters.clock_steps_back += 1;
             self.log(format!("the clock steps back {back} ms"));
             return self.tick().await;
         }
