@@ -595,7 +595,18 @@ impl<S: Store + 'static> Engine<S> {
             }
             let mut records = Vec::new();
             let mut applied = Vec::new();
+            // A dependent that has ended (cancelled) takes no event, only the edges: if it is
+            // ever revived, it catches up (`catch_up_dependencies`) and waits for them too.
             for dependent in &dependents {
+                if dependent.state.is_terminal() {
+                    for spec in &specs {
+                        edges.push(Edge {
+                            dependency: new_ids[&spec.key],
+                            dependent: dependent.id,
+                        });
+                    }
+                    continue;
+                }
                 let mut current = (*dependent).clone();
                 for spec in &specs {
                     edges.push(Edge {
@@ -624,6 +635,10 @@ impl<S: Store + 'static> Engine<S> {
                     }
                     for (t, event) in &applied {
                         self.after_commit(t, event);
+                    }
+                    // One revived meanwhile has caught up before these edges existed.
+                    for dependent in dependents.iter().filter(|d| d.state.is_terminal()) {
+                        self.catch_up_dependencies(dependent.id).await?;
                     }
                     info!(parent = %parent, subtasks = specs.len(), "sub-tasks added");
                     return Ok(specs
@@ -1298,6 +1313,7 @@ impl<S: Store + 'static> Engine<S> {
                         _ => None,
                     };
                     applied(self.transition(dependent, revive).await)?;
+                    self.catch_up_dependencies(dependent).await?;
                     self.cancel_if_upstream_ended(dependent).await?;
                 }
             }
@@ -1332,6 +1348,30 @@ impl<S: Store + 'static> Engine<S> {
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sub-tasks added while the task was cancelled are in the graph but not in its own list
+    /// of dependencies: once it is blocked again, `dependency_added` brings them in, so that
+    /// its record, `upstream_failed` and the check all see what it waits for. Idempotent.
+    async fn catch_up_dependencies(&self, id: TaskId) -> Result<(), EngineError> {
+        let task = self.load(id).await?;
+        if task.kind() != StateKind::Blocked {
+            return Ok(());
+        }
+        for dep in self.inner.store.dependencies(id).await? {
+            if task.dependencies.contains(&dep.key) {
+                continue;
+            }
+            let add = |t: &Task| {
+                (t.kind() == StateKind::Blocked && !t.dependencies.contains(&dep.key)).then(|| {
+                    Event::DependencyAdded {
+                        dependency: dep.key.clone(),
+                    }
+                })
+            };
+            applied(self.transition(id, add).await)?;
         }
         Ok(())
     }

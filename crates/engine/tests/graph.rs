@@ -793,3 +793,78 @@ async fn a_revived_dependent_with_another_failed_upstream_is_cancelled_again() {
     assert_eq!(counts.total(), 4);
     h.assert_replays(wf.id).await;
 }
+
+/// Sub-tasks can be added while dependents of the parent are cancelled. An operator's
+/// cancellation stands; a dependent cancelled because another dependency failed comes back
+/// when that one is retried, and then waits for the sub-tasks too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_tasks_can_be_added_while_a_dependent_is_cancelled() {
+    let h = Harness::new();
+    let mut flaky = spec("flaky", &[]);
+    flaky.retry = retry(1, 100);
+    flaky.priority = 10;
+    let wf = h
+        .submit(vec![
+            spec("plan", &[]),
+            flaky,
+            spec("report", &["plan", "flaky"]),
+            spec("notify", &["plan"]),
+        ])
+        .await;
+    let agent = h.agent("worker", &["work"], 4).await;
+    let parter = h.agent("parter", &["parts"], 1).await;
+
+    let f = h.claim_only(agent, wf.id("flaky")).await;
+    let f = h.start(&f).await;
+    h.fail(&f, "fatal", false).await;
+    h.tick().await;
+    assert_eq!(h.task(wf.id("report")).await.state, upstream("flaky"));
+    h.engine
+        .cancel_task(wf.id("notify"), "ops".into(), "not needed".into())
+        .await
+        .unwrap();
+
+    let plan = h.claim_only(agent, wf.id("plan")).await;
+    let plan = h.start(&plan).await;
+    let (_, token) = lease(&plan);
+    let mut part = spec("part", &[]);
+    part.capabilities = caps(&["parts"]);
+    let added = h
+        .engine
+        .add_subtasks(wf.id("plan"), agent, token, vec![part])
+        .await
+        .expect("cancelled dependents do not stop a decomposition");
+    let part = added[0].1;
+    h.succeed(&plan).await;
+    h.tick().await;
+
+    h.engine
+        .retry_task(wf.id("flaky"), "ops".into())
+        .await
+        .unwrap();
+    h.tick().await;
+    h.run(agent, wf.id("flaky")).await;
+    h.tick().await;
+    let report = h.task(wf.id("report")).await;
+    assert_eq!(report.kind(), StateKind::Blocked, "it waits for `part`");
+    assert_eq!(
+        report.dependencies,
+        [key("plan"), key("flaky"), key("part")]
+    );
+
+    h.run(parter, part).await;
+    h.tick().await;
+    assert_eq!(h.state(wf.id("report")).await, StateKind::Pending);
+    h.run(agent, wf.id("report")).await;
+    assert_eq!(h.state(wf.id("notify")).await, StateKind::Cancelled);
+    assert_eq!(
+        h.events(wf.id("notify")).await,
+        [EventKind::Submitted, EventKind::CancelRequested],
+        "an operator's cancellation stands"
+    );
+    h.assert_replays(wf.id).await;
+    let report = baton_engine::check::check_store(h.engine.store(), |_| {})
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:#?}", report.violations);
+}
