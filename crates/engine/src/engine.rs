@@ -134,7 +134,6 @@ pub struct Subscription {
 }
 
 /// The latest transitions published on this node, numbered.
-#[derive(Default)]
 struct EventLog {
     next: u64,
     recent: std::collections::VecDeque<TransitionEvent>,
