@@ -129,6 +129,8 @@ pub enum SubmitOutcome {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TransitionRecord {
     pub task: Task,
+    /// The state it left: the stored task's at version `seq - 1`, which the write requires.
+    pub from: StateKind,
     pub entry: HistoryEntry,
     /// Effects the engine must still carry out if it crashes after the commit.
     pub outbox: Vec<Effect>,
@@ -136,9 +138,13 @@ pub struct TransitionRecord {
 
 impl TransitionRecord {
     /// The record of `t`, the transition `event` caused at `at`.
+    ///
+    /// # Panics
+    /// If `t` created the task (`submitted`): that is a [`NewTask`], not a transition record.
     pub fn of(t: &Transition, event: Event, at: Timestamp) -> TransitionRecord {
         TransitionRecord {
             task: t.task.clone(),
+            from: t.from.expect("a transition record is of an existing task"),
             entry: HistoryEntry {
                 seq: t.task.version,
                 at,

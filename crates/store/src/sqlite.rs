@@ -656,42 +656,42 @@ fn write_transition(
             record.entry.seq, task.version
         )));
     };
-    let stored: Option<(i64, String)> = conn
-        .prepare_cached("SELECT version, state FROM tasks WHERE id = ?1")
+    // Compare-and-set in one statement: the row changes only at the expected version.
+    let changed = conn
+        .prepare_cached(
+            "UPDATE tasks SET state = ?2, version = ?3, ready_at = ?4, timer_at = ?5,
+                              lease_agent = ?6, updated_at = ?7, snapshot = ?8
+             WHERE id = ?1 AND version = ?9",
+        )
         .and_then(|mut s| {
-            s.query_row([task.id.0], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
+            s.execute(params![
+                task.id.0,
+                task.kind().as_str(),
+                task.version as i64,
+                codec::ready_at(task).map(ts),
+                codec::timer_at(task).map(ts),
+                codec::lease_agent(task),
+                ts(task.updated_at),
+                codec::snapshot(task),
+                expected as i64,
+            ])
         })
         .map_err(db)?;
-    let Some((version, old_state)) = stored else {
-        return Err(StoreError::TaskNotFound(task.id));
-    };
-    if version as u64 != expected {
-        return Err(StoreError::Conflict {
-            task: task.id,
-            expected,
-            found: Some(version as u64),
+    if changed == 0 {
+        let found: Option<i64> = conn
+            .prepare_cached("SELECT version FROM tasks WHERE id = ?1")
+            .and_then(|mut s| s.query_row([task.id.0], |r| r.get(0)).optional())
+            .map_err(db)?;
+        return Err(match found {
+            None => StoreError::TaskNotFound(task.id),
+            Some(v) => StoreError::Conflict {
+                task: task.id,
+                expected,
+                found: Some(v as u64),
+            },
         });
     }
-    let old_state = codec::parse_state(task.id, &old_state)?;
-    conn.prepare_cached(
-        "UPDATE tasks SET state = ?2, version = ?3, ready_at = ?4, timer_at = ?5,
-                          lease_agent = ?6, updated_at = ?7, snapshot = ?8
-         WHERE id = ?1",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            task.id.0,
-            task.kind().as_str(),
-            task.version as i64,
-            codec::ready_at(task).map(ts),
-            codec::timer_at(task).map(ts),
-            codec::lease_agent(task),
-            ts(task.updated_at),
-            codec::snapshot(task),
-        ])
-    })
-    .map_err(db)?;
+    let old_state = record.from;
     append_history(conn, task.id, &record.entry)?;
     write_outbox(conn, task.id, &record.outbox, record.entry.at)?;
     let new_state = task.kind();
