@@ -310,19 +310,68 @@ fn agents_lists_an_agent_registered_over_http() {
     assert_eq!(json[0]["concurrency"], 4);
 }
 
-#[test]
-fn watch_prints_transitions_as_json_lines() {
-    let srv = Server::start();
-    let mut watch = srv
-        .command(&["watch", "--output", "json"])
+/// `baton watch --output json` against `url`, once it has subscribed: the process, its
+/// standard output and its standard error.
+fn watch_json(url: &str) -> (std::process::Child, Lines, Lines) {
+    let mut watch = baton()
+        .env("BATON_URL", url)
+        .args(["watch", "--output", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("watch starts");
     let out = Lines::of_stdout(watch.stdout.take().unwrap());
     let err = Lines::of_stderr(watch.stderr.take().unwrap());
-    let subscribed = err.until("Watching transitions");
-    assert!(subscribed.is_some(), "watch never subscribed");
+    assert!(
+        err.until("Watching transitions").is_some(),
+        "watch never subscribed"
+    );
+    (watch, out, err)
+}
+
+/// A server restarting under `baton watch` (SIGKILL, same address) does not end it: the
+/// stream is opened again, says that transitions may have been missed (another process), and
+/// goes on with the new server's transitions.
+#[test]
+fn watch_resumes_after_the_server_restarts() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("data");
+    let mut node = Node::start(
+        &["--data-dir", data.to_str().unwrap()],
+        dir.path().join("serve.log"),
+    );
+    let (mut watch, out, err) = watch_json(&node.url);
+
+    node.kill();
+    assert!(
+        err.until("reconnecting").is_some(),
+        "watch says the stream was lost"
+    );
+    node.restart();
+    assert!(
+        err.until("event stream resumed").is_some(),
+        "{}",
+        node.log()
+    );
+    let file = dir.path().join("wf.yaml");
+    std::fs::write(&file, "tasks:\n  - key: after-restart\n").unwrap();
+    let mut submit = baton();
+    submit
+        .env("BATON_URL", &node.url)
+        .args(["submit", file.to_str().unwrap()]);
+    run(submit).ok();
+    let line = out.next().expect("a transition after the restart");
+    let event: Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(event["key"], "after-restart", "{event}");
+    assert!(watch.try_wait().unwrap().is_none(), "watch goes on");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+#[test]
+fn watch_prints_transitions_as_json_lines() {
+    let srv = Server::start();
+    let (mut watch, out, _err) = watch_json(&srv.url);
 
     let created = submit(&srv, "pipeline.yaml", PIPELINE_YAML);
     let mut seen = Vec::new();

@@ -28,9 +28,24 @@ const REDRAW_EVERY: Duration = Duration::from_millis(250);
 /// How often the live view's counts are checked against the server's.
 const RESYNC_EVERY: Duration = Duration::from_secs(5);
 
-/// `baton watch`: until Ctrl-C, or until the server ends the stream.
+/// How long a broken stream is retried before `baton watch` gives up.
+const RECONNECT_FOR: Duration = Duration::from_secs(30);
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What the stream reader hands to the display.
+enum Msg {
+    Item(StreamItem),
+    /// Something to tell the user about the stream itself.
+    Note(String),
+    /// The server could not be reached again.
+    Failed(anyhow::Error),
+}
+
+/// `baton watch`: until Ctrl-C. A stream that breaks or ends (a server restarting, another
+/// node behind a load balancer) is resumed where it stopped, for up to 30 s of retries.
 pub async fn watch(client: &Client, workflow: Option<Uuid>, output: Output) -> anyhow::Result<()> {
-    let mut events = call(client, client.events(workflow)).await?;
+    let events = call(client, client.events(workflow)).await?;
     let counts = call(client, client.counts(workflow)).await?;
     eprintln!(
         "Watching transitions at {}{}; Ctrl-C to stop.",
@@ -40,14 +55,7 @@ pub async fn watch(client: &Client, workflow: Option<Uuid>, output: Output) -> a
             .unwrap_or_default()
     );
     let (tx, mut rx) = mpsc::channel(EVENTS_QUEUED_MAX);
-    let reader = tokio::spawn(async move {
-        while let Some(item) = events.next().await {
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                break;
-            }
-        }
-    });
+    let reader = tokio::spawn(read_resuming(client.clone(), workflow, events, tx));
     let live = output == Output::Table
         && std::io::stdout().is_terminal()
         && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
@@ -68,13 +76,14 @@ pub async fn watch(client: &Client, workflow: Option<Uuid>, output: Output) -> a
             _ = &mut ctrl_c => break End::Interrupted,
             item = rx.recv() => match item {
                 None => break End::Closed,
-                Some(Err(e)) => break End::Failed(e.into()),
-                Some(Ok(StreamItem::Transition(t))) => match view.transition(&t) {
+                Some(Msg::Failed(e)) => break End::Failed(e),
+                Some(Msg::Note(note)) => view.stream_note(note),
+                Some(Msg::Item(StreamItem::Transition(t))) => match view.transition(&t) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break End::Interrupted,
                     Err(e) => break End::Failed(e.into()),
                 },
-                Some(Ok(StreamItem::Lagged(skipped))) => {
+                Some(Msg::Item(StreamItem::Lagged(skipped))) => {
                     view.lagged(skipped);
                     if let View::Live(live) = &mut view {
                         live.resync(client, workflow).await;
@@ -97,6 +106,61 @@ pub async fn watch(client: &Client, workflow: Option<Uuid>, output: Output) -> a
             Ok(())
         }
         End::Failed(e) => Err(e),
+    }
+}
+
+/// Reads the stream into `tx`; when it breaks or ends, opens it again after the last event
+/// received (the server sends what was missed, or `lagged`), with backoff, for up to
+/// [`RECONNECT_FOR`].
+async fn read_resuming(
+    client: Client,
+    workflow: Option<Uuid>,
+    mut events: baton_client::Events,
+    tx: mpsc::Sender<Msg>,
+) {
+    loop {
+        let why = loop {
+            match events.next().await {
+                Some(Ok(item)) => {
+                    if tx.send(Msg::Item(item)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => break e.to_string(),
+                None => break "the server ended it".to_owned(),
+            }
+        };
+        let note = format!("event stream lost ({why}); reconnecting");
+        if tx.send(Msg::Note(note)).await.is_err() {
+            return;
+        }
+        let last = events.last_event_id().map(str::to_owned);
+        let started = std::time::Instant::now();
+        let mut backoff = RECONNECT_BACKOFF_MIN;
+        events = loop {
+            tokio::time::sleep(backoff).await;
+            match client.events_after(workflow, last.as_deref()).await {
+                Ok(events) => break events,
+                Err(_) if started.elapsed() < RECONNECT_FOR => {
+                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                }
+                Err(e) => {
+                    let e = anyhow::Error::new(e).context(format!(
+                        "the event stream could not be opened again for {} s",
+                        RECONNECT_FOR.as_secs()
+                    ));
+                    let _ = tx.send(Msg::Failed(e)).await;
+                    return;
+                }
+            }
+        };
+        if tx
+            .send(Msg::Note("event stream resumed".into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
 }
 
@@ -133,8 +197,19 @@ impl View {
         out.flush()
     }
 
+    /// A note about the stream: on standard error, or in the live view.
+    fn stream_note(&mut self, note: String) {
+        match self {
+            View::Json | View::Plain(_) => eprintln!("note: {note}"),
+            View::Live(live) => live.note(note),
+        }
+    }
+
     fn lagged(&mut self, skipped: u64) {
-        let note = format!("fell behind: {skipped} transitions skipped");
+        let note = match skipped {
+            0 => "some transitions may have been missed; counts re-read".to_owned(),
+            n => format!("fell behind: {n} transitions skipped"),
+        };
         match self {
             View::Json | View::Plain(_) => eprintln!("warning: {note}"),
             View::Live(live) => live.note(note),
