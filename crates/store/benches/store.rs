@@ -16,7 +16,6 @@ use baton_core::*;
 use baton_store::postgres::{PgOptions, PgStore};
 use baton_store::sqlite::SqliteStore;
 use baton_store::*;
-use serde_json::json;
 use uuid::Uuid;
 
 fn now() -> Timestamp {
@@ -34,69 +33,6 @@ fn caps() -> BTreeSet<Capability> {
 
 fn batch(n: usize) -> SubmitBatch {
     workload::independent_tasks(n, &caps(), now()).unwrap()
-}
-
-fn record(task: &Task, event: Event) -> TransitionRecord {
-    TransitionRecord::apply(task, event, now()).unwrap()
-}
-
-/// `writers` tasks heartbeat concurrently for `span`; returns transitions/s and writes/commit.
-async fn transitions<S: Store + 'static>(
-    store: Arc<S>,
-    writers: usize,
-    span: Duration,
-) -> (f64, f64) {
-    store.submit(batch(writers)).await.unwrap();
-    let agent = AgentId(Uuid::now_v7());
-    let claimed = store
-        .claim(ClaimRequest {
-            agent,
-            capabilities: caps(),
-            leases: (0..writers).map(|_| LeaseId(Uuid::now_v7())).collect(),
-            now: now(),
-            max_held: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), writers, "claimed one task per writer");
-    let before = store.stats();
-    let started = Instant::now();
-    let mut handles = Vec::new();
-    for task in claimed {
-        let store = Arc::clone(&store);
-        handles.push(tokio::spawn(async move {
-            let token = task.fencing_token;
-            let rec = record(&task, Event::ExecutionStarted { agent, token });
-            let mut task = rec.task.clone();
-            store.apply(rec).await.unwrap();
-            let mut done = 1u64;
-            while started.elapsed() < span {
-                let rec = record(
-                    &task,
-                    Event::Heartbeat {
-                        agent,
-                        token,
-                        progress: Some(json!(done)),
-                    },
-                );
-                task = rec.task.clone();
-                store.apply(rec).await.unwrap();
-                done += 1;
-            }
-            done
-        }));
-    }
-    let mut total = 0;
-    for h in handles {
-        total += h.await.unwrap();
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let after = store.stats();
-    let commits = (after.commits - before.commits).max(1);
-    (
-        total as f64 / secs,
-        (after.writes - before.writes) as f64 / commits as f64,
-    )
 }
 
 /// Latency of claiming one task at a time from a queue of `n`.
@@ -149,7 +85,9 @@ fn fsyncs_per_second(dir: &std::path::Path, span: Duration) -> f64 {
 async fn run<S: Store + 'static>(name: &str, open: impl Fn() -> S, span: Duration, claims: usize) {
     for writers in [1, 4, 16, 64, 256] {
         let store = Arc::new(open());
-        let (tps, batch) = transitions(store, writers, span).await;
+        let (tps, batch) = workload::concurrent_heartbeats(store, writers, span)
+            .await
+            .unwrap();
         println!("{name:<10} writers {writers:>4}: {tps:>9.0} durable transitions/s, {batch:>6.1} writes/commit");
     }
     let store = open();

@@ -14,7 +14,7 @@ use baton_core::{
     apply, submit, AgentId, Capability, Event, FencingToken, LeaseId, StateKind, Submission, Task,
     TaskId, TaskSpec, Timestamp, WorkflowId,
 };
-use baton_store::{workload, AnyStore, ClaimRequest, Store, SubmitBatch, TransitionRecord};
+use baton_store::{workload, TransitionRecord};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -168,73 +168,8 @@ fn bench_caps() -> BTreeSet<Capability> {
     BTreeSet::from([Capability::from("bench")])
 }
 
-fn batch(n: usize) -> anyhow::Result<SubmitBatch> {
-    Ok(workload::independent_tasks(n, &bench_caps(), now())?)
-}
-
 fn record(task: &Task, event: Event) -> anyhow::Result<TransitionRecord> {
     Ok(TransitionRecord::apply(task, event, now())?)
-}
-
-/// `writers` leased tasks heartbeat concurrently for `span`, each waiting for its write to be
-/// durable before the next: returns transitions/s and writes per commit.
-async fn transitions(
-    store: Arc<AnyStore>,
-    writers: usize,
-    span: Duration,
-) -> anyhow::Result<(f64, f64)> {
-    store.submit(batch(writers)?).await?;
-    let agent = AgentId(Uuid::now_v7());
-    let claimed = store
-        .claim(ClaimRequest {
-            agent,
-            capabilities: bench_caps(),
-            leases: (0..writers).map(|_| LeaseId(Uuid::now_v7())).collect(),
-            now: now(),
-            max_held: None,
-        })
-        .await?;
-    if claimed.len() != writers {
-        bail!("claimed {} tasks for {writers} writers", claimed.len());
-    }
-    let before = store.stats();
-    let started = Instant::now();
-    let mut handles = Vec::new();
-    for task in claimed {
-        let store = Arc::clone(&store);
-        handles.push(tokio::spawn(async move {
-            let token = task.fencing_token;
-            let rec = record(&task, Event::ExecutionStarted { agent, token })?;
-            let mut task = rec.task.clone();
-            store.apply(rec).await?;
-            let mut done = 1u64;
-            while started.elapsed() < span {
-                let rec = record(
-                    &task,
-                    Event::Heartbeat {
-                        agent,
-                        token,
-                        progress: Some(json!(done)),
-                    },
-                )?;
-                task = rec.task.clone();
-                store.apply(rec).await?;
-                done += 1;
-            }
-            Ok::<u64, anyhow::Error>(done)
-        }));
-    }
-    let mut total = 0;
-    for h in handles {
-        total += h.await.context("a writer")??;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let after = store.stats();
-    let commits = (after.commits - before.commits).max(1);
-    Ok((
-        total as f64 / secs,
-        (after.writes - before.writes) as f64 / commits as f64,
-    ))
 }
 
 /// Raw fsync rate of the disk under `dir`: 4 KiB appends, each followed by `fdatasync`.
@@ -365,14 +300,15 @@ pub async fn store(common: &Common, args: StoreArgs) -> anyhow::Result<Report> {
         let mut per_commit = 0.0;
         let slice = span / ROUNDS as u32;
         for round in 0..ROUNDS {
-            let (tps, batch) = match transitions(Arc::clone(&store), w, slice).await {
-                Ok(out) => out,
-                Err(e) => {
-                    drop(store);
-                    target.cleanup().await?;
-                    return Err(e);
-                }
-            };
+            let (tps, batch) =
+                match workload::concurrent_heartbeats(Arc::clone(&store), w, slice).await {
+                    Ok(out) => out,
+                    Err(e) => {
+                        drop(store);
+                        target.cleanup().await?;
+                        return Err(e.into());
+                    }
+                };
             store_rounds.push(tps);
             per_commit += batch / ROUNDS as f64;
             if !target.is_postgres() {

@@ -195,30 +195,8 @@ impl Run {
 }
 
 /// Runs `cmd` to the end, killing it after [`WAIT_MAX`].
-pub fn run(mut cmd: Command) -> Run {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the command starts");
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let deadline = Instant::now() + WAIT_MAX;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("the command can be waited on") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the command did not finish within {WAIT_MAX:?}: {cmd:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    Run {
-        code: status.code(),
-        stdout: stdout.join().expect("stdout is read"),
-        stderr: stderr.join().expect("stderr is read"),
-    }
+pub fn run(cmd: Command) -> Run {
+    run_for(cmd, WAIT_MAX)
 }
 
 fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
