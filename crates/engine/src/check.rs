@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use baton_core::{replay, Event, EventKind, State, StateKind, TaskId, Timestamp, WorkflowId};
-use baton_store::{StateCounts, Store, StoreError, TaskFilter, PAGE_ROWS_MAX};
+use baton_store::{StateCounts, Store, StoreError, TaskFilter, TaskPages, PAGE_ROWS_MAX};
 
 /// Longest history read for one task.
 const HISTORY_MAX: usize = 100_000;
@@ -51,17 +51,8 @@ pub async fn check_store<S: Store>(
     let mut facts: HashMap<TaskId, Facts> = HashMap::new();
     let mut started: Vec<(TaskId, WorkflowId, Timestamp)> = Vec::new();
     let mut counted = StateCounts::default();
-    let mut after = None;
-    loop {
-        let page = store
-            .tasks(TaskFilter {
-                after,
-                limit: PAGE_ROWS_MAX,
-                ..TaskFilter::default()
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
+    let mut pages = TaskPages::new(TaskFilter::default());
+    while let Some(page) = pages.next(store).await? {
         for task in &page {
             report.tasks += 1;
             counted.0[task.kind().index()] += 1;

@@ -15,7 +15,7 @@ use baton_core::{
 };
 use baton_store::{
     AgentRecord, ClaimRequest, Edge, NewTask, NewWorkflow, Store, StoreError, SubmitBatch,
-    SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRef,
+    SubmitOutcome, TaskFilter, TaskPages, TransitionRecord, WorkflowRef,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
@@ -657,23 +657,13 @@ impl<S: Store + 'static> Engine<S> {
 
     async fn workflow_tasks(&self, workflow: WorkflowId) -> Result<Vec<Task>, EngineError> {
         let mut all = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .inner
-                .store
-                .tasks(TaskFilter {
-                    workflow: Some(workflow),
-                    state: None,
-                    after,
-                    limit: baton_store::PAGE_ROWS_MAX,
-                })
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            let full = page.len() == baton_store::PAGE_ROWS_MAX;
+        let mut pages = TaskPages::new(TaskFilter {
+            workflow: Some(workflow),
+            ..TaskFilter::default()
+        });
+        while let Some(page) = pages.next(&self.inner.store).await? {
             all.extend(page);
-            if !full || all.len() > TASKS_PER_WORKFLOW_MAX {
+            if all.len() > TASKS_PER_WORKFLOW_MAX {
                 break;
             }
         }

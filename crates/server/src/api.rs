@@ -216,29 +216,21 @@ pub async fn workflow_graph(
         ));
     }
     let mut nodes = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .tasks(TaskFilter {
-                workflow: Some(id),
-                state: None,
-                after,
-                limit: baton_store::PAGE_ROWS_MAX,
-            })
-            .await
-            .map_err(baton_engine::EngineError::from)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        let full = page.len() == baton_store::PAGE_ROWS_MAX;
+    let mut pages = baton_store::TaskPages::new(TaskFilter {
+        workflow: Some(id),
+        ..TaskFilter::default()
+    });
+    while let Some(page) = pages
+        .next(store)
+        .await
+        .map_err(baton_engine::EngineError::from)?
+    {
         nodes.extend(page.iter().map(|t| GraphNode {
             id: t.id.0,
             key: t.spec.key.0.clone(),
             state: t.kind(),
             attempt: t.attempt,
         }));
-        if !full {
-            break;
-        }
     }
     let edges = store
         .workflow_edges(id)

@@ -190,6 +190,42 @@ pub struct TaskFilter {
     pub limit: usize,
 }
 
+/// Every task a filter selects, read page by page in id order, [`PAGE_ROWS_MAX`] at a time:
+/// `while let Some(page) = pages.next(&store).await? { … }`.
+#[derive(Clone, Debug)]
+pub struct TaskPages {
+    filter: TaskFilter,
+    done: bool,
+}
+
+impl TaskPages {
+    /// From the start of `filter`'s selection (its `after` and `limit` are set here).
+    pub fn new(filter: TaskFilter) -> TaskPages {
+        TaskPages {
+            filter: TaskFilter {
+                after: None,
+                limit: PAGE_ROWS_MAX,
+                ..filter
+            },
+            done: false,
+        }
+    }
+
+    /// The next page, or `None` once every selected task has been read.
+    pub async fn next<S: Store>(&mut self, store: &S) -> Result<Option<Vec<Task>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = store.tasks(self.filter.clone()).await?;
+        self.done = page.len() < self.filter.limit;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        self.filter.after = Some(last.id);
+        Ok(Some(page))
+    }
+}
+
 /// Tasks per state, indexed by [`StateKind::index`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateCounts(pub [u64; 7]);

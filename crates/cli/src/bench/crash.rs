@@ -13,7 +13,6 @@ use anyhow::{bail, Context};
 use baton_client::wire::ClaimedTask;
 use baton_client::{Client, ClientError};
 use baton_core::{Capability, State};
-use baton_store::Store;
 use serde_json::json;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -316,17 +315,8 @@ async fn check(
     let store = target.open().await?;
     let report = baton_engine::check::check_store(&store, |_| {}).await?;
     let mut completed = HashMap::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .tasks(baton_store::TaskFilter {
-                after,
-                limit: baton_store::PAGE_ROWS_MAX,
-                ..Default::default()
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
+    let mut pages = baton_store::TaskPages::new(baton_store::TaskFilter::default());
+    while let Some(page) = pages.next(&store).await? {
         for t in &page {
             let token = match &t.state {
                 State::Completed { token, .. } => Some(token.0),

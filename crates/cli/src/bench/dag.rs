@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use baton_core::{StateKind, Task, WorkflowId};
 use baton_engine::EngineConfig;
-use baton_store::{Store, TaskFilter, PAGE_ROWS_MAX};
+use baton_store::{TaskFilter, TaskPages};
 use serde_json::{json, Value};
 
 use super::agents::{Fleet, FleetConfig, Shared, CAPABILITY};
@@ -297,23 +297,12 @@ async fn workflow_tasks(
     workflow: WorkflowId,
 ) -> anyhow::Result<Vec<Task>> {
     let mut all = Vec::new();
-    let mut after: Option<baton_core::TaskId> = None;
-    loop {
-        let page = store
-            .tasks(TaskFilter {
-                workflow: Some(workflow),
-                state: None,
-                after,
-                limit: PAGE_ROWS_MAX,
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        let full = page.len() == PAGE_ROWS_MAX;
+    let mut pages = TaskPages::new(TaskFilter {
+        workflow: Some(workflow),
+        ..TaskFilter::default()
+    });
+    while let Some(page) = pages.next(store).await? {
         all.extend(page);
-        if !full {
-            break;
-        }
     }
     Ok(all)
 }

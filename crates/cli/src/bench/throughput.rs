@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use baton_client::Client;
 use baton_core::StateKind;
 use baton_engine::EngineConfig;
-use baton_store::{AnyStore, Store, TaskFilter, PAGE_ROWS_MAX};
+use baton_store::{AnyStore, Store, TaskFilter, TaskPages, PAGE_ROWS_MAX};
 use serde_json::{json, Value};
 
 use super::agents::{Fleet, FleetConfig, Measured, Shared, CAPABILITY};
@@ -264,17 +264,8 @@ async fn submit_all(
 /// For every task assigned at least once: ready to assigned, in ms (server clock).
 pub async fn ready_to_assigned(store: &AnyStore) -> anyhow::Result<Vec<i64>> {
     let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .tasks(TaskFilter {
-                after,
-                limit: PAGE_ROWS_MAX,
-                ..TaskFilter::default()
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
+    let mut pages = TaskPages::new(TaskFilter::default());
+    while let Some(page) = pages.next(store).await? {
         for t in &page {
             if let (Some(p), Some(a)) = (
                 t.entered_at.get(StateKind::Pending),

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use baton_client::Client;
 use baton_core::{Capability, StateKind};
 use baton_engine::EngineConfig;
-use baton_store::{Store, TaskFilter, PAGE_ROWS_MAX};
+use baton_store::{Store, TaskFilter, TaskPages, PAGE_ROWS_MAX};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
@@ -197,17 +197,8 @@ async fn measure(node: &super::Node, tasks: usize, start_ms: u64) -> anyhow::Res
 
     let mut lag_ms = Vec::with_capacity(tasks);
     let mut requeued = 0;
-    let mut after = None;
-    loop {
-        let page = store
-            .tasks(TaskFilter {
-                after,
-                limit: PAGE_ROWS_MAX,
-                ..TaskFilter::default()
-            })
-            .await?;
-        let Some(l) = page.last() else { break };
-        after = Some(l.id);
+    let mut pages = TaskPages::new(TaskFilter::default());
+    while let Some(page) = pages.next(store).await? {
         for t in &page {
             if t.kind() != StateKind::Pending {
                 continue;

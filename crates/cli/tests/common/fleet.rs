@@ -18,7 +18,7 @@ use baton_core::{
     Capability, ErrorReport, Event, EventKind, RetryPolicy, StateKind, TaskKey, TaskSpec, Timeouts,
     WorkflowId,
 };
-use baton_store::{AnyStore, Store, TaskFilter, PAGE_ROWS_MAX};
+use baton_store::{AnyStore, Store, TaskFilter, TaskPages};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -508,24 +508,12 @@ pub struct Verified {
 /// violations found.
 pub async fn verify(store: &AnyStore, workflow: Uuid, acks: &[Ack]) -> Verified {
     let mut tasks = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .tasks(TaskFilter {
-                workflow: Some(WorkflowId(workflow)),
-                state: None,
-                after,
-                limit: PAGE_ROWS_MAX,
-            })
-            .await
-            .expect("the tasks are read");
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        let full = page.len() == PAGE_ROWS_MAX;
+    let mut pages = TaskPages::new(TaskFilter {
+        workflow: Some(WorkflowId(workflow)),
+        ..TaskFilter::default()
+    });
+    while let Some(page) = pages.next(store).await.expect("the tasks are read") {
         tasks.extend(page);
-        if !full {
-            break;
-        }
     }
     let mut verified = Verified {
         tasks: tasks.len(),
