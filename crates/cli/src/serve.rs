@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// An agent not heard from for this long is declared dead and loses its leases.
     #[arg(long, env = "BATON_AGENT_TTL_MS", default_value_t = 30_000)]
     pub agent_ttl_ms: u64,
+    /// A waiting claim looks for work again at least this often, whatever it was told: the
+    /// bound on how long a lost wake-up from another node can delay it.
+    #[arg(long, env = "BATON_CLAIM_RECHECK_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub claim_recheck_ms: u64,
     /// Log format.
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -157,6 +161,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Arc::new(SystemClock),
             EngineConfig {
                 agent_ttl_ms: args.agent_ttl_ms,
+                claim_recheck_ms: args.claim_recheck_ms,
             },
         );
         let loops = engine.start();

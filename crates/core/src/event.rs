@@ -9,9 +9,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::ids::Timestamp;
 use crate::ids::{AgentId, Capability, FencingToken, LeaseId, TaskId, TaskKey, WorkflowId};
 use crate::spec::TaskSpec;
-use crate::task::DeadlineKind;
+use crate::task::{DeadlineKind, Task, Timer};
 
 /// An agent's failure report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +242,19 @@ impl Event {
             | Event::ExecutionFailed { agent, token, .. }
             | Event::AssignmentReleased { agent, token } => Some((*agent, *token)),
             _ => None,
+        }
+    }
+}
+
+impl Task {
+    /// The event the watchdog sends when it finds the task's timer due at `now`: `retry` once
+    /// the backoff has passed, `timeout_expired` for a passed deadline; `None` when nothing is
+    /// due (the task changed since the timer was read).
+    pub fn on_timer(&self, now: Timestamp) -> Option<Event> {
+        match self.next_timer()? {
+            (_, at) if at > now => None,
+            (Timer::Retry, _) => Some(Event::Retry),
+            (Timer::Deadline(deadline), _) => Some(Event::TimeoutExpired { deadline }),
         }
     }
 }

@@ -31,4 +31,5 @@ pub use retry::backoff_ms;
 pub use spec::{AgentLostPolicy, CompensationSpec, RetryPolicy, SpecError, TaskSpec, Timeouts};
 pub use task::{
     CancelReason, DeadlineKind, Deadlines, EnteredAt, Lease, State, StateKind, Task, TaskError,
+    Timer,
 };

@@ -264,6 +264,15 @@ impl Deadlines {
     }
 }
 
+/// What a task's next timer is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// An armed watchdog deadline.
+    Deadline(DeadlineKind),
+    /// The scheduled retry of a failed attempt.
+    Retry,
+}
+
 /// When the task last entered each state, indexed by [`StateKind::index`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -304,6 +313,26 @@ pub struct Task {
 }
 
 impl Task {
+    /// The next moment the watchdog must look at the task: its earliest armed deadline or its
+    /// scheduled retry. The store indexes timers on this moment and the engine fires the event
+    /// [`Task::on_timer`] chooses, so both read the same rule.
+    pub fn next_timer(&self) -> Option<(Timer, Timestamp)> {
+        let deadline = self
+            .deadlines
+            .next()
+            .map(|(kind, at)| (Timer::Deadline(kind), at));
+        let retry = match self.state {
+            State::Failed {
+                retry_at: Some(at), ..
+            } => Some((Timer::Retry, at)),
+            _ => None,
+        };
+        match (deadline, retry) {
+            (Some(d), Some(r)) => Some(if r.1 < d.1 { r } else { d }),
+            (d, r) => d.or(r),
+        }
+    }
+
     pub fn kind(&self) -> StateKind {
         self.state.kind()
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::engine::TransitionEvent;
+use crate::stream::TransitionEvent;
 
 /// Pending outbound items before new ones are dropped (the fallback polls cover for them).
 pub(crate) const OUTBOUND_MAX: usize = 16_384;

@@ -5,21 +5,37 @@
 //! Invariants: nothing is acted on (answered, published, woken) before it is durable; every
 //! decision is taken from the task's current version, and a lost compare-and-set is decided
 //! again from the fresh version; durable effects run from the store's outbox, idempotently.
+//!
+//! Modules, by concern: `engine` (the shared state, start and stop), `intake`, `agents`,
+//! `transition`, `control`, `events` (+ `stream`, its data), `background`, `views`; `cluster`
+//! holds what nodes sharing a store tell each other.
 
+mod agents;
+mod background;
 pub mod check;
 mod clock;
 mod cluster;
+mod control;
 mod engine;
 mod error;
+mod events;
+mod ids;
+mod intake;
 mod metrics;
+mod stream;
 pub mod trace;
+mod transition;
+mod views;
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::validate_workflow;
-pub use engine::{
-    Engine, EngineConfig, OpenDependency, StreamPosition, Subscription, TransitionEvent,
-    WaitReason, WorkflowReceipt, WorkflowRequest, AGENT_CAPABILITIES_MAX, AGENT_CONCURRENCY_MAX,
-    CLAIM_TASKS_MAX, CLAIM_WAIT_MAX_MS, EVENT_BACKLOG_MAX, NAME_LEN_MAX,
+pub use agents::{
+    AGENT_CAPABILITIES_MAX, AGENT_CONCURRENCY_MAX, CLAIM_TASKS_MAX, CLAIM_WAIT_MAX_MS,
 };
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
+pub use ids::{IdSource, RandomIds, SeededIds};
+pub use intake::{validate_workflow, WorkflowReceipt, WorkflowRequest, NAME_LEN_MAX};
 pub use metrics::Metrics;
+pub use stream::{StreamPosition, Subscription, TransitionEvent, EVENT_BACKLOG_MAX};
+pub use transition::ReportContext;
+pub use views::{OpenDependency, WaitReason};

@@ -169,8 +169,14 @@ async fn many_agents_claiming_at_once_complete_every_task_exactly_once() {
                         .map(|t| {
                             let engine = engine.clone();
                             tokio::spawn(async move {
-                                let t = engine.report(t.id, started(&t)).await.unwrap();
-                                engine.report(t.id, succeeded(&t)).await.unwrap()
+                                let t = engine
+                                    .report(t.id, started(&t), Default::default())
+                                    .await
+                                    .unwrap();
+                                engine
+                                    .report(t.id, succeeded(&t), Default::default())
+                                    .await
+                                    .unwrap()
                             })
                         })
                         .collect();

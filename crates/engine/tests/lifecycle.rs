@@ -450,7 +450,7 @@ async fn success_and_timeout_racing_end_in_exactly_one_outcome() {
         tokio::spawn(async move {
             let mut outcomes = Vec::new();
             for t in &running {
-                outcomes.push(engine.report(t.id, succeeded(t)).await);
+                outcomes.push(engine.report(t.id, succeeded(t), Default::default()).await);
             }
             outcomes
         })

@@ -4,7 +4,7 @@
 
 mod common;
 
-use baton_engine::trace;
+use baton_engine::{trace, ReportContext};
 use common::*;
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
@@ -27,7 +27,14 @@ async fn transitions_are_spans_of_the_workflows_trace_linked_to_the_agents_spans
     let a = h.start(&a).await;
     let agent_span = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     h.engine
-        .report_traced(a.id, succeeded(&a), Some(agent_span))
+        .report(
+            a.id,
+            succeeded(&a),
+            ReportContext {
+                reporter: None,
+                traceparent: Some(agent_span),
+            },
+        )
         .await
         .unwrap();
     h.tick().await;

@@ -671,7 +671,11 @@ async fn report(
     let e = engine(s);
     let record = e.agent(AgentId(agent)).await?;
     caller.agent_named(&record.name)?;
-    let task = e.report_by(Some(&record), id, event, traceparent).await?;
+    let ctx = baton_engine::ReportContext {
+        reporter: Some(&record),
+        traceparent,
+    };
+    let task = e.report(id, event, ctx).await?;
     Ok(Json(answer(s, &task)))
 }
 

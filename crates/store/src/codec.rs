@@ -111,17 +111,9 @@ pub fn capset_fits(capset: &str, offered: &BTreeSet<Capability>) -> bool {
     capset.is_empty() || capset.split(',').all(|c| offered.iter().any(|o| o.0 == c))
 }
 
-/// When the watchdog must next look at the task: its earliest deadline or its retry time.
+/// When the watchdog must next look at the task (the core's [`Task::next_timer`]).
 pub fn timer_at(task: &Task) -> Option<Timestamp> {
-    let deadline = task.deadlines.next().map(|(_, at)| at);
-    let retry = match task.state {
-        State::Failed { retry_at, .. } => retry_at,
-        _ => None,
-    };
-    match (deadline, retry) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    task.next_timer().map(|(_, at)| at)
 }
 
 /// When the task became ready, for the claim order; `None` unless `Pending`.

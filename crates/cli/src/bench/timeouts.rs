@@ -47,6 +47,7 @@ pub async fn run(common: &Common, args: TimeoutsArgs) -> anyhow::Result<Report> 
     // Agents must not be declared dead meanwhile: that would take the leases back too.
     let config = EngineConfig {
         agent_ttl_ms: 24 * 3_600_000,
+        ..EngineConfig::default()
     };
     let nodes = start_nodes(&target, 1, config).await?;
     let out = measure(&nodes[0], tasks, start_ms).await;

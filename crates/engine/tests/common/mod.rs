@@ -193,7 +193,7 @@ impl Harness {
         id: TaskId,
         event: Event,
     ) -> Result<Task, baton_engine::EngineError> {
-        self.engine.report(id, event).await
+        self.engine.report(id, event, Default::default()).await
     }
 
     /// Claims the task (which must be the one handed out), starts it and completes it.

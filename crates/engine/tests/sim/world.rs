@@ -50,7 +50,9 @@ use baton_core::{
     Timestamp, WorkflowId,
 };
 use baton_engine::check::check_store;
-use baton_engine::{Clock, Engine, EngineConfig, EngineError, ManualClock, WorkflowRequest};
+use baton_engine::{
+    Clock, Engine, EngineConfig, EngineError, ManualClock, SeededIds, WorkflowRequest,
+};
 use baton_store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use baton_store::{StateCounts, Store, TaskFilter, PAGE_ROWS_MAX};
 use serde_json::{json, Value};
@@ -319,6 +321,7 @@ struct Sim {
     _dir: TempDir,
     path: PathBuf,
     clock: Arc<ManualClock>,
+    ids: Arc<SeededIds>,
     faults: Arc<Faults>,
     trace: Arc<Trace>,
     engine: Option<Engine<FaultyStore>>,
@@ -336,7 +339,12 @@ struct Sim {
     counters: RunStats,
 }
 
-fn open(path: &Path, clock: &Arc<ManualClock>, faults: &Arc<Faults>) -> Engine<FaultyStore> {
+fn open(
+    path: &Path,
+    clock: &Arc<ManualClock>,
+    ids: &Arc<SeededIds>,
+    faults: &Arc<Faults>,
+) -> Engine<FaultyStore> {
     // A restart here is a process crash, never a power loss: the store may skip the flush.
     let store = SqliteStore::open_with(
         path,
@@ -347,11 +355,13 @@ fn open(path: &Path, clock: &Arc<ManualClock>, faults: &Arc<Faults>) -> Engine<F
     )
     .expect("the store opens");
     let clock: Arc<dyn Clock> = clock.clone();
-    Engine::new(
+    Engine::with_ids(
         FaultyStore::new(store, Arc::clone(faults)),
         clock,
+        ids.clone(),
         EngineConfig {
             agent_ttl_ms: AGENT_TTL_MS,
+            ..EngineConfig::default()
         },
     )
 }
@@ -416,7 +426,9 @@ impl Sim {
         .expect("a temporary directory");
         let path = dir.path().join("baton.db");
         let clock = Arc::new(ManualClock::new(T0));
-        let engine = open(&path, &clock, &faults);
+        // Ids and seeds from the run's seed, kept across restarts: a seed replays exactly.
+        let ids = Arc::new(SeededIds::new(seed));
+        let engine = open(&path, &clock, &ids, &faults);
         trace.push(format!("seed {seed}: fault rates {rates:?}"));
         Sim {
             seed,
@@ -424,6 +436,7 @@ impl Sim {
             _dir: dir,
             path,
             clock,
+            ids,
             faults,
             trace,
             engine: Some(engine),
@@ -514,7 +527,7 @@ impl Sim {
         name
     }
 
-    /// `wf-3/t2`: stable across runs of the same seed, unlike ids.
+    /// `wf-3/t2`: a task as the trace names it, readable where ids are not.
     async fn label(&self, id: TaskId) -> String {
         if let Some(l) = self.labels.lock().unwrap().get(&id) {
             return l.clone();
@@ -735,7 +748,10 @@ impl Sim {
         kind: Report,
         event: Event,
     ) -> Result<Answer, String> {
-        let res = self.engine().report(task, event.clone()).await;
+        let res = self
+            .engine()
+            .report(task, event.clone(), Default::default())
+            .await;
         let label = self.label(task).await;
         let name = self.agents[i].name.clone();
         let me = self.agents[i].id;
@@ -1109,7 +1125,10 @@ impl Sim {
                 return Ok(());
             }
         }
-        let res = self.engine().report(task, event.clone()).await;
+        let res = self
+            .engine()
+            .report(task, event.clone(), Default::default())
+            .await;
         let after = self.task(task).await;
         self.log(format!(
             "{what}: {} on {label} ({} v{}, token {}) -> {}",
@@ -1380,7 +1399,7 @@ impl Sim {
 
     async fn restart(&mut self) -> Result<(), String> {
         drop(self.engine.take());
-        self.engine = Some(open(&self.path, &self.clock, &self.faults));
+        self.engine = Some(open(&self.path, &self.clock, &self.ids, &self.faults));
         self.counters.restarts += 1;
         self.log("restart: engine and store dropped, the file reopened");
         // Recovery: the first round of the new process runs what the old one left undone.

@@ -61,6 +61,7 @@ impl TestServer {
             Arc::clone(&clock) as Arc<dyn Clock>,
             EngineConfig {
                 agent_ttl_ms: 60_000,
+                ..EngineConfig::default()
             },
         );
         engine.start();

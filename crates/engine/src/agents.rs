@@ -1,0 +1,205 @@
+//! Agents: registration, liveness (an agent is online while heard from within
+//! `agent_ttl_ms`), and claims, the long poll that hands ready tasks to an agent.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use baton_core::{AgentId, Capability, LeaseId, StateKind, Task, TaskSpec};
+use baton_store::{AgentRecord, ClaimRequest, Store};
+use tracing::info;
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::intake::NAME_LEN_MAX;
+
+/// How many times per liveness window a busy agent's `last_seen` is written at most.
+const LIVENESS_WRITES_PER_TTL: u64 = 10;
+/// Most tasks one claim may ask for.
+pub const CLAIM_TASKS_MAX: usize = 256;
+/// Longest a claim may wait for work.
+pub const CLAIM_WAIT_MAX_MS: u64 = 60_000;
+/// Most capabilities an agent may offer.
+pub const AGENT_CAPABILITIES_MAX: usize = 64;
+/// Highest concurrency an agent may ask for.
+pub const AGENT_CONCURRENCY_MAX: u32 = 10_000;
+
+impl<S: Store + 'static> Engine<S> {
+    /// Registers an agent (or re-registers it under its id, keeping when it first came).
+    pub async fn register_agent(
+        &self,
+        id: Option<AgentId>,
+        name: String,
+        capabilities: BTreeSet<Capability>,
+        concurrency: u32,
+    ) -> Result<AgentRecord, EngineError> {
+        validate_agent(&name, &capabilities, concurrency)?;
+        let now = self.now();
+        let id = id.unwrap_or_else(|| AgentId(self.inner.ids.id()));
+        let registered_at = match self.inner.store.agent(id).await? {
+            Some(existing) => existing.registered_at,
+            None => now,
+        };
+        let record = AgentRecord {
+            id,
+            name,
+            capabilities,
+            concurrency,
+            registered_at,
+            last_seen: now,
+        };
+        self.inner.store.upsert_agent(record.clone()).await?;
+        info!(agent = %id, name = %record.name, "agent registered");
+        self.inner.work.notify_waiters();
+        Ok(record)
+    }
+
+    /// Records that the agent was heard from, at most once per tenth of its liveness window:
+    /// a report need not cost a second write.
+    pub(crate) async fn refresh_liveness(
+        &self,
+        mut record: AgentRecord,
+    ) -> Result<AgentRecord, EngineError> {
+        let now = self.now();
+        let slack = self.inner.config.agent_ttl_ms / LIVENESS_WRITES_PER_TTL;
+        if record.last_seen.plus_ms(slack) < now {
+            record.last_seen = now;
+            self.inner.store.upsert_agent(record.clone()).await?;
+        }
+        Ok(record)
+    }
+
+    /// Keeps an agent alive.
+    pub async fn agent_keepalive(&self, id: AgentId) -> Result<AgentRecord, EngineError> {
+        let mut agent = self.agent(id).await?;
+        agent.last_seen = self.now();
+        self.inner.store.upsert_agent(agent.clone()).await?;
+        Ok(agent)
+    }
+
+    pub async fn agent(&self, id: AgentId) -> Result<AgentRecord, EngineError> {
+        self.inner
+            .store
+            .agent(id)
+            .await?
+            .ok_or(EngineError::AgentNotFound(id))
+    }
+
+    pub fn agent_online(&self, agent: &AgentRecord) -> bool {
+        agent.last_seen.plus_ms(self.inner.config.agent_ttl_ms) >= self.now()
+    }
+
+    // ---- claims -----------------------------------------------------------------------
+
+    /// Hands the agent up to `max` ready tasks it can run (highest priority, then longest
+    /// ready), waiting up to `wait` for some to appear. Counts as a keep-alive.
+    pub async fn claim(
+        &self,
+        agent: AgentId,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Task>, EngineError> {
+        if !(1..=CLAIM_TASKS_MAX).contains(&max) {
+            return Err(EngineError::invalid(
+                "max",
+                format!("between 1 and {CLAIM_TASKS_MAX}"),
+            ));
+        }
+        if wait > Duration::from_millis(CLAIM_WAIT_MAX_MS) {
+            return Err(EngineError::invalid(
+                "wait_ms",
+                format!("at most {CLAIM_WAIT_MAX_MS}"),
+            ));
+        }
+        let _in_progress = self.inner.metrics.claim_started();
+        let record = self.refresh_liveness(self.agent(agent).await?).await?;
+        let give_up = tokio::time::Instant::now() + wait;
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            let work = self.inner.work.notified();
+            tokio::pin!(work);
+            work.as_mut().enable();
+            if self.stopping() {
+                return Err(EngineError::ShuttingDown);
+            }
+            // The store counts the agent's leases in the claim's own transaction, so its
+            // concurrency limit holds however many claims of it run at once, on any node.
+            let started = std::time::Instant::now();
+            let tasks = self
+                .inner
+                .store
+                .claim(ClaimRequest {
+                    agent,
+                    capabilities: record.capabilities.clone(),
+                    leases: (0..max.min(record.concurrency as usize))
+                        .map(|_| LeaseId(self.inner.ids.id()))
+                        .collect(),
+                    now: self.now(),
+                    max_held: Some(record.concurrency),
+                })
+                .await?;
+            if !tasks.is_empty() {
+                self.inner.metrics.claimed(started.elapsed().as_secs_f64());
+                for task in &tasks {
+                    self.record(
+                        task,
+                        Some(StateKind::Pending),
+                        baton_core::EventKind::AgentAssigned,
+                        Some(agent),
+                        None,
+                    );
+                }
+                for task in &tasks {
+                    if let Some((_, at)) = task.next_timer() {
+                        self.inner.timers.arm(at);
+                    }
+                }
+                return Ok(tasks);
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Ok(Vec::new());
+            }
+            tokio::select! {
+                _ = &mut work => {}
+                // A wake-up lost between nodes only delays a waiting claim.
+                _ = tokio::time::sleep(Duration::from_millis(self.inner.config.claim_recheck_ms)) => {}
+                _ = tokio::time::sleep_until(give_up) => return Ok(Vec::new()),
+                _ = shutdown.changed() => return Err(EngineError::ShuttingDown),
+            }
+        }
+    }
+
+    // ---- events -------------------------------------------------------------------------
+}
+
+fn validate_agent(
+    name: &str,
+    capabilities: &BTreeSet<Capability>,
+    concurrency: u32,
+) -> Result<(), EngineError> {
+    if name.is_empty() || name.len() > NAME_LEN_MAX {
+        return Err(EngineError::invalid(
+            "name",
+            format!("1 to {NAME_LEN_MAX} bytes"),
+        ));
+    }
+    if capabilities.len() > AGENT_CAPABILITIES_MAX {
+        return Err(EngineError::invalid(
+            "capabilities",
+            format!("at most {AGENT_CAPABILITIES_MAX} capabilities"),
+        ));
+    }
+    for c in capabilities {
+        let mut probe = TaskSpec::new("probe");
+        probe.capabilities.insert(c.clone());
+        probe
+            .validate()
+            .map_err(|e| EngineError::invalid("capabilities[]", e.expected))?;
+    }
+    if !(1..=AGENT_CONCURRENCY_MAX).contains(&concurrency) {
+        return Err(EngineError::invalid(
+            "concurrency",
+            format!("between 1 and {AGENT_CONCURRENCY_MAX}"),
+        ));
+    }
+    Ok(())
+}

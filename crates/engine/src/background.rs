@@ -1,0 +1,446 @@
+//! Background work, run by the node that leads (the store says which): the watchdog fires
+//! due deadlines and retries and takes back the leases of dead agents; the effect runner
+//! carries out durable effects from the store's outbox (releasing, failing or reviving
+//! dependents, compensation tasks). Every handler is idempotent and decides from the task's
+//! current version, so a round run twice (after a crash, or by an old leader) changes
+//! nothing the second time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_core::{Effect, Event, State, StateKind, Task, TaskId, TaskSpec, Timestamp};
+use baton_store::{Store, StoreError, SubmitBatch, WorkflowRef};
+use tokio::sync::{watch, Notify};
+use tracing::{debug, info, warn};
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::intake::{new_task, submission_of};
+use crate::transition::Cause;
+
+/// Due timers handled per watchdog round.
+const TIMERS_PER_ROUND_MAX: usize = 512;
+/// Outbox items handled per round.
+const OUTBOX_PER_ROUND_MAX: usize = 256;
+/// Released tasks handled per round.
+const RELEASED_PER_ROUND_MAX: usize = 512;
+/// Due timers or released tasks whose transitions run at once (their writes share commits).
+const EFFECTS_IN_FLIGHT_MAX: usize = 64;
+/// Longest a watchdog or outbox loop sleeps without looking (a lost notification only delays).
+const IDLE_POLL_MS: u64 = 1_000;
+
+/// When the watchdog must look next, as the committed transitions' timer effects say: an
+/// armed deadline or a scheduled retry earlier than the watchdog's planned wake-up wakes it;
+/// a later one does not (it would find nothing due).
+#[derive(Debug)]
+pub(crate) struct TimerAlarm {
+    /// Until when the watchdog sleeps; `u64::MAX` while it runs a round, so that whatever is
+    /// armed meanwhile wakes it again.
+    wake_at_ms: AtomicU64,
+    wake: Notify,
+}
+
+impl Default for TimerAlarm {
+    fn default() -> TimerAlarm {
+        TimerAlarm {
+            wake_at_ms: AtomicU64::new(u64::MAX),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl TimerAlarm {
+    /// A timer at `at` was armed.
+    pub(crate) fn arm(&self, at: Timestamp) {
+        if at.0 < self.wake_at_ms.load(Ordering::Acquire) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Timers may have changed elsewhere (another node): look again.
+    pub(crate) fn poke(&self) {
+        self.wake.notify_one();
+    }
+}
+
+impl<S: Store + 'static> Engine<S> {
+    pub(crate) async fn watchdog_loop(&self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let alarm = &self.inner.timers;
+        while !self.stopping() {
+            let woken = alarm.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            alarm.wake_at_ms.store(u64::MAX, Ordering::Release);
+            if !self.leading_or_wait(&mut shutdown).await {
+                continue;
+            }
+            if let Err(e) = self.fire_timers().await {
+                warn!(error = %e, "watchdog round failed");
+            }
+            if let Err(e) = self.reap_dead_agents().await {
+                warn!(error = %e, "agent liveness round failed");
+            }
+            let idle = self.now().plus_ms(IDLE_POLL_MS);
+            let next = match self.inner.store.next_timer().await {
+                Ok(Some(t)) => t.min(idle),
+                _ => idle,
+            };
+            // A timer armed from here on earlier than `next` wakes the loop; one armed since
+            // the store was read already has (the wake-up is stored until awaited).
+            alarm.wake_at_ms.store(next.0, Ordering::Release);
+            let clock = Arc::clone(&self.inner.clock);
+            tokio::select! {
+                _ = clock.sleep_until(next) => {}
+                _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
+                _ = &mut woken => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    pub(crate) async fn effects_loop(&self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        while !self.stopping() {
+            let outbox = self.inner.outbox.notified();
+            tokio::pin!(outbox);
+            outbox.as_mut().enable();
+            if !self.leading_or_wait(&mut shutdown).await {
+                continue;
+            }
+            if let Err(e) = self.run_effects().await {
+                warn!(error = %e, "effect round failed");
+            }
+            tokio::select! {
+                _ = &mut outbox => {}
+                _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Whether to run a round of periodic work now; when another node leads, waits one poll
+    /// interval first.
+    async fn leading_or_wait(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        if self.lead().await {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
+            _ = shutdown.changed() => {}
+        }
+        false
+    }
+
+    /// Whether this node runs the periodic work now (the store says who leads).
+    async fn lead(&self) -> bool {
+        match self.inner.store.try_lead().await {
+            Ok(leading) => leading,
+            Err(e) => {
+                warn!(error = %e, "cannot tell whether this node leads");
+                false
+            }
+        }
+    }
+
+    /// One watchdog round: fires every due deadline and retry, and declares silent agents
+    /// dead. The background loop calls it; tests call it after moving a manual clock.
+    pub async fn tick(&self) -> Result<(), EngineError> {
+        if !self.inner.store.try_lead().await? {
+            return Ok(());
+        }
+        self.fire_timers().await?;
+        self.reap_dead_agents().await?;
+        while self.run_effects().await? > 0 {}
+        Ok(())
+    }
+
+    /// Fires the due timers, each decided from the task's current version: a task completed
+    /// a moment before its deadline passed stays completed.
+    async fn fire_timers(&self) -> Result<usize, EngineError> {
+        let now = self.now();
+        let due = self
+            .inner
+            .store
+            .due_timers(now, TIMERS_PER_ROUND_MAX)
+            .await?;
+        let mut fired = 0;
+        // Several at once, so that their writes share commits instead of one flush each.
+        for chunk in due.chunks(EFFECTS_IN_FLIGHT_MAX) {
+            let outcomes = join_all(chunk.iter().map(|(id, _)| {
+                self.transition(*id, move |task| task.on_timer(now), Cause::default())
+            }))
+            .await;
+            for ((id, _), outcome) in chunk.iter().zip(outcomes) {
+                match outcome {
+                    Ok(_) => fired += 1,
+                    Err(EngineError::Rejected(r)) => debug!(task = %id, "timer refused: {r}"),
+                    Err(EngineError::TaskNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(fired)
+    }
+
+    /// Takes the leases of agents not heard from within the liveness window.
+    async fn reap_dead_agents(&self) -> Result<(), EngineError> {
+        let now = self.now();
+        for agent in self.inner.store.agents().await? {
+            if agent.last_seen.plus_ms(self.inner.config.agent_ttl_ms) >= now {
+                continue;
+            }
+            for id in self.inner.store.leased_to(agent.id).await? {
+                let lost = |task: &Task| {
+                    let lease = task.state.lease()?;
+                    (lease.agent == agent.id).then_some(Event::AgentLost {
+                        agent: agent.id,
+                        token: lease.token,
+                    })
+                };
+                match self.transition(id, lost, Cause::default()).await {
+                    Ok(task) => {
+                        info!(task = %id, agent = %agent.id, to = %task.kind(), "lease of a dead agent taken back")
+                    }
+                    Err(EngineError::Rejected(_) | EngineError::TaskNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out durable effects from the outbox, then releases blocked tasks whose
+    /// dependencies all completed. Every handler is idempotent: an item done twice (after a
+    /// crash, or by two nodes) changes nothing the second time.
+    async fn run_effects(&self) -> Result<usize, EngineError> {
+        let items = self.inner.store.outbox(OUTBOX_PER_ROUND_MAX).await?;
+        let mut done = Vec::with_capacity(items.len());
+        for item in &items {
+            match self.run_effect(item.task, &item.effect).await {
+                Ok(()) => done.push(item.id),
+                Err(e) => warn!(task = %item.task, error = %e, "effect failed; will retry"),
+            }
+        }
+        let acked = done.len();
+        if !done.is_empty() {
+            self.inner.store.ack_outbox(done).await?;
+        }
+        let released = self.release_ready().await?;
+        Ok(acked + released)
+    }
+
+    async fn run_effect(&self, id: TaskId, effect: &Effect) -> Result<(), EngineError> {
+        match effect {
+            Effect::ReleaseDependents => {
+                self.release_ready().await?;
+            }
+            Effect::FailDependents => {
+                let task = self.load(id).await?;
+                for dependent in self.inner.store.dependents(id).await? {
+                    let upstream = task.spec.key.clone();
+                    let fail = |d: &Task| {
+                        (d.kind() == StateKind::Blocked).then(|| Event::UpstreamFailed {
+                            upstream: upstream.clone(),
+                        })
+                    };
+                    applied(self.transition(dependent, fail, Cause::default()).await)?;
+                }
+            }
+            Effect::ReviveDependents => {
+                let task = self.load(id).await?;
+                for dependent in self.inner.store.dependents(id).await? {
+                    let upstream = task.spec.key.clone();
+                    let revive = |d: &Task| match &d.state {
+                        State::Cancelled {
+                            reason: baton_core::CancelReason::Upstream { upstream: cause },
+                        } if *cause == upstream => Some(Event::UpstreamRevived {
+                            upstream: upstream.clone(),
+                        }),
+                        _ => None,
+                    };
+                    applied(self.transition(dependent, revive, Cause::default()).await)?;
+                    self.catch_up_dependencies(dependent).await?;
+                    self.cancel_if_upstream_ended(dependent).await?;
+                }
+            }
+            Effect::Compensate { spec } => {
+                let task = self.load(id).await?;
+                let mut comp = TaskSpec::new(spec.key.0.clone());
+                comp.capabilities = spec.capabilities.clone();
+                comp.input = serde_json::json!({
+                    "compensates": task.spec.key,
+                    "task": task.id,
+                    "input": spec.input,
+                    "error": task.errors.last(),
+                });
+                comp.priority = task.spec.priority;
+                let now = self.now().max(task.updated_at);
+                let (new, t) = new_task(
+                    task.workflow,
+                    TaskId(self.inner.ids.id()),
+                    comp,
+                    Vec::new(),
+                    self.inner.ids.seed(),
+                    now,
+                )?;
+                let batch = SubmitBatch {
+                    workflow: WorkflowRef::Existing(task.workflow),
+                    tasks: vec![new],
+                    edges: Vec::new(),
+                    transitions: Vec::new(),
+                };
+                match self.inner.store.submit(batch).await {
+                    Ok(_) => {
+                        info!(task = %id, compensation = %t.task.id, "compensation task created");
+                        self.inner.metrics.compensation();
+                        self.after_commit(&t, &Event::Submitted(submission_of(&t)), None);
+                    }
+                    Err(StoreError::DuplicateKey { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sub-tasks added while the task was cancelled are in the graph but not in its own list
+    /// of dependencies: once it is blocked again, `dependency_added` brings them in, so that
+    /// its record, `upstream_failed` and the check all see what it waits for. Idempotent.
+    pub(crate) async fn catch_up_dependencies(&self, id: TaskId) -> Result<(), EngineError> {
+        let task = self.load(id).await?;
+        if task.kind() != StateKind::Blocked {
+            return Ok(());
+        }
+        for dep in self.inner.store.dependencies(id).await? {
+            if task.dependencies.contains(&dep.key) {
+                continue;
+            }
+            let add = |t: &Task| {
+                (t.kind() == StateKind::Blocked && !t.dependencies.contains(&dep.key)).then(|| {
+                    Event::DependencyAdded {
+                        dependency: dep.key.clone(),
+                    }
+                })
+            };
+            applied(self.transition(id, add, Cause::default()).await)?;
+        }
+        Ok(())
+    }
+
+    /// A revived task may still wait for another dependency that ended failed (for good) or
+    /// cancelled: that one's `upstream_failed` was sent while the task was already cancelled,
+    /// so without this the task (and everything below it) would stay blocked for ever. It is
+    /// cancelled again, naming that dependency; if that dependency is itself revived later, its
+    /// own revival brings the task back. Idempotent: only a blocked task is touched.
+    async fn cancel_if_upstream_ended(&self, id: TaskId) -> Result<(), EngineError> {
+        for dep in self.inner.store.dependencies(id).await? {
+            if !matches!(dep.state, StateKind::Failed | StateKind::Cancelled) {
+                continue;
+            }
+            let ended = match self.inner.store.task(dep.id).await? {
+                Some(t) => t.state.is_terminal(),
+                None => false,
+            };
+            if ended {
+                let fail = |d: &Task| {
+                    (d.kind() == StateKind::Blocked).then(|| Event::UpstreamFailed {
+                        upstream: dep.key.clone(),
+                    })
+                };
+                applied(self.transition(id, fail, Cause::default()).await)?;
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `dependencies_met` to blocked tasks whose dependencies all completed (the store
+    /// counts open dependencies in the transaction that completes each one).
+    async fn release_ready(&self) -> Result<usize, EngineError> {
+        let mut released = 0;
+        loop {
+            let ready = self
+                .inner
+                .store
+                .released_blocked(RELEASED_PER_ROUND_MAX)
+                .await?;
+            let before = released;
+            let met = |t: &Task| {
+                (t.kind() == StateKind::Blocked).then(|| Event::DependenciesMet {
+                    completed: t.dependencies.clone(),
+                })
+            };
+            // Several at once, so that their writes share commits instead of one flush each.
+            for chunk in ready.chunks(EFFECTS_IN_FLIGHT_MAX) {
+                let outcomes = join_all(chunk.iter().map(|id| self.release(*id, met))).await;
+                for outcome in outcomes {
+                    if applied(outcome)? {
+                        released += 1;
+                    }
+                }
+            }
+            if ready.len() < RELEASED_PER_ROUND_MAX || released == before {
+                return Ok(released);
+            }
+        }
+    }
+
+    /// Sends `met` to `id`, stamped after the last of its dependencies completed.
+    async fn release(
+        &self,
+        id: TaskId,
+        met: impl Fn(&Task) -> Option<Event>,
+    ) -> Result<Task, EngineError> {
+        let dependencies = self.inner.store.dependencies(id).await?;
+        let last = dependencies.iter().map(|d| d.updated_at).max();
+        self.transition(
+            id,
+            met,
+            Cause {
+                link: None,
+                after: last.unwrap_or(Timestamp(0)),
+            },
+        )
+        .await
+    }
+
+    // ---- views ----------------------------------------------------------------------------
+}
+
+/// Awaits every future, all polled together on this task (in order, so a deterministic store
+/// gives a deterministic run); returns their outputs in order.
+async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// Whether an effect's transition was applied; a refusal means it was already done (or no
+/// longer applies), which is not an error for an idempotent effect.
+fn applied<T>(r: Result<T, EngineError>) -> Result<bool, EngineError> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(EngineError::Rejected(_) | EngineError::TaskNotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}

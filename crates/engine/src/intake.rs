@@ -1,0 +1,443 @@
+//! Intake: workflows submitted (validated in full, then stored in one transaction) and
+//! sub-tasks added to a running workflow by the agent executing their parent
+//! (decomposition).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use baton_core::dag::TASKS_PER_WORKFLOW_MAX;
+use baton_core::{
+    apply, AgentId, Dag, Event, FencingToken, State, StateKind, Submission, Task, TaskId, TaskKey,
+    TaskSpec, Timestamp, Transition, WorkflowId,
+};
+use baton_store::{
+    Edge, NewTask, NewWorkflow, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
+    TaskPages, TransitionRecord, WorkflowRef,
+};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::transition::CAS_RETRIES_MAX;
+
+/// Longest workflow name, in bytes.
+pub const NAME_LEN_MAX: usize = 256;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowRequest {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// What a submission created (or, for a repeated idempotency key, had created).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowReceipt {
+    pub workflow: WorkflowId,
+    /// Task ids by key.
+    pub tasks: Vec<(TaskKey, TaskId)>,
+    /// `false` when an earlier submission with the same idempotency key is returned.
+    pub created: bool,
+}
+
+impl<S: Store + 'static> Engine<S> {
+    pub async fn submit_workflow(
+        &self,
+        req: WorkflowRequest,
+    ) -> Result<WorkflowReceipt, EngineError> {
+        validate_workflow(&req)?;
+        let now = self.now();
+        let workflow = WorkflowId(self.inner.ids.id());
+        let ids: HashMap<&TaskKey, TaskId> = req
+            .tasks
+            .iter()
+            .map(|t| (&t.key, TaskId(self.inner.ids.id())))
+            .collect();
+        let mut tasks = Vec::with_capacity(req.tasks.len());
+        let mut edges = Vec::new();
+        let mut transitions = Vec::with_capacity(req.tasks.len());
+        for spec in &req.tasks {
+            let id = ids[&spec.key];
+            for dep in &spec.depends_on {
+                edges.push(Edge {
+                    dependency: ids[dep],
+                    dependent: id,
+                });
+            }
+            let (new, t) = new_task(
+                workflow,
+                id,
+                spec.clone(),
+                Vec::new(),
+                self.inner.ids.seed(),
+                now,
+            )?;
+            tasks.push(new);
+            transitions.push(t);
+        }
+        let batch = SubmitBatch {
+            workflow: WorkflowRef::New(NewWorkflow {
+                id: workflow,
+                name: req.name.clone(),
+                idempotency_key: req.idempotency_key.clone(),
+                request_hash: request_hash(&req),
+                created_at: now,
+            }),
+            tasks,
+            edges,
+            transitions: Vec::new(),
+        };
+        match self.inner.store.submit(batch).await? {
+            SubmitOutcome::Created { workflow } => {
+                for t in &transitions {
+                    self.after_commit(t, &Event::Submitted(submission_of(t)), None);
+                }
+                info!(workflow = %workflow, tasks = transitions.len(), "workflow submitted");
+                let mut keys: Vec<(TaskKey, TaskId)> =
+                    ids.into_iter().map(|(k, id)| (k.clone(), id)).collect();
+                keys.sort_by_key(|(_, id)| *id);
+                Ok(WorkflowReceipt {
+                    workflow,
+                    tasks: keys,
+                    created: true,
+                })
+            }
+            SubmitOutcome::Existing { workflow, tasks } => Ok(WorkflowReceipt {
+                workflow,
+                tasks,
+                created: false,
+            }),
+        }
+    }
+
+    /// Decomposition: the agent executing `parent` adds sub-tasks to its workflow; the
+    /// parent's dependents then also wait for every sub-task.
+    pub async fn add_subtasks(
+        &self,
+        parent: TaskId,
+        agent: AgentId,
+        token: FencingToken,
+        specs: Vec<TaskSpec>,
+    ) -> Result<Vec<(TaskKey, TaskId)>, EngineError> {
+        if specs.is_empty() {
+            return Err(EngineError::invalid("tasks", "at least one sub-task"));
+        }
+        for (i, spec) in specs.iter().enumerate() {
+            spec.validate()
+                .map_err(|e| EngineError::invalid(format!("tasks[{i}].{}", e.field), e.expected))?;
+        }
+        for _ in 0..CAS_RETRIES_MAX {
+            let task = self.load(parent).await?;
+            match &task.state {
+                State::Executing { lease, .. } if lease.token == token && lease.agent == agent => {}
+                _ => {
+                    return Err(EngineError::Rejected(Box::new(baton_core::Rejection {
+                        task: parent,
+                        state: Some(task.kind()),
+                        event: baton_core::EventKind::DependencyAdded,
+                        refusal: baton_core::Refusal::GuardFailed {
+                            guard: "current lease".into(),
+                            detail: format!(
+                                "only the agent executing the task under its current lease \
+                                 (token {}) may add sub-tasks",
+                                task.fencing_token
+                            ),
+                        },
+                    })))
+                }
+            }
+            let existing = self.workflow_tasks(task.workflow).await?;
+            let mut dag = Dag::build(
+                existing
+                    .iter()
+                    .map(|t| (&t.spec.key, t.dependencies.as_slice())),
+            )?;
+            let dependents: Vec<&Task> = existing
+                .iter()
+                .filter(|t| t.dependencies.contains(&task.spec.key))
+                .collect();
+            let new_edges: Vec<(TaskKey, TaskKey)> = dependents
+                .iter()
+                .flat_map(|d| specs.iter().map(|s| (d.spec.key.clone(), s.key.clone())))
+                .collect();
+            dag.extend(
+                specs.iter().map(|s| (&s.key, s.depends_on.as_slice())),
+                new_edges.iter().map(|(a, b)| (a, b)),
+            )?;
+            let by_key: HashMap<&TaskKey, &Task> =
+                existing.iter().map(|t| (&t.spec.key, t)).collect();
+            validate_subtasks(&specs, &by_key)?;
+            // After every change of the workflow so far (see `Cause::after`).
+            let now = existing
+                .iter()
+                .map(|t| t.updated_at)
+                .fold(self.now(), Timestamp::max);
+            let new_ids: HashMap<&TaskKey, TaskId> = specs
+                .iter()
+                .map(|s| (&s.key, TaskId(self.inner.ids.id())))
+                .collect();
+            let id_of = |k: &TaskKey| {
+                new_ids
+                    .get(k)
+                    .copied()
+                    .or_else(|| by_key.get(k).map(|t| t.id))
+            };
+            let mut tasks = Vec::new();
+            let mut created = Vec::new();
+            let mut edges = Vec::new();
+            for spec in &specs {
+                let id = new_ids[&spec.key];
+                let completed: Vec<TaskKey> = spec
+                    .depends_on
+                    .iter()
+                    .filter(|d| {
+                        by_key
+                            .get(d)
+                            .is_some_and(|t| t.kind() == StateKind::Completed)
+                    })
+                    .cloned()
+                    .collect();
+                for dep in &spec.depends_on {
+                    edges.push(Edge {
+                        dependency: id_of(dep).expect("the graph checked every dependency"),
+                        dependent: id,
+                    });
+                }
+                let (new, t) = new_task(
+                    task.workflow,
+                    id,
+                    spec.clone(),
+                    completed,
+                    self.inner.ids.seed(),
+                    now,
+                )?;
+                tasks.push(new);
+                created.push(t);
+            }
+            let mut records = Vec::new();
+            let mut applied = Vec::new();
+            // A dependent that has ended (cancelled) takes no event, only the edges: if it is
+            // ever revived, it catches up (`catch_up_dependencies`) and waits for them too.
+            for dependent in &dependents {
+                if dependent.state.is_terminal() {
+                    for spec in &specs {
+                        edges.push(Edge {
+                            dependency: new_ids[&spec.key],
+                            dependent: dependent.id,
+                        });
+                    }
+                    continue;
+                }
+                let mut current = (*dependent).clone();
+                for spec in &specs {
+                    edges.push(Edge {
+                        dependency: new_ids[&spec.key],
+                        dependent: dependent.id,
+                    });
+                    let event = Event::DependencyAdded {
+                        dependency: spec.key.clone(),
+                    };
+                    let t = apply(&current, &event, now)?;
+                    current = t.task.clone();
+                    records.push(TransitionRecord::of(&t, event.clone(), now));
+                    applied.push((t, event));
+                }
+            }
+            let batch = SubmitBatch {
+                workflow: WorkflowRef::Existing(task.workflow),
+                tasks,
+                edges,
+                transitions: records,
+            };
+            match self.inner.store.submit(batch).await {
+                Ok(_) => {
+                    for t in &created {
+                        self.after_commit(t, &Event::Submitted(submission_of(t)), None);
+                    }
+                    for (t, event) in &applied {
+                        self.after_commit(t, event, None);
+                    }
+                    // One revived meanwhile has caught up before these edges existed.
+                    for dependent in dependents.iter().filter(|d| d.state.is_terminal()) {
+                        self.catch_up_dependencies(dependent.id).await?;
+                    }
+                    info!(parent = %parent, subtasks = specs.len(), "sub-tasks added");
+                    return Ok(specs
+                        .iter()
+                        .map(|s| (s.key.clone(), new_ids[&s.key]))
+                        .collect());
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::DuplicateKey { key, .. }) => {
+                    return Err(EngineError::Graph(baton_core::DagError::DuplicateTask(key)))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended(parent))
+    }
+
+    pub(crate) async fn workflow_tasks(
+        &self,
+        workflow: WorkflowId,
+    ) -> Result<Vec<Task>, EngineError> {
+        let mut all = Vec::new();
+        let mut pages = TaskPages::new(TaskFilter {
+            workflow: Some(workflow),
+            ..TaskFilter::default()
+        });
+        while let Some(page) = pages.next(&self.inner.store).await? {
+            all.extend(page);
+            if all.len() > TASKS_PER_WORKFLOW_MAX {
+                break;
+            }
+        }
+        Ok(all)
+    }
+}
+
+pub(crate) fn new_task(
+    workflow: WorkflowId,
+    id: TaskId,
+    spec: TaskSpec,
+    completed: Vec<TaskKey>,
+    seed: u64,
+    now: Timestamp,
+) -> Result<(NewTask, Transition), EngineError> {
+    let sub = Submission {
+        task: id,
+        workflow,
+        spec: Arc::new(spec),
+        completed,
+        seed,
+    };
+    Ok(NewTask::submitted(sub, now)?)
+}
+
+pub(crate) fn submission_of(t: &Transition) -> Submission {
+    Submission {
+        task: t.task.id,
+        workflow: t.task.workflow,
+        spec: Arc::clone(&t.task.spec),
+        completed: Vec::new(),
+        seed: t.task.seed,
+    }
+}
+
+/// A stable fingerprint of a request (FNV-1a, 64 bits), so that a reused idempotency key
+/// with a different request is recognised across restarts and versions.
+fn request_hash(req: &WorkflowRequest) -> String {
+    let bytes = serde_json::to_vec(&(&req.name, &req.tasks)).expect("a request serialises");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Every check [`Engine::submit_workflow`] makes before storing anything: field bounds, each
+/// task's spec, compensation keys, and the dependency graph. Clients call it to refuse a bad
+/// workflow before sending it.
+pub fn validate_workflow(req: &WorkflowRequest) -> Result<(), EngineError> {
+    if req.name.len() > NAME_LEN_MAX {
+        return Err(EngineError::invalid(
+            "name",
+            format!("at most {NAME_LEN_MAX} bytes"),
+        ));
+    }
+    if let Some(key) = &req.idempotency_key {
+        if key.is_empty() || key.len() > NAME_LEN_MAX {
+            return Err(EngineError::invalid(
+                "idempotency_key",
+                format!("1 to {NAME_LEN_MAX} bytes"),
+            ));
+        }
+    }
+    if req.tasks.is_empty() || req.tasks.len() > TASKS_PER_WORKFLOW_MAX {
+        return Err(EngineError::invalid(
+            "tasks",
+            format!("1 to {TASKS_PER_WORKFLOW_MAX} tasks"),
+        ));
+    }
+    for (i, spec) in req.tasks.iter().enumerate() {
+        spec.validate()
+            .map_err(|e| EngineError::invalid(format!("tasks[{i}].{}", e.field), e.expected))?;
+    }
+    let keys: HashSet<&TaskKey> = req.tasks.iter().map(|t| &t.key).collect();
+    let mut comps = HashSet::new();
+    for (i, spec) in req.tasks.iter().enumerate() {
+        if let Some(c) = &spec.compensation {
+            if keys.contains(&c.key) || !comps.insert(&c.key) {
+                return Err(EngineError::invalid(
+                    format!("tasks[{i}].compensation.key"),
+                    format!(
+                        "a key used by no other task or compensation, not {:?}",
+                        c.key.0
+                    ),
+                ));
+            }
+        }
+    }
+    Dag::from_specs(&req.tasks)?;
+    Ok(())
+}
+
+/// What decomposition must refuse beyond the graph's rules, given the workflow's tasks by key:
+/// a sub-task waiting for a task that already ended failed or cancelled (that task's
+/// `upstream_failed` was sent before the sub-task existed, so it would stay blocked for ever,
+/// and so would the parent's dependents), and keys that collide with compensation keys (the
+/// compensation task would silently never be created, its key being taken).
+fn validate_subtasks(
+    specs: &[TaskSpec],
+    by_key: &HashMap<&TaskKey, &Task>,
+) -> Result<(), EngineError> {
+    let new_keys: HashSet<&TaskKey> = specs.iter().map(|s| &s.key).collect();
+    let mut comps: HashSet<&TaskKey> = by_key
+        .values()
+        .filter_map(|t| t.spec.compensation.as_ref().map(|c| &c.key))
+        .collect();
+    for (i, spec) in specs.iter().enumerate() {
+        if comps.contains(&spec.key) {
+            return Err(EngineError::invalid(
+                format!("tasks[{i}].key"),
+                format!(
+                    "a key not reserved for a compensation task, not {:?}",
+                    spec.key.0
+                ),
+            ));
+        }
+        for dep in &spec.depends_on {
+            if let Some(t) = by_key.get(dep) {
+                if t.state.is_terminal() && t.kind() != StateKind::Completed {
+                    return Err(EngineError::invalid(
+                        format!("tasks[{i}].depends_on"),
+                        format!(
+                            "tasks that can still complete, but {:?} has ended {}",
+                            dep.0,
+                            t.kind()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    for (i, spec) in specs.iter().enumerate() {
+        if let Some(c) = &spec.compensation {
+            if by_key.contains_key(&c.key) || new_keys.contains(&c.key) || !comps.insert(&c.key) {
+                return Err(EngineError::invalid(
+                    format!("tasks[{i}].compensation.key"),
+                    format!(
+                        "a key used by no other task or compensation, not {:?}",
+                        c.key.0
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The one path every change of a task takes: load it, let the core decide (`apply`), commit
+//! through the store's compare-and-set (a lost race is decided again from the fresh
+//! version), then, only once it is durable, carry out what the transition asks: one log
+//! line, metrics and a span, the event for subscribers, and the wake-ups its effects name.
+
+use baton_core::{apply, Effect, Event, StateKind, Task, TaskId, Timestamp, Transition};
+use baton_store::{AgentRecord, Store, StoreError, TransitionRecord};
+use opentelemetry::trace::SpanContext;
+use tracing::{debug, info};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::cluster::Outbound;
+use crate::engine::Engine;
+use crate::error::EngineError;
+
+/// Times a transition is retried after losing a compare-and-set race before giving up.
+pub(crate) const CAS_RETRIES_MAX: usize = 16;
+
+/// What the caller of [`Engine::report`] knows beyond the event.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReportContext<'a> {
+    /// The reporting agent's record, just read by the caller (to authorise the report): it
+    /// keeps the agent alive without a second read.
+    pub reporter: Option<&'a AgentRecord>,
+    /// The agent's own W3C `traceparent`: the transition's span links to the agent's span. A
+    /// malformed one is ignored.
+    pub traceparent: Option<&'a str>,
+}
+
+/// What caused a transition, beyond its event.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Cause {
+    /// The agent's span the transition's span links to.
+    pub link: Option<SpanContext>,
+    /// What caused the transition happened then: it is stamped no earlier, so that histories
+    /// stay in causal order when the clock steps back or nodes' clocks disagree.
+    pub after: Timestamp,
+}
+
+impl<S: Store + 'static> Engine<S> {
+    /// Applies an agent's report (started, heartbeat, succeeded, failed, released). A duplicate
+    /// of an applied report answers with the task as it stands. An accepted report keeps its
+    /// agent alive; a refused one changes nothing.
+    pub async fn report(
+        &self,
+        id: TaskId,
+        event: Event,
+        ctx: ReportContext<'_>,
+    ) -> Result<Task, EngineError> {
+        let Some((agent, _)) = event.report() else {
+            return Err(EngineError::invalid("event", "an agent's report"));
+        };
+        if matches!(event, Event::AgentLost { .. }) {
+            return Err(EngineError::invalid("event", "an agent's report"));
+        }
+        let cause = Cause {
+            link: ctx.traceparent.and_then(crate::trace::parse_traceparent),
+            after: Timestamp(0),
+        };
+        let task = self.transition(id, |_| Some(event.clone()), cause).await?;
+        let record = match ctx.reporter {
+            Some(r) if r.id == agent => Some(r.clone()),
+            _ => self.agent(agent).await.ok(),
+        };
+        if let Some(record) = record {
+            self.refresh_liveness(record).await?;
+        }
+        Ok(task)
+    }
+
+    /// Loads the task, makes its event from the current version (`None`: nothing to do),
+    /// applies and stores it; a lost compare-and-set starts over from the fresh version. The
+    /// transition is stamped no earlier than the task's last change and `cause.after`.
+    pub(crate) async fn transition(
+        &self,
+        id: TaskId,
+        make: impl Fn(&Task) -> Option<Event>,
+        cause: Cause,
+    ) -> Result<Task, EngineError> {
+        for _ in 0..CAS_RETRIES_MAX {
+            let task = self.load(id).await?;
+            let Some(event) = make(&task) else {
+                return Ok(task);
+            };
+            let now = self.now().max(task.updated_at).max(cause.after);
+            let t = match apply(&task, &event, now) {
+                Ok(t) => t,
+                Err(r) if r.is_duplicate() => return Ok(task),
+                Err(r) => {
+                    debug!(task = %id, state = %task.kind(), event = %event.kind(), "event refused");
+                    return Err(r.into());
+                }
+            };
+            match self
+                .inner
+                .store
+                .apply(TransitionRecord::of(&t, event.clone(), now))
+                .await
+            {
+                Ok(()) => {
+                    self.after_commit(&t, &event, cause.link.clone());
+                    return Ok(t.task);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended(id))
+    }
+
+    pub(crate) async fn load(&self, id: TaskId) -> Result<Task, EngineError> {
+        self.inner
+            .store
+            .task(id)
+            .await?
+            .ok_or(EngineError::TaskNotFound(id))
+    }
+
+    /// After a commit: record the transition, then carry out its effects that are not
+    /// durable (the durable ones run from the outbox): wake claimers for freed or new work,
+    /// the watchdog for a timer earlier than it planned, the effect runner for the outbox.
+    pub(crate) fn after_commit(&self, t: &Transition, event: &Event, link: Option<SpanContext>) {
+        self.record(
+            &t.task,
+            t.from,
+            event.kind(),
+            event.report().map(|(a, _)| a),
+            link,
+        );
+        match event {
+            Event::TimeoutExpired { deadline } => self.inner.metrics.timeout(Some(*deadline)),
+            Event::AgentLost { .. } => self.inner.metrics.timeout(None),
+            _ => {}
+        }
+        let mut outbox = false;
+        for effect in &t.effects {
+            match effect {
+                Effect::WakeAgents { .. } | Effect::EndLease { .. } => {
+                    self.inner.work.notify_waiters();
+                    self.tell(Outbound::Work);
+                }
+                Effect::RevokeLease { agent, token, .. } => {
+                    // The agent learns it on its next report for the lease, which the core
+                    // refuses as `stale_lease` naming why; its slot is free now.
+                    info!(task = %t.task.id, agent = %agent, fencing_token = token.0, "lease revoked");
+                    self.inner.work.notify_waiters();
+                    self.tell(Outbound::Work);
+                }
+                Effect::ArmDeadline { at, .. } | Effect::ScheduleRetry { at, .. } => {
+                    self.inner.timers.arm(*at);
+                    self.tell(Outbound::Timers);
+                }
+                // A disarmed deadline needs no look: the watchdog finds it gone.
+                Effect::DisarmDeadline { .. } => {}
+                Effect::ReleaseDependents
+                | Effect::FailDependents
+                | Effect::ReviveDependents
+                | Effect::Compensate { .. } => outbox = true,
+            }
+        }
+        if outbox {
+            self.inner.outbox.notify_one();
+            self.tell(Outbound::Outbox);
+        }
+    }
+
+    /// One accepted transition: exactly one log line, its metrics, its span and its event for
+    /// subscribers. Payloads and tokens of callers are never logged.
+    pub(crate) fn record(
+        &self,
+        task: &Task,
+        from: Option<StateKind>,
+        event: baton_core::EventKind,
+        agent: Option<baton_core::AgentId>,
+        link: Option<SpanContext>,
+    ) {
+        let in_previous_ms = from
+            .and_then(|s| task.entered_at.get(s))
+            .map_or(0, |at| task.updated_at.ms_since(at));
+        let agent = agent
+            .or_else(|| task.state.lease().map(|l| l.agent))
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let to = task.kind().as_str();
+        let from_name = from.map_or("new", StateKind::as_str);
+        let span = tracing::info_span!(
+            "transition",
+            otel.name = %format_args!("{event} {from_name}->{to}"),
+            task = %task.id,
+            workflow = %task.workflow,
+            key = %task.spec.key,
+            event = %event,
+            from = from_name,
+            to,
+            attempt = task.attempt,
+        );
+        let _ = span.set_parent(crate::trace::task_context(task.workflow, task.id));
+        if let Some(link) = link {
+            span.add_link(link);
+        }
+        span.in_scope(|| {
+            info!(
+                task = %task.id,
+                workflow = %task.workflow,
+                key = %task.spec.key,
+                attempt = task.attempt,
+                agent = %agent,
+                event = %event,
+                from = from.map_or("new", StateKind::as_str),
+                to = task.kind().as_str(),
+                fencing_token = task.fencing_token.0,
+                in_previous_ms,
+                "transition"
+            );
+        });
+        self.inner.metrics.transition(task, from, event);
+        self.publish(task, from, event);
+    }
+}
