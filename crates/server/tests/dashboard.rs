@@ -984,9 +984,10 @@ async fn the_page_and_its_assets_are_served_with_their_types_and_policy() {
         page.content_type.as_deref(),
         Some("text/html; charset=utf-8")
     );
-    assert!(String::from_utf8_lossy(&page.body).contains("/assets/app.js"));
+    assert!(String::from_utf8_lossy(&page.body).contains("/assets/js/main.js"));
     for (path, kind) in [
-        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/js/main.js", "text/javascript; charset=utf-8"),
+        ("/assets/layout.js", "text/javascript; charset=utf-8"),
         ("/assets/app.css", "text/css; charset=utf-8"),
         ("/assets/dagre.min.js", "text/javascript; charset=utf-8"),
         ("/assets/layout-worker.js", "text/javascript; charset=utf-8"),
