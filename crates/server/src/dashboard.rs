@@ -6,7 +6,7 @@
 //!
 //! Invariants: the assets are the files under `crates/server/assets/`, byte for byte
 //! (`include_bytes!`), so what is reviewed is what is served; they carry no data, so they are
-//! served without authentication (the API they call checks every request). The page is sent
+//! served without authentication (the API they call checks every request). Every file is sent
 //! with a Content-Security-Policy that allows scripts, styles, workers and requests from this
 //! origin only: with no inline script, no `eval` and no `innerHTML`, data cannot become code.
 //! Scripts are served as `text/javascript` (modules are refused under any other type).
@@ -139,16 +139,16 @@ fn serve(asset: &'static Asset, headers: &HeaderMap) -> Response {
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
-    if asset.path == INDEX.path {
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        );
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-    }
+    // On every file, not only the page: a worker runs under the policy sent with its own
+    // script, and a file opened by itself gets the same limits as the page.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     res
 }
 

@@ -1019,3 +1019,74 @@ async fn the_page_and_its_assets_are_served_with_their_types_and_policy() {
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
+
+/// The modules a script imports, as paths resolved against its own: the dashboard writes each
+/// static import on a line of its own (`import { h } from './dom.js';`).
+fn module_imports(path: &str, source: &str) -> Vec<String> {
+    let dir = &path[..=path.rfind('/').unwrap()];
+    source
+        .lines()
+        .filter(|line| line.starts_with("import "))
+        .map(|line| {
+            let quoted = line.trim_end_matches(';').trim_end_matches('\'');
+            let spec = &quoted[quoted.rfind('\'').unwrap() + 1..];
+            let name = spec
+                .strip_prefix("./")
+                .unwrap_or_else(|| panic!("{path}: a relative import: {line}"));
+            format!("{dir}{name}")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_module_the_page_imports_is_served_as_javascript_under_the_policy() {
+    let srv = TestServer::start().await;
+    let get = |path: String| {
+        let req = srv.client.get(format!("{}{path}", srv.url));
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{path}");
+            let headers = res.headers().clone();
+            (headers, res.text().await.unwrap())
+        }
+    };
+    let (page_headers, index) = get("/".into()).await;
+    let policy = page_headers["content-security-policy"].clone();
+    assert!(
+        !policy.to_str().unwrap().contains("unsafe"),
+        "no unsafe-inline, no unsafe-eval: {policy:?}"
+    );
+    // The entry points: <script type="module" src="…">.
+    let tag = "<script type=\"module\" src=\"";
+    let mut queue: Vec<String> = index
+        .match_indices(tag)
+        .map(|(at, _)| {
+            let src = &index[at + tag.len()..];
+            src[..src.find('"').unwrap()].to_owned()
+        })
+        .collect();
+    assert_eq!(queue, ["/assets/js/main.js"], "one entry module");
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(path) = queue.pop() {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let (headers, source) = get(path.clone()).await;
+        assert_eq!(
+            headers["content-type"], "text/javascript; charset=utf-8",
+            "{path}: a module is refused under any other type"
+        );
+        assert_eq!(headers["content-security-policy"], policy, "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["cache-control"], "no-cache", "{path}");
+        assert!(headers.contains_key("etag"), "{path}");
+        queue.extend(module_imports(&path, &source));
+    }
+    for page in ["overview", "workflow", "task", "agents", "lifecycle"] {
+        let module = format!("/assets/js/{page}.js");
+        assert!(seen.contains(&module), "{module} is imported: {seen:?}");
+    }
+    // The layout worker runs under the policy sent with its own script.
+    let (headers, _) = get("/assets/layout-worker.js".into()).await;
+    assert_eq!(headers["content-security-policy"], policy);
+}
