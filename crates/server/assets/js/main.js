@@ -101,3 +101,6 @@ $('#token-button').addEventListener('click', () => {
 });
 window.addEventListener('hashchange', route);
 route();
+// Every module loaded and ran. The browser tests wait for this mark: a module that fails to
+// load stops the whole graph silently, before errors.js could listen.
+document.documentElement.dataset.ready = '1';
