@@ -1,12 +1,15 @@
-//! The live dashboard: a one-page app (plain HTML, JS and CSS, no build step) embedded in the
-//! binary and served at `/`, with its assets under `/assets/`. It reads the `/v1` JSON API and
-//! follows the `/v1/events` stream; it holds no state and no privileges of its own.
+//! The live dashboard: a one-page app (plain HTML, CSS and JavaScript modules, no build step)
+//! embedded in the binary and served at `/`, with its assets under `/assets/`. It reads the
+//! `/v1` JSON API and follows the `/v1/events` stream; it holds no state and no privileges of
+//! its own. The script is ES modules under `assets/js/` (`main.js` routes to one module per
+//! page), which the browser loads by following their static imports.
 //!
 //! Invariants: the assets are the files under `crates/server/assets/`, byte for byte
 //! (`include_bytes!`), so what is reviewed is what is served; they carry no data, so they are
-//! served without authentication (the API they call checks every request). The page is sent
+//! served without authentication (the API they call checks every request). Every file is sent
 //! with a Content-Security-Policy that allows scripts, styles, workers and requests from this
-//! origin only: with no inline script and no `innerHTML`, data cannot become code.
+//! origin only: with no inline script, no `eval` and no `innerHTML`, data cannot become code.
+//! Scripts are served as `text/javascript` (modules are refused under any other type).
 //!
 //! Graph layout is dagre (`assets/vendor/dagre`, version and licence beside it), run in a Web
 //! Worker so that laying out a workflow of thousands of tasks does not freeze the page.
@@ -23,37 +26,67 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// Scripts, classic and modules alike. Browsers refuse to run a module served with any other
+/// type, and `nosniff` makes them refuse a classic script too.
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
+/// One of the dashboard's ES modules, `assets/js/NAME`, served at `/assets/js/NAME`, where the
+/// relative imports between modules (`./dom.js`) resolve.
+macro_rules! module {
+    ($name:literal) => {
+        Asset {
+            path: concat!("/assets/js/", $name),
+            content_type: JAVASCRIPT,
+            body: include_bytes!(concat!("../assets/js/", $name)),
+        }
+    };
+}
+
 const INDEX: Asset = Asset {
     path: "/",
     content_type: "text/html; charset=utf-8",
     body: include_bytes!("../assets/index.html"),
 };
 
+/// Every file the dashboard serves. A new module is one `module!` line here; the tests below
+/// check that every module imported is listed and every module listed is imported.
 const ASSETS: &[Asset] = &[
     INDEX,
-    Asset {
-        path: "/assets/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../assets/app.js"),
-    },
+    // The page's script: `main.js` is the entry point, the others its imports.
+    module!("main.js"),
+    module!("errors.js"),
+    module!("dom.js"),
+    module!("format.js"),
+    module!("counts.js"),
+    module!("api.js"),
+    module!("events.js"),
+    module!("widgets.js"),
+    module!("graph-view.js"),
+    module!("overview.js"),
+    module!("workflow.js"),
+    module!("task.js"),
+    module!("agents.js"),
+    module!("lifecycle.js"),
     Asset {
         path: "/assets/app.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../assets/app.css"),
     },
+    // Classic scripts: dagre and the one function that calls it, loaded by the page (a
+    // fallback) and by the layout worker (`importScripts`, which takes no modules).
     Asset {
         path: "/assets/layout.js",
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JAVASCRIPT,
         body: include_bytes!("../assets/layout.js"),
     },
     Asset {
         path: "/assets/layout-worker.js",
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JAVASCRIPT,
         body: include_bytes!("../assets/layout-worker.js"),
     },
     Asset {
         path: "/assets/dagre.min.js",
-        content_type: "text/javascript; charset=utf-8",
+        content_type: JAVASCRIPT,
         body: include_bytes!("../assets/vendor/dagre/dagre.min.js"),
     },
     Asset {
@@ -106,16 +139,16 @@ fn serve(asset: &'static Asset, headers: &HeaderMap) -> Response {
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
-    if asset.path == INDEX.path {
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        );
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-    }
+    // On every file, not only the page: a worker runs under the policy sent with its own
+    // script, and a file opened by itself gets the same limits as the page.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     res
 }
 
@@ -132,24 +165,113 @@ fn etag(body: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+
+    /// The entry point of the page's script.
+    const MAIN_MODULE: &str = "/assets/js/main.js";
+    /// A module should read at once; past this, it likely holds two concerns and wants splitting.
+    const MODULE_LINES_MAX: usize = 400;
+
+    fn asset(path: &str) -> Option<&'static Asset> {
+        ASSETS.iter().find(|a| a.path == path)
+    }
+
+    fn text(asset: &'static Asset) -> &'static str {
+        std::str::from_utf8(asset.body).unwrap()
+    }
+
+    /// The paths of the modules `source` imports. The dashboard writes each static import on
+    /// one line of its own (`import { h } from './dom.js';`, `import './errors.js';`) with a
+    /// relative specifier; this holds it to that, so that the parse cannot miss one.
+    fn imports(path: &str, source: &str) -> Vec<String> {
+        source
+            .lines()
+            .filter(|line| line.starts_with("import ") || line.contains("import("))
+            .map(|line| {
+                let spec = line
+                    .strip_suffix("';")
+                    .filter(|l| l.starts_with("import "))
+                    .and_then(|l| l.rsplit_once('\''))
+                    .map(|(_, spec)| spec)
+                    .unwrap_or_else(|| {
+                        panic!("{path}: a static import on one line, as `import … '…';`: {line}")
+                    });
+                let name = spec
+                    .strip_prefix("./")
+                    .filter(|name| name.ends_with(".js") && !name.contains('/'))
+                    .unwrap_or_else(|| {
+                        panic!("{path}: import a sibling module, `./name.js`: {line}")
+                    });
+                format!("/assets/js/{name}")
+            })
+            .collect()
+    }
+
+    /// Depth-first from `path`: every import served as JavaScript, none back to a module
+    /// still on `stack` (a circular import).
+    fn visit(path: &str, stack: &mut Vec<String>, done: &mut BTreeSet<String>) {
+        if done.contains(path) {
+            return;
+        }
+        if let Some(i) = stack.iter().position(|p| p == path) {
+            panic!("circular import: {} -> {path}", stack[i..].join(" -> "));
+        }
+        let importer = stack.last().map_or("index.html", String::as_str);
+        let module = asset(path).unwrap_or_else(|| panic!("{importer} imports {path}: not served"));
+        assert_eq!(module.content_type, JAVASCRIPT, "{path}");
+        let source = text(module);
+        let lines = source.lines().count();
+        assert!(
+            lines <= MODULE_LINES_MAX,
+            "{path} has {lines} lines; split it (at most {MODULE_LINES_MAX})"
+        );
+        stack.push(path.to_owned());
+        for import in imports(path, source) {
+            visit(&import, stack, done);
+        }
+        stack.pop();
+        done.insert(path.to_owned());
+    }
 
     #[test]
     fn every_asset_the_page_names_is_served() {
-        let index = std::str::from_utf8(INDEX.body).unwrap();
-        for name in ["/assets/app.js", "/assets/app.css", "/assets/dagre.min.js"] {
+        let index = text(&INDEX);
+        for name in [
+            "/assets/app.css",
+            "/assets/dagre.min.js",
+            "/assets/layout.js",
+        ] {
             assert!(index.contains(name), "index.html loads {name}");
-            assert!(ASSETS.iter().any(|a| a.path == name), "{name} is served");
+            assert!(asset(name).is_some(), "{name} is served");
         }
-        let worker = std::str::from_utf8(
-            ASSETS
-                .iter()
-                .find(|a| a.path == "/assets/layout-worker.js")
-                .unwrap()
-                .body,
-        )
-        .unwrap();
+        let entry = format!("<script type=\"module\" src=\"{MAIN_MODULE}\"></script>");
+        assert!(index.contains(&entry), "index.html loads {entry}");
+        let worker = text(asset("/assets/layout-worker.js").unwrap());
         assert!(worker.contains("importScripts('/assets/dagre.min.js', '/assets/layout.js')"));
+    }
+
+    #[test]
+    fn the_modules_import_each_other_without_cycles_and_all_are_used() {
+        let mut done = BTreeSet::new();
+        visit(MAIN_MODULE, &mut Vec::new(), &mut done);
+        let served: BTreeSet<String> = ASSETS
+            .iter()
+            .filter(|a| a.path.starts_with("/assets/js/"))
+            .map(|a| a.path.to_owned())
+            .collect();
+        assert_eq!(served, done, "the modules served are those main.js imports");
+    }
+
+    #[test]
+    fn imports_are_read_one_per_line() {
+        let source = "// import './not-this.js';\nimport { h, s } from './dom.js';\n\
+                      import './errors.js';\nconst x = 1;\n";
+        assert_eq!(
+            imports("x.js", source),
+            ["/assets/js/dom.js", "/assets/js/errors.js"]
+        );
     }
 
     #[test]

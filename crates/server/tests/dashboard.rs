@@ -152,6 +152,8 @@ impl Browser {
         let profile = driver._profile.path().display().to_string();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            // Keeps what the browser logs as errors, for `console_errors`.
+            "goog:loggingPrefs": {"browser": "SEVERE"},
             "goog:chromeOptions": {
                 "binary": chromium.display().to_string(),
                 "args": [
@@ -207,6 +209,16 @@ impl Browser {
         let _ = self.http.delete(&self.session).send().await;
     }
 
+    /// Leaves the dashboard: the next `goto` loads a new document, and its scripts again.
+    async fn blank(&self) {
+        self.cmd(
+            reqwest::Method::POST,
+            "/url",
+            Some(json!({ "url": "about:blank" })),
+        )
+        .await;
+    }
+
     /// Opens a dashboard URL (`#/…`).
     async fn goto(&self, hash: &str) {
         let url = format!("{}/{hash}", self.base);
@@ -246,12 +258,13 @@ impl Browser {
                 let shot = format!("{}-timeout", self.test);
                 self.screenshot(&shot).await;
                 let errors = self.js("return window.__batonErrors || []").await;
+                let logged = self.console_errors().await;
                 let text = self
                     .js("return document.querySelector('main')?.innerText.slice(0, 3000)")
                     .await;
                 panic!(
                     "waited {timeout_ms} ms for {what} (screenshot {shot}.png)\n\
-                     page errors: {errors}\npage text:\n{}",
+                     page errors: {errors}\nbrowser errors: {logged:#?}\npage text:\n{}",
                     text.as_str().unwrap_or("")
                 );
             }
@@ -330,6 +343,24 @@ impl Browser {
             Some(json!({"width": width, "height": height})),
         )
         .await;
+    }
+
+    /// What the browser logged as errors since the last call: failed loads, modules refused,
+    /// policy violations, uncaught errors, `console.error` (ChromeDriver's log of them).
+    async fn console_errors(&self) -> Vec<String> {
+        let log = self
+            .cmd(
+                reqwest::Method::POST,
+                "/se/log",
+                Some(json!({"type": "browser"})),
+            )
+            .await;
+        log.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// No script error was reported by the page.
@@ -984,9 +1015,10 @@ async fn the_page_and_its_assets_are_served_with_their_types_and_policy() {
         page.content_type.as_deref(),
         Some("text/html; charset=utf-8")
     );
-    assert!(String::from_utf8_lossy(&page.body).contains("/assets/app.js"));
+    assert!(String::from_utf8_lossy(&page.body).contains("/assets/js/main.js"));
     for (path, kind) in [
-        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/js/main.js", "text/javascript; charset=utf-8"),
+        ("/assets/layout.js", "text/javascript; charset=utf-8"),
         ("/assets/app.css", "text/css; charset=utf-8"),
         ("/assets/dagre.min.js", "text/javascript; charset=utf-8"),
         ("/assets/layout-worker.js", "text/javascript; charset=utf-8"),
@@ -1017,4 +1049,133 @@ async fn the_page_and_its_assets_are_served_with_their_types_and_policy() {
         .raw(reqwest::Method::GET, "/assets/nope.js", None, None, None)
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_loads_all_its_modules_without_a_browser_error() {
+    let srv = TestServer::start().await;
+    scenario("modules", srv, |srv, b| async move {
+        let wf = srv
+            .submit(json!([task("first", &[]), task("second", &["first"])]))
+            .await;
+        let workflow = wf["workflow"].as_str().unwrap().to_owned();
+        let task = ids(&wf)["second"].clone();
+        srv.register("worker", &["work"], 1).await;
+        let loaded = |testid: &str, mark: &str| {
+            format!("return document.querySelector('[data-testid={testid}]')?.dataset.{mark} === 'true'")
+        };
+        let pages = [
+            ("#/".to_owned(), loaded("counts", "loaded")),
+            (format!("#/workflows/{workflow}"), loaded("graph", "ready")),
+            (format!("#/tasks/{task}"), loaded("task-page", "loaded")),
+            (
+                "#/agents".to_owned(),
+                "return document.querySelector('[data-testid=agent-row]') !== null".to_owned(),
+            ),
+            ("#/lifecycle".to_owned(), loaded("lifecycle-graph", "ready")),
+        ];
+        for (hash, shown) in pages {
+            // A new document for each page: each loads every module again (revalidated).
+            b.blank().await;
+            b.goto(&hash).await;
+            b.wait(
+                &format!("main.js to have run on {hash}: every module it imports loaded"),
+                "return document.documentElement.dataset.ready === '1'",
+            )
+            .await;
+            b.wait(&format!("{hash} to show its data"), &shown).await;
+            b.assert_no_page_errors().await;
+            assert_eq!(b.console_errors().await, Vec::<String>::new(), "on {hash}");
+        }
+
+        // The layout worker runs under the policy sent with its own script: dagre loads and
+        // lays out (were it refused, the page would lay out on its main thread, unnoticed).
+        b.js(
+            "const w = new Worker('/assets/layout-worker.js'); \
+             w.onmessage = (m) => { window.__laidOut = m.data; }; \
+             w.onerror = (e) => { window.__laidOut = { error: String(e.message) }; }; \
+             w.postMessage({ id: 1, graph: { options: {}, nodes: [{ id: 'a', width: 10, height: 10 }, \
+               { id: 'b', width: 10, height: 10 }], edges: [{ v: 'a', w: 'b' }] } }); \
+             return null",
+        )
+        .await;
+        let laid_out = b
+            .wait("the worker's layout", "return window.__laidOut")
+            .await;
+        assert_eq!(laid_out["error"], Value::Null, "{laid_out}");
+        assert_eq!(laid_out["result"]["nodes"].as_array().unwrap().len(), 2);
+        assert_eq!(b.console_errors().await, Vec::<String>::new());
+    })
+    .await;
+}
+
+/// The modules a script imports, as paths resolved against its own: the dashboard writes each
+/// static import on a line of its own (`import { h } from './dom.js';`).
+fn module_imports(path: &str, source: &str) -> Vec<String> {
+    let dir = &path[..=path.rfind('/').unwrap()];
+    source
+        .lines()
+        .filter(|line| line.starts_with("import "))
+        .map(|line| {
+            let quoted = line.trim_end_matches(';').trim_end_matches('\'');
+            let spec = &quoted[quoted.rfind('\'').unwrap() + 1..];
+            let name = spec
+                .strip_prefix("./")
+                .unwrap_or_else(|| panic!("{path}: a relative import: {line}"));
+            format!("{dir}{name}")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_module_the_page_imports_is_served_as_javascript_under_the_policy() {
+    let srv = TestServer::start().await;
+    let get = |path: String| {
+        let req = srv.client.get(format!("{}{path}", srv.url));
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{path}");
+            let headers = res.headers().clone();
+            (headers, res.text().await.unwrap())
+        }
+    };
+    let (page_headers, index) = get("/".into()).await;
+    let policy = page_headers["content-security-policy"].clone();
+    assert!(
+        !policy.to_str().unwrap().contains("unsafe"),
+        "no unsafe-inline, no unsafe-eval: {policy:?}"
+    );
+    // The entry points: <script type="module" src="…">.
+    let tag = "<script type=\"module\" src=\"";
+    let mut queue: Vec<String> = index
+        .match_indices(tag)
+        .map(|(at, _)| {
+            let src = &index[at + tag.len()..];
+            src[..src.find('"').unwrap()].to_owned()
+        })
+        .collect();
+    assert_eq!(queue, ["/assets/js/main.js"], "one entry module");
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(path) = queue.pop() {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let (headers, source) = get(path.clone()).await;
+        assert_eq!(
+            headers["content-type"], "text/javascript; charset=utf-8",
+            "{path}: a module is refused under any other type"
+        );
+        assert_eq!(headers["content-security-policy"], policy, "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["cache-control"], "no-cache", "{path}");
+        assert!(headers.contains_key("etag"), "{path}");
+        queue.extend(module_imports(&path, &source));
+    }
+    for page in ["overview", "workflow", "task", "agents", "lifecycle"] {
+        let module = format!("/assets/js/{page}.js");
+        assert!(seen.contains(&module), "{module} is imported: {seen:?}");
+    }
+    // The layout worker runs under the policy sent with its own script.
+    let (headers, _) = get("/assets/layout-worker.js".into()).await;
+    assert_eq!(headers["content-security-policy"], policy);
 }

@@ -1,0 +1,91 @@
+// Pieces several pages draw: state badges, links to tasks and workflows, count cards, the
+// progress bar, the state legend, and the confirmation dialog of cancel and retry.
+
+import { h } from './dom.js';
+import { cap, fmtNum, shortId } from './format.js';
+import { STATES } from './counts.js';
+
+export function badge(state) {
+  return h('span', { class: `badge s-${state}`, 'data-state': state }, state);
+}
+
+export function taskLink(id, label) {
+  return h('a', { href: `#/tasks/${encodeURIComponent(id)}`, class: 'mono', title: id }, label || shortId(id));
+}
+
+export function workflowLink(id, label) {
+  return h('a', { href: `#/workflows/${encodeURIComponent(id)}`, title: id }, label || shortId(id));
+}
+
+/** Cards with the count of each state; `update(counts)` redraws the numbers. */
+export function countCards() {
+  const nums = {};
+  const card = (state, label) => {
+    nums[state] = h('span', { class: 'n', testid: `count-${state}`, 'data-count': '0' }, '—');
+    return h('div', { class: `count s-${state}`, testid: `count-card-${state}` },
+      nums[state], h('span', { class: 'label' }, label));
+  };
+  const el = h('div', { class: 'counts' }, STATES.map((st) => card(st, st)), card('total', 'total'));
+  return {
+    el,
+    update(counts) {
+      for (const st of [...STATES, 'total']) {
+        const n = counts[st] || 0;
+        nums[st].textContent = fmtNum(n);
+        nums[st].dataset.count = String(n);
+      }
+    },
+  };
+}
+
+/** A progress bar with one segment per state that has tasks, completed first. */
+export function progressBar(counts, label) {
+  const total = counts.total || 0;
+  const bar = h('div', {
+    class: 'progress', role: 'progressbar', 'aria-label': label, 'aria-valuemin': 0,
+    'aria-valuemax': total, 'aria-valuenow': counts.completed || 0, testid: 'workflow-progress',
+    'data-completed': counts.completed || 0, 'data-total': total,
+  });
+  const order = ['completed', 'failed', 'cancelled', 'executing', 'assigned', 'pending', 'blocked'];
+  for (const st of order) {
+    const n = counts[st] || 0;
+    if (!n || !total) continue;
+    const seg = h('span', { class: `s-${st}`, title: `${st}: ${n}` });
+    seg.style.width = `${(100 * n) / total}%`;
+    bar.append(seg);
+  }
+  return bar;
+}
+
+export function legend(counts, testid) {
+  return h('ul', { class: 'legend', testid, 'aria-label': 'Legend: colour of each state' },
+    STATES.map((st) => h('li', { 'data-state': st },
+      h('span', { class: `swatch s-${st}`, 'aria-hidden': 'true' }),
+      cap(st),
+      counts ? h('span', { class: 'muted', testid: `legend-count-${st}` }, ` ${fmtNum(counts[st])}`) : null)));
+}
+
+/** A confirmation step in a real <dialog>. Resolves {reason} when confirmed, null otherwise. */
+export function confirmDialog({ title, message, confirmLabel, withReason }) {
+  return new Promise((resolve) => {
+    const reason = withReason
+      ? h('input', { type: 'text', id: 'confirm-reason', testid: 'confirm-reason', autocomplete: 'off',
+        placeholder: 'recorded in the task history' })
+      : null;
+    const dlg = h('dialog', { testid: 'confirm-dialog', 'aria-labelledby': 'confirm-title', 'aria-describedby': 'confirm-message' },
+      h('form', { method: 'dialog' },
+        h('h2', { id: 'confirm-title' }, title),
+        h('p', { id: 'confirm-message', testid: 'confirm-message' }, message),
+        reason && [h('label', { for: 'confirm-reason' }, 'Reason'), reason],
+        h('div', { class: 'buttons' },
+          // Not a submit button: Enter in the reason field confirms, Escape goes back.
+          h('button', { type: 'button', testid: 'confirm-no', onclick: () => dlg.close('no') }, 'Back'),
+          h('button', { value: 'yes', class: 'danger', testid: 'confirm-ok' }, confirmLabel))));
+    dlg.addEventListener('close', () => {
+      dlg.remove();
+      resolve(dlg.returnValue === 'yes' ? { reason: reason ? reason.value.trim() : '' } : null);
+    });
+    document.body.appendChild(dlg);
+    dlg.showModal();
+  });
+}
