@@ -97,10 +97,12 @@ pub enum Refusal {
     NotAccepted { accepted: Vec<EventKind> },
     /// Rules exist, but a guard of the closest one does not hold.
     GuardFailed { guard: String, detail: String },
-    /// The report comes from a lease older than the task's latest assignment.
+    /// The report's lease is not the task's current lease: the agent must stop working on
+    /// the task. `loss` says why.
     StaleLease {
         reported: FencingToken,
         current: FencingToken,
+        loss: LeaseLoss,
     },
     /// The same report was already applied; answer it as before.
     Duplicate,
@@ -124,6 +126,21 @@ impl Refusal {
     }
 }
 
+/// Why a report's lease is not the task's current one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseLoss {
+    /// A newer assignment holds the task.
+    Superseded,
+    /// The lease ended or was taken back (a deadline passed, the agent was declared dead, it
+    /// gave the task back) and the task has not been assigned again.
+    Revoked,
+    /// The lease is another agent's.
+    OtherAgent,
+    /// No lease with this token was ever issued.
+    NeverIssued,
+}
+
 /// A refused event, naming the task, its state, the event and the rule that refused it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub struct Rejection {
@@ -137,6 +154,17 @@ pub struct Rejection {
 impl Rejection {
     pub fn is_duplicate(&self) -> bool {
         self.refusal == Refusal::Duplicate
+    }
+
+    /// Stable machine-readable code: the refusal's, except that an event a cancelled task
+    /// does not accept is `task_cancelled` (what an agent or operator acts on).
+    pub fn code(&self) -> &'static str {
+        match &self.refusal {
+            Refusal::NotAccepted { .. } if self.state == Some(StateKind::Cancelled) => {
+                "task_cancelled"
+            }
+            other => other.code(),
+        }
     }
 }
 
@@ -157,11 +185,34 @@ impl fmt::Display for Rejection {
                 )
             }
             Refusal::GuardFailed { guard, detail } => write!(f, "guard `{guard}` failed: {detail}"),
-            Refusal::StaleLease { reported, current } => write!(
-                f,
-                "the report's lease (fencing token {reported}) was superseded by token {current}; \
-                 a newer assignment owns this task"
-            ),
+            Refusal::StaleLease {
+                reported,
+                current,
+                loss,
+            } => match loss {
+                LeaseLoss::Superseded => write!(
+                    f,
+                    "the report's lease (fencing token {reported}) was superseded by token \
+                     {current}; a newer assignment owns this task"
+                ),
+                LeaseLoss::Revoked => write!(
+                    f,
+                    "the report's lease (fencing token {reported}) has ended: the task was \
+                     taken back or given back and is {state} now; stop working on it"
+                ),
+                LeaseLoss::OtherAgent => write!(
+                    f,
+                    "the lease with fencing token {reported} belongs to another agent"
+                ),
+                LeaseLoss::NeverIssued if *current == FencingToken(0) => {
+                    f.write_str("no lease was ever issued for this task: claim it first")
+                }
+                LeaseLoss::NeverIssued => write!(
+                    f,
+                    "no lease with fencing token {reported} was issued for this task (the \
+                     latest is {current})"
+                ),
+            },
             Refusal::Duplicate => f.write_str("the same report was already applied"),
             Refusal::Conflict { detail } => f.write_str(detail),
             Refusal::InvalidSpec { field, expected } => {
@@ -363,13 +414,33 @@ fn precheck(task: &Task, event: &Event) -> Option<Refusal> {
         (Event::DependencyAdded { dependency }, _) if task.dependencies.contains(dependency) => {
             Some(Refusal::Duplicate)
         }
-        _ => match event.report() {
-            Some((_, token)) if token < task.fencing_token => Some(Refusal::StaleLease {
+        _ => event.report().and_then(|(agent, token)| {
+            lease_loss(task, agent, token).map(|loss| Refusal::StaleLease {
                 reported: token,
                 current: task.fencing_token,
-            }),
-            _ => None,
-        },
+                loss,
+            })
+        }),
+    }
+}
+
+/// The one judgement of a report (an agent's, or the engine's `agent_lost`) against the
+/// task's lease: `None` when the report
+/// holds the current lease, or the task has ended (completed or cancelled: the table refuses
+/// the report for that), else why the lease is not the agent's.
+fn lease_loss(task: &Task, agent: AgentId, token: FencingToken) -> Option<LeaseLoss> {
+    if token < task.fencing_token {
+        return Some(LeaseLoss::Superseded);
+    }
+    if token > task.fencing_token {
+        return Some(LeaseLoss::NeverIssued);
+    }
+    match task.state.lease() {
+        Some(lease) if lease.agent == agent => None,
+        Some(_) => Some(LeaseLoss::OtherAgent),
+        None if matches!(task.kind(), StateKind::Completed | StateKind::Cancelled) => None,
+        None if token == FencingToken(0) => Some(LeaseLoss::NeverIssued),
+        None => Some(LeaseLoss::Revoked),
     }
 }
 
@@ -421,17 +492,11 @@ fn eval(cond: Cond, task: Option<&Task>, event: &Event, now: Timestamp) -> Resul
             let Some((agent, token)) = event.report() else {
                 return Err("the event is not an agent's report".into());
             };
-            match task.and_then(|t| t.state.lease()) {
-                None => Err("the task holds no lease: it was taken back from the agent".into()),
-                Some(lease) if lease.token != token => Err(format!(
-                    "the report's fencing token {token} is not the current lease's ({})",
-                    lease.token
+            match task.map(|t| (t, lease_loss(t, agent, token))) {
+                Some((t, None)) if t.state.lease().is_some() => Ok(()),
+                _ => Err(format!(
+                    "fencing token {token} is not the task's current lease"
                 )),
-                Some(lease) if lease.agent != agent => Err(format!(
-                    "the lease belongs to agent {}, not to agent {agent}",
-                    lease.agent
-                )),
-                Some(_) => Ok(()),
             }
         }
         Cond::HasResult => match event {

@@ -50,6 +50,13 @@ pub enum Event {
     DependencyAdded {
         dependency: TaskKey,
     },
+    /// Decomposition, on the parent: the agent executing the task added these sub-tasks to
+    /// its workflow (the task's dependents now also wait for them).
+    SubtasksAdded {
+        agent: AgentId,
+        token: FencingToken,
+        tasks: Vec<TaskKey>,
+    },
     /// Every dependency completed; `completed` is the evidence.
     DependenciesMet {
         completed: Vec<TaskKey>,
@@ -121,6 +128,7 @@ pub enum Event {
 pub enum EventKind {
     Submitted,
     DependencyAdded,
+    SubtasksAdded,
     DependenciesMet,
     UpstreamFailed,
     UpstreamRevived,
@@ -138,9 +146,10 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Submitted,
         EventKind::DependencyAdded,
+        EventKind::SubtasksAdded,
         EventKind::DependenciesMet,
         EventKind::UpstreamFailed,
         EventKind::UpstreamRevived,
@@ -161,6 +170,7 @@ impl EventKind {
         match self {
             EventKind::Submitted => "submitted",
             EventKind::DependencyAdded => "dependency_added",
+            EventKind::SubtasksAdded => "subtasks_added",
             EventKind::DependenciesMet => "dependencies_met",
             EventKind::UpstreamFailed => "upstream_failed",
             EventKind::UpstreamRevived => "upstream_revived",
@@ -199,6 +209,7 @@ impl Event {
         match self {
             Event::Submitted(_) => EventKind::Submitted,
             Event::DependencyAdded { .. } => EventKind::DependencyAdded,
+            Event::SubtasksAdded { .. } => EventKind::SubtasksAdded,
             Event::DependenciesMet { .. } => EventKind::DependenciesMet,
             Event::UpstreamFailed { .. } => EventKind::UpstreamFailed,
             Event::UpstreamRevived { .. } => EventKind::UpstreamRevived,
@@ -222,7 +233,8 @@ impl Event {
             | Event::Heartbeat { agent, .. }
             | Event::ExecutionSucceeded { agent, .. }
             | Event::ExecutionFailed { agent, .. }
-            | Event::AssignmentReleased { agent, .. } => Actor::Agent { agent: *agent },
+            | Event::AssignmentReleased { agent, .. }
+            | Event::SubtasksAdded { agent, .. } => Actor::Agent { agent: *agent },
             Event::RetryRequested { requested_by }
             | Event::CancelRequested { requested_by, .. } => Actor::Operator {
                 name: requested_by.clone(),
@@ -240,7 +252,8 @@ impl Event {
             | Event::Heartbeat { agent, token, .. }
             | Event::ExecutionSucceeded { agent, token, .. }
             | Event::ExecutionFailed { agent, token, .. }
-            | Event::AssignmentReleased { agent, token } => Some((*agent, *token)),
+            | Event::AssignmentReleased { agent, token }
+            | Event::SubtasksAdded { agent, token, .. } => Some((*agent, *token)),
             _ => None,
         }
     }

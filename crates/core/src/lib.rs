@@ -20,7 +20,7 @@ pub mod retry;
 pub mod spec;
 pub mod task;
 
-pub use apply::{apply, submit, Effect, Refusal, Rejection, Transition, AGENT_LOST};
+pub use apply::{apply, submit, Effect, LeaseLoss, Refusal, Rejection, Transition, AGENT_LOST};
 pub use dag::{Dag, DagError, NodeStatus};
 pub use diagram::DiagramFormat;
 pub use event::{Actor, ErrorReport, Event, EventKind, Submission};

@@ -234,6 +234,7 @@ pub static DEFAULT_RULES: &[Rule] = &[
     rule(Some(S::Assigned), E::CancelRequested, &[], S::Cancelled, FINAL_FAILURE_REVOKED),
     // Executing.
     rule(Some(S::Executing), E::Heartbeat, &[is(Cond::LeaseCurrent)], S::Executing, &[Timers]),
+    rule(Some(S::Executing), E::SubtasksAdded, &[is(Cond::LeaseCurrent)], S::Executing, &[]),
     rule(Some(S::Executing), E::ExecutionSucceeded, &[is(Cond::LeaseCurrent), is(Cond::HasResult)], S::Completed, &[EndLease, Timers, ReleaseDependents]),
     rule(Some(S::Executing), E::ExecutionFailed, &[is(Cond::LeaseCurrent), is(Cond::RetryAllowed)], S::Failed, &[EndLease, Timers, ScheduleRetry]),
     rule(Some(S::Executing), E::ExecutionFailed, &[is(Cond::LeaseCurrent), not(Cond::RetryAllowed)], S::Failed, FINAL_FAILURE_ENDED),

@@ -267,6 +267,7 @@ enum KeyC {
 enum Tpl {
     Submitted(Box<Submission>),
     DependencyAdded(KeyC),
+    SubtasksAdded(AgentC, TokC, Vec<KeyC>),
     /// The task's dependencies (if `all`), plus extras.
     DependenciesMet(bool, Vec<KeyC>),
     UpstreamFailed(KeyC),
@@ -343,6 +344,7 @@ fn tpl() -> impl Strategy<Value = Tpl> {
     prop_oneof![
         1 => submission().prop_map(|s| Tpl::Submitted(Box::new(s))),
         1 => key_c().prop_map(Tpl::DependencyAdded),
+        1 => (agent_c(), tok_c(), vec(key_c(), 1..3)).prop_map(|(a, t, k)| Tpl::SubtasksAdded(a, t, k)),
         2 => (any::<bool>(), vec(key_c(), 0..3)).prop_map(|(all, extra)| Tpl::DependenciesMet(all, extra)),
         1 => key_c().prop_map(Tpl::UpstreamFailed),
         1 => key_c().prop_map(Tpl::UpstreamRevived),
@@ -406,6 +408,11 @@ fn event_of(t: &Tpl, task: &Task) -> Event {
         Tpl::Submitted(s) => Event::Submitted((**s).clone()),
         Tpl::DependencyAdded(k) => Event::DependencyAdded {
             dependency: key_of(k, task),
+        },
+        Tpl::SubtasksAdded(a, k, keys) => Event::SubtasksAdded {
+            agent: agent_of(a, task),
+            token: token_of(k, task),
+            tasks: keys.iter().map(|k| key_of(k, task)).collect(),
         },
         Tpl::DependenciesMet(all, extra) => {
             let mut completed = if *all {
@@ -778,6 +785,7 @@ fn every_event_kind_has_a_template() {
             seed: 0,
         })),
         Tpl::DependencyAdded(KeyC::Own),
+        Tpl::SubtasksAdded(a.clone(), k.clone(), vec![KeyC::Own]),
         Tpl::DependenciesMet(true, Vec::new()),
         Tpl::UpstreamFailed(KeyC::Own),
         Tpl::UpstreamRevived(KeyC::Own),

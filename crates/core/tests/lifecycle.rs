@@ -154,6 +154,17 @@ fn one_case_per_rule() -> Vec<Case> {
             Executing,
         ),
         case(
+            "sub-tasks added",
+            executing(),
+            Event::SubtasksAdded {
+                agent: agent(),
+                token: FencingToken(1),
+                tasks: vec![TaskKey::from("part-1")],
+            },
+            at(21),
+            Executing,
+        ),
+        case(
             "succeeded",
             executing(),
             succeeded(1, json!("ok")),
@@ -429,7 +440,7 @@ fn success_needs_the_current_lease_and_a_result_and_releases_dependents() {
         },
         at(30),
     );
-    assert!(r.to_string().contains("belongs to agent"), "{r}");
+    assert!(r.to_string().contains("belongs to another agent"), "{r}");
 
     let t = step(&task, succeeded(1, json!({"text": "done"})), at(30));
     assert_eq!(
@@ -449,15 +460,24 @@ fn success_needs_the_current_lease_and_a_result_and_releases_dependents() {
 
 #[test]
 fn pending_never_jumps_to_completed() {
+    assert_eq!(
+        DEFAULT
+            .rules_for(Some(StateKind::Pending), EventKind::ExecutionSucceeded)
+            .count(),
+        0
+    );
+    // A report on a task never assigned holds no lease: refused before the table.
     let r = refuse(&pending(), succeeded(0, json!(1)), at(1));
-    let Refusal::NotAccepted { accepted } = &r.refusal else {
-        panic!("{r}")
-    };
-    assert!(accepted.contains(&EventKind::AgentAssigned));
-    assert!(
-        r.to_string().contains("no rule accepts it from Pending"),
+    assert_eq!(
+        r.refusal,
+        Refusal::StaleLease {
+            reported: FencingToken(0),
+            current: FencingToken(0),
+            loss: LeaseLoss::NeverIssued,
+        },
         "{r}"
     );
+    assert!(r.to_string().contains("no lease was ever issued"), "{r}");
 }
 
 #[test]
@@ -497,12 +517,22 @@ fn a_report_from_a_superseded_lease_is_refused_as_stale() {
         r.refusal,
         Refusal::StaleLease {
             reported: FencingToken(1),
-            current: FencingToken(2)
+            current: FencingToken(2),
+            loss: LeaseLoss::Superseded,
         }
     );
     assert_eq!(r.refusal.code(), "stale_lease");
+    // Taken back and not yet assigned again: the same refusal, saying the lease has ended.
     let r = refuse(&requeued, succeeded(1, json!(1)), at(1_015));
-    assert!(matches!(r.refusal, Refusal::NotAccepted { .. }), "{r}");
+    assert_eq!(
+        r.refusal,
+        Refusal::StaleLease {
+            reported: FencingToken(1),
+            current: FencingToken(1),
+            loss: LeaseLoss::Revoked,
+        },
+        "{r}"
+    );
 }
 
 #[test]
@@ -896,5 +926,5 @@ fn a_lost_agent_requeues_or_fails_its_task_by_policy_and_stale_losses_are_refuse
         },
         at(21),
     );
-    assert!(r.to_string().contains("belongs to agent"), "{r}");
+    assert!(r.to_string().contains("belongs to another agent"), "{r}");
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_core::{Effect, Event, State, StateKind, Task, TaskId, TaskSpec, Timestamp};
+use baton_core::{Effect, Event, State, StateKind, Task, TaskId, TaskKey, TaskSpec, Timestamp};
 use baton_store::{Store, StoreError, SubmitBatch, WorkflowRef};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
@@ -368,14 +368,9 @@ impl<S: Store + 'static> Engine<S> {
                 .released_blocked(RELEASED_PER_ROUND_MAX)
                 .await?;
             let before = released;
-            let met = |t: &Task| {
-                (t.kind() == StateKind::Blocked).then(|| Event::DependenciesMet {
-                    completed: t.dependencies.clone(),
-                })
-            };
             // Several at once, so that their writes share commits instead of one flush each.
             for chunk in ready.chunks(EFFECTS_IN_FLIGHT_MAX) {
-                let outcomes = join_all(chunk.iter().map(|id| self.release(*id, met))).await;
+                let outcomes = join_all(chunk.iter().map(|id| self.release(*id))).await;
                 for outcome in outcomes {
                     if applied(outcome)? {
                         released += 1;
@@ -388,25 +383,29 @@ impl<S: Store + 'static> Engine<S> {
         }
     }
 
-    /// Sends `met` to `id`, stamped after the last of its dependencies completed.
-    async fn release(
-        &self,
-        id: TaskId,
-        met: impl Fn(&Task) -> Option<Event>,
-    ) -> Result<Task, EngineError> {
+    /// Sends `dependencies_met` to `id` with the evidence the core checks: the dependencies
+    /// the store has seen completed (completion is final, so the evidence cannot go stale).
+    /// The store's open-dependency count only nominates the task; the core decides. Stamped
+    /// after the last of its dependencies completed.
+    async fn release(&self, id: TaskId) -> Result<Task, EngineError> {
         let dependencies = self.inner.store.dependencies(id).await?;
         let last = dependencies.iter().map(|d| d.updated_at).max();
-        self.transition(
-            id,
-            met,
-            Cause {
-                link: None,
-                after: last.unwrap_or(Timestamp(0)),
-            },
-        )
-        .await
+        let completed: Vec<TaskKey> = dependencies
+            .into_iter()
+            .filter(|d| d.state == StateKind::Completed)
+            .map(|d| d.key)
+            .collect();
+        let met = |_: &Task| {
+            Some(Event::DependenciesMet {
+                completed: completed.clone(),
+            })
+        };
+        let cause = Cause {
+            link: None,
+            after: last.unwrap_or(Timestamp(0)),
+        };
+        self.transition(id, met, cause).await
     }
-
     // ---- views ----------------------------------------------------------------------------
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use baton_core::dag::TASKS_PER_WORKFLOW_MAX;
 use baton_core::{
-    apply, AgentId, Dag, Event, FencingToken, State, StateKind, Submission, Task, TaskId, TaskKey,
+    apply, AgentId, Dag, Event, FencingToken, StateKind, Submission, Task, TaskId, TaskKey,
     TaskSpec, Timestamp, Transition, WorkflowId,
 };
 use baton_store::{
@@ -132,24 +132,6 @@ impl<S: Store + 'static> Engine<S> {
         }
         for _ in 0..CAS_RETRIES_MAX {
             let task = self.load(parent).await?;
-            match &task.state {
-                State::Executing { lease, .. } if lease.token == token && lease.agent == agent => {}
-                _ => {
-                    return Err(EngineError::Rejected(Box::new(baton_core::Rejection {
-                        task: parent,
-                        state: Some(task.kind()),
-                        event: baton_core::EventKind::DependencyAdded,
-                        refusal: baton_core::Refusal::GuardFailed {
-                            guard: "current lease".into(),
-                            detail: format!(
-                                "only the agent executing the task under its current lease \
-                                 (token {}) may add sub-tasks",
-                                task.fencing_token
-                            ),
-                        },
-                    })))
-                }
-            }
             let existing = self.workflow_tasks(task.workflow).await?;
             let mut dag = Dag::build(
                 existing
@@ -176,6 +158,14 @@ impl<S: Store + 'static> Engine<S> {
                 .iter()
                 .map(|t| t.updated_at)
                 .fold(self.now(), Timestamp::max);
+            // The parent's own transition: the core checks the lease, and the store's
+            // compare-and-set on the parent makes the whole batch fail if it changed since.
+            let added = Event::SubtasksAdded {
+                agent,
+                token,
+                tasks: specs.iter().map(|s| s.key.clone()).collect(),
+            };
+            let on_parent = apply(&task, &added, now)?;
             let new_ids: HashMap<&TaskKey, TaskId> = specs
                 .iter()
                 .map(|s| (&s.key, TaskId(self.inner.ids.id())))
@@ -218,8 +208,8 @@ impl<S: Store + 'static> Engine<S> {
                 tasks.push(new);
                 created.push(t);
             }
-            let mut records = Vec::new();
-            let mut applied = Vec::new();
+            let mut records = vec![TransitionRecord::of(&on_parent, added.clone(), now)];
+            let mut applied = vec![(on_parent, added)];
             // A dependent that has ended (cancelled) takes no event, only the edges: if it is
             // ever revived, it catches up (`catch_up_dependencies`) and waits for them too.
             for dependent in &dependents {

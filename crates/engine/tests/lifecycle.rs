@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use baton_core::{
-    AgentLostPolicy, CancelReason, EventKind, FencingToken, Refusal, State, StateKind, Timeouts,
-    Timestamp,
+    AgentLostPolicy, CancelReason, EventKind, FencingToken, LeaseLoss, Refusal, State, StateKind,
+    Timeouts, Timestamp,
 };
 use baton_engine::{EngineError, OpenDependency, WaitReason};
 use baton_store::Store;
@@ -339,9 +339,16 @@ async fn a_stale_token_after_start_timeout_and_reassignment_is_refused() {
     assert_eq!(requeued.attempt, 1, "a start timeout costs no attempt");
     assert!(requeued.errors.is_empty());
     assert_eq!(h.events(id).await.last(), Some(&EventKind::TimeoutExpired));
-    // While nobody holds it, the old agent's start is not accepted either.
+    // While nobody holds it, the old agent is told its lease has ended.
     let err = h.report(id, started(&old)).await.unwrap_err();
-    assert!(matches!(refusal(err), Refusal::NotAccepted { .. }));
+    assert_eq!(
+        refusal(err),
+        Refusal::StaleLease {
+            reported: FencingToken(1),
+            current: FencingToken(1),
+            loss: LeaseLoss::Revoked,
+        }
+    );
 
     let new = h.claim_only(second, id).await;
     assert_eq!(lease(&new), (second, FencingToken(2)));
@@ -356,6 +363,7 @@ async fn a_stale_token_after_start_timeout_and_reassignment_is_refused() {
             Refusal::StaleLease {
                 reported: FencingToken(1),
                 current: FencingToken(2),
+                loss: LeaseLoss::Superseded,
             }
         );
         assert_eq!(h.task(id).await, before, "the task is unchanged");
@@ -563,7 +571,16 @@ async fn a_dead_agents_leases_are_taken_back() {
     // The dead agent wakes up and reports: refused, nothing changes.
     let before = h.task(wf.id("requeue")).await;
     let err = h.report(before.id, succeeded(&requeued)).await.unwrap_err();
-    assert!(matches!(refusal(err), Refusal::NotAccepted { .. }));
+    assert!(
+        matches!(
+            refusal(err),
+            Refusal::StaleLease {
+                loss: LeaseLoss::Revoked,
+                ..
+            }
+        ),
+        "the dead agent is told its lease has ended"
+    );
     assert_eq!(h.task(before.id).await, before);
     let before = h.task(wf.id("fail")).await;
     assert!(h.report(before.id, succeeded(&fail)).await.is_err());

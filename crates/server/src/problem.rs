@@ -86,17 +86,13 @@ impl From<EngineError> for Problem {
             EngineError::WorkflowNotFound(_) => Problem::not_found("workflow_not_found", detail),
             EngineError::AgentNotFound(_) => Problem::not_found("agent_not_found", detail),
             EngineError::Rejected(r) => {
-                let (status, code) = match &r.refusal {
-                    Refusal::InvalidSpec { .. } => {
-                        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
-                    }
-                    Refusal::StaleLease { .. } => (StatusCode::CONFLICT, "stale_lease"),
-                    Refusal::NotAccepted { .. }
-                        if r.state == Some(baton_core::StateKind::Cancelled) =>
-                    {
-                        (StatusCode::CONFLICT, "task_cancelled")
-                    }
-                    other => (StatusCode::CONFLICT, other.code()),
+                let status = match &r.refusal {
+                    Refusal::InvalidSpec { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::CONFLICT,
+                };
+                let code = match &r.refusal {
+                    Refusal::InvalidSpec { .. } => "invalid_field",
+                    _ => r.code(),
                 };
                 let mut p = Problem::new(status, code, detail);
                 p.state = r.state.map(|s| s.as_str().to_owned());

@@ -474,11 +474,11 @@ fn rows(fx: &Fixture) -> Vec<Row> {
         post("succeeded without `result`", report("succeeded", running), json!({"agent": agent, "token": fx.token}))
             .expect(422, "invalid_field").field("result"),
         post("succeeded with a token not issued yet", report("succeeded", running), json!({"agent": agent, "token": fx.token + 1, "result": 1}))
-            .expect(409, "guard_failed"),
+            .expect(409, "stale_lease"),
         post("started on a pending task never claimed", report("started", &fx.idle), json!({"agent": agent, "token": 0}))
-            .expect(409, "not_accepted").member("state", json!("pending")),
+            .expect(409, "stale_lease").member("state", json!("pending")),
         post("report by an agent that holds no lease", report("succeeded", running), json!({"agent": fx.bystander, "token": fx.token, "result": 1}))
-            .expect(409, "guard_failed").member("state", json!("executing")),
+            .expect(409, "stale_lease").member("state", json!("executing")),
         post("report naming an unregistered agent", report("succeeded", running), json!({"agent": ABSENT, "token": fx.token, "result": 1}))
             .expect(404, "agent_not_found"),
         post("report on an unknown task", report("started", ABSENT), json!({"agent": agent, "token": 1}))
@@ -601,12 +601,33 @@ fn judge(row: &Row, res: &RawResponse) -> Vec<String> {
     bad
 }
 
+/// Waits until the engine's background work has nothing left: no outbox item to carry out and
+/// no blocked task to release (the fixture's effects have all run).
+async fn quiet(srv: &TestServer) {
+    use baton_store::Store;
+    let store = srv.engine.store();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let outbox = store.outbox(1).await.expect("outbox");
+        let released = store.released_blocked(1).await.expect("released");
+        if outbox.is_empty() && released.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the fixture's effects never ran: outbox {outbox:?}, released {released:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_request_is_a_4xx_problem_and_changes_nothing() {
     let srv = TestServer::start().await;
     let fx = prepare(&srv).await;
+    quiet(&srv).await;
     let before = snapshot(&srv, &fx).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    quiet(&srv).await;
     let settled = snapshot(&srv, &fx).await;
     assert!(
         snapshot_diff(&before, &settled).is_empty(),

@@ -476,6 +476,10 @@ fn event_detail(e: &Event) -> String {
             format!("{} dependencies already complete", s.completed.len())
         }
         Event::DependencyAdded { dependency } => format!("now also waits for {dependency}"),
+        Event::SubtasksAdded { tasks, .. } => {
+            let keys: Vec<&str> = tasks.iter().map(|k| k.0.as_str()).collect();
+            format!("added sub-tasks {}", keys.join(", "))
+        }
         Event::UpstreamFailed { upstream } => format!("{upstream} failed or was cancelled"),
         Event::UpstreamRevived { upstream } => format!("{upstream} was retried"),
         Event::AgentAssigned { agent, .. } => format!("to agent {}", short_id(agent)),
