@@ -269,12 +269,7 @@ impl<S: Store + 'static> Engine<S> {
                 let task = self.load(id).await?;
                 let mut comp = TaskSpec::new(spec.key.0.clone());
                 comp.capabilities = spec.capabilities.clone();
-                comp.input = serde_json::json!({
-                    "compensates": task.spec.key,
-                    "task": task.id,
-                    "input": spec.input,
-                    "error": task.errors.last(),
-                });
+                comp.input = compensation_input(&task, &spec.input);
                 comp.priority = task.spec.priority;
                 let now = self.now().max(task.updated_at);
                 let (new, t) = new_task(
@@ -442,4 +437,22 @@ fn applied<T>(r: Result<T, EngineError>) -> Result<bool, EngineError> {
         Err(EngineError::Rejected(_) | EngineError::TaskNotFound(_)) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// The input of a compensation task: what it compensates (key and id), the input its spec
+/// declares, and the error that ended the task.
+fn compensation_input(task: &Task, input: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "compensates": task.spec.key,
+        "task": task.id,
+        "input": input,
+        "error": task.errors.last(),
+    })
+}
+
+/// The task a compensation task's input (see [`compensation_input`]) names.
+pub(crate) fn compensated_task(input: &serde_json::Value) -> Option<TaskId> {
+    input.get("compensates")?;
+    let id = input.get("task")?.as_str()?;
+    uuid::Uuid::parse_str(id).ok().map(TaskId)
 }

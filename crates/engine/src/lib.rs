@@ -38,4 +38,13 @@ pub use intake::{validate_workflow, WorkflowReceipt, WorkflowRequest, NAME_LEN_M
 pub use metrics::Metrics;
 pub use stream::{StreamPosition, Subscription, TransitionEvent, EVENT_BACKLOG_MAX};
 pub use transition::ReportContext;
-pub use views::{OpenDependency, WaitReason};
+pub use views::{OpenDependency, TaskDetail, WaitReason, WorkflowGraph};
+
+/// The store's types the engine's read model answers with, so that its callers (the API)
+/// need not depend on the store.
+pub mod read {
+    pub use baton_store::{
+        AgentRecord, AnyStore, Dependency, Edge, StateCounts, TaskFilter, WorkflowRecord,
+        PAGE_ROWS_MAX,
+    };
+}

@@ -4,9 +4,12 @@
 use std::collections::HashSet;
 
 use baton_core::{
-    AgentId, Capability, HistoryEntry, State, StateKind, Task, TaskId, TaskKey, Timestamp,
+    AgentId, CancelReason, Capability, HistoryEntry, State, StateKind, Task, TaskId, TaskKey,
+    Timestamp, WorkflowId,
 };
-use baton_store::{AgentRecord, Store};
+use baton_store::{
+    AgentRecord, Dependency, Edge, StateCounts, Store, TaskFilter, TaskPages, WorkflowRecord,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
@@ -42,7 +45,147 @@ pub struct OpenDependency {
     pub state: StateKind,
 }
 
+/// What the task view shows beyond the task itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskDetail {
+    pub task: Task,
+    /// The first entries of its history (at most the number asked for).
+    pub history: Vec<HistoryEntry>,
+    pub waiting: Option<WaitReason>,
+    pub dependencies: Vec<Dependency>,
+    pub dependents: Vec<TaskId>,
+    /// Its compensation task, once created.
+    pub compensation: Option<TaskId>,
+    /// The task it compensates, if it is a compensation task.
+    pub compensates: Option<TaskId>,
+    /// The upstream task whose failure cancelled it.
+    pub upstream_cause: Option<TaskId>,
+}
+
+/// A workflow's tasks and edges, for drawing its graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkflowGraph {
+    pub tasks: Vec<Task>,
+    pub edges: Vec<Edge>,
+}
+
 impl<S: Store + 'static> Engine<S> {
+    /// The task as it stands.
+    pub async fn task(&self, id: TaskId) -> Result<Task, EngineError> {
+        self.load(id).await
+    }
+
+    /// The task with its first `history_max` history entries, why it waits, its neighbours
+    /// in the graph and the tasks it points to.
+    pub async fn task_detail(
+        &self,
+        id: TaskId,
+        history_max: usize,
+    ) -> Result<TaskDetail, EngineError> {
+        let task = self.load(id).await?;
+        let store = &self.inner.store;
+        let history = store.history(id, 0, history_max).await?;
+        let waiting = self.wait_reason(&task).await?;
+        let dependencies = store.dependencies(id).await?;
+        let dependents = store.dependents(id).await?;
+        let compensation = match &task.spec.compensation {
+            Some(c) => self.id_of(&task, c.key.clone()).await?,
+            None => None,
+        };
+        let upstream_cause = match &task.state {
+            State::Cancelled {
+                reason: CancelReason::Upstream { upstream },
+            } => self.id_of(&task, upstream.clone()).await?,
+            _ => None,
+        };
+        let compensates = self.compensated_by(&task).await?;
+        Ok(TaskDetail {
+            task,
+            history,
+            waiting,
+            dependencies,
+            dependents,
+            compensation,
+            compensates,
+            upstream_cause,
+        })
+    }
+
+    async fn id_of(&self, task: &Task, key: TaskKey) -> Result<Option<TaskId>, EngineError> {
+        let found = self.inner.store.task_by_key(task.workflow, key).await?;
+        Ok(found.map(|t| t.id))
+    }
+
+    /// The task `task` compensates: the one named by the input the effect runner gave it, if
+    /// that task does declare `task` as its compensation (so that a user's input that merely
+    /// looks the same names nothing).
+    async fn compensated_by(&self, task: &Task) -> Result<Option<TaskId>, EngineError> {
+        let Some(origin) = crate::background::compensated_task(&task.spec.input) else {
+            return Ok(None);
+        };
+        let Some(origin) = self.inner.store.task(origin).await? else {
+            return Ok(None);
+        };
+        let declares = origin.workflow == task.workflow
+            && origin
+                .spec
+                .compensation
+                .as_ref()
+                .is_some_and(|c| c.key == task.spec.key);
+        Ok(declares.then_some(origin.id))
+    }
+
+    /// One page of tasks.
+    pub async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, EngineError> {
+        Ok(self.inner.store.tasks(filter).await?)
+    }
+
+    pub async fn workflow(&self, id: WorkflowId) -> Result<WorkflowRecord, EngineError> {
+        self.inner
+            .store
+            .workflow(id)
+            .await?
+            .ok_or(EngineError::WorkflowNotFound(id))
+    }
+
+    /// Workflows, newest first, created before `before` if given.
+    pub async fn workflows(
+        &self,
+        before: Option<WorkflowId>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRecord>, EngineError> {
+        Ok(self.inner.store.workflows(before, limit).await?)
+    }
+
+    /// Tasks per state, of one workflow or of all.
+    pub async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, EngineError> {
+        Ok(self.inner.store.counts(workflow).await?)
+    }
+
+    /// Every task of the workflow and every edge between them.
+    pub async fn workflow_graph(&self, id: WorkflowId) -> Result<WorkflowGraph, EngineError> {
+        self.workflow(id).await?;
+        let mut tasks = Vec::new();
+        let mut pages = TaskPages::new(TaskFilter {
+            workflow: Some(id),
+            ..TaskFilter::default()
+        });
+        while let Some(page) = pages.next(&self.inner.store).await? {
+            tasks.extend(page);
+        }
+        let edges = self.inner.store.workflow_edges(id).await?;
+        Ok(WorkflowGraph { tasks, edges })
+    }
+
+    pub async fn agents(&self) -> Result<Vec<AgentRecord>, EngineError> {
+        Ok(self.inner.store.agents().await?)
+    }
+
+    /// The tasks leased to the agent now.
+    pub async fn leased_to(&self, agent: AgentId) -> Result<Vec<TaskId>, EngineError> {
+        Ok(self.inner.store.leased_to(agent).await?)
+    }
+
     /// read from the store now.
     pub async fn metrics_text(&self) -> Result<String, EngineError> {
         let counts = self.inner.store.counts(None).await?;

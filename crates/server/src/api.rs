@@ -11,8 +11,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use baton_core::{AgentId, Event, FencingToken, State, StateKind, Task, TaskId, WorkflowId};
+use baton_engine::read::{AnyStore, TaskFilter};
 use baton_engine::{Engine, WorkflowRequest};
-use baton_store::{AnyStore, Store, TaskFilter};
 use futures_util::stream::Stream;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
@@ -131,18 +131,9 @@ pub async fn get_workflow(
     Path(id): Path<String>,
 ) -> ApiResult<Json<WorkflowView>> {
     let id = WorkflowId(parse_id("workflow", &id)?);
-    let store = engine(&s).store();
-    let wf = store
-        .workflow(id)
-        .await
-        .map_err(baton_engine::EngineError::from)?
-        .ok_or_else(|| {
-            Problem::not_found("workflow_not_found", format!("workflow {id} not found"))
-        })?;
-    let counts = store
-        .counts(Some(id))
-        .await
-        .map_err(baton_engine::EngineError::from)?;
+    let e = engine(&s);
+    let wf = e.workflow(id).await?;
+    let counts = e.counts(Some(id)).await?;
     Ok(Json(WorkflowView {
         id: wf.id.0,
         name: wf.name,
@@ -170,20 +161,14 @@ pub async fn list_workflows(
         )
         .field("limit", format!("between 1 and {WORKFLOWS_PAGE_MAX}")));
     }
-    let store = engine(&s).store();
-    let records = store
-        .workflows(q.before.map(WorkflowId), limit)
-        .await
-        .map_err(baton_engine::EngineError::from)?;
+    let e = engine(&s);
+    let records = e.workflows(q.before.map(WorkflowId), limit).await?;
     let next = (records.len() == limit)
         .then(|| records.last().map(|w| w.id.0))
         .flatten();
     let mut workflows = Vec::with_capacity(records.len());
     for wf in records {
-        let counts = store
-            .counts(Some(wf.id))
-            .await
-            .map_err(baton_engine::EngineError::from)?;
+        let counts = e.counts(Some(wf.id)).await?;
         workflows.push(WorkflowView {
             id: wf.id.0,
             name: wf.name,
@@ -203,39 +188,19 @@ pub async fn workflow_graph(
     Path(id): Path<String>,
 ) -> ApiResult<Json<WorkflowGraph>> {
     let id = WorkflowId(parse_id("workflow", &id)?);
-    let store = engine(&s).store();
-    if store
-        .workflow(id)
-        .await
-        .map_err(baton_engine::EngineError::from)?
-        .is_none()
-    {
-        return Err(Problem::not_found(
-            "workflow_not_found",
-            format!("workflow {id} not found"),
-        ));
-    }
-    let mut nodes = Vec::new();
-    let mut pages = baton_store::TaskPages::new(TaskFilter {
-        workflow: Some(id),
-        ..TaskFilter::default()
-    });
-    while let Some(page) = pages
-        .next(store)
-        .await
-        .map_err(baton_engine::EngineError::from)?
-    {
-        nodes.extend(page.iter().map(|t| GraphNode {
+    let graph = engine(&s).workflow_graph(id).await?;
+    let nodes = graph
+        .tasks
+        .iter()
+        .map(|t| GraphNode {
             id: t.id.0,
             key: t.spec.key.0.clone(),
             state: t.kind(),
             attempt: t.attempt,
-        }));
-    }
-    let edges = store
-        .workflow_edges(id)
-        .await
-        .map_err(baton_engine::EngineError::from)?
+        })
+        .collect();
+    let edges = graph
+        .edges
         .into_iter()
         .map(|e| GraphEdge {
             dependency: e.dependency.0,
@@ -284,26 +249,24 @@ pub async fn list_tasks(
         })?),
     };
     let limit = q.limit.unwrap_or(100);
-    if !(1..=baton_store::PAGE_ROWS_MAX).contains(&limit) {
+    if !(1..=baton_engine::read::PAGE_ROWS_MAX).contains(&limit) {
         return Err(Problem::bad_request(
             "invalid_query",
             format!("limit {limit} is out of range"),
         )
         .field(
             "limit",
-            format!("between 1 and {}", baton_store::PAGE_ROWS_MAX),
+            format!("between 1 and {}", baton_engine::read::PAGE_ROWS_MAX),
         ));
     }
     let tasks = engine(&s)
-        .store()
         .tasks(TaskFilter {
             workflow: q.workflow.map(WorkflowId),
             state,
             after: q.after.map(TaskId),
             limit,
         })
-        .await
-        .map_err(baton_engine::EngineError::from)?;
+        .await?;
     let next = (tasks.len() == limit)
         .then(|| tasks.last().map(|t| t.id.0))
         .flatten();
@@ -324,69 +287,21 @@ pub async fn get_task(
     Path(id): Path<String>,
 ) -> ApiResult<Json<TaskView>> {
     let id = TaskId(parse_id("task", &id)?);
-    let e = engine(&s);
-    let store = e.store();
-    let task = store
-        .task(id)
-        .await
-        .map_err(baton_engine::EngineError::from)?
-        .ok_or_else(|| Problem::not_found("task_not_found", format!("task {id} not found")))?;
-    let history = e.history(id, 0, HISTORY_WITH_TASK_MAX).await?;
-    let waiting = e.wait_reason(&task).await?;
-    let deps = store
-        .dependencies(id)
-        .await
-        .map_err(baton_engine::EngineError::from)?;
-    let dependents = store
-        .dependents(id)
-        .await
-        .map_err(baton_engine::EngineError::from)?;
-    let links = links(store, &task).await?;
-    let mut view = task_view(&task, history, waiting, deps, dependents);
-    (view.compensation, view.compensates, view.upstream_cause) = links;
-    Ok(Json(view))
+    let detail = engine(&s).task_detail(id, HISTORY_WITH_TASK_MAX).await?;
+    Ok(Json(task_view(detail)))
 }
 
-/// The tasks a task points to: its compensation task, the task it compensates, and the
-/// upstream task whose failure cancelled it.
-async fn links(
-    store: &AnyStore,
-    task: &Task,
-) -> ApiResult<(Option<Uuid>, Option<Uuid>, Option<Uuid>)> {
-    let by_key = |key: baton_core::TaskKey| async move {
-        store
-            .task_by_key(task.workflow, key)
-            .await
-            .map(|t| t.map(|t| t.id.0))
-            .map_err(|e| Problem::from(baton_engine::EngineError::from(e)))
-    };
-    let compensation = match &task.spec.compensation {
-        Some(c) => by_key(c.key.clone()).await?,
-        None => None,
-    };
-    let compensates = task
-        .spec
-        .input
-        .get("compensates")
-        .and(task.spec.input.get("task"))
-        .and_then(Value::as_str)
-        .and_then(|s| Uuid::parse_str(s).ok());
-    let upstream_cause = match &task.state {
-        State::Cancelled {
-            reason: baton_core::CancelReason::Upstream { upstream },
-        } => by_key(upstream.clone()).await?,
-        _ => None,
-    };
-    Ok((compensation, compensates, upstream_cause))
-}
-
-fn task_view(
-    task: &Task,
-    history: Vec<baton_core::HistoryEntry>,
-    waiting: Option<baton_engine::WaitReason>,
-    deps: Vec<baton_store::Dependency>,
-    dependents: Vec<TaskId>,
-) -> TaskView {
+fn task_view(detail: baton_engine::TaskDetail) -> TaskView {
+    let baton_engine::TaskDetail {
+        task,
+        history,
+        waiting,
+        dependencies: deps,
+        dependents,
+        compensation,
+        compensates,
+        upstream_cause,
+    } = detail;
     let result = match &task.state {
         State::Completed { result, .. } => Some(result.clone()),
         _ => None,
@@ -429,9 +344,9 @@ fn task_view(
             })
             .collect(),
         dependents: dependents.into_iter().map(|d| d.0).collect(),
-        compensation: None,
-        compensates: None,
-        upstream_cause: None,
+        compensation: compensation.map(|t| t.0),
+        compensates: compensates.map(|t| t.0),
+        upstream_cause: upstream_cause.map(|t| t.0),
         history: history
             .into_iter()
             .map(|h| {
@@ -459,18 +374,11 @@ pub async fn task_history(
 ) -> ApiResult<Json<Vec<Value>>> {
     let id = TaskId(parse_id("task", &id)?);
     let e = engine(&s);
-    if e.store()
-        .task(id)
-        .await
-        .map_err(baton_engine::EngineError::from)?
-        .is_none()
-    {
-        return Err(Problem::not_found(
-            "task_not_found",
-            format!("task {id} not found"),
-        ));
-    }
-    let limit = q.limit.unwrap_or(100).clamp(1, baton_store::PAGE_ROWS_MAX);
+    e.task(id).await?;
+    let limit = q
+        .limit
+        .unwrap_or(100)
+        .clamp(1, baton_engine::read::PAGE_ROWS_MAX);
     let entries = e.history(id, q.after.unwrap_or(0), limit).await?;
     Ok(Json(
         entries
@@ -517,22 +425,17 @@ pub async fn counts(
     _caller: Caller,
     ApiQuery(q): ApiQuery<CountsQuery>,
 ) -> ApiResult<Json<Counts>> {
-    let c = engine(&s)
-        .store()
-        .counts(q.workflow.map(WorkflowId))
-        .await
-        .map_err(baton_engine::EngineError::from)?;
+    let c = engine(&s).counts(q.workflow.map(WorkflowId)).await?;
     Ok(Json(counts_view(c)))
 }
 
 // ---- agents ---------------------------------------------------------------------------------
 
-async fn agent_view(e: &Engine<AnyStore>, a: baton_store::AgentRecord) -> ApiResult<AgentView> {
-    let leased = e
-        .store()
-        .leased_to(a.id)
-        .await
-        .map_err(baton_engine::EngineError::from)?;
+async fn agent_view(
+    e: &Engine<AnyStore>,
+    a: baton_engine::read::AgentRecord,
+) -> ApiResult<AgentView> {
+    let leased = e.leased_to(a.id).await?;
     Ok(AgentView {
         online: e.agent_online(&a),
         id: a.id.0,
@@ -556,13 +459,10 @@ pub async fn register_agent(
     caller.agent_named(&body.name)?;
     let e = engine(&s);
     if let Some(id) = body.id {
-        if let Some(existing) = e
-            .store()
-            .agent(AgentId(id))
-            .await
-            .map_err(baton_engine::EngineError::from)?
-        {
-            caller.agent_named(&existing.name)?;
+        match e.agent(AgentId(id)).await {
+            Ok(existing) => caller.agent_named(&existing.name)?,
+            Err(baton_engine::EngineError::AgentNotFound(_)) => {}
+            Err(err) => return Err(err.into()),
         }
     }
     let record = e
@@ -580,12 +480,7 @@ pub async fn register_agent(
 pub async fn list_agents(AxState(s): St, _caller: Caller) -> ApiResult<Json<Vec<AgentView>>> {
     let e = engine(&s);
     let mut out = Vec::new();
-    for a in e
-        .store()
-        .agents()
-        .await
-        .map_err(baton_engine::EngineError::from)?
-    {
+    for a in e.agents().await? {
         out.push(agent_view(e, a).await?);
     }
     Ok(Json(out))
@@ -595,7 +490,7 @@ async fn own_agent(
     e: &Engine<AnyStore>,
     caller: &Caller,
     raw: &str,
-) -> ApiResult<baton_store::AgentRecord> {
+) -> ApiResult<baton_engine::read::AgentRecord> {
     let id = AgentId(parse_id("agent", raw)?);
     let record = e.agent(id).await?;
     caller.agent_named(&record.name)?;
@@ -769,12 +664,7 @@ pub async fn add_subtasks(
     let e = engine(&s);
     let record = e.agent(AgentId(b.agent)).await?;
     caller.agent_named(&record.name)?;
-    let parent = e
-        .store()
-        .task(id)
-        .await
-        .map_err(baton_engine::EngineError::from)?
-        .ok_or_else(|| Problem::not_found("task_not_found", format!("task {id} not found")))?;
+    let parent = e.task(id).await?;
     let added = e
         .add_subtasks(id, AgentId(b.agent), FencingToken(b.token), b.tasks)
         .await?;
@@ -966,7 +856,7 @@ fn answer(s: &AppState, task: &Task) -> ReportAnswer {
     a
 }
 
-fn counts_view(c: baton_store::StateCounts) -> Counts {
+fn counts_view(c: baton_engine::read::StateCounts) -> Counts {
     Counts {
         blocked: c.get(StateKind::Blocked),
         pending: c.get(StateKind::Pending),
