@@ -59,10 +59,15 @@ async fn nodes(n: usize) -> (Schema, Arc<ManualClock>, Vec<Engine<PgStore>>) {
         )
         .await
         .expect("PostgreSQL is reachable (run .ci/postgres)");
+        // Waiting claims look again on their own only after a minute, beyond every wait
+        // here: a claim woken within its wait was woken by a notice.
         engines.push(Engine::new(
             store,
             Arc::clone(&clock) as Arc<dyn Clock>,
-            EngineConfig::default(),
+            EngineConfig {
+                claim_recheck_ms: 60_000,
+                ..EngineConfig::default()
+            },
         ));
     }
     (schema, clock, engines)

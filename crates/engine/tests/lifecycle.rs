@@ -10,7 +10,7 @@ use baton_core::{
     AgentLostPolicy, CancelReason, EventKind, FencingToken, LeaseLoss, Refusal, State, StateKind,
     Timeouts, Timestamp,
 };
-use baton_engine::{EngineError, OpenDependency, WaitReason};
+use baton_engine::{EngineConfig, EngineError, OpenDependency, WaitReason};
 use baton_store::Store;
 use common::*;
 
@@ -751,13 +751,29 @@ async fn claims_respect_capabilities_priority_and_concurrency() {
 /// A claim with a wait returns as soon as work appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_claim_is_woken_by_new_work() {
-    let h = Harness::new();
+    // The claim looks again on its own only after a minute: only the wake-up can end its wait.
+    let h = Harness::with_config(EngineConfig {
+        claim_recheck_ms: 60_000,
+        ..EngineConfig::default()
+    });
     let worker = h.agent("worker", &["work"], 1).await;
     let claim = {
         let engine = h.engine.clone();
-        tokio::spawn(async move { engine.claim(worker, 1, Duration::from_secs(10)).await })
+        tokio::spawn(async move { engine.claim(worker, 1, Duration::from_secs(30)).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !h
+            .engine
+            .metrics_text()
+            .await
+            .unwrap()
+            .contains("\nbaton_claims_waiting 1\n")
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the claim waits");
     let wf = h.submit(vec![spec("t", &[])]).await;
     let claimed = tokio::time::timeout(Duration::from_secs(10), claim)
         .await

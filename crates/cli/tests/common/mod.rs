@@ -169,6 +169,23 @@ fn http_status(addr: &str, path: &str) -> Option<u16> {
     head.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The value of an unlabelled gauge or counter in the node's `/metrics`, read over a plain
+/// socket (`url` is `http://host:port`).
+pub fn metric(url: &str, name: &str) -> Option<f64> {
+    let addr = url.strip_prefix("http://")?;
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// How a command ended.
 #[derive(Debug)]
 pub struct Run {
