@@ -306,6 +306,15 @@ impl Lifecycle {
         match event {
             Event::AgentAssigned { .. } => next.fencing_token = task.fencing_token.next(),
             Event::DependencyAdded { dependency } => next.dependencies.push(dependency.clone()),
+            Event::UpstreamRevived { dependencies, .. } => {
+                // Dependencies in the graph but not in its list (added by decomposition while
+                // it was cancelled, before that was recorded on it) join it now.
+                for d in dependencies {
+                    if !next.dependencies.contains(&d.key) {
+                        next.dependencies.push(d.key.clone());
+                    }
+                }
+            }
             Event::Retry => next.attempt += 1,
             Event::RetryRequested { .. } => {
                 next.attempt += 1;
@@ -469,15 +478,19 @@ fn eval(cond: Cond, task: Option<&Task>, event: &Event, now: Timestamp) -> Resul
         },
         Cond::CancelledByUpstream => match (event, task.map(|t| &t.state)) {
             (
-                Event::UpstreamRevived { upstream },
+                Event::UpstreamRevived { upstream, .. },
                 Some(State::Cancelled {
                     reason: CancelReason::Upstream { upstream: cause },
                 }),
             ) if upstream == cause => Ok(()),
-            (Event::UpstreamRevived { upstream }, _) => Err(format!(
+            (Event::UpstreamRevived { upstream, .. }, _) => Err(format!(
                 "the task was not cancelled because `{upstream}` failed"
             )),
             _ => Err("the event names no upstream task".into()),
+        },
+        Cond::OtherUpstreamEnded => match other_upstream_ended(event) {
+            Some(_) => Ok(()),
+            None => Err("no other dependency has ended".into()),
         },
         Cond::HasCapabilities => match (event, task) {
             (Event::AgentAssigned { capabilities, .. }, Some(t)) => {
@@ -561,6 +574,22 @@ fn eval(cond: Cond, task: Option<&Task>, event: &Event, now: Timestamp) -> Resul
             _ => Err("only the start deadline takes a task back".into()),
         },
     }
+}
+
+/// The first dependency that the `upstream_revived` evidence says has ended, other than the
+/// one revived.
+fn other_upstream_ended(event: &Event) -> Option<&TaskKey> {
+    let Event::UpstreamRevived {
+        upstream,
+        dependencies,
+    } = event
+    else {
+        return None;
+    };
+    dependencies
+        .iter()
+        .find(|d| d.ended && d.key != *upstream)
+        .map(|d| &d.key)
 }
 
 /// Error kind recorded when an executing task's agent is declared dead.
@@ -655,6 +684,18 @@ fn enter(rule: &Rule, task: &Task, event: &Event, now: Timestamp) -> State {
                 },
                 Event::UpstreamFailed { upstream } => CancelReason::Upstream {
                     upstream: upstream.clone(),
+                },
+                Event::UpstreamRevived { .. } => CancelReason::Upstream {
+                    upstream: other_upstream_ended(event)
+                        .unwrap_or_else(|| {
+                            unreachable!("rule {rule} fired without an ended upstream")
+                        })
+                        .clone(),
+                },
+                // Recorded on a task that stays cancelled, for the same reason.
+                _ if rule.from == Some(StateKind::Cancelled) => match &task.state {
+                    State::Cancelled { reason } => reason.clone(),
+                    other => unreachable!("rule {rule} from Cancelled on {other:?}"),
                 },
                 other => unreachable!("rule {rule} cancels on {other:?}"),
             },

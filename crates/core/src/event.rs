@@ -40,6 +40,14 @@ pub struct Submission {
     pub seed: u64,
 }
 
+/// A dependency as the evidence of `upstream_revived` sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyEnd {
+    pub key: TaskKey,
+    /// It ended failed (no retry left) or cancelled: the task cannot run while it stands.
+    pub ended: bool,
+}
+
 /// Something that happened to one task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -66,8 +74,13 @@ pub enum Event {
         upstream: TaskKey,
     },
     /// `upstream`, whose failure cancelled this task, was retried by an operator.
+    /// `dependencies` is the evidence: every dependency of the task in the workflow's graph
+    /// (sub-tasks added while it was cancelled included) and whether it has ended failed or
+    /// cancelled for good.
     UpstreamRevived {
         upstream: TaskKey,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dependencies: Vec<DependencyEnd>,
     },
     /// The engine leased the task to `agent`, which offers `capabilities`.
     AgentAssigned {

@@ -23,7 +23,7 @@ pub mod task;
 pub use apply::{apply, submit, Effect, LeaseLoss, Refusal, Rejection, Transition, AGENT_LOST};
 pub use dag::{Dag, DagError, NodeStatus};
 pub use diagram::DiagramFormat;
-pub use event::{Actor, ErrorReport, Event, EventKind, Submission};
+pub use event::{Actor, DependencyEnd, ErrorReport, Event, EventKind, Submission};
 pub use ids::{AgentId, Capability, FencingToken, LeaseId, TaskId, TaskKey, Timestamp, WorkflowId};
 pub use lifecycle::{Cond, EffectKind, Guard, Lifecycle, Problem, Rule, DEFAULT, DEFAULT_RULES};
 pub use replay::{replay, HistoryEntry, ReplayError};

@@ -20,6 +20,9 @@ pub enum Cond {
     IsDependency,
     /// The task was cancelled because of the event's upstream task.
     CancelledByUpstream,
+    /// Another dependency of the task has ended failed or cancelled (per the event's
+    /// evidence), so reviving the task would leave it blocked for ever.
+    OtherUpstreamEnded,
     /// The assigned agent offers every capability the task requires.
     HasCapabilities,
     /// The reporter holds the task's current lease (same agent, same fencing token).
@@ -49,6 +52,7 @@ impl Cond {
             Cond::DependenciesMet => "dependencies met",
             Cond::IsDependency => "is a dependency",
             Cond::CancelledByUpstream => "cancelled by it",
+            Cond::OtherUpstreamEnded => "another upstream ended",
             Cond::HasCapabilities => "capable agent",
             Cond::LeaseCurrent => "current lease",
             Cond::HasResult => "result present",
@@ -250,7 +254,13 @@ pub static DEFAULT_RULES: &[Rule] = &[
     rule(Some(S::Failed), E::CancelRequested, &[is(Cond::RetryScheduled)], S::Cancelled, FINAL_FAILURE),
     // Reopening by an operator.
     reopen(S::Failed, E::RetryRequested, &[not(Cond::RetryScheduled)], S::Pending, &[WakeAgents, Timers, ReviveDependents]),
-    reopen(S::Cancelled, E::UpstreamRevived, &[is(Cond::CancelledByUpstream)], S::Blocked, &[ReviveDependents]),
+    reopen(S::Cancelled, E::UpstreamRevived, &[is(Cond::CancelledByUpstream), not(Cond::OtherUpstreamEnded)], S::Blocked, &[ReviveDependents]),
+    // Revived while another upstream has ended: it stays cancelled, now naming that one (whose
+    // own revival brings it back).
+    reopen(S::Cancelled, E::UpstreamRevived, &[is(Cond::CancelledByUpstream), is(Cond::OtherUpstreamEnded)], S::Cancelled, &[]),
+    // Decomposition under a cancelled dependent: it records the new dependency, so that a
+    // revival finds it waiting for the sub-tasks too.
+    rule(Some(S::Cancelled), E::DependencyAdded, &[], S::Cancelled, &[]),
 ];
 
 /// The default lifecycle.
@@ -337,6 +347,10 @@ impl Lifecycle {
         }
         for r in self.rules {
             let Some(from) = r.from else { continue };
+            if r.to == from && !r.reopens {
+                // Recording something on a task that stays where it is leaves nothing.
+                continue;
+            }
             let exits = match terminality(from) {
                 Terminality::Never => false,
                 Terminality::Always => !r.reopens,

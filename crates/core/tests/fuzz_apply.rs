@@ -271,7 +271,8 @@ enum Tpl {
     /// The task's dependencies (if `all`), plus extras.
     DependenciesMet(bool, Vec<KeyC>),
     UpstreamFailed(KeyC),
-    UpstreamRevived(KeyC),
+    /// The upstream revived, and the evidence: dependencies, each ended or not.
+    UpstreamRevived(KeyC, Vec<(KeyC, bool)>),
     /// With the task's required capabilities (if `capable`), plus extras.
     AgentAssigned(AgentC, bool, BTreeSet<Capability>, u128),
     ExecutionStarted(AgentC, TokC),
@@ -347,7 +348,7 @@ fn tpl() -> impl Strategy<Value = Tpl> {
         1 => (agent_c(), tok_c(), vec(key_c(), 1..3)).prop_map(|(a, t, k)| Tpl::SubtasksAdded(a, t, k)),
         2 => (any::<bool>(), vec(key_c(), 0..3)).prop_map(|(all, extra)| Tpl::DependenciesMet(all, extra)),
         1 => key_c().prop_map(Tpl::UpstreamFailed),
-        1 => key_c().prop_map(Tpl::UpstreamRevived),
+        1 => (key_c(), vec((key_c(), any::<bool>()), 0..3)).prop_map(|(k, deps)| Tpl::UpstreamRevived(k, deps)),
         4 => (agent_c(), prop_oneof![4 => Just(true), 1 => Just(false)], btree_set(capability(), 0..3), any::<u128>())
             .prop_map(|(a, capable, caps, lease)| Tpl::AgentAssigned(a, capable, caps, lease)),
         4 => (agent_c(), tok_c()).prop_map(|(a, t)| Tpl::ExecutionStarted(a, t)),
@@ -426,8 +427,15 @@ fn event_of(t: &Tpl, task: &Task) -> Event {
         Tpl::UpstreamFailed(k) => Event::UpstreamFailed {
             upstream: key_of(k, task),
         },
-        Tpl::UpstreamRevived(k) => Event::UpstreamRevived {
+        Tpl::UpstreamRevived(k, deps) => Event::UpstreamRevived {
             upstream: key_of(k, task),
+            dependencies: deps
+                .iter()
+                .map(|(k, ended)| DependencyEnd {
+                    key: key_of(k, task),
+                    ended: *ended,
+                })
+                .collect(),
         },
         Tpl::AgentAssigned(a, capable, caps, lease) => {
             let mut capabilities = caps.clone();
@@ -788,7 +796,7 @@ fn every_event_kind_has_a_template() {
         Tpl::SubtasksAdded(a.clone(), k.clone(), vec![KeyC::Own]),
         Tpl::DependenciesMet(true, Vec::new()),
         Tpl::UpstreamFailed(KeyC::Own),
-        Tpl::UpstreamRevived(KeyC::Own),
+        Tpl::UpstreamRevived(KeyC::Own, Vec::new()),
         Tpl::AgentAssigned(a.clone(), true, BTreeSet::new(), 0),
         Tpl::ExecutionStarted(a.clone(), k.clone()),
         Tpl::Heartbeat(a.clone(), k.clone(), None),

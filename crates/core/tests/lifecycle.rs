@@ -246,12 +246,35 @@ fn one_case_per_rule() -> Vec<Case> {
         ),
         case(
             "upstream revived",
-            upstream_cancelled,
+            upstream_cancelled.clone(),
             Event::UpstreamRevived {
                 upstream: "research".into(),
+                dependencies: Vec::new(),
             },
             at(6),
             Blocked,
+        ),
+        case(
+            "upstream revived while another ended",
+            upstream_cancelled.clone(),
+            Event::UpstreamRevived {
+                upstream: "research".into(),
+                dependencies: vec![DependencyEnd {
+                    key: "draft".into(),
+                    ended: true,
+                }],
+            },
+            at(6),
+            Cancelled,
+        ),
+        case(
+            "sub-task added under a cancelled dependent",
+            upstream_cancelled,
+            Event::DependencyAdded {
+                dependency: "part-1".into(),
+            },
+            at(6),
+            Cancelled,
         ),
     ]
 }
@@ -743,6 +766,7 @@ fn an_operator_retry_reopens_a_final_failure_with_fresh_attempts_and_revives_dep
         &dependent,
         Event::UpstreamRevived {
             upstream: "plan".into(),
+            dependencies: Vec::new(),
         },
         at(2),
     );
@@ -754,6 +778,7 @@ fn an_operator_retry_reopens_a_final_failure_with_fresh_attempts_and_revives_dep
         &dependent,
         Event::UpstreamRevived {
             upstream: "research".into(),
+            dependencies: Vec::new(),
         },
         at(2),
     );
@@ -762,12 +787,69 @@ fn an_operator_retry_reopens_a_final_failure_with_fresh_attempts_and_revives_dep
     assert!(refuse(
         &cancelled(),
         Event::UpstreamRevived {
-            upstream: "research".into()
+            upstream: "research".into(),
+            dependencies: Vec::new(),
         },
         at(20)
     )
     .to_string()
     .contains("not cancelled because"));
+}
+
+/// Revival carries the graph as evidence: dependencies added while cancelled join the task, and
+/// another dependency that has ended keeps it cancelled, naming that one instead.
+#[test]
+fn a_revival_catches_up_with_the_graph_and_stays_cancelled_behind_another_ended_upstream() {
+    let dependent = step(
+        &blocked(),
+        Event::UpstreamFailed {
+            upstream: "research".into(),
+        },
+        at(1),
+    )
+    .task;
+    let recorded = step(
+        &dependent,
+        Event::DependencyAdded {
+            dependency: "part-1".into(),
+        },
+        at(2),
+    );
+    assert_eq!(
+        recorded.task.state, dependent.state,
+        "still cancelled, same reason"
+    );
+    assert!(recorded.task.dependencies.contains(&"part-1".into()));
+    assert!(recorded.effects.is_empty());
+
+    let evidence = |ended: bool| Event::UpstreamRevived {
+        upstream: "research".into(),
+        dependencies: vec![
+            DependencyEnd {
+                key: "research".into(),
+                ended: false,
+            },
+            DependencyEnd {
+                key: "part-2".into(),
+                ended,
+            },
+        ],
+    };
+    let revived = step(&dependent, evidence(false), at(3));
+    assert_eq!(revived.task.state, State::Blocked);
+    assert!(revived.task.dependencies.contains(&"part-2".into()));
+    assert!(revived.effects.contains(&Effect::ReviveDependents));
+
+    let kept = step(&dependent, evidence(true), at(3));
+    assert_eq!(
+        kept.task.state,
+        State::Cancelled {
+            reason: CancelReason::Upstream {
+                upstream: "part-2".into()
+            }
+        }
+    );
+    assert!(kept.effects.is_empty(), "its dependents stay as they are");
 }
 
 #[test]
@@ -890,7 +972,7 @@ fn diagrams_draw_every_rule() {
     assert!(dot.starts_with("digraph lifecycle {"));
     assert_eq!(dot.matches(" -> ").count(), DEFAULT_RULES.len());
     assert!(dot.contains(
-        "Cancelled -> Blocked [label=\"upstream_revived [cancelled by it]\", style=dashed]"
+        "Cancelled -> Blocked [label=\"upstream_revived [cancelled by it, not another upstream ended]\", style=dashed]"
     ));
 }
 

@@ -187,6 +187,7 @@ fn event(op: &Op, task: &Task, n: u128) -> Option<Event> {
             } else {
                 "stranger".into()
             },
+            dependencies: Vec::new(),
         },
         Op::DependencyAdded(k) => Event::DependencyAdded {
             dependency: ["sub-1", "sub-2", "plan"][k as usize].into(),

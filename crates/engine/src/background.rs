@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_core::{Effect, Event, State, StateKind, Task, TaskId, TaskKey, TaskSpec, Timestamp};
+use baton_core::{
+    DependencyEnd, Effect, Event, StateKind, Task, TaskId, TaskKey, TaskSpec, Timestamp,
+};
 use baton_store::{Store, StoreError, SubmitBatch, WorkflowRef};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
@@ -251,18 +253,15 @@ impl<S: Store + 'static> Engine<S> {
             Effect::ReviveDependents => {
                 let task = self.load(id).await?;
                 for dependent in self.inner.store.dependents(id).await? {
-                    let upstream = task.spec.key.clone();
-                    let revive = |d: &Task| match &d.state {
-                        State::Cancelled {
-                            reason: baton_core::CancelReason::Upstream { upstream: cause },
-                        } if *cause == upstream => Some(Event::UpstreamRevived {
-                            upstream: upstream.clone(),
-                        }),
-                        _ => None,
+                    // The core decides from the evidence: revived (blocked again, its own
+                    // dependents revived in turn), kept cancelled behind another ended
+                    // upstream, or refused (not cancelled by this task).
+                    let revive = Event::UpstreamRevived {
+                        upstream: task.spec.key.clone(),
+                        dependencies: self.dependency_ends(dependent).await?,
                     };
+                    let revive = |_: &Task| Some(revive.clone());
                     applied(self.transition(dependent, revive, Cause::default()).await)?;
-                    self.catch_up_dependencies(dependent).await?;
-                    self.cancel_if_upstream_ended(dependent).await?;
                 }
             }
             Effect::Compensate { spec } => {
@@ -301,55 +300,25 @@ impl<S: Store + 'static> Engine<S> {
         Ok(())
     }
 
-    /// Sub-tasks added while the task was cancelled are in the graph but not in its own list
-    /// of dependencies: once it is blocked again, `dependency_added` brings them in, so that
-    /// its record, `upstream_failed` and the check all see what it waits for. Idempotent.
-    pub(crate) async fn catch_up_dependencies(&self, id: TaskId) -> Result<(), EngineError> {
-        let task = self.load(id).await?;
-        if task.kind() != StateKind::Blocked {
-            return Ok(());
-        }
+    /// Every dependency of the task in the graph, and whether it has ended failed (no retry
+    /// left) or cancelled: the evidence of `upstream_revived`.
+    async fn dependency_ends(&self, id: TaskId) -> Result<Vec<DependencyEnd>, EngineError> {
+        let mut ends = Vec::new();
         for dep in self.inner.store.dependencies(id).await? {
-            if task.dependencies.contains(&dep.key) {
-                continue;
-            }
-            let add = |t: &Task| {
-                (t.kind() == StateKind::Blocked && !t.dependencies.contains(&dep.key)).then(|| {
-                    Event::DependencyAdded {
-                        dependency: dep.key.clone(),
-                    }
-                })
+            let ended = match dep.state {
+                StateKind::Cancelled => true,
+                StateKind::Failed => match self.inner.store.task(dep.id).await? {
+                    Some(t) => t.state.is_terminal(),
+                    None => false,
+                },
+                _ => false,
             };
-            applied(self.transition(id, add, Cause::default()).await)?;
+            ends.push(DependencyEnd {
+                key: dep.key,
+                ended,
+            });
         }
-        Ok(())
-    }
-
-    /// A revived task may still wait for another dependency that ended failed (for good) or
-    /// cancelled: that one's `upstream_failed` was sent while the task was already cancelled,
-    /// so without this the task (and everything below it) would stay blocked for ever. It is
-    /// cancelled again, naming that dependency; if that dependency is itself revived later, its
-    /// own revival brings the task back. Idempotent: only a blocked task is touched.
-    async fn cancel_if_upstream_ended(&self, id: TaskId) -> Result<(), EngineError> {
-        for dep in self.inner.store.dependencies(id).await? {
-            if !matches!(dep.state, StateKind::Failed | StateKind::Cancelled) {
-                continue;
-            }
-            let ended = match self.inner.store.task(dep.id).await? {
-                Some(t) => t.state.is_terminal(),
-                None => false,
-            };
-            if ended {
-                let fail = |d: &Task| {
-                    (d.kind() == StateKind::Blocked).then(|| Event::UpstreamFailed {
-                        upstream: dep.key.clone(),
-                    })
-                };
-                applied(self.transition(id, fail, Cause::default()).await)?;
-                return Ok(());
-            }
-        }
-        Ok(())
+        Ok(ends)
     }
 
     /// Sends `dependencies_met` to blocked tasks whose dependencies all completed (the store

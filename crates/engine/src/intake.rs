@@ -210,18 +210,9 @@ impl<S: Store + 'static> Engine<S> {
             }
             let mut records = vec![TransitionRecord::of(&on_parent, added.clone(), now)];
             let mut applied = vec![(on_parent, added)];
-            // A dependent that has ended (cancelled) takes no event, only the edges: if it is
-            // ever revived, it catches up (`catch_up_dependencies`) and waits for them too.
+            // Every dependent records the new dependencies, a cancelled one too (so that a
+            // revival finds it waiting for them); each is a compare-and-set in this batch.
             for dependent in &dependents {
-                if dependent.state.is_terminal() {
-                    for spec in &specs {
-                        edges.push(Edge {
-                            dependency: new_ids[&spec.key],
-                            dependent: dependent.id,
-                        });
-                    }
-                    continue;
-                }
                 let mut current = (*dependent).clone();
                 for spec in &specs {
                     edges.push(Edge {
@@ -250,10 +241,6 @@ impl<S: Store + 'static> Engine<S> {
                     }
                     for (t, event) in &applied {
                         self.after_commit(t, event, None);
-                    }
-                    // One revived meanwhile has caught up before these edges existed.
-                    for dependent in dependents.iter().filter(|d| d.state.is_terminal()) {
-                        self.catch_up_dependencies(dependent.id).await?;
                     }
                     info!(parent = %parent, subtasks = specs.len(), "sub-tasks added");
                     return Ok(specs

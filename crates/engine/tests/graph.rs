@@ -794,9 +794,10 @@ async fn a_revived_dependent_with_another_failed_upstream_is_cancelled_again() {
     h.assert_replays(wf.id).await;
 }
 
-/// Sub-tasks can be added while dependents of the parent are cancelled. An operator's
-/// cancellation stands; a dependent cancelled because another dependency failed comes back
-/// when that one is retried, and then waits for the sub-tasks too.
+/// Sub-tasks can be added while dependents of the parent are cancelled: each records the new
+/// dependency and stays cancelled. An operator's cancellation stands; a dependent cancelled
+/// because another dependency failed comes back when that one is retried, and then waits for
+/// the sub-tasks too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sub_tasks_can_be_added_while_a_dependent_is_cancelled() {
     let h = Harness::new();
@@ -859,9 +860,19 @@ async fn sub_tasks_can_be_added_while_a_dependent_is_cancelled() {
     assert_eq!(h.state(wf.id("notify")).await, StateKind::Cancelled);
     assert_eq!(
         h.events(wf.id("notify")).await,
-        [EventKind::Submitted, EventKind::CancelRequested],
-        "an operator's cancellation stands"
+        [
+            EventKind::Submitted,
+            EventKind::CancelRequested,
+            EventKind::DependencyAdded
+        ],
+        "an operator's cancellation stands; the sub-task is recorded on it"
     );
+    assert!(matches!(
+        h.task(wf.id("notify")).await.state,
+        State::Cancelled {
+            reason: CancelReason::Operator { .. }
+        }
+    ));
     h.assert_replays(wf.id).await;
     let report = baton_engine::check::check_store(h.engine.store(), |_| {})
         .await

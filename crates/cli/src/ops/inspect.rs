@@ -481,7 +481,7 @@ fn event_detail(e: &Event) -> String {
             format!("added sub-tasks {}", keys.join(", "))
         }
         Event::UpstreamFailed { upstream } => format!("{upstream} failed or was cancelled"),
-        Event::UpstreamRevived { upstream } => format!("{upstream} was retried"),
+        Event::UpstreamRevived { upstream, .. } => format!("{upstream} was retried"),
         Event::AgentAssigned { agent, .. } => format!("to agent {}", short_id(agent)),
         Event::ExecutionFailed { error, .. } => format!("{}: {}", error.kind, error.message),
         Event::AgentLost { agent, .. } => format!("agent {} declared dead", short_id(agent)),
