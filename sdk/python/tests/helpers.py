@@ -3,14 +3,16 @@ agents in threads."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import os
 import queue
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, TypeVar, Union
 
 import httpx
 import pytest
@@ -19,6 +21,8 @@ import baton
 
 REPO = Path(__file__).resolve().parents[3]
 START_TIMEOUT_S = 30.0
+POLL_S = 0.02
+"""How often a wait looks at its condition again."""
 BUILD_TIMEOUT_S = 1800.0
 
 T = TypeVar("T")
@@ -95,7 +99,7 @@ class Server:
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(0.05)
+            time.sleep(POLL_S)
         raise RuntimeError("baton never became healthy")
 
     def stop(self) -> None:
@@ -117,7 +121,25 @@ def wait_for(check: Callable[[], Optional[T]], timeout: float = 10.0, what: str 
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(POLL_S)
+
+
+async def wait_for_async(
+    check: Callable[[], Union[Optional[T], Awaitable[Optional[T]]]],
+    timeout: float = 10.0,
+    what: str = "condition",
+) -> T:
+    """:func:`wait_for` on the event loop: ``check`` may be a coroutine function."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(POLL_S)
 
 
 def wait_state(
