@@ -236,6 +236,12 @@ def lease_lost(exc: BaseException) -> Optional[str]:
     return None
 
 
+def forgotten(exc: BaseException) -> bool:
+    """Whether Baton answered that it does not know the agent (its record was removed): the
+    agent registers again under its id."""
+    return isinstance(exc, NotFound) and exc.code == "agent_not_found"
+
+
 def retry_pause(failures: int, exc: BaseException) -> float:
     """Seconds to wait after the ``failures``-th transient failure in a row: the server's
     ``Retry-After`` when it gave one, else :data:`BACKOFF_FIRST_S` doubling; at most
@@ -530,12 +536,14 @@ class AgentCore:
             self.claiming = None
             self.claim_failures += 1
             self._log(logging.WARNING, "claim failed: %s", describe(exc))
-            if isinstance(exc, NotFound) and exc.code == "agent_not_found":
+            if forgotten(exc):
                 self._register()
             self.claim_at = now.mono + retry_pause(self.claim_failures, exc)
         elif request is self.keeping_alive:
             self.keeping_alive = None
             self._log(logging.WARNING, "agent keep-alive failed: %s", describe(exc))
+            if forgotten(exc) and self.registering is None:
+                self._register()
             # Sooner than a full interval: the agent may be close to being declared lost.
             self.last_contact = now.mono - self.agent.keepalive_interval / 2
         else:

@@ -354,6 +354,16 @@ def test_an_agent_baton_forgot_registers_again_under_its_id() -> None:
     assert h.one("claim")
 
 
+def test_a_keep_alive_baton_does_not_know_registers_again() -> None:
+    h = Harness(agent(concurrency=1))
+    h.running("t1")
+    h.advance(9.0)
+    h.refuse(h.pending("report_heartbeat"), down())
+    h.advance(1.0)
+    h.refuse(h.one("agent_heartbeat"), baton.NotFound(404, "agent_not_found", "no such agent"))
+    assert h.one("register_agent").kwargs == {"agent_id": "agent-1"}
+
+
 def test_registration_is_tried_until_it_works_and_a_refusal_ends_the_agent() -> None:
     h = Harness()
     register = h.one("register_agent")
