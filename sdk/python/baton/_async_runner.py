@@ -54,8 +54,9 @@ class AsyncRunner:
                     await self._arrival()
                 except asyncio.CancelledError:
                     cancelled = self._cancelled(cancelled)
-                while self.inbox and not self.core.done:
-                    self._perform(self.core.handle(self.inbox.popleft(), core.Instant.read()))
+                events = list(self.inbox)
+                self.inbox.clear()
+                self._perform(self.core.handle_all(events, core.Instant.read()))
         finally:
             if sigterm:
                 self.loop.remove_signal_handler(signal.SIGTERM)

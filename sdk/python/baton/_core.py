@@ -30,6 +30,7 @@ from typing import (
     Any,
     Callable,
     Dict,
+    Iterable,
     List,
     Mapping,
     NamedTuple,
@@ -335,8 +336,17 @@ class AgentCore:
 
     def handle(self, event: Event, now: Instant) -> List[Action]:
         """What to do after ``event`` happened at ``now``."""
-        if self.done:
-            return []
+        return self.handle_all([event], now)
+
+    def handle_all(self, events: Iterable[Event], now: Instant) -> List[Action]:
+        """What to do after ``events`` happened (in this order) by ``now``: the runners hand
+        over whatever arrived together, and what is due is decided once for the batch."""
+        for event in events:
+            if not self.done:
+                self._take_in(event, now)
+        return self._step(now)
+
+    def _take_in(self, event: Event, now: Instant) -> None:
         if isinstance(event, Answered):
             self._answered(event.request, event.value, now)
         elif isinstance(event, Refused):
@@ -349,7 +359,6 @@ class AgentCore:
             self.hurry = self.hurry or isinstance(event, Hurry)
             if self.stop_at is None:
                 self.stop_at = now.mono
-        return self._step(now)
 
     def wake_at(self) -> Optional[float]:
         """When (monotonic seconds) to feed :class:`Wake` if nothing else happens first;

@@ -86,15 +86,22 @@ class SyncRunner:
         try:
             self._perform(self.core.start(core.Instant.read()))
             while not self.core.done:
-                try:
-                    event = self.events.get(timeout=self.core.timeout(core.Instant.read().mono))
-                except queue.Empty:
-                    event = core.Wake()
-                self._perform(self.core.handle(event, core.Instant.read()))
+                events = self._arrivals(self.core.timeout(core.Instant.read().mono))
+                self._perform(self.core.handle_all(events, core.Instant.read()))
         except BaseException as exc:  # noqa: B036 - a bug in the core: handed to run()'s caller
             self.error = exc
         finally:
             self.ended.set()
+
+    def _arrivals(self, timeout: Optional[float]) -> List[core.Event]:
+        """What arrived within ``timeout`` seconds: all of it, else ``Wake``."""
+        try:
+            events = [self.events.get(timeout=timeout)]
+        except queue.Empty:
+            return [core.Wake()]
+        while not self.events.empty():
+            events.append(self.events.get_nowait())
+        return events
 
     def _perform(self, actions: List[core.Action]) -> None:
         for action in actions:
