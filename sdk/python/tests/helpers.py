@@ -47,7 +47,10 @@ def baton_binary() -> Path:
 class Server:
     """A ``baton serve`` process listening on a free loopback port."""
 
-    def __init__(self, data_dir: Path, extra_args: Optional[List[str]] = None) -> None:
+    def __init__(
+        self, data_dir: Path, extra_args: Optional[List[str]] = None, listen: str = "127.0.0.1:0"
+    ) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir / "server.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
@@ -55,7 +58,7 @@ class Server:
                 str(baton_binary()),
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--data-dir",
                 str(data_dir),
                 *(extra_args or []),
@@ -155,13 +158,19 @@ def wait_state(
 
 
 @contextlib.contextmanager
-def running(agent: baton.Agent, stop_timeout: float = 15.0) -> Iterator[baton.Agent]:
-    """Runs ``agent.run()`` in a thread for the block, then stops it and checks it stopped."""
+def running(
+    agent: baton.Agent, stop_timeout: float = 15.0, use_asyncio: bool = False
+) -> Iterator[baton.Agent]:
+    """Runs ``agent.run()`` (or ``agent.run_async()`` on its own event loop) in a thread for
+    the block, then stops it and checks it stopped."""
     errors: List[BaseException] = []
 
     def target() -> None:
         try:
-            agent.run()
+            if use_asyncio:
+                asyncio.run(agent.run_async())
+            else:
+                agent.run()
         except BaseException as exc:  # noqa: B036 - handed back to the test
             errors.append(exc)
 
