@@ -471,6 +471,36 @@ def test_hurrying_releases_at_once_and_waits_for_the_heartbeat_in_flight() -> No
     assert h.done() == core.Done()
 
 
+def test_a_task_released_while_its_start_is_in_flight_never_runs() -> None:
+    h = Harness()
+    h.answer(h.register(), [claimed("t1")])
+    started = h.one("report_started")
+    h.feed(core.Hurry())
+    assert h.sent() == [], "the release waits for the start's answer"
+    h.answer(started, report_answer("t1", h.wall))
+    assert h.runs() == []
+    assert h.one("report_released").args == ("t1", "agent-1", 1)
+
+
+def test_events_that_arrive_together_are_decided_on_once() -> None:
+    h = Harness(agent(concurrency=2))
+    claim = h.register()
+    h.answer(claim, [claimed("t1"), claimed("t2")])
+    started = h.sent("report_started")
+    h.outstanding.clear()
+    h.out = h.core.handle_all(
+        [core.Answered(r, report_answer(r.task or "", h.wall)) for r in started], h.now
+    )
+    assert [run.task for run in h.runs()] == ["t1", "t2"]
+    h.out = h.core.handle_all([core.Returned("t1", 1), core.Returned("t2", 2)], h.now)
+    reports = h.sent("report_succeeded")
+    assert [r.args[3] for r in reports] == [1, 2]
+    h.out = h.core.handle_all(
+        [core.Answered(r, report_answer(r.task or "", h.wall)) for r in reports], h.now
+    )
+    assert h.one("claim").args == ("agent-1", 2, 5_000), "one claim for both freed slots"
+
+
 def test_stopping_gives_up_on_baton_a_request_timeout_after_the_grace_period() -> None:
     h = quiet_agent(shutdown_grace=1.0, request_timeout=30.0)
     h.running("t1")
