@@ -3,7 +3,8 @@ instants, check the actions it answers with. Each test is one decision the runne
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+import random
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import pytest
 
@@ -538,3 +539,167 @@ def test_which_refusals_mean_the_lease_is_lost(error: BaseException, lost: Optio
 def test_messages_are_cut_and_non_retryable_keeps_its_kind() -> None:
     kind, message, retryable = core.failure_of(baton.NonRetryable("x" * 10_000, kind="Bad"))
     assert (kind, len(message), message[-1], retryable) == ("Bad", 8192, "…", False)
+
+
+# ---- seeded simulation ---------------------------------------------------------------------
+
+SIMULATIONS = 150
+SIMULATION_STEPS = 400
+
+
+class Simulation:
+    """A core driven by a seeded random world: answers, refusals, handler outcomes, progress,
+    time and a stop come in random order; :meth:`check` holds after every step."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        concurrency = self.rng.randint(1, 4)
+        caps = self.rng.choice([("work",), ("work", "other"), ("work", "default")])
+        self.h = Harness(agent(*caps, concurrency=concurrency, shutdown_grace=5.0))
+        self.running: List[str] = []
+        self.tasks = 0
+        self.ended: Set[Optional[str]] = set()
+        self.given_back: Set[Optional[str]] = set()
+        self.concurrency = concurrency
+        self.stopped = False
+        self.done: Optional[core.Done] = None
+        self.absorb()
+
+    def absorb(self) -> None:
+        for action in self.h.out:
+            if isinstance(action, core.Done):
+                assert self.done is None, "one Done"
+                self.done = action
+            if isinstance(action, core.Run):
+                assert action.task not in self.running
+                assert action.task not in self.given_back, "a released task never runs"
+                self.running.append(action.task)
+            if isinstance(action, core.Send):
+                r = action.request
+                assert r.task not in self.ended, "nothing after a final report"
+                assert not (self.stopped and r.method == "claim"), "no claim after a stop"
+                if r.method == "report_released":
+                    self.given_back.add(r.task)
+                elif r.method.startswith("report_") and r.method != "report_heartbeat":
+                    assert r.task not in self.given_back, "no outcome for a released task"
+        self.check()
+
+    def check(self) -> None:
+        c = self.h.core
+        by_task: Dict[str, core.Request] = {}
+        singles = {"claim": 0, "register_agent": 0, "agent_heartbeat": 0}
+        for r in self.h.outstanding:
+            if r.task is not None:
+                assert r.task not in by_task, f"two requests out for {r.task}"
+                by_task[r.task] = r
+            else:
+                singles[r.method] += 1
+        assert all(n <= 1 for n in singles.values()), singles
+        assert len(c.held) <= self.concurrency
+        assert len(self.running) <= self.concurrency
+
+    def value_for(self, r: core.Request) -> Any:
+        if r.method in ("register_agent", "agent_heartbeat"):
+            return agent_view()
+        if r.method == "claim":
+            count = self.rng.randint(0, r.args[1])
+            self.tasks += count
+            return [claimed(f"t{self.tasks - i}") for i in range(count)]
+        if r.method == "get_task":
+            return task_view(r.task or "", self.rng.choice([["work"], ["other"], ["else"], []]))
+        cancelled = r.method == "report_heartbeat" and self.rng.random() < 0.05
+        return report_answer(r.task or "", self.h.wall, cancelled=cancelled)
+
+    def error_for(self) -> BaseException:
+        return self.rng.choice(
+            [
+                down(),
+                unavailable(),
+                unavailable(retry_after=2.0),
+                conflict(),
+                conflict("task_cancelled"),
+            ]
+        )
+
+    def step(self) -> None:
+        """One random move among those possible now."""
+        rng = self.rng
+        moves: List[Tuple[float, Callable[[], None]]] = [(1.0, self.tick)]
+        if self.h.outstanding:
+            moves.append((4.0, self.reply))
+        if self.running:
+            moves += [(2.0, self.end_handler), (0.5, self.progress)]
+        if not self.stopped:
+            moves.append((0.02, self.stop))
+        weights, funcs = zip(*moves)
+        rng.choices(funcs, weights)[0]()
+        self.absorb()
+
+    def tick(self) -> None:
+        self.h.advance(self.rng.choice([0.05, 0.5, 2.0]))
+
+    def reply(self) -> None:
+        request = self.rng.choice(self.h.outstanding)
+        if not self.stopped and self.rng.random() < 0.2:
+            self.h.refuse(request, self.error_for())
+        else:
+            self.answer(request)
+
+    def answer(self, request: core.Request) -> None:
+        if request.method in ("report_succeeded", "report_failed", "report_released"):
+            self.ended.add(request.task)
+        self.h.answer(request, self.value_for(request))
+
+    def end_handler(self) -> None:
+        task = self.running.pop(self.rng.randrange(len(self.running)))
+        outcomes: List[core.Event] = [
+            core.Returned(task, {"ok": 1}),
+            core.Returned(task, {1}),  # not JSON: fails for good
+            core.Raised(task, OSError("x")),
+        ]
+        self.h.feed(self.rng.choice(outcomes))
+
+    def progress(self) -> None:
+        held = self.h.core.held.get(self.rng.choice(self.running))
+        if held is not None:
+            held.ctx.progress({"at": self.h.mono})
+        self.h.feed(core.Wake())
+
+    def stop(self) -> None:
+        self.stopped = True
+        stops: List[core.Event] = [core.Stop(), core.Hurry()]
+        self.h.feed(self.rng.choice(stops))
+
+    def finish(self) -> core.Done:
+        """Stops, then answers everything and lets every handler return until Done."""
+        if not self.stopped:
+            self.stopped = True
+            self.h.feed(core.Stop())
+            self.absorb()
+        for _ in range(10_000):
+            if self.done is not None:
+                return self.done
+            if self.h.outstanding:
+                self.answer(self.h.outstanding[0])
+            elif self.running:
+                self.h.feed(core.Returned(self.running.pop(0), None))
+            else:
+                self.h.advance_to_timer()
+            self.absorb()
+        raise AssertionError("the agent never stopped")
+
+
+@pytest.mark.parametrize("seed", range(SIMULATIONS))
+def test_a_seeded_random_world_keeps_the_invariants_and_stops(seed: int) -> None:
+    sim = Simulation(seed)
+    for _ in range(SIMULATION_STEPS):
+        if sim.done is not None:
+            break
+        sim.step()
+    done = sim.finish()
+    if done.error is not None:
+        assert not sim.h.core.registered, "only a refused first registration ends with an error"
+        return
+    assert done == core.Done()
+    for held in sim.h.core.held.values():
+        assert held.released and held.quiet, "what is left at the end was released"
