@@ -3,6 +3,8 @@ instants, check the actions it answers with. Each test is one decision the runne
 
 from __future__ import annotations
 
+import functools
+import inspect
 import random
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -541,6 +543,17 @@ def test_messages_are_cut_and_non_retryable_keeps_its_kind() -> None:
     assert (kind, len(message), message[-1], retryable) == ("Bad", 8192, "…", False)
 
 
+@functools.lru_cache(maxsize=None)
+def signature(client: type, method: str) -> inspect.Signature:
+    return inspect.signature(getattr(client, method))
+
+
+def calls(request: core.Request) -> None:
+    """Checks that ``request`` is a valid call of both clients' method (the core names it)."""
+    for client in (baton.Client, baton.AsyncClient):
+        signature(client, request.method).bind(None, *request.args, **request.kwargs)
+
+
 # ---- seeded simulation ---------------------------------------------------------------------
 
 SIMULATIONS = 150
@@ -576,6 +589,7 @@ class Simulation:
                 self.running.append(action.task)
             if isinstance(action, core.Send):
                 r = action.request
+                calls(r)
                 assert r.task not in self.ended, "nothing after a final report"
                 assert not (self.stopped and r.method == "claim"), "no claim after a stop"
                 if r.method == "report_released":
