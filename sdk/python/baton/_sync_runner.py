@@ -1,5 +1,6 @@
-"""The blocking agent runner: one claim thread, ``concurrency`` worker threads, one heartbeat
-thread; the calling thread waits for a stop and shuts down."""
+"""The blocking driver of :class:`~baton._core.AgentCore`: one thread owns the core, daemon
+threads carry out its requests (``httpx.Client``) and run its handlers; the calling thread
+waits for the end and turns Ctrl-C into a stop. No decision is taken here."""
 
 from __future__ import annotations
 
@@ -8,22 +9,16 @@ import inspect
 import queue
 import signal
 import threading
-import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
-from . import _runtime as rt
+from . import _core as core
 from .client import Client
-from .context import TaskContext
-from .errors import BatonError, NotFound
-from .types import ClaimedTask
 
 if TYPE_CHECKING:
-    from .agent import Agent, Handler
-
-T = TypeVar("T")
+    from .agent import Agent
 
 POLL_S = 0.2
-"""How often waiting threads look at the stop flag."""
+"""How often the calling thread looks up from waiting (Ctrl-C is seen in between)."""
 
 
 class SyncRunner:
@@ -31,47 +26,50 @@ class SyncRunner:
 
     def __init__(self, agent: "Agent") -> None:
         self.agent = agent
-        self.log = agent.log
         self.client = Client(
             agent.url,
             agent.token,
             timeout=agent.request_timeout,
             max_connections=agent.concurrency + 4,
         )
-        self.cond = threading.Condition()
-        self.held: Dict[str, rt.Held] = {}
-        # Holds at most the held tasks not yet started plus one stop sentinel per worker.
-        self.work: "queue.Queue[Optional[rt.Held]]" = queue.Queue(maxsize=2 * agent.concurrency)
-        self.beats_done = threading.Event()
-        self.last_contact = time.monotonic()
-
-    # ---- lifecycle ----------------------------------------------------------------------------
+        # A SimpleQueue, because agent.stop() may put into it from a signal handler.
+        self.events: "queue.SimpleQueue[core.Event]" = queue.SimpleQueue()
+        self.core = core.AgentCore(agent, lambda: self.events.put(core.Wake()))
+        self.requests = _Threads("baton-request", agent.concurrency + 3)
+        self.handlers = _Threads("baton-worker", agent.concurrency)
+        self.ended = threading.Event()
+        self.error: Optional[BaseException] = None
 
     def run(self, handle_signals: bool) -> None:
         restore = self._install_sigterm() if handle_signals else None
+        self.agent._on_stop.append(lambda: self.events.put(core.Stop()))
+        if self.agent.stopping:
+            self.events.put(core.Stop())
         try:
-            self._register()
-            threads = [threading.Thread(target=self._claim_loop, name="baton-claim", daemon=True)]
-            threads.append(
-                threading.Thread(target=self._beat_loop, name="baton-heartbeat", daemon=True)
-            )
-            threads += [
-                threading.Thread(target=self._worker, name=f"baton-worker-{i}", daemon=True)
-                for i in range(self.agent.concurrency)
-            ]
-            for t in threads:
-                t.start()
-            try:
-                while not self.agent._stopping.wait(POLL_S):
-                    pass
-            except KeyboardInterrupt:
-                self.log.info("interrupted: stopping")
-                self.agent.stop()
-            self._shutdown(threads[0], threads[1])
+            threading.Thread(target=self._drive, name="baton-agent", daemon=True).start()
+            self._wait()
         finally:
             if restore is not None:
                 restore()
+            self.requests.close()
+            self.handlers.close()
             self.client.close()
+        if self.error is not None:
+            raise self.error
+
+    def _wait(self) -> None:
+        while True:
+            try:
+                while not self.ended.wait(POLL_S):
+                    pass
+                return
+            except KeyboardInterrupt:
+                if self.agent.stopping:
+                    self.agent.log.info("interrupted again: skipping the grace period")
+                    self.events.put(core.Hurry())
+                else:
+                    self.agent.log.info("interrupted: stopping")
+                    self.agent.stop()
 
     def _install_sigterm(self) -> Optional[Callable[[], None]]:
         if threading.current_thread() is not threading.main_thread():
@@ -84,295 +82,96 @@ class SyncRunner:
 
         return restore
 
-    def _register(self) -> None:
-        view = self._retrying(
-            lambda: self.client.register_agent(
-                self.agent.name,
-                self.agent.capabilities,
-                self.agent.concurrency,
-                agent_id=self.agent.id,
-            ),
-            until_stopped=True,
-        )
-        self.agent.id = view.id
-        self.log.info("agent %s registered as %s", self.agent.name, view.id)
-
-    def _shutdown(self, claimer: threading.Thread, beater: threading.Thread) -> None:
+    def _drive(self) -> None:
         try:
-            claimer.join()
-            deadline = time.monotonic() + self.agent.shutdown_grace
-            with self.cond:
-                while self.held and time.monotonic() < deadline:
-                    self.cond.wait(min(POLL_S, max(0.0, deadline - time.monotonic())))
-        except KeyboardInterrupt:
-            self.log.info("interrupted again: skipping the grace period")
-        with self.cond:
-            left = list(self.held.values())
-        for held in left:
-            self._release(held, "agent_stopping")
-        deadline = time.monotonic() + self.agent.request_timeout
-        with self.cond:
-            while self._reporting() and time.monotonic() < deadline:
-                self.cond.wait(POLL_S)
-        for _ in range(self.agent.concurrency):
-            self.work.put_nowait(None)
-        self.beats_done.set()
-        with self.cond:
-            self.cond.notify_all()
-        beater.join(timeout=self.agent.request_timeout)
+            self._perform(self.core.start(core.Instant.read()))
+            while not self.core.done:
+                events = self._arrivals(self.core.timeout(core.Instant.read().mono))
+                self._perform(self.core.handle_all(events, core.Instant.read()))
+        except BaseException as exc:  # noqa: B036 - a bug in the core: handed to run()'s caller
+            self.error = exc
+        finally:
+            self.ended.set()
 
-    def _reporting(self) -> bool:
-        return any(h.finished and not h.released for h in self.held.values())
-
-    # ---- claiming -----------------------------------------------------------------------------
-
-    def _claim_loop(self) -> None:
-        failures = 0
-        while not self.agent.stopping:
-            with self.cond:
-                free = self.agent.concurrency - len(self.held)
-                if free <= 0:
-                    self.cond.wait(POLL_S)
-                    continue
-            try:
-                claimed = self.client.claim(
-                    self._agent_id, min(free, self.agent.claim_max), self.agent.claim_wait_ms
-                )
-            except Exception as exc:
-                failures += 1
-                self.log.warning("claim failed: %s", rt.describe(exc))
-                if isinstance(exc, NotFound) and exc.code == "agent_not_found":
-                    self._register_again()
-                self.agent._stopping.wait(rt.retry_pause(failures, exc))
-                continue
-            failures = 0
-            self._heard_from()
-            for c in claimed:
-                self._take(c)
-
-    def _register_again(self) -> None:
+    def _arrivals(self, timeout: Optional[float]) -> List[core.Event]:
+        """What arrived within ``timeout`` seconds: all of it, else ``Wake``."""
         try:
-            self._register()
-        except BatonError as exc:
-            self.log.warning("registering again failed: %s", rt.describe(exc))
+            events = [self.events.get(timeout=timeout)]
+        except queue.Empty:
+            return [core.Wake()]
+        while not self.events.empty():
+            events.append(self.events.get_nowait())
+        return events
 
-    def _take(self, claimed: ClaimedTask) -> None:
-        ctx = TaskContext(claimed, self._agent_id, self._wake)
-        held = rt.Held(claimed, ctx)
-        if self.agent.stopping:
-            self._release(held, "agent_stopping")
-            return
-        with self.cond:
-            self.held[claimed.task] = held
-        self.work.put(held)
-
-    # ---- working ------------------------------------------------------------------------------
-
-    def _worker(self) -> None:
-        while True:
-            held = self.work.get()
-            if held is None:
-                return
-            try:
-                self._work(held)
-            except Exception:
-                self.log.exception("task %s: unexpected failure in the agent", held.claimed.task)
-            finally:
-                with self.cond:
-                    self.held.pop(held.claimed.task, None)
-                    self.cond.notify_all()
-
-    def _work(self, held: rt.Held) -> None:
-        c = held.claimed
-        if held.released:
-            return
-        try:
-            answer = self._report(
-                held, lambda: self.client.report_started(c.task, self._agent_id, c.token)
-            )
-        except BatonError:
-            return
-        with self.cond:
-            rt.schedule(held, answer.deadlines, self.agent.heartbeat_max_interval)
-            held.executing = True
-            self.cond.notify_all()
-        handler = self._choose(held)
-        if handler is None:
-            return
-        try:
-            result = rt.result_payload(self._call(handler, c.input, held.ctx))
-        except BaseException as exc:  # noqa: B036 - a worker thread reports whatever ends a handler
-            self._finish_failed(held, exc)
-            return
-        self._finish(
-            held, lambda: self.client.report_succeeded(c.task, self._agent_id, c.token, result)
-        )
-
-    def _choose(self, held: rt.Held) -> Optional["Handler"]:
-        c = held.claimed
-        required = None
-        if self.agent.needs_lookup:
-            try:
-                required = self._retrying(lambda: self.client.get_task(c.task)).spec.get(
-                    "capabilities", []
-                )
-            except BatonError as exc:
-                self.log.warning(
-                    "task %s: cannot look up its capabilities (%s)", c.task, rt.describe(exc)
-                )
-                self._release(held, "lookup_failed")
-                return None
-        handler = self.agent.handler_for(required)
-        if handler is None:
-            message = (
-                f"agent {self.agent.name} has no handler for capabilities {sorted(required or [])}"
-            )
-            self._finish(
-                held,
-                lambda: self.client.report_failed(
-                    c.task, self._agent_id, c.token, "no_handler", message
-                ),
-            )
-        return handler
-
-    @staticmethod
-    def _call(handler: "Handler", value: Any, ctx: TaskContext) -> Any:
-        out = handler(value, ctx)
-        if inspect.isawaitable(out):
-            return asyncio.run(_awaited(out))
-        return out
-
-    def _finish_failed(self, held: rt.Held, exc: BaseException) -> None:
-        c = held.claimed
-        kind, message, retryable = rt.failure_of(exc)
-        if not held.ctx.cancelled:
-            self.log.info("task %s (%s) failed: %s: %s", c.task, c.key, kind, message)
-        self._finish(
-            held,
-            lambda: self.client.report_failed(
-                c.task, self._agent_id, c.token, kind, message, retryable=retryable
-            ),
-        )
-
-    def _finish(self, held: rt.Held, send: Callable[[], Any]) -> None:
-        with self.cond:
-            held.finished = True
-            skip = held.released or held.ctx.cancelled
-        if skip:
-            self.log.info(
-                "task %s: %s, outcome not reported", held.claimed.task, held.ctx.cancel_reason
-            )
-            return
-        try:
-            self._report(held, send)
-        except BatonError:
-            pass
-
-    def _release(self, held: rt.Held, reason: str) -> None:
-        c = held.claimed
-        with self.cond:
-            if held.released or held.finished:
-                return
-            held.released = True
-        held.ctx._cancel(reason)
-        try:
-            self._retrying(lambda: self.client.report_released(c.task, self._agent_id, c.token))
-            self.log.info("task %s released (%s)", c.task, reason)
-        except BatonError as exc:
-            self.log.warning("task %s: release refused: %s", c.task, rt.describe(exc))
-
-    def _report(self, held: rt.Held, send: Callable[[], T]) -> T:
-        """Sends a report, retrying transient failures; a refusal meaning the lease is gone
-        cancels the handler's context. Raises the final failure."""
-        try:
-            answer = self._retrying(send)
-        except BatonError as exc:
-            reason = rt.lease_lost(exc)
-            if reason is not None:
-                held.ctx._cancel(reason)
-            self.log.warning("task %s: report refused: %s", held.claimed.task, rt.describe(exc))
-            raise
-        self._heard_from()
-        return answer
-
-    def _retrying(self, send: Callable[[], T], until_stopped: bool = False) -> T:
-        attempt = 0
-        while True:
-            try:
-                return send()
-            except BatonError as exc:
-                attempt += 1
-                give_up = attempt >= rt.REPORT_ATTEMPTS and not until_stopped
-                if not rt.transient(exc) or give_up or (until_stopped and self.agent.stopping):
-                    raise
-                time.sleep(rt.retry_pause(attempt, exc))
-
-    # ---- heartbeats ---------------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        with self.cond:
-            self.cond.notify_all()
-
-    def _heard_from(self) -> None:
-        self.last_contact = time.monotonic()
-
-    def _beat_loop(self) -> None:
-        while not self.beats_done.is_set():
-            due: List[rt.Held] = []
-            with self.cond:
-                now = time.monotonic()
-                wake_at = now + self.agent.keepalive_interval
-                for held in self.held.values():
-                    if not held.beating:
-                        continue
-                    if held.next_beat <= now or held.ctx._progress_pending:
-                        due.append(held)
-                    else:
-                        wake_at = min(wake_at, held.next_beat)
-                keepalive = now - self.last_contact >= self.agent.keepalive_interval
-                if not due and not keepalive:
-                    self.cond.wait(max(0.0, min(wake_at - now, POLL_S * 5)))
-                    continue
-            for held in due:
-                self._beat(held)
-            if keepalive:
-                self._keepalive()
-
-    def _beat(self, held: rt.Held) -> None:
-        c = held.claimed
-        progress = held.ctx._take_progress()
-        try:
-            answer = self.client.report_heartbeat(c.task, self._agent_id, c.token, progress)
-        except BatonError as exc:
-            reason = rt.lease_lost(exc)
-            if reason is not None:
-                self.log.info(
-                    "task %s: heartbeat refused (%s): cancelling its handler", c.task, reason
-                )
-                held.ctx._cancel(reason)
+    def _perform(self, actions: List[core.Action]) -> None:
+        for action in actions:
+            if isinstance(action, core.Send):
+                self.requests.submit(self._send, action.request)
+            elif isinstance(action, core.Run):
+                self.handlers.submit(self._run, action)
+            elif isinstance(action, core.Log):
+                action.emit(self.agent.log)
             else:
-                self.log.warning("task %s: heartbeat failed: %s", c.task, rt.describe(exc))
-                with self.cond:
-                    held.next_beat = time.monotonic() + rt.BEAT_MIN_S * 4
-            return
-        self._heard_from()
-        if answer.cancelled:
-            held.ctx._cancel("task_cancelled")
-        with self.cond:
-            rt.schedule(held, answer.deadlines, self.agent.heartbeat_max_interval)
+                self.error = action.error
 
-    def _keepalive(self) -> None:
+    def _send(self, request: core.Request) -> None:
         try:
-            self.client.agent_heartbeat(self._agent_id)
-            self._heard_from()
-        except BatonError as exc:
-            self.log.warning("agent keep-alive failed: %s", rt.describe(exc))
-            self.last_contact = time.monotonic() - self.agent.keepalive_interval / 2
+            value = request.call(self.client)
+        except Exception as exc:
+            self.events.put(core.Refused(request, exc))
+        else:
+            self.events.put(core.Answered(request, value))
 
-    @property
-    def _agent_id(self) -> str:
-        assert self.agent.id is not None
-        return self.agent.id
+    def _run(self, run: core.Run) -> None:
+        try:
+            value = run.handler(run.input, run.ctx)
+            if inspect.isawaitable(value):
+                value = asyncio.run(_awaited(value))
+        except BaseException as exc:  # noqa: B036 - whatever ends a handler is its outcome
+            self.events.put(core.Raised(run.task, exc))
+        else:
+            self.events.put(core.Returned(run.task, value))
+
+
+class _Threads:
+    """At most ``size`` daemon threads (so that a stuck handler never holds the process up),
+    started as work arrives. The core keeps the work in flight within ``size``."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        self.size = size
+        self.jobs: "queue.SimpleQueue[Optional[Tuple[Callable[..., None], Any]]]" = (
+            queue.SimpleQueue()
+        )
+        self.lock = threading.Lock()
+        self.started = 0
+        self.busy = 0
+
+    def submit(self, fn: Callable[[Any], None], arg: Any) -> None:
+        with self.lock:
+            self.busy += 1
+            if self.busy > self.started and self.started < self.size:
+                self.started += 1
+                name = f"{self.name}-{self.started}"
+                threading.Thread(target=self._work, name=name, daemon=True).start()
+        self.jobs.put((fn, arg))
+
+    def close(self) -> None:
+        """Ends the threads once they are idle."""
+        for _ in range(self.started):
+            self.jobs.put(None)
+
+    def _work(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            fn, arg = job
+            try:
+                fn(arg)
+            finally:
+                with self.lock:
+                    self.busy -= 1
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -42,15 +42,18 @@ When the agent has not been heard from for ``keepalive_interval`` (10 s), it sen
 ``POST /v1/agents/{id}/heartbeat``.
 
 **Bounds.** At most ``concurrency`` tasks are held at once (claims ask for the free slots
-only); the blocking runner uses ``concurrency`` worker threads plus one claim thread and one
-heartbeat thread; the asyncio runner one task per held task, and ``concurrency`` threads for
-blocking handlers.
+only), with at most one request per task in flight (a report waits for the heartbeat in
+flight), so at most ``concurrency + 3`` requests with the claim, a registration and a
+keep-alive. The blocking runner drives the agent from one thread and starts, as needed, up to
+``concurrency`` handler threads and ``concurrency + 3`` request threads; the asyncio runner uses
+one asyncio task per request and per handler, and ``concurrency`` threads for blocking handlers.
 
 **Shutdown.** ``agent.stop()`` (from any thread), Ctrl-C or SIGTERM (when ``run`` is called in
 the main thread): stop claiming (the long poll in flight ends within ``claim_wait_ms``; what it
 returns is released at once), let running handlers finish for up to ``shutdown_grace``
 seconds, then report ``released`` for the tasks still held (they go back to ``pending`` for
-another agent, without using up an attempt) and set their ``ctx.cancelled``. Under ``run``, a
+another agent, without using up an attempt) and set their ``ctx.cancelled``; answers still
+awaited from Baton are given up ``request_timeout`` seconds after that. Under ``run``, a
 second Ctrl-C skips the grace period. ``run_async``, when cancelled (as ``asyncio.run`` does on
 Ctrl-C), shuts down the same way and then re-raises the cancellation; cancelled again, it skips
 the grace period.

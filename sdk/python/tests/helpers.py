@@ -3,14 +3,16 @@ agents in threads."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import os
 import queue
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, TypeVar, Union
 
 import httpx
 import pytest
@@ -19,6 +21,8 @@ import baton
 
 REPO = Path(__file__).resolve().parents[3]
 START_TIMEOUT_S = 30.0
+POLL_S = 0.02
+"""How often a wait looks at its condition again."""
 BUILD_TIMEOUT_S = 1800.0
 
 T = TypeVar("T")
@@ -43,7 +47,10 @@ def baton_binary() -> Path:
 class Server:
     """A ``baton serve`` process listening on a free loopback port."""
 
-    def __init__(self, data_dir: Path, extra_args: Optional[List[str]] = None) -> None:
+    def __init__(
+        self, data_dir: Path, extra_args: Optional[List[str]] = None, listen: str = "127.0.0.1:0"
+    ) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir / "server.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
@@ -51,7 +58,7 @@ class Server:
                 str(baton_binary()),
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--data-dir",
                 str(data_dir),
                 *(extra_args or []),
@@ -95,7 +102,7 @@ class Server:
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(0.05)
+            time.sleep(POLL_S)
         raise RuntimeError("baton never became healthy")
 
     def stop(self) -> None:
@@ -117,7 +124,25 @@ def wait_for(check: Callable[[], Optional[T]], timeout: float = 10.0, what: str 
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(POLL_S)
+
+
+async def wait_for_async(
+    check: Callable[[], Union[Optional[T], Awaitable[Optional[T]]]],
+    timeout: float = 10.0,
+    what: str = "condition",
+) -> T:
+    """:func:`wait_for` on the event loop: ``check`` may be a coroutine function."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(POLL_S)
 
 
 def wait_state(
@@ -133,13 +158,19 @@ def wait_state(
 
 
 @contextlib.contextmanager
-def running(agent: baton.Agent, stop_timeout: float = 15.0) -> Iterator[baton.Agent]:
-    """Runs ``agent.run()`` in a thread for the block, then stops it and checks it stopped."""
+def running(
+    agent: baton.Agent, stop_timeout: float = 15.0, use_asyncio: bool = False
+) -> Iterator[baton.Agent]:
+    """Runs ``agent.run()`` (or ``agent.run_async()`` on its own event loop) in a thread for
+    the block, then stops it and checks it stopped."""
     errors: List[BaseException] = []
 
     def target() -> None:
         try:
-            agent.run()
+            if use_asyncio:
+                asyncio.run(agent.run_async())
+            else:
+                agent.run()
         except BaseException as exc:  # noqa: B036 - handed back to the test
             errors.append(exc)
 

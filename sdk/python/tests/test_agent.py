@@ -4,7 +4,6 @@ progress and shutdown."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Dict, List
 
 from helpers import make_agent, running, wait_for, wait_state
@@ -106,11 +105,11 @@ def test_non_retryable_fails_the_task_for_good_at_once(
 
     with running(agent):
         failed = wait_state(client, created.task, "failed")
-        time.sleep(0.3)
 
+    assert failed.waiting is None, "no retry is scheduled"
     assert calls == [1]
     assert failed.attempt == 1
-    assert failed.waiting is None, "no retry is scheduled"
+    assert failed.events.count("agent_assigned") == 1
     assert [(e["kind"], e["message"], e["retryable"]) for e in failed.errors] == [
         ("NonRetryable", "the input is not a PDF", False)
     ]
@@ -188,19 +187,26 @@ def test_heartbeats_keep_a_task_alive_past_its_heartbeat_timeout(
     @agent.task(cap)
     def slow(value: Any, ctx: baton.TaskContext) -> Any:
         deadlines.append(ctx.deadlines)
-        if ctx.wait_cancelled(2.2):
-            return "cancelled"
+        first = ctx.deadlines.heartbeat
+        assert first is not None
+        # Runs until a heartbeat sent after the first heartbeat deadline was accepted, so only
+        # heartbeats can have kept the task alive (or until the lease is lost).
+        wait_for(
+            lambda: ctx.cancelled or (ctx.deadlines.heartbeat or 0) > first + 1000,
+            10.0,
+            "a heartbeat accepted after the first heartbeat deadline",
+        )
         deadlines.append(ctx.deadlines)
-        return "slow but alive"
+        return "cancelled" if ctx.cancelled else "slow but alive"
 
     with running(agent):
         done = wait_state(client, created.task, "completed")
 
     assert done.result == "slow but alive"
-    beats = [h for h in done.history if h["event"] == "heartbeat"]
-    assert len(beats) >= 3, "one at least every third of the heartbeat timeout"
     first, last = deadlines
     assert first.heartbeat is not None and last.heartbeat is not None
+    beats = [h for h in done.history if h["event"] == "heartbeat"]
+    assert any(h["at"] > first.heartbeat for h in beats), "alive past the first deadline"
     assert last.heartbeat > first.heartbeat, "the context follows the latest answer"
 
 
@@ -238,14 +244,12 @@ def test_stopping_releases_the_tasks_still_running_after_the_grace_period(
     @agent.task(cap)
     def stuck(value: Any, ctx: baton.TaskContext) -> Any:
         started.set()
-        ctx.wait_cancelled(10.0)
+        ctx.wait_cancelled(60.0)  # far longer than the agent may take to stop
         reasons.append(ctx.cancel_reason)
         return "too late"
 
-    began = time.monotonic()
-    with running(agent, stop_timeout=5.0):
+    with running(agent, stop_timeout=10.0):
         assert started.wait(10.0)
-    assert time.monotonic() - began < 5.0
 
     task = wait_state(client, created.task, "pending")
     assert task.events[-1] == "assignment_released"
@@ -262,6 +266,7 @@ def test_an_agent_runs_at_most_its_concurrency_at_once(
     lock = threading.Lock()
     running_now = [0]
     peak = [0]
+    gate = threading.Event()
     agent = make_agent(url, cap, concurrency=2)
 
     @agent.task(cap)
@@ -269,12 +274,16 @@ def test_an_agent_runs_at_most_its_concurrency_at_once(
         with lock:
             running_now[0] += 1
             peak[0] = max(peak[0], running_now[0])
-        time.sleep(0.15)
+        gate.wait(10.0)
         with lock:
             running_now[0] -= 1
         return ctx.key
 
     with running(agent):
+        wait_for(lambda: client.counts(wf.workflow).executing == 2, 10.0, "two tasks executing")
+        # Both slots are taken and held: the agent claims nothing more.
+        assert client.counts(wf.workflow) == baton.Counts(executing=2, pending=3, total=5)
+        gate.set()
         wait_for(lambda: client.counts(wf.workflow).completed == 5, 10.0, "every task")
 
     assert peak[0] == 2

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List
+from typing import Any, List, Optional
 
 import pytest
+from helpers import wait_for_async
 
 import baton
 
 
-async def completed(
-    client: baton.AsyncClient, task_id: str, timeout: float = 10.0
-) -> baton.TaskView:
-    async def poll() -> baton.TaskView:
-        while True:
-            view = await client.get_task(task_id)
-            if view.state == "completed":
-                return view
-            await asyncio.sleep(0.02)
+async def completed(client: baton.AsyncClient, task_id: str) -> baton.TaskView:
+    async def check() -> Optional[baton.TaskView]:
+        view = await client.get_task(task_id)
+        return view if view.state == "completed" else None
 
-    return await asyncio.wait_for(poll(), timeout)
+    return await wait_for_async(check, what=f"task {task_id} to be completed")
+
+
+async def progress_recorded(client: baton.AsyncClient, task_id: str, progress: Any) -> bool:
+    history = (await client.get_task(task_id)).history
+    return any(h["event"] == "heartbeat" and h["data"].get("progress") == progress for h in history)
 
 
 def test_an_async_agent_completes_tasks_with_async_and_blocking_handlers(
@@ -35,7 +36,10 @@ def test_an_async_agent_completes_tasks_with_async_and_blocking_handlers(
         @agent.task(cap)
         async def summarize(value: Any, ctx: baton.TaskContext) -> Any:
             ctx.progress({"pct": 50})
-            await asyncio.sleep(0.05)
+            await wait_for_async(
+                lambda: progress_recorded(client, ctx.task_id, {"pct": 50}),
+                what="the progress heartbeat",
+            )
             progress.append(ctx.key)
             return {"summary": value["text"][:5], "attempt": ctx.attempt}
 
@@ -92,7 +96,7 @@ def test_cancelling_run_async_releases_what_it_holds(url: str, cap: str) -> None
         @agent.task(cap)
         async def forever(value: Any, ctx: baton.TaskContext) -> Any:
             started.set()
-            await asyncio.sleep(30)
+            await asyncio.Event().wait()  # until cancelled
 
         async with baton.AsyncClient(url) as client:
             created = await client.submit_task({"key": "forever", "capabilities": [cap]})
@@ -118,10 +122,7 @@ def test_an_async_handler_sees_its_task_cancelled(url: str, cap: str) -> None:
         @agent.task(cap)
         async def patient(value: Any, ctx: baton.TaskContext) -> Any:
             running.set()
-            for _ in range(500):
-                if ctx.cancelled:
-                    break
-                await asyncio.sleep(0.02)
+            await wait_for_async(lambda: ctx.cancelled, what="the handler to be cancelled")
             reasons.append(ctx.cancel_reason)
             return "ignored"
 
@@ -132,8 +133,7 @@ def test_an_async_handler_sees_its_task_cancelled(url: str, cap: str) -> None:
             runner = asyncio.ensure_future(agent.run_async())
             await asyncio.wait_for(running.wait(), 10.0)
             await client.cancel_task(created.task, reason="changed my mind")
-            while not reasons:
-                await asyncio.sleep(0.02)
+            await wait_for_async(lambda: reasons, what="the handler to see the cancellation")
             agent.stop()
             await asyncio.wait_for(runner, 10.0)
             task = await client.get_task(created.task)

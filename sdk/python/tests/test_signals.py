@@ -16,8 +16,12 @@ import baton
 
 AGENT = textwrap.dedent(
     """
+    import signal
     import sys
     import baton
+
+    # Started from a background job, a process inherits SIGINT ignored: Ctrl-C must reach it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     url, cap = sys.argv[1:]
     agent = baton.Agent("signalled-" + cap, url=url, claim_wait_ms=200, shutdown_grace=0.2)
