@@ -5,7 +5,6 @@
 //! current version, so a round run twice (after a crash, or by an old leader) changes
 //! nothing the second time.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use baton_core::{
     DependencyEnd, Effect, Event, StateKind, Task, TaskId, TaskKey, TaskSpec, Timestamp,
 };
 use baton_store::{Store, StoreError, SubmitBatch, WorkflowRef};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::engine::Engine;
@@ -32,49 +31,15 @@ const EFFECTS_IN_FLIGHT_MAX: usize = 64;
 /// Longest a watchdog or outbox loop sleeps without looking (a lost notification only delays).
 const IDLE_POLL_MS: u64 = 1_000;
 
-/// When the watchdog must look next, as the committed transitions' timer effects say: an
-/// armed deadline or a scheduled retry earlier than the watchdog's planned wake-up wakes it;
-/// a later one does not (it would find nothing due).
-#[derive(Debug)]
-pub(crate) struct TimerAlarm {
-    /// Until when the watchdog sleeps; `u64::MAX` while it runs a round, so that whatever is
-    /// armed meanwhile wakes it again.
-    wake_at_ms: AtomicU64,
-    wake: Notify,
-}
-
-impl Default for TimerAlarm {
-    fn default() -> TimerAlarm {
-        TimerAlarm {
-            wake_at_ms: AtomicU64::new(u64::MAX),
-            wake: Notify::new(),
-        }
-    }
-}
-
-impl TimerAlarm {
-    /// A timer at `at` was armed.
-    pub(crate) fn arm(&self, at: Timestamp) {
-        if at.0 < self.wake_at_ms.load(Ordering::Acquire) {
-            self.wake.notify_one();
-        }
-    }
-
-    /// Timers may have changed elsewhere (another node): look again.
-    pub(crate) fn poke(&self) {
-        self.wake.notify_one();
-    }
-}
-
 impl<S: Store + 'static> Engine<S> {
     pub(crate) async fn watchdog_loop(&self) {
         let mut shutdown = self.inner.shutdown.subscribe();
         let alarm = &self.inner.timers;
         while !self.stopping() {
-            let woken = alarm.wake.notified();
+            let woken = alarm.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            alarm.wake_at_ms.store(u64::MAX, Ordering::Release);
+            alarm.round_started();
             if !self.leading_or_wait(&mut shutdown).await {
                 continue;
             }
@@ -91,7 +56,7 @@ impl<S: Store + 'static> Engine<S> {
             };
             // A timer armed from here on earlier than `next` wakes the loop; one armed since
             // the store was read already has (the wake-up is stored until awaited).
-            alarm.wake_at_ms.store(next.0, Ordering::Release);
+            alarm.sleeping_until(next);
             let clock = Arc::clone(&self.inner.clock);
             tokio::select! {
                 _ = clock.sleep_until(next) => {}

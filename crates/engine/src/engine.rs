@@ -63,7 +63,7 @@ pub(crate) struct Inner<S> {
     /// New ready work: wakes claimers.
     pub(crate) work: Notify,
     /// Deadlines or retries changed: wakes the watchdog.
-    pub(crate) timers: crate::background::TimerAlarm,
+    pub(crate) timers: crate::alarm::TimerAlarm,
     /// New outbox items: wakes the effect runner.
     pub(crate) outbox: Notify,
     pub(crate) events: broadcast::Sender<TransitionEvent>,
@@ -110,7 +110,7 @@ impl<S: Store + 'static> Engine<S> {
                     ids,
                     config,
                     work: Notify::new(),
-                    timers: crate::background::TimerAlarm::default(),
+                    timers: crate::alarm::TimerAlarm::default(),
                     outbox: Notify::new(),
                     events,
                     log: std::sync::Mutex::new(EventLog::new()),

@@ -11,6 +11,7 @@
 //! holds what nodes sharing a store tell each other.
 
 mod agents;
+mod alarm;
 mod background;
 pub mod check;
 mod clock;
