@@ -299,6 +299,23 @@ pub struct CommitStats {
     pub commit_micros_sum: u64,
     pub batch_size_counts: [u64; 13],
     pub commit_seconds_counts: [u64; 13],
+    /// Runs of a batch made again because the database aborted the previous one as a deadlock
+    /// or serialization failure (PostgreSQL; always 0 on SQLite).
+    pub reruns_contended: u64,
+    /// Runs of a batch made again on a new connection because the previous one lost its
+    /// connection before the COMMIT was sent (PostgreSQL; always 0 on SQLite).
+    pub reruns_reconnected: u64,
+    /// Runs of a batch made again one savepoint per command because a statement of its
+    /// pipelined run failed (PostgreSQL; always 0 on SQLite).
+    pub reruns_careful: u64,
+}
+
+/// Why a batch was run again; see the `reruns_*` counts of [`CommitStats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rerun {
+    Contended,
+    Reconnected,
+    Careful,
 }
 
 /// The counters behind [`CommitStats`], shared by the backends' writers.
@@ -309,6 +326,7 @@ pub(crate) struct Stats {
     commit_micros: AtomicU64,
     batch: [AtomicU64; 13],
     latency: [AtomicU64; 13],
+    reruns: [AtomicU64; 3],
 }
 
 impl Stats {
@@ -331,6 +349,11 @@ impl Stats {
         self.latency[l].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records that a batch is run again, and why.
+    pub(crate) fn rerun(&self, why: Rerun) {
+        self.reruns[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> CommitStats {
         CommitStats {
             commits: self.commits.load(Ordering::Relaxed),
@@ -338,6 +361,9 @@ impl Stats {
             commit_micros_sum: self.commit_micros.load(Ordering::Relaxed),
             batch_size_counts: std::array::from_fn(|i| self.batch[i].load(Ordering::Relaxed)),
             commit_seconds_counts: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
+            reruns_contended: self.reruns[Rerun::Contended as usize].load(Ordering::Relaxed),
+            reruns_reconnected: self.reruns[Rerun::Reconnected as usize].load(Ordering::Relaxed),
+            reruns_careful: self.reruns[Rerun::Careful as usize].load(Ordering::Relaxed),
         }
     }
 }

@@ -55,9 +55,10 @@ use uuid::Uuid;
 
 use crate::codec::{self, ts};
 use crate::{
-    AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, OutboxItem, StateCounts,
-    Stats, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord,
-    WorkflowRecord, WorkflowRef, BATCH_WRITES_MAX, PAGE_ROWS_MAX, QUEUE_WRITES_MAX,
+    AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, OutboxItem, Rerun,
+    StateCounts, Stats, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
+    TransitionRecord, WorkflowRecord, WorkflowRef, BATCH_WRITES_MAX, PAGE_ROWS_MAX,
+    QUEUE_WRITES_MAX,
 };
 
 /// Schema migrations; `baton_meta.schema_version` counts those applied.
@@ -900,15 +901,18 @@ impl Writer {
                 match failure.retry {
                     Retry::No | Retry::Never => {}
                     Retry::Reconnect => {
+                        self.stats.rerun(Rerun::Reconnected);
                         attempt += 1;
                         continue;
                     }
                     Retry::Again => {
                         tokio::time::sleep(RETRY_BACKOFF * 2u32.pow(attempt - 1)).await;
+                        self.stats.rerun(Rerun::Contended);
                         attempt += 1;
                         continue;
                     }
                     Retry::Carefully => {
+                        self.stats.rerun(Rerun::Careful);
                         careful = true;
                         attempt += 1;
                         continue;

@@ -28,7 +28,10 @@ use crate::{
 const APPLICATION_ID: i64 = 0x4241_544E;
 
 /// Schema migrations; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("sqlite/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("sqlite/001_init.sql"),
+    include_str!("sqlite/002_hot_paths_as_postgres.sql"),
+];
 
 /// Read connections kept open.
 const READERS_MAX: usize = 4;
@@ -867,10 +870,12 @@ fn decode_agent(row: (Uuid, String, String, u32, i64, i64)) -> Result<AgentRecor
 const CLAIM_SQL: &str = "SELECT priority, ready_at, id FROM tasks
     WHERE state = 'pending' AND capset = ?1 ORDER BY priority DESC, ready_at, id LIMIT ?2";
 const TIMERS_SQL: &str = "SELECT id, timer_at FROM tasks
-    WHERE timer_at IS NOT NULL AND timer_at <= ?1 ORDER BY timer_at LIMIT ?2";
-const DEPENDENTS_SQL: &str = "SELECT dependent FROM edges WHERE dependency = ?1";
-const RELEASED_SQL: &str =
-    "SELECT id FROM tasks WHERE state = 'blocked' AND deps_open = 0 LIMIT ?1";
+    WHERE timer_at IS NOT NULL AND timer_at <= ?1 ORDER BY timer_at, id LIMIT ?2";
+const DEPENDENTS_SQL: &str = "SELECT dependent FROM edges WHERE dependency = ?1 ORDER BY dependent";
+/// Named index: without statistics SQLite prefers `tasks_by_state`, which reads every blocked
+/// task to find the few whose count reached zero.
+const RELEASED_SQL: &str = "SELECT id FROM tasks INDEXED BY tasks_released
+    WHERE state = 'blocked' AND deps_open = 0 ORDER BY id LIMIT ?1";
 const COUNTS_SQL: &str = "SELECT state, n FROM state_counts";
 
 impl Store for SqliteStore {
@@ -1260,7 +1265,7 @@ impl Store for SqliteStore {
     async fn leased_to(&self, agent: AgentId) -> Result<Vec<TaskId>, StoreError> {
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached("SELECT id FROM tasks WHERE lease_agent = ?1")
+                .prepare_cached("SELECT id FROM tasks WHERE lease_agent = ?1 ORDER BY id")
                 .map_err(db)?;
             let rows = stmt
                 .query_map([agent.0], |r| r.get::<_, Uuid>(0))

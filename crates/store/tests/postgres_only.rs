@@ -468,6 +468,7 @@ async fn a_batch_chosen_as_deadlock_victim_is_run_again() {
         let task = store.task(id).await.unwrap().unwrap();
         records.push(record(&task, cancel("deadlock"), T0.plus_ms(1)));
     }
+    let before = store.stats();
     let applying = {
         let store = Arc::clone(&store);
         tokio::spawn(async move { store.apply_all(records).await })
@@ -486,6 +487,11 @@ async fn a_batch_chosen_as_deadlock_victim_is_run_again() {
         .unwrap()
         .expect("the batch commits on a later attempt");
     assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let after = store.stats();
+    assert!(
+        after.reruns_contended > before.reruns_contended,
+        "the batch was run again after the deadlock: {before:?} -> {after:?}"
+    );
     for id in [lo, hi] {
         assert_eq!(
             store.task(id).await.unwrap().unwrap().kind(),
