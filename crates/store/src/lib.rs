@@ -26,7 +26,9 @@ use baton_core::{
 use serde::{Deserialize, Serialize};
 
 mod any;
+mod batch;
 mod codec;
+mod decide;
 pub mod postgres;
 pub mod sqlite;
 pub mod workload;
@@ -368,8 +370,9 @@ impl Stats {
     }
 }
 
-/// Why a store operation failed. Nothing is written when one fails.
-#[derive(Debug, thiserror::Error)]
+/// Why a store operation failed. Nothing is written when one fails, except that after
+/// [`StoreError::OutcomeUnknown`] the write may have been.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("version conflict on task {task}: expected version {expected}, found {found:?}")]
     Conflict {
@@ -398,6 +401,19 @@ pub enum StoreError {
     InvalidUrl { url: String, detail: String },
     #[error("the store is closed")]
     Closed,
+    /// The database cannot be reached, or the connection broke before the write was sent to
+    /// be committed: nothing was written, and the same write may be sent again.
+    #[error("the store is unavailable, nothing was written: {detail}")]
+    Unavailable { detail: String },
+    /// The connection broke while the commit was under way: the write may or may not have
+    /// been committed. Read it back, or send it again if it is idempotent (reports are).
+    #[error("the outcome of the write is unknown: {detail}")]
+    OutcomeUnknown { detail: String },
+    /// The disk holding the store (or its size quota) is full: nothing was written; writes
+    /// fail until room is made.
+    #[error("the store is full, nothing was written: {detail}")]
+    Full { detail: String },
+    /// Any other failure of the database: a statement it refused, a file it cannot read.
     #[error("storage failure: {0}")]
     Backend(String),
 }
