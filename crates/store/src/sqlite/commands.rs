@@ -121,6 +121,7 @@ fn insert_task(conn: &Connection, new: &NewTask, deltas: &mut Deltas) -> Result<
     conn.prepare_cached("INSERT OR IGNORE INTO capsets (capset) VALUES (?1)")
         .and_then(|mut s| s.execute([&capset]))
         .map_err(db)?;
+    let row = TaskRow::of(task);
     let inserted = conn
         .prepare_cached(
             "INSERT INTO tasks (id, workflow_id, key, state, version, priority, capset, ready_at,
@@ -129,18 +130,18 @@ fn insert_task(conn: &Connection, new: &NewTask, deltas: &mut Deltas) -> Result<
         )
         .and_then(|mut s| {
             s.execute(params![
-                task.id.0,
+                row.id,
                 task.workflow.0,
                 task.spec.key.0,
-                task.kind().as_str(),
-                task.version as i64,
+                row.state,
+                row.version,
                 task.spec.priority,
                 capset,
-                codec::ready_at(task).map(ts),
-                codec::timer_at(task).map(ts),
-                codec::lease_agent(task),
-                ts(task.updated_at),
-                codec::snapshot(task),
+                row.ready_at,
+                row.timer_at,
+                row.lease_agent,
+                row.updated_at,
+                row.snapshot,
             ])
         });
     match inserted {
