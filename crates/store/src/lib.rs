@@ -14,6 +14,10 @@
 //! - Completing a task decrements its dependents' open-dependency counts in the same
 //!   transaction, so no completion is ever lost between commit and release.
 //! - Hot paths (claims, timers, released tasks, counts per state) read indexes, never scan.
+//!
+//! The backends share their write path (`batch`: commands, batches, answers) and their
+//! decisions (`decide`: the compare-and-set, the counter changes, which tasks a claim takes and
+//! how they are assigned); each keeps its own SQL and I/O.
 
 use std::collections::BTreeSet;
 use std::future::Future;
