@@ -33,6 +33,9 @@ use crate::{
     WorkflowRef,
 };
 
+#[cfg(test)]
+mod tests;
+
 /// A command's answer, or the reason its whole run is abandoned.
 type Answer<T> = Result<Result<T, StoreError>, Abort>;
 
