@@ -166,3 +166,36 @@ fn check_record(record: &TransitionRecord) {
         record.task.version,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use baton_core::{Event, Timestamp};
+
+    use super::*;
+    use crate::workload;
+
+    fn record() -> TransitionRecord {
+        let batch =
+            workload::independent_tasks(1, &BTreeSet::new(), Timestamp(1)).expect("valid tasks");
+        let cancel = Event::CancelRequested {
+            requested_by: "ops".into(),
+            reason: "test".into(),
+        };
+        TransitionRecord::apply(&batch.tasks[0].task, cancel, Timestamp(2)).expect("accepted")
+    }
+
+    #[test]
+    fn a_record_made_by_the_core_passes() {
+        check_record(&record());
+    }
+
+    #[test]
+    #[should_panic(expected = "must number the task's new version")]
+    fn a_record_whose_entry_is_not_the_new_version_panics_in_the_caller() {
+        let mut r = record();
+        r.entry.seq += 1;
+        check_record(&r);
+    }
+}
