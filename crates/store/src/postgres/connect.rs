@@ -12,7 +12,7 @@ use tokio_postgres::{NoTls, Row};
 use super::cluster::Cluster;
 use super::conn::Conn;
 use super::error::{db, describe, pool_error, session_ended};
-use super::migrate::migrate;
+use super::migrate::{migrate, quote_ident};
 use super::writer::Writer;
 use crate::batch::Queue;
 use crate::{Stats, StoreError};
@@ -239,11 +239,6 @@ fn check_schema_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A checked schema name as a quoted identifier (its case is kept).
-pub(super) fn quote_ident(name: &str) -> String {
-    format!("\"{name}\"")
 }
 
 /// The URL without its password, for error messages.

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use super::connect::quote_ident;
 use super::error::{db, describe, get};
 use crate::StoreError;
 
@@ -145,4 +144,9 @@ pub(super) async fn migrate(
         .map_err(db)?;
     }
     tx.commit().await.map_err(db)
+}
+
+/// A checked schema name as a quoted identifier (its case is kept).
+pub(super) fn quote_ident(name: &str) -> String {
+    format!("\"{name}\"")
 }
