@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use baton_core::{
-    Actor, Capability, Deadlines, EnteredAt, Event, FencingToken, State, StateKind, Task,
-    TaskError, TaskId, TaskKey, TaskSpec, Timestamp, WorkflowId,
+    Actor, Capability, Deadlines, Effect, EnteredAt, Event, FencingToken, HistoryEntry, State,
+    StateKind, Task, TaskError, TaskId, TaskKey, TaskSpec, Timestamp, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -152,4 +152,62 @@ pub fn parse_state(task: TaskId, name: &str) -> Result<StateKind, StoreError> {
 
 pub fn ts(t: Timestamp) -> i64 {
     t.0 as i64
+}
+
+/// The columns of a task's row that a transition rewrites, derived from the task once for
+/// both backends' `UPDATE tasks`.
+pub struct TaskRow {
+    pub id: uuid::Uuid,
+    pub state: &'static str,
+    pub version: i64,
+    pub ready_at: Option<i64>,
+    pub timer_at: Option<i64>,
+    pub lease_agent: Option<uuid::Uuid>,
+    pub updated_at: i64,
+    pub snapshot: String,
+}
+
+impl TaskRow {
+    pub fn of(task: &Task) -> TaskRow {
+        TaskRow {
+            id: task.id.0,
+            state: task.kind().as_str(),
+            version: task.version as i64,
+            ready_at: ready_at(task).map(ts),
+            timer_at: timer_at(task).map(ts),
+            lease_agent: lease_agent(task),
+            updated_at: ts(task.updated_at),
+            snapshot: snapshot(task),
+        }
+    }
+}
+
+/// A row of `history`: the entry, with the columns derived from its event.
+pub struct HistoryRow {
+    pub task: uuid::Uuid,
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub event: &'static str,
+    pub token: Option<i64>,
+    pub payload: String,
+}
+
+impl HistoryRow {
+    pub fn of(task: TaskId, entry: &HistoryEntry) -> HistoryRow {
+        HistoryRow {
+            task: task.0,
+            seq: entry.seq as i64,
+            at: ts(entry.at),
+            actor: actor(&entry.event),
+            event: entry.event.kind().as_str(),
+            token: event_token(&entry.event),
+            payload: event_json(&entry.event),
+        }
+    }
+}
+
+/// An effect as stored in `outbox.effect`.
+pub fn effect_json(effect: &Effect) -> String {
+    serde_json::to_string(effect).expect("an effect always serialises")
 }

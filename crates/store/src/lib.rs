@@ -14,6 +14,10 @@
 //! - Completing a task decrements its dependents' open-dependency counts in the same
 //!   transaction, so no completion is ever lost between commit and release.
 //! - Hot paths (claims, timers, released tasks, counts per state) read indexes, never scan.
+//!
+//! The backends share their write path (`batch`: commands, batches, answers) and their
+//! decisions (`decide`: the compare-and-set, the counter changes, which tasks a claim takes and
+//! how they are assigned); each keeps its own SQL and I/O.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -26,7 +30,9 @@ use baton_core::{
 use serde::{Deserialize, Serialize};
 
 mod any;
+mod batch;
 mod codec;
+mod decide;
 pub mod postgres;
 pub mod sqlite;
 pub mod workload;
@@ -299,6 +305,23 @@ pub struct CommitStats {
     pub commit_micros_sum: u64,
     pub batch_size_counts: [u64; 13],
     pub commit_seconds_counts: [u64; 13],
+    /// Runs of a batch made again because the database aborted the previous one as a deadlock
+    /// or serialization failure (PostgreSQL; always 0 on SQLite).
+    pub reruns_contended: u64,
+    /// Runs of a batch made again on a new connection because the previous one lost its
+    /// connection before the COMMIT was sent (PostgreSQL; always 0 on SQLite).
+    pub reruns_reconnected: u64,
+    /// Runs of a batch made again one savepoint per command because a statement of its
+    /// pipelined run failed (PostgreSQL; always 0 on SQLite).
+    pub reruns_careful: u64,
+}
+
+/// Why a batch was run again; see the `reruns_*` counts of [`CommitStats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rerun {
+    Contended,
+    Reconnected,
+    Careful,
 }
 
 /// The counters behind [`CommitStats`], shared by the backends' writers.
@@ -309,6 +332,7 @@ pub(crate) struct Stats {
     commit_micros: AtomicU64,
     batch: [AtomicU64; 13],
     latency: [AtomicU64; 13],
+    reruns: [AtomicU64; 3],
 }
 
 impl Stats {
@@ -331,6 +355,11 @@ impl Stats {
         self.latency[l].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records that a batch is run again, and why.
+    pub(crate) fn rerun(&self, why: Rerun) {
+        self.reruns[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> CommitStats {
         CommitStats {
             commits: self.commits.load(Ordering::Relaxed),
@@ -338,12 +367,16 @@ impl Stats {
             commit_micros_sum: self.commit_micros.load(Ordering::Relaxed),
             batch_size_counts: std::array::from_fn(|i| self.batch[i].load(Ordering::Relaxed)),
             commit_seconds_counts: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
+            reruns_contended: self.reruns[Rerun::Contended as usize].load(Ordering::Relaxed),
+            reruns_reconnected: self.reruns[Rerun::Reconnected as usize].load(Ordering::Relaxed),
+            reruns_careful: self.reruns[Rerun::Careful as usize].load(Ordering::Relaxed),
         }
     }
 }
 
-/// Why a store operation failed. Nothing is written when one fails.
-#[derive(Debug, thiserror::Error)]
+/// Why a store operation failed. Nothing is written when one fails, except that after
+/// [`StoreError::OutcomeUnknown`] the write may have been.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("version conflict on task {task}: expected version {expected}, found {found:?}")]
     Conflict {
@@ -372,6 +405,19 @@ pub enum StoreError {
     InvalidUrl { url: String, detail: String },
     #[error("the store is closed")]
     Closed,
+    /// The database cannot be reached, or the connection broke before the write was sent to
+    /// be committed: nothing was written, and the same write may be sent again.
+    #[error("the store is unavailable, nothing was written: {detail}")]
+    Unavailable { detail: String },
+    /// The connection broke while the commit was under way: the write may or may not have
+    /// been committed. Read it back, or send it again if it is idempotent (reports are).
+    #[error("the outcome of the write is unknown: {detail}")]
+    OutcomeUnknown { detail: String },
+    /// The disk holding the store (or its size quota) is full: nothing was written; writes
+    /// fail until room is made.
+    #[error("the store is full, nothing was written: {detail}")]
+    Full { detail: String },
+    /// Any other failure of the database: a statement it refused, a file it cannot read.
     #[error("storage failure: {0}")]
     Backend(String),
 }

@@ -220,6 +220,8 @@ mod cases {
         let flow = diamond();
         s.submit(flow.batch.clone()).await.unwrap();
         run_to_completion(s, flow.id("a"), at(10)).await;
+        let released = s.released_blocked(10).await.unwrap();
+        assert_eq!(released, sorted(released.clone()), "released in id order");
         assert_eq!(
             sorted(release_blocked(s, at(11)).await),
             sorted(vec![flow.id("b"), flow.id("c")])

@@ -2,6 +2,10 @@
 //! the parent kills it with SIGKILL at a random moment, reopens the store and checks that
 //! every acknowledged write is there and the store is consistent. Repeated many times
 //! (`BATON_CRASH_ROUNDS`, default 20).
+//!
+//! The child is this test binary again, running the same test with [`CHILD_ENV`] set: the
+//! test then does the child's work instead (until it is killed), so the binary has no test of
+//! its own for the child that would pass without checking anything.
 
 mod common;
 
@@ -19,20 +23,20 @@ use serde_json::json;
 
 const CHILD_ENV: &str = "BATON_CRASH_CHILD_DB";
 
-/// The child's work: submit small workflows and run their tasks to completion with several
-/// concurrent workers, printing `ack <task> <version>` after each write is acknowledged.
-#[test]
-fn crash_child() {
-    let Ok(path) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+/// The test as run by the parent, with this name.
+const TEST_NAME: &str = "acknowledged_writes_survive_sigkill_at_random_moments";
+
+/// The child's work, until it is killed: submit small workflows and run their tasks to
+/// completion with several concurrent workers, printing `ack <task> <version>` after each
+/// write is acknowledged.
+fn child(path: &str) -> ! {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let store = Arc::new(SqliteStore::open(path).unwrap());
         let out = Arc::new(Mutex::new(std::io::stdout()));
         let mut workers = Vec::new();
         for w in 0..4u128 {
@@ -120,6 +124,7 @@ fn crash_child() {
             w.await.unwrap();
         }
     });
+    unreachable!("the workers loop until the parent kills this process")
 }
 
 /// Every acknowledged write is stored; every history replays to its task; counters agree.
@@ -167,6 +172,9 @@ async fn check_store(path: &std::path::Path, acked: &HashMap<TaskId, u64>) -> u6
 
 #[test]
 fn acknowledged_writes_survive_sigkill_at_random_moments() {
+    if let Ok(path) = std::env::var(CHILD_ENV) {
+        child(&path);
+    }
     let rounds: u64 = std::env::var("BATON_CRASH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -188,7 +196,7 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
             .wrapping_add(1442695040888963407);
         let kill_after = Duration::from_millis(30 + (seed >> 33) % 250);
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, &path)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -360,9 +360,9 @@ async fn bad_urls_and_unreachable_servers_are_clear_errors() {
         .await
         .err();
     match err {
-        Some(StoreError::Backend(msg)) => {
-            assert!(msg.contains("cannot connect"), "{msg}");
-            assert!(!msg.contains("s3cret"), "{msg}");
+        Some(StoreError::Unavailable { detail }) => {
+            assert!(detail.contains("cannot connect"), "{detail}");
+            assert!(!detail.contains("s3cret"), "{detail}");
         }
         other => panic!("expected a connection error, got {other:?}"),
     }
@@ -468,6 +468,7 @@ async fn a_batch_chosen_as_deadlock_victim_is_run_again() {
         let task = store.task(id).await.unwrap().unwrap();
         records.push(record(&task, cancel("deadlock"), T0.plus_ms(1)));
     }
+    let before = store.stats();
     let applying = {
         let store = Arc::clone(&store);
         tokio::spawn(async move { store.apply_all(records).await })
@@ -486,6 +487,11 @@ async fn a_batch_chosen_as_deadlock_victim_is_run_again() {
         .unwrap()
         .expect("the batch commits on a later attempt");
     assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let after = store.stats();
+    assert!(
+        after.reruns_contended > before.reruns_contended,
+        "the batch was run again after the deadlock: {before:?} -> {after:?}"
+    );
     for id in [lo, hi] {
         assert_eq!(
             store.task(id).await.unwrap().unwrap().kind(),
@@ -544,6 +550,66 @@ async fn a_record_failing_in_the_database_fails_alone() {
     let counts = store.counts(None).await.unwrap();
     assert_eq!(counts.get(StateKind::Pending), 1, "{counts:?}");
     assert_eq!(counts.get(StateKind::Cancelled), 2, "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_careful_rerun_answers_every_record_on_its_own() {
+    let schema = Schema::new();
+    let store = schema.open().await;
+    let (ids, batch) = workflow(
+        vec![
+            spec("fails", &["work"]),
+            spec("stale", &["work"]),
+            spec("passes", &["work"]),
+        ],
+        None,
+        "careful",
+    );
+    store.submit(batch).await.unwrap();
+    // The first record's history entry already exists: its insert fails in the database, and
+    // the batch is run again one savepoint per record.
+    schema
+        .sql()
+        .await
+        .execute(
+            "INSERT INTO history (task_id, seq, at, actor, event, payload)
+             VALUES ($1, 2, 0, 'test', 'test', '{}')",
+            &[&ids[0].0],
+        )
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    for id in &ids {
+        let task = store.task(*id).await.unwrap().unwrap();
+        records.push(record(&task, cancel("careful"), T0.plus_ms(1)));
+    }
+    // A record of a version the task does not have: a conflict, found before any write.
+    records[1].task.version += 1;
+    records[1].entry.seq += 1;
+    let before = store.stats();
+    let results = store.apply_all(records).await.unwrap();
+    assert!(store.stats().reruns_careful > before.reruns_careful);
+    assert!(
+        matches!(&results[0], Err(StoreError::Backend(m)) if m.contains("23505")),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[1], Err(StoreError::Conflict { .. })),
+        "{results:?}"
+    );
+    assert!(results[2].is_ok(), "{results:?}");
+    let states: Vec<StateKind> = futures_join_all(ids.iter().map(|id| store.task(*id)))
+        .await
+        .into_iter()
+        .map(|t| t.unwrap().unwrap().kind())
+        .collect();
+    assert_eq!(
+        states,
+        [StateKind::Pending, StateKind::Pending, StateKind::Cancelled]
+    );
+    let counts = store.counts(None).await.unwrap();
+    assert_eq!(counts.get(StateKind::Pending), 2, "{counts:?}");
+    assert_eq!(counts.get(StateKind::Cancelled), 1, "{counts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

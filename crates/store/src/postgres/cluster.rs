@@ -83,16 +83,22 @@ impl Cluster {
     }
 
     /// Sends a notice to every process listening on this store (this one included).
+    ///
+    /// # Panics
+    /// If `payload` is longer than [`NOTICE_BYTES_MAX`]: callers split their notices (the
+    /// `Store::notify` contract), so a longer one is a bug in the caller.
     pub async fn publish(&self, client: &Client, payload: &str) -> Result<(), StoreError> {
-        if payload.len() > NOTICE_BYTES_MAX {
-            return Err(StoreError::Backend(format!(
-                "a notice is limited to {NOTICE_BYTES_MAX} bytes"
-            )));
-        }
+        assert!(
+            payload.len() <= NOTICE_BYTES_MAX,
+            "a notice of {} bytes: at most {NOTICE_BYTES_MAX} fit in one",
+            payload.len()
+        );
         client
             .execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload])
             .await
-            .map_err(|e| StoreError::Backend(format!("cannot send a notice: {e}")))?;
+            .map_err(|e| StoreError::Unavailable {
+                detail: format!("cannot send a notice: {e}"),
+            })?;
         Ok(())
     }
 
@@ -131,9 +137,9 @@ impl Cluster {
             Ok(row) => row,
             Err(e) => {
                 *session = None;
-                return Err(StoreError::Backend(format!(
-                    "cannot take the leadership lock: {e}"
-                )));
+                return Err(StoreError::Unavailable {
+                    detail: format!("cannot take the leadership lock: {e}"),
+                });
             }
         };
         s.leads = row.get(0);
@@ -232,9 +238,13 @@ impl Cluster {
 }
 
 async fn connect(config: &Config, location: &str) -> Result<Client, StoreError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
-        StoreError::Backend(format!("cannot connect to PostgreSQL at {location}: {e}"))
-    })?;
+    let (client, connection) =
+        config
+            .connect(NoTls)
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                detail: format!("cannot connect to PostgreSQL at {location}: {e}"),
+            })?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

@@ -1,0 +1,201 @@
+//! The write path both backends share: each write is a [`Command`] sent to the backend's
+//! writer through one bounded queue ([`Queue`]); a writer gathers the commands waiting into a
+//! batch ([`gather`]), runs them in one transaction, and answers each caller with its
+//! [`Outcome`] only once the batch committed, or with the batch's error if it did not.
+//!
+//! Whatever runs the batch (SQLite's writer thread, PostgreSQL's writer tasks), a command is
+//! answered exactly once, with an outcome of its own kind.
+
+use baton_core::Task;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    AgentRecord, ClaimRequest, StoreError, SubmitBatch, SubmitOutcome, TransitionRecord,
+    BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
+};
+
+/// Where a command's caller waits for its answer.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One write, as queued for the writer.
+pub(crate) enum Command {
+    Submit(Box<SubmitBatch>, Reply<SubmitOutcome>),
+    Apply(Vec<TransitionRecord>, Reply<Vec<Result<(), StoreError>>>),
+    Claim(ClaimRequest, Reply<Vec<Task>>),
+    AckOutbox(Vec<i64>, Reply<()>),
+    UpsertAgent(AgentRecord, Reply<()>),
+}
+
+/// What one command produced in a batch, sent to its caller once the batch committed.
+pub(crate) enum Outcome {
+    Submit(Result<SubmitOutcome, StoreError>),
+    Apply(Vec<Result<(), StoreError>>),
+    Claim(Result<Vec<Task>, StoreError>),
+    Done(Result<(), StoreError>),
+}
+
+impl Command {
+    /// How many writes the command counts for in a batch's [`BATCH_WRITES_MAX`].
+    pub(crate) fn writes(&self) -> usize {
+        match self {
+            Command::Submit(b, _) => b.tasks.len() + b.transitions.len(),
+            Command::Apply(r, _) => r.len(),
+            Command::Claim(r, _) => r.leases.len(),
+            Command::AckOutbox(..) | Command::UpsertAgent(..) => 1,
+        }
+    }
+
+    /// Answers the caller once the batch committed.
+    ///
+    /// # Panics
+    /// If `outcome` is of another kind of command: the writers produce one outcome per
+    /// command, of its kind, so that would be a bug in a writer.
+    pub(crate) fn answer(self, outcome: Outcome) {
+        // A caller that stopped waiting (dropped its future) needs no answer.
+        match (self, outcome) {
+            (Command::Submit(_, r), Outcome::Submit(o)) => drop(r.send(o)),
+            (Command::Apply(_, r), Outcome::Apply(o)) => drop(r.send(Ok(o))),
+            (Command::Claim(_, r), Outcome::Claim(o)) => drop(r.send(o)),
+            (Command::AckOutbox(_, r), Outcome::Done(o))
+            | (Command::UpsertAgent(_, r), Outcome::Done(o)) => drop(r.send(o)),
+            _ => unreachable!("a writer answered a command with another kind's outcome"),
+        }
+    }
+
+    /// Answers the caller with the error that kept its batch from committing.
+    pub(crate) fn fail(self, error: &StoreError) {
+        let e = error.clone();
+        match self {
+            Command::Submit(_, r) => drop(r.send(Err(e))),
+            Command::Apply(_, r) => drop(r.send(Err(e))),
+            Command::Claim(_, r) => drop(r.send(Err(e))),
+            Command::AckOutbox(_, r) | Command::UpsertAgent(_, r) => drop(r.send(Err(e))),
+        }
+    }
+}
+
+/// Adds to `batch` the commands waiting behind `first`, up to [`BATCH_WRITES_MAX`] writes,
+/// without waiting for more; returns the batch's writes.
+pub(crate) fn gather(
+    first: Command,
+    rx: &mut mpsc::Receiver<Command>,
+    batch: &mut Vec<Command>,
+) -> usize {
+    let mut writes = first.writes();
+    batch.push(first);
+    while writes < BATCH_WRITES_MAX {
+        match rx.try_recv() {
+            Ok(cmd) => {
+                writes += cmd.writes();
+                batch.push(cmd);
+            }
+            Err(_) => break,
+        }
+    }
+    writes
+}
+
+/// The callers' end of the writer's queue, holding at most [`QUEUE_WRITES_MAX`] commands.
+pub(crate) struct Queue(mpsc::Sender<Command>);
+
+impl Queue {
+    /// A queue and the receiving end its writer drains.
+    pub(crate) fn new() -> (Queue, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(QUEUE_WRITES_MAX);
+        (Queue(tx), rx)
+    }
+
+    async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .send(make(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(crate) async fn submit(&self, batch: SubmitBatch) -> Result<SubmitOutcome, StoreError> {
+        batch.transitions.iter().for_each(check_record);
+        self.write(|r| Command::Submit(Box::new(batch), r)).await
+    }
+
+    pub(crate) async fn apply(&self, record: TransitionRecord) -> Result<(), StoreError> {
+        let mut results = self.apply_all(vec![record]).await?;
+        let result = results.pop();
+        assert!(results.is_empty(), "one answer per record");
+        result.expect("one answer per record")
+    }
+
+    pub(crate) async fn apply_all(
+        &self,
+        records: Vec<TransitionRecord>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        records.iter().for_each(check_record);
+        let n = records.len();
+        let results = self.write(|r| Command::Apply(records, r)).await?;
+        assert_eq!(results.len(), n, "a writer answers every record");
+        Ok(results)
+    }
+
+    pub(crate) async fn claim(&self, request: ClaimRequest) -> Result<Vec<Task>, StoreError> {
+        self.write(|r| Command::Claim(request, r)).await
+    }
+
+    pub(crate) async fn ack_outbox(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        self.write(|r| Command::AckOutbox(ids, r)).await
+    }
+
+    pub(crate) async fn upsert_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
+        self.write(|r| Command::UpsertAgent(agent, r)).await
+    }
+}
+
+/// Checks, in the caller, that a record is one [`TransitionRecord::of`] could have made: its
+/// history entry numbers the task's new version, which follows a stored one.
+///
+/// # Panics
+/// If it is not: the caller built the record by hand and got it wrong. Panicking here, not in
+/// a writer, keeps the store serving every other caller.
+fn check_record(record: &TransitionRecord) {
+    assert!(
+        record.entry.seq == record.task.version && record.task.version >= 2,
+        "task {}: a transition record's history entry ({}) must number the task's new \
+         version ({}), which follows the version `submitted` made (1)",
+        record.task.id,
+        record.entry.seq,
+        record.task.version,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use baton_core::{Event, Timestamp};
+
+    use super::*;
+    use crate::workload;
+
+    fn record() -> TransitionRecord {
+        let batch =
+            workload::independent_tasks(1, &BTreeSet::new(), Timestamp(1)).expect("valid tasks");
+        let cancel = Event::CancelRequested {
+            requested_by: "ops".into(),
+            reason: "test".into(),
+        };
+        TransitionRecord::apply(&batch.tasks[0].task, cancel, Timestamp(2)).expect("accepted")
+    }
+
+    #[test]
+    fn a_record_made_by_the_core_passes() {
+        check_record(&record());
+    }
+
+    #[test]
+    #[should_panic(expected = "must number the task's new version")]
+    fn a_record_whose_entry_is_not_the_new_version_panics_in_the_caller() {
+        let mut r = record();
+        r.entry.seq += 1;
+        check_record(&r);
+    }
+}

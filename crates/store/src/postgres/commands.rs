@@ -1,0 +1,791 @@
+//! One run of a batch on a writer's connection ([`run_batch`]), and what each command does in
+//! it: submissions, transitions, claims, outbox acknowledgements, agents.
+//!
+//! A run starts by locking, in id order, every task the batch's transitions name, and reads
+//! their versions and states. Those rows stay locked until the commit, so a transition's
+//! compare-and-set is checked against `known` (kept up to date as the batch writes) without a
+//! round trip. Writes are queued in `pending` and sent together with the next statement whose
+//! answer is needed ([`Run::read`]), or with the COMMIT: a batch costs a few round trips, not
+//! a few per write. The decisions (the compare-and-set, which tasks a claim takes, their
+//! assignments, the counter changes) are `crate::decide`'s, shared with SQLite.
+//!
+//! A command whose error can only be found after it wrote (a submission: a duplicate key
+//! shows in the insert's answer) runs in the savepoint `cmd`; others find their errors before
+//! writing and need none. A careful run (the fallback once a pipelined statement failed) puts
+//! every command, and every record of an `apply_all`, in a savepoint and waits for its
+//! answers, so that the statement that fails takes down its own command alone.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+
+use baton_core::{StateKind, Task, TaskId, TaskKey};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::conn::{join_all, Conn, Step, RELEASE, ROLLBACK_TO, SAVEPOINT};
+use super::error::{abort, commit_failed, get, pipelined, session_ended, Abort, Retry};
+use crate::batch::{Command, Outcome};
+use crate::codec::{self, ts, HistoryRow, TaskRow};
+use crate::decide::{self, Candidate, Deltas};
+use crate::{
+    AgentRecord, ClaimRequest, StoreError, SubmitBatch, SubmitOutcome, TransitionRecord,
+    WorkflowRef,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// A command's answer, or the reason its whole run is abandoned.
+type Answer<T> = Result<Result<T, StoreError>, Abort>;
+
+/// One run of a batch, in one transaction.
+struct Run<'c> {
+    c: &'c Conn,
+    careful: bool,
+    /// Version and state of every task the run has locked, as the run left them.
+    known: HashMap<Uuid, (u64, StateKind)>,
+    /// Writes queued, not yet sent.
+    pending: Vec<Step<'c>>,
+    /// How many times queued writes were sent: tells whether a savepoint went out.
+    sends: u64,
+    deltas: Deltas,
+    /// Inside a command's savepoint: where to return if the command is rolled back.
+    savepoint: Option<Savepoint>,
+}
+
+/// The run's state when a savepoint was opened: the counters then, and the `known` entries
+/// replaced since.
+struct Savepoint {
+    /// `Run::sends` when the SAVEPOINT was queued: while it is unchanged, the SAVEPOINT and
+    /// everything the command queued after it are still unsent.
+    sends: u64,
+    deltas: Deltas,
+    replaced: Vec<(Uuid, Option<(u64, StateKind)>)>,
+}
+
+/// Runs `batch` once, in one transaction, and commits it.
+pub(super) async fn run_batch<'c>(
+    c: &'c Conn,
+    batch: &'c [Command],
+    careful: bool,
+) -> Result<Vec<Outcome>, Abort> {
+    let mut named: Vec<Uuid> = Vec::new();
+    for cmd in batch {
+        match cmd {
+            Command::Apply(records, _) => named.extend(records.iter().map(|r| r.task.id.0)),
+            Command::Submit(b, _) => named.extend(b.transitions.iter().map(|r| r.task.id.0)),
+            _ => {}
+        }
+    }
+    named.sort_unstable();
+    named.dedup();
+    let lock = async {
+        if named.is_empty() {
+            Ok(Vec::new())
+        } else {
+            c.client.query(&c.s.lock_batch, &[&named]).await
+        }
+    };
+    let (begun, locked) = tokio::join!(c.client.batch_execute("BEGIN"), lock);
+    begun.map_err(abort)?;
+    let mut known = HashMap::with_capacity(named.len());
+    for row in &locked.map_err(abort)? {
+        let (Ok(id), Ok(version), Ok(state)) = (
+            row.try_get::<_, Uuid>(0),
+            row.try_get::<_, i64>(1),
+            row.try_get::<_, &str>(2),
+        ) else {
+            continue;
+        };
+        // A row that does not decode is read again by the transition, which reports it.
+        if let Some(state) = StateKind::parse(state) {
+            known.insert(id, (version as u64, state));
+        }
+    }
+    let mut run = Run {
+        c,
+        careful,
+        known,
+        pending: Vec::new(),
+        sends: 0,
+        deltas: Deltas::default(),
+        savepoint: None,
+    };
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for cmd in batch {
+        outcomes.push(run.command(cmd).await?);
+    }
+    run.commit().await?;
+    Ok(outcomes)
+}
+
+impl<'c> Run<'c> {
+    async fn command(&mut self, cmd: &'c Command) -> Result<Outcome, Abort> {
+        let c = self.c;
+        Ok(match cmd {
+            Command::Submit(batch, _) => {
+                self.open(true).await?;
+                let out = self.submit(batch).await;
+                Outcome::Submit(self.close(out).await?)
+            }
+            Command::Apply(records, _) => {
+                let mut results = Vec::with_capacity(records.len());
+                for record in records {
+                    self.open(false).await?;
+                    let out = self.transition(record).await;
+                    results.push(self.close(out).await?);
+                }
+                Outcome::Apply(results)
+            }
+            Command::Claim(request, _) => {
+                self.open(false).await?;
+                let out = self.claim(request).await;
+                Outcome::Claim(self.close(out).await?)
+            }
+            Command::AckOutbox(ids, _) => {
+                self.open(false).await?;
+                if !ids.is_empty() {
+                    self.pending.push(Box::pin(async move {
+                        c.client.execute(&c.s.ack_outbox, &[ids]).await
+                    }));
+                }
+                Outcome::Done(self.close(Ok(Ok(()))).await?)
+            }
+            Command::UpsertAgent(agent, _) => {
+                self.open(false).await?;
+                self.pending.push(upsert_agent(c, agent));
+                Outcome::Done(self.close(Ok(Ok(()))).await?)
+            }
+        })
+    }
+
+    /// Opens the savepoint `cmd` for the next command (or record) if it must be able to fail
+    /// alone after writing: always in a careful run, and when `always`. The writes queued
+    /// before are answered first, so that their failure is not taken for this command's; the
+    /// SAVEPOINT itself is sent with the command's first statement.
+    async fn open(&mut self, always: bool) -> Result<(), Abort> {
+        if !(self.careful || always) {
+            return Ok(());
+        }
+        debug_assert!(self.savepoint.is_none(), "savepoints are not nested");
+        self.flush().await?;
+        let c = self.c;
+        self.pending.push(Box::pin(async move {
+            c.client.batch_execute(SAVEPOINT).await.map(|()| 0)
+        }));
+        self.savepoint = Some(Savepoint {
+            sends: self.sends,
+            deltas: self.deltas,
+            replaced: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Closes the savepoint [`Run::open`] opened, if any: sends the command's writes with the
+    /// RELEASE and waits for them. A command that failed, on its own or in a statement the
+    /// database refused, is rolled back to the savepoint (its counter changes and versions
+    /// too) and answered with its error; any other failure abandons the run.
+    async fn close<T>(&mut self, out: Answer<T>) -> Answer<T> {
+        let Some(savepoint) = self.savepoint.take() else {
+            return out;
+        };
+        let unsent = self.sends == savepoint.sends;
+        let out = match out {
+            // Nothing but the SAVEPOINT queued: nothing to send.
+            Ok(Ok(v)) if unsent && self.pending.len() == 1 => {
+                self.pending.clear();
+                return Ok(Ok(v));
+            }
+            Ok(Ok(v)) => {
+                let c = self.c;
+                self.pending.push(Box::pin(async move {
+                    c.client.batch_execute(RELEASE).await.map(|()| 0)
+                }));
+                self.flush().await.map(|()| Ok(v))
+            }
+            failed => failed,
+        };
+        let error = match out {
+            Ok(Ok(v)) => return Ok(Ok(v)),
+            Ok(Err(e)) => e,
+            Err(a) if a.retry == Retry::Carefully => StoreError::Backend(a.message),
+            Err(a) => return Err(a),
+        };
+        // Never sent: dropping them drops the command's unsent writes.
+        self.pending.clear();
+        let sent = self.sends != savepoint.sends;
+        if sent {
+            self.c
+                .client
+                .batch_execute(ROLLBACK_TO)
+                .await
+                .map_err(abort)?;
+        }
+        self.deltas = savepoint.deltas;
+        for (id, before) in savepoint.replaced.into_iter().rev() {
+            match before {
+                Some(v) => self.known.insert(id, v),
+                None => self.known.remove(&id),
+            };
+        }
+        Ok(Err(error))
+    }
+
+    /// Sends the queued writes and waits for their answers.
+    async fn flush(&mut self) -> Result<(), Abort> {
+        let steps = std::mem::take(&mut self.pending);
+        self.sends += 1;
+        for result in join_all(steps).await {
+            result.map_err(pipelined)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the queued writes, then `query`, back to back, and returns the query's answer.
+    async fn read<T>(
+        &mut self,
+        query: impl Future<Output = Result<T, tokio_postgres::Error>> + Send,
+    ) -> Result<T, Abort> {
+        let steps = std::mem::take(&mut self.pending);
+        self.sends += 1;
+        let (results, answer) = tokio::join!(join_all(steps), query);
+        for result in results {
+            result.map_err(pipelined)?;
+        }
+        answer.map_err(pipelined)
+    }
+
+    /// Sends the queued writes, the counter changes and the COMMIT together. If any of them
+    /// fails, PostgreSQL turns the COMMIT into a rollback.
+    async fn commit(mut self) -> Result<(), Abort> {
+        let c = self.c;
+        let (states, changes): (Vec<&str>, Vec<i64>) = self
+            .deltas
+            .changes()
+            .map(|(state, d)| (state.as_str(), d))
+            .unzip();
+        if !states.is_empty() {
+            self.pending.push(Box::pin(async move {
+                c.client
+                    .execute(&c.s.add_counts, &[&c.shard, &states, &changes])
+                    .await
+            }));
+        }
+        let steps = std::mem::take(&mut self.pending);
+        let (results, committed) = tokio::join!(join_all(steps), c.client.batch_execute("COMMIT"));
+        for result in results {
+            result.map_err(|e| match e.code() {
+                _ if session_ended(&e) => commit_failed(e),
+                // The server refused the statement, so it turned the COMMIT into a rollback.
+                Some(_) if self.careful => abort(e),
+                Some(_) => pipelined(e),
+                None => commit_failed(e),
+            })?;
+        }
+        committed.map_err(commit_failed)
+    }
+
+    /// Notes a task's version and state as this run leaves them.
+    fn note(&mut self, task: &Task) {
+        let before = self.known.insert(task.id.0, (task.version, task.kind()));
+        if let Some(savepoint) = &mut self.savepoint {
+            savepoint.replaced.push((task.id.0, before));
+        }
+    }
+
+    /// A transition: the compare-and-set against the task's locked row, then its writes,
+    /// queued.
+    async fn transition(&mut self, record: &TransitionRecord) -> Answer<()> {
+        let task = &record.task;
+        let expected = decide::expected_version(record);
+        let stored = match self.known.get(&task.id.0) {
+            Some(&known) => Some(known),
+            None => {
+                // Not locked up front (created by this batch, or missing): lock it now.
+                let c = self.c;
+                let row = self
+                    .read(c.client.query_opt(&c.s.lock_task, &[&task.id.0]))
+                    .await?;
+                let stored = row.map(|row| {
+                    let version = get::<i64>(&row, 0)?;
+                    let state = codec::parse_state(task.id, get(&row, 1)?)?;
+                    Ok::<_, StoreError>((version as u64, state))
+                });
+                match stored.transpose() {
+                    Ok(stored) => stored,
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+        };
+        if let Err(e) = decide::check_version(task.id, expected, stored.map(|(v, _)| v)) {
+            return Ok(Err(e));
+        }
+        let (_, from) = stored.expect("check_version found the task");
+        self.write_transition(record, from);
+        Ok(Ok(()))
+    }
+
+    /// Queues the writes of a transition whose compare-and-set passed: the row, the history
+    /// entry, the outbox, and, on completion, the dependents' open counts.
+    fn write_transition(&mut self, record: &TransitionRecord, from: StateKind) {
+        let c = self.c;
+        let task = &record.task;
+        let to = task.kind();
+        let row = TaskRow::of(task);
+        self.pending.push(Box::pin(async move {
+            let params: [&(dyn ToSql + Sync); 8] = [
+                &row.id,
+                &row.state,
+                &row.version,
+                &row.ready_at,
+                &row.timer_at,
+                &row.lease_agent,
+                &row.updated_at,
+                &row.snapshot,
+            ];
+            c.client.execute(&c.s.update_task, &params).await
+        }));
+        let h = HistoryRow::of(task.id, &record.entry);
+        self.pending.push(Box::pin(async move {
+            let params: [&(dyn ToSql + Sync); 7] = [
+                &h.task, &h.seq, &h.at, &h.actor, &h.event, &h.token, &h.payload,
+            ];
+            c.client.execute(&c.s.insert_history, &params).await
+        }));
+        if !record.outbox.is_empty() {
+            let mut o = Outbox::default();
+            o.push(task.id, &record.outbox, record.entry.at);
+            self.pending.push(Box::pin(async move {
+                c.client
+                    .execute(&c.s.insert_outbox, &[&o.tasks, &o.effects, &o.ats])
+                    .await
+            }));
+        }
+        if decide::releases_dependents(from, to) {
+            let id = task.id.0;
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.release_dependents, &[&id]).await
+            }));
+        }
+        self.note(task);
+        self.deltas.moved(from, to);
+    }
+
+    /// Assigns up to `leases.len()` pending tasks the agent can run.
+    ///
+    /// Claims run in the batching writer rather than in a transaction of their own: many
+    /// agents polling at once then share one commit, and `FOR UPDATE SKIP LOCKED` keeps them
+    /// exclusive anyway: a candidate another transaction (another writer or process) holds is
+    /// skipped, and one it has committed as assigned no longer matches `state = 'pending'`
+    /// when rechecked. The locks of candidates that lose the merge across capability sets are
+    /// held until the batch commits; other claims skip them meanwhile. Under a limit, the
+    /// agent's row is locked before its leases are counted, so claims of one agent, from any
+    /// process, count them one after the other.
+    async fn claim(&mut self, request: &ClaimRequest) -> Answer<Vec<Task>> {
+        let c = self.c;
+        let agent = request.agent.0;
+        let held = async {
+            if request.max_held.is_none() {
+                return Ok::<_, tokio_postgres::Error>(None);
+            }
+            let (locked, counted) = tokio::join!(
+                async { c.client.query(&c.s.lock_agent, &[&agent]).await },
+                async { c.client.query_one(&c.s.count_leases, &[&agent]).await },
+            );
+            locked?;
+            Ok(Some(counted?.try_get::<_, i64>(0)?.max(0) as u64))
+        };
+        let (held, capsets) = self
+            .read(async {
+                let (held, capsets) = tokio::join!(held, c.client.query(&c.s.capsets, &[]));
+                Ok((held?, capsets?))
+            })
+            .await?;
+        let wanted = decide::claim_wanted(request, held);
+        if wanted == 0 {
+            return Ok(Ok(Vec::new()));
+        }
+        let mut fitting = Vec::new();
+        for row in &capsets {
+            match get::<String>(row, 0) {
+                Ok(capset) if codec::capset_fits(&capset, &request.capabilities) => {
+                    fitting.push(capset)
+                }
+                Ok(_) => {}
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let limit = wanted as i64;
+        let rows = self
+            .read(async {
+                let selects = fitting
+                    .iter()
+                    .map(|capset| {
+                        Box::pin(async move {
+                            c.client
+                                .query(&c.s.claim_candidates, &[capset, &limit])
+                                .await
+                        })
+                            as std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>>
+                    })
+                    .collect();
+                join_all(selects)
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        let mut candidates = Vec::new();
+        for row in rows.iter().flatten() {
+            let decoded = (|| {
+                Ok::<_, StoreError>(Candidate {
+                    priority: get(row, 0)?,
+                    ready_at: get(row, 1)?,
+                    id: get(row, 2)?,
+                })
+            })();
+            match decoded {
+                Ok(candidate) => candidates.push(candidate),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        decide::best(&mut candidates, wanted);
+        let ids: Vec<Uuid> = candidates.iter().map(|c| c.id).collect();
+        let loaded = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            let rows = self.read(c.client.query(&c.s.load_tasks, &[&ids])).await?;
+            match decode_tasks(&rows) {
+                Ok(tasks) => tasks.into_iter().map(|t| (t.id.0, t)).collect(),
+                Err(e) => return Ok(Err(e)),
+            }
+        };
+        let mut claimed = Vec::with_capacity(ids.len());
+        for (id, lease) in ids.iter().zip(&request.leases) {
+            let Some(task) = loaded.get(id) else {
+                continue;
+            };
+            let Some(record) = decide::assignment(task, request, *lease) else {
+                continue;
+            };
+            self.write_transition(&record, task.kind());
+            claimed.push(record.task);
+        }
+        Ok(Ok(claimed))
+    }
+
+    /// Creates the workflow (or checks the one it grows), its tasks and edges, then the
+    /// transitions. Runs in the savepoint `cmd`.
+    async fn submit(&mut self, batch: &SubmitBatch) -> Answer<SubmitOutcome> {
+        let c = self.c;
+        let workflow = match &batch.workflow {
+            WorkflowRef::New(wf) => {
+                let created_at = ts(wf.created_at);
+                let params: [&(dyn ToSql + Sync); 5] = [
+                    &wf.id.0,
+                    &wf.name,
+                    &wf.idempotency_key,
+                    &wf.request_hash,
+                    &created_at,
+                ];
+                if let Some(key) = &wf.idempotency_key {
+                    let key_param: [&(dyn ToSql + Sync); 1] = [key];
+                    let find = || c.client.query_opt(&c.s.find_idempotent, &key_param);
+                    if let Some(row) = self.read(find()).await? {
+                        return self.existing(key, &wf.request_hash, &row).await;
+                    }
+                    let insert = c.client.execute(&c.s.insert_keyed_workflow, &params);
+                    if self.read(insert).await? == 0 {
+                        // Another transaction took the key since the lookup and has committed.
+                        let Some(row) = self.read(find()).await? else {
+                            return Ok(Err(StoreError::Backend(format!(
+                                "idempotency key {key:?} is taken but its workflow is not visible"
+                            ))));
+                        };
+                        return self.existing(key, &wf.request_hash, &row).await;
+                    }
+                } else {
+                    self.read(c.client.execute(&c.s.insert_workflow, &params))
+                        .await?;
+                }
+                wf.id
+            }
+            WorkflowRef::Existing(id) => {
+                let found = self
+                    .read(c.client.query_opt(&c.s.workflow_exists, &[&id.0]))
+                    .await?;
+                if found.is_none() {
+                    return Ok(Err(StoreError::WorkflowNotFound(*id)));
+                }
+                *id
+            }
+        };
+        if let Err(e) = self.insert_tasks_and_edges(batch).await? {
+            return Ok(Err(e));
+        }
+        for record in &batch.transitions {
+            if let Err(e) = self.transition(record).await? {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(SubmitOutcome::Created { workflow }))
+    }
+
+    /// The answer to a submission whose idempotency key names the workflow in `row`.
+    async fn existing(&mut self, key: &str, hash: &str, row: &Row) -> Answer<SubmitOutcome> {
+        let c = self.c;
+        let stored = get::<Uuid>(row, 0).and_then(|id| Ok((id, get::<&str>(row, 1)?)));
+        let (id, stored_hash) = match stored {
+            Ok(stored) => stored,
+            Err(e) => return Ok(Err(e)),
+        };
+        if stored_hash != hash {
+            return Ok(Err(StoreError::IdempotencyMismatch {
+                key: key.to_owned(),
+            }));
+        }
+        let rows = self.read(c.client.query(&c.s.task_keys, &[&id])).await?;
+        let tasks = rows
+            .iter()
+            .map(|row| Ok((TaskKey(get(row, 0)?), TaskId(get(row, 1)?))))
+            .collect::<Result<Vec<_>, StoreError>>();
+        Ok(tasks.map(|tasks| SubmitOutcome::Existing {
+            workflow: baton_core::WorkflowId(id),
+            tasks,
+        }))
+    }
+
+    /// The new tasks (with their specs, first history entries and outbox rows) and the edges,
+    /// as one pipelined round of multi-row statements. The first task whose row could not be
+    /// inserted (its key or id already exists) makes the submission a
+    /// [`StoreError::DuplicateKey`].
+    async fn insert_tasks_and_edges(&mut self, batch: &SubmitBatch) -> Answer<()> {
+        let c = self.c;
+        let rows = NewRows::of(batch);
+        let n = batch.tasks.len();
+        let cl = &c.client;
+        let s = &c.s;
+        let inserted = async {
+            if n == 0 {
+                return Ok(Vec::new());
+            }
+            let r = &rows;
+            cl.query(
+                &s.insert_tasks,
+                &[
+                    &r.ids,
+                    &r.workflows,
+                    &r.keys,
+                    &r.states,
+                    &r.versions,
+                    &r.priorities,
+                    &r.capsets,
+                    &r.ready,
+                    &r.timers,
+                    &r.leases,
+                    &r.updated,
+                    &r.snapshots,
+                ],
+            )
+            .await
+        };
+        let r = &rows;
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        if n > 0 {
+            steps.push(Box::pin(async move {
+                cl.execute(&s.insert_capsets, &[&r.distinct_capsets]).await
+            }));
+            steps.push(Box::pin(async move {
+                cl.execute(&s.insert_specs, &[&r.ids, &r.specs]).await
+            }));
+            steps.push(Box::pin(async {
+                let params: [&(dyn ToSql + Sync); 7] = [
+                    &r.ids,
+                    &r.seqs,
+                    &r.ats,
+                    &r.actors,
+                    &r.events,
+                    &r.tokens,
+                    &r.payloads,
+                ];
+                cl.execute(&s.insert_histories, &params).await
+            }));
+        }
+        if !r.outbox.tasks.is_empty() {
+            let o = &r.outbox;
+            steps.push(Box::pin(async move {
+                cl.execute(&s.insert_outbox, &[&o.tasks, &o.effects, &o.ats])
+                    .await
+            }));
+        }
+        if !batch.edges.is_empty() {
+            let e = (&r.dependencies, &r.dependents);
+            steps.push(Box::pin(async move {
+                cl.execute(&s.insert_edges, &[e.0, e.1]).await
+            }));
+            steps.push(Box::pin(async move {
+                cl.execute(&s.count_open, &[e.0, e.1]).await
+            }));
+        }
+        // The tasks first: the statements after them refer to their rows.
+        let (inserted, results) = self
+            .read(async { Ok::<_, tokio_postgres::Error>(tokio::join!(inserted, join_all(steps))) })
+            .await?;
+        let inserted = inserted.map_err(pipelined)?;
+        let inserted: HashSet<Uuid> = match inserted.iter().map(|r| get::<Uuid>(r, 0)).collect() {
+            Ok(ids) => ids,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some(dup) = batch
+            .tasks
+            .iter()
+            .find(|t| !inserted.contains(&t.task.id.0))
+        {
+            return Ok(Err(StoreError::DuplicateKey {
+                workflow: dup.task.workflow,
+                key: dup.task.spec.key.clone(),
+            }));
+        }
+        for result in results {
+            result.map_err(pipelined)?;
+        }
+        for new in &batch.tasks {
+            self.deltas.created(new.task.kind());
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// An agent's registration or refresh, as a queued write.
+fn upsert_agent<'c>(c: &'c Conn, agent: &'c AgentRecord) -> Step<'c> {
+    let caps = serde_json::to_string(&agent.capabilities).expect("capabilities serialise");
+    Box::pin(async move {
+        let concurrency = i64::from(agent.concurrency);
+        let (registered, seen) = (ts(agent.registered_at), ts(agent.last_seen));
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &agent.id.0,
+            &agent.name,
+            &caps,
+            &concurrency,
+            &registered,
+            &seen,
+        ];
+        c.client.execute(&c.s.upsert_agent, &params).await
+    })
+}
+
+/// Outbox rows as the columns of one multi-row insert.
+#[derive(Default)]
+struct Outbox {
+    tasks: Vec<Uuid>,
+    effects: Vec<String>,
+    ats: Vec<i64>,
+}
+
+impl Outbox {
+    fn push(&mut self, task: TaskId, effects: &[baton_core::Effect], at: baton_core::Timestamp) {
+        for effect in effects {
+            self.tasks.push(task.0);
+            self.effects.push(codec::effect_json(effect));
+            self.ats.push(ts(at));
+        }
+    }
+}
+
+/// A submission's new rows as the columns of multi-row inserts.
+struct NewRows<'b> {
+    ids: Vec<Uuid>,
+    workflows: Vec<Uuid>,
+    keys: Vec<&'b str>,
+    states: Vec<&'static str>,
+    versions: Vec<i64>,
+    priorities: Vec<i32>,
+    capsets: Vec<String>,
+    distinct_capsets: Vec<String>,
+    ready: Vec<Option<i64>>,
+    timers: Vec<Option<i64>>,
+    leases: Vec<Option<Uuid>>,
+    updated: Vec<i64>,
+    snapshots: Vec<String>,
+    specs: Vec<String>,
+    seqs: Vec<i64>,
+    ats: Vec<i64>,
+    actors: Vec<String>,
+    events: Vec<&'static str>,
+    tokens: Vec<Option<i64>>,
+    payloads: Vec<String>,
+    outbox: Outbox,
+    dependencies: Vec<Uuid>,
+    dependents: Vec<Uuid>,
+}
+
+impl<'b> NewRows<'b> {
+    fn of(batch: &'b SubmitBatch) -> NewRows<'b> {
+        let n = batch.tasks.len();
+        let mut r = NewRows {
+            ids: Vec::with_capacity(n),
+            workflows: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            states: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            priorities: Vec::with_capacity(n),
+            capsets: Vec::with_capacity(n),
+            distinct_capsets: Vec::new(),
+            ready: Vec::with_capacity(n),
+            timers: Vec::with_capacity(n),
+            leases: Vec::with_capacity(n),
+            updated: Vec::with_capacity(n),
+            snapshots: Vec::with_capacity(n),
+            specs: Vec::with_capacity(n),
+            seqs: Vec::with_capacity(n),
+            ats: Vec::with_capacity(n),
+            actors: Vec::with_capacity(n),
+            events: Vec::with_capacity(n),
+            tokens: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            outbox: Outbox::default(),
+            dependencies: batch.edges.iter().map(|e| e.dependency.0).collect(),
+            dependents: batch.edges.iter().map(|e| e.dependent.0).collect(),
+        };
+        for new in &batch.tasks {
+            let task = &new.task;
+            let row = TaskRow::of(task);
+            r.ids.push(row.id);
+            r.workflows.push(task.workflow.0);
+            r.keys.push(task.spec.key.0.as_str());
+            r.states.push(row.state);
+            r.versions.push(row.version);
+            r.priorities.push(task.spec.priority);
+            r.capsets.push(codec::capset(&task.spec.capabilities));
+            r.ready.push(row.ready_at);
+            r.timers.push(row.timer_at);
+            r.leases.push(row.lease_agent);
+            r.updated.push(row.updated_at);
+            r.snapshots.push(row.snapshot);
+            r.specs.push(codec::spec_json(&task.spec));
+            let h = HistoryRow::of(task.id, &new.entry);
+            r.seqs.push(h.seq);
+            r.ats.push(h.at);
+            r.actors.push(h.actor);
+            r.events.push(h.event);
+            r.tokens.push(h.token);
+            r.payloads.push(h.payload);
+            r.outbox.push(task.id, &new.outbox, new.entry.at);
+        }
+        r.distinct_capsets = r.capsets.clone();
+        r.distinct_capsets.sort_unstable();
+        r.distinct_capsets.dedup();
+        r
+    }
+}
+
+/// Tasks from rows of `id, snapshot, spec`.
+pub(super) fn decode_tasks(rows: &[Row]) -> Result<Vec<Task>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            let id = TaskId(get(row, 0)?);
+            codec::decode_task(id, get(row, 1)?, get(row, 2)?)
+        })
+        .collect()
+}

@@ -1,0 +1,186 @@
+//! A writer's connection: its statements, prepared once, and how statements are pipelined.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::error::describe;
+use crate::StoreError;
+
+/// A claim's candidates in one capability set, locked so that no other transaction (of this
+/// process or another) takes them meanwhile; those another holds are skipped.
+pub(super) const CLAIM_SQL: &str = "SELECT priority, ready_at, id FROM tasks
+    WHERE state = 'pending' AND capset = $1 ORDER BY priority DESC, ready_at, id LIMIT $2
+    FOR UPDATE SKIP LOCKED";
+
+/// Rows per state in `state_counts`; a writer adds to the shard of its backend pid.
+const COUNT_SHARDS: i32 = 16;
+
+pub(super) const SAVEPOINT: &str = "SAVEPOINT cmd";
+pub(super) const RELEASE: &str = "RELEASE SAVEPOINT cmd";
+pub(super) const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT cmd; RELEASE SAVEPOINT cmd";
+
+/// A statement of a pipelined run, sent when first polled; its answer is the rows it changed.
+pub(super) type Step<'c> =
+    Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'c>>;
+
+/// Awaits every future, all polled together: statements issued on one connection this way are
+/// sent back to back (pipelined), in the order of `futures`, and answered in order.
+pub(super) async fn join_all<'a, T>(
+    mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + 'a>>>,
+) -> Vec<T> {
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// One writer's connection and its prepared statements.
+pub(super) struct Conn {
+    pub(super) client: Client,
+    pub(super) s: Stmts,
+    /// The `state_counts` shard this connection adds to.
+    pub(super) shard: i32,
+}
+
+macro_rules! statements {
+    ($($name:ident = $sql:expr;)*) => {
+        /// The writer's statements, prepared once per connection.
+        pub(super) struct Stmts {
+            $(pub(super) $name: Statement,)*
+        }
+
+        impl Stmts {
+            async fn prepare(client: &Client) -> Result<Stmts, tokio_postgres::Error> {
+                let sqls: &[&str] = &[$($sql,)*];
+                let futures = sqls
+                    .iter()
+                    .map(|sql| Box::pin(client.prepare(sql)) as Pin<Box<dyn Future<Output = _> + Send + '_>>)
+                    .collect();
+                let mut prepared = join_all(futures).await.into_iter();
+                Ok(Stmts {
+                    $($name: prepared.next().expect("one statement per name")?,)*
+                })
+            }
+        }
+    };
+}
+
+statements! {
+    lock_batch = "SELECT id, version, state FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE";
+    lock_task = "SELECT version, state FROM tasks WHERE id = $1 FOR UPDATE";
+    update_task = "UPDATE tasks SET state = $2, version = $3, ready_at = $4, timer_at = $5,
+                          lease_agent = $6, updated_at = $7, snapshot = $8
+                   WHERE id = $1";
+    insert_history = "INSERT INTO history (task_id, seq, at, actor, event, fencing_token, payload)
+                      VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    insert_outbox = "INSERT INTO outbox (task_id, effect, created_at)
+                     SELECT t, e, c FROM unnest($1::uuid[], $2::text[], $3::int8[])
+                         WITH ORDINALITY AS u(t, e, c, o)
+                     ORDER BY o";
+    release_dependents = "UPDATE tasks SET deps_open = deps_open - 1
+                          WHERE id IN (SELECT dependent FROM edges WHERE dependency = $1)";
+    add_counts = "INSERT INTO state_counts (state, shard, n)
+                  SELECT s, $1, d FROM unnest($2::text[], $3::int8[]) WITH ORDINALITY AS u(s, d, o)
+                  ORDER BY o
+                  ON CONFLICT (state, shard) DO UPDATE SET n = state_counts.n + excluded.n";
+    find_idempotent = "SELECT id, request_hash FROM workflows WHERE idempotency_key = $1";
+    insert_workflow = "INSERT INTO workflows (id, name, idempotency_key, request_hash, created_at)
+                       VALUES ($1, $2, $3, $4, $5)";
+    insert_keyed_workflow = "INSERT INTO workflows (id, name, idempotency_key, request_hash, created_at)
+                             VALUES ($1, $2, $3, $4, $5)
+                             ON CONFLICT (idempotency_key) DO NOTHING";
+    workflow_exists = "SELECT 1 FROM workflows WHERE id = $1";
+    task_keys = "SELECT key, id FROM tasks WHERE workflow_id = $1 ORDER BY id";
+    insert_capsets = "INSERT INTO capsets (capset)
+                      SELECT c FROM unnest($1::text[]) WITH ORDINALITY AS u(c, o) ORDER BY o
+                      ON CONFLICT DO NOTHING";
+    insert_tasks = "INSERT INTO tasks (id, workflow_id, key, state, version, priority, capset,
+                                      ready_at, timer_at, lease_agent, deps_open, updated_at, snapshot)
+                    SELECT id, wf, key, state, version, priority, capset, ready_at, timer_at,
+                           lease_agent, 0, updated_at, snapshot
+                    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[],
+                                $6::int4[], $7::text[], $8::int8[], $9::int8[], $10::uuid[],
+                                $11::int8[], $12::text[])
+                        WITH ORDINALITY AS u(id, wf, key, state, version, priority, capset, ready_at,
+                                             timer_at, lease_agent, updated_at, snapshot, o)
+                    ORDER BY o
+                    ON CONFLICT DO NOTHING
+                    RETURNING id";
+    insert_specs = "INSERT INTO task_specs (task_id, spec)
+                    SELECT * FROM unnest($1::uuid[], $2::text[])";
+    insert_histories = "INSERT INTO history (task_id, seq, at, actor, event, fencing_token, payload)
+                        SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::text[],
+                                             $5::text[], $6::int8[], $7::text[])";
+    insert_edges = "INSERT INTO edges (dependency, dependent)
+                    SELECT * FROM unnest($1::uuid[], $2::uuid[])";
+    count_open = "UPDATE tasks t SET deps_open = t.deps_open + x.n
+                  FROM (SELECT e.dependent, count(*)::int4 AS n
+                        FROM unnest($1::uuid[], $2::uuid[]) AS e(dependency, dependent)
+                        JOIN tasks d ON d.id = e.dependency
+                        WHERE d.state <> 'completed'
+                        GROUP BY e.dependent) x
+                  WHERE t.id = x.dependent";
+    capsets = "SELECT capset FROM capsets";
+    lock_agent = "SELECT 1 FROM agents WHERE id = $1 FOR UPDATE";
+    count_leases = "SELECT count(*) FROM tasks WHERE lease_agent = $1";
+    claim_candidates = CLAIM_SQL;
+    load_tasks = "SELECT t.id, t.snapshot, s.spec FROM tasks t JOIN task_specs s ON s.task_id = t.id
+                  WHERE t.id = ANY($1::uuid[])";
+    ack_outbox = "DELETE FROM outbox WHERE id = ANY($1::int8[])";
+    upsert_agent = "INSERT INTO agents (id, name, capabilities, concurrency, registered_at, last_seen)
+                    VALUES ($1, $2, $3, $4, $5, $6)
+                    ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                        capabilities = excluded.capabilities, concurrency = excluded.concurrency,
+                        last_seen = excluded.last_seen";
+}
+
+impl Conn {
+    /// A new connection with its statements prepared; a failure leaves the store
+    /// [`StoreError::Unavailable`] for this batch.
+    pub(super) async fn connect(
+        config: &tokio_postgres::Config,
+        location: &str,
+    ) -> Result<Conn, StoreError> {
+        let failed = |e: tokio_postgres::Error| StoreError::Unavailable {
+            detail: format!(
+                "cannot connect to PostgreSQL at {location}: {}",
+                describe(&e)
+            ),
+        };
+        let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
+        tokio::spawn(async move {
+            // Ends when the client is dropped or the server goes away; the client then reports
+            // the closed connection on its next use.
+            let _ = connection.await;
+        });
+        let s = Stmts::prepare(&client).await.map_err(failed)?;
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(failed)?;
+        Ok(Conn {
+            client,
+            s,
+            shard: pid.rem_euclid(COUNT_SHARDS),
+        })
+    }
+}

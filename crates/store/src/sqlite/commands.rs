@@ -1,0 +1,364 @@
+//! What each command does in the writer's transaction (each runs in its own savepoint, see
+//! `writer.rs`), with the decisions `crate::decide` takes for both backends.
+
+use baton_core::{Effect, HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use uuid::Uuid;
+
+use super::error::db;
+use crate::codec::{self, ts, HistoryRow, TaskRow};
+use crate::decide::{self, Candidate, Deltas};
+use crate::{
+    AgentRecord, ClaimRequest, NewTask, StoreError, SubmitBatch, SubmitOutcome, TransitionRecord,
+    WorkflowRef,
+};
+
+/// A claim's candidates in one capability set, from the `tasks_ready` index.
+pub(super) const CLAIM_SQL: &str = "SELECT priority, ready_at, id FROM tasks
+    WHERE state = 'pending' AND capset = ?1 ORDER BY priority DESC, ready_at, id LIMIT ?2";
+
+/// Creates the workflow (or checks the one it grows), its tasks and edges, then the
+/// transitions.
+pub(super) fn submit(
+    conn: &Connection,
+    batch: &SubmitBatch,
+    deltas: &mut Deltas,
+) -> Result<SubmitOutcome, StoreError> {
+    let workflow = match &batch.workflow {
+        WorkflowRef::New(wf) => {
+            if let Some(key) = &wf.idempotency_key {
+                let seen: Option<(Uuid, String)> = conn
+                    .prepare_cached(
+                        "SELECT id, request_hash FROM workflows WHERE idempotency_key = ?1",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()
+                    })
+                    .map_err(db)?;
+                if let Some((id, hash)) = seen {
+                    if hash != wf.request_hash {
+                        return Err(StoreError::IdempotencyMismatch { key: key.clone() });
+                    }
+                    let workflow = WorkflowId(id);
+                    return Ok(SubmitOutcome::Existing {
+                        workflow,
+                        tasks: task_keys(conn, workflow)?,
+                    });
+                }
+            }
+            conn.prepare_cached(
+                "INSERT INTO workflows (id, name, idempotency_key, request_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    wf.id.0,
+                    wf.name,
+                    wf.idempotency_key,
+                    wf.request_hash,
+                    ts(wf.created_at)
+                ])
+            })
+            .map_err(db)?;
+            wf.id
+        }
+        WorkflowRef::Existing(id) => {
+            let found: Option<i64> = conn
+                .prepare_cached("SELECT 1 FROM workflows WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id.0], |r| r.get(0)).optional())
+                .map_err(db)?;
+            if found.is_none() {
+                return Err(StoreError::WorkflowNotFound(*id));
+            }
+            *id
+        }
+    };
+    for new in &batch.tasks {
+        insert_task(conn, new, deltas)?;
+    }
+    let mut add_edge = conn
+        .prepare_cached("INSERT INTO edges (dependency, dependent) VALUES (?1, ?2)")
+        .map_err(db)?;
+    let mut count_open = conn
+        .prepare_cached(
+            "UPDATE tasks SET deps_open = deps_open + 1
+             WHERE id = ?2 AND (SELECT state FROM tasks WHERE id = ?1) <> 'completed'",
+        )
+        .map_err(db)?;
+    for edge in &batch.edges {
+        add_edge
+            .execute(params![edge.dependency.0, edge.dependent.0])
+            .map_err(db)?;
+        count_open
+            .execute(params![edge.dependency.0, edge.dependent.0])
+            .map_err(db)?;
+    }
+    for record in &batch.transitions {
+        write_transition(conn, record, deltas)?;
+    }
+    Ok(SubmitOutcome::Created { workflow })
+}
+
+fn task_keys(
+    conn: &Connection,
+    workflow: WorkflowId,
+) -> Result<Vec<(TaskKey, TaskId)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT key, id FROM tasks WHERE workflow_id = ?1 ORDER BY id")
+        .map_err(db)?;
+    let rows = stmt
+        .query_map([workflow.0], |r| {
+            Ok((TaskKey(r.get(0)?), TaskId(r.get(1)?)))
+        })
+        .map_err(db)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(db)
+}
+
+fn insert_task(conn: &Connection, new: &NewTask, deltas: &mut Deltas) -> Result<(), StoreError> {
+    let task = &new.task;
+    let capset = codec::capset(&task.spec.capabilities);
+    conn.prepare_cached("INSERT OR IGNORE INTO capsets (capset) VALUES (?1)")
+        .and_then(|mut s| s.execute([&capset]))
+        .map_err(db)?;
+    let row = TaskRow::of(task);
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO tasks (id, workflow_id, key, state, version, priority, capset, ready_at,
+                                timer_at, lease_agent, deps_open, updated_at, snapshot)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                row.id,
+                task.workflow.0,
+                task.spec.key.0,
+                row.state,
+                row.version,
+                task.spec.priority,
+                capset,
+                row.ready_at,
+                row.timer_at,
+                row.lease_agent,
+                row.updated_at,
+                row.snapshot,
+            ])
+        });
+    match inserted {
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+            return Err(StoreError::DuplicateKey {
+                workflow: task.workflow,
+                key: task.spec.key.clone(),
+            })
+        }
+        other => other.map_err(db)?,
+    };
+    conn.prepare_cached("INSERT INTO task_specs (task_id, spec) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![task.id.0, codec::spec_json(&task.spec)]))
+        .map_err(db)?;
+    append_history(conn, task.id, &new.entry)?;
+    write_outbox(conn, task.id, &new.outbox, new.entry.at)?;
+    deltas.created(task.kind());
+    Ok(())
+}
+
+fn append_history(conn: &Connection, task: TaskId, entry: &HistoryEntry) -> Result<(), StoreError> {
+    let h = HistoryRow::of(task, entry);
+    conn.prepare_cached(
+        "INSERT INTO history (task_id, seq, at, actor, event, fencing_token, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            h.task, h.seq, h.at, h.actor, h.event, h.token, h.payload
+        ])
+    })
+    .map_err(db)?;
+    Ok(())
+}
+
+fn write_outbox(
+    conn: &Connection,
+    task: TaskId,
+    effects: &[Effect],
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if effects.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached("INSERT INTO outbox (task_id, effect, created_at) VALUES (?1, ?2, ?3)")
+        .map_err(db)?;
+    for effect in effects {
+        stmt.execute(params![task.0, codec::effect_json(effect), ts(at)])
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Compare-and-set on the version, then the row, the history entry, the outbox, and, on
+/// completion, the dependents' open counts.
+pub(super) fn write_transition(
+    conn: &Connection,
+    record: &TransitionRecord,
+    deltas: &mut Deltas,
+) -> Result<(), StoreError> {
+    let task = &record.task;
+    let expected = decide::expected_version(record);
+    let row = TaskRow::of(task);
+    // Compare-and-set in one statement: the row changes only at the expected version.
+    let changed = conn
+        .prepare_cached(
+            "UPDATE tasks SET state = ?2, version = ?3, ready_at = ?4, timer_at = ?5,
+                              lease_agent = ?6, updated_at = ?7, snapshot = ?8
+             WHERE id = ?1 AND version = ?9",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                row.id,
+                row.state,
+                row.version,
+                row.ready_at,
+                row.timer_at,
+                row.lease_agent,
+                row.updated_at,
+                row.snapshot,
+                expected as i64,
+            ])
+        })
+        .map_err(db)?;
+    if changed == 0 {
+        let found: Option<i64> = conn
+            .prepare_cached("SELECT version FROM tasks WHERE id = ?1")
+            .and_then(|mut s| s.query_row([task.id.0], |r| r.get(0)).optional())
+            .map_err(db)?;
+        decide::check_version(task.id, expected, found.map(|v| v as u64))?;
+        unreachable!(
+            "task {}: at version {expected}, yet the update changed no row",
+            task.id
+        );
+    }
+    let (from, to) = (record.from, task.kind());
+    append_history(conn, task.id, &record.entry)?;
+    write_outbox(conn, task.id, &record.outbox, record.entry.at)?;
+    if decide::releases_dependents(from, to) {
+        conn.prepare_cached(
+            "UPDATE tasks SET deps_open = deps_open - 1
+             WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)",
+        )
+        .and_then(|mut s| s.execute([task.id.0]))
+        .map_err(db)?;
+    }
+    deltas.moved(from, to);
+    Ok(())
+}
+
+/// Assigns up to `leases.len()` pending tasks the agent can run. The writer is the only one,
+/// so nothing else can take a candidate meanwhile.
+pub(super) fn claim(
+    conn: &Connection,
+    request: &ClaimRequest,
+    deltas: &mut Deltas,
+) -> Result<Vec<Task>, StoreError> {
+    let held = match request.max_held {
+        Some(_) => {
+            let held: i64 = conn
+                .prepare_cached("SELECT count(*) FROM tasks WHERE lease_agent = ?1")
+                .and_then(|mut s| s.query_row([request.agent.0], |r| r.get(0)))
+                .map_err(db)?;
+            Some(held.max(0) as u64)
+        }
+        None => None,
+    };
+    let wanted = decide::claim_wanted(request, held);
+    if wanted == 0 {
+        return Ok(Vec::new());
+    }
+    let capsets: Vec<String> = {
+        let mut stmt = conn
+            .prepare_cached("SELECT capset FROM capsets")
+            .map_err(db)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)?
+    };
+    let mut candidates = Vec::new();
+    let mut stmt = conn.prepare_cached(CLAIM_SQL).map_err(db)?;
+    for capset in capsets
+        .iter()
+        .filter(|c| codec::capset_fits(c, &request.capabilities))
+    {
+        let rows = stmt
+            .query_map(params![capset, wanted as i64], |r| {
+                Ok(Candidate {
+                    priority: r.get(0)?,
+                    ready_at: r.get(1)?,
+                    id: r.get(2)?,
+                })
+            })
+            .map_err(db)?;
+        for row in rows {
+            candidates.push(row.map_err(db)?);
+        }
+    }
+    decide::best(&mut candidates, wanted);
+    let mut claimed = Vec::with_capacity(candidates.len());
+    for (candidate, lease) in candidates.iter().zip(&request.leases) {
+        let Some(task) = load_task(conn, TaskId(candidate.id))? else {
+            continue;
+        };
+        let Some(record) = decide::assignment(&task, request, *lease) else {
+            continue;
+        };
+        write_transition(conn, &record, deltas)?;
+        claimed.push(record.task);
+    }
+    Ok(claimed)
+}
+
+pub(super) fn ack_outbox(conn: &Connection, ids: &[i64]) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached("DELETE FROM outbox WHERE id = ?1")
+        .map_err(db)?;
+    for id in ids {
+        stmt.execute([id]).map_err(db)?;
+    }
+    Ok(())
+}
+
+pub(super) fn upsert_agent(conn: &Connection, agent: &AgentRecord) -> Result<(), StoreError> {
+    let caps = serde_json::to_string(&agent.capabilities).expect("capabilities serialise");
+    conn.prepare_cached(
+        "INSERT INTO agents (id, name, capabilities, concurrency, registered_at, last_seen)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+             capabilities = excluded.capabilities, concurrency = excluded.concurrency,
+             last_seen = excluded.last_seen",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            agent.id.0,
+            agent.name,
+            caps,
+            agent.concurrency,
+            ts(agent.registered_at),
+            ts(agent.last_seen)
+        ])
+    })
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(super) fn load_task(conn: &Connection, id: TaskId) -> Result<Option<Task>, StoreError> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached(
+            "SELECT t.snapshot, s.spec FROM tasks t JOIN task_specs s ON s.task_id = t.id
+             WHERE t.id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(db)?;
+    row.map(|(snap, spec)| codec::decode_task(id, &snap, &spec))
+        .transpose()
+}

@@ -1,0 +1,203 @@
+//! Opening a [`SqliteStore`]: the file, its checks and migrations, the writer thread, and the
+//! pool of read connections.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::Semaphore;
+
+use super::error::sql_error;
+use super::writer::Writer;
+use crate::batch::Queue;
+use crate::{Stats, StoreError};
+
+/// `PRAGMA application_id` of a Baton store ("BATN").
+const APPLICATION_ID: i64 = 0x4241_544E;
+
+/// Schema migrations; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    include_str!("001_init.sql"),
+    include_str!("002_hot_paths_as_postgres.sql"),
+];
+
+/// Read connections kept open.
+const READERS_MAX: usize = 4;
+
+/// Prepared statements kept per connection.
+const STATEMENTS_CACHED_MAX: usize = 64;
+
+/// How hard a commit is pushed to disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives a process crash and a power loss.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL` in WAL mode: survives a process crash, but a power loss may lose
+    /// the last commits, answered or not.
+    RisksLastCommitsOnPowerLoss,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SqliteOptions {
+    pub durability: Durability,
+    /// A quota: the database file never grows beyond this; a write that would need more room
+    /// fails as if the disk were full, and writes nothing.
+    pub max_size_bytes: Option<u64>,
+}
+
+/// A Baton store in one SQLite file.
+pub struct SqliteStore {
+    pub(super) writes: Queue,
+    readers: Arc<Readers>,
+    pub(super) stats: Arc<Stats>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` with full durability.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = connect(&path, true)?;
+        migrate(&mut conn, &path)?;
+        configure(&conn, &options).map_err(|e| sql_error(&path, e))?;
+        let (writes, rx) = Queue::new();
+        let stats = Arc::new(Stats::default());
+        let writer_stats = Arc::clone(&stats);
+        std::thread::Builder::new()
+            .name("baton-sqlite-writer".into())
+            .spawn(move || Writer::new(conn, writer_stats).run(rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            writes,
+            readers: Arc::new(Readers {
+                path,
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(READERS_MAX),
+            }),
+            stats,
+        })
+    }
+
+    /// Runs `f` on a read connection, off the async runtime's threads.
+    pub(super) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let _permit = readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let readers2 = Arc::clone(&readers);
+        tokio::task::spawn_blocking(move || {
+            let conn = match readers2.idle.lock().expect("reader pool lock").pop() {
+                Some(c) => c,
+                None => connect(&readers2.path, false)?,
+            };
+            let out = f(&conn);
+            readers2.idle.lock().expect("reader pool lock").push(conn);
+            out
+        })
+        .await
+        .unwrap_or_else(|e| match e.try_into_panic() {
+            // A read that panicked is a bug: carry its panic to the caller.
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(StoreError::Closed),
+        })
+    }
+}
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+fn connect(path: &Path, write: bool) -> Result<Connection, StoreError> {
+    let flags = if write {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| sql_error(path, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| sql_error(path, e))?;
+    // Room for every statement of the hot paths (the default, 16, made the writer re-parse).
+    conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED_MAX);
+    Ok(conn)
+}
+
+fn configure(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
+    let sync = match options.durability {
+        Durability::Full => "FULL",
+        Durability::RisksLastCommitsOnPowerLoss => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;"
+    ))?;
+    if let Some(bytes) = options.max_size_bytes {
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages = (bytes as i64 / page_size).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+    }
+    Ok(())
+}
+
+/// Checks that the file is a Baton store (or empty), then applies missing migrations.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let not_baton = |detail: String| StoreError::NotABatonStore {
+        path: path.display().to_string(),
+        detail,
+    };
+    let app_id: i64 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|e| sql_error(path, e))?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| sql_error(path, e))?;
+    if app_id != APPLICATION_ID && (app_id != 0 || tables > 0) {
+        return Err(not_baton(format!(
+            "it is an SQLite database of another application (application_id {app_id:#x}, \
+             {tables} schema objects)"
+        )));
+    }
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| sql_error(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend(format!(
+            "cannot switch {} to WAL mode (got {mode})",
+            path.display()
+        )));
+    }
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| sql_error(path, e))?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction().map_err(|e| sql_error(path, e))?;
+        tx.execute_batch(sql).map_err(|e| sql_error(path, e))?;
+        tx.execute_batch(&format!(
+            "PRAGMA user_version = {}; PRAGMA application_id = {APPLICATION_ID};",
+            i + 1
+        ))
+        .map_err(|e| sql_error(path, e))?;
+        tx.commit().map_err(|e| sql_error(path, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,508 @@
+//! The [`Store`] trait for [`SqliteStore`]: reads on the read connections; writes queued for
+//! the writer thread.
+
+use baton_core::{AgentId, HistoryEntry, StateKind, Task, TaskId, TaskKey, Timestamp, WorkflowId};
+use rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
+
+use super::commands::{load_task, CLAIM_SQL};
+use super::error::db;
+use super::open::SqliteStore;
+use crate::codec::{self, ts};
+use crate::{
+    AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, OutboxItem, StateCounts,
+    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
+    PAGE_ROWS_MAX,
+};
+
+fn load_tasks(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let rows = stmt
+        .query_map(args, |r| {
+            Ok((
+                TaskId(r.get(0)?),
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(db)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, snap, spec) = row.map_err(db)?;
+        out.push(codec::decode_task(id, &snap, &spec)?);
+    }
+    Ok(out)
+}
+
+fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Uuid, String, String, u32, i64, i64)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn decode_agent(row: (Uuid, String, String, u32, i64, i64)) -> Result<AgentRecord, StoreError> {
+    let (id, name, caps, concurrency, registered, seen) = row;
+    Ok(AgentRecord {
+        id: AgentId(id),
+        name,
+        capabilities: serde_json::from_str(&caps)
+            .map_err(|e| StoreError::Backend(format!("agent {id} capabilities: {e}")))?,
+        concurrency,
+        registered_at: Timestamp(registered as u64),
+        last_seen: Timestamp(seen as u64),
+    })
+}
+
+const TIMERS_SQL: &str = "SELECT id, timer_at FROM tasks
+    WHERE timer_at IS NOT NULL AND timer_at <= ?1 ORDER BY timer_at, id LIMIT ?2";
+const DEPENDENTS_SQL: &str = "SELECT dependent FROM edges WHERE dependency = ?1 ORDER BY dependent";
+/// Named index: without statistics SQLite prefers `tasks_by_state`, which reads every blocked
+/// task to find the few whose count reached zero.
+const RELEASED_SQL: &str = "SELECT id FROM tasks INDEXED BY tasks_released
+    WHERE state = 'blocked' AND deps_open = 0 ORDER BY id LIMIT ?1";
+const COUNTS_SQL: &str = "SELECT state, n FROM state_counts";
+
+impl Store for SqliteStore {
+    async fn submit(&self, batch: SubmitBatch) -> Result<SubmitOutcome, StoreError> {
+        self.writes.submit(batch).await
+    }
+
+    async fn apply(&self, record: TransitionRecord) -> Result<(), StoreError> {
+        self.writes.apply(record).await
+    }
+
+    async fn apply_all(
+        &self,
+        records: Vec<TransitionRecord>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        self.writes.apply_all(records).await
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Task>, StoreError> {
+        self.writes.claim(request).await
+    }
+
+    async fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        self.read(move |c| load_task(c, id)).await
+    }
+
+    async fn task_by_key(
+        &self,
+        workflow: WorkflowId,
+        key: TaskKey,
+    ) -> Result<Option<Task>, StoreError> {
+        self.read(move |c| {
+            let id: Option<Uuid> = c
+                .prepare_cached("SELECT id FROM tasks WHERE workflow_id = ?1 AND key = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![workflow.0, key.0], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(db)?;
+            match id {
+                Some(id) => load_task(c, TaskId(id)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        id: TaskId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let limit = limit.min(PAGE_ROWS_MAX) as i64;
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, at, payload FROM history WHERE task_id = ?1 AND seq > ?2
+                     ORDER BY seq LIMIT ?3",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![id.0, after as i64, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, at, payload) = row.map_err(db)?;
+                let event = serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
+                    task: id,
+                    detail: format!("history entry {seq}: {e}"),
+                })?;
+                out.push(HistoryEntry {
+                    seq: seq as u64,
+                    at: Timestamp(at as u64),
+                    event,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        self.read(move |c| {
+            let after = filter.after.map(|t| t.0).unwrap_or(Uuid::nil());
+            let select = "SELECT t.id, t.snapshot, s.spec FROM tasks t
+                          JOIN task_specs s ON s.task_id = t.id";
+            match (filter.workflow, filter.state) {
+                (Some(wf), Some(st)) => load_tasks(
+                    c,
+                    &format!("{select} WHERE t.workflow_id = ?1 AND t.state = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
+                    &[&wf.0, &st.as_str(), &after, &limit],
+                ),
+                (Some(wf), None) => load_tasks(
+                    c,
+                    &format!("{select} WHERE t.workflow_id = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3"),
+                    &[&wf.0, &after, &limit],
+                ),
+                (None, Some(st)) => load_tasks(
+                    c,
+                    &format!("{select} WHERE t.state = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3"),
+                    &[&st.as_str(), &after, &limit],
+                ),
+                (None, None) => load_tasks(
+                    c,
+                    &format!("{select} WHERE t.id > ?1 ORDER BY t.id LIMIT ?2"),
+                    &[&after, &limit],
+                ),
+            }
+        })
+        .await
+    }
+
+    async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, StoreError> {
+        self.read(move |c| {
+            let mut counts = StateCounts::default();
+            let mut put = |state: String, n: i64| -> Result<(), StoreError> {
+                let kind = StateKind::parse(&state)
+                    .ok_or_else(|| StoreError::Backend(format!("unknown state {state:?} in counts")))?;
+                counts.0[kind.index()] = n.max(0) as u64;
+                Ok(())
+            };
+            match workflow {
+                None => {
+                    let mut stmt = c.prepare_cached(COUNTS_SQL).map_err(db)?;
+                    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db)?;
+                    for row in rows {
+                        let (s, n) = row.map_err(db)?;
+                        put(s, n)?;
+                    }
+                }
+                Some(wf) => {
+                    let mut stmt = c
+                        .prepare_cached("SELECT state, count(*) FROM tasks WHERE workflow_id = ?1 GROUP BY state")
+                        .map_err(db)?;
+                    let rows = stmt.query_map([wf.0], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db)?;
+                    for row in rows {
+                        let (s, n) = row.map_err(db)?;
+                        put(s, n)?;
+                    }
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT name, idempotency_key, created_at FROM workflows WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([id.0], |r| {
+                    Ok(WorkflowRecord {
+                        id,
+                        name: r.get(0)?,
+                        idempotency_key: r.get(1)?,
+                        created_at: Timestamp(r.get::<_, i64>(2)? as u64),
+                    })
+                })
+                .optional()
+            })
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn workflows(
+        &self,
+        before: Option<WorkflowId>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRecord>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let before = before.map(|w| w.0).unwrap_or(Uuid::max());
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, name, idempotency_key, created_at FROM workflows
+                     WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![before, limit], |r| {
+                    Ok(WorkflowRecord {
+                        id: WorkflowId(r.get(0)?),
+                        name: r.get(1)?,
+                        idempotency_key: r.get(2)?,
+                        created_at: Timestamp(r.get::<_, i64>(3)? as u64),
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn workflow_edges(&self, workflow: WorkflowId) -> Result<Vec<Edge>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT e.dependency, e.dependent FROM tasks t
+                     JOIN edges e ON e.dependent = t.id WHERE t.workflow_id = ?1",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([workflow.0], |r| {
+                    Ok(Edge {
+                        dependency: TaskId(r.get(0)?),
+                        dependent: TaskId(r.get(1)?),
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn dependencies(&self, id: TaskId) -> Result<Vec<Dependency>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT t.key, t.id, t.state, t.updated_at FROM edges e
+                     JOIN tasks t ON t.id = e.dependency
+                     WHERE e.dependent = ?1 ORDER BY t.key",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([id.0], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Uuid>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key, dep, state, updated_at) = row.map_err(db)?;
+                out.push(Dependency {
+                    key: TaskKey(key),
+                    id: TaskId(dep),
+                    updated_at: Timestamp(updated_at as u64),
+                    state: codec::parse_state(TaskId(dep), &state)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn dependents(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(DEPENDENTS_SQL).map_err(db)?;
+            let rows = stmt
+                .query_map([id.0], |r| r.get::<_, Uuid>(0))
+                .map_err(db)?;
+            rows.map(|r| r.map(TaskId).map_err(db)).collect()
+        })
+        .await
+    }
+
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(TaskId, Timestamp)>, StoreError> {
+        let limit = limit.min(PAGE_ROWS_MAX) as i64;
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(TIMERS_SQL).map_err(db)?;
+            let rows = stmt
+                .query_map(params![ts(now), limit], |r| {
+                    Ok((TaskId(r.get(0)?), Timestamp(r.get::<_, i64>(1)? as u64)))
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn next_timer(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT min(timer_at) FROM tasks WHERE timer_at IS NOT NULL",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|t| t.map(|t| Timestamp(t as u64)))
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn released_blocked(&self, limit: usize) -> Result<Vec<TaskId>, StoreError> {
+        let limit = limit.min(PAGE_ROWS_MAX) as i64;
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(RELEASED_SQL).map_err(db)?;
+            let rows = stmt
+                .query_map([limit], |r| r.get::<_, Uuid>(0))
+                .map_err(db)?;
+            rows.map(|r| r.map(TaskId).map_err(db)).collect()
+        })
+        .await
+    }
+
+    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let limit = limit.min(PAGE_ROWS_MAX) as i64;
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT id, task_id, effect FROM outbox ORDER BY id LIMIT ?1")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Uuid>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, task, effect) = row.map_err(db)?;
+                out.push(OutboxItem {
+                    id,
+                    task: TaskId(task),
+                    effect: serde_json::from_str(&effect).map_err(|e| StoreError::Corrupt {
+                        task: TaskId(task),
+                        detail: format!("outbox item {id}: {e}"),
+                    })?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn ack_outbox(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        self.writes.ack_outbox(ids).await
+    }
+
+    async fn upsert_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
+        self.writes.upsert_agent(agent).await
+    }
+
+    async fn agent(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT id, name, capabilities, concurrency, registered_at, last_seen
+                     FROM agents WHERE id = ?1",
+                )
+                .and_then(|mut s| s.query_row([id.0], agent_row).optional())
+                .map_err(db)?;
+            row.map(decode_agent).transpose()
+        })
+        .await
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, name, capabilities, concurrency, registered_at, last_seen
+                     FROM agents ORDER BY name, id",
+                )
+                .map_err(db)?;
+            let rows = stmt.query_map([], agent_row).map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(decode_agent(row.map_err(db)?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn leased_to(&self, agent: AgentId) -> Result<Vec<TaskId>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT id FROM tasks WHERE lease_agent = ?1 ORDER BY id")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([agent.0], |r| r.get::<_, Uuid>(0))
+                .map_err(db)?;
+            rows.map(|r| r.map(TaskId).map_err(db)).collect()
+        })
+        .await
+    }
+
+    async fn query_plan(&self, path: HotPath) -> Result<String, StoreError> {
+        self.read(move |c| {
+            let (sql, args): (&str, Vec<Box<dyn rusqlite::ToSql>>) = match path {
+                HotPath::Claim => (CLAIM_SQL, vec![Box::new("write"), Box::new(10)]),
+                HotPath::DueTimers => (TIMERS_SQL, vec![Box::new(0i64), Box::new(10)]),
+                HotPath::ReleaseDependents => (DEPENDENTS_SQL, vec![Box::new(Uuid::nil())]),
+                HotPath::ReleasedBlocked => (RELEASED_SQL, vec![Box::new(10)]),
+                HotPath::Counts => (COUNTS_SQL, vec![]),
+            };
+            let mut stmt = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .map_err(db)?;
+            let params: Vec<&dyn rusqlite::ToSql> = args.iter().map(|b| b.as_ref()).collect();
+            let rows = stmt
+                .query_map(params.as_slice(), |r| r.get::<_, String>(3))
+                .map_err(db)?;
+            let lines: Vec<String> = rows.collect::<rusqlite::Result<_>>().map_err(db)?;
+            Ok(lines.join("\n"))
+        })
+        .await
+    }
+
+    fn stats(&self) -> CommitStats {
+        self.stats.snapshot()
+    }
+
+    /// One process owns an SQLite store: nobody to hear from.
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
+
+    async fn notify(&self, _payload: String) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+}
