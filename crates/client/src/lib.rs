@@ -1,6 +1,7 @@
 //! A typed Rust client for Baton's `/v1` HTTP API: operators submit, inspect, cancel and retry;
 //! agents register, claim, and report on their leases. Every refusal comes back as
-//! [`ClientError::Api`] carrying the server's problem document.
+//! [`ClientError::Api`] carrying the server's problem document. [`Runner`] is the agent loop
+//! built on it (claim, start, heartbeat, report, stop) that every Rust agent uses.
 
 use std::time::Duration;
 
@@ -13,6 +14,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use baton_api as wire;
+pub use runner::{
+    Call, Cancel, Observer, Runner, RunnerConfig, RunnerError, RunnerEvent, StopHandle, TaskContext,
+};
+
+pub mod runner;
 
 /// The default server address, as `baton serve` listens by default.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";

@@ -1,16 +1,16 @@
-//! No-op agents over real HTTP: each claims up to a batch of tasks, starts and completes them
-//! all concurrently, and claims again, until the bench has seen every task complete.
+//! No-op agents over real HTTP (`baton_client::Runner`): each claims a full batch of tasks,
+//! starts and completes them all concurrently, and claims again, until the bench has seen
+//! every task complete.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use baton_client::Client;
+use baton_client::{Call, Client, Observer, Runner, RunnerConfig, RunnerEvent, StopHandle};
 use baton_core::Capability;
 use indicatif::ProgressBar;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::task::JoinSet;
-use uuid::Uuid;
 
 /// The capability every bench task requires and every bench agent offers.
 pub const CAPABILITY: &str = "bench";
@@ -57,7 +57,9 @@ pub struct Measured {
 
 pub struct Fleet {
     shared: Arc<Shared>,
-    agents: JoinSet<Measured>,
+    agents: JoinSet<()>,
+    stops: Vec<StopHandle>,
+    probes: Vec<Arc<Probe>>,
 }
 
 pub struct FleetConfig {
@@ -71,7 +73,7 @@ pub struct FleetConfig {
 }
 
 impl Fleet {
-    /// Registers the agents (agent `i` on `clients[i % clients.len()]`) and starts them.
+    /// Starts the agents (agent `i` on `clients[i % clients.len()]`) once registered.
     pub async fn start(
         clients: &[Client],
         config: FleetConfig,
@@ -79,27 +81,52 @@ impl Fleet {
         bar: ProgressBar,
     ) -> anyhow::Result<Fleet> {
         let mut agents = JoinSet::new();
+        let mut stops = Vec::new();
+        let mut probes = Vec::new();
         for i in 0..config.agents {
             let client = clients[i % clients.len()].clone();
-            let view = client
-                .register_agent(
-                    &format!("bench-{i}"),
-                    &[Capability(CAPABILITY.into())],
-                    config.batch as u32,
-                )
-                .await?;
-            let agent = Agent {
-                client,
-                id: view.id,
-                batch: config.batch,
+            let mut c = RunnerConfig::new(
+                format!("bench-{i}"),
+                vec![Capability(CAPABILITY.into())],
+                config.batch as u32,
+            );
+            c.claim_wait = LONG_POLL;
+            c.claim_max = config.batch;
+            c.claim_min_slots = config.batch;
+            c.keepalive = None;
+            c.grace = Duration::ZERO;
+            c.backoff_min = RETRY_PAUSE;
+            c.backoff_max = RETRY_PAUSE;
+            // Registered up front, so that the clock starts with every agent ready.
+            c.id = Some(
+                client
+                    .register_agent(&c.name, &c.capabilities, c.concurrency)
+                    .await?
+                    .id,
+            );
+            let probe = Arc::new(Probe {
+                shared: Arc::clone(&shared),
                 expected: config.expected,
                 probe: config.probe_claims,
-                shared: Arc::clone(&shared),
                 bar: bar.clone(),
-            };
-            agents.spawn(agent.run());
+                measured: Mutex::default(),
+            });
+            let runner = Runner::new(vec![client], c).observed(probe.clone());
+            stops.push(runner.stop_handle());
+            probes.push(probe);
+            let shared = Arc::clone(&shared);
+            agents.spawn(async move {
+                if let Err(e) = runner.run(|_| async { Ok::<Value, _>(json!({})) }).await {
+                    shared.error(format!("agent: {e}"));
+                }
+            });
         }
-        Ok(Fleet { shared, agents })
+        Ok(Fleet {
+            shared,
+            agents,
+            stops,
+            probes,
+        })
     }
 
     /// Waits until every expected task completed or `limit` passed; then stops the agents.
@@ -111,86 +138,80 @@ impl Fleet {
         })
         .await;
         self.shared.stop.store(true, Ordering::Relaxed);
+        for stop in &self.stops {
+            stop.stop_now();
+        }
+        while self.agents.join_next().await.is_some() {}
         let mut all = Measured::default();
-        while let Some(m) = self.agents.join_next().await {
-            if let Ok(m) = m {
-                all.claim_to_complete.extend(m.claim_to_complete);
-                all.claim_rtt.extend(m.claim_rtt);
-                all.claims += m.claims;
-            }
+        for p in &self.probes {
+            let mut m = p.measured.lock().expect("measured lock");
+            all.claim_to_complete.append(&mut m.claim_to_complete);
+            all.claim_rtt.append(&mut m.claim_rtt);
+            all.claims += m.claims;
         }
         (expected_done, all)
     }
 }
 
-struct Agent {
-    client: Client,
-    id: Uuid,
-    batch: usize,
+/// One agent's observer: counts for the bench, latencies for the report.
+struct Probe {
+    shared: Arc<Shared>,
     expected: u64,
     probe: bool,
-    shared: Arc<Shared>,
     bar: ProgressBar,
+    measured: Mutex<Measured>,
 }
 
-impl Agent {
-    async fn run(self) -> Measured {
-        let mut m = Measured::default();
+impl Observer for Probe {
+    fn claim_wait(&self, configured: Duration) -> Duration {
         let s = &self.shared;
-        while !s.stop.load(Ordering::Relaxed) {
-            let waiting = s
-                .submitted
-                .load(Ordering::Relaxed)
-                .saturating_sub(s.claimed.load(Ordering::Relaxed));
-            let wait = if self.probe && waiting > 0 {
-                Duration::ZERO
-            } else {
-                LONG_POLL
-            };
-            let sent = Instant::now();
-            let tasks = match self.client.claim(self.id, self.batch, wait).await {
-                Ok(t) => t,
-                Err(e) => {
-                    s.error(format!("claim: {e}"));
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    continue;
-                }
-            };
-            m.claims += 1;
-            if wait.is_zero() {
-                m.claim_rtt.push(sent.elapsed());
-            }
-            if tasks.is_empty() {
-                continue;
-            }
-            s.claimed.fetch_add(tasks.len() as u64, Ordering::Relaxed);
-            let at = Instant::now();
-            let mut runs = JoinSet::new();
-            for task in tasks {
-                let client = self.client.clone();
-                let agent = self.id;
-                runs.spawn(async move {
-                    client.started(&task, agent).await?;
-                    client.succeeded(&task, agent, json!({})).await?;
-                    Ok::<Duration, baton_client::ClientError>(at.elapsed())
-                });
-            }
-            while let Some(r) = runs.join_next().await {
-                match r {
-                    Ok(Ok(latency)) => {
-                        m.claim_to_complete.push(latency);
-                        self.bar.inc(1);
-                        let done = s.completed.fetch_add(1, Ordering::Relaxed) + 1;
-                        if done == self.expected {
-                            *s.done_at.lock().expect("done lock") = Some(Instant::now());
-                            s.stop.store(true, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(Err(e)) => s.error(format!("report: {e}")),
-                    Err(e) => s.error(format!("report task: {e}")),
-                }
-            }
+        let waiting = s
+            .submitted
+            .load(Ordering::Relaxed)
+            .saturating_sub(s.claimed.load(Ordering::Relaxed));
+        if self.probe && waiting > 0 {
+            Duration::ZERO
+        } else {
+            configured
         }
-        m
+    }
+
+    fn event(&self, event: RunnerEvent<'_>) {
+        let s = &self.shared;
+        match event {
+            RunnerEvent::Claimed {
+                tasks,
+                wait,
+                round_trip,
+            } => {
+                let mut m = self.measured.lock().expect("measured lock");
+                m.claims += 1;
+                if wait.is_zero() {
+                    m.claim_rtt.push(round_trip);
+                }
+                s.claimed.fetch_add(tasks.len() as u64, Ordering::Relaxed);
+            }
+            RunnerEvent::Reported {
+                call: Call::Succeeded,
+                since_claim,
+                ..
+            } => {
+                let mut m = self.measured.lock().expect("measured lock");
+                m.claim_to_complete.push(since_claim);
+                self.bar.inc(1);
+                let done = s.completed.fetch_add(1, Ordering::Relaxed) + 1;
+                if done == self.expected {
+                    *s.done_at.lock().expect("done lock") = Some(Instant::now());
+                    s.stop.store(true, Ordering::Relaxed);
+                }
+            }
+            RunnerEvent::Retrying { call, error, .. } | RunnerEvent::Error { call, error, .. } => {
+                s.error(format!("{}: {error}", call.as_str()))
+            }
+            RunnerEvent::Lost { call, reason, .. } => {
+                s.error(format!("{}: {reason}", call.as_str()))
+            }
+            _ => {}
+        }
     }
 }
