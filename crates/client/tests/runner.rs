@@ -1,7 +1,7 @@
 //! `Runner` against a real engine and HTTP server in this process (SQLite in a temporary
-//! directory): the concurrency bound, a task cancelled under a running handler, a graceful
-//! stop that lets one handler finish and releases the other, and an agent registered again
-//! (through connection errors) when the server it talks to has forgotten it.
+//! directory): the concurrency bound, progress and a task cancelled under a running handler,
+//! a graceful stop that lets one handler finish and releases the other, and an agent
+//! registered again (through connection errors) when the server it talks to has forgotten it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -190,6 +190,8 @@ async fn a_task_cancelled_under_its_handler_is_abandoned_and_not_reported() {
     let agent = tokio::spawn(runner.run(move |ctx: TaskContext| {
         let told = told_tx.clone();
         async move {
+            let answer = ctx.progress(json!({"step": 1})).await.unwrap();
+            assert_eq!(answer.state, StateKind::Executing);
             let why = ctx.cancelled().await;
             told.send(why).await.unwrap();
             Ok(json!({"too": "late"}))
@@ -217,6 +219,11 @@ async fn a_task_cancelled_under_its_handler_is_abandoned_and_not_reported() {
     let view = client.task(ids[0]).await.unwrap();
     assert_eq!(view.state, StateKind::Cancelled);
     assert_eq!(view.result, None);
+    let history = serde_json::to_string(&view.history).unwrap();
+    assert!(
+        history.contains(r#"{"step":1}"#),
+        "the progress sent: {history}"
+    );
     node.shutdown().await;
 }
 
