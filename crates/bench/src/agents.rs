@@ -97,13 +97,6 @@ impl Fleet {
             c.grace = Duration::ZERO;
             c.backoff_min = RETRY_PAUSE;
             c.backoff_max = RETRY_PAUSE;
-            // Registered up front, so that the clock starts with every agent ready.
-            c.id = Some(
-                client
-                    .register_agent(&c.name, &c.capabilities, c.concurrency)
-                    .await?
-                    .id,
-            );
             let probe = Arc::new(Probe {
                 shared: Arc::clone(&shared),
                 expected: config.expected,
@@ -111,7 +104,9 @@ impl Fleet {
                 bar: bar.clone(),
                 measured: Mutex::default(),
             });
-            let runner = Runner::new(vec![client], c).observed(probe.clone());
+            let mut runner = Runner::new(vec![client], c).observed(probe.clone());
+            // Registered up front, so that the clock starts with every agent ready.
+            runner.register().await?;
             stops.push(runner.stop_handle());
             probes.push(probe);
             let shared = Arc::clone(&shared);

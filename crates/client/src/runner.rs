@@ -244,6 +244,8 @@ struct Shared {
     config: RunnerConfig,
     observer: Arc<dyn Observer>,
     phase: Arc<watch::Sender<Phase>>,
+    /// [`Runner::register`] registered the agent (as `config.id`).
+    registered: bool,
 }
 
 /// Why a call gave no answer.
@@ -265,6 +267,8 @@ pub enum RunnerError {
     },
     #[error("claims refused: {0}")]
     Claim(#[source] ClientError),
+    #[error("stopped before the agent was registered")]
+    Stopped,
 }
 
 impl Runner {
@@ -279,6 +283,7 @@ impl Runner {
                 config,
                 observer: Arc::new(Unobserved),
                 phase: Arc::new(phase),
+                registered: false,
             }),
         }
     }
@@ -301,9 +306,30 @@ impl Runner {
         StopHandle(Arc::clone(&self.shared.phase))
     }
 
-    /// Registers, then claims and runs tasks with `handler` until stopped. `Ok` after a
-    /// clean stop (also when stopped before registering); `Err` when the server refuses the
-    /// agent (its registration, or its claims for a reason other than having forgotten it).
+    /// Registers the agent now rather than when [`Runner::run`] starts (so that it is known
+    /// before work is submitted, or a timed run starts with every agent ready); `run` then
+    /// goes on under this registration.
+    pub async fn register(&mut self) -> Result<AgentView, RunnerError> {
+        let s = &self.shared;
+        match s.register(s.config.id).await {
+            Ok(view) => {
+                let shared = Arc::get_mut(&mut self.shared).expect("not yet running");
+                shared.config.id = Some(view.id);
+                shared.registered = true;
+                Ok(view)
+            }
+            Err(CallError::Failed(e)) => Err(RunnerError::Register {
+                name: s.config.name.clone(),
+                source: e,
+            }),
+            Err(CallError::Stopped) => Err(RunnerError::Stopped),
+        }
+    }
+
+    /// Registers (unless [`Runner::register`] did), then claims and runs tasks with `handler`
+    /// until stopped. `Ok` after a clean stop (also when stopped before registering); `Err`
+    /// when the server refuses the agent (its registration, or its claims for a reason other
+    /// than having forgotten it).
     pub async fn run<H, Fut>(self, handler: H) -> Result<(), RunnerError>
     where
         H: Fn(TaskContext) -> Fut + Send + Sync + 'static,
@@ -351,8 +377,12 @@ impl Shared {
         H: Fn(TaskContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, ErrorReport>> + Send + 'static,
     {
-        let agent = match self.register(self.config.id).await {
-            Ok(view) => view.id,
+        let registered = match self.config.id {
+            Some(id) if self.registered => Ok(id),
+            id => self.register(id).await.map(|view| view.id),
+        };
+        let agent = match registered {
+            Ok(id) => id,
             Err(CallError::Stopped) => return Ok(()),
             Err(CallError::Failed(e)) => {
                 return Err(RunnerError::Register {

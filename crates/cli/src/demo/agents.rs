@@ -103,19 +103,14 @@ impl Fleet {
                 vec![Capability((*capability).to_owned())],
                 *concurrency,
             );
-            // Registered here, so that every agent is known before the workflow is submitted.
-            c.id = Some(
-                client
-                    .register_agent(name, &c.capabilities, *concurrency)
-                    .await?
-                    .id,
-            );
             c.claim_wait = CLAIM_WAIT;
             c.keepalive = None;
             c.grace = DRAIN;
             c.backoff_min = CLAIM_RETRY;
             c.backoff_max = CLAIM_RETRY;
-            let runner = Runner::new(vec![client.clone()], c).observed(stats.clone());
+            let mut runner = Runner::new(vec![client.clone()], c).observed(stats.clone());
+            // Registered here, so that every agent is known before the workflow is submitted.
+            runner.register().await?;
             stops.push(runner.stop_handle());
             let agent = Arc::new(DemoAgent { name });
             agents.spawn(async move {
