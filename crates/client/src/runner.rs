@@ -259,13 +259,14 @@ enum CallError {
 /// Why a runner stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error("cannot register agent {name}: {source}")]
+    // The source is not repeated in the message: error chains print it.
+    #[error("cannot register agent {name}")]
     Register {
         name: String,
         #[source]
         source: ClientError,
     },
-    #[error("claims refused: {0}")]
+    #[error("the server refuses this agent's claims")]
     Claim(#[source] ClientError),
     #[error("stopped before the agent was registered")]
     Stopped,
@@ -448,8 +449,8 @@ impl Shared {
 
     /// Claims while running, as many tasks as there are free slots. Returns when draining
     /// starts (a claim in flight is let finish and what it brings is released at once), or
-    /// with a refusal that makes claiming pointless. A server that forgot the agent (404) gets
-    /// it registered again under the same id.
+    /// with a refusal that makes claiming pointless. A server that forgot the agent
+    /// (`agent_not_found`) gets it registered again under the same id.
     async fn claim_loop<H, Fut>(
         self: &Arc<Self>,
         agent: Uuid,
@@ -515,7 +516,7 @@ impl Shared {
                     }
                     continue;
                 }
-                Err(e) if e.status() == Some(404) => {
+                Err(e) if e.code() == Some("agent_not_found") => {
                     // The server forgot the agent (a fresh store): register it again.
                     match self.register(Some(agent)).await {
                         Ok(_) => continue,
