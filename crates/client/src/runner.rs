@@ -12,12 +12,12 @@
 //! duplicate is answered and not applied.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_api::{AgentView, ClaimedTask, ReportAnswer, WorkflowCreated};
-use baton_core::{Capability, ErrorReport, TaskSpec};
+use baton_api::{AgentView, ClaimedTask, ReportAnswer};
+use baton_core::{Capability, ErrorReport};
 use serde_json::Value;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -25,6 +25,10 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::{Client, ClientError};
+
+mod context;
+
+pub use context::TaskContext;
 
 /// Most tasks one claim may ask for (the server's own limit).
 pub const CLAIM_TASKS_MAX: usize = 256;
@@ -817,105 +821,6 @@ impl Shared {
             }
             backoff = (backoff * 2).min(self.config.backoff_max);
         }
-    }
-}
-
-/// What a handler gets beside its task: the node to talk to, and word of cancellation.
-#[derive(Clone)]
-pub struct TaskContext(Arc<TaskShared>);
-
-struct TaskShared {
-    task: ClaimedTask,
-    client: Client,
-    agent: Uuid,
-    cancel: watch::Sender<Option<Cancel>>,
-    /// Heartbeats paused (a hung agent simulated).
-    silent: AtomicBool,
-}
-
-impl TaskContext {
-    fn new(client: Client, agent: Uuid, task: ClaimedTask) -> TaskContext {
-        TaskContext(Arc::new(TaskShared {
-            task,
-            client,
-            agent,
-            cancel: watch::channel(None).0,
-            silent: AtomicBool::new(false),
-        }))
-    }
-
-    /// The task claimed, with its input and lease.
-    pub fn task(&self) -> &ClaimedTask {
-        &self.0.task
-    }
-
-    /// The node the task was claimed on, for reads and other calls about it.
-    pub fn client(&self) -> &Client {
-        &self.0.client
-    }
-
-    pub fn agent(&self) -> Uuid {
-        self.0.agent
-    }
-
-    /// Resolves once the work must stop: the task was taken back, or the runner is stopping.
-    /// The handler's outcome is then not reported.
-    pub async fn cancelled(&self) -> Cancel {
-        let mut rx = self.0.cancel.subscribe();
-        let c = rx.wait_for(Option::is_some).await;
-        c.ok().and_then(|c| c.clone()).unwrap_or(Cancel::Shutdown)
-    }
-
-    /// Why the work must stop, if it must.
-    pub fn cancellation(&self) -> Option<Cancel> {
-        self.0.cancel.borrow().clone()
-    }
-
-    fn cancel(&self, why: Cancel) {
-        self.0.cancel.send_if_modified(|c| {
-            let first = c.is_none();
-            if first {
-                *c = Some(why);
-            }
-            first
-        });
-    }
-
-    /// Decomposition: adds sub-tasks to the task's workflow (its dependents then wait for
-    /// them too).
-    pub async fn add_subtasks(&self, tasks: &[TaskSpec]) -> crate::Result<WorkflowCreated> {
-        self.0
-            .client
-            .subtasks(&self.0.task, self.0.agent, tasks)
-            .await
-    }
-
-    /// Sends a heartbeat with `progress` now. An answer that says the task was taken back
-    /// cancels the work like a failed background heartbeat would.
-    pub async fn progress(&self, progress: Value) -> crate::Result<ReportAnswer> {
-        let answer = self
-            .0
-            .client
-            .heartbeat(&self.0.task, self.0.agent, Some(progress))
-            .await;
-        match &answer {
-            Ok(a) => {
-                if let Some(why) = revoked(&self.0.task, a) {
-                    self.cancel(Cancel::Lost(why));
-                }
-            }
-            Err(e) if taken_back(e) => {
-                self.cancel(Cancel::Lost(e.code().unwrap_or("refused").to_owned()))
-            }
-            Err(_) => {}
-        }
-        answer
-    }
-
-    /// Stops the background heartbeats, as a hung agent would: the lease then runs out at
-    /// its heartbeat deadline. For demos and tests of the watchdog.
-    pub fn pause_heartbeats(&self) {
-        self.0.silent.store(true, Ordering::Relaxed);
     }
 }
 
