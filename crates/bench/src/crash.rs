@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use baton_client::{
-    Call, Client, ClientError, Observer, Runner, RunnerConfig, RunnerEvent, StopHandle,
-};
+use baton_client::{Call, Client, Observer, Runner, RunnerConfig, RunnerEvent, StopHandle};
 use baton_core::{Capability, State};
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -360,11 +358,6 @@ fn xorshift(state: &mut u64) -> u64 {
     x
 }
 
-/// Whether an error means the server was not reached (or died mid-request): retry.
-fn unreachable(e: &ClientError) -> bool {
-    matches!(e, ClientError::Transport { .. }) || e.status().is_some_and(|s| s == 503 || s == 502)
-}
-
 /// Submits the workflows (a → b, c → d), each with an idempotency key, so that a submission
 /// whose answer was lost is not made twice when retried.
 async fn submit_all(client: Client, workflows: usize, told: Arc<Told>) -> anyhow::Result<()> {
@@ -386,7 +379,8 @@ async fn submit_all(client: Client, workflows: usize, told: Arc<Told>) -> anyhow
             }
             match client.submit_workflow_json(&body).await {
                 Ok(_) => break,
-                Err(e) if unreachable(&e) => {
+                // The server was not reached, died mid-request or is restarting: again.
+                Err(e) if baton_client::runner::transient(&e) => {
                     told.transport_errors.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
