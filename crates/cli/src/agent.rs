@@ -1,53 +1,39 @@
-//! `baton agent`: turns any program into an agent. It registers, long-polls for tasks, runs the
-//! program once per task (input on stdin, result on stdout), heartbeats while it runs, stops it
-//! when the task is cancelled or the lease is lost, and reports the outcome.
+//! `baton agent`: turns any program into an agent. A [`Runner`] registers, long-polls for
+//! tasks, heartbeats and reports; this module's handler runs the program once per task (input
+//! on stdin, result on stdout), stops it when the task is cancelled, its lease lost or the
+//! agent stopping, and reads its exit and output as the task's outcome.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use baton_client::wire::{ClaimedTask, DeadlinesView, ReportAnswer};
-use baton_client::{Client, ClientError};
+use baton_client::wire::ClaimedTask;
+use baton_client::{
+    Call, Cancel, Client, Observer, Runner, RunnerConfig, RunnerEvent, TaskContext,
+};
 use baton_core::{Capability, ErrorReport};
 use serde_json::Value;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tracing::{error, info, warn};
-use uuid::Uuid;
 
 use crate::Global;
 
 mod command;
 
-use command::{Outcome, Process, STDERR_TAIL_BYTES, STDOUT_BYTES_MAX};
+use command::{Outcome, Process, KILL_WAIT, PIPE_DRAIN, STDERR_TAIL_BYTES, STDOUT_BYTES_MAX};
 
 /// How long one claim waits for work (long poll). A first Ctrl-C lets the claim in flight end,
 /// so this also bounds how long stopping an idle agent takes.
 const CLAIM_WAIT: Duration = Duration::from_secs(2);
-/// Most tasks one claim asks for (the server's own limit).
-const CLAIM_TASKS_MAX: usize = baton_engine::CLAIM_TASKS_MAX;
 /// How often the agent tells the server it is alive, whatever it is doing.
 const KEEPALIVE: Duration = Duration::from_secs(10);
-/// Bounds of the heartbeat interval derived from a task's heartbeat deadline.
-const HEARTBEAT_MIN: Duration = Duration::from_millis(250);
-const HEARTBEAT_MAX: Duration = Duration::from_secs(10);
-/// Wait before trying a heartbeat again after the server could not be reached.
-const HEARTBEAT_RETRY: Duration = Duration::from_millis(500);
-/// Longest any single request may take (claims: their wait on top).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Tries of one report (started, succeeded, failed, released) while the server is unreachable.
-const REPORT_ATTEMPTS_MAX: u32 = 5;
-/// First wait between tries of a report; doubles each time.
-const REPORT_BACKOFF: Duration = Duration::from_millis(200);
-/// Bounds of the wait before registering or claiming again while the server is unreachable.
+/// Bounds of the wait before calling again while the server is unreachable.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(250);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Longest the agent waits for the server to answer its registration before giving up (the
-/// server may still be starting; a wrong `--url` should not wait for ever).
-const REGISTER_PATIENCE: Duration = Duration::from_secs(60);
+/// Longest the agent tries one registration or report while the server cannot be reached
+/// (it may still be starting; a wrong `--url` should not wait for ever).
+const PATIENCE: Duration = Duration::from_secs(60);
 /// Bytes of unparseable stdout quoted in an `invalid_output` failure.
 const STDOUT_QUOTE_BYTES: usize = 256;
 
@@ -117,35 +103,6 @@ pub struct AgentArgs {
     pub command: Vec<String>,
 }
 
-/// Where the agent is in its life: working, draining after a first signal, or stopping the
-/// commands still running.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Running,
-    Draining,
-    Stopping,
-}
-
-/// What every task runner shares.
-struct Agent {
-    client: Client,
-    id: Uuid,
-    url: String,
-    program: String,
-    args: Vec<String>,
-    heartbeat: Option<Duration>,
-    kill_grace: Duration,
-    phase: watch::Receiver<Phase>,
-}
-
-/// Why a command was stopped before it ended by itself.
-enum Stop {
-    /// The task was cancelled or its lease lost: report nothing.
-    Revoked(String),
-    /// The agent is shutting down: release the task.
-    Shutdown,
-}
-
 pub fn run(global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> {
     init_logs();
     let program = args.command[0].clone();
@@ -171,72 +128,47 @@ async fn work(
     name: String,
     args: AgentArgs,
 ) -> anyhow::Result<ExitCode> {
-    let (phase_tx, phase) = watch::channel(Phase::Running);
-    let phase_tx = Arc::new(phase_tx);
+    let capabilities = args.capabilities.iter().map(|c| Capability(c.clone()));
+    let kill_grace = Duration::from_millis(args.kill_grace_ms);
+    let mut config = RunnerConfig::new(name, capabilities.collect(), args.concurrency);
+    config.claim_wait = CLAIM_WAIT;
+    config.heartbeat = args.heartbeat_ms.map(Duration::from_millis);
+    config.keepalive = Some(KEEPALIVE);
+    config.grace = Duration::from_millis(args.grace_ms);
+    // Time for SIGTERM, SIGKILL and the pipes to drain.
+    config.cancel_grace = kill_grace + KILL_WAIT + PIPE_DRAIN;
+    config.backoff_min = RECONNECT_BACKOFF_MIN;
+    config.backoff_max = RECONNECT_BACKOFF_MAX;
+    config.patience = PATIENCE;
+    let logs = Arc::new(Logs {
+        server: url.clone(),
+        concurrency: args.concurrency,
+    });
+    let runner = Runner::new(vec![client], config).observed(logs);
     let signals = tokio::spawn(on_signals(
-        Arc::clone(&phase_tx),
+        runner.stop_handle(),
         Duration::from_millis(args.grace_ms),
     ));
-    let capabilities: Vec<Capability> = args
-        .capabilities
-        .iter()
-        .map(|c| Capability(c.clone()))
-        .collect();
-    let Some(view) = register(
-        &client,
-        &name,
-        &capabilities,
-        args.concurrency,
-        phase.clone(),
-    )
-    .await?
-    else {
-        info!("stopped before registering");
-        return Ok(ExitCode::SUCCESS);
-    };
-    info!(
-        agent = %view.id,
-        name = %view.name,
-        capabilities = ?args.capabilities,
-        concurrency = args.concurrency,
-        server = %url,
-        "agent registered; waiting for tasks"
-    );
-    let agent = Arc::new(Agent {
-        client: client.clone(),
-        id: view.id,
+    let agent = Arc::new(CommandAgent {
         url,
         program: args.command[0].clone(),
         args: args.command[1..].to_vec(),
-        heartbeat: args.heartbeat_ms.map(Duration::from_millis),
-        kill_grace: Duration::from_millis(args.kill_grace_ms),
-        phase,
+        kill_grace,
     });
-    let keepalive = tokio::spawn(keep_alive(client, view.id));
-    let slots = Arc::new(Semaphore::new(args.concurrency as usize));
-    let mut tasks = JoinSet::new();
-    let claimed = claim_loop(&agent, &slots, &mut tasks).await;
-    if claimed.is_err() {
-        // The server will not take reports from this agent either: stop what runs now.
-        phase_tx.send_replace(Phase::Stopping);
-    }
-    if !tasks.is_empty() {
-        info!(running = tasks.len(), "waiting for running commands");
-    }
-    while tasks.join_next().await.is_some() {}
-    keepalive.abort();
+    let ran = runner
+        .run(move |ctx| {
+            let agent = Arc::clone(&agent);
+            async move { agent.run_task(ctx).await }
+        })
+        .await;
     signals.abort();
-    match claimed {
-        Ok(()) => {
-            info!("agent stopped");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => Err(e),
-    }
+    ran.context("the agent stopped")?;
+    info!("agent stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// First Ctrl-C or SIGTERM: drain; a second one, or the end of the grace period: stop.
-async fn on_signals(phase: Arc<watch::Sender<Phase>>, grace: Duration) {
+async fn on_signals(stop: baton_client::StopHandle, grace: Duration) {
     let mut signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
@@ -249,15 +181,141 @@ async fn on_signals(phase: Arc<watch::Sender<Phase>>, grace: Duration) {
         grace_ms = grace.as_millis() as u64,
         "stopping: no new tasks; running commands may finish (Ctrl-C again to stop them now)"
     );
-    phase.send_replace(Phase::Draining);
+    stop.stop();
     tokio::select! {
         _ = tokio::time::sleep(grace) => info!("grace period over: stopping the commands still running"),
         _ = signals.recv() => info!("stopping the commands still running"),
     }
-    phase.send_replace(Phase::Stopping);
+    stop.stop_now();
     // Further signals are swallowed: the agent is already stopping as fast as it can.
     loop {
         signals.recv().await;
+    }
+}
+
+/// The agent's log: what the runner did, one line each.
+struct Logs {
+    server: String,
+    concurrency: u32,
+}
+
+impl Observer for Logs {
+    fn event(&self, event: RunnerEvent<'_>) {
+        match event {
+            RunnerEvent::Registered(view) => info!(
+                agent = %view.id,
+                name = %view.name,
+                capabilities = ?view.capabilities,
+                concurrency = self.concurrency,
+                server = %self.server,
+                "agent registered; waiting for tasks"
+            ),
+            RunnerEvent::Reported {
+                task, call, answer, ..
+            } => match call {
+                Call::Succeeded => info!(task = %task.task, key = %task.key, "task completed"),
+                Call::Released => info!(task = %task.task, key = %task.key, "task released"),
+                _ => {
+                    info!(task = %task.task, key = %task.key, state = %answer.state, "task failed")
+                }
+            },
+            RunnerEvent::Lost {
+                task, call, reason, ..
+            } => {
+                info!(task = %task.task, key = %task.key, report = call.as_str(), reason, "task taken back")
+            }
+            RunnerEvent::Retrying { task, call, error } => warn!(
+                task = ?task.map(|t| t.task),
+                call = call.as_str(),
+                error = %error,
+                "cannot reach the server; trying again"
+            ),
+            RunnerEvent::Error { task, call, error } => warn!(
+                task = ?task.map(|t| t.task),
+                call = call.as_str(),
+                error = %error,
+                "request refused"
+            ),
+            RunnerEvent::Claimed { .. } | RunnerEvent::Started { .. } => {}
+        }
+    }
+}
+
+/// Runs the command for each task.
+struct CommandAgent {
+    url: String,
+    program: String,
+    args: Vec<String>,
+    kill_grace: Duration,
+}
+
+impl CommandAgent {
+    /// Runs the command for one task; its exit and output are the outcome.
+    async fn run_task(&self, ctx: TaskContext) -> Result<Value, ErrorReport> {
+        let task = ctx.task();
+        let mut input = serde_json::to_vec(&task.input).map_err(|e| {
+            failure(
+                "invalid_input",
+                format!("cannot encode the input: {e}"),
+                false,
+            )
+        })?;
+        input.push(b'\n');
+        let env = self.env(task, ctx.agent());
+        let mut process = Process::spawn(&self.program, &self.args, &env, input).map_err(|e| {
+            failure(
+                "spawn_failed",
+                format!("cannot run {}: {e}", self.program),
+                true,
+            )
+        })?;
+        let pid = process.pid().unwrap_or_default();
+        info!(task = %task.task, key = %task.key, attempt = task.attempt, pid, "command started");
+        let cancel = tokio::select! {
+            status = process.wait() => {
+                let status = status.map_err(|e| {
+                    failure("wait_failed", format!("cannot wait for the command: {e}"), true)
+                })?;
+                let outcome = process.collect(status).await;
+                return verdict(&outcome).inspect_err(|e| {
+                    info!(task = %task.task, key = %task.key, kind = %e.kind, "command failed");
+                });
+            }
+            cancel = ctx.cancelled() => cancel,
+        };
+        match &cancel {
+            Cancel::Lost(why) => {
+                info!(task = %task.task, key = %task.key, reason = %why, pid, "task taken back: stopping its command")
+            }
+            Cancel::Shutdown => {
+                info!(task = %task.task, key = %task.key, pid, "agent stopping: stopping the command")
+            }
+        }
+        match process.terminate(self.kill_grace).await {
+            Ok(status) => {
+                info!(task = %task.task, key = %task.key, pid, %status, "command stopped");
+                let _ = process.collect(status).await;
+            }
+            Err(e) => {
+                error!(task = %task.task, key = %task.key, pid, error = %e, "cannot stop the command")
+            }
+        }
+        // Not reported: the runner releases the task (shutdown) or reports nothing (lost).
+        Err(failure("stopped", format!("{cancel:?}"), true))
+    }
+
+    fn env(&self, task: &ClaimedTask, agent: uuid::Uuid) -> Vec<(&'static str, String)> {
+        vec![
+            ("BATON_TASK_ID", task.task.to_string()),
+            ("BATON_TASK_KEY", task.key.clone()),
+            ("BATON_WORKFLOW_ID", task.workflow.to_string()),
+            ("BATON_ATTEMPT", task.attempt.to_string()),
+            ("BATON_IDEMPOTENCY_KEY", task.idempotency_key.clone()),
+            ("TRACEPARENT", task.traceparent.clone()),
+            ("BATON_URL", self.url.clone()),
+            ("BATON_AGENT_ID", agent.to_string()),
+            ("BATON_LEASE_TOKEN", task.token.to_string()),
+        ]
     }
 }
 
@@ -292,385 +350,6 @@ impl Signals {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Registers, waiting up to [`REGISTER_PATIENCE`] for the server to come up if it cannot be
-/// reached; `None` if a signal came first.
-async fn register(
-    client: &Client,
-    name: &str,
-    capabilities: &[Capability],
-    concurrency: u32,
-    mut phase: watch::Receiver<Phase>,
-) -> anyhow::Result<Option<baton_client::wire::AgentView>> {
-    let mut backoff = RECONNECT_BACKOFF_MIN;
-    let give_up = Instant::now() + REGISTER_PATIENCE;
-    loop {
-        let attempt = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            client.register_agent(name, capabilities, concurrency),
-        );
-        let error = tokio::select! {
-            r = attempt => match r {
-                Ok(Ok(view)) => return Ok(Some(view)),
-                Ok(Err(e)) if transient(&e) => e.to_string(),
-                Ok(Err(e)) => return Err(e).context("registering the agent"),
-                Err(_) => format!("no answer within {REQUEST_TIMEOUT:?}"),
-            },
-            _ = phase.wait_for(|p| *p != Phase::Running) => return Ok(None),
-        };
-        if Instant::now() + backoff > give_up {
-            bail!("cannot register with {}: {error}", client.base_url());
-        }
-        warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot register yet");
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = phase.wait_for(|p| *p != Phase::Running) => return Ok(None),
-        }
-        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-    }
-}
-
-async fn keep_alive(client: Client, agent: Uuid) {
-    let mut tick = tokio::time::interval(KEEPALIVE);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        match tokio::time::timeout(REQUEST_TIMEOUT, client.agent_heartbeat(agent)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %e, "keep-alive failed"),
-            Err(_) => warn!("keep-alive got no answer within {REQUEST_TIMEOUT:?}"),
-        }
-    }
-}
-
-/// Claims while running, as many tasks as there are free slots. Returns when draining starts
-/// (a claim in flight is let finish and what it brings is released at once; only a second
-/// signal abandons it, and the tasks it assigned go back to pending at their start deadline),
-/// or with the error that makes claiming pointless (the server forgot the agent, a token is
-/// refused). While the server cannot be reached it tries again, backing off.
-async fn claim_loop(
-    agent: &Arc<Agent>,
-    slots: &Arc<Semaphore>,
-    tasks: &mut JoinSet<()>,
-) -> anyhow::Result<()> {
-    let mut phase = agent.phase.clone();
-    let mut backoff = RECONNECT_BACKOFF_MIN;
-    loop {
-        while tasks.try_join_next().is_some() {}
-        if *phase.borrow() != Phase::Running {
-            return Ok(());
-        }
-        let first = tokio::select! {
-            p = Arc::clone(slots).acquire_owned() => p.context("the slots closed")?,
-            _ = phase.wait_for(|p| *p != Phase::Running) => return Ok(()),
-        };
-        let mut permits = vec![first];
-        while permits.len() < CLAIM_TASKS_MAX {
-            match Arc::clone(slots).try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
-        let claim = tokio::time::timeout(
-            CLAIM_WAIT + REQUEST_TIMEOUT,
-            agent.client.claim(agent.id, permits.len(), CLAIM_WAIT),
-        );
-        let claimed = tokio::select! {
-            r = claim => r,
-            _ = phase.wait_for(|p| *p == Phase::Stopping) => return Ok(()),
-        };
-        let error = match claimed {
-            Ok(Ok(claimed)) => {
-                backoff = RECONNECT_BACKOFF_MIN;
-                let draining = *agent.phase.borrow() != Phase::Running;
-                for task in claimed {
-                    let permit = permits.pop().expect("no more tasks than permits");
-                    let agent = Arc::clone(agent);
-                    if draining {
-                        tasks.spawn(async move { agent.release(&task, "stopping").await });
-                    } else {
-                        tasks.spawn(async move { agent.run_task(task, permit).await });
-                    }
-                }
-                continue;
-            }
-            Ok(Err(e)) if transient(&e) => e.to_string(),
-            Ok(Err(e)) => return Err(e).context("claiming tasks"),
-            Err(_) => format!("no answer within {:?}", CLAIM_WAIT + REQUEST_TIMEOUT),
-        };
-        drop(permits);
-        warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot claim");
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = phase.wait_for(|p| *p != Phase::Running) => return Ok(()),
-        }
-        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-    }
-}
-
-impl Agent {
-    /// Runs the command for one task and reports how it ended.
-    async fn run_task(self: Arc<Self>, task: ClaimedTask, _slot: OwnedSemaphorePermit) {
-        let started = match self
-            .report(&task, "started", || self.client.started(&task, self.id))
-            .await
-        {
-            Some(answer) if !answer.cancelled => answer,
-            _ => return,
-        };
-        let input = match serde_json::to_vec(&task.input) {
-            Ok(mut bytes) => {
-                bytes.push(b'\n');
-                bytes
-            }
-            Err(e) => {
-                let error = failure(
-                    "invalid_input",
-                    format!("cannot encode the input: {e}"),
-                    false,
-                );
-                self.fail(&task, error).await;
-                return;
-            }
-        };
-        let env = self.env(&task);
-        let mut process = match Process::spawn(&self.program, &self.args, &env, input) {
-            Ok(p) => p,
-            Err(e) => {
-                let error = failure(
-                    "spawn_failed",
-                    format!("cannot run {}: {e}", self.program),
-                    true,
-                );
-                self.fail(&task, error).await;
-                return;
-            }
-        };
-        let pid = process.pid().unwrap_or_default();
-        info!(task = %task.task, key = %task.key, attempt = task.attempt, pid, "command started");
-        let stop = match self
-            .supervise(&task, &started.deadlines, &mut process)
-            .await
-        {
-            Ok(status) => {
-                let outcome = process.collect(status).await;
-                self.finish(&task, outcome).await;
-                return;
-            }
-            Err(stop) => stop,
-        };
-        match &stop {
-            Stop::Revoked(why) => {
-                info!(task = %task.task, key = %task.key, reason = %why, pid, "task taken back: stopping its command")
-            }
-            Stop::Shutdown => {
-                info!(task = %task.task, key = %task.key, pid, "agent stopping: stopping the command")
-            }
-        }
-        match process.terminate(self.kill_grace).await {
-            Ok(status) => {
-                info!(task = %task.task, key = %task.key, pid, %status, "command stopped");
-                let _ = process.collect(status).await;
-            }
-            Err(e) => {
-                error!(task = %task.task, key = %task.key, pid, error = %e, "cannot stop the command")
-            }
-        }
-        if let Stop::Shutdown = stop {
-            self.release(&task, "agent stopping").await;
-        }
-    }
-
-    /// Heartbeats while the command runs. `Ok` when it exited by itself; `Err` when it must be
-    /// stopped.
-    async fn supervise(
-        &self,
-        task: &ClaimedTask,
-        deadlines: &DeadlinesView,
-        process: &mut Process,
-    ) -> Result<std::process::ExitStatus, Stop> {
-        let mut phase = self.phase.clone();
-        let mut lease_until = lease_deadline(deadlines);
-        let mut next = Instant::now() + self.heartbeat_interval(deadlines);
-        loop {
-            tokio::select! {
-                status = process.wait() => {
-                    return status.map_err(|e| Stop::Revoked(format!("cannot wait for the command: {e}")));
-                }
-                _ = tokio::time::sleep_until(next) => {}
-                _ = phase.wait_for(|p| *p == Phase::Stopping) => return Err(Stop::Shutdown),
-            }
-            let beat =
-                tokio::time::timeout(REQUEST_TIMEOUT, self.client.heartbeat(task, self.id, None))
-                    .await;
-            match beat {
-                Ok(Ok(answer)) => {
-                    if let Some(why) = revoked(task, &answer) {
-                        return Err(Stop::Revoked(why));
-                    }
-                    lease_until = lease_deadline(&answer.deadlines).or(lease_until);
-                    next = Instant::now() + self.heartbeat_interval(&answer.deadlines);
-                }
-                Ok(Err(e)) if !transient(&e) => {
-                    return Err(Stop::Revoked(e.code().unwrap_or("refused").to_owned()));
-                }
-                failed => {
-                    let why = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => format!("no answer within {REQUEST_TIMEOUT:?}"),
-                    };
-                    if lease_until.is_some_and(|t| now_ms() > t) {
-                        return Err(Stop::Revoked(format!(
-                            "lease ran out while the server could not be reached ({why})"
-                        )));
-                    }
-                    warn!(task = %task.task, error = %why, "heartbeat failed; trying again");
-                    next = Instant::now() + HEARTBEAT_RETRY;
-                }
-            }
-        }
-    }
-
-    fn heartbeat_interval(&self, deadlines: &DeadlinesView) -> Duration {
-        if let Some(fixed) = self.heartbeat {
-            return fixed;
-        }
-        match deadlines.heartbeat {
-            Some(at) => Duration::from_millis(at.saturating_sub(now_ms()) / 3)
-                .clamp(HEARTBEAT_MIN, HEARTBEAT_MAX),
-            None => HEARTBEAT_MAX,
-        }
-    }
-
-    fn env(&self, task: &ClaimedTask) -> Vec<(&'static str, String)> {
-        vec![
-            ("BATON_TASK_ID", task.task.to_string()),
-            ("BATON_TASK_KEY", task.key.clone()),
-            ("BATON_WORKFLOW_ID", task.workflow.to_string()),
-            ("BATON_ATTEMPT", task.attempt.to_string()),
-            ("BATON_IDEMPOTENCY_KEY", task.idempotency_key.clone()),
-            ("TRACEPARENT", task.traceparent.clone()),
-            ("BATON_URL", self.url.clone()),
-            ("BATON_AGENT_ID", self.id.to_string()),
-            ("BATON_LEASE_TOKEN", task.token.to_string()),
-        ]
-    }
-
-    /// Reports what the command's exit and output mean for the task.
-    async fn finish(&self, task: &ClaimedTask, outcome: Outcome) {
-        let result = match verdict(&outcome) {
-            Ok(result) => result,
-            Err(error) => return self.fail(task, error).await,
-        };
-        let refused = match self
-            .send(|| self.client.succeeded(task, self.id, result.clone()))
-            .await
-        {
-            Ok(_) => {
-                info!(task = %task.task, key = %task.key, "task completed");
-                return;
-            }
-            Err(e) => e,
-        };
-        match refused.status() {
-            Some(413 | 422) => {
-                let error = failure(
-                    "result_refused",
-                    format!("the server refused the result: {refused}"),
-                    false,
-                );
-                self.fail(task, error).await;
-            }
-            _ => warn!(task = %task.task, key = %task.key, error = %refused, "result not reported"),
-        }
-    }
-
-    async fn fail(&self, task: &ClaimedTask, error: ErrorReport) {
-        let kind = error.kind.clone();
-        if self
-            .report(task, "failed", || {
-                self.client.failed(task, self.id, error.clone())
-            })
-            .await
-            .is_some()
-        {
-            info!(task = %task.task, key = %task.key, kind = %kind, "task failed");
-        }
-    }
-
-    async fn release(&self, task: &ClaimedTask, why: &str) {
-        if self
-            .report(task, "released", || self.client.released(task, self.id))
-            .await
-            .is_some()
-        {
-            info!(task = %task.task, key = %task.key, reason = why, "task released");
-        }
-    }
-
-    /// Sends a report, logging a refusal; `None` if it was not accepted.
-    async fn report<F, Fut>(&self, task: &ClaimedTask, what: &str, call: F) -> Option<ReportAnswer>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = baton_client::Result<ReportAnswer>>,
-    {
-        match self.send(call).await {
-            Ok(answer) => Some(answer),
-            Err(e) => {
-                warn!(task = %task.task, key = %task.key, report = what, error = %e, "report not accepted");
-                None
-            }
-        }
-    }
-
-    /// Sends a report, trying again while the server cannot be reached. Reports are
-    /// idempotent: the server answers a repeated one without applying it twice.
-    async fn send<F, Fut>(&self, call: F) -> baton_client::Result<ReportAnswer>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = baton_client::Result<ReportAnswer>>,
-    {
-        let mut wait = REPORT_BACKOFF;
-        let mut tries = 1;
-        loop {
-            let error = match tokio::time::timeout(REQUEST_TIMEOUT, call()).await {
-                Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(e)) if !transient(&e) || tries >= REPORT_ATTEMPTS_MAX => return Err(e),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) if tries >= REPORT_ATTEMPTS_MAX => {
-                    return Err(ClientError::Decode {
-                        url: self.url.clone(),
-                        detail: format!("no answer within {REQUEST_TIMEOUT:?}"),
-                    })
-                }
-                Err(_) => format!("no answer within {REQUEST_TIMEOUT:?}"),
-            };
-            warn!(error = %error, retry_in_ms = wait.as_millis() as u64, "report failed; trying again");
-            tokio::time::sleep(wait).await;
-            wait *= 2;
-            tries += 1;
-        }
-    }
-}
-
-/// Why a heartbeat's answer means the work must stop, if it does.
-fn revoked(task: &ClaimedTask, answer: &ReportAnswer) -> Option<String> {
-    if answer.cancelled {
-        Some("task_cancelled".into())
-    } else if answer.token != task.token {
-        Some(format!(
-            "stale_lease (token {} is now {})",
-            task.token, answer.token
-        ))
-    } else {
-        None
-    }
-}
-
-/// When the lease runs out unless renewed: the heartbeat deadline, else the execution's.
-fn lease_deadline(deadlines: &DeadlinesView) -> Option<u64> {
-    deadlines.heartbeat.or(deadlines.start_to_close)
 }
 
 /// The result a finished command reports, or why it failed.
@@ -759,22 +438,6 @@ fn failure(kind: &str, message: String, retryable: bool) -> ErrorReport {
         message,
         retryable,
     }
-}
-
-/// Errors worth trying again: the server is unreachable, overloaded or restarting.
-fn transient(e: &ClientError) -> bool {
-    match e {
-        ClientError::Transport { .. } => true,
-        ClientError::Api(p) => matches!(p.status, 429 | 500 | 502 | 503 | 504),
-        ClientError::Decode { .. } | ClientError::InvalidUrl(_) => false,
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn default_name(program: &str) -> String {

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod agent;
-mod bench;
 mod check;
 mod demo;
 mod lifecycle;
@@ -63,7 +62,7 @@ enum Command {
     /// Verify a store against the lifecycle, task by task (read-only; works on a live store).
     Check(check::CheckArgs),
     /// Measure Baton: throughput, DAG latency, timeouts, scale, core, store, crash recovery.
-    Bench(bench::BenchArgs),
+    Bench(baton_bench::BenchArgs),
     /// Inspect the task lifecycle: check it, draw it.
     Lifecycle {
         #[command(subcommand)]
@@ -79,7 +78,13 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Agent(args) => agent::run(&cli.global, args),
         Command::Check(args) => check::run(&cli.global, args),
-        Command::Bench(args) => bench::run(&cli.global, args),
+        Command::Bench(args) => baton_bench::run(
+            args,
+            match cli.global.output {
+                Output::Table => baton_bench::Output::Table,
+                Output::Json => baton_bench::Output::Json,
+            },
+        ),
         Command::Ops(cmd) => ops::run(&cli.global, cmd),
     };
     match result {

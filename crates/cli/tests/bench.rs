@@ -1,15 +1,14 @@
-//! `baton bench` at tiny sizes, as CI runs it: every scenario ends, prints one JSON record with
-//! the figures it promises, and the figures are sane (every task completed, nothing lost, no
-//! double completion, no invariant violated).
+//! `baton bench` (crate `baton-bench`) at tiny sizes, as CI runs it: every scenario ends,
+//! prints one JSON record with the figures it promises, and the figures agree with each other
+//! and with what was run (every task completed, rates computed from the counts, percentiles in
+//! order, nothing lost, no double completion, no invariant violated). No figure is compared
+//! with a speed: timings belong in `BENCHMARKS.md`, not in pass/fail.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const BATON: &str = env!("CARGO_BIN_EXE_baton");
-/// Longest one scenario may take at these sizes, in a debug build on a busy machine.
-const SCENARIO_MAX: Duration = Duration::from_secs(120);
 
 /// Runs `baton bench ARGS --output json`; returns the record after checking its shape.
 fn bench(args: &[&str]) -> Value {
@@ -17,7 +16,6 @@ fn bench(args: &[&str]) -> Value {
     for var in ["BATON_STORE", "BATON_DATA_DIR", "BATON_URL", "BATON_TOKEN"] {
         cmd.env_remove(var);
     }
-    let started = Instant::now();
     let out = cmd
         .arg("bench")
         .args(args)
@@ -32,11 +30,6 @@ fn bench(args: &[&str]) -> Value {
         "baton bench {args:?} failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
-    assert!(
-        started.elapsed() < SCENARIO_MAX,
-        "baton bench {args:?} took {:?}",
-        started.elapsed()
-    );
     let record: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}\n{stderr}"));
     assert_eq!(record["scenario"], args[0], "{record:#}");
@@ -44,6 +37,28 @@ fn bench(args: &[&str]) -> Value {
     assert!(record["machine"]["cores"].as_u64() >= Some(1), "{record:#}");
     assert!(record["parameters"].is_object(), "{record:#}");
     record
+}
+
+/// Asserts `a` equals `b` within `rel` (figures are rounded for reading).
+#[track_caller]
+fn close(a: f64, b: f64, rel: f64, what: &str) {
+    assert!(
+        (a - b).abs() <= rel * a.abs().max(b.abs()),
+        "{what}: {a} is not {b} within {rel}"
+    );
+}
+
+/// Asserts the percentiles of `key` are in order: p50 <= p99 <= max.
+#[track_caller]
+fn ordered(record: &Value, key: &str) {
+    let (p50, p99) = (
+        fig(record, &format!("{key}_p50_ms")),
+        fig(record, &format!("{key}_p99_ms")),
+    );
+    assert!(p50 <= p99, "{key}: p50 {p50} > p99 {p99}");
+    if let Some(max) = record["figures"][format!("{key}_max_ms")].as_f64() {
+        assert!(p99 <= max, "{key}: p99 {p99} > max {max}");
+    }
 }
 
 /// A figure, which must be a number.
@@ -65,21 +80,25 @@ fn throughput_completes_every_task() {
         "--batch",
         "16",
     ]);
-    assert_eq!(fig(&r, "completed"), 300.0);
-    assert!(fig(&r, "tasks_per_s") > 0.0);
-    assert_eq!(fig(&r, "errors"), 0.0);
-    for key in [
-        "claim_to_complete_p50_ms",
-        "claim_to_complete_p99_ms",
-        "claim_to_complete_max_ms",
-        "ready_to_assigned_p99_ms",
-        "writes_per_commit",
-    ] {
-        assert!(fig(&r, key) >= 0.0, "{key}");
-    }
-    assert!(fig(&r, "claim_to_complete_p50_ms") <= fig(&r, "claim_to_complete_max_ms"));
-    assert!(fig(&r, "peak_rss_mib") > 1.0);
     assert_eq!(r["parameters"]["tasks"], 300);
+    assert_eq!(fig(&r, "completed"), 300.0);
+    assert_eq!(fig(&r, "errors"), 0.0);
+    // The rate is the completions over the time measured.
+    assert!(fig(&r, "elapsed_s") > 0.0);
+    close(
+        fig(&r, "tasks_per_s"),
+        300.0 / fig(&r, "elapsed_s"),
+        0.01,
+        "tasks_per_s",
+    );
+    // A claim takes at most a batch: 300 tasks in batches of 16 need 19 claims or more.
+    assert!(fig(&r, "claims") >= 19.0, "{r:#}");
+    ordered(&r, "claim_to_complete");
+    ordered(&r, "ready_to_assigned");
+    assert!(fig(&r, "claim_to_complete_max_ms") > 0.0);
+    // Every commit writes something; 300 tasks take at least 3 writes each.
+    assert!(fig(&r, "writes_per_commit") >= 1.0, "{r:#}");
+    assert!(fig(&r, "peak_rss_mib") > 1.0);
 }
 
 #[test]
@@ -88,48 +107,81 @@ fn dag_releases_dependents_and_compares_with_independent_tasks() {
     let tasks = r["parameters"]["tasks"].as_f64().unwrap();
     assert_eq!(fig(&r, "completed"), tasks);
     assert_eq!(fig(&r, "independent_completed"), tasks);
-    assert!(fig(&r, "release_p50_ms") >= 0.0);
-    assert!(fig(&r, "release_p99_ms") >= fig(&r, "release_p50_ms"));
+    assert_eq!(fig(&r, "errors"), 0.0);
+    ordered(&r, "release");
+    assert!(fig(&r, "fan_in_release_p50_ms") <= fig(&r, "fan_in_release_max_ms"));
     assert!(fig(&r, "makespan_s") > 0.0 && fig(&r, "independent_makespan_s") > 0.0);
-    assert!(fig(&r, "makespan_ratio") > 0.0);
+    close(
+        fig(&r, "makespan_ratio"),
+        fig(&r, "makespan_s") / fig(&r, "independent_makespan_s"),
+        0.01,
+        "makespan_ratio",
+    );
 }
 
 #[test]
 fn timeouts_requeue_every_lease() {
     let r = bench(&["timeouts", "--tasks", "300", "--start-timeout-ms", "1500"]);
     assert_eq!(fig(&r, "requeued"), 300.0);
-    assert!(fig(&r, "lag_p99_ms") >= 0.0);
-    assert!(fig(&r, "cpu_s") >= 0.0);
-    assert!(fig(&r, "requeue_after_last_deadline_ms") < 60_000.0);
+    // The watchdog never takes a lease back before its deadline.
+    assert_eq!(fig(&r, "requeued_before_deadline"), 0.0);
+    assert!(fig(&r, "requeue_after_last_deadline_ms") >= 0.0, "{r:#}");
+    ordered(&r, "lag");
+    assert!(fig(&r, "cpu_s") > 0.0, "the watchdog's work costs CPU");
 }
 
 #[test]
 fn scale_compares_a_big_store_with_an_empty_one() {
     let r = bench(&["scale", "--tasks", "1000", "--probes", "20"]);
-    assert_eq!(fig(&r, "big_total"), 1020.0);
+    // Both stores got the same 20 probes, every one completed; the big one holds the 1,000
+    // finished tasks on top.
     assert_eq!(fig(&r, "empty_total"), 20.0);
-    for key in [
-        "empty_start_ms",
-        "big_start_ms",
-        "empty_claim_p50_ms",
-        "big_claim_p99_ms",
-        "big_counts_p50_ms",
-    ] {
-        assert!(fig(&r, key) > 0.0, "{key}");
+    assert_eq!(fig(&r, "empty_completed"), 20.0);
+    assert_eq!(fig(&r, "big_total") - fig(&r, "empty_total"), 1000.0);
+    assert_eq!(
+        fig(&r, "big_completed") - fig(&r, "empty_completed"),
+        1000.0
+    );
+    for store in ["empty", "big"] {
+        ordered(&r, &format!("{store}_claim"));
+        ordered(&r, &format!("{store}_counts"));
+        assert!(fig(&r, &format!("{store}_start_ms")) > 0.0, "{store}");
+        assert!(fig(&r, &format!("{store}_rss_mib")) > 1.0, "{store}");
     }
-    assert!(fig(&r, "big_rss_mib") > 1.0);
+    close(
+        fig(&r, "claim_p50_ratio"),
+        fig(&r, "big_claim_p50_ms") / fig(&r, "empty_claim_p50_ms"),
+        0.02,
+        "claim_p50_ratio",
+    );
 }
 
 #[test]
 fn core_and_store_measure_their_ceilings() {
     let r = bench(&["core", "--millis", "100"]);
-    assert!(fig(&r, "transitions_per_s") > 1_000.0);
+    // Rounds of 1,000 happy paths of 4 transitions each.
+    let transitions = fig(&r, "transitions");
+    assert!(
+        transitions >= 4_000.0 && transitions % 4_000.0 == 0.0,
+        "{r:#}"
+    );
+    close(
+        fig(&r, "transitions_per_s") * fig(&r, "ns_per_transition"),
+        1e9,
+        0.01,
+        "transitions/s x ns per transition",
+    );
 
     let r = bench(&["store", "--writers", "1,8", "--millis", "150"]);
     assert!(fig(&r, "disk_fsync_per_s") > 0.0);
     for w in [1, 8] {
         assert!(fig(&r, &format!("w{w}_transitions_per_s")) > 0.0);
-        assert!(fig(&r, &format!("w{w}_writes_per_commit")) >= 1.0);
+        // One writer waits for each commit: one write per commit; eight share some.
+        let per_commit = fig(&r, &format!("w{w}_writes_per_commit"));
+        assert!(
+            (1.0..=f64::from(w)).contains(&per_commit),
+            "w{w}: {per_commit}"
+        );
         assert!(fig(&r, &format!("w{w}_raw_sqlite_per_s")) > 0.0);
     }
 }

@@ -1,6 +1,7 @@
 //! A typed Rust client for Baton's `/v1` HTTP API: operators submit, inspect, cancel and retry;
 //! agents register, claim, and report on their leases. Every refusal comes back as
-//! [`ClientError::Api`] carrying the server's problem document.
+//! [`ClientError::Api`] carrying the server's problem document. [`Runner`] is the agent loop
+//! built on it (claim, start, heartbeat, report, stop) that every Rust agent uses.
 
 use std::time::Duration;
 
@@ -13,6 +14,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use baton_api as wire;
+pub use runner::{
+    Call, Cancel, Observer, Runner, RunnerConfig, RunnerError, RunnerEvent, StopHandle, TaskContext,
+};
+
+pub mod runner;
 
 /// The default server address, as `baton serve` listens by default.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
@@ -168,8 +174,11 @@ impl Client {
         idempotency_key: Option<&str>,
         tasks: &[TaskSpec],
     ) -> Result<WorkflowCreated> {
-        let body =
-            serde_json::json!({"name": name, "idempotency_key": idempotency_key, "tasks": tasks});
+        let body = SubmitWorkflow {
+            name: name.to_owned(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            tasks: tasks.to_vec(),
+        };
         self.post("/v1/workflows", &body).await
     }
 
@@ -183,7 +192,10 @@ impl Client {
         task: &TaskSpec,
         idempotency_key: Option<&str>,
     ) -> Result<TaskCreated> {
-        let body = serde_json::json!({"task": task, "idempotency_key": idempotency_key});
+        let body = SubmitTask {
+            idempotency_key: idempotency_key.map(str::to_owned),
+            task: task.clone(),
+        };
         self.post("/v1/tasks", &body).await
     }
 
@@ -224,23 +236,22 @@ impl Client {
     }
 
     pub async fn cancel_task(&self, id: Uuid, reason: &str) -> Result<ReportAnswer> {
-        self.post(
-            &format!("/v1/tasks/{id}/cancel"),
-            &serde_json::json!({"reason": reason}),
-        )
-        .await
+        let body = CancelBody {
+            reason: reason.to_owned(),
+        };
+        self.post(&format!("/v1/tasks/{id}/cancel"), &body).await
     }
 
     pub async fn cancel_workflow(&self, id: Uuid, reason: &str) -> Result<CancelledCount> {
-        self.post(
-            &format!("/v1/workflows/{id}/cancel"),
-            &serde_json::json!({"reason": reason}),
-        )
-        .await
+        let body = CancelBody {
+            reason: reason.to_owned(),
+        };
+        self.post(&format!("/v1/workflows/{id}/cancel"), &body)
+            .await
     }
 
     pub async fn retry_task(&self, id: Uuid) -> Result<ReportAnswer> {
-        self.post(&format!("/v1/tasks/{id}/retry"), &serde_json::json!({}))
+        self.post(&format!("/v1/tasks/{id}/retry"), &RetryBody {})
             .await
     }
 
@@ -321,8 +332,11 @@ impl Client {
         capabilities: &[Capability],
         concurrency: u32,
     ) -> Result<AgentView> {
-        let body = serde_json::json!({"name": name, "capabilities": capabilities, "concurrency": concurrency});
-        self.post("/v1/agents", &body).await
+        self.post(
+            "/v1/agents",
+            &registration(None, name, capabilities, concurrency),
+        )
+        .await
     }
 
     /// Registers again under an existing id (a restarted agent keeps its identity).
@@ -333,21 +347,22 @@ impl Client {
         capabilities: &[Capability],
         concurrency: u32,
     ) -> Result<AgentView> {
-        let body = serde_json::json!({"id": id, "name": name, "capabilities": capabilities, "concurrency": concurrency});
+        let body = registration(Some(id), name, capabilities, concurrency);
         self.post("/v1/agents", &body).await
     }
 
     pub async fn agent_heartbeat(&self, agent: Uuid) -> Result<AgentView> {
-        self.post(
-            &format!("/v1/agents/{agent}/heartbeat"),
-            &serde_json::json!({}),
-        )
-        .await
+        // The endpoint reads no body.
+        let path = format!("/v1/agents/{agent}/heartbeat");
+        self.call(Method::POST, &path, None::<&()>, None).await
     }
 
     /// Claims up to `max` tasks, waiting up to `wait` for work (long poll).
     pub async fn claim(&self, agent: Uuid, max: usize, wait: Duration) -> Result<Vec<ClaimedTask>> {
-        let body = serde_json::json!({"max": max, "wait_ms": wait.as_millis() as u64});
+        let body = ClaimBody {
+            max: Some(max),
+            wait_ms: Some(wait.as_millis() as u64),
+        };
         let claimed: Claimed = self
             .call(
                 Method::POST,
@@ -360,7 +375,7 @@ impl Client {
     }
 
     pub async fn started(&self, task: &ClaimedTask, agent: Uuid) -> Result<ReportAnswer> {
-        self.report(task.task, "started", lease(agent, task.token))
+        self.report(task.task, "started", &lease(agent, task.token))
             .await
     }
 
@@ -372,9 +387,13 @@ impl Client {
         agent: Uuid,
         progress: Option<Value>,
     ) -> Result<ReportAnswer> {
-        let mut body = lease(agent, task.token);
-        body["progress"] = progress.unwrap_or(Value::Null);
-        self.report(task.task, "heartbeat", body).await
+        let body = HeartbeatReport {
+            agent,
+            token: task.token,
+            progress,
+            traceparent: None,
+        };
+        self.report(task.task, "heartbeat", &body).await
     }
 
     pub async fn succeeded(
@@ -383,9 +402,13 @@ impl Client {
         agent: Uuid,
         result: Value,
     ) -> Result<ReportAnswer> {
-        let mut body = lease(agent, task.token);
-        body["result"] = result;
-        self.report(task.task, "succeeded", body).await
+        let body = SuccessReport {
+            agent,
+            token: task.token,
+            result,
+            traceparent: None,
+        };
+        self.report(task.task, "succeeded", &body).await
     }
 
     pub async fn failed(
@@ -394,13 +417,17 @@ impl Client {
         agent: Uuid,
         error: ErrorReport,
     ) -> Result<ReportAnswer> {
-        let mut body = lease(agent, task.token);
-        body["error"] = serde_json::to_value(error).unwrap_or(Value::Null);
-        self.report(task.task, "failed", body).await
+        let body = FailureReport {
+            agent,
+            token: task.token,
+            error,
+            traceparent: None,
+        };
+        self.report(task.task, "failed", &body).await
     }
 
     pub async fn released(&self, task: &ClaimedTask, agent: Uuid) -> Result<ReportAnswer> {
-        self.report(task.task, "released", lease(agent, task.token))
+        self.report(task.task, "released", &lease(agent, task.token))
             .await
     }
 
@@ -411,19 +438,40 @@ impl Client {
         agent: Uuid,
         tasks: &[TaskSpec],
     ) -> Result<WorkflowCreated> {
-        let mut body = lease(agent, task.token);
-        body["tasks"] = serde_json::to_value(tasks).unwrap_or(Value::Null);
+        let body = SubtasksReport {
+            agent,
+            token: task.token,
+            tasks: tasks.to_vec(),
+        };
         self.post(&format!("/v1/tasks/{}/subtasks", task.task), &body)
             .await
     }
 
-    async fn report(&self, task: Uuid, what: &str, body: Value) -> Result<ReportAnswer> {
-        self.post(&format!("/v1/tasks/{task}/{what}"), &body).await
+    async fn report(&self, task: Uuid, what: &str, body: &impl Serialize) -> Result<ReportAnswer> {
+        self.post(&format!("/v1/tasks/{task}/{what}"), body).await
     }
 }
 
-fn lease(agent: Uuid, token: u64) -> Value {
-    serde_json::json!({"agent": agent, "token": token})
+fn lease(agent: Uuid, token: u64) -> LeaseReport {
+    LeaseReport {
+        agent,
+        token,
+        traceparent: None,
+    }
+}
+
+fn registration(
+    id: Option<Uuid>,
+    name: &str,
+    capabilities: &[Capability],
+    concurrency: u32,
+) -> RegisterAgent {
+    RegisterAgent {
+        id,
+        name: name.to_owned(),
+        capabilities: capabilities.iter().cloned().collect(),
+        concurrency,
+    }
 }
 
 fn problem(status: StatusCode, body: &[u8], url: &str) -> ClientError {

@@ -20,9 +20,9 @@ pub const STDERR_TAIL_BYTES: usize = 4 * 1024;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// How long, after the command exited, its pipes may stay open (held by a process it left
 /// behind) before what was read so far is taken as its output.
-const PIPE_DRAIN: Duration = Duration::from_secs(2);
+pub const PIPE_DRAIN: Duration = Duration::from_secs(2);
 /// How long to wait for the command to be reaped after SIGKILL.
-const KILL_WAIT: Duration = Duration::from_secs(5);
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// What a finished command left behind.
 pub struct Outcome {

@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_client::wire::ClaimedTask;
-use baton_client::{Client, ClientError};
+use baton_client::{
+    Call, Client, ClientError, Observer, Runner, RunnerConfig, RunnerEvent, StopHandle, TaskContext,
+};
 use baton_core::{Capability, ErrorReport, StateKind};
 use serde_json::{json, Value};
-use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use uuid::Uuid;
 
 use super::scenario::{self, Fault, FORBIDDEN_KIND, STALL_MAX_MS, TRANSIENT_KIND};
 
@@ -61,48 +60,87 @@ impl AgentStats {
     }
 }
 
+impl Observer for AgentStats {
+    fn event(&self, event: RunnerEvent<'_>) {
+        match event {
+            // `stale_lease` if another attempt holds the task by now; `not_accepted` if it
+            // waits for its retry, with no lease at all: the stalled researcher's late result.
+            RunnerEvent::Lost {
+                call: Call::Succeeded,
+                error: Some(e),
+                ..
+            } if e.status() == Some(409) => {
+                self.late_reports_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            RunnerEvent::Lost {
+                task,
+                call,
+                error: Some(e),
+                ..
+            } => self.error(format!("{}: {} refused: {e}", task.key, call.as_str())),
+            RunnerEvent::Retrying { call, error, .. } | RunnerEvent::Error { call, error, .. } => {
+                self.error(format!("{} failed: {error}", call.as_str()))
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The running agents.
 pub struct Fleet {
-    stop: watch::Sender<bool>,
+    stops: Vec<StopHandle>,
     agents: JoinSet<()>,
 }
 
 impl Fleet {
     /// Registers every agent of [`FLEET`] and starts them.
     pub async fn start(client: &Client, stats: Arc<AgentStats>) -> anyhow::Result<Fleet> {
-        let (stop, stopped) = watch::channel(false);
         let mut agents = JoinSet::new();
+        let mut stops = Vec::new();
         for (name, capability, concurrency) in FLEET {
-            let capabilities = [Capability((*capability).to_owned())];
-            let view = client
-                .register_agent(name, &capabilities, *concurrency)
-                .await?;
-            let agent = Arc::new(DemoAgent {
-                client: client.clone(),
-                id: view.id,
-                name,
-                stats: Arc::clone(&stats),
+            let mut c = RunnerConfig::new(
+                *name,
+                vec![Capability((*capability).to_owned())],
+                *concurrency,
+            );
+            c.claim_wait = CLAIM_WAIT;
+            c.keepalive = None;
+            c.grace = DRAIN;
+            c.backoff_min = CLAIM_RETRY;
+            c.backoff_max = CLAIM_RETRY;
+            let mut runner = Runner::new(vec![client.clone()], c).observed(stats.clone());
+            // Registered here, so that every agent is known before the workflow is submitted.
+            runner.register().await?;
+            stops.push(runner.stop_handle());
+            let agent = Arc::new(DemoAgent { name });
+            agents.spawn(async move {
+                let run = runner.run(move |ctx| {
+                    let agent = Arc::clone(&agent);
+                    async move { agent.handle(ctx).await }
+                });
+                let _ = run.await;
             });
-            agents.spawn(agent.run(*concurrency as usize, stopped.clone()));
         }
-        Ok(Fleet { stop, agents })
+        Ok(Fleet { stops, agents })
     }
 
     /// Stops claiming and waits (bounded) for the handlers still running.
     pub async fn stop(mut self) {
-        self.stop.send_replace(true);
+        for stop in &self.stops {
+            stop.stop();
+        }
         let drained = async { while self.agents.join_next().await.is_some() {} };
-        if tokio::time::timeout(DRAIN, drained).await.is_err() {
+        if tokio::time::timeout(DRAIN + CLAIM_WAIT, drained)
+            .await
+            .is_err()
+        {
             self.agents.abort_all();
         }
     }
 }
 
 struct DemoAgent {
-    client: Client,
-    id: Uuid,
     name: &'static str,
-    stats: Arc<AgentStats>,
 }
 
 /// What a handler decided.
@@ -114,57 +152,8 @@ enum Work {
 }
 
 impl DemoAgent {
-    async fn run(self: Arc<Self>, concurrency: usize, mut stop: watch::Receiver<bool>) {
-        let slots = Arc::new(Semaphore::new(concurrency));
-        let mut running = JoinSet::new();
-        loop {
-            while running.try_join_next().is_some() {}
-            if *stop.borrow() {
-                break;
-            }
-            let first = tokio::select! {
-                p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = stop.wait_for(|s| *s) => break,
-            };
-            let mut permits = vec![first];
-            while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
-                permits.push(p);
-            }
-            match self.client.claim(self.id, permits.len(), CLAIM_WAIT).await {
-                Ok(tasks) => {
-                    let stopping = *stop.borrow();
-                    for task in tasks {
-                        let permit = permits.pop().expect("no more tasks than permits");
-                        let agent = Arc::clone(&self);
-                        running.spawn(async move {
-                            if stopping {
-                                agent.report(
-                                    "released",
-                                    agent.client.released(&task, agent.id).await,
-                                );
-                            } else {
-                                agent.handle(task).await;
-                            }
-                            drop(permit);
-                        });
-                    }
-                }
-                Err(e) => {
-                    self.stats
-                        .error(format!("{} could not claim: {e}", self.name));
-                    tokio::time::sleep(CLAIM_RETRY).await;
-                }
-            }
-        }
-        while running.join_next().await.is_some() {}
-    }
-
-    async fn handle(&self, task: ClaimedTask) {
-        match self.client.started(&task, self.id).await {
-            Ok(answer) if !answer.cancelled => {}
-            other => return self.report("started", other),
-        }
-        let work = match self.work(&task).await {
+    async fn handle(&self, ctx: TaskContext) -> Result<Value, ErrorReport> {
+        let work = match self.work(&ctx).await {
             Ok(work) => work,
             Err(e) => Work::Failed(ErrorReport {
                 kind: "agent_error".into(),
@@ -173,64 +162,30 @@ impl DemoAgent {
             }),
         };
         match work {
-            Work::Done(result) => {
-                let answer = self.client.succeeded(&task, self.id, result).await;
-                self.report("succeeded", answer);
-            }
-            Work::Failed(error) => {
-                let answer = self.client.failed(&task, self.id, error).await;
-                self.report("failed", answer);
-            }
+            Work::Done(result) => Ok(result),
+            Work::Failed(error) => Err(error),
             Work::Stall(result) => {
-                self.stall(&task).await;
-                match self.client.succeeded(&task, self.id, result).await {
-                    // `stale_lease` if another attempt holds the task by now; `not_accepted`
-                    // if it waits for its retry, with no lease at all.
-                    Err(e) if e.status() == Some(409) => {
-                        self.stats
-                            .late_reports_refused
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => self.report("late succeeded", other),
-                }
+                ctx.pause_heartbeats();
+                stall(&ctx).await;
+                Ok(result)
             }
         }
     }
 
-    /// Sends nothing about the task (no heartbeat, no report) until the watchdog has taken it
-    /// back, as a hung agent would; only reads, which do not renew a lease, to know when.
-    async fn stall(&self, task: &ClaimedTask) {
-        let give_up = tokio::time::Instant::now() + Duration::from_millis(STALL_MAX_MS);
-        while tokio::time::Instant::now() < give_up {
-            tokio::time::sleep(STALL_POLL).await;
-            match self.client.task(task.task).await {
-                Ok(view)
-                    if view.state == StateKind::Executing && view.fencing_token == task.token => {}
-                _ => return,
-            }
-        }
-    }
-
-    fn report<T>(&self, what: &str, answer: Result<T, ClientError>) {
-        if let Err(e) = answer {
-            self.stats
-                .error(format!("{}: {what} refused: {e}", self.name));
-        }
-    }
-
-    async fn work(&self, task: &ClaimedTask) -> Result<Work, ClientError> {
+    async fn work(&self, ctx: &TaskContext) -> Result<Work, ClientError> {
+        let task = ctx.task();
         let input = &task.input;
         if input.get("compensates").is_some() {
-            return Ok(Work::Done(self.undo(task).await));
+            return Ok(Work::Done(self.undo(ctx).await));
         }
         let kind = input["kind"].as_str().unwrap_or_default();
         Ok(match kind {
-            "plan" => Work::Done(self.plan(task).await?),
-            "plan_section" => Work::Done(self.plan_section(task).await?),
-            "research" => self.research(task).await,
-            "write" => Work::Done(self.write(task).await?),
-            "review" => Work::Done(self.review(task).await?),
-            "publish" => Work::Done(self.publish(task).await?),
+            "plan" => Work::Done(self.plan(ctx).await?),
+            "plan_section" => Work::Done(self.plan_section(ctx).await?),
+            "research" => self.research(ctx).await,
+            "write" => Work::Done(self.write(ctx).await?),
+            "review" => Work::Done(self.review(ctx).await?),
+            "publish" => Work::Done(self.publish(ctx).await?),
             other => Work::Failed(ErrorReport {
                 kind: "unknown_kind".into(),
                 message: format!("{} does not know tasks of kind {other:?}", self.name),
@@ -239,27 +194,30 @@ impl DemoAgent {
         })
     }
 
-    async fn plan(&self, task: &ClaimedTask) -> Result<Value, ClientError> {
+    async fn plan(&self, ctx: &TaskContext) -> Result<Value, ClientError> {
+        let task = ctx.task();
         think(&task.key).await;
         let plans = scenario::section_plans(&task.input);
-        self.client.subtasks(task, self.id, &plans).await?;
+        ctx.add_subtasks(&plans).await?;
         Ok(json!({
             "goal": task.input["goal"],
             "sections": plans.iter().map(|p| p.key.0.clone()).collect::<Vec<_>>(),
         }))
     }
 
-    async fn plan_section(&self, task: &ClaimedTask) -> Result<Value, ClientError> {
+    async fn plan_section(&self, ctx: &TaskContext) -> Result<Value, ClientError> {
+        let task = ctx.task();
         think(&task.key).await;
         let specs = scenario::section_tasks(&task.input);
-        self.client.subtasks(task, self.id, &specs).await?;
+        ctx.add_subtasks(&specs).await?;
         Ok(json!({
             "topic": task.input["topic"],
             "steps": specs.iter().map(|s| s.key.0.clone()).collect::<Vec<_>>(),
         }))
     }
 
-    async fn research(&self, task: &ClaimedTask) -> Work {
+    async fn research(&self, ctx: &TaskContext) -> Work {
+        let task = ctx.task();
         think(&task.key).await;
         let topic = task.input["topic"].as_str().unwrap_or_default();
         let question = task.input["question"].as_str().unwrap_or_default();
@@ -288,8 +246,9 @@ impl DemoAgent {
         }
     }
 
-    async fn write(&self, task: &ClaimedTask) -> Result<Value, ClientError> {
-        let research = self.inputs(task).await?;
+    async fn write(&self, ctx: &TaskContext) -> Result<Value, ClientError> {
+        let task = ctx.task();
+        let research = self.inputs(ctx).await?;
         think(&task.key).await;
         let notes: Vec<Value> = research
             .iter()
@@ -304,8 +263,9 @@ impl DemoAgent {
         }))
     }
 
-    async fn review(&self, task: &ClaimedTask) -> Result<Value, ClientError> {
-        let drafts = self.inputs(task).await?;
+    async fn review(&self, ctx: &TaskContext) -> Result<Value, ClientError> {
+        let task = ctx.task();
+        let drafts = self.inputs(ctx).await?;
         think(&task.key).await;
         let sources = drafts
             .first()
@@ -318,8 +278,9 @@ impl DemoAgent {
         }))
     }
 
-    async fn publish(&self, task: &ClaimedTask) -> Result<Value, ClientError> {
-        let reviews = self.inputs(task).await?;
+    async fn publish(&self, ctx: &TaskContext) -> Result<Value, ClientError> {
+        let task = ctx.task();
+        let reviews = self.inputs(ctx).await?;
         think(&task.key).await;
         let approved = reviews
             .iter()
@@ -331,7 +292,8 @@ impl DemoAgent {
         }))
     }
 
-    async fn undo(&self, task: &ClaimedTask) -> Value {
+    async fn undo(&self, ctx: &TaskContext) -> Value {
+        let task = ctx.task();
         think(&task.key).await;
         json!({
             "compensated": task.input["compensates"],
@@ -342,14 +304,29 @@ impl DemoAgent {
 
     /// The results of the task's dependencies, read over the API: how a writer gets its
     /// research.
-    async fn inputs(&self, task: &ClaimedTask) -> Result<Vec<Value>, ClientError> {
-        let view = self.client.task(task.task).await?;
+    async fn inputs(&self, ctx: &TaskContext) -> Result<Vec<Value>, ClientError> {
+        let task = ctx.task();
+        let view = ctx.client().task(task.task).await?;
         let mut results = Vec::with_capacity(view.dependencies.len());
         for dep in &view.dependencies {
-            let dep = self.client.task(dep.id).await?;
+            let dep = ctx.client().task(dep.id).await?;
             results.push(dep.result.unwrap_or(Value::Null));
         }
         Ok(results)
+    }
+}
+
+/// Sends nothing about the task (no heartbeat, no report) until the watchdog has taken it
+/// back, as a hung agent would; only reads, which do not renew a lease, to know when.
+async fn stall(ctx: &TaskContext) {
+    let task = ctx.task();
+    let give_up = tokio::time::Instant::now() + Duration::from_millis(STALL_MAX_MS);
+    while tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(STALL_POLL).await;
+        match ctx.client().task(task.task).await {
+            Ok(view) if view.state == StateKind::Executing && view.fencing_token == task.token => {}
+            _ => return,
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Agents that work a workflow through one or several `baton serve` nodes, retrying through
-//! killed nodes and unavailable stores, with a ledger of every report the server acknowledged;
+//! Agents (`baton_client::Runner`) that work a workflow through one or several `baton serve`
+//! nodes, retrying through killed nodes and unavailable stores, with a ledger of every report
+//! the server acknowledged;
 //! and the checks made against the store afterwards: every task terminal, every acknowledged
 //! report in its task's history, no task completed twice. Shared by the cluster and torture
 //! tests (included with `#[path]`, so the other test binaries do not build it).
@@ -7,13 +8,14 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_client::wire::ClaimedTask;
-use baton_client::{Client, ClientError};
+use baton_client::{
+    Call, Client, ClientError, Observer, Runner, RunnerConfig, RunnerEvent, StopHandle, TaskContext,
+};
 use baton_core::{
     Capability, ErrorReport, Event, EventKind, RetryPolicy, StateKind, TaskKey, TaskSpec, Timeouts,
     WorkflowId,
@@ -206,16 +208,6 @@ impl Ledger {
     }
 }
 
-/// Why a call did not get a 2xx answer.
-enum Failed {
-    /// The server refused (4xx other than what retrying fixes).
-    Refused(ClientError),
-    /// The agents were told to stop.
-    Stopped,
-    /// No node answered within [`CALL_PATIENCE`].
-    GaveUp(String),
-}
-
 /// Whether trying again (elsewhere, a little later) may help.
 pub fn retryable(e: &ClientError) -> bool {
     match e {
@@ -225,193 +217,126 @@ pub fn retryable(e: &ClientError) -> bool {
     }
 }
 
-/// One agent: claims, starts and completes tasks; fails the first attempt of every
-/// [`FAIL_EVERY`]th; retries every call through connection errors and 503s, moving on to the
-/// next node; with `hop`, it also moves to the next node before every call.
-struct Agent {
-    id: Uuid,
-    name: String,
-    nodes: Arc<Vec<Client>>,
-    cursor: usize,
-    hop: bool,
+/// One agent's view of the ledger: records what the server acknowledged to this agent.
+struct Witness {
+    agent: Uuid,
     ledger: Arc<Ledger>,
-    stop: Arc<AtomicBool>,
 }
 
-impl Agent {
-    async fn call<T, F, Fut>(&mut self, what: &str, f: F) -> Result<T, Failed>
-    where
-        F: Fn(Client) -> Fut,
-        Fut: Future<Output = baton_client::Result<T>>,
-    {
-        let started = Instant::now();
-        let mut failures = 0u32;
-        loop {
-            if self.hop {
-                self.cursor += 1;
-            }
-            let client = self.nodes[self.cursor % self.nodes.len()].clone();
-            match f(client).await {
-                Ok(v) => return Ok(v),
-                Err(e) if retryable(&e) => {
-                    match &e {
-                        ClientError::Transport { .. } => &self.ledger.transport_errors,
-                        _ => &self.ledger.unavailable,
-                    }
-                    .fetch_add(1, Ordering::Relaxed);
-                    if self.stop.load(Ordering::Relaxed) {
-                        return Err(Failed::Stopped);
-                    }
-                    if started.elapsed() > CALL_PATIENCE {
-                        return Err(Failed::GaveUp(format!(
-                            "{what}: no node answered within {CALL_PATIENCE:?}: {e}"
-                        )));
-                    }
-                    if !self.hop {
-                        self.cursor += 1;
-                    }
-                    failures += 1;
-                    let pause = 10u64.saturating_mul(1 << failures.min(5)).min(200);
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                }
-                Err(e) => return Err(Failed::Refused(e)),
-            }
-        }
+impl Witness {
+    fn ack(&self, task: &ClaimedTask, kind: EventKind, version: Option<u64>) {
+        self.ledger.ack(Ack {
+            task: task.task,
+            kind,
+            agent: self.agent,
+            token: task.token,
+            lease: (kind == EventKind::AgentAssigned).then_some(task.lease),
+            version,
+        });
     }
+}
 
-    async fn run(mut self) {
-        let (id, name) = (self.id, self.name.clone());
-        let caps = [Capability(CAPABILITY.into())];
-        let registered = self
-            .call("register", |c| {
-                let (name, caps) = (&name, &caps);
-                async move { c.reregister_agent(id, name, caps, CLAIM_MAX as u32).await }
-            })
-            .await;
-        match registered {
-            Ok(_) => {}
-            Err(Failed::Stopped) => return,
-            Err(Failed::Refused(e)) => return self.ledger.unexpected(format!("register: {e}")),
-            Err(Failed::GaveUp(e)) => return self.ledger.unexpected(e),
-        }
-        while !self.stop.load(Ordering::Relaxed) {
-            let claimed = self
-                .call("claim", |c| async move {
-                    c.claim(id, CLAIM_MAX, CLAIM_WAIT).await
-                })
-                .await;
-            let tasks = match claimed {
-                Ok(tasks) => tasks,
-                Err(Failed::Stopped) => return,
-                Err(Failed::Refused(e)) => {
-                    self.ledger.unexpected(format!("claim: {e}"));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-                Err(Failed::GaveUp(e)) => {
-                    self.ledger.unexpected(e);
-                    continue;
-                }
-            };
-            for task in &tasks {
-                self.ledger.ack(Ack {
-                    task: task.task,
-                    kind: EventKind::AgentAssigned,
-                    agent: id,
-                    token: task.token,
-                    lease: Some(task.lease),
-                    version: None,
-                });
-            }
-            for task in &tasks {
-                if !self.work(task).await {
-                    return;
+impl Observer for Witness {
+    fn event(&self, event: RunnerEvent<'_>) {
+        match event {
+            RunnerEvent::Claimed { tasks, .. } => {
+                for task in tasks {
+                    self.ack(task, EventKind::AgentAssigned, None);
                 }
             }
-        }
-    }
-
-    /// Starts and ends one task; `false` once told to stop.
-    async fn work(&mut self, task: &ClaimedTask) -> bool {
-        let id = self.id;
-        let started = self
-            .call("started", |c| async move { c.started(task, id).await })
-            .await;
-        if !self.answered(task, EventKind::ExecutionStarted, "started", started) {
-            return !self.stop.load(Ordering::Relaxed);
-        }
-        let i = task.input["i"].as_u64().unwrap_or(0);
-        let (kind, what, ended) = if i % FAIL_EVERY == 3 && task.attempt == 1 {
-            let error = ErrorReport {
-                kind: "flaky".into(),
-                message: "the first attempt fails".into(),
-                retryable: true,
-            };
-            let ended = self
-                .call("failed", |c| {
-                    let error = error.clone();
-                    async move { c.failed(task, id, error).await }
-                })
-                .await;
-            (EventKind::ExecutionFailed, "failed", ended)
-        } else {
-            let result = json!({ "i": i, "agent": id });
-            let ended = self
-                .call("succeeded", |c| {
-                    let result = result.clone();
-                    async move { c.succeeded(task, id, result).await }
-                })
-                .await;
-            (EventKind::ExecutionSucceeded, "succeeded", ended)
-        };
-        self.answered(task, kind, what, ended);
-        !self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Records an acknowledged report; `false` if it was not acknowledged.
-    fn answered(
-        &self,
-        task: &ClaimedTask,
-        kind: EventKind,
-        what: &str,
-        answer: Result<baton_client::wire::ReportAnswer, Failed>,
-    ) -> bool {
-        match answer {
-            Ok(answer) => {
-                self.ledger.ack(Ack {
-                    task: task.task,
-                    kind,
-                    agent: self.id,
-                    token: task.token,
-                    lease: None,
-                    version: Some(answer.version),
-                });
-                true
+            RunnerEvent::Started { task, answer } => {
+                self.ack(task, EventKind::ExecutionStarted, Some(answer.version))
+            }
+            RunnerEvent::Reported {
+                task, call, answer, ..
+            } => {
+                let kind = match call {
+                    Call::Succeeded => EventKind::ExecutionSucceeded,
+                    Call::Failed => EventKind::ExecutionFailed,
+                    _ => EventKind::AssignmentReleased,
+                };
+                self.ack(task, kind, Some(answer.version));
             }
             // The lease moved on (a start timeout took the task back while the node was
-            // down, say): drop the task.
-            Err(Failed::Refused(e)) if e.status() == Some(409) => {
+            // down, say): the runner drops the task.
+            RunnerEvent::Lost { error: Some(e), .. } if e.status() == Some(409) => {
                 self.ledger.conflicts.fetch_add(1, Ordering::Relaxed);
-                false
             }
-            Err(Failed::Refused(e)) => {
-                self.ledger
-                    .unexpected(format!("{what} of {}: {e}", task.task));
-                false
-            }
-            Err(Failed::GaveUp(e)) => {
-                self.ledger.unexpected(e);
-                false
-            }
-            Err(Failed::Stopped) => false,
+            RunnerEvent::Lost {
+                task,
+                call,
+                reason,
+                error,
+            } => self.ledger.unexpected(format!(
+                "{} of {}: {reason} ({error:?})",
+                call.as_str(),
+                task.task
+            )),
+            RunnerEvent::Retrying { error, call, .. } => match error {
+                ClientError::Transport { .. } => {
+                    self.ledger.transport_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                e if e.status() == Some(503) => {
+                    self.ledger.unavailable.fetch_add(1, Ordering::Relaxed);
+                }
+                e => self.ledger.unexpected(format!("{}: {e}", call.as_str())),
+            },
+            RunnerEvent::Error { task, call, error } => self.ledger.unexpected(format!(
+                "{} of {:?}: {error}",
+                call.as_str(),
+                task.map(|t| t.task)
+            )),
+            RunnerEvent::Registered(_) => {}
         }
     }
+}
+
+/// One agent (a [`Runner`]): claims, starts and completes tasks; fails the first attempt of
+/// every [`FAIL_EVERY`]th; retries every call through connection errors and 503s, moving on
+/// to the next node; with `hop`, it also moves to the next node before every call.
+fn agent(k: usize, nodes: &[Client], hop: bool, ledger: &Arc<Ledger>) -> Runner {
+    let id = Uuid::new_v4();
+    let mut c = RunnerConfig::new(
+        format!("agent-{k}"),
+        vec![Capability(CAPABILITY.into())],
+        CLAIM_MAX as u32,
+    );
+    c.id = Some(id);
+    c.claim_wait = CLAIM_WAIT;
+    c.claim_max = CLAIM_MAX;
+    c.keepalive = None;
+    c.grace = Duration::ZERO;
+    c.backoff_min = Duration::from_millis(20);
+    c.backoff_max = Duration::from_millis(200);
+    c.patience = CALL_PATIENCE;
+    c.rotate_nodes = hop;
+    let witness = Arc::new(Witness {
+        agent: id,
+        ledger: Arc::clone(ledger),
+    });
+    Runner::new(nodes.to_vec(), c)
+        .starting_at(k)
+        .observed(witness)
+}
+
+/// Fails the first attempt of every [`FAIL_EVERY`]th task; completes the others.
+async fn work(ctx: TaskContext) -> Result<serde_json::Value, ErrorReport> {
+    let task = ctx.task();
+    let i = task.input["i"].as_u64().unwrap_or(0);
+    if i % FAIL_EVERY == 3 && task.attempt == 1 {
+        return Err(ErrorReport {
+            kind: "flaky".into(),
+            message: "the first attempt fails".into(),
+            retryable: true,
+        });
+    }
+    Ok(json!({ "i": i, "agent": ctx.agent() }))
 }
 
 /// Agents at work on a runtime of their own.
 pub struct Fleet {
     pub ledger: Arc<Ledger>,
-    stop: Arc<AtomicBool>,
+    stops: Vec<StopHandle>,
     handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -419,37 +344,36 @@ impl Fleet {
     /// Starts `agents` agents on `rt`; agent `k` starts on node `k % urls.len()`; with `hop`
     /// each moves to the next node before every call.
     pub fn start(rt: &tokio::runtime::Runtime, urls: &[String], agents: usize, hop: bool) -> Fleet {
-        let nodes: Arc<Vec<Client>> = Arc::new(
-            urls.iter()
-                .map(|u| Client::new(u).expect("a valid URL"))
-                .collect(),
-        );
+        let nodes: Vec<Client> = urls
+            .iter()
+            .map(|u| Client::new(u).expect("a valid URL"))
+            .collect();
         let ledger = Arc::new(Ledger::default());
-        let stop = Arc::new(AtomicBool::new(false));
+        let mut stops = Vec::new();
         let handles = (0..agents)
             .map(|k| {
-                let agent = Agent {
-                    id: Uuid::new_v4(),
-                    name: format!("agent-{k}"),
-                    nodes: Arc::clone(&nodes),
-                    cursor: k,
-                    hop,
-                    ledger: Arc::clone(&ledger),
-                    stop: Arc::clone(&stop),
-                };
-                rt.spawn(agent.run())
+                let runner = agent(k, &nodes, hop, &ledger);
+                stops.push(runner.stop_handle());
+                let ledger = Arc::clone(&ledger);
+                rt.spawn(async move {
+                    if let Err(e) = runner.run(work).await {
+                        ledger.unexpected(format!("agent-{k}: {e}"));
+                    }
+                })
             })
             .collect();
         Fleet {
             ledger,
-            stop,
+            stops,
             handles,
         }
     }
 
     /// Tells the agents to stop and waits (bounded) until they have.
     pub fn stop(self, rt: &tokio::runtime::Runtime) -> Arc<Ledger> {
-        self.stop.store(true, Ordering::Relaxed);
+        for stop in &self.stops {
+            stop.stop_now();
+        }
         rt.block_on(async {
             for h in self.handles {
                 tokio::time::timeout(Duration::from_secs(60), h)

@@ -1,4 +1,5 @@
-//! `baton bench SCENARIO`: measured runs of the real thing. Each scenario starts its own
+//! `baton bench SCENARIO` (this crate is the library the `baton` binary delegates to): measured
+//! runs of the real thing. Each scenario starts its own
 //! engine and HTTP server (in this process, on `127.0.0.1:0`, unless it says otherwise) on a
 //! SQLite store in a temporary directory, or with `--store postgres://…` in a fresh schema
 //! dropped afterwards, and drives agents over real HTTP with keep-alive (the Rust client).
@@ -15,8 +16,6 @@ use baton_server::{AppState, Tokens};
 use baton_store::AnyStore;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
-
-use crate::{Global, Output};
 
 mod agents;
 mod child;
@@ -70,7 +69,16 @@ enum Scenario {
     Crash(crash::CrashArgs),
 }
 
-pub fn run(global: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
+/// How the report is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Runs a scenario and prints its report. The scenarios that run `baton serve` as a child
+/// process (`scale`, `crash`) start this process's own executable: call it from `baton`.
+pub fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     init_logs();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -88,7 +96,7 @@ pub fn run(global: &Global, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Scenario::Crash(a) => crash::run(&common, a).await,
         }
     })?;
-    report.print(global.output)?;
+    report.print(output)?;
     Ok(if report.failed.is_empty() {
         ExitCode::SUCCESS
     } else {

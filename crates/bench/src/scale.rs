@@ -135,6 +135,12 @@ pub async fn run(common: &Common, args: ScaleArgs) -> anyhow::Result<Report> {
             format!("{label} tasks counted"),
             p.total,
             "",
+        )
+        .figure(
+            format!("{name}_completed"),
+            format!("{label} tasks completed"),
+            p.completed,
+            "",
         );
     }
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
@@ -261,6 +267,8 @@ struct Probe {
     claim: Latency,
     counts: Latency,
     total: u64,
+    /// Completed tasks after the probes (each probe completes one).
+    completed: u64,
 }
 
 /// Starts `baton serve` on the store and times it.
@@ -298,10 +306,10 @@ async fn probe_running(serve: &Serve, probes: usize) -> anyhow::Result<Probe> {
         client.succeeded(task, agent.id, json!({})).await?;
     }
     let mut counts = Vec::with_capacity(probes);
-    let mut total = 0;
+    let mut last = baton_client::wire::Counts::default();
     for _ in 0..probes {
         let sent = Instant::now();
-        total = client.counts(None).await?.total;
+        last = client.counts(None).await?;
         counts.push(sent.elapsed());
     }
     Ok(Probe {
@@ -310,7 +318,8 @@ async fn probe_running(serve: &Serve, probes: usize) -> anyhow::Result<Probe> {
         rss_peak: serve.status_mib("VmHWM:"),
         claim: Latency::of(&mut claims),
         counts: Latency::of(&mut counts),
-        total,
+        total: last.total,
+        completed: last.completed,
     })
 }
 

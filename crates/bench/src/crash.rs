@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use baton_client::wire::ClaimedTask;
-use baton_client::{Client, ClientError};
+use baton_client::{Call, Client, Observer, Runner, RunnerConfig, RunnerEvent, StopHandle};
 use baton_core::{Capability, State};
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -52,7 +51,6 @@ pub struct CrashArgs {
 }
 
 /// What the agents were told.
-#[derive(Default)]
 struct Told {
     /// Acknowledged completions: task → the tokens they were acknowledged under.
     completions: Mutex<HashMap<Uuid, HashSet<u64>>>,
@@ -62,7 +60,10 @@ struct Told {
     /// Reports refused (a lease taken back meanwhile): the task goes to someone else.
     reports_refused: AtomicU64,
     transport_errors: AtomicU64,
+    /// The first refusal no crash explains: the run fails.
+    refused: Mutex<Option<String>>,
     stop: AtomicBool,
+    bar: indicatif::ProgressBar,
 }
 
 pub async fn run(common: &Common, args: CrashArgs) -> anyhow::Result<Report> {
@@ -244,20 +245,31 @@ async fn drive(
     let mut serve = Serve::start(&listen, &store_args, &[], log).await?;
     let client = Client::new(&serve.base)?;
     let tasks = workflows * 4;
-    let told = Arc::new(Told::default());
-    let started = Instant::now();
     let bar = super::progress(tasks as u64, "crash");
+    let told = Arc::new(Told {
+        completions: Mutex::default(),
+        completed: AtomicU64::new(0),
+        reports_acked: AtomicU64::new(0),
+        reports_refused: AtomicU64::new(0),
+        transport_errors: AtomicU64::new(0),
+        refused: Mutex::default(),
+        stop: AtomicBool::new(false),
+        bar: bar.clone(),
+    });
+    let started = Instant::now();
 
     let mut work = JoinSet::new();
     work.spawn(submit_all(client.clone(), workflows, Arc::clone(&told)));
+    let mut stops = Vec::new();
     for i in 0..args.agents {
-        work.spawn(agent(
-            client.clone(),
-            i,
-            args.batch as usize,
-            Arc::clone(&told),
-            bar.clone(),
-        ));
+        let (runner, stop) = agent(client.clone(), i, args.batch, Arc::clone(&told));
+        stops.push(stop);
+        work.spawn(async move {
+            runner
+                .run(|ctx| async move { Ok(json!({"by": ctx.agent()})) })
+                .await
+                .map_err(anyhow::Error::from)
+        });
     }
 
     let mut rng = seed | 1;
@@ -292,8 +304,14 @@ async fn drive(
     }
     bar.finish_and_clear();
     told.stop.store(true, Ordering::Relaxed);
+    for stop in &stops {
+        stop.stop_now();
+    }
     while let Some(r) = work.join_next().await {
         r.context("an agent")??;
+    }
+    if let Some(refused) = told.refused.lock().expect("told lock").take() {
+        bail!("a report was refused: {refused}");
     }
     let elapsed = started.elapsed();
     serve.stop(Duration::from_secs(10)).await?;
@@ -340,11 +358,6 @@ fn xorshift(state: &mut u64) -> u64 {
     x
 }
 
-/// Whether an error means the server was not reached (or died mid-request): retry.
-fn unreachable(e: &ClientError) -> bool {
-    matches!(e, ClientError::Transport { .. }) || e.status().is_some_and(|s| s == 503 || s == 502)
-}
-
 /// Submits the workflows (a → b, c → d), each with an idempotency key, so that a submission
 /// whose answer was lost is not made twice when retried.
 async fn submit_all(client: Client, workflows: usize, told: Arc<Told>) -> anyhow::Result<()> {
@@ -366,7 +379,8 @@ async fn submit_all(client: Client, workflows: usize, told: Arc<Told>) -> anyhow
             }
             match client.submit_workflow_json(&body).await {
                 Ok(_) => break,
-                Err(e) if unreachable(&e) => {
+                // The server was not reached, died mid-request or is restarting: again.
+                Err(e) if baton_client::runner::transient(&e) => {
                     told.transport_errors.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
@@ -377,101 +391,67 @@ async fn submit_all(client: Client, workflows: usize, told: Arc<Told>) -> anyhow
     Ok(())
 }
 
-/// A no-op agent that keeps going through the server's deaths.
-async fn agent(
-    client: Client,
-    n: usize,
-    batch: usize,
-    told: Arc<Told>,
-    bar: indicatif::ProgressBar,
-) -> anyhow::Result<()> {
-    let name = format!("crash-{n}");
-    let caps = [Capability(CAPABILITY.into())];
-    let id = loop {
-        if told.stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        match client.register_agent(&name, &caps, batch as u32).await {
-            Ok(v) => break v.id,
-            Err(e) if unreachable(&e) => {
-                told.transport_errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-            Err(e) => bail!("registering {name}: {e}"),
-        }
-    };
-    while !told.stop.load(Ordering::Relaxed) {
-        let tasks = match client.claim(id, batch, CLAIM_WAIT).await {
-            Ok(t) => t,
-            Err(e) if unreachable(&e) => {
-                told.transport_errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-            Err(e) => bail!("{name} claiming: {e}"),
-        };
-        let mut runs = JoinSet::new();
-        for task in tasks {
-            let client = client.clone();
-            let told = Arc::clone(&told);
-            let bar = bar.clone();
-            runs.spawn(async move { work(&client, id, &task, &told, &bar).await });
-        }
-        while let Some(r) = runs.join_next().await {
-            r.context("a task's run")??;
-        }
-    }
-    Ok(())
+/// A no-op agent that keeps going through the server's deaths: every call is tried again
+/// until answered (reports are idempotent), and the run's end stops it.
+fn agent(client: Client, n: usize, batch: u32, told: Arc<Told>) -> (Runner, StopHandle) {
+    let mut c = RunnerConfig::new(
+        format!("crash-{n}"),
+        vec![Capability(CAPABILITY.into())],
+        batch,
+    );
+    c.claim_wait = CLAIM_WAIT;
+    c.claim_max = batch as usize;
+    c.claim_min_slots = batch as usize;
+    c.keepalive = None;
+    c.grace = Duration::ZERO;
+    c.backoff_min = RETRY_PAUSE;
+    c.backoff_max = RETRY_PAUSE;
+    c.patience = RUN_LIMIT;
+    let runner = Runner::new(vec![client], c).observed(told);
+    let stop = runner.stop_handle();
+    (runner, stop)
 }
 
-/// Starts and completes one task, retrying each report until the server answers it.
-async fn work(
-    client: &Client,
-    agent: Uuid,
-    task: &ClaimedTask,
-    told: &Told,
-    bar: &indicatif::ProgressBar,
-) -> anyhow::Result<()> {
-    for step in ["started", "succeeded"] {
-        loop {
-            let answer = match step {
-                "started" => client.started(task, agent).await,
-                _ => client.succeeded(task, agent, json!({"by": agent})).await,
-            };
-            match answer {
-                Ok(_) => {
-                    told.reports_acked.fetch_add(1, Ordering::Relaxed);
-                    if step == "succeeded" {
-                        let first = told
-                            .completions
-                            .lock()
-                            .expect("told lock")
-                            .entry(task.task)
-                            .or_default()
-                            .insert(task.token);
-                        if first {
-                            told.completed.fetch_add(1, Ordering::Relaxed);
-                            bar.inc(1);
-                        }
-                    }
-                    break;
-                }
-                Err(e) if unreachable(&e) => {
-                    told.transport_errors.fetch_add(1, Ordering::Relaxed);
-                    if told.stop.load(Ordering::Relaxed) {
-                        return Ok(());
-                    }
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                // The lease was taken back (start timeout while the server was down): the
-                // task is someone else's now.
-                Err(e) if e.status() == Some(409) || e.status() == Some(404) => {
-                    told.reports_refused.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
-                Err(e) => bail!("{step} of task {}: {e}", task.task),
+impl Observer for Told {
+    fn event(&self, event: RunnerEvent<'_>) {
+        match event {
+            RunnerEvent::Started { .. } => {
+                self.reports_acked.fetch_add(1, Ordering::Relaxed);
             }
+            RunnerEvent::Reported {
+                task,
+                call: Call::Succeeded,
+                ..
+            } => {
+                self.reports_acked.fetch_add(1, Ordering::Relaxed);
+                let first = self
+                    .completions
+                    .lock()
+                    .expect("told lock")
+                    .entry(task.task)
+                    .or_default()
+                    .insert(task.token);
+                if first {
+                    self.completed.fetch_add(1, Ordering::Relaxed);
+                    self.bar.inc(1);
+                }
+            }
+            // The lease was taken back (start timeout while the server was down): the task
+            // is someone else's now.
+            RunnerEvent::Lost { .. } => {
+                self.reports_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            RunnerEvent::Retrying { .. } => {
+                self.transport_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            RunnerEvent::Error { task, call, error } => {
+                let mut first = self.refused.lock().expect("told lock");
+                if first.is_none() {
+                    let task = task.map(|t| t.task.to_string()).unwrap_or_default();
+                    *first = Some(format!("{} {task}: {error}", call.as_str()));
+                }
+            }
+            _ => {}
         }
     }
-    Ok(())
 }
