@@ -500,21 +500,20 @@ async fn a_batch_chosen_as_deadlock_victim_is_run_again() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_failing_in_the_database_fails_alone() {
-    let schema = Schema::new();
-    let store = schema.open().await;
+/// Three pending tasks and a cancellation record for each; the first task's next history row
+/// is planted beforehand, so that writing its entry violates the history's key.
+async fn planted(
+    schema: &Schema,
+    store: &PgStore,
+    keys: [&str; 3],
+    reason: &str,
+) -> (Vec<TaskId>, Vec<TransitionRecord>) {
     let (ids, batch) = workflow(
-        vec![
-            spec("x", &["work"]),
-            spec("y", &["work"]),
-            spec("z", &["work"]),
-        ],
+        keys.iter().map(|k| spec(k, &["work"])).collect(),
         None,
-        "alone",
+        reason,
     );
     store.submit(batch).await.unwrap();
-    // A history row the store does not expect: writing x's next entry violates the key.
     schema
         .sql()
         .await
@@ -528,8 +527,16 @@ async fn a_record_failing_in_the_database_fails_alone() {
     let mut records = Vec::new();
     for id in &ids {
         let task = store.task(*id).await.unwrap().unwrap();
-        records.push(record(&task, cancel("alone"), T0.plus_ms(1)));
+        records.push(record(&task, cancel(reason), T0.plus_ms(1)));
     }
+    (ids, records)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_failing_in_the_database_fails_alone() {
+    let schema = Schema::new();
+    let store = schema.open().await;
+    let (ids, records) = planted(&schema, &store, ["x", "y", "z"], "alone").await;
     let results = store.apply_all(records).await.unwrap();
     assert!(
         matches!(&results[0], Err(StoreError::Backend(m)) if m.contains("23505")),
@@ -556,33 +563,10 @@ async fn a_record_failing_in_the_database_fails_alone() {
 async fn a_careful_rerun_answers_every_record_on_its_own() {
     let schema = Schema::new();
     let store = schema.open().await;
-    let (ids, batch) = workflow(
-        vec![
-            spec("fails", &["work"]),
-            spec("stale", &["work"]),
-            spec("passes", &["work"]),
-        ],
-        None,
-        "careful",
-    );
-    store.submit(batch).await.unwrap();
     // The first record's history entry already exists: its insert fails in the database, and
     // the batch is run again one savepoint per record.
-    schema
-        .sql()
-        .await
-        .execute(
-            "INSERT INTO history (task_id, seq, at, actor, event, payload)
-             VALUES ($1, 2, 0, 'test', 'test', '{}')",
-            &[&ids[0].0],
-        )
-        .await
-        .unwrap();
-    let mut records = Vec::new();
-    for id in &ids {
-        let task = store.task(*id).await.unwrap().unwrap();
-        records.push(record(&task, cancel("careful"), T0.plus_ms(1)));
-    }
+    let (ids, mut records) =
+        planted(&schema, &store, ["fails", "stale", "passes"], "careful").await;
     // A record of a version the task does not have: a conflict, found before any write.
     records[1].task.version += 1;
     records[1].entry.seq += 1;
