@@ -288,6 +288,35 @@ pub struct ClaimedTask {
     /// The server's clock (ms since the epoch) when it answered: deadlines are on this clock.
     #[serde(default)]
     pub now: u64,
+    /// The results of the task's dependencies, by dependency key. One claim answer carries at
+    /// most 4 MiB of them over all its tasks; a result past that is withheld (`result` absent,
+    /// `withheld_bytes` says its size): read it with `GET /v1/tasks/{id}/upstream?key=KEY`.
+    #[serde(default)]
+    pub upstream: BTreeMap<String, UpstreamResult>,
+}
+
+/// A dependency's result, handed down the graph.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpstreamResult {
+    /// The dependency's task id.
+    pub task: Uuid,
+    /// The result its successful attempt reported; absent when withheld from a claim answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// When the result is withheld: its size in bytes of JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withheld_bytes: Option<u64>,
+}
+
+/// Query of `GET /v1/tasks/{id}/upstream`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamQuery {
+    /// Only this dependency's result.
+    pub key: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

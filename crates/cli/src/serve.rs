@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// bound on how long a lost wake-up from another node can delay it.
     #[arg(long, env = "BATON_CLAIM_RECHECK_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub claim_recheck_ms: u64,
+    /// Largest result an agent may report, in bytes of JSON: a larger one is refused (413).
+    /// At most the request body limit (8 MiB).
+    #[arg(long, env = "BATON_RESULT_BYTES_MAX", default_value_t = baton_engine::RESULT_BYTES_MAX_DEFAULT, value_parser = clap::value_parser!(u64).range(1024..=8 * 1024 * 1024))]
+    pub result_bytes_max: u64,
     /// Log format.
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -162,6 +166,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             EngineConfig {
                 agent_ttl_ms: args.agent_ttl_ms,
                 claim_recheck_ms: args.claim_recheck_ms,
+                result_bytes_max: args.result_bytes_max,
             },
         );
         let loops = engine.start();

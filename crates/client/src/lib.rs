@@ -3,6 +3,7 @@
 //! [`ClientError::Api`] carrying the server's problem document. [`Runner`] is the agent loop
 //! built on it (claim, start, heartbeat, report, stop) that every Rust agent uses.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use baton_api::*;
@@ -205,6 +206,22 @@ impl Client {
 
     pub async fn task(&self, id: Uuid) -> Result<TaskView> {
         self.get(&format!("/v1/tasks/{id}")).await
+    }
+
+    /// The results of the task's completed dependencies, by key; with `key`, only that one's.
+    pub async fn upstream(
+        &self,
+        id: Uuid,
+        key: Option<&str>,
+    ) -> Result<BTreeMap<String, UpstreamResult>> {
+        match key {
+            // Task keys are letters, digits and `-_.:/`: nothing to escape in a query.
+            Some(key) => {
+                self.get(&format!("/v1/tasks/{id}/upstream?key={key}"))
+                    .await
+            }
+            None => self.get(&format!("/v1/tasks/{id}/upstream")).await,
+        }
     }
 
     /// One page of tasks; pass the returned `next` as `after` for the next page.

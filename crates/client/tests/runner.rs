@@ -300,3 +300,55 @@ async fn an_agent_the_server_forgot_is_registered_again() {
     assert!(seen.saw("error").is_empty(), "{:?}", seen.saw("error"));
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_reads_its_dependencies_results_withheld_ones_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), "127.0.0.1:0").await;
+    let client = node.client();
+    // Five results of 0.9 MiB: one claim answer carries 4 MiB, so one is withheld.
+    let parts: Vec<String> = (0..5).map(|i| format!("part-{i}")).collect();
+    let mut tasks: Vec<TaskSpec> = parts.iter().map(|p| spec(p, json!(p))).collect();
+    let mut join = spec("join", json!(null));
+    join.depends_on = parts.iter().map(|p| p.as_str().into()).collect();
+    tasks.push(join);
+    let ids = submit(&client, &tasks).await;
+    let big = "w".repeat(900 * 1024);
+    let runner = Runner::new(vec![client.clone()], config("joiner", 1));
+    let stop = runner.stop_handle();
+    let agent = tokio::spawn(runner.run(move |ctx: TaskContext| {
+        let big = big.clone();
+        async move {
+            if ctx.task().key != "join" {
+                return Ok(json!({ "part": ctx.task().input, "text": big }));
+            }
+            let withheld = ctx
+                .task()
+                .upstream
+                .values()
+                .filter(|u| u.result.is_none())
+                .count();
+            let mut parts = Vec::new();
+            for key in ctx.task().upstream.keys() {
+                let result = ctx
+                    .upstream(key)
+                    .await
+                    .unwrap()
+                    .expect("a completed dependency");
+                assert_eq!(result["text"].as_str().map(str::len), Some(900 * 1024));
+                parts.push(result["part"].clone());
+            }
+            assert!(ctx.upstream("not-a-dependency").await.unwrap().is_none());
+            Ok(json!({ "parts": parts, "withheld": withheld }))
+        }
+    }));
+    let view = task_in(&client, ids[5], &[StateKind::Completed]).await;
+    assert_eq!(
+        view.result,
+        Some(json!({ "parts": parts, "withheld": 1 })),
+        "every result read, the withheld one with one more request"
+    );
+    stop.stop();
+    agent.await.unwrap().expect("a clean stop");
+    node.shutdown().await;
+}

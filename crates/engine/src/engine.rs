@@ -31,6 +31,9 @@ pub struct EngineConfig {
     /// A waiting claim looks for work again at least this often, whatever it was told: the
     /// bound on how long a lost wake-up (another node's notice) can delay it.
     pub claim_recheck_ms: u64,
+    /// Largest result an agent may report, in bytes of JSON; a larger one is refused when it
+    /// is reported (`baton serve --result-bytes-max`).
+    pub result_bytes_max: u64,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +41,7 @@ impl Default for EngineConfig {
         EngineConfig {
             agent_ttl_ms: 30_000,
             claim_recheck_ms: 500,
+            result_bytes_max: crate::upstream::RESULT_BYTES_MAX_DEFAULT,
         }
     }
 }

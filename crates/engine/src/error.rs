@@ -17,6 +17,15 @@ pub enum EngineError {
     WorkflowNotFound(WorkflowId),
     #[error("agent {0} is not registered")]
     AgentNotFound(AgentId),
+    /// A payload is over its named limit.
+    #[error("`{field}` is {bytes} bytes, over the limit of {limit_bytes} bytes ({limit})")]
+    TooLarge {
+        field: String,
+        bytes: u64,
+        limit_bytes: u64,
+        /// The limit's name (the setting that raises it).
+        limit: &'static str,
+    },
     /// The lifecycle refused the event.
     #[error("{0}")]
     Rejected(Box<Rejection>),

@@ -26,6 +26,7 @@ mod metrics;
 mod stream;
 pub mod trace;
 mod transition;
+mod upstream;
 mod views;
 
 pub use agents::{
@@ -39,6 +40,7 @@ pub use intake::{validate_workflow, WorkflowReceipt, WorkflowRequest, NAME_LEN_M
 pub use metrics::Metrics;
 pub use stream::{StreamPosition, Subscription, TransitionEvent, EVENT_BACKLOG_MAX};
 pub use transition::ReportContext;
+pub use upstream::{json_bytes, Upstream, RESULT_BYTES_MAX_DEFAULT, UPSTREAM_BYTES_PER_CLAIM_MAX};
 pub use views::{OpenDependency, TaskDetail, WaitReason, WorkflowGraph};
 
 /// The store's types the engine's read model answers with, so that its callers (the API)

@@ -53,6 +53,13 @@ impl<S: Store + 'static> Engine<S> {
         if matches!(event, Event::AgentLost { .. }) {
             return Err(EngineError::invalid("event", "an agent's report"));
         }
+        if let Event::ExecutionSucceeded {
+            result: Some(result),
+            ..
+        } = &event
+        {
+            self.check_result(result)?;
+        }
         let cause = Cause {
             link: ctx.traceparent.and_then(crate::trace::parse_traceparent),
             after: Timestamp(0),

@@ -1,6 +1,7 @@
 //! The `/v1` handlers and their wire types. Handlers translate between JSON and the engine;
 //! every decision is the engine's.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -527,10 +528,14 @@ pub async fn claim(
             Duration::from_millis(body.wait_ms.unwrap_or(0)),
         )
         .await?;
+    // The tasks are leased now: an answer lost from here on is taken back by their start
+    // deadline, so a failure to read their upstream results is answered as the store's.
+    let upstream = e.upstream_of_claimed(&tasks).await?;
     Ok(Json(Claimed {
         tasks: tasks
             .iter()
-            .filter_map(|t| {
+            .zip(upstream)
+            .filter_map(|(t, upstream)| {
                 let lease = t.state.lease()?;
                 Some(ClaimedTask {
                     task: t.id.0,
@@ -546,10 +551,59 @@ pub async fn claim(
                     capabilities: t.spec.capabilities.clone(),
                     heartbeat_ms: t.spec.timeouts.heartbeat_ms,
                     now: e.now().0,
+                    upstream: upstream_view(upstream),
                 })
             })
             .collect(),
     }))
+}
+
+fn upstream_view(
+    upstream: BTreeMap<baton_core::TaskKey, baton_engine::Upstream>,
+) -> BTreeMap<String, UpstreamResult> {
+    upstream
+        .into_iter()
+        .map(|(key, u)| {
+            let withheld_bytes = u.result.is_none().then_some(u.bytes);
+            (
+                key.0,
+                UpstreamResult {
+                    task: u.task.0,
+                    result: u.result,
+                    withheld_bytes,
+                },
+            )
+        })
+        .collect()
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}/upstream", params(("id" = String, Path), UpstreamQuery),
+    description = "The results of the task's completed dependencies, by dependency key (a dependency not completed yet is absent). With `key`, only that dependency's. What a claim answer withholds over its size budget is read here.",
+    responses((status = 200, body = BTreeMap<String, UpstreamResult>), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+pub async fn task_upstream(
+    AxState(s): St,
+    _caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<UpstreamQuery>,
+) -> ApiResult<Json<BTreeMap<String, UpstreamResult>>> {
+    let id = TaskId(parse_id("task", &id)?);
+    let e = engine(&s);
+    let task = e.task(id).await?;
+    let mut upstream = e.upstream(&task).await?;
+    if let Some(key) = q.key {
+        let key = baton_core::TaskKey(key);
+        if !task.dependencies.contains(&key) {
+            let deps: Vec<&str> = task.dependencies.iter().map(|k| k.0.as_str()).collect();
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_query",
+                format!("`{key}` is not a dependency of task {id}"),
+            )
+            .field("key", format!("a dependency of the task: one of {deps:?}")));
+        }
+        upstream.retain(|k, _| *k == key);
+    }
+    Ok(Json(upstream_view(upstream)))
 }
 
 // ---- reports --------------------------------------------------------------------------------

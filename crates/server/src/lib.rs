@@ -59,6 +59,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(api::submit_task, api::list_tasks))
         .routes(routes!(api::get_task))
         .routes(routes!(api::task_history))
+        .routes(routes!(api::task_upstream))
         .routes(routes!(api::cancel_task))
         .routes(routes!(api::retry_task))
         .routes(routes!(api::counts))

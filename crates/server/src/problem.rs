@@ -105,6 +105,23 @@ impl From<EngineError> for Problem {
                 }
                 p
             }
+            EngineError::TooLarge {
+                field,
+                limit_bytes,
+                limit,
+                ..
+            } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("{field}_too_large"),
+                detail,
+            )
+            .field(
+                field,
+                format!(
+                    "at most {limit_bytes} bytes of JSON ({limit}: baton serve --{})",
+                    limit.replace('_', "-")
+                ),
+            ),
             EngineError::IdempotencyMismatch { .. } => {
                 Problem::new(StatusCode::CONFLICT, "idempotency_mismatch", detail)
             }

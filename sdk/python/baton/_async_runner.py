@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Awaitable, Deque, List, Optional, Set
 
 from . import _core as core
-from .client import AsyncClient
+from .client import AsyncClient, Client
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -38,10 +38,18 @@ class AsyncRunner:
         self.jobs: Set["asyncio.Future[None]"] = set()
         self.error: Optional[BaseException] = None
 
+    def _fetch_upstream(self, task_id: str, key: str) -> Any:
+        """A withheld upstream result. A handler may run on the event loop itself, so this is a
+        blocking request on a connection of its own, never one that waits for the loop."""
+        with Client(self.agent.url, self.agent.token, timeout=self.agent.request_timeout) as c:
+            return c.task_upstream(task_id, key=key)[key]["result"]
+
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.arrived = asyncio.Event()
-        self.core = core.AgentCore(self.agent, lambda: self._threadsafe(core.Wake()))
+        self.core = core.AgentCore(
+            self.agent, lambda: self._threadsafe(core.Wake()), self._fetch_upstream
+        )
         self.agent._on_stop.append(lambda: self._threadsafe(core.Stop()))
         if self.agent.stopping:
             self._push(core.Stop())

@@ -308,9 +308,16 @@ class AgentCore:
     :class:`TaskContext`: ``ctx.progress`` calls it (from any thread) so that the runner feeds
     :class:`Wake` soon."""
 
-    def __init__(self, agent: "Agent", wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        agent: "Agent",
+        wake: Callable[[], None],
+        fetch_upstream: Optional[Callable[[str, str], Any]] = None,
+    ) -> None:
         self.agent = agent
         self.wake = wake
+        # Handed to each task's context as is: the driver's way to read a withheld result.
+        self.fetch_upstream = fetch_upstream
         self.held: Dict[str, Held] = {}
         self.registered = False
         self.registering: Optional[Request] = None
@@ -469,7 +476,7 @@ class AgentCore:
         )
 
     def _take(self, claimed: ClaimedTask) -> None:
-        ctx = TaskContext(claimed, self.agent_id, self.wake)
+        ctx = TaskContext(claimed, self.agent_id, self.wake, self.fetch_upstream)
         held = Held(claimed, ctx)
         self.held[claimed.task] = held
         if self.stopping:

@@ -160,6 +160,10 @@ def task_history(
     )
 
 
+def task_upstream(task_id: str, key: Optional[str]) -> Op[Dict[str, Any]]:
+    return Op("GET", f"/v1/tasks/{_seg(task_id)}/upstream", _json, params={"key": key})
+
+
 def list_tasks(
     workflow: Optional[str], state: Optional[str], after: Optional[str], limit: Optional[int]
 ) -> Op[TaskPage]:

@@ -34,11 +34,17 @@ class SyncRunner:
         )
         # A SimpleQueue, because agent.stop() may put into it from a signal handler.
         self.events: "queue.SimpleQueue[core.Event]" = queue.SimpleQueue()
-        self.core = core.AgentCore(agent, lambda: self.events.put(core.Wake()))
+        self.core = core.AgentCore(
+            agent, lambda: self.events.put(core.Wake()), self._fetch_upstream
+        )
         self.requests = _Threads("baton-request", agent.concurrency + 3)
         self.handlers = _Threads("baton-worker", agent.concurrency)
         self.ended = threading.Event()
         self.error: Optional[BaseException] = None
+
+    def _fetch_upstream(self, task_id: str, key: str) -> Any:
+        """A withheld upstream result, read from a handler's thread."""
+        return self.client.task_upstream(task_id, key=key)[key]["result"]
 
     def run(self, handle_signals: bool) -> None:
         restore = self._install_sigterm() if handle_signals else None

@@ -216,6 +216,11 @@ class Client:
         """History entries with a sequence number above ``after``, oldest first."""
         return self._call(_ops.task_history(task_id, after, limit))
 
+    def task_upstream(self, task_id: str, *, key: Optional[str] = None) -> Dict[str, Any]:
+        """The results of the task's completed dependencies by key, each ``{"task": id,
+        "result": value}``; with ``key``, only that dependency's."""
+        return self._call(_ops.task_upstream(task_id, key))
+
     def list_tasks(
         self,
         *,
@@ -462,6 +467,10 @@ class AsyncClient:
     ) -> List[Dict[str, Any]]:
         """See :meth:`Client.task_history`."""
         return await self._call(_ops.task_history(task_id, after, limit))
+
+    async def task_upstream(self, task_id: str, *, key: Optional[str] = None) -> Dict[str, Any]:
+        """See :meth:`Client.task_upstream`."""
+        return await self._call(_ops.task_upstream(task_id, key))
 
     async def list_tasks(
         self,

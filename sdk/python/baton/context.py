@@ -3,11 +3,48 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 from .types import JSON, ClaimedTask, Deadlines
 
-__all__ = ["TaskContext"]
+__all__ = ["TaskContext", "Upstream"]
+
+FetchUpstream = Callable[[str, str], JSON]
+"""Reads one withheld result: ``fetch(task_id, key)``."""
+
+
+class Upstream(Mapping[str, JSON]):
+    """The results of the task's dependencies, by dependency key: ``ctx.upstream["plan"]``.
+
+    Results come with the claim; one the claim answer withheld over its size budget is read
+    from Baton on first access (a blocking request) and kept.
+    """
+
+    def __init__(self, task_id: str, sent: Mapping[str, Any], fetch: FetchUpstream) -> None:
+        self._task_id = task_id
+        self._sent = dict(sent)
+        self._fetch = fetch
+        self._read: Dict[str, JSON] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: str) -> JSON:
+        item = self._sent[key]
+        if "result" in item:
+            return item["result"]
+        with self._lock:
+            if key not in self._read:
+                self._read[key] = self._fetch(self._task_id, key)
+            return self._read[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sent)
+
+    def __len__(self) -> int:
+        return len(self._sent)
+
+    def task_id(self, key: str) -> str:
+        """The id of the dependency ``key``."""
+        return str(self._sent[key]["task"])
 
 
 class TaskContext:
@@ -21,9 +58,16 @@ class TaskContext:
     lost (another agent may now run it), or the agent is shutting down and gave the task back:
     a handler should then stop soon; whatever it returns is not reported. ``agent_id`` and
     ``token`` identify the lease, for calls such as :meth:`baton.Client.add_subtasks`.
+    ``upstream`` maps each completed dependency's key to its result.
     """
 
-    def __init__(self, claimed: ClaimedTask, agent_id: str, wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        claimed: ClaimedTask,
+        agent_id: str,
+        wake: Callable[[], None],
+        fetch_upstream: Optional[FetchUpstream] = None,
+    ) -> None:
         self.task_id: str = claimed.task
         self.workflow_id: str = claimed.workflow
         self.key: str = claimed.key
@@ -33,6 +77,9 @@ class TaskContext:
         self.idempotency_key: str = claimed.idempotency_key
         self.traceparent: str = claimed.traceparent
         self.deadlines: Deadlines = claimed.deadlines
+        self.upstream: Upstream = Upstream(
+            claimed.task, claimed.upstream, fetch_upstream or _no_fetch
+        )
         self._wake = wake
         self._cancelled = threading.Event()
         self._reason: Optional[str] = None
@@ -78,3 +125,9 @@ class TaskContext:
         if not self._cancelled.is_set():
             self._reason = reason
             self._cancelled.set()
+
+
+def _no_fetch(task_id: str, key: str) -> JSON:
+    raise LookupError(
+        f"the result of {key!r} for task {task_id} was withheld and this context cannot read it"
+    )

@@ -385,6 +385,10 @@ class ClaimedTask:
     deadlines: Deadlines
     traceparent: str
     idempotency_key: str
+    upstream: Dict[str, Any] = field(default_factory=dict)
+    """The dependencies' results by key, as sent: ``{"task": id, "result": value}``, or
+    ``{"task": id, "withheld_bytes": n}`` for a result the claim answer withheld over its size
+    budget (:attr:`baton.TaskContext.upstream` reads those on access)."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ClaimedTask":

@@ -74,6 +74,20 @@ impl TaskContext {
         });
     }
 
+    /// The result of the dependency `key`: from the claim answer, or read from the node when
+    /// the answer withheld it over its size budget. `None` if `key` is not a dependency that
+    /// completed.
+    pub async fn upstream(&self, key: &str) -> crate::Result<Option<Value>> {
+        match self.0.task.upstream.get(key) {
+            None => Ok(None),
+            Some(u) if u.result.is_some() => Ok(u.result.clone()),
+            Some(_) => {
+                let mut read = self.0.client.upstream(self.0.task.task, Some(key)).await?;
+                Ok(read.remove(key).and_then(|u| u.result))
+            }
+        }
+    }
+
     /// Decomposition: adds sub-tasks to the task's workflow (its dependents then wait for
     /// them too).
     pub async fn add_subtasks(&self, tasks: &[TaskSpec]) -> crate::Result<WorkflowCreated> {

@@ -1,0 +1,118 @@
+//! Data along the graph: the results of a task's dependencies, handed to the agent that claims
+//! it (`upstream`) and readable for any task. Results are immutable once their task
+//! completed, so what an agent is handed is exactly what the dependencies' histories recorded.
+//! Bounded: a result over `result_bytes_max` is refused when reported, and one claim answer
+//! carries at most [`UPSTREAM_BYTES_PER_CLAIM_MAX`] of results; past that, results are withheld
+//! (their size is said) and read with `GET /v1/tasks/{id}/upstream`.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use baton_core::{State, StateKind, Task, TaskId, TaskKey};
+use baton_store::Store;
+use serde_json::Value;
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+
+/// Default of [`crate::EngineConfig::result_bytes_max`]: 1 MiB.
+pub const RESULT_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
+/// Most bytes of upstream results one claim answer carries, over all its tasks.
+pub const UPSTREAM_BYTES_PER_CLAIM_MAX: u64 = 4 * 1024 * 1024;
+
+/// A dependency's result as handed down the graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upstream {
+    /// The dependency.
+    pub task: TaskId,
+    /// Its result; `None` when withheld from a claim answer over its budget.
+    pub result: Option<Value>,
+    /// The result's size in bytes of JSON.
+    pub bytes: u64,
+}
+
+/// The size of `value` as compact JSON, without writing it anywhere.
+pub fn json_bytes(value: &Value) -> u64 {
+    struct Count(u64);
+    impl io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("a JSON value serialises");
+    count.0
+}
+
+impl<S: Store + 'static> Engine<S> {
+    /// The results of the task's completed dependencies, by key (a dependency not completed is
+    /// absent).
+    pub async fn upstream(&self, task: &Task) -> Result<BTreeMap<TaskKey, Upstream>, EngineError> {
+        let mut out = BTreeMap::new();
+        if task.dependencies.is_empty() {
+            return Ok(out);
+        }
+        for dep in self.inner.store.dependencies(task.id).await? {
+            if dep.state != StateKind::Completed {
+                continue;
+            }
+            let Some(done) = self.inner.store.task(dep.id).await? else {
+                continue;
+            };
+            if let State::Completed { result, .. } = done.state {
+                let bytes = json_bytes(&result);
+                out.insert(
+                    dep.key,
+                    Upstream {
+                        task: dep.id,
+                        result: Some(result),
+                        bytes,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The upstream results of each claimed task, in order, within
+    /// [`UPSTREAM_BYTES_PER_CLAIM_MAX`] over them all: the results that do not fit are
+    /// withheld (`result: None`), the earlier tasks first served.
+    pub async fn upstream_of_claimed(
+        &self,
+        tasks: &[Task],
+    ) -> Result<Vec<BTreeMap<TaskKey, Upstream>>, EngineError> {
+        let mut budget = UPSTREAM_BYTES_PER_CLAIM_MAX;
+        let mut out = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let mut upstream = self.upstream(task).await?;
+            for u in upstream.values_mut() {
+                if u.bytes <= budget {
+                    budget -= u.bytes;
+                } else {
+                    u.result = None;
+                }
+            }
+            out.push(upstream);
+        }
+        Ok(out)
+    }
+
+    /// Refuses a result over `result_bytes_max`.
+    pub(crate) fn check_result(&self, result: &Value) -> Result<(), EngineError> {
+        let limit_bytes = self.inner.config.result_bytes_max;
+        let bytes = json_bytes(result);
+        if bytes > limit_bytes {
+            return Err(EngineError::TooLarge {
+                field: "result".into(),
+                bytes,
+                limit_bytes,
+                limit: "result_bytes_max",
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+"""Results flow down the graph: a handler reads its dependencies' results from
+``ctx.upstream``, those a claim answer withheld over its size budget included, under both
+runners."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import pytest
+from helpers import make_agent, running, wait_state
+
+import baton
+
+BIG = "z" * (900 * 1024)
+"""Five of these are over one claim answer's 4 MiB: one result comes withheld."""
+
+
+@pytest.mark.parametrize("use_asyncio", [False, True])
+def test_a_join_reads_every_upstream_result_withheld_ones_included(
+    client: baton.Client, url: str, cap: str, use_asyncio: bool
+) -> None:
+    parts = [f"part-{i}" for i in range(5)]
+    wf = client.submit_workflow(
+        [{"key": p, "capabilities": [cap], "input": p} for p in parts]
+        + [{"key": "join", "depends_on": parts, "capabilities": [cap]}],
+        name="sdk-upstream",
+    )
+    seen: Dict[str, Any] = {}
+    agent = make_agent(url, cap, concurrency=1)
+
+    @agent.task(cap)
+    def handle(value: Any, ctx: baton.TaskContext) -> Any:
+        if ctx.key != "join":
+            assert len(ctx.upstream) == 0
+            return {"part": value, "text": BIG}
+        seen["keys"] = sorted(ctx.upstream)
+        seen["ids"] = {k: ctx.upstream.task_id(k) for k in ctx.upstream}
+        seen["parts"] = {k: ctx.upstream[k]["part"] for k in ctx.upstream}
+        seen["sizes"] = {k: len(ctx.upstream[k]["text"]) for k in ctx.upstream}
+        return {"joined": len(ctx.upstream)}
+
+    with running(agent, use_asyncio=use_asyncio):
+        done = wait_state(client, wf.tasks["join"], "completed", timeout=30.0)
+
+    assert done.result == {"joined": 5}
+    assert seen["keys"] == parts
+    assert seen["ids"] == {p: wf.tasks[p] for p in parts}
+    assert seen["parts"] == {p: p for p in parts}
+    assert seen["sizes"] == {p: len(BIG) for p in parts}
+    withheld = [
+        k for k, u in client.task_upstream(wf.tasks["join"]).items() if "result" not in u
+    ]
+    assert withheld == [], "a read outside a claim carries every result"
+    one = client.task_upstream(wf.tasks["join"], key="part-0")
+    assert list(one) == ["part-0"] and one["part-0"]["result"]["part"] == "part-0"
