@@ -302,15 +302,13 @@ impl DemoAgent {
         })
     }
 
-    /// The results of the task's dependencies, read over the API: how a writer gets its
-    /// research.
+    /// The results of the task's dependencies, in key order: how a writer gets its research.
+    /// They come with the claim (`upstream`); one withheld over the answer's size budget is
+    /// read with one request.
     async fn inputs(&self, ctx: &TaskContext) -> Result<Vec<Value>, ClientError> {
-        let task = ctx.task();
-        let view = ctx.client().task(task.task).await?;
-        let mut results = Vec::with_capacity(view.dependencies.len());
-        for dep in &view.dependencies {
-            let dep = ctx.client().task(dep.id).await?;
-            results.push(dep.result.unwrap_or(Value::Null));
+        let mut results = Vec::with_capacity(ctx.task().upstream.len());
+        for key in ctx.task().upstream.keys() {
+            results.push(ctx.upstream(key).await?.unwrap_or(Value::Null));
         }
         Ok(results)
     }
