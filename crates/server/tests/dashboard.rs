@@ -559,6 +559,10 @@ async fn a_task_page_shows_its_history_errors_and_links() {
         );
         let result = b.js(&text("task-result")).await;
         assert!(result.as_str().unwrap().contains(&agent), "{result}");
+        assert_eq!(
+            b.js(&text("task-upstream")).await,
+            "none: no dependency has completed"
+        );
         let timeline = b.js(&text("history")).await;
         assert!(
             timeline.as_str().unwrap().contains("upstream: the API said 503"),
@@ -587,6 +591,14 @@ async fn a_task_page_shows_its_history_errors_and_links() {
             waiting.as_str().unwrap().contains("no online agent")
                 || waiting.as_str().unwrap().contains("agent(s) online"),
             "a pending task says why it waits: {waiting}"
+        );
+        // And shows the result it will be handed, under its dependency's key.
+        let upstream = b
+            .js("return document.querySelector('[data-testid=task-upstream] pre[data-key=flaky]')?.textContent")
+            .await;
+        assert!(
+            upstream.as_str().is_some_and(|u| u.contains(&agent)),
+            "the dependency's result: {upstream}"
         );
     })
     .await;

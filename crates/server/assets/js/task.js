@@ -61,10 +61,13 @@ export function taskPage(main, page, id) {
   async function load() {
     const seq = ++loadSeq;
     try {
-      const t = await api(`/v1/tasks/${encodeURIComponent(id)}`);
+      const [t, upstream] = await Promise.all([
+        api(`/v1/tasks/${encodeURIComponent(id)}`),
+        api(`/v1/tasks/${encodeURIComponent(id)}/upstream`),
+      ]);
       if (!page.live || seq !== loadSeq) return;
       current = t;
-      render(t);
+      render(t, upstream);
       if (!streaming) {
         streaming = true;
         let first = true;
@@ -100,7 +103,7 @@ export function taskPage(main, page, id) {
     await load();
   }
 
-  function render(t) {
+  function render(t, upstream) {
     document.title = `${t.key} · Baton`;
     const ended = t.state === 'completed' || t.state === 'cancelled';
     const cancelBtn = h('button', { type: 'button', class: 'danger', testid: 'action-cancel', disabled: ended, onclick: () => act('cancel') }, 'Cancel…');
@@ -161,6 +164,12 @@ export function taskPage(main, page, id) {
     const data = h('section', { class: 'panel', 'aria-labelledby': 'data-h' },
       h('h2', { id: 'data-h' }, 'Input and result'),
       h('h3', null, 'Input'), h('pre', { class: 'json', testid: 'task-input' }, pretty(t.spec.input)),
+      h('h3', null, `Upstream results (${Object.keys(upstream).length})`),
+      Object.keys(upstream).length
+        ? h('dl', { class: 'upstream', testid: 'task-upstream' }, Object.entries(upstream).map(([key, u]) => [
+          h('dt', null, taskLink(u.task, key)),
+          h('dd', null, h('pre', { class: 'json', 'data-key': key }, pretty(u.result)))]))
+        : h('p', { class: 'muted', testid: 'task-upstream' }, 'none: no dependency has completed'),
       h('h3', null, 'Result'), t.result !== null && t.result !== undefined
         ? h('pre', { class: 'json', testid: 'task-result' }, pretty(t.result))
         : h('p', { class: 'muted', testid: 'task-result' }, 'no result yet'),
