@@ -295,6 +295,29 @@ pub struct ClaimedTask {
     pub upstream: BTreeMap<String, UpstreamResult>,
 }
 
+/// The input of a compensation task, which Baton submits when a task that declares a
+/// `compensation` fails for good or is cancelled. The failed task's upstream results are read
+/// with `GET /v1/tasks/{task}/upstream`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CompensationInput {
+    /// The key of the task compensated.
+    pub compensates: String,
+    /// The id of the task compensated.
+    pub task: Uuid,
+    /// The `input` its `compensation` spec declares.
+    pub input: Value,
+    /// The compensated task's own input.
+    #[serde(default)]
+    pub task_input: Value,
+    /// Every failed attempt of the compensated task, oldest first (none if it was cancelled
+    /// before failing).
+    #[serde(default)]
+    pub errors: Vec<Value>,
+    /// The last of `errors`, if any.
+    pub error: Option<Value>,
+}
+
 /// A dependency's result, handed down the graph.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -116,6 +116,14 @@ impl TaskSpec {
             for cap in &comp.capabilities {
                 validate_name("compensation.capabilities[]", &cap.0)?;
             }
+            let within =
+                |e: SpecError| SpecError::new(format!("compensation.{}", e.field), e.expected);
+            if let Some(retry) = &comp.retry {
+                retry.validate().map_err(within)?;
+            }
+            if let Some(timeouts) = &comp.timeouts {
+                timeouts.validate().map_err(within)?;
+            }
         }
         Ok(())
     }
@@ -142,8 +150,19 @@ pub struct CompensationSpec {
     pub key: TaskKey,
     #[serde(default)]
     pub capabilities: BTreeSet<Capability>,
+    /// Handed to the compensation task as `input` inside its input (see the engine's
+    /// compensation input: what failed, its input and errors).
     #[serde(default)]
     pub input: Value,
+    /// The compensation task's retry policy; the default policy if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// The compensation task's deadlines; the default ones if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    /// The compensation task's priority; the failed task's if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
 }
 
 /// How often and how patiently a task is retried after a failure.

@@ -205,6 +205,9 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
                         AgentLostPolicy::Fail
                     },
                     compensation: comp.map(|(key, capabilities, input)| CompensationSpec {
+                        retry: None,
+                        timeouts: None,
+                        priority: None,
                         key,
                         capabilities,
                         input,

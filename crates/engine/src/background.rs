@@ -234,7 +234,13 @@ impl<S: Store + 'static> Engine<S> {
                 let mut comp = TaskSpec::new(spec.key.0.clone());
                 comp.capabilities = spec.capabilities.clone();
                 comp.input = compensation_input(&task, &spec.input);
-                comp.priority = task.spec.priority;
+                comp.priority = spec.priority.unwrap_or(task.spec.priority);
+                if let Some(retry) = &spec.retry {
+                    comp.retry = retry.clone();
+                }
+                if let Some(timeouts) = &spec.timeouts {
+                    comp.timeouts = timeouts.clone();
+                }
                 let now = self.now().max(task.updated_at);
                 let (new, t) = new_task(
                     task.workflow,
@@ -373,13 +379,17 @@ fn applied<T>(r: Result<T, EngineError>) -> Result<bool, EngineError> {
     }
 }
 
-/// The input of a compensation task: what it compensates (key and id), the input its spec
-/// declares, and the error that ended the task.
+/// The input of a compensation task (`baton_api::CompensationInput` documents it): what it
+/// compensates (key and id), the input its spec declares, the failed or cancelled task's own
+/// input, every error of its attempts and the last one. The task's upstream results are read
+/// with `GET /v1/tasks/{task}/upstream`, not copied.
 fn compensation_input(task: &Task, input: &serde_json::Value) -> serde_json::Value {
     serde_json::json!({
         "compensates": task.spec.key,
         "task": task.id,
         "input": input,
+        "task_input": task.spec.input,
+        "errors": task.errors,
         "error": task.errors.last(),
     })
 }

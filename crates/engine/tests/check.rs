@@ -15,6 +15,9 @@ async fn busy_store() -> (Harness, Flow) {
     let mut risky = spec("risky", &[]);
     risky.retry = retry(2, 100);
     risky.compensation = Some(CompensationSpec {
+        retry: None,
+        timeouts: None,
+        priority: None,
         key: key("undo-risky"),
         capabilities: caps(&["work"]),
         input: json!({}),

@@ -143,6 +143,9 @@ async fn a_final_failure_spawns_its_compensation_task_once() {
     let mut charge = spec("charge", &[]);
     charge.retry = retry(1, 1_000);
     charge.compensation = Some(CompensationSpec {
+        retry: None,
+        timeouts: None,
+        priority: None,
         key: key("refund"),
         capabilities: caps(&["work"]),
         input: json!({"amount": 10}),
@@ -168,6 +171,19 @@ async fn a_final_failure_spawns_its_compensation_task_once() {
     assert_eq!(refund.spec.input["task"], json!(wf.id("charge")));
     assert_eq!(refund.spec.input["input"], json!({"amount": 10}));
     assert_eq!(refund.spec.input["error"]["kind"], json!("card_declined"));
+    assert_eq!(
+        refund.spec.input["errors"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        refund.spec.priority, 0,
+        "the failed task's priority when unset"
+    );
+    assert_eq!(
+        refund.spec.timeouts,
+        baton_core::TaskSpec::new("any").timeouts,
+        "default deadlines when unset"
+    );
     assert_eq!(h.task(wf.id("ship")).await.state, upstream("charge"));
     assert_eq!(h.counts(Some(wf.id)).await.total(), 3);
 
@@ -204,7 +220,19 @@ async fn a_final_failure_spawns_its_compensation_task_once() {
 async fn cancelling_a_task_with_compensation_spawns_it_too() {
     let h = Harness::new();
     let mut book = spec("book", &[]);
+    book.input = json!({"room": 12});
+    book.priority = 2;
+    // A compensation with settings of its own.
+    let undo_retry = retry(5, 250);
+    let undo_timeouts = baton_core::Timeouts {
+        start_ms: Some(2_000),
+        start_to_close_ms: Some(120_000),
+        ..Default::default()
+    };
     book.compensation = Some(CompensationSpec {
+        retry: Some(undo_retry.clone()),
+        timeouts: Some(undo_timeouts.clone()),
+        priority: Some(9),
         key: key("unbook"),
         capabilities: caps(&["work"]),
         input: json!(null),
@@ -221,6 +249,14 @@ async fn cancelling_a_task_with_compensation_spawns_it_too() {
         unbook.spec.input["error"],
         json!(null),
         "cancelled, not failed"
+    );
+    assert_eq!(unbook.spec.input["errors"], json!([]));
+    assert_eq!(unbook.spec.input["task_input"], json!({"room": 12}));
+    assert_eq!(unbook.spec.retry, undo_retry);
+    assert_eq!(unbook.spec.timeouts, undo_timeouts);
+    assert_eq!(
+        unbook.spec.priority, 9,
+        "its own priority, not the task's 2"
     );
 }
 
@@ -583,6 +619,9 @@ async fn bad_submissions_are_refused_and_change_nothing() {
     }
     let mut clash = spec("a", &[]);
     clash.compensation = Some(CompensationSpec {
+        retry: None,
+        timeouts: None,
+        priority: None,
         key: key("b"),
         capabilities: Default::default(),
         input: json!(null),
@@ -626,6 +665,9 @@ async fn decomposition_refuses_sub_tasks_that_could_never_run_or_hide_a_compensa
     dead.retry = retry(1, 100);
     dead.priority = 2;
     dead.compensation = Some(CompensationSpec {
+        retry: None,
+        timeouts: None,
+        priority: None,
         key: key("undo-dead"),
         capabilities: caps(&["work"]),
         input: json!(null),
@@ -661,6 +703,9 @@ async fn decomposition_refuses_sub_tasks_that_could_never_run_or_hide_a_compensa
     let with_comp = |k: &str, comp: &str| {
         let mut s = spec(k, &[]);
         s.compensation = Some(CompensationSpec {
+            retry: None,
+            timeouts: None,
+            priority: None,
             key: key(comp),
             capabilities: caps(&["work"]),
             input: json!(null),

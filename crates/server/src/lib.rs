@@ -45,7 +45,11 @@ pub struct AppState {
         title = "Baton",
         description = "Durable orchestration for multi-agent systems: workflows of tasks, agents that claim and report on them, every task tracked through an explicit lifecycle."
     ),
-    components(schemas(baton_api::TransitionEventView, baton_api::ProblemDoc))
+    components(schemas(
+        baton_api::TransitionEventView,
+        baton_api::ProblemDoc,
+        baton_api::CompensationInput
+    ))
 )]
 struct ApiDoc;
 

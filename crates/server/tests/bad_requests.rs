@@ -337,7 +337,11 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .expect(422, "invalid_field").field("tasks[0].retry.max_tries"),
         wf1("unknown field in `timeouts`", "timeouts", json!({"deadline_ms": 3}))
             .expect(422, "invalid_field").field("tasks[0].timeouts.deadline_ms"),
-        wf1("unknown field in `compensation`", "compensation", json!({"key": "undo", "priority": 1}))
+        wf1("unknown field in `compensation`", "compensation", json!({"key": "undo", "depends_on": []}))
+            .expect(422, "invalid_field").field("tasks[0].compensation.depends_on"),
+        wf1("compensation retry with no attempt", "compensation", json!({"key": "undo", "retry": {"max_attempts": 0}}))
+            .expect(422, "invalid_field").field("tasks[0].compensation.retry.max_attempts"),
+        wf1("compensation priority as a string", "compensation", json!({"key": "undo", "priority": "high"}))
             .expect(422, "invalid_field").field("tasks[0].compensation.priority"),
         wf1("unknown `on_agent_lost` policy", "on_agent_lost", json!("retry"))
             .expect(422, "invalid_field").field("tasks[0].on_agent_lost"),

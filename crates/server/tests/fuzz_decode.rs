@@ -302,6 +302,9 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
                     AgentLostPolicy::Fail
                 },
                 compensation: comp.map(|(key, capabilities, input)| CompensationSpec {
+                    retry: None,
+                    timeouts: None,
+                    priority: None,
                     key,
                     capabilities,
                     input,

@@ -81,11 +81,17 @@ class Timeouts:
 
 @dataclass
 class Compensation:
-    """The task submitted if its task ends failed for good or cancelled."""
+    """The task submitted if its task ends failed for good or cancelled. Unset ``retry`` and
+    ``timeouts`` take the server's defaults, unset ``priority`` the failed task's. Its handler
+    gets ``{"compensates", "task", "input", "task_input", "errors", "error"}`` (the OpenAPI
+    document's ``CompensationInput``)."""
 
     key: str
     capabilities: Sequence[str] = ()
     input: JSON = None
+    retry: Union["RetryPolicy", Mapping[str, Any], None] = None
+    timeouts: Union["Timeouts", Mapping[str, Any], None] = None
+    priority: Optional[int] = None
 
 
 @dataclass
@@ -149,6 +155,8 @@ def _set_fields(value: Any) -> Optional[Dict[str, Any]]:
         v = getattr(value, f.name)
         if v is None:
             continue
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            v = _set_fields(v)
         out[f.name] = list(v) if isinstance(v, (tuple, list)) else v
     return out
 

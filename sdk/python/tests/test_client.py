@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
-from helpers import Server
+from helpers import Server, wait_for
 
 import baton
 
@@ -151,3 +151,39 @@ def test_tokens_come_from_arguments_or_the_environment(
     with baton.Client() as from_env:
         assert from_env.url == secured.url
         assert from_env.counts().total == 0
+
+
+def test_a_compensation_takes_its_own_retry_deadlines_and_priority(
+    client: baton.Client, cap: str
+) -> None:
+    wf = client.submit_workflow(
+        [
+            baton.TaskSpec(
+                "book",
+                capabilities=[cap],
+                input={"room": 12},
+                compensation=baton.Compensation(
+                    "unbook",
+                    capabilities=[cap],
+                    retry=baton.RetryPolicy(max_attempts=4),
+                    timeouts=baton.Timeouts(start_ms=2000),
+                    priority=7,
+                ),
+            )
+        ],
+        name="sdk-compensation",
+    )
+    client.cancel_task(wf.tasks["book"], "changed plans")
+
+    def created() -> Optional[baton.TaskView]:
+        page = client.list_tasks(workflow=wf.workflow)
+        undo = [t for t in page.tasks if t.key == "unbook"]
+        return client.get_task(undo[0].id) if undo else None
+
+    unbook = wait_for(created, what="the compensation task")
+    assert unbook.spec["retry"]["max_attempts"] == 4
+    assert unbook.spec["timeouts"]["start_ms"] == 2000
+    assert unbook.spec["priority"] == 7
+    assert unbook.spec["input"]["task_input"] == {"room": 12}
+    assert unbook.spec["input"]["compensates"] == "book"
+    assert unbook.spec["input"]["errors"] == []

@@ -250,6 +250,9 @@ pub fn section_tasks(section_input: &Value) -> Vec<TaskSpec> {
         };
         spec.timeouts.heartbeat_ms = Some(RESEARCH_HEARTBEAT_MS);
         spec.compensation = Some(CompensationSpec {
+            retry: None,
+            timeouts: None,
+            priority: None,
             key: TaskKey(undo_key(&key)),
             capabilities: caps("researcher"),
             input: json!({"kind": "undo_research", "release": format!("source quota for {topic}")}),

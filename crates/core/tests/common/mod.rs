@@ -52,6 +52,9 @@ pub fn spec(key: &str) -> TaskSpec {
             heartbeat_ms: Some(2_000),
         },
         compensation: Some(CompensationSpec {
+            retry: None,
+            timeouts: None,
+            priority: None,
             key: TaskKey::from(format!("{key}.undo").as_str()),
             capabilities: caps(&["write"]),
             input: json!({"undo": key}),

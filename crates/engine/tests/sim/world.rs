@@ -1608,6 +1608,9 @@ impl Sim {
                 AgentLostPolicy::Fail
             },
             compensation: rng.chance(250).then(|| CompensationSpec {
+                retry: None,
+                timeouts: None,
+                priority: None,
                 key: TaskKey(format!("{key}.undo")),
                 capabilities: [Capability::from(UNDO)].into(),
                 input: json!({ "undo": key }),
