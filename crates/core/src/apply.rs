@@ -174,15 +174,31 @@ impl fmt::Display for Rejection {
         write!(f, "task {} ({state}) refused `{}`: ", self.task, self.event)?;
         match &self.refusal {
             Refusal::NotAccepted { accepted } if accepted.is_empty() => {
-                write!(f, "{state} is terminal and accepts no events")
-            }
-            Refusal::NotAccepted { accepted } => {
-                let names: Vec<&str> = accepted.iter().map(|e| e.as_str()).collect();
+                let lower = state.to_lowercase();
                 write!(
                     f,
-                    "no rule accepts it from {state}, which accepts only: {}",
-                    names.join(", ")
+                    "the task is {lower}, which is final: it cannot take {}",
+                    self.event.in_words()
                 )
+            }
+            Refusal::NotAccepted { accepted } => {
+                let lower = state.to_lowercase();
+                let mut words: Vec<&str> = accepted.iter().map(|e| e.in_words()).collect();
+                let last = words.pop().unwrap_or_default();
+                let list = if words.is_empty() {
+                    last.to_owned()
+                } else {
+                    format!("{} or {last}", words.join(", "))
+                };
+                write!(
+                    f,
+                    "a {lower} task cannot take {}; it takes only {list}",
+                    self.event.in_words(),
+                )?;
+                if self.event == EventKind::RetryRequested {
+                    f.write_str(" (an operator retries only a task that failed for good)")?;
+                }
+                Ok(())
             }
             Refusal::GuardFailed { guard, detail } => write!(f, "guard `{guard}` failed: {detail}"),
             Refusal::StaleLease {

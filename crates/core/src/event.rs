@@ -202,6 +202,31 @@ impl EventKind {
     }
 }
 
+impl EventKind {
+    /// What the event asks, in words, for refusals people read ("an operator's retry").
+    pub fn in_words(self) -> &'static str {
+        match self {
+            EventKind::Submitted => "a submission",
+            EventKind::DependencyAdded => "a new dependency",
+            EventKind::SubtasksAdded => "new sub-tasks",
+            EventKind::DependenciesMet => "its release (dependencies met)",
+            EventKind::UpstreamFailed => "a failed upstream",
+            EventKind::UpstreamRevived => "a revived upstream",
+            EventKind::AgentAssigned => "an assignment to an agent",
+            EventKind::ExecutionStarted => "a start report",
+            EventKind::Heartbeat => "a heartbeat",
+            EventKind::ExecutionSucceeded => "a success report",
+            EventKind::ExecutionFailed => "a failure report",
+            EventKind::AssignmentReleased => "a release by its agent",
+            EventKind::AgentLost => "the loss of its agent",
+            EventKind::TimeoutExpired => "a deadline passing",
+            EventKind::Retry => "its scheduled retry",
+            EventKind::RetryRequested => "an operator's retry",
+            EventKind::CancelRequested => "a cancellation",
+        }
+    }
+}
+
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

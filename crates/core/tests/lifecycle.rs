@@ -689,7 +689,25 @@ fn cancel_works_from_every_non_terminal_state_and_terminal_states_refuse_it() {
         assert_eq!(revoked, task.state.lease().is_some(), "from {from}");
     }
     let r = refuse(&completed(), cancel(), at(50));
-    assert!(r.to_string().contains("terminal"), "{r}");
+    assert!(
+        r.to_string()
+            .ends_with("the task is completed, which is final: it cannot take a cancellation"),
+        "{r}"
+    );
+    // A refusal in words: the state, what was asked, and what the state takes.
+    let r = refuse(&pending(), retry_requested(), at(50));
+    assert_eq!(
+        r.to_string()
+            .split_once(": ")
+            .map(|(_, why)| why.to_owned()),
+        Some(
+            "a pending task cannot take an operator's retry; it takes only an assignment to \
+             an agent, a deadline passing or a cancellation (an operator retries only a task \
+             that failed for good)"
+                .to_owned()
+        ),
+        "{r}"
+    );
     let r = refuse(&failed_final(), cancel(), at(50));
     assert!(r.to_string().contains("the failure is final"), "{r}");
 }
