@@ -208,7 +208,8 @@ impl Client {
         self.get(&format!("/v1/tasks/{id}")).await
     }
 
-    /// The results of the task's completed dependencies, by key; with `key`, only that one's.
+    /// The results of the task's completed dependencies, by key, at most 4 MiB of them (the
+    /// rest withheld with their size); with `key`, only that one's, whatever its size.
     pub async fn upstream(
         &self,
         id: Uuid,

@@ -2,8 +2,9 @@
 //! it (`upstream`) and readable for any task. Results are immutable once their task
 //! completed, so what an agent is handed is exactly what the dependencies' histories recorded.
 //! Bounded: a result over `result_bytes_max` is refused when reported, and one claim answer
-//! carries at most [`UPSTREAM_BYTES_PER_CLAIM_MAX`] of results; past that, results are withheld
-//! (their size is said) and read with `GET /v1/tasks/{id}/upstream`.
+//! carries at most [`UPSTREAM_BYTES_PER_CLAIM_MAX`] of results, and one read of a task's
+//! upstream [`UPSTREAM_BYTES_PER_READ_MAX`]; past that, results are withheld (their size is
+//! said) and each is read on its own with `GET /v1/tasks/{id}/upstream?key=`.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -19,6 +20,8 @@ use crate::error::EngineError;
 pub const RESULT_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 /// Most bytes of upstream results one claim answer carries, over all its tasks.
 pub const UPSTREAM_BYTES_PER_CLAIM_MAX: u64 = 4 * 1024 * 1024;
+/// Most bytes of results one read of a task's upstream (without a key) carries.
+pub const UPSTREAM_BYTES_PER_READ_MAX: u64 = 4 * 1024 * 1024;
 
 /// A dependency's result as handed down the graph.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,32 +53,20 @@ pub fn json_bytes(value: &Value) -> u64 {
 
 impl<S: Store + 'static> Engine<S> {
     /// The results of the task's completed dependencies, by key (a dependency not completed is
-    /// absent).
-    pub async fn upstream(&self, task: &Task) -> Result<BTreeMap<TaskKey, Upstream>, EngineError> {
-        let mut out = BTreeMap::new();
-        if task.dependencies.is_empty() {
-            return Ok(out);
-        }
-        for dep in self.inner.store.dependencies(task.id).await? {
-            if dep.state != StateKind::Completed {
-                continue;
-            }
-            let Some(done) = self.inner.store.task(dep.id).await? else {
-                continue;
-            };
-            if let State::Completed { result, .. } = done.state {
-                let bytes = json_bytes(&result);
-                out.insert(
-                    dep.key,
-                    Upstream {
-                        task: dep.id,
-                        result: Some(result),
-                        bytes,
-                    },
-                );
-            }
-        }
-        Ok(out)
+    /// absent), at most [`UPSTREAM_BYTES_PER_READ_MAX`] of them; the rest are withheld with
+    /// their size. With `key`, only that dependency's result, whatever its size (it is within
+    /// `result_bytes_max`).
+    pub async fn upstream(
+        &self,
+        task: &Task,
+        key: Option<&TaskKey>,
+    ) -> Result<BTreeMap<TaskKey, Upstream>, EngineError> {
+        let mut budget = if key.is_some() {
+            u64::MAX
+        } else {
+            UPSTREAM_BYTES_PER_READ_MAX
+        };
+        self.upstream_within(task, key, &mut budget).await
     }
 
     /// The upstream results of each claimed task, in order, within
@@ -88,15 +79,47 @@ impl<S: Store + 'static> Engine<S> {
         let mut budget = UPSTREAM_BYTES_PER_CLAIM_MAX;
         let mut out = Vec::with_capacity(tasks.len());
         for task in tasks {
-            let mut upstream = self.upstream(task).await?;
-            for u in upstream.values_mut() {
-                if u.bytes <= budget {
-                    budget -= u.bytes;
-                } else {
-                    u.result = None;
-                }
+            out.push(self.upstream_within(task, None, &mut budget).await?);
+        }
+        Ok(out)
+    }
+
+    /// Reads the completed dependencies' results one at a time, keeping a result only while
+    /// it fits in `budget` (and taking it off), so that memory stays within the budget plus
+    /// one result however many dependencies the task has.
+    async fn upstream_within(
+        &self,
+        task: &Task,
+        key: Option<&TaskKey>,
+        budget: &mut u64,
+    ) -> Result<BTreeMap<TaskKey, Upstream>, EngineError> {
+        let mut out = BTreeMap::new();
+        if task.dependencies.is_empty() {
+            return Ok(out);
+        }
+        for dep in self.inner.store.dependencies(task.id).await? {
+            if dep.state != StateKind::Completed || key.is_some_and(|k| *k != dep.key) {
+                continue;
             }
-            out.push(upstream);
+            let Some(done) = self.inner.store.task(dep.id).await? else {
+                continue;
+            };
+            let State::Completed { result, .. } = done.state else {
+                continue;
+            };
+            let bytes = json_bytes(&result);
+            let result = (bytes <= *budget).then(|| {
+                *budget -= bytes;
+                result
+            });
+            out.insert(
+                dep.key,
+                Upstream {
+                    task: dep.id,
+                    result,
+                    bytes,
+                },
+            );
         }
         Ok(out)
     }

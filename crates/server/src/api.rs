@@ -578,7 +578,7 @@ fn upstream_view(
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/upstream", params(("id" = String, Path), UpstreamQuery),
-    description = "The results of the task's completed dependencies, by dependency key (a dependency not completed yet is absent). With `key`, only that dependency's. What a claim answer withholds over its size budget is read here.",
+    description = "The results of the task's completed dependencies, by dependency key (a dependency not completed yet is absent). One answer carries at most 4 MiB of results; past that a result is withheld (`result` absent, `withheld_bytes` its size): read it with `key`, which answers that one dependency's result whatever its size. What a claim answer withholds is read the same way.",
     responses((status = 200, body = BTreeMap<String, UpstreamResult>), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 pub async fn task_upstream(
     AxState(s): St,
@@ -589,10 +589,9 @@ pub async fn task_upstream(
     let id = TaskId(parse_id("task", &id)?);
     let e = engine(&s);
     let task = e.task(id).await?;
-    let mut upstream = e.upstream(&task).await?;
-    if let Some(key) = q.key {
-        let key = baton_core::TaskKey(key);
-        if !task.dependencies.contains(&key) {
+    let key = q.key.map(baton_core::TaskKey);
+    if let Some(key) = &key {
+        if !task.dependencies.contains(key) {
             let deps: Vec<&str> = task.dependencies.iter().map(|k| k.0.as_str()).collect();
             return Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -601,8 +600,8 @@ pub async fn task_upstream(
             )
             .field("key", format!("a dependency of the task: one of {deps:?}")));
         }
-        upstream.retain(|k, _| *k == key);
     }
+    let upstream = e.upstream(&task, key.as_ref()).await?;
     Ok(Json(upstream_view(upstream)))
 }
 
@@ -660,7 +659,8 @@ pub async fn report_heartbeat(
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/succeeded", request_body = SuccessReport, params(("id" = String, Path)),
-    responses((status = 200, body = ReportAnswer), (status = 409, body = ProblemDoc)))]
+    responses((status = 200, body = ReportAnswer), (status = 409, body = ProblemDoc),
+        (status = 413, description = "the result is over `result_bytes_max` (code `result_too_large`, default 1 MiB of JSON; `baton serve --result-bytes-max`)", body = ProblemDoc)))]
 pub async fn report_succeeded(
     AxState(s): St,
     caller: Caller,

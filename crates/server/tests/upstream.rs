@@ -139,6 +139,17 @@ async fn a_claim_answer_withholds_results_past_its_budget_and_names_their_size()
     let size = json!(big).to_string().len() as u64;
     assert_eq!(upstream[key.as_str()]["withheld_bytes"], json!(size));
     let id = join["task"].as_str().unwrap();
+    // A read of all of them is bounded the same way.
+    let (status, all) = srv.get(&format!("/v1/tasks/{id}/upstream")).await;
+    assert_eq!(status, StatusCode::OK);
+    let all = all.as_object().unwrap();
+    assert_eq!(all.len(), 5);
+    assert_eq!(
+        all.values().filter(|u| u.get("result").is_none()).count(),
+        1,
+        "4 MiB per read: {:?}",
+        all.keys()
+    );
     let (status, read) = srv.get(&format!("/v1/tasks/{id}/upstream?key={key}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(

@@ -218,7 +218,8 @@ class Client:
 
     def task_upstream(self, task_id: str, *, key: Optional[str] = None) -> Dict[str, Any]:
         """The results of the task's completed dependencies by key, each ``{"task": id,
-        "result": value}``; with ``key``, only that dependency's."""
+        "result": value}``; past 4 MiB of them a result is withheld (``{"task": id,
+        "withheld_bytes": n}``). With ``key``, only that dependency's, whatever its size."""
         return self._call(_ops.task_upstream(task_id, key))
 
     def list_tasks(

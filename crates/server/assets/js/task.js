@@ -168,7 +168,9 @@ export function taskPage(main, page, id) {
       Object.keys(upstream).length
         ? h('dl', { class: 'upstream', testid: 'task-upstream' }, Object.entries(upstream).map(([key, u]) => [
           h('dt', null, taskLink(u.task, key)),
-          h('dd', null, h('pre', { class: 'json', 'data-key': key }, pretty(u.result)))]))
+          h('dd', null, u.result === undefined
+            ? h('p', { class: 'muted', 'data-key': key }, `${u.withheld_bytes} bytes: too large to show with the others`)
+            : h('pre', { class: 'json', 'data-key': key }, pretty(u.result)))]))
         : h('p', { class: 'muted', testid: 'task-upstream' }, 'none: no dependency has completed'),
       h('h3', null, 'Result'), t.result !== null && t.result !== undefined
         ? h('pre', { class: 'json', testid: 'task-result' }, pretty(t.result))
