@@ -592,13 +592,29 @@ pub async fn task_upstream(
     let key = q.key.map(baton_core::TaskKey);
     if let Some(key) = &key {
         if !task.dependencies.contains(key) {
-            let deps: Vec<&str> = task.dependencies.iter().map(|k| k.0.as_str()).collect();
+            // A task may have thousands of dependencies: name a few.
+            const NAMED_MAX: usize = 16;
+            let deps: Vec<&str> = task
+                .dependencies
+                .iter()
+                .take(NAMED_MAX)
+                .map(|k| k.0.as_str())
+                .collect();
+            let more = task.dependencies.len().saturating_sub(NAMED_MAX);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
             return Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_query",
                 format!("`{key}` is not a dependency of task {id}"),
             )
-            .field("key", format!("a dependency of the task: one of {deps:?}")));
+            .field(
+                "key",
+                format!("a dependency of the task: one of {deps:?}{more}"),
+            ));
         }
     }
     let upstream = e.upstream(&task, key.as_ref()).await?;
