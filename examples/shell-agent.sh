@@ -12,29 +12,14 @@ set -eu
 
 input=$(cat)
 
-# field NAME: a top-level string or number of the input, empty if absent.
+# field NAME: a top-level value of the input: a string, number or boolean as is, anything
+# else as JSON; empty if absent.
 field() {
     printf '%s' "$input" | python3 -c '
 import json, sys
 v = json.load(sys.stdin)
 v = v.get(sys.argv[1], "") if isinstance(v, dict) else ""
 print(v if isinstance(v, (str, int, float)) else json.dumps(v))' "$1"
-}
-
-# upstream: the results of this task's dependencies, as a JSON list, read from the API
-# (BATON_URL and BATON_TASK_ID come from `baton agent`; BATON_TOKEN if the server wants one).
-upstream() {
-    python3 - <<'PY'
-import json, os, urllib.request
-def get(path):
-    req = urllib.request.Request(os.environ["BATON_URL"] + path)
-    if os.environ.get("BATON_TOKEN"):
-        req.add_header("Authorization", "Bearer " + os.environ["BATON_TOKEN"])
-    with urllib.request.urlopen(req, timeout=10) as res:
-        return json.load(res)
-task = get("/v1/tasks/" + os.environ["BATON_TASK_ID"])
-print(json.dumps([get("/v1/tasks/" + d["id"])["result"] for d in task["dependencies"]]))
-PY
 }
 
 # Compensation tasks get {"compensates": KEY, "input": ..., "error": ...} from Baton.
@@ -56,18 +41,18 @@ research)
         "$topic"
     ;;
 write)
-    upstream | python3 -c 'import json, sys
-research = json.load(sys.stdin)
-notes = [n for r in research for n in r["notes"]]
+    # `notes` holds each research task's notes, resolved by Baton from their results.
+    field notes | python3 -c 'import json, sys
+notes = [n for research in json.load(sys.stdin) for n in research]
 print(json.dumps({"title": sys.argv[1], "paragraphs": notes}))' "$(field title)"
     ;;
 review)
-    upstream | python3 -c 'import json, sys
-draft = json.load(sys.stdin)[0]
+    field draft | python3 -c 'import json, sys
+draft = json.load(sys.stdin)
 print(json.dumps({"approved": len(draft["paragraphs"]) > 0, "comments": ["cite the sources"]}))'
     ;;
 publish)
-    approved=$(upstream | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["approved"])')
+    approved=$(field approved)
     if [ "$approved" != "True" ]; then
         echo "the review did not approve the draft" >&2
         exit 1

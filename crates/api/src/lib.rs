@@ -168,6 +168,13 @@ pub struct TaskView {
     pub attempts_allowed: u32,
     pub fencing_token: u64,
     pub spec: TaskSpec,
+    /// For a task whose `spec.input` is a template (values `{"$from": KEY, "pointer":
+    /// "/json/pointer"}` standing for a dependency's result, `{"$literal": …}` for an object
+    /// written as is): the input resolved when the task became ready, which is what its agent
+    /// is handed. Absent for a plain input (the agent gets `spec.input`) and while a template
+    /// waits for its dependencies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
     /// Any JSON value.
     pub result: Option<Value>,
     /// Every failed attempt, oldest first.
@@ -272,7 +279,8 @@ pub struct ClaimedTask {
     pub lease: Uuid,
     /// Send it back with every report; a newer assignment makes it stale.
     pub token: u64,
-    /// The task's input: any JSON value.
+    /// The task's input: any JSON value, with its templates resolved (every `{"$from": …}`
+    /// replaced by what it refers to in a dependency's result).
     pub input: Value,
     pub deadlines: DeadlinesView,
     /// W3C trace context: the workflow's trace, this task's span.

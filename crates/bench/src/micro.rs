@@ -94,6 +94,8 @@ fn pending_task() -> anyhow::Result<Task> {
         spec: Arc::new(spec),
         completed: Vec::new(),
         seed: 42,
+        input: None,
+        unresolved: None,
     };
     Ok(submit(&sub, Timestamp(0))?.task)
 }
@@ -381,6 +383,8 @@ fn row_sizes() -> anyhow::Result<(usize, usize)> {
         spec: Arc::new(spec),
         completed: Vec::new(),
         seed: 1,
+        input: None,
+        unresolved: None,
     };
     let task = submit(&sub, now())?.task;
     let agent = AgentId(Uuid::now_v7());

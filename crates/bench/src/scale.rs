@@ -197,6 +197,8 @@ async fn build(target: &Target, tasks: usize) -> anyhow::Result<Duration> {
                 spec: Arc::new(spec),
                 completed: Vec::new(),
                 seed: i as u64,
+                input: None,
+                unresolved: None,
             };
             let (created, t) = NewTask::submitted(sub, now)?;
             let mut task = t.task;

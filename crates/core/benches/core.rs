@@ -32,6 +32,8 @@ fn submission() -> Submission {
         spec: Arc::new(spec),
         completed: Vec::new(),
         seed: 42,
+        input: None,
+        unresolved: None,
     }
 }
 

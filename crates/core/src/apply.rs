@@ -20,6 +20,7 @@ use crate::spec::{AgentLostPolicy, CompensationSpec, SpecError, TaskSpec};
 use crate::task::{
     CancelReason, DeadlineKind, Deadlines, EnteredAt, Lease, State, StateKind, Task, TaskError,
 };
+use crate::template::{is_template, Unresolved, INPUT_UNRESOLVED};
 
 /// What a transition asks the engine to do once it is durable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -262,6 +263,16 @@ impl Lifecycle {
             .map_err(|SpecError { field, expected }| {
                 reject(Refusal::InvalidSpec { field, expected })
             })?;
+        let met = first_missing(&sub.spec.depends_on, &sub.completed).is_none();
+        let resolves = met && sub.spec.for_each.is_none();
+        if let Some(refusal) = resolution_mismatch(
+            &sub.spec,
+            resolves,
+            sub.input.as_ref(),
+            sub.unresolved.as_ref(),
+        ) {
+            return Err(reject(refusal));
+        }
         let event = Event::Submitted(sub.clone());
         let rule = self.select(None, None, &event, now).map_err(reject)?;
         let mut task = Task {
@@ -280,8 +291,13 @@ impl Lifecycle {
             created_at: now,
             updated_at: now,
             seed: sub.seed,
+            input: sub.input.clone(),
+            expanded: None,
         };
         task.state = enter(rule, &task, &event, now);
+        if let State::Failed { error, .. } = &task.state {
+            task.errors.push(error.clone());
+        }
         task.entered_at.0[rule.to.index()] = Some(now);
         if rule.has_effect(EffectKind::Timers) {
             task.deadlines = deadlines_after(rule, &Deadlines::default(), &sub.spec, now);
@@ -330,6 +346,13 @@ impl Lifecycle {
                         next.dependencies.push(d.key.clone());
                     }
                 }
+            }
+            Event::DependenciesMet {
+                input: Some(input), ..
+            } => next.input = Some(input.clone()),
+            Event::ForEachExpanded { tasks, .. } if rule.to != StateKind::Failed => {
+                next.dependencies.extend(tasks.iter().cloned());
+                next.expanded = Some(tasks.len() as u32);
             }
             Event::Retry => next.attempt += 1,
             Event::RetryRequested { .. } => {
@@ -436,6 +459,54 @@ fn precheck(task: &Task, event: &Event) -> Option<Refusal> {
             )
         }
         (Event::CancelRequested { .. }, State::Cancelled { .. }) => Some(Refusal::Duplicate),
+        (
+            Event::DependenciesMet {
+                input,
+                unresolved,
+                results,
+                ..
+            },
+            State::Blocked,
+        ) => match (task.expanded, results) {
+            (Some(_), Some(_)) if unresolved.is_some() || input.is_some() => {
+                Some(Refusal::Conflict {
+                    detail: "the release of an expanded task carries its items' results, or \
+                             why they cannot be gathered, not both"
+                        .into(),
+                })
+            }
+            (Some(_), None) if unresolved.is_none() => Some(Refusal::Conflict {
+                detail: "the release of an expanded task must carry its items' results".into(),
+            }),
+            (Some(_), _) => None,
+            (None, Some(_)) => Some(Refusal::Conflict {
+                detail: "only an expanded for_each task completes with its items' results".into(),
+            }),
+            (None, None) => resolution_mismatch(
+                &task.spec,
+                task.spec.for_each.is_none(),
+                input.as_ref(),
+                unresolved.as_ref(),
+            ),
+        },
+        (
+            Event::ForEachExpanded {
+                tasks, unresolved, ..
+            },
+            State::Blocked,
+        ) => {
+            let numbered = tasks
+                .iter()
+                .enumerate()
+                .all(|(i, k)| *k == crate::template::item_key(&task.spec.key, i));
+            (!numbered || (unresolved.is_some() && !tasks.is_empty())).then(|| Refusal::Conflict {
+                detail: format!(
+                    "a fan-out's tasks are `{0}[0]`, `{0}[1]`, … in element order, and \
+                         none when it found no array",
+                    task.spec.key
+                ),
+            })
+        }
         (Event::DependencyAdded { dependency }, _) if task.dependencies.contains(dependency) => {
             Some(Refusal::Duplicate)
         }
@@ -446,6 +517,37 @@ fn precheck(task: &Task, event: &Event) -> Option<Refusal> {
                 loss,
             })
         }),
+    }
+}
+
+/// Whether the event that makes the task ready carries exactly the evidence its input needs:
+/// a template's resolution (the input, or the reference that found nothing) when the
+/// dependencies are `met`, and nothing for a plain input.
+fn resolution_mismatch(
+    spec: &TaskSpec,
+    met: bool,
+    input: Option<&serde_json::Value>,
+    unresolved: Option<&Unresolved>,
+) -> Option<Refusal> {
+    let template = is_template(&spec.input);
+    let given = match (input, unresolved) {
+        (None, None) => false,
+        (Some(_), None) | (None, Some(_)) => true,
+        (Some(_), Some(_)) => {
+            return Some(Refusal::Conflict {
+                detail: "the event carries both a resolved input and an unresolved reference"
+                    .into(),
+            })
+        }
+    };
+    match (template && met, given) {
+        (true, false) => Some(Refusal::Conflict {
+            detail: "the task's input is a template: the event must carry its resolution".into(),
+        }),
+        (false, true) => Some(Refusal::Conflict {
+            detail: "the event carries an input resolution the task does not need".into(),
+        }),
+        _ => None,
     }
 }
 
@@ -475,7 +577,10 @@ fn eval(cond: Cond, task: Option<&Task>, event: &Event, now: Timestamp) -> Resul
         Cond::DependenciesMet => {
             let (deps, completed) = match (event, task) {
                 (Event::Submitted(sub), _) => (&sub.spec.depends_on, &sub.completed),
-                (Event::DependenciesMet { completed }, Some(t)) => (&t.dependencies, completed),
+                (Event::DependenciesMet { completed, .. }, Some(t))
+                | (Event::ForEachExpanded { completed, .. }, Some(t)) => {
+                    (&t.dependencies, completed)
+                }
                 _ => return Err("the event carries no dependency evidence".into()),
             };
             match first_missing(deps, completed) {
@@ -583,6 +688,35 @@ fn eval(cond: Cond, task: Option<&Task>, event: &Event, now: Timestamp) -> Resul
             Some(AgentLostPolicy::Requeue) => Ok(()),
             _ => Err("the task's policy fails it when its agent is lost".into()),
         },
+        Cond::InputResolved => match event.unresolved() {
+            Some(u) => Err(u.message()),
+            None => Ok(()),
+        },
+        Cond::AwaitsInput => match task {
+            Some(t) if t.spec.for_each.is_some() => Ok(()),
+            Some(t) if t.input.is_none() && is_template(&t.spec.input) => Ok(()),
+            _ => Err("the task's input needs no resolution or is resolved".into()),
+        },
+        Cond::AwaitsExpansion => {
+            let (spec, expanded) = match (event, task) {
+                (Event::Submitted(sub), _) => (&sub.spec, None),
+                (_, Some(t)) => (&t.spec, t.expanded),
+                _ => return Err("there is no task".into()),
+            };
+            match (&spec.for_each, expanded) {
+                (Some(_), None) => Ok(()),
+                (Some(_), Some(_)) => Err("the task has expanded already".into()),
+                (None, _) => Err("the task has no for_each".into()),
+            }
+        }
+        Cond::Expanded => match task.and_then(|t| t.expanded) {
+            Some(_) => Ok(()),
+            None => Err("the task has not expanded into tasks".into()),
+        },
+        Cond::HasItems => match event {
+            Event::ForEachExpanded { tasks, .. } if !tasks.is_empty() => Ok(()),
+            _ => Err("the fan-out found no element".into()),
+        },
         Cond::TimeoutRequeues => match event {
             Event::TimeoutExpired {
                 deadline: DeadlineKind::Start,
@@ -668,20 +802,29 @@ fn enter(rule: &Rule, task: &Task, event: &Event, now: Timestamp) -> State {
             };
             State::Executing { lease, progress }
         }
-        StateKind::Completed => {
-            let Event::ExecutionSucceeded {
+        StateKind::Completed => match event {
+            Event::ExecutionSucceeded {
                 token,
                 result: Some(result),
                 ..
-            } = event
-            else {
-                unreachable!("rule {rule} completes without a result");
-            };
-            State::Completed {
+            } => State::Completed {
                 result: result.clone(),
                 token: *token,
-            }
-        }
+            },
+            // A fan-out completes with its items' results, by no lease.
+            Event::DependenciesMet {
+                results: Some(results),
+                ..
+            } => State::Completed {
+                result: serde_json::Value::Array(results.clone()),
+                token: task.fencing_token,
+            },
+            Event::ForEachExpanded { .. } => State::Completed {
+                result: serde_json::Value::Array(Vec::new()),
+                token: task.fencing_token,
+            },
+            other => unreachable!("rule {rule} completes without a result: {other:?}"),
+        },
         StateKind::Failed => {
             let error = failure(task, event, now);
             let retry_at = rule
@@ -746,7 +889,17 @@ fn failure(task: &Task, event: &Event, now: Timestamp) -> TaskError {
             token,
             at: now,
         },
-        other => unreachable!("no failure in {other:?}"),
+        other => match other.unresolved() {
+            Some(u) => TaskError {
+                attempt: task.attempt,
+                kind: INPUT_UNRESOLVED.to_owned(),
+                message: u.message(),
+                retryable: false,
+                token: None,
+                at: now,
+            },
+            None => unreachable!("no failure in {other:?}"),
+        },
     }
 }
 

@@ -13,6 +13,7 @@ use crate::ids::Timestamp;
 use crate::ids::{AgentId, Capability, FencingToken, LeaseId, TaskId, TaskKey, WorkflowId};
 use crate::spec::TaskSpec;
 use crate::task::{DeadlineKind, Task, Timer};
+use crate::template::Unresolved;
 
 /// An agent's failure report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,14 @@ pub struct Submission {
     pub completed: Vec<TaskKey>,
     /// Seed of the retry jitter, drawn by the engine.
     pub seed: u64,
+    /// When the dependencies are met at submission and the input is a template: the input
+    /// resolved (see [`crate::template`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// When the dependencies are met at submission: the reference of the template that found
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<Unresolved>,
 }
 
 /// A dependency as the evidence of `upstream_revived` sees it.
@@ -65,9 +74,29 @@ pub enum Event {
         token: FencingToken,
         tasks: Vec<TaskKey>,
     },
-    /// Every dependency completed; `completed` is the evidence.
+    /// Every dependency completed; `completed` is the evidence. For a task whose input is a
+    /// template, the engine resolves it against the dependencies' results and records the
+    /// outcome here: the `input` the task runs with, or the reference that found nothing.
     DependenciesMet {
         completed: Vec<TaskKey>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unresolved: Option<Unresolved>,
+        /// For a task expanded by its `for_each`: the results of the tasks it expanded into,
+        /// in element order, which become its result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        results: Option<Vec<Value>>,
+    },
+    /// Fan-out, on a `for_each` task whose dependencies completed (`completed`, the evidence):
+    /// the tasks it expanded into (`KEY[0]`, `KEY[1]`, … in element order), created in the same
+    /// commit, which it now waits for; none for an empty array; or the reference that found
+    /// no array to expand.
+    ForEachExpanded {
+        completed: Vec<TaskKey>,
+        tasks: Vec<TaskKey>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unresolved: Option<Unresolved>,
     },
     /// `upstream`, a dependency, ended `Failed` or `Cancelled`.
     UpstreamFailed {
@@ -143,6 +172,7 @@ pub enum EventKind {
     DependencyAdded,
     SubtasksAdded,
     DependenciesMet,
+    ForEachExpanded,
     UpstreamFailed,
     UpstreamRevived,
     AgentAssigned,
@@ -159,11 +189,12 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::Submitted,
         EventKind::DependencyAdded,
         EventKind::SubtasksAdded,
         EventKind::DependenciesMet,
+        EventKind::ForEachExpanded,
         EventKind::UpstreamFailed,
         EventKind::UpstreamRevived,
         EventKind::AgentAssigned,
@@ -185,6 +216,7 @@ impl EventKind {
             EventKind::DependencyAdded => "dependency_added",
             EventKind::SubtasksAdded => "subtasks_added",
             EventKind::DependenciesMet => "dependencies_met",
+            EventKind::ForEachExpanded => "for_each_expanded",
             EventKind::UpstreamFailed => "upstream_failed",
             EventKind::UpstreamRevived => "upstream_revived",
             EventKind::AgentAssigned => "agent_assigned",
@@ -210,6 +242,7 @@ impl EventKind {
             EventKind::DependencyAdded => "a new dependency",
             EventKind::SubtasksAdded => "new sub-tasks",
             EventKind::DependenciesMet => "its release (dependencies met)",
+            EventKind::ForEachExpanded => "its fan-out (for_each)",
             EventKind::UpstreamFailed => "a failed upstream",
             EventKind::UpstreamRevived => "a revived upstream",
             EventKind::AgentAssigned => "an assignment to an agent",
@@ -249,6 +282,7 @@ impl Event {
             Event::DependencyAdded { .. } => EventKind::DependencyAdded,
             Event::SubtasksAdded { .. } => EventKind::SubtasksAdded,
             Event::DependenciesMet { .. } => EventKind::DependenciesMet,
+            Event::ForEachExpanded { .. } => EventKind::ForEachExpanded,
             Event::UpstreamFailed { .. } => EventKind::UpstreamFailed,
             Event::UpstreamRevived { .. } => EventKind::UpstreamRevived,
             Event::AgentAssigned { .. } => EventKind::AgentAssigned,
@@ -278,6 +312,16 @@ impl Event {
                 name: requested_by.clone(),
             },
             _ => Actor::Engine,
+        }
+    }
+
+    /// The evidence that the task's input (or fan-out) could not be resolved, if any.
+    pub fn unresolved(&self) -> Option<&Unresolved> {
+        match self {
+            Event::Submitted(sub) => sub.unresolved.as_ref(),
+            Event::DependenciesMet { unresolved, .. }
+            | Event::ForEachExpanded { unresolved, .. } => unresolved.as_ref(),
+            _ => None,
         }
     }
 

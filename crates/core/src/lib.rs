@@ -19,6 +19,7 @@ pub mod replay;
 pub mod retry;
 pub mod spec;
 pub mod task;
+pub mod template;
 
 pub use apply::{apply, submit, Effect, LeaseLoss, Refusal, Rejection, Transition, AGENT_LOST};
 pub use dag::{Dag, DagError, NodeStatus};
@@ -33,3 +34,4 @@ pub use task::{
     CancelReason, DeadlineKind, Deadlines, EnteredAt, Lease, State, StateKind, Task, TaskError,
     Timer,
 };
+pub use template::{Unresolved, INPUT_UNRESOLVED};

@@ -43,6 +43,19 @@ pub enum Cond {
     TimeoutRequeues,
     /// The task's spec asks to requeue it, not fail it, when its agent is lost.
     RequeueOnAgentLost,
+    /// Every reference of the task's input template found something (per the event's
+    /// evidence: the resolved input, or the reference that found nothing). A plain input
+    /// always resolves.
+    InputResolved,
+    /// The task's input is a template that has not been resolved, or the task fans out
+    /// (`for_each`): it must wait for its dependencies again before it runs.
+    AwaitsInput,
+    /// The task fans out (`for_each`) and has not expanded yet: no agent runs it.
+    AwaitsExpansion,
+    /// The task has expanded into the tasks of its `for_each`.
+    Expanded,
+    /// The fan-out found elements to expand into.
+    HasItems,
 }
 
 impl Cond {
@@ -62,6 +75,11 @@ impl Cond {
             Cond::DeadlinePassed => "deadline passed",
             Cond::TimeoutRequeues => "start deadline",
             Cond::RequeueOnAgentLost => "requeue on agent loss",
+            Cond::InputResolved => "input resolved",
+            Cond::AwaitsInput => "input awaited",
+            Cond::AwaitsExpansion => "fans out",
+            Cond::Expanded => "expanded",
+            Cond::HasItems => "has items",
         }
     }
 }
@@ -216,11 +234,23 @@ const FINAL_FAILURE_ENDED: &[EffectKind] = &[EndLease, Timers, FailDependents, C
 #[rustfmt::skip]
 pub static DEFAULT_RULES: &[Rule] = &[
     // Creation.
-    rule(None, E::Submitted, &[is(Cond::DependenciesMet)], S::Pending, &[WakeAgents, Timers]),
+    rule(None, E::Submitted, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), is(Cond::InputResolved)], S::Pending, &[WakeAgents, Timers]),
     rule(None, E::Submitted, &[not(Cond::DependenciesMet)], S::Blocked, &[]),
+    rule(None, E::Submitted, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), not(Cond::InputResolved)], S::Failed, FINAL_FAILURE),
+    // A fan-out waits to be expanded by its release, whatever its dependencies.
+    rule(None, E::Submitted, &[is(Cond::DependenciesMet), is(Cond::AwaitsExpansion)], S::Blocked, &[]),
     // Waiting for dependencies.
     rule(Some(S::Blocked), E::DependencyAdded, &[], S::Blocked, &[]),
-    rule(Some(S::Blocked), E::DependenciesMet, &[is(Cond::DependenciesMet)], S::Pending, &[WakeAgents, Timers]),
+    rule(Some(S::Blocked), E::DependenciesMet, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), not(Cond::Expanded), is(Cond::InputResolved)], S::Pending, &[WakeAgents, Timers]),
+    // An input template found nothing in the results: the task cannot run, whatever retries.
+    rule(Some(S::Blocked), E::DependenciesMet, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), not(Cond::Expanded), not(Cond::InputResolved)], S::Failed, FINAL_FAILURE),
+    // Fan-out: the release of a `for_each` task expands it into one task per element, which it
+    // then waits for; once they have all completed, it completes with their results.
+    rule(Some(S::Blocked), E::ForEachExpanded, &[is(Cond::DependenciesMet), is(Cond::AwaitsExpansion), is(Cond::InputResolved), is(Cond::HasItems)], S::Blocked, &[]),
+    rule(Some(S::Blocked), E::ForEachExpanded, &[is(Cond::DependenciesMet), is(Cond::AwaitsExpansion), is(Cond::InputResolved), not(Cond::HasItems)], S::Completed, &[ReleaseDependents]),
+    rule(Some(S::Blocked), E::ForEachExpanded, &[is(Cond::DependenciesMet), is(Cond::AwaitsExpansion), not(Cond::InputResolved)], S::Failed, FINAL_FAILURE),
+    rule(Some(S::Blocked), E::DependenciesMet, &[is(Cond::DependenciesMet), is(Cond::Expanded), is(Cond::InputResolved)], S::Completed, &[ReleaseDependents]),
+    rule(Some(S::Blocked), E::DependenciesMet, &[is(Cond::DependenciesMet), is(Cond::Expanded), not(Cond::InputResolved)], S::Failed, FINAL_FAILURE),
     rule(Some(S::Blocked), E::UpstreamFailed, &[is(Cond::IsDependency)], S::Cancelled, &[FailDependents, Compensate]),
     rule(Some(S::Blocked), E::CancelRequested, &[], S::Cancelled, &[FailDependents, Compensate]),
     // Ready.
@@ -253,7 +283,9 @@ pub static DEFAULT_RULES: &[Rule] = &[
     rule(Some(S::Failed), E::Retry, &[is(Cond::RetryScheduled), is(Cond::BackoffElapsed)], S::Pending, &[WakeAgents, Timers]),
     rule(Some(S::Failed), E::CancelRequested, &[is(Cond::RetryScheduled)], S::Cancelled, FINAL_FAILURE),
     // Reopening by an operator.
-    reopen(S::Failed, E::RetryRequested, &[not(Cond::RetryScheduled)], S::Pending, &[WakeAgents, Timers, ReviveDependents]),
+    reopen(S::Failed, E::RetryRequested, &[not(Cond::RetryScheduled), not(Cond::AwaitsInput)], S::Pending, &[WakeAgents, Timers, ReviveDependents]),
+    // Its input never resolved: it waits to be released again, which resolves it afresh.
+    reopen(S::Failed, E::RetryRequested, &[not(Cond::RetryScheduled), is(Cond::AwaitsInput)], S::Blocked, &[ReviveDependents]),
     reopen(S::Cancelled, E::UpstreamRevived, &[is(Cond::CancelledByUpstream), not(Cond::OtherUpstreamEnded)], S::Blocked, &[ReviveDependents]),
     // Revived while another upstream has ended: it stays cancelled, now naming that one (whose
     // own revival brings it back).

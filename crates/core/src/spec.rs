@@ -34,7 +34,12 @@ pub struct TaskSpec {
     /// Capabilities an agent must have (all of them) to be assigned this task.
     #[serde(default)]
     pub capabilities: BTreeSet<Capability>,
-    /// Opaque input handed to the agent.
+    /// Any JSON value, handed to the agent. It may be a template: any value in it written
+    /// `{"$from": "KEY", "pointer": "/json/pointer"}` (KEY one of `depends_on`; `pointer` an
+    /// RFC 6901 JSON Pointer, optional: the whole result) is replaced, when the task becomes
+    /// ready, by what it finds in that dependency's result; a pointer that finds nothing fails
+    /// the task with error kind `input_unresolved`. `{"$literal": v}` stands for `v` as
+    /// written (for an object with a `$from` key).
     #[serde(default)]
     pub input: Value,
     /// Higher runs first among ready tasks.
@@ -51,6 +56,16 @@ pub struct TaskSpec {
     /// `Cancelled`.
     #[serde(default)]
     pub compensation: Option<CompensationSpec>,
+    /// Fan-out: `{"$from": "KEY", "pointer": "/json/pointer"}`, an array in the result of
+    /// dependency KEY. When its dependencies complete, the task is run by no agent: it expands
+    /// into one task per element, keyed `KEY[0]`, `KEY[1]`, … (its own key), each a copy of
+    /// this spec whose input (an object) holds the element at `item`. It then completes once
+    /// they all have, its result their results in element order (an empty array completes it
+    /// at once with `[]`). At most 10,000 elements (`FOR_EACH_ITEMS_MAX`); a pointer that
+    /// finds no array fails it with error kind `input_unresolved`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub for_each: Option<Value>,
 }
 
 impl TaskSpec {
@@ -66,6 +81,7 @@ impl TaskSpec {
             timeouts: Timeouts::default(),
             on_agent_lost: AgentLostPolicy::default(),
             compensation: None,
+            for_each: None,
         }
     }
 
@@ -102,6 +118,48 @@ impl TaskSpec {
         }
         for cap in &self.capabilities {
             validate_name("capabilities[]", &cap.0)?;
+        }
+        for r in crate::template::references(&self.input, "input")? {
+            if !self.depends_on.contains(&r.from) {
+                let deps: Vec<&str> = self
+                    .depends_on
+                    .iter()
+                    .take(8)
+                    .map(|d| d.0.as_str())
+                    .collect();
+                let listed = if deps.is_empty() {
+                    "the task has none".to_owned()
+                } else {
+                    format!("one of {}", deps.join(", "))
+                };
+                return Err(SpecError::new(
+                    format!("{}.{}", r.at, crate::template::FROM),
+                    format!(
+                        "the key of a dependency of this task ({listed}), not {:?}",
+                        r.from.0
+                    ),
+                ));
+            }
+        }
+        if let Some(for_each) = &self.for_each {
+            let r = crate::template::for_each_reference(for_each)?;
+            if !self.depends_on.contains(&r.from) {
+                return Err(SpecError::new(
+                    "for_each.$from",
+                    format!("the key of a dependency of this task, not {:?}", r.from.0),
+                ));
+            }
+            match &self.input {
+                Value::Null => {}
+                Value::Object(map) if !map.contains_key(crate::template::ITEM) => {}
+                _ => {
+                    return Err(SpecError::new(
+                        "input",
+                        "an object without an `item` field (or none) for a for_each task: \
+                         each expanded task finds its element at `item`",
+                    ))
+                }
+            }
         }
         self.retry.validate()?;
         self.timeouts.validate()?;
@@ -307,11 +365,22 @@ fn check_duration(field: &str, ms: u64, positive: bool) -> Result<(), SpecError>
     Ok(())
 }
 
-/// Keys, capabilities and error kinds: 1 to 128 bytes of letters, digits and `-_.:/`.
+/// Keys, capabilities and error kinds: 1 to 128 bytes of letters, digits and `-_.:/`; a task
+/// key may end in an index `[N]` (the tasks a `for_each` expands into).
 fn validate_name(field: &str, name: &str) -> Result<(), SpecError> {
-    let ok = !name.is_empty()
-        && name.len() <= KEY_LEN_MAX
-        && name
+    let base = match name.strip_suffix(']').and_then(|n| n.rsplit_once('[')) {
+        Some((base, index))
+            if matches!(field, "key" | "depends_on[]" | "compensation.key")
+                && !index.is_empty()
+                && index.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            base
+        }
+        _ => name,
+    };
+    let ok = !base.is_empty()
+        && base.len() <= KEY_LEN_MAX
+        && base
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
     if ok {

@@ -310,9 +310,26 @@ pub struct Task {
     pub updated_at: Timestamp,
     /// Seed of the retry jitter, chosen by the engine at submission.
     pub seed: u64,
+    /// The input the task runs with, when its spec's input is a template: resolved when the
+    /// task became ready. `None` for a plain input (the spec's) or a template not yet resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// For a `for_each` task once expanded: how many tasks it expanded into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expanded: Option<u32>,
 }
 
 impl Task {
+    /// The input the agent is handed: the resolved template, or the spec's plain input.
+    /// `None` while a template waits for its dependencies.
+    pub fn input(&self) -> Option<&Value> {
+        match &self.input {
+            Some(resolved) => Some(resolved),
+            None if crate::template::is_template(&self.spec.input) => None,
+            None => Some(&self.spec.input),
+        }
+    }
+
     /// The next moment the watchdog must look at the task: its earliest armed deadline or its
     /// scheduled retry. The store indexes timers on this moment and the engine fires the event
     /// [`Task::on_timer`] chooses, so both read the same rule.

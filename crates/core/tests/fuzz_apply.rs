@@ -174,6 +174,7 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
         (timeout_ms(), timeout_ms(), timeout_ms(), timeout_ms()),
         any::<bool>(),
         proptest::option::weighted(0.3, (key(), btree_set(capability(), 0..3), json_value())),
+        proptest::bool::weighted(0.2),
     )
         .prop_map(
             |(
@@ -186,8 +187,20 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
                 (s2s, start, s2c, hb),
                 requeue,
                 comp,
+                fans_out,
             )| {
+                // A fan-out over the first dependency's result, sometimes.
+                let for_each = depends_on
+                    .first()
+                    .filter(|_| fans_out)
+                    .map(|d| serde_json::json!({"$from": d.0}));
+                let input = if for_each.is_some() {
+                    Value::Null
+                } else {
+                    input
+                };
                 TaskSpec {
+                    for_each,
                     depends_on,
                     capabilities,
                     input,
@@ -237,6 +250,8 @@ fn submission() -> impl Strategy<Value = Submission> {
                 spec: Arc::new(spec),
                 completed,
                 seed,
+                input: None,
+                unresolved: None,
             }
         })
 }
@@ -273,6 +288,8 @@ enum Tpl {
     SubtasksAdded(AgentC, TokC, Vec<KeyC>),
     /// The task's dependencies (if `all`), plus extras.
     DependenciesMet(bool, Vec<KeyC>),
+    /// The task's dependencies (if `all`), and this many expanded tasks.
+    ForEachExpanded(bool, usize),
     UpstreamFailed(KeyC),
     /// The upstream revived, and the evidence: dependencies, each ended or not.
     UpstreamRevived(KeyC, Vec<(KeyC, bool)>),
@@ -350,6 +367,7 @@ fn tpl() -> impl Strategy<Value = Tpl> {
         1 => key_c().prop_map(Tpl::DependencyAdded),
         1 => (agent_c(), tok_c(), vec(key_c(), 1..3)).prop_map(|(a, t, k)| Tpl::SubtasksAdded(a, t, k)),
         2 => (any::<bool>(), vec(key_c(), 0..3)).prop_map(|(all, extra)| Tpl::DependenciesMet(all, extra)),
+        1 => (any::<bool>(), 0..3usize).prop_map(|(all, n)| Tpl::ForEachExpanded(all, n)),
         1 => key_c().prop_map(Tpl::UpstreamFailed),
         1 => (key_c(), vec((key_c(), any::<bool>()), 0..3)).prop_map(|(k, deps)| Tpl::UpstreamRevived(k, deps)),
         4 => (agent_c(), prop_oneof![4 => Just(true), 1 => Just(false)], btree_set(capability(), 0..3), any::<u128>())
@@ -425,8 +443,24 @@ fn event_of(t: &Tpl, task: &Task) -> Event {
                 Vec::new()
             };
             completed.extend(extra.iter().map(|k| key_of(k, task)));
-            Event::DependenciesMet { completed }
+            Event::DependenciesMet {
+                completed,
+                input: None,
+                unresolved: None,
+                results: None,
+            }
         }
+        Tpl::ForEachExpanded(all, n) => Event::ForEachExpanded {
+            completed: if *all {
+                task.dependencies.clone()
+            } else {
+                Vec::new()
+            },
+            tasks: (0..*n)
+                .map(|i| baton_core::template::item_key(&task.spec.key, i))
+                .collect(),
+            unresolved: None,
+        },
         Tpl::UpstreamFailed(k) => Event::UpstreamFailed {
             upstream: key_of(k, task),
         },
@@ -579,7 +613,28 @@ fn check_accepted(
         "Completed accepted {:?}",
         ev.kind()
     );
-    if new.kind() == StateKind::Completed {
+    if new.kind() == StateKind::Completed && old.spec.for_each.is_some() {
+        // A fan-out completes by itself, with its items' results: none, or what its release
+        // gathered once it had expanded.
+        prop_assert_eq!(old.kind(), StateKind::Blocked);
+        let State::Completed { result, .. } = &new.state else {
+            unreachable!()
+        };
+        match ev {
+            Event::ForEachExpanded { tasks, .. } => {
+                prop_assert!(tasks.is_empty());
+                prop_assert_eq!(result, &Value::Array(Vec::new()));
+            }
+            Event::DependenciesMet {
+                results: Some(results),
+                ..
+            } => {
+                prop_assert!(old.expanded.is_some(), "completed before it expanded");
+                prop_assert_eq!(result, &Value::Array(results.clone()));
+            }
+            _ => prop_assert!(false, "a fan-out completed by {:?}", ev),
+        }
+    } else if new.kind() == StateKind::Completed {
         let lease = old.state.lease();
         prop_assert_eq!(old.kind(), StateKind::Executing);
         match (ev, lease, &new.state) {
@@ -717,10 +772,16 @@ proptest! {
                 prop_assert_eq!(task.fencing_token, FencingToken(0));
                 prop_assert_eq!(task.attempts_allowed, sub.spec.retry.max_attempts);
                 let ready = sub.spec.depends_on.iter().all(|d| sub.completed.contains(d));
-                prop_assert_eq!(task.kind(), if ready { StateKind::Pending } else { StateKind::Blocked });
+                // A fan-out waits to be expanded, whatever its dependencies.
+                let runs = ready && sub.spec.for_each.is_none();
+                prop_assert_eq!(task.kind(), if runs { StateKind::Pending } else { StateKind::Blocked });
                 deadlines_fit(task).map_err(TestCaseError::fail)?;
                 let h = vec![HistoryEntry { seq: 1, at: now, event: Event::Submitted(sub.clone()) }];
                 prop_assert_eq!(&replay(&h).unwrap(), task);
+            }
+            // An input template needs its resolution when the dependencies are met.
+            Err(r) if template::is_template(&sub.spec.input) => {
+                prop_assert!(!r.to_string().is_empty());
             }
             Err(r) => {
                 prop_assert!(valid.is_err(), "a valid spec was refused: {}", r);
@@ -780,6 +841,8 @@ fn every_event_kind_has_a_template() {
             spec: Arc::new(TaskSpec::new("t")),
             completed: Vec::new(),
             seed: 0,
+            input: None,
+            unresolved: None,
         },
         Timestamp(T0),
     )
@@ -794,10 +857,13 @@ fn every_event_kind_has_a_template() {
             spec: Arc::clone(&task.spec),
             completed: Vec::new(),
             seed: 0,
+            input: None,
+            unresolved: None,
         })),
         Tpl::DependencyAdded(KeyC::Own),
         Tpl::SubtasksAdded(a.clone(), k.clone(), vec![KeyC::Own]),
         Tpl::DependenciesMet(true, Vec::new()),
+        Tpl::ForEachExpanded(true, 1),
         Tpl::UpstreamFailed(KeyC::Own),
         Tpl::UpstreamRevived(KeyC::Own, Vec::new()),
         Tpl::AgentAssigned(a.clone(), true, BTreeSet::new(), 0),

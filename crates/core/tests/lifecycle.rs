@@ -41,6 +41,15 @@ fn requeue_on_loss() -> Task {
     step(&t, started(1), at(20)).task
 }
 
+fn unresolved_for_each() -> Unresolved {
+    Unresolved {
+        at: "for_each".into(),
+        from: "plan".into(),
+        pointer: "/sections".into(),
+        reason: Some("\"/sections\" in the result of `plan` is a string, not an array".into()),
+    }
+}
+
 /// One case per row of the table: the transition and the state the table says it enters.
 fn one_case_per_rule() -> Vec<Case> {
     let mut last_executing = executing();
@@ -62,6 +71,52 @@ fn one_case_per_rule() -> Vec<Case> {
     let mut with_deps = spec("write");
     with_deps.depends_on = vec!["plan".into(), "research".into()];
     let s2s = DeadlineKind::ScheduleToStart;
+    let unresolved = Unresolved {
+        at: "input.sections".into(),
+        from: "plan".into(),
+        pointer: "/sections".into(),
+        reason: None,
+    };
+    let mut templated = spec("write");
+    templated.depends_on = vec!["plan".into()];
+    templated.input = json!({"sections": {"$from": "plan", "pointer": "/sections"}});
+    let templated_blocked = submit(&submission(templated.clone(), &[]), T0)
+        .unwrap()
+        .task;
+    let unresolved_met = Event::DependenciesMet {
+        completed: vec!["plan".into()],
+        input: None,
+        unresolved: Some(unresolved.clone()),
+        results: None,
+    };
+    let input_failed = step(&templated_blocked, unresolved_met.clone(), at(1)).task;
+    let mut fan_out = spec("write");
+    fan_out.depends_on = vec!["plan".into()];
+    fan_out.input = json!({"words": 300});
+    fan_out.for_each = Some(json!({"$from": "plan", "pointer": "/sections"}));
+    let fan_out_ready = submit(&submission(fan_out.clone(), &["plan"]), T0)
+        .unwrap()
+        .task;
+    let expand = |n: usize, unresolved: Option<Unresolved>| Event::ForEachExpanded {
+        completed: vec!["plan".into()],
+        tasks: (0..n)
+            .map(|i| template::item_key(&"write".into(), i))
+            .collect(),
+        unresolved,
+    };
+    let expanded = step(&fan_out_ready, expand(2, None), at(1)).task;
+    let gathered = |results: Option<Vec<serde_json::Value>>, unresolved| Event::DependenciesMet {
+        completed: vec!["plan".into(), "write[0]".into(), "write[1]".into()],
+        input: None,
+        unresolved,
+        results,
+    };
+    let too_large = Unresolved {
+        at: "result".into(),
+        from: "write[1]".into(),
+        pointer: String::new(),
+        reason: Some("too large".into()),
+    };
     use StateKind::*;
     vec![
         (
@@ -73,6 +128,71 @@ fn one_case_per_rule() -> Vec<Case> {
             "submitted, open dependency",
             submit(&submission(with_deps, &["plan"]), T0),
             Blocked,
+        ),
+        (
+            "submitted, dependencies met, input template found nothing",
+            submit(
+                &Submission {
+                    unresolved: Some(unresolved),
+                    ..submission(templated, &["plan"])
+                },
+                T0,
+            ),
+            Failed,
+        ),
+        case(
+            "dependencies met, input template found nothing",
+            templated_blocked,
+            unresolved_met,
+            at(1),
+            Failed,
+        ),
+        case(
+            "operator retry of a task whose input never resolved",
+            input_failed,
+            retry_requested(),
+            at(2),
+            Blocked,
+        ),
+        (
+            "submitted, a fan-out",
+            submit(&submission(fan_out, &["plan"]), T0),
+            Blocked,
+        ),
+        case(
+            "fan-out expanded",
+            fan_out_ready.clone(),
+            expand(2, None),
+            at(1),
+            Blocked,
+        ),
+        case(
+            "fan-out over an empty array",
+            fan_out_ready.clone(),
+            expand(0, None),
+            at(1),
+            Completed,
+        ),
+        case(
+            "fan-out found no array",
+            fan_out_ready,
+            expand(0, Some(unresolved_for_each())),
+            at(1),
+            Failed,
+        ),
+        case(
+            "fan-out's items completed",
+            expanded.clone(),
+            gathered(Some(vec![json!(1), json!(2)]), None),
+            at(2),
+            Completed,
+        ),
+        case(
+            "fan-out's results could not be gathered",
+            expanded,
+            gathered(None, Some(too_large)),
+            at(2),
+            Failed,
         ),
         case(
             "decomposition",

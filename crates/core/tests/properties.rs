@@ -172,7 +172,12 @@ fn event(op: &Op, task: &Task, n: u128) -> Option<Event> {
             if !all {
                 completed.pop();
             }
-            Event::DependenciesMet { completed }
+            Event::DependenciesMet {
+                completed,
+                input: None,
+                unresolved: None,
+                results: None,
+            }
         }
         Op::UpstreamFailed { known } => Event::UpstreamFailed {
             upstream: if known {

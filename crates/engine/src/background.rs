@@ -19,6 +19,7 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::intake::{new_task, submission_of};
 use crate::transition::Cause;
+use crate::upstream::resolution;
 
 /// Due timers handled per watchdog round.
 const TIMERS_PER_ROUND_MAX: usize = 512;
@@ -231,6 +232,10 @@ impl<S: Store + 'static> Engine<S> {
             }
             Effect::Compensate { spec } => {
                 let task = self.load(id).await?;
+                if task.expanded.is_some_and(|n| n > 0) {
+                    // Its items compensate for themselves.
+                    return Ok(());
+                }
                 let mut comp = TaskSpec::new(spec.key.0.clone());
                 comp.capabilities = spec.capabilities.clone();
                 comp.input = compensation_input(&task, &spec.input);
@@ -247,6 +252,7 @@ impl<S: Store + 'static> Engine<S> {
                     TaskId(self.inner.ids.id()),
                     comp,
                     Vec::new(),
+                    &std::collections::BTreeMap::new(),
                     self.inner.ids.seed(),
                     now,
                 )?;
@@ -319,12 +325,30 @@ impl<S: Store + 'static> Engine<S> {
     }
 
     /// Sends `dependencies_met` to `id` with the evidence the core checks: the dependencies
-    /// the store has seen completed (completion is final, so the evidence cannot go stale).
-    /// The store's open-dependency count only nominates the task; the core decides. Stamped
-    /// after the last of its dependencies completed.
+    /// the store has seen completed (completion is final, so the evidence cannot go stale) and,
+    /// for an input template, its resolution against their results (immutable too). The
+    /// store's open-dependency count only nominates the task; the core decides. Stamped after
+    /// the last of its dependencies completed.
     async fn release(&self, id: TaskId) -> Result<Task, EngineError> {
+        let task = self.load(id).await?;
+        let blocked = task.kind() == StateKind::Blocked;
+        if blocked && task.spec.for_each.is_some() && task.expanded.is_none() {
+            return self.expand(task).await;
+        }
         let dependencies = self.inner.store.dependencies(id).await?;
         let last = dependencies.iter().map(|d| d.updated_at).max();
+        let (input, unresolved, results) = if !blocked {
+            (None, None, None)
+        } else if task.expanded.is_some() {
+            let (results, unresolved) = self.gather_items(&task, &dependencies).await?;
+            (None, unresolved, results)
+        } else {
+            let results = self
+                .referenced_results(&task.spec, None, &dependencies)
+                .await?;
+            let (input, unresolved) = resolution(&task.spec, &results);
+            (input, unresolved, None)
+        };
         let completed: Vec<TaskKey> = dependencies
             .into_iter()
             .filter(|d| d.state == StateKind::Completed)
@@ -333,13 +357,16 @@ impl<S: Store + 'static> Engine<S> {
         let met = |_: &Task| {
             Some(Event::DependenciesMet {
                 completed: completed.clone(),
+                input: input.clone(),
+                unresolved: unresolved.clone(),
+                results: results.clone(),
             })
         };
         let cause = Cause {
             link: None,
             after: last.unwrap_or(Timestamp(0)),
         };
-        self.transition(id, met, cause).await
+        self.transition_from(id, Some(task), met, cause).await
     }
     // ---- views ----------------------------------------------------------------------------
 }
@@ -381,17 +408,24 @@ fn applied<T>(r: Result<T, EngineError>) -> Result<bool, EngineError> {
 
 /// The input of a compensation task (`baton_api::CompensationInput` documents it): what it
 /// compensates (key and id), the input its spec declares, the failed or cancelled task's own
-/// input, every error of its attempts and the last one. The task's upstream results are read
-/// with `GET /v1/tasks/{task}/upstream`, not copied.
+/// input (resolved, or `null` if its template never resolved), every error of its attempts
+/// and the last one. The task's upstream results are read with `GET
+/// /v1/tasks/{task}/upstream`, not copied. Handed as written: were anything in it to look
+/// like an input template, it is escaped as a literal.
 fn compensation_input(task: &Task, input: &serde_json::Value) -> serde_json::Value {
-    serde_json::json!({
+    let input = serde_json::json!({
         "compensates": task.spec.key,
         "task": task.id,
         "input": input,
-        "task_input": task.spec.input,
+        "task_input": task.input(),
         "errors": task.errors,
         "error": task.errors.last(),
-    })
+    });
+    if baton_core::template::is_template(&input) {
+        serde_json::json!({ baton_core::template::LITERAL: input })
+    } else {
+        input
+    }
 }
 
 /// The task a compensation task's input (see [`compensation_input`]) names.

@@ -2,12 +2,12 @@
 //! sub-tasks added to a running workflow by the agent executing their parent
 //! (decomposition).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use baton_core::dag::TASKS_PER_WORKFLOW_MAX;
 use baton_core::{
-    apply, AgentId, Dag, Event, FencingToken, StateKind, Submission, Task, TaskId, TaskKey,
+    apply, AgentId, Dag, Event, FencingToken, State, StateKind, Submission, Task, TaskId, TaskKey,
     TaskSpec, Timestamp, Transition, WorkflowId,
 };
 use baton_store::{
@@ -15,11 +15,13 @@ use baton_store::{
     TaskPages, TransitionRecord, WorkflowRef,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tracing::info;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::transition::CAS_RETRIES_MAX;
+use crate::upstream::resolution;
 
 /// Longest workflow name, in bytes.
 pub const NAME_LEN_MAX: usize = 256;
@@ -73,6 +75,7 @@ impl<S: Store + 'static> Engine<S> {
                 id,
                 spec.clone(),
                 Vec::new(),
+                &BTreeMap::new(),
                 self.inner.ids.seed(),
                 now,
             )?;
@@ -129,6 +132,7 @@ impl<S: Store + 'static> Engine<S> {
         for (i, spec) in specs.iter().enumerate() {
             spec.validate()
                 .map_err(|e| EngineError::invalid(format!("tasks[{i}].{}", e.field), e.expected))?;
+            not_an_item_key(i, spec)?;
         }
         for _ in 0..CAS_RETRIES_MAX {
             let task = self.load(parent).await?;
@@ -191,6 +195,13 @@ impl<S: Store + 'static> Engine<S> {
                     })
                     .cloned()
                     .collect();
+                let results: BTreeMap<TaskKey, Value> = completed
+                    .iter()
+                    .filter_map(|k| match &by_key.get(k)?.state {
+                        State::Completed { result, .. } => Some((k.clone(), result.clone())),
+                        _ => None,
+                    })
+                    .collect();
                 for dep in &spec.depends_on {
                     edges.push(Edge {
                         dependency: id_of(dep).expect("the graph checked every dependency"),
@@ -202,6 +213,7 @@ impl<S: Store + 'static> Engine<S> {
                     id,
                     spec.clone(),
                     completed,
+                    &results,
                     self.inner.ids.seed(),
                     now,
                 )?;
@@ -277,20 +289,32 @@ impl<S: Store + 'static> Engine<S> {
     }
 }
 
+/// The task `spec` makes and its `submitted` transition. `completed` are its dependencies
+/// already completed and `results` theirs (by key): when every dependency has completed, an
+/// input template is resolved against them now, as a release would.
 pub(crate) fn new_task(
     workflow: WorkflowId,
     id: TaskId,
     spec: TaskSpec,
     completed: Vec<TaskKey>,
+    results: &BTreeMap<TaskKey, Value>,
     seed: u64,
     now: Timestamp,
 ) -> Result<(NewTask, Transition), EngineError> {
+    let met = spec.depends_on.iter().all(|d| completed.contains(d));
+    let (input, unresolved) = if met {
+        resolution(&spec, results)
+    } else {
+        (None, None)
+    };
     let sub = Submission {
         task: id,
         workflow,
         spec: Arc::new(spec),
         completed,
         seed,
+        input,
+        unresolved,
     };
     Ok(NewTask::submitted(sub, now)?)
 }
@@ -302,6 +326,8 @@ pub(crate) fn submission_of(t: &Transition) -> Submission {
         spec: Arc::clone(&t.task.spec),
         completed: Vec::new(),
         seed: t.task.seed,
+        input: None,
+        unresolved: None,
     }
 }
 
@@ -344,6 +370,7 @@ pub fn validate_workflow(req: &WorkflowRequest) -> Result<(), EngineError> {
     for (i, spec) in req.tasks.iter().enumerate() {
         spec.validate()
             .map_err(|e| EngineError::invalid(format!("tasks[{i}].{}", e.field), e.expected))?;
+        not_an_item_key(i, spec)?;
     }
     let keys: HashSet<&TaskKey> = req.tasks.iter().map(|t| &t.key).collect();
     let mut comps = HashSet::new();
@@ -361,6 +388,29 @@ pub fn validate_workflow(req: &WorkflowRequest) -> Result<(), EngineError> {
         }
     }
     Dag::from_specs(&req.tasks)?;
+    Ok(())
+}
+
+/// Refuses a key (or compensation key) ending in an index `[N]`: those are the keys of the tasks
+/// a `for_each` expands into.
+fn not_an_item_key(i: usize, spec: &TaskSpec) -> Result<(), EngineError> {
+    let keys = std::iter::once(("key", &spec.key)).chain(
+        spec.compensation
+            .iter()
+            .map(|c| ("compensation.key", &c.key)),
+    );
+    for (field, key) in keys {
+        if key.0.ends_with(']') {
+            return Err(EngineError::invalid(
+                format!("tasks[{i}].{field}"),
+                format!(
+                    "a key not ending in an index `[N]` (the keys of the tasks a for_each \
+                     expands into), not {:?}",
+                    key.0
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 

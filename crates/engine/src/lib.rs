@@ -20,6 +20,7 @@ mod control;
 mod engine;
 mod error;
 mod events;
+mod fanout;
 mod ids;
 mod intake;
 mod metrics;
@@ -35,6 +36,7 @@ pub use agents::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
+pub use fanout::FOR_EACH_RESULTS_BYTES_MAX;
 pub use ids::{IdSource, RandomIds, SeededIds};
 pub use intake::{validate_workflow, WorkflowReceipt, WorkflowRequest, NAME_LEN_MAX};
 pub use metrics::Metrics;

@@ -84,8 +84,23 @@ impl<S: Store + 'static> Engine<S> {
         make: impl Fn(&Task) -> Option<Event>,
         cause: Cause,
     ) -> Result<Task, EngineError> {
+        self.transition_from(id, None, make, cause).await
+    }
+
+    /// [`Engine::transition`], starting from `loaded` (the task as the caller just read it)
+    /// instead of reading it again; a lost compare-and-set reads it afresh.
+    pub(crate) async fn transition_from(
+        &self,
+        id: TaskId,
+        mut loaded: Option<Task>,
+        make: impl Fn(&Task) -> Option<Event>,
+        cause: Cause,
+    ) -> Result<Task, EngineError> {
         for _ in 0..CAS_RETRIES_MAX {
-            let task = self.load(id).await?;
+            let task = match loaded.take() {
+                Some(task) => task,
+                None => self.load(id).await?,
+            };
             let Some(event) = make(&task) else {
                 return Ok(task);
             };

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use baton_core::{State, StateKind, Task, TaskId, TaskKey};
+use baton_core::template;
+use baton_core::{State, StateKind, Task, TaskId, TaskKey, TaskSpec, Unresolved};
 use baton_store::Store;
 use serde_json::Value;
 
@@ -137,5 +138,20 @@ impl<S: Store + 'static> Engine<S> {
             });
         }
         Ok(())
+    }
+}
+
+/// The spec's input resolved against `results` (the referenced dependencies' results by key):
+/// the evidence `dependencies_met` and `submitted` carry, `(None, None)` for a plain input.
+pub(crate) fn resolution(
+    spec: &TaskSpec,
+    results: &BTreeMap<TaskKey, Value>,
+) -> (Option<Value>, Option<Unresolved>) {
+    if !template::is_template(&spec.input) {
+        return (None, None);
+    }
+    match template::resolve(&spec.input, "input", &|k: &TaskKey| results.get(k)) {
+        Ok(input) => (Some(input), None),
+        Err(unresolved) => (None, Some(unresolved)),
     }
 }

@@ -120,7 +120,9 @@ impl<S: Store + 'static> Engine<S> {
     /// that task does declare `task` as its compensation (so that a user's input that merely
     /// looks the same names nothing).
     async fn compensated_by(&self, task: &Task) -> Result<Option<TaskId>, EngineError> {
-        let Some(origin) = crate::background::compensated_task(&task.spec.input) else {
+        let Some(origin) =
+            crate::background::compensated_task(task.input().unwrap_or(&task.spec.input))
+        else {
             return Ok(None);
         };
         let Some(origin) = self.inner.store.task(origin).await? else {

@@ -318,6 +318,7 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView {
         attempts_allowed: task.attempts_allowed,
         fencing_token: task.fencing_token.0,
         spec: task.spec.as_ref().clone(),
+        input: task.input.clone(),
         result,
         errors: task
             .errors
@@ -544,7 +545,7 @@ pub async fn claim(
                     attempt: t.attempt,
                     lease: lease.id.0,
                     token: lease.token.0,
-                    input: t.spec.input.clone(),
+                    input: t.input().cloned().unwrap_or_default(),
                     deadlines: (&t.deadlines).into(),
                     traceparent: baton_engine::trace::traceparent(t.workflow, t.id),
                     idempotency_key: format!("{}:{}", t.id, t.attempt),

@@ -8,29 +8,6 @@ use common::{task, TestServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// Claims one task for `agent`, waiting for it to be released.
-async fn claim_one(srv: &TestServer, agent: &str) -> Value {
-    let (status, body) = srv
-        .post(
-            &format!("/v1/agents/{agent}/claim"),
-            json!({"max": 1, "wait_ms": 10_000}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let tasks = body["tasks"].as_array().unwrap();
-    assert_eq!(tasks.len(), 1, "one task is released: {body}");
-    tasks[0].clone()
-}
-
-async fn complete(srv: &TestServer, claimed: &Value, agent: &str, result: Value) {
-    let (s, b) = srv.report(claimed, agent, "started", json!({})).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, b) = srv
-        .report(claimed, agent, "succeeded", json!({ "result": result }))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claimed_task_carries_its_dependencies_results_by_key() {
     let srv = TestServer::start().await;
@@ -43,17 +20,17 @@ async fn a_claimed_task_carries_its_dependencies_results_by_key() {
     let agent = srv.register("writer", &["work"], 1).await;
     let mut ids = std::collections::BTreeMap::new();
     for _ in 0..2 {
-        let claimed = claim_one(&srv, &agent).await;
+        let claimed = srv.claim_one(&agent).await;
         assert_eq!(
             claimed["upstream"],
             json!({}),
             "no dependencies, no upstream"
         );
         let key = claimed["key"].as_str().unwrap().to_owned();
-        complete(&srv, &claimed, &agent, json!({ "from": key })).await;
+        srv.complete(&claimed, &agent, json!({ "from": key })).await;
         ids.insert(key, claimed["task"].clone());
     }
-    let write = claim_one(&srv, &agent).await;
+    let write = srv.claim_one(&agent).await;
     assert_eq!(write["key"], "write");
     assert_eq!(
         write["upstream"],
@@ -84,7 +61,7 @@ async fn a_result_over_the_limit_is_refused_when_reported_and_changes_nothing() 
     let srv = TestServer::start().await;
     srv.submit(json!([task("big", &[])])).await;
     let agent = srv.register("big", &["work"], 1).await;
-    let claimed = claim_one(&srv, &agent).await;
+    let claimed = srv.claim_one(&agent).await;
     let (s, _) = srv.report(&claimed, &agent, "started", json!({})).await;
     assert_eq!(s, StatusCode::OK);
     let over = "x".repeat(baton_engine::RESULT_BYTES_MAX_DEFAULT as usize);
@@ -122,10 +99,10 @@ async fn a_claim_answer_withholds_results_past_its_budget_and_names_their_size()
     let agent = srv.register("joiner", &["work"], 1).await;
     let big = "y".repeat(900 * 1024);
     for _ in parts {
-        let claimed = claim_one(&srv, &agent).await;
-        complete(&srv, &claimed, &agent, json!(big)).await;
+        let claimed = srv.claim_one(&agent).await;
+        srv.complete(&claimed, &agent, json!(big)).await;
     }
-    let join = claim_one(&srv, &agent).await;
+    let join = srv.claim_one(&agent).await;
     let upstream = join["upstream"].as_object().unwrap();
     assert_eq!(upstream.len(), 5);
     let withheld: Vec<&String> = upstream

@@ -30,6 +30,10 @@ struct SnapshotRef<'a> {
     created_at: Timestamp,
     updated_at: Timestamp,
     seed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expanded: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +52,10 @@ struct Snapshot {
     created_at: Timestamp,
     updated_at: Timestamp,
     seed: u64,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
+    #[serde(default)]
+    expanded: Option<u32>,
 }
 
 pub fn snapshot(task: &Task) -> String {
@@ -66,6 +74,8 @@ pub fn snapshot(task: &Task) -> String {
         created_at: task.created_at,
         updated_at: task.updated_at,
         seed: task.seed,
+        input: task.input.as_ref(),
+        expanded: task.expanded,
     };
     serde_json::to_string(&s).expect("a task always serialises")
 }
@@ -97,6 +107,8 @@ pub fn decode_task(id: TaskId, snapshot: &str, spec: &str) -> Result<Task, Store
         created_at: s.created_at,
         updated_at: s.updated_at,
         seed: s.seed,
+        input: s.input,
+        expanded: s.expanded,
     })
 }
 

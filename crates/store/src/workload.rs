@@ -35,6 +35,8 @@ pub fn independent_tasks(
                 spec: Arc::new(spec),
                 completed: Vec::new(),
                 seed: i as u64,
+                input: None,
+                unresolved: None,
             };
             NewTask::submitted(sub, at).map(|(new, _)| new)
         })

@@ -541,6 +541,8 @@ mod cases {
             spec: Arc::new(spec(&def("research", &[]))),
             completed: Vec::new(),
             seed: 3,
+            input: None,
+            unresolved: None,
         };
         let t = submit(&sub, at(2)).unwrap();
         let wait = record(

@@ -108,6 +108,9 @@ fn child(path: &str) -> ! {
                                 &task,
                                 Event::DependenciesMet {
                                     completed: task.dependencies.clone(),
+                                    input: None,
+                                    unresolved: None,
+                                    results: None,
                                 },
                                 at(4),
                             );

@@ -55,6 +55,8 @@ fn workflow(
             spec: Arc::new(spec),
             completed: Vec::new(),
             seed: 7,
+            input: None,
+            unresolved: None,
         };
         let t = submit(&sub, T0).expect("valid spec");
         ids.push(t.task.id);

@@ -37,6 +37,8 @@ from .types import (
     TransitionEvent,
     WorkflowCreated,
     WorkflowView,
+    literal,
+    ref,
 )
 
 __version__ = "0.1.0"
@@ -72,6 +74,8 @@ __all__ = [
     "TaskCreated",
     "TaskPage",
     "TaskSpec",
+    "literal",
+    "ref",
     "TaskSummary",
     "TaskView",
     "Timeouts",

@@ -94,12 +94,32 @@ class Compensation:
     priority: Optional[int] = None
 
 
+def ref(key: str, pointer: str = "") -> Dict[str, Any]:
+    """A value of a task's ``input`` that stands for the result of its dependency ``key``, or
+    what the JSON Pointer ``pointer`` (RFC 6901, e.g. ``"/sections/0"``) finds in it: the server
+    resolves it when the task becomes ready. Also the shape of ``TaskSpec.for_each``."""
+    out: Dict[str, Any] = {"$from": key}
+    if pointer:
+        out["pointer"] = pointer
+    return out
+
+
+def literal(value: JSON) -> Dict[str, Any]:
+    """An input value taken as written even if it looks like a reference (``{"$from": ...}``)."""
+    return {"$literal": value}
+
+
 @dataclass
 class TaskSpec:
     """One task to submit. Only ``key`` is required; unset fields take the server's defaults.
 
     ``capabilities`` are all required of the agent that runs it; ``depends_on`` names other
     tasks of the same workflow by key; ``on_agent_lost`` is ``"fail"`` or ``"requeue"``.
+    ``input`` may hold references to dependencies' results (:func:`ref`). With ``for_each``
+    (a :func:`ref` to an array in a dependency's result) the task is run by no agent: it
+    expands into one task per element (keys ``KEY[0]``, ``KEY[1]``, …, the element at
+    ``item`` in their input, which must then be a mapping) and completes with their results
+    in element order.
     """
 
     key: str
@@ -111,6 +131,7 @@ class TaskSpec:
     timeouts: Union[Timeouts, Mapping[str, Any], None] = None
     on_agent_lost: Optional[str] = None
     compensation: Union[Compensation, Mapping[str, Any], None] = None
+    for_each: Optional[Mapping[str, Any]] = None
 
     def to_json(self) -> Dict[str, Any]:
         """The spec as the server expects it, without the fields left unset."""
@@ -125,6 +146,8 @@ class TaskSpec:
             out["priority"] = self.priority
         if self.on_agent_lost is not None:
             out["on_agent_lost"] = self.on_agent_lost
+        if self.for_each is not None:
+            out["for_each"] = dict(self.for_each)
         for name in ("retry", "timeouts", "compensation"):
             value = _set_fields(getattr(self, name))
             if value is not None:
@@ -320,6 +343,8 @@ class TaskView:
     ``waiting`` why a task that has not ended waits (``{"reason": "dependencies" |
     "no_capable_agent" | "agents_busy" | "leased" | "backing_off", ...}``, ``None`` once it has
     ended); ``history`` every event, oldest first (``{"seq", "at", "actor", "event", "data"}``).
+    ``input`` is, for a task whose ``spec["input"]`` holds references, the input resolved when
+    it became ready (what its agent was handed); ``None`` otherwise.
     """
 
     id: str
@@ -343,6 +368,7 @@ class TaskView:
     history: List[Dict[str, Any]] = field(default_factory=list)
     created_at: int = 0
     updated_at: int = 0
+    input: JSON = None
 
     @property
     def events(self) -> List[str]:

@@ -53,3 +53,54 @@ def test_a_join_reads_every_upstream_result_withheld_ones_included(
     assert len(withheld) == 1, "a read carries at most 4 MiB of results, as a claim does"
     one = client.task_upstream(wf.tasks["join"], key="part-0")
     assert list(one) == ["part-0"] and one["part-0"]["result"]["part"] == "part-0"
+
+
+@pytest.mark.parametrize("use_asyncio", [False, True])
+def test_references_and_a_fan_out_hand_results_down_the_graph(
+    client: baton.Client, url: str, cap: str, use_asyncio: bool
+) -> None:
+    wf = client.submit_workflow(
+        [
+            baton.TaskSpec("plan", capabilities=[cap], input={"step": "plan"}),
+            baton.TaskSpec(
+                "section",
+                depends_on=["plan"],
+                capabilities=[cap],
+                for_each=baton.ref("plan", "/sections"),
+                input={"step": "write", "topic": baton.ref("plan", "/topic")},
+            ),
+            baton.TaskSpec(
+                "edit",
+                depends_on=["section"],
+                capabilities=[cap],
+                input={
+                    "step": "edit",
+                    "drafts": baton.ref("section"),
+                    "note": baton.literal({"$from": "as written"}),
+                },
+            ),
+        ],
+        name="sdk-fan-out",
+    )
+    agent = make_agent(url, cap, concurrency=2)
+
+    @agent.task(cap)
+    def handle(value: Any, ctx: baton.TaskContext) -> Any:
+        if value["step"] == "plan":
+            return {"topic": "tides", "sections": ["moon", "sun"]}
+        if value["step"] == "write":
+            return f"{value['topic']}: {value['item']}"
+        return {"drafts": value["drafts"], "note": value["note"]}
+
+    with running(agent, use_asyncio=use_asyncio):
+        done = wait_state(client, wf.tasks["edit"], "completed", timeout=30.0)
+
+    assert done.result == {
+        "drafts": ["tides: moon", "tides: sun"],
+        "note": {"$from": "as written"},
+    }
+    assert done.input is not None and done.input["drafts"] == done.result["drafts"]
+    assert done.spec["input"]["drafts"] == {"$from": "section"}
+    fan_out = client.get_task(wf.tasks["section"])
+    assert fan_out.state == "completed"
+    assert fan_out.result == ["tides: moon", "tides: sun"]

@@ -515,6 +515,8 @@ mod tests {
             spec: Arc::new(TaskSpec::new("a")),
             completed: Vec::new(),
             seed: 7,
+            input: None,
+            unresolved: None,
         };
         let history = vec![
             entry(1, 1_000, &Event::Submitted(sub)),

@@ -70,6 +70,8 @@ pub fn submission(spec: TaskSpec, completed: &[&str]) -> Submission {
         spec: Arc::new(spec),
         completed: completed.iter().map(|&k| TaskKey::from(k)).collect(),
         seed: 42,
+        input: None,
+        unresolved: None,
     }
 }
 
@@ -196,5 +198,8 @@ pub fn retry_requested() -> Event {
 pub fn deps_met(keys: &[&str]) -> Event {
     Event::DependenciesMet {
         completed: keys.iter().map(|&k| TaskKey::from(k)).collect(),
+        input: None,
+        unresolved: None,
+        results: None,
     }
 }

@@ -163,7 +163,11 @@ export function taskPage(main, page, id) {
 
     const data = h('section', { class: 'panel', 'aria-labelledby': 'data-h' },
       h('h2', { id: 'data-h' }, 'Input and result'),
-      h('h3', null, 'Input'), h('pre', { class: 'json', testid: 'task-input' }, pretty(t.spec.input)),
+      // A template's resolved input is what the agent got; the template stays beside it.
+      t.input !== undefined
+        ? [h('h3', null, 'Input (resolved)'), h('pre', { class: 'json', testid: 'task-input' }, pretty(t.input)),
+          h('h3', null, 'Input as submitted (template)'), h('pre', { class: 'json', testid: 'task-input-template' }, pretty(t.spec.input))]
+        : [h('h3', null, 'Input'), h('pre', { class: 'json', testid: 'task-input' }, pretty(t.spec.input))],
       h('h3', null, `Upstream results (${Object.keys(upstream).length})`),
       Object.keys(upstream).length
         ? h('dl', { class: 'upstream', testid: 'task-upstream' }, Object.entries(upstream).map(([key, u]) => [

@@ -259,6 +259,43 @@ impl TestServer {
         self.post(&format!("/v1/tasks/{task}/{what}"), body).await
     }
 
+    /// Claims up to `max` tasks for `agent`, waiting up to 10 s for one to be released.
+    pub async fn claim_within(&self, agent: &str, max: usize) -> Vec<Value> {
+        let (status, body) = self
+            .post(
+                &format!("/v1/agents/{agent}/claim"),
+                json!({"max": max, "wait_ms": 10_000}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["tasks"].as_array().unwrap().clone()
+    }
+
+    /// Claims exactly one task for `agent`, waiting for it to be released.
+    pub async fn claim_one(&self, agent: &str) -> Value {
+        let tasks = self.claim_within(agent, 1).await;
+        assert_eq!(tasks.len(), 1, "one task is released: {tasks:?}");
+        tasks[0].clone()
+    }
+
+    /// Starts a claimed task and completes it with `result`.
+    pub async fn complete(&self, claimed: &Value, agent: &str, result: Value) {
+        let (s, b) = self.report(claimed, agent, "started", json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let (s, b) = self
+            .report(claimed, agent, "succeeded", json!({ "result": result }))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+
+    /// `baton check` of the server's store finds nothing wrong.
+    pub async fn assert_store_checks_clean(&self) {
+        let report = baton_engine::check::check_store(self.engine.store(), |_| {})
+            .await
+            .unwrap();
+        assert!(report.is_clean(), "{:?}", report.violations);
+    }
+
     /// Starts and completes a claimed task.
     pub async fn finish(&self, claimed: &Value, agent: &str) {
         let (s, b) = self.report(claimed, agent, "started", json!({})).await;

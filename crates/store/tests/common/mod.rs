@@ -85,6 +85,8 @@ pub fn workflow(defs: &[Def<'_>], idempotency_key: Option<&str>) -> Flow {
             spec: Arc::new(spec(d)),
             completed: Vec::new(),
             seed: 7,
+            input: None,
+            unresolved: None,
         };
         for dep in d.deps {
             edges.push(Edge {
@@ -190,6 +192,9 @@ pub async fn release_blocked<S: Store>(store: &S, now: Timestamp) -> Vec<TaskId>
         let task = store.task(*id).await.unwrap().unwrap();
         let event = Event::DependenciesMet {
             completed: task.dependencies.clone(),
+            input: None,
+            unresolved: None,
+            results: None,
         };
         store.apply(record(&task, event, now)).await.unwrap();
     }
