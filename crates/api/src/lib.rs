@@ -24,6 +24,13 @@ pub struct SubmitWorkflow {
     #[serde(default)]
     pub idempotency_key: Option<String>,
     pub tasks: Vec<TaskSpec>,
+    /// The workflow's result once every task has completed (`GET /v1/workflows/{id}` shows it
+    /// as `result`): a map of names to values, where any value may be a reference to a task's
+    /// result, `{"$from": "KEY", "pointer": "/json/pointer"}` (KEY any task of the workflow),
+    /// as in a task's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub outputs: Option<BTreeMap<String, Value>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,6 +84,33 @@ pub struct WorkflowView {
     /// Milliseconds since the Unix epoch.
     pub created_at: u64,
     pub counts: Counts,
+    /// `running` while a task has not ended (it waits, runs, or has a retry scheduled); then
+    /// `completed` (every task completed), `failed` (one failed for good) or `cancelled`.
+    pub status: WorkflowStatusView,
+    /// The declared `outputs`, as submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub outputs: Option<Value>,
+    /// Once completed, the declared `outputs` with every reference resolved (in `GET
+    /// /v1/workflows/{id}`, not in lists). Absent without outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The output reference that found nothing in a task's result, if one did (then there is
+    /// no `result`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub unresolved: Option<Value>,
+}
+
+/// Where a workflow stands as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowStatusView {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -230,6 +230,7 @@ async fn build(target: &Target, tasks: usize) -> anyhow::Result<Duration> {
                     idempotency_key: None,
                     request_hash: String::new(),
                     created_at: now,
+                    outputs: None,
                 }),
                 tasks: new,
                 edges: Vec::new(),

@@ -27,6 +27,8 @@ const EXIT_REFUSED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 /// Exit status when the server cannot be reached.
 const EXIT_UNREACHABLE: u8 = 3;
+/// Exit status of `submit --wait --timeout` when the workflow is still running.
+const EXIT_TIMED_OUT: u8 = 4;
 /// Longest wait for one answer from the server.
 const REQUEST_TIME_MAX: Duration = Duration::from_secs(30);
 
@@ -34,9 +36,11 @@ const REQUEST_TIME_MAX: Duration = Duration::from_secs(30);
 const EXIT_CODES: &str = "\
 Exit status of the client commands:
   0  success
-  1  the server refused the request (the reason is printed), or the input file is invalid
+  1  the server refused the request (the reason is printed), or the input file is invalid;
+     `submit --wait`: the workflow failed or was cancelled
   2  usage error
   3  the server cannot be reached (or did not answer in time)
+  4  `submit --wait --timeout`: the workflow is still running
 
 The server is --url or BATON_URL; the token --token or BATON_TOKEN.";
 
@@ -228,6 +232,13 @@ fn report(err: &anyhow::Error) -> u8 {
         }
         Some(ClientError::InvalidUrl(_)) => (format!("{err:#}"), EXIT_USAGE),
         _ if err.chain().any(|e| e.is::<NoAnswer>()) => (format!("{err:#}"), EXIT_UNREACHABLE),
+        _ if err
+            .chain()
+            .filter_map(|e| e.downcast_ref::<submit::NotCompleted>())
+            .any(|e| matches!(e, submit::NotCompleted::TimedOut { .. })) =>
+        {
+            (format!("{err:#}"), EXIT_TIMED_OUT)
+        }
         _ => (format!("{err:#}"), EXIT_REFUSED),
     };
     eprintln!("{label} {message}");

@@ -306,6 +306,7 @@ impl Source {
             name: wf.name.clone(),
             idempotency_key: wf.idempotency_key.clone(),
             tasks: wf.tasks.clone(),
+            outputs: wf.outputs.clone(),
         };
         match validate_workflow(&req) {
             Ok(()) => Ok(()),

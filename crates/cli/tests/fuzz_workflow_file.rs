@@ -64,6 +64,7 @@ fn server(bytes: &[u8]) -> Result<SubmitWorkflow, Option<String>> {
         name: wf.name.clone(),
         idempotency_key: wf.idempotency_key.clone(),
         tasks: wf.tasks.clone(),
+        outputs: wf.outputs.clone(),
     };
     match validate_workflow(&req) {
         Ok(()) => Ok(wf),

@@ -538,3 +538,43 @@ fn show_follows_a_task_through_its_lifecycle_and_retry_reopens_a_failure() {
     assert!(shown.stdout.contains("Failed → Pending"), "{shown:#?}");
     assert!(shown.stdout.contains("retry_requested"), "{shown:#?}");
 }
+
+#[test]
+fn submit_wait_prints_the_workflow_result_and_exits_by_how_it_ended() {
+    let srv = Server::start();
+    let workflow = |key: &str| {
+        format!(
+            "tasks:\n  - key: {key}\n    capabilities: [think]\noutputs:\n  title: {{$from: {key}, pointer: /title}}\n  fixed: 1\n"
+        )
+    };
+    let path = srv.file("completes.yaml", &workflow("plan"));
+    let cmd = srv.command(&["submit", "--wait", path.to_str().unwrap()]);
+    let waiting = std::thread::spawn(move || common::run(cmd));
+    work(&srv, "think", Some(serde_json::json!({"title": "Tides"})));
+    let done = waiting.join().unwrap();
+    done.ok();
+    assert!(done.stdout.contains("completed"), "{done:#?}");
+    let result = &done.stdout[done.stdout.find('{').expect("the result")..];
+    let result: Value = serde_json::from_str(result).unwrap();
+    assert_eq!(result, serde_json::json!({"title": "Tides", "fixed": 1}));
+
+    let path = srv.file("fails.yaml", &workflow("draft"));
+    let cmd = srv.command(&[
+        "submit",
+        "--wait",
+        "--output",
+        "json",
+        path.to_str().unwrap(),
+    ]);
+    let waiting = std::thread::spawn(move || common::run(cmd));
+    work(&srv, "think", None);
+    let failed = waiting.join().unwrap();
+    assert_eq!(failed.code, Some(1), "{failed:#?}");
+    assert_eq!(failed.json()["status"], "failed");
+    assert!(failed.stderr.contains("ended failed"), "{failed:#?}");
+
+    let path = srv.file("waits.yaml", &workflow("idle"));
+    let still = srv.run(&["submit", "--wait", "--timeout", "1", path.to_str().unwrap()]);
+    assert_eq!(still.code, Some(4), "{still:#?}");
+    assert!(still.stderr.contains("still running"), "{still:#?}");
+}

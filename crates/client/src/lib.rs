@@ -179,8 +179,14 @@ impl Client {
             name: name.to_owned(),
             idempotency_key: idempotency_key.map(str::to_owned),
             tasks: tasks.to_vec(),
+            outputs: None,
         };
         self.post("/v1/workflows", &body).await
+    }
+
+    /// Submits a workflow request as built (outputs included).
+    pub async fn submit(&self, body: &SubmitWorkflow) -> Result<WorkflowCreated> {
+        self.post("/v1/workflows", body).await
     }
 
     /// Submits a raw workflow document (`{"name", "idempotency_key", "tasks": [...]}`).

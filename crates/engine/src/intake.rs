@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use baton_core::dag::TASKS_PER_WORKFLOW_MAX;
+use baton_core::template;
 use baton_core::{
     apply, AgentId, Dag, Event, FencingToken, State, StateKind, Submission, Task, TaskId, TaskKey,
     TaskSpec, Timestamp, Transition, WorkflowId,
@@ -34,6 +35,10 @@ pub struct WorkflowRequest {
     #[serde(default)]
     pub idempotency_key: Option<String>,
     pub tasks: Vec<TaskSpec>,
+    /// The workflow's result once it has completed: each value may hold references to its
+    /// tasks' results (`{"$from": KEY, "pointer": …}`, KEY any task of the workflow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<BTreeMap<String, Value>>,
 }
 
 /// What a submission created (or, for a repeated idempotency key, had created).
@@ -89,6 +94,10 @@ impl<S: Store + 'static> Engine<S> {
                 idempotency_key: req.idempotency_key.clone(),
                 request_hash: request_hash(&req),
                 created_at: now,
+                outputs: req
+                    .outputs
+                    .as_ref()
+                    .map(|o| serde_json::to_string(o).expect("outputs serialise")),
             }),
             tasks,
             edges,
@@ -334,7 +343,11 @@ pub(crate) fn submission_of(t: &Transition) -> Submission {
 /// A stable fingerprint of a request (FNV-1a, 64 bits), so that a reused idempotency key
 /// with a different request is recognised across restarts and versions.
 fn request_hash(req: &WorkflowRequest) -> String {
-    let bytes = serde_json::to_vec(&(&req.name, &req.tasks)).expect("a request serialises");
+    let bytes = match &req.outputs {
+        None => serde_json::to_vec(&(&req.name, &req.tasks)),
+        Some(outputs) => serde_json::to_vec(&(&req.name, &req.tasks, outputs)),
+    }
+    .expect("a request serialises");
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(b);
@@ -388,6 +401,19 @@ pub fn validate_workflow(req: &WorkflowRequest) -> Result<(), EngineError> {
         }
     }
     Dag::from_specs(&req.tasks)?;
+    for (name, value) in req.outputs.iter().flatten() {
+        let field = format!("outputs.{name}");
+        let refs = template::references(value, &field)
+            .map_err(|e| EngineError::invalid(e.field, e.expected))?;
+        for r in refs {
+            if !keys.contains(&r.from) {
+                return Err(EngineError::invalid(
+                    format!("{}.{}", r.at, template::FROM),
+                    format!("the key of a task of this workflow, not {:?}", r.from.0),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use baton_core::{AgentId, Event, FencingToken, State, StateKind, Task, TaskId, WorkflowId};
 use baton_engine::read::{AnyStore, TaskFilter};
-use baton_engine::{Engine, WorkflowRequest};
+use baton_engine::{Engine, WorkflowRequest, WorkflowStatus};
 use futures_util::stream::Stream;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
@@ -57,6 +57,7 @@ pub async fn submit_workflow(
             name: body.name,
             idempotency_key: body.idempotency_key,
             tasks: body.tasks,
+            outputs: body.outputs,
         })
         .await?;
     let status = if receipt.created {
@@ -89,6 +90,7 @@ pub async fn submit_task(
             name: body.task.key.0.clone(),
             idempotency_key: body.idempotency_key,
             tasks: vec![body.task],
+            outputs: None,
         })
         .await
         .map_err(|e| {
@@ -134,14 +136,35 @@ pub async fn get_workflow(
     let id = WorkflowId(parse_id("workflow", &id)?);
     let e = engine(&s);
     let wf = e.workflow(id).await?;
-    let counts = e.counts(Some(id)).await?;
-    Ok(Json(WorkflowView {
+    Ok(Json(workflow_view(e, wf, true).await?))
+}
+
+/// A workflow with its counts and status, and its result if `with_result`.
+async fn workflow_view(
+    e: &Engine<AnyStore>,
+    wf: baton_engine::read::WorkflowRecord,
+    with_result: bool,
+) -> Result<WorkflowView, Problem> {
+    let counts = e.counts(Some(wf.id)).await?;
+    let outcome = e.workflow_outcome(&wf, &counts).await?;
+    Ok(WorkflowView {
         id: wf.id.0,
         name: wf.name,
         idempotency_key: wf.idempotency_key,
         created_at: wf.created_at.0,
         counts: counts_view(counts),
-    }))
+        status: match outcome.status {
+            WorkflowStatus::Running => WorkflowStatusView::Running,
+            WorkflowStatus::Completed => WorkflowStatusView::Completed,
+            WorkflowStatus::Failed => WorkflowStatusView::Failed,
+            WorkflowStatus::Cancelled => WorkflowStatusView::Cancelled,
+        },
+        outputs: wf.outputs.and_then(|o| serde_json::from_str(&o).ok()),
+        result: outcome.result.filter(|_| with_result),
+        unresolved: outcome
+            .unresolved
+            .and_then(|u| serde_json::to_value(u).ok()),
+    })
 }
 
 /// Most workflows in one page of `GET /v1/workflows`.
@@ -169,14 +192,7 @@ pub async fn list_workflows(
         .flatten();
     let mut workflows = Vec::with_capacity(records.len());
     for wf in records {
-        let counts = e.counts(Some(wf.id)).await?;
-        workflows.push(WorkflowView {
-            id: wf.id.0,
-            name: wf.name,
-            idempotency_key: wf.idempotency_key,
-            created_at: wf.created_at.0,
-            counts: counts_view(counts),
-        });
+        workflows.push(workflow_view(e, wf, false).await?);
     }
     Ok(Json(WorkflowList { workflows, next }))
 }

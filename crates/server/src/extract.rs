@@ -56,7 +56,7 @@ where
 pub const PAYLOAD_DEPTH_MAX: usize = 64;
 
 /// Keys whose values are opaque payloads: any JSON, not checked for shape.
-const OPAQUE: &[&str] = &["input", "result", "progress"];
+const OPAQUE: &[&str] = &["input", "result", "progress", "outputs", "for_each"];
 /// Keys whose values, when present, must be objects (serde would also accept arrays for them,
 /// matched by position, which hides mistakes).
 const OBJECTS: &[&str] = &["retry", "timeouts", "compensation", "error", "task"];

@@ -605,6 +605,42 @@ async fn a_task_page_shows_its_history_errors_and_links() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workflow_page_shows_its_status_and_its_result_once_completed() {
+    let srv = TestServer::start().await;
+    scenario("workflow-result", srv, |srv, b| async move {
+        let (status, wf) = srv
+            .post(
+                "/v1/workflows",
+                json!({"name": "with-result", "tasks": [task("plan", &[])],
+                       "outputs": {"who": {"$from": "plan", "pointer": "/by"}}}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{wf}");
+        let workflow = wf["workflow"].as_str().unwrap();
+        b.goto(&format!("#/workflows/{workflow}")).await;
+        b.wait(
+            "the status to read running",
+            "return document.querySelector('[data-testid=workflow-status] [data-status]')?.dataset.status === 'running'",
+        )
+        .await;
+        let agent = srv.register("worker", &["work"], 1).await;
+        complete_next(&srv, &agent, wf["tasks"]["plan"].as_str().unwrap()).await;
+        b.wait(
+            "the status to turn completed, live",
+            "return document.querySelector('[data-testid=workflow-status] [data-status]')?.dataset.status === 'completed'",
+        )
+        .await;
+        let shown = b
+            .js("return document.querySelector('[data-testid=workflow-result-json]').textContent")
+            .await;
+        let shown: Value = serde_json::from_str(shown.as_str().unwrap()).unwrap();
+        assert_eq!(shown, json!({"who": agent}));
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workflow_graph_has_a_node_per_task_coloured_by_state_and_live() {
     let srv = TestServer::start().await;
     scenario("graph", srv, |srv, b| async move {

@@ -316,13 +316,18 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
 
 /// A workflow body of the right shape.
 fn workflow() -> impl Strategy<Value = SubmitWorkflow> {
-    (text(), proptest::option::of(text()), vec(spec(), 0..5)).prop_map(
-        |(name, idempotency_key, tasks)| SubmitWorkflow {
+    (
+        text(),
+        proptest::option::of(text()),
+        vec(spec(), 0..5),
+        proptest::option::of(proptest::collection::btree_map(text(), json_value(), 0..3)),
+    )
+        .prop_map(|(name, idempotency_key, tasks, outputs)| SubmitWorkflow {
             name,
             idempotency_key,
             tasks,
-        },
-    )
+            outputs,
+        })
 }
 
 // ---- mutations ---------------------------------------------------------------------------

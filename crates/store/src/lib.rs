@@ -62,6 +62,8 @@ pub struct NewWorkflow {
     /// Fingerprint of the request, so that reusing a key for another request is refused.
     pub request_hash: String,
     pub created_at: Timestamp,
+    /// The workflow's declared outputs (templates over its tasks' results), as JSON.
+    pub outputs: Option<String>,
 }
 
 /// A stored workflow.
@@ -71,6 +73,8 @@ pub struct WorkflowRecord {
     pub name: String,
     pub idempotency_key: Option<String>,
     pub created_at: Timestamp,
+    /// The workflow's declared outputs (templates over its tasks' results), as JSON.
+    pub outputs: Option<String>,
 }
 
 /// A task created by `submitted`: the task and its first history entry.

@@ -48,6 +48,7 @@ pub fn independent_tasks(
             idempotency_key: None,
             request_hash: String::new(),
             created_at: at,
+            outputs: None,
         }),
         tasks,
         edges: Vec::new(),

@@ -6,7 +6,18 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+)
 from urllib.parse import quote
 
 import httpx
@@ -113,13 +124,18 @@ def _json(r: httpx.Response) -> Any:
 
 
 def submit_workflow(
-    tasks: Sequence[TaskSpecLike], name: str, idempotency_key: Optional[str]
+    tasks: Sequence[TaskSpecLike],
+    name: str,
+    idempotency_key: Optional[str],
+    outputs: Optional[Mapping[str, Any]] = None,
 ) -> Op[WorkflowCreated]:
     body: Dict[str, Any] = {"tasks": [spec_to_json(t) for t in tasks]}
     if name:
         body["name"] = name
     if idempotency_key is not None:
         body["idempotency_key"] = idempotency_key
+    if outputs is not None:
+        body["outputs"] = dict(outputs)
     return Op("POST", "/v1/workflows", lambda r: WorkflowCreated.from_json(r.json()), body=body)
 
 

@@ -11,12 +11,15 @@ loop; :class:`baton.Agent` drives them for you.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import (
     Any,
     AsyncIterator,
     Dict,
     Iterator,
     List,
+    Mapping,
     Optional,
     Sequence,
     TypeVar,
@@ -187,10 +190,13 @@ class Client:
         *,
         name: str = "",
         idempotency_key: Optional[str] = None,
+        outputs: Optional[Mapping[str, Any]] = None,
     ) -> WorkflowCreated:
         """Submits tasks with their dependencies as one workflow. Resubmitting with the same
-        ``idempotency_key`` returns the first submission (``created`` false)."""
-        return self._call(_ops.submit_workflow(tasks, name, idempotency_key))
+        ``idempotency_key`` returns the first submission (``created`` false). ``outputs``
+        names the workflow's result: values that may be :func:`baton.ref` to its tasks'
+        results, resolved once every task has completed (``WorkflowView.result``)."""
+        return self._call(_ops.submit_workflow(tasks, name, idempotency_key, outputs))
 
     def submit_task(
         self, task: TaskSpecLike, *, idempotency_key: Optional[str] = None
@@ -199,8 +205,22 @@ class Client:
         return self._call(_ops.submit_task(task, idempotency_key))
 
     def get_workflow(self, workflow_id: str) -> WorkflowView:
-        """A workflow with its task counts."""
+        """A workflow with its task counts, status and (once completed) result."""
         return self._call(_ops.get_workflow(workflow_id))
+
+    def wait_workflow(
+        self, workflow_id: str, *, timeout: Optional[float] = None, poll: float = 0.25
+    ) -> WorkflowView:
+        """Waits for the workflow to end (``status`` no longer ``"running"``) and returns it;
+        raises ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            view = self.get_workflow(workflow_id)
+            if view.status != "running":
+                return view
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"workflow {workflow_id} is still running after {timeout}s")
+            time.sleep(poll)
 
     def cancel_workflow(self, workflow_id: str, reason: str = "") -> int:
         """Cancels every task of the workflow that has not ended; returns how many."""
@@ -441,9 +461,10 @@ class AsyncClient:
         *,
         name: str = "",
         idempotency_key: Optional[str] = None,
+        outputs: Optional[Mapping[str, Any]] = None,
     ) -> WorkflowCreated:
         """See :meth:`Client.submit_workflow`."""
-        return await self._call(_ops.submit_workflow(tasks, name, idempotency_key))
+        return await self._call(_ops.submit_workflow(tasks, name, idempotency_key, outputs))
 
     async def submit_task(
         self, task: TaskSpecLike, *, idempotency_key: Optional[str] = None
@@ -454,6 +475,19 @@ class AsyncClient:
     async def get_workflow(self, workflow_id: str) -> WorkflowView:
         """See :meth:`Client.get_workflow`."""
         return await self._call(_ops.get_workflow(workflow_id))
+
+    async def wait_workflow(
+        self, workflow_id: str, *, timeout: Optional[float] = None, poll: float = 0.25
+    ) -> WorkflowView:
+        """See :meth:`Client.wait_workflow`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            view = await self.get_workflow(workflow_id)
+            if view.status != "running":
+                return view
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"workflow {workflow_id} is still running after {timeout}s")
+            await asyncio.sleep(poll)
 
     async def cancel_workflow(self, workflow_id: str, reason: str = "") -> int:
         """See :meth:`Client.cancel_workflow`."""

@@ -249,13 +249,20 @@ class Counts:
 
 @dataclass(frozen=True)
 class WorkflowView:
-    """A workflow and its task counts."""
+    """A workflow, its task counts and where it stands: ``status`` is ``"running"`` until
+    every task has ended, then ``"completed"``, ``"failed"`` or ``"cancelled"``. ``result`` is
+    its declared ``outputs`` resolved, once completed (``get_workflow`` only); ``unresolved``
+    names an output reference that found nothing."""
 
     id: str
     name: str
     idempotency_key: Optional[str]
     created_at: int
     counts: Counts
+    status: str = "running"
+    outputs: Optional[Dict[str, Any]] = None
+    result: JSON = None
+    unresolved: Optional[Dict[str, Any]] = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "WorkflowView":

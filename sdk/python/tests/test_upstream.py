@@ -81,6 +81,7 @@ def test_references_and_a_fan_out_hand_results_down_the_graph(
             ),
         ],
         name="sdk-fan-out",
+        outputs={"drafts": baton.ref("edit", "/drafts"), "sections": 2},
     )
     agent = make_agent(url, cap, concurrency=2)
 
@@ -104,3 +105,6 @@ def test_references_and_a_fan_out_hand_results_down_the_graph(
     fan_out = client.get_task(wf.tasks["section"])
     assert fan_out.state == "completed"
     assert fan_out.result == ["tides: moon", "tides: sun"]
+    ended = client.wait_workflow(wf.workflow, timeout=10.0)
+    assert ended.status == "completed"
+    assert ended.result == {"drafts": ["tides: moon", "tides: sun"], "sections": 2}

@@ -2,16 +2,18 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use baton_cli::workflow_file::WorkflowFile;
-use baton_client::wire::WorkflowCreated;
+use baton_client::wire::{WorkflowCreated, WorkflowStatusView};
 use baton_client::{Client, ClientError};
 use baton_server::BODY_BYTES_MAX;
 
 use super::render::{Cell, Paint, Table};
 use super::{call, print_json};
 use crate::Output;
+use uuid::Uuid;
 
 /// Arguments of `baton submit`.
 #[derive(clap::Args)]
@@ -23,6 +25,25 @@ pub struct SubmitArgs {
     /// Only check the file; submit nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Wait for the workflow to end, then print its status and result (its declared
+    /// `outputs`, resolved): exit status 0 if it completed, 1 if it failed or was cancelled.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub wait: bool,
+    /// With `--wait`: give up after this many seconds (exit status 4), leaving it running.
+    #[arg(long, value_name = "SECONDS", requires = "wait")]
+    pub timeout: Option<u64>,
+}
+
+/// How often `--wait` looks at the workflow.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// The workflow did not end: `--wait` gave up, or it ended other than completed.
+#[derive(Debug, thiserror::Error)]
+pub enum NotCompleted {
+    #[error("workflow {workflow} ended {status}")]
+    Ended { workflow: Uuid, status: String },
+    #[error("workflow {workflow} is still running after {seconds}s (--timeout); it goes on")]
+    TimedOut { workflow: Uuid, seconds: u64 },
 }
 
 /// Reads the file (at most the server's body limit) and checks it.
@@ -84,9 +105,57 @@ pub async fn submit(client: &Client, args: &SubmitArgs, output: Output) -> anyho
             _ => return Err(e),
         },
     };
+    if !args.wait {
+        return match output {
+            Output::Json => print_json(&created),
+            Output::Table => print_created(&file, &created),
+        };
+    }
+    if output == Output::Table {
+        print_created(&file, &created)?;
+    }
+    wait(client, created.workflow, args.timeout, output).await
+}
+
+/// Polls the workflow until it is no longer running, then prints how it ended.
+async fn wait(
+    client: &Client,
+    workflow: Uuid,
+    timeout: Option<u64>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let view = loop {
+        let view = call(client, client.workflow(workflow)).await?;
+        if view.status != WorkflowStatusView::Running {
+            break view;
+        }
+        if let Some(seconds) = timeout {
+            if start.elapsed() >= Duration::from_secs(seconds) {
+                return Err(NotCompleted::TimedOut { workflow, seconds }.into());
+            }
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    };
+    let status = serde_json::to_value(view.status)?
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     match output {
-        Output::Json => print_json(&created),
-        Output::Table => print_created(&file, &created),
+        Output::Json => print_json(&view)?,
+        Output::Table => {
+            println!("Workflow {workflow} {status}");
+            if let Some(result) = &view.result {
+                print_json(result)?;
+            } else if let Some(unresolved) = &view.unresolved {
+                println!("No result: an output found nothing: {unresolved}");
+            }
+        }
+    }
+    if view.status == WorkflowStatusView::Completed {
+        Ok(())
+    } else {
+        Err(NotCompleted::Ended { workflow, status }.into())
     }
 }
 

@@ -57,6 +57,7 @@ pub fn request(specs: Vec<TaskSpec>) -> WorkflowRequest {
         name: "test".into(),
         idempotency_key: None,
         tasks: specs,
+        outputs: None,
     }
 }
 

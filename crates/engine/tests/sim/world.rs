@@ -1642,6 +1642,7 @@ impl Sim {
             name: name.clone(),
             idempotency_key: Some(name.clone()),
             tasks,
+            outputs: None,
         };
         for attempt in 0..3 {
             let r = self.engine().submit_workflow(req.clone()).await;

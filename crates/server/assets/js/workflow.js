@@ -1,8 +1,8 @@
-// The workflow page (#/workflows/ID): its dependency graph coloured by state and kept live,
-// cancel, and the paginated table of its tasks.
+// The workflow page (#/workflows/ID): its status and result, its dependency graph coloured by
+// state and kept live, cancel, and the paginated table of its tasks.
 
 import { batched, h, s } from './dom.js';
-import { fmtNum, fmtTime, shortId } from './format.js';
+import { fmtNum, fmtTime, pretty, shortId } from './format.js';
 import { STATES, applyTransition, emptyCounts } from './counts.js';
 import { badge, confirmDialog, legend, taskLink } from './widgets.js';
 import { api, errorText } from './api.js';
@@ -26,10 +26,14 @@ export function workflowPage(main, page, id) {
   const graphWrap = h('div', { class: 'graph-wrap', testid: 'graph' });
   const graphNote = h('p', { class: 'small muted', testid: 'graph-note' });
   const tableBox = h('div');
+  const statusLine = h('p', { testid: 'workflow-status' });
+  const resultBox = h('div', { testid: 'workflow-result' });
   main.append(
     h('div', { class: 'crumbs' }, h('a', { href: '#/' }, 'Overview'), ' / workflow'),
-    title, idLine,
+    title, idLine, statusLine,
     h('div', { class: 'actions' }, cancelBtn, notice),
+    h('section', { class: 'panel', 'aria-labelledby': 'result-h' },
+      h('h2', { id: 'result-h' }, 'Result'), resultBox),
     h('section', { class: 'panel', 'aria-labelledby': 'graph-h' },
       h('h2', { id: 'graph-h' }, 'Dependency graph (live)'), legendBox, graphWrap, graphNote),
     h('section', { class: 'panel', 'aria-labelledby': 'tasks-h' },
@@ -65,6 +69,36 @@ export function workflowPage(main, page, id) {
     }
   });
 
+  // Where the workflow stands as a whole, and its result once completed.
+  function showStatus(wf) {
+    const cls = wf.status === 'running' ? 's-executing' : `s-${wf.status}`;
+    statusLine.replaceChildren('Status: ',
+      h('span', { class: `badge ${cls}`, 'data-status': wf.status }, wf.status));
+    if (wf.result !== undefined) {
+      resultBox.replaceChildren(h('pre', { class: 'json', testid: 'workflow-result-json' }, pretty(wf.result)));
+    } else if (wf.unresolved) {
+      resultBox.replaceChildren(h('p', { class: 'error' },
+        `No result: ${wf.unresolved.at} (${wf.unresolved.from} ${wf.unresolved.pointer}) found nothing.`));
+    } else {
+      resultBox.replaceChildren(h('p', { class: 'muted' }, wf.outputs
+        ? (wf.status === 'running' ? 'Its outputs are resolved once every task has completed.' : `None: the workflow ${wf.status}.`)
+        : 'This workflow declares no outputs.'));
+    }
+  }
+
+  // Re-read the status once tasks end; several endings in a row are read once.
+  let statusTimer = null;
+  function refreshStatusSoon() {
+    if (statusTimer) return;
+    statusTimer = setTimeout(async () => {
+      statusTimer = null;
+      try {
+        const wf = await api(`/v1/workflows/${encodeURIComponent(id)}`);
+        if (page.live) showStatus(wf);
+      } catch { /* the next ending or a reload tries again */ }
+    }, 300);
+  }
+
   let loadGen = 0; // a newer load supersedes one still in flight
 
   async function load() {
@@ -77,6 +111,7 @@ export function workflowPage(main, page, id) {
       title.textContent = `Workflow ${wf.name || '(unnamed)'}`;
       document.title = `${wf.name || 'Workflow'} · Baton`;
       counts = wf.counts;
+      showStatus(wf);
       drawLegend();
       table.reload();
       if (wf.counts.total > GRAPH_NODES_MAX) {
@@ -236,6 +271,7 @@ export function workflowPage(main, page, id) {
     }
     applyTransition(counts, ev);
     drawLegend();
+    if (ev.to === 'completed' || ev.to === 'failed' || ev.to === 'cancelled') refreshStatusSoon();
   }
 
   page.onLeave(abandonLayouts);

@@ -482,12 +482,13 @@ impl<'c> Run<'c> {
         let workflow = match &batch.workflow {
             WorkflowRef::New(wf) => {
                 let created_at = ts(wf.created_at);
-                let params: [&(dyn ToSql + Sync); 5] = [
+                let params: [&(dyn ToSql + Sync); 6] = [
                     &wf.id.0,
                     &wf.name,
                     &wf.idempotency_key,
                     &wf.request_hash,
                     &created_at,
+                    &wf.outputs,
                 ];
                 if let Some(key) = &wf.idempotency_key {
                     let key_param: [&(dyn ToSql + Sync); 1] = [key];

@@ -102,10 +102,12 @@ statements! {
                   ORDER BY o
                   ON CONFLICT (state, shard) DO UPDATE SET n = state_counts.n + excluded.n";
     find_idempotent = "SELECT id, request_hash FROM workflows WHERE idempotency_key = $1";
-    insert_workflow = "INSERT INTO workflows (id, name, idempotency_key, request_hash, created_at)
-                       VALUES ($1, $2, $3, $4, $5)";
-    insert_keyed_workflow = "INSERT INTO workflows (id, name, idempotency_key, request_hash, created_at)
-                             VALUES ($1, $2, $3, $4, $5)
+    insert_workflow = "INSERT INTO workflows (id, name, idempotency_key, request_hash, created_at,
+                                              outputs)
+                       VALUES ($1, $2, $3, $4, $5, $6)";
+    insert_keyed_workflow = "INSERT INTO workflows (id, name, idempotency_key, request_hash, created_at,
+                                                    outputs)
+                             VALUES ($1, $2, $3, $4, $5, $6)
                              ON CONFLICT (idempotency_key) DO NOTHING";
     workflow_exists = "SELECT 1 FROM workflows WHERE id = $1";
     task_keys = "SELECT key, id FROM tasks WHERE workflow_id = $1 ORDER BY id";

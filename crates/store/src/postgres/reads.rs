@@ -184,7 +184,7 @@ impl Store for PgStore {
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         let rows = self
             .query(
-                "SELECT name, idempotency_key, created_at FROM workflows WHERE id = $1",
+                "SELECT name, idempotency_key, created_at, outputs FROM workflows WHERE id = $1",
                 &[&id.0],
             )
             .await?;
@@ -195,6 +195,7 @@ impl Store for PgStore {
                     name: get(row, 0)?,
                     idempotency_key: get(row, 1)?,
                     created_at: Timestamp(get::<i64>(row, 2)? as u64),
+                    outputs: get(row, 3)?,
                 })
             })
             .transpose()
@@ -209,7 +210,7 @@ impl Store for PgStore {
         let before = before.map(|w| w.0).unwrap_or(Uuid::max());
         let rows = self
             .query(
-                "SELECT id, name, idempotency_key, created_at FROM workflows
+                "SELECT id, name, idempotency_key, created_at, outputs FROM workflows
                  WHERE id < $1 ORDER BY id DESC LIMIT $2",
                 &[&before, &limit],
             )
@@ -221,6 +222,7 @@ impl Store for PgStore {
                     name: get(row, 1)?,
                     idempotency_key: get(row, 2)?,
                     created_at: Timestamp(get::<i64>(row, 3)? as u64),
+                    outputs: get(row, 4)?,
                 })
             })
             .collect()

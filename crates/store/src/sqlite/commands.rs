@@ -48,8 +48,9 @@ pub(super) fn submit(
                 }
             }
             conn.prepare_cached(
-                "INSERT INTO workflows (id, name, idempotency_key, request_hash, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO workflows (id, name, idempotency_key, request_hash, created_at,
+                                        outputs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -57,7 +58,8 @@ pub(super) fn submit(
                     wf.name,
                     wf.idempotency_key,
                     wf.request_hash,
-                    ts(wf.created_at)
+                    ts(wf.created_at),
+                    wf.outputs
                 ])
             })
             .map_err(db)?;

@@ -19,6 +19,7 @@ const APPLICATION_ID: i64 = 0x4241_544E;
 const MIGRATIONS: &[&str] = &[
     include_str!("001_init.sql"),
     include_str!("002_hot_paths_as_postgres.sql"),
+    include_str!("003_workflow_outputs.sql"),
 ];
 
 /// Read connections kept open.

@@ -226,7 +226,7 @@ impl Store for SqliteStore {
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT name, idempotency_key, created_at FROM workflows WHERE id = ?1",
+                "SELECT name, idempotency_key, created_at, outputs FROM workflows WHERE id = ?1",
             )
             .and_then(|mut s| {
                 s.query_row([id.0], |r| {
@@ -235,6 +235,7 @@ impl Store for SqliteStore {
                         name: r.get(0)?,
                         idempotency_key: r.get(1)?,
                         created_at: Timestamp(r.get::<_, i64>(2)? as u64),
+                        outputs: r.get(3)?,
                     })
                 })
                 .optional()
@@ -254,7 +255,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT id, name, idempotency_key, created_at FROM workflows
+                    "SELECT id, name, idempotency_key, created_at, outputs FROM workflows
                      WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
                 )
                 .map_err(db)?;
@@ -265,6 +266,7 @@ impl Store for SqliteStore {
                         name: r.get(1)?,
                         idempotency_key: r.get(2)?,
                         created_at: Timestamp(r.get::<_, i64>(3)? as u64),
+                        outputs: r.get(4)?,
                     })
                 })
                 .map_err(db)?;

@@ -106,6 +106,7 @@ pub fn workflow(defs: &[Def<'_>], idempotency_key: Option<&str>) -> Flow {
                 idempotency_key: idempotency_key.map(str::to_owned),
                 request_hash: format!("{} tasks", defs.len()),
                 created_at: T0,
+                outputs: None,
             }),
             tasks,
             edges,

@@ -1,0 +1,137 @@
+//! Where a workflow stands as a whole: running until every task has ended, then completed,
+//! failed or cancelled; and, once completed, its result: its declared `outputs` with every
+//! reference to a task's result resolved. Read from stored data when asked, so it needs no
+//! bookkeeping of its own and follows operators' retries.
+
+use std::collections::BTreeMap;
+
+use baton_core::{template, State, StateKind, TaskKey, Unresolved, WorkflowId};
+use baton_store::{StateCounts, Store, TaskFilter, TaskPages, WorkflowRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+
+/// Where a workflow stands as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowStatus {
+    /// A task has not ended: it waits, runs, or has a retry scheduled.
+    Running,
+    /// Every task completed.
+    Completed,
+    /// Every task ended, one of them failed for good.
+    Failed,
+    /// Every task ended, none failed, one was cancelled.
+    Cancelled,
+}
+
+impl WorkflowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowStatus::Running => "running",
+            WorkflowStatus::Completed => "completed",
+            WorkflowStatus::Failed => "failed",
+            WorkflowStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A workflow's status and, once completed, its result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkflowOutcome {
+    pub status: WorkflowStatus,
+    /// The declared outputs, resolved, once the workflow completed (absent without outputs).
+    pub result: Option<Value>,
+    /// The output reference that found nothing, if one did: then there is no result.
+    pub unresolved: Option<Unresolved>,
+}
+
+impl<S: Store + 'static> Engine<S> {
+    /// The workflow's status from its tasks' counts (and, if some failed, whether one of them
+    /// has a retry scheduled), and its result once completed.
+    pub async fn workflow_outcome(
+        &self,
+        wf: &WorkflowRecord,
+        counts: &StateCounts,
+    ) -> Result<WorkflowOutcome, EngineError> {
+        let status = self.workflow_status(wf.id, counts).await?;
+        let mut outcome = WorkflowOutcome {
+            status,
+            result: None,
+            unresolved: None,
+        };
+        let Some(outputs) = &wf.outputs else {
+            return Ok(outcome);
+        };
+        if status != WorkflowStatus::Completed {
+            return Ok(outcome);
+        }
+        let outputs: BTreeMap<String, Value> = serde_json::from_str(outputs)
+            .map_err(|e| EngineError::invalid("outputs", format!("stored outputs: {e}")))?;
+        let mut results = BTreeMap::new();
+        for value in outputs.values() {
+            for r in template::references(value, "outputs").unwrap_or_default() {
+                if results.contains_key(&r.from) {
+                    continue;
+                }
+                if let Some(t) = self.inner.store.task_by_key(wf.id, r.from.clone()).await? {
+                    if let State::Completed { result, .. } = t.state {
+                        results.insert(r.from, result);
+                    }
+                }
+            }
+        }
+        let lookup = |k: &TaskKey| results.get(k);
+        let mut out = serde_json::Map::new();
+        for (name, value) in &outputs {
+            match template::resolve(value, &format!("outputs.{name}"), &lookup) {
+                Ok(v) => {
+                    out.insert(name.clone(), v);
+                }
+                Err(u) => {
+                    outcome.unresolved = Some(u);
+                    return Ok(outcome);
+                }
+            }
+        }
+        outcome.result = Some(Value::Object(out));
+        Ok(outcome)
+    }
+
+    async fn workflow_status(
+        &self,
+        id: WorkflowId,
+        counts: &StateCounts,
+    ) -> Result<WorkflowStatus, EngineError> {
+        let open = [
+            StateKind::Blocked,
+            StateKind::Pending,
+            StateKind::Assigned,
+            StateKind::Executing,
+        ]
+        .into_iter()
+        .any(|s| counts.get(s) > 0);
+        if open {
+            return Ok(WorkflowStatus::Running);
+        }
+        if counts.get(StateKind::Failed) > 0 {
+            let mut pages = TaskPages::new(TaskFilter {
+                workflow: Some(id),
+                state: Some(StateKind::Failed),
+                ..TaskFilter::default()
+            });
+            while let Some(page) = pages.next(&self.inner.store).await? {
+                if page.iter().any(|t| !t.state.is_terminal()) {
+                    return Ok(WorkflowStatus::Running);
+                }
+            }
+            return Ok(WorkflowStatus::Failed);
+        }
+        if counts.get(StateKind::Cancelled) > 0 {
+            return Ok(WorkflowStatus::Cancelled);
+        }
+        Ok(WorkflowStatus::Completed)
+    }
+}
