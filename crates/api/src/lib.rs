@@ -498,6 +498,17 @@ pub struct TransitionEventView {
     pub seq: u64,
 }
 
+/// A workflow ended, as the event stream (`GET /v1/events`) sends it (event `workflow`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkflowEventView {
+    pub workflow: Uuid,
+    /// `completed`, `failed` or `cancelled`.
+    pub status: WorkflowStatusView,
+    /// When the serving node saw it end (ms since the epoch).
+    pub at: u64,
+}
+
 /// One rule of the lifecycle table, as `GET /v1/lifecycle?format=json` lists it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -531,6 +531,8 @@ pub struct Events {
 #[derive(Clone, Debug)]
 pub enum StreamItem {
     Transition(TransitionEventView),
+    /// A workflow ended (every task of it has).
+    Workflow(WorkflowEventView),
     /// The client fell behind; this many events were skipped.
     Lagged(u64),
 }
@@ -554,6 +556,8 @@ impl Events {
                             "lagged"
                         } else if e.trim() == "transition" {
                             "transition"
+                        } else if e.trim() == "workflow" {
+                            "workflow"
                         } else {
                             "other"
                         };
@@ -576,6 +580,16 @@ impl Events {
                     }
                     "lagged" => {
                         return Some(Ok(StreamItem::Lagged(data.trim().parse().unwrap_or(0))))
+                    }
+                    "workflow" => {
+                        return Some(
+                            serde_json::from_str(&data)
+                                .map(StreamItem::Workflow)
+                                .map_err(|e| ClientError::Decode {
+                                    url: self.url.clone(),
+                                    detail: e.to_string(),
+                                }),
+                        )
                     }
                     _ => continue,
                 }

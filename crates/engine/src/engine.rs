@@ -74,6 +74,8 @@ pub(crate) struct Inner<S> {
     /// What `events` carried lately, for subscribers resuming a stream; locked while sending
     /// so that a subscription sees each transition once, in the backlog or live.
     pub(crate) log: std::sync::Mutex<EventLog>,
+    /// Workflows that ended, told to this node's subscribers.
+    pub(crate) workflow_events: broadcast::Sender<crate::ending::WorkflowEvent>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) metrics: Metrics,
     /// This node, among the nodes sharing the store.
@@ -118,6 +120,7 @@ impl<S: Store + 'static> Engine<S> {
                     outbox: Notify::new(),
                     events,
                     log: std::sync::Mutex::new(EventLog::new()),
+                    workflow_events: broadcast::channel(crate::ending::WORKFLOW_EVENTS_MAX).0,
                     shutdown,
                     metrics: Metrics::new(Arc::new(move || {
                         weak.upgrade().map(|inner| inner.store.stats())
@@ -158,6 +161,8 @@ impl<S: Store + 'static> Engine<S> {
             tokio::spawn(async move { watchdog.watchdog_loop().await }),
             tokio::spawn(async move { effects.effects_loop().await }),
         ];
+        let ending = self.clone();
+        loops.push(tokio::spawn(async move { ending.ending_loop().await }));
         if let Some(notices) = self.inner.store.notices() {
             let listener = self.clone();
             loops.push(tokio::spawn(

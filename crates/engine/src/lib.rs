@@ -17,6 +17,7 @@ pub mod check;
 mod clock;
 mod cluster;
 mod control;
+mod ending;
 mod engine;
 mod error;
 mod events;
@@ -35,6 +36,7 @@ pub use agents::{
     AGENT_CAPABILITIES_MAX, AGENT_CONCURRENCY_MAX, CLAIM_TASKS_MAX, CLAIM_WAIT_MAX_MS,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use ending::{WorkflowEvent, ENDING_CHECK_MS};
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
 pub use fanout::FOR_EACH_RESULTS_BYTES_MAX;

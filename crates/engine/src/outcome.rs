@@ -100,7 +100,7 @@ impl<S: Store + 'static> Engine<S> {
         Ok(outcome)
     }
 
-    async fn workflow_status(
+    pub(crate) async fn workflow_status(
         &self,
         id: WorkflowId,
         counts: &StateCounts,

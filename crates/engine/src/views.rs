@@ -199,7 +199,8 @@ impl<S: Store + 'static> Engine<S> {
             .iter()
             .filter(|a| self.agent_online(a))
             .count();
-        let subscribers = self.inner.events.receiver_count();
+        // Every event stream listens for workflows ending; nothing else does.
+        let subscribers = self.inner.workflow_events.receiver_count();
         Ok(self.inner.metrics.encode(counts, online, subscribers))
     }
 

@@ -770,7 +770,7 @@ pub async fn add_subtasks(
 
 #[utoipa::path(get, path = "/v1/events", params(EventsQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (the `id` of the last `transition` received): the transitions since then that this node still keeps are sent first")),
-    responses((status = 200, description = "Server-Sent Events: `transition` events (id `NODE-SEQ`) carrying a TransitionEvent as JSON; `lagged` (data: how many were skipped, 0 when unknown) when some transitions were missed: re-read the state", content_type = "text/event-stream"),
+    responses((status = 200, description = "Server-Sent Events: `transition` events (id `NODE-SEQ`) carrying a TransitionEvent as JSON; `lagged` (data: how many were skipped, 0 when unknown) when some transitions were missed: re-read the state; `workflow` when a workflow ends (every task of it ended; data `{\"workflow\", \"status\": \"completed\" | \"failed\" | \"cancelled\", \"at\"}`, not numbered and not resent on a resume: read `GET /v1/workflows/{id}` for its result)", content_type = "text/event-stream"),
               (status = 503, body = ProblemDoc)))]
 pub async fn events(
     AxState(s): St,
@@ -795,7 +795,9 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(parse_event_id);
     let sub = engine(&s).subscribe_from(after);
+    let workflows = engine(&s).subscribe_workflows();
     let stream = EventStream {
+        workflows,
         node: engine(&s).node(),
         filter: q.workflow.map(WorkflowId),
         pending: sub.backlog.into(),
@@ -834,6 +836,8 @@ struct EventStream {
     /// The position asked for could not be resumed: say so first.
     unknown: bool,
     live: tokio::sync::broadcast::Receiver<baton_engine::TransitionEvent>,
+    /// Workflows ending (not numbered: they are not resumed).
+    workflows: tokio::sync::broadcast::Receiver<baton_engine::WorkflowEvent>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -851,6 +855,14 @@ impl EventStream {
                 None => {
                     let next = tokio::select! {
                         next = self.live.recv() => next,
+                        ended = self.workflows.recv() => match ended {
+                            Ok(w) if self.filter.is_none_or(|f| f == w.workflow) => {
+                                let data = serde_json::to_string(&w).unwrap_or_default();
+                                return Some(SseEvent::default().event("workflow").data(data));
+                            }
+                            Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                            Err(RecvError::Closed) => return None,
+                        },
                         _ = &mut *stopped => return None,
                     };
                     match next {

@@ -47,6 +47,7 @@ pub struct AppState {
     ),
     components(schemas(
         baton_api::TransitionEventView,
+        baton_api::WorkflowEventView,
         baton_api::ProblemDoc,
         baton_api::CompensationInput
     ))

@@ -159,3 +159,43 @@ async fn outputs_are_checked_at_submission() {
         assert_eq!(body["field"], field, "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_says_once_when_a_workflow_ends() {
+    let srv = TestServer::start().await;
+    let receipt = submit(&srv, json!([task("plan", &[])]), json!({})).await;
+    let workflow = receipt["workflow"].as_str().unwrap().to_owned();
+    let other = submit(&srv, json!([task("other", &[])]), json!({})).await;
+    let mut res = srv
+        .client
+        .get(format!("{}/v1/events?workflow={workflow}", srv.url))
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let agent = srv.register("writer", &["work"], 2).await;
+    for _ in 0..2 {
+        let claimed = srv.claim_one(&agent).await;
+        srv.complete(&claimed, &agent, json!("done")).await;
+    }
+    // Its three transitions (assigned, started, succeeded), then that it ended.
+    let seen = common::read_sse(&mut res, &mut buf, 4).await;
+    let kinds: Vec<&str> = seen.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["transition", "transition", "transition", "workflow"]
+    );
+    let ended: Value = serde_json::from_str(&seen[3].data).unwrap();
+    assert_eq!(ended["workflow"], workflow.as_str());
+    assert_eq!(ended["status"], "completed");
+    assert_ne!(
+        other["workflow"], workflow,
+        "the other workflow's end is filtered out"
+    );
+    // Nothing more: the end is said once.
+    let more = tokio::time::timeout(std::time::Duration::from_millis(500), res.chunk()).await;
+    assert!(
+        more.is_err() || matches!(more, Ok(Ok(Some(ref c))) if c.starts_with(b":")),
+        "{more:?}"
+    );
+}

@@ -36,6 +36,7 @@ from .types import (
     Timeouts,
     TransitionEvent,
     WorkflowCreated,
+    WorkflowEnded,
     WorkflowView,
     literal,
     ref,
@@ -83,5 +84,6 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "WorkflowCreated",
+    "WorkflowEnded",
     "WorkflowView",
 ]

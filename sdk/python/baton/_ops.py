@@ -36,6 +36,7 @@ from .types import (
     TaskView,
     TransitionEvent,
     WorkflowCreated,
+    WorkflowEnded,
     WorkflowView,
     spec_to_json,
 )
@@ -100,10 +101,13 @@ def transport_error(exc: Union[httpx.TransportError, httpx.StreamError]) -> Conn
     return ConnectionFailed(0, code, str(exc) or type(exc).__name__)
 
 
-def decode_event(ev: SseEvent) -> Union[TransitionEvent, Lagged, None]:
-    """A stream event as a transition or a lag notice; ``None`` for anything else."""
+def decode_event(ev: SseEvent) -> Union[TransitionEvent, WorkflowEnded, Lagged, None]:
+    """A stream event as a transition, a workflow's end or a lag notice; ``None`` for
+    anything else."""
     if ev.event == "transition":
         return TransitionEvent.from_json(json.loads(ev.data))
+    if ev.event == "workflow":
+        return WorkflowEnded.from_json(json.loads(ev.data))
     if ev.event == "lagged":
         try:
             return Lagged(missed=int(ev.data))

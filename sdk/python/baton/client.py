@@ -31,10 +31,10 @@ import httpx
 from . import _ops
 from ._sse import SseParser
 from .types import (
-    JSON,
     AgentView,
     ClaimedTask,
     Counts,
+    JSON,
     Lagged,
     ReportAnswer,
     TaskCreated,
@@ -44,6 +44,7 @@ from .types import (
     TaskView,
     TransitionEvent,
     WorkflowCreated,
+    WorkflowEnded,
     WorkflowView,
 )
 
@@ -51,7 +52,7 @@ __all__ = ["Client", "AsyncClient", "EventStream", "AsyncEventStream", "StreamIt
 
 T = TypeVar("T")
 
-StreamItem = Union[TransitionEvent, Lagged]
+StreamItem = Union[TransitionEvent, WorkflowEnded, Lagged]
 """What an event stream yields: a transition, or notice that some were dropped."""
 
 DEFAULT_TIMEOUT = 30.0

@@ -479,6 +479,20 @@ class TransitionEvent:
 
 
 @dataclass(frozen=True)
+class WorkflowEnded:
+    """A workflow ended: every task of it has. ``status`` is ``"completed"``, ``"failed"`` or
+    ``"cancelled"``; read :meth:`Client.get_workflow` for its result."""
+
+    workflow: str
+    status: str
+    at: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "WorkflowEnded":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
 class Lagged:
     """The event stream fell behind and dropped ``missed`` transitions; re-read the tasks you
     follow (e.g. with ``list_tasks``) to catch up."""

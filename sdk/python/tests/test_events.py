@@ -58,6 +58,29 @@ def test_the_event_stream_yields_the_transitions_of_the_chosen_workflow(
     client.cancel_task(other.task)
 
 
+def test_the_event_stream_says_when_the_workflow_ends(
+    client: baton.Client, url: str, cap: str
+) -> None:
+    wf = client.submit_workflow([{"key": "only", "capabilities": [cap]}])
+    agent = make_agent(url, cap)
+
+    @agent.task(cap)
+    def handle(value: Any, ctx: baton.TaskContext) -> Any:
+        return "done"
+
+    ended: List[baton.WorkflowEnded] = []
+    with client.events(workflow=wf.workflow, read_timeout=10.0) as stream, running(agent):
+        deadline = time.monotonic() + 15.0
+        for item in stream:
+            if isinstance(item, baton.WorkflowEnded):
+                ended.append(item)
+                break
+            if time.monotonic() > deadline:
+                break
+
+    assert [(e.workflow, e.status) for e in ended] == [(wf.workflow, "completed")]
+
+
 def test_a_stream_opened_again_from_its_last_event_id_gets_what_it_missed_first(
     client: baton.Client, cap: str
 ) -> None:

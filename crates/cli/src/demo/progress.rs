@@ -60,6 +60,7 @@ pub async fn count_events(client: Client, workflow: Uuid, live: Arc<Live>) {
             StreamItem::Lagged(n) => {
                 live.lagged.fetch_add(n, Ordering::Relaxed);
             }
+            StreamItem::Workflow(_) => {}
         }
     }
 }

@@ -83,6 +83,8 @@ pub async fn watch(client: &Client, workflow: Option<Uuid>, output: Output) -> a
                     Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break End::Interrupted,
                     Err(e) => break End::Failed(e.into()),
                 },
+                // The transitions already show it; `GET /v1/workflows/{id}` has its result.
+                Some(Msg::Item(StreamItem::Workflow(_))) => {}
                 Some(Msg::Item(StreamItem::Lagged(skipped))) => {
                     view.lagged(skipped);
                     if let View::Live(live) = &mut view {
