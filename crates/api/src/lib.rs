@@ -91,12 +91,13 @@ pub struct WorkflowView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub outputs: Option<Value>,
-    /// Once completed, the declared `outputs` with every reference resolved (in `GET
-    /// /v1/workflows/{id}`, not in lists). Absent without outputs.
+    /// Once the workflow has ended, the declared `outputs` with every reference resolved (in
+    /// `GET /v1/workflows/{id}`, not in lists): a failed workflow has one too when the tasks
+    /// its outputs refer to completed. Absent without outputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
-    /// The output reference that found nothing in a task's result, if one did (then there is
-    /// no `result`).
+    /// The output reference that found nothing (the task did not complete, or its result
+    /// lacks what the pointer names), if one did: then there is no `result`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub unresolved: Option<Value>,

@@ -148,11 +148,12 @@ async fn demo(output: Output, args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let started = Instant::now();
     let created = client
-        .submit_workflow(
-            "demo: quarterly technology briefing",
-            None,
-            &[scenario.root()],
-        )
+        .submit(&baton_client::wire::SubmitWorkflow {
+            name: "demo: quarterly technology briefing".into(),
+            idempotency_key: None,
+            tasks: vec![scenario.root(), scenario.outline(), scenario.cover()],
+            outputs: Some(scenario.outputs()),
+        })
         .await
         .context("submitting the demo workflow")?;
     let workflow = created.workflow;
@@ -191,10 +192,17 @@ async fn demo(output: Output, args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report.json(&base))?);
     } else {
         print!("{}", report.text());
-        say.line(format!(
-            "Look closer: curl {base}/v1/tasks?workflow={workflow}&state=failed, or the \
-             dashboard at {base}/ (with --keep-serving)."
-        ));
+        if args.keep_serving {
+            say.line(format!(
+                "Look closer: curl '{base}/v1/tasks?workflow={workflow}&state=failed', or the \
+                 dashboard at {base}/."
+            ));
+        } else {
+            say.line(
+                "Look closer: run it again with --keep-serving, then open the dashboard or curl \
+                 the failed tasks ('/v1/tasks?workflow=ID&state=failed').",
+            );
+        }
     }
     let ok = report.ok() && end == End::Settled;
 

@@ -25,7 +25,22 @@ fn demo_ends_with_every_expected_outcome() {
     }
     let total = counts["total"].as_u64().unwrap();
     assert!((200..=300).contains(&total), "a few hundred tasks: {total}");
-    assert_eq!(summary["added_by_planners"].as_u64().unwrap(), total - 2);
+    let sections = summary["sections"].as_u64().unwrap();
+    assert_eq!(
+        summary["added_by_planners"].as_u64().unwrap(),
+        total - 4 - sections
+    );
+    // The workflow failed (one task did, as planned), and its outputs still resolved: the
+    // cover fanned out over the outline's topics, one line per section, in order.
+    assert_eq!(summary["workflow"]["status"], "failed");
+    let result = &summary["workflow"]["result"];
+    assert_eq!(result["goal"], "Quarterly technology briefing");
+    let cover = result["cover"].as_array().unwrap();
+    assert_eq!(cover.len() as u64, sections);
+    assert!(
+        cover[0].as_str().unwrap().contains("stands this quarter"),
+        "{cover:?}"
+    );
     assert_eq!(counts["failed"], 1);
     assert_eq!(counts["cancelled"], 3);
     assert_eq!(counts["completed"].as_u64().unwrap(), total - 4);
@@ -82,6 +97,9 @@ fn demo_prints_its_urls_progress_and_summary_for_people() {
         "s02/write, s02/review, s02/publish (upstream failed)",
         "1 recovered (s00/research-0)",
         "compensation   s02/research-3/undo completed",
+        "fan-out        cover expanded into",
+        "workflow       failed; its result",
+        "cover  \"Quarterly technology briefing: where",
         "Every task ended and every expected outcome happened.",
     ] {
         assert!(out.contains(expected), "{expected:?} missing from:\n{out}");

@@ -1,6 +1,7 @@
 //! Where a workflow stands as a whole: running until every task has ended, then completed,
-//! failed or cancelled; and, once completed, its result: its declared `outputs` with every
-//! reference to a task's result resolved. Read from stored data when asked, so it needs no
+//! failed or cancelled; and, once it has ended, its result: its declared `outputs` with every
+//! reference to a task's result resolved (a workflow that failed may still have one, when the
+//! tasks its outputs refer to completed). Read from stored data when asked, so it needs no
 //! bookkeeping of its own and follows operators' retries.
 
 use std::collections::BTreeMap;
@@ -42,7 +43,7 @@ impl WorkflowStatus {
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkflowOutcome {
     pub status: WorkflowStatus,
-    /// The declared outputs, resolved, once the workflow completed (absent without outputs).
+    /// The declared outputs, resolved, once the workflow ended (absent without outputs).
     pub result: Option<Value>,
     /// The output reference that found nothing, if one did: then there is no result.
     pub unresolved: Option<Unresolved>,
@@ -65,7 +66,7 @@ impl<S: Store + 'static> Engine<S> {
         let Some(outputs) = &wf.outputs else {
             return Ok(outcome);
         };
-        if status != WorkflowStatus::Completed {
+        if status == WorkflowStatus::Running {
             return Ok(outcome);
         }
         let outputs: BTreeMap<String, Value> = serde_json::from_str(outputs)
@@ -90,7 +91,10 @@ impl<S: Store + 'static> Engine<S> {
                 Ok(v) => {
                     out.insert(name.clone(), v);
                 }
-                Err(u) => {
+                Err(mut u) => {
+                    if !results.contains_key(&u.from) {
+                        u.reason = Some(format!("task `{}` did not complete", u.from));
+                    }
                     outcome.unresolved = Some(u);
                     return Ok(outcome);
                 }

@@ -101,6 +101,11 @@ async fn a_workflow_with_a_task_failed_for_good_is_failed_and_running_while_it_r
     let failed = workflow(&srv, &receipt).await;
     assert_eq!(failed["status"], "failed");
     assert!(failed.get("result").is_none(), "{failed}");
+    assert_eq!(failed["unresolved"]["from"], "write");
+    assert_eq!(
+        failed["unresolved"]["reason"], "task `write` did not complete",
+        "{failed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,7 +206,7 @@ class Client:
         return self._call(_ops.submit_task(task, idempotency_key))
 
     def get_workflow(self, workflow_id: str) -> WorkflowView:
-        """A workflow with its task counts, status and (once completed) result."""
+        """A workflow with its task counts, status and (once it has ended) result."""
         return self._call(_ops.get_workflow(workflow_id))
 
     def wait_workflow(

@@ -251,7 +251,7 @@ class Counts:
 class WorkflowView:
     """A workflow, its task counts and where it stands: ``status`` is ``"running"`` until
     every task has ended, then ``"completed"``, ``"failed"`` or ``"cancelled"``. ``result`` is
-    its declared ``outputs`` resolved, once completed (``get_workflow`` only); ``unresolved``
+    its declared ``outputs`` resolved, once it has ended (``get_workflow`` only); ``unresolved``
     names an output reference that found nothing."""
 
     id: str

@@ -186,6 +186,8 @@ impl DemoAgent {
             "write" => Work::Done(self.write(ctx).await?),
             "review" => Work::Done(self.review(ctx).await?),
             "publish" => Work::Done(self.publish(ctx).await?),
+            "outline" => Work::Done(self.outline(ctx).await),
+            "cover_line" => Work::Done(self.cover_line(ctx).await),
             other => Work::Failed(ErrorReport {
                 kind: "unknown_kind".into(),
                 message: format!("{} does not know tasks of kind {other:?}", self.name),
@@ -290,6 +292,22 @@ impl DemoAgent {
             "published": approved,
             "url": format!("https://briefing.example/{slug}"),
         }))
+    }
+
+    async fn outline(&self, ctx: &TaskContext) -> Value {
+        let task = ctx.task();
+        think(&task.key).await;
+        json!({"goal": task.input["goal"], "topics": task.input["topics"]})
+    }
+
+    /// One line of the cover, from the outline's goal and its topic, both resolved by Baton
+    /// into the input (`goal` from the outline's result, `item` from the fan-out).
+    async fn cover_line(&self, ctx: &TaskContext) -> Value {
+        let task = ctx.task();
+        think(&task.key).await;
+        let topic = task.input["item"].as_str().unwrap_or("a topic");
+        let goal = task.input["goal"].as_str().unwrap_or("the briefing");
+        json!(format!("{goal}: where {topic} stands this quarter"))
     }
 
     async fn undo(&self, ctx: &TaskContext) -> Value {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use baton_client::wire::{Counts, TaskSummary};
+use baton_client::wire::{Counts, TaskSummary, WorkflowStatusView};
 use baton_client::Client;
 use baton_core::StateKind;
 use serde_json::{json, Value};
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::agents::AgentStats;
 use super::progress::{count_of, Live};
-use super::scenario::{Scenario, FORBIDDEN_KIND, TASKS_PER_SECTION};
+use super::scenario::{Scenario, COVER_KEY, FORBIDDEN_KIND, TASKS_PER_SECTION};
 
 /// Tasks asked for per page when listing the workflow.
 const PAGE_TASKS: usize = 1_000;
@@ -34,6 +34,9 @@ pub struct Report {
     pub cancelled: Vec<String>,
     pub added_by_planners: usize,
     pub sections: usize,
+    /// How the workflow ended (`GET /v1/workflows/{id}`), and its result.
+    pub status: WorkflowStatusView,
+    pub result: Option<Value>,
     /// Expected outcomes that did not happen, in words.
     pub missing: Vec<String>,
     /// Things that went wrong without spoiling the outcome.
@@ -207,6 +210,30 @@ pub async fn gather(
             "{errors} agent requests were refused or failed: {kept}"
         ));
     }
+    // The workflow as a whole: failed (the forbidden source), yet with its result, since the
+    // outline and the cover it refers to completed.
+    let view = client.workflow(workflow).await?;
+    if view.status != WorkflowStatusView::Failed {
+        missing.push(format!(
+            "the workflow should have ended failed (one task failed for good); it is {}",
+            serde_json::to_value(view.status)?
+        ));
+    }
+    let cover_lines = view
+        .result
+        .as_ref()
+        .and_then(|r| r["cover"].as_array())
+        .map(Vec::len);
+    if cover_lines != Some(scenario.sections) {
+        missing.push(format!(
+            "the workflow's result should hold the {COVER_KEY}'s {} lines (one per section, \
+             fanned out over the outline); it is {}",
+            scenario.sections,
+            view.result
+                .as_ref()
+                .map_or("absent".to_owned(), |r| shorten(&r.to_string()))
+        ));
+    }
     let lagged = live.lagged.load(Ordering::Relaxed);
     if lagged > 0 {
         warnings.push(format!("the event stream skipped {lagged} events"));
@@ -226,8 +253,12 @@ pub async fn gather(
         compensations,
         failed,
         cancelled,
-        added_by_planners: tasks.len().saturating_sub(1 + compensations_len(&tasks)),
+        added_by_planners: tasks
+            .len()
+            .saturating_sub(3 + scenario.sections + compensations_len(&tasks)),
         sections: scenario.sections,
+        status: view.status,
+        result: view.result,
         missing,
         warnings,
     })
@@ -316,8 +347,12 @@ impl Report {
         }
         line(String::new());
         line(format!(
-            "  decomposition  1 task submitted; planners added {} ({} sections of {})",
+            "  decomposition  3 tasks submitted; planners added {} ({} sections of {})",
             self.added_by_planners, self.sections, TASKS_PER_SECTION
+        ));
+        line(format!(
+            "  fan-out        {COVER_KEY} expanded into {} lines, one per topic of the outline",
+            self.sections
         ));
         let kinds: Vec<String> = self
             .errors_by_kind
@@ -347,6 +382,23 @@ impl Report {
             .map(|(k, s)| format!("{k} {}", s.as_str()))
             .collect();
         line(format!("  compensation   {}", or_none(&comps)));
+        let status = serde_json::to_value(self.status)
+            .ok()
+            .and_then(|s| s.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        line(format!(
+            "  workflow       {status}; its result (the outputs it declared):"
+        ));
+        if let Some(result) = &self.result {
+            line(format!("    goal   {}", result["goal"]));
+            let cover: Vec<&Value> = result["cover"].as_array().into_iter().flatten().collect();
+            for l in cover.iter().take(3) {
+                line(format!("    cover  {l}"));
+            }
+            if cover.len() > 3 {
+                line(format!("    cover  … {} more lines", cover.len() - 3));
+            }
+        }
         line(String::new());
         for w in &self.warnings {
             line(format!("warning: {w}"));
@@ -383,6 +435,7 @@ impl Report {
                 .map(|(k, kind, message)| json!({"key": k, "kind": kind, "message": message}))
                 .collect::<Vec<_>>(),
             "cancelled": self.cancelled,
+            "workflow": {"status": self.status, "result": self.result},
             "missing": self.missing,
             "warnings": self.warnings,
             "api": api,

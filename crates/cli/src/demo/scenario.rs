@@ -30,6 +30,11 @@ pub const RESEARCH_ATTEMPTS: u32 = 4;
 pub const FORBIDDEN_KIND: &str = "source_forbidden";
 /// The error kind of transient research failures.
 pub const TRANSIENT_KIND: &str = "rate_limited";
+/// The task that outlines the briefing, and the fan-out over its topics.
+pub const OUTLINE_KEY: &str = "outline";
+pub const COVER_KEY: &str = "cover";
+/// What the briefing is for.
+const GOAL: &str = "Quarterly technology briefing";
 
 const TOPICS: &[&str] = &[
     "solid-state batteries",
@@ -120,7 +125,44 @@ impl Scenario {
 
     /// Tasks once every planner has decomposed its part, the compensation task included.
     pub fn expected_total(&self) -> usize {
-        1 + self.sections * TASKS_PER_SECTION + 1
+        // The plan and what its planners add, the compensation, the outline, the cover and
+        // its line per section.
+        1 + self.sections * TASKS_PER_SECTION + 1 + 2 + self.sections
+    }
+
+    /// The briefing's outline: its goal and one topic per section, read by the cover.
+    pub fn outline(&self) -> TaskSpec {
+        let mut spec = task(OUTLINE_KEY, "planner", 100);
+        spec.input = json!({
+            "kind": "outline",
+            "goal": GOAL,
+            "topics": (0..self.sections).map(topic).collect::<Vec<_>>(),
+        });
+        spec
+    }
+
+    /// The cover: a fan-out, one line per section of the outline, each written by a writer
+    /// from the outline's goal and its topic (`item`).
+    pub fn cover(&self) -> TaskSpec {
+        let mut spec = task(COVER_KEY, "writer", 20);
+        spec.depends_on = vec![TaskKey(OUTLINE_KEY.into())];
+        spec.for_each = Some(json!({"$from": OUTLINE_KEY, "pointer": "/topics"}));
+        spec.input = json!({
+            "kind": "cover_line",
+            "goal": {"$from": OUTLINE_KEY, "pointer": "/goal"},
+        });
+        spec
+    }
+
+    /// The workflow's result: the goal and the cover's lines, in section order.
+    pub fn outputs(&self) -> std::collections::BTreeMap<String, Value> {
+        std::collections::BTreeMap::from([
+            (
+                "goal".to_owned(),
+                json!({"$from": OUTLINE_KEY, "pointer": "/goal"}),
+            ),
+            ("cover".to_owned(), json!({"$from": COVER_KEY})),
+        ])
     }
 
     /// The fault of research task `r` of section `s`, if any: the stall early (so that its
@@ -196,7 +238,7 @@ impl Scenario {
         let mut spec = task("plan", "planner", 100);
         spec.input = json!({
             "kind": "plan",
-            "goal": "Quarterly technology briefing",
+            "goal": GOAL,
             "sections": sections,
         });
         spec
@@ -335,12 +377,12 @@ mod tests {
                 .iter()
                 .map(|p| 1 + section_tasks(&p.input).len())
                 .sum();
-            assert_eq!(1 + added + 1, sc.expected_total());
-            for spec in plans.iter().chain(std::iter::once(&root)) {
+            assert_eq!(1 + added + 1 + 2 + sc.sections, sc.expected_total());
+            for spec in plans.iter().chain([&root, &sc.outline(), &sc.cover()]) {
                 spec.validate().unwrap();
             }
         }
-        assert_eq!(Scenario::for_tasks(250).expected_total(), 252);
+        assert_eq!(Scenario::for_tasks(250).expected_total(), 279);
     }
 
     #[test]

@@ -69,7 +69,7 @@ export function workflowPage(main, page, id) {
     }
   });
 
-  // Where the workflow stands as a whole, and its result once completed.
+  // Where the workflow stands as a whole, and its result once it has ended.
   function showStatus(wf) {
     const cls = wf.status === 'running' ? 's-executing' : `s-${wf.status}`;
     statusLine.replaceChildren('Status: ',
@@ -77,11 +77,12 @@ export function workflowPage(main, page, id) {
     if (wf.result !== undefined) {
       resultBox.replaceChildren(h('pre', { class: 'json', testid: 'workflow-result-json' }, pretty(wf.result)));
     } else if (wf.unresolved) {
+      const u = wf.unresolved;
       resultBox.replaceChildren(h('p', { class: 'error' },
-        `No result: ${wf.unresolved.at} (${wf.unresolved.from} ${wf.unresolved.pointer}) found nothing.`));
+        `No result: ${u.at} refers to ${u.from}${u.pointer ? ' ' + u.pointer : ''}: ${u.reason || 'found nothing'}.`));
     } else {
       resultBox.replaceChildren(h('p', { class: 'muted' }, wf.outputs
-        ? (wf.status === 'running' ? 'Its outputs are resolved once every task has completed.' : `None: the workflow ${wf.status}.`)
+        ? 'Its outputs are resolved once every task has ended.'
         : 'This workflow declares no outputs.'));
     }
   }
