@@ -1,7 +1,9 @@
 //! `baton bench dag`: one workflow of repeated blocks (a task fans out to parallel chains that
 //! fan back in to the next block's root). Measures how long a dependent waits between its last
 //! dependency completing and becoming claimable, and the makespan against the same number of
-//! independent tasks.
+//! independent tasks. Then a map: one planner whose result is an array, a `for_each` over it
+//! and a join after it; measures the expansion (the planner's completion to its items created)
+//! and the gathering of the items' results (the last item's completion to the join's release).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use baton_core::{StateKind, Task, WorkflowId};
 use baton_engine::EngineConfig;
-use baton_store::{TaskFilter, TaskPages};
+use baton_store::{Store, TaskFilter, TaskPages};
 use serde_json::{json, Value};
 
 use super::agents::{Fleet, FleetConfig, Shared, CAPABILITY};
@@ -30,6 +32,10 @@ pub struct DagArgs {
     /// Tasks per claim (the agent's concurrency).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub batch: u32,
+    /// Elements of the map scenario's `for_each` [default: 10000; 300 with --quick]; 0 skips
+    /// it.
+    #[arg(long)]
+    pub map_items: Option<usize>,
 }
 
 /// The workflow's shape.
@@ -128,6 +134,27 @@ pub async fn run(common: &Common, args: DagArgs) -> anyhow::Result<Report> {
     target.cleanup().await?;
     let flat = flat?;
 
+    // The map: a planner, a fan-out over its result, a join; on a fresh store.
+    let items = super::size(args.map_items, common.quick, 300, 10_000);
+    if items > baton_core::template::FOR_EACH_ITEMS_MAX {
+        bail!(
+            "--map-items: at most {} (FOR_EACH_ITEMS_MAX)",
+            baton_core::template::FOR_EACH_ITEMS_MAX
+        );
+    }
+    let map = if items > 0 {
+        let target = Target::new(common).await?;
+        let nodes = start_nodes(&target, 1, EngineConfig::default()).await?;
+        let map = run_map(&nodes[0], items, args.agents, batch).await;
+        for n in nodes {
+            n.stop().await;
+        }
+        target.cleanup().await?;
+        Some(map?)
+    } else {
+        None
+    };
+
     r.param("store", target.kind())
         .param("tasks", tasks)
         .param("agents", args.agents)
@@ -203,6 +230,51 @@ pub async fn run(common: &Common, args: DagArgs) -> anyhow::Result<Report> {
     )
     .figure("errors", "request errors", graph.errors + flat.errors, "");
     r.note("release latency: the dependent's entered_at.pending minus the latest entered_at.completed of its dependencies (server clock, ms), as GET /v1/tasks/{id} shows them");
+    if let Some(map) = &map {
+        r.param("map_items", items)
+            .float(
+                "map_expansion_ms",
+                "map: planner completed to its items created (for_each_expanded)",
+                map.expansion_ms as f64,
+                "ms",
+            )
+            .float(
+                "map_gather_ms",
+                "map: last item completed to the map completed (results gathered)",
+                map.gather_ms as f64,
+                "ms",
+            )
+            .float(
+                "map_join_release_ms",
+                "map: map completed to the join claimable",
+                map.join_release_ms as f64,
+                "ms",
+            )
+            .float(
+                "map_makespan_s",
+                "map: makespan, planner to join completed",
+                map.makespan.as_secs_f64(),
+                "s",
+            )
+            .figure(
+                "map_completed",
+                "map items completed",
+                map.items_completed,
+                "",
+            )
+            .figure(
+                "map_join_results",
+                "results the join was handed (upstream)",
+                map.join_results,
+                "",
+            );
+        if map.items_completed != items as u64 || map.join_results != items as u64 {
+            r.fail(format!(
+                "map: {} of {items} items completed, the join was handed {} results",
+                map.items_completed, map.join_results
+            ));
+        }
+    }
     if graph.completed != tasks as u64 || flat.completed != tasks as u64 {
         r.fail(format!(
             "completed {} (graph) and {} (independent) of {tasks}",
@@ -289,6 +361,116 @@ async fn run_graph(
         release_ms,
         fan_in_ms,
         errors: shared.errors.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+struct MapOutcome {
+    expansion_ms: i64,
+    gather_ms: i64,
+    join_release_ms: i64,
+    makespan: Duration,
+    items_completed: u64,
+    join_results: u64,
+}
+
+/// Capability of the map scenario's planner, which the bench itself works (its result is the
+/// array the map expands over); the fleet works the items and the join.
+const PLANNER: &str = "bench-planner";
+
+async fn run_map(
+    node: &super::Node,
+    items: usize,
+    agents: usize,
+    batch: usize,
+) -> anyhow::Result<MapOutcome> {
+    let client = node.client()?;
+    let shared = Arc::new(Shared::default());
+    let bar = super::progress(items as u64 + 1, "map");
+    let fleet = Fleet::start(
+        std::slice::from_ref(&client),
+        FleetConfig {
+            agents,
+            batch,
+            expected: items as u64 + 1,
+            probe_claims: false,
+        },
+        Arc::clone(&shared),
+        bar.clone(),
+    )
+    .await?;
+    let body = json!({"name": "bench-map", "tasks": [
+        {"key": "plan", "capabilities": [PLANNER]},
+        {"key": "map", "depends_on": ["plan"], "capabilities": [CAPABILITY],
+         "for_each": {"$from": "plan", "pointer": "/items"}, "input": {"n": 1}},
+        {"key": "join", "depends_on": ["map"], "capabilities": [CAPABILITY]},
+    ]});
+    let started = Instant::now();
+    let created = client
+        .submit_workflow_json(&body)
+        .await
+        .context("submitting the map")?;
+    let planner = client
+        .register_agent(
+            "bench-planner",
+            &[baton_core::Capability(PLANNER.into())],
+            1,
+        )
+        .await?;
+    let plan = client
+        .claim(planner.id, 1, Duration::from_secs(10))
+        .await?
+        .pop()
+        .context("the planner claims the plan")?;
+    client.started(&plan, planner.id).await?;
+    let elements: Vec<usize> = (0..items).collect();
+    client
+        .succeeded(&plan, planner.id, json!({ "items": elements }))
+        .await?;
+    let (_, _) = fleet.finish(RUN_LIMIT).await;
+    bar.finish_and_clear();
+    let done_at = shared
+        .done_at
+        .lock()
+        .expect("done lock")
+        .unwrap_or_else(Instant::now);
+    let store = node.engine.store();
+    let all = workflow_tasks(store, WorkflowId(created.workflow)).await?;
+    let by_key: HashMap<&str, &Task> = all.iter().map(|t| (t.spec.key.0.as_str(), t)).collect();
+    let get = |key: &str| by_key.get(key).copied().context(format!("no task {key}"));
+    let (plan, map, join) = (get("plan")?, get("map")?, get("join")?);
+    let at = |t: &Task, s: StateKind| t.entered_at.get(s).map_or(0, |at| at.0 as i64);
+    let expanded_at = store
+        .history(map.id, 0, 16)
+        .await?
+        .into_iter()
+        .find(|h| h.event.kind() == baton_core::EventKind::ForEachExpanded)
+        .map_or(0, |h| h.at.0 as i64);
+    let item_tasks: Vec<&Task> = all
+        .iter()
+        .filter(|t| t.spec.key.0.starts_with("map["))
+        .collect();
+    let last_item = item_tasks
+        .iter()
+        .filter_map(|t| t.entered_at.get(StateKind::Completed))
+        .map(|at| at.0 as i64)
+        .max()
+        .unwrap_or(0);
+    let join_results = match &map.state {
+        baton_core::State::Completed { result, .. } => {
+            result.as_array().map_or(0, |a| a.len() as u64)
+        }
+        _ => 0,
+    };
+    Ok(MapOutcome {
+        expansion_ms: expanded_at - at(plan, StateKind::Completed),
+        gather_ms: at(map, StateKind::Completed) - last_item,
+        join_release_ms: at(join, StateKind::Pending) - at(map, StateKind::Completed),
+        makespan: done_at.duration_since(started),
+        items_completed: item_tasks
+            .iter()
+            .filter(|t| t.kind() == StateKind::Completed)
+            .count() as u64,
+        join_results,
     })
 }
 

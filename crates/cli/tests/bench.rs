@@ -103,8 +103,23 @@ fn throughput_completes_every_task() {
 
 #[test]
 fn dag_releases_dependents_and_compares_with_independent_tasks() {
-    let r = bench(&["dag", "--tasks", "120", "--agents", "4"]);
+    let r = bench(&[
+        "dag",
+        "--tasks",
+        "120",
+        "--agents",
+        "4",
+        "--map-items",
+        "150",
+    ]);
     let tasks = r["parameters"]["tasks"].as_f64().unwrap();
+    // The map: every item ran, the join was handed every result, the steps follow each other.
+    assert_eq!(fig(&r, "map_completed"), 150.0);
+    assert_eq!(fig(&r, "map_join_results"), 150.0);
+    for step in ["map_expansion_ms", "map_gather_ms", "map_join_release_ms"] {
+        assert!(fig(&r, step) >= 0.0, "{step}: {r:#}");
+    }
+    assert!(fig(&r, "map_makespan_s") > 0.0);
     assert_eq!(fig(&r, "completed"), tasks);
     assert_eq!(fig(&r, "independent_completed"), tasks);
     assert_eq!(fig(&r, "errors"), 0.0);
