@@ -54,7 +54,7 @@ impl Default for PgOptions {
 /// A Baton store in a PostgreSQL database (one schema of it).
 pub struct PgStore {
     pub(super) writes: Queue,
-    pool: Pool,
+    pub(super) pool: Pool,
     pub(super) stats: Arc<Stats>,
     pub(super) cluster: Arc<Cluster>,
 }

@@ -6,7 +6,10 @@ use super::error::{db, describe, get};
 use crate::StoreError;
 
 /// Schema migrations; `baton_meta.schema_version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("001_init.sql"),
+    include_str!("002_artifacts.sql"),
+];
 
 /// `baton_meta.application` of a Baton store.
 const APPLICATION: &str = "baton";

@@ -19,7 +19,12 @@ const APPLICATION_ID: i64 = 0x4241_544E;
 const MIGRATIONS: &[&str] = &[
     include_str!("001_init.sql"),
     include_str!("002_hot_paths_as_postgres.sql"),
+    include_str!("003_artifacts.sql"),
 ];
+
+/// A staging file this old is an upload abandoned by a process that stopped mid-way: removed
+/// when a store opens (younger ones may belong to another process serving this store).
+const STAGING_ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Read connections kept open.
 const READERS_MAX: usize = 4;
@@ -51,6 +56,54 @@ pub struct SqliteStore {
     pub(super) writes: Queue,
     readers: Arc<Readers>,
     pub(super) stats: Arc<Stats>,
+    pub(super) artifacts: Arc<ArtifactFiles>,
+}
+
+/// Where artifacts' bytes live: `<database>-artifacts/` beside the database file (as its
+/// `-wal`), files `sha256/<first 2 hex>/<64 hex>`, uploads staged in `tmp/` (same file
+/// system, so moving one into place is an atomic rename).
+pub(super) struct ArtifactFiles {
+    pub(super) dir: PathBuf,
+    /// Held while a put moves a file into place and writes its row, and while the sweep
+    /// deletes rows and then files, so a file is never removed under a row just written.
+    pub(super) lock: tokio::sync::Mutex<()>,
+}
+
+impl ArtifactFiles {
+    pub(super) fn staging(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    pub(super) fn path(&self, artifact: baton_core::ArtifactRef) -> PathBuf {
+        let hex = artifact.hex();
+        self.dir.join("sha256").join(&hex[..2]).join(hex)
+    }
+
+    fn open(db: &Path) -> Result<ArtifactFiles, StoreError> {
+        let mut name = db.as_os_str().to_owned();
+        name.push("-artifacts");
+        let files = ArtifactFiles {
+            dir: PathBuf::from(name),
+            lock: tokio::sync::Mutex::new(()),
+        };
+        let staging = files.staging();
+        std::fs::create_dir_all(&staging)
+            .map_err(|e| crate::artifact::io_error("create", &staging, e))?;
+        let entries = std::fs::read_dir(&staging)
+            .map_err(|e| crate::artifact::io_error("read", &staging, e))?;
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STAGING_ABANDONED_AFTER);
+            if old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(files)
+    }
 }
 
 impl SqliteStore {
@@ -66,6 +119,7 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut conn = connect(&path, true)?;
         migrate(&mut conn, &path)?;
+        let artifacts = Arc::new(ArtifactFiles::open(&path)?);
         configure(&conn, &options).map_err(|e| sql_error(&path, e))?;
         let (writes, rx) = Queue::new();
         let stats = Arc::new(Stats::default());
@@ -82,6 +136,7 @@ impl SqliteStore {
                 permits: Semaphore::new(READERS_MAX),
             }),
             stats,
+            artifacts,
         })
     }
 
