@@ -19,6 +19,7 @@ from .types import (
     STATES,
     TERMINAL_STATES,
     AgentView,
+    ArtifactStored,
     ClaimedTask,
     Compensation,
     Counts,
@@ -37,6 +38,7 @@ from .types import (
     TransitionEvent,
     WorkflowCreated,
     WorkflowView,
+    artifact_ref,
 )
 
 __version__ = "0.1.0"
@@ -44,6 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent",
     "AgentView",
+    "ArtifactStored",
     "AsyncClient",
     "AsyncEventStream",
     "BatonError",
@@ -80,4 +83,5 @@ __all__ = [
     "Unavailable",
     "WorkflowCreated",
     "WorkflowView",
+    "artifact_ref",
 ]
