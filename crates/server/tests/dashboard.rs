@@ -1238,9 +1238,15 @@ async fn artifacts_in_a_tasks_input_and_result_are_download_links() {
         let input = b
             .wait("the input's artifact link", &hrefs("task-input-artifacts"))
             .await;
-        assert_eq!(input, json!([format!("/v1/artifacts/{}", doc.replace(':', "%3A"))]));
+        assert_eq!(
+            input,
+            json!([format!("/v1/artifacts/{}", doc.replace(':', "%3A"))])
+        );
         let result = b
-            .wait("the result's artifact link", &hrefs("task-result-artifacts"))
+            .wait(
+                "the result's artifact link",
+                &hrefs("task-result-artifacts"),
+            )
             .await;
         assert_eq!(
             result,
@@ -1252,9 +1258,11 @@ async fn artifacts_in_a_tasks_input_and_result_are_download_links() {
             .await;
         assert!(shown.as_str().unwrap().contains(&doc), "{shown}");
         // The link serves the artifact's bytes.
-        b.js("fetch(document.querySelector('[data-testid=task-result-artifacts] a').href)\
-              .then(r => r.text()).then(t => { window.__artifact = t; }); return null")
-            .await;
+        b.js(
+            "fetch(document.querySelector('[data-testid=task-result-artifacts] a').href)\
+              .then(r => r.text()).then(t => { window.__artifact = t; }); return null",
+        )
+        .await;
         let got = b.wait("the download", "return window.__artifact").await;
         assert_eq!(got, "the final report");
         b.assert_no_page_errors().await;
