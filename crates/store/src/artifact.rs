@@ -149,6 +149,28 @@ pub(crate) fn task_refs(task: &Task, completed: bool) -> Vec<ArtifactRef> {
     refs
 }
 
+/// A staging file this old is an upload abandoned by a process that stopped mid-way: removed
+/// when a store opens (younger ones may belong to another process using the same directory).
+const STAGING_ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Creates the staging directory `dir` if missing and removes the abandoned uploads in it.
+pub(crate) fn remove_abandoned_staging(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| io_error("read", dir, e))?;
+    for entry in entries.flatten() {
+        let abandoned = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STAGING_ABANDONED_AFTER);
+        if abandoned {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn io_error(what: &str, path: &Path, e: io::Error) -> StoreError {
     let detail = format!("cannot {what} {}: {e}", path.display());
     if e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull {

@@ -136,6 +136,7 @@ impl PgStore {
         let mut client = pool.get().await.map_err(|e| pool_error(&location, e))?;
         migrate(&mut client, options.schema.as_deref(), &location).await?;
         drop(client);
+        crate::artifact::remove_abandoned_staging(&super::artifacts::staging_dir())?;
 
         let (writes, rx) = Queue::new();
         let rx = Arc::new(Mutex::new(rx));

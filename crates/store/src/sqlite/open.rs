@@ -22,10 +22,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("003_artifacts.sql"),
 ];
 
-/// A staging file this old is an upload abandoned by a process that stopped mid-way: removed
-/// when a store opens (younger ones may belong to another process serving this store).
-const STAGING_ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
-
 /// Read connections kept open.
 const READERS_MAX: usize = 4;
 
@@ -86,22 +82,7 @@ impl ArtifactFiles {
             dir: PathBuf::from(name),
             lock: tokio::sync::Mutex::new(()),
         };
-        let staging = files.staging();
-        std::fs::create_dir_all(&staging)
-            .map_err(|e| crate::artifact::io_error("create", &staging, e))?;
-        let entries = std::fs::read_dir(&staging)
-            .map_err(|e| crate::artifact::io_error("read", &staging, e))?;
-        for entry in entries.flatten() {
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > STAGING_ABANDONED_AFTER);
-            if old {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
+        crate::artifact::remove_abandoned_staging(&files.staging())?;
         Ok(files)
     }
 }
