@@ -642,3 +642,26 @@ pub struct ProblemDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cycle: Option<Vec<String>>,
 }
+
+/// An artifact as stored: the answer to `PUT /v1/artifacts`. Refer to it in an input or a
+/// result as `{"$artifact": "<artifact>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ArtifactStored {
+    /// `sha256:` and the 64 lowercase hex digits of the SHA-256 of its bytes.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            example = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        )
+    )]
+    pub artifact: String,
+    /// Bytes.
+    pub size: u64,
+    /// As given by the first upload's `Content-Type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// `false` when the same bytes were stored already (the upload changed nothing but the
+    /// time its grace period runs from).
+    pub created: bool,
+}

@@ -1,4 +1,5 @@
-//! Operator commands: submit, tasks, show, watch, cancel, retry, agents, completions. Every
+//! Operator commands: submit, tasks, show, watch, cancel, retry, agents, artifact,
+//! completions. Every
 //! call goes through [`baton_client::Client`]; tables by default, JSON with `--output json`.
 
 use std::future::Future;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 use crate::Global;
 
+mod artifact;
 mod control;
 mod inspect;
 mod render;
@@ -81,6 +83,12 @@ pub enum OpsCommand {
     },
     /// List agents: online or not, capabilities, the tasks they hold.
     Agents,
+    /// Upload or download an artifact: large data that inputs and results refer to as
+    /// `{"$artifact": "sha256:…"}`.
+    Artifact {
+        #[command(subcommand)]
+        command: artifact::ArtifactCommand,
+    },
     /// Print a shell completion script.
     ///
     /// For example `baton completions bash > /etc/bash_completion.d/baton`, or
@@ -149,6 +157,7 @@ async fn dispatch(global: &Global, cmd: OpsCommand) -> anyhow::Result<()> {
         } => control::cancel(&client, id, workflow, reason.unwrap_or_default(), output).await,
         OpsCommand::Retry { id } => control::retry(&client, id, output).await,
         OpsCommand::Agents => inspect::agents(&client, output).await,
+        OpsCommand::Artifact { command } => artifact::run(&client, command, output).await,
         OpsCommand::Completions { .. } => unreachable!("completions need no server"),
     }
 }

@@ -47,6 +47,14 @@ pub struct ServeArgs {
     /// At most the request body limit (8 MiB).
     #[arg(long, env = "BATON_RESULT_BYTES_MAX", default_value_t = baton_engine::RESULT_BYTES_MAX_DEFAULT, value_parser = clap::value_parser!(u64).range(1024..=8 * 1024 * 1024))]
     pub result_bytes_max: u64,
+    /// Largest artifact (`PUT /v1/artifacts`), in bytes: a larger upload is refused (413) and
+    /// nothing is stored.
+    #[arg(long, env = "BATON_ARTIFACT_BYTES_MAX", default_value_t = baton_engine::ARTIFACT_BYTES_MAX_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
+    pub artifact_bytes_max: u64,
+    /// An artifact no task refers to is deleted once its latest upload is this old: the time
+    /// an upload has to be referenced by a submission or a result.
+    #[arg(long, env = "BATON_ARTIFACT_UNREFERENCED_GRACE_MS", default_value_t = baton_engine::ARTIFACT_UNREFERENCED_GRACE_MS_DEFAULT)]
+    pub artifact_unreferenced_grace_ms: u64,
     /// Log format.
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -167,6 +175,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 agent_ttl_ms: args.agent_ttl_ms,
                 claim_recheck_ms: args.claim_recheck_ms,
                 result_bytes_max: args.result_bytes_max,
+                artifact_bytes_max: args.artifact_bytes_max,
+                artifact_unreferenced_grace_ms: args.artifact_unreferenced_grace_ms,
             },
         );
         let loops = engine.start();

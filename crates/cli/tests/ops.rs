@@ -578,3 +578,46 @@ fn submit_wait_prints_the_workflow_result_and_exits_by_how_it_ended() {
     assert_eq!(still.code, Some(4), "{still:#?}");
     assert!(still.stderr.contains("still running"), "{still:#?}");
 }
+
+#[test]
+fn artifacts_are_put_and_got_by_reference() {
+    let srv = Server::start_with(&["--artifact-bytes-max", "4096"]);
+    let notes = srv.file("notes.txt", "durable notes\n");
+    let put = srv.run(&[
+        "artifact",
+        "put",
+        notes.to_str().unwrap(),
+        "--content-type",
+        "text/plain",
+    ]);
+    put.ok();
+    let artifact = put.stdout.trim();
+    assert!(
+        artifact.starts_with("sha256:") && artifact.len() == 71,
+        "{put:#?}"
+    );
+
+    let got = srv.run(&["artifact", "get", artifact]);
+    assert_eq!(got.ok().stdout, "durable notes\n");
+    let copy = srv.file("copy.txt", "");
+    srv.run(&["artifact", "get", artifact, "-o", copy.to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), "durable notes\n");
+
+    let big = srv.file("big.txt", &"x".repeat(4097));
+    let refused = srv.run(&["artifact", "put", big.to_str().unwrap()]);
+    assert_eq!(refused.code, Some(1), "{refused:#?}");
+    assert!(
+        refused.stderr.contains("artifact_too_large")
+            && refused.stderr.contains("artifact-bytes-max"),
+        "{refused:#?}"
+    );
+
+    let unknown = format!("sha256:{}", "0".repeat(64));
+    let missing = srv.run(&["artifact", "get", &unknown]);
+    assert_eq!(missing.code, Some(1), "{missing:#?}");
+    assert!(
+        missing.stderr.contains("artifact_not_found"),
+        "{missing:#?}"
+    );
+}

@@ -19,7 +19,10 @@ pub use runner::{
     Call, Cancel, Observer, Runner, RunnerConfig, RunnerError, RunnerEvent, StopHandle, TaskContext,
 };
 
+mod artifact;
 pub mod runner;
+
+pub use artifact::{artifact_ref, ArtifactDownload, ARTIFACT_TRANSFER_TIMEOUT};
 
 /// The default server address, as `baton serve` listens by default.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
@@ -47,6 +50,9 @@ pub enum ClientError {
     Decode { url: String, detail: String },
     #[error("invalid server URL {0:?}: expected http://host:port")]
     InvalidUrl(String),
+    /// A local file could not be read or written (an artifact's upload or download).
+    #[error("{0}")]
+    Local(String),
 }
 
 impl ClientError {

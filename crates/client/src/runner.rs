@@ -852,7 +852,7 @@ pub fn transient(e: &ClientError) -> bool {
     match e {
         ClientError::Transport { .. } => true,
         ClientError::Api(p) => matches!(p.status, 429 | 500 | 502 | 503 | 504),
-        ClientError::Decode { .. } | ClientError::InvalidUrl(_) => false,
+        ClientError::Decode { .. } | ClientError::InvalidUrl(_) | ClientError::Local(_) => false,
     }
 }
 

@@ -10,6 +10,7 @@
 //! whole engine can be simulated deterministically around it.
 
 pub mod apply;
+pub mod artifact;
 pub mod dag;
 pub mod diagram;
 pub mod event;
@@ -22,6 +23,7 @@ pub mod task;
 pub mod template;
 
 pub use apply::{apply, submit, Effect, LeaseLoss, Refusal, Rejection, Transition, AGENT_LOST};
+pub use artifact::{find_refs, refs_in, ArtifactRef, FoundRef, RefError};
 pub use dag::{Dag, DagError, NodeStatus};
 pub use diagram::DiagramFormat;
 pub use event::{Actor, DependencyEnd, ErrorReport, Event, EventKind, Submission};

@@ -34,6 +34,12 @@ pub struct EngineConfig {
     /// Largest result an agent may report, in bytes of JSON; a larger one is refused when it
     /// is reported (`baton serve --result-bytes-max`).
     pub result_bytes_max: u64,
+    /// Largest artifact, in bytes; a larger upload is refused and nothing is stored
+    /// (`baton serve --artifact-bytes-max`).
+    pub artifact_bytes_max: u64,
+    /// An artifact no task refers to is deleted once its latest upload is this old: the time
+    /// an upload has to be referenced (`baton serve --artifact-unreferenced-grace-ms`).
+    pub artifact_unreferenced_grace_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +48,9 @@ impl Default for EngineConfig {
             agent_ttl_ms: 30_000,
             claim_recheck_ms: 500,
             result_bytes_max: crate::upstream::RESULT_BYTES_MAX_DEFAULT,
+            artifact_bytes_max: crate::artifacts::ARTIFACT_BYTES_MAX_DEFAULT,
+            artifact_unreferenced_grace_ms:
+                crate::artifacts::ARTIFACT_UNREFERENCED_GRACE_MS_DEFAULT,
         }
     }
 }
@@ -152,14 +161,16 @@ impl<S: Store + 'static> Engine<S> {
         self.inner.node
     }
 
-    /// Starts the watchdog and the effect runner (and, on a shared store, the exchange of
+    /// Starts the watchdog, the effect runner and the artifact sweep (and, on a shared store, the exchange of
     /// notices with the other nodes); they stop at [`Engine::shutdown`].
     pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let watchdog = self.clone();
         let effects = self.clone();
+        let sweeper = self.clone();
         let mut loops = vec![
             tokio::spawn(async move { watchdog.watchdog_loop().await }),
             tokio::spawn(async move { effects.effects_loop().await }),
+            tokio::spawn(async move { sweeper.artifact_sweep_loop().await }),
         ];
         let ending = self.clone();
         loops.push(tokio::spawn(async move { ending.ending_loop().await }));

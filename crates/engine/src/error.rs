@@ -1,6 +1,6 @@
 //! What the engine answers when it refuses a request or cannot serve it.
 
-use baton_core::{AgentId, DagError, Rejection, TaskId, WorkflowId};
+use baton_core::{AgentId, ArtifactRef, DagError, Rejection, TaskId, WorkflowId};
 use baton_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,19 @@ pub enum EngineError {
         /// The limit's name (the setting that raises it).
         limit: &'static str,
     },
+    /// An artifact that does not exist: read (`field` is `None`), or referred to by a payload
+    /// at `field`.
+    #[error("{}", match field {
+        Some(f) => format!("`{f}` refers to artifact {artifact}, which does not exist; upload it first (PUT /v1/artifacts)"),
+        None => format!("artifact {artifact} does not exist"),
+    })]
+    ArtifactNotFound {
+        artifact: ArtifactRef,
+        field: Option<String>,
+    },
+    /// An object with a `$artifact` key that is not a valid reference.
+    #[error("`{field}` is not a valid artifact reference: expected {expected}")]
+    ArtifactRefInvalid { field: String, expected: String },
     /// The lifecycle refused the event.
     #[error("{0}")]
     Rejected(Box<Rejection>),
@@ -46,6 +59,11 @@ impl From<StoreError> for EngineError {
             StoreError::IdempotencyMismatch { key } => EngineError::IdempotencyMismatch { key },
             StoreError::TaskNotFound(id) => EngineError::TaskNotFound(id),
             StoreError::WorkflowNotFound(id) => EngineError::WorkflowNotFound(id),
+            // Swept after the engine checked it (a race the store refuses).
+            StoreError::ArtifactNotFound(artifact) => EngineError::ArtifactNotFound {
+                artifact,
+                field: Some("artifact".into()),
+            },
             other => EngineError::Store(other),
         }
     }

@@ -57,6 +57,7 @@ impl<S: Store + 'static> Engine<S> {
         req: WorkflowRequest,
     ) -> Result<WorkflowReceipt, EngineError> {
         validate_workflow(&req)?;
+        self.check_artifact_refs(task_payloads(&req.tasks)).await?;
         let now = self.now();
         let workflow = WorkflowId(self.inner.ids.id());
         let ids: HashMap<&TaskKey, TaskId> = req
@@ -143,6 +144,7 @@ impl<S: Store + 'static> Engine<S> {
                 .map_err(|e| EngineError::invalid(format!("tasks[{i}].{}", e.field), e.expected))?;
             not_an_item_key(i, spec)?;
         }
+        self.check_artifact_refs(task_payloads(&specs)).await?;
         for _ in 0..CAS_RETRIES_MAX {
             let task = self.load(parent).await?;
             let existing = self.workflow_tasks(task.workflow).await?;
@@ -338,6 +340,17 @@ pub(crate) fn submission_of(t: &Transition) -> Submission {
         input: None,
         unresolved: None,
     }
+}
+
+/// The payloads of `specs` that may refer to artifacts, with their field paths.
+fn task_payloads(specs: &[TaskSpec]) -> impl Iterator<Item = (String, &serde_json::Value)> {
+    specs.iter().enumerate().flat_map(|(i, s)| {
+        let comp = s
+            .compensation
+            .as_ref()
+            .map(|c| (format!("tasks[{i}].compensation.input"), &c.input));
+        std::iter::once((format!("tasks[{i}].input"), &s.input)).chain(comp)
+    })
 }
 
 /// A stable fingerprint of a request (FNV-1a, 64 bits), so that a reused idempotency key

@@ -12,6 +12,7 @@
 
 mod agents;
 mod alarm;
+mod artifacts;
 mod background;
 pub mod check;
 mod clock;
@@ -35,6 +36,10 @@ mod views;
 pub use agents::{
     AGENT_CAPABILITIES_MAX, AGENT_CONCURRENCY_MAX, CLAIM_TASKS_MAX, CLAIM_WAIT_MAX_MS,
 };
+pub use artifacts::{
+    ArtifactUpload, ARTIFACTS_PER_SWEEP_MAX, ARTIFACT_BYTES_MAX_DEFAULT,
+    ARTIFACT_SWEEP_INTERVAL_MS, ARTIFACT_UNREFERENCED_GRACE_MS_DEFAULT,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ending::{WorkflowEvent, ENDING_CHECK_MS};
 pub use engine::{Engine, EngineConfig};
@@ -53,7 +58,7 @@ pub use views::{OpenDependency, TaskDetail, WaitReason, WorkflowGraph};
 /// need not depend on the store.
 pub mod read {
     pub use baton_store::{
-        AgentRecord, AnyStore, Dependency, Edge, StateCounts, TaskFilter, WorkflowRecord,
-        PAGE_ROWS_MAX,
+        AgentRecord, AnyStore, ArtifactChunks, ArtifactMeta, Dependency, Edge, PutArtifact,
+        StateCounts, TaskFilter, WorkflowRecord, PAGE_ROWS_MAX,
     };
 }

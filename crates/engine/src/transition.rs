@@ -59,6 +59,8 @@ impl<S: Store + 'static> Engine<S> {
         } = &event
         {
             self.check_result(result)?;
+            self.check_artifact_refs([("result".to_owned(), result)])
+                .await?;
         }
         let cause = Cause {
             link: ctx.traceparent.and_then(crate::trace::parse_traceparent),

@@ -45,7 +45,7 @@ fn parse_id(kind: &str, raw: &str) -> ApiResult<Uuid> {
 
 #[utoipa::path(post, path = "/v1/workflows", request_body = SubmitWorkflow,
     responses((status = 201, body = WorkflowCreated), (status = 200, description = "an earlier submission with the same idempotency key", body = WorkflowCreated),
-              (status = 422, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+              (status = 422, description = "a field is invalid (`field` names it); among the codes, `artifact_not_found` (an input refers to an artifact that was never uploaded: PUT /v1/artifacts) and `artifact_ref_invalid` (a `{\"$artifact\": …}` that is not `sha256:<64 hex>`)", body = ProblemDoc), (status = 409, body = ProblemDoc)))]
 pub async fn submit_workflow(
     AxState(s): St,
     caller: Caller,
@@ -78,7 +78,7 @@ pub async fn submit_workflow(
 }
 
 #[utoipa::path(post, path = "/v1/tasks", request_body = SubmitTask,
-    responses((status = 201, body = TaskCreated), (status = 200, body = TaskCreated), (status = 422, body = ProblemDoc)))]
+    responses((status = 201, body = TaskCreated), (status = 200, body = TaskCreated), (status = 422, description = "a field is invalid (`field` names it); among the codes, `artifact_not_found` (an input refers to an artifact that was never uploaded: PUT /v1/artifacts) and `artifact_ref_invalid` (a `{\"$artifact\": …}` that is not `sha256:<64 hex>`)", body = ProblemDoc)))]
 pub async fn submit_task(
     AxState(s): St,
     caller: Caller,
@@ -693,6 +693,7 @@ pub async fn report_heartbeat(
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/succeeded", request_body = SuccessReport, params(("id" = String, Path)),
     responses((status = 200, body = ReportAnswer), (status = 409, body = ProblemDoc),
+        (status = 422, description = "the result refers to an artifact that was never uploaded (code `artifact_not_found`, `field` e.g. `result.report`) or holds a malformed reference (`artifact_ref_invalid`)", body = ProblemDoc),
         (status = 413, description = "the result is over `result_bytes_max` (code `result_too_large`, default 1 MiB of JSON; `baton serve --result-bytes-max`)", body = ProblemDoc)))]
 pub async fn report_succeeded(
     AxState(s): St,
@@ -740,7 +741,7 @@ pub async fn report_released(
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/subtasks", request_body = SubtasksReport, params(("id" = String, Path)),
-    responses((status = 201, body = WorkflowCreated), (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 201, body = WorkflowCreated), (status = 409, body = ProblemDoc), (status = 422, description = "a field is invalid (`field` names it); among the codes, `artifact_not_found` (an input refers to an artifact that was never uploaded: PUT /v1/artifacts) and `artifact_ref_invalid` (a `{\"$artifact\": …}` that is not `sha256:<64 hex>`)", body = ProblemDoc)))]
 pub async fn add_subtasks(
     AxState(s): St,
     caller: Caller,

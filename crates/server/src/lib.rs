@@ -19,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub mod api;
+pub mod artifacts;
 pub mod auth;
 pub mod dashboard;
 pub mod extract;
@@ -79,6 +80,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(api::add_subtasks))
         .routes(routes!(api::events))
         .routes(routes!(api::lifecycle))
+        .routes(routes!(artifacts::put_artifact))
+        .routes(routes!(artifacts::get_artifact, artifacts::head_artifact))
         .with_state(Arc::clone(&state))
         .split_for_parts();
     let doc = Arc::new(doc);

@@ -110,18 +110,42 @@ impl From<EngineError> for Problem {
                 limit_bytes,
                 limit,
                 ..
+            } => {
+                // An artifact is any bytes; other limits count bytes of JSON.
+                let of = if field == "artifact" { "" } else { " of JSON" };
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("{field}_too_large"),
+                    detail,
+                )
+                .field(
+                    field,
+                    format!(
+                        "at most {limit_bytes} bytes{of} ({limit}: baton serve --{})",
+                        limit.replace('_', "-")
+                    ),
+                )
+            }
+            EngineError::ArtifactNotFound { field: None, .. } => {
+                Problem::not_found("artifact_not_found", detail)
+            }
+            EngineError::ArtifactNotFound {
+                field: Some(field), ..
             } => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("{field}_too_large"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "artifact_not_found",
                 detail,
             )
             .field(
                 field,
-                format!(
-                    "at most {limit_bytes} bytes of JSON ({limit}: baton serve --{})",
-                    limit.replace('_', "-")
-                ),
+                "a reference to an uploaded artifact (PUT /v1/artifacts)",
             ),
+            EngineError::ArtifactRefInvalid { field, expected } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "artifact_ref_invalid",
+                detail,
+            )
+            .field(field, expected),
             EngineError::IdempotencyMismatch { .. } => {
                 Problem::new(StatusCode::CONFLICT, "idempotency_mismatch", detail)
             }

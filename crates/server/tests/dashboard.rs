@@ -1227,3 +1227,81 @@ async fn every_module_the_page_imports_is_served_as_javascript_under_the_policy(
     let (headers, _) = get("/assets/layout-worker.js".into()).await;
     assert_eq!(headers["content-security-policy"], policy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_in_a_tasks_input_and_result_are_download_links() {
+    let srv = TestServer::start().await;
+    scenario("artifacts", srv, |srv, b| async move {
+        let put = |bytes: &'static [u8]| {
+            let srv = Arc::clone(&srv);
+            async move {
+                let res = srv
+                    .client
+                    .put(format!("{}/v1/artifacts", srv.url))
+                    .body(bytes)
+                    .send()
+                    .await
+                    .unwrap();
+                let body: Value = res.json().await.unwrap();
+                body["artifact"].as_str().unwrap().to_owned()
+            }
+        };
+        let doc = put(b"the input document").await;
+        let report = put(b"the final report").await;
+        let mut spec = task("review", &[]);
+        spec["input"] = json!({"doc": {"$artifact": doc}, "pages": 3});
+        let wf = srv.submit(json!([spec])).await;
+        let agent = srv.register("w", &["work"], 1).await;
+        let claimed = srv.claim(&agent, 1).await.remove(0);
+        srv.report(&claimed, &agent, "started", json!({})).await;
+        let (status, body) = srv
+            .report(
+                &claimed,
+                &agent,
+                "succeeded",
+                json!({"result": {"report": {"$artifact": report}}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        b.goto(&format!("#/tasks/{}", ids(&wf)["review"])).await;
+        let hrefs = |testid: &str| {
+            format!(
+                "return [...document.querySelectorAll('[data-testid={testid}] a')]\
+                 .map(a => a.getAttribute('href'))"
+            )
+        };
+        let input = b
+            .wait("the input's artifact link", &hrefs("task-input-artifacts"))
+            .await;
+        assert_eq!(
+            input,
+            json!([format!("/v1/artifacts/{}", doc.replace(':', "%3A"))])
+        );
+        let result = b
+            .wait(
+                "the result's artifact link",
+                &hrefs("task-result-artifacts"),
+            )
+            .await;
+        assert_eq!(
+            result,
+            json!([format!("/v1/artifacts/{}", report.replace(':', "%3A"))])
+        );
+        // The JSON is still shown as it is, beside the links.
+        let shown = b
+            .js("return document.querySelector('[data-testid=task-input]').textContent")
+            .await;
+        assert!(shown.as_str().unwrap().contains(&doc), "{shown}");
+        // The link serves the artifact's bytes.
+        b.js(
+            "fetch(document.querySelector('[data-testid=task-result-artifacts] a').href)\
+              .then(r => r.text()).then(t => { window.__artifact = t; }); return null",
+        )
+        .await;
+        let got = b.wait("the download", "return window.__artifact").await;
+        assert_eq!(got, "the final report");
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}

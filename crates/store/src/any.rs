@@ -3,13 +3,16 @@
 
 use std::path::Path;
 
-use baton_core::{AgentId, HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId};
+use baton_core::{
+    AgentId, ArtifactRef, HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId,
+};
 
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, OutboxItem, StateCounts,
-    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
+    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
+    Dependency, Edge, HotPath, OutboxItem, PutArtifact, StagedArtifact, StateCounts, Store,
+    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
 };
 
 /// One of the backends, chosen by [`AnyStore::open`].
@@ -177,5 +180,44 @@ impl Store for AnyStore {
 
     async fn try_lead(&self) -> Result<bool, StoreError> {
         delegate!(self, s => s.try_lead().await)
+    }
+
+    fn stage_artifact(&self) -> Result<ArtifactWriter, StoreError> {
+        delegate!(self, s => s.stage_artifact())
+    }
+
+    async fn put_artifact(
+        &self,
+        staged: StagedArtifact,
+        content_type: Option<String>,
+        now: Timestamp,
+    ) -> Result<PutArtifact, StoreError> {
+        delegate!(self, s => s.put_artifact(staged, content_type, now).await)
+    }
+
+    async fn artifact(&self, artifact: ArtifactRef) -> Result<Option<ArtifactMeta>, StoreError> {
+        delegate!(self, s => s.artifact(artifact).await)
+    }
+
+    async fn read_artifact(
+        &self,
+        artifact: ArtifactRef,
+    ) -> Result<Option<(ArtifactMeta, ArtifactChunks)>, StoreError> {
+        delegate!(self, s => s.read_artifact(artifact).await)
+    }
+
+    async fn missing_artifacts(
+        &self,
+        artifacts: Vec<ArtifactRef>,
+    ) -> Result<Vec<ArtifactRef>, StoreError> {
+        delegate!(self, s => s.missing_artifacts(artifacts).await)
+    }
+
+    async fn sweep_artifacts(
+        &self,
+        uploaded_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ArtifactRef>, StoreError> {
+        delegate!(self, s => s.sweep_artifacts(uploaded_before, limit).await)
     }
 }

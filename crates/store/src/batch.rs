@@ -6,12 +6,12 @@
 //! Whatever runs the batch (SQLite's writer thread, PostgreSQL's writer tasks), a command is
 //! answered exactly once, with an outcome of its own kind.
 
-use baton_core::Task;
+use baton_core::{ArtifactRef, Task, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AgentRecord, ClaimRequest, StoreError, SubmitBatch, SubmitOutcome, TransitionRecord,
-    BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
+    AgentRecord, ArtifactMeta, ClaimRequest, PutArtifact, StoreError, SubmitBatch, SubmitOutcome,
+    TransitionRecord, BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
 };
 
 /// Where a command's caller waits for its answer.
@@ -24,6 +24,12 @@ pub(crate) enum Command {
     Claim(ClaimRequest, Reply<Vec<Task>>),
     AckOutbox(Vec<i64>, Reply<()>),
     UpsertAgent(AgentRecord, Reply<()>),
+    /// An artifact's row, once its bytes are in place (SQLite; PostgreSQL writes artifacts in
+    /// transactions of their own, the bytes with the row).
+    PutArtifact(ArtifactMeta, Reply<PutArtifact>),
+    /// Deletes the rows of up to `limit` unreferenced artifacts uploaded before the time
+    /// (SQLite, as `PutArtifact`).
+    SweepArtifacts(Timestamp, usize, Reply<Vec<ArtifactRef>>),
 }
 
 /// What one command produced in a batch, sent to its caller once the batch committed.
@@ -32,6 +38,8 @@ pub(crate) enum Outcome {
     Apply(Vec<Result<(), StoreError>>),
     Claim(Result<Vec<Task>, StoreError>),
     Done(Result<(), StoreError>),
+    PutArtifact(Result<PutArtifact, StoreError>),
+    Swept(Result<Vec<ArtifactRef>, StoreError>),
 }
 
 impl Command {
@@ -41,7 +49,10 @@ impl Command {
             Command::Submit(b, _) => b.tasks.len() + b.transitions.len(),
             Command::Apply(r, _) => r.len(),
             Command::Claim(r, _) => r.leases.len(),
-            Command::AckOutbox(..) | Command::UpsertAgent(..) => 1,
+            Command::AckOutbox(..)
+            | Command::UpsertAgent(..)
+            | Command::PutArtifact(..)
+            | Command::SweepArtifacts(..) => 1,
         }
     }
 
@@ -58,6 +69,8 @@ impl Command {
             (Command::Claim(_, r), Outcome::Claim(o)) => drop(r.send(o)),
             (Command::AckOutbox(_, r), Outcome::Done(o))
             | (Command::UpsertAgent(_, r), Outcome::Done(o)) => drop(r.send(o)),
+            (Command::PutArtifact(_, r), Outcome::PutArtifact(o)) => drop(r.send(o)),
+            (Command::SweepArtifacts(_, _, r), Outcome::Swept(o)) => drop(r.send(o)),
             _ => unreachable!("a writer answered a command with another kind's outcome"),
         }
     }
@@ -70,6 +83,8 @@ impl Command {
             Command::Apply(_, r) => drop(r.send(Err(e))),
             Command::Claim(_, r) => drop(r.send(Err(e))),
             Command::AckOutbox(_, r) | Command::UpsertAgent(_, r) => drop(r.send(Err(e))),
+            Command::PutArtifact(_, r) => drop(r.send(Err(e))),
+            Command::SweepArtifacts(_, _, r) => drop(r.send(Err(e))),
         }
     }
 }
@@ -147,6 +162,19 @@ impl Queue {
 
     pub(crate) async fn upsert_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
         self.write(|r| Command::UpsertAgent(agent, r)).await
+    }
+
+    pub(crate) async fn put_artifact(&self, meta: ArtifactMeta) -> Result<PutArtifact, StoreError> {
+        self.write(|r| Command::PutArtifact(meta, r)).await
+    }
+
+    pub(crate) async fn sweep_artifacts(
+        &self,
+        uploaded_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ArtifactRef>, StoreError> {
+        self.write(|r| Command::SweepArtifacts(uploaded_before, limit, r))
+            .await
     }
 }
 

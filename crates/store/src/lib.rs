@@ -24,12 +24,13 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use baton_core::{
-    AgentId, Capability, Effect, Event, HistoryEntry, LeaseId, Rejection, StateKind, Submission,
-    Task, TaskId, TaskKey, Timestamp, Transition, WorkflowId,
+    AgentId, ArtifactRef, Capability, Effect, Event, HistoryEntry, LeaseId, Rejection, StateKind,
+    Submission, Task, TaskId, TaskKey, Timestamp, Transition, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 
 mod any;
+pub mod artifact;
 mod batch;
 mod codec;
 mod decide;
@@ -38,6 +39,9 @@ pub mod sqlite;
 pub mod workload;
 
 pub use any::AnyStore;
+pub use artifact::{
+    ArtifactChunks, ArtifactMeta, ArtifactWriter, PutArtifact, StagedArtifact, ARTIFACT_CHUNK_BYTES,
+};
 
 /// Most writes gathered into one transaction.
 pub const BATCH_WRITES_MAX: usize = 1_024;
@@ -403,6 +407,10 @@ pub enum StoreError {
          use a newer baton"
     )]
     SchemaTooNew { found: i64, supported: i64 },
+    /// A task or result refers to an artifact the store does not hold (it was never put, or
+    /// swept since it was checked).
+    #[error("artifact {0} does not exist")]
+    ArtifactNotFound(ArtifactRef),
     #[error("stored data for task {task} cannot be decoded: {detail}")]
     Corrupt { task: TaskId, detail: String },
     #[error("invalid store URL {url:?}: {detail}")]
@@ -576,4 +584,42 @@ pub trait Store: Send + Sync {
     /// most one process at a time is; another takes over when it dies. Always `true` when no
     /// other process can share the store.
     fn try_lead(&self) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// A new staging file for an upload: written and hashed by the caller, then put with
+    /// [`Store::put_artifact`]; invisible until then.
+    fn stage_artifact(&self) -> Result<ArtifactWriter, StoreError>;
+
+    /// Makes a staged artifact durable and visible (answered after the commit); an artifact
+    /// stored already only has its upload time refreshed.
+    fn put_artifact(
+        &self,
+        staged: StagedArtifact,
+        content_type: Option<String>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<PutArtifact, StoreError>> + Send;
+
+    fn artifact(
+        &self,
+        artifact: ArtifactRef,
+    ) -> impl Future<Output = Result<Option<ArtifactMeta>, StoreError>> + Send;
+
+    /// An artifact and its bytes, streamed.
+    fn read_artifact(
+        &self,
+        artifact: ArtifactRef,
+    ) -> impl Future<Output = Result<Option<(ArtifactMeta, ArtifactChunks)>, StoreError>> + Send;
+
+    /// Those of `artifacts` the store does not hold.
+    fn missing_artifacts(
+        &self,
+        artifacts: Vec<ArtifactRef>,
+    ) -> impl Future<Output = Result<Vec<ArtifactRef>, StoreError>> + Send;
+
+    /// Deletes up to `limit` artifacts no task refers to whose latest upload is before
+    /// `uploaded_before`, oldest first; returns them.
+    fn sweep_artifacts(
+        &self,
+        uploaded_before: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ArtifactRef>, StoreError>> + Send;
 }

@@ -35,6 +35,7 @@
 //! with the store's schema as its `search_path`, so one database can hold several isolated
 //! stores. Connections are made without TLS.
 
+mod artifacts;
 mod cluster;
 mod commands;
 mod conn;

@@ -719,6 +719,97 @@ mod cases {
     }
 }
 
+/// Puts `bytes` as an artifact at `now`.
+async fn put_bytes<S: Store>(s: &S, bytes: &[u8], now: Timestamp) -> PutArtifact {
+    let mut w = s.stage_artifact().unwrap();
+    for part in bytes.chunks(100_000) {
+        w.write(part).unwrap();
+    }
+    s.put_artifact(w.finish().unwrap(), Some("text/plain".into()), now)
+        .await
+        .unwrap()
+}
+
+/// A one-task workflow whose input is `input`.
+fn referring(input: serde_json::Value) -> (TaskId, SubmitBatch) {
+    let mut flow = workflow(&[def("x", &[])], None);
+    let spec = TaskSpec {
+        input,
+        ..(*flow.batch.tasks[0].task.spec).clone()
+    };
+    let sub = Submission {
+        task: flow.id("x"),
+        workflow: flow.id,
+        spec: Arc::new(spec),
+        completed: Vec::new(),
+        seed: 7,
+        input: None,
+        unresolved: None,
+    };
+    flow.batch.tasks[0] = NewTask::submitted(sub, T0).unwrap().0;
+    (flow.id("x"), flow.batch)
+}
+
+mod artifact_cases {
+    use super::*;
+
+    pub async fn artifacts_are_stored_read_and_kept_while_a_task_refers_to_them<S: Store>(s: &S) {
+        // Over one chunk (1 MiB), not a whole number of them.
+        let big: Vec<u8> = (0..ARTIFACT_CHUNK_BYTES * 2 + 5)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let a = put_bytes(s, &big, at(10)).await;
+        assert!(a.created);
+        assert_eq!(a.meta.size, big.len() as u64);
+        let again = put_bytes(s, &big, at(20)).await;
+        assert!(!again.created, "the same bytes are stored once");
+        assert_eq!(
+            again.meta.uploaded_at,
+            at(20),
+            "the upload time is refreshed"
+        );
+
+        let (meta, mut chunks) = s.read_artifact(a.meta.artifact).await.unwrap().unwrap();
+        assert_eq!(meta.content_type.as_deref(), Some("text/plain"));
+        let mut read = Vec::new();
+        while let Some(chunk) = chunks.recv().await {
+            let chunk = chunk.unwrap();
+            assert!(chunk.len() <= ARTIFACT_CHUNK_BYTES);
+            read.extend(chunk);
+        }
+        assert!(read == big, "the bytes read are the bytes put");
+
+        let loose = put_bytes(s, b"loose", at(10)).await.meta.artifact;
+        let never: ArtifactRef = format!("sha256:{}", "1".repeat(64)).parse().unwrap();
+        assert!(s.read_artifact(never).await.unwrap().is_none());
+        assert_eq!(
+            s.missing_artifacts(vec![a.meta.artifact, never])
+                .await
+                .unwrap(),
+            vec![never]
+        );
+
+        let (id, batch) = referring(json!({"doc": {"$artifact": a.meta.artifact.to_string()}}));
+        s.submit(batch).await.unwrap();
+        // A reference to an artifact the store does not hold fails the write (the engine
+        // checks first; this is the store's guard against a sweep in between).
+        let (dangling, batch) = referring(json!([{"$artifact": never.to_string()}]));
+        assert!(s.submit(batch).await.is_err());
+        assert!(
+            s.task(dangling).await.unwrap().is_none(),
+            "nothing was written"
+        );
+
+        // Uploaded before the cutoff and referred to by no task: swept; the other is kept.
+        assert!(s.sweep_artifacts(at(10), 10).await.unwrap().is_empty());
+        assert_eq!(s.sweep_artifacts(at(1_000), 10).await.unwrap(), vec![loose]);
+        assert!(s.artifact(loose).await.unwrap().is_none());
+        assert!(s.artifact(a.meta.artifact).await.unwrap().is_some());
+        assert!(s.task(id).await.unwrap().is_some());
+        assert!(s.sweep_artifacts(at(1_000), 10).await.unwrap().is_empty());
+    }
+}
+
 macro_rules! conformance {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -758,6 +849,15 @@ macro_rules! conformance {
             case!(hot_paths_read_indexes_not_whole_tables);
             case!(arc concurrent_claims_of_one_agent_never_exceed_its_limit);
             case!(workflows_list_newest_first_with_their_edges);
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn artifacts_are_stored_read_and_kept_while_a_task_refers_to_them() {
+                let (store, _guard) = $open;
+                artifact_cases::artifacts_are_stored_read_and_kept_while_a_task_refers_to_them(
+                    &store,
+                )
+                .await;
+            }
         }
     };
 }

@@ -19,6 +19,7 @@ from .types import (
     STATES,
     TERMINAL_STATES,
     AgentView,
+    ArtifactStored,
     ClaimedTask,
     Compensation,
     Counts,
@@ -38,6 +39,7 @@ from .types import (
     WorkflowCreated,
     WorkflowEnded,
     WorkflowView,
+    artifact_ref,
     literal,
     ref,
 )
@@ -47,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent",
     "AgentView",
+    "ArtifactStored",
     "AsyncClient",
     "AsyncEventStream",
     "BatonError",
@@ -86,4 +89,5 @@ __all__ = [
     "WorkflowCreated",
     "WorkflowEnded",
     "WorkflowView",
+    "artifact_ref",
 ]

@@ -26,6 +26,7 @@ from ._sse import SseEvent
 from .errors import BatonError, ConnectionFailed, error_from_response
 from .types import (
     AgentView,
+    ArtifactStored,
     ClaimedTask,
     Counts,
     Lagged,
@@ -57,6 +58,9 @@ class Op(Generic[T]):
     params: Optional[Dict[str, Any]] = None
     body: Optional[Dict[str, Any]] = None
     timeout: Optional[float] = None
+    content: Any = None
+    """A raw body (bytes or an iterator of chunks) instead of ``body``'s JSON."""
+    headers: Optional[Dict[str, str]] = None
 
 
 def base_url(url: Optional[str]) -> str:
@@ -81,6 +85,10 @@ def request_of(http_base: str, op: "Op[Any]") -> Dict[str, Any]:
     if op.body is not None:
         kwargs["content"] = json.dumps(op.body, allow_nan=False).encode()
         kwargs["headers"] = {"content-type": "application/json"}
+    if op.content is not None:
+        kwargs["content"] = op.content
+    if op.headers:
+        kwargs["headers"] = {**kwargs.get("headers", {}), **op.headers}
     if op.timeout is not None:
         kwargs["timeout"] = op.timeout
     return kwargs
@@ -290,3 +298,65 @@ def add_subtasks(
         lambda r: WorkflowCreated.from_json(r.json()),
         body={"agent": agent_id, "token": token, "tasks": [spec_to_json(t) for t in tasks]},
     )
+
+
+# ---- artifacts -------------------------------------------------------------------------------
+
+ARTIFACT_CHUNK_BYTES = 1024 * 1024
+"""Bytes read from a file per chunk of an upload."""
+ARTIFACT_TRANSFER_TIMEOUT = 3600.0
+"""Longest an artifact's upload or download may take, in seconds."""
+
+
+def put_artifact(
+    content: Any, content_type: Optional[str], length: Optional[int]
+) -> Op[ArtifactStored]:
+    """``content`` is bytes or an iterator of chunks; ``length``, when known, lets the server
+    refuse an upload over its limit before it is sent."""
+    headers: Dict[str, str] = {"content-type": content_type or "application/octet-stream"}
+    if length is not None:
+        headers["content-length"] = str(length)
+    return Op(
+        "PUT",
+        "/v1/artifacts",
+        lambda r: ArtifactStored.from_json(r.json()),
+        content=content,
+        headers=headers,
+        timeout=ARTIFACT_TRANSFER_TIMEOUT,
+    )
+
+
+def get_artifact(artifact: str) -> Op[None]:
+    """Sent streamed: the client reads and checks the bytes itself."""
+    return Op(
+        "GET",
+        f"/v1/artifacts/{_seg(artifact)}",
+        lambda r: None,
+        timeout=ARTIFACT_TRANSFER_TIMEOUT,
+    )
+
+
+class ArtifactCheck:
+    """Hashes a download as it arrives; :meth:`verify` raises if the bytes are not the
+    artifact asked for (the address is the SHA-256 of the bytes)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        import hashlib
+
+        etag = response.headers.get("etag", "").strip('"')
+        self.artifact = etag
+        self._sha = hashlib.sha256()
+        self._size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._sha.update(chunk)
+        self._size += len(chunk)
+
+    def verify(self) -> None:
+        got = f"sha256:{self._sha.hexdigest()}"
+        if got != self.artifact:
+            raise ConnectionFailed(
+                0,
+                "artifact_corrupt",
+                f"the {self._size} bytes received are not artifact {self.artifact or '?'}",
+            )

@@ -12,8 +12,11 @@ loop; :class:`baton.Agent` drives them for you.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 from typing import (
+    IO,
     Any,
     AsyncIterator,
     Dict,
@@ -32,6 +35,7 @@ from . import _ops
 from ._sse import SseParser
 from .types import (
     AgentView,
+    ArtifactStored,
     ClaimedTask,
     Counts,
     JSON,
@@ -51,6 +55,11 @@ from .types import (
 __all__ = ["Client", "AsyncClient", "EventStream", "AsyncEventStream", "StreamItem"]
 
 T = TypeVar("T")
+
+BinaryIO = IO[bytes]
+
+ArtifactSource = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", BinaryIO]
+"""What :meth:`Client.put_artifact` uploads: the bytes, a path to a file, or a binary file."""
 
 StreamItem = Union[TransitionEvent, WorkflowEnded, Lagged]
 """What an event stream yields: a transition, or notice that some were dropped."""
@@ -410,6 +419,74 @@ class Client:
         them too."""
         return self._call(_ops.add_subtasks(task_id, agent_id, token, tasks))
 
+    # ---- artifacts ----------------------------------------------------------------------------
+
+    def put_artifact(
+        self, data: ArtifactSource, *, content_type: Optional[str] = None
+    ) -> ArtifactStored:
+        """Uploads an artifact: ``bytes`` as they are, a path (``str`` or ``os.PathLike``) or a
+        binary file object streamed in chunks, never read whole into memory. Refer to it in an
+        input or a result with :func:`baton.artifact_ref`. Over the server's limit (256 MiB by
+        default) it raises :class:`InvalidRequest` with code ``artifact_too_large`` and nothing
+        is stored; the same bytes uploaded again answer ``created`` false."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            raw = bytes(data)
+            return self._call(_ops.put_artifact(raw, content_type, len(raw)))
+        if isinstance(data, (str, os.PathLike)):
+            with open(data, "rb") as f:
+                length = os.fstat(f.fileno()).st_size
+                return self._call(_ops.put_artifact(_chunks(f), content_type, length))
+        return self._call(_ops.put_artifact(_chunks(data), content_type, None))
+
+    def get_artifact(
+        self,
+        artifact: Union[str, ArtifactStored],
+        path: Optional[Union[str, "os.PathLike[str]"]] = None,
+    ) -> Union[bytes, Path]:
+        """Downloads an artifact (``sha256:<hex>``, the bare hex, or an :class:`ArtifactStored`),
+        checked against its address: its bytes, or with ``path`` written there (the file appears
+        only once complete and checked) and the path returned. An unknown artifact raises
+        :class:`NotFound` with code ``artifact_not_found``."""
+        ref = artifact.artifact if isinstance(artifact, ArtifactStored) else artifact
+        request = self._http.build_request(**_ops.request_of(self.url, _ops.get_artifact(ref)))
+        request.headers.update(self._headers)
+        request.headers["accept"] = "*/*"
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise _ops.transport_error(exc) from exc
+        try:
+            if not response.is_success:
+                response.read()
+                raise _ops.error_of(response)
+            check = _ops.ArtifactCheck(response)
+            if path is None:
+                parts = []
+                for chunk in response.iter_bytes():
+                    check.update(chunk)
+                    parts.append(chunk)
+                check.verify()
+                return b"".join(parts)
+            target = Path(path)
+            part = target.with_name(target.name + ".part")
+            try:
+                with open(part, "wb") as f:
+                    for chunk in response.iter_bytes():
+                        check.update(chunk)
+                        f.write(chunk)
+                    f.flush()
+                    os.fsync(f.fileno())
+                check.verify()
+                os.replace(part, target)
+            finally:
+                if part.exists():
+                    part.unlink()
+            return target
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise _ops.transport_error(exc) from exc
+        finally:
+            response.close()
+
 
 class AsyncClient:
     """The asyncio counterpart of :class:`Client`: the same methods, as coroutines."""
@@ -669,3 +746,80 @@ class AsyncClient:
     ) -> WorkflowCreated:
         """See :meth:`Client.add_subtasks`."""
         return await self._call(_ops.add_subtasks(task_id, agent_id, token, tasks))
+
+    async def put_artifact(
+        self, data: ArtifactSource, *, content_type: Optional[str] = None
+    ) -> ArtifactStored:
+        """See :meth:`Client.put_artifact`; a file is read off the event loop."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            raw = bytes(data)
+            return await self._call(_ops.put_artifact(raw, content_type, len(raw)))
+        if isinstance(data, (str, os.PathLike)):
+            with open(data, "rb") as f:
+                length = os.fstat(f.fileno()).st_size
+                return await self._call(_ops.put_artifact(_achunks(f), content_type, length))
+        return await self._call(_ops.put_artifact(_achunks(data), content_type, None))
+
+    async def get_artifact(
+        self,
+        artifact: Union[str, ArtifactStored],
+        path: Optional[Union[str, "os.PathLike[str]"]] = None,
+    ) -> Union[bytes, Path]:
+        """See :meth:`Client.get_artifact`; a file is written off the event loop."""
+        ref = artifact.artifact if isinstance(artifact, ArtifactStored) else artifact
+        request = self._http.build_request(**_ops.request_of(self.url, _ops.get_artifact(ref)))
+        request.headers.update(self._headers)
+        request.headers["accept"] = "*/*"
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise _ops.transport_error(exc) from exc
+        try:
+            if not response.is_success:
+                await response.aread()
+                raise _ops.error_of(response)
+            check = _ops.ArtifactCheck(response)
+            if path is None:
+                parts = []
+                async for chunk in response.aiter_bytes():
+                    check.update(chunk)
+                    parts.append(chunk)
+                check.verify()
+                return b"".join(parts)
+            target = Path(path)
+            part = target.with_name(target.name + ".part")
+            try:
+                with open(part, "wb") as f:
+                    async for chunk in response.aiter_bytes():
+                        check.update(chunk)
+                        await asyncio.to_thread(f.write, chunk)
+                    await asyncio.to_thread(f.flush)
+                    await asyncio.to_thread(os.fsync, f.fileno())
+                check.verify()
+                os.replace(part, target)
+            finally:
+                if part.exists():
+                    part.unlink()
+            return target
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise _ops.transport_error(exc) from exc
+        finally:
+            await response.aclose()
+
+
+def _chunks(f: BinaryIO) -> Iterator[bytes]:
+    """A binary file's bytes, chunk by chunk."""
+    while True:
+        chunk = f.read(_ops.ARTIFACT_CHUNK_BYTES)
+        if not chunk:
+            return
+        yield chunk
+
+
+async def _achunks(f: BinaryIO) -> AsyncIterator[bytes]:
+    """A binary file's bytes, chunk by chunk, each read in a worker thread."""
+    while True:
+        chunk = await asyncio.to_thread(f.read, _ops.ARTIFACT_CHUNK_BYTES)
+        if not chunk:
+            return
+        yield chunk

@@ -37,6 +37,8 @@ __all__ = [
     "ReportAnswer",
     "TransitionEvent",
     "Lagged",
+    "ArtifactStored",
+    "artifact_ref",
 ]
 
 JSON = Any
@@ -214,6 +216,29 @@ class WorkflowCreated:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "WorkflowCreated":
         return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class ArtifactStored:
+    """An uploaded artifact. ``artifact`` is its reference, ``sha256:<hex>`` (the SHA-256 of
+    its bytes); put it in an input or a result with :func:`artifact_ref`. ``created`` is false
+    when the same bytes were stored already."""
+
+    artifact: str
+    size: int
+    created: bool
+    content_type: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ArtifactStored":
+        return _build(cls, data)
+
+
+def artifact_ref(artifact: Union[str, "ArtifactStored"]) -> Dict[str, str]:
+    """The JSON value that refers to an artifact in an input or a result:
+    ``{"$artifact": "sha256:…"}``."""
+    ref = artifact.artifact if isinstance(artifact, ArtifactStored) else artifact
+    return {"$artifact": ref}
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use baton_core::{HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId};
+use baton_core::{ArtifactRef, HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId};
 use baton_store::sqlite::SqliteStore;
 use baton_store::{
-    AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, OutboxItem, StateCounts,
-    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
+    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
+    Dependency, Edge, HotPath, OutboxItem, PutArtifact, StagedArtifact, StateCounts, Store,
+    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
 };
 
 use super::rng::Rng;
@@ -399,5 +400,45 @@ impl Store for FaultyStore {
 
     async fn try_lead(&self) -> Result<bool, StoreError> {
         self.inner.try_lead().await
+    }
+
+    // The simulation uses no artifacts: these pass straight through, without faults.
+    fn stage_artifact(&self) -> Result<ArtifactWriter, StoreError> {
+        self.inner.stage_artifact()
+    }
+
+    async fn put_artifact(
+        &self,
+        staged: StagedArtifact,
+        content_type: Option<String>,
+        now: Timestamp,
+    ) -> Result<PutArtifact, StoreError> {
+        self.inner.put_artifact(staged, content_type, now).await
+    }
+
+    async fn artifact(&self, artifact: ArtifactRef) -> Result<Option<ArtifactMeta>, StoreError> {
+        self.inner.artifact(artifact).await
+    }
+
+    async fn read_artifact(
+        &self,
+        artifact: ArtifactRef,
+    ) -> Result<Option<(ArtifactMeta, ArtifactChunks)>, StoreError> {
+        self.inner.read_artifact(artifact).await
+    }
+
+    async fn missing_artifacts(
+        &self,
+        artifacts: Vec<ArtifactRef>,
+    ) -> Result<Vec<ArtifactRef>, StoreError> {
+        self.inner.missing_artifacts(artifacts).await
+    }
+
+    async fn sweep_artifacts(
+        &self,
+        uploaded_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ArtifactRef>, StoreError> {
+        self.inner.sweep_artifacts(uploaded_before, limit).await
     }
 }

@@ -3,7 +3,7 @@
 
 import { batched, h } from './dom.js';
 import { fmtTime, pretty, shortId } from './format.js';
-import { badge, confirmDialog, taskLink, workflowLink } from './widgets.js';
+import { artifactLinks, badge, confirmDialog, taskLink, workflowLink } from './widgets.js';
 import { api, errorText } from './api.js';
 
 function waitingText(w) {
@@ -166,8 +166,10 @@ export function taskPage(main, page, id) {
       // A template's resolved input is what the agent got; the template stays beside it.
       t.input !== undefined
         ? [h('h3', null, 'Input (resolved)'), h('pre', { class: 'json', testid: 'task-input' }, pretty(t.input)),
+          artifactLinks(t.input, 'task-input-artifacts'),
           h('h3', null, 'Input as submitted (template)'), h('pre', { class: 'json', testid: 'task-input-template' }, pretty(t.spec.input))]
-        : [h('h3', null, 'Input'), h('pre', { class: 'json', testid: 'task-input' }, pretty(t.spec.input))],
+        : [h('h3', null, 'Input'), h('pre', { class: 'json', testid: 'task-input' }, pretty(t.spec.input)),
+          artifactLinks(t.spec.input, 'task-input-artifacts')],
       h('h3', null, `Upstream results (${Object.keys(upstream).length})`),
       Object.keys(upstream).length
         ? h('dl', { class: 'upstream', testid: 'task-upstream' }, Object.entries(upstream).map(([key, u]) => [
@@ -177,7 +179,8 @@ export function taskPage(main, page, id) {
             : h('pre', { class: 'json', 'data-key': key }, pretty(u.result)))]))
         : h('p', { class: 'muted', testid: 'task-upstream' }, 'none: no dependency has completed'),
       h('h3', null, 'Result'), t.result !== null && t.result !== undefined
-        ? h('pre', { class: 'json', testid: 'task-result' }, pretty(t.result))
+        ? [h('pre', { class: 'json', testid: 'task-result' }, pretty(t.result)),
+          artifactLinks(t.result, 'task-result-artifacts')]
         : h('p', { class: 'muted', testid: 'task-result' }, 'no result yet'),
       h('h3', null, `Errors (${t.errors.length})`),
       t.errors.length

@@ -1,7 +1,9 @@
-// Pieces several pages draw: state badges, links to tasks and workflows, count cards, the
-// progress bar, the state legend, and the confirmation dialog of cancel and retry.
+// Pieces several pages draw: state badges, links to tasks and workflows, artifact downloads,
+// count cards, the progress bar, the state legend, and the confirmation dialog of cancel and
+// retry.
 
 import { h } from './dom.js';
+import { authHeader, askToken, errorText } from './api.js';
 import { cap, fmtNum, shortId } from './format.js';
 import { STATES } from './counts.js';
 
@@ -15,6 +17,56 @@ export function taskLink(id, label) {
 
 export function workflowLink(id, label) {
   return h('a', { href: `#/workflows/${encodeURIComponent(id)}`, title: id }, label || shortId(id));
+}
+
+/** The artifact references (`{"$artifact": "sha256:…"}`) in a JSON value, each once. */
+export function artifactRefs(value, out = new Set()) {
+  if (Array.isArray(value)) value.forEach((v) => artifactRefs(v, out));
+  else if (value && typeof value === 'object') {
+    const keys = Object.keys(value);
+    if (keys.length === 1 && keys[0] === '$artifact' && typeof value.$artifact === 'string') out.add(value.$artifact);
+    else keys.forEach((k) => artifactRefs(value[k], out));
+  }
+  return out;
+}
+
+/** Download links for the artifacts `value` refers to (nothing when none). Without a stored
+ *  token the browser streams the download itself; with one, it is fetched with the token. */
+export function artifactLinks(value, testid) {
+  const refs = [...artifactRefs(value)];
+  if (!refs.length) return null;
+  return h('ul', { class: 'links artifacts', testid }, refs.map((ref) => {
+    const path = `/v1/artifacts/${encodeURIComponent(ref)}`;
+    const status = h('span', { class: 'small muted', role: 'status' });
+    const link = h('a', { href: path, download: ref.replace('sha256:', ''), class: 'mono', title: ref,
+      onclick: (ev) => {
+        if (!Object.keys(authHeader()).length) return;
+        ev.preventDefault();
+        fetchDownload(path, link.getAttribute('download'), status);
+      } }, `download ${ref.slice(0, 19)}…`);
+    return h('li', null, link, ' ', status);
+  }));
+}
+
+async function fetchDownload(path, name, status) {
+  status.textContent = 'downloading…';
+  try {
+    for (let tries = 0; ; tries++) {
+      const res = await fetch(path, { headers: authHeader(), cache: 'no-store' });
+      if (res.status === 401 && tries < 2) { await askToken('Baton asks for a token.'); continue; }
+      if (!res.ok) throw new Error(`the server answered ${res.status}`);
+      const url = URL.createObjectURL(await res.blob());
+      const a = h('a', { href: url, download: name });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      status.textContent = '';
+      return;
+    }
+  } catch (err) {
+    status.textContent = errorText(err);
+  }
 }
 
 /** Cards with the count of each state; `update(counts)` redraws the numbers. */

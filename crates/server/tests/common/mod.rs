@@ -55,15 +55,22 @@ impl TestServer {
         tokens: Tokens,
         clock: Arc<ManualClock>,
     ) -> TestServer {
+        let config = EngineConfig {
+            agent_ttl_ms: 60_000,
+            ..EngineConfig::default()
+        };
+        TestServer::start_with_config(store_url, dir, tokens, clock, config).await
+    }
+
+    pub async fn start_with_config(
+        store_url: String,
+        dir: Option<tempfile::TempDir>,
+        tokens: Tokens,
+        clock: Arc<ManualClock>,
+        config: EngineConfig,
+    ) -> TestServer {
         let store = AnyStore::open(&store_url).await.expect("store opens");
-        let engine = Engine::new(
-            store,
-            Arc::clone(&clock) as Arc<dyn Clock>,
-            EngineConfig {
-                agent_ttl_ms: 60_000,
-                ..EngineConfig::default()
-            },
-        );
+        let engine = Engine::new(store, Arc::clone(&clock) as Arc<dyn Clock>, config);
         engine.start();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

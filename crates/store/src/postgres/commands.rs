@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use super::conn::{join_all, Conn, Step, RELEASE, ROLLBACK_TO, SAVEPOINT};
 use super::error::{abort, commit_failed, get, pipelined, session_ended, Abort, Retry};
+use crate::artifact::task_refs;
 use crate::batch::{Command, Outcome};
 use crate::codec::{self, ts, HistoryRow, TaskRow};
 use crate::decide::{self, Candidate, Deltas};
@@ -156,6 +157,9 @@ impl<'c> Run<'c> {
                 self.open(false).await?;
                 self.pending.push(upsert_agent(c, agent));
                 Outcome::Done(self.close(Ok(Ok(()))).await?)
+            }
+            Command::PutArtifact(..) | Command::SweepArtifacts(..) => {
+                unreachable!("PgStore writes artifacts in transactions of their own")
             }
         })
     }
@@ -367,9 +371,33 @@ impl<'c> Run<'c> {
             self.pending.push(Box::pin(async move {
                 c.client.execute(&c.s.release_dependents, &[&id]).await
             }));
+            let refs = task_refs(task, true);
+            if !refs.is_empty() {
+                let artifacts: Vec<String> = refs.iter().map(|a| a.hex()).collect();
+                let tasks = vec![id; artifacts.len()];
+                self.refer(artifacts, tasks);
+            }
         }
         self.note(task);
         self.deltas.moved(from, to);
+    }
+
+    /// Queues the writes that record references to artifacts (`artifacts[i]` by `tasks[i]`):
+    /// each artifact marked referenced (kept from the sweep), then the references, whose
+    /// foreign key fails the write if an artifact was swept since the engine checked it.
+    fn refer(&mut self, artifacts: Vec<String>, tasks: Vec<Uuid>) {
+        let c = self.c;
+        let mut distinct = artifacts.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        self.pending.push(Box::pin(async move {
+            c.client.execute(&c.s.mark_referenced, &[&distinct]).await
+        }));
+        self.pending.push(Box::pin(async move {
+            c.client
+                .execute(&c.s.insert_refs, &[&artifacts, &tasks])
+                .await
+        }));
     }
 
     /// Assigns up to `leases.len()` pending tasks the agent can run.
@@ -654,6 +682,9 @@ impl<'c> Run<'c> {
         for new in &batch.tasks {
             self.deltas.created(new.task.kind());
         }
+        if !rows.ref_artifacts.is_empty() {
+            self.refer(rows.ref_artifacts, rows.ref_tasks);
+        }
         Ok(Ok(()))
     }
 }
@@ -719,6 +750,9 @@ struct NewRows<'b> {
     outbox: Outbox,
     dependencies: Vec<Uuid>,
     dependents: Vec<Uuid>,
+    /// References to artifacts: `ref_artifacts[i]` (hex) by `ref_tasks[i]`.
+    ref_artifacts: Vec<String>,
+    ref_tasks: Vec<Uuid>,
 }
 
 impl<'b> NewRows<'b> {
@@ -748,6 +782,8 @@ impl<'b> NewRows<'b> {
             outbox: Outbox::default(),
             dependencies: batch.edges.iter().map(|e| e.dependency.0).collect(),
             dependents: batch.edges.iter().map(|e| e.dependent.0).collect(),
+            ref_artifacts: Vec::new(),
+            ref_tasks: Vec::new(),
         };
         for new in &batch.tasks {
             let task = &new.task;
@@ -773,6 +809,10 @@ impl<'b> NewRows<'b> {
             r.tokens.push(h.token);
             r.payloads.push(h.payload);
             r.outbox.push(task.id, &new.outbox, new.entry.at);
+            for artifact in task_refs(task, false) {
+                r.ref_artifacts.push(artifact.hex());
+                r.ref_tasks.push(task.id.0);
+            }
         }
         r.distinct_capsets = r.capsets.clone();
         r.distinct_capsets.sort_unstable();

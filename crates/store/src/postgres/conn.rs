@@ -140,6 +140,11 @@ statements! {
                         WHERE d.state <> 'completed'
                         GROUP BY e.dependent) x
                   WHERE t.id = x.dependent";
+    mark_referenced = "UPDATE artifacts SET referenced = true
+                       WHERE sha256 = ANY($1::text[]) AND NOT referenced";
+    insert_refs = "INSERT INTO artifact_refs (artifact, task_id)
+                   SELECT * FROM unnest($1::text[], $2::uuid[])
+                   ON CONFLICT DO NOTHING";
     capsets = "SELECT capset FROM capsets";
     lock_agent = "SELECT 1 FROM agents WHERE id = $1 FOR UPDATE";
     count_leases = "SELECT count(*) FROM tasks WHERE lease_agent = $1";

@@ -54,7 +54,7 @@ impl Default for PgOptions {
 /// A Baton store in a PostgreSQL database (one schema of it).
 pub struct PgStore {
     pub(super) writes: Queue,
-    pool: Pool,
+    pub(super) pool: Pool,
     pub(super) stats: Arc<Stats>,
     pub(super) cluster: Arc<Cluster>,
 }
@@ -136,6 +136,7 @@ impl PgStore {
         let mut client = pool.get().await.map_err(|e| pool_error(&location, e))?;
         migrate(&mut client, options.schema.as_deref(), &location).await?;
         drop(client);
+        crate::artifact::remove_abandoned_staging(&super::artifacts::staging_dir())?;
 
         let (writes, rx) = Queue::new();
         let rx = Arc::new(Mutex::new(rx));

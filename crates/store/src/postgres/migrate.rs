@@ -9,6 +9,7 @@ use crate::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("001_init.sql"),
     include_str!("002_workflow_outputs.sql"),
+    include_str!("003_artifacts.sql"),
 ];
 
 /// `baton_meta.application` of a Baton store.

@@ -1,6 +1,8 @@
 //! The [`Store`] trait for [`PgStore`]: reads on the pool; writes queued for the writers.
 
-use baton_core::{AgentId, HistoryEntry, StateKind, Task, TaskId, TaskKey, Timestamp, WorkflowId};
+use baton_core::{
+    AgentId, ArtifactRef, HistoryEntry, StateKind, Task, TaskId, TaskKey, Timestamp, WorkflowId,
+};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -11,8 +13,9 @@ use super::connect::PgStore;
 use super::error::{db, get};
 use crate::codec::{self, ts};
 use crate::{
-    AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, OutboxItem, StateCounts,
-    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
+    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
+    Dependency, Edge, HotPath, OutboxItem, PutArtifact, StagedArtifact, StateCounts, Store,
+    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
     PAGE_ROWS_MAX,
 };
 
@@ -397,5 +400,44 @@ impl Store for PgStore {
 
     async fn try_lead(&self) -> Result<bool, StoreError> {
         self.cluster.try_lead().await
+    }
+
+    fn stage_artifact(&self) -> Result<ArtifactWriter, StoreError> {
+        ArtifactWriter::create(&super::artifacts::staging_dir())
+    }
+
+    async fn put_artifact(
+        &self,
+        staged: StagedArtifact,
+        content_type: Option<String>,
+        now: Timestamp,
+    ) -> Result<PutArtifact, StoreError> {
+        self.put_artifact_row(staged, content_type, now).await
+    }
+
+    async fn artifact(&self, artifact: ArtifactRef) -> Result<Option<ArtifactMeta>, StoreError> {
+        self.artifact_row(artifact).await
+    }
+
+    async fn read_artifact(
+        &self,
+        artifact: ArtifactRef,
+    ) -> Result<Option<(ArtifactMeta, ArtifactChunks)>, StoreError> {
+        self.artifact_chunks(artifact).await
+    }
+
+    async fn missing_artifacts(
+        &self,
+        artifacts: Vec<ArtifactRef>,
+    ) -> Result<Vec<ArtifactRef>, StoreError> {
+        self.missing_artifact_rows(artifacts).await
+    }
+
+    async fn sweep_artifacts(
+        &self,
+        uploaded_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ArtifactRef>, StoreError> {
+        self.sweep_artifact_rows(uploaded_before, limit).await
     }
 }

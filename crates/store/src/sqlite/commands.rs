@@ -1,16 +1,17 @@
 //! What each command does in the writer's transaction (each runs in its own savepoint, see
 //! `writer.rs`), with the decisions `crate::decide` takes for both backends.
 
-use baton_core::{Effect, HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId};
+use baton_core::{ArtifactRef, Effect, HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use uuid::Uuid;
 
 use super::error::db;
+use crate::artifact::task_refs;
 use crate::codec::{self, ts, HistoryRow, TaskRow};
 use crate::decide::{self, Candidate, Deltas};
 use crate::{
-    AgentRecord, ClaimRequest, NewTask, StoreError, SubmitBatch, SubmitOutcome, TransitionRecord,
-    WorkflowRef,
+    AgentRecord, ArtifactMeta, ClaimRequest, NewTask, PutArtifact, StoreError, SubmitBatch,
+    SubmitOutcome, TransitionRecord, WorkflowRef,
 };
 
 /// A claim's candidates in one capability set, from the `tasks_ready` index.
@@ -160,6 +161,7 @@ fn insert_task(conn: &Connection, new: &NewTask, deltas: &mut Deltas) -> Result<
         .map_err(db)?;
     append_history(conn, task.id, &new.entry)?;
     write_outbox(conn, task.id, &new.outbox, new.entry.at)?;
+    insert_refs(conn, task.id, &task_refs(task, false))?;
     deltas.created(task.kind());
     Ok(())
 }
@@ -250,9 +252,117 @@ pub(super) fn write_transition(
         )
         .and_then(|mut s| s.execute([task.id.0]))
         .map_err(db)?;
+        insert_refs(conn, task.id, &task_refs(task, true))?;
     }
     deltas.moved(from, to);
     Ok(())
+}
+
+/// Records that `task` refers to `refs` and marks them referenced (kept from the sweep). An
+/// artifact missing here was swept after the engine checked it: the write fails. The sweep
+/// runs in this same writer, so the check and the reference cannot interleave with it.
+fn insert_refs(conn: &Connection, task: TaskId, refs: &[ArtifactRef]) -> Result<(), StoreError> {
+    for artifact in refs {
+        let marked = conn
+            .prepare_cached("UPDATE artifacts SET referenced = 1 WHERE sha256 = ?1")
+            .and_then(|mut s| s.execute([artifact.hex()]))
+            .map_err(db)?;
+        if marked == 0 {
+            return Err(StoreError::ArtifactNotFound(*artifact));
+        }
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO artifact_refs (artifact, task_id) VALUES (?1, ?2)",
+        )
+        .and_then(|mut s| s.execute(params![artifact.hex(), task.0]))
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// An artifact's row, its file being in place: created, or its upload time refreshed.
+pub(super) fn put_artifact(
+    conn: &Connection,
+    meta: &ArtifactMeta,
+) -> Result<PutArtifact, StoreError> {
+    let hex = meta.artifact.hex();
+    let stored = load_artifact(conn, meta.artifact)?;
+    if let Some(mut stored) = stored {
+        let at = stored.uploaded_at.max(meta.uploaded_at);
+        conn.prepare_cached("UPDATE artifacts SET uploaded_at = ?2 WHERE sha256 = ?1")
+            .and_then(|mut s| s.execute(params![hex, ts(at)]))
+            .map_err(db)?;
+        stored.uploaded_at = at;
+        return Ok(PutArtifact {
+            meta: stored,
+            created: false,
+        });
+    }
+    conn.prepare_cached(
+        "INSERT INTO artifacts (sha256, size, content_type, uploaded_at) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            hex,
+            meta.size as i64,
+            meta.content_type,
+            ts(meta.uploaded_at)
+        ])
+    })
+    .map_err(db)?;
+    Ok(PutArtifact {
+        meta: meta.clone(),
+        created: true,
+    })
+}
+
+/// Deletes the rows of up to `limit` unreferenced artifacts uploaded before `before`.
+pub(super) fn sweep_artifacts(
+    conn: &Connection,
+    before: Timestamp,
+    limit: usize,
+) -> Result<Vec<ArtifactRef>, StoreError> {
+    let hexes: Vec<String> = conn
+        .prepare_cached(
+            "SELECT sha256 FROM artifacts INDEXED BY artifacts_unreferenced
+             WHERE referenced = 0 AND uploaded_at < ?1 ORDER BY uploaded_at LIMIT ?2",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![ts(before), limit as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(db)?;
+    let mut out = Vec::with_capacity(hexes.len());
+    for hex in hexes {
+        conn.prepare_cached("DELETE FROM artifacts WHERE sha256 = ?1")
+            .and_then(|mut s| s.execute([&hex]))
+            .map_err(db)?;
+        out.push(parse_artifact(&hex)?);
+    }
+    Ok(out)
+}
+
+pub(super) fn load_artifact(
+    conn: &Connection,
+    artifact: ArtifactRef,
+) -> Result<Option<ArtifactMeta>, StoreError> {
+    let row: Option<(i64, Option<String>, i64)> = conn
+        .prepare_cached("SELECT size, content_type, uploaded_at FROM artifacts WHERE sha256 = ?1")
+        .and_then(|mut s| {
+            s.query_row([artifact.hex()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .map_err(db)?;
+    Ok(row.map(|(size, content_type, at)| ArtifactMeta {
+        artifact,
+        size: size as u64,
+        content_type,
+        uploaded_at: Timestamp(at as u64),
+    }))
+}
+
+fn parse_artifact(hex: &str) -> Result<ArtifactRef, StoreError> {
+    hex.parse()
+        .map_err(|e| StoreError::Backend(format!("stored artifact name {hex:?}: {e}")))
 }
 
 /// Assigns up to `leases.len()` pending tasks the agent can run. The writer is the only one,

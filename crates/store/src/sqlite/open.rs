@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("001_init.sql"),
     include_str!("002_hot_paths_as_postgres.sql"),
     include_str!("003_workflow_outputs.sql"),
+    include_str!("004_artifacts.sql"),
 ];
 
 /// Read connections kept open.
@@ -52,6 +53,39 @@ pub struct SqliteStore {
     pub(super) writes: Queue,
     readers: Arc<Readers>,
     pub(super) stats: Arc<Stats>,
+    pub(super) artifacts: Arc<ArtifactFiles>,
+}
+
+/// Where artifacts' bytes live: `<database>-artifacts/` beside the database file (as its
+/// `-wal`), files `sha256/<first 2 hex>/<64 hex>`, uploads staged in `tmp/` (same file
+/// system, so moving one into place is an atomic rename).
+pub(super) struct ArtifactFiles {
+    pub(super) dir: PathBuf,
+    /// Held while a put moves a file into place and writes its row, and while the sweep
+    /// deletes rows and then files, so a file is never removed under a row just written.
+    pub(super) lock: tokio::sync::Mutex<()>,
+}
+
+impl ArtifactFiles {
+    pub(super) fn staging(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    pub(super) fn path(&self, artifact: baton_core::ArtifactRef) -> PathBuf {
+        let hex = artifact.hex();
+        self.dir.join("sha256").join(&hex[..2]).join(hex)
+    }
+
+    fn open(db: &Path) -> Result<ArtifactFiles, StoreError> {
+        let mut name = db.as_os_str().to_owned();
+        name.push("-artifacts");
+        let files = ArtifactFiles {
+            dir: PathBuf::from(name),
+            lock: tokio::sync::Mutex::new(()),
+        };
+        crate::artifact::remove_abandoned_staging(&files.staging())?;
+        Ok(files)
+    }
 }
 
 impl SqliteStore {
@@ -67,6 +101,7 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut conn = connect(&path, true)?;
         migrate(&mut conn, &path)?;
+        let artifacts = Arc::new(ArtifactFiles::open(&path)?);
         configure(&conn, &options).map_err(|e| sql_error(&path, e))?;
         let (writes, rx) = Queue::new();
         let stats = Arc::new(Stats::default());
@@ -83,6 +118,7 @@ impl SqliteStore {
                 permits: Semaphore::new(READERS_MAX),
             }),
             stats,
+            artifacts,
         })
     }
 

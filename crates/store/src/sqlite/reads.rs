@@ -1,18 +1,24 @@
 //! The [`Store`] trait for [`SqliteStore`]: reads on the read connections; writes queued for
 //! the writer thread.
 
-use baton_core::{AgentId, HistoryEntry, StateKind, Task, TaskId, TaskKey, Timestamp, WorkflowId};
+use std::sync::Arc;
+
+use baton_core::{
+    AgentId, ArtifactRef, HistoryEntry, StateKind, Task, TaskId, TaskKey, Timestamp, WorkflowId,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::commands::{load_task, CLAIM_SQL};
+use super::commands::{load_artifact, load_task, CLAIM_SQL};
 use super::error::db;
 use super::open::SqliteStore;
+use crate::artifact::{io_error, CHUNKS_AHEAD_MAX};
 use crate::codec::{self, ts};
 use crate::{
-    AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, OutboxItem, StateCounts,
-    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
-    PAGE_ROWS_MAX,
+    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
+    Dependency, Edge, HotPath, OutboxItem, PutArtifact, StagedArtifact, StateCounts, Store,
+    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
+    ARTIFACT_CHUNK_BYTES, PAGE_ROWS_MAX,
 };
 
 fn load_tasks(
@@ -506,5 +512,138 @@ impl Store for SqliteStore {
 
     async fn try_lead(&self) -> Result<bool, StoreError> {
         Ok(true)
+    }
+
+    fn stage_artifact(&self) -> Result<ArtifactWriter, StoreError> {
+        ArtifactWriter::create(&self.artifacts.staging())
+    }
+
+    async fn put_artifact(
+        &self,
+        staged: StagedArtifact,
+        content_type: Option<String>,
+        now: Timestamp,
+    ) -> Result<PutArtifact, StoreError> {
+        let files = Arc::clone(&self.artifacts);
+        let _locked = files.lock.lock().await;
+        let meta = ArtifactMeta {
+            artifact: staged.artifact,
+            size: staged.size,
+            content_type,
+            uploaded_at: now,
+        };
+        if self.artifact(staged.artifact).await?.is_none() {
+            // Crash-safe: the staged file was fsynced; the rename is atomic and made durable
+            // before the row that makes the artifact visible is committed. A crash between
+            // the two leaves a file no row names, which the next upload takes over.
+            let target = files.path(staged.artifact);
+            let from = staged.path.clone();
+            tokio::task::spawn_blocking(move || {
+                let dir = target.parent().expect("an artifact's path has a directory");
+                std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+                std::fs::rename(&from, &target).map_err(|e| io_error("move", &from, e))?;
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io_error("sync", dir, e))
+            })
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        }
+        drop(staged);
+        self.writes.put_artifact(meta).await
+    }
+
+    async fn artifact(&self, artifact: ArtifactRef) -> Result<Option<ArtifactMeta>, StoreError> {
+        self.read(move |conn| load_artifact(conn, artifact)).await
+    }
+
+    async fn read_artifact(
+        &self,
+        artifact: ArtifactRef,
+    ) -> Result<Option<(ArtifactMeta, ArtifactChunks)>, StoreError> {
+        let Some(meta) = self.artifact(artifact).await? else {
+            return Ok(None);
+        };
+        let path = self.artifacts.path(artifact);
+        let opened = tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
+            Ok(f) => Ok(Some(f)),
+            // Swept between the row and the file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("open", &path, e)),
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        let Some(mut file) = opened else {
+            return Ok(None);
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD_MAX);
+        let path = self.artifacts.path(artifact);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            loop {
+                let mut chunk = vec![0u8; ARTIFACT_CHUNK_BYTES];
+                let mut filled = 0;
+                while filled < chunk.len() {
+                    match file.read(&mut chunk[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(io_error("read", &path, e)));
+                            return;
+                        }
+                    }
+                }
+                if filled == 0 {
+                    return;
+                }
+                chunk.truncate(filled);
+                // The reader went away: stop reading.
+                if tx.blocking_send(Ok(chunk)).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some((meta, rx)))
+    }
+
+    async fn missing_artifacts(
+        &self,
+        artifacts: Vec<ArtifactRef>,
+    ) -> Result<Vec<ArtifactRef>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT 1 FROM artifacts WHERE sha256 = ?1")
+                .map_err(db)?;
+            let mut missing = Vec::new();
+            for a in artifacts {
+                if !stmt.exists([a.hex()]).map_err(db)? {
+                    missing.push(a);
+                }
+            }
+            Ok(missing)
+        })
+        .await
+    }
+
+    async fn sweep_artifacts(
+        &self,
+        uploaded_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ArtifactRef>, StoreError> {
+        let files = Arc::clone(&self.artifacts);
+        let _locked = files.lock.lock().await;
+        let swept = self.writes.sweep_artifacts(uploaded_before, limit).await?;
+        let paths: Vec<_> = swept.iter().map(|a| files.path(*a)).collect();
+        // Rows first, then files: a crash between leaves files no row names, never a row
+        // without its file.
+        tokio::task::spawn_blocking(move || {
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?;
+        Ok(swept)
     }
 }

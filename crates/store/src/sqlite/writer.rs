@@ -8,7 +8,9 @@ use baton_core::StateKind;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use tokio::sync::mpsc;
 
-use super::commands::{ack_outbox, claim, submit, upsert_agent, write_transition};
+use super::commands::{
+    ack_outbox, claim, put_artifact, submit, sweep_artifacts, upsert_agent, write_transition,
+};
 use super::error::db;
 use crate::batch::{gather, Command, Outcome};
 use crate::decide::Deltas;
@@ -96,6 +98,14 @@ fn run_command(
         }
         Command::UpsertAgent(agent, _) => {
             Outcome::Done(savepoint(tx, deltas, |sp, _| upsert_agent(sp, agent))?)
+        }
+        Command::PutArtifact(meta, _) => {
+            Outcome::PutArtifact(savepoint(tx, deltas, |sp, _| put_artifact(sp, meta))?)
+        }
+        Command::SweepArtifacts(before, limit, _) => {
+            Outcome::Swept(savepoint(tx, deltas, |sp, _| {
+                sweep_artifacts(sp, *before, *limit)
+            })?)
         }
     })
 }

@@ -121,6 +121,9 @@ async fn run(careful: bool) -> Summary {
                 summary.claimed = claimed.len();
             }
             Outcome::Done(o) => summary.done.push(o.is_ok()),
+            Outcome::PutArtifact(_) | Outcome::Swept(_) => {
+                unreachable!("PostgreSQL runs no artifact commands in its writers")
+            }
         }
     }
     let rows = conn
