@@ -9,7 +9,8 @@ use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
     AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, OutboxItem, StateCounts,
-    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
+    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord,
+    WorkflowRecord,
 };
 
 /// One of the backends, chosen by [`AnyStore::open`].
@@ -85,6 +86,15 @@ impl Store for AnyStore {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         delegate!(self, s => s.history(id, after, limit).await)
+    }
+
+    async fn task_for_view(
+        &self,
+        id: TaskId,
+        history_after: u64,
+        history_max: usize,
+    ) -> Result<Option<TaskForView>, StoreError> {
+        delegate!(self, s => s.task_for_view(id, history_after, history_max).await)
     }
 
     async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {

@@ -267,6 +267,19 @@ pub struct Dependency {
     pub updated_at: Timestamp,
 }
 
+/// A task as its view shows it, read without decoding its input: a big input decoded as a
+/// `serde_json::Value` costs several times its size, and a view only shows it.
+#[derive(Clone, Debug)]
+pub struct TaskForView {
+    /// The task, with its spec's `input` left `null`: the input is in `spec_json`.
+    pub task: Task,
+    /// The spec as stored (JSON), input included.
+    pub spec_json: Box<serde_json::value::RawValue>,
+    /// The history entries asked for, oldest first; the `submitted` one shares `task`'s spec
+    /// (whose input is `null`).
+    pub history: Vec<HistoryEntry>,
+}
+
 /// An effect a committed transition asked for and the engine has not yet acknowledged.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutboxItem {
@@ -473,6 +486,16 @@ pub trait Store: Send + Sync {
         after: u64,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send;
+
+    /// The task, its spec as stored and its history entries with `seq > history_after` (at
+    /// most `history_max`, at most [`PAGE_ROWS_MAX`]), without decoding its input (see
+    /// [`TaskForView`]); `None` if there is no such task.
+    fn task_for_view(
+        &self,
+        id: TaskId,
+        history_after: u64,
+        history_max: usize,
+    ) -> impl Future<Output = Result<Option<TaskForView>, StoreError>> + Send;
 
     fn tasks(
         &self,

@@ -21,7 +21,8 @@ use baton_core::{HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId};
 use baton_store::sqlite::SqliteStore;
 use baton_store::{
     AgentRecord, ClaimRequest, CommitStats, Dependency, Edge, HotPath, OutboxItem, StateCounts,
-    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
+    Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord,
+    WorkflowRecord,
 };
 
 use super::rng::Rng;
@@ -292,6 +293,19 @@ impl Store for FaultyStore {
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         self.read("history", self.inner.history(id, after, limit))
             .await
+    }
+
+    async fn task_for_view(
+        &self,
+        id: TaskId,
+        history_after: u64,
+        history_max: usize,
+    ) -> Result<Option<TaskForView>, StoreError> {
+        self.read(
+            "task_for_view",
+            self.inner.task_for_view(id, history_after, history_max),
+        )
+        .await
     }
 
     async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
