@@ -153,9 +153,9 @@ impl<S: Store + 'static> Engine<S> {
         Ok(declares.then_some(origin.id))
     }
 
-    /// One page of tasks.
+    /// One page of tasks, for listing: each spec's `input` is left `null`, not decoded.
     pub async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, EngineError> {
-        Ok(self.inner.store.tasks(filter).await?)
+        Ok(self.inner.store.tasks_for_view(filter).await?)
     }
 
     pub async fn workflow(&self, id: WorkflowId) -> Result<WorkflowRecord, EngineError> {
@@ -180,7 +180,8 @@ impl<S: Store + 'static> Engine<S> {
         Ok(self.inner.store.counts(workflow).await?)
     }
 
-    /// Every task of the workflow and every edge between them.
+    /// Every task of the workflow (each spec's `input` left `null`, not decoded: a graph
+    /// does not show inputs) and every edge between them.
     pub async fn workflow_graph(&self, id: WorkflowId) -> Result<WorkflowGraph, EngineError> {
         self.workflow(id).await?;
         let mut tasks = Vec::new();
@@ -188,7 +189,7 @@ impl<S: Store + 'static> Engine<S> {
             workflow: Some(id),
             ..TaskFilter::default()
         });
-        while let Some(page) = pages.next(&self.inner.store).await? {
+        while let Some(page) = pages.next_for_view(&self.inner.store).await? {
             tasks.extend(page);
         }
         let edges = self.inner.store.workflow_edges(id).await?;

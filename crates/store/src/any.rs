@@ -101,6 +101,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.tasks(filter).await)
     }
 
+    async fn tasks_for_view(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        delegate!(self, s => s.tasks_for_view(filter).await)
+    }
+
     async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, StoreError> {
         delegate!(self, s => s.counts(workflow).await)
     }

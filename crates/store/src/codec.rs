@@ -104,15 +104,20 @@ pub fn decode_task_without_input(
     spec: String,
 ) -> Result<(Task, Box<RawValue>), StoreError> {
     let spec = RawValue::from_string(spec).map_err(corrupt(id))?;
-    let task = assemble(id, snapshot, Arc::new(spec_without_input(id, &spec)?))?;
+    let task = decode_task_sans_input(id, snapshot, spec.get())?;
     Ok((task, spec))
+}
+
+/// The task with its spec's `input` left `null`, not decoded: for reads that do not show it
+/// (lists, graphs).
+pub fn decode_task_sans_input(id: TaskId, snapshot: &str, spec: &str) -> Result<Task, StoreError> {
+    assemble(id, snapshot, Arc::new(spec_without_input(id, spec)?))
 }
 
 /// The spec's fields but its input, decoded: the fields are split as borrowed JSON text, the
 /// input left out, and the rest (small) decoded as a spec whose input is the default `null`.
-fn spec_without_input(id: TaskId, spec: &RawValue) -> Result<TaskSpec, StoreError> {
-    let mut fields: BTreeMap<&str, &RawValue> =
-        serde_json::from_str(spec.get()).map_err(corrupt(id))?;
+fn spec_without_input(id: TaskId, spec: &str) -> Result<TaskSpec, StoreError> {
+    let mut fields: BTreeMap<&str, &RawValue> = serde_json::from_str(spec).map_err(corrupt(id))?;
     fields.remove("input");
     let rest = serde_json::to_string(&fields).map_err(corrupt(id))?;
     serde_json::from_str(&rest).map_err(corrupt(id))

@@ -223,12 +223,25 @@ impl TaskPages {
             return Ok(None);
         }
         let page = store.tasks(self.filter.clone()).await?;
-        self.done = page.len() < self.filter.limit;
-        let Some(last) = page.last() else {
+        Ok(self.turn(page))
+    }
+
+    /// As [`TaskPages::next`], through [`Store::tasks_for_view`] (inputs not decoded).
+    pub async fn next_for_view<S: Store>(
+        &mut self,
+        store: &S,
+    ) -> Result<Option<Vec<Task>>, StoreError> {
+        if self.done {
             return Ok(None);
-        };
-        self.filter.after = Some(last.id);
-        Ok(Some(page))
+        }
+        let page = store.tasks_for_view(self.filter.clone()).await?;
+        Ok(self.turn(page))
+    }
+
+    fn turn(&mut self, page: Vec<Task>) -> Option<Vec<Task>> {
+        self.done = page.len() < self.filter.limit;
+        self.filter.after = Some(page.last()?.id);
+        Some(page)
     }
 }
 
@@ -498,6 +511,14 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Option<TaskForView>, StoreError>> + Send;
 
     fn tasks(
+        &self,
+        filter: TaskFilter,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
+
+    /// As [`Store::tasks`], each task's spec with its `input` left `null`, not decoded: for
+    /// lists and graphs, which do not show inputs (a page of 1,000 tasks with 1 MiB inputs
+    /// would otherwise decode gigabytes of `serde_json::Value`s).
+    fn tasks_for_view(
         &self,
         filter: TaskFilter,
     ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;

@@ -537,6 +537,35 @@ mod cases {
             Arc::ptr_eq(&sub.spec, &view.task.spec),
             "the task's spec, shared"
         );
+        // Lists leave every input undecoded, the rest of each task as stored.
+        let listed = s
+            .tasks_for_view(TaskFilter {
+                workflow: Some(flow.id),
+                limit: 10,
+                ..TaskFilter::default()
+            })
+            .await
+            .unwrap();
+        let full = s
+            .tasks(TaskFilter {
+                workflow: Some(flow.id),
+                limit: 10,
+                ..TaskFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 2);
+        for (listed, full) in listed.iter().zip(&full) {
+            assert_eq!(listed.spec.input, serde_json::Value::Null);
+            let mut bare = (*full.spec).clone();
+            bare.input = serde_json::Value::Null;
+            assert_eq!(*listed.spec, bare);
+            assert_eq!(
+                (listed.id, &listed.state, listed.version),
+                (full.id, &full.state, full.version)
+            );
+        }
+        assert!(full.iter().any(|t| t.spec.input == input));
         let page = s.task_for_view(id, 2, 1).await.unwrap().unwrap();
         assert_eq!(page.history, history[2..3].to_vec());
         assert!(s

@@ -312,6 +312,11 @@ impl Store for FaultyStore {
         self.read("tasks", self.inner.tasks(filter)).await
     }
 
+    async fn tasks_for_view(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.read("tasks_for_view", self.inner.tasks_for_view(filter))
+            .await
+    }
+
     async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, StoreError> {
         self.read("counts", self.inner.counts(workflow)).await
     }

@@ -72,6 +72,50 @@ fn decode_history(
         .collect()
 }
 
+impl PgStore {
+    /// The rows (`id, snapshot, spec`) of a page of tasks.
+    async fn task_rows(&self, filter: TaskFilter) -> Result<Vec<Row>, StoreError> {
+        let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let after = filter.after.map(|t| t.0).unwrap_or(Uuid::nil());
+        let rows = match (filter.workflow, filter.state) {
+            (Some(wf), Some(st)) => {
+                self.query(
+                    &format!(
+                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.state = $2 AND t.id > $3
+                         ORDER BY t.id LIMIT $4"
+                    ),
+                    &[&wf.0, &st.as_str(), &after, &limit],
+                )
+                .await?
+            }
+            (Some(wf), None) => {
+                self.query(
+                    &format!(
+                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.id > $2 ORDER BY t.id LIMIT $3"
+                    ),
+                    &[&wf.0, &after, &limit],
+                )
+                .await?
+            }
+            (None, Some(st)) => {
+                self.query(
+                    &format!("{TASK_COLUMNS} WHERE t.state = $1 AND t.id > $2 ORDER BY t.id LIMIT $3"),
+                    &[&st.as_str(), &after, &limit],
+                )
+                .await?
+            }
+            (None, None) => {
+                self.query(
+                    &format!("{TASK_COLUMNS} WHERE t.id > $1 ORDER BY t.id LIMIT $2"),
+                    &[&after, &limit],
+                )
+                .await?
+            }
+        };
+        Ok(rows)
+    }
+}
+
 fn ids(rows: &[Row]) -> Result<Vec<TaskId>, StoreError> {
     rows.iter().map(|r| get(r, 0).map(TaskId)).collect()
 }
@@ -167,44 +211,18 @@ impl Store for PgStore {
     }
 
     async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
-        let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
-        let after = filter.after.map(|t| t.0).unwrap_or(Uuid::nil());
-        let rows = match (filter.workflow, filter.state) {
-            (Some(wf), Some(st)) => {
-                self.query(
-                    &format!(
-                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.state = $2 AND t.id > $3
-                         ORDER BY t.id LIMIT $4"
-                    ),
-                    &[&wf.0, &st.as_str(), &after, &limit],
-                )
-                .await?
-            }
-            (Some(wf), None) => {
-                self.query(
-                    &format!(
-                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.id > $2 ORDER BY t.id LIMIT $3"
-                    ),
-                    &[&wf.0, &after, &limit],
-                )
-                .await?
-            }
-            (None, Some(st)) => {
-                self.query(
-                    &format!("{TASK_COLUMNS} WHERE t.state = $1 AND t.id > $2 ORDER BY t.id LIMIT $3"),
-                    &[&st.as_str(), &after, &limit],
-                )
-                .await?
-            }
-            (None, None) => {
-                self.query(
-                    &format!("{TASK_COLUMNS} WHERE t.id > $1 ORDER BY t.id LIMIT $2"),
-                    &[&after, &limit],
-                )
-                .await?
-            }
-        };
-        decode_tasks(&rows)
+        decode_tasks(&self.task_rows(filter).await?)
+    }
+
+    async fn tasks_for_view(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.task_rows(filter)
+            .await?
+            .iter()
+            .map(|row| {
+                let id = TaskId(get(row, 0)?);
+                codec::decode_task_sans_input(id, get(row, 1)?, get(row, 2)?)
+            })
+            .collect()
     }
 
     async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, StoreError> {

@@ -19,10 +19,14 @@ use crate::{
     WorkflowRecord, PAGE_ROWS_MAX,
 };
 
+/// How a task is decoded from its `snapshot` and `spec` columns.
+type Decode = fn(TaskId, &str, &str) -> Result<Task, StoreError>;
+
 fn load_tasks(
     conn: &Connection,
     sql: &str,
     args: &[&dyn rusqlite::ToSql],
+    decode: Decode,
 ) -> Result<Vec<Task>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(db)?;
     let rows = stmt
@@ -37,7 +41,7 @@ fn load_tasks(
     let mut out = Vec::new();
     for row in rows {
         let (id, snap, spec) = row.map_err(db)?;
-        out.push(codec::decode_task(id, &snap, &spec)?);
+        out.push(decode(id, &snap, &spec)?);
     }
     Ok(out)
 }
@@ -85,6 +89,40 @@ fn read_history(
         out.push(entry);
     }
     Ok(out)
+}
+
+/// A page of tasks, each decoded with `decode`.
+fn list_tasks(c: &Connection, filter: TaskFilter, decode: Decode) -> Result<Vec<Task>, StoreError> {
+    let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
+    let after = filter.after.map(|t| t.0).unwrap_or(Uuid::nil());
+    let select = "SELECT t.id, t.snapshot, s.spec FROM tasks t
+                  JOIN task_specs s ON s.task_id = t.id";
+    match (filter.workflow, filter.state) {
+        (Some(wf), Some(st)) => load_tasks(
+            c,
+            &format!("{select} WHERE t.workflow_id = ?1 AND t.state = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
+            &[&wf.0, &st.as_str(), &after, &limit],
+            decode,
+        ),
+        (Some(wf), None) => load_tasks(
+            c,
+            &format!("{select} WHERE t.workflow_id = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3"),
+            &[&wf.0, &after, &limit],
+            decode,
+        ),
+        (None, Some(st)) => load_tasks(
+            c,
+            &format!("{select} WHERE t.state = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3"),
+            &[&st.as_str(), &after, &limit],
+            decode,
+        ),
+        (None, None) => load_tasks(
+            c,
+            &format!("{select} WHERE t.id > ?1 ORDER BY t.id LIMIT ?2"),
+            &[&after, &limit],
+            decode,
+        ),
+    }
 }
 
 fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Uuid, String, String, u32, i64, i64)> {
@@ -207,35 +245,13 @@ impl Store for SqliteStore {
     }
 
     async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
-        let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
-        self.read(move |c| {
-            let after = filter.after.map(|t| t.0).unwrap_or(Uuid::nil());
-            let select = "SELECT t.id, t.snapshot, s.spec FROM tasks t
-                          JOIN task_specs s ON s.task_id = t.id";
-            match (filter.workflow, filter.state) {
-                (Some(wf), Some(st)) => load_tasks(
-                    c,
-                    &format!("{select} WHERE t.workflow_id = ?1 AND t.state = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
-                    &[&wf.0, &st.as_str(), &after, &limit],
-                ),
-                (Some(wf), None) => load_tasks(
-                    c,
-                    &format!("{select} WHERE t.workflow_id = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3"),
-                    &[&wf.0, &after, &limit],
-                ),
-                (None, Some(st)) => load_tasks(
-                    c,
-                    &format!("{select} WHERE t.state = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3"),
-                    &[&st.as_str(), &after, &limit],
-                ),
-                (None, None) => load_tasks(
-                    c,
-                    &format!("{select} WHERE t.id > ?1 ORDER BY t.id LIMIT ?2"),
-                    &[&after, &limit],
-                ),
-            }
-        })
-        .await
+        self.read(move |c| list_tasks(c, filter, codec::decode_task))
+            .await
+    }
+
+    async fn tasks_for_view(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.read(move |c| list_tasks(c, filter, codec::decode_task_sans_input))
+            .await
     }
 
     async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, StoreError> {
