@@ -1,6 +1,8 @@
 //! `baton bench reads`: what reading tasks with big inputs costs the server. Starts `baton
-//! serve` as a child process, submits tasks whose inputs are `--input-bytes` of JSON, then
-//! fires `--concurrency` concurrent `GET /v1/tasks/{id}` (each reader `--rounds` times) and
+//! serve` as a child process, submits tasks whose inputs are `--input-bytes` of JSON (each in a
+//! workflow of its own), then fires `--concurrency` concurrent reads (each reader `--rounds`
+//! times) of one kind (`--read`: a task's view `GET /v1/tasks/{id}`, a list of every task
+//! `GET /v1/tasks`, or a workflow's graph `GET /v1/workflows/{id}/graph`) and
 //! reports the child's peak RSS during the reads (`VmHWM`, reset after the submissions through
 //! `/proc/PID/clear_refs`), its RSS `--settle-s` seconds later, the bytes of one answer and how
 //! many times an answer carries the task's input. It checks every answer (the task's own
@@ -34,6 +36,11 @@ pub struct ReadsArgs {
     /// `text` (one long string).
     #[arg(long, value_enum, default_value_t = Shape::Records)]
     pub input_shape: Shape,
+    /// What each read asks for: `task` (`GET /v1/tasks/{id}`, which shows the input), `list`
+    /// (`GET /v1/tasks?limit=TASKS`, at most 1,000) or `graph` (`GET /v1/workflows/{id}/graph`),
+    /// which do not.
+    #[arg(long, value_enum, default_value_t = Read::Task)]
+    pub read: Read,
     /// Seconds to wait after the reads before the settled RSS is read [default: 10; 1 with
     /// --quick].
     #[arg(long)]
@@ -44,6 +51,23 @@ pub struct ReadsArgs {
 pub enum Shape {
     Records,
     Text,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    Task,
+    List,
+    Graph,
+}
+
+impl Read {
+    fn name(self) -> &'static str {
+        match self {
+            Read::Task => "task",
+            Read::List => "list",
+            Read::Graph => "graph",
+        }
+    }
 }
 
 impl Shape {
@@ -71,11 +95,11 @@ pub async fn run(common: &Common, args: ReadsArgs) -> anyhow::Result<Report> {
         Ok(serve) => {
             let m = measure(
                 &serve,
+                &args,
                 concurrency,
                 input_bytes,
                 tasks,
                 rounds,
-                args.input_shape,
                 settle,
             )
             .await;
@@ -93,6 +117,7 @@ pub async fn run(common: &Common, args: ReadsArgs) -> anyhow::Result<Report> {
         .param("concurrency", concurrency)
         .param("input_bytes", input_bytes)
         .param("input_shape", args.input_shape.name())
+        .param("read", args.read.name())
         .param("tasks", tasks)
         .param("rounds", rounds)
         .param("settle_s", settle.as_secs())
@@ -208,13 +233,14 @@ fn input(shape: Shape, bytes: usize, marker: &str) -> Value {
 
 async fn measure(
     serve: &Serve,
+    args: &ReadsArgs,
     concurrency: usize,
     input_bytes: usize,
     tasks: usize,
     rounds: usize,
-    shape: Shape,
     settle: Duration,
 ) -> anyhow::Result<Measured> {
+    let (shape, read) = (args.input_shape, args.read);
     let rss_start = serve.status_mib("VmRSS:");
     let client = Client::new(&serve.base)?;
     let bar = super::progress(tasks as u64, "submitting");
@@ -233,7 +259,11 @@ async fn measure(
             .await
             .context("submitting a task with a big input")?;
         let id = *created.tasks.get("big").context("the created task's id")?;
-        ids.push((id, marker));
+        ids.push(Submitted {
+            task: id,
+            workflow: created.workflow,
+            marker,
+        });
         bar.set_position(i as u64 + 1);
     }
     bar.finish_and_clear();
@@ -252,10 +282,16 @@ async fn measure(
         readers.spawn(async move {
             let mut out = Vec::with_capacity(rounds);
             for round in 0..rounds {
-                let (id, marker) = &ids[(reader + round * concurrency) % ids.len()];
+                let task = &ids[(reader + round * concurrency) % ids.len()];
+                let path = match read {
+                    Read::Task => format!("/v1/tasks/{}", task.task),
+                    Read::List => format!("/v1/tasks?limit={}", ids.len().min(LIST_MAX)),
+                    Read::Graph => format!("/v1/workflows/{}/graph", task.workflow),
+                };
                 let sent = Instant::now();
-                let got = client.task_json(*id).await;
-                out.push((sent.elapsed(), got.map(|b| check(&b, *id, marker))));
+                let got = client.get_json(&path).await;
+                let checked = got.map(|b| check(read, &b, task, ids.len().min(LIST_MAX)));
+                out.push((sent.elapsed(), checked));
             }
             out
         });
@@ -308,6 +344,31 @@ async fn measure(
     })
 }
 
+/// Most tasks a list read asks for (the server's page limit).
+const LIST_MAX: usize = 1_000;
+
+/// A task submitted for the reads, and the marker its input carries.
+struct Submitted {
+    task: Uuid,
+    workflow: Uuid,
+    marker: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ListAnswer {
+    tasks: Vec<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct GraphAnswer {
+    nodes: Vec<GraphNode>,
+}
+
+#[derive(serde::Deserialize)]
+struct GraphNode {
+    id: Uuid,
+}
+
 /// What [`check`] reads of an answer; the rest is skipped unread, so that checking costs the
 /// bench (which shares the machine with the server) little.
 #[derive(serde::Deserialize)]
@@ -326,19 +387,40 @@ struct AnswerInput {
     marker: String,
 }
 
-/// Checks an answer: valid JSON, the task asked for, with its input's marker in
-/// `spec.input`. Returns its size and how many times it carries the marker (the input's
+/// Checks an answer: valid JSON, and for a task's view the task asked for with its input's
+/// marker in `spec.input`; for a list, `listed` tasks; for a graph, the task's workflow (one
+/// node, the task). Returns its size and how many times it carries the marker (the input's
 /// copies).
-fn check(answer: &[u8], id: Uuid, marker: &str) -> Result<(u64, u64), String> {
-    let view: Answer = serde_json::from_slice(answer)
-        .map_err(|e| format!("the answer for task {id} is not a task's view: {e}"))?;
-    if view.id != id {
-        return Err(format!("asked for task {id}, got {}", view.id));
+fn check(read: Read, answer: &[u8], task: &Submitted, listed: usize) -> Result<(u64, u64), String> {
+    let id = task.task;
+    let bad =
+        |e: serde_json::Error| format!("the {} answer for task {id} is wrong: {e}", read.name());
+    match read {
+        Read::Task => {
+            let view: Answer = serde_json::from_slice(answer).map_err(bad)?;
+            if view.id != id {
+                return Err(format!("asked for task {id}, got {}", view.id));
+            }
+            if view.spec.input.marker != task.marker {
+                return Err(format!("task {id}'s answer does not carry its input"));
+            }
+        }
+        Read::List => {
+            let list: ListAnswer = serde_json::from_slice(answer).map_err(bad)?;
+            if list.tasks.len() != listed {
+                return Err(format!("listed {} tasks, not {listed}", list.tasks.len()));
+            }
+        }
+        Read::Graph => {
+            let graph: GraphAnswer = serde_json::from_slice(answer).map_err(bad)?;
+            if graph.nodes.len() != 1 || graph.nodes[0].id != id {
+                return Err(format!(
+                    "the graph of task {id}'s workflow is not that task"
+                ));
+            }
+        }
     }
-    if view.spec.input.marker != marker {
-        return Err(format!("task {id}'s answer does not carry its input"));
-    }
-    let copies = count(answer, marker.as_bytes());
+    let copies = count(answer, task.marker.as_bytes());
     Ok((answer.len() as u64, copies))
 }
 

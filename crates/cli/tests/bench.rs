@@ -225,6 +225,30 @@ fn reads_answers_every_read_of_a_big_input() {
     assert!(fig(&r, "answer_bytes") > input, "{r:#}");
     ordered(&r, "read");
     assert!(fig(&r, "peak_rss_mib") > 1.0 && fig(&r, "settled_rss_mib") > 1.0);
+
+    // Lists and graphs do not show inputs: each answer was checked (every task listed, the
+    // task's own graph) and carries no copy.
+    for read in ["list", "graph"] {
+        let r = bench(&[
+            "reads",
+            "--read",
+            read,
+            "--concurrency",
+            "2",
+            "--tasks",
+            "3",
+            "--rounds",
+            "2",
+            "--input-bytes",
+            "20000",
+            "--settle-s",
+            "0",
+        ]);
+        assert_eq!(r["parameters"]["read"], read);
+        assert_eq!(fig(&r, "reads"), 4.0, "{read}");
+        assert_eq!(fig(&r, "errors"), 0.0, "{read}");
+        assert_eq!(fig(&r, "input_copies_per_answer"), 0.0, "{read}: {r:#}");
+    }
 }
 
 #[test]

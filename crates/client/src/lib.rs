@@ -221,10 +221,10 @@ impl Client {
         self.get(&format!("/v1/tasks/{id}")).await
     }
 
-    /// `GET /v1/tasks/{id}` undecoded: the answer's JSON as the server sent it (for measuring
-    /// what a read carries).
-    pub async fn task_json(&self, id: Uuid) -> Result<Vec<u8>> {
-        let url = format!("{}/v1/tasks/{id}", self.base);
+    /// `GET PATH` (e.g. `/v1/tasks/{id}`) undecoded: the answer's JSON as the server sent it
+    /// (for measuring what a read carries).
+    pub async fn get_json(&self, path: &str) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
         let bytes = self
             .call_bytes(Method::GET, &url, None::<&Value>, None)
             .await?;
