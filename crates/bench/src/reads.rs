@@ -6,7 +6,8 @@
 //! reports the child's peak RSS during the reads (`VmHWM`, reset after the submissions through
 //! `/proc/PID/clear_refs`), its RSS `--settle-s` seconds later, the bytes of one answer and how
 //! many times an answer carries the task's input. It checks every answer (the task's own
-//! input, whole), never the figures.
+//! input in its view, every task in a list, the task in its workflow's graph), never the
+//! figures.
 
 use std::time::{Duration, Instant};
 
@@ -130,12 +131,7 @@ pub async fn run(common: &Common, args: ReadsArgs) -> anyhow::Result<Report> {
             m.input_json_bytes,
             "B",
         )
-        .figure(
-            "answer_bytes",
-            "one answer (GET /v1/tasks/{id})",
-            m.answer_bytes,
-            "B",
-        )
+        .figure("answer_bytes", "one answer", m.answer_bytes, "B")
         .figure(
             "input_copies_per_answer",
             "copies of the input in one answer",
