@@ -187,10 +187,14 @@ pub struct DependencyView {
     pub state: StateKind,
 }
 
-/// A task with everything known about it.
+/// A task with everything known about it. Its input is in `spec` only: the `submitted`
+/// entry of `history` does not repeat the spec.
+///
+/// `S` is how the spec is held: decoded ([`TaskSpec`], what clients read), or as the server
+/// sends it, the JSON it stored (a big input is never decoded to be shown).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct TaskView {
+pub struct TaskView<S = TaskSpec> {
     pub id: Uuid,
     pub workflow: Uuid,
     pub key: String,
@@ -202,7 +206,9 @@ pub struct TaskView {
     pub attempt: u32,
     pub attempts_allowed: u32,
     pub fencing_token: u64,
-    pub spec: TaskSpec,
+    /// The task as submitted, input included.
+    #[cfg_attr(feature = "openapi", schema(value_type = TaskSpec))]
+    pub spec: S,
     /// For a task whose `spec.input` is a template (values `{"$from": KEY, "pointer":
     /// "/json/pointer"}` standing for a dependency's result, `{"$literal": …}` for an object
     /// written as is): the input resolved when the task became ready, which is what its agent
@@ -230,7 +236,11 @@ pub struct TaskView {
     pub compensates: Option<Uuid>,
     /// The dependency whose failure cancelled this task.
     pub upstream_cause: Option<Uuid>,
-    /// The full history, oldest first.
+    /// The first entries of the history (at most 1,000; `GET /v1/tasks/{id}/history` pages
+    /// through all of them), oldest first: `seq`, `at`, `actor`, `event`, and `data`, the
+    /// event's own fields. The `submitted` entry's `data` is the submission without its spec
+    /// (`task`, `workflow`, `completed`, `seed`): the spec, input included, is this view's
+    /// `spec`, given once.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub history: Vec<Value>,
     pub created_at: u64,

@@ -128,6 +128,14 @@ impl Serve {
         })
     }
 
+    /// Resets the child's peak RSS (`VmHWM`) to its current RSS (`echo 5 >
+    /// /proc/PID/clear_refs`), so that a later peak is that of what ran since. `false` where
+    /// that is not possible (no `/proc`, or not allowed).
+    pub fn reset_peak_rss(&self) -> bool {
+        self.pid()
+            .is_some_and(|pid| std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok())
+    }
+
     /// SIGKILL, and wait for it to be gone.
     pub async fn kill(mut self) -> anyhow::Result<()> {
         self.child.start_kill().context("killing baton serve")?;

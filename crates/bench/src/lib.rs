@@ -22,6 +22,7 @@ mod child;
 mod crash;
 mod dag;
 mod micro;
+mod reads;
 mod scale;
 mod throughput;
 mod timeouts;
@@ -64,6 +65,9 @@ enum Scenario {
     Core(micro::CoreArgs),
     /// Durable transitions/s with group commit, beside raw SQLite and the disk's fsync/s.
     Store(micro::StoreArgs),
+    /// Concurrent reads of tasks with big inputs from a child `baton serve`: its peak and
+    /// settled RSS, the bytes of one answer.
+    Reads(reads::ReadsArgs),
     /// `baton serve` as a child killed with SIGKILL again and again while agents work; then
     /// the invariant checker. Exits non-zero on any violation.
     Crash(crash::CrashArgs),
@@ -77,7 +81,7 @@ pub enum Output {
 }
 
 /// Runs a scenario and prints its report. The scenarios that run `baton serve` as a child
-/// process (`scale`, `crash`) start this process's own executable: call it from `baton`.
+/// process (`scale`, `crash`, `reads`) start this process's own executable: call it from `baton`.
 pub fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
     init_logs();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -94,6 +98,7 @@ pub fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
             Scenario::Core(a) => micro::core(&common, a).await,
             Scenario::Store(a) => micro::store(&common, a).await,
             Scenario::Crash(a) => crash::run(&common, a).await,
+            Scenario::Reads(a) => reads::run(&common, a).await,
         }
     })?;
     report.print(output)?;

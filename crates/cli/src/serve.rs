@@ -11,6 +11,8 @@ use baton_store::AnyStore;
 use clap::ValueEnum;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
+mod memory;
+
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on. Anything but loopback requires tokens.
@@ -144,6 +146,7 @@ fn tokens(args: &ServeArgs) -> anyhow::Result<Tokens> {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    memory::configure();
     let provider = init_logs(args.log_format, args.otlp_endpoint.as_deref())?;
     let tokens = tokens(&args)?;
     if tokens.is_empty() && !args.listen.ip().is_loopback() {
@@ -157,6 +160,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let trimming = runtime.spawn(memory::trim_loop());
     runtime.block_on(async move {
         let url = match &args.store {
             Some(url) => url.clone(),
@@ -202,6 +206,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("baton stopped");
         Ok::<(), anyhow::Error>(())
     })?;
+    trimming.abort();
     if let Some(provider) = provider {
         provider
             .shutdown()

@@ -216,6 +216,57 @@ fn crash_survives_every_kill_without_losing_or_doubling_anything() {
 }
 
 #[test]
+fn reads_answers_every_read_of_a_big_input() {
+    let r = bench(&[
+        "reads",
+        "--concurrency",
+        "4",
+        "--tasks",
+        "3",
+        "--rounds",
+        "2",
+        "--input-bytes",
+        "20000",
+        "--settle-s",
+        "0",
+    ]);
+    // Every reader read its tasks, each answer was checked (its own input, whole).
+    assert_eq!(fig(&r, "reads"), 8.0);
+    assert_eq!(fig(&r, "errors"), 0.0);
+    let input = fig(&r, "input_json_bytes");
+    assert!((20_000.0..21_000.0).contains(&input), "{r:#}");
+    // An answer carries the input once, beside the rest of the task.
+    assert_eq!(fig(&r, "input_copies_per_answer"), 1.0, "{r:#}");
+    assert!(fig(&r, "answer_bytes") > input, "{r:#}");
+    ordered(&r, "read");
+    assert!(fig(&r, "peak_rss_mib") > 1.0 && fig(&r, "settled_rss_mib") > 1.0);
+
+    // Lists and graphs do not show inputs: each answer was checked (every task listed, the
+    // task's own graph) and carries no copy.
+    for read in ["list", "graph"] {
+        let r = bench(&[
+            "reads",
+            "--read",
+            read,
+            "--concurrency",
+            "2",
+            "--tasks",
+            "3",
+            "--rounds",
+            "2",
+            "--input-bytes",
+            "20000",
+            "--settle-s",
+            "0",
+        ]);
+        assert_eq!(r["parameters"]["read"], read);
+        assert_eq!(fig(&r, "reads"), 4.0, "{read}");
+        assert_eq!(fig(&r, "errors"), 0.0, "{read}");
+        assert_eq!(fig(&r, "input_copies_per_answer"), 0.0, "{read}: {r:#}");
+    }
+}
+
+#[test]
 fn a_bad_store_url_is_refused() {
     let out = Command::new(BATON)
         .args(["bench", "throughput", "--nodes", "2", "--tasks", "10"])

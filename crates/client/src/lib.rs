@@ -133,6 +133,22 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<T> {
         let url = format!("{}{path}", self.base);
+        let bytes = self.call_bytes(method, &url, body, timeout).await?;
+        serde_json::from_slice(bytes.as_ref()).map_err(|e| ClientError::Decode {
+            url,
+            detail: e.to_string(),
+        })
+    }
+
+    /// The answer's body as sent, after checking its status.
+    async fn call_bytes(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        timeout: Option<Duration>,
+    ) -> Result<impl AsRef<[u8]>> {
+        let url = url.to_owned();
         let mut rb = self.http.request(method, &url);
         if let Some(token) = &self.token {
             rb = rb.bearer_auth(token);
@@ -155,10 +171,7 @@ impl Client {
         if !status.is_success() {
             return Err(problem(status, &bytes, &url));
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            url,
-            detail: e.to_string(),
-        })
+        Ok(bytes)
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -218,6 +231,16 @@ impl Client {
 
     pub async fn task(&self, id: Uuid) -> Result<TaskView> {
         self.get(&format!("/v1/tasks/{id}")).await
+    }
+
+    /// `GET PATH` (e.g. `/v1/tasks/{id}`) undecoded: the answer's JSON as the server sent it
+    /// (for measuring what a read carries).
+    pub async fn get_json(&self, path: &str) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let bytes = self
+            .call_bytes(Method::GET, &url, None::<&Value>, None)
+            .await?;
+        Ok(bytes.as_ref().to_vec())
     }
 
     /// The results of the task's completed dependencies, by key, at most 4 MiB of them (the

@@ -12,6 +12,8 @@ use baton_core::{
     DependencyEnd, Effect, Event, StateKind, Task, TaskId, TaskKey, TaskSpec, Timestamp,
 };
 use baton_store::{Store, StoreError, SubmitBatch, WorkflowRef};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -428,9 +430,41 @@ fn compensation_input(task: &Task, input: &serde_json::Value) -> serde_json::Val
     }
 }
 
-/// The task a compensation task's input (see [`compensation_input`]) names.
-pub(crate) fn compensated_task(input: &serde_json::Value) -> Option<TaskId> {
-    input.get("compensates")?;
-    let id = input.get("task")?.as_str()?;
-    uuid::Uuid::parse_str(id).ok().map(TaskId)
+/// The task a compensation task's input (see [`compensation_input`]) names, read from its
+/// spec as stored without decoding the input: only the input's `compensates` and `task`
+/// members are read, the rest is skipped.
+pub(crate) fn compensated_task(spec_json: &RawValue) -> Option<TaskId> {
+    #[derive(Deserialize)]
+    struct Spec<'a> {
+        #[serde(borrow)]
+        input: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Mark<'a> {
+        /// Present, whatever its value (`null` included).
+        #[serde(default, borrow, deserialize_with = "present")]
+        compensates: Option<&'a RawValue>,
+        task: Option<String>,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+        <&RawValue>::deserialize(d).map(Some)
+    }
+    /// The input escaped as a literal (see `compensation_input`).
+    #[derive(Deserialize)]
+    struct Literal<'a> {
+        #[serde(rename = "$literal", borrow)]
+        literal: &'a RawValue,
+    }
+    let spec: Spec<'_> = serde_json::from_str(spec_json.get()).ok()?;
+    let mut input = spec.input?.get();
+    if let Ok(Literal { literal }) = serde_json::from_str::<Literal<'_>>(input) {
+        input = literal.get();
+    }
+    // Only an object has members (a struct would also be read from an array).
+    if !input.starts_with('{') {
+        return None;
+    }
+    let mark: Mark<'_> = serde_json::from_str(input).ok()?;
+    mark.compensates?;
+    uuid::Uuid::parse_str(&mark.task?).ok().map(TaskId)
 }

@@ -11,6 +11,7 @@ use baton_store::{
     AgentRecord, Dependency, Edge, StateCounts, Store, TaskFilter, TaskPages, WorkflowRecord,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -45,11 +46,16 @@ pub struct OpenDependency {
     pub state: StateKind,
 }
 
-/// What the task view shows beyond the task itself.
-#[derive(Clone, Debug, PartialEq)]
+/// What the task view shows: the task, read without decoding its input (see
+/// [`baton_store::TaskForView`]), and what is known about it.
+#[derive(Clone, Debug)]
 pub struct TaskDetail {
+    /// The task, with its spec's `input` left `null`: the input is in `spec_json`.
     pub task: Task,
-    /// The first entries of its history (at most the number asked for).
+    /// The spec as stored (JSON), input included: a view shows it as it is.
+    pub spec_json: Box<serde_json::value::RawValue>,
+    /// The first entries of its history (at most the number asked for); the `submitted` one
+    /// shares `task`'s spec.
     pub history: Vec<HistoryEntry>,
     pub waiting: Option<WaitReason>,
     pub dependencies: Vec<Dependency>,
@@ -76,15 +82,22 @@ impl<S: Store + 'static> Engine<S> {
     }
 
     /// The task with its first `history_max` history entries, why it waits, its neighbours
-    /// in the graph and the tasks it points to.
+    /// in the graph and the tasks it points to. Its input is not decoded (a view shows the
+    /// spec as stored): a read costs about the size of the input, whatever its shape.
     pub async fn task_detail(
         &self,
         id: TaskId,
         history_max: usize,
     ) -> Result<TaskDetail, EngineError> {
-        let task = self.load(id).await?;
         let store = &self.inner.store;
-        let history = store.history(id, 0, history_max).await?;
+        let baton_store::TaskForView {
+            task,
+            spec_json,
+            history,
+        } = store
+            .task_for_view(id, 0, history_max)
+            .await?
+            .ok_or(EngineError::TaskNotFound(id))?;
         let waiting = self.wait_reason(&task).await?;
         let dependencies = store.dependencies(id).await?;
         let dependents = store.dependents(id).await?;
@@ -98,9 +111,10 @@ impl<S: Store + 'static> Engine<S> {
             } => self.id_of(&task, upstream.clone()).await?,
             _ => None,
         };
-        let compensates = self.compensated_by(&task).await?;
+        let compensates = self.compensated_by(&task, &spec_json).await?;
         Ok(TaskDetail {
             task,
+            spec_json,
             history,
             waiting,
             dependencies,
@@ -119,10 +133,12 @@ impl<S: Store + 'static> Engine<S> {
     /// The task `task` compensates: the one named by the input the effect runner gave it, if
     /// that task does declare `task` as its compensation (so that a user's input that merely
     /// looks the same names nothing).
-    async fn compensated_by(&self, task: &Task) -> Result<Option<TaskId>, EngineError> {
-        let Some(origin) =
-            crate::background::compensated_task(task.input().unwrap_or(&task.spec.input))
-        else {
+    async fn compensated_by(
+        &self,
+        task: &Task,
+        spec_json: &RawValue,
+    ) -> Result<Option<TaskId>, EngineError> {
+        let Some(origin) = crate::background::compensated_task(spec_json) else {
             return Ok(None);
         };
         let Some(origin) = self.inner.store.task(origin).await? else {
@@ -137,9 +153,9 @@ impl<S: Store + 'static> Engine<S> {
         Ok(declares.then_some(origin.id))
     }
 
-    /// One page of tasks.
+    /// One page of tasks, for listing: each spec's `input` is left `null`, not decoded.
     pub async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, EngineError> {
-        Ok(self.inner.store.tasks(filter).await?)
+        Ok(self.inner.store.tasks_for_view(filter).await?)
     }
 
     pub async fn workflow(&self, id: WorkflowId) -> Result<WorkflowRecord, EngineError> {
@@ -164,7 +180,8 @@ impl<S: Store + 'static> Engine<S> {
         Ok(self.inner.store.counts(workflow).await?)
     }
 
-    /// Every task of the workflow and every edge between them.
+    /// Every task of the workflow (each spec's `input` left `null`, not decoded: a graph
+    /// does not show inputs) and every edge between them.
     pub async fn workflow_graph(&self, id: WorkflowId) -> Result<WorkflowGraph, EngineError> {
         self.workflow(id).await?;
         let mut tasks = Vec::new();
@@ -172,7 +189,7 @@ impl<S: Store + 'static> Engine<S> {
             workflow: Some(id),
             ..TaskFilter::default()
         });
-        while let Some(page) = pages.next(&self.inner.store).await? {
+        while let Some(page) = pages.next_for_view(&self.inner.store).await? {
             tasks.extend(page);
         }
         let edges = self.inner.store.workflow_edges(id).await?;
@@ -274,6 +291,20 @@ impl<S: Store + 'static> Engine<S> {
         })
     }
 
+    /// A page of the task's history for showing: the `submitted` entry's spec has its input
+    /// left `null` (the task's view shows the spec, input included, once). `history` reads
+    /// entries exactly as recorded.
+    pub async fn history_for_view(
+        &self,
+        id: TaskId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, EngineError> {
+        let read = self.inner.store.task_for_view(id, after, limit).await?;
+        Ok(read.ok_or(EngineError::TaskNotFound(id))?.history)
+    }
+
+    /// History entries with `seq > after`, at most `limit`, exactly as recorded.
     pub async fn history(
         &self,
         id: TaskId,

@@ -176,3 +176,223 @@ async fn a_clock_stepping_back_never_makes_a_history_go_back() {
     let report = check_store(h.engine.store(), |_| {}).await.unwrap();
     assert!(report.is_clean(), "{:#?}", report.violations);
 }
+
+/// Tasks with big inputs, written through the store on each backend: every input is stored
+/// once (in `task_specs`), and `check_store` replays every history exactly, a `submitted`
+/// row written before that (the spec in its payload) included.
+mod inputs_stored_once {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use baton_core::{
+        AgentId, Capability, Event, FencingToken, LeaseId, Submission, TaskId, TaskSpec, Timestamp,
+        WorkflowId,
+    };
+    use baton_engine::check::check_store;
+    use baton_store::{NewTask, NewWorkflow, Store, SubmitBatch, TransitionRecord, WorkflowRef};
+    use serde_json::json;
+    use uuid::Uuid;
+
+    const TASKS: usize = 6;
+
+    /// Writes `TASKS` completed tasks whose inputs are about 100 KiB each; returns their ids.
+    async fn write<S: Store>(store: &S) -> Vec<TaskId> {
+        let now = Timestamp(1_700_000_000_000);
+        let workflow = WorkflowId(Uuid::now_v7());
+        let caps = BTreeSet::from([Capability("work".into())]);
+        let agent = AgentId(Uuid::now_v7());
+        let (mut new, mut records, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..TASKS {
+            let mut spec = TaskSpec::new(format!("t{i}"));
+            spec.capabilities = caps.clone();
+            spec.input = json!({
+                "i": i,
+                "records": (0..2_000).map(|r| json!({"r": r, "text": "some words"})).collect::<Vec<_>>(),
+            });
+            let sub = Submission {
+                task: TaskId(Uuid::now_v7()),
+                workflow,
+                spec: Arc::new(spec),
+                completed: Vec::new(),
+                seed: i as u64,
+                input: None,
+                unresolved: None,
+            };
+            ids.push(sub.task);
+            let (created, t) = NewTask::submitted(sub, now).unwrap();
+            let mut task = t.task;
+            new.push(created);
+            let token = FencingToken(task.fencing_token.0 + 1);
+            for event in [
+                Event::AgentAssigned {
+                    agent,
+                    capabilities: caps.clone(),
+                    lease: LeaseId(Uuid::now_v7()),
+                },
+                Event::ExecutionStarted { agent, token },
+                Event::ExecutionSucceeded {
+                    agent,
+                    token,
+                    result: Some(json!({"i": i})),
+                },
+            ] {
+                let rec = TransitionRecord::apply(&task, event, now).unwrap();
+                task = rec.task.clone();
+                records.push(rec);
+            }
+        }
+        store
+            .submit(SubmitBatch {
+                workflow: WorkflowRef::New(NewWorkflow {
+                    id: workflow,
+                    name: "big inputs".into(),
+                    idempotency_key: None,
+                    request_hash: String::new(),
+                    created_at: now,
+                    outputs: None,
+                }),
+                tasks: new,
+                edges: Vec::new(),
+                transitions: Vec::new(),
+            })
+            .await
+            .unwrap();
+        for r in store.apply_all(records).await.unwrap() {
+            r.unwrap();
+        }
+        ids
+    }
+
+    /// The `submitted` payload of a task as Baton wrote it before: the whole event.
+    async fn old_payload<S: Store>(store: &S, id: TaskId) -> String {
+        let history = store.history(id, 0, 1).await.unwrap();
+        serde_json::to_string(&history[0].event).unwrap()
+    }
+
+    async fn check_clean<S: Store>(store: &S) {
+        let report = check_store(store, |_| {}).await.unwrap();
+        assert!(report.is_clean(), "{:#?}", report.violations);
+        assert_eq!(report.tasks, TASKS as u64);
+        assert_eq!(report.history_entries, 4 * TASKS as u64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baton.db");
+        let store = baton_store::sqlite::SqliteStore::open(&path).unwrap();
+        let ids = write(&store).await;
+        check_clean(&store).await;
+        let old = old_payload(&store, ids[0]).await;
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let stored: Vec<(i64, i64)> = ids
+            .iter()
+            .map(|id| {
+                db.query_row(
+                    "SELECT length(h.payload), length(s.spec) FROM history h
+                     JOIN task_specs s ON s.task_id = h.task_id WHERE h.task_id = ?1 AND h.seq = 1",
+                    [id.0],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap()
+            })
+            .collect();
+        assert!(
+            stored
+                .iter()
+                .all(|&(history, spec)| history < 1_000 && spec > 50_000),
+            "each input once, in task_specs: {stored:?}"
+        );
+        db.execute(
+            "UPDATE history SET payload = ?2 WHERE task_id = ?1 AND seq = 1",
+            rusqlite::params![ids[0].0, old],
+        )
+        .unwrap();
+        check_clean(&store).await;
+    }
+
+    /// Drops the test's schema, with everything in it, when it goes (panicking or not).
+    struct Schema {
+        url: String,
+        name: String,
+    }
+
+    impl Drop for Schema {
+        fn drop(&mut self) {
+            let (url, name) = (self.url.clone(), self.name.clone());
+            // A runtime of its own: the test's may be shutting down.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async {
+                    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .ok()?;
+                    tokio::spawn(conn);
+                    client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                        .await
+                        .ok()
+                })
+            })
+            .join();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let url = std::env::var("BATON_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let schema = Schema {
+            url: url.clone(),
+            name: format!("baton_i_{}", Uuid::now_v7().simple()),
+        };
+        let store = baton_store::postgres::PgStore::open_with(
+            &url,
+            baton_store::postgres::PgOptions {
+                schema: Some(schema.name.clone()),
+                pool_size: 2,
+            },
+        )
+        .await
+        .expect("PostgreSQL is reachable (run .ci/postgres)");
+        let (sql, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let ids = write(&store).await;
+        check_clean(&store).await;
+        let old = old_payload(&store, ids[0]).await;
+        let history = format!("\"{}\".history", schema.name);
+        let specs = format!("\"{}\".task_specs", schema.name);
+        for id in &ids {
+            let row = sql
+                .query_one(
+                    &format!(
+                        "SELECT length(h.payload)::int8, length(s.spec)::int8 FROM {history} h
+                         JOIN {specs} s ON s.task_id = h.task_id
+                         WHERE h.task_id = $1 AND h.seq = 1"
+                    ),
+                    &[&id.0],
+                )
+                .await
+                .unwrap();
+            let (history, spec): (i64, i64) = (row.get(0), row.get(1));
+            assert!(
+                history < 1_000 && spec > 50_000,
+                "each input once, in task_specs: {history} {spec}"
+            );
+        }
+        let n = sql
+            .execute(
+                &format!("UPDATE {history} SET payload = $2 WHERE task_id = $1 AND seq = 1"),
+                &[&ids[0].0, &old],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        check_clean(&store).await;
+    }
+}

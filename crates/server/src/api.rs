@@ -15,6 +15,7 @@ use baton_core::{AgentId, Event, FencingToken, State, StateKind, Task, TaskId, W
 use baton_engine::read::{AnyStore, TaskFilter};
 use baton_engine::{Engine, WorkflowRequest, WorkflowStatus};
 use futures_util::stream::Stream;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
@@ -297,20 +298,83 @@ pub async fn list_tasks(
 const HISTORY_WITH_TASK_MAX: usize = 1_000;
 
 #[utoipa::path(get, path = "/v1/tasks/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = TaskView), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = TaskView, description = "The task, its input once (in `spec`: the `submitted` history entry does not repeat the spec), its first 1,000 history entries, why it waits and its neighbours."), (status = 404, body = ProblemDoc)))]
 pub async fn get_task(
     AxState(s): St,
     _caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<TaskView>> {
+) -> ApiResult<Response> {
     let id = TaskId(parse_id("task", &id)?);
     let detail = engine(&s).task_detail(id, HISTORY_WITH_TASK_MAX).await?;
-    Ok(Json(task_view(detail)))
+    Ok(json_sized(&task_view(detail)))
 }
 
-fn task_view(detail: baton_engine::TaskDetail) -> TaskView {
+/// A JSON answer written once into a buffer of its exact size (counted first, which costs
+/// little next to the copy it saves): `axum::Json` grows its buffer by doubling, and each
+/// step copies the answer while holding both, so a big answer would cost up to three times
+/// its size.
+fn json_sized<T: serde::Serialize>(value: &T) -> Response {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    // Neither writer fails, and views hold nothing serde_json cannot write (maps have string
+    // keys), so a failure is a bug.
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("a view always serialises");
+    let mut body = Vec::with_capacity(count.0);
+    serde_json::to_writer(&mut body, value).expect("a view always serialises");
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// An event's own fields, as a history entry's `data` shows them: a `submitted` event without
+/// its spec, which the task's `spec` carries (once).
+fn event_data(event: &Event) -> Value {
+    match event {
+        Event::Submitted(sub) => {
+            // Every field named: a field added to `Submission` must be shown here too.
+            let baton_core::Submission {
+                task,
+                workflow,
+                spec: _,
+                completed,
+                seed,
+                input,
+                unresolved,
+            } = sub;
+            let mut data = serde_json::json!({
+                "event": event.kind(),
+                "task": task,
+                "workflow": workflow,
+                "completed": completed,
+                "seed": seed,
+            });
+            if let Some(input) = input {
+                data["input"] = input.clone();
+            }
+            if let Some(unresolved) = unresolved {
+                data["unresolved"] = serde_json::to_value(unresolved).unwrap_or(Value::Null);
+            }
+            data
+        }
+        other => serde_json::to_value(other).unwrap_or(Value::Null),
+    }
+}
+
+fn task_view(detail: baton_engine::TaskDetail) -> TaskView<Box<RawValue>> {
     let baton_engine::TaskDetail {
         task,
+        spec_json,
         history,
         waiting,
         dependencies: deps,
@@ -333,7 +397,7 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView {
         attempt: task.attempt,
         attempts_allowed: task.attempts_allowed,
         fencing_token: task.fencing_token.0,
-        spec: task.spec.as_ref().clone(),
+        spec: spec_json,
         input: task.input.clone(),
         result,
         errors: task
@@ -373,7 +437,7 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView {
                     "at": h.at.0,
                     "actor": serde_json::to_value(h.event.actor()).unwrap_or(Value::Null),
                     "event": h.event.kind(),
-                    "data": serde_json::to_value(&h.event).unwrap_or(Value::Null),
+                    "data": event_data(&h.event),
                 })
             })
             .collect(),
@@ -383,7 +447,7 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView {
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/history", params(("id" = String, Path), HistoryQuery),
-    responses((status = 200, body = Vec<Object>), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = Vec<Object>, description = "History entries, oldest first: `seq`, `at` and `event` (the event with its fields). The `submitted` event leaves out its spec (`task`, `workflow`, `completed`, `seed` only): the task's input is given once, in the task's `spec` (`GET /v1/tasks/{id}`)."), (status = 404, body = ProblemDoc)))]
 pub async fn task_history(
     AxState(s): St,
     _caller: Caller,
@@ -391,17 +455,17 @@ pub async fn task_history(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Vec<Value>>> {
     let id = TaskId(parse_id("task", &id)?);
-    let e = engine(&s);
-    e.task(id).await?;
     let limit = q
         .limit
         .unwrap_or(100)
         .clamp(1, baton_engine::read::PAGE_ROWS_MAX);
-    let entries = e.history(id, q.after.unwrap_or(0), limit).await?;
+    let entries = engine(&s)
+        .history_for_view(id, q.after.unwrap_or(0), limit)
+        .await?;
     Ok(Json(
         entries
             .into_iter()
-            .map(|h| serde_json::json!({"seq": h.seq, "at": h.at.0, "event": h.event}))
+            .map(|h| serde_json::json!({"seq": h.seq, "at": h.at.0, "event": event_data(&h.event)}))
             .collect(),
     ))
 }

@@ -608,3 +608,56 @@ async fn shutdown_ends_event_streams_and_waiting_claims_instead_of_waiting_for_t
     .await;
     assert!(end.is_ok(), "the event stream ended");
 }
+
+/// A task's input is in its view once: in `spec`. The `submitted` history entry's data is the
+/// submission without its spec, in the view and in `/history`; and `baton show`'s replay of
+/// the history still works from the view (the CLI puts the spec back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_view_carries_its_input_once() {
+    let srv = TestServer::start().await;
+    let marker = format!("marker-{}", uuid::Uuid::now_v7());
+    let records: Vec<Value> = (0..500).map(|i| json!({"i": i, "name": "x"})).collect();
+    let input = json!({"marker": marker, "records": records});
+    let mut big = task("big", &[]);
+    big["input"] = input.clone();
+    let wf = srv.submit(json!([big])).await;
+    let id = ids(&wf)["big"].clone();
+    let agent = srv.register("worker", &["work"], 1).await;
+    let claimed = srv.claim(&agent, 1).await;
+    assert_eq!(claimed[0]["input"], input, "the agent gets the whole input");
+    srv.finish(&claimed[0], &agent).await;
+
+    let view = srv.task(&id).await;
+    assert_eq!(view["spec"]["input"], input);
+    assert_eq!(view["spec"]["key"], "big");
+    let text = view.to_string();
+    assert_eq!(text.matches(&marker).count(), 1, "{text}");
+    let submitted = &view["history"][0];
+    assert_eq!(submitted["event"], "submitted");
+    assert_eq!(submitted["seq"], 1);
+    let data = submitted["data"].as_object().unwrap();
+    let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["completed", "event", "seed", "task", "workflow"]);
+    assert_eq!(data["task"], json!(id));
+    assert_eq!(data["workflow"], wf["workflow"]);
+    assert_eq!(view["history"].as_array().unwrap().len(), 4);
+    // The client's view type reads it.
+    let typed: baton_api::TaskView = serde_json::from_value(view.clone()).unwrap();
+    assert_eq!(typed.spec.input, input);
+
+    let (status, page) = srv.get(&format!("/v1/tasks/{id}/history")).await;
+    assert_eq!(status, StatusCode::OK);
+    let page = page.as_array().unwrap();
+    assert_eq!(page.len(), 4);
+    assert_eq!(page[0]["event"]["event"], "submitted");
+    assert_eq!(page[0]["event"]["task"], json!(id));
+    assert!(page[0]["event"].get("spec").is_none(), "{:?}", page[0]);
+    assert!(!Value::Array(page.clone()).to_string().contains(&marker));
+    let (_, rest) = srv.get(&format!("/v1/tasks/{id}/history?after=2")).await;
+    assert_eq!(rest.as_array().unwrap()[..], page[2..]);
+    let (status, _) = srv
+        .get(&format!("/v1/tasks/{}/history", uuid::Uuid::now_v7()))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

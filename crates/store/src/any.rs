@@ -12,7 +12,8 @@ use crate::sqlite::SqliteStore;
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
     Dependency, Edge, HotPath, OutboxItem, PutArtifact, StagedArtifact, StateCounts, Store,
-    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
+    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord,
+    WorkflowRecord,
 };
 
 /// One of the backends, chosen by [`AnyStore::open`].
@@ -90,8 +91,21 @@ impl Store for AnyStore {
         delegate!(self, s => s.history(id, after, limit).await)
     }
 
+    async fn task_for_view(
+        &self,
+        id: TaskId,
+        history_after: u64,
+        history_max: usize,
+    ) -> Result<Option<TaskForView>, StoreError> {
+        delegate!(self, s => s.task_for_view(id, history_after, history_max).await)
+    }
+
     async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
         delegate!(self, s => s.tasks(filter).await)
+    }
+
+    async fn tasks_for_view(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        delegate!(self, s => s.tasks_for_view(filter).await)
     }
 
     async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, StoreError> {

@@ -1,15 +1,24 @@
 //! How a task is laid out in rows, shared by both backends: the snapshot (the task as JSON,
-//! without its immutable spec, which is stored once), and the derived columns the indexes are
+//! without its immutable spec), the history payloads, and the derived columns the indexes are
 //! built on.
+//!
+//! A task's spec, and so its input, is stored once, in `task_specs`: neither the snapshot nor
+//! the `submitted` history entry repeats it. That entry's payload is the submission without
+//! its spec ([`event_json`]); reading it back takes the spec from `task_specs`
+//! ([`decode_history_entry`]), which was written from the same submission in the same
+//! transaction, so replay stays exact. Rows written before this (whose payload still holds
+//! the spec) read the same way: the copy in the payload is skipped, never decoded.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use baton_core::{
     Actor, Capability, Deadlines, Effect, EnteredAt, Event, FencingToken, HistoryEntry, State,
-    StateKind, Task, TaskError, TaskId, TaskKey, TaskSpec, Timestamp, WorkflowId,
+    StateKind, Submission, Task, TaskError, TaskId, TaskKey, TaskSpec, Timestamp, Unresolved,
+    WorkflowId,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::StoreError;
 
@@ -84,17 +93,53 @@ pub fn spec_json(spec: &TaskSpec) -> String {
     serde_json::to_string(spec).expect("a spec always serialises")
 }
 
-pub fn decode_task(id: TaskId, snapshot: &str, spec: &str) -> Result<Task, StoreError> {
-    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-        task: id,
+fn corrupt(task: TaskId) -> impl Fn(serde_json::Error) -> StoreError {
+    move |e| StoreError::Corrupt {
+        task,
         detail: e.to_string(),
-    };
-    let s: Snapshot = serde_json::from_str(snapshot).map_err(corrupt)?;
-    let spec: TaskSpec = serde_json::from_str(spec).map_err(corrupt)?;
+    }
+}
+
+pub fn decode_task(id: TaskId, snapshot: &str, spec: &str) -> Result<Task, StoreError> {
+    let spec: TaskSpec = serde_json::from_str(spec).map_err(corrupt(id))?;
+    assemble(id, snapshot, Arc::new(spec))
+}
+
+/// The task without decoding its input, and its spec as stored: for reads that show the spec
+/// as JSON. A big input decoded as a `serde_json::Value` costs several times its size (an
+/// array of small objects, 10 to 15 times), so the input stays text: the returned task's
+/// `spec.input` is `null`, and the spec JSON (input included) is returned as it is.
+pub fn decode_task_without_input(
+    id: TaskId,
+    snapshot: &str,
+    spec: String,
+) -> Result<(Task, Box<RawValue>), StoreError> {
+    let spec = RawValue::from_string(spec).map_err(corrupt(id))?;
+    let task = decode_task_sans_input(id, snapshot, spec.get())?;
+    Ok((task, spec))
+}
+
+/// The task with its spec's `input` left `null`, not decoded: for reads that do not show it
+/// (lists, graphs).
+pub fn decode_task_sans_input(id: TaskId, snapshot: &str, spec: &str) -> Result<Task, StoreError> {
+    assemble(id, snapshot, Arc::new(spec_without_input(id, spec)?))
+}
+
+/// The spec's fields but its input, decoded: the fields are split as borrowed JSON text, the
+/// input left out, and the rest (small) decoded as a spec whose input is the default `null`.
+fn spec_without_input(id: TaskId, spec: &str) -> Result<TaskSpec, StoreError> {
+    let mut fields: BTreeMap<&str, &RawValue> = serde_json::from_str(spec).map_err(corrupt(id))?;
+    fields.remove("input");
+    let rest = serde_json::to_string(&fields).map_err(corrupt(id))?;
+    serde_json::from_str(&rest).map_err(corrupt(id))
+}
+
+fn assemble(id: TaskId, snapshot: &str, spec: Arc<TaskSpec>) -> Result<Task, StoreError> {
+    let s: Snapshot = serde_json::from_str(snapshot).map_err(corrupt(id))?;
     Ok(Task {
         id: s.id,
         workflow: s.workflow,
-        spec: Arc::new(spec),
+        spec,
         dependencies: s.dependencies,
         state: s.state,
         version: s.version,
@@ -151,8 +196,111 @@ pub fn event_token(event: &Event) -> Option<i64> {
     event.report().map(|(_, t)| t.0 as i64)
 }
 
+/// A `submitted` event as `history.payload` holds it: the submission without its spec, which
+/// `task_specs` holds.
+#[derive(Serialize)]
+struct SubmittedRef<'a> {
+    event: &'static str,
+    task: &'a TaskId,
+    workflow: &'a WorkflowId,
+    completed: &'a [TaskKey],
+    seed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unresolved: Option<&'a Unresolved>,
+}
+
+/// A `submitted` payload read back. Unknown fields are skipped without being decoded: the
+/// tag, and the spec that rows written before the spec was stored once still hold.
+#[derive(Deserialize)]
+struct SubmittedRow {
+    task: TaskId,
+    workflow: WorkflowId,
+    completed: Vec<TaskKey>,
+    seed: u64,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
+    #[serde(default)]
+    unresolved: Option<Unresolved>,
+}
+
+/// The `history.payload` of an event: the event as JSON, but a `submitted` event without its
+/// spec (see the module's documentation).
 pub fn event_json(event: &Event) -> String {
-    serde_json::to_string(event).expect("an event always serialises")
+    match event {
+        Event::Submitted(sub) => {
+            // Every field named: a field added to `Submission` must be stored here too.
+            let Submission {
+                task,
+                workflow,
+                spec: _,
+                completed,
+                seed,
+                input,
+                unresolved,
+            } = sub;
+            let row = SubmittedRef {
+                event: "submitted",
+                task,
+                workflow,
+                completed,
+                seed: *seed,
+                input: input.as_ref(),
+                unresolved: unresolved.as_ref(),
+            };
+            serde_json::to_string(&row).expect("a submission always serialises")
+        }
+        other => serde_json::to_string(other).expect("an event always serialises"),
+    }
+}
+
+/// The kind of event in `history.event` whose payload leaves the spec to `task_specs`.
+pub const SUBMITTED: &str = "submitted";
+
+/// A history row read back: `event` is its `history.event` column, and `spec` gives the task's
+/// spec, asked for only for a `submitted` entry.
+pub fn decode_history_entry(
+    task: TaskId,
+    (seq, at): (i64, i64),
+    event: &str,
+    payload: &str,
+    spec: impl FnOnce() -> Result<Arc<TaskSpec>, StoreError>,
+) -> Result<HistoryEntry, StoreError> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+        task,
+        detail: format!("history entry {seq}: {e}"),
+    };
+    let event = if event == SUBMITTED {
+        let row: SubmittedRow = serde_json::from_str(payload).map_err(corrupt)?;
+        Event::Submitted(Submission {
+            task: row.task,
+            workflow: row.workflow,
+            spec: spec()?,
+            completed: row.completed,
+            seed: row.seed,
+            input: row.input,
+            unresolved: row.unresolved,
+        })
+    } else {
+        serde_json::from_str(payload).map_err(corrupt)?
+    };
+    Ok(HistoryEntry {
+        seq: seq as u64,
+        at: Timestamp(at as u64),
+        event,
+    })
+}
+
+/// A spec from `task_specs` for a history read: decoded whole (input included), so that the
+/// `submitted` entry is exactly the one recorded.
+pub fn decode_spec(task: TaskId, spec: Option<&str>) -> Result<Arc<TaskSpec>, StoreError> {
+    let spec = spec.ok_or_else(|| StoreError::Corrupt {
+        task,
+        detail: "the task's spec is missing from task_specs".into(),
+    })?;
+    let spec: TaskSpec = serde_json::from_str(spec).map_err(corrupt(task))?;
+    Ok(Arc::new(spec))
 }
 
 pub fn parse_state(task: TaskId, name: &str) -> Result<StateKind, StoreError> {

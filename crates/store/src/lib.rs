@@ -231,12 +231,25 @@ impl TaskPages {
             return Ok(None);
         }
         let page = store.tasks(self.filter.clone()).await?;
-        self.done = page.len() < self.filter.limit;
-        let Some(last) = page.last() else {
+        Ok(self.turn(page))
+    }
+
+    /// As [`TaskPages::next`], through [`Store::tasks_for_view`] (inputs not decoded).
+    pub async fn next_for_view<S: Store>(
+        &mut self,
+        store: &S,
+    ) -> Result<Option<Vec<Task>>, StoreError> {
+        if self.done {
             return Ok(None);
-        };
-        self.filter.after = Some(last.id);
-        Ok(Some(page))
+        }
+        let page = store.tasks_for_view(self.filter.clone()).await?;
+        Ok(self.turn(page))
+    }
+
+    fn turn(&mut self, page: Vec<Task>) -> Option<Vec<Task>> {
+        self.done = page.len() < self.filter.limit;
+        self.filter.after = Some(page.last()?.id);
+        Some(page)
     }
 }
 
@@ -273,6 +286,19 @@ pub struct Dependency {
     pub state: StateKind,
     /// When it last changed: for a completed dependency, when it completed.
     pub updated_at: Timestamp,
+}
+
+/// A task as its view shows it, read without decoding its input: a big input decoded as a
+/// `serde_json::Value` costs several times its size, and a view only shows it.
+#[derive(Clone, Debug)]
+pub struct TaskForView {
+    /// The task, with its spec's `input` left `null`: the input is in `spec_json`.
+    pub task: Task,
+    /// The spec as stored (JSON), input included.
+    pub spec_json: Box<serde_json::value::RawValue>,
+    /// The history entries asked for, oldest first; the `submitted` one shares `task`'s spec
+    /// (whose input is `null`).
+    pub history: Vec<HistoryEntry>,
 }
 
 /// An effect a committed transition asked for and the engine has not yet acknowledged.
@@ -486,7 +512,25 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send;
 
+    /// The task, its spec as stored and its history entries with `seq > history_after` (at
+    /// most `history_max`, at most [`PAGE_ROWS_MAX`]), without decoding its input (see
+    /// [`TaskForView`]); `None` if there is no such task.
+    fn task_for_view(
+        &self,
+        id: TaskId,
+        history_after: u64,
+        history_max: usize,
+    ) -> impl Future<Output = Result<Option<TaskForView>, StoreError>> + Send;
+
     fn tasks(
+        &self,
+        filter: TaskFilter,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
+
+    /// As [`Store::tasks`], each task's spec with its `input` left `null`, not decoded: for
+    /// lists and graphs, which do not show inputs (a page of 1,000 tasks with 1 MiB inputs
+    /// would otherwise decode gigabytes of `serde_json::Value`s).
+    fn tasks_for_view(
         &self,
         filter: TaskFilter,
     ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;

@@ -460,6 +460,139 @@ mod cases {
         assert_eq!(s.history(id, 3, 1).await.unwrap(), history[3..4].to_vec());
     }
 
+    /// A task's spec, and so its input, is stored once (in `task_specs`): the `submitted`
+    /// history row holds the submission without it, and reading the history puts it back, so
+    /// replay stays exact; rows written before that (the spec in the payload) read the same.
+    /// A read for a view leaves the input as stored JSON.
+    pub async fn a_task_input_is_stored_once_and_read_back_exactly<S: Store, R: HistoryRows>(
+        s: &S,
+        rows: &R,
+    ) {
+        let marker = format!("input-{}", Uuid::now_v7());
+        let records: Vec<serde_json::Value> = (0..2_000)
+            .map(|i| json!({"i": i, "name": format!("record {i}")}))
+            .collect();
+        let input = json!({"marker": marker, "records": records});
+        let mut flow = workflow(&[def("big", &[]), def("after", &["big"])], None);
+        let mut spec = (*flow.batch.tasks[0].task.spec).clone();
+        spec.input = input.clone();
+        let spec = Arc::new(spec);
+        flow.batch.tasks[0].task.spec = Arc::clone(&spec);
+        let Event::Submitted(sub) = &mut flow.batch.tasks[0].entry.event else {
+            panic!("a new task's first entry is its submission")
+        };
+        sub.spec = Arc::clone(&spec);
+        let submitted = flow.batch.tasks[0].entry.clone();
+        s.submit(flow.batch.clone()).await.unwrap();
+        let id = flow.id("big");
+        let agent = agent(1);
+        let task = claim_one(s, agent, at(10)).await.expect("claimed");
+        assert_eq!(task.id, id);
+        let token = task.fencing_token;
+        advance(s, id, Event::ExecutionStarted { agent, token }, at(20)).await;
+        let result = Some(json!({"done": true}));
+        advance(
+            s,
+            id,
+            Event::ExecutionSucceeded {
+                agent,
+                token,
+                result,
+            },
+            at(30),
+        )
+        .await;
+
+        // Stored once: the submitted row does not repeat the spec.
+        let payload = rows.payload(id, 1).await;
+        assert!(!payload.contains(&marker), "{payload}");
+        assert!(!payload.contains("\"spec\""), "{payload}");
+        assert!(payload.len() < 1_000, "{} bytes", payload.len());
+
+        // Read back exactly: the submitted entry with its whole spec, and replay.
+        let stored = s.task(id).await.unwrap().unwrap();
+        assert_eq!(stored.spec.input, input);
+        let history = s.history(id, 0, 100).await.unwrap();
+        assert_eq!(history.len(), 4);
+        assert_eq!(history[0], submitted);
+        assert_eq!(replay(&history).unwrap(), stored);
+        assert_eq!(s.history(id, 1, 100).await.unwrap(), history[1..].to_vec());
+
+        // For a view: the input stays text, in the spec as stored; the rest is the task.
+        let view = s.task_for_view(id, 0, 100).await.unwrap().unwrap();
+        let shown: TaskSpec = serde_json::from_str(view.spec_json.get()).unwrap();
+        assert_eq!(shown, *spec);
+        assert_eq!(view.task.spec.input, serde_json::Value::Null);
+        let mut without_input = stored.clone();
+        let mut bare = (*stored.spec).clone();
+        bare.input = serde_json::Value::Null;
+        without_input.spec = Arc::new(bare);
+        assert_eq!(view.task, without_input);
+        assert_eq!(view.history.len(), 4);
+        assert_eq!(view.history[1..], history[1..]);
+        let Event::Submitted(sub) = &view.history[0].event else {
+            panic!("{:?}", view.history[0])
+        };
+        assert!(
+            Arc::ptr_eq(&sub.spec, &view.task.spec),
+            "the task's spec, shared"
+        );
+        // Lists leave every input undecoded, the rest of each task as stored.
+        let listed = s
+            .tasks_for_view(TaskFilter {
+                workflow: Some(flow.id),
+                limit: 10,
+                ..TaskFilter::default()
+            })
+            .await
+            .unwrap();
+        let full = s
+            .tasks(TaskFilter {
+                workflow: Some(flow.id),
+                limit: 10,
+                ..TaskFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 2);
+        for (listed, full) in listed.iter().zip(&full) {
+            assert_eq!(listed.spec.input, serde_json::Value::Null);
+            let mut bare = (*full.spec).clone();
+            bare.input = serde_json::Value::Null;
+            assert_eq!(*listed.spec, bare);
+            assert_eq!(
+                (listed.id, &listed.state, listed.version),
+                (full.id, &full.state, full.version)
+            );
+        }
+        assert!(full.iter().any(|t| t.spec.input == input));
+        let page = s.task_for_view(id, 2, 1).await.unwrap().unwrap();
+        assert_eq!(page.history, history[2..3].to_vec());
+        assert!(s
+            .task_for_view(TaskId(Uuid::now_v7()), 0, 10)
+            .await
+            .unwrap()
+            .is_none());
+
+        // A row written before the spec was stored once (the whole event, spec included)
+        // reads the same.
+        let old = serde_json::to_string(&submitted.event).unwrap();
+        assert!(old.contains(&marker));
+        rows.set_payload(id, 1, &old).await;
+        assert_eq!(s.history(id, 0, 100).await.unwrap(), history);
+        assert_eq!(replay(&history).unwrap(), stored);
+        let view = s.task_for_view(id, 0, 100).await.unwrap().unwrap();
+        assert_eq!(view.history[1..], history[1..]);
+        assert!(matches!(&view.history[0].event, Event::Submitted(sub) if sub.task == id));
+
+        // The dependent's history is untouched by all this.
+        let after = s.task(flow.id("after")).await.unwrap().unwrap();
+        assert_eq!(
+            replay(&s.history(after.id, 0, 100).await.unwrap()).unwrap(),
+            after
+        );
+    }
+
     pub async fn tasks_list_by_workflow_and_state_in_pages<S: Store>(s: &S) {
         let defs: Vec<String> = (0..25).map(|i| format!("p{i:02}")).collect();
         let defs: Vec<Def<'_>> = defs.iter().map(|k| def(k, &[])).collect();
@@ -823,6 +956,13 @@ macro_rules! conformance {
                         cases::$name(&store).await;
                     }
                 };
+                (rows $name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let (store, guard) = $open;
+                        cases::$name(&store, &guard).await;
+                    }
+                };
                 (arc $name:ident) => {
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $name() {
@@ -843,6 +983,7 @@ macro_rules! conformance {
             case!(arc concurrent_claimers_never_get_the_same_task);
             case!(due_timers_come_from_deadlines_and_retries);
             case!(history_is_ordered_and_replays_to_the_stored_task);
+            case!(rows a_task_input_is_stored_once_and_read_back_exactly);
             case!(tasks_list_by_workflow_and_state_in_pages);
             case!(agents_are_registered_updated_and_listed);
             case!(decomposition_adds_tasks_and_makes_dependents_wait_in_one_transaction);

@@ -3,7 +3,8 @@
 use baton_client::wire::{TaskList, TaskSummary, TaskView};
 use baton_client::Client;
 use baton_core::{
-    Actor, CancelReason, Event, HistoryEntry, State, StateKind, Task, TaskError, Timestamp,
+    Actor, CancelReason, Event, HistoryEntry, State, StateKind, Task, TaskError, TaskSpec,
+    Timestamp,
 };
 use baton_engine::WaitReason;
 use baton_store::PAGE_ROWS_MAX;
@@ -361,7 +362,7 @@ struct Row {
 /// The history as a table: time, event, actor, from → to (derived by replaying the history
 /// through the lifecycle, as the engine built it) and what the event carried.
 fn timeline(t: &TaskView, paint: Paint) -> String {
-    let states = replayed_states(&t.history);
+    let states = replayed_states(&t.history, &t.spec);
     let mut rows: Vec<Row> = Vec::new();
     for (i, h) in t.history.iter().enumerate() {
         let event = h["event"].as_str().unwrap_or("?").to_owned();
@@ -374,7 +375,7 @@ fn timeline(t: &TaskView, paint: Paint) -> String {
                 continue;
             }
         }
-        let data: Option<Event> = serde_json::from_value(h["data"].clone()).ok();
+        let data = entry_event(h, &t.spec);
         rows.push(Row {
             at,
             last: at,
@@ -431,9 +432,23 @@ fn timeline(t: &TaskView, paint: Paint) -> String {
     text
 }
 
+/// A history entry's event. The `submitted` entry's `data` leaves the spec out (the view's
+/// `spec` carries it once): it is put back.
+fn entry_event(entry: &Value, spec: &TaskSpec) -> Option<Event> {
+    let mut data = entry["data"].clone();
+    if entry["event"] == "submitted" {
+        data.as_object_mut()?
+            .insert("spec".into(), serde_json::to_value(spec).ok()?);
+    }
+    serde_json::from_value(data).ok()
+}
+
 /// For each history entry, the state before and after it: the history replayed through the
 /// lifecycle table. Entries that do not replay (a newer server's events) have none.
-fn replayed_states(history: &[Value]) -> Vec<(Option<StateKind>, Option<StateKind>)> {
+fn replayed_states(
+    history: &[Value],
+    spec: &TaskSpec,
+) -> Vec<(Option<StateKind>, Option<StateKind>)> {
     let mut out = Vec::with_capacity(history.len());
     let mut task: Option<Task> = None;
     for h in history {
@@ -441,7 +456,7 @@ fn replayed_states(history: &[Value]) -> Vec<(Option<StateKind>, Option<StateKin
             Some(HistoryEntry {
                 seq: h["seq"].as_u64()?,
                 at: Timestamp(h["at"].as_u64()?),
-                event: serde_json::from_value(h["data"].clone()).ok()?,
+                event: entry_event(h, spec)?,
             })
         })();
         let next = entry.and_then(|e| match (&e.event, &task) {
@@ -494,16 +509,19 @@ fn event_detail(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_core::{Submission, TaskId, TaskSpec, WorkflowId};
+    use baton_core::{Submission, TaskId, WorkflowId};
     use std::sync::Arc;
 
+    /// An entry as the server shows it: a `submitted` entry's data without the spec.
     fn entry(seq: u64, at: u64, event: &Event) -> Value {
+        let mut data = serde_json::to_value(event).unwrap();
+        data.as_object_mut().unwrap().remove("spec");
         serde_json::json!({
             "seq": seq,
             "at": at,
             "actor": serde_json::to_value(event.actor()).unwrap(),
             "event": event.kind(),
-            "data": serde_json::to_value(event).unwrap(),
+            "data": data,
         })
     }
 
@@ -529,7 +547,8 @@ mod tests {
                 },
             ),
         ];
-        let states = replayed_states(&history);
+        // The spec is put back from the view's `spec`.
+        let states = replayed_states(&history, &TaskSpec::new("a"));
         assert_eq!(
             states,
             [
@@ -538,6 +557,6 @@ mod tests {
             ]
         );
         let broken = vec![history[1].clone()];
-        assert!(replayed_states(&broken).is_empty());
+        assert!(replayed_states(&broken, &TaskSpec::new("a")).is_empty());
     }
 }

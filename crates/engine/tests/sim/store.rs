@@ -22,7 +22,8 @@ use baton_store::sqlite::SqliteStore;
 use baton_store::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
     Dependency, Edge, HotPath, OutboxItem, PutArtifact, StagedArtifact, StateCounts, Store,
-    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
+    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord,
+    WorkflowRecord,
 };
 
 use super::rng::Rng;
@@ -295,8 +296,26 @@ impl Store for FaultyStore {
             .await
     }
 
+    async fn task_for_view(
+        &self,
+        id: TaskId,
+        history_after: u64,
+        history_max: usize,
+    ) -> Result<Option<TaskForView>, StoreError> {
+        self.read(
+            "task_for_view",
+            self.inner.task_for_view(id, history_after, history_max),
+        )
+        .await
+    }
+
     async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
         self.read("tasks", self.inner.tasks(filter)).await
+    }
+
+    async fn tasks_for_view(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.read("tasks_for_view", self.inner.tasks_for_view(filter))
+            .await
     }
 
     async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, StoreError> {

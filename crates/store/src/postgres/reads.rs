@@ -1,7 +1,10 @@
 //! The [`Store`] trait for [`PgStore`]: reads on the pool; writes queued for the writers.
 
+use std::sync::Arc;
+
 use baton_core::{
-    AgentId, ArtifactRef, HistoryEntry, StateKind, Task, TaskId, TaskKey, Timestamp, WorkflowId,
+    AgentId, ArtifactRef, HistoryEntry, StateKind, Task, TaskId, TaskKey, TaskSpec, Timestamp,
+    WorkflowId,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -15,8 +18,8 @@ use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
     Dependency, Edge, HotPath, OutboxItem, PutArtifact, StagedArtifact, StateCounts, Store,
-    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
-    PAGE_ROWS_MAX,
+    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord,
+    WorkflowRecord, PAGE_ROWS_MAX,
 };
 
 const TASK_COLUMNS: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
@@ -43,6 +46,76 @@ fn decode_agent(row: &Row) -> Result<AgentRecord, StoreError> {
         registered_at: Timestamp(get::<i64>(row, 4)? as u64),
         last_seen: Timestamp(get::<i64>(row, 5)? as u64),
     })
+}
+
+/// The `after` and `limit` parameters of a history page.
+fn page(after: u64, limit: usize) -> (i64, i64) {
+    (
+        after.min(i64::MAX as u64) as i64,
+        limit.min(PAGE_ROWS_MAX) as i64,
+    )
+}
+
+/// History entries from rows of `seq, at, event, payload, spec`. The `submitted` entry's spec
+/// is `spec` when given (the task's own, already read); otherwise the row's.
+fn decode_history(
+    id: TaskId,
+    rows: &[Row],
+    spec: Option<&Arc<TaskSpec>>,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            let seq_at = (get(row, 0)?, get(row, 1)?);
+            codec::decode_history_entry(id, seq_at, get(row, 2)?, get(row, 3)?, || match spec {
+                Some(spec) => Ok(Arc::clone(spec)),
+                None => codec::decode_spec(id, get(row, 4)?),
+            })
+        })
+        .collect()
+}
+
+impl PgStore {
+    /// The rows (`id, snapshot, spec`) of a page of tasks.
+    async fn task_rows(&self, filter: TaskFilter) -> Result<Vec<Row>, StoreError> {
+        let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let after = filter.after.map(|t| t.0).unwrap_or(Uuid::nil());
+        let rows = match (filter.workflow, filter.state) {
+            (Some(wf), Some(st)) => {
+                self.query(
+                    &format!(
+                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.state = $2 AND t.id > $3
+                         ORDER BY t.id LIMIT $4"
+                    ),
+                    &[&wf.0, &st.as_str(), &after, &limit],
+                )
+                .await?
+            }
+            (Some(wf), None) => {
+                self.query(
+                    &format!(
+                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.id > $2 ORDER BY t.id LIMIT $3"
+                    ),
+                    &[&wf.0, &after, &limit],
+                )
+                .await?
+            }
+            (None, Some(st)) => {
+                self.query(
+                    &format!("{TASK_COLUMNS} WHERE t.state = $1 AND t.id > $2 ORDER BY t.id LIMIT $3"),
+                    &[&st.as_str(), &after, &limit],
+                )
+                .await?
+            }
+            (None, None) => {
+                self.query(
+                    &format!("{TASK_COLUMNS} WHERE t.id > $1 ORDER BY t.id LIMIT $2"),
+                    &[&after, &limit],
+                )
+                .await?
+            }
+        };
+        Ok(rows)
+    }
 }
 
 fn ids(rows: &[Row]) -> Result<Vec<TaskId>, StoreError> {
@@ -96,70 +169,62 @@ impl Store for PgStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        let limit = limit.min(PAGE_ROWS_MAX) as i64;
+        let (after, limit) = page(after, limit);
         let rows = self
             .query(
-                "SELECT seq, at, payload FROM history WHERE task_id = $1 AND seq > $2
-                 ORDER BY seq LIMIT $3",
-                &[&id.0, &(after.min(i64::MAX as u64) as i64), &limit],
+                "SELECT h.seq, h.at, h.event, h.payload, s.spec FROM history h
+                 LEFT JOIN task_specs s ON h.event = 'submitted' AND s.task_id = h.task_id
+                 WHERE h.task_id = $1 AND h.seq > $2 ORDER BY h.seq LIMIT $3",
+                &[&id.0, &after, &limit],
             )
             .await?;
-        rows.iter()
-            .map(|row| {
-                let seq: i64 = get(row, 0)?;
-                let event =
-                    serde_json::from_str(get(row, 2)?).map_err(|e| StoreError::Corrupt {
-                        task: id,
-                        detail: format!("history entry {seq}: {e}"),
-                    })?;
-                Ok(HistoryEntry {
-                    seq: seq as u64,
-                    at: Timestamp(get::<i64>(row, 1)? as u64),
-                    event,
-                })
-            })
-            .collect()
+        decode_history(id, &rows, None)
+    }
+
+    async fn task_for_view(
+        &self,
+        id: TaskId,
+        history_after: u64,
+        history_max: usize,
+    ) -> Result<Option<TaskForView>, StoreError> {
+        let rows = self
+            .query(&format!("{TASK_COLUMNS} WHERE t.id = $1"), &[&id.0])
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let (task, spec_json) =
+            codec::decode_task_without_input(id, get(row, 1)?, get::<String>(row, 2)?)?;
+        drop(rows);
+        let (after, limit) = page(history_after, history_max);
+        let rows = self
+            .query(
+                "SELECT seq, at, event, payload, NULL::text FROM history
+                 WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&id.0, &after, &limit],
+            )
+            .await?;
+        let history = decode_history(id, &rows, Some(&task.spec))?;
+        Ok(Some(TaskForView {
+            task,
+            spec_json,
+            history,
+        }))
     }
 
     async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
-        let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
-        let after = filter.after.map(|t| t.0).unwrap_or(Uuid::nil());
-        let rows = match (filter.workflow, filter.state) {
-            (Some(wf), Some(st)) => {
-                self.query(
-                    &format!(
-                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.state = $2 AND t.id > $3
-                         ORDER BY t.id LIMIT $4"
-                    ),
-                    &[&wf.0, &st.as_str(), &after, &limit],
-                )
-                .await?
-            }
-            (Some(wf), None) => {
-                self.query(
-                    &format!(
-                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.id > $2 ORDER BY t.id LIMIT $3"
-                    ),
-                    &[&wf.0, &after, &limit],
-                )
-                .await?
-            }
-            (None, Some(st)) => {
-                self.query(
-                    &format!("{TASK_COLUMNS} WHERE t.state = $1 AND t.id > $2 ORDER BY t.id LIMIT $3"),
-                    &[&st.as_str(), &after, &limit],
-                )
-                .await?
-            }
-            (None, None) => {
-                self.query(
-                    &format!("{TASK_COLUMNS} WHERE t.id > $1 ORDER BY t.id LIMIT $2"),
-                    &[&after, &limit],
-                )
-                .await?
-            }
-        };
-        decode_tasks(&rows)
+        decode_tasks(&self.task_rows(filter).await?)
+    }
+
+    async fn tasks_for_view(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.task_rows(filter)
+            .await?
+            .iter()
+            .map(|row| {
+                let id = TaskId(get(row, 0)?);
+                codec::decode_task_sans_input(id, get(row, 1)?, get(row, 2)?)
+            })
+            .collect()
     }
 
     async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, StoreError> {

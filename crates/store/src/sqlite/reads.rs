@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use baton_core::{
-    AgentId, ArtifactRef, HistoryEntry, StateKind, Task, TaskId, TaskKey, Timestamp, WorkflowId,
+    AgentId, ArtifactRef, HistoryEntry, StateKind, Task, TaskId, TaskKey, TaskSpec, Timestamp,
+    WorkflowId,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
@@ -17,14 +18,18 @@ use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
     Dependency, Edge, HotPath, OutboxItem, PutArtifact, StagedArtifact, StateCounts, Store,
-    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TransitionRecord, WorkflowRecord,
-    ARTIFACT_CHUNK_BYTES, PAGE_ROWS_MAX,
+    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord,
+    WorkflowRecord, ARTIFACT_CHUNK_BYTES, PAGE_ROWS_MAX,
 };
+
+/// How a task is decoded from its `snapshot` and `spec` columns.
+type Decode = fn(TaskId, &str, &str) -> Result<Task, StoreError>;
 
 fn load_tasks(
     conn: &Connection,
     sql: &str,
     args: &[&dyn rusqlite::ToSql],
+    decode: Decode,
 ) -> Result<Vec<Task>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(db)?;
     let rows = stmt
@@ -39,9 +44,88 @@ fn load_tasks(
     let mut out = Vec::new();
     for row in rows {
         let (id, snap, spec) = row.map_err(db)?;
-        out.push(codec::decode_task(id, &snap, &spec)?);
+        out.push(decode(id, &snap, &spec)?);
     }
     Ok(out)
+}
+
+/// History entries with `seq > after`. The `submitted` entry's spec is `spec` when given (the
+/// task's own, already read); otherwise it is read from `task_specs`.
+fn read_history(
+    conn: &Connection,
+    id: TaskId,
+    after: u64,
+    limit: usize,
+    spec: Option<&Arc<TaskSpec>>,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    let limit = limit.min(PAGE_ROWS_MAX) as i64;
+    let sql = if spec.is_some() {
+        "SELECT h.seq, h.at, h.event, h.payload, NULL FROM history h
+         WHERE h.task_id = ?1 AND h.seq > ?2 ORDER BY h.seq LIMIT ?3"
+    } else {
+        "SELECT h.seq, h.at, h.event, h.payload, s.spec FROM history h
+         LEFT JOIN task_specs s ON h.event = 'submitted' AND s.task_id = h.task_id
+         WHERE h.task_id = ?1 AND h.seq > ?2 ORDER BY h.seq LIMIT ?3"
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let mut rows = stmt
+        .query(params![id.0, after.min(i64::MAX as u64) as i64, limit])
+        .map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(db)? {
+        let text = |i: usize| -> Result<Option<&str>, StoreError> {
+            r.get_ref(i)
+                .and_then(|v| v.as_str_or_null().map_err(Into::into))
+                .map_err(db)
+        };
+        let seq_at = (r.get(0).map_err(db)?, r.get(1).map_err(db)?);
+        let (Some(event), Some(payload)) = (text(2)?, text(3)?) else {
+            return Err(StoreError::Corrupt {
+                task: id,
+                detail: format!("history entry {} has no event or payload", seq_at.0),
+            });
+        };
+        let entry = codec::decode_history_entry(id, seq_at, event, payload, || match spec {
+            Some(spec) => Ok(Arc::clone(spec)),
+            None => codec::decode_spec(id, text(4)?),
+        })?;
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// A page of tasks, each decoded with `decode`.
+fn list_tasks(c: &Connection, filter: TaskFilter, decode: Decode) -> Result<Vec<Task>, StoreError> {
+    let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
+    let after = filter.after.map(|t| t.0).unwrap_or(Uuid::nil());
+    let select = "SELECT t.id, t.snapshot, s.spec FROM tasks t
+                  JOIN task_specs s ON s.task_id = t.id";
+    match (filter.workflow, filter.state) {
+        (Some(wf), Some(st)) => load_tasks(
+            c,
+            &format!("{select} WHERE t.workflow_id = ?1 AND t.state = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
+            &[&wf.0, &st.as_str(), &after, &limit],
+            decode,
+        ),
+        (Some(wf), None) => load_tasks(
+            c,
+            &format!("{select} WHERE t.workflow_id = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3"),
+            &[&wf.0, &after, &limit],
+            decode,
+        ),
+        (None, Some(st)) => load_tasks(
+            c,
+            &format!("{select} WHERE t.state = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3"),
+            &[&st.as_str(), &after, &limit],
+            decode,
+        ),
+        (None, None) => load_tasks(
+            c,
+            &format!("{select} WHERE t.id > ?1 ORDER BY t.id LIMIT ?2"),
+            &[&after, &limit],
+            decode,
+        ),
+    }
 }
 
 fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Uuid, String, String, u32, i64, i64)> {
@@ -128,71 +212,49 @@ impl Store for SqliteStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        let limit = limit.min(PAGE_ROWS_MAX) as i64;
+        self.read(move |c| read_history(c, id, after, limit, None))
+            .await
+    }
+
+    async fn task_for_view(
+        &self,
+        id: TaskId,
+        history_after: u64,
+        history_max: usize,
+    ) -> Result<Option<TaskForView>, StoreError> {
         self.read(move |c| {
-            let mut stmt = c
+            let row: Option<(String, String)> = c
                 .prepare_cached(
-                    "SELECT seq, at, payload FROM history WHERE task_id = ?1 AND seq > ?2
-                     ORDER BY seq LIMIT ?3",
+                    "SELECT t.snapshot, s.spec FROM tasks t JOIN task_specs s ON s.task_id = t.id
+                     WHERE t.id = ?1",
                 )
-                .map_err(db)?;
-            let rows = stmt
-                .query_map(params![id.0, after as i64, limit], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
+                .and_then(|mut s| {
+                    s.query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
                 })
                 .map_err(db)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (seq, at, payload) = row.map_err(db)?;
-                let event = serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
-                    task: id,
-                    detail: format!("history entry {seq}: {e}"),
-                })?;
-                out.push(HistoryEntry {
-                    seq: seq as u64,
-                    at: Timestamp(at as u64),
-                    event,
-                });
-            }
-            Ok(out)
+            let Some((snapshot, spec)) = row else {
+                return Ok(None);
+            };
+            let (task, spec_json) = codec::decode_task_without_input(id, &snapshot, spec)?;
+            let history = read_history(c, id, history_after, history_max, Some(&task.spec))?;
+            Ok(Some(TaskForView {
+                task,
+                spec_json,
+                history,
+            }))
         })
         .await
     }
 
     async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
-        let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
-        self.read(move |c| {
-            let after = filter.after.map(|t| t.0).unwrap_or(Uuid::nil());
-            let select = "SELECT t.id, t.snapshot, s.spec FROM tasks t
-                          JOIN task_specs s ON s.task_id = t.id";
-            match (filter.workflow, filter.state) {
-                (Some(wf), Some(st)) => load_tasks(
-                    c,
-                    &format!("{select} WHERE t.workflow_id = ?1 AND t.state = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
-                    &[&wf.0, &st.as_str(), &after, &limit],
-                ),
-                (Some(wf), None) => load_tasks(
-                    c,
-                    &format!("{select} WHERE t.workflow_id = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3"),
-                    &[&wf.0, &after, &limit],
-                ),
-                (None, Some(st)) => load_tasks(
-                    c,
-                    &format!("{select} WHERE t.state = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3"),
-                    &[&st.as_str(), &after, &limit],
-                ),
-                (None, None) => load_tasks(
-                    c,
-                    &format!("{select} WHERE t.id > ?1 ORDER BY t.id LIMIT ?2"),
-                    &[&after, &limit],
-                ),
-            }
-        })
-        .await
+        self.read(move |c| list_tasks(c, filter, codec::decode_task))
+            .await
+    }
+
+    async fn tasks_for_view(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
+        self.read(move |c| list_tasks(c, filter, codec::decode_task_sans_input))
+            .await
     }
 
     async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, StoreError> {

@@ -207,6 +207,67 @@ pub fn sorted(mut ids: Vec<TaskId>) -> Vec<TaskId> {
     ids
 }
 
+/// Raw access to a store's `history` rows: what a row holds, and rows written as an older
+/// version of Baton wrote them.
+pub trait HistoryRows {
+    /// The payload of entry `seq` of `task`, as stored.
+    async fn payload(&self, task: TaskId, seq: u64) -> String;
+    /// Overwrites the payload of entry `seq` of `task`.
+    async fn set_payload(&self, task: TaskId, seq: u64, payload: &str);
+}
+
+/// A SQLite store's directory (its file is `baton.db`).
+impl HistoryRows for tempfile::TempDir {
+    async fn payload(&self, task: TaskId, seq: u64) -> String {
+        let db = rusqlite::Connection::open(self.path().join("baton.db")).unwrap();
+        db.query_row(
+            "SELECT payload FROM history WHERE task_id = ?1 AND seq = ?2",
+            rusqlite::params![task.0, seq as i64],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    async fn set_payload(&self, task: TaskId, seq: u64, payload: &str) {
+        let db = rusqlite::Connection::open(self.path().join("baton.db")).unwrap();
+        let n = db
+            .execute(
+                "UPDATE history SET payload = ?3 WHERE task_id = ?1 AND seq = ?2",
+                rusqlite::params![task.0, seq as i64, payload],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+}
+
+impl HistoryRows for pg::Schema {
+    async fn payload(&self, task: TaskId, seq: u64) -> String {
+        let row = self
+            .sql()
+            .await
+            .query_one(
+                "SELECT payload FROM history WHERE task_id = $1 AND seq = $2",
+                &[&task.0, &(seq as i64)],
+            )
+            .await
+            .unwrap();
+        row.get(0)
+    }
+
+    async fn set_payload(&self, task: TaskId, seq: u64, payload: &str) {
+        let n = self
+            .sql()
+            .await
+            .execute(
+                "UPDATE history SET payload = $3 WHERE task_id = $1 AND seq = $2",
+                &[&task.0, &(seq as i64), &payload],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+}
+
 /// PostgreSQL test isolation: a schema per test, dropped with everything in it at the end.
 pub mod pg {
     use baton_store::postgres::{PgOptions, PgStore};

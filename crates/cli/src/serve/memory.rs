@@ -1,0 +1,44 @@
+//! How `baton serve` gives memory back to the system (glibc's allocator only; elsewhere
+//! nothing is done).
+//!
+//! glibc's `malloc` keeps what a thread frees in that thread's arena (by default up to 8 per
+//! core) and returns pages to the system only from the top of a heap. After a burst of big
+//! requests (a workflow with megabytes of input decoded into `serde_json::Value`s, many big
+//! answers at once), most of what was freed stays resident, spread among arenas, although
+//! nothing uses it: `baton bench reads` (BENCHMARKS.md) measured a server holding 196 MiB
+//! 10 s after its reads, of which `malloc_trim` handed back 70 MiB. So the server uses one
+//! arena per core ([`ARENAS_PER_CORE`]), and every [`TRIM_INTERVAL`] asks glibc to return the
+//! whole free pages of every arena (`malloc_trim(0)`, which takes milliseconds).
+
+use std::time::Duration;
+
+/// Allocator arenas per core (glibc's default is 8): fewer arenas, less memory stranded in
+/// them, at the cost of threads sharing one more often.
+pub const ARENAS_PER_CORE: usize = 1;
+/// How often free memory is handed back to the system.
+pub const TRIM_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Sets the allocator up; call first, before threads start allocating.
+pub fn configure() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let arenas = (cores * ARENAS_PER_CORE).max(2);
+        // SAFETY: mallopt sets a parameter of the allocator under its lock; it touches no
+        // memory of ours.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas as libc::c_int);
+        }
+    }
+}
+
+/// Hands free memory back to the system every [`TRIM_INTERVAL`], until the runtime stops.
+pub async fn trim_loop() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    loop {
+        tokio::time::sleep(TRIM_INTERVAL).await;
+        // It walks every arena under its lock: off the runtime's worker threads.
+        // SAFETY: malloc_trim is thread-safe and only releases memory no allocation holds.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+    }
+}
