@@ -1,7 +1,8 @@
-//! What operators do to tasks and workflows: cancel, retry a final failure. Each is an event
-//! of the lifecycle, with the operator as its actor, decided by the core like any other.
+//! What operators do to tasks and workflows: cancel (a fan-out with its items), retry a final
+//! failure. Each is an event of the lifecycle, with the operator as its actor, decided by the
+//! core like any other.
 
-use baton_core::{Event, Task, TaskId, WorkflowId};
+use baton_core::{Event, StateKind, Task, TaskId, WorkflowId};
 use baton_store::Store;
 
 use crate::engine::Engine;
@@ -9,18 +10,36 @@ use crate::error::EngineError;
 use crate::transition::Cause;
 
 impl<S: Store + 'static> Engine<S> {
+    /// Cancels the task; a fan-out's items that have not ended are cancelled with it.
     pub async fn cancel_task(
         &self,
         id: TaskId,
         by: String,
         reason: String,
     ) -> Result<Task, EngineError> {
+        let task = self.cancel_one(id, &by, &reason).await?;
+        if task.expanded.is_some_and(|n| n > 0) {
+            let prefix = format!("{}[", task.spec.key);
+            for item in self.inner.store.dependencies(id).await? {
+                let open = !matches!(item.state, StateKind::Completed | StateKind::Cancelled);
+                if open && item.key.0.starts_with(&prefix) {
+                    match self.cancel_one(item.id, &by, &reason).await {
+                        Ok(_) | Err(EngineError::Rejected(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(task)
+    }
+
+    async fn cancel_one(&self, id: TaskId, by: &str, reason: &str) -> Result<Task, EngineError> {
         self.transition(
             id,
             |_| {
                 Some(Event::CancelRequested {
-                    requested_by: by.clone(),
-                    reason: reason.clone(),
+                    requested_by: by.to_owned(),
+                    reason: reason.to_owned(),
                 })
             },
             Cause::default(),
@@ -43,7 +62,8 @@ impl<S: Store + 'static> Engine<S> {
             if task.state.is_terminal() {
                 continue;
             }
-            match self.cancel_task(task.id, by.clone(), reason.clone()).await {
+            // Each task on its own: a fan-out's items are among them.
+            match self.cancel_one(task.id, &by, &reason).await {
                 Ok(_) => cancelled += 1,
                 Err(EngineError::Rejected(_)) => {}
                 Err(e) => return Err(e),

@@ -235,6 +235,42 @@ async fn an_item_that_fails_for_good_cancels_the_fan_out_and_its_retry_revives_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_fan_out_cancels_its_items_that_have_not_ended() {
+    let srv = TestServer::start().await;
+    let receipt = srv
+        .submit(json!([
+            task("plan", &[]),
+            fan_out("write", &["plan"], "", json!({})),
+        ]))
+        .await;
+    let agent = srv.register("writer", &["work"], 4).await;
+    plan_with(&srv, &agent, json!(["a", "b", "c"])).await;
+    let mut items = Vec::new();
+    while items.len() < 3 {
+        items.extend(srv.claim_within(&agent, 3).await);
+    }
+    items.sort_by_key(|t| t["key"].as_str().unwrap().to_owned());
+    srv.complete(&items[0], &agent, json!("A")).await;
+    let write = receipt["tasks"]["write"].as_str().unwrap();
+    let (s, b) = srv
+        .post(
+            &format!("/v1/tasks/{write}/cancel"),
+            json!({"reason": "enough"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        srv.state_of(items[0]["task"].as_str().unwrap()).await,
+        "completed"
+    );
+    for item in &items[1..] {
+        srv.wait_state(item["task"].as_str().unwrap(), "cancelled")
+            .await;
+    }
+    srv.assert_store_checks_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_is_checked_at_submission() {
     let srv = TestServer::start().await;
     let cases = [
