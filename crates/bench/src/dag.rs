@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use baton_core::{StateKind, Task, WorkflowId};
 use baton_engine::EngineConfig;
-use baton_store::{Store, TaskFilter, TaskPages};
+use baton_store::{TaskFilter, TaskPages};
 use serde_json::{json, Value};
 
 use super::agents::{Fleet, FleetConfig, Shared, CAPABILITY};
@@ -234,7 +234,7 @@ pub async fn run(common: &Common, args: DagArgs) -> anyhow::Result<Report> {
         r.param("map_items", items)
             .float(
                 "map_expansion_ms",
-                "map: planner completed to its items created (for_each_expanded)",
+                "map: planner's success acknowledged to its items created",
                 map.expansion_ms as f64,
                 "ms",
             )
@@ -426,6 +426,16 @@ async fn run_map(
     client
         .succeeded(&plan, planner.id, json!({ "items": elements }))
         .await?;
+    // Expansion, as a client sees it: from the planner's success acknowledged to every item
+    // created (the effect runner's wake-up, the expansion's read and its one commit).
+    let reported = Instant::now();
+    while client.counts(Some(created.workflow)).await?.total < items as u64 + 3 {
+        if reported.elapsed() > RUN_LIMIT {
+            bail!("the map never expanded");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let expansion = reported.elapsed();
     let (_, _) = fleet.finish(RUN_LIMIT).await;
     bar.finish_and_clear();
     let done_at = shared
@@ -437,14 +447,8 @@ async fn run_map(
     let all = workflow_tasks(store, WorkflowId(created.workflow)).await?;
     let by_key: HashMap<&str, &Task> = all.iter().map(|t| (t.spec.key.0.as_str(), t)).collect();
     let get = |key: &str| by_key.get(key).copied().context(format!("no task {key}"));
-    let (plan, map, join) = (get("plan")?, get("map")?, get("join")?);
+    let (map, join) = (get("map")?, get("join")?);
     let at = |t: &Task, s: StateKind| t.entered_at.get(s).map_or(0, |at| at.0 as i64);
-    let expanded_at = store
-        .history(map.id, 0, 16)
-        .await?
-        .into_iter()
-        .find(|h| h.event.kind() == baton_core::EventKind::ForEachExpanded)
-        .map_or(0, |h| h.at.0 as i64);
     let item_tasks: Vec<&Task> = all
         .iter()
         .filter(|t| t.spec.key.0.starts_with("map["))
@@ -462,7 +466,7 @@ async fn run_map(
         _ => 0,
     };
     Ok(MapOutcome {
-        expansion_ms: expanded_at - at(plan, StateKind::Completed),
+        expansion_ms: expansion.as_millis() as i64,
         gather_ms: at(map, StateKind::Completed) - last_item,
         join_release_ms: at(join, StateKind::Pending) - at(map, StateKind::Completed),
         makespan: done_at.duration_since(started),
