@@ -54,10 +54,18 @@ pub enum OpsCommand {
     Submit(submit::SubmitArgs),
     /// List tasks.
     Tasks(inspect::TasksArgs),
-    /// Show a task: state, attempts, lease, deadlines, result or errors, why it waits, history.
+    /// Show a task (state, attempts, lease, deadlines, result or errors, why it waits,
+    /// history), or a workflow (status, counts, result).
     Show {
-        /// Task id.
+        /// Task or workflow id.
         id: Uuid,
+    },
+    /// List workflows, newest first: status, progress, name.
+    Workflows {
+        /// At most this many.
+        #[arg(long, value_name = "N", default_value_t = 20,
+              value_parser = clap::value_parser!(u16).range(1..=100))]
+        limit: u16,
     },
     /// Follow transitions live: counts per state and the latest transitions.
     Watch {
@@ -157,6 +165,7 @@ async fn dispatch(global: &Global, cmd: OpsCommand) -> anyhow::Result<()> {
         } => control::cancel(&client, id, workflow, reason.unwrap_or_default(), output).await,
         OpsCommand::Retry { id } => control::retry(&client, id, output).await,
         OpsCommand::Agents => inspect::agents(&client, output).await,
+        OpsCommand::Workflows { limit } => inspect::workflows(&client, limit, output).await,
         OpsCommand::Artifact { command } => artifact::run(&client, command, output).await,
         OpsCommand::Completions { .. } => unreachable!("completions need no server"),
     }

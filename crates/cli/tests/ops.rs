@@ -621,3 +621,32 @@ fn artifacts_are_put_and_got_by_reference() {
         "{missing:#?}"
     );
 }
+
+#[test]
+fn workflows_lists_them_with_their_status_and_show_takes_a_workflow_id() {
+    let srv = Server::start();
+    let created = submit(&srv, "pipeline.yaml", PIPELINE_YAML);
+    let workflow = created["workflow"].as_str().unwrap().to_owned();
+    let listed = srv.run(&["workflows"]);
+    listed.ok();
+    assert!(listed.stdout.contains(&workflow), "{listed:#?}");
+    assert!(listed.stdout.contains("running"), "{listed:#?}");
+    assert!(listed.stdout.contains("0/"), "{listed:#?}");
+    let json = srv.run(&["workflows", "--output", "json"]).ok().json();
+    assert_eq!(json["workflows"][0]["status"], "running");
+
+    let shown = srv.run(&["show", &workflow]);
+    shown.ok();
+    assert!(shown.stdout.starts_with("Workflow "), "{shown:#?}");
+    assert!(shown.stdout.contains("status   running"), "{shown:#?}");
+
+    let tasks = srv.run(&["tasks"]);
+    tasks.ok();
+    assert!(tasks.stdout.contains("WORKFLOW"), "{tasks:#?}");
+    assert!(
+        tasks.stdout.contains(&workflow[workflow.len() - 8..]),
+        "the workflow's short id is its last eight digits: {tasks:#?}"
+    );
+    let unknown = srv.run(&["show", &uuid::Uuid::nil().to_string()]);
+    assert_eq!(unknown.code, Some(1), "{unknown:#?}");
+}

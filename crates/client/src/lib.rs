@@ -229,6 +229,15 @@ impl Client {
         self.get(&format!("/v1/workflows/{id}")).await
     }
 
+    /// Workflows, newest first: at most `limit` (1 to 100) created before `before`.
+    pub async fn workflows(&self, before: Option<Uuid>, limit: usize) -> Result<WorkflowList> {
+        let mut path = format!("/v1/workflows?limit={limit}");
+        if let Some(before) = before {
+            path.push_str(&format!("&before={before}"));
+        }
+        self.get(&path).await
+    }
+
     pub async fn task(&self, id: Uuid) -> Result<TaskView> {
         self.get(&format!("/v1/tasks/{id}")).await
     }

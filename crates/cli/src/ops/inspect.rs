@@ -1,7 +1,7 @@
 //! `baton tasks`, `baton show ID` and `baton agents`: what the server knows, as tables.
 
-use baton_client::wire::{TaskList, TaskSummary, TaskView};
-use baton_client::Client;
+use baton_client::wire::{TaskList, TaskSummary, TaskView, WorkflowStatusView, WorkflowView};
+use baton_client::{Client, ClientError};
 use baton_core::{
     Actor, CancelReason, Event, HistoryEntry, State, StateKind, Task, TaskError, TaskSpec,
     Timestamp,
@@ -86,10 +86,11 @@ fn print_tasks(tasks: &[TaskSummary]) -> anyhow::Result<()> {
         return Ok(());
     }
     let now = now_ms();
-    let mut table = Table::new(&["ID", "KEY", "STATE", "ATTEMPT", "UPDATED"]);
+    let mut table = Table::new(&["ID", "WORKFLOW", "KEY", "STATE", "ATTEMPT", "UPDATED"]);
     for t in tasks {
         table.row(vec![
             t.id.to_string().into(),
+            short_id(&t.workflow).into(),
             t.key.as_str().into(),
             Cell::state(t.state),
             t.attempt.to_string().into(),
@@ -144,9 +145,54 @@ pub async fn agents(client: &Client, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `baton show ID`.
+/// `baton workflows`.
+pub async fn workflows(client: &Client, limit: u16, output: Output) -> anyhow::Result<()> {
+    let list = call(client, client.workflows(None, usize::from(limit))).await?;
+    if output == Output::Json {
+        return print_json(&list);
+    }
+    if list.workflows.is_empty() {
+        println!("No workflows.");
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut table = Table::new(&["ID", "STATUS", "ENDED", "NAME", "CREATED"]);
+    for w in &list.workflows {
+        let c = &w.counts;
+        table.row(vec![
+            w.id.to_string().into(),
+            status_cell(w.status),
+            format!("{}/{}", c.completed + c.failed + c.cancelled, c.total).into(),
+            truncate(&w.name, 48).into(),
+            relative(w.created_at, now).into(),
+        ]);
+    }
+    table.print()?;
+    if list.next.is_some() {
+        eprintln!("note: older workflows follow; raise --limit to see more");
+    }
+    Ok(())
+}
+
+fn status_cell(status: WorkflowStatusView) -> Cell {
+    match status {
+        WorkflowStatusView::Running => Cell::colored("running", Color::Blue),
+        WorkflowStatusView::Completed => Cell::colored("completed", Color::Green),
+        WorkflowStatusView::Failed => Cell::colored("failed", Color::Red),
+        WorkflowStatusView::Cancelled => Cell::colored("cancelled", Color::Dim),
+    }
+}
+
+/// `baton show ID`: a task, or else a workflow with that id.
 pub async fn show(client: &Client, id: Uuid, output: Output) -> anyhow::Result<()> {
-    let task = call(client, client.task(id)).await?;
+    let task = match call(client, client.task(id)).await {
+        Ok(task) => task,
+        Err(e) if not_found(&e) => match call(client, client.workflow(id)).await {
+            Ok(workflow) => return show_workflow(&workflow, output),
+            Err(_) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
     match output {
         Output::Json => print_json(&task),
         Output::Table => {
@@ -154,6 +200,47 @@ pub async fn show(client: &Client, id: Uuid, output: Output) -> anyhow::Result<(
             Ok(())
         }
     }
+}
+
+fn not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<ClientError>()
+        .and_then(|c| c.problem())
+        .is_some_and(|p| p.status == 404)
+}
+
+fn show_workflow(w: &WorkflowView, output: Output) -> anyhow::Result<()> {
+    if output == Output::Json {
+        return print_json(w);
+    }
+    let paint = Paint::stdout();
+    let name = if w.name.is_empty() {
+        "(unnamed)"
+    } else {
+        &w.name
+    };
+    println!("Workflow {} {}", paint.paint(Color::Bold, name), w.id);
+    let status = serde_json::to_value(w.status)?;
+    println!("  status   {}", status.as_str().unwrap_or_default());
+    let c = &w.counts;
+    println!(
+        "  tasks    {} · completed {} · failed {} · cancelled {} · open {}",
+        c.total,
+        c.completed,
+        c.failed,
+        c.cancelled,
+        c.blocked + c.pending + c.assigned + c.executing
+    );
+    println!("  created  {}", relative(w.created_at, now_ms()));
+    if let Some(result) = &w.result {
+        println!("  result");
+        for line in serde_json::to_string_pretty(result)?.lines() {
+            println!("    {line}");
+        }
+    } else if let Some(u) = &w.unresolved {
+        println!("  result   none: an output found nothing ({u})");
+    }
+    println!("  tasks: baton tasks --workflow {}", w.id);
+    Ok(())
 }
 
 /// The whole of `show`'s table output for one task.

@@ -239,9 +239,11 @@ pub fn relative(at: u64, now: u64) -> String {
     }
 }
 
-/// A UUID's first eight hex digits: enough to tell agents apart in a timeline.
+/// A UUID's last eight hex digits, as the dashboard shows them: the first ones of a UUIDv7 are
+/// its timestamp, the same for everything made in the same minute.
 pub fn short_id(id: &impl ToString) -> String {
-    id.to_string().chars().take(8).collect()
+    let id = id.to_string();
+    id[id.len().saturating_sub(8)..].to_owned()
 }
 
 /// `text` cut to at most `max` characters, with `…` when cut.
