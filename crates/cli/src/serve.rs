@@ -145,6 +145,63 @@ fn tokens(args: &ServeArgs) -> anyhow::Result<Tokens> {
     Ok(tokens)
 }
 
+/// Creates the data directory if missing and takes its lock (`baton.lock`, holding the pid),
+/// so that a second server on the same directory is refused instead of sharing the store.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    if dir.exists() && !dir.is_dir() {
+        bail!(
+            "--data-dir {} is a file, not a directory: give a directory (it is created if \
+             missing)",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    let path = dir.join("baton.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if !try_lock(&file).with_context(|| format!("locking {}", path.display()))? {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        bail!(
+            "another baton serve (pid {}) uses the data directory {}: stop it, or give \
+             another --data-dir",
+            holder.trim(),
+            dir.display()
+        );
+    }
+    use std::io::Write;
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
+/// An exclusive lock on `file`, released when the process ends however it ends; `false` when
+/// another process holds it. (`File::try_lock` needs Rust 1.89, past the MSRV.)
+#[cfg(unix)]
+fn try_lock(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor this function borrows, open for its duration.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+#[cfg(not(unix))]
+fn try_lock(_file: &std::fs::File) -> std::io::Result<bool> {
+    Ok(true)
+}
+
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     memory::configure();
     let provider = init_logs(args.log_format, args.otlp_endpoint.as_deref())?;
@@ -161,15 +218,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     let trimming = runtime.spawn(memory::trim_loop());
+    // Held while the server runs: one server per data directory.
+    let _lock = match &args.store {
+        Some(_) => None,
+        None => Some(lock_data_dir(&args.data_dir)?),
+    };
     runtime.block_on(async move {
         let url = match &args.store {
             Some(url) => url.clone(),
-            None => {
-                std::fs::create_dir_all(&args.data_dir).with_context(|| {
-                    format!("creating the data directory {}", args.data_dir.display())
-                })?;
-                args.data_dir.join("baton.db").display().to_string()
-            }
+            None => args.data_dir.join("baton.db").display().to_string(),
         };
         let store = AnyStore::open(&url).await.context("opening the store")?;
         let engine = Engine::new(
@@ -184,9 +241,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
         );
         let loops = engine.start();
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(listener) => listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+                "{} is in use (another baton serve?): choose another address with --listen \
+                 127.0.0.1:PORT",
+                args.listen
+            ),
+            Err(e) => return Err(e).with_context(|| format!("listening on {}", args.listen)),
+        };
         let addr = listener.local_addr()?;
         let shown = if url.starts_with("postgres") {
             redact(&url)

@@ -650,3 +650,55 @@ fn workflows_lists_them_with_their_status_and_show_takes_a_workflow_id() {
     let unknown = srv.run(&["show", &uuid::Uuid::nil().to_string()]);
     assert_eq!(unknown.code, Some(1), "{unknown:#?}");
 }
+
+#[test]
+fn a_second_server_on_the_same_data_directory_or_port_is_refused_clearly() {
+    let srv = Server::start();
+    let data = srv.file("unused", "").parent().unwrap().join("data");
+    let second = common::run_for(
+        {
+            let mut cmd = baton();
+            cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&data);
+            cmd
+        },
+        std::time::Duration::from_secs(30),
+    );
+    assert_ne!(second.code, Some(0), "{second:#?}");
+    assert!(
+        second.stderr.contains("another baton serve (pid")
+            && second.stderr.contains("uses the data directory"),
+        "{second:#?}"
+    );
+
+    let file = srv.file("not-a-dir", "x");
+    let on_file = common::run_for(
+        {
+            let mut cmd = baton();
+            cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&file);
+            cmd
+        },
+        std::time::Duration::from_secs(30),
+    );
+    assert!(
+        on_file.stderr.contains("is a file, not a directory"),
+        "{on_file:#?}"
+    );
+
+    let port = srv.url.trim_start_matches("http://").to_owned();
+    let other = tempfile::tempdir().unwrap();
+    let busy = common::run_for(
+        {
+            let mut cmd = baton();
+            cmd.args(["serve", "--listen", &port, "--data-dir"])
+                .arg(other.path());
+            cmd
+        },
+        std::time::Duration::from_secs(30),
+    );
+    assert!(
+        busy.stderr.contains("is in use") && busy.stderr.contains("--listen"),
+        "{busy:#?}"
+    );
+}
