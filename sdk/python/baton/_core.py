@@ -492,7 +492,14 @@ class AgentCore:
             self.registered = True
             self.agent.id = value.id
             self._heard_from(now)
-            self._log(logging.INFO, "agent %s registered as %s", self.agent.name, value.id)
+            self._log(
+                logging.INFO,
+                "agent %s registered as %s (capabilities %s; at most %d task(s) at once)",
+                self.agent.name,
+                value.id,
+                ", ".join(self.agent.capabilities) or "none",
+                self.agent.concurrency,
+            )
         elif request is self.claiming:
             self.claiming = None
             self.claim_failures = 0
@@ -539,13 +546,23 @@ class AgentCore:
         else:
             retry = request.tries < request.tries_max
         if transient(exc) and retry:
-            self.resends.append((now.mono + retry_pause(request.tries, exc), request))
+            pause = retry_pause(request.tries, exc)
+            # Said on the first failure and then now and then, not on every resend.
+            if request.tries == 1 or request.tries % 10 == 0:
+                self._log(
+                    logging.WARNING,
+                    "cannot reach Baton (%s); trying again in %.1f s",
+                    describe(exc),
+                    pause,
+                )
+            self.resends.append((now.mono + pause, request))
             return
         if request is self.registering:
             self.registering = None
             if not self.registered:
                 self.done = True
-                self.out.append(Done(exc))
+                # Stopped while Baton could not be reached: a stop, not a failure to start.
+                self.out.append(Done(None if self.stopping and transient(exc) else exc))
             else:
                 self._log(logging.WARNING, "registering again failed: %s", describe(exc))
         elif request is self.claiming:

@@ -65,6 +65,7 @@ import logging
 import threading
 from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, TypeVar
 
+from . import _ops
 from ._async_runner import AsyncRunner
 from ._sync_runner import SyncRunner
 from .context import TaskContext
@@ -104,6 +105,7 @@ class Agent:
         keepalive_interval: float = 10.0,
         request_timeout: float = 30.0,
         logger: Optional[logging.Logger] = None,
+        quiet: bool = False,
     ) -> None:
         if not 1 <= concurrency <= CONCURRENCY_MAX:
             raise ValueError(f"concurrency must be between 1 and {CONCURRENCY_MAX}")
@@ -118,6 +120,7 @@ class Agent:
         self.keepalive_interval = keepalive_interval
         self.request_timeout = request_timeout
         self.log = logger or logging.getLogger("baton.agent")
+        self.quiet = quiet
         self._offered = list(capabilities)
         self._handlers: Dict[str, Handler] = {}
         self._default: Optional[Handler] = None
@@ -174,14 +177,14 @@ class Agent:
         """Registers and works tasks until :meth:`stop` (or Ctrl-C, or SIGTERM when called in
         the main thread with ``handle_signals``); returns once shut down."""
         self._check_handlers()
-        with self._exclusive():
+        with self._exclusive(), _said(self):
             SyncRunner(self).run(handle_signals=handle_signals)
 
     async def run_async(self) -> None:
         """The asyncio counterpart of :meth:`run`: ``async def`` handlers run on the event
         loop, plain ones in worker threads. Cancelling it shuts down as :meth:`stop` does."""
         self._check_handlers()
-        with self._exclusive():
+        with self._exclusive(), _said(self):
             await AsyncRunner(self).run()
 
     def stop(self) -> None:
@@ -202,6 +205,41 @@ class Agent:
 
     def _exclusive(self) -> "_Exclusive":
         return _Exclusive(self)
+
+
+class _said:
+    """While an agent runs, its start-up line, registration and connection warnings go to
+    standard error, unless ``quiet`` or the application configured logging itself (a handler
+    on the agent's logger or the root logger)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.handler: Optional[logging.Handler] = None
+        self.level = logging.NOTSET
+
+    def __enter__(self) -> None:
+        log = self.agent.log
+        if self.agent.quiet or log.hasHandlers():
+            return
+        self.handler = logging.StreamHandler()
+        self.handler.setFormatter(logging.Formatter("baton: %(message)s"))
+        log.addHandler(self.handler)
+        self.level = log.level
+        if log.getEffectiveLevel() > logging.INFO:
+            log.setLevel(logging.INFO)
+        url = _ops.base_url(self.agent.url)
+        log.info(
+            "agent %s starting: capabilities %s, Baton at %s (Ctrl-C stops it; quiet=True "
+            "silences this)",
+            self.agent.name,
+            ", ".join(self.agent.capabilities) or "none",
+            url,
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handler is not None:
+            self.agent.log.removeHandler(self.handler)
+            self.agent.log.setLevel(self.level)
 
 
 class _Exclusive:

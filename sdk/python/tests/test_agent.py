@@ -3,6 +3,8 @@ progress and shutdown."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from typing import Any, Dict, List
 
@@ -316,3 +318,47 @@ def test_an_agent_with_several_handlers_runs_the_one_for_the_task(
             key: wait_state(client, task, "completed").result for key, task in wf.tasks.items()
         }
     assert results == {"first": "cap", "second": "other", "both": "other"}
+
+
+AGENT_SCRIPT = """
+import sys, threading, baton
+agent = baton.Agent("said", [sys.argv[2]], url=sys.argv[1], claim_wait_ms=200,
+                    quiet=sys.argv[3] == "quiet")
+agent.task(sys.argv[2])(lambda value, ctx: "ok")
+threading.Timer(float(sys.argv[4]), agent.stop).start()
+agent.run()
+"""
+
+
+def run_agent_script(
+    url: str, cap: str, mode: str, seconds: float
+) -> "subprocess.CompletedProcess[str]":
+    """An agent as a user's program runs it, logging left unconfigured; its stderr."""
+    return subprocess.run(
+        [sys.executable, "-c", AGENT_SCRIPT, url, cap, mode, str(seconds)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_an_agent_says_what_it_does_on_stderr_unless_quiet(
+    client: baton.Client, url: str, cap: str
+) -> None:
+    wf = client.submit_task({"key": "said", "capabilities": [cap]})
+    done = run_agent_script(url, cap, "loud", 1.5)
+    assert done.returncode == 0, done.stderr
+    assert f"baton: agent said starting: capabilities {cap}, Baton at {url}" in done.stderr
+    assert "baton: agent said registered as " in done.stderr
+    assert client.get_task(wf.task).state == "completed"
+
+    quiet = run_agent_script(url, cap, "quiet", 0.5)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+
+
+def test_an_agent_without_a_server_warns_and_stops_cleanly() -> None:
+    done = run_agent_script("http://127.0.0.1:9", "x", "loud", 1.5)
+    assert done.returncode == 0, done.stderr
+    assert "cannot reach Baton" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

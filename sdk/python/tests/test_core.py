@@ -181,7 +181,9 @@ def test_it_registers_then_claims_as_many_tasks_as_it_has_free_slots() -> None:
     assert register.args == ("unit", ["work"], 3) and register.kwargs == {"agent_id": None}
     claim = h.register()
     assert h.agent.id == "agent-1"
-    assert h.logs() == ["agent unit registered as agent-1"]
+    assert h.logs() == [
+        "agent unit registered as agent-1 (capabilities work; at most 3 task(s) at once)"
+    ]
     assert claim.args == ("agent-1", 3, 5_000)
 
     h.answer(claim, [claimed("t1")])
