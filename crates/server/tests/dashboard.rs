@@ -635,6 +635,16 @@ async fn the_workflow_page_shows_its_status_and_its_result_once_completed() {
             .await;
         let shown: Value = serde_json::from_str(shown.as_str().unwrap()).unwrap();
         assert_eq!(shown, json!({"who": agent}));
+        // An ended task says when it ended, not why it waits.
+        b.goto(&format!("#/tasks/{}", wf["tasks"]["plan"].as_str().unwrap()))
+            .await;
+        b.wait(
+            "the ended task's page",
+            "const dd = document.querySelector('[data-testid=task-waiting]'); \
+             return !!dd && dd.previousElementSibling.textContent === 'Ended' \
+             && dd.textContent.startsWith('completed ')",
+        )
+        .await;
         b.assert_no_page_errors().await;
     })
     .await;

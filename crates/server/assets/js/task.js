@@ -133,7 +133,11 @@ export function taskPage(main, page, id) {
       h('dl', { class: 'kv', testid: 'task-facts' },
         h('dt', null, 'Attempt'), h('dd', { testid: 'task-attempt' }, `${t.attempt} of ${t.attempts_allowed}`),
         h('dt', null, 'Lease'), h('dd', { testid: 'task-lease' }, lease),
-        h('dt', null, 'Why waiting'), h('dd', { testid: 'task-waiting' }, waiting || (ended || t.state === 'failed' ? 'It has ended.' : '—')),
+        // An ended task says when it ended, not why it waits.
+        waiting || !(ended || t.state === 'failed')
+          ? [h('dt', null, 'Why waiting'), h('dd', { testid: 'task-waiting' }, waiting || '—')]
+          : [h('dt', null, 'Ended'), h('dd', { testid: 'task-waiting' },
+            `${t.state}${t.entered_at && t.entered_at[t.state] ? ' ' + fmtTime(t.entered_at[t.state]) : ''}`)],
         cancelNote && [h('dt', null, 'Cancelled'), h('dd', { testid: 'task-cancel-reason' }, cancelNote)],
         h('dt', null, 'Deadlines'), h('dd', { testid: 'task-deadlines' }, deadlines.length
           ? deadlines.map(([k, v], i) => [i ? ' · ' : '', `${k.replaceAll('_', ' ')} ${fmtTime(v)}`]) : 'none armed'),
