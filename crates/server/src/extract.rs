@@ -82,7 +82,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         Err(e) => {
             let mut path = e.path().to_string();
             let inner = e.into_inner();
-            let msg = strip_position(&inner.to_string());
+            let msg = in_words(&strip_position(&inner.to_string()));
             if let Some(missing) = msg
                 .strip_prefix("missing field `")
                 .and_then(|m| m.strip_suffix('`'))
@@ -167,6 +167,84 @@ fn depth(v: &serde_json::Value) -> usize {
     }
 }
 
+/// serde's message in the words of JSON, not Rust: `expected i32` is `expected an integer`,
+/// `a sequence` an array, `a map` an object; an unknown field gets a "did you mean" when a
+/// known one is close.
+fn in_words(msg: &str) -> String {
+    const TYPES: &[(&str, &str)] = &[
+        (
+            "expected i32",
+            "expected an integer from -2147483648 to 2147483647",
+        ),
+        ("expected i64", "expected an integer"),
+        ("expected u8", "expected an integer from 0 to 255"),
+        ("expected u16", "expected an integer from 0 to 65535"),
+        ("expected u32", "expected an integer from 0 to 4294967295"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected usize", "expected a non-negative integer"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("a sequence", "an array"),
+        ("a map", "an object"),
+        ("unit value", "null"),
+    ];
+    let mut out = msg.to_owned();
+    for (rust, json) in TYPES {
+        // Whole words only: `expected u32` must not turn `expected u32x` into nonsense.
+        let mut from = 0;
+        while let Some(i) = out[from..].find(rust).map(|i| i + from) {
+            let end = i + rust.len();
+            let whole = out[end..]
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_');
+            if whole {
+                out.replace_range(i..end, json);
+                from = i + json.len();
+            } else {
+                from = end;
+            }
+        }
+    }
+    if let Some(rest) = out.strip_prefix("unknown field `") {
+        let (unknown, rest) = rest.split_once('`').unwrap_or((rest, ""));
+        let known: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+        if let Some(close) = closest(unknown, &known) {
+            out.push_str(&format!("; did you mean `{close}`?"));
+        }
+    }
+    out
+}
+
+/// The known name closest to `unknown`, if it is close: at most a third of its letters
+/// changed (and at least one).
+fn closest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = (unknown.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| (edits(unknown, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, case-insensitive (`dependsOn` is close to `depends_on`).
+fn edits(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().filter(|c| *c != '_').collect();
+    let b: Vec<char> = b.to_lowercase().chars().filter(|c| *c != '_').collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 fn strip_position(msg: &str) -> String {
     match msg.find(" at line ") {
         Some(i) => msg[..i].to_owned(),
@@ -199,4 +277,36 @@ fn serde_urlencoded_de<T: DeserializeOwned>(query: &str) -> Result<T, Problem> {
     )
     .map(|q| q.0)
     .map_err(|e| Problem::bad_request("invalid_query", e.body_text()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(body: &str) -> (String, String) {
+        let p = decode::<baton_api::SubmitWorkflow>(body.as_bytes()).unwrap_err();
+        (p.field.clone().unwrap_or_default(), p.detail.clone())
+    }
+
+    #[test]
+    fn type_errors_are_in_the_words_of_json() {
+        let (field, detail) = refusal(r#"{"tasks": [{"key": "a", "priority": "high"}]}"#);
+        assert_eq!(field, "tasks[0].priority");
+        assert!(
+            detail.contains("expected an integer from -2147483648 to 2147483647"),
+            "{detail}"
+        );
+        assert!(!detail.contains("i32"), "{detail}");
+        let (_, detail) = refusal(r#"{"tasks": {"key": "a"}}"#);
+        assert!(detail.contains("expected an array"), "{detail}");
+    }
+
+    #[test]
+    fn an_unknown_field_close_to_a_known_one_gets_a_suggestion() {
+        let (field, detail) = refusal(r#"{"tasks": [{"key": "a", "dependsOn": []}]}"#);
+        assert_eq!(field, "tasks[0].dependsOn");
+        assert!(detail.contains("did you mean `depends_on`?"), "{detail}");
+        let (_, detail) = refusal(r#"{"tasks": [{"key": "a", "colour": "red"}]}"#);
+        assert!(!detail.contains("did you mean"), "nothing close: {detail}");
+    }
 }
