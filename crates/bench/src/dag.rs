@@ -320,13 +320,7 @@ async fn run_graph(
         .submit_workflow_json(&body)
         .await
         .context("submitting the graph")?;
-    let (_, _) = fleet.finish(RUN_LIMIT).await;
-    bar.finish_and_clear();
-    let done_at = shared
-        .done_at
-        .lock()
-        .expect("done lock")
-        .unwrap_or_else(Instant::now);
+    let done_at = finish(fleet, &bar, &shared).await;
     let store = node.engine.store();
     let all = workflow_tasks(store, WorkflowId(created.workflow)).await?;
     let by_key: HashMap<&str, &Task> = all.iter().map(|t| (t.spec.key.0.as_str(), t)).collect();
@@ -436,13 +430,7 @@ async fn run_map(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let expansion = reported.elapsed();
-    let (_, _) = fleet.finish(RUN_LIMIT).await;
-    bar.finish_and_clear();
-    let done_at = shared
-        .done_at
-        .lock()
-        .expect("done lock")
-        .unwrap_or_else(Instant::now);
+    let done_at = finish(fleet, &bar, &shared).await;
     let store = node.engine.store();
     let all = workflow_tasks(store, WorkflowId(created.workflow)).await?;
     let by_key: HashMap<&str, &Task> = all.iter().map(|t| (t.spec.key.0.as_str(), t)).collect();
@@ -476,6 +464,17 @@ async fn run_map(
             .count() as u64,
         join_results,
     })
+}
+
+/// Waits for the fleet to complete what it expected; when the last completion happened.
+async fn finish(fleet: Fleet, bar: &indicatif::ProgressBar, shared: &Shared) -> Instant {
+    let (_, _) = fleet.finish(RUN_LIMIT).await;
+    bar.finish_and_clear();
+    shared
+        .done_at
+        .lock()
+        .expect("done lock")
+        .unwrap_or_else(Instant::now)
 }
 
 async fn workflow_tasks(

@@ -981,11 +981,12 @@ fn effects(rule: &Rule, old: Option<&Task>, new: &Task) -> Vec<Effect> {
                     });
                 }
             }
-            EffectKind::Compensate => {
-                if let Some(spec) = &new.spec.compensation {
-                    out.push(Effect::Compensate { spec: spec.clone() });
-                }
-            }
+            EffectKind::Compensate => match &new.spec.compensation {
+                // An expanded fan-out's items compensate for themselves, each with its own.
+                Some(_) if new.expanded.is_some_and(|n| n > 0) => {}
+                Some(spec) => out.push(Effect::Compensate { spec: spec.clone() }),
+                None => {}
+            },
         }
     }
     out

@@ -142,3 +142,43 @@ fn templates_are_checked_at_submission_with_the_field_path() {
     s.input = json!({"a": {"$from": "plan", "pointer": "/sections"}});
     s.validate().unwrap();
 }
+
+#[test]
+fn an_expanded_fan_out_leaves_compensation_to_its_items() {
+    let mut s = spec("write");
+    s.depends_on = vec!["plan".into()];
+    s.input = json!({});
+    s.for_each = Some(json!({"$from": "plan", "pointer": "/sections"}));
+    assert!(s.compensation.is_some());
+    let ready = submit(&submission(s, &["plan"]), T0).unwrap().task;
+    let expanded = step(
+        &ready,
+        Event::ForEachExpanded {
+            completed: vec!["plan".into()],
+            tasks: vec![template::item_key(&"write".into(), 0)],
+            unresolved: None,
+        },
+        at(1),
+    )
+    .task;
+    let cancelled = step(&expanded, cancel(), at(2));
+    assert!(
+        !cancelled
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Compensate { .. })),
+        "{:?}",
+        cancelled.effects
+    );
+    // Not expanded yet, it compensates for itself.
+    let mut s = spec("write");
+    s.depends_on = vec!["plan".into()];
+    s.input = json!({});
+    s.for_each = Some(json!({"$from": "plan"}));
+    let waiting = submit(&submission(s, &[]), T0).unwrap().task;
+    let cancelled = step(&waiting, cancel(), at(1));
+    assert!(cancelled
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Compensate { .. })));
+}

@@ -234,10 +234,6 @@ impl<S: Store + 'static> Engine<S> {
             }
             Effect::Compensate { spec } => {
                 let task = self.load(id).await?;
-                if task.expanded.is_some_and(|n| n > 0) {
-                    // Its items compensate for themselves.
-                    return Ok(());
-                }
                 let mut comp = TaskSpec::new(spec.key.0.clone());
                 comp.capabilities = spec.capabilities.clone();
                 comp.input = compensation_input(&task, &spec.input);

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use baton_core::{template, State, StateKind, TaskKey, Unresolved, WorkflowId};
-use baton_store::{StateCounts, Store, TaskFilter, TaskPages, WorkflowRecord};
+use baton_store::{StateCounts, Store, WorkflowRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -121,17 +121,11 @@ impl<S: Store + 'static> Engine<S> {
             return Ok(WorkflowStatus::Running);
         }
         if counts.get(StateKind::Failed) > 0 {
-            let mut pages = TaskPages::new(TaskFilter {
-                workflow: Some(id),
-                state: Some(StateKind::Failed),
-                ..TaskFilter::default()
+            return Ok(if self.inner.store.retry_scheduled_in(id).await? {
+                WorkflowStatus::Running
+            } else {
+                WorkflowStatus::Failed
             });
-            while let Some(page) = pages.next(&self.inner.store).await? {
-                if page.iter().any(|t| !t.state.is_terminal()) {
-                    return Ok(WorkflowStatus::Running);
-                }
-            }
-            return Ok(WorkflowStatus::Failed);
         }
         if counts.get(StateKind::Cancelled) > 0 {
             return Ok(WorkflowStatus::Cancelled);

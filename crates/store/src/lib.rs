@@ -580,6 +580,13 @@ pub trait Store: Send + Sync {
     /// The earliest armed deadline or retry time, if any.
     fn next_timer(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
 
+    /// Whether a task of the workflow failed and has a retry scheduled (a `Failed` task with a
+    /// timer): an indexed lookup, not a scan of the workflow's failed tasks.
+    fn retry_scheduled_in(
+        &self,
+        workflow: WorkflowId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// `Blocked` tasks whose dependencies have all completed: to be sent `dependencies_met`.
     fn released_blocked(
         &self,

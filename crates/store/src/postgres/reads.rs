@@ -365,6 +365,17 @@ impl Store for PgStore {
         }
     }
 
+    async fn retry_scheduled_in(&self, workflow: WorkflowId) -> Result<bool, StoreError> {
+        let rows = self
+            .query(
+                "SELECT 1 FROM tasks WHERE workflow_id = $1 AND state = 'failed'
+                 AND timer_at IS NOT NULL LIMIT 1",
+                &[&workflow.0],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
     async fn released_blocked(&self, limit: usize) -> Result<Vec<TaskId>, StoreError> {
         let limit = limit.min(PAGE_ROWS_MAX) as i64;
         ids(&self.query(RELEASED_SQL, &[&limit]).await?)

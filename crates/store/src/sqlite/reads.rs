@@ -440,6 +440,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn retry_scheduled_in(&self, workflow: WorkflowId) -> Result<bool, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT 1 FROM tasks WHERE workflow_id = ?1 AND state = 'failed'
+                 AND timer_at IS NOT NULL LIMIT 1",
+            )
+            .and_then(|mut s| s.exists([workflow.0]))
+            .map_err(db)
+        })
+        .await
+    }
+
     async fn released_blocked(&self, limit: usize) -> Result<Vec<TaskId>, StoreError> {
         let limit = limit.min(PAGE_ROWS_MAX) as i64;
         self.read(move |c| {
