@@ -63,6 +63,14 @@ pub enum Effect {
     Compensate {
         spec: CompensationSpec,
     },
+    /// The task waits for `signal`: deliver the oldest one its workflow kept, if any.
+    AwaitSignal {
+        signal: String,
+    },
+    /// The task wakes at `at` (a delay or a sleep).
+    ArmWake {
+        at: Timestamp,
+    },
 }
 
 impl Effect {
@@ -76,6 +84,7 @@ impl Effect {
                 | Effect::FailDependents
                 | Effect::ReviveDependents
                 | Effect::Compensate { .. }
+                | Effect::AwaitSignal { .. }
         )
     }
 }
@@ -293,8 +302,10 @@ impl Lifecycle {
             seed: sub.seed,
             input: sub.input.clone(),
             expanded: None,
+            wake_at: None,
         };
         task.state = enter(rule, &task, &event, now);
+        task.wake_at = wake_after(rule, &task, now);
         if let State::Failed { error, .. } = &task.state {
             task.errors.push(error.clone());
         }
@@ -362,6 +373,7 @@ impl Lifecycle {
             _ => {}
         }
         next.state = enter(rule, &next, event, now);
+        next.wake_at = wake_after(rule, &next, now);
         if let State::Failed { error, .. } = &next.state {
             next.errors.push(error.clone());
         }
@@ -459,6 +471,9 @@ fn precheck(task: &Task, event: &Event) -> Option<Refusal> {
             )
         }
         (Event::CancelRequested { .. }, State::Cancelled { .. }) => Some(Refusal::Duplicate),
+        (Event::DependenciesMet { .. }, State::Blocked) if task.wake_at.is_some() => {
+            Some(Refusal::Duplicate)
+        }
         (
             Event::DependenciesMet {
                 input,
@@ -717,6 +732,42 @@ fn eval(cond: Cond, task: Option<&Task>, event: &Event, now: Timestamp) -> Resul
             Event::ForEachExpanded { tasks, .. } if !tasks.is_empty() => Ok(()),
             _ => Err("the fan-out found no element".into()),
         },
+        Cond::Delayed => {
+            let spec = match (event, task) {
+                (Event::Submitted(sub), _) => &sub.spec,
+                (_, Some(t)) => &t.spec,
+                _ => return Err("there is no task".into()),
+            };
+            match wake_time(spec, now) {
+                Some(_) => Ok(()),
+                None => Err("the task has no delay ahead of it and does not sleep".into()),
+            }
+        }
+        Cond::WakeDue => match task.and_then(|t| t.wake_at) {
+            Some(at) if at <= now => Ok(()),
+            Some(at) => Err(format!("the task wakes at {at}; it is {now}")),
+            None => Err("the task has no wake-up set".into()),
+        },
+        Cond::Sleeps => match task.and_then(|t| t.spec.sleep_ms) {
+            Some(_) => Ok(()),
+            None => Err("the task does not sleep".into()),
+        },
+        Cond::WaitsForSignal => match (task.and_then(|t| t.spec.wait_for.as_ref()), event) {
+            (Some(wait), Event::SignalReceived { signal, .. }) if *signal != wait.signal => {
+                Err(format!(
+                    "the task waits for signal `{}`, not `{signal}`",
+                    wait.signal
+                ))
+            }
+            (Some(_), _) => Ok(()),
+            (None, _) => Err("the task waits for no signal".into()),
+        },
+        Cond::Rejects => match event {
+            Event::SignalReceived {
+                reject: Some(_), ..
+            } => Ok(()),
+            _ => Err("the signal does not reject".into()),
+        },
         Cond::TimeoutRequeues => match event {
             Event::TimeoutExpired {
                 deadline: DeadlineKind::Start,
@@ -744,6 +795,34 @@ fn other_upstream_ended(event: &Event) -> Option<&TaskKey> {
 
 /// Error kind recorded when an executing task's agent is declared dead.
 pub const AGENT_LOST: &str = "agent_lost";
+/// Error kind recorded when a signal rejects what its task waited for.
+pub const REJECTED: &str = "rejected";
+
+/// When a task released at `now` wakes, if it waits for a timer at all: the end of its sleep,
+/// or the later of its `not_before` and its `delay_ms` from now when that is ahead.
+pub fn wake_time(spec: &TaskSpec, now: Timestamp) -> Option<Timestamp> {
+    if let Some(ms) = spec.sleep_ms {
+        return Some(now.plus_ms(ms));
+    }
+    let delayed = now.plus_ms(spec.delay_ms.unwrap_or(0));
+    let at = spec.not_before.map_or(delayed, |nb| nb.max(delayed));
+    (at > now).then_some(at)
+}
+
+/// The task's wake-up after `rule`: set by the rules that delay a released task, kept while it
+/// stays blocked, gone once it leaves.
+fn wake_after(rule: &Rule, task: &Task, now: Timestamp) -> Option<Timestamp> {
+    if rule.to != StateKind::Blocked {
+        None
+    } else if rule.guards.contains(&Guard {
+        cond: Cond::Delayed,
+        holds: true,
+    }) {
+        wake_time(&task.spec, now)
+    } else {
+        task.wake_at
+    }
+}
 
 /// The first of `deps` not in `completed`, in time linear in both.
 fn first_missing<'a>(deps: &'a [TaskKey], completed: &[TaskKey]) -> Option<&'a TaskKey> {
@@ -823,6 +902,14 @@ fn enter(rule: &Rule, task: &Task, event: &Event, now: Timestamp) -> State {
                 result: serde_json::Value::Array(Vec::new()),
                 token: task.fencing_token,
             },
+            Event::SignalReceived { data, .. } => State::Completed {
+                result: data.clone(),
+                token: task.fencing_token,
+            },
+            Event::TimerFired => State::Completed {
+                result: serde_json::json!({ "slept_ms": task.spec.sleep_ms.unwrap_or(0) }),
+                token: task.fencing_token,
+            },
             other => unreachable!("rule {rule} completes without a result: {other:?}"),
         },
         StateKind::Failed => {
@@ -889,6 +976,19 @@ fn failure(task: &Task, event: &Event, now: Timestamp) -> TaskError {
             token,
             at: now,
         },
+        Event::SignalReceived {
+            signal,
+            reject: Some(reason),
+            sent_by,
+            ..
+        } => TaskError {
+            attempt: task.attempt,
+            kind: REJECTED.to_owned(),
+            message: format!("signal `{signal}` from {sent_by} rejected it: {reason}"),
+            retryable: false,
+            token: None,
+            at: now,
+        },
         other => match other.unresolved() {
             Some(u) => TaskError {
                 attempt: task.attempt,
@@ -909,6 +1009,10 @@ fn deadlines_after(rule: &Rule, old: &Deadlines, spec: &TaskSpec, now: Timestamp
     let t = &spec.timeouts;
     let arm = |ms: Option<u64>| ms.map(|ms| now.plus_ms(ms));
     match rule.to {
+        StateKind::Pending if spec.wait_for.is_some() => Deadlines {
+            signal: arm(spec.wait_for.as_ref().and_then(|w| w.timeout_ms)),
+            ..Deadlines::default()
+        },
         StateKind::Pending => Deadlines {
             schedule_to_start: old
                 .schedule_to_start
@@ -935,10 +1039,22 @@ fn effects(rule: &Rule, old: Option<&Task>, new: &Task) -> Vec<Effect> {
     let old_lease = old.and_then(|t| t.state.lease());
     for kind in rule.effects {
         match kind {
-            EffectKind::WakeAgents => out.push(Effect::WakeAgents {
-                capabilities: new.spec.capabilities.clone(),
-            }),
+            // A signal task's "agent" is its signal: one may have been kept for it.
+            EffectKind::WakeAgents => match &new.spec.wait_for {
+                Some(wait) => out.push(Effect::AwaitSignal {
+                    signal: wait.signal.clone(),
+                }),
+                None => out.push(Effect::WakeAgents {
+                    capabilities: new.spec.capabilities.clone(),
+                }),
+            },
             EffectKind::Timers => {
+                if let Some(at) = new
+                    .wake_at
+                    .filter(|&at| old.and_then(|t| t.wake_at) != Some(at))
+                {
+                    out.push(Effect::ArmWake { at });
+                }
                 let before = old.map(|t| t.deadlines).unwrap_or_default();
                 for k in DeadlineKind::ALL {
                     match (before.get(k), new.deadlines.get(k)) {

@@ -161,6 +161,21 @@ pub enum Event {
         requested_by: String,
         reason: String,
     },
+    /// A signal sent to the task's workflow (`signal`, the one its `wait_for` names), delivered
+    /// to the task waiting for it: its `data` completes the task, or its `reject` reason fails
+    /// it (error kind `rejected`).
+    SignalReceived {
+        signal: String,
+        /// The signal's number among those sent to the workflow, from 1.
+        id: u64,
+        #[serde(default)]
+        data: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reject: Option<String>,
+        sent_by: String,
+    },
+    /// The task's wake-up time passed: its delay (`not_before`, `delay_ms`) or its sleep.
+    TimerFired,
 }
 
 /// An event's name without its data.
@@ -186,10 +201,12 @@ pub enum EventKind {
     Retry,
     RetryRequested,
     CancelRequested,
+    SignalReceived,
+    TimerFired,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Submitted,
         EventKind::DependencyAdded,
         EventKind::SubtasksAdded,
@@ -208,6 +225,8 @@ impl EventKind {
         EventKind::Retry,
         EventKind::RetryRequested,
         EventKind::CancelRequested,
+        EventKind::SignalReceived,
+        EventKind::TimerFired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -230,6 +249,8 @@ impl EventKind {
             EventKind::Retry => "retry",
             EventKind::RetryRequested => "retry_requested",
             EventKind::CancelRequested => "cancel_requested",
+            EventKind::SignalReceived => "signal_received",
+            EventKind::TimerFired => "timer_fired",
         }
     }
 }
@@ -256,6 +277,8 @@ impl EventKind {
             EventKind::Retry => "its scheduled retry",
             EventKind::RetryRequested => "an operator's retry",
             EventKind::CancelRequested => "a cancellation",
+            EventKind::SignalReceived => "a signal",
+            EventKind::TimerFired => "its timer",
         }
     }
 }
@@ -296,6 +319,8 @@ impl Event {
             Event::Retry => EventKind::Retry,
             Event::RetryRequested { .. } => EventKind::RetryRequested,
             Event::CancelRequested { .. } => EventKind::CancelRequested,
+            Event::SignalReceived { .. } => EventKind::SignalReceived,
+            Event::TimerFired => EventKind::TimerFired,
         }
     }
 
@@ -308,7 +333,11 @@ impl Event {
             | Event::AssignmentReleased { agent, .. }
             | Event::SubtasksAdded { agent, .. } => Actor::Agent { agent: *agent },
             Event::RetryRequested { requested_by }
-            | Event::CancelRequested { requested_by, .. } => Actor::Operator {
+            | Event::CancelRequested { requested_by, .. }
+            | Event::SignalReceived {
+                sent_by: requested_by,
+                ..
+            } => Actor::Operator {
                 name: requested_by.clone(),
             },
             _ => Actor::Engine,
@@ -343,12 +372,14 @@ impl Event {
 
 impl Task {
     /// The event the watchdog sends when it finds the task's timer due at `now`: `retry` once
-    /// the backoff has passed, `timeout_expired` for a passed deadline; `None` when nothing is
+    /// the backoff has passed, `timer_fired` at its wake-up, `timeout_expired` for a passed
+    /// deadline; `None` when nothing is
     /// due (the task changed since the timer was read).
     pub fn on_timer(&self, now: Timestamp) -> Option<Event> {
         match self.next_timer()? {
             (_, at) if at > now => None,
             (Timer::Retry, _) => Some(Event::Retry),
+            (Timer::Wake, _) => Some(Event::TimerFired),
             (Timer::Deadline(deadline), _) => Some(Event::TimeoutExpired { deadline }),
         }
     }

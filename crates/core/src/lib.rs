@@ -22,7 +22,10 @@ pub mod spec;
 pub mod task;
 pub mod template;
 
-pub use apply::{apply, submit, Effect, LeaseLoss, Refusal, Rejection, Transition, AGENT_LOST};
+pub use apply::{
+    apply, submit, wake_time, Effect, LeaseLoss, Refusal, Rejection, Transition, AGENT_LOST,
+    REJECTED,
+};
 pub use artifact::{find_refs, refs_in, ArtifactRef, FoundRef, RefError};
 pub use dag::{Dag, DagError, NodeStatus};
 pub use diagram::DiagramFormat;
@@ -31,7 +34,9 @@ pub use ids::{AgentId, Capability, FencingToken, LeaseId, TaskId, TaskKey, Times
 pub use lifecycle::{Cond, EffectKind, Guard, Lifecycle, Problem, Rule, DEFAULT, DEFAULT_RULES};
 pub use replay::{replay, HistoryEntry, ReplayError};
 pub use retry::backoff_ms;
-pub use spec::{AgentLostPolicy, CompensationSpec, RetryPolicy, SpecError, TaskSpec, Timeouts};
+pub use spec::{
+    AgentLostPolicy, CompensationSpec, RetryPolicy, SpecError, TaskSpec, Timeouts, WaitFor,
+};
 pub use task::{
     CancelReason, DeadlineKind, Deadlines, EnteredAt, Lease, State, StateKind, Task, TaskError,
     Timer,

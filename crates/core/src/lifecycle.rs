@@ -56,6 +56,17 @@ pub enum Cond {
     Expanded,
     /// The fan-out found elements to expand into.
     HasItems,
+    /// Once released the task waits for a timer: its `not_before` is ahead, it has a
+    /// `delay_ms`, or it sleeps (`sleep_ms`).
+    Delayed,
+    /// The task's wake-up time has come.
+    WakeDue,
+    /// The task sleeps (`sleep_ms`): it completes by itself when it wakes.
+    Sleeps,
+    /// The task waits for a signal (`wait_for`), and a `signal_received` names that signal.
+    WaitsForSignal,
+    /// The signal rejects what the task waited for.
+    Rejects,
 }
 
 impl Cond {
@@ -80,6 +91,11 @@ impl Cond {
             Cond::AwaitsExpansion => "fans out",
             Cond::Expanded => "expanded",
             Cond::HasItems => "has items",
+            Cond::Delayed => "delayed",
+            Cond::WakeDue => "wake-up due",
+            Cond::Sleeps => "sleeps",
+            Cond::WaitsForSignal => "waits for the signal",
+            Cond::Rejects => "rejects",
         }
     }
 }
@@ -234,14 +250,20 @@ const FINAL_FAILURE_ENDED: &[EffectKind] = &[EndLease, Timers, FailDependents, C
 #[rustfmt::skip]
 pub static DEFAULT_RULES: &[Rule] = &[
     // Creation.
-    rule(None, E::Submitted, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), is(Cond::InputResolved)], S::Pending, &[WakeAgents, Timers]),
+    rule(None, E::Submitted, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), is(Cond::InputResolved), not(Cond::Delayed)], S::Pending, &[WakeAgents, Timers]),
+    // Released but delayed, or asleep: it waits for its wake-up.
+    rule(None, E::Submitted, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), is(Cond::InputResolved), is(Cond::Delayed)], S::Blocked, &[Timers]),
     rule(None, E::Submitted, &[not(Cond::DependenciesMet)], S::Blocked, &[]),
     rule(None, E::Submitted, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), not(Cond::InputResolved)], S::Failed, FINAL_FAILURE),
     // A fan-out waits to be expanded by its release, whatever its dependencies.
     rule(None, E::Submitted, &[is(Cond::DependenciesMet), is(Cond::AwaitsExpansion)], S::Blocked, &[]),
     // Waiting for dependencies.
     rule(Some(S::Blocked), E::DependencyAdded, &[], S::Blocked, &[]),
-    rule(Some(S::Blocked), E::DependenciesMet, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), not(Cond::Expanded), is(Cond::InputResolved)], S::Pending, &[WakeAgents, Timers]),
+    rule(Some(S::Blocked), E::DependenciesMet, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), not(Cond::Expanded), is(Cond::InputResolved), not(Cond::Delayed)], S::Pending, &[WakeAgents, Timers]),
+    rule(Some(S::Blocked), E::DependenciesMet, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), not(Cond::Expanded), is(Cond::InputResolved), is(Cond::Delayed)], S::Blocked, &[Timers]),
+    // Durable timers: a delayed task becomes ready when it wakes; a sleeping one completes.
+    rule(Some(S::Blocked), E::TimerFired, &[is(Cond::WakeDue), not(Cond::Sleeps)], S::Pending, &[WakeAgents, Timers]),
+    rule(Some(S::Blocked), E::TimerFired, &[is(Cond::WakeDue), is(Cond::Sleeps)], S::Completed, &[Timers, ReleaseDependents]),
     // An input template found nothing in the results: the task cannot run, whatever retries.
     rule(Some(S::Blocked), E::DependenciesMet, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), not(Cond::Expanded), not(Cond::InputResolved)], S::Failed, FINAL_FAILURE),
     // Fan-out: the release of a `for_each` task expands it into one task per element, which it
@@ -254,7 +276,10 @@ pub static DEFAULT_RULES: &[Rule] = &[
     rule(Some(S::Blocked), E::UpstreamFailed, &[is(Cond::IsDependency)], S::Cancelled, &[FailDependents, Compensate]),
     rule(Some(S::Blocked), E::CancelRequested, &[], S::Cancelled, &[FailDependents, Compensate]),
     // Ready.
-    rule(Some(S::Pending), E::AgentAssigned, &[is(Cond::HasCapabilities)], S::Assigned, &[Timers]),
+    rule(Some(S::Pending), E::AgentAssigned, &[not(Cond::WaitsForSignal), is(Cond::HasCapabilities)], S::Assigned, &[Timers]),
+    // A signal task is ready when it waits for its signal, which completes it or rejects it.
+    rule(Some(S::Pending), E::SignalReceived, &[is(Cond::WaitsForSignal), not(Cond::Rejects)], S::Completed, &[Timers, ReleaseDependents]),
+    rule(Some(S::Pending), E::SignalReceived, &[is(Cond::WaitsForSignal), is(Cond::Rejects)], S::Failed, FINAL_FAILURE),
     rule(Some(S::Pending), E::TimeoutExpired, &[is(Cond::DeadlinePassed), is(Cond::RetryAllowed)], S::Failed, &[Timers, ScheduleRetry]),
     rule(Some(S::Pending), E::TimeoutExpired, &[is(Cond::DeadlinePassed), not(Cond::RetryAllowed)], S::Failed, FINAL_FAILURE),
     rule(Some(S::Pending), E::CancelRequested, &[], S::Cancelled, FINAL_FAILURE),

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ids::{Capability, TaskKey};
+use crate::ids::{Capability, TaskKey, Timestamp};
 
 /// Longest task key or capability name, in bytes.
 pub const KEY_LEN_MAX: usize = 128;
@@ -66,6 +66,40 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub for_each: Option<Value>,
+    /// Run by no agent: once ready, the task waits for a signal sent to its workflow
+    /// (`POST /v1/workflows/{id}/signals/{name}`), whose data becomes its result (or whose
+    /// rejection fails it, error kind `rejected`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for: Option<WaitFor>,
+    /// Not ready before this time (milliseconds since the Unix epoch), even once its
+    /// dependencies have completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>, minimum = 0))]
+    pub not_before: Option<Timestamp>,
+    /// Ready only this many milliseconds after its dependencies completed (or after its
+    /// submission, without dependencies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 2592000000_u64))]
+    pub delay_ms: Option<u64>,
+    /// Run by no agent: the task completes by itself this many milliseconds after its
+    /// dependencies completed, with result `{"slept_ms": N}`. A durable sleep between steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 2592000000_u64))]
+    pub sleep_ms: Option<u64>,
+}
+
+/// What a signal task waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WaitFor {
+    /// The signal's name, as sent to `POST /v1/workflows/{id}/signals/{name}`.
+    pub signal: String,
+    /// Fails the wait with `timeout_expired` (error kind `timeout.signal`) when no signal came
+    /// this many milliseconds after it began; retried by the task's retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2592000000_u64))]
+    pub timeout_ms: Option<u64>,
 }
 
 impl TaskSpec {
@@ -82,6 +116,10 @@ impl TaskSpec {
             on_agent_lost: AgentLostPolicy::default(),
             compensation: None,
             for_each: None,
+            wait_for: None,
+            not_before: None,
+            delay_ms: None,
+            sleep_ms: None,
         }
     }
 
@@ -163,6 +201,7 @@ impl TaskSpec {
         }
         self.retry.validate()?;
         self.timeouts.validate()?;
+        self.validate_waits()?;
         if let Some(comp) = &self.compensation {
             validate_name("compensation.key", &comp.key.0)?;
             if comp.key == self.key {
@@ -181,6 +220,82 @@ impl TaskSpec {
             }
             if let Some(timeouts) = &comp.timeouts {
                 timeouts.validate().map_err(within)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TaskSpec {
+    /// The task is run by no agent: it waits for a signal, sleeps, or fans out.
+    pub fn runs_without_agent(&self) -> bool {
+        self.wait_for.is_some() || self.sleep_ms.is_some() || self.for_each.is_some()
+    }
+
+    fn validate_waits(&self) -> Result<(), SpecError> {
+        for (field, ms) in [("delay_ms", self.delay_ms), ("sleep_ms", self.sleep_ms)] {
+            if ms.is_some_and(|ms| ms > DURATION_MAX_MS) {
+                return Err(SpecError::new(
+                    field,
+                    format!("at most {DURATION_MAX_MS} ms (30 days)"),
+                ));
+            }
+        }
+        if let Some(wait) = &self.wait_for {
+            validate_name("wait_for.signal", &wait.signal)?;
+            if wait
+                .timeout_ms
+                .is_some_and(|ms| ms == 0 || ms > DURATION_MAX_MS)
+            {
+                return Err(SpecError::new(
+                    "wait_for.timeout_ms",
+                    format!("1 to {DURATION_MAX_MS} ms (30 days)"),
+                ));
+            }
+        }
+        let no_agent = [
+            ("wait_for", self.wait_for.is_some()),
+            ("sleep_ms", self.sleep_ms.is_some()),
+            ("for_each", self.for_each.is_some()),
+        ];
+        let mut chosen = no_agent.iter().filter(|(_, set)| *set).map(|(f, _)| *f);
+        if let (Some(first), Some(second)) = (chosen.next(), chosen.next()) {
+            return Err(SpecError::new(
+                second,
+                format!("no `{second}` on a task with `{first}`: a task waits for a signal, sleeps or fans out, one of them"),
+            ));
+        }
+        if let Some(field) = no_agent
+            .iter()
+            .find(|(f, set)| *set && *f != "for_each")
+            .map(|(f, _)| *f)
+        {
+            let run_by_agent = [
+                ("capabilities", !self.capabilities.is_empty()),
+                ("timeouts", self.timeouts != Timeouts::default()),
+                (
+                    "on_agent_lost",
+                    self.on_agent_lost != AgentLostPolicy::default(),
+                ),
+            ];
+            if let Some((what, _)) = run_by_agent.iter().find(|(_, set)| *set) {
+                return Err(SpecError::new(
+                    *what,
+                    format!("none on a task with `{field}`, which no agent runs"),
+                ));
+            }
+        }
+        if self.sleep_ms.is_some() {
+            for (what, set) in [
+                ("not_before", self.not_before.is_some()),
+                ("delay_ms", self.delay_ms.is_some()),
+            ] {
+                if set {
+                    return Err(SpecError::new(
+                        what,
+                        "none on a task with `sleep_ms`, which waits for its sleep alone",
+                    ));
+                }
             }
         }
         Ok(())
@@ -367,7 +482,7 @@ fn check_duration(field: &str, ms: u64, positive: bool) -> Result<(), SpecError>
 
 /// Keys, capabilities and error kinds: 1 to 128 bytes of letters, digits and `-_.:/`; a task
 /// key may end in an index `[N]` (the tasks a `for_each` expands into).
-fn validate_name(field: &str, name: &str) -> Result<(), SpecError> {
+pub fn validate_name(field: &str, name: &str) -> Result<(), SpecError> {
     let base = match name.strip_suffix(']').and_then(|n| n.rsplit_once('[')) {
         Some((base, index))
             if matches!(field, "key" | "depends_on[]" | "compensation.key")

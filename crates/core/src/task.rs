@@ -190,14 +190,17 @@ pub enum DeadlineKind {
     Start,
     StartToClose,
     Heartbeat,
+    /// A signal task's wait (`wait_for.timeout_ms`).
+    Signal,
 }
 
 impl DeadlineKind {
-    pub const ALL: [DeadlineKind; 4] = [
+    pub const ALL: [DeadlineKind; 5] = [
         DeadlineKind::ScheduleToStart,
         DeadlineKind::Start,
         DeadlineKind::StartToClose,
         DeadlineKind::Heartbeat,
+        DeadlineKind::Signal,
     ];
 
     /// The error kind a failure by this deadline records, for `retry.non_retryable`.
@@ -207,6 +210,7 @@ impl DeadlineKind {
             DeadlineKind::Start => "timeout.start",
             DeadlineKind::StartToClose => "timeout.start_to_close",
             DeadlineKind::Heartbeat => "timeout.heartbeat",
+            DeadlineKind::Signal => "timeout.signal",
         }
     }
 
@@ -216,6 +220,7 @@ impl DeadlineKind {
             DeadlineKind::Start => "start",
             DeadlineKind::StartToClose => "start_to_close",
             DeadlineKind::Heartbeat => "heartbeat",
+            DeadlineKind::Signal => "signal",
         }
     }
 }
@@ -233,6 +238,8 @@ pub struct Deadlines {
     pub start: Option<Timestamp>,
     pub start_to_close: Option<Timestamp>,
     pub heartbeat: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<Timestamp>,
 }
 
 impl Deadlines {
@@ -242,6 +249,7 @@ impl Deadlines {
             DeadlineKind::Start => self.start,
             DeadlineKind::StartToClose => self.start_to_close,
             DeadlineKind::Heartbeat => self.heartbeat,
+            DeadlineKind::Signal => self.signal,
         }
     }
 
@@ -251,6 +259,7 @@ impl Deadlines {
             DeadlineKind::Start => &mut self.start,
             DeadlineKind::StartToClose => &mut self.start_to_close,
             DeadlineKind::Heartbeat => &mut self.heartbeat,
+            DeadlineKind::Signal => &mut self.signal,
         };
         *slot = at;
     }
@@ -271,6 +280,8 @@ pub enum Timer {
     Deadline(DeadlineKind),
     /// The scheduled retry of a failed attempt.
     Retry,
+    /// The end of a released task's delay (`not_before`, `delay_ms`) or sleep (`sleep_ms`).
+    Wake,
 }
 
 /// When the task last entered each state, indexed by [`StateKind::index`].
@@ -317,6 +328,10 @@ pub struct Task {
     /// For a `for_each` task once expanded: how many tasks it expanded into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expanded: Option<u32>,
+    /// For a released task that is delayed (`not_before`, `delay_ms`) or sleeps (`sleep_ms`):
+    /// when it wakes. Set while it is `Blocked` after its release, `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<Timestamp>,
 }
 
 impl Task {
@@ -330,8 +345,8 @@ impl Task {
         }
     }
 
-    /// The next moment the watchdog must look at the task: its earliest armed deadline or its
-    /// scheduled retry. The store indexes timers on this moment and the engine fires the event
+    /// The next moment the watchdog must look at the task: its earliest armed deadline, its
+    /// scheduled retry or its wake-up. The store indexes timers on this moment and the engine fires the event
     /// [`Task::on_timer`] chooses, so both read the same rule.
     pub fn next_timer(&self) -> Option<(Timer, Timestamp)> {
         let deadline = self
@@ -342,7 +357,7 @@ impl Task {
             State::Failed {
                 retry_at: Some(at), ..
             } => Some((Timer::Retry, at)),
-            _ => None,
+            _ => self.wake_at.map(|at| (Timer::Wake, at)),
         };
         match (deadline, retry) {
             (Some(d), Some(r)) => Some(if r.1 < d.1 { r } else { d }),

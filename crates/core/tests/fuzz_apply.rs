@@ -175,6 +175,7 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
         any::<bool>(),
         proptest::option::weighted(0.3, (key(), btree_set(capability(), 0..3), json_value())),
         proptest::bool::weighted(0.2),
+        waits(),
     )
         .prop_map(
             |(
@@ -188,6 +189,7 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
                 requeue,
                 comp,
                 fans_out,
+                (wait_for, not_before, delay_ms, sleep_ms),
             )| {
                 // A fan-out over the first dependency's result, sometimes.
                 let for_each = depends_on
@@ -201,6 +203,10 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
                 };
                 TaskSpec {
                     for_each,
+                    wait_for,
+                    not_before,
+                    delay_ms,
+                    sleep_ms,
                     depends_on,
                     capabilities,
                     input,
@@ -229,6 +235,25 @@ fn spec() -> impl Strategy<Value = TaskSpec> {
                 }
             },
         )
+}
+
+const SIGNALS: &[&str] = &["approve", "go"];
+
+/// A signal task, a delay or a sleep, sometimes (with the rest, often invalid together).
+fn waits() -> impl Strategy<Value = (Option<WaitFor>, Option<Timestamp>, Option<u64>, Option<u64>)>
+{
+    (
+        proptest::option::weighted(
+            0.15,
+            (proptest::sample::select(SIGNALS), timeout_ms()).prop_map(|(s, timeout_ms)| WaitFor {
+                signal: s.to_owned(),
+                timeout_ms,
+            }),
+        ),
+        proptest::option::weighted(0.1, (T0..T0 + 10_000).prop_map(Timestamp)),
+        proptest::option::weighted(0.1, small_or_any_u64(5_000)),
+        proptest::option::weighted(0.1, small_or_any_u64(5_000)),
+    )
 }
 
 fn submission() -> impl Strategy<Value = Submission> {
@@ -305,6 +330,9 @@ enum Tpl {
     Retry,
     RetryRequested(String),
     CancelRequested(String, String),
+    /// The task's own signal (if `own`) or another; rejecting with a reason or carrying data.
+    SignalReceived(bool, Option<String>, Value),
+    TimerFired,
 }
 
 #[derive(Clone, Debug)]
@@ -383,6 +411,9 @@ fn tpl() -> impl Strategy<Value = Tpl> {
         2 => Just(Tpl::Retry),
         1 => text().prop_map(Tpl::RetryRequested),
         1 => (text(), text()).prop_map(|(by, why)| Tpl::CancelRequested(by, why)),
+        2 => (any::<bool>(), proptest::option::weighted(0.3, text()), json_value())
+            .prop_map(|(own, reject, data)| Tpl::SignalReceived(own, reject, data)),
+        2 => Just(Tpl::TimerFired),
     ]
 }
 
@@ -521,6 +552,17 @@ fn event_of(t: &Tpl, task: &Task) -> Event {
             requested_by: by.clone(),
             reason: reason.clone(),
         },
+        Tpl::SignalReceived(own, reject, data) => Event::SignalReceived {
+            signal: match (&task.spec.wait_for, own) {
+                (Some(w), true) => w.signal.clone(),
+                _ => "other".into(),
+            },
+            id: 1,
+            data: data.clone(),
+            reject: reject.clone(),
+            sent_by: "operator".into(),
+        },
+        Tpl::TimerFired => Event::TimerFired,
     }
 }
 
@@ -535,7 +577,7 @@ fn next_time(dt: &Dt, now: Timestamp, task: &Task) -> Timestamp {
                 } => Some(at),
                 _ => None,
             };
-            match retry.or(task.deadlines.next().map(|(_, at)| at)) {
+            match task.next_timer().map(|(_, at)| at).or(retry) {
                 Some(at) => Timestamp(at.0.saturating_add_signed(i64::from(*d))),
                 None => now,
             }
@@ -552,8 +594,23 @@ fn deadlines_fit(task: &Task) -> Result<(), String> {
     let d = task.deadlines;
     let t = &task.spec.timeouts;
     let ok = match task.kind() {
+        StateKind::Pending if task.spec.wait_for.is_some() => {
+            d.signal.is_some()
+                == task
+                    .spec
+                    .wait_for
+                    .as_ref()
+                    .is_some_and(|w| w.timeout_ms.is_some())
+                && d.schedule_to_start.is_none()
+                && d.start.is_none()
+                && d.start_to_close.is_none()
+                && d.heartbeat.is_none()
+        }
         StateKind::Pending => {
-            d.start.is_none() && d.start_to_close.is_none() && d.heartbeat.is_none()
+            d.start.is_none()
+                && d.start_to_close.is_none()
+                && d.heartbeat.is_none()
+                && d.signal.is_none()
         }
         StateKind::Assigned => {
             d.start.is_some() == t.start_ms.is_some()
@@ -634,6 +691,36 @@ fn check_accepted(
             }
             _ => prop_assert!(false, "a fan-out completed by {:?}", ev),
         }
+    } else if new.kind() == StateKind::Completed && old.spec.wait_for.is_some() {
+        // A signal task completes with its signal's data, by no lease.
+        let (
+            Event::SignalReceived {
+                signal,
+                data,
+                reject: None,
+                ..
+            },
+            State::Completed { result, .. },
+        ) = (ev, &new.state)
+        else {
+            return Err(TestCaseError::fail(format!(
+                "a signal task completed by {ev:?}"
+            )));
+        };
+        prop_assert_eq!(old.kind(), StateKind::Pending);
+        prop_assert_eq!(Some(signal), old.spec.wait_for.as_ref().map(|w| &w.signal));
+        prop_assert_eq!(result, data);
+    } else if new.kind() == StateKind::Completed && old.spec.sleep_ms.is_some() {
+        // A sleeping task completes by itself once it wakes.
+        prop_assert!(
+            matches!(ev, Event::TimerFired),
+            "a sleep completed by {:?}",
+            ev
+        );
+        prop_assert!(
+            old.wake_at.is_some_and(|at| at <= now),
+            "woke before its time"
+        );
     } else if new.kind() == StateKind::Completed {
         let lease = old.state.lease();
         prop_assert_eq!(old.kind(), StateKind::Executing);
@@ -679,6 +766,8 @@ fn check_accepted(
     // One more at most, but a fan-out's items, all at once.
     let added = match ev {
         Event::ForEachExpanded { tasks, .. } => tasks.len(),
+        // Those in the graph that its list missed join it.
+        Event::UpstreamRevived { dependencies, .. } => dependencies.len(),
         _ => 1,
     };
     prop_assert!(
@@ -689,6 +778,17 @@ fn check_accepted(
         prop_assert_eq!(new.entered_at.get(new.kind()), Some(now));
     }
     deadlines_fit(new).map_err(TestCaseError::fail)?;
+    // A wake-up is only ever set on a released task that waits blocked for it, and fires no
+    // earlier than it says.
+    if new.wake_at.is_some() {
+        prop_assert_eq!(new.kind(), StateKind::Blocked);
+    }
+    if matches!(ev, Event::TimerFired) {
+        prop_assert!(
+            old.wake_at.is_some_and(|at| at <= now),
+            "fired before its time"
+        );
+    }
     if new.deadlines != old.deadlines {
         prop_assert!(
             rule.has_effect(EffectKind::Timers),
@@ -715,6 +815,11 @@ fn check_accepted(
             }
             Effect::Compensate { spec } => {
                 prop_assert_eq!(Some(spec), new.spec.compensation.as_ref())
+            }
+            Effect::ArmWake { at } => prop_assert_eq!(new.wake_at, Some(*at)),
+            Effect::AwaitSignal { signal } => {
+                prop_assert_eq!(new.kind(), StateKind::Pending);
+                prop_assert_eq!(Some(signal), new.spec.wait_for.as_ref().map(|w| &w.signal));
             }
             _ => {}
         }
@@ -747,7 +852,8 @@ fn check_refused(old: &Task, ev: &Event, r: &Rejection) -> Result<(), TestCaseEr
                 || matches!(
                     ev,
                     Event::CancelRequested { .. } | Event::DependencyAdded { .. }
-                ),
+                )
+                || (matches!(ev, Event::DependenciesMet { .. }) && old.wake_at.is_some()),
             "{:?} called a duplicate",
             ev.kind()
         );
@@ -778,7 +884,9 @@ proptest! {
                 prop_assert_eq!(task.attempts_allowed, sub.spec.retry.max_attempts);
                 let ready = sub.spec.depends_on.iter().all(|d| sub.completed.contains(d));
                 // A fan-out waits to be expanded, whatever its dependencies.
-                let runs = ready && sub.spec.for_each.is_none();
+                let runs = ready
+                    && sub.spec.for_each.is_none()
+                    && wake_time(&sub.spec, now).is_none();
                 prop_assert_eq!(task.kind(), if runs { StateKind::Pending } else { StateKind::Blocked });
                 deadlines_fit(task).map_err(TestCaseError::fail)?;
                 let h = vec![HistoryEntry { seq: 1, at: now, event: Event::Submitted(sub.clone()) }];
@@ -890,6 +998,8 @@ fn every_event_kind_has_a_template() {
         Tpl::Retry,
         Tpl::RetryRequested(String::new()),
         Tpl::CancelRequested(String::new(), String::new()),
+        Tpl::SignalReceived(true, None, Value::Null),
+        Tpl::TimerFired,
     ];
     let kinds: BTreeSet<EventKind> = all.iter().map(|t| event_of(t, &task).kind()).collect();
     assert_eq!(kinds, EventKind::ALL.into_iter().collect());

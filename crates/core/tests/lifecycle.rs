@@ -117,8 +117,60 @@ fn one_case_per_rule() -> Vec<Case> {
         pointer: String::new(),
         reason: Some("too large".into()),
     };
+    let delayed = |s: TaskSpec| TaskSpec {
+        delay_ms: Some(1_000),
+        ..s
+    };
+    let delayed_blocked = submit(&submission(delayed(with_deps.clone()), &[]), T0)
+        .unwrap()
+        .task;
+    let met = Event::DependenciesMet {
+        completed: vec!["plan".into(), "research".into()],
+        input: None,
+        unresolved: None,
+        results: None,
+    };
+    let delayed_released = step(&delayed_blocked, met.clone(), at(10)).task;
+    let sleeping = submit(&submission(sleeper(500), &[]), T0).unwrap().task;
+    let approval = submit(&submission(approval(Some(5_000)), &[]), T0)
+        .unwrap()
+        .task;
     use StateKind::*;
     vec![
+        (
+            "submitted, delayed",
+            submit(&submission(delayed(spec("write")), &[]), T0),
+            Blocked,
+        ),
+        case("released, delayed", delayed_blocked, met, at(10), Blocked),
+        case(
+            "delay over",
+            delayed_released,
+            Event::TimerFired,
+            at(1_010),
+            Pending,
+        ),
+        case(
+            "sleep over",
+            sleeping,
+            Event::TimerFired,
+            at(500),
+            Completed,
+        ),
+        case(
+            "signal received",
+            approval.clone(),
+            signal("approve", None),
+            at(10),
+            Completed,
+        ),
+        case(
+            "signal rejects",
+            approval,
+            signal("approve", Some("too expensive")),
+            at(10),
+            Failed,
+        ),
         (
             "submitted, no dependencies",
             submit(&submission(spec("write"), &[]), T0),
@@ -529,6 +581,7 @@ fn starting_swaps_the_start_deadline_for_execution_and_heartbeat_deadlines() {
             start: None,
             start_to_close: Some(at(10_020)),
             heartbeat: Some(at(2_020)),
+            signal: None,
         }
     );
     assert!(t.effects.contains(&Effect::DisarmDeadline {
@@ -822,8 +875,8 @@ fn cancel_works_from_every_non_terminal_state_and_terminal_states_refuse_it() {
             .map(|(_, why)| why.to_owned()),
         Some(
             "a pending task cannot take an operator's retry; it takes only an assignment to \
-             an agent, a deadline passing or a cancellation (an operator retries only a task \
-             that failed for good)"
+             an agent, a deadline passing, a cancellation or a signal (an operator retries \
+             only a task that failed for good)"
                 .to_owned()
         ),
         "{r}"
@@ -1147,4 +1200,193 @@ fn a_lost_agent_requeues_or_fails_its_task_by_policy_and_stale_losses_are_refuse
         at(21),
     );
     assert!(r.to_string().contains("belongs to another agent"), "{r}");
+}
+
+fn sleeper(ms: u64) -> TaskSpec {
+    TaskSpec {
+        sleep_ms: Some(ms),
+        ..TaskSpec::new("pause")
+    }
+}
+
+fn approval(timeout_ms: Option<u64>) -> TaskSpec {
+    let mut s = TaskSpec::new("review");
+    s.wait_for = Some(WaitFor {
+        signal: "approve".into(),
+        timeout_ms,
+    });
+    s.retry.max_attempts = 2;
+    s.retry.jitter = 0.0;
+    s.retry.initial_backoff_ms = 100;
+    s
+}
+
+fn signal(name: &str, reject: Option<&str>) -> Event {
+    Event::SignalReceived {
+        signal: name.into(),
+        id: 1,
+        data: json!({"approved": true}),
+        reject: reject.map(Into::into),
+        sent_by: "alice".into(),
+    }
+}
+
+#[test]
+fn a_signal_task_waits_for_its_signal_not_an_agent_and_its_data_becomes_the_result() {
+    let t = submit(&submission(approval(Some(5_000)), &[]), T0).unwrap();
+    assert_eq!(t.task.kind(), StateKind::Pending);
+    assert_eq!(t.task.deadlines.signal, Some(at(5_000)));
+    assert!(t.effects.contains(&Effect::AwaitSignal {
+        signal: "approve".into()
+    }));
+    assert!(!t
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::WakeAgents { .. })));
+    // No agent may take it.
+    let r = refuse(&t.task, assign(agent(), 1), at(1));
+    assert!(r.to_string().contains("not waits for the signal"), "{r}");
+    // Another signal is refused, naming the one it waits for.
+    let r = refuse(&t.task, signal("deploy", None), at(1));
+    assert!(
+        r.to_string()
+            .contains("the task waits for signal `approve`, not `deploy`"),
+        "{r}"
+    );
+    let done = step(&t.task, signal("approve", None), at(2));
+    assert_eq!(
+        done.task.state,
+        State::Completed {
+            result: json!({"approved": true}),
+            token: FencingToken(0)
+        }
+    );
+    assert!(done.effects.contains(&Effect::ReleaseDependents));
+    assert!(done.effects.contains(&Effect::DisarmDeadline {
+        kind: DeadlineKind::Signal
+    }));
+    // A second signal finds it completed.
+    refuse(&done.task, signal("approve", None), at(3));
+}
+
+#[test]
+fn a_rejection_fails_the_signal_task_for_good_and_a_timeout_retries_the_wait() {
+    let t = submit(&submission(approval(Some(5_000)), &[]), T0)
+        .unwrap()
+        .task;
+    let rejected = step(&t, signal("approve", Some("too expensive")), at(2));
+    let State::Failed { error, retry_at } = &rejected.task.state else {
+        panic!("{:?}", rejected.task.state)
+    };
+    assert_eq!(error.kind, REJECTED);
+    assert_eq!(
+        error.message,
+        "signal `approve` from alice rejected it: too expensive"
+    );
+    assert_eq!(*retry_at, None, "a person's no is not retried");
+    assert!(rejected.effects.contains(&Effect::FailDependents));
+
+    let timed_out = step(&t, timeout(DeadlineKind::Signal), at(5_000));
+    let State::Failed { error, retry_at } = &timed_out.task.state else {
+        panic!("{:?}", timed_out.task.state)
+    };
+    assert_eq!(error.kind, "timeout.signal");
+    assert_eq!(*retry_at, Some(at(5_100)));
+    // The retry waits again, with a fresh deadline, and looks for a kept signal.
+    let again = step(&timed_out.task, Event::Retry, at(5_100));
+    assert_eq!(again.task.kind(), StateKind::Pending);
+    assert_eq!(again.task.deadlines.signal, Some(at(10_100)));
+    assert!(again.effects.contains(&Effect::AwaitSignal {
+        signal: "approve".into()
+    }));
+    let final_timeout = step(&again.task, timeout(DeadlineKind::Signal), at(10_100));
+    assert!(final_timeout.task.state.is_terminal());
+}
+
+#[test]
+fn a_delayed_task_is_ready_only_at_its_time_and_a_sleep_completes_by_itself() {
+    let mut s = spec("write");
+    s.not_before = Some(at(60_000));
+    s.delay_ms = Some(1_000);
+    let t = submit(&submission(s, &[]), T0).unwrap();
+    assert_eq!(t.task.kind(), StateKind::Blocked);
+    assert_eq!(t.task.wake_at, Some(at(60_000)), "the later of the two");
+    assert!(t.effects.contains(&Effect::ArmWake { at: at(60_000) }));
+    assert_eq!(t.task.next_timer(), Some((Timer::Wake, at(60_000))));
+    assert_eq!(t.task.on_timer(at(59_999)), None);
+    assert_eq!(t.task.on_timer(at(60_000)), Some(Event::TimerFired));
+    let r = refuse(&t.task, Event::TimerFired, at(59_999));
+    assert!(r.to_string().contains("wakes at"), "{r}");
+    let ready = step(&t.task, Event::TimerFired, at(60_000));
+    assert_eq!(ready.task.kind(), StateKind::Pending);
+    assert_eq!(ready.task.wake_at, None);
+    assert!(ready
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::WakeAgents { .. })));
+
+    // A not_before already past delays nothing.
+    let mut s = spec("write");
+    s.not_before = Some(T0);
+    assert_eq!(
+        submit(&submission(s, &[]), at(1)).unwrap().task.kind(),
+        StateKind::Pending
+    );
+
+    // A delayed task can be cancelled while it waits; its wake-up goes with it.
+    let cancelled = step(&t.task, cancel(), at(5));
+    assert_eq!(cancelled.task.wake_at, None);
+    assert_eq!(cancelled.task.next_timer(), None);
+
+    let sleeping = submit(&submission(sleeper(250), &[]), T0).unwrap().task;
+    assert_eq!(sleeping.wake_at, Some(at(250)));
+    let woke = step(&sleeping, Event::TimerFired, at(250));
+    assert_eq!(
+        woke.task.state,
+        State::Completed {
+            result: json!({"slept_ms": 250}),
+            token: FencingToken(0)
+        }
+    );
+    assert!(woke.effects.contains(&Effect::ReleaseDependents));
+}
+
+#[test]
+fn a_second_release_of_a_delayed_task_is_a_duplicate() {
+    let mut s = spec("write");
+    s.depends_on = vec!["plan".into()];
+    s.delay_ms = Some(1_000);
+    let t = submit(&submission(s, &[]), T0).unwrap().task;
+    let met = Event::DependenciesMet {
+        completed: vec!["plan".into()],
+        input: None,
+        unresolved: None,
+        results: None,
+    };
+    let released = step(&t, met.clone(), at(10)).task;
+    assert_eq!(released.wake_at, Some(at(1_010)));
+    assert!(refuse(&released, met, at(20)).is_duplicate());
+}
+
+#[test]
+fn waiting_and_sleeping_specs_refuse_what_no_agent_would_use() {
+    let mut s = approval(None);
+    s.capabilities = caps(&["gpu"]);
+    assert_eq!(s.validate().unwrap_err().field, "capabilities");
+    let mut s = sleeper(10);
+    s.wait_for = approval(None).wait_for;
+    assert_eq!(s.validate().unwrap_err().field, "sleep_ms");
+    let mut s = sleeper(10);
+    s.delay_ms = Some(5);
+    assert_eq!(s.validate().unwrap_err().field, "delay_ms");
+    let mut s = approval(Some(0));
+    assert_eq!(s.validate().unwrap_err().field, "wait_for.timeout_ms");
+    s.wait_for = Some(WaitFor {
+        signal: "no spaces".into(),
+        timeout_ms: None,
+    });
+    assert_eq!(s.validate().unwrap_err().field, "wait_for.signal");
+    let mut s = spec("write");
+    s.delay_ms = Some(spec::DURATION_MAX_MS + 1);
+    assert_eq!(s.validate().unwrap_err().field, "delay_ms");
 }

@@ -123,6 +123,8 @@ impl<S: Store + 'static> Engine<S> {
         self.fire_timers().await?;
         self.reap_dead_agents().await?;
         while self.run_effects().await? > 0 {}
+        self.sweep_kept_signals(true).await?;
+        while self.run_effects().await? > 0 {}
         Ok(())
     }
 
@@ -198,6 +200,7 @@ impl<S: Store + 'static> Engine<S> {
             self.inner.store.ack_outbox(done).await?;
         }
         let released = self.release_ready().await?;
+        self.sweep_kept_signals(false).await?;
         Ok(acked + released)
     }
 
@@ -232,6 +235,7 @@ impl<S: Store + 'static> Engine<S> {
                     applied(self.transition(dependent, revive, Cause::default()).await)?;
                 }
             }
+            Effect::AwaitSignal { signal } => self.take_kept_signal(id, signal).await?,
             Effect::Compensate { spec } => {
                 let task = self.load(id).await?;
                 let mut comp = TaskSpec::new(spec.key.0.clone());

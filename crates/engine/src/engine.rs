@@ -92,6 +92,8 @@ pub(crate) struct Inner<S> {
     /// What to tell the other nodes; `None` when the store is not shared.
     pub(crate) outbound: Option<mpsc::Sender<Outbound>>,
     outbound_rx: std::sync::Mutex<Option<mpsc::Receiver<Outbound>>>,
+    /// When the leader last swept kept signals (ms since the epoch).
+    pub(crate) kept_signals_swept: std::sync::atomic::AtomicU64,
 }
 
 impl<S: Store + 'static> Engine<S> {
@@ -137,6 +139,7 @@ impl<S: Store + 'static> Engine<S> {
                     node,
                     outbound,
                     outbound_rx: std::sync::Mutex::new(outbound_rx),
+                    kept_signals_swept: std::sync::atomic::AtomicU64::new(0),
                 }
             }),
         }

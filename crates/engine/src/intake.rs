@@ -361,8 +361,13 @@ fn request_hash(req: &WorkflowRequest) -> String {
         Some(outputs) => serde_json::to_vec(&(&req.name, &req.tasks, outputs)),
     }
     .expect("a request serialises");
+    fingerprint(&bytes)
+}
+
+/// FNV-1a (64 bits) of `bytes`, in hex: the fingerprint idempotency keys are checked with.
+pub(crate) fn fingerprint(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }

@@ -27,6 +27,7 @@ mod ids;
 mod intake;
 mod metrics;
 mod outcome;
+mod signals;
 mod stream;
 pub mod trace;
 mod transition;
@@ -49,6 +50,7 @@ pub use ids::{IdSource, RandomIds, SeededIds};
 pub use intake::{validate_workflow, WorkflowReceipt, WorkflowRequest, NAME_LEN_MAX};
 pub use metrics::Metrics;
 pub use outcome::{WorkflowOutcome, WorkflowStatus};
+pub use signals::{SignalInput, SignalReceipt, KEPT_SIGNALS_SWEEP_MS, REJECT_REASON_LEN_MAX};
 pub use stream::{StreamPosition, Subscription, TransitionEvent, EVENT_BACKLOG_MAX};
 pub use transition::ReportContext;
 pub use upstream::{json_bytes, Upstream, RESULT_BYTES_MAX_DEFAULT, UPSTREAM_BYTES_PER_CLAIM_MAX};
@@ -59,6 +61,6 @@ pub use views::{OpenDependency, TaskDetail, WaitReason, WorkflowGraph};
 pub mod read {
     pub use baton_store::{
         AgentRecord, AnyStore, ArtifactChunks, ArtifactMeta, Dependency, Edge, PutArtifact,
-        StateCounts, TaskFilter, WorkflowRecord, PAGE_ROWS_MAX,
+        SignalRecord, StateCounts, TaskFilter, WorkflowRecord, PAGE_ROWS_MAX,
     };
 }

@@ -55,6 +55,7 @@ pub struct Metrics {
     retries: Counter,
     timeouts: Family<KindLabel, Counter>,
     compensations: Counter,
+    signals: Counter,
     agents_online: Gauge,
     claims_waiting: Gauge,
     event_subscribers: Gauge,
@@ -127,6 +128,12 @@ impl Metrics {
             "Compensation tasks created",
             compensations.clone(),
         );
+        let signals = Counter::default();
+        registry.register(
+            "signals",
+            "Signals sent to workflows (repeats of an idempotency key included)",
+            signals.clone(),
+        );
         let agents_online = Gauge::default();
         registry.register(
             "agents_online",
@@ -156,6 +163,7 @@ impl Metrics {
             retries,
             timeouts,
             compensations,
+            signals,
             agents_online,
             claims_waiting,
             event_subscribers,
@@ -209,6 +217,10 @@ impl Metrics {
 
     pub(crate) fn compensation(&self) {
         self.compensations.inc();
+    }
+
+    pub(crate) fn signal(&self) {
+        self.signals.inc();
     }
 
     pub(crate) fn claim_started(&self) -> ClaimInProgress {

@@ -170,7 +170,9 @@ impl<S: Store + 'static> Engine<S> {
                     self.inner.work.notify_waiters();
                     self.tell(Outbound::Work);
                 }
-                Effect::ArmDeadline { at, .. } | Effect::ScheduleRetry { at, .. } => {
+                Effect::ArmDeadline { at, .. }
+                | Effect::ScheduleRetry { at, .. }
+                | Effect::ArmWake { at } => {
                     self.inner.timers.arm(*at);
                     self.tell(Outbound::Timers);
                 }
@@ -179,7 +181,8 @@ impl<S: Store + 'static> Engine<S> {
                 Effect::ReleaseDependents
                 | Effect::FailDependents
                 | Effect::ReviveDependents
-                | Effect::Compensate { .. } => outbox = true,
+                | Effect::Compensate { .. }
+                | Effect::AwaitSignal { .. } => outbox = true,
             }
         }
         if outbox {

@@ -37,6 +37,14 @@ pub enum WaitReason {
         attempt: u32,
         max_attempts: u32,
     },
+    /// Ready, and waiting for a signal sent to its workflow, until its deadline if it has one.
+    Signal {
+        signal: String,
+        until: Option<Timestamp>,
+    },
+    /// Released, and waiting until a time: its `not_before` or `delay_ms` (`sleeps: false`),
+    /// or the end of its sleep.
+    Timer { until: Timestamp, sleeps: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +231,19 @@ impl<S: Store + 'static> Engine<S> {
 
     pub async fn wait_reason(&self, task: &Task) -> Result<Option<WaitReason>, EngineError> {
         Ok(match &task.state {
+            State::Blocked if task.wake_at.is_some() => Some(WaitReason::Timer {
+                until: task.wake_at.unwrap_or_default(),
+                sleeps: task.spec.sleep_ms.is_some(),
+            }),
+            State::Pending if task.spec.wait_for.is_some() => Some(WaitReason::Signal {
+                signal: task
+                    .spec
+                    .wait_for
+                    .as_ref()
+                    .map(|w| w.signal.clone())
+                    .unwrap_or_default(),
+                until: task.deadlines.signal,
+            }),
             State::Blocked => {
                 let open = self
                     .inner

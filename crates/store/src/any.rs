@@ -11,9 +11,9 @@ use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HotPath, OutboxItem, PutArtifact, StagedArtifact, StateCounts, Store,
-    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord,
-    WorkflowRecord,
+    Dependency, Edge, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal, SignalRecord,
+    StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
+    TaskForView, TransitionRecord, WorkflowRecord,
 };
 
 /// One of the backends, chosen by [`AnyStore::open`].
@@ -237,5 +237,34 @@ impl Store for AnyStore {
         limit: usize,
     ) -> Result<Vec<ArtifactRef>, StoreError> {
         delegate!(self, s => s.sweep_artifacts(uploaded_before, limit).await)
+    }
+
+    async fn put_signal(&self, signal: NewSignal) -> Result<PutSignal, StoreError> {
+        delegate!(self, s => s.put_signal(signal).await)
+    }
+
+    async fn signals(
+        &self,
+        workflow: WorkflowId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<SignalRecord>, StoreError> {
+        delegate!(self, s => s.signals(workflow, after, limit).await)
+    }
+
+    async fn kept_signals(
+        &self,
+        of: Option<(WorkflowId, String)>,
+        limit: usize,
+    ) -> Result<Vec<SignalRecord>, StoreError> {
+        delegate!(self, s => s.kept_signals(of, limit).await)
+    }
+
+    async fn waiting_for_signal(
+        &self,
+        filter: TaskFilter,
+        name: Option<String>,
+    ) -> Result<Vec<Task>, StoreError> {
+        delegate!(self, s => s.waiting_for_signal(filter, name).await)
     }
 }

@@ -10,8 +10,8 @@ use baton_core::{ArtifactRef, Task, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AgentRecord, ArtifactMeta, ClaimRequest, PutArtifact, StoreError, SubmitBatch, SubmitOutcome,
-    TransitionRecord, BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
+    AgentRecord, ArtifactMeta, ClaimRequest, NewSignal, PutArtifact, PutSignal, StoreError,
+    SubmitBatch, SubmitOutcome, TransitionRecord, BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
 };
 
 /// Where a command's caller waits for its answer.
@@ -30,6 +30,8 @@ pub(crate) enum Command {
     /// Deletes the rows of up to `limit` unreferenced artifacts uploaded before the time
     /// (SQLite, as `PutArtifact`).
     SweepArtifacts(Timestamp, usize, Reply<Vec<ArtifactRef>>),
+    /// A signal (SQLite; PostgreSQL stores signals in transactions of their own).
+    PutSignal(Box<NewSignal>, Reply<PutSignal>),
 }
 
 /// What one command produced in a batch, sent to its caller once the batch committed.
@@ -40,6 +42,7 @@ pub(crate) enum Outcome {
     Done(Result<(), StoreError>),
     PutArtifact(Result<PutArtifact, StoreError>),
     Swept(Result<Vec<ArtifactRef>, StoreError>),
+    PutSignal(Result<PutSignal, StoreError>),
 }
 
 impl Command {
@@ -52,7 +55,8 @@ impl Command {
             Command::AckOutbox(..)
             | Command::UpsertAgent(..)
             | Command::PutArtifact(..)
-            | Command::SweepArtifacts(..) => 1,
+            | Command::SweepArtifacts(..)
+            | Command::PutSignal(..) => 1,
         }
     }
 
@@ -71,6 +75,7 @@ impl Command {
             | (Command::UpsertAgent(_, r), Outcome::Done(o)) => drop(r.send(o)),
             (Command::PutArtifact(_, r), Outcome::PutArtifact(o)) => drop(r.send(o)),
             (Command::SweepArtifacts(_, _, r), Outcome::Swept(o)) => drop(r.send(o)),
+            (Command::PutSignal(_, r), Outcome::PutSignal(o)) => drop(r.send(o)),
             _ => unreachable!("a writer answered a command with another kind's outcome"),
         }
     }
@@ -85,6 +90,7 @@ impl Command {
             Command::AckOutbox(_, r) | Command::UpsertAgent(_, r) => drop(r.send(Err(e))),
             Command::PutArtifact(_, r) => drop(r.send(Err(e))),
             Command::SweepArtifacts(_, _, r) => drop(r.send(Err(e))),
+            Command::PutSignal(_, r) => drop(r.send(Err(e))),
         }
     }
 }
@@ -166,6 +172,11 @@ impl Queue {
 
     pub(crate) async fn put_artifact(&self, meta: ArtifactMeta) -> Result<PutArtifact, StoreError> {
         self.write(|r| Command::PutArtifact(meta, r)).await
+    }
+
+    pub(crate) async fn put_signal(&self, signal: NewSignal) -> Result<PutSignal, StoreError> {
+        self.write(|r| Command::PutSignal(Box::new(signal), r))
+            .await
     }
 
     pub(crate) async fn sweep_artifacts(

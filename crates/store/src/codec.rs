@@ -43,6 +43,8 @@ struct SnapshotRef<'a> {
     input: Option<&'a serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expanded: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wake_at: Option<Timestamp>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +67,8 @@ struct Snapshot {
     input: Option<serde_json::Value>,
     #[serde(default)]
     expanded: Option<u32>,
+    #[serde(default)]
+    wake_at: Option<Timestamp>,
 }
 
 pub fn snapshot(task: &Task) -> String {
@@ -85,6 +89,7 @@ pub fn snapshot(task: &Task) -> String {
         seed: task.seed,
         input: task.input.as_ref(),
         expanded: task.expanded,
+        wake_at: task.wake_at,
     };
     serde_json::to_string(&s).expect("a task always serialises")
 }
@@ -154,6 +159,7 @@ fn assemble(id: TaskId, snapshot: &str, spec: Arc<TaskSpec>) -> Result<Task, Sto
         seed: s.seed,
         input: s.input,
         expanded: s.expanded,
+        wake_at: s.wake_at,
     })
 }
 
@@ -163,9 +169,26 @@ pub fn capset(caps: &BTreeSet<Capability>) -> String {
     names.join(",")
 }
 
+/// What a task's `capset` column holds: its capability set, or for a task no agent runs that
+/// waits for a signal, [`SIGNAL_CAPSET`] and the signal's name. `!` is in no capability name,
+/// so claims never find it, and the pending tasks waiting for a signal are one range of the
+/// claim index.
+pub fn task_capset(task: &Task) -> String {
+    match &task.spec.wait_for {
+        Some(wait) => format!("{SIGNAL_CAPSET}{}", wait.signal),
+        None => capset(&task.spec.capabilities),
+    }
+}
+
+/// The `capset` prefix of tasks waiting for a signal.
+pub const SIGNAL_CAPSET: &str = "!signal:";
+/// The first `capset` after every one that starts with [`SIGNAL_CAPSET`].
+pub const SIGNAL_CAPSET_END: &str = "!signal;";
+
 /// Whether an agent offering `offered` can run tasks requiring `capset`.
 pub fn capset_fits(capset: &str, offered: &BTreeSet<Capability>) -> bool {
-    capset.is_empty() || capset.split(',').all(|c| offered.iter().any(|o| o.0 == c))
+    capset.is_empty()
+        || (!capset.starts_with('!') && capset.split(',').all(|c| offered.iter().any(|o| o.0 == c)))
 }
 
 /// When the watchdog must next look at the task (the core's [`Task::next_timer`]).

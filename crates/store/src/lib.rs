@@ -35,6 +35,7 @@ mod batch;
 mod codec;
 mod decide;
 pub mod postgres;
+pub mod signal;
 pub mod sqlite;
 pub mod workload;
 
@@ -42,6 +43,7 @@ pub use any::AnyStore;
 pub use artifact::{
     ArtifactChunks, ArtifactMeta, ArtifactWriter, PutArtifact, StagedArtifact, ARTIFACT_CHUNK_BYTES,
 };
+pub use signal::{NewSignal, PutSignal, SignalRecord};
 
 /// Most writes gathered into one transaction.
 pub const BATCH_WRITES_MAX: usize = 1_024;
@@ -673,4 +675,36 @@ pub trait Store: Send + Sync {
         uploaded_before: Timestamp,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ArtifactRef>, StoreError>> + Send;
+
+    /// Stores a signal sent to a workflow (answered after the commit); an idempotency key
+    /// seen before for the workflow and name stores nothing and returns the first signal, or
+    /// [`StoreError::IdempotencyMismatch`] for a different request.
+    fn put_signal(
+        &self,
+        signal: NewSignal,
+    ) -> impl Future<Output = Result<PutSignal, StoreError>> + Send;
+
+    /// The signals sent to a workflow after signal id `after`, oldest first, at most `limit`
+    /// (and [`PAGE_ROWS_MAX`]).
+    fn signals(
+        &self,
+        workflow: WorkflowId,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<SignalRecord>, StoreError>> + Send;
+
+    /// Signals no task has taken yet, oldest first: of one workflow and name, or all.
+    fn kept_signals(
+        &self,
+        of: Option<(WorkflowId, String)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<SignalRecord>, StoreError>> + Send;
+
+    /// Pending tasks waiting for a signal, by id after `filter.after`: of one workflow (and
+    /// signal name), or of all. `filter.state` is ignored.
+    fn waiting_for_signal(
+        &self,
+        filter: TaskFilter,
+        name: Option<String>,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
 }

@@ -43,6 +43,7 @@ mod connect;
 mod error;
 mod migrate;
 mod reads;
+mod signals;
 mod writer;
 
 pub use connect::{PgOptions, PgStore};

@@ -943,6 +943,141 @@ mod artifact_cases {
     }
 }
 
+mod signal_cases {
+    use super::*;
+
+    fn new_signal(workflow: WorkflowId, key: Option<&str>, data: serde_json::Value) -> NewSignal {
+        NewSignal {
+            workflow,
+            name: "approve".into(),
+            data,
+            reject: None,
+            sent_by: "alice".into(),
+            idempotency_key: key.map(Into::into),
+            request_hash: "h1".into(),
+            sent_at: at(5),
+        }
+    }
+
+    pub async fn signals_are_kept_until_a_waiting_task_takes_one<S: Store>(s: &S) {
+        // A signal task, ready at once: it waits for `approve`, and no claim finds it.
+        let mut flow = workflow(&[def("review", &[])], None);
+        let spec = TaskSpec {
+            wait_for: Some(WaitFor {
+                signal: "approve".into(),
+                timeout_ms: None,
+            }),
+            ..TaskSpec::new("review")
+        };
+        let sub = Submission {
+            task: flow.id("review"),
+            workflow: flow.id,
+            spec: Arc::new(spec),
+            completed: Vec::new(),
+            seed: 7,
+            input: None,
+            unresolved: None,
+        };
+        flow.batch.tasks[0] = NewTask::submitted(sub, T0).unwrap().0;
+        s.submit(flow.batch.clone()).await.unwrap();
+        let claimed = s
+            .claim(ClaimRequest {
+                agent: AgentId(Uuid::now_v7()),
+                capabilities: Default::default(),
+                leases: vec![LeaseId(Uuid::now_v7())],
+                max_held: None,
+                now: at(1),
+            })
+            .await
+            .unwrap();
+        assert!(claimed.is_empty(), "no agent is handed a signal task");
+        let all = TaskFilter {
+            limit: 10,
+            ..TaskFilter::default()
+        };
+        let waiting = s.waiting_for_signal(all.clone(), None).await.unwrap();
+        assert_eq!(waiting.len(), 1);
+        let of_name = TaskFilter {
+            workflow: Some(flow.id),
+            ..all.clone()
+        };
+        assert_eq!(
+            s.waiting_for_signal(of_name.clone(), Some("approve".into()))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(s
+            .waiting_for_signal(of_name, Some("other".into()))
+            .await
+            .unwrap()
+            .is_empty());
+
+        let first = s
+            .put_signal(new_signal(flow.id, Some("k1"), json!({"ok": true})))
+            .await
+            .unwrap();
+        assert!(first.created);
+        assert_eq!(first.signal.delivered_at, None);
+        let again = s
+            .put_signal(new_signal(flow.id, Some("k1"), json!({"ok": true})))
+            .await
+            .unwrap();
+        assert!(!again.created);
+        assert_eq!(again.signal, first.signal);
+        let mismatch = NewSignal {
+            request_hash: "h2".into(),
+            ..new_signal(flow.id, Some("k1"), json!(0))
+        };
+        assert!(matches!(
+            s.put_signal(mismatch).await,
+            Err(StoreError::IdempotencyMismatch { .. })
+        ));
+        let second = s
+            .put_signal(new_signal(flow.id, None, json!(2)))
+            .await
+            .unwrap();
+        assert!(second.signal.id > first.signal.id);
+        let kept = s
+            .kept_signals(Some((flow.id, "approve".into())), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            kept.iter().map(|k| k.id).collect::<Vec<_>>(),
+            vec![first.signal.id, second.signal.id]
+        );
+
+        // The transition that takes the first marks it delivered in the same commit.
+        let task = s.task(flow.id("review")).await.unwrap().unwrap();
+        let event = Event::SignalReceived {
+            signal: "approve".into(),
+            id: first.signal.id,
+            data: json!({"ok": true}),
+            reject: None,
+            sent_by: "alice".into(),
+        };
+        s.apply(TransitionRecord::apply(&task, event, at(6)).unwrap())
+            .await
+            .unwrap();
+        let kept = s.kept_signals(None, 10).await.unwrap();
+        assert_eq!(
+            kept.iter().map(|k| k.id).collect::<Vec<_>>(),
+            vec![second.signal.id]
+        );
+        let listed = s.signals(flow.id, 0, 10).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].delivered_at, Some(at(6)));
+        assert_eq!(listed[0].data, json!({"ok": true}));
+        assert!(s.waiting_for_signal(all, None).await.unwrap().is_empty());
+        assert_eq!(
+            s.signals(flow.id, first.signal.id, 10).await.unwrap().len(),
+            1,
+            "paged after an id"
+        );
+    }
+}
+
 macro_rules! conformance {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -990,6 +1125,12 @@ macro_rules! conformance {
             case!(hot_paths_read_indexes_not_whole_tables);
             case!(arc concurrent_claims_of_one_agent_never_exceed_its_limit);
             case!(workflows_list_newest_first_with_their_edges);
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn signals_are_kept_until_a_waiting_task_takes_one() {
+                let (store, _guard) = $open;
+                signal_cases::signals_are_kept_until_a_waiting_task_takes_one(&store).await;
+            }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn artifacts_are_stored_read_and_kept_while_a_task_refers_to_them() {

@@ -420,6 +420,18 @@ fn waiting_text(waiting: &Value, now: u64) -> String {
             timestamp(until.0),
             relative(until.0, now)
         ),
+        WaitReason::Signal { signal, until } => format!(
+            "for signal `{signal}`{}",
+            until
+                .map(|u| format!(" until {} ({})", timestamp(u.0), relative(u.0, now)))
+                .unwrap_or_default()
+        ),
+        WaitReason::Timer { until, sleeps } => format!(
+            "{} until {} ({})",
+            if sleeps { "asleep" } else { "delayed" },
+            timestamp(until.0),
+            relative(until.0, now)
+        ),
     }
 }
 

@@ -21,9 +21,9 @@ use baton_core::{ArtifactRef, HistoryEntry, Task, TaskId, TaskKey, Timestamp, Wo
 use baton_store::sqlite::SqliteStore;
 use baton_store::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HotPath, OutboxItem, PutArtifact, StagedArtifact, StateCounts, Store,
-    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord,
-    WorkflowRecord,
+    Dependency, Edge, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal, SignalRecord,
+    StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
+    TaskForView, TransitionRecord, WorkflowRecord,
 };
 
 use super::rng::Rng;
@@ -467,5 +467,34 @@ impl Store for FaultyStore {
         limit: usize,
     ) -> Result<Vec<ArtifactRef>, StoreError> {
         self.inner.sweep_artifacts(uploaded_before, limit).await
+    }
+
+    async fn put_signal(&self, signal: NewSignal) -> Result<PutSignal, StoreError> {
+        self.inner.put_signal(signal).await
+    }
+
+    async fn signals(
+        &self,
+        workflow: WorkflowId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<SignalRecord>, StoreError> {
+        self.inner.signals(workflow, after, limit).await
+    }
+
+    async fn kept_signals(
+        &self,
+        of: Option<(WorkflowId, String)>,
+        limit: usize,
+    ) -> Result<Vec<SignalRecord>, StoreError> {
+        self.inner.kept_signals(of, limit).await
+    }
+
+    async fn waiting_for_signal(
+        &self,
+        filter: TaskFilter,
+        name: Option<String>,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.inner.waiting_for_signal(filter, name).await
     }
 }

@@ -21,6 +21,11 @@ function waitingText(w) {
         ` (${w.state})`, w.until ? ` until ${fmtTime(w.until)}` : ''];
     case 'backing_off':
       return [`Backing off after attempt ${w.attempt} of ${w.max_attempts}; next attempt at ${fmtTime(w.until)}.`];
+    case 'signal':
+      return ['Waiting for signal ', h('code', null, w.signal),
+        w.until ? ` until ${fmtTime(w.until)}` : '', ' (see ', h('a', { href: '#/waiting' }, 'Waiting'), ').'];
+    case 'timer':
+      return [`${w.sleeps ? 'Asleep' : 'Delayed'} until ${fmtTime(w.until)}.`];
     default:
       return [pretty(w)];
   }

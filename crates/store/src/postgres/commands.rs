@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
-use baton_core::{StateKind, Task, TaskId, TaskKey};
+use baton_core::{Event, StateKind, Task, TaskId, TaskKey};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -160,6 +160,9 @@ impl<'c> Run<'c> {
             }
             Command::PutArtifact(..) | Command::SweepArtifacts(..) => {
                 unreachable!("PgStore writes artifacts in transactions of their own")
+            }
+            Command::PutSignal(..) => {
+                unreachable!("PgStore stores signals in transactions of their own")
             }
         })
     }
@@ -357,6 +360,12 @@ impl<'c> Run<'c> {
             ];
             c.client.execute(&c.s.insert_history, &params).await
         }));
+        if let Event::SignalReceived { id, .. } = &record.entry.event {
+            let (id, at) = (*id as i64, ts(record.entry.at));
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.signal_delivered, &[&id, &at]).await
+            }));
+        }
         if !record.outbox.is_empty() {
             let mut o = Outbox::default();
             o.push(task.id, &record.outbox, record.entry.at);
@@ -794,7 +803,7 @@ impl<'b> NewRows<'b> {
             r.states.push(row.state);
             r.versions.push(row.version);
             r.priorities.push(task.spec.priority);
-            r.capsets.push(codec::capset(&task.spec.capabilities));
+            r.capsets.push(codec::task_capset(task));
             r.ready.push(row.ready_at);
             r.timers.push(row.timer_at);
             r.leases.push(row.lease_agent);
@@ -814,7 +823,12 @@ impl<'b> NewRows<'b> {
                 r.ref_tasks.push(task.id.0);
             }
         }
-        r.distinct_capsets = r.capsets.clone();
+        r.distinct_capsets = r
+            .capsets
+            .iter()
+            .filter(|c| !c.starts_with(codec::SIGNAL_CAPSET))
+            .cloned()
+            .collect();
         r.distinct_capsets.sort_unstable();
         r.distinct_capsets.dedup();
         r

@@ -97,6 +97,7 @@ statements! {
                      ORDER BY o";
     release_dependents = "UPDATE tasks SET deps_open = deps_open - 1
                           WHERE id IN (SELECT dependent FROM edges WHERE dependency = $1)";
+    signal_delivered = "UPDATE signals SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL";
     add_counts = "INSERT INTO state_counts (state, shard, n)
                   SELECT s, $1, d FROM unnest($2::text[], $3::int8[]) WITH ORDINALITY AS u(s, d, o)
                   ORDER BY o

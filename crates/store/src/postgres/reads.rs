@@ -17,9 +17,9 @@ use super::error::{db, get};
 use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HotPath, OutboxItem, PutArtifact, StagedArtifact, StateCounts, Store,
-    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord,
-    WorkflowRecord, PAGE_ROWS_MAX,
+    Dependency, Edge, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal, SignalRecord,
+    StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
+    TaskForView, TransitionRecord, WorkflowRecord, PAGE_ROWS_MAX,
 };
 
 const TASK_COLUMNS: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
@@ -28,7 +28,7 @@ const TIMERS_SQL: &str = "SELECT id, timer_at FROM tasks
     WHERE timer_at IS NOT NULL AND timer_at <= $1 ORDER BY timer_at, id LIMIT $2";
 const DEPENDENTS_SQL: &str = "SELECT dependent FROM edges WHERE dependency = $1 ORDER BY dependent";
 const RELEASED_SQL: &str =
-    "SELECT id FROM tasks WHERE state = 'blocked' AND deps_open = 0 ORDER BY id LIMIT $1";
+    "SELECT id FROM tasks WHERE state = 'blocked' AND deps_open = 0 AND timer_at IS NULL ORDER BY id LIMIT $1";
 const COUNTS_SQL: &str = "SELECT state, sum(n)::int8 FROM state_counts GROUP BY state";
 const AGENT_COLUMNS: &str =
     "SELECT id, name, capabilities, concurrency, registered_at, last_seen FROM agents";
@@ -515,5 +515,34 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<ArtifactRef>, StoreError> {
         self.sweep_artifact_rows(uploaded_before, limit).await
+    }
+
+    async fn put_signal(&self, signal: NewSignal) -> Result<PutSignal, StoreError> {
+        self.put_signal_row(signal).await
+    }
+
+    async fn signals(
+        &self,
+        workflow: WorkflowId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<SignalRecord>, StoreError> {
+        self.signal_rows(workflow, after, limit).await
+    }
+
+    async fn kept_signals(
+        &self,
+        of: Option<(WorkflowId, String)>,
+        limit: usize,
+    ) -> Result<Vec<SignalRecord>, StoreError> {
+        self.kept_signal_rows(of, limit).await
+    }
+
+    async fn waiting_for_signal(
+        &self,
+        filter: TaskFilter,
+        name: Option<String>,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.waiting_rows(filter, name).await
     }
 }

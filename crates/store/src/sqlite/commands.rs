@@ -1,7 +1,9 @@
 //! What each command does in the writer's transaction (each runs in its own savepoint, see
 //! `writer.rs`), with the decisions `crate::decide` takes for both backends.
 
-use baton_core::{ArtifactRef, Effect, HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId};
+use baton_core::{
+    ArtifactRef, Effect, Event, HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId,
+};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use uuid::Uuid;
 
@@ -10,9 +12,110 @@ use crate::artifact::task_refs;
 use crate::codec::{self, ts, HistoryRow, TaskRow};
 use crate::decide::{self, Candidate, Deltas};
 use crate::{
-    AgentRecord, ArtifactMeta, ClaimRequest, NewTask, PutArtifact, StoreError, SubmitBatch,
-    SubmitOutcome, TransitionRecord, WorkflowRef,
+    AgentRecord, ArtifactMeta, ClaimRequest, NewSignal, NewTask, PutArtifact, PutSignal,
+    SignalRecord, StoreError, SubmitBatch, SubmitOutcome, TransitionRecord, WorkflowRef,
 };
+
+/// Marks a signal delivered by the transition that takes it first.
+const SIGNAL_DELIVERED_SQL: &str =
+    "UPDATE signals SET delivered_at = ?2 WHERE id = ?1 AND delivered_at IS NULL";
+
+/// The columns [`signal_row`] reads.
+pub(super) const SIGNAL_COLUMNS: &str =
+    "id, workflow_id, name, data, reject, sent_by, idempotency_key, sent_at, delivered_at";
+
+/// A signal from a row of [`SIGNAL_COLUMNS`].
+pub(super) fn signal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SignalRecord> {
+    signal_row_at(r, 0)
+}
+
+/// Stores a signal, or finds the one its idempotency key stored.
+pub(super) fn put_signal(conn: &Connection, s: &NewSignal) -> Result<PutSignal, StoreError> {
+    if let Some(key) = &s.idempotency_key {
+        let seen: Option<(String, SignalRecord)> = conn
+            .prepare_cached(&format!(
+                "SELECT request_hash, {SIGNAL_COLUMNS} FROM signals
+                 WHERE workflow_id = ?1 AND name = ?2 AND idempotency_key = ?3"
+            ))
+            .and_then(|mut st| {
+                st.query_row(params![s.workflow.0, s.name, key], |r| {
+                    Ok((r.get(0)?, signal_row_at(r, 1)?))
+                })
+                .optional()
+            })
+            .map_err(db)?;
+        if let Some((hash, signal)) = seen {
+            if hash != s.request_hash {
+                return Err(StoreError::IdempotencyMismatch { key: key.clone() });
+            }
+            return Ok(PutSignal {
+                signal,
+                created: false,
+            });
+        }
+    }
+    let data = serde_json::to_string(&s.data).expect("JSON serialises");
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO signals (workflow_id, name, data, reject, sent_by, idempotency_key,
+                                  request_hash, sent_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        )
+        .and_then(|mut st| {
+            st.query_row(
+                params![
+                    s.workflow.0,
+                    s.name,
+                    data,
+                    s.reject,
+                    s.sent_by,
+                    s.idempotency_key,
+                    s.request_hash,
+                    ts(s.sent_at)
+                ],
+                |r| r.get(0),
+            )
+        })
+        .map_err(db)?;
+    Ok(PutSignal {
+        signal: SignalRecord {
+            id: id as u64,
+            workflow: s.workflow,
+            name: s.name.clone(),
+            data: s.data.clone(),
+            reject: s.reject.clone(),
+            sent_by: s.sent_by.clone(),
+            idempotency_key: s.idempotency_key.clone(),
+            sent_at: s.sent_at,
+            delivered_at: None,
+        },
+        created: true,
+    })
+}
+
+/// A signal from the columns of [`SIGNAL_COLUMNS`] starting at `at`.
+fn signal_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SignalRecord> {
+    let data: String = r.get(at + 3)?;
+    Ok(SignalRecord {
+        id: r.get::<_, i64>(at)? as u64,
+        workflow: WorkflowId(r.get(at + 1)?),
+        name: r.get(at + 2)?,
+        data: serde_json::from_str(&data).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                at + 3,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        })?,
+        reject: r.get(at + 4)?,
+        sent_by: r.get(at + 5)?,
+        idempotency_key: r.get(at + 6)?,
+        sent_at: Timestamp(r.get::<_, i64>(at + 7)? as u64),
+        delivered_at: r
+            .get::<_, Option<i64>>(at + 8)?
+            .map(|t| Timestamp(t as u64)),
+    })
+}
 
 /// A claim's candidates in one capability set, from the `tasks_ready` index.
 pub(super) const CLAIM_SQL: &str = "SELECT priority, ready_at, id FROM tasks
@@ -120,10 +223,12 @@ fn task_keys(
 
 fn insert_task(conn: &Connection, new: &NewTask, deltas: &mut Deltas) -> Result<(), StoreError> {
     let task = &new.task;
-    let capset = codec::capset(&task.spec.capabilities);
-    conn.prepare_cached("INSERT OR IGNORE INTO capsets (capset) VALUES (?1)")
-        .and_then(|mut s| s.execute([&capset]))
-        .map_err(db)?;
+    let capset = codec::task_capset(task);
+    if !capset.starts_with(codec::SIGNAL_CAPSET) {
+        conn.prepare_cached("INSERT OR IGNORE INTO capsets (capset) VALUES (?1)")
+            .and_then(|mut s| s.execute([&capset]))
+            .map_err(db)?;
+    }
     let row = TaskRow::of(task);
     let inserted = conn
         .prepare_cached(
@@ -244,6 +349,11 @@ pub(super) fn write_transition(
     }
     let (from, to) = (record.from, task.kind());
     append_history(conn, task.id, &record.entry)?;
+    if let Event::SignalReceived { id, .. } = &record.entry.event {
+        conn.prepare_cached(SIGNAL_DELIVERED_SQL)
+            .and_then(|mut s| s.execute(params![*id as i64, ts(record.entry.at)]))
+            .map_err(db)?;
+    }
     write_outbox(conn, task.id, &record.outbox, record.entry.at)?;
     if decide::releases_dependents(from, to) {
         conn.prepare_cached(

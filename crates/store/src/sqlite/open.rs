@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("002_hot_paths_as_postgres.sql"),
     include_str!("003_workflow_outputs.sql"),
     include_str!("004_artifacts.sql"),
+    include_str!("005_signals_and_timers.sql"),
 ];
 
 /// Read connections kept open.

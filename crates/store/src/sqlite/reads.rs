@@ -10,16 +10,16 @@ use baton_core::{
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::commands::{load_artifact, load_task, CLAIM_SQL};
+use super::commands::{load_artifact, load_task, signal_row, CLAIM_SQL, SIGNAL_COLUMNS};
 use super::error::db;
 use super::open::SqliteStore;
 use crate::artifact::{io_error, CHUNKS_AHEAD_MAX};
 use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HotPath, OutboxItem, PutArtifact, StagedArtifact, StateCounts, Store,
-    StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord,
-    WorkflowRecord, ARTIFACT_CHUNK_BYTES, PAGE_ROWS_MAX,
+    Dependency, Edge, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal, SignalRecord,
+    StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
+    TaskForView, TransitionRecord, WorkflowRecord, ARTIFACT_CHUNK_BYTES, PAGE_ROWS_MAX,
 };
 
 /// How a task is decoded from its `snapshot` and `spec` columns.
@@ -158,7 +158,7 @@ const DEPENDENTS_SQL: &str = "SELECT dependent FROM edges WHERE dependency = ?1 
 /// Named index: without statistics SQLite prefers `tasks_by_state`, which reads every blocked
 /// task to find the few whose count reached zero.
 const RELEASED_SQL: &str = "SELECT id FROM tasks INDEXED BY tasks_released
-    WHERE state = 'blocked' AND deps_open = 0 ORDER BY id LIMIT ?1";
+    WHERE state = 'blocked' AND deps_open = 0 AND timer_at IS NULL ORDER BY id LIMIT ?1";
 const COUNTS_SQL: &str = "SELECT state, n FROM state_counts";
 
 impl Store for SqliteStore {
@@ -719,5 +719,99 @@ impl Store for SqliteStore {
         .await
         .map_err(|_| StoreError::Closed)?;
         Ok(swept)
+    }
+
+    async fn put_signal(&self, signal: NewSignal) -> Result<PutSignal, StoreError> {
+        self.writes.put_signal(signal).await
+    }
+
+    async fn signals(
+        &self,
+        workflow: WorkflowId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<SignalRecord>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {SIGNAL_COLUMNS} FROM signals WHERE workflow_id = ?1 AND id > ?2
+                     ORDER BY id LIMIT ?3"
+                ))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![workflow.0, after as i64, limit], signal_row)
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn kept_signals(
+        &self,
+        of: Option<(WorkflowId, String)>,
+        limit: usize,
+    ) -> Result<Vec<SignalRecord>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        self.read(move |c| {
+            let kept = |sql: &str, args: &[&dyn rusqlite::ToSql]| {
+                let mut stmt = c.prepare_cached(sql).map_err(db)?;
+                let rows = stmt.query_map(args, signal_row).map_err(db)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+            };
+            match of {
+                Some((wf, name)) => kept(
+                    &format!(
+                        "SELECT {SIGNAL_COLUMNS} FROM signals INDEXED BY signals_kept
+                         WHERE workflow_id = ?1 AND name = ?2 AND delivered_at IS NULL
+                         ORDER BY id LIMIT ?3"
+                    ),
+                    &[&wf.0, &name, &limit],
+                ),
+                None => kept(
+                    &format!(
+                        "SELECT {SIGNAL_COLUMNS} FROM signals INDEXED BY signals_kept
+                         WHERE delivered_at IS NULL ORDER BY id LIMIT ?1"
+                    ),
+                    &[&limit],
+                ),
+            }
+        })
+        .await
+    }
+
+    async fn waiting_for_signal(
+        &self,
+        filter: TaskFilter,
+        name: Option<String>,
+    ) -> Result<Vec<Task>, StoreError> {
+        let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let after = filter.after.map(|t| t.0).unwrap_or(Uuid::nil());
+        self.read(move |c| {
+            let select = "SELECT t.id, t.snapshot, s.spec FROM tasks t
+                          JOIN task_specs s ON s.task_id = t.id";
+            let low = codec::SIGNAL_CAPSET;
+            match (filter.workflow, name) {
+                (Some(wf), Some(name)) => load_tasks(
+                    c,
+                    &format!("{select} WHERE t.workflow_id = ?1 AND t.state = 'pending' AND t.capset = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
+                    &[&wf.0, &format!("{low}{name}"), &after, &limit],
+                    codec::decode_task,
+                ),
+                (Some(wf), None) => load_tasks(
+                    c,
+                    &format!("{select} WHERE t.workflow_id = ?1 AND t.state = 'pending' AND t.capset >= ?2 AND t.capset < ?3 AND t.id > ?4 ORDER BY t.id LIMIT ?5"),
+                    &[&wf.0, &low, &codec::SIGNAL_CAPSET_END, &after, &limit],
+                    codec::decode_task,
+                ),
+                (None, _) => load_tasks(
+                    c,
+                    &format!("{select} WHERE t.state = 'pending' AND t.capset >= ?1 AND t.capset < ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
+                    &[&low, &codec::SIGNAL_CAPSET_END, &after, &limit],
+                    codec::decode_task,
+                ),
+            }
+        })
+        .await
     }
 }

@@ -102,6 +102,9 @@ fn run_command(
         Command::PutArtifact(meta, _) => {
             Outcome::PutArtifact(savepoint(tx, deltas, |sp, _| put_artifact(sp, meta))?)
         }
+        Command::PutSignal(signal, _) => Outcome::PutSignal(savepoint(tx, deltas, |sp, _| {
+            super::commands::put_signal(sp, signal)
+        })?),
         Command::SweepArtifacts(before, limit, _) => {
             Outcome::Swept(savepoint(tx, deltas, |sp, _| {
                 sweep_artifacts(sp, *before, *limit)

@@ -121,8 +121,8 @@ async fn run(careful: bool) -> Summary {
                 summary.claimed = claimed.len();
             }
             Outcome::Done(o) => summary.done.push(o.is_ok()),
-            Outcome::PutArtifact(_) | Outcome::Swept(_) => {
-                unreachable!("PostgreSQL runs no artifact commands in its writers")
+            Outcome::PutArtifact(_) | Outcome::Swept(_) | Outcome::PutSignal(_) => {
+                unreachable!("PostgreSQL runs no artifact or signal commands in its writers")
             }
         }
     }
