@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use baton_core::{Capability, ErrorReport, StateKind, Task, TaskSpec};
+use baton_core::{Capability, ErrorReport, EventKind, StateKind, Task, TaskSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -553,6 +553,10 @@ pub struct WorkflowListQuery {
     pub before: Option<Uuid>,
     /// At most this many (1 to 100, default 20).
     pub limit: Option<usize>,
+    /// Only workflows with this status.
+    pub status: Option<WorkflowStatusView>,
+    /// Only workflows whose name contains this (ignoring case).
+    pub name: Option<String>,
 }
 
 /// One task of a workflow's graph.
@@ -563,6 +567,53 @@ pub struct GraphNode {
     pub key: String,
     pub state: StateKind,
     pub attempt: u32,
+    /// The task that made this one: the task that added it as a sub-task (decomposition), or
+    /// the `for_each` task it is an item of (`KEY[i]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Uuid>,
+    /// For a compensation task: the task it compensates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensates: Option<Uuid>,
+}
+
+/// Query of `GET /v1/workflows/{id}/history`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowHistoryQuery {
+    /// Tasks with ids after this one (the `next` of the previous page).
+    pub after: Option<Uuid>,
+    /// The history of at most this many tasks (1 to 500, default 200).
+    pub limit: Option<usize>,
+}
+
+/// One history entry without its event's data.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HistoryMarkView {
+    pub seq: u64,
+    /// When it was recorded (ms since the epoch).
+    pub at: u64,
+    pub event: EventKind,
+}
+
+/// One task's history entries, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskHistoryMarks {
+    pub task: Uuid,
+    pub entries: Vec<HistoryMarkView>,
+}
+
+/// A page of the history of a workflow's tasks, in task id order: each entry's sequence
+/// number, time and event, without the event's data; heartbeats are left out.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkflowHistory {
+    pub workflow: Uuid,
+    pub tasks: Vec<TaskHistoryMarks>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<Uuid>,
 }
 
 /// `dependent` waits for `dependency`.

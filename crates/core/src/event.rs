@@ -229,6 +229,11 @@ impl EventKind {
         EventKind::TimerFired,
     ];
 
+    /// The kind named `name` (as [`EventKind::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Submitted => "submitted",

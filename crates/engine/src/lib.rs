@@ -60,7 +60,8 @@ pub use views::{OpenDependency, TaskDetail, WaitReason, WorkflowGraph};
 /// need not depend on the store.
 pub mod read {
     pub use baton_store::{
-        AgentRecord, AnyStore, ArtifactChunks, ArtifactMeta, Dependency, Edge, PutArtifact,
-        SignalRecord, StateCounts, TaskFilter, WorkflowRecord, PAGE_ROWS_MAX,
+        AgentRecord, AnyStore, ArtifactChunks, ArtifactMeta, Dependency, Edge, HistoryMark,
+        PutArtifact, SignalRecord, StateCounts, TaskFilter, WorkflowRecord,
+        HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
     };
 }

@@ -1,14 +1,15 @@
 //! What the API reads, through the engine: tasks and their history, why a task waits,
 //! workflows, graphs, agents, counts and metrics. The server never reads the store itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use baton_core::{
     AgentId, CancelReason, Capability, HistoryEntry, State, StateKind, Task, TaskId, TaskKey,
     Timestamp, WorkflowId,
 };
 use baton_store::{
-    AgentRecord, Dependency, Edge, StateCounts, Store, TaskFilter, TaskPages, WorkflowRecord,
+    AgentRecord, Dependency, Edge, HistoryMark, StateCounts, Store, TaskFilter, TaskPages,
+    WorkflowRecord,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -81,6 +82,11 @@ pub struct TaskDetail {
 pub struct WorkflowGraph {
     pub tasks: Vec<Task>,
     pub edges: Vec<Edge>,
+    /// Each task that another made: a sub-task (decomposition) to the task that added it, a
+    /// fan-out item (`KEY[i]`) to its `for_each` task.
+    pub parents: HashMap<TaskId, TaskId>,
+    /// Each compensation task to the task it compensates (the one whose spec names its key).
+    pub compensates: HashMap<TaskId, TaskId>,
 }
 
 impl<S: Store + 'static> Engine<S> {
@@ -201,7 +207,56 @@ impl<S: Store + 'static> Engine<S> {
             tasks.extend(page);
         }
         let edges = self.inner.store.workflow_edges(id).await?;
-        Ok(WorkflowGraph { tasks, edges })
+        let by_key: HashMap<&TaskKey, TaskId> = tasks.iter().map(|t| (&t.spec.key, t.id)).collect();
+        let mut parents = HashMap::new();
+        let mut compensates = HashMap::new();
+        for t in &tasks {
+            if let Some(c) = t
+                .spec
+                .compensation
+                .as_ref()
+                .and_then(|c| by_key.get(&c.key))
+            {
+                compensates.insert(*c, t.id);
+            }
+            if t.spec.for_each.is_some() {
+                for i in 0..t.expanded.unwrap_or(0) as usize {
+                    if let Some(item) = by_key.get(&baton_core::template::item_key(&t.spec.key, i))
+                    {
+                        parents.insert(*item, t.id);
+                    }
+                }
+            }
+        }
+        for (parent, keys) in self.inner.store.subtasks_added(id).await? {
+            for key in keys {
+                if let Some(child) = by_key.get(&key) {
+                    parents.insert(*child, parent);
+                }
+            }
+        }
+        Ok(WorkflowGraph {
+            tasks,
+            edges,
+            parents,
+            compensates,
+        })
+    }
+
+    /// A page of the history of a workflow's tasks (those with ids after `after`, at most
+    /// `tasks_max`), without events' data or heartbeats: what a timeline draws.
+    pub async fn workflow_history(
+        &self,
+        id: WorkflowId,
+        after: Option<TaskId>,
+        tasks_max: usize,
+    ) -> Result<Vec<HistoryMark>, EngineError> {
+        self.workflow(id).await?;
+        Ok(self
+            .inner
+            .store
+            .workflow_history(id, after, tasks_max)
+            .await?)
     }
 
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, EngineError> {

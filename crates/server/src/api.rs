@@ -170,6 +170,9 @@ async fn workflow_view(
 
 /// Most workflows in one page of `GET /v1/workflows`.
 const WORKFLOWS_PAGE_MAX: usize = 100;
+/// Most workflows one filtered `GET /v1/workflows` looks at: when few match, it answers
+/// with fewer than `limit` and a `next` to go on from.
+const WORKFLOWS_SCANNED_MAX: usize = 500;
 
 #[utoipa::path(get, path = "/v1/workflows", params(WorkflowListQuery),
     responses((status = 200, body = WorkflowList), (status = 400, body = ProblemDoc)))]
@@ -187,14 +190,49 @@ pub async fn list_workflows(
         .field("limit", format!("between 1 and {WORKFLOWS_PAGE_MAX}")));
     }
     let e = engine(&s);
-    let records = e.workflows(q.before.map(WorkflowId), limit).await?;
-    let next = (records.len() == limit)
-        .then(|| records.last().map(|w| w.id.0))
-        .flatten();
-    let mut workflows = Vec::with_capacity(records.len());
-    for wf in records {
-        workflows.push(workflow_view(e, wf, false).await?);
+    let name = q
+        .name
+        .as_deref()
+        .map(str::to_lowercase)
+        .filter(|n| !n.is_empty());
+    let filtered = q.status.is_some() || name.is_some();
+    let mut workflows = Vec::with_capacity(limit);
+    let mut before = q.before.map(WorkflowId);
+    let mut scanned = 0;
+    let (mut full, mut end) = (false, false);
+    // Unfiltered: one page of `limit`. Filtered: pages until `limit` match, the workflows end,
+    // or WORKFLOWS_SCANNED_MAX were looked at; `next` goes on from the last one looked at.
+    while !full && !end && scanned < WORKFLOWS_SCANNED_MAX {
+        let want = if filtered {
+            WORKFLOWS_PAGE_MAX.min(WORKFLOWS_SCANNED_MAX - scanned)
+        } else {
+            limit
+        };
+        let records = e.workflows(before, want).await?;
+        end = records.len() < want;
+        let n = records.len();
+        for (i, wf) in records.into_iter().enumerate() {
+            scanned += 1;
+            before = Some(wf.id);
+            let named = name
+                .as_ref()
+                .is_none_or(|want| wf.name.to_lowercase().contains(want.as_str()));
+            if !named {
+                continue;
+            }
+            let view = workflow_view(e, wf, false).await?;
+            if q.status.is_some_and(|st| st != view.status) {
+                continue;
+            }
+            workflows.push(view);
+            if workflows.len() == limit {
+                full = true;
+                end = end && i + 1 == n;
+                break;
+            }
+        }
     }
+    let next = if end { None } else { before.map(|w| w.0) };
     Ok(Json(WorkflowList { workflows, next }))
 }
 
@@ -215,6 +253,8 @@ pub async fn workflow_graph(
             key: t.spec.key.0.clone(),
             state: t.kind(),
             attempt: t.attempt,
+            parent: graph.parents.get(&t.id).map(|p| p.0),
+            compensates: graph.compensates.get(&t.id).map(|c| c.0),
         })
         .collect();
     let edges = graph
@@ -229,6 +269,55 @@ pub async fn workflow_graph(
         workflow: id.0,
         nodes,
         edges,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/workflows/{id}/history",
+    params(("id" = String, Path, description = "workflow id"), WorkflowHistoryQuery),
+    responses((status = 200, body = WorkflowHistory, description = "The history of a page of the workflow's tasks (in task id order), each entry's time and event without its data; heartbeats left out. For timelines; a task's full history is `GET /v1/tasks/{id}/history`."),
+        (status = 400, body = ProblemDoc), (status = 404, body = ProblemDoc)))]
+pub async fn workflow_history(
+    AxState(s): St,
+    _caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<WorkflowHistoryQuery>,
+) -> ApiResult<Json<WorkflowHistory>> {
+    let id = WorkflowId(parse_id("workflow", &id)?);
+    let max = baton_engine::read::HISTORY_TASKS_PER_PAGE_MAX;
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=max).contains(&limit) {
+        return Err(Problem::bad_request(
+            "invalid_query",
+            format!("limit {limit} is out of range"),
+        )
+        .field("limit", format!("between 1 and {max}")));
+    }
+    let marks = engine(&s)
+        .workflow_history(id, q.after.map(TaskId), limit)
+        .await?;
+    let mut tasks: Vec<TaskHistoryMarks> = Vec::new();
+    for m in marks {
+        let entry = HistoryMarkView {
+            seq: m.seq,
+            at: m.at.0,
+            event: m.event,
+        };
+        match tasks.last_mut() {
+            Some(t) if t.task == m.task.0 => t.entries.push(entry),
+            _ => tasks.push(TaskHistoryMarks {
+                task: m.task.0,
+                entries: vec![entry],
+            }),
+        }
+    }
+    // Every task has its `submitted` entry, so a full page names `limit` tasks.
+    let next = (tasks.len() == limit)
+        .then(|| tasks.last().map(|t| t.task))
+        .flatten();
+    Ok(Json(WorkflowHistory {
+        workflow: id.0,
+        tasks,
+        next,
     }))
 }
 

@@ -60,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::submit_workflow, api::list_workflows))
         .routes(routes!(api::workflow_graph))
+        .routes(routes!(api::workflow_history))
         .routes(routes!(api::get_workflow))
         .routes(routes!(api::cancel_workflow))
         .routes(routes!(api::submit_task, api::list_tasks))

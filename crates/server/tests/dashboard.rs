@@ -1315,3 +1315,397 @@ async fn artifacts_in_a_tasks_input_and_result_are_download_links() {
     })
     .await;
 }
+
+// ---- real workflows: groups, search, timeline, the workflows filter ----------------------------
+
+/// Longest wait for the 10,000-task workflow's graph (fetch, grouping and layout).
+const HUGE_GRAPH_WAIT_MS_MAX: u64 = 120_000;
+
+/// Writes a screenshot of the element `css` into `docs/NAME.png`, for the README.
+async fn doc_screenshot(b: &Browser, css: &str, name: &str) {
+    // The browser shoots what the window shows of the element: bring all of it in.
+    b.js(&format!(
+        "document.querySelector({}).scrollIntoView(); return null",
+        js_str(css)
+    ))
+    .await;
+    let id = b.element(css).await;
+    let v = b
+        .cmd(
+            reqwest::Method::GET,
+            &format!("/element/{id}/screenshot"),
+            None,
+        )
+        .await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap())
+        .unwrap();
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    std::fs::write(docs.join(format!("{name}.png")), &png).unwrap();
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), &png).unwrap();
+}
+
+/// A fan-out over `from`'s result at `pointer`.
+fn fan_out(key: &str, from: &str, pointer: &str) -> Value {
+    let mut t = task(key, &[from]);
+    t["for_each"] = json!({"$from": from, "pointer": pointer});
+    t
+}
+
+/// Claims (up to 256 at a time) and completes tasks until `n` have been completed, moving the
+/// clock `step_ms` between each start and success so that the timeline has widths.
+async fn complete_some(srv: &TestServer, agent: &str, n: usize, step_ms: u64) {
+    let mut done = 0;
+    while done < n {
+        let claimed = srv.claim_within(agent, (n - done).min(256)).await;
+        assert!(!claimed.is_empty(), "tasks to complete");
+        for c in &claimed {
+            srv.report(c, agent, "started", json!({})).await;
+        }
+        srv.clock.advance(step_ms);
+        for c in &claimed {
+            srv.report(c, agent, "succeeded", json!({"result": {"ok": true}}))
+                .await;
+        }
+        done += claimed.len();
+    }
+}
+
+/// The demo's shape, 252 tasks: a plan that fails once and then succeeds, an outline that
+/// decomposes into 125 sections, a fan-out over 120 topics, a task that fails for good and
+/// has its compensation run.
+async fn submit_demo_like(srv: &TestServer) -> (String, std::collections::HashMap<String, String>) {
+    let mut announce = task("announce", &["plan"]);
+    announce["retry"]["max_attempts"] = json!(1);
+    announce["compensation"] = json!({"key": "announce-undo", "capabilities": ["work"]});
+    let (status, wf) = srv
+        .post(
+            "/v1/workflows",
+            json!({"name": "book-report", "tasks": [
+                task("plan", &[]),
+                task("outline", &["plan"]),
+                fan_out("write", "plan", "/topics"),
+                task("assemble", &["outline", "write"]),
+                task("publish", &["assemble"]),
+                announce,
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{wf}");
+    let ids = ids(&wf);
+    let agent = srv.register("worker", &["work"], 256).await;
+    // plan: fails once, then its retry succeeds.
+    let plan = srv.claim_one(&agent).await;
+    srv.clock.advance(1_500);
+    srv.report(&plan, &agent, "started", json!({})).await;
+    srv.clock.advance(4_000);
+    let (s, b) = srv
+        .report(
+            &plan,
+            &agent,
+            "failed",
+            json!({"error": {"kind": "upstream", "message": "the model timed out"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    srv.clock.advance(1_500);
+    srv.engine.tick().await.unwrap();
+    let plan = srv.claim_one(&agent).await;
+    srv.clock.advance(500);
+    srv.report(&plan, &agent, "started", json!({})).await;
+    srv.clock.advance(5_000);
+    let topics: Vec<u32> = (0..120).collect();
+    let (s, b) = srv
+        .report(
+            &plan,
+            &agent,
+            "succeeded",
+            json!({"result": {"topics": topics}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    srv.clock.advance(1_000);
+    // outline and announce are ready; the fan-out expands.
+    let ready = srv.claim_within(&agent, 2).await;
+    let mut ready = ready.into_iter();
+    let (mut outline, mut announce) = (None, None);
+    for c in ready.by_ref() {
+        match c["key"].as_str().unwrap() {
+            "outline" => outline = Some(c),
+            "announce" => announce = Some(c),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let announce = match announce {
+        Some(a) => a,
+        None => srv.claim_one(&agent).await,
+    };
+    let outline = match outline {
+        Some(o) => o,
+        None => srv.claim_one(&agent).await,
+    };
+    srv.report(&outline, &agent, "started", json!({})).await;
+    srv.report(&announce, &agent, "started", json!({})).await;
+    srv.clock.advance(3_000);
+    let sections: Vec<Value> = (1..=125)
+        .map(|i| json!({"key": format!("section-{i}"), "capabilities": ["work"]}))
+        .collect();
+    let (s, b) = srv
+        .report(&outline, &agent, "subtasks", json!({ "tasks": sections }))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    srv.report(
+        &outline,
+        &agent,
+        "succeeded",
+        json!({"result": {"sections": 125}}),
+    )
+    .await;
+    srv.report(
+        &announce,
+        &agent,
+        "failed",
+        json!({"error": {"kind": "refused", "message": "the list is closed"}}),
+    )
+    .await;
+    srv.clock.advance(2_000);
+    // Most items and some sections done, a few running: a workflow in progress.
+    complete_some(srv, &agent, 200, 2_000).await;
+    (wf["workflow"].as_str().unwrap().to_owned(), ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_workflows_graph_groups_sub_tasks_and_items_and_finds_a_task() {
+    let srv = TestServer::start().await;
+    scenario("graph-groups", srv, |srv, b| async move {
+        let (workflow, ids) = submit_demo_like(&srv).await;
+        assert_eq!(srv.get(&format!("/v1/workflows/{workflow}")).await.1["counts"]["total"], 252);
+        b.goto(&format!("#/workflows/{workflow}")).await;
+        let ready = "return document.querySelector('[data-testid=graph]').dataset.ready === 'true'";
+        b.wait("the graph to be drawn", ready).await;
+        // Two groups of more than 20 start collapsed: 125 sections and 120 items.
+        let groups = b
+            .js("return [...document.querySelectorAll('[data-testid=graph-group]')].map(g => g.dataset.key + ':' + g.dataset.count).sort()")
+            .await;
+        assert_eq!(groups, json!(["outline:125", "write:120"]));
+        assert_eq!(b.count("[data-testid=graph-node]").await, 7, "the six tasks and the compensation");
+        let edge = |t: &str| format!("[data-testid=graph-edge][data-type={t}]");
+        assert_eq!(b.count(&edge("parent")).await, 1, "outline to its sections");
+        assert_eq!(b.count(&edge("comp")).await, 1, "announce to announce-undo");
+        assert_eq!(
+            b.js(&format!("return document.querySelector('{}').dataset.from", edge("comp"))).await,
+            ids["announce"]
+        );
+        b.wait("the timeline", "return document.querySelector('[data-testid=timeline]').dataset.ready === 'true'")
+            .await;
+        b.assert_no_page_errors().await;
+        doc_screenshot(&b, "section[aria-labelledby=graph-h]", "dashboard-graph").await;
+
+        // The plan failed once and then succeeded: its row has both attempts.
+        let bars = b
+            .js(&format!(
+                "return [...document.querySelectorAll('[data-testid=timeline-row][data-task=\"{}\"] [data-testid=timeline-bar]')]\
+                 .map(r => r.dataset.state + '@' + r.dataset.attempt)",
+                ids["plan"]
+            ))
+            .await;
+        assert_eq!(
+            bars,
+            json!(["pending@1", "assigned@1", "executing@1", "failed@1", "pending@2", "assigned@2", "executing@2"])
+        );
+        assert_eq!(
+            b.js(&format!(
+                "return document.querySelector('[data-testid=timeline-row][data-task=\"{}\"] [data-testid=timeline-end]').dataset.state",
+                ids["plan"]
+            ))
+            .await,
+            "completed"
+        );
+        let title = b
+            .js("return document.querySelector('[data-testid=timeline-bar][data-state=failed] title').textContent")
+            .await;
+        assert!(title.as_str().unwrap().starts_with("plan · failed · attempt 1"), "{title}");
+        assert_eq!(
+            b.count("[data-testid=timeline-row][data-group]").await,
+            2,
+            "the collapsed groups are one row each"
+        );
+        doc_screenshot(&b, "section[aria-labelledby=timeline-h]", "dashboard-timeline").await;
+
+        // Expanding a group draws its members; its parent's − collapses it again.
+        b.js("document.querySelector('[data-testid=graph-group][data-key=outline]').dispatchEvent(new MouseEvent('click', {bubbles: true})); return null")
+            .await;
+        b.wait(
+            "the sections drawn",
+            "return document.querySelector('[data-testid=graph]').dataset.ready === 'true' \
+             && document.querySelectorAll('[data-testid=graph-node][data-key^=section-]').length === 125",
+        )
+        .await;
+        assert_eq!(b.count("[data-testid=graph-group]").await, 1);
+        b.screenshot("graph-groups-expanded").await;
+        b.js("document.querySelector('[data-testid=group-collapse]').dispatchEvent(new MouseEvent('click', {bubbles: true})); return null")
+            .await;
+        b.wait(
+            "the sections collapsed again",
+            "return document.querySelector('[data-testid=graph]').dataset.ready === 'true' \
+             && document.querySelectorAll('[data-testid=graph-group]').length === 2",
+        )
+        .await;
+
+        // Search: the item is inside a collapsed group, which opens; the item is centred.
+        b.type_into("[data-testid=graph-search]", "write[77]").await;
+        b.click("[data-testid=graph-search-go]").await;
+        let found = b
+            .wait("the item found", "return document.querySelector('[data-testid=graph-search-result]').dataset.found")
+            .await;
+        let item = b
+            .js("return document.querySelector('[data-testid=graph-node][data-key=\"write[77]\"]')?.dataset.task")
+            .await;
+        assert_eq!(found, item);
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=graph-node].found').dataset.key").await,
+            "write[77]"
+        );
+        let centred = b
+            .js("const r = document.querySelector('[data-testid=graph-node].found').getBoundingClientRect(); \
+                 const w = document.querySelector('[data-testid=graph-svg]').getBoundingClientRect(); \
+                 return Math.abs((r.left + r.right) / 2 - (w.left + w.right) / 2) < 40 \
+                   && Math.abs((r.top + r.bottom) / 2 - (w.top + w.bottom) / 2) < 40")
+            .await;
+        assert_eq!(centred, true, "the found task is in the middle of the graph");
+        b.screenshot("graph-search").await;
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_thousand_task_workflow_is_drawn_as_groups() {
+    let srv = TestServer::start().await;
+    scenario("graph-10k", srv, |srv, b| async move {
+        const CHAPTERS: usize = 40;
+        const PARAGRAPHS: usize = 243;
+        const SECTIONS: usize = 198;
+        let mut tasks = vec![task("outline", &[])];
+        for c in 0..CHAPTERS {
+            tasks.push(task(&format!("chapter-{c:02}"), &[]));
+            tasks.push(fan_out(&format!("draft-{c:02}"), &format!("chapter-{c:02}"), "/paragraphs"));
+        }
+        let drafts: Vec<String> = (0..CHAPTERS).map(|c| format!("draft-{c:02}")).collect();
+        let mut deps: Vec<&str> = drafts.iter().map(String::as_str).collect();
+        deps.push("outline");
+        tasks.push(task("assemble", &deps));
+        let wf = srv.submit(Value::Array(tasks)).await;
+        let workflow = wf["workflow"].as_str().unwrap().to_owned();
+        let agent = srv.register("worker", &["work"], 256).await;
+        let paragraphs: Vec<usize> = (0..PARAGRAPHS).collect();
+        let mut started = Vec::new();
+        while started.len() < CHAPTERS + 1 {
+            started.extend(srv.claim_within(&agent, 64).await);
+        }
+        for c in &started {
+            srv.report(c, &agent, "started", json!({})).await;
+            if c["key"] == "outline" {
+                let sections: Vec<Value> = (0..SECTIONS)
+                    .map(|i| json!({"key": format!("section-{i}"), "capabilities": ["work"]}))
+                    .collect();
+                let (s, body) = srv.report(c, &agent, "subtasks", json!({ "tasks": sections })).await;
+                assert_eq!(s, StatusCode::CREATED, "{body}");
+            }
+            srv.report(c, &agent, "succeeded", json!({"result": {"paragraphs": paragraphs}}))
+                .await;
+        }
+        // Every fan-out expanded: 10,000 tasks.
+        let start = Instant::now();
+        loop {
+            let total = srv.get(&format!("/v1/workflows/{workflow}")).await.1["counts"]["total"].clone();
+            if total == 10_000 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "the fan-outs expand: {total}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        complete_some(&srv, &agent, 600, 1_000).await;
+
+        b.goto(&format!("#/workflows/{workflow}")).await;
+        let opened = Instant::now();
+        b.wait_for(
+            "the 10,000-task graph to be drawn",
+            "return document.querySelector('[data-testid=graph]').dataset.ready === 'true'",
+            HUGE_GRAPH_WAIT_MS_MAX,
+        )
+        .await;
+        let took = opened.elapsed();
+        let layout_ms = b.js("return document.querySelector('[data-testid=graph]').dataset.loadMs").await;
+        println!(
+            "10,000 tasks: graph drawn {} ms after opening the page (fetch, grouping and layout in the page: {layout_ms} ms)",
+            took.as_millis()
+        );
+        assert_eq!(b.js("return document.querySelector('[data-testid=graph]').dataset.nodes").await, "10000");
+        assert_eq!(b.count("[data-testid=graph-group]").await, (CHAPTERS + 1) as u64);
+        let members: u64 = serde_json::from_value::<Vec<u64>>(
+            b.js("return [...document.querySelectorAll('[data-testid=graph-group]')].map(g => +g.dataset.count)").await,
+        )
+        .unwrap()
+        .iter()
+        .sum();
+        assert_eq!(members, (CHAPTERS * PARAGRAPHS + SECTIONS) as u64, "every item and section is in a group");
+        assert_eq!(b.count("[data-testid=graph-node]").await, (2 * CHAPTERS + 2) as u64);
+        b.assert_no_page_errors().await;
+        doc_screenshot(&b, "section[aria-labelledby=graph-h]", "dashboard-graph-10k").await;
+
+        // Search finds a paragraph deep in a collapsed fan-out.
+        b.type_into("[data-testid=graph-search]", "draft-17[200]").await;
+        b.click("[data-testid=graph-search-go]").await;
+        b.wait_for(
+            "the paragraph found and drawn",
+            "return document.querySelector('[data-testid=graph-node].found')?.dataset.key === 'draft-17[200]'",
+            HUGE_GRAPH_WAIT_MS_MAX,
+        )
+        .await;
+        assert_eq!(b.count("[data-testid=graph-group]").await, CHAPTERS as u64);
+        b.screenshot("graph-10k-search").await;
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workflows_list_filters_by_status_and_name() {
+    let srv = TestServer::start().await;
+    scenario("workflow-filter", srv, |srv, b| async move {
+        let submit = |name: &'static str, key: &'static str| {
+            let srv = Arc::clone(&srv);
+            async move {
+                let (s, wf) = srv.post("/v1/workflows", json!({"name": name, "tasks": [task(key, &[])]})).await;
+                assert_eq!(s, StatusCode::CREATED, "{wf}");
+                ids(&wf)[key].clone()
+            }
+        };
+        let done = submit("nightly-report", "a").await;
+        let agent = srv.register("worker", &["work"], 1).await;
+        complete_next(&srv, &agent, &done).await;
+        let cancelled = submit("nightly-backup", "b").await;
+        srv.post(&format!("/v1/tasks/{cancelled}/cancel"), json!({})).await;
+        submit("weekly-digest", "c").await;
+        b.goto("#/").await;
+        let rows = "return document.querySelector('[data-testid=workflows]').closest('section').dataset.loaded === 'true' \
+                    && [...document.querySelectorAll('[data-testid=workflow-row]')].map(r => r.dataset.status).join(',')";
+        assert_eq!(b.wait("three workflows", rows).await, "running,cancelled,completed");
+        b.click("[data-testid=workflow-status-filter]").await;
+        b.click("[data-testid=workflow-status-filter] option[value=completed]").await;
+        b.wait("the completed one only", &rows.replace("join(',')", "join(',') === 'completed'")).await;
+        b.click("[data-testid=workflow-status-filter] option[value='']").await;
+        b.type_into("[data-testid=workflow-name-filter]", "NIGHTLY").await;
+        b.wait("the two nightly ones", &rows.replace("join(',')", "join(',') === 'cancelled,completed'")).await;
+        b.click("[data-testid=workflow-status-filter] option[value=running]").await;
+        b.wait(
+            "none running among the nightly ones",
+            "return document.querySelectorAll('[data-testid=workflow-row]').length === 0 \
+             && document.querySelector('[data-testid=workflows]').closest('section').textContent.includes('No workflow matches')",
+        )
+        .await;
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}

@@ -11,9 +11,9 @@ use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal, SignalRecord,
-    StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
-    TaskForView, TransitionRecord, WorkflowRecord,
+    Dependency, Edge, HistoryMark, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal,
+    SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome,
+    TaskFilter, TaskForView, TransitionRecord, WorkflowRecord,
 };
 
 /// One of the backends, chosen by [`AnyStore::open`].
@@ -122,6 +122,22 @@ impl Store for AnyStore {
         limit: usize,
     ) -> Result<Vec<WorkflowRecord>, StoreError> {
         delegate!(self, s => s.workflows(before, limit).await)
+    }
+
+    async fn workflow_history(
+        &self,
+        workflow: WorkflowId,
+        after: Option<TaskId>,
+        tasks_max: usize,
+    ) -> Result<Vec<HistoryMark>, StoreError> {
+        delegate!(self, s => s.workflow_history(workflow, after, tasks_max).await)
+    }
+
+    async fn subtasks_added(
+        &self,
+        workflow: WorkflowId,
+    ) -> Result<Vec<(TaskId, Vec<TaskKey>)>, StoreError> {
+        delegate!(self, s => s.subtasks_added(workflow).await)
     }
 
     async fn workflow_edges(&self, workflow: WorkflowId) -> Result<Vec<Edge>, StoreError> {

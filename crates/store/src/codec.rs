@@ -281,6 +281,43 @@ pub fn event_json(event: &Event) -> String {
 /// The kind of event in `history.event` whose payload leaves the spec to `task_specs`.
 pub const SUBMITTED: &str = "submitted";
 
+/// A history row read back without its payload (see [`crate::Store::workflow_history`]).
+pub fn history_mark(
+    task: TaskId,
+    seq: i64,
+    at: i64,
+    event: &str,
+) -> Result<crate::HistoryMark, StoreError> {
+    let event = baton_core::EventKind::parse(event).ok_or_else(|| StoreError::Corrupt {
+        task,
+        detail: format!("history entry {seq}: unknown event `{event}`"),
+    })?;
+    Ok(crate::HistoryMark {
+        task,
+        seq: seq as u64,
+        at: Timestamp(at as u64),
+        event,
+    })
+}
+
+/// The sub-task keys of a `subtasks_added` entry's payload.
+pub fn subtask_keys(task: TaskId, seq: i64, payload: &str) -> Result<Vec<TaskKey>, StoreError> {
+    match serde_json::from_str(payload) {
+        Ok(Event::SubtasksAdded { tasks, .. }) => Ok(tasks),
+        Ok(other) => Err(StoreError::Corrupt {
+            task,
+            detail: format!(
+                "history entry {seq}: `{}` where `subtasks_added` was recorded",
+                other.kind().as_str()
+            ),
+        }),
+        Err(e) => Err(StoreError::Corrupt {
+            task,
+            detail: format!("history entry {seq}: {e}"),
+        }),
+    }
+}
+
 /// A history row read back: `event` is its `history.event` column, and `spec` gives the task's
 /// spec, asked for only for a `submitted` entry.
 pub fn decode_history_entry(

@@ -24,8 +24,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use baton_core::{
-    AgentId, ArtifactRef, Capability, Effect, Event, HistoryEntry, LeaseId, Rejection, StateKind,
-    Submission, Task, TaskId, TaskKey, Timestamp, Transition, WorkflowId,
+    AgentId, ArtifactRef, Capability, Effect, Event, EventKind, HistoryEntry, LeaseId, Rejection,
+    StateKind, Submission, Task, TaskId, TaskKey, Timestamp, Transition, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +107,19 @@ impl NewTask {
         Ok((new, t))
     }
 }
+
+/// One history entry of a workflow's task without its event's data: what a timeline draws.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryMark {
+    pub task: TaskId,
+    pub seq: u64,
+    pub at: Timestamp,
+    pub event: EventKind,
+}
+
+/// Most tasks whose history one [`Store::workflow_history`] read returns: a page's rows are
+/// bounded by this times a task's transitions (heartbeats left out), which its attempts bound.
+pub const HISTORY_TASKS_PER_PAGE_MAX: usize = 500;
 
 /// `dependent` waits for `dependency`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -555,6 +568,24 @@ pub trait Store: Send + Sync {
         before: Option<WorkflowId>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<WorkflowRecord>, StoreError>> + Send;
+
+    /// The history of the workflow's tasks with ids greater than `after`, at most `tasks_max`
+    /// tasks (at most [`HISTORY_TASKS_PER_PAGE_MAX`]) in id order, each task's entries in
+    /// order; events' data is not read, and heartbeats are left out (a timeline does not
+    /// draw them, and a long execution has thousands).
+    fn workflow_history(
+        &self,
+        workflow: WorkflowId,
+        after: Option<TaskId>,
+        tasks_max: usize,
+    ) -> impl Future<Output = Result<Vec<HistoryMark>, StoreError>> + Send;
+
+    /// Decomposition in the workflow: each `subtasks_added` entry's task (the parent) and the
+    /// keys of the sub-tasks it added.
+    fn subtasks_added(
+        &self,
+        workflow: WorkflowId,
+    ) -> impl Future<Output = Result<Vec<(TaskId, Vec<TaskKey>)>, StoreError>> + Send;
 
     /// Every dependency edge among the workflow's tasks.
     fn workflow_edges(

@@ -721,6 +721,17 @@ mod cases {
         advance(
             s,
             plan.id,
+            Event::SubtasksAdded {
+                agent: agent(1),
+                token,
+                tasks: vec!["research".into()],
+            },
+            at(3),
+        )
+        .await;
+        advance(
+            s,
+            plan.id,
             Event::ExecutionSucceeded {
                 agent: agent(1),
                 token,
@@ -735,6 +746,39 @@ mod cases {
         );
         run_to_completion(s, sub_id, at(5)).await;
         assert_eq!(s.released_blocked(10).await.unwrap(), vec![publish.id]);
+
+        assert_eq!(
+            s.subtasks_added(flow.id).await.unwrap(),
+            vec![(plan.id, vec![TaskKey::from("research")])]
+        );
+        // The workflow's history, task by task in id order, without the events' data.
+        let marks = s.workflow_history(flow.id, None, 10).await.unwrap();
+        let of_plan: Vec<EventKind> = marks
+            .iter()
+            .filter(|m| m.task == plan.id)
+            .map(|m| m.event)
+            .collect();
+        assert_eq!(
+            of_plan,
+            [
+                EventKind::Submitted,
+                EventKind::AgentAssigned,
+                EventKind::ExecutionStarted,
+                EventKind::SubtasksAdded,
+                EventKind::ExecutionSucceeded
+            ]
+        );
+        let tasks: Vec<TaskId> = marks.iter().map(|m| m.task).collect();
+        let mut in_order = tasks.clone();
+        in_order.sort();
+        assert_eq!(tasks, in_order);
+        let first = s.workflow_history(flow.id, None, 1).await.unwrap();
+        assert!(first.iter().all(|m| m.task == tasks[0]));
+        let rest = s
+            .workflow_history(flow.id, Some(tasks[0]), 10)
+            .await
+            .unwrap();
+        assert_eq!(first.len() + rest.len(), marks.len());
     }
 
     pub async fn workflows_list_newest_first_with_their_edges<S: Store>(s: &S) {

@@ -335,6 +335,27 @@ impl Store for FaultyStore {
             .await
     }
 
+    async fn workflow_history(
+        &self,
+        workflow: WorkflowId,
+        after: Option<TaskId>,
+        tasks_max: usize,
+    ) -> Result<Vec<baton_store::HistoryMark>, StoreError> {
+        self.read(
+            "workflow_history",
+            self.inner.workflow_history(workflow, after, tasks_max),
+        )
+        .await
+    }
+
+    async fn subtasks_added(
+        &self,
+        workflow: WorkflowId,
+    ) -> Result<Vec<(TaskId, Vec<TaskKey>)>, StoreError> {
+        self.read("subtasks_added", self.inner.subtasks_added(workflow))
+            .await
+    }
+
     async fn workflow_edges(&self, workflow: WorkflowId) -> Result<Vec<Edge>, StoreError> {
         self.read("workflow_edges", self.inner.workflow_edges(workflow))
             .await

@@ -54,6 +54,8 @@ export function abandonLayouts() {
 }
 
 let svgIds = 0;
+/** A graph taller than the panel is fitted to its width, but drawn at least this big. */
+const FIT_SCALE_MIN = 0.5;
 
 /** SVG path through dagre's edge points, smoothed with quadratic curves. */
 export function edgePath(points) {
@@ -165,12 +167,33 @@ export class GraphView {
     return { w: r.width || 800, h: r.height || 500 };
   }
 
+  /** The scale at which the graph fills the panel's width (at most 1.2). */
+  fitScale() {
+    const { w } = this.viewport();
+    return this.width ? Math.min(1.2, (0.94 * w) / this.width) : 1;
+  }
+
+  /**
+   * Fits the graph: the whole of it if that keeps it readable, else the panel's width (at
+   * most half size), from its top, to pan down from.
+   */
   fit() {
     const { w, h: ht } = this.viewport();
     if (!this.width || !this.height) return;
-    this.k = Math.min(1.2, (0.94 * w) / this.width, (0.94 * ht) / this.height);
+    const kw = this.fitScale();
+    const kh = (0.94 * ht) / this.height;
+    this.k = Math.min(kw, Math.max(kh, Math.min(kw, FIT_SCALE_MIN)));
     this.x = (w - this.width * this.k) / 2;
-    this.y = (ht - this.height * this.k) / 2;
+    this.y = this.height * this.k > ht ? 8 : (ht - this.height * this.k) / 2;
+    this.apply();
+  }
+
+  /** Puts the point (x, y) of the drawing at the middle of the panel, at scale k. */
+  centreOn(x, y, k) {
+    const { w, h: ht } = this.viewport();
+    this.k = Math.min(4, Math.max(0.01, k));
+    this.x = w / 2 - x * this.k;
+    this.y = ht / 2 - y * this.k;
     this.apply();
   }
 

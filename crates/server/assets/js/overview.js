@@ -7,6 +7,10 @@ import { applyTransition } from './counts.js';
 import { countCards, progressBar, workflowLink } from './widgets.js';
 import { api, errorText } from './api.js';
 
+/** What GET /v1/workflows?status= filters on. */
+const WORKFLOW_STATUSES = ['running', 'completed', 'failed', 'cancelled'];
+/** Typing in the name filter is read once it pauses this long. */
+const NAME_FILTER_PAUSE_MS = 250;
 /** Workflows per page of the overview. */
 const WORKFLOWS_PAGE_SIZE = 20;
 /** Throughput chart: completions per bucket over the last BUCKETS buckets. */
@@ -29,10 +33,16 @@ export function overviewPage(main, page) {
   const wfStatus = h('p', { class: 'loading' }, 'Loading workflows…');
   const newer = h('button', { type: 'button', testid: 'workflows-newer', disabled: true }, '← Newer');
   const older = h('button', { type: 'button', testid: 'workflows-older', disabled: true }, 'Older →');
+  const statusFilter = h('select', { id: 'workflow-status-filter', testid: 'workflow-status-filter' },
+    h('option', { value: '' }, 'any status'), WORKFLOW_STATUSES.map((st) => h('option', { value: st }, st)));
+  const nameFilter = h('input', { type: 'search', id: 'workflow-name-filter', testid: 'workflow-name-filter',
+    placeholder: 'name contains…', autocomplete: 'off' });
   const wfPanel = h('section', { class: 'panel', 'aria-labelledby': 'wf-h' },
     h('h2', { id: 'wf-h' }, 'Workflows'),
+    h('div', { class: 'filters' }, h('label', { for: 'workflow-status-filter' }, 'Status'), statusFilter,
+      h('label', { for: 'workflow-name-filter' }, 'Name'), nameFilter),
     h('table', { testid: 'workflows' },
-      h('thead', null, h('tr', null, h('th', null, 'Workflow'), h('th', null, 'Created'),
+      h('thead', null, h('tr', null, h('th', null, 'Workflow'), h('th', null, 'Status'), h('th', null, 'Created'),
         h('th', null, 'Progress'), h('th', { class: 'num' }, 'Failed / cancelled'), h('th', { class: 'num' }, 'Tasks'))),
       wfBody),
     wfStatus,
@@ -46,6 +56,18 @@ export function overviewPage(main, page) {
   const byId = new Map();
   const cursors = [null]; // `before` of each page visited; the last is the current page
   let reloadWorkflowsSoon = null;
+  let listGen = 0; // answers can overtake each other: only the latest request's is drawn
+
+  const refilter = () => {
+    cursors.length = 1;
+    loadWorkflows();
+  };
+  statusFilter.addEventListener('change', refilter);
+  let nameTimer = null;
+  nameFilter.addEventListener('input', () => {
+    clearTimeout(nameTimer);
+    nameTimer = setTimeout(refilter, NAME_FILTER_PAUSE_MS);
+  });
 
   const drawCounts = batched(() => counts && cards.update(counts));
   const drawChart = batched(() => renderThroughput(chartBox, chartNote, buckets));
@@ -68,12 +90,19 @@ export function overviewPage(main, page) {
 
   async function loadWorkflows() {
     const before = cursors[cursors.length - 1];
-    const q = `?limit=${WORKFLOWS_PAGE_SIZE}` + (before ? `&before=${encodeURIComponent(before)}` : '');
-    workflows = [];
+    const q = new URLSearchParams({ limit: String(WORKFLOWS_PAGE_SIZE) });
+    if (before) q.set('before', before);
+    if (statusFilter.value) q.set('status', statusFilter.value);
+    if (nameFilter.value.trim()) q.set('name', nameFilter.value.trim());
+    const filtered = q.has('status') || q.has('name');
+    const gen = ++listGen;
+    wfPanel.dataset.loaded = 'false';
     byId.clear();
     try {
-      const list = await api('/v1/workflows' + q);
-      if (!page.live) return;
+      const list = await api(`/v1/workflows?${q}`);
+      if (!page.live || gen !== listGen) return;
+      workflows = [];
+      byId.clear();
       wfBody.replaceChildren();
       for (const view of list.workflows) {
         const w = { view, row: h('tr', { testid: 'workflow-row', 'data-workflow': view.id }) };
@@ -82,7 +111,9 @@ export function overviewPage(main, page) {
         byId.set(view.id, w);
         wfBody.append(w.row);
       }
-      wfStatus.textContent = list.workflows.length ? '' : 'No workflows yet. Submit one with POST /v1/workflows.';
+      wfStatus.textContent = list.workflows.length ? ''
+        : filtered ? (list.next ? 'None match among the workflows looked at; Older → looks further.' : 'No workflow matches.')
+          : 'No workflows yet. Submit one with POST /v1/workflows.';
       wfStatus.className = list.workflows.length ? '' : 'muted';
       newer.disabled = cursors.length === 1;
       older.disabled = !list.next;
@@ -116,7 +147,7 @@ export function overviewPage(main, page) {
       applyTransition(w.view.counts, ev);
       w.dirty = true;
       drawRows();
-    } else if (!ev.from && cursors.length === 1) {
+    } else if (!ev.from && cursors.length === 1 && !statusFilter.value && !nameFilter.value.trim()) {
       // A task of a workflow not on the first page yet: most likely a new workflow.
       reloadWorkflowsSoon();
     }
@@ -137,9 +168,11 @@ function renderWorkflowRow(w) {
   const v = w.view;
   const c = v.counts;
   w.dirty = false;
+  w.row.dataset.status = v.status;
   const label = v.name || '(unnamed)';
   w.row.replaceChildren(
     h('td', null, workflowLink(v.id, label), h('div', { class: 'small muted mono' }, shortId(v.id))),
+    h('td', null, h('span', { class: `badge ${v.status === 'running' ? 's-executing' : `s-${v.status}`}`, testid: 'workflow-status', 'data-status': v.status }, v.status)),
     h('td', { class: 'small' }, fmtTime(v.created_at)),
     h('td', { class: 'progress-cell' },
       progressBar(c, `${label}: ${c.completed} of ${c.total} completed`),

@@ -155,9 +155,14 @@ export function taskPage(main, page, id) {
       h('div', { class: 'actions' }, cancelBtn, retryBtn, msg));
 
     const links = [];
-    if (t.compensation) links.push(h('li', null, 'Compensation task: ', taskLink(t.compensation), ''));
-    if (t.compensates) links.push(h('li', null, 'Compensates: ', taskLink(t.compensates)));
-    if (t.upstream_cause) links.push(h('li', null, 'Cancelled because of: ', taskLink(t.upstream_cause)));
+    // Related tasks by key: the spec names the compensation, its input the task compensated,
+    // the cancellation the upstream that caused it.
+    const compensationKey = t.spec.compensation && t.spec.compensation.key;
+    const compensatesKey = t.spec.input && typeof t.spec.input.compensates === 'string' ? t.spec.input.compensates : null;
+    const causeKey = detail.reason && detail.reason.upstream;
+    if (t.compensation) links.push(h('li', null, 'Compensation task: ', taskLink(t.compensation, compensationKey)));
+    if (t.compensates) links.push(h('li', null, 'Compensates: ', taskLink(t.compensates, compensatesKey)));
+    if (t.upstream_cause) links.push(h('li', null, 'Cancelled because of: ', taskLink(t.upstream_cause, causeKey)));
     const related = h('section', { class: 'panel', 'aria-labelledby': 'rel-h', testid: 'task-related' },
       h('h2', { id: 'rel-h' }, 'Related tasks'),
       h('h3', null, `Dependencies (${t.dependencies.length})`),

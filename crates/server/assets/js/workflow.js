@@ -1,21 +1,21 @@
-// The workflow page (#/workflows/ID): its status and result, its dependency graph coloured by
-// state and kept live, cancel, and the paginated table of its tasks.
+// The workflow page (#/workflows/ID): its status and result, its dependency graph (graph.js)
+// kept live, its timeline (timeline.js), cancel, and the paginated table of its tasks.
 
-import { batched, h, s } from './dom.js';
+import { batched, h } from './dom.js';
 import { fmtNum, fmtTime, pretty, shortId } from './format.js';
 import { STATES, applyTransition, emptyCounts } from './counts.js';
 import { badge, confirmDialog, legend, taskLink } from './widgets.js';
 import { api, errorText } from './api.js';
-import { GraphView, abandonLayouts, edgePath, layoutGraph } from './graph-view.js';
+import { abandonLayouts } from './graph-view.js';
+import { graphPanel } from './graph.js';
+import { timelinePanel } from './timeline.js';
 
 /** Tasks per page of a workflow's task table. */
 const TASKS_PAGE_SIZE = 50;
-/** Largest workflow whose graph is fetched and laid out; beyond it the table alone is shown. */
-const GRAPH_NODES_MAX = 5000;
-/** Above this many nodes, labels are drawn only when zoomed in, and edges as one path. */
-const GRAPH_LABELS_NODES_MAX = 300;
-/** Zoom from which a big graph shows its labels. */
-const LABEL_ZOOM_MIN = 0.7;
+/** Largest workflow whose graph is fetched (and grouped); beyond it the table alone is shown. */
+const GRAPH_TASKS_MAX = 20000;
+/** Largest workflow whose timeline is read as the page opens; a bigger one waits for Refresh. */
+const TIMELINE_AUTO_TASKS_MAX = 2000;
 
 export function workflowPage(main, page, id) {
   const title = h('h1', null, 'Workflow');
@@ -23,8 +23,10 @@ export function workflowPage(main, page, id) {
   const notice = h('p', { class: 'small', role: 'status', testid: 'action-result' });
   const cancelBtn = h('button', { type: 'button', class: 'danger', testid: 'workflow-cancel' }, 'Cancel workflow…');
   const legendBox = h('div');
+  const searchBox = h('div');
   const graphWrap = h('div', { class: 'graph-wrap', testid: 'graph' });
   const graphNote = h('p', { class: 'small muted', testid: 'graph-note' });
+  const timelineBox = h('div');
   const tableBox = h('div');
   const statusLine = h('p', { testid: 'workflow-status' });
   const resultBox = h('div', { testid: 'workflow-result' });
@@ -35,15 +37,18 @@ export function workflowPage(main, page, id) {
     h('section', { class: 'panel', 'aria-labelledby': 'result-h' },
       h('h2', { id: 'result-h' }, 'Result'), resultBox),
     h('section', { class: 'panel', 'aria-labelledby': 'graph-h' },
-      h('h2', { id: 'graph-h' }, 'Dependency graph (live)'), legendBox, graphWrap, graphNote),
+      h('h2', { id: 'graph-h' }, 'Dependency graph (live)'), legendBox, searchBox, graphWrap, graphNote),
+    h('section', { class: 'panel', 'aria-labelledby': 'timeline-h' },
+      h('h2', { id: 'timeline-h' }, 'Timeline'), timelineBox),
     h('section', { class: 'panel', 'aria-labelledby': 'tasks-h' },
       h('h2', { id: 'tasks-h' }, 'Tasks'), tableBox));
 
   let counts = null;
-  let graph = null; // {nodes: Map id -> {el, state, node}, view}
   let unknownTasks = 0;
   let duringLayout = null; // transitions seen while a layout runs: Map task -> last event
   const table = taskTable(tableBox, id);
+  const graph = graphPanel(graphWrap, graphNote, searchBox);
+  const timeline = timelinePanel(timelineBox, id, page);
 
   const drawLegend = batched(() => {
     if (!counts) return;
@@ -115,16 +120,17 @@ export function workflowPage(main, page, id) {
       showStatus(wf);
       drawLegend();
       table.reload();
-      if (wf.counts.total > GRAPH_NODES_MAX) {
-        graph = null;
+      if (wf.counts.total > GRAPH_TASKS_MAX) {
         graphWrap.replaceChildren(h('p', { class: 'loading', testid: 'graph-too-big' },
-          `This workflow has ${fmtNum(wf.counts.total)} tasks; graphs are drawn up to ${fmtNum(GRAPH_NODES_MAX)}. Use the table below.`));
+          `This workflow has ${fmtNum(wf.counts.total)} tasks; graphs are drawn up to ${fmtNum(GRAPH_TASKS_MAX)}. Use the table below.`));
         return;
       }
+      const known = graph.groups;
       const g = await api(`/v1/workflows/${encodeURIComponent(id)}/graph`);
       if (!current()) return;
-      if (graph && g.nodes.length === graph.nodes.size && g.nodes.every((n) => graph.nodes.has(n.id))) {
-        recolour(g); // same tasks (a reconnect, a lagged stream): no new layout needed
+      if (known && g.nodes.length === known.nodes.size && g.nodes.every((n) => known.nodes.has(n.id))) {
+        graph.recolour(g); // same tasks (a reconnect, a lagged stream): no new layout needed
+        recount();
       } else {
         await drawGraph(g, current);
       }
@@ -133,15 +139,10 @@ export function workflowPage(main, page, id) {
     }
   }
 
-  function recolour(g) {
-    duringLayout = null; // a layout superseded by this load will not finish
+  // Counts follow the graph's own states from here on (exact per task).
+  function recount() {
     counts = emptyCounts();
-    for (const n of g.nodes) {
-      const known = graph.nodes.get(n.id);
-      known.node.state = n.state;
-      known.node.attempt = n.attempt;
-      known.el.setAttribute('class', `node s-${n.state}`);
-      known.el.dataset.state = n.state;
+    for (const n of graph.groups.nodes.values()) {
       counts[n.state]++;
       counts.total++;
     }
@@ -149,106 +150,18 @@ export function workflowPage(main, page, id) {
   }
 
   async function drawGraph(g, current) {
-    const big = g.nodes.length > GRAPH_LABELS_NODES_MAX;
-    graphWrap.replaceChildren(h('p', { class: 'loading', testid: 'graph-loading' }, `Laying out ${fmtNum(g.nodes.length)} tasks…`));
-    // Counts follow the graph's own states from here on (exact per task).
-    counts = emptyCounts();
-    for (const n of g.nodes) {
-      counts[n.state]++;
-      counts.total++;
-    }
-    drawLegend();
     duringLayout = new Map();
-    const nodeW = (n) => (big ? 120 : Math.min(220, Math.max(64, n.key.length * 7.2 + 24)));
-    const nodeH = big ? 22 : 30;
-    const layout = await layoutGraph({
-      options: big
-        ? { rankdir: 'LR', nodesep: 6, ranksep: 70, edgesep: 4, marginx: 20, marginy: 20, ranker: 'longest-path' }
-        : { rankdir: 'LR', nodesep: 16, ranksep: 56, edgesep: 10, marginx: 20, marginy: 20 },
-      nodes: g.nodes.map((n) => ({ id: n.id, width: nodeW(n), height: nodeH })),
-      edges: g.edges.map((e) => ({ v: e.dependency, w: e.dependent })),
-    });
+    const started = performance.now();
+    await graph.show(g, current);
     if (!current()) return;
     const seen = duringLayout;
     duringLayout = null;
-    for (const n of g.nodes) {
-      const ev = seen.get(n.id);
-      if (ev) {
-        n.state = ev.to;
-        n.attempt = ev.attempt;
-      }
-    }
-    graphWrap.replaceChildren();
-    graphWrap.dataset.nodes = String(g.nodes.length);
-    let labelsMade = !big;
-    const nodes = new Map();
-    const view = new GraphView(graphWrap, {
-      label: `Dependency graph of ${g.nodes.length} tasks; the table below lists them too`,
-      onZoom: (k) => {
-        if (!big) return;
-        const show = k >= LABEL_ZOOM_MIN;
-        if (show && !labelsMade) {
-          labelsMade = true;
-          for (const n of nodes.values()) n.el.append(nodeLabel(n.node, 120, nodeH, 15));
-        }
-        view.svg.classList.toggle('labels-off', !show);
-      },
-    });
-    view.setSize(layout.width, layout.height);
-    // A small graph gets a box its size rather than a large empty one.
-    if (!big) graphWrap.style.height = `${Math.round(Math.min(560, Math.max(220, layout.height * 1.2 + 40)))}px`;
-
-    // Edges: individual arrows for small graphs, one path for big ones (one DOM node).
-    if (big) {
-      view.content.append(s('g', { class: 'edges dense' },
-        s('path', { d: layout.edges.map((e) => edgePath(e.points)).join('') })));
-    } else {
-      view.content.append(s('g', { class: 'edges' }, layout.edges.map((e, i) => s('path', {
-        d: edgePath(e.points), 'marker-end': `url(#${view.arrowId})`, testid: 'graph-edge',
-        'data-from': g.edges[i].dependency, 'data-to': g.edges[i].dependent,
-      }))));
-    }
-    const layer = s('g', { class: 'nodes' });
-    g.nodes.forEach((n, i) => {
-      const w = nodeW(n);
-      const p = layout.nodes[i];
-      const el = s('g', {
-        class: `node s-${n.state}`, testid: 'graph-node', 'data-task': n.id, 'data-key': n.key, 'data-state': n.state,
-        transform: `translate(${(p.x - w / 2).toFixed(1)},${(p.y - nodeH / 2).toFixed(1)})`,
-      }, s('rect', { width: w, height: nodeH, rx: 5 }));
-      if (!big) {
-        el.setAttribute('tabindex', '0');
-        el.setAttribute('role', 'link');
-        el.setAttribute('aria-label', `${n.key}: ${n.state}`);
-        el.append(nodeLabel(n, w, nodeH, 28));
-      }
-      nodes.set(n.id, { el, node: n });
-      layer.append(el);
-    });
-    view.content.append(layer);
-    graph = { nodes, view };
-    unknownTasks = [...seen.keys()].filter((t) => !nodes.has(t)).length;
-    const open = (target) => {
-      const el = target.closest && target.closest('[data-task]');
-      if (el) location.hash = `#/tasks/${encodeURIComponent(el.dataset.task)}`;
-    };
-    view.svg.addEventListener('click', (e) => {
-      if (!view.wasDrag()) open(e.target);
-    });
-    view.svg.addEventListener('keydown', (e) => {
-      if (e.key === 'Enter') open(e.target);
-    });
-    view.svg.addEventListener('mouseover', (e) => {
-      const el = e.target.closest && e.target.closest('[data-task]');
-      if (!el) return;
-      const n = nodes.get(el.dataset.task);
-      view.status.textContent = `${n.node.key} · ${n.node.state} · attempt ${n.node.attempt} (click to open)`;
-    });
-    view.fit();
-    if (big && view.k < LABEL_ZOOM_MIN) view.status.textContent = 'Zoom in to read task names.';
-    graphNote.textContent = `${fmtNum(g.nodes.length)} tasks, ${fmtNum(g.edges.length)} dependencies. ` +
-      'Drag to pan; scroll, double-click or use the buttons to zoom; click a task to open it.';
-    graphWrap.dataset.ready = 'true';
+    unknownTasks = 0;
+    for (const ev of seen.values()) if (!graph.onEvent(ev)) unknownTasks++;
+    recount();
+    graphWrap.dataset.loadMs = String(Math.round(performance.now() - started));
+    if (g.nodes.length <= TIMELINE_AUTO_TASKS_MAX) timeline.load(graph.groups);
+    else timeline.wait(graph.groups);
   }
 
   function onEvent(ev) {
@@ -256,19 +169,11 @@ export function workflowPage(main, page, id) {
     table.onEvent(ev);
     if (!counts) return;
     if (duringLayout) duringLayout.set(ev.task, ev);
-    const n = !duringLayout && graph && graph.nodes.get(ev.task);
-    if (!duringLayout && graph && !n) {
+    else if (graph.groups && !graph.onEvent(ev)) {
       // A task added while the graph is shown (decomposition, a compensation task).
       unknownTasks++;
       graphNote.replaceChildren(`${unknownTasks} task(s) added since the layout. `,
         h('button', { type: 'button', testid: 'graph-relayout', onclick: () => load() }, 'Lay out again'));
-    }
-    if (n) {
-      n.node.state = ev.to;
-      n.node.attempt = ev.attempt;
-      n.el.setAttribute('class', `node s-${ev.to}`);
-      n.el.dataset.state = ev.to;
-      if (n.el.hasAttribute('aria-label')) n.el.setAttribute('aria-label', `${n.node.key}: ${ev.to}`);
     }
     applyTransition(counts, ev);
     drawLegend();
@@ -277,11 +182,6 @@ export function workflowPage(main, page, id) {
 
   page.onLeave(abandonLayouts);
   page.stream(id, { open: load, resync: load, event: onEvent });
-}
-
-function nodeLabel(n, w, ht, maxChars) {
-  const text = n.key.length > maxChars ? n.key.slice(0, maxChars - 1) + '…' : n.key;
-  return s('text', { x: w / 2, y: ht / 2 }, text);
 }
 
 /** The paginated, server-filtered task table of one workflow. */

@@ -17,9 +17,10 @@ use super::error::{db, get};
 use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal, SignalRecord,
-    StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
-    TaskForView, TransitionRecord, WorkflowRecord, PAGE_ROWS_MAX,
+    Dependency, Edge, HistoryMark, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal,
+    SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome,
+    TaskFilter, TaskForView, TransitionRecord, WorkflowRecord, HISTORY_TASKS_PER_PAGE_MAX,
+    PAGE_ROWS_MAX,
 };
 
 const TASK_COLUMNS: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
@@ -292,6 +293,55 @@ impl Store for PgStore {
                     created_at: Timestamp(get::<i64>(row, 3)? as u64),
                     outputs: get(row, 4)?,
                 })
+            })
+            .collect()
+    }
+
+    async fn workflow_history(
+        &self,
+        workflow: WorkflowId,
+        after: Option<TaskId>,
+        tasks_max: usize,
+    ) -> Result<Vec<HistoryMark>, StoreError> {
+        let limit = tasks_max.clamp(1, HISTORY_TASKS_PER_PAGE_MAX) as i64;
+        let after = after.map(|t| t.0).unwrap_or(Uuid::nil());
+        let rows = self
+            .query(
+                "SELECT h.task_id, h.seq, h.at, h.event FROM history h
+                 WHERE h.task_id IN (SELECT id FROM tasks WHERE workflow_id = $1 AND id > $2
+                                     ORDER BY id LIMIT $3)
+                   AND h.event <> 'heartbeat'
+                 ORDER BY h.task_id, h.seq",
+                &[&workflow.0, &after, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let task = TaskId(get(row, 0)?);
+                let name: String = get(row, 3)?;
+                codec::history_mark(task, get(row, 1)?, get(row, 2)?, &name)
+            })
+            .collect()
+    }
+
+    async fn subtasks_added(
+        &self,
+        workflow: WorkflowId,
+    ) -> Result<Vec<(TaskId, Vec<TaskKey>)>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT h.task_id, h.seq, h.payload FROM tasks t
+                 JOIN history h ON h.task_id = t.id
+                 WHERE t.workflow_id = $1 AND h.event = 'subtasks_added'
+                 ORDER BY h.task_id, h.seq",
+                &[&workflow.0],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let task = TaskId(get(row, 0)?);
+                let payload: String = get(row, 2)?;
+                Ok((task, codec::subtask_keys(task, get(row, 1)?, &payload)?))
             })
             .collect()
     }

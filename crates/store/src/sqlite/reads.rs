@@ -17,9 +17,10 @@ use crate::artifact::{io_error, CHUNKS_AHEAD_MAX};
 use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal, SignalRecord,
-    StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
-    TaskForView, TransitionRecord, WorkflowRecord, ARTIFACT_CHUNK_BYTES, PAGE_ROWS_MAX,
+    Dependency, Edge, HistoryMark, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal,
+    SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome,
+    TaskFilter, TaskForView, TransitionRecord, WorkflowRecord, ARTIFACT_CHUNK_BYTES,
+    HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
 };
 
 /// How a task is decoded from its `snapshot` and `spec` columns.
@@ -339,6 +340,64 @@ impl Store for SqliteStore {
                 })
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn workflow_history(
+        &self,
+        workflow: WorkflowId,
+        after: Option<TaskId>,
+        tasks_max: usize,
+    ) -> Result<Vec<HistoryMark>, StoreError> {
+        let limit = tasks_max.clamp(1, HISTORY_TASKS_PER_PAGE_MAX) as i64;
+        let after = after.map(|t| t.0).unwrap_or(Uuid::nil());
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT h.task_id, h.seq, h.at, h.event FROM history h
+                     WHERE h.task_id IN (SELECT id FROM tasks WHERE workflow_id = ?1 AND id > ?2
+                                         ORDER BY id LIMIT ?3)
+                       AND h.event <> 'heartbeat'
+                     ORDER BY h.task_id, h.seq",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query(params![workflow.0, after, limit]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(db)? {
+                let task = TaskId(r.get(0).map_err(db)?);
+                let seq: i64 = r.get(1).map_err(db)?;
+                let at: i64 = r.get(2).map_err(db)?;
+                let name: String = r.get(3).map_err(db)?;
+                out.push(codec::history_mark(task, seq, at, &name)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn subtasks_added(
+        &self,
+        workflow: WorkflowId,
+    ) -> Result<Vec<(TaskId, Vec<TaskKey>)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT h.task_id, h.seq, h.payload FROM tasks t
+                     JOIN history h ON h.task_id = t.id
+                     WHERE t.workflow_id = ?1 AND h.event = 'subtasks_added'
+                     ORDER BY h.task_id, h.seq",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query([workflow.0]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(db)? {
+                let task = TaskId(r.get(0).map_err(db)?);
+                let seq: i64 = r.get(1).map_err(db)?;
+                let payload: String = r.get(2).map_err(db)?;
+                out.push((task, codec::subtask_keys(task, seq, &payload)?));
+            }
+            Ok(out)
         })
         .await
     }
