@@ -726,3 +726,116 @@ pub struct ArtifactStored {
     /// time its grace period runs from).
     pub created: bool,
 }
+
+/// A signal sent to a workflow.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignalView {
+    /// Unique in the store, increasing in the order signals were sent.
+    pub id: u64,
+    pub workflow: Uuid,
+    pub name: String,
+    /// The data that completed (or completes) the waiting tasks; `null` for a rejection.
+    pub data: Value,
+    /// The rejection's reason, for a signal that rejects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<String>,
+    pub sent_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub sent_at: u64,
+    /// When a waiting task took it; absent while it is kept for the next task that waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<u64>,
+}
+
+/// A task a signal completed or failed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignalDelivery {
+    pub id: Uuid,
+    pub key: String,
+    /// `completed`, or `failed` for a rejection.
+    pub state: StateKind,
+}
+
+/// What sending a signal did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignalSent {
+    pub signal: SignalView,
+    /// `false`: the `Idempotency-Key` was used before; this is the first signal, applied once.
+    pub created: bool,
+    /// The tasks this request completed (or failed); empty when no task waited (the signal is
+    /// kept for the next one that does) or for a repeat.
+    pub delivered_to: Vec<SignalDelivery>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignalList {
+    pub signals: Vec<SignalView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct SignalQuery {
+    /// Who sends it, as recorded in the task's history (default `operator`).
+    pub by: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct SignalListQuery {
+    /// Signals after this id (the `next` of the previous page).
+    pub after: Option<u64>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct WaitingQuery {
+    /// Only this workflow's tasks.
+    pub workflow: Option<Uuid>,
+    /// Tasks after this id (the `next` of the previous page).
+    pub after: Option<Uuid>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+/// A task waiting for a signal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WaitingTask {
+    pub id: Uuid,
+    pub workflow: Uuid,
+    pub workflow_name: String,
+    pub key: String,
+    /// The signal it waits for: `POST /v1/workflows/{workflow}/signals/{signal}`.
+    pub signal: String,
+    /// When it started waiting (milliseconds since the Unix epoch).
+    pub since: u64,
+    /// When the wait times out, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    /// The input it was given (what a person approves).
+    pub input: Value,
+    pub attempt: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WaitingList {
+    pub tasks: Vec<WaitingTask>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Uuid>,
+}

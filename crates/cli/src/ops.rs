@@ -20,6 +20,7 @@ mod artifact;
 mod control;
 mod inspect;
 mod render;
+mod signal;
 mod submit;
 mod watch;
 
@@ -88,6 +89,14 @@ pub enum OpsCommand {
     Retry {
         /// Task id.
         id: Uuid,
+    },
+    /// Send a signal to a workflow: complete (or with --reject, fail) its tasks waiting for it.
+    Signal(signal::SignalArgs),
+    /// List the tasks waiting for a signal (what people are asked to approve).
+    Waiting {
+        /// Only this workflow's tasks.
+        #[arg(long, value_name = "ID")]
+        workflow: Option<Uuid>,
     },
     /// List agents: online or not, capabilities, the tasks they hold.
     Agents,
@@ -165,6 +174,8 @@ async fn dispatch(global: &Global, cmd: OpsCommand) -> anyhow::Result<()> {
         } => control::cancel(&client, id, workflow, reason.unwrap_or_default(), output).await,
         OpsCommand::Retry { id } => control::retry(&client, id, output).await,
         OpsCommand::Agents => inspect::agents(&client, output).await,
+        OpsCommand::Signal(args) => signal::signal(&client, &args, output).await,
+        OpsCommand::Waiting { workflow } => signal::waiting(&client, workflow, output).await,
         OpsCommand::Workflows { limit } => inspect::workflows(&client, limit, output).await,
         OpsCommand::Artifact { command } => artifact::run(&client, command, output).await,
         OpsCommand::Completions { .. } => unreachable!("completions need no server"),

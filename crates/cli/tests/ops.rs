@@ -702,3 +702,85 @@ fn a_second_server_on_the_same_data_directory_or_port_is_refused_clearly() {
         "{busy:#?}"
     );
 }
+
+const APPROVAL_YAML: &str = "\
+name: approval
+tasks:
+  - key: draft
+    input: {plan: spend $40}
+  - key: review
+    depends_on: [draft]
+    wait_for: {signal: approve, timeout_ms: 3600000}
+  - key: publish
+    depends_on: [review]
+";
+
+#[test]
+fn waiting_lists_a_signal_task_and_signal_completes_it() {
+    let srv = Server::start();
+    let created = submit(&srv, "approval.yaml", APPROVAL_YAML);
+    let wf = created["workflow"].as_str().unwrap();
+    let review = created["tasks"]["review"].as_str().unwrap();
+    let none = srv.run(&["waiting"]);
+    let none = none.ok();
+    assert!(none.stdout.contains("No task waits"), "{none:#?}");
+
+    // Sent before the task waits: kept.
+    let kept = srv.run(&[
+        "signal",
+        wf,
+        "approve",
+        "--data",
+        r#"{"reject": "not a rejection"}"#,
+    ]);
+    let kept = kept.ok();
+    assert!(kept.stdout.contains("kept"), "{kept:#?}");
+    let signals = srv.run(&["show", review, "--output", "json"]).ok().json();
+    assert_eq!(signals["state"], "blocked", "{signals}");
+
+    let bad = srv.run(&["signal", wf, "approve", "--data", "{oops"]);
+    assert_eq!(bad.code, Some(1), "{bad:#?}");
+    assert!(bad.stderr.contains("--data is not valid JSON"), "{bad:#?}");
+}
+
+#[test]
+fn a_rejection_from_the_command_line_fails_the_waiting_task() {
+    let srv = Server::start();
+    let text = "name: gate\ntasks:\n  - key: review\n    wait_for: {signal: approve}\n";
+    let created = submit(&srv, "gate.yaml", text);
+    let wf = created["workflow"].as_str().unwrap();
+    let review = created["tasks"]["review"].as_str().unwrap();
+    let listed = srv.run(&["waiting"]);
+    let listed = listed.ok();
+    assert!(listed.stdout.contains("review"), "{listed:#?}");
+    assert!(listed.stdout.contains("approve"), "{listed:#?}");
+    let json = srv.run(&["waiting", "--output", "json"]).ok().json();
+    assert_eq!(json["tasks"][0]["id"], review);
+
+    let rejected = srv.run(&[
+        "signal",
+        wf,
+        "approve",
+        "--reject",
+        "over budget",
+        "--idempotency-key",
+        "k1",
+    ]);
+    let rejected = rejected.ok();
+    assert!(rejected.stdout.contains("rejected"), "{rejected:#?}");
+    assert!(rejected.stdout.contains("review"), "{rejected:#?}");
+    let shown = srv.run(&["show", review, "--output", "json"]).ok().json();
+    assert_eq!(shown["state"], "failed", "{shown}");
+    assert_eq!(shown["errors"][0]["kind"], "rejected", "{shown}");
+    let again = srv.run(&[
+        "signal",
+        wf,
+        "approve",
+        "--reject",
+        "over budget",
+        "--idempotency-key",
+        "k1",
+    ]);
+    let again = again.ok();
+    assert!(again.stdout.contains("sent before"), "{again:#?}");
+}

@@ -133,7 +133,7 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<T> {
         let url = format!("{}{path}", self.base);
-        let bytes = self.call_bytes(method, &url, body, timeout).await?;
+        let bytes = self.call_bytes(method, &url, body, timeout, None).await?;
         serde_json::from_slice(bytes.as_ref()).map_err(|e| ClientError::Decode {
             url,
             detail: e.to_string(),
@@ -147,9 +147,13 @@ impl Client {
         url: &str,
         body: Option<&(impl Serialize + ?Sized)>,
         timeout: Option<Duration>,
+        idempotency_key: Option<&str>,
     ) -> Result<impl AsRef<[u8]>> {
         let url = url.to_owned();
         let mut rb = self.http.request(method, &url);
+        if let Some(key) = idempotency_key {
+            rb = rb.header("Idempotency-Key", key);
+        }
         if let Some(token) = &self.token {
             rb = rb.bearer_auth(token);
         }
@@ -247,7 +251,7 @@ impl Client {
     pub async fn get_json(&self, path: &str) -> Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);
         let bytes = self
-            .call_bytes(Method::GET, &url, None::<&Value>, None)
+            .call_bytes(Method::GET, &url, None::<&Value>, None, None)
             .await?;
         Ok(bytes.as_ref().to_vec())
     }
@@ -310,6 +314,42 @@ impl Client {
         };
         self.post(&format!("/v1/workflows/{id}/cancel"), &body)
             .await
+    }
+
+    /// Sends signal `name` to a workflow: `body` completes the tasks waiting for it (their
+    /// result), or `{"reject": "reason"}` fails them. The same `idempotency_key` applies once.
+    pub async fn signal(
+        &self,
+        workflow: Uuid,
+        name: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<SignalSent> {
+        let url = format!("{}/v1/workflows/{workflow}/signals/{name}", self.base);
+        let bytes = self
+            .call_bytes(Method::POST, &url, Some(body), None, idempotency_key)
+            .await?;
+        serde_json::from_slice(bytes.as_ref()).map_err(|e| ClientError::Decode {
+            url,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Tasks waiting for a signal, of every workflow or one, a page at a time.
+    pub async fn waiting(
+        &self,
+        workflow: Option<Uuid>,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<WaitingList> {
+        let mut path = format!("/v1/waiting?limit={limit}");
+        if let Some(w) = workflow {
+            path.push_str(&format!("&workflow={w}"));
+        }
+        if let Some(a) = after {
+            path.push_str(&format!("&after={a}"));
+        }
+        self.get(&path).await
     }
 
     pub async fn retry_task(&self, id: Uuid) -> Result<ReportAnswer> {

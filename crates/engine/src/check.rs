@@ -88,8 +88,9 @@ pub async fn check_store<S: Store>(
                 })
                 .collect();
             if let State::Completed { token, .. } = &task.state {
-                // A fan-out completes by itself, with its items' results.
-                let expected: &[FencingToken] = if task.spec.for_each.is_some() {
+                // A fan-out, a signal task and a sleep complete by themselves (with their
+                // items' results, the signal's data, the sleep's length).
+                let expected: &[FencingToken] = if task.spec.runs_without_agent() {
                     &[]
                 } else {
                     std::slice::from_ref(token)

@@ -12,8 +12,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use baton_core::{AgentId, Event, FencingToken, State, StateKind, Task, TaskId, WorkflowId};
-use baton_engine::read::{AnyStore, TaskFilter};
-use baton_engine::{Engine, WorkflowRequest, WorkflowStatus};
+use baton_engine::read::{AnyStore, SignalRecord, TaskFilter};
+use baton_engine::{Engine, SignalInput, WorkflowRequest, WorkflowStatus};
 use futures_util::stream::Stream;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -21,7 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, PayloadJson};
 use crate::problem::Problem;
 use crate::AppState;
 use baton_api::*;
@@ -335,6 +335,216 @@ pub async fn cancel_workflow(
         .cancel_workflow(id, "operator".into(), body.reason)
         .await?;
     Ok(Json(CancelledCount { cancelled }))
+}
+
+// ---- signals --------------------------------------------------------------------------------
+
+/// Longest `Idempotency-Key` header accepted.
+const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
+
+/// The body of a signal: its data, or a rejection (`{"reject": "reason"}`); `{"$literal": v}`
+/// sends `v` as data, for data that looks like a rejection.
+fn signal_input(body: Value) -> Result<SignalInput, Problem> {
+    match body {
+        Value::Object(mut m) if m.len() == 1 && m.contains_key("reject") => {
+            match m.remove("reject") {
+                Some(Value::String(reason)) => Ok(SignalInput::Reject(reason)),
+                _ => Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    "a rejection's reason must be a string",
+                )
+                .field("reject", "a string: why the signal rejects")),
+            }
+        }
+        Value::Object(mut m) if m.len() == 1 && m.contains_key("$literal") => Ok(
+            SignalInput::Data(m.remove("$literal").unwrap_or(Value::Null)),
+        ),
+        data => Ok(SignalInput::Data(data)),
+    }
+}
+
+fn signal_view(r: SignalRecord) -> SignalView {
+    SignalView {
+        id: r.id,
+        workflow: r.workflow.0,
+        name: r.name,
+        data: r.data,
+        reject: r.reject,
+        sent_by: r.sent_by,
+        idempotency_key: r.idempotency_key,
+        sent_at: r.sent_at.0,
+        delivered_at: r.delivered_at.map(|t| t.0),
+    }
+}
+
+/// Sends a signal to a workflow: every task of it waiting for `name` (a task whose spec has
+/// `"wait_for": {"signal": NAME}`) completes with the body as its result, or fails with error
+/// kind `rejected` for a body `{"reject": "reason"}`. A signal no task waits for yet is kept
+/// and taken by the next task that waits for it. Safe to resend with the same
+/// `Idempotency-Key` header: applied once (a different body with the same key is a 409).
+#[utoipa::path(post, path = "/v1/workflows/{id}/signals/{name}",
+    request_body(content = Object, description = "The data that becomes the waiting tasks' result (any JSON); or `{\"reject\": \"reason\"}` to fail them (error kind `rejected`); `{\"$literal\": v}` sends `v` as it is."),
+    params(("id" = String, Path), ("name" = String, Path, description = "The signal's name: 1 to 128 letters, digits and `-_.:/`"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Sending again with the same key (for this workflow and name) applies once; at most 256 bytes"),
+           SignalQuery),
+    responses((status = 201, body = SignalSent, description = "stored, and delivered to the tasks in `delivered_to` (none: kept for the next task that waits)"),
+              (status = 200, body = SignalSent, description = "an earlier signal with the same idempotency key"),
+              (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc, description = "the idempotency key was used for a different signal"),
+              (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+pub async fn send_signal(
+    AxState(s): St,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<SignalQuery>,
+    headers: axum::http::HeaderMap,
+    PayloadJson(body): PayloadJson,
+) -> ApiResult<Response> {
+    caller.operator()?;
+    let id = WorkflowId(parse_id("workflow", &id)?);
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_LEN_MAX => Some(k.to_owned()),
+            _ => {
+                return Err(Problem::bad_request(
+                    "invalid_header",
+                    "the Idempotency-Key header is empty, too long or not text",
+                )
+                .field(
+                    "Idempotency-Key",
+                    format!("1 to {IDEMPOTENCY_KEY_LEN_MAX} bytes of visible ASCII"),
+                ))
+            }
+        },
+    };
+    let by = q.by.unwrap_or_else(|| "operator".into());
+    if by.is_empty() || by.len() > 128 || by.chars().any(char::is_control) {
+        return Err(Problem::bad_request(
+            "invalid_query",
+            "`by` must be 1 to 128 characters, without control characters",
+        )
+        .field("by", "1 to 128 characters"));
+    }
+    let receipt = engine(&s)
+        .signal(id, &name, signal_input(body)?, &by, key)
+        .await?;
+    let status = if receipt.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let out = SignalSent {
+        signal: signal_view(receipt.signal),
+        created: receipt.created,
+        delivered_to: receipt
+            .delivered_to
+            .into_iter()
+            .map(|t| SignalDelivery {
+                id: t.id.0,
+                key: t.spec.key.0.clone(),
+                state: t.kind(),
+            })
+            .collect(),
+    };
+    Ok((status, Json(out)).into_response())
+}
+
+/// The signals sent to a workflow, oldest first: delivered, or kept for a task to come.
+#[utoipa::path(get, path = "/v1/workflows/{id}/signals", params(("id" = String, Path), SignalListQuery),
+    responses((status = 200, body = SignalList), (status = 400, body = ProblemDoc), (status = 404, body = ProblemDoc)))]
+pub async fn list_signals(
+    AxState(s): St,
+    _caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<SignalListQuery>,
+) -> ApiResult<Json<SignalList>> {
+    let id = WorkflowId(parse_id("workflow", &id)?);
+    let limit = page_limit(q.limit)?;
+    let signals = engine(&s).signals(id, q.after.unwrap_or(0), limit).await?;
+    let next = (signals.len() == limit)
+        .then(|| signals.last().map(|s| s.id))
+        .flatten();
+    Ok(Json(SignalList {
+        signals: signals.into_iter().map(signal_view).collect(),
+        next,
+    }))
+}
+
+/// Tasks waiting for a signal, in every workflow or one: what people are asked to approve.
+#[utoipa::path(get, path = "/v1/waiting", params(WaitingQuery),
+    responses((status = 200, body = WaitingList), (status = 400, body = ProblemDoc)))]
+pub async fn list_waiting(
+    AxState(s): St,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<WaitingQuery>,
+) -> ApiResult<Json<WaitingList>> {
+    let limit = page_limit(q.limit)?;
+    let tasks = engine(&s)
+        .waiting(TaskFilter {
+            workflow: q.workflow.map(WorkflowId),
+            after: q.after.map(TaskId),
+            limit,
+            ..TaskFilter::default()
+        })
+        .await?;
+    let next = (tasks.len() == limit)
+        .then(|| tasks.last().map(|t| t.id.0))
+        .flatten();
+    let mut names: BTreeMap<Uuid, String> = BTreeMap::new();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let workflow_name = match names.get(&t.workflow.0) {
+            Some(n) => n.clone(),
+            None => {
+                let n = engine(&s)
+                    .workflow(t.workflow)
+                    .await
+                    .map(|w| w.name)
+                    .unwrap_or_default();
+                names.insert(t.workflow.0, n.clone());
+                n
+            }
+        };
+        out.push(WaitingTask {
+            id: t.id.0,
+            workflow: t.workflow.0,
+            workflow_name,
+            key: t.spec.key.0.clone(),
+            signal: t
+                .spec
+                .wait_for
+                .as_ref()
+                .map(|w| w.signal.clone())
+                .unwrap_or_default(),
+            since: t
+                .entered_at
+                .get(StateKind::Pending)
+                .unwrap_or(t.updated_at)
+                .0,
+            until: t.deadlines.signal.map(|d| d.0),
+            input: t.input().cloned().unwrap_or(Value::Null),
+            attempt: t.attempt,
+        });
+    }
+    Ok(Json(WaitingList { tasks: out, next }))
+}
+
+/// A page size from a query: 1 to 1,000, default 100.
+fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
+    let limit = limit.unwrap_or(100);
+    if (1..=baton_engine::read::PAGE_ROWS_MAX).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Problem::bad_request(
+            "invalid_query",
+            format!(
+                "`limit` must be from 1 to {}",
+                baton_engine::read::PAGE_ROWS_MAX
+            ),
+        )
+        .field("limit", "an integer from 1 to 1000"))
+    }
 }
 
 // ---- tasks ----------------------------------------------------------------------------------

@@ -18,37 +18,63 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                let mime = v.split(';').next().unwrap_or("").trim();
-                mime == "application/json" || mime.ends_with("+json")
-            })
-            .unwrap_or(false);
-        if !json {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with `Content-Type: application/json`",
+        decode(&json_body(req, state).await?).map(ApiJson)
+    }
+}
+
+/// A JSON body that is itself a payload (a signal's data): any JSON value, checked for syntax
+/// and nesting depth only.
+pub struct PayloadJson(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for PayloadJson {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let bytes = json_body(req, state).await?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Problem::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        })?;
+        if depth(&value) > PAYLOAD_DEPTH_MAX {
+            return Err(invalid(
+                "body",
+                &format!("JSON nested at most {PAYLOAD_DEPTH_MAX} levels deep"),
             ));
         }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Problem::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        format!("the body is larger than {} bytes", crate::BODY_BYTES_MAX),
-                    )
-                } else {
-                    Problem::bad_request("unreadable_body", e.body_text())
-                }
-            })?;
-        decode(&bytes).map(ApiJson)
+        Ok(PayloadJson(value))
     }
+}
+
+/// The body of a request sent as JSON, within [`crate::BODY_BYTES_MAX`].
+async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, Problem> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let mime = v.split(';').next().unwrap_or("").trim();
+            mime == "application/json" || mime.ends_with("+json")
+        })
+        .unwrap_or(false);
+    if !json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ));
+    }
+    axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the body is larger than {} bytes", crate::BODY_BYTES_MAX),
+                )
+            } else {
+                Problem::bad_request("unreadable_body", e.body_text())
+            }
+        })
 }
 
 /// Deepest nesting accepted inside opaque payloads (`input`, `result`, `progress`), so that
