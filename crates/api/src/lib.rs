@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use baton_core::{Capability, ErrorReport, EventKind, StateKind, Task, TaskSpec};
+use baton_core::{
+    Capability, ErrorReport, EventKind, ScheduleSpec, StateKind, Task, TaskSpec, WorkflowTemplate,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -838,4 +840,44 @@ pub struct WaitingList {
     /// Pass as `after` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<Uuid>,
+}
+
+/// A schedule: its spec and where it stands.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScheduleView {
+    pub name: String,
+    pub spec: ScheduleSpec,
+    pub paused: bool,
+    /// Its next fire times (milliseconds since the Unix epoch); none while paused.
+    pub next: Vec<u64>,
+    /// The last tick that submitted a workflow, and that workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_tick_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_workflow: Option<Uuid>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleView>,
+}
+
+/// A trigger: the workflow a request to `POST /v1/triggers/{name}` submits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TriggerView {
+    pub name: String,
+    pub workflow: WorkflowTemplate,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TriggerList {
+    pub triggers: Vec<TriggerView>,
 }

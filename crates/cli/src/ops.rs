@@ -20,6 +20,7 @@ mod artifact;
 mod control;
 mod inspect;
 mod render;
+mod schedule;
 mod signal;
 mod submit;
 mod watch;
@@ -98,6 +99,11 @@ pub enum OpsCommand {
         #[arg(long, value_name = "ID")]
         workflow: Option<Uuid>,
     },
+    /// Schedules: list (the default), create FILE, show, pause, resume, delete.
+    Schedules {
+        #[command(subcommand)]
+        command: Option<schedule::ScheduleCommand>,
+    },
     /// List agents: online or not, capabilities, the tasks they hold.
     Agents,
     /// Upload or download an artifact: large data that inputs and results refer to as
@@ -175,6 +181,7 @@ async fn dispatch(global: &Global, cmd: OpsCommand) -> anyhow::Result<()> {
         OpsCommand::Retry { id } => control::retry(&client, id, output).await,
         OpsCommand::Agents => inspect::agents(&client, output).await,
         OpsCommand::Signal(args) => signal::signal(&client, &args, output).await,
+        OpsCommand::Schedules { command } => schedule::run(&client, command, output).await,
         OpsCommand::Waiting { workflow } => signal::waiting(&client, workflow, output).await,
         OpsCommand::Workflows { limit } => inspect::workflows(&client, limit, output).await,
         OpsCommand::Artifact { command } => artifact::run(&client, command, output).await,

@@ -222,6 +222,25 @@ pub struct WorkflowFile {
     pub workflow: SubmitWorkflow,
 }
 
+/// A YAML or JSON document (by extension, else by content) as JSON; a syntax error is placed
+/// at its line and column.
+pub fn parse_document(name: &str, text: &str) -> Result<Value, Diagnostic> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    Ok(parse_any(name, text)?.0)
+}
+
+fn parse_any(name: &str, text: &str) -> Result<(Value, Option<Node>), Diagnostic> {
+    Ok(match Format::of(name) {
+        Some(Format::Json) => parse_json(text).map_err(|e| located(name, text, e))?,
+        Some(Format::Yaml) => parse_yaml(text).map_err(|e| located(name, text, e))?,
+        None if text.trim_start().starts_with(['{', '[']) => match parse_json(text) {
+            Ok(parsed) => parsed,
+            Err(json_err) => parse_yaml(text).map_err(|_| located(name, text, json_err))?,
+        },
+        None => parse_yaml(text).map_err(|e| located(name, text, e))?,
+    })
+}
+
 impl WorkflowFile {
     /// Parses `text`, the contents of the file called `name`, and checks it as the server
     /// would: shape, fields, and the engine's rules for specs and dependency graphs.
@@ -230,15 +249,7 @@ impl WorkflowFile {
             Some(rest) => rest.to_owned(),
             None => text,
         };
-        let (body, tree) = match Format::of(name) {
-            Some(Format::Json) => parse_json(&text).map_err(|e| located(name, &text, e))?,
-            Some(Format::Yaml) => parse_yaml(&text).map_err(|e| located(name, &text, e))?,
-            None if text.trim_start().starts_with(['{', '[']) => match parse_json(&text) {
-                Ok(parsed) => parsed,
-                Err(json_err) => parse_yaml(&text).map_err(|_| located(name, &text, json_err))?,
-            },
-            None => parse_yaml(&text).map_err(|e| located(name, &text, e))?,
-        };
+        let (body, tree) = parse_any(name, &text)?;
         let source = Source {
             name: name.to_owned(),
             text,

@@ -784,3 +784,47 @@ fn a_rejection_from_the_command_line_fails_the_waiting_task() {
     let again = again.ok();
     assert!(again.stdout.contains("sent before"), "{again:#?}");
 }
+
+const SCHEDULE_YAML: &str = "\
+name: weekday-digest
+cron: 0 0 9 * * MON-FRI
+timezone: Europe/Berlin
+workflow:
+  name: digest
+  tasks:
+    - key: collect
+overlap: skip
+catch_up: {policy: latest}
+";
+
+#[test]
+fn schedules_are_created_from_a_file_listed_paused_and_deleted() {
+    let srv = Server::start();
+    let path = srv.file("digest.yaml", SCHEDULE_YAML);
+    let created = srv.run(&["schedules", "create", path.to_str().unwrap()]);
+    let created = created.ok();
+    assert!(created.stdout.contains("weekday-digest"), "{created:#?}");
+    assert!(created.stdout.contains("Next"), "{created:#?}");
+    let listed = srv.run(&["schedules", "--output", "json"]).ok().json();
+    let s = &listed["schedules"][0];
+    assert_eq!(s["name"], "weekday-digest");
+    assert_eq!(s["next"].as_array().unwrap().len(), 5);
+    let paused = srv.run(&["schedules", "pause", "weekday-digest"]);
+    let paused = paused.ok();
+    assert!(paused.stdout.contains("paused"), "{paused:#?}");
+    let table = srv.run(&["schedules"]);
+    let table = table.ok();
+    assert!(table.stdout.contains("paused"), "{table:#?}");
+    srv.run(&["schedules", "delete", "weekday-digest"]).ok();
+    let gone = srv.run(&["schedules", "show", "weekday-digest"]);
+    assert_eq!(gone.code, Some(1), "{gone:#?}");
+    assert!(gone.stderr.contains("not found"), "{gone:#?}");
+
+    let bad = srv.file(
+        "bad.yaml",
+        "name: x\ncron: every day\nworkflow: {tasks: [{key: a}]}\n",
+    );
+    let refused = srv.run(&["schedules", "create", bad.to_str().unwrap()]);
+    assert_eq!(refused.code, Some(1), "{refused:#?}");
+    assert!(refused.stderr.contains("cron"), "{refused:#?}");
+}

@@ -352,6 +352,36 @@ impl Client {
         self.get(&path).await
     }
 
+    /// Creates a schedule from its spec (`ScheduleSpec` as JSON).
+    pub async fn create_schedule(&self, spec: &Value) -> Result<ScheduleView> {
+        self.post("/v1/schedules", spec).await
+    }
+
+    pub async fn schedules(&self) -> Result<ScheduleList> {
+        self.get("/v1/schedules").await
+    }
+
+    pub async fn schedule(&self, name: &str) -> Result<ScheduleView> {
+        self.get(&format!("/v1/schedules/{name}")).await
+    }
+
+    /// Pauses (`true`) or resumes a schedule.
+    pub async fn pause_schedule(&self, name: &str, paused: bool) -> Result<ScheduleView> {
+        let verb = if paused { "pause" } else { "resume" };
+        self.post(
+            &format!("/v1/schedules/{name}/{verb}"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn delete_schedule(&self, name: &str) -> Result<()> {
+        let url = format!("{}/v1/schedules/{name}", self.base);
+        self.call_bytes(Method::DELETE, &url, None::<&Value>, None, None)
+            .await?;
+        Ok(())
+    }
+
     pub async fn retry_task(&self, id: Uuid) -> Result<ReportAnswer> {
         self.post(&format!("/v1/tasks/{id}/retry"), &RetryBody {})
             .await

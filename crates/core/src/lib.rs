@@ -18,6 +18,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod replay;
 pub mod retry;
+pub mod schedule;
 pub mod spec;
 pub mod task;
 pub mod template;
@@ -34,6 +35,7 @@ pub use ids::{AgentId, Capability, FencingToken, LeaseId, TaskId, TaskKey, Times
 pub use lifecycle::{Cond, EffectKind, Guard, Lifecycle, Problem, Rule, DEFAULT, DEFAULT_RULES};
 pub use replay::{replay, HistoryEntry, ReplayError};
 pub use retry::backoff_ms;
+pub use schedule::{CatchUp, Overlap, ScheduleSpec, WorkflowTemplate};
 pub use spec::{
     AgentLostPolicy, CompensationSpec, RetryPolicy, SpecError, TaskSpec, Timeouts, WaitFor,
 };

@@ -124,6 +124,7 @@ impl<S: Store + 'static> Engine<S> {
         self.reap_dead_agents().await?;
         while self.run_effects().await? > 0 {}
         self.sweep_kept_signals(true).await?;
+        self.fire_schedules().await?;
         while self.run_effects().await? > 0 {}
         Ok(())
     }

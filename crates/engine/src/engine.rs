@@ -177,6 +177,8 @@ impl<S: Store + 'static> Engine<S> {
         ];
         let ending = self.clone();
         loops.push(tokio::spawn(async move { ending.ending_loop().await }));
+        let scheduler = self.clone();
+        loops.push(tokio::spawn(async move { scheduler.schedule_loop().await }));
         if let Some(notices) = self.inner.store.notices() {
             let listener = self.clone();
             loops.push(tokio::spawn(

@@ -44,6 +44,15 @@ pub enum EngineError {
     Rejected(Box<Rejection>),
     #[error("idempotency key {key:?} was already used for a different request")]
     IdempotencyMismatch { key: String },
+    #[error("schedule `{0}` not found")]
+    ScheduleNotFound(String),
+    #[error("trigger `{0}` not found")]
+    TriggerNotFound(String),
+    #[error("a schedule named `{0}` already exists")]
+    ScheduleExists(String),
+    /// The schedule kept changing under us (its ticks firing); the caller may retry.
+    #[error("schedule `{0}` is changing too fast; try again")]
+    ScheduleContended(String),
     /// The task kept changing under us; the caller may retry.
     #[error("task {0} is changing too fast; try again")]
     Contended(TaskId),
@@ -57,6 +66,7 @@ impl From<StoreError> for EngineError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::IdempotencyMismatch { key } => EngineError::IdempotencyMismatch { key },
+            StoreError::ScheduleExists(name) => EngineError::ScheduleExists(name),
             StoreError::TaskNotFound(id) => EngineError::TaskNotFound(id),
             StoreError::WorkflowNotFound(id) => EngineError::WorkflowNotFound(id),
             // Swept after the engine checked it (a race the store refuses).

@@ -27,10 +27,12 @@ mod ids;
 mod intake;
 mod metrics;
 mod outcome;
+mod schedules;
 mod signals;
 mod stream;
 pub mod trace;
 mod transition;
+mod triggers;
 mod upstream;
 mod views;
 
@@ -50,9 +52,11 @@ pub use ids::{IdSource, RandomIds, SeededIds};
 pub use intake::{validate_workflow, WorkflowReceipt, WorkflowRequest, NAME_LEN_MAX};
 pub use metrics::Metrics;
 pub use outcome::{WorkflowOutcome, WorkflowStatus};
+pub use schedules::{ScheduleInfo, NEXT_FIRES_SHOWN, SCHEDULE_MISSED_AFTER_MS};
 pub use signals::{SignalInput, SignalReceipt, KEPT_SIGNALS_SWEEP_MS, REJECT_REASON_LEN_MAX};
 pub use stream::{StreamPosition, Subscription, TransitionEvent, EVENT_BACKLOG_MAX};
 pub use transition::ReportContext;
+pub use triggers::TriggerInfo;
 pub use upstream::{json_bytes, Upstream, RESULT_BYTES_MAX_DEFAULT, UPSTREAM_BYTES_PER_CLAIM_MAX};
 pub use views::{OpenDependency, TaskDetail, WaitReason, WorkflowGraph};
 
@@ -61,7 +65,7 @@ pub use views::{OpenDependency, TaskDetail, WaitReason, WorkflowGraph};
 pub mod read {
     pub use baton_store::{
         AgentRecord, AnyStore, ArtifactChunks, ArtifactMeta, Dependency, Edge, HistoryMark,
-        PutArtifact, SignalRecord, StateCounts, TaskFilter, WorkflowRecord,
+        PutArtifact, ScheduleRecord, SignalRecord, StateCounts, TaskFilter, WorkflowRecord,
         HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
     };
 }

@@ -56,6 +56,7 @@ pub struct Metrics {
     timeouts: Family<KindLabel, Counter>,
     compensations: Counter,
     signals: Counter,
+    schedule_ticks: Family<KindLabel, Counter>,
     agents_online: Gauge,
     claims_waiting: Gauge,
     event_subscribers: Gauge,
@@ -134,6 +135,12 @@ impl Metrics {
             "Signals sent to workflows (repeats of an idempotency key included)",
             signals.clone(),
         );
+        let schedule_ticks = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "schedule_ticks",
+            "Schedule ticks by outcome: `submitted` a workflow, or `skipped` (the previous run still going)",
+            schedule_ticks.clone(),
+        );
         let agents_online = Gauge::default();
         registry.register(
             "agents_online",
@@ -164,6 +171,7 @@ impl Metrics {
             timeouts,
             compensations,
             signals,
+            schedule_ticks,
             agents_online,
             claims_waiting,
             event_subscribers,
@@ -221,6 +229,10 @@ impl Metrics {
 
     pub(crate) fn signal(&self) {
         self.signals.inc();
+    }
+
+    pub(crate) fn schedule_tick(&self, kind: &'static str) {
+        self.schedule_ticks.get_or_create(&KindLabel { kind }).inc();
     }
 
     pub(crate) fn claim_started(&self) -> ClaimInProgress {

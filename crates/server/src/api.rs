@@ -11,7 +11,10 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use baton_core::{AgentId, Event, FencingToken, State, StateKind, Task, TaskId, WorkflowId};
+use baton_core::{
+    AgentId, Event, FencingToken, ScheduleSpec, State, StateKind, Task, TaskId, WorkflowId,
+    WorkflowTemplate,
+};
 use baton_engine::read::{AnyStore, SignalRecord, TaskFilter};
 use baton_engine::{Engine, SignalInput, WorkflowRequest, WorkflowStatus};
 use futures_util::stream::Stream;
@@ -342,6 +345,24 @@ pub async fn cancel_workflow(
 /// Longest `Idempotency-Key` header accepted.
 const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
 
+/// The `Idempotency-Key` header, if sent.
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Problem> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_LEN_MAX => Ok(Some(k.to_owned())),
+            _ => Err(Problem::bad_request(
+                "invalid_header",
+                "the Idempotency-Key header is empty, too long or not text",
+            )
+            .field(
+                "Idempotency-Key",
+                format!("1 to {IDEMPOTENCY_KEY_LEN_MAX} bytes of visible ASCII"),
+            )),
+        },
+    }
+}
+
 /// The body of a signal: its data, or a rejection (`{"reject": "reason"}`); `{"$literal": v}`
 /// sends `v` as data, for data that looks like a rejection.
 fn signal_input(body: Value) -> Result<SignalInput, Problem> {
@@ -402,22 +423,7 @@ pub async fn send_signal(
 ) -> ApiResult<Response> {
     caller.operator()?;
     let id = WorkflowId(parse_id("workflow", &id)?);
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => match v.to_str() {
-            Ok(k) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_LEN_MAX => Some(k.to_owned()),
-            _ => {
-                return Err(Problem::bad_request(
-                    "invalid_header",
-                    "the Idempotency-Key header is empty, too long or not text",
-                )
-                .field(
-                    "Idempotency-Key",
-                    format!("1 to {IDEMPOTENCY_KEY_LEN_MAX} bytes of visible ASCII"),
-                ))
-            }
-        },
-    };
+    let key = idempotency_key(&headers)?;
     let by = q.by.unwrap_or_else(|| "operator".into());
     if by.is_empty() || by.len() > 128 || by.chars().any(char::is_control) {
         return Err(Problem::bad_request(
@@ -545,6 +551,198 @@ fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
         )
         .field("limit", "an integer from 1 to 1000"))
     }
+}
+
+// ---- schedules ------------------------------------------------------------------------------
+
+fn schedule_view(i: baton_engine::ScheduleInfo) -> ScheduleView {
+    ScheduleView {
+        name: i.record.name,
+        spec: i.spec,
+        paused: i.record.paused,
+        next: i.next.into_iter().map(|t| t.0).collect(),
+        last_tick_at: i.record.last_tick_at.map(|t| t.0),
+        last_workflow: i.record.last_workflow.map(|w| w.0),
+        created_at: i.record.created_at.0,
+        updated_at: i.record.updated_at.0,
+    }
+}
+
+/// Creates a schedule: at each tick of `cron` (with seconds, read in `timezone`) the leading
+/// node submits `workflow` with the idempotency key `schedule:NAME:TICK_MS`, so a tick submits
+/// one workflow across restarts and nodes. `overlap` says what a tick does while the previous
+/// tick's workflow runs; `catch_up` what happens to ticks missed while no node ran.
+#[utoipa::path(post, path = "/v1/schedules", request_body = ScheduleSpec,
+    responses((status = 201, body = ScheduleView), (status = 409, body = ProblemDoc, description = "a schedule with this name exists (code `schedule_exists`)"),
+              (status = 422, body = ProblemDoc, description = "a field is invalid (`field` names it: `cron`, `timezone`, `catch_up.max`, `workflow.tasks[0].key`, …)")))]
+pub async fn create_schedule(
+    AxState(s): St,
+    caller: Caller,
+    ApiJson(body): ApiJson<ScheduleSpec>,
+) -> ApiResult<Response> {
+    caller.operator()?;
+    let info = engine(&s).create_schedule(body).await?;
+    Ok((StatusCode::CREATED, Json(schedule_view(info))).into_response())
+}
+
+/// Every schedule, by name, with its next fire times.
+#[utoipa::path(get, path = "/v1/schedules", responses((status = 200, body = ScheduleList)))]
+pub async fn list_schedules(AxState(s): St, _caller: Caller) -> ApiResult<Json<ScheduleList>> {
+    let schedules = engine(&s).schedules().await?;
+    Ok(Json(ScheduleList {
+        schedules: schedules.into_iter().map(schedule_view).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/schedules/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = ScheduleView), (status = 404, body = ProblemDoc)))]
+pub async fn get_schedule(
+    AxState(s): St,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ScheduleView>> {
+    Ok(Json(schedule_view(engine(&s).schedule(&name).await?)))
+}
+
+/// Deletes a schedule; workflows it submitted are left as they are.
+#[utoipa::path(delete, path = "/v1/schedules/{name}", params(("name" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 404, body = ProblemDoc)))]
+pub async fn delete_schedule(
+    AxState(s): St,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.operator()?;
+    engine(&s).delete_schedule(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Pauses a schedule: no tick fires until it is resumed.
+#[utoipa::path(post, path = "/v1/schedules/{name}/pause", params(("name" = String, Path)),
+    responses((status = 200, body = ScheduleView), (status = 404, body = ProblemDoc)))]
+pub async fn pause_schedule(
+    AxState(s): St,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ScheduleView>> {
+    caller.operator()?;
+    Ok(Json(schedule_view(
+        engine(&s).pause_schedule(&name, true).await?,
+    )))
+}
+
+/// Resumes a paused schedule from its next tick after now (the ticks it slept through are
+/// not caught up).
+#[utoipa::path(post, path = "/v1/schedules/{name}/resume", params(("name" = String, Path)),
+    responses((status = 200, body = ScheduleView), (status = 404, body = ProblemDoc)))]
+pub async fn resume_schedule(
+    AxState(s): St,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ScheduleView>> {
+    caller.operator()?;
+    Ok(Json(schedule_view(
+        engine(&s).pause_schedule(&name, false).await?,
+    )))
+}
+
+// ---- triggers -------------------------------------------------------------------------------
+
+fn trigger_view(t: baton_engine::TriggerInfo) -> TriggerView {
+    TriggerView {
+        name: t.name,
+        workflow: t.template,
+        created_at: t.created_at.0,
+        updated_at: t.updated_at.0,
+    }
+}
+
+/// Registers (or replaces) a trigger: the workflow `POST /v1/triggers/{name}` submits. In its
+/// tasks' inputs, `{"$input": "/json/pointer"}` stands for what the pointer finds in that
+/// request's body (`""`: all of it).
+#[utoipa::path(put, path = "/v1/triggers/{name}", request_body = WorkflowTemplate, params(("name" = String, Path)),
+    responses((status = 201, body = TriggerView, description = "created"), (status = 200, body = TriggerView, description = "replaced"),
+              (status = 422, body = ProblemDoc)))]
+pub async fn put_trigger(
+    AxState(s): St,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<WorkflowTemplate>,
+) -> ApiResult<Response> {
+    caller.operator()?;
+    let (trigger, created) = engine(&s).put_trigger(&name, body).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(trigger_view(trigger))).into_response())
+}
+
+/// Submits the trigger's workflow, the request body as its input (see `PUT
+/// /v1/triggers/{name}`). Safe to resend with the same `Idempotency-Key`: the first workflow is
+/// returned.
+#[utoipa::path(post, path = "/v1/triggers/{name}", request_body(content = Object, description = "Any JSON: what the template's `$input` placeholders take"),
+    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first workflow; at most 256 bytes")),
+    responses((status = 201, body = WorkflowCreated), (status = 200, body = WorkflowCreated, description = "an earlier request with the same key"),
+              (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc, description = "the body lacks what a placeholder points at (`field`: `body`), or the workflow is refused")))]
+pub async fn fire_trigger(
+    AxState(s): St,
+    caller: Caller,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    PayloadJson(body): PayloadJson,
+) -> ApiResult<Response> {
+    caller.operator()?;
+    let key = idempotency_key(&headers)?;
+    let receipt = engine(&s)
+        .fire_trigger(&name, &body, key.as_deref())
+        .await?;
+    let status = if receipt.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let out = WorkflowCreated {
+        workflow: receipt.workflow.0,
+        created: receipt.created,
+        tasks: receipt
+            .tasks
+            .into_iter()
+            .map(|(k, id)| (k.0, id.0))
+            .collect(),
+    };
+    Ok((status, Json(out)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/triggers", responses((status = 200, body = TriggerList)))]
+pub async fn list_triggers(AxState(s): St, _caller: Caller) -> ApiResult<Json<TriggerList>> {
+    let triggers = engine(&s).triggers().await?;
+    Ok(Json(TriggerList {
+        triggers: triggers.into_iter().map(trigger_view).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/triggers/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = TriggerView), (status = 404, body = ProblemDoc)))]
+pub async fn get_trigger(
+    AxState(s): St,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TriggerView>> {
+    Ok(Json(trigger_view(engine(&s).trigger(&name).await?)))
+}
+
+#[utoipa::path(delete, path = "/v1/triggers/{name}", params(("name" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 404, body = ProblemDoc)))]
+pub async fn delete_trigger(
+    AxState(s): St,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.operator()?;
+    engine(&s).delete_trigger(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---- tasks ----------------------------------------------------------------------------------

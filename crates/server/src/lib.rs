@@ -66,6 +66,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(api::send_signal))
         .routes(routes!(api::list_signals))
         .routes(routes!(api::list_waiting))
+        .routes(routes!(api::create_schedule, api::list_schedules))
+        .routes(routes!(api::get_schedule, api::delete_schedule))
+        .routes(routes!(api::pause_schedule))
+        .routes(routes!(api::resume_schedule))
+        .routes(routes!(api::list_triggers))
+        .routes(routes!(
+            api::put_trigger,
+            api::fire_trigger,
+            api::get_trigger,
+            api::delete_trigger
+        ))
         .routes(routes!(api::submit_task, api::list_tasks))
         .routes(routes!(api::get_task))
         .routes(routes!(api::task_history))

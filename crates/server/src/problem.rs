@@ -149,7 +149,15 @@ impl From<EngineError> for Problem {
             EngineError::IdempotencyMismatch { .. } => {
                 Problem::new(StatusCode::CONFLICT, "idempotency_mismatch", detail)
             }
-            EngineError::Contended(_) => {
+            EngineError::ScheduleNotFound(_) => Problem::not_found("schedule_not_found", detail),
+            EngineError::TriggerNotFound(_) => Problem::not_found("trigger_not_found", detail),
+            EngineError::ScheduleExists(_) => {
+                Problem::new(StatusCode::CONFLICT, "schedule_exists", detail).field(
+                    "name",
+                    "a name no other schedule has (delete the old one first)",
+                )
+            }
+            EngineError::Contended(_) | EngineError::ScheduleContended(_) => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "contended", detail)
             }
             EngineError::ShuttingDown => {

@@ -12,8 +12,9 @@ use crate::sqlite::SqliteStore;
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
     Dependency, Edge, HistoryMark, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal,
-    SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome,
-    TaskFilter, TaskForView, TransitionRecord, WorkflowRecord,
+    ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact, StateCounts, Store, StoreError,
+    SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord, TriggerRecord,
+    TriggerWrite, WorkflowRecord,
 };
 
 /// One of the backends, chosen by [`AnyStore::open`].
@@ -282,5 +283,35 @@ impl Store for AnyStore {
         name: Option<String>,
     ) -> Result<Vec<Task>, StoreError> {
         delegate!(self, s => s.waiting_for_signal(filter, name).await)
+    }
+    async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
+        delegate!(self, s => s.write_schedule(write).await)
+    }
+
+    async fn schedule(&self, name: String) -> Result<Option<ScheduleRecord>, StoreError> {
+        delegate!(self, s => s.schedule(name).await)
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        delegate!(self, s => s.schedules().await)
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        delegate!(self, s => s.due_schedules(now, limit).await)
+    }
+    async fn write_trigger(&self, write: TriggerWrite) -> Result<bool, StoreError> {
+        delegate!(self, s => s.write_trigger(write).await)
+    }
+
+    async fn trigger(&self, name: String) -> Result<Option<TriggerRecord>, StoreError> {
+        delegate!(self, s => s.trigger(name).await)
+    }
+
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+        delegate!(self, s => s.triggers().await)
     }
 }

@@ -10,8 +10,9 @@ use baton_core::{ArtifactRef, Task, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AgentRecord, ArtifactMeta, ClaimRequest, NewSignal, PutArtifact, PutSignal, StoreError,
-    SubmitBatch, SubmitOutcome, TransitionRecord, BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
+    AgentRecord, ArtifactMeta, ClaimRequest, NewSignal, PutArtifact, PutSignal, ScheduleWrite,
+    StoreError, SubmitBatch, SubmitOutcome, TransitionRecord, TriggerWrite, BATCH_WRITES_MAX,
+    QUEUE_WRITES_MAX,
 };
 
 /// Where a command's caller waits for its answer.
@@ -32,6 +33,11 @@ pub(crate) enum Command {
     SweepArtifacts(Timestamp, usize, Reply<Vec<ArtifactRef>>),
     /// A signal (SQLite; PostgreSQL stores signals in transactions of their own).
     PutSignal(Box<NewSignal>, Reply<PutSignal>),
+    /// A change to a schedule (SQLite; PostgreSQL writes schedules in transactions of their
+    /// own).
+    WriteSchedule(Box<ScheduleWrite>, Reply<bool>),
+    /// A change to a trigger (SQLite, as `WriteSchedule`).
+    WriteTrigger(Box<TriggerWrite>, Reply<bool>),
 }
 
 /// What one command produced in a batch, sent to its caller once the batch committed.
@@ -43,6 +49,7 @@ pub(crate) enum Outcome {
     PutArtifact(Result<PutArtifact, StoreError>),
     Swept(Result<Vec<ArtifactRef>, StoreError>),
     PutSignal(Result<PutSignal, StoreError>),
+    Written(Result<bool, StoreError>),
 }
 
 impl Command {
@@ -56,7 +63,9 @@ impl Command {
             | Command::UpsertAgent(..)
             | Command::PutArtifact(..)
             | Command::SweepArtifacts(..)
-            | Command::PutSignal(..) => 1,
+            | Command::PutSignal(..)
+            | Command::WriteSchedule(..)
+            | Command::WriteTrigger(..) => 1,
         }
     }
 
@@ -76,6 +85,8 @@ impl Command {
             (Command::PutArtifact(_, r), Outcome::PutArtifact(o)) => drop(r.send(o)),
             (Command::SweepArtifacts(_, _, r), Outcome::Swept(o)) => drop(r.send(o)),
             (Command::PutSignal(_, r), Outcome::PutSignal(o)) => drop(r.send(o)),
+            (Command::WriteSchedule(_, r), Outcome::Written(o))
+            | (Command::WriteTrigger(_, r), Outcome::Written(o)) => drop(r.send(o)),
             _ => unreachable!("a writer answered a command with another kind's outcome"),
         }
     }
@@ -91,6 +102,7 @@ impl Command {
             Command::PutArtifact(_, r) => drop(r.send(Err(e))),
             Command::SweepArtifacts(_, _, r) => drop(r.send(Err(e))),
             Command::PutSignal(_, r) => drop(r.send(Err(e))),
+            Command::WriteSchedule(_, r) | Command::WriteTrigger(_, r) => drop(r.send(Err(e))),
         }
     }
 }
@@ -176,6 +188,16 @@ impl Queue {
 
     pub(crate) async fn put_signal(&self, signal: NewSignal) -> Result<PutSignal, StoreError> {
         self.write(|r| Command::PutSignal(Box::new(signal), r))
+            .await
+    }
+
+    pub(crate) async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
+        self.write(|r| Command::WriteSchedule(Box::new(write), r))
+            .await
+    }
+
+    pub(crate) async fn write_trigger(&self, write: TriggerWrite) -> Result<bool, StoreError> {
+        self.write(|r| Command::WriteTrigger(Box::new(write), r))
             .await
     }
 

@@ -35,6 +35,7 @@ mod batch;
 mod codec;
 mod decide;
 pub mod postgres;
+pub mod schedule;
 pub mod signal;
 pub mod sqlite;
 pub mod workload;
@@ -43,6 +44,7 @@ pub use any::AnyStore;
 pub use artifact::{
     ArtifactChunks, ArtifactMeta, ArtifactWriter, PutArtifact, StagedArtifact, ARTIFACT_CHUNK_BYTES,
 };
+pub use schedule::{ScheduleRecord, ScheduleWrite, TriggerRecord, TriggerWrite};
 pub use signal::{NewSignal, PutSignal, SignalRecord};
 
 /// Most writes gathered into one transaction.
@@ -441,6 +443,8 @@ pub enum StoreError {
     DuplicateKey { workflow: WorkflowId, key: TaskKey },
     #[error("idempotency key {key:?} was already used for a different request")]
     IdempotencyMismatch { key: String },
+    #[error("a schedule named `{0}` already exists")]
+    ScheduleExists(String),
     #[error("{path} is not a Baton store: {detail}")]
     NotABatonStore { path: String, detail: String },
     #[error(
@@ -738,4 +742,40 @@ pub trait Store: Send + Sync {
         filter: TaskFilter,
         name: Option<String>,
     ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
+
+    /// Creates, updates or deletes a schedule; `false` when an update or a deletion found the
+    /// schedule gone or at another version (nothing written).
+    fn write_schedule(
+        &self,
+        write: ScheduleWrite,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn schedule(
+        &self,
+        name: String,
+    ) -> impl Future<Output = Result<Option<ScheduleRecord>, StoreError>> + Send;
+
+    /// Every schedule, by name (at most [`PAGE_ROWS_MAX`]).
+    fn schedules(&self) -> impl Future<Output = Result<Vec<ScheduleRecord>, StoreError>> + Send;
+
+    /// Schedules not paused whose next tick is at or before `now`, the earliest first.
+    fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ScheduleRecord>, StoreError>> + Send;
+
+    /// Creates or replaces a trigger (`true`: created), or deletes one (`true`: it existed).
+    fn write_trigger(
+        &self,
+        write: TriggerWrite,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn trigger(
+        &self,
+        name: String,
+    ) -> impl Future<Output = Result<Option<TriggerRecord>, StoreError>> + Send;
+
+    /// Every trigger, by name (at most [`PAGE_ROWS_MAX`]).
+    fn triggers(&self) -> impl Future<Output = Result<Vec<TriggerRecord>, StoreError>> + Send;
 }

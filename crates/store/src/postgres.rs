@@ -43,6 +43,7 @@ mod connect;
 mod error;
 mod migrate;
 mod reads;
+mod schedules;
 mod signals;
 mod writer;
 

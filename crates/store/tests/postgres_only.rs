@@ -286,7 +286,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, "4");
+    assert_eq!(version, "5");
 
     sql.execute(
         "UPDATE baton_meta SET value = '99' WHERE key = 'schema_version'",
@@ -296,7 +296,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     .unwrap();
     match PgStore::open_with(&url(), schema.options()).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (99, 4));
+            assert_eq!((found, supported), (99, 5));
         }
         Err(e) => panic!("expected SchemaTooNew, got {e}"),
         Ok(_) => panic!("expected SchemaTooNew, the store opened"),

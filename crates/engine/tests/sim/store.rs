@@ -21,9 +21,10 @@ use baton_core::{ArtifactRef, HistoryEntry, Task, TaskId, TaskKey, Timestamp, Wo
 use baton_store::sqlite::SqliteStore;
 use baton_store::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal, SignalRecord,
-    StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
-    TaskForView, TransitionRecord, WorkflowRecord,
+    Dependency, Edge, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal, ScheduleRecord,
+    ScheduleWrite, SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch,
+    SubmitOutcome, TaskFilter, TaskForView, TransitionRecord, TriggerRecord, TriggerWrite,
+    WorkflowRecord,
 };
 
 use super::rng::Rng;
@@ -517,5 +518,35 @@ impl Store for FaultyStore {
         name: Option<String>,
     ) -> Result<Vec<Task>, StoreError> {
         self.inner.waiting_for_signal(filter, name).await
+    }
+    async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
+        self.inner.write_schedule(write).await
+    }
+
+    async fn schedule(&self, name: String) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.inner.schedule(name).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.inner.schedules().await
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.inner.due_schedules(now, limit).await
+    }
+    async fn write_trigger(&self, write: TriggerWrite) -> Result<bool, StoreError> {
+        self.inner.write_trigger(write).await
+    }
+
+    async fn trigger(&self, name: String) -> Result<Option<TriggerRecord>, StoreError> {
+        self.inner.trigger(name).await
+    }
+
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+        self.inner.triggers().await
     }
 }

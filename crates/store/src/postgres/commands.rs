@@ -161,8 +161,8 @@ impl<'c> Run<'c> {
             Command::PutArtifact(..) | Command::SweepArtifacts(..) => {
                 unreachable!("PgStore writes artifacts in transactions of their own")
             }
-            Command::PutSignal(..) => {
-                unreachable!("PgStore stores signals in transactions of their own")
+            Command::PutSignal(..) | Command::WriteSchedule(..) | Command::WriteTrigger(..) => {
+                unreachable!("PgStore stores signals and schedules in transactions of their own")
             }
         })
     }

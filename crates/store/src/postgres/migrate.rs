@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("002_workflow_outputs.sql"),
     include_str!("003_artifacts.sql"),
     include_str!("004_signals_and_timers.sql"),
+    include_str!("005_schedules_and_triggers.sql"),
 ];
 
 /// `baton_meta.application` of a Baton store.

@@ -18,9 +18,9 @@ use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
     Dependency, Edge, HistoryMark, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal,
-    SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome,
-    TaskFilter, TaskForView, TransitionRecord, WorkflowRecord, HISTORY_TASKS_PER_PAGE_MAX,
-    PAGE_ROWS_MAX,
+    ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact, StateCounts, Store, StoreError,
+    SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord, TriggerRecord,
+    TriggerWrite, WorkflowRecord, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
 };
 
 const TASK_COLUMNS: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
@@ -594,5 +594,37 @@ impl Store for PgStore {
         name: Option<String>,
     ) -> Result<Vec<Task>, StoreError> {
         self.waiting_rows(filter, name).await
+    }
+
+    async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
+        self.write_schedule_row(write).await
+    }
+
+    async fn schedule(&self, name: String) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.schedule_row(name).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.schedule_rows().await
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.due_schedule_rows(now, limit).await
+    }
+
+    async fn write_trigger(&self, write: TriggerWrite) -> Result<bool, StoreError> {
+        self.write_trigger_row(write).await
+    }
+
+    async fn trigger(&self, name: String) -> Result<Option<TriggerRecord>, StoreError> {
+        Ok(self.trigger_rows(Some(name)).await?.into_iter().next())
+    }
+
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+        self.trigger_rows(None).await
     }
 }

@@ -13,7 +13,8 @@ use crate::codec::{self, ts, HistoryRow, TaskRow};
 use crate::decide::{self, Candidate, Deltas};
 use crate::{
     AgentRecord, ArtifactMeta, ClaimRequest, NewSignal, NewTask, PutArtifact, PutSignal,
-    SignalRecord, StoreError, SubmitBatch, SubmitOutcome, TransitionRecord, WorkflowRef,
+    ScheduleRecord, ScheduleWrite, SignalRecord, StoreError, SubmitBatch, SubmitOutcome,
+    TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRef,
 };
 
 /// Marks a signal delivered by the transition that takes it first.
@@ -583,4 +584,120 @@ pub(super) fn load_task(conn: &Connection, id: TaskId) -> Result<Option<Task>, S
         .map_err(db)?;
     row.map(|(snap, spec)| codec::decode_task(id, &snap, &spec))
         .transpose()
+}
+
+/// The columns [`schedule_row`] reads.
+pub(super) const SCHEDULE_COLUMNS: &str = "name, spec, paused, next_fire_at, last_tick_at, \
+    last_workflow, version, created_at, updated_at";
+
+/// A schedule from a row of [`SCHEDULE_COLUMNS`].
+pub(super) fn schedule_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRecord> {
+    Ok(ScheduleRecord {
+        name: r.get(0)?,
+        spec: r.get(1)?,
+        paused: r.get(2)?,
+        next_fire_at: Timestamp(r.get::<_, i64>(3)? as u64),
+        last_tick_at: r.get::<_, Option<i64>>(4)?.map(|t| Timestamp(t as u64)),
+        last_workflow: r.get::<_, Option<Uuid>>(5)?.map(WorkflowId),
+        version: r.get::<_, i64>(6)? as u64,
+        created_at: Timestamp(r.get::<_, i64>(7)? as u64),
+        updated_at: Timestamp(r.get::<_, i64>(8)? as u64),
+    })
+}
+
+pub(super) fn write_schedule(conn: &Connection, write: &ScheduleWrite) -> Result<bool, StoreError> {
+    let changed = match write {
+        ScheduleWrite::Create(s) => {
+            let inserted = conn
+                .prepare_cached(&format!(
+                    "INSERT INTO schedules ({SCHEDULE_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (name) DO NOTHING"
+                ))
+                .and_then(|mut st| {
+                    st.execute(params![
+                        s.name,
+                        s.spec,
+                        s.paused,
+                        ts(s.next_fire_at),
+                        s.last_tick_at.map(ts),
+                        s.last_workflow.map(|w| w.0),
+                        s.version as i64,
+                        ts(s.created_at),
+                        ts(s.updated_at)
+                    ])
+                })
+                .map_err(db)?;
+            if inserted == 0 {
+                return Err(StoreError::ScheduleExists(s.name.clone()));
+            }
+            inserted
+        }
+        ScheduleWrite::Update(s) => conn
+            .prepare_cached(
+                "UPDATE schedules SET spec = ?2, paused = ?3, next_fire_at = ?4, last_tick_at = ?5,
+                     last_workflow = ?6, version = ?7, updated_at = ?8
+                 WHERE name = ?1 AND version = ?9",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    s.name,
+                    s.spec,
+                    s.paused,
+                    ts(s.next_fire_at),
+                    s.last_tick_at.map(ts),
+                    s.last_workflow.map(|w| w.0),
+                    s.version as i64,
+                    ts(s.updated_at),
+                    s.version as i64 - 1
+                ])
+            })
+            .map_err(db)?,
+        ScheduleWrite::Delete { name, version } => conn
+            .prepare_cached("DELETE FROM schedules WHERE name = ?1 AND version = ?2")
+            .and_then(|mut st| st.execute(params![name, *version as i64]))
+            .map_err(db)?,
+    };
+    Ok(changed == 1)
+}
+
+/// A trigger from a row of `name, template, created_at, updated_at`.
+pub(super) fn trigger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TriggerRecord> {
+    Ok(TriggerRecord {
+        name: r.get(0)?,
+        template: r.get(1)?,
+        created_at: Timestamp(r.get::<_, i64>(2)? as u64),
+        updated_at: Timestamp(r.get::<_, i64>(3)? as u64),
+    })
+}
+
+pub(super) fn write_trigger(conn: &Connection, write: &TriggerWrite) -> Result<bool, StoreError> {
+    match write {
+        TriggerWrite::Put(t) => {
+            let existed: bool = conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM triggers WHERE name = ?1)")
+                .and_then(|mut s| s.query_row([&t.name], |r| r.get(0)))
+                .map_err(db)?;
+            conn.prepare_cached(
+                "INSERT INTO triggers (name, template, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET template = excluded.template,
+                     updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    t.name,
+                    t.template,
+                    ts(t.created_at),
+                    ts(t.updated_at)
+                ])
+            })
+            .map_err(db)?;
+            Ok(!existed)
+        }
+        TriggerWrite::Delete(name) => conn
+            .prepare_cached("DELETE FROM triggers WHERE name = ?1")
+            .and_then(|mut s| s.execute([name]))
+            .map(|n| n == 1)
+            .map_err(db),
+    }
 }

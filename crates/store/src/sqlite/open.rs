@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("003_workflow_outputs.sql"),
     include_str!("004_artifacts.sql"),
     include_str!("005_signals_and_timers.sql"),
+    include_str!("006_schedules_and_triggers.sql"),
 ];
 
 /// Read connections kept open.

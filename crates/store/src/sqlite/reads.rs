@@ -10,7 +10,10 @@ use baton_core::{
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::commands::{load_artifact, load_task, signal_row, CLAIM_SQL, SIGNAL_COLUMNS};
+use super::commands::{
+    load_artifact, load_task, schedule_row, signal_row, trigger_row, CLAIM_SQL, SCHEDULE_COLUMNS,
+    SIGNAL_COLUMNS,
+};
 use super::error::db;
 use super::open::SqliteStore;
 use crate::artifact::{io_error, CHUNKS_AHEAD_MAX};
@@ -18,9 +21,9 @@ use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
     Dependency, Edge, HistoryMark, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal,
-    SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome,
-    TaskFilter, TaskForView, TransitionRecord, WorkflowRecord, ARTIFACT_CHUNK_BYTES,
-    HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
+    ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact, StateCounts, Store, StoreError,
+    SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord, TriggerRecord,
+    TriggerWrite, WorkflowRecord, ARTIFACT_CHUNK_BYTES, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
 };
 
 /// How a task is decoded from its `snapshot` and `spec` columns.
@@ -870,6 +873,88 @@ impl Store for SqliteStore {
                     codec::decode_task,
                 ),
             }
+        })
+        .await
+    }
+
+    async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
+        self.writes.write_schedule(write).await
+    }
+
+    async fn schedule(&self, name: String) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?1"
+            ))
+            .and_then(|mut s| s.query_row([name], schedule_row).optional())
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name LIMIT ?1"
+                ))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([PAGE_ROWS_MAX as i64], schedule_row)
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules
+                     WHERE paused = 0 AND next_fire_at <= ?1 ORDER BY next_fire_at LIMIT ?2"
+                ))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![ts(now), limit], schedule_row)
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn write_trigger(&self, write: TriggerWrite) -> Result<bool, StoreError> {
+        self.writes.write_trigger(write).await
+    }
+
+    async fn trigger(&self, name: String) -> Result<Option<TriggerRecord>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT name, template, created_at, updated_at FROM triggers WHERE name = ?1",
+            )
+            .and_then(|mut s| s.query_row([name], trigger_row).optional())
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT name, template, created_at, updated_at FROM triggers
+                     ORDER BY name LIMIT ?1",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([PAGE_ROWS_MAX as i64], trigger_row)
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
         })
         .await
     }

@@ -105,6 +105,12 @@ fn run_command(
         Command::PutSignal(signal, _) => Outcome::PutSignal(savepoint(tx, deltas, |sp, _| {
             super::commands::put_signal(sp, signal)
         })?),
+        Command::WriteSchedule(write, _) => Outcome::Written(savepoint(tx, deltas, |sp, _| {
+            super::commands::write_schedule(sp, write)
+        })?),
+        Command::WriteTrigger(write, _) => Outcome::Written(savepoint(tx, deltas, |sp, _| {
+            super::commands::write_trigger(sp, write)
+        })?),
         Command::SweepArtifacts(before, limit, _) => {
             Outcome::Swept(savepoint(tx, deltas, |sp, _| {
                 sweep_artifacts(sp, *before, *limit)

@@ -121,7 +121,10 @@ async fn run(careful: bool) -> Summary {
                 summary.claimed = claimed.len();
             }
             Outcome::Done(o) => summary.done.push(o.is_ok()),
-            Outcome::PutArtifact(_) | Outcome::Swept(_) | Outcome::PutSignal(_) => {
+            Outcome::PutArtifact(_)
+            | Outcome::Swept(_)
+            | Outcome::PutSignal(_)
+            | Outcome::Written(_) => {
                 unreachable!("PostgreSQL runs no artifact or signal commands in its writers")
             }
         }
