@@ -1040,8 +1040,12 @@ async fn data_from_the_api_is_shown_as_text_never_run_as_markup() {
         let hostile = "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script>";
         let mut spec = task("plain", &[]);
         spec["input"] = json!({ "html": hostile });
+        let waits = signal_task("approval", "approve", json!({ "html": hostile }));
         let (status, wf) = srv
-            .post("/v1/workflows", json!({"name": hostile, "tasks": [spec]}))
+            .post(
+                "/v1/workflows",
+                json!({"name": hostile, "tasks": [spec, waits]}),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{wf}");
         b.goto("#/").await;
@@ -1066,6 +1070,59 @@ async fn data_from_the_api_is_shown_as_text_never_run_as_markup() {
         assert!(input.as_str().unwrap().contains("<script>"), "{input}");
         assert_eq!(
             b.count("main img, main script").await,
+            0,
+            "no markup was made"
+        );
+        assert_eq!(b.js("return window.__pwned ?? null").await, Value::Null);
+
+        // The waiting page and its dialog show the name and the input as text too.
+        b.goto("#/waiting").await;
+        let name = b
+            .wait(
+                "the waiting task's row",
+                "return document.querySelector('[data-testid=waiting-row] a')?.textContent",
+            )
+            .await;
+        assert_eq!(name, hostile);
+        let input = b
+            .js("return document.querySelector('[data-testid=waiting-input]').textContent")
+            .await;
+        assert!(input.as_str().unwrap().contains("<script>"), "{input}");
+        b.click("[data-testid=waiting-approve]").await;
+        let told = b
+            .wait(
+                "the dialog",
+                "return document.querySelector('dialog[open] form')?.textContent",
+            )
+            .await;
+        assert!(told.as_str().unwrap().contains(hostile), "{told}");
+        b.click("[data-testid=signal-back]").await;
+        // A signal whose data and sender hold markup, on the workflow's page.
+        let workflow = wf["workflow"].as_str().unwrap();
+        let mut path = reqwest::Url::parse(&format!(
+            "{}/v1/workflows/{workflow}/signals/approve",
+            srv.url
+        ))
+        .unwrap();
+        path.query_pairs_mut().append_pair("by", hostile);
+        let (status, sent) = srv
+            .post(
+                &format!("{}?{}", path.path(), path.query().unwrap()),
+                json!({ "html": hostile }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{sent}");
+        b.goto(&format!("#/workflows/{workflow}")).await;
+        let row = b
+            .wait(
+                "the signal's row",
+                "return document.querySelector('[data-testid=signal-row]')?.textContent",
+            )
+            .await;
+        assert!(row.as_str().unwrap().contains(hostile), "{row}");
+        assert_eq!(
+            b.count("main img, main script, dialog img, dialog script")
+                .await,
             0,
             "no markup was made"
         );
