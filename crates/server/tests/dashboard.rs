@@ -1868,6 +1868,7 @@ async fn a_person_approves_and_rejects_waiting_tasks_from_the_waiting_page() {
         let late = late["sign-off"].clone();
         b.wait("the new task", &rows_are(&[&review, &check, &late]))
             .await;
+        doc_screenshot(&b, "[data-testid=waiting-panel]", "dashboard-waiting").await;
 
         // Data that is not JSON is refused in the dialog: nothing is sent.
         b.click(&row(&review, "waiting-approve")).await;
