@@ -2022,6 +2022,15 @@ async fn a_person_approves_and_rejects_waiting_tasks_from_the_waiting_page() {
         for part in ["approve", "alice", "ship it"] {
             assert!(listed.as_str().unwrap().contains(part), "{part} in {listed}");
         }
+        // And the task's history says who sent it.
+        b.goto(&format!("#/tasks/{review}")).await;
+        let entry = b
+            .wait(
+                "the signal in the task's history",
+                "return document.querySelector('[data-testid=history-entry][data-event=signal_received]')?.textContent",
+            )
+            .await;
+        assert!(entry.as_str().unwrap().contains("signal approve #1 from alice"), "{entry}");
         b.assert_no_page_errors().await;
     })
     .await;
