@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from typing import Any, Dict
 
 import pytest
 from helpers import make_agent, running, wait_state
@@ -65,7 +65,7 @@ def test_a_signal_completes_the_waiting_task_and_its_data_flows_to_the_dependent
     assert [h["data"]["sent_by"] for h in received] == ["alice"]
     assert client.waiting(wf.workflow).tasks == []
 
-    seen = {}
+    seen: Dict[str, Any] = {}
     agent = make_agent(url, cap)
 
     @agent.task(cap)
