@@ -68,6 +68,7 @@ const ASSETS: &[Asset] = &[
     module!("overview.js"),
     module!("workflow.js"),
     module!("task.js"),
+    module!("waiting.js"),
     module!("agents.js"),
     module!("lifecycle.js"),
     Asset {

@@ -304,6 +304,17 @@ impl Browser {
         .await;
     }
 
+    /// Empties a text field like a user selecting all and deleting.
+    async fn clear(&self, css: &str) {
+        let id = self.element(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/clear"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
     async fn count(&self, css: &str) -> u64 {
         let script = format!(
             "return document.querySelectorAll({}).length",
@@ -1029,8 +1040,12 @@ async fn data_from_the_api_is_shown_as_text_never_run_as_markup() {
         let hostile = "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script>";
         let mut spec = task("plain", &[]);
         spec["input"] = json!({ "html": hostile });
+        let waits = signal_task("approval", "approve", json!({ "html": hostile }));
         let (status, wf) = srv
-            .post("/v1/workflows", json!({"name": hostile, "tasks": [spec]}))
+            .post(
+                "/v1/workflows",
+                json!({"name": hostile, "tasks": [spec, waits]}),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{wf}");
         b.goto("#/").await;
@@ -1055,6 +1070,59 @@ async fn data_from_the_api_is_shown_as_text_never_run_as_markup() {
         assert!(input.as_str().unwrap().contains("<script>"), "{input}");
         assert_eq!(
             b.count("main img, main script").await,
+            0,
+            "no markup was made"
+        );
+        assert_eq!(b.js("return window.__pwned ?? null").await, Value::Null);
+
+        // The waiting page and its dialog show the name and the input as text too.
+        b.goto("#/waiting").await;
+        let name = b
+            .wait(
+                "the waiting task's row",
+                "return document.querySelector('[data-testid=waiting-row] a')?.textContent",
+            )
+            .await;
+        assert_eq!(name, hostile);
+        let input = b
+            .js("return document.querySelector('[data-testid=waiting-input]').textContent")
+            .await;
+        assert!(input.as_str().unwrap().contains("<script>"), "{input}");
+        b.click("[data-testid=waiting-approve]").await;
+        let told = b
+            .wait(
+                "the dialog",
+                "return document.querySelector('dialog[open] form')?.textContent",
+            )
+            .await;
+        assert!(told.as_str().unwrap().contains(hostile), "{told}");
+        b.click("[data-testid=signal-back]").await;
+        // A signal whose data and sender hold markup, on the workflow's page.
+        let workflow = wf["workflow"].as_str().unwrap();
+        let mut path = reqwest::Url::parse(&format!(
+            "{}/v1/workflows/{workflow}/signals/approve",
+            srv.url
+        ))
+        .unwrap();
+        path.query_pairs_mut().append_pair("by", hostile);
+        let (status, sent) = srv
+            .post(
+                &format!("{}?{}", path.path(), path.query().unwrap()),
+                json!({ "html": hostile }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{sent}");
+        b.goto(&format!("#/workflows/{workflow}")).await;
+        let row = b
+            .wait(
+                "the signal's row",
+                "return document.querySelector('[data-testid=signal-row]')?.textContent",
+            )
+            .await;
+        assert!(row.as_str().unwrap().contains(hostile), "{row}");
+        assert_eq!(
+            b.count("main img, main script, dialog img, dialog script")
+                .await,
             0,
             "no markup was made"
         );
@@ -1131,6 +1199,7 @@ async fn every_page_loads_all_its_modules_without_a_browser_error() {
                 "return document.querySelector('[data-testid=agent-row]') !== null".to_owned(),
             ),
             ("#/lifecycle".to_owned(), loaded("lifecycle-graph", "ready")),
+            ("#/waiting".to_owned(), loaded("waiting-panel", "loaded")),
         ];
         for (hash, shown) in pages {
             // A new document for each page: each loads every module again (revalidated).
@@ -1705,6 +1774,263 @@ async fn the_workflows_list_filters_by_status_and_name() {
              && document.querySelector('[data-testid=workflows]').closest('section').textContent.includes('No workflow matches')",
         )
         .await;
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+/// A task that waits for the signal `signal`, with an input for the person who decides.
+fn signal_task(key: &str, signal: &str, input: Value) -> Value {
+    json!({"key": key, "input": input, "wait_for": {"signal": signal, "timeout_ms": 3_600_000}})
+}
+
+/// Submits a workflow named `name`; returns its id and its tasks' ids by key.
+async fn submit_named(
+    srv: &TestServer,
+    name: &str,
+    tasks: Value,
+) -> (String, std::collections::HashMap<String, String>) {
+    let (status, wf) = srv
+        .post("/v1/workflows", json!({"name": name, "tasks": tasks}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{wf}");
+    (wf["workflow"].as_str().unwrap().to_owned(), ids(&wf))
+}
+
+/// The signals a workflow was sent, through the API.
+async fn signals_of(srv: &TestServer, wf: &str) -> Vec<Value> {
+    let (status, list) = srv.get(&format!("/v1/workflows/{wf}/signals")).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    list["signals"].as_array().unwrap().clone()
+}
+
+const WAITING_ROWS: &str = "return document.querySelector('[data-testid=waiting-panel]')?.dataset.loaded === 'true' \
+     && document.querySelector('[data-testid=stream-status]').dataset.state === 'live' \
+     && [...document.querySelectorAll('[data-testid=waiting-row]')].map(r => r.dataset.task).sort().join(',')";
+
+fn rows_are(ids: &[&str]) -> String {
+    let mut ids: Vec<&str> = ids.to_vec();
+    ids.sort();
+    WAITING_ROWS.replace(
+        ".join(',')",
+        &format!(".join(',') === {}", js_str(&ids.join(","))),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_approves_and_rejects_waiting_tasks_from_the_waiting_page() {
+    let srv = TestServer::start().await;
+    scenario("waiting", srv, |srv, b| async move {
+        let mut deploy = task("deploy", &["review"]);
+        deploy["input"] = json!({"approval": {"$from": "review"}});
+        let (release, r) = submit_named(
+            &srv,
+            "release",
+            json!([signal_task("review", "approve", json!({"plan": "spend $40"})), deploy]),
+        )
+        .await;
+        let (refund, f) = submit_named(
+            &srv,
+            "refund",
+            json!([signal_task("check", "go", json!({"amount": 1200}))]),
+        )
+        .await;
+        let (review, check) = (r["review"].clone(), f["check"].clone());
+
+        b.goto("#/waiting").await;
+        b.wait("both waiting tasks", &rows_are(&[&review, &check])).await;
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=waiting-count]').dataset.count")
+                .await,
+            "2",
+            "the header counts them"
+        );
+        let row = |id: &str, what: &str| {
+            format!("[data-testid=waiting-row][data-task='{id}'] [data-testid={what}]")
+        };
+        let shown = b
+            .js(&format!(
+                "return document.querySelector({}).closest('tr').innerText",
+                js_str(&row(&review, "waiting-signal"))
+            ))
+            .await;
+        for part in ["release", "review", "approve", "spend $40"] {
+            assert!(shown.as_str().unwrap().contains(part), "{part} in {shown}");
+        }
+
+        // A new waiting task appears without reloading the page.
+        let (_, late) = submit_named(
+            &srv,
+            "late",
+            json!([signal_task("sign-off", "approve", json!(null))]),
+        )
+        .await;
+        let late = late["sign-off"].clone();
+        b.wait("the new task", &rows_are(&[&review, &check, &late]))
+            .await;
+        doc_screenshot(&b, "[data-testid=waiting-panel]", "dashboard-waiting").await;
+
+        // Data that is not JSON is refused in the dialog: nothing is sent.
+        b.click(&row(&review, "waiting-approve")).await;
+        b.wait(
+            "the approval dialog",
+            "return document.querySelector('dialog[open] [data-testid=signal-data]')?.value.includes('\"approved\": true')",
+        )
+        .await;
+        b.clear("[data-testid=signal-data]").await;
+        b.type_into("[data-testid=signal-data]", "{\"approved\": tru").await;
+        b.click("[data-testid=signal-next]").await;
+        let error = b
+            .wait(
+                "the JSON error",
+                "return document.querySelector('dialog[open] [data-testid=signal-dialog-error]')?.textContent",
+            )
+            .await;
+        assert!(error.as_str().unwrap().contains("Not valid JSON"), "{error}");
+        b.screenshot("waiting-invalid-json").await;
+        assert_eq!(b.count("dialog[open] [data-testid=signal-data]").await, 1, "the editor stays open");
+        assert_eq!(signals_of(&srv, &release).await, Vec::<Value>::new(), "nothing was sent");
+        assert_eq!(srv.state_of(&review).await, "pending");
+
+        // Valid data, a name, then the confirmation: one signal, recorded with the name.
+        b.clear("[data-testid=signal-data]").await;
+        b.type_into(
+            "[data-testid=signal-data]",
+            "{\"approved\": true, \"note\": \"ship it\"}",
+        )
+        .await;
+        b.clear("[data-testid=signal-by]").await;
+        b.type_into("[data-testid=signal-by]", "alice").await;
+        b.click("[data-testid=signal-next]").await;
+        let message = b
+            .wait(
+                "the confirmation",
+                "return document.querySelector('dialog[open] [data-testid=confirm-message]')?.textContent",
+            )
+            .await;
+        assert!(message.as_str().unwrap().contains("alice"), "{message}");
+        b.screenshot("waiting-confirm").await;
+        b.click("[data-testid=confirm-ok]").await;
+        let done = srv.wait_state(&review, "completed").await;
+        assert_eq!(done["result"], json!({"approved": true, "note": "ship it"}));
+        let received: Vec<&Value> = done["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "signal_received")
+            .collect();
+        assert_eq!(received.len(), 1, "{done}");
+        assert_eq!(received[0]["data"]["sent_by"], "alice", "{}", received[0]);
+        let sent = signals_of(&srv, &release).await;
+        assert_eq!(sent.len(), 1, "sent once: {sent:?}");
+        assert!(
+            sent[0]["idempotency_key"].as_str().is_some_and(|k| !k.is_empty()),
+            "sent with an Idempotency-Key: {}",
+            sent[0]
+        );
+        // The data flows on to the dependent.
+        let agent = srv.register("deployer", &["work"], 1).await;
+        let claimed = srv.claim_one(&agent).await;
+        assert_eq!(claimed["key"], "deploy");
+        assert_eq!(claimed["input"]["approval"]["note"], "ship it");
+
+        let outcome = b
+            .wait(
+                "the outcome",
+                "const o = document.querySelector('[data-testid=signal-outcome]'); \
+                 return o?.dataset.outcome === 'delivered' && o.textContent",
+            )
+            .await;
+        assert!(outcome.as_str().unwrap().contains("review (completed)"), "{outcome}");
+        b.wait("the approved task to leave the list", &rows_are(&[&check, &late]))
+            .await;
+
+        // Reject: a reason is required; the name is remembered.
+        b.click(&row(&check, "waiting-reject")).await;
+        b.wait(
+            "the rejection dialog",
+            "return document.querySelector('dialog[open] [data-testid=signal-reason]')",
+        )
+        .await;
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=signal-by]').value").await,
+            "alice"
+        );
+        b.click("[data-testid=signal-next]").await;
+        let error = b
+            .wait(
+                "the missing reason",
+                "return document.querySelector('dialog[open] [data-testid=signal-dialog-error]')?.textContent",
+            )
+            .await;
+        assert!(error.as_str().unwrap().contains("reason is required"), "{error}");
+        b.type_into("[data-testid=signal-reason]", "over the refund limit").await;
+        b.click("[data-testid=signal-next]").await;
+        b.wait(
+            "the confirmation",
+            "return document.querySelector('dialog[open] [data-testid=confirm-ok]')",
+        )
+        .await;
+        // Back goes to the editor as it was; nothing is sent.
+        b.click("[data-testid=confirm-no]").await;
+        let kept = b
+            .wait(
+                "the editor again",
+                "return document.querySelector('dialog[open] [data-testid=signal-reason]')?.value",
+            )
+            .await;
+        assert_eq!(kept, "over the refund limit");
+        assert_eq!(signals_of(&srv, &refund).await, Vec::<Value>::new());
+        b.click("[data-testid=signal-next]").await;
+        b.wait(
+            "the confirmation",
+            "return document.querySelector('dialog[open] [data-testid=confirm-ok]')",
+        )
+        .await;
+        b.click("[data-testid=confirm-ok]").await;
+        let failed = srv.wait_state(&check, "failed").await;
+        assert_eq!(failed["errors"][0]["kind"], "rejected", "{failed}");
+        assert!(
+            failed["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("over the refund limit"),
+            "{failed}"
+        );
+        let sent = signals_of(&srv, &refund).await;
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0]["sent_by"], "alice");
+        assert_eq!(sent[0]["reject"], "over the refund limit");
+        b.wait("the rejected task to leave the list", &rows_are(&[&late]))
+            .await;
+        let outcome = b
+            .js("return document.querySelector('[data-testid=signal-outcome]').textContent")
+            .await;
+        assert!(outcome.as_str().unwrap().starts_with("Rejected"), "{outcome}");
+        b.screenshot_page("waiting").await;
+        b.assert_no_page_errors().await;
+
+        // The workflow's page lists the signals it was sent.
+        b.goto(&format!("#/workflows/{release}")).await;
+        let listed = b
+            .wait(
+                "the workflow's signals",
+                "const r = document.querySelector('[data-testid=signal-row]'); \
+                 return r?.dataset.delivered === 'true' && r.innerText",
+            )
+            .await;
+        for part in ["approve", "alice", "ship it"] {
+            assert!(listed.as_str().unwrap().contains(part), "{part} in {listed}");
+        }
+        // And the task's history says who sent it.
+        b.goto(&format!("#/tasks/{review}")).await;
+        let entry = b
+            .wait(
+                "the signal in the task's history",
+                "return document.querySelector('[data-testid=history-entry][data-event=signal_received]')?.textContent",
+            )
+            .await;
+        assert!(entry.as_str().unwrap().contains("signal approve #1 from alice"), "{entry}");
         b.assert_no_page_errors().await;
     })
     .await;

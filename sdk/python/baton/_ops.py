@@ -31,11 +31,14 @@ from .types import (
     Counts,
     Lagged,
     ReportAnswer,
+    SignalPage,
+    SignalSent,
     TaskCreated,
     TaskPage,
     TaskSpecLike,
     TaskView,
     TransitionEvent,
+    WaitingPage,
     WorkflowCreated,
     WorkflowEnded,
     WorkflowView,
@@ -218,6 +221,51 @@ def retry_task(task_id: str) -> Op[ReportAnswer]:
         f"/v1/tasks/{_seg(task_id)}/retry",
         lambda r: ReportAnswer.from_json(r.json()),
         body={},
+    )
+
+
+def signal(
+    workflow_id: str,
+    name: str,
+    data: Any,
+    reject: Optional[str],
+    idempotency_key: Optional[str],
+    by: Optional[str],
+) -> Op[SignalSent]:
+    if reject is not None and data is not None:
+        raise ValueError("a signal carries data or rejects, not both")
+    # Data is sent as a literal, so that data which looks like a rejection ({"reject": …})
+    # completes the tasks as it is, like `baton signal --data`.
+    body: Dict[str, Any] = (
+        {"reject": reject} if reject is not None else {"$literal": {} if data is None else data}
+    )
+    return Op(
+        "POST",
+        f"/v1/workflows/{_seg(workflow_id)}/signals/{_seg(name)}",
+        lambda r: SignalSent.from_json(r.json()),
+        params={"by": by},
+        body=body,
+        headers={"idempotency-key": idempotency_key} if idempotency_key is not None else None,
+    )
+
+
+def signals(workflow_id: str, after: Optional[int], limit: Optional[int]) -> Op[SignalPage]:
+    return Op(
+        "GET",
+        f"/v1/workflows/{_seg(workflow_id)}/signals",
+        lambda r: SignalPage.from_json(r.json()),
+        params={"after": after, "limit": limit},
+    )
+
+
+def waiting(
+    workflow: Optional[str], after: Optional[str], limit: Optional[int]
+) -> Op[WaitingPage]:
+    return Op(
+        "GET",
+        "/v1/waiting",
+        lambda r: WaitingPage.from_json(r.json()),
+        params={"workflow": workflow, "after": after, "limit": limit},
     )
 
 

@@ -41,12 +41,15 @@ from .types import (
     JSON,
     Lagged,
     ReportAnswer,
+    SignalPage,
+    SignalSent,
     TaskCreated,
     TaskPage,
     TaskSpecLike,
     TaskSummary,
     TaskView,
     TransitionEvent,
+    WaitingPage,
     WorkflowCreated,
     WorkflowEnded,
     WorkflowView,
@@ -287,6 +290,43 @@ class Client:
     def retry_task(self, task_id: str) -> ReportAnswer:
         """Reopens a task that failed for good, with a fresh budget of attempts."""
         return self._call(_ops.retry_task(task_id))
+
+    def signal(
+        self,
+        workflow_id: str,
+        name: str,
+        data: JSON = None,
+        *,
+        reject: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+        by: Optional[str] = None,
+    ) -> SignalSent:
+        """Sends the signal ``name`` to a workflow: every task of it waiting for that signal
+        (``wait_for``) completes with ``data`` (any JSON, sent as it is; ``{}`` if ``None``) as
+        its result, or, with ``reject`` (a reason), fails with error kind ``rejected``. A
+        signal no task waits for yet is kept for the next that does. With the same
+        ``idempotency_key`` it is applied once (``created`` false on a repeat; another body
+        with the same key raises :class:`Conflict`). ``by`` is recorded as who sent it
+        (default ``"operator"``)."""
+        return self._call(_ops.signal(workflow_id, name, data, reject, idempotency_key, by))
+
+    def signals(
+        self, workflow_id: str, *, after: Optional[int] = None, limit: Optional[int] = None
+    ) -> SignalPage:
+        """The signals sent to a workflow, oldest first (``limit`` 1 to 1000, default 100):
+        delivered, or kept for a task to come."""
+        return self._call(_ops.signals(workflow_id, after, limit))
+
+    def waiting(
+        self,
+        workflow: Optional[str] = None,
+        *,
+        after: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> WaitingPage:
+        """One page of the tasks waiting for a signal (``limit`` 1 to 1000, default 100), of
+        every workflow or of ``workflow``: what people are asked to approve."""
+        return self._call(_ops.waiting(workflow, after, limit))
 
     def counts(self, workflow: Optional[str] = None) -> Counts:
         """Tasks per state, overall or for one workflow."""
@@ -622,6 +662,37 @@ class AsyncClient:
     async def retry_task(self, task_id: str) -> ReportAnswer:
         """See :meth:`Client.retry_task`."""
         return await self._call(_ops.retry_task(task_id))
+
+    async def signal(
+        self,
+        workflow_id: str,
+        name: str,
+        data: JSON = None,
+        *,
+        reject: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+        by: Optional[str] = None,
+    ) -> SignalSent:
+        """See :meth:`Client.signal`."""
+        return await self._call(
+            _ops.signal(workflow_id, name, data, reject, idempotency_key, by)
+        )
+
+    async def signals(
+        self, workflow_id: str, *, after: Optional[int] = None, limit: Optional[int] = None
+    ) -> SignalPage:
+        """See :meth:`Client.signals`."""
+        return await self._call(_ops.signals(workflow_id, after, limit))
+
+    async def waiting(
+        self,
+        workflow: Optional[str] = None,
+        *,
+        after: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> WaitingPage:
+        """See :meth:`Client.waiting`."""
+        return await self._call(_ops.waiting(workflow, after, limit))
 
     async def counts(self, workflow: Optional[str] = None) -> Counts:
         """See :meth:`Client.counts`."""

@@ -39,6 +39,12 @@ __all__ = [
     "Lagged",
     "ArtifactStored",
     "artifact_ref",
+    "SignalView",
+    "SignalDelivery",
+    "SignalSent",
+    "SignalPage",
+    "WaitingTask",
+    "WaitingPage",
 ]
 
 JSON = Any
@@ -121,7 +127,9 @@ class TaskSpec:
     (a :func:`ref` to an array in a dependency's result) the task is run by no agent: it
     expands into one task per element (keys ``KEY[0]``, ``KEY[1]``, …, the element at
     ``item`` in their input, which must then be a mapping) and completes with their results
-    in element order.
+    in element order. With ``wait_for`` (``{"signal": NAME, "timeout_ms": N}``, the timeout
+    optional) the task is run by no agent either: once ready it waits until a signal ``NAME``
+    is sent to its workflow (:meth:`Client.signal`), whose data becomes its result.
     """
 
     key: str
@@ -134,6 +142,7 @@ class TaskSpec:
     on_agent_lost: Optional[str] = None
     compensation: Union[Compensation, Mapping[str, Any], None] = None
     for_each: Optional[Mapping[str, Any]] = None
+    wait_for: Optional[Mapping[str, Any]] = None
 
     def to_json(self) -> Dict[str, Any]:
         """The spec as the server expects it, without the fields left unset."""
@@ -150,6 +159,8 @@ class TaskSpec:
             out["on_agent_lost"] = self.on_agent_lost
         if self.for_each is not None:
             out["for_each"] = dict(self.for_each)
+        if self.wait_for is not None:
+            out["wait_for"] = dict(self.wait_for)
         for name in ("retry", "timeouts", "compensation"):
             value = _set_fields(getattr(self, name))
             if value is not None:
@@ -373,8 +384,9 @@ class TaskView:
     ``detail`` is the state with its data (lease, result, error, retry time, cancel reason);
     ``errors`` every failed attempt, oldest first (``{"kind", "message", "retryable", ...}``);
     ``waiting`` why a task that has not ended waits (``{"reason": "dependencies" |
-    "no_capable_agent" | "agents_busy" | "leased" | "backing_off", ...}``, ``None`` once it has
-    ended); ``history`` every event, oldest first (``{"seq", "at", "actor", "event", "data"}``).
+    "no_capable_agent" | "agents_busy" | "leased" | "backing_off" | "signal" | "timer", ...}``,
+    ``None`` once it has ended); ``history`` every event, oldest first (``{"seq", "at",
+    "actor", "event", "data"}``).
     ``input`` is, for a task whose ``spec["input"]`` holds references, the input resolved when
     it became ready (what its agent was handed); ``None`` otherwise.
     """
@@ -523,3 +535,106 @@ class Lagged:
     follow (e.g. with ``list_tasks``) to catch up."""
 
     missed: int
+
+
+@dataclass(frozen=True)
+class SignalView:
+    """A signal sent to a workflow. ``id`` increases in the order signals were sent; ``data``
+    is what completes the waiting tasks (``None`` for a rejection, whose reason is
+    ``reject``); ``sent_by`` is who sent it (``"operator"`` unless told); ``delivered_at`` is
+    ``None`` while it is kept for a task that does not wait yet."""
+
+    id: int
+    workflow: str
+    name: str
+    sent_by: str
+    sent_at: int
+    data: JSON = None
+    reject: Optional[str] = None
+    idempotency_key: Optional[str] = None
+    delivered_at: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SignalView":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class SignalDelivery:
+    """A task a signal ended: ``state`` is ``"completed"``, or ``"failed"`` for a rejection."""
+
+    id: str
+    key: str
+    state: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SignalDelivery":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class SignalSent:
+    """What sending a signal did. ``created`` is false when its ``Idempotency-Key`` was used
+    before: ``signal`` is then the first one, applied once, and ``delivered_to`` is empty.
+    ``delivered_to`` is also empty when no task waited: the signal is kept for the next task
+    of the workflow that waits for it."""
+
+    signal: SignalView
+    created: bool
+    delivered_to: List[SignalDelivery] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SignalSent":
+        return _build(
+            cls,
+            data,
+            signal=SignalView.from_json,
+            delivered_to=lambda ds: [SignalDelivery.from_json(d) for d in ds],
+        )
+
+
+@dataclass(frozen=True)
+class SignalPage:
+    """One page of a workflow's signals, oldest first; pass ``next`` as ``after`` for the
+    following page (``None`` at the end)."""
+
+    signals: List[SignalView]
+    next: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SignalPage":
+        return _build(cls, data, signals=lambda ss: [SignalView.from_json(s) for s in ss])
+
+
+@dataclass(frozen=True)
+class WaitingTask:
+    """A task waiting for a signal: send ``signal`` to ``workflow`` to end its wait. ``since``
+    is when it started waiting, ``until`` when the wait times out (``None``: never); ``input``
+    is what it was given (what a person approves)."""
+
+    id: str
+    workflow: str
+    workflow_name: str
+    key: str
+    signal: str
+    since: int
+    attempt: int
+    until: Optional[int] = None
+    input: JSON = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "WaitingTask":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class WaitingPage:
+    """One page of tasks waiting for a signal; pass ``next`` as ``after`` for the following
+    page (``None`` at the end)."""
+
+    tasks: List[WaitingTask]
+    next: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "WaitingPage":
+        return _build(cls, data, tasks=lambda ts: [WaitingTask.from_json(t) for t in ts])

@@ -57,10 +57,11 @@ export function askToken(why) {
   return tokenPrompt;
 }
 
-/** A JSON request; a refusal throws an ApiError carrying the problem document. */
+/** A JSON request; a refusal throws an ApiError carrying the problem document. `opts.headers`
+ *  adds request headers (an `Idempotency-Key`). */
 export async function api(path, opts = {}) {
   for (let tries = 0; ; tries++) {
-    const headers = Object.assign({ Accept: 'application/json' }, authHeader());
+    const headers = Object.assign({ Accept: 'application/json' }, opts.headers, authHeader());
     const init = { method: opts.method || 'GET', headers, signal: opts.signal, cache: 'no-store' };
     if (opts.body !== undefined) {
       headers['Content-Type'] = 'application/json';

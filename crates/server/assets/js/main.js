@@ -5,7 +5,8 @@
 // entry point (index.html loads it with <script type="module">): it routes the #/… address to
 // a page and owns what the page holds (its stream, its timers) until it is left.
 //
-// The modules: one per page, overview.js, workflow.js, task.js, agents.js, lifecycle.js; under
+// The modules: one per page, overview.js, workflow.js, task.js, waiting.js, agents.js,
+// lifecycle.js; under
 // them api.js (requests, the bearer token), events.js (the live stream), errors.js (the error
 // banner), widgets.js (pieces several pages draw), graph-view.js (dagre layouts in the worker,
 // the pan-and-zoom SVG), counts.js (states and counts), dom.js and format.js. Imports go from
@@ -14,7 +15,7 @@
 // Rules these modules keep:
 // - Every piece of data reaches the page through textContent or setAttribute, never innerHTML,
 //   so nothing the API returns is ever parsed as markup.
-// - Lists are paginated on the server (tasks, workflows); the only whole-collection fetch is a
+// - Lists are paginated on the server (tasks, workflows, waiting tasks); the only whole-collection fetch is a
 //   single workflow's graph, and only up to GRAPH_NODES_MAX tasks (workflow.js).
 // - Live state comes from the event stream: counts move by each transition's from/to; nothing
 //   polls a list of tasks. A `lagged` event or a reconnect re-fetches what the page shows.
@@ -29,6 +30,7 @@ import { workflowPage } from './workflow.js';
 import { taskPage } from './task.js';
 import { agentsPage } from './agents.js';
 import { lifecyclePage } from './lifecycle.js';
+import { refreshWaitingCount, waitingPage } from './waiting.js';
 
 /** What a page owns: its stream, its timers. All are stopped when the page is left. */
 class Page {
@@ -78,6 +80,9 @@ function route() {
     workflowPage(main, page, parts[1]);
   } else if (parts[0] === 'tasks' && parts[1]) {
     taskPage(main, page, parts[1]);
+  } else if (parts[0] === 'waiting') {
+    nav = 'waiting';
+    waitingPage(main, page);
   } else if (parts[0] === 'agents') {
     nav = 'agents';
     agentsPage(main, page);
@@ -88,6 +93,8 @@ function route() {
     main.append(h('section', { class: 'panel', testid: 'not-found' },
       h('h1', null, 'Not found'), h('p', null, 'No such page. ', h('a', { href: '#/' }, 'Back to the overview'))));
   }
+  // The waiting page keeps the header's count itself; elsewhere it is read as a page opens.
+  if (nav !== 'waiting') refreshWaitingCount();
   for (const a of document.querySelectorAll('[data-nav]')) {
     if (a.dataset.nav === nav) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');

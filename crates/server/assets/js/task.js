@@ -42,6 +42,10 @@ function eventSummary(entry) {
   if (d.dependency) parts.push(`dependency ${d.dependency}`);
   if (d.reason) parts.push(`reason: ${d.reason}`);
   if (d.requested_by) parts.push(`by ${d.requested_by}`);
+  if (d.event === 'signal_received') {
+    parts.push(`signal ${d.signal} #${d.id} from ${d.sent_by}`);
+    if (d.reject !== undefined) parts.push(`rejected: ${d.reject}`);
+  }
   if (d.completed && d.completed.length) parts.push(`after ${d.completed.join(', ')}`);
   return parts.join(' · ');
 }

@@ -117,8 +117,9 @@ export function legend(counts, testid) {
       counts ? h('span', { class: 'muted', testid: `legend-count-${st}` }, ` ${fmtNum(counts[st])}`) : null)));
 }
 
-/** A confirmation step in a real <dialog>. Resolves {reason} when confirmed, null otherwise. */
-export function confirmDialog({ title, message, confirmLabel, withReason }) {
+/** A confirmation step in a real <dialog>. Resolves {reason} when confirmed, null otherwise.
+ *  The confirming button is red (`danger`) unless `confirmClass` says otherwise. */
+export function confirmDialog({ title, message, confirmLabel, withReason, confirmClass = 'danger' }) {
   return new Promise((resolve) => {
     const reason = withReason
       ? h('input', { type: 'text', id: 'confirm-reason', testid: 'confirm-reason', autocomplete: 'off',
@@ -132,7 +133,7 @@ export function confirmDialog({ title, message, confirmLabel, withReason }) {
         h('div', { class: 'buttons' },
           // Not a submit button: Enter in the reason field confirms, Escape goes back.
           h('button', { type: 'button', testid: 'confirm-no', onclick: () => dlg.close('no') }, 'Back'),
-          h('button', { value: 'yes', class: 'danger', testid: 'confirm-ok' }, confirmLabel))));
+          h('button', { value: 'yes', class: confirmClass, testid: 'confirm-ok' }, confirmLabel))));
     dlg.addEventListener('close', () => {
       dlg.remove();
       resolve(dlg.returnValue === 'yes' ? { reason: reason ? reason.value.trim() : '' } : null);

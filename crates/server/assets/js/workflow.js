@@ -1,5 +1,6 @@
 // The workflow page (#/workflows/ID): its status and result, its dependency graph (graph.js)
-// kept live, its timeline (timeline.js), cancel, and the paginated table of its tasks.
+// kept live, its timeline (timeline.js), cancel, the paginated table of its tasks, and the
+// signals it was sent.
 
 import { batched, h } from './dom.js';
 import { fmtNum, fmtTime, pretty, shortId } from './format.js';
@@ -12,6 +13,10 @@ import { timelinePanel } from './timeline.js';
 
 /** Tasks per page of a workflow's task table. */
 const TASKS_PAGE_SIZE = 50;
+/** Signals per page of a workflow's signals. */
+const SIGNALS_PAGE_SIZE = 20;
+/** Characters of a signal's data shown in its row. */
+const SIGNAL_DATA_CHARS = 80;
 /** Largest workflow whose graph is fetched (and grouped); beyond it the table alone is shown. */
 const GRAPH_TASKS_MAX = 20000;
 /** Largest workflow whose timeline is read as the page opens; a bigger one waits for Refresh. */
@@ -28,6 +33,7 @@ export function workflowPage(main, page, id) {
   const graphNote = h('p', { class: 'small muted', testid: 'graph-note' });
   const timelineBox = h('div');
   const tableBox = h('div');
+  const signalsBox = h('div');
   const statusLine = h('p', { testid: 'workflow-status' });
   const resultBox = h('div', { testid: 'workflow-result' });
   main.append(
@@ -41,12 +47,15 @@ export function workflowPage(main, page, id) {
     h('section', { class: 'panel', 'aria-labelledby': 'timeline-h' },
       h('h2', { id: 'timeline-h' }, 'Timeline'), timelineBox),
     h('section', { class: 'panel', 'aria-labelledby': 'tasks-h' },
-      h('h2', { id: 'tasks-h' }, 'Tasks'), tableBox));
+      h('h2', { id: 'tasks-h' }, 'Tasks'), tableBox),
+    h('section', { class: 'panel', 'aria-labelledby': 'signals-h' },
+      h('h2', { id: 'signals-h' }, 'Signals'), signalsBox));
 
   let counts = null;
   let unknownTasks = 0;
   let duringLayout = null; // transitions seen while a layout runs: Map task -> last event
   const table = taskTable(tableBox, id);
+  const signals = signalTable(signalsBox, id);
   const graph = graphPanel(graphWrap, graphNote, searchBox);
   const timeline = timelinePanel(timelineBox, id, page);
 
@@ -120,6 +129,7 @@ export function workflowPage(main, page, id) {
       showStatus(wf);
       drawLegend();
       table.reload();
+      signals.reload();
       if (wf.counts.total > GRAPH_TASKS_MAX) {
         graphWrap.replaceChildren(h('p', { class: 'loading', testid: 'graph-too-big' },
           `This workflow has ${fmtNum(wf.counts.total)} tasks; graphs are drawn up to ${fmtNum(GRAPH_TASKS_MAX)}. Use the table below.`));
@@ -167,6 +177,7 @@ export function workflowPage(main, page, id) {
   function onEvent(ev) {
     if (ev.workflow !== id) return;
     table.onEvent(ev);
+    signals.onEvent(ev);
     if (!counts) return;
     if (duringLayout) duringLayout.set(ev.task, ev);
     else if (graph.groups && !graph.onEvent(ev)) {
@@ -264,6 +275,71 @@ function taskTable(box, workflow) {
       if (!r) return;
       r.row.dataset.state = ev.to;
       r.stateCell.replaceChildren(badge(ev.to));
+    },
+  };
+}
+
+/** The signals sent to one workflow, oldest first, a page at a time: delivered, or kept for a
+ *  task to come. Re-read when a task of the workflow takes one (a signal that no task takes
+ *  sends no transition: it shows on the next load). */
+function signalTable(box, workflow) {
+  const body = h('tbody');
+  const status = h('p', { class: 'loading' }, 'Loading…');
+  const first = h('button', { type: 'button', testid: 'signals-first', disabled: true }, '⇤ First');
+  const next = h('button', { type: 'button', testid: 'signals-next', disabled: true }, 'Next →');
+  box.append(
+    h('table', { testid: 'signals' },
+      h('thead', null, h('tr', null, h('th', { class: 'num' }, '#'), h('th', null, 'Signal'), h('th', null, 'Data'),
+        h('th', null, 'Sent by'), h('th', null, 'Sent'), h('th', null, 'Delivered'))),
+      body),
+    status,
+    h('div', { class: 'pager' }, first, next));
+  let cursors = [null];
+  let gen = 0;
+
+  async function load() {
+    const mine = ++gen;
+    const after = cursors[cursors.length - 1];
+    const q = new URLSearchParams({ limit: String(SIGNALS_PAGE_SIZE) });
+    if (after !== null) q.set('after', String(after));
+    try {
+      const list = await api(`/v1/workflows/${encodeURIComponent(workflow)}/signals?${q}`);
+      if (mine !== gen) return;
+      body.replaceChildren(...list.signals.map((sg) => {
+        const data = sg.reject !== undefined ? `rejected: ${sg.reject}` : JSON.stringify(sg.data);
+        return h('tr', { testid: 'signal-row', 'data-signal': sg.name, 'data-delivered': String(sg.delivered_at !== undefined) },
+          h('td', { class: 'num' }, String(sg.id)),
+          h('td', null, h('code', null, sg.name)),
+          h('td', { class: sg.reject !== undefined ? 'error' : null, title: data },
+            h('code', null, data.length > SIGNAL_DATA_CHARS ? `${data.slice(0, SIGNAL_DATA_CHARS)}…` : data)),
+          h('td', null, sg.sent_by),
+          h('td', { class: 'small' }, fmtTime(sg.sent_at)),
+          h('td', { class: 'small' }, sg.delivered_at !== undefined ? fmtTime(sg.delivered_at) : 'kept for a task to come'));
+      }));
+      status.textContent = list.signals.length ? '' : 'No signal sent to this workflow.';
+      status.className = list.signals.length ? '' : 'muted';
+      first.disabled = cursors.length === 1;
+      next.disabled = list.next === undefined || list.next === null;
+      next.onclick = () => {
+        cursors.push(list.next);
+        load();
+      };
+      box.dataset.loaded = 'true';
+    } catch (err) {
+      status.textContent = errorText(err);
+      status.className = 'error';
+    }
+  }
+
+  first.addEventListener('click', () => {
+    cursors = [null];
+    load();
+  });
+  const reloadSoon = batched(load, 300);
+  return {
+    reload: load,
+    onEvent(ev) {
+      if (ev.event === 'signal_received') reloadSoon();
     },
   };
 }
