@@ -1,5 +1,7 @@
 //! `baton bench timeouts`: claim many tasks with a short start timeout, never start them, and
-//! time the watchdog taking every lease back (`Assigned` → `Pending`), with the CPU it used.
+//! time the watchdog taking every lease back (`Assigned` → `Pending`), with the CPU it used;
+//! then durable timers: many tasks whose `not_before` falls within one second, and how late
+//! after it each becomes ready (`timer_fired`: `Blocked` → `Pending`).
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,10 @@ pub struct TimeoutsArgs {
     /// claiming them all [default: 15000; 1000 with --quick].
     #[arg(long)]
     pub start_timeout_ms: Option<u64>,
+    /// Tasks with a `not_before` within one second [default: 100000; 1000 with --quick; 0
+    /// skips the timers].
+    #[arg(long)]
+    pub timers: Option<usize>,
 }
 
 pub async fn run(common: &Common, args: TimeoutsArgs) -> anyhow::Result<Report> {
@@ -49,13 +55,21 @@ pub async fn run(common: &Common, args: TimeoutsArgs) -> anyhow::Result<Report> 
         agent_ttl_ms: 24 * 3_600_000,
         ..EngineConfig::default()
     };
+    let timers = super::size(args.timers, common.quick, 1_000, 100_000);
     let nodes = start_nodes(&target, 1, config).await?;
     let out = measure(&nodes[0], tasks, start_ms).await;
+    let timed = match (&out, timers) {
+        (Ok(_), 1..) => Some(measure_timers(&nodes[0], timers).await),
+        _ => None,
+    };
     for n in nodes {
         n.stop().await;
     }
     target.cleanup().await?;
     let mut out = out?;
+    if let Some(timed) = timed {
+        report_timers(&mut r, timed?);
+    }
 
     r.param("store", target.kind())
         .param("tasks", tasks)
@@ -129,6 +143,117 @@ pub async fn run(common: &Common, args: TimeoutsArgs) -> anyhow::Result<Report> 
         r.fail(format!("{early} tasks requeued before their deadline"));
     }
     Ok(r)
+}
+
+/// How late after its `not_before` each timer task became ready.
+struct Timed {
+    tasks: usize,
+    /// Server clock: the first and the last `not_before`.
+    window_ms: u64,
+    submitting: Duration,
+    ready: u64,
+    lag_ms: Vec<i64>,
+}
+
+fn report_timers(r: &mut Report, mut t: Timed) {
+    let early = t.lag_ms.iter().filter(|&&ms| ms < 0).count();
+    let late = t.lag_ms.iter().filter(|&&ms| ms > 1_000).count();
+    let lag = Latency::of_ms(&mut t.lag_ms);
+    r.param("timers", t.tasks)
+        .figure("timers_ready", "timer tasks ready", t.ready, "")
+        .float(
+            "timers_submit_s",
+            "submitting the timer tasks",
+            t.submitting.as_secs_f64(),
+            "s",
+        )
+        .float(
+            "timers_window_s",
+            "first to last not_before",
+            t.window_ms as f64 / 1e3,
+            "s",
+        )
+        .float("timer_lag_p50_ms", "not_before to ready p50", lag.p50, "ms")
+        .float("timer_lag_p99_ms", "not_before to ready p99", lag.p99, "ms")
+        .float("timer_lag_max_ms", "not_before to ready max", lag.max, "ms")
+        .figure("timers_late", "ready more than 1 s after their time", late, "");
+    if t.ready != t.tasks as u64 {
+        r.fail(format!("{} of {} timer tasks became ready", t.ready, t.tasks));
+    }
+    if early > 0 {
+        r.fail(format!("{early} timer tasks were ready before their not_before"));
+    }
+}
+
+/// Submits `tasks` tasks whose `not_before` spreads over one second, far enough ahead that
+/// submitting them all ends first, then reads how late each became ready.
+async fn measure_timers(node: &super::Node, tasks: usize) -> anyhow::Result<Timed> {
+    let client = node.client()?;
+    let engine = &node.engine;
+    // Ample time to submit them all (about 20,000 tasks/s when measured), then one second.
+    let start = engine.now().0 + 5_000 + tasks as u64 / 5;
+    let at = |i: usize| start + (i as u64 * 1_000) / tasks as u64;
+    let began = Instant::now();
+    let mut next = 0;
+    while next < tasks {
+        let end = (next + WORKFLOW_TASKS_MAX).min(tasks);
+        let specs: Vec<Value> = (next..end)
+            .map(|i| {
+                json!({
+                    "key": format!("t{i}"),
+                    "capabilities": ["nobody"],
+                    "not_before": at(i),
+                })
+            })
+            .collect();
+        client
+            .submit_workflow_json(&json!({"name": "bench-timers", "tasks": specs}))
+            .await
+            .context("submitting the timer tasks")?;
+        next = end;
+    }
+    let submitting = began.elapsed();
+    if engine.now().0 > start {
+        bail!("submitting the timer tasks outlasted their first not_before");
+    }
+    let store = engine.store();
+    let bar = super::progress(tasks as u64, "timers ready");
+    let give_up = Instant::now() + Duration::from_millis(start - engine.now().0) + REQUEUE_LIMIT;
+    loop {
+        let blocked = store.counts(None).await?.get(StateKind::Blocked);
+        bar.set_position(tasks as u64 - blocked.min(tasks as u64));
+        if blocked == 0 || Instant::now() > give_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bar.finish_and_clear();
+    let mut lag_ms = Vec::with_capacity(tasks);
+    let mut ready = 0;
+    let mut pages = TaskPages::new(TaskFilter {
+        state: Some(StateKind::Pending),
+        ..TaskFilter::default()
+    });
+    while let Some(page) = pages.next(store).await? {
+        for t in &page {
+            let (Some(nb), Some(p)) = (t.spec.not_before, t.entered_at.get(StateKind::Pending))
+            else {
+                continue;
+            };
+            ready += 1;
+            lag_ms.push(p.0 as i64 - nb.0 as i64);
+        }
+        if page.len() < PAGE_ROWS_MAX {
+            break;
+        }
+    }
+    Ok(Timed {
+        tasks,
+        window_ms: at(tasks - 1) - start,
+        submitting,
+        ready,
+        lag_ms,
+    })
 }
 
 struct Outcome {
