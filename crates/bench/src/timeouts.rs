@@ -176,12 +176,22 @@ fn report_timers(r: &mut Report, mut t: Timed) {
         .float("timer_lag_p50_ms", "not_before to ready p50", lag.p50, "ms")
         .float("timer_lag_p99_ms", "not_before to ready p99", lag.p99, "ms")
         .float("timer_lag_max_ms", "not_before to ready max", lag.max, "ms")
-        .figure("timers_late", "ready more than 1 s after their time", late, "");
+        .figure(
+            "timers_late",
+            "ready more than 1 s after their time",
+            late,
+            "",
+        );
     if t.ready != t.tasks as u64 {
-        r.fail(format!("{} of {} timer tasks became ready", t.ready, t.tasks));
+        r.fail(format!(
+            "{} of {} timer tasks became ready",
+            t.ready, t.tasks
+        ));
     }
     if early > 0 {
-        r.fail(format!("{early} timer tasks were ready before their not_before"));
+        r.fail(format!(
+            "{early} timer tasks were ready before their not_before"
+        ));
     }
 }
 

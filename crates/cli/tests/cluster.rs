@@ -845,28 +845,43 @@ fn schedule_ticks_fire_once_each_through_a_sigkill_of_the_leader_and_a_signal_la
             .await
             .unwrap();
         let sent = client(&urls[2])
-            .signal(created.workflow, "approve", &json!({"ok": true}), Some("once"))
+            .signal(
+                created.workflow,
+                "approve",
+                &json!({"ok": true}),
+                Some("once"),
+            )
             .await
             .unwrap();
         assert_eq!(sent.delivered_to.len(), 1, "{sent:?}");
         let again = client(&urls[1])
-            .signal(created.workflow, "approve", &json!({"ok": true}), Some("once"))
+            .signal(
+                created.workflow,
+                "approve",
+                &json!({"ok": true}),
+                Some("once"),
+            )
             .await
             .unwrap();
         assert!(!again.created && again.delivered_to.is_empty(), "{again:?}");
         let review = created.tasks["review"];
         let history = history(&client(&urls[0]), review).await;
         assert_eq!(
-            history.iter().filter(|e| **e == EventKind::SignalReceived).count(),
+            history
+                .iter()
+                .filter(|e| **e == EventKind::SignalReceived)
+                .count(),
             1,
             "{history:?}"
         );
         tokio::time::sleep(Duration::from_secs(3)).await;
     });
     nodes[0].kill();
-    wait_until("another node takes the lead", Duration::from_secs(20), || {
-        leader_pid(&schema).is_some_and(|pid| pid != leader)
-    });
+    wait_until(
+        "another node takes the lead",
+        Duration::from_secs(20),
+        || leader_pid(&schema).is_some_and(|pid| pid != leader),
+    );
     rt.block_on(async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         client(&urls[1]).pause_schedule(name, true).await.unwrap();
@@ -889,7 +904,11 @@ fn schedule_ticks_fire_once_each_through_a_sigkill_of_the_leader_and_a_signal_la
             }
         }
         ticks.sort_unstable();
-        assert!(ticks.len() >= 5, "too few ticks: {ticks:?}\n{}", logs(&nodes));
+        assert!(
+            ticks.len() >= 5,
+            "too few ticks: {ticks:?}\n{}",
+            logs(&nodes)
+        );
         let distinct: BTreeSet<u64> = ticks.iter().copied().collect();
         assert_eq!(distinct.len(), ticks.len(), "a tick fired twice: {ticks:?}");
         for pair in ticks.windows(2) {

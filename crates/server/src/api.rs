@@ -425,7 +425,7 @@ pub async fn send_signal(
     let id = WorkflowId(parse_id("workflow", &id)?);
     let key = idempotency_key(&headers)?;
     let by = q.by.unwrap_or_else(|| "operator".into());
-    if by.is_empty() || by.len() > 128 || by.chars().any(char::is_control) {
+    if by.is_empty() || by.chars().count() > 128 || by.chars().any(char::is_control) {
         return Err(Problem::bad_request(
             "invalid_query",
             "`by` must be 1 to 128 characters, without control characters",
