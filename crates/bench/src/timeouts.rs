@@ -33,8 +33,8 @@ pub struct TimeoutsArgs {
     /// claiming them all [default: 15000; 1000 with --quick].
     #[arg(long)]
     pub start_timeout_ms: Option<u64>,
-    /// Tasks with a `not_before` within one second [default: 100000; 1000 with --quick; 0
-    /// skips the timers].
+    /// Tasks with a `not_before` within one second [default: as many as --tasks; 0 skips the
+    /// timers].
     #[arg(long)]
     pub timers: Option<usize>,
 }
@@ -55,7 +55,8 @@ pub async fn run(common: &Common, args: TimeoutsArgs) -> anyhow::Result<Report> 
         agent_ttl_ms: 24 * 3_600_000,
         ..EngineConfig::default()
     };
-    let timers = super::size(args.timers, common.quick, 1_000, 100_000);
+    // As many timers as leases when only `--tasks` is given.
+    let timers = super::size(args.timers.or(args.tasks), common.quick, 1_000, 100_000);
     let nodes = start_nodes(&target, 1, config).await?;
     let out = measure(&nodes[0], tasks, start_ms).await;
     let timed = match (&out, timers) {
@@ -224,7 +225,11 @@ async fn measure_timers(node: &super::Node, tasks: usize) -> anyhow::Result<Time
     }
     let submitting = began.elapsed();
     if engine.now().0 > start {
-        bail!("submitting the timer tasks outlasted their first not_before");
+        bail!(
+            "submitting {tasks} timer tasks took {:.1} s, past their first not_before: \
+             measure fewer (--timers) or on a release build",
+            submitting.as_secs_f64()
+        );
     }
     let store = engine.store();
     let bar = super::progress(tasks as u64, "timers ready");
