@@ -198,8 +198,8 @@ impl<S: Store + 'static> Engine<S> {
             if record.paused == paused {
                 return decode(record);
             }
-            let info = decode(record.clone())?;
-            let timing = Timing::of(&info.spec)?;
+            let spec = spec_of(&record)?;
+            let timing = Timing::of(&spec)?;
             let now = self.now();
             let next = ScheduleRecord {
                 paused,
@@ -219,7 +219,7 @@ impl<S: Store + 'static> Engine<S> {
                 .await?
             {
                 info!(schedule = name, paused, "schedule paused or resumed");
-                return Ok(info_of(info.spec, next, &timing));
+                return Ok(info_of(spec, next, &timing));
             }
         }
         Err(EngineError::ScheduleContended(name.to_owned()))
@@ -260,8 +260,7 @@ impl<S: Store + 'static> Engine<S> {
     }
 
     async fn fire(&self, record: ScheduleRecord, now: Timestamp) -> Result<usize, EngineError> {
-        let info = decode(record.clone())?;
-        let spec = &info.spec;
+        let spec = &spec_of(&record)?;
         let timing = Timing::of(spec)?;
         let due = ticks_to_fire(&timing, spec, record.next_fire_at, now);
         let mut last = (record.last_tick_at, record.last_workflow);
@@ -390,13 +389,18 @@ fn check_schedule(spec: &ScheduleSpec) -> Result<Timing, EngineError> {
     Ok(timing)
 }
 
-fn decode(record: ScheduleRecord) -> Result<ScheduleInfo, EngineError> {
-    let spec: ScheduleSpec = serde_json::from_str(&record.spec).map_err(|e| {
+/// The stored schedule's spec.
+fn spec_of(record: &ScheduleRecord) -> Result<ScheduleSpec, EngineError> {
+    serde_json::from_str(&record.spec).map_err(|e| {
         EngineError::Store(baton_store::StoreError::Backend(format!(
             "stored schedule {}: {e}",
             record.name
         )))
-    })?;
+    })
+}
+
+fn decode(record: ScheduleRecord) -> Result<ScheduleInfo, EngineError> {
+    let spec = spec_of(&record)?;
     let timing = Timing::of(&spec)?;
     Ok(info_of(spec, record, &timing))
 }

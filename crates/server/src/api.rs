@@ -47,6 +47,25 @@ fn parse_id(kind: &str, raw: &str) -> ApiResult<Uuid> {
 
 // ---- workflows ------------------------------------------------------------------------------
 
+/// 201 with the new workflow's tasks, or 200 for an earlier request with the same key.
+fn workflow_created(receipt: baton_engine::WorkflowReceipt) -> Response {
+    let status = if receipt.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let out = WorkflowCreated {
+        workflow: receipt.workflow.0,
+        created: receipt.created,
+        tasks: receipt
+            .tasks
+            .into_iter()
+            .map(|(k, id)| (k.0, id.0))
+            .collect(),
+    };
+    (status, Json(out)).into_response()
+}
+
 #[utoipa::path(post, path = "/v1/workflows", request_body = SubmitWorkflow,
     responses((status = 201, body = WorkflowCreated), (status = 200, description = "an earlier submission with the same idempotency key", body = WorkflowCreated),
               (status = 422, description = "a field is invalid (`field` names it); among the codes, `artifact_not_found` (an input refers to an artifact that was never uploaded: PUT /v1/artifacts) and `artifact_ref_invalid` (a `{\"$artifact\": …}` that is not `sha256:<64 hex>`)", body = ProblemDoc), (status = 409, body = ProblemDoc)))]
@@ -64,21 +83,7 @@ pub async fn submit_workflow(
             outputs: body.outputs,
         })
         .await?;
-    let status = if receipt.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let out = WorkflowCreated {
-        workflow: receipt.workflow.0,
-        created: receipt.created,
-        tasks: receipt
-            .tasks
-            .into_iter()
-            .map(|(k, id)| (k.0, id.0))
-            .collect(),
-    };
-    Ok((status, Json(out)).into_response())
+    Ok(workflow_created(receipt))
 }
 
 #[utoipa::path(post, path = "/v1/tasks", request_body = SubmitTask,
@@ -698,21 +703,7 @@ pub async fn fire_trigger(
     let receipt = engine(&s)
         .fire_trigger(&name, &body, key.as_deref())
         .await?;
-    let status = if receipt.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let out = WorkflowCreated {
-        workflow: receipt.workflow.0,
-        created: receipt.created,
-        tasks: receipt
-            .tasks
-            .into_iter()
-            .map(|(k, id)| (k.0, id.0))
-            .collect(),
-    };
-    Ok((status, Json(out)).into_response())
+    Ok(workflow_created(receipt))
 }
 
 #[utoipa::path(get, path = "/v1/triggers", responses((status = 200, body = TriggerList)))]
