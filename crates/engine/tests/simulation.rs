@@ -126,6 +126,17 @@ fn seeded_simulations_keep_every_invariant() {
             total.completed > 0 && total.restarts > 0 && total.faults_after > 0,
             "the runs exercised too little: {total:#?}"
         );
+        assert!(
+            total.signal_tasks > 0
+                && total.sleeps > 0
+                && total.delayed > 0
+                && total.signals_delivered > 0
+                && total.kept_signals_taken > 0
+                && total.signals_repeated > 0
+                && total.signals_refused > 0
+                && total.schedule_ticks > 0,
+            "the runs sent too few signals or timers: {total:#?}"
+        );
     }
 }
 

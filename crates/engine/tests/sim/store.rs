@@ -492,7 +492,8 @@ impl Store for FaultyStore {
     }
 
     async fn put_signal(&self, signal: NewSignal) -> Result<PutSignal, StoreError> {
-        self.inner.put_signal(signal).await
+        self.write("put_signal", self.inner.put_signal(signal))
+            .await
     }
 
     async fn signals(
@@ -501,7 +502,8 @@ impl Store for FaultyStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<SignalRecord>, StoreError> {
-        self.inner.signals(workflow, after, limit).await
+        self.read("signals", self.inner.signals(workflow, after, limit))
+            .await
     }
 
     async fn kept_signals(
@@ -509,7 +511,8 @@ impl Store for FaultyStore {
         of: Option<(WorkflowId, String)>,
         limit: usize,
     ) -> Result<Vec<SignalRecord>, StoreError> {
-        self.inner.kept_signals(of, limit).await
+        self.read("kept_signals", self.inner.kept_signals(of, limit))
+            .await
     }
 
     async fn waiting_for_signal(
@@ -517,18 +520,23 @@ impl Store for FaultyStore {
         filter: TaskFilter,
         name: Option<String>,
     ) -> Result<Vec<Task>, StoreError> {
-        self.inner.waiting_for_signal(filter, name).await
+        self.read(
+            "waiting_for_signal",
+            self.inner.waiting_for_signal(filter, name),
+        )
+        .await
     }
     async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
-        self.inner.write_schedule(write).await
+        self.write("write_schedule", self.inner.write_schedule(write))
+            .await
     }
 
     async fn schedule(&self, name: String) -> Result<Option<ScheduleRecord>, StoreError> {
-        self.inner.schedule(name).await
+        self.read("schedule", self.inner.schedule(name)).await
     }
 
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
-        self.inner.schedules().await
+        self.read("schedules", self.inner.schedules()).await
     }
 
     async fn due_schedules(
@@ -536,7 +544,8 @@ impl Store for FaultyStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<ScheduleRecord>, StoreError> {
-        self.inner.due_schedules(now, limit).await
+        self.read("due_schedules", self.inner.due_schedules(now, limit))
+            .await
     }
     async fn write_trigger(&self, write: TriggerWrite) -> Result<bool, StoreError> {
         self.inner.write_trigger(write).await

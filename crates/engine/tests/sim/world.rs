@@ -17,7 +17,14 @@
 //!   crashes (stops for ever, holding its leases), or a new agent joins;
 //! - an operator cancels a task or a workflow, retries a final failure (or tries to retry a
 //!   task that is not one), or submits a workflow (a random DAG, sometimes with compensation,
-//!   short timeouts, several retry policies);
+//!   short timeouts, several retry policies; some tasks wait for a signal, with or without a
+//!   timeout, some sleep, some are delayed by `delay_ms` or `not_before`; agents add such
+//!   tasks too, as a decomposition asking for approval mid-run);
+//! - an operator sends a signal to a workflow: before its task waits (kept), while it waits,
+//!   after it ended, rejecting, again under a used idempotency key with the same body (applied
+//!   once) or another body (refused);
+//! - half the runs have a schedule firing a one-task workflow every 30 s, under a drawn
+//!   overlap and catch-up policy;
 //! - time passes (the compensation agent first finishes its work), and the engine ticks; or
 //!   the wall clock steps back up to 30 s (an NTP correction), and the engine ticks;
 //! - the process restarts: engine and store are dropped and the same file is reopened.
@@ -32,12 +39,20 @@
 //! retry a final failure, and nothing else; a cancelled workflow has no task left running; a
 //! claim never exceeds the agent's concurrency nor hands out a task it cannot run; after each
 //! restart `check_store` is clean (its histories never go back in time, and no task started
-//! before its dependencies completed, whatever the clock did).
+//! before its dependencies completed, whatever the clock did); a sent signal is delivered to
+//! every task waiting for it, each completed with its data or failed for good by its
+//! rejection; after every round of the engine's work without faults, no task waits for a
+//! signal its workflow keeps.
 //!
 //! At the end healthy agents drain the work (no faults, no restarts), then: `check_store` is
 //! clean; every completed task has exactly one `execution_succeeded` and every other task none;
 //! every task is terminal; counts per state (global and per workflow) equal the tasks; every
-//! completion an agent was told about still stands, unchanged.
+//! completion an agent was told about still stands, unchanged; every acknowledged signal is
+//! stored as sent, one per idempotency key; a signal task completed by exactly one signal,
+//! with its data, and every signal a history names is stored, delivered, under that name and
+//! data; timers fire no earlier than their time, and a sleep completes with `slept_ms`; the
+//! schedule fired each tick at most once, at or after its time, none after it was paused,
+//! and (overlaps allowed, every missed tick kept) none was skipped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -45,13 +60,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_core::{
-    AgentId, AgentLostPolicy, Capability, CompensationSpec, ErrorReport, Event, EventKind,
-    FencingToken, RetryPolicy, State, StateKind, Task, TaskId, TaskKey, TaskSpec, Timeouts,
-    Timestamp, WorkflowId,
+    AgentId, AgentLostPolicy, Capability, CatchUp, CompensationSpec, ErrorReport, Event, EventKind,
+    FencingToken, Overlap, RetryPolicy, ScheduleSpec, State, StateKind, Task, TaskId, TaskKey,
+    TaskSpec, Timeouts, Timestamp, WaitFor, WorkflowId, WorkflowTemplate,
 };
 use baton_engine::check::check_store;
 use baton_engine::{
-    Clock, Engine, EngineConfig, EngineError, ManualClock, SeededIds, WorkflowRequest,
+    Clock, Engine, EngineConfig, EngineError, ManualClock, SeededIds, SignalInput, WorkflowRequest,
 };
 use baton_store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use baton_store::{StateCounts, Store, TaskFilter, PAGE_ROWS_MAX};
@@ -77,6 +92,12 @@ const WORKERS_MAX: usize = 8;
 /// compensation add the rest.
 const TASKS_MAX: u64 = 45;
 const SUBMITTED_MAX: u64 = 30;
+/// The signals tasks wait for (`wait_for`) and operators send.
+const SIGNALS: [&str; 2] = ["approve", "go"];
+/// The run's schedule fires every [`SCHEDULE_EVERY_MS`].
+const SCHEDULE: &str = "every-30s";
+const SCHEDULE_CRON: &str = "*/30 * * * * *";
+const SCHEDULE_EVERY_MS: u64 = 30_000;
 
 macro_rules! ensure {
     ($cond:expr, $($arg:tt)+) => {
@@ -118,6 +139,16 @@ pub struct RunStats {
     pub operator_retries: u64,
     pub drain_rounds: u64,
     pub clock_steps_back: u64,
+    pub signal_tasks: u64,
+    pub sleeps: u64,
+    pub delayed: u64,
+    pub signals_sent: u64,
+    pub signals_repeated: u64,
+    pub signals_kept: u64,
+    pub signals_delivered: u64,
+    pub kept_signals_taken: u64,
+    pub signals_refused: u64,
+    pub schedule_ticks: u64,
 }
 
 impl RunStats {
@@ -144,6 +175,16 @@ impl RunStats {
         self.operator_retries += o.operator_retries;
         self.drain_rounds += o.drain_rounds;
         self.clock_steps_back += o.clock_steps_back;
+        self.signal_tasks += o.signal_tasks;
+        self.sleeps += o.sleeps;
+        self.delayed += o.delayed;
+        self.signals_sent += o.signals_sent;
+        self.signals_repeated += o.signals_repeated;
+        self.signals_kept += o.signals_kept;
+        self.signals_delivered += o.signals_delivered;
+        self.kept_signals_taken += o.kept_signals_taken;
+        self.signals_refused += o.signals_refused;
+        self.schedule_ticks += o.schedule_ticks;
     }
 }
 
@@ -308,6 +349,15 @@ struct Agent {
     past: Vec<(TaskId, FencingToken)>,
 }
 
+/// A signal as an operator sent it.
+#[derive(Clone, Debug, PartialEq)]
+struct SentSignal {
+    workflow: WorkflowId,
+    name: String,
+    input: SignalInput,
+    id: Option<u64>,
+}
+
 /// What the engine answered to a report.
 enum Answer {
     Applied(Box<Task>),
@@ -328,6 +378,16 @@ struct Sim {
     agents: Vec<Agent>,
     workflows: u32,
     next_sub: u32,
+    /// Idempotency keys of signals sent: what was sent under each, and the stored signal's
+    /// id once an answer named it.
+    signal_keys: BTreeMap<String, SentSignal>,
+    /// Signals whose sending was acknowledged, by id: never lost.
+    acked_signals: BTreeMap<u64, SentSignal>,
+    /// (signal, task) of every delivery a sender was told of.
+    delivered: BTreeSet<(u64, TaskId)>,
+    /// The schedule of this run, if it has one, and the ticks it had fired when paused.
+    schedule: Option<ScheduleSpec>,
+    ticks_when_paused: Option<Vec<u64>>,
     step: usize,
     labels: Mutex<HashMap<TaskId, String>>,
     names: Mutex<HashMap<WorkflowId, String>>,
@@ -443,6 +503,11 @@ impl Sim {
             agents: Vec::new(),
             workflows: 0,
             next_sub: 0,
+            signal_keys: BTreeMap::new(),
+            acked_signals: BTreeMap::new(),
+            delivered: BTreeSet::new(),
+            schedule: None,
+            ticks_when_paused: None,
             step: 0,
             labels: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
@@ -520,7 +585,23 @@ impl Sim {
         }
         let e = self.engine();
         let name = match e.store().inner().workflow(id).await.expect("read") {
-            Some(w) => w.name,
+            // A schedule's runs share a name: each is told apart by its tick.
+            Some(w) => match w
+                .idempotency_key
+                .as_deref()
+                .and_then(|k| k.rsplit_once(':'))
+            {
+                Some((_, tick))
+                    if w.idempotency_key
+                        .as_deref()
+                        .unwrap_or("")
+                        .starts_with("schedule:") =>
+                {
+                    let tick: u64 = tick.parse().unwrap_or(0);
+                    format!("{}@{}", w.name, tick.saturating_sub(T0.0))
+                }
+                _ => w.name,
+            },
             None => "?".into(),
         };
         self.names.lock().unwrap().insert(id, name.clone());
@@ -562,6 +643,9 @@ impl Sim {
             held: Vec::new(),
             past: Vec::new(),
         });
+        if self.rng.chance(500) {
+            self.create_schedule().await?;
+        }
         for _ in 0..self.rng.range(2, 3) {
             self.submit().await?;
         }
@@ -603,8 +687,8 @@ impl Sim {
 
     async fn act(&mut self) -> Result<(), String> {
         // worker, time, tick, zombie, forged, stall, crash, join, cancel task, cancel
-        // workflow, retry, submit, restart
-        const WEIGHTS: [u32; 13] = [450, 180, 40, 40, 30, 20, 8, 8, 15, 4, 30, 30, 10];
+        // workflow, retry, submit, signal, restart
+        const WEIGHTS: [u32; 14] = [450, 180, 40, 40, 30, 20, 8, 8, 15, 4, 30, 30, 30, 10];
         match self.rng.weighted(&WEIGHTS) {
             0 => {
                 let workers: Vec<usize> = (0..self.agents.len())
@@ -636,6 +720,7 @@ impl Sim {
             9 => self.cancel_workflow().await,
             10 => self.retry_task().await,
             11 => self.submit().await,
+            12 => self.send_signal().await,
             _ => self.restart().await,
         }
     }
@@ -1409,6 +1494,7 @@ impl Sim {
         if let Err(e) = r {
             return Err(format!("the first tick after a restart failed: {e}"));
         }
+        self.no_kept_signal_waits("after a restart").await?;
         let report = check_store(self.engine().store().inner(), |_| {})
             .await
             .map_err(|e| format!("check_store: {e}"))?;
@@ -1568,7 +1654,244 @@ impl Sim {
         Ok(())
     }
 
+    // ---- signals and schedules --------------------------------------------------------
+
+    fn new_signal(&mut self, workflow: WorkflowId) -> SentSignal {
+        let name = SIGNALS[self.rng.index(SIGNALS.len())].to_owned();
+        let input = if self.rng.chance(120) {
+            SignalInput::Reject(format!("no, at step {}", self.step))
+        } else {
+            SignalInput::Data(json!({ "approved": self.step }))
+        };
+        SentSignal {
+            workflow,
+            name,
+            input,
+            id: None,
+        }
+    }
+
+    /// An operator sends a signal to a workflow: whether a task waits for it yet or not (then
+    /// it is kept), without an idempotency key, under a new one, again under a used one with
+    /// the same body (applied once), or under a used one with another body (refused).
+    async fn send_signal(&mut self) -> Result<(), String> {
+        let flows = self
+            .engine()
+            .store()
+            .inner()
+            .workflows(None, 100)
+            .await
+            .expect("read");
+        let Some(w) = self.rng.pick(&flows).cloned() else {
+            return Ok(());
+        };
+        let used: Vec<String> = self.signal_keys.keys().cloned().collect();
+        let choice = self.rng.weighted(&[300, 450, 200, 50]);
+        let (key, sent, conflict) = match self.rng.pick(&used).cloned() {
+            Some(k) if choice >= 2 => {
+                let first = self.signal_keys[&k].clone();
+                if choice == 2 || first.id.is_none() {
+                    (Some(k), first, false)
+                } else {
+                    let other = SentSignal {
+                        input: SignalInput::Data(json!({ "other": self.step })),
+                        ..first
+                    };
+                    (Some(k), other, true)
+                }
+            }
+            _ if choice == 1 || choice >= 2 => {
+                let k = format!("sig-{}", self.signal_keys.len());
+                let sent = self.new_signal(w.id);
+                self.signal_keys.insert(k.clone(), sent.clone());
+                (Some(k), sent, false)
+            }
+            _ => (None, self.new_signal(w.id), false),
+        };
+        let flow = self.workflow_name(sent.workflow).await;
+        let r = self
+            .engine()
+            .signal(
+                sent.workflow,
+                &sent.name,
+                sent.input.clone(),
+                "ops",
+                key.clone(),
+            )
+            .await;
+        self.log(format!(
+            "ops signals {}/{} ({}, key {key:?}) -> {}",
+            flow,
+            sent.name,
+            match &sent.input {
+                SignalInput::Data(d) => d.to_string(),
+                SignalInput::Reject(r) => format!("reject {r:?}"),
+            },
+            match &r {
+                Ok(receipt) => format!(
+                    "#{} created {} delivered to {}",
+                    receipt.signal.id,
+                    receipt.created,
+                    receipt.delivered_to.len()
+                ),
+                Err(e) => code(e),
+            }
+        ));
+        let receipt = match r {
+            Ok(receipt) => receipt,
+            Err(EngineError::IdempotencyMismatch { .. }) if conflict => {
+                self.counters.signals_refused += 1;
+                return Ok(());
+            }
+            Err(EngineError::Store(_)) => return Ok(()),
+            Err(e) => return Err(format!("signalling {flow} failed unexpectedly: {e}")),
+        };
+        ensure!(
+            !conflict,
+            "{flow}: a used idempotency key with another body was accepted"
+        );
+        self.counters.signals_sent += 1;
+        let id = receipt.signal.id;
+        if let Some(k) = &key {
+            let first = self.signal_keys.get_mut(k).expect("the key was recorded");
+            ensure!(
+                first.id.is_none_or(|first| first == id),
+                "{flow}: key {k} answered signal #{id}, it stored #{:?} before",
+                first.id
+            );
+            first.id = Some(id);
+        }
+        if !receipt.created {
+            self.counters.signals_repeated += 1;
+            ensure!(
+                receipt.delivered_to.is_empty(),
+                "{flow}: a repeated signal was delivered again"
+            );
+        }
+        self.acked_signals.insert(
+            id,
+            SentSignal {
+                id: Some(id),
+                ..sent.clone()
+            },
+        );
+        for t in &receipt.delivered_to {
+            let label = self.label(t.id).await;
+            ensure!(
+                t.workflow == sent.workflow
+                    && t.spec
+                        .wait_for
+                        .as_ref()
+                        .is_some_and(|w| w.signal == sent.name),
+                "signal #{id} was delivered to {label}, which does not wait for it"
+            );
+            let took = match (&sent.input, &t.state) {
+                (SignalInput::Data(d), State::Completed { result, .. }) => result == d,
+                (SignalInput::Reject(_), State::Failed { error, retry_at }) => {
+                    error.kind == "rejected" && retry_at.is_none()
+                }
+                _ => false,
+            };
+            ensure!(took, "{label} took signal #{id} and is {:?}", t.state);
+            self.delivered.insert((id, t.id));
+        }
+        self.counters.signals_delivered += receipt.delivered_to.len() as u64;
+        if receipt.created {
+            if receipt.delivered_to.is_empty() {
+                self.counters.signals_kept += 1;
+            }
+            let still = self
+                .engine()
+                .store()
+                .inner()
+                .waiting_for_signal(
+                    TaskFilter {
+                        workflow: Some(sent.workflow),
+                        limit: PAGE_ROWS_MAX,
+                        ..TaskFilter::default()
+                    },
+                    Some(sent.name.clone()),
+                )
+                .await
+                .expect("read");
+            if let Some(t) = still.first() {
+                let label = self.label(t.id).await;
+                return Err(format!(
+                    "{label} still waits for {} after signal #{id} was sent",
+                    sent.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// No task waits for a signal its workflow keeps undelivered: checked after a round of
+    /// the engine's work without faults.
+    async fn no_kept_signal_waits(&self, when: &str) -> Result<(), String> {
+        let e = self.engine();
+        let store = e.store().inner();
+        for s in store.kept_signals(None, 10_000).await.expect("read") {
+            let waiting = store
+                .waiting_for_signal(
+                    TaskFilter {
+                        workflow: Some(s.workflow),
+                        limit: 1,
+                        ..TaskFilter::default()
+                    },
+                    Some(s.name.clone()),
+                )
+                .await
+                .expect("read");
+            if let Some(t) = waiting.first() {
+                let label = self.label(t.id).await;
+                return Err(format!(
+                    "{label} waits for {} {when}, while its workflow keeps signal #{}",
+                    s.name, s.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The run's schedule: its one-task workflow every 30 s, under a drawn overlap and
+    /// catch-up policy.
+    async fn create_schedule(&mut self) -> Result<(), String> {
+        let overlap = [Overlap::Skip, Overlap::Allow, Overlap::CancelPrevious][self.rng.index(3)];
+        let catch_up =
+            [CatchUp::None, CatchUp::Latest, CatchUp::All { max: 1_000 }][self.rng.index(3)];
+        let spec = ScheduleSpec {
+            name: SCHEDULE.into(),
+            cron: SCHEDULE_CRON.into(),
+            timezone: "UTC".into(),
+            workflow: WorkflowTemplate {
+                name: "tick".into(),
+                tasks: vec![TaskSpec {
+                    capabilities: [Capability::from(CAPS[0])].into(),
+                    timeouts: Timeouts {
+                        start_ms: Some(5_000),
+                        ..Timeouts::default()
+                    },
+                    ..TaskSpec::new("run")
+                }],
+                outputs: None,
+            },
+            overlap,
+            catch_up,
+        };
+        self.faults.set_enabled(false);
+        let r = self.engine().create_schedule(spec.clone()).await;
+        self.faults.set_enabled(true);
+        self.log(format!(
+            "ops creates schedule {SCHEDULE} ({overlap:?}, {catch_up:?}) -> {}",
+            r.as_ref().map_or_else(code, |_| "ok".into())
+        ));
+        r.map_err(|e| format!("creating the schedule failed: {e}"))?;
+        self.schedule = Some(spec);
+        Ok(())
+    }
+
     fn random_spec(&mut self, key: &str, depends_on: Vec<TaskKey>) -> TaskSpec {
+        let now = self.now();
         let rng = &mut self.rng;
         let mut capabilities = BTreeSet::new();
         capabilities.insert(Capability::from(CAPS[rng.index(CAPS.len())]));
@@ -1576,7 +1899,7 @@ impl Sim {
             capabilities.insert(Capability::from(CAPS[rng.index(CAPS.len())]));
         }
         let initial = rng.range(100, 2_000);
-        TaskSpec {
+        let mut spec = TaskSpec {
             depends_on,
             capabilities,
             input: json!({ "key": key }),
@@ -1616,7 +1939,31 @@ impl Sim {
                 input: json!({ "undo": key }),
             }),
             ..TaskSpec::new(key)
+        };
+        // Some tasks no agent runs: they wait for a signal or sleep; some wait for a timer
+        // before an agent may take them.
+        let no_agent = |spec: &mut TaskSpec| {
+            spec.capabilities.clear();
+            spec.timeouts = Timeouts::default();
+            spec.on_agent_lost = AgentLostPolicy::default();
+        };
+        match rng.weighted(&[780, 90, 50, 80]) {
+            1 => {
+                spec.wait_for = Some(WaitFor {
+                    signal: SIGNALS[rng.index(SIGNALS.len())].into(),
+                    timeout_ms: rng.chance(400).then(|| rng.range(5_000, 40_000)),
+                });
+                no_agent(&mut spec);
+            }
+            2 => {
+                spec.sleep_ms = Some(rng.range(100, 8_000));
+                no_agent(&mut spec);
+            }
+            3 if rng.chance(500) => spec.delay_ms = Some(rng.range(100, 8_000)),
+            3 => spec.not_before = Some(now.plus_ms(rng.range(0, 20_000))),
+            _ => {}
         }
+        spec
     }
 
     async fn submit(&mut self) -> Result<(), String> {
@@ -1687,6 +2034,15 @@ impl Sim {
                 a.status = Status::Crashed;
             }
         }
+        if self.schedule.is_some() {
+            let r = self.engine().pause_schedule(SCHEDULE, true).await;
+            self.log(format!(
+                "ops pauses schedule {SCHEDULE} -> {}",
+                r.as_ref().map_or_else(code, |_| "ok".into())
+            ));
+            r.map_err(|e| format!("pausing the schedule failed: {e}"))?;
+            self.ticks_when_paused = Some(self.schedule_ticks().await?);
+        }
         let drainer = self.service_agent("drainer");
         let undoer = self
             .agents
@@ -1697,9 +2053,12 @@ impl Sim {
             self.step = round;
             self.counters.drain_rounds += 1;
             self.tick().await?;
+            self.no_kept_signal_waits("after a tick").await?;
+            self.approve_waiting().await?;
             self.serve(undoer).await?;
             self.serve(drainer).await?;
             self.tick().await?;
+            self.no_kept_signal_waits("after a tick").await?;
             let open: Vec<Task> = self
                 .all_tasks()
                 .await
@@ -1744,6 +2103,247 @@ impl Sim {
         ))
     }
 
+    /// The drain's operator approves every task waiting for a signal.
+    async fn approve_waiting(&mut self) -> Result<(), String> {
+        let waiting = self
+            .engine()
+            .store()
+            .inner()
+            .waiting_for_signal(
+                TaskFilter {
+                    limit: PAGE_ROWS_MAX,
+                    ..TaskFilter::default()
+                },
+                None,
+            )
+            .await
+            .expect("read");
+        let mut sent = BTreeSet::new();
+        for t in waiting {
+            let name = t.spec.wait_for.as_ref().expect("it waits").signal.clone();
+            if !sent.insert((t.workflow, name.clone())) {
+                continue;
+            }
+            let label = self.label(t.id).await;
+            let data = json!({ "approved": "drain" });
+            let r = self
+                .engine()
+                .signal(
+                    t.workflow,
+                    &name,
+                    SignalInput::Data(data.clone()),
+                    "drain",
+                    None,
+                )
+                .await
+                .map_err(|e| format!("approving {label} failed: {e}"))?;
+            self.log(format!(
+                "drain approves {label} ({name}) -> #{} delivered to {}",
+                r.signal.id,
+                r.delivered_to.len()
+            ));
+            self.acked_signals.insert(
+                r.signal.id,
+                SentSignal {
+                    workflow: t.workflow,
+                    name,
+                    input: SignalInput::Data(data),
+                    id: Some(r.signal.id),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Every acknowledged signal is stored as sent, and an idempotency key stored one signal;
+    /// returns every stored signal by id.
+    async fn check_signals(&self) -> Result<BTreeMap<u64, baton_store::SignalRecord>, String> {
+        let e = self.engine();
+        let store = e.store().inner();
+        let mut all = BTreeMap::new();
+        for w in store.workflows(None, 10_000).await.expect("read") {
+            for s in store.signals(w.id, 0, 100_000).await.expect("read") {
+                all.insert(s.id, s);
+            }
+        }
+        for (id, sent) in &self.acked_signals {
+            let stored = all
+                .get(id)
+                .ok_or_else(|| format!("signal #{id} was acknowledged but is not stored"))?;
+            let (data, reject) = match &sent.input {
+                SignalInput::Data(d) => (d.clone(), None),
+                SignalInput::Reject(r) => (serde_json::Value::Null, Some(r.clone())),
+            };
+            ensure!(
+                stored.workflow == sent.workflow
+                    && stored.name == sent.name
+                    && stored.data == data
+                    && stored.reject == reject,
+                "signal #{id} was sent as {sent:?}, stored as {stored:?}"
+            );
+        }
+        let mut keys = BTreeSet::new();
+        for s in all.values() {
+            if let Some(k) = &s.idempotency_key {
+                ensure!(
+                    keys.insert((s.workflow, s.name.clone(), k.clone())),
+                    "idempotency key {k} stored two signals"
+                );
+            }
+        }
+        Ok(all)
+    }
+
+    /// A task's waits in its history: a signal task completed by one signal, with that
+    /// signal's data; a rejection is final; timers fire no earlier than their time.
+    async fn check_waits(
+        &mut self,
+        label: &str,
+        t: &Task,
+        history: &[baton_core::HistoryEntry],
+        signals: &BTreeMap<u64, baton_store::SignalRecord>,
+    ) -> Result<(), String> {
+        let mut taken = 0;
+        for h in history {
+            if let Event::SignalReceived {
+                signal,
+                id,
+                data,
+                reject,
+                ..
+            } = &h.event
+            {
+                let s = signals
+                    .get(id)
+                    .ok_or_else(|| format!("{label} took signal #{id}, which is not stored"))?;
+                ensure!(
+                    t.spec
+                        .wait_for
+                        .as_ref()
+                        .is_some_and(|w| &w.signal == signal)
+                        && s.workflow == t.workflow
+                        && &s.name == signal
+                        && &s.data == data
+                        && &s.reject == reject
+                        && s.delivered_at.is_some(),
+                    "{label} took signal #{id} as {signal} {data} {reject:?}; stored {s:?}"
+                );
+                if !self.delivered.contains(&(*id, t.id)) {
+                    // Kept, and taken when the task began to wait (or by the sweep).
+                    self.counters.kept_signals_taken += 1;
+                }
+                if reject.is_none() {
+                    taken += 1;
+                    ensure!(
+                        matches!(&t.state, State::Completed { result, .. } if result == data),
+                        "{label} took signal #{id} with {data} and is {:?}",
+                        t.state
+                    );
+                }
+            }
+        }
+        if t.spec.wait_for.is_some() {
+            let completed = usize::from(t.kind() == StateKind::Completed);
+            ensure!(
+                taken == completed,
+                "{label} is {} having taken {taken} signals",
+                t.kind()
+            );
+        }
+        if let State::Failed { error, retry_at } = &t.state {
+            ensure!(
+                error.kind != "rejected" || retry_at.is_none(),
+                "{label} was rejected, yet a retry is due"
+            );
+        }
+        for (i, h) in history.iter().enumerate() {
+            if h.event.kind() != EventKind::TimerFired {
+                continue;
+            }
+            let before = history[..i].last().map_or(h.at, |p| p.at);
+            let due = t
+                .spec
+                .delay_ms
+                .or(t.spec.sleep_ms)
+                .map_or(Timestamp(0), |ms| before.plus_ms(ms))
+                .max(t.spec.not_before.unwrap_or(Timestamp(0)));
+            ensure!(
+                h.at >= due,
+                "{label}'s timer fired at {} ms, before its time {} ms",
+                h.at.ms_since(T0),
+                due.ms_since(T0)
+            );
+        }
+        if t.spec.sleep_ms.is_some() && t.kind() == StateKind::Completed {
+            ensure!(
+                matches!(&t.state, State::Completed { result, .. } if *result == json!({ "slept_ms": t.spec.sleep_ms })),
+                "{label} slept and completed with {:?}",
+                t.state
+            );
+        }
+        Ok(())
+    }
+
+    /// Every tick of the schedule submitted one workflow, at or after its time and before it
+    /// was paused; with every tick kept and overlaps allowed, none is missing.
+    async fn check_schedule(&mut self) -> Result<(), String> {
+        let Some(spec) = self.schedule.clone() else {
+            return Ok(());
+        };
+        let ticks = self.schedule_ticks().await?;
+        self.counters.schedule_ticks = ticks.len() as u64;
+        if let Some(paused) = &self.ticks_when_paused {
+            ensure!(
+                ticks == *paused,
+                "the schedule fired {ticks:?} by the end, {paused:?} when it was paused"
+            );
+        }
+        if let ([first, ..], [.., last]) = (ticks.as_slice(), ticks.as_slice()) {
+            if spec.overlap == Overlap::Allow && matches!(spec.catch_up, CatchUp::All { .. }) {
+                let expected: Vec<u64> = (*first..=*last)
+                    .step_by(SCHEDULE_EVERY_MS as usize)
+                    .collect();
+                ensure!(
+                    ticks == expected,
+                    "the schedule's ticks {ticks:?} miss some of {expected:?}"
+                );
+                ensure!(
+                    *first == (T0.0 / SCHEDULE_EVERY_MS + 1) * SCHEDULE_EVERY_MS,
+                    "the schedule's first tick is {first}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The ticks the schedule fired, in order: each a tick of its cron, submitted at or after
+    /// its time.
+    async fn schedule_ticks(&self) -> Result<Vec<u64>, String> {
+        let e = self.engine();
+        let store = e.store().inner();
+        let prefix = format!("schedule:{SCHEDULE}:");
+        let mut ticks = Vec::new();
+        for w in store.workflows(None, 10_000).await.expect("read") {
+            let Some(tick) = w
+                .idempotency_key
+                .as_deref()
+                .and_then(|k| k.strip_prefix(&prefix))
+            else {
+                continue;
+            };
+            let tick: u64 = tick.parse().map_err(|_| format!("tick key {tick:?}"))?;
+            ensure!(
+                tick % SCHEDULE_EVERY_MS == 0 && tick > T0.0 && tick <= w.created_at.0,
+                "{}: tick {tick} submitted at {}",
+                w.name,
+                w.created_at.0
+            );
+            ticks.push(tick);
+        }
+        ticks.sort_unstable();
+        Ok(ticks)
+    }
+
     async fn check_final(&mut self) -> Result<(), String> {
         let e = self.engine();
         let store = e.store().inner();
@@ -1752,6 +2352,8 @@ impl Sim {
             .map_err(|e| format!("check_store: {e}"))?;
         self.violations(&report, "at the end").await?;
         let tasks = self.all_tasks().await;
+        let signals = self.check_signals().await?;
+        self.check_schedule().await?;
         let mut tally = StateCounts::default();
         let mut per_flow: BTreeMap<WorkflowId, StateCounts> = BTreeMap::new();
         let mut finals = Vec::new();
@@ -1769,12 +2371,18 @@ impl Sim {
                 .iter()
                 .filter(|h| h.event.kind() == EventKind::ExecutionSucceeded)
                 .count();
-            let expected = usize::from(t.kind() == StateKind::Completed);
+            let by_agent = t.spec.wait_for.is_none() && t.spec.sleep_ms.is_none();
+            let expected = usize::from(by_agent && t.kind() == StateKind::Completed);
             ensure!(
                 successes == expected,
                 "{label} is {} with {successes} successes in its history",
                 t.kind()
             );
+            self.check_waits(&label, t, &history, &signals).await?;
+            self.counters.signal_tasks += u64::from(t.spec.wait_for.is_some());
+            self.counters.sleeps += u64::from(t.spec.sleep_ms.is_some());
+            self.counters.delayed +=
+                u64::from(t.spec.delay_ms.is_some() || t.spec.not_before.is_some());
             match t.kind() {
                 StateKind::Completed => self.counters.completed += 1,
                 StateKind::Failed => self.counters.failed += 1,
@@ -1839,6 +2447,10 @@ impl Sim {
                 t.state
             );
         }
+        ensure!(
+            self.counters.signals_sent == 0 || self.acked_signals.len() as u64 > 0,
+            "signals were acknowledged but none recorded"
+        );
         finals.sort();
         for line in finals {
             self.trace.push(line);
