@@ -69,6 +69,7 @@ const ASSETS: &[Asset] = &[
     module!("workflow.js"),
     module!("task.js"),
     module!("waiting.js"),
+    module!("schedules.js"),
     module!("agents.js"),
     module!("lifecycle.js"),
     Asset {

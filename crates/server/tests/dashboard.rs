@@ -1127,6 +1127,43 @@ async fn data_from_the_api_is_shown_as_text_never_run_as_markup() {
             "no markup was made"
         );
         assert_eq!(b.js("return window.__pwned ?? null").await, Value::Null);
+
+        // A schedule's name holds only letters, digits and `-_.:/`; its workflow template's
+        // name and input may hold markup, shown in the list and on its page.
+        let mut templated = task("plain", &[]);
+        templated["input"] = json!({ "html": hostile });
+        let (status, created) = srv
+            .post(
+                "/v1/schedules",
+                json!({"name": "hostile", "cron": "0 0 * * * *",
+                       "workflow": {"name": hostile, "tasks": [templated]}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        b.goto("#/schedules").await;
+        let submits = b
+            .wait(
+                "the schedule's row",
+                "return document.querySelector('[data-testid=schedule-submits]')?.textContent",
+            )
+            .await;
+        assert!(submits.as_str().unwrap().contains(hostile), "{submits}");
+        b.goto("#/schedules/hostile").await;
+        let template = b
+            .wait(
+                "the schedule's template",
+                "return document.querySelector('[data-testid=schedule-template]')?.textContent",
+            )
+            .await;
+        let template: Value = serde_json::from_str(template.as_str().unwrap()).unwrap();
+        assert_eq!(template["name"], hostile);
+        assert_eq!(template["tasks"][0]["input"]["html"], hostile);
+        assert_eq!(
+            b.count("main img, main script").await,
+            0,
+            "no markup was made"
+        );
+        assert_eq!(b.js("return window.__pwned ?? null").await, Value::Null);
         b.assert_no_page_errors().await;
     })
     .await;
@@ -1187,6 +1224,13 @@ async fn every_page_loads_all_its_modules_without_a_browser_error() {
         let workflow = wf["workflow"].as_str().unwrap().to_owned();
         let task = ids(&wf)["second"].clone();
         srv.register("worker", &["work"], 1).await;
+        let (status, created) = srv
+            .post(
+                "/v1/schedules",
+                json!({"name": "nightly", "cron": "0 0 2 * * *", "workflow": {"tasks": [common::task("a", &[])]}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
         let loaded = |testid: &str, mark: &str| {
             format!("return document.querySelector('[data-testid={testid}]')?.dataset.{mark} === 'true'")
         };
@@ -1200,6 +1244,8 @@ async fn every_page_loads_all_its_modules_without_a_browser_error() {
             ),
             ("#/lifecycle".to_owned(), loaded("lifecycle-graph", "ready")),
             ("#/waiting".to_owned(), loaded("waiting-panel", "loaded")),
+            ("#/schedules".to_owned(), loaded("schedules-panel", "loaded")),
+            ("#/schedules/nightly".to_owned(), loaded("schedule-page", "loaded")),
         ];
         for (hash, shown) in pages {
             // A new document for each page: each loads every module again (revalidated).
@@ -2031,6 +2077,225 @@ async fn a_person_approves_and_rejects_waiting_tasks_from_the_waiting_page() {
             )
             .await;
         assert!(entry.as_str().unwrap().contains("signal approve #1 from alice"), "{entry}");
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+/// A schedule of a one-task workflow named `workflow`.
+fn schedule_spec(name: &str, cron: &str, timezone: &str, workflow: &str) -> Value {
+    json!({"name": name, "cron": cron, "timezone": timezone,
+           "workflow": {"name": workflow, "tasks": [task("collect", &[])]},
+           "overlap": "allow", "catch_up": {"policy": "latest"}})
+}
+
+async fn create_schedule(srv: &TestServer, spec: Value) -> Value {
+    let (status, created) = srv.post("/v1/schedules", spec).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created
+}
+
+fn schedule_api_path(name: &str) -> String {
+    let mut url = reqwest::Url::parse("http://x/v1/schedules/").unwrap();
+    url.path_segments_mut().unwrap().pop_if_empty().push(name);
+    url.path().to_owned()
+}
+
+/// The rows of the schedules page, by name, once it has loaded: `name=paused@next,…`.
+const SCHEDULE_ROWS: &str = "return document.querySelector('[data-testid=schedules-panel]')?.dataset.loaded === 'true' \
+     && [...document.querySelectorAll('[data-testid=schedule-row]')].map(r => \
+          `${r.dataset.name}=${r.dataset.paused}@${r.querySelector('[data-testid=schedule-next]').dataset.at ?? ''}`).sort().join(',')";
+
+fn schedule_rows_are(rows: &[String]) -> String {
+    let mut rows = rows.to_vec();
+    rows.sort();
+    SCHEDULE_ROWS.replace(
+        ".sort().join(',')",
+        &format!(".sort().join(',') === {}", js_str(&rows.join(","))),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_listed_paused_resumed_and_deleted_from_the_schedules_page() {
+    let srv = TestServer::start().await;
+    scenario("schedules", srv, |srv, b| async move {
+        b.goto("#/schedules").await;
+        let empty = b
+            .wait(
+                "the empty state",
+                "const e = document.querySelector('[data-testid=schedules-empty]'); return e && !e.hidden && e.textContent",
+            )
+            .await;
+        assert!(empty.as_str().unwrap().contains("baton schedules create FILE"), "{empty}");
+
+        let ping = "ping";
+        let berlin = "reports/berlin:weekdays";
+        let every = create_schedule(&srv, schedule_spec(ping, "* * * * * *", "UTC", "ping")).await;
+        let weekly = create_schedule(
+            &srv,
+            schedule_spec(berlin, "0 30 9 * * MON-FRI", "Europe/Berlin", "report"),
+        )
+        .await;
+        let next = |s: &Value| s["next"][0].as_u64().unwrap();
+        let row = |name: &str, paused: bool, at: Option<u64>| {
+            format!("{name}={paused}@{}", at.map_or(String::new(), |t| t.to_string()))
+        };
+        b.wait(
+            "both schedules with their next fire times",
+            &schedule_rows_are(&[
+                row(ping, false, Some(next(&every))),
+                row(berlin, false, Some(next(&weekly))),
+            ]),
+        )
+        .await;
+        let text = b
+            .js(&format!(
+                "return document.querySelector('[data-testid=schedule-row][data-name={}]').innerText",
+                js_str(berlin)
+            ))
+            .await;
+        for part in ["0 30 9 * * MON-FRI", "Europe/Berlin", "latest", "allow", "active", "never"] {
+            assert!(text.as_str().unwrap().contains(part), "{part} in {text}");
+        }
+
+        // A tick fires: the page, re-reading the list, shows the next fire time move on and
+        // the last tick, with its workflow.
+        srv.clock.set(baton_core::Timestamp(next(&every)));
+        srv.engine.tick().await.unwrap();
+        let (_, fired) = srv.get("/v1/schedules/ping").await;
+        assert!(next(&fired) > next(&every), "{fired}");
+        b.wait(
+            "the next fire time to move on",
+            &schedule_rows_are(&[
+                row(ping, false, Some(next(&fired))),
+                row(berlin, false, Some(next(&weekly))),
+            ]),
+        )
+        .await;
+        let run = fired["last_workflow"].as_str().unwrap().to_owned();
+        b.wait(
+            "the last tick's workflow",
+            &format!(
+                "return document.querySelector('[data-testid=schedule-row][data-name=ping] [data-testid=schedule-last] a')?.getAttribute('href') === {}",
+                js_str(&format!("#/workflows/{run}"))
+            ),
+        )
+        .await;
+
+        // Pause through the confirmation.
+        b.click("[data-testid=schedule-row][data-name=ping] [data-testid=schedule-pause]")
+            .await;
+        let message = b
+            .wait(
+                "the pause confirmation",
+                "return document.querySelector('dialog[open] [data-testid=confirm-message]')?.textContent",
+            )
+            .await;
+        assert!(message.as_str().unwrap().contains("ping"), "{message}");
+        b.click("[data-testid=confirm-ok]").await;
+        b.wait(
+            "the row to say paused",
+            &schedule_rows_are(&[row(ping, true, None), row(berlin, false, Some(next(&weekly)))]),
+        )
+        .await;
+        let (_, paused) = srv.get("/v1/schedules/ping").await;
+        assert_eq!(paused["paused"], true, "{paused}");
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=schedule-row][data-name=ping] [data-testid=schedule-state]').textContent")
+                .await,
+            "paused"
+        );
+        doc_screenshot(&b, "[data-testid=schedules-panel]", "dashboard-schedules").await;
+
+        // Resume.
+        b.click("[data-testid=schedule-row][data-name=ping] [data-testid=schedule-resume]")
+            .await;
+        b.wait(
+            "the resume confirmation",
+            "return document.querySelector('dialog[open] [data-testid=confirm-ok]')",
+        )
+        .await;
+        b.click("[data-testid=confirm-ok]").await;
+        b.wait(
+            "the row to say active",
+            "return document.querySelector('[data-testid=schedule-row][data-name=ping]')?.dataset.paused === 'false'",
+        )
+        .await;
+        let (_, resumed) = srv.get("/v1/schedules/ping").await;
+        assert_eq!(resumed["paused"], false, "{resumed}");
+        b.wait(
+            "its next fire time again",
+            &schedule_rows_are(&[
+                row(ping, false, Some(next(&resumed))),
+                row(berlin, false, Some(next(&weekly))),
+            ]),
+        )
+        .await;
+
+        // Its page: the five next fire times, the template, the run it submitted.
+        b.click("[data-testid=schedule-row][data-name=ping] [data-testid=schedule-link]")
+            .await;
+        let times = b
+            .wait(
+                "the schedule's page",
+                "const l = document.querySelectorAll('[data-testid=schedule-next-list] li'); \
+                 return l.length === 5 && [...l].map(li => li.dataset.at).join(',')",
+            )
+            .await;
+        let want: Vec<String> = resumed["next"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(times, want.join(","));
+        let template = b
+            .js("return document.querySelector('[data-testid=schedule-template]').textContent")
+            .await;
+        let template: Value = serde_json::from_str(template.as_str().unwrap()).unwrap();
+        // Compared field by field: JavaScript writes the float 2.0 as 2.
+        assert_eq!(template["name"], "ping");
+        assert_eq!(template["tasks"][0]["key"], "collect");
+        assert_eq!(template["tasks"][0]["capabilities"], json!(["work"]));
+        let link = b
+            .wait(
+                "the schedule's run",
+                "return document.querySelector('[data-testid=schedule-run] a')?.getAttribute('href')",
+            )
+            .await;
+        assert_eq!(link, format!("#/workflows/{run}"));
+        assert_eq!(b.count("[data-testid=schedule-run]").await, 1);
+        b.screenshot_page("schedule").await;
+
+        // Delete the other one, from the list: its workflows are not affected.
+        b.goto("#/schedules").await;
+        b.wait("the list", &SCHEDULE_ROWS.replace(".sort().join(',')", ".length === 2"))
+            .await;
+        b.click(&format!(
+            "[data-testid=schedule-row][data-name={}] [data-testid=schedule-delete]",
+            js_str(berlin)
+        ))
+        .await;
+        let message = b
+            .wait(
+                "the delete confirmation",
+                "return document.querySelector('dialog[open] [data-testid=confirm-message]')?.textContent",
+            )
+            .await;
+        assert!(message.as_str().unwrap().contains("not affected"), "{message}");
+        b.click("[data-testid=confirm-ok]").await;
+        b.wait(
+            "the deleted schedule to leave the list",
+            &schedule_rows_are(&[row(ping, false, Some(next(&resumed)))]),
+        )
+        .await;
+        let (status, gone) = srv.get(&schedule_api_path(berlin)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{gone}");
+        let outcome = b
+            .js("return document.querySelector('[data-testid=schedule-outcome]').textContent")
+            .await;
+        assert!(outcome.as_str().unwrap().contains("Deleted"), "{outcome}");
+        b.screenshot_page("schedules").await;
         b.assert_no_page_errors().await;
     })
     .await;

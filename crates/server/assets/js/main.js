@@ -5,8 +5,8 @@
 // entry point (index.html loads it with <script type="module">): it routes the #/… address to
 // a page and owns what the page holds (its stream, its timers) until it is left.
 //
-// The modules: one per page, overview.js, workflow.js, task.js, waiting.js, agents.js,
-// lifecycle.js; under
+// The modules: one per page, overview.js, workflow.js, task.js, waiting.js, schedules.js,
+// agents.js, lifecycle.js; under
 // them api.js (requests, the bearer token), events.js (the live stream), errors.js (the error
 // banner), widgets.js (pieces several pages draw), graph-view.js (dagre layouts in the worker,
 // the pan-and-zoom SVG), counts.js (states and counts), dom.js and format.js. Imports go from
@@ -16,9 +16,11 @@
 // - Every piece of data reaches the page through textContent or setAttribute, never innerHTML,
 //   so nothing the API returns is ever parsed as markup.
 // - Lists are paginated on the server (tasks, workflows, waiting tasks); the only whole-collection fetch is a
-//   single workflow's graph, and only up to GRAPH_NODES_MAX tasks (workflow.js).
+//   single workflow's graph, and only up to GRAPH_NODES_MAX tasks (workflow.js). Agents and
+//   schedules are read whole: the API lists them in one answer.
 // - Live state comes from the event stream: counts move by each transition's from/to; nothing
 //   polls a list of tasks. A `lagged` event or a reconnect re-fetches what the page shows.
+//   Schedules make no events: their pages re-read them every few seconds.
 
 // First, so that it listens for errors before any other module runs.
 import './errors.js';
@@ -31,6 +33,7 @@ import { taskPage } from './task.js';
 import { agentsPage } from './agents.js';
 import { lifecyclePage } from './lifecycle.js';
 import { refreshWaitingCount, waitingPage } from './waiting.js';
+import { schedulePage, schedulesPage } from './schedules.js';
 
 /** What a page owns: its stream, its timers. All are stopped when the page is left. */
 class Page {
@@ -83,6 +86,10 @@ function route() {
   } else if (parts[0] === 'waiting') {
     nav = 'waiting';
     waitingPage(main, page);
+  } else if (parts[0] === 'schedules') {
+    nav = 'schedules';
+    if (parts[1]) schedulePage(main, page, parts.slice(1).join('/'));
+    else schedulesPage(main, page);
   } else if (parts[0] === 'agents') {
     nav = 'agents';
     agentsPage(main, page);
