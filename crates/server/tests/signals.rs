@@ -182,3 +182,59 @@ async fn bad_signals_are_refused_naming_the_field() {
     let id = receipt["tasks"]["review"].as_str().unwrap();
     assert_eq!(srv.state_of(id).await, "pending");
 }
+
+/// An agent asks a person for approval mid-run: it adds a signal sub-task and the sub-task that
+/// acts on the answer; the workflow's next step waits for both, and the approval's data reaches
+/// the acting sub-task through `upstream`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_asks_for_approval_mid_run_by_adding_a_signal_sub_task() {
+    let srv = TestServer::start().await;
+    let receipt = srv
+        .submit(json!([task("plan", &[]), task("report", &["plan"])]))
+        .await;
+    let wf = receipt["workflow"].as_str().unwrap().to_owned();
+    let report = receipt["tasks"]["report"].as_str().unwrap().to_owned();
+    let agent = srv.register("planner", &["work"], 4).await;
+    let plan = srv.claim(&agent, 1).await.remove(0);
+    srv.report(&plan, &agent, "started", json!({})).await;
+    let (status, body) = srv
+        .report(
+            &plan,
+            &agent,
+            "subtasks",
+            json!({"tasks": [
+                {"key": "ok-to-spend", "input": {"plan": "buy 3 GPUs"},
+                 "wait_for": {"signal": "approve"}},
+                task("spend", &["ok-to-spend"]),
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let approval = body["tasks"]["ok-to-spend"].as_str().unwrap().to_owned();
+    srv.report(&plan, &agent, "succeeded", json!({"result": "planned"}))
+        .await;
+
+    let (_, waiting) = srv.get("/v1/waiting").await;
+    assert_eq!(waiting["tasks"][0]["id"], approval.as_str(), "{waiting}");
+    assert_eq!(waiting["tasks"][0]["input"], json!({"plan": "buy 3 GPUs"}));
+    assert!(
+        srv.claim(&agent, 4).await.is_empty(),
+        "nothing runs before the approval"
+    );
+    assert_eq!(srv.state_of(&report).await, "blocked");
+
+    let sent = send(&srv, &wf, "approve", None, &json!({"budget": 900})).await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.json());
+    let spend = srv.claim_one(&agent).await;
+    assert_eq!(spend["key"], "spend");
+    assert_eq!(
+        spend["upstream"]["ok-to-spend"]["result"],
+        json!({"budget": 900}),
+        "{spend}"
+    );
+    srv.finish(&spend, &agent).await;
+    let last = srv.claim_one(&agent).await;
+    assert_eq!(last["key"], "report");
+    srv.finish(&last, &agent).await;
+    srv.assert_store_checks_clean().await;
+}
