@@ -414,7 +414,8 @@ impl Client {
     }
 
     /// Submits trigger `name`'s workflow with `input` in place of its placeholders. The same
-    /// `idempotency_key` again returns the first workflow (`created` false).
+    /// `idempotency_key` and input again return the first workflow (`created` false); another
+    /// input with that key is refused (`idempotency_mismatch`).
     pub async fn fire_trigger(
         &self,
         name: &str,

@@ -65,6 +65,11 @@ async fn a_trigger_is_registered_fired_once_per_key_and_deleted() {
         .unwrap();
     assert_eq!(again.workflow, fired.workflow);
     assert!(!again.created);
+    let mismatch = client
+        .fire_trigger("ci/push", &json!({"repo": "other"}), Some("push-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(mismatch.code(), Some("idempotency_mismatch"), "{mismatch}");
     let other = client.fire_trigger("ci/push", &input, None).await.unwrap();
     assert_ne!(other.workflow, fired.workflow);
 

@@ -40,8 +40,8 @@ pub struct FireArgs {
     /// The input from a file (YAML or JSON).
     #[arg(long, value_name = "FILE")]
     pub input_file: Option<PathBuf>,
-    /// Fire once, however often the command is repeated with the same key: a repeat prints
-    /// the first workflow.
+    /// Fire once, however often the command is repeated with the same key and input: a repeat
+    /// prints the first workflow (another input with the same key is refused).
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
     /// Wait for the workflow to end, as `baton submit --wait` does (exit status 0 if it
