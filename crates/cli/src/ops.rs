@@ -1,6 +1,5 @@
-//! Operator commands: submit, tasks, show, watch, cancel, retry, agents, artifact,
-//! completions. Every
-//! call goes through [`baton_client::Client`]; tables by default, JSON with `--output json`.
+//! Operator commands: submit, tasks, show, watch, cancel, retry, signal, waiting, schedules,
+//! triggers, agents, artifact, completions. Every call goes through [`baton_client::Client`]; tables by default, JSON with `--output json`.
 
 use std::future::Future;
 use std::io::Write;
@@ -23,6 +22,7 @@ mod render;
 mod schedule;
 mod signal;
 mod submit;
+mod trigger;
 mod watch;
 
 /// Exit status when the server refused the request or the input file is invalid.
@@ -31,7 +31,8 @@ const EXIT_REFUSED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 /// Exit status when the server cannot be reached.
 const EXIT_UNREACHABLE: u8 = 3;
-/// Exit status of `submit --wait --timeout` when the workflow is still running.
+/// Exit status of `submit --wait --timeout` (or `triggers fire --wait --timeout`) when the
+/// workflow is still running.
 const EXIT_TIMED_OUT: u8 = 4;
 /// Longest wait for one answer from the server.
 const REQUEST_TIME_MAX: Duration = Duration::from_secs(30);
@@ -41,10 +42,10 @@ const EXIT_CODES: &str = "\
 Exit status of the client commands:
   0  success
   1  the server refused the request (the reason is printed), or the input file is invalid;
-     `submit --wait`: the workflow failed or was cancelled
+     `submit --wait`, `triggers fire --wait`: the workflow failed or was cancelled
   2  usage error
   3  the server cannot be reached (or did not answer in time)
-  4  `submit --wait --timeout`: the workflow is still running
+  4  `--wait --timeout`: the workflow is still running
 
 The server is --url or BATON_URL; the token --token or BATON_TOKEN.";
 
@@ -103,6 +104,11 @@ pub enum OpsCommand {
     Schedules {
         #[command(subcommand)]
         command: Option<schedule::ScheduleCommand>,
+    },
+    /// Triggers: list (the default), put NAME FILE, show, fire NAME --input JSON, delete.
+    Triggers {
+        #[command(subcommand)]
+        command: Option<trigger::TriggerCommand>,
     },
     /// List agents: online or not, capabilities, the tasks they hold.
     Agents,
@@ -182,6 +188,7 @@ async fn dispatch(global: &Global, cmd: OpsCommand) -> anyhow::Result<()> {
         OpsCommand::Agents => inspect::agents(&client, output).await,
         OpsCommand::Signal(args) => signal::signal(&client, &args, output).await,
         OpsCommand::Schedules { command } => schedule::run(&client, command, output).await,
+        OpsCommand::Triggers { command } => trigger::run(&client, command, output).await,
         OpsCommand::Waiting { workflow } => signal::waiting(&client, workflow, output).await,
         OpsCommand::Workflows { limit } => inspect::workflows(&client, limit, output).await,
         OpsCommand::Artifact { command } => artifact::run(&client, command, output).await,

@@ -828,3 +828,192 @@ fn schedules_are_created_from_a_file_listed_paused_and_deleted() {
     assert_eq!(refused.code, Some(1), "{refused:#?}");
     assert!(refused.stderr.contains("cron"), "{refused:#?}");
 }
+
+const TRIGGER_YAML: &str = "\
+name: on-push
+tasks:
+  - key: build
+    capabilities: [think]
+    input: {repo: {$input: /repo}, sha: {$input: /head/sha}}
+outputs:
+  built: {$from: build, pointer: /ok}
+";
+
+#[test]
+fn triggers_are_put_from_a_file_listed_fired_once_per_key_and_deleted() {
+    let srv = Server::start();
+    let path = srv.file("push.yaml", TRIGGER_YAML);
+    let put = srv.run(&["triggers", "put", "ci/push", path.to_str().unwrap()]);
+    let put = put.ok();
+    assert!(put.stdout.contains("ci/push"), "{put:#?}");
+    assert!(put.stdout.contains("/repo, /head/sha"), "{put:#?}");
+    let listed = srv.run(&["triggers", "--output", "json"]).ok().json();
+    assert_eq!(listed["triggers"][0]["name"], "ci/push");
+    assert_eq!(listed["triggers"][0]["workflow"]["name"], "on-push");
+    let table = srv.run(&["triggers"]);
+    let table = table.ok();
+    assert!(table.stdout.contains("on-push"), "{table:#?}");
+    let shown = srv
+        .run(&["triggers", "show", "ci/push", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(shown["workflow"]["tasks"][0]["key"], "build");
+
+    let input = r#"{"repo": "baton", "head": {"sha": "abc"}}"#;
+    let fire = |key: &str| {
+        srv.run(&[
+            "triggers",
+            "fire",
+            "ci/push",
+            "--input",
+            input,
+            "--idempotency-key",
+            key,
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json()
+    };
+    let fired = fire("push-1");
+    assert_eq!(fired["created"], true);
+    let build = fired["tasks"]["build"].as_str().unwrap();
+    let task = srv.run(&["show", build, "--output", "json"]).ok().json();
+    assert_eq!(
+        task["spec"]["input"],
+        serde_json::json!({"repo": "baton", "sha": "abc"})
+    );
+    let again = fire("push-1");
+    assert_eq!(again["workflow"], fired["workflow"]);
+    assert_eq!(again["created"], false);
+    let repeat = srv.run(&[
+        "triggers",
+        "fire",
+        "ci/push",
+        "--input",
+        input,
+        "--idempotency-key",
+        "push-1",
+    ]);
+    let repeat = repeat.ok();
+    assert!(repeat.stdout.contains("already fired"), "{repeat:#?}");
+    assert!(
+        repeat.stdout.contains(fired["workflow"].as_str().unwrap()),
+        "{repeat:#?}"
+    );
+
+    let from_file = srv.file("push-2.yaml", "repo: baton\nhead: {sha: def}\n");
+    let table = srv.run(&[
+        "triggers",
+        "fire",
+        "ci/push",
+        "--input-file",
+        from_file.to_str().unwrap(),
+    ]);
+    let table = table.ok();
+    assert!(table.stdout.contains("Fired trigger ci/push"), "{table:#?}");
+    assert!(table.stdout.contains("build"), "{table:#?}");
+
+    srv.run(&["triggers", "delete", "ci/push"]).ok();
+    let gone = srv.run(&["triggers", "show", "ci/push"]);
+    assert_eq!(gone.code, Some(1), "{gone:#?}");
+    assert!(gone.stderr.contains("not found"), "{gone:#?}");
+    let none = srv.run(&["triggers"]);
+    assert!(none.ok().stdout.contains("No trigger"), "{none:#?}");
+}
+
+#[test]
+fn a_bad_trigger_or_input_is_refused_naming_what_is_wrong() {
+    let srv = Server::start();
+    let path = srv.file("push.yaml", TRIGGER_YAML);
+    srv.run(&["triggers", "put", "push", path.to_str().unwrap()])
+        .ok();
+    let workflows = || {
+        srv.run(&["workflows", "--output", "json"]).ok().json()["workflows"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    let unknown = srv.run(&["triggers", "fire", "nope", "--input", "{}"]);
+    assert_eq!(unknown.code, Some(1), "{unknown:#?}");
+    assert!(
+        unknown.stderr.contains("trigger `nope` not found"),
+        "{unknown:#?}"
+    );
+    assert!(
+        unknown.stderr.contains("404 trigger_not_found"),
+        "{unknown:#?}"
+    );
+
+    let invalid = srv.run(&["triggers", "fire", "push", "--input", "{repo: baton"]);
+    assert_eq!(invalid.code, Some(1), "{invalid:#?}");
+    assert!(
+        invalid.stderr.contains("--input is not valid JSON"),
+        "{invalid:#?}"
+    );
+
+    let lacking = srv.run(&[
+        "triggers",
+        "fire",
+        "push",
+        "--input",
+        r#"{"repo": "baton"}"#,
+    ]);
+    assert_eq!(lacking.code, Some(1), "{lacking:#?}");
+    assert!(
+        lacking.stderr.contains("--input does not fit"),
+        "{lacking:#?}"
+    );
+    assert!(lacking.stderr.contains("/head/sha"), "{lacking:#?}");
+
+    let both = srv.run(&[
+        "triggers",
+        "fire",
+        "push",
+        "--input",
+        "{}",
+        "--input-file",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(both.code, Some(2), "{both:#?}");
+    assert_eq!(workflows(), 0);
+
+    let bad = srv.file(
+        "bad.yaml",
+        "tasks:\n  - key: build\n    input: {repo: {$input: repo}}\n",
+    );
+    let refused = srv.run(&["triggers", "put", "bad", bad.to_str().unwrap()]);
+    assert_eq!(refused.code, Some(1), "{refused:#?}");
+    assert!(
+        refused
+            .stderr
+            .contains("workflow.tasks[0].input.repo.$input"),
+        "{refused:#?}"
+    );
+    let listed = srv.run(&["triggers", "--output", "json"]).ok().json();
+    assert_eq!(listed["triggers"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn fire_wait_prints_the_workflow_result_as_submit_wait_does() {
+    let srv = Server::start();
+    let path = srv.file("push.yaml", TRIGGER_YAML);
+    srv.run(&["triggers", "put", "push", path.to_str().unwrap()])
+        .ok();
+    let cmd = srv.command(&[
+        "triggers",
+        "fire",
+        "push",
+        "--input",
+        r#"{"repo": "baton", "head": {"sha": "abc"}}"#,
+        "--wait",
+    ]);
+    let waiting = std::thread::spawn(move || common::run(cmd));
+    work(&srv, "think", Some(serde_json::json!({"ok": true})));
+    let done = waiting.join().unwrap();
+    done.ok();
+    assert!(done.stdout.contains("Fired trigger push"), "{done:#?}");
+    assert!(done.stdout.contains("completed"), "{done:#?}");
+    assert!(done.stdout.contains(r#""built": true"#), "{done:#?}");
+}

@@ -182,6 +182,13 @@ impl Client {
         self.call(Method::GET, path, None::<&Value>, None).await
     }
 
+    async fn delete(&self, path: &str) -> Result<()> {
+        let url = format!("{}{path}", self.base);
+        self.call_bytes(Method::DELETE, &url, None::<&Value>, None, None)
+            .await?;
+        Ok(())
+    }
+
     async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -362,24 +369,67 @@ impl Client {
     }
 
     pub async fn schedule(&self, name: &str) -> Result<ScheduleView> {
-        self.get(&format!("/v1/schedules/{name}")).await
+        self.get(&format!("/v1/schedules/{}", segment(name))).await
     }
 
     /// Pauses (`true`) or resumes a schedule.
     pub async fn pause_schedule(&self, name: &str, paused: bool) -> Result<ScheduleView> {
         let verb = if paused { "pause" } else { "resume" };
         self.post(
-            &format!("/v1/schedules/{name}/{verb}"),
+            &format!("/v1/schedules/{}/{verb}", segment(name)),
             &serde_json::json!({}),
         )
         .await
     }
 
     pub async fn delete_schedule(&self, name: &str) -> Result<()> {
-        let url = format!("{}/v1/schedules/{name}", self.base);
-        self.call_bytes(Method::DELETE, &url, None::<&Value>, None, None)
+        self.delete(&format!("/v1/schedules/{}", segment(name)))
+            .await
+    }
+
+    /// Registers (or replaces) trigger `name`: the workflow (`WorkflowTemplate` as JSON) that
+    /// [`Client::fire_trigger`] submits. `{"$input": "/json/pointer"}` in a task's input
+    /// stands for what the pointer finds in the fired input (`""`: all of it).
+    pub async fn put_trigger(&self, name: &str, template: &Value) -> Result<TriggerView> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/triggers/{}", segment(name)),
+            Some(template),
+            None,
+        )
+        .await
+    }
+
+    pub async fn triggers(&self) -> Result<TriggerList> {
+        self.get("/v1/triggers").await
+    }
+
+    pub async fn trigger(&self, name: &str) -> Result<TriggerView> {
+        self.get(&format!("/v1/triggers/{}", segment(name))).await
+    }
+
+    pub async fn delete_trigger(&self, name: &str) -> Result<()> {
+        self.delete(&format!("/v1/triggers/{}", segment(name)))
+            .await
+    }
+
+    /// Submits trigger `name`'s workflow with `input` in place of its placeholders. The same
+    /// `idempotency_key` and input again return the first workflow (`created` false); another
+    /// input with that key is refused (`idempotency_mismatch`).
+    pub async fn fire_trigger(
+        &self,
+        name: &str,
+        input: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<WorkflowCreated> {
+        let url = format!("{}/v1/triggers/{}", self.base, segment(name));
+        let bytes = self
+            .call_bytes(Method::POST, &url, Some(input), None, idempotency_key)
             .await?;
-        Ok(())
+        serde_json::from_slice(bytes.as_ref()).map_err(|e| ClientError::Decode {
+            url,
+            detail: e.to_string(),
+        })
     }
 
     pub async fn retry_task(&self, id: Uuid) -> Result<ReportAnswer> {
@@ -582,6 +632,20 @@ impl Client {
     async fn report(&self, task: Uuid, what: &str, body: &impl Serialize) -> Result<ReportAnswer> {
         self.post(&format!("/v1/tasks/{task}/{what}"), body).await
     }
+}
+
+/// `name` as one path segment: every byte but letters, digits and `-_.:~` percent-encoded (names
+/// may hold `/`).
+fn segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.:~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn lease(agent: Uuid, token: u64) -> LeaseReport {

@@ -31,6 +31,7 @@ from .types import (
     Counts,
     Lagged,
     ReportAnswer,
+    ScheduleView,
     SignalPage,
     SignalSent,
     TaskCreated,
@@ -38,11 +39,13 @@ from .types import (
     TaskSpecLike,
     TaskView,
     TransitionEvent,
+    TriggerView,
     WaitingPage,
     WorkflowCreated,
     WorkflowEnded,
     WorkflowView,
     spec_to_json,
+    workflow_template_to_json,
 )
 
 T = TypeVar("T")
@@ -59,7 +62,8 @@ class Op(Generic[T]):
     path: str
     parse: Callable[[httpx.Response], T]
     params: Optional[Dict[str, Any]] = None
-    body: Optional[Dict[str, Any]] = None
+    body: Any = None
+    """A JSON body (any JSON value but ``None``)."""
     timeout: Optional[float] = None
     content: Any = None
     """A raw body (bytes or an iterator of chunks) instead of ``body``'s JSON."""
@@ -267,6 +271,76 @@ def waiting(
         lambda r: WaitingPage.from_json(r.json()),
         params={"workflow": workflow, "after": after, "limit": limit},
     )
+
+
+def create_schedule(spec: Mapping[str, Any]) -> Op[ScheduleView]:
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"a schedule spec must be a mapping, not {type(spec).__name__}")
+    body = dict(spec)
+    if isinstance(body.get("workflow"), Mapping):
+        body["workflow"] = workflow_template_to_json(body["workflow"])
+    return Op("POST", "/v1/schedules", lambda r: ScheduleView.from_json(r.json()), body=body)
+
+
+def schedules() -> Op[List[ScheduleView]]:
+    return Op(
+        "GET",
+        "/v1/schedules",
+        lambda r: [ScheduleView.from_json(s) for s in r.json()["schedules"]],
+    )
+
+
+def schedule(name: str) -> Op[ScheduleView]:
+    return Op("GET", f"/v1/schedules/{_seg(name)}", lambda r: ScheduleView.from_json(r.json()))
+
+
+def pause_schedule(name: str, paused: bool) -> Op[ScheduleView]:
+    verb = "pause" if paused else "resume"
+    return Op(
+        "POST",
+        f"/v1/schedules/{_seg(name)}/{verb}",
+        lambda r: ScheduleView.from_json(r.json()),
+        body={},
+    )
+
+
+def delete_schedule(name: str) -> Op[None]:
+    return Op("DELETE", f"/v1/schedules/{_seg(name)}", lambda r: None)
+
+
+def put_trigger(name: str, template: Mapping[str, Any]) -> Op[TriggerView]:
+    return Op(
+        "PUT",
+        f"/v1/triggers/{_seg(name)}",
+        lambda r: TriggerView.from_json(r.json()),
+        body=workflow_template_to_json(template),
+    )
+
+
+def triggers() -> Op[List[TriggerView]]:
+    return Op(
+        "GET",
+        "/v1/triggers",
+        lambda r: [TriggerView.from_json(t) for t in r.json()["triggers"]],
+    )
+
+
+def trigger(name: str) -> Op[TriggerView]:
+    return Op("GET", f"/v1/triggers/{_seg(name)}", lambda r: TriggerView.from_json(r.json()))
+
+
+def fire_trigger(name: str, data: Any, idempotency_key: Optional[str]) -> Op[WorkflowCreated]:
+    return Op(
+        "POST",
+        f"/v1/triggers/{_seg(name)}",
+        lambda r: WorkflowCreated.from_json(r.json()),
+        body={} if data is None else data,
+        headers={"idempotency-key": idempotency_key} if idempotency_key is not None else None,
+    )
+
+
+def delete_trigger(name: str) -> Op[None]:
+    return Op("DELETE", f"/v1/triggers/{_seg(name)}", lambda r: None)
 
 
 def counts(workflow: Optional[str]) -> Op[Counts]:

@@ -41,6 +41,7 @@ from .types import (
     JSON,
     Lagged,
     ReportAnswer,
+    ScheduleView,
     SignalPage,
     SignalSent,
     TaskCreated,
@@ -49,6 +50,7 @@ from .types import (
     TaskSummary,
     TaskView,
     TransitionEvent,
+    TriggerView,
     WaitingPage,
     WorkflowCreated,
     WorkflowEnded,
@@ -327,6 +329,67 @@ class Client:
         """One page of the tasks waiting for a signal (``limit`` 1 to 1000, default 100), of
         every workflow or of ``workflow``: what people are asked to approve."""
         return self._call(_ops.waiting(workflow, after, limit))
+
+    # ---- schedules and triggers ---------------------------------------------------------------
+
+    def create_schedule(self, spec: Mapping[str, Any]) -> ScheduleView:
+        """Creates a schedule from its spec: ``name``, ``cron`` (with seconds, e.g. ``"0 30 9 *
+        * MON-FRI"``), ``timezone`` (IANA, default ``"UTC"``), ``workflow`` (``name``,
+        ``tasks`` as :class:`TaskSpec` or mappings, ``outputs``), ``overlap`` (``"skip"``,
+        ``"allow"``, ``"cancel_previous"``) and ``catch_up`` (``{"policy": "none" | "latest"
+        | "all", "max": n}``). Each tick submits the workflow once, with the idempotency key
+        ``schedule:NAME:TICK_MS``. A name in use raises :class:`Conflict`."""
+        return self._call(_ops.create_schedule(spec))
+
+    def schedules(self) -> List[ScheduleView]:
+        """Every schedule, by name, with its next fire times."""
+        return self._call(_ops.schedules())
+
+    def schedule(self, name: str) -> ScheduleView:
+        """One schedule; :class:`NotFound` if there is none of that name."""
+        return self._call(_ops.schedule(name))
+
+    def pause_schedule(self, name: str) -> ScheduleView:
+        """Stops a schedule's ticks until it is resumed."""
+        return self._call(_ops.pause_schedule(name, True))
+
+    def resume_schedule(self, name: str) -> ScheduleView:
+        """Resumes a schedule from its next tick after now (ticks it slept through are not
+        caught up)."""
+        return self._call(_ops.pause_schedule(name, False))
+
+    def delete_schedule(self, name: str) -> None:
+        """Deletes a schedule; the workflows it submitted stay."""
+        self._call(_ops.delete_schedule(name))
+
+    def put_trigger(self, name: str, template: Mapping[str, Any]) -> TriggerView:
+        """Registers (or replaces) trigger ``name``: the workflow (``name``, ``tasks`` as
+        :class:`TaskSpec` or mappings, ``outputs``) that :meth:`fire_trigger` submits. In a
+        task's input, ``{"$input": "/json/pointer"}`` stands for what the pointer finds in the
+        fired input (``""``: all of it)."""
+        return self._call(_ops.put_trigger(name, template))
+
+    def triggers(self) -> List[TriggerView]:
+        """Every trigger, by name."""
+        return self._call(_ops.triggers())
+
+    def trigger(self, name: str) -> TriggerView:
+        """One trigger; :class:`NotFound` if there is none of that name."""
+        return self._call(_ops.trigger(name))
+
+    def fire_trigger(
+        self, name: str, input: JSON = None, *, idempotency_key: Optional[str] = None
+    ) -> WorkflowCreated:
+        """Submits trigger ``name``'s workflow with ``input`` (any JSON; ``{}`` if ``None``) in
+        place of its placeholders. With the same ``idempotency_key`` it submits once: a repeat
+        answers the first workflow (``created`` false); another input with the same key raises
+        :class:`Conflict` (``idempotency_mismatch``). An input that lacks what a
+        placeholder points at raises :class:`InvalidRequest` (``field`` ``"body"``)."""
+        return self._call(_ops.fire_trigger(name, input, idempotency_key))
+
+    def delete_trigger(self, name: str) -> None:
+        """Deletes a trigger; the workflows it submitted stay."""
+        self._call(_ops.delete_trigger(name))
 
     def counts(self, workflow: Optional[str] = None) -> Counts:
         """Tasks per state, overall or for one workflow."""
@@ -693,6 +756,52 @@ class AsyncClient:
     ) -> WaitingPage:
         """See :meth:`Client.waiting`."""
         return await self._call(_ops.waiting(workflow, after, limit))
+
+    async def create_schedule(self, spec: Mapping[str, Any]) -> ScheduleView:
+        """See :meth:`Client.create_schedule`."""
+        return await self._call(_ops.create_schedule(spec))
+
+    async def schedules(self) -> List[ScheduleView]:
+        """See :meth:`Client.schedules`."""
+        return await self._call(_ops.schedules())
+
+    async def schedule(self, name: str) -> ScheduleView:
+        """See :meth:`Client.schedule`."""
+        return await self._call(_ops.schedule(name))
+
+    async def pause_schedule(self, name: str) -> ScheduleView:
+        """See :meth:`Client.pause_schedule`."""
+        return await self._call(_ops.pause_schedule(name, True))
+
+    async def resume_schedule(self, name: str) -> ScheduleView:
+        """See :meth:`Client.resume_schedule`."""
+        return await self._call(_ops.pause_schedule(name, False))
+
+    async def delete_schedule(self, name: str) -> None:
+        """See :meth:`Client.delete_schedule`."""
+        await self._call(_ops.delete_schedule(name))
+
+    async def put_trigger(self, name: str, template: Mapping[str, Any]) -> TriggerView:
+        """See :meth:`Client.put_trigger`."""
+        return await self._call(_ops.put_trigger(name, template))
+
+    async def triggers(self) -> List[TriggerView]:
+        """See :meth:`Client.triggers`."""
+        return await self._call(_ops.triggers())
+
+    async def trigger(self, name: str) -> TriggerView:
+        """See :meth:`Client.trigger`."""
+        return await self._call(_ops.trigger(name))
+
+    async def fire_trigger(
+        self, name: str, input: JSON = None, *, idempotency_key: Optional[str] = None
+    ) -> WorkflowCreated:
+        """See :meth:`Client.fire_trigger`."""
+        return await self._call(_ops.fire_trigger(name, input, idempotency_key))
+
+    async def delete_trigger(self, name: str) -> None:
+        """See :meth:`Client.delete_trigger`."""
+        await self._call(_ops.delete_trigger(name))
 
     async def counts(self, workflow: Optional[str] = None) -> Counts:
         """See :meth:`Client.counts`."""

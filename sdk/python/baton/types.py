@@ -45,6 +45,9 @@ __all__ = [
     "SignalPage",
     "WaitingTask",
     "WaitingPage",
+    "ScheduleView",
+    "TriggerView",
+    "workflow_template_to_json",
 ]
 
 JSON = Any
@@ -179,6 +182,21 @@ def spec_to_json(spec: TaskSpecLike) -> Dict[str, Any]:
     if isinstance(spec, Mapping):
         return dict(spec)
     raise TypeError(f"a task spec must be a TaskSpec or a mapping, not {type(spec).__name__}")
+
+
+def workflow_template_to_json(template: Mapping[str, Any]) -> Dict[str, Any]:
+    """A schedule's or trigger's workflow (``name``, ``tasks``, ``outputs``) as JSON, its tasks
+    given as :class:`TaskSpec` or mappings."""
+    if not isinstance(template, Mapping):
+        raise TypeError(
+            "a workflow template must be a mapping with `tasks`, not "
+            f"{type(template).__name__}"
+        )
+    out = dict(template)
+    tasks = out.get("tasks")
+    if isinstance(tasks, (list, tuple)):
+        out["tasks"] = [spec_to_json(t) for t in tasks]
+    return out
 
 
 def _set_fields(value: Any) -> Optional[Dict[str, Any]]:
@@ -638,3 +656,47 @@ class WaitingPage:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "WaitingPage":
         return _build(cls, data, tasks=lambda ts: [WaitingTask.from_json(t) for t in ts])
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    """A schedule: its ``spec`` as created (``name``, ``cron``, ``timezone``, ``workflow``,
+    ``overlap``, ``catch_up``), whether it is ``paused``, its ``next`` fire times (none while
+    paused), and its last tick that submitted a workflow (``last_tick_at``,
+    ``last_workflow``)."""
+
+    name: str
+    spec: Dict[str, Any]
+    paused: bool
+    next: List[int]
+    created_at: int
+    updated_at: int
+    last_tick_at: Optional[int] = None
+    last_workflow: Optional[str] = None
+
+    @property
+    def cron(self) -> str:
+        return str(self.spec["cron"])
+
+    @property
+    def timezone(self) -> str:
+        return str(self.spec.get("timezone", "UTC"))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ScheduleView":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class TriggerView:
+    """A trigger: the ``workflow`` (``name``, ``tasks``, ``outputs``) that firing it submits,
+    ``{"$input": "/json/pointer"}`` in its tasks' inputs standing for the fired input."""
+
+    name: str
+    workflow: Dict[str, Any]
+    created_at: int
+    updated_at: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TriggerView":
+        return _build(cls, data)

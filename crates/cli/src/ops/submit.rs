@@ -118,7 +118,7 @@ pub async fn submit(client: &Client, args: &SubmitArgs, output: Output) -> anyho
 }
 
 /// Polls the workflow until it is no longer running, then prints how it ended.
-async fn wait(
+pub(super) async fn wait(
     client: &Client,
     workflow: Uuid,
     timeout: Option<u64>,
