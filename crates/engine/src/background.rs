@@ -23,13 +23,13 @@ use crate::intake::{new_task, submission_of};
 use crate::transition::Cause;
 use crate::upstream::resolution;
 
-/// Due timers handled per watchdog round.
-const TIMERS_PER_ROUND_MAX: usize = 512;
+/// Due timers handled (and committed together) per watchdog round.
+const TIMERS_PER_ROUND_MAX: usize = baton_store::PAGE_ROWS_MAX;
 /// Outbox items handled per round.
 const OUTBOX_PER_ROUND_MAX: usize = 256;
 /// Released tasks handled per round.
 const RELEASED_PER_ROUND_MAX: usize = 512;
-/// Due timers or released tasks whose transitions run at once (their writes share commits).
+/// Released tasks whose transitions run at once (their writes share commits).
 const EFFECTS_IN_FLIGHT_MAX: usize = 64;
 /// Longest a watchdog or outbox loop sleeps without looking (a lost notification only delays).
 const IDLE_POLL_MS: u64 = 1_000;
@@ -129,8 +129,9 @@ impl<S: Store + 'static> Engine<S> {
         Ok(())
     }
 
-    /// Fires the due timers, each decided from the task's current version: a task completed
-    /// a moment before its deadline passed stays completed.
+    /// Fires the due timers, read with their tasks and committed together, each decided from
+    /// the version read (a task that changed meanwhile is decided again from its new one: a
+    /// task completed a moment before its deadline passed stays completed).
     async fn fire_timers(&self) -> Result<usize, EngineError> {
         let now = self.now();
         let due = self
@@ -139,19 +140,15 @@ impl<S: Store + 'static> Engine<S> {
             .due_timers(now, TIMERS_PER_ROUND_MAX)
             .await?;
         let mut fired = 0;
-        // Several at once, so that their writes share commits instead of one flush each.
-        for chunk in due.chunks(EFFECTS_IN_FLIGHT_MAX) {
-            let outcomes = join_all(chunk.iter().map(|(id, _)| {
-                self.transition(*id, move |task| task.on_timer(now), Cause::default())
-            }))
-            .await;
-            for ((id, _), outcome) in chunk.iter().zip(outcomes) {
-                match outcome {
-                    Ok(_) => fired += 1,
-                    Err(EngineError::Rejected(r)) => debug!(task = %id, "timer refused: {r}"),
-                    Err(EngineError::TaskNotFound(_)) => {}
-                    Err(e) => return Err(e),
-                }
+        for (id, outcome) in self
+            .transition_all(due, |task| task.on_timer(now), Cause::default())
+            .await?
+        {
+            match outcome {
+                Ok(_) => fired += 1,
+                Err(EngineError::Rejected(r)) => debug!(task = %id, "timer refused: {r}"),
+                Err(EngineError::TaskNotFound(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(fired)

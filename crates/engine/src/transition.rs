@@ -106,14 +106,8 @@ impl<S: Store + 'static> Engine<S> {
             let Some(event) = make(&task) else {
                 return Ok(task);
             };
-            let now = self.now().max(task.updated_at).max(cause.after);
-            let t = match apply(&task, &event, now) {
-                Ok(t) => t,
-                Err(r) if r.is_duplicate() => return Ok(task),
-                Err(r) => {
-                    debug!(task = %id, state = %task.kind(), event = %event.kind(), "event refused");
-                    return Err(r.into());
-                }
+            let Some((t, now)) = self.decide(&task, &event, &cause)? else {
+                return Ok(task);
             };
             match self
                 .inner
@@ -130,6 +124,68 @@ impl<S: Store + 'static> Engine<S> {
             }
         }
         Err(EngineError::Contended(id))
+    }
+
+    /// The core's decision on `event` for `task` as it stands, stamped no earlier than its
+    /// last change and the cause: `None` for a duplicate of what was applied.
+    fn decide(
+        &self,
+        task: &Task,
+        event: &Event,
+        cause: &Cause,
+    ) -> Result<Option<(Transition, Timestamp)>, EngineError> {
+        let now = self.now().max(task.updated_at).max(cause.after);
+        match apply(task, event, now) {
+            Ok(t) => Ok(Some((t, now))),
+            Err(r) if r.is_duplicate() => Ok(None),
+            Err(r) => {
+                debug!(task = %task.id, state = %task.kind(), event = %event.kind(), "event refused");
+                Err(r.into())
+            }
+        }
+    }
+
+    /// [`Engine::transition_from`] for many tasks at once, each as the caller just read it:
+    /// decided one by one, committed together in one store call, then carried out; a task
+    /// that changed meanwhile is decided again on its own. One outcome per task `make` gave
+    /// an event for, in their order.
+    pub(crate) async fn transition_all(
+        &self,
+        loaded: Vec<Task>,
+        make: impl Fn(&Task) -> Option<Event>,
+        cause: Cause,
+    ) -> Result<Vec<(TaskId, Result<Task, EngineError>)>, EngineError> {
+        let mut outcomes = Vec::with_capacity(loaded.len());
+        let mut decided = Vec::with_capacity(loaded.len());
+        let mut records = Vec::with_capacity(loaded.len());
+        for task in loaded {
+            let Some(event) = make(&task) else { continue };
+            match self.decide(&task, &event, &cause) {
+                Ok(Some((t, now))) => {
+                    records.push(TransitionRecord::of(&t, event.clone(), now));
+                    decided.push((t, event));
+                }
+                Ok(None) => outcomes.push((task.id, Ok(task))),
+                Err(e) => outcomes.push((task.id, Err(e))),
+            }
+        }
+        if records.is_empty() {
+            return Ok(outcomes);
+        }
+        let stored = self.inner.store.apply_all(records).await?;
+        for ((t, event), stored) in decided.into_iter().zip(stored) {
+            let id = t.task.id;
+            let outcome = match stored {
+                Ok(()) => {
+                    self.after_commit(&t, &event, cause.link.clone());
+                    Ok(t.task)
+                }
+                Err(StoreError::Conflict { .. }) => self.transition(id, &make, cause.clone()).await,
+                Err(e) => Err(e.into()),
+            };
+            outcomes.push((id, outcome));
+        }
+        Ok(outcomes)
     }
 
     pub(crate) async fn load(&self, id: TaskId) -> Result<Task, EngineError> {

@@ -153,11 +153,7 @@ impl Store for AnyStore {
         delegate!(self, s => s.dependents(id).await)
     }
 
-    async fn due_timers(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<(TaskId, Timestamp)>, StoreError> {
+    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<Task>, StoreError> {
         delegate!(self, s => s.due_timers(now, limit).await)
     }
 

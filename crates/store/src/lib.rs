@@ -607,12 +607,13 @@ pub trait Store: Send + Sync {
         id: TaskId,
     ) -> impl Future<Output = Result<Vec<TaskId>, StoreError>> + Send;
 
-    /// Tasks whose next deadline or retry time is at or before `now`, earliest first.
+    /// Tasks whose next deadline, retry or wake-up time is at or before `now`, earliest first,
+    /// read whole in one go (the watchdog decides and commits them together).
     fn due_timers(
         &self,
         now: Timestamp,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(TaskId, Timestamp)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
 
     /// The earliest armed deadline or retry time, if any.
     fn next_timer(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;

@@ -370,17 +370,16 @@ impl Store for FaultyStore {
         self.read("dependents", self.inner.dependents(id)).await
     }
 
-    async fn due_timers(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<(TaskId, Timestamp)>, StoreError> {
+    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<Task>, StoreError> {
         let due = self
             .read("due_timers", self.inner.due_timers(now, limit))
             .await;
         if self.faults.verbose {
             if let Ok(d) = &due {
-                let at: Vec<u64> = d.iter().map(|(_, t)| t.0 % 1_000_000).collect();
+                let at: Vec<u64> = d
+                    .iter()
+                    .filter_map(|t| t.next_timer().map(|(_, at)| at.0 % 1_000_000))
+                    .collect();
                 self.faults
                     .trace
                     .push(format!("    = due at {} -> {at:?}", now.0 % 1_000_000));

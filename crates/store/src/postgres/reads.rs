@@ -25,8 +25,9 @@ use crate::{
 
 const TASK_COLUMNS: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
                             JOIN task_specs s ON s.task_id = t.id";
-const TIMERS_SQL: &str = "SELECT id, timer_at FROM tasks
-    WHERE timer_at IS NOT NULL AND timer_at <= $1 ORDER BY timer_at, id LIMIT $2";
+const TIMERS_SQL: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
+    JOIN task_specs s ON s.task_id = t.id
+    WHERE t.timer_at IS NOT NULL AND t.timer_at <= $1 ORDER BY t.timer_at, t.id LIMIT $2";
 const DEPENDENTS_SQL: &str = "SELECT dependent FROM edges WHERE dependency = $1 ORDER BY dependent";
 const RELEASED_SQL: &str =
     "SELECT id FROM tasks WHERE state = 'blocked' AND deps_open = 0 AND timer_at IS NULL ORDER BY id LIMIT $1";
@@ -390,16 +391,9 @@ impl Store for PgStore {
         ids(&self.query(DEPENDENTS_SQL, &[&id.0]).await?)
     }
 
-    async fn due_timers(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<(TaskId, Timestamp)>, StoreError> {
+    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<Task>, StoreError> {
         let limit = limit.min(PAGE_ROWS_MAX) as i64;
-        let rows = self.query(TIMERS_SQL, &[&ts(now), &limit]).await?;
-        rows.iter()
-            .map(|row| Ok((TaskId(get(row, 0)?), Timestamp(get::<i64>(row, 1)? as u64))))
-            .collect()
+        decode_tasks(&self.query(TIMERS_SQL, &[&ts(now), &limit]).await?)
     }
 
     async fn next_timer(&self) -> Result<Option<Timestamp>, StoreError> {

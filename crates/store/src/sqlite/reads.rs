@@ -156,8 +156,9 @@ fn decode_agent(row: (Uuid, String, String, u32, i64, i64)) -> Result<AgentRecor
     })
 }
 
-const TIMERS_SQL: &str = "SELECT id, timer_at FROM tasks
-    WHERE timer_at IS NOT NULL AND timer_at <= ?1 ORDER BY timer_at, id LIMIT ?2";
+const TIMERS_SQL: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
+    JOIN task_specs s ON s.task_id = t.id
+    WHERE t.timer_at IS NOT NULL AND t.timer_at <= ?1 ORDER BY t.timer_at, t.id LIMIT ?2";
 const DEPENDENTS_SQL: &str = "SELECT dependent FROM edges WHERE dependency = ?1 ORDER BY dependent";
 /// Named index: without statistics SQLite prefers `tasks_by_state`, which reads every blocked
 /// task to find the few whose count reached zero.
@@ -471,22 +472,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn due_timers(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<(TaskId, Timestamp)>, StoreError> {
+    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<Task>, StoreError> {
         let limit = limit.min(PAGE_ROWS_MAX) as i64;
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(TIMERS_SQL).map_err(db)?;
-            let rows = stmt
-                .query_map(params![ts(now), limit], |r| {
-                    Ok((TaskId(r.get(0)?), Timestamp(r.get::<_, i64>(1)? as u64)))
-                })
-                .map_err(db)?;
-            rows.collect::<rusqlite::Result<_>>().map_err(db)
-        })
-        .await
+        self.read(move |c| load_tasks(c, TIMERS_SQL, params![ts(now), limit], codec::decode_task))
+            .await
     }
 
     async fn next_timer(&self) -> Result<Option<Timestamp>, StoreError> {
