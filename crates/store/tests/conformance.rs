@@ -214,6 +214,55 @@ mod cases {
         assert_eq!(counts.get(StateKind::Pending), 1);
     }
 
+    /// A record that fails after it began writing (here: a result naming an artifact the store
+    /// does not hold) is undone alone; the batch's other records stand.
+    pub async fn apply_all_undoes_a_record_that_fails_after_writing<S: Store>(s: &S) {
+        let flow = workflow(&[def("one", &[]), def("two", &[])], None);
+        s.submit(flow.batch.clone()).await.unwrap();
+        let claimed = claim_one(s, agent(1), at(1)).await.unwrap();
+        let token = claimed.fencing_token;
+        let started = Event::ExecutionStarted {
+            agent: agent(1),
+            token,
+        };
+        let running = advance(s, claimed.id, started, at(2)).await;
+        let other = if claimed.id == flow.id("one") {
+            flow.id("two")
+        } else {
+            flow.id("one")
+        };
+        let other = s.task(other).await.unwrap().unwrap();
+        let never = format!("sha256:{}", "1".repeat(64));
+        let dangling = Event::ExecutionSucceeded {
+            agent: agent(1),
+            token,
+            result: Some(json!({ "$artifact": never })),
+        };
+        let cancel = Event::CancelRequested {
+            requested_by: "ops".into(),
+            reason: "batch".into(),
+        };
+        let results = s
+            .apply_all(vec![
+                record(&other, cancel, at(3)),
+                record(&running, dangling, at(3)),
+            ])
+            .await
+            .unwrap();
+        assert!(results[0].is_ok(), "{results:?}");
+        // SQLite names the artifact; PostgreSQL's foreign key refuses it.
+        assert!(
+            results[1].as_ref().is_err_and(|e| !e.is_conflict()),
+            "{results:?}"
+        );
+        assert_eq!(s.task(running.id).await.unwrap().unwrap(), running);
+        assert_eq!(s.history(running.id, 0, 100).await.unwrap().len(), 3);
+        let counts = s.counts(None).await.unwrap();
+        assert_eq!(counts.get(StateKind::Cancelled), 1);
+        assert_eq!(counts.get(StateKind::Executing), 1);
+        assert_eq!(counts.total(), 2);
+    }
+
     pub async fn completion_releases_dependents_once_all_their_dependencies_completed<S: Store>(
         s: &S,
     ) {
@@ -1159,6 +1208,7 @@ macro_rules! conformance {
             case!(a_stale_version_is_a_typed_conflict_not_an_overwrite);
             case!(arc of_many_concurrent_writers_of_one_version_exactly_one_wins);
             case!(apply_all_commits_each_record_on_its_own);
+            case!(apply_all_undoes_a_record_that_fails_after_writing);
             case!(completion_releases_dependents_once_all_their_dependencies_completed);
             case!(claims_take_the_highest_priority_then_the_oldest_the_agent_can_run);
             case!(arc concurrent_claimers_never_get_the_same_task);

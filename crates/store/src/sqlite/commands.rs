@@ -307,7 +307,8 @@ fn write_outbox(
 }
 
 /// Compare-and-set on the version, then the row, the history entry, the outbox, and, on
-/// completion, the dependents' open counts.
+/// completion, the dependents' open counts. A failed compare-and-set (`Conflict`,
+/// `TaskNotFound`) has written nothing.
 pub(super) fn write_transition(
     conn: &Connection,
     record: &TransitionRecord,

@@ -14,7 +14,7 @@ use super::commands::{
 use super::error::db;
 use crate::batch::{gather, Command, Outcome};
 use crate::decide::Deltas;
-use crate::{Stats, StoreError, BATCH_WRITES_MAX};
+use crate::{Stats, StoreError, TransitionRecord, BATCH_WRITES_MAX};
 
 pub(super) struct Writer {
     conn: Connection,
@@ -81,15 +81,7 @@ fn run_command(
         Command::Submit(batch, _) => {
             Outcome::Submit(savepoint(tx, deltas, |sp, d| submit(sp, batch, d))?)
         }
-        Command::Apply(records, _) => {
-            let mut results = Vec::with_capacity(records.len());
-            for record in records {
-                results.push(savepoint(tx, deltas, |sp, d| {
-                    write_transition(sp, record, d)
-                })?);
-            }
-            Outcome::Apply(results)
-        }
+        Command::Apply(records, _) => Outcome::Apply(apply_records(tx, records, deltas)?),
         Command::Claim(request, _) => {
             Outcome::Claim(savepoint(tx, deltas, |sp, d| claim(sp, request, d))?)
         }
@@ -117,6 +109,39 @@ fn run_command(
             })?)
         }
     })
+}
+
+/// A command's transitions, each succeeding or failing on its own, under one savepoint: a
+/// compare-and-set that fails writes nothing, so only another error needs undoing, and then
+/// they run again each in its own savepoint (one per transition costs a statement journal
+/// per page each one touches).
+fn apply_records(
+    tx: &Transaction<'_>,
+    records: &[TransitionRecord],
+    deltas: &mut Deltas,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    if records.len() > 1 {
+        let together = savepoint(tx, deltas, |sp, d| {
+            let mut results = Vec::with_capacity(records.len());
+            for record in records {
+                match write_transition(sp, record, d) {
+                    Ok(()) => results.push(Ok(())),
+                    Err(e @ (StoreError::Conflict { .. } | StoreError::TaskNotFound(_))) => {
+                        results.push(Err(e))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(results)
+        })?;
+        if let Ok(results) = together {
+            return Ok(results);
+        }
+    }
+    records
+        .iter()
+        .map(|record| savepoint(tx, deltas, |sp, d| write_transition(sp, record, d)))
+        .collect()
 }
 
 /// Runs `f` in a savepoint: on error its writes and counter changes are undone, and the
