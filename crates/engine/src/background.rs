@@ -23,8 +23,10 @@ use crate::intake::{new_task, submission_of};
 use crate::transition::Cause;
 use crate::upstream::resolution;
 
-/// Due timers handled (and committed together) per watchdog round.
-const TIMERS_PER_ROUND_MAX: usize = baton_store::PAGE_ROWS_MAX;
+/// Due timers read, and committed together, at a time.
+const TIMERS_PAGE: usize = baton_store::PAGE_ROWS_MAX;
+/// Pages of due timers per watchdog round (the round then looks at dead agents).
+const TIMER_PAGES_PER_ROUND_MAX: usize = 20;
 /// Outbox items handled per round.
 const OUTBOX_PER_ROUND_MAX: usize = 256;
 /// Released tasks handled per round.
@@ -129,27 +131,36 @@ impl<S: Store + 'static> Engine<S> {
         Ok(())
     }
 
-    /// Fires the due timers, read with their tasks and committed together, each decided from
-    /// the version read (a task that changed meanwhile is decided again from its new one: a
-    /// task completed a moment before its deadline passed stays completed).
+    /// Fires the due timers a page at a time, each page read with its tasks and committed
+    /// together while the next is read; each task decided from the version read (a task that
+    /// changed meanwhile is decided again from its new one: a task completed a moment before
+    /// its deadline passed stays completed).
     async fn fire_timers(&self) -> Result<usize, EngineError> {
         let now = self.now();
-        let due = self
-            .inner
-            .store
-            .due_timers(now, TIMERS_PER_ROUND_MAX)
-            .await?;
+        let store = &self.inner.store;
+        let mut page = store.due_timers(now, None, TIMERS_PAGE).await?;
         let mut fired = 0;
-        for (id, outcome) in self
-            .transition_all(due, |task| task.on_timer(now), Cause::default())
-            .await?
-        {
-            match outcome {
-                Ok(_) => fired += 1,
-                Err(EngineError::Rejected(r)) => debug!(task = %id, "timer refused: {r}"),
-                Err(EngineError::TaskNotFound(_)) => {}
-                Err(e) => return Err(e),
+        for round in 1.. {
+            let Some(last) = page.last() else { break };
+            let after = last.next_timer().map(|(_, at)| (at, last.id));
+            let more = page.len() == TIMERS_PAGE && round < TIMER_PAGES_PER_ROUND_MAX;
+            let next = async {
+                match after {
+                    Some(after) if more => store.due_timers(now, Some(after), TIMERS_PAGE).await,
+                    _ => Ok(Vec::new()),
+                }
+            };
+            let fire = self.transition_all(page, |task| task.on_timer(now), Cause::default());
+            let (outcomes, next) = tokio::join!(fire, next);
+            for (id, outcome) in outcomes? {
+                match outcome {
+                    Ok(_) => fired += 1,
+                    Err(EngineError::Rejected(r)) => debug!(task = %id, "timer refused: {r}"),
+                    Err(EngineError::TaskNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
+            page = next?;
         }
         Ok(fired)
     }

@@ -153,8 +153,13 @@ impl Store for AnyStore {
         delegate!(self, s => s.dependents(id).await)
     }
 
-    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<Task>, StoreError> {
-        delegate!(self, s => s.due_timers(now, limit).await)
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        after: Option<(Timestamp, TaskId)>,
+        limit: usize,
+    ) -> Result<Vec<Task>, StoreError> {
+        delegate!(self, s => s.due_timers(now, after, limit).await)
     }
 
     async fn next_timer(&self) -> Result<Option<Timestamp>, StoreError> {

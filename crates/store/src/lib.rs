@@ -607,11 +607,13 @@ pub trait Store: Send + Sync {
         id: TaskId,
     ) -> impl Future<Output = Result<Vec<TaskId>, StoreError>> + Send;
 
-    /// Tasks whose next deadline, retry or wake-up time is at or before `now`, earliest first,
-    /// read whole in one go (the watchdog decides and commits them together).
+    /// Tasks whose next deadline, retry or wake-up time is at or before `now`, earliest first
+    /// (by time, then id), after the task `after` names with its time when given, read whole
+    /// (the watchdog decides and commits them together while it reads the next page).
     fn due_timers(
         &self,
         now: Timestamp,
+        after: Option<(Timestamp, TaskId)>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
 

@@ -431,7 +431,7 @@ mod cases {
 
     /// The due tasks, each with its timer's time.
     async fn due<S: Store>(s: &S, now: Timestamp) -> Vec<(TaskId, Timestamp)> {
-        let due = s.due_timers(now, 10).await.unwrap();
+        let due = s.due_timers(now, None, 10).await.unwrap();
         due.iter()
             .map(|t| (t.id, t.next_timer().expect("a due task has a timer").1))
             .collect()
@@ -443,8 +443,13 @@ mod cases {
         assert_eq!(s.next_timer().await.unwrap(), None);
         let claimed = claim_one(s, agent(1), at(100)).await.unwrap();
         assert_eq!(s.next_timer().await.unwrap(), Some(at(1_100)));
-        assert!(s.due_timers(at(1_099), 10).await.unwrap().is_empty());
+        assert!(s.due_timers(at(1_099), None, 10).await.unwrap().is_empty());
         assert_eq!(due(s, at(1_100)).await, vec![(claimed.id, at(1_100))]);
+        let after = Some((at(1_100), claimed.id));
+        assert!(
+            s.due_timers(at(1_100), after, 10).await.unwrap().is_empty(),
+            "a page after the last due timer is empty"
+        );
         let failed = advance(
             s,
             claimed.id,

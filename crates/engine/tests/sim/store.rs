@@ -370,9 +370,14 @@ impl Store for FaultyStore {
         self.read("dependents", self.inner.dependents(id)).await
     }
 
-    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<Task>, StoreError> {
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        after: Option<(Timestamp, TaskId)>,
+        limit: usize,
+    ) -> Result<Vec<Task>, StoreError> {
         let due = self
-            .read("due_timers", self.inner.due_timers(now, limit))
+            .read("due_timers", self.inner.due_timers(now, after, limit))
             .await;
         if self.faults.verbose {
             if let Ok(d) = &due {

@@ -27,7 +27,8 @@ const TASK_COLUMNS: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
                             JOIN task_specs s ON s.task_id = t.id";
 const TIMERS_SQL: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
     JOIN task_specs s ON s.task_id = t.id
-    WHERE t.timer_at IS NOT NULL AND t.timer_at <= $1 ORDER BY t.timer_at, t.id LIMIT $2";
+    WHERE t.timer_at IS NOT NULL AND t.timer_at <= $1 AND (t.timer_at, t.id) > ($2, $3)
+    ORDER BY t.timer_at, t.id LIMIT $4";
 const DEPENDENTS_SQL: &str = "SELECT dependent FROM edges WHERE dependency = $1 ORDER BY dependent";
 const RELEASED_SQL: &str =
     "SELECT id FROM tasks WHERE state = 'blocked' AND deps_open = 0 AND timer_at IS NULL ORDER BY id LIMIT $1";
@@ -391,9 +392,19 @@ impl Store for PgStore {
         ids(&self.query(DEPENDENTS_SQL, &[&id.0]).await?)
     }
 
-    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<Task>, StoreError> {
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        after: Option<(Timestamp, TaskId)>,
+        limit: usize,
+    ) -> Result<Vec<Task>, StoreError> {
         let limit = limit.min(PAGE_ROWS_MAX) as i64;
-        decode_tasks(&self.query(TIMERS_SQL, &[&ts(now), &limit]).await?)
+        let (at, id) = after.map_or((-1, Uuid::nil()), |(at, id)| (ts(at), id.0));
+        decode_tasks(
+            &self
+                .query(TIMERS_SQL, &[&ts(now), &at, &id, &limit])
+                .await?,
+        )
     }
 
     async fn next_timer(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -486,7 +497,7 @@ impl Store for PgStore {
         let nil = Uuid::nil();
         let (sql, params): (&str, Vec<&(dyn ToSql + Sync)>) = match path {
             HotPath::Claim => (CLAIM_SQL, vec![&"write", &10i64]),
-            HotPath::DueTimers => (TIMERS_SQL, vec![&0i64, &10i64]),
+            HotPath::DueTimers => (TIMERS_SQL, vec![&0i64, &-1i64, &nil, &10i64]),
             HotPath::ReleaseDependents => (DEPENDENTS_SQL, vec![&nil]),
             HotPath::ReleasedBlocked => (RELEASED_SQL, vec![&10i64]),
             HotPath::Counts => (COUNTS_SQL, vec![]),

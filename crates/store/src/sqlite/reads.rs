@@ -158,7 +158,8 @@ fn decode_agent(row: (Uuid, String, String, u32, i64, i64)) -> Result<AgentRecor
 
 const TIMERS_SQL: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
     JOIN task_specs s ON s.task_id = t.id
-    WHERE t.timer_at IS NOT NULL AND t.timer_at <= ?1 ORDER BY t.timer_at, t.id LIMIT ?2";
+    WHERE t.timer_at IS NOT NULL AND t.timer_at <= ?1 AND (t.timer_at, t.id) > (?2, ?3)
+    ORDER BY t.timer_at, t.id LIMIT ?4";
 const DEPENDENTS_SQL: &str = "SELECT dependent FROM edges WHERE dependency = ?1 ORDER BY dependent";
 /// Named index: without statistics SQLite prefers `tasks_by_state`, which reads every blocked
 /// task to find the few whose count reached zero.
@@ -472,10 +473,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn due_timers(&self, now: Timestamp, limit: usize) -> Result<Vec<Task>, StoreError> {
+    async fn due_timers(
+        &self,
+        now: Timestamp,
+        after: Option<(Timestamp, TaskId)>,
+        limit: usize,
+    ) -> Result<Vec<Task>, StoreError> {
         let limit = limit.min(PAGE_ROWS_MAX) as i64;
-        self.read(move |c| load_tasks(c, TIMERS_SQL, params![ts(now), limit], codec::decode_task))
-            .await
+        let (at, id) = after.map_or((-1, Uuid::nil()), |(at, id)| (ts(at), id.0));
+        self.read(move |c| {
+            load_tasks(
+                c,
+                TIMERS_SQL,
+                params![ts(now), at, id, limit],
+                codec::decode_task,
+            )
+        })
+        .await
     }
 
     async fn next_timer(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -604,7 +618,15 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let (sql, args): (&str, Vec<Box<dyn rusqlite::ToSql>>) = match path {
                 HotPath::Claim => (CLAIM_SQL, vec![Box::new("write"), Box::new(10)]),
-                HotPath::DueTimers => (TIMERS_SQL, vec![Box::new(0i64), Box::new(10)]),
+                HotPath::DueTimers => (
+                    TIMERS_SQL,
+                    vec![
+                        Box::new(0i64),
+                        Box::new(-1i64),
+                        Box::new(Uuid::nil()),
+                        Box::new(10),
+                    ],
+                ),
                 HotPath::ReleaseDependents => (DEPENDENTS_SQL, vec![Box::new(Uuid::nil())]),
                 HotPath::ReleasedBlocked => (RELEASED_SQL, vec![Box::new(10)]),
                 HotPath::Counts => (COUNTS_SQL, vec![]),
