@@ -1406,7 +1406,11 @@ impl EventStream {
             let ev = match self.pending.pop_front() {
                 Some(ev) => ev,
                 None => {
+                    // In this order: a workflow's end is announced after the transition
+                    // that ended it was published, so a subscriber hears that first.
                     let next = tokio::select! {
+                        biased;
+                        _ = &mut *stopped => return None,
                         next = self.live.recv() => next,
                         ended = self.workflows.recv() => match ended {
                             Ok(w) if self.filter.is_none_or(|f| f == w.workflow) => {
@@ -1416,7 +1420,6 @@ impl EventStream {
                             Ok(_) | Err(RecvError::Lagged(_)) => continue,
                             Err(RecvError::Closed) => return None,
                         },
-                        _ = &mut *stopped => return None,
                     };
                     match next {
                         Ok(ev) => ev,

@@ -98,6 +98,9 @@ def test_a_stream_opened_again_from_its_last_event_id_gets_what_it_missed_first(
     missed: List[Tuple[str, str]] = []
     with client.events(read_timeout=10.0, last_event_id=last) as stream:
         for item in stream:
+            # The first workflow's end may be announced after its last transition.
+            if isinstance(item, baton.WorkflowEnded):
+                continue
             assert isinstance(item, baton.TransitionEvent), item
             if item.workflow == second.workflow:
                 missed.append((item.key, item.to))
