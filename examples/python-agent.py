@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A Baton agent in Python, with the SDK in sdk/python (`pip install -e sdk/python`).
+"""A Baton agent in Python, with the SDK in sdk/python (`pip install ./sdk/python`).
 
     BATON_URL=http://127.0.0.1:7700 python3 examples/python-agent.py
 

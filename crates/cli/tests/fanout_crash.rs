@@ -145,7 +145,9 @@ fn sqlite_a_fan_out_killed_while_it_expands_has_all_its_items_or_none() {
 
 #[test]
 fn postgres_a_fan_out_killed_while_it_expands_has_all_its_items_or_none() {
-    let schema = PgSchema::new("baton_fx_");
+    let Some(schema) = PgSchema::new("baton_fx_") else {
+        return;
+    };
     let url = schema.url();
     let dir = tempfile::tempdir().unwrap();
     crash_during_expansion(&["--store", &url], &url, dir.path());

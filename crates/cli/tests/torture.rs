@@ -186,7 +186,9 @@ fn sqlite_survives_repeated_sigkills_losing_nothing_acknowledged() {
 
 #[test]
 fn postgres_survives_repeated_sigkills_losing_nothing_acknowledged() {
-    let schema = PgSchema::new("baton_tt_");
+    let Some(schema) = PgSchema::new("baton_tt_") else {
+        return;
+    };
     let url = schema.url();
     let dir = tempfile::tempdir().expect("a temporary directory");
     torture("postgres", &["--store", &url], &url, dir.path());

@@ -343,8 +343,9 @@ mod inputs_stored_once {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {
-        let url = std::env::var("BATON_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let Some(url) = crate::common::require::postgres() else {
+            return;
+        };
         let schema = Schema {
             url: url.clone(),
             name: format!("baton_i_{}", Uuid::now_v7().simple()),

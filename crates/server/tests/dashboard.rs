@@ -6,8 +6,9 @@
 //! would bring about 35 more crates (the `webdriver` crate, ICU segmentation data, `time`, a
 //! second `thiserror` and `cookie`) for the same handful of calls.
 //!
-//! Chromium and ChromeDriver must be installed (`.ci/chromium`); without them these tests fail,
-//! they do not skip. Browsers run one at a time (the machine has two cores), each test with a
+//! Chromium and ChromeDriver must be installed (`./test` does, as root, with `.ci/chromium`);
+//! without them the browser tests are skipped, loudly, or fail under `BATON_REQUIRE_ALL=1`
+//! (`common::require::chromium`). Browsers run one at a time (the machine has two cores), each test with a
 //! fresh profile. Screenshots land in `target/dashboard-screenshots/`.
 
 mod common;
@@ -70,22 +71,6 @@ impl Drop for Driver {
     }
 }
 
-fn find_binary(names: &[&str], env: &str) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(env) {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
-        for name in names {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
-    }
-    None
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -103,22 +88,15 @@ pub fn screenshot_dir() -> PathBuf {
     dir
 }
 
-async fn start_driver(http: &reqwest::Client) -> (Driver, PathBuf) {
-    let missing =
-        "Chromium and ChromeDriver are needed for the dashboard tests: run `.ci/chromium` \
-                   (as root; it installs Debian's `chromium` and `chromium-driver`)";
-    let chromium = find_binary(&["chromium", "chromium-browser"], "BATON_CHROMIUM")
-        .unwrap_or_else(|| panic!("chromium not found. {missing}"));
-    let chromedriver = find_binary(&["chromedriver"], "BATON_CHROMEDRIVER")
-        .unwrap_or_else(|| panic!("chromedriver not found. {missing}"));
+async fn start_driver(http: &reqwest::Client, chromedriver: &Path) -> Driver {
     let port = free_port();
-    let child = Command::new(&chromedriver)
+    let child = Command::new(chromedriver)
         .arg(format!("--port={port}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}. {missing}", chromedriver.display()));
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
     let driver = Driver {
         child,
         url: format!("http://127.0.0.1:{port}"),
@@ -142,13 +120,17 @@ async fn start_driver(http: &reqwest::Client) -> (Driver, PathBuf) {
         );
         tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
     }
-    (driver, chromium)
+    driver
 }
 
 impl Browser {
-    async fn open(base: &str, test: &'static str) -> (Browser, Driver) {
+    async fn open(
+        base: &str,
+        test: &'static str,
+        (chromium, chromedriver): &(PathBuf, PathBuf),
+    ) -> (Browser, Driver) {
         let http = reqwest::Client::new();
-        let (driver, chromium) = start_driver(&http).await;
+        let driver = start_driver(&http, chromedriver).await;
         let profile = driver._profile.path().display().to_string();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -382,14 +364,18 @@ impl Browser {
 }
 
 /// Runs one scenario with a fresh server and browser; the browser is closed even if it fails.
+/// Without Chromium, skips (`require::chromium`).
 async fn scenario<F, Fut>(test: &'static str, srv: TestServer, body: F)
 where
     F: FnOnce(Arc<TestServer>, Arc<Browser>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let Some(binaries) = require::chromium() else {
+        return;
+    };
     let _one_at_a_time = BROWSER.lock().await;
     let srv = Arc::new(srv);
-    let (browser, driver) = Browser::open(&srv.url, test).await;
+    let (browser, driver) = Browser::open(&srv.url, test, &binaries).await;
     let browser = Arc::new(browser);
     let outcome = tokio::spawn(body(Arc::clone(&srv), Arc::clone(&browser))).await;
     browser.quit().await;

@@ -35,11 +35,7 @@ const CALL_PATIENCE: Duration = Duration::from_secs(60);
 /// Every this many tasks, one fails its first attempt (and is retried).
 const FAIL_EVERY: u64 = 10;
 
-/// The PostgreSQL server the tests use.
-pub fn pg_url() -> String {
-    std::env::var("BATON_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+pub use crate::common::require::postgres_url as pg_url;
 
 /// A number from the environment, or `default`.
 pub fn env_or(name: &str, default: u64) -> u64 {
@@ -92,10 +88,12 @@ pub struct PgSchema {
 }
 
 impl PgSchema {
-    pub fn new(prefix: &str) -> PgSchema {
-        PgSchema {
+    /// `None` when no server answers: the test is skipped (return).
+    pub fn new(prefix: &str) -> Option<PgSchema> {
+        crate::common::require::postgres()?;
+        Some(PgSchema {
             name: format!("{prefix}{}", Uuid::now_v7().simple()),
-        }
+        })
     }
 
     /// The store URL of this schema (on `base`, the test server by default).

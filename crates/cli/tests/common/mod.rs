@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod require;
+
 /// The binary under test.
 pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
 /// Longest wait for anything: the server to start, a command to finish, a line to arrive.

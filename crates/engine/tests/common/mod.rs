@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 use uuid::Uuid;
 
+pub mod require;
+
 /// Where every test's clock starts.
 pub const T0: Timestamp = Timestamp(1_700_000_000_000);
 

@@ -13,6 +13,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+pub mod require;
+
 pub const T0: Timestamp = Timestamp(1_700_000_000_000);
 
 pub struct TestServer {
@@ -28,11 +30,10 @@ pub struct TestServer {
 }
 
 /// Where the tests' store lives: SQLite in a temporary directory, or PostgreSQL in a schema of
-/// its own when `BATON_E2E_STORE=postgres`.
+/// its own when `BATON_E2E_STORE=postgres` (then required: no server, the test fails).
 pub async fn store_url() -> (String, Option<tempfile::TempDir>) {
     if std::env::var("BATON_E2E_STORE").as_deref() == Ok("postgres") {
-        let base = std::env::var("BATON_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let base = require::postgres_url();
         let schema = format!("baton_e2e_{}", uuid::Uuid::now_v7().simple());
         let sep = if base.contains('?') { '&' } else { '?' };
         (format!("{base}{sep}schema={schema}"), None)
