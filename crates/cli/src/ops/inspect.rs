@@ -11,10 +11,11 @@ use baton_store::PAGE_ROWS_MAX;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::ids::{IdArg, Kind};
 use super::render::{
     duration, now_ms, relative, short_id, timestamp, truncate, Cell, Color, Paint, Table,
 };
-use super::{call, print_json, StateArg};
+use super::{call, print_json, resolve_opt, StateArg};
 use crate::Output;
 
 /// Most tasks `--all` fetches: beyond this, narrow the list with `--workflow` or `--state`.
@@ -27,7 +28,7 @@ const PAYLOAD_SHOWN_MAX: usize = 400;
 pub struct TasksArgs {
     /// Only this workflow's tasks.
     #[arg(long, value_name = "ID")]
-    workflow: Option<Uuid>,
+    workflow: Option<IdArg>,
     /// Only tasks in this state.
     #[arg(long, value_enum)]
     state: Option<StateArg>,
@@ -43,6 +44,7 @@ pub struct TasksArgs {
 /// `baton tasks`: one page, or every page with `--all`.
 pub async fn tasks(client: &Client, args: &TasksArgs, output: Output) -> anyhow::Result<()> {
     let state = args.state.map(StateKind::from);
+    let workflow = resolve_opt(client, args.workflow.as_ref(), Kind::Workflow).await?;
     let page = if args.all {
         PAGE_ROWS_MAX
     } else {
@@ -54,7 +56,7 @@ pub async fn tasks(client: &Client, args: &TasksArgs, output: Output) -> anyhow:
     };
     let mut after = None;
     loop {
-        let got = call(client, client.tasks(args.workflow, state, after, page)).await?;
+        let got = call(client, client.tasks(workflow, state, after, page)).await?;
         list.tasks.extend(got.tasks);
         list.next = got.next;
         after = got.next;
