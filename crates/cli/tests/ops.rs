@@ -270,7 +270,14 @@ fn retry_of_a_task_that_has_not_failed_is_refused_with_the_servers_reason() {
     let gather = created["tasks"]["gather"].as_str().unwrap();
     let run = srv.run(&["retry", gather]);
     assert_eq!(run.code, Some(1), "{run:#?}");
-    assert!(run.stderr.contains("refused `retry_requested`"), "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "task {gather} is pending (ready, waiting for an agent), not failed: only a task \
+             that failed for good can be retried; it can still be cancelled"
+        )),
+        "the state and what a retry needs, in words: {run:#?}"
+    );
+    assert!(!run.stderr.contains("rule"), "{run:#?}");
     assert!(run.stderr.contains("409"), "{run:#?}");
 
     let missing = srv.run(&["show", "0192d0c6-8f5e-7cc3-9a4e-2b1f0c9d8e7a"]);
@@ -477,7 +484,7 @@ fn work(srv: &Server, capability: &str, result: Option<Value>) {
             None => {
                 let error = ErrorReport {
                     kind: "bad_input".into(),
-                    message: "the topic is empty".into(),
+                    message: "the topic is empty\n  File \"agent.py\", line 3".into(),
                     retryable: false,
                 };
                 client.failed(task, agent.id, error).await.unwrap()
@@ -526,12 +533,18 @@ fn show_follows_a_task_through_its_lifecycle_and_retry_reopens_a_failure() {
         "bad_input: the topic is empty",
         "failed for good",
         "Executing → Failed",
+        "\n              File \"agent.py\", line 3",
+        "the topic is empty ⏎   File \"agent.py\", line 3",
     ] {
         assert!(
             shown.stdout.contains(expected),
             "{expected:?} missing: {shown:#?}"
         );
     }
+    assert!(
+        shown.stdout.lines().all(|l| !l.starts_with("  File")),
+        "a stderr tail's lines are indented under their field: {shown:#?}"
+    );
     let retried = srv.run(&["retry", &draft, "--output", "json"]).ok().json();
     assert_eq!(retried["state"], "pending");
     let shown = srv.run(&["show", &draft]);
@@ -1101,8 +1114,7 @@ fn an_ambiguous_short_id_is_refused_listing_the_candidates() {
     }
     let (suffix, ids) = by_suffix
         .iter()
-        .filter(|(_, ids)| (2..=10).contains(&ids.len()))
-        .next()
+        .find(|(_, ids)| (2..=10).contains(&ids.len()))
         .expect("2,000 ids share some last 4 digits");
     let run = srv.run(&["show", suffix]);
     assert_eq!(run.code, Some(1), "{run:#?}");

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::ids::{IdArg, Kind};
 use super::render::{
-    duration, now_ms, relative, short_id, timestamp, truncate, Cell, Color, Paint, Table,
+    duration, now_ms, one_line, relative, short_id, timestamp, truncate, Cell, Color, Paint, Table,
 };
 use super::{call, print_json, resolve_opt, StateArg};
 use crate::Output;
@@ -248,8 +248,10 @@ fn show_workflow(w: &WorkflowView, output: Output) -> anyhow::Result<()> {
 /// The whole of `show`'s table output for one task.
 fn describe(t: &TaskView, paint: Paint, now: u64) -> String {
     let mut out = String::new();
+    // A value of several lines (an error's stderr tail) goes on under its first line.
     let mut field = |name: &str, value: String| {
         let name = paint.paint(Color::Bold, &format!("{name:<12}"));
+        let value = value.trim_end().replace('\n', &format!("\n{:12}", ""));
         out.push_str(&format!("{name}{value}\n"));
     };
     field(
@@ -315,7 +317,7 @@ fn describe(t: &TaskView, paint: Paint, now: u64) -> String {
             .iter()
             .map(|d| format!("{} ({}, {})", d.key, paint.state(d.state), d.id))
             .collect();
-        field("Depends on", deps.join("\n            "));
+        field("Depends on", deps.join("\n"));
     }
     if !t.dependents.is_empty() {
         field("Dependents", format!("{} task(s)", t.dependents.len()));
@@ -513,7 +515,7 @@ fn timeline(t: &TaskView, paint: Paint) -> String {
             event.into(),
             r.actor.as_str().into(),
             transition,
-            truncate(&detail, 80).into(),
+            truncate(&one_line(&detail), 80).into(),
         ]);
     }
     let mut out = Vec::new();
