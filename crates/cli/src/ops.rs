@@ -10,7 +10,7 @@ use crate::Global;
 use anyhow::Context;
 use baton_client::{Client, ClientError};
 use baton_core::StateKind;
-use clap::{CommandFactory, Subcommand, ValueEnum};
+use clap::{Subcommand, ValueEnum};
 use clap_complete::Shell;
 use ids::{resolve, IdArg, Kind};
 
@@ -317,7 +317,7 @@ fn report(err: &anyhow::Error) -> u8 {
 }
 
 fn completions(shell: Shell) -> anyhow::Result<()> {
-    let mut cmd = crate::Cli::command();
+    let mut cmd = crate::command();
     clap_complete::generate(shell, &mut cmd, "baton", &mut std::io::stdout());
     Ok(())
 }

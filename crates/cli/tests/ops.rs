@@ -447,6 +447,70 @@ fn the_top_level_help_documents_the_exit_codes() {
 }
 
 #[test]
+fn global_flags_a_command_ignores_are_hidden_from_its_help_but_accepted() {
+    let help = |args: &[&str]| {
+        let run = run({
+            let mut cmd = baton();
+            cmd.args(args).arg("--help");
+            cmd
+        });
+        run.ok();
+        run.stdout.clone()
+    };
+    for (args, hidden, shown) in [
+        (
+            &["serve"][..],
+            &["--url", "--token", "--output"][..],
+            &[][..],
+        ),
+        (&["demo"], &["--url", "--token"], &["--output"]),
+        (
+            &["lifecycle", "diagram"],
+            &["--url", "--token", "--output"],
+            &[],
+        ),
+        (&["bench"], &["--url", "--token"], &["--output"]),
+        (&["agent"], &["--output"], &["--url", "--token"]),
+        (&["tasks"], &[], &["--url", "--token", "--output"]),
+        (
+            &["schedules", "list"],
+            &[],
+            &["--url", "--token", "--output"],
+        ),
+    ] {
+        let text = help(args);
+        for flag in hidden {
+            assert!(
+                !text.contains(&format!("{flag} <")),
+                "{args:?} shows {flag}: {text}"
+            );
+        }
+        for flag in shown {
+            assert!(
+                text.contains(&format!("{flag} <")),
+                "{args:?} hides {flag}: {text}"
+            );
+        }
+    }
+    let accepted = run({
+        let mut cmd = baton();
+        cmd.args([
+            "lifecycle",
+            "--url",
+            "http://127.0.0.1:1",
+            "--output",
+            "json",
+            "check",
+        ]);
+        cmd
+    });
+    assert!(
+        accepted.ok().stdout.contains("lifecycle ok"),
+        "{accepted:#?}"
+    );
+}
+
+#[test]
 fn the_token_comes_from_the_flag_or_the_environment() {
     let srv = Server::start_with(&["--operator-token", "s3cret"]);
     let refused = srv.run(&["tasks"]);
