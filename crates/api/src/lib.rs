@@ -561,6 +561,34 @@ pub struct WorkflowListQuery {
     pub name: Option<String>,
 }
 
+/// What a short id stands for (`GET /v1/ids/{suffix}`): the tasks and workflows whose ids end
+/// in those hex digits, each in id order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IdMatches {
+    pub tasks: Vec<TaskIdMatch>,
+    pub workflows: Vec<WorkflowIdMatch>,
+    /// More tasks or workflows match than are listed: give more digits.
+    pub more: bool,
+}
+
+/// A task whose id ends in the digits looked up.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskIdMatch {
+    pub id: Uuid,
+    pub workflow: Uuid,
+    pub key: String,
+}
+
+/// A workflow whose id ends in the digits looked up.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkflowIdMatch {
+    pub id: Uuid,
+    pub name: String,
+}
+
 /// One task of a workflow's graph.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

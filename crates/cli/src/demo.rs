@@ -31,8 +31,13 @@ use scenario::Scenario;
 const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 /// Where it listens when that one is taken: any free port.
 const FALLBACK_LISTEN: &str = "127.0.0.1:0";
-/// Longest a run may take before it is reported as unfinished.
+/// Longest a run may take before it is reported as unfinished, besides the agents' work.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
+/// Simulated work per task unless `--pace` says otherwise: the default workflow then takes
+/// about ten seconds, long enough to watch.
+const PACE_DEFAULT_MS: u64 = 300;
+/// Slowest `--pace`.
+const PACE_MAX_MS: u64 = 10_000;
 /// Longest reading the workflow back for the summary may take.
 const GATHER_MAX: Duration = Duration::from_secs(30);
 /// Longest the server may take to stop (open event streams can hold it up).
@@ -52,6 +57,11 @@ pub struct DemoArgs {
     /// After the summary, keep serving until Ctrl-C, to look around in the dashboard or the API.
     #[arg(long)]
     pub keep_serving: bool,
+    /// About how long an agent spends on a task, in milliseconds, so that the progress can
+    /// be watched (here and in the dashboard); 0 runs as fast as the machine allows.
+    #[arg(long, value_name = "MS", default_value_t = PACE_DEFAULT_MS,
+          value_parser = clap::value_parser!(u64).range(0..=PACE_MAX_MS))]
+    pub pace: u64,
     /// About how many tasks the workflow grows to.
     #[arg(long, value_name = "N", default_value_t = 250,
           value_parser = clap::value_parser!(u32).range(30..=5_000))]
@@ -137,7 +147,14 @@ async fn demo(output: Output, args: DemoArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(name, _, c)| format!("{name} ×{c}"))
         .collect();
-    say.line(format!("  agents     {}", fleet_text.join(", ")));
+    let pace = match args.pace {
+        0 => "as fast as they can".to_owned(),
+        ms => format!("about {ms} ms a task"),
+    };
+    say.line(format!(
+        "  agents     {} ({pace}: --pace MS)",
+        fleet_text.join(", ")
+    ));
     say.line(format!(
         "  workflow   a briefing of {} sections, about {} tasks once the planners have \
          decomposed it",
@@ -164,9 +181,15 @@ async fn demo(output: Output, args: DemoArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&live),
     ));
     let stats = Arc::new(AgentStats::default());
-    let fleet = Fleet::start(&client, Arc::clone(&stats)).await?;
+    let fleet = Fleet::start(&client, Arc::clone(&stats), args.pace).await?;
     let mut display = Display::new(json, started);
-    let end = progress::follow(&client, workflow, &live, &mut display, RUN_DEADLINE).await;
+    let slots: u32 = FLEET.iter().map(|(_, _, c)| c).sum();
+    // Twice the agents' work spread over every slot, on top of the fixed allowance.
+    let work = Duration::from_millis(
+        2 * args.pace * scenario.expected_total() as u64 / u64::from(slots.max(1)),
+    );
+    let deadline = RUN_DEADLINE + work;
+    let end = progress::follow(&client, workflow, &live, &mut display, deadline).await;
     let elapsed = started.elapsed();
     display.finish();
     fleet.stop().await;
@@ -184,7 +207,7 @@ async fn demo(output: Output, args: DemoArgs) -> anyhow::Result<ExitCode> {
         End::Settled => {}
         End::TimedOut => say.line(format!(
             "The workflow had not ended after {} s.",
-            RUN_DEADLINE.as_secs()
+            deadline.as_secs()
         )),
         End::Interrupted => say.line("Interrupted."),
     }

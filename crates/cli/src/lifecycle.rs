@@ -48,15 +48,28 @@ pub fn lifecycle(command: LifecycleCommand) -> ExitCode {
                 Format::Mermaid => DiagramFormat::Mermaid,
                 Format::Dot => DiagramFormat::Dot,
             };
-            print!("{}", DEFAULT.diagram(format));
-            ExitCode::SUCCESS
+            print_all(&DEFAULT.diagram(format))
         }
         LifecycleCommand::Table => {
+            let mut text = String::new();
             for rule in DEFAULT.rules {
                 let effects: Vec<String> = rule.effects.iter().map(|e| format!("{e:?}")).collect();
-                println!("{rule}  / {}", effects.join(", "));
+                text.push_str(&format!("{rule}  / {}\n", effects.join(", ")));
             }
-            ExitCode::SUCCESS
+            print_all(&text)
         }
+    }
+}
+
+/// Writes `text` on standard output; a closed output (`baton lifecycle table | head`) is no
+/// failure.
+fn print_all(text: &str) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: writing the output: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
     }
 }

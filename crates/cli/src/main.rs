@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{
+    Arg, Command as ClapCommand, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum,
+};
 
 mod agent;
 mod check;
@@ -70,8 +72,44 @@ enum Command {
     },
 }
 
+/// The global flags each command ignores: hidden from its help (and its subcommands'), still
+/// accepted.
+const IGNORED_GLOBALS: &[(&str, &[&str])] = &[
+    ("serve", &["url", "token", "output"]),
+    ("demo", &["url", "token"]),
+    ("lifecycle", &["url", "token", "output"]),
+    ("check", &["url", "token"]),
+    ("bench", &["url", "token"]),
+    ("agent", &["output"]),
+    ("completions", &["url", "token", "output"]),
+];
+
+/// The command line as `baton` parses it and documents it.
+pub fn command() -> ClapCommand {
+    let mut cmd = Cli::command();
+    let globals: Vec<Arg> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    for (name, ignored) in IGNORED_GLOBALS {
+        cmd = cmd.mut_subcommand(*name, |mut sub| {
+            // A command's own copy of a global flag is not propagated over; being global
+            // itself, it goes on to the command's subcommands.
+            for arg in globals
+                .iter()
+                .filter(|a| ignored.contains(&a.get_id().as_str()))
+            {
+                sub = sub.arg(arg.clone().hide(true));
+            }
+            sub
+        });
+    }
+    cmd
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Lifecycle { command } => return lifecycle::lifecycle(command),
         Command::Serve(args) => serve::serve(args).map(|()| ExitCode::SUCCESS),

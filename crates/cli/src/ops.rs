@@ -6,17 +6,17 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::Global;
 use anyhow::Context;
 use baton_client::{Client, ClientError};
 use baton_core::StateKind;
-use clap::{CommandFactory, Subcommand, ValueEnum};
+use clap::{Subcommand, ValueEnum};
 use clap_complete::Shell;
-use uuid::Uuid;
-
-use crate::Global;
+use ids::{resolve, IdArg, Kind};
 
 mod artifact;
 mod control;
+mod ids;
 mod inspect;
 mod render;
 mod schedule;
@@ -60,8 +60,8 @@ pub enum OpsCommand {
     /// Show a task (state, attempts, lease, deadlines, result or errors, why it waits,
     /// history), or a workflow (status, counts, result).
     Show {
-        /// Task or workflow id.
-        id: Uuid,
+        /// Task or workflow id (or its last hex digits, at least 4).
+        id: IdArg,
     },
     /// List workflows, newest first: status, progress, name.
     Workflows {
@@ -74,12 +74,12 @@ pub enum OpsCommand {
     Watch {
         /// Only this workflow's tasks.
         #[arg(long, value_name = "ID")]
-        workflow: Option<Uuid>,
+        workflow: Option<IdArg>,
     },
     /// Cancel a task, or a whole workflow with --workflow.
     Cancel {
-        /// Task id (workflow id with --workflow).
-        id: Uuid,
+        /// Task id (workflow id with --workflow), or its last hex digits.
+        id: IdArg,
         /// ID is a workflow: cancel every task of it that has not ended.
         #[arg(long)]
         workflow: bool,
@@ -89,8 +89,8 @@ pub enum OpsCommand {
     },
     /// Reopen a task that failed for good, with a fresh budget of attempts.
     Retry {
-        /// Task id.
-        id: Uuid,
+        /// Task id, or its last hex digits.
+        id: IdArg,
     },
     /// Send a signal to a workflow: complete (or with --reject, fail) its tasks waiting for it.
     Signal(signal::SignalArgs),
@@ -98,7 +98,7 @@ pub enum OpsCommand {
     Waiting {
         /// Only this workflow's tasks.
         #[arg(long, value_name = "ID")]
-        workflow: Option<Uuid>,
+        workflow: Option<IdArg>,
     },
     /// Schedules: list (the default), create FILE, show, pause, resume, delete.
     Schedules {
@@ -177,22 +177,50 @@ async fn dispatch(global: &Global, cmd: OpsCommand) -> anyhow::Result<()> {
     match cmd {
         OpsCommand::Submit(args) => submit::submit(&client, &args, output).await,
         OpsCommand::Tasks(args) => inspect::tasks(&client, &args, output).await,
-        OpsCommand::Show { id } => inspect::show(&client, id, output).await,
-        OpsCommand::Watch { workflow } => watch::watch(&client, workflow, output).await,
+        OpsCommand::Show { id } => {
+            let id = resolve(&client, &id, Kind::Either).await?;
+            inspect::show(&client, id, output).await
+        }
+        OpsCommand::Watch { workflow } => {
+            let workflow = resolve_opt(&client, workflow.as_ref(), Kind::Workflow).await?;
+            watch::watch(&client, workflow, output).await
+        }
         OpsCommand::Cancel {
             id,
             workflow,
             reason,
-        } => control::cancel(&client, id, workflow, reason.unwrap_or_default(), output).await,
-        OpsCommand::Retry { id } => control::retry(&client, id, output).await,
+        } => {
+            let kind = if workflow { Kind::Workflow } else { Kind::Task };
+            let id = resolve(&client, &id, kind).await?;
+            control::cancel(&client, id, workflow, reason.unwrap_or_default(), output).await
+        }
+        OpsCommand::Retry { id } => {
+            let id = resolve(&client, &id, Kind::Task).await?;
+            control::retry(&client, id, output).await
+        }
         OpsCommand::Agents => inspect::agents(&client, output).await,
         OpsCommand::Signal(args) => signal::signal(&client, &args, output).await,
         OpsCommand::Schedules { command } => schedule::run(&client, command, output).await,
         OpsCommand::Triggers { command } => trigger::run(&client, command, output).await,
-        OpsCommand::Waiting { workflow } => signal::waiting(&client, workflow, output).await,
+        OpsCommand::Waiting { workflow } => {
+            let workflow = resolve_opt(&client, workflow.as_ref(), Kind::Workflow).await?;
+            signal::waiting(&client, workflow, output).await
+        }
         OpsCommand::Workflows { limit } => inspect::workflows(&client, limit, output).await,
         OpsCommand::Artifact { command } => artifact::run(&client, command, output).await,
         OpsCommand::Completions { .. } => unreachable!("completions need no server"),
+    }
+}
+
+/// [`resolve`] for an optional id.
+async fn resolve_opt(
+    client: &Client,
+    arg: Option<&IdArg>,
+    kind: Kind,
+) -> anyhow::Result<Option<uuid::Uuid>> {
+    match arg {
+        Some(arg) => resolve(client, arg, kind).await.map(Some),
+        None => Ok(None),
     }
 }
 
@@ -289,7 +317,7 @@ fn report(err: &anyhow::Error) -> u8 {
 }
 
 fn completions(shell: Shell) -> anyhow::Result<()> {
-    let mut cmd = crate::Cli::command();
+    let mut cmd = crate::command();
     clap_complete::generate(shell, &mut cmd, "baton", &mut std::io::stdout());
     Ok(())
 }

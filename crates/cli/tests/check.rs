@@ -18,6 +18,8 @@ fn the_demos_store_checks_clean_and_a_missing_store_is_an_error() {
         data,
         "--output",
         "json",
+        "--pace",
+        "0",
     ]);
     run(demo).ok();
 

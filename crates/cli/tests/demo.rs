@@ -13,7 +13,15 @@ use serde_json::json;
 fn demo_ends_with_every_expected_outcome() {
     let run = common::run({
         let mut cmd = baton();
-        cmd.args(["demo", "--listen", "127.0.0.1:0", "--output", "json"]);
+        cmd.args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--output",
+            "json",
+            "--pace",
+            "0",
+        ]);
         cmd
     });
     let summary = run.ok().json();
@@ -93,6 +101,7 @@ fn demo_prints_its_urls_progress_and_summary_for_people() {
         "API        http://127.0.0.1:",
         "(temporary)",
         "tasks ended │ blocked",
+        "(about 300 ms a task: --pace MS)",
         "failed           1  s02/research-3: source_forbidden",
         "s02/write, s02/review, s02/publish (upstream failed)",
         "1 recovered (s00/research-0)",
@@ -104,6 +113,11 @@ fn demo_prints_its_urls_progress_and_summary_for_people() {
     ] {
         assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
     }
+    let progress = out.lines().filter(|l| l.starts_with("[ ")).count();
+    assert!(
+        progress >= 2,
+        "at the default pace the progress shows for seconds:\n{out}"
+    );
     assert!(
         !out.contains('\u{1b}'),
         "no terminal codes when stdout is not a terminal"

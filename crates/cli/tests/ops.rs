@@ -270,7 +270,14 @@ fn retry_of_a_task_that_has_not_failed_is_refused_with_the_servers_reason() {
     let gather = created["tasks"]["gather"].as_str().unwrap();
     let run = srv.run(&["retry", gather]);
     assert_eq!(run.code, Some(1), "{run:#?}");
-    assert!(run.stderr.contains("refused `retry_requested`"), "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "task {gather} is pending (ready, waiting for an agent), not failed: only a task \
+             that failed for good can be retried; it can still be cancelled"
+        )),
+        "the state and what a retry needs, in words: {run:#?}"
+    );
+    assert!(!run.stderr.contains("rule"), "{run:#?}");
     assert!(run.stderr.contains("409"), "{run:#?}");
 
     let missing = srv.run(&["show", "0192d0c6-8f5e-7cc3-9a4e-2b1f0c9d8e7a"]);
@@ -440,6 +447,70 @@ fn the_top_level_help_documents_the_exit_codes() {
 }
 
 #[test]
+fn global_flags_a_command_ignores_are_hidden_from_its_help_but_accepted() {
+    let help = |args: &[&str]| {
+        let run = run({
+            let mut cmd = baton();
+            cmd.args(args).arg("--help");
+            cmd
+        });
+        run.ok();
+        run.stdout.clone()
+    };
+    for (args, hidden, shown) in [
+        (
+            &["serve"][..],
+            &["--url", "--token", "--output"][..],
+            &[][..],
+        ),
+        (&["demo"], &["--url", "--token"], &["--output"]),
+        (
+            &["lifecycle", "diagram"],
+            &["--url", "--token", "--output"],
+            &[],
+        ),
+        (&["bench"], &["--url", "--token"], &["--output"]),
+        (&["agent"], &["--output"], &["--url", "--token"]),
+        (&["tasks"], &[], &["--url", "--token", "--output"]),
+        (
+            &["schedules", "list"],
+            &[],
+            &["--url", "--token", "--output"],
+        ),
+    ] {
+        let text = help(args);
+        for flag in hidden {
+            assert!(
+                !text.contains(&format!("{flag} <")),
+                "{args:?} shows {flag}: {text}"
+            );
+        }
+        for flag in shown {
+            assert!(
+                text.contains(&format!("{flag} <")),
+                "{args:?} hides {flag}: {text}"
+            );
+        }
+    }
+    let accepted = run({
+        let mut cmd = baton();
+        cmd.args([
+            "lifecycle",
+            "--url",
+            "http://127.0.0.1:1",
+            "--output",
+            "json",
+            "check",
+        ]);
+        cmd
+    });
+    assert!(
+        accepted.ok().stdout.contains("lifecycle ok"),
+        "{accepted:#?}"
+    );
+}
+
+#[test]
 fn the_token_comes_from_the_flag_or_the_environment() {
     let srv = Server::start_with(&["--operator-token", "s3cret"]);
     let refused = srv.run(&["tasks"]);
@@ -477,7 +548,7 @@ fn work(srv: &Server, capability: &str, result: Option<Value>) {
             None => {
                 let error = ErrorReport {
                     kind: "bad_input".into(),
-                    message: "the topic is empty".into(),
+                    message: "the topic is empty\n  File \"agent.py\", line 3".into(),
                     retryable: false,
                 };
                 client.failed(task, agent.id, error).await.unwrap()
@@ -526,12 +597,18 @@ fn show_follows_a_task_through_its_lifecycle_and_retry_reopens_a_failure() {
         "bad_input: the topic is empty",
         "failed for good",
         "Executing → Failed",
+        "\n              File \"agent.py\", line 3",
+        "the topic is empty ⏎   File \"agent.py\", line 3",
     ] {
         assert!(
             shown.stdout.contains(expected),
             "{expected:?} missing: {shown:#?}"
         );
     }
+    assert!(
+        shown.stdout.lines().all(|l| !l.starts_with("  File")),
+        "a stderr tail's lines are indented under their field: {shown:#?}"
+    );
     let retried = srv.run(&["retry", &draft, "--output", "json"]).ok().json();
     assert_eq!(retried["state"], "pending");
     let shown = srv.run(&["show", &draft]);
@@ -1016,4 +1093,107 @@ fn fire_wait_prints_the_workflow_result_as_submit_wait_does() {
     assert!(done.stdout.contains("Fired trigger push"), "{done:#?}");
     assert!(done.stdout.contains("completed"), "{done:#?}");
     assert!(done.stdout.contains(r#""built": true"#), "{done:#?}");
+}
+
+/// An id's last eight hex digits: its short id, as tables show it.
+fn short(id: &str) -> String {
+    id[id.len() - 8..].to_owned()
+}
+
+#[test]
+fn short_ids_are_accepted_wherever_an_id_is() {
+    let srv = Server::start();
+    let text =
+        "name: gate\ntasks:\n  - key: review\n    wait_for: {signal: approve}\n  - key: later\n";
+    let created = submit(&srv, "gate.yaml", text);
+    let wf = created["workflow"].as_str().unwrap().to_owned();
+    let review = created["tasks"]["review"].as_str().unwrap().to_owned();
+    let later = created["tasks"]["later"].as_str().unwrap().to_owned();
+
+    let shown = srv.run(&["show", &short(&review), "--output", "json"]);
+    assert_eq!(shown.ok().json()["id"], review.as_str());
+    let upper = review[review.len() - 12..].to_uppercase();
+    let shown = srv.run(&["show", &upper, "--output", "json"]);
+    assert_eq!(
+        shown.ok().json()["id"],
+        review.as_str(),
+        "any case, more digits"
+    );
+    let shown = srv.run(&["show", &short(&wf)]);
+    assert!(shown.ok().stdout.starts_with("Workflow "), "{shown:#?}");
+
+    let listed = srv.run(&["tasks", "--workflow", &short(&wf), "--output", "json"]);
+    assert_eq!(listed.ok().json()["tasks"].as_array().unwrap().len(), 2);
+    let waiting = srv.run(&["waiting", "--workflow", &short(&wf), "--output", "json"]);
+    assert_eq!(waiting.ok().json()["tasks"][0]["id"], review.as_str());
+
+    let signalled = srv.run(&["signal", &short(&wf), "approve", "--reject", "no"]);
+    assert!(signalled.ok().stdout.contains("rejected"), "{signalled:#?}");
+    let retried = srv.run(&["retry", &short(&review), "--output", "json"]);
+    assert_eq!(retried.ok().json()["task"], review.as_str());
+    let cancelled = srv.run(&["cancel", &short(&later), "--output", "json"]);
+    assert_eq!(cancelled.ok().json()["state"], "cancelled");
+    let whole = srv.run(&["cancel", "--workflow", &short(&wf), "--output", "json"]);
+    assert!(whole.ok().json()["cancelled"].is_u64(), "{whole:#?}");
+
+    let unknown = srv.run(&["show", "00000000"]);
+    assert_eq!(unknown.code, Some(1), "{unknown:#?}");
+    assert!(
+        unknown
+            .stderr
+            .contains("no task's or workflow's id ends in `00000000`"),
+        "{unknown:#?}"
+    );
+    let not_a_task = srv.run(&["retry", &short(&wf)]);
+    assert_eq!(not_a_task.code, Some(1), "{not_a_task:#?}");
+    assert!(
+        not_a_task.stderr.contains("no task's id ends in")
+            && not_a_task.stderr.contains(&format!("but workflow {wf}")),
+        "{not_a_task:#?}"
+    );
+    let too_short = srv.run(&["show", "abc"]);
+    assert_eq!(too_short.code, Some(2), "{too_short:#?}");
+    assert!(
+        too_short.stderr.contains("last 4 or more hex digits"),
+        "{too_short:#?}"
+    );
+}
+
+#[test]
+fn an_ambiguous_short_id_is_refused_listing_the_candidates() {
+    let srv = Server::start();
+    let tasks: Vec<Value> = (0..2_000)
+        .map(|i| serde_json::json!({"key": format!("t{i}")}))
+        .collect();
+    let text = serde_json::json!({"name": "many", "tasks": tasks}).to_string();
+    let created = submit(&srv, "many.json", &text);
+    let mut by_suffix: std::collections::HashMap<String, Vec<(String, String)>> =
+        std::collections::HashMap::new();
+    for (key, id) in created["tasks"].as_object().unwrap() {
+        let id = id.as_str().unwrap().to_owned();
+        by_suffix
+            .entry(id[id.len() - 4..].to_owned())
+            .or_default()
+            .push((key.clone(), id));
+    }
+    let (suffix, ids) = by_suffix
+        .iter()
+        .find(|(_, ids)| (2..=10).contains(&ids.len()))
+        .expect("2,000 ids share some last 4 digits");
+    let run = srv.run(&["show", suffix]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "`{suffix}` is ambiguous: {} ids end in it",
+            ids.len()
+        )),
+        "{run:#?}"
+    );
+    for (key, id) in ids {
+        assert!(
+            run.stderr.contains(&format!("task      {id}  {key}")),
+            "{id} {key} listed: {run:#?}"
+        );
+    }
+    assert!(run.stdout.is_empty(), "{run:#?}");
 }

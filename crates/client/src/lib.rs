@@ -240,6 +240,12 @@ impl Client {
         self.get(&format!("/v1/workflows/{id}")).await
     }
 
+    /// The tasks and workflows whose ids end in `suffix` (4 to 32 hex digits, hyphens
+    /// ignored): what a short id stands for.
+    pub async fn ids(&self, suffix: &str) -> Result<IdMatches> {
+        self.get(&format!("/v1/ids/{}", segment(suffix))).await
+    }
+
     /// Workflows, newest first: at most `limit` (1 to 100) created before `before`.
     pub async fn workflows(&self, before: Option<Uuid>, limit: usize) -> Result<WorkflowList> {
         let mut path = format!("/v1/workflows?limit={limit}");

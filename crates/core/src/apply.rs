@@ -178,8 +178,51 @@ impl Rejection {
     }
 }
 
+impl Rejection {
+    /// A refused operator's retry in an operator's words: what the task is, what a retry
+    /// needs, and whether the task can still be cancelled.
+    fn retry_refused(&self) -> Option<String> {
+        let state = self.state?;
+        let (is, cancellable) = match (&self.refusal, state) {
+            (Refusal::NotAccepted { accepted }, _) => (
+                match state {
+                    StateKind::Blocked => {
+                        "is blocked (waiting for its dependencies, a signal or a timer), not failed"
+                    }
+                    StateKind::Pending => "is pending (ready, waiting for an agent), not failed",
+                    StateKind::Assigned => "is assigned to an agent, not failed",
+                    StateKind::Executing => "is executing on an agent, not failed",
+                    StateKind::Completed => "completed",
+                    StateKind::Failed => "failed",
+                    StateKind::Cancelled => "was cancelled, which is final",
+                },
+                accepted.contains(&EventKind::CancelRequested),
+            ),
+            (Refusal::GuardFailed { .. }, StateKind::Failed) => (
+                "failed, but not for good: its next attempt is already scheduled",
+                true,
+            ),
+            _ => return None,
+        };
+        let then = if cancellable {
+            "; it can still be cancelled"
+        } else {
+            ""
+        };
+        Some(format!(
+            "task {} {is}: only a task that failed for good can be retried{then}",
+            self.task
+        ))
+    }
+}
+
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.event == EventKind::RetryRequested {
+            if let Some(text) = self.retry_refused() {
+                return f.write_str(&text);
+            }
+        }
         let state = self.state.map_or("new", StateKind::name);
         write!(f, "task {} ({state}) refused `{}`: ", self.task, self.event)?;
         match &self.refusal {
@@ -204,11 +247,7 @@ impl fmt::Display for Rejection {
                     f,
                     "a {lower} task cannot take {}; it takes only {list}",
                     self.event.in_words(),
-                )?;
-                if self.event == EventKind::RetryRequested {
-                    f.write_str(" (an operator retries only a task that failed for good)")?;
-                }
-                Ok(())
+                )
             }
             Refusal::GuardFailed { guard, detail } => write!(f, "guard `{guard}` failed: {detail}"),
             Refusal::StaleLease {

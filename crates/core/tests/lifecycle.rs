@@ -867,17 +867,28 @@ fn cancel_works_from_every_non_terminal_state_and_terminal_states_refuse_it() {
             .ends_with("the task is completed, which is final: it cannot take a cancellation"),
         "{r}"
     );
-    // A refusal in words: the state, what was asked, and what the state takes.
+    // An operator's retry refused in an operator's words: what the task is, what a retry
+    // needs, what may still be done.
     let r = refuse(&pending(), retry_requested(), at(50));
     assert_eq!(
+        r.to_string(),
+        format!(
+            "task {} is pending (ready, waiting for an agent), not failed: only a task that \
+             failed for good can be retried; it can still be cancelled",
+            r.task
+        )
+    );
+    let r = refuse(&completed(), retry_requested(), at(50));
+    assert!(
         r.to_string()
-            .split_once(": ")
-            .map(|(_, why)| why.to_owned()),
-        Some(
-            "a pending task cannot take an operator's retry; it takes only an assignment to \
-             an agent, a deadline passing, a cancellation or a signal (an operator retries \
-             only a task that failed for good)"
-                .to_owned()
+            .ends_with("completed: only a task that failed for good can be retried"),
+        "{r}"
+    );
+    let r = refuse(&failed_retrying(), retry_requested(), at(50));
+    assert!(
+        r.to_string().contains(
+            "failed, but not for good: its next attempt is already scheduled: only a task \
+             that failed for good can be retried; it can still be cancelled"
         ),
         "{r}"
     );

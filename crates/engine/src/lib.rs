@@ -65,7 +65,7 @@ pub use views::{OpenDependency, TaskDetail, WaitReason, WorkflowGraph};
 pub mod read {
     pub use baton_store::{
         AgentRecord, AnyStore, ArtifactChunks, ArtifactMeta, Dependency, Edge, HistoryMark,
-        PutArtifact, ScheduleRecord, SignalRecord, StateCounts, TaskFilter, WorkflowRecord,
-        HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
+        IdMatches, IdSuffix, PutArtifact, ScheduleRecord, SignalRecord, StateCounts, TaskFilter,
+        WorkflowRecord, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
     };
 }

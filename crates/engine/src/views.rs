@@ -8,8 +8,8 @@ use baton_core::{
     Timestamp, WorkflowId,
 };
 use baton_store::{
-    AgentRecord, Dependency, Edge, HistoryMark, StateCounts, Store, TaskFilter, TaskPages,
-    WorkflowRecord,
+    AgentRecord, Dependency, Edge, HistoryMark, IdMatches, IdSuffix, StateCounts, Store,
+    TaskFilter, TaskPages, WorkflowRecord,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -187,6 +187,16 @@ impl<S: Store + 'static> Engine<S> {
         limit: usize,
     ) -> Result<Vec<WorkflowRecord>, EngineError> {
         Ok(self.inner.store.workflows(before, limit).await?)
+    }
+
+    /// The tasks and workflows whose ids end in `suffix` (hex digits, hyphens ignored), at
+    /// most `limit` of each: what a short id an operator typed stands for.
+    pub async fn ids_ending(&self, suffix: &str, limit: usize) -> Result<IdMatches, EngineError> {
+        let suffix = IdSuffix::parse(suffix).ok_or_else(|| EngineError::Invalid {
+            field: "suffix".into(),
+            expected: IdSuffix::EXPECTED.into(),
+        })?;
+        Ok(self.inner.store.ids_ending(suffix, limit).await?)
     }
 
     /// Tasks per state, of one workflow or of all.

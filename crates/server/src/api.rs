@@ -999,6 +999,59 @@ pub async fn counts(
     Ok(Json(counts_view(c)))
 }
 
+// ---- short ids ------------------------------------------------------------------------------
+
+/// Most tasks, and most workflows, `GET /v1/ids/{suffix}` lists.
+const ID_MATCHES_MAX: usize = 10;
+
+/// What a short id stands for: the tasks and workflows whose ids end in `suffix`, 4 to 32 hex
+/// digits (hyphens ignored, any case). None, one or several may match.
+#[utoipa::path(get, path = "/v1/ids/{suffix}",
+    params(("suffix" = String, Path, description = "the last 4 to 32 hex digits of an id")),
+    responses((status = 200, body = IdMatches), (status = 422, body = ProblemDoc)))]
+pub async fn ids_ending(
+    AxState(s): St,
+    _caller: Caller,
+    Path(suffix): Path<String>,
+) -> ApiResult<Json<IdMatches>> {
+    let found = engine(&s)
+        .ids_ending(&suffix, ID_MATCHES_MAX + 1)
+        .await
+        .map_err(|e| {
+            let mut p = Problem::from(e);
+            if p.field.as_deref() == Some("suffix") {
+                p.detail = format!(
+                    "`{suffix}` is not a short id: expected {}",
+                    baton_engine::read::IdSuffix::EXPECTED
+                );
+            }
+            p
+        })?;
+    let more = found.tasks.len() > ID_MATCHES_MAX || found.workflows.len() > ID_MATCHES_MAX;
+    Ok(Json(IdMatches {
+        tasks: found
+            .tasks
+            .into_iter()
+            .take(ID_MATCHES_MAX)
+            .map(|t| TaskIdMatch {
+                id: t.id.0,
+                workflow: t.workflow.0,
+                key: t.key.0,
+            })
+            .collect(),
+        workflows: found
+            .workflows
+            .into_iter()
+            .take(ID_MATCHES_MAX)
+            .map(|w| WorkflowIdMatch {
+                id: w.id.0,
+                name: w.name,
+            })
+            .collect(),
+        more,
+    }))
+}
+
 // ---- agents ---------------------------------------------------------------------------------
 
 async fn agent_view(

@@ -302,7 +302,36 @@ fn serde_urlencoded_de<T: DeserializeOwned>(query: &str) -> Result<T, Problem> {
             .map_err(|_| Problem::bad_request("invalid_query", "the query string is malformed"))?,
     )
     .map(|q| q.0)
-    .map_err(|e| Problem::bad_request("invalid_query", e.body_text()))
+    .map_err(|e| query_problem(&e.body_text()))
+}
+
+/// A query parameter refused, in the words of the API: which parameter, and what it takes
+/// (`limit` takes a non-negative integer, not "invalid digit found in string").
+fn query_problem(text: &str) -> Problem {
+    let text = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(text);
+    let named = text.split_once(": ").filter(|(name, _)| {
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    });
+    let Some((name, why)) = named else {
+        return Problem::bad_request("invalid_query", in_words(text));
+    };
+    let expected = if why.starts_with("UUID parsing failed") {
+        "a UUID such as 0192d0c6-8f5e-7cc3-9a4e-2b1f0c9d8e7a".to_owned()
+    } else if ["invalid digit", "number too", "cannot parse integer"]
+        .iter()
+        .any(|p| why.starts_with(p))
+    {
+        "a non-negative integer".to_owned()
+    } else {
+        in_words(why)
+    };
+    Problem::bad_request(
+        "invalid_query",
+        format!("invalid query parameter `{name}`: expected {expected}"),
+    )
+    .field(name, expected)
 }
 
 #[cfg(test)]
@@ -325,6 +354,27 @@ mod tests {
         assert!(!detail.contains("i32"), "{detail}");
         let (_, detail) = refusal(r#"{"tasks": {"key": "a"}}"#);
         assert!(detail.contains("expected an array"), "{detail}");
+    }
+
+    #[test]
+    fn a_bad_query_parameter_is_named_with_what_it_takes() {
+        let refused =
+            |query: &str| serde_urlencoded_de::<baton_api::ListQuery>(query).expect_err("refused");
+        for (query, field, expected) in [
+            ("limit=abc", "limit", "a non-negative integer"),
+            ("limit=-1", "limit", "a non-negative integer"),
+            ("workflow=xyz", "workflow", "a UUID such as"),
+        ] {
+            let p = refused(query);
+            assert_eq!(p.field.as_deref(), Some(field), "{query}: {p:?}");
+            assert!(
+                p.expected.as_deref().unwrap().starts_with(expected),
+                "{p:?}"
+            );
+            assert!(!p.detail.contains("deserialize"), "{p:?}");
+        }
+        let p = refused("limt=1");
+        assert!(p.detail.contains("unknown field `limt`"), "{p:?}");
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             api::get_trigger,
             api::delete_trigger
         ))
+        .routes(routes!(api::ids_ending))
         .routes(routes!(api::submit_task, api::list_tasks))
         .routes(routes!(api::get_task))
         .routes(routes!(api::task_history))

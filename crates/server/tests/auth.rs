@@ -413,6 +413,7 @@ async fn an_agent_token_may_not_submit_cancel_or_retry() {
         "/v1/agents".to_owned(),
         format!("/v1/tasks/{once}"),
         format!("/v1/workflows/{workflow}"),
+        format!("/v1/ids/{}", &once[once.len() - 8..]),
     ] {
         let res = srv.raw(Method::GET, &path, Some(ALPHA), None, None).await;
         assert_status(&res, StatusCode::OK);

@@ -174,6 +174,11 @@ async fn responses_match_their_documented_schemas() {
     let workflow = wf["workflow"].as_str().unwrap().to_owned();
     let (s, body) = srv.get(&format!("/v1/workflows/{workflow}")).await;
     expect("/v1/workflows/{id}", "get", s.as_u16(), &body);
+    let (s, body) = srv.get(&format!("/v1/ids/{}", &a[a.len() - 8..])).await;
+    expect("/v1/ids/{suffix}", "get", s.as_u16(), &body);
+    assert_eq!(body["tasks"][0]["id"], a.as_str());
+    let (s, body) = srv.get("/v1/ids/xyz").await;
+    expect("/v1/ids/{suffix}", "get", s.as_u16(), &body);
     let (s, body) = srv.get("/v1/tasks?limit=10").await;
     expect("/v1/tasks", "get", s.as_u16(), &body);
     let (s, body) = srv.get("/v1/counts").await;

@@ -11,10 +11,10 @@ use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HistoryMark, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal,
-    ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact, StateCounts, Store, StoreError,
-    SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord, TriggerRecord,
-    TriggerWrite, WorkflowRecord,
+    Dependency, Edge, HistoryMark, HotPath, IdMatches, IdSuffix, NewSignal, OutboxItem,
+    PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact,
+    StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView,
+    TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRecord,
 };
 
 /// One of the backends, chosen by [`AnyStore::open`].
@@ -123,6 +123,10 @@ impl Store for AnyStore {
         limit: usize,
     ) -> Result<Vec<WorkflowRecord>, StoreError> {
         delegate!(self, s => s.workflows(before, limit).await)
+    }
+
+    async fn ids_ending(&self, suffix: IdSuffix, limit: usize) -> Result<IdMatches, StoreError> {
+        delegate!(self, s => s.ids_ending(suffix, limit).await)
     }
 
     async fn workflow_history(

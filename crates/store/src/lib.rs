@@ -34,6 +34,7 @@ pub mod artifact;
 mod batch;
 mod codec;
 mod decide;
+mod ids;
 pub mod postgres;
 pub mod schedule;
 pub mod signal;
@@ -44,6 +45,7 @@ pub use any::AnyStore;
 pub use artifact::{
     ArtifactChunks, ArtifactMeta, ArtifactWriter, PutArtifact, StagedArtifact, ARTIFACT_CHUNK_BYTES,
 };
+pub use ids::{IdMatches, IdSuffix, TaskIdMatch};
 pub use schedule::{ScheduleRecord, ScheduleWrite, TriggerRecord, TriggerWrite};
 pub use signal::{NewSignal, PutSignal, SignalRecord};
 
@@ -572,6 +574,14 @@ pub trait Store: Send + Sync {
         before: Option<WorkflowId>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<WorkflowRecord>, StoreError>> + Send;
+
+    /// The tasks and workflows whose ids end in `suffix`, at most `limit` of each (at most
+    /// [`PAGE_ROWS_MAX`]), in id order. It scans the ids: an operator's lookup, not a hot path.
+    fn ids_ending(
+        &self,
+        suffix: IdSuffix,
+        limit: usize,
+    ) -> impl Future<Output = Result<IdMatches, StoreError>> + Send;
 
     /// The history of the workflow's tasks with ids greater than `after`, at most `tasks_max`
     /// tasks (at most [`HISTORY_TASKS_PER_PAGE_MAX`]) in id order, each task's entries in

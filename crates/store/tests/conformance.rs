@@ -1178,6 +1178,72 @@ mod signal_cases {
     }
 }
 
+mod id_cases {
+    use super::*;
+
+    /// An id made of `prefix`'s digits then `suffix`'s.
+    fn id(prefix: u128, suffix: u32) -> Uuid {
+        Uuid::from_u128((prefix << 32) | u128::from(suffix))
+    }
+
+    pub async fn short_ids_find_the_tasks_and_workflows_whose_ids_end_in_them<S: Store>(s: &S) {
+        let flow = workflow_with_ids(
+            &[def("a", &[]), def("b", &["a"]), def("c", &[])],
+            None,
+            id(0x0192_0001, 0xabcd_1234),
+            &[
+                id(0x0192_0002, 0x1111_5678),
+                id(0x0192_0003, 0x2222_5678),
+                id(0x0192_0004, 0xabcd_9999),
+            ],
+        );
+        s.submit(flow.batch.clone()).await.unwrap();
+        let other = workflow(&[def("z", &[])], None);
+        s.submit(other.batch.clone()).await.unwrap();
+        let ending = |digits: &str, limit| {
+            let suffix = IdSuffix::parse(digits).unwrap();
+            async move { s.ids_ending(suffix, limit).await.unwrap() }
+        };
+
+        let one = ending("11115678", 10).await;
+        assert_eq!(
+            one.tasks,
+            [TaskIdMatch {
+                id: flow.id("a"),
+                workflow: flow.id,
+                key: "a".into()
+            }]
+        );
+        assert!(one.workflows.is_empty());
+
+        let two = ending("5678", 10).await;
+        let keys: Vec<&str> = two.tasks.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b"], "in id order");
+        assert_eq!(ending("5678", 1).await.tasks.len(), 1, "at most `limit`");
+
+        let workflow_only = ending("ABCD-1234", 10).await;
+        assert!(workflow_only.tasks.is_empty());
+        assert_eq!(workflow_only.workflows.len(), 1);
+        assert_eq!(workflow_only.workflows[0].id, flow.id);
+        assert_eq!(workflow_only.workflows[0].name, "test");
+
+        let whole = flow.id("c").0.to_string();
+        let by_whole = ending(&whole, 10).await;
+        assert_eq!(by_whole.tasks.len(), 1);
+        assert_eq!(by_whole.tasks[0].id, flow.id("c"));
+
+        let middle = ending("abcd", 10).await;
+        assert!(
+            middle.tasks.is_empty() && middle.workflows.is_empty(),
+            "digits inside an id are no suffix: {middle:?}"
+        );
+        let z = other.id("z").0.simple().to_string();
+        let last = ending(&z[24..], 10).await;
+        assert_eq!(last.tasks.len(), 1, "{last:?}");
+        assert_eq!(last.tasks[0].key.as_str(), "z");
+    }
+}
+
 macro_rules! conformance {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -1232,6 +1298,13 @@ macro_rules! conformance {
             case!(hot_paths_read_indexes_not_whole_tables);
             case!(arc concurrent_claims_of_one_agent_never_exceed_its_limit);
             case!(workflows_list_newest_first_with_their_edges);
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn short_ids_find_the_tasks_and_workflows_whose_ids_end_in_them() {
+                let (store, _guard) = $open;
+                id_cases::short_ids_find_the_tasks_and_workflows_whose_ids_end_in_them(&store)
+                    .await;
+            }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn signals_are_kept_until_a_waiting_task_takes_one() {

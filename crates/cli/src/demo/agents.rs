@@ -29,9 +29,6 @@ pub const FLEET: &[(&str, &str, u32)] = &[
 const CLAIM_WAIT: Duration = Duration::from_millis(250);
 /// Wait before claiming again after a refused or failed claim.
 const CLAIM_RETRY: Duration = Duration::from_millis(200);
-/// Shortest and longest simulated work, in milliseconds.
-const WORK_MIN_MS: u64 = 20;
-const WORK_SPREAD_MS: u64 = 60;
 /// How often the stalled researcher looks whether its task was taken back.
 const STALL_POLL: Duration = Duration::from_millis(50);
 /// Longest the fleet waits for running handlers when it stops.
@@ -93,8 +90,13 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Registers every agent of [`FLEET`] and starts them.
-    pub async fn start(client: &Client, stats: Arc<AgentStats>) -> anyhow::Result<Fleet> {
+    /// Registers every agent of [`FLEET`] and starts them; each spends about `pace_ms` on a
+    /// task.
+    pub async fn start(
+        client: &Client,
+        stats: Arc<AgentStats>,
+        pace_ms: u64,
+    ) -> anyhow::Result<Fleet> {
         let mut agents = JoinSet::new();
         let mut stops = Vec::new();
         for (name, capability, concurrency) in FLEET {
@@ -112,7 +114,7 @@ impl Fleet {
             // Registered here, so that every agent is known before the workflow is submitted.
             runner.register().await?;
             stops.push(runner.stop_handle());
-            let agent = Arc::new(DemoAgent { name });
+            let agent = Arc::new(DemoAgent { name, pace_ms });
             agents.spawn(async move {
                 let run = runner.run(move |ctx| {
                     let agent = Arc::clone(&agent);
@@ -141,6 +143,8 @@ impl Fleet {
 
 struct DemoAgent {
     name: &'static str,
+    /// About how long a task takes, in milliseconds.
+    pace_ms: u64,
 }
 
 /// What a handler decided.
@@ -198,7 +202,7 @@ impl DemoAgent {
 
     async fn plan(&self, ctx: &TaskContext) -> Result<Value, ClientError> {
         let task = ctx.task();
-        think(&task.key).await;
+        self.think(&task.key).await;
         let plans = scenario::section_plans(&task.input);
         ctx.add_subtasks(&plans).await?;
         Ok(json!({
@@ -209,7 +213,7 @@ impl DemoAgent {
 
     async fn plan_section(&self, ctx: &TaskContext) -> Result<Value, ClientError> {
         let task = ctx.task();
-        think(&task.key).await;
+        self.think(&task.key).await;
         let specs = scenario::section_tasks(&task.input);
         ctx.add_subtasks(&specs).await?;
         Ok(json!({
@@ -220,7 +224,7 @@ impl DemoAgent {
 
     async fn research(&self, ctx: &TaskContext) -> Work {
         let task = ctx.task();
-        think(&task.key).await;
+        self.think(&task.key).await;
         let topic = task.input["topic"].as_str().unwrap_or_default();
         let question = task.input["question"].as_str().unwrap_or_default();
         let notes = json!({
@@ -251,7 +255,7 @@ impl DemoAgent {
     async fn write(&self, ctx: &TaskContext) -> Result<Value, ClientError> {
         let task = ctx.task();
         let research = self.inputs(ctx).await?;
-        think(&task.key).await;
+        self.think(&task.key).await;
         let notes: Vec<Value> = research
             .iter()
             .flat_map(|r| r["notes"].as_array().cloned().unwrap_or_default())
@@ -268,7 +272,7 @@ impl DemoAgent {
     async fn review(&self, ctx: &TaskContext) -> Result<Value, ClientError> {
         let task = ctx.task();
         let drafts = self.inputs(ctx).await?;
-        think(&task.key).await;
+        self.think(&task.key).await;
         let sources = drafts
             .first()
             .and_then(|d| d["sources"].as_u64())
@@ -283,7 +287,7 @@ impl DemoAgent {
     async fn publish(&self, ctx: &TaskContext) -> Result<Value, ClientError> {
         let task = ctx.task();
         let reviews = self.inputs(ctx).await?;
-        think(&task.key).await;
+        self.think(&task.key).await;
         let approved = reviews
             .iter()
             .all(|r| r["approved"].as_bool() == Some(true));
@@ -296,7 +300,7 @@ impl DemoAgent {
 
     async fn outline(&self, ctx: &TaskContext) -> Value {
         let task = ctx.task();
-        think(&task.key).await;
+        self.think(&task.key).await;
         json!({"goal": task.input["goal"], "topics": task.input["topics"]})
     }
 
@@ -304,7 +308,7 @@ impl DemoAgent {
     /// into the input (`goal` from the outline's result, `item` from the fan-out).
     async fn cover_line(&self, ctx: &TaskContext) -> Value {
         let task = ctx.task();
-        think(&task.key).await;
+        self.think(&task.key).await;
         let topic = task.input["item"].as_str().unwrap_or("a topic");
         let goal = task.input["goal"].as_str().unwrap_or("the briefing");
         json!(format!("{goal}: where {topic} stands this quarter"))
@@ -312,12 +316,22 @@ impl DemoAgent {
 
     async fn undo(&self, ctx: &TaskContext) -> Value {
         let task = ctx.task();
-        think(&task.key).await;
+        self.think(&task.key).await;
         json!({
             "compensated": task.input["compensates"],
             "released": task.input["input"]["release"],
             "notes_discarded": true,
         })
+    }
+
+    /// Simulated work: a pause that depends on the task, from half the pace to one and a
+    /// half times it.
+    async fn think(&self, key: &str) {
+        if self.pace_ms == 0 {
+            return;
+        }
+        let ms = self.pace_ms / 2 + digest(key) % (self.pace_ms + 1);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
     /// The results of the task's dependencies, in key order: how a writer gets its research.
@@ -344,12 +358,6 @@ async fn stall(ctx: &TaskContext) {
             _ => return,
         }
     }
-}
-
-/// Simulated work: a short pause that depends on the task.
-async fn think(key: &str) {
-    let ms = WORK_MIN_MS + digest(key) % WORK_SPREAD_MS;
-    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 /// A stable number from a key (FNV-1a), so runs look alike.

@@ -11,10 +11,11 @@ use baton_store::PAGE_ROWS_MAX;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::ids::{IdArg, Kind};
 use super::render::{
-    duration, now_ms, relative, short_id, timestamp, truncate, Cell, Color, Paint, Table,
+    duration, now_ms, one_line, relative, short_id, timestamp, truncate, Cell, Color, Paint, Table,
 };
-use super::{call, print_json, StateArg};
+use super::{call, print_json, resolve_opt, StateArg};
 use crate::Output;
 
 /// Most tasks `--all` fetches: beyond this, narrow the list with `--workflow` or `--state`.
@@ -27,7 +28,7 @@ const PAYLOAD_SHOWN_MAX: usize = 400;
 pub struct TasksArgs {
     /// Only this workflow's tasks.
     #[arg(long, value_name = "ID")]
-    workflow: Option<Uuid>,
+    workflow: Option<IdArg>,
     /// Only tasks in this state.
     #[arg(long, value_enum)]
     state: Option<StateArg>,
@@ -43,6 +44,7 @@ pub struct TasksArgs {
 /// `baton tasks`: one page, or every page with `--all`.
 pub async fn tasks(client: &Client, args: &TasksArgs, output: Output) -> anyhow::Result<()> {
     let state = args.state.map(StateKind::from);
+    let workflow = resolve_opt(client, args.workflow.as_ref(), Kind::Workflow).await?;
     let page = if args.all {
         PAGE_ROWS_MAX
     } else {
@@ -54,7 +56,7 @@ pub async fn tasks(client: &Client, args: &TasksArgs, output: Output) -> anyhow:
     };
     let mut after = None;
     loop {
-        let got = call(client, client.tasks(args.workflow, state, after, page)).await?;
+        let got = call(client, client.tasks(workflow, state, after, page)).await?;
         list.tasks.extend(got.tasks);
         list.next = got.next;
         after = got.next;
@@ -246,8 +248,10 @@ fn show_workflow(w: &WorkflowView, output: Output) -> anyhow::Result<()> {
 /// The whole of `show`'s table output for one task.
 fn describe(t: &TaskView, paint: Paint, now: u64) -> String {
     let mut out = String::new();
+    // A value of several lines (an error's stderr tail) goes on under its first line.
     let mut field = |name: &str, value: String| {
         let name = paint.paint(Color::Bold, &format!("{name:<12}"));
+        let value = value.trim_end().replace('\n', &format!("\n{:12}", ""));
         out.push_str(&format!("{name}{value}\n"));
     };
     field(
@@ -313,7 +317,7 @@ fn describe(t: &TaskView, paint: Paint, now: u64) -> String {
             .iter()
             .map(|d| format!("{} ({}, {})", d.key, paint.state(d.state), d.id))
             .collect();
-        field("Depends on", deps.join("\n            "));
+        field("Depends on", deps.join("\n"));
     }
     if !t.dependents.is_empty() {
         field("Dependents", format!("{} task(s)", t.dependents.len()));
@@ -511,7 +515,7 @@ fn timeline(t: &TaskView, paint: Paint) -> String {
             event.into(),
             r.actor.as_str().into(),
             transition,
-            truncate(&detail, 80).into(),
+            truncate(&one_line(&detail), 80).into(),
         ]);
     }
     let mut out = Vec::new();

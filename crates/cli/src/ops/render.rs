@@ -246,6 +246,16 @@ pub fn short_id(id: &impl ToString) -> String {
     id[id.len().saturating_sub(8)..].to_owned()
 }
 
+/// `text` on one line, for a table cell: its lines joined with ` ⏎ `.
+pub fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" ⏎ ")
+}
+
 /// `text` cut to at most `max` characters, with `…` when cut.
 pub fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -297,6 +307,15 @@ mod tests {
             text.contains("a       \x1b[32mCompleted\x1b[0m"),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn several_lines_become_one() {
+        assert_eq!(
+            one_line("boom\n  at main.py:3\n\n"),
+            "boom ⏎   at main.py:3"
+        );
+        assert_eq!(one_line("one"), "one");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::ids::{resolve, IdArg, Kind};
 use super::render::{relative, short_id, timestamp};
 use super::{call, print_json};
 use crate::Output;
@@ -14,8 +15,8 @@ use crate::Output;
 /// `baton signal WORKFLOW NAME [--data JSON | --reject REASON]`.
 #[derive(Args)]
 pub struct SignalArgs {
-    /// The workflow's id.
-    pub workflow: Uuid,
+    /// The workflow's id, or its last hex digits.
+    pub workflow: IdArg,
     /// The signal's name (what the tasks' `wait_for.signal` says).
     pub name: String,
     /// The data that completes the waiting tasks (their result), as JSON; `{}` if absent.
@@ -39,14 +40,10 @@ pub async fn signal(client: &Client, args: &SignalArgs, output: Output) -> anyho
         }
         (None, None) => json!({}),
     };
+    let workflow = resolve(client, &args.workflow, Kind::Workflow).await?;
     let sent = call(
         client,
-        client.signal(
-            args.workflow,
-            &args.name,
-            &body,
-            args.idempotency_key.as_deref(),
-        ),
+        client.signal(workflow, &args.name, &body, args.idempotency_key.as_deref()),
     )
     .await?;
     match output {

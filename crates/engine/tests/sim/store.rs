@@ -21,10 +21,10 @@ use baton_core::{ArtifactRef, HistoryEntry, Task, TaskId, TaskKey, Timestamp, Wo
 use baton_store::sqlite::SqliteStore;
 use baton_store::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal, ScheduleRecord,
-    ScheduleWrite, SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch,
-    SubmitOutcome, TaskFilter, TaskForView, TransitionRecord, TriggerRecord, TriggerWrite,
-    WorkflowRecord,
+    Dependency, Edge, HotPath, IdMatches, IdSuffix, NewSignal, OutboxItem, PutArtifact, PutSignal,
+    ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact, StateCounts, Store, StoreError,
+    SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord, TriggerRecord,
+    TriggerWrite, WorkflowRecord,
 };
 
 use super::rng::Rng;
@@ -333,6 +333,11 @@ impl Store for FaultyStore {
         limit: usize,
     ) -> Result<Vec<WorkflowRecord>, StoreError> {
         self.read("workflows", self.inner.workflows(before, limit))
+            .await
+    }
+
+    async fn ids_ending(&self, suffix: IdSuffix, limit: usize) -> Result<IdMatches, StoreError> {
+        self.read("ids_ending", self.inner.ids_ending(suffix, limit))
             .await
     }
 

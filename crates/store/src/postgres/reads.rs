@@ -17,10 +17,11 @@ use super::error::{db, get};
 use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HistoryMark, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal,
-    ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact, StateCounts, Store, StoreError,
-    SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord, TriggerRecord,
-    TriggerWrite, WorkflowRecord, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
+    Dependency, Edge, HistoryMark, HotPath, IdMatches, IdSuffix, NewSignal, OutboxItem,
+    PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact,
+    StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView,
+    TaskIdMatch, TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRecord,
+    HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
 };
 
 const TASK_COLUMNS: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
@@ -297,6 +298,47 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn ids_ending(&self, suffix: IdSuffix, limit: usize) -> Result<IdMatches, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let digits = suffix.len() as i32;
+        let suffix = suffix.as_str();
+        let tasks = self
+            .query(
+                "SELECT id, workflow_id, key FROM tasks
+                 WHERE right(replace(id::text, '-', ''), $2) = $1 ORDER BY id LIMIT $3",
+                &[&suffix, &digits, &limit],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(TaskIdMatch {
+                    id: TaskId(get(row, 0)?),
+                    workflow: WorkflowId(get(row, 1)?),
+                    key: TaskKey(get(row, 2)?),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let workflows = self
+            .query(
+                "SELECT id, name, idempotency_key, created_at, outputs FROM workflows
+                 WHERE right(replace(id::text, '-', ''), $2) = $1 ORDER BY id LIMIT $3",
+                &[&suffix, &digits, &limit],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(WorkflowRecord {
+                    id: WorkflowId(get(row, 0)?),
+                    name: get(row, 1)?,
+                    idempotency_key: get(row, 2)?,
+                    created_at: Timestamp(get::<i64>(row, 3)? as u64),
+                    outputs: get(row, 4)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(IdMatches { tasks, workflows })
     }
 
     async fn workflow_history(

@@ -20,10 +20,11 @@ use crate::artifact::{io_error, CHUNKS_AHEAD_MAX};
 use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HistoryMark, HotPath, NewSignal, OutboxItem, PutArtifact, PutSignal,
-    ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact, StateCounts, Store, StoreError,
-    SubmitBatch, SubmitOutcome, TaskFilter, TaskForView, TransitionRecord, TriggerRecord,
-    TriggerWrite, WorkflowRecord, ARTIFACT_CHUNK_BYTES, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
+    Dependency, Edge, HistoryMark, HotPath, IdMatches, IdSuffix, NewSignal, OutboxItem,
+    PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact,
+    StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView,
+    TaskIdMatch, TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRecord,
+    ARTIFACT_CHUNK_BYTES, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
 };
 
 /// How a task is decoded from its `snapshot` and `spec` columns.
@@ -345,6 +346,52 @@ impl Store for SqliteStore {
                 })
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn ids_ending(&self, suffix: IdSuffix, limit: usize) -> Result<IdMatches, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        // The ids are 16-byte blobs; `hex` spells them in upper case.
+        let pattern = format!("%{}", suffix.as_str().to_ascii_uppercase());
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, workflow_id, key FROM tasks
+                     WHERE hex(id) LIKE ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(db)?;
+            let tasks = stmt
+                .query_map(params![pattern, limit], |r| {
+                    Ok(TaskIdMatch {
+                        id: TaskId(r.get(0)?),
+                        workflow: WorkflowId(r.get(1)?),
+                        key: TaskKey(r.get(2)?),
+                    })
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(db)?;
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, name, idempotency_key, created_at, outputs FROM workflows
+                     WHERE hex(id) LIKE ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(db)?;
+            let workflows = stmt
+                .query_map(params![pattern, limit], |r| {
+                    Ok(WorkflowRecord {
+                        id: WorkflowId(r.get(0)?),
+                        name: r.get(1)?,
+                        idempotency_key: r.get(2)?,
+                        created_at: Timestamp(r.get::<_, i64>(3)? as u64),
+                        outputs: r.get(4)?,
+                    })
+                })
+                .map_err(db)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(db)?;
+            Ok(IdMatches { tasks, workflows })
         })
         .await
     }

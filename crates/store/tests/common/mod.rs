@@ -73,10 +73,22 @@ pub fn spec(d: &Def<'_>) -> TaskSpec {
 }
 
 pub fn workflow(defs: &[Def<'_>], idempotency_key: Option<&str>) -> Flow {
-    let id = WorkflowId(Uuid::now_v7());
+    let tasks: Vec<Uuid> = defs.iter().map(|_| Uuid::now_v7()).collect();
+    workflow_with_ids(defs, idempotency_key, Uuid::now_v7(), &tasks)
+}
+
+/// As [`workflow`], with these ids: the workflow's, and its tasks' in the order of `defs`.
+pub fn workflow_with_ids(
+    defs: &[Def<'_>],
+    idempotency_key: Option<&str>,
+    workflow: Uuid,
+    tasks: &[Uuid],
+) -> Flow {
+    let id = WorkflowId(workflow);
     let ids: HashMap<String, TaskId> = defs
         .iter()
-        .map(|d| (d.key.to_owned(), TaskId(Uuid::now_v7())))
+        .zip(tasks)
+        .map(|(d, t)| (d.key.to_owned(), TaskId(*t)))
         .collect();
     let mut tasks = Vec::new();
     let mut edges = Vec::new();
