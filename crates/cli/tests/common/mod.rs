@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "../../../store/tests/common/require.rs"]
 pub mod require;
 
 /// The binary under test.

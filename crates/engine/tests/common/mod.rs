@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 use uuid::Uuid;
 
+#[path = "../../../store/tests/common/require.rs"]
 pub mod require;
 
 /// Where every test's clock starts.

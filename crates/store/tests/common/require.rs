@@ -3,7 +3,8 @@
 //! `BATON_REQUIRE_ALL=1` (as `.ci/run` sets) it fails instead. `./test`, at the repository's
 //! root, provides them where it can.
 //!
-//! Also compiled into the crate's own unit tests (with `#[path]`).
+//! Also compiled (with `#[path]`) into this crate's unit tests and into the engine's and the
+//! CLI's tests.
 
 use std::error::Error;
 use std::io::Write;
