@@ -702,3 +702,27 @@ async fn with_tokens_the_host_and_origin_are_not_checked() {
     let (res, _) = get_with(&srv, "/v1/counts", None, &[("host", "evil.example")]).await;
     assert_problem(&res, StatusCode::UNAUTHORIZED, "unauthorized");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_401_names_the_bearer_scheme() {
+    let srv = server().await;
+    for bearer in [None, Some("wrong")] {
+        let (res, head) = get_with(&srv, "/v1/counts", bearer, &[]).await;
+        assert_problem(&res, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(
+            head.get("www-authenticate").and_then(|v| v.to_str().ok()),
+            Some("Bearer realm=\"baton\""),
+        );
+    }
+    // Other refusals do not carry it.
+    let res = srv
+        .client
+        .post(format!("{}/v1/workflows", srv.url))
+        .bearer_auth(ALPHA)
+        .json(&json!({"tasks": [task("a", &[])]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.headers().get("www-authenticate").is_none());
+}
