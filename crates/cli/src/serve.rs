@@ -251,11 +251,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e).with_context(|| format!("listening on {}", args.listen)),
         };
         let addr = listener.local_addr()?;
-        let shown = if url.starts_with("postgres") {
-            redact(&url)
-        } else {
-            url.clone()
-        };
+        let shown = baton_store::redact_url(&url);
         tracing::info!(address = %addr, store = %shown, "baton listening");
         println!("Baton listening on http://{addr} (store: {shown})");
         if tokens.is_empty() {
@@ -276,20 +272,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("flushing the last spans to the OTLP endpoint")?;
     }
     Ok(())
-}
-
-/// Hides the password of a database URL.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }
 
 async fn shutdown_signal() {

@@ -48,7 +48,9 @@ impl<S: Store + 'static> Engine<S> {
             last_seen: now,
         };
         self.inner.store.upsert_agent(record.clone()).await?;
-        info!(agent = %id, name = %record.name, "agent registered");
+        // The name is the caller's, any bytes: logged as a string field, which the text log
+        // quotes and escapes, so a newline in it cannot forge a line.
+        info!(agent = %id, name = record.name.as_str(), "agent registered");
         self.inner.work.notify_waiters();
         Ok(record)
     }

@@ -100,3 +100,28 @@ async fn each_transition_logs_one_line_with_its_fields_and_no_payload() {
     );
     assert!(!text.contains(&result_of(&h.task(flow.id("summarize")).await).to_string()));
 }
+
+#[tokio::test]
+async fn a_caller_supplied_name_cannot_forge_a_line_in_the_text_log() {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = Harness::new();
+    h.agent("a\nINFO forged\r\u{1b}[2J", &["work"], 1).await;
+
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("agent registered"), "{text}");
+    for line in text.lines() {
+        assert!(!line.starts_with("INFO forged"), "a forged line:\n{text}");
+        assert!(!line.contains('\u{1b}') && !line.contains('\r'), "{line:?}");
+    }
+    assert!(
+        text.contains(r"a\nINFO forged"),
+        "the name, escaped: {text}"
+    );
+}

@@ -124,6 +124,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             .into_response()
         })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            auth::loopback_guard,
+        ))
 }
 
 /// Serves until `shutdown` resolves: then stops accepting, lets in-flight requests finish,

@@ -580,3 +580,149 @@ async fn with_no_tokens_configured_loopback_clients_are_operators() {
         .await;
     assert_status(&res, StatusCode::OK);
 }
+
+/// Sends `GET path` with extra headers, no token unless given.
+async fn get_with(
+    srv: &TestServer,
+    path: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (RawResponse, reqwest::header::HeaderMap) {
+    let mut rb = srv.client.get(format!("{}{path}", srv.url));
+    if let Some(t) = bearer {
+        rb = rb.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let res = rb.send().await.unwrap();
+    let status = res.status();
+    let head = res.headers().clone();
+    let content_type = head
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = res.bytes().await.unwrap().to_vec();
+    (
+        RawResponse {
+            status,
+            content_type,
+            body,
+        },
+        head,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_a_request_addressed_to_another_name_is_refused() {
+    let srv = TestServer::start().await;
+    let port = srv.url.rsplit(':').next().unwrap().to_owned();
+    // What a DNS-rebinding page sends: the attacker's name, resolved to 127.0.0.1.
+    for host in ["evil.example", &format!("evil.example:{port}"), "10.0.0.1"] {
+        for path in ["/v1/counts", "/healthz", "/"] {
+            let (res, _) = get_with(&srv, path, None, &[("host", host)]).await;
+            assert_problem(&res, StatusCode::FORBIDDEN, "host_not_loopback");
+        }
+    }
+    // A POST is refused before it changes anything.
+    let res = srv
+        .client
+        .post(format!("{}/v1/workflows", srv.url))
+        .header("host", "evil.example")
+        .json(&json!({"tasks": [task("a", &[])]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(srv.counts().await["total"], 0);
+    // Loopback names, with or without a port, pass.
+    for host in [
+        "localhost".to_owned(),
+        format!("localhost:{port}"),
+        format!("dashboard.localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "[::1]".to_owned(),
+    ] {
+        let (res, _) = get_with(&srv, "/v1/counts", None, &[("host", &host)]).await;
+        assert_status(&res, StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_a_cross_site_origin_is_refused() {
+    let srv = TestServer::start().await;
+    let port = srv.url.rsplit(':').next().unwrap().to_owned();
+    for origin in [
+        "https://evil.example",
+        "http://evil.example:80",
+        "null",
+        "http://127.0.0.1.evil.example",
+    ] {
+        let (res, _) = get_with(&srv, "/v1/counts", None, &[("origin", origin)]).await;
+        assert_problem(&res, StatusCode::FORBIDDEN, "cross_site_origin");
+    }
+    // A cross-site form post changes nothing.
+    let res = srv
+        .client
+        .post(format!("{}/v1/workflows", srv.url))
+        .header("origin", "https://evil.example")
+        .json(&json!({"tasks": [task("a", &[])]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(srv.counts().await["total"], 0);
+    // The dashboard's own requests, and other loopback origins, pass.
+    for origin in [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        format!("http://[::1]:{port}"),
+    ] {
+        let (res, _) = get_with(&srv, "/v1/counts", None, &[("origin", &origin)]).await;
+        assert_status(&res, StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_host_and_origin_are_not_checked() {
+    let srv = server().await;
+    let (res, _) = get_with(
+        &srv,
+        "/v1/counts",
+        Some(OPERATOR),
+        &[
+            ("host", "baton.internal:7700"),
+            ("origin", "https://ops.example"),
+        ],
+    )
+    .await;
+    assert_status(&res, StatusCode::OK);
+    // Without a token it is the token that is missing, not the name that is wrong.
+    let (res, _) = get_with(&srv, "/v1/counts", None, &[("host", "evil.example")]).await;
+    assert_problem(&res, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_401_names_the_bearer_scheme() {
+    let srv = server().await;
+    for bearer in [None, Some("wrong")] {
+        let (res, head) = get_with(&srv, "/v1/counts", bearer, &[]).await;
+        assert_problem(&res, StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(
+            head.get("www-authenticate").and_then(|v| v.to_str().ok()),
+            Some("Bearer realm=\"baton\""),
+        );
+    }
+    // Other refusals do not carry it.
+    let res = srv
+        .client
+        .post(format!("{}/v1/workflows", srv.url))
+        .bearer_auth(ALPHA)
+        .json(&json!({"tasks": [task("a", &[])]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.headers().get("www-authenticate").is_none());
+}

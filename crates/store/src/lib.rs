@@ -36,6 +36,7 @@ mod codec;
 mod decide;
 mod ids;
 pub mod postgres;
+mod redact;
 pub mod schedule;
 pub mod signal;
 pub mod sqlite;
@@ -46,6 +47,7 @@ pub use artifact::{
     ArtifactChunks, ArtifactMeta, ArtifactWriter, PutArtifact, StagedArtifact, ARTIFACT_CHUNK_BYTES,
 };
 pub use ids::{IdMatches, IdSuffix, TaskIdMatch};
+pub use redact::redact_url;
 pub use schedule::{ScheduleRecord, ScheduleWrite, TriggerRecord, TriggerWrite};
 pub use signal::{NewSignal, PutSignal, SignalRecord};
 

@@ -76,7 +76,7 @@ impl PgStore {
     /// Opens the store at `url` with `options`: creates the schema if missing, runs the
     /// missing migrations, then starts the writers.
     pub async fn open_with(url: &str, mut options: PgOptions) -> Result<PgStore, StoreError> {
-        let shown = redact(url);
+        let shown = crate::redact_url(url);
         let invalid = |detail: String| StoreError::InvalidUrl {
             url: shown.clone(),
             detail,
@@ -242,46 +242,9 @@ fn check_schema_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The URL without its password, for error messages.
-fn redact(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(start) = url.find("://").map(|i| i + 3) {
-        let rest = &url[start..];
-        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-        if let Some(at) = authority.rfind('@') {
-            if let Some(colon) = authority[..at].find(':') {
-                out = format!("{}{}:***{}", &url[..start], &rest[..colon], &rest[at..]);
-            }
-        }
-    }
-    if let Some(i) = out.find("password=") {
-        let from = i + "password=".len();
-        let to = out[from..].find(['&', ' ']).map_or(out.len(), |n| from + n);
-        out.replace_range(from..to, "***");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://baton:s3cret@db:5432/x"),
-            "postgres://baton:***@db:5432/x"
-        );
-        assert_eq!(redact("postgres://baton@db/x"), "postgres://baton@db/x");
-        assert_eq!(
-            redact("host=db user=baton password=s3cret dbname=x"),
-            "host=db user=baton password=*** dbname=x"
-        );
-        assert_eq!(
-            redact("postgresql://db/x?user=a&password=b&sslmode=disable"),
-            "postgresql://db/x?user=a&password=***&sslmode=disable"
-        );
-    }
 
     #[test]
     fn the_schema_parameter_is_taken_out_of_the_url() {
