@@ -6,14 +6,10 @@
 //! PostgreSQL is not optional here: the end-to-end tests use it only when asked to
 //! (`BATON_E2E_STORE=postgres`), and then fail without it.
 
-use std::io::Write;
 use std::path::PathBuf;
 
-/// `BATON_TEST_POSTGRES_URL`, by default `postgres://postgres@127.0.0.1:5432/test`.
-pub fn postgres_url() -> String {
-    std::env::var("BATON_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+// `postgres_url` and `missing`, as the store's tests have them.
+include!("../../../store/tests/common/skip.rs");
 
 /// Chromium and ChromeDriver (`BATON_CHROMIUM` and `BATON_CHROMEDRIVER`, else found on the
 /// `PATH` or in `/usr/bin`); `None` once the calling test is reported skipped: the test returns.
@@ -53,19 +49,4 @@ fn find_binary(names: &[&str], env: &str) -> Option<PathBuf> {
         }
     }
     None
-}
-
-/// Reports the calling test skipped for want of `service`, on stderr past the test harness's
-/// capture; or, with `BATON_REQUIRE_ALL=1`, fails it.
-pub fn missing(service: &str, why: &str, how: &str) {
-    let test = std::thread::current().name().unwrap_or("a test").to_owned();
-    let target = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_CRATE_NAME"));
-    if std::env::var("BATON_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("{target} {test} needs {service}: {why}; {how} (BATON_REQUIRE_ALL=1: nothing is skipped)");
-    }
-    let line = format!(
-        "SKIPPED (no {service}) {target} {test}: {why}; {how} (BATON_REQUIRE_ALL=1 makes this a failure)\n"
-    );
-    // One write, so that the line stays whole among the harness's.
-    let _ = std::io::stderr().write_all(line.as_bytes());
 }

@@ -26,6 +26,20 @@ use crate::{
 
 const TASK_COLUMNS: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
                             JOIN task_specs s ON s.task_id = t.id";
+/// The columns [`workflow_row`] reads.
+const WORKFLOW_COLUMNS: &str = "id, name, idempotency_key, created_at, outputs";
+
+/// A workflow from a row of [`WORKFLOW_COLUMNS`].
+fn workflow_row(row: &Row) -> Result<WorkflowRecord, StoreError> {
+    Ok(WorkflowRecord {
+        id: WorkflowId(get(row, 0)?),
+        name: get(row, 1)?,
+        idempotency_key: get(row, 2)?,
+        created_at: Timestamp(get::<i64>(row, 3)? as u64),
+        outputs: get(row, 4)?,
+    })
+}
+
 const TIMERS_SQL: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
     JOIN task_specs s ON s.task_id = t.id
     WHERE t.timer_at IS NOT NULL AND t.timer_at <= $1 AND (t.timer_at, t.id) > ($2, $3)
@@ -256,21 +270,11 @@ impl Store for PgStore {
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         let rows = self
             .query(
-                "SELECT name, idempotency_key, created_at, outputs FROM workflows WHERE id = $1",
+                &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1"),
                 &[&id.0],
             )
             .await?;
-        rows.first()
-            .map(|row| {
-                Ok(WorkflowRecord {
-                    id,
-                    name: get(row, 0)?,
-                    idempotency_key: get(row, 1)?,
-                    created_at: Timestamp(get::<i64>(row, 2)? as u64),
-                    outputs: get(row, 3)?,
-                })
-            })
-            .transpose()
+        rows.first().map(workflow_row).transpose()
     }
 
     async fn workflows(
@@ -282,22 +286,13 @@ impl Store for PgStore {
         let before = before.map(|w| w.0).unwrap_or(Uuid::max());
         let rows = self
             .query(
-                "SELECT id, name, idempotency_key, created_at, outputs FROM workflows
-                 WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                &format!(
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id < $1 ORDER BY id DESC LIMIT $2"
+                ),
                 &[&before, &limit],
             )
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(WorkflowRecord {
-                    id: WorkflowId(get(row, 0)?),
-                    name: get(row, 1)?,
-                    idempotency_key: get(row, 2)?,
-                    created_at: Timestamp(get::<i64>(row, 3)? as u64),
-                    outputs: get(row, 4)?,
-                })
-            })
-            .collect()
+        rows.iter().map(workflow_row).collect()
     }
 
     async fn ids_ending(&self, suffix: IdSuffix, limit: usize) -> Result<IdMatches, StoreError> {
@@ -322,21 +317,15 @@ impl Store for PgStore {
             .collect::<Result<_, StoreError>>()?;
         let workflows = self
             .query(
-                "SELECT id, name, idempotency_key, created_at, outputs FROM workflows
-                 WHERE right(replace(id::text, '-', ''), $2) = $1 ORDER BY id LIMIT $3",
+                &format!(
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows
+                     WHERE right(replace(id::text, '-', ''), $2) = $1 ORDER BY id LIMIT $3"
+                ),
                 &[&suffix, &digits, &limit],
             )
             .await?
             .iter()
-            .map(|row| {
-                Ok(WorkflowRecord {
-                    id: WorkflowId(get(row, 0)?),
-                    name: get(row, 1)?,
-                    idempotency_key: get(row, 2)?,
-                    created_at: Timestamp(get::<i64>(row, 3)? as u64),
-                    outputs: get(row, 4)?,
-                })
-            })
+            .map(workflow_row)
             .collect::<Result<_, StoreError>>()?;
         Ok(IdMatches { tasks, workflows })
     }

@@ -27,6 +27,20 @@ use crate::{
     ARTIFACT_CHUNK_BYTES, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
 };
 
+/// The columns [`workflow_row`] reads.
+const WORKFLOW_COLUMNS: &str = "id, name, idempotency_key, created_at, outputs";
+
+/// A workflow from a row of [`WORKFLOW_COLUMNS`].
+fn workflow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkflowRecord> {
+    Ok(WorkflowRecord {
+        id: WorkflowId(r.get(0)?),
+        name: r.get(1)?,
+        idempotency_key: r.get(2)?,
+        created_at: Timestamp(r.get::<_, i64>(3)? as u64),
+        outputs: r.get(4)?,
+    })
+}
+
 /// How a task is decoded from its `snapshot` and `spec` columns.
 type Decode = fn(TaskId, &str, &str) -> Result<Task, StoreError>;
 
@@ -300,21 +314,10 @@ impl Store for SqliteStore {
 
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         self.read(move |c| {
-            c.prepare_cached(
-                "SELECT name, idempotency_key, created_at, outputs FROM workflows WHERE id = ?1",
-            )
-            .and_then(|mut s| {
-                s.query_row([id.0], |r| {
-                    Ok(WorkflowRecord {
-                        id,
-                        name: r.get(0)?,
-                        idempotency_key: r.get(1)?,
-                        created_at: Timestamp(r.get::<_, i64>(2)? as u64),
-                        outputs: r.get(3)?,
-                    })
-                })
-                .optional()
-            })
+            c.prepare_cached(&format!(
+                "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1"
+            ))
+            .and_then(|mut s| s.query_row([id.0], workflow_row).optional())
             .map_err(db)
         })
         .await
@@ -329,21 +332,12 @@ impl Store for SqliteStore {
         let before = before.map(|w| w.0).unwrap_or(Uuid::max());
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT id, name, idempotency_key, created_at, outputs FROM workflows
-                     WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+                ))
                 .map_err(db)?;
             let rows = stmt
-                .query_map(params![before, limit], |r| {
-                    Ok(WorkflowRecord {
-                        id: WorkflowId(r.get(0)?),
-                        name: r.get(1)?,
-                        idempotency_key: r.get(2)?,
-                        created_at: Timestamp(r.get::<_, i64>(3)? as u64),
-                        outputs: r.get(4)?,
-                    })
-                })
+                .query_map(params![before, limit], workflow_row)
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<_>>().map_err(db)
         })
@@ -373,21 +367,12 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<_>>()
                 .map_err(db)?;
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT id, name, idempotency_key, created_at, outputs FROM workflows
-                     WHERE hex(id) LIKE ?1 ORDER BY id LIMIT ?2",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE hex(id) LIKE ?1 ORDER BY id LIMIT ?2"
+                ))
                 .map_err(db)?;
             let workflows = stmt
-                .query_map(params![pattern, limit], |r| {
-                    Ok(WorkflowRecord {
-                        id: WorkflowId(r.get(0)?),
-                        name: r.get(1)?,
-                        idempotency_key: r.get(2)?,
-                        created_at: Timestamp(r.get::<_, i64>(3)? as u64),
-                        outputs: r.get(4)?,
-                    })
-                })
+                .query_map(params![pattern, limit], workflow_row)
                 .map_err(db)?
                 .collect::<rusqlite::Result<_>>()
                 .map_err(db)?;

@@ -7,15 +7,11 @@
 //! CLI's tests.
 
 use std::error::Error;
-use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// `BATON_TEST_POSTGRES_URL`, by default `postgres://postgres@127.0.0.1:5432/test`.
-pub fn postgres_url() -> String {
-    std::env::var("BATON_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+// `postgres_url` and `missing`, shared with the server's tests.
+include!("skip.rs");
 
 /// The PostgreSQL server's URL if it answers a query (asked once per process); else `None`
 /// once the calling test is reported skipped: the test returns.
@@ -70,21 +66,6 @@ fn chain(e: tokio_postgres::Error) -> String {
         cause = c.source();
     }
     text
-}
-
-/// Reports the calling test skipped for want of `service`, on stderr past the test harness's
-/// capture; or, with `BATON_REQUIRE_ALL=1`, fails it.
-pub fn missing(service: &str, why: &str, how: &str) {
-    let test = std::thread::current().name().unwrap_or("a test").to_owned();
-    let target = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_CRATE_NAME"));
-    if std::env::var("BATON_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("{target} {test} needs {service}: {why}; {how} (BATON_REQUIRE_ALL=1: nothing is skipped)");
-    }
-    let line = format!(
-        "SKIPPED (no {service}) {target} {test}: {why}; {how} (BATON_REQUIRE_ALL=1 makes this a failure)\n"
-    );
-    // One write, so that the line stays whole among the harness's.
-    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// `url` without its password.
