@@ -103,6 +103,168 @@ pub struct WorkflowView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub unresolved: Option<Value>,
+    /// Set while an operator has paused the workflow (`POST /v1/workflows/{id}/pause`): tasks
+    /// created in it then start paused too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseView>,
+}
+
+/// An operator's pause.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PauseView {
+    /// The name of the token that paused it.
+    pub by: String,
+    pub reason: String,
+    /// Milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// `POST /v1/tasks/{id}/pause` and `POST /v1/workflows/{id}/pause`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PauseBody {
+    /// Why (required, 1 to 1,024 bytes): every operator action is audited with its reason.
+    #[serde(default)]
+    pub reason: String,
+    /// Take a task an agent holds back at once: its lease is revoked and the agent's next
+    /// report (a heartbeat) is refused with `task_paused`. Without it, a running agent finishes.
+    #[serde(default)]
+    pub now: bool,
+}
+
+/// `POST /v1/tasks/{id}/resume` and `POST /v1/workflows/{id}/resume`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ResumeBody {
+    /// Why (required, 1 to 1,024 bytes).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /v1/tasks/{id}/skip`: complete the task with this result in place of an agent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SkipBody {
+    /// Why (required, 1 to 1,024 bytes).
+    #[serde(default)]
+    pub reason: String,
+    /// The task's result: any JSON value but null. Its dependents see it as any result.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub result: Value,
+}
+
+/// `POST /v1/tasks/{id}/fail`: fail the task for good (no retry; its dependents are cancelled
+/// and it compensates).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FailBody {
+    /// Why (required, 1 to 1,024 bytes).
+    #[serde(default)]
+    pub reason: String,
+    /// The error recorded; by default kind `forced` and a message naming who and why.
+    #[serde(default)]
+    pub error: Option<ErrorReport>,
+}
+
+/// `POST /v1/tasks/{id}/rerun`: run the task and everything downstream of it again.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RerunBody {
+    /// Why (required, 1 to 1,024 bytes).
+    #[serde(default)]
+    pub reason: String,
+    /// A new input for the task (not for those downstream), checked as at submission:
+    /// templates may refer to its dependencies only.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub input: Option<Value>,
+    /// Only say what would rerun; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a rerun reopened (or would, with `dry_run`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RerunAnswer {
+    /// `false` for a dry run.
+    pub applied: bool,
+    /// The task first, then everything downstream of it, breadth first, each with its state
+    /// before the rerun.
+    pub tasks: Vec<RerunTaskView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RerunTaskView {
+    pub id: Uuid,
+    pub key: String,
+    pub state: StateKind,
+}
+
+/// A workflow paused or resumed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkflowControlAnswer {
+    pub workflow: Uuid,
+    /// How many of its tasks the action changed.
+    pub tasks_changed: usize,
+}
+
+/// `GET /v1/audit`: filters, all optional.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only actions by this token name.
+    pub actor: Option<String>,
+    /// Only actions on this workflow (or its tasks).
+    pub workflow: Option<Uuid>,
+    /// Only this action: `pause`, `resume`, `skip`, `fail`, `rerun`, `cancel`, `retry`,
+    /// `signal`.
+    pub action: Option<String>,
+    /// Only actions at or after this time (ms since the epoch).
+    pub since: Option<u64>,
+    /// Only actions before this time (ms since the epoch).
+    pub until: Option<u64>,
+    /// Entries older than this id: the `next` of the previous page.
+    pub before: Option<i64>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+/// One operator action.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditEntryView {
+    pub id: i64,
+    /// Milliseconds since the Unix epoch.
+    pub at: u64,
+    /// The name of the token that acted.
+    pub actor: String,
+    pub action: String,
+    pub workflow: Option<Uuid>,
+    /// The task acted on, for an action on one task.
+    pub task: Option<Uuid>,
+    pub reason: String,
+    /// What else the action carried and what it changed (`tasks_changed`, `now`, …).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub detail: Value,
+}
+
+/// A page of the audit log, newest first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntryView>,
+    /// Pass as `before` for the next (older) page; absent on the last.
+    pub next: Option<i64>,
 }
 
 /// Where a workflow stands as a whole.
@@ -223,6 +385,17 @@ pub struct TaskView<S = TaskSpec> {
     /// Every failed attempt, oldest first.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub errors: Vec<Value>,
+    /// Set while an operator has paused the task: `by` (the token's name), `reason`, `at` (ms
+    /// since the epoch). A paused task is not handed to agents and its timers stand still; an
+    /// agent already running it may finish (unless the pause took it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseView>,
+    /// The operator's control that last took an agent's lease away or ended the task (a skip,
+    /// a failure, a rerun, a pause with `now`): `event`, `by`, `reason`. A late report under
+    /// that lease is refused naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub overruled: Option<Value>,
     pub lease: Option<LeaseView>,
     pub deadlines: DeadlinesView,
     /// When the task last entered each state (ms since the epoch).

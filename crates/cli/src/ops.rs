@@ -1,4 +1,5 @@
-//! Operator commands: submit, tasks, show, watch, cancel, retry, signal, waiting, schedules,
+//! Operator commands: submit, tasks, show, watch, cancel, retry, pause, resume, skip, fail,
+//! rerun, audit, signal, waiting, schedules,
 //! triggers, agents, artifact, completions. Every call goes through [`baton_client::Client`]; tables by default, JSON with `--output json`.
 
 use std::future::Future;
@@ -92,6 +93,63 @@ pub enum OpsCommand {
         /// Task id, or its last hex digits.
         id: IdArg,
     },
+    /// Pause a task, or a whole workflow with --workflow: no agent is handed it and its
+    /// timers stand still until resumed. A running agent finishes unless --now.
+    Pause {
+        /// Task id (workflow id with --workflow), or its last hex digits.
+        id: IdArg,
+        /// ID is a workflow: pause every task of it that has not ended, and those created later.
+        #[arg(long)]
+        workflow: bool,
+        /// Take tasks agents hold back at once (their leases are revoked).
+        #[arg(long)]
+        now: bool,
+        /// Why (required): recorded in the audit log.
+        #[arg(long, value_name = "R")]
+        reason: String,
+    },
+    /// Resume a paused task, or a whole workflow with --workflow: timers go on with the
+    /// time they had left.
+    Resume {
+        /// Task id (workflow id with --workflow), or its last hex digits.
+        id: IdArg,
+        /// ID is a workflow: resume every paused task of it.
+        #[arg(long)]
+        workflow: bool,
+        /// Why (required): recorded in the audit log.
+        #[arg(long, value_name = "R")]
+        reason: String,
+    },
+    /// Complete a task with a result in place of an agent: its dependents proceed.
+    Skip {
+        /// Task id, or its last hex digits.
+        id: IdArg,
+        /// The result, as JSON (any value but null).
+        #[arg(long, value_name = "JSON")]
+        result: String,
+        /// Why (required): recorded in the audit log.
+        #[arg(long, value_name = "R")]
+        reason: String,
+    },
+    /// Fail a task for good: no retry; its dependents are cancelled and it compensates.
+    Fail {
+        /// Task id, or its last hex digits.
+        id: IdArg,
+        /// Error kind recorded (default `forced`).
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// Error message recorded (default: who failed it and why).
+        #[arg(long, value_name = "TEXT", requires = "kind")]
+        message: Option<String>,
+        /// Why (required): recorded in the audit log.
+        #[arg(long, value_name = "R")]
+        reason: String,
+    },
+    /// Rerun a task and everything downstream of it, with fresh attempts; upstream keeps its
+    /// results. --dry-run lists what would rerun.
+    Rerun(control::RerunArgs),
+    /// The audit log: every operator action, newest first.
+    Audit(control::AuditArgs),
     /// Send a signal to a workflow: complete (or with --reject, fail) its tasks waiting for it.
     Signal(signal::SignalArgs),
     /// List the tasks waiting for a signal (what people are asked to approve).
@@ -197,6 +255,46 @@ async fn dispatch(global: &Global, cmd: OpsCommand) -> anyhow::Result<()> {
         OpsCommand::Retry { id } => {
             let id = resolve(&client, &id, Kind::Task).await?;
             control::retry(&client, id, output).await
+        }
+        OpsCommand::Pause {
+            id,
+            workflow,
+            now,
+            reason,
+        } => {
+            let kind = if workflow { Kind::Workflow } else { Kind::Task };
+            let id = resolve(&client, &id, kind).await?;
+            control::pause(&client, id, workflow, now, &reason, output).await
+        }
+        OpsCommand::Resume {
+            id,
+            workflow,
+            reason,
+        } => {
+            let kind = if workflow { Kind::Workflow } else { Kind::Task };
+            let id = resolve(&client, &id, kind).await?;
+            control::resume(&client, id, workflow, &reason, output).await
+        }
+        OpsCommand::Skip { id, result, reason } => {
+            let id = resolve(&client, &id, Kind::Task).await?;
+            control::skip(&client, id, &result, &reason, output).await
+        }
+        OpsCommand::Fail {
+            id,
+            kind,
+            message,
+            reason,
+        } => {
+            let id = resolve(&client, &id, Kind::Task).await?;
+            control::fail(&client, id, kind, message, &reason, output).await
+        }
+        OpsCommand::Rerun(args) => {
+            let id = resolve(&client, &args.id, Kind::Task).await?;
+            control::rerun(&client, id, &args, output).await
+        }
+        OpsCommand::Audit(args) => {
+            let workflow = resolve_opt(&client, args.workflow.as_ref(), Kind::Workflow).await?;
+            control::audit(&client, &args, workflow, output).await
         }
         OpsCommand::Agents => inspect::agents(&client, output).await,
         OpsCommand::Signal(args) => signal::signal(&client, &args, output).await,

@@ -443,6 +443,98 @@ impl Client {
             .await
     }
 
+    /// Pauses a task (`now`: take it from its agent at once); `reason` is required.
+    pub async fn pause_task(&self, id: Uuid, reason: &str, now: bool) -> Result<ReportAnswer> {
+        let body = PauseBody {
+            reason: reason.to_owned(),
+            now,
+        };
+        self.post(&format!("/v1/tasks/{id}/pause"), &body).await
+    }
+
+    pub async fn resume_task(&self, id: Uuid, reason: &str) -> Result<ReportAnswer> {
+        let body = ResumeBody {
+            reason: reason.to_owned(),
+        };
+        self.post(&format!("/v1/tasks/{id}/resume"), &body).await
+    }
+
+    /// Completes a task with `result` in place of an agent.
+    pub async fn skip_task(&self, id: Uuid, reason: &str, result: Value) -> Result<ReportAnswer> {
+        let body = SkipBody {
+            reason: reason.to_owned(),
+            result,
+        };
+        self.post(&format!("/v1/tasks/{id}/skip"), &body).await
+    }
+
+    /// Fails a task for good, with `error` (kind `forced` when absent).
+    pub async fn fail_task(
+        &self,
+        id: Uuid,
+        reason: &str,
+        error: Option<baton_core::ErrorReport>,
+    ) -> Result<ReportAnswer> {
+        let body = FailBody {
+            reason: reason.to_owned(),
+            error,
+        };
+        self.post(&format!("/v1/tasks/{id}/fail"), &body).await
+    }
+
+    /// Reruns a task and everything downstream of it (`dry_run`: only say what would rerun).
+    pub async fn rerun_task(&self, id: Uuid, body: &RerunBody) -> Result<RerunAnswer> {
+        self.post(&format!("/v1/tasks/{id}/rerun"), body).await
+    }
+
+    pub async fn pause_workflow(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: bool,
+    ) -> Result<WorkflowControlAnswer> {
+        let body = PauseBody {
+            reason: reason.to_owned(),
+            now,
+        };
+        self.post(&format!("/v1/workflows/{id}/pause"), &body).await
+    }
+
+    pub async fn resume_workflow(&self, id: Uuid, reason: &str) -> Result<WorkflowControlAnswer> {
+        let body = ResumeBody {
+            reason: reason.to_owned(),
+        };
+        self.post(&format!("/v1/workflows/{id}/resume"), &body)
+            .await
+    }
+
+    /// A page of the audit log, newest first.
+    pub async fn audit(&self, q: &AuditQuery) -> Result<AuditPage> {
+        let mut query = Vec::new();
+        if let Some(a) = &q.actor {
+            query.push(format!("actor={}", segment(a)));
+        }
+        if let Some(w) = q.workflow {
+            query.push(format!("workflow={w}"));
+        }
+        if let Some(a) = &q.action {
+            query.push(format!("action={}", segment(a)));
+        }
+        if let Some(t) = q.since {
+            query.push(format!("since={t}"));
+        }
+        if let Some(t) = q.until {
+            query.push(format!("until={t}"));
+        }
+        if let Some(b) = q.before {
+            query.push(format!("before={b}"));
+        }
+        if let Some(l) = q.limit {
+            query.push(format!("limit={l}"));
+        }
+        self.get(&format!("/v1/audit?{}", query.join("&"))).await
+    }
+
     pub async fn agents(&self) -> Result<Vec<AgentView>> {
         self.get("/v1/agents").await
     }

@@ -18,7 +18,8 @@ use crate::lifecycle::{Cond, EffectKind, Guard, Lifecycle, Rule, DEFAULT};
 use crate::retry::backoff_ms;
 use crate::spec::{AgentLostPolicy, CompensationSpec, SpecError, TaskSpec};
 use crate::task::{
-    CancelReason, DeadlineKind, Deadlines, EnteredAt, Lease, State, StateKind, Task, TaskError,
+    CancelReason, DeadlineKind, Deadlines, EnteredAt, Lease, Overruled, Paused, State, StateKind,
+    Task, TaskError,
 };
 use crate::template::{is_template, Unresolved, INPUT_UNRESOLVED};
 
@@ -120,6 +121,13 @@ pub enum Refusal {
     Conflict { detail: String },
     /// The submitted spec is out of bounds.
     InvalidSpec { field: String, expected: String },
+    /// An operator took the report's lease away, or ended or reopened the task (`by_event`):
+    /// the agent must stop working on it.
+    Overruled {
+        by_event: EventKind,
+        by: String,
+        reason: String,
+    },
 }
 
 impl Refusal {
@@ -132,6 +140,12 @@ impl Refusal {
             Refusal::Duplicate => "duplicate",
             Refusal::Conflict { .. } => "conflict",
             Refusal::InvalidSpec { .. } => "invalid_spec",
+            Refusal::Overruled { by_event, .. } => match by_event {
+                EventKind::SkipRequested => "task_skipped",
+                EventKind::FailRequested => "task_failed_by_operator",
+                EventKind::Reopened => "task_rerun",
+                _ => "task_paused",
+            },
         }
     }
 }
@@ -226,11 +240,19 @@ impl fmt::Display for Rejection {
         let state = self.state.map_or("new", StateKind::name);
         write!(f, "task {} ({state}) refused `{}`: ", self.task, self.event)?;
         match &self.refusal {
-            Refusal::NotAccepted { accepted } if accepted.is_empty() => {
+            // A completed task takes nothing but an operator's rerun.
+            Refusal::NotAccepted { accepted }
+                if accepted.is_empty() || self.state == Some(StateKind::Completed) =>
+            {
                 let lower = state.to_lowercase();
+                let rerun = if accepted.contains(&EventKind::Reopened) {
+                    " (an operator can still rerun it)"
+                } else {
+                    ""
+                };
                 write!(
                     f,
-                    "the task is {lower}, which is final: it cannot take {}",
+                    "the task is {lower}, which is final: it cannot take {}{rerun}",
                     self.event.in_words()
                 )
             }
@@ -282,6 +304,23 @@ impl fmt::Display for Rejection {
             Refusal::Conflict { detail } => f.write_str(detail),
             Refusal::InvalidSpec { field, expected } => {
                 write!(f, "invalid `{field}`: expected {expected}")
+            }
+            Refusal::Overruled {
+                by_event,
+                by,
+                reason,
+            } => {
+                let what = match by_event {
+                    EventKind::SkipRequested => "skipped (completed with an operator's result)",
+                    EventKind::FailRequested => "failed for good by an operator",
+                    EventKind::Reopened => "reopened for a rerun",
+                    _ => "paused and taken back from its agent",
+                };
+                write!(
+                    f,
+                    "the task was {what} by {by} ({reason}); the report's lease no longer \
+                     counts: stop working on it"
+                )
             }
         }
     }
@@ -342,8 +381,10 @@ impl Lifecycle {
             input: sub.input.clone(),
             expanded: None,
             wake_at: None,
+            paused: None,
+            overruled: None,
         };
-        task.state = enter(rule, &task, &event, now);
+        task.state = enter(rule, &task, &event, now, now);
         task.wake_at = wake_after(rule, &task, now);
         if let State::Failed { error, .. } = &task.state {
             task.errors.push(error.clone());
@@ -409,15 +450,79 @@ impl Lifecycle {
                 next.attempt += 1;
                 next.attempts_allowed = task.attempt + task.spec.retry.max_attempts;
             }
+            Event::PauseRequested {
+                requested_by,
+                reason,
+                ..
+            } if task.paused.is_none() => {
+                next.paused = Some(Paused {
+                    by: requested_by.clone(),
+                    reason: reason.clone(),
+                    at: now,
+                    frozen_at: None,
+                })
+            }
+            Event::Reopened { input, .. } => {
+                next.attempt += 1;
+                next.attempts_allowed = task.attempt + task.spec.retry.max_attempts;
+                next.input = None;
+                next.wake_at = None;
+                if let Some(input) = input {
+                    next.spec = Arc::new(TaskSpec {
+                        input: input.clone(),
+                        ..(*task.spec).clone()
+                    });
+                }
+            }
             _ => {}
         }
-        next.state = enter(rule, &next, event, now);
-        next.wake_at = wake_after(rule, &next, now);
-        if let State::Failed { error, .. } = &next.state {
-            next.errors.push(error.clone());
+        // A paused task's timers stop once no agent runs it: they are armed from the moment
+        // they stopped, and a resume moves them on by the time the pause lasted.
+        let leased = matches!(rule.to, StateKind::Assigned | StateKind::Executing);
+        let clock = match next.paused.as_mut() {
+            Some(p) if !leased => *p.frozen_at.get_or_insert(now),
+            _ => now,
+        };
+        let holds = matches!(
+            event,
+            Event::PauseRequested { .. } | Event::ResumeRequested { .. }
+        ) && rule.from == Some(rule.to);
+        if holds {
+            // A pause or resume leaves the task where it is, timers and all.
+            if let Event::ResumeRequested { .. } = event {
+                let frozen = task.paused.as_ref().and_then(|p| p.frozen_at);
+                next.paused = None;
+                if let Some(frozen) = frozen {
+                    resume_timers(&mut next, now.0.saturating_sub(frozen.0));
+                }
+            }
+        } else {
+            next.state = enter(rule, &next, event, now, clock);
+            next.wake_at = wake_after(rule, &next, clock);
+            if let State::Failed { error, .. } = &next.state {
+                next.errors.push(error.clone());
+            }
+            if rule.has_effect(EffectKind::Timers) {
+                next.deadlines = deadlines_after(rule, &task.deadlines, &task.spec, clock);
+            }
         }
-        if rule.has_effect(EffectKind::Timers) {
-            next.deadlines = deadlines_after(rule, &task.deadlines, &task.spec, now);
+        if next.state.is_terminal() {
+            next.paused = None;
+        }
+        if let Some((by, reason)) = event.control() {
+            let overrules = rule.has_effect(EffectKind::RevokeLease)
+                || !matches!(
+                    event,
+                    Event::PauseRequested { .. } | Event::ResumeRequested { .. }
+                );
+            if overrules {
+                next.overruled = Some(Overruled {
+                    by_event: event.kind(),
+                    by: by.to_owned(),
+                    reason: reason.to_owned(),
+                    token: task.fencing_token,
+                });
+            }
         }
         if rule.from != Some(rule.to) {
             next.entered_at.0[rule.to.index()] = Some(now);
@@ -474,7 +579,36 @@ impl Lifecycle {
 
 /// Refusals that come before the table: duplicates, stale leases and contradictions.
 fn precheck(task: &Task, event: &Event) -> Option<Refusal> {
+    if let (Some((_, token)), Some(o)) = (event.report(), &task.overruled) {
+        let current = task.state.lease().is_some_and(|l| l.token == token);
+        if o.token == token && !current {
+            return Some(Refusal::Overruled {
+                by_event: o.by_event,
+                by: o.by.clone(),
+                reason: o.reason.clone(),
+            });
+        }
+    }
     match (event, &task.state) {
+        (Event::Reopened { root, input, .. }, _) => {
+            if input.is_some() && *root != task.spec.key {
+                Some(Refusal::Conflict {
+                    detail: format!(
+                        "only the task a rerun starts from (`{root}`) takes a new input"
+                    ),
+                })
+            } else if task.expanded.is_some() {
+                Some(Refusal::Conflict {
+                    detail: format!(
+                        "`{}` has expanded its for_each into tasks; a rerun through a fan-out \
+                         that expanded is not supported",
+                        task.spec.key
+                    ),
+                })
+            } else {
+                None
+            }
+        }
         (Event::Submitted(_), _) => Some(Refusal::Conflict {
             detail: "the task already exists".into(),
         }),
@@ -807,6 +941,14 @@ fn eval(cond: Cond, task: Option<&Task>, event: &Event, now: Timestamp) -> Resul
             } => Ok(()),
             _ => Err("the signal does not reject".into()),
         },
+        Cond::Paused => match task.and_then(|t| t.paused.as_ref()) {
+            Some(_) => Ok(()),
+            None => Err("the task is not paused".into()),
+        },
+        Cond::PausesNow => match event {
+            Event::PauseRequested { now: true, .. } => Ok(()),
+            _ => Err("the pause lets the agent finish".into()),
+        },
         Cond::TimeoutRequeues => match event {
             Event::TimeoutExpired {
                 deadline: DeadlineKind::Start,
@@ -836,6 +978,8 @@ fn other_upstream_ended(event: &Event) -> Option<&TaskKey> {
 pub const AGENT_LOST: &str = "agent_lost";
 /// Error kind recorded when a signal rejects what its task waited for.
 pub const REJECTED: &str = "rejected";
+/// Error kind recorded when an operator fails a task without naming one.
+pub const FORCED: &str = "forced";
 
 /// When a task released at `now` wakes, if it waits for a timer at all: the end of its sleep,
 /// or the later of its `not_before` and its `delay_ms` from now when that is ahead.
@@ -863,6 +1007,22 @@ fn wake_after(rule: &Rule, task: &Task, now: Timestamp) -> Option<Timestamp> {
     }
 }
 
+/// Moves a resumed task's stopped timers on by `ms`, the time its pause held them: each fires
+/// with the time it had left when it stopped.
+fn resume_timers(task: &mut Task, ms: u64) {
+    for kind in DeadlineKind::ALL {
+        let at = task.deadlines.get(kind).map(|at| at.plus_ms(ms));
+        task.deadlines.set(kind, at);
+    }
+    task.wake_at = task.wake_at.map(|at| at.plus_ms(ms));
+    if let State::Failed {
+        retry_at: Some(at), ..
+    } = &mut task.state
+    {
+        *at = at.plus_ms(ms);
+    }
+}
+
 /// The first of `deps` not in `completed`, in time linear in both.
 fn first_missing<'a>(deps: &'a [TaskKey], completed: &[TaskKey]) -> Option<&'a TaskKey> {
     if deps.is_empty() {
@@ -887,7 +1047,7 @@ fn failure_kind(event: &Event) -> Result<(Cow<'_, str>, bool), String> {
 
 /// The state a rule enters, with its data taken from the event. `task` already carries the
 /// rule's bookkeeping (new fencing token, attempt).
-fn enter(rule: &Rule, task: &Task, event: &Event, now: Timestamp) -> State {
+fn enter(rule: &Rule, task: &Task, event: &Event, now: Timestamp, clock: Timestamp) -> State {
     match rule.to {
         StateKind::Blocked => State::Blocked,
         StateKind::Pending => State::Pending,
@@ -945,6 +1105,10 @@ fn enter(rule: &Rule, task: &Task, event: &Event, now: Timestamp) -> State {
                 result: data.clone(),
                 token: task.fencing_token,
             },
+            Event::SkipRequested { result, .. } => State::Completed {
+                result: result.clone(),
+                token: task.fencing_token,
+            },
             Event::TimerFired => State::Completed {
                 result: serde_json::json!({ "slept_ms": task.spec.sleep_ms.unwrap_or(0) }),
                 token: task.fencing_token,
@@ -955,7 +1119,7 @@ fn enter(rule: &Rule, task: &Task, event: &Event, now: Timestamp) -> State {
             let error = failure(task, event, now);
             let retry_at = rule
                 .has_effect(EffectKind::ScheduleRetry)
-                .then(|| now.plus_ms(backoff_ms(&task.spec.retry, task.attempt, task.seed)));
+                .then(|| clock.plus_ms(backoff_ms(&task.spec.retry, task.attempt, task.seed)));
             State::Failed { error, retry_at }
         }
         StateKind::Cancelled => State::Cancelled {
@@ -1026,6 +1190,23 @@ fn failure(task: &Task, event: &Event, now: Timestamp) -> TaskError {
             message: format!("signal `{signal}` from {sent_by} rejected it: {reason}"),
             retryable: false,
             token: None,
+            at: now,
+        },
+        Event::FailRequested {
+            requested_by,
+            reason,
+            error,
+        } => TaskError {
+            attempt: task.attempt,
+            kind: error
+                .as_ref()
+                .map_or_else(|| FORCED.to_owned(), |e| e.kind.clone()),
+            message: match error {
+                Some(e) => e.message.clone(),
+                None => format!("failed by {requested_by}: {reason}"),
+            },
+            retryable: false,
+            token,
             at: now,
         },
         other => match other.unresolved() {

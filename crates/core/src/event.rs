@@ -176,6 +176,44 @@ pub enum Event {
     },
     /// The task's wake-up time passed: its delay (`not_before`, `delay_ms`) or its sleep.
     TimerFired,
+    /// An operator pauses the task: no agent is handed it and its timers stop counting until it
+    /// is resumed. An agent already running it finishes, unless `now` takes it back at once.
+    PauseRequested {
+        requested_by: String,
+        reason: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        now: bool,
+    },
+    /// An operator resumes a paused task; its timers count again from the time they had left.
+    ResumeRequested {
+        requested_by: String,
+        reason: String,
+    },
+    /// An operator completes the task with `result` in place of an agent (a person did the work,
+    /// or it is not needed): its dependents proceed.
+    SkipRequested {
+        requested_by: String,
+        reason: String,
+        result: Value,
+    },
+    /// An operator fails the task for good, with `error` (kind `forced` and the reason when
+    /// absent): no retry follows, its dependents are cancelled and it compensates.
+    FailRequested {
+        requested_by: String,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorReport>,
+    },
+    /// An operator reruns the task (`root`), or a task downstream of it, from the start: it waits
+    /// for its dependencies again and runs with fresh attempts. `input`, on the root only,
+    /// replaces its spec's input.
+    Reopened {
+        requested_by: String,
+        reason: String,
+        root: TaskKey,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<Value>,
+    },
 }
 
 /// An event's name without its data.
@@ -203,10 +241,15 @@ pub enum EventKind {
     CancelRequested,
     SignalReceived,
     TimerFired,
+    PauseRequested,
+    ResumeRequested,
+    SkipRequested,
+    FailRequested,
+    Reopened,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::Submitted,
         EventKind::DependencyAdded,
         EventKind::SubtasksAdded,
@@ -227,6 +270,11 @@ impl EventKind {
         EventKind::CancelRequested,
         EventKind::SignalReceived,
         EventKind::TimerFired,
+        EventKind::PauseRequested,
+        EventKind::ResumeRequested,
+        EventKind::SkipRequested,
+        EventKind::FailRequested,
+        EventKind::Reopened,
     ];
 
     /// The kind named `name` (as [`EventKind::as_str`] writes it).
@@ -256,6 +304,11 @@ impl EventKind {
             EventKind::CancelRequested => "cancel_requested",
             EventKind::SignalReceived => "signal_received",
             EventKind::TimerFired => "timer_fired",
+            EventKind::PauseRequested => "pause_requested",
+            EventKind::ResumeRequested => "resume_requested",
+            EventKind::SkipRequested => "skip_requested",
+            EventKind::FailRequested => "fail_requested",
+            EventKind::Reopened => "reopened",
         }
     }
 }
@@ -284,6 +337,11 @@ impl EventKind {
             EventKind::CancelRequested => "a cancellation",
             EventKind::SignalReceived => "a signal",
             EventKind::TimerFired => "its timer",
+            EventKind::PauseRequested => "a pause",
+            EventKind::ResumeRequested => "a resume",
+            EventKind::SkipRequested => "a skip",
+            EventKind::FailRequested => "an operator's failure",
+            EventKind::Reopened => "a rerun",
         }
     }
 }
@@ -326,6 +384,11 @@ impl Event {
             Event::CancelRequested { .. } => EventKind::CancelRequested,
             Event::SignalReceived { .. } => EventKind::SignalReceived,
             Event::TimerFired => EventKind::TimerFired,
+            Event::PauseRequested { .. } => EventKind::PauseRequested,
+            Event::ResumeRequested { .. } => EventKind::ResumeRequested,
+            Event::SkipRequested { .. } => EventKind::SkipRequested,
+            Event::FailRequested { .. } => EventKind::FailRequested,
+            Event::Reopened { .. } => EventKind::Reopened,
         }
     }
 
@@ -339,6 +402,11 @@ impl Event {
             | Event::SubtasksAdded { agent, .. } => Actor::Agent { agent: *agent },
             Event::RetryRequested { requested_by }
             | Event::CancelRequested { requested_by, .. }
+            | Event::PauseRequested { requested_by, .. }
+            | Event::ResumeRequested { requested_by, .. }
+            | Event::SkipRequested { requested_by, .. }
+            | Event::FailRequested { requested_by, .. }
+            | Event::Reopened { requested_by, .. }
             | Event::SignalReceived {
                 sent_by: requested_by,
                 ..
@@ -346,6 +414,37 @@ impl Event {
                 name: requested_by.clone(),
             },
             _ => Actor::Engine,
+        }
+    }
+
+    /// An operator's control (pause, resume, skip, fail, rerun): who asked and why.
+    pub fn control(&self) -> Option<(&str, &str)> {
+        match self {
+            Event::PauseRequested {
+                requested_by,
+                reason,
+                ..
+            }
+            | Event::ResumeRequested {
+                requested_by,
+                reason,
+            }
+            | Event::SkipRequested {
+                requested_by,
+                reason,
+                ..
+            }
+            | Event::FailRequested {
+                requested_by,
+                reason,
+                ..
+            }
+            | Event::Reopened {
+                requested_by,
+                reason,
+                ..
+            } => Some((requested_by, reason)),
+            _ => None,
         }
     }
 
@@ -386,6 +485,7 @@ impl Task {
             (Timer::Retry, _) => Some(Event::Retry),
             (Timer::Wake, _) => Some(Event::TimerFired),
             (Timer::Deadline(deadline), _) => Some(Event::TimeoutExpired { deadline }),
+            (Timer::Frozen, _) => None,
         }
     }
 }

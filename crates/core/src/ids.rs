@@ -117,6 +117,10 @@ impl fmt::Display for FencingToken {
 pub struct Timestamp(pub u64);
 
 impl Timestamp {
+    /// Later than any time a timer is armed for: what a paused task's stopped timers are due.
+    /// It fits an `i64`, as the stores keep it.
+    pub const NEVER: Timestamp = Timestamp(i64::MAX as u64);
+
     pub fn plus_ms(self, ms: u64) -> Timestamp {
         Timestamp(self.0.saturating_add(ms))
     }

@@ -40,7 +40,7 @@ pub use spec::{
     AgentLostPolicy, CompensationSpec, RetryPolicy, SpecError, TaskSpec, Timeouts, WaitFor,
 };
 pub use task::{
-    CancelReason, DeadlineKind, Deadlines, EnteredAt, Lease, State, StateKind, Task, TaskError,
-    Timer,
+    CancelReason, DeadlineKind, Deadlines, EnteredAt, Lease, Overruled, Paused, State, StateKind,
+    Task, TaskError, Timer,
 };
 pub use template::{Unresolved, INPUT_UNRESOLVED};

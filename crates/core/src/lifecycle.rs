@@ -67,6 +67,10 @@ pub enum Cond {
     WaitsForSignal,
     /// The signal rejects what the task waited for.
     Rejects,
+    /// An operator has paused the task.
+    Paused,
+    /// The pause takes the task back from its agent at once (`now`).
+    PausesNow,
 }
 
 impl Cond {
@@ -96,6 +100,8 @@ impl Cond {
             Cond::Sleeps => "sleeps",
             Cond::WaitsForSignal => "waits for the signal",
             Cond::Rejects => "rejects",
+            Cond::Paused => "paused",
+            Cond::PausesNow => "now",
         }
     }
 }
@@ -262,8 +268,8 @@ pub static DEFAULT_RULES: &[Rule] = &[
     rule(Some(S::Blocked), E::DependenciesMet, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), not(Cond::Expanded), is(Cond::InputResolved), not(Cond::Delayed)], S::Pending, &[WakeAgents, Timers]),
     rule(Some(S::Blocked), E::DependenciesMet, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), not(Cond::Expanded), is(Cond::InputResolved), is(Cond::Delayed)], S::Blocked, &[Timers]),
     // Durable timers: a delayed task becomes ready when it wakes; a sleeping one completes.
-    rule(Some(S::Blocked), E::TimerFired, &[is(Cond::WakeDue), not(Cond::Sleeps)], S::Pending, &[WakeAgents, Timers]),
-    rule(Some(S::Blocked), E::TimerFired, &[is(Cond::WakeDue), is(Cond::Sleeps)], S::Completed, &[Timers, ReleaseDependents]),
+    rule(Some(S::Blocked), E::TimerFired, &[not(Cond::Paused), is(Cond::WakeDue), not(Cond::Sleeps)], S::Pending, &[WakeAgents, Timers]),
+    rule(Some(S::Blocked), E::TimerFired, &[not(Cond::Paused), is(Cond::WakeDue), is(Cond::Sleeps)], S::Completed, &[Timers, ReleaseDependents]),
     // An input template found nothing in the results: the task cannot run, whatever retries.
     rule(Some(S::Blocked), E::DependenciesMet, &[is(Cond::DependenciesMet), not(Cond::AwaitsExpansion), not(Cond::Expanded), not(Cond::InputResolved)], S::Failed, FINAL_FAILURE),
     // Fan-out: the release of a `for_each` task expands it into one task per element, which it
@@ -276,12 +282,12 @@ pub static DEFAULT_RULES: &[Rule] = &[
     rule(Some(S::Blocked), E::UpstreamFailed, &[is(Cond::IsDependency)], S::Cancelled, &[FailDependents, Compensate]),
     rule(Some(S::Blocked), E::CancelRequested, &[], S::Cancelled, &[FailDependents, Compensate]),
     // Ready.
-    rule(Some(S::Pending), E::AgentAssigned, &[not(Cond::WaitsForSignal), is(Cond::HasCapabilities)], S::Assigned, &[Timers]),
+    rule(Some(S::Pending), E::AgentAssigned, &[not(Cond::Paused), not(Cond::WaitsForSignal), is(Cond::HasCapabilities)], S::Assigned, &[Timers]),
     // A signal task is ready when it waits for its signal, which completes it or rejects it.
-    rule(Some(S::Pending), E::SignalReceived, &[is(Cond::WaitsForSignal), not(Cond::Rejects)], S::Completed, &[Timers, ReleaseDependents]),
-    rule(Some(S::Pending), E::SignalReceived, &[is(Cond::WaitsForSignal), is(Cond::Rejects)], S::Failed, FINAL_FAILURE),
-    rule(Some(S::Pending), E::TimeoutExpired, &[is(Cond::DeadlinePassed), is(Cond::RetryAllowed)], S::Failed, &[Timers, ScheduleRetry]),
-    rule(Some(S::Pending), E::TimeoutExpired, &[is(Cond::DeadlinePassed), not(Cond::RetryAllowed)], S::Failed, FINAL_FAILURE),
+    rule(Some(S::Pending), E::SignalReceived, &[not(Cond::Paused), is(Cond::WaitsForSignal), not(Cond::Rejects)], S::Completed, &[Timers, ReleaseDependents]),
+    rule(Some(S::Pending), E::SignalReceived, &[not(Cond::Paused), is(Cond::WaitsForSignal), is(Cond::Rejects)], S::Failed, FINAL_FAILURE),
+    rule(Some(S::Pending), E::TimeoutExpired, &[not(Cond::Paused), is(Cond::DeadlinePassed), is(Cond::RetryAllowed)], S::Failed, &[Timers, ScheduleRetry]),
+    rule(Some(S::Pending), E::TimeoutExpired, &[not(Cond::Paused), is(Cond::DeadlinePassed), not(Cond::RetryAllowed)], S::Failed, FINAL_FAILURE),
     rule(Some(S::Pending), E::CancelRequested, &[], S::Cancelled, FINAL_FAILURE),
     // Leased, not yet started.
     rule(Some(S::Assigned), E::ExecutionStarted, &[is(Cond::LeaseCurrent)], S::Executing, &[Timers]),
@@ -305,7 +311,7 @@ pub static DEFAULT_RULES: &[Rule] = &[
     rule(Some(S::Executing), E::AgentLost, &[is(Cond::LeaseCurrent), not(Cond::RequeueOnAgentLost), not(Cond::RetryAllowed)], S::Failed, FINAL_FAILURE_REVOKED),
     rule(Some(S::Executing), E::CancelRequested, &[], S::Cancelled, FINAL_FAILURE_REVOKED),
     // Failed, waiting for a retry.
-    rule(Some(S::Failed), E::Retry, &[is(Cond::RetryScheduled), is(Cond::BackoffElapsed)], S::Pending, &[WakeAgents, Timers]),
+    rule(Some(S::Failed), E::Retry, &[not(Cond::Paused), is(Cond::RetryScheduled), is(Cond::BackoffElapsed)], S::Pending, &[WakeAgents, Timers]),
     rule(Some(S::Failed), E::CancelRequested, &[is(Cond::RetryScheduled)], S::Cancelled, FINAL_FAILURE),
     // Reopening by an operator.
     reopen(S::Failed, E::RetryRequested, &[not(Cond::RetryScheduled), not(Cond::AwaitsInput)], S::Pending, &[WakeAgents, Timers, ReviveDependents]),
@@ -318,6 +324,43 @@ pub static DEFAULT_RULES: &[Rule] = &[
     // Decomposition under a cancelled dependent: it records the new dependency, so that a
     // revival finds it waiting for the sub-tasks too.
     rule(Some(S::Cancelled), E::DependencyAdded, &[], S::Cancelled, &[]),
+    // Operators in control. A pause holds the task where it is: no agent is handed it and its
+    // timers stop; an agent running it finishes, unless the pause takes it back `now`.
+    rule(Some(S::Blocked), E::PauseRequested, &[not(Cond::Paused)], S::Blocked, &[]),
+    rule(Some(S::Pending), E::PauseRequested, &[not(Cond::Paused)], S::Pending, &[]),
+    rule(Some(S::Assigned), E::PauseRequested, &[not(Cond::PausesNow), not(Cond::Paused)], S::Assigned, &[]),
+    rule(Some(S::Assigned), E::PauseRequested, &[is(Cond::PausesNow)], S::Pending, &[RevokeLease, Timers]),
+    rule(Some(S::Executing), E::PauseRequested, &[not(Cond::PausesNow), not(Cond::Paused)], S::Executing, &[]),
+    rule(Some(S::Executing), E::PauseRequested, &[is(Cond::PausesNow)], S::Pending, &[RevokeLease, Timers]),
+    rule(Some(S::Failed), E::PauseRequested, &[is(Cond::RetryScheduled), not(Cond::Paused)], S::Failed, &[]),
+    // A resume re-arms the stopped timers with the time they had left.
+    rule(Some(S::Blocked), E::ResumeRequested, &[is(Cond::Paused)], S::Blocked, &[Timers]),
+    rule(Some(S::Pending), E::ResumeRequested, &[is(Cond::Paused)], S::Pending, &[WakeAgents, Timers]),
+    rule(Some(S::Assigned), E::ResumeRequested, &[is(Cond::Paused)], S::Assigned, &[]),
+    rule(Some(S::Executing), E::ResumeRequested, &[is(Cond::Paused)], S::Executing, &[]),
+    rule(Some(S::Failed), E::ResumeRequested, &[is(Cond::RetryScheduled), is(Cond::Paused)], S::Failed, &[Timers, ScheduleRetry]),
+    // A skip completes the task with the operator's result; its dependents proceed.
+    rule(Some(S::Blocked), E::SkipRequested, &[], S::Completed, &[Timers, ReleaseDependents]),
+    rule(Some(S::Pending), E::SkipRequested, &[], S::Completed, &[Timers, ReleaseDependents]),
+    rule(Some(S::Assigned), E::SkipRequested, &[], S::Completed, &[RevokeLease, Timers, ReleaseDependents]),
+    rule(Some(S::Executing), E::SkipRequested, &[], S::Completed, &[RevokeLease, Timers, ReleaseDependents]),
+    rule(Some(S::Failed), E::SkipRequested, &[is(Cond::RetryScheduled)], S::Completed, &[Timers, ReleaseDependents]),
+    reopen(S::Failed, E::SkipRequested, &[not(Cond::RetryScheduled)], S::Completed, &[ReviveDependents, ReleaseDependents]),
+    // An operator's failure is final.
+    rule(Some(S::Blocked), E::FailRequested, &[], S::Failed, FINAL_FAILURE),
+    rule(Some(S::Pending), E::FailRequested, &[], S::Failed, FINAL_FAILURE),
+    rule(Some(S::Assigned), E::FailRequested, &[], S::Failed, FINAL_FAILURE_REVOKED),
+    rule(Some(S::Executing), E::FailRequested, &[], S::Failed, FINAL_FAILURE_REVOKED),
+    rule(Some(S::Failed), E::FailRequested, &[is(Cond::RetryScheduled)], S::Failed, FINAL_FAILURE),
+    // A rerun reopens the task from wherever it is: it waits for its dependencies again.
+    reopen(S::Blocked, E::Reopened, &[], S::Blocked, &[Timers]),
+    reopen(S::Pending, E::Reopened, &[], S::Blocked, &[Timers]),
+    reopen(S::Assigned, E::Reopened, &[], S::Blocked, &[RevokeLease, Timers]),
+    reopen(S::Executing, E::Reopened, &[], S::Blocked, &[RevokeLease, Timers]),
+    reopen(S::Completed, E::Reopened, &[], S::Blocked, &[]),
+    reopen(S::Failed, E::Reopened, &[is(Cond::RetryScheduled)], S::Blocked, &[Timers]),
+    reopen(S::Failed, E::Reopened, &[not(Cond::RetryScheduled)], S::Blocked, &[]),
+    reopen(S::Cancelled, E::Reopened, &[], S::Blocked, &[]),
 ];
 
 /// The default lifecycle.

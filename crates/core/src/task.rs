@@ -282,6 +282,32 @@ pub enum Timer {
     Retry,
     /// The end of a released task's delay (`not_before`, `delay_ms`) or sleep (`sleep_ms`).
     Wake,
+    /// The timers of a paused task, stopped until it is resumed: due [`Timestamp::NEVER`].
+    Frozen,
+}
+
+/// An operator's pause on a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paused {
+    pub by: String,
+    pub reason: String,
+    pub at: Timestamp,
+    /// When its timers stopped counting: at the pause, or when an agent still running it then
+    /// let it go. `None` while an agent runs it (its deadlines still count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_at: Option<Timestamp>,
+}
+
+/// The last operator control that ended or took away an agent's lease (or reopened the task):
+/// a later report under that lease is refused naming it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overruled {
+    /// `pause_requested`, `skip_requested`, `fail_requested` or `reopened`.
+    pub by_event: crate::event::EventKind,
+    pub by: String,
+    pub reason: String,
+    /// The fencing token of the lease it overruled (the latest issued then).
+    pub token: FencingToken,
 }
 
 /// When the task last entered each state, indexed by [`StateKind::index`].
@@ -332,6 +358,12 @@ pub struct Task {
     /// when it wakes. Set while it is `Blocked` after its release, `None` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_at: Option<Timestamp>,
+    /// Set while an operator has paused the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Paused>,
+    /// The operator control that last overruled an agent's lease on the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overruled: Option<Overruled>,
 }
 
 impl Task {
@@ -349,6 +381,15 @@ impl Task {
     /// scheduled retry or its wake-up. The store indexes timers on this moment and the engine fires the event
     /// [`Task::on_timer`] chooses, so both read the same rule.
     pub fn next_timer(&self) -> Option<(Timer, Timestamp)> {
+        let timer = self.running_timer()?;
+        match self.paused.as_ref().and_then(|p| p.frozen_at) {
+            Some(_) => Some((Timer::Frozen, Timestamp::NEVER)),
+            None => Some(timer),
+        }
+    }
+
+    /// The next timer as if the task were not paused.
+    fn running_timer(&self) -> Option<(Timer, Timestamp)> {
         let deadline = self
             .deadlines
             .next()
@@ -367,6 +408,11 @@ impl Task {
 
     pub fn kind(&self) -> StateKind {
         self.state.kind()
+    }
+
+    /// Whether an operator has paused the task.
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
     }
 
     pub fn attempts_left(&self) -> u32 {

@@ -333,6 +333,12 @@ enum Tpl {
     /// The task's own signal (if `own`) or another; rejecting with a reason or carrying data.
     SignalReceived(bool, Option<String>, Value),
     TimerFired,
+    PauseRequested(String, bool),
+    ResumeRequested(String),
+    SkipRequested(Value),
+    FailRequested(Option<ErrorReport>),
+    /// From this task (if `own`) or another root; with a new input or not.
+    Reopened(bool, Option<Value>),
 }
 
 #[derive(Clone, Debug)]
@@ -414,6 +420,11 @@ fn tpl() -> impl Strategy<Value = Tpl> {
         2 => (any::<bool>(), proptest::option::weighted(0.3, text()), json_value())
             .prop_map(|(own, reject, data)| Tpl::SignalReceived(own, reject, data)),
         2 => Just(Tpl::TimerFired),
+        1 => (text(), any::<bool>()).prop_map(|(by, now)| Tpl::PauseRequested(by, now)),
+        1 => text().prop_map(Tpl::ResumeRequested),
+        1 => json_value().prop_map(Tpl::SkipRequested),
+        1 => proptest::option::of(error_report()).prop_map(Tpl::FailRequested),
+        1 => (any::<bool>(), proptest::option::of(json_value())).prop_map(|(own, input)| Tpl::Reopened(own, input)),
     ]
 }
 
@@ -563,6 +574,35 @@ fn event_of(t: &Tpl, task: &Task) -> Event {
             sent_by: "operator".into(),
         },
         Tpl::TimerFired => Event::TimerFired,
+        Tpl::PauseRequested(by, now) => Event::PauseRequested {
+            requested_by: by.clone(),
+            reason: "fuzz".into(),
+            now: *now,
+        },
+        Tpl::ResumeRequested(by) => Event::ResumeRequested {
+            requested_by: by.clone(),
+            reason: "fuzz".into(),
+        },
+        Tpl::SkipRequested(result) => Event::SkipRequested {
+            requested_by: "op".into(),
+            reason: "fuzz".into(),
+            result: result.clone(),
+        },
+        Tpl::FailRequested(error) => Event::FailRequested {
+            requested_by: "op".into(),
+            reason: "fuzz".into(),
+            error: error.clone(),
+        },
+        Tpl::Reopened(own, input) => Event::Reopened {
+            requested_by: "op".into(),
+            reason: "fuzz".into(),
+            root: if *own {
+                task.spec.key.clone()
+            } else {
+                TaskKey("upstream-root".into())
+            },
+            input: input.clone(),
+        },
     }
 }
 
@@ -666,11 +706,56 @@ fn check_accepted(
         prop_assert_eq!(lease.token, new.fencing_token);
     }
     prop_assert!(
-        old.kind() != StateKind::Completed,
+        old.kind() != StateKind::Completed || matches!(ev, Event::Reopened { .. }),
         "Completed accepted {:?}",
         ev.kind()
     );
-    if new.kind() == StateKind::Completed && old.spec.for_each.is_some() {
+    // An operator's controls: a paused task is never handed out and its stopped timers never
+    // fire; a pause ends with the task; a report is only accepted under the current lease.
+    let frozen = old.paused.as_ref().is_some_and(|p| p.frozen_at.is_some());
+    prop_assert!(
+        !(old.is_paused()
+            && matches!(
+                ev,
+                Event::AgentAssigned { .. } | Event::SignalReceived { .. }
+            )),
+        "a paused task accepted {:?}",
+        ev.kind()
+    );
+    prop_assert!(
+        !(frozen
+            && matches!(
+                ev,
+                Event::TimerFired | Event::Retry | Event::TimeoutExpired { .. }
+            )),
+        "a stopped timer fired: {:?}",
+        ev.kind()
+    );
+    if new.state.is_terminal() {
+        prop_assert!(new.paused.is_none(), "an ended task is still paused");
+    }
+    if let Some((agent, token)) = ev.report() {
+        if !matches!(ev, Event::AgentLost { .. }) {
+            let lease = old.state.lease();
+            prop_assert!(
+                lease.is_some_and(|l| l.agent == agent && l.token == token),
+                "a report under a lease that is not current was accepted"
+            );
+        }
+    }
+    if matches!(ev, Event::Reopened { .. }) {
+        prop_assert_eq!(new.kind(), StateKind::Blocked);
+        prop_assert!(new.input.is_none() && new.wake_at.is_none());
+        prop_assert_eq!(
+            new.attempts_allowed,
+            old.attempt + old.spec.retry.max_attempts
+        );
+    }
+    if let (Event::SkipRequested { result: r, .. }, State::Completed { result, .. }) =
+        (ev, &new.state)
+    {
+        prop_assert_eq!(result, r);
+    } else if new.kind() == StateKind::Completed && old.spec.for_each.is_some() {
         // A fan-out completes by itself, with its items' results: none, or what its release
         // gathered once it had expanded.
         prop_assert_eq!(old.kind(), StateKind::Blocked);
@@ -752,7 +837,12 @@ fn check_accepted(
     // What never changes, what only grows.
     prop_assert_eq!(new.id, old.id);
     prop_assert_eq!(new.workflow, old.workflow);
-    prop_assert!(Arc::ptr_eq(&new.spec, &old.spec) || new.spec == old.spec);
+    match ev {
+        Event::Reopened {
+            input: Some(input), ..
+        } => prop_assert_eq!(&new.spec.input, input),
+        _ => prop_assert!(Arc::ptr_eq(&new.spec, &old.spec) || new.spec == old.spec),
+    }
     prop_assert_eq!(new.seed, old.seed);
     prop_assert_eq!(new.created_at, old.created_at);
     prop_assert!(new.attempt >= old.attempt);
@@ -1000,6 +1090,11 @@ fn every_event_kind_has_a_template() {
         Tpl::CancelRequested(String::new(), String::new()),
         Tpl::SignalReceived(true, None, Value::Null),
         Tpl::TimerFired,
+        Tpl::PauseRequested(String::new(), false),
+        Tpl::ResumeRequested(String::new()),
+        Tpl::SkipRequested(Value::Null),
+        Tpl::FailRequested(None),
+        Tpl::Reopened(true, None),
     ];
     let kinds: BTreeSet<EventKind> = all.iter().map(|t| event_of(t, &task).kind()).collect();
     assert_eq!(kinds, EventKind::ALL.into_iter().collect());

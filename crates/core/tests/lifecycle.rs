@@ -439,6 +439,175 @@ fn one_case_per_rule() -> Vec<Case> {
             at(6),
             Cancelled,
         ),
+        case("pause blocked", blocked(), pause(false), at(5), Blocked),
+        case("pause pending", pending(), pause(false), at(5), Pending),
+        case(
+            "pause assigned, let it start",
+            assigned(),
+            pause(false),
+            at(15),
+            Assigned,
+        ),
+        case(
+            "pause assigned now",
+            assigned(),
+            pause(true),
+            at(15),
+            Pending,
+        ),
+        case(
+            "pause executing, let it finish",
+            executing(),
+            pause(false),
+            at(25),
+            Executing,
+        ),
+        case(
+            "pause executing now",
+            executing(),
+            pause(true),
+            at(25),
+            Pending,
+        ),
+        case(
+            "pause while backing off",
+            failed_retrying(),
+            pause(false),
+            at(31),
+            Failed,
+        ),
+        case(
+            "resume blocked",
+            paused(blocked(), at(5)),
+            resume(),
+            at(9),
+            Blocked,
+        ),
+        case(
+            "resume pending",
+            paused(pending(), at(5)),
+            resume(),
+            at(9),
+            Pending,
+        ),
+        case(
+            "resume assigned",
+            paused(assigned(), at(15)),
+            resume(),
+            at(16),
+            Assigned,
+        ),
+        case(
+            "resume executing",
+            paused(executing(), at(25)),
+            resume(),
+            at(26),
+            Executing,
+        ),
+        case(
+            "resume backing off",
+            paused(failed_retrying(), at(31)),
+            resume(),
+            at(40),
+            Failed,
+        ),
+        case("skip blocked", blocked(), skip(json!(1)), at(5), Completed),
+        case("skip pending", pending(), skip(json!(1)), at(5), Completed),
+        case(
+            "skip assigned",
+            assigned(),
+            skip(json!(1)),
+            at(15),
+            Completed,
+        ),
+        case(
+            "skip executing",
+            executing(),
+            skip(json!(1)),
+            at(25),
+            Completed,
+        ),
+        case(
+            "skip while backing off",
+            failed_retrying(),
+            skip(json!(1)),
+            at(31),
+            Completed,
+        ),
+        case(
+            "skip a final failure",
+            failed_final(),
+            skip(json!(1)),
+            at(31),
+            Completed,
+        ),
+        case("fail blocked", blocked(), force_fail(), at(5), Failed),
+        case("fail pending", pending(), force_fail(), at(5), Failed),
+        case("fail assigned", assigned(), force_fail(), at(15), Failed),
+        case("fail executing", executing(), force_fail(), at(25), Failed),
+        case(
+            "fail while backing off",
+            failed_retrying(),
+            force_fail(),
+            at(31),
+            Failed,
+        ),
+        case(
+            "rerun blocked",
+            blocked(),
+            reopened("plan", None),
+            at(5),
+            Blocked,
+        ),
+        case(
+            "rerun pending",
+            pending(),
+            reopened("write", None),
+            at(5),
+            Blocked,
+        ),
+        case(
+            "rerun assigned",
+            assigned(),
+            reopened("write", None),
+            at(15),
+            Blocked,
+        ),
+        case(
+            "rerun executing",
+            executing(),
+            reopened("write", None),
+            at(25),
+            Blocked,
+        ),
+        case(
+            "rerun completed",
+            completed(),
+            reopened("write", Some(json!({"v": 2}))),
+            at(40),
+            Blocked,
+        ),
+        case(
+            "rerun while backing off",
+            failed_retrying(),
+            reopened("write", None),
+            at(31),
+            Blocked,
+        ),
+        case(
+            "rerun a final failure",
+            failed_final(),
+            reopened("write", None),
+            at(31),
+            Blocked,
+        ),
+        case(
+            "rerun cancelled",
+            cancelled(),
+            reopened("plan", None),
+            at(31),
+            Blocked,
+        ),
         case(
             "sub-task added under a cancelled dependent",
             upstream_cancelled,
@@ -837,7 +1006,9 @@ fn a_heartbeat_timeout_fails_the_attempt_and_a_stale_timer_is_refused() {
 fn a_success_committed_before_the_timeout_fires_stays_a_success() {
     let done = step(&executing(), succeeded(1, json!(1)), at(9_999)).task;
     let r = refuse(&done, timeout(DeadlineKind::StartToClose), at(10_020));
-    assert!(matches!(r.refusal, Refusal::NotAccepted { ref accepted } if accepted.is_empty()));
+    assert!(
+        matches!(r.refusal, Refusal::NotAccepted { ref accepted } if *accepted == [EventKind::Reopened])
+    );
     assert_eq!(done.kind(), StateKind::Completed);
 }
 
@@ -864,7 +1035,7 @@ fn cancel_works_from_every_non_terminal_state_and_terminal_states_refuse_it() {
     let r = refuse(&completed(), cancel(), at(50));
     assert!(
         r.to_string()
-            .ends_with("the task is completed, which is final: it cannot take a cancellation"),
+            .ends_with("the task is completed, which is final: it cannot take a cancellation (an operator can still rerun it)"),
         "{r}"
     );
     // An operator's retry refused in an operator's words: what the task is, what a retry
@@ -1400,4 +1571,148 @@ fn waiting_and_sleeping_specs_refuse_what_no_agent_would_use() {
     let mut s = spec("write");
     s.delay_ms = Some(spec::DURATION_MAX_MS + 1);
     assert_eq!(s.validate().unwrap_err().field, "delay_ms");
+}
+
+// ---- operators in control -------------------------------------------------------------------
+
+#[test]
+fn a_paused_task_is_not_handed_out_and_its_timers_resume_with_the_time_they_had_left() {
+    let mut s = spec("write");
+    s.timeouts.schedule_to_start_ms = Some(1_000);
+    let ready = submit(&submission(s, &[]), at(0)).unwrap().task;
+    assert_eq!(ready.deadlines.schedule_to_start, Some(at(1_000)));
+    let held = paused(ready, at(400));
+    assert_eq!(held.next_timer().map(|(_, t)| t), Some(Timestamp::NEVER));
+    assert_eq!(
+        held.on_timer(at(5_000)),
+        None,
+        "a stopped timer never fires"
+    );
+    let r = refuse(&held, assign(agent(), 1), at(500));
+    assert_eq!(r.refusal.code(), "guard_failed", "{r}");
+    let r = refuse(&held, pause(false), at(500));
+    assert!(r.to_string().contains("not paused"), "{r}");
+    // Paused for 10 s: the 600 ms it had left count from the resume.
+    let back = step(&held, resume(), at(10_400));
+    assert!(back.task.paused.is_none());
+    assert_eq!(back.task.deadlines.schedule_to_start, Some(at(11_000)));
+    assert!(back
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::WakeAgents { .. })));
+    assert!(back.effects.contains(&Effect::ArmDeadline {
+        kind: DeadlineKind::ScheduleToStart,
+        at: at(11_000)
+    }));
+    step(&back.task, assign(agent(), 1), at(10_500));
+}
+
+#[test]
+fn a_retry_backing_off_waits_out_the_pause_then_its_remaining_backoff() {
+    // Failed at 30, retry at 130.
+    let held = paused(failed_retrying(), at(80));
+    refuse(&held, Event::Retry, at(200));
+    let back = step(&held, resume(), at(1_080));
+    let State::Failed { retry_at, .. } = back.task.state else {
+        panic!()
+    };
+    assert_eq!(retry_at, Some(at(1_130)));
+    assert!(back.effects.contains(&Effect::ScheduleRetry {
+        at: at(1_130),
+        attempt: 2
+    }));
+}
+
+#[test]
+fn a_pause_lets_a_running_agent_finish_unless_now_takes_the_task_back() {
+    let running = paused(executing(), at(25));
+    assert_eq!(running.kind(), StateKind::Executing);
+    assert!(
+        running.deadlines.heartbeat.is_some(),
+        "its deadlines still count"
+    );
+    let done = step(&running, succeeded(1, json!("ok")), at(30)).task;
+    assert!(done.paused.is_none());
+
+    // A failure while paused: the retry waits for the resume.
+    let failed = step(&running, failed(1, "flaky", true), at(30)).task;
+    assert_eq!(failed.next_timer().map(|(_, t)| t), Some(Timestamp::NEVER));
+
+    let taken = step(&executing(), pause(true), at(25));
+    assert_eq!(taken.task.kind(), StateKind::Pending);
+    assert!(taken.task.is_paused());
+    assert!(taken
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::RevokeLease { .. })));
+    let r = refuse(&taken.task, heartbeat(1, None), at(26));
+    assert_eq!(r.refusal.code(), "task_paused");
+    assert!(r.to_string().contains("paused and taken back"), "{r}");
+}
+
+#[test]
+fn a_skip_completes_with_the_operators_result_and_refuses_the_agents_late_report() {
+    let t = step(&executing(), skip(json!({"by": "hand"})), at(25));
+    let State::Completed { result, .. } = &t.task.state else {
+        panic!()
+    };
+    assert_eq!(result, &json!({"by": "hand"}));
+    assert!(t.effects.contains(&Effect::ReleaseDependents));
+    let r = refuse(&t.task, succeeded(1, json!("late")), at(26));
+    assert_eq!(r.refusal.code(), "task_skipped");
+    assert!(
+        r.to_string().contains("skipped") && r.to_string().contains("ops (done by hand)"),
+        "{r}"
+    );
+    // Nothing completes twice.
+    refuse(&t.task, skip(json!(2)), at(27));
+
+    // A task failed for good: the skip revives what its failure cancelled.
+    let t = step(&failed_final(), skip(json!(1)), at(40));
+    assert!(t.effects.contains(&Effect::ReviveDependents));
+    assert!(t.effects.contains(&Effect::ReleaseDependents));
+}
+
+#[test]
+fn an_operators_failure_is_final_and_names_who_failed_it() {
+    let t = step(&executing(), force_fail(), at(25));
+    let State::Failed { error, retry_at } = &t.task.state else {
+        panic!()
+    };
+    assert_eq!(retry_at, &None);
+    assert_eq!(error.kind, "forced");
+    assert_eq!(error.message, "failed by ops: wrong prompt");
+    assert!(t.effects.contains(&Effect::FailDependents));
+    let r = refuse(&t.task, failed(1, "flaky", true), at(26));
+    assert_eq!(r.refusal.code(), "task_failed_by_operator");
+    // An operator's retry reopens it as any final failure.
+    step(&t.task, retry_requested(), at(30));
+}
+
+#[test]
+fn a_rerun_reopens_with_fresh_attempts_and_a_new_input_only_on_its_root() {
+    let done = completed();
+    let t = step(
+        &done,
+        reopened("write", Some(json!({"topic": "go"}))),
+        at(40),
+    );
+    assert_eq!(t.task.kind(), StateKind::Blocked);
+    assert_eq!(t.task.spec.input, json!({"topic": "go"}));
+    assert_eq!(t.task.attempt, 2);
+    assert_eq!(t.task.attempts_allowed, 4);
+    let r = refuse(&done, reopened("plan", Some(json!(1))), at(40));
+    assert!(
+        r.to_string().contains("only the task a rerun starts from"),
+        "{r}"
+    );
+    // Downstream of the root: same input, waits again.
+    let t = step(&executing(), reopened("plan", None), at(25));
+    assert!(t
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::RevokeLease { .. })));
+    assert_eq!(t.task.spec.input, json!({"topic": "rust"}));
+    let r = refuse(&t.task, succeeded(1, json!("late")), at(26));
+    assert_eq!(r.refusal.code(), "task_rerun");
 }

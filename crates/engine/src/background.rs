@@ -278,6 +278,7 @@ impl<S: Store + 'static> Engine<S> {
                         info!(task = %id, compensation = %t.task.id, "compensation task created");
                         self.inner.metrics.compensation();
                         self.after_commit(&t, &Event::Submitted(submission_of(&t)), None);
+                        self.hold_if_paused(task.workflow, &[t.task.id]).await?;
                     }
                     Err(StoreError::DuplicateKey { .. }) => {}
                     Err(e) => return Err(e.into()),

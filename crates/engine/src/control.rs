@@ -1,13 +1,77 @@
-//! What operators do to tasks and workflows: cancel (a fan-out with its items), retry a final
-//! failure. Each is an event of the lifecycle, with the operator as its actor, decided by the
-//! core like any other.
+//! What operators do to tasks and workflows: cancel, retry a final failure, pause and resume,
+//! skip, fail, rerun from a task. Each is an event of the lifecycle with the operator as its
+//! actor and a reason, decided by the core like any other, and written with its audit entry in
+//! one transaction ([`baton_store::ControlWrite`]).
 
-use baton_core::{Event, StateKind, Task, TaskId, WorkflowId};
-use baton_store::Store;
+use std::collections::{HashSet, VecDeque};
+
+use baton_core::{ErrorReport, Event, Paused, StateKind, Task, TaskId, TaskKey, Timestamp};
+use baton_core::{Transition, WorkflowId};
+use baton_store::{AuditEntry, AuditFilter, ControlWrite, Store, StoreError, TransitionRecord};
+use serde_json::{json, Value};
 
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::transition::Cause;
+use crate::transition::{Cause, CAS_RETRIES_MAX};
+
+/// Longest reason an operator may give, in bytes.
+pub const REASON_LEN_MAX: usize = 1024;
+
+/// Tasks of a workflow paused or resumed per transaction: a page, so that a busy workflow's
+/// other changes cannot keep a whole-workflow write from ever winning its compare-and-sets.
+const WORKFLOW_CONTROL_PAGE: usize = 256;
+
+/// Who asks for an operator's action, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operator {
+    /// The name of the caller's token.
+    pub by: String,
+    pub reason: String,
+}
+
+impl Operator {
+    /// Checks that the action says why: every operator action is audited with its reason.
+    pub fn new(by: impl Into<String>, reason: impl Into<String>) -> Result<Operator, EngineError> {
+        let reason = reason.into();
+        if reason.trim().is_empty() || reason.len() > REASON_LEN_MAX {
+            return Err(EngineError::invalid(
+                "reason",
+                format!(
+                    "a non-empty reason of at most {REASON_LEN_MAX} bytes: every operator \
+                     action is audited with why it was taken"
+                ),
+            ));
+        }
+        Ok(Operator {
+            by: by.into(),
+            reason,
+        })
+    }
+}
+
+/// A task a rerun reopens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RerunTask {
+    pub id: TaskId,
+    pub key: TaskKey,
+    /// Its state before the rerun.
+    pub state: StateKind,
+}
+
+/// What a rerun reopened, or with `dry_run` would reopen: the task it starts from, then
+/// everything downstream of it, in breadth-first order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RerunPlan {
+    pub tasks: Vec<RerunTask>,
+    pub applied: bool,
+}
+
+/// One control's transitions, decided against the tasks as read.
+struct Decided {
+    transitions: Vec<(Transition, Event)>,
+    records: Vec<TransitionRecord>,
+    now: Timestamp,
+}
 
 impl<S: Store + 'static> Engine<S> {
     /// Cancels the task; a fan-out's items that have not ended are cancelled with it.
@@ -17,34 +81,41 @@ impl<S: Store + 'static> Engine<S> {
         by: String,
         reason: String,
     ) -> Result<Task, EngineError> {
-        let task = self.cancel_one(id, &by, &reason).await?;
-        if task.expanded.is_some_and(|n| n > 0) {
-            let prefix = format!("{}[", task.spec.key);
+        let op = Operator { by, reason };
+        let loaded = self.load(id).await?;
+        let mut ids = vec![id];
+        if loaded.expanded.is_some_and(|n| n > 0) {
+            let prefix = format!("{}[", loaded.spec.key);
             for item in self.inner.store.dependencies(id).await? {
                 let open = !matches!(item.state, StateKind::Completed | StateKind::Cancelled);
                 if open && item.key.0.starts_with(&prefix) {
-                    match self.cancel_one(item.id, &by, &reason).await {
-                        Ok(_) | Err(EngineError::Rejected(_)) => {}
-                        Err(e) => return Err(e),
-                    }
+                    ids.push(item.id);
                 }
             }
         }
-        Ok(task)
-    }
-
-    async fn cancel_one(&self, id: TaskId, by: &str, reason: &str) -> Result<Task, EngineError> {
-        self.transition(
-            id,
-            |_| {
-                Some(Event::CancelRequested {
-                    requested_by: by.to_owned(),
-                    reason: reason.to_owned(),
-                })
-            },
-            Cause::default(),
-        )
-        .await
+        let make = |_: &Task| {
+            Some(Event::CancelRequested {
+                requested_by: op.by.clone(),
+                reason: op.reason.clone(),
+            })
+        };
+        // The task itself must take it; its items each on their own.
+        let task = self
+            .control(&[id], &make, true, "cancel", &op, json!({}), None)
+            .await?;
+        if ids.len() > 1 {
+            self.control(
+                &ids[1..],
+                &make,
+                false,
+                "cancel",
+                &op,
+                json!({"items_of": id.to_string()}),
+                None,
+            )
+            .await?;
+        }
+        self.one(task, id).await
     }
 
     /// Cancels every task of the workflow that has not ended; returns how many it cancelled.
@@ -54,36 +125,536 @@ impl<S: Store + 'static> Engine<S> {
         by: String,
         reason: String,
     ) -> Result<usize, EngineError> {
-        if self.inner.store.workflow(workflow).await?.is_none() {
-            return Err(EngineError::WorkflowNotFound(workflow));
-        }
-        let mut cancelled = 0;
-        for task in self.workflow_tasks(workflow).await? {
-            if task.state.is_terminal() {
-                continue;
-            }
-            // Each task on its own: a fan-out's items are among them.
-            match self.cancel_one(task.id, &by, &reason).await {
-                Ok(_) => cancelled += 1,
-                Err(EngineError::Rejected(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(cancelled)
+        let op = Operator { by, reason };
+        let make = |t: &Task| {
+            (!t.state.is_terminal()).then(|| Event::CancelRequested {
+                requested_by: op.by.clone(),
+                reason: op.reason.clone(),
+            })
+        };
+        self.workflow_control(workflow, &make, "cancel", &op, json!({}), None)
+            .await
     }
 
     /// An operator reopens a task that failed for good; the dependents its failure cancelled
     /// come back too.
     pub async fn retry_task(&self, id: TaskId, by: String) -> Result<Task, EngineError> {
-        self.transition(
-            id,
-            |_| {
-                Some(Event::RetryRequested {
-                    requested_by: by.clone(),
-                })
-            },
-            Cause::default(),
+        let op = Operator {
+            by,
+            reason: String::new(),
+        };
+        let make = |_: &Task| {
+            Some(Event::RetryRequested {
+                requested_by: op.by.clone(),
+            })
+        };
+        let done = self
+            .control(&[id], &make, true, "retry", &op, json!({}), None)
+            .await?;
+        self.one(done, id).await
+    }
+
+    /// Pauses the task: no agent is handed it and its timers stop. An agent running it
+    /// finishes, unless `now` takes the task back (its next report is refused, naming the
+    /// pause).
+    pub async fn pause_task(
+        &self,
+        id: TaskId,
+        op: Operator,
+        now: bool,
+    ) -> Result<Task, EngineError> {
+        let make = |_: &Task| {
+            Some(Event::PauseRequested {
+                requested_by: op.by.clone(),
+                reason: op.reason.clone(),
+                now,
+            })
+        };
+        let done = self
+            .control(&[id], &make, true, "pause", &op, json!({"now": now}), None)
+            .await?;
+        self.one(done, id).await
+    }
+
+    /// Resumes a paused task: its timers count again from the time they had left.
+    pub async fn resume_task(&self, id: TaskId, op: Operator) -> Result<Task, EngineError> {
+        let make = |_: &Task| {
+            Some(Event::ResumeRequested {
+                requested_by: op.by.clone(),
+                reason: op.reason.clone(),
+            })
+        };
+        let done = self
+            .control(&[id], &make, true, "resume", &op, json!({}), None)
+            .await?;
+        self.one(done, id).await
+    }
+
+    /// Completes the task with the operator's `result`; its dependents proceed.
+    pub async fn skip_task(
+        &self,
+        id: TaskId,
+        op: Operator,
+        result: Value,
+    ) -> Result<Task, EngineError> {
+        if result.is_null() {
+            return Err(EngineError::invalid(
+                "result",
+                "the result the task completes with: any JSON value but null",
+            ));
+        }
+        self.check_result(&result)?;
+        self.check_artifact_refs([("result".to_owned(), &result)])
+            .await?;
+        let make = |_: &Task| {
+            Some(Event::SkipRequested {
+                requested_by: op.by.clone(),
+                reason: op.reason.clone(),
+                result: result.clone(),
+            })
+        };
+        let done = self
+            .control(&[id], &make, true, "skip", &op, json!({}), None)
+            .await?;
+        self.one(done, id).await
+    }
+
+    /// Fails the task for good with `error` (kind `forced` and the reason when absent).
+    pub async fn fail_task(
+        &self,
+        id: TaskId,
+        op: Operator,
+        error: Option<ErrorReport>,
+    ) -> Result<Task, EngineError> {
+        if let Some(e) = &error {
+            if e.kind.is_empty() || e.kind.len() > 128 {
+                return Err(EngineError::invalid("error.kind", "1 to 128 bytes"));
+            }
+        }
+        let detail = json!({"error_kind": error.as_ref().map(|e| e.kind.clone())});
+        let make = |_: &Task| {
+            Some(Event::FailRequested {
+                requested_by: op.by.clone(),
+                reason: op.reason.clone(),
+                error: error.clone(),
+            })
+        };
+        let done = self
+            .control(&[id], &make, true, "fail", &op, detail, None)
+            .await?;
+        self.one(done, id).await
+    }
+
+    /// Reruns the task and everything downstream of it: each reopens (history kept, a
+    /// `reopened` entry) and waits for its dependencies again, with fresh attempts; tasks
+    /// upstream keep their results. `input` replaces the task's own input. All of it commits
+    /// together or not at all. With `dry_run`, says what would rerun and changes nothing.
+    pub async fn rerun(
+        &self,
+        id: TaskId,
+        op: Operator,
+        input: Option<Value>,
+        dry_run: bool,
+    ) -> Result<RerunPlan, EngineError> {
+        let root = self.load(id).await?;
+        if let Some(input) = &input {
+            self.check_rerun_input(&root, input).await?;
+        }
+        let ids = self.downstream(id).await?;
+        let make = |t: &Task| {
+            Some(Event::Reopened {
+                requested_by: op.by.clone(),
+                reason: op.reason.clone(),
+                root: root.spec.key.clone(),
+                input: if t.id == id { input.clone() } else { None },
+            })
+        };
+        let mut tasks = Vec::with_capacity(ids.len());
+        for &tid in &ids {
+            let t = self.load(tid).await?;
+            tasks.push(RerunTask {
+                id: t.id,
+                key: t.spec.key.clone(),
+                state: t.kind(),
+            });
+        }
+        if dry_run {
+            // Decided as the rerun would be, so that a dry run refuses what the rerun would.
+            self.decide_all(&ids, &make, true).await?;
+            return Ok(RerunPlan {
+                tasks,
+                applied: false,
+            });
+        }
+        let detail = json!({
+            "tasks": ids.len(),
+            "new_input": input.is_some(),
+            "reopened": tasks.iter().map(|t| t.key.0.clone()).collect::<Vec<_>>(),
+        });
+        self.control(&ids, &make, true, "rerun", &op, detail, None)
+            .await?;
+        Ok(RerunPlan {
+            tasks,
+            applied: true,
+        })
+    }
+
+    /// Pauses every task of the workflow that has not ended, and marks the workflow paused so
+    /// that the tasks created in it later start paused; returns how many tasks it paused.
+    pub async fn pause_workflow(
+        &self,
+        workflow: WorkflowId,
+        op: Operator,
+        now: bool,
+    ) -> Result<usize, EngineError> {
+        let make = |t: &Task| {
+            let running = matches!(t.kind(), StateKind::Assigned | StateKind::Executing);
+            let takes = !t.state.is_terminal() && (!t.is_paused() || (now && running));
+            takes.then(|| Event::PauseRequested {
+                requested_by: op.by.clone(),
+                reason: op.reason.clone(),
+                now,
+            })
+        };
+        let mark = Paused {
+            by: op.by.clone(),
+            reason: op.reason.clone(),
+            at: self.now(),
+            frozen_at: None,
+        };
+        self.workflow_control(
+            workflow,
+            &make,
+            "pause",
+            &op,
+            json!({"now": now}),
+            Some(Some(mark)),
         )
         .await
     }
+
+    /// Resumes every paused task of the workflow and clears its pause; returns how many tasks
+    /// it resumed.
+    pub async fn resume_workflow(
+        &self,
+        workflow: WorkflowId,
+        op: Operator,
+    ) -> Result<usize, EngineError> {
+        let make = |t: &Task| {
+            t.is_paused().then(|| Event::ResumeRequested {
+                requested_by: op.by.clone(),
+                reason: op.reason.clone(),
+            })
+        };
+        self.workflow_control(workflow, &make, "resume", &op, json!({}), Some(None))
+            .await
+    }
+
+    /// Records an operator action that changed no task through a control (a signal): its
+    /// audit entry alone.
+    pub(crate) async fn audit_only(
+        &self,
+        action: &str,
+        op: &Operator,
+        workflow: Option<WorkflowId>,
+        detail: Value,
+    ) -> Result<(), EngineError> {
+        let audit = AuditEntry {
+            id: 0,
+            at: self.now(),
+            actor: op.by.clone(),
+            action: action.to_owned(),
+            workflow,
+            task: None,
+            reason: op.reason.clone(),
+            detail: detail.to_string(),
+        };
+        self.inner
+            .store
+            .control(ControlWrite {
+                records: Vec::new(),
+                workflow_pause: None,
+                audit: Some(audit),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The audit log, newest first.
+    pub async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, EngineError> {
+        Ok(self.inner.store.audit(filter).await?)
+    }
+
+    /// Pauses tasks just created in `workflow` if it is paused (decomposition, a fan-out's
+    /// items, compensation), by the workflow's pause.
+    pub(crate) async fn hold_if_paused(
+        &self,
+        workflow: WorkflowId,
+        created: &[TaskId],
+    ) -> Result<(), EngineError> {
+        if created.is_empty() {
+            return Ok(());
+        }
+        let Some(pause) = self
+            .inner
+            .store
+            .workflow(workflow)
+            .await?
+            .and_then(|w| w.paused)
+        else {
+            return Ok(());
+        };
+        let make = |t: &Task| {
+            (!t.state.is_terminal() && !t.is_paused()).then(|| Event::PauseRequested {
+                requested_by: pause.by.clone(),
+                reason: pause.reason.clone(),
+                now: false,
+            })
+        };
+        for chunk in created.chunks(WORKFLOW_CONTROL_PAGE) {
+            let decided = self.decide_all(chunk, &make, false).await?;
+            self.commit_control(decided, None, None).await?;
+        }
+        Ok(())
+    }
+
+    // ---- the one path of a control --------------------------------------------------------
+
+    /// Decides `make`'s event for each task, writes the transitions with the audit entry (and
+    /// the workflow's pause mark) in one transaction, and carries them out; a task that changed
+    /// meanwhile makes it start over from fresh reads. `strict`: a refusal fails the control;
+    /// otherwise a task that refuses is left out. Returns the tasks changed.
+    #[allow(clippy::too_many_arguments)]
+    async fn control(
+        &self,
+        ids: &[TaskId],
+        make: &(dyn Fn(&Task) -> Option<Event> + Sync),
+        strict: bool,
+        action: &str,
+        op: &Operator,
+        detail: Value,
+        workflow_pause: Option<(WorkflowId, Option<Paused>)>,
+    ) -> Result<Vec<Task>, EngineError> {
+        for _ in 0..CAS_RETRIES_MAX {
+            let decided = self.decide_all(ids, make, strict).await?;
+            let (workflow, task) = match ids {
+                [only] => (
+                    decided.transitions.first().map(|(t, _)| t.task.workflow),
+                    Some(*only),
+                ),
+                _ => (
+                    decided.transitions.first().map(|(t, _)| t.task.workflow),
+                    None,
+                ),
+            };
+            let workflow = workflow_pause.as_ref().map(|(w, _)| *w).or(workflow);
+            let audit = AuditEntry {
+                id: 0,
+                at: decided.now,
+                actor: op.by.clone(),
+                action: action.to_owned(),
+                workflow,
+                task,
+                reason: op.reason.clone(),
+                detail: with_count(&detail, decided.transitions.len()),
+            };
+            match self
+                .commit_control(decided, Some(audit), workflow_pause.clone())
+                .await
+            {
+                Err(EngineError::Store(StoreError::Conflict { .. })) => continue,
+                other => return other,
+            }
+        }
+        Err(EngineError::Contended(ids[0]))
+    }
+
+    /// A control over every task of the workflow, a page at a time: the workflow's mark goes
+    /// with the first page, the audit entry (with the total) with the last.
+    async fn workflow_control(
+        &self,
+        workflow: WorkflowId,
+        make: &(dyn Fn(&Task) -> Option<Event> + Sync),
+        action: &str,
+        op: &Operator,
+        detail: Value,
+        mark: Option<Option<Paused>>,
+    ) -> Result<usize, EngineError> {
+        if self.inner.store.workflow(workflow).await?.is_none() {
+            return Err(EngineError::WorkflowNotFound(workflow));
+        }
+        let mut mark = mark.map(|m| (workflow, m));
+        if let Some(m) = mark.take() {
+            self.commit_control(
+                Decided {
+                    transitions: Vec::new(),
+                    records: Vec::new(),
+                    now: self.now(),
+                },
+                None,
+                Some(m),
+            )
+            .await?;
+        }
+        let ids: Vec<TaskId> = self
+            .workflow_tasks(workflow)
+            .await?
+            .iter()
+            .filter(|t| make(t).is_some())
+            .map(|t| t.id)
+            .collect();
+        let mut changed = 0;
+        for chunk in ids.chunks(WORKFLOW_CONTROL_PAGE) {
+            for _ in 0..CAS_RETRIES_MAX {
+                let decided = self.decide_all(chunk, make, false).await?;
+                let n = decided.transitions.len();
+                match self.commit_control(decided, None, None).await {
+                    Err(EngineError::Store(StoreError::Conflict { .. })) => continue,
+                    Err(e) => return Err(e),
+                    Ok(_) => {
+                        changed += n;
+                        break;
+                    }
+                }
+            }
+        }
+        let audit = AuditEntry {
+            id: 0,
+            at: self.now(),
+            actor: op.by.clone(),
+            action: action.to_owned(),
+            workflow: Some(workflow),
+            task: None,
+            reason: op.reason.clone(),
+            detail: with_count(&detail, changed),
+        };
+        self.inner
+            .store
+            .control(ControlWrite {
+                records: Vec::new(),
+                workflow_pause: None,
+                audit: Some(audit),
+            })
+            .await?;
+        Ok(changed)
+    }
+
+    /// The one task a single-task control changed, or the task as it stands when it changed
+    /// nothing (a duplicate of what was applied).
+    async fn one(&self, mut changed: Vec<Task>, id: TaskId) -> Result<Task, EngineError> {
+        match changed.pop() {
+            Some(task) => Ok(task),
+            None => self.load(id).await,
+        }
+    }
+
+    async fn decide_all(
+        &self,
+        ids: &[TaskId],
+        make: &(dyn Fn(&Task) -> Option<Event> + Sync),
+        strict: bool,
+    ) -> Result<Decided, EngineError> {
+        let mut decided = Decided {
+            transitions: Vec::with_capacity(ids.len()),
+            records: Vec::with_capacity(ids.len()),
+            now: self.now(),
+        };
+        for &id in ids {
+            let task = match self.load(id).await {
+                Ok(task) => task,
+                Err(EngineError::TaskNotFound(_)) if !strict => continue,
+                Err(e) => return Err(e),
+            };
+            let Some(event) = make(&task) else { continue };
+            match self.decide(&task, &event, &Cause::default()) {
+                Ok(Some((t, now))) => {
+                    decided.now = decided.now.max(now);
+                    decided
+                        .records
+                        .push(TransitionRecord::of(&t, event.clone(), now));
+                    decided.transitions.push((t, event));
+                }
+                Ok(None) => {}
+                Err(e) if strict => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(decided)
+    }
+
+    async fn commit_control(
+        &self,
+        decided: Decided,
+        audit: Option<AuditEntry>,
+        workflow_pause: Option<(WorkflowId, Option<Paused>)>,
+    ) -> Result<Vec<Task>, EngineError> {
+        if decided.records.is_empty() && audit.is_none() && workflow_pause.is_none() {
+            return Ok(Vec::new());
+        }
+        self.inner
+            .store
+            .control(ControlWrite {
+                records: decided.records,
+                workflow_pause,
+                audit,
+            })
+            .await?;
+        Ok(decided
+            .transitions
+            .into_iter()
+            .map(|(t, event)| {
+                self.after_commit(&t, &event, None);
+                t.task
+            })
+            .collect())
+    }
+
+    /// The task and every task downstream of it in its workflow's graph, breadth first.
+    async fn downstream(&self, id: TaskId) -> Result<Vec<TaskId>, EngineError> {
+        let mut seen = HashSet::from([id]);
+        let mut order = vec![id];
+        let mut queue = VecDeque::from([id]);
+        while let Some(next) = queue.pop_front() {
+            for dependent in self.inner.store.dependents(next).await? {
+                if seen.insert(dependent) {
+                    order.push(dependent);
+                    queue.push_back(dependent);
+                }
+            }
+        }
+        Ok(order)
+    }
+
+    /// A rerun's new input is checked as a submission's: its size, its references (only to
+    /// the task's dependencies) and its artifacts.
+    async fn check_rerun_input(&self, task: &Task, input: &Value) -> Result<(), EngineError> {
+        let refs = baton_core::template::references(input, "input")
+            .map_err(|e| EngineError::invalid(e.field, e.expected))?;
+        for r in refs {
+            if !task.dependencies.contains(&r.from) {
+                return Err(EngineError::invalid(
+                    format!("{}.{}", r.at, baton_core::template::FROM),
+                    format!(
+                        "the key of one of the task's dependencies, not {:?}",
+                        r.from.0
+                    ),
+                ));
+            }
+        }
+        let mut spec = (*task.spec).clone();
+        spec.input = input.clone();
+        spec.validate()
+            .map_err(|e| EngineError::invalid(e.field, e.expected))?;
+        self.check_artifact_refs([("input".to_owned(), input)])
+            .await
+    }
+}
+
+/// The control's detail with how many tasks it changed.
+fn with_count(detail: &Value, changed: usize) -> String {
+    let mut d = detail.clone();
+    if let Value::Object(map) = &mut d {
+        map.insert("tasks_changed".into(), json!(changed));
+    }
+    d.to_string()
 }

@@ -131,6 +131,8 @@ impl<S: Store + 'static> Engine<S> {
                     }
                     self.after_commit(&on_task, &event, None);
                     info!(task = %id, items = created.len(), "for_each expanded");
+                    let items: Vec<TaskId> = created.iter().map(|t| t.task.id).collect();
+                    self.hold_if_paused(task.workflow, &items).await?;
                     return Ok(on_task.task);
                 }
                 Err(StoreError::Conflict { .. }) => continue,

@@ -266,6 +266,8 @@ impl<S: Store + 'static> Engine<S> {
                         self.after_commit(t, event, None);
                     }
                     info!(parent = %parent, subtasks = specs.len(), "sub-tasks added");
+                    let added: Vec<TaskId> = created.iter().map(|t| t.task.id).collect();
+                    self.hold_if_paused(task.workflow, &added).await?;
                     return Ok(specs
                         .iter()
                         .map(|s| (s.key.clone(), new_ids[&s.key]))

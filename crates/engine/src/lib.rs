@@ -44,6 +44,7 @@ pub use artifacts::{
     ARTIFACT_SWEEP_INTERVAL_MS, ARTIFACT_UNREFERENCED_GRACE_MS_DEFAULT,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use control::{Operator, RerunPlan, RerunTask, REASON_LEN_MAX};
 pub use ending::{WorkflowEvent, ENDING_CHECK_MS};
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
@@ -64,8 +65,8 @@ pub use views::{OpenDependency, TaskDetail, WaitReason, WorkflowGraph};
 /// need not depend on the store.
 pub mod read {
     pub use baton_store::{
-        AgentRecord, AnyStore, ArtifactChunks, ArtifactMeta, Dependency, Edge, HistoryMark,
-        IdMatches, IdSuffix, PutArtifact, ScheduleRecord, SignalRecord, StateCounts, TaskFilter,
-        WorkflowRecord, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
+        AgentRecord, AnyStore, ArtifactChunks, ArtifactMeta, AuditEntry, AuditFilter, Dependency,
+        Edge, HistoryMark, IdMatches, IdSuffix, PutArtifact, ScheduleRecord, SignalRecord,
+        StateCounts, TaskFilter, WorkflowRecord, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
     };
 }

@@ -102,6 +102,20 @@ impl<S: Store + 'static> Engine<S> {
         if let Some(first) = delivered_to.iter().map(|t| t.updated_at).min() {
             signal.delivered_at.get_or_insert(first);
         }
+        if put.created {
+            let op = crate::control::Operator {
+                by: sent_by.to_owned(),
+                reason: signal.reject.clone().unwrap_or_default(),
+            };
+            let detail = serde_json::json!({
+                "signal": name,
+                "id": signal.id,
+                "rejects": signal.reject.is_some(),
+                "delivered_to": delivered_to.iter().map(|t| t.id.to_string()).collect::<Vec<_>>(),
+            });
+            self.audit_only("signal", &op, Some(workflow), detail)
+                .await?;
+        }
         info!(
             workflow = %workflow,
             signal = name,

@@ -128,7 +128,7 @@ impl<S: Store + 'static> Engine<S> {
 
     /// The core's decision on `event` for `task` as it stands, stamped no earlier than its
     /// last change and the cause: `None` for a duplicate of what was applied.
-    fn decide(
+    pub(crate) fn decide(
         &self,
         task: &Task,
         event: &Event,

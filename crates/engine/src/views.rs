@@ -46,6 +46,14 @@ pub enum WaitReason {
     /// Released, and waiting until a time: its `not_before` or `delay_ms` (`sleeps: false`),
     /// or the end of its sleep.
     Timer { until: Timestamp, sleeps: bool },
+    /// Paused by an operator: no agent is handed it and its timers stand still until it is
+    /// resumed (an agent already running it may finish).
+    Paused {
+        by: String,
+        /// Why the operator paused it.
+        why: String,
+        since: Timestamp,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +303,13 @@ impl<S: Store + 'static> Engine<S> {
     }
 
     pub async fn wait_reason(&self, task: &Task) -> Result<Option<WaitReason>, EngineError> {
+        if let (Some(p), None) = (&task.paused, task.state.lease()) {
+            return Ok(Some(WaitReason::Paused {
+                by: p.by.clone(),
+                why: p.reason.clone(),
+                since: p.at,
+            }));
+        }
         Ok(match &task.state {
             State::Blocked if task.wake_at.is_some() => Some(WaitReason::Timer {
                 until: task.wake_at.unwrap_or_default(),

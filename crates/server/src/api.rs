@@ -12,14 +12,14 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use baton_core::{
-    AgentId, Event, FencingToken, ScheduleSpec, State, StateKind, Task, TaskId, WorkflowId,
-    WorkflowTemplate,
+    AgentId, Event, FencingToken, ScheduleSpec, State, StateKind, Task, TaskId, Timestamp,
+    WorkflowId, WorkflowTemplate,
 };
-use baton_engine::read::{AnyStore, SignalRecord, TaskFilter};
-use baton_engine::{Engine, SignalInput, WorkflowRequest, WorkflowStatus};
+use baton_engine::read::{AnyStore, AuditFilter, SignalRecord, TaskFilter};
+use baton_engine::{Engine, Operator, SignalInput, WorkflowRequest, WorkflowStatus};
 use futures_util::stream::Stream;
 use serde_json::value::RawValue;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
@@ -173,7 +173,16 @@ async fn workflow_view(
         unresolved: outcome
             .unresolved
             .and_then(|u| serde_json::to_value(u).ok()),
+        paused: wf.paused.as_ref().map(pause_view),
     })
+}
+
+fn pause_view(p: &baton_core::Paused) -> PauseView {
+    PauseView {
+        by: p.by.clone(),
+        reason: p.reason.clone(),
+        at: p.at.0,
+    }
 }
 
 /// Most workflows in one page of `GET /v1/workflows`.
@@ -893,6 +902,11 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView<Box<RawValue>> {
             .iter()
             .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
             .collect(),
+        paused: task.paused.as_ref().map(pause_view),
+        overruled: task
+            .overruled
+            .as_ref()
+            .map(|o| json!({"event": o.by_event, "by": o.by, "reason": o.reason})),
         lease: task.state.lease().map(|l| LeaseView {
             id: l.id.0,
             agent: l.agent.0,
@@ -1575,4 +1589,195 @@ fn counts_view(c: baton_engine::read::StateCounts) -> Counts {
         cancelled: c.get(StateKind::Cancelled),
         total: c.total(),
     }
+}
+
+// ---- operators in control -------------------------------------------------------------------
+
+fn operator(caller: &Caller, reason: String) -> ApiResult<Operator> {
+    Ok(Operator::new(caller_name(caller), reason)?)
+}
+
+/// The name an operator's action is recorded under: the caller's token's name.
+fn caller_name(caller: &Caller) -> String {
+    caller.actor()
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/pause", request_body = PauseBody, params(("id" = String, Path, description = "task id")),
+    description = "Pauses the task: no agent is handed it and its timers (deadlines, a scheduled retry, a delay) stand still until it is resumed. An agent already running it finishes, unless `now` takes it back: its lease is revoked and its next report is refused with `task_paused`. A task that has ended cannot be paused (409). Requires a `reason`, recorded in the audit log with the caller's token name.",
+    responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, description = "already paused, or ended", body = ProblemDoc), (status = 422, description = "`reason` missing or too long", body = ProblemDoc)))]
+pub async fn pause_task(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PauseBody>,
+) -> ApiResult<Json<ReportAnswer>> {
+    caller.operator()?;
+    let id = TaskId(parse_id("task", &id)?);
+    let op = operator(&caller, body.reason)?;
+    let task = engine(&s).pause_task(id, op, body.now).await?;
+    Ok(Json(answer(&s, &task)))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/resume", request_body = ResumeBody, params(("id" = String, Path, description = "task id")),
+    description = "Resumes a paused task: it can be handed to agents again, and each of its timers fires with the time it had left when the pause stopped it.",
+    responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, description = "not paused", body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+pub async fn resume_task(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ResumeBody>,
+) -> ApiResult<Json<ReportAnswer>> {
+    caller.operator()?;
+    let id = TaskId(parse_id("task", &id)?);
+    let op = operator(&caller, body.reason)?;
+    let task = engine(&s).resume_task(id, op).await?;
+    Ok(Json(answer(&s, &task)))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/skip", request_body = SkipBody, params(("id" = String, Path, description = "task id")),
+    description = "Completes the task with the operator's `result` in place of an agent (a person did the work, or it is not needed): its dependents proceed with that result. Works on a blocked, pending, assigned, executing (its lease is revoked) or failed task; a failed-for-good task's cancelled dependents come back. A later report from the agent that held it is refused with `task_skipped`. A completed or cancelled task cannot be skipped (409).",
+    responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc), (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+pub async fn skip_task(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SkipBody>,
+) -> ApiResult<Json<ReportAnswer>> {
+    caller.operator()?;
+    let id = TaskId(parse_id("task", &id)?);
+    let op = operator(&caller, body.reason)?;
+    let task = engine(&s).skip_task(id, op, body.result).await?;
+    Ok(Json(answer(&s, &task)))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/fail", request_body = FailBody, params(("id" = String, Path, description = "task id")),
+    description = "Fails the task for good: no retry follows, its dependents are cancelled, its compensation runs. An agent holding it loses its lease; its later reports are refused with `task_failed_by_operator`. An operator's retry (`POST /v1/tasks/{id}/retry`) can reopen it.",
+    responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+pub async fn fail_task(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<FailBody>,
+) -> ApiResult<Json<ReportAnswer>> {
+    caller.operator()?;
+    let id = TaskId(parse_id("task", &id)?);
+    let op = operator(&caller, body.reason)?;
+    let task = engine(&s).fail_task(id, op, body.error).await?;
+    Ok(Json(answer(&s, &task)))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/rerun", request_body = RerunBody, params(("id" = String, Path, description = "task id")),
+    description = "Reruns the task and everything downstream of it: each is reopened (its history is kept, with a new `reopened` entry), waits for its dependencies again and runs with fresh attempts; agents still running any of them lose their leases (`task_rerun`). Tasks upstream keep their results. `input` replaces the task's own input. It all commits together or not at all. `dry_run` lists what would rerun and changes nothing. A rerun through a `for_each` that has expanded is refused (409).",
+    responses((status = 200, body = RerunAnswer), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+pub async fn rerun_task(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RerunBody>,
+) -> ApiResult<Json<RerunAnswer>> {
+    caller.operator()?;
+    let id = TaskId(parse_id("task", &id)?);
+    let op = operator(&caller, body.reason)?;
+    let plan = engine(&s).rerun(id, op, body.input, body.dry_run).await?;
+    Ok(Json(RerunAnswer {
+        applied: plan.applied,
+        tasks: plan
+            .tasks
+            .into_iter()
+            .map(|t| RerunTaskView {
+                id: t.id.0,
+                key: t.key.0,
+                state: t.state,
+            })
+            .collect(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/workflows/{id}/pause", request_body = PauseBody, params(("id" = String, Path, description = "workflow id")),
+    description = "Pauses every task of the workflow that has not ended (as `POST /v1/tasks/{id}/pause`, `now` included) and marks the workflow paused: tasks created in it later (sub-tasks, a fan-out's items, compensation) start paused.",
+    responses((status = 200, body = WorkflowControlAnswer), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+pub async fn pause_workflow(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PauseBody>,
+) -> ApiResult<Json<WorkflowControlAnswer>> {
+    caller.operator()?;
+    let id = WorkflowId(parse_id("workflow", &id)?);
+    let op = operator(&caller, body.reason)?;
+    let n = engine(&s).pause_workflow(id, op, body.now).await?;
+    Ok(Json(WorkflowControlAnswer {
+        workflow: id.0,
+        tasks_changed: n,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/workflows/{id}/resume", request_body = ResumeBody, params(("id" = String, Path, description = "workflow id")),
+    description = "Resumes every paused task of the workflow (those paused one by one too) and clears its pause.",
+    responses((status = 200, body = WorkflowControlAnswer), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+pub async fn resume_workflow(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ResumeBody>,
+) -> ApiResult<Json<WorkflowControlAnswer>> {
+    caller.operator()?;
+    let id = WorkflowId(parse_id("workflow", &id)?);
+    let op = operator(&caller, body.reason)?;
+    let n = engine(&s).resume_workflow(id, op).await?;
+    Ok(Json(WorkflowControlAnswer {
+        workflow: id.0,
+        tasks_changed: n,
+    }))
+}
+
+/// Most audit entries in one page.
+const AUDIT_PAGE_MAX: usize = 1000;
+
+#[utoipa::path(get, path = "/v1/audit", params(AuditQuery),
+    description = "Every operator action (pause, resume, skip, fail, rerun, cancel, retry, signal), newest first: who (the token's name), what, on which workflow or task, why, and what it changed. Page with `before` = the previous page's `next`.",
+    responses((status = 200, body = AuditPage), (status = 400, body = ProblemDoc)))]
+pub async fn audit(
+    AxState(s): St,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > AUDIT_PAGE_MAX {
+        return Err(Problem::bad_request(
+            "invalid_query",
+            format!("`limit` must be 1 to {AUDIT_PAGE_MAX}"),
+        )
+        .field("limit", format!("1 to {AUDIT_PAGE_MAX}")));
+    }
+    let entries = engine(&s)
+        .audit(AuditFilter {
+            actor: q.actor,
+            workflow: q.workflow.map(WorkflowId),
+            action: q.action,
+            since: q.since.map(Timestamp),
+            until: q.until.map(Timestamp),
+            before: q.before,
+            limit,
+        })
+        .await?;
+    let next = (entries.len() == limit)
+        .then(|| entries.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(AuditPage {
+        entries: entries
+            .into_iter()
+            .map(|e| AuditEntryView {
+                id: e.id,
+                at: e.at.0,
+                actor: e.actor,
+                action: e.action,
+                workflow: e.workflow.map(|w| w.0),
+                task: e.task.map(|t| t.0),
+                reason: e.reason,
+                detail: serde_json::from_str(&e.detail).unwrap_or(Value::Null),
+            })
+            .collect(),
+        next,
+    }))
 }

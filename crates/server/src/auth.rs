@@ -58,6 +58,15 @@ impl Tokens {
 pub struct Caller(pub Role);
 
 impl Caller {
+    /// The name an action is recorded under: `operator` for an operator token, the agent's
+    /// name for an agent token.
+    pub fn actor(&self) -> String {
+        match &self.0 {
+            Role::Operator => "operator".to_owned(),
+            Role::Agent(name) => format!("agent:{name}"),
+        }
+    }
+
     pub fn operator(&self) -> Result<(), Problem> {
         match &self.0 {
             Role::Operator => Ok(()),

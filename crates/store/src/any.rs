@@ -10,11 +10,11 @@ use baton_core::{
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HistoryMark, HotPath, IdMatches, IdSuffix, NewSignal, OutboxItem,
-    PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact,
-    StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView,
-    TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRecord,
+    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, AuditEntry, AuditFilter,
+    ClaimRequest, CommitStats, ControlWrite, Dependency, Edge, HistoryMark, HotPath, IdMatches,
+    IdSuffix, NewSignal, OutboxItem, PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite,
+    SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome,
+    TaskFilter, TaskForView, TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRecord,
 };
 
 /// One of the backends, chosen by [`AnyStore::open`].
@@ -318,5 +318,13 @@ impl Store for AnyStore {
 
     async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
         delegate!(self, s => s.triggers().await)
+    }
+
+    async fn control(&self, write: ControlWrite) -> Result<(), StoreError> {
+        delegate!(self, s => s.control(write).await)
+    }
+
+    async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        delegate!(self, s => s.audit(filter).await)
     }
 }

@@ -10,9 +10,9 @@ use baton_core::{ArtifactRef, Task, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AgentRecord, ArtifactMeta, ClaimRequest, NewSignal, PutArtifact, PutSignal, ScheduleWrite,
-    StoreError, SubmitBatch, SubmitOutcome, TransitionRecord, TriggerWrite, BATCH_WRITES_MAX,
-    QUEUE_WRITES_MAX,
+    AgentRecord, ArtifactMeta, ClaimRequest, ControlWrite, NewSignal, PutArtifact, PutSignal,
+    ScheduleWrite, StoreError, SubmitBatch, SubmitOutcome, TransitionRecord, TriggerWrite,
+    BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
 };
 
 /// Where a command's caller waits for its answer.
@@ -38,6 +38,8 @@ pub(crate) enum Command {
     WriteSchedule(Box<ScheduleWrite>, Reply<bool>),
     /// A change to a trigger (SQLite, as `WriteSchedule`).
     WriteTrigger(Box<TriggerWrite>, Reply<bool>),
+    /// An operator's control: its transitions, all or none, with its marks.
+    Control(Box<ControlWrite>, Reply<()>),
 }
 
 /// What one command produced in a batch, sent to its caller once the batch committed.
@@ -58,6 +60,7 @@ impl Command {
         match self {
             Command::Submit(b, _) => b.tasks.len() + b.transitions.len(),
             Command::Apply(r, _) => r.len(),
+            Command::Control(w, _) => w.records.len() + 1,
             Command::Claim(r, _) => r.leases.len(),
             Command::AckOutbox(..)
             | Command::UpsertAgent(..)
@@ -81,7 +84,8 @@ impl Command {
             (Command::Apply(_, r), Outcome::Apply(o)) => drop(r.send(Ok(o))),
             (Command::Claim(_, r), Outcome::Claim(o)) => drop(r.send(o)),
             (Command::AckOutbox(_, r), Outcome::Done(o))
-            | (Command::UpsertAgent(_, r), Outcome::Done(o)) => drop(r.send(o)),
+            | (Command::UpsertAgent(_, r), Outcome::Done(o))
+            | (Command::Control(_, r), Outcome::Done(o)) => drop(r.send(o)),
             (Command::PutArtifact(_, r), Outcome::PutArtifact(o)) => drop(r.send(o)),
             (Command::SweepArtifacts(_, _, r), Outcome::Swept(o)) => drop(r.send(o)),
             (Command::PutSignal(_, r), Outcome::PutSignal(o)) => drop(r.send(o)),
@@ -98,7 +102,9 @@ impl Command {
             Command::Submit(_, r) => drop(r.send(Err(e))),
             Command::Apply(_, r) => drop(r.send(Err(e))),
             Command::Claim(_, r) => drop(r.send(Err(e))),
-            Command::AckOutbox(_, r) | Command::UpsertAgent(_, r) => drop(r.send(Err(e))),
+            Command::AckOutbox(_, r) | Command::UpsertAgent(_, r) | Command::Control(_, r) => {
+                drop(r.send(Err(e)))
+            }
             Command::PutArtifact(_, r) => drop(r.send(Err(e))),
             Command::SweepArtifacts(_, _, r) => drop(r.send(Err(e))),
             Command::PutSignal(_, r) => drop(r.send(Err(e))),
@@ -194,6 +200,11 @@ impl Queue {
     pub(crate) async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
         self.write(|r| Command::WriteSchedule(Box::new(write), r))
             .await
+    }
+
+    pub(crate) async fn control(&self, write: ControlWrite) -> Result<(), StoreError> {
+        write.records.iter().for_each(check_record);
+        self.write(|r| Command::Control(Box::new(write), r)).await
     }
 
     pub(crate) async fn write_trigger(&self, write: TriggerWrite) -> Result<bool, StoreError> {

@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use baton_core::{
-    Actor, Capability, Deadlines, Effect, EnteredAt, Event, FencingToken, HistoryEntry, State,
-    StateKind, Submission, Task, TaskError, TaskId, TaskKey, TaskSpec, Timestamp, Unresolved,
-    WorkflowId,
+    Actor, Capability, Deadlines, Effect, EnteredAt, Event, FencingToken, HistoryEntry, Overruled,
+    Paused, State, StateKind, Submission, Task, TaskError, TaskId, TaskKey, TaskSpec, Timestamp,
+    Unresolved, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -45,6 +45,10 @@ struct SnapshotRef<'a> {
     expanded: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     wake_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paused: Option<&'a Paused>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overruled: Option<&'a Overruled>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +73,10 @@ struct Snapshot {
     expanded: Option<u32>,
     #[serde(default)]
     wake_at: Option<Timestamp>,
+    #[serde(default)]
+    paused: Option<Paused>,
+    #[serde(default)]
+    overruled: Option<Overruled>,
 }
 
 pub fn snapshot(task: &Task) -> String {
@@ -90,8 +98,28 @@ pub fn snapshot(task: &Task) -> String {
         input: task.input.as_ref(),
         expanded: task.expanded,
         wake_at: task.wake_at,
+        paused: task.paused.as_ref(),
+        overruled: task.overruled.as_ref(),
     };
     serde_json::to_string(&s).expect("a task always serialises")
+}
+
+/// A workflow's `paused` column: the pause as JSON, or `NULL` while it runs.
+pub fn pause_json(paused: Option<&Paused>) -> Option<String> {
+    paused.map(|p| serde_json::to_string(p).expect("a pause always serialises"))
+}
+
+/// A workflow's pause from its `paused` column; one that does not decode reads as a pause by
+/// nobody, so a damaged row keeps the workflow held rather than running it.
+pub fn decode_pause(column: Option<String>) -> Option<Paused> {
+    column.map(|json| {
+        serde_json::from_str(&json).unwrap_or_else(|e| Paused {
+            by: "unknown".into(),
+            reason: format!("the stored pause does not decode: {e}"),
+            at: Timestamp(0),
+            frozen_at: None,
+        })
+    })
 }
 
 pub fn spec_json(spec: &TaskSpec) -> String {
@@ -160,6 +188,8 @@ fn assemble(id: TaskId, snapshot: &str, spec: Arc<TaskSpec>) -> Result<Task, Sto
         input: s.input,
         expanded: s.expanded,
         wake_at: s.wake_at,
+        paused: s.paused,
+        overruled: s.overruled,
     })
 }
 
@@ -196,9 +226,10 @@ pub fn timer_at(task: &Task) -> Option<Timestamp> {
     task.next_timer().map(|(_, at)| at)
 }
 
-/// When the task became ready, for the claim order; `None` unless `Pending`.
+/// When the task became ready, for the claim order; `None` unless `Pending` and not paused (a
+/// paused task is out of the claim index).
 pub fn ready_at(task: &Task) -> Option<Timestamp> {
-    (task.kind() == StateKind::Pending)
+    (task.kind() == StateKind::Pending && !task.is_paused())
         .then(|| task.entered_at.get(StateKind::Pending))
         .flatten()
 }

@@ -75,6 +75,12 @@ pub(crate) fn releases_dependents(from: StateKind, to: StateKind) -> bool {
     to == StateKind::Completed && from != StateKind::Completed
 }
 
+/// Whether a transition from `from` to `to` reopens a completed task (a rerun), and so adds one
+/// to its dependents' open counts again.
+pub(crate) fn reopens_dependents(from: StateKind, to: StateKind) -> bool {
+    from == StateKind::Completed && to != StateKind::Completed
+}
+
 /// How many tasks a claim may take: what it asks for, at most [`CLAIM_TASKS_MAX`], and no
 /// more than the agent's limit leaves given the `held` leases (counted only when it has one).
 pub(crate) fn claim_wanted(request: &ClaimRequest, held: Option<u64>) -> usize {

@@ -24,8 +24,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use baton_core::{
-    AgentId, ArtifactRef, Capability, Effect, Event, EventKind, HistoryEntry, LeaseId, Rejection,
-    StateKind, Submission, Task, TaskId, TaskKey, Timestamp, Transition, WorkflowId,
+    AgentId, ArtifactRef, Capability, Effect, Event, EventKind, HistoryEntry, LeaseId, Paused,
+    Rejection, StateKind, Submission, Task, TaskId, TaskKey, Timestamp, Transition, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +78,49 @@ pub struct NewWorkflow {
     pub outputs: Option<String>,
 }
 
+/// One operator action, as the audit log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Assigned by the store, increasing; 0 in a write.
+    pub id: i64,
+    pub at: Timestamp,
+    /// The token's name that acted.
+    pub actor: String,
+    /// `pause`, `resume`, `skip`, `fail`, `rerun`, `cancel`, `retry`, `signal`.
+    pub action: String,
+    pub workflow: Option<WorkflowId>,
+    pub task: Option<TaskId>,
+    pub reason: String,
+    /// What else the action carried and what it changed, as a JSON object.
+    pub detail: String,
+}
+
+/// Which audit entries to read, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub workflow: Option<WorkflowId>,
+    pub action: Option<String>,
+    /// Entries at or after this time.
+    pub since: Option<Timestamp>,
+    /// Entries before this time.
+    pub until: Option<Timestamp>,
+    /// Entries with ids below this one (the last id of the previous page).
+    pub before: Option<i64>,
+    /// At most this many (at most [`PAGE_ROWS_MAX`]).
+    pub limit: usize,
+}
+
+/// An operator's control, written in one transaction: every transition applies or none does,
+/// with the workflow's pause mark and the audit entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlWrite {
+    pub records: Vec<TransitionRecord>,
+    /// A workflow paused (`Some`) or resumed (`None`).
+    pub workflow_pause: Option<(WorkflowId, Option<Paused>)>,
+    pub audit: Option<AuditEntry>,
+}
+
 /// A stored workflow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowRecord {
@@ -87,6 +130,8 @@ pub struct WorkflowRecord {
     pub created_at: Timestamp,
     /// The workflow's declared outputs (templates over its tasks' results), as JSON.
     pub outputs: Option<String>,
+    /// Set while an operator has paused the workflow: the tasks created in it start paused.
+    pub paused: Option<Paused>,
 }
 
 /// A task created by `submitted`: the task and its first history entry.
@@ -793,4 +838,15 @@ pub trait Store: Send + Sync {
 
     /// Every trigger, by name (at most [`PAGE_ROWS_MAX`]).
     fn triggers(&self) -> impl Future<Output = Result<Vec<TriggerRecord>, StoreError>> + Send;
+
+    /// Writes an operator's control in one transaction: all its transitions (each a
+    /// compare-and-set; the first that fails fails the whole write, which then wrote nothing),
+    /// the workflow's pause mark, the audit entry.
+    fn control(&self, write: ControlWrite) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Audit entries newest first, as `filter` selects them.
+    fn audit(
+        &self,
+        filter: AuditFilter,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
 }

@@ -292,7 +292,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, "5");
+    assert_eq!(version, "6");
 
     sql.execute(
         "UPDATE baton_meta SET value = '99' WHERE key = 'schema_version'",

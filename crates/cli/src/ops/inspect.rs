@@ -436,6 +436,11 @@ fn waiting_text(waiting: &Value, now: u64) -> String {
             timestamp(until.0),
             relative(until.0, now)
         ),
+        WaitReason::Paused { by, why, since } => format!(
+            "paused by {by} since {} ({}): {why}",
+            timestamp(since.0),
+            relative(since.0, now)
+        ),
     }
 }
 

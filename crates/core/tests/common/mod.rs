@@ -189,6 +189,51 @@ pub fn cancel() -> Event {
     }
 }
 
+pub fn pause(now: bool) -> Event {
+    Event::PauseRequested {
+        requested_by: "ops".into(),
+        reason: "budget review".into(),
+        now,
+    }
+}
+
+pub fn resume() -> Event {
+    Event::ResumeRequested {
+        requested_by: "ops".into(),
+        reason: "approved".into(),
+    }
+}
+
+pub fn skip(result: Value) -> Event {
+    Event::SkipRequested {
+        requested_by: "ops".into(),
+        reason: "done by hand".into(),
+        result,
+    }
+}
+
+pub fn force_fail() -> Event {
+    Event::FailRequested {
+        requested_by: "ops".into(),
+        reason: "wrong prompt".into(),
+        error: None,
+    }
+}
+
+pub fn reopened(root: &str, input: Option<Value>) -> Event {
+    Event::Reopened {
+        requested_by: "ops".into(),
+        reason: "prompt fixed".into(),
+        root: root.into(),
+        input,
+    }
+}
+
+/// `task` paused at `now` (letting a running agent finish).
+pub fn paused(task: Task, now: Timestamp) -> Task {
+    step(&task, pause(false), now).task
+}
+
 pub fn retry_requested() -> Event {
     Event::RetryRequested {
         requested_by: "ops".into(),

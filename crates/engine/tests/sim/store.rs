@@ -567,4 +567,15 @@ impl Store for FaultyStore {
     async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
         self.inner.triggers().await
     }
+
+    async fn control(&self, write: baton_store::ControlWrite) -> Result<(), StoreError> {
+        self.write("control", self.inner.control(write)).await
+    }
+
+    async fn audit(
+        &self,
+        filter: baton_store::AuditFilter,
+    ) -> Result<Vec<baton_store::AuditEntry>, StoreError> {
+        self.read("audit", self.inner.audit(filter)).await
+    }
 }

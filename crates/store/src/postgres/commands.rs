@@ -30,8 +30,8 @@ use crate::batch::{Command, Outcome};
 use crate::codec::{self, ts, HistoryRow, TaskRow};
 use crate::decide::{self, Candidate, Deltas};
 use crate::{
-    AgentRecord, ClaimRequest, StoreError, SubmitBatch, SubmitOutcome, TransitionRecord,
-    WorkflowRef,
+    AgentRecord, ClaimRequest, ControlWrite, StoreError, SubmitBatch, SubmitOutcome,
+    TransitionRecord, WorkflowRef,
 };
 
 #[cfg(test)]
@@ -75,6 +75,7 @@ pub(super) async fn run_batch<'c>(
     for cmd in batch {
         match cmd {
             Command::Apply(records, _) => named.extend(records.iter().map(|r| r.task.id.0)),
+            Command::Control(w, _) => named.extend(w.records.iter().map(|r| r.task.id.0)),
             Command::Submit(b, _) => named.extend(b.transitions.iter().map(|r| r.task.id.0)),
             _ => {}
         }
@@ -138,6 +139,11 @@ impl<'c> Run<'c> {
                     results.push(self.close(out).await?);
                 }
                 Outcome::Apply(results)
+            }
+            Command::Control(write, _) => {
+                self.open(true).await?;
+                let out = self.control(write).await;
+                Outcome::Done(self.close(out).await?)
             }
             Command::Claim(request, _) => {
                 self.open(false).await?;
@@ -375,6 +381,24 @@ impl<'c> Run<'c> {
                     .await
             }));
         }
+        if decide::reopens_dependents(from, to) {
+            let id = task.id.0;
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.reopen_dependents, &[&id]).await
+            }));
+        }
+        if let Event::Reopened { input: Some(_), .. } = &record.entry.event {
+            let (id, spec) = (task.id.0, codec::spec_json(&task.spec));
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.update_spec, &[&id, &spec]).await
+            }));
+            let refs = task_refs(task, false);
+            if !refs.is_empty() {
+                let artifacts: Vec<String> = refs.iter().map(|a| a.hex()).collect();
+                let tasks = vec![id; artifacts.len()];
+                self.refer(artifacts, tasks);
+            }
+        }
         if decide::releases_dependents(from, to) {
             let id = task.id.0;
             self.pending.push(Box::pin(async move {
@@ -389,6 +413,39 @@ impl<'c> Run<'c> {
         }
         self.note(task);
         self.deltas.moved(from, to);
+    }
+
+    /// An operator's control, in the savepoint `cmd`: every transition, the first that fails
+    /// failing it all, then the workflow's pause mark and the audit entry.
+    async fn control(&mut self, write: &'c ControlWrite) -> Answer<()> {
+        for record in &write.records {
+            if let Err(e) = self.transition(record).await? {
+                return Ok(Err(e));
+            }
+        }
+        let c = self.c;
+        if let Some((workflow, paused)) = &write.workflow_pause {
+            let (id, paused) = (workflow.0, codec::pause_json(paused.as_ref()));
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.pause_workflow, &[&id, &paused]).await
+            }));
+        }
+        if let Some(a) = &write.audit {
+            let workflow = a.workflow.map(|w| w.0);
+            let task = a.task.map(|t| t.0);
+            let at = ts(a.at);
+            self.pending.push(Box::pin(async move {
+                c.client
+                    .execute(
+                        &c.s.insert_audit,
+                        &[
+                            &at, &a.actor, &a.action, &workflow, &task, &a.reason, &a.detail,
+                        ],
+                    )
+                    .await
+            }));
+        }
+        Ok(Ok(()))
     }
 
     /// Queues the writes that record references to artifacts (`artifacts[i]` by `tasks[i]`):

@@ -12,7 +12,7 @@ use crate::StoreError;
 /// A claim's candidates in one capability set, locked so that no other transaction (of this
 /// process or another) takes them meanwhile; those another holds are skipped.
 pub(super) const CLAIM_SQL: &str = "SELECT priority, ready_at, id FROM tasks
-    WHERE state = 'pending' AND capset = $1 ORDER BY priority DESC, ready_at, id LIMIT $2
+    WHERE state = 'pending' AND ready_at IS NOT NULL AND capset = $1 ORDER BY priority DESC, ready_at, id LIMIT $2
     FOR UPDATE SKIP LOCKED";
 
 /// Rows per state in `state_counts`; a writer adds to the shard of its backend pid.
@@ -97,6 +97,12 @@ statements! {
                      ORDER BY o";
     release_dependents = "UPDATE tasks SET deps_open = deps_open - 1
                           WHERE id IN (SELECT dependent FROM edges WHERE dependency = $1)";
+    reopen_dependents = "UPDATE tasks SET deps_open = deps_open + 1
+                         WHERE id IN (SELECT dependent FROM edges WHERE dependency = $1)";
+    update_spec = "UPDATE task_specs SET spec = $2 WHERE task_id = $1";
+    pause_workflow = "UPDATE workflows SET paused = $2 WHERE id = $1";
+    insert_audit = "INSERT INTO audit (at, actor, action, workflow_id, task_id, reason, detail)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7)";
     signal_delivered = "UPDATE signals SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL";
     add_counts = "INSERT INTO state_counts (state, shard, n)
                   SELECT s, $1, d FROM unnest($2::text[], $3::int8[]) WITH ORDINALITY AS u(s, d, o)

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("003_artifacts.sql"),
     include_str!("004_signals_and_timers.sql"),
     include_str!("005_schedules_and_triggers.sql"),
+    include_str!("006_operator_controls.sql"),
 ];
 
 /// `baton_meta.application` of a Baton store.

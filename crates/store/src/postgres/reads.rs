@@ -16,18 +16,18 @@ use super::connect::PgStore;
 use super::error::{db, get};
 use crate::codec::{self, ts};
 use crate::{
-    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HistoryMark, HotPath, IdMatches, IdSuffix, NewSignal, OutboxItem,
-    PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact,
-    StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView,
-    TaskIdMatch, TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRecord,
-    HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
+    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, AuditEntry, AuditFilter,
+    ClaimRequest, CommitStats, ControlWrite, Dependency, Edge, HistoryMark, HotPath, IdMatches,
+    IdSuffix, NewSignal, OutboxItem, PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite,
+    SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome,
+    TaskFilter, TaskForView, TaskIdMatch, TransitionRecord, TriggerRecord, TriggerWrite,
+    WorkflowRecord, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
 };
 
 const TASK_COLUMNS: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
                             JOIN task_specs s ON s.task_id = t.id";
 /// The columns [`workflow_row`] reads.
-const WORKFLOW_COLUMNS: &str = "id, name, idempotency_key, created_at, outputs";
+const WORKFLOW_COLUMNS: &str = "id, name, idempotency_key, created_at, outputs, paused";
 
 /// A workflow from a row of [`WORKFLOW_COLUMNS`].
 fn workflow_row(row: &Row) -> Result<WorkflowRecord, StoreError> {
@@ -37,6 +37,7 @@ fn workflow_row(row: &Row) -> Result<WorkflowRecord, StoreError> {
         idempotency_key: get(row, 2)?,
         created_at: Timestamp(get::<i64>(row, 3)? as u64),
         outputs: get(row, 4)?,
+        paused: codec::decode_pause(get(row, 5)?),
     })
 }
 
@@ -662,5 +663,48 @@ impl Store for PgStore {
 
     async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
         self.trigger_rows(None).await
+    }
+
+    async fn control(&self, write: ControlWrite) -> Result<(), StoreError> {
+        self.writes.control(write).await
+    }
+
+    async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let workflow = filter.workflow.map(|w| w.0);
+        let since = filter.since.map(ts);
+        let until = filter.until.map(ts);
+        let rows = self
+            .query(
+                "SELECT id, at, actor, action, workflow_id, task_id, reason, detail FROM audit
+                 WHERE ($1::text IS NULL OR actor = $1) AND ($2::uuid IS NULL OR workflow_id = $2)
+                   AND ($3::text IS NULL OR action = $3) AND ($4::int8 IS NULL OR at >= $4)
+                   AND ($5::int8 IS NULL OR at < $5) AND ($6::int8 IS NULL OR id < $6)
+                 ORDER BY id DESC LIMIT $7",
+                &[
+                    &filter.actor,
+                    &workflow,
+                    &filter.action,
+                    &since,
+                    &until,
+                    &filter.before,
+                    &limit,
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    id: get(row, 0)?,
+                    at: Timestamp(get::<i64>(row, 1)? as u64),
+                    actor: get(row, 2)?,
+                    action: get(row, 3)?,
+                    workflow: get::<Option<Uuid>>(row, 4)?.map(WorkflowId),
+                    task: get::<Option<Uuid>>(row, 5)?.map(TaskId),
+                    reason: get(row, 6)?,
+                    detail: get(row, 7)?,
+                })
+            })
+            .collect()
     }
 }

@@ -141,7 +141,7 @@ impl PgStore {
             (Some(wf), Some(name)) => {
                 self.query(
                     &format!(
-                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.state = 'pending'
+                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.state = 'pending' AND t.ready_at IS NOT NULL
                          AND t.capset = $2 AND t.id > $3 ORDER BY t.id LIMIT $4"
                     ),
                     &[&wf.0, &format!("{prefix}{name}"), &after, &limit],
@@ -151,7 +151,7 @@ impl PgStore {
             (Some(wf), None) => {
                 self.query(
                     &format!(
-                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.state = 'pending'
+                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.state = 'pending' AND t.ready_at IS NOT NULL
                          AND starts_with(t.capset, $2) AND t.id > $3 ORDER BY t.id LIMIT $4"
                     ),
                     &[&wf.0, &prefix, &after, &limit],
@@ -161,7 +161,7 @@ impl PgStore {
             (None, _) => {
                 self.query(
                     &format!(
-                        "{TASK_COLUMNS} WHERE t.state = 'pending' AND starts_with(t.capset, $1)
+                        "{TASK_COLUMNS} WHERE t.state = 'pending' AND t.ready_at IS NOT NULL AND starts_with(t.capset, $1)
                          AND t.id > $2 ORDER BY t.id LIMIT $3"
                     ),
                     &[&prefix, &after, &limit],

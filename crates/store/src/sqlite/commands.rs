@@ -12,8 +12,8 @@ use crate::artifact::task_refs;
 use crate::codec::{self, ts, HistoryRow, TaskRow};
 use crate::decide::{self, Candidate, Deltas};
 use crate::{
-    AgentRecord, ArtifactMeta, ClaimRequest, NewSignal, NewTask, PutArtifact, PutSignal,
-    ScheduleRecord, ScheduleWrite, SignalRecord, StoreError, SubmitBatch, SubmitOutcome,
+    AgentRecord, ArtifactMeta, ClaimRequest, ControlWrite, NewSignal, NewTask, PutArtifact,
+    PutSignal, ScheduleRecord, ScheduleWrite, SignalRecord, StoreError, SubmitBatch, SubmitOutcome,
     TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRef,
 };
 
@@ -120,7 +120,7 @@ fn signal_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SignalRec
 
 /// A claim's candidates in one capability set, from the `tasks_ready` index.
 pub(super) const CLAIM_SQL: &str = "SELECT priority, ready_at, id FROM tasks
-    WHERE state = 'pending' AND capset = ?1 ORDER BY priority DESC, ready_at, id LIMIT ?2";
+    WHERE state = 'pending' AND ready_at IS NOT NULL AND capset = ?1 ORDER BY priority DESC, ready_at, id LIMIT ?2";
 
 /// Creates the workflow (or checks the one it grows), its tasks and edges, then the
 /// transitions.
@@ -365,6 +365,20 @@ pub(super) fn write_transition(
         .and_then(|mut s| s.execute([task.id.0]))
         .map_err(db)?;
         insert_refs(conn, task.id, &task_refs(task, true))?;
+    }
+    if decide::reopens_dependents(from, to) {
+        conn.prepare_cached(
+            "UPDATE tasks SET deps_open = deps_open + 1
+             WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)",
+        )
+        .and_then(|mut s| s.execute([task.id.0]))
+        .map_err(db)?;
+    }
+    if let Event::Reopened { input: Some(_), .. } = &record.entry.event {
+        conn.prepare_cached("UPDATE task_specs SET spec = ?2 WHERE task_id = ?1")
+            .and_then(|mut s| s.execute(params![task.id.0, codec::spec_json(&task.spec)]))
+            .map_err(db)?;
+        insert_refs(conn, task.id, &task_refs(task, false))?;
     }
     deltas.moved(from, to);
     Ok(())
@@ -701,4 +715,40 @@ pub(super) fn write_trigger(conn: &Connection, write: &TriggerWrite) -> Result<b
             .map(|n| n == 1)
             .map_err(db),
     }
+}
+
+/// An operator's control: every transition (the first that fails fails it all: the savepoint
+/// around it undoes the others), then the workflow's pause mark and the audit entry.
+pub(super) fn control(
+    conn: &Connection,
+    write: &ControlWrite,
+    deltas: &mut Deltas,
+) -> Result<(), StoreError> {
+    for record in &write.records {
+        write_transition(conn, record, deltas)?;
+    }
+    if let Some((workflow, paused)) = &write.workflow_pause {
+        conn.prepare_cached("UPDATE workflows SET paused = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![workflow.0, codec::pause_json(paused.as_ref())]))
+            .map_err(db)?;
+    }
+    if let Some(a) = &write.audit {
+        conn.prepare_cached(
+            "INSERT INTO audit (at, actor, action, workflow_id, task_id, reason, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                ts(a.at),
+                a.actor,
+                a.action,
+                a.workflow.map(|w| w.0),
+                a.task.map(|t| t.0),
+                a.reason,
+                a.detail
+            ])
+        })
+        .map_err(db)?;
+    }
+    Ok(())
 }

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("004_artifacts.sql"),
     include_str!("005_signals_and_timers.sql"),
     include_str!("006_schedules_and_triggers.sql"),
+    include_str!("007_operator_controls.sql"),
 ];
 
 /// Read connections kept open.

@@ -19,16 +19,16 @@ use super::open::SqliteStore;
 use crate::artifact::{io_error, CHUNKS_AHEAD_MAX};
 use crate::codec::{self, ts};
 use crate::{
-    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, ClaimRequest, CommitStats,
-    Dependency, Edge, HistoryMark, HotPath, IdMatches, IdSuffix, NewSignal, OutboxItem,
-    PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite, SignalRecord, StagedArtifact,
-    StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter, TaskForView,
-    TaskIdMatch, TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRecord,
-    ARTIFACT_CHUNK_BYTES, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
+    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, AuditEntry, AuditFilter,
+    ClaimRequest, CommitStats, ControlWrite, Dependency, Edge, HistoryMark, HotPath, IdMatches,
+    IdSuffix, NewSignal, OutboxItem, PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite,
+    SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome,
+    TaskFilter, TaskForView, TaskIdMatch, TransitionRecord, TriggerRecord, TriggerWrite,
+    WorkflowRecord, ARTIFACT_CHUNK_BYTES, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
 };
 
 /// The columns [`workflow_row`] reads.
-const WORKFLOW_COLUMNS: &str = "id, name, idempotency_key, created_at, outputs";
+const WORKFLOW_COLUMNS: &str = "id, name, idempotency_key, created_at, outputs, paused";
 
 /// A workflow from a row of [`WORKFLOW_COLUMNS`].
 fn workflow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkflowRecord> {
@@ -38,6 +38,7 @@ fn workflow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkflowRecord> {
         idempotency_key: r.get(2)?,
         created_at: Timestamp(r.get::<_, i64>(3)? as u64),
         outputs: r.get(4)?,
+        paused: codec::decode_pause(r.get(5)?),
     })
 }
 
@@ -899,19 +900,19 @@ impl Store for SqliteStore {
             match (filter.workflow, name) {
                 (Some(wf), Some(name)) => load_tasks(
                     c,
-                    &format!("{select} WHERE t.workflow_id = ?1 AND t.state = 'pending' AND t.capset = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
+                    &format!("{select} WHERE t.workflow_id = ?1 AND t.state = 'pending' AND t.ready_at IS NOT NULL AND t.capset = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
                     &[&wf.0, &format!("{low}{name}"), &after, &limit],
                     codec::decode_task,
                 ),
                 (Some(wf), None) => load_tasks(
                     c,
-                    &format!("{select} WHERE t.workflow_id = ?1 AND t.state = 'pending' AND t.capset >= ?2 AND t.capset < ?3 AND t.id > ?4 ORDER BY t.id LIMIT ?5"),
+                    &format!("{select} WHERE t.workflow_id = ?1 AND t.state = 'pending' AND t.ready_at IS NOT NULL AND t.capset >= ?2 AND t.capset < ?3 AND t.id > ?4 ORDER BY t.id LIMIT ?5"),
                     &[&wf.0, &low, &codec::SIGNAL_CAPSET_END, &after, &limit],
                     codec::decode_task,
                 ),
                 (None, _) => load_tasks(
                     c,
-                    &format!("{select} WHERE t.state = 'pending' AND t.capset >= ?1 AND t.capset < ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
+                    &format!("{select} WHERE t.state = 'pending' AND t.ready_at IS NOT NULL AND t.capset >= ?1 AND t.capset < ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
                     &[&low, &codec::SIGNAL_CAPSET_END, &after, &limit],
                     codec::decode_task,
                 ),
@@ -996,6 +997,52 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             let rows = stmt
                 .query_map([PAGE_ROWS_MAX as i64], trigger_row)
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn control(&self, write: ControlWrite) -> Result<(), StoreError> {
+        self.writes.control(write).await
+    }
+
+    async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, at, actor, action, workflow_id, task_id, reason, detail FROM audit
+                     WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR workflow_id = ?2)
+                       AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR at >= ?4)
+                       AND (?5 IS NULL OR at < ?5) AND (?6 IS NULL OR id < ?6)
+                     ORDER BY id DESC LIMIT ?7",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        filter.actor,
+                        filter.workflow.map(|w| w.0),
+                        filter.action,
+                        filter.since.map(ts),
+                        filter.until.map(ts),
+                        filter.before,
+                        limit
+                    ],
+                    |r| {
+                        Ok(AuditEntry {
+                            id: r.get(0)?,
+                            at: Timestamp(r.get::<_, i64>(1)? as u64),
+                            actor: r.get(2)?,
+                            action: r.get(3)?,
+                            workflow: r.get::<_, Option<Uuid>>(4)?.map(WorkflowId),
+                            task: r.get::<_, Option<Uuid>>(5)?.map(TaskId),
+                            reason: r.get(6)?,
+                            detail: r.get(7)?,
+                        })
+                    },
+                )
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<_>>().map_err(db)
         })

@@ -103,6 +103,9 @@ fn run_command(
         Command::WriteTrigger(write, _) => Outcome::Written(savepoint(tx, deltas, |sp, _| {
             super::commands::write_trigger(sp, write)
         })?),
+        Command::Control(write, _) => Outcome::Done(savepoint(tx, deltas, |sp, d| {
+            super::commands::control(sp, write, d)
+        })?),
         Command::SweepArtifacts(before, limit, _) => {
             Outcome::Swept(savepoint(tx, deltas, |sp, _| {
                 sweep_artifacts(sp, *before, *limit)
