@@ -75,6 +75,9 @@ pub struct Counts {
     pub failed: u64,
     pub cancelled: u64,
     pub total: u64,
+    /// Of the tasks above, how many an operator has paused (they keep their state).
+    #[serde(default)]
+    pub paused: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

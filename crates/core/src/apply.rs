@@ -55,6 +55,8 @@ pub enum Effect {
     FailDependents,
     /// The task was reopened: send `upstream_revived` to the dependents its failure cancelled.
     ReviveDependents,
+    /// The task waits for its dependencies again: send it `upstream_failed` if one has ended.
+    CheckUpstream,
     /// Send `retry` at `at`; the next attempt is `attempt`.
     ScheduleRetry {
         at: Timestamp,
@@ -84,6 +86,7 @@ impl Effect {
             Effect::ReleaseDependents
                 | Effect::FailDependents
                 | Effect::ReviveDependents
+                | Effect::CheckUpstream
                 | Effect::Compensate { .. }
                 | Effect::AwaitSignal { .. }
         )
@@ -880,10 +883,14 @@ fn eval(cond: Cond, task: Option<&Task>, event: &Event, now: Timestamp) -> Resul
             Some(u) => Err(u.message()),
             None => Ok(()),
         },
-        Cond::AwaitsInput => match task {
+        Cond::AwaitsRelease => match task {
             Some(t) if t.spec.for_each.is_some() => Ok(()),
             Some(t) if t.input.is_none() && is_template(&t.spec.input) => Ok(()),
-            _ => Err("the task's input needs no resolution or is resolved".into()),
+            Some(t) if t.errors.last().is_some_and(|e| e.token.is_none()) => Ok(()),
+            _ => Err(
+                "the task ran under a lease, and its input needs no resolution or is resolved"
+                    .into(),
+            ),
         },
         Cond::AwaitsExpansion => {
             let (spec, expanded) = match (event, task) {
@@ -1306,6 +1313,7 @@ fn effects(rule: &Rule, old: Option<&Task>, new: &Task) -> Vec<Effect> {
             EffectKind::ReleaseDependents => out.push(Effect::ReleaseDependents),
             EffectKind::FailDependents => out.push(Effect::FailDependents),
             EffectKind::ReviveDependents => out.push(Effect::ReviveDependents),
+            EffectKind::CheckUpstream => out.push(Effect::CheckUpstream),
             EffectKind::ScheduleRetry => {
                 if let State::Failed {
                     retry_at: Some(at), ..

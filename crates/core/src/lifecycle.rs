@@ -47,9 +47,11 @@ pub enum Cond {
     /// evidence: the resolved input, or the reference that found nothing). A plain input
     /// always resolves.
     InputResolved,
-    /// The task's input is a template that has not been resolved, or the task fans out
-    /// (`for_each`): it must wait for its dependencies again before it runs.
-    AwaitsInput,
+    /// The task must be released again before it runs: its input is a template that has not
+    /// been resolved, it fans out (`for_each`), or its last failure came before any agent
+    /// held it (a deadline or a rejection while it waited, an operator's failure while it was
+    /// blocked or pending), so its dependencies may not all have completed.
+    AwaitsRelease,
     /// The task fans out (`for_each`) and has not expanded yet: no agent runs it.
     AwaitsExpansion,
     /// The task has expanded into the tasks of its `for_each`.
@@ -91,7 +93,7 @@ impl Cond {
             Cond::TimeoutRequeues => "start deadline",
             Cond::RequeueOnAgentLost => "requeue on agent loss",
             Cond::InputResolved => "input resolved",
-            Cond::AwaitsInput => "input awaited",
+            Cond::AwaitsRelease => "awaits release",
             Cond::AwaitsExpansion => "fans out",
             Cond::Expanded => "expanded",
             Cond::HasItems => "has items",
@@ -150,6 +152,9 @@ pub enum EffectKind {
     ReviveDependents,
     /// Send `retry` when the backoff has passed.
     ScheduleRetry,
+    /// The task waits for its dependencies again (a rerun, an operator's retry): if one has
+    /// ended failed or cancelled meanwhile, it is cancelled by it (its retry revives it).
+    CheckUpstream,
     /// Submit the task's compensation task, if it declares one.
     Compensate,
 }
@@ -314,9 +319,10 @@ pub static DEFAULT_RULES: &[Rule] = &[
     rule(Some(S::Failed), E::Retry, &[not(Cond::Paused), is(Cond::RetryScheduled), is(Cond::BackoffElapsed)], S::Pending, &[WakeAgents, Timers]),
     rule(Some(S::Failed), E::CancelRequested, &[is(Cond::RetryScheduled)], S::Cancelled, FINAL_FAILURE),
     // Reopening by an operator.
-    reopen(S::Failed, E::RetryRequested, &[not(Cond::RetryScheduled), not(Cond::AwaitsInput)], S::Pending, &[WakeAgents, Timers, ReviveDependents]),
-    // Its input never resolved: it waits to be released again, which resolves it afresh.
-    reopen(S::Failed, E::RetryRequested, &[not(Cond::RetryScheduled), is(Cond::AwaitsInput)], S::Blocked, &[ReviveDependents]),
+    reopen(S::Failed, E::RetryRequested, &[not(Cond::RetryScheduled), not(Cond::AwaitsRelease)], S::Pending, &[WakeAgents, Timers, ReviveDependents]),
+    // It failed before an agent held it (its input never resolved, it waited too long, an
+    // operator failed it): it waits to be released again, which decides its release afresh.
+    reopen(S::Failed, E::RetryRequested, &[not(Cond::RetryScheduled), is(Cond::AwaitsRelease)], S::Blocked, &[ReviveDependents, CheckUpstream]),
     reopen(S::Cancelled, E::UpstreamRevived, &[is(Cond::CancelledByUpstream), not(Cond::OtherUpstreamEnded)], S::Blocked, &[ReviveDependents]),
     // Revived while another upstream has ended: it stays cancelled, now naming that one (whose
     // own revival brings it back).
@@ -353,14 +359,14 @@ pub static DEFAULT_RULES: &[Rule] = &[
     rule(Some(S::Executing), E::FailRequested, &[], S::Failed, FINAL_FAILURE_REVOKED),
     rule(Some(S::Failed), E::FailRequested, &[is(Cond::RetryScheduled)], S::Failed, FINAL_FAILURE),
     // A rerun reopens the task from wherever it is: it waits for its dependencies again.
-    reopen(S::Blocked, E::Reopened, &[], S::Blocked, &[Timers]),
-    reopen(S::Pending, E::Reopened, &[], S::Blocked, &[Timers]),
-    reopen(S::Assigned, E::Reopened, &[], S::Blocked, &[RevokeLease, Timers]),
-    reopen(S::Executing, E::Reopened, &[], S::Blocked, &[RevokeLease, Timers]),
-    reopen(S::Completed, E::Reopened, &[], S::Blocked, &[]),
-    reopen(S::Failed, E::Reopened, &[is(Cond::RetryScheduled)], S::Blocked, &[Timers]),
-    reopen(S::Failed, E::Reopened, &[not(Cond::RetryScheduled)], S::Blocked, &[]),
-    reopen(S::Cancelled, E::Reopened, &[], S::Blocked, &[]),
+    reopen(S::Blocked, E::Reopened, &[], S::Blocked, &[Timers, CheckUpstream]),
+    reopen(S::Pending, E::Reopened, &[], S::Blocked, &[Timers, CheckUpstream]),
+    reopen(S::Assigned, E::Reopened, &[], S::Blocked, &[RevokeLease, Timers, CheckUpstream]),
+    reopen(S::Executing, E::Reopened, &[], S::Blocked, &[RevokeLease, Timers, CheckUpstream]),
+    reopen(S::Completed, E::Reopened, &[], S::Blocked, &[CheckUpstream]),
+    reopen(S::Failed, E::Reopened, &[is(Cond::RetryScheduled)], S::Blocked, &[Timers, CheckUpstream]),
+    reopen(S::Failed, E::Reopened, &[not(Cond::RetryScheduled)], S::Blocked, &[CheckUpstream]),
+    reopen(S::Cancelled, E::Reopened, &[], S::Blocked, &[CheckUpstream]),
 ];
 
 /// The default lifecycle.

@@ -230,6 +230,23 @@ impl<S: Store + 'static> Engine<S> {
                     applied(self.transition(dependent, fail, Cause::default()).await)?;
                 }
             }
+            Effect::CheckUpstream => {
+                // A dependency that ended before this task waited for it again cancels it, as
+                // if it had been waiting then; one that ends later sends its own.
+                if let Some(ended) = self
+                    .dependency_ends(id)
+                    .await?
+                    .into_iter()
+                    .find(|d| d.ended)
+                {
+                    let fail = |t: &Task| {
+                        (t.kind() == StateKind::Blocked).then(|| Event::UpstreamFailed {
+                            upstream: ended.key.clone(),
+                        })
+                    };
+                    applied(self.transition(id, fail, Cause::default()).await)?;
+                }
+            }
             Effect::ReviveDependents => {
                 let task = self.load(id).await?;
                 for dependent in self.inner.store.dependents(id).await? {

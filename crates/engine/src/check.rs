@@ -81,6 +81,7 @@ pub async fn check_store<S: Store>(
         for task in &page {
             report.tasks += 1;
             counted.0[task.kind().index()] += 1;
+            counted.1 += u64::from(task.is_paused());
             let violation = |detail: String| Violation {
                 task: Some(task.id),
                 workflow: Some(task.workflow),
@@ -200,8 +201,8 @@ pub async fn check_store<S: Store>(
             task: None,
             workflow: None,
             detail: format!(
-                "counts per state {:?} differ from the tasks {:?}",
-                stored.0, counted.0
+                "counts per state {:?} (paused {}) differ from the tasks {:?} (paused {})",
+                stored.0, stored.1, counted.0, counted.1
             ),
         });
     }

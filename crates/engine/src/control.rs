@@ -437,17 +437,12 @@ impl<S: Store + 'static> Engine<S> {
     ) -> Result<Vec<Task>, EngineError> {
         for _ in 0..CAS_RETRIES_MAX {
             let decided = self.decide_all(ids, make, strict).await?;
-            let (workflow, task) = match ids {
-                [only] => (
-                    decided.transitions.first().map(|(t, _)| t.task.workflow),
-                    Some(*only),
-                ),
-                _ => (
-                    decided.transitions.first().map(|(t, _)| t.task.workflow),
-                    None,
-                ),
-            };
-            let workflow = workflow_pause.as_ref().map(|(w, _)| *w).or(workflow);
+            // The task it was asked for: a rerun's root, a fan-out cancelled with its items.
+            let task = ids.first().copied();
+            let workflow = workflow_pause
+                .as_ref()
+                .map(|(w, _)| *w)
+                .or_else(|| decided.transitions.first().map(|(t, _)| t.task.workflow));
             let audit = AuditEntry {
                 id: 0,
                 at: decided.now,

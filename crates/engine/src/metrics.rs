@@ -58,6 +58,7 @@ pub struct Metrics {
     signals: Counter,
     schedule_ticks: Family<KindLabel, Counter>,
     agents_online: Gauge,
+    tasks_paused: Gauge,
     claims_waiting: Gauge,
     event_subscribers: Gauge,
 }
@@ -147,6 +148,12 @@ impl Metrics {
             "Agents heard from within their liveness window",
             agents_online.clone(),
         );
+        let tasks_paused = Gauge::default();
+        registry.register(
+            "tasks_paused",
+            "Tasks an operator has paused, whatever their state",
+            tasks_paused.clone(),
+        );
         let claims_waiting = Gauge::default();
         registry.register(
             "claims_waiting",
@@ -173,6 +180,7 @@ impl Metrics {
             signals,
             schedule_ticks,
             agents_online,
+            tasks_paused,
             claims_waiting,
             event_subscribers,
         }
@@ -259,6 +267,7 @@ impl Metrics {
                 .set(counts.get(state) as i64);
         }
         self.agents_online.set(agents_online as i64);
+        self.tasks_paused.set(counts.paused() as i64);
         self.event_subscribers.set(event_subscribers as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

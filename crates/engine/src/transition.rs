@@ -237,6 +237,7 @@ impl<S: Store + 'static> Engine<S> {
                 Effect::ReleaseDependents
                 | Effect::FailDependents
                 | Effect::ReviveDependents
+                | Effect::CheckUpstream
                 | Effect::Compensate { .. }
                 | Effect::AwaitSignal { .. } => outbox = true,
             }

@@ -137,6 +137,14 @@ fn seeded_simulations_keep_every_invariant() {
                 && total.schedule_ticks > 0,
             "the runs sent too few signals or timers: {total:#?}"
         );
+        assert!(
+            total.pauses > 0
+                && total.resumes > 0
+                && total.skips > 0
+                && total.forced_failures > 0
+                && total.reruns > 0,
+            "the operators used too few controls: {total:#?}"
+        );
     }
 }
 

@@ -1588,6 +1588,7 @@ fn counts_view(c: baton_engine::read::StateCounts) -> Counts {
         failed: c.get(StateKind::Failed),
         cancelled: c.get(StateKind::Cancelled),
         total: c.total(),
+        paused: c.paused(),
     }
 }
 

@@ -187,6 +187,13 @@ async fn a_paused_workflow_hands_out_nothing_until_resumed() {
     assert_eq!(body["tasks_changed"], 2);
     let (_, view) = srv.get(&format!("/v1/workflows/{wf}")).await;
     assert_eq!(view["paused"]["reason"], "spend review");
+    assert_eq!(view["counts"]["paused"], 2, "{view}");
+    let (_, counts) = srv.get("/v1/counts").await;
+    assert_eq!(counts["paused"], 2, "{counts}");
+    assert_eq!(
+        counts["pending"], 2,
+        "paused tasks keep their state: {counts}"
+    );
     assert!(srv.claim(&agent, 2).await.is_empty());
     let (s, body) = srv
         .post(
@@ -196,6 +203,7 @@ async fn a_paused_workflow_hands_out_nothing_until_resumed() {
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["tasks_changed"], 2);
+    assert_eq!(srv.counts().await["paused"], 0);
     assert_eq!(srv.claim(&agent, 2).await.len(), 2);
     let (s, missing) = srv
         .post(

@@ -416,6 +416,7 @@ pub struct TaskRow {
     pub lease_agent: Option<uuid::Uuid>,
     pub updated_at: i64,
     pub snapshot: String,
+    pub paused: bool,
 }
 
 impl TaskRow {
@@ -429,6 +430,7 @@ impl TaskRow {
             lease_agent: lease_agent(task),
             updated_at: ts(task.updated_at),
             snapshot: snapshot(task),
+            paused: task.is_paused(),
         }
     }
 }

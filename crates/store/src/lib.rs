@@ -319,9 +319,9 @@ impl TaskPages {
     }
 }
 
-/// Tasks per state, indexed by [`StateKind::index`].
+/// Tasks per state, indexed by [`StateKind::index`], and how many of them are paused.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateCounts(pub [u64; 7]);
+pub struct StateCounts(pub [u64; 7], pub u64);
 
 impl StateCounts {
     pub fn get(&self, state: StateKind) -> u64 {
@@ -330,6 +330,11 @@ impl StateCounts {
 
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
+    }
+
+    /// Of all the tasks counted, those an operator has paused (in whatever state).
+    pub fn paused(&self) -> u64 {
+        self.1
     }
 }
 

@@ -263,6 +263,175 @@ mod cases {
         assert_eq!(counts.total(), 2);
     }
 
+    /// An operator's control: all its transitions or none, with the workflow's pause mark and
+    /// the audit entry; a paused task is not claimed and is counted; a rerun of a completed
+    /// task makes its dependents wait for it again and stores its new input.
+    pub async fn a_control_writes_all_its_transitions_or_none_with_its_audit_entry<S: Store>(
+        s: &S,
+    ) {
+        let flow = diamond();
+        s.submit(flow.batch.clone()).await.unwrap();
+        let pause = |now| Event::PauseRequested {
+            requested_by: "ops".into(),
+            reason: "hold".into(),
+            now,
+        };
+        let a = s.task(flow.id("a")).await.unwrap().unwrap();
+        let d = s.task(flow.id("d")).await.unwrap().unwrap();
+        let audit = |action: &str| AuditEntry {
+            id: 0,
+            at: at(2),
+            actor: "ops".into(),
+            action: action.into(),
+            workflow: Some(flow.id),
+            task: None,
+            reason: "hold".into(),
+            detail: "{}".into(),
+        };
+        // One record is stale: nothing is written, not even the audit entry or the mark.
+        let mut stale = record(&d, pause(false), at(2));
+        stale.entry.seq += 1;
+        stale.task.version += 1;
+        let err = s
+            .control(ControlWrite {
+                records: vec![record(&a, pause(false), at(2)), stale],
+                workflow_pause: Some((flow.id, None)),
+                audit: Some(audit("pause")),
+            })
+            .await
+            .unwrap_err();
+        assert!(err.is_conflict(), "{err:?}");
+        assert_eq!(s.task(a.id).await.unwrap().unwrap(), a);
+        assert!(s
+            .audit(AuditFilter {
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap()
+            .is_empty());
+
+        let mark = Paused {
+            by: "ops".into(),
+            reason: "hold".into(),
+            at: at(2),
+            frozen_at: None,
+        };
+        s.control(ControlWrite {
+            records: vec![
+                record(&a, pause(false), at(2)),
+                record(&d, pause(false), at(2)),
+            ],
+            workflow_pause: Some((flow.id, Some(mark.clone()))),
+            audit: Some(audit("pause")),
+        })
+        .await
+        .unwrap();
+        assert!(s.task(a.id).await.unwrap().unwrap().is_paused());
+        assert_eq!(
+            s.workflow(flow.id).await.unwrap().unwrap().paused,
+            Some(mark)
+        );
+        let counts = s.counts(Some(flow.id)).await.unwrap();
+        assert_eq!(
+            (counts.paused(), counts.get(StateKind::Pending)),
+            (2, 1),
+            "a (pending) and d (blocked) paused, in their states: {counts:?}"
+        );
+        assert!(
+            claim_one(s, agent(1), at(3)).await.is_none(),
+            "a paused task is not claimed"
+        );
+        let entries = s
+            .audit(AuditFilter {
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            (entries[0].action.as_str(), entries[0].workflow),
+            ("pause", Some(flow.id))
+        );
+
+        let resume = Event::ResumeRequested {
+            requested_by: "ops".into(),
+            reason: "go".into(),
+        };
+        let a = s.task(a.id).await.unwrap().unwrap();
+        s.control(ControlWrite {
+            records: vec![record(&a, resume, at(4))],
+            workflow_pause: Some((flow.id, None)),
+            audit: Some(audit("resume")),
+        })
+        .await
+        .unwrap();
+        assert!(s.workflow(flow.id).await.unwrap().unwrap().paused.is_none());
+        run_to_completion(s, a.id, at(5)).await;
+        assert_eq!(
+            sorted(release_blocked(s, at(6)).await),
+            sorted(vec![flow.id("b"), flow.id("c")])
+        );
+
+        // Rerun `a` with a new input: b and c wait for it again.
+        let a = s.task(a.id).await.unwrap().unwrap();
+        let reopened = Event::Reopened {
+            requested_by: "ops".into(),
+            reason: "again".into(),
+            root: "a".into(),
+            input: Some(json!({"v": 2})),
+        };
+        let rerun = record(&a, reopened, at(7));
+        let b = s.task(flow.id("b")).await.unwrap().unwrap();
+        let c = s.task(flow.id("c")).await.unwrap().unwrap();
+        let reopen = |t: &Task| {
+            record(
+                t,
+                Event::Reopened {
+                    requested_by: "ops".into(),
+                    reason: "again".into(),
+                    root: "a".into(),
+                    input: None,
+                },
+                at(7),
+            )
+        };
+        s.control(ControlWrite {
+            records: vec![rerun, reopen(&b), reopen(&c)],
+            workflow_pause: None,
+            audit: Some(audit("rerun")),
+        })
+        .await
+        .unwrap();
+        let stored = s.task(a.id).await.unwrap().unwrap();
+        assert_eq!(stored.kind(), StateKind::Blocked);
+        assert_eq!(
+            stored.spec.input,
+            json!({"v": 2}),
+            "the new input is stored"
+        );
+        assert_eq!(
+            release_blocked(s, at(8)).await,
+            vec![a.id],
+            "only a: b and c wait for it"
+        );
+        run_to_completion(s, a.id, at(9)).await;
+        assert_eq!(
+            sorted(release_blocked(s, at(10)).await),
+            sorted(vec![flow.id("b"), flow.id("c")])
+        );
+        let entries = s
+            .audit(AuditFilter {
+                action: Some("rerun".into()),
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+    }
+
     pub async fn completion_releases_dependents_once_all_their_dependencies_completed<S: Store>(
         s: &S,
     ) {
@@ -1287,6 +1456,7 @@ macro_rules! conformance {
             case!(apply_all_commits_each_record_on_its_own);
             case!(apply_all_undoes_a_record_that_fails_after_writing);
             case!(completion_releases_dependents_once_all_their_dependencies_completed);
+            case!(a_control_writes_all_its_transitions_or_none_with_its_audit_entry);
             case!(claims_take_the_highest_priority_then_the_oldest_the_agent_can_run);
             case!(arc concurrent_claimers_never_get_the_same_task);
             case!(due_timers_come_from_deadlines_and_retries);

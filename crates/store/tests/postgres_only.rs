@@ -302,7 +302,7 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
     .unwrap();
     match PgStore::open_with(&url(), schema.options()).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (99, 5));
+            assert_eq!((found, supported), (99, 6));
         }
         Err(e) => panic!("expected SchemaTooNew, got {e}"),
         Ok(_) => panic!("expected SchemaTooNew, the store opened"),

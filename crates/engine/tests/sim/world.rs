@@ -20,6 +20,10 @@
 //!   short timeouts, several retry policies; some tasks wait for a signal, with or without a
 //!   timeout, some sleep, some are delayed by `delay_ms` or `not_before`; agents add such
 //!   tasks too, as a decomposition asking for approval mid-run);
+//! - an operator takes control of a random task: pauses it (sometimes taking it back from its
+//!   agent at once), resumes it, skips it with a result, fails it for good, or reruns it and
+//!   everything downstream (sometimes as a dry run); each is accepted exactly when the
+//!   lifecycle allows it and leaves the task as asked; the drain resumes what is paused;
 //! - an operator sends a signal to a workflow: before its task waits (kept), while it waits,
 //!   after it ended, rejecting, again under a used idempotency key with the same body (applied
 //!   once) or another body (refused);
@@ -45,9 +49,11 @@
 //! signal its workflow keeps.
 //!
 //! At the end healthy agents drain the work (no faults, no restarts), then: `check_store` is
-//! clean; every completed task has exactly one `execution_succeeded` and every other task none;
-//! every task is terminal; counts per state (global and per workflow) equal the tasks; every
-//! completion an agent was told about still stands, unchanged; every acknowledged signal is
+//! clean; every completed task has exactly one `execution_succeeded` since it was last reopened
+//! (none when skipped) and every other task none;
+//! every task is terminal; counts per state and paused (global and per workflow) equal the
+//! tasks; every completion an agent or operator was told about still stands, unchanged, unless
+//! a rerun reopened it since; every acknowledged signal is
 //! stored as sent, one per idempotency key; a signal task completed by exactly one signal,
 //! with its data, and every signal a history names is stored, delivered, under that name and
 //! data; timers fire no earlier than their time, and a sleep completes with `slept_ms`; the
@@ -66,7 +72,8 @@ use baton_core::{
 };
 use baton_engine::check::check_store;
 use baton_engine::{
-    Clock, Engine, EngineConfig, EngineError, ManualClock, SeededIds, SignalInput, WorkflowRequest,
+    Clock, Engine, EngineConfig, EngineError, ManualClock, Operator, SeededIds, SignalInput,
+    WorkflowRequest,
 };
 use baton_store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use baton_store::{StateCounts, Store, TaskFilter, PAGE_ROWS_MAX};
@@ -137,6 +144,11 @@ pub struct RunStats {
     pub stalls: u64,
     pub operator_cancels: u64,
     pub operator_retries: u64,
+    pub pauses: u64,
+    pub resumes: u64,
+    pub skips: u64,
+    pub forced_failures: u64,
+    pub reruns: u64,
     pub drain_rounds: u64,
     pub clock_steps_back: u64,
     pub signal_tasks: u64,
@@ -173,6 +185,11 @@ impl RunStats {
         self.stalls += o.stalls;
         self.operator_cancels += o.operator_cancels;
         self.operator_retries += o.operator_retries;
+        self.pauses += o.pauses;
+        self.resumes += o.resumes;
+        self.skips += o.skips;
+        self.forced_failures += o.forced_failures;
+        self.reruns += o.reruns;
         self.drain_rounds += o.drain_rounds;
         self.clock_steps_back += o.clock_steps_back;
         self.signal_tasks += o.signal_tasks;
@@ -687,8 +704,8 @@ impl Sim {
 
     async fn act(&mut self) -> Result<(), String> {
         // worker, time, tick, zombie, forged, stall, crash, join, cancel task, cancel
-        // workflow, retry, submit, signal, restart
-        const WEIGHTS: [u32; 14] = [450, 180, 40, 40, 30, 20, 8, 8, 15, 4, 30, 30, 30, 10];
+        // workflow, retry, submit, signal, control (pause, resume, skip, fail, rerun), restart
+        const WEIGHTS: [u32; 15] = [450, 180, 40, 40, 30, 20, 8, 8, 15, 4, 30, 30, 30, 30, 10];
         match self.rng.weighted(&WEIGHTS) {
             0 => {
                 let workers: Vec<usize> = (0..self.agents.len())
@@ -721,6 +738,7 @@ impl Sim {
             10 => self.retry_task().await,
             11 => self.submit().await,
             12 => self.send_signal().await,
+            13 => self.control().await,
             _ => self.restart().await,
         }
     }
@@ -879,9 +897,11 @@ impl Sim {
                             "{name}'s success on {label} (token {token}) was answered with {:?}",
                             t.state
                         );
-                        if let Some((id, tk, version)) = self.completions.get(&label) {
+                        if let Some(&(id, tk, version)) = self.completions.get(&label) {
+                            let same = id == task && tk == token && version == t.version;
+                            // A rerun reopened it since: it completes again.
                             ensure!(
-                                *id == task && *tk == token && *version == t.version,
+                                same || self.reopened_since(id, version).await,
                                 "{label} completed twice: token {tk} v{version}, then token \
                                  {token} v{}",
                                 t.version
@@ -1638,8 +1658,9 @@ impl Sim {
         self.counters.operator_retries += 1;
         let final_failure = matches!(t.state, State::Failed { retry_at: None, .. });
         match r {
+            // Blocked when it failed before an agent held it: it is released again.
             Ok(after) => ensure!(
-                final_failure && after.kind() == StateKind::Pending,
+                final_failure && matches!(after.kind(), StateKind::Pending | StateKind::Blocked),
                 "retrying {label} ({}) answered {}",
                 t.kind(),
                 after.kind()
@@ -1650,6 +1671,169 @@ impl Sim {
             ),
             Err(EngineError::Store(_)) => {}
             Err(e) => return Err(format!("retrying {label} failed unexpectedly: {e}")),
+        }
+        Ok(())
+    }
+
+    /// An operator's control on a random task: pause (sometimes taking it back now), resume,
+    /// skip, fail, rerun (sometimes a dry run), each accepted exactly when the lifecycle allows
+    /// it and leaving the task as asked.
+    async fn control(&mut self) -> Result<(), String> {
+        let tasks = self.all_tasks().await;
+        let Some(t) = self.rng.pick(&tasks).cloned() else {
+            return Ok(());
+        };
+        let label = self.label(t.id).await;
+        let op = Operator::new("ops", "simulated").expect("a reason");
+        let e = self.engine();
+        let ended = matches!(t.kind(), StateKind::Completed | StateKind::Cancelled);
+        let leased = t.state.lease().is_some();
+        let refused = |r: &Result<Task, EngineError>| match r {
+            Err(EngineError::Rejected(_)) => Some(true),
+            Err(_) => None,
+            Ok(_) => Some(false),
+        };
+        match self.rng.index(6) {
+            0 | 1 => {
+                let now = self.rng.chance(400);
+                let r = e.pause_task(t.id, op, now).await;
+                self.log(format!(
+                    "ops pauses {label} ({}, now: {now}) -> {}",
+                    t.kind(),
+                    r.as_ref().map_or_else(code, |t| t.kind().to_string())
+                ));
+                self.counters.pauses += 1;
+                let may = !t.state.is_terminal() && (!t.is_paused() || (now && leased));
+                if let Some(refused) = refused(&r) {
+                    ensure!(
+                        refused != may,
+                        "pausing {label} ({:?}) answered {r:?}",
+                        t.state
+                    );
+                }
+                if let Ok(after) = &r {
+                    ensure!(after.is_paused(), "{label} answered a pause unpaused");
+                    ensure!(
+                        !(now && after.state.lease().is_some()),
+                        "{label} paused now but still leased"
+                    );
+                }
+                if let Err(e @ (EngineError::Invalid { .. } | EngineError::TaskNotFound(_))) = &r {
+                    return Err(format!("pausing {label} failed unexpectedly: {e}"));
+                }
+            }
+            2 => {
+                let r = e.resume_task(t.id, op).await;
+                self.log(format!(
+                    "ops resumes {label} ({}) -> {}",
+                    t.kind(),
+                    r.as_ref().map_or_else(code, |t| t.kind().to_string())
+                ));
+                self.counters.resumes += 1;
+                if let Some(refused) = refused(&r) {
+                    ensure!(refused != t.is_paused(), "resuming {label} answered {r:?}");
+                }
+                if let Ok(after) = &r {
+                    ensure!(!after.is_paused(), "{label} still paused after a resume");
+                }
+            }
+            3 => {
+                let result = json!({"skipped": label});
+                let r = e.skip_task(t.id, op, result.clone()).await;
+                self.log(format!(
+                    "ops skips {label} ({}) -> {}",
+                    t.kind(),
+                    r.as_ref().map_or_else(code, |t| t.kind().to_string())
+                ));
+                self.counters.skips += 1;
+                if let Some(refused) = refused(&r) {
+                    ensure!(
+                        refused == ended,
+                        "skipping {label} ({:?}) answered {r:?}",
+                        t.state
+                    );
+                }
+                if let Ok(after) = &r {
+                    ensure!(
+                        matches!(&after.state, State::Completed { result: got, .. } if *got == result),
+                        "{label} skipped is {:?}",
+                        after.state
+                    );
+                    if let State::Completed { token, .. } = after.state {
+                        self.completions
+                            .insert(label.clone(), (after.id, token, after.version));
+                    }
+                }
+            }
+            4 => {
+                let r = e.fail_task(t.id, op, None).await;
+                self.log(format!(
+                    "ops fails {label} ({}) -> {}",
+                    t.kind(),
+                    r.as_ref().map_or_else(code, |t| t.kind().to_string())
+                ));
+                self.counters.forced_failures += 1;
+                if let Some(refused) = refused(&r) {
+                    ensure!(
+                        refused == t.state.is_terminal(),
+                        "failing {label} ({:?}) answered {r:?}",
+                        t.state
+                    );
+                }
+                if let Ok(after) = &r {
+                    ensure!(
+                        matches!(&after.state, State::Failed { retry_at: None, error } if error.kind == "forced"),
+                        "{label} failed by an operator is {:?}",
+                        after.state
+                    );
+                }
+            }
+            _ => {
+                let dry_run = self.rng.chance(300);
+                let r = e.rerun(t.id, op, None, dry_run).await;
+                self.log(format!(
+                    "ops reruns {label} ({}, dry run: {dry_run}) -> {}",
+                    t.kind(),
+                    r.as_ref()
+                        .map_or_else(code, |p| format!("{} tasks", p.tasks.len()))
+                ));
+                self.counters.reruns += 1;
+                match r {
+                    Ok(plan) => {
+                        ensure!(
+                            plan.tasks.first().map(|r| r.id) == Some(t.id),
+                            "the rerun of {label} does not start from it"
+                        );
+                        for r in &plan.tasks {
+                            let now = self.task(r.id).await;
+                            let name = self.label(r.id).await;
+                            if dry_run {
+                                ensure!(now.kind() == r.state, "a dry run moved {name}");
+                            } else {
+                                // Cancelled at once behind a dependency that has ended.
+                                let behind = matches!(
+                                    now.state,
+                                    State::Cancelled {
+                                        reason: baton_core::CancelReason::Upstream { .. }
+                                    }
+                                );
+                                ensure!(
+                                    now.kind() == StateKind::Blocked || behind,
+                                    "{name} is {:?} right after a rerun",
+                                    now.state
+                                );
+                            }
+                        }
+                    }
+                    // Only a fan-out that expanded is refused, on the way down.
+                    Err(EngineError::Rejected(rej)) => ensure!(
+                        rej.code() == "conflict",
+                        "rerunning {label} was refused: {rej}"
+                    ),
+                    Err(EngineError::Store(_)) => {}
+                    Err(e) => return Err(format!("rerunning {label} failed unexpectedly: {e}")),
+                }
+            }
         }
         Ok(())
     }
@@ -2043,6 +2227,25 @@ impl Sim {
             r.map_err(|e| format!("pausing the schedule failed: {e}"))?;
             self.ticks_when_paused = Some(self.schedule_ticks().await?);
         }
+        // The operator lets everything paused go on.
+        let e = self.engine();
+        let flows = e.store().inner().workflows(None, 100).await.expect("read");
+        for w in flows.iter().filter(|w| w.paused.is_some()) {
+            let op = Operator::new("ops", "drain").expect("a reason");
+            let r = e.resume_workflow(w.id, op).await;
+            self.log(format!("ops resumes workflow {} -> {r:?}", w.name));
+            r.map_err(|e| format!("resuming {} failed: {e}", w.name))?;
+        }
+        for t in self.all_tasks().await.iter().filter(|t| t.is_paused()) {
+            let op = Operator::new("ops", "drain").expect("a reason");
+            let label = self.label(t.id).await;
+            let r = e.resume_task(t.id, op).await;
+            self.log(format!(
+                "ops resumes {label} -> {}",
+                r.as_ref().map_or_else(code, |t| t.kind().to_string())
+            ));
+            r.map_err(|e| format!("resuming {label} failed: {e}"))?;
+        }
         let drainer = self.service_agent("drainer");
         let undoer = self
             .agents
@@ -2196,6 +2399,20 @@ impl Sim {
 
     /// A task's waits in its history: a signal task completed by one signal, with that
     /// signal's data; a rejection is final; timers fire no earlier than their time.
+    /// Whether an operator reopened the task (a rerun) after it was at `version`.
+    async fn reopened_since(&self, id: TaskId, version: u64) -> bool {
+        let history = self
+            .engine()
+            .store()
+            .inner()
+            .history(id, version, 100_000)
+            .await
+            .expect("history");
+        history
+            .iter()
+            .any(|h| h.event.kind() == EventKind::Reopened)
+    }
+
     async fn check_waits(
         &mut self,
         label: &str,
@@ -2204,7 +2421,12 @@ impl Sim {
         signals: &BTreeMap<u64, baton_store::SignalRecord>,
     ) -> Result<(), String> {
         let mut taken = 0;
-        for h in history {
+        let run = since_reopened(history);
+        let skipped = run
+            .last()
+            .is_some_and(|h| h.event.kind() == EventKind::SkipRequested);
+        let current = history.len() - run.len();
+        for (i, h) in history.iter().enumerate() {
             if let Event::SignalReceived {
                 signal,
                 id,
@@ -2232,7 +2454,7 @@ impl Sim {
                     // Kept, and taken when the task began to wait (or by the sweep).
                     self.counters.kept_signals_taken += 1;
                 }
-                if reject.is_none() {
+                if reject.is_none() && i >= current {
                     taken += 1;
                     ensure!(
                         matches!(&t.state, State::Completed { result, .. } if result == data),
@@ -2243,7 +2465,7 @@ impl Sim {
             }
         }
         if t.spec.wait_for.is_some() {
-            let completed = usize::from(t.kind() == StateKind::Completed);
+            let completed = usize::from(t.kind() == StateKind::Completed && !skipped);
             ensure!(
                 taken == completed,
                 "{label} is {} having taken {taken} signals",
@@ -2274,7 +2496,7 @@ impl Sim {
                 due.ms_since(T0)
             );
         }
-        if t.spec.sleep_ms.is_some() && t.kind() == StateKind::Completed {
+        if t.spec.sleep_ms.is_some() && t.kind() == StateKind::Completed && !skipped {
             ensure!(
                 matches!(&t.state, State::Completed { result, .. } if *result == json!({ "slept_ms": t.spec.sleep_ms })),
                 "{label} slept and completed with {:?}",
@@ -2365,13 +2587,20 @@ impl Sim {
                 t.kind()
             );
             tally.0[t.kind().index()] += 1;
-            per_flow.entry(t.workflow).or_default().0[t.kind().index()] += 1;
+            tally.1 += u64::from(t.is_paused());
+            let c = per_flow.entry(t.workflow).or_default();
+            c.0[t.kind().index()] += 1;
+            c.1 += u64::from(t.is_paused());
             let history = store.history(t.id, 0, 100_000).await.expect("history");
-            let successes = history
+            let run = since_reopened(&history);
+            let successes = run
                 .iter()
                 .filter(|h| h.event.kind() == EventKind::ExecutionSucceeded)
                 .count();
-            let by_agent = t.spec.wait_for.is_none() && t.spec.sleep_ms.is_none();
+            let skipped = run
+                .last()
+                .is_some_and(|h| h.event.kind() == EventKind::SkipRequested);
+            let by_agent = t.spec.wait_for.is_none() && t.spec.sleep_ms.is_none() && !skipped;
             let expected = usize::from(by_agent && t.kind() == StateKind::Completed);
             ensure!(
                 successes == expected,
@@ -2403,9 +2632,9 @@ impl Sim {
         let counts = store.counts(None).await.expect("counts");
         ensure!(
             counts == tally,
-            "counts per state {:?} differ from the tasks {:?}",
-            counts.0,
-            tally.0
+            "counts per state (and paused) {:?} differ from the tasks {:?}",
+            counts,
+            tally
         );
         for (flow, c) in &per_flow {
             let stored = store.counts(Some(*flow)).await.expect("counts");
@@ -2419,6 +2648,9 @@ impl Sim {
         }
         for (label, (id, token, version)) in &self.completions {
             let t = self.task(*id).await;
+            if self.reopened_since(*id, *version).await {
+                continue;
+            }
             ensure!(
                 matches!(&t.state, State::Completed { token: done, .. } if done == token)
                     && t.version == *version,
@@ -2436,6 +2668,9 @@ impl Sim {
         }
         for (label, id) in &self.cancelled {
             let t = self.task(*id).await;
+            if self.reopened_since(*id, 0).await {
+                continue;
+            }
             ensure!(
                 matches!(
                     t.state,
@@ -2457,4 +2692,12 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// The entries of the task's current run: those after its last `reopened` (a rerun), or all.
+fn since_reopened(history: &[baton_core::HistoryEntry]) -> &[baton_core::HistoryEntry] {
+    history
+        .iter()
+        .rposition(|h| h.event.kind() == EventKind::Reopened)
+        .map_or(history, |i| &history[i + 1..])
 }

@@ -6,6 +6,11 @@ DROP INDEX tasks_ready;
 CREATE INDEX tasks_ready ON tasks (capset, priority DESC, ready_at, id)
     WHERE state = 'pending' AND ready_at IS NOT NULL;
 
+-- Whether an operator has paused the task (in whatever state): counted through its own small
+-- index.
+ALTER TABLE tasks ADD COLUMN paused boolean NOT NULL DEFAULT false;
+CREATE INDEX tasks_paused ON tasks (workflow_id) WHERE paused;
+
 -- A paused workflow's pause (JSON: by, reason, at); NULL while it runs.
 ALTER TABLE workflows ADD COLUMN paused text;
 

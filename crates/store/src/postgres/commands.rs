@@ -347,7 +347,7 @@ impl<'c> Run<'c> {
         let to = task.kind();
         let row = TaskRow::of(task);
         self.pending.push(Box::pin(async move {
-            let params: [&(dyn ToSql + Sync); 8] = [
+            let params: [&(dyn ToSql + Sync); 9] = [
                 &row.id,
                 &row.state,
                 &row.version,
@@ -356,6 +356,7 @@ impl<'c> Run<'c> {
                 &row.lease_agent,
                 &row.updated_at,
                 &row.snapshot,
+                &row.paused,
             ];
             c.client.execute(&c.s.update_task, &params).await
         }));

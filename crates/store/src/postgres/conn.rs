@@ -87,7 +87,7 @@ statements! {
     lock_batch = "SELECT id, version, state FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE";
     lock_task = "SELECT version, state FROM tasks WHERE id = $1 FOR UPDATE";
     update_task = "UPDATE tasks SET state = $2, version = $3, ready_at = $4, timer_at = $5,
-                          lease_agent = $6, updated_at = $7, snapshot = $8
+                          lease_agent = $6, updated_at = $7, snapshot = $8, paused = $9
                    WHERE id = $1";
     insert_history = "INSERT INTO history (task_id, seq, at, actor, event, fencing_token, payload)
                       VALUES ($1, $2, $3, $4, $5, $6, $7)";

@@ -265,6 +265,23 @@ impl Store for PgStore {
                 .ok_or_else(|| StoreError::Backend(format!("unknown state {state:?} in counts")))?;
             counts.0[kind.index()] = n.max(0) as u64;
         }
+        // Paused tasks are few and indexed apart (`tasks_paused`): counted, not kept.
+        let paused = match workflow {
+            None => {
+                self.query("SELECT count(*) FROM tasks WHERE paused", &[])
+                    .await?
+            }
+            Some(wf) => {
+                self.query(
+                    "SELECT count(*) FROM tasks WHERE workflow_id = $1 AND paused",
+                    &[&wf.0],
+                )
+                .await?
+            }
+        };
+        if let Some(row) = paused.first() {
+            counts.1 = get::<i64>(row, 0)?.max(0) as u64;
+        }
         Ok(counts)
     }
 

@@ -321,7 +321,7 @@ pub(super) fn write_transition(
     let changed = conn
         .prepare_cached(
             "UPDATE tasks SET state = ?2, version = ?3, ready_at = ?4, timer_at = ?5,
-                              lease_agent = ?6, updated_at = ?7, snapshot = ?8
+                              lease_agent = ?6, updated_at = ?7, snapshot = ?8, paused = ?10
              WHERE id = ?1 AND version = ?9",
         )
         .and_then(|mut s| {
@@ -335,6 +335,7 @@ pub(super) fn write_transition(
                 row.updated_at,
                 row.snapshot,
                 expected as i64,
+                row.paused,
             ])
         })
         .map_err(db)?;

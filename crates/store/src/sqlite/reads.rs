@@ -308,6 +308,15 @@ impl Store for SqliteStore {
                     }
                 }
             }
+            // Paused tasks are few and indexed apart (`tasks_paused`): counted, not kept.
+            let paused: i64 = match workflow {
+                None => c.prepare_cached("SELECT count(*) FROM tasks INDEXED BY tasks_paused WHERE paused = 1")
+                    .and_then(|mut s| s.query_row([], |r| r.get(0))),
+                Some(wf) => c.prepare_cached("SELECT count(*) FROM tasks INDEXED BY tasks_paused WHERE workflow_id = ?1 AND paused = 1")
+                    .and_then(|mut s| s.query_row([wf.0], |r| r.get(0))),
+            }
+            .map_err(db)?;
+            counts.1 = paused.max(0) as u64;
             Ok(counts)
         })
         .await
