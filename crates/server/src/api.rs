@@ -81,6 +81,7 @@ pub async fn submit_workflow(
             idempotency_key: body.idempotency_key,
             tasks: body.tasks,
             outputs: body.outputs,
+            labels: body.labels,
         })
         .await?;
     Ok(workflow_created(receipt))
@@ -100,6 +101,7 @@ pub async fn submit_task(
             idempotency_key: body.idempotency_key,
             tasks: vec![body.task],
             outputs: None,
+            labels: body.labels,
         })
         .await
         .map_err(|e| {
@@ -173,8 +175,14 @@ async fn workflow_view(
         unresolved: outcome
             .unresolved
             .and_then(|u| serde_json::to_value(u).ok()),
+        labels: wf.labels,
     })
 }
+
+/// A label in a query, for error messages.
+const LABEL_EXPECTED: &str =
+    "`key:value` (or `key=value`): the key of 1 to 63 characters among a-z, 0-9 and `_.-`, \
+     the value of 1 to 255 bytes";
 
 /// Most workflows in one page of `GET /v1/workflows`.
 const WORKFLOWS_PAGE_MAX: usize = 100;
@@ -197,6 +205,15 @@ pub async fn list_workflows(
         )
         .field("limit", format!("between 1 and {WORKFLOWS_PAGE_MAX}")));
     }
+    // Every label asked for, which a workflow must carry.
+    let mut labels = baton_core::Labels::new();
+    if let Some(text) = q.label.as_deref() {
+        let (key, value) = baton_core::parse_label(text).ok_or_else(|| {
+            Problem::bad_request("invalid_query", format!("`{text}` is not a label"))
+                .field("label", LABEL_EXPECTED)
+        })?;
+        labels.insert(key, value);
+    }
     let e = engine(&s);
     let name = q
         .name
@@ -216,7 +233,7 @@ pub async fn list_workflows(
         } else {
             limit
         };
-        let records = e.workflows(before, want).await?;
+        let records = e.workflows_labelled(&labels, before, want).await?;
         end = records.len() < want;
         let n = records.len();
         for (i, wf) in records.into_iter().enumerate() {

@@ -78,6 +78,7 @@ fn workflow(
             request_hash: hash.to_owned(),
             created_at: T0,
             outputs: None,
+            labels: Default::default(),
         }),
         tasks,
         edges: Vec::new(),

@@ -306,7 +306,7 @@ class WorkflowView:
     """A workflow, its task counts and where it stands: ``status`` is ``"running"`` until
     every task has ended, then ``"completed"``, ``"failed"`` or ``"cancelled"``. ``result`` is
     its declared ``outputs`` resolved, once it has ended (``get_workflow`` only); ``unresolved``
-    names an output reference that found nothing."""
+    names an output reference that found nothing; ``labels`` are those it was submitted with."""
 
     id: str
     name: str
@@ -317,6 +317,7 @@ class WorkflowView:
     outputs: Optional[Dict[str, Any]] = None
     result: JSON = None
     unresolved: Optional[Dict[str, Any]] = None
+    labels: Dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "WorkflowView":

@@ -1874,6 +1874,7 @@ impl Sim {
                     ..TaskSpec::new("run")
                 }],
                 outputs: None,
+                labels: Default::default(),
             },
             overlap,
             catch_up,
@@ -1990,6 +1991,7 @@ impl Sim {
             idempotency_key: Some(name.clone()),
             tasks,
             outputs: None,
+            labels: Default::default(),
         };
         for attempt in 0..3 {
             let r = self.engine().submit_workflow(req.clone()).await;

@@ -12,6 +12,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("003_artifacts.sql"),
     include_str!("004_signals_and_timers.sql"),
     include_str!("005_schedules_and_triggers.sql"),
+    // 006 is taken by a change developed in parallel; this is the 6th migration until it
+    // lands before it.
+    include_str!("007_workflow_labels.sql"),
 ];
 
 /// `baton_meta.application` of a Baton store.

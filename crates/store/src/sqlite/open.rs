@@ -23,6 +23,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("004_artifacts.sql"),
     include_str!("005_signals_and_timers.sql"),
     include_str!("006_schedules_and_triggers.sql"),
+    // 007 is taken by a change developed in parallel; this is the 7th migration until it
+    // lands before it.
+    include_str!("008_workflow_labels.sql"),
 ];
 
 /// Read connections kept open.
