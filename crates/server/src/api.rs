@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, PayloadJson};
 use crate::problem::Problem;
-use crate::AppState;
+use crate::{scope, AppState};
 use baton_api::*;
 
 type ApiResult<T> = Result<T, Problem>;
@@ -74,14 +74,15 @@ pub async fn submit_workflow(
     caller: Caller,
     ApiJson(body): ApiJson<SubmitWorkflow>,
 ) -> ApiResult<Response> {
-    caller.operator()?;
+    let mut labels = body.labels;
+    scope::stamp(&caller, &mut labels, "labels")?;
     let receipt = engine(&s)
         .submit_workflow(WorkflowRequest {
             name: body.name,
             idempotency_key: body.idempotency_key,
             tasks: body.tasks,
             outputs: body.outputs,
-            labels: body.labels,
+            labels,
         })
         .await?;
     Ok(workflow_created(receipt))
@@ -94,14 +95,15 @@ pub async fn submit_task(
     caller: Caller,
     ApiJson(body): ApiJson<SubmitTask>,
 ) -> ApiResult<Response> {
-    caller.operator()?;
+    let mut labels = body.labels;
+    scope::stamp(&caller, &mut labels, "labels")?;
     let receipt = engine(&s)
         .submit_workflow(WorkflowRequest {
             name: body.task.key.0.clone(),
             idempotency_key: body.idempotency_key,
             tasks: vec![body.task],
             outputs: None,
-            labels: body.labels,
+            labels,
         })
         .await
         .map_err(|e| {
@@ -141,12 +143,12 @@ pub async fn submit_task(
     responses((status = 200, body = WorkflowView), (status = 404, body = ProblemDoc)))]
 pub async fn get_workflow(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WorkflowView>> {
     let id = WorkflowId(parse_id("workflow", &id)?);
     let e = engine(&s);
-    let wf = e.workflow(id).await?;
+    let wf = scope::workflow(&caller, e, id).await?;
     Ok(Json(workflow_view(e, wf, true).await?))
 }
 
@@ -194,7 +196,7 @@ const WORKFLOWS_SCANNED_MAX: usize = 500;
     responses((status = 200, body = WorkflowList), (status = 400, body = ProblemDoc)))]
 pub async fn list_workflows(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<WorkflowListQuery>,
 ) -> ApiResult<Json<WorkflowList>> {
     let limit = q.limit.unwrap_or(20);
@@ -205,13 +207,20 @@ pub async fn list_workflows(
         )
         .field("limit", format!("between 1 and {WORKFLOWS_PAGE_MAX}")));
     }
-    // Every label asked for, which a workflow must carry.
-    let mut labels = baton_core::Labels::new();
+    // The caller's scope and the label asked for, all of which a workflow must carry.
+    let mut labels = caller.scope().clone();
     if let Some(text) = q.label.as_deref() {
         let (key, value) = baton_core::parse_label(text).ok_or_else(|| {
             Problem::bad_request("invalid_query", format!("`{text}` is not a label"))
                 .field("label", LABEL_EXPECTED)
         })?;
+        if labels.get(&key).is_some_and(|v| *v != value) {
+            // Outside the scope: nothing to list.
+            return Ok(Json(WorkflowList {
+                workflows: Vec::new(),
+                next: None,
+            }));
+        }
         labels.insert(key, value);
     }
     let e = engine(&s);
@@ -265,10 +274,11 @@ pub async fn list_workflows(
     responses((status = 200, body = WorkflowGraph), (status = 404, body = ProblemDoc)))]
 pub async fn workflow_graph(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WorkflowGraph>> {
     let id = WorkflowId(parse_id("workflow", &id)?);
+    scope::check_workflow(&caller, engine(&s), id).await?;
     let graph = engine(&s).workflow_graph(id).await?;
     let nodes = graph
         .tasks
@@ -303,11 +313,12 @@ pub async fn workflow_graph(
         (status = 400, body = ProblemDoc), (status = 404, body = ProblemDoc)))]
 pub async fn workflow_history(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<WorkflowHistoryQuery>,
 ) -> ApiResult<Json<WorkflowHistory>> {
     let id = WorkflowId(parse_id("workflow", &id)?);
+    scope::check_workflow(&caller, engine(&s), id).await?;
     let max = baton_engine::read::HISTORY_TASKS_PER_PAGE_MAX;
     let limit = q.limit.unwrap_or(200);
     if !(1..=max).contains(&limit) {
@@ -354,10 +365,10 @@ pub async fn cancel_workflow(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CancelBody>,
 ) -> ApiResult<Json<CancelledCount>> {
-    caller.operator()?;
     let id = WorkflowId(parse_id("workflow", &id)?);
+    scope::check_workflow(&caller, engine(&s), id).await?;
     let cancelled = engine(&s)
-        .cancel_workflow(id, "operator".into(), body.reason)
+        .cancel_workflow(id, caller.actor(), body.reason)
         .await?;
     Ok(Json(CancelledCount { cancelled }))
 }
@@ -443,10 +454,28 @@ pub async fn send_signal(
     headers: axum::http::HeaderMap,
     PayloadJson(body): PayloadJson,
 ) -> ApiResult<Response> {
-    caller.operator()?;
     let id = WorkflowId(parse_id("workflow", &id)?);
     let key = idempotency_key(&headers)?;
-    let by = q.by.unwrap_or_else(|| "operator".into());
+    // With tokens, the sender is the token: a name it gave could be anyone's.
+    let by = match q.by {
+        None => caller.actor(),
+        Some(by) if caller.is_local() => by,
+        Some(_) => {
+            return Err(Problem::bad_request(
+                "invalid_query",
+                format!(
+                    "with tokens configured, a signal's sender is the token's name (`{}`); \
+                     leave out `by`",
+                    caller.actor()
+                ),
+            )
+            .field(
+                "by",
+                "absent: `by` is taken only when no tokens are configured",
+            ))
+        }
+    };
+    scope::check_workflow(&caller, engine(&s), id).await?;
     if by.is_empty() || by.chars().count() > 128 || by.chars().any(char::is_control) {
         return Err(Problem::bad_request(
             "invalid_query",
@@ -483,11 +512,12 @@ pub async fn send_signal(
     responses((status = 200, body = SignalList), (status = 400, body = ProblemDoc), (status = 404, body = ProblemDoc)))]
 pub async fn list_signals(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<SignalListQuery>,
 ) -> ApiResult<Json<SignalList>> {
     let id = WorkflowId(parse_id("workflow", &id)?);
+    scope::check_workflow(&caller, engine(&s), id).await?;
     let limit = page_limit(q.limit)?;
     let signals = engine(&s).signals(id, q.after.unwrap_or(0), limit).await?;
     let next = (signals.len() == limit)
@@ -504,21 +534,18 @@ pub async fn list_signals(
     responses((status = 200, body = WaitingList), (status = 400, body = ProblemDoc)))]
 pub async fn list_waiting(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<WaitingQuery>,
 ) -> ApiResult<Json<WaitingList>> {
     let limit = page_limit(q.limit)?;
-    let tasks = engine(&s)
-        .waiting(TaskFilter {
-            workflow: q.workflow.map(WorkflowId),
-            after: q.after.map(TaskId),
-            limit,
-            ..TaskFilter::default()
-        })
-        .await?;
-    let next = (tasks.len() == limit)
-        .then(|| tasks.last().map(|t| t.id.0))
-        .flatten();
+    let filter = TaskFilter {
+        workflow: q.workflow.map(WorkflowId),
+        after: q.after.map(TaskId),
+        limit,
+        ..TaskFilter::default()
+    };
+    let e = engine(&s);
+    let (tasks, next) = task_page(&caller, e, filter, |f| e.waiting(f)).await?;
     let mut names: BTreeMap<Uuid, String> = BTreeMap::new();
     let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
@@ -556,6 +583,63 @@ pub async fn list_waiting(
         });
     }
     Ok(Json(WaitingList { tasks: out, next }))
+}
+
+/// Most tasks one list of a scoped caller looks at: when few are in its scope, it answers
+/// with fewer than `limit` and a `next` to go on from.
+const SCOPED_TASKS_SCANNED_MAX: usize = 5_000;
+
+/// A page of the tasks `read` selects by `filter` that the caller may see, and the `next` to
+/// go on from. One read, unless the caller is scoped and lists every workflow: then pages
+/// are read until `limit` tasks are kept, the tasks end, or [`SCOPED_TASKS_SCANNED_MAX`]
+/// were looked at.
+async fn task_page<F, Fut>(
+    caller: &Caller,
+    e: &Engine<AnyStore>,
+    filter: TaskFilter,
+    read: F,
+) -> ApiResult<(Vec<Task>, Option<Uuid>)>
+where
+    F: Fn(TaskFilter) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Task>, baton_engine::EngineError>>,
+{
+    let limit = filter.limit;
+    if let Some(workflow) = filter.workflow {
+        scope::check_workflow(caller, e, workflow).await?;
+    }
+    if !caller.is_scoped() || filter.workflow.is_some() {
+        let tasks = read(filter).await?;
+        let next = (tasks.len() == limit)
+            .then(|| tasks.last().map(|t| t.id.0))
+            .flatten();
+        return Ok((tasks, next));
+    }
+    let mut cache = scope::ScopeCache::new();
+    let mut kept = Vec::with_capacity(limit);
+    let mut after = filter.after;
+    let (mut scanned, mut end) = (0, false);
+    while kept.len() < limit && !end && scanned < SCOPED_TASKS_SCANNED_MAX {
+        let page = read(TaskFilter {
+            after,
+            ..filter.clone()
+        })
+        .await?;
+        let n = page.len();
+        end = n < limit;
+        for (i, task) in page.into_iter().enumerate() {
+            scanned += 1;
+            after = Some(task.id);
+            if cache.sees(caller, e, task.workflow).await? {
+                kept.push(task);
+                if kept.len() == limit {
+                    end = end && i + 1 == n;
+                    break;
+                }
+            }
+        }
+    }
+    let next = if end { None } else { after.map(|t| t.0) };
+    Ok((kept, next))
 }
 
 /// A page size from a query: 1 to 1,000, default 100.
@@ -600,30 +684,59 @@ fn schedule_view(i: baton_engine::ScheduleInfo) -> ScheduleView {
 pub async fn create_schedule(
     AxState(s): St,
     caller: Caller,
-    ApiJson(body): ApiJson<ScheduleSpec>,
+    ApiJson(mut body): ApiJson<ScheduleSpec>,
 ) -> ApiResult<Response> {
-    caller.operator()?;
+    scope::stamp(&caller, &mut body.workflow.labels, "workflow.labels")?;
     let info = engine(&s).create_schedule(body).await?;
     Ok((StatusCode::CREATED, Json(schedule_view(info))).into_response())
 }
 
 /// Every schedule, by name, with its next fire times.
 #[utoipa::path(get, path = "/v1/schedules", responses((status = 200, body = ScheduleList)))]
-pub async fn list_schedules(AxState(s): St, _caller: Caller) -> ApiResult<Json<ScheduleList>> {
+pub async fn list_schedules(AxState(s): St, caller: Caller) -> ApiResult<Json<ScheduleList>> {
     let schedules = engine(&s).schedules().await?;
     Ok(Json(ScheduleList {
-        schedules: schedules.into_iter().map(schedule_view).collect(),
+        schedules: schedules
+            .into_iter()
+            .filter(|i| caller.sees_template(&i.spec.workflow))
+            .map(schedule_view)
+            .collect(),
     }))
+}
+
+/// The schedule, if the caller may see it (its template carries the caller's scope); else
+/// the answer a missing schedule gets.
+async fn visible_schedule(
+    caller: &Caller,
+    e: &Engine<AnyStore>,
+    name: &str,
+) -> ApiResult<baton_engine::ScheduleInfo> {
+    let info = e.schedule(name).await?;
+    if caller.sees_template(&info.spec.workflow) {
+        Ok(info)
+    } else {
+        Err(baton_engine::EngineError::ScheduleNotFound(name.to_owned()).into())
+    }
+}
+
+/// [`visible_schedule`] as a check: no read for an unscoped caller.
+async fn check_schedule(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> ApiResult<()> {
+    if caller.is_scoped() {
+        visible_schedule(caller, e, name).await?;
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/schedules/{name}", params(("name" = String, Path)),
     responses((status = 200, body = ScheduleView), (status = 404, body = ProblemDoc)))]
 pub async fn get_schedule(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ScheduleView>> {
-    Ok(Json(schedule_view(engine(&s).schedule(&name).await?)))
+    Ok(Json(schedule_view(
+        visible_schedule(&caller, engine(&s), &name).await?,
+    )))
 }
 
 /// Deletes a schedule; workflows it submitted are left as they are.
@@ -634,7 +747,7 @@ pub async fn delete_schedule(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.operator()?;
+    check_schedule(&caller, engine(&s), &name).await?;
     engine(&s).delete_schedule(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -647,7 +760,7 @@ pub async fn pause_schedule(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ScheduleView>> {
-    caller.operator()?;
+    check_schedule(&caller, engine(&s), &name).await?;
     Ok(Json(schedule_view(
         engine(&s).pause_schedule(&name, true).await?,
     )))
@@ -662,7 +775,7 @@ pub async fn resume_schedule(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ScheduleView>> {
-    caller.operator()?;
+    check_schedule(&caller, engine(&s), &name).await?;
     Ok(Json(schedule_view(
         engine(&s).pause_schedule(&name, false).await?,
     )))
@@ -689,9 +802,23 @@ pub async fn put_trigger(
     AxState(s): St,
     caller: Caller,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<WorkflowTemplate>,
+    ApiJson(mut body): ApiJson<WorkflowTemplate>,
 ) -> ApiResult<Response> {
-    caller.operator()?;
+    scope::stamp(&caller, &mut body.labels, "labels")?;
+    if caller.is_scoped() {
+        match engine(&s).trigger(&name).await {
+            Ok(t) if !caller.sees_template(&t.template) => {
+                // Names are global: this one is taken outside the caller's scope.
+                return Err(scope::out_of_scope(format!(
+                    "a trigger named {name:?} exists outside the scope of token `{}`; choose \
+                     another name",
+                    caller.actor()
+                )));
+            }
+            Ok(_) | Err(baton_engine::EngineError::TriggerNotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let (trigger, created) = engine(&s).put_trigger(&name, body).await?;
     let status = if created {
         StatusCode::CREATED
@@ -715,8 +842,8 @@ pub async fn fire_trigger(
     headers: axum::http::HeaderMap,
     PayloadJson(body): PayloadJson,
 ) -> ApiResult<Response> {
-    caller.operator()?;
     let key = idempotency_key(&headers)?;
+    check_trigger(&caller, engine(&s), &name).await?;
     let receipt = engine(&s)
         .fire_trigger(&name, &body, key.as_deref())
         .await?;
@@ -724,21 +851,50 @@ pub async fn fire_trigger(
 }
 
 #[utoipa::path(get, path = "/v1/triggers", responses((status = 200, body = TriggerList)))]
-pub async fn list_triggers(AxState(s): St, _caller: Caller) -> ApiResult<Json<TriggerList>> {
+pub async fn list_triggers(AxState(s): St, caller: Caller) -> ApiResult<Json<TriggerList>> {
     let triggers = engine(&s).triggers().await?;
     Ok(Json(TriggerList {
-        triggers: triggers.into_iter().map(trigger_view).collect(),
+        triggers: triggers
+            .into_iter()
+            .filter(|t| caller.sees_template(&t.template))
+            .map(trigger_view)
+            .collect(),
     }))
+}
+
+/// The trigger, if the caller may see it (its template carries the caller's scope); else the
+/// answer a missing trigger gets.
+async fn visible_trigger(
+    caller: &Caller,
+    e: &Engine<AnyStore>,
+    name: &str,
+) -> ApiResult<baton_engine::TriggerInfo> {
+    let trigger = e.trigger(name).await?;
+    if caller.sees_template(&trigger.template) {
+        Ok(trigger)
+    } else {
+        Err(baton_engine::EngineError::TriggerNotFound(name.to_owned()).into())
+    }
+}
+
+/// [`visible_trigger`] as a check: no read for an unscoped caller.
+async fn check_trigger(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> ApiResult<()> {
+    if caller.is_scoped() {
+        visible_trigger(caller, e, name).await?;
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/triggers/{name}", params(("name" = String, Path)),
     responses((status = 200, body = TriggerView), (status = 404, body = ProblemDoc)))]
 pub async fn get_trigger(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<TriggerView>> {
-    Ok(Json(trigger_view(engine(&s).trigger(&name).await?)))
+    Ok(Json(trigger_view(
+        visible_trigger(&caller, engine(&s), &name).await?,
+    )))
 }
 
 #[utoipa::path(delete, path = "/v1/triggers/{name}", params(("name" = String, Path)),
@@ -748,7 +904,7 @@ pub async fn delete_trigger(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.operator()?;
+    check_trigger(&caller, engine(&s), &name).await?;
     engine(&s).delete_trigger(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -759,7 +915,7 @@ pub async fn delete_trigger(
     responses((status = 200, body = TaskList), (status = 400, body = ProblemDoc)))]
 pub async fn list_tasks(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<TaskList>> {
     let state = match q.state.as_deref() {
@@ -782,17 +938,14 @@ pub async fn list_tasks(
             format!("between 1 and {}", baton_engine::read::PAGE_ROWS_MAX),
         ));
     }
-    let tasks = engine(&s)
-        .tasks(TaskFilter {
-            workflow: q.workflow.map(WorkflowId),
-            state,
-            after: q.after.map(TaskId),
-            limit,
-        })
-        .await?;
-    let next = (tasks.len() == limit)
-        .then(|| tasks.last().map(|t| t.id.0))
-        .flatten();
+    let filter = TaskFilter {
+        workflow: q.workflow.map(WorkflowId),
+        state,
+        after: q.after.map(TaskId),
+        limit,
+    };
+    let e = engine(&s);
+    let (tasks, next) = task_page(&caller, e, filter, |f| e.tasks(f)).await?;
     Ok(Json(TaskList {
         tasks: tasks.iter().map(TaskSummary::from).collect(),
         next,
@@ -806,11 +959,14 @@ const HISTORY_WITH_TASK_MAX: usize = 1_000;
     responses((status = 200, body = TaskView, description = "The task, its input once (in `spec`: the `submitted` history entry does not repeat the spec), its first 1,000 history entries, why it waits and its neighbours."), (status = 404, body = ProblemDoc)))]
 pub async fn get_task(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = TaskId(parse_id("task", &id)?);
-    let detail = engine(&s).task_detail(id, HISTORY_WITH_TASK_MAX).await?;
+    let e = engine(&s);
+    let detail = e.task_detail(id, HISTORY_WITH_TASK_MAX).await?;
+    scope::check_held(&caller, e, &detail.task).await?;
+    scope::check_task(&caller, e, &detail.task).await?;
     Ok(json_sized(&task_view(detail)))
 }
 
@@ -955,11 +1111,12 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView<Box<RawValue>> {
     responses((status = 200, body = Vec<Object>, description = "History entries, oldest first: `seq`, `at` and `event` (the event with its fields). The `submitted` event leaves out its spec (`task`, `workflow`, `completed`, `seed` only): the task's input is given once, in the task's `spec` (`GET /v1/tasks/{id}`)."), (status = 404, body = ProblemDoc)))]
 pub async fn task_history(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Vec<Value>>> {
     let id = TaskId(parse_id("task", &id)?);
+    scope::check_task_read(&caller, engine(&s), id).await?;
     let limit = q
         .limit
         .unwrap_or(100)
@@ -983,10 +1140,10 @@ pub async fn cancel_task(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CancelBody>,
 ) -> ApiResult<Json<ReportAnswer>> {
-    caller.operator()?;
     let id = TaskId(parse_id("task", &id)?);
+    scope::check_task_id(&caller, engine(&s), id).await?;
     let task = engine(&s)
-        .cancel_task(id, "operator".into(), body.reason)
+        .cancel_task(id, caller.actor(), body.reason)
         .await?;
     Ok(Json(answer(&s, &task)))
 }
@@ -999,9 +1156,9 @@ pub async fn retry_task(
     Path(id): Path<String>,
     ApiJson(_body): ApiJson<RetryBody>,
 ) -> ApiResult<Json<ReportAnswer>> {
-    caller.operator()?;
     let id = TaskId(parse_id("task", &id)?);
-    let task = engine(&s).retry_task(id, "operator".into()).await?;
+    scope::check_task_id(&caller, engine(&s), id).await?;
+    let task = engine(&s).retry_task(id, caller.actor()).await?;
     Ok(Json(answer(&s, &task)))
 }
 
@@ -1009,9 +1166,20 @@ pub async fn retry_task(
     responses((status = 200, body = Counts)))]
 pub async fn counts(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<CountsQuery>,
 ) -> ApiResult<Json<Counts>> {
+    match q.workflow.map(WorkflowId) {
+        Some(workflow) => scope::check_workflow(&caller, engine(&s), workflow).await?,
+        None if caller.is_scoped() => {
+            return Err(scope::out_of_scope(format!(
+                "token `{}` is scoped to labels: it reads counts per workflow \
+                 (`?workflow=ID`), not over every workflow",
+                caller.actor()
+            )))
+        }
+        None => {}
+    }
     let c = engine(&s).counts(q.workflow.map(WorkflowId)).await?;
     Ok(Json(counts_view(c)))
 }
@@ -1028,10 +1196,11 @@ const ID_MATCHES_MAX: usize = 10;
     responses((status = 200, body = IdMatches), (status = 422, body = ProblemDoc)))]
 pub async fn ids_ending(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(suffix): Path<String>,
 ) -> ApiResult<Json<IdMatches>> {
-    let found = engine(&s)
+    let e = engine(&s);
+    let mut found = e
         .ids_ending(&suffix, ID_MATCHES_MAX + 1)
         .await
         .map_err(|e| {
@@ -1044,6 +1213,17 @@ pub async fn ids_ending(
             }
             p
         })?;
+    if caller.is_scoped() {
+        let mut cache = scope::ScopeCache::new();
+        let mut tasks = Vec::with_capacity(found.tasks.len());
+        for t in std::mem::take(&mut found.tasks) {
+            if cache.sees(&caller, e, t.workflow).await? {
+                tasks.push(t);
+            }
+        }
+        found.tasks = tasks;
+        found.workflows.retain(|w| caller.sees(&w.labels));
+    }
     let more = found.tasks.len() > ID_MATCHES_MAX || found.workflows.len() > ID_MATCHES_MAX;
     Ok(Json(IdMatches {
         tasks: found
@@ -1071,11 +1251,18 @@ pub async fn ids_ending(
 
 // ---- agents ---------------------------------------------------------------------------------
 
+/// An agent as the API shows it; `leases` false leaves its leased tasks out (for a scoped
+/// caller: they may be any workflow's).
 async fn agent_view(
     e: &Engine<AnyStore>,
     a: baton_engine::read::AgentRecord,
+    leases: bool,
 ) -> ApiResult<AgentView> {
-    let leased = e.leased_to(a.id).await?;
+    let leased = if leases {
+        e.leased_to(a.id).await?
+    } else {
+        Vec::new()
+    };
     Ok(AgentView {
         online: e.agent_online(&a),
         id: a.id.0,
@@ -1096,15 +1283,44 @@ pub async fn register_agent(
     caller: Caller,
     ApiJson(body): ApiJson<RegisterAgent>,
 ) -> ApiResult<Response> {
-    caller.agent_named(&body.name)?;
+    caller.may_act_as(&body.name)?;
     let e = engine(&s);
     if let Some(id) = body.id {
         match e.agent(AgentId(id)).await {
-            Ok(existing) => caller.agent_named(&existing.name)?,
+            Ok(existing) => caller.may_act_as(&existing.name)?,
             Err(baton_engine::EngineError::AgentNotFound(_)) => {}
             Err(err) => return Err(err.into()),
         }
     }
+    // An agent token may have at most `agents_max` of its agents online: counted and
+    // registered under its lock, so concurrent registrations on this node cannot both pass.
+    let token = caller.token();
+    let _registering = if caller.role() == crate::auth::Role::Agent {
+        let guard = token.registering.lock().await;
+        let online = e
+            .agents()
+            .await?
+            .iter()
+            .filter(|a| Some(a.id.0) != body.id && e.agent_online(a) && token.binds(&a.name))
+            .count();
+        if online >= token.agents_max as usize {
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "agents_max_reached",
+                format!(
+                    "token `{}` has {online} agents online, its limit (`agents_max` {}): \
+                     another registers once one of them has been silent for the agents' \
+                     liveness window ({} ms), or re-register an existing one with its `id`",
+                    token.name,
+                    token.agents_max,
+                    e.config().agent_ttl_ms
+                ),
+            ));
+        }
+        Some(guard)
+    } else {
+        None
+    };
     let record = e
         .register_agent(
             body.id.map(AgentId),
@@ -1113,15 +1329,20 @@ pub async fn register_agent(
             body.concurrency,
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(agent_view(e, record).await?)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(agent_view(e, record, true).await?),
+    )
+        .into_response())
 }
 
+/// Every agent. A token scoped to labels sees them without their leased tasks.
 #[utoipa::path(get, path = "/v1/agents", responses((status = 200, body = Vec<AgentView>)))]
-pub async fn list_agents(AxState(s): St, _caller: Caller) -> ApiResult<Json<Vec<AgentView>>> {
+pub async fn list_agents(AxState(s): St, caller: Caller) -> ApiResult<Json<Vec<AgentView>>> {
     let e = engine(&s);
     let mut out = Vec::new();
     for a in e.agents().await? {
-        out.push(agent_view(e, a).await?);
+        out.push(agent_view(e, a, !caller.is_scoped()).await?);
     }
     Ok(Json(out))
 }
@@ -1133,7 +1354,7 @@ async fn own_agent(
 ) -> ApiResult<baton_engine::read::AgentRecord> {
     let id = AgentId(parse_id("agent", raw)?);
     let record = e.agent(id).await?;
-    caller.agent_named(&record.name)?;
+    caller.may_act_as(&record.name)?;
     Ok(record)
 }
 
@@ -1147,7 +1368,7 @@ pub async fn agent_heartbeat(
     let e = engine(&s);
     let record = own_agent(e, &caller, &id).await?;
     let record = e.agent_keepalive(record.id).await?;
-    Ok(Json(agent_view(e, record).await?))
+    Ok(Json(agent_view(e, record, true).await?))
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = String, Path)),
@@ -1221,13 +1442,15 @@ fn upstream_view(
     responses((status = 200, body = BTreeMap<String, UpstreamResult>), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 pub async fn task_upstream(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<UpstreamQuery>,
 ) -> ApiResult<Json<BTreeMap<String, UpstreamResult>>> {
     let id = TaskId(parse_id("task", &id)?);
     let e = engine(&s);
     let task = e.task(id).await?;
+    scope::check_held(&caller, e, &task).await?;
+    scope::check_task(&caller, e, &task).await?;
     let key = q.key.map(baton_core::TaskKey);
     if let Some(key) = &key {
         if !task.dependencies.contains(key) {
@@ -1273,7 +1496,7 @@ async fn report(
     let id = TaskId(parse_id("task", raw_id)?);
     let e = engine(s);
     let record = e.agent(AgentId(agent)).await?;
-    caller.agent_named(&record.name)?;
+    caller.may_act_as(&record.name)?;
     let ctx = baton_engine::ReportContext {
         reporter: Some(&record),
         traceparent,
@@ -1373,7 +1596,7 @@ pub async fn add_subtasks(
     let id = TaskId(parse_id("task", &id)?);
     let e = engine(&s);
     let record = e.agent(AgentId(b.agent)).await?;
-    caller.agent_named(&record.name)?;
+    caller.may_act_as(&record.name)?;
     let parent = e.task(id).await?;
     let added = e
         .add_subtasks(id, AgentId(b.agent), FencingToken(b.token), b.tasks)
@@ -1397,7 +1620,7 @@ pub async fn add_subtasks(
               (status = 503, body = ProblemDoc)))]
 pub async fn events(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     headers: axum::http::HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
@@ -1419,10 +1642,16 @@ pub async fn events(
         .and_then(parse_event_id);
     let sub = engine(&s).subscribe_from(after);
     let workflows = engine(&s).subscribe_workflows();
+    if let Some(workflow) = q.workflow {
+        scope::check_workflow(&caller, engine(&s), WorkflowId(workflow)).await?;
+    }
     let stream = EventStream {
         workflows,
         node: engine(&s).node(),
         filter: q.workflow.map(WorkflowId),
+        scope: caller
+            .is_scoped()
+            .then(|| (caller, engine(&s).clone(), scope::ScopeCache::new())),
         pending: sub.backlog.into(),
         expected: sub.expected,
         // A position that cannot be resumed is reported at once.
@@ -1453,6 +1682,8 @@ fn parse_event_id(id: &str) -> Option<baton_engine::StreamPosition> {
 struct EventStream {
     node: Uuid,
     filter: Option<WorkflowId>,
+    /// For a scoped caller: only its workflows' transitions and ends are sent.
+    scope: Option<(Caller, Engine<AnyStore>, scope::ScopeCache)>,
     pending: std::collections::VecDeque<baton_engine::TransitionEvent>,
     /// The `seq` the next transition should have; `None` after a loss of unknown size.
     expected: Option<u64>,
@@ -1484,6 +1715,9 @@ impl EventStream {
                         next = self.live.recv() => next,
                         ended = self.workflows.recv() => match ended {
                             Ok(w) if self.filter.is_none_or(|f| f == w.workflow) => {
+                                if !self.sees(w.workflow).await {
+                                    continue;
+                                }
                                 let data = serde_json::to_string(&w).unwrap_or_default();
                                 return Some(SseEvent::default().event("workflow").data(data));
                             }
@@ -1508,7 +1742,7 @@ impl EventStream {
                 return Some(lagged(skipped));
             }
             self.expected = Some(ev.seq + 1);
-            if self.filter.is_some_and(|w| w != ev.workflow) {
+            if self.filter.is_some_and(|w| w != ev.workflow) || !self.sees(ev.workflow).await {
                 continue;
             }
             let data = serde_json::to_string(&ev).unwrap_or_default();
@@ -1518,6 +1752,17 @@ impl EventStream {
                     .id(format!("{}-{}", self.node.simple(), ev.seq))
                     .data(data),
             );
+        }
+    }
+}
+
+impl EventStream {
+    /// Whether the subscriber may see this workflow's events (a scoped one, only its
+    /// workflows'; one that cannot be looked up is not sent).
+    async fn sees(&mut self, workflow: WorkflowId) -> bool {
+        match &mut self.scope {
+            None => true,
+            Some((caller, e, cache)) => cache.sees(caller, e, workflow).await.unwrap_or(false),
         }
     }
 }
@@ -1562,7 +1807,12 @@ pub async fn lifecycle(ApiQuery(q): ApiQuery<LifecycleQuery>) -> ApiResult<Respo
 
 /// `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
 pub async fn metrics(AxState(s): St, caller: Caller) -> ApiResult<Response> {
-    caller.operator()?;
+    if caller.is_scoped() {
+        return Err(scope::out_of_scope(format!(
+            "token `{}` is scoped to labels, and metrics are about every workflow",
+            caller.actor()
+        )));
+    }
     let text = engine(&s).metrics_text().await?;
     Ok((
         [(
