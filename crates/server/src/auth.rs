@@ -238,12 +238,20 @@ impl Caller {
         !self.0.scope.is_empty()
     }
 
-    /// Allowed for an admin, and for an agent token that names `agent`.
+    /// Allowed for an admin, and for an agent token that names `agent`; never for a token
+    /// scoped to labels (an agent claims any workflow's tasks, whatever their labels).
     pub fn may_act_as(&self, agent: &str) -> Result<(), Problem> {
-        if self.0.binds(agent) {
+        let t = &self.0;
+        if self.is_scoped() {
+            return Err(crate::scope::out_of_scope(format!(
+                "token `{}` is scoped to labels, and an agent's work (claims, reports) takes any \
+                 workflow's tasks: use an agent token",
+                t.name
+            )));
+        }
+        if t.binds(agent) {
             return Ok(());
         }
-        let t = &self.0;
         Err(forbidden(match t.role {
             Role::Agent => {
                 let names: Vec<String> = t.agents.iter().map(ToString::to_string).collect();

@@ -4,6 +4,7 @@
 //!   tasks; anything else is answered exactly as if it did not exist (the same 404), lists
 //!   leave it out, and what such a token submits gets its labels added ([`stamp`]). Schedules
 //!   and triggers are in scope when the workflow template they submit carries the labels.
+//!   It does no agents' work (`Caller::may_act_as`): a claim takes any workflow's tasks.
 //!   An unscoped caller costs no read here.
 //! - An **agent** token reads only tasks leased to one of its agents ([`check_task_read`]).
 

@@ -414,6 +414,40 @@ async fn schedules_and_triggers_are_in_scope_by_their_template_labels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_admin_does_no_agents_work() {
+    let srv = server().await;
+    // Claims take any workflow's tasks: a scoped token may not register or act as an agent.
+    let (s, p) = post_as(
+        &srv,
+        ACME_ADMIN,
+        "/v1/agents",
+        json!({"name": "w", "capabilities": ["work"]}),
+    )
+    .await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("out_of_scope")),
+        "{p}"
+    );
+    let agent = srv.register("w", &["work"], 1).await;
+    let (s, p) = post_as(
+        &srv,
+        ACME_ADMIN,
+        &format!("/v1/agents/{agent}/claim"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("out_of_scope")),
+        "{p}"
+    );
+    // The unscoped admin may.
+    let (s, p) = post_as(&srv, ADMIN, &format!("/v1/agents/{agent}/claim"), json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scoped_event_stream_carries_only_its_workflows() {
     let srv = server().await;
     let mut stream = srv
