@@ -829,7 +829,9 @@ pub struct SignalList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct SignalQuery {
-    /// Who sends it, as recorded in the task's history (default `operator`).
+    /// Who sends it, as recorded in the task's history. Taken only when no tokens are
+    /// configured (default `local`); with tokens the sender is the token's name, and `by` is
+    /// refused.
     pub by: Option<String>,
 }
 

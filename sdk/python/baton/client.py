@@ -315,8 +315,8 @@ class Client:
         its result, or, with ``reject`` (a reason), fails with error kind ``rejected``. A
         signal no task waits for yet is kept for the next that does. With the same
         ``idempotency_key`` it is applied once (``created`` false on a repeat; another body
-        with the same key raises :class:`Conflict`). ``by`` is recorded as who sent it
-        (default ``"operator"``)."""
+        with the same key raises :class:`Conflict`). The sender recorded is the token's name;
+        without tokens, ``by`` (default ``"local"``): with tokens, ``by`` is refused."""
         return self._call(_ops.signal(workflow_id, name, data, reject, idempotency_key, by))
 
     def signals(

@@ -560,7 +560,8 @@ class Lagged:
 class SignalView:
     """A signal sent to a workflow. ``id`` increases in the order signals were sent; ``data``
     is what completes the waiting tasks (``None`` for a rejection, whose reason is
-    ``reject``); ``sent_by`` is who sent it (``"operator"`` unless told); ``delivered_at`` is
+    ``reject``); ``sent_by`` is who sent it (the token's name; without tokens ``"local"``
+    unless told); ``delivered_at`` is
     ``None`` while it is kept for a task that does not wait yet."""
 
     id: int
