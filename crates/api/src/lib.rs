@@ -33,6 +33,12 @@ pub struct SubmitWorkflow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub outputs: Option<BTreeMap<String, Value>>,
+    /// Labels the workflow carries for its whole life, `{"tenant": "acme"}`: at most 16, keys
+    /// of 1 to 63 characters among `a-z0-9_.-`, values of 1 to 255 bytes. Workflows are listed
+    /// by label (`GET /v1/workflows?label=tenant:acme`), and a token scoped to labels sees only
+    /// the workflows carrying them (its submissions get them added).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,6 +59,9 @@ pub struct SubmitTask {
     #[serde(default)]
     pub idempotency_key: Option<String>,
     pub task: TaskSpec,
+    /// The labels of the workflow it makes (as in `POST /v1/workflows`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -106,6 +115,9 @@ pub struct WorkflowView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub unresolved: Option<Value>,
+    /// Its labels, as submitted (absent: none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// Set while an operator has paused the workflow (`POST /v1/workflows/{id}/pause`): tasks
     /// created in it then start paused too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -735,6 +747,8 @@ pub struct WorkflowListQuery {
     pub status: Option<WorkflowStatusView>,
     /// Only workflows whose name contains this (ignoring case).
     pub name: Option<String>,
+    /// Only workflows carrying this label, written `key:value` (or `key=value`).
+    pub label: Option<String>,
 }
 
 /// What a short id stands for (`GET /v1/ids/{suffix}`): the tasks and workflows whose ids end
@@ -991,7 +1005,9 @@ pub struct SignalList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
 #[serde(deny_unknown_fields)]
 pub struct SignalQuery {
-    /// Who sends it, as recorded in the task's history (default `operator`).
+    /// Who sends it, as recorded in the task's history. Taken only when no tokens are
+    /// configured (default `local`); with tokens the sender is the token's name, and `by` is
+    /// refused.
     pub by: Option<String>,
 }
 

@@ -231,6 +231,7 @@ async fn build(target: &Target, tasks: usize) -> anyhow::Result<Duration> {
                     request_hash: String::new(),
                     created_at: now,
                     outputs: None,
+                    labels: Default::default(),
                 }),
                 tasks: new,
                 edges: Vec::new(),

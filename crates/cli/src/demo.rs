@@ -170,6 +170,7 @@ async fn demo(output: Output, args: DemoArgs) -> anyhow::Result<ExitCode> {
             idempotency_key: None,
             tasks: vec![scenario.root(), scenario.outline(), scenario.cover()],
             outputs: Some(scenario.outputs()),
+            labels: Default::default(),
         })
         .await
         .context("submitting the demo workflow")?;

@@ -1,12 +1,12 @@
 //! `baton serve`: the engine and its HTTP API.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use baton_engine::{Engine, EngineConfig, SystemClock};
-use baton_server::{AppState, Tokens};
+use baton_server::{tokens, AppState, Role, TokenSpec, Tokens};
 use baton_store::AnyStore;
 use clap::ValueEnum;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -24,20 +24,54 @@ pub struct ServeArgs {
     /// Store URL instead of the embedded default: `postgres://…` or `sqlite://PATH`.
     #[arg(long, env = "BATON_STORE")]
     pub store: Option<String>,
-    /// Operator bearer token (repeatable; comma-separated in the environment).
+    /// Operator bearer token, named `operator` (repeatable; comma-separated in the
+    /// environment): reads, and acts on workflows and tasks (submit, cancel, retry, signals,
+    /// firing triggers). Not schedules, triggers' configuration or agents' work: see
+    /// --admin-token.
     #[arg(
         long = "operator-token",
         env = "BATON_OPERATOR_TOKENS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true
     )]
     pub operator_tokens: Vec<String>,
-    /// Agent bearer token bound to an agent name, as `NAME=TOKEN` (repeatable).
+    /// Admin bearer token, named `admin` (repeatable): everything, schedules and triggers
+    /// and agents' work included.
+    #[arg(
+        long = "admin-token",
+        env = "BATON_ADMIN_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub admin_tokens: Vec<String>,
+    /// Viewer bearer token, named `viewer` (repeatable): reads only (every GET, the event
+    /// stream, metrics).
+    #[arg(
+        long = "viewer-token",
+        env = "BATON_VIEWER_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub viewer_tokens: Vec<String>,
+    /// Agent bearer token, as `NAME=TOKEN` (repeatable), named `agent:NAME`: registers and
+    /// acts only as agents named NAME (a NAME ending in `*` is a prefix: `worker-*=TOKEN`), at
+    /// most 64 of them online at once, and reads only the tasks leased to them.
     #[arg(
         long = "agent-token",
         env = "BATON_AGENT_TOKENS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true
     )]
     pub agent_tokens: Vec<String>,
+    /// A tokens file (JSON), combined with the token flags and read again on SIGHUP (a file
+    /// refused then is logged and the tokens in force stay): `{"tokens": [{"name": "ci",
+    /// "role": "operator", "secret_sha256": "<hex>"}, {"name": "workers", "role": "agent",
+    /// "secret": "…", "agents": ["worker-*"], "agents_max": 128}, {"name": "acme", "role":
+    /// "viewer", "secret": "…", "scope": {"label": "tenant=acme"}}]}`. Roles: viewer,
+    /// operator, admin, agent; `secret` or `secret_sha256` (its hex SHA-256); `scope`: only
+    /// workflows with these labels.
+    #[arg(long = "tokens", env = "BATON_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
     /// An agent not heard from for this long is declared dead and loses its leases.
     #[arg(long, env = "BATON_AGENT_TTL_MS", default_value_t = 30_000)]
     pub agent_ttl_ms: u64,
@@ -128,21 +162,126 @@ pub fn init_logs(
     Ok(provider)
 }
 
-fn tokens(args: &ServeArgs) -> anyhow::Result<Tokens> {
-    let mut tokens = Tokens::none();
-    for t in args.operator_tokens.iter().filter(|t| !t.is_empty()) {
-        tokens.add_operator(t.clone());
+/// The tokens the flags give, named after their role (`operator`, `operator-2`, …) and, for
+/// agent tokens, their agent (`agent:NAME`).
+fn flag_tokens(args: &ServeArgs) -> anyhow::Result<Vec<TokenSpec>> {
+    let mut specs: Vec<TokenSpec> = Vec::new();
+    for (role, secrets) in [
+        (Role::Viewer, &args.viewer_tokens),
+        (Role::Operator, &args.operator_tokens),
+        (Role::Admin, &args.admin_tokens),
+    ] {
+        for secret in secrets.iter().filter(|t| !t.is_empty()) {
+            let spec = tokens::flag_token(&specs, role, secret.clone());
+            specs.push(spec);
+        }
     }
     for pair in args.agent_tokens.iter().filter(|t| !t.is_empty()) {
         let Some((name, secret)) = pair.split_once('=') else {
-            bail!("--agent-token expects NAME=TOKEN, got {pair:?}");
+            bail!(
+                "--agent-token expects NAME=TOKEN, got {:?}",
+                redact_pair(pair)
+            );
         };
         if name.is_empty() || secret.is_empty() {
-            bail!("--agent-token expects NAME=TOKEN with both parts, got {pair:?}");
+            bail!(
+                "--agent-token expects NAME=TOKEN with both parts, got {:?}",
+                redact_pair(pair)
+            );
         }
-        tokens.add_agent(name, secret);
+        let spec = tokens::flag_agent_token(&specs, name.to_owned(), secret.to_owned());
+        specs.push(spec);
     }
-    Ok(tokens)
+    Ok(specs)
+}
+
+/// `NAME=…`: what an error may show of a flag holding a secret.
+fn redact_pair(pair: &str) -> String {
+    match pair.split_once('=') {
+        Some((name, _)) => format!("{name}=…"),
+        None => "…".into(),
+    }
+}
+
+/// The tokens of the flags and of the tokens file together, checked as one set.
+fn load_tokens(flags: &[TokenSpec], file: Option<&Path>) -> anyhow::Result<Tokens> {
+    let mut specs = flags.to_vec();
+    if let Some(path) = file {
+        let text = read_tokens_file(path)?;
+        let from_file = tokens::parse_tokens_file(&text)
+            .map_err(|e| anyhow::anyhow!("tokens file {}: {e}", path.display()))?;
+        specs.extend(from_file);
+    }
+    Tokens::build(specs).map_err(|e| match file {
+        Some(path) if e.field.starts_with("tokens[") => {
+            anyhow::anyhow!("tokens file {}: {e}", path.display())
+        }
+        _ => anyhow::anyhow!("{e}"),
+    })
+}
+
+fn read_tokens_file(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("reading the tokens file {}", path.display()))?;
+    let mut text = String::new();
+    file.take(tokens::TOKENS_FILE_BYTES_MAX + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading the tokens file {}", path.display()))?;
+    if text.len() as u64 > tokens::TOKENS_FILE_BYTES_MAX {
+        bail!(
+            "the tokens file {} is over {} bytes",
+            path.display(),
+            tokens::TOKENS_FILE_BYTES_MAX
+        );
+    }
+    Ok(text)
+}
+
+/// Logs how many tokens of each role are in force (never a secret, nor a name).
+fn log_tokens(tokens: &Tokens, what: &str) {
+    let n = tokens.count_by_role();
+    tracing::info!(
+        viewer = n["viewer"],
+        operator = n["operator"],
+        admin = n["admin"],
+        agent = n["agent"],
+        "{what}"
+    );
+}
+
+/// On each SIGHUP, reads the tokens file again and replaces the tokens in force with it and
+/// the flags' tokens, at once; a file that is refused (unreadable, invalid, or leaving no
+/// token while listening beyond loopback) is logged and changes nothing.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    state: Arc<AppState>,
+    flags: Vec<TokenSpec>,
+    file: Option<PathBuf>,
+    loopback: bool,
+) {
+    while hangups.recv().await.is_some() {
+        let Some(path) = file.as_deref() else {
+            tracing::info!("SIGHUP: no --tokens file to read again; nothing changes");
+            continue;
+        };
+        match load_tokens(&flags, Some(path)) {
+            Ok(tokens) if tokens.is_empty() && !loopback => tracing::error!(
+                file = %path.display(),
+                "tokens file refused: it leaves no token while listening beyond loopback; \
+                 the tokens in force stay"
+            ),
+            Ok(tokens) => {
+                log_tokens(&tokens, "tokens reloaded");
+                state.set_tokens(tokens);
+            }
+            Err(e) => tracing::error!(
+                error = %format!("{e:#}"),
+                "tokens file refused; the tokens in force stay"
+            ),
+        }
+    }
 }
 
 /// Creates the data directory if missing and takes its lock (`baton.lock`, holding the pid),
@@ -205,11 +344,13 @@ fn try_lock(_file: &std::fs::File) -> std::io::Result<bool> {
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     memory::configure();
     let provider = init_logs(args.log_format, args.otlp_endpoint.as_deref())?;
-    let tokens = tokens(&args)?;
+    let flags = flag_tokens(&args)?;
+    let tokens = load_tokens(&flags, args.tokens_file.as_deref())?;
     if tokens.is_empty() && !args.listen.ip().is_loopback() {
         bail!(
             "refusing to listen on {} without tokens: anyone could reach it. Set \
-             --operator-token / --agent-token, or listen on 127.0.0.1",
+             --tokens FILE, --admin-token, --operator-token, --viewer-token or --agent-token, \
+             or listen on 127.0.0.1",
             args.listen
         );
     }
@@ -250,15 +391,32 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ),
             Err(e) => return Err(e).with_context(|| format!("listening on {}", args.listen)),
         };
+        // Before the server says it listens, so that a SIGHUP from then on reloads rather
+        // than ends the process.
+        #[cfg(unix)]
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
         let addr = listener.local_addr()?;
         let shown = baton_store::redact_url(&url);
         tracing::info!(address = %addr, store = %shown, "baton listening");
         println!("Baton listening on http://{addr} (store: {shown})");
         if tokens.is_empty() {
             println!("No tokens configured: accepting loopback clients only.");
+        } else {
+            log_tokens(&tokens, "tokens loaded");
         }
         let state = AppState::new(engine, tokens);
+        #[cfg(unix)]
+        let reloading = tokio::spawn(reload_on_sighup(
+            hangups,
+            Arc::clone(&state),
+            flags,
+            args.tokens_file.clone(),
+            args.listen.ip().is_loopback(),
+        ));
         baton_server::serve(listener, state, shutdown_signal()).await?;
+        #[cfg(unix)]
+        reloading.abort();
         for l in loops {
             let _ = l.await;
         }

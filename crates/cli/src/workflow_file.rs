@@ -318,6 +318,7 @@ impl Source {
             idempotency_key: wf.idempotency_key.clone(),
             tasks: wf.tasks.clone(),
             outputs: wf.outputs.clone(),
+            labels: wf.labels.clone(),
         };
         match validate_workflow(&req) {
             Ok(()) => Ok(()),

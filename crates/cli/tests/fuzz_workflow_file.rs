@@ -65,6 +65,7 @@ fn server(bytes: &[u8]) -> Result<SubmitWorkflow, Option<String>> {
         idempotency_key: wf.idempotency_key.clone(),
         tasks: wf.tasks.clone(),
         outputs: wf.outputs.clone(),
+        labels: wf.labels.clone(),
     };
     match validate_workflow(&req) {
         Ok(()) => Ok(wf),

@@ -210,11 +210,12 @@ impl Client {
             idempotency_key: idempotency_key.map(str::to_owned),
             tasks: tasks.to_vec(),
             outputs: None,
+            labels: Default::default(),
         };
         self.post("/v1/workflows", &body).await
     }
 
-    /// Submits a workflow request as built (outputs included).
+    /// Submits a workflow request as built (outputs and labels included).
     pub async fn submit(&self, body: &SubmitWorkflow) -> Result<WorkflowCreated> {
         self.post("/v1/workflows", body).await
     }
@@ -232,6 +233,7 @@ impl Client {
         let body = SubmitTask {
             idempotency_key: idempotency_key.map(str::to_owned),
             task: task.clone(),
+            labels: Default::default(),
         };
         self.post("/v1/tasks", &body).await
     }

@@ -52,6 +52,9 @@ pub struct WorkflowTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub outputs: Option<BTreeMap<String, Value>>,
+    /// The labels of each workflow it submits (see `POST /v1/workflows`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: crate::Labels,
 }
 
 /// What a tick does while the workflow of the previous tick is still running.

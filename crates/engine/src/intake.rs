@@ -8,8 +8,8 @@ use std::sync::Arc;
 use baton_core::dag::TASKS_PER_WORKFLOW_MAX;
 use baton_core::template;
 use baton_core::{
-    apply, AgentId, Dag, Event, FencingToken, State, StateKind, Submission, Task, TaskId, TaskKey,
-    TaskSpec, Timestamp, Transition, WorkflowId,
+    apply, validate_labels, AgentId, Dag, Event, FencingToken, Labels, State, StateKind,
+    Submission, Task, TaskId, TaskKey, TaskSpec, Timestamp, Transition, WorkflowId,
 };
 use baton_store::{
     Edge, NewTask, NewWorkflow, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
@@ -39,6 +39,9 @@ pub struct WorkflowRequest {
     /// tasks' results (`{"$from": KEY, "pointer": …}`, KEY any task of the workflow).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<BTreeMap<String, Value>>,
+    /// Labels the workflow carries (`baton_core::labels`): listed by, and scoping tokens to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: Labels,
 }
 
 /// What a submission created (or, for a repeated idempotency key, had created).
@@ -99,6 +102,7 @@ impl<S: Store + 'static> Engine<S> {
                     .outputs
                     .as_ref()
                     .map(|o| serde_json::to_string(o).expect("outputs serialise")),
+                labels: req.labels.clone(),
             }),
             tasks,
             edges,
@@ -358,9 +362,12 @@ fn task_payloads(specs: &[TaskSpec]) -> impl Iterator<Item = (String, &serde_jso
 /// A stable fingerprint of a request (FNV-1a, 64 bits), so that a reused idempotency key
 /// with a different request is recognised across restarts and versions.
 fn request_hash(req: &WorkflowRequest) -> String {
-    let bytes = match &req.outputs {
-        None => serde_json::to_vec(&(&req.name, &req.tasks)),
-        Some(outputs) => serde_json::to_vec(&(&req.name, &req.tasks, outputs)),
+    // Labels count only when there are some, so that the hashes of requests stored before
+    // labels existed stay the same.
+    let bytes = match (&req.outputs, req.labels.is_empty()) {
+        (None, true) => serde_json::to_vec(&(&req.name, &req.tasks)),
+        (Some(outputs), true) => serde_json::to_vec(&(&req.name, &req.tasks, outputs)),
+        (outputs, false) => serde_json::to_vec(&(&req.name, &req.tasks, outputs, &req.labels)),
     }
     .expect("a request serialises");
     fingerprint(&bytes)
@@ -394,6 +401,8 @@ pub fn validate_workflow(req: &WorkflowRequest) -> Result<(), EngineError> {
             ));
         }
     }
+    validate_labels(&req.labels, "labels")
+        .map_err(|e| EngineError::invalid(e.field, e.expected))?;
     if req.tasks.is_empty() || req.tasks.len() > TASKS_PER_WORKFLOW_MAX {
         return Err(EngineError::invalid(
             "tasks",

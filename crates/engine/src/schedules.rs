@@ -296,6 +296,7 @@ impl<S: Store + 'static> Engine<S> {
                     idempotency_key: Some(format!("schedule:{}:{}", spec.name, tick.0)),
                     tasks: spec.workflow.tasks.clone(),
                     outputs: spec.workflow.outputs.clone(),
+                    labels: spec.workflow.labels.clone(),
                 })
                 .await?;
             info!(schedule = %spec.name, tick = tick.0, workflow = %receipt.workflow, created = receipt.created, "schedule fired");
@@ -378,6 +379,7 @@ fn check_schedule(spec: &ScheduleSpec) -> Result<Timing, EngineError> {
         idempotency_key: None,
         tasks: spec.workflow.tasks.clone(),
         outputs: spec.workflow.outputs.clone(),
+        labels: spec.workflow.labels.clone(),
     })
     .map_err(|e| match e {
         EngineError::Invalid { field, expected } => EngineError::Invalid {

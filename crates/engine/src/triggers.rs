@@ -118,6 +118,7 @@ fn request(template: &WorkflowTemplate, idempotency_key: Option<String>) -> Work
         idempotency_key,
         tasks: template.tasks.clone(),
         outputs: template.outputs.clone(),
+        labels: template.labels.clone(),
     }
 }
 

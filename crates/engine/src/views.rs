@@ -4,8 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use baton_core::{
-    AgentId, CancelReason, Capability, HistoryEntry, State, StateKind, Task, TaskId, TaskKey,
-    Timestamp, WorkflowId,
+    AgentId, CancelReason, Capability, HistoryEntry, Labels, State, StateKind, Task, TaskId,
+    TaskKey, Timestamp, WorkflowId,
 };
 use baton_store::{
     AgentRecord, Dependency, Edge, HistoryMark, IdMatches, IdSuffix, StateCounts, Store,
@@ -195,6 +195,21 @@ impl<S: Store + 'static> Engine<S> {
         limit: usize,
     ) -> Result<Vec<WorkflowRecord>, EngineError> {
         Ok(self.inner.store.workflows(before, limit).await?)
+    }
+
+    /// Workflows carrying every label of `labels`, newest first, created before `before` if
+    /// given.
+    pub async fn workflows_labelled(
+        &self,
+        labels: &Labels,
+        before: Option<WorkflowId>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRecord>, EngineError> {
+        Ok(self
+            .inner
+            .store
+            .workflows_labelled(labels, before, limit)
+            .await?)
     }
 
     /// The tasks and workflows whose ids end in `suffix` (hex digits, hyphens ignored), at

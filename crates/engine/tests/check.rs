@@ -250,6 +250,7 @@ mod inputs_stored_once {
                     request_hash: String::new(),
                     created_at: now,
                     outputs: None,
+                    labels: Default::default(),
                 }),
                 tasks: new,
                 edges: Vec::new(),

@@ -19,6 +19,7 @@ fn schedule(name: &str, cron: &str, timezone: &str) -> ScheduleSpec {
             name: "nightly".into(),
             tasks: vec![spec("report", &[])],
             outputs: None,
+            labels: Default::default(),
         },
         overlap: Overlap::Allow,
         catch_up: CatchUp::None,
@@ -86,6 +87,7 @@ async fn each_tick_submits_one_workflow_however_often_it_is_fired() {
             idempotency_key: Some(key("hourly", utc(2026, 5, 1, 10, 0))),
             tasks: vec![spec("report", &[])],
             outputs: None,
+            labels: Default::default(),
         })
         .await
         .unwrap();
@@ -270,6 +272,7 @@ async fn bad_schedules_are_refused_naming_the_field() {
                     name: String::new(),
                     tasks: vec![TaskSpec::new("bad key")],
                     outputs: None,
+                    labels: Default::default(),
                 },
                 ..schedule("a", "0 * * * * *", "UTC")
             },

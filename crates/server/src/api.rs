@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, PayloadJson};
 use crate::problem::Problem;
-use crate::AppState;
+use crate::{scope, AppState};
 use baton_api::*;
 
 type ApiResult<T> = Result<T, Problem>;
@@ -74,13 +74,15 @@ pub async fn submit_workflow(
     caller: Caller,
     ApiJson(body): ApiJson<SubmitWorkflow>,
 ) -> ApiResult<Response> {
-    caller.operator()?;
+    let mut labels = body.labels;
+    scope::stamp(&caller, &mut labels, "labels")?;
     let receipt = engine(&s)
         .submit_workflow(WorkflowRequest {
             name: body.name,
             idempotency_key: body.idempotency_key,
             tasks: body.tasks,
             outputs: body.outputs,
+            labels,
         })
         .await?;
     Ok(workflow_created(receipt))
@@ -93,13 +95,15 @@ pub async fn submit_task(
     caller: Caller,
     ApiJson(body): ApiJson<SubmitTask>,
 ) -> ApiResult<Response> {
-    caller.operator()?;
+    let mut labels = body.labels;
+    scope::stamp(&caller, &mut labels, "labels")?;
     let receipt = engine(&s)
         .submit_workflow(WorkflowRequest {
             name: body.task.key.0.clone(),
             idempotency_key: body.idempotency_key,
             tasks: vec![body.task],
             outputs: None,
+            labels,
         })
         .await
         .map_err(|e| {
@@ -139,12 +143,12 @@ pub async fn submit_task(
     responses((status = 200, body = WorkflowView), (status = 404, body = ProblemDoc)))]
 pub async fn get_workflow(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WorkflowView>> {
     let id = WorkflowId(parse_id("workflow", &id)?);
     let e = engine(&s);
-    let wf = e.workflow(id).await?;
+    let wf = scope::workflow(&caller, e, id).await?;
     Ok(Json(workflow_view(e, wf, true).await?))
 }
 
@@ -173,6 +177,7 @@ async fn workflow_view(
         unresolved: outcome
             .unresolved
             .and_then(|u| serde_json::to_value(u).ok()),
+        labels: wf.labels,
         paused: wf.paused.as_ref().map(pause_view),
     })
 }
@@ -185,6 +190,11 @@ fn pause_view(p: &baton_core::Paused) -> PauseView {
     }
 }
 
+/// A label in a query, for error messages.
+const LABEL_EXPECTED: &str =
+    "`key:value` (or `key=value`): the key of 1 to 63 characters among a-z, 0-9 and `_.-`, \
+     the value of 1 to 255 bytes";
+
 /// Most workflows in one page of `GET /v1/workflows`.
 const WORKFLOWS_PAGE_MAX: usize = 100;
 /// Most workflows one filtered `GET /v1/workflows` looks at: when few match, it answers
@@ -195,7 +205,7 @@ const WORKFLOWS_SCANNED_MAX: usize = 500;
     responses((status = 200, body = WorkflowList), (status = 400, body = ProblemDoc)))]
 pub async fn list_workflows(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<WorkflowListQuery>,
 ) -> ApiResult<Json<WorkflowList>> {
     let limit = q.limit.unwrap_or(20);
@@ -205,6 +215,22 @@ pub async fn list_workflows(
             format!("limit {limit} is out of range"),
         )
         .field("limit", format!("between 1 and {WORKFLOWS_PAGE_MAX}")));
+    }
+    // The caller's scope and the label asked for, all of which a workflow must carry.
+    let mut labels = caller.scope().clone();
+    if let Some(text) = q.label.as_deref() {
+        let (key, value) = baton_core::parse_label(text).ok_or_else(|| {
+            Problem::bad_request("invalid_query", format!("`{text}` is not a label"))
+                .field("label", LABEL_EXPECTED)
+        })?;
+        if labels.get(&key).is_some_and(|v| *v != value) {
+            // Outside the scope: nothing to list.
+            return Ok(Json(WorkflowList {
+                workflows: Vec::new(),
+                next: None,
+            }));
+        }
+        labels.insert(key, value);
     }
     let e = engine(&s);
     let name = q
@@ -225,7 +251,7 @@ pub async fn list_workflows(
         } else {
             limit
         };
-        let records = e.workflows(before, want).await?;
+        let records = e.workflows_labelled(&labels, before, want).await?;
         end = records.len() < want;
         let n = records.len();
         for (i, wf) in records.into_iter().enumerate() {
@@ -257,10 +283,11 @@ pub async fn list_workflows(
     responses((status = 200, body = WorkflowGraph), (status = 404, body = ProblemDoc)))]
 pub async fn workflow_graph(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WorkflowGraph>> {
     let id = WorkflowId(parse_id("workflow", &id)?);
+    scope::check_workflow(&caller, engine(&s), id).await?;
     let graph = engine(&s).workflow_graph(id).await?;
     let nodes = graph
         .tasks
@@ -295,11 +322,12 @@ pub async fn workflow_graph(
         (status = 400, body = ProblemDoc), (status = 404, body = ProblemDoc)))]
 pub async fn workflow_history(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<WorkflowHistoryQuery>,
 ) -> ApiResult<Json<WorkflowHistory>> {
     let id = WorkflowId(parse_id("workflow", &id)?);
+    scope::check_workflow(&caller, engine(&s), id).await?;
     let max = baton_engine::read::HISTORY_TASKS_PER_PAGE_MAX;
     let limit = q.limit.unwrap_or(200);
     if !(1..=max).contains(&limit) {
@@ -346,10 +374,10 @@ pub async fn cancel_workflow(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CancelBody>,
 ) -> ApiResult<Json<CancelledCount>> {
-    caller.operator()?;
     let id = WorkflowId(parse_id("workflow", &id)?);
+    scope::check_workflow(&caller, engine(&s), id).await?;
     let cancelled = engine(&s)
-        .cancel_workflow(id, "operator".into(), body.reason)
+        .cancel_workflow(id, caller.actor(), body.reason)
         .await?;
     Ok(Json(CancelledCount { cancelled }))
 }
@@ -435,10 +463,28 @@ pub async fn send_signal(
     headers: axum::http::HeaderMap,
     PayloadJson(body): PayloadJson,
 ) -> ApiResult<Response> {
-    caller.operator()?;
     let id = WorkflowId(parse_id("workflow", &id)?);
     let key = idempotency_key(&headers)?;
-    let by = q.by.unwrap_or_else(|| "operator".into());
+    // With tokens, the sender is the token: a name it gave could be anyone's.
+    let by = match q.by {
+        None => caller.actor(),
+        Some(by) if caller.is_local() => by,
+        Some(_) => {
+            return Err(Problem::bad_request(
+                "invalid_query",
+                format!(
+                    "with tokens configured, a signal's sender is the token's name (`{}`); \
+                     leave out `by`",
+                    caller.actor()
+                ),
+            )
+            .field(
+                "by",
+                "absent: `by` is taken only when no tokens are configured",
+            ))
+        }
+    };
+    scope::check_workflow(&caller, engine(&s), id).await?;
     if by.is_empty() || by.chars().count() > 128 || by.chars().any(char::is_control) {
         return Err(Problem::bad_request(
             "invalid_query",
@@ -475,11 +521,12 @@ pub async fn send_signal(
     responses((status = 200, body = SignalList), (status = 400, body = ProblemDoc), (status = 404, body = ProblemDoc)))]
 pub async fn list_signals(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<SignalListQuery>,
 ) -> ApiResult<Json<SignalList>> {
     let id = WorkflowId(parse_id("workflow", &id)?);
+    scope::check_workflow(&caller, engine(&s), id).await?;
     let limit = page_limit(q.limit)?;
     let signals = engine(&s).signals(id, q.after.unwrap_or(0), limit).await?;
     let next = (signals.len() == limit)
@@ -496,21 +543,18 @@ pub async fn list_signals(
     responses((status = 200, body = WaitingList), (status = 400, body = ProblemDoc)))]
 pub async fn list_waiting(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<WaitingQuery>,
 ) -> ApiResult<Json<WaitingList>> {
     let limit = page_limit(q.limit)?;
-    let tasks = engine(&s)
-        .waiting(TaskFilter {
-            workflow: q.workflow.map(WorkflowId),
-            after: q.after.map(TaskId),
-            limit,
-            ..TaskFilter::default()
-        })
-        .await?;
-    let next = (tasks.len() == limit)
-        .then(|| tasks.last().map(|t| t.id.0))
-        .flatten();
+    let filter = TaskFilter {
+        workflow: q.workflow.map(WorkflowId),
+        after: q.after.map(TaskId),
+        limit,
+        ..TaskFilter::default()
+    };
+    let e = engine(&s);
+    let (tasks, next) = task_page(&caller, e, filter, |f| e.waiting(f)).await?;
     let mut names: BTreeMap<Uuid, String> = BTreeMap::new();
     let mut out = Vec::with_capacity(tasks.len());
     for t in tasks {
@@ -548,6 +592,63 @@ pub async fn list_waiting(
         });
     }
     Ok(Json(WaitingList { tasks: out, next }))
+}
+
+/// Most tasks one list of a scoped caller looks at: when few are in its scope, it answers
+/// with fewer than `limit` and a `next` to go on from.
+const SCOPED_TASKS_SCANNED_MAX: usize = 5_000;
+
+/// A page of the tasks `read` selects by `filter` that the caller may see, and the `next` to
+/// go on from. One read, unless the caller is scoped and lists every workflow: then pages
+/// are read until `limit` tasks are kept, the tasks end, or [`SCOPED_TASKS_SCANNED_MAX`]
+/// were looked at.
+async fn task_page<F, Fut>(
+    caller: &Caller,
+    e: &Engine<AnyStore>,
+    filter: TaskFilter,
+    read: F,
+) -> ApiResult<(Vec<Task>, Option<Uuid>)>
+where
+    F: Fn(TaskFilter) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Task>, baton_engine::EngineError>>,
+{
+    let limit = filter.limit;
+    if let Some(workflow) = filter.workflow {
+        scope::check_workflow(caller, e, workflow).await?;
+    }
+    if !caller.is_scoped() || filter.workflow.is_some() {
+        let tasks = read(filter).await?;
+        let next = (tasks.len() == limit)
+            .then(|| tasks.last().map(|t| t.id.0))
+            .flatten();
+        return Ok((tasks, next));
+    }
+    let mut cache = scope::ScopeCache::new();
+    let mut kept = Vec::with_capacity(limit);
+    let mut after = filter.after;
+    let (mut scanned, mut end) = (0, false);
+    while kept.len() < limit && !end && scanned < SCOPED_TASKS_SCANNED_MAX {
+        let page = read(TaskFilter {
+            after,
+            ..filter.clone()
+        })
+        .await?;
+        let n = page.len();
+        end = n < limit;
+        for (i, task) in page.into_iter().enumerate() {
+            scanned += 1;
+            after = Some(task.id);
+            if cache.sees(caller, e, task.workflow).await? {
+                kept.push(task);
+                if kept.len() == limit {
+                    end = end && i + 1 == n;
+                    break;
+                }
+            }
+        }
+    }
+    let next = if end { None } else { after.map(|t| t.0) };
+    Ok((kept, next))
 }
 
 /// A page size from a query: 1 to 1,000, default 100.
@@ -592,30 +693,59 @@ fn schedule_view(i: baton_engine::ScheduleInfo) -> ScheduleView {
 pub async fn create_schedule(
     AxState(s): St,
     caller: Caller,
-    ApiJson(body): ApiJson<ScheduleSpec>,
+    ApiJson(mut body): ApiJson<ScheduleSpec>,
 ) -> ApiResult<Response> {
-    caller.operator()?;
+    scope::stamp(&caller, &mut body.workflow.labels, "workflow.labels")?;
     let info = engine(&s).create_schedule(body).await?;
     Ok((StatusCode::CREATED, Json(schedule_view(info))).into_response())
 }
 
 /// Every schedule, by name, with its next fire times.
 #[utoipa::path(get, path = "/v1/schedules", responses((status = 200, body = ScheduleList)))]
-pub async fn list_schedules(AxState(s): St, _caller: Caller) -> ApiResult<Json<ScheduleList>> {
+pub async fn list_schedules(AxState(s): St, caller: Caller) -> ApiResult<Json<ScheduleList>> {
     let schedules = engine(&s).schedules().await?;
     Ok(Json(ScheduleList {
-        schedules: schedules.into_iter().map(schedule_view).collect(),
+        schedules: schedules
+            .into_iter()
+            .filter(|i| caller.sees_template(&i.spec.workflow))
+            .map(schedule_view)
+            .collect(),
     }))
+}
+
+/// The schedule, if the caller may see it (its template carries the caller's scope); else
+/// the answer a missing schedule gets.
+async fn visible_schedule(
+    caller: &Caller,
+    e: &Engine<AnyStore>,
+    name: &str,
+) -> ApiResult<baton_engine::ScheduleInfo> {
+    let info = e.schedule(name).await?;
+    if caller.sees_template(&info.spec.workflow) {
+        Ok(info)
+    } else {
+        Err(baton_engine::EngineError::ScheduleNotFound(name.to_owned()).into())
+    }
+}
+
+/// [`visible_schedule`] as a check: no read for an unscoped caller.
+async fn check_schedule(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> ApiResult<()> {
+    if caller.is_scoped() {
+        visible_schedule(caller, e, name).await?;
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/schedules/{name}", params(("name" = String, Path)),
     responses((status = 200, body = ScheduleView), (status = 404, body = ProblemDoc)))]
 pub async fn get_schedule(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ScheduleView>> {
-    Ok(Json(schedule_view(engine(&s).schedule(&name).await?)))
+    Ok(Json(schedule_view(
+        visible_schedule(&caller, engine(&s), &name).await?,
+    )))
 }
 
 /// Deletes a schedule; workflows it submitted are left as they are.
@@ -626,7 +756,7 @@ pub async fn delete_schedule(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.operator()?;
+    check_schedule(&caller, engine(&s), &name).await?;
     engine(&s).delete_schedule(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -639,7 +769,7 @@ pub async fn pause_schedule(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ScheduleView>> {
-    caller.operator()?;
+    check_schedule(&caller, engine(&s), &name).await?;
     Ok(Json(schedule_view(
         engine(&s).pause_schedule(&name, true).await?,
     )))
@@ -654,7 +784,7 @@ pub async fn resume_schedule(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ScheduleView>> {
-    caller.operator()?;
+    check_schedule(&caller, engine(&s), &name).await?;
     Ok(Json(schedule_view(
         engine(&s).pause_schedule(&name, false).await?,
     )))
@@ -681,9 +811,23 @@ pub async fn put_trigger(
     AxState(s): St,
     caller: Caller,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<WorkflowTemplate>,
+    ApiJson(mut body): ApiJson<WorkflowTemplate>,
 ) -> ApiResult<Response> {
-    caller.operator()?;
+    scope::stamp(&caller, &mut body.labels, "labels")?;
+    if caller.is_scoped() {
+        match engine(&s).trigger(&name).await {
+            Ok(t) if !caller.sees_template(&t.template) => {
+                // Names are global: this one is taken outside the caller's scope.
+                return Err(scope::out_of_scope(format!(
+                    "a trigger named {name:?} exists outside the scope of token `{}`; choose \
+                     another name",
+                    caller.actor()
+                )));
+            }
+            Ok(_) | Err(baton_engine::EngineError::TriggerNotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let (trigger, created) = engine(&s).put_trigger(&name, body).await?;
     let status = if created {
         StatusCode::CREATED
@@ -707,8 +851,8 @@ pub async fn fire_trigger(
     headers: axum::http::HeaderMap,
     PayloadJson(body): PayloadJson,
 ) -> ApiResult<Response> {
-    caller.operator()?;
     let key = idempotency_key(&headers)?;
+    check_trigger(&caller, engine(&s), &name).await?;
     let receipt = engine(&s)
         .fire_trigger(&name, &body, key.as_deref())
         .await?;
@@ -716,21 +860,50 @@ pub async fn fire_trigger(
 }
 
 #[utoipa::path(get, path = "/v1/triggers", responses((status = 200, body = TriggerList)))]
-pub async fn list_triggers(AxState(s): St, _caller: Caller) -> ApiResult<Json<TriggerList>> {
+pub async fn list_triggers(AxState(s): St, caller: Caller) -> ApiResult<Json<TriggerList>> {
     let triggers = engine(&s).triggers().await?;
     Ok(Json(TriggerList {
-        triggers: triggers.into_iter().map(trigger_view).collect(),
+        triggers: triggers
+            .into_iter()
+            .filter(|t| caller.sees_template(&t.template))
+            .map(trigger_view)
+            .collect(),
     }))
+}
+
+/// The trigger, if the caller may see it (its template carries the caller's scope); else the
+/// answer a missing trigger gets.
+async fn visible_trigger(
+    caller: &Caller,
+    e: &Engine<AnyStore>,
+    name: &str,
+) -> ApiResult<baton_engine::TriggerInfo> {
+    let trigger = e.trigger(name).await?;
+    if caller.sees_template(&trigger.template) {
+        Ok(trigger)
+    } else {
+        Err(baton_engine::EngineError::TriggerNotFound(name.to_owned()).into())
+    }
+}
+
+/// [`visible_trigger`] as a check: no read for an unscoped caller.
+async fn check_trigger(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> ApiResult<()> {
+    if caller.is_scoped() {
+        visible_trigger(caller, e, name).await?;
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/triggers/{name}", params(("name" = String, Path)),
     responses((status = 200, body = TriggerView), (status = 404, body = ProblemDoc)))]
 pub async fn get_trigger(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<TriggerView>> {
-    Ok(Json(trigger_view(engine(&s).trigger(&name).await?)))
+    Ok(Json(trigger_view(
+        visible_trigger(&caller, engine(&s), &name).await?,
+    )))
 }
 
 #[utoipa::path(delete, path = "/v1/triggers/{name}", params(("name" = String, Path)),
@@ -740,7 +913,7 @@ pub async fn delete_trigger(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.operator()?;
+    check_trigger(&caller, engine(&s), &name).await?;
     engine(&s).delete_trigger(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -751,7 +924,7 @@ pub async fn delete_trigger(
     responses((status = 200, body = TaskList), (status = 400, body = ProblemDoc)))]
 pub async fn list_tasks(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<TaskList>> {
     let state = match q.state.as_deref() {
@@ -774,17 +947,14 @@ pub async fn list_tasks(
             format!("between 1 and {}", baton_engine::read::PAGE_ROWS_MAX),
         ));
     }
-    let tasks = engine(&s)
-        .tasks(TaskFilter {
-            workflow: q.workflow.map(WorkflowId),
-            state,
-            after: q.after.map(TaskId),
-            limit,
-        })
-        .await?;
-    let next = (tasks.len() == limit)
-        .then(|| tasks.last().map(|t| t.id.0))
-        .flatten();
+    let filter = TaskFilter {
+        workflow: q.workflow.map(WorkflowId),
+        state,
+        after: q.after.map(TaskId),
+        limit,
+    };
+    let e = engine(&s);
+    let (tasks, next) = task_page(&caller, e, filter, |f| e.tasks(f)).await?;
     Ok(Json(TaskList {
         tasks: tasks.iter().map(TaskSummary::from).collect(),
         next,
@@ -798,11 +968,14 @@ const HISTORY_WITH_TASK_MAX: usize = 1_000;
     responses((status = 200, body = TaskView, description = "The task, its input once (in `spec`: the `submitted` history entry does not repeat the spec), its first 1,000 history entries, why it waits and its neighbours."), (status = 404, body = ProblemDoc)))]
 pub async fn get_task(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = TaskId(parse_id("task", &id)?);
-    let detail = engine(&s).task_detail(id, HISTORY_WITH_TASK_MAX).await?;
+    let e = engine(&s);
+    let detail = e.task_detail(id, HISTORY_WITH_TASK_MAX).await?;
+    scope::check_held(&caller, e, &detail.task).await?;
+    scope::check_task(&caller, e, &detail.task).await?;
     Ok(json_sized(&task_view(detail)))
 }
 
@@ -952,11 +1125,12 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView<Box<RawValue>> {
     responses((status = 200, body = Vec<Object>, description = "History entries, oldest first: `seq`, `at` and `event` (the event with its fields). The `submitted` event leaves out its spec (`task`, `workflow`, `completed`, `seed` only): the task's input is given once, in the task's `spec` (`GET /v1/tasks/{id}`)."), (status = 404, body = ProblemDoc)))]
 pub async fn task_history(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Vec<Value>>> {
     let id = TaskId(parse_id("task", &id)?);
+    scope::check_task_read(&caller, engine(&s), id).await?;
     let limit = q
         .limit
         .unwrap_or(100)
@@ -980,10 +1154,10 @@ pub async fn cancel_task(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CancelBody>,
 ) -> ApiResult<Json<ReportAnswer>> {
-    caller.operator()?;
     let id = TaskId(parse_id("task", &id)?);
+    scope::check_task_id(&caller, engine(&s), id).await?;
     let task = engine(&s)
-        .cancel_task(id, "operator".into(), body.reason)
+        .cancel_task(id, caller.actor(), body.reason)
         .await?;
     Ok(Json(answer(&s, &task)))
 }
@@ -996,9 +1170,9 @@ pub async fn retry_task(
     Path(id): Path<String>,
     ApiJson(_body): ApiJson<RetryBody>,
 ) -> ApiResult<Json<ReportAnswer>> {
-    caller.operator()?;
     let id = TaskId(parse_id("task", &id)?);
-    let task = engine(&s).retry_task(id, "operator".into()).await?;
+    scope::check_task_id(&caller, engine(&s), id).await?;
+    let task = engine(&s).retry_task(id, caller.actor()).await?;
     Ok(Json(answer(&s, &task)))
 }
 
@@ -1006,9 +1180,20 @@ pub async fn retry_task(
     responses((status = 200, body = Counts)))]
 pub async fn counts(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<CountsQuery>,
 ) -> ApiResult<Json<Counts>> {
+    match q.workflow.map(WorkflowId) {
+        Some(workflow) => scope::check_workflow(&caller, engine(&s), workflow).await?,
+        None if caller.is_scoped() => {
+            return Err(scope::out_of_scope(format!(
+                "token `{}` is scoped to labels: it reads counts per workflow \
+                 (`?workflow=ID`), not over every workflow",
+                caller.actor()
+            )))
+        }
+        None => {}
+    }
     let c = engine(&s).counts(q.workflow.map(WorkflowId)).await?;
     Ok(Json(counts_view(c)))
 }
@@ -1025,10 +1210,11 @@ const ID_MATCHES_MAX: usize = 10;
     responses((status = 200, body = IdMatches), (status = 422, body = ProblemDoc)))]
 pub async fn ids_ending(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(suffix): Path<String>,
 ) -> ApiResult<Json<IdMatches>> {
-    let found = engine(&s)
+    let e = engine(&s);
+    let mut found = e
         .ids_ending(&suffix, ID_MATCHES_MAX + 1)
         .await
         .map_err(|e| {
@@ -1041,6 +1227,17 @@ pub async fn ids_ending(
             }
             p
         })?;
+    if caller.is_scoped() {
+        let mut cache = scope::ScopeCache::new();
+        let mut tasks = Vec::with_capacity(found.tasks.len());
+        for t in std::mem::take(&mut found.tasks) {
+            if cache.sees(&caller, e, t.workflow).await? {
+                tasks.push(t);
+            }
+        }
+        found.tasks = tasks;
+        found.workflows.retain(|w| caller.sees(&w.labels));
+    }
     let more = found.tasks.len() > ID_MATCHES_MAX || found.workflows.len() > ID_MATCHES_MAX;
     Ok(Json(IdMatches {
         tasks: found
@@ -1068,11 +1265,18 @@ pub async fn ids_ending(
 
 // ---- agents ---------------------------------------------------------------------------------
 
+/// An agent as the API shows it; `leases` false leaves its leased tasks out (for a scoped
+/// caller: they may be any workflow's).
 async fn agent_view(
     e: &Engine<AnyStore>,
     a: baton_engine::read::AgentRecord,
+    leases: bool,
 ) -> ApiResult<AgentView> {
-    let leased = e.leased_to(a.id).await?;
+    let leased = if leases {
+        e.leased_to(a.id).await?
+    } else {
+        Vec::new()
+    };
     Ok(AgentView {
         online: e.agent_online(&a),
         id: a.id.0,
@@ -1093,15 +1297,44 @@ pub async fn register_agent(
     caller: Caller,
     ApiJson(body): ApiJson<RegisterAgent>,
 ) -> ApiResult<Response> {
-    caller.agent_named(&body.name)?;
+    caller.may_act_as(&body.name)?;
     let e = engine(&s);
     if let Some(id) = body.id {
         match e.agent(AgentId(id)).await {
-            Ok(existing) => caller.agent_named(&existing.name)?,
+            Ok(existing) => caller.may_act_as(&existing.name)?,
             Err(baton_engine::EngineError::AgentNotFound(_)) => {}
             Err(err) => return Err(err.into()),
         }
     }
+    // An agent token may have at most `agents_max` of its agents online: counted and
+    // registered under its lock, so concurrent registrations on this node cannot both pass.
+    let token = caller.token();
+    let _registering = if caller.role() == crate::auth::Role::Agent {
+        let guard = token.registering.lock().await;
+        let online = e
+            .agents()
+            .await?
+            .iter()
+            .filter(|a| Some(a.id.0) != body.id && e.agent_online(a) && token.binds(&a.name))
+            .count();
+        if online >= token.agents_max as usize {
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "agents_max_reached",
+                format!(
+                    "token `{}` has {online} agents online, its limit (`agents_max` {}): \
+                     another registers once one of them has been silent for the agents' \
+                     liveness window ({} ms), or re-register an existing one with its `id`",
+                    token.name,
+                    token.agents_max,
+                    e.config().agent_ttl_ms
+                ),
+            ));
+        }
+        Some(guard)
+    } else {
+        None
+    };
     let record = e
         .register_agent(
             body.id.map(AgentId),
@@ -1110,15 +1343,20 @@ pub async fn register_agent(
             body.concurrency,
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(agent_view(e, record).await?)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(agent_view(e, record, true).await?),
+    )
+        .into_response())
 }
 
+/// Every agent. A token scoped to labels sees them without their leased tasks.
 #[utoipa::path(get, path = "/v1/agents", responses((status = 200, body = Vec<AgentView>)))]
-pub async fn list_agents(AxState(s): St, _caller: Caller) -> ApiResult<Json<Vec<AgentView>>> {
+pub async fn list_agents(AxState(s): St, caller: Caller) -> ApiResult<Json<Vec<AgentView>>> {
     let e = engine(&s);
     let mut out = Vec::new();
     for a in e.agents().await? {
-        out.push(agent_view(e, a).await?);
+        out.push(agent_view(e, a, !caller.is_scoped()).await?);
     }
     Ok(Json(out))
 }
@@ -1130,7 +1368,7 @@ async fn own_agent(
 ) -> ApiResult<baton_engine::read::AgentRecord> {
     let id = AgentId(parse_id("agent", raw)?);
     let record = e.agent(id).await?;
-    caller.agent_named(&record.name)?;
+    caller.may_act_as(&record.name)?;
     Ok(record)
 }
 
@@ -1144,7 +1382,7 @@ pub async fn agent_heartbeat(
     let e = engine(&s);
     let record = own_agent(e, &caller, &id).await?;
     let record = e.agent_keepalive(record.id).await?;
-    Ok(Json(agent_view(e, record).await?))
+    Ok(Json(agent_view(e, record, true).await?))
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = String, Path)),
@@ -1218,13 +1456,15 @@ fn upstream_view(
     responses((status = 200, body = BTreeMap<String, UpstreamResult>), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 pub async fn task_upstream(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<UpstreamQuery>,
 ) -> ApiResult<Json<BTreeMap<String, UpstreamResult>>> {
     let id = TaskId(parse_id("task", &id)?);
     let e = engine(&s);
     let task = e.task(id).await?;
+    scope::check_held(&caller, e, &task).await?;
+    scope::check_task(&caller, e, &task).await?;
     let key = q.key.map(baton_core::TaskKey);
     if let Some(key) = &key {
         if !task.dependencies.contains(key) {
@@ -1270,7 +1510,7 @@ async fn report(
     let id = TaskId(parse_id("task", raw_id)?);
     let e = engine(s);
     let record = e.agent(AgentId(agent)).await?;
-    caller.agent_named(&record.name)?;
+    caller.may_act_as(&record.name)?;
     let ctx = baton_engine::ReportContext {
         reporter: Some(&record),
         traceparent,
@@ -1370,7 +1610,7 @@ pub async fn add_subtasks(
     let id = TaskId(parse_id("task", &id)?);
     let e = engine(&s);
     let record = e.agent(AgentId(b.agent)).await?;
-    caller.agent_named(&record.name)?;
+    caller.may_act_as(&record.name)?;
     let parent = e.task(id).await?;
     let added = e
         .add_subtasks(id, AgentId(b.agent), FencingToken(b.token), b.tasks)
@@ -1394,7 +1634,7 @@ pub async fn add_subtasks(
               (status = 503, body = ProblemDoc)))]
 pub async fn events(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     headers: axum::http::HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
@@ -1416,10 +1656,16 @@ pub async fn events(
         .and_then(parse_event_id);
     let sub = engine(&s).subscribe_from(after);
     let workflows = engine(&s).subscribe_workflows();
+    if let Some(workflow) = q.workflow {
+        scope::check_workflow(&caller, engine(&s), WorkflowId(workflow)).await?;
+    }
     let stream = EventStream {
         workflows,
         node: engine(&s).node(),
         filter: q.workflow.map(WorkflowId),
+        scope: caller
+            .is_scoped()
+            .then(|| (caller, engine(&s).clone(), scope::ScopeCache::new())),
         pending: sub.backlog.into(),
         expected: sub.expected,
         // A position that cannot be resumed is reported at once.
@@ -1450,6 +1696,8 @@ fn parse_event_id(id: &str) -> Option<baton_engine::StreamPosition> {
 struct EventStream {
     node: Uuid,
     filter: Option<WorkflowId>,
+    /// For a scoped caller: only its workflows' transitions and ends are sent.
+    scope: Option<(Caller, Engine<AnyStore>, scope::ScopeCache)>,
     pending: std::collections::VecDeque<baton_engine::TransitionEvent>,
     /// The `seq` the next transition should have; `None` after a loss of unknown size.
     expected: Option<u64>,
@@ -1481,6 +1729,9 @@ impl EventStream {
                         next = self.live.recv() => next,
                         ended = self.workflows.recv() => match ended {
                             Ok(w) if self.filter.is_none_or(|f| f == w.workflow) => {
+                                if !self.sees(w.workflow).await {
+                                    continue;
+                                }
                                 let data = serde_json::to_string(&w).unwrap_or_default();
                                 return Some(SseEvent::default().event("workflow").data(data));
                             }
@@ -1505,7 +1756,7 @@ impl EventStream {
                 return Some(lagged(skipped));
             }
             self.expected = Some(ev.seq + 1);
-            if self.filter.is_some_and(|w| w != ev.workflow) {
+            if self.filter.is_some_and(|w| w != ev.workflow) || !self.sees(ev.workflow).await {
                 continue;
             }
             let data = serde_json::to_string(&ev).unwrap_or_default();
@@ -1515,6 +1766,17 @@ impl EventStream {
                     .id(format!("{}-{}", self.node.simple(), ev.seq))
                     .data(data),
             );
+        }
+    }
+}
+
+impl EventStream {
+    /// Whether the subscriber may see this workflow's events (a scoped one, only its
+    /// workflows'; one that cannot be looked up is not sent).
+    async fn sees(&mut self, workflow: WorkflowId) -> bool {
+        match &mut self.scope {
+            None => true,
+            Some((caller, e, cache)) => cache.sees(caller, e, workflow).await.unwrap_or(false),
         }
     }
 }
@@ -1559,7 +1821,12 @@ pub async fn lifecycle(ApiQuery(q): ApiQuery<LifecycleQuery>) -> ApiResult<Respo
 
 /// `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
 pub async fn metrics(AxState(s): St, caller: Caller) -> ApiResult<Response> {
-    caller.operator()?;
+    if caller.is_scoped() {
+        return Err(scope::out_of_scope(format!(
+            "token `{}` is scoped to labels, and metrics are about every workflow",
+            caller.actor()
+        )));
+    }
     let text = engine(&s).metrics_text().await?;
     Ok((
         [(
@@ -1594,13 +1861,9 @@ fn counts_view(c: baton_engine::read::StateCounts) -> Counts {
 
 // ---- operators in control -------------------------------------------------------------------
 
+/// The operator's action, recorded under the caller's token's name.
 fn operator(caller: &Caller, reason: String) -> ApiResult<Operator> {
-    Ok(Operator::new(caller_name(caller), reason)?)
-}
-
-/// The name an operator's action is recorded under: the caller's token's name.
-fn caller_name(caller: &Caller) -> String {
-    caller.actor()
+    Ok(Operator::new(caller.actor(), reason)?)
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/pause", request_body = PauseBody, params(("id" = String, Path, description = "task id")),
@@ -1612,8 +1875,8 @@ pub async fn pause_task(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PauseBody>,
 ) -> ApiResult<Json<ReportAnswer>> {
-    caller.operator()?;
     let id = TaskId(parse_id("task", &id)?);
+    scope::check_task_id(&caller, engine(&s), id).await?;
     let op = operator(&caller, body.reason)?;
     let task = engine(&s).pause_task(id, op, body.now).await?;
     Ok(Json(answer(&s, &task)))
@@ -1628,8 +1891,8 @@ pub async fn resume_task(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ResumeBody>,
 ) -> ApiResult<Json<ReportAnswer>> {
-    caller.operator()?;
     let id = TaskId(parse_id("task", &id)?);
+    scope::check_task_id(&caller, engine(&s), id).await?;
     let op = operator(&caller, body.reason)?;
     let task = engine(&s).resume_task(id, op).await?;
     Ok(Json(answer(&s, &task)))
@@ -1644,8 +1907,8 @@ pub async fn skip_task(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SkipBody>,
 ) -> ApiResult<Json<ReportAnswer>> {
-    caller.operator()?;
     let id = TaskId(parse_id("task", &id)?);
+    scope::check_task_id(&caller, engine(&s), id).await?;
     let op = operator(&caller, body.reason)?;
     let task = engine(&s).skip_task(id, op, body.result).await?;
     Ok(Json(answer(&s, &task)))
@@ -1660,8 +1923,8 @@ pub async fn fail_task(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<FailBody>,
 ) -> ApiResult<Json<ReportAnswer>> {
-    caller.operator()?;
     let id = TaskId(parse_id("task", &id)?);
+    scope::check_task_id(&caller, engine(&s), id).await?;
     let op = operator(&caller, body.reason)?;
     let task = engine(&s).fail_task(id, op, body.error).await?;
     Ok(Json(answer(&s, &task)))
@@ -1676,8 +1939,8 @@ pub async fn rerun_task(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RerunBody>,
 ) -> ApiResult<Json<RerunAnswer>> {
-    caller.operator()?;
     let id = TaskId(parse_id("task", &id)?);
+    scope::check_task_id(&caller, engine(&s), id).await?;
     let op = operator(&caller, body.reason)?;
     let plan = engine(&s).rerun(id, op, body.input, body.dry_run).await?;
     Ok(Json(RerunAnswer {
@@ -1703,8 +1966,8 @@ pub async fn pause_workflow(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PauseBody>,
 ) -> ApiResult<Json<WorkflowControlAnswer>> {
-    caller.operator()?;
     let id = WorkflowId(parse_id("workflow", &id)?);
+    scope::check_workflow(&caller, engine(&s), id).await?;
     let op = operator(&caller, body.reason)?;
     let n = engine(&s).pause_workflow(id, op, body.now).await?;
     Ok(Json(WorkflowControlAnswer {
@@ -1722,8 +1985,8 @@ pub async fn resume_workflow(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ResumeBody>,
 ) -> ApiResult<Json<WorkflowControlAnswer>> {
-    caller.operator()?;
     let id = WorkflowId(parse_id("workflow", &id)?);
+    scope::check_workflow(&caller, engine(&s), id).await?;
     let op = operator(&caller, body.reason)?;
     let n = engine(&s).resume_workflow(id, op).await?;
     Ok(Json(WorkflowControlAnswer {
@@ -1740,9 +2003,20 @@ const AUDIT_PAGE_MAX: usize = 1000;
     responses((status = 200, body = AuditPage), (status = 400, body = ProblemDoc)))]
 pub async fn audit(
     AxState(s): St,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
+    match q.workflow.map(WorkflowId) {
+        Some(workflow) => scope::check_workflow(&caller, engine(&s), workflow).await?,
+        None if caller.is_scoped() => {
+            return Err(scope::out_of_scope(format!(
+                "token `{}` is scoped to labels: it reads the audit log per workflow \
+                 (`?workflow=ID`), not over every workflow",
+                caller.actor()
+            )))
+        }
+        None => {}
+    }
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > AUDIT_PAGE_MAX {
         return Err(Problem::bad_request(

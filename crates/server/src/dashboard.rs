@@ -14,10 +14,11 @@
 //! Graph layout is dagre (`assets/vendor/dagre`, version and licence beside it), run in a Web
 //! Worker so that laying out a workflow of thousands of tasks does not freeze the page.
 
+use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+
+use crate::problem::Problem;
 
 /// One embedded file.
 struct Asset {
@@ -112,14 +113,25 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; connect-src 'self'; worker-src 'self'; \
      base-uri 'none'; frame-ancestors 'none'";
 
-/// The dashboard's routes: `GET /` and `GET /assets/…`. Stateless; merge into the API router.
-pub fn routes() -> Router {
-    ASSETS.iter().fold(Router::new(), |router, asset| {
-        router.route(
-            asset.path,
-            get(move |headers: HeaderMap| async move { serve(asset, &headers) }),
-        )
-    })
+/// The page's route.
+pub const INDEX_ROUTE: &str = "/";
+/// The route of every other file: `/assets/…`, looked up in [`ASSETS`].
+pub const ASSETS_ROUTE: &str = "/assets/{*path}";
+
+/// `GET /`: the page.
+pub async fn index(headers: HeaderMap) -> Response {
+    serve(&INDEX, &headers)
+}
+
+/// `GET /assets/{*path}`: one of the files, or 404.
+pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    let path = format!("/assets/{path}");
+    match ASSETS.iter().find(|a| a.path == path) {
+        Some(asset) => serve(asset, &headers),
+        None => {
+            Problem::not_found("no_route", "no such endpoint; see /v1/openapi.json").into_response()
+        }
+    }
 }
 
 /// Answers with the file, or `304 Not Modified` when the browser's copy is current. Browsers

@@ -3,10 +3,10 @@
 //! limits and graceful shutdown. Handlers only translate; the engine decides.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -14,6 +14,7 @@ use baton_engine::read::AnyStore;
 use baton_engine::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use utoipa::openapi::path::Operation;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,9 +25,12 @@ pub mod auth;
 pub mod dashboard;
 pub mod extract;
 pub mod problem;
+pub mod scope;
+pub mod tokens;
 
-pub use auth::{Role, Tokens};
+pub use auth::{Need, Role, PERMISSIONS};
 pub use problem::{Problem, ProblemDoc};
+pub use tokens::{TokenError, TokenSpec, Tokens};
 
 /// Largest request body accepted.
 pub const BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -36,7 +40,11 @@ pub const SSE_SUBSCRIBERS_MAX: usize = 256;
 /// What every handler shares.
 pub struct AppState {
     pub engine: Engine<AnyStore>,
-    pub tokens: Tokens,
+    /// The tokens accepted now: replaced whole when the tokens file is reloaded, so a request
+    /// sees one set or the other, never a mix.
+    tokens: RwLock<Arc<Tokens>>,
+    /// The caller every loopback client is when no tokens are configured.
+    local: Arc<tokens::Token>,
     pub sse_permits: Arc<Semaphore>,
 }
 
@@ -44,7 +52,7 @@ pub struct AppState {
 #[openapi(
     info(
         title = "Baton",
-        description = "Durable orchestration for multi-agent systems: workflows of tasks, agents that claim and report on them, every task tracked through an explicit lifecycle."
+        description = "Durable orchestration for multi-agent systems: workflows of tasks, agents that claim and report on them, every task tracked through an explicit lifecycle.\n\nAuthorization: send a token as `Authorization: Bearer <token>`. A token has a role: `viewer` (reads), `operator` (also acts on workflows and tasks), `admin` (everything, schedules and triggers included) or `agent` (the agents it names: register, claim, report, read their tasks). Each operation says which roles may call it. A token scoped to labels sees only workflows carrying them (others answer 404). With no tokens configured, loopback clients are admins."
     ),
     components(schemas(
         baton_api::TransitionEventView,
@@ -55,9 +63,9 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
-/// The router and its OpenAPI document, built from the same route list.
-pub fn router(state: Arc<AppState>) -> Router {
-    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The documented routes, from one list (utoipa-axum), so the document cannot miss a route.
+fn api_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::submit_workflow, api::list_workflows))
         .routes(routes!(api::workflow_graph))
         .routes(routes!(api::workflow_history))
@@ -106,20 +114,141 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(api::lifecycle))
         .routes(routes!(artifacts::put_artifact))
         .routes(routes!(artifacts::get_artifact, artifacts::head_artifact))
+}
+
+/// The routes outside the OpenAPI document: its own, liveness, metrics, the dashboard.
+#[derive(Clone, Copy)]
+enum Plain {
+    OpenApi,
+    Healthz,
+    Metrics,
+    DashboardIndex,
+    DashboardAssets,
+}
+
+/// Every plain route, by its path; [`router`] serves exactly these, [`routes`] lists them.
+const PLAIN_ROUTES: &[(&str, Plain)] = &[
+    ("/v1/openapi.json", Plain::OpenApi),
+    ("/healthz", Plain::Healthz),
+    ("/metrics", Plain::Metrics),
+    (dashboard::INDEX_ROUTE, Plain::DashboardIndex),
+    (dashboard::ASSETS_ROUTE, Plain::DashboardAssets),
+];
+
+/// Every `(method, path)` the router serves, paths as routed (`/v1/tasks/{id}`): the
+/// documented operations and the plain routes (all `GET`). What the authorization table must
+/// cover.
+pub fn routes() -> Vec<(Method, String)> {
+    let (_, doc) = api_routes().split_for_parts();
+    let mut out = operations(&doc)
+        .map(|(method, path, _)| (method, path.to_owned()))
+        .collect::<Vec<_>>();
+    out.extend(
+        PLAIN_ROUTES
+            .iter()
+            .map(|(p, _)| (Method::GET, (*p).to_owned())),
+    );
+    out
+}
+
+/// Each operation of the document, with its method and path.
+fn operations(doc: &utoipa::openapi::OpenApi) -> impl Iterator<Item = (Method, &str, &Operation)> {
+    doc.paths.paths.iter().flat_map(|(path, item)| {
+        [
+            (Method::GET, &item.get),
+            (Method::PUT, &item.put),
+            (Method::POST, &item.post),
+            (Method::DELETE, &item.delete),
+            (Method::HEAD, &item.head),
+            (Method::PATCH, &item.patch),
+            (Method::OPTIONS, &item.options),
+            (Method::TRACE, &item.trace),
+        ]
+        .into_iter()
+        .filter_map(move |(m, op)| op.as_ref().map(|op| (m, path.as_str(), op)))
+    })
+}
+
+/// The document says how to authenticate (a bearer token), and each operation which roles may
+/// call it, from [`PERMISSIONS`].
+fn document_authorization(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    doc.security = Some(vec![SecurityRequirement::new(
+        "bearer",
+        Vec::<String>::new(),
+    )]);
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (method, op) in [
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::DELETE, &mut item.delete),
+            (Method::HEAD, &mut item.head),
+            (Method::PATCH, &mut item.patch),
+            (Method::OPTIONS, &mut item.options),
+            (Method::TRACE, &mut item.trace),
+        ] {
+            let (Some(op), Some(need)) = (op.as_mut(), auth::permission(&method, path)) else {
+                continue;
+            };
+            if need == Need::Public {
+                // An empty requirement: no authentication.
+                op.security = Some(vec![SecurityRequirement::default()]);
+            }
+            let says = format!("Authorization: {}.", need.describe());
+            op.description = Some(match op.description.take() {
+                Some(d) if !d.is_empty() => format!("{d}\n\n{says}"),
+                _ => says,
+            });
+        }
+    }
+}
+
+/// The router and its OpenAPI document, built from the same route list.
+///
+/// # Panics
+/// If a route has no row in [`PERMISSIONS`]: a programming error, caught at startup.
+pub fn router(state: Arc<AppState>) -> Router {
+    for (method, path) in routes() {
+        assert!(
+            auth::permission(&method, &path).is_some(),
+            "{method} {path} has no row in auth::PERMISSIONS: add one saying who may call it"
+        );
+    }
+    let (router, mut doc) = api_routes()
         .with_state(Arc::clone(&state))
         .split_for_parts();
+    document_authorization(&mut doc);
     let doc = Arc::new(doc);
-    router
-        .route(
-            "/v1/openapi.json",
-            get(move || {
+    let router = PLAIN_ROUTES.iter().fold(router, |router, (path, plain)| {
+        let route = match plain {
+            Plain::OpenApi => {
                 let doc = Arc::clone(&doc);
-                async move { Json(doc.as_ref().clone()) }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .merge(dashboard::routes())
-        .route("/metrics", get(api::metrics).with_state(Arc::clone(&state)))
+                get(move || {
+                    let doc = Arc::clone(&doc);
+                    async move { Json(doc.as_ref().clone()) }
+                })
+            }
+            Plain::Healthz => get(|| async { "ok" }),
+            Plain::Metrics => get(api::metrics).with_state(Arc::clone(&state)),
+            Plain::DashboardIndex => get(dashboard::index),
+            Plain::DashboardAssets => get(dashboard::asset),
+        };
+        router.route(path, route)
+    });
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::authorize,
+        ))
         .fallback(|| async {
             Problem::not_found("no_route", "no such endpoint; see /v1/openapi.json")
         })
@@ -168,8 +297,20 @@ impl AppState {
     pub fn new(engine: Engine<AnyStore>, tokens: Tokens) -> Arc<AppState> {
         Arc::new(AppState {
             engine,
-            tokens,
+            tokens: RwLock::new(Arc::new(tokens)),
+            local: Arc::new(tokens::Token::local()),
             sse_permits: Arc::new(Semaphore::new(SSE_SUBSCRIBERS_MAX)),
         })
+    }
+
+    /// The tokens accepted now.
+    pub fn tokens(&self) -> Arc<Tokens> {
+        // A poisoned lock only means a writer panicked between two whole sets: either is whole.
+        Arc::clone(&self.tokens.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replaces the tokens at once: requests from now on are checked against `tokens`.
+    pub fn set_tokens(&self, tokens: Tokens) {
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
     }
 }

@@ -1,6 +1,7 @@
 //! Bearer tokens over real HTTP: no or a wrong token is 401; an agent token acts only as the
-//! agents registered under its name and never as an operator (403); an operator token may do
-//! everything; with no tokens configured, loopback clients are operators.
+//! agents registered under its name, reads only the tasks leased to them, and never acts as an
+//! operator (403); an admin token may do everything; with no tokens configured, loopback
+//! clients are admins. (`authz.rs` holds every route against every role.)
 
 mod common;
 
@@ -13,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const OPERATOR: &str = "operator-secret";
+const ADMIN: &str = "admin-secret";
 const ALPHA: &str = "alpha-secret";
 const BETA: &str = "beta-secret";
 
@@ -21,6 +23,7 @@ const BETA: &str = "beta-secret";
 async fn server() -> TestServer {
     let mut tokens = Tokens::none();
     tokens.add_operator(OPERATOR);
+    tokens.add_admin(ADMIN);
     tokens.add_agent("alpha", ALPHA);
     tokens.add_agent("beta", BETA);
     let (url, dir) = store_url().await;
@@ -406,14 +409,27 @@ async fn an_agent_token_may_not_submit_cancel_or_retry() {
     }
     assert_eq!(store_view(&srv).await, before, "nothing changed");
 
-    // An agent token may still read.
+    // Nor read lists, workflows, or a task not leased to one of its agents (`once` failed,
+    // `open` is leased to alpha: beta's token may not read it).
+    for (token, path) in [
+        (ALPHA, "/v1/tasks".to_owned()),
+        (ALPHA, "/v1/counts".to_owned()),
+        (ALPHA, "/v1/agents".to_owned()),
+        (ALPHA, "/v1/events".to_owned()),
+        (ALPHA, format!("/v1/tasks/{once}")),
+        (ALPHA, format!("/v1/tasks/{once}/upstream")),
+        (BETA, format!("/v1/tasks/{open}")),
+        (ALPHA, format!("/v1/workflows/{workflow}")),
+        (ALPHA, format!("/v1/ids/{}", &once[once.len() - 8..])),
+    ] {
+        let res = srv.raw(Method::GET, &path, Some(token), None, None).await;
+        assert_problem(&res, StatusCode::FORBIDDEN, "forbidden");
+    }
+    // It reads the task it holds, its history and its upstream.
     for path in [
-        "/v1/tasks".to_owned(),
-        "/v1/counts".to_owned(),
-        "/v1/agents".to_owned(),
-        format!("/v1/tasks/{once}"),
-        format!("/v1/workflows/{workflow}"),
-        format!("/v1/ids/{}", &once[once.len() - 8..]),
+        format!("/v1/tasks/{open}"),
+        format!("/v1/tasks/{open}/history"),
+        format!("/v1/tasks/{open}/upstream"),
     ] {
         let res = srv.raw(Method::GET, &path, Some(ALPHA), None, None).await;
         assert_status(&res, StatusCode::OK);
@@ -421,12 +437,12 @@ async fn an_agent_token_may_not_submit_cancel_or_retry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_token_may_do_everything() {
+async fn an_admin_token_may_do_everything() {
     let srv = server().await;
-    let op = Some(OPERATOR);
+    let op = Some(ADMIN);
     // Register agents under any name, and re-register them.
-    let alpha = register_as(&srv, OPERATOR, "alpha").await;
-    let beta = register_as(&srv, OPERATOR, "beta").await;
+    let alpha = register_as(&srv, ADMIN, "alpha").await;
+    let beta = register_as(&srv, ADMIN, "beta").await;
     let res = srv
         .send_json(
             Method::POST,
@@ -465,9 +481,9 @@ async fn an_operator_token_may_do_everything() {
 
     // Claim, keep alive and report in any agent's name: alpha fails `once`, beta completes
     // `two`.
-    let first = claim_as(&srv, OPERATOR, &alpha).await;
+    let first = claim_as(&srv, ADMIN, &alpha).await;
     assert_eq!(first["key"], "once");
-    let second = claim_as(&srv, OPERATOR, &beta).await;
+    let second = claim_as(&srv, ADMIN, &beta).await;
     assert_eq!(second["key"], "two");
     let res = srv
         .raw(
@@ -541,7 +557,7 @@ async fn an_operator_token_may_do_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_no_tokens_configured_loopback_clients_are_operators() {
+async fn with_no_tokens_configured_loopback_clients_are_admins_named_local() {
     let srv = TestServer::start().await;
     assert!(srv.token.is_none());
     let res = srv
@@ -579,6 +595,11 @@ async fn with_no_tokens_configured_loopback_clients_are_operators() {
         )
         .await;
     assert_status(&res, StatusCode::OK);
+    // Recorded as done by `local`.
+    let task = srv.task(a).await;
+    let cancel = task["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(cancel["event"], "cancel_requested", "{cancel}");
+    assert_eq!(cancel["actor"]["name"], "local", "{cancel}");
 }
 
 /// Sends `GET path` with extra headers, no token unless given.
@@ -725,4 +746,69 @@ async fn every_401_names_the_bearer_scheme() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert!(res.headers().get("www-authenticate").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_token_has_at_most_agents_max_of_its_agents_online() {
+    use baton_server::tokens::{Secret, TokenSpec};
+    let pool = TokenSpec {
+        origin: "test".into(),
+        name: "pool".into(),
+        role: baton_server::Role::Agent,
+        secret: Secret::Plain("pool-secret".into()),
+        agents: vec!["worker-*".into(), "planner".into()],
+        agents_max: Some(2),
+        scope: Default::default(),
+    };
+    let mut tokens = Tokens::build([pool]).unwrap();
+    tokens.add_admin(ADMIN);
+    let (url, dir) = store_url().await;
+    let srv = TestServer::start_with(url, dir, tokens, Arc::new(ManualClock::new(T0))).await;
+
+    // Any name its patterns match, up to two online at once.
+    let first = register_as(&srv, "pool-secret", "worker-1").await;
+    register_as(&srv, "pool-secret", "planner").await;
+    let res = srv
+        .send_json(
+            Method::POST,
+            "/v1/agents",
+            Some("pool-secret"),
+            &json!({"name": "worker-2", "capabilities": ["work"]}),
+        )
+        .await;
+    assert_problem(&res, StatusCode::TOO_MANY_REQUESTS, "agents_max_reached");
+    assert!(res.json()["detail"].as_str().unwrap().contains("`pool`"));
+    // A name it does not bind is refused as such.
+    let res = srv
+        .send_json(
+            Method::POST,
+            "/v1/agents",
+            Some("pool-secret"),
+            &json!({"name": "planner-2", "capabilities": ["work"]}),
+        )
+        .await;
+    assert_problem(&res, StatusCode::FORBIDDEN, "forbidden");
+    // Registering one of its agents again is not another agent.
+    let res = srv
+        .send_json(
+            Method::POST,
+            "/v1/agents",
+            Some("pool-secret"),
+            &json!({"id": first, "name": "worker-1", "capabilities": ["work"]}),
+        )
+        .await;
+    assert_status(&res, StatusCode::CREATED);
+    let res = srv
+        .raw(Method::GET, "/v1/agents", Some(ADMIN), None, None)
+        .await;
+    let agents = assert_status(&res, StatusCode::OK);
+    assert_eq!(agents.as_array().unwrap().len(), 2, "{agents}");
+    // Once they have been silent for the liveness window, others may come.
+    srv.clock.advance(60_001);
+    register_as(&srv, "pool-secret", "worker-2").await;
+    register_as(&srv, "pool-secret", "worker-3").await;
+    // An admin token has no such limit.
+    for i in 0..5 {
+        register_as(&srv, ADMIN, &format!("worker-admin-{i}")).await;
+    }
 }

@@ -977,7 +977,8 @@ async fn the_agents_page_shows_who_is_online_and_what_they_hold() {
 async fn with_tokens_the_dashboard_asks_for_one_and_streams_with_it() {
     let (url, dir) = store_url().await;
     let mut tokens = baton_server::Tokens::none();
-    tokens.add_operator("op-secret");
+    // An admin: the fixture registers and works an agent with it too.
+    tokens.add_admin("op-secret");
     let mut srv = TestServer::start_with(
         url,
         dir,
@@ -2282,6 +2283,61 @@ async fn schedules_are_listed_paused_resumed_and_deleted_from_the_schedules_page
             .await;
         assert!(outcome.as_str().unwrap().contains("Deleted"), "{outcome}");
         b.screenshot_page("schedules").await;
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_a_signal_is_sent_as_the_token_without_asking_who() {
+    let (url, dir) = store_url().await;
+    let mut tokens = baton_server::Tokens::none();
+    tokens.add_operator("op-secret");
+    let mut srv = TestServer::start_with(
+        url,
+        dir,
+        tokens,
+        Arc::new(baton_engine::ManualClock::new(T0)),
+    )
+    .await;
+    srv.token = Some("op-secret".into());
+    scenario("signal-as-token", srv, |srv, b| async move {
+        let (release, tasks) = submit_named(
+            &srv,
+            "release",
+            json!([signal_task("review", "approve", json!(null))]),
+        )
+        .await;
+        let review = tasks["review"].clone();
+        b.goto("#/waiting").await;
+        b.wait(
+            "the token dialog",
+            "return document.querySelector('dialog[open] [data-testid=token-input]')",
+        )
+        .await;
+        b.type_into("[data-testid=token-input]", "op-secret").await;
+        b.click("[data-testid=token-save]").await;
+        b.wait("the waiting task", &rows_are(&[&review])).await;
+        b.click("[data-testid=waiting-approve]").await;
+        b.wait(
+            "the approval dialog",
+            "return document.querySelector('dialog[open] [data-testid=signal-data]')",
+        )
+        .await;
+        assert_eq!(b.count("dialog[open] [data-testid=signal-by]").await, 0, "not asked");
+        b.click("[data-testid=signal-next]").await;
+        let message = b
+            .wait(
+                "the confirmation",
+                "return document.querySelector('dialog[open] [data-testid=confirm-message]')?.textContent",
+            )
+            .await;
+        assert!(message.as_str().unwrap().contains("your token"), "{message}");
+        b.click("[data-testid=confirm-ok]").await;
+        srv.wait_state(&review, "completed").await;
+        let sent = signals_of(&srv, &release).await;
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0]["sent_by"], "operator", "the token's name: {}", sent[0]);
         b.assert_no_page_errors().await;
     })
     .await;

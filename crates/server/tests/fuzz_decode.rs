@@ -327,6 +327,7 @@ fn workflow() -> impl Strategy<Value = SubmitWorkflow> {
             idempotency_key,
             tasks,
             outputs,
+            labels: Default::default(),
         })
 }
 

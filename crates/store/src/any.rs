@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use baton_core::{
-    AgentId, ArtifactRef, HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId,
+    AgentId, ArtifactRef, HistoryEntry, Labels, Task, TaskId, TaskKey, Timestamp, WorkflowId,
 };
 
 use crate::postgres::PgStore;
@@ -123,6 +123,15 @@ impl Store for AnyStore {
         limit: usize,
     ) -> Result<Vec<WorkflowRecord>, StoreError> {
         delegate!(self, s => s.workflows(before, limit).await)
+    }
+
+    async fn workflows_labelled(
+        &self,
+        labels: &Labels,
+        before: Option<WorkflowId>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRecord>, StoreError> {
+        delegate!(self, s => s.workflows_labelled(labels, before, limit).await)
     }
 
     async fn ids_ending(&self, suffix: IdSuffix, limit: usize) -> Result<IdMatches, StoreError> {

@@ -24,8 +24,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use baton_core::{
-    AgentId, ArtifactRef, Capability, Effect, Event, EventKind, HistoryEntry, LeaseId, Paused,
-    Rejection, StateKind, Submission, Task, TaskId, TaskKey, Timestamp, Transition, WorkflowId,
+    AgentId, ArtifactRef, Capability, Effect, Event, EventKind, HistoryEntry, Labels, LeaseId,
+    Paused, Rejection, StateKind, Submission, Task, TaskId, TaskKey, Timestamp, Transition,
+    WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +77,8 @@ pub struct NewWorkflow {
     pub created_at: Timestamp,
     /// The workflow's declared outputs (templates over its tasks' results), as JSON.
     pub outputs: Option<String>,
+    /// Its labels (checked by the caller), written with it in the same transaction.
+    pub labels: Labels,
 }
 
 /// One operator action, as the audit log keeps it.
@@ -130,6 +133,7 @@ pub struct WorkflowRecord {
     pub created_at: Timestamp,
     /// The workflow's declared outputs (templates over its tasks' results), as JSON.
     pub outputs: Option<String>,
+    pub labels: Labels,
     /// Set while an operator has paused the workflow: the tasks created in it start paused.
     pub paused: Option<Paused>,
 }
@@ -623,6 +627,16 @@ pub trait Store: Send + Sync {
     /// Workflows newest first, keyed by id for paging: those with ids below `before`.
     fn workflows(
         &self,
+        before: Option<WorkflowId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<WorkflowRecord>, StoreError>> + Send;
+
+    /// As [`Store::workflows`], only those carrying every label of `labels` (none: all). Read
+    /// from the label index from the first label on, so a label few workflows carry costs
+    /// few rows, not a scan of every workflow.
+    fn workflows_labelled(
+        &self,
+        labels: &Labels,
         before: Option<WorkflowId>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<WorkflowRecord>, StoreError>> + Send;

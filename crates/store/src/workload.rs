@@ -49,6 +49,7 @@ pub fn independent_tasks(
             request_hash: String::new(),
             created_at: at,
             outputs: None,
+            labels: Default::default(),
         }),
         tasks,
         edges: Vec::new(),

@@ -1006,6 +1006,103 @@ mod cases {
         assert_eq!(first.len() + rest.len(), marks.len());
     }
 
+    pub async fn workflows_keep_their_labels_and_list_by_them<S: Store>(s: &S) {
+        let labelled = |pairs: &[(&str, &str)], key: Option<&str>| {
+            let mut flow = workflow(&[def("solo", &[])], key);
+            if let WorkflowRef::New(wf) = &mut flow.batch.workflow {
+                wf.labels = pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect();
+            }
+            flow
+        };
+        let acme = labelled(&[("tenant", "acme"), ("env", "prod")], None);
+        let plain = labelled(&[], None);
+        let globex = labelled(&[("tenant", "globex"), ("env", "prod")], None);
+        let acme_dev = labelled(&[("tenant", "acme"), ("env", "dev")], Some("acme-dev"));
+        for f in [&acme, &plain, &globex, &acme_dev] {
+            s.submit(f.batch.clone()).await.unwrap();
+        }
+        let wf = s.workflow(acme.id).await.unwrap().unwrap();
+        assert_eq!(wf.labels.len(), 2);
+        assert_eq!(wf.labels["tenant"], "acme");
+        assert!(s
+            .workflow(plain.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .labels
+            .is_empty());
+
+        let ids = |ws: Vec<WorkflowRecord>| ws.into_iter().map(|w| w.id).collect::<Vec<_>>();
+        let want = |pairs: &[(&str, &str)]| -> Labels {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let tenant = want(&[("tenant", "acme")]);
+        assert_eq!(
+            ids(s.workflows_labelled(&tenant, None, 10).await.unwrap()),
+            vec![acme_dev.id, acme.id],
+            "newest first"
+        );
+        assert_eq!(
+            ids(s
+                .workflows_labelled(&tenant, Some(acme_dev.id), 10)
+                .await
+                .unwrap()),
+            vec![acme.id],
+            "paged by id"
+        );
+        assert_eq!(
+            ids(s.workflows_labelled(&tenant, None, 1).await.unwrap()),
+            vec![acme_dev.id]
+        );
+        let both = want(&[("tenant", "acme"), ("env", "prod")]);
+        assert_eq!(
+            ids(s.workflows_labelled(&both, None, 10).await.unwrap()),
+            vec![acme.id],
+            "every label must match"
+        );
+        let prod = want(&[("env", "prod")]);
+        assert_eq!(
+            ids(s.workflows_labelled(&prod, None, 10).await.unwrap()),
+            vec![globex.id, acme.id]
+        );
+        let none = want(&[("tenant", "initech")]);
+        assert!(s
+            .workflows_labelled(&none, None, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            s.workflows_labelled(&Labels::new(), None, 10)
+                .await
+                .unwrap()
+                .len(),
+            4,
+            "no label: every workflow"
+        );
+        // The short-id lookup and the listing carry the labels too.
+        let listed = s.workflows(None, 10).await.unwrap();
+        assert_eq!(
+            listed.iter().find(|w| w.id == globex.id).unwrap().labels["tenant"],
+            "globex"
+        );
+        // A resubmission under the same key writes no labels twice.
+        let again = labelled(&[("tenant", "acme"), ("env", "dev")], Some("acme-dev"));
+        assert!(matches!(
+            s.submit(again.batch).await.unwrap(),
+            SubmitOutcome::Existing { .. }
+        ));
+        assert_eq!(
+            ids(s.workflows_labelled(&tenant, None, 10).await.unwrap()),
+            vec![acme_dev.id, acme.id]
+        );
+    }
+
     pub async fn workflows_list_newest_first_with_their_edges<S: Store>(s: &S) {
         let first = diamond();
         s.submit(first.batch.clone()).await.unwrap();
@@ -1468,6 +1565,7 @@ macro_rules! conformance {
             case!(hot_paths_read_indexes_not_whole_tables);
             case!(arc concurrent_claims_of_one_agent_never_exceed_its_limit);
             case!(workflows_list_newest_first_with_their_edges);
+            case!(workflows_keep_their_labels_and_list_by_them);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn short_ids_find_the_tasks_and_workflows_whose_ids_end_in_them() {

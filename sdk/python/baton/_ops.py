@@ -147,6 +147,7 @@ def submit_workflow(
     name: str,
     idempotency_key: Optional[str],
     outputs: Optional[Mapping[str, Any]] = None,
+    labels: Optional[Mapping[str, str]] = None,
 ) -> Op[WorkflowCreated]:
     body: Dict[str, Any] = {"tasks": [spec_to_json(t) for t in tasks]}
     if name:
@@ -155,13 +156,21 @@ def submit_workflow(
         body["idempotency_key"] = idempotency_key
     if outputs is not None:
         body["outputs"] = dict(outputs)
+    if labels:
+        body["labels"] = dict(labels)
     return Op("POST", "/v1/workflows", lambda r: WorkflowCreated.from_json(r.json()), body=body)
 
 
-def submit_task(task: TaskSpecLike, idempotency_key: Optional[str]) -> Op[TaskCreated]:
+def submit_task(
+    task: TaskSpecLike,
+    idempotency_key: Optional[str],
+    labels: Optional[Mapping[str, str]] = None,
+) -> Op[TaskCreated]:
     body: Dict[str, Any] = {"task": spec_to_json(task)}
     if idempotency_key is not None:
         body["idempotency_key"] = idempotency_key
+    if labels:
+        body["labels"] = dict(labels)
     return Op("POST", "/v1/tasks", lambda r: TaskCreated.from_json(r.json()), body=body)
 
 

@@ -206,18 +206,25 @@ class Client:
         name: str = "",
         idempotency_key: Optional[str] = None,
         outputs: Optional[Mapping[str, Any]] = None,
+        labels: Optional[Mapping[str, str]] = None,
     ) -> WorkflowCreated:
         """Submits tasks with their dependencies as one workflow. Resubmitting with the same
         ``idempotency_key`` returns the first submission (``created`` false). ``outputs``
         names the workflow's result: values that may be :func:`baton.ref` to its tasks'
-        results, resolved once every task has completed (``WorkflowView.result``)."""
-        return self._call(_ops.submit_workflow(tasks, name, idempotency_key, outputs))
+        results, resolved once every task has completed (``WorkflowView.result``).
+        ``labels`` (``{"tenant": "acme"}``) stay with the workflow; a token scoped to labels
+        adds its own."""
+        return self._call(_ops.submit_workflow(tasks, name, idempotency_key, outputs, labels))
 
     def submit_task(
-        self, task: TaskSpecLike, *, idempotency_key: Optional[str] = None
+        self,
+        task: TaskSpecLike,
+        *,
+        idempotency_key: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
     ) -> TaskCreated:
-        """Submits one task as a workflow of its own."""
-        return self._call(_ops.submit_task(task, idempotency_key))
+        """Submits one task as a workflow of its own (labelled ``labels``)."""
+        return self._call(_ops.submit_task(task, idempotency_key, labels))
 
     def get_workflow(self, workflow_id: str) -> WorkflowView:
         """A workflow with its task counts, status and (once it has ended) result."""
@@ -308,8 +315,8 @@ class Client:
         its result, or, with ``reject`` (a reason), fails with error kind ``rejected``. A
         signal no task waits for yet is kept for the next that does. With the same
         ``idempotency_key`` it is applied once (``created`` false on a repeat; another body
-        with the same key raises :class:`Conflict`). ``by`` is recorded as who sent it
-        (default ``"operator"``)."""
+        with the same key raises :class:`Conflict`). The sender recorded is the token's name;
+        without tokens, ``by`` (default ``"local"``): with tokens, ``by`` is refused."""
         return self._call(_ops.signal(workflow_id, name, data, reject, idempotency_key, by))
 
     def signals(
@@ -643,15 +650,22 @@ class AsyncClient:
         name: str = "",
         idempotency_key: Optional[str] = None,
         outputs: Optional[Mapping[str, Any]] = None,
+        labels: Optional[Mapping[str, str]] = None,
     ) -> WorkflowCreated:
         """See :meth:`Client.submit_workflow`."""
-        return await self._call(_ops.submit_workflow(tasks, name, idempotency_key, outputs))
+        return await self._call(
+            _ops.submit_workflow(tasks, name, idempotency_key, outputs, labels)
+        )
 
     async def submit_task(
-        self, task: TaskSpecLike, *, idempotency_key: Optional[str] = None
+        self,
+        task: TaskSpecLike,
+        *,
+        idempotency_key: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
     ) -> TaskCreated:
         """See :meth:`Client.submit_task`."""
-        return await self._call(_ops.submit_task(task, idempotency_key))
+        return await self._call(_ops.submit_task(task, idempotency_key, labels))
 
     async def get_workflow(self, workflow_id: str) -> WorkflowView:
         """See :meth:`Client.get_workflow`."""

@@ -306,7 +306,7 @@ class WorkflowView:
     """A workflow, its task counts and where it stands: ``status`` is ``"running"`` until
     every task has ended, then ``"completed"``, ``"failed"`` or ``"cancelled"``. ``result`` is
     its declared ``outputs`` resolved, once it has ended (``get_workflow`` only); ``unresolved``
-    names an output reference that found nothing."""
+    names an output reference that found nothing; ``labels`` are those it was submitted with."""
 
     id: str
     name: str
@@ -317,6 +317,7 @@ class WorkflowView:
     outputs: Optional[Dict[str, Any]] = None
     result: JSON = None
     unresolved: Optional[Dict[str, Any]] = None
+    labels: Dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "WorkflowView":
@@ -559,7 +560,8 @@ class Lagged:
 class SignalView:
     """A signal sent to a workflow. ``id`` increases in the order signals were sent; ``data``
     is what completes the waiting tasks (``None`` for a rejection, whose reason is
-    ``reject``); ``sent_by`` is who sent it (``"operator"`` unless told); ``delivered_at`` is
+    ``reject``); ``sent_by`` is who sent it (the token's name; without tokens ``"local"``
+    unless told); ``delivered_at`` is
     ``None`` while it is kept for a task that does not wait yet."""
 
     id: int

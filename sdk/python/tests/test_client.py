@@ -153,6 +153,15 @@ def test_tokens_come_from_arguments_or_the_environment(
         assert from_env.counts().total == 0
 
 
+def test_labels_are_submitted_with_a_workflow_and_shown(client: baton.Client) -> None:
+    wf = client.submit_workflow([{"key": "a"}], name="labelled", labels={"tenant": "acme"})
+    assert client.get_workflow(wf.workflow).labels == {"tenant": "acme"}
+    one = client.submit_task({"key": "b"}, labels={"team": "data"})
+    assert client.get_workflow(one.workflow).labels == {"team": "data"}
+    plain = client.submit_workflow([{"key": "c"}])
+    assert client.get_workflow(plain.workflow).labels == {}
+
+
 def test_a_compensation_takes_its_own_retry_deadlines_and_priority(
     client: baton.Client, cap: str
 ) -> None:

@@ -27,7 +27,10 @@ const AMBIENT: &[&str] = &[
     "BATON_DATA_DIR",
     "BATON_STORE",
     "BATON_OPERATOR_TOKENS",
+    "BATON_ADMIN_TOKENS",
+    "BATON_VIEWER_TOKENS",
     "BATON_AGENT_TOKENS",
+    "BATON_TOKENS_FILE",
 ];
 
 /// `baton` with none of the ambient Baton settings and no colour.
@@ -118,6 +121,15 @@ impl Server {
         let path = self.dir.path().join(name);
         std::fs::write(&path, text).expect("the file is written");
         path
+    }
+
+    /// Sends the server a signal (`libc::SIGHUP`, …).
+    #[cfg(unix)]
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
     }
 
     /// The server's log so far, for failure messages.

@@ -61,6 +61,7 @@ pub fn request(specs: Vec<TaskSpec>) -> WorkflowRequest {
         idempotency_key: None,
         tasks: specs,
         outputs: None,
+        labels: Default::default(),
     }
 }
 

@@ -336,6 +336,19 @@ impl Store for FaultyStore {
             .await
     }
 
+    async fn workflows_labelled(
+        &self,
+        labels: &baton_core::Labels,
+        before: Option<WorkflowId>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRecord>, StoreError> {
+        self.read(
+            "workflows_labelled",
+            self.inner.workflows_labelled(labels, before, limit),
+        )
+        .await
+    }
+
     async fn ids_ending(&self, suffix: IdSuffix, limit: usize) -> Result<IdMatches, StoreError> {
         self.read("ids_ending", self.inner.ids_ending(suffix, limit))
             .await

@@ -2058,6 +2058,7 @@ impl Sim {
                     ..TaskSpec::new("run")
                 }],
                 outputs: None,
+                labels: Default::default(),
             },
             overlap,
             catch_up,
@@ -2174,6 +2175,7 @@ impl Sim {
             idempotency_key: Some(name.clone()),
             tasks,
             outputs: None,
+            labels: Default::default(),
         };
         for attempt in 0..3 {
             let r = self.engine().submit_workflow(req.clone()).await;

@@ -13,6 +13,11 @@ export class ApiError extends Error {
   }
 }
 
+/** Whether a bearer token is in use: then the server records who acts as the token's name. */
+export function hasToken() {
+  return Boolean(localStorage.getItem(TOKEN_KEY));
+}
+
 export function authHeader() {
   const token = localStorage.getItem(TOKEN_KEY);
   return token ? { Authorization: `Bearer ${token}` } : {};

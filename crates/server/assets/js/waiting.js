@@ -8,7 +8,7 @@
 import { $, batched, h } from './dom.js';
 import { fmtTime, shortId } from './format.js';
 import { confirmDialog, taskLink, workflowLink } from './widgets.js';
-import { api, errorText } from './api.js';
+import { api, errorText, hasToken } from './api.js';
 
 /** Tasks per page of the waiting list. */
 const WAITING_PAGE_SIZE = 50;
@@ -61,9 +61,10 @@ function inputCell(input) {
 }
 
 /**
- * The approve or reject dialog: a JSON editor (approve) or a reason (reject), and who sends it.
- * Resolves {payload, text, by} once what was typed is valid, null if dismissed. `error` is shown
- * at once (a refusal of the previous send).
+ * The approve or reject dialog: a JSON editor (approve) or a reason (reject), and who sends it
+ * (asked only without a token: with one, Baton records the token's name). Resolves
+ * {payload, text, by} once what was typed is valid, null if dismissed. `error` is shown at once
+ * (a refusal of the previous send).
  */
 function signalDialog({ reject, row, text, by, error }) {
   return new Promise((resolve) => {
@@ -73,8 +74,14 @@ function signalDialog({ reject, row, text, by, error }) {
         value: text, placeholder: 'why: recorded as the tasks\u2019 error', 'aria-describedby': 'signal-error' })
       : h('textarea', { id: 'signal-text', testid: 'signal-data', rows: 8, spellcheck: 'false',
         'aria-describedby': 'signal-error' }, text);
+    const named = !hasToken();
     const byInput = h('input', { type: 'text', id: 'signal-by', testid: 'signal-by', autocomplete: 'off',
-      value: by, placeholder: 'operator', maxlength: 128 });
+      value: named ? by : '', placeholder: 'local', maxlength: 128 });
+    const sender = named
+      ? [h('label', { for: 'signal-by' }, 'Sent by'),
+        byInput,
+        h('p', { class: 'small muted' }, 'Recorded in the tasks\u2019 history; remembered in this browser.')]
+      : [h('p', { class: 'small muted' }, 'Recorded in the tasks\u2019 history under your token\u2019s name.')];
     const errorLine = h('p', { id: 'signal-error', class: 'error small', testid: 'signal-dialog-error', role: 'alert' }, error || '');
     // The submit button: Enter in the name field continues too (once what was typed is valid).
     const next = h('button', { value: 'yes', class: reject ? 'danger' : 'primary', testid: 'signal-next' }, 'Continue…');
@@ -86,9 +93,7 @@ function signalDialog({ reject, row, text, by, error }) {
         h('label', { for: 'signal-text' }, reject ? 'Reason (required)' : 'Data (JSON)'),
         field,
         errorLine,
-        h('label', { for: 'signal-by' }, 'Sent by'),
-        byInput,
-        h('p', { class: 'small muted' }, 'Recorded in the tasks\u2019 history; remembered in this browser.'),
+        ...sender,
         h('div', { class: 'buttons' },
           h('button', { type: 'button', testid: 'signal-back', onclick: () => dlg.close('no') }, 'Back'),
           next)));
@@ -237,7 +242,7 @@ export function waitingPage(main, page) {
       if (!form || !page.live) return;
       ({ text, by } = form);
       error = null;
-      const who = by || 'operator';
+      const who = hasToken() ? 'your token' : (by || 'local');
       const ok = await confirmDialog({
         title: reject ? 'Reject?' : 'Approve?',
         message: reject
@@ -251,7 +256,7 @@ export function waitingPage(main, page) {
       if (by) localStorage.setItem(SENT_BY_KEY, by);
       buttons.forEach((b) => { b.disabled = true; });
       try {
-        const q = by ? `?${new URLSearchParams({ by })}` : '';
+        const q = by && !hasToken() ? `?${new URLSearchParams({ by })}` : '';
         const r = await api(`/v1/workflows/${encodeURIComponent(row.workflow)}/signals/${encodeURIComponent(row.signal)}${q}`,
           { method: 'POST', body: form.payload, headers: { 'Idempotency-Key': key } });
         if (!page.live) return;

@@ -605,6 +605,14 @@ impl<'c> Run<'c> {
                     self.read(c.client.execute(&c.s.insert_workflow, &params))
                         .await?;
                 }
+                if !wf.labels.is_empty() {
+                    let (keys, values): (Vec<&String>, Vec<&String>) = wf.labels.iter().unzip();
+                    self.read(
+                        c.client
+                            .execute(&c.s.insert_labels, &[&wf.id.0, &keys, &values]),
+                    )
+                    .await?;
+                }
                 wf.id
             }
             WorkflowRef::Existing(id) => {

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("004_signals_and_timers.sql"),
     include_str!("005_schedules_and_triggers.sql"),
     include_str!("006_operator_controls.sql"),
+    include_str!("007_workflow_labels.sql"),
 ];
 
 /// `baton_meta.application` of a Baton store.

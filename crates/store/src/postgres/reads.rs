@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use baton_core::{
-    AgentId, ArtifactRef, HistoryEntry, StateKind, Task, TaskId, TaskKey, TaskSpec, Timestamp,
-    WorkflowId,
+    AgentId, ArtifactRef, HistoryEntry, Labels, StateKind, Task, TaskId, TaskKey, TaskSpec,
+    Timestamp, WorkflowId,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -26,18 +26,29 @@ use crate::{
 
 const TASK_COLUMNS: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
                             JOIN task_specs s ON s.task_id = t.id";
-/// The columns [`workflow_row`] reads.
-const WORKFLOW_COLUMNS: &str = "id, name, idempotency_key, created_at, outputs, paused";
+/// The columns [`workflow_row`] reads, from `workflows` (qualified: a label query joins
+/// `workflow_labels`); the labels gathered into a JSON object (NULL: none).
+const WORKFLOW_COLUMNS: &str = "workflows.id, workflows.name, workflows.idempotency_key,
+    workflows.created_at, workflows.outputs,
+    (SELECT jsonb_object_agg(wl.key, wl.value) FROM workflow_labels wl
+     WHERE wl.workflow_id = workflows.id)::text,
+    workflows.paused";
 
 /// A workflow from a row of [`WORKFLOW_COLUMNS`].
 fn workflow_row(row: &Row) -> Result<WorkflowRecord, StoreError> {
+    let labels = match get::<Option<String>>(row, 5)? {
+        None => Labels::new(),
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| StoreError::Backend(format!("a workflow's labels: {e}")))?,
+    };
     Ok(WorkflowRecord {
         id: WorkflowId(get(row, 0)?),
         name: get(row, 1)?,
         idempotency_key: get(row, 2)?,
         created_at: Timestamp(get::<i64>(row, 3)? as u64),
         outputs: get(row, 4)?,
-        paused: codec::decode_pause(get(row, 5)?),
+        labels,
+        paused: codec::decode_pause(get(row, 6)?),
     })
 }
 
@@ -288,7 +299,7 @@ impl Store for PgStore {
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         let rows = self
             .query(
-                &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1"),
+                &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id = $1"),
                 &[&id.0],
             )
             .await?;
@@ -305,9 +316,42 @@ impl Store for PgStore {
         let rows = self
             .query(
                 &format!(
-                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id < $1 ORDER BY id DESC LIMIT $2"
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id < $1
+                     ORDER BY workflows.id DESC LIMIT $2"
                 ),
                 &[&before, &limit],
+            )
+            .await?;
+        rows.iter().map(workflow_row).collect()
+    }
+
+    async fn workflows_labelled(
+        &self,
+        labels: &Labels,
+        before: Option<WorkflowId>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRecord>, StoreError> {
+        let Some((key, value)) = labels.iter().next() else {
+            return self.workflows(before, limit).await;
+        };
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let before = before.map(|w| w.0).unwrap_or(Uuid::max());
+        let all = serde_json::to_string(labels).expect("labels serialise");
+        let n = labels.len() as i64;
+        // The first label walks its index range newest first; the others are looked up per
+        // workflow (at most 16 rows by its primary key).
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflow_labels l
+                     JOIN workflows ON workflows.id = l.workflow_id
+                     WHERE l.key = $1 AND l.value = $2 AND l.workflow_id < $3
+                       AND (SELECT count(*) FROM jsonb_each_text($4::text::jsonb) j
+                            JOIN workflow_labels m ON m.workflow_id = l.workflow_id
+                                 AND m.key = j.key AND m.value = j.value) = $5
+                     ORDER BY l.workflow_id DESC LIMIT $6"
+                ),
+                &[key, value, &before, &all, &n, &limit],
             )
             .await?;
         rows.iter().map(workflow_row).collect()
@@ -337,7 +381,8 @@ impl Store for PgStore {
             .query(
                 &format!(
                     "SELECT {WORKFLOW_COLUMNS} FROM workflows
-                     WHERE right(replace(id::text, '-', ''), $2) = $1 ORDER BY id LIMIT $3"
+                     WHERE right(replace(workflows.id::text, '-', ''), $2) = $1
+                     ORDER BY workflows.id LIMIT $3"
                 ),
                 &[&suffix, &digits, &limit],
             )

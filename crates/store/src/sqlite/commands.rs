@@ -168,6 +168,14 @@ pub(super) fn submit(
                 ])
             })
             .map_err(db)?;
+            let mut label = conn
+                .prepare_cached(
+                    "INSERT INTO workflow_labels (workflow_id, key, value) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(db)?;
+            for (key, value) in &wf.labels {
+                label.execute(params![wf.id.0, key, value]).map_err(db)?;
+            }
             wf.id
         }
         WorkflowRef::Existing(id) => {

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("005_signals_and_timers.sql"),
     include_str!("006_schedules_and_triggers.sql"),
     include_str!("007_operator_controls.sql"),
+    include_str!("008_workflow_labels.sql"),
 ];
 
 /// Read connections kept open.

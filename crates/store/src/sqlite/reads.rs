@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use baton_core::{
-    AgentId, ArtifactRef, HistoryEntry, StateKind, Task, TaskId, TaskKey, TaskSpec, Timestamp,
-    WorkflowId,
+    AgentId, ArtifactRef, HistoryEntry, Labels, StateKind, Task, TaskId, TaskKey, TaskSpec,
+    Timestamp, WorkflowId,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
@@ -27,18 +27,31 @@ use crate::{
     WorkflowRecord, ARTIFACT_CHUNK_BYTES, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
 };
 
-/// The columns [`workflow_row`] reads.
-const WORKFLOW_COLUMNS: &str = "id, name, idempotency_key, created_at, outputs, paused";
+/// The columns [`workflow_row`] reads, from `workflows` (qualified: a label query joins
+/// `workflow_labels`); the labels gathered into a JSON object.
+const WORKFLOW_COLUMNS: &str = "workflows.id, workflows.name, workflows.idempotency_key,
+    workflows.created_at, workflows.outputs,
+    (SELECT json_group_object(wl.key, wl.value) FROM workflow_labels wl
+     WHERE wl.workflow_id = workflows.id),
+    workflows.paused";
 
 /// A workflow from a row of [`WORKFLOW_COLUMNS`].
 fn workflow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkflowRecord> {
+    let labels: Option<String> = r.get(5)?;
+    let labels = match labels {
+        None => Labels::new(),
+        Some(json) => serde_json::from_str(&json).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+    };
     Ok(WorkflowRecord {
         id: WorkflowId(r.get(0)?),
         name: r.get(1)?,
         idempotency_key: r.get(2)?,
         created_at: Timestamp(r.get::<_, i64>(3)? as u64),
         outputs: r.get(4)?,
-        paused: codec::decode_pause(r.get(5)?),
+        labels,
+        paused: codec::decode_pause(r.get(6)?),
     })
 }
 
@@ -325,7 +338,7 @@ impl Store for SqliteStore {
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         self.read(move |c| {
             c.prepare_cached(&format!(
-                "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ?1"
+                "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id = ?1"
             ))
             .and_then(|mut s| s.query_row([id.0], workflow_row).optional())
             .map_err(db)
@@ -343,11 +356,48 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(&format!(
-                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id < ?1
+                     ORDER BY workflows.id DESC LIMIT ?2"
                 ))
                 .map_err(db)?;
             let rows = stmt
                 .query_map(params![before, limit], workflow_row)
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn workflows_labelled(
+        &self,
+        labels: &Labels,
+        before: Option<WorkflowId>,
+        limit: usize,
+    ) -> Result<Vec<WorkflowRecord>, StoreError> {
+        let Some((key, value)) = labels.iter().next() else {
+            return self.workflows(before, limit).await;
+        };
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let before = before.map(|w| w.0).unwrap_or(Uuid::max());
+        let (key, value) = (key.clone(), value.clone());
+        let all = serde_json::to_string(labels).expect("labels serialise");
+        let n = labels.len() as i64;
+        self.read(move |c| {
+            // The first label walks its index range newest first; the others are looked up
+            // per workflow (at most 16 rows by its primary key).
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflow_labels l
+                     JOIN workflows ON workflows.id = l.workflow_id
+                     WHERE l.key = ?1 AND l.value = ?2 AND l.workflow_id < ?3
+                       AND (SELECT count(*) FROM json_each(?4) j
+                            JOIN workflow_labels m ON m.workflow_id = l.workflow_id
+                                 AND m.key = j.key AND m.value = j.value) = ?5
+                     ORDER BY l.workflow_id DESC LIMIT ?6"
+                ))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![key, value, before, all, n, limit], workflow_row)
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<_>>().map_err(db)
         })
@@ -378,7 +428,8 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             let mut stmt = c
                 .prepare_cached(&format!(
-                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE hex(id) LIKE ?1 ORDER BY id LIMIT ?2"
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE hex(workflows.id) LIKE ?1
+                     ORDER BY workflows.id LIMIT ?2"
                 ))
                 .map_err(db)?;
             let workflows = stmt

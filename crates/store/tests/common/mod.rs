@@ -121,6 +121,7 @@ pub fn workflow_with_ids(
                 request_hash: format!("{} tasks", defs.len()),
                 created_at: T0,
                 outputs: None,
+                labels: Default::default(),
             }),
             tasks,
             edges,
