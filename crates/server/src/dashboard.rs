@@ -71,6 +71,7 @@ const ASSETS: &[Asset] = &[
     module!("waiting.js"),
     module!("schedules.js"),
     module!("agents.js"),
+    module!("audit.js"),
     module!("lifecycle.js"),
     Asset {
         path: "/assets/app.css",

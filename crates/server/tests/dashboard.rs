@@ -1232,6 +1232,7 @@ async fn every_page_loads_all_its_modules_without_a_browser_error() {
             ("#/waiting".to_owned(), loaded("waiting-panel", "loaded")),
             ("#/schedules".to_owned(), loaded("schedules-panel", "loaded")),
             ("#/schedules/nightly".to_owned(), loaded("schedule-page", "loaded")),
+            ("#/audit".to_owned(), loaded("audit-panel", "loaded")),
         ];
         for (hash, shown) in pages {
             // A new document for each page: each loads every module again (revalidated).
@@ -2282,6 +2283,148 @@ async fn schedules_are_listed_paused_resumed_and_deleted_from_the_schedules_page
             .await;
         assert!(outcome.as_str().unwrap().contains("Deleted"), "{outcome}");
         b.screenshot_page("schedules").await;
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+// ---- operators in control: pause, resume, skip, fail, rerun, the audit log ----------------------
+
+/// The audit log through the API, newest first.
+async fn audit_of(srv: &TestServer, query: &str) -> Vec<Value> {
+    let (status, page) = srv.get(&format!("/v1/audit?{query}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["entries"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_page_lists_every_action_filters_them_and_pages_back() {
+    let srv = TestServer::start().await;
+    scenario("audit", srv, |srv, b| async move {
+        let (wf, t) = submit_named(
+            &srv,
+            "quarterly-close",
+            json!([task("extract", &[]), task("reconcile", &["extract"]), task("report", &["reconcile"]),
+                   signal_task("sign-off", "approve", json!({"amount": 1200}))]),
+        )
+        .await;
+        let (other, o) = submit_named(&srv, "refund-batch", json!([task("refund", &[])])).await;
+        let post = |path: String, body: Value| {
+            let srv = Arc::clone(&srv);
+            async move {
+                let (status, answer) = srv.post(&path, body).await;
+                assert_eq!(status, StatusCode::OK, "{path}: {answer}");
+                srv.clock.advance(60_000);
+            }
+        };
+        // 30 pauses and resumes of one task: more than a page (50 entries) in all.
+        for i in 0..30 {
+            post(format!("/v1/tasks/{}/pause", o["refund"]), json!({"reason": format!("batch hold {i}")})).await;
+            post(format!("/v1/tasks/{}/resume", o["refund"]), json!({"reason": format!("batch go {i}")})).await;
+        }
+        post(format!("/v1/workflows/{wf}/pause"), json!({"reason": "auditors asked to hold", "now": true})).await;
+        post(format!("/v1/workflows/{wf}/resume"), json!({"reason": "auditors are done"})).await;
+        post(format!("/v1/tasks/{}/skip", t["extract"]), json!({"reason": "extracted by hand", "result": {"rows": 12}})).await;
+        post(format!("/v1/tasks/{}/fail", t["report"]), json!({"reason": "template broken", "error": {"kind": "template", "message": "missing logo"}})).await;
+        post(format!("/v1/tasks/{}/rerun", t["report"]), json!({"reason": "template fixed"})).await;
+        let mut path = reqwest::Url::parse(&format!("{}/v1/workflows/{wf}/signals/approve", srv.url)).unwrap();
+        path.query_pairs_mut().append_pair("by", "alice");
+        let (status, sent) = srv
+            .post(&format!("{}?{}", path.path(), path.query().unwrap()), json!({"ok": true}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{sent}");
+
+        let all = audit_of(&srv, "limit=1000").await;
+        assert_eq!(all.len(), 66, "{all:?}");
+        b.goto("#/audit").await;
+        let rows = "return document.querySelector('[data-testid=audit-panel]')?.dataset.loaded === 'true' \
+             && [...document.querySelectorAll('[data-testid=audit-row]')].map(r => r.dataset.id).join()";
+        let first_page: Vec<String> = all[..50].iter().map(|e| e["id"].to_string()).collect();
+        b.wait(
+            "the newest 50 entries",
+            &rows.replace(".join()", &format!(".join() === {}", js_str(&first_page.join(",")))),
+        )
+        .await;
+        let newest = b
+            .js("const r = document.querySelector('[data-testid=audit-row]'); \
+                 return [r.dataset.action, r.querySelector('[data-testid=audit-actor]').textContent, \
+                   r.querySelector('[data-testid=audit-target] a').getAttribute('href'), \
+                   r.querySelector('[data-testid=audit-detail]').textContent]")
+            .await;
+        assert_eq!(newest[0], "signal");
+        assert_eq!(newest[1], "alice");
+        assert_eq!(newest[2], format!("#/workflows/{wf}"));
+        let detail = newest[3].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!("delivered to: {} · id: 1 · signal: approve", t["sign-off"])),
+            "{newest}"
+        );
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=nav-audit]').getAttribute('aria-current')").await,
+            "page"
+        );
+
+        // Older: the rest, then back to the newest.
+        b.click("[data-testid=audit-older]").await;
+        let older: Vec<String> = all[50..].iter().map(|e| e["id"].to_string()).collect();
+        b.wait(
+            "the older entries",
+            &rows.replace(".join()", &format!(".join() === {}", js_str(&older.join(",")))),
+        )
+        .await;
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=audit-older]').disabled").await,
+            true,
+            "the last page"
+        );
+        b.click("[data-testid=audit-newest]").await;
+        b.wait(
+            "the newest entries again",
+            &rows.replace(".join()", &format!(".join() === {}", js_str(&first_page.join(",")))),
+        )
+        .await;
+
+        // Filters: by actor, by action, by workflow; kept in the address.
+        let actions = "return document.querySelector('[data-testid=audit-panel]')?.dataset.loaded === 'true' \
+             && [...document.querySelectorAll('[data-testid=audit-row]')].map(r => r.dataset.action).join()";
+        b.type_into("[data-testid=audit-filter-actor]", "alice").await;
+        b.wait("alice's one action", &actions.replace(".join()", ".join() === 'signal'")).await;
+        assert_eq!(b.js("return location.hash").await, "#/audit?actor=alice");
+        b.clear("[data-testid=audit-filter-actor]").await;
+        b.js("const s = document.querySelector('[data-testid=audit-filter-action]'); \
+              s.value = 'pause'; s.dispatchEvent(new Event('change')); return null")
+            .await;
+        b.wait(
+            "the pauses only",
+            &actions.replace(".join()", ".join().split(',').every(a => a === 'pause') && true"),
+        )
+        .await;
+        b.type_into("[data-testid=audit-filter-workflow]", &wf).await;
+        let reasons = b
+            .wait(
+                "the pause of the workflow only",
+                "const rows = [...document.querySelectorAll('[data-testid=audit-row]')]; \
+                 return rows.length === 1 && rows[0].dataset.workflow === location.hash.split('workflow=')[1] \
+                   && rows[0].querySelector('[data-testid=audit-reason]').textContent",
+            )
+            .await;
+        assert_eq!(reasons, "auditors asked to hold");
+        assert_eq!(
+            b.js("return location.hash").await,
+            format!("#/audit?action=pause&workflow={wf}")
+        );
+        // The other workflow's actions are not among them.
+        assert_eq!(b.count(&format!("[data-testid=audit-row][data-workflow='{other}']")).await, 0);
+        // Every action on the workflow, for the README.
+        b.js("const s = document.querySelector('[data-testid=audit-filter-action]'); \
+              s.value = ''; s.dispatchEvent(new Event('change')); return null")
+            .await;
+        b.wait(
+            "the workflow's six actions",
+            &actions.replace(".join()", ".join() === 'signal,rerun,fail,skip,resume,pause'"),
+        )
+        .await;
+        doc_screenshot(&b, "[data-testid=audit-panel]", "dashboard-audit").await;
         b.assert_no_page_errors().await;
     })
     .await;
