@@ -61,6 +61,7 @@ const ASSETS: &[Asset] = &[
     module!("api.js"),
     module!("events.js"),
     module!("widgets.js"),
+    module!("controls.js"),
     module!("graph-view.js"),
     module!("groups.js"),
     module!("graph.js"),

@@ -2290,11 +2290,350 @@ async fn schedules_are_listed_paused_resumed_and_deleted_from_the_schedules_page
 
 // ---- operators in control: pause, resume, skip, fail, rerun, the audit log ----------------------
 
+const TASK_PAGE_LIVE: &str =
+    "return document.querySelector('[data-testid=task-page]')?.dataset.loaded === 'true' \
+     && document.querySelector('[data-testid=stream-status]').dataset.state === 'live'";
+
+/// Opens a control's dialog with `button`, types `reason`, ticks `ticks` (checkbox ids) and
+/// continues to the confirmation; returns what it says (the caller confirms, or goes back).
+async fn through_control(b: &Browser, button: &str, reason: &str, ticks: &[&str]) -> String {
+    open_control(b, button, reason, ticks).await;
+    continue_to_confirmation(b).await
+}
+
+/// Clicks `button` and fills the control's dialog with `reason` and the checkboxes `ticks`.
+async fn open_control(b: &Browser, button: &str, reason: &str, ticks: &[&str]) {
+    b.click(button).await;
+    b.wait(
+        "the control's dialog",
+        "return document.querySelector('dialog[open] [data-testid=control-reason]')",
+    )
+    .await;
+    b.type_into("[data-testid=control-reason]", reason).await;
+    for id in ticks {
+        b.click(&format!("[data-testid={id}]")).await;
+    }
+}
+
+/// Continues from the control's dialog to its confirmation; returns what it says.
+async fn continue_to_confirmation(b: &Browser) -> String {
+    b.click("[data-testid=control-next]").await;
+    let message = b
+        .wait(
+            "the confirmation",
+            "return document.querySelector('dialog[open] [data-testid=confirm-message]')?.textContent",
+        )
+        .await;
+    message.as_str().unwrap().to_owned()
+}
+
 /// The audit log through the API, newest first.
 async fn audit_of(srv: &TestServer, query: &str) -> Vec<Value> {
     let (status, page) = srv.get(&format!("/v1/audit?{query}")).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     page["entries"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_from_the_task_page_lists_what_it_reopens_then_reopens_it() {
+    let srv = TestServer::start().await;
+    scenario("rerun", srv, |srv, b| async move {
+        let (wf, t) = submit_named(
+            &srv,
+            "digest",
+            json!([task("collect", &[]), task("summarise", &["collect"]), task("publish", &["summarise"])]),
+        )
+        .await;
+        let agent = srv.register("worker", &["work"], 1).await;
+        for key in ["collect", "summarise", "publish"] {
+            let claimed = srv.claim_one(&agent).await;
+            assert_eq!(claimed["task"], t[key].as_str());
+            srv.finish(&claimed, &agent).await;
+        }
+        b.goto(&format!("#/tasks/{}", t["summarise"])).await;
+        b.wait("the completed task's page", TASK_PAGE_LIVE).await;
+        let buttons = b
+            .js("return [...document.querySelectorAll('[data-testid=task-actions] button')].map(b => b.dataset.testid)")
+            .await;
+        assert_eq!(
+            buttons,
+            json!(["action-cancel", "action-retry", "action-rerun"]),
+            "a completed task can only be rerun (cancel and retry shown disabled)"
+        );
+
+        // A new input that is not JSON is refused in the dialog; nothing is asked or sent.
+        open_control(&b, "[data-testid=action-rerun]", "the summary missed a source", &["control-new-input"]).await;
+        b.clear("[data-testid=control-json]").await;
+        b.type_into("[data-testid=control-json]", "{\"sources\": ").await;
+        b.click("[data-testid=control-next]").await;
+        let error = b
+            .wait(
+                "the JSON error",
+                "return document.querySelector('dialog[open] [data-testid=control-error]')?.textContent",
+            )
+            .await;
+        assert!(error.as_str().unwrap().contains("Not valid JSON"), "{error}");
+        b.clear("[data-testid=control-json]").await;
+        b.type_into("[data-testid=control-json]", "{\"sources\": 12}").await;
+
+        // The dry run's list is the confirmation: the task and what is downstream of it.
+        let said = continue_to_confirmation(&b).await;
+        assert!(said.contains("2 tasks will be reopened"), "{said}");
+        assert!(said.contains("{\"sources\":12}"), "{said}");
+        let plan = b
+            .js("return [...document.querySelectorAll('dialog[open] [data-testid=rerun-plan-task]')].map(li => [li.dataset.task, li.textContent])")
+            .await;
+        assert_eq!(
+            plan,
+            json!([[t["summarise"], "summarise completed"], [t["publish"], "publish completed"]])
+        );
+        b.screenshot("rerun-confirm").await;
+        assert_eq!(srv.state_of(&t["summarise"]).await, "completed", "a dry run changes nothing");
+        assert!(audit_of(&srv, "").await.is_empty(), "a dry run is not audited");
+
+        b.click("[data-testid=confirm-ok]").await;
+        let said = b
+            .wait(
+                "the outcome",
+                "return document.querySelector('[data-testid=action-result]')?.textContent",
+            )
+            .await;
+        assert_eq!(said, "Rerun: 2 tasks reopened (summarise, publish).");
+        let summarise = srv.wait_state(&t["summarise"], "pending").await;
+        assert_eq!(summarise["spec"]["input"], json!({"sources": 12}), "{summarise}");
+        assert_eq!(summarise["overruled"]["event"], "reopened", "{summarise}");
+        assert_eq!(srv.state_of(&t["publish"]).await, "blocked");
+        assert_eq!(srv.state_of(&t["collect"]).await, "completed", "upstream keeps its result");
+        let events: Vec<&str> = summarise["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        let reopened = events.iter().position(|e| *e == "reopened");
+        let succeeded = events.iter().position(|e| *e == "execution_succeeded");
+        assert!(
+            events[0] == "submitted" && succeeded.is_some() && reopened > succeeded,
+            "the history is kept, and the rerun added to it: {events:?}"
+        );
+        b.wait(
+            "the page to show the reopened task",
+            "return document.querySelector('[data-testid=task-state]').dataset.state === 'pending' \
+             && document.querySelector('[data-testid=task-overruled]')?.textContent.includes('rerun by operator: the summary missed a source') \
+             && document.querySelector('[data-testid=history-entry][data-event=reopened]')",
+        )
+        .await;
+        // It runs again, with the new input.
+        let again = srv.claim_one(&agent).await;
+        assert_eq!(again["task"], t["summarise"].as_str());
+        assert_eq!(again["input"], json!({"sources": 12}));
+
+        // The audit page lists the rerun with its reason and what it reopened.
+        b.click("[data-testid=nav-audit]").await;
+        let row = b
+            .wait(
+                "the rerun's audit entry",
+                "const r = document.querySelector('[data-testid=audit-row][data-action=rerun]'); \
+                 return r && [r.querySelector('[data-testid=audit-reason]').textContent, \
+                   r.querySelector('[data-testid=audit-detail]').textContent, \
+                   r.querySelector('[data-testid=audit-target] a').getAttribute('href')]",
+            )
+            .await;
+        assert_eq!(
+            row,
+            json!([
+                "the summary missed a source",
+                "new input: true · reopened: summarise, publish · tasks: 2 · tasks changed: 2",
+                // A control over several tasks names none in its entry: its workflow.
+                format!("#/workflows/{wf}"),
+            ])
+        );
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_paused_skipped_and_failed_from_its_page_each_with_a_reason() {
+    let srv = TestServer::start().await;
+    scenario("task-controls", srv, |srv, b| async move {
+        let (_, t) = submit_named(
+            &srv,
+            "ingest",
+            json!([task("load", &[]), task("index", &["load"]), task("notify", &[])]),
+        )
+        .await;
+        let agent = srv.register("worker", &["work"], 2).await;
+        b.goto(&format!("#/tasks/{}", t["load"])).await;
+        b.wait("the task page", TASK_PAGE_LIVE).await;
+        let buttons = b
+            .js("return [...document.querySelectorAll('[data-testid=task-actions] button')].map(b => b.dataset.testid)")
+            .await;
+        assert_eq!(
+            buttons,
+            json!(["action-cancel", "action-retry", "action-pause", "action-skip", "action-fail", "action-rerun"])
+        );
+
+        // Without a reason, a control cannot be sent: Continue stays disabled, Enter does
+        // nothing, blanks are no reason.
+        b.click("[data-testid=action-pause]").await;
+        b.wait(
+            "the pause dialog",
+            "return document.querySelector('dialog[open] [data-testid=control-reason]')",
+        )
+        .await;
+        let disabled = "return document.querySelector('[data-testid=control-next]').disabled";
+        assert_eq!(b.js(disabled).await, true);
+        b.type_into("[data-testid=control-reason]", "   \u{E007}").await;
+        assert_eq!(b.js(disabled).await, true, "blanks are no reason");
+        assert_eq!(
+            b.count("dialog[open] [data-testid=control-reason]").await,
+            1,
+            "Enter sent nothing: the dialog is still open"
+        );
+        assert_eq!(b.count("[data-testid=confirm-dialog]").await, 0);
+        b.clear("[data-testid=control-reason]").await;
+        b.type_into("[data-testid=control-reason]", "quota").await;
+        assert_eq!(b.js(disabled).await, false, "a reason enables Continue");
+        b.screenshot("control-dialog").await;
+        b.clear("[data-testid=control-reason]").await;
+        assert_eq!(b.js(disabled).await, true);
+        b.click("[data-testid=control-back]").await;
+        b.wait("the dialog to close", "return !document.querySelector('dialog[open]')").await;
+        let shown = srv.task(&t["load"]).await;
+        assert!(shown.get("paused").is_none(), "{shown}");
+        assert_eq!(shown["version"], 1, "nothing changed");
+        assert!(audit_of(&srv, "").await.is_empty(), "nothing was sent");
+
+        // Pause: the banner says who, why and since when; no agent is handed it.
+        let said = through_control(&b, "[data-testid=action-pause]", "over the API quota", &[]).await;
+        assert!(said.contains("over the API quota"), "{said}");
+        b.click("[data-testid=confirm-ok]").await;
+        let banner = b
+            .wait(
+                "the paused banner",
+                "return document.querySelector('[data-testid=task-paused]')?.textContent",
+            )
+            .await;
+        let banner = banner.as_str().unwrap();
+        assert!(banner.starts_with("Paused by operator since "), "{banner}");
+        assert!(banner.contains("over the API quota"), "{banner}");
+        let load = srv.task(&t["load"]).await;
+        assert_eq!(load["paused"]["reason"], "over the API quota", "{load}");
+        assert_eq!(load["state"], "pending");
+        let claimed = srv.claim(&agent, 2).await;
+        assert_eq!(claimed.len(), 1, "only the other ready task: {claimed:?}");
+        assert_eq!(claimed[0]["task"], t["notify"].as_str());
+        let waiting = b
+            .js("return document.querySelector('[data-testid=task-waiting]').textContent")
+            .await;
+        assert!(waiting.as_str().unwrap().starts_with("Paused by operator"), "{waiting}");
+        let buttons = b
+            .js("return [...document.querySelectorAll('[data-testid=task-actions] button')].map(b => b.dataset.testid)")
+            .await;
+        assert_eq!(
+            buttons,
+            json!(["action-cancel", "action-retry", "action-resume", "action-skip", "action-fail", "action-rerun"]),
+            "a paused task is resumed, not paused again"
+        );
+        b.screenshot_page("task-paused").await;
+
+        // Skip with a result typed as JSON: null is refused in the dialog.
+        open_control(&b, "[data-testid=action-skip]", "loaded by hand", &[]).await;
+        b.clear("[data-testid=control-json]").await;
+        b.type_into("[data-testid=control-json]", "null").await;
+        b.click("[data-testid=control-next]").await;
+        let error = b
+            .wait(
+                "the null result refused",
+                "return document.querySelector('dialog[open] [data-testid=control-error]')?.textContent",
+            )
+            .await;
+        assert!(error.as_str().unwrap().contains("cannot be null"), "{error}");
+        b.clear("[data-testid=control-json]").await;
+        b.type_into("[data-testid=control-json]", "{\"rows\": 1200}").await;
+        let said = continue_to_confirmation(&b).await;
+        assert!(said.contains("{\"rows\":1200}"), "{said}");
+        b.click("[data-testid=confirm-ok]").await;
+        let load = srv.wait_state(&t["load"], "completed").await;
+        assert_eq!(load["result"], json!({"rows": 1200}));
+        assert!(load.get("paused").is_none(), "a skip ends the pause: {load}");
+        b.wait(
+            "the page to show the skip",
+            "return document.querySelector('[data-testid=task-state]').dataset.state === 'completed' \
+             && !document.querySelector('[data-testid=task-paused]') \
+             && document.querySelector('[data-testid=task-overruled]')?.textContent === 'skipped by operator: loaded by hand'",
+        )
+        .await;
+        // Its dependent proceeds with that result.
+        let index = srv.claim_one(&agent).await;
+        assert_eq!(index["task"], t["index"].as_str());
+        assert_eq!(index["upstream"]["load"]["result"], json!({"rows": 1200}));
+
+        // Fail the dependent for good, with an error kind and message, from its page.
+        b.goto(&format!("#/tasks/{}", t["index"])).await;
+        b.wait(
+            "the leased task's page",
+            "return document.querySelector('[data-testid=task-state]')?.dataset.state === 'assigned'",
+        )
+        .await;
+        open_control(&b, "[data-testid=action-fail]", "the index format changed", &[]).await;
+        b.type_into("[data-testid=control-error-kind]", "schema_changed").await;
+        b.type_into("[data-testid=control-error-message]", "v2 columns").await;
+        let said = continue_to_confirmation(&b).await;
+        assert!(said.contains("(schema_changed: v2 columns)"), "{said}");
+        b.click("[data-testid=confirm-ok]").await;
+        let failed = srv.wait_state(&t["index"], "failed").await;
+        assert_eq!(failed["errors"][0]["kind"], "schema_changed", "{failed}");
+        assert_eq!(failed["errors"][0]["message"], "v2 columns", "{failed}");
+        let (status, refused) = srv.report(&index, &agent, "started", json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "the agent lost its lease: {refused}");
+        b.wait(
+            "the failed task's buttons",
+            "return document.querySelector('[data-testid=task-state]').dataset.state === 'failed' \
+             && [...document.querySelectorAll('[data-testid=task-actions] button')].map(b => b.dataset.testid).join() \
+                === 'action-cancel,action-retry,action-skip,action-rerun'",
+        )
+        .await;
+
+        // A refusal shows the server's detail: resuming a task that is no longer paused (the
+        // page is stale: another operator resumed it meanwhile).
+        let (_, t2) = submit_named(&srv, "other", json!([task("solo", &[])])).await;
+        let (status, body) = srv
+            .post(&format!("/v1/tasks/{}/pause", t2["solo"]), json!({"reason": "wait"}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        b.goto(&format!("#/tasks/{}", t2["solo"])).await;
+        b.wait(
+            "the paused task's page",
+            "return document.querySelector('[data-testid=action-resume]')",
+        )
+        .await;
+        open_control(&b, "[data-testid=action-resume]", "go on", &[]).await;
+        continue_to_confirmation(&b).await;
+        let (status, body) = srv
+            .post(&format!("/v1/tasks/{}/resume", t2["solo"]), json!({"reason": "elsewhere"}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        b.click("[data-testid=confirm-ok]").await;
+        let shown = b
+            .wait(
+                "the refusal",
+                "return document.querySelector('[data-testid=action-error]')?.textContent",
+            )
+            .await;
+        let (status, problem) = srv
+            .post(&format!("/v1/tasks/{}/resume", t2["solo"]), json!({"reason": "again"}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            shown.as_str().unwrap().contains(detail),
+            "the page shows the server's detail `{detail}`: {shown}"
+        );
+        b.assert_no_page_errors().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,8 @@
 // The modules: one per page, overview.js, workflow.js, task.js, waiting.js, schedules.js,
 // agents.js, audit.js, lifecycle.js; under
 // them api.js (requests, the bearer token), events.js (the live stream), errors.js (the error
-// banner), widgets.js (pieces several pages draw), graph-view.js (dagre layouts in the worker,
+// banner), controls.js (the dialog of an operator's control: a reason, a confirmation),
+// widgets.js (pieces several pages draw), graph-view.js (dagre layouts in the worker,
 // the pan-and-zoom SVG), counts.js (states and counts), dom.js and format.js. Imports go from
 // pages down to helpers, never back up, so there is no cycle.
 //
