@@ -1114,6 +1114,52 @@ async fn data_from_the_api_is_shown_as_text_never_run_as_markup() {
         );
         assert_eq!(b.js("return window.__pwned ?? null").await, Value::Null);
 
+        // An operator's reason with markup, in the workflow's and the task's paused banners; on
+        // the audit page, with the signal's sender (the actor) holding markup too.
+        let (status, paused) = srv
+            .post(
+                &format!("/v1/workflows/{workflow}/pause"),
+                json!({ "reason": hostile }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{paused}");
+        b.goto(&format!("#/workflows/{workflow}")).await;
+        let reason = b
+            .wait(
+                "the workflow's paused banner",
+                "return document.querySelector('[data-testid=workflow-paused-reason]')?.textContent",
+            )
+            .await;
+        assert_eq!(reason, hostile);
+        b.goto(&format!("#/tasks/{}", ids(&wf)["plain"])).await;
+        let reason = b
+            .wait(
+                "the task's paused banner",
+                "return document.querySelector('[data-testid=task-paused-reason]')?.textContent",
+            )
+            .await;
+        assert_eq!(reason, hostile);
+        b.goto("#/audit").await;
+        let rows = b
+            .wait(
+                "the pause and the signal in the audit log",
+                "const rows = [...document.querySelectorAll('[data-testid=audit-row]')]; \
+                 return rows.length === 2 && rows.map(r => [r.dataset.action, \
+                   r.querySelector('[data-testid=audit-actor]').textContent, \
+                   r.querySelector('[data-testid=audit-reason]').textContent])",
+            )
+            .await;
+        assert_eq!(
+            rows,
+            json!([["pause", "operator", hostile], ["signal", hostile, "—"]])
+        );
+        assert_eq!(
+            b.count("main img, main script").await,
+            0,
+            "no markup was made"
+        );
+        assert_eq!(b.js("return window.__pwned ?? null").await, Value::Null);
+
         // A schedule's name holds only letters, digits and `-_.:/`; its workflow template's
         // name and input may hold markup, shown in the list and on its page.
         let mut templated = task("plain", &[]);
@@ -2332,6 +2378,160 @@ async fn audit_of(srv: &TestServer, query: &str) -> Vec<Value> {
     let (status, page) = srv.get(&format!("/v1/audit?{query}")).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     page["entries"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_paused_from_its_page_hands_out_nothing_until_resumed() {
+    let srv = TestServer::start().await;
+    scenario("pause-workflow", srv, |srv, b| async move {
+        let (wf, t) = submit_named(
+            &srv,
+            "nightly-report",
+            json!([task("fetch", &[]), task("draw", &[]), task("send", &["fetch", "draw"])]),
+        )
+        .await;
+        let agent = srv.register("worker", &["work"], 4).await;
+        // An agent holds one of the ready tasks: the pause takes it back at once ("now").
+        let held = srv.claim(&agent, 1).await.remove(0);
+        let held_id = held["task"].as_str().unwrap().to_owned();
+        b.goto(&format!("#/workflows/{wf}")).await;
+        b.wait(
+            "the graph and the stream",
+            "return document.querySelector('[data-testid=graph]').dataset.ready === 'true' \
+             && document.querySelector('[data-testid=stream-status]').dataset.state === 'live'",
+        )
+        .await;
+        assert_eq!(
+            b.count("[data-testid=workflow-resume]:not([hidden])").await,
+            0,
+            "nothing to resume"
+        );
+
+        let said = through_control(
+            &b,
+            "[data-testid=workflow-pause]",
+            "hold: the warehouse is migrating",
+            &["control-now"],
+        )
+        .await;
+        assert!(said.contains("taken back from their agents"), "{said}");
+        assert!(said.contains("hold: the warehouse is migrating"), "{said}");
+        b.click("[data-testid=confirm-ok]").await;
+        let result = b
+            .wait(
+                "the outcome",
+                "return document.querySelector('[data-testid=action-result]')?.textContent",
+            )
+            .await;
+        assert_eq!(result, "Paused: 3 task(s) paused.");
+
+        // The API: the workflow and every task of it paused, the held one taken back.
+        let banner = b
+            .wait(
+                "the paused banner",
+                "return document.querySelector('[data-testid=workflow-paused]')?.textContent",
+            )
+            .await;
+        assert!(banner.as_str().unwrap().contains("hold: the warehouse is migrating"), "{banner}");
+        assert!(banner.as_str().unwrap().contains("by operator"), "{banner}");
+        let (status, view) = srv.get(&format!("/v1/workflows/{wf}")).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(view["paused"]["reason"], "hold: the warehouse is migrating", "{view}");
+        for key in ["fetch", "draw", "send"] {
+            let shown = srv.task(&t[key]).await;
+            assert_eq!(shown["paused"]["by"], "operator", "{key}: {shown}");
+        }
+        assert_eq!(srv.state_of(&held_id).await, "pending", "taken back from its agent");
+        let (status, refused) = srv.report(&held, &agent, "started", json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+        assert!(
+            srv.claim(&agent, 4).await.is_empty(),
+            "no task of a paused workflow is handed out"
+        );
+        // The page marks every task paused, in the table and in the graph: live, and as read
+        // afresh (the task list and the graph say which tasks are paused).
+        let all_marked = "const rows = [...document.querySelectorAll('[data-testid=task-row]')]; \
+             const nodes = [...document.querySelectorAll('[data-testid=graph-node]')]; \
+             return rows.length === 3 && rows.every(r => r.dataset.paused === 'true' && r.querySelector('[data-testid=task-row-paused]')) \
+               && nodes.length === 3 && nodes.every(n => n.dataset.paused === 'true' && n.classList.contains('paused'))";
+        b.wait("every row and node marked paused", all_marked).await;
+        let (_, list) = srv.get(&format!("/v1/tasks?workflow={wf}")).await;
+        assert!(
+            list["tasks"].as_array().unwrap().iter().all(|t| t["paused"] == true),
+            "{list}"
+        );
+        let (_, graph) = srv.get(&format!("/v1/workflows/{wf}/graph")).await;
+        assert!(
+            graph["nodes"].as_array().unwrap().iter().all(|n| n["paused"] == true),
+            "{graph}"
+        );
+        b.blank().await;
+        b.goto(&format!("#/workflows/{wf}")).await;
+        b.wait("every row and node marked paused, read afresh", all_marked).await;
+        assert_eq!(b.count("[data-testid=workflow-pause]:not([hidden])").await, 0);
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=workflow-status]').textContent")
+                .await,
+            "Status: running paused"
+        );
+        b.screenshot_page("workflow-paused").await;
+
+        // Resume: the tasks are handed out again.
+        let said = through_control(&b, "[data-testid=workflow-resume]", "migration done", &[]).await;
+        assert!(said.contains("migration done"), "{said}");
+        b.click("[data-testid=confirm-ok]").await;
+        b.wait(
+            "the banner to go and every mark with it",
+            "return !document.querySelector('[data-testid=workflow-paused]') \
+             && [...document.querySelectorAll('[data-testid=task-row]')].every(r => r.dataset.paused === 'false') \
+             && [...document.querySelectorAll('[data-testid=graph-node]')].every(n => n.dataset.paused === 'false')",
+        )
+        .await;
+        let (_, view) = srv.get(&format!("/v1/workflows/{wf}")).await;
+        assert!(view.get("paused").is_none(), "{view}");
+        let mut claimed: Vec<String> = srv
+            .claim(&agent, 4)
+            .await
+            .iter()
+            .map(|c| c["task"].as_str().unwrap().to_owned())
+            .collect();
+        claimed.sort();
+        let mut ready = vec![t["fetch"].clone(), t["draw"].clone()];
+        ready.sort();
+        assert_eq!(claimed, ready, "both ready tasks are handed out after the resume");
+
+        // The audit page lists both, newest first, with their reasons, linking to the workflow.
+        b.click("[data-testid=workflow-audit]").await;
+        b.wait(
+            "the workflow's audit entries",
+            "return document.querySelector('[data-testid=audit-panel]')?.dataset.loaded === 'true' \
+             && document.querySelectorAll('[data-testid=audit-row]').length === 2",
+        )
+        .await;
+        let rows = b
+            .js("return [...document.querySelectorAll('[data-testid=audit-row]')].map(r => [ \
+                   r.dataset.action, r.querySelector('[data-testid=audit-actor]').textContent, \
+                   r.querySelector('[data-testid=audit-reason]').textContent, \
+                   r.querySelector('[data-testid=audit-target] a').getAttribute('href'), \
+                   r.querySelector('[data-testid=audit-detail]').textContent])")
+            .await;
+        let href = format!("#/workflows/{wf}");
+        assert_eq!(
+            rows,
+            json!([
+                ["resume", "operator", "migration done", href, "tasks changed: 3"],
+                ["pause", "operator", "hold: the warehouse is migrating", href, "now: true · tasks changed: 3"],
+            ])
+        );
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=audit-filter-workflow]').value")
+                .await,
+            wf.as_str(),
+            "the filter came with the link"
+        );
+        b.assert_no_page_errors().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@
 // dialog as it was. The pages send the control themselves and show the server's answer.
 //
 // Below the dialog: which controls fit a task as it stands, and what each one's dialog asks
-// and says (the task page's).
+// and says (the task page's), then those of a workflow (the workflow page's).
 
 import { h } from './dom.js';
 import { fmtTime, pretty } from './format.js';
@@ -298,3 +298,31 @@ export function taskControlSpec(kind, t) {
   }
 }
 
+// ---- the controls of a workflow ----------------------------------------------------------------
+
+/** The dialog of pausing or resuming (`kind`) workflow `wf` (as last read; null before). */
+export function workflowControlSpec(kind, wf) {
+  const pause = kind === 'pause';
+  const name = (wf && wf.name) || 'this workflow';
+  const now = pause ? checkbox({
+    id: 'control-now',
+    label: 'Take its running tasks back from their agents now: their leases are revoked. Otherwise agents finish what they run.',
+  }) : null;
+  return {
+    title: pause ? `Pause ${name}?` : `Resume ${name}?`,
+    intro: pause
+      ? 'Every task of it that has not ended is paused: none is handed to an agent, and their timers stand still, until it is resumed. Tasks added to it meanwhile start paused.'
+      : 'Every paused task of it (those paused one by one too) can be handed to agents again.',
+    fields: now ? now.nodes : null,
+    prepare: (reason) => ({
+      body: pause ? { reason, now: now.box.checked } : { reason },
+      confirm: {
+        title: pause ? 'Pause this workflow?' : 'Resume this workflow?',
+        message: pause
+          ? `Every task of ${name} that has not ended is paused${now.box.checked ? ', and those running are taken back from their agents' : ''}. Because: ${reason}`
+          : `Every paused task of ${name} goes on. Because: ${reason}`,
+        confirmLabel: pause ? 'Pause workflow' : 'Resume workflow', confirmClass: 'primary',
+      },
+    }),
+  };
+}
