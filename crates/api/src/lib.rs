@@ -330,6 +330,10 @@ pub struct TaskSummary {
     pub version: u64,
     pub priority: i32,
     pub updated_at: u64,
+    /// Whether an operator has paused the task (`GET /v1/tasks/{id}` says by whom and why);
+    /// absent when not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -794,6 +798,9 @@ pub struct GraphNode {
     /// For a compensation task: the task it compensates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensates: Option<Uuid>,
+    /// Whether an operator has paused the task; absent when not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 /// Query of `GET /v1/workflows/{id}/history`.
@@ -864,6 +871,7 @@ impl From<&Task> for TaskSummary {
             version: t.version,
             priority: t.spec.priority,
             updated_at: t.updated_at.0,
+            paused: t.is_paused(),
         }
     }
 }

@@ -299,6 +299,7 @@ pub async fn workflow_graph(
             attempt: t.attempt,
             parent: graph.parents.get(&t.id).map(|p| p.0),
             compensates: graph.compensates.get(&t.id).map(|c| c.0),
+            paused: t.is_paused(),
         })
         .collect();
     let edges = graph

@@ -62,6 +62,7 @@ const ASSETS: &[Asset] = &[
     module!("api.js"),
     module!("events.js"),
     module!("widgets.js"),
+    module!("controls.js"),
     module!("graph-view.js"),
     module!("groups.js"),
     module!("graph.js"),
@@ -72,6 +73,7 @@ const ASSETS: &[Asset] = &[
     module!("waiting.js"),
     module!("schedules.js"),
     module!("agents.js"),
+    module!("audit.js"),
     module!("lifecycle.js"),
     Asset {
         path: "/assets/app.css",

@@ -195,6 +195,19 @@ async fn a_paused_workflow_hands_out_nothing_until_resumed() {
         "paused tasks keep their state: {counts}"
     );
     assert!(srv.claim(&agent, 2).await.is_empty());
+    // The task list and the graph say which tasks are paused (the dashboard tags them).
+    let paused_in = |list: &serde_json::Value, field: &str| -> Vec<bool> {
+        list[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["paused"] == true)
+            .collect()
+    };
+    let (_, tasks) = srv.get(&format!("/v1/tasks?workflow={wf}")).await;
+    assert_eq!(paused_in(&tasks, "tasks"), [true, true], "{tasks}");
+    let (_, graph) = srv.get(&format!("/v1/workflows/{wf}/graph")).await;
+    assert_eq!(paused_in(&graph, "nodes"), [true, true], "{graph}");
     let (s, body) = srv
         .post(
             &format!("/v1/workflows/{wf}/resume"),
@@ -204,6 +217,8 @@ async fn a_paused_workflow_hands_out_nothing_until_resumed() {
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["tasks_changed"], 2);
     assert_eq!(srv.counts().await["paused"], 0);
+    let (_, tasks) = srv.get(&format!("/v1/tasks?workflow={wf}")).await;
+    assert_eq!(paused_in(&tasks, "tasks"), [false, false], "{tasks}");
     assert_eq!(srv.claim(&agent, 2).await.len(), 2);
     let (s, missing) = srv
         .post(

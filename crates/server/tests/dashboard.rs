@@ -1115,6 +1115,52 @@ async fn data_from_the_api_is_shown_as_text_never_run_as_markup() {
         );
         assert_eq!(b.js("return window.__pwned ?? null").await, Value::Null);
 
+        // An operator's reason with markup, in the workflow's and the task's paused banners; on
+        // the audit page, with the signal's sender (the actor) holding markup too.
+        let (status, paused) = srv
+            .post(
+                &format!("/v1/workflows/{workflow}/pause"),
+                json!({ "reason": hostile }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{paused}");
+        b.goto(&format!("#/workflows/{workflow}")).await;
+        let reason = b
+            .wait(
+                "the workflow's paused banner",
+                "return document.querySelector('[data-testid=workflow-paused-reason]')?.textContent",
+            )
+            .await;
+        assert_eq!(reason, hostile);
+        b.goto(&format!("#/tasks/{}", ids(&wf)["plain"])).await;
+        let reason = b
+            .wait(
+                "the task's paused banner",
+                "return document.querySelector('[data-testid=task-paused-reason]')?.textContent",
+            )
+            .await;
+        assert_eq!(reason, hostile);
+        b.goto("#/audit").await;
+        let rows = b
+            .wait(
+                "the pause and the signal in the audit log",
+                "const rows = [...document.querySelectorAll('[data-testid=audit-row]')]; \
+                 return rows.length === 2 && rows.map(r => [r.dataset.action, \
+                   r.querySelector('[data-testid=audit-actor]').textContent, \
+                   r.querySelector('[data-testid=audit-reason]').textContent])",
+            )
+            .await;
+        assert_eq!(
+            rows,
+            json!([["pause", "local", hostile], ["signal", hostile, "—"]])
+        );
+        assert_eq!(
+            b.count("main img, main script").await,
+            0,
+            "no markup was made"
+        );
+        assert_eq!(b.js("return window.__pwned ?? null").await, Value::Null);
+
         // A schedule's name holds only letters, digits and `-_.:/`; its workflow template's
         // name and input may hold markup, shown in the list and on its page.
         let mut templated = task("plain", &[]);
@@ -1233,6 +1279,7 @@ async fn every_page_loads_all_its_modules_without_a_browser_error() {
             ("#/waiting".to_owned(), loaded("waiting-panel", "loaded")),
             ("#/schedules".to_owned(), loaded("schedules-panel", "loaded")),
             ("#/schedules/nightly".to_owned(), loaded("schedule-page", "loaded")),
+            ("#/audit".to_owned(), loaded("audit-panel", "loaded")),
         ];
         for (hash, shown) in pages {
             // A new document for each page: each loads every module again (revalidated).
@@ -2338,6 +2385,641 @@ async fn with_a_token_a_signal_is_sent_as_the_token_without_asking_who() {
         let sent = signals_of(&srv, &release).await;
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert_eq!(sent[0]["sent_by"], "operator", "the token's name: {}", sent[0]);
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+// ---- operators in control: pause, resume, skip, fail, rerun, the audit log ----------------------
+
+const TASK_PAGE_LIVE: &str =
+    "return document.querySelector('[data-testid=task-page]')?.dataset.loaded === 'true' \
+     && document.querySelector('[data-testid=stream-status]').dataset.state === 'live'";
+
+/// Opens a control's dialog with `button`, types `reason`, ticks `ticks` (checkbox ids) and
+/// continues to the confirmation; returns what it says (the caller confirms, or goes back).
+async fn through_control(b: &Browser, button: &str, reason: &str, ticks: &[&str]) -> String {
+    open_control(b, button, reason, ticks).await;
+    continue_to_confirmation(b).await
+}
+
+/// Clicks `button` and fills the control's dialog with `reason` and the checkboxes `ticks`.
+async fn open_control(b: &Browser, button: &str, reason: &str, ticks: &[&str]) {
+    b.click(button).await;
+    b.wait(
+        "the control's dialog",
+        "return document.querySelector('dialog[open] [data-testid=control-reason]')",
+    )
+    .await;
+    b.type_into("[data-testid=control-reason]", reason).await;
+    for id in ticks {
+        b.click(&format!("[data-testid={id}]")).await;
+    }
+}
+
+/// Continues from the control's dialog to its confirmation; returns what it says.
+async fn continue_to_confirmation(b: &Browser) -> String {
+    b.click("[data-testid=control-next]").await;
+    let message = b
+        .wait(
+            "the confirmation",
+            "return document.querySelector('dialog[open] [data-testid=confirm-message]')?.textContent",
+        )
+        .await;
+    message.as_str().unwrap().to_owned()
+}
+
+/// The audit log through the API, newest first.
+async fn audit_of(srv: &TestServer, query: &str) -> Vec<Value> {
+    let (status, page) = srv.get(&format!("/v1/audit?{query}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["entries"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_paused_from_its_page_hands_out_nothing_until_resumed() {
+    let srv = TestServer::start().await;
+    scenario("pause-workflow", srv, |srv, b| async move {
+        let (wf, t) = submit_named(
+            &srv,
+            "nightly-report",
+            json!([task("fetch", &[]), task("draw", &[]), task("send", &["fetch", "draw"])]),
+        )
+        .await;
+        let agent = srv.register("worker", &["work"], 4).await;
+        // An agent holds one of the ready tasks: the pause takes it back at once ("now").
+        let held = srv.claim(&agent, 1).await.remove(0);
+        let held_id = held["task"].as_str().unwrap().to_owned();
+        b.goto(&format!("#/workflows/{wf}")).await;
+        b.wait(
+            "the graph and the stream",
+            "return document.querySelector('[data-testid=graph]').dataset.ready === 'true' \
+             && document.querySelector('[data-testid=stream-status]').dataset.state === 'live'",
+        )
+        .await;
+        assert_eq!(
+            b.count("[data-testid=workflow-resume]:not([hidden])").await,
+            0,
+            "nothing to resume"
+        );
+
+        let said = through_control(
+            &b,
+            "[data-testid=workflow-pause]",
+            "hold: the warehouse is migrating",
+            &["control-now"],
+        )
+        .await;
+        assert!(said.contains("taken back from their agents"), "{said}");
+        assert!(said.contains("hold: the warehouse is migrating"), "{said}");
+        b.click("[data-testid=confirm-ok]").await;
+        let result = b
+            .wait(
+                "the outcome",
+                "return document.querySelector('[data-testid=action-result]')?.textContent",
+            )
+            .await;
+        assert_eq!(result, "Paused: 3 task(s) paused.");
+
+        // The API: the workflow and every task of it paused, the held one taken back.
+        let banner = b
+            .wait(
+                "the paused banner",
+                "return document.querySelector('[data-testid=workflow-paused]')?.textContent",
+            )
+            .await;
+        assert!(banner.as_str().unwrap().contains("hold: the warehouse is migrating"), "{banner}");
+        assert!(banner.as_str().unwrap().contains("by local"), "{banner}");
+        let (status, view) = srv.get(&format!("/v1/workflows/{wf}")).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(view["paused"]["reason"], "hold: the warehouse is migrating", "{view}");
+        for key in ["fetch", "draw", "send"] {
+            let shown = srv.task(&t[key]).await;
+            assert_eq!(shown["paused"]["by"], "local", "{key}: {shown}");
+        }
+        assert_eq!(srv.state_of(&held_id).await, "pending", "taken back from its agent");
+        let (status, refused) = srv.report(&held, &agent, "started", json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+        assert!(
+            srv.claim(&agent, 4).await.is_empty(),
+            "no task of a paused workflow is handed out"
+        );
+        // The page marks every task paused, in the table and in the graph: live, and as read
+        // afresh (the task list and the graph say which tasks are paused).
+        let all_marked = "const rows = [...document.querySelectorAll('[data-testid=task-row]')]; \
+             const nodes = [...document.querySelectorAll('[data-testid=graph-node]')]; \
+             return rows.length === 3 && rows.every(r => r.dataset.paused === 'true' && r.querySelector('[data-testid=task-row-paused]')) \
+               && nodes.length === 3 && nodes.every(n => n.dataset.paused === 'true' && n.classList.contains('paused'))";
+        b.wait("every row and node marked paused", all_marked).await;
+        let (_, list) = srv.get(&format!("/v1/tasks?workflow={wf}")).await;
+        assert!(
+            list["tasks"].as_array().unwrap().iter().all(|t| t["paused"] == true),
+            "{list}"
+        );
+        let (_, graph) = srv.get(&format!("/v1/workflows/{wf}/graph")).await;
+        assert!(
+            graph["nodes"].as_array().unwrap().iter().all(|n| n["paused"] == true),
+            "{graph}"
+        );
+        b.blank().await;
+        b.goto(&format!("#/workflows/{wf}")).await;
+        b.wait("every row and node marked paused, read afresh", all_marked).await;
+        assert_eq!(b.count("[data-testid=workflow-pause]:not([hidden])").await, 0);
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=workflow-status]').textContent")
+                .await,
+            "Status: running paused"
+        );
+        b.screenshot_page("workflow-paused").await;
+
+        // Resume: the tasks are handed out again.
+        let said = through_control(&b, "[data-testid=workflow-resume]", "migration done", &[]).await;
+        assert!(said.contains("migration done"), "{said}");
+        b.click("[data-testid=confirm-ok]").await;
+        b.wait(
+            "the banner to go and every mark with it",
+            "return !document.querySelector('[data-testid=workflow-paused]') \
+             && [...document.querySelectorAll('[data-testid=task-row]')].every(r => r.dataset.paused === 'false') \
+             && [...document.querySelectorAll('[data-testid=graph-node]')].every(n => n.dataset.paused === 'false')",
+        )
+        .await;
+        let (_, view) = srv.get(&format!("/v1/workflows/{wf}")).await;
+        assert!(view.get("paused").is_none(), "{view}");
+        let mut claimed: Vec<String> = srv
+            .claim(&agent, 4)
+            .await
+            .iter()
+            .map(|c| c["task"].as_str().unwrap().to_owned())
+            .collect();
+        claimed.sort();
+        let mut ready = vec![t["fetch"].clone(), t["draw"].clone()];
+        ready.sort();
+        assert_eq!(claimed, ready, "both ready tasks are handed out after the resume");
+
+        // The audit page lists both, newest first, with their reasons, linking to the workflow.
+        b.click("[data-testid=workflow-audit]").await;
+        b.wait(
+            "the workflow's audit entries",
+            "return document.querySelector('[data-testid=audit-panel]')?.dataset.loaded === 'true' \
+             && document.querySelectorAll('[data-testid=audit-row]').length === 2",
+        )
+        .await;
+        let rows = b
+            .js("return [...document.querySelectorAll('[data-testid=audit-row]')].map(r => [ \
+                   r.dataset.action, r.querySelector('[data-testid=audit-actor]').textContent, \
+                   r.querySelector('[data-testid=audit-reason]').textContent, \
+                   r.querySelector('[data-testid=audit-target] a').getAttribute('href'), \
+                   r.querySelector('[data-testid=audit-detail]').textContent])")
+            .await;
+        let href = format!("#/workflows/{wf}");
+        assert_eq!(
+            rows,
+            json!([
+                ["resume", "local", "migration done", href, "tasks changed: 3"],
+                ["pause", "local", "hold: the warehouse is migrating", href, "now: true · tasks changed: 3"],
+            ])
+        );
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=audit-filter-workflow]').value")
+                .await,
+            wf.as_str(),
+            "the filter came with the link"
+        );
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_from_the_task_page_lists_what_it_reopens_then_reopens_it() {
+    let srv = TestServer::start().await;
+    scenario("rerun", srv, |srv, b| async move {
+        let (wf, t) = submit_named(
+            &srv,
+            "digest",
+            json!([task("collect", &[]), task("summarise", &["collect"]), task("publish", &["summarise"])]),
+        )
+        .await;
+        let agent = srv.register("worker", &["work"], 1).await;
+        for key in ["collect", "summarise", "publish"] {
+            let claimed = srv.claim_one(&agent).await;
+            assert_eq!(claimed["task"], t[key].as_str());
+            srv.finish(&claimed, &agent).await;
+        }
+        b.goto(&format!("#/tasks/{}", t["summarise"])).await;
+        b.wait("the completed task's page", TASK_PAGE_LIVE).await;
+        let buttons = b
+            .js("return [...document.querySelectorAll('[data-testid=task-actions] button')].map(b => b.dataset.testid)")
+            .await;
+        assert_eq!(
+            buttons,
+            json!(["action-cancel", "action-retry", "action-rerun"]),
+            "a completed task can only be rerun (cancel and retry shown disabled)"
+        );
+
+        // A new input that is not JSON is refused in the dialog; nothing is asked or sent.
+        open_control(&b, "[data-testid=action-rerun]", "the summary missed a source", &["control-new-input"]).await;
+        b.clear("[data-testid=control-json]").await;
+        b.type_into("[data-testid=control-json]", "{\"sources\": ").await;
+        b.click("[data-testid=control-next]").await;
+        let error = b
+            .wait(
+                "the JSON error",
+                "return document.querySelector('dialog[open] [data-testid=control-error]')?.textContent",
+            )
+            .await;
+        assert!(error.as_str().unwrap().contains("Not valid JSON"), "{error}");
+        b.clear("[data-testid=control-json]").await;
+        b.type_into("[data-testid=control-json]", "{\"sources\": 12}").await;
+
+        // The dry run's list is the confirmation: the task and what is downstream of it.
+        let said = continue_to_confirmation(&b).await;
+        assert!(said.contains("2 tasks will be reopened"), "{said}");
+        assert!(said.contains("{\"sources\":12}"), "{said}");
+        let plan = b
+            .js("return [...document.querySelectorAll('dialog[open] [data-testid=rerun-plan-task]')].map(li => [li.dataset.task, li.textContent])")
+            .await;
+        assert_eq!(
+            plan,
+            json!([[t["summarise"], "summarise completed"], [t["publish"], "publish completed"]])
+        );
+        b.screenshot("rerun-confirm").await;
+        assert_eq!(srv.state_of(&t["summarise"]).await, "completed", "a dry run changes nothing");
+        assert!(audit_of(&srv, "").await.is_empty(), "a dry run is not audited");
+
+        b.click("[data-testid=confirm-ok]").await;
+        let said = b
+            .wait(
+                "the outcome",
+                "return document.querySelector('[data-testid=action-result]')?.textContent",
+            )
+            .await;
+        assert_eq!(said, "Rerun: 2 tasks reopened (summarise, publish).");
+        let summarise = srv.wait_state(&t["summarise"], "pending").await;
+        assert_eq!(summarise["spec"]["input"], json!({"sources": 12}), "{summarise}");
+        assert_eq!(summarise["overruled"]["event"], "reopened", "{summarise}");
+        assert_eq!(srv.state_of(&t["publish"]).await, "blocked");
+        assert_eq!(srv.state_of(&t["collect"]).await, "completed", "upstream keeps its result");
+        let events: Vec<&str> = summarise["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        let reopened = events.iter().position(|e| *e == "reopened");
+        let succeeded = events.iter().position(|e| *e == "execution_succeeded");
+        assert!(
+            events[0] == "submitted" && succeeded.is_some() && reopened > succeeded,
+            "the history is kept, and the rerun added to it: {events:?}"
+        );
+        b.wait(
+            "the page to show the reopened task",
+            "return document.querySelector('[data-testid=task-state]').dataset.state === 'pending' \
+             && document.querySelector('[data-testid=task-overruled]')?.textContent.includes('rerun by local: the summary missed a source') \
+             && document.querySelector('[data-testid=history-entry][data-event=reopened]')",
+        )
+        .await;
+        // It runs again, with the new input.
+        let again = srv.claim_one(&agent).await;
+        assert_eq!(again["task"], t["summarise"].as_str());
+        assert_eq!(again["input"], json!({"sources": 12}));
+
+        // The audit page lists the rerun with its reason and what it reopened.
+        b.click("[data-testid=nav-audit]").await;
+        let row = b
+            .wait(
+                "the rerun's audit entry",
+                "const r = document.querySelector('[data-testid=audit-row][data-action=rerun]'); \
+                 return r && [r.querySelector('[data-testid=audit-reason]').textContent, \
+                   r.querySelector('[data-testid=audit-detail]').textContent, \
+                   r.querySelector('[data-testid=audit-target] a').getAttribute('href')]",
+            )
+            .await;
+        assert_eq!(
+            row,
+            json!([
+                "the summary missed a source",
+                "new input: true · reopened: summarise, publish · tasks: 2 · tasks changed: 2",
+                // A rerun's entry names the task it starts from.
+                format!("#/tasks/{}", t["summarise"]),
+            ])
+        );
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_paused_skipped_and_failed_from_its_page_each_with_a_reason() {
+    let srv = TestServer::start().await;
+    scenario("task-controls", srv, |srv, b| async move {
+        let (_, t) = submit_named(
+            &srv,
+            "ingest",
+            json!([task("load", &[]), task("index", &["load"]), task("notify", &[])]),
+        )
+        .await;
+        let agent = srv.register("worker", &["work"], 2).await;
+        b.goto(&format!("#/tasks/{}", t["load"])).await;
+        b.wait("the task page", TASK_PAGE_LIVE).await;
+        let buttons = b
+            .js("return [...document.querySelectorAll('[data-testid=task-actions] button')].map(b => b.dataset.testid)")
+            .await;
+        assert_eq!(
+            buttons,
+            json!(["action-cancel", "action-retry", "action-pause", "action-skip", "action-fail", "action-rerun"])
+        );
+
+        // Without a reason, a control cannot be sent: Continue stays disabled, Enter does
+        // nothing, blanks are no reason.
+        b.click("[data-testid=action-pause]").await;
+        b.wait(
+            "the pause dialog",
+            "return document.querySelector('dialog[open] [data-testid=control-reason]')",
+        )
+        .await;
+        let disabled = "return document.querySelector('[data-testid=control-next]').disabled";
+        assert_eq!(b.js(disabled).await, true);
+        b.type_into("[data-testid=control-reason]", "   \u{E007}").await;
+        assert_eq!(b.js(disabled).await, true, "blanks are no reason");
+        assert_eq!(
+            b.count("dialog[open] [data-testid=control-reason]").await,
+            1,
+            "Enter sent nothing: the dialog is still open"
+        );
+        assert_eq!(b.count("[data-testid=confirm-dialog]").await, 0);
+        b.clear("[data-testid=control-reason]").await;
+        b.type_into("[data-testid=control-reason]", "quota").await;
+        assert_eq!(b.js(disabled).await, false, "a reason enables Continue");
+        b.screenshot("control-dialog").await;
+        b.clear("[data-testid=control-reason]").await;
+        assert_eq!(b.js(disabled).await, true);
+        b.click("[data-testid=control-back]").await;
+        b.wait("the dialog to close", "return !document.querySelector('dialog[open]')").await;
+        let shown = srv.task(&t["load"]).await;
+        assert!(shown.get("paused").is_none(), "{shown}");
+        assert_eq!(shown["version"], 1, "nothing changed");
+        assert!(audit_of(&srv, "").await.is_empty(), "nothing was sent");
+
+        // Pause: the banner says who, why and since when; no agent is handed it.
+        let said = through_control(&b, "[data-testid=action-pause]", "over the API quota", &[]).await;
+        assert!(said.contains("over the API quota"), "{said}");
+        b.click("[data-testid=confirm-ok]").await;
+        let banner = b
+            .wait(
+                "the paused banner",
+                "return document.querySelector('[data-testid=task-paused]')?.textContent",
+            )
+            .await;
+        let banner = banner.as_str().unwrap();
+        assert!(banner.starts_with("Paused by local since "), "{banner}");
+        assert!(banner.contains("over the API quota"), "{banner}");
+        let load = srv.task(&t["load"]).await;
+        assert_eq!(load["paused"]["reason"], "over the API quota", "{load}");
+        assert_eq!(load["state"], "pending");
+        let claimed = srv.claim(&agent, 2).await;
+        assert_eq!(claimed.len(), 1, "only the other ready task: {claimed:?}");
+        assert_eq!(claimed[0]["task"], t["notify"].as_str());
+        let waiting = b
+            .js("return document.querySelector('[data-testid=task-waiting]').textContent")
+            .await;
+        assert!(waiting.as_str().unwrap().starts_with("Paused by local"), "{waiting}");
+        let buttons = b
+            .js("return [...document.querySelectorAll('[data-testid=task-actions] button')].map(b => b.dataset.testid)")
+            .await;
+        assert_eq!(
+            buttons,
+            json!(["action-cancel", "action-retry", "action-resume", "action-skip", "action-fail", "action-rerun"]),
+            "a paused task is resumed, not paused again"
+        );
+        b.screenshot_page("task-paused").await;
+
+        // Skip with a result typed as JSON: null is refused in the dialog.
+        open_control(&b, "[data-testid=action-skip]", "loaded by hand", &[]).await;
+        b.clear("[data-testid=control-json]").await;
+        b.type_into("[data-testid=control-json]", "null").await;
+        b.click("[data-testid=control-next]").await;
+        let error = b
+            .wait(
+                "the null result refused",
+                "return document.querySelector('dialog[open] [data-testid=control-error]')?.textContent",
+            )
+            .await;
+        assert!(error.as_str().unwrap().contains("cannot be null"), "{error}");
+        b.clear("[data-testid=control-json]").await;
+        b.type_into("[data-testid=control-json]", "{\"rows\": 1200}").await;
+        let said = continue_to_confirmation(&b).await;
+        assert!(said.contains("{\"rows\":1200}"), "{said}");
+        b.click("[data-testid=confirm-ok]").await;
+        let load = srv.wait_state(&t["load"], "completed").await;
+        assert_eq!(load["result"], json!({"rows": 1200}));
+        assert!(load.get("paused").is_none(), "a skip ends the pause: {load}");
+        b.wait(
+            "the page to show the skip",
+            "return document.querySelector('[data-testid=task-state]').dataset.state === 'completed' \
+             && !document.querySelector('[data-testid=task-paused]') \
+             && document.querySelector('[data-testid=task-overruled]')?.textContent === 'skipped by local: loaded by hand'",
+        )
+        .await;
+        // Its dependent proceeds with that result.
+        let index = srv.claim_one(&agent).await;
+        assert_eq!(index["task"], t["index"].as_str());
+        assert_eq!(index["upstream"]["load"]["result"], json!({"rows": 1200}));
+
+        // Fail the dependent for good, with an error kind and message, from its page.
+        b.goto(&format!("#/tasks/{}", t["index"])).await;
+        b.wait(
+            "the leased task's page",
+            "return document.querySelector('[data-testid=task-state]')?.dataset.state === 'assigned'",
+        )
+        .await;
+        open_control(&b, "[data-testid=action-fail]", "the index format changed", &[]).await;
+        b.type_into("[data-testid=control-error-kind]", "schema_changed").await;
+        b.type_into("[data-testid=control-error-message]", "v2 columns").await;
+        let said = continue_to_confirmation(&b).await;
+        assert!(said.contains("(schema_changed: v2 columns)"), "{said}");
+        b.click("[data-testid=confirm-ok]").await;
+        let failed = srv.wait_state(&t["index"], "failed").await;
+        assert_eq!(failed["errors"][0]["kind"], "schema_changed", "{failed}");
+        assert_eq!(failed["errors"][0]["message"], "v2 columns", "{failed}");
+        let (status, refused) = srv.report(&index, &agent, "started", json!({})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "the agent lost its lease: {refused}");
+        b.wait(
+            "the failed task's buttons",
+            "return document.querySelector('[data-testid=task-state]').dataset.state === 'failed' \
+             && [...document.querySelectorAll('[data-testid=task-actions] button')].map(b => b.dataset.testid).join() \
+                === 'action-cancel,action-retry,action-skip,action-rerun'",
+        )
+        .await;
+
+        // A refusal shows the server's detail: resuming a task that is no longer paused (the
+        // page is stale: another operator resumed it meanwhile).
+        let (_, t2) = submit_named(&srv, "other", json!([task("solo", &[])])).await;
+        let (status, body) = srv
+            .post(&format!("/v1/tasks/{}/pause", t2["solo"]), json!({"reason": "wait"}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        b.goto(&format!("#/tasks/{}", t2["solo"])).await;
+        b.wait(
+            "the paused task's page",
+            "return document.querySelector('[data-testid=action-resume]')",
+        )
+        .await;
+        open_control(&b, "[data-testid=action-resume]", "go on", &[]).await;
+        continue_to_confirmation(&b).await;
+        let (status, body) = srv
+            .post(&format!("/v1/tasks/{}/resume", t2["solo"]), json!({"reason": "elsewhere"}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        b.click("[data-testid=confirm-ok]").await;
+        let shown = b
+            .wait(
+                "the refusal",
+                "return document.querySelector('[data-testid=action-error]')?.textContent",
+            )
+            .await;
+        let (status, problem) = srv
+            .post(&format!("/v1/tasks/{}/resume", t2["solo"]), json!({"reason": "again"}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            shown.as_str().unwrap().contains(detail),
+            "the page shows the server's detail `{detail}`: {shown}"
+        );
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_page_lists_every_action_filters_them_and_pages_back() {
+    let srv = TestServer::start().await;
+    scenario("audit", srv, |srv, b| async move {
+        let (wf, t) = submit_named(
+            &srv,
+            "quarterly-close",
+            json!([task("extract", &[]), task("reconcile", &["extract"]), task("report", &["reconcile"]),
+                   signal_task("sign-off", "approve", json!({"amount": 1200}))]),
+        )
+        .await;
+        let (other, o) = submit_named(&srv, "refund-batch", json!([task("refund", &[])])).await;
+        let post = |path: String, body: Value| {
+            let srv = Arc::clone(&srv);
+            async move {
+                let (status, answer) = srv.post(&path, body).await;
+                assert_eq!(status, StatusCode::OK, "{path}: {answer}");
+                srv.clock.advance(60_000);
+            }
+        };
+        // 30 pauses and resumes of one task: more than a page (50 entries) in all.
+        for i in 0..30 {
+            post(format!("/v1/tasks/{}/pause", o["refund"]), json!({"reason": format!("batch hold {i}")})).await;
+            post(format!("/v1/tasks/{}/resume", o["refund"]), json!({"reason": format!("batch go {i}")})).await;
+        }
+        post(format!("/v1/workflows/{wf}/pause"), json!({"reason": "auditors asked to hold", "now": true})).await;
+        post(format!("/v1/workflows/{wf}/resume"), json!({"reason": "auditors are done"})).await;
+        post(format!("/v1/tasks/{}/skip", t["extract"]), json!({"reason": "extracted by hand", "result": {"rows": 12}})).await;
+        post(format!("/v1/tasks/{}/fail", t["report"]), json!({"reason": "template broken", "error": {"kind": "template", "message": "missing logo"}})).await;
+        post(format!("/v1/tasks/{}/rerun", t["report"]), json!({"reason": "template fixed"})).await;
+        let mut path = reqwest::Url::parse(&format!("{}/v1/workflows/{wf}/signals/approve", srv.url)).unwrap();
+        path.query_pairs_mut().append_pair("by", "alice");
+        let (status, sent) = srv
+            .post(&format!("{}?{}", path.path(), path.query().unwrap()), json!({"ok": true}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{sent}");
+
+        let all = audit_of(&srv, "limit=1000").await;
+        assert_eq!(all.len(), 66, "{all:?}");
+        b.goto("#/audit").await;
+        let rows = "return document.querySelector('[data-testid=audit-panel]')?.dataset.loaded === 'true' \
+             && [...document.querySelectorAll('[data-testid=audit-row]')].map(r => r.dataset.id).join()";
+        let first_page: Vec<String> = all[..50].iter().map(|e| e["id"].to_string()).collect();
+        b.wait(
+            "the newest 50 entries",
+            &rows.replace(".join()", &format!(".join() === {}", js_str(&first_page.join(",")))),
+        )
+        .await;
+        let newest = b
+            .js("const r = document.querySelector('[data-testid=audit-row]'); \
+                 return [r.dataset.action, r.querySelector('[data-testid=audit-actor]').textContent, \
+                   r.querySelector('[data-testid=audit-target] a').getAttribute('href'), \
+                   r.querySelector('[data-testid=audit-detail]').textContent]")
+            .await;
+        assert_eq!(newest[0], "signal");
+        assert_eq!(newest[1], "alice");
+        assert_eq!(newest[2], format!("#/workflows/{wf}"));
+        let detail = newest[3].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!("delivered to: {} · id: 1 · signal: approve", t["sign-off"])),
+            "{newest}"
+        );
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=nav-audit]').getAttribute('aria-current')").await,
+            "page"
+        );
+
+        // Older: the rest, then back to the newest.
+        b.click("[data-testid=audit-older]").await;
+        let older: Vec<String> = all[50..].iter().map(|e| e["id"].to_string()).collect();
+        b.wait(
+            "the older entries",
+            &rows.replace(".join()", &format!(".join() === {}", js_str(&older.join(",")))),
+        )
+        .await;
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=audit-older]').disabled").await,
+            true,
+            "the last page"
+        );
+        b.click("[data-testid=audit-newest]").await;
+        b.wait(
+            "the newest entries again",
+            &rows.replace(".join()", &format!(".join() === {}", js_str(&first_page.join(",")))),
+        )
+        .await;
+
+        // Filters: by actor, by action, by workflow; kept in the address.
+        let actions = "return document.querySelector('[data-testid=audit-panel]')?.dataset.loaded === 'true' \
+             && [...document.querySelectorAll('[data-testid=audit-row]')].map(r => r.dataset.action).join()";
+        b.type_into("[data-testid=audit-filter-actor]", "alice").await;
+        b.wait("alice's one action", &actions.replace(".join()", ".join() === 'signal'")).await;
+        assert_eq!(b.js("return location.hash").await, "#/audit?actor=alice");
+        b.clear("[data-testid=audit-filter-actor]").await;
+        b.js("const s = document.querySelector('[data-testid=audit-filter-action]'); \
+              s.value = 'pause'; s.dispatchEvent(new Event('change')); return null")
+            .await;
+        b.wait(
+            "the pauses only",
+            &actions.replace(".join()", ".join().split(',').every(a => a === 'pause') && true"),
+        )
+        .await;
+        b.type_into("[data-testid=audit-filter-workflow]", &wf).await;
+        let reasons = b
+            .wait(
+                "the pause of the workflow only",
+                "const rows = [...document.querySelectorAll('[data-testid=audit-row]')]; \
+                 return rows.length === 1 && rows[0].dataset.workflow === location.hash.split('workflow=')[1] \
+                   && rows[0].querySelector('[data-testid=audit-reason]').textContent",
+            )
+            .await;
+        assert_eq!(reasons, "auditors asked to hold");
+        assert_eq!(
+            b.js("return location.hash").await,
+            format!("#/audit?action=pause&workflow={wf}")
+        );
+        // The other workflow's actions are not among them.
+        assert_eq!(b.count(&format!("[data-testid=audit-row][data-workflow='{other}']")).await, 0);
+        // Every action on the workflow, for the README.
+        b.js("const s = document.querySelector('[data-testid=audit-filter-action]'); \
+              s.value = ''; s.dispatchEvent(new Event('change')); return null")
+            .await;
+        b.wait(
+            "the workflow's six actions",
+            &actions.replace(".join()", ".join() === 'signal,rerun,fail,skip,resume,pause'"),
+        )
+        .await;
+        doc_screenshot(&b, "[data-testid=audit-panel]", "dashboard-audit").await;
         b.assert_no_page_errors().await;
     })
     .await;

@@ -1,14 +1,15 @@
 // The workflow page's dependency graph: tasks coloured by state, sub-tasks and fan-out items
 // grouped under their parent (a collapsed group is one node with a count and a state summary;
 // click it to expand, click the − on its parent to collapse), decomposition and compensation
-// edges in their own styles, search-to-task, and live colours. Layout is dagre's, left to
-// right, in the layout worker (graph-view.js); what it is given comes from groups.js in a
-// stable order, so the same workflow gives the same picture.
+// edges in their own styles, search-to-task, live colours, and paused tasks outlined. Layout
+// is dagre's, left to right, in the layout worker (graph-view.js); what it is given comes from
+// groups.js in a stable order, so the same workflow gives the same picture.
 
 import { h, s } from './dom.js';
 import { fmtNum } from './format.js';
 import { GraphView, edgePath, layoutGraph } from './graph-view.js';
 import { Groups, SUMMARY_ORDER } from './groups.js';
+import { pausedAfter } from './counts.js';
 
 /** Above this many vertices, labels are drawn only when zoomed in, and edges as one path. */
 const LABELS_VERTICES_MAX = 300;
@@ -149,7 +150,7 @@ export function graphPanel(wrap, note, searchBox) {
         view.status.textContent = `${panel.groups.label(el.dataset.group)} of ${panel.groups.nodes.get(el.dataset.group).key} (click to expand)`;
       } else {
         const n = panel.groups.nodes.get(el.dataset.task);
-        view.status.textContent = `${n.key} · ${n.state} · attempt ${n.attempt} (click to open)`;
+        view.status.textContent = `${n.key} · ${n.state}${n.paused ? ' · paused' : ''} · attempt ${n.attempt} (click to open)`;
       }
     });
   }
@@ -183,6 +184,7 @@ export function graphPanel(wrap, note, searchBox) {
     if (!n) return false;
     n.state = ev.to;
     n.attempt = ev.attempt;
+    if (ev.event) n.paused = pausedAfter(Boolean(n.paused), ev);
     if (!shown) return true;
     const el = shown.tasks.get(ev.task);
     if (el) paintTask(el, n);
@@ -208,26 +210,35 @@ export function graphPanel(wrap, note, searchBox) {
 
   /** Same tasks, new states (a reconnect): colours only. */
   function recolour(g) {
-    for (const fresh of g.nodes) onEvent({ task: fresh.id, to: fresh.state, attempt: fresh.attempt });
+    for (const fresh of g.nodes) {
+      const n = panel.groups.nodes.get(fresh.id);
+      if (n) n.paused = Boolean(fresh.paused);
+      onEvent({ task: fresh.id, to: fresh.state, attempt: fresh.attempt });
+    }
   }
 
   return panel;
 }
 
+/** A task node's classes and what it says: its state, and whether it is paused (outlined). */
+const nodeClass = (n) => `node s-${n.state}${n.paused ? ' paused' : ''}`;
+const nodeLabel = (n) => `${n.key}: ${n.state}${n.paused ? ', paused' : ''}`;
+
 function paintTask(el, n) {
-  el.setAttribute('class', `node s-${n.state}`);
+  el.setAttribute('class', nodeClass(n));
   el.dataset.state = n.state;
-  if (el.hasAttribute('aria-label')) el.setAttribute('aria-label', `${n.key}: ${n.state}`);
+  el.dataset.paused = String(Boolean(n.paused));
+  if (el.hasAttribute('aria-label')) el.setAttribute('aria-label', nodeLabel(n));
 }
 
 function taskNode(groups, n, at, w, ht, big) {
-  const el = s('g', { class: `node s-${n.state}`, testid: 'graph-node', 'data-task': n.id, 'data-key': n.key,
-    'data-state': n.state, transform: at }, s('rect', { width: w, height: ht, rx: 5 }));
+  const el = s('g', { class: nodeClass(n), testid: 'graph-node', 'data-task': n.id, 'data-key': n.key,
+    'data-state': n.state, 'data-paused': String(Boolean(n.paused)), transform: at }, s('rect', { width: w, height: ht, rx: 5 }));
   const hasGroup = groups.children.has(n.id);
   if (!big) {
     el.setAttribute('tabindex', '0');
     el.setAttribute('role', 'link');
-    el.setAttribute('aria-label', `${n.key}: ${n.state}`);
+    el.setAttribute('aria-label', nodeLabel(n));
     el.append(label(n.key, hasGroup ? w - 18 : w, ht, 28));
   }
   if (hasGroup && !groups.collapsed.has(n.id)) {

@@ -6,9 +6,10 @@
 // a page and owns what the page holds (its stream, its timers) until it is left.
 //
 // The modules: one per page, overview.js, workflow.js, task.js, waiting.js, schedules.js,
-// agents.js, lifecycle.js; under
+// agents.js, audit.js, lifecycle.js; under
 // them api.js (requests, the bearer token), events.js (the live stream), errors.js (the error
-// banner), widgets.js (pieces several pages draw), graph-view.js (dagre layouts in the worker,
+// banner), controls.js (the dialog of an operator's control: a reason, a confirmation),
+// widgets.js (pieces several pages draw), graph-view.js (dagre layouts in the worker,
 // the pan-and-zoom SVG), counts.js (states and counts), dom.js and format.js. Imports go from
 // pages down to helpers, never back up, so there is no cycle.
 //
@@ -20,7 +21,7 @@
 //   schedules are read whole: the API lists them in one answer.
 // - Live state comes from the event stream: counts move by each transition's from/to; nothing
 //   polls a list of tasks. A `lagged` event or a reconnect re-fetches what the page shows.
-//   Schedules make no events: their pages re-read them every few seconds.
+//   Schedules and the audit log make no events: their pages re-read them every few seconds.
 
 // First, so that it listens for errors before any other module runs.
 import './errors.js';
@@ -34,6 +35,7 @@ import { agentsPage } from './agents.js';
 import { lifecyclePage } from './lifecycle.js';
 import { refreshWaitingCount, waitingPage } from './waiting.js';
 import { schedulePage, schedulesPage } from './schedules.js';
+import { auditPage } from './audit.js';
 
 /** What a page owns: its stream, its timers. All are stopped when the page is left. */
 class Page {
@@ -72,7 +74,7 @@ function route() {
   setStreamStatus('idle', 'no live data on this page');
   const main = $('#main');
   main.replaceChildren();
-  const [path] = (location.hash.replace(/^#/, '') || '/').split('?');
+  const [path, query] = (location.hash.replace(/^#/, '') || '/').split('?');
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
   let nav = null;
   if (parts.length === 0) {
@@ -93,6 +95,9 @@ function route() {
   } else if (parts[0] === 'agents') {
     nav = 'agents';
     agentsPage(main, page);
+  } else if (parts[0] === 'audit') {
+    nav = 'audit';
+    auditPage(main, page, new URLSearchParams(query || ''));
   } else if (parts[0] === 'lifecycle') {
     nav = 'lifecycle';
     lifecyclePage(main, page);

@@ -1,10 +1,21 @@
-// The task page (#/tasks/ID): its facts, why it waits, input, result, errors, related tasks
-// and history, kept live; cancel and retry after a confirmation.
+// The task page (#/tasks/ID): its facts, why it waits, whether an operator paused or overruled
+// it, input, result, errors, related tasks and history, kept live; cancel and retry after a
+// confirmation, and the operators' controls that fit its state (pause, resume, skip, fail,
+// rerun), each with a reason and a confirmation (controls.js).
 
 import { batched, h } from './dom.js';
 import { fmtTime, pretty, shortId } from './format.js';
 import { artifactLinks, badge, confirmDialog, taskLink, workflowLink } from './widgets.js';
 import { api, errorText } from './api.js';
+import { askControl, controlLabel, preview, taskControls, taskControlSpec } from './controls.js';
+
+/** What the operators' controls that overrule an agent are called on the page. */
+const OVERRULED_BY = {
+  pause_requested: 'taken back from its agent by a pause',
+  skip_requested: 'skipped',
+  fail_requested: 'failed by an operator',
+  reopened: 'rerun',
+};
 
 function waitingText(w) {
   if (!w) return null;
@@ -26,6 +37,8 @@ function waitingText(w) {
         w.until ? ` until ${fmtTime(w.until)}` : '', ' (see ', h('a', { href: '#/waiting' }, 'Waiting'), ').'];
     case 'timer':
       return [`${w.sleeps ? 'Asleep' : 'Delayed'} until ${fmtTime(w.until)}.`];
+    case 'paused':
+      return [`Paused by ${w.by} since ${fmtTime(w.since)}: ${w.why}`];
     default:
       return [pretty(w)];
   }
@@ -42,6 +55,9 @@ function eventSummary(entry) {
   if (d.dependency) parts.push(`dependency ${d.dependency}`);
   if (d.reason) parts.push(`reason: ${d.reason}`);
   if (d.requested_by) parts.push(`by ${d.requested_by}`);
+  if (d.now) parts.push('taken back from its agent at once');
+  if (d.root) parts.push(`rerun from ${d.root}${d.input !== undefined ? ' with a new input' : ''}`);
+  if (d.event === 'skip_requested') parts.push(`result ${preview(d.result)}`);
   if (d.event === 'signal_received') {
     parts.push(`signal ${d.signal} #${d.id} from ${d.sent_by}`);
     if (d.reject !== undefined) parts.push(`rejected: ${d.reject}`);
@@ -112,11 +128,29 @@ export function taskPage(main, page, id) {
     await load();
   }
 
+  /** An operator's control: its dialog (a reason, what else it takes, a confirmation), then
+   *  the request; the outcome, or the server's refusal, is said beside the buttons. */
+  async function control(kind) {
+    const spec = taskControlSpec(kind, current);
+    const body = await askControl(spec);
+    if (!body || !page.live) return;
+    try {
+      const r = await api(`/v1/tasks/${encodeURIComponent(id)}/${kind}`, { method: 'POST', body });
+      actionMsg = { text: spec.done(r), error: false };
+    } catch (err) {
+      actionMsg = { text: `Refused: ${errorText(err)}`, error: true };
+    }
+    if (page.live) await load();
+  }
+
   function render(t, upstream) {
     document.title = `${t.key} · Baton`;
     const ended = t.state === 'completed' || t.state === 'cancelled';
     const cancelBtn = h('button', { type: 'button', class: 'danger', testid: 'action-cancel', disabled: ended, onclick: () => act('cancel') }, 'Cancel…');
     const retryBtn = h('button', { type: 'button', class: 'primary', testid: 'action-retry', disabled: t.state !== 'failed', onclick: () => act('retry') }, 'Retry…');
+    const controls = taskControls(t).map((kind) => h('button', {
+      type: 'button', class: kind === 'fail' ? 'danger' : null, testid: `action-${kind}`, onclick: () => control(kind),
+    }, controlLabel(kind, t)));
     const msg = actionMsg
       ? h('span', { class: actionMsg.error ? 'error' : 'notice', testid: actionMsg.error ? 'action-error' : 'action-result', role: actionMsg.error ? 'alert' : 'status' }, actionMsg.text)
       : null;
@@ -135,10 +169,21 @@ export function taskPage(main, page, id) {
         : `by ${r.requested_by}${r.reason ? `: ${r.reason}` : ''}`;
     }
 
+    const paused = t.paused
+      ? h('div', { class: 'paused-banner', testid: 'task-paused', role: 'status' },
+        h('strong', null, 'Paused'), ` by ${t.paused.by} since ${fmtTime(t.paused.at)}: `,
+        h('span', { testid: 'task-paused-reason' }, t.paused.reason),
+        h('div', { class: 'small' }, t.lease
+          ? 'An agent still holds it and may finish it; no agent is handed it again until it is resumed.'
+          : 'No agent is handed it, and its timers stand still, until it is resumed.'))
+      : null;
+    const o = t.overruled;
     const summary = h('section', { class: 'panel', 'aria-labelledby': 'task-h' },
       h('div', { class: 'crumbs' }, h('a', { href: '#/' }, 'Overview'), ' / ', workflowLink(t.workflow, 'workflow'), ' / task'),
-      h('h1', { id: 'task-h' }, t.key, ' ', h('span', { testid: 'task-state', 'data-state': t.state }, badge(t.state))),
+      h('h1', { id: 'task-h' }, t.key, ' ', h('span', { testid: 'task-state', 'data-state': t.state }, badge(t.state)),
+        t.paused ? [' ', h('span', { class: 'badge paused', testid: 'task-paused-badge' }, 'paused')] : null),
       h('div', { class: 'small muted mono' }, t.id),
+      paused,
       h('dl', { class: 'kv', testid: 'task-facts' },
         h('dt', null, 'Attempt'), h('dd', { testid: 'task-attempt' }, `${t.attempt} of ${t.attempts_allowed}`),
         h('dt', null, 'Lease'), h('dd', { testid: 'task-lease' }, lease),
@@ -148,6 +193,8 @@ export function taskPage(main, page, id) {
           : [h('dt', null, 'Ended'), h('dd', { testid: 'task-waiting' },
             `${t.state}${t.entered_at && t.entered_at[t.state] ? ' ' + fmtTime(t.entered_at[t.state]) : ''}`)],
         cancelNote && [h('dt', null, 'Cancelled'), h('dd', { testid: 'task-cancel-reason' }, cancelNote)],
+        o && [h('dt', null, 'Overruled'), h('dd', { testid: 'task-overruled', 'data-event': o.event },
+          `${OVERRULED_BY[o.event] || o.event} by ${o.by}: ${o.reason}`)],
         h('dt', null, 'Deadlines'), h('dd', { testid: 'task-deadlines' }, deadlines.length
           ? deadlines.map(([k, v], i) => [i ? ' · ' : '', `${k.replaceAll('_', ' ')} ${fmtTime(v)}`]) : 'none armed'),
         h('dt', null, 'Capabilities'), h('dd', null, t.spec.capabilities.length
@@ -156,7 +203,7 @@ export function taskPage(main, page, id) {
         h('dt', null, 'Created'), h('dd', null, fmtTime(t.created_at)),
         h('dt', null, 'Updated'), h('dd', null, fmtTime(t.updated_at)),
         h('dt', null, 'Version'), h('dd', null, `${t.version} (fencing token ${t.fencing_token})`)),
-      h('div', { class: 'actions' }, cancelBtn, retryBtn, msg));
+      h('div', { class: 'actions', testid: 'task-actions' }, cancelBtn, retryBtn, controls, msg));
 
     const links = [];
     // Related tasks by key: the spec names the compensation, its input the task compensated,

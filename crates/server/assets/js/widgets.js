@@ -118,8 +118,9 @@ export function legend(counts, testid) {
 }
 
 /** A confirmation step in a real <dialog>. Resolves {reason} when confirmed, null otherwise.
- *  The confirming button is red (`danger`) unless `confirmClass` says otherwise. */
-export function confirmDialog({ title, message, confirmLabel, withReason, confirmClass = 'danger' }) {
+ *  The confirming button is red (`danger`) unless `confirmClass` says otherwise; `details`
+ *  (nodes) are shown under the message. */
+export function confirmDialog({ title, message, details, confirmLabel, withReason, confirmClass = 'danger' }) {
   return new Promise((resolve) => {
     const reason = withReason
       ? h('input', { type: 'text', id: 'confirm-reason', testid: 'confirm-reason', autocomplete: 'off',
@@ -129,6 +130,7 @@ export function confirmDialog({ title, message, confirmLabel, withReason, confir
       h('form', { method: 'dialog' },
         h('h2', { id: 'confirm-title' }, title),
         h('p', { id: 'confirm-message', testid: 'confirm-message' }, message),
+        details ? h('div', { testid: 'confirm-details' }, details) : null,
         reason && [h('label', { for: 'confirm-reason' }, 'Reason'), reason],
         h('div', { class: 'buttons' },
           // Not a submit button: Enter in the reason field confirms, Escape goes back.

@@ -1,15 +1,17 @@
-// The workflow page (#/workflows/ID): its status and result, its dependency graph (graph.js)
-// kept live, its timeline (timeline.js), cancel, the paginated table of its tasks, and the
-// signals it was sent.
+// The workflow page (#/workflows/ID): its status and result, whether an operator paused it,
+// its dependency graph (graph.js) kept live, its timeline (timeline.js), cancel, pause and
+// resume (each with a reason and a confirmation, controls.js), the paginated table of its tasks
+// (paused ones marked), and the signals it was sent.
 
 import { batched, h } from './dom.js';
 import { fmtNum, fmtTime, pretty, shortId } from './format.js';
-import { STATES, applyTransition, emptyCounts } from './counts.js';
+import { STATES, applyTransition, emptyCounts, pausedAfter } from './counts.js';
 import { badge, confirmDialog, legend, taskLink } from './widgets.js';
 import { api, errorText } from './api.js';
 import { abandonLayouts } from './graph-view.js';
 import { graphPanel } from './graph.js';
 import { timelinePanel } from './timeline.js';
+import { askControl, workflowControlSpec } from './controls.js';
 
 /** Tasks per page of a workflow's task table. */
 const TASKS_PAGE_SIZE = 50;
@@ -27,6 +29,10 @@ export function workflowPage(main, page, id) {
   const idLine = h('div', { class: 'small muted mono' }, id);
   const notice = h('p', { class: 'small', role: 'status', testid: 'action-result' });
   const cancelBtn = h('button', { type: 'button', class: 'danger', testid: 'workflow-cancel' }, 'Cancel workflow…');
+  const pauseBtn = h('button', { type: 'button', testid: 'workflow-pause', hidden: true }, 'Pause workflow…');
+  const resumeBtn = h('button', { type: 'button', class: 'primary', testid: 'workflow-resume', hidden: true }, 'Resume workflow…');
+  const pausedBox = h('div');
+  let shownWorkflow = null; // the workflow as last read
   const legendBox = h('div');
   const searchBox = h('div');
   const graphWrap = h('div', { class: 'graph-wrap', testid: 'graph' });
@@ -38,8 +44,10 @@ export function workflowPage(main, page, id) {
   const resultBox = h('div', { testid: 'workflow-result' });
   main.append(
     h('div', { class: 'crumbs' }, h('a', { href: '#/' }, 'Overview'), ' / workflow'),
-    title, idLine, statusLine,
-    h('div', { class: 'actions' }, cancelBtn, notice),
+    title, idLine, statusLine, pausedBox,
+    h('div', { class: 'actions' }, pauseBtn, resumeBtn, cancelBtn,
+      h('a', { href: `#/audit?${new URLSearchParams({ workflow: id })}`, class: 'small', testid: 'workflow-audit' }, 'Audit log'),
+      notice),
     h('section', { class: 'panel', 'aria-labelledby': 'result-h' },
       h('h2', { id: 'result-h' }, 'Result'), resultBox),
     h('section', { class: 'panel', 'aria-labelledby': 'graph-h' },
@@ -83,11 +91,45 @@ export function workflowPage(main, page, id) {
     }
   });
 
-  // Where the workflow stands as a whole, and its result once it has ended.
+  /** Pause or resume the workflow: the dialog (a reason, `now` for a pause, a confirmation),
+   *  then the request; the outcome or the server's refusal is said beside the buttons. */
+  async function control(kind) {
+    const pause = kind === 'pause';
+    const body = await askControl(workflowControlSpec(kind, shownWorkflow));
+    if (!body || !page.live) return;
+    notice.className = 'small';
+    try {
+      const r = await api(`/v1/workflows/${encodeURIComponent(id)}/${kind}`, { method: 'POST', body });
+      notice.textContent = `${pause ? 'Paused' : 'Resumed'}: ${r.tasks_changed} task(s) ${pause ? 'paused' : 'resumed'}.`;
+      notice.classList.add('notice');
+      notice.dataset.testid = 'action-result';
+    } catch (err) {
+      notice.textContent = `Refused: ${errorText(err)}`;
+      notice.classList.add('error');
+      notice.dataset.testid = 'action-error';
+    }
+    if (!page.live) return;
+    refreshStatusSoon();
+    table.reload();
+  }
+  pauseBtn.addEventListener('click', () => control('pause'));
+  resumeBtn.addEventListener('click', () => control('resume'));
+
+  // Where the workflow stands as a whole, whether it is paused, and its result once it has ended.
   function showStatus(wf) {
+    shownWorkflow = wf;
     const cls = wf.status === 'running' ? 's-executing' : `s-${wf.status}`;
     statusLine.replaceChildren('Status: ',
-      h('span', { class: `badge ${cls}`, 'data-status': wf.status }, wf.status));
+      h('span', { class: `badge ${cls}`, 'data-status': wf.status }, wf.status),
+      ...(wf.paused ? [' ', h('span', { class: 'badge paused' }, 'paused')] : []));
+    pausedBox.replaceChildren(wf.paused
+      ? h('div', { class: 'paused-banner', testid: 'workflow-paused', role: 'status' },
+        h('strong', null, 'Paused'), ` by ${wf.paused.by} since ${fmtTime(wf.paused.at)}: `,
+        h('span', { testid: 'workflow-paused-reason' }, wf.paused.reason),
+        h('div', { class: 'small' }, 'No task of it is handed to an agent (tasks added to it start paused) until it is resumed.'))
+      : '');
+    pauseBtn.hidden = Boolean(wf.paused) || wf.status !== 'running';
+    resumeBtn.hidden = !wf.paused;
     if (wf.result !== undefined) {
       resultBox.replaceChildren(h('pre', { class: 'json', testid: 'workflow-result-json' }, pretty(wf.result)));
     } else if (wf.unresolved) {
@@ -178,6 +220,8 @@ export function workflowPage(main, page, id) {
     if (ev.workflow !== id) return;
     table.onEvent(ev);
     signals.onEvent(ev);
+    // Paused or resumed from elsewhere (the command line, a task's page): the banner follows.
+    if (ev.event === 'pause_requested' || ev.event === 'resume_requested') refreshStatusSoon();
     if (!counts) return;
     if (duringLayout) duringLayout.set(ev.task, ev);
     else if (graph.groups && !graph.onEvent(ev)) {
@@ -227,15 +271,15 @@ function taskTable(box, workflow) {
       rows.clear();
       body.replaceChildren();
       for (const t of list.tasks) {
-        const stateCell = h('td', null, badge(t.state));
-        const row = h('tr', { testid: 'task-row', 'data-task': t.id, 'data-state': t.state },
+        const stateCell = h('td', null, stateCellContent(t.state, t.paused));
+        const row = h('tr', { testid: 'task-row', 'data-task': t.id, 'data-state': t.state, 'data-paused': String(Boolean(t.paused)) },
           h('td', null, taskLink(t.id, t.key)),
           stateCell,
           h('td', { class: 'num' }, String(t.attempt)),
           h('td', { class: 'num' }, String(t.priority)),
           h('td', { class: 'small' }, fmtTime(t.updated_at)),
           h('td', { class: 'small mono muted' }, shortId(t.id)));
-        rows.set(t.id, { row, stateCell });
+        rows.set(t.id, { row, stateCell, paused: Boolean(t.paused) });
         body.append(row);
       }
       nextCursor = list.next;
@@ -273,10 +317,17 @@ function taskTable(box, workflow) {
     onEvent(ev) {
       const r = rows.get(ev.task);
       if (!r) return;
+      r.paused = pausedAfter(r.paused, ev);
       r.row.dataset.state = ev.to;
-      r.stateCell.replaceChildren(badge(ev.to));
+      r.row.dataset.paused = String(r.paused);
+      r.stateCell.replaceChildren(...stateCellContent(ev.to, r.paused));
     },
   };
+}
+
+/** A task's state badge, and a "paused" tag when an operator paused it. */
+function stateCellContent(state, paused) {
+  return [badge(state), paused ? [' ', h('span', { class: 'badge paused', testid: 'task-row-paused' }, 'paused')] : ''].flat();
 }
 
 /** The signals sent to one workflow, oldest first, a page at a time: delivered, or kept for a
