@@ -2594,7 +2594,7 @@ async fn a_workflow_paused_from_its_page_hands_out_nothing_until_resumed() {
 async fn a_rerun_from_the_task_page_lists_what_it_reopens_then_reopens_it() {
     let srv = TestServer::start().await;
     scenario("rerun", srv, |srv, b| async move {
-        let (wf, t) = submit_named(
+        let (_, t) = submit_named(
             &srv,
             "digest",
             json!([task("collect", &[]), task("summarise", &["collect"]), task("publish", &["summarise"])]),
