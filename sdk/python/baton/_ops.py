@@ -26,6 +26,9 @@ from ._sse import SseEvent
 from .errors import BatonError, ConnectionFailed, error_from_response
 from .types import (
     AgentView,
+    AuditPage,
+    RerunAnswer,
+    WorkflowControlAnswer,
     ArtifactStored,
     ClaimedTask,
     Counts,
@@ -234,6 +237,105 @@ def retry_task(task_id: str) -> Op[ReportAnswer]:
         f"/v1/tasks/{_seg(task_id)}/retry",
         lambda r: ReportAnswer.from_json(r.json()),
         body={},
+    )
+
+
+def pause_task(task_id: str, reason: str, now: bool) -> Op[ReportAnswer]:
+    return Op(
+        "POST",
+        f"/v1/tasks/{_seg(task_id)}/pause",
+        lambda r: ReportAnswer.from_json(r.json()),
+        body={"reason": reason, "now": now},
+    )
+
+
+def resume_task(task_id: str, reason: str) -> Op[ReportAnswer]:
+    return Op(
+        "POST",
+        f"/v1/tasks/{_seg(task_id)}/resume",
+        lambda r: ReportAnswer.from_json(r.json()),
+        body={"reason": reason},
+    )
+
+
+def skip_task(task_id: str, reason: str, result: Any) -> Op[ReportAnswer]:
+    return Op(
+        "POST",
+        f"/v1/tasks/{_seg(task_id)}/skip",
+        lambda r: ReportAnswer.from_json(r.json()),
+        body={"reason": reason, "result": result},
+    )
+
+
+def fail_task(
+    task_id: str, reason: str, kind: Optional[str], message: Optional[str]
+) -> Op[ReportAnswer]:
+    body: Dict[str, Any] = {"reason": reason}
+    if kind is not None:
+        body["error"] = {"kind": kind, "message": message if message is not None else reason}
+    return Op(
+        "POST",
+        f"/v1/tasks/{_seg(task_id)}/fail",
+        lambda r: ReportAnswer.from_json(r.json()),
+        body=body,
+    )
+
+
+_NO_INPUT = object()
+
+
+def rerun_task(task_id: str, reason: str, input: Any, dry_run: bool) -> Op[RerunAnswer]:
+    body: Dict[str, Any] = {"reason": reason, "dry_run": dry_run}
+    if input is not _NO_INPUT:
+        body["input"] = input
+    return Op(
+        "POST",
+        f"/v1/tasks/{_seg(task_id)}/rerun",
+        lambda r: RerunAnswer.from_json(r.json()),
+        body=body,
+    )
+
+
+def pause_workflow(workflow_id: str, reason: str, now: bool) -> Op[WorkflowControlAnswer]:
+    return Op(
+        "POST",
+        f"/v1/workflows/{_seg(workflow_id)}/pause",
+        lambda r: WorkflowControlAnswer.from_json(r.json()),
+        body={"reason": reason, "now": now},
+    )
+
+
+def resume_workflow(workflow_id: str, reason: str) -> Op[WorkflowControlAnswer]:
+    return Op(
+        "POST",
+        f"/v1/workflows/{_seg(workflow_id)}/resume",
+        lambda r: WorkflowControlAnswer.from_json(r.json()),
+        body={"reason": reason},
+    )
+
+
+def audit(
+    actor: Optional[str],
+    workflow: Optional[str],
+    action: Optional[str],
+    since: Optional[int],
+    until: Optional[int],
+    before: Optional[int],
+    limit: Optional[int],
+) -> Op[AuditPage]:
+    return Op(
+        "GET",
+        "/v1/audit",
+        lambda r: AuditPage.from_json(r.json()),
+        params={
+            "actor": actor,
+            "workflow": workflow,
+            "action": action,
+            "since": since,
+            "until": until,
+            "before": before,
+            "limit": limit,
+        },
     )
 
 

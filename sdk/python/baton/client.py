@@ -36,6 +36,9 @@ from ._sse import SseParser
 from .types import (
     AgentView,
     ArtifactStored,
+    AuditPage,
+    RerunAnswer,
+    WorkflowControlAnswer,
     ClaimedTask,
     Counts,
     JSON,
@@ -299,6 +302,65 @@ class Client:
     def retry_task(self, task_id: str) -> ReportAnswer:
         """Reopens a task that failed for good, with a fresh budget of attempts."""
         return self._call(_ops.retry_task(task_id))
+
+    def pause_task(self, task_id: str, reason: str, *, now: bool = False) -> ReportAnswer:
+        """Pauses a task: no agent is handed it and its timers stand still until it is
+        resumed. An agent running it finishes, unless ``now`` takes it back at once (its next
+        report is refused with ``task_paused``). ``reason`` is required and audited."""
+        return self._call(_ops.pause_task(task_id, reason, now))
+
+    def resume_task(self, task_id: str, reason: str) -> ReportAnswer:
+        """Resumes a paused task: each timer goes on with the time it had left."""
+        return self._call(_ops.resume_task(task_id, reason))
+
+    def skip_task(self, task_id: str, reason: str, result: JSON) -> ReportAnswer:
+        """Completes a task with ``result`` in place of an agent; its dependents proceed."""
+        return self._call(_ops.skip_task(task_id, reason, result))
+
+    def fail_task(
+        self,
+        task_id: str,
+        reason: str,
+        *,
+        kind: Optional[str] = None,
+        message: Optional[str] = None,
+    ) -> ReportAnswer:
+        """Fails a task for good (error kind ``kind``, ``forced`` by default): no retry, its
+        dependents are cancelled, it compensates."""
+        return self._call(_ops.fail_task(task_id, reason, kind, message))
+
+    def rerun_task(
+        self, task_id: str, reason: str, *, input: Any = _ops._NO_INPUT, dry_run: bool = False
+    ) -> RerunAnswer:
+        """Reruns a task and everything downstream of it with fresh attempts (upstream keeps
+        its results); ``input`` replaces the task's own. ``dry_run`` only says what would
+        rerun."""
+        return self._call(_ops.rerun_task(task_id, reason, input, dry_run))
+
+    def pause_workflow(
+        self, workflow_id: str, reason: str, *, now: bool = False
+    ) -> WorkflowControlAnswer:
+        """Pauses every task of a workflow that has not ended, and those created in it later."""
+        return self._call(_ops.pause_workflow(workflow_id, reason, now))
+
+    def resume_workflow(self, workflow_id: str, reason: str) -> WorkflowControlAnswer:
+        """Resumes every paused task of a workflow."""
+        return self._call(_ops.resume_workflow(workflow_id, reason))
+
+    def audit(
+        self,
+        *,
+        actor: Optional[str] = None,
+        workflow: Optional[str] = None,
+        action: Optional[str] = None,
+        since: Optional[int] = None,
+        until: Optional[int] = None,
+        before: Optional[int] = None,
+        limit: Optional[int] = None,
+    ) -> AuditPage:
+        """A page of the audit log (every operator action), newest first; ``since``/``until``
+        in ms since the epoch; pass the page's ``next`` as ``before`` for older entries."""
+        return self._call(_ops.audit(actor, workflow, action, since, until, before, limit))
 
     def signal(
         self,
@@ -739,6 +801,59 @@ class AsyncClient:
     async def retry_task(self, task_id: str) -> ReportAnswer:
         """See :meth:`Client.retry_task`."""
         return await self._call(_ops.retry_task(task_id))
+
+    async def pause_task(self, task_id: str, reason: str, *, now: bool = False) -> ReportAnswer:
+        """See :meth:`Client.pause_task`."""
+        return await self._call(_ops.pause_task(task_id, reason, now))
+
+    async def resume_task(self, task_id: str, reason: str) -> ReportAnswer:
+        """See :meth:`Client.resume_task`."""
+        return await self._call(_ops.resume_task(task_id, reason))
+
+    async def skip_task(self, task_id: str, reason: str, result: JSON) -> ReportAnswer:
+        """See :meth:`Client.skip_task`."""
+        return await self._call(_ops.skip_task(task_id, reason, result))
+
+    async def fail_task(
+        self,
+        task_id: str,
+        reason: str,
+        *,
+        kind: Optional[str] = None,
+        message: Optional[str] = None,
+    ) -> ReportAnswer:
+        """See :meth:`Client.fail_task`."""
+        return await self._call(_ops.fail_task(task_id, reason, kind, message))
+
+    async def rerun_task(
+        self, task_id: str, reason: str, *, input: Any = _ops._NO_INPUT, dry_run: bool = False
+    ) -> RerunAnswer:
+        """See :meth:`Client.rerun_task`."""
+        return await self._call(_ops.rerun_task(task_id, reason, input, dry_run))
+
+    async def pause_workflow(
+        self, workflow_id: str, reason: str, *, now: bool = False
+    ) -> WorkflowControlAnswer:
+        """See :meth:`Client.pause_workflow`."""
+        return await self._call(_ops.pause_workflow(workflow_id, reason, now))
+
+    async def resume_workflow(self, workflow_id: str, reason: str) -> WorkflowControlAnswer:
+        """See :meth:`Client.resume_workflow`."""
+        return await self._call(_ops.resume_workflow(workflow_id, reason))
+
+    async def audit(
+        self,
+        *,
+        actor: Optional[str] = None,
+        workflow: Optional[str] = None,
+        action: Optional[str] = None,
+        since: Optional[int] = None,
+        until: Optional[int] = None,
+        before: Optional[int] = None,
+        limit: Optional[int] = None,
+    ) -> AuditPage:
+        """See :meth:`Client.audit`."""
+        return await self._call(_ops.audit(actor, workflow, action, since, until, before, limit))
 
     async def signal(
         self,

@@ -295,6 +295,8 @@ class Counts:
     failed: int = 0
     cancelled: int = 0
     total: int = 0
+    #: Of the tasks above, how many an operator has paused (they keep their state).
+    paused: int = 0
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Counts":
@@ -318,6 +320,8 @@ class WorkflowView:
     result: JSON = None
     unresolved: Optional[Dict[str, Any]] = None
     labels: Dict[str, str] = field(default_factory=dict)
+    #: While an operator has paused the workflow: ``{"by", "reason", "at"}``.
+    paused: Optional[Dict[str, Any]] = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "WorkflowView":
@@ -432,6 +436,11 @@ class TaskView:
     created_at: int = 0
     updated_at: int = 0
     input: JSON = None
+    #: While an operator has paused the task: ``{"by", "reason", "at"}``.
+    paused: Optional[Dict[str, Any]] = None
+    #: The operator's control that last took its lease away or ended it: ``{"event", "by",
+    #: "reason"}``.
+    overruled: Optional[Dict[str, Any]] = None
 
     @property
     def events(self) -> List[str]:
@@ -702,3 +711,73 @@ class TriggerView:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "TriggerView":
         return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class RerunTask:
+    """A task a rerun reopens, with its state before the rerun."""
+
+    id: str
+    key: str
+    state: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "RerunTask":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class RerunAnswer:
+    """What a rerun reopened (``applied``) or, as a dry run, would reopen: the task it starts
+    from, then everything downstream of it."""
+
+    applied: bool
+    tasks: List[RerunTask]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "RerunAnswer":
+        return _build(cls, data, tasks=lambda ts: [RerunTask.from_json(t) for t in ts])
+
+
+@dataclass(frozen=True)
+class WorkflowControlAnswer:
+    """A workflow paused or resumed, and how many of its tasks that changed."""
+
+    workflow: str
+    tasks_changed: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "WorkflowControlAnswer":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One operator action: who (the token's name), what, on which workflow or task, why, and
+    what it changed (``detail``)."""
+
+    id: int
+    at: int
+    actor: str
+    action: str
+    reason: str
+    workflow: Optional[str] = None
+    task: Optional[str] = None
+    detail: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "AuditEntry":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """A page of the audit log, newest first; pass ``next`` as ``before`` for the older page
+    (``None`` at the end)."""
+
+    entries: List[AuditEntry]
+    next: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "AuditPage":
+        return _build(cls, data, entries=lambda es: [AuditEntry.from_json(e) for e in es])
