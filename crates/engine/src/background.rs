@@ -11,7 +11,7 @@ use std::time::Duration;
 use baton_core::{
     DependencyEnd, Effect, Event, StateKind, Task, TaskId, TaskKey, TaskSpec, Timestamp,
 };
-use baton_store::{Store, StoreError, SubmitBatch, WorkflowRef};
+use baton_store::{Store, StoreError, SubmitBatch, TransitionRecord, WorkflowRef};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
@@ -21,6 +21,7 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::intake::{new_task, submission_of};
 use crate::transition::Cause;
+use crate::transition::CAS_RETRIES_MAX;
 use crate::upstream::resolution;
 
 /// Due timers read, and committed together, at a time.
@@ -359,43 +360,61 @@ impl<S: Store + 'static> Engine<S> {
     /// store's open-dependency count only nominates the task; the core decides. Stamped after
     /// the last of its dependencies completed.
     async fn release(&self, id: TaskId) -> Result<Task, EngineError> {
-        let task = self.load(id).await?;
-        let blocked = task.kind() == StateKind::Blocked;
-        if blocked && task.spec.for_each.is_some() && task.expanded.is_none() {
-            return self.expand(task).await;
+        // A rerun can reopen a dependency read as completed here; it reopens this task too,
+        // so the write below loses its compare-and-set, and the evidence is read again.
+        for _ in 0..CAS_RETRIES_MAX {
+            let task = self.load(id).await?;
+            let blocked = task.kind() == StateKind::Blocked;
+            if blocked && task.spec.for_each.is_some() && task.expanded.is_none() {
+                return self.expand(task).await;
+            }
+            let dependencies = self.inner.store.dependencies(id).await?;
+            let last = dependencies.iter().map(|d| d.updated_at).max();
+            let (input, unresolved, results) = if !blocked {
+                (None, None, None)
+            } else if task.expanded.is_some() {
+                let (results, unresolved) = self.gather_items(&task, &dependencies).await?;
+                (None, unresolved, results)
+            } else {
+                let results = self
+                    .referenced_results(&task.spec, None, &dependencies)
+                    .await?;
+                let (input, unresolved) = resolution(&task.spec, &results);
+                (input, unresolved, None)
+            };
+            let completed: Vec<TaskKey> = dependencies
+                .into_iter()
+                .filter(|d| d.state == StateKind::Completed)
+                .map(|d| d.key)
+                .collect();
+            let event = Event::DependenciesMet {
+                completed,
+                input,
+                unresolved,
+                results,
+            };
+            let cause = Cause {
+                link: None,
+                after: last.unwrap_or(Timestamp(0)),
+            };
+            let Some((t, now)) = self.decide(&task, &event, &cause)? else {
+                return Ok(task);
+            };
+            match self
+                .inner
+                .store
+                .apply(TransitionRecord::of(&t, event.clone(), now))
+                .await
+            {
+                Ok(()) => {
+                    self.after_commit(&t, &event, None);
+                    return Ok(t.task);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        let dependencies = self.inner.store.dependencies(id).await?;
-        let last = dependencies.iter().map(|d| d.updated_at).max();
-        let (input, unresolved, results) = if !blocked {
-            (None, None, None)
-        } else if task.expanded.is_some() {
-            let (results, unresolved) = self.gather_items(&task, &dependencies).await?;
-            (None, unresolved, results)
-        } else {
-            let results = self
-                .referenced_results(&task.spec, None, &dependencies)
-                .await?;
-            let (input, unresolved) = resolution(&task.spec, &results);
-            (input, unresolved, None)
-        };
-        let completed: Vec<TaskKey> = dependencies
-            .into_iter()
-            .filter(|d| d.state == StateKind::Completed)
-            .map(|d| d.key)
-            .collect();
-        let met = |_: &Task| {
-            Some(Event::DependenciesMet {
-                completed: completed.clone(),
-                input: input.clone(),
-                unresolved: unresolved.clone(),
-                results: results.clone(),
-            })
-        };
-        let cause = Cause {
-            link: None,
-            after: last.unwrap_or(Timestamp(0)),
-        };
-        self.transition_from(id, Some(task), met, cause).await
+        Err(EngineError::Contended(id))
     }
     // ---- views ----------------------------------------------------------------------------
 }

@@ -228,3 +228,78 @@ async fn a_paused_workflow_hands_out_nothing_until_resumed() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{missing}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_racing_a_skip_or_a_rerun_completes_the_task_once() {
+    let srv = TestServer::start().await;
+    let agent = srv.register("w", &["work"], 4).await;
+    for round in 0..6 {
+        let receipt = srv.submit(json!([task("a", &[]), task("b", &["a"])])).await;
+        let a = receipt["tasks"]["a"].as_str().unwrap().to_owned();
+        let claimed = srv.claim_one(&agent).await;
+        assert_eq!(claimed["task"], a.as_str());
+        let (s, _) = srv.report(&claimed, &agent, "started", json!({})).await;
+        assert_eq!(s, StatusCode::OK);
+        let control = if round % 2 == 0 {
+            (
+                "skip",
+                json!({"reason": "race", "result": {"by": "operator"}}),
+            )
+        } else {
+            ("rerun", json!({"reason": "race"}))
+        };
+        let path = format!("/v1/tasks/{a}/{}", control.0);
+        let ((done, _), (controlled, body)) = tokio::join!(
+            srv.report(
+                &claimed,
+                &agent,
+                "succeeded",
+                json!({"result": {"by": "agent"}})
+            ),
+            srv.post(&path, control.1)
+        );
+        let shown = srv.task(&a).await;
+        let successes = shown["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["event"] == "execution_succeeded")
+            .count();
+        match control.0 {
+            // Whichever commits first wins; the other is refused.
+            "skip" => {
+                assert!(
+                    (done == StatusCode::OK) != (controlled == StatusCode::OK),
+                    "round {round}: success {done}, skip {controlled}: {body}"
+                );
+                assert_eq!(shown["state"], "completed");
+                assert_eq!(successes, usize::from(done == StatusCode::OK));
+            }
+            // A rerun applies either way: to the running task, or to the completed one.
+            _ => {
+                assert_eq!(controlled, StatusCode::OK, "round {round}: {body}");
+                // Reopened; released at once, having no dependencies.
+                assert!(
+                    shown["state"] == "blocked" || shown["state"] == "pending",
+                    "round {round}: {}",
+                    shown["state"]
+                );
+                assert!(successes <= 1);
+            }
+        }
+        // Whatever is left runs to completion.
+        let b = receipt["tasks"]["b"].as_str().unwrap().to_owned();
+        for _ in 0..400 {
+            if srv.state_of(&b).await == "completed" {
+                break;
+            }
+            for claimed in srv.claim(&agent, 4).await {
+                srv.finish(&claimed, &agent).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(srv.state_of(&a).await, "completed", "round {round}");
+        assert_eq!(srv.state_of(&b).await, "completed", "round {round}");
+    }
+    srv.assert_store_checks_clean().await;
+}
