@@ -355,8 +355,9 @@ impl<S: Store + 'static> Engine<S> {
     }
 
     /// Sends `dependencies_met` to `id` with the evidence the core checks: the dependencies
-    /// the store has seen completed (completion is final, so the evidence cannot go stale) and,
-    /// for an input template, its resolution against their results (immutable too). The
+    /// the store has seen completed and, for an input template, its resolution against their
+    /// results. Only a rerun takes a completion back, and it reopens this task in the same
+    /// commit, so evidence read before it loses the compare-and-set and is read again. The
     /// store's open-dependency count only nominates the task; the core decides. Stamped after
     /// the last of its dependencies completed.
     async fn release(&self, id: TaskId) -> Result<Task, EngineError> {
