@@ -1197,3 +1197,90 @@ fn an_ambiguous_short_id_is_refused_listing_the_candidates() {
     }
     assert!(run.stdout.is_empty(), "{run:#?}");
 }
+
+#[test]
+fn pause_resume_skip_rerun_and_audit_from_the_command_line() {
+    let srv = Server::start();
+    let created = submit(&srv, "report.json", REPORT_JSON);
+    let workflow = created["workflow"].as_str().unwrap();
+    let gather = created["tasks"]["gather"].as_str().unwrap();
+    let summarize = created["tasks"]["summarize"].as_str().unwrap();
+
+    // Every control needs a reason.
+    let missing = srv.run(&["pause", gather]);
+    assert_eq!(missing.code, Some(2), "{missing:#?}");
+    assert!(missing.stderr.contains("--reason"), "{missing:#?}");
+
+    let paused = srv.run(&["pause", gather, "--reason", "budget review"]);
+    assert!(paused.ok().stdout.contains(" paused: Pending"), "{paused:#?}");
+    let shown = srv.run(&["show", gather]).ok().stdout.clone();
+    assert!(shown.contains("paused by local"), "{shown}");
+    assert!(shown.contains("budget review"), "{shown}");
+    srv.run(&["resume", gather, "--reason", "approved"]).ok();
+
+    let skipped = srv.run(&[
+        "skip",
+        gather,
+        "--result",
+        r#"{"sources": ["by hand"]}"#,
+        "--reason",
+        "gathered by hand",
+    ]);
+    assert!(skipped.ok().stdout.contains(" skipped: Completed"), "{skipped:#?}");
+    let bad = srv.run(&["skip", summarize, "--result", "not json", "--reason", "x"]);
+    assert_eq!(bad.code, Some(1), "{bad:#?}");
+    assert!(
+        bad.stderr.contains("--result is not valid JSON"),
+        "{bad:#?}"
+    );
+
+    let dry = srv.run(&["rerun", gather, "--dry-run", "--reason", "recheck"]);
+    let text = dry.ok().stdout.clone();
+    assert!(text.starts_with("would rerun 2 tasks"), "{text}");
+    assert!(
+        text.contains("gather") && text.contains("summarize"),
+        "{text}"
+    );
+    let rerun = srv.run(&[
+        "rerun",
+        gather,
+        "--input",
+        r#"{"sources": 5}"#,
+        "--reason",
+        "more sources",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(rerun.ok().json()["applied"], true);
+    let now = srv.run(&["show", gather, "--output", "json"]).ok().json();
+    assert_eq!(now["spec"]["input"], serde_json::json!({"sources": 5}));
+
+    let wf_pause = srv.run(&["pause", "--workflow", workflow, "--reason", "hold"]);
+    assert!(
+        wf_pause.ok().stdout.contains("paused, 2 tasks changed"),
+        "{wf_pause:#?}"
+    );
+    srv.run(&["resume", "--workflow", workflow, "--reason", "go"])
+        .ok();
+
+    let audit = srv.run(&["audit", "--output", "json"]).ok().json();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["resume", "pause", "rerun", "skip", "resume", "pause"]
+    );
+    let table = srv
+        .run(&["audit", "--action", "skip", "--since", "1h"])
+        .ok()
+        .stdout
+        .clone();
+    assert!(table.contains("gathered by hand"), "{table}");
+    assert!(!table.contains("budget review"), "{table}");
+    let bad_since = srv.run(&["audit", "--since", "yesterday"]);
+    assert_eq!(bad_since.code, Some(2), "{bad_since:#?}");
+}

@@ -88,7 +88,7 @@ pub async fn pause(
         return print_workflow(&answer, "paused", output);
     }
     let answer = call(client, client.pause_task(id, reason, now)).await?;
-    print_answer(&answer, output)
+    print_done(&answer, " paused", output)
 }
 
 /// `baton resume ID [--workflow] --reason R`.
@@ -104,7 +104,7 @@ pub async fn resume(
         return print_workflow(&answer, "resumed", output);
     }
     let answer = call(client, client.resume_task(id, reason)).await?;
-    print_answer(&answer, output)
+    print_done(&answer, " resumed", output)
 }
 
 /// `baton skip ID --result JSON --reason R`.
@@ -118,7 +118,7 @@ pub async fn skip(
     let result: Value = serde_json::from_str(result)
         .context("--result is not valid JSON (quote a string: '\"done\"')")?;
     let answer = call(client, client.skip_task(id, reason, result)).await?;
-    print_answer(&answer, output)
+    print_done(&answer, " skipped", output)
 }
 
 /// `baton fail ID [--kind K [--message M]] --reason R`.
@@ -136,7 +136,7 @@ pub async fn fail(
         retryable: false,
     });
     let answer = call(client, client.fail_task(id, reason, error)).await?;
-    print_answer(&answer, output)
+    print_done(&answer, " failed", output)
 }
 
 /// `baton rerun ID [--input JSON | --input-file F] [--dry-run] --reason R`.
@@ -282,11 +282,16 @@ pub async fn retry(client: &Client, id: Uuid, output: Output) -> anyhow::Result<
 }
 
 fn print_answer(answer: &ReportAnswer, output: Output) -> anyhow::Result<()> {
+    print_done(answer, "", output)
+}
+
+/// The task's answer after `verb` (e.g. ` paused`): its state, attempt and version.
+fn print_done(answer: &ReportAnswer, verb: &str, output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => print_json(answer),
         Output::Table => {
             println!(
-                "Task {}: {} (attempt {}, version {})",
+                "Task {}{verb}: {} (attempt {}, version {})",
                 answer.task,
                 Paint::stdout().state(answer.state),
                 answer.attempt,
