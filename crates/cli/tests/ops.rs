@@ -1212,7 +1212,10 @@ fn pause_resume_skip_rerun_and_audit_from_the_command_line() {
     assert!(missing.stderr.contains("--reason"), "{missing:#?}");
 
     let paused = srv.run(&["pause", gather, "--reason", "budget review"]);
-    assert!(paused.ok().stdout.contains(" paused: Pending"), "{paused:#?}");
+    assert!(
+        paused.ok().stdout.contains(" paused: Pending"),
+        "{paused:#?}"
+    );
     let shown = srv.run(&["show", gather]).ok().stdout.clone();
     assert!(shown.contains("paused by local"), "{shown}");
     assert!(shown.contains("budget review"), "{shown}");
@@ -1226,7 +1229,10 @@ fn pause_resume_skip_rerun_and_audit_from_the_command_line() {
         "--reason",
         "gathered by hand",
     ]);
-    assert!(skipped.ok().stdout.contains(" skipped: Completed"), "{skipped:#?}");
+    assert!(
+        skipped.ok().stdout.contains(" skipped: Completed"),
+        "{skipped:#?}"
+    );
     let bad = srv.run(&["skip", summarize, "--result", "not json", "--reason", "x"]);
     assert_eq!(bad.code, Some(1), "{bad:#?}");
     assert!(
