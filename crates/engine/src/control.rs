@@ -93,17 +93,16 @@ impl<S: Store + 'static> Engine<S> {
                 }
             }
         }
-        let make = |_: &Task| {
-            Some(Event::CancelRequested {
-                requested_by: op.by.clone(),
-                reason: op.reason.clone(),
-            })
+        let event = Event::CancelRequested {
+            requested_by: op.by.clone(),
+            reason: op.reason.clone(),
         };
         // The task itself must take it; its items each on their own.
         let task = self
-            .control(&[id], &make, true, "cancel", &op, json!({}), None)
+            .one_task(id, "cancel", &op, json!({}), event.clone())
             .await?;
         if ids.len() > 1 {
+            let make = |_: &Task| Some(event.clone());
             self.control(
                 &ids[1..],
                 &make,
@@ -115,7 +114,7 @@ impl<S: Store + 'static> Engine<S> {
             )
             .await?;
         }
-        self.one(task, id).await
+        Ok(task)
     }
 
     /// Cancels every task of the workflow that has not ended; returns how many it cancelled.
@@ -143,15 +142,10 @@ impl<S: Store + 'static> Engine<S> {
             by,
             reason: String::new(),
         };
-        let make = |_: &Task| {
-            Some(Event::RetryRequested {
-                requested_by: op.by.clone(),
-            })
+        let event = Event::RetryRequested {
+            requested_by: op.by.clone(),
         };
-        let done = self
-            .control(&[id], &make, true, "retry", &op, json!({}), None)
-            .await?;
-        self.one(done, id).await
+        self.one_task(id, "retry", &op, json!({}), event).await
     }
 
     /// Pauses the task: no agent is handed it and its timers stop. An agent running it
@@ -163,31 +157,22 @@ impl<S: Store + 'static> Engine<S> {
         op: Operator,
         now: bool,
     ) -> Result<Task, EngineError> {
-        let make = |_: &Task| {
-            Some(Event::PauseRequested {
-                requested_by: op.by.clone(),
-                reason: op.reason.clone(),
-                now,
-            })
+        let event = Event::PauseRequested {
+            requested_by: op.by.clone(),
+            reason: op.reason.clone(),
+            now,
         };
-        let done = self
-            .control(&[id], &make, true, "pause", &op, json!({"now": now}), None)
-            .await?;
-        self.one(done, id).await
+        self.one_task(id, "pause", &op, json!({"now": now}), event)
+            .await
     }
 
     /// Resumes a paused task: its timers count again from the time they had left.
     pub async fn resume_task(&self, id: TaskId, op: Operator) -> Result<Task, EngineError> {
-        let make = |_: &Task| {
-            Some(Event::ResumeRequested {
-                requested_by: op.by.clone(),
-                reason: op.reason.clone(),
-            })
+        let event = Event::ResumeRequested {
+            requested_by: op.by.clone(),
+            reason: op.reason.clone(),
         };
-        let done = self
-            .control(&[id], &make, true, "resume", &op, json!({}), None)
-            .await?;
-        self.one(done, id).await
+        self.one_task(id, "resume", &op, json!({}), event).await
     }
 
     /// Completes the task with the operator's `result`; its dependents proceed.
@@ -206,17 +191,12 @@ impl<S: Store + 'static> Engine<S> {
         self.check_result(&result)?;
         self.check_artifact_refs([("result".to_owned(), &result)])
             .await?;
-        let make = |_: &Task| {
-            Some(Event::SkipRequested {
-                requested_by: op.by.clone(),
-                reason: op.reason.clone(),
-                result: result.clone(),
-            })
+        let event = Event::SkipRequested {
+            requested_by: op.by.clone(),
+            reason: op.reason.clone(),
+            result,
         };
-        let done = self
-            .control(&[id], &make, true, "skip", &op, json!({}), None)
-            .await?;
-        self.one(done, id).await
+        self.one_task(id, "skip", &op, json!({}), event).await
     }
 
     /// Fails the task for good with `error` (kind `forced` and the reason when absent).
@@ -232,17 +212,12 @@ impl<S: Store + 'static> Engine<S> {
             }
         }
         let detail = json!({"error_kind": error.as_ref().map(|e| e.kind.clone())});
-        let make = |_: &Task| {
-            Some(Event::FailRequested {
-                requested_by: op.by.clone(),
-                reason: op.reason.clone(),
-                error: error.clone(),
-            })
+        let event = Event::FailRequested {
+            requested_by: op.by.clone(),
+            reason: op.reason.clone(),
+            error,
         };
-        let done = self
-            .control(&[id], &make, true, "fail", &op, detail, None)
-            .await?;
-        self.one(done, id).await
+        self.one_task(id, "fail", &op, detail, event).await
     }
 
     /// Reruns the task and everything downstream of it: each reopens (history kept, a
@@ -534,9 +509,20 @@ impl<S: Store + 'static> Engine<S> {
         Ok(changed)
     }
 
-    /// The one task a single-task control changed, or the task as it stands when it changed
-    /// nothing (a duplicate of what was applied).
-    async fn one(&self, mut changed: Vec<Task>, id: TaskId) -> Result<Task, EngineError> {
+    /// A control of one task by one event, refused as the core refuses it: the task after
+    /// it, or as it stands when the event was a duplicate of what was applied.
+    async fn one_task(
+        &self,
+        id: TaskId,
+        action: &str,
+        op: &Operator,
+        detail: Value,
+        event: Event,
+    ) -> Result<Task, EngineError> {
+        let make = |_: &Task| Some(event.clone());
+        let mut changed = self
+            .control(&[id], &make, true, action, op, detail, None)
+            .await?;
         match changed.pop() {
             Some(task) => Ok(task),
             None => self.load(id).await,
