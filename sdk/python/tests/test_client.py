@@ -153,13 +153,19 @@ def test_tokens_come_from_arguments_or_the_environment(
         assert from_env.counts().total == 0
 
 
-def test_labels_are_submitted_with_a_workflow_and_shown(client: baton.Client) -> None:
-    wf = client.submit_workflow([{"key": "a"}], name="labelled", labels={"tenant": "acme"})
+def test_labels_are_submitted_with_a_workflow_and_shown(client: baton.Client, cap: str) -> None:
+    # Tasks of this test's own capability, cancelled at the end: a task requiring none would
+    # be handed to any other test's agent.
+    wf = client.submit_workflow(
+        [{"key": "a", "capabilities": [cap]}], name="labelled", labels={"tenant": "acme"}
+    )
     assert client.get_workflow(wf.workflow).labels == {"tenant": "acme"}
-    one = client.submit_task({"key": "b"}, labels={"team": "data"})
+    one = client.submit_task({"key": "b", "capabilities": [cap]}, labels={"team": "data"})
     assert client.get_workflow(one.workflow).labels == {"team": "data"}
-    plain = client.submit_workflow([{"key": "c"}])
+    plain = client.submit_workflow([{"key": "c", "capabilities": [cap]}])
     assert client.get_workflow(plain.workflow).labels == {}
+    for workflow in (wf.workflow, one.workflow, plain.workflow):
+        client.cancel_workflow(workflow, "test over")
 
 
 def test_a_compensation_takes_its_own_retry_deadlines_and_priority(

@@ -6,12 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
 import pytest
-from helpers import make_agent, running, wait_for, wait_state
+from helpers import Server, make_agent, running, wait_for, wait_state
 
 import baton
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server of this module's own: other modules leave tasks that require no capability
+    pending, and an agent here (which asserts what it is handed) would take them."""
+    srv = Server(tmp_path_factory.mktemp("controls"))
+    yield srv.url
+    srv.stop()
+
+
+@pytest.fixture
+def client(url: str) -> Iterator[baton.Client]:
+    with baton.Client(url) as c:
+        yield c
 
 
 def test_a_control_without_a_reason_is_refused_naming_the_field(
