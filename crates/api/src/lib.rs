@@ -213,6 +213,12 @@ pub struct RerunAnswer {
     /// The task first, then everything downstream of it, breadth first, each with its state
     /// before the rerun.
     pub tasks: Vec<RerunTaskView>,
+    /// The items of the fan-outs among `tasks` that expand anew, each with its state before
+    /// the rerun: they are cancelled (reason `superseded`, a running agent loses its lease
+    /// with `task_superseded`) and no longer count; the fan-out's next expansion reopens
+    /// those its new list still has, with their new input.
+    #[serde(default)]
+    pub superseded: Vec<RerunTaskView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

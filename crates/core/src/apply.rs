@@ -147,6 +147,7 @@ impl Refusal {
                 EventKind::SkipRequested => "task_skipped",
                 EventKind::FailRequested => "task_failed_by_operator",
                 EventKind::Reopened => "task_rerun",
+                EventKind::Superseded => "task_superseded",
                 _ => "task_paused",
             },
         }
@@ -317,6 +318,7 @@ impl fmt::Display for Rejection {
                     EventKind::SkipRequested => "skipped (completed with an operator's result)",
                     EventKind::FailRequested => "failed for good by an operator",
                     EventKind::Reopened => "reopened for a rerun",
+                    EventKind::Superseded => "superseded by a rerun of its fan-out",
                     _ => "paused and taken back from its agent",
                 };
                 write!(
@@ -465,11 +467,22 @@ impl Lifecycle {
                     frozen_at: None,
                 })
             }
-            Event::Reopened { input, .. } => {
+            Event::Reopened {
+                input, keep_items, ..
+            } => {
                 next.attempt += 1;
                 next.attempts_allowed = task.attempt + task.spec.retry.max_attempts;
                 next.input = None;
                 next.wake_at = None;
+                // A fan-out expands again: its items (superseded in the same commit) are no
+                // longer its dependencies until its next expansion.
+                if let Some(n) = next.expanded.filter(|_| !keep_items) {
+                    next.expanded = None;
+                    let items: Vec<TaskKey> = (0..n as usize)
+                        .map(|i| crate::template::item_key(&task.spec.key, i))
+                        .collect();
+                    next.dependencies.retain(|k| !items.contains(k));
+                }
                 if let Some(input) = input {
                     next.spec = Arc::new(TaskSpec {
                         input: input.clone(),
@@ -598,14 +611,6 @@ fn precheck(task: &Task, event: &Event) -> Option<Refusal> {
                 Some(Refusal::Conflict {
                     detail: format!(
                         "only the task a rerun starts from (`{root}`) takes a new input"
-                    ),
-                })
-            } else if task.expanded.is_some() {
-                Some(Refusal::Conflict {
-                    detail: format!(
-                        "`{}` has expanded its for_each into tasks; a rerun through a fan-out \
-                         that expanded is not supported",
-                        task.spec.key
                     ),
                 })
             } else {
@@ -1140,6 +1145,9 @@ fn enter(rule: &Rule, task: &Task, event: &Event, now: Timestamp, clock: Timesta
                 },
                 Event::UpstreamFailed { upstream } => CancelReason::Upstream {
                     upstream: upstream.clone(),
+                },
+                Event::Superseded { fan_out, .. } => CancelReason::Superseded {
+                    fan_out: fan_out.clone(),
                 },
                 Event::UpstreamRevived { .. } => CancelReason::Upstream {
                     upstream: other_upstream_ended(event)

@@ -206,13 +206,24 @@ pub enum Event {
     },
     /// An operator reruns the task (`root`), or a task downstream of it, from the start: it waits
     /// for its dependencies again and runs with fresh attempts. `input`, on the root only,
-    /// replaces its spec's input.
+    /// replaces its spec's input. A fan-out that expanded expands anew (its items superseded),
+    /// unless `keep_items`: the rerun started from one of its items, and it gathers them again.
     Reopened {
         requested_by: String,
         reason: String,
         root: TaskKey,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         input: Option<Value>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep_items: bool,
+    },
+    /// A rerun reached the fan-out `fan_out` this task is an item of: the item no longer
+    /// counts (it is cancelled, its lease revoked, and it is no longer the fan-out's
+    /// dependency); the fan-out's next expansion reopens it if its new list still has it.
+    Superseded {
+        requested_by: String,
+        reason: String,
+        fan_out: TaskKey,
     },
 }
 
@@ -246,10 +257,11 @@ pub enum EventKind {
     SkipRequested,
     FailRequested,
     Reopened,
+    Superseded,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::Submitted,
         EventKind::DependencyAdded,
         EventKind::SubtasksAdded,
@@ -275,6 +287,7 @@ impl EventKind {
         EventKind::SkipRequested,
         EventKind::FailRequested,
         EventKind::Reopened,
+        EventKind::Superseded,
     ];
 
     /// The kind named `name` (as [`EventKind::as_str`] writes it).
@@ -309,6 +322,7 @@ impl EventKind {
             EventKind::SkipRequested => "skip_requested",
             EventKind::FailRequested => "fail_requested",
             EventKind::Reopened => "reopened",
+            EventKind::Superseded => "superseded",
         }
     }
 }
@@ -342,6 +356,7 @@ impl EventKind {
             EventKind::SkipRequested => "a skip",
             EventKind::FailRequested => "an operator's failure",
             EventKind::Reopened => "a rerun",
+            EventKind::Superseded => "a rerun of its fan-out",
         }
     }
 }
@@ -389,6 +404,7 @@ impl Event {
             Event::SkipRequested { .. } => EventKind::SkipRequested,
             Event::FailRequested { .. } => EventKind::FailRequested,
             Event::Reopened { .. } => EventKind::Reopened,
+            Event::Superseded { .. } => EventKind::Superseded,
         }
     }
 
@@ -407,6 +423,7 @@ impl Event {
             | Event::SkipRequested { requested_by, .. }
             | Event::FailRequested { requested_by, .. }
             | Event::Reopened { requested_by, .. }
+            | Event::Superseded { requested_by, .. }
             | Event::SignalReceived {
                 sent_by: requested_by,
                 ..
@@ -440,6 +457,11 @@ impl Event {
                 ..
             }
             | Event::Reopened {
+                requested_by,
+                reason,
+                ..
+            }
+            | Event::Superseded {
                 requested_by,
                 reason,
                 ..

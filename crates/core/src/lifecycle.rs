@@ -367,6 +367,16 @@ pub static DEFAULT_RULES: &[Rule] = &[
     reopen(S::Failed, E::Reopened, &[is(Cond::RetryScheduled)], S::Blocked, &[Timers, CheckUpstream]),
     reopen(S::Failed, E::Reopened, &[not(Cond::RetryScheduled)], S::Blocked, &[CheckUpstream]),
     reopen(S::Cancelled, E::Reopened, &[], S::Blocked, &[CheckUpstream]),
+    // A rerun through a fan-out supersedes its items, wherever they are: none compensates, as a
+    // rerun's tasks do not; the fan-out's next expansion reopens those its new list still has.
+    rule(Some(S::Blocked), E::Superseded, &[], S::Cancelled, &[Timers]),
+    rule(Some(S::Pending), E::Superseded, &[], S::Cancelled, &[Timers]),
+    rule(Some(S::Assigned), E::Superseded, &[], S::Cancelled, &[RevokeLease, Timers]),
+    rule(Some(S::Executing), E::Superseded, &[], S::Cancelled, &[RevokeLease, Timers]),
+    rule(Some(S::Failed), E::Superseded, &[is(Cond::RetryScheduled)], S::Cancelled, &[Timers]),
+    reopen(S::Failed, E::Superseded, &[not(Cond::RetryScheduled)], S::Cancelled, &[]),
+    reopen(S::Completed, E::Superseded, &[], S::Cancelled, &[]),
+    reopen(S::Cancelled, E::Superseded, &[], S::Cancelled, &[]),
 ];
 
 /// The default lifecycle.

@@ -338,7 +338,8 @@ enum Tpl {
     SkipRequested(Value),
     FailRequested(Option<ErrorReport>),
     /// From this task (if `own`) or another root; with a new input or not.
-    Reopened(bool, Option<Value>),
+    Reopened(bool, Option<Value>, bool),
+    Superseded,
 }
 
 #[derive(Clone, Debug)]
@@ -424,7 +425,8 @@ fn tpl() -> impl Strategy<Value = Tpl> {
         1 => text().prop_map(Tpl::ResumeRequested),
         1 => json_value().prop_map(Tpl::SkipRequested),
         1 => proptest::option::of(error_report()).prop_map(Tpl::FailRequested),
-        1 => (any::<bool>(), proptest::option::of(json_value())).prop_map(|(own, input)| Tpl::Reopened(own, input)),
+        1 => (any::<bool>(), proptest::option::of(json_value()), any::<bool>()).prop_map(|(own, input, keep)| Tpl::Reopened(own, input, keep)),
+        1 => Just(Tpl::Superseded),
     ]
 }
 
@@ -593,7 +595,7 @@ fn event_of(t: &Tpl, task: &Task) -> Event {
             reason: "fuzz".into(),
             error: error.clone(),
         },
-        Tpl::Reopened(own, input) => Event::Reopened {
+        Tpl::Reopened(own, input, keep_items) => Event::Reopened {
             requested_by: "op".into(),
             reason: "fuzz".into(),
             root: if *own {
@@ -602,6 +604,12 @@ fn event_of(t: &Tpl, task: &Task) -> Event {
                 TaskKey("upstream-root".into())
             },
             input: input.clone(),
+            keep_items: *keep_items,
+        },
+        Tpl::Superseded => Event::Superseded {
+            requested_by: "op".into(),
+            reason: "fuzz".into(),
+            fan_out: TaskKey("fan".into()),
         },
     }
 }
@@ -706,7 +714,8 @@ fn check_accepted(
         prop_assert_eq!(lease.token, new.fencing_token);
     }
     prop_assert!(
-        old.kind() != StateKind::Completed || matches!(ev, Event::Reopened { .. }),
+        old.kind() != StateKind::Completed
+            || matches!(ev, Event::Reopened { .. } | Event::Superseded { .. }),
         "Completed accepted {:?}",
         ev.kind()
     );
@@ -860,10 +869,31 @@ fn check_accepted(
         Event::UpstreamRevived { dependencies, .. } => dependencies.len(),
         _ => 1,
     };
-    prop_assert!(
-        new.dependencies.starts_with(&old.dependencies)
-            && new.dependencies.len() <= old.dependencies.len() + added
-    );
+    if let (
+        Event::Reopened {
+            keep_items: false, ..
+        },
+        Some(n),
+    ) = (ev, old.expanded)
+    {
+        // A fan-out's rerun drops its items, and only them, until it expands again.
+        let items: Vec<TaskKey> = (0..n as usize)
+            .map(|i| baton_core::template::item_key(&old.spec.key, i))
+            .collect();
+        let kept: Vec<TaskKey> = old
+            .dependencies
+            .iter()
+            .filter(|k| !items.contains(k))
+            .cloned()
+            .collect();
+        prop_assert_eq!(&new.dependencies, &kept);
+        prop_assert_eq!(new.expanded, None);
+    } else {
+        prop_assert!(
+            new.dependencies.starts_with(&old.dependencies)
+                && new.dependencies.len() <= old.dependencies.len() + added
+        );
+    }
     if new.kind() != old.kind() {
         prop_assert_eq!(new.entered_at.get(new.kind()), Some(now));
     }
@@ -1094,7 +1124,8 @@ fn every_event_kind_has_a_template() {
         Tpl::ResumeRequested(String::new()),
         Tpl::SkipRequested(Value::Null),
         Tpl::FailRequested(None),
-        Tpl::Reopened(true, None),
+        Tpl::Reopened(true, None, false),
+        Tpl::Superseded,
     ];
     let kinds: BTreeSet<EventKind> = all.iter().map(|t| event_of(t, &task).kind()).collect();
     assert_eq!(kinds, EventKind::ALL.into_iter().collect());

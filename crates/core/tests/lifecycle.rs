@@ -609,6 +609,62 @@ fn one_case_per_rule() -> Vec<Case> {
             Blocked,
         ),
         case(
+            "supersede blocked",
+            blocked(),
+            superseded(),
+            at(5),
+            Cancelled,
+        ),
+        case(
+            "supersede pending",
+            pending(),
+            superseded(),
+            at(5),
+            Cancelled,
+        ),
+        case(
+            "supersede assigned",
+            assigned(),
+            superseded(),
+            at(15),
+            Cancelled,
+        ),
+        case(
+            "supersede executing",
+            executing(),
+            superseded(),
+            at(25),
+            Cancelled,
+        ),
+        case(
+            "supersede while backing off",
+            failed_retrying(),
+            superseded(),
+            at(31),
+            Cancelled,
+        ),
+        case(
+            "supersede a final failure",
+            failed_final(),
+            superseded(),
+            at(31),
+            Cancelled,
+        ),
+        case(
+            "supersede completed",
+            completed(),
+            superseded(),
+            at(40),
+            Cancelled,
+        ),
+        case(
+            "supersede cancelled",
+            cancelled(),
+            superseded(),
+            at(31),
+            Cancelled,
+        ),
+        case(
             "sub-task added under a cancelled dependent",
             upstream_cancelled,
             Event::DependencyAdded {
@@ -1007,7 +1063,7 @@ fn a_success_committed_before_the_timeout_fires_stays_a_success() {
     let done = step(&executing(), succeeded(1, json!(1)), at(9_999)).task;
     let r = refuse(&done, timeout(DeadlineKind::StartToClose), at(10_020));
     assert!(
-        matches!(r.refusal, Refusal::NotAccepted { ref accepted } if *accepted == [EventKind::Reopened])
+        matches!(r.refusal, Refusal::NotAccepted { ref accepted } if *accepted == [EventKind::Reopened, EventKind::Superseded])
     );
     assert_eq!(done.kind(), StateKind::Completed);
 }

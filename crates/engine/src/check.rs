@@ -106,10 +106,13 @@ pub async fn check_store<S: Store>(
                     w[1].seq, w[1].at, w[0].seq, w[0].at
                 )));
             }
-            // A rerun starts the count again: what counts is the run since the last reopening.
+            // A rerun starts the count again: what counts is the run since the last reopening
+            // (or since a rerun superseded it, as a fan-out's item).
             let run = history
                 .iter()
-                .rposition(|h| h.event.kind() == EventKind::Reopened)
+                .rposition(|h| {
+                    matches!(h.event.kind(), EventKind::Reopened | EventKind::Superseded)
+                })
                 .map_or(&history[..], |i| &history[i + 1..]);
             let successes: Vec<_> = run
                 .iter()
@@ -142,7 +145,7 @@ pub async fn check_store<S: Store>(
                     task.kind()
                 )));
             }
-            if let Some(first) = history
+            if let Some(first) = run
                 .iter()
                 .find(|h| h.event.kind() == EventKind::ExecutionStarted)
             {

@@ -3,7 +3,7 @@
 //! actor and a reason, decided by the core like any other, and written with its audit entry in
 //! one transaction ([`baton_store::ControlWrite`]).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use baton_core::{ErrorReport, Event, Paused, StateKind, Task, TaskId, TaskKey, Timestamp};
 use baton_core::{Transition, WorkflowId};
@@ -59,10 +59,12 @@ pub struct RerunTask {
 }
 
 /// What a rerun reopened, or with `dry_run` would reopen: the task it starts from, then
-/// everything downstream of it, in breadth-first order.
+/// everything downstream of it, in breadth-first order; and the items of the fan-outs among
+/// them that expand anew, superseded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RerunPlan {
     pub tasks: Vec<RerunTask>,
+    pub superseded: Vec<RerunTask>,
     pub applied: bool,
 }
 
@@ -222,8 +224,11 @@ impl<S: Store + 'static> Engine<S> {
 
     /// Reruns the task and everything downstream of it: each reopens (history kept, a
     /// `reopened` entry) and waits for its dependencies again, with fresh attempts; tasks
-    /// upstream keep their results. `input` replaces the task's own input. All of it commits
-    /// together or not at all. With `dry_run`, says what would rerun and changes nothing.
+    /// upstream keep their results. `input` replaces the task's own input. A fan-out on the
+    /// way expands anew once its dependencies complete: its items are superseded now and its
+    /// next expansion reopens those its new list still has (a rerun from one of its items
+    /// keeps the others and gathers them again). All of it commits together or not at all.
+    /// With `dry_run`, says what would rerun and changes nothing.
     pub async fn rerun(
         &self,
         id: TaskId,
@@ -236,15 +241,11 @@ impl<S: Store + 'static> Engine<S> {
             self.check_rerun_input(&root, input).await?;
         }
         let ids = self.downstream(id).await?;
-        let make = |t: &Task| {
-            Some(Event::Reopened {
-                requested_by: op.by.clone(),
-                reason: op.reason.clone(),
-                root: root.spec.key.clone(),
-                input: if t.id == id { input.clone() } else { None },
-            })
-        };
         let mut tasks = Vec::with_capacity(ids.len());
+        // Fan-outs that gather their items again, and the items superseded (by fan-out key).
+        let mut keep_items = HashSet::new();
+        let mut superseded: HashMap<TaskId, TaskKey> = HashMap::new();
+        let mut retired = Vec::new();
         for &tid in &ids {
             let t = self.load(tid).await?;
             tasks.push(RerunTask {
@@ -252,12 +253,48 @@ impl<S: Store + 'static> Engine<S> {
                 key: t.spec.key.clone(),
                 state: t.kind(),
             });
+            let Some(n) = t.expanded else { continue };
+            let items = self.items_of(&t, n).await?;
+            if items.iter().any(|d| d.id == id) {
+                keep_items.insert(tid);
+                continue;
+            }
+            for item in items {
+                superseded.insert(item.id, t.spec.key.clone());
+                retired.push(RerunTask {
+                    id: item.id,
+                    key: item.key,
+                    state: item.state,
+                });
+            }
         }
+        let make = |t: &Task| {
+            Some(match superseded.get(&t.id) {
+                Some(fan_out) => Event::Superseded {
+                    requested_by: op.by.clone(),
+                    reason: op.reason.clone(),
+                    fan_out: fan_out.clone(),
+                },
+                None => Event::Reopened {
+                    requested_by: op.by.clone(),
+                    reason: op.reason.clone(),
+                    root: root.spec.key.clone(),
+                    input: if t.id == id { input.clone() } else { None },
+                    keep_items: keep_items.contains(&t.id),
+                },
+            })
+        };
+        let all: Vec<TaskId> = ids
+            .iter()
+            .copied()
+            .chain(retired.iter().map(|t| t.id))
+            .collect();
         if dry_run {
             // Decided as the rerun would be, so that a dry run refuses what the rerun would.
-            self.decide_all(&ids, &make, true).await?;
+            self.decide_all(&all, &make, true).await?;
             return Ok(RerunPlan {
                 tasks,
+                superseded: retired,
                 applied: false,
             });
         }
@@ -265,13 +302,36 @@ impl<S: Store + 'static> Engine<S> {
             "tasks": ids.len(),
             "new_input": input.is_some(),
             "reopened": tasks.iter().map(|t| t.key.0.clone()).collect::<Vec<_>>(),
+            "superseded": retired.iter().map(|t| t.key.0.clone()).collect::<Vec<_>>(),
         });
-        self.control(&ids, &make, true, "rerun", &op, detail, None)
+        self.control(&all, &make, true, "rerun", &op, detail, None)
             .await?;
         Ok(RerunPlan {
             tasks,
+            superseded: retired,
             applied: true,
         })
+    }
+
+    /// The items an expanded fan-out (of `n` items) depends on.
+    pub(crate) async fn items_of(
+        &self,
+        fan_out: &Task,
+        n: u32,
+    ) -> Result<Vec<baton_store::Dependency>, EngineError> {
+        let keys: HashSet<TaskKey> = (0..n as usize)
+            .map(|i| baton_core::template::item_key(&fan_out.spec.key, i))
+            .collect();
+        let mut items: Vec<_> = self
+            .inner
+            .store
+            .dependencies(fan_out.id)
+            .await?
+            .into_iter()
+            .filter(|d| keys.contains(&d.key))
+            .collect();
+        items.sort_by_key(|d| item_index(&d.key));
+        Ok(items)
     }
 
     /// Pauses every task of the workflow that has not ended, and marks the workflow paused so
@@ -629,6 +689,15 @@ impl<S: Store + 'static> Engine<S> {
         self.check_artifact_refs([("input".to_owned(), input)])
             .await
     }
+}
+
+/// The index of an item's key (`KEY[i]`), to order a fan-out's items.
+fn item_index(key: &TaskKey) -> usize {
+    key.0
+        .rsplit_once('[')
+        .and_then(|(_, i)| i.strip_suffix(']'))
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(usize::MAX)
 }
 
 /// The control's detail with how many tasks it changed.

@@ -95,11 +95,32 @@ impl<S: Store + 'static> Engine<S> {
                 }
             }
             let input = resolved.as_ref().unwrap_or(&task.spec.input);
+            let earlier = self.earlier_items(&task, items.len()).await?;
             let mut tasks = Vec::with_capacity(items.len());
             let mut created = Vec::with_capacity(items.len());
             let mut edges = Vec::with_capacity(items.len());
+            let mut records = vec![record];
+            let mut reopened = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 let spec = item_spec(&task, i, input, item);
+                if let Some(old) = earlier.get(i).and_then(Option::as_ref) {
+                    // Expanding anew after a rerun: the item is reopened with its new input.
+                    edges.push(Edge {
+                        dependency: old.id,
+                        dependent: id,
+                    });
+                    let event = Event::Reopened {
+                        requested_by: "engine".into(),
+                        reason: format!("`{}` expanded anew after a rerun", task.spec.key),
+                        root: spec.key.clone(),
+                        input: Some(spec.input),
+                        keep_items: false,
+                    };
+                    let t = apply(old, &event, now.max(old.updated_at))?;
+                    records.push(TransitionRecord::of(&t, event.clone(), t.task.updated_at));
+                    reopened.push((t, event));
+                    continue;
+                }
                 let item_id = TaskId(self.inner.ids.id());
                 edges.push(Edge {
                     dependency: item_id,
@@ -122,16 +143,23 @@ impl<S: Store + 'static> Engine<S> {
                 workflow: WorkflowRef::Existing(task.workflow),
                 tasks,
                 edges,
-                transitions: vec![record],
+                transitions: records,
             };
             match self.inner.store.submit(batch).await {
                 Ok(_) => {
                     for t in &created {
                         self.after_commit(t, &Event::Submitted(submission_of(t)), None);
                     }
+                    for (t, event) in &reopened {
+                        self.after_commit(t, event, None);
+                    }
                     self.after_commit(&on_task, &event, None);
-                    info!(task = %id, items = created.len(), "for_each expanded");
-                    let items: Vec<TaskId> = created.iter().map(|t| t.task.id).collect();
+                    info!(task = %id, items = items.len(), reopened = reopened.len(), "for_each expanded");
+                    let items: Vec<TaskId> = created
+                        .iter()
+                        .chain(reopened.iter().map(|(t, _)| t))
+                        .map(|t| t.task.id)
+                        .collect();
                     self.hold_if_paused(task.workflow, &items).await?;
                     return Ok(on_task.task);
                 }
@@ -140,6 +168,22 @@ impl<S: Store + 'static> Engine<S> {
             }
         }
         Err(EngineError::Contended(id))
+    }
+
+    /// The items an earlier expansion of `task` left (a rerun superseded them), by index, for
+    /// the first `n`: none when `KEY[0]` does not exist, which a first expansion finds with one
+    /// read.
+    async fn earlier_items(&self, task: &Task, n: usize) -> Result<Vec<Option<Task>>, EngineError> {
+        let mut earlier = Vec::new();
+        for i in 0..n {
+            let key = template::item_key(&task.spec.key, i);
+            let found = self.inner.store.task_by_key(task.workflow, key).await?;
+            if found.is_none() && i == 0 {
+                break;
+            }
+            earlier.push(found);
+        }
+        Ok(earlier)
     }
 
     /// The results of an expanded task's items, in element order, or why they cannot be its

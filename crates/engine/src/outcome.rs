@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use baton_core::{template, State, StateKind, TaskKey, Unresolved, WorkflowId};
-use baton_store::{StateCounts, Store, WorkflowRecord};
+use baton_core::{template, CancelReason, State, StateKind, TaskKey, Unresolved, WorkflowId};
+use baton_store::{StateCounts, Store, TaskFilter, TaskPages, WorkflowRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -127,9 +127,33 @@ impl<S: Store + 'static> Engine<S> {
                 WorkflowStatus::Failed
             });
         }
-        if counts.get(StateKind::Cancelled) > 0 {
+        if counts.get(StateKind::Cancelled) > 0 && self.cancelled_for_real(id).await? {
             return Ok(WorkflowStatus::Cancelled);
         }
         Ok(WorkflowStatus::Completed)
+    }
+
+    /// Whether a task of the workflow was cancelled other than superseded (a fan-out's item
+    /// that a rerun's new expansion no longer has does not count).
+    async fn cancelled_for_real(&self, id: WorkflowId) -> Result<bool, EngineError> {
+        let mut pages = TaskPages::new(TaskFilter {
+            workflow: Some(id),
+            state: Some(StateKind::Cancelled),
+            ..TaskFilter::default()
+        });
+        while let Some(page) = pages.next(&self.inner.store).await? {
+            let real = page.iter().any(|t| {
+                !matches!(
+                    t.state,
+                    State::Cancelled {
+                        reason: CancelReason::Superseded { .. }
+                    }
+                )
+            });
+            if real {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

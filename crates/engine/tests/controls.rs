@@ -437,3 +437,129 @@ async fn the_audit_log_records_every_action_with_its_actor_and_reason_newest_fir
     assert_eq!(by_alice.len(), 1);
     assert_eq!(by_alice[0].action, "pause");
 }
+
+/// Completes the leased task with `result`.
+async fn succeed_with(h: &Harness, task: &baton_core::Task, result: serde_json::Value) {
+    let (agent, token) = lease(task);
+    let event = baton_core::Event::ExecutionSucceeded {
+        agent,
+        token,
+        result: Some(result),
+    };
+    h.report(task.id, event).await.expect("succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_through_a_fan_out_expands_it_anew_and_one_from_an_item_gathers_the_rest_again() {
+    let h = Harness::new();
+    let mut work = spec("work", &["plan"]);
+    work.for_each = Some(json!({"$from": "plan", "pointer": "/items"}));
+    let mut sum = spec("sum", &["work"]);
+    sum.input = json!({"all": {"$from": "work"}});
+    let wf = h.submit(vec![spec("plan", &[]), work, sum]).await;
+    let agent = h.agent("w", &["work"], 4).await;
+    let plan = h.start(&h.claim_only(agent, wf.id("plan")).await).await;
+    succeed_with(&h, &plan, json!({"items": ["a", "b", "c"]})).await;
+    h.tick().await;
+    let (h, wf_id) = (&h, wf.id);
+    let item = move |i: usize| async move { h.by_key(wf_id, &format!("work[{i}]")).await.unwrap() };
+    for i in 0..2 {
+        h.run(agent, item(i).await.id).await;
+    }
+    let running = h.start(&h.claim_only(agent, item(2).await.id).await).await;
+
+    let dry = h
+        .engine
+        .rerun(wf.id("plan"), op("new plan"), None, true)
+        .await
+        .unwrap();
+    let keys =
+        |ts: &[baton_engine::RerunTask]| ts.iter().map(|t| t.key.0.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&dry.tasks), ["plan", "work", "sum"]);
+    assert_eq!(keys(&dry.superseded), ["work[0]", "work[1]", "work[2]"]);
+    assert_eq!(h.state(item(0).await.id).await, StateKind::Completed);
+
+    h.engine
+        .rerun(wf.id("plan"), op("new plan"), None, false)
+        .await
+        .unwrap();
+    let err = h.report(running.id, succeeded(&running)).await.unwrap_err();
+    assert_eq!(code(&err), "task_superseded", "{err}");
+    for i in 0..3 {
+        let t = item(i).await;
+        assert!(
+            matches!(
+                &t.state,
+                State::Cancelled {
+                    reason: baton_core::CancelReason::Superseded { fan_out }
+                } if fan_out.0 == "work"
+            ),
+            "work[{i}]: {:?}",
+            t.state
+        );
+    }
+
+    // The new plan has two items: work[0] and work[1] are reopened with them, work[2] stays
+    // superseded, and the workflow completes all the same.
+    h.tick().await;
+    let plan = h.start(&h.claim_only(agent, wf.id("plan")).await).await;
+    succeed_with(h, &plan, json!({"items": ["x", "y"]})).await;
+    h.tick().await;
+    for (i, want) in ["x", "y"].into_iter().enumerate() {
+        let claimed = h.claim_only(agent, item(i).await.id).await;
+        assert_eq!(claimed.input().unwrap()["item"], json!(want));
+        succeed_with(h, &h.start(&claimed).await, json!(want)).await;
+    }
+    h.tick().await;
+    let work = h.task(wf.id("work")).await;
+    assert!(
+        matches!(&work.state, State::Completed { result, .. } if *result == json!(["x", "y"])),
+        "{:?}",
+        work.state
+    );
+    h.run(agent, wf.id("sum")).await;
+    assert_eq!(h.state(item(2).await.id).await, StateKind::Cancelled);
+    let events = h.events(item(0).await.id).await;
+    let names: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+    assert!(
+        names.ends_with(&[
+            "superseded",
+            "reopened",
+            "dependencies_met",
+            "agent_assigned",
+            "execution_started",
+            "execution_succeeded"
+        ]),
+        "{names:?}"
+    );
+    let record = h.engine.workflow(wf.id).await.unwrap();
+    let counts = h.counts(Some(wf.id)).await;
+    let outcome = h.engine.workflow_outcome(&record, &counts).await.unwrap();
+    assert_eq!(outcome.status.as_str(), "completed");
+
+    // A rerun from one item keeps the fan-out's other items: it gathers them again.
+    let plan = h
+        .engine
+        .rerun(item(1).await.id, op("redo y"), None, false)
+        .await
+        .unwrap();
+    assert_eq!(keys(&plan.tasks), ["work[1]", "work", "sum"]);
+    assert!(plan.superseded.is_empty());
+    assert_eq!(h.state(item(0).await.id).await, StateKind::Completed);
+    h.tick().await;
+    let claimed = h.claim_only(agent, item(1).await.id).await;
+    succeed_with(h, &h.start(&claimed).await, json!("y2")).await;
+    h.tick().await;
+    let work = h.task(wf.id("work")).await;
+    assert!(
+        matches!(&work.state, State::Completed { result, .. } if *result == json!(["x", "y2"])),
+        "{:?}",
+        work.state
+    );
+    h.run(agent, wf.id("sum")).await;
+    h.assert_replays(wf.id).await;
+    let report = baton_engine::check::check_store(h.engine.store(), |_| {})
+        .await
+        .unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}

@@ -3,7 +3,8 @@
 //! a fan-out expanded into included; a fan-out's result is its items' results in element
 //! order; and `baton check` finds every history exact. Random workflows (dependencies, fan-outs
 //! over a dependency's result, input templates that may find nothing), worked by an agent that
-//! completes, fails and retries in random order, on the real SQLite store.
+//! completes, fails and retries in random order, while an operator reruns random tasks (through
+//! fan-outs, which expand anew, and from their items), on the real SQLite store.
 //!
 //! `BATON_FANOUT_SEEDS=500 cargo test --release -p baton-engine --test fanout` runs more seeds.
 
@@ -125,19 +126,47 @@ async fn all_tasks(h: &Harness, workflow: baton_core::WorkflowId) -> Vec<Task> {
     all
 }
 
-/// Runs one seed; answers how many fan-outs completed having expanded into items.
-async fn run_seed(seed: u64) -> usize {
+/// What a seed exercised.
+#[derive(Default)]
+struct Seen {
+    /// Fan-outs that completed having expanded into items.
+    fanned_out: usize,
+    /// Reruns that superseded a fan-out's items.
+    reexpanded: usize,
+}
+
+/// Runs one seed. Now and then an operator reruns a random task (an item included), mid-run or
+/// once the workflow ended, at most three times a seed.
+async fn run_seed(seed: u64) -> Seen {
     let mut rng = Rng(seed);
+    let mut seen = Seen::default();
     let h = Harness::new();
     let specs = workflow(&mut rng);
     let flow = h.submit(specs).await;
     let agent = h.agent("worker", &["work"], 8).await;
     let mut held: Vec<Task> = Vec::new();
-    for _step in 0..400 {
+    let mut reruns = 0;
+    for _step in 0..600 {
         h.tick().await;
         held.extend(h.claim(agent, 1 + rng.below(4) as usize).await);
         let tasks = all_tasks(&h, flow.id).await;
         check_releases(&tasks);
+        let ended = tasks.iter().all(|t| t.state.is_terminal());
+        // Mid-run now and then, and once or twice after the workflow ended.
+        if reruns < 3 && (rng.chance(40) || (ended && held.is_empty() && reruns < 2)) {
+            reruns += 1;
+            let t = &tasks[rng.below(tasks.len() as u64) as usize];
+            let op = baton_engine::Operator::new("ops", "fuzz").unwrap();
+            let plan = h
+                .engine
+                .rerun(t.id, op, None, false)
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed}: rerun of {}: {e}", t.spec.key));
+            if !plan.superseded.is_empty() {
+                seen.reexpanded += 1;
+            }
+            continue;
+        }
         if held.is_empty() {
             let open = tasks.iter().any(|t| !t.state.is_terminal());
             if !open {
@@ -148,7 +177,12 @@ async fn run_seed(seed: u64) -> usize {
             continue;
         }
         let t = held.remove(rng.below(held.len() as u64) as usize);
-        let started = h.start(&t).await;
+        // A rerun may have taken the task back: its agent is told so and drops it.
+        let started = match h.report(t.id, started(&t)).await {
+            Ok(started) => started,
+            Err(e) if overruled(&e) => continue,
+            Err(e) => panic!("seed {seed}: start of {}: {e}", t.spec.key),
+        };
         let event = if rng.chance(120) {
             failed(&started, "flaky", true)
         } else {
@@ -160,6 +194,11 @@ async fn run_seed(seed: u64) -> usize {
         };
         h.report(started.id, event).await.expect("the report");
     }
+    seen.fanned_out = all_tasks(&h, flow.id)
+        .await
+        .iter()
+        .filter(|t| t.expanded.is_some_and(|n| n > 0) && t.kind() == StateKind::Completed)
+        .count();
     let tasks = all_tasks(&h, flow.id).await;
     check_releases(&tasks);
     let open: Vec<String> = tasks
@@ -170,10 +209,12 @@ async fn run_seed(seed: u64) -> usize {
     assert!(open.is_empty(), "seed {seed}: tasks left open: {open:?}");
     let report = check_store(h.engine.store(), |_| {}).await.expect("check");
     assert!(report.is_clean(), "seed {seed}: {:?}", report.violations);
-    tasks
-        .iter()
-        .filter(|t| t.expanded.is_some_and(|n| n > 0) && t.kind() == StateKind::Completed)
-        .count()
+    h.assert_replays(flow.id).await;
+    seen
+}
+
+fn overruled(e: &baton_engine::EngineError) -> bool {
+    matches!(e, baton_engine::EngineError::Rejected(r) if matches!(r.code(), "task_rerun" | "task_superseded" | "stale_lease"))
 }
 
 #[tokio::test]
@@ -182,12 +223,18 @@ async fn no_dependent_is_released_before_its_dependencies_fan_outs_included() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(40);
-    let mut fanned_out = 0;
+    let (mut fanned_out, mut reexpanded) = (0, 0);
     for seed in 0..seeds {
-        fanned_out += run_seed(seed).await;
+        let seen = run_seed(seed).await;
+        fanned_out += seen.fanned_out;
+        reexpanded += seen.reexpanded;
     }
     assert!(
         fanned_out >= seeds as usize / 4,
         "only {fanned_out} fan-outs over items completed in {seeds} seeds: the test drew too few"
+    );
+    assert!(
+        reexpanded > seeds as usize / 20,
+        "only {reexpanded} reruns through an expanded fan-out in {seeds} seeds"
     );
 }

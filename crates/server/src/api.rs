@@ -1932,7 +1932,7 @@ pub async fn fail_task(
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/rerun", request_body = RerunBody, params(("id" = String, Path, description = "task id")),
-    description = "Reruns the task and everything downstream of it: each is reopened (its history is kept, with a new `reopened` entry), waits for its dependencies again and runs with fresh attempts; agents still running any of them lose their leases (`task_rerun`). Tasks upstream keep their results. `input` replaces the task's own input. It all commits together or not at all. `dry_run` lists what would rerun and changes nothing. A rerun through a `for_each` that has expanded is refused (409).",
+    description = "Reruns the task and everything downstream of it: each is reopened (its history is kept, with a new `reopened` entry), waits for its dependencies again and runs with fresh attempts; agents still running any of them lose their leases (`task_rerun`). Tasks upstream keep their results. `input` replaces the task's own input. It all commits together or not at all. `dry_run` lists what would rerun and changes nothing. A `for_each` on the way that has expanded expands anew once its dependencies complete: its items are superseded now (listed in `superseded`) and its next expansion reopens those its new list still has, with their new input (a rerun from one of its items keeps the others and gathers them again).",
     responses((status = 200, body = RerunAnswer), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 pub async fn rerun_task(
     AxState(s): St,
@@ -1944,17 +1944,19 @@ pub async fn rerun_task(
     scope::check_task_id(&caller, engine(&s), id).await?;
     let op = operator(&caller, body.reason)?;
     let plan = engine(&s).rerun(id, op, body.input, body.dry_run).await?;
-    Ok(Json(RerunAnswer {
-        applied: plan.applied,
-        tasks: plan
-            .tasks
-            .into_iter()
+    let view = |ts: Vec<baton_engine::RerunTask>| {
+        ts.into_iter()
             .map(|t| RerunTaskView {
                 id: t.id.0,
                 key: t.key.0,
                 state: t.state,
             })
-            .collect(),
+            .collect()
+    };
+    Ok(Json(RerunAnswer {
+        applied: plan.applied,
+        tasks: view(plan.tasks),
+        superseded: view(plan.superseded),
     }))
 }
 

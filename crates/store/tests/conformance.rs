@@ -381,6 +381,7 @@ mod cases {
             reason: "again".into(),
             root: "a".into(),
             input: Some(json!({"v": 2})),
+            keep_items: false,
         };
         let rerun = record(&a, reopened, at(7));
         let b = s.task(flow.id("b")).await.unwrap().unwrap();
@@ -393,6 +394,7 @@ mod cases {
                     reason: "again".into(),
                     root: "a".into(),
                     input: None,
+                    keep_items: false,
                 },
                 at(7),
             )
@@ -430,6 +432,69 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(entries.len(), 1);
+    }
+
+    /// A superseded task (a fan-out's item a rerun retires) is no longer anyone's dependency:
+    /// its edges go, and a dependent it held back no longer waits for it.
+    pub async fn a_superseded_task_is_no_longer_a_dependency<S: Store>(s: &S) {
+        let flow = diamond();
+        s.submit(flow.batch.clone()).await.unwrap();
+        run_to_completion(s, flow.id("a"), at(10)).await;
+        release_blocked(s, at(11)).await;
+        let supersede = |t: &Task, now| {
+            record(
+                t,
+                Event::Superseded {
+                    requested_by: "ops".into(),
+                    reason: "the plan changed".into(),
+                    fan_out: "a".into(),
+                },
+                now,
+            )
+        };
+        // b, pending, held d back: d now waits only for c.
+        let b = s.task(flow.id("b")).await.unwrap().unwrap();
+        s.control(ControlWrite {
+            records: vec![supersede(&b, at(12))],
+            workflow_pause: None,
+            audit: None,
+        })
+        .await
+        .unwrap();
+        let deps: Vec<TaskId> = s
+            .dependencies(flow.id("d"))
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(deps, vec![flow.id("c")]);
+        assert!(s.dependents(flow.id("b")).await.unwrap().is_empty());
+        run_to_completion(s, flow.id("c"), at(13)).await;
+        assert_eq!(release_blocked(s, at(14)).await, vec![flow.id("d")]);
+        // a, completed: its dependents' counts do not move.
+        let a = s.task(flow.id("a")).await.unwrap().unwrap();
+        s.control(ControlWrite {
+            records: vec![supersede(&a, at(15))],
+            workflow_pause: None,
+            audit: None,
+        })
+        .await
+        .unwrap();
+        assert!(s.dependents(flow.id("a")).await.unwrap().is_empty());
+        assert_eq!(
+            s.task(flow.id("a")).await.unwrap().unwrap().kind(),
+            StateKind::Cancelled
+        );
+        run_to_completion(s, flow.id("d"), at(16)).await;
+        let counts = s.counts(Some(flow.id)).await.unwrap();
+        assert_eq!(
+            (
+                counts.get(StateKind::Completed),
+                counts.get(StateKind::Cancelled)
+            ),
+            (2, 2)
+        );
     }
 
     pub async fn completion_releases_dependents_once_all_their_dependencies_completed<S: Store>(
@@ -1553,6 +1618,7 @@ macro_rules! conformance {
             case!(apply_all_commits_each_record_on_its_own);
             case!(apply_all_undoes_a_record_that_fails_after_writing);
             case!(completion_releases_dependents_once_all_their_dependencies_completed);
+            case!(a_superseded_task_is_no_longer_a_dependency);
             case!(a_control_writes_all_its_transitions_or_none_with_its_audit_entry);
             case!(claims_take_the_highest_priority_then_the_oldest_the_agent_can_run);
             case!(arc concurrent_claimers_never_get_the_same_task);

@@ -729,14 +729,17 @@ class RerunTask:
 @dataclass(frozen=True)
 class RerunAnswer:
     """What a rerun reopened (``applied``) or, as a dry run, would reopen: the task it starts
-    from, then everything downstream of it."""
+    from, then everything downstream of it; and ``superseded``, the items of the fan-outs among
+    them that expand anew (their next expansion reopens those the new list still has)."""
 
     applied: bool
     tasks: List[RerunTask]
+    superseded: List[RerunTask] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "RerunAnswer":
-        return _build(cls, data, tasks=lambda ts: [RerunTask.from_json(t) for t in ts])
+        items = lambda ts: [RerunTask.from_json(t) for t in ts]  # noqa: E731
+        return _build(cls, data, tasks=items, superseded=items)
 
 
 @dataclass(frozen=True)

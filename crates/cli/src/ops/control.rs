@@ -178,6 +178,17 @@ pub async fn rerun(
             for t in &answer.tasks {
                 println!("  {}  {}  (was {})", t.id, t.key, paint.state(t.state));
             }
+            if !answer.superseded.is_empty() {
+                let verb = if answer.applied {
+                    "superseded"
+                } else {
+                    "would supersede"
+                };
+                println!("{verb} the items of the fan-outs that expand anew:");
+                for t in &answer.superseded {
+                    println!("  {}  {}  (was {})", t.id, t.key, paint.state(t.state));
+                }
+            }
             Ok(())
         }
     }

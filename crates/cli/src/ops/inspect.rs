@@ -360,6 +360,9 @@ fn state_detail(detail: &Value) -> Option<String> {
             CancelReason::Upstream { upstream } => {
                 format!("cancelled because its dependency {upstream} failed or was cancelled")
             }
+            CancelReason::Superseded { fan_out } => {
+                format!("superseded: a rerun expands its fan-out {fan_out} anew")
+            }
         }),
         State::Failed { error, retry_at } => Some(format!(
             "{}: {}{}",

@@ -220,12 +220,21 @@ pub fn force_fail() -> Event {
     }
 }
 
+pub fn superseded() -> Event {
+    Event::Superseded {
+        requested_by: "ops".into(),
+        reason: "the plan changed".into(),
+        fan_out: "fan".into(),
+    }
+}
+
 pub fn reopened(root: &str, input: Option<Value>) -> Event {
     Event::Reopened {
         requested_by: "ops".into(),
         reason: "prompt fixed".into(),
         root: root.into(),
         input,
+        keep_items: false,
     }
 }
 

@@ -382,7 +382,18 @@ impl<'c> Run<'c> {
                     .await
             }));
         }
-        if decide::reopens_dependents(from, to) {
+        if matches!(record.entry.event, Event::Superseded { .. }) {
+            // No longer anyone's dependency: it leaves its dependents' open counts if it was in them.
+            let (id, open) = (task.id.0, from != StateKind::Completed);
+            self.pending.push(Box::pin(async move {
+                if open {
+                    c.client.execute(&c.s.release_dependents, &[&id]).await?;
+                }
+                c.client.execute(&c.s.detach_dependents, &[&id]).await
+            }));
+        }
+        let superseded = matches!(record.entry.event, Event::Superseded { .. });
+        if decide::reopens_dependents(from, to) && !superseded {
             let id = task.id.0;
             self.pending.push(Box::pin(async move {
                 c.client.execute(&c.s.reopen_dependents, &[&id]).await

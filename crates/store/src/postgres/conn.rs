@@ -99,6 +99,7 @@ statements! {
                           WHERE id IN (SELECT dependent FROM edges WHERE dependency = $1)";
     reopen_dependents = "UPDATE tasks SET deps_open = deps_open + 1
                          WHERE id IN (SELECT dependent FROM edges WHERE dependency = $1)";
+    detach_dependents = "DELETE FROM edges WHERE dependency = $1";
     update_spec = "UPDATE task_specs SET spec = $2 WHERE task_id = $1";
     pause_workflow = "UPDATE workflows SET paused = $2 WHERE id = $1";
     insert_audit = "INSERT INTO audit (at, actor, action, workflow_id, task_id, reason, detail)

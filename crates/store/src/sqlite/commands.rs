@@ -2,7 +2,8 @@
 //! `writer.rs`), with the decisions `crate::decide` takes for both backends.
 
 use baton_core::{
-    ArtifactRef, Effect, Event, HistoryEntry, Task, TaskId, TaskKey, Timestamp, WorkflowId,
+    ArtifactRef, Effect, Event, HistoryEntry, StateKind, Task, TaskId, TaskKey, Timestamp,
+    WorkflowId,
 };
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use uuid::Uuid;
@@ -375,7 +376,22 @@ pub(super) fn write_transition(
         .map_err(db)?;
         insert_refs(conn, task.id, &task_refs(task, true))?;
     }
-    if decide::reopens_dependents(from, to) {
+    let superseded = matches!(record.entry.event, Event::Superseded { .. });
+    if superseded {
+        // No longer anyone's dependency: it leaves its dependents' open counts if it was in them.
+        if from != StateKind::Completed {
+            conn.prepare_cached(
+                "UPDATE tasks SET deps_open = deps_open - 1
+                 WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)",
+            )
+            .and_then(|mut s| s.execute([task.id.0]))
+            .map_err(db)?;
+        }
+        conn.prepare_cached("DELETE FROM edges WHERE dependency = ?1")
+            .and_then(|mut s| s.execute([task.id.0]))
+            .map_err(db)?;
+    }
+    if decide::reopens_dependents(from, to) && !superseded {
         conn.prepare_cached(
             "UPDATE tasks SET deps_open = deps_open + 1
              WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)",
