@@ -275,32 +275,50 @@ impl<S: Store + 'static> Engine<S> {
                 if let Some(timeouts) = &spec.timeouts {
                     comp.timeouts = timeouts.clone();
                 }
-                let now = self.now().max(task.updated_at);
-                let (new, t) = new_task(
-                    task.workflow,
-                    TaskId(self.inner.ids.id()),
-                    comp,
-                    Vec::new(),
-                    &std::collections::BTreeMap::new(),
-                    self.inner.ids.seed(),
-                    now,
-                )?;
-                let batch = SubmitBatch {
-                    workflow: WorkflowRef::Existing(task.workflow),
-                    tasks: vec![new],
-                    edges: Vec::new(),
-                    transitions: Vec::new(),
-                };
-                match self.inner.store.submit(batch).await {
-                    Ok(_) => {
-                        info!(task = %id, compensation = %t.task.id, "compensation task created");
-                        self.inner.metrics.compensation();
-                        self.after_commit(&t, &Event::Submitted(submission_of(&t)), None);
-                        self.hold_if_paused(task.workflow, &[t.task.id]).await?;
+                for _ in 0..CAS_RETRIES_MAX {
+                    let now = self.now().max(task.updated_at);
+                    let pause = self.creation_pause(task.workflow).await?;
+                    let (new, t) = new_task(
+                        task.workflow,
+                        TaskId(self.inner.ids.id()),
+                        comp.clone(),
+                        Vec::new(),
+                        &std::collections::BTreeMap::new(),
+                        self.inner.ids.seed(),
+                        now,
+                    )?;
+                    let held = match &pause {
+                        Some(pause) => Some(Self::held_by(pause, &t)?),
+                        None => None,
+                    };
+                    let batch = SubmitBatch {
+                        workflow: WorkflowRef::Existing {
+                            id: task.workflow,
+                            paused: pause.is_some(),
+                        },
+                        tasks: vec![new],
+                        edges: Vec::new(),
+                        transitions: held
+                            .iter()
+                            .map(|(h, e)| TransitionRecord::of(h, e.clone(), h.task.updated_at))
+                            .collect(),
+                    };
+                    match self.inner.store.submit(batch).await {
+                        Ok(_) => {
+                            info!(task = %id, compensation = %t.task.id, "compensation task created");
+                            self.inner.metrics.compensation();
+                            self.after_commit(&t, &Event::Submitted(submission_of(&t)), None);
+                            if let Some((h, event)) = &held {
+                                self.after_commit(h, event, None);
+                            }
+                            return Ok(());
+                        }
+                        Err(StoreError::DuplicateKey { .. }) => return Ok(()),
+                        Err(e) if e.is_conflict() => continue,
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(StoreError::DuplicateKey { .. }) => {}
-                    Err(e) => return Err(e.into()),
                 }
+                return Err(EngineError::Contended(id));
             }
             _ => {}
         }

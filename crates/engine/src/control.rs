@@ -420,37 +420,36 @@ impl<S: Store + 'static> Engine<S> {
         Ok(self.inner.store.audit(filter).await?)
     }
 
-    /// Pauses tasks just created in `workflow` if it is paused (decomposition, a fan-out's
-    /// items, compensation), by the workflow's pause.
-    pub(crate) async fn hold_if_paused(
+    /// The pause of the workflow tasks are about to be created in (sub-tasks, a fan-out's
+    /// items, a compensation): they start paused by it in the same commit, whose
+    /// [`baton_store::WorkflowRef::Existing`] carries what was read here, so that the store
+    /// refuses the batch if the workflow was paused or resumed meanwhile.
+    pub(crate) async fn creation_pause(
         &self,
         workflow: WorkflowId,
-        created: &[TaskId],
-    ) -> Result<(), EngineError> {
-        if created.is_empty() {
-            return Ok(());
-        }
-        let Some(pause) = self
+    ) -> Result<Option<Paused>, EngineError> {
+        Ok(self
             .inner
             .store
             .workflow(workflow)
             .await?
-            .and_then(|w| w.paused)
-        else {
-            return Ok(());
+            .ok_or(EngineError::WorkflowNotFound(workflow))?
+            .paused)
+    }
+
+    /// A task just created (or reopened) by a batch, paused by its workflow's `pause`: the
+    /// transition and its event, to go in the same batch.
+    pub(crate) fn held_by(
+        pause: &Paused,
+        t: &Transition,
+    ) -> Result<(Transition, Event), EngineError> {
+        let event = Event::PauseRequested {
+            requested_by: pause.by.clone(),
+            reason: pause.reason.clone(),
+            now: false,
         };
-        let make = |t: &Task| {
-            (!t.state.is_terminal() && !t.is_paused()).then(|| Event::PauseRequested {
-                requested_by: pause.by.clone(),
-                reason: pause.reason.clone(),
-                now: false,
-            })
-        };
-        for chunk in created.chunks(WORKFLOW_CONTROL_PAGE) {
-            let decided = self.decide_all(chunk, &make, false).await?;
-            self.commit_control(decided, None, None).await?;
-        }
-        Ok(())
+        let held = baton_core::apply(&t.task, &event, t.task.updated_at)?;
+        Ok((held, event))
     }
 
     // ---- the one path of a control --------------------------------------------------------

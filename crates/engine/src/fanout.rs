@@ -95,6 +95,7 @@ impl<S: Store + 'static> Engine<S> {
                 }
             }
             let input = resolved.as_ref().unwrap_or(&task.spec.input);
+            let pause = self.creation_pause(task.workflow).await?;
             let earlier = self.earlier_items(&task, items.len()).await?;
             let mut tasks = Vec::with_capacity(items.len());
             let mut created = Vec::with_capacity(items.len());
@@ -139,8 +140,19 @@ impl<S: Store + 'static> Engine<S> {
                 tasks.push(new);
                 created.push(t);
             }
+            let mut held = Vec::new();
+            if let Some(pause) = &pause {
+                for t in created.iter().chain(reopened.iter().map(|(t, _)| t)) {
+                    let (h, event) = Self::held_by(pause, t)?;
+                    records.push(TransitionRecord::of(&h, event.clone(), h.task.updated_at));
+                    held.push((h, event));
+                }
+            }
             let batch = SubmitBatch {
-                workflow: WorkflowRef::Existing(task.workflow),
+                workflow: WorkflowRef::Existing {
+                    id: task.workflow,
+                    paused: pause.is_some(),
+                },
                 tasks,
                 edges,
                 transitions: records,
@@ -150,20 +162,14 @@ impl<S: Store + 'static> Engine<S> {
                     for t in &created {
                         self.after_commit(t, &Event::Submitted(submission_of(t)), None);
                     }
-                    for (t, event) in &reopened {
+                    for (t, event) in reopened.iter().chain(&held) {
                         self.after_commit(t, event, None);
                     }
                     self.after_commit(&on_task, &event, None);
                     info!(task = %id, items = items.len(), reopened = reopened.len(), "for_each expanded");
-                    let items: Vec<TaskId> = created
-                        .iter()
-                        .chain(reopened.iter().map(|(t, _)| t))
-                        .map(|t| t.task.id)
-                        .collect();
-                    self.hold_if_paused(task.workflow, &items).await?;
                     return Ok(on_task.task);
                 }
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
             }
         }

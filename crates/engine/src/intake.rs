@@ -151,6 +151,8 @@ impl<S: Store + 'static> Engine<S> {
         self.check_artifact_refs(task_payloads(&specs)).await?;
         for _ in 0..CAS_RETRIES_MAX {
             let task = self.load(parent).await?;
+            let pause = self.creation_pause(task.workflow).await?;
+            let mut held = Vec::new();
             let existing = self.workflow_tasks(task.workflow).await?;
             let mut dag = Dag::build(
                 existing
@@ -255,8 +257,18 @@ impl<S: Store + 'static> Engine<S> {
                     applied.push((t, event));
                 }
             }
+            if let Some(pause) = &pause {
+                for t in &created {
+                    let (h, event) = Self::held_by(pause, t)?;
+                    records.push(TransitionRecord::of(&h, event.clone(), h.task.updated_at));
+                    held.push((h, event));
+                }
+            }
             let batch = SubmitBatch {
-                workflow: WorkflowRef::Existing(task.workflow),
+                workflow: WorkflowRef::Existing {
+                    id: task.workflow,
+                    paused: pause.is_some(),
+                },
                 tasks,
                 edges,
                 transitions: records,
@@ -266,18 +278,16 @@ impl<S: Store + 'static> Engine<S> {
                     for t in &created {
                         self.after_commit(t, &Event::Submitted(submission_of(t)), None);
                     }
-                    for (t, event) in &applied {
+                    for (t, event) in applied.iter().chain(&held) {
                         self.after_commit(t, event, None);
                     }
                     info!(parent = %parent, subtasks = specs.len(), "sub-tasks added");
-                    let added: Vec<TaskId> = created.iter().map(|t| t.task.id).collect();
-                    self.hold_if_paused(task.workflow, &added).await?;
                     return Ok(specs
                         .iter()
                         .map(|s| (s.key.clone(), new_ids[&s.key]))
                         .collect());
                 }
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) if e.is_conflict() => continue,
                 Err(StoreError::DuplicateKey { key, .. }) => {
                     return Err(EngineError::Graph(baton_core::DagError::DuplicateTask(key)))
                 }

@@ -63,7 +63,13 @@ pub const PAGE_ROWS_MAX: usize = 1_000;
 #[derive(Clone, Debug, PartialEq)]
 pub enum WorkflowRef {
     New(NewWorkflow),
-    Existing(WorkflowId),
+    /// An existing workflow, read as paused or not when the batch was decided (tasks created
+    /// in a paused workflow are paused in the same batch): the batch fails with
+    /// [`StoreError::WorkflowPauseChanged`] if that changed before it commits.
+    Existing {
+        id: WorkflowId,
+        paused: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -493,6 +499,9 @@ pub enum StoreError {
         expected: u64,
         found: Option<u64>,
     },
+    /// The workflow was paused or resumed after the batch read it: decide it again.
+    #[error("workflow {0} was paused or resumed meanwhile")]
+    WorkflowPauseChanged(WorkflowId),
     #[error("task {0} not found")]
     TaskNotFound(TaskId),
     #[error("workflow {0} not found")]
@@ -538,8 +547,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// What it read changed before it committed: read again and decide anew.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, StoreError::Conflict { .. })
+        matches!(
+            self,
+            StoreError::Conflict { .. } | StoreError::WorkflowPauseChanged(_)
+        )
     }
 }
 

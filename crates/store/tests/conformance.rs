@@ -104,7 +104,10 @@ mod cases {
 
         let err = s
             .submit(SubmitBatch {
-                workflow: WorkflowRef::Existing(WorkflowId(Uuid::now_v7())),
+                workflow: WorkflowRef::Existing {
+                    id: WorkflowId(Uuid::now_v7()),
+                    paused: false,
+                },
                 tasks: Vec::new(),
                 edges: Vec::new(),
                 transitions: Vec::new(),
@@ -332,6 +335,30 @@ mod cases {
             s.workflow(flow.id).await.unwrap().unwrap().paused,
             Some(mark)
         );
+        // Tasks added to it by a batch that read it unpaused: refused, to be decided again.
+        let late = SubmitBatch {
+            workflow: WorkflowRef::Existing {
+                id: flow.id,
+                paused: false,
+            },
+            tasks: Vec::new(),
+            edges: Vec::new(),
+            transitions: Vec::new(),
+        };
+        let err = s.submit(late.clone()).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::WorkflowPauseChanged(w) if w == flow.id),
+            "{err:?}"
+        );
+        assert!(err.is_conflict());
+        let read_paused = SubmitBatch {
+            workflow: WorkflowRef::Existing {
+                id: flow.id,
+                paused: true,
+            },
+            ..late
+        };
+        s.submit(read_paused).await.unwrap();
         let counts = s.counts(Some(flow.id)).await.unwrap();
         assert_eq!(
             (counts.paused(), counts.get(StateKind::Pending)),
@@ -976,7 +1003,10 @@ mod cases {
             at(2),
         );
         s.submit(SubmitBatch {
-            workflow: WorkflowRef::Existing(flow.id),
+            workflow: WorkflowRef::Existing {
+                id: flow.id,
+                paused: false,
+            },
             tasks: vec![NewTask {
                 task: t.task,
                 entry: HistoryEntry {

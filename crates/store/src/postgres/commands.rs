@@ -626,12 +626,18 @@ impl<'c> Run<'c> {
                 }
                 wf.id
             }
-            WorkflowRef::Existing(id) => {
+            WorkflowRef::Existing { id, paused } => {
+                // Locked for share: a pause or resume of the workflow commits before this
+                // batch reads it, or waits for it to commit.
                 let found = self
-                    .read(c.client.query_opt(&c.s.workflow_exists, &[&id.0]))
+                    .read(c.client.query_opt(&c.s.workflow_paused_locked, &[&id.0]))
                     .await?;
-                if found.is_none() {
-                    return Ok(Err(StoreError::WorkflowNotFound(*id)));
+                match found.map(|row| row.get::<_, bool>(0)) {
+                    None => return Ok(Err(StoreError::WorkflowNotFound(*id))),
+                    Some(now) if now != *paused => {
+                        return Ok(Err(StoreError::WorkflowPauseChanged(*id)))
+                    }
+                    Some(_) => {}
                 }
                 *id
             }

@@ -117,7 +117,7 @@ statements! {
                                                     outputs)
                              VALUES ($1, $2, $3, $4, $5, $6)
                              ON CONFLICT (idempotency_key) DO NOTHING";
-    workflow_exists = "SELECT 1 FROM workflows WHERE id = $1";
+    workflow_paused_locked = "SELECT paused IS NOT NULL FROM workflows WHERE id = $1 FOR SHARE";
     insert_labels = "INSERT INTO workflow_labels (workflow_id, key, value)
                      SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS u(k, v)";
     task_keys = "SELECT key, id FROM tasks WHERE workflow_id = $1 ORDER BY id";

@@ -179,13 +179,15 @@ pub(super) fn submit(
             }
             wf.id
         }
-        WorkflowRef::Existing(id) => {
-            let found: Option<i64> = conn
-                .prepare_cached("SELECT 1 FROM workflows WHERE id = ?1")
+        WorkflowRef::Existing { id, paused } => {
+            let found: Option<bool> = conn
+                .prepare_cached("SELECT paused IS NOT NULL FROM workflows WHERE id = ?1")
                 .and_then(|mut s| s.query_row([id.0], |r| r.get(0)).optional())
                 .map_err(db)?;
-            if found.is_none() {
-                return Err(StoreError::WorkflowNotFound(*id));
+            match found {
+                None => return Err(StoreError::WorkflowNotFound(*id)),
+                Some(now) if now != *paused => return Err(StoreError::WorkflowPauseChanged(*id)),
+                Some(_) => {}
             }
             *id
         }
