@@ -213,10 +213,13 @@ pub struct RerunAnswer {
     /// The task first, then everything downstream of it, breadth first, each with its state
     /// before the rerun.
     pub tasks: Vec<RerunTaskView>,
-    /// The items of the fan-outs among `tasks` that expand anew, each with its state before
-    /// the rerun: they are cancelled (reason `superseded`, a running agent loses its lease
-    /// with `task_superseded`) and no longer count; the fan-out's next expansion reopens
-    /// those its new list still has, with their new input.
+    /// The tasks that earlier runs of `tasks` created and that no longer count, each with its
+    /// state before the rerun: the items of the fan-outs that expand anew, and the sub-tasks
+    /// the tasks added by decomposition (with what depends on them outside the rerun). They
+    /// are cancelled (reason `superseded`; a running agent loses its lease with
+    /// `task_superseded`). A fan-out's next expansion reopens the items its new list still
+    /// has, with their new input; a task that adds a superseded sub-task again (same spec but
+    /// for its input) reopens it.
     #[serde(default)]
     pub superseded: Vec<RerunTaskView>,
 }

@@ -318,7 +318,7 @@ impl fmt::Display for Rejection {
                     EventKind::SkipRequested => "skipped (completed with an operator's result)",
                     EventKind::FailRequested => "failed for good by an operator",
                     EventKind::Reopened => "reopened for a rerun",
-                    EventKind::Superseded => "superseded by a rerun of its fan-out",
+                    EventKind::Superseded => "superseded by a rerun of the task that created it",
                     _ => "paused and taken back from its agent",
                 };
                 write!(
@@ -468,8 +468,12 @@ impl Lifecycle {
                 })
             }
             Event::Reopened {
-                input, keep_items, ..
+                input,
+                keep_items,
+                retired,
+                ..
             } => {
+                next.dependencies.retain(|k| !retired.contains(k));
                 next.attempt += 1;
                 next.attempts_allowed = task.attempt + task.spec.retry.max_attempts;
                 next.input = None;
@@ -1146,8 +1150,8 @@ fn enter(rule: &Rule, task: &Task, event: &Event, now: Timestamp, clock: Timesta
                 Event::UpstreamFailed { upstream } => CancelReason::Upstream {
                     upstream: upstream.clone(),
                 },
-                Event::Superseded { fan_out, .. } => CancelReason::Superseded {
-                    fan_out: fan_out.clone(),
+                Event::Superseded { parent, .. } => CancelReason::Superseded {
+                    parent: parent.clone(),
                 },
                 Event::UpstreamRevived { .. } => CancelReason::Upstream {
                     upstream: other_upstream_ended(event)

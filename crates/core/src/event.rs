@@ -216,14 +216,19 @@ pub enum Event {
         input: Option<Value>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         keep_items: bool,
+        /// Dependencies it no longer waits for: sub-tasks that an earlier run of a task
+        /// upstream added, which this rerun superseded.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        retired: Vec<TaskKey>,
     },
-    /// A rerun reached the fan-out `fan_out` this task is an item of: the item no longer
-    /// counts (it is cancelled, its lease revoked, and it is no longer the fan-out's
-    /// dependency); the fan-out's next expansion reopens it if its new list still has it.
+    /// A rerun reached `parent`, the fan-out this task is an item of or the task that added it
+    /// as a sub-task: this run of it no longer counts (it is cancelled, its lease revoked, and
+    /// it is no longer anyone's dependency). The fan-out's next expansion, or the parent
+    /// adding it again, reopens it.
     Superseded {
         requested_by: String,
         reason: String,
-        fan_out: TaskKey,
+        parent: TaskKey,
     },
 }
 
@@ -356,7 +361,7 @@ impl EventKind {
             EventKind::SkipRequested => "a skip",
             EventKind::FailRequested => "an operator's failure",
             EventKind::Reopened => "a rerun",
-            EventKind::Superseded => "a rerun of its fan-out",
+            EventKind::Superseded => "a rerun of the task that created it",
         }
     }
 }

@@ -100,9 +100,10 @@ pub enum CancelReason {
     },
     /// A dependency ended `Failed` or `Cancelled`, so this task can never run.
     Upstream { upstream: TaskKey },
-    /// A rerun re-expands the fan-out `fan_out` this task was an item of: this run of it no
-    /// longer counts (the fan-out's next expansion reopens it if its new list still has it).
-    Superseded { fan_out: TaskKey },
+    /// A rerun reached `parent`, the fan-out this task was an item of or the task that added it
+    /// as a sub-task: this run of it no longer counts (the fan-out's next expansion, or the
+    /// parent adding it again, reopens it).
+    Superseded { parent: TaskKey },
 }
 
 /// One failed attempt.

@@ -338,7 +338,7 @@ enum Tpl {
     SkipRequested(Value),
     FailRequested(Option<ErrorReport>),
     /// From this task (if `own`) or another root; with a new input or not.
-    Reopened(bool, Option<Value>, bool),
+    Reopened(bool, Option<Value>, bool, bool),
     Superseded,
 }
 
@@ -425,7 +425,7 @@ fn tpl() -> impl Strategy<Value = Tpl> {
         1 => text().prop_map(Tpl::ResumeRequested),
         1 => json_value().prop_map(Tpl::SkipRequested),
         1 => proptest::option::of(error_report()).prop_map(Tpl::FailRequested),
-        1 => (any::<bool>(), proptest::option::of(json_value()), any::<bool>()).prop_map(|(own, input, keep)| Tpl::Reopened(own, input, keep)),
+        1 => (any::<bool>(), proptest::option::of(json_value()), any::<bool>(), any::<bool>()).prop_map(|(own, input, keep, retire)| Tpl::Reopened(own, input, keep, retire)),
         1 => Just(Tpl::Superseded),
     ]
 }
@@ -595,7 +595,7 @@ fn event_of(t: &Tpl, task: &Task) -> Event {
             reason: "fuzz".into(),
             error: error.clone(),
         },
-        Tpl::Reopened(own, input, keep_items) => Event::Reopened {
+        Tpl::Reopened(own, input, keep_items, retire) => Event::Reopened {
             requested_by: "op".into(),
             reason: "fuzz".into(),
             root: if *own {
@@ -605,11 +605,16 @@ fn event_of(t: &Tpl, task: &Task) -> Event {
             },
             input: input.clone(),
             keep_items: *keep_items,
+            retired: if *retire {
+                task.dependencies.iter().take(1).cloned().collect()
+            } else {
+                Vec::new()
+            },
         },
         Tpl::Superseded => Event::Superseded {
             requested_by: "op".into(),
             reason: "fuzz".into(),
-            fan_out: TaskKey("fan".into()),
+            parent: TaskKey("fan".into()),
         },
     }
 }
@@ -869,25 +874,30 @@ fn check_accepted(
         Event::UpstreamRevived { dependencies, .. } => dependencies.len(),
         _ => 1,
     };
-    if let (
-        Event::Reopened {
-            keep_items: false, ..
-        },
-        Some(n),
-    ) = (ev, old.expanded)
+    if let Event::Reopened {
+        keep_items,
+        retired,
+        ..
+    } = ev
     {
-        // A fan-out's rerun drops its items, and only them, until it expands again.
-        let items: Vec<TaskKey> = (0..n as usize)
-            .map(|i| baton_core::template::item_key(&old.spec.key, i))
-            .collect();
+        // A rerun drops the sub-tasks it retired and, unless it keeps them, a fan-out's items
+        // (until it expands again), and only those.
+        let items: Vec<TaskKey> = match old.expanded {
+            Some(n) if !keep_items => (0..n as usize)
+                .map(|i| baton_core::template::item_key(&old.spec.key, i))
+                .collect(),
+            _ => Vec::new(),
+        };
         let kept: Vec<TaskKey> = old
             .dependencies
             .iter()
-            .filter(|k| !items.contains(k))
+            .filter(|k| !items.contains(k) && !retired.contains(k))
             .cloned()
             .collect();
         prop_assert_eq!(&new.dependencies, &kept);
-        prop_assert_eq!(new.expanded, None);
+        if !keep_items {
+            prop_assert_eq!(new.expanded, None);
+        }
     } else {
         prop_assert!(
             new.dependencies.starts_with(&old.dependencies)
@@ -1124,7 +1134,7 @@ fn every_event_kind_has_a_template() {
         Tpl::ResumeRequested(String::new()),
         Tpl::SkipRequested(Value::Null),
         Tpl::FailRequested(None),
-        Tpl::Reopened(true, None, false),
+        Tpl::Reopened(true, None, false, false),
         Tpl::Superseded,
     ];
     let kinds: BTreeSet<EventKind> = all.iter().map(|t| event_of(t, &task).kind()).collect();

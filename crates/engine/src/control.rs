@@ -5,7 +5,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use baton_core::{ErrorReport, Event, Paused, StateKind, Task, TaskId, TaskKey, Timestamp};
+use baton_core::{CancelReason, ErrorReport, Event, Paused, State, StateKind, Task, TaskId};
+use baton_core::{TaskKey, Timestamp};
 use baton_core::{Transition, WorkflowId};
 use baton_store::{AuditEntry, AuditFilter, ControlWrite, Store, StoreError, TransitionRecord};
 use serde_json::{json, Value};
@@ -241,8 +242,11 @@ impl<S: Store + 'static> Engine<S> {
             self.check_rerun_input(&root, input).await?;
         }
         let ids = self.downstream(id).await?;
+        let in_rerun: HashSet<TaskId> = ids.iter().copied().collect();
         let mut tasks = Vec::with_capacity(ids.len());
-        // Fan-outs that gather their items again, and the items superseded (by fan-out key).
+        // Fan-outs that gather their items again, and the tasks superseded (by the key of the
+        // task that created them): the items of the fan-outs that expand anew, and the
+        // sub-tasks that tasks of the rerun added, with what depends on them outside it.
         let mut keep_items = HashSet::new();
         let mut superseded: HashMap<TaskId, TaskKey> = HashMap::new();
         let mut retired = Vec::new();
@@ -268,12 +272,46 @@ impl<S: Store + 'static> Engine<S> {
                 });
             }
         }
+        let mut retired_keys = HashSet::new();
+        let mut queue = VecDeque::new();
+        for (parent, keys) in self.inner.store.subtasks_added(root.workflow).await? {
+            if !in_rerun.contains(&parent) {
+                continue;
+            }
+            let parent = self.load(parent).await?.spec.key.clone();
+            for key in keys {
+                if let Some(sub) = self.inner.store.task_by_key(root.workflow, key).await? {
+                    queue.push_back((sub, parent.clone()));
+                }
+            }
+        }
+        while let Some((t, parent)) = queue.pop_front() {
+            let done = matches!(
+                &t.state,
+                State::Cancelled {
+                    reason: CancelReason::Superseded { .. }
+                }
+            );
+            if done || in_rerun.contains(&t.id) || superseded.contains_key(&t.id) {
+                continue;
+            }
+            for dependent in self.inner.store.dependents(t.id).await? {
+                queue.push_back((self.load(dependent).await?, parent.clone()));
+            }
+            superseded.insert(t.id, parent);
+            retired_keys.insert(t.spec.key.clone());
+            retired.push(RerunTask {
+                id: t.id,
+                key: t.spec.key.clone(),
+                state: t.kind(),
+            });
+        }
         let make = |t: &Task| {
             Some(match superseded.get(&t.id) {
-                Some(fan_out) => Event::Superseded {
+                Some(parent) => Event::Superseded {
                     requested_by: op.by.clone(),
                     reason: op.reason.clone(),
-                    fan_out: fan_out.clone(),
+                    parent: parent.clone(),
                 },
                 None => Event::Reopened {
                     requested_by: op.by.clone(),
@@ -281,6 +319,12 @@ impl<S: Store + 'static> Engine<S> {
                     root: root.spec.key.clone(),
                     input: if t.id == id { input.clone() } else { None },
                     keep_items: keep_items.contains(&t.id),
+                    retired: t
+                        .dependencies
+                        .iter()
+                        .filter(|k| retired_keys.contains(*k))
+                        .cloned()
+                        .collect(),
                 },
             })
         };

@@ -116,6 +116,7 @@ impl<S: Store + 'static> Engine<S> {
                         root: spec.key.clone(),
                         input: Some(spec.input),
                         keep_items: false,
+                        retired: Vec::new(),
                     };
                     let t = apply(old, &event, now.max(old.updated_at))?;
                     records.push(TransitionRecord::of(&t, event.clone(), t.task.updated_at));

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use baton_core::dag::TASKS_PER_WORKFLOW_MAX;
 use baton_core::template;
 use baton_core::{
-    apply, validate_labels, AgentId, Dag, Event, FencingToken, Labels, State, StateKind,
-    Submission, Task, TaskId, TaskKey, TaskSpec, Timestamp, Transition, WorkflowId,
+    apply, validate_labels, AgentId, CancelReason, Dag, Event, FencingToken, Labels, State,
+    StateKind, Submission, Task, TaskId, TaskKey, TaskSpec, Timestamp, Transition, WorkflowId,
 };
 use baton_store::{
     Edge, NewTask, NewWorkflow, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
@@ -153,7 +153,12 @@ impl<S: Store + 'static> Engine<S> {
             let task = self.load(parent).await?;
             let pause = self.creation_pause(task.workflow).await?;
             let mut held = Vec::new();
+            let mut created_again = Vec::new();
             let existing = self.workflow_tasks(task.workflow).await?;
+            let by_key: HashMap<&TaskKey, &Task> =
+                existing.iter().map(|t| (&t.spec.key, t)).collect();
+            // Sub-tasks this task added in a run a rerun superseded come back, reopened.
+            let reused = reused_subtasks(&task, &specs, &by_key)?;
             let mut dag = Dag::build(
                 existing
                     .iter()
@@ -168,12 +173,13 @@ impl<S: Store + 'static> Engine<S> {
                 .flat_map(|d| specs.iter().map(|s| (d.spec.key.clone(), s.key.clone())))
                 .collect();
             dag.extend(
-                specs.iter().map(|s| (&s.key, s.depends_on.as_slice())),
+                specs
+                    .iter()
+                    .filter(|s| !reused.contains(&s.key))
+                    .map(|s| (&s.key, s.depends_on.as_slice())),
                 new_edges.iter().map(|(a, b)| (a, b)),
             )?;
-            let by_key: HashMap<&TaskKey, &Task> =
-                existing.iter().map(|t| (&t.spec.key, t)).collect();
-            validate_subtasks(&specs, &by_key)?;
+            validate_subtasks(&specs, &by_key, &reused)?;
             // After every change of the workflow so far (see `Cause::after`).
             let now = existing
                 .iter()
@@ -189,6 +195,7 @@ impl<S: Store + 'static> Engine<S> {
             let on_parent = apply(&task, &added, now)?;
             let new_ids: HashMap<&TaskKey, TaskId> = specs
                 .iter()
+                .filter(|s| !reused.contains(&s.key))
                 .map(|s| (&s.key, TaskId(self.inner.ids.id())))
                 .collect();
             let id_of = |k: &TaskKey| {
@@ -200,7 +207,35 @@ impl<S: Store + 'static> Engine<S> {
             let mut tasks = Vec::new();
             let mut created = Vec::new();
             let mut edges = Vec::new();
-            for spec in &specs {
+            let mut records = vec![TransitionRecord::of(&on_parent, added.clone(), now)];
+            let mut applied = vec![(on_parent, added)];
+            for spec in specs.iter().filter(|s| reused.contains(&s.key)) {
+                let old = by_key[&spec.key];
+                // Its edges from tasks that were superseded with it went with them.
+                for dep in spec
+                    .depends_on
+                    .iter()
+                    .filter(|d| new_keys_of(&specs).contains(d))
+                {
+                    edges.push(Edge {
+                        dependency: id_of(dep).expect("the graph checked every dependency"),
+                        dependent: old.id,
+                    });
+                }
+                let event = Event::Reopened {
+                    requested_by: "engine".into(),
+                    reason: format!("added again by `{}` after a rerun", task.spec.key),
+                    root: spec.key.clone(),
+                    input: Some(spec.input.clone()),
+                    keep_items: false,
+                    retired: Vec::new(),
+                };
+                let t = apply(old, &event, now)?;
+                records.push(TransitionRecord::of(&t, event.clone(), now));
+                created_again.push(t.clone());
+                applied.push((t, event));
+            }
+            for spec in specs.iter().filter(|s| !reused.contains(&s.key)) {
                 let id = new_ids[&spec.key];
                 let completed: Vec<TaskKey> = spec
                     .depends_on
@@ -237,15 +272,13 @@ impl<S: Store + 'static> Engine<S> {
                 tasks.push(new);
                 created.push(t);
             }
-            let mut records = vec![TransitionRecord::of(&on_parent, added.clone(), now)];
-            let mut applied = vec![(on_parent, added)];
             // Every dependent records the new dependencies, a cancelled one too (so that a
             // revival finds it waiting for them); each is a compare-and-set in this batch.
             for dependent in &dependents {
                 let mut current = (*dependent).clone();
                 for spec in &specs {
                     edges.push(Edge {
-                        dependency: new_ids[&spec.key],
+                        dependency: id_of(&spec.key).expect("a sub-task new or reused"),
                         dependent: dependent.id,
                     });
                     let event = Event::DependencyAdded {
@@ -258,7 +291,7 @@ impl<S: Store + 'static> Engine<S> {
                 }
             }
             if let Some(pause) = &pause {
-                for t in &created {
+                for t in created.iter().chain(&created_again) {
                     let (h, event) = Self::held_by(pause, t)?;
                     records.push(TransitionRecord::of(&h, event.clone(), h.task.updated_at));
                     held.push((h, event));
@@ -284,7 +317,7 @@ impl<S: Store + 'static> Engine<S> {
                     info!(parent = %parent, subtasks = specs.len(), "sub-tasks added");
                     return Ok(specs
                         .iter()
-                        .map(|s| (s.key.clone(), new_ids[&s.key]))
+                        .map(|s| (s.key.clone(), id_of(&s.key).expect("new or reused")))
                         .collect());
                 }
                 Err(e) if e.is_conflict() => continue,
@@ -484,9 +517,56 @@ fn not_an_item_key(i: usize, spec: &TaskSpec) -> Result<(), EngineError> {
 /// `upstream_failed` was sent before the sub-task existed, so it would stay blocked for ever,
 /// and so would the parent's dependents), and keys that collide with compensation keys (the
 /// compensation task would silently never be created, its key being taken).
+/// The keys of `specs`.
+fn new_keys_of(specs: &[TaskSpec]) -> HashSet<&TaskKey> {
+    specs.iter().map(|s| &s.key).collect()
+}
+
+/// The sub-tasks among `specs` that `parent` added in a run a rerun superseded: added again
+/// with the same spec but for their input, they are reopened rather than created. Another
+/// task of the workflow under the same key is refused as before (a duplicate), and so is a
+/// superseded one whose spec changed beyond its input.
+fn reused_subtasks(
+    parent: &Task,
+    specs: &[TaskSpec],
+    by_key: &HashMap<&TaskKey, &Task>,
+) -> Result<HashSet<TaskKey>, EngineError> {
+    let mut reused = HashSet::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let Some(old) = by_key.get(&spec.key) else {
+            continue;
+        };
+        let superseded_here = matches!(
+            &old.state,
+            State::Cancelled {
+                reason: CancelReason::Superseded { parent: p }
+            } if *p == parent.spec.key
+        );
+        if !superseded_here {
+            continue;
+        }
+        let same = TaskSpec {
+            input: old.spec.input.clone(),
+            ..spec.clone()
+        } == *old.spec;
+        if !same {
+            return Err(EngineError::invalid(
+                format!("tasks[{i}]"),
+                format!(
+                    "the spec `{}` had when this task added it in a run a rerun superseded, but                      for its input (it is reopened with the new input): give it a new key to                      change the rest",
+                    spec.key
+                ),
+            ));
+        }
+        reused.insert(spec.key.clone());
+    }
+    Ok(reused)
+}
+
 fn validate_subtasks(
     specs: &[TaskSpec],
     by_key: &HashMap<&TaskKey, &Task>,
+    reused: &HashSet<TaskKey>,
 ) -> Result<(), EngineError> {
     let new_keys: HashSet<&TaskKey> = specs.iter().map(|s| &s.key).collect();
     let mut comps: HashSet<&TaskKey> = by_key
@@ -503,7 +583,7 @@ fn validate_subtasks(
                 ),
             ));
         }
-        for dep in &spec.depends_on {
+        for dep in spec.depends_on.iter().filter(|d| !reused.contains(*d)) {
             if let Some(t) = by_key.get(dep) {
                 if t.state.is_terminal() && t.kind() != StateKind::Completed {
                     return Err(EngineError::invalid(

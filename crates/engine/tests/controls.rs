@@ -491,8 +491,8 @@ async fn a_rerun_through_a_fan_out_expands_it_anew_and_one_from_an_item_gathers_
             matches!(
                 &t.state,
                 State::Cancelled {
-                    reason: baton_core::CancelReason::Superseded { fan_out }
-                } if fan_out.0 == "work"
+                    reason: baton_core::CancelReason::Superseded { parent }
+                } if parent.0 == "work"
             ),
             "work[{i}]: {:?}",
             t.state
@@ -557,6 +557,96 @@ async fn a_rerun_through_a_fan_out_expands_it_anew_and_one_from_an_item_gathers_
         work.state
     );
     h.run(agent, wf.id("sum")).await;
+    h.assert_replays(wf.id).await;
+    let report = baton_engine::check::check_store(h.engine.store(), |_| {})
+        .await
+        .unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_of_a_task_that_decomposed_supersedes_its_sub_tasks_which_it_may_add_again() {
+    let h = Harness::new();
+    let wf = h
+        .submit(vec![spec("plan", &[]), spec("publish", &["plan"])])
+        .await;
+    let agent = h.agent("w", &["work"], 4).await;
+    // plan adds part-1 and part-2 (which needs part-1); publish waits for both.
+    let decompose = |h: &'static str| {
+        let mut one = spec("part-1", &[]);
+        one.input = json!({"draft": h});
+        vec![one, spec("part-2", &["part-1"])]
+    };
+    let running = h.start(&h.claim_only(agent, wf.id("plan")).await).await;
+    let (agent_id, token) = lease(&running);
+    let added = h
+        .engine
+        .add_subtasks(wf.id("plan"), agent_id, token, decompose("first"))
+        .await
+        .unwrap();
+    let (part1, part2) = (added[0].1, added[1].1);
+    h.succeed(&running).await;
+    h.tick().await;
+    h.run(agent, part1).await;
+    h.tick().await;
+    let part2_running = h.start(&h.claim_only(agent, part2).await).await;
+
+    let plan = h
+        .engine
+        .rerun(wf.id("plan"), op("better plan"), None, false)
+        .await
+        .unwrap();
+    let keys =
+        |ts: &[baton_engine::RerunTask]| ts.iter().map(|t| t.key.0.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&plan.tasks), ["plan", "publish"]);
+    assert_eq!(keys(&plan.superseded), ["part-1", "part-2"]);
+    let err = h
+        .report(part2, succeeded(&part2_running))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "task_superseded");
+    let publish = h.task(wf.id("publish")).await;
+    assert_eq!(publish.dependencies, [key("plan")], "the sub-tasks retired");
+
+    // The new run adds part-1 again with a new input (reopened) and a new part-3; part-2 is
+    // left superseded. Changing part-1's spec beyond its input is refused.
+    h.tick().await;
+    let running = h.start(&h.claim_only(agent, wf.id("plan")).await).await;
+    let (agent_id, token) = lease(&running);
+    let mut changed = decompose("second");
+    changed[0].priority = 9;
+    let err = h
+        .engine
+        .add_subtasks(wf.id("plan"), agent_id, token, changed)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Invalid { field, .. } if field == "tasks[0]"),
+        "{err:?}"
+    );
+    let mut again = decompose("second");
+    again[1] = spec("part-3", &["part-1"]);
+    let added = h
+        .engine
+        .add_subtasks(wf.id("plan"), agent_id, token, again)
+        .await
+        .unwrap();
+    assert_eq!(added[0].1, part1, "part-1 is the same task, reopened");
+    let part3 = added[1].1;
+    h.succeed(&running).await;
+    h.tick().await;
+    let claimed = h.claim_only(agent, part1).await;
+    assert_eq!(claimed.input().unwrap()["draft"], json!("second"));
+    h.succeed(&h.start(&claimed).await).await;
+    h.tick().await;
+    h.run(agent, part3).await;
+    h.tick().await;
+    h.run(agent, wf.id("publish")).await;
+    assert_eq!(h.state(part2).await, StateKind::Cancelled);
+    let record = h.engine.workflow(wf.id).await.unwrap();
+    let counts = h.counts(Some(wf.id)).await;
+    let outcome = h.engine.workflow_outcome(&record, &counts).await.unwrap();
+    assert_eq!(outcome.status.as_str(), "completed");
     h.assert_replays(wf.id).await;
     let report = baton_engine::check::check_store(h.engine.store(), |_| {})
         .await

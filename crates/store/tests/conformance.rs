@@ -409,6 +409,7 @@ mod cases {
             root: "a".into(),
             input: Some(json!({"v": 2})),
             keep_items: false,
+            retired: Vec::new(),
         };
         let rerun = record(&a, reopened, at(7));
         let b = s.task(flow.id("b")).await.unwrap().unwrap();
@@ -422,6 +423,7 @@ mod cases {
                     root: "a".into(),
                     input: None,
                     keep_items: false,
+                    retired: Vec::new(),
                 },
                 at(7),
             )
@@ -474,7 +476,7 @@ mod cases {
                 Event::Superseded {
                     requested_by: "ops".into(),
                     reason: "the plan changed".into(),
-                    fan_out: "a".into(),
+                    parent: "a".into(),
                 },
                 now,
             )

@@ -729,8 +729,9 @@ class RerunTask:
 @dataclass(frozen=True)
 class RerunAnswer:
     """What a rerun reopened (``applied``) or, as a dry run, would reopen: the task it starts
-    from, then everything downstream of it; and ``superseded``, the items of the fan-outs among
-    them that expand anew (their next expansion reopens those the new list still has)."""
+    from, then everything downstream of it; and ``superseded``, what earlier runs of them created
+    that no longer counts: the items of the fan-outs that expand anew, the sub-tasks they
+    added (reopened if added again with the same spec but for their input)."""
 
     applied: bool
     tasks: List[RerunTask]

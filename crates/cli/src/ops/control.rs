@@ -184,7 +184,7 @@ pub async fn rerun(
                 } else {
                     "would supersede"
                 };
-                println!("{verb} the items of the fan-outs that expand anew:");
+                println!("{verb} what earlier runs created (fan-out items, sub-tasks):");
                 for t in &answer.superseded {
                     println!("  {}  {}  (was {})", t.id, t.key, paint.state(t.state));
                 }

@@ -360,8 +360,8 @@ fn state_detail(detail: &Value) -> Option<String> {
             CancelReason::Upstream { upstream } => {
                 format!("cancelled because its dependency {upstream} failed or was cancelled")
             }
-            CancelReason::Superseded { fan_out } => {
-                format!("superseded: a rerun expands its fan-out {fan_out} anew")
+            CancelReason::Superseded { parent } => {
+                format!("superseded by a rerun of {parent}, which created it")
             }
         }),
         State::Failed { error, retry_at } => Some(format!(

@@ -224,7 +224,7 @@ pub fn superseded() -> Event {
     Event::Superseded {
         requested_by: "ops".into(),
         reason: "the plan changed".into(),
-        fan_out: "fan".into(),
+        parent: "fan".into(),
     }
 }
 
@@ -235,6 +235,7 @@ pub fn reopened(root: &str, input: Option<Value>) -> Event {
         root: root.into(),
         input,
         keep_items: false,
+        retired: Vec::new(),
     }
 }
 

@@ -166,7 +166,7 @@ export function taskPage(main, page, id) {
     if (t.state === 'cancelled' && detail.reason) {
       const r = detail.reason;
       cancelNote = r.by === 'upstream' ? `because its dependency ${r.upstream} failed or was cancelled`
-        : r.by === 'superseded' ? `superseded: a rerun expands its fan-out ${r.fan_out} anew`
+        : r.by === 'superseded' ? `superseded by a rerun of ${r.parent}, which created it`
         : `by ${r.requested_by}${r.reason ? `: ${r.reason}` : ''}`;
     }
 
