@@ -1177,26 +1177,67 @@ pub async fn retry_task(
     Ok(Json(answer(&s, &task)))
 }
 
+/// Most workflows the counts of a scoped caller add up (its scope's workflows, one count
+/// each); past it, counts are read per workflow.
+pub const SCOPED_COUNTS_WORKFLOWS_MAX: usize = 10_000;
+
 #[utoipa::path(get, path = "/v1/counts", params(CountsQuery),
-    responses((status = 200, body = Counts)))]
+    description = "Tasks per state (and how many of them are paused), over every workflow or one (`workflow`). A token scoped to labels gets the sum over the workflows in its scope, up to 10,000 of them (past that, 422: ask per workflow).",
+    responses((status = 200, body = Counts), (status = 403, body = ProblemDoc), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 pub async fn counts(
     AxState(s): St,
     caller: Caller,
     ApiQuery(q): ApiQuery<CountsQuery>,
 ) -> ApiResult<Json<Counts>> {
+    let e = engine(&s);
     match q.workflow.map(WorkflowId) {
-        Some(workflow) => scope::check_workflow(&caller, engine(&s), workflow).await?,
+        Some(workflow) => scope::check_workflow(&caller, e, workflow).await?,
         None if caller.is_scoped() => {
-            return Err(scope::out_of_scope(format!(
-                "token `{}` is scoped to labels: it reads counts per workflow \
-                 (`?workflow=ID`), not over every workflow",
-                caller.actor()
-            )))
+            return Ok(Json(counts_view(scoped_counts(&caller, e).await?)))
         }
         None => {}
     }
-    let c = engine(&s).counts(q.workflow.map(WorkflowId)).await?;
+    let c = e.counts(q.workflow.map(WorkflowId)).await?;
     Ok(Json(counts_view(c)))
+}
+
+/// The counts of every workflow in the caller's scope, added up.
+async fn scoped_counts(
+    caller: &Caller,
+    e: &Engine<AnyStore>,
+) -> ApiResult<baton_engine::read::StateCounts> {
+    let mut total = baton_engine::read::StateCounts::default();
+    let mut before = None;
+    let mut seen = 0;
+    loop {
+        let page = e
+            .workflows_labelled(caller.scope(), before, WORKFLOWS_PAGE_MAX)
+            .await?;
+        for wf in &page {
+            seen += 1;
+            if seen > SCOPED_COUNTS_WORKFLOWS_MAX {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "too_many_workflows",
+                    format!(
+                        "token `{}` is scoped to labels that more than \
+                         {SCOPED_COUNTS_WORKFLOWS_MAX} workflows carry: read counts per \
+                         workflow (`?workflow=ID`)",
+                        caller.actor()
+                    ),
+                ));
+            }
+            let c = e.counts(Some(wf.id)).await?;
+            for (sum, n) in total.0.iter_mut().zip(c.0) {
+                *sum += n;
+            }
+            total.1 += c.1;
+        }
+        match page.last() {
+            Some(last) if page.len() == WORKFLOWS_PAGE_MAX => before = Some(last.id),
+            _ => return Ok(total),
+        }
+    }
 }
 
 // ---- short ids ------------------------------------------------------------------------------

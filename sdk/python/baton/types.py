@@ -340,6 +340,8 @@ class TaskSummary:
     version: int
     priority: int
     updated_at: int
+    #: An operator paused it (in whatever state it is).
+    paused: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "TaskSummary":

@@ -56,6 +56,8 @@ def test_pause_resume_skip_fail_and_rerun_each_leave_the_task_as_asked(
     assert paused.paused is not None and paused.paused["reason"] == "budget review"
     assert paused.waiting is not None and paused.waiting["reason"] == "paused"
     assert client.counts(wf.workflow).paused == 1
+    listed = {t.key: t.paused for t in client.list_tasks(workflow=wf.workflow).tasks}
+    assert listed == {"a": True, "b": False, "c": False}
     agent = client.register_agent("sdk-controls-" + cap, [cap])
     assert client.claim(agent.id) == [], "a paused task is not handed out"
     client.resume_task(a, "approved")
@@ -75,6 +77,7 @@ def test_pause_resume_skip_fail_and_rerun_each_leave_the_task_as_asked(
     dry = client.rerun_task(b, "prompt fixed", dry_run=True)
     assert not dry.applied
     assert [t.key for t in dry.tasks] == ["b", "c"]
+    assert dry.superseded == []
     assert client.get_task(b).state == "completed"
     done = client.rerun_task(b, "prompt fixed", input={"tone": "warm"})
     assert done.applied
