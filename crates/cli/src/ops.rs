@@ -70,6 +70,15 @@ pub enum OpsCommand {
         #[arg(long, value_name = "N", default_value_t = 20,
               value_parser = clap::value_parser!(u16).range(1..=100))]
         limit: u16,
+        /// Only those with this status: running, completed, failed or cancelled.
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+        /// Only those whose name contains this (ignoring case).
+        #[arg(long, value_name = "TEXT")]
+        name: Option<String>,
+        /// Only those carrying this label, `key:value`.
+        #[arg(long, value_name = "KEY:VALUE")]
+        label: Option<String>,
     },
     /// Follow transitions live: counts per state and the latest transitions.
     Watch {
@@ -304,7 +313,34 @@ async fn dispatch(global: &Global, cmd: OpsCommand) -> anyhow::Result<()> {
             let workflow = resolve_opt(&client, workflow.as_ref(), Kind::Workflow).await?;
             signal::waiting(&client, workflow, output).await
         }
-        OpsCommand::Workflows { limit } => inspect::workflows(&client, limit, output).await,
+        OpsCommand::Workflows {
+            limit,
+            status,
+            name,
+            label,
+        } => {
+            let status = match status.as_deref() {
+                None => None,
+                Some(s) => Some(
+                    serde_json::from_value::<baton_client::wire::WorkflowStatusView>(
+                        serde_json::json!(s),
+                    )
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "--status: expected running, completed, failed or cancelled, not {s:?}"
+                        )
+                    })?,
+                ),
+            };
+            let q = baton_client::wire::WorkflowListQuery {
+                limit: Some(usize::from(limit)),
+                status,
+                name,
+                label,
+                ..Default::default()
+            };
+            inspect::workflows(&client, &q, output).await
+        }
         OpsCommand::Artifact { command } => artifact::run(&client, command, output).await,
         OpsCommand::Completions { .. } => unreachable!("completions need no server"),
     }

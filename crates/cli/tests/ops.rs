@@ -11,6 +11,7 @@ use serde_json::Value;
 const PIPELINE_YAML: &str = "\
 # A two-step pipeline.
 name: pipeline
+labels: {tenant: globex}
 tasks:
   - key: plan
     capabilities: [think]
@@ -711,6 +712,21 @@ fn workflows_lists_them_with_their_status_and_show_takes_a_workflow_id() {
     assert!(listed.stdout.contains("0/"), "{listed:#?}");
     let json = srv.run(&["workflows", "--output", "json"]).ok().json();
     assert_eq!(json["workflows"][0]["status"], "running");
+    let count = |args: &[&str]| {
+        let mut all = vec!["workflows", "--output", "json"];
+        all.extend_from_slice(args);
+        srv.run(&all).ok().json()["workflows"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(&["--status", "running", "--name", "PIPE"]), 1);
+    assert_eq!(count(&["--status", "completed"]), 0);
+    assert_eq!(count(&["--label", "tenant:acme"]), 0);
+    assert_eq!(count(&["--label", "tenant:globex"]), 1);
+    let bad = srv.run(&["workflows", "--status", "done"]);
+    assert_eq!(bad.code, Some(1), "{bad:#?}");
+    assert!(bad.stderr.contains("--status"), "{bad:#?}");
 
     let shown = srv.run(&["show", &workflow]);
     shown.ok();

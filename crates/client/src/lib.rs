@@ -257,6 +257,29 @@ impl Client {
         self.get(&path).await
     }
 
+    /// Workflows newest first, filtered by status, name and label as `q` says.
+    pub async fn list_workflows(&self, q: &WorkflowListQuery) -> Result<WorkflowList> {
+        let mut query = Vec::new();
+        if let Some(b) = q.before {
+            query.push(format!("before={b}"));
+        }
+        if let Some(l) = q.limit {
+            query.push(format!("limit={l}"));
+        }
+        if let Some(s) = q.status {
+            let s = serde_json::to_value(s).expect("a status serializes");
+            query.push(format!("status={}", s.as_str().unwrap_or_default()));
+        }
+        if let Some(n) = &q.name {
+            query.push(format!("name={}", segment(n)));
+        }
+        if let Some(l) = &q.label {
+            query.push(format!("label={}", segment(l)));
+        }
+        self.get(&format!("/v1/workflows?{}", query.join("&")))
+            .await
+    }
+
     pub async fn task(&self, id: Uuid) -> Result<TaskView> {
         self.get(&format!("/v1/tasks/{id}")).await
     }

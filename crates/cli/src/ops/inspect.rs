@@ -148,8 +148,12 @@ pub async fn agents(client: &Client, output: Output) -> anyhow::Result<()> {
 }
 
 /// `baton workflows`.
-pub async fn workflows(client: &Client, limit: u16, output: Output) -> anyhow::Result<()> {
-    let list = call(client, client.workflows(None, usize::from(limit))).await?;
+pub async fn workflows(
+    client: &Client,
+    q: &baton_client::wire::WorkflowListQuery,
+    output: Output,
+) -> anyhow::Result<()> {
+    let list = call(client, client.list_workflows(q)).await?;
     if output == Output::Json {
         return print_json(&list);
     }
