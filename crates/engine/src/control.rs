@@ -407,7 +407,7 @@ impl<S: Store + 'static> Engine<S> {
             "pause",
             &op,
             json!({"now": now}),
-            Some(Some(mark)),
+            Some(mark),
         )
         .await
     }
@@ -425,7 +425,7 @@ impl<S: Store + 'static> Engine<S> {
                 reason: op.reason.clone(),
             })
         };
-        self.workflow_control(workflow, &make, "resume", &op, json!({}), Some(None))
+        self.workflow_control(workflow, &make, "resume", &op, json!({}), None)
             .await
     }
 
@@ -542,8 +542,9 @@ impl<S: Store + 'static> Engine<S> {
         Err(EngineError::Contended(ids[0]))
     }
 
-    /// A control over every task of the workflow, a page at a time: the workflow's mark goes
-    /// with the first page, the audit entry (with the total) with the last.
+    /// A control over every task of the workflow: the workflow's mark commits first with the
+    /// audit entry (so that the action is on record before any task changes, and tasks
+    /// created from then on take the mark), then its tasks a page at a time.
     async fn workflow_control(
         &self,
         workflow: WorkflowId,
@@ -551,24 +552,32 @@ impl<S: Store + 'static> Engine<S> {
         action: &str,
         op: &Operator,
         detail: Value,
-        mark: Option<Option<Paused>>,
+        mark: Option<Paused>,
     ) -> Result<usize, EngineError> {
         if self.inner.store.workflow(workflow).await?.is_none() {
             return Err(EngineError::WorkflowNotFound(workflow));
         }
-        let mut mark = mark.map(|m| (workflow, m));
-        if let Some(m) = mark.take() {
-            self.commit_control(
-                Decided {
-                    transitions: Vec::new(),
-                    records: Vec::new(),
-                    now: self.now(),
-                },
-                None,
-                Some(m),
-            )
-            .await?;
-        }
+        let now = self.now();
+        let audit = AuditEntry {
+            id: 0,
+            at: now,
+            actor: op.by.clone(),
+            action: action.to_owned(),
+            workflow: Some(workflow),
+            task: None,
+            reason: op.reason.clone(),
+            detail: detail.to_string(),
+        };
+        self.commit_control(
+            Decided {
+                transitions: Vec::new(),
+                records: Vec::new(),
+                now,
+            },
+            Some(audit),
+            Some((workflow, mark)),
+        )
+        .await?;
         let ids: Vec<TaskId> = self
             .workflow_tasks(workflow)
             .await?
@@ -577,38 +586,22 @@ impl<S: Store + 'static> Engine<S> {
             .map(|t| t.id)
             .collect();
         let mut changed = 0;
-        for chunk in ids.chunks(WORKFLOW_CONTROL_PAGE) {
+        'pages: for chunk in ids.chunks(WORKFLOW_CONTROL_PAGE) {
             for _ in 0..CAS_RETRIES_MAX {
                 let decided = self.decide_all(chunk, make, false).await?;
                 let n = decided.transitions.len();
                 match self.commit_control(decided, None, None).await {
-                    Err(EngineError::Store(StoreError::Conflict { .. })) => continue,
+                    Err(EngineError::Store(e)) if e.is_conflict() => continue,
                     Err(e) => return Err(e),
                     Ok(_) => {
                         changed += n;
-                        break;
+                        continue 'pages;
                     }
                 }
             }
+            // The mark holds: the same control again takes the tasks this one did not.
+            return Err(EngineError::Contended(chunk[0]));
         }
-        let audit = AuditEntry {
-            id: 0,
-            at: self.now(),
-            actor: op.by.clone(),
-            action: action.to_owned(),
-            workflow: Some(workflow),
-            task: None,
-            reason: op.reason.clone(),
-            detail: with_count(&detail, changed),
-        };
-        self.inner
-            .store
-            .control(ControlWrite {
-                records: Vec::new(),
-                workflow_pause: None,
-                audit: Some(audit),
-            })
-            .await?;
         Ok(changed)
     }
 
