@@ -502,6 +502,10 @@ pub enum StoreError {
     /// The workflow was paused or resumed after the batch read it: decide it again.
     #[error("workflow {0} was paused or resumed meanwhile")]
     WorkflowPauseChanged(WorkflowId),
+    /// A task the batch releases depends on one that is no longer completed (a rerun reopened
+    /// it after the batch read it): decide it again.
+    #[error("task {0} was released on a dependency that is no longer completed")]
+    DependencyReopened(TaskId),
     #[error("task {0} not found")]
     TaskNotFound(TaskId),
     #[error("workflow {0} not found")]
@@ -551,7 +555,9 @@ impl StoreError {
     pub fn is_conflict(&self) -> bool {
         matches!(
             self,
-            StoreError::Conflict { .. } | StoreError::WorkflowPauseChanged(_)
+            StoreError::Conflict { .. }
+                | StoreError::WorkflowPauseChanged(_)
+                | StoreError::DependencyReopened(_)
         )
     }
 }

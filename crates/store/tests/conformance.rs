@@ -978,6 +978,72 @@ mod cases {
         assert!(s.agent(agent(8)).await.unwrap().is_none());
     }
 
+    /// A task added released (its dependencies read as completed) on a dependency that is
+    /// not completed is refused, writing nothing: a rerun reopened it after the batch read it.
+    pub async fn a_task_released_on_an_open_dependency_is_refused<S: Store>(s: &S) {
+        let flow = workflow(&[def("plan", &[])], None);
+        s.submit(flow.batch.clone()).await.unwrap();
+        let add = |completed: Vec<TaskKey>| {
+            let id = TaskId(Uuid::now_v7());
+            let sub = Submission {
+                task: id,
+                workflow: flow.id,
+                spec: Arc::new(spec(&def("write", &["plan"]))),
+                completed,
+                seed: 3,
+                input: None,
+                unresolved: None,
+            };
+            let t = submit(&sub, at(2)).unwrap();
+            SubmitBatch {
+                workflow: WorkflowRef::Existing {
+                    id: flow.id,
+                    paused: false,
+                },
+                tasks: vec![NewTask {
+                    task: t.task,
+                    entry: HistoryEntry {
+                        seq: 1,
+                        at: at(2),
+                        event: Event::Submitted(sub),
+                    },
+                    outbox: Vec::new(),
+                }],
+                edges: vec![Edge {
+                    dependency: flow.id("plan"),
+                    dependent: id,
+                }],
+                transitions: Vec::new(),
+            }
+        };
+        let before = s.counts(Some(flow.id)).await.unwrap();
+        let err = s.submit(add(vec!["plan".into()])).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::DependencyReopened(_)) && err.is_conflict(),
+            "{err:?}"
+        );
+        assert_eq!(
+            s.counts(Some(flow.id)).await.unwrap(),
+            before,
+            "nothing written"
+        );
+        assert!(s
+            .task_by_key(flow.id, "write".into())
+            .await
+            .unwrap()
+            .is_none());
+        // Decided blocked, it waits.
+        s.submit(add(Vec::new())).await.unwrap();
+        let write = s
+            .task_by_key(flow.id, "write".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(write.kind(), StateKind::Blocked);
+        run_to_completion(s, flow.id("plan"), at(3)).await;
+        assert_eq!(release_blocked(s, at(4)).await, vec![write.id]);
+    }
+
     pub async fn decomposition_adds_tasks_and_makes_dependents_wait_in_one_transaction<S: Store>(
         s: &S,
     ) {
@@ -1651,6 +1717,7 @@ macro_rules! conformance {
             case!(apply_all_undoes_a_record_that_fails_after_writing);
             case!(completion_releases_dependents_once_all_their_dependencies_completed);
             case!(a_superseded_task_is_no_longer_a_dependency);
+            case!(a_task_released_on_an_open_dependency_is_refused);
             case!(a_control_writes_all_its_transitions_or_none_with_its_audit_entry);
             case!(claims_take_the_highest_priority_then_the_oldest_the_agent_can_run);
             case!(arc concurrent_claimers_never_get_the_same_task);

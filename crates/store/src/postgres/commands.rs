@@ -712,6 +712,7 @@ impl<'c> Run<'c> {
             .await
         };
         let r = &rows;
+        let released_open = std::sync::Mutex::new(None);
         let mut steps: Vec<Step<'_>> = Vec::new();
         if n > 0 {
             steps.push(Box::pin(async move {
@@ -740,13 +741,20 @@ impl<'c> Run<'c> {
                     .await
             }));
         }
+        // A dependent that waits for an open dependency must be waiting: one the batch
+        // released was decided on a dependency since reopened (its id is answered).
         if !batch.edges.is_empty() {
             let e = (&r.dependencies, &r.dependents);
             steps.push(Box::pin(async move {
                 cl.execute(&s.insert_edges, &[e.0, e.1]).await
             }));
+            let released_open = &released_open;
             steps.push(Box::pin(async move {
-                cl.execute(&s.count_open, &[e.0, e.1]).await
+                let rows = cl.query(&s.count_open, &[e.0, e.1]).await?;
+                if let Some(row) = rows.first() {
+                    *released_open.lock().expect("not poisoned") = Some(row.get::<_, Uuid>(0));
+                }
+                Ok(rows.len() as u64)
             }));
         }
         // The tasks first: the statements after them refer to their rows.
@@ -770,6 +778,9 @@ impl<'c> Run<'c> {
         }
         for result in results {
             result.map_err(pipelined)?;
+        }
+        if let Some(id) = released_open.into_inner().expect("not poisoned") {
+            return Ok(Err(StoreError::DependencyReopened(TaskId(id))));
         }
         for new in &batch.tasks {
             self.deltas.created(new.task.kind());

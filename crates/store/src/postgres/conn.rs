@@ -143,13 +143,16 @@ statements! {
                                              $5::text[], $6::int8[], $7::text[])";
     insert_edges = "INSERT INTO edges (dependency, dependent)
                     SELECT * FROM unnest($1::uuid[], $2::uuid[])";
-    count_open = "UPDATE tasks t SET deps_open = t.deps_open + x.n
-                  FROM (SELECT e.dependent, count(*)::int4 AS n
-                        FROM unnest($1::uuid[], $2::uuid[]) AS e(dependency, dependent)
-                        JOIN tasks d ON d.id = e.dependency
-                        WHERE d.state <> 'completed'
-                        GROUP BY e.dependent) x
-                  WHERE t.id = x.dependent";
+    count_open = "WITH counted AS (
+                      UPDATE tasks t SET deps_open = t.deps_open + x.n
+                      FROM (SELECT e.dependent, count(*)::int4 AS n
+                            FROM unnest($1::uuid[], $2::uuid[]) AS e(dependency, dependent)
+                            JOIN tasks d ON d.id = e.dependency
+                            WHERE d.state <> 'completed'
+                            GROUP BY e.dependent) x
+                      WHERE t.id = x.dependent
+                      RETURNING t.id, t.state)
+                  SELECT id FROM counted WHERE state NOT IN ('blocked', 'cancelled')";
     mark_referenced = "UPDATE artifacts SET referenced = true
                        WHERE sha256 = ANY($1::text[]) AND NOT referenced";
     insert_refs = "INSERT INTO artifact_refs (artifact, task_id)

@@ -198,19 +198,26 @@ pub(super) fn submit(
     let mut add_edge = conn
         .prepare_cached("INSERT INTO edges (dependency, dependent) VALUES (?1, ?2)")
         .map_err(db)?;
+    // A dependent that waits for an open dependency must be waiting: one the batch released
+    // was decided on a dependency since reopened.
     let mut count_open = conn
         .prepare_cached(
             "UPDATE tasks SET deps_open = deps_open + 1
-             WHERE id = ?2 AND (SELECT state FROM tasks WHERE id = ?1) <> 'completed'",
+             WHERE id = ?2 AND (SELECT state FROM tasks WHERE id = ?1) <> 'completed'
+             RETURNING state",
         )
         .map_err(db)?;
     for edge in &batch.edges {
         add_edge
             .execute(params![edge.dependency.0, edge.dependent.0])
             .map_err(db)?;
-        count_open
-            .execute(params![edge.dependency.0, edge.dependent.0])
+        let state: Option<String> = count_open
+            .query_row(params![edge.dependency.0, edge.dependent.0], |r| r.get(0))
+            .optional()
             .map_err(db)?;
+        if state.is_some_and(|s| s != "blocked" && s != "cancelled") {
+            return Err(StoreError::DependencyReopened(edge.dependent));
+        }
     }
     for record in &batch.transitions {
         write_transition(conn, record, deltas)?;
