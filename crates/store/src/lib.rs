@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 mod any;
 pub mod artifact;
+mod audit;
 mod batch;
 mod codec;
 mod decide;

@@ -461,6 +461,52 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(entries.len(), 1);
+        // Every filter, alone and together; pages go on from `before`.
+        let actions = |filter: AuditFilter| async move {
+            s.audit(AuditFilter {
+                limit: 10,
+                ..filter
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            actions(AuditFilter::default()).await,
+            ["rerun", "resume", "pause"]
+        );
+        let first = s
+            .audit(AuditFilter {
+                limit: 1,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let next = AuditFilter {
+            before: Some(first[0].id),
+            ..AuditFilter::default()
+        };
+        assert_eq!(actions(next).await, ["resume", "pause"]);
+        let other = AuditFilter {
+            actor: Some("someone else".into()),
+            ..AuditFilter::default()
+        };
+        assert!(actions(other).await.is_empty());
+        let window = AuditFilter {
+            actor: Some("ops".into()),
+            workflow: Some(flow.id),
+            since: Some(at(2)),
+            until: Some(at(3)),
+            ..AuditFilter::default()
+        };
+        assert_eq!(actions(window).await, ["rerun", "resume", "pause"]);
+        let later = AuditFilter {
+            since: Some(at(3)),
+            ..AuditFilter::default()
+        };
+        assert!(actions(later).await.is_empty());
     }
 
     /// A superseded task (a fan-out's item a rerun retires) is no longer anyone's dependency:

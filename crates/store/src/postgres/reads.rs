@@ -14,6 +14,7 @@ use super::commands::decode_tasks;
 use super::conn::CLAIM_SQL;
 use super::connect::PgStore;
 use super::error::{db, get};
+use crate::audit::{audit_query, AuditParam};
 use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, AuditEntry, AuditFilter,
@@ -733,27 +734,16 @@ impl Store for PgStore {
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
-        let workflow = filter.workflow.map(|w| w.0);
-        let since = filter.since.map(ts);
-        let until = filter.until.map(ts);
-        let rows = self
-            .query(
-                "SELECT id, at, actor, action, workflow_id, task_id, reason, detail FROM audit
-                 WHERE ($1::text IS NULL OR actor = $1) AND ($2::uuid IS NULL OR workflow_id = $2)
-                   AND ($3::text IS NULL OR action = $3) AND ($4::int8 IS NULL OR at >= $4)
-                   AND ($5::int8 IS NULL OR at < $5) AND ($6::int8 IS NULL OR id < $6)
-                 ORDER BY id DESC LIMIT $7",
-                &[
-                    &filter.actor,
-                    &workflow,
-                    &filter.action,
-                    &since,
-                    &until,
-                    &filter.before,
-                    &limit,
-                ],
-            )
-            .await?;
+        let (sql, values) = audit_query(&filter, limit, |n| format!("${n}"));
+        let params: Vec<&(dyn ToSql + Sync)> = values
+            .iter()
+            .map(|v| match v {
+                AuditParam::Text(t) => t as &(dyn ToSql + Sync),
+                AuditParam::Workflow(w) => w,
+                AuditParam::Int(i) => i,
+            })
+            .collect();
+        let rows = self.query(&sql, &params).await?;
         rows.iter()
             .map(|row| {
                 Ok(AuditEntry {

@@ -17,6 +17,7 @@ use super::commands::{
 use super::error::db;
 use super::open::SqliteStore;
 use crate::artifact::{io_error, CHUNKS_AHEAD_MAX};
+use crate::audit::{audit_query, AuditParam};
 use crate::codec::{self, ts};
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, AuditEntry, AuditFilter,
@@ -1070,39 +1071,29 @@ impl Store for SqliteStore {
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
         self.read(move |c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT id, at, actor, action, workflow_id, task_id, reason, detail FROM audit
-                     WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR workflow_id = ?2)
-                       AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR at >= ?4)
-                       AND (?5 IS NULL OR at < ?5) AND (?6 IS NULL OR id < ?6)
-                     ORDER BY id DESC LIMIT ?7",
-                )
-                .map_err(db)?;
+            let (sql, values) = audit_query(&filter, limit, |n| format!("?{n}"));
+            let mut stmt = c.prepare_cached(&sql).map_err(db)?;
+            let params: Vec<&dyn rusqlite::ToSql> = values
+                .iter()
+                .map(|v| match v {
+                    AuditParam::Text(t) => t as &dyn rusqlite::ToSql,
+                    AuditParam::Workflow(w) => w,
+                    AuditParam::Int(i) => i,
+                })
+                .collect();
             let rows = stmt
-                .query_map(
-                    params![
-                        filter.actor,
-                        filter.workflow.map(|w| w.0),
-                        filter.action,
-                        filter.since.map(ts),
-                        filter.until.map(ts),
-                        filter.before,
-                        limit
-                    ],
-                    |r| {
-                        Ok(AuditEntry {
-                            id: r.get(0)?,
-                            at: Timestamp(r.get::<_, i64>(1)? as u64),
-                            actor: r.get(2)?,
-                            action: r.get(3)?,
-                            workflow: r.get::<_, Option<Uuid>>(4)?.map(WorkflowId),
-                            task: r.get::<_, Option<Uuid>>(5)?.map(TaskId),
-                            reason: r.get(6)?,
-                            detail: r.get(7)?,
-                        })
-                    },
-                )
+                .query_map(params.as_slice(), |r| {
+                    Ok(AuditEntry {
+                        id: r.get(0)?,
+                        at: Timestamp(r.get::<_, i64>(1)? as u64),
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        workflow: r.get::<_, Option<Uuid>>(4)?.map(WorkflowId),
+                        task: r.get::<_, Option<Uuid>>(5)?.map(TaskId),
+                        reason: r.get(6)?,
+                        detail: r.get(7)?,
+                    })
+                })
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<_>>().map_err(db)
         })
