@@ -342,12 +342,14 @@ impl<S: Store + 'static> Engine<S> {
                 applied: false,
             });
         }
-        let detail = json!({
+        let mut detail = json!({
             "tasks": ids.len(),
             "new_input": input.is_some(),
             "reopened": tasks.iter().map(|t| t.key.0.clone()).collect::<Vec<_>>(),
-            "superseded": retired.iter().map(|t| t.key.0.clone()).collect::<Vec<_>>(),
         });
+        if !retired.is_empty() {
+            detail["superseded"] = json!(retired.iter().map(|t| &t.key.0).collect::<Vec<_>>());
+        }
         self.control(&all, &make, true, "rerun", &op, detail, None)
             .await?;
         Ok(RerunPlan {

@@ -485,6 +485,16 @@ async fn a_rerun_through_a_fan_out_expands_it_anew_and_one_from_an_item_gathers_
         .unwrap();
     let err = h.report(running.id, succeeded(&running)).await.unwrap_err();
     assert_eq!(code(&err), "task_superseded", "{err}");
+    let audit = h
+        .engine
+        .audit(AuditFilter {
+            limit: 1,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let detail: serde_json::Value = serde_json::from_str(&audit[0].detail).unwrap();
+    assert_eq!(detail["superseded"], json!(["work[0]", "work[1]", "work[2]"]));
     for i in 0..3 {
         let t = item(i).await;
         assert!(
