@@ -67,6 +67,7 @@ fn happy_path() -> [(Event, Timestamp); 4] {
         ),
         (
             Event::Heartbeat {
+                usage: Default::default(),
                 agent: AGENT,
                 token,
                 progress: Some(json!({ "done": 0.5 })),
@@ -75,6 +76,7 @@ fn happy_path() -> [(Event, Timestamp); 4] {
         ),
         (
             Event::ExecutionSucceeded {
+                usage: Default::default(),
                 agent: AGENT,
                 token,
                 result: Some(json!({ "summary": "fine" })),
@@ -401,6 +403,7 @@ fn row_sizes() -> anyhow::Result<(usize, usize)> {
     let beat = record(
         &started.task,
         Event::Heartbeat {
+            usage: Default::default(),
             agent,
             token,
             progress: Some(json!(1)),

@@ -212,6 +212,7 @@ async fn build(target: &Target, tasks: usize) -> anyhow::Result<Duration> {
                 },
                 Event::ExecutionStarted { agent, token },
                 Event::ExecutionSucceeded {
+                    usage: Default::default(),
                     agent,
                     token,
                     result: Some(json!({"i": i})),
@@ -225,6 +226,7 @@ async fn build(target: &Target, tasks: usize) -> anyhow::Result<Duration> {
         store
             .submit(SubmitBatch {
                 workflow: WorkflowRef::New(NewWorkflow {
+                    budgets: Default::default(),
                     id: workflow,
                     name: "bench-scale".into(),
                     idempotency_key: None,

@@ -60,6 +60,7 @@ fn happy_path() -> [(Event, Timestamp); 4] {
         ),
         (
             Event::Heartbeat {
+                usage: Default::default(),
                 agent: AGENT,
                 token: TOKEN,
                 progress: Some(json!({ "done": 0.5 })),
@@ -68,6 +69,7 @@ fn happy_path() -> [(Event, Timestamp); 4] {
         ),
         (
             Event::ExecutionSucceeded {
+                usage: Default::default(),
                 agent: AGENT,
                 token: TOKEN,
                 result: Some(json!({ "summary": "fine" })),

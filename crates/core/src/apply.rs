@@ -22,6 +22,7 @@ use crate::task::{
     Task, TaskError,
 };
 use crate::template::{is_template, Unresolved, INPUT_UNRESOLVED};
+use crate::usage::{take_report, Usage};
 
 /// What a transition asks the engine to do once it is durable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,6 +102,8 @@ pub struct Transition {
     pub from: Option<StateKind>,
     pub rule: &'static Rule,
     pub effects: Vec<Effect>,
+    /// What the event's usage report added to the task's (and so its workflow's) spending.
+    pub usage_added: Usage,
 }
 
 /// Why an event was refused. Nothing changes when an event is refused.
@@ -385,6 +388,8 @@ impl Lifecycle {
             seed: sub.seed,
             input: sub.input.clone(),
             expanded: None,
+            usage: Usage::new(),
+            lease_usage: Usage::new(),
             wake_at: None,
             paused: None,
             overruled: None,
@@ -404,6 +409,7 @@ impl Lifecycle {
             from: None,
             rule,
             effects,
+            usage_added: Usage::new(),
         })
     }
 
@@ -431,8 +437,15 @@ impl Lifecycle {
         let mut next = task.clone();
         next.version += 1;
         next.updated_at = now;
+        let usage_added = match event.usage() {
+            Some(reported) => take_report(&mut next.usage, &mut next.lease_usage, reported),
+            None => Usage::new(),
+        };
         match event {
-            Event::AgentAssigned { .. } => next.fencing_token = task.fencing_token.next(),
+            Event::AgentAssigned { .. } => {
+                next.fencing_token = task.fencing_token.next();
+                next.lease_usage.clear();
+            }
             Event::DependencyAdded { dependency } => next.dependencies.push(dependency.clone()),
             Event::UpstreamRevived { dependencies, .. } => {
                 // Dependencies in the graph but not in its list (added by decomposition while
@@ -553,6 +566,7 @@ impl Lifecycle {
             from: Some(from),
             rule,
             effects,
+            usage_added,
         })
     }
 

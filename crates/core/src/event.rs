@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::usage::Usage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -126,16 +127,23 @@ pub enum Event {
         token: FencingToken,
         /// The agent's progress; `None` or `null` leaves the last one reported.
         progress: Option<Value>,
+        /// What the agent has spent so far under this lease (cumulative).
+        #[serde(default, skip_serializing_if = "Usage::is_empty")]
+        usage: Usage,
     },
     ExecutionSucceeded {
         agent: AgentId,
         token: FencingToken,
         result: Option<Value>,
+        #[serde(default, skip_serializing_if = "Usage::is_empty")]
+        usage: Usage,
     },
     ExecutionFailed {
         agent: AgentId,
         token: FencingToken,
         error: ErrorReport,
+        #[serde(default, skip_serializing_if = "Usage::is_empty")]
+        usage: Usage,
     },
     /// The agent gives the task back without failing it.
     AssignmentReleased {
@@ -471,6 +479,16 @@ impl Event {
                 reason,
                 ..
             } => Some((requested_by, reason)),
+            _ => None,
+        }
+    }
+
+    /// The agent's usage report an event carries (cumulative under its lease), if any.
+    pub fn usage(&self) -> Option<&Usage> {
+        match self {
+            Event::Heartbeat { usage, .. }
+            | Event::ExecutionSucceeded { usage, .. }
+            | Event::ExecutionFailed { usage, .. } => Some(usage),
             _ => None,
         }
     }

@@ -23,6 +23,7 @@ pub mod schedule;
 pub mod spec;
 pub mod task;
 pub mod template;
+pub mod usage;
 
 pub use apply::{
     apply, submit, wake_time, Effect, LeaseLoss, Refusal, Rejection, Transition, AGENT_LOST,
@@ -46,3 +47,4 @@ pub use task::{
     Task, TaskError, Timer,
 };
 pub use template::{Unresolved, INPUT_UNRESOLVED};
+pub use usage::{Amount, Budget, BudgetPolicy, Budgets, Usage};

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::usage::Usage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -368,6 +369,13 @@ pub struct Task {
     /// The operator control that last overruled an agent's lease on the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overruled: Option<Overruled>,
+    /// What its agents reported spending, all attempts together.
+    #[serde(default, skip_serializing_if = "Usage::is_empty")]
+    pub usage: Usage,
+    /// What the agent holding the current lease has reported so far (reports are cumulative
+    /// per lease).
+    #[serde(default, skip_serializing_if = "Usage::is_empty")]
+    pub lease_usage: Usage,
 }
 
 impl Task {

@@ -534,16 +534,19 @@ fn event_of(t: &Tpl, task: &Task) -> Event {
             token: token_of(tk, task),
         },
         Tpl::Heartbeat(a, tk, p) => Event::Heartbeat {
+            usage: Default::default(),
             agent: agent_of(a, task),
             token: token_of(tk, task),
             progress: p.clone(),
         },
         Tpl::ExecutionSucceeded(a, tk, r) => Event::ExecutionSucceeded {
+            usage: Default::default(),
             agent: agent_of(a, task),
             token: token_of(tk, task),
             result: r.clone(),
         },
         Tpl::ExecutionFailed(a, tk, e) => Event::ExecutionFailed {
+            usage: Default::default(),
             agent: agent_of(a, task),
             token: token_of(tk, task),
             error: e.clone(),
@@ -826,6 +829,7 @@ fn check_accepted(
         match (ev, lease, &new.state) {
             (
                 Event::ExecutionSucceeded {
+                    usage: _,
                     agent,
                     token,
                     result: Some(r),

@@ -841,6 +841,7 @@ fn success_needs_the_current_lease_and_a_result_and_releases_dependents() {
     let r = refuse(
         &task,
         Event::ExecutionSucceeded {
+            usage: Default::default(),
             agent: agent(),
             token: FencingToken(1),
             result: None,
@@ -855,6 +856,7 @@ fn success_needs_the_current_lease_and_a_result_and_releases_dependents() {
     let r = refuse(
         &task,
         Event::ExecutionSucceeded {
+            usage: Default::default(),
             agent: other_agent(),
             token: FencingToken(1),
             result: Some(json!(1)),
@@ -1771,4 +1773,69 @@ fn a_rerun_reopens_with_fresh_attempts_and_a_new_input_only_on_its_root() {
     assert_eq!(t.task.spec.input, json!({"topic": "rust"}));
     let r = refuse(&t.task, succeeded(1, json!("late")), at(26));
     assert_eq!(r.refusal.code(), "task_rerun");
+}
+
+#[test]
+fn usage_reports_are_cumulative_per_lease_and_add_up_over_attempts() {
+    let units = |pairs: &[(&str, f64)]| -> Usage {
+        pairs
+            .iter()
+            .map(|(u, x)| (u.to_string(), Amount::of(*x).unwrap()))
+            .collect()
+    };
+    let with = |mut ev: Event, u: Usage| {
+        match &mut ev {
+            Event::Heartbeat { usage, .. }
+            | Event::ExecutionSucceeded { usage, .. }
+            | Event::ExecutionFailed { usage, .. } => *usage = u,
+            _ => unreachable!(),
+        }
+        ev
+    };
+    let t = step(
+        &executing(),
+        with(
+            heartbeat(1, None),
+            units(&[("tokens", 100.0), ("usd", 0.01)]),
+        ),
+        at(21),
+    );
+    assert_eq!(t.usage_added, units(&[("tokens", 100.0), ("usd", 0.01)]));
+    // The same report again adds nothing; a later one adds what it went up by.
+    let again = step(
+        &t.task,
+        with(heartbeat(1, None), units(&[("tokens", 100.0)])),
+        at(22),
+    );
+    assert!(again.usage_added.is_empty());
+    let failed = step(
+        &again.task,
+        with(
+            failed(1, "flaky", true),
+            units(&[("tokens", 250.0), ("usd", 0.01)]),
+        ),
+        at(23),
+    );
+    assert_eq!(failed.usage_added, units(&[("tokens", 150.0)]));
+    // The retry's lease counts from zero; the task's total goes on.
+    let retry_at = failed.task.next_timer().unwrap().1;
+    let pending = step(&failed.task, Event::Retry, retry_at).task;
+    let running = step(
+        &step(&pending, assign(agent(), 2), retry_at).task,
+        started(2),
+        retry_at,
+    )
+    .task;
+    assert!(running.lease_usage.is_empty());
+    let done = step(
+        &running,
+        with(
+            succeeded(2, json!(1)),
+            units(&[("tokens", 40.0), ("usd", 0.005)]),
+        ),
+        retry_at,
+    );
+    assert_eq!(done.task.usage, units(&[("tokens", 290.0), ("usd", 0.015)]));
+    let replayed_usage = done.task.usage.clone();
+    assert_eq!(replayed_usage.get("usd").unwrap().to_string(), "0.015");
 }

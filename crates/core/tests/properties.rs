@@ -122,6 +122,7 @@ fn event(op: &Op, task: &Task, n: u128) -> Option<Event> {
             token,
             progress,
         } => Event::Heartbeat {
+            usage: Default::default(),
             agent: agent_no(agent % 2),
             token: token_near(task, token),
             progress: progress.then(|| json!({"step": n as u64})),
@@ -131,6 +132,7 @@ fn event(op: &Op, task: &Task, n: u128) -> Option<Event> {
             token,
             result,
         } => Event::ExecutionSucceeded {
+            usage: Default::default(),
             agent: agent_no(agent % 2),
             token: token_near(task, token),
             result: match result {
@@ -145,6 +147,7 @@ fn event(op: &Op, task: &Task, n: u128) -> Option<Event> {
             kind,
             retryable,
         } => Event::ExecutionFailed {
+            usage: Default::default(),
             agent: agent_no(agent % 2),
             token: token_near(task, token),
             error: ErrorReport {
@@ -288,7 +291,7 @@ proptest! {
                     if t.task.kind() == StateKind::Completed {
                         let lease = task.state.lease().expect("completed from a leased state");
                         match &ev {
-                            Event::ExecutionSucceeded { agent, token, result: Some(r) } => {
+                            Event::ExecutionSucceeded { agent, token, result: Some(r), .. } => {
                                 prop_assert!(!r.is_null());
                                 prop_assert_eq!(*token, lease.token);
                                 prop_assert_eq!(*agent, lease.agent);

@@ -453,6 +453,7 @@ impl<S: Store + 'static> Engine<S> {
         self.inner
             .store
             .control(ControlWrite {
+                budgets: Default::default(),
                 records: Vec::new(),
                 workflow_pause: None,
                 audit: Some(audit),
@@ -673,6 +674,7 @@ impl<S: Store + 'static> Engine<S> {
         self.inner
             .store
             .control(ControlWrite {
+                budgets: Default::default(),
                 records: decided.records,
                 workflow_pause,
                 audit,

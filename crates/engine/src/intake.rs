@@ -93,6 +93,7 @@ impl<S: Store + 'static> Engine<S> {
         }
         let batch = SubmitBatch {
             workflow: WorkflowRef::New(NewWorkflow {
+                budgets: Default::default(),
                 id: workflow,
                 name: req.name.clone(),
                 idempotency_key: req.idempotency_key.clone(),

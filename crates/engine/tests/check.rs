@@ -231,6 +231,7 @@ mod inputs_stored_once {
                 },
                 Event::ExecutionStarted { agent, token },
                 Event::ExecutionSucceeded {
+                    usage: Default::default(),
                     agent,
                     token,
                     result: Some(json!({"i": i})),
@@ -251,6 +252,7 @@ mod inputs_stored_once {
                     created_at: now,
                     outputs: None,
                     labels: Default::default(),
+                    budgets: Default::default(),
                 }),
                 tasks: new,
                 edges: Vec::new(),

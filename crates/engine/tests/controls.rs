@@ -442,6 +442,7 @@ async fn the_audit_log_records_every_action_with_its_actor_and_reason_newest_fir
 async fn succeed_with(h: &Harness, task: &baton_core::Task, result: serde_json::Value) {
     let (agent, token) = lease(task);
     let event = baton_core::Event::ExecutionSucceeded {
+        usage: Default::default(),
         agent,
         token,
         result: Some(result),
@@ -494,7 +495,10 @@ async fn a_rerun_through_a_fan_out_expands_it_anew_and_one_from_an_item_gathers_
         .await
         .unwrap();
     let detail: serde_json::Value = serde_json::from_str(&audit[0].detail).unwrap();
-    assert_eq!(detail["superseded"], json!(["work[0]", "work[1]", "work[2]"]));
+    assert_eq!(
+        detail["superseded"],
+        json!(["work[0]", "work[1]", "work[2]"])
+    );
     for i in 0..3 {
         let t = item(i).await;
         assert!(

@@ -187,6 +187,7 @@ async fn run_seed(seed: u64) -> Seen {
             failed(&started, "flaky", true)
         } else {
             baton_core::Event::ExecutionSucceeded {
+                usage: Default::default(),
                 agent,
                 token: started.state.lease().expect("leased").token,
                 result: Some(result(&mut rng, &started)),

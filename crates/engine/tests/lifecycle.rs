@@ -257,6 +257,7 @@ async fn a_silent_agent_times_out_on_heartbeats_and_its_late_reports_are_refused
         .report(
             id,
             baton_core::Event::Heartbeat {
+                usage: Default::default(),
                 agent: a,
                 token,
                 progress: Some(serde_json::json!({"pct": 50})),
@@ -297,6 +298,7 @@ async fn a_silent_agent_times_out_on_heartbeats_and_its_late_reports_are_refused
     let late = [
         succeeded(&running),
         baton_core::Event::Heartbeat {
+            usage: Default::default(),
             agent: a,
             token,
             progress: None,

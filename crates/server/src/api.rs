@@ -1585,6 +1585,7 @@ pub async fn report_heartbeat(
     ApiJson(b): ApiJson<HeartbeatReport>,
 ) -> ApiResult<Json<ReportAnswer>> {
     let event = Event::Heartbeat {
+        usage: Default::default(),
         agent: AgentId(b.agent),
         token: FencingToken(b.token),
         progress: b.progress,
@@ -1603,6 +1604,7 @@ pub async fn report_succeeded(
     ApiJson(b): ApiJson<SuccessReport>,
 ) -> ApiResult<Json<ReportAnswer>> {
     let event = Event::ExecutionSucceeded {
+        usage: Default::default(),
         agent: AgentId(b.agent),
         token: FencingToken(b.token),
         result: Some(b.result),
@@ -1619,6 +1621,7 @@ pub async fn report_failed(
     ApiJson(b): ApiJson<FailureReport>,
 ) -> ApiResult<Json<ReportAnswer>> {
     let event = Event::ExecutionFailed {
+        usage: Default::default(),
         agent: AgentId(b.agent),
         token: FencingToken(b.token),
         error: b.error,

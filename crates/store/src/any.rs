@@ -1,6 +1,7 @@
 //! A store chosen at run time from a URL: a path or `sqlite://PATH` for SQLite,
 //! `postgres://…` or `postgresql://…` for PostgreSQL.
 
+use baton_core::Usage;
 use std::path::Path;
 
 use baton_core::{
@@ -335,5 +336,13 @@ impl Store for AnyStore {
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         delegate!(self, s => s.audit(filter).await)
+    }
+
+    async fn workflow_usage(&self, workflow: WorkflowId) -> Result<Usage, StoreError> {
+        delegate!(self, s => s.workflow_usage(workflow).await)
+    }
+
+    async fn usage_labelled(&self, label: Option<(String, String)>) -> Result<Usage, StoreError> {
+        delegate!(self, s => s.usage_labelled(label).await)
     }
 }

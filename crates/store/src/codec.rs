@@ -17,6 +17,7 @@ use baton_core::{
     Paused, State, StateKind, Submission, Task, TaskError, TaskId, TaskKey, TaskSpec, Timestamp,
     Unresolved, WorkflowId,
 };
+use baton_core::{Amount, Budgets, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -49,6 +50,10 @@ struct SnapshotRef<'a> {
     paused: Option<&'a Paused>,
     #[serde(skip_serializing_if = "Option::is_none")]
     overruled: Option<&'a Overruled>,
+    #[serde(skip_serializing_if = "Usage::is_empty")]
+    usage: &'a Usage,
+    #[serde(skip_serializing_if = "Usage::is_empty")]
+    lease_usage: &'a Usage,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +82,10 @@ struct Snapshot {
     paused: Option<Paused>,
     #[serde(default)]
     overruled: Option<Overruled>,
+    #[serde(default)]
+    usage: Usage,
+    #[serde(default)]
+    lease_usage: Usage,
 }
 
 pub fn snapshot(task: &Task) -> String {
@@ -100,6 +109,8 @@ pub fn snapshot(task: &Task) -> String {
         wake_at: task.wake_at,
         paused: task.paused.as_ref(),
         overruled: task.overruled.as_ref(),
+        usage: &task.usage,
+        lease_usage: &task.lease_usage,
     };
     serde_json::to_string(&s).expect("a task always serialises")
 }
@@ -107,6 +118,26 @@ pub fn snapshot(task: &Task) -> String {
 /// A workflow's `paused` column: the pause as JSON, or `NULL` while it runs.
 pub fn pause_json(paused: Option<&Paused>) -> Option<String> {
     paused.map(|p| serde_json::to_string(p).expect("a pause always serialises"))
+}
+
+/// A workflow's budgets as their `budgets` column holds them (NULL for none).
+pub fn budgets_json(budgets: &Budgets) -> Option<String> {
+    (!budgets.is_empty()).then(|| serde_json::to_string(budgets).expect("budgets always serialise"))
+}
+
+/// A workflow's budgets from their column; ones that do not decode read as none (and the
+/// workflow's record says so through its name alone: nothing is enforced on it).
+pub fn decode_budgets(column: Option<String>) -> Budgets {
+    column
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default()
+}
+
+/// Usage per unit from `(unit, micros)` rows.
+pub fn usage_of(rows: impl IntoIterator<Item = (String, i64)>) -> Usage {
+    rows.into_iter()
+        .map(|(unit, micros)| (unit, Amount(micros.max(0) as u64)))
+        .collect()
 }
 
 /// A workflow's pause from its `paused` column; one that does not decode reads as a pause by
@@ -190,6 +221,8 @@ fn assemble(id: TaskId, snapshot: &str, spec: Arc<TaskSpec>) -> Result<Task, Sto
         wake_at: s.wake_at,
         paused: s.paused,
         overruled: s.overruled,
+        usage: s.usage,
+        lease_usage: s.lease_usage,
     })
 }
 

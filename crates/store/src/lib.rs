@@ -24,9 +24,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use baton_core::{
-    AgentId, ArtifactRef, Capability, Effect, Event, EventKind, HistoryEntry, Labels, LeaseId,
-    Paused, Rejection, StateKind, Submission, Task, TaskId, TaskKey, Timestamp, Transition,
-    WorkflowId,
+    AgentId, ArtifactRef, Budgets, Capability, Effect, Event, EventKind, HistoryEntry, Labels,
+    LeaseId, Paused, Rejection, StateKind, Submission, Task, TaskId, TaskKey, Timestamp,
+    Transition, Usage, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +86,8 @@ pub struct NewWorkflow {
     pub outputs: Option<String>,
     /// Its labels (checked by the caller), written with it in the same transaction.
     pub labels: Labels,
+    /// Its budgets on what its agents spend (checked by the caller).
+    pub budgets: Budgets,
 }
 
 /// One operator action, as the audit log keeps it.
@@ -128,6 +130,8 @@ pub struct ControlWrite {
     pub records: Vec<TransitionRecord>,
     /// A workflow paused (`Some`) or resumed (`None`).
     pub workflow_pause: Option<(WorkflowId, Option<Paused>)>,
+    /// A workflow's budgets replaced.
+    pub budgets: Option<(WorkflowId, Budgets)>,
     pub audit: Option<AuditEntry>,
 }
 
@@ -143,6 +147,8 @@ pub struct WorkflowRecord {
     pub labels: Labels,
     /// Set while an operator has paused the workflow: the tasks created in it start paused.
     pub paused: Option<Paused>,
+    /// Its budgets on what its agents spend.
+    pub budgets: Budgets,
 }
 
 /// A task created by `submitted`: the task and its first history entry.
@@ -225,6 +231,9 @@ pub struct TransitionRecord {
     pub entry: HistoryEntry,
     /// Effects the engine must still carry out if it crashes after the commit.
     pub outbox: Vec<Effect>,
+    /// What the event's usage report added: summed into the workflow's usage in the same
+    /// transaction.
+    pub usage_added: Usage,
 }
 
 impl TransitionRecord {
@@ -242,6 +251,7 @@ impl TransitionRecord {
                 event,
             },
             outbox: durable(&t.effects),
+            usage_added: t.usage_added.clone(),
         }
     }
 
@@ -881,6 +891,20 @@ pub trait Store: Send + Sync {
     /// Writes an operator's control in one transaction: all its transitions (each a
     /// compare-and-set; the first that fails fails the whole write, which then wrote nothing),
     /// the workflow's pause mark, the audit entry.
+    /// What the workflow's agents have spent, per unit (nothing for a workflow without
+    /// reports, or none).
+    fn workflow_usage(
+        &self,
+        workflow: WorkflowId,
+    ) -> impl Future<Output = Result<Usage, StoreError>> + Send;
+
+    /// What the agents of every workflow carrying the label `(key, value)` have spent, per
+    /// unit; of every workflow with `None`.
+    fn usage_labelled(
+        &self,
+        label: Option<(String, String)>,
+    ) -> impl Future<Output = Result<Usage, StoreError>> + Send;
+
     fn control(&self, write: ControlWrite) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Audit entries newest first, as `filter` selects them.

@@ -49,6 +49,7 @@ pub fn independent_tasks(
             request_hash: String::new(),
             created_at: at,
             outputs: None,
+            budgets: Default::default(),
             labels: Default::default(),
         }),
         tasks,
@@ -109,6 +110,7 @@ pub async fn concurrent_heartbeats<S: Store + 'static>(
                 store.apply(rec).await?;
                 done += 1;
                 event = Event::Heartbeat {
+                    usage: Default::default(),
                     agent,
                     token,
                     progress: Some(json!(done)),

@@ -237,6 +237,7 @@ mod cases {
         let other = s.task(other).await.unwrap().unwrap();
         let never = format!("sha256:{}", "1".repeat(64));
         let dangling = Event::ExecutionSucceeded {
+            usage: Default::default(),
             agent: agent(1),
             token,
             result: Some(json!({ "$artifact": never })),
@@ -297,6 +298,7 @@ mod cases {
         stale.task.version += 1;
         let err = s
             .control(ControlWrite {
+                budgets: Default::default(),
                 records: vec![record(&a, pause(false), at(2)), stale],
                 workflow_pause: Some((flow.id, None)),
                 audit: Some(audit("pause")),
@@ -321,6 +323,7 @@ mod cases {
             frozen_at: None,
         };
         s.control(ControlWrite {
+            budgets: Default::default(),
             records: vec![
                 record(&a, pause(false), at(2)),
                 record(&d, pause(false), at(2)),
@@ -388,6 +391,7 @@ mod cases {
         };
         let a = s.task(a.id).await.unwrap().unwrap();
         s.control(ControlWrite {
+            budgets: Default::default(),
             records: vec![record(&a, resume, at(4))],
             workflow_pause: Some((flow.id, None)),
             audit: Some(audit("resume")),
@@ -429,6 +433,7 @@ mod cases {
             )
         };
         s.control(ControlWrite {
+            budgets: Default::default(),
             records: vec![rerun, reopen(&b), reopen(&c)],
             workflow_pause: None,
             audit: Some(audit("rerun")),
@@ -509,6 +514,98 @@ mod cases {
         assert!(actions(later).await.is_empty());
     }
 
+    /// Usage reports add up per workflow (and per label) in the transactions that carry them;
+    /// a workflow's budgets are stored with it and replaced by a control.
+    pub async fn usage_adds_up_per_workflow_and_label_and_budgets_are_kept<S: Store>(s: &S) {
+        let units = |pairs: &[(&str, f64)]| -> Usage {
+            pairs
+                .iter()
+                .map(|(u, x)| (u.to_string(), Amount::of(*x).unwrap()))
+                .collect()
+        };
+        let budget = |limit: f64| Budget {
+            limit: Amount::of(limit).unwrap(),
+            policy: BudgetPolicy::Pause,
+        };
+        let mut flows = Vec::new();
+        for tenant in ["acme", "acme", "globex"] {
+            let mut flow = workflow(&[def("a", &[])], None);
+            if let WorkflowRef::New(wf) = &mut flow.batch.workflow {
+                wf.labels = [("tenant".to_owned(), tenant.to_owned())].into();
+                wf.budgets = [("usd".to_owned(), budget(5.0))].into();
+            }
+            s.submit(flow.batch.clone()).await.unwrap();
+            flows.push(flow);
+        }
+        for (i, flow) in flows.iter().enumerate() {
+            let task = claim_one(s, agent(1), at(1)).await.unwrap();
+            assert_eq!(task.workflow, flow.id);
+            let token = task.fencing_token;
+            advance(
+                s,
+                task.id,
+                Event::ExecutionStarted {
+                    agent: agent(1),
+                    token,
+                },
+                at(2),
+            )
+            .await;
+            let beat = |usage| Event::Heartbeat {
+                agent: agent(1),
+                token,
+                progress: None,
+                usage,
+            };
+            advance(
+                s,
+                task.id,
+                beat(units(&[("tokens", 100.0), ("usd", 0.5)])),
+                at(3),
+            )
+            .await;
+            // Cumulative: the same report again adds nothing.
+            advance(
+                s,
+                task.id,
+                beat(units(&[("tokens", 100.0), ("usd", 0.5)])),
+                at(4),
+            )
+            .await;
+            let done = Event::ExecutionSucceeded {
+                agent: agent(1),
+                token,
+                result: Some(json!(i)),
+                usage: units(&[("tokens", 150.0), ("usd", 0.75)]),
+            };
+            advance(s, task.id, done, at(5)).await;
+        }
+        let one = units(&[("tokens", 150.0), ("usd", 0.75)]);
+        assert_eq!(s.workflow_usage(flows[0].id).await.unwrap(), one);
+        let label = |v: &str| Some(("tenant".to_owned(), v.to_owned()));
+        assert_eq!(
+            s.usage_labelled(label("acme")).await.unwrap(),
+            units(&[("tokens", 300.0), ("usd", 1.5)])
+        );
+        assert_eq!(s.usage_labelled(label("globex")).await.unwrap(), one);
+        assert!(s.usage_labelled(label("initech")).await.unwrap().is_empty());
+        let all = s.usage_labelled(None).await.unwrap();
+        assert!(all["tokens"] >= Amount::of(450.0).unwrap(), "{all:?}");
+
+        let stored = s.workflow(flows[0].id).await.unwrap().unwrap();
+        assert_eq!(stored.budgets, [("usd".to_owned(), budget(5.0))].into());
+        s.control(ControlWrite {
+            records: Vec::new(),
+            workflow_pause: None,
+            budgets: Some((flows[0].id, [("usd".to_owned(), budget(9.5))].into())),
+            audit: None,
+        })
+        .await
+        .unwrap();
+        let stored = s.workflow(flows[0].id).await.unwrap().unwrap();
+        assert_eq!(stored.budgets["usd"].limit.to_string(), "9.5");
+    }
+
     /// A superseded task (a fan-out's item a rerun retires) is no longer anyone's dependency:
     /// its edges go, and a dependent it held back no longer waits for it.
     pub async fn a_superseded_task_is_no_longer_a_dependency<S: Store>(s: &S) {
@@ -530,6 +627,7 @@ mod cases {
         // b, pending, held d back: d now waits only for c.
         let b = s.task(flow.id("b")).await.unwrap().unwrap();
         s.control(ControlWrite {
+            budgets: Default::default(),
             records: vec![supersede(&b, at(12))],
             workflow_pause: None,
             audit: None,
@@ -550,6 +648,7 @@ mod cases {
         // a, completed: its dependents' counts do not move.
         let a = s.task(flow.id("a")).await.unwrap().unwrap();
         s.control(ControlWrite {
+            budgets: Default::default(),
             records: vec![supersede(&a, at(15))],
             workflow_pause: None,
             audit: None,
@@ -796,6 +895,7 @@ mod cases {
             s,
             id,
             Event::ExecutionFailed {
+                usage: Default::default(),
                 agent: agent(1),
                 token,
                 error: ErrorReport {
@@ -860,6 +960,7 @@ mod cases {
             s,
             id,
             Event::ExecutionSucceeded {
+                usage: Default::default(),
                 agent,
                 token,
                 result,
@@ -1167,6 +1268,7 @@ mod cases {
             s,
             plan.id,
             Event::ExecutionSucceeded {
+                usage: Default::default(),
                 agent: agent(1),
                 token,
                 result: Some(json!("plan")),
@@ -1763,6 +1865,7 @@ macro_rules! conformance {
             case!(apply_all_undoes_a_record_that_fails_after_writing);
             case!(completion_releases_dependents_once_all_their_dependencies_completed);
             case!(a_superseded_task_is_no_longer_a_dependency);
+            case!(usage_adds_up_per_workflow_and_label_and_budgets_are_kept);
             case!(a_task_released_on_an_open_dependency_is_refused);
             case!(a_control_writes_all_its_transitions_or_none_with_its_audit_entry);
             case!(claims_take_the_highest_priority_then_the_oldest_the_agent_can_run);

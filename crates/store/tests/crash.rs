@@ -90,6 +90,7 @@ fn child(path: &str) -> ! {
                             let done = record(
                                 &next,
                                 Event::ExecutionSucceeded {
+                                    usage: Default::default(),
                                     agent: agent(w),
                                     token,
                                     result: Some(json!({"worker": w as u64})),

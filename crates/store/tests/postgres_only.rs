@@ -79,6 +79,7 @@ fn workflow(
             created_at: T0,
             outputs: None,
             labels: Default::default(),
+            budgets: Default::default(),
         }),
         tasks,
         edges: Vec::new(),

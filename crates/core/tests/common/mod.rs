@@ -145,6 +145,7 @@ pub fn started(token: u64) -> Event {
 
 pub fn heartbeat(token: u64, progress: Option<Value>) -> Event {
     Event::Heartbeat {
+        usage: Default::default(),
         agent: agent(),
         token: FencingToken(token),
         progress,
@@ -153,6 +154,7 @@ pub fn heartbeat(token: u64, progress: Option<Value>) -> Event {
 
 pub fn succeeded(token: u64, result: Value) -> Event {
     Event::ExecutionSucceeded {
+        usage: Default::default(),
         agent: agent(),
         token: FencingToken(token),
         result: Some(result),
@@ -161,6 +163,7 @@ pub fn succeeded(token: u64, result: Value) -> Event {
 
 pub fn failed(token: u64, kind: &str, retryable: bool) -> Event {
     Event::ExecutionFailed {
+        usage: Default::default(),
         agent: agent(),
         token: FencingToken(token),
         error: ErrorReport {

@@ -319,6 +319,7 @@ pub fn started(task: &Task) -> Event {
 pub fn succeeded(task: &Task) -> Event {
     let (agent, token) = lease(task);
     Event::ExecutionSucceeded {
+        usage: Default::default(),
         agent,
         token,
         result: Some(result_of(task)),
@@ -332,6 +333,7 @@ pub fn result_of(task: &Task) -> Value {
 pub fn failed(task: &Task, kind: &str, retryable: bool) -> Event {
     let (agent, token) = lease(task);
     Event::ExecutionFailed {
+        usage: Default::default(),
         agent,
         token,
         error: ErrorReport {

@@ -591,4 +591,20 @@ impl Store for FaultyStore {
     ) -> Result<Vec<baton_store::AuditEntry>, StoreError> {
         self.read("audit", self.inner.audit(filter)).await
     }
+
+    async fn workflow_usage(
+        &self,
+        workflow: baton_core::WorkflowId,
+    ) -> Result<baton_core::Usage, StoreError> {
+        self.read("workflow_usage", self.inner.workflow_usage(workflow))
+            .await
+    }
+
+    async fn usage_labelled(
+        &self,
+        label: Option<(String, String)>,
+    ) -> Result<baton_core::Usage, StoreError> {
+        self.read("usage_labelled", self.inner.usage_labelled(label))
+            .await
+    }
 }

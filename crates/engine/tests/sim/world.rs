@@ -1009,6 +1009,7 @@ impl Sim {
                 _ => {
                     // Success before starting: no rule takes Assigned to Completed.
                     let event = Event::ExecutionSucceeded {
+                        usage: Default::default(),
                         agent: me,
                         token: held.token,
                         result: Some(json!({"premature": true})),
@@ -1032,6 +1033,7 @@ impl Sim {
                     (
                         Report::Heartbeat,
                         Event::Heartbeat {
+                            usage: Default::default(),
                             agent: me,
                             token: held.token,
                             progress: self.rng.chance(500).then(|| json!({"step": self.step})),
@@ -1048,6 +1050,7 @@ impl Sim {
                         (
                             Report::Malformed,
                             Event::ExecutionSucceeded {
+                                usage: Default::default(),
                                 agent: me,
                                 token: held.token,
                                 result,
@@ -1062,6 +1065,7 @@ impl Sim {
                         (
                             Report::Succeeded(v.clone()),
                             Event::ExecutionSucceeded {
+                                usage: Default::default(),
                                 agent: me,
                                 token: held.token,
                                 result: Some(v),
@@ -1094,6 +1098,7 @@ impl Sim {
                     (
                         Report::Failed,
                         Event::ExecutionFailed {
+                            usage: Default::default(),
                             agent: me,
                             token: held.token,
                             error,
@@ -1319,16 +1324,19 @@ impl Sim {
         match self.rng.below(5) {
             0 => Event::ExecutionStarted { agent, token },
             1 => Event::Heartbeat {
+                usage: Default::default(),
                 agent,
                 token,
                 progress: None,
             },
             2 => Event::ExecutionSucceeded {
+                usage: Default::default(),
                 agent,
                 token,
                 result: Some(json!({"zombie": self.step})),
             },
             3 => Event::ExecutionFailed {
+                usage: Default::default(),
                 agent,
                 token,
                 error: ErrorReport {
@@ -1405,6 +1413,7 @@ impl Sim {
                     (
                         Report::Succeeded(v.clone()),
                         Event::ExecutionSucceeded {
+                            usage: Default::default(),
                             agent: me,
                             token: held.token,
                             result: Some(v),

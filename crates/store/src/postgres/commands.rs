@@ -373,6 +373,16 @@ impl<'c> Run<'c> {
                 c.client.execute(&c.s.signal_delivered, &[&id, &at]).await
             }));
         }
+        if !record.usage_added.is_empty() {
+            let workflow = task.workflow.0;
+            let units: Vec<String> = record.usage_added.keys().cloned().collect();
+            let micros: Vec<i64> = record.usage_added.values().map(|a| a.0 as i64).collect();
+            self.pending.push(Box::pin(async move {
+                c.client
+                    .execute(&c.s.add_usage, &[&workflow, &units, &micros])
+                    .await
+            }));
+        }
         if !record.outbox.is_empty() {
             let mut o = Outbox::default();
             o.push(task.id, &record.outbox, record.entry.at);
@@ -440,6 +450,12 @@ impl<'c> Run<'c> {
             let (id, paused) = (workflow.0, codec::pause_json(paused.as_ref()));
             self.pending.push(Box::pin(async move {
                 c.client.execute(&c.s.pause_workflow, &[&id, &paused]).await
+            }));
+        }
+        if let Some((workflow, budgets)) = &write.budgets {
+            let (id, budgets) = (workflow.0, codec::budgets_json(budgets));
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.set_budgets, &[&id, &budgets]).await
             }));
         }
         if let Some(a) = &write.audit {
@@ -588,13 +604,15 @@ impl<'c> Run<'c> {
         let workflow = match &batch.workflow {
             WorkflowRef::New(wf) => {
                 let created_at = ts(wf.created_at);
-                let params: [&(dyn ToSql + Sync); 6] = [
+                let budgets = codec::budgets_json(&wf.budgets);
+                let params: [&(dyn ToSql + Sync); 7] = [
                     &wf.id.0,
                     &wf.name,
                     &wf.idempotency_key,
                     &wf.request_hash,
                     &created_at,
                     &wf.outputs,
+                    &budgets,
                 ];
                 if let Some(key) = &wf.idempotency_key {
                     let key_param: [&(dyn ToSql + Sync); 1] = [key];

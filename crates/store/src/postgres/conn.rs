@@ -111,12 +111,17 @@ statements! {
                   ON CONFLICT (state, shard) DO UPDATE SET n = state_counts.n + excluded.n";
     find_idempotent = "SELECT id, request_hash FROM workflows WHERE idempotency_key = $1";
     insert_workflow = "INSERT INTO workflows (id, name, idempotency_key, request_hash, created_at,
-                                              outputs)
-                       VALUES ($1, $2, $3, $4, $5, $6)";
+                                              outputs, budgets)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7)";
     insert_keyed_workflow = "INSERT INTO workflows (id, name, idempotency_key, request_hash, created_at,
-                                                    outputs)
-                             VALUES ($1, $2, $3, $4, $5, $6)
+                                                    outputs, budgets)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)
                              ON CONFLICT (idempotency_key) DO NOTHING";
+    add_usage = "INSERT INTO workflow_usage (workflow_id, unit, micros)
+                 SELECT $1, u, m FROM unnest($2::text[], $3::int8[]) AS x(u, m)
+                 ON CONFLICT (workflow_id, unit)
+                 DO UPDATE SET micros = workflow_usage.micros + excluded.micros";
+    set_budgets = "UPDATE workflows SET budgets = $2 WHERE id = $1";
     workflow_paused_locked = "SELECT paused IS NOT NULL FROM workflows WHERE id = $1 FOR SHARE";
     insert_labels = "INSERT INTO workflow_labels (workflow_id, key, value)
                      SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS u(k, v)";

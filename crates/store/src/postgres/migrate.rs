@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("005_schedules_and_triggers.sql"),
     include_str!("006_operator_controls.sql"),
     include_str!("007_workflow_labels.sql"),
+    include_str!("008_usage_and_budgets.sql"),
 ];
 
 /// `baton_meta.application` of a Baton store.

@@ -1,5 +1,6 @@
 //! The [`Store`] trait for [`PgStore`]: reads on the pool; writes queued for the writers.
 
+use baton_core::Usage;
 use std::sync::Arc;
 
 use baton_core::{
@@ -33,7 +34,7 @@ const WORKFLOW_COLUMNS: &str = "workflows.id, workflows.name, workflows.idempote
     workflows.created_at, workflows.outputs,
     (SELECT jsonb_object_agg(wl.key, wl.value) FROM workflow_labels wl
      WHERE wl.workflow_id = workflows.id)::text,
-    workflows.paused";
+    workflows.paused, workflows.budgets";
 
 /// A workflow from a row of [`WORKFLOW_COLUMNS`].
 fn workflow_row(row: &Row) -> Result<WorkflowRecord, StoreError> {
@@ -50,6 +51,7 @@ fn workflow_row(row: &Row) -> Result<WorkflowRecord, StoreError> {
         outputs: get(row, 4)?,
         labels,
         paused: codec::decode_pause(get(row, 6)?),
+        budgets: codec::decode_budgets(get(row, 7)?),
     })
 }
 
@@ -730,6 +732,46 @@ impl Store for PgStore {
 
     async fn control(&self, write: ControlWrite) -> Result<(), StoreError> {
         self.writes.control(write).await
+    }
+
+    async fn workflow_usage(&self, workflow: WorkflowId) -> Result<Usage, StoreError> {
+        let rows = self
+            .query(
+                "SELECT unit, micros FROM workflow_usage WHERE workflow_id = $1",
+                &[&workflow.0],
+            )
+            .await?;
+        let pairs = rows
+            .iter()
+            .map(|r| Ok((get::<String>(r, 0)?, get::<i64>(r, 1)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(codec::usage_of(pairs))
+    }
+
+    async fn usage_labelled(&self, label: Option<(String, String)>) -> Result<Usage, StoreError> {
+        let rows = match &label {
+            None => {
+                self.query(
+                    "SELECT unit, sum(micros)::int8 FROM workflow_usage GROUP BY unit",
+                    &[],
+                )
+                .await?
+            }
+            Some((key, value)) => {
+                self.query(
+                    "SELECT u.unit, sum(u.micros)::int8 FROM workflow_labels l
+                     JOIN workflow_usage u ON u.workflow_id = l.workflow_id
+                     WHERE l.key = $1 AND l.value = $2 GROUP BY u.unit",
+                    &[key, value],
+                )
+                .await?
+            }
+        };
+        let pairs = rows
+            .iter()
+            .map(|r| Ok((get::<String>(r, 0)?, get::<i64>(r, 1)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(codec::usage_of(pairs))
     }
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {

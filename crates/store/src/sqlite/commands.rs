@@ -155,8 +155,8 @@ pub(super) fn submit(
             }
             conn.prepare_cached(
                 "INSERT INTO workflows (id, name, idempotency_key, request_hash, created_at,
-                                        outputs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                        outputs, budgets)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -165,7 +165,8 @@ pub(super) fn submit(
                     wf.idempotency_key,
                     wf.request_hash,
                     ts(wf.created_at),
-                    wf.outputs
+                    wf.outputs,
+                    codec::budgets_json(&wf.budgets)
                 ])
             })
             .map_err(db)?;
@@ -376,6 +377,14 @@ pub(super) fn write_transition(
             .map_err(db)?;
     }
     write_outbox(conn, task.id, &record.outbox, record.entry.at)?;
+    for (unit, amount) in &record.usage_added {
+        conn.prepare_cached(
+            "INSERT INTO workflow_usage (workflow_id, unit, micros) VALUES (?1, ?2, ?3)
+             ON CONFLICT (workflow_id, unit) DO UPDATE SET micros = micros + excluded.micros",
+        )
+        .and_then(|mut s| s.execute(params![task.workflow.0, unit, amount.0 as i64]))
+        .map_err(db)?;
+    }
     if decide::releases_dependents(from, to) {
         conn.prepare_cached(
             "UPDATE tasks SET deps_open = deps_open - 1
@@ -764,6 +773,11 @@ pub(super) fn control(
     if let Some((workflow, paused)) = &write.workflow_pause {
         conn.prepare_cached("UPDATE workflows SET paused = ?2 WHERE id = ?1")
             .and_then(|mut s| s.execute(params![workflow.0, codec::pause_json(paused.as_ref())]))
+            .map_err(db)?;
+    }
+    if let Some((workflow, budgets)) = &write.budgets {
+        conn.prepare_cached("UPDATE workflows SET budgets = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![workflow.0, codec::budgets_json(budgets)]))
             .map_err(db)?;
     }
     if let Some(a) = &write.audit {

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("006_schedules_and_triggers.sql"),
     include_str!("007_operator_controls.sql"),
     include_str!("008_workflow_labels.sql"),
+    include_str!("009_usage_and_budgets.sql"),
 ];
 
 /// Read connections kept open.

@@ -1,6 +1,7 @@
 //! The [`Store`] trait for [`SqliteStore`]: reads on the read connections; writes queued for
 //! the writer thread.
 
+use baton_core::Usage;
 use std::sync::Arc;
 
 use baton_core::{
@@ -34,7 +35,7 @@ const WORKFLOW_COLUMNS: &str = "workflows.id, workflows.name, workflows.idempote
     workflows.created_at, workflows.outputs,
     (SELECT json_group_object(wl.key, wl.value) FROM workflow_labels wl
      WHERE wl.workflow_id = workflows.id),
-    workflows.paused";
+    workflows.paused, workflows.budgets";
 
 /// A workflow from a row of [`WORKFLOW_COLUMNS`].
 fn workflow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkflowRecord> {
@@ -53,6 +54,7 @@ fn workflow_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkflowRecord> {
         outputs: r.get(4)?,
         labels,
         paused: codec::decode_pause(r.get(6)?),
+        budgets: codec::decode_budgets(r.get(7)?),
     })
 }
 
@@ -1066,6 +1068,47 @@ impl Store for SqliteStore {
 
     async fn control(&self, write: ControlWrite) -> Result<(), StoreError> {
         self.writes.control(write).await
+    }
+
+    async fn workflow_usage(&self, workflow: WorkflowId) -> Result<Usage, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT unit, micros FROM workflow_usage WHERE workflow_id = ?1")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([workflow.0], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db)?;
+            Ok(codec::usage_of(
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)?,
+            ))
+        })
+        .await
+    }
+
+    async fn usage_labelled(&self, label: Option<(String, String)>) -> Result<Usage, StoreError> {
+        self.read(move |c| {
+            let rows = match &label {
+                None => c
+                    .prepare_cached("SELECT unit, sum(micros) FROM workflow_usage GROUP BY unit")
+                    .and_then(|mut s| {
+                        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    }),
+                Some((key, value)) => c
+                    .prepare_cached(
+                        "SELECT u.unit, sum(u.micros) FROM workflow_labels l
+                         JOIN workflow_usage u ON u.workflow_id = l.workflow_id
+                         WHERE l.key = ?1 AND l.value = ?2 GROUP BY u.unit",
+                    )
+                    .and_then(|mut s| {
+                        s.query_map([key, value], |r| Ok((r.get(0)?, r.get(1)?)))?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    }),
+            }
+            .map_err(db)?;
+            Ok(codec::usage_of(rows))
+        })
+        .await
     }
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {

@@ -115,6 +115,7 @@ pub fn workflow_with_ids(
         ids,
         batch: SubmitBatch {
             workflow: WorkflowRef::New(NewWorkflow {
+                budgets: Default::default(),
                 id,
                 name: "test".into(),
                 idempotency_key: idempotency_key.map(str::to_owned),
@@ -192,6 +193,7 @@ pub async fn run_to_completion<S: Store>(store: &S, id: TaskId, now: Timestamp) 
         store,
         id,
         Event::ExecutionSucceeded {
+            usage: Default::default(),
             agent: agent(1),
             token,
             result: Some(json!({"done": id.to_string()})),
