@@ -39,6 +39,14 @@ pub struct SubmitWorkflow {
     /// the workflows carrying them (its submissions get them added).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Budgets on what the workflow's agents report spending (`usage` on heartbeats and
+    /// results), per unit: `{"usd": {"limit": 5, "policy": "pause"}, "tokens": {"limit":
+    /// 200000}}`. Once a unit's total reaches its limit, `pause` (the default) pauses the
+    /// workflow (an operator raises the budget, `PUT /v1/workflows/{id}/budgets`, then
+    /// resumes it), `fail` fails its open tasks (error kind `budget_exceeded`), `cancel`
+    /// cancels them. Unit names: 1 to 64 of `a-z0-9_.-`; at most 32 units.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub budgets: BTreeMap<String, baton_core::Budget>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -62,6 +70,9 @@ pub struct SubmitTask {
     /// The labels of the workflow it makes (as in `POST /v1/workflows`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The budgets of the workflow it makes (as in `POST /v1/workflows`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub budgets: BTreeMap<String, baton_core::Budget>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,6 +133,43 @@ pub struct WorkflowView {
     /// created in it then start paused too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<PauseView>,
+    /// What its agents have reported spending, per unit, all tasks and attempts together
+    /// (absent: nothing reported).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
+    pub usage: baton_core::Usage,
+    /// Its budgets per unit (absent: none); see `POST /v1/workflows`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub budgets: BTreeMap<String, baton_core::Budget>,
+}
+
+/// `PUT /v1/workflows/{id}/budgets`: the workflow's budgets, replaced as a whole.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsBody {
+    /// Why (required, 1 to 1,024 bytes): the change is audited.
+    #[serde(default)]
+    pub reason: String,
+    /// The budgets per unit (an empty map removes them), as in `POST /v1/workflows`.
+    pub budgets: BTreeMap<String, baton_core::Budget>,
+}
+
+/// Query of `GET /v1/usage`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Only workflows carrying this label, `key:value` (e.g. a tenant's).
+    pub label: Option<String>,
+}
+
+/// What agents have reported spending, per unit.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageView {
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
+    pub usage: baton_core::Usage,
 }
 
 /// An operator's pause.
@@ -418,6 +466,11 @@ pub struct TaskView<S = TaskSpec> {
     /// agent already running it may finish (unless the pause took it back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<PauseView>,
+    /// What its agents have reported spending, per unit, all attempts together (absent:
+    /// nothing reported).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
+    pub usage: baton_core::Usage,
     /// The operator's control that last took an agent's lease away or ended the task (a skip,
     /// a failure, a rerun, a pause with `now`): `event`, `by`, `reason`. A late report under
     /// that lease is refused naming it.
@@ -624,6 +677,13 @@ pub struct HeartbeatReport {
     /// Any JSON value.
     #[serde(default)]
     pub progress: Option<Value>,
+    /// What the agent has spent so far under this lease, per unit, e.g. `{"tokens": 1532,
+    /// "usd": 0.012}`: cumulative (send the running total; a report sent again counts once),
+    /// numbers from 0 to 1e12 with at most six decimals counted. Summed per task and workflow
+    /// (`usage` on both) and checked against the workflow's `budgets`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
+    pub usage: baton_core::Usage,
     #[serde(default)]
     pub traceparent: Option<String>,
 }
@@ -636,6 +696,13 @@ pub struct SuccessReport {
     pub token: u64,
     /// Any JSON value but `null`.
     pub result: Value,
+    /// What the agent has spent so far under this lease, per unit, e.g. `{"tokens": 1532,
+    /// "usd": 0.012}`: cumulative (send the running total; a report sent again counts once),
+    /// numbers from 0 to 1e12 with at most six decimals counted. Summed per task and workflow
+    /// (`usage` on both) and checked against the workflow's `budgets`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
+    pub usage: baton_core::Usage,
     #[serde(default)]
     pub traceparent: Option<String>,
 }
@@ -647,6 +714,13 @@ pub struct FailureReport {
     pub agent: Uuid,
     pub token: u64,
     pub error: ErrorReport,
+    /// What the agent has spent so far under this lease, per unit, e.g. `{"tokens": 1532,
+    /// "usd": 0.012}`: cumulative (send the running total; a report sent again counts once),
+    /// numbers from 0 to 1e12 with at most six decimals counted. Summed per task and workflow
+    /// (`usage` on both) and checked against the workflow's `budgets`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
+    pub usage: baton_core::Usage,
     #[serde(default)]
     pub traceparent: Option<String>,
 }

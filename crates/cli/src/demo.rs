@@ -166,6 +166,7 @@ async fn demo(output: Output, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let created = client
         .submit(&baton_client::wire::SubmitWorkflow {
+            budgets: Default::default(),
             name: "demo: quarterly technology briefing".into(),
             idempotency_key: None,
             tasks: vec![scenario.root(), scenario.outline(), scenario.cover()],

@@ -319,6 +319,7 @@ impl Source {
             tasks: wf.tasks.clone(),
             outputs: wf.outputs.clone(),
             labels: wf.labels.clone(),
+            budgets: wf.budgets.clone(),
         };
         match validate_workflow(&req) {
             Ok(()) => Ok(()),

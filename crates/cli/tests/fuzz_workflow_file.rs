@@ -61,6 +61,7 @@ fn server(bytes: &[u8]) -> Result<SubmitWorkflow, Option<String>> {
     let wf: SubmitWorkflow =
         decode(bytes).map_err(|p| p.field.clone().filter(|f| f.as_str() != "body"))?;
     let req = WorkflowRequest {
+        budgets: wf.budgets.clone(),
         name: wf.name.clone(),
         idempotency_key: wf.idempotency_key.clone(),
         tasks: wf.tasks.clone(),

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use baton_api::*;
+use baton_core::Usage;
 use baton_core::{Capability, ErrorReport, StateKind, TaskSpec};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -206,6 +207,7 @@ impl Client {
         tasks: &[TaskSpec],
     ) -> Result<WorkflowCreated> {
         let body = SubmitWorkflow {
+            budgets: Default::default(),
             name: name.to_owned(),
             idempotency_key: idempotency_key.map(str::to_owned),
             tasks: tasks.to_vec(),
@@ -231,6 +233,7 @@ impl Client {
         idempotency_key: Option<&str>,
     ) -> Result<TaskCreated> {
         let body = SubmitTask {
+            budgets: Default::default(),
             idempotency_key: idempotency_key.map(str::to_owned),
             task: task.clone(),
             labels: Default::default(),
@@ -692,7 +695,21 @@ impl Client {
         agent: Uuid,
         progress: Option<Value>,
     ) -> Result<ReportAnswer> {
+        self.heartbeat_with_usage(task, agent, progress, &Usage::new())
+            .await
+    }
+
+    /// A heartbeat that also says what the agent has spent so far under this lease
+    /// (cumulative: the running total).
+    pub async fn heartbeat_with_usage(
+        &self,
+        task: &ClaimedTask,
+        agent: Uuid,
+        progress: Option<Value>,
+        usage: &Usage,
+    ) -> Result<ReportAnswer> {
         let body = HeartbeatReport {
+            usage: usage.clone(),
             agent,
             token: task.token,
             progress,
@@ -707,7 +724,20 @@ impl Client {
         agent: Uuid,
         result: Value,
     ) -> Result<ReportAnswer> {
+        self.succeeded_with_usage(task, agent, result, &Usage::new())
+            .await
+    }
+
+    /// A success report with what the agent spent under this lease, all told.
+    pub async fn succeeded_with_usage(
+        &self,
+        task: &ClaimedTask,
+        agent: Uuid,
+        result: Value,
+        usage: &Usage,
+    ) -> Result<ReportAnswer> {
         let body = SuccessReport {
+            usage: usage.clone(),
             agent,
             token: task.token,
             result,
@@ -722,7 +752,20 @@ impl Client {
         agent: Uuid,
         error: ErrorReport,
     ) -> Result<ReportAnswer> {
+        self.failed_with_usage(task, agent, error, &Usage::new())
+            .await
+    }
+
+    /// A failure report with what the agent spent under this lease, all told.
+    pub async fn failed_with_usage(
+        &self,
+        task: &ClaimedTask,
+        agent: Uuid,
+        error: ErrorReport,
+        usage: &Usage,
+    ) -> Result<ReportAnswer> {
         let body = FailureReport {
+            usage: usage.clone(),
             agent,
             token: task.token,
             error,

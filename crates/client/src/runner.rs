@@ -623,8 +623,8 @@ impl Shared {
             Ok(result) => {
                 let sent = self
                     .report(task, Call::Succeeded, self.config.patience, STOPPING, |n| {
-                        let result = result.clone();
-                        async move { n.succeeded(task, agent, result).await }
+                        let (result, usage) = (result.clone(), ctx.usage());
+                        async move { n.succeeded_with_usage(task, agent, result, &usage).await }
                     })
                     .await;
                 match sent {
@@ -645,8 +645,8 @@ impl Shared {
         };
         let sent = self
             .report(task, Call::Failed, self.config.patience, STOPPING, |n| {
-                let error = error.clone();
-                async move { n.failed(task, agent, error).await }
+                let (error, usage) = (error.clone(), ctx.usage());
+                async move { n.failed_with_usage(task, agent, error, &usage).await }
             })
             .await;
         if let Ok(answer) = sent {
@@ -693,7 +693,8 @@ impl Shared {
                 return;
             }
             let node = self.node().clone();
-            let reason = match node.heartbeat(task, agent, None).await {
+            let usage = ctx.usage();
+            let reason = match node.heartbeat_with_usage(task, agent, None, &usage).await {
                 Ok(answer) => match revoked(task, &answer) {
                     Some(why) => Some((why, None)),
                     None => {

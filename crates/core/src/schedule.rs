@@ -55,6 +55,10 @@ pub struct WorkflowTemplate {
     /// The labels of each workflow it submits (see `POST /v1/workflows`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: crate::Labels,
+    /// The budgets of each workflow it submits (see `POST /v1/workflows`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub budgets: crate::Budgets,
 }
 
 /// What a tick does while the workflow of the previous tick is still running.

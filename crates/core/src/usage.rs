@@ -98,8 +98,11 @@ impl BudgetPolicy {
 /// A workflow's budget on one unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Budget {
-    /// The most the workflow's tasks may spend of the unit, all attempts together.
+    /// The most the workflow's tasks may spend of the unit, all attempts together: a number
+    /// above 0, at most six decimals counted.
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, minimum = 0))]
     pub limit: Amount,
     #[serde(default)]
     pub policy: BudgetPolicy,

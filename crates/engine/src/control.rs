@@ -409,7 +409,7 @@ impl<S: Store + 'static> Engine<S> {
             "pause",
             &op,
             json!({"now": now}),
-            Some(mark),
+            Some(Some(mark)),
         )
         .await
     }
@@ -421,13 +421,29 @@ impl<S: Store + 'static> Engine<S> {
         workflow: WorkflowId,
         op: Operator,
     ) -> Result<usize, EngineError> {
+        // A budget that pauses it would pause it again at the next report: raise it first.
+        let wf = self.workflow(workflow).await?;
+        if let Some((baton_core::BudgetPolicy::Pause, why)) = self.budget_reached(&wf).await? {
+            return Err(EngineError::BudgetReached(why));
+        }
         let make = |t: &Task| {
             t.is_paused().then(|| Event::ResumeRequested {
                 requested_by: op.by.clone(),
                 reason: op.reason.clone(),
             })
         };
-        self.workflow_control(workflow, &make, "resume", &op, json!({}), None)
+        self.workflow_control(workflow, &make, "resume", &op, json!({}), Some(None))
+            .await
+    }
+
+    /// Fails every task of the workflow that has not ended, with `make`'s event.
+    pub(crate) async fn fail_workflow(
+        &self,
+        workflow: WorkflowId,
+        make: &(dyn Fn(&Task) -> Option<Event> + Sync),
+        op: &Operator,
+    ) -> Result<usize, EngineError> {
+        self.workflow_control(workflow, make, "fail", op, json!({}), None)
             .await
     }
 
@@ -545,8 +561,8 @@ impl<S: Store + 'static> Engine<S> {
         Err(EngineError::Contended(ids[0]))
     }
 
-    /// A control over every task of the workflow: the workflow's mark commits first with the
-    /// audit entry (so that the action is on record before any task changes, and tasks
+    /// A control over every task of the workflow: the workflow's mark (if it sets or clears
+    /// one) commits first with the audit entry (so that the action is on record before any task changes, and tasks
     /// created from then on take the mark), then its tasks a page at a time.
     async fn workflow_control(
         &self,
@@ -555,7 +571,7 @@ impl<S: Store + 'static> Engine<S> {
         action: &str,
         op: &Operator,
         detail: Value,
-        mark: Option<Paused>,
+        mark: Option<Option<Paused>>,
     ) -> Result<usize, EngineError> {
         if self.inner.store.workflow(workflow).await?.is_none() {
             return Err(EngineError::WorkflowNotFound(workflow));
@@ -578,7 +594,7 @@ impl<S: Store + 'static> Engine<S> {
                 now,
             },
             Some(audit),
-            Some((workflow, mark)),
+            mark.map(|m| (workflow, m)),
         )
         .await?;
         let ids: Vec<TaskId> = self

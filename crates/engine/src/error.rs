@@ -56,6 +56,10 @@ pub enum EngineError {
     /// The task kept changing under us; the caller may retry.
     #[error("task {0} is changing too fast; try again")]
     Contended(TaskId),
+    /// A budget of the workflow is reached (its text): it stays paused until the budget is
+    /// raised.
+    #[error("{0}: raise the budget (PUT /v1/workflows/{{id}}/budgets) before resuming")]
+    BudgetReached(String),
     #[error("the engine is shutting down")]
     ShuttingDown,
     #[error(transparent)]

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use baton_core::dag::TASKS_PER_WORKFLOW_MAX;
 use baton_core::template;
 use baton_core::{
-    apply, validate_labels, AgentId, CancelReason, Dag, Event, FencingToken, Labels, State,
-    StateKind, Submission, Task, TaskId, TaskKey, TaskSpec, Timestamp, Transition, WorkflowId,
+    apply, validate_labels, AgentId, Budgets, CancelReason, Dag, Event, FencingToken, Labels,
+    State, StateKind, Submission, Task, TaskId, TaskKey, TaskSpec, Timestamp, Transition,
+    WorkflowId,
 };
 use baton_store::{
     Edge, NewTask, NewWorkflow, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
@@ -42,6 +43,9 @@ pub struct WorkflowRequest {
     /// Labels the workflow carries (`baton_core::labels`): listed by, and scoping tokens to.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: Labels,
+    /// Budgets on what its agents spend, per unit, each with what happens once it is reached.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub budgets: Budgets,
 }
 
 /// What a submission created (or, for a repeated idempotency key, had created).
@@ -93,7 +97,7 @@ impl<S: Store + 'static> Engine<S> {
         }
         let batch = SubmitBatch {
             workflow: WorkflowRef::New(NewWorkflow {
-                budgets: Default::default(),
+                budgets: req.budgets.clone(),
                 id: workflow,
                 name: req.name.clone(),
                 idempotency_key: req.idempotency_key.clone(),
@@ -447,6 +451,7 @@ pub fn validate_workflow(req: &WorkflowRequest) -> Result<(), EngineError> {
     }
     validate_labels(&req.labels, "labels")
         .map_err(|e| EngineError::invalid(e.field, e.expected))?;
+    crate::budgets::check_budgets(&req.budgets, "budgets")?;
     if req.tasks.is_empty() || req.tasks.len() > TASKS_PER_WORKFLOW_MAX {
         return Err(EngineError::invalid(
             "tasks",

@@ -14,6 +14,7 @@ mod agents;
 mod alarm;
 mod artifacts;
 mod background;
+mod budgets;
 pub mod check;
 mod clock;
 mod cluster;
@@ -43,6 +44,7 @@ pub use artifacts::{
     ArtifactUpload, ARTIFACTS_PER_SWEEP_MAX, ARTIFACT_BYTES_MAX_DEFAULT,
     ARTIFACT_SWEEP_INTERVAL_MS, ARTIFACT_UNREFERENCED_GRACE_MS_DEFAULT,
 };
+pub use budgets::{check_budgets, BUDGET_ACTOR, BUDGET_EXCEEDED};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{Operator, RerunPlan, RerunTask, REASON_LEN_MAX};
 pub use ending::{WorkflowEvent, ENDING_CHECK_MS};

@@ -33,6 +33,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnitLabel {
+    unit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -56,6 +61,7 @@ pub struct Metrics {
     timeouts: Family<KindLabel, Counter>,
     compensations: Counter,
     signals: Counter,
+    usage: Family<UnitLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     schedule_ticks: Family<KindLabel, Counter>,
     agents_online: Gauge,
     tasks_paused: Gauge,
@@ -130,6 +136,12 @@ impl Metrics {
             "Compensation tasks created",
             compensations.clone(),
         );
+        let usage = Family::<UnitLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "usage",
+            "What agents reported spending, by unit (tokens, usd, …), summed over all workflows",
+            usage.clone(),
+        );
         let signals = Counter::default();
         registry.register(
             "signals",
@@ -178,6 +190,7 @@ impl Metrics {
             timeouts,
             compensations,
             signals,
+            usage,
             schedule_ticks,
             agents_online,
             tasks_paused,
@@ -237,6 +250,14 @@ impl Metrics {
 
     pub(crate) fn signal(&self) {
         self.signals.inc();
+    }
+
+    pub(crate) fn usage(&self, unit: &str, amount: f64) {
+        self.usage
+            .get_or_create(&UnitLabel {
+                unit: unit.to_owned(),
+            })
+            .inc_by(amount);
     }
 
     pub(crate) fn schedule_tick(&self, kind: &'static str) {

@@ -297,6 +297,7 @@ impl<S: Store + 'static> Engine<S> {
                     tasks: spec.workflow.tasks.clone(),
                     outputs: spec.workflow.outputs.clone(),
                     labels: spec.workflow.labels.clone(),
+                    budgets: spec.workflow.budgets.clone(),
                 })
                 .await?;
             info!(schedule = %spec.name, tick = tick.0, workflow = %receipt.workflow, created = receipt.created, "schedule fired");
@@ -380,6 +381,7 @@ fn check_schedule(spec: &ScheduleSpec) -> Result<Timing, EngineError> {
         tasks: spec.workflow.tasks.clone(),
         outputs: spec.workflow.outputs.clone(),
         labels: spec.workflow.labels.clone(),
+        budgets: spec.workflow.budgets.clone(),
     })
     .map_err(|e| match e {
         EngineError::Invalid { field, expected } => EngineError::Invalid {

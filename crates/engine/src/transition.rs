@@ -66,7 +66,13 @@ impl<S: Store + 'static> Engine<S> {
             link: ctx.traceparent.and_then(crate::trace::parse_traceparent),
             after: Timestamp(0),
         };
+        if let Some(usage) = event.usage() {
+            crate::budgets::check_usage(usage, "usage")?;
+        }
         let task = self.transition(id, |_| Some(event.clone()), cause).await?;
+        if event.usage().is_some_and(|u| !u.is_empty()) {
+            self.enforce_budgets(task.workflow).await;
+        }
         let record = match ctx.reporter {
             Some(r) if r.id == agent => Some(r.clone()),
             _ => self.agent(agent).await.ok(),
@@ -207,6 +213,9 @@ impl<S: Store + 'static> Engine<S> {
             event.report().map(|(a, _)| a),
             link,
         );
+        for (unit, amount) in &t.usage_added {
+            self.inner.metrics.usage(unit, amount.as_f64());
+        }
         match event {
             Event::TimeoutExpired { deadline } => self.inner.metrics.timeout(Some(*deadline)),
             Event::AgentLost { .. } => self.inner.metrics.timeout(None),

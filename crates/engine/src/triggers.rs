@@ -119,6 +119,7 @@ fn request(template: &WorkflowTemplate, idempotency_key: Option<String>) -> Work
         tasks: template.tasks.clone(),
         outputs: template.outputs.clone(),
         labels: template.labels.clone(),
+        budgets: template.budgets.clone(),
     }
 }
 

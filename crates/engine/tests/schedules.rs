@@ -16,6 +16,7 @@ fn schedule(name: &str, cron: &str, timezone: &str) -> ScheduleSpec {
         cron: cron.into(),
         timezone: timezone.into(),
         workflow: WorkflowTemplate {
+            budgets: Default::default(),
             name: "nightly".into(),
             tasks: vec![spec("report", &[])],
             outputs: None,
@@ -83,6 +84,7 @@ async fn each_tick_submits_one_workflow_however_often_it_is_fired() {
     let receipt = h
         .engine
         .submit_workflow(baton_engine::WorkflowRequest {
+            budgets: Default::default(),
             name: "nightly".into(),
             idempotency_key: Some(key("hourly", utc(2026, 5, 1, 10, 0))),
             tasks: vec![spec("report", &[])],
@@ -269,6 +271,7 @@ async fn bad_schedules_are_refused_naming_the_field() {
         (
             ScheduleSpec {
                 workflow: WorkflowTemplate {
+                    budgets: Default::default(),
                     name: String::new(),
                     tasks: vec![TaskSpec::new("bad key")],
                     outputs: None,

@@ -78,6 +78,7 @@ pub async fn submit_workflow(
     scope::stamp(&caller, &mut labels, "labels")?;
     let receipt = engine(&s)
         .submit_workflow(WorkflowRequest {
+            budgets: body.budgets,
             name: body.name,
             idempotency_key: body.idempotency_key,
             tasks: body.tasks,
@@ -99,6 +100,7 @@ pub async fn submit_task(
     scope::stamp(&caller, &mut labels, "labels")?;
     let receipt = engine(&s)
         .submit_workflow(WorkflowRequest {
+            budgets: body.budgets,
             name: body.task.key.0.clone(),
             idempotency_key: body.idempotency_key,
             tasks: vec![body.task],
@@ -179,7 +181,68 @@ async fn workflow_view(
             .and_then(|u| serde_json::to_value(u).ok()),
         labels: wf.labels,
         paused: wf.paused.as_ref().map(pause_view),
+        usage: e.workflow_usage(wf.id).await?,
+        budgets: wf.budgets,
     })
+}
+
+#[utoipa::path(put, path = "/v1/workflows/{id}/budgets", request_body = BudgetsBody, params(("id" = String, Path, description = "workflow id")),
+    description = "Replaces the workflow's budgets (an empty map removes them); audited with the caller's token name and the `reason`. A workflow a budget paused stays paused: resume it (`POST /v1/workflows/{id}/resume`) once its budgets allow; a resume while a `pause` budget is still reached is refused (409 `budget_reached`).",
+    responses((status = 200, body = WorkflowView), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+pub async fn set_budgets(
+    AxState(s): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<BudgetsBody>,
+) -> ApiResult<Json<WorkflowView>> {
+    let id = WorkflowId(parse_id("workflow", &id)?);
+    let e = engine(&s);
+    scope::check_workflow(&caller, e, id).await?;
+    let op = operator(&caller, body.reason)?;
+    let wf = e.set_budgets(id, op, body.budgets).await?;
+    Ok(Json(workflow_view(e, wf, true).await?))
+}
+
+#[utoipa::path(get, path = "/v1/usage", params(UsageQuery),
+    description = "What agents have reported spending, per unit, over every workflow or those carrying `label` (`key:value`). A token scoped to one label gets that label's (asking for another is refused, 403 `out_of_scope`); one scoped to several reads usage per workflow.",
+    responses((status = 200, body = UsageView), (status = 403, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+pub async fn usage(
+    AxState(s): St,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<UsageQuery>,
+) -> ApiResult<Json<UsageView>> {
+    let label = match q.label.as_deref() {
+        None => None,
+        Some(text) => Some(baton_core::parse_label(text).ok_or_else(|| {
+            Problem::bad_request("invalid_query", format!("`{text}` is not a label"))
+                .field("label", LABEL_EXPECTED)
+        })?),
+    };
+    // A caller scoped to one label reads that label's usage (its workflows, exactly).
+    let own = caller
+        .scope()
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()));
+    let label = match (caller.is_scoped(), label) {
+        (false, label) => label,
+        (true, asked)
+            if caller.scope().len() == 1
+                && asked.as_ref().is_none_or(|a| Some(a) == own.as_ref()) =>
+        {
+            own
+        }
+        (true, _) => {
+            return Err(scope::out_of_scope(format!(
+                "token `{}` is scoped to labels: it reads the usage of its own label, when it has \
+                 one, and the usage of each of its workflows (`GET /v1/workflows/{{id}}`)",
+                caller.actor()
+            )))
+        }
+    };
+    Ok(Json(UsageView {
+        usage: engine(&s).usage_labelled(label).await?,
+    }))
 }
 
 fn pause_view(p: &baton_core::Paused) -> PauseView {
@@ -1077,6 +1140,7 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView<Box<RawValue>> {
             .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
             .collect(),
         paused: task.paused.as_ref().map(pause_view),
+        usage: task.usage.clone(),
         overruled: task
             .overruled
             .as_ref()
@@ -1585,7 +1649,7 @@ pub async fn report_heartbeat(
     ApiJson(b): ApiJson<HeartbeatReport>,
 ) -> ApiResult<Json<ReportAnswer>> {
     let event = Event::Heartbeat {
-        usage: Default::default(),
+        usage: b.usage,
         agent: AgentId(b.agent),
         token: FencingToken(b.token),
         progress: b.progress,
@@ -1604,7 +1668,7 @@ pub async fn report_succeeded(
     ApiJson(b): ApiJson<SuccessReport>,
 ) -> ApiResult<Json<ReportAnswer>> {
     let event = Event::ExecutionSucceeded {
-        usage: Default::default(),
+        usage: b.usage,
         agent: AgentId(b.agent),
         token: FencingToken(b.token),
         result: Some(b.result),
@@ -1621,7 +1685,7 @@ pub async fn report_failed(
     ApiJson(b): ApiJson<FailureReport>,
 ) -> ApiResult<Json<ReportAnswer>> {
     let event = Event::ExecutionFailed {
-        usage: Default::default(),
+        usage: b.usage,
         agent: AgentId(b.agent),
         token: FencingToken(b.token),
         error: b.error,

@@ -147,6 +147,7 @@ pub const PERMISSIONS: &[(Method, &str, Need)] = &[
     (Method::GET, "/v1/triggers", Need::Read),
     (Method::GET, "/v1/triggers/{name}", Need::Read),
     (Method::GET, "/v1/audit", Need::Read),
+    (Method::GET, "/v1/usage", Need::Read),
     // Acting on workflows and tasks.
     (Method::POST, "/v1/workflows", Need::Operate),
     (Method::POST, "/v1/workflows/{id}/cancel", Need::Operate),
@@ -157,6 +158,7 @@ pub const PERMISSIONS: &[(Method, &str, Need)] = &[
     ),
     (Method::POST, "/v1/workflows/{id}/pause", Need::Operate),
     (Method::POST, "/v1/workflows/{id}/resume", Need::Operate),
+    (Method::PUT, "/v1/workflows/{id}/budgets", Need::Operate),
     (Method::POST, "/v1/tasks", Need::Operate),
     (Method::POST, "/v1/tasks/{id}/cancel", Need::Operate),
     (Method::POST, "/v1/tasks/{id}/retry", Need::Operate),

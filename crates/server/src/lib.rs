@@ -99,6 +99,8 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(api::rerun_task))
         .routes(routes!(api::pause_workflow))
         .routes(routes!(api::resume_workflow))
+        .routes(routes!(api::set_budgets))
+        .routes(routes!(api::usage))
         .routes(routes!(api::audit))
         .routes(routes!(api::counts))
         .routes(routes!(api::register_agent, api::list_agents))

@@ -156,6 +156,9 @@ impl From<EngineError> for Problem {
             EngineError::IdempotencyMismatch { .. } => {
                 Problem::new(StatusCode::CONFLICT, "idempotency_mismatch", detail)
             }
+            EngineError::BudgetReached(_) => {
+                Problem::new(StatusCode::CONFLICT, "budget_reached", detail)
+            }
             EngineError::ScheduleNotFound(_) => Problem::not_found("schedule_not_found", detail),
             EngineError::TriggerNotFound(_) => Problem::not_found("trigger_not_found", detail),
             EngineError::ScheduleExists(_) => {

@@ -99,6 +99,7 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("GET", "/v1/triggers", "YYYFUU"),
     ("GET", "/v1/triggers/{name}", "YYYFUU"),
     ("GET", "/v1/audit", "YYYFUU"),
+    ("GET", "/v1/usage", "YYYFUU"),
     // Reads of one task: an agent too, for the task leased to it.
     ("GET", "/v1/tasks/{id}", "YYYYUU"),
     ("GET", "/v1/tasks/{id}/history", "YYYYUU"),
@@ -109,6 +110,7 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("POST", "/v1/workflows/{id}/signals/{name}", "FYYFUU"),
     ("POST", "/v1/workflows/{id}/pause", "FYYFUU"),
     ("POST", "/v1/workflows/{id}/resume", "FYYFUU"),
+    ("PUT", "/v1/workflows/{id}/budgets", "FYYFUU"),
     ("POST", "/v1/tasks", "FYYFUU"),
     ("POST", "/v1/tasks/{id}/cancel", "FYYFUU"),
     ("POST", "/v1/tasks/{id}/retry", "FYYFUU"),

@@ -323,6 +323,7 @@ fn workflow() -> impl Strategy<Value = SubmitWorkflow> {
         proptest::option::of(proptest::collection::btree_map(text(), json_value(), 0..3)),
     )
         .prop_map(|(name, idempotency_key, tasks, outputs)| SubmitWorkflow {
+            budgets: Default::default(),
             name,
             idempotency_key,
             tasks,

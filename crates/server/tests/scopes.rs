@@ -237,6 +237,19 @@ async fn a_scoped_token_sees_only_its_workflows_and_the_rest_is_not_found() {
         (Some(2), Some(6)),
         "{counts} {all}"
     );
+    // Usage: its label's; another label's is refused.
+    let (s, usage) = get_as(&srv, ACME_VIEWER, "/v1/usage").await;
+    assert_eq!(
+        (s, &usage["usage"]),
+        (StatusCode::OK, &json!({})),
+        "{usage}"
+    );
+    let (s, p) = get_as(&srv, ACME_VIEWER, "/v1/usage?label=tenant:globex").await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("out_of_scope")),
+        "{p}"
+    );
     let (s, p) = get_as(&srv, ACME_VIEWER, "/metrics").await;
     assert_eq!(
         (s, p["code"].as_str()),

@@ -2,10 +2,10 @@
 //! decomposition and progress. Shared by the handler, the runner's task and its heartbeats.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use baton_api::{ClaimedTask, ReportAnswer, WorkflowCreated};
-use baton_core::TaskSpec;
+use baton_core::{Amount, TaskSpec, Usage};
 use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -24,6 +24,8 @@ pub(super) struct TaskShared {
     pub(super) cancel: watch::Sender<Option<Cancel>>,
     /// Heartbeats paused (a hung agent simulated).
     pub(super) silent: AtomicBool,
+    /// What the handler has reported spending so far (sent with heartbeats and the outcome).
+    usage: Mutex<Usage>,
 }
 
 impl TaskContext {
@@ -34,6 +36,7 @@ impl TaskContext {
             agent,
             cancel: watch::channel(None).0,
             silent: AtomicBool::new(false),
+            usage: Mutex::new(Usage::new()),
         }))
     }
 
@@ -103,7 +106,7 @@ impl TaskContext {
         let answer = self
             .0
             .client
-            .heartbeat(&self.0.task, self.0.agent, Some(progress))
+            .heartbeat_with_usage(&self.0.task, self.0.agent, Some(progress), &self.usage())
             .await;
         match &answer {
             Ok(a) => {
@@ -117,6 +120,22 @@ impl TaskContext {
             Err(_) => {}
         }
         answer
+    }
+
+    /// Adds `amount` of `unit` (e.g. `"tokens"`, `"usd"`) to what this task has spent: it goes
+    /// to the server with the next heartbeat and with the outcome, and counts against the
+    /// workflow's budgets. An amount that is not a number from 0 to 1e12 is ignored.
+    pub fn report_usage(&self, unit: &str, amount: f64) {
+        if let Some(a) = Amount::of(amount) {
+            let mut usage = self.0.usage.lock().expect("not poisoned");
+            let sum = usage.entry(unit.to_owned()).or_default();
+            *sum = sum.saturating_add(a);
+        }
+    }
+
+    /// What this task has reported spending so far.
+    pub fn usage(&self) -> Usage {
+        self.0.usage.lock().expect("not poisoned").clone()
     }
 
     /// Stops the background heartbeats, as a hung agent would: the lease then runs out at

@@ -57,6 +57,7 @@ pub fn retry(max_attempts: u32, initial_backoff_ms: u64) -> RetryPolicy {
 
 pub fn request(specs: Vec<TaskSpec>) -> WorkflowRequest {
     WorkflowRequest {
+        budgets: Default::default(),
         name: "test".into(),
         idempotency_key: None,
         tasks: specs,

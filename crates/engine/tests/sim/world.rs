@@ -2057,6 +2057,7 @@ impl Sim {
             cron: SCHEDULE_CRON.into(),
             timezone: "UTC".into(),
             workflow: WorkflowTemplate {
+                budgets: Default::default(),
                 name: "tick".into(),
                 tasks: vec![TaskSpec {
                     capabilities: [Capability::from(CAPS[0])].into(),
@@ -2180,6 +2181,7 @@ impl Sim {
             tasks.push(spec);
         }
         let req = WorkflowRequest {
+            budgets: Default::default(),
             name: name.clone(),
             idempotency_key: Some(name.clone()),
             tasks,

@@ -1,0 +1,215 @@
+//! What agents spend, and budgets that stop a workflow over HTTP: usage reported on heartbeats
+//! and results adds up per task, workflow and label; a budget reached pauses the workflow (no
+//! task is handed out once the pause commits), a resume is refused until the budget is raised,
+//! then the workflow finishes; `cancel` budgets cancel what is left; bad budgets and usage get a
+//! 422 naming the field. SQLite by default; PostgreSQL with `BATON_E2E_STORE=postgres`.
+
+mod common;
+
+use common::{task, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+async fn submit(srv: &TestServer, n: usize, budgets: Value) -> (String, Vec<String>) {
+    let tasks: Vec<Value> = (0..n).map(|i| task(&format!("t{i}"), &[])).collect();
+    let (s, body) = srv
+        .post(
+            "/v1/workflows",
+            json!({"name": "spend", "tasks": tasks, "labels": {"tenant": "acme"}, "budgets": budgets}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let ids = (0..n)
+        .map(|i| body["tasks"][format!("t{i}")].as_str().unwrap().to_owned())
+        .collect();
+    (body["workflow"].as_str().unwrap().to_owned(), ids)
+}
+
+/// Runs one claimed task: a heartbeat with usage, then its success with the running total.
+async fn run_spending(srv: &TestServer, claimed: &Value, agent: &str) {
+    let (s, b) = srv.report(claimed, agent, "started", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let usage = json!({"usage": {"usd": 0.3, "tokens": 100}});
+    let (s, b) = srv.report(claimed, agent, "heartbeat", usage).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let done = json!({"result": {"ok": true}, "usage": {"usd": 0.4, "tokens": 150}});
+    let (s, b) = srv.report(claimed, agent, "succeeded", done).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_reached_pauses_the_workflow_until_it_is_raised_and_resumed() {
+    let srv = TestServer::start().await;
+    let (wf, _) = submit(&srv, 6, json!({"usd": {"limit": 1, "policy": "pause"}})).await;
+    let agent = srv.register("spender", &["work"], 1).await;
+    // 0.4 usd a task: the third one's heartbeat takes the workflow to 1.1.
+    for _ in 0..3 {
+        let claimed = srv.claim_one(&agent).await;
+        run_spending(&srv, &claimed, &agent).await;
+    }
+    let (_, shown) = srv.get(&format!("/v1/workflows/{wf}")).await;
+    assert_eq!(
+        shown["usage"],
+        json!({"tokens": 450, "usd": 1.2}),
+        "{shown}"
+    );
+    assert_eq!(shown["paused"]["by"], "budget", "{shown}");
+    assert_eq!(
+        shown["paused"]["reason"], "budget usd 1 reached (1.1)",
+        "{shown}"
+    );
+    assert_eq!(shown["counts"]["completed"], 3);
+    assert_eq!(shown["counts"]["paused"], 3);
+    assert!(
+        srv.claim(&agent, 3).await.is_empty(),
+        "no task is handed out once the pause committed"
+    );
+
+    let (s, p) = srv
+        .post(
+            &format!("/v1/workflows/{wf}/resume"),
+            json!({"reason": "go on"}),
+        )
+        .await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (StatusCode::CONFLICT, Some("budget_reached")),
+        "{p}"
+    );
+
+    let raise = json!({"reason": "approved by finance", "budgets": {"usd": {"limit": 10}}});
+    let res = srv
+        .send_json(
+            Method::PUT,
+            &format!("/v1/workflows/{wf}/budgets"),
+            None,
+            &raise,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{:?}", res.json());
+    assert_eq!(
+        res.json()["budgets"]["usd"],
+        json!({"limit": 10, "policy": "pause"})
+    );
+    let (s, b) = srv
+        .post(
+            &format!("/v1/workflows/{wf}/resume"),
+            json!({"reason": "raised"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    for _ in 0..3 {
+        let claimed = srv.claim_one(&agent).await;
+        run_spending(&srv, &claimed, &agent).await;
+    }
+    let (_, shown) = srv.get(&format!("/v1/workflows/{wf}")).await;
+    assert_eq!(shown["status"], "completed", "{shown}");
+    assert_eq!(
+        shown["usage"],
+        json!({"tokens": 900, "usd": 2.4}),
+        "{shown}"
+    );
+    let (_, usage) = srv.get("/v1/usage?label=tenant:acme").await;
+    assert_eq!(
+        usage["usage"],
+        json!({"tokens": 900, "usd": 2.4}),
+        "{usage}"
+    );
+    srv.wait_metric("baton_usage_total{unit=\"usd\"}", |v| {
+        (v - 2.4).abs() < 1e-9
+    })
+    .await;
+
+    let (_, audit) = srv.get(&format!("/v1/audit?workflow={wf}")).await;
+    let actions: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("local", "resume"),
+            ("local", "budgets"),
+            ("budget", "pause")
+        ],
+        "{audit}"
+    );
+    srv.assert_store_checks_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_budget_cancels_everything_left_the_running_task_included() {
+    let srv = TestServer::start().await;
+    let (wf, ids) = submit(
+        &srv,
+        3,
+        json!({"tokens": {"limit": 100, "policy": "cancel"}}),
+    )
+    .await;
+    let agent = srv.register("spender", &["work"], 1).await;
+    let claimed = srv.claim_one(&agent).await;
+    let (s, _) = srv.report(&claimed, &agent, "started", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    let usage = json!({"usage": {"tokens": 100}});
+    let (s, b) = srv.report(&claimed, &agent, "heartbeat", usage).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, p) = srv
+        .report(&claimed, &agent, "succeeded", json!({"result": 1}))
+        .await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (StatusCode::CONFLICT, Some("task_cancelled")),
+        "{p}"
+    );
+    let (_, shown) = srv.get(&format!("/v1/workflows/{wf}")).await;
+    assert_eq!(shown["status"], "cancelled", "{shown}");
+    for id in &ids {
+        let t = srv.task(id).await;
+        assert_eq!(t["state"], "cancelled", "{t}");
+        assert_eq!(t["detail"]["reason"]["requested_by"], "budget", "{t}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_budgets_and_usage_are_refused_naming_the_field() {
+    let srv = TestServer::start().await;
+    for (budgets, field) in [
+        (json!({"usd": {"limit": 0}}), "budgets.usd.limit"),
+        (json!({"USD": {"limit": 1}}), "budgets.USD"),
+        (json!({"usd": {"limit": -1}}), "budgets.usd.limit"),
+        (
+            json!({"usd": {"limit": 1, "policy": "explode"}}),
+            "budgets.usd.policy",
+        ),
+        (json!({"usd": {}}), "budgets.usd.limit"),
+    ] {
+        let (s, p) = srv
+            .post(
+                "/v1/workflows",
+                json!({"tasks": [task("a", &[])], "budgets": budgets}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{budgets}: {p}");
+        assert_eq!(p["field"], field, "{budgets}: {p}");
+    }
+    let (_, ids) = submit(&srv, 1, json!({})).await;
+    let agent = srv.register("w", &["work"], 1).await;
+    let claimed = srv.claim_one(&agent).await;
+    let (s, _) = srv.report(&claimed, &agent, "started", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    for (usage, field) in [
+        (json!({"usd": -0.5}), "usage.usd"),
+        (json!({"Tokens": 5}), "usage.Tokens"),
+        (json!({"usd": "0.5"}), "usage.usd"),
+    ] {
+        let (s, p) = srv
+            .report(&claimed, &agent, "heartbeat", json!({ "usage": usage }))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{usage}: {p}");
+        assert_eq!(p["field"], field, "{usage}: {p}");
+    }
+    let shown = srv.task(&ids[0]).await;
+    assert!(shown.get("usage").is_none(), "nothing counted: {shown}");
+}
