@@ -16,6 +16,7 @@ use clap_complete::Shell;
 use ids::{resolve, IdArg, Kind};
 
 mod artifact;
+mod budget;
 mod control;
 mod ids;
 mod inspect;
@@ -159,6 +160,14 @@ pub enum OpsCommand {
     Rerun(control::RerunArgs),
     /// The audit log: every operator action, newest first.
     Audit(control::AuditArgs),
+    /// Set a workflow's budgets on what its agents spend (replacing them), or show them.
+    Budget(budget::BudgetArgs),
+    /// What agents have reported spending, per unit: over every workflow, or one label's.
+    Usage {
+        /// Only workflows carrying this label, `key:value`.
+        #[arg(long, value_name = "KEY:VALUE")]
+        label: Option<String>,
+    },
     /// Send a signal to a workflow: complete (or with --reject, fail) its tasks waiting for it.
     Signal(signal::SignalArgs),
     /// List the tasks waiting for a signal (what people are asked to approve).
@@ -305,6 +314,11 @@ async fn dispatch(global: &Global, cmd: OpsCommand) -> anyhow::Result<()> {
             let workflow = resolve_opt(&client, args.workflow.as_ref(), Kind::Workflow).await?;
             control::audit(&client, &args, workflow, output).await
         }
+        OpsCommand::Budget(args) => {
+            let id = resolve(&client, &args.workflow, Kind::Workflow).await?;
+            budget::budget(&client, id, &args, output).await
+        }
+        OpsCommand::Usage { label } => budget::usage(&client, label.as_deref(), output).await,
         OpsCommand::Agents => inspect::agents(&client, output).await,
         OpsCommand::Signal(args) => signal::signal(&client, &args, output).await,
         OpsCommand::Schedules { command } => schedule::run(&client, command, output).await,

@@ -1306,3 +1306,54 @@ fn pause_resume_skip_rerun_and_audit_from_the_command_line() {
     let bad_since = srv.run(&["audit", "--since", "yesterday"]);
     assert_eq!(bad_since.code, Some(2), "{bad_since:#?}");
 }
+
+#[test]
+fn budgets_are_set_shown_and_checked_from_the_command_line() {
+    let srv = Server::start();
+    let text = "name: spend\nbudgets: {usd: {limit: 1}}\ntasks:\n  - key: a\n";
+    let created = submit(&srv, "spend.yaml", text);
+    let workflow = created["workflow"].as_str().unwrap().to_owned();
+    let shown = srv.run(&["budget", &workflow]);
+    shown.ok();
+    assert!(shown.stdout.contains("usd"), "{shown:#?}");
+    assert!(shown.stdout.contains("0 of 1 (pause)"), "{shown:#?}");
+
+    let no_reason = srv.run(&["budget", &workflow, "--set", "usd=5"]);
+    assert_eq!(no_reason.code, Some(1), "{no_reason:#?}");
+    assert!(no_reason.stderr.contains("--reason"), "{no_reason:#?}");
+    for bad in ["usd", "usd=0", "usd=5:explode", "USD=5"] {
+        let refused = srv.run(&["budget", &workflow, "--set", bad, "--reason", "r"]);
+        assert_eq!(refused.code, Some(1), "{bad}: {refused:#?}");
+    }
+    let set = srv.run(&[
+        "budget",
+        &workflow,
+        "--set",
+        "usd=5",
+        "--set",
+        "tokens=2000:fail",
+        "--reason",
+        "more",
+    ]);
+    set.ok();
+    assert!(set.stdout.contains("0 of 5 (pause)"), "{set:#?}");
+    assert!(set.stdout.contains("0 of 2000 (fail)"), "{set:#?}");
+    let json = srv
+        .run(&["show", &workflow, "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        json["budgets"]["tokens"],
+        serde_json::json!({"limit": 2000, "policy": "fail"})
+    );
+    let show = srv.run(&["show", &workflow]);
+    assert!(show.stdout.contains("spent"), "{show:#?}");
+    let audit = srv
+        .run(&["audit", "--action", "budgets", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(audit["entries"][0]["reason"], "more");
+    let usage = srv.run(&["usage", "--label", "tenant:none"]);
+    usage.ok();
+    assert!(usage.stdout.contains("Nothing reported."), "{usage:#?}");
+}

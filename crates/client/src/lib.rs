@@ -536,6 +536,35 @@ impl Client {
             .await
     }
 
+    /// Replaces the workflow's budgets (an empty map removes them); audited with `reason`.
+    pub async fn set_budgets(
+        &self,
+        id: Uuid,
+        reason: &str,
+        budgets: BTreeMap<String, baton_core::Budget>,
+    ) -> Result<WorkflowView> {
+        let body = BudgetsBody {
+            reason: reason.to_owned(),
+            budgets,
+        };
+        self.call(
+            Method::PUT,
+            &format!("/v1/workflows/{id}/budgets"),
+            Some(&body),
+            None,
+        )
+        .await
+    }
+
+    /// What agents have reported spending, per unit: over every workflow, or those carrying
+    /// `label` (`key:value`).
+    pub async fn usage(&self, label: Option<&str>) -> Result<UsageView> {
+        match label {
+            None => self.get("/v1/usage").await,
+            Some(l) => self.get(&format!("/v1/usage?label={}", segment(l))).await,
+        }
+    }
+
     /// A page of the audit log, newest first.
     pub async fn audit(&self, q: &AuditQuery) -> Result<AuditPage> {
         let mut query = Vec::new();

@@ -674,8 +674,12 @@ class AgentCore:
     # ---- per-task requests ------------------------------------------------------------------
 
     def _report(self, held: Held, method: str, *args: Any, **kwargs: Any) -> Request:
-        """A report on ``held`` under its lease, tried again on transient failures."""
+        """A report on ``held`` under its lease, tried again on transient failures; an outcome
+        carries what the handler reported spending."""
         c = held.claimed
+        usage = held.ctx.usage
+        if usage and method in ("report_succeeded", "report_failed"):
+            kwargs = {**kwargs, "usage": usage}
         return Request(method, (c.task, self.agent_id, c.token, *args), kwargs, task=c.task)
 
     def _task_request(self, held: Held, request: Request) -> None:
@@ -691,8 +695,14 @@ class AgentCore:
     def _heartbeat(self, held: Held) -> None:
         c = held.claimed
         progress = held.ctx._take_progress()
+        usage = held.ctx.usage
         held.sending = self._send(
-            Request("report_heartbeat", (c.task, self.agent_id, c.token, progress), task=c.task)
+            Request(
+                "report_heartbeat",
+                (c.task, self.agent_id, c.token, progress),
+                {"usage": usage} if usage else {},
+                task=c.task,
+            )
         )
 
     def _next(self, held: Held) -> None:

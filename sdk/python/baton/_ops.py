@@ -145,12 +145,25 @@ def _json(r: httpx.Response) -> Any:
 # ---- operators -------------------------------------------------------------------------------
 
 
+BudgetsLike = Mapping[str, Union[int, float, Mapping[str, Any]]]
+"""Budgets per unit: a limit (``{"usd": 5}``, policy ``pause``) or the whole budget
+(``{"usd": {"limit": 5, "policy": "fail"}}``)."""
+
+
+def budgets_to_json(budgets: BudgetsLike) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for unit, b in budgets.items():
+        out[unit] = dict(b) if isinstance(b, Mapping) else {"limit": b}
+    return out
+
+
 def submit_workflow(
     tasks: Sequence[TaskSpecLike],
     name: str,
     idempotency_key: Optional[str],
     outputs: Optional[Mapping[str, Any]] = None,
     labels: Optional[Mapping[str, str]] = None,
+    budgets: Optional[BudgetsLike] = None,
 ) -> Op[WorkflowCreated]:
     body: Dict[str, Any] = {"tasks": [spec_to_json(t) for t in tasks]}
     if name:
@@ -161,6 +174,8 @@ def submit_workflow(
         body["outputs"] = dict(outputs)
     if labels:
         body["labels"] = dict(labels)
+    if budgets:
+        body["budgets"] = budgets_to_json(budgets)
     return Op("POST", "/v1/workflows", lambda r: WorkflowCreated.from_json(r.json()), body=body)
 
 
@@ -168,12 +183,15 @@ def submit_task(
     task: TaskSpecLike,
     idempotency_key: Optional[str],
     labels: Optional[Mapping[str, str]] = None,
+    budgets: Optional[BudgetsLike] = None,
 ) -> Op[TaskCreated]:
     body: Dict[str, Any] = {"task": spec_to_json(task)}
     if idempotency_key is not None:
         body["idempotency_key"] = idempotency_key
     if labels:
         body["labels"] = dict(labels)
+    if budgets:
+        body["budgets"] = budgets_to_json(budgets)
     return Op("POST", "/v1/tasks", lambda r: TaskCreated.from_json(r.json()), body=body)
 
 
@@ -311,6 +329,24 @@ def resume_workflow(workflow_id: str, reason: str) -> Op[WorkflowControlAnswer]:
         f"/v1/workflows/{_seg(workflow_id)}/resume",
         lambda r: WorkflowControlAnswer.from_json(r.json()),
         body={"reason": reason},
+    )
+
+
+def set_budgets(workflow_id: str, reason: str, budgets: BudgetsLike) -> Op[WorkflowView]:
+    return Op(
+        "PUT",
+        f"/v1/workflows/{_seg(workflow_id)}/budgets",
+        lambda r: WorkflowView.from_json(r.json()),
+        body={"reason": reason, "budgets": budgets_to_json(budgets)},
+    )
+
+
+def usage(label: Optional[str]) -> Op[Dict[str, float]]:
+    return Op(
+        "GET",
+        "/v1/usage",
+        lambda r: dict(r.json()["usage"]),
+        params={"label": label},
     )
 
 

@@ -32,6 +32,7 @@ from typing import (
 import httpx
 
 from . import _ops
+from ._ops import BudgetsLike
 from ._sse import SseParser
 from .types import (
     AgentView,
@@ -210,14 +211,19 @@ class Client:
         idempotency_key: Optional[str] = None,
         outputs: Optional[Mapping[str, Any]] = None,
         labels: Optional[Mapping[str, str]] = None,
+        budgets: Optional[BudgetsLike] = None,
     ) -> WorkflowCreated:
         """Submits tasks with their dependencies as one workflow. Resubmitting with the same
         ``idempotency_key`` returns the first submission (``created`` false). ``outputs``
         names the workflow's result: values that may be :func:`baton.ref` to its tasks'
         results, resolved once every task has completed (``WorkflowView.result``).
         ``labels`` (``{"tenant": "acme"}``) stay with the workflow; a token scoped to labels
-        adds its own."""
-        return self._call(_ops.submit_workflow(tasks, name, idempotency_key, outputs, labels))
+        adds its own. ``budgets`` cap what its agents report spending, per unit:
+        ``{"usd": 5}`` pauses the workflow once it has spent 5 (``{"usd": {"limit": 5,
+        "policy": "fail"}}`` fails it, ``"cancel"`` cancels it)."""
+        return self._call(
+            _ops.submit_workflow(tasks, name, idempotency_key, outputs, labels, budgets)
+        )
 
     def submit_task(
         self,
@@ -225,9 +231,10 @@ class Client:
         *,
         idempotency_key: Optional[str] = None,
         labels: Optional[Mapping[str, str]] = None,
+        budgets: Optional[BudgetsLike] = None,
     ) -> TaskCreated:
-        """Submits one task as a workflow of its own (labelled ``labels``)."""
-        return self._call(_ops.submit_task(task, idempotency_key, labels))
+        """Submits one task as a workflow of its own (with ``labels`` and ``budgets``)."""
+        return self._call(_ops.submit_task(task, idempotency_key, labels, budgets))
 
     def get_workflow(self, workflow_id: str) -> WorkflowView:
         """A workflow with its task counts, status and (once it has ended) result."""
@@ -344,8 +351,18 @@ class Client:
         return self._call(_ops.pause_workflow(workflow_id, reason, now))
 
     def resume_workflow(self, workflow_id: str, reason: str) -> WorkflowControlAnswer:
-        """Resumes every paused task of a workflow."""
+        """Resumes every paused task of a workflow (refused with ``budget_reached`` while a
+        budget that pauses it is still reached: raise it with :meth:`set_budgets` first)."""
         return self._call(_ops.resume_workflow(workflow_id, reason))
+
+    def set_budgets(self, workflow_id: str, reason: str, budgets: BudgetsLike) -> WorkflowView:
+        """Replaces a workflow's budgets (``{}`` removes them); audited with ``reason``."""
+        return self._call(_ops.set_budgets(workflow_id, reason, budgets))
+
+    def usage(self, *, label: Optional[str] = None) -> Dict[str, float]:
+        """What agents have reported spending, by unit, over every workflow or those carrying
+        ``label`` (``"tenant:acme"``)."""
+        return self._call(_ops.usage(label))
 
     def audit(
         self,
@@ -543,10 +560,15 @@ class Client:
         token: int,
         progress: JSON = None,
         *,
+        usage: Optional[Mapping[str, float]] = None,
         traceparent: Optional[str] = None,
     ) -> ReportAnswer:
-        """Reports that the task is still running, with optional progress (any JSON)."""
-        extra = {"progress": progress} if progress is not None else {}
+        """Reports that the task is still running, with optional progress (any JSON) and
+        ``usage``, what the agent has spent so far under this lease by unit (the running
+        total: ``{"tokens": 1532, "usd": 0.012}``)."""
+        extra: Dict[str, Any] = {"progress": progress} if progress is not None else {}
+        if usage:
+            extra["usage"] = dict(usage)
         return self._call(_ops.report(task_id, "heartbeat", agent_id, token, traceparent, **extra))
 
     def report_succeeded(
@@ -556,11 +578,14 @@ class Client:
         token: int,
         result: JSON,
         *,
+        usage: Optional[Mapping[str, float]] = None,
         traceparent: Optional[str] = None,
     ) -> ReportAnswer:
-        """Completes the task with ``result`` (any JSON but ``None``)."""
+        """Completes the task with ``result`` (any JSON but ``None``), and ``usage`` (the
+        running total under this lease, as for :meth:`report_heartbeat`)."""
+        extra: Dict[str, Any] = {"usage": dict(usage)} if usage else {}
         return self._call(
-            _ops.report(task_id, "succeeded", agent_id, token, traceparent, result=result)
+            _ops.report(task_id, "succeeded", agent_id, token, traceparent, result=result, **extra)
         )
 
     def report_failed(
@@ -572,11 +597,16 @@ class Client:
         message: str,
         *,
         retryable: bool = True,
+        usage: Optional[Mapping[str, float]] = None,
         traceparent: Optional[str] = None,
     ) -> ReportAnswer:
-        """Fails the attempt; the task's retry policy decides what follows."""
+        """Fails the attempt; the task's retry policy decides what follows. ``usage`` as for
+        :meth:`report_heartbeat`."""
         error = {"kind": kind, "message": message, "retryable": retryable}
-        return self._call(_ops.report(task_id, "failed", agent_id, token, traceparent, error=error))
+        extra: Dict[str, Any] = {"usage": dict(usage)} if usage else {}
+        return self._call(
+            _ops.report(task_id, "failed", agent_id, token, traceparent, error=error, **extra)
+        )
 
     def report_released(
         self, task_id: str, agent_id: str, token: int, *, traceparent: Optional[str] = None
@@ -713,10 +743,11 @@ class AsyncClient:
         idempotency_key: Optional[str] = None,
         outputs: Optional[Mapping[str, Any]] = None,
         labels: Optional[Mapping[str, str]] = None,
+        budgets: Optional[BudgetsLike] = None,
     ) -> WorkflowCreated:
         """See :meth:`Client.submit_workflow`."""
         return await self._call(
-            _ops.submit_workflow(tasks, name, idempotency_key, outputs, labels)
+            _ops.submit_workflow(tasks, name, idempotency_key, outputs, labels, budgets)
         )
 
     async def submit_task(
@@ -725,9 +756,10 @@ class AsyncClient:
         *,
         idempotency_key: Optional[str] = None,
         labels: Optional[Mapping[str, str]] = None,
+        budgets: Optional[BudgetsLike] = None,
     ) -> TaskCreated:
         """See :meth:`Client.submit_task`."""
-        return await self._call(_ops.submit_task(task, idempotency_key, labels))
+        return await self._call(_ops.submit_task(task, idempotency_key, labels, budgets))
 
     async def get_workflow(self, workflow_id: str) -> WorkflowView:
         """See :meth:`Client.get_workflow`."""
@@ -840,6 +872,16 @@ class AsyncClient:
     async def resume_workflow(self, workflow_id: str, reason: str) -> WorkflowControlAnswer:
         """See :meth:`Client.resume_workflow`."""
         return await self._call(_ops.resume_workflow(workflow_id, reason))
+
+    async def set_budgets(
+        self, workflow_id: str, reason: str, budgets: BudgetsLike
+    ) -> WorkflowView:
+        """See :meth:`Client.set_budgets`."""
+        return await self._call(_ops.set_budgets(workflow_id, reason, budgets))
+
+    async def usage(self, *, label: Optional[str] = None) -> Dict[str, float]:
+        """See :meth:`Client.usage`."""
+        return await self._call(_ops.usage(label))
 
     async def audit(
         self,
@@ -1005,10 +1047,13 @@ class AsyncClient:
         token: int,
         progress: JSON = None,
         *,
+        usage: Optional[Mapping[str, float]] = None,
         traceparent: Optional[str] = None,
     ) -> ReportAnswer:
         """See :meth:`Client.report_heartbeat`."""
-        extra = {"progress": progress} if progress is not None else {}
+        extra: Dict[str, Any] = {"progress": progress} if progress is not None else {}
+        if usage:
+            extra["usage"] = dict(usage)
         return await self._call(
             _ops.report(task_id, "heartbeat", agent_id, token, traceparent, **extra)
         )
@@ -1020,11 +1065,13 @@ class AsyncClient:
         token: int,
         result: JSON,
         *,
+        usage: Optional[Mapping[str, float]] = None,
         traceparent: Optional[str] = None,
     ) -> ReportAnswer:
         """See :meth:`Client.report_succeeded`."""
+        extra: Dict[str, Any] = {"usage": dict(usage)} if usage else {}
         return await self._call(
-            _ops.report(task_id, "succeeded", agent_id, token, traceparent, result=result)
+            _ops.report(task_id, "succeeded", agent_id, token, traceparent, result=result, **extra)
         )
 
     async def report_failed(
@@ -1036,12 +1083,14 @@ class AsyncClient:
         message: str,
         *,
         retryable: bool = True,
+        usage: Optional[Mapping[str, float]] = None,
         traceparent: Optional[str] = None,
     ) -> ReportAnswer:
         """See :meth:`Client.report_failed`."""
         error = {"kind": kind, "message": message, "retryable": retryable}
+        extra: Dict[str, Any] = {"usage": dict(usage)} if usage else {}
         return await self._call(
-            _ops.report(task_id, "failed", agent_id, token, traceparent, error=error)
+            _ops.report(task_id, "failed", agent_id, token, traceparent, error=error, **extra)
         )
 
     async def report_released(

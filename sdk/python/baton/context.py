@@ -86,6 +86,7 @@ class TaskContext:
         self._lock = threading.Lock()
         self._progress: JSON = None
         self._progress_pending = False
+        self._usage: Dict[str, float] = {}
 
     @property
     def cancelled(self) -> bool:
@@ -113,6 +114,24 @@ class TaskContext:
             self._progress = value
             self._progress_pending = True
         self._wake()
+
+    def report_usage(self, **units: float) -> None:
+        """Adds what the handler just spent, by unit: ``ctx.report_usage(tokens=1532,
+        usd=0.012)``. The running total goes to Baton with the next heartbeat and with the
+        outcome, adds up per task and workflow, and counts against the workflow's budgets
+        (a budget reached may pause the workflow: this task still finishes)."""
+        for unit, amount in units.items():
+            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
+                raise ValueError(f"usage {unit}: expected a number of at least 0, not {amount!r}")
+        with self._lock:
+            for unit, amount in units.items():
+                self._usage[unit] = self._usage.get(unit, 0) + amount
+
+    @property
+    def usage(self) -> Dict[str, float]:
+        """What the handler has reported spending so far, by unit."""
+        with self._lock:
+            return dict(self._usage)
 
     def _take_progress(self) -> JSON:
         """The progress recorded since the last heartbeat, if any, else ``None``."""

@@ -320,8 +320,13 @@ class WorkflowView:
     result: JSON = None
     unresolved: Optional[Dict[str, Any]] = None
     labels: Dict[str, str] = field(default_factory=dict)
-    #: While an operator has paused the workflow: ``{"by", "reason", "at"}``.
+    #: While an operator (or a budget: ``by`` is ``"budget"``) has paused the workflow:
+    #: ``{"by", "reason", "at"}``.
     paused: Optional[Dict[str, Any]] = None
+    #: What its agents have reported spending, by unit (``{"tokens": 900, "usd": 2.4}``).
+    usage: Dict[str, float] = field(default_factory=dict)
+    #: Its budgets by unit: ``{"usd": {"limit": 5, "policy": "pause"}}``.
+    budgets: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "WorkflowView":
@@ -440,6 +445,8 @@ class TaskView:
     input: JSON = None
     #: While an operator has paused the task: ``{"by", "reason", "at"}``.
     paused: Optional[Dict[str, Any]] = None
+    #: What its agents have reported spending, by unit, all attempts together.
+    usage: Dict[str, float] = field(default_factory=dict)
     #: The operator's control that last took its lease away or ended it: ``{"event", "by",
     #: "reason"}``.
     overruled: Optional[Dict[str, Any]] = None

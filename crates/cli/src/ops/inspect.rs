@@ -237,6 +237,16 @@ fn show_workflow(w: &WorkflowView, output: Output) -> anyhow::Result<()> {
         c.blocked + c.pending + c.assigned + c.executing
     );
     println!("  created  {}", relative(w.created_at, now_ms()));
+    if let Some(p) = &w.paused {
+        println!("  paused   by {}: {}", p.by, p.reason);
+    }
+    let units: std::collections::BTreeSet<&String> =
+        w.usage.keys().chain(w.budgets.keys()).collect();
+    for (i, unit) in units.into_iter().enumerate() {
+        let label = if i == 0 { "spent" } else { "" };
+        let line = super::budget::spend_line(unit, &w.usage, &w.budgets);
+        println!("  {label:<8} {line}");
+    }
     if let Some(result) = &w.result {
         println!("  result");
         for line in serde_json::to_string_pretty(result)?.lines() {
@@ -271,6 +281,10 @@ fn describe(t: &TaskView, paint: Paint, now: u64) -> String {
     field("State", format!("{}{since}", paint.state(t.state)));
     if let Some(line) = state_detail(&t.detail) {
         field("", line);
+    }
+    if !t.usage.is_empty() {
+        let spent: Vec<String> = t.usage.iter().map(|(u, a)| format!("{u} {a}")).collect();
+        field("Spent", spent.join(" · "));
     }
     field(
         "Attempt",
