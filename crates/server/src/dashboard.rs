@@ -67,6 +67,7 @@ const ASSETS: &[Asset] = &[
     module!("groups.js"),
     module!("graph.js"),
     module!("timeline.js"),
+    module!("spend.js"),
     module!("overview.js"),
     module!("workflow.js"),
     module!("task.js"),

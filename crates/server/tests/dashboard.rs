@@ -648,6 +648,52 @@ async fn the_workflow_page_shows_its_status_and_its_result_once_completed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workflow_page_shows_spend_against_budgets_and_a_budgets_pause() {
+    let srv = TestServer::start().await;
+    scenario("workflow-spend", srv, |srv, b| async move {
+        let (status, wf) = srv
+            .post(
+                "/v1/workflows",
+                json!({"name": "spending", "tasks": [task("a", &[]), task("b", &[])],
+                       "budgets": {"usd": {"limit": 1}, "tokens": {"limit": 5000, "policy": "fail"}}}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{wf}");
+        let workflow = wf["workflow"].as_str().unwrap();
+        b.goto(&format!("#/workflows/{workflow}")).await;
+        b.wait(
+            "a row per budget, nothing spent",
+            "return document.querySelectorAll('[data-testid=spend-row]').length === 2 \
+             && document.querySelector('[data-unit=usd] [data-testid=spend-spent]')?.textContent === '0'",
+        )
+        .await;
+        let agent = srv.register("spender", &["work"], 1).await;
+        let claimed = srv.claim_one(&agent).await;
+        let (s, _) = srv.report(&claimed, &agent, "started", json!({})).await;
+        assert_eq!(s, reqwest::StatusCode::OK);
+        let done = json!({"result": 1, "usage": {"usd": 1.25, "tokens": 1200}});
+        let (s, body) = srv.report(&claimed, &agent, "succeeded", done).await;
+        assert_eq!(s, reqwest::StatusCode::OK, "{body}");
+        b.goto(&format!("#/workflows/{workflow}")).await;
+        b.wait(
+            "usd reached, tokens not, and the budget's pause",
+            "const usd = document.querySelector('[data-unit=usd]'); \
+             const tokens = document.querySelector('[data-unit=tokens]'); \
+             const paused = document.querySelector('[data-testid=workflow-paused-reason]'); \
+             return !!usd && usd.dataset.reached === 'true' \
+             && usd.querySelector('[data-testid=spend-spent]').textContent === '1.25' \
+             && tokens.dataset.reached === 'false' \
+             && tokens.querySelector('[data-testid=spend-limit]').textContent === '5,000' \
+             && paused?.textContent === 'budget usd 1 reached (1.25)'",
+        )
+        .await;
+        doc_screenshot(&b, "[data-testid=workflow-spend]", "dashboard-spend").await;
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workflow_graph_has_a_node_per_task_coloured_by_state_and_live() {
     let srv = TestServer::start().await;
     scenario("graph", srv, |srv, b| async move {

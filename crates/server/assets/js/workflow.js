@@ -1,7 +1,7 @@
 // The workflow page (#/workflows/ID): its status and result, whether an operator paused it,
 // its dependency graph (graph.js) kept live, its timeline (timeline.js), cancel, pause and
-// resume (each with a reason and a confirmation, controls.js), the paginated table of its tasks
-// (paused ones marked), and the signals it was sent.
+// resume (each with a reason and a confirmation, controls.js), its spend against its budgets
+// (spend.js), the paginated table of its tasks (paused ones marked), and the signals it was sent.
 
 import { batched, h } from './dom.js';
 import { fmtNum, fmtTime, pretty, shortId } from './format.js';
@@ -12,6 +12,7 @@ import { abandonLayouts } from './graph-view.js';
 import { graphPanel } from './graph.js';
 import { timelinePanel } from './timeline.js';
 import { askControl, workflowControlSpec } from './controls.js';
+import { spendPanel } from './spend.js';
 
 /** Tasks per page of a workflow's task table. */
 const TASKS_PAGE_SIZE = 50;
@@ -42,6 +43,7 @@ export function workflowPage(main, page, id) {
   const signalsBox = h('div');
   const statusLine = h('p', { testid: 'workflow-status' });
   const resultBox = h('div', { testid: 'workflow-result' });
+  const spend = spendPanel();
   main.append(
     h('div', { class: 'crumbs' }, h('a', { href: '#/' }, 'Overview'), ' / workflow'),
     title, idLine, statusLine, pausedBox,
@@ -49,7 +51,7 @@ export function workflowPage(main, page, id) {
       h('a', { href: `#/audit?${new URLSearchParams({ workflow: id })}`, class: 'small', testid: 'workflow-audit' }, 'Audit log'),
       notice),
     h('section', { class: 'panel', 'aria-labelledby': 'result-h' },
-      h('h2', { id: 'result-h' }, 'Result'), resultBox),
+      h('h2', { id: 'result-h' }, 'Result'), resultBox), spend.el,
     h('section', { class: 'panel', 'aria-labelledby': 'graph-h' },
       h('h2', { id: 'graph-h' }, 'Dependency graph (live)'), legendBox, searchBox, graphWrap, graphNote),
     h('section', { class: 'panel', 'aria-labelledby': 'timeline-h' },
@@ -128,6 +130,7 @@ export function workflowPage(main, page, id) {
         h('span', { testid: 'workflow-paused-reason' }, wf.paused.reason),
         h('div', { class: 'small' }, 'No task of it is handed to an agent (tasks added to it start paused) until it is resumed.'))
       : '');
+    spend.show(wf);
     pauseBtn.hidden = Boolean(wf.paused) || wf.status !== 'running';
     resumeBtn.hidden = !wf.paused;
     if (wf.result !== undefined) {
