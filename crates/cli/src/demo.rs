@@ -166,7 +166,15 @@ async fn demo(output: Output, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let created = client
         .submit(&baton_client::wire::SubmitWorkflow {
-            budgets: Default::default(),
+            // Generous: the agents' usage shows against it, and it stays far from reached.
+            budgets: [(
+                "usd".to_owned(),
+                baton_core::Budget {
+                    limit: baton_core::Amount::of(50.0).expect("a valid amount"),
+                    policy: baton_core::BudgetPolicy::Pause,
+                },
+            )]
+            .into(),
             name: "demo: quarterly technology briefing".into(),
             idempotency_key: None,
             tasks: vec![scenario.root(), scenario.outline(), scenario.cover()],

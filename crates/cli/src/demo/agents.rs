@@ -225,6 +225,7 @@ impl DemoAgent {
     async fn research(&self, ctx: &TaskContext) -> Work {
         let task = ctx.task();
         self.think(&task.key).await;
+        spend(ctx, 600 + digest(&task.key) % 600);
         let topic = task.input["topic"].as_str().unwrap_or_default();
         let question = task.input["question"].as_str().unwrap_or_default();
         let notes = json!({
@@ -256,6 +257,7 @@ impl DemoAgent {
         let task = ctx.task();
         let research = self.inputs(ctx).await?;
         self.think(&task.key).await;
+        spend(ctx, 1_500 + digest(&task.key) % 1_000);
         let notes: Vec<Value> = research
             .iter()
             .flat_map(|r| r["notes"].as_array().cloned().unwrap_or_default())
@@ -365,4 +367,10 @@ fn digest(key: &str) -> u64 {
     key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+/// What a model call would cost: `tokens`, at 10 usd per million.
+fn spend(ctx: &TaskContext, tokens: u64) {
+    ctx.report_usage("tokens", tokens as f64);
+    ctx.report_usage("usd", tokens as f64 * 1e-5);
 }

@@ -37,6 +37,9 @@ pub struct Report {
     /// How the workflow ended (`GET /v1/workflows/{id}`), and its result.
     pub status: WorkflowStatusView,
     pub result: Option<Value>,
+    /// What the agents reported spending, and the workflow's budgets.
+    pub usage: baton_core::Usage,
+    pub budgets: std::collections::BTreeMap<String, baton_core::Budget>,
     /// Expected outcomes that did not happen, in words.
     pub missing: Vec<String>,
     /// Things that went wrong without spoiling the outcome.
@@ -259,6 +262,8 @@ pub async fn gather(
         sections: scenario.sections,
         status: view.status,
         result: view.result,
+        usage: view.usage,
+        budgets: view.budgets,
         missing,
         warnings,
     })
@@ -354,6 +359,20 @@ impl Report {
             "  fan-out        {COVER_KEY} expanded into {} lines, one per topic of the outline",
             self.sections
         ));
+        let spend: Vec<String> = self
+            .usage
+            .iter()
+            .map(|(unit, spent)| match self.budgets.get(unit) {
+                Some(b) => format!("{spent} {unit} of a {} {unit} budget", b.limit),
+                None => format!("{spent} {unit}"),
+            })
+            .collect();
+        if !spend.is_empty() {
+            line(format!(
+                "  spend          {} (reported by the agents)",
+                spend.join(", ")
+            ));
+        }
         let kinds: Vec<String> = self
             .errors_by_kind
             .iter()
@@ -435,7 +454,8 @@ impl Report {
                 .map(|(k, kind, message)| json!({"key": k, "kind": kind, "message": message}))
                 .collect::<Vec<_>>(),
             "cancelled": self.cancelled,
-            "workflow": {"status": self.status, "result": self.result},
+            "workflow": {"status": self.status, "result": self.result,
+                         "usage": self.usage, "budgets": self.budgets},
             "missing": self.missing,
             "warnings": self.warnings,
             "api": api,
