@@ -42,8 +42,9 @@ pub struct SubmitWorkflow {
     /// Budgets on what the workflow's agents report spending (`usage` on heartbeats and
     /// results), per unit: `{"usd": {"limit": 5, "policy": "pause"}, "tokens": {"limit":
     /// 200000}}`. Once a unit's total reaches its limit, `pause` (the default) pauses the
-    /// workflow (an operator raises the budget, `PUT /v1/workflows/{id}/budgets`, then
-    /// resumes it), `fail` fails its open tasks (error kind `budget_exceeded`), `cancel`
+    /// workflow and takes its running tasks back from their agents (their next report is
+    /// refused with `task_paused`; an operator raises the budget, `PUT
+    /// /v1/workflows/{id}/budgets`, then resumes it), `fail` fails its open tasks (error kind `budget_exceeded`), `cancel`
     /// cancels them. Unit names: 1 to 64 of `a-z0-9_.-`; at most 32 units.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub budgets: BTreeMap<String, baton_core::Budget>,

@@ -75,7 +75,8 @@ pub type Usage = BTreeMap<String, Amount>;
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BudgetPolicy {
-    /// The workflow pauses: no task of it is handed out until an operator raises the budget
+    /// The workflow pauses, its running tasks taken back from their agents (their next report
+    /// is refused with `task_paused`): nothing of it runs until an operator raises the budget
     /// and resumes it.
     #[default]
     Pause,

@@ -1,9 +1,10 @@
 //! What agents spend, and the budgets that stop a workflow from spending more: each usage report
 //! is summed into its workflow's usage in the report's own transaction (see
 //! [`baton_store::TransitionRecord::usage_added`]); after it commits, the workflow's budgets are
-//! read, and a budget reached applies its policy: the workflow pauses (claims pass its tasks by
-//! from that commit on), or its open tasks fail or are cancelled. The actor is `budget`, and the
-//! reason says which budget and what was spent.
+//! read, and a budget reached applies its policy: the workflow pauses, taking its running tasks
+//! back from their agents (claims pass its tasks by from that commit on, and an agent looping on
+//! a task is told to stop at its next report), or its open tasks fail or are cancelled. The
+//! actor is `budget`, and the reason says which budget and what was spent.
 
 use baton_core::usage::{check_units, reached};
 use baton_core::{Budget, BudgetPolicy, Budgets, ErrorReport, Event, Task, Usage, WorkflowId};
@@ -128,7 +129,7 @@ impl<S: Store + 'static> Engine<S> {
         let op = Operator::new(BUDGET_ACTOR, why.clone())?;
         match policy {
             BudgetPolicy::Pause if wf.paused.is_some() => Ok(()),
-            BudgetPolicy::Pause => self.pause_workflow(workflow, op, false).await.map(drop),
+            BudgetPolicy::Pause => self.pause_workflow(workflow, op, true).await.map(drop),
             BudgetPolicy::Cancel => self
                 .cancel_workflow(workflow, op.by, op.reason)
                 .await

@@ -25,16 +25,16 @@ async fn submit(srv: &TestServer, n: usize, budgets: Value) -> (String, Vec<Stri
     (body["workflow"].as_str().unwrap().to_owned(), ids)
 }
 
-/// Runs one claimed task: a heartbeat with usage, then its success with the running total.
-async fn run_spending(srv: &TestServer, claimed: &Value, agent: &str) {
+/// Runs one claimed task: a heartbeat with usage, then its success with the running total;
+/// the answer to the success.
+async fn run_spending(srv: &TestServer, claimed: &Value, agent: &str) -> (StatusCode, Value) {
     let (s, b) = srv.report(claimed, agent, "started", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let usage = json!({"usage": {"usd": 0.3, "tokens": 100}});
     let (s, b) = srv.report(claimed, agent, "heartbeat", usage).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let done = json!({"result": {"ok": true}, "usage": {"usd": 0.4, "tokens": 150}});
-    let (s, b) = srv.report(claimed, agent, "succeeded", done).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    srv.report(claimed, agent, "succeeded", done).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,15 +42,24 @@ async fn a_budget_reached_pauses_the_workflow_until_it_is_raised_and_resumed() {
     let srv = TestServer::start().await;
     let (wf, _) = submit(&srv, 6, json!({"usd": {"limit": 1, "policy": "pause"}})).await;
     let agent = srv.register("spender", &["work"], 1).await;
-    // 0.4 usd a task: the third one's heartbeat takes the workflow to 1.1.
-    for _ in 0..3 {
+    // 0.4 usd a task: the third one's heartbeat takes the workflow to 1.1, and the pause takes
+    // that task back from its agent too.
+    for _ in 0..2 {
         let claimed = srv.claim_one(&agent).await;
-        run_spending(&srv, &claimed, &agent).await;
+        let (s, b) = run_spending(&srv, &claimed, &agent).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
     }
+    let claimed = srv.claim_one(&agent).await;
+    let (s, p) = run_spending(&srv, &claimed, &agent).await;
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (StatusCode::CONFLICT, Some("task_paused")),
+        "{p}"
+    );
     let (_, shown) = srv.get(&format!("/v1/workflows/{wf}")).await;
     assert_eq!(
         shown["usage"],
-        json!({"tokens": 450, "usd": 1.2}),
+        json!({"tokens": 400, "usd": 1.1}),
         "{shown}"
     );
     assert_eq!(shown["paused"]["by"], "budget", "{shown}");
@@ -58,8 +67,8 @@ async fn a_budget_reached_pauses_the_workflow_until_it_is_raised_and_resumed() {
         shown["paused"]["reason"], "budget usd 1 reached (1.1)",
         "{shown}"
     );
-    assert_eq!(shown["counts"]["completed"], 3);
-    assert_eq!(shown["counts"]["paused"], 3);
+    assert_eq!(shown["counts"]["completed"], 2);
+    assert_eq!(shown["counts"]["paused"], 4);
     assert!(
         srv.claim(&agent, 3).await.is_empty(),
         "no task is handed out once the pause committed"
@@ -98,25 +107,27 @@ async fn a_budget_reached_pauses_the_workflow_until_it_is_raised_and_resumed() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    for _ in 0..3 {
+    // The one taken back runs again under a new lease, counted from zero.
+    for _ in 0..4 {
         let claimed = srv.claim_one(&agent).await;
-        run_spending(&srv, &claimed, &agent).await;
+        let (s, b) = run_spending(&srv, &claimed, &agent).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
     }
     let (_, shown) = srv.get(&format!("/v1/workflows/{wf}")).await;
     assert_eq!(shown["status"], "completed", "{shown}");
     assert_eq!(
         shown["usage"],
-        json!({"tokens": 900, "usd": 2.4}),
+        json!({"tokens": 1000, "usd": 2.7}),
         "{shown}"
     );
     let (_, usage) = srv.get("/v1/usage?label=tenant:acme").await;
     assert_eq!(
         usage["usage"],
-        json!({"tokens": 900, "usd": 2.4}),
+        json!({"tokens": 1000, "usd": 2.7}),
         "{usage}"
     );
     srv.wait_metric("baton_usage_total{unit=\"usd\"}", |v| {
-        (v - 2.4).abs() < 1e-9
+        (v - 2.7).abs() < 1e-9
     })
     .await;
 
@@ -212,4 +223,52 @@ async fn bad_budgets_and_usage_are_refused_naming_the_field() {
     }
     let shown = srv.task(&ids[0]).await;
     assert!(shown.get("usage").is_none(), "nothing counted: {shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_reached_takes_the_running_tasks_back_so_a_runaway_loop_stops() {
+    let srv = TestServer::start().await;
+    let (wf, ids) = submit(&srv, 2, json!({"usd": {"limit": 1}})).await;
+    let (a, b) = (
+        srv.register("looping", &["work"], 1).await,
+        srv.register("other", &["work"], 1).await,
+    );
+    let (ca, cb) = (srv.claim_one(&a).await, srv.claim_one(&b).await);
+    for (c, agent) in [(&ca, &a), (&cb, &b)] {
+        let (s, body) = srv.report(c, agent, "started", json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+    // One agent loops, spending: its report that reaches the budget is taken in.
+    for total in [0.4, 0.8, 1.05] {
+        let (s, body) = srv
+            .report(&ca, &a, "heartbeat", json!({"usage": {"usd": total}}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+    // Both are told to stop at their next report; nothing of the workflow is handed out.
+    for (c, agent) in [(&ca, &a), (&cb, &b)] {
+        let (s, p) = srv
+            .report(c, agent, "heartbeat", json!({"usage": {"usd": 2}}))
+            .await;
+        assert_eq!(
+            (s, p["code"].as_str()),
+            (StatusCode::CONFLICT, Some("task_paused")),
+            "{p}"
+        );
+    }
+    for id in &ids {
+        let t = srv.task(id).await;
+        assert_eq!(
+            (t["state"].as_str(), t["paused"]["by"].as_str()),
+            (Some("pending"), Some("budget")),
+            "{t}"
+        );
+    }
+    assert!(srv.claim(&a, 2).await.is_empty());
+    let (_, shown) = srv.get(&format!("/v1/workflows/{wf}")).await;
+    assert_eq!(
+        shown["usage"],
+        json!({"usd": 1.05}),
+        "refused reports count nothing: {shown}"
+    );
 }
