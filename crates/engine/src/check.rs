@@ -6,12 +6,13 @@
 //! success, from the lease it completed under; no task started before all of its dependencies
 //! had completed; every task that ended failed for good or cancelled and declares a
 //! compensation has its compensation task; the counts per state equal the tasks (when no
-//! transition moved them during the check).
+//! transition moved them during the check); each workflow's usage is the sum of its tasks'
+//! (on a live store, a usage report landing during the check may be reported: run it again).
 
 use std::collections::HashMap;
 
 use baton_core::{
-    replay, Event, EventKind, FencingToken, State, StateKind, TaskId, Timestamp, WorkflowId,
+    replay, Event, EventKind, FencingToken, State, StateKind, TaskId, Timestamp, Usage, WorkflowId,
 };
 use baton_store::{StateCounts, Store, StoreError, TaskFilter, TaskPages, PAGE_ROWS_MAX};
 
@@ -72,6 +73,7 @@ pub async fn check_store<S: Store>(
     let mut report = CheckReport::default();
     let mut facts: HashMap<TaskId, Facts> = HashMap::new();
     let mut started: Vec<(TaskId, WorkflowId, Timestamp)> = Vec::new();
+    let mut spent: HashMap<WorkflowId, Usage> = HashMap::new();
     // Read before the tasks and again after: on a live store, the comparison is only made
     // when no transition moved the counts meanwhile.
     let counts_before = store.counts(None).await?;
@@ -81,6 +83,11 @@ pub async fn check_store<S: Store>(
         for task in &page {
             report.tasks += 1;
             counted.0[task.kind().index()] += 1;
+            let sum = spent.entry(task.workflow).or_default();
+            for (unit, amount) in &task.usage {
+                let s = sum.entry(unit.clone()).or_default();
+                *s = s.saturating_add(*amount);
+            }
             counted.1 += u64::from(task.is_paused());
             let violation = |detail: String| Violation {
                 task: Some(task.id),
@@ -199,6 +206,19 @@ pub async fn check_store<S: Store>(
         }
     }
     let stored = store.counts(None).await?;
+    let moved = stored != counts_before;
+    for (workflow, sum) in &spent {
+        let recorded = store.workflow_usage(*workflow).await?;
+        if recorded != *sum && !moved {
+            report.violations.push(Violation {
+                task: None,
+                workflow: Some(*workflow),
+                detail: format!(
+                    "the workflow's usage {recorded:?} is not the sum of its tasks' {sum:?}"
+                ),
+            });
+        }
+    }
     if stored == counts_before && stored != counted {
         report.violations.push(Violation {
             task: None,

@@ -177,6 +177,50 @@ async fn a_clock_stepping_back_never_makes_a_history_go_back() {
     assert!(report.is_clean(), "{:#?}", report.violations);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflows_usage_that_is_not_the_sum_of_its_tasks_is_reported() {
+    let h = Harness::new();
+    let flow = h.submit(vec![spec("a", &[])]).await;
+    let agent = h.agent("worker", &["work"], 1).await;
+    let running = h.start(&h.claim_only(agent, flow.id("a")).await).await;
+    let (agent, token) = lease(&running);
+    let units = |n: f64| -> baton_core::Usage {
+        [("tokens".to_owned(), baton_core::Amount::of(n).unwrap())].into()
+    };
+    let beat = baton_core::Event::Heartbeat {
+        agent,
+        token,
+        progress: None,
+        usage: units(10.0),
+    };
+    h.report(running.id, beat).await.unwrap();
+    let report = check_store(h.engine.store(), |_| {}).await.unwrap();
+    assert!(report.is_clean(), "{:#?}", report.violations);
+
+    // A record that adds to the workflow what the task did not take in.
+    let task = h.task(running.id).await;
+    let beat = baton_core::Event::Heartbeat {
+        agent,
+        token,
+        progress: None,
+        usage: units(15.0),
+    };
+    let mut record =
+        baton_store::TransitionRecord::apply(&task, beat, h.now().max(task.updated_at)).unwrap();
+    record.usage_added = units(99.0);
+    h.engine.store().apply(record).await.unwrap();
+    let report = check_store(h.engine.store(), |_| {}).await.unwrap();
+    assert_eq!(report.violations.len(), 1, "{:#?}", report.violations);
+    assert_eq!(report.violations[0].workflow, Some(flow.id));
+    assert!(
+        report.violations[0]
+            .detail
+            .contains("not the sum of its tasks'"),
+        "{:#?}",
+        report.violations
+    );
+}
+
 /// Tasks with big inputs, written through the store on each backend: every input is stored
 /// once (in `task_specs`), and `check_store` replays every history exactly, a `submitted`
 /// row written before that (the spec in its payload) included.
