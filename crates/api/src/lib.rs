@@ -159,6 +159,7 @@ pub struct BudgetsBody {
 /// Query of `GET /v1/usage`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// Only workflows carrying this label, `key:value` (e.g. a tenant's).
@@ -293,6 +294,7 @@ pub struct WorkflowControlAnswer {
 /// `GET /v1/audit`: filters, all optional.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only actions by this token name.
@@ -367,6 +369,7 @@ pub struct CancelledCount {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub workflow: Option<Uuid>,
@@ -506,6 +509,7 @@ pub struct TaskView<S = TaskSpec> {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Entries with a sequence number above this.
@@ -520,6 +524,7 @@ pub struct RetryBody {}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct CountsQuery {
     pub workflow: Option<Uuid>,
@@ -754,6 +759,7 @@ pub struct ReportAnswer {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Only this workflow's transitions.
@@ -762,6 +768,7 @@ pub struct EventsQuery {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleQuery {
     /// `mermaid` (default), `dot`, or `json` for the rules themselves.
@@ -825,6 +832,7 @@ pub struct WorkflowList {
 /// Query of `GET /v1/workflows`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowListQuery {
     /// Workflows older than this one (the `next` of the previous page).
@@ -890,6 +898,7 @@ pub struct GraphNode {
 /// Query of `GET /v1/workflows/{id}/history`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowHistoryQuery {
     /// Tasks with ids after this one (the `next` of the previous page).
@@ -1095,6 +1104,7 @@ pub struct SignalList {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct SignalQuery {
     /// Who sends it, as recorded in the task's history. Taken only when no tokens are
@@ -1105,6 +1115,7 @@ pub struct SignalQuery {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct SignalListQuery {
     /// Signals after this id (the `next` of the previous page).
@@ -1115,6 +1126,7 @@ pub struct SignalListQuery {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct WaitingQuery {
     /// Only this workflow's tasks.

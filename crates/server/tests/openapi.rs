@@ -225,3 +225,44 @@ async fn responses_match_their_documented_schemas() {
         problems.join("\n")
     );
 }
+
+/// A generated client must put each parameter where the router reads it: a parameter declared
+/// `in: path` names a `{segment}` of its path, every `{segment}` is declared, and the rest are
+/// query parameters (a struct the router reads from the query string).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_are_declared_where_the_router_reads_them() {
+    let srv = TestServer::start().await;
+    let (_, doc) = srv.get("/v1/openapi.json").await;
+    let mut problems = Vec::new();
+    let mut queries = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let segments: Vec<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        for (method, op) in item.as_object().unwrap() {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let in_path: Vec<&str> = params
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            for name in &in_path {
+                if !segments.contains(name) {
+                    problems.push(format!("{method} {path}: `{name}` is not in the path"));
+                }
+            }
+            for segment in &segments {
+                if !in_path.contains(segment) {
+                    problems.push(format!("{method} {path}: `{{{segment}}}` is not declared"));
+                }
+            }
+            queries += params.iter().filter(|p| p["in"] == "query").count();
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(
+        queries >= 30,
+        "only {queries} query parameters are declared"
+    );
+}
