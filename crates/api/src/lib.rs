@@ -11,10 +11,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-fn one() -> u32 {
-    1
-}
-
 /// A workflow: tasks with their dependencies, submitted together.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -540,9 +536,11 @@ pub struct RegisterAgent {
     pub name: String,
     #[serde(default)]
     pub capabilities: BTreeSet<Capability>,
-    /// Tasks it may hold at once.
-    #[serde(default = "one")]
-    pub concurrency: u32,
+    /// Tasks it may hold at once, 1 to 1,024: by default 1 for a new agent, and what it had
+    /// for one re-registered under its `id`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1024))]
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -861,7 +861,7 @@ fn registration(
         id,
         name: name.to_owned(),
         capabilities: capabilities.iter().cloned().collect(),
-        concurrency,
+        concurrency: Some(concurrency),
     }
 }
 

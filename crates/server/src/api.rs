@@ -1405,9 +1405,13 @@ pub async fn register_agent(
 ) -> ApiResult<Response> {
     caller.may_act_as(&body.name)?;
     let e = engine(&s);
+    let mut concurrency = body.concurrency.unwrap_or(1);
     if let Some(id) = body.id {
         match e.agent(AgentId(id)).await {
-            Ok(existing) => caller.may_act_as(&existing.name)?,
+            Ok(existing) => {
+                caller.may_act_as(&existing.name)?;
+                concurrency = body.concurrency.unwrap_or(existing.concurrency);
+            }
             Err(baton_engine::EngineError::AgentNotFound(_)) => {}
             Err(err) => return Err(err.into()),
         }
@@ -1446,7 +1450,7 @@ pub async fn register_agent(
             body.id.map(AgentId),
             body.name,
             body.capabilities,
-            body.concurrency,
+            concurrency,
         )
         .await?;
     Ok((

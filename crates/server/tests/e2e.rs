@@ -661,3 +661,25 @@ async fn a_task_view_carries_its_input_once() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_registering_an_agent_keeps_its_concurrency_unless_it_gives_one() {
+    let srv = TestServer::start().await;
+    let id = srv.register("keeper", &["work"], 5).await;
+    let again = json!({"id": id, "name": "keeper", "capabilities": ["work", "more"]});
+    let (s, view) = srv.post("/v1/agents", again).await;
+    assert_eq!(s, StatusCode::CREATED, "{view}");
+    assert_eq!(
+        (view["concurrency"].as_u64(), view["id"].as_str()),
+        (Some(5), Some(id.as_str()))
+    );
+    let (_, view) = srv
+        .post(
+            "/v1/agents",
+            json!({"id": id, "name": "keeper", "concurrency": 2}),
+        )
+        .await;
+    assert_eq!(view["concurrency"], 2, "{view}");
+    let (_, fresh) = srv.post("/v1/agents", json!({"name": "fresh"})).await;
+    assert_eq!(fresh["concurrency"], 1, "{fresh}");
+}
