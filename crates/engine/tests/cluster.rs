@@ -134,6 +134,31 @@ async fn work_submitted_on_one_node_wakes_a_claim_waiting_on_another() {
     for e in &engines {
         e.start();
     }
+    let mut events = engines[1].subscribe();
+    // Node 1 hears node 0 once its listening connection is up: a probe (work no agent here
+    // takes), sent again until node 1 streams one, says it is.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut probe = spec("probe", &[]);
+            probe.capabilities = caps(&["probe"]);
+            let sent = engines[0]
+                .submit_workflow(request(vec![probe]))
+                .await
+                .unwrap();
+            let heard = tokio::time::timeout(Duration::from_millis(500), async {
+                loop {
+                    if events.recv().await.unwrap().task == sent.tasks[0].1 {
+                        return;
+                    }
+                }
+            });
+            if heard.await.is_ok() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("node 1 listens to node 0");
     let agent = engines[1]
         .register_agent(None, "waiting".into(), caps(&["work"]), 1)
         .await
@@ -142,7 +167,6 @@ async fn work_submitted_on_one_node_wakes_a_claim_waiting_on_another() {
         let e = engines[1].clone();
         tokio::spawn(async move { e.claim(agent.id, 1, Duration::from_secs(20)).await })
     };
-    let mut events = engines[1].subscribe();
     // The claim is waiting before the work exists.
     tokio::time::timeout(Duration::from_secs(10), async {
         while !engines[1]
