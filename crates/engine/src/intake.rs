@@ -605,6 +605,10 @@ fn validate_subtasks(
         }
     }
     for (i, spec) in specs.iter().enumerate() {
+        // A reused sub-task keeps its compensation, already among the workflow's.
+        if reused.contains(&spec.key) {
+            continue;
+        }
         if let Some(c) = &spec.compensation {
             if by_key.contains_key(&c.key) || new_keys.contains(&c.key) || !comps.insert(&c.key) {
                 return Err(EngineError::invalid(

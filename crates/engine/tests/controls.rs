@@ -586,9 +586,18 @@ async fn a_rerun_of_a_task_that_decomposed_supersedes_its_sub_tasks_which_it_may
         .await;
     let agent = h.agent("w", &["work"], 4).await;
     // plan adds part-1 and part-2 (which needs part-1); publish waits for both.
+    // part-1 declares a compensation, which stays its own when it is added again.
     let decompose = |h: &'static str| {
         let mut one = spec("part-1", &[]);
         one.input = json!({"draft": h});
+        one.compensation = Some(baton_core::CompensationSpec {
+            key: key("undo-part-1"),
+            capabilities: caps(&["work"]),
+            input: json!({}),
+            retry: None,
+            timeouts: None,
+            priority: None,
+        });
         vec![one, spec("part-2", &["part-1"])]
     };
     let running = h.start(&h.claim_only(agent, wf.id("plan")).await).await;
