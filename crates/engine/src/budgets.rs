@@ -15,6 +15,7 @@ use tracing::warn;
 use crate::control::Operator;
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::outcome::WorkflowStatus;
 
 /// The actor of what a budget does.
 pub const BUDGET_ACTOR: &str = "budget";
@@ -126,6 +127,11 @@ impl<S: Store + 'static> Engine<S> {
         let Some((policy, why)) = self.budget_reached(&wf).await? else {
             return Ok(());
         };
+        // A workflow that has ended is left as it ended.
+        let counts = self.inner.store.counts(Some(workflow)).await?;
+        if self.workflow_status(workflow, &counts).await? != WorkflowStatus::Running {
+            return Ok(());
+        }
         let op = Operator::new(BUDGET_ACTOR, why.clone())?;
         match policy {
             BudgetPolicy::Pause if wf.paused.is_some() => Ok(()),

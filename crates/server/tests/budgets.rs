@@ -272,3 +272,31 @@ async fn a_budget_reached_takes_the_running_tasks_back_so_a_runaway_loop_stops()
         "refused reports count nothing: {shown}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_reached_by_the_last_report_leaves_the_ended_workflow_as_it_ended() {
+    let srv = TestServer::start().await;
+    let (wf, _) = submit(&srv, 1, json!({"usd": {"limit": 0.1}})).await;
+    let agent = srv.register("spender", &["work"], 1).await;
+    let claimed = srv.claim_one(&agent).await;
+    let (s, b) = run_spending(&srv, &claimed, &agent).await;
+    // The heartbeat (0.3) reached it while the task ran: taken back.
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("task_paused")),
+        "{b}"
+    );
+    let (_, shown) = srv.get(&format!("/v1/workflows/{wf}")).await;
+    assert_eq!(shown["status"], "running", "{shown}");
+
+    let (wf, _) = submit(&srv, 1, json!({"tokens": {"limit": 150}})).await;
+    let claimed = srv.claim_one(&agent).await;
+    let (s, b) = run_spending(&srv, &claimed, &agent).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, shown) = srv.get(&format!("/v1/workflows/{wf}")).await;
+    assert_eq!(shown["status"], "completed", "{shown}");
+    assert!(
+        shown.get("paused").is_none(),
+        "an ended workflow is not paused: {shown}"
+    );
+}
