@@ -63,8 +63,9 @@ impl<S: Store + 'static> Engine<S> {
         Ok(self.inner.store.usage_labelled(label).await?)
     }
 
-    /// Replaces the workflow's budgets (an operator's action, audited). A workflow a budget
-    /// paused stays paused: resume it once its budgets allow.
+    /// Replaces the workflow's budgets (an operator's action, audited); one already reached
+    /// applies at once. A workflow a budget paused stays paused: resume it once its budgets
+    /// allow.
     pub async fn set_budgets(
         &self,
         workflow: WorkflowId,
@@ -97,6 +98,8 @@ impl<S: Store + 'static> Engine<S> {
                 audit: Some(audit),
             })
             .await?;
+        // Budgets lowered under what was spent apply now, not at the next report.
+        self.enforce_budgets(workflow).await;
         self.workflow(workflow).await
     }
 

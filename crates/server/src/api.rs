@@ -187,7 +187,7 @@ async fn workflow_view(
 }
 
 #[utoipa::path(put, path = "/v1/workflows/{id}/budgets", request_body = BudgetsBody, params(("id" = String, Path, description = "workflow id")),
-    description = "Replaces the workflow's budgets (an empty map removes them); audited with the caller's token name and the `reason`. A workflow a budget paused stays paused: resume it (`POST /v1/workflows/{id}/resume`) once its budgets allow; a resume while a `pause` budget is still reached is refused (409 `budget_reached`).",
+    description = "Replaces the workflow's budgets (an empty map removes them); audited with the caller's token name and the `reason`. A budget already reached applies at once. A workflow a budget paused stays paused: resume it (`POST /v1/workflows/{id}/resume`) once its budgets allow; a resume while a `pause` budget is still reached is refused (409 `budget_reached`).",
     responses((status = 200, body = WorkflowView), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 pub async fn set_budgets(
     AxState(s): St,

@@ -299,4 +299,21 @@ async fn a_budget_reached_by_the_last_report_leaves_the_ended_workflow_as_it_end
         shown.get("paused").is_none(),
         "an ended workflow is not paused: {shown}"
     );
+
+    // A budget lowered under what was spent applies at once.
+    let (wf, _) = submit(&srv, 2, json!({})).await;
+    let claimed = srv.claim_one(&agent).await;
+    let (s, b) = run_spending(&srv, &claimed, &agent).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let lower = json!({"reason": "cut", "budgets": {"usd": {"limit": 0.2}}});
+    let res = srv
+        .send_json(
+            Method::PUT,
+            &format!("/v1/workflows/{wf}/budgets"),
+            None,
+            &lower,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{:?}", res.json());
+    assert_eq!(res.json()["paused"]["by"], "budget", "{:?}", res.json());
 }
