@@ -261,26 +261,25 @@ export class Agent {
     }
   }
 
-  async #claim(failures = 0): Promise<void> {
-    const free = this.concurrency - this.#held.size;
-    let claimed: api.ClaimedTask[];
-    try {
-      const answer = await this.#client.http.json<api.Claimed>({
-        method: "POST",
-        path: `/v1/agents/${seg(this.#agentId)}/claim`,
-        body: { max: free, wait_ms: this.#claimWaitMs } satisfies api.ClaimBody,
-        timeoutMs: this.#claimWaitMs + this.#client.http.timeoutMs,
-      });
-      claimed = answer.tasks;
-      this.#lastContact = Date.now();
-    } catch (err) {
-      this.#log?.warn(`claim failed: ${describe(err)}`);
-      if (err instanceof NotFound && err.code === "agent_not_found") await this.#register();
-      await this.#pause(retryPause(failures + 1, err));
-      if (!this.stopping) await this.#claim(failures + 1);
-      return;
+  /** Claims what the free slots can take, trying failures again with backoff until it stops. */
+  async #claim(): Promise<void> {
+    for (let failures = 1; !this.stopping; failures++) {
+      try {
+        const answer = await this.#client.http.json<api.Claimed>({
+          method: "POST",
+          path: `/v1/agents/${seg(this.#agentId)}/claim`,
+          body: { max: this.concurrency - this.#held.size, wait_ms: this.#claimWaitMs } satisfies api.ClaimBody,
+          timeoutMs: this.#claimWaitMs + this.#client.http.timeoutMs,
+        });
+        this.#lastContact = Date.now();
+        for (const task of answer.tasks) this.#take(task);
+        return;
+      } catch (err) {
+        if (failures === 1 || failures % 10 === 0) this.#log?.warn(`claim failed: ${describe(err)}`);
+        if (err instanceof NotFound && err.code === "agent_not_found") await this.#register();
+        await this.#pause(retryPause(failures, err));
+      }
     }
-    for (const task of claimed) this.#take(task);
   }
 
   /** Sends the agent's own heartbeat whenever it has not been heard from for a while. */
