@@ -40,6 +40,8 @@ export async function startServer(args = []) {
     { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, BATON_LOG_FORMAT: "json" } },
   );
   let log = "";
+  let failed;
+  child.once("error", (err) => (failed = err));
   child.stderr.on("data", (chunk) => {
     log = (log + chunk).slice(-8000);
   });
@@ -55,6 +57,10 @@ export async function startServer(args = []) {
   };
   const deadline = Date.now() + 15_000;
   for (;;) {
+    if (failed) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`cannot run ${batonBin()}: ${failed.message} (set BATON_BIN)`);
+    }
     if (child.exitCode !== null) {
       await stop();
       throw new Error(`baton serve exited with ${child.exitCode}:\n${log}`);

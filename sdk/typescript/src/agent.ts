@@ -105,15 +105,13 @@ class Held {
   beatQueued = false;
   timer: NodeJS.Timeout | undefined;
   released: string | undefined;
-  /** Settles once the handler has returned (or the task was dropped before it ran). */
-  done: Promise<void>;
+  /** Settles once nothing more is done for the task (its outcome or release answered). */
+  done: Promise<void> = Promise.resolve();
 
   constructor(
     readonly claimed: api.ClaimedTask,
     readonly ctx: TaskContext,
-  ) {
-    this.done = Promise.resolve();
-  }
+  ) {}
 }
 
 /**
