@@ -312,11 +312,13 @@ export class Agent {
     const upstream: Record<string, Json> = {};
     const held: Held = new Held(claimed, new TaskContext(claimed, this.#agentId, upstream, link));
     this.#held.set(claimed.task, held);
-    held.done = this.#runTask(held, upstream).finally(async () => {
-      await held.chain;
-      this.#held.delete(claimed.task);
-      this.#slotFreed?.();
-    });
+    held.done = this.#runTask(held, upstream)
+      .catch((err) => this.#log?.warn(`task ${claimed.task}: ${describe(err)}`))
+      .finally(async () => {
+        await held.chain;
+        this.#held.delete(claimed.task);
+        this.#slotFreed?.();
+      });
   }
 
   async #runTask(held: Held, upstream: Record<string, Json>): Promise<void> {

@@ -75,3 +75,30 @@ test("the event stream resumes from the last event id after the connection drops
   assert.equal(log.items.at(-1).event.workflow, created.workflow);
   assert.equal(log.items.at(-1).event.status, "completed");
 });
+
+test("events({workflow}) follows one workflow, and ends when its signal is aborted", async () => {
+  const client = new Client(server.url);
+  const followed = await client.submitTask({ key: "followed", capabilities: ["nobody"] });
+  const stop = new AbortController();
+  const items = [];
+  let connected = false;
+  const watching = new Client(server.url, {
+    fetch: async (url, init) => {
+      const response = await fetch(url, init);
+      connected = true;
+      return response;
+    },
+  });
+  const reading = (async () => {
+    for await (const item of watching.events({ workflow: followed.workflow, signal: stop.signal })) items.push(item);
+  })();
+  await eventually(() => connected, { what: "the stream" });
+  const other = await client.submitTask({ key: "other", capabilities: ["nobody"] });
+  await client.skipTask(other.task, "by hand", {});
+  await client.skipTask(followed.task, "by hand", {});
+  await eventually(() => items.some((i) => i.type === "workflow"), { what: "the workflow's end" });
+  stop.abort();
+  await reading;
+  assert.ok(items.length >= 2);
+  for (const item of items) assert.equal(item.event.workflow, followed.workflow);
+});
