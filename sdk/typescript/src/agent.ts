@@ -215,12 +215,12 @@ export class Agent {
   /**
    * Stops the agent: no more claims; running handlers get `shutdownGraceMs` to finish, then
    * their tasks are released (their `ctx.signal` aborted with `agent_stopping`). Resolves
-   * when `run` has ended.
+   * when `run` has ended (`run`'s own promise carries its failure, if any).
    */
   async stop(): Promise<void> {
     this.#stop.abort();
     this.#slotFreed?.();
-    await this.#running;
+    await this.#running?.catch(() => undefined);
   }
 
   async #main(): Promise<void> {
