@@ -522,9 +522,10 @@ export type Problem = {
 export type RegisterAgent = {
   capabilities?: Capability[];
   /**
-   * Tasks it may hold at once.
+   * Tasks it may hold at once, 1 to 1,024: by default 1 for a new agent, and what it had
+   * for one re-registered under its `id`.
    */
-  concurrency?: number;
+  concurrency?: number | null;
   /**
    * Re-register an existing agent under its id.
    */
