@@ -211,13 +211,7 @@ pub async fn usage(
     caller: Caller,
     ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> ApiResult<Json<UsageView>> {
-    let label = match q.label.as_deref() {
-        None => None,
-        Some(text) => Some(baton_core::parse_label(text).ok_or_else(|| {
-            Problem::bad_request("invalid_query", format!("`{text}` is not a label"))
-                .field("label", LABEL_EXPECTED)
-        })?),
-    };
+    let label = q.label.as_deref().map(query_label).transpose()?;
     // A caller scoped to one label reads that label's usage (its workflows, exactly).
     let own = caller
         .scope()
@@ -258,6 +252,14 @@ const LABEL_EXPECTED: &str =
     "`key:value` (or `key=value`): the key of 1 to 63 characters among a-z, 0-9 and `_.-`, \
      the value of 1 to 255 bytes";
 
+/// The label a query's `label` names (`key:value` or `key=value`).
+fn query_label(text: &str) -> Result<(String, String), Problem> {
+    baton_core::parse_label(text).ok_or_else(|| {
+        Problem::bad_request("invalid_query", format!("`{text}` is not a label"))
+            .field("label", LABEL_EXPECTED)
+    })
+}
+
 /// Most workflows in one page of `GET /v1/workflows`.
 const WORKFLOWS_PAGE_MAX: usize = 100;
 /// Most workflows one filtered `GET /v1/workflows` looks at: when few match, it answers
@@ -282,10 +284,7 @@ pub async fn list_workflows(
     // The caller's scope and the label asked for, all of which a workflow must carry.
     let mut labels = caller.scope().clone();
     if let Some(text) = q.label.as_deref() {
-        let (key, value) = baton_core::parse_label(text).ok_or_else(|| {
-            Problem::bad_request("invalid_query", format!("`{text}` is not a label"))
-                .field("label", LABEL_EXPECTED)
-        })?;
+        let (key, value) = query_label(text)?;
         if labels.get(&key).is_some_and(|v| *v != value) {
             // Outside the scope: nothing to list.
             return Ok(Json(WorkflowList {

@@ -223,6 +223,12 @@ async fn bad_budgets_and_usage_are_refused_naming_the_field() {
     }
     let shown = srv.task(&ids[0]).await;
     assert!(shown.get("usage").is_none(), "nothing counted: {shown}");
+    let (s, p) = srv.get("/v1/usage?label=no-separator").await;
+    assert_eq!(
+        (s, p["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("label")),
+        "{p}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
