@@ -95,6 +95,11 @@ pub struct Counts {
     /// Of the tasks above, how many an operator has paused (they keep their state).
     #[serde(default)]
     pub paused: u64,
+    /// Of the `failed` tasks, those with a retry scheduled: `failed - retrying` have failed for
+    /// good, so nothing is left to run once blocked, pending, assigned, executing and retrying
+    /// are all 0.
+    #[serde(default)]
+    pub retrying: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

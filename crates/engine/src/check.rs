@@ -89,6 +89,13 @@ pub async fn check_store<S: Store>(
                 *s = s.saturating_add(*amount);
             }
             counted.1 += u64::from(task.is_paused());
+            counted.2 += u64::from(matches!(
+                task.state,
+                State::Failed {
+                    retry_at: Some(_),
+                    ..
+                }
+            ));
             let violation = |detail: String| Violation {
                 task: Some(task.id),
                 workflow: Some(task.workflow),
@@ -224,8 +231,9 @@ pub async fn check_store<S: Store>(
             task: None,
             workflow: None,
             detail: format!(
-                "counts per state {:?} (paused {}) differ from the tasks {:?} (paused {})",
-                stored.0, stored.1, counted.0, counted.1
+                "counts per state {:?} (paused {}, retrying {}) differ from the tasks {:?} \
+                 (paused {}, retrying {})",
+                stored.0, stored.1, stored.2, counted.0, counted.1, counted.2
             ),
         });
     }

@@ -121,7 +121,7 @@ impl<S: Store + 'static> Engine<S> {
             return Ok(WorkflowStatus::Running);
         }
         if counts.get(StateKind::Failed) > 0 {
-            return Ok(if self.inner.store.retry_scheduled_in(id).await? {
+            return Ok(if counts.retrying() > 0 {
                 WorkflowStatus::Running
             } else {
                 WorkflowStatus::Failed

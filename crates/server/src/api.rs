@@ -1295,6 +1295,7 @@ async fn scoped_counts(
                 *sum += n;
             }
             total.1 += c.1;
+            total.2 += c.2;
         }
         match page.last() {
             Some(last) if page.len() == WORKFLOWS_PAGE_MAX => before = Some(last.id),
@@ -1968,6 +1969,7 @@ fn counts_view(c: baton_engine::read::StateCounts) -> Counts {
         cancelled: c.get(StateKind::Cancelled),
         total: c.total(),
         paused: c.paused(),
+        retrying: c.retrying(),
     }
 }
 

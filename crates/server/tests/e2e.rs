@@ -162,6 +162,13 @@ async fn a_failed_attempt_is_retried_after_its_backoff() {
     assert_eq!(task["state"], "failed");
     assert_eq!(task["waiting"]["reason"], "backing_off");
     assert_eq!(task["waiting"]["attempt"], 1);
+    let wf_id = wf["workflow"].as_str().unwrap();
+    let (_, counts) = srv.get(&format!("/v1/counts?workflow={wf_id}")).await;
+    assert_eq!(
+        (counts["failed"].as_u64(), counts["retrying"].as_u64()),
+        (Some(1), Some(1)),
+        "failed, not for good: {counts}"
+    );
     assert!(
         srv.claim(&agent, 1).await.is_empty(),
         "nothing before the backoff"

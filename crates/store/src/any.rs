@@ -180,10 +180,6 @@ impl Store for AnyStore {
         delegate!(self, s => s.next_timer().await)
     }
 
-    async fn retry_scheduled_in(&self, workflow: WorkflowId) -> Result<bool, StoreError> {
-        delegate!(self, s => s.retry_scheduled_in(workflow).await)
-    }
-
     async fn released_blocked(&self, limit: usize) -> Result<Vec<TaskId>, StoreError> {
         delegate!(self, s => s.released_blocked(limit).await)
     }

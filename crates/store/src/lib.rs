@@ -340,9 +340,10 @@ impl TaskPages {
     }
 }
 
-/// Tasks per state, indexed by [`StateKind::index`], and how many of them are paused.
+/// Tasks per state, indexed by [`StateKind::index`], how many of them are paused, and how many
+/// of the failed ones have a retry scheduled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StateCounts(pub [u64; 7], pub u64);
+pub struct StateCounts(pub [u64; 7], pub u64, #[serde(default)] pub u64);
 
 impl StateCounts {
     pub fn get(&self, state: StateKind) -> u64 {
@@ -356,6 +357,11 @@ impl StateCounts {
     /// Of all the tasks counted, those an operator has paused (in whatever state).
     pub fn paused(&self) -> u64 {
         self.1
+    }
+
+    /// Of the failed tasks, those with a retry scheduled: the others have failed for good.
+    pub fn retrying(&self) -> u64 {
+        self.2
     }
 }
 
@@ -725,13 +731,6 @@ pub trait Store: Send + Sync {
 
     /// The earliest armed deadline or retry time, if any.
     fn next_timer(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
-
-    /// Whether a task of the workflow failed and has a retry scheduled (a `Failed` task with a
-    /// timer): an indexed lookup, not a scan of the workflow's failed tasks.
-    fn retry_scheduled_in(
-        &self,
-        workflow: WorkflowId,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// `Blocked` tasks whose dependencies have all completed: to be sent `dependencies_met`.
     fn released_blocked(

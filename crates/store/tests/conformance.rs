@@ -916,7 +916,14 @@ mod cases {
             panic!("{:?}", failed.state)
         };
         assert_eq!(due(s, retry_at).await, vec![(id, retry_at)]);
+        let counts = s.counts(Some(failed.workflow)).await.unwrap();
+        assert_eq!(
+            (counts.get(StateKind::Failed), counts.retrying()),
+            (1, 1),
+            "failed, with a retry scheduled"
+        );
         advance(s, id, Event::Retry, retry_at).await;
+        assert_eq!(s.counts(Some(failed.workflow)).await.unwrap().retrying(), 0);
         let history = s.history(id, 0, 100).await.unwrap();
         let seqs: Vec<u64> = history.iter().map(|h| h.seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5]);

@@ -297,6 +297,9 @@ class Counts:
     total: int = 0
     #: Of the tasks above, how many an operator has paused (they keep their state).
     paused: int = 0
+    #: Of the ``failed`` tasks, those with a retry scheduled (``failed - retrying`` failed for
+    #: good).
+    retrying: int = 0
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Counts":

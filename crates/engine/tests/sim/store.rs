@@ -415,14 +415,6 @@ impl Store for FaultyStore {
         self.read("next_timer", self.inner.next_timer()).await
     }
 
-    async fn retry_scheduled_in(&self, workflow: WorkflowId) -> Result<bool, StoreError> {
-        self.read(
-            "retry_scheduled_in",
-            self.inner.retry_scheduled_in(workflow),
-        )
-        .await
-    }
-
     async fn released_blocked(&self, limit: usize) -> Result<Vec<TaskId>, StoreError> {
         self.read("released_blocked", self.inner.released_blocked(limit))
             .await

@@ -2601,9 +2601,18 @@ impl Sim {
             );
             tally.0[t.kind().index()] += 1;
             tally.1 += u64::from(t.is_paused());
+            let retrying = u64::from(matches!(
+                t.state,
+                State::Failed {
+                    retry_at: Some(_),
+                    ..
+                }
+            ));
+            tally.2 += retrying;
             let c = per_flow.entry(t.workflow).or_default();
             c.0[t.kind().index()] += 1;
             c.1 += u64::from(t.is_paused());
+            c.2 += retrying;
             let history = store.history(t.id, 0, 100_000).await.expect("history");
             let run = since_reopened(&history);
             let successes = run

@@ -296,6 +296,27 @@ impl Store for PgStore {
         if let Some(row) = paused.first() {
             counts.1 = get::<i64>(row, 0)?.max(0) as u64;
         }
+        // Failed with a retry scheduled: a timer, indexed apart (`tasks_retrying`).
+        let retrying = match workflow {
+            None => {
+                self.query(
+                    "SELECT count(*) FROM tasks WHERE state = 'failed' AND timer_at IS NOT NULL",
+                    &[],
+                )
+                .await?
+            }
+            Some(wf) => {
+                self.query(
+                    "SELECT count(*) FROM tasks
+                     WHERE workflow_id = $1 AND state = 'failed' AND timer_at IS NOT NULL",
+                    &[&wf.0],
+                )
+                .await?
+            }
+        };
+        if let Some(row) = retrying.first() {
+            counts.2 = get::<i64>(row, 0)?.max(0) as u64;
+        }
         Ok(counts)
     }
 
@@ -515,17 +536,6 @@ impl Store for PgStore {
             Some(row) => Ok(get::<Option<i64>>(row, 0)?.map(|t| Timestamp(t as u64))),
             None => Ok(None),
         }
-    }
-
-    async fn retry_scheduled_in(&self, workflow: WorkflowId) -> Result<bool, StoreError> {
-        let rows = self
-            .query(
-                "SELECT 1 FROM tasks WHERE workflow_id = $1 AND state = 'failed'
-                 AND timer_at IS NOT NULL LIMIT 1",
-                &[&workflow.0],
-            )
-            .await?;
-        Ok(!rows.is_empty())
     }
 
     async fn released_blocked(&self, limit: usize) -> Result<Vec<TaskId>, StoreError> {

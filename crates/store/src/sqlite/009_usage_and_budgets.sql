@@ -9,3 +9,7 @@ CREATE TABLE workflow_usage (
 ) WITHOUT ROWID;
 
 ALTER TABLE workflows ADD COLUMN budgets TEXT;
+
+-- Failed tasks with a retry scheduled (a timer), per workflow: counts tell them from the tasks
+-- that failed for good.
+CREATE INDEX tasks_retrying ON tasks (workflow_id) WHERE state = 'failed' AND timer_at IS NOT NULL;

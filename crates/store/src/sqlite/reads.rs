@@ -333,6 +333,15 @@ impl Store for SqliteStore {
             }
             .map_err(db)?;
             counts.1 = paused.max(0) as u64;
+            // Failed with a retry scheduled: a timer, indexed apart (`tasks_retrying`).
+            let retrying: i64 = match workflow {
+                None => c.prepare_cached("SELECT count(*) FROM tasks INDEXED BY tasks_retrying WHERE state = 'failed' AND timer_at IS NOT NULL")
+                    .and_then(|mut s| s.query_row([], |r| r.get(0))),
+                Some(wf) => c.prepare_cached("SELECT count(*) FROM tasks INDEXED BY tasks_retrying WHERE workflow_id = ?1 AND state = 'failed' AND timer_at IS NOT NULL")
+                    .and_then(|mut s| s.query_row([wf.0], |r| r.get(0))),
+            }
+            .map_err(db)?;
+            counts.2 = retrying.max(0) as u64;
             Ok(counts)
         })
         .await
@@ -596,18 +605,6 @@ impl Store for SqliteStore {
                 |r| r.get::<_, Option<i64>>(0),
             )
             .map(|t| t.map(|t| Timestamp(t as u64)))
-            .map_err(db)
-        })
-        .await
-    }
-
-    async fn retry_scheduled_in(&self, workflow: WorkflowId) -> Result<bool, StoreError> {
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT 1 FROM tasks WHERE workflow_id = ?1 AND state = 'failed'
-                 AND timer_at IS NOT NULL LIMIT 1",
-            )
-            .and_then(|mut s| s.exists([workflow.0]))
             .map_err(db)
         })
         .await

@@ -280,6 +280,12 @@ export type Counts = {
    */
   paused?: number;
   pending: number;
+  /**
+   * Of the `failed` tasks, those with a retry scheduled: `failed - retrying` have failed for
+   * good, so nothing is left to run once blocked, pending, assigned, executing and retrying
+   * are all 0.
+   */
+  retrying?: number;
   total: number;
 };
 
