@@ -168,6 +168,21 @@ impl Browser {
     }
 
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.try_cmd(method.clone(), path, body).await;
+        assert!(
+            status.is_success(),
+            "WebDriver {method} {path} answered {status}: {body:#}"
+        );
+        body["value"].clone()
+    }
+
+    /// A WebDriver command and its answer, whatever its status.
+    async fn try_cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (reqwest::StatusCode, Value) {
         let mut rb = self
             .http
             .request(method.clone(), format!("{}{path}", self.session));
@@ -179,12 +194,7 @@ impl Browser {
             .await
             .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
         let status = res.status();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
-        assert!(
-            status.is_success(),
-            "WebDriver {method} {path} answered {status}: {body:#}"
-        );
-        body["value"].clone()
+        (status, res.json().await.unwrap_or(Value::Null))
     }
 
     async fn quit(&self) {
@@ -266,14 +276,24 @@ impl Browser {
     }
 
     /// Clicks like a user: WebDriver scrolls the element into view and checks it can be hit.
+    /// A live page may redraw the element between finding and clicking it: then it is found
+    /// again, a few times at most.
     async fn click(&self, css: &str) {
-        let id = self.element(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
+        for _ in 0..5 {
+            let id = self.element(css).await;
+            let path = format!("/element/{id}/click");
+            let (status, body) = self
+                .try_cmd(reqwest::Method::POST, &path, Some(json!({})))
+                .await;
+            if status.is_success() {
+                return;
+            }
+            assert_eq!(
+                body["value"]["error"], "stale element reference",
+                "WebDriver POST {path} answered {status}: {body:#}"
+            );
+        }
+        panic!("`{css}` kept being redrawn before it could be clicked");
     }
 
     async fn type_into(&self, css: &str, text: &str) {
