@@ -500,7 +500,8 @@ impl Lifecycle {
                         .collect();
                     next.dependencies.retain(|k| !items.contains(k));
                 }
-                if let Some(input) = input {
+                // `null` is no new input: it reads back so from the history's JSON.
+                if let Some(input) = input.as_ref().filter(|v| !v.is_null()) {
                     next.spec = Arc::new(TaskSpec {
                         input: input.clone(),
                         ..(*task.spec).clone()
@@ -613,6 +614,23 @@ impl Lifecycle {
 
 /// Refusals that come before the table: duplicates, stale leases and contradictions.
 fn precheck(task: &Task, event: &Event) -> Option<Refusal> {
+    if let Some(reported) = event.usage() {
+        let units = reported
+            .keys()
+            .filter(|u| !task.usage.contains_key(*u))
+            .count()
+            + task.usage.len();
+        if units > crate::usage::UNITS_MAX {
+            return Some(Refusal::InvalidSpec {
+                field: "usage".into(),
+                expected: format!(
+                    "at most {} units a task, all reports together (it has {})",
+                    crate::usage::UNITS_MAX,
+                    task.usage.len()
+                ),
+            });
+        }
+    }
     if let (Some((_, token)), Some(o)) = (event.report(), &task.overruled) {
         let current = task.state.lease().is_some_and(|l| l.token == token);
         if o.token == token && !current {

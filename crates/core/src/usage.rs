@@ -12,7 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 const MICROS: u64 = 1_000_000;
 /// The largest amount one report or budget may carry: a trillion units.
 pub const AMOUNT_MAX: f64 = 1e12;
-/// Most units one report or one workflow's budgets may name.
+/// Most units one report, one task (all its reports together) or one workflow's budgets may
+/// name.
 pub const UNITS_MAX: usize = 32;
 /// Longest unit name, in bytes.
 pub const UNIT_LEN_MAX: usize = 64;

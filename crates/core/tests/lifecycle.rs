@@ -1836,6 +1836,19 @@ fn usage_reports_are_cumulative_per_lease_and_add_up_over_attempts() {
         retry_at,
     );
     assert_eq!(done.task.usage, units(&[("tokens", 290.0), ("usd", 0.015)]));
+    // At most UNITS_MAX units a task, all reports together: one more is refused, naming the
+    // field.
+    let many: Usage = (0..baton_core::usage::UNITS_MAX)
+        .map(|i| (format!("u{i}"), Amount::of(1.0).unwrap()))
+        .collect();
+    let full = step(&executing(), with(heartbeat(1, None), many.clone()), at(21)).task;
+    let mut more = many;
+    more.insert("one-more".into(), Amount::of(1.0).unwrap());
+    let r = refuse(&full, with(heartbeat(1, None), more), at(22));
+    assert!(
+        matches!(&r.refusal, Refusal::InvalidSpec { field, .. } if field == "usage"),
+        "{r:?}"
+    );
     let replayed_usage = done.task.usage.clone();
     assert_eq!(replayed_usage.get("usd").unwrap().to_string(), "0.015");
 }

@@ -130,6 +130,9 @@ impl<S: Store + 'static> Engine<S> {
         let Some((policy, why)) = self.budget_reached(&wf).await? else {
             return Ok(());
         };
+        if policy == BudgetPolicy::Pause && wf.paused.is_some() {
+            return Ok(());
+        }
         // A workflow that has ended is left as it ended.
         let counts = self.inner.store.counts(Some(workflow)).await?;
         if self.workflow_status(workflow, &counts).await? != WorkflowStatus::Running {
@@ -137,7 +140,6 @@ impl<S: Store + 'static> Engine<S> {
         }
         let op = Operator::new(BUDGET_ACTOR, why.clone())?;
         match policy {
-            BudgetPolicy::Pause if wf.paused.is_some() => Ok(()),
             BudgetPolicy::Pause => self.pause_workflow(workflow, op, true).await.map(drop),
             BudgetPolicy::Cancel => self
                 .cancel_workflow(workflow, op.by, op.reason)

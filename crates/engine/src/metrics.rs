@@ -49,6 +49,10 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 4.0, 13))
 }
 
+/// Most units `baton_usage_total` has a series of; agents name units, so the rest are summed
+/// under `other`.
+pub const USAGE_UNITS_SHOWN_MAX: usize = 256;
+
 /// The engine's metrics; the store's commit statistics are read at each scrape.
 pub struct Metrics {
     registry: Registry,
@@ -62,6 +66,8 @@ pub struct Metrics {
     compensations: Counter,
     signals: Counter,
     usage: Family<UnitLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// The units `usage` has a series of.
+    usage_units: std::sync::Mutex<std::collections::HashSet<String>>,
     schedule_ticks: Family<KindLabel, Counter>,
     agents_online: Gauge,
     tasks_paused: Gauge,
@@ -191,6 +197,7 @@ impl Metrics {
             compensations,
             signals,
             usage,
+            usage_units: Default::default(),
             schedule_ticks,
             agents_online,
             tasks_paused,
@@ -252,12 +259,19 @@ impl Metrics {
         self.signals.inc();
     }
 
+    /// Adds to the usage of `unit`; past [`USAGE_UNITS_SHOWN_MAX`] distinct units (agents
+    /// name them), the others are counted under `other`.
     pub(crate) fn usage(&self, unit: &str, amount: f64) {
-        self.usage
-            .get_or_create(&UnitLabel {
-                unit: unit.to_owned(),
-            })
-            .inc_by(amount);
+        let unit = {
+            let mut shown = self.usage_units.lock().expect("not poisoned");
+            if shown.contains(unit) || shown.len() < USAGE_UNITS_SHOWN_MAX {
+                shown.insert(unit.to_owned());
+                unit.to_owned()
+            } else {
+                "other".to_owned()
+            }
+        };
+        self.usage.get_or_create(&UnitLabel { unit }).inc_by(amount);
     }
 
     pub(crate) fn schedule_tick(&self, kind: &'static str) {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use baton_core::{template, CancelReason, State, StateKind, TaskKey, Unresolved, WorkflowId};
-use baton_store::{StateCounts, Store, TaskFilter, TaskPages, WorkflowRecord};
+use baton_store::{StateCounts, Store, TaskFilter, WorkflowRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -48,6 +48,9 @@ pub struct WorkflowOutcome {
     /// The output reference that found nothing, if one did: then there is no result.
     pub unresolved: Option<Unresolved>,
 }
+
+/// Cancelled tasks read at a time to tell a real cancellation from superseded ones.
+const CANCELLED_PAGE: usize = 64;
 
 impl<S: Store + 'static> Engine<S> {
     /// The workflow's status from its tasks' counts (and, if some failed, whether one of them
@@ -134,14 +137,21 @@ impl<S: Store + 'static> Engine<S> {
     }
 
     /// Whether a task of the workflow was cancelled other than superseded (a fan-out's item
-    /// that a rerun's new expansion no longer has does not count).
+    /// or a sub-task that a rerun retired does not count). Read in small pages without the
+    /// tasks' inputs, stopping at the first: a workflow's status is read with every view of it.
     async fn cancelled_for_real(&self, id: WorkflowId) -> Result<bool, EngineError> {
-        let mut pages = TaskPages::new(TaskFilter {
-            workflow: Some(id),
-            state: Some(StateKind::Cancelled),
-            ..TaskFilter::default()
-        });
-        while let Some(page) = pages.next(&self.inner.store).await? {
+        let mut after = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .tasks_for_view(TaskFilter {
+                    workflow: Some(id),
+                    state: Some(StateKind::Cancelled),
+                    after,
+                    limit: CANCELLED_PAGE,
+                })
+                .await?;
             let real = page.iter().any(|t| {
                 !matches!(
                     t.state,
@@ -153,7 +163,10 @@ impl<S: Store + 'static> Engine<S> {
             if real {
                 return Ok(true);
             }
+            match page.last() {
+                Some(last) if page.len() == CANCELLED_PAGE => after = Some(last.id),
+                _ => return Ok(false),
+            }
         }
-        Ok(false)
     }
 }

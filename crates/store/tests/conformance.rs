@@ -1148,21 +1148,13 @@ mod cases {
                 input: None,
                 unresolved: None,
             };
-            let t = submit(&sub, at(2)).unwrap();
+            let (new, _) = NewTask::submitted(sub, at(2)).unwrap();
             SubmitBatch {
                 workflow: WorkflowRef::Existing {
                     id: flow.id,
                     paused: false,
                 },
-                tasks: vec![NewTask {
-                    task: t.task,
-                    entry: HistoryEntry {
-                        seq: 1,
-                        at: at(2),
-                        event: Event::Submitted(sub),
-                    },
-                    outbox: Vec::new(),
-                }],
+                tasks: vec![new],
                 edges: vec![Edge {
                     dependency: flow.id("plan"),
                     dependent: id,
