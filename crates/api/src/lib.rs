@@ -1193,6 +1193,29 @@ pub struct ScheduleList {
     pub schedules: Vec<ScheduleView>,
 }
 
+/// A named rate limit (a token bucket: `units` per `per_ms` milliseconds, refilled continuously,
+/// holding at most `units`) and its bucket now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitView {
+    pub key: String,
+    pub units: u64,
+    pub per_ms: u64,
+    /// Whole units a claim could draw now.
+    pub available: u64,
+    /// When the bucket is full again (milliseconds since the Unix epoch; now if it is).
+    pub full_at: u64,
+    /// Pending tasks waiting until it has their units.
+    pub parked: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitList {
+    pub limits: Vec<LimitView>,
+}
+
 /// A trigger: the workflow a request to `POST /v1/triggers/{name}` submits.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -86,6 +86,14 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(maximum = 2592000000_u64))]
     pub sleep_ms: Option<u64>,
+    /// Named rate limits the task draws from when it is claimed (`PUT /v1/limits/{key}`): it is
+    /// handed out only while each has its units.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate: Vec<crate::flow::RateUse>,
+    /// Concurrency keys the task holds while assigned or executing: at most each key's `max`
+    /// tasks holding it are, across every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub concurrency: Vec<crate::flow::ConcurrencyKey>,
 }
 
 /// What a signal task waits for.
@@ -120,6 +128,8 @@ impl TaskSpec {
             not_before: None,
             delay_ms: None,
             sleep_ms: None,
+            rate: Vec::new(),
+            concurrency: Vec::new(),
         }
     }
 
@@ -202,6 +212,22 @@ impl TaskSpec {
         self.retry.validate()?;
         self.timeouts.validate()?;
         self.validate_waits()?;
+        crate::flow::validate(&self.rate, &self.concurrency)?;
+        // A fan-out's items copy its spec, so they hold its flow control.
+        if self.wait_for.is_some() || self.sleep_ms.is_some() {
+            for (field, declared) in [
+                ("rate", !self.rate.is_empty()),
+                ("concurrency", !self.concurrency.is_empty()),
+            ] {
+                if declared {
+                    return Err(SpecError::new(
+                        field,
+                        "none on a task no agent runs (wait_for, sleep_ms): it is never \
+                         claimed",
+                    ));
+                }
+            }
+        }
         if let Some(comp) = &self.compensation {
             validate_name("compensation.key", &comp.key.0)?;
             if comp.key == self.key {

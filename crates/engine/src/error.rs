@@ -48,6 +48,8 @@ pub enum EngineError {
     ScheduleNotFound(String),
     #[error("trigger `{0}` not found")]
     TriggerNotFound(String),
+    #[error("rate limit `{0}` not found")]
+    LimitNotFound(String),
     #[error("a schedule named `{0}` already exists")]
     ScheduleExists(String),
     /// The schedule kept changing under us (its ticks firing); the caller may retry.

@@ -65,6 +65,7 @@ impl<S: Store + 'static> Engine<S> {
     ) -> Result<WorkflowReceipt, EngineError> {
         validate_workflow(&req)?;
         self.check_artifact_refs(task_payloads(&req.tasks)).await?;
+        self.check_limit_refs(&req.tasks, "tasks").await?;
         let now = self.now();
         let workflow = WorkflowId(self.inner.ids.id());
         let ids: HashMap<&TaskKey, TaskId> = req
@@ -154,6 +155,7 @@ impl<S: Store + 'static> Engine<S> {
             not_an_item_key(i, spec)?;
         }
         self.check_artifact_refs(task_payloads(&specs)).await?;
+        self.check_limit_refs(&specs, "tasks").await?;
         for _ in 0..CAS_RETRIES_MAX {
             let task = self.load(parent).await?;
             let pause = self.creation_pause(task.workflow).await?;

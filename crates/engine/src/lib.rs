@@ -24,6 +24,7 @@ mod engine;
 mod error;
 mod events;
 mod fanout;
+mod flow;
 mod ids;
 mod intake;
 mod metrics;
@@ -51,6 +52,7 @@ pub use ending::{WorkflowEvent, ENDING_CHECK_MS};
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
 pub use fanout::FOR_EACH_RESULTS_BYTES_MAX;
+pub use flow::check_limit_key;
 pub use ids::{IdSource, RandomIds, SeededIds};
 pub use intake::{validate_workflow, WorkflowReceipt, WorkflowRequest, NAME_LEN_MAX};
 pub use metrics::Metrics;
@@ -68,7 +70,8 @@ pub use views::{OpenDependency, TaskDetail, WaitReason, WorkflowGraph};
 pub mod read {
     pub use baton_store::{
         AgentRecord, AnyStore, ArtifactChunks, ArtifactMeta, AuditEntry, AuditFilter, Dependency,
-        Edge, HistoryMark, IdMatches, IdSuffix, PutArtifact, ScheduleRecord, SignalRecord,
-        StateCounts, TaskFilter, WorkflowRecord, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
+        Edge, HistoryMark, IdMatches, IdSuffix, LimitRecord, PutArtifact, ScheduleRecord,
+        SignalRecord, StateCounts, TaskFilter, WorkflowRecord, HISTORY_TASKS_PER_PAGE_MAX,
+        PAGE_ROWS_MAX,
     };
 }

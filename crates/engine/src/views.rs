@@ -8,7 +8,7 @@ use baton_core::{
     TaskKey, Timestamp, WorkflowId,
 };
 use baton_store::{
-    AgentRecord, Dependency, Edge, HistoryMark, IdMatches, IdSuffix, StateCounts, Store,
+    AgentRecord, Dependency, Edge, FlowHold, HistoryMark, IdMatches, IdSuffix, StateCounts, Store,
     TaskFilter, TaskPages, WorkflowRecord,
 };
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,17 @@ pub enum WaitReason {
     /// Released, and waiting until a time: its `not_before` or `delay_ms` (`sleeps: false`),
     /// or the end of its sleep.
     Timer { until: Timestamp, sleeps: bool },
+    /// Ready, and held back by a named rate limit that has `available` of the `units` it draws
+    /// until `until`.
+    RateLimited {
+        limit: String,
+        units: u64,
+        available: u64,
+        until: Timestamp,
+    },
+    /// Ready, and held back by a concurrency key: `held` tasks with it are assigned or
+    /// executing, and the task allows `max`.
+    ConcurrencyFull { key: String, held: u64, max: u32 },
     /// Paused by an operator: no agent is handed it and its timers stand still until it is
     /// resumed (an agent already running it may finish).
     Paused {
@@ -317,6 +328,33 @@ impl<S: Store + 'static> Engine<S> {
         Ok(self.inner.metrics.encode(counts, online, subscribers))
     }
 
+    /// What a named rate limit or concurrency key of the pending task says about it, if one
+    /// holds it back.
+    async fn flow_hold(&self, task: &Task) -> Result<Option<WaitReason>, EngineError> {
+        if task.spec.rate.is_empty() && task.spec.concurrency.is_empty() {
+            return Ok(None);
+        }
+        Ok(
+            match self.inner.store.flow_hold(task.id, self.now()).await? {
+                None => None,
+                Some(FlowHold::Rate {
+                    key,
+                    units,
+                    available,
+                    until,
+                }) => Some(WaitReason::RateLimited {
+                    limit: key,
+                    units,
+                    available,
+                    until,
+                }),
+                Some(FlowHold::Concurrency { key, held, max }) => {
+                    Some(WaitReason::ConcurrencyFull { key, held, max })
+                }
+            },
+        )
+    }
+
     pub async fn wait_reason(&self, task: &Task) -> Result<Option<WaitReason>, EngineError> {
         if let (Some(p), None) = (&task.paused, task.state.lease()) {
             return Ok(Some(WaitReason::Paused {
@@ -324,6 +362,11 @@ impl<S: Store + 'static> Engine<S> {
                 why: p.reason.clone(),
                 since: p.at,
             }));
+        }
+        if task.kind() == StateKind::Pending {
+            if let Some(held) = self.flow_hold(task).await? {
+                return Ok(Some(held));
+            }
         }
         Ok(match &task.state {
             State::Blocked if task.wake_at.is_some() => Some(WaitReason::Timer {

@@ -12,7 +12,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use baton_core::{
-    AgentId, Event, FencingToken, ScheduleSpec, State, StateKind, Task, TaskId, Timestamp,
+    AgentId, Event, FencingToken, Limit, ScheduleSpec, State, StateKind, Task, TaskId, Timestamp,
     WorkflowId, WorkflowTemplate,
 };
 use baton_engine::read::{AnyStore, AuditFilter, SignalRecord, TaskFilter};
@@ -862,6 +862,64 @@ fn trigger_view(t: baton_engine::TriggerInfo) -> TriggerView {
         created_at: t.created_at.0,
         updated_at: t.updated_at.0,
     }
+}
+
+fn limit_view(l: baton_engine::read::LimitRecord) -> LimitView {
+    LimitView {
+        key: l.key,
+        units: l.limit.units,
+        per_ms: l.limit.per_ms,
+        available: l.available,
+        full_at: l.full_at.0,
+        parked: l.parked,
+        updated_at: l.updated_at.0,
+    }
+}
+
+/// Creates or changes a named rate limit, shared by every node: a task whose `rate` names it is
+/// handed out only while the limit has the units it draws. What a changed limit had handed out
+/// stays drawn, so a bigger limit has its extra units at once.
+#[utoipa::path(put, path = "/v1/limits/{key}", request_body = Limit, params(("key" = String, Path, description = "the limit's name, as tasks' `rate[].key` give it")),
+    responses((status = 201, body = LimitView, description = "created"), (status = 200, body = LimitView, description = "changed"),
+              (status = 422, body = ProblemDoc, description = "a field is invalid (`units`, `per_ms`, `key`)")))]
+pub async fn put_limit(
+    AxState(s): St,
+    Path(key): Path<String>,
+    ApiJson(body): ApiJson<Limit>,
+) -> ApiResult<Response> {
+    let e = engine(&s);
+    let created = e.set_limit(key.clone(), body).await?;
+    let view = limit_view(e.limit(&key).await?);
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)).into_response())
+}
+
+/// Every named rate limit, by key, with its bucket now.
+#[utoipa::path(get, path = "/v1/limits", responses((status = 200, body = LimitList)))]
+pub async fn list_limits(AxState(s): St) -> ApiResult<Json<LimitList>> {
+    let limits = engine(&s).limits().await?;
+    Ok(Json(LimitList {
+        limits: limits.into_iter().map(limit_view).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/limits/{key}", params(("key" = String, Path)),
+    responses((status = 200, body = LimitView), (status = 404, body = ProblemDoc, description = "no such limit (code `limit_not_found`)")))]
+pub async fn get_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<Json<LimitView>> {
+    Ok(Json(limit_view(engine(&s).limit(&key).await?)))
+}
+
+/// Deletes a named rate limit: tasks that draw from it are no longer held by it. New tasks
+/// naming it are refused until it is set again.
+#[utoipa::path(delete, path = "/v1/limits/{key}", params(("key" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 404, body = ProblemDoc, description = "no such limit (code `limit_not_found`)")))]
+pub async fn delete_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<StatusCode> {
+    engine(&s).delete_limit(key).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Registers (or replaces) a trigger: the workflow `POST /v1/triggers/{name}` submits. In its

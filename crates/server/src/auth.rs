@@ -148,6 +148,8 @@ pub const PERMISSIONS: &[(Method, &str, Need)] = &[
     (Method::GET, "/v1/triggers/{name}", Need::Read),
     (Method::GET, "/v1/audit", Need::Read),
     (Method::GET, "/v1/usage", Need::Read),
+    (Method::GET, "/v1/limits", Need::Read),
+    (Method::GET, "/v1/limits/{key}", Need::Read),
     // Acting on workflows and tasks.
     (Method::POST, "/v1/workflows", Need::Operate),
     (Method::POST, "/v1/workflows/{id}/cancel", Need::Operate),
@@ -175,6 +177,8 @@ pub const PERMISSIONS: &[(Method, &str, Need)] = &[
     (Method::POST, "/v1/schedules/{name}/resume", Need::Admin),
     (Method::PUT, "/v1/triggers/{name}", Need::Admin),
     (Method::DELETE, "/v1/triggers/{name}", Need::Admin),
+    (Method::PUT, "/v1/limits/{key}", Need::Admin),
+    (Method::DELETE, "/v1/limits/{key}", Need::Admin),
     // Agents' work.
     (Method::POST, "/v1/agents", Need::Agent),
     (Method::POST, "/v1/agents/{id}/heartbeat", Need::Agent),

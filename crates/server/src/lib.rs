@@ -101,6 +101,8 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(api::resume_workflow))
         .routes(routes!(api::set_budgets))
         .routes(routes!(api::usage))
+        .routes(routes!(api::list_limits))
+        .routes(routes!(api::put_limit, api::get_limit, api::delete_limit))
         .routes(routes!(api::audit))
         .routes(routes!(api::counts))
         .routes(routes!(api::register_agent, api::list_agents))

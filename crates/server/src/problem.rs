@@ -160,6 +160,7 @@ impl From<EngineError> for Problem {
                 Problem::new(StatusCode::CONFLICT, "budget_reached", detail)
             }
             EngineError::ScheduleNotFound(_) => Problem::not_found("schedule_not_found", detail),
+            EngineError::LimitNotFound(_) => Problem::not_found("limit_not_found", detail),
             EngineError::TriggerNotFound(_) => Problem::not_found("trigger_not_found", detail),
             EngineError::ScheduleExists(_) => {
                 Problem::new(StatusCode::CONFLICT, "schedule_exists", detail).field(

@@ -100,6 +100,8 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("GET", "/v1/triggers/{name}", "YYYFUU"),
     ("GET", "/v1/audit", "YYYFUU"),
     ("GET", "/v1/usage", "YYYFUU"),
+    ("GET", "/v1/limits", "YYYFUU"),
+    ("GET", "/v1/limits/{key}", "YYYFUU"),
     // Reads of one task: an agent too, for the task leased to it.
     ("GET", "/v1/tasks/{id}", "YYYYUU"),
     ("GET", "/v1/tasks/{id}/history", "YYYYUU"),
@@ -127,6 +129,8 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("POST", "/v1/schedules/{name}/resume", "FFYFUU"),
     ("PUT", "/v1/triggers/{name}", "FFYFUU"),
     ("DELETE", "/v1/triggers/{name}", "FFYFUU"),
+    ("PUT", "/v1/limits/{key}", "FFYFUU"),
+    ("DELETE", "/v1/limits/{key}", "FFYFUU"),
     // Agents' work: agent tokens (as their agents) and admins.
     ("POST", "/v1/agents", "FFYYUU"),
     ("POST", "/v1/agents/{id}/heartbeat", "FFYYUU"),
@@ -301,6 +305,7 @@ fn fill(path: &str, f: &Fixture) -> String {
         .replace("{suffix}", &f.held[f.held.len() - 8..])
         .replace("{artifact}", &f.artifact)
         .replace("{*path}", "app.css")
+        .replace("{key}", "llm")
 }
 
 /// A minimal valid body for the route, or none.
@@ -324,6 +329,7 @@ fn body(method: &Method, path: &str, f: &Fixture, n: usize, who: Who) -> Option<
         }),
         ("POST", "/v1/schedules/{name}/pause" | "/v1/schedules/{name}/resume") => return None,
         ("PUT", "/v1/triggers/{name}") => json!({"tasks": [{"key": "a"}]}),
+        ("PUT", "/v1/limits/{key}") => json!({"units": 10, "per_ms": 1000}),
         ("POST", "/v1/agents") => {
             json!({"name": format!("worker-{n}-again"), "capabilities": ["work"]})
         }

@@ -295,6 +295,22 @@ impl Store for AnyStore {
     ) -> Result<Vec<Task>, StoreError> {
         delegate!(self, s => s.waiting_for_signal(filter, name).await)
     }
+    async fn write_limit(&self, write: crate::LimitWrite) -> Result<bool, StoreError> {
+        delegate!(self, s => s.write_limit(write).await)
+    }
+
+    async fn limits(&self, now: Timestamp) -> Result<Vec<crate::LimitRecord>, StoreError> {
+        delegate!(self, s => s.limits(now).await)
+    }
+
+    async fn flow_hold(
+        &self,
+        task: baton_core::TaskId,
+        now: Timestamp,
+    ) -> Result<Option<crate::FlowHold>, StoreError> {
+        delegate!(self, s => s.flow_hold(task, now).await)
+    }
+
     async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
         delegate!(self, s => s.write_schedule(write).await)
     }

@@ -10,9 +10,9 @@ use baton_core::{ArtifactRef, Task, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AgentRecord, ArtifactMeta, ClaimRequest, ControlWrite, NewSignal, PutArtifact, PutSignal,
-    ScheduleWrite, StoreError, SubmitBatch, SubmitOutcome, TransitionRecord, TriggerWrite,
-    BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
+    AgentRecord, ArtifactMeta, ClaimRequest, ControlWrite, LimitWrite, NewSignal, PutArtifact,
+    PutSignal, ScheduleWrite, StoreError, SubmitBatch, SubmitOutcome, TransitionRecord,
+    TriggerWrite, BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
 };
 
 /// Where a command's caller waits for its answer.
@@ -40,6 +40,8 @@ pub(crate) enum Command {
     WriteTrigger(Box<TriggerWrite>, Reply<bool>),
     /// An operator's control: its transitions, all or none, with its marks.
     Control(Box<ControlWrite>, Reply<()>),
+    /// A change to a named rate limit (SQLite, as `WriteSchedule`).
+    WriteLimit(Box<LimitWrite>, Reply<bool>),
 }
 
 /// What one command produced in a batch, sent to its caller once the batch committed.
@@ -68,7 +70,8 @@ impl Command {
             | Command::SweepArtifacts(..)
             | Command::PutSignal(..)
             | Command::WriteSchedule(..)
-            | Command::WriteTrigger(..) => 1,
+            | Command::WriteTrigger(..)
+            | Command::WriteLimit(..) => 1,
         }
     }
 
@@ -90,7 +93,8 @@ impl Command {
             (Command::SweepArtifacts(_, _, r), Outcome::Swept(o)) => drop(r.send(o)),
             (Command::PutSignal(_, r), Outcome::PutSignal(o)) => drop(r.send(o)),
             (Command::WriteSchedule(_, r), Outcome::Written(o))
-            | (Command::WriteTrigger(_, r), Outcome::Written(o)) => drop(r.send(o)),
+            | (Command::WriteTrigger(_, r), Outcome::Written(o))
+            | (Command::WriteLimit(_, r), Outcome::Written(o)) => drop(r.send(o)),
             _ => unreachable!("a writer answered a command with another kind's outcome"),
         }
     }
@@ -108,7 +112,9 @@ impl Command {
             Command::PutArtifact(_, r) => drop(r.send(Err(e))),
             Command::SweepArtifacts(_, _, r) => drop(r.send(Err(e))),
             Command::PutSignal(_, r) => drop(r.send(Err(e))),
-            Command::WriteSchedule(_, r) | Command::WriteTrigger(_, r) => drop(r.send(Err(e))),
+            Command::WriteSchedule(_, r)
+            | Command::WriteTrigger(_, r)
+            | Command::WriteLimit(_, r) => drop(r.send(Err(e))),
         }
     }
 }
@@ -199,6 +205,11 @@ impl Queue {
 
     pub(crate) async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
         self.write(|r| Command::WriteSchedule(Box::new(write), r))
+            .await
+    }
+
+    pub(crate) async fn write_limit(&self, write: LimitWrite) -> Result<bool, StoreError> {
+        self.write(|r| Command::WriteLimit(Box::new(write), r))
             .await
     }
 

@@ -450,6 +450,8 @@ pub struct TaskRow {
     pub updated_at: i64,
     pub snapshot: String,
     pub paused: bool,
+    /// The task's flow control with its keys filled in (JSON); `None` without any.
+    pub flow: Option<String>,
 }
 
 impl TaskRow {
@@ -464,6 +466,9 @@ impl TaskRow {
             updated_at: ts(task.updated_at),
             snapshot: snapshot(task),
             paused: task.is_paused(),
+            flow: task
+                .flow()
+                .map(|f| serde_json::to_string(&f).expect("a flow always serialises")),
         }
     }
 }
@@ -496,4 +501,10 @@ impl HistoryRow {
 /// An effect as stored in `outbox.effect`.
 pub fn effect_json(effect: &Effect) -> String {
     serde_json::to_string(effect).expect("an effect always serialises")
+}
+
+/// A task's flow as its row's `flow` column holds it.
+pub fn parse_flow(json: &str) -> Result<baton_core::Flow, StoreError> {
+    serde_json::from_str(json)
+        .map_err(|e| StoreError::Backend(format!("stored flow {json:?}: {e}")))
 }

@@ -8,9 +8,13 @@
 //!   ([`releases_dependents`]), and the counter changes ([`Deltas`]).
 //! - A claim: how many tasks the agent may take ([`claim_wanted`]), the order among the
 //!   candidates of every capability set it can run ([`Candidate`], [`best`]), and the
-//!   assignment each chosen task gets ([`assignment`]).
+//!   assignment each chosen task gets ([`assignment`]); flow control: whether a candidate's
+//!   rate limits and concurrency keys have room ([`Gate`], [`Bucket`]), and what a transition
+//!   changes in them ([`flow_change`]).
 
-use baton_core::{Event, LeaseId, StateKind, Task, TaskId};
+use std::collections::{BTreeSet, HashMap};
+
+use baton_core::{Event, Flow, LeaseId, StateKind, Task, TaskId};
 use uuid::Uuid;
 
 use crate::{ClaimRequest, StoreError, TransitionRecord, PAGE_ROWS_MAX};
@@ -128,6 +132,264 @@ pub(crate) fn assignment(
     // Never stamped before the task's last change, whatever the clock did since.
     let at = request.now.max(task.updated_at);
     TransitionRecord::apply(task, event, at).ok()
+}
+
+/// Most candidates one claim reads, over all its rounds: a claim that finds tasks whose keys
+/// have no room parks them and reads on, up to this many.
+pub(crate) const CLAIM_SCAN_MAX: usize = 256;
+/// Most rounds of candidates one claim reads.
+pub(crate) const CLAIM_ROUNDS_MAX: usize = 4;
+/// Most parked tasks one claim unparks because their time came.
+pub(crate) const UNPARK_DUE_MAX: i64 = 256;
+/// Most tasks parked on a limit that units given back (a correction) unpark at once.
+pub(crate) const UNPARK_ON_REFUND: i64 = 64;
+/// How long a task parked on a full concurrency key stays parked at most: a slot freed
+/// unparks the best one at once; this only bounds a wake-up that was missed.
+pub(crate) const CONCURRENCY_RECHECK_MS: i64 = 60_000;
+
+/// What `tasks.parked` holds for a task parked on a rate limit.
+pub(crate) fn parked_on_rate(key: &str) -> String {
+    format!("rate:{key}")
+}
+
+/// What `tasks.parked` holds for a task parked on a concurrency key.
+pub(crate) fn parked_on_concurrency(key: &str) -> String {
+    format!("concurrency:{key}")
+}
+
+/// A rate limit's bucket as stored: `level` counts `units × per_ms` per unit (each millisecond
+/// refills `units` of them), so refills are exact integers; full at `units × per_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Bucket {
+    pub(crate) units: i64,
+    pub(crate) per_ms: i64,
+    pub(crate) level: i64,
+    pub(crate) refilled_at: i64,
+}
+
+impl Bucket {
+    /// A full bucket for a new limit.
+    pub(crate) fn full(limit: &baton_core::Limit, now: i64) -> Bucket {
+        let (units, per_ms) = (limit.units as i64, limit.per_ms as i64);
+        Bucket {
+            units,
+            per_ms,
+            level: units * per_ms,
+            refilled_at: now,
+        }
+    }
+
+    /// The bucket under a changed limit: what had been drawn from it stays drawn, so a bigger
+    /// limit has its extra units at once and a smaller one may start in debt.
+    pub(crate) fn resized(self, limit: &baton_core::Limit, now: i64) -> Bucket {
+        let mut b = self;
+        b.refill(now);
+        let (units, per_ms) = (limit.units as i64, limit.per_ms as i64);
+        let drawn = (b.capacity() - b.level + b.per_ms - 1).div_euclid(b.per_ms.max(1));
+        Bucket {
+            units,
+            per_ms,
+            level: ((units - drawn) * per_ms).clamp(-units * per_ms, units * per_ms),
+            refilled_at: now,
+        }
+    }
+
+    fn capacity(&self) -> i64 {
+        self.units * self.per_ms
+    }
+
+    pub(crate) fn refill(&mut self, now: i64) {
+        if now > self.refilled_at {
+            let added = (now - self.refilled_at).saturating_mul(self.units);
+            self.level = self.level.saturating_add(added).min(self.capacity());
+            self.refilled_at = now;
+        }
+    }
+
+    /// What drawing `units` takes (never more than a full bucket, so that a task asking for
+    /// more than a changed limit holds still runs, alone, when it is full).
+    fn need(&self, units: u64) -> i64 {
+        (units as i64).min(self.units) * self.per_ms
+    }
+
+    /// Whole units available now (after [`Bucket::refill`]).
+    pub(crate) fn available(&self) -> i64 {
+        self.level.max(0) / self.per_ms
+    }
+
+    /// The first millisecond at which the bucket holds `level` (it refills `units` a ms).
+    fn time_of(&self, level: i64) -> i64 {
+        let short = level - self.level;
+        if short <= 0 {
+            self.refilled_at
+        } else {
+            self.refilled_at + (short + self.units - 1) / self.units
+        }
+    }
+
+    /// When the bucket will hold what drawing `units` takes, if it does not now.
+    pub(crate) fn short_until(&self, units: u64) -> Option<i64> {
+        let need = self.need(units);
+        (self.level < need).then(|| self.time_of(need))
+    }
+
+    /// When the bucket is full again.
+    pub(crate) fn full_at(&self) -> i64 {
+        self.time_of(self.capacity())
+    }
+
+    /// Charges (or gives back, when negative) `units` after the fact, keeping the debt under
+    /// one full bucket.
+    pub(crate) fn correct(&mut self, units: i64, now: i64) {
+        self.refill(now);
+        let cap = self.capacity();
+        self.level = (self.level - units.saturating_mul(self.per_ms)).clamp(-cap, cap);
+    }
+}
+
+/// Why a candidate stays pending: the key (as `tasks.parked` holds it) and when claims look at
+/// it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Park {
+    pub(crate) parked: String,
+    pub(crate) until: i64,
+}
+
+/// The state of every key a claim's candidates name, read (and on PostgreSQL locked) in the
+/// claim's transaction, and what the claim changed in it.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    /// Limits by name; a name without a limit (deleted since) limits nothing.
+    pub(crate) buckets: HashMap<String, Bucket>,
+    /// Units promised to tasks parked by this claim, per limit: each parked task wakes when
+    /// the bucket has its units beyond those parked before it.
+    reserved: HashMap<String, i64>,
+    /// Tasks assigned or executing per concurrency key.
+    pub(crate) held: HashMap<String, i64>,
+    /// Limits whose bucket this claim changed.
+    pub(crate) drawn: BTreeSet<String>,
+}
+
+impl Gate {
+    /// Hands the task out (drawing from its limits, counting it in its keys) or parks it on
+    /// the first key without room.
+    pub(crate) fn admit(&mut self, flow: &Flow, now: i64) -> Result<(), Park> {
+        for (key, max) in &flow.concurrency {
+            if self.held.get(key).copied().unwrap_or(0) >= i64::from(*max) {
+                return Err(Park {
+                    parked: parked_on_concurrency(key),
+                    until: now + CONCURRENCY_RECHECK_MS,
+                });
+            }
+        }
+        for (key, units) in &flow.rate {
+            let Some(bucket) = self.buckets.get_mut(key) else {
+                continue;
+            };
+            bucket.refill(now);
+            let need = bucket.need(*units);
+            if bucket.level < need {
+                let reserved = self.reserved.entry(key.clone()).or_insert(0);
+                *reserved += need;
+                return Err(Park {
+                    parked: parked_on_rate(key),
+                    until: bucket.time_of(*reserved).max(now + 1),
+                });
+            }
+        }
+        for (key, units) in &flow.rate {
+            if let Some(bucket) = self.buckets.get_mut(key) {
+                bucket.level -= bucket.need(*units);
+                self.drawn.insert(key.clone());
+            }
+        }
+        for (key, _) in &flow.concurrency {
+            *self.held.entry(key.clone()).or_insert(0) += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The rounds of candidates a claim reads: the first as many as it wants; another, four times
+/// larger, only if the last parked some and did not fill the claim, until
+/// [`CLAIM_ROUNDS_MAX`] rounds or [`CLAIM_SCAN_MAX`] candidates.
+#[derive(Debug)]
+pub(crate) struct Rounds {
+    next: usize,
+    asked: usize,
+    scanned: usize,
+    rounds: usize,
+    done: bool,
+}
+
+impl Rounds {
+    pub(crate) fn new(wanted: usize) -> Rounds {
+        Rounds {
+            next: wanted,
+            asked: 0,
+            scanned: 0,
+            rounds: 0,
+            done: false,
+        }
+    }
+
+    /// How many candidates the next round reads, if there is one; `missing` is how many tasks
+    /// the claim still wants.
+    pub(crate) fn next(&mut self, missing: usize) -> Option<usize> {
+        if self.done || missing == 0 || self.rounds == CLAIM_ROUNDS_MAX {
+            return None;
+        }
+        let room = CLAIM_SCAN_MAX.saturating_sub(self.scanned);
+        self.asked = self.next.max(missing).min(room);
+        (room > 0).then_some(self.asked)
+    }
+
+    /// A round read `read` candidates and parked `parked` of them; fewer than it asked for
+    /// were all there were.
+    pub(crate) fn read(&mut self, read: usize, parked: usize) {
+        self.rounds += 1;
+        self.scanned += read;
+        self.done = parked == 0 || read < self.asked;
+        self.next = self.next.saturating_mul(4);
+    }
+}
+
+/// Whether a task in `state` holds its concurrency keys.
+pub(crate) fn holds_keys(state: StateKind) -> bool {
+    matches!(state, StateKind::Assigned | StateKind::Executing)
+}
+
+/// What a transition changes in the keys of the task's flow: the concurrency keys it starts
+/// holding (`+1`) and the rate limits corrected by what its ended attempt reported. Keys it
+/// stops holding are read from its row (its input may have changed), not from here.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct FlowChange {
+    pub(crate) takes: Vec<String>,
+    pub(crate) releases: bool,
+    pub(crate) corrections: Vec<(String, i64)>,
+}
+
+pub(crate) fn flow_change(record: &TransitionRecord) -> FlowChange {
+    let task = &record.task;
+    if task.spec.rate.is_empty() && task.spec.concurrency.is_empty() {
+        return FlowChange::default();
+    }
+    let (before, after) = (holds_keys(record.from), holds_keys(task.kind()));
+    FlowChange {
+        takes: if after && !before {
+            task.flow()
+                .map(|f| f.concurrency.into_iter().map(|(k, _)| k).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+        releases: before && !after && !task.spec.concurrency.is_empty(),
+        corrections: if before && !after {
+            task.rate_corrections(&task.lease_usage)
+        } else {
+            Vec::new()
+        },
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ mod audit;
 mod batch;
 mod codec;
 mod decide;
+pub mod flow;
 mod ids;
 pub mod postgres;
 mod redact;
@@ -48,6 +49,7 @@ pub use any::AnyStore;
 pub use artifact::{
     ArtifactChunks, ArtifactMeta, ArtifactWriter, PutArtifact, StagedArtifact, ARTIFACT_CHUNK_BYTES,
 };
+pub use flow::{FlowHold, LimitRecord, LimitWrite};
 pub use ids::{IdMatches, IdSuffix, TaskIdMatch};
 pub use redact::redact_url;
 pub use schedule::{ScheduleRecord, ScheduleWrite, TriggerRecord, TriggerWrite};
@@ -850,6 +852,27 @@ pub trait Store: Send + Sync {
         filter: TaskFilter,
         name: Option<String>,
     ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send;
+
+    /// Creates, changes or deletes a named rate limit; `true` if it existed. Tasks parked on it
+    /// are looked at again by the next claims.
+    fn write_limit(
+        &self,
+        write: LimitWrite,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Every named rate limit, by key (at most [`PAGE_ROWS_MAX`]), their buckets as of `now`.
+    fn limits(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<LimitRecord>, StoreError>> + Send;
+
+    /// The first key of the task's flow control (its keys as filled in at its last transition)
+    /// without room at `now`, if any: what keeps it from being handed out while pending.
+    fn flow_hold(
+        &self,
+        task: TaskId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<FlowHold>, StoreError>> + Send;
 
     /// Creates, updates or deletes a schedule; `false` when an update or a deletion found the
     /// schedule gone or at another version (nothing written).

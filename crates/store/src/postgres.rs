@@ -41,6 +41,7 @@ mod commands;
 mod conn;
 mod connect;
 mod error;
+mod flow;
 mod migrate;
 mod reads;
 mod schedules;

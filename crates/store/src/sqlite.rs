@@ -7,6 +7,7 @@
 
 mod commands;
 mod error;
+mod flow;
 mod open;
 mod reads;
 mod writer;

@@ -1493,6 +1493,144 @@ mod cases {
         assert_eq!(s.leased_to(agent(9)).await.unwrap().len(), 3);
     }
 
+    /// Claims racing from many tasks (on PostgreSQL, many connections) never hand out more
+    /// tasks of a concurrency key than its `max`, nor more units than a limit holds; a task
+    /// leaving Executing frees its slot and unparks the next; a limit change wakes its tasks.
+    pub async fn concurrent_claims_respect_concurrency_keys_and_rate_limits<S: Store + 'static>(
+        s: Arc<S>,
+    ) {
+        let existed = s
+            .write_limit(LimitWrite {
+                key: "llm".into(),
+                limit: Some(Limit {
+                    units: 5,
+                    per_ms: 3_600_000,
+                }),
+                now: at(0),
+            })
+            .await
+            .unwrap();
+        assert!(!existed);
+        let keys: Vec<String> = (0..24).map(|i| format!("f{i}")).collect();
+        let defs: Vec<Def<'_>> = keys.iter().map(|k| def(k, &[])).collect();
+        let mut flow = workflow(&defs, None);
+        for (i, new) in flow.batch.tasks.iter_mut().enumerate() {
+            let spec = Arc::make_mut(&mut new.task.spec);
+            if i % 2 == 0 {
+                spec.concurrency = vec![ConcurrencyKey {
+                    key: "tenant-{/t}".into(),
+                    max: 2,
+                }];
+                spec.input = json!({ "t": "acme" });
+            } else {
+                spec.rate = vec![RateUse {
+                    key: "llm".into(),
+                    units: 1,
+                    usage_unit: None,
+                }];
+            }
+        }
+        s.submit(flow.batch.clone()).await.unwrap();
+        let mut handles = Vec::new();
+        for n in 0..8 {
+            let s = Arc::clone(&s);
+            handles.push(tokio::spawn(async move {
+                s.claim(ClaimRequest {
+                    agent: agent(20 + n),
+                    capabilities: caps(&["work"]),
+                    leases: (0..4).map(|_| LeaseId(Uuid::now_v7())).collect(),
+                    now: at(1),
+                    max_held: None,
+                })
+                .await
+                .unwrap()
+            }));
+        }
+        let mut claimed = Vec::new();
+        for h in handles {
+            claimed.extend(h.await.unwrap());
+        }
+        let keyed = claimed
+            .iter()
+            .filter(|t| !t.spec.concurrency.is_empty())
+            .count();
+        let drawn = claimed.iter().filter(|t| !t.spec.rate.is_empty()).count();
+        assert_eq!((keyed, drawn), (2, 5), "two slots, five units");
+        let hold = s
+            .flow_hold(flow.batch.tasks[0].task.id, at(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            hold,
+            Some(FlowHold::Concurrency {
+                key: "tenant-acme".into(),
+                held: 2,
+                max: 2
+            })
+        );
+        let limits = s.limits(at(1)).await.unwrap();
+        assert_eq!((limits[0].available, limits[0].limit.units), (0, 5));
+        for _ in 0..3 {
+            assert!(
+                claim_one(&*s, agent(30), at(2)).await.is_none(),
+                "all parked"
+            );
+        }
+        assert_eq!(s.limits(at(2)).await.unwrap()[0].parked, 7);
+
+        // A slot freed hands out the next task of the key, and only one.
+        let slot = claimed
+            .iter()
+            .find(|t| !t.spec.concurrency.is_empty())
+            .unwrap();
+        let token = slot.fencing_token;
+        let running = advance(
+            &*s,
+            slot.id,
+            Event::ExecutionStarted {
+                agent: slot.state.lease().unwrap().agent,
+                token,
+            },
+            at(3),
+        )
+        .await;
+        advance(
+            &*s,
+            running.id,
+            Event::ExecutionSucceeded {
+                agent: slot.state.lease().unwrap().agent,
+                token,
+                result: Some(json!(1)),
+                usage: Default::default(),
+            },
+            at(4),
+        )
+        .await;
+        let next = claim_one(&*s, agent(30), at(5))
+            .await
+            .expect("the freed slot");
+        assert!(!next.spec.concurrency.is_empty());
+        assert!(claim_one(&*s, agent(30), at(5)).await.is_none());
+
+        // A bigger limit keeps what was drawn and wakes the tasks parked on it.
+        s.write_limit(LimitWrite {
+            key: "llm".into(),
+            limit: Some(Limit {
+                units: 8,
+                per_ms: 3_600_000,
+            }),
+            now: at(6),
+        })
+        .await
+        .unwrap();
+        let mut more = 0;
+        while let Some(t) = claim_one(&*s, agent(30), at(7)).await {
+            assert!(!t.spec.rate.is_empty());
+            more += 1;
+        }
+        assert_eq!(more, 3, "eight units, five drawn before");
+    }
+
     pub async fn hot_paths_read_indexes_not_whole_tables<S: Store>(s: &S) {
         s.submit(diamond().batch).await.unwrap();
         for (path, index) in [
@@ -1877,6 +2015,7 @@ macro_rules! conformance {
             case!(decomposition_adds_tasks_and_makes_dependents_wait_in_one_transaction);
             case!(hot_paths_read_indexes_not_whole_tables);
             case!(arc concurrent_claims_of_one_agent_never_exceed_its_limit);
+            case!(arc concurrent_claims_respect_concurrency_keys_and_rate_limits);
             case!(workflows_list_newest_first_with_their_edges);
             case!(workflows_keep_their_labels_and_list_by_them);
 

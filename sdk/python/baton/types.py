@@ -417,7 +417,8 @@ class TaskView:
     ``detail`` is the state with its data (lease, result, error, retry time, cancel reason);
     ``errors`` every failed attempt, oldest first (``{"kind", "message", "retryable", ...}``);
     ``waiting`` why a task that has not ended waits (``{"reason": "dependencies" |
-    "no_capable_agent" | "agents_busy" | "leased" | "backing_off" | "signal" | "timer", ...}``,
+    "no_capable_agent" | "agents_busy" | "rate_limited" | "concurrency_full" | "leased" |
+    "backing_off" | "signal" | "timer", ...}``,
     ``None`` once it has ended); ``history`` every event, oldest first (``{"seq", "at",
     "actor", "event", "data"}``).
     ``input`` is, for a task whose ``spec["input"]`` holds references, the input resolved when

@@ -425,6 +425,20 @@ fn waiting_text(waiting: &Value, now: u64) -> String {
         WaitReason::AgentsBusy { capable_online } => {
             format!("for a free agent: {capable_online} capable agent(s) online, all busy")
         }
+        WaitReason::RateLimited {
+            limit,
+            units,
+            available,
+            until,
+        } => format!(
+            "for rate limit `{limit}`: {available} of the {units} unit(s) it draws available, \
+             enough at {} ({})",
+            timestamp(until.0),
+            relative(until.0, now)
+        ),
+        WaitReason::ConcurrencyFull { key, held, max } => {
+            format!("for concurrency key `{key}`: {held} of {max} running")
+        }
         WaitReason::Leased {
             agent,
             state,

@@ -540,6 +540,27 @@ impl Store for FaultyStore {
         )
         .await
     }
+    async fn write_limit(&self, write: baton_store::LimitWrite) -> Result<bool, StoreError> {
+        self.write("write_limit", self.inner.write_limit(write))
+            .await
+    }
+
+    async fn limits(
+        &self,
+        now: baton_core::Timestamp,
+    ) -> Result<Vec<baton_store::LimitRecord>, StoreError> {
+        self.read("limits", self.inner.limits(now)).await
+    }
+
+    async fn flow_hold(
+        &self,
+        task: baton_core::TaskId,
+        now: baton_core::Timestamp,
+    ) -> Result<Option<baton_store::FlowHold>, StoreError> {
+        self.read("flow_hold", self.inner.flow_hold(task, now))
+            .await
+    }
+
     async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
         self.write("write_schedule", self.inner.write_schedule(write))
             .await

@@ -27,6 +27,11 @@ function waitingText(w) {
       return [`Ready, but no online agent offers: ${w.missing.join(', ')}.`];
     case 'agents_busy':
       return [`Ready; ${w.capable_online} capable agent(s) online, all busy.`];
+    case 'rate_limited':
+      return ['Ready; rate limit ', h('a', { href: '#/limits' }, w.limit),
+        ` has ${w.available} of the ${w.units} unit(s) it draws, enough at ${fmtTime(w.until)}.`];
+    case 'concurrency_full':
+      return ['Ready; concurrency key ', h('code', null, w.key), ` is full (${w.held} of ${w.max} running).`];
     case 'leased':
       return ['Leased to agent ', h('a', { href: '#/agents', class: 'mono', title: w.agent }, shortId(w.agent)),
         ` (${w.state})`, w.until ? ` until ${fmtTime(w.until)}` : ''];

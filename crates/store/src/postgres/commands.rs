@@ -15,7 +15,7 @@
 //! every command, and every record of an `apply_all`, in a savepoint and waits for its
 //! answers, so that the statement that fails takes down its own command alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 
 use baton_core::{Event, StateKind, Task, TaskId, TaskKey};
@@ -28,7 +28,7 @@ use super::error::{abort, commit_failed, get, pipelined, session_ended, Abort, R
 use crate::artifact::task_refs;
 use crate::batch::{Command, Outcome};
 use crate::codec::{self, ts, HistoryRow, TaskRow};
-use crate::decide::{self, Candidate, Deltas};
+use crate::decide::{self, Bucket, Candidate, Deltas, Gate};
 use crate::{
     AgentRecord, ClaimRequest, ControlWrite, StoreError, SubmitBatch, SubmitOutcome,
     TransitionRecord, WorkflowRef,
@@ -167,7 +167,10 @@ impl<'c> Run<'c> {
             Command::PutArtifact(..) | Command::SweepArtifacts(..) => {
                 unreachable!("PgStore writes artifacts in transactions of their own")
             }
-            Command::PutSignal(..) | Command::WriteSchedule(..) | Command::WriteTrigger(..) => {
+            Command::PutSignal(..)
+            | Command::WriteSchedule(..)
+            | Command::WriteTrigger(..)
+            | Command::WriteLimit(..) => {
                 unreachable!("PgStore stores signals and schedules in transactions of their own")
             }
         })
@@ -346,8 +349,22 @@ impl<'c> Run<'c> {
         let task = &record.task;
         let to = task.kind();
         let row = TaskRow::of(task);
+        let flow = decide::flow_change(record);
+        if flow.releases {
+            // Read from the row before it is rewritten: the keys the task held.
+            let id = task.id.0;
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.release_keys, &[&id]).await
+            }));
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.unpark_released, &[&id]).await
+            }));
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.forget_keys, &[&id]).await
+            }));
+        }
         self.pending.push(Box::pin(async move {
-            let params: [&(dyn ToSql + Sync); 9] = [
+            let params: [&(dyn ToSql + Sync); 10] = [
                 &row.id,
                 &row.state,
                 &row.version,
@@ -357,9 +374,32 @@ impl<'c> Run<'c> {
                 &row.updated_at,
                 &row.snapshot,
                 &row.paused,
+                &row.flow,
             ];
             c.client.execute(&c.s.update_task, &params).await
         }));
+        if !flow.takes.is_empty() {
+            let keys = flow.takes;
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.take_keys, &[&keys]).await
+            }));
+        }
+        for (key, units) in flow.corrections {
+            let now = ts(record.entry.at);
+            let parked = decide::parked_on_rate(&key);
+            self.pending.push(Box::pin(async move {
+                c.client
+                    .execute(&c.s.correct_limit, &[&key, &now, &units])
+                    .await
+            }));
+            if units < 0 {
+                self.pending.push(Box::pin(async move {
+                    c.client
+                        .execute(&c.s.unpark_refunded, &[&parked, &decide::UNPARK_ON_REFUND])
+                        .await
+                }));
+            }
+        }
         let h = HistoryRow::of(task.id, &record.entry);
         self.pending.push(Box::pin(async move {
             let params: [&(dyn ToSql + Sync); 7] = [
@@ -538,7 +578,77 @@ impl<'c> Run<'c> {
                 Err(e) => return Ok(Err(e)),
             }
         }
-        let limit = wanted as i64;
+        let now = ts(request.now);
+        self.pending.push(Box::pin(async move {
+            c.client
+                .execute(&c.s.unpark_due, &[&now, &decide::UNPARK_DUE_MAX])
+                .await
+        }));
+        let mut gate = Gate::default();
+        let mut claimed = Vec::with_capacity(wanted);
+        let mut leases = request.leases.iter();
+        let mut rounds = decide::Rounds::new(wanted);
+        while let Some(limit) = rounds.next(wanted - claimed.len()) {
+            let (candidates, loaded) = match self.candidates(&fitting, limit).await? {
+                Ok(found) => found,
+                Err(e) => return Ok(Err(e)),
+            };
+            if let Err(e) = self.lock_keys(&mut gate, loaded.values()).await? {
+                return Ok(Err(e));
+            }
+            let mut parked = 0;
+            for candidate in &candidates {
+                if claimed.len() == wanted {
+                    break;
+                }
+                let Some(task) = loaded.get(&candidate.id) else {
+                    continue;
+                };
+                let Some(&lease) = leases.as_slice().first() else {
+                    break;
+                };
+                let Some(record) = decide::assignment(task, request, lease) else {
+                    continue;
+                };
+                if let Some(flow) = task.flow() {
+                    if let Err(park) = gate.admit(&flow, now) {
+                        let id = task.id.0;
+                        self.pending.push(Box::pin(async move {
+                            c.client
+                                .execute(&c.s.park_task, &[&id, &park.parked, &park.until])
+                                .await
+                        }));
+                        parked += 1;
+                        continue;
+                    }
+                }
+                leases.next();
+                self.write_transition(&record, task.kind());
+                claimed.push(record.task);
+            }
+            rounds.read(candidates.len(), parked);
+        }
+        for key in &gate.drawn {
+            let b = gate.buckets[key];
+            let key = key.clone();
+            self.pending.push(Box::pin(async move {
+                c.client
+                    .execute(&c.s.store_bucket, &[&key, &b.level, &b.refilled_at])
+                    .await
+            }));
+        }
+        Ok(Ok(claimed))
+    }
+
+    /// The best `limit` pending candidates over the capability sets `fitting`, locked (those
+    /// another transaction holds skipped), best first, and the tasks they are.
+    async fn candidates(
+        &mut self,
+        fitting: &[String],
+        limit: usize,
+    ) -> Answer<(Vec<Candidate>, HashMap<Uuid, Task>)> {
+        let c = self.c;
+        let limit_sql = limit as i64;
         let rows = self
             .read(async {
                 let selects = fitting
@@ -546,7 +656,7 @@ impl<'c> Run<'c> {
                     .map(|capset| {
                         Box::pin(async move {
                             c.client
-                                .query(&c.s.claim_candidates, &[capset, &limit])
+                                .query(&c.s.claim_candidates, &[capset, &limit_sql])
                                 .await
                         })
                             as std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>>
@@ -572,7 +682,7 @@ impl<'c> Run<'c> {
                 Err(e) => return Ok(Err(e)),
             }
         }
-        decide::best(&mut candidates, wanted);
+        decide::best(&mut candidates, limit);
         let ids: Vec<Uuid> = candidates.iter().map(|c| c.id).collect();
         let loaded = if ids.is_empty() {
             HashMap::new()
@@ -583,18 +693,63 @@ impl<'c> Run<'c> {
                 Err(e) => return Ok(Err(e)),
             }
         };
-        let mut claimed = Vec::with_capacity(ids.len());
-        for (id, lease) in ids.iter().zip(&request.leases) {
-            let Some(task) = loaded.get(id) else {
-                continue;
-            };
-            let Some(record) = decide::assignment(task, request, *lease) else {
-                continue;
-            };
-            self.write_transition(&record, task.kind());
-            claimed.push(record.task);
+        Ok(Ok((candidates, loaded)))
+    }
+
+    /// Reads into the gate, locked until the batch commits, the rows of the keys `tasks` name
+    /// that it has not read yet: claims on every node then count and draw one after the other.
+    /// Rows are locked in key order; a concurrency key gets a row (at 0) to lock if it has none.
+    async fn lock_keys(
+        &mut self,
+        gate: &mut Gate,
+        tasks: impl Iterator<Item = &Task>,
+    ) -> Answer<()> {
+        let c = self.c;
+        let (mut limits, mut keys) = (BTreeSet::new(), BTreeSet::new());
+        for flow in tasks.filter_map(|t| t.flow()) {
+            for (key, _) in flow.rate {
+                if !gate.buckets.contains_key(&key) {
+                    limits.insert(key);
+                }
+            }
+            for (key, _) in flow.concurrency {
+                if !gate.held.contains_key(&key) {
+                    keys.insert(key);
+                }
+            }
         }
-        Ok(Ok(claimed))
+        if limits.is_empty() && keys.is_empty() {
+            return Ok(Ok(()));
+        }
+        let (limits, keys): (Vec<String>, Vec<String>) =
+            (limits.into_iter().collect(), keys.into_iter().collect());
+        let (buckets, held) = self
+            .read(async {
+                let (b, h) = tokio::join!(
+                    async { c.client.query(&c.s.lock_limits, &[&limits]).await },
+                    async { c.client.query(&c.s.lock_held, &[&keys]).await },
+                );
+                Ok((b?, h?))
+            })
+            .await?;
+        let decoded = (|| {
+            for row in &buckets {
+                gate.buckets.insert(
+                    get(row, 0)?,
+                    Bucket {
+                        units: get(row, 1)?,
+                        per_ms: get(row, 2)?,
+                        level: get(row, 3)?,
+                        refilled_at: get(row, 4)?,
+                    },
+                );
+            }
+            for row in &held {
+                gate.held.insert(get(row, 0)?, get(row, 1)?);
+            }
+            Ok::<_, StoreError>(())
+        })();
+        Ok(decoded)
     }
 
     /// Creates the workflow (or checks the one it grows), its tasks and edges, then the
@@ -725,6 +880,7 @@ impl<'c> Run<'c> {
                     &r.leases,
                     &r.updated,
                     &r.snapshots,
+                    &r.flows,
                 ],
             )
             .await
@@ -861,6 +1017,7 @@ struct NewRows<'b> {
     leases: Vec<Option<Uuid>>,
     updated: Vec<i64>,
     snapshots: Vec<String>,
+    flows: Vec<Option<String>>,
     specs: Vec<String>,
     seqs: Vec<i64>,
     ats: Vec<i64>,
@@ -893,6 +1050,7 @@ impl<'b> NewRows<'b> {
             leases: Vec::with_capacity(n),
             updated: Vec::with_capacity(n),
             snapshots: Vec::with_capacity(n),
+            flows: Vec::with_capacity(n),
             specs: Vec::with_capacity(n),
             seqs: Vec::with_capacity(n),
             ats: Vec::with_capacity(n),
@@ -921,6 +1079,7 @@ impl<'b> NewRows<'b> {
             r.leases.push(row.lease_agent);
             r.updated.push(row.updated_at);
             r.snapshots.push(row.snapshot);
+            r.flows.push(row.flow);
             r.specs.push(codec::spec_json(&task.spec));
             let h = HistoryRow::of(task.id, &new.entry);
             r.seqs.push(h.seq);

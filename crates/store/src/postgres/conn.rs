@@ -87,8 +87,51 @@ statements! {
     lock_batch = "SELECT id, version, state FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE";
     lock_task = "SELECT version, state FROM tasks WHERE id = $1 FOR UPDATE";
     update_task = "UPDATE tasks SET state = $2, version = $3, ready_at = $4, timer_at = $5,
-                          lease_agent = $6, updated_at = $7, snapshot = $8, paused = $9
+                          lease_agent = $6, updated_at = $7, snapshot = $8, paused = $9,
+                          flow = $10::text::jsonb, parked = NULL, parked_until = NULL,
+                          parked_ready = NULL
                    WHERE id = $1";
+    release_keys = "UPDATE concurrency_held h SET held = h.held - 1
+                    FROM tasks t, jsonb_array_elements(t.flow->'concurrency') c
+                    WHERE t.id = $1 AND h.key = c->>0";
+    unpark_released = "UPDATE tasks SET parked = NULL, parked_until = NULL, ready_at = parked_ready,
+                                        parked_ready = NULL
+                       WHERE id IN (
+                           SELECT (SELECT p.id FROM tasks p
+                                   WHERE p.parked = 'concurrency:' || (c->>0)
+                                   ORDER BY p.priority DESC, p.parked_ready, p.id LIMIT 1)
+                           FROM tasks t, jsonb_array_elements(t.flow->'concurrency') c
+                           WHERE t.id = $1)";
+    forget_keys = "DELETE FROM concurrency_held h
+                   USING tasks t, jsonb_array_elements(t.flow->'concurrency') c
+                   WHERE t.id = $1 AND h.key = c->>0 AND h.held <= 0";
+    take_keys = "INSERT INTO concurrency_held (key, held)
+                 SELECT k, 1 FROM unnest($1::text[]) AS u(k)
+                 ON CONFLICT (key) DO UPDATE SET held = concurrency_held.held + 1";
+    correct_limit = "UPDATE limits SET
+                         level = GREATEST(-units * per_ms, LEAST(units * per_ms,
+                             LEAST(units * per_ms, level + GREATEST(0, $2 - refilled_at) * units)
+                             - $3 * per_ms)),
+                         refilled_at = GREATEST(refilled_at, $2)
+                     WHERE key = $1";
+    unpark_refunded = "UPDATE tasks SET parked = NULL, parked_until = NULL, ready_at = parked_ready,
+                                        parked_ready = NULL
+                       WHERE id IN (SELECT id FROM tasks WHERE parked = $1
+                                    ORDER BY priority DESC, parked_ready, id LIMIT $2)";
+    lock_limits = "SELECT key, units, per_ms, level, refilled_at FROM limits
+                   WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE";
+    lock_held = "INSERT INTO concurrency_held (key, held)
+                 SELECT k, 0 FROM unnest($1::text[]) AS u(k) ORDER BY k
+                 ON CONFLICT (key) DO UPDATE SET held = concurrency_held.held
+                 RETURNING key, held";
+    park_task = "UPDATE tasks SET parked = $2, parked_until = $3, parked_ready = ready_at,
+                                  ready_at = NULL
+                 WHERE id = $1 AND state = 'pending' AND ready_at IS NOT NULL";
+    unpark_due = "UPDATE tasks SET parked = NULL, parked_until = NULL, ready_at = parked_ready,
+                                   parked_ready = NULL
+                  WHERE id IN (SELECT id FROM tasks WHERE parked IS NOT NULL AND parked_until <= $1
+                               ORDER BY parked_until, id LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    store_bucket = "UPDATE limits SET level = $2, refilled_at = $3 WHERE key = $1";
     insert_history = "INSERT INTO history (task_id, seq, at, actor, event, fencing_token, payload)
                       VALUES ($1, $2, $3, $4, $5, $6, $7)";
     insert_outbox = "INSERT INTO outbox (task_id, effect, created_at)
@@ -130,14 +173,15 @@ statements! {
                       SELECT c FROM unnest($1::text[]) WITH ORDINALITY AS u(c, o) ORDER BY o
                       ON CONFLICT DO NOTHING";
     insert_tasks = "INSERT INTO tasks (id, workflow_id, key, state, version, priority, capset,
-                                      ready_at, timer_at, lease_agent, deps_open, updated_at, snapshot)
+                                      ready_at, timer_at, lease_agent, deps_open, updated_at, snapshot,
+                                      flow)
                     SELECT id, wf, key, state, version, priority, capset, ready_at, timer_at,
-                           lease_agent, 0, updated_at, snapshot
+                           lease_agent, 0, updated_at, snapshot, flow::jsonb
                     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[],
                                 $6::int4[], $7::text[], $8::int8[], $9::int8[], $10::uuid[],
-                                $11::int8[], $12::text[])
+                                $11::int8[], $12::text[], $13::text[])
                         WITH ORDINALITY AS u(id, wf, key, state, version, priority, capset, ready_at,
-                                             timer_at, lease_agent, updated_at, snapshot, o)
+                                             timer_at, lease_agent, updated_at, snapshot, flow, o)
                     ORDER BY o
                     ON CONFLICT DO NOTHING
                     RETURNING id";

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("006_operator_controls.sql"),
     include_str!("007_workflow_labels.sql"),
     include_str!("008_usage_and_budgets.sql"),
+    include_str!("009_flow_control.sql"),
 ];
 
 /// `baton_meta.application` of a Baton store.

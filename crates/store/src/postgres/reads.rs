@@ -708,6 +708,22 @@ impl Store for PgStore {
         self.waiting_rows(filter, name).await
     }
 
+    async fn write_limit(&self, write: crate::LimitWrite) -> Result<bool, StoreError> {
+        self.write_limit_row(write).await
+    }
+
+    async fn limits(&self, now: Timestamp) -> Result<Vec<crate::LimitRecord>, StoreError> {
+        self.limit_rows(now).await
+    }
+
+    async fn flow_hold(
+        &self,
+        task: TaskId,
+        now: Timestamp,
+    ) -> Result<Option<crate::FlowHold>, StoreError> {
+        self.flow_hold_of(task, now).await
+    }
+
     async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
         self.write_schedule_row(write).await
     }

@@ -253,8 +253,8 @@ fn insert_task(conn: &Connection, new: &NewTask, deltas: &mut Deltas) -> Result<
     let inserted = conn
         .prepare_cached(
             "INSERT INTO tasks (id, workflow_id, key, state, version, priority, capset, ready_at,
-                                timer_at, lease_agent, deps_open, updated_at, snapshot)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12)",
+                                timer_at, lease_agent, deps_open, updated_at, snapshot, flow)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12, ?13)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -270,6 +270,7 @@ fn insert_task(conn: &Connection, new: &NewTask, deltas: &mut Deltas) -> Result<
                 row.lease_agent,
                 row.updated_at,
                 row.snapshot,
+                row.flow,
             ])
         });
     match inserted {
@@ -336,11 +337,20 @@ pub(super) fn write_transition(
     let task = &record.task;
     let expected = decide::expected_version(record);
     let row = TaskRow::of(task);
-    // Compare-and-set in one statement: the row changes only at the expected version.
+    let flow = decide::flow_change(record);
+    let released = if flow.releases {
+        super::flow::held_keys(conn, task.id)?
+    } else {
+        Vec::new()
+    };
+    // Compare-and-set in one statement: the row changes only at the expected version. Any
+    // transition takes a parked task out of its parking (`ready_at` is the task's own again).
     let changed = conn
         .prepare_cached(
             "UPDATE tasks SET state = ?2, version = ?3, ready_at = ?4, timer_at = ?5,
-                              lease_agent = ?6, updated_at = ?7, snapshot = ?8, paused = ?10
+                              lease_agent = ?6, updated_at = ?7, snapshot = ?8, paused = ?10,
+                              flow = ?11, parked = NULL, parked_until = NULL,
+                              parked_ready = NULL
              WHERE id = ?1 AND version = ?9",
         )
         .and_then(|mut s| {
@@ -355,6 +365,7 @@ pub(super) fn write_transition(
                 row.snapshot,
                 expected as i64,
                 row.paused,
+                row.flow,
             ])
         })
         .map_err(db)?;
@@ -370,6 +381,7 @@ pub(super) fn write_transition(
         );
     }
     let (from, to) = (record.from, task.kind());
+    super::flow::write_change(conn, &flow, &released, ts(record.entry.at))?;
     append_history(conn, task.id, &record.entry)?;
     if let Event::SignalReceived { id, .. } = &record.entry.event {
         conn.prepare_cached(SIGNAL_DELIVERED_SQL)
@@ -535,7 +547,8 @@ fn parse_artifact(hex: &str) -> Result<ArtifactRef, StoreError> {
 }
 
 /// Assigns up to `leases.len()` pending tasks the agent can run. The writer is the only one,
-/// so nothing else can take a candidate meanwhile.
+/// so nothing else can take a candidate meanwhile. A candidate whose rate limit or
+/// concurrency key has no room is parked and the claim reads on (see `crate::flow`).
 pub(super) fn claim(
     conn: &Connection,
     request: &ClaimRequest,
@@ -555,6 +568,8 @@ pub(super) fn claim(
     if wanted == 0 {
         return Ok(Vec::new());
     }
+    let now = ts(request.now);
+    super::flow::unpark_due(conn, now)?;
     let capsets: Vec<String> = {
         let mut stmt = conn
             .prepare_cached("SELECT capset FROM capsets")
@@ -562,37 +577,61 @@ pub(super) fn claim(
         let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)?
     };
-    let mut candidates = Vec::new();
-    let mut stmt = conn.prepare_cached(CLAIM_SQL).map_err(db)?;
-    for capset in capsets
+    let fitting: Vec<&String> = capsets
         .iter()
         .filter(|c| codec::capset_fits(c, &request.capabilities))
-    {
-        let rows = stmt
-            .query_map(params![capset, wanted as i64], |r| {
-                Ok(Candidate {
-                    priority: r.get(0)?,
-                    ready_at: r.get(1)?,
-                    id: r.get(2)?,
+        .collect();
+    let mut gate = decide::Gate::default();
+    let mut claimed = Vec::with_capacity(wanted);
+    let mut leases = request.leases.iter();
+    let mut rounds = decide::Rounds::new(wanted);
+    while let Some(limit) = rounds.next(wanted - claimed.len()) {
+        let mut candidates = Vec::new();
+        let mut stmt = conn.prepare_cached(CLAIM_SQL).map_err(db)?;
+        for capset in &fitting {
+            let rows = stmt
+                .query_map(params![capset, limit as i64], |r| {
+                    Ok(Candidate {
+                        priority: r.get(0)?,
+                        ready_at: r.get(1)?,
+                        id: r.get(2)?,
+                    })
                 })
-            })
-            .map_err(db)?;
-        for row in rows {
-            candidates.push(row.map_err(db)?);
+                .map_err(db)?;
+            for row in rows {
+                candidates.push(row.map_err(db)?);
+            }
         }
+        decide::best(&mut candidates, limit);
+        let mut parked = 0;
+        for candidate in &candidates {
+            if claimed.len() == wanted {
+                break;
+            }
+            let Some(task) = load_task(conn, TaskId(candidate.id))? else {
+                continue;
+            };
+            let Some(&lease) = leases.as_slice().first() else {
+                break;
+            };
+            let Some(record) = decide::assignment(&task, request, lease) else {
+                continue;
+            };
+            if let Some(flow) = task.flow() {
+                super::flow::load_gate(conn, &mut gate, &flow)?;
+                if let Err(park) = gate.admit(&flow, now) {
+                    super::flow::park(conn, task.id, &park)?;
+                    parked += 1;
+                    continue;
+                }
+            }
+            leases.next();
+            write_transition(conn, &record, deltas)?;
+            claimed.push(record.task);
+        }
+        rounds.read(candidates.len(), parked);
     }
-    decide::best(&mut candidates, wanted);
-    let mut claimed = Vec::with_capacity(candidates.len());
-    for (candidate, lease) in candidates.iter().zip(&request.leases) {
-        let Some(task) = load_task(conn, TaskId(candidate.id))? else {
-            continue;
-        };
-        let Some(record) = decide::assignment(&task, request, *lease) else {
-            continue;
-        };
-        write_transition(conn, &record, deltas)?;
-        claimed.push(record.task);
-    }
+    super::flow::store_buckets(conn, &gate)?;
     Ok(claimed)
 }
 

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("007_operator_controls.sql"),
     include_str!("008_workflow_labels.sql"),
     include_str!("009_usage_and_budgets.sql"),
+    include_str!("010_flow_control.sql"),
 ];
 
 /// Read connections kept open.

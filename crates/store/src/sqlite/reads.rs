@@ -981,6 +981,36 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn write_limit(&self, write: crate::LimitWrite) -> Result<bool, StoreError> {
+        self.writes.write_limit(write).await
+    }
+
+    async fn limits(&self, now: Timestamp) -> Result<Vec<crate::LimitRecord>, StoreError> {
+        let rows = self.read(super::flow::limits).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, bucket, parked, updated)| {
+                crate::flow::limit_record(key, bucket, parked, updated, now)
+            })
+            .collect())
+    }
+
+    async fn flow_hold(
+        &self,
+        task: TaskId,
+        now: Timestamp,
+    ) -> Result<Option<crate::FlowHold>, StoreError> {
+        self.read(move |c| {
+            let Some(flow) = super::flow::task_flow(c, task)? else {
+                return Ok(None);
+            };
+            let mut states = crate::flow::KeyStates::default();
+            super::flow::load_keys(c, &mut states, &flow)?;
+            Ok(states.hold(&flow, now))
+        })
+        .await
+    }
+
     async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
         self.writes.write_schedule(write).await
     }

@@ -103,6 +103,9 @@ fn run_command(
         Command::WriteTrigger(write, _) => Outcome::Written(savepoint(tx, deltas, |sp, _| {
             super::commands::write_trigger(sp, write)
         })?),
+        Command::WriteLimit(write, _) => Outcome::Written(savepoint(tx, deltas, |sp, _| {
+            super::flow::write_limit(sp, write)
+        })?),
         Command::Control(write, _) => Outcome::Done(savepoint(tx, deltas, |sp, d| {
             super::commands::control(sp, write, d)
         })?),

@@ -266,6 +266,23 @@ export type CompensationSpec = {
 };
 
 /**
+ * A concurrency key the task holds while it is assigned or executing.
+ */
+export type ConcurrencyKey = {
+  /**
+   * The key; it may name values of the task's input as `{/json/pointer}` (e.g.
+   * `tenant-{/tenant}`), filled in from the input it runs with (a string as is, another
+   * value as JSON, nothing found as an empty string).
+   */
+  key: string;
+  /**
+   * At most this many tasks holding the key are assigned or executing at once (counting by
+   * the `max` of the task being claimed).
+   */
+  max: number;
+};
+
+/**
  * Tasks per state.
  */
 export type Counts = {
@@ -454,6 +471,48 @@ export type LifecycleRule = {
 };
 
 /**
+ * A named rate limit: at most `units` handed out per `per_ms` milliseconds (a token bucket that
+ * refills continuously and holds at most `units`).
+ */
+export type Limit = {
+  /**
+   * The refill period in milliseconds.
+   */
+  per_ms: number;
+  /**
+   * Units the bucket holds when full, and refills per `per_ms`.
+   */
+  units: number;
+};
+
+export type LimitList = {
+  limits: LimitView[];
+};
+
+/**
+ * A named rate limit (a token bucket: `units` per `per_ms` milliseconds, refilled continuously,
+ * holding at most `units`) and its bucket now.
+ */
+export type LimitView = {
+  /**
+   * Whole units a claim could draw now.
+   */
+  available: number;
+  /**
+   * When the bucket is full again (milliseconds since the Unix epoch; now if it is).
+   */
+  full_at: number;
+  key: string;
+  /**
+   * Pending tasks waiting until it has their units.
+   */
+  parked: number;
+  per_ms: number;
+  units: number;
+  updated_at: number;
+};
+
+/**
  * What a tick does while the workflow of the previous tick is still running.
  */
 export type Overlap = "skip" | "allow" | "cancel_previous";
@@ -523,6 +582,27 @@ export type Problem = {
    * URI naming the problem type: `/problems/{code}`.
    */
   type: string;
+};
+
+/**
+ * Units a task draws from a named rate limit when it is claimed.
+ */
+export type RateUse = {
+  /**
+   * The limit's name, as set with `PUT /v1/limits/{key}`; unknown names are refused at
+   * submission.
+   */
+  key: string;
+  /**
+   * Units drawn per claim (the estimate, when `usage_unit` is set).
+   */
+  units?: number;
+  /**
+   * A usage unit the agent reports (e.g. `tokens`): when the attempt ends, the limit is
+   * charged what the agent reported in it (rounded up) instead of `units`, the difference
+   * taken or given back then. Without a report, `units` stands.
+   */
+  usage_unit?: string | null;
 };
 
 export type RegisterAgent = {
@@ -912,6 +992,11 @@ export type TaskSpec = {
   capabilities?: Capability[];
   compensation?: null | CompensationSpec;
   /**
+   * Concurrency keys the task holds while assigned or executing: at most each key's `max`
+   * tasks holding it are, across every node.
+   */
+  concurrency?: ConcurrencyKey[];
+  /**
    * Ready only this many milliseconds after its dependencies completed (or after its
    * submission, without dependencies).
    */
@@ -956,6 +1041,11 @@ export type TaskSpec = {
    * Higher runs first among ready tasks.
    */
   priority?: number;
+  /**
+   * Named rate limits the task draws from when it is claimed (`PUT /v1/limits/{key}`): it is
+   * handed out only while each has its units.
+   */
+  rate?: RateUse[];
   retry?: RetryPolicy;
   /**
    * Run by no agent: the task completes by itself this many milliseconds after its
