@@ -127,7 +127,7 @@ pub async fn run(common: &Common, args: DagArgs) -> anyhow::Result<Report> {
     // The same number of independent tasks, on a fresh store.
     let target = Target::new(common).await?;
     let nodes = start_nodes(&target, 1, EngineConfig::default()).await?;
-    let flat = independent(&nodes, tasks, args.agents, batch, None).await;
+    let flat = independent(&nodes, tasks, args.agents, batch, None, None).await;
     for n in nodes {
         n.stop().await;
     }

@@ -21,6 +21,7 @@ mod agents;
 mod child;
 mod crash;
 mod dag;
+mod fairness;
 mod micro;
 mod reads;
 mod scale;
@@ -57,6 +58,9 @@ enum Scenario {
     Throughput(throughput::ThroughputArgs),
     /// A workflow of fan-outs, fan-ins and chains: release latency, makespan vs independent.
     Dag(dag::DagArgs),
+    /// A small workflow submitted behind a big backlog: how soon it finishes (claims take from
+    /// each fairness group in turn).
+    Fairness(fairness::FairnessArgs),
     /// Leases expiring by the thousand: how fast the watchdog requeues them, at what CPU cost.
     Timeouts(timeouts::TimeoutsArgs),
     /// A store holding many finished tasks: start time, RSS, claim and counts latency.
@@ -93,6 +97,7 @@ pub fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
         match args.scenario {
             Scenario::Throughput(a) => throughput::run(&common, a).await,
             Scenario::Dag(a) => dag::run(&common, a).await,
+            Scenario::Fairness(a) => fairness::run(&common, a).await,
             Scenario::Timeouts(a) => timeouts::run(&common, a).await,
             Scenario::Scale(a) => scale::run(&common, a).await,
             Scenario::Core(a) => micro::core(&common, a).await,

@@ -38,6 +38,26 @@ pub struct ThroughputArgs {
     /// latency at a given load, e.g. half the measured maximum.
     #[arg(long, value_name = "TASKS_PER_S")]
     pub rate: Option<f64>,
+    /// Flow control on: every task draws a unit from one rate limit and holds one concurrency
+    /// key, both set wide enough never to hold a task back, so the figures are its overhead.
+    #[arg(long)]
+    pub flow: bool,
+}
+
+/// The rate limit and concurrency key every task names with `--flow`.
+pub const FLOW_KEY: &str = "bench";
+
+impl ThroughputArgs {
+    /// The flow control each task declares, if on: a key no fuller than the agents can hold.
+    fn flow(&self) -> Option<Value> {
+        self.flow.then(|| {
+            let max = self.agents as u64 * u64::from(self.batch);
+            json!({
+                "rate": [{"key": FLOW_KEY}],
+                "concurrency": [{"key": FLOW_KEY, "max": max}],
+            })
+        })
+    }
 }
 
 pub async fn run(common: &Common, args: ThroughputArgs) -> anyhow::Result<Report> {
@@ -52,7 +72,24 @@ pub async fn run(common: &Common, args: ThroughputArgs) -> anyhow::Result<Report
     let mut r = Report::new("throughput");
     target.report_fsync(&mut r);
     let nodes = start_nodes(&target, args.nodes as usize, EngineConfig::default()).await?;
-    let out = independent(&nodes, tasks, args.agents, args.batch as usize, args.rate).await;
+    let flow = args.flow();
+    if flow.is_some() {
+        // A billion a second: present on every claim, never short.
+        nodes[0]
+            .client()?
+            .set_limit(FLOW_KEY, 1_000_000_000, 1_000)
+            .await
+            .context("setting the bench's rate limit")?;
+    }
+    let out = independent(
+        &nodes,
+        tasks,
+        args.agents,
+        args.batch as usize,
+        args.rate,
+        flow,
+    )
+    .await;
     for n in nodes {
         n.stop().await;
     }
@@ -65,6 +102,7 @@ pub async fn run(common: &Common, args: ThroughputArgs) -> anyhow::Result<Report
         .param("batch", args.batch)
         .param("nodes", args.nodes)
         .param("rate", args.rate.map_or(Value::Null, |x| json!(x)))
+        .param("flow", args.flow)
         .param("server", "in-process");
     let completed = out.completed;
     out.figures(&mut r);
@@ -162,13 +200,15 @@ impl Outcome {
     }
 }
 
-/// Runs `tasks` independent no-op tasks through `nodes` with `agents` agents.
+/// Runs `tasks` independent no-op tasks through `nodes` with `agents` agents; each task's spec
+/// gets the fields of `extra` (flow control).
 pub async fn independent(
     nodes: &[Node],
     tasks: usize,
     agents: usize,
     batch: usize,
     rate: Option<f64>,
+    extra: Option<Value>,
 ) -> anyhow::Result<Outcome> {
     let clients: Vec<Client> = nodes.iter().map(Node::client).collect::<Result<_, _>>()?;
     let shared = Arc::new(Shared::default());
@@ -192,6 +232,7 @@ pub async fn independent(
         clients.clone(),
         tasks,
         rate,
+        extra,
         Arc::clone(&shared),
     ));
     let (all_done, measured) = fleet.finish(RUN_LIMIT).await;
@@ -230,6 +271,7 @@ async fn submit_all(
     clients: Vec<Client>,
     tasks: usize,
     rate: Option<f64>,
+    extra: Option<Value>,
     shared: Arc<Shared>,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
@@ -246,7 +288,7 @@ async fn submit_all(
             tokio::time::sleep_until(due.into()).await;
         }
         let specs: Vec<Value> = (next..end)
-            .map(|i| json!({"key": format!("t{i}"), "capabilities": [CAPABILITY]}))
+            .map(|i| task_spec(&format!("t{i}"), extra.as_ref()))
             .collect();
         clients[n % clients.len()]
             .submit_workflow_json(&json!({"name": format!("bench-{n}"), "tasks": specs}))
@@ -259,6 +301,15 @@ async fn submit_all(
         n += 1;
     }
     Ok(started.elapsed())
+}
+
+/// A no-op task's spec, with the fields of `extra` if given.
+pub fn task_spec(key: &str, extra: Option<&Value>) -> Value {
+    let mut spec = json!({"key": key, "capabilities": [CAPABILITY]});
+    for (k, v) in extra.and_then(Value::as_object).into_iter().flatten() {
+        spec[k] = v.clone();
+    }
+    spec
 }
 
 /// For every task assigned at least once: ready to assigned, in ms (server clock).

@@ -20,6 +20,7 @@ mod budget;
 mod control;
 mod ids;
 mod inspect;
+mod limit;
 mod render;
 mod schedule;
 mod signal;
@@ -186,6 +187,12 @@ pub enum OpsCommand {
         #[command(subcommand)]
         command: Option<trigger::TriggerCommand>,
     },
+    /// Named rate limits that tasks draw from (`rate` in a task's spec): list, set, show,
+    /// delete.
+    Limits {
+        #[command(subcommand)]
+        command: Option<limit::LimitCommand>,
+    },
     /// List agents: online or not, capabilities, the tasks they hold.
     Agents,
     /// Upload or download an artifact: large data that inputs and results refer to as
@@ -323,6 +330,7 @@ async fn dispatch(global: &Global, cmd: OpsCommand) -> anyhow::Result<()> {
         OpsCommand::Signal(args) => signal::signal(&client, &args, output).await,
         OpsCommand::Schedules { command } => schedule::run(&client, command, output).await,
         OpsCommand::Triggers { command } => trigger::run(&client, command, output).await,
+        OpsCommand::Limits { command } => limit::run(&client, command, output).await,
         OpsCommand::Waiting { workflow } => {
             let workflow = resolve_opt(&client, workflow.as_ref(), Kind::Workflow).await?;
             signal::waiting(&client, workflow, output).await

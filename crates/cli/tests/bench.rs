@@ -70,6 +70,44 @@ fn fig(record: &Value, key: &str) -> f64 {
 }
 
 #[test]
+fn throughput_with_flow_control_completes_every_task() {
+    let r = bench(&[
+        "throughput",
+        "--tasks",
+        "200",
+        "--agents",
+        "2",
+        "--batch",
+        "8",
+        "--flow",
+    ]);
+    assert_eq!(r["parameters"]["flow"], true);
+    assert_eq!(fig(&r, "completed"), 200.0);
+    assert_eq!(fig(&r, "errors"), 0.0);
+}
+
+#[test]
+fn fairness_finishes_the_small_workflow_and_the_backlog() {
+    let r = bench(&[
+        "fairness",
+        "--big",
+        "600",
+        "--small",
+        "5",
+        "--after-ms",
+        "0",
+        "--agents",
+        "2",
+        "--batch",
+        "4",
+    ]);
+    assert_eq!(fig(&r, "completed"), 605.0);
+    let makespan = fig(&r, "small_makespan_s");
+    assert!(makespan > 0.0, "{r:#}");
+    assert!(fig(&r, "backlog_ahead") <= 600.0);
+}
+
+#[test]
 fn throughput_completes_every_task() {
     let r = bench(&[
         "throughput",

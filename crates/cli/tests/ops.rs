@@ -1357,3 +1357,66 @@ fn budgets_are_set_shown_and_checked_from_the_command_line() {
     usage.ok();
     assert!(usage.stdout.contains("Nothing reported."), "{usage:#?}");
 }
+
+#[test]
+fn rate_limits_are_set_listed_shown_and_deleted_and_show_tells_why_a_task_waits() {
+    let srv = Server::start();
+    let set = srv.run(&["limits", "set", "llm", "--units", "2", "--per", "1h"]);
+    set.ok();
+    assert!(set.stdout.contains("2/1h units"), "{set:#?}");
+    assert!(set.stdout.contains("available  2 of 2"), "{set:#?}");
+    let bad = srv.run(&["limits", "set", "llm", "--units", "0", "--per", "1m"]);
+    assert_eq!(bad.code, Some(1), "{bad:#?}");
+    assert!(bad.stderr.contains("units"), "{bad:#?}");
+    let bad_period = srv.run(&["limits", "set", "llm", "--units", "1", "--per", "1w"]);
+    assert_eq!(bad_period.code, Some(2), "{bad_period:#?}");
+
+    let text = "name: drawing\ntasks:\n  - {key: a, rate: [{key: llm}]}\n  - {key: b, rate: [{key: llm}]}\n  - {key: c, rate: [{key: llm}]}\n";
+    let created = submit(&srv, "drawing.yaml", text);
+    let claimed: Vec<String> = {
+        let client = baton_client::Client::new(&srv.url).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let agent = client.register_agent("worker", &[], 10).await.unwrap();
+            let claimed = client
+                .claim(agent.id, 10, std::time::Duration::ZERO)
+                .await
+                .unwrap();
+            claimed.iter().map(|t| t.task.to_string()).collect()
+        })
+    };
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    let waiting = created["tasks"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|id| id.as_str().unwrap())
+        .find(|id| !claimed.iter().any(|t| t == id))
+        .unwrap()
+        .to_owned();
+    let show = srv.run(&["show", &waiting]);
+    show.ok();
+    assert!(show.stdout.contains("for rate limit `llm`"), "{show:#?}");
+
+    let list = srv.run(&["limits"]);
+    list.ok();
+    assert!(list.stdout.contains("llm"), "{list:#?}");
+    let json = srv
+        .run(&["limits", "show", "llm", "--output", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        (json["available"].as_u64(), json["parked"].as_u64()),
+        (Some(0), Some(1))
+    );
+    srv.run(&["limits", "delete", "llm"]).ok();
+    let gone = srv.run(&["limits", "show", "llm"]);
+    assert_eq!(gone.code, Some(1), "{gone:#?}");
+    assert!(
+        gone.stderr.contains("limit_not_found") || gone.stderr.contains("not found"),
+        "{gone:#?}"
+    );
+}

@@ -556,6 +556,30 @@ impl Client {
         .await
     }
 
+    /// Creates or changes the named rate limit: `units` per `per_ms` milliseconds.
+    pub async fn set_limit(&self, key: &str, units: u64, per_ms: u64) -> Result<LimitView> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/limits/{}", segment(key)),
+            Some(&baton_core::Limit { units, per_ms }),
+            None,
+        )
+        .await
+    }
+
+    /// Every named rate limit, by key, with its bucket now.
+    pub async fn limits(&self) -> Result<LimitList> {
+        self.get("/v1/limits").await
+    }
+
+    pub async fn limit(&self, key: &str) -> Result<LimitView> {
+        self.get(&format!("/v1/limits/{}", segment(key))).await
+    }
+
+    pub async fn delete_limit(&self, key: &str) -> Result<()> {
+        self.delete(&format!("/v1/limits/{}", segment(key))).await
+    }
+
     /// What agents have reported spending, per unit: over every workflow, or those carrying
     /// `label` (`key:value`).
     pub async fn usage(&self, label: Option<&str>) -> Result<UsageView> {

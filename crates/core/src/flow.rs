@@ -167,7 +167,7 @@ pub(crate) fn validate(rate: &[RateUse], concurrency: &[ConcurrencyKey]) -> Resu
 
 /// A key: 1 to [`FLOW_KEY_LEN_MAX`] bytes without control characters; with `templated`, every
 /// `{` opens a `{/json/pointer}` closed by `}`.
-fn validate_key(field: &str, key: &str, templated: bool) -> Result<(), SpecError> {
+pub(crate) fn validate_key(field: &str, key: &str, templated: bool) -> Result<(), SpecError> {
     if key.is_empty() || key.len() > FLOW_KEY_LEN_MAX || key.chars().any(char::is_control) {
         return Err(SpecError::new(
             field,
@@ -260,6 +260,15 @@ impl Task {
                 .map(|c| (fill_key(&c.key, input), c.max))
                 .collect(),
         })
+    }
+
+    /// The fairness group the task takes its turn in: its `fairness_key` filled in from its
+    /// input, or its workflow.
+    pub fn fairness_group(&self) -> String {
+        match &self.spec.fairness_key {
+            Some(key) => format!("key:{}", fill_key(key, self.input())),
+            None => format!("workflow:{}", self.workflow),
+        }
     }
 
     /// What an attempt that ended with `lease_usage` reported changes in the charge of each of

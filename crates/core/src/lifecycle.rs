@@ -323,7 +323,9 @@ pub static DEFAULT_RULES: &[Rule] = &[
     // It failed before an agent held it (its input never resolved, it waited too long, an
     // operator failed it): it waits to be released again, which decides its release afresh.
     reopen(S::Failed, E::RetryRequested, &[not(Cond::RetryScheduled), is(Cond::AwaitsRelease)], S::Blocked, &[ReviveDependents, CheckUpstream]),
-    reopen(S::Cancelled, E::UpstreamRevived, &[is(Cond::CancelledByUpstream), not(Cond::OtherUpstreamEnded)], S::Blocked, &[ReviveDependents]),
+    // The upstream that revived it may have ended again meanwhile (cancelled while the revival
+    // was on its way): CheckUpstream cancels it again then.
+    reopen(S::Cancelled, E::UpstreamRevived, &[is(Cond::CancelledByUpstream), not(Cond::OtherUpstreamEnded)], S::Blocked, &[ReviveDependents, CheckUpstream]),
     // Revived while another upstream has ended: it stays cancelled, now naming that one (whose
     // own revival brings it back).
     reopen(S::Cancelled, E::UpstreamRevived, &[is(Cond::CancelledByUpstream), is(Cond::OtherUpstreamEnded)], S::Cancelled, &[]),

@@ -94,6 +94,11 @@ pub struct TaskSpec {
     /// tasks holding it are, across every node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub concurrency: Vec<crate::flow::ConcurrencyKey>,
+    /// Among ready tasks of equal priority, claims take from each fairness group in turn: the
+    /// group is this key (e.g. `tenant-{/tenant}`, filled in from the input as concurrency keys
+    /// are), or the task's workflow without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fairness_key: Option<String>,
 }
 
 /// What a signal task waits for.
@@ -130,6 +135,7 @@ impl TaskSpec {
             sleep_ms: None,
             rate: Vec::new(),
             concurrency: Vec::new(),
+            fairness_key: None,
         }
     }
 
@@ -213,6 +219,9 @@ impl TaskSpec {
         self.timeouts.validate()?;
         self.validate_waits()?;
         crate::flow::validate(&self.rate, &self.concurrency)?;
+        if let Some(key) = &self.fairness_key {
+            crate::flow::validate_key("fairness_key", key, true)?;
+        }
         // A fan-out's items copy its spec, so they hold its flow control.
         if self.wait_for.is_some() || self.sleep_ms.is_some() {
             for (field, declared) in [

@@ -12,7 +12,8 @@
 use std::collections::HashMap;
 
 use baton_core::{
-    replay, Event, EventKind, FencingToken, State, StateKind, TaskId, Timestamp, Usage, WorkflowId,
+    replay, CancelReason, Event, EventKind, FencingToken, State, StateKind, TaskId, Timestamp,
+    Usage, WorkflowId,
 };
 use baton_store::{StateCounts, Store, StoreError, TaskFilter, TaskPages, PAGE_ROWS_MAX};
 
@@ -165,7 +166,14 @@ pub async fn check_store<S: Store>(
             {
                 started.push((task.id, task.workflow, first.at));
             }
-            let ended_badly = matches!(task.state, State::Cancelled { .. })
+            // A rerun's superseded tasks are cancelled without compensating.
+            let superseded = matches!(
+                task.state,
+                State::Cancelled {
+                    reason: CancelReason::Superseded { .. }
+                }
+            );
+            let ended_badly = (matches!(task.state, State::Cancelled { .. }) && !superseded)
                 || matches!(task.state, State::Failed { retry_at: None, .. });
             if ended_badly {
                 if let Some(comp) = &task.spec.compensation {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use baton_core::{CompensationSpec, StateKind};
+use baton_core::{CompensationSpec, StateKind, TaskSpec};
 use baton_engine::check::check_store;
 use baton_store::Store;
 use common::*;
@@ -22,10 +22,15 @@ async fn busy_store() -> (Harness, Flow) {
         capabilities: caps(&["work"]),
         input: json!({}),
     });
+    // `b` goes before `risky`, which was ready first, by its priority.
+    let b = TaskSpec {
+        priority: 1,
+        ..spec("b", &["a"])
+    };
     let flow = h
         .submit(vec![
             spec("a", &[]),
-            spec("b", &["a"]),
+            b,
             risky,
             spec("after-risky", &["risky"]),
         ])

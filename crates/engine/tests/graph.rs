@@ -4,7 +4,7 @@
 mod common;
 
 use baton_core::{
-    CancelReason, CompensationSpec, DagError, EventKind, FencingToken, State, StateKind,
+    CancelReason, CompensationSpec, DagError, EventKind, FencingToken, State, StateKind, TaskSpec,
 };
 use baton_engine::{EngineError, OpenDependency, WaitReason};
 use baton_store::Store;
@@ -96,12 +96,12 @@ async fn cancelling_a_workflow_cancels_every_task_not_yet_ended() {
             spec("waiting-2", &["waiting"]),
         ])
         .await;
-    let other = h.submit(vec![spec("elsewhere", &[])]).await;
     let agent = h.agent("worker", &["work"], 3).await;
     h.run(agent, wf.id("done")).await;
     let running = h.claim_only(agent, wf.id("running")).await;
     let running = h.start(&running).await;
     h.claim_only(agent, wf.id("assigned")).await;
+    let other = h.submit(vec![spec("elsewhere", &[])]).await;
 
     let n = h
         .engine
@@ -477,7 +477,10 @@ async fn retrying_a_final_failure_revives_its_cancelled_dependents() {
     let wf = h
         .submit(vec![
             a,
-            spec("b", &["a"]),
+            TaskSpec {
+                priority: 1,
+                ..spec("b", &["a"])
+            },
             spec("c", &["b"]),
             x,
             spec("y", &["a", "x"]),
@@ -543,10 +546,11 @@ async fn retrying_a_final_failure_revives_its_cancelled_dependents() {
         "x was already done"
     );
     assert_eq!(h.state(wf.id("c")).await, StateKind::Blocked);
+    // b (by its priority), then y (ready before c).
     h.run(agent, wf.id("b")).await;
     h.tick().await;
-    h.run(agent, wf.id("c")).await;
     h.run(agent, wf.id("y")).await;
+    h.run(agent, wf.id("c")).await;
     let counts = h.counts(Some(wf.id)).await;
     assert_eq!(counts.get(StateKind::Completed), 5);
     assert_eq!(counts.total(), 5);

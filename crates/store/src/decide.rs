@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use baton_core::{Event, Flow, LeaseId, StateKind, Task, TaskId};
 use uuid::Uuid;
 
-use crate::{ClaimRequest, StoreError, TransitionRecord, PAGE_ROWS_MAX};
+use crate::{codec, ClaimRequest, StoreError, TransitionRecord, PAGE_ROWS_MAX};
 
 /// Most tasks one claim assigns.
 pub(crate) const CLAIM_TASKS_MAX: usize = PAGE_ROWS_MAX;
@@ -100,21 +100,42 @@ pub(crate) fn claim_wanted(request: &ClaimRequest, held: Option<u64>) -> usize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Candidate {
     pub(crate) priority: i32,
-    pub(crate) ready_at: Option<i64>,
+    pub(crate) turn: i64,
     pub(crate) id: Uuid,
 }
 
-/// Keeps the `wanted` best candidates, best first: the highest priority, then the longest
-/// ready, then the lowest id. The candidates come from one index range per capability set, so
-/// this merges those ranges.
+/// Keeps the `wanted` best candidates, best first: the highest priority, then the earliest
+/// turn (see [`takes_turn`]), then the lowest id. The candidates come from one index range per
+/// capability set, so this merges those ranges.
 pub(crate) fn best(candidates: &mut Vec<Candidate>, wanted: usize) {
     candidates.sort_unstable_by(|a, b| {
         b.priority
             .cmp(&a.priority)
-            .then(a.ready_at.cmp(&b.ready_at))
+            .then(a.turn.cmp(&b.turn))
             .then(a.id.cmp(&b.id))
     });
     candidates.truncate(wanted);
+}
+
+/// Whether the task written by `record` gets a new turn: it became ready (claimable), so it
+/// joins the end of its fairness group's line. A group's next turn is one after its last, and
+/// never before the latest turn a claim took: among ready tasks of equal priority, claims then
+/// take from every group in turn (a round robin), and a group that arrives late joins at the
+/// head of the line rather than behind every task waiting.
+pub(crate) fn takes_turn(record: &TransitionRecord) -> bool {
+    codec::ready_at(&record.task).is_some()
+        && (record.from != StateKind::Pending
+            || matches!(record.entry.event, Event::ResumeRequested { .. }))
+}
+
+/// How many turns each fairness group needs for `tasks` created ready, groups in order (the
+/// order in which their rows are locked on PostgreSQL).
+pub(crate) fn turns_wanted<'t>(tasks: impl Iterator<Item = &'t Task>) -> Vec<(String, i64)> {
+    let mut wanted = std::collections::BTreeMap::new();
+    for task in tasks.filter(|t| codec::ready_at(t).is_some()) {
+        *wanted.entry(task.fairness_group()).or_insert(0) += 1;
+    }
+    wanted.into_iter().collect()
 }
 
 /// The transition assigning `task` to the claiming agent under `lease`, if the lifecycle
@@ -397,10 +418,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn candidates_merge_by_priority_then_readiness_then_id() {
-        let c = |priority, ready_at, id| Candidate {
+    fn candidates_merge_by_priority_then_turn_then_id() {
+        let c = |priority, turn, id| Candidate {
             priority,
-            ready_at: Some(ready_at),
+            turn,
             id: Uuid::from_u128(id),
         };
         let mut all = vec![c(0, 5, 1), c(2, 9, 2), c(0, 1, 3), c(2, 9, 0), c(1, 0, 4)];

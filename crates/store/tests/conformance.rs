@@ -1631,6 +1631,57 @@ mod cases {
         assert_eq!(more, 3, "eight units, five drawn before");
     }
 
+    /// Among ready tasks of equal priority, claims take from each fairness group in turn: a
+    /// small workflow submitted after a big one is handed out alongside it, not behind it; a
+    /// fairness key groups tasks across workflows (and splits one workflow's).
+    pub async fn claims_take_from_each_fairness_group_in_turn<S: Store>(s: &S) {
+        let claim = |n: usize, t: u64| ClaimRequest {
+            agent: agent(40),
+            capabilities: caps(&["work"]),
+            leases: (0..n).map(|_| LeaseId(Uuid::now_v7())).collect(),
+            now: at(t),
+            max_held: None,
+        };
+        let keys: Vec<String> = (0..40).map(|i| format!("big{i}")).collect();
+        let big = workflow(&keys.iter().map(|k| def(k, &[])).collect::<Vec<_>>(), None);
+        s.submit(big.batch.clone()).await.unwrap();
+        assert_eq!(s.claim(claim(5, 1)).await.unwrap().len(), 5);
+        let small = workflow(&[def("s0", &[]), def("s1", &[]), def("s2", &[])], None);
+        s.submit(small.batch.clone()).await.unwrap();
+        let next = s.claim(claim(6, 2)).await.unwrap();
+        let from_small = next.iter().filter(|t| t.workflow == small.id).count();
+        assert_eq!(
+            from_small, 3,
+            "one of the small workflow's for each of the big one's"
+        );
+        let order: Vec<bool> = next.iter().map(|t| t.workflow == small.id).collect();
+        assert_eq!(order, [false, true, false, true, false, true], "in turn");
+
+        // Fairness keys: one workflow's tasks for two tenants, the first tenant's all first.
+        let mut keyed = workflow(
+            &(0..6)
+                .map(|i| ["a0", "a1", "a2", "a3", "b0", "b1"][i])
+                .map(|k| def(k, &[]))
+                .collect::<Vec<_>>(),
+            None,
+        );
+        for new in keyed.batch.tasks.iter_mut() {
+            let spec = Arc::make_mut(&mut new.task.spec);
+            spec.fairness_key = Some("tenant-{/t}".into());
+            spec.input = json!({ "t": &spec.key.0[..1] });
+            spec.priority = 1;
+        }
+        s.submit(keyed.batch.clone()).await.unwrap();
+        let order: Vec<String> = s
+            .claim(claim(4, 3))
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.spec.key.0.clone())
+            .collect();
+        assert_eq!(order, ["a0", "b0", "a1", "b1"]);
+    }
+
     pub async fn hot_paths_read_indexes_not_whole_tables<S: Store>(s: &S) {
         s.submit(diamond().batch).await.unwrap();
         for (path, index) in [
@@ -2016,6 +2067,7 @@ macro_rules! conformance {
             case!(hot_paths_read_indexes_not_whole_tables);
             case!(arc concurrent_claims_of_one_agent_never_exceed_its_limit);
             case!(arc concurrent_claims_respect_concurrency_keys_and_rate_limits);
+            case!(claims_take_from_each_fairness_group_in_turn);
             case!(workflows_list_newest_first_with_their_edges);
             case!(workflows_keep_their_labels_and_list_by_them);
 

@@ -2304,11 +2304,21 @@ impl Sim {
         for t in self.all_tasks().await {
             if !t.state.is_terminal() {
                 let why = self.engine().wait_reason(&t).await.ok().flatten();
+                let history = self
+                    .engine()
+                    .history(t.id, 0, 1_000)
+                    .await
+                    .unwrap_or_default();
+                let events: Vec<String> = history
+                    .iter()
+                    .map(|h| format!("{}@{}", h.event.kind().as_str(), h.at.0))
+                    .collect();
                 stuck.push(format!(
-                    "  {} {} v{}: {why:?}",
+                    "  {} {} v{}: {why:?}\n    history: {}",
                     self.label(t.id).await,
                     t.kind(),
-                    t.version
+                    t.version,
+                    events.join(", ")
                 ));
             }
         }
@@ -2410,9 +2420,7 @@ impl Sim {
         Ok(all)
     }
 
-    /// A task's waits in its history: a signal task completed by one signal, with that
-    /// signal's data; a rejection is final; timers fire no earlier than their time.
-    /// Whether an operator reopened the task (a rerun) after it was at `version`.
+    /// Whether a rerun reopened or superseded the task after it was at `version`.
     async fn reopened_since(&self, id: TaskId, version: u64) -> bool {
         let history = self
             .engine()
@@ -2423,9 +2431,11 @@ impl Sim {
             .expect("history");
         history
             .iter()
-            .any(|h| h.event.kind() == EventKind::Reopened)
+            .any(|h| matches!(h.event.kind(), EventKind::Reopened | EventKind::Superseded))
     }
 
+    /// A task's waits in its history: a signal task completed by one signal, with that
+    /// signal's data; a rejection is final; timers fire no earlier than their time.
     async fn check_waits(
         &mut self,
         label: &str,
@@ -2716,10 +2726,11 @@ impl Sim {
     }
 }
 
-/// The entries of the task's current run: those after its last `reopened` (a rerun), or all.
+/// The entries of the task's current run: those after its last `reopened` or `superseded` (a
+/// rerun), or all.
 fn since_reopened(history: &[baton_core::HistoryEntry]) -> &[baton_core::HistoryEntry] {
     history
         .iter()
-        .rposition(|h| h.event.kind() == EventKind::Reopened)
+        .rposition(|h| matches!(h.event.kind(), EventKind::Reopened | EventKind::Superseded))
         .map_or(history, |i| &history[i + 1..])
 }

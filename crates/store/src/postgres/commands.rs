@@ -51,6 +51,11 @@ struct Run<'c> {
     /// How many times queued writes were sent: tells whether a savepoint went out.
     sends: u64,
     deltas: Deltas,
+    /// Tasks that became ready, with their fairness groups: their turns are taken together at
+    /// the commit, the groups' rows locked in one order by every writer.
+    turns: Vec<(String, Uuid)>,
+    /// The latest turn the run's claims took.
+    claimed_turn: Option<i64>,
     /// Inside a command's savepoint: where to return if the command is rolled back.
     savepoint: Option<Savepoint>,
 }
@@ -112,6 +117,8 @@ pub(super) async fn run_batch<'c>(
         pending: Vec::new(),
         sends: 0,
         deltas: Deltas::default(),
+        turns: Vec::new(),
+        claimed_turn: None,
         savepoint: None,
     };
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -288,6 +295,20 @@ impl<'c> Run<'c> {
                     .await
             }));
         }
+        if !self.turns.is_empty() {
+            let (groups, ids): (Vec<String>, Vec<Uuid>) =
+                std::mem::take(&mut self.turns).into_iter().unzip();
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.assign_turns, &[&groups, &ids]).await
+            }));
+        }
+        if let Some(turn) = self.claimed_turn {
+            self.pending.push(Box::pin(async move {
+                c.client
+                    .execute(&c.s.claimed_turn, &[&c.shard, &turn])
+                    .await
+            }));
+        }
         let steps = std::mem::take(&mut self.pending);
         let (results, committed) = tokio::join!(join_all(steps), c.client.batch_execute("COMMIT"));
         for result in results {
@@ -349,6 +370,9 @@ impl<'c> Run<'c> {
         let task = &record.task;
         let to = task.kind();
         let row = TaskRow::of(task);
+        if decide::takes_turn(record) {
+            self.turns.push((task.fairness_group(), task.id.0));
+        }
         let flow = decide::flow_change(record);
         if flow.releases {
             // Read from the row before it is rewritten: the keys the task held.
@@ -625,6 +649,7 @@ impl<'c> Run<'c> {
                 leases.next();
                 self.write_transition(&record, task.kind());
                 claimed.push(record.task);
+                self.claimed_turn = self.claimed_turn.max(Some(candidate.turn));
             }
             rounds.read(candidates.len(), parked);
         }
@@ -673,7 +698,7 @@ impl<'c> Run<'c> {
             let decoded = (|| {
                 Ok::<_, StoreError>(Candidate {
                     priority: get(row, 0)?,
-                    ready_at: get(row, 1)?,
+                    turn: get(row, 1)?,
                     id: get(row, 2)?,
                 })
             })();
@@ -856,6 +881,11 @@ impl<'c> Run<'c> {
     /// [`StoreError::DuplicateKey`].
     async fn insert_tasks_and_edges(&mut self, batch: &SubmitBatch) -> Answer<()> {
         let c = self.c;
+        for new in &batch.tasks {
+            if codec::ready_at(&new.task).is_some() {
+                self.turns.push((new.task.fairness_group(), new.task.id.0));
+            }
+        }
         let rows = NewRows::of(batch);
         let n = batch.tasks.len();
         let cl = &c.client;

@@ -11,8 +11,8 @@ use crate::StoreError;
 
 /// A claim's candidates in one capability set, locked so that no other transaction (of this
 /// process or another) takes them meanwhile; those another holds are skipped.
-pub(super) const CLAIM_SQL: &str = "SELECT priority, ready_at, id FROM tasks
-    WHERE state = 'pending' AND ready_at IS NOT NULL AND capset = $1 ORDER BY priority DESC, ready_at, id LIMIT $2
+pub(super) const CLAIM_SQL: &str = "SELECT priority, turn, id FROM tasks
+    WHERE state = 'pending' AND ready_at IS NOT NULL AND capset = $1 ORDER BY priority DESC, turn, id LIMIT $2
     FOR UPDATE SKIP LOCKED";
 
 /// Rows per state in `state_counts`; a writer adds to the shard of its backend pid.
@@ -99,7 +99,7 @@ statements! {
                        WHERE id IN (
                            SELECT (SELECT p.id FROM tasks p
                                    WHERE p.parked = 'concurrency:' || (c->>0)
-                                   ORDER BY p.priority DESC, p.parked_ready, p.id LIMIT 1)
+                                   ORDER BY p.priority DESC, p.turn, p.id LIMIT 1)
                            FROM tasks t, jsonb_array_elements(t.flow->'concurrency') c
                            WHERE t.id = $1)";
     forget_keys = "DELETE FROM concurrency_held h
@@ -117,7 +117,22 @@ statements! {
     unpark_refunded = "UPDATE tasks SET parked = NULL, parked_until = NULL, ready_at = parked_ready,
                                         parked_ready = NULL
                        WHERE id IN (SELECT id FROM tasks WHERE parked = $1
-                                    ORDER BY priority DESC, parked_ready, id LIMIT $2)";
+                                    ORDER BY priority DESC, turn, id LIMIT $2)";
+    assign_turns = "WITH x AS (SELECT id, g, row_number() OVER (PARTITION BY g ORDER BY o) AS k
+                               FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS u(g, id, o)),
+                         wanted AS (SELECT g, count(*) AS n FROM x GROUP BY g),
+                         clock AS (SELECT coalesce(max(pass), 0) AS p FROM fair_clock),
+                         taken AS (INSERT INTO fair_groups (grp, pass)
+                                   SELECT g, (SELECT p FROM clock) + n FROM wanted ORDER BY g
+                                   ON CONFLICT (grp) DO UPDATE
+                                       SET pass = GREATEST(fair_groups.pass, (SELECT p FROM clock))
+                                                  + excluded.pass - (SELECT p FROM clock)
+                                   RETURNING grp, pass)
+                    UPDATE tasks t SET turn = taken.pass - w.n + x.k
+                    FROM x JOIN wanted w ON w.g = x.g JOIN taken ON taken.grp = x.g
+                    WHERE t.id = x.id";
+    claimed_turn = "INSERT INTO fair_clock (shard, pass) VALUES ($1, $2)
+                    ON CONFLICT (shard) DO UPDATE SET pass = GREATEST(fair_clock.pass, excluded.pass)";
     lock_limits = "SELECT key, units, per_ms, level, refilled_at FROM limits
                    WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE";
     lock_held = "INSERT INTO concurrency_held (key, held)

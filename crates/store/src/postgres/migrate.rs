@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("007_workflow_labels.sql"),
     include_str!("008_usage_and_budgets.sql"),
     include_str!("009_flow_control.sql"),
+    include_str!("010_fairness.sql"),
 ];
 
 /// `baton_meta.application` of a Baton store.

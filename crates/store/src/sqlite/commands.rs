@@ -120,8 +120,8 @@ fn signal_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SignalRec
 }
 
 /// A claim's candidates in one capability set, from the `tasks_ready` index.
-pub(super) const CLAIM_SQL: &str = "SELECT priority, ready_at, id FROM tasks
-    WHERE state = 'pending' AND ready_at IS NOT NULL AND capset = ?1 ORDER BY priority DESC, ready_at, id LIMIT ?2";
+pub(super) const CLAIM_SQL: &str = "SELECT priority, turn, id FROM tasks
+    WHERE state = 'pending' AND ready_at IS NOT NULL AND capset = ?1 ORDER BY priority DESC, turn, id LIMIT ?2";
 
 /// Creates the workflow (or checks the one it grows), its tasks and edges, then the
 /// transitions.
@@ -193,8 +193,9 @@ pub(super) fn submit(
             *id
         }
     };
+    let turns = super::flow::turns_of(conn, batch.tasks.iter().map(|n| &n.task))?;
     for new in &batch.tasks {
-        insert_task(conn, new, deltas)?;
+        insert_task(conn, new, turns.get(&new.task.id).copied(), deltas)?;
     }
     let mut add_edge = conn
         .prepare_cached("INSERT INTO edges (dependency, dependent) VALUES (?1, ?2)")
@@ -241,7 +242,12 @@ fn task_keys(
     rows.collect::<rusqlite::Result<_>>().map_err(db)
 }
 
-fn insert_task(conn: &Connection, new: &NewTask, deltas: &mut Deltas) -> Result<(), StoreError> {
+fn insert_task(
+    conn: &Connection,
+    new: &NewTask,
+    turn: Option<i64>,
+    deltas: &mut Deltas,
+) -> Result<(), StoreError> {
     let task = &new.task;
     let capset = codec::task_capset(task);
     if !capset.starts_with(codec::SIGNAL_CAPSET) {
@@ -253,8 +259,9 @@ fn insert_task(conn: &Connection, new: &NewTask, deltas: &mut Deltas) -> Result<
     let inserted = conn
         .prepare_cached(
             "INSERT INTO tasks (id, workflow_id, key, state, version, priority, capset, ready_at,
-                                timer_at, lease_agent, deps_open, updated_at, snapshot, flow)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12, ?13)",
+                                timer_at, lease_agent, deps_open, updated_at, snapshot, flow,
+                                turn)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?12, ?13, ?14)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -271,6 +278,7 @@ fn insert_task(conn: &Connection, new: &NewTask, deltas: &mut Deltas) -> Result<
                 row.updated_at,
                 row.snapshot,
                 row.flow,
+                turn.unwrap_or(0),
             ])
         });
     match inserted {
@@ -343,6 +351,11 @@ pub(super) fn write_transition(
     } else {
         Vec::new()
     };
+    let turn = if decide::takes_turn(record) {
+        Some(super::flow::take_turns(conn, &task.fairness_group(), 1)?)
+    } else {
+        None
+    };
     // Compare-and-set in one statement: the row changes only at the expected version. Any
     // transition takes a parked task out of its parking (`ready_at` is the task's own again).
     let changed = conn
@@ -350,7 +363,7 @@ pub(super) fn write_transition(
             "UPDATE tasks SET state = ?2, version = ?3, ready_at = ?4, timer_at = ?5,
                               lease_agent = ?6, updated_at = ?7, snapshot = ?8, paused = ?10,
                               flow = ?11, parked = NULL, parked_until = NULL,
-                              parked_ready = NULL
+                              parked_ready = NULL, turn = coalesce(?12, turn)
              WHERE id = ?1 AND version = ?9",
         )
         .and_then(|mut s| {
@@ -366,6 +379,7 @@ pub(super) fn write_transition(
                 expected as i64,
                 row.paused,
                 row.flow,
+                turn,
             ])
         })
         .map_err(db)?;
@@ -585,6 +599,7 @@ pub(super) fn claim(
     let mut claimed = Vec::with_capacity(wanted);
     let mut leases = request.leases.iter();
     let mut rounds = decide::Rounds::new(wanted);
+    let mut last_turn = 0;
     while let Some(limit) = rounds.next(wanted - claimed.len()) {
         let mut candidates = Vec::new();
         let mut stmt = conn.prepare_cached(CLAIM_SQL).map_err(db)?;
@@ -593,7 +608,7 @@ pub(super) fn claim(
                 .query_map(params![capset, limit as i64], |r| {
                     Ok(Candidate {
                         priority: r.get(0)?,
-                        ready_at: r.get(1)?,
+                        turn: r.get(1)?,
                         id: r.get(2)?,
                     })
                 })
@@ -628,10 +643,14 @@ pub(super) fn claim(
             leases.next();
             write_transition(conn, &record, deltas)?;
             claimed.push(record.task);
+            last_turn = last_turn.max(candidate.turn);
         }
         rounds.read(candidates.len(), parked);
     }
     super::flow::store_buckets(conn, &gate)?;
+    if !claimed.is_empty() {
+        super::flow::claimed_turn(conn, last_turn)?;
+    }
     Ok(claimed)
 }
 

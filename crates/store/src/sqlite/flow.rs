@@ -161,7 +161,7 @@ pub(super) fn write_change(
         conn.prepare_cached(&format!(
             "UPDATE tasks SET {UNPARK} WHERE id IN (
                  SELECT id FROM tasks WHERE parked = ?1
-                 ORDER BY priority DESC, parked_ready, id LIMIT 1)"
+                 ORDER BY priority DESC, turn, id LIMIT 1)"
         ))
         .and_then(|mut s| s.execute([decide::parked_on_concurrency(key)]))
         .map_err(db)?;
@@ -180,7 +180,7 @@ pub(super) fn write_change(
                 conn.prepare_cached(&format!(
                     "UPDATE tasks SET {UNPARK} WHERE id IN (
                          SELECT id FROM tasks WHERE parked = ?1
-                         ORDER BY priority DESC, parked_ready, id LIMIT ?2)"
+                         ORDER BY priority DESC, turn, id LIMIT ?2)"
                 ))
                 .and_then(|mut s| {
                     s.execute(params![
@@ -260,4 +260,47 @@ pub(super) fn limits(conn: &Connection) -> Result<Vec<(String, Bucket, u64, i64)
         })
         .map_err(db)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+}
+
+/// Takes `n` turns in `group`'s line; the last of them (the first is `n - 1` before it).
+pub(super) fn take_turns(conn: &Connection, group: &str, n: i64) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO fair_groups (grp, pass)
+         VALUES (?1, (SELECT coalesce(max(pass), 0) FROM fair_clock) + ?2)
+         ON CONFLICT (grp) DO UPDATE
+             SET pass = max(pass, (SELECT coalesce(max(pass), 0) FROM fair_clock)) + ?2
+         RETURNING pass",
+    )
+    .and_then(|mut s| s.query_row(params![group, n], |r| r.get(0)))
+    .map_err(db)
+}
+
+/// The turns of the tasks a submission creates ready, by task, in submission order per group.
+pub(super) fn turns_of<'t>(
+    conn: &Connection,
+    tasks: impl Iterator<Item = &'t baton_core::Task> + Clone,
+) -> Result<HashMap<TaskId, i64>, StoreError> {
+    let mut next = HashMap::new();
+    for (group, n) in decide::turns_wanted(tasks.clone()) {
+        let last = take_turns(conn, &group, n)?;
+        next.insert(group, last - n + 1);
+    }
+    let mut turns = HashMap::new();
+    for task in tasks.filter(|t| codec::ready_at(t).is_some()) {
+        let turn = next.get_mut(&task.fairness_group()).expect("counted above");
+        turns.insert(task.id, *turn);
+        *turn += 1;
+    }
+    Ok(turns)
+}
+
+/// Claims took tasks up to `turn`: later groups join the line there.
+pub(super) fn claimed_turn(conn: &Connection, turn: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO fair_clock (shard, pass) VALUES (0, ?1)
+         ON CONFLICT (shard) DO UPDATE SET pass = max(pass, excluded.pass)",
+    )
+    .and_then(|mut s| s.execute([turn]))
+    .map_err(db)?;
+    Ok(())
 }

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("008_workflow_labels.sql"),
     include_str!("009_usage_and_budgets.sql"),
     include_str!("010_flow_control.sql"),
+    include_str!("011_fairness.sql"),
 ];
 
 /// Read connections kept open.

@@ -1006,6 +1006,12 @@ export type TaskSpec = {
    */
   depends_on?: TaskKey[];
   /**
+   * Among ready tasks of equal priority, claims take from each fairness group in turn: the
+   * group is this key (e.g. `tenant-{/tenant}`, filled in from the input as concurrency keys
+   * are), or the task's workflow without one.
+   */
+  fairness_key?: string | null;
+  /**
    * Fan-out: `{"$from": "KEY", "pointer": "/json/pointer"}`, an array in the result of
    * dependency KEY. When its dependencies complete, the task is run by no agent: it expands
    * into one task per element, keyed `KEY[0]`, `KEY[1]`, … (its own key), each a copy of
