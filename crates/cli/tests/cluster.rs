@@ -942,3 +942,116 @@ fn schedule_ticks_fire_once_each_through_a_sigkill_of_the_leader_and_a_signal_la
         );
     });
 }
+
+/// Three nodes, 12 agents spread over them: a concurrency key with `max` 2 and a rate limit hold
+/// across every node, as measured from the tasks' histories afterwards.
+#[test]
+fn a_concurrency_key_and_a_rate_limit_hold_across_three_nodes() {
+    let _turn = serial();
+    let Some(schema) = PgSchema::new("baton_cl_") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let nodes = nodes(&schema, dir.path(), 3);
+    let clients: Vec<Client> = nodes.iter().map(|n| client(&n.url)).collect();
+    let (units, per_ms) = (5u64, 1_000u64);
+    let rt = runtime();
+    rt.block_on(async {
+        clients[0].set_limit("llm", units, per_ms).await.unwrap();
+        let mut specs = Vec::new();
+        for i in 0..24 {
+            let mut s = spec(&format!("keyed{i}"), "work");
+            s.concurrency = vec![baton_core::ConcurrencyKey {
+                key: "shared".into(),
+                max: 2,
+            }];
+            specs.push(s);
+            let mut s = spec(&format!("drawing{i}"), "work");
+            s.rate = vec![baton_core::RateUse {
+                key: "llm".into(),
+                units: 1,
+                usage_unit: None,
+            }];
+            specs.push(s);
+        }
+        let created = clients[1]
+            .submit_workflow("flow", None, &specs)
+            .await
+            .unwrap();
+        let done = Arc::new(AtomicU64::new(0));
+        let mut agents = Vec::new();
+        for i in 0..12 {
+            let c = clients[i % 3].clone();
+            let done = Arc::clone(&done);
+            agents.push(tokio::spawn(async move {
+                let me = c
+                    .register_agent(&format!("agent-{i}"), &caps(&["work"]), 2)
+                    .await
+                    .unwrap();
+                while done.load(Ordering::SeqCst) < 48 {
+                    let claimed = c.claim(me.id, 2, Duration::from_millis(200)).await.unwrap();
+                    for t in &claimed {
+                        c.started(t, me.id).await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(15)).await;
+                        c.succeeded(t, me.id, json!({})).await.unwrap();
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }));
+        }
+        let all = tokio::time::timeout(Duration::from_secs(120), async {
+            for a in agents {
+                a.await.unwrap();
+            }
+        })
+        .await;
+        assert!(all.is_ok(), "every task done in time:\n{}", logs(&nodes));
+
+        // From the histories: when each task was assigned, and when its attempt ended.
+        let (mut keyed, mut drawn) = (Vec::new(), Vec::new());
+        for (key, id) in &created.tasks {
+            let view = clients[2].task(*id).await.unwrap();
+            let at = |event: &str| {
+                view.history
+                    .iter()
+                    .find(|h| h["event"] == event)
+                    .and_then(|h| h["at"].as_u64())
+                    .unwrap_or_else(|| panic!("{key}: no {event} in {:?}", view.history))
+            };
+            let assigned = at("agent_assigned");
+            if key.starts_with("keyed") {
+                keyed.push((assigned, at("execution_succeeded")));
+            } else {
+                drawn.push(assigned);
+            }
+        }
+        // Most in flight at once: an attempt ending at the moment another is assigned does
+        // not overlap it.
+        let mut edges: Vec<(u64, i32)> = keyed
+            .iter()
+            .flat_map(|&(from, to)| [(from, 1), (to, -1)])
+            .collect();
+        edges.sort_by_key(|&(at, d)| (at, d));
+        let (mut now, mut most) = (0, 0);
+        for (_, d) in edges {
+            now += d;
+            most = most.max(now);
+        }
+        assert_eq!(
+            most, 2,
+            "at most (and, with 12 agents, exactly) 2 of the key in flight"
+        );
+        // Never more claims in a window than a full bucket and its refills since.
+        drawn.sort_unstable();
+        for (i, &first) in drawn.iter().enumerate() {
+            for (j, &last) in drawn.iter().enumerate().skip(i) {
+                let allowed = units + (last - first) * units / per_ms;
+                assert!(
+                    (j - i + 1) as u64 <= allowed,
+                    "{} claims from {first} to {last}: at most {allowed}",
+                    j - i + 1
+                );
+            }
+        }
+    });
+}

@@ -144,14 +144,19 @@ pub(crate) fn assignment(
     task: &Task,
     request: &ClaimRequest,
     lease: LeaseId,
+    not_before: i64,
 ) -> Option<TransitionRecord> {
     let event = Event::AgentAssigned {
         agent: request.agent,
         capabilities: request.capabilities.clone(),
         lease,
     };
-    // Never stamped before the task's last change, whatever the clock did since.
-    let at = request.now.max(task.updated_at);
+    // Never stamped before the task's last change, whatever the clock did since, nor before
+    // the moment its keys had room (another node's clock may be ahead).
+    let at = request
+        .now
+        .max(task.updated_at)
+        .max(baton_core::Timestamp(not_before.max(0) as u64));
     TransitionRecord::apply(task, event, at).ok()
 }
 
@@ -287,14 +292,18 @@ pub(crate) struct Gate {
     reserved: HashMap<String, i64>,
     /// Tasks assigned or executing per concurrency key.
     pub(crate) held: HashMap<String, i64>,
+    /// When a slot of each concurrency key was last freed.
+    pub(crate) freed: HashMap<String, i64>,
     /// Limits whose bucket this claim changed.
     pub(crate) drawn: BTreeSet<String>,
 }
 
 impl Gate {
     /// Hands the task out (drawing from its limits, counting it in its keys) or parks it on
-    /// the first key without room.
-    pub(crate) fn admit(&mut self, flow: &Flow, now: i64) -> Result<(), Park> {
+    /// the first key without room. Handed out, the answer is the earliest its assignment may be
+    /// stamped: not before its keys had room (a slot freed, a bucket refilled), by whichever
+    /// node's clock said so.
+    pub(crate) fn admit(&mut self, flow: &Flow, now: i64) -> Result<i64, Park> {
         for (key, max) in &flow.concurrency {
             if self.held.get(key).copied().unwrap_or(0) >= i64::from(*max) {
                 return Err(Park {
@@ -318,16 +327,19 @@ impl Gate {
                 });
             }
         }
+        let mut not_before = now;
         for (key, units) in &flow.rate {
             if let Some(bucket) = self.buckets.get_mut(key) {
                 bucket.level -= bucket.need(*units);
+                not_before = not_before.max(bucket.refilled_at);
                 self.drawn.insert(key.clone());
             }
         }
         for (key, _) in &flow.concurrency {
             *self.held.entry(key.clone()).or_insert(0) += 1;
+            not_before = not_before.max(self.freed.get(key).copied().unwrap_or(0));
         }
-        Ok(())
+        Ok(not_before)
     }
 }
 

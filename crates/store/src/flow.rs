@@ -60,6 +60,8 @@ pub enum FlowHold {
 pub(crate) struct KeyStates {
     pub(crate) buckets: HashMap<String, Bucket>,
     pub(crate) held: HashMap<String, i64>,
+    /// When a slot of each concurrency key was last freed.
+    pub(crate) freed: HashMap<String, i64>,
 }
 
 impl KeyStates {

@@ -33,6 +33,7 @@ from .types import (
     ClaimedTask,
     Counts,
     Lagged,
+    LimitView,
     ReportAnswer,
     ScheduleView,
     SignalPage,
@@ -488,6 +489,29 @@ def fire_trigger(name: str, data: Any, idempotency_key: Optional[str]) -> Op[Wor
 
 def delete_trigger(name: str) -> Op[None]:
     return Op("DELETE", f"/v1/triggers/{_seg(name)}", lambda r: None)
+
+
+def set_limit(key: str, units: int, per_ms: int) -> Op[LimitView]:
+    return Op(
+        "PUT",
+        f"/v1/limits/{_seg(key)}",
+        lambda r: LimitView.from_json(r.json()),
+        body={"units": units, "per_ms": per_ms},
+    )
+
+
+def limits() -> Op[List[LimitView]]:
+    return Op(
+        "GET", "/v1/limits", lambda r: [LimitView.from_json(v) for v in r.json()["limits"]]
+    )
+
+
+def limit(key: str) -> Op[LimitView]:
+    return Op("GET", f"/v1/limits/{_seg(key)}", lambda r: LimitView.from_json(r.json()))
+
+
+def delete_limit(key: str) -> Op[None]:
+    return Op("DELETE", f"/v1/limits/{_seg(key)}", lambda r: None)
 
 
 def counts(workflow: Optional[str]) -> Op[Counts]:

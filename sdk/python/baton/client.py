@@ -44,6 +44,7 @@ from .types import (
     Counts,
     JSON,
     Lagged,
+    LimitView,
     ReportAnswer,
     ScheduleView,
     SignalPage,
@@ -476,6 +477,31 @@ class Client:
     def delete_trigger(self, name: str) -> None:
         """Deletes a trigger; the workflows it submitted stay."""
         self._call(_ops.delete_trigger(name))
+
+    # ---- flow control -------------------------------------------------------------------------
+
+    def set_limit(self, key: str, units: int, per_ms: int) -> LimitView:
+        """Creates or changes the named rate limit ``key``, shared by every node: at most
+        ``units`` handed out per ``per_ms`` milliseconds (a token bucket refilled continuously).
+        Tasks draw from it through their ``rate`` (:class:`baton.RateUse`) when claimed; what a
+        changed limit had handed out stays drawn. Needs an admin token; a bad value raises
+        :class:`InvalidRequest` naming ``units`` or ``per_ms``."""
+        return self._call(_ops.set_limit(key, units, per_ms))
+
+    def limits(self) -> List[LimitView]:
+        """Every named rate limit, by key, with its bucket now."""
+        return self._call(_ops.limits())
+
+    def limit(self, key: str) -> LimitView:
+        """One rate limit; :class:`NotFound` (code ``limit_not_found``) if there is none of that
+        name."""
+        return self._call(_ops.limit(key))
+
+    def delete_limit(self, key: str) -> None:
+        """Deletes a rate limit: the tasks drawing from it are no longer held by it, and new
+        tasks naming it are refused until it is set again. Needs an admin token;
+        :class:`NotFound` (code ``limit_not_found``) if there is none of that name."""
+        self._call(_ops.delete_limit(key))
 
     def counts(self, workflow: Optional[str] = None) -> Counts:
         """Tasks per state, overall or for one workflow."""
@@ -973,6 +999,22 @@ class AsyncClient:
     async def delete_trigger(self, name: str) -> None:
         """See :meth:`Client.delete_trigger`."""
         await self._call(_ops.delete_trigger(name))
+
+    async def set_limit(self, key: str, units: int, per_ms: int) -> LimitView:
+        """See :meth:`Client.set_limit`."""
+        return await self._call(_ops.set_limit(key, units, per_ms))
+
+    async def limits(self) -> List[LimitView]:
+        """See :meth:`Client.limits`."""
+        return await self._call(_ops.limits())
+
+    async def limit(self, key: str) -> LimitView:
+        """See :meth:`Client.limit`."""
+        return await self._call(_ops.limit(key))
+
+    async def delete_limit(self, key: str) -> None:
+        """See :meth:`Client.delete_limit`."""
+        await self._call(_ops.delete_limit(key))
 
     async def counts(self, workflow: Optional[str] = None) -> Counts:
         """See :meth:`Client.counts`."""

@@ -19,6 +19,8 @@ __all__ = [
     "RetryPolicy",
     "Timeouts",
     "Compensation",
+    "RateUse",
+    "ConcurrencyKey",
     "TaskSpec",
     "TaskSpecLike",
     "spec_to_json",
@@ -47,6 +49,7 @@ __all__ = [
     "WaitingPage",
     "ScheduleView",
     "TriggerView",
+    "LimitView",
     "workflow_template_to_json",
 ]
 
@@ -105,6 +108,28 @@ class Compensation:
     priority: Optional[int] = None
 
 
+@dataclass
+class RateUse:
+    """Units a task draws from the named rate limit ``key`` (:meth:`Client.set_limit`) when it
+    is claimed; ``None`` units draw 1. With ``usage_unit`` (e.g. ``"tokens"``), ``units`` is an
+    estimate: when the attempt ends, the limit is charged what the agent reported in that unit
+    (``ctx.report_usage``) instead."""
+
+    key: str
+    units: Optional[int] = None
+    usage_unit: Optional[str] = None
+
+
+@dataclass
+class ConcurrencyKey:
+    """At most ``max`` tasks holding ``key`` are assigned or executing at once, across
+    workflows. The key may name values of the task's input as ``{/json/pointer}``
+    (``"tenant-{/tenant}"``)."""
+
+    key: str
+    max: int
+
+
 def ref(key: str, pointer: str = "") -> Dict[str, Any]:
     """A value of a task's ``input`` that stands for the result of its dependency ``key``, or
     what the JSON Pointer ``pointer`` (RFC 6901, e.g. ``"/sections/0"``) finds in it: the server
@@ -133,6 +158,10 @@ class TaskSpec:
     in element order. With ``wait_for`` (``{"signal": NAME, "timeout_ms": N}``, the timeout
     optional) the task is run by no agent either: once ready it waits until a signal ``NAME``
     is sent to its workflow (:meth:`Client.signal`), whose data becomes its result.
+    ``rate`` (:class:`RateUse`) and ``concurrency`` (:class:`ConcurrencyKey`) hold the task
+    back while a named rate limit lacks its units or a concurrency key is full. Among ready
+    tasks of equal priority, claims take from each ``fairness_key`` (e.g.
+    ``"tenant-{/tenant}"``, filled in from the input; the workflow without one) in turn.
     """
 
     key: str
@@ -146,6 +175,9 @@ class TaskSpec:
     compensation: Union[Compensation, Mapping[str, Any], None] = None
     for_each: Optional[Mapping[str, Any]] = None
     wait_for: Optional[Mapping[str, Any]] = None
+    rate: Sequence[Union[RateUse, Mapping[str, Any]]] = ()
+    concurrency: Sequence[Union[ConcurrencyKey, Mapping[str, Any]]] = ()
+    fairness_key: Optional[str] = None
 
     def to_json(self) -> Dict[str, Any]:
         """The spec as the server expects it, without the fields left unset."""
@@ -164,6 +196,12 @@ class TaskSpec:
             out["for_each"] = dict(self.for_each)
         if self.wait_for is not None:
             out["wait_for"] = dict(self.wait_for)
+        if self.rate:
+            out["rate"] = [_set_fields(r) for r in self.rate]
+        if self.concurrency:
+            out["concurrency"] = [_set_fields(c) for c in self.concurrency]
+        if self.fairness_key is not None:
+            out["fairness_key"] = self.fairness_key
         for name in ("retry", "timeouts", "compensation"):
             value = _set_fields(getattr(self, name))
             if value is not None:
@@ -418,9 +456,11 @@ class TaskView:
     ``errors`` every failed attempt, oldest first (``{"kind", "message", "retryable", ...}``);
     ``waiting`` why a task that has not ended waits (``{"reason": "dependencies" |
     "no_capable_agent" | "agents_busy" | "rate_limited" | "concurrency_full" | "leased" |
-    "backing_off" | "signal" | "timer", ...}``,
-    ``None`` once it has ended); ``history`` every event, oldest first (``{"seq", "at",
-    "actor", "event", "data"}``).
+    "backing_off" | "signal" | "timer", ...}``, ``None`` once it has ended; ``rate_limited``
+    adds the ``limit``, the ``units`` the task draws, those ``available`` and ``until`` when the
+    limit will have them; ``concurrency_full`` adds the ``key`` as filled in from the input, how
+    many tasks ``held`` it and its ``max``); ``history`` every event, oldest first (``{"seq",
+    "at", "actor", "event", "data"}``).
     ``input`` is, for a task whose ``spec["input"]`` holds references, the input resolved when
     it became ready (what its agent was handed); ``None`` otherwise.
     """
@@ -723,6 +763,26 @@ class TriggerView:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "TriggerView":
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class LimitView:
+    """A named rate limit, shared by every node: a token bucket holding at most ``units``,
+    refilled continuously over ``per_ms`` milliseconds. ``available`` is the whole units a claim
+    could draw now, ``full_at`` when the bucket is full again, ``parked`` how many pending tasks
+    wait for its units."""
+
+    key: str
+    units: int
+    per_ms: int
+    available: int
+    full_at: int
+    parked: int = 0
+    updated_at: int = 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "LimitView":
         return _build(cls, data)
 
 

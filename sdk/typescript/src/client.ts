@@ -263,6 +263,39 @@ export class Client {
     return this.http.json({ method: "POST", path: `/v1/${kind}/${seg(id)}/${verb}`, body });
   }
 
+  // ---- flow control -------------------------------------------------------------------------
+
+  /**
+   * Creates or changes the named rate limit `key`, shared by every node: at most `units` handed
+   * out per `perMs` milliseconds (a token bucket refilled continuously). Tasks draw from it
+   * through their `rate` when claimed; what a changed limit had handed out stays drawn. Needs an
+   * admin token; a bad value rejects with {@link InvalidRequest} naming `units` or `per_ms`.
+   */
+  setLimit(key: string, limit: { units: number; perMs: number }): Promise<api.LimitView> {
+    const body: api.Limit = { units: limit.units, per_ms: limit.perMs };
+    return this.http.json({ method: "PUT", path: `/v1/limits/${seg(key)}`, body });
+  }
+
+  /** Every named rate limit, by key, with its bucket now. */
+  async limits(): Promise<api.LimitView[]> {
+    const list = await this.http.json<api.LimitList>({ method: "GET", path: "/v1/limits" });
+    return list.limits;
+  }
+
+  /** One rate limit; rejects with {@link NotFound} (`limit_not_found`) if none has that name. */
+  limit(key: string): Promise<api.LimitView> {
+    return this.http.json({ method: "GET", path: `/v1/limits/${seg(key)}` });
+  }
+
+  /**
+   * Deletes a rate limit: the tasks drawing from it are no longer held by it, and new tasks
+   * naming it are refused until it is set again. Needs an admin token; rejects with
+   * {@link NotFound} (`limit_not_found`) if none has that name.
+   */
+  async deleteLimit(key: string): Promise<void> {
+    await this.http.send({ method: "DELETE", path: `/v1/limits/${seg(key)}` });
+  }
+
   // ---- the event stream ---------------------------------------------------------------------
 
   /**

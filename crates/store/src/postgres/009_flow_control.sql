@@ -11,10 +11,12 @@ CREATE TABLE limits (
     updated_at  bigint NOT NULL
 );
 
--- Tasks assigned or executing per concurrency key, changed in the transactions that move them.
+-- Tasks assigned or executing per concurrency key, changed in the transactions that move them;
+-- when a slot was last freed (a task taking it is never stamped assigned before that).
 CREATE TABLE concurrency_held (
-    key  text PRIMARY KEY,
-    held bigint NOT NULL
+    key      text PRIMARY KEY,
+    held     bigint NOT NULL,
+    freed_at bigint NOT NULL DEFAULT 0
 );
 
 -- The task's flow control with its keys filled in (JSON), as of its last transition; NULL

@@ -377,14 +377,12 @@ impl<'c> Run<'c> {
         if flow.releases {
             // Read from the row before it is rewritten: the keys the task held.
             let id = task.id.0;
+            let at = ts(record.entry.at);
             self.pending.push(Box::pin(async move {
-                c.client.execute(&c.s.release_keys, &[&id]).await
+                c.client.execute(&c.s.release_keys, &[&id, &at]).await
             }));
             self.pending.push(Box::pin(async move {
                 c.client.execute(&c.s.unpark_released, &[&id]).await
-            }));
-            self.pending.push(Box::pin(async move {
-                c.client.execute(&c.s.forget_keys, &[&id]).await
             }));
         }
         self.pending.push(Box::pin(async move {
@@ -631,19 +629,26 @@ impl<'c> Run<'c> {
                 let Some(&lease) = leases.as_slice().first() else {
                     break;
                 };
-                let Some(record) = decide::assignment(task, request, lease) else {
+                let Some(mut record) = decide::assignment(task, request, lease, now) else {
                     continue;
                 };
                 if let Some(flow) = task.flow() {
-                    if let Err(park) = gate.admit(&flow, now) {
-                        let id = task.id.0;
-                        self.pending.push(Box::pin(async move {
-                            c.client
-                                .execute(&c.s.park_task, &[&id, &park.parked, &park.until])
-                                .await
-                        }));
-                        parked += 1;
-                        continue;
+                    match gate.admit(&flow, now) {
+                        Ok(not_before) if not_before > ts(record.entry.at) => {
+                            record = decide::assignment(task, request, lease, not_before)
+                                .expect("accepted a moment ago");
+                        }
+                        Ok(_) => {}
+                        Err(park) => {
+                            let id = task.id.0;
+                            self.pending.push(Box::pin(async move {
+                                c.client
+                                    .execute(&c.s.park_task, &[&id, &park.parked, &park.until])
+                                    .await
+                            }));
+                            parked += 1;
+                            continue;
+                        }
                     }
                 }
                 leases.next();
@@ -771,6 +776,7 @@ impl<'c> Run<'c> {
             }
             for row in &held {
                 gate.held.insert(get(row, 0)?, get(row, 1)?);
+                gate.freed.insert(get(row, 0)?, get(row, 2)?);
             }
             Ok::<_, StoreError>(())
         })();

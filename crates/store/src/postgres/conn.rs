@@ -91,7 +91,8 @@ statements! {
                           flow = $10::text::jsonb, parked = NULL, parked_until = NULL,
                           parked_ready = NULL
                    WHERE id = $1";
-    release_keys = "UPDATE concurrency_held h SET held = h.held - 1
+    release_keys = "UPDATE concurrency_held h SET held = h.held - 1,
+                                                  freed_at = GREATEST(h.freed_at, $2)
                     FROM tasks t, jsonb_array_elements(t.flow->'concurrency') c
                     WHERE t.id = $1 AND h.key = c->>0";
     unpark_released = "UPDATE tasks SET parked = NULL, parked_until = NULL, ready_at = parked_ready,
@@ -102,9 +103,6 @@ statements! {
                                    ORDER BY p.priority DESC, p.turn, p.id LIMIT 1)
                            FROM tasks t, jsonb_array_elements(t.flow->'concurrency') c
                            WHERE t.id = $1)";
-    forget_keys = "DELETE FROM concurrency_held h
-                   USING tasks t, jsonb_array_elements(t.flow->'concurrency') c
-                   WHERE t.id = $1 AND h.key = c->>0 AND h.held <= 0";
     take_keys = "INSERT INTO concurrency_held (key, held)
                  SELECT k, 1 FROM unnest($1::text[]) AS u(k)
                  ON CONFLICT (key) DO UPDATE SET held = concurrency_held.held + 1";
@@ -138,7 +136,7 @@ statements! {
     lock_held = "INSERT INTO concurrency_held (key, held)
                  SELECT k, 0 FROM unnest($1::text[]) AS u(k) ORDER BY k
                  ON CONFLICT (key) DO UPDATE SET held = concurrency_held.held
-                 RETURNING key, held";
+                 RETURNING key, held, freed_at";
     park_task = "UPDATE tasks SET parked = $2, parked_until = $3, parked_ready = ready_at,
                                   ready_at = NULL
                  WHERE id = $1 AND state = 'pending' AND ready_at IS NOT NULL";

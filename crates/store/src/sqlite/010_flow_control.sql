@@ -11,10 +11,12 @@ CREATE TABLE limits (
     updated_at  INTEGER NOT NULL
 );
 
--- Tasks assigned or executing per concurrency key, changed in the transactions that move them.
+-- Tasks assigned or executing per concurrency key, changed in the transactions that move them;
+-- when a slot was last freed (a task taking it is never stamped assigned before that).
 CREATE TABLE concurrency_held (
-    key  TEXT PRIMARY KEY,
-    held INTEGER NOT NULL
+    key      TEXT PRIMARY KEY,
+    held     INTEGER NOT NULL,
+    freed_at INTEGER NOT NULL DEFAULT 0
 );
 
 -- The task's flow control with its keys filled in (JSON), as of its last transition; NULL

@@ -629,15 +629,22 @@ pub(super) fn claim(
             let Some(&lease) = leases.as_slice().first() else {
                 break;
             };
-            let Some(record) = decide::assignment(&task, request, lease) else {
+            let Some(mut record) = decide::assignment(&task, request, lease, now) else {
                 continue;
             };
             if let Some(flow) = task.flow() {
                 super::flow::load_gate(conn, &mut gate, &flow)?;
-                if let Err(park) = gate.admit(&flow, now) {
-                    super::flow::park(conn, task.id, &park)?;
-                    parked += 1;
-                    continue;
+                match gate.admit(&flow, now) {
+                    Ok(not_before) if not_before > ts(record.entry.at) => {
+                        record = decide::assignment(&task, request, lease, not_before)
+                            .expect("accepted a moment ago");
+                    }
+                    Ok(_) => {}
+                    Err(park) => {
+                        super::flow::park(conn, task.id, &park)?;
+                        parked += 1;
+                        continue;
+                    }
                 }
             }
             leases.next();

@@ -47,21 +47,23 @@ pub(super) fn load_keys(
         if states.held.contains_key(key) {
             continue;
         }
-        let held: Option<i64> = conn
-            .prepare_cached("SELECT held FROM concurrency_held WHERE key = ?1")
-            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+        let row: Option<(i64, i64)> = conn
+            .prepare_cached("SELECT held, freed_at FROM concurrency_held WHERE key = ?1")
+            .and_then(|mut s| {
+                s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
             .map_err(db)?;
-        states.held.insert(key.clone(), held.unwrap_or(0));
+        let (held, freed) = row.unwrap_or((0, 0));
+        states.held.insert(key.clone(), held);
+        states.freed.insert(key.clone(), freed);
     }
     Ok(())
 }
 
 /// Loads the gate's rows for `flow`'s keys it has not read yet.
 pub(super) fn load_gate(conn: &Connection, gate: &mut Gate, flow: &Flow) -> Result<(), StoreError> {
-    let mut states = KeyStates {
-        buckets: HashMap::new(),
-        held: HashMap::new(),
-    };
+    let mut states = KeyStates::default();
     let fresh = Flow {
         rate: flow
             .rate
@@ -79,6 +81,7 @@ pub(super) fn load_gate(conn: &Connection, gate: &mut Gate, flow: &Flow) -> Resu
     load_keys(conn, &mut states, &fresh)?;
     gate.buckets.extend(states.buckets);
     gate.held.extend(states.held);
+    gate.freed.extend(states.freed);
     Ok(())
 }
 
@@ -152,12 +155,12 @@ pub(super) fn write_change(
         .map_err(db)?;
     }
     for key in released {
-        conn.prepare_cached("UPDATE concurrency_held SET held = held - 1 WHERE key = ?1")
-            .and_then(|mut s| s.execute([key]))
-            .map_err(db)?;
-        conn.prepare_cached("DELETE FROM concurrency_held WHERE key = ?1 AND held <= 0")
-            .and_then(|mut s| s.execute([key]))
-            .map_err(db)?;
+        conn.prepare_cached(
+            "UPDATE concurrency_held SET held = held - 1, freed_at = max(freed_at, ?2)
+             WHERE key = ?1",
+        )
+        .and_then(|mut s| s.execute(params![key, now]))
+        .map_err(db)?;
         conn.prepare_cached(&format!(
             "UPDATE tasks SET {UNPARK} WHERE id IN (
                  SELECT id FROM tasks WHERE parked = ?1
