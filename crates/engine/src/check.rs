@@ -5,7 +5,8 @@
 //! history is a legal path, and fencing tokens only grow), and its timestamps never decrease; a completed task has exactly one
 //! success, from the lease it completed under; no task started before all of its dependencies
 //! had completed; every task that ended failed for good or cancelled and declares a
-//! compensation has its compensation task; the counts per state equal the tasks (when no
+//! compensation has its compensation task; the tasks held per concurrency key are those
+//! assigned or executing with it; the counts per state equal the tasks (when no
 //! transition moved them during the check); each workflow's usage is the sum of its tasks'
 //! (on a live store, a usage report landing during the check may be reported: run it again).
 
@@ -75,6 +76,7 @@ pub async fn check_store<S: Store>(
     let mut facts: HashMap<TaskId, Facts> = HashMap::new();
     let mut started: Vec<(TaskId, WorkflowId, Timestamp)> = Vec::new();
     let mut spent: HashMap<WorkflowId, Usage> = HashMap::new();
+    let mut holding: std::collections::BTreeMap<String, u64> = Default::default();
     // Read before the tasks and again after: on a live store, the comparison is only made
     // when no transition moved the counts meanwhile.
     let counts_before = store.counts(None).await?;
@@ -88,6 +90,11 @@ pub async fn check_store<S: Store>(
             for (unit, amount) in &task.usage {
                 let s = sum.entry(unit.clone()).or_default();
                 *s = s.saturating_add(*amount);
+            }
+            if matches!(task.kind(), StateKind::Assigned | StateKind::Executing) {
+                for (key, _) in task.flow().map(|f| f.concurrency).unwrap_or_default() {
+                    *holding.entry(key).or_default() += 1;
+                }
             }
             counted.1 += u64::from(task.is_paused());
             counted.2 += u64::from(matches!(
@@ -233,6 +240,18 @@ pub async fn check_store<S: Store>(
                 ),
             });
         }
+    }
+    let held: std::collections::BTreeMap<String, u64> =
+        store.concurrency_held().await?.into_iter().collect();
+    if held != holding && !moved {
+        report.violations.push(Violation {
+            task: None,
+            workflow: None,
+            detail: format!(
+                "tasks held per concurrency key {held:?} differ from the tasks assigned or \
+                 executing with each key {holding:?}"
+            ),
+        });
     }
     if stored == counts_before && stored != counted {
         report.violations.push(Violation {

@@ -311,6 +311,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.flow_hold(task, now).await)
     }
 
+    async fn concurrency_held(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        delegate!(self, s => s.concurrency_held().await)
+    }
+
     async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
         delegate!(self, s => s.write_schedule(write).await)
     }

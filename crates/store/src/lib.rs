@@ -874,6 +874,12 @@ pub trait Store: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = Result<Option<FlowHold>, StoreError>> + Send;
 
+    /// Every concurrency key some task holds now (assigned or executing), with how many (at
+    /// most [`PAGE_ROWS_MAX`] keys).
+    fn concurrency_held(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+
     /// Creates, updates or deletes a schedule; `false` when an update or a deletion found the
     /// schedule gone or at another version (nothing written).
     fn write_schedule(

@@ -561,6 +561,11 @@ impl Store for FaultyStore {
             .await
     }
 
+    async fn concurrency_held(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read("concurrency_held", self.inner.concurrency_held())
+            .await
+    }
+
     async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
         self.write("write_schedule", self.inner.write_schedule(write))
             .await

@@ -2158,6 +2158,14 @@ impl Sim {
             3 => spec.not_before = Some(now.plus_ms(rng.range(0, 20_000))),
             _ => {}
         }
+        // Some tasks an agent runs hold a concurrency key shared with others: its count must
+        // stay exact through every fault, restart and control (`check_store` counts them).
+        if !spec.capabilities.is_empty() && rng.chance(300) {
+            spec.concurrency = vec![baton_core::ConcurrencyKey {
+                key: format!("sim-{}", rng.range(0, 3)),
+                max: rng.range(1, 4) as u32,
+            }];
+        }
         spec
     }
 
@@ -2505,12 +2513,28 @@ impl Sim {
             if h.event.kind() != EventKind::TimerFired {
                 continue;
             }
-            let before = history[..i].last().map_or(h.at, |p| p.at);
+            // The timer started with the entry before it, not counting pauses: a paused
+            // task's timers stand still, so the time paused is added.
+            let mut paused_ms = 0;
+            let mut resumed_at = None;
+            let mut start = h.at;
+            for p in history[..i].iter().rev() {
+                match p.event.kind() {
+                    EventKind::ResumeRequested => resumed_at = Some(p.at),
+                    EventKind::PauseRequested => {
+                        paused_ms += resumed_at.take().map_or(0, |r| r.ms_since(p.at));
+                    }
+                    _ => {
+                        start = p.at;
+                        break;
+                    }
+                }
+            }
             let due = t
                 .spec
                 .delay_ms
                 .or(t.spec.sleep_ms)
-                .map_or(Timestamp(0), |ms| before.plus_ms(ms))
+                .map_or(Timestamp(0), |ms| start.plus_ms(ms + paused_ms))
                 .max(t.spec.not_before.unwrap_or(Timestamp(0)));
             ensure!(
                 h.at >= due,

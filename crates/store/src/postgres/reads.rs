@@ -724,6 +724,18 @@ impl Store for PgStore {
         self.flow_hold_of(task, now).await
     }
 
+    async fn concurrency_held(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT key, held FROM concurrency_held WHERE held <> 0 ORDER BY key LIMIT $1",
+                &[&(PAGE_ROWS_MAX as i64)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((get(r, 0)?, get::<i64>(r, 1)?.max(0) as u64)))
+            .collect()
+    }
+
     async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
         self.write_schedule_row(write).await
     }

@@ -1011,6 +1011,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn concurrency_held(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT key, held FROM concurrency_held WHERE held <> 0 ORDER BY key LIMIT ?1",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([PAGE_ROWS_MAX as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
     async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
         self.writes.write_schedule(write).await
     }
