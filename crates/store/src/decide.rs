@@ -12,7 +12,7 @@
 //!   rate limits and concurrency keys have room ([`Gate`], [`Bucket`]), and what a transition
 //!   changes in them ([`flow_change`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use baton_core::{Event, Flow, LeaseId, StateKind, Task, TaskId};
 use uuid::Uuid;
@@ -296,6 +296,8 @@ pub(crate) struct Gate {
     pub(crate) freed: HashMap<String, i64>,
     /// Limits whose bucket this claim changed.
     pub(crate) drawn: BTreeSet<String>,
+    /// Tasks this claim handed out per concurrency key, written once at its end.
+    pub(crate) taken: BTreeMap<String, i64>,
 }
 
 impl Gate {
@@ -337,6 +339,7 @@ impl Gate {
         }
         for (key, _) in &flow.concurrency {
             *self.held.entry(key.clone()).or_insert(0) += 1;
+            *self.taken.entry(key.clone()).or_insert(0) += 1;
             not_before = not_before.max(self.freed.get(key).copied().unwrap_or(0));
         }
         Ok(not_before)
@@ -392,14 +395,25 @@ pub(crate) fn holds_keys(state: StateKind) -> bool {
     matches!(state, StateKind::Assigned | StateKind::Executing)
 }
 
-/// What a transition changes in the keys of the task's flow: the concurrency keys it starts
-/// holding (`+1`) and the rate limits corrected by what its ended attempt reported. Keys it
-/// stops holding are read from its row (its input may have changed), not from here.
+/// What a transition changes in the keys of the task's flow: the concurrency keys it gives
+/// back, and the rate limits corrected by what its ended attempt reported. (Keys are taken only
+/// by claims, which count them per claim: [`Gate::taken`].)
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct FlowChange {
-    pub(crate) takes: Vec<String>,
-    pub(crate) releases: bool,
+    pub(crate) releases: Release,
     pub(crate) corrections: Vec<(String, i64)>,
+}
+
+/// The concurrency keys a transition gives back.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) enum Release {
+    #[default]
+    None,
+    /// These, written in the spec as they are.
+    Keys(Vec<String>),
+    /// Those its row's `flow` holds: the keys name values of its input, which may have
+    /// changed since they were filled in (a rerun with a new input).
+    AsStored,
 }
 
 pub(crate) fn flow_change(record: &TransitionRecord) -> FlowChange {
@@ -407,21 +421,20 @@ pub(crate) fn flow_change(record: &TransitionRecord) -> FlowChange {
     if task.spec.rate.is_empty() && task.spec.concurrency.is_empty() {
         return FlowChange::default();
     }
-    let (before, after) = (holds_keys(record.from), holds_keys(task.kind()));
+    let ended = holds_keys(record.from) && !holds_keys(task.kind());
+    if !ended {
+        return FlowChange::default();
+    }
+    let keys = &task.spec.concurrency;
     FlowChange {
-        takes: if after && !before {
-            task.flow()
-                .map(|f| f.concurrency.into_iter().map(|(k, _)| k).collect())
-                .unwrap_or_default()
+        releases: if keys.is_empty() {
+            Release::None
+        } else if keys.iter().any(|k| k.key.contains('{')) {
+            Release::AsStored
         } else {
-            Vec::new()
+            Release::Keys(keys.iter().map(|k| k.key.clone()).collect())
         },
-        releases: before && !after && !task.spec.concurrency.is_empty(),
-        corrections: if before && !after {
-            task.rate_corrections(&task.lease_usage)
-        } else {
-            Vec::new()
-        },
+        corrections: task.rate_corrections(&task.lease_usage),
     }
 }
 

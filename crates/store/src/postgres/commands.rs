@@ -374,16 +374,36 @@ impl<'c> Run<'c> {
             self.turns.push((task.fairness_group(), task.id.0));
         }
         let flow = decide::flow_change(record);
-        if flow.releases {
-            // Read from the row before it is rewritten: the keys the task held.
-            let id = task.id.0;
-            let at = ts(record.entry.at);
-            self.pending.push(Box::pin(async move {
-                c.client.execute(&c.s.release_keys, &[&id, &at]).await
-            }));
-            self.pending.push(Box::pin(async move {
-                c.client.execute(&c.s.unpark_released, &[&id]).await
-            }));
+        match flow.releases {
+            decide::Release::None => {}
+            decide::Release::Keys(keys) => {
+                let at = ts(record.entry.at);
+                let parked: Vec<String> = keys
+                    .iter()
+                    .map(|k| decide::parked_on_concurrency(k))
+                    .collect();
+                self.pending.push(Box::pin(async move {
+                    c.client
+                        .execute(&c.s.release_named_keys, &[&keys, &at])
+                        .await
+                }));
+                self.pending.push(Box::pin(async move {
+                    c.client
+                        .execute(&c.s.unpark_named_released, &[&parked])
+                        .await
+                }));
+            }
+            decide::Release::AsStored => {
+                // Read from the row before it is rewritten: the keys the task held.
+                let id = task.id.0;
+                let at = ts(record.entry.at);
+                self.pending.push(Box::pin(async move {
+                    c.client.execute(&c.s.release_keys, &[&id, &at]).await
+                }));
+                self.pending.push(Box::pin(async move {
+                    c.client.execute(&c.s.unpark_released, &[&id]).await
+                }));
+            }
         }
         self.pending.push(Box::pin(async move {
             let params: [&(dyn ToSql + Sync); 10] = [
@@ -400,12 +420,6 @@ impl<'c> Run<'c> {
             ];
             c.client.execute(&c.s.update_task, &params).await
         }));
-        if !flow.takes.is_empty() {
-            let keys = flow.takes;
-            self.pending.push(Box::pin(async move {
-                c.client.execute(&c.s.take_keys, &[&keys]).await
-            }));
-        }
         for (key, units) in flow.corrections {
             let now = ts(record.entry.at);
             let parked = decide::parked_on_rate(&key);
@@ -665,6 +679,12 @@ impl<'c> Run<'c> {
                 c.client
                     .execute(&c.s.store_bucket, &[&key, &b.level, &b.refilled_at])
                     .await
+            }));
+        }
+        if !gate.taken.is_empty() {
+            let (keys, counts): (Vec<String>, Vec<i64>) = gate.taken.into_iter().unzip();
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.take_keys, &[&keys, &counts]).await
             }));
         }
         Ok(Ok(claimed))

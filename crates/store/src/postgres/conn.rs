@@ -104,8 +104,17 @@ statements! {
                            FROM tasks t, jsonb_array_elements(t.flow->'concurrency') c
                            WHERE t.id = $1)";
     take_keys = "INSERT INTO concurrency_held (key, held)
-                 SELECT k, 1 FROM unnest($1::text[]) AS u(k)
-                 ON CONFLICT (key) DO UPDATE SET held = concurrency_held.held + 1";
+                 SELECT k, n FROM unnest($1::text[], $2::int8[]) AS u(k, n)
+                 ON CONFLICT (key) DO UPDATE SET held = concurrency_held.held + excluded.held";
+    release_named_keys = "UPDATE concurrency_held SET held = held - 1,
+                                                      freed_at = GREATEST(freed_at, $2)
+                          WHERE key = ANY($1::text[])";
+    unpark_named_released = "UPDATE tasks SET parked = NULL, parked_until = NULL,
+                                              ready_at = parked_ready, parked_ready = NULL
+                             WHERE id IN (
+                                 SELECT (SELECT p.id FROM tasks p WHERE p.parked = k
+                                         ORDER BY p.priority DESC, p.turn, p.id LIMIT 1)
+                                 FROM unnest($1::text[]) AS u(k))";
     correct_limit = "UPDATE limits SET
                          level = GREATEST(-units * per_ms, LEAST(units * per_ms,
                              LEAST(units * per_ms, level + GREATEST(0, $2 - refilled_at) * units)

@@ -346,10 +346,10 @@ pub(super) fn write_transition(
     let expected = decide::expected_version(record);
     let row = TaskRow::of(task);
     let flow = decide::flow_change(record);
-    let released = if flow.releases {
-        super::flow::held_keys(conn, task.id)?
-    } else {
-        Vec::new()
+    let released = match &flow.releases {
+        decide::Release::None => Vec::new(),
+        decide::Release::Keys(keys) => keys.clone(),
+        decide::Release::AsStored => super::flow::held_keys(conn, task.id)?,
     };
     let turn = if decide::takes_turn(record) {
         Some(super::flow::take_turns(conn, &task.fairness_group(), 1)?)
@@ -654,7 +654,7 @@ pub(super) fn claim(
         }
         rounds.read(candidates.len(), parked);
     }
-    super::flow::store_buckets(conn, &gate)?;
+    super::flow::store_gate(conn, &gate)?;
     if !claimed.is_empty() {
         super::flow::claimed_turn(conn, last_turn)?;
     }

@@ -109,13 +109,21 @@ pub(super) fn unpark_due(conn: &Connection, now: i64) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// Writes back the buckets the claim drew from.
-pub(super) fn store_buckets(conn: &Connection, gate: &Gate) -> Result<(), StoreError> {
+/// Writes back what the claim changed: the buckets it drew from, the keys it counted tasks in.
+pub(super) fn store_gate(conn: &Connection, gate: &Gate) -> Result<(), StoreError> {
     for key in &gate.drawn {
         let b = &gate.buckets[key];
         conn.prepare_cached("UPDATE limits SET level = ?2, refilled_at = ?3 WHERE key = ?1")
             .and_then(|mut s| s.execute(params![key, b.level, b.refilled_at]))
             .map_err(db)?;
+    }
+    for (key, n) in &gate.taken {
+        conn.prepare_cached(
+            "INSERT INTO concurrency_held (key, held) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET held = held + excluded.held",
+        )
+        .and_then(|mut s| s.execute(params![key, n]))
+        .map_err(db)?;
     }
     Ok(())
 }
@@ -146,14 +154,6 @@ pub(super) fn write_change(
     released: &[String],
     now: i64,
 ) -> Result<(), StoreError> {
-    for key in &change.takes {
-        conn.prepare_cached(
-            "INSERT INTO concurrency_held (key, held) VALUES (?1, 1)
-             ON CONFLICT (key) DO UPDATE SET held = held + 1",
-        )
-        .and_then(|mut s| s.execute([key]))
-        .map_err(db)?;
-    }
     for key in released {
         conn.prepare_cached(
             "UPDATE concurrency_held SET held = held - 1, freed_at = max(freed_at, ?2)
