@@ -161,6 +161,11 @@ async fn demo(output: Output, args: DemoArgs) -> anyhow::Result<ExitCode> {
         scenario.sections,
         scenario.expected_total()
     ));
+    say.line(format!(
+        "  flow       research holds the concurrency key `{}`: at most {} searches at once",
+        scenario::SEARCH_KEY,
+        scenario::SEARCH_MAX
+    ));
     say.line("");
 
     let started = Instant::now();

@@ -68,6 +68,7 @@ const ASSETS: &[Asset] = &[
     module!("graph.js"),
     module!("timeline.js"),
     module!("spend.js"),
+    module!("limits.js"),
     module!("overview.js"),
     module!("workflow.js"),
     module!("task.js"),

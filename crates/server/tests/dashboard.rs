@@ -1263,6 +1263,42 @@ async fn data_from_the_api_is_shown_as_text_never_run_as_markup() {
             "no markup was made"
         );
         assert_eq!(b.js("return window.__pwned ?? null").await, Value::Null);
+
+        // A rate limit's key may hold markup too.
+        let mut url = reqwest::Url::parse("http://x/v1/limits/").unwrap();
+        url.path_segments_mut().unwrap().pop_if_empty().push(hostile);
+        let put = srv
+            .send_json(
+                reqwest::Method::PUT,
+                url.path(),
+                None,
+                &json!({"units": 1, "per_ms": 1000}),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED, "{}", put.json());
+        b.goto("#/limits").await;
+        let key = b
+            .wait(
+                "the limit's row",
+                "return document.querySelector('[data-testid=limit-name]')?.textContent",
+            )
+            .await;
+        assert_eq!(key, hostile, "the key is shown as it is");
+        b.click("[data-testid=limit-delete]").await;
+        let message = b
+            .wait(
+                "the delete confirmation",
+                "return document.querySelector('dialog[open] [data-testid=confirm-message]')?.textContent",
+            )
+            .await;
+        assert!(message.as_str().unwrap().contains(hostile), "{message}");
+        b.click("[data-testid=confirm-no]").await;
+        assert_eq!(
+            b.count("main img, main script, dialog img, dialog script").await,
+            0,
+            "no markup was made"
+        );
+        assert_eq!(b.js("return window.__pwned ?? null").await, Value::Null);
         b.assert_no_page_errors().await;
     })
     .await;
@@ -1345,6 +1381,7 @@ async fn every_page_loads_all_its_modules_without_a_browser_error() {
             ("#/waiting".to_owned(), loaded("waiting-panel", "loaded")),
             ("#/schedules".to_owned(), loaded("schedules-panel", "loaded")),
             ("#/schedules/nightly".to_owned(), loaded("schedule-page", "loaded")),
+            ("#/limits".to_owned(), loaded("limits-panel", "loaded")),
             ("#/audit".to_owned(), loaded("audit-panel", "loaded")),
         ];
         for (hash, shown) in pages {
@@ -2396,6 +2433,298 @@ async fn schedules_are_listed_paused_resumed_and_deleted_from_the_schedules_page
             .await;
         assert!(outcome.as_str().unwrap().contains("Deleted"), "{outcome}");
         b.screenshot_page("schedules").await;
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+// ---- rate limits ---------------------------------------------------------------------------------
+
+async fn put_limit(srv: &TestServer, key: &str, units: u64, per_ms: u64) -> Value {
+    let r = srv
+        .send_json(
+            reqwest::Method::PUT,
+            &format!("/v1/limits/{key}"),
+            None,
+            &json!({"units": units, "per_ms": per_ms}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    r.json()
+}
+
+/// The rows of the Limits page, by key, once it has loaded: `key=units/per_ms:available:parked,…`.
+const LIMIT_ROWS: &str = "return document.querySelector('[data-testid=limits-panel]')?.dataset.loaded === 'true' \
+     && [...document.querySelectorAll('[data-testid=limit-row]')].map(r => \
+          `${r.dataset.key}=${r.dataset.units}/${r.dataset.perMs}:${r.dataset.available}:${r.dataset.parked}`).join(',')";
+
+fn limit_rows_are(rows: &[&str]) -> String {
+    LIMIT_ROWS.replace(
+        ".join(',')",
+        &format!(".join(',') === {}", js_str(&rows.join(","))),
+    )
+}
+
+/// The text of a cell (`testid`) of the Limits page's row of `key`.
+async fn limit_cell(b: &Browser, key: &str, testid: &str) -> String {
+    b.js(&format!(
+        "return document.querySelector('[data-testid=limit-row][data-key={}] [data-testid={testid}]').innerText",
+        js_str(key)
+    ))
+    .await
+    .as_str()
+    .unwrap()
+    .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_listed_set_and_deleted_from_the_limits_page() {
+    let srv = TestServer::start().await;
+    scenario("limits", srv, |srv, b| async move {
+        b.goto("#/limits").await;
+        let empty = b
+            .wait(
+                "the empty state",
+                "const e = document.querySelector('[data-testid=limits-empty]'); return e && !e.hidden && e.textContent",
+            )
+            .await;
+        assert!(empty.as_str().unwrap().contains("baton limits set"), "{empty}");
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=nav-limits]').getAttribute('aria-current')")
+                .await,
+            "page"
+        );
+
+        // A limit set over the API appears, full.
+        put_limit(&srv, "llm", 2, 3_600_000).await;
+        b.wait("the limit set over the API", &limit_rows_are(&["llm=2/3600000:2:0"]))
+            .await;
+        assert_eq!(limit_cell(&b, "llm", "limit-rate").await, "2 / 1h");
+        assert_eq!(limit_cell(&b, "llm", "limit-available").await, "2 of 2");
+        assert_eq!(limit_cell(&b, "llm", "limit-full").await, "full now");
+
+        // A bad value through the form: the server's refusal, naming the field, is shown.
+        b.type_into("[data-testid=limit-key]", "search").await;
+        b.type_into("[data-testid=limit-units]", "0").await;
+        b.type_into("[data-testid=limit-period]", "1m").await;
+        b.click("[data-testid=limit-set]").await;
+        let shown = b
+            .wait(
+                "the refusal",
+                "return document.querySelector('[data-testid=limit-error]').textContent",
+            )
+            .await;
+        let refused = srv
+            .send_json(
+                reqwest::Method::PUT,
+                "/v1/limits/search",
+                None,
+                &json!({"units": 0, "per_ms": 60_000}),
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let detail = refused.json()["detail"].as_str().unwrap().to_owned();
+        assert!(
+            shown.as_str().unwrap().contains(&detail),
+            "the page shows the server's detail `{detail}`: {shown}"
+        );
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=limit-units]').getAttribute('aria-invalid')")
+                .await,
+            "true",
+            "the field at fault is marked"
+        );
+        b.screenshot("limits-refused").await;
+        let (status, _) = srv.get("/v1/limits/search").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "nothing was set");
+
+        // Corrected, it is set: the page lists it and the API has it.
+        b.clear("[data-testid=limit-units]").await;
+        b.type_into("[data-testid=limit-units]", "5").await;
+        b.click("[data-testid=limit-set]").await;
+        b.wait(
+            "the limit set from the page",
+            &limit_rows_are(&["llm=2/3600000:2:0", "search=5/60000:5:0"]),
+        )
+        .await;
+        let (status, search) = srv.get("/v1/limits/search").await;
+        assert_eq!(status, StatusCode::OK, "{search}");
+        assert_eq!((search["units"].as_u64(), search["per_ms"].as_u64()), (Some(5), Some(60_000)));
+        let outcome = b
+            .js("return document.querySelector('[data-testid=limit-outcome]').textContent")
+            .await;
+        assert!(outcome.as_str().unwrap().contains("Created limit \"search\""), "{outcome}");
+        assert_eq!(limit_cell(&b, "search", "limit-rate").await, "5 / 1m");
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=limit-error]').textContent").await,
+            ""
+        );
+
+        // Three tasks draw from the 2-unit limit: two are claimed, the third is parked.
+        let tasks: Vec<Value> = (0..3)
+            .map(|i| {
+                let mut t = task(&format!("call{i}"), &[]);
+                t["rate"] = json!([{"key": "llm"}]);
+                t
+            })
+            .collect();
+        let wf = srv.submit(json!(tasks)).await;
+        let agent = srv.register("worker", &["work"], 3).await;
+        let claimed = srv.claim(&agent, 3).await;
+        assert_eq!(claimed.len(), 2, "two units: {claimed:?}");
+        let held = ids(&wf)
+            .into_iter()
+            .find(|(_, id)| claimed.iter().all(|c| c["task"] != id.as_str()))
+            .map(|(_, id)| id)
+            .unwrap();
+        let (_, llm) = srv.get("/v1/limits/llm").await;
+        assert_eq!((llm["available"].as_u64(), llm["parked"].as_u64()), (Some(0), Some(1)), "{llm}");
+        b.wait(
+            "the limit drawn down, with a task parked",
+            &limit_rows_are(&["llm=2/3600000:0:1", "search=5/60000:5:0"]),
+        )
+        .await;
+        assert_eq!(limit_cell(&b, "llm", "limit-available").await, "0 of 2");
+        assert_eq!(
+            b.js("return document.querySelector('[data-testid=limit-row][data-key=llm] [data-testid=limit-full]').dataset.at")
+                .await,
+            llm["full_at"].to_string(),
+            "when it is full again"
+        );
+        doc_screenshot(&b, "[data-testid=main]", "dashboard-limits").await;
+
+        // The parked task says what it waits for, and links to the Limits page.
+        b.goto(&format!("#/tasks/{held}")).await;
+        let waiting = b
+            .wait(
+                "the task's wait",
+                "return document.querySelector('[data-testid=task-page]')?.dataset.loaded === 'true' \
+                 && document.querySelector('[data-testid=task-waiting]').textContent",
+            )
+            .await;
+        let waiting = waiting.as_str().unwrap();
+        assert!(
+            waiting.contains("rate limit llm has 0 of the 1 unit(s) it draws"),
+            "{waiting}"
+        );
+        b.click("[data-testid=task-waiting] a[href='#/limits']").await;
+        b.wait(
+            "the Limits page, from the task's link",
+            &limit_rows_are(&["llm=2/3600000:0:1", "search=5/60000:5:0"]),
+        )
+        .await;
+        assert_eq!(b.js("return location.hash").await, "#/limits");
+
+        // Edit fills the form with the limit; a bigger one has its extra unit at once.
+        b.click("[data-testid=limit-row][data-key=llm] [data-testid=limit-edit]").await;
+        let filled = b
+            .js("return ['limit-key', 'limit-units', 'limit-period'].map(t => \
+                 document.querySelector(`[data-testid=${t}]`).value).join(' ')")
+            .await;
+        assert_eq!(filled, "llm 2 1h");
+        b.clear("[data-testid=limit-units]").await;
+        b.type_into("[data-testid=limit-units]", "3").await;
+        b.click("[data-testid=limit-set]").await;
+        b.wait(
+            "the changed limit",
+            "return document.querySelector('[data-testid=limit-row][data-key=llm]')?.dataset.units === '3'",
+        )
+        .await;
+        let (_, llm) = srv.get("/v1/limits/llm").await;
+        assert_eq!(llm["units"], 3, "{llm}");
+        let outcome = b
+            .js("return document.querySelector('[data-testid=limit-outcome]').textContent")
+            .await;
+        assert!(outcome.as_str().unwrap().contains("Changed limit \"llm\""), "{outcome}");
+
+        // Delete, through the confirmation; going back first changes nothing.
+        let delete = "[data-testid=limit-row][data-key=search] [data-testid=limit-delete]";
+        b.click(delete).await;
+        b.wait("the dialog", "return document.querySelector('dialog[open] [data-testid=confirm-no]')")
+            .await;
+        b.click("[data-testid=confirm-no]").await;
+        b.wait("the dialog to close", "return !document.querySelector('dialog[open]')").await;
+        assert_eq!(srv.get("/v1/limits/search").await.0, StatusCode::OK);
+        b.click(delete).await;
+        let message = b
+            .wait(
+                "the delete confirmation",
+                "return document.querySelector('dialog[open] [data-testid=confirm-message]')?.textContent",
+            )
+            .await;
+        assert!(message.as_str().unwrap().contains("\"search\" is deleted"), "{message}");
+        b.click("[data-testid=confirm-ok]").await;
+        b.wait(
+            "the deleted limit to leave the list",
+            "return document.querySelector('[data-testid=limits-panel]').dataset.loaded === 'true' \
+             && [...document.querySelectorAll('[data-testid=limit-row]')].map(r => r.dataset.key).join(',') === 'llm'",
+        )
+        .await;
+        let (status, gone) = srv.get("/v1/limits/search").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{gone}");
+        let outcome = b
+            .js("return document.querySelector('[data-testid=limit-outcome]').textContent")
+            .await;
+        assert!(outcome.as_str().unwrap().contains("Deleted limit \"search\""), "{outcome}");
+        b.screenshot_page("limits").await;
+        b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_admin_token_sets_a_limit_from_the_limits_page() {
+    let (url, dir) = store_url().await;
+    let mut tokens = baton_server::Tokens::none();
+    tokens.add_operator("op-secret");
+    let mut srv = TestServer::start_with(
+        url,
+        dir,
+        tokens,
+        Arc::new(baton_engine::ManualClock::new(T0)),
+    )
+    .await;
+    srv.token = Some("op-secret".into());
+    scenario("limits-operator", srv, |srv, b| async move {
+        b.goto("#/limits").await;
+        b.wait(
+            "the token dialog",
+            "return document.querySelector('dialog[open] [data-testid=token-input]')",
+        )
+        .await;
+        b.type_into("[data-testid=token-input]", "op-secret").await;
+        b.click("[data-testid=token-save]").await;
+        b.wait(
+            "the (empty) list, read with an operator's token",
+            "const e = document.querySelector('[data-testid=limits-empty]'); return e && !e.hidden",
+        )
+        .await;
+        b.type_into("[data-testid=limit-key]", "llm").await;
+        b.type_into("[data-testid=limit-units]", "2").await;
+        b.type_into("[data-testid=limit-period]", "1m").await;
+        b.click("[data-testid=limit-set]").await;
+        let shown = b
+            .wait(
+                "the refusal",
+                "return document.querySelector('[data-testid=limit-error]').textContent",
+            )
+            .await;
+        let refused = srv
+            .send_json(
+                reqwest::Method::PUT,
+                "/v1/limits/llm",
+                Some("op-secret"),
+                &json!({"units": 2, "per_ms": 60_000}),
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        let detail = refused.json()["detail"].as_str().unwrap().to_owned();
+        assert!(
+            shown.as_str().unwrap().contains(&detail),
+            "the page shows the server's detail `{detail}`: {shown}"
+        );
+        let (_, list) = srv.get("/v1/limits").await;
+        assert_eq!(list["limits"], json!([]), "nothing was set");
         b.assert_no_page_errors().await;
     })
     .await;

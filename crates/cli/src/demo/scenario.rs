@@ -5,7 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use baton_core::{Capability, CompensationSpec, RetryPolicy, TaskKey, TaskSpec, Timeouts};
+use baton_core::{
+    Capability, CompensationSpec, ConcurrencyKey, RetryPolicy, TaskKey, TaskSpec, Timeouts,
+};
 use serde_json::{json, Value};
 
 /// Research tasks per section; each section also has a plan, a draft, a review and a
@@ -26,6 +28,10 @@ pub const BACKOFF_MS: u64 = 100;
 pub const BACKOFF_MAX_MS: u64 = 1_000;
 /// Attempts a research task gets.
 pub const RESEARCH_ATTEMPTS: u32 = 4;
+/// The concurrency key every research task holds: a search API that takes this many calls at
+/// once, fewer than the researchers' slots.
+pub const SEARCH_KEY: &str = "search-api";
+pub const SEARCH_MAX: u32 = 8;
 /// The error kind of the research task that fails for good.
 pub const FORBIDDEN_KIND: &str = "source_forbidden";
 /// The error kind of transient research failures.
@@ -291,6 +297,10 @@ pub fn section_tasks(section_input: &Value) -> Vec<TaskSpec> {
             ..quick_retries()
         };
         spec.timeouts.heartbeat_ms = Some(RESEARCH_HEARTBEAT_MS);
+        spec.concurrency = vec![ConcurrencyKey {
+            key: SEARCH_KEY.into(),
+            max: SEARCH_MAX,
+        }];
         spec.compensation = Some(CompensationSpec {
             retry: None,
             timeouts: None,

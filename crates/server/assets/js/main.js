@@ -6,7 +6,7 @@
 // a page and owns what the page holds (its stream, its timers) until it is left.
 //
 // The modules: one per page, overview.js, workflow.js, task.js, waiting.js, schedules.js,
-// agents.js, audit.js, lifecycle.js; under
+// agents.js, audit.js, lifecycle.js, limits.js; under
 // them api.js (requests, the bearer token), events.js (the live stream), errors.js (the error
 // banner), controls.js (the dialog of an operator's control: a reason, a confirmation),
 // widgets.js (pieces several pages draw), graph-view.js (dagre layouts in the worker,
@@ -21,7 +21,8 @@
 //   schedules are read whole: the API lists them in one answer.
 // - Live state comes from the event stream: counts move by each transition's from/to; nothing
 //   polls a list of tasks. A `lagged` event or a reconnect re-fetches what the page shows.
-//   Schedules and the audit log make no events: their pages re-read them every few seconds.
+//   Schedules and the audit log make no events: their pages re-read them every few seconds;
+//   so does the Limits page, whose buckets refill with time (and it re-reads as tasks move).
 
 // First, so that it listens for errors before any other module runs.
 import './errors.js';
@@ -36,6 +37,7 @@ import { lifecyclePage } from './lifecycle.js';
 import { refreshWaitingCount, waitingPage } from './waiting.js';
 import { schedulePage, schedulesPage } from './schedules.js';
 import { auditPage } from './audit.js';
+import { limitsPage } from './limits.js';
 
 /** What a page owns: its stream, its timers. All are stopped when the page is left. */
 class Page {
@@ -92,6 +94,9 @@ function route() {
     nav = 'schedules';
     if (parts[1]) schedulePage(main, page, parts.slice(1).join('/'));
     else schedulesPage(main, page);
+  } else if (parts[0] === 'limits') {
+    nav = 'limits';
+    limitsPage(main, page);
   } else if (parts[0] === 'agents') {
     nav = 'agents';
     agentsPage(main, page);
