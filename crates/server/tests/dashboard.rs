@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use baton_server::Role;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -1039,12 +1040,14 @@ async fn the_agents_page_shows_who_is_online_and_what_they_hold() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_tokens_the_dashboard_asks_for_one_and_streams_with_it() {
+/// A server that takes one token, `op-secret`, of `role`, which its own requests send.
+async fn server_with_token(role: Role) -> TestServer {
     let (url, dir) = store_url().await;
     let mut tokens = baton_server::Tokens::none();
-    // An admin: the fixture registers and works an agent with it too.
-    tokens.add_admin("op-secret");
+    match role {
+        Role::Admin => tokens.add_admin("op-secret"),
+        _ => tokens.add_operator("op-secret"),
+    }
     let mut srv = TestServer::start_with(
         url,
         dir,
@@ -1053,6 +1056,13 @@ async fn with_tokens_the_dashboard_asks_for_one_and_streams_with_it() {
     )
     .await;
     srv.token = Some("op-secret".into());
+    srv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_dashboard_asks_for_one_and_streams_with_it() {
+    // An admin: the fixture registers and works an agent with it too.
+    let srv = server_with_token(Role::Admin).await;
     scenario("token", srv, |srv, b| async move {
         let wf = srv.submit(json!([task("guarded", &[])])).await;
         let id = ids(&wf)["guarded"].clone();
@@ -2674,17 +2684,7 @@ async fn rate_limits_are_listed_set_and_deleted_from_the_limits_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_an_admin_token_sets_a_limit_from_the_limits_page() {
-    let (url, dir) = store_url().await;
-    let mut tokens = baton_server::Tokens::none();
-    tokens.add_operator("op-secret");
-    let mut srv = TestServer::start_with(
-        url,
-        dir,
-        tokens,
-        Arc::new(baton_engine::ManualClock::new(T0)),
-    )
-    .await;
-    srv.token = Some("op-secret".into());
+    let srv = server_with_token(Role::Operator).await;
     scenario("limits-operator", srv, |srv, b| async move {
         b.goto("#/limits").await;
         b.wait(
@@ -2732,17 +2732,7 @@ async fn only_an_admin_token_sets_a_limit_from_the_limits_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_a_signal_is_sent_as_the_token_without_asking_who() {
-    let (url, dir) = store_url().await;
-    let mut tokens = baton_server::Tokens::none();
-    tokens.add_operator("op-secret");
-    let mut srv = TestServer::start_with(
-        url,
-        dir,
-        tokens,
-        Arc::new(baton_engine::ManualClock::new(T0)),
-    )
-    .await;
-    srv.token = Some("op-secret".into());
+    let srv = server_with_token(Role::Operator).await;
     scenario("signal-as-token", srv, |srv, b| async move {
         let (release, tasks) = submit_named(
             &srv,
