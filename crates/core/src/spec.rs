@@ -94,9 +94,9 @@ pub struct TaskSpec {
     /// tasks holding it are, across every node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub concurrency: Vec<crate::flow::ConcurrencyKey>,
-    /// Among ready tasks of equal priority, claims take from each fairness group in turn: the
-    /// group is this key (e.g. `tenant-{/tenant}`, filled in from the input as concurrency keys
-    /// are), or the task's workflow without one.
+    /// Among ready tasks of equal priority, claims take from each fairness group in turn, up to
+    /// 32 tasks of a group at a time: the group is this key (e.g. `tenant-{/tenant}`, filled in
+    /// from the input as concurrency keys are), or the task's workflow without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fairness_key: Option<String>,
 }

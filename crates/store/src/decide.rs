@@ -117,6 +117,18 @@ pub(crate) fn best(candidates: &mut Vec<Candidate>, wanted: usize) {
     candidates.truncate(wanted);
 }
 
+/// Tasks of one fairness group that share a turn: claims take up to this many of a group
+/// before the next group's, so that a claim's tasks mostly come from one group (whose rows lie
+/// together) while no group waits behind another for long. Groups count their tasks in
+/// `fair_groups.pass`, and `fair_clock` holds the latest turn a claim took in the same units
+/// (`turn × FAIR_QUANTUM`).
+pub const FAIR_QUANTUM: i64 = 32;
+
+/// The turn of a group's task numbered `pass` (from 1): passes 1 to `FAIR_QUANTUM` share turn 0.
+pub(crate) fn turn_of(pass: i64) -> i64 {
+    (pass - 1).div_euclid(FAIR_QUANTUM)
+}
+
 /// Whether the task written by `record` gets a new turn: it became ready (claimable), so it
 /// joins the end of its fairness group's line. A group's next turn is one after its last, and
 /// never before the latest turn a claim took: among ready tasks of equal priority, claims then

@@ -49,6 +49,7 @@ pub use any::AnyStore;
 pub use artifact::{
     ArtifactChunks, ArtifactMeta, ArtifactWriter, PutArtifact, StagedArtifact, ARTIFACT_CHUNK_BYTES,
 };
+pub use decide::FAIR_QUANTUM;
 pub use flow::{FlowHold, LimitRecord, LimitWrite};
 pub use ids::{IdMatches, IdSuffix, TaskIdMatch};
 pub use redact::redact_url;

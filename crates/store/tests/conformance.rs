@@ -1631,10 +1631,12 @@ mod cases {
         assert_eq!(more, 3, "eight units, five drawn before");
     }
 
-    /// Among ready tasks of equal priority, claims take from each fairness group in turn: a
-    /// small workflow submitted after a big one is handed out alongside it, not behind it; a
-    /// fairness key groups tasks across workflows (and splits one workflow's).
+    /// Among ready tasks of equal priority, claims take from each fairness group in turn,
+    /// [`FAIR_QUANTUM`] tasks of a group a turn: a small workflow submitted after a big one is
+    /// handed out after the rest of the big one's current turn, not behind all of it; a fairness
+    /// key groups tasks across workflows (and splits one workflow's).
     pub async fn claims_take_from_each_fairness_group_in_turn<S: Store>(s: &S) {
+        let q = FAIR_QUANTUM as usize;
         let claim = |n: usize, t: u64| ClaimRequest {
             agent: agent(40),
             capabilities: caps(&["work"]),
@@ -1642,29 +1644,26 @@ mod cases {
             now: at(t),
             max_held: None,
         };
-        let keys: Vec<String> = (0..40).map(|i| format!("big{i}")).collect();
+        let keys: Vec<String> = (0..3 * q).map(|i| format!("big{i}")).collect();
         let big = workflow(&keys.iter().map(|k| def(k, &[])).collect::<Vec<_>>(), None);
         s.submit(big.batch.clone()).await.unwrap();
         assert_eq!(s.claim(claim(5, 1)).await.unwrap().len(), 5);
         let small = workflow(&[def("s0", &[]), def("s1", &[]), def("s2", &[])], None);
         s.submit(small.batch.clone()).await.unwrap();
-        let next = s.claim(claim(6, 2)).await.unwrap();
-        let from_small = next.iter().filter(|t| t.workflow == small.id).count();
+        let next = s.claim(claim(q + 8, 2)).await.unwrap();
+        let at_: Vec<usize> = (0..next.len())
+            .filter(|&i| next[i].workflow == small.id)
+            .collect();
         assert_eq!(
-            from_small, 3,
-            "one of the small workflow's for each of the big one's"
+            at_,
+            [q - 5, q - 4, q - 3],
+            "after the rest of the big workflow's first turn, before its second"
         );
-        let order: Vec<bool> = next.iter().map(|t| t.workflow == small.id).collect();
-        assert_eq!(order, [false, true, false, true, false, true], "in turn");
 
         // Fairness keys: one workflow's tasks for two tenants, the first tenant's all first.
-        let mut keyed = workflow(
-            &(0..6)
-                .map(|i| ["a0", "a1", "a2", "a3", "b0", "b1"][i])
-                .map(|k| def(k, &[]))
-                .collect::<Vec<_>>(),
-            None,
-        );
+        let mut names: Vec<String> = (0..q + 2).map(|i| format!("a{i}")).collect();
+        names.extend(["b0".to_owned(), "b1".to_owned()]);
+        let mut keyed = workflow(&names.iter().map(|k| def(k, &[])).collect::<Vec<_>>(), None);
         for new in keyed.batch.tasks.iter_mut() {
             let spec = Arc::make_mut(&mut new.task.spec);
             spec.fairness_key = Some("tenant-{/t}".into());
@@ -1673,13 +1672,14 @@ mod cases {
         }
         s.submit(keyed.batch.clone()).await.unwrap();
         let order: Vec<String> = s
-            .claim(claim(4, 3))
+            .claim(claim(q + 4, 3))
             .await
             .unwrap()
             .iter()
             .map(|t| t.spec.key.0.clone())
             .collect();
-        assert_eq!(order, ["a0", "b0", "a1", "b1"]);
+        assert_eq!(&order[q..q + 2], ["b0", "b1"], "{order:?}");
+        assert_eq!(order[q + 2], format!("a{q}"));
     }
 
     pub async fn hot_paths_read_indexes_not_whole_tables<S: Store>(s: &S) {

@@ -161,7 +161,8 @@ class TaskSpec:
     ``rate`` (:class:`RateUse`) and ``concurrency`` (:class:`ConcurrencyKey`) hold the task
     back while a named rate limit lacks its units or a concurrency key is full. Among ready
     tasks of equal priority, claims take from each ``fairness_key`` (e.g.
-    ``"tenant-{/tenant}"``, filled in from the input; the workflow without one) in turn.
+    ``"tenant-{/tenant}"``, filled in from the input; the workflow without one) in turn, up to
+    32 tasks of a group at a time.
     """
 
     key: str

@@ -299,13 +299,18 @@ impl<'c> Run<'c> {
             let (groups, ids): (Vec<String>, Vec<Uuid>) =
                 std::mem::take(&mut self.turns).into_iter().unzip();
             self.pending.push(Box::pin(async move {
-                c.client.execute(&c.s.assign_turns, &[&groups, &ids]).await
+                c.client
+                    .execute(&c.s.assign_turns, &[&groups, &ids, &decide::FAIR_QUANTUM])
+                    .await
             }));
         }
         if let Some(turn) = self.claimed_turn {
             self.pending.push(Box::pin(async move {
                 c.client
-                    .execute(&c.s.claimed_turn, &[&c.shard, &turn])
+                    .execute(
+                        &c.s.claimed_turn,
+                        &[&c.shard, &(turn * decide::FAIR_QUANTUM)],
+                    )
                     .await
             }));
         }

@@ -135,7 +135,7 @@ statements! {
                                        SET pass = GREATEST(fair_groups.pass, (SELECT p FROM clock))
                                                   + excluded.pass - (SELECT p FROM clock)
                                    RETURNING grp, pass)
-                    UPDATE tasks t SET turn = taken.pass - w.n + x.k
+                    UPDATE tasks t SET turn = (taken.pass - w.n + x.k - 1) / $3
                     FROM x JOIN wanted w ON w.g = x.g JOIN taken ON taken.grp = x.g
                     WHERE t.id = x.id";
     claimed_turn = "INSERT INTO fair_clock (shard, pass) VALUES ($1, $2)

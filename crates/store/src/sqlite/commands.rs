@@ -352,7 +352,8 @@ pub(super) fn write_transition(
         decide::Release::AsStored => super::flow::held_keys(conn, task.id)?,
     };
     let turn = if decide::takes_turn(record) {
-        Some(super::flow::take_turns(conn, &task.fairness_group(), 1)?)
+        let pass = super::flow::take_turns(conn, &task.fairness_group(), 1)?;
+        Some(decide::turn_of(pass))
     } else {
         None
     };

@@ -265,7 +265,8 @@ pub(super) fn limits(conn: &Connection) -> Result<Vec<(String, Bucket, u64, i64)
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
 }
 
-/// Takes `n` turns in `group`'s line; the last of them (the first is `n - 1` before it).
+/// Counts `n` more tasks in `group`'s line; the pass of the last of them (the first is `n - 1`
+/// before it; see `decide::turn_of`).
 pub(super) fn take_turns(conn: &Connection, group: &str, n: i64) -> Result<i64, StoreError> {
     conn.prepare_cached(
         "INSERT INTO fair_groups (grp, pass)
@@ -290,9 +291,9 @@ pub(super) fn turns_of<'t>(
     }
     let mut turns = HashMap::new();
     for task in tasks.filter(|t| codec::ready_at(t).is_some()) {
-        let turn = next.get_mut(&task.fairness_group()).expect("counted above");
-        turns.insert(task.id, *turn);
-        *turn += 1;
+        let pass = next.get_mut(&task.fairness_group()).expect("counted above");
+        turns.insert(task.id, decide::turn_of(*pass));
+        *pass += 1;
     }
     Ok(turns)
 }
@@ -303,7 +304,7 @@ pub(super) fn claimed_turn(conn: &Connection, turn: i64) -> Result<(), StoreErro
         "INSERT INTO fair_clock (shard, pass) VALUES (0, ?1)
          ON CONFLICT (shard) DO UPDATE SET pass = max(pass, excluded.pass)",
     )
-    .and_then(|mut s| s.execute([turn]))
+    .and_then(|mut s| s.execute([turn * decide::FAIR_QUANTUM]))
     .map_err(db)?;
     Ok(())
 }

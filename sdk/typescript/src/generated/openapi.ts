@@ -1006,9 +1006,9 @@ export type TaskSpec = {
    */
   depends_on?: TaskKey[];
   /**
-   * Among ready tasks of equal priority, claims take from each fairness group in turn: the
-   * group is this key (e.g. `tenant-{/tenant}`, filled in from the input as concurrency keys
-   * are), or the task's workflow without one.
+   * Among ready tasks of equal priority, claims take from each fairness group in turn, up to
+   * 32 tasks of a group at a time: the group is this key (e.g. `tenant-{/tenant}`, filled in
+   * from the input as concurrency keys are), or the task's workflow without one.
    */
   fairness_key?: string | null;
   /**
