@@ -1554,6 +1554,7 @@ pub async fn agent_heartbeat(
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = String, Path)),
+    description = "Assigns up to `max` ready tasks the agent can run and answers them, each with its lease and fencing `token` (send both back with every report). The highest priority goes first; among equal priorities, claims take from each fairness group (a task's `fairness_key`, or its workflow) in turn, up to 32 tasks of a group at a time, each group's tasks in the order they became ready. A task whose named rate limit lacks its units, or whose concurrency key is full, is passed by (its view says why: `waiting.reason` `rate_limited` or `concurrency_full`). With no task ready, the claim waits up to `wait_ms` for one.",
     responses((status = 200, body = Claimed), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
 pub async fn claim(
     AxState(s): St,

@@ -604,9 +604,10 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Result<(), StoreError>>, StoreError>> + Send;
 
     /// Atomically assigns up to `leases.len()` (at most [`PAGE_ROWS_MAX`]) pending tasks the
-    /// agent can run (highest priority first, then the longest ready) and returns them
-    /// assigned. No task is ever
-    /// handed out twice for the same attempt, across processes too.
+    /// agent can run (highest priority first, then the earliest turn: each fairness group in
+    /// turn, in the order its tasks became ready) whose rate limits and concurrency keys have
+    /// room, and returns them assigned; candidates without room are parked (see `flow`). No
+    /// task is ever handed out twice for the same attempt, across processes too.
     fn claim(
         &self,
         request: ClaimRequest,
