@@ -10,6 +10,9 @@ use baton_store::{LimitRecord, LimitWrite, Store};
 use tracing::info;
 
 use crate::engine::Engine;
+
+/// Most named rate limits: all of them fit in one read ([`baton_store::PAGE_ROWS_MAX`]).
+pub const LIMITS_MAX: usize = baton_store::PAGE_ROWS_MAX;
 use crate::error::EngineError;
 
 /// Checks a limit's name as given in a path or request: what a task's `rate[].key` may be.
@@ -35,6 +38,18 @@ impl<S: Store + 'static> Engine<S> {
         limit
             .validate()
             .map_err(|e| EngineError::invalid(e.field, e.expected))?;
+        // Every limit is read at once (for listings and for checking submissions), so there
+        // are at most as many as one read returns.
+        let limits = self.limits().await?;
+        if limits.len() >= LIMITS_MAX && !limits.iter().any(|l| l.key == key) {
+            return Err(EngineError::invalid(
+                "key",
+                format!(
+                    "one of the {LIMITS_MAX} limits that exist (the most there may be): delete \
+                     one first (DELETE /v1/limits/{{key}})"
+                ),
+            ));
+        }
         let existed = self
             .inner
             .store

@@ -52,7 +52,7 @@ pub use ending::{WorkflowEvent, ENDING_CHECK_MS};
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
 pub use fanout::FOR_EACH_RESULTS_BYTES_MAX;
-pub use flow::check_limit_key;
+pub use flow::{check_limit_key, LIMITS_MAX};
 pub use ids::{IdSource, RandomIds, SeededIds};
 pub use intake::{validate_workflow, WorkflowReceipt, WorkflowRequest, NAME_LEN_MAX};
 pub use metrics::Metrics;

@@ -321,3 +321,53 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn there_are_at_most_limits_max_limits_so_every_one_is_read_at_once() {
+    let h = Harness::new();
+    let mut sets = tokio::task::JoinSet::new();
+    for i in 0..baton_engine::LIMITS_MAX {
+        let engine = h.engine.clone();
+        sets.spawn(async move {
+            engine
+                .set_limit(
+                    format!("l{i:04}"),
+                    Limit {
+                        units: 1,
+                        per_ms: 1_000,
+                    },
+                )
+                .await
+        });
+    }
+    while let Some(set) = sets.join_next().await {
+        set.unwrap().expect("the limit is set");
+    }
+    let refused = h
+        .engine
+        .set_limit(
+            "one-more".into(),
+            Limit {
+                units: 1,
+                per_ms: 1_000,
+            },
+        )
+        .await;
+    assert!(matches!(refused, Err(EngineError::Invalid { field, .. }) if field == "key"));
+    let last = format!("l{:04}", baton_engine::LIMITS_MAX - 1);
+    h.engine
+        .set_limit(
+            last.clone(),
+            Limit {
+                units: 2,
+                per_ms: 1_000,
+            },
+        )
+        .await
+        .expect("an existing limit still changes");
+    assert_eq!(
+        h.engine.limits().await.unwrap().len(),
+        baton_engine::LIMITS_MAX
+    );
+    h.submit(vec![drawing("t", &last, 2)]).await;
+}

@@ -881,7 +881,7 @@ fn limit_view(l: baton_engine::read::LimitRecord) -> LimitView {
 /// stays drawn, so a bigger limit has its extra units at once.
 #[utoipa::path(put, path = "/v1/limits/{key}", request_body = Limit, params(("key" = String, Path, description = "the limit's name, as tasks' `rate[].key` give it")),
     responses((status = 201, body = LimitView, description = "created"), (status = 200, body = LimitView, description = "changed"),
-              (status = 422, body = ProblemDoc, description = "a field is invalid (`units`, `per_ms`, `key`)")))]
+              (status = 422, body = ProblemDoc, description = "a field is invalid (`units`, `per_ms`, `key`; `key` also when 1,000 limits exist and this is a new one)")))]
 pub async fn put_limit(
     AxState(s): St,
     Path(key): Path<String>,

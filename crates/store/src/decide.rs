@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use baton_core::{Event, Flow, LeaseId, StateKind, Task, TaskId};
 use uuid::Uuid;
 
+use crate::flow::KeyStates;
 use crate::{codec, ClaimRequest, StoreError, TransitionRecord, PAGE_ROWS_MAX};
 
 /// Most tasks one claim assigns.
@@ -297,15 +298,11 @@ pub(crate) struct Park {
 /// claim's transaction, and what the claim changed in it.
 #[derive(Debug, Default)]
 pub(crate) struct Gate {
-    /// Limits by name; a name without a limit (deleted since) limits nothing.
-    pub(crate) buckets: HashMap<String, Bucket>,
+    /// The keys' rows as read (a name without a limit, deleted since, limits nothing).
+    pub(crate) keys: KeyStates,
     /// Units promised to tasks parked by this claim, per limit: each parked task wakes when
     /// the bucket has its units beyond those parked before it.
     reserved: HashMap<String, i64>,
-    /// Tasks assigned or executing per concurrency key.
-    pub(crate) held: HashMap<String, i64>,
-    /// When a slot of each concurrency key was last freed.
-    pub(crate) freed: HashMap<String, i64>,
     /// Limits whose bucket this claim changed.
     pub(crate) drawn: BTreeSet<String>,
     /// Tasks this claim handed out per concurrency key, written once at its end.
@@ -319,7 +316,7 @@ impl Gate {
     /// node's clock said so.
     pub(crate) fn admit(&mut self, flow: &Flow, now: i64) -> Result<i64, Park> {
         for (key, max) in &flow.concurrency {
-            if self.held.get(key).copied().unwrap_or(0) >= i64::from(*max) {
+            if self.keys.held.get(key).copied().unwrap_or(0) >= i64::from(*max) {
                 return Err(Park {
                     parked: parked_on_concurrency(key),
                     until: now + CONCURRENCY_RECHECK_MS,
@@ -327,7 +324,7 @@ impl Gate {
             }
         }
         for (key, units) in &flow.rate {
-            let Some(bucket) = self.buckets.get_mut(key) else {
+            let Some(bucket) = self.keys.buckets.get_mut(key) else {
                 continue;
             };
             bucket.refill(now);
@@ -343,16 +340,16 @@ impl Gate {
         }
         let mut not_before = now;
         for (key, units) in &flow.rate {
-            if let Some(bucket) = self.buckets.get_mut(key) {
+            if let Some(bucket) = self.keys.buckets.get_mut(key) {
                 bucket.level -= bucket.need(*units);
                 not_before = not_before.max(bucket.refilled_at);
                 self.drawn.insert(key.clone());
             }
         }
         for (key, _) in &flow.concurrency {
-            *self.held.entry(key.clone()).or_insert(0) += 1;
+            *self.keys.held.entry(key.clone()).or_insert(0) += 1;
             *self.taken.entry(key.clone()).or_insert(0) += 1;
-            not_before = not_before.max(self.freed.get(key).copied().unwrap_or(0));
+            not_before = not_before.max(self.keys.freed.get(key).copied().unwrap_or(0));
         }
         Ok(not_before)
     }

@@ -678,7 +678,7 @@ impl<'c> Run<'c> {
             rounds.read(candidates.len(), parked);
         }
         for key in &gate.drawn {
-            let b = gate.buckets[key];
+            let b = gate.keys.buckets[key];
             let key = key.clone();
             self.pending.push(Box::pin(async move {
                 c.client
@@ -763,12 +763,12 @@ impl<'c> Run<'c> {
         let (mut limits, mut keys) = (BTreeSet::new(), BTreeSet::new());
         for flow in tasks.filter_map(|t| t.flow()) {
             for (key, _) in flow.rate {
-                if !gate.buckets.contains_key(&key) {
+                if !gate.keys.buckets.contains_key(&key) {
                     limits.insert(key);
                 }
             }
             for (key, _) in flow.concurrency {
-                if !gate.held.contains_key(&key) {
+                if !gate.keys.held.contains_key(&key) {
                     keys.insert(key);
                 }
             }
@@ -789,7 +789,7 @@ impl<'c> Run<'c> {
             .await?;
         let decoded = (|| {
             for row in &buckets {
-                gate.buckets.insert(
+                gate.keys.buckets.insert(
                     get(row, 0)?,
                     Bucket {
                         units: get(row, 1)?,
@@ -800,8 +800,8 @@ impl<'c> Run<'c> {
                 );
             }
             for row in &held {
-                gate.held.insert(get(row, 0)?, get(row, 1)?);
-                gate.freed.insert(get(row, 0)?, get(row, 2)?);
+                gate.keys.held.insert(get(row, 0)?, get(row, 1)?);
+                gate.keys.freed.insert(get(row, 0)?, get(row, 2)?);
             }
             Ok::<_, StoreError>(())
         })();

@@ -634,7 +634,7 @@ pub(super) fn claim(
                 continue;
             };
             if let Some(flow) = task.flow() {
-                super::flow::load_gate(conn, &mut gate, &flow)?;
+                super::flow::load_keys(conn, &mut gate.keys, &flow)?;
                 match gate.admit(&flow, now) {
                     Ok(not_before) if not_before > ts(record.entry.at) => {
                         record = decide::assignment(&task, request, lease, not_before)

@@ -61,30 +61,6 @@ pub(super) fn load_keys(
     Ok(())
 }
 
-/// Loads the gate's rows for `flow`'s keys it has not read yet.
-pub(super) fn load_gate(conn: &Connection, gate: &mut Gate, flow: &Flow) -> Result<(), StoreError> {
-    let mut states = KeyStates::default();
-    let fresh = Flow {
-        rate: flow
-            .rate
-            .iter()
-            .filter(|(k, _)| !gate.buckets.contains_key(k))
-            .cloned()
-            .collect(),
-        concurrency: flow
-            .concurrency
-            .iter()
-            .filter(|(k, _)| !gate.held.contains_key(k))
-            .cloned()
-            .collect(),
-    };
-    load_keys(conn, &mut states, &fresh)?;
-    gate.buckets.extend(states.buckets);
-    gate.held.extend(states.held);
-    gate.freed.extend(states.freed);
-    Ok(())
-}
-
 /// Takes a pending task out of the claim index until `park.until` (or a freed slot).
 pub(super) fn park(conn: &Connection, task: TaskId, park: &Park) -> Result<(), StoreError> {
     conn.prepare_cached(
@@ -112,7 +88,7 @@ pub(super) fn unpark_due(conn: &Connection, now: i64) -> Result<(), StoreError> 
 /// Writes back what the claim changed: the buckets it drew from, the keys it counted tasks in.
 pub(super) fn store_gate(conn: &Connection, gate: &Gate) -> Result<(), StoreError> {
     for key in &gate.drawn {
-        let b = &gate.buckets[key];
+        let b = &gate.keys.buckets[key];
         conn.prepare_cached("UPDATE limits SET level = ?2, refilled_at = ?3 WHERE key = ?1")
             .and_then(|mut s| s.execute(params![key, b.level, b.refilled_at]))
             .map_err(db)?;
