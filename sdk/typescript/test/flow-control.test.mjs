@@ -25,8 +25,8 @@ test("rate limits are set, listed, changed and deleted", async () => {
 
   await client.deleteLimit("openai");
   assert.deepEqual(await client.limits(), []);
-  for (const gone of [client.limit("openai"), client.deleteLimit("openai")]) {
-    const err = await gone.then(() => assert.fail("found"), (e) => e);
+  for (const gone of [() => client.limit("openai"), () => client.deleteLimit("openai")]) {
+    const err = await gone().then(() => assert.fail("found"), (e) => e);
     assert.ok(err instanceof NotFound, String(err));
     assert.equal(err.code, "limit_not_found");
   }
