@@ -3,7 +3,7 @@ import { TaskContext } from "./context.js";
 import { BatonError, Conflict, NonRetryableError, NotFound, Unavailable, isTransient } from "./errors.js";
 import type * as api from "./generated/openapi.js";
 import { type ConnectionOptions, seg } from "./http.js";
-import type { Json } from "./types.js";
+import type { ArtifactData, ArtifactLike, Json, PutArtifactOptions, TransferOptions } from "./types.js";
 
 /** `handler(input, ctx)`: returns the task's result (any JSON value) or throws to fail it. */
 export type Handler = (input: any, ctx: TaskContext) => unknown;
@@ -308,6 +308,8 @@ export class Agent {
           path: `/v1/tasks/${seg(claimed.task)}/subtasks`,
           body: { agent: this.#agentId, token: claimed.token, tasks } satisfies api.SubtasksReport,
         }),
+      putArtifact: (data: ArtifactData, options: PutArtifactOptions) => this.#client.putArtifact(data, options),
+      getArtifact: (artifact: ArtifactLike, options: TransferOptions) => this.#client.getArtifact(artifact, options),
     };
     const upstream: Record<string, Json> = {};
     const held: Held = new Held(claimed, new TaskContext(claimed, this.#agentId, upstream, link));

@@ -1,18 +1,35 @@
-import { ConnectionFailed, isTransient } from "./errors.js";
+import { createHash, type Hash } from "node:crypto";
+import { open, rename, rm } from "node:fs/promises";
+import { ConnectionFailed, InvalidRequest, NotFound, isTransient } from "./errors.js";
 import type * as api from "./generated/openapi.js";
-import { type ConnectionOptions, Transport, seg } from "./http.js";
+import { type Call, type ConnectionOptions, type RawBody, Transport, seg } from "./http.js";
 import { SseParser, type SseEvent } from "./sse.js";
 import type {
+  ArtifactData,
+  ArtifactInfo,
+  ArtifactLike,
+  ArtifactRef,
   AuditOptions,
   Budgets,
+  DiagramFormat,
   EventsOptions,
+  IterTasksOptions,
   Json,
   ListTasksOptions,
   ListWorkflowsOptions,
+  PutArtifactOptions,
+  ScheduleSpecInput,
+  SeqPageOptions,
   StreamItem,
   SubmitTaskOptions,
   SubmitWorkflowOptions,
+  TaskHistoryEntry,
+  TransferOptions,
+  Upstream,
   Usage,
+  WaitingOptions,
+  WorkflowHistoryOptions,
+  WorkflowTemplateInput,
 } from "./types.js";
 
 /** Options of {@link Client}. */
@@ -23,11 +40,102 @@ export const CLAIM_WAIT_MAX_MS = 60_000;
 
 const RECONNECT_MAX_MS = 5_000;
 
+/** Longest an artifact's upload or download may take by default, in ms. */
+export const ARTIFACT_TRANSFER_TIMEOUT_MS = 3_600_000;
+
 /** Budgets in the API's shape: every unit as `{limit, policy?}`. */
 function budgetsBody(budgets: Budgets): Record<string, api.Budget> {
   return Object.fromEntries(
     Object.entries(budgets).map(([unit, b]) => [unit, typeof b === "number" ? { limit: b } : b]),
   );
+}
+
+/** A workflow template in the API's shape (budgets as `{limit, policy?}`). */
+function templateBody(template: WorkflowTemplateInput): api.WorkflowTemplate {
+  const { budgets, ...rest } = template;
+  return budgets === undefined ? rest : { ...rest, budgets: budgetsBody(budgets) };
+}
+
+/**
+ * The JSON value that names an artifact in an input or a result, `{"$artifact": "sha256:…"}`,
+ * from its address or what {@link Client.putArtifact} answered.
+ */
+export function artifactRef(artifact: ArtifactLike): ArtifactRef {
+  return { $artifact: artifactAddress(artifact) };
+}
+
+/** An artifact's address as given (`sha256:<hex>` or the bare hex). */
+function artifactAddress(artifact: ArtifactLike): string {
+  if (typeof artifact === "string") return artifact;
+  if ("$artifact" in artifact) return artifact.$artifact;
+  return artifact.artifact;
+}
+
+/** What to send for `data`, and its default content type. */
+function artifactBody(data: ArtifactData): { body: RawBody; contentType: string } {
+  if (typeof data === "string") {
+    return { body: new TextEncoder().encode(data), contentType: "text/plain; charset=utf-8" };
+  }
+  if (data instanceof Blob) return { body: data, contentType: data.type || "application/octet-stream" };
+  if (data instanceof Uint8Array || data instanceof ArrayBuffer || data instanceof ReadableStream) {
+    return { body: data, contentType: "application/octet-stream" };
+  }
+  if (data !== null && typeof data === "object" && Symbol.asyncIterator in data) {
+    return { body: streamOf(data), contentType: "application/octet-stream" };
+  }
+  throw new TypeError("an artifact is bytes, a string, a Blob or a stream of bytes");
+}
+
+/** An async iterable of bytes as a web stream, read as the upload needs it. */
+function streamOf(chunks: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
+  const iterator = chunks[Symbol.asyncIterator]();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await iterator.next();
+      if (done) controller.close();
+      // A Node stream opened with an encoding yields strings: they are sent as UTF-8.
+      else controller.enqueue(typeof value === "string" ? new TextEncoder().encode(value) : value);
+    },
+    async cancel(reason) {
+      await iterator.return?.(reason);
+    },
+  });
+}
+
+/** Checks downloaded bytes against the address they were asked by (their SHA-256). */
+class ArtifactCheck {
+  readonly #hash: Hash = createHash("sha256");
+  #size = 0;
+
+  constructor(readonly address: string) {}
+
+  update(chunk: Uint8Array): void {
+    this.#hash.update(chunk);
+    this.#size += chunk.length;
+  }
+
+  /** Throws a {@link ConnectionFailed} (`artifact_corrupt`) unless the bytes match. */
+  verify(): void {
+    const hex = this.address.replace(/^sha256:/i, "").toLowerCase();
+    if (this.#hash.digest("hex") !== hex) {
+      throw new ConnectionFailed(
+        0,
+        "artifact_corrupt",
+        `the ${this.#size} bytes received are not artifact ${this.address}`,
+      );
+    }
+  }
+}
+
+/** An artifact's address, size and content type from the headers it is served with. */
+function artifactInfo(response: Response, address: string): ArtifactInfo {
+  const etag = response.headers.get("etag")?.replace(/^"|"$/g, "");
+  const length = response.headers.get("content-length");
+  return {
+    artifact: etag || address,
+    size: length === null ? Number.NaN : Number(length),
+    content_type: response.headers.get("content-type"),
+  };
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -122,9 +230,71 @@ export class Client {
     return this.http.json({ method: "GET", path: "/v1/tasks", query: { ...options } });
   }
 
+  /**
+   * Every task matching the filters, oldest first, as an async iterator that fetches one page
+   * (`pageSize` tasks) at a time: `for await (const task of client.iterTasks({workflow}))`.
+   */
+  async *iterTasks(options: IterTasksOptions = {}): AsyncGenerator<api.TaskSummary, void, undefined> {
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.listTasks({
+        workflow: options.workflow,
+        state: options.state,
+        after,
+        limit: options.pageSize ?? 100,
+      });
+      yield* page.tasks;
+      if (!page.next || page.tasks.length === 0) return;
+      after = page.next;
+    }
+  }
+
+  /**
+   * A task's history entries with a sequence number above `after`, oldest first (at most
+   * `limit`, default 100): each its `seq`, time and event with its fields.
+   */
+  taskHistory(taskId: string, options: SeqPageOptions = {}): Promise<TaskHistoryEntry[]> {
+    return this.http.json({ method: "GET", path: `/v1/tasks/${seg(taskId)}/history`, query: { ...options } });
+  }
+
+  /**
+   * The results of a task's completed dependencies by key, each `{task, result}`; past 4 MiB of
+   * them a result is withheld (`{task, withheld_bytes}`). With `key`, only that dependency's,
+   * whatever its size (a key that is not a dependency is an {@link InvalidRequest}).
+   */
+  taskUpstream(taskId: string, options: { key?: string } = {}): Promise<Upstream> {
+    return this.http.json({ method: "GET", path: `/v1/tasks/${seg(taskId)}/upstream`, query: { key: options.key } });
+  }
+
+  /** A workflow's dependency graph: its tasks (`nodes`, with their states) and `edges`. */
+  workflowGraph(workflowId: string): Promise<api.WorkflowGraph> {
+    return this.http.json({ method: "GET", path: `/v1/workflows/${seg(workflowId)}/graph` });
+  }
+
+  /**
+   * A page of the history of a workflow's tasks, in task id order: each entry's `seq`, time
+   * and event kind, without the event's data, heartbeats left out (a task's full history is
+   * {@link taskHistory}); pass `next` as `after` for the next page.
+   */
+  workflowHistory(workflowId: string, options: WorkflowHistoryOptions = {}): Promise<api.WorkflowHistory> {
+    return this.http.json({
+      method: "GET",
+      path: `/v1/workflows/${seg(workflowId)}/history`,
+      query: { ...options },
+    });
+  }
+
   /** Tasks per state, of one workflow or of all. */
   counts(workflowId?: string): Promise<api.Counts> {
     return this.http.json({ method: "GET", path: "/v1/counts", query: { workflow: workflowId } });
+  }
+
+  /**
+   * What a short id stands for: the tasks and workflows whose ids end in `suffix` (4 to 32 hex
+   * digits, hyphens ignored); `more` says that more match than are listed (10 of each).
+   */
+  lookupId(suffix: string): Promise<api.IdMatches> {
+    return this.http.json({ method: "GET", path: `/v1/ids/${seg(suffix)}` });
   }
 
   // ---- operator controls --------------------------------------------------------------------
@@ -249,6 +419,27 @@ export class Client {
     });
   }
 
+  /**
+   * A page of the signals sent to a workflow, oldest first: delivered, or kept for a task to
+   * come; pass `next` as `after` for the next page.
+   */
+  signals(workflowId: string, options: SeqPageOptions = {}): Promise<api.SignalList> {
+    return this.http.json({
+      method: "GET",
+      path: `/v1/workflows/${seg(workflowId)}/signals`,
+      query: { ...options },
+    });
+  }
+
+  /**
+   * A page of the tasks waiting for a signal (`wait_for`), in every workflow or in
+   * `workflow`: what people are asked to approve, each with the signal it waits for and its
+   * input; pass `next` as `after` for the next page.
+   */
+  waiting(options: WaitingOptions = {}): Promise<api.WaitingList> {
+    return this.http.json({ method: "GET", path: "/v1/waiting", query: { ...options } });
+  }
+
   /** A page of the audit log (operators' actions), newest first. */
   audit(options: AuditOptions = {}): Promise<api.AuditPage> {
     return this.http.json({ method: "GET", path: "/v1/audit", query: { ...options } });
@@ -257,6 +448,23 @@ export class Client {
   /** The agents Baton knows. */
   agents(): Promise<api.AgentView[]> {
     return this.http.json({ method: "GET", path: "/v1/agents" });
+  }
+
+  /**
+   * The task lifecycle Baton enforces: a state diagram as Mermaid (default) or DOT source, or,
+   * with `"json"`, its rules (from, event, guards, to, effects).
+   */
+  lifecycle(format?: DiagramFormat): Promise<string>;
+  lifecycle(format: "json"): Promise<api.LifecycleRule[]>;
+  async lifecycle(format: DiagramFormat | "json" = "mermaid"): Promise<string | api.LifecycleRule[]> {
+    if (format === "json") return this.http.json({ method: "GET", path: "/v1/lifecycle", query: { format } });
+    const response = await this.http.send({
+      method: "GET",
+      path: "/v1/lifecycle",
+      query: { format },
+      headers: { accept: "text/plain" },
+    });
+    return response.text();
   }
 
   #control<T>(kind: "tasks" | "workflows", id: string, verb: string, body: object): Promise<T> {
@@ -294,6 +502,200 @@ export class Client {
    */
   async deleteLimit(key: string): Promise<void> {
     await this.http.send({ method: "DELETE", path: `/v1/limits/${seg(key)}` });
+  }
+
+  // ---- schedules and triggers ---------------------------------------------------------------
+
+  /**
+   * Creates a schedule: at each tick of `cron` (with seconds: `"0 30 9 * * MON-FRI"`, read in
+   * `timezone`, UTC by default) it submits `workflow` once, with the idempotency key
+   * `schedule:NAME:TICK_MS`. `overlap` says what a tick does while the previous one's workflow
+   * runs (`skip`, `allow`, `cancel_previous`), `catch_up` what happens to ticks missed while no
+   * node ran. Resolves to the schedule with its next fire times; a name in use rejects with
+   * {@link Conflict} (`schedule_exists`), a bad field with {@link InvalidRequest} naming it.
+   */
+  createSchedule(spec: ScheduleSpecInput): Promise<api.ScheduleView> {
+    const body: api.ScheduleSpec = { ...spec, workflow: templateBody(spec.workflow) };
+    return this.http.json({ method: "POST", path: "/v1/schedules", body });
+  }
+
+  /** Every schedule, by name, with its next fire times (the API does not page them). */
+  async schedules(): Promise<api.ScheduleView[]> {
+    const list = await this.http.json<api.ScheduleList>({ method: "GET", path: "/v1/schedules" });
+    return list.schedules;
+  }
+
+  /** One schedule; rejects with {@link NotFound} (`schedule_not_found`) if none has that name. */
+  schedule(name: string): Promise<api.ScheduleView> {
+    return this.http.json({ method: "GET", path: `/v1/schedules/${seg(name)}` });
+  }
+
+  /** Stops a schedule's ticks until it is resumed; resolves to it (`paused`, no `next`). */
+  pauseSchedule(name: string): Promise<api.ScheduleView> {
+    return this.http.json({ method: "POST", path: `/v1/schedules/${seg(name)}/pause`, body: {} });
+  }
+
+  /**
+   * Resumes a paused schedule from its next tick after now (the ticks it slept through are not
+   * caught up); resolves to it.
+   */
+  resumeSchedule(name: string): Promise<api.ScheduleView> {
+    return this.http.json({ method: "POST", path: `/v1/schedules/${seg(name)}/resume`, body: {} });
+  }
+
+  /** Deletes a schedule; the workflows it submitted stay. */
+  async deleteSchedule(name: string): Promise<void> {
+    await this.http.send({ method: "DELETE", path: `/v1/schedules/${seg(name)}` });
+  }
+
+  /**
+   * Registers (or replaces) the trigger `name`: the workflow {@link fireTrigger} submits. In its
+   * tasks' inputs, `{"$input": "/json/pointer"}` stands for what the pointer finds in the fired
+   * input (`""`: all of it). Resolves to the trigger.
+   */
+  putTrigger(name: string, template: WorkflowTemplateInput): Promise<api.TriggerView> {
+    return this.http.json({ method: "PUT", path: `/v1/triggers/${seg(name)}`, body: templateBody(template) });
+  }
+
+  /** Every trigger, by name. */
+  async triggers(): Promise<api.TriggerView[]> {
+    const list = await this.http.json<api.TriggerList>({ method: "GET", path: "/v1/triggers" });
+    return list.triggers;
+  }
+
+  /** One trigger; rejects with {@link NotFound} (`trigger_not_found`) if none has that name. */
+  trigger(name: string): Promise<api.TriggerView> {
+    return this.http.json({ method: "GET", path: `/v1/triggers/${seg(name)}` });
+  }
+
+  /**
+   * Submits trigger `name`'s workflow with `input` (any JSON, `{}` by default) in place of its
+   * `$input` placeholders. With the same `idempotencyKey` it submits once: a repeat resolves to
+   * the first workflow (`created: false`); another input with the same key rejects with
+   * {@link Conflict} (`idempotency_mismatch`), an input lacking what a placeholder points at
+   * with {@link InvalidRequest} (`field` `body`).
+   */
+  fireTrigger(
+    name: string,
+    input?: Json,
+    options: { idempotencyKey?: string } = {},
+  ): Promise<api.WorkflowCreated> {
+    return this.http.json({
+      method: "POST",
+      path: `/v1/triggers/${seg(name)}`,
+      body: input === undefined ? {} : input,
+      headers: options.idempotencyKey !== undefined ? { "idempotency-key": options.idempotencyKey } : undefined,
+    });
+  }
+
+  /** Deletes a trigger; the workflows it submitted stay. */
+  async deleteTrigger(name: string): Promise<void> {
+    await this.http.send({ method: "DELETE", path: `/v1/triggers/${seg(name)}` });
+  }
+
+  // ---- artifacts ----------------------------------------------------------------------------
+
+  /**
+   * Uploads an artifact (see {@link ArtifactData}: bytes, a string, a Blob, a stream) and
+   * resolves to where it is stored: its address `artifact` (`sha256:<hex>` of the bytes), size
+   * and content type; `created` is false when the same bytes were there already. Name it in an
+   * input or result with {@link artifactRef}. Over the server's limit (256 MiB by default) it
+   * rejects with {@link InvalidRequest} (status 413, `artifact_too_large`) and nothing is stored.
+   */
+  putArtifact(data: ArtifactData, options: PutArtifactOptions = {}): Promise<api.ArtifactStored> {
+    const { body, contentType } = artifactBody(data);
+    return this.http.json({
+      method: "PUT",
+      path: "/v1/artifacts",
+      raw: { body, contentType: options.contentType ?? contentType },
+      timeoutMs: options.timeoutMs ?? ARTIFACT_TRANSFER_TIMEOUT_MS,
+      signal: options.signal,
+    });
+  }
+
+  /**
+   * Downloads an artifact and resolves to its bytes, checked against its address (else a
+   * {@link ConnectionFailed} with code `artifact_corrupt`). An unknown artifact rejects with
+   * {@link NotFound} (`artifact_not_found`), a malformed address with {@link InvalidRequest}
+   * (`artifact_ref_invalid`). Use {@link saveArtifact} for what should not be held in memory.
+   */
+  async getArtifact(artifact: ArtifactLike, options: TransferOptions = {}): Promise<Uint8Array> {
+    const address = artifactAddress(artifact);
+    const check = new ArtifactCheck(address);
+    const chunks: Uint8Array[] = [];
+    await this.http.download(this.#artifactCall("GET", address, options), (chunk) => {
+      check.update(chunk);
+      chunks.push(chunk);
+    });
+    check.verify();
+    const bytes = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+    let at = 0;
+    for (const chunk of chunks) {
+      bytes.set(chunk, at);
+      at += chunk.length;
+    }
+    return bytes;
+  }
+
+  /**
+   * Downloads an artifact into the file at `path`, streamed: written to `path.part`, checked
+   * against its address, then renamed, so that `path` appears only complete and checked.
+   * Resolves to the artifact's address, size and content type; rejects as
+   * {@link getArtifact} does (leaving no file behind).
+   */
+  async saveArtifact(artifact: ArtifactLike, path: string, options: TransferOptions = {}): Promise<ArtifactInfo> {
+    const address = artifactAddress(artifact);
+    const check = new ArtifactCheck(address);
+    const part = `${path}.part`;
+    let file: Awaited<ReturnType<typeof open>> | undefined;
+    try {
+      const response = await this.http.download(this.#artifactCall("GET", address, options), async (chunk) => {
+        file ??= await open(part, "w");
+        check.update(chunk);
+        await file.write(chunk);
+      });
+      file ??= await open(part, "w");
+      await file.sync();
+      await file.close();
+      file = undefined;
+      check.verify();
+      await rename(part, path);
+      return artifactInfo(response, address);
+    } catch (err) {
+      await file?.close().catch(() => undefined);
+      await rm(part, { force: true });
+      throw err;
+    }
+  }
+
+  /**
+   * Whether an artifact is stored, without downloading it (`HEAD`): resolves to its address,
+   * size and content type, or `undefined` if there is none at that address. A malformed
+   * address rejects with {@link InvalidRequest} (`artifact_ref_invalid`).
+   */
+  async headArtifact(artifact: ArtifactLike, options: TransferOptions = {}): Promise<ArtifactInfo | undefined> {
+    const address = artifactAddress(artifact);
+    try {
+      const response = await this.http.send({ ...this.#artifactCall("HEAD", address, options), timeoutMs: options.timeoutMs });
+      return artifactInfo(response, address);
+    } catch (err) {
+      // A HEAD answer has no body: the problem's code is the one the document gives the status.
+      if (err instanceof NotFound) return undefined;
+      if (err instanceof InvalidRequest && err.status === 400) {
+        throw new InvalidRequest(400, "artifact_ref_invalid", `\`${address}\` is not an artifact reference`);
+      }
+      throw err;
+    }
+  }
+
+  #artifactCall(method: "GET" | "HEAD", address: string, options: TransferOptions): Call {
+    return {
+      method,
+      path: `/v1/artifacts/${seg(address)}`,
+      headers: { accept: "*/*" },
+      timeoutMs: options.timeoutMs ?? ARTIFACT_TRANSFER_TIMEOUT_MS,
+      signal: options.signal,
+    };
   }
 
   // ---- the event stream ---------------------------------------------------------------------

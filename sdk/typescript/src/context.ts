@@ -1,5 +1,5 @@
 import type * as api from "./generated/openapi.js";
-import type { Json, Usage } from "./types.js";
+import type { ArtifactData, ArtifactLike, Json, PutArtifactOptions, TransferOptions, Usage } from "./types.js";
 
 /** What a {@link TaskContext} needs from the agent running the task. */
 export interface TaskLink {
@@ -7,6 +7,10 @@ export interface TaskLink {
   beatNow(): void;
   /** Adds subtasks under the task's lease. */
   addSubtasks(tasks: api.TaskSpec[]): Promise<api.WorkflowCreated>;
+  /** Uploads an artifact with the agent's client. */
+  putArtifact(data: ArtifactData, options: PutArtifactOptions): Promise<api.ArtifactStored>;
+  /** Downloads an artifact with the agent's client. */
+  getArtifact(artifact: ArtifactLike, options: TransferOptions): Promise<Uint8Array>;
 }
 
 /**
@@ -46,6 +50,8 @@ export class TaskContext {
   readonly traceparent: string;
   /** The results of the task's dependencies, by dependency key. */
   readonly upstream: Readonly<Record<string, Json>>;
+  /** The task ids of the task's completed dependencies, by dependency key. */
+  readonly upstreamTasks: Readonly<Record<string, string>>;
   /**
    * Aborted when the handler should stop: Baton cancelled, paused, skipped, failed or reran
    * the task, or gave its lease to another agent, or the agent is stopping. Its `reason` is a
@@ -71,6 +77,9 @@ export class TaskContext {
     this.traceparent = claimed.traceparent;
     this.deadlines = claimed.deadlines;
     this.upstream = upstream;
+    this.upstreamTasks = Object.fromEntries(
+      Object.entries(claimed.upstream ?? {}).map(([key, item]) => [key, item.task]),
+    );
     this.signal = this.#controller.signal;
     this.#link = link;
   }
@@ -118,6 +127,24 @@ export class TaskContext {
    */
   addSubtasks(tasks: api.TaskSpec[]): Promise<api.WorkflowCreated> {
     return this.#link.addSubtasks(tasks);
+  }
+
+  /**
+   * Uploads an artifact (bytes, a string, a Blob, a stream) for the task's result or a
+   * subtask's input to name with {@link artifactRef}; resolves to its address, size and content
+   * type. The upload is aborted with {@link signal} unless another `signal` is given.
+   */
+  putArtifact(data: ArtifactData, options: PutArtifactOptions = {}): Promise<api.ArtifactStored> {
+    return this.#link.putArtifact(data, { ...options, signal: options.signal ?? this.signal });
+  }
+
+  /**
+   * Downloads an artifact the input or a dependency's result names (`{"$artifact": …}`, or
+   * its address) and resolves to its bytes, checked against its address. The download is
+   * aborted with {@link signal} unless another `signal` is given.
+   */
+  getArtifact(artifact: ArtifactLike, options: TransferOptions = {}): Promise<Uint8Array> {
+    return this.#link.getArtifact(artifact, { ...options, signal: options.signal ?? this.signal });
   }
 
   /** @internal The progress recorded since the last heartbeat, if any. */

@@ -13,12 +13,20 @@ export interface ConnectionOptions {
   fetch?: typeof fetch;
 }
 
-/** One request: path under the base URL, query (undefined values left out), JSON body. */
+/** A request body sent as it is rather than as JSON: bytes, a Blob, or a stream of bytes. */
+export type RawBody = Uint8Array | ArrayBuffer | Blob | ReadableStream<Uint8Array>;
+
+/**
+ * One request: path under the base URL, query (undefined values left out), and a JSON `body`
+ * or a `raw` one.
+ */
 export interface Call {
   method: string;
   path: string;
   query?: Record<string, string | number | boolean | undefined | null>;
   body?: unknown;
+  /** Sent as it is with its content type, instead of `body` as JSON. */
+  raw?: { body: RawBody; contentType: string };
   headers?: Record<string, string>;
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -59,9 +67,44 @@ export class Transport {
    * a {@link BatonError} ({@link ConnectionFailed} when no answer came).
    */
   async send(call: Call): Promise<Response> {
+    return (await this.#send(call)).response;
+  }
+
+  /**
+   * Sends `call` and passes its answer's body to `onChunk`, chunk by chunk as it arrives (the
+   * next chunk is read once `onChunk` has settled); resolves to the response, for its headers,
+   * once the body is read. A break while reading is a {@link ConnectionFailed}; an abort of
+   * `call.signal` rejects with its reason.
+   */
+  async download(call: Call, onChunk: (chunk: Uint8Array) => void | Promise<void>): Promise<Response> {
+    const { response, timeout } = await this.#send(call);
+    if (!response.body) return response;
+    const reader = response.body.getReader();
+    try {
+      for (;;) {
+        let read: ReadableStreamReadResult<Uint8Array>;
+        try {
+          read = await reader.read();
+        } catch (err) {
+          if (call.signal?.aborted) throw call.signal.reason;
+          throw new ConnectionFailed(0, timeout.aborted ? "timeout" : "connection_failed", describe(err));
+        }
+        if (read.done) return response;
+        await onChunk(read.value);
+      }
+    } finally {
+      reader.releaseLock();
+      await response.body.cancel().catch(() => undefined);
+    }
+  }
+
+  async #send(call: Call): Promise<{ response: Response; timeout: AbortSignal }> {
     const headers = this.headers(call.headers);
-    let body: string | undefined;
-    if (call.body !== undefined) {
+    let body: string | RawBody | undefined;
+    if (call.raw) {
+      body = call.raw.body;
+      headers["content-type"] = call.raw.contentType;
+    } else if (call.body !== undefined) {
       body = JSON.stringify(call.body);
       headers["content-type"] = "application/json";
     }
@@ -69,18 +112,16 @@ export class Transport {
     const signal = call.signal ? AbortSignal.any([call.signal, timeout]) : timeout;
     let response: Response;
     try {
-      response = await this.#fetch(this.url(call.path, call.query), {
-        method: call.method,
-        headers,
-        body,
-        signal,
-      });
+      const init = { method: call.method, headers, body, signal } as RequestInit & { duplex?: "half" };
+      // A streamed body is sent while the answer may already come (fetch requires saying so).
+      if (body instanceof ReadableStream) init.duplex = "half";
+      response = await this.#fetch(this.url(call.path, call.query), init);
     } catch (err) {
       if (call.signal?.aborted) throw call.signal.reason;
       const code = timeout.aborted ? "timeout" : "connection_failed";
       throw new ConnectionFailed(0, code, describe(err));
     }
-    if (response.ok) return response;
+    if (response.ok) return { response, timeout };
     const text = await response.text().catch(() => "");
     let decoded: unknown = text;
     try {
