@@ -517,6 +517,7 @@ impl Node {
         let server = tokio::spawn(baton_server::serve(
             listener,
             AppState::new(engine.clone(), Tokens::none()),
+            None,
             async {
                 let _ = stopped.await;
             },

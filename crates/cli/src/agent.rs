@@ -107,10 +107,7 @@ pub fn run(global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> {
     init_logs();
     let program = args.command[0].clone();
     check_program(&program)?;
-    let mut client = Client::new(&global.url)?;
-    if let Some(token) = &global.token {
-        client = client.with_token(token.clone());
-    }
+    let client = crate::ops::client(global)?;
     let name = match &args.name {
         Some(name) => name.clone(),
         None => default_name(&program),

@@ -121,6 +121,7 @@ async fn demo(output: Output, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let server = tokio::spawn(baton_server::serve(
         listener,
         AppState::new(engine.clone(), Tokens::none()),
+        None,
         async {
             let _ = server_stopped.await;
         },

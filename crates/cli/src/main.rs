@@ -40,6 +40,10 @@ pub struct Global {
     /// Bearer token.
     #[arg(long, global = true, env = "BATON_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM certificates to trust besides the system's, for an https:// URL whose server has
+    /// a private CA or a self-signed certificate.
+    #[arg(long, global = true, env = "BATON_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -54,7 +58,7 @@ pub enum Output {
 #[derive(Subcommand)]
 enum Command {
     /// Run the engine and its HTTP API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run a multi-agent demo workflow on an embedded engine.
     Demo(demo::DemoArgs),
     /// Turn any program into an agent: run it for every task it claims.
@@ -109,10 +113,11 @@ pub fn command() -> ClapCommand {
 }
 
 fn main() -> ExitCode {
+    baton_server::listen::install_crypto_provider();
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Lifecycle { command } => return lifecycle::lifecycle(command),
-        Command::Serve(args) => serve::serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::serve(*args).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Agent(args) => agent::run(&cli.global, args),
         Command::Check(args) => check::run(&cli.global, args),

@@ -20,7 +20,7 @@ mod budget;
 mod control;
 mod ids;
 mod inspect;
-mod limit;
+pub(crate) mod limit;
 mod render;
 mod schedule;
 mod signal;
@@ -380,8 +380,17 @@ async fn resolve_opt(
     }
 }
 
-fn client(global: &Global) -> Result<Client, ClientError> {
-    let client = Client::new(&global.url)?;
+/// The client of `--url`, `--token` and `--ca-cert`.
+pub(crate) fn client(global: &Global) -> Result<Client, ClientError> {
+    let client = match &global.ca_cert {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                ClientError::Local(format!("reading --ca-cert {}: {e}", path.display()))
+            })?;
+            Client::with_ca_pem(&global.url, &pem)?
+        }
+        None => Client::new(&global.url)?,
+    };
     Ok(match global.token.as_deref() {
         Some(token) if !token.is_empty() => client.with_token(token),
         _ => client,

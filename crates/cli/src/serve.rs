@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use baton_engine::{Engine, EngineConfig, SystemClock};
 use baton_server::{tokens, AppState, Role, TokenSpec, Tokens};
 use baton_store::AnyStore;
+use clap::builder::TypedValueParser;
 use clap::ValueEnum;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
@@ -79,10 +80,11 @@ pub struct ServeArgs {
     /// bound on how long a lost wake-up from another node can delay it.
     #[arg(long, env = "BATON_CLAIM_RECHECK_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub claim_recheck_ms: u64,
-    /// Largest result an agent may report, in bytes of JSON: a larger one is refused (413).
-    /// At most the request body limit (8 MiB).
-    #[arg(long, env = "BATON_RESULT_BYTES_MAX", default_value_t = baton_engine::RESULT_BYTES_MAX_DEFAULT, value_parser = clap::value_parser!(u64).range(1024..=8 * 1024 * 1024))]
-    pub result_bytes_max: u64,
+    /// Largest payload, in bytes of JSON: each task's input, a result, progress, a signal's
+    /// data; a larger one is refused (413) and larger data goes in artifacts. At most the
+    /// request body limit (8 MiB).
+    #[arg(long, alias = "result-bytes-max", env = "BATON_PAYLOAD_BYTES_MAX", default_value_t = baton_engine::PAYLOAD_BYTES_MAX_DEFAULT, value_parser = clap::value_parser!(u64).range(1024..=8 * 1024 * 1024))]
+    pub payload_bytes_max: u64,
     /// Largest artifact (`PUT /v1/artifacts`), in bytes: a larger upload is refused (413) and
     /// nothing is stored.
     #[arg(long, env = "BATON_ARTIFACT_BYTES_MAX", default_value_t = baton_engine::ARTIFACT_BYTES_MAX_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
@@ -91,6 +93,53 @@ pub struct ServeArgs {
     /// an upload has to be referenced by a submission or a result.
     #[arg(long, env = "BATON_ARTIFACT_UNREFERENCED_GRACE_MS", default_value_t = baton_engine::ARTIFACT_UNREFERENCED_GRACE_MS_DEFAULT)]
     pub artifact_unreferenced_grace_ms: u64,
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate first); needs
+    /// --tls-key.
+    #[arg(
+        long,
+        env = "BATON_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "BATON_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Listen beyond loopback over plain HTTP, tokens in clear: only behind a proxy that
+    /// terminates TLS.
+    #[arg(long, env = "BATON_INSECURE_HTTP")]
+    pub insecure_http: bool,
+    /// Connections open at once (fitted under the process's open-file limit); past it, new
+    /// connections wait.
+    #[arg(long, env = "BATON_CONNECTIONS_MAX", default_value_t = baton_server::limits::CONNECTIONS_MAX_DEFAULT, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+    pub connections_max: usize,
+    /// A connection must send a whole request head within this time of opening or of its
+    /// last response (idle keep-alive connections close after it too): `30s`, `500ms`, `1m`.
+    #[arg(long, env = "BATON_HEADER_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub header_timeout: std::time::Duration,
+    /// A request body that sends nothing for this long is refused (408).
+    #[arg(long, env = "BATON_BODY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub body_timeout: std::time::Duration,
+    /// Deadline of a request (503 `deadline_exceeded` past it); a claim gets its `wait_ms` on
+    /// top, the event stream none, an artifact 10 minutes.
+    #[arg(long, env = "BATON_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub request_timeout: std::time::Duration,
+    /// Requests in flight at once (claims and event streams apart); past it, requests are
+    /// shed at once (503 `overloaded`, `Retry-After`).
+    #[arg(long, env = "BATON_REQUESTS_MAX", default_value_t = baton_server::limits::REQUESTS_MAX_DEFAULT, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+    pub requests_max: usize,
+    /// Claims in flight at once, long polls included; past it, shed likewise.
+    #[arg(long, env = "BATON_CLAIMS_MAX", default_value_t = baton_server::limits::CLAIMS_MAX_DEFAULT, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+    pub claims_max: usize,
+    /// Requests per second each token may send, in bursts of as many (429 `rate_limited`
+    /// past it); 0 turns it off. Default: off on loopback, 1000 beyond it.
+    #[arg(long, env = "BATON_RATE_PER_TOKEN")]
+    pub rate_per_token: Option<u32>,
     /// Log format.
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -160,6 +209,48 @@ pub fn init_logs(
         .with(otel)
         .init();
     Ok(provider)
+}
+
+/// Default of `--rate-per-token` when listening beyond loopback.
+pub const RATE_PER_TOKEN_DEFAULT: u32 = 1_000;
+
+/// `30s`, `500ms`, `1m`, `2h`, or plain milliseconds.
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::ops::limit::parse_period(s).map(std::time::Duration::from_millis)
+}
+
+/// The server's bounds from the flags.
+fn server_config(args: &ServeArgs) -> baton_server::ServerConfig {
+    let loopback = args.listen.ip().is_loopback();
+    let rate = match args.rate_per_token {
+        Some(n) => n,
+        None if loopback => 0,
+        None => RATE_PER_TOKEN_DEFAULT,
+    };
+    baton_server::ServerConfig {
+        connections_max: baton_server::listen::fit_connections(args.connections_max),
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        request_timeout: args.request_timeout,
+        requests_max: args.requests_max,
+        claims_max: args.claims_max,
+        rate_per_token: std::num::NonZeroU32::new(rate),
+    }
+}
+
+/// The TLS configuration of the flags; refuses plain HTTP beyond loopback unless
+/// `--insecure-http` says so.
+fn tls(args: &ServeArgs) -> anyhow::Result<Option<baton_server::Tls>> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => baton_server::Tls::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!(e)),
+        _ if !args.listen.ip().is_loopback() && !args.insecure_http => bail!(
+            "refusing to listen on {} over plain HTTP: tokens would travel in clear. Give              --tls-cert and --tls-key, or --insecure-http when a proxy in front terminates TLS",
+            args.listen
+        ),
+        _ => Ok(None),
+    }
 }
 
 /// The tokens the flags give, named after their role (`operator`, `operator-2`, …) and, for
@@ -354,6 +445,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
+    let tls = tls(&args)?;
+    let config = server_config(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -376,7 +469,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             EngineConfig {
                 agent_ttl_ms: args.agent_ttl_ms,
                 claim_recheck_ms: args.claim_recheck_ms,
-                result_bytes_max: args.result_bytes_max,
+                payload_bytes_max: args.payload_bytes_max,
                 artifact_bytes_max: args.artifact_bytes_max,
                 artifact_unreferenced_grace_ms: args.artifact_unreferenced_grace_ms,
             },
@@ -399,13 +492,20 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let shown = baton_store::redact_url(&url);
         tracing::info!(address = %addr, store = %shown, "baton listening");
-        println!("Baton listening on http://{addr} (store: {shown})");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(
+            connections_max = config.connections_max,
+            requests_max = config.requests_max,
+            rate_per_token = config.rate_per_token.map_or(0, |n| n.get()),
+            "limits"
+        );
+        println!("Baton listening on {scheme}://{addr} (store: {shown})");
         if tokens.is_empty() {
             println!("No tokens configured: accepting loopback clients only.");
         } else {
             log_tokens(&tokens, "tokens loaded");
         }
-        let state = AppState::new(engine, tokens);
+        let state = AppState::with_config(engine, tokens, config);
         #[cfg(unix)]
         let reloading = tokio::spawn(reload_on_sighup(
             hangups,
@@ -414,7 +514,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.tokens_file.clone(),
             args.listen.ip().is_loopback(),
         ));
-        baton_server::serve(listener, state, shutdown_signal()).await?;
+        baton_server::serve(listener, state, tls, shutdown_signal()).await?;
         #[cfg(unix)]
         reloading.abort();
         for l in loops {

@@ -31,6 +31,9 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
 const REQUEST_SLACK: Duration = Duration::from_secs(30);
 /// Longest any other request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections are dropped before the server closes them (its header timeout, 30 s by
+/// default), so a request is never sent on a connection the server is closing.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The event stream is meant to stay open.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -49,7 +52,7 @@ pub enum ClientError {
     /// The answer was not what the API promises.
     #[error("unexpected answer from {url}: {detail}")]
     Decode { url: String, detail: String },
-    #[error("invalid server URL {0:?}: expected http://host:port")]
+    #[error("invalid server URL {0:?}: expected http://host:port or https://host:port")]
     InvalidUrl(String),
     /// A local file could not be read or written (an artifact's upload or download).
     #[error("{0}")]
@@ -86,15 +89,32 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the server at `base` (e.g. `http://127.0.0.1:7700`).
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:7700`, or `https://…`,
+    /// checked against the system's roots).
     pub fn new(base: &str) -> Result<Client> {
+        Client::with_roots(base, Vec::new())
+    }
+
+    /// A client for the server at `base` that also trusts the PEM certificates in `ca_pem`
+    /// (a private CA, or a server's self-signed certificate).
+    pub fn with_ca_pem(base: &str, ca_pem: &[u8]) -> Result<Client> {
+        let base = base.trim_end_matches('/');
+        let roots = reqwest::Certificate::from_pem_bundle(ca_pem)
+            .map_err(|e| ClientError::Local(format!("the CA certificates are not PEM: {e}")))?;
+        Client::with_roots(base, roots)
+    }
+
+    fn with_roots(base: &str, roots: Vec<reqwest::Certificate>) -> Result<Client> {
         let base = base.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::InvalidUrl(base.to_owned()));
         }
+        // The process's TLS provider, unless the program chose one already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            .tls_certs_merge(roots)
             .build()
             .map_err(|e| ClientError::Transport {
                 url: base.to_owned(),
@@ -107,10 +127,22 @@ impl Client {
         })
     }
 
-    /// A client configured from `BATON_URL` and `BATON_TOKEN`.
+    /// A client configured from `BATON_URL`, `BATON_TOKEN` and `BATON_CA_CERT` (a PEM file of
+    /// certificates to trust besides the system's).
     pub fn from_env() -> Result<Client> {
         let url = std::env::var("BATON_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        let client = Client::new(&url)?;
+        let client = match std::env::var_os("BATON_CA_CERT") {
+            Some(path) if !path.is_empty() => {
+                let pem = std::fs::read(&path).map_err(|e| {
+                    ClientError::Local(format!(
+                        "reading BATON_CA_CERT {}: {e}",
+                        path.to_string_lossy()
+                    ))
+                })?;
+                Client::with_ca_pem(&url, &pem)?
+            }
+            _ => Client::new(&url)?,
+        };
         Ok(match std::env::var("BATON_TOKEN") {
             Ok(t) if !t.is_empty() => client.with_token(t),
             _ => client,

@@ -25,6 +25,7 @@ async fn server(dir: &std::path::Path, limit: u64) -> Client {
     tokio::spawn(baton_server::serve(
         listener,
         AppState::new(engine, Tokens::none()),
+        None,
         std::future::pending(),
     ));
     Client::new(&url).unwrap()

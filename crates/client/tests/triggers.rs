@@ -21,6 +21,7 @@ async fn server(dir: &std::path::Path) -> Client {
     tokio::spawn(baton_server::serve(
         listener,
         AppState::new(engine, Tokens::none()),
+        None,
         std::future::pending(),
     ));
     Client::new(&url).unwrap()

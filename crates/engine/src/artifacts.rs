@@ -158,15 +158,27 @@ impl<S: Store + 'static> Engine<S> {
             })
     }
 
-    /// Refuses payloads (each with its field path) holding a malformed reference, too many,
-    /// or one to an artifact the store does not hold; the first in document order is named.
-    /// Costs nothing but a walk of the JSON when there are no references.
-    pub(crate) async fn check_artifact_refs<'a>(
+    /// The rules of every payload that comes in (inputs, results, progress, signals' data),
+    /// each with its field path: at most `payload_bytes_max` bytes of JSON, and no malformed
+    /// reference, nor too many, nor one to an artifact the store does not hold; the first
+    /// payload at fault in document order is named. Costs two walks of the JSON when there
+    /// are no references.
+    pub(crate) async fn check_payloads<'a>(
         &self,
         payloads: impl IntoIterator<Item = (String, &'a Value)>,
     ) -> Result<(), EngineError> {
         let mut found: Vec<FoundRef> = Vec::new();
+        let limit_bytes = self.inner.config.payload_bytes_max;
         for (field, value) in payloads {
+            let bytes = crate::upstream::json_bytes(value);
+            if bytes > limit_bytes {
+                return Err(EngineError::TooLarge {
+                    field,
+                    bytes,
+                    limit_bytes,
+                    limit: "payload_bytes_max",
+                });
+            }
             found.extend(find_refs(value, &field).map_err(|e| match e {
                 RefError::Malformed { field, expected } => {
                     EngineError::ArtifactRefInvalid { field, expected }

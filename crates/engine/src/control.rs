@@ -191,8 +191,7 @@ impl<S: Store + 'static> Engine<S> {
                 "the result the task completes with: any JSON value but null",
             ));
         }
-        self.check_result(&result)?;
-        self.check_artifact_refs([("result".to_owned(), &result)])
+        self.check_payloads([("result".to_owned(), &result)])
             .await?;
         let event = Event::SkipRequested {
             requested_by: op.by.clone(),
@@ -742,8 +741,7 @@ impl<S: Store + 'static> Engine<S> {
         spec.input = input.clone();
         spec.validate()
             .map_err(|e| EngineError::invalid(e.field, e.expected))?;
-        self.check_artifact_refs([("input".to_owned(), input)])
-            .await
+        self.check_payloads([("input".to_owned(), input)]).await
     }
 }
 

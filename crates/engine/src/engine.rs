@@ -31,9 +31,10 @@ pub struct EngineConfig {
     /// A waiting claim looks for work again at least this often, whatever it was told: the
     /// bound on how long a lost wake-up (another node's notice) can delay it.
     pub claim_recheck_ms: u64,
-    /// Largest result an agent may report, in bytes of JSON; a larger one is refused when it
-    /// is reported (`baton serve --result-bytes-max`).
-    pub result_bytes_max: u64,
+    /// Largest payload, in bytes of JSON: each task's input (and its compensation's), a
+    /// result, progress, a signal's data; a larger one is refused where it comes in, and
+    /// larger data goes in artifacts (`baton serve --payload-bytes-max`).
+    pub payload_bytes_max: u64,
     /// Largest artifact, in bytes; a larger upload is refused and nothing is stored
     /// (`baton serve --artifact-bytes-max`).
     pub artifact_bytes_max: u64,
@@ -47,7 +48,7 @@ impl Default for EngineConfig {
         EngineConfig {
             agent_ttl_ms: 30_000,
             claim_recheck_ms: 500,
-            result_bytes_max: crate::upstream::RESULT_BYTES_MAX_DEFAULT,
+            payload_bytes_max: crate::upstream::PAYLOAD_BYTES_MAX_DEFAULT,
             artifact_bytes_max: crate::artifacts::ARTIFACT_BYTES_MAX_DEFAULT,
             artifact_unreferenced_grace_ms:
                 crate::artifacts::ARTIFACT_UNREFERENCED_GRACE_MS_DEFAULT,
@@ -162,6 +163,11 @@ impl<S: Store + 'static> Engine<S> {
     /// This node's identity in the cluster, which also names its stream of transitions.
     pub fn node(&self) -> Uuid {
         self.inner.node
+    }
+
+    /// This node's metrics, for what the server around the engine counts.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Starts the watchdog, the effect runner and the artifact sweep (and, on a shared store, the exchange of

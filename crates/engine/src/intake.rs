@@ -64,7 +64,7 @@ impl<S: Store + 'static> Engine<S> {
         req: WorkflowRequest,
     ) -> Result<WorkflowReceipt, EngineError> {
         validate_workflow(&req)?;
-        self.check_artifact_refs(task_payloads(&req.tasks)).await?;
+        self.check_payloads(task_payloads(&req.tasks)).await?;
         self.check_limit_refs(&req.tasks, "tasks").await?;
         let now = self.now();
         let workflow = WorkflowId(self.inner.ids.id());
@@ -154,7 +154,7 @@ impl<S: Store + 'static> Engine<S> {
                 .map_err(|e| EngineError::invalid(format!("tasks[{i}].{}", e.field), e.expected))?;
             not_an_item_key(i, spec)?;
         }
-        self.check_artifact_refs(task_payloads(&specs)).await?;
+        self.check_payloads(task_payloads(&specs)).await?;
         self.check_limit_refs(&specs, "tasks").await?;
         for _ in 0..CAS_RETRIES_MAX {
             let task = self.load(parent).await?;

@@ -55,14 +55,14 @@ pub use fanout::FOR_EACH_RESULTS_BYTES_MAX;
 pub use flow::{check_limit_key, LIMITS_MAX};
 pub use ids::{IdSource, RandomIds, SeededIds};
 pub use intake::{validate_workflow, WorkflowReceipt, WorkflowRequest, NAME_LEN_MAX};
-pub use metrics::Metrics;
+pub use metrics::{ConnectionOpen, Metrics};
 pub use outcome::{WorkflowOutcome, WorkflowStatus};
 pub use schedules::{ScheduleInfo, NEXT_FIRES_SHOWN, SCHEDULE_MISSED_AFTER_MS};
 pub use signals::{SignalInput, SignalReceipt, KEPT_SIGNALS_SWEEP_MS, REJECT_REASON_LEN_MAX};
 pub use stream::{StreamPosition, Subscription, TransitionEvent, EVENT_BACKLOG_MAX};
 pub use transition::ReportContext;
 pub use triggers::TriggerInfo;
-pub use upstream::{json_bytes, Upstream, RESULT_BYTES_MAX_DEFAULT, UPSTREAM_BYTES_PER_CLAIM_MAX};
+pub use upstream::{json_bytes, Upstream, PAYLOAD_BYTES_MAX_DEFAULT, UPSTREAM_BYTES_PER_CLAIM_MAX};
 pub use views::{OpenDependency, TaskDetail, WaitReason, WorkflowGraph};
 
 /// The store's types the engine's read model answers with, so that its callers (the API)

@@ -73,6 +73,22 @@ pub struct Metrics {
     tasks_paused: Gauge,
     claims_waiting: Gauge,
     event_subscribers: Gauge,
+    http_refused: Family<ReasonLabel, Counter>,
+    http_connections: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Counts an open connection until dropped.
+pub struct ConnectionOpen(Gauge);
+
+impl Drop for ConnectionOpen {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Counts a claim as in progress until dropped.
@@ -184,6 +200,18 @@ impl Metrics {
             "Subscribers of this node's transition stream (event streams, dashboards)",
             event_subscribers.clone(),
         );
+        let http_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "http_refused",
+            "Requests the server's limits refused, by reason: `overloaded`, `deadline_exceeded`, `rate_limited`, `body_timeout`, `too_many_subscribers`",
+            http_refused.clone(),
+        );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "HTTP connections open on this node",
+            http_connections.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector(store_stats)));
         Metrics {
             registry,
@@ -203,7 +231,22 @@ impl Metrics {
             tasks_paused,
             claims_waiting,
             event_subscribers,
+            http_refused,
+            http_connections,
         }
+    }
+
+    /// Counts a request the server's limits refused for `reason`.
+    pub fn http_refused(&self, reason: &'static str) {
+        self.http_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts a connection as open until the guard is dropped.
+    pub fn connection_opened(&self) -> ConnectionOpen {
+        self.http_connections.inc();
+        ConnectionOpen(self.http_connections.clone())
     }
 
     /// Records one accepted transition of `task` (after it), which was in `from`.

@@ -60,9 +60,7 @@ impl<S: Store + 'static> Engine<S> {
             .map_err(|e| EngineError::invalid(e.field, e.expected))?;
         let (data, reject) = match input {
             SignalInput::Data(data) => {
-                self.check_result(&data)?;
-                self.check_artifact_refs([("data".to_owned(), &data)])
-                    .await?;
+                self.check_payloads([("data".to_owned(), &data)]).await?;
                 (data, None)
             }
             SignalInput::Reject(reason) => {

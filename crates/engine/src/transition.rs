@@ -53,14 +53,19 @@ impl<S: Store + 'static> Engine<S> {
         if matches!(event, Event::AgentLost { .. }) {
             return Err(EngineError::invalid("event", "an agent's report"));
         }
-        if let Event::ExecutionSucceeded {
-            result: Some(result),
-            ..
-        } = &event
-        {
-            self.check_result(result)?;
-            self.check_artifact_refs([("result".to_owned(), result)])
-                .await?;
+        match &event {
+            Event::ExecutionSucceeded {
+                result: Some(result),
+                ..
+            } => self.check_payloads([("result".to_owned(), result)]).await?,
+            Event::Heartbeat {
+                progress: Some(progress),
+                ..
+            } => {
+                self.check_payloads([("progress".to_owned(), progress)])
+                    .await?
+            }
+            _ => {}
         }
         let cause = Cause {
             link: ctx.traceparent.and_then(crate::trace::parse_traceparent),

@@ -1,7 +1,7 @@
 //! Data along the graph: the results of a task's dependencies, handed to the agent that claims
 //! it (`upstream`) and readable for any task. Results are immutable once their task
 //! completed, so what an agent is handed is exactly what the dependencies' histories recorded.
-//! Bounded: a result over `result_bytes_max` is refused when reported, and one claim answer
+//! Bounded: a result over `payload_bytes_max` is refused when reported, and one claim answer
 //! carries at most [`UPSTREAM_BYTES_PER_CLAIM_MAX`] of results, and one read of a task's
 //! upstream [`UPSTREAM_BYTES_PER_READ_MAX`]; past that, results are withheld (their size is
 //! said) and each is read on its own with `GET /v1/tasks/{id}/upstream?key=`.
@@ -17,8 +17,9 @@ use serde_json::Value;
 use crate::engine::Engine;
 use crate::error::EngineError;
 
-/// Default of [`crate::EngineConfig::result_bytes_max`]: 1 MiB.
-pub const RESULT_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
+/// Default of [`crate::EngineConfig::payload_bytes_max`]: 1 MiB, like Temporal's. Larger data
+/// goes in artifacts.
+pub const PAYLOAD_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 /// Most bytes of upstream results one claim answer carries, over all its tasks.
 pub const UPSTREAM_BYTES_PER_CLAIM_MAX: u64 = 4 * 1024 * 1024;
 /// Most bytes of results one read of a task's upstream (without a key) carries.
@@ -56,7 +57,7 @@ impl<S: Store + 'static> Engine<S> {
     /// The results of the task's completed dependencies, by key (a dependency not completed is
     /// absent), at most [`UPSTREAM_BYTES_PER_READ_MAX`] of them; the rest are withheld with
     /// their size. With `key`, only that dependency's result, whatever its size (it is within
-    /// `result_bytes_max`).
+    /// `payload_bytes_max`).
     pub async fn upstream(
         &self,
         task: &Task,
@@ -123,21 +124,6 @@ impl<S: Store + 'static> Engine<S> {
             );
         }
         Ok(out)
-    }
-
-    /// Refuses a result over `result_bytes_max`.
-    pub(crate) fn check_result(&self, result: &Value) -> Result<(), EngineError> {
-        let limit_bytes = self.inner.config.result_bytes_max;
-        let bytes = json_bytes(result);
-        if bytes > limit_bytes {
-            return Err(EngineError::TooLarge {
-                field: "result".into(),
-                bytes,
-                limit_bytes,
-                limit: "result_bytes_max",
-            });
-        }
-        Ok(())
     }
 }
 

@@ -40,7 +40,8 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = AppState::new(engine.clone(), Tokens::none());
-        tokio::spawn(baton_server::serve(listener, state, std::future::pending()));
+        tokio::spawn(baton_server::serve(listener, state, None, std::future::pending()));
+        baton_server::listen::install_crypto_provider();
         let client = reqwest::Client::new();
 
         let started = Instant::now();

@@ -1723,7 +1723,7 @@ pub async fn report_heartbeat(
 #[utoipa::path(post, path = "/v1/tasks/{id}/succeeded", request_body = SuccessReport, params(("id" = String, Path)),
     responses((status = 200, body = ReportAnswer), (status = 409, body = ProblemDoc),
         (status = 422, description = "the result refers to an artifact that was never uploaded (code `artifact_not_found`, `field` e.g. `result.report`) or holds a malformed reference (`artifact_ref_invalid`)", body = ProblemDoc),
-        (status = 413, description = "the result is over `result_bytes_max` (code `result_too_large`, default 1 MiB of JSON; `baton serve --result-bytes-max`)", body = ProblemDoc)))]
+        (status = 413, description = "the result is over `payload_bytes_max` (code `result_too_large`, default 1 MiB of JSON; `baton serve --payload-bytes-max`): put larger data in an artifact", body = ProblemDoc)))]
 pub async fn report_succeeded(
     AxState(s): St,
     caller: Caller,
@@ -1810,18 +1810,7 @@ pub async fn events(
     headers: axum::http::HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    let permit = Arc::clone(&s.sse_permits)
-        .try_acquire_owned()
-        .map_err(|_| {
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_subscribers",
-                format!(
-                    "at most {} event streams at once",
-                    crate::SSE_SUBSCRIBERS_MAX
-                ),
-            )
-        })?;
+    let permit = s.guards.sse_slot(caller.role())?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

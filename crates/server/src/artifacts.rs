@@ -87,7 +87,16 @@ pub async fn put_artifact(
     };
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            Problem::bad_request("body_unreadable", format!("the upload was cut short: {e}"))
+            if crate::extract::stalled(&e) {
+                Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the upload stopped arriving: nothing came for longer than the body \
+                     timeout (`baton serve --body-timeout`)",
+                )
+            } else {
+                Problem::bad_request("body_unreadable", format!("the upload was cut short: {e}"))
+            }
         })?;
         if let Err(e) = upload.write(&chunk).await {
             return Ok(refuse_after_draining(stream, Problem::from(e)).await);

@@ -331,8 +331,8 @@ fn authenticate(state: &AppState, req: &Request) -> Result<Caller, Problem> {
 }
 
 /// Applies the route's row of [`PERMISSIONS`] before the handler runs (and before its body is
-/// read): 401 without a valid token, 403 for a role the row does not allow. Passes the
-/// [`Caller`] on to the handler.
+/// read): 401 without a valid token, 429 for a token over its request rate, 403 for a role
+/// the row does not allow. Passes the [`Caller`] on to the handler.
 pub async fn authorize(
     State(state): State<Arc<AppState>>,
     mut req: Request,
@@ -359,6 +359,9 @@ pub async fn authorize(
         Ok(c) => c,
         Err(p) => return p.into_response(),
     };
+    if let Err(p) = state.guards.check_rate(&caller.0.name) {
+        return p.into_response();
+    }
     if !need.allows(caller.role()) {
         return forbidden(format!(
             "{} {} needs {}; token `{}` has the {} role",

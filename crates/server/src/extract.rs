@@ -71,10 +71,29 @@ async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body
                     "body_too_large",
                     format!("the body is larger than {} bytes", crate::BODY_BYTES_MAX),
                 )
+            } else if stalled(&e) {
+                Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the body stopped arriving: nothing came for longer than the body timeout \
+                     (`baton serve --body-timeout`)",
+                )
             } else {
                 Problem::bad_request("unreadable_body", e.body_text())
             }
         })
+}
+
+/// Whether reading a body failed because it stalled past the body timeout.
+pub(crate) fn stalled(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Deepest nesting accepted inside opaque payloads (`input`, `result`, `progress`), so that

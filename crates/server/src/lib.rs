@@ -2,8 +2,8 @@
 //! `/v1/openapi.json`, a Server-Sent Events stream of transitions, bearer-token roles, body
 //! limits and graceful shutdown. Handlers only translate; the engine decides.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode};
@@ -24,18 +24,20 @@ pub mod artifacts;
 pub mod auth;
 pub mod dashboard;
 pub mod extract;
+pub mod limits;
+pub mod listen;
 pub mod problem;
 pub mod scope;
 pub mod tokens;
 
 pub use auth::{Need, Role, PERMISSIONS};
+pub use limits::ServerConfig;
+pub use listen::Tls;
 pub use problem::{Problem, ProblemDoc};
 pub use tokens::{TokenError, TokenSpec, Tokens};
 
 /// Largest request body accepted.
 pub const BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
-/// Most event streams open at once.
-pub const SSE_SUBSCRIBERS_MAX: usize = 256;
 
 /// What every handler shares.
 pub struct AppState {
@@ -45,7 +47,7 @@ pub struct AppState {
     tokens: RwLock<Arc<Tokens>>,
     /// The caller every loopback client is when no tokens are configured.
     local: Arc<tokens::Token>,
-    pub sse_permits: Arc<Semaphore>,
+    pub(crate) guards: limits::Guards,
 }
 
 #[derive(OpenApi)]
@@ -65,6 +67,15 @@ struct ApiDoc;
 
 /// The documented routes, from one list (utoipa-axum), so the document cannot miss a route.
 fn api_routes() -> OpenApiRouter<Arc<AppState>> {
+    general_routes()
+        .merge(claim_routes())
+        .merge(stream_routes())
+        .merge(artifact_routes())
+}
+
+/// The routes each request of which is short: bounded together by
+/// [`ServerConfig::requests_max`] and [`ServerConfig::request_timeout`].
+fn general_routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::submit_workflow, api::list_workflows))
         .routes(routes!(api::workflow_graph))
@@ -107,17 +118,63 @@ fn api_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(api::counts))
         .routes(routes!(api::register_agent, api::list_agents))
         .routes(routes!(api::agent_heartbeat))
-        .routes(routes!(api::claim))
         .routes(routes!(api::report_started))
         .routes(routes!(api::report_heartbeat))
         .routes(routes!(api::report_succeeded))
         .routes(routes!(api::report_failed))
         .routes(routes!(api::report_released))
         .routes(routes!(api::add_subtasks))
-        .routes(routes!(api::events))
         .routes(routes!(api::lifecycle))
+}
+
+/// Claims, which may wait for work: their own cap, [`ServerConfig::claims_max`], and their
+/// wait on top of the deadline.
+fn claim_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(api::claim))
+}
+
+/// The event stream: no deadline (it streams until the client leaves), slots per role.
+fn stream_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(api::events))
+}
+
+/// Artifacts, up to hundreds of MiB: counted with the general requests, with a longer
+/// deadline ([`limits::ARTIFACT_TIMEOUT`]).
+fn artifact_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
         .routes(routes!(artifacts::put_artifact))
         .routes(routes!(artifacts::get_artifact, artifacts::head_artifact))
+}
+
+/// Sheds a request at once when `slots` are all taken (`503 overloaded`), and answers
+/// `503 deadline_exceeded` to one still running after `deadline`.
+fn bounded(
+    slots: Arc<Semaphore>,
+    deadline: Duration,
+) -> impl tower::Layer<
+    axum::routing::Route,
+    Service = impl tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future = impl Send + 'static,
+    > + Clone
+                  + Send
+                  + Sync
+                  + 'static,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(
+            move |err: tower::BoxError| async move { limits::refusal(&err, deadline) },
+        ))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+            slots,
+        ))
+        .timeout(deadline)
 }
 
 /// The routes outside the OpenAPI document: its own, liveness, metrics, the dashboard.
@@ -189,6 +246,27 @@ fn document_authorization(doc: &mut utoipa::openapi::OpenApi) {
         "bearer",
         Vec::<String>::new(),
     )]);
+    each_operation(doc, |method, path, op| {
+        let Some(need) = auth::permission(method, path) else {
+            return;
+        };
+        if need == Need::Public {
+            // An empty requirement: no authentication.
+            op.security = Some(vec![SecurityRequirement::default()]);
+        }
+        let says = format!("Authorization: {}.", need.describe());
+        op.description = Some(match op.description.take() {
+            Some(d) if !d.is_empty() => format!("{d}\n\n{says}"),
+            _ => says,
+        });
+    });
+}
+
+/// Calls `f` with each operation of the document, its method and its path.
+fn each_operation(
+    doc: &mut utoipa::openapi::OpenApi,
+    mut f: impl FnMut(&Method, &str, &mut Operation),
+) {
     for (path, item) in doc.paths.paths.iter_mut() {
         for (method, op) in [
             (Method::GET, &mut item.get),
@@ -200,20 +278,62 @@ fn document_authorization(doc: &mut utoipa::openapi::OpenApi) {
             (Method::OPTIONS, &mut item.options),
             (Method::TRACE, &mut item.trace),
         ] {
-            let (Some(op), Some(need)) = (op.as_mut(), auth::permission(&method, path)) else {
-                continue;
-            };
-            if need == Need::Public {
-                // An empty requirement: no authentication.
-                op.security = Some(vec![SecurityRequirement::default()]);
+            if let Some(op) = op.as_mut() {
+                f(&method, path, op);
             }
-            let says = format!("Authorization: {}.", need.describe());
-            op.description = Some(match op.description.take() {
-                Some(d) if !d.is_empty() => format!("{d}\n\n{says}"),
-                _ => says,
-            });
         }
     }
+}
+
+/// Every operation says what the server's limits answer ([`limits`]): `429` past the token's
+/// request rate, `503` when shed or past the deadline, `408` for a stalled body; and every
+/// refusal is said to be `application/problem+json`, as it is sent.
+fn document_limits(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let problem = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    each_operation(doc, |method, path, op| {
+        let responses = &mut op.responses.responses;
+        // Refusals are problem documents, whatever the route declared.
+        for (status, response) in responses.iter_mut() {
+            if let (false, RefOr::T(response)) = (status.starts_with('2'), response) {
+                if let Some(content) = response.content.shift_remove("application/json") {
+                    response
+                        .content
+                        .insert("application/problem+json".into(), content);
+                }
+            }
+        }
+        if auth::permission(method, path) != Some(Need::Public) {
+            responses.entry("429".into()).or_insert_with(|| {
+                    problem("Over the token's request rate (code `rate_limited`, `baton serve --rate-per-token`): wait the `Retry-After` seconds")
+                });
+        }
+        let shed = if path == "/v1/events" {
+            "Too many event streams open for the caller's role (code `too_many_subscribers`): retry after `Retry-After` seconds"
+        } else {
+            "Too many requests in flight (code `overloaded`), or past the request's deadline (code `deadline_exceeded`, `baton serve --request-timeout`; it may have been applied), or the store contended (code `contended`): retry after `Retry-After` seconds"
+        };
+        responses.insert("503".into(), problem(shed));
+        if op.request_body.is_some() {
+            responses.entry("408".into()).or_insert_with(|| {
+                problem(
+                    "The body stopped arriving (code `body_timeout`, `baton serve --body-timeout`)",
+                )
+            });
+        }
+    });
 }
 
 /// The router and its OpenAPI document, built from the same route list.
@@ -227,10 +347,21 @@ pub fn router(state: Arc<AppState>) -> Router {
             "{method} {path} has no row in auth::PERMISSIONS: add one saying who may call it"
         );
     }
-    let (router, mut doc) = api_routes()
+    let guards = &state.guards;
+    let deadline = guards.config.request_timeout;
+    let claim_deadline = deadline + Duration::from_millis(baton_engine::CLAIM_WAIT_MAX_MS);
+    let (router, mut doc) = general_routes()
+        .layer(bounded(Arc::clone(&guards.requests), deadline))
+        .merge(claim_routes().layer(bounded(Arc::clone(&guards.claims), claim_deadline)))
+        .merge(stream_routes())
+        .merge(artifact_routes().layer(bounded(
+            Arc::clone(&guards.requests),
+            limits::ARTIFACT_TIMEOUT,
+        )))
         .with_state(Arc::clone(&state))
         .split_for_parts();
     document_authorization(&mut doc);
+    document_limits(&mut doc);
     let doc = Arc::new(doc);
     let router = PLAIN_ROUTES.iter().fold(router, |router, (path, plain)| {
         let route = match plain {
@@ -265,6 +396,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             .into_response()
         })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.guards.config.body_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            limits::count_refusals,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state,
             auth::loopback_guard,
@@ -273,37 +411,46 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Serves until `shutdown` resolves: then stops accepting, lets in-flight requests finish,
 /// and stops the engine's loops. Leases are left as they are: they expire or are resumed.
+/// Plain HTTP unless `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    tls: Option<Tls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let engine = state.engine.clone();
+    let config = state.guards.config.clone();
     let app = router(state);
     // Stopping the engine first ends waiting claims and event streams, which would otherwise
     // hold the drain open; requests already committing still finish.
     let stop = engine.clone();
-    let shutdown = async move {
-        shutdown.await;
-        stop.shutdown();
-    };
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    let metrics = engine.clone();
+    let opened = move || metrics.metrics().connection_opened();
+    listen::accept_loop(listener, app, &config, tls, opened, shutdown, move || {
+        stop.shutdown()
+    })
+    .await;
     engine.shutdown();
     Ok(())
 }
 
 impl AppState {
+    /// The state of a server with the default limits.
     pub fn new(engine: Engine<AnyStore>, tokens: Tokens) -> Arc<AppState> {
+        AppState::with_config(engine, tokens, ServerConfig::default())
+    }
+
+    /// The state of a server bounded by `config`.
+    pub fn with_config(
+        engine: Engine<AnyStore>,
+        tokens: Tokens,
+        config: ServerConfig,
+    ) -> Arc<AppState> {
         Arc::new(AppState {
             engine,
             tokens: RwLock::new(Arc::new(tokens)),
             local: Arc::new(tokens::Token::local()),
-            sse_permits: Arc::new(Semaphore::new(SSE_SUBSCRIBERS_MAX)),
+            guards: limits::Guards::new(config),
         })
     }
 

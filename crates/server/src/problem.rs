@@ -10,7 +10,7 @@ use baton_engine::EngineError;
 
 /// A refusal, answered as a problem document. Boxed: it travels in every `Result`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Problem(Box<ProblemDoc>);
+pub struct Problem(Box<ProblemDoc>, Option<u64>);
 
 impl std::ops::Deref for Problem {
     type Target = ProblemDoc;
@@ -27,18 +27,29 @@ impl std::ops::DerefMut for Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Problem {
-        Problem(Box::new(ProblemDoc {
-            kind: format!("/problems/{code}"),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            code: code.to_owned(),
-            detail: detail.into(),
-            field: None,
-            expected: None,
-            rule: None,
-            state: None,
-            cycle: None,
-        }))
+        Problem(
+            Box::new(ProblemDoc {
+                kind: format!("/problems/{code}"),
+                title: status.canonical_reason().unwrap_or("Error").to_owned(),
+                status: status.as_u16(),
+                code: code.to_owned(),
+                detail: detail.into(),
+                field: None,
+                expected: None,
+                rule: None,
+                state: None,
+                cycle: None,
+            }),
+            None,
+        )
+    }
+
+    /// Asks the client to wait `wait` (whole seconds, rounded up, at least one) before it
+    /// tries again, in `Retry-After`. Every `503` says one second unless told otherwise.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Problem {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.1 = Some(secs.max(1));
+        self
     }
 
     pub fn field(mut self, field: impl Into<String>, expected: impl Into<String>) -> Problem {
@@ -56,11 +67,20 @@ impl Problem {
     }
 }
 
+/// The `code` of a problem answer, kept on the response for the layers around the handlers.
+#[derive(Clone, Debug)]
+pub struct ProblemCode(pub String);
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let retry = matches!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let retry = match self.1 {
+            Some(secs) => Some(secs),
+            None => (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1),
+        };
+        let code = ProblemCode(self.0.code.clone());
         let mut res = (status, axum::Json(*self.0)).into_response();
+        res.extensions_mut().insert(code);
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
@@ -72,9 +92,9 @@ impl IntoResponse for Problem {
                 HeaderValue::from_static("Bearer realm=\"baton\""),
             );
         }
-        if retry {
+        if let Some(secs) = retry {
             res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }
@@ -120,12 +140,12 @@ impl From<EngineError> for Problem {
             } => {
                 // An artifact is any bytes; other limits count bytes of JSON.
                 let of = if field == "artifact" { "" } else { " of JSON" };
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("{field}_too_large"),
-                    detail,
-                )
-                .field(
+                let code = match field.as_str() {
+                    "artifact" => "artifact_too_large",
+                    "result" => "result_too_large",
+                    _ => "payload_too_large",
+                };
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, code, detail).field(
                     field,
                     format!(
                         "at most {limit_bytes} bytes{of} ({limit}: baton serve --{})",

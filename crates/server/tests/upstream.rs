@@ -64,7 +64,7 @@ async fn a_result_over_the_limit_is_refused_when_reported_and_changes_nothing() 
     let claimed = srv.claim_one(&agent).await;
     let (s, _) = srv.report(&claimed, &agent, "started", json!({})).await;
     assert_eq!(s, StatusCode::OK);
-    let over = "x".repeat(baton_engine::RESULT_BYTES_MAX_DEFAULT as usize);
+    let over = "x".repeat(baton_engine::PAYLOAD_BYTES_MAX_DEFAULT as usize);
     let (status, body) = srv
         .report(&claimed, &agent, "succeeded", json!({ "result": over }))
         .await;
@@ -75,13 +75,13 @@ async fn a_result_over_the_limit_is_refused_when_reported_and_changes_nothing() 
         body["expected"]
             .as_str()
             .unwrap()
-            .contains("--result-bytes-max"),
+            .contains("--payload-bytes-max"),
         "{body}"
     );
     let id = claimed["task"].as_str().unwrap();
     assert_eq!(srv.state_of(id).await, "executing", "nothing changed");
     // Just under the limit is accepted.
-    let under = "x".repeat(baton_engine::RESULT_BYTES_MAX_DEFAULT as usize - 2);
+    let under = "x".repeat(baton_engine::PAYLOAD_BYTES_MAX_DEFAULT as usize - 2);
     let (status, body) = srv
         .report(&claimed, &agent, "succeeded", json!({ "result": under }))
         .await;

@@ -13,6 +13,7 @@ from .errors import (
     NonRetryable,
     NotFound,
     Unauthorized,
+    RateLimited,
     Unavailable,
 )
 from .types import (
@@ -114,6 +115,7 @@ __all__ = [
     "TransitionEvent",
     "TriggerView",
     "Unauthorized",
+    "RateLimited",
     "Unavailable",
     "WaitingPage",
     "WaitingTask",

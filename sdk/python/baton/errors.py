@@ -91,6 +91,11 @@ class Unavailable(BatonError):
     retry_after: Optional[float] = None
 
 
+class RateLimited(Unavailable):
+    """The token sent more requests per second than the server allows (429, ``rate_limited``);
+    ``retry_after`` says when to try again."""
+
+
 class ConnectionFailed(BatonError):
     """Baton could not be reached, or the connection broke (``status`` 0)."""
 
@@ -108,6 +113,8 @@ class NonRetryable(Exception):
 
 _BY_STATUS: Dict[int, Type[BatonError]] = {
     400: InvalidRequest,
+    408: Unavailable,
+    429: RateLimited,
     401: Unauthorized,
     403: Forbidden,
     404: NotFound,

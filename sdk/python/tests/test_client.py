@@ -202,3 +202,22 @@ def test_a_compensation_takes_its_own_retry_deadlines_and_priority(
     assert unbook.spec["input"]["task_input"] == {"room": 12}
     assert unbook.spec["input"]["compensates"] == "book"
     assert unbook.spec["input"]["errors"] == []
+
+
+def test_a_token_over_its_request_rate_gets_rate_limited_with_when_to_retry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    srv = Server(
+        Path(tmp_path_factory.mktemp("rated")),
+        ["--operator-token", "op-secret", "--rate-per-token", "5"],
+    )
+    try:
+        with baton.Client(srv.url, "op-secret") as c, pytest.raises(baton.RateLimited) as info:
+            for _ in range(50):
+                c.counts()
+        err = info.value
+        assert isinstance(err, baton.Unavailable)
+        assert (err.status, err.code) == (429, "rate_limited")
+        assert err.retry_after is not None and err.retry_after >= 1
+    finally:
+        srv.stop()

@@ -62,6 +62,12 @@ export class Unavailable extends BatonError {
   retryAfter: number | undefined;
 }
 
+/**
+ * The token sent more requests per second than the server allows (429, `rate_limited`):
+ * `retryAfter` says when to try again.
+ */
+export class RateLimited extends Unavailable {}
+
 /** Baton could not be reached, the request timed out, or the connection broke (`status` 0). */
 export class ConnectionFailed extends BatonError {}
 
@@ -81,6 +87,8 @@ export class NonRetryableError extends Error {
 
 const BY_STATUS: Record<number, typeof BatonError> = {
   400: InvalidRequest,
+  408: Unavailable,
+  429: RateLimited,
   401: Unauthorized,
   403: Forbidden,
   404: NotFound,
@@ -112,7 +120,7 @@ export function errorFromResponse(status: number, body: unknown, retryAfter?: st
   return err;
 }
 
-/** Whether trying the same request again later may succeed (connection failure or 503). */
+/** Whether trying the same request again later may succeed (connection failure, 408, 429, 503). */
 export function isTransient(err: unknown): boolean {
   return err instanceof ConnectionFailed || err instanceof Unavailable;
 }

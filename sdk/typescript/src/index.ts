@@ -16,6 +16,7 @@ export {
   NonRetryableError,
   NotFound,
   Unauthorized,
+  RateLimited,
   Unavailable,
   errorFromResponse,
 } from "./errors.js";

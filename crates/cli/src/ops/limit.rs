@@ -30,7 +30,7 @@ pub enum LimitCommand {
 }
 
 /// `1500`, `500ms`, `30s`, `1m`, `1h`, `1d`, as milliseconds.
-fn parse_period(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_period(s: &str) -> Result<u64, String> {
     let expected = || format!("{s:?}: expected milliseconds, or a number with ms, s, m, h or d");
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);

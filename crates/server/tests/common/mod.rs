@@ -78,7 +78,7 @@ impl TestServer {
         let state = AppState::new(engine.clone(), tokens);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            baton_server::serve(listener, state, async {
+            baton_server::serve(listener, state, None, async {
                 let _ = stopped.await;
             })
             .await
@@ -88,7 +88,10 @@ impl TestServer {
             url,
             engine,
             clock,
-            client: reqwest::Client::new(),
+            client: {
+                baton_server::listen::install_crypto_provider();
+                reqwest::Client::new()
+            },
             token: None,
             store_url,
             stop: Some(stop),
