@@ -45,8 +45,8 @@ pub async fn serve(
         );
     }
     let stop = CancellationToken::new();
-    // rmcp's own Host check knows no ports and no `.localhost` names: `guard` checks Host and
-    // Origin as `baton serve` does.
+    // rmcp's own Host list (localhost, 127.0.0.1, ::1; no Origin check by default) is off:
+    // `check` applies `baton serve`'s loopback rules instead, and with a token admits any Host.
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .with_cancellation_token(stop.child_token());
