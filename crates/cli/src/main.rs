@@ -10,6 +10,7 @@ mod agent;
 mod check;
 mod demo;
 mod lifecycle;
+mod mcp;
 mod ops;
 mod serve;
 
@@ -63,6 +64,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Turn any program into an agent: run it for every task it claims.
     Agent(agent::AgentArgs),
+    /// Serve Baton to LLM agents over the Model Context Protocol (stdio, or HTTP with --http).
+    Mcp(mcp::McpArgs),
     #[command(flatten)]
     Ops(ops::OpsCommand),
     /// Verify a store against the lifecycle, task by task (read-only; works on a live store).
@@ -85,6 +88,7 @@ const IGNORED_GLOBALS: &[(&str, &[&str])] = &[
     ("check", &["url", "token"]),
     ("bench", &["url", "token"]),
     ("agent", &["output"]),
+    ("mcp", &["output"]),
     ("completions", &["url", "token", "output"]),
 ];
 
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(*args).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Agent(args) => agent::run(&cli.global, args),
+        Command::Mcp(args) => mcp::run(&cli.global, args),
         Command::Check(args) => check::run(&cli.global, args),
         Command::Bench(args) => baton_bench::run(
             args,

@@ -18,7 +18,7 @@ use ids::{resolve, IdArg, Kind};
 mod artifact;
 mod budget;
 mod control;
-mod ids;
+pub(crate) mod ids;
 mod inspect;
 pub(crate) mod limit;
 mod render;

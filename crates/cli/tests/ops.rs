@@ -472,6 +472,7 @@ fn global_flags_a_command_ignores_are_hidden_from_its_help_but_accepted() {
         ),
         (&["bench"], &["--url", "--token"], &["--output"]),
         (&["agent"], &["--output"], &["--url", "--token"]),
+        (&["mcp"], &["--output"], &["--url", "--token"]),
         (&["tasks"], &[], &["--url", "--token", "--output"]),
         (
             &["schedules", "list"],

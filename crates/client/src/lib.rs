@@ -329,6 +329,26 @@ impl Client {
         Ok(bytes.as_ref().to_vec())
     }
 
+    /// A page of the task's history, oldest first: the entries whose `seq` is above `after`
+    /// (0: from the first), at most `limit` (the server's default 100, at most 1,000). Each is
+    /// `{"seq", "at", "event"}`, the event with its own fields.
+    pub async fn task_history(
+        &self,
+        id: Uuid,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Value>> {
+        let mut query = Vec::new();
+        if let Some(a) = after {
+            query.push(format!("after={a}"));
+        }
+        if let Some(l) = limit {
+            query.push(format!("limit={l}"));
+        }
+        self.get(&format!("/v1/tasks/{id}/history?{}", query.join("&")))
+            .await
+    }
+
     /// The results of the task's completed dependencies, by key, at most 4 MiB of them (the
     /// rest withheld with their size); with `key`, only that one's, whatever its size.
     pub async fn upstream(
