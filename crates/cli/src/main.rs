@@ -7,8 +7,11 @@ use clap::{
 };
 
 mod agent;
+mod backup;
 mod check;
 mod demo;
+mod duration;
+mod gc;
 mod lifecycle;
 mod ops;
 mod serve;
@@ -63,6 +66,11 @@ enum Command {
     Ops(ops::OpsCommand),
     /// Verify a store against the lifecycle, task by task (read-only; works on a live store).
     Check(check::CheckArgs),
+    /// Delete what outlived its retention, as the server does every minute (--dry-run: say
+    /// what would go).
+    Gc(gc::GcArgs),
+    /// Copy an SQLite store while it runs (a consistent snapshot, with its artifacts).
+    Backup(backup::BackupArgs),
     /// Measure Baton: throughput, DAG latency, timeouts, scale, core, store, crash recovery.
     Bench(baton_bench::BenchArgs),
     /// Inspect the task lifecycle: check it, draw it.
@@ -79,6 +87,8 @@ const IGNORED_GLOBALS: &[(&str, &[&str])] = &[
     ("demo", &["url", "token"]),
     ("lifecycle", &["url", "token", "output"]),
     ("check", &["url", "token"]),
+    ("gc", &["url", "token"]),
+    ("backup", &["url", "token"]),
     ("bench", &["url", "token"]),
     ("agent", &["output"]),
     ("completions", &["url", "token", "output"]),
@@ -116,6 +126,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&cli.global, args),
         Command::Agent(args) => agent::run(&cli.global, args),
         Command::Check(args) => check::run(&cli.global, args),
+        Command::Gc(args) => gc::run(&cli.global, args),
+        Command::Backup(args) => backup::run(&cli.global, args),
         Command::Bench(args) => baton_bench::run(
             args,
             match cli.global.output {

@@ -21,7 +21,7 @@ mod control;
 mod ids;
 mod inspect;
 mod limit;
-mod render;
+pub(crate) mod render;
 mod schedule;
 mod signal;
 mod submit;
