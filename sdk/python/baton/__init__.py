@@ -18,6 +18,7 @@ from .errors import (
 from .types import (
     STATES,
     TERMINAL_STATES,
+    AgentPage,
     AgentView,
     ArtifactStored,
     AuditEntry,
@@ -64,6 +65,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentPage",
     "AgentView",
     "ArtifactStored",
     "AsyncClient",
