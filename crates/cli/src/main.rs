@@ -71,7 +71,8 @@ enum Command {
     Gc(gc::GcArgs),
     /// Copy an SQLite store while it runs (a consistent snapshot, with its artifacts).
     Backup(backup::BackupArgs),
-    /// Measure Baton: throughput, DAG latency, timeouts, scale, core, store, crash recovery.
+    /// Measure Baton: throughput, DAG latency, timeouts, scale, retention, core, store, crash
+    /// recovery.
     Bench(baton_bench::BenchArgs),
     /// Inspect the task lifecycle: check it, draw it.
     Lifecycle {

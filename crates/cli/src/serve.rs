@@ -444,6 +444,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 agent_retention_ms: args.agent_retention,
                 audit_retain_ms: args.audit_retain,
                 agents_per_token_max: args.agents_per_token_max,
+                retention_interval_ms: baton_engine::RETENTION_INTERVAL_MS,
             },
         );
         let loops = engine.start();

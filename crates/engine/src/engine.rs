@@ -54,6 +54,9 @@ pub struct EngineConfig {
     /// Agents one registrar (a token, or every loopback client without tokens) may have
     /// stored at once (`baton serve --agents-per-token-max`).
     pub agents_per_token_max: u32,
+    /// How often the leading node runs a retention pass ([`crate::RETENTION_INTERVAL_MS`];
+    /// shorter for benches and tests).
+    pub retention_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +72,7 @@ impl Default for EngineConfig {
             agent_retention_ms: crate::retention::AGENT_RETENTION_MS_DEFAULT,
             audit_retain_ms: crate::retention::AUDIT_RETAIN_MS_DEFAULT,
             agents_per_token_max: crate::agents::AGENTS_PER_TOKEN_MAX_DEFAULT,
+            retention_interval_ms: crate::retention::RETENTION_INTERVAL_MS,
         }
     }
 }

@@ -395,13 +395,14 @@ impl<S: Store + 'static> Engine<S> {
         Ok(())
     }
 
-    /// The leading node's retention: a pass every [`RETENTION_INTERVAL_MS`], logged when it
-    /// deleted anything.
+    /// The leading node's retention: a pass every `EngineConfig::retention_interval_ms`
+    /// ([`RETENTION_INTERVAL_MS`]), logged when it deleted anything.
     pub(crate) async fn retention_loop(&self) {
         let mut shutdown = self.inner.shutdown.subscribe();
         while !self.stopping() {
+            let every = Duration::from_millis(self.inner.config.retention_interval_ms.max(1));
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(RETENTION_INTERVAL_MS)) => {}
+                _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => continue,
             }
             match self.inner.store.try_lead().await {

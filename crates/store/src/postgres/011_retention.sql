@@ -19,3 +19,5 @@ CREATE INDEX workflows_by_created ON workflows (created_at, id);
 CREATE INDEX outbox_by_task ON outbox (task_id);
 -- The artifacts a deleted task referred to, which may then be referred to by no task.
 CREATE INDEX artifact_refs_by_task ON artifact_refs (task_id, artifact);
+-- `artifacts.referenced` turns back to false when retention deletes the last task referring to
+-- an artifact: the sweep then deletes it, once its latest upload is older than the grace.
