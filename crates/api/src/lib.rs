@@ -564,6 +564,33 @@ pub struct AgentView {
     /// within it.
     #[serde(default)]
     pub liveness_ms: u64,
+    /// The token that first registered it (`local` for loopback clients without tokens;
+    /// empty for agents registered before this was recorded): each token may have at most
+    /// so many agents (`baton serve --agents-per-token-max`). An agent silent for the agent
+    /// retention is deleted.
+    #[serde(default)]
+    pub registered_by: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct AgentsQuery {
+    /// Agents after this id (the `next` of the previous page).
+    pub after: Option<Uuid>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+/// A page of agents, by id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentList {
+    pub agents: Vec<AgentView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Uuid>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

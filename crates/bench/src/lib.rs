@@ -24,11 +24,13 @@ mod dag;
 mod fairness;
 mod micro;
 mod reads;
+mod retention;
 mod scale;
 mod throughput;
 mod timeouts;
 
-/// Measures Baton: throughput, DAG release latency, timeouts, scale, the core, the store, crashes.
+/// Measures Baton: throughput, DAG release latency, timeouts, scale, retention, the core, the
+/// store, crashes.
 #[derive(clap::Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -65,6 +67,9 @@ enum Scenario {
     Timeouts(timeouts::TimeoutsArgs),
     /// A store holding many finished tasks: start time, RSS, claim and counts latency.
     Scale(scale::ScaleArgs),
+    /// A steady workload under a short retention: the store's size on disk over time, flat
+    /// once the first workflows outlive the retention.
+    Retention(retention::RetentionArgs),
     /// Pure transitions/s of the core (`baton_core::apply`): the ceiling.
     Core(micro::CoreArgs),
     /// Durable transitions/s with group commit, beside raw SQLite and the disk's fsync/s.
@@ -100,6 +105,7 @@ pub fn run(args: BenchArgs, output: Output) -> anyhow::Result<ExitCode> {
             Scenario::Fairness(a) => fairness::run(&common, a).await,
             Scenario::Timeouts(a) => timeouts::run(&common, a).await,
             Scenario::Scale(a) => scale::run(&common, a).await,
+            Scenario::Retention(a) => retention::run(&common, a).await,
             Scenario::Core(a) => micro::core(&common, a).await,
             Scenario::Store(a) => micro::store(&common, a).await,
             Scenario::Crash(a) => crash::run(&common, a).await,

@@ -7,8 +7,11 @@ use clap::{
 };
 
 mod agent;
+mod backup;
 mod check;
 mod demo;
+mod duration;
+mod gc;
 mod lifecycle;
 mod mcp;
 mod ops;
@@ -70,7 +73,13 @@ enum Command {
     Ops(ops::OpsCommand),
     /// Verify a store against the lifecycle, task by task (read-only; works on a live store).
     Check(check::CheckArgs),
-    /// Measure Baton: throughput, DAG latency, timeouts, scale, core, store, crash recovery.
+    /// Delete what outlived its retention, as the server does every minute (--dry-run: say
+    /// what would go).
+    Gc(gc::GcArgs),
+    /// Copy an SQLite store while it runs (a consistent snapshot, with its artifacts).
+    Backup(backup::BackupArgs),
+    /// Measure Baton: throughput, DAG latency, timeouts, scale, retention, core, store, crash
+    /// recovery.
     Bench(baton_bench::BenchArgs),
     /// Inspect the task lifecycle: check it, draw it.
     Lifecycle {
@@ -86,6 +95,8 @@ const IGNORED_GLOBALS: &[(&str, &[&str])] = &[
     ("demo", &["url", "token"]),
     ("lifecycle", &["url", "token", "output"]),
     ("check", &["url", "token"]),
+    ("gc", &["url", "token"]),
+    ("backup", &["url", "token"]),
     ("bench", &["url", "token"]),
     ("agent", &["output"]),
     ("mcp", &["output"]),
@@ -126,6 +137,8 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run(&cli.global, args),
         Command::Mcp(args) => mcp::run(&cli.global, args),
         Command::Check(args) => check::run(&cli.global, args),
+        Command::Gc(args) => gc::run(&cli.global, args),
+        Command::Backup(args) => backup::run(&cli.global, args),
         Command::Bench(args) => baton_bench::run(
             args,
             match cli.global.output {

@@ -140,6 +140,31 @@ pub struct ServeArgs {
     /// past it); 0 turns it off. Default: off on loopback, 1000 beyond it.
     #[arg(long, env = "BATON_RATE_PER_TOKEN")]
     pub rate_per_token: Option<u32>,
+    /// Retention: a workflow that finished (none of its tasks can move again) this long ago
+    /// is deleted, with its tasks, history, signals and usage, in small batches by the
+    /// leading node (every minute); artifacts no remaining task refers to then go with the
+    /// artifact sweep. `30d`, `12h`, `90m`; `0` keeps everything forever.
+    #[arg(long, env = "BATON_RETAIN", value_name = "DURATION", default_value = "30d",
+          value_parser = crate::duration::parse_retention)]
+    pub retain: u64,
+    /// An agent not heard from for this long and holding no lease is deleted (it registers
+    /// again under its id if it comes back). At least the liveness window (--agent-ttl-ms);
+    /// `0` keeps every agent.
+    #[arg(long, env = "BATON_AGENT_RETENTION", value_name = "DURATION", default_value = "7d",
+          value_parser = crate::duration::parse_retention)]
+    pub agent_retention: u64,
+    /// Audit entries older than this are deleted; `0` keeps them forever. Apart from
+    /// --retain: the audit log outlives the workflows it acted on.
+    #[arg(long, env = "BATON_AUDIT_RETAIN", value_name = "DURATION", default_value = "365d",
+          value_parser = crate::duration::parse_retention)]
+    pub audit_retain: u64,
+    /// Agents each token may have registered at once (an agent token: at least its
+    /// `agents_max`); loopback clients without tokens count together as the token `local`.
+    /// One more is refused (429 agents_per_token_max_reached) until the agent retention
+    /// deletes silent ones.
+    #[arg(long, env = "BATON_AGENTS_PER_TOKEN_MAX", default_value_t = baton_engine::AGENTS_PER_TOKEN_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub agents_per_token_max: u32,
     /// Log format.
     #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -216,7 +241,7 @@ pub const RATE_PER_TOKEN_DEFAULT: u32 = 1_000;
 
 /// `30s`, `500ms`, `1m`, `2h`, or plain milliseconds.
 fn duration(s: &str) -> Result<std::time::Duration, String> {
-    crate::ops::limit::parse_period(s).map(std::time::Duration::from_millis)
+    crate::duration::parse_ms(s).map(std::time::Duration::from_millis)
 }
 
 /// The server's bounds from the flags.
@@ -378,6 +403,21 @@ async fn reload_on_sighup(
 /// Creates the data directory if missing and takes its lock (`baton.lock`, holding the pid),
 /// so that a second server on the same directory is refused instead of sharing the store.
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    match try_lock_data_dir(dir)? {
+        Ok(file) => Ok(file),
+        Err(holder) => bail!(
+            "another baton serve (pid {holder}) uses the data directory {}: stop it, or give \
+             another --data-dir",
+            dir.display()
+        ),
+    }
+}
+
+/// The data directory's lock (see [`lock_data_dir`]), created if missing; `Err` with the pid
+/// of the process holding it (as it wrote it) when another one does.
+pub(crate) fn try_lock_data_dir(
+    dir: &std::path::Path,
+) -> anyhow::Result<Result<std::fs::File, String>> {
     if dir.exists() && !dir.is_dir() {
         bail!(
             "--data-dir {} is a file, not a directory: give a directory (it is created if \
@@ -397,17 +437,12 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         .with_context(|| format!("opening {}", path.display()))?;
     if !try_lock(&file).with_context(|| format!("locking {}", path.display()))? {
         let holder = std::fs::read_to_string(&path).unwrap_or_default();
-        bail!(
-            "another baton serve (pid {}) uses the data directory {}: stop it, or give \
-             another --data-dir",
-            holder.trim(),
-            dir.display()
-        );
+        return Ok(Err(holder.trim().to_owned()));
     }
     use std::io::Write;
     file.set_len(0)?;
     write!(file, "{}", std::process::id())?;
-    Ok(file)
+    Ok(Ok(file))
 }
 
 /// An exclusive lock on `file`, released when the process ends however it ends; `false` when
@@ -432,8 +467,25 @@ fn try_lock(_file: &std::fs::File) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// The retention flags, checked together: an agent is deleted only after it was declared
+/// dead.
+pub fn check_retention(agent_retention_ms: u64, agent_ttl_ms: u64) -> anyhow::Result<()> {
+    if agent_retention_ms != 0 && agent_retention_ms < agent_ttl_ms {
+        bail!(
+            "--agent-retention {} is shorter than the liveness window (--agent-ttl-ms {}): an \
+             agent is deleted only once it has been silent longer than that; give at least {} \
+             (or 0 to keep every agent)",
+            crate::duration::show_ms(agent_retention_ms),
+            agent_ttl_ms,
+            crate::duration::show_ms(agent_ttl_ms)
+        );
+    }
+    Ok(())
+}
+
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     memory::configure();
+    check_retention(args.agent_retention, args.agent_ttl_ms)?;
     let provider = init_logs(args.log_format, args.otlp_endpoint.as_deref())?;
     let flags = flag_tokens(&args)?;
     let tokens = load_tokens(&flags, args.tokens_file.as_deref())?;
@@ -462,7 +514,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(url) => url.clone(),
             None => args.data_dir.join("baton.db").display().to_string(),
         };
-        let store = AnyStore::open(&url).await.context("opening the store")?;
+        // The one process that owns the store: an SQLite file made before retention is
+        // converted to incremental auto-vacuum (once), so that what retention deletes gives
+        // its space back to the file system.
+        let options = baton_store::sqlite::SqliteOptions {
+            convert_to_incremental_vacuum: true,
+            ..Default::default()
+        };
+        let store = AnyStore::open_with(&url, options)
+            .await
+            .context("opening the store")?;
         let engine = Engine::new(
             store,
             Arc::new(SystemClock),
@@ -472,6 +533,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 payload_bytes_max: args.payload_bytes_max,
                 artifact_bytes_max: args.artifact_bytes_max,
                 artifact_unreferenced_grace_ms: args.artifact_unreferenced_grace_ms,
+                retain_ms: args.retain,
+                agent_retention_ms: args.agent_retention,
+                audit_retain_ms: args.audit_retain,
+                agents_per_token_max: args.agents_per_token_max,
+                retention_interval_ms: baton_engine::RETENTION_INTERVAL_MS,
             },
         );
         let loops = engine.start();
@@ -500,6 +566,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "limits"
         );
         println!("Baton listening on {scheme}://{addr} (store: {shown})");
+        let kept = |ms: u64| match ms {
+            0 => "forever".to_owned(),
+            ms => crate::duration::show_ms(ms),
+        };
+        tracing::info!(
+            retain = %kept(args.retain),
+            agent_retention = %kept(args.agent_retention),
+            audit_retain = %kept(args.audit_retain),
+            agents_per_token_max = args.agents_per_token_max,
+            "retention"
+        );
         if tokens.is_empty() {
             println!("No tokens configured: accepting loopback clients only.");
         } else {

@@ -108,6 +108,54 @@ fn fairness_finishes_the_small_workflow_and_the_backlog() {
 }
 
 #[test]
+fn retention_deletes_what_a_steady_workload_finished() {
+    let r = bench(&[
+        "retention",
+        "--duration-s",
+        "4",
+        "--rate",
+        "10",
+        "--tasks",
+        "10",
+        "--retain-ms",
+        "500",
+        "--gc-every-ms",
+        "200",
+        "--sample-ms",
+        "500",
+        "--agents",
+        "2",
+    ]);
+    assert_eq!(fig(&r, "tasks_submitted"), 400.0);
+    assert_eq!(
+        fig(&r, "tasks_deleted"),
+        400.0,
+        "all outlived the retention: {r:#}"
+    );
+    assert_eq!(fig(&r, "workflows_deleted"), 40.0);
+    assert_eq!(fig(&r, "tasks_stored_end"), 0.0);
+    let samples = r["figures"]["samples"].as_array().expect("samples");
+    assert!(samples.len() >= 8, "{r:#}");
+    assert!(samples.iter().all(|s| s[1].as_f64() > Some(0.0)), "{r:#}");
+    // Without retention the same work stays.
+    let kept = bench(&[
+        "retention",
+        "--duration-s",
+        "2",
+        "--rate",
+        "10",
+        "--tasks",
+        "10",
+        "--retain-ms",
+        "0",
+        "--agents",
+        "2",
+    ]);
+    assert_eq!(fig(&kept, "tasks_deleted"), 0.0);
+    assert_eq!(fig(&kept, "tasks_stored_end"), 200.0);
+}
+
+#[test]
 fn throughput_completes_every_task() {
     let r = bench(&[
         "throughput",

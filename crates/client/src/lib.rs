@@ -27,6 +27,8 @@ pub use artifact::{artifact_ref, ArtifactDownload, ARTIFACT_TRANSFER_TIMEOUT};
 
 /// The default server address, as `baton serve` listens by default.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
+/// Agents read per request by [`Client::agents`] (the most `GET /v1/agents` answers).
+pub const AGENTS_PAGE: usize = 1_000;
 /// Extra time a request may take beyond a long poll's own wait.
 const REQUEST_SLACK: Duration = Duration::from_secs(30);
 /// Longest any other request may take.
@@ -668,8 +670,28 @@ impl Client {
         self.get(&format!("/v1/audit?{}", query.join("&"))).await
     }
 
+    /// A page of agents by id: at most `limit` (1 to 1,000), after `after` (the previous
+    /// page's `next`).
+    pub async fn agents_page(&self, after: Option<Uuid>, limit: usize) -> Result<AgentList> {
+        let mut query = vec![format!("limit={limit}")];
+        if let Some(a) = after {
+            query.push(format!("after={a}"));
+        }
+        self.get(&format!("/v1/agents?{}", query.join("&"))).await
+    }
+
+    /// Every agent, read a page of [`AGENTS_PAGE`] at a time.
     pub async fn agents(&self) -> Result<Vec<AgentView>> {
-        self.get("/v1/agents").await
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.agents_page(after, AGENTS_PAGE).await?;
+            all.extend(page.agents);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// The lifecycle diagram, `mermaid` or `dot`.

@@ -22,11 +22,40 @@ pub const CLAIM_WAIT_MAX_MS: u64 = 60_000;
 pub const AGENT_CAPABILITIES_MAX: usize = 64;
 /// Highest concurrency an agent may ask for.
 pub const AGENT_CONCURRENCY_MAX: u32 = 10_000;
+/// Agents one registrar (a token; every loopback client without tokens together) may have
+/// stored, unless `EngineConfig::agents_per_token_max` says otherwise: room for big pools,
+/// far from the tens of thousands a runaway loop registers.
+pub const AGENTS_PER_TOKEN_MAX_DEFAULT: u32 = 1_000;
+/// The registrar of agents registered without a token (loopback clients, no tokens
+/// configured): the name the server gives them as actors.
+pub const LOCAL_REGISTRAR: &str = "local";
+/// Agents read per page when the engine goes through all of them.
+const AGENTS_PAGE: usize = baton_store::PAGE_ROWS_MAX;
 
 impl<S: Store + 'static> Engine<S> {
-    /// Registers an agent (or re-registers it under its id, keeping when it first came).
+    /// Registers an agent (or re-registers it under its id, keeping when it first came) for
+    /// loopback clients without tokens ([`LOCAL_REGISTRAR`], under the configured cap).
     pub async fn register_agent(
         &self,
+        id: Option<AgentId>,
+        name: String,
+        capabilities: BTreeSet<Capability>,
+        concurrency: u32,
+    ) -> Result<AgentRecord, EngineError> {
+        let max = self.inner.config.agents_per_token_max;
+        self.register_agent_by(LOCAL_REGISTRAR, max, id, name, capabilities, concurrency)
+            .await
+    }
+
+    /// Registers an agent for `registered_by` (a token's name), which may have at most
+    /// `agents_max` agents stored: one more is refused with [`EngineError::TooManyAgents`],
+    /// counted in the store's transaction (so it holds across concurrent registrations, on
+    /// every node). An agent registered already (by id) registers again at any count,
+    /// keeping who registered it first and when.
+    pub async fn register_agent_by(
+        &self,
+        registered_by: &str,
+        agents_max: u32,
         id: Option<AgentId>,
         name: String,
         capabilities: BTreeSet<Capability>,
@@ -35,19 +64,18 @@ impl<S: Store + 'static> Engine<S> {
         validate_agent(&name, &capabilities, concurrency)?;
         let now = self.now();
         let id = id.unwrap_or_else(|| AgentId(self.inner.ids.id()));
-        let registered_at = match self.inner.store.agent(id).await? {
-            Some(existing) => existing.registered_at,
-            None => now,
-        };
         let record = AgentRecord {
             id,
             name,
             capabilities,
             concurrency,
-            registered_at,
+            registered_at: now,
             last_seen: now,
+            registered_by: registered_by.to_owned(),
         };
-        self.inner.store.upsert_agent(record.clone()).await?;
+        self.inner.store.register_agent(record, agents_max).await?;
+        // Read back: one registered before keeps when and by whom it first came.
+        let record = self.agent(id).await?;
         // The name is the caller's, any bytes: logged as a string field, which the text log
         // quotes and escapes, so a newline in it cannot forge a line.
         info!(agent = %id, name = record.name.as_str(), "agent registered");
@@ -88,6 +116,32 @@ impl<S: Store + 'static> Engine<S> {
 
     pub fn agent_online(&self, agent: &AgentRecord) -> bool {
         agent.last_seen.plus_ms(self.inner.config.agent_ttl_ms) >= self.now()
+    }
+
+    /// A page of agents by id, after `after`, at most `limit` (and
+    /// [`baton_store::PAGE_ROWS_MAX`]).
+    pub async fn agents_page(
+        &self,
+        after: Option<AgentId>,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, EngineError> {
+        Ok(self.inner.store.agents(after, limit).await?)
+    }
+
+    /// Every agent, read a page at a time (their number is bounded by the registrars' caps
+    /// and the agent retention).
+    pub async fn agents(&self) -> Result<Vec<AgentRecord>, EngineError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.inner.store.agents(after, AGENTS_PAGE).await?;
+            let done = page.len() < AGENTS_PAGE;
+            after = page.last().map(|a| a.id);
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
     }
 
     // ---- claims -----------------------------------------------------------------------

@@ -166,13 +166,19 @@ impl<S: Store + 'static> Engine<S> {
         Ok(fired)
     }
 
-    /// Takes the leases of agents not heard from within the liveness window.
+    /// Takes the leases of agents not heard from within the liveness window: those holding
+    /// a lease, read from the leased tasks (so a round costs what is leased, not every agent
+    /// ever registered).
     async fn reap_dead_agents(&self) -> Result<(), EngineError> {
         let now = self.now();
-        for agent in self.inner.store.agents().await? {
-            if agent.last_seen.plus_ms(self.inner.config.agent_ttl_ms) >= now {
-                continue;
-            }
+        let silent_since =
+            baton_core::Timestamp(now.0.saturating_sub(self.inner.config.agent_ttl_ms));
+        let dead = self
+            .inner
+            .store
+            .silent_lease_holders(silent_since, baton_store::PAGE_ROWS_MAX)
+            .await?;
+        for agent in dead {
             for id in self.inner.store.leased_to(agent.id).await? {
                 let lost = |task: &Task| {
                     let lease = task.state.lease()?;

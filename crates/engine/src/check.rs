@@ -8,7 +8,9 @@
 //! compensation has its compensation task; the tasks held per concurrency key are those
 //! assigned or executing with it; the counts per state equal the tasks (when no
 //! transition moved them during the check); each workflow's usage is the sum of its tasks'
-//! (on a live store, a usage report landing during the check may be reported: run it again).
+//! (on a live store, a usage report landing during the check may be reported: run it again);
+//! every task's workflow exists (or is being deleted by retention). Tasks retention deletes
+//! while the check reads are left out of it.
 
 use std::collections::HashMap;
 
@@ -82,8 +84,18 @@ pub async fn check_store<S: Store>(
     let counts_before = store.counts(None).await?;
     let mut counted = StateCounts::default();
     let mut pages = TaskPages::new(TaskFilter::default());
+    let mut workflows: std::collections::BTreeSet<WorkflowId> = Default::default();
+    // A workflow retention is deleting loses its tasks a batch at a time, not in their order.
+    let deleting: std::collections::BTreeSet<WorkflowId> =
+        store.gc_marked(PAGE_ROWS_MAX).await?.into_iter().collect();
     while let Some(page) = pages.next(store).await? {
         for task in &page {
+            let history = store.history(task.id, 0, HISTORY_MAX).await?;
+            if history.is_empty() && store.task(task.id).await?.is_none() {
+                // Deleted by retention since the page was read: nothing to check.
+                continue;
+            }
+            workflows.insert(task.workflow);
             report.tasks += 1;
             counted.0[task.kind().index()] += 1;
             let sum = spent.entry(task.workflow).or_default();
@@ -109,7 +121,6 @@ pub async fn check_store<S: Store>(
                 workflow: Some(task.workflow),
                 detail,
             };
-            let history = store.history(task.id, 0, HISTORY_MAX).await?;
             report.history_entries += history.len() as u64;
             match replay(&history) {
                 Err(e) => report
@@ -182,7 +193,7 @@ pub async fn check_store<S: Store>(
             );
             let ended_badly = (matches!(task.state, State::Cancelled { .. }) && !superseded)
                 || matches!(task.state, State::Failed { retry_at: None, .. });
-            if ended_badly {
+            if ended_badly && !deleting.contains(&task.workflow) {
                 if let Some(comp) = &task.spec.compensation {
                     if store
                         .task_by_key(task.workflow, comp.key.clone())
@@ -213,6 +224,10 @@ pub async fn check_store<S: Store>(
     }
     for (id, workflow, at) in started {
         for dep in store.dependencies(id).await? {
+            if !facts.contains_key(&dep.id) && store.task(id).await?.is_none() {
+                // Deleted by retention during the check, with its workflow.
+                continue;
+            }
             let done = facts.get(&dep.id).and_then(|f| f.completed_at);
             if done.is_none_or(|d| d > at) {
                 report.violations.push(Violation {
@@ -225,6 +240,28 @@ pub async fn check_store<S: Store>(
                     ),
                 });
             }
+        }
+    }
+    // Every task belongs to a workflow: retention deletes a workflow's row only once its
+    // tasks are gone (one it is deleting is not shown, but is marked).
+    for workflow in workflows {
+        if deleting.contains(&workflow) || store.workflow(workflow).await?.is_some() {
+            continue;
+        }
+        let left = store
+            .tasks(TaskFilter {
+                workflow: Some(workflow),
+                limit: 1,
+                ..TaskFilter::default()
+            })
+            .await?;
+        let still_deleting = store.gc_marked(PAGE_ROWS_MAX).await?.contains(&workflow);
+        if !left.is_empty() && !still_deleting && !deleting.contains(&workflow) {
+            report.violations.push(Violation {
+                task: left.first().map(|t| t.id),
+                workflow: Some(workflow),
+                detail: "the task's workflow does not exist".into(),
+            });
         }
     }
     let stored = store.counts(None).await?;

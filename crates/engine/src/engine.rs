@@ -41,6 +41,23 @@ pub struct EngineConfig {
     /// An artifact no task refers to is deleted once its latest upload is this old: the time
     /// an upload has to be referenced (`baton serve --artifact-unreferenced-grace-ms`).
     pub artifact_unreferenced_grace_ms: u64,
+    /// Retention: a workflow is deleted once it has finished (none of its tasks can move
+    /// again) for this long, with its tasks, history, edges, signals and usage (`baton serve
+    /// --retain`); 0 keeps every workflow forever.
+    pub retain_ms: u64,
+    /// An agent not heard from for this long, holding no lease, is deleted (`baton serve
+    /// --agent-retention`); 0 keeps every agent. At least the liveness window
+    /// (`agent_ttl_ms`) when set.
+    pub agent_retention_ms: u64,
+    /// Audit entries older than this are deleted (`baton serve --audit-retain`); 0 keeps them
+    /// forever. Apart from `retain_ms`: an audit trail outlives the workflows it acted on.
+    pub audit_retain_ms: u64,
+    /// Agents one registrar (a token, or every loopback client without tokens) may have
+    /// stored at once (`baton serve --agents-per-token-max`).
+    pub agents_per_token_max: u32,
+    /// How often the leading node runs a retention pass ([`crate::RETENTION_INTERVAL_MS`];
+    /// shorter for benches and tests).
+    pub retention_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +69,11 @@ impl Default for EngineConfig {
             artifact_bytes_max: crate::artifacts::ARTIFACT_BYTES_MAX_DEFAULT,
             artifact_unreferenced_grace_ms:
                 crate::artifacts::ARTIFACT_UNREFERENCED_GRACE_MS_DEFAULT,
+            retain_ms: crate::retention::RETAIN_MS_DEFAULT,
+            agent_retention_ms: crate::retention::AGENT_RETENTION_MS_DEFAULT,
+            audit_retain_ms: crate::retention::AUDIT_RETAIN_MS_DEFAULT,
+            agents_per_token_max: crate::agents::AGENTS_PER_TOKEN_MAX_DEFAULT,
+            retention_interval_ms: crate::retention::RETENTION_INTERVAL_MS,
         }
     }
 }
@@ -95,6 +117,10 @@ pub(crate) struct Inner<S> {
     outbound_rx: std::sync::Mutex<Option<mpsc::Receiver<Outbound>>>,
     /// When the leader last swept kept signals (ms since the epoch).
     pub(crate) kept_signals_swept: std::sync::atomic::AtomicU64,
+    /// The fairness clock retention read at its last pass (`i64::MIN`: none yet): fairness
+    /// groups whose last turn it has reached are forgotten at the next pass (see
+    /// `retention`).
+    pub(crate) fair_clock_seen: std::sync::atomic::AtomicI64,
 }
 
 impl<S: Store + 'static> Engine<S> {
@@ -141,6 +167,7 @@ impl<S: Store + 'static> Engine<S> {
                     outbound,
                     outbound_rx: std::sync::Mutex::new(outbound_rx),
                     kept_signals_swept: std::sync::atomic::AtomicU64::new(0),
+                    fair_clock_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
                 }
             }),
         }
@@ -170,8 +197,9 @@ impl<S: Store + 'static> Engine<S> {
         &self.inner.metrics
     }
 
-    /// Starts the watchdog, the effect runner and the artifact sweep (and, on a shared store, the exchange of
-    /// notices with the other nodes); they stop at [`Engine::shutdown`].
+    /// Starts the watchdog, the effect runner, the artifact sweep, the schedules and retention
+    /// (and, on a shared store, the exchange of notices with the other nodes); they stop at
+    /// [`Engine::shutdown`].
     pub fn start(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let watchdog = self.clone();
         let effects = self.clone();
@@ -185,6 +213,10 @@ impl<S: Store + 'static> Engine<S> {
         loops.push(tokio::spawn(async move { ending.ending_loop().await }));
         let scheduler = self.clone();
         loops.push(tokio::spawn(async move { scheduler.schedule_loop().await }));
+        let collector = self.clone();
+        loops.push(tokio::spawn(
+            async move { collector.retention_loop().await },
+        ));
         if let Some(notices) = self.inner.store.notices() {
             let listener = self.clone();
             loops.push(tokio::spawn(

@@ -62,6 +62,13 @@ pub enum EngineError {
     /// raised.
     #[error("{0}: raise the budget (PUT /v1/workflows/{{id}}/budgets) before resuming")]
     BudgetReached(String),
+    /// A registrar (a token) has as many agents stored as it may: another registers once
+    /// the agent retention deleted one of its silent agents.
+    #[error(
+        "`{registered_by}` has {max} agents registered, its limit: re-register one of them \
+         with its `id`, or wait for the agent retention to delete silent ones"
+    )]
+    TooManyAgents { registered_by: String, max: u32 },
     #[error("the engine is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -73,6 +80,9 @@ impl From<StoreError> for EngineError {
         match e {
             StoreError::IdempotencyMismatch { key } => EngineError::IdempotencyMismatch { key },
             StoreError::ScheduleExists(name) => EngineError::ScheduleExists(name),
+            StoreError::TooManyAgents { registered_by, max } => {
+                EngineError::TooManyAgents { registered_by, max }
+            }
             StoreError::TaskNotFound(id) => EngineError::TaskNotFound(id),
             StoreError::WorkflowNotFound(id) => EngineError::WorkflowNotFound(id),
             // Swept after the engine checked it (a race the store refuses).

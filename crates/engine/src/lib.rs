@@ -7,8 +7,8 @@
 //! again from the fresh version; durable effects run from the store's outbox, idempotently.
 //!
 //! Modules, by concern: `engine` (the shared state, start and stop), `intake`, `agents`,
-//! `transition`, `control`, `events` (+ `stream`, its data), `background`, `views`; `cluster`
-//! holds what nodes sharing a store tell each other.
+//! `transition`, `control`, `events` (+ `stream`, its data), `background`, `retention`,
+//! `views`; `cluster` holds what nodes sharing a store tell each other.
 
 mod agents;
 mod alarm;
@@ -29,6 +29,7 @@ mod ids;
 mod intake;
 mod metrics;
 mod outcome;
+mod retention;
 mod schedules;
 mod signals;
 mod stream;
@@ -39,7 +40,8 @@ mod upstream;
 mod views;
 
 pub use agents::{
-    AGENT_CAPABILITIES_MAX, AGENT_CONCURRENCY_MAX, CLAIM_TASKS_MAX, CLAIM_WAIT_MAX_MS,
+    AGENTS_PER_TOKEN_MAX_DEFAULT, AGENT_CAPABILITIES_MAX, AGENT_CONCURRENCY_MAX, CLAIM_TASKS_MAX,
+    CLAIM_WAIT_MAX_MS, LOCAL_REGISTRAR,
 };
 pub use artifacts::{
     ArtifactUpload, ARTIFACTS_PER_SWEEP_MAX, ARTIFACT_BYTES_MAX_DEFAULT,
@@ -57,6 +59,11 @@ pub use ids::{IdSource, RandomIds, SeededIds};
 pub use intake::{validate_workflow, WorkflowReceipt, WorkflowRequest, NAME_LEN_MAX};
 pub use metrics::{ConnectionOpen, Metrics};
 pub use outcome::{WorkflowOutcome, WorkflowStatus};
+pub use retention::{
+    GcOptions, GcReport, AGENT_RETENTION_MS_DEFAULT, AUDIT_RETAIN_MS_DEFAULT,
+    CONCURRENCY_KEY_IDLE_MS, GC_ROWS_PER_PRUNE, GC_TASKS_PER_BATCH, GC_VACUUM_PAGES_PER_BATCH,
+    GC_WORKFLOWS_PER_SCAN, RETAIN_MS_DEFAULT, RETENTION_INTERVAL_MS,
+};
 pub use schedules::{ScheduleInfo, NEXT_FIRES_SHOWN, SCHEDULE_MISSED_AFTER_MS};
 pub use signals::{SignalInput, SignalReceipt, KEPT_SIGNALS_SWEEP_MS, REJECT_REASON_LEN_MAX};
 pub use stream::{StreamPosition, Subscription, TransitionEvent, EVENT_BACKLOG_MAX};

@@ -70,6 +70,9 @@ pub struct Metrics {
     usage_units: std::sync::Mutex<std::collections::HashSet<String>>,
     schedule_ticks: Family<KindLabel, Counter>,
     agents_online: Gauge,
+    retention_deleted: Family<KindLabel, Counter>,
+    retention_seconds: Histogram,
+    store_bytes: Gauge,
     tasks_paused: Gauge,
     claims_waiting: Gauge,
     event_subscribers: Gauge,
@@ -182,6 +185,25 @@ impl Metrics {
             "Agents heard from within their liveness window",
             agents_online.clone(),
         );
+        let retention_deleted = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "retention_deleted",
+            "What retention deleted, by kind: workflows, tasks, history (entries), signals, \
+             artifacts, agents, audit (entries), fair_groups, concurrency_keys",
+            retention_deleted.clone(),
+        );
+        let retention_seconds = seconds_histogram();
+        registry.register(
+            "retention_pass_seconds",
+            "Duration of a retention pass on this node",
+            retention_seconds.clone(),
+        );
+        let store_bytes = Gauge::default();
+        registry.register(
+            "store_bytes",
+            "What the store takes on disk (SQLite: database and log; PostgreSQL: its tables)",
+            store_bytes.clone(),
+        );
         let tasks_paused = Gauge::default();
         registry.register(
             "tasks_paused",
@@ -228,6 +250,9 @@ impl Metrics {
             usage_units: Default::default(),
             schedule_ticks,
             agents_online,
+            retention_deleted,
+            retention_seconds,
+            store_bytes,
             tasks_paused,
             claims_waiting,
             event_subscribers,
@@ -317,6 +342,26 @@ impl Metrics {
         self.usage.get_or_create(&UnitLabel { unit }).inc_by(amount);
     }
 
+    /// Counts what a retention pass deleted.
+    pub(crate) fn retention(&self, r: &crate::retention::GcReport, took: std::time::Duration) {
+        for (kind, n) in [
+            ("workflows", r.workflows),
+            ("tasks", r.tasks),
+            ("history", r.history),
+            ("signals", r.signals),
+            ("artifacts", r.artifacts_deleted),
+            ("agents", r.agents),
+            ("audit", r.audit),
+            ("fair_groups", r.fair_groups),
+            ("concurrency_keys", r.concurrency_keys),
+        ] {
+            self.retention_deleted
+                .get_or_create(&KindLabel { kind })
+                .inc_by(n);
+        }
+        self.retention_seconds.observe(took.as_secs_f64());
+    }
+
     pub(crate) fn schedule_tick(&self, kind: &'static str) {
         self.schedule_ticks.get_or_create(&KindLabel { kind }).inc();
     }
@@ -336,6 +381,7 @@ impl Metrics {
         counts: StateCounts,
         agents_online: usize,
         event_subscribers: usize,
+        store_bytes: u64,
     ) -> String {
         for state in StateKind::ALL {
             self.tasks
@@ -345,6 +391,8 @@ impl Metrics {
                 .set(counts.get(state) as i64);
         }
         self.agents_online.set(agents_online as i64);
+        self.store_bytes
+            .set(store_bytes.min(i64::MAX as u64) as i64);
         self.tasks_paused.set(counts.paused() as i64);
         self.event_subscribers.set(event_subscribers as i64);
         let mut out = String::new();

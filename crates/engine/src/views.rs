@@ -303,10 +303,6 @@ impl<S: Store + 'static> Engine<S> {
             .await?)
     }
 
-    pub async fn agents(&self) -> Result<Vec<AgentRecord>, EngineError> {
-        Ok(self.inner.store.agents().await?)
-    }
-
     /// The tasks leased to the agent now.
     pub async fn leased_to(&self, agent: AgentId) -> Result<Vec<TaskId>, EngineError> {
         Ok(self.inner.store.leased_to(agent).await?)
@@ -316,8 +312,6 @@ impl<S: Store + 'static> Engine<S> {
     pub async fn metrics_text(&self) -> Result<String, EngineError> {
         let counts = self.inner.store.counts(None).await?;
         let online = self
-            .inner
-            .store
             .agents()
             .await?
             .iter()
@@ -325,7 +319,11 @@ impl<S: Store + 'static> Engine<S> {
             .count();
         // Every event stream listens for workflows ending; nothing else does.
         let subscribers = self.inner.workflow_events.receiver_count();
-        Ok(self.inner.metrics.encode(counts, online, subscribers))
+        let bytes = self.inner.store.size_bytes().await?;
+        Ok(self
+            .inner
+            .metrics
+            .encode(counts, online, subscribers, bytes))
     }
 
     /// What a named rate limit or concurrency key of the pending task says about it, if one
@@ -400,8 +398,6 @@ impl<S: Store + 'static> Engine<S> {
             }
             State::Pending => {
                 let online: Vec<AgentRecord> = self
-                    .inner
-                    .store
                     .agents()
                     .await?
                     .into_iter()

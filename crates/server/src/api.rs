@@ -1451,11 +1451,14 @@ async fn agent_view(
         last_seen: a.last_seen.0,
         leased: leased.into_iter().map(|t| t.0).collect(),
         liveness_ms: e.config().agent_ttl_ms,
+        registered_by: a.registered_by,
     })
 }
 
 #[utoipa::path(post, path = "/v1/agents", request_body = RegisterAgent,
-    responses((status = 201, body = AgentView), (status = 422, body = ProblemDoc)))]
+    description = "Registers an agent, or registers it again under its `id` (keeping when and by whom it was first registered). Each token may have at most so many agents registered (`baton serve --agents-per-token-max`, 1,000 by default, or the token's `agents_max` if higher; every loopback client without tokens counts as the token `local`): past it, 429 `agents_per_token_max_reached`, until the agent retention deletes agents silent for long (`--agent-retention`, 7 days). An agent token also has at most `agents_max` agents online at once (429 `agents_max_reached`).",
+    responses((status = 201, body = AgentView), (status = 422, body = ProblemDoc),
+              (status = 429, body = ProblemDoc, description = "the token has as many agents as it may: `agents_per_token_max_reached` (registered), or for an agent token `agents_max_reached` (online)")))]
 pub async fn register_agent(
     AxState(s): St,
     caller: Caller,
@@ -1503,8 +1506,16 @@ pub async fn register_agent(
     } else {
         None
     };
+    // Every token may have so many agents registered (an agent token at least its
+    // `agents_max`, which counts those online); loopback clients share `local`'s.
+    let agents_max = match caller.role() {
+        crate::auth::Role::Agent => e.config().agents_per_token_max.max(token.agents_max),
+        _ => e.config().agents_per_token_max,
+    };
     let record = e
-        .register_agent(
+        .register_agent_by(
+            &token.name,
+            agents_max,
             body.id.map(AgentId),
             body.name,
             body.capabilities,
@@ -1518,15 +1529,27 @@ pub async fn register_agent(
         .into_response())
 }
 
-/// Every agent. A token scoped to labels sees them without their leased tasks.
-#[utoipa::path(get, path = "/v1/agents", responses((status = 200, body = Vec<AgentView>)))]
-pub async fn list_agents(AxState(s): St, caller: Caller) -> ApiResult<Json<Vec<AgentView>>> {
+/// Agents by id, a page at a time. A token scoped to labels sees them without their leased
+/// tasks.
+#[utoipa::path(get, path = "/v1/agents", params(AgentsQuery),
+    description = "Agents by id (their registration order), a page at a time: `limit` (1 to 1,000, default 100), then `after` the page's `next` for the following page. Agents silent for the agent retention (`baton serve --agent-retention`, 7 days) and holding no lease are deleted.",
+    responses((status = 200, body = AgentList), (status = 400, body = ProblemDoc)))]
+pub async fn list_agents(
+    AxState(s): St,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AgentsQuery>,
+) -> ApiResult<Json<AgentList>> {
+    let limit = page_limit(q.limit)?;
     let e = engine(&s);
-    let mut out = Vec::new();
-    for a in e.agents().await? {
-        out.push(agent_view(e, a, !caller.is_scoped()).await?);
+    let page = e.agents_page(q.after.map(AgentId), limit).await?;
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|a| a.id.0))
+        .flatten();
+    let mut agents = Vec::with_capacity(page.len());
+    for a in page {
+        agents.push(agent_view(e, a, !caller.is_scoped()).await?);
     }
-    Ok(Json(out))
+    Ok(Json(AgentList { agents, next }))
 }
 
 async fn own_agent(

@@ -191,6 +191,11 @@ impl From<EngineError> for Problem {
             EngineError::Contended(_) | EngineError::ScheduleContended(_) => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "contended", detail)
             }
+            EngineError::TooManyAgents { .. } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "agents_per_token_max_reached",
+                format!("{detail} (baton serve --agents-per-token-max)"),
+            ),
             EngineError::ShuttingDown => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail)
             }

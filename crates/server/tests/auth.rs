@@ -802,7 +802,7 @@ async fn an_agent_token_has_at_most_agents_max_of_its_agents_online() {
         .raw(Method::GET, "/v1/agents", Some(ADMIN), None, None)
         .await;
     let agents = assert_status(&res, StatusCode::OK);
-    assert_eq!(agents.as_array().unwrap().len(), 2, "{agents}");
+    assert_eq!(agents["agents"].as_array().unwrap().len(), 2, "{agents}");
     // Once they have been silent for the liveness window, others may come.
     srv.clock.advance(60_001);
     register_as(&srv, "pool-secret", "worker-2").await;

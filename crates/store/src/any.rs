@@ -11,11 +11,12 @@ use baton_core::{
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
 use crate::{
-    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, AuditEntry, AuditFilter,
-    ClaimRequest, CommitStats, ControlWrite, Dependency, Edge, HistoryMark, HotPath, IdMatches,
-    IdSuffix, NewSignal, OutboxItem, PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite,
-    SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome,
-    TaskFilter, TaskForView, TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRecord,
+    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactRefs, ArtifactWriter, AuditEntry,
+    AuditFilter, ClaimRequest, CommitStats, ControlWrite, Dependency, Edge, GcBatch, GcDeleted,
+    GcPage, GcPreview, GcPrune, GcPruned, GcScan, HistoryMark, HotPath, IdMatches, IdSuffix,
+    NewSignal, OutboxItem, PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite, SignalRecord,
+    StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
+    TaskForView, TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRecord,
 };
 
 /// One of the backends, chosen by [`AnyStore::open`].
@@ -29,6 +30,14 @@ impl AnyStore {
     /// `sqlite://PATH` or a plain path for SQLite. A PostgreSQL store uses the server's
     /// default schema; [`PgStore::open_with`] chooses another.
     pub async fn open(url: &str) -> Result<AnyStore, StoreError> {
+        AnyStore::open_with(url, crate::sqlite::SqliteOptions::default()).await
+    }
+
+    /// As [`AnyStore::open`], an SQLite store with `sqlite`'s options.
+    pub async fn open_with(
+        url: &str,
+        sqlite: crate::sqlite::SqliteOptions,
+    ) -> Result<AnyStore, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(AnyStore::Postgres(PgStore::open(url).await?));
         }
@@ -39,7 +48,10 @@ impl AnyStore {
                 detail: "expected a file path after sqlite://".into(),
             });
         }
-        Ok(AnyStore::Sqlite(SqliteStore::open(Path::new(path))?))
+        Ok(AnyStore::Sqlite(SqliteStore::open_with(
+            Path::new(path),
+            sqlite,
+        )?))
     }
 }
 
@@ -200,8 +212,28 @@ impl Store for AnyStore {
         delegate!(self, s => s.agent(id).await)
     }
 
-    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        delegate!(self, s => s.agents().await)
+    async fn register_agent(
+        &self,
+        agent: AgentRecord,
+        max_per_registrar: u32,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.register_agent(agent, max_per_registrar).await)
+    }
+
+    async fn agents(
+        &self,
+        after: Option<AgentId>,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        delegate!(self, s => s.agents(after, limit).await)
+    }
+
+    async fn silent_lease_holders(
+        &self,
+        seen_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        delegate!(self, s => s.silent_lease_holders(seen_before, limit).await)
     }
 
     async fn leased_to(&self, agent: AgentId) -> Result<Vec<TaskId>, StoreError> {
@@ -360,5 +392,44 @@ impl Store for AnyStore {
 
     async fn usage_labelled(&self, label: Option<(String, String)>) -> Result<Usage, StoreError> {
         delegate!(self, s => s.usage_labelled(label).await)
+    }
+
+    async fn gc_candidates(&self, scan: GcScan) -> Result<GcPage, StoreError> {
+        delegate!(self, s => s.gc_candidates(scan).await)
+    }
+
+    async fn gc_marked(&self, limit: usize) -> Result<Vec<WorkflowId>, StoreError> {
+        delegate!(self, s => s.gc_marked(limit).await)
+    }
+
+    async fn gc_workflows(&self, batch: GcBatch) -> Result<GcDeleted, StoreError> {
+        delegate!(self, s => s.gc_workflows(batch).await)
+    }
+
+    async fn gc_preview(&self, workflows: Vec<WorkflowId>) -> Result<GcPreview, StoreError> {
+        delegate!(self, s => s.gc_preview(workflows).await)
+    }
+
+    async fn artifact_refs(
+        &self,
+        artifacts: Vec<ArtifactRef>,
+    ) -> Result<Vec<ArtifactRefs>, StoreError> {
+        delegate!(self, s => s.artifact_refs(artifacts).await)
+    }
+
+    async fn gc_prune(&self, prune: GcPrune, dry_run: bool) -> Result<GcPruned, StoreError> {
+        delegate!(self, s => s.gc_prune(prune, dry_run).await)
+    }
+
+    async fn fair_clock(&self) -> Result<i64, StoreError> {
+        delegate!(self, s => s.fair_clock().await)
+    }
+
+    async fn reclaim_space(&self, pages_max: u64) -> Result<u64, StoreError> {
+        delegate!(self, s => s.reclaim_space(pages_max).await)
+    }
+
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        delegate!(self, s => s.size_bytes().await)
     }
 }

@@ -10,9 +10,9 @@ use baton_core::{ArtifactRef, Task, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    AgentRecord, ArtifactMeta, ClaimRequest, ControlWrite, LimitWrite, NewSignal, PutArtifact,
-    PutSignal, ScheduleWrite, StoreError, SubmitBatch, SubmitOutcome, TransitionRecord,
-    TriggerWrite, BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
+    AgentRecord, ArtifactMeta, ClaimRequest, ControlWrite, GcBatch, GcDeleted, GcPrune, GcPruned,
+    LimitWrite, NewSignal, PutArtifact, PutSignal, ScheduleWrite, StoreError, SubmitBatch,
+    SubmitOutcome, TransitionRecord, TriggerWrite, BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
 };
 
 /// Where a command's caller waits for its answer.
@@ -25,6 +25,16 @@ pub(crate) enum Command {
     Claim(ClaimRequest, Reply<Vec<Task>>),
     AckOutbox(Vec<i64>, Reply<()>),
     UpsertAgent(AgentRecord, Reply<()>),
+    /// A registration under its registrar's cap (SQLite; PostgreSQL registers in a
+    /// transaction of its own, under an advisory lock per registrar).
+    RegisterAgent(AgentRecord, u32, Reply<()>),
+    /// A batch of retention's deletion (SQLite; PostgreSQL deletes in transactions of their
+    /// own).
+    GcWorkflows(Box<GcBatch>, Reply<GcDeleted>),
+    /// Retention's pruning (SQLite, as `GcWorkflows`).
+    GcPrune(Box<GcPrune>, Reply<GcPruned>),
+    /// Up to so many free pages given back to the file system (SQLite).
+    ReclaimSpace(u64, Reply<u64>),
     /// An artifact's row, once its bytes are in place (SQLite; PostgreSQL writes artifacts in
     /// transactions of their own, the bytes with the row).
     PutArtifact(ArtifactMeta, Reply<PutArtifact>),
@@ -54,6 +64,9 @@ pub(crate) enum Outcome {
     Swept(Result<Vec<ArtifactRef>, StoreError>),
     PutSignal(Result<PutSignal, StoreError>),
     Written(Result<bool, StoreError>),
+    Collected(Result<GcDeleted, StoreError>),
+    Pruned(Result<GcPruned, StoreError>),
+    Reclaimed(Result<u64, StoreError>),
 }
 
 impl Command {
@@ -64,7 +77,12 @@ impl Command {
             Command::Apply(r, _) => r.len(),
             Command::Control(w, _) => w.records.len() + 1,
             Command::Claim(r, _) => r.leases.len(),
+            // Each deleted task counts like a write: retention shares a batch with little else.
+            Command::GcWorkflows(b, _) => b.tasks_max.max(1),
+            Command::GcPrune(p, _) => p.limit.max(1),
             Command::AckOutbox(..)
+            | Command::RegisterAgent(..)
+            | Command::ReclaimSpace(..)
             | Command::UpsertAgent(..)
             | Command::PutArtifact(..)
             | Command::SweepArtifacts(..)
@@ -88,8 +106,12 @@ impl Command {
             (Command::Claim(_, r), Outcome::Claim(o)) => drop(r.send(o)),
             (Command::AckOutbox(_, r), Outcome::Done(o))
             | (Command::UpsertAgent(_, r), Outcome::Done(o))
+            | (Command::RegisterAgent(_, _, r), Outcome::Done(o))
             | (Command::Control(_, r), Outcome::Done(o)) => drop(r.send(o)),
             (Command::PutArtifact(_, r), Outcome::PutArtifact(o)) => drop(r.send(o)),
+            (Command::GcWorkflows(_, r), Outcome::Collected(o)) => drop(r.send(o)),
+            (Command::GcPrune(_, r), Outcome::Pruned(o)) => drop(r.send(o)),
+            (Command::ReclaimSpace(_, r), Outcome::Reclaimed(o)) => drop(r.send(o)),
             (Command::SweepArtifacts(_, _, r), Outcome::Swept(o)) => drop(r.send(o)),
             (Command::PutSignal(_, r), Outcome::PutSignal(o)) => drop(r.send(o)),
             (Command::WriteSchedule(_, r), Outcome::Written(o))
@@ -106,9 +128,13 @@ impl Command {
             Command::Submit(_, r) => drop(r.send(Err(e))),
             Command::Apply(_, r) => drop(r.send(Err(e))),
             Command::Claim(_, r) => drop(r.send(Err(e))),
-            Command::AckOutbox(_, r) | Command::UpsertAgent(_, r) | Command::Control(_, r) => {
-                drop(r.send(Err(e)))
-            }
+            Command::AckOutbox(_, r)
+            | Command::UpsertAgent(_, r)
+            | Command::RegisterAgent(_, _, r)
+            | Command::Control(_, r) => drop(r.send(Err(e))),
+            Command::GcWorkflows(_, r) => drop(r.send(Err(e))),
+            Command::GcPrune(_, r) => drop(r.send(Err(e))),
+            Command::ReclaimSpace(_, r) => drop(r.send(Err(e))),
             Command::PutArtifact(_, r) => drop(r.send(Err(e))),
             Command::SweepArtifacts(_, _, r) => drop(r.send(Err(e))),
             Command::PutSignal(_, r) => drop(r.send(Err(e))),
@@ -192,6 +218,28 @@ impl Queue {
 
     pub(crate) async fn upsert_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
         self.write(|r| Command::UpsertAgent(agent, r)).await
+    }
+
+    pub(crate) async fn register_agent(
+        &self,
+        agent: AgentRecord,
+        max_per_registrar: u32,
+    ) -> Result<(), StoreError> {
+        self.write(|r| Command::RegisterAgent(agent, max_per_registrar, r))
+            .await
+    }
+
+    pub(crate) async fn gc_workflows(&self, batch: GcBatch) -> Result<GcDeleted, StoreError> {
+        self.write(|r| Command::GcWorkflows(Box::new(batch), r))
+            .await
+    }
+
+    pub(crate) async fn gc_prune(&self, prune: GcPrune) -> Result<GcPruned, StoreError> {
+        self.write(|r| Command::GcPrune(Box::new(prune), r)).await
+    }
+
+    pub(crate) async fn reclaim_space(&self, pages_max: u64) -> Result<u64, StoreError> {
+        self.write(|r| Command::ReclaimSpace(pages_max, r)).await
     }
 
     pub(crate) async fn put_artifact(&self, meta: ArtifactMeta) -> Result<PutArtifact, StoreError> {

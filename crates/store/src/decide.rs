@@ -34,6 +34,11 @@ impl Deltas {
         self.0[state.index()] += 1;
     }
 
+    /// A task in `state` was deleted (by retention).
+    pub(crate) fn removed(&mut self, state: StateKind) {
+        self.0[state.index()] -= 1;
+    }
+
     /// A task went from `from` to `to`.
     pub(crate) fn moved(&mut self, from: StateKind, to: StateKind) {
         self.0[from.index()] -= 1;

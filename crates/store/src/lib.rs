@@ -40,6 +40,7 @@ pub mod flow;
 mod ids;
 pub mod postgres;
 mod redact;
+pub mod retention;
 pub mod schedule;
 pub mod signal;
 pub mod sqlite;
@@ -53,6 +54,10 @@ pub use decide::FAIR_QUANTUM;
 pub use flow::{FlowHold, LimitRecord, LimitWrite};
 pub use ids::{IdMatches, IdSuffix, TaskIdMatch};
 pub use redact::redact_url;
+pub use retention::{
+    ArtifactRefs, GcBatch, GcCandidate, GcCursor, GcDeleted, GcPage, GcPreview, GcPrune, GcPruned,
+    GcScan,
+};
 pub use schedule::{ScheduleRecord, ScheduleWrite, TriggerRecord, TriggerWrite};
 pub use signal::{NewSignal, PutSignal, SignalRecord};
 
@@ -377,6 +382,11 @@ pub struct AgentRecord {
     pub concurrency: u32,
     pub registered_at: Timestamp,
     pub last_seen: Timestamp,
+    /// Who first registered it: the token's name (`local` for loopback clients without
+    /// tokens; empty for agents registered before this was recorded). Kept when it registers
+    /// again; counted by [`Store::register_agent`]'s cap.
+    #[serde(default)]
+    pub registered_by: String,
 }
 
 /// A dependency of a task and where it stands.
@@ -536,6 +546,9 @@ pub enum StoreError {
     IdempotencyMismatch { key: String },
     #[error("a schedule named `{0}` already exists")]
     ScheduleExists(String),
+    /// A new agent would take its registrar past the agents it may have stored.
+    #[error("`{registered_by}` has {max} agents registered, its limit")]
+    TooManyAgents { registered_by: String, max: u32 },
     #[error("{path} is not a Baton store: {detail}")]
     NotABatonStore { path: String, detail: String },
     #[error(
@@ -759,7 +772,31 @@ pub trait Store: Send + Sync {
         id: AgentId,
     ) -> impl Future<Output = Result<Option<AgentRecord>, StoreError>> + Send;
 
-    fn agents(&self) -> impl Future<Output = Result<Vec<AgentRecord>, StoreError>> + Send;
+    /// Registers an agent: a new one only while its registrar (`agent.registered_by`) has
+    /// fewer than `max_per_registrar` agents stored, counted in the write's transaction
+    /// ([`StoreError::TooManyAgents`] otherwise); an agent stored already is updated (its
+    /// name, capabilities, concurrency and `last_seen`), keeping when and by whom it was
+    /// first registered.
+    fn register_agent(
+        &self,
+        agent: AgentRecord,
+        max_per_registrar: u32,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Agents by id, after `after`, at most `limit` (and [`PAGE_ROWS_MAX`]).
+    fn agents(
+        &self,
+        after: Option<AgentId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<AgentRecord>, StoreError>> + Send;
+
+    /// Agents holding a lease that were last seen before `seen_before` (at most `limit`):
+    /// read from the leased tasks, so it costs what is leased, not every agent.
+    fn silent_lease_holders(
+        &self,
+        seen_before: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<AgentRecord>, StoreError>> + Send;
 
     /// Tasks currently leased to `agent`.
     fn leased_to(
@@ -942,4 +979,59 @@ pub trait Store: Send + Sync {
         &self,
         filter: AuditFilter,
     ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+
+    // ---- retention (see `retention`) ---------------------------------------------------
+
+    /// A page of workflows created before the cutoff, oldest first, with those of them that
+    /// have finished before it. Read only.
+    fn gc_candidates(
+        &self,
+        scan: GcScan,
+    ) -> impl Future<Output = Result<GcPage, StoreError>> + Send;
+
+    /// Workflows retention has marked and not yet deleted, the earliest marked first.
+    fn gc_marked(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<WorkflowId>, StoreError>> + Send;
+
+    /// One batch of deletion, in one short transaction (see [`GcBatch`]).
+    fn gc_workflows(
+        &self,
+        batch: GcBatch,
+    ) -> impl Future<Output = Result<GcDeleted, StoreError>> + Send;
+
+    /// What deleting these workflows would delete. Read only.
+    fn gc_preview(
+        &self,
+        workflows: Vec<WorkflowId>,
+    ) -> impl Future<Output = Result<GcPreview, StoreError>> + Send;
+
+    /// How many tasks refer to each of these artifacts, with their latest upload (an artifact
+    /// the store does not hold is left out). Read only.
+    fn artifact_refs(
+        &self,
+        artifacts: Vec<ArtifactRef>,
+    ) -> impl Future<Output = Result<Vec<ArtifactRefs>, StoreError>> + Send;
+
+    /// Deletes up to `prune.limit` rows of each kind [`GcPrune`] names; with `dry_run`,
+    /// counts every row it would delete (not bounded by the limit) and changes nothing.
+    fn gc_prune(
+        &self,
+        prune: GcPrune,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<GcPruned, StoreError>> + Send;
+
+    /// The latest turn a claim took, in passes (`fair_clock`).
+    fn fair_clock(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// Gives free space back to the file system after deletions, up to `pages_max` pages
+    /// (SQLite: `PRAGMA incremental_vacuum`; PostgreSQL's autovacuum does it by itself, and
+    /// this does nothing). Returns the pages given back.
+    fn reclaim_space(&self, pages_max: u64)
+        -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// What the store takes on disk, in bytes (SQLite: the database and its write-ahead log;
+    /// PostgreSQL: the store's tables with their indexes and TOAST).
+    fn size_bytes(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

@@ -44,6 +44,7 @@ mod error;
 mod flow;
 mod migrate;
 mod reads;
+mod retention;
 mod schedules;
 mod signals;
 mod writer;

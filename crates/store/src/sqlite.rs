@@ -5,11 +5,14 @@
 //! and only then answers the callers: that is the group commit, one disk flush for the batch.
 //! Reads run on a small pool of read connections, which WAL lets proceed beside the writer.
 
+mod backup;
 mod commands;
 mod error;
 mod flow;
 mod open;
 mod reads;
+mod retention;
 mod writer;
 
+pub use backup::{backup, BackupReport};
 pub use open::{Durability, SqliteOptions, SqliteStore};

@@ -1122,14 +1122,77 @@ mod cases {
             concurrency: 2,
             registered_at: T0,
             last_seen: T0,
+            registered_by: "ci".into(),
         };
         s.upsert_agent(a.clone()).await.unwrap();
         assert_eq!(s.agent(a.id).await.unwrap(), Some(a.clone()));
         a.last_seen = at(500);
         a.capabilities = caps(&["write", "review"]);
         s.upsert_agent(a.clone()).await.unwrap();
-        assert_eq!(s.agents().await.unwrap(), vec![a.clone()]);
+        assert_eq!(s.agents(None, 10).await.unwrap(), vec![a.clone()]);
         assert!(s.agent(agent(8)).await.unwrap().is_none());
+    }
+
+    /// A registrar has at most so many agents stored, counted in the registration's
+    /// transaction; an agent it has already is updated at any count, keeping who registered
+    /// it and when. Agents page by id.
+    pub async fn agents_register_under_their_registrar_cap_and_page_by_id<S: Store>(s: &S) {
+        let new = |n: u128, by: &str| AgentRecord {
+            id: agent(100 + n),
+            name: format!("worker-{n}"),
+            capabilities: caps(&["work"]),
+            concurrency: 1,
+            registered_at: at(n as u64),
+            last_seen: at(n as u64),
+            registered_by: by.into(),
+        };
+        for n in 0..3 {
+            s.register_agent(new(n, "ci"), 3).await.unwrap();
+        }
+        let err = s.register_agent(new(3, "ci"), 3).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::TooManyAgents { registered_by, max: 3 } if registered_by == "ci"),
+            "{err:?}"
+        );
+        assert!(
+            s.agent(agent(103)).await.unwrap().is_none(),
+            "nothing written"
+        );
+        // Another registrar counts on its own; a known agent registers again at the cap.
+        s.register_agent(new(3, "local"), 3).await.unwrap();
+        let mut again = new(1, "someone else");
+        again.name = "renamed".into();
+        again.registered_at = at(900);
+        again.last_seen = at(900);
+        s.register_agent(again, 3).await.unwrap();
+        let stored = s.agent(agent(101)).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.name.as_str(), stored.registered_by.as_str()),
+            ("renamed", "ci")
+        );
+        assert_eq!((stored.registered_at, stored.last_seen), (at(1), at(900)));
+
+        let first = s.agents(None, 3).await.unwrap();
+        let ids: Vec<AgentId> = first.iter().map(|a| a.id).collect();
+        assert_eq!(ids, vec![agent(100), agent(101), agent(102)]);
+        let rest = s.agents(Some(agent(102)), 3).await.unwrap();
+        assert_eq!(
+            rest.iter().map(|a| a.id).collect::<Vec<_>>(),
+            vec![agent(103)]
+        );
+
+        // An agent holding a lease, silent since before the cutoff, is a lease holder to reap;
+        // the silent ones without leases and the one heard from are not.
+        let flow = workflow(&[def("x", &[])], None);
+        s.submit(flow.batch).await.unwrap();
+        let claimed = claim_one(s, agent(100), at(50)).await.unwrap();
+        assert_eq!(claimed.id, flow.ids["x"]);
+        let silent = s.silent_lease_holders(at(100), 10).await.unwrap();
+        assert_eq!(
+            silent.iter().map(|a| a.id).collect::<Vec<_>>(),
+            vec![agent(100)]
+        );
+        assert!(s.silent_lease_holders(at(0), 10).await.unwrap().is_empty());
     }
 
     /// A task added released (its dependencies read as completed) on a dependency that is
@@ -1466,6 +1529,7 @@ mod cases {
             concurrency: 3,
             registered_at: T0,
             last_seen: T0,
+            registered_by: String::new(),
         })
         .await
         .unwrap();
@@ -1808,6 +1872,530 @@ mod artifact_cases {
     }
 }
 
+mod retention_cases {
+    use super::*;
+
+    /// Acknowledges every outbox item, as the engine does once it carried them out.
+    async fn ack_all<S: Store>(s: &S) {
+        loop {
+            let items = s.outbox(100).await.unwrap();
+            if items.is_empty() {
+                return;
+            }
+            s.ack_outbox(items.iter().map(|o| o.id).collect())
+                .await
+                .unwrap();
+        }
+    }
+
+    fn cancel() -> Event {
+        Event::CancelRequested {
+            requested_by: "ops".into(),
+            reason: "done with it".into(),
+        }
+    }
+
+    /// `flow` with the input of task `key` replaced (its submission rebuilt, as `referring`).
+    fn with_input(mut flow: common::Flow, key: &str, input: serde_json::Value) -> common::Flow {
+        let i = flow
+            .batch
+            .tasks
+            .iter()
+            .position(|t| t.task.spec.key.as_str() == key)
+            .unwrap();
+        let task = &flow.batch.tasks[i].task;
+        let sub = Submission {
+            task: task.id,
+            workflow: flow.id,
+            spec: Arc::new(TaskSpec {
+                input,
+                ..(*task.spec).clone()
+            }),
+            completed: Vec::new(),
+            seed: 7,
+            input: None,
+            unresolved: None,
+        };
+        flow.batch.tasks[i] = NewTask::submitted(sub, T0).unwrap().0;
+        flow
+    }
+
+    fn scan(before: u64, limit: usize) -> GcScan {
+        GcScan {
+            finished_before: at(before),
+            after: None,
+            limit,
+        }
+    }
+
+    fn batch(mark: Vec<WorkflowId>, tasks_max: usize) -> GcBatch {
+        GcBatch {
+            mark,
+            finished_before: at(1_000),
+            now: at(2_000),
+            tasks_max,
+        }
+    }
+
+    /// A finished workflow goes a batch at a time with everything that is its own; a live
+    /// one, a recent one, a paused one and one retrying stay, and so does what they refer to.
+    pub async fn retention_deletes_finished_workflows_a_batch_at_a_time<S: Store>(s: &S) {
+        let own = put_bytes(s, b"own", at(1)).await.meta.artifact;
+        let shared = put_bytes(s, b"shared", at(1)).await.meta.artifact;
+        let refs = json!({"own": {"$artifact": own.to_string()},
+                          "shared": {"$artifact": shared.to_string()}});
+        let mut old = with_input(
+            workflow(&[def("a", &[]), def("b", &["a"])], Some("old-key")),
+            "a",
+            refs,
+        );
+        if let WorkflowRef::New(wf) = &mut old.batch.workflow {
+            wf.labels.insert("team".into(), "x".into());
+        }
+        s.submit(old.batch.clone()).await.unwrap();
+        run_to_completion(s, old.id("a"), at(50)).await;
+        release_blocked(s, at(60)).await;
+        run_to_completion(s, old.id("b"), at(100)).await;
+        let kept = NewSignal {
+            workflow: old.id,
+            name: "never-awaited".into(),
+            data: json!(1),
+            reject: None,
+            sent_by: "alice".into(),
+            idempotency_key: None,
+            request_hash: "h".into(),
+            sent_at: at(90),
+        };
+        s.put_signal(kept.clone()).await.unwrap();
+
+        let recent = workflow(&[def("r", &[])], None);
+        s.submit(recent.batch.clone()).await.unwrap();
+        advance(s, recent.id("r"), cancel(), at(5_000)).await;
+
+        let paused = workflow(&[def("p", &[])], None);
+        s.submit(paused.batch.clone()).await.unwrap();
+        advance(s, paused.id("p"), cancel(), at(100)).await;
+        let mark = Paused {
+            by: "ops".into(),
+            reason: "keep".into(),
+            at: at(110),
+            frozen_at: None,
+        };
+        s.control(ControlWrite {
+            records: Vec::new(),
+            workflow_pause: Some((paused.id, Some(mark))),
+            budgets: None,
+            audit: None,
+        })
+        .await
+        .unwrap();
+
+        let retrying = workflow(&[def("f", &[])], None);
+        s.submit(retrying.batch.clone()).await.unwrap();
+        let f = claim_one(s, agent(2), at(70)).await.unwrap();
+        assert_eq!(f.id, retrying.id("f"));
+        let token = f.fencing_token;
+        advance(
+            s,
+            f.id,
+            Event::ExecutionStarted {
+                agent: agent(2),
+                token,
+            },
+            at(80),
+        )
+        .await;
+        let failed = advance(
+            s,
+            f.id,
+            Event::ExecutionFailed {
+                agent: agent(2),
+                token,
+                error: ErrorReport {
+                    kind: "flaky".into(),
+                    message: "try again".into(),
+                    retryable: true,
+                },
+                usage: Default::default(),
+            },
+            at(90),
+        )
+        .await;
+        assert!(matches!(
+            failed.state,
+            State::Failed {
+                retry_at: Some(_),
+                ..
+            }
+        ));
+
+        let live = with_input(
+            workflow(&[def("l", &[])], None),
+            "l",
+            json!({"shared": {"$artifact": shared.to_string()}}),
+        );
+        s.submit(live.batch.clone()).await.unwrap();
+        // The completions' effects wait in the outbox: not finished until they are carried out.
+        assert!(s
+            .gc_candidates(scan(1_000, 100))
+            .await
+            .unwrap()
+            .candidates
+            .is_empty());
+        ack_all(s).await;
+
+        let page = s.gc_candidates(scan(1_000, 100)).await.unwrap();
+        assert_eq!(page.next, None, "fewer than the limit: the scan is over");
+        assert_eq!(page.candidates.len(), 1, "{page:?}");
+        let c = &page.candidates[0];
+        assert_eq!(
+            (c.workflow, c.tasks, c.finished_at, c.created_at),
+            (old.id, 2, at(100), T0)
+        );
+        assert_eq!(c.idempotency_key.as_deref(), Some("old-key"));
+        // Page by page, one workflow at a time: the same candidate, once.
+        let mut found = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s
+                .gc_candidates(GcScan {
+                    after,
+                    ..scan(1_000, 1)
+                })
+                .await
+                .unwrap();
+            found.extend(page.candidates.iter().map(|c| c.workflow));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(found, vec![old.id]);
+        assert!(s
+            .gc_candidates(scan(100, 100))
+            .await
+            .unwrap()
+            .candidates
+            .is_empty());
+
+        let history: u64 = {
+            let a = s.history(old.id("a"), 0, 100).await.unwrap().len();
+            let b = s.history(old.id("b"), 0, 100).await.unwrap().len();
+            (a + b) as u64
+        };
+        let preview = s.gc_preview(vec![old.id]).await.unwrap();
+        assert_eq!(
+            (preview.tasks, preview.history, preview.signals),
+            (2, history, 1)
+        );
+        let mut expected = vec![(own, 1), (shared, 1)];
+        expected.sort_by_key(|(a, _)| a.hex());
+        assert_eq!(preview.artifact_refs, expected);
+        let refs = s.artifact_refs(vec![own, shared]).await.unwrap();
+        assert_eq!(
+            refs.iter()
+                .map(|r| (r.artifact, r.refs))
+                .collect::<Vec<_>>(),
+            vec![(own, 1), (shared, 2)]
+        );
+        let counts_before = s.counts(None).await.unwrap();
+        let every_group = GcPrune {
+            agents_seen_before: None,
+            audit_before: None,
+            fair_pass_upto: Some(i64::MAX),
+            concurrency_freed_before: T0,
+            artifacts_uploaded_before: T0,
+            limit: 1,
+        };
+        let groups = s
+            .gc_prune(every_group.clone(), true)
+            .await
+            .unwrap()
+            .fair_groups;
+        assert_eq!(groups, 5, "one fairness group per workflow");
+
+        // The first batch marks it (and refuses the live one) and deletes one task.
+        let first = s
+            .gc_workflows(batch(vec![old.id, live.id, paused.id], 1))
+            .await
+            .unwrap();
+        assert_eq!(first.marked, vec![old.id]);
+        assert_eq!((first.tasks, first.more), (1, true));
+        assert!(first.workflows.is_empty());
+        assert_eq!(s.gc_marked(10).await.unwrap(), vec![old.id]);
+        assert!(
+            s.workflow(old.id).await.unwrap().is_none(),
+            "no longer shown"
+        );
+        // Being deleted, it takes nothing more: controls, tasks, signals are refused.
+        let refused = s
+            .control(ControlWrite {
+                records: Vec::new(),
+                workflow_pause: Some((old.id, None)),
+                budgets: None,
+                audit: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, StoreError::WorkflowNotFound(w) if w == old.id),
+            "{refused:?}"
+        );
+        let added = SubmitBatch {
+            workflow: WorkflowRef::Existing {
+                id: old.id,
+                paused: false,
+            },
+            tasks: Vec::new(),
+            edges: Vec::new(),
+            transitions: Vec::new(),
+        };
+        let refused = s.submit(added).await.unwrap_err();
+        assert!(
+            matches!(refused, StoreError::WorkflowNotFound(_)),
+            "{refused:?}"
+        );
+        let refused = s.put_signal(kept).await.unwrap_err();
+        assert!(
+            matches!(refused, StoreError::WorkflowNotFound(_)),
+            "{refused:?}"
+        );
+
+        // The next batch, asked to mark nothing, finishes it.
+        let second = s.gc_workflows(batch(Vec::new(), 10)).await.unwrap();
+        assert_eq!(second.workflows, vec![old.id]);
+        assert_eq!((second.tasks, second.signals), (1, 1));
+        assert_eq!(first.history + second.history, history);
+        assert_eq!(
+            first.artifacts_released + second.artifacts_released,
+            1,
+            "`own`; `shared` is still referred to"
+        );
+        assert!(!second.more);
+        assert!(s.gc_marked(10).await.unwrap().is_empty());
+        for key in ["a", "b"] {
+            assert!(s.task(old.id(key)).await.unwrap().is_none());
+            assert!(s.history(old.id(key), 0, 10).await.unwrap().is_empty());
+        }
+        assert!(s.signals(old.id, 0, 10).await.unwrap().is_empty());
+        assert!(s.workflow_usage(old.id).await.unwrap().is_empty());
+        let mut team = Labels::new();
+        team.insert("team".into(), "x".into());
+        assert!(s
+            .workflows_labelled(&team, None, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let mut counts = counts_before;
+        counts.0[StateKind::Completed.index()] -= 2;
+        assert_eq!(s.counts(None).await.unwrap(), counts);
+        assert_eq!(
+            s.gc_prune(every_group, true).await.unwrap().fair_groups,
+            groups - 1,
+            "its fairness group went with it"
+        );
+        // Nothing else changed.
+        for (flow, key) in [
+            (&live, "l"),
+            (&recent, "r"),
+            (&paused, "p"),
+            (&retrying, "f"),
+        ] {
+            assert!(s.task(flow.id(key)).await.unwrap().is_some());
+            assert!(s.workflow(flow.id).await.unwrap().is_some());
+        }
+        // The released artifact goes with the sweep (its upload is old); the shared one stays.
+        assert_eq!(s.sweep_artifacts(at(10_000), 10).await.unwrap(), vec![own]);
+        assert!(s.artifact(shared).await.unwrap().is_some());
+        // A batch with nothing to do does nothing.
+        assert_eq!(
+            s.gc_workflows(batch(vec![old.id], 10)).await.unwrap(),
+            GcDeleted::default()
+        );
+        // Its idempotency key went with it.
+        let again = workflow(&[def("a", &[])], Some("old-key"));
+        assert!(matches!(
+            s.submit(again.batch).await.unwrap(),
+            SubmitOutcome::Created { .. }
+        ));
+    }
+
+    /// The mark checks again, in its own transaction, what the scan saw: a task reopened
+    /// since (an operator's rerun) keeps the workflow.
+    pub async fn retention_checks_again_before_it_marks<S: Store>(s: &S) {
+        let flow = workflow(&[def("a", &[])], None);
+        s.submit(flow.batch.clone()).await.unwrap();
+        let done = run_to_completion(s, flow.id("a"), at(100)).await;
+        ack_all(s).await;
+        let page = s.gc_candidates(scan(1_000, 10)).await.unwrap();
+        assert_eq!(page.candidates.len(), 1);
+        let rerun = Event::Reopened {
+            requested_by: "ops".into(),
+            reason: "again".into(),
+            root: "a".into(),
+            input: None,
+            keep_items: false,
+            retired: Vec::new(),
+        };
+        s.control(ControlWrite {
+            records: vec![record(&done, rerun, at(200))],
+            workflow_pause: None,
+            budgets: None,
+            audit: None,
+        })
+        .await
+        .unwrap();
+        let out = s.gc_workflows(batch(vec![flow.id], 10)).await.unwrap();
+        assert_eq!(out, GcDeleted::default(), "reopened: kept");
+        assert!(s.task(flow.id("a")).await.unwrap().is_some());
+        // Finished again, but after the cutoff: still kept.
+        advance(s, flow.id("a"), cancel(), at(1_500)).await;
+        ack_all(s).await;
+        let out = s.gc_workflows(batch(vec![flow.id], 10)).await.unwrap();
+        assert!(out.marked.is_empty());
+        let later = GcBatch {
+            finished_before: at(2_000),
+            ..batch(vec![flow.id], 10)
+        };
+        let out = s.gc_workflows(later).await.unwrap();
+        assert_eq!((out.marked, out.workflows), (vec![flow.id], vec![flow.id]));
+    }
+
+    /// Pruning deletes agents silent since the cutoff that hold no lease, audit entries older
+    /// than theirs, fairness groups the clock has passed and concurrency keys no task holds
+    /// whose last slot was freed long ago; a dry run counts the same and deletes nothing.
+    pub async fn pruning_deletes_what_only_served_work_that_is_gone<S: Store>(s: &S) {
+        let agent_at = |n: u128, seen: u64| AgentRecord {
+            id: agent(200 + n),
+            name: format!("a{n}"),
+            capabilities: caps(&["work"]),
+            concurrency: 5,
+            registered_at: at(seen),
+            last_seen: at(seen),
+            registered_by: "ci".into(),
+        };
+        s.register_agent(agent_at(0, 10), 100).await.unwrap();
+        s.register_agent(agent_at(1, 10), 100).await.unwrap();
+        s.register_agent(agent_at(2, 5_000), 100).await.unwrap();
+        // Agent 1 holds a lease on a task with a concurrency key; another such task completes.
+        let mut flow = workflow(&[def("k1", &[]), def("k2", &[])], None);
+        for new in flow.batch.tasks.iter_mut() {
+            Arc::make_mut(&mut new.task.spec).concurrency = vec![ConcurrencyKey {
+                key: "gpu".into(),
+                max: 5,
+            }];
+        }
+        s.submit(flow.batch.clone()).await.unwrap();
+        let first = claim_one(s, agent(201), at(20)).await.unwrap();
+        let second = claim_one(s, agent(201), at(20)).await.unwrap();
+        advance(s, second.id, cancel(), at(30)).await;
+        let write_audit = |t: u64| AuditEntry {
+            id: 0,
+            at: at(t),
+            actor: "ops".into(),
+            action: "cancel".into(),
+            workflow: None,
+            task: None,
+            reason: "r".into(),
+            detail: "{}".into(),
+        };
+        for t in [10, 20, 3_000] {
+            s.control(ControlWrite {
+                records: Vec::new(),
+                workflow_pause: None,
+                budgets: None,
+                audit: Some(write_audit(t)),
+            })
+            .await
+            .unwrap();
+        }
+        // A workflow of more tasks than a turn holds: claiming them all moves the clock to
+        // its second turn, past the first workflow's group, whose turns it can no longer
+        // change; the big workflow's group stays (its last turn is past the clock).
+        let names: Vec<String> = (0..FAIR_QUANTUM + 8).map(|i| format!("big{i}")).collect();
+        let big = workflow(&names.iter().map(|k| def(k, &[])).collect::<Vec<_>>(), None);
+        s.submit(big.batch.clone()).await.unwrap();
+        let taken = s
+            .claim(ClaimRequest {
+                agent: agent(202),
+                capabilities: caps(&["work"]),
+                leases: (0..names.len()).map(|_| LeaseId(Uuid::now_v7())).collect(),
+                now: at(25),
+                max_held: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), names.len());
+        let clock = s.fair_clock().await.unwrap();
+        assert_eq!(clock, FAIR_QUANTUM, "the claims took the second turn");
+        let prune = GcPrune {
+            agents_seen_before: Some(at(1_000)),
+            audit_before: Some(at(1_000)),
+            fair_pass_upto: Some(clock),
+            concurrency_freed_before: at(1_000),
+            artifacts_uploaded_before: at(1_000),
+            limit: 100,
+        };
+        let held = s.concurrency_held().await.unwrap();
+        assert_eq!(held, vec![("gpu".to_owned(), 1)]);
+        let counted = s.gc_prune(prune.clone(), true).await.unwrap();
+        assert_eq!(
+            (
+                counted.agents,
+                counted.audit,
+                counted.fair_groups,
+                counted.concurrency_keys
+            ),
+            (1, 2, 1, 0),
+            "{counted:?}"
+        );
+        assert!(
+            s.agent(agent(200)).await.unwrap().is_some(),
+            "a dry run deletes nothing"
+        );
+        let pruned = s.gc_prune(prune.clone(), false).await.unwrap();
+        assert_eq!(
+            pruned,
+            GcPruned {
+                artifacts: 0,
+                ..counted
+            }
+        );
+        assert!(s.agent(agent(200)).await.unwrap().is_none());
+        assert!(
+            s.agent(agent(201)).await.unwrap().is_some(),
+            "it holds a lease"
+        );
+        assert!(s.agent(agent(202)).await.unwrap().is_some(), "seen since");
+        let audit = s
+            .audit(AuditFilter {
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            audit.iter().map(|a| a.at).collect::<Vec<_>>(),
+            vec![at(3_000)]
+        );
+
+        // The key's last holder gives it back: kept while freed recently, then pruned.
+        advance(s, first.id, cancel(), at(40)).await;
+        assert!(s.concurrency_held().await.unwrap().is_empty());
+        let recently = GcPrune {
+            concurrency_freed_before: at(40),
+            ..prune.clone()
+        };
+        assert_eq!(
+            s.gc_prune(recently, false).await.unwrap().concurrency_keys,
+            0
+        );
+        let pruned = s.gc_prune(prune.clone(), false).await.unwrap();
+        assert_eq!(pruned.concurrency_keys, 1);
+        assert_eq!(s.gc_prune(prune, true).await.unwrap(), GcPruned::default());
+    }
+}
+
 mod signal_cases {
     use super::*;
 
@@ -2063,6 +2651,7 @@ macro_rules! conformance {
             case!(rows a_task_input_is_stored_once_and_read_back_exactly);
             case!(tasks_list_by_workflow_and_state_in_pages);
             case!(agents_are_registered_updated_and_listed);
+            case!(agents_register_under_their_registrar_cap_and_page_by_id);
             case!(decomposition_adds_tasks_and_makes_dependents_wait_in_one_transaction);
             case!(hot_paths_read_indexes_not_whole_tables);
             case!(arc concurrent_claims_of_one_agent_never_exceed_its_limit);
@@ -2077,6 +2666,32 @@ macro_rules! conformance {
                     return;
                 };
                 id_cases::short_ids_find_the_tasks_and_workflows_whose_ids_end_in_them(&store)
+                    .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn retention_deletes_finished_workflows_a_batch_at_a_time() {
+                let Some((store, _guard)) = $open else {
+                    return;
+                };
+                retention_cases::retention_deletes_finished_workflows_a_batch_at_a_time(&store)
+                    .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn retention_checks_again_before_it_marks() {
+                let Some((store, _guard)) = $open else {
+                    return;
+                };
+                retention_cases::retention_checks_again_before_it_marks(&store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pruning_deletes_what_only_served_work_that_is_gone() {
+                let Some((store, _guard)) = $open else {
+                    return;
+                };
+                retention_cases::pruning_deletes_what_only_served_work_that_is_gone(&store)
                     .await;
             }
 

@@ -802,3 +802,98 @@ async fn notices_reach_every_process_and_one_leads_at_a_time() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Retention's mark and an operator's rerun of the same finished workflow, racing from two
+/// processes: either the rerun commits first (and the mark, checking again once it holds the
+/// workflow's row, keeps the reopened workflow) or the mark does (and the rerun is refused as
+/// for a workflow that is gone); never a marked workflow with a reopened task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_and_a_rerun_racing_from_two_processes_never_both_win() {
+    const TRIALS: usize = 20;
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let a = Arc::new(schema.open().await);
+    let b = Arc::new(schema.open().await);
+    let (mut kept, mut deleted) = (0, 0);
+    for trial in 0..TRIALS {
+        let (ids, batch) = workflow(vec![spec("x", &["work"])], None, "race");
+        let wf = match &batch.workflow {
+            WorkflowRef::New(w) => w.id,
+            _ => unreachable!(),
+        };
+        a.submit(batch).await.unwrap();
+        let task = a.task(ids[0]).await.unwrap().unwrap();
+        a.apply(record(&task, cancel("done"), T0.plus_ms(1)))
+            .await
+            .unwrap();
+        loop {
+            let items = a.outbox(100).await.unwrap();
+            if items.is_empty() {
+                break;
+            }
+            a.ack_outbox(items.iter().map(|o| o.id).collect())
+                .await
+                .unwrap();
+        }
+        let cancelled = a.task(ids[0]).await.unwrap().unwrap();
+        let rerun = record(
+            &cancelled,
+            Event::Reopened {
+                requested_by: "ops".into(),
+                reason: "again".into(),
+                root: "x".into(),
+                input: None,
+                keep_items: false,
+                retired: Vec::new(),
+            },
+            T0.plus_ms(2),
+        );
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let control = {
+            let (b, barrier) = (Arc::clone(&b), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                b.control(ControlWrite {
+                    records: vec![rerun],
+                    workflow_pause: None,
+                    budgets: None,
+                    audit: None,
+                })
+                .await
+            })
+        };
+        let gc = {
+            let (a, barrier) = (Arc::clone(&a), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                a.gc_workflows(GcBatch {
+                    mark: vec![wf],
+                    finished_before: T0.plus_ms(1_000),
+                    now: T0.plus_ms(2_000),
+                    tasks_max: 10,
+                })
+                .await
+            })
+        };
+        let (control, gc) = (control.await.unwrap(), gc.await.unwrap().unwrap());
+        match control {
+            Ok(()) => {
+                assert!(gc.marked.is_empty(), "trial {trial}: reopened, yet marked");
+                let task = a.task(ids[0]).await.unwrap().unwrap();
+                assert_eq!(task.kind(), StateKind::Blocked, "trial {trial}");
+                assert!(a.workflow(wf).await.unwrap().is_some());
+                kept += 1;
+            }
+            Err(StoreError::WorkflowNotFound(w)) => {
+                assert_eq!(w, wf);
+                assert_eq!(gc.marked, vec![wf], "trial {trial}");
+                assert!(a.task(ids[0]).await.unwrap().is_none());
+                deleted += 1;
+            }
+            Err(e) => panic!("trial {trial}: {e}"),
+        }
+    }
+    assert_eq!(kept + deleted, TRIALS);
+    eprintln!("rerun first {kept} times, retention first {deleted} times");
+}

@@ -96,7 +96,7 @@ async fn a_full_disk_fails_the_write_cleanly_and_keeps_what_was_committed() {
     let store = SqliteStore::open_with(
         &path,
         SqliteOptions {
-            max_size_bytes: Some(256 * 1024),
+            max_size_bytes: Some(512 * 1024),
             ..SqliteOptions::default()
         },
     )
@@ -137,4 +137,228 @@ async fn a_full_disk_fails_the_write_cleanly_and_keeps_what_was_committed() {
         .await
         .unwrap();
     assert_eq!(listed.len() as u64, committed);
+}
+
+fn auto_vacuum(path: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// A workflow of `n` tasks, each with an input of some kilobytes, submitted and cancelled at
+/// `at(t)` (and its effects acknowledged): finished, for retention to delete.
+async fn finished_workflow<S: Store>(s: &S, n: usize, t: u64) -> WorkflowId {
+    let keys: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    let mut flow = workflow(&keys.iter().map(|k| def(k, &[])).collect::<Vec<_>>(), None);
+    for new in flow.batch.tasks.iter_mut() {
+        std::sync::Arc::make_mut(&mut new.task.spec).input =
+            serde_json::json!({ "text": "x".repeat(4_000) });
+    }
+    s.submit(flow.batch.clone()).await.unwrap();
+    for id in flow.ids.values() {
+        advance(
+            s,
+            *id,
+            Event::CancelRequested {
+                requested_by: "ops".into(),
+                reason: "test".into(),
+            },
+            at(t),
+        )
+        .await;
+    }
+    loop {
+        let items = s.outbox(100).await.unwrap();
+        if items.is_empty() {
+            break;
+        }
+        s.ack_outbox(items.iter().map(|o| o.id).collect())
+            .await
+            .unwrap();
+    }
+    flow.id
+}
+
+/// Deletes every workflow that finished before `at(before)`, a batch at a time.
+async fn collect_all<S: Store>(s: &S, before: u64) -> u64 {
+    let mut tasks = 0;
+    let mut page = s
+        .gc_candidates(GcScan {
+            finished_before: at(before),
+            after: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    loop {
+        let out = s
+            .gc_workflows(GcBatch {
+                mark: page.candidates.iter().map(|c| c.workflow).collect(),
+                finished_before: at(before),
+                now: at(before),
+                tasks_max: 100,
+            })
+            .await
+            .unwrap();
+        tasks += out.tasks;
+        page.candidates.clear();
+        if !out.more {
+            return tasks;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_freed_by_retention_goes_back_to_the_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(auto_vacuum(&path), 2, "a new store vacuums incrementally");
+    for _ in 0..4 {
+        finished_workflow(&store, 250, 10).await;
+    }
+    let full = store.size_bytes().await.unwrap();
+    assert_eq!(collect_all(&store, 1_000).await, 1_000);
+    let reclaimed = store.reclaim_space(u64::MAX).await.unwrap();
+    assert!(reclaimed > 100, "pages given back: {reclaimed}");
+    // The pages leave the file at the checkpoint that follows.
+    let after = store.size_bytes().await.unwrap();
+    assert!(
+        after < full / 2,
+        "the file shrank from {full} to {after} bytes"
+    );
+    assert_eq!(store.reclaim_space(1_000).await.unwrap(), 0, "nothing left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_made_before_retention_is_converted_to_incremental_vacuum_once_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    let flow = {
+        let store = SqliteStore::open(&path).unwrap();
+        finished_workflow(&store, 10, 10).await
+    };
+    {
+        // As an older Baton left it: no auto-vacuum.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA auto_vacuum = NONE; VACUUM;")
+            .unwrap();
+    }
+    assert_eq!(auto_vacuum(&path), 0);
+    drop(SqliteStore::open(&path).unwrap());
+    assert_eq!(auto_vacuum(&path), 0, "readers never convert");
+    let store = SqliteStore::open_with(
+        &path,
+        SqliteOptions {
+            convert_to_incremental_vacuum: true,
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(auto_vacuum(&path), 2);
+    assert!(
+        store.workflow(flow).await.unwrap().is_some(),
+        "nothing lost"
+    );
+    assert_eq!(store.counts(None).await.unwrap().total(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_the_store_is_written_is_one_consistent_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    let store = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+    let mut a = store.stage_artifact().unwrap();
+    a.write(b"the report").unwrap();
+    let artifact = store
+        .put_artifact(a.finish().unwrap(), None, at(1))
+        .await
+        .unwrap()
+        .meta
+        .artifact;
+    let mut loose = store.stage_artifact().unwrap();
+    loose.write(b"unreferenced").unwrap();
+    store
+        .put_artifact(loose.finish().unwrap(), None, at(1))
+        .await
+        .unwrap();
+    let mut referring = workflow(&[def("r", &[])], None);
+    std::sync::Arc::make_mut(&mut referring.batch.tasks[0].task.spec).input =
+        serde_json::json!({ "doc": { "$artifact": artifact.to_string() } });
+    store.submit(referring.batch.clone()).await.unwrap();
+    // A writer goes on while the backup runs.
+    let writing = {
+        let store = std::sync::Arc::clone(&store);
+        tokio::spawn(async move {
+            for round in 0..200u64 {
+                let keys: Vec<String> = (0..10).map(|i| format!("w{round}-{i}")).collect();
+                let flow = workflow(&keys.iter().map(|k| def(k, &[])).collect::<Vec<_>>(), None);
+                store.submit(flow.batch).await.unwrap();
+            }
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let copy = dir.path().join("backup.db");
+    let report = {
+        let (path, copy) = (path.clone(), copy.clone());
+        tokio::task::spawn_blocking(move || baton_store::sqlite::backup(&path, &copy))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    writing.await.unwrap();
+    assert!(report.bytes > 0);
+    assert_eq!(report.artifacts, 2);
+    let err = baton_store::sqlite::backup(&path, &copy).unwrap_err();
+    assert!(err.to_string().contains("exists already"), "{err}");
+
+    let restored = SqliteStore::open(&copy).unwrap();
+    // Whole workflows only: the counters agree with the tasks, which come in tens.
+    let counts = restored.counts(None).await.unwrap();
+    let tasks = restored
+        .tasks(TaskFilter {
+            limit: PAGE_ROWS_MAX,
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    let mut all = tasks.len() as u64;
+    let mut after = tasks.last().map(|t| t.id);
+    while let Some(last) = after {
+        let page = restored
+            .tasks(TaskFilter {
+                after: Some(last),
+                limit: PAGE_ROWS_MAX,
+                ..TaskFilter::default()
+            })
+            .await
+            .unwrap();
+        all += page.len() as u64;
+        after = page.last().map(|t| t.id);
+    }
+    assert_eq!(counts.total(), all);
+    assert_eq!((all - 1) % 10, 0, "{all} tasks: whole submissions");
+    let (meta, mut chunks) = restored.read_artifact(artifact).await.unwrap().unwrap();
+    assert_eq!(meta.size, 10);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.recv().await {
+        bytes.extend(chunk.unwrap());
+    }
+    assert_eq!(bytes, b"the report");
+}
+
+#[test]
+fn a_backup_refuses_what_is_not_a_baton_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x);")
+        .unwrap();
+    let err = baton_store::sqlite::backup(&other, &dir.path().join("copy.db")).unwrap_err();
+    assert!(matches!(err, StoreError::NotABatonStore { .. }), "{err}");
+    assert!(!dir.path().join("copy.db").exists());
+    let err = baton_store::sqlite::backup(&dir.path().join("missing.db"), &dir.path().join("c.db"))
+        .unwrap_err();
+    assert!(err.to_string().contains("no store at"), "{err}");
 }

@@ -19,6 +19,7 @@ from .errors import (
 from .types import (
     STATES,
     TERMINAL_STATES,
+    AgentPage,
     AgentView,
     ArtifactStored,
     AuditEntry,
@@ -65,6 +66,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentPage",
     "AgentView",
     "ArtifactStored",
     "AsyncClient",

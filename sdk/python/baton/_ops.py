@@ -25,6 +25,7 @@ import httpx
 from ._sse import SseEvent
 from .errors import BatonError, ConnectionFailed, error_from_response
 from .types import (
+    AgentPage,
     AgentView,
     AuditPage,
     RerunAnswer,
@@ -520,8 +521,13 @@ def counts(workflow: Optional[str]) -> Op[Counts]:
     )
 
 
-def agents() -> Op[List[AgentView]]:
-    return Op("GET", "/v1/agents", lambda r: [AgentView.from_json(a) for a in r.json()])
+def list_agents(after: Optional[str], limit: Optional[int]) -> Op[AgentPage]:
+    return Op(
+        "GET",
+        "/v1/agents",
+        lambda r: AgentPage.from_json(r.json()),
+        params={"after": after, "limit": limit},
+    )
 
 
 def lifecycle(fmt: str) -> Op[str]:

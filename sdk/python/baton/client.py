@@ -35,6 +35,7 @@ from . import _ops
 from ._ops import BudgetsLike
 from ._sse import SseParser
 from .types import (
+    AgentPage,
     AgentView,
     ArtifactStored,
     AuditPage,
@@ -507,9 +508,27 @@ class Client:
         """Tasks per state, overall or for one workflow."""
         return self._call(_ops.counts(workflow))
 
+    def list_agents(
+        self, *, after: Optional[str] = None, limit: Optional[int] = None
+    ) -> AgentPage:
+        """One page of agents by id, their registration order (``limit`` 1 to 1000, default
+        100; ``after`` the previous page's ``next``); see :meth:`iter_agents` to walk every
+        page."""
+        return self._call(_ops.list_agents(after, limit))
+
+    def iter_agents(self, *, page_size: int = 100) -> Iterator[AgentView]:
+        """Every registered agent, fetching one page at a time."""
+        after: Optional[str] = None
+        while True:
+            page = self.list_agents(after=after, limit=page_size)
+            yield from page.agents
+            if page.next is None or not page.agents:
+                return
+            after = page.next
+
     def agents(self) -> List[AgentView]:
-        """Every registered agent."""
-        return self._call(_ops.agents())
+        """Every registered agent (read a page of 1,000 at a time)."""
+        return list(self.iter_agents(page_size=1000))
 
     def lifecycle(self, format: str = "mermaid") -> str:
         """The lifecycle diagram, as ``mermaid`` or ``dot`` source."""
@@ -1020,9 +1039,26 @@ class AsyncClient:
         """See :meth:`Client.counts`."""
         return await self._call(_ops.counts(workflow))
 
+    async def list_agents(
+        self, *, after: Optional[str] = None, limit: Optional[int] = None
+    ) -> AgentPage:
+        """See :meth:`Client.list_agents`."""
+        return await self._call(_ops.list_agents(after, limit))
+
+    async def iter_agents(self, *, page_size: int = 100) -> AsyncIterator[AgentView]:
+        """See :meth:`Client.iter_agents`."""
+        after: Optional[str] = None
+        while True:
+            page = await self.list_agents(after=after, limit=page_size)
+            for agent in page.agents:
+                yield agent
+            if page.next is None or not page.agents:
+                return
+            after = page.next
+
     async def agents(self) -> List[AgentView]:
         """See :meth:`Client.agents`."""
-        return await self._call(_ops.agents())
+        return [a async for a in self.iter_agents(page_size=1000)]
 
     async def lifecycle(self, format: str = "mermaid") -> str:
         """See :meth:`Client.lifecycle`."""

@@ -514,7 +514,11 @@ class TaskView:
 
 @dataclass(frozen=True)
 class AgentView:
-    """A registered agent. ``leased`` lists the tasks it holds leases on."""
+    """A registered agent. ``leased`` lists the tasks it holds leases on; ``liveness_ms`` is
+    the silence after which it is declared dead; ``registered_by`` the token that first
+    registered it (``local`` for loopback clients without tokens): each token may have at most
+    so many agents (``baton serve --agents-per-token-max``), and an agent silent for the agent
+    retention is deleted."""
 
     id: str
     name: str
@@ -524,10 +528,25 @@ class AgentView:
     registered_at: int
     last_seen: int
     leased: List[str] = field(default_factory=list)
+    liveness_ms: int = 0
+    registered_by: str = ""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "AgentView":
         return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class AgentPage:
+    """One page of agents, by id (their registration order); pass ``next`` as ``after`` for
+    the following page (``None`` at the end)."""
+
+    agents: List[AgentView]
+    next: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "AgentPage":
+        return _build(cls, data, agents=lambda xs: [AgentView.from_json(a) for a in xs])
 
 
 @dataclass(frozen=True)

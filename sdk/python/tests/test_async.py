@@ -143,3 +143,18 @@ def test_an_async_handler_sees_its_task_cancelled(url: str, cap: str) -> None:
         assert task.detail["reason"]["reason"] == "changed my mind"
 
     asyncio.run(main())
+
+
+def test_the_async_client_lists_agents_a_page_at_a_time(url: str, cap: str) -> None:
+    async def main() -> None:
+        async with baton.AsyncClient(url) as client:
+            mine = set()
+            for i in range(3):
+                mine.add((await client.register_agent(f"apager-{cap}-{i}", [cap], 1)).id)
+            first = await client.list_agents(limit=1)
+            assert len(first.agents) == 1 and first.next == first.agents[0].id
+            every = [a.id async for a in client.iter_agents(page_size=2)]
+            assert every == sorted(every) and mine <= set(every)
+            assert [a.id for a in await client.agents()] == every
+
+    asyncio.run(main())

@@ -118,6 +118,30 @@ def test_agents_and_the_lifecycle_can_be_read(client: baton.Client, cap: str) ->
     assert bad.value.field == "format"
 
 
+def test_agents_are_listed_a_page_at_a_time(client: baton.Client, cap: str) -> None:
+    mine = {client.register_agent(f"pager-{cap}-{i}", [cap], 1).id for i in range(3)}
+    seen = []
+    after = None
+    while True:
+        page = client.list_agents(after=after, limit=2)
+        assert len(page.agents) <= 2
+        seen.extend(page.agents)
+        if page.next is None:
+            break
+        assert page.next == page.agents[-1].id
+        after = page.next
+    ids = [a.id for a in seen]
+    assert ids == sorted(ids), "by id"
+    assert len(ids) == len(set(ids)), "each once"
+    assert mine <= set(ids)
+    assert [a.id for a in client.iter_agents(page_size=2)] == ids
+    ours = [a for a in seen if a.id in mine]
+    assert all(a.registered_by == "local" and a.liveness_ms > 0 for a in ours)
+    with pytest.raises(baton.InvalidRequest) as bad:
+        client.list_agents(limit=0)
+    assert bad.value.field == "limit"
+
+
 def test_a_client_that_cannot_connect_raises_connection_failed() -> None:
     with baton.Client("http://127.0.0.1:9", timeout=2.0) as c:
         with pytest.raises(baton.ConnectionFailed) as info:

@@ -15,6 +15,7 @@ import type {
   EventsOptions,
   IterTasksOptions,
   Json,
+  ListAgentsOptions,
   ListTasksOptions,
   ListWorkflowsOptions,
   PutArtifactOptions,
@@ -445,9 +446,32 @@ export class Client {
     return this.http.json({ method: "GET", path: "/v1/audit", query: { ...options } });
   }
 
-  /** The agents Baton knows. */
-  agents(): Promise<api.AgentView[]> {
-    return this.http.json({ method: "GET", path: "/v1/agents" });
+  /**
+   * A page of agents by id, their registration order; pass `next` as `after` for the next
+   * page. An agent silent for the agent retention (7 days by default) and holding no task is
+   * deleted; each token may have at most so many agents registered (429
+   * `agents_per_token_max_reached`).
+   */
+  listAgents(options: ListAgentsOptions = {}): Promise<api.AgentList> {
+    return this.http.json({ method: "GET", path: "/v1/agents", query: { ...options } });
+  }
+
+  /** Every agent Baton knows, read a page at a time. */
+  async *iterAgents(pageSize = 100): AsyncGenerator<api.AgentView> {
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.listAgents({ after, limit: pageSize });
+      yield* page.agents;
+      if (page.next === undefined || page.next === null || page.agents.length === 0) return;
+      after = page.next;
+    }
+  }
+
+  /** Every agent Baton knows (read a page of 1,000 at a time). */
+  async agents(): Promise<api.AgentView[]> {
+    const all: api.AgentView[] = [];
+    for await (const agent of this.iterAgents(1000)) all.push(agent);
+    return all;
   }
 
   /**

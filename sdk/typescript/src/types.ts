@@ -112,6 +112,14 @@ export interface ListTasksOptions {
   limit?: number;
 }
 
+/** A page of {@link Client.listAgents}. */
+export interface ListAgentsOptions {
+  /** The `next` of the previous page. */
+  after?: string;
+  /** At most this many (1 to 1000, default 100). */
+  limit?: number;
+}
+
 /** Filters of {@link Client.audit}. */
 export interface AuditOptions {
   /** The name of the token that acted. */

@@ -97,3 +97,36 @@ test("a thrown error fails the attempt with its kind; a NonRetryableError fails 
   assert.equal(doomedTask.errors.at(-1).kind, "invalid_input");
   assert.equal(doomedTask.errors.at(-1).message, "bad input");
 });
+
+test("agents are listed a page at a time, by id", async () => {
+  const client = new Client(server.url);
+  const mine = new Set();
+  for (let i = 0; i < 3; i++) {
+    const body = { name: `pager-${i}`, capabilities: ["pager"] };
+    const agent = await client.http.json({ method: "POST", path: "/v1/agents", body });
+    mine.add(agent.id);
+  }
+  const seen = [];
+  let after;
+  for (;;) {
+    const page = await client.listAgents({ after, limit: 2 });
+    assert.ok(page.agents.length <= 2);
+    seen.push(...page.agents);
+    if (page.next === undefined || page.next === null) break;
+    assert.equal(page.next, page.agents.at(-1).id);
+    after = page.next;
+  }
+  const ids = seen.map((a) => a.id);
+  assert.deepEqual(ids, [...ids].sort(), "by id");
+  assert.equal(new Set(ids).size, ids.length, "each once");
+  for (const id of mine) assert.ok(ids.includes(id));
+  assert.ok(seen.filter((a) => mine.has(a.id)).every((a) => a.registered_by === "local"));
+  const every = [];
+  for await (const a of client.iterAgents(2)) every.push(a.id);
+  assert.deepEqual(every, ids);
+  assert.deepEqual(
+    (await client.agents()).map((a) => a.id),
+    ids,
+  );
+  await assert.rejects(client.listAgents({ limit: 0 }), (err) => err.status === 400 && err.field === "limit");
+});

@@ -30,20 +30,8 @@ pub enum LimitCommand {
 }
 
 /// `1500`, `500ms`, `30s`, `1m`, `1h`, `1d`, as milliseconds.
-pub(crate) fn parse_period(s: &str) -> Result<u64, String> {
-    let expected = || format!("{s:?}: expected milliseconds, or a number with ms, s, m, h or d");
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| expected())?;
-    let scale = match unit {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(expected()),
-    };
-    n.checked_mul(scale).ok_or_else(expected)
+fn parse_period(s: &str) -> Result<u64, String> {
+    crate::duration::parse_ms(s)
 }
 
 /// `3000/1m`: the limit as it was set.

@@ -437,8 +437,29 @@ impl Store for FaultyStore {
         self.read("agent", self.inner.agent(id)).await
     }
 
-    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.read("agents", self.inner.agents()).await
+    async fn register_agent(&self, agent: AgentRecord, max: u32) -> Result<(), StoreError> {
+        self.write("register_agent", self.inner.register_agent(agent, max))
+            .await
+    }
+
+    async fn agents(
+        &self,
+        after: Option<baton_core::AgentId>,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        self.read("agents", self.inner.agents(after, limit)).await
+    }
+
+    async fn silent_lease_holders(
+        &self,
+        seen_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        self.read(
+            "silent_lease_holders",
+            self.inner.silent_lease_holders(seen_before, limit),
+        )
+        .await
     }
 
     async fn leased_to(&self, agent: baton_core::AgentId) -> Result<Vec<TaskId>, StoreError> {
@@ -624,5 +645,68 @@ impl Store for FaultyStore {
     ) -> Result<baton_core::Usage, StoreError> {
         self.read("usage_labelled", self.inner.usage_labelled(label))
             .await
+    }
+
+    async fn gc_candidates(
+        &self,
+        scan: baton_store::GcScan,
+    ) -> Result<baton_store::GcPage, StoreError> {
+        self.read("gc_candidates", self.inner.gc_candidates(scan))
+            .await
+    }
+
+    async fn gc_marked(&self, limit: usize) -> Result<Vec<WorkflowId>, StoreError> {
+        self.read("gc_marked", self.inner.gc_marked(limit)).await
+    }
+
+    async fn gc_workflows(
+        &self,
+        batch: baton_store::GcBatch,
+    ) -> Result<baton_store::GcDeleted, StoreError> {
+        self.write("gc_workflows", self.inner.gc_workflows(batch))
+            .await
+    }
+
+    async fn gc_preview(
+        &self,
+        workflows: Vec<WorkflowId>,
+    ) -> Result<baton_store::GcPreview, StoreError> {
+        self.read("gc_preview", self.inner.gc_preview(workflows))
+            .await
+    }
+
+    async fn artifact_refs(
+        &self,
+        artifacts: Vec<ArtifactRef>,
+    ) -> Result<Vec<baton_store::ArtifactRefs>, StoreError> {
+        self.read("artifact_refs", self.inner.artifact_refs(artifacts))
+            .await
+    }
+
+    async fn gc_prune(
+        &self,
+        prune: baton_store::GcPrune,
+        dry_run: bool,
+    ) -> Result<baton_store::GcPruned, StoreError> {
+        if dry_run {
+            self.read("gc_prune", self.inner.gc_prune(prune, true))
+                .await
+        } else {
+            self.write("gc_prune", self.inner.gc_prune(prune, false))
+                .await
+        }
+    }
+
+    async fn fair_clock(&self) -> Result<i64, StoreError> {
+        self.read("fair_clock", self.inner.fair_clock()).await
+    }
+
+    async fn reclaim_space(&self, pages_max: u64) -> Result<u64, StoreError> {
+        self.write("reclaim_space", self.inner.reclaim_space(pages_max))
+            .await
+    }
+
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        self.read("size_bytes", self.inner.size_bytes()).await
     }
 }

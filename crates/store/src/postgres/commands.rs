@@ -174,6 +174,12 @@ impl<'c> Run<'c> {
             Command::PutArtifact(..) | Command::SweepArtifacts(..) => {
                 unreachable!("PgStore writes artifacts in transactions of their own")
             }
+            Command::RegisterAgent(..)
+            | Command::GcWorkflows(..)
+            | Command::GcPrune(..)
+            | Command::ReclaimSpace(..) => {
+                unreachable!("PgStore registers agents and collects in transactions of their own")
+            }
             Command::PutSignal(..)
             | Command::WriteSchedule(..)
             | Command::WriteTrigger(..)
@@ -521,6 +527,37 @@ impl<'c> Run<'c> {
     /// An operator's control, in the savepoint `cmd`: every transition, the first that fails
     /// failing it all, then the workflow's pause mark and the audit entry.
     async fn control(&mut self, write: &'c ControlWrite) -> Answer<()> {
+        // A workflow retention is deleting is gone already: nothing may reopen its tasks.
+        // Locked for share, so that retention's mark (which locks the row for update) commits
+        // before this reads it, or waits for this control to commit and sees its changes.
+        let mut workflows: Vec<Uuid> = write
+            .records
+            .iter()
+            .map(|r| r.task.workflow.0)
+            .chain(write.workflow_pause.iter().map(|(w, _)| w.0))
+            .chain(write.budgets.iter().map(|(w, _)| w.0))
+            .collect();
+        workflows.sort_unstable();
+        workflows.dedup();
+        if !workflows.is_empty() {
+            let c = self.c;
+            let rows = self
+                .read(
+                    c.client
+                        .query(&c.s.workflows_deleting_locked, &[&workflows]),
+                )
+                .await?;
+            let live: HashSet<Uuid> = rows
+                .iter()
+                .filter(|r| !r.get::<_, bool>(1))
+                .map(|r| r.get::<_, Uuid>(0))
+                .collect();
+            if let Some(gone) = workflows.iter().find(|w| !live.contains(w)) {
+                return Ok(Err(StoreError::WorkflowNotFound(baton_core::WorkflowId(
+                    *gone,
+                ))));
+            }
+        }
         for record in &write.records {
             if let Err(e) = self.transition(record).await? {
                 return Ok(Err(e));
@@ -1033,13 +1070,14 @@ fn upsert_agent<'c>(c: &'c Conn, agent: &'c AgentRecord) -> Step<'c> {
     Box::pin(async move {
         let concurrency = i64::from(agent.concurrency);
         let (registered, seen) = (ts(agent.registered_at), ts(agent.last_seen));
-        let params: [&(dyn ToSql + Sync); 6] = [
+        let params: [&(dyn ToSql + Sync); 7] = [
             &agent.id.0,
             &agent.name,
             &caps,
             &concurrency,
             &registered,
             &seen,
+            &agent.registered_by,
         ];
         c.client.execute(&c.s.upsert_agent, &params).await
     })

@@ -16,7 +16,7 @@ pub(super) const CLAIM_SQL: &str = "SELECT priority, turn, id FROM tasks
     FOR UPDATE SKIP LOCKED";
 
 /// Rows per state in `state_counts`; a writer adds to the shard of its backend pid.
-const COUNT_SHARDS: i32 = 16;
+pub(super) const COUNT_SHARDS: i32 = 16;
 
 pub(super) const SAVEPOINT: &str = "SAVEPOINT cmd";
 pub(super) const RELEASE: &str = "RELEASE SAVEPOINT cmd";
@@ -187,7 +187,10 @@ statements! {
                  ON CONFLICT (workflow_id, unit)
                  DO UPDATE SET micros = workflow_usage.micros + excluded.micros";
     set_budgets = "UPDATE workflows SET budgets = $2 WHERE id = $1";
-    workflow_paused_locked = "SELECT paused IS NOT NULL FROM workflows WHERE id = $1 FOR SHARE";
+    workflow_paused_locked = "SELECT paused IS NOT NULL FROM workflows
+                              WHERE id = $1 AND deleting IS NULL FOR SHARE";
+    workflows_deleting_locked = "SELECT id, deleting IS NOT NULL FROM workflows
+                                 WHERE id = ANY($1::uuid[]) ORDER BY id FOR SHARE";
     insert_labels = "INSERT INTO workflow_labels (workflow_id, key, value)
                      SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS u(k, v)";
     task_keys = "SELECT key, id FROM tasks WHERE workflow_id = $1 ORDER BY id";
@@ -236,8 +239,9 @@ statements! {
     load_tasks = "SELECT t.id, t.snapshot, s.spec FROM tasks t JOIN task_specs s ON s.task_id = t.id
                   WHERE t.id = ANY($1::uuid[])";
     ack_outbox = "DELETE FROM outbox WHERE id = ANY($1::int8[])";
-    upsert_agent = "INSERT INTO agents (id, name, capabilities, concurrency, registered_at, last_seen)
-                    VALUES ($1, $2, $3, $4, $5, $6)
+    upsert_agent = "INSERT INTO agents (id, name, capabilities, concurrency, registered_at, last_seen,
+                                       registered_by)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7)
                     ON CONFLICT (id) DO UPDATE SET name = excluded.name,
                         capabilities = excluded.capabilities, concurrency = excluded.concurrency,
                         last_seen = excluded.last_seen";

@@ -135,6 +135,21 @@ impl PgStore {
 
         let mut client = pool.get().await.map_err(|e| pool_error(&location, e))?;
         migrate(&mut client, options.schema.as_deref(), &location).await?;
+        // Every transition updates a row and retention deletes many: without autovacuum their
+        // space is never reused, and the store grows with all the work it ever did.
+        let autovacuum = client
+            .query_one("SHOW autovacuum", &[])
+            .await
+            .ok()
+            .and_then(|r| r.try_get::<_, String>(0).ok());
+        if autovacuum.as_deref() == Some("off") {
+            tracing::warn!(
+                store = %location,
+                "PostgreSQL's autovacuum is off: the space of updated and deleted rows \
+                 (every transition's, retention's deletions) is not reused until VACUUM runs; \
+                 turn autovacuum on, or run VACUUM on the store's tables regularly"
+            );
+        }
         drop(client);
         crate::artifact::remove_abandoned_staging(&super::artifacts::staging_dir())?;
 

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("008_usage_and_budgets.sql"),
     include_str!("009_flow_control.sql"),
     include_str!("010_fairness.sql"),
+    include_str!("011_retention.sql"),
 ];
 
 /// `baton_meta.application` of a Baton store.

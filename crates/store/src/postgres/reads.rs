@@ -18,12 +18,13 @@ use super::error::{db, get};
 use crate::audit::{audit_query, AuditParam};
 use crate::codec::{self, ts};
 use crate::{
-    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, AuditEntry, AuditFilter,
-    ClaimRequest, CommitStats, ControlWrite, Dependency, Edge, HistoryMark, HotPath, IdMatches,
-    IdSuffix, NewSignal, OutboxItem, PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite,
-    SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome,
-    TaskFilter, TaskForView, TaskIdMatch, TransitionRecord, TriggerRecord, TriggerWrite,
-    WorkflowRecord, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
+    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactRefs, ArtifactWriter, AuditEntry,
+    AuditFilter, ClaimRequest, CommitStats, ControlWrite, Dependency, Edge, GcBatch, GcDeleted,
+    GcPage, GcPreview, GcPrune, GcPruned, GcScan, HistoryMark, HotPath, IdMatches, IdSuffix,
+    NewSignal, OutboxItem, PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite, SignalRecord,
+    StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
+    TaskForView, TaskIdMatch, TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRecord,
+    HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
 };
 
 const TASK_COLUMNS: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
@@ -63,8 +64,8 @@ const DEPENDENTS_SQL: &str = "SELECT dependent FROM edges WHERE dependency = $1 
 const RELEASED_SQL: &str =
     "SELECT id FROM tasks WHERE state = 'blocked' AND deps_open = 0 AND timer_at IS NULL ORDER BY id LIMIT $1";
 const COUNTS_SQL: &str = "SELECT state, sum(n)::int8 FROM state_counts GROUP BY state";
-const AGENT_COLUMNS: &str =
-    "SELECT id, name, capabilities, concurrency, registered_at, last_seen FROM agents";
+const AGENT_COLUMNS: &str = "SELECT id, name, capabilities, concurrency, registered_at, last_seen,
+                                    registered_by FROM agents";
 
 fn decode_agent(row: &Row) -> Result<AgentRecord, StoreError> {
     let id: Uuid = get(row, 0)?;
@@ -78,6 +79,7 @@ fn decode_agent(row: &Row) -> Result<AgentRecord, StoreError> {
             .map_err(|_| StoreError::Backend(format!("agent {id} concurrency {concurrency}")))?,
         registered_at: Timestamp(get::<i64>(row, 4)? as u64),
         last_seen: Timestamp(get::<i64>(row, 5)? as u64),
+        registered_by: get(row, 6)?,
     })
 }
 
@@ -323,7 +325,10 @@ impl Store for PgStore {
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         let rows = self
             .query(
-                &format!("SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id = $1"),
+                &format!(
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id = $1
+                 AND workflows.deleting IS NULL"
+                ),
                 &[&id.0],
             )
             .await?;
@@ -340,7 +345,7 @@ impl Store for PgStore {
         let rows = self
             .query(
                 &format!(
-                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id < $1
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id < $1 AND workflows.deleting IS NULL
                      ORDER BY workflows.id DESC LIMIT $2"
                 ),
                 &[&before, &limit],
@@ -368,7 +373,7 @@ impl Store for PgStore {
             .query(
                 &format!(
                     "SELECT {WORKFLOW_COLUMNS} FROM workflow_labels l
-                     JOIN workflows ON workflows.id = l.workflow_id
+                     JOIN workflows ON workflows.id = l.workflow_id AND workflows.deleting IS NULL
                      WHERE l.key = $1 AND l.value = $2 AND l.workflow_id < $3
                        AND (SELECT count(*) FROM jsonb_each_text($4::text::jsonb) j
                             JOIN workflow_labels m ON m.workflow_id = l.workflow_id
@@ -580,9 +585,47 @@ impl Store for PgStore {
         rows.first().map(decode_agent).transpose()
     }
 
-    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+    async fn register_agent(
+        &self,
+        agent: AgentRecord,
+        max_per_registrar: u32,
+    ) -> Result<(), StoreError> {
+        self.register_agent_row(agent, max_per_registrar).await
+    }
+
+    async fn agents(
+        &self,
+        after: Option<AgentId>,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let after = after.map(|a| a.0).unwrap_or(Uuid::nil());
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
         let rows = self
-            .query(&format!("{AGENT_COLUMNS} ORDER BY name, id"), &[])
+            .query(
+                &format!("{AGENT_COLUMNS} WHERE id > $1 ORDER BY id LIMIT $2"),
+                &[&after, &limit],
+            )
+            .await?;
+        rows.iter().map(decode_agent).collect()
+    }
+
+    async fn silent_lease_holders(
+        &self,
+        seen_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let rows = self
+            .query(
+                &format!(
+                    "{AGENT_COLUMNS}
+                     WHERE id IN (SELECT DISTINCT lease_agent FROM tasks
+                                  WHERE lease_agent IS NOT NULL)
+                       AND last_seen < $1
+                     ORDER BY id LIMIT $2"
+                ),
+                &[&ts(seen_before), &limit],
+            )
             .await?;
         rows.iter().map(decode_agent).collect()
     }
@@ -838,5 +881,64 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn gc_candidates(&self, scan: GcScan) -> Result<GcPage, StoreError> {
+        self.gc_candidate_rows(scan).await
+    }
+
+    async fn gc_marked(&self, limit: usize) -> Result<Vec<WorkflowId>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let rows = self
+            .query(
+                "SELECT id FROM workflows WHERE deleting IS NOT NULL
+                 ORDER BY deleting, id LIMIT $1",
+                &[&limit],
+            )
+            .await?;
+        rows.iter().map(|r| get(r, 0).map(WorkflowId)).collect()
+    }
+
+    async fn gc_workflows(&self, batch: GcBatch) -> Result<GcDeleted, StoreError> {
+        self.gc_batch(batch).await
+    }
+
+    async fn gc_preview(&self, workflows: Vec<WorkflowId>) -> Result<GcPreview, StoreError> {
+        self.gc_preview_rows(workflows).await
+    }
+
+    async fn artifact_refs(
+        &self,
+        artifacts: Vec<ArtifactRef>,
+    ) -> Result<Vec<ArtifactRefs>, StoreError> {
+        self.artifact_ref_rows(artifacts).await
+    }
+
+    async fn gc_prune(&self, prune: GcPrune, dry_run: bool) -> Result<GcPruned, StoreError> {
+        self.gc_prune_rows(prune, dry_run).await
+    }
+
+    async fn fair_clock(&self) -> Result<i64, StoreError> {
+        let rows = self
+            .query("SELECT coalesce(max(pass), 0)::int8 FROM fair_clock", &[])
+            .await?;
+        get(&rows[0], 0)
+    }
+
+    async fn reclaim_space(&self, _pages_max: u64) -> Result<u64, StoreError> {
+        // Autovacuum marks dead rows' space free for new rows; nothing to do here.
+        Ok(0)
+    }
+
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        let rows = self
+            .query(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = current_schema() AND c.relkind = 'r'",
+                &[],
+            )
+            .await?;
+        Ok(get::<i64>(&rows[0], 0)?.max(0) as u64)
     }
 }

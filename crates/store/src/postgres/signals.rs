@@ -31,7 +31,8 @@ impl PgStore {
                 &format!(
                     "INSERT INTO signals (workflow_id, name, data, reject, sent_by,
                                           idempotency_key, request_hash, sent_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM workflows
+                     WHERE id = $1 AND deleting IS NULL FOR SHARE
                      ON CONFLICT (workflow_id, name, idempotency_key)
                          WHERE idempotency_key IS NOT NULL DO NOTHING
                      RETURNING {COLUMNS}"
@@ -55,9 +56,13 @@ impl PgStore {
                 created: true,
             });
         }
-        let key = s.idempotency_key.clone().unwrap_or_default();
+        // Nothing inserted: the key was used already, or the workflow is gone (or being
+        // deleted by retention).
+        let Some(key) = s.idempotency_key.clone() else {
+            return Err(StoreError::WorkflowNotFound(s.workflow));
+        };
         let row = client
-            .query_one(
+            .query_opt(
                 &format!(
                     "SELECT request_hash, {COLUMNS} FROM signals
                      WHERE workflow_id = $1 AND name = $2 AND idempotency_key = $3"
@@ -66,6 +71,9 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
+        let Some(row) = row else {
+            return Err(StoreError::WorkflowNotFound(s.workflow));
+        };
         let hash: &str = get(&row, 0)?;
         if hash != s.request_hash {
             return Err(StoreError::IdempotencyMismatch { key });

@@ -31,8 +31,30 @@ pub(super) fn signal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SignalRecord
     signal_row_at(r, 0)
 }
 
+/// Refuses a write touching a workflow that retention is deleting (or has deleted), as one
+/// that does not exist: nothing may reopen its tasks while they are deleted.
+fn refuse_deleting(
+    conn: &Connection,
+    workflows: impl Iterator<Item = WorkflowId>,
+) -> Result<(), StoreError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for wf in workflows.filter(|w| seen.insert(*w)) {
+        let live: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM workflows WHERE id = ?1 AND deleting IS NULL)",
+            )
+            .and_then(|mut s| s.query_row([wf.0], |r| r.get(0)))
+            .map_err(db)?;
+        if !live {
+            return Err(StoreError::WorkflowNotFound(wf));
+        }
+    }
+    Ok(())
+}
+
 /// Stores a signal, or finds the one its idempotency key stored.
 pub(super) fn put_signal(conn: &Connection, s: &NewSignal) -> Result<PutSignal, StoreError> {
+    refuse_deleting(conn, std::iter::once(s.workflow))?;
     if let Some(key) = &s.idempotency_key {
         let seen: Option<(String, SignalRecord)> = conn
             .prepare_cached(&format!(
@@ -181,8 +203,11 @@ pub(super) fn submit(
             wf.id
         }
         WorkflowRef::Existing { id, paused } => {
+            // A workflow retention is deleting takes no new task: it is gone already.
             let found: Option<bool> = conn
-                .prepare_cached("SELECT paused IS NOT NULL FROM workflows WHERE id = ?1")
+                .prepare_cached(
+                    "SELECT paused IS NOT NULL FROM workflows WHERE id = ?1 AND deleting IS NULL",
+                )
                 .and_then(|mut s| s.query_row([id.0], |r| r.get(0)).optional())
                 .map_err(db)?;
             match found {
@@ -675,8 +700,9 @@ pub(super) fn ack_outbox(conn: &Connection, ids: &[i64]) -> Result<(), StoreErro
 pub(super) fn upsert_agent(conn: &Connection, agent: &AgentRecord) -> Result<(), StoreError> {
     let caps = serde_json::to_string(&agent.capabilities).expect("capabilities serialise");
     conn.prepare_cached(
-        "INSERT INTO agents (id, name, capabilities, concurrency, registered_at, last_seen)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO agents (id, name, capabilities, concurrency, registered_at, last_seen,
+                             registered_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (id) DO UPDATE SET name = excluded.name,
              capabilities = excluded.capabilities, concurrency = excluded.concurrency,
              last_seen = excluded.last_seen",
@@ -688,7 +714,8 @@ pub(super) fn upsert_agent(conn: &Connection, agent: &AgentRecord) -> Result<(),
             caps,
             agent.concurrency,
             ts(agent.registered_at),
-            ts(agent.last_seen)
+            ts(agent.last_seen),
+            agent.registered_by
         ])
     })
     .map_err(db)?;
@@ -833,6 +860,13 @@ pub(super) fn control(
     write: &ControlWrite,
     deltas: &mut Deltas,
 ) -> Result<(), StoreError> {
+    let workflows = write
+        .records
+        .iter()
+        .map(|r| r.task.workflow)
+        .chain(write.workflow_pause.iter().map(|(w, _)| *w))
+        .chain(write.budgets.iter().map(|(w, _)| *w));
+    refuse_deleting(conn, workflows)?;
     for record in &write.records {
         write_transition(conn, record, deltas)?;
     }

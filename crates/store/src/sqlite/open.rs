@@ -13,7 +13,7 @@ use crate::batch::Queue;
 use crate::{Stats, StoreError};
 
 /// `PRAGMA application_id` of a Baton store ("BATN").
-const APPLICATION_ID: i64 = 0x4241_544E;
+pub(super) const APPLICATION_ID: i64 = 0x4241_544E;
 
 /// Schema migrations; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
@@ -28,7 +28,15 @@ const MIGRATIONS: &[&str] = &[
     include_str!("009_usage_and_budgets.sql"),
     include_str!("010_flow_control.sql"),
     include_str!("011_fairness.sql"),
+    include_str!("012_retention.sql"),
 ];
+
+/// How many migrations this binary knows: a store whose `user_version` is higher is newer.
+pub(super) const MIGRATIONS_LEN: usize = MIGRATIONS.len();
+
+/// Largest write-ahead log kept after a checkpoint: a burst of writes (a big submission, a
+/// retention batch) grows it, and without a limit SQLite keeps that size for reuse forever.
+const WAL_BYTES_KEPT_MAX: u64 = 64 * 1024 * 1024;
 
 /// Read connections kept open.
 const READERS_MAX: usize = 4;
@@ -53,7 +61,19 @@ pub struct SqliteOptions {
     /// A quota: the database file never grows beyond this; a write that would need more room
     /// fails as if the disk were full, and writes nothing.
     pub max_size_bytes: Option<u64>,
+    /// Converts a database made without incremental auto-vacuum (by a Baton before
+    /// retention) with a one-time `VACUUM` when it is opened, so that the pages retention
+    /// frees are given back to the file system ([`crate::Store::reclaim_space`]). The
+    /// `VACUUM` rewrites the whole file, needs as much free disk again meanwhile, and holds
+    /// every other connection off: only for the process that owns the store (`baton serve`,
+    /// `baton gc`), never for readers of a live store (`baton check`). A new database has
+    /// incremental auto-vacuum from its creation. Without the conversion, space freed by
+    /// deletions is reused for new rows, but the file does not shrink.
+    pub convert_to_incremental_vacuum: bool,
 }
+
+/// `PRAGMA auto_vacuum` of a database whose free pages `PRAGMA incremental_vacuum` gives back.
+const AUTO_VACUUM_INCREMENTAL: i64 = 2;
 
 /// A Baton store in one SQLite file.
 pub struct SqliteStore {
@@ -108,6 +128,9 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut conn = connect(&path, true)?;
         migrate(&mut conn, &path)?;
+        if options.convert_to_incremental_vacuum {
+            convert_to_incremental_vacuum(&conn, &path)?;
+        }
         let artifacts = Arc::new(ArtifactFiles::open(&path)?);
         configure(&conn, &options).map_err(|e| sql_error(&path, e))?;
         let (writes, rx) = Queue::new();
@@ -127,6 +150,16 @@ impl SqliteStore {
             stats,
             artifacts,
         })
+    }
+
+    /// What the database takes on disk: its file and its write-ahead log (not the artifacts).
+    pub fn file_bytes(&self) -> u64 {
+        let size = |suffix: &str| {
+            let mut name = self.readers.path.as_os_str().to_owned();
+            name.push(suffix);
+            std::fs::metadata(PathBuf::from(name)).map_or(0, |m| m.len())
+        };
+        size("") + size("-wal")
     }
 
     /// Runs `f` on a read connection, off the async runtime's threads.
@@ -190,7 +223,7 @@ fn configure(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()>
     // the WAL holds the committed state).
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;
-         PRAGMA temp_store = MEMORY;"
+         PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = {WAL_BYTES_KEPT_MAX};"
     ))?;
     if let Some(bytes) = options.max_size_bytes {
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
@@ -217,6 +250,12 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             "it is an SQLite database of another application (application_id {app_id:#x}, \
              {tables} schema objects)"
         )));
+    }
+    if tables == 0 {
+        // Before the first table, or it takes a VACUUM: pages that deletions free can then be
+        // given back to the file system.
+        conn.execute_batch(&format!("PRAGMA auto_vacuum = {AUTO_VACUUM_INCREMENTAL}"))
+            .map_err(|e| sql_error(path, e))?;
     }
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -247,5 +286,37 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         .map_err(|e| sql_error(path, e))?;
         tx.commit().map_err(|e| sql_error(path, e))?;
     }
+    Ok(())
+}
+
+/// Turns incremental auto-vacuum on for a database made without it: a one-time `VACUUM`
+/// (see [`SqliteOptions::convert_to_incremental_vacuum`]), logged with how long it took.
+fn convert_to_incremental_vacuum(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mode: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .map_err(|e| sql_error(path, e))?;
+    if mode == AUTO_VACUUM_INCREMENTAL {
+        return Ok(());
+    }
+    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    tracing::warn!(
+        store = %path.display(),
+        bytes,
+        "converting the store to incremental auto-vacuum, once: VACUUM rewrites the file \
+         (it needs as much free disk again, and takes a while for a big store)"
+    );
+    let started = std::time::Instant::now();
+    conn.execute_batch(&format!(
+        "PRAGMA auto_vacuum = {AUTO_VACUUM_INCREMENTAL}; VACUUM;"
+    ))
+    .map_err(|e| sql_error(path, e))?;
+    let after = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    tracing::info!(
+        store = %path.display(),
+        bytes_before = bytes,
+        bytes_after = after,
+        seconds = started.elapsed().as_secs_f64(),
+        "store converted to incremental auto-vacuum"
+    );
     Ok(())
 }

@@ -21,12 +21,13 @@ use crate::artifact::{io_error, CHUNKS_AHEAD_MAX};
 use crate::audit::{audit_query, AuditParam};
 use crate::codec::{self, ts};
 use crate::{
-    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactWriter, AuditEntry, AuditFilter,
-    ClaimRequest, CommitStats, ControlWrite, Dependency, Edge, HistoryMark, HotPath, IdMatches,
-    IdSuffix, NewSignal, OutboxItem, PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite,
-    SignalRecord, StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome,
-    TaskFilter, TaskForView, TaskIdMatch, TransitionRecord, TriggerRecord, TriggerWrite,
-    WorkflowRecord, ARTIFACT_CHUNK_BYTES, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
+    AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactRefs, ArtifactWriter, AuditEntry,
+    AuditFilter, ClaimRequest, CommitStats, ControlWrite, Dependency, Edge, GcBatch, GcDeleted,
+    GcPage, GcPreview, GcPrune, GcPruned, GcScan, HistoryMark, HotPath, IdMatches, IdSuffix,
+    NewSignal, OutboxItem, PutArtifact, PutSignal, ScheduleRecord, ScheduleWrite, SignalRecord,
+    StagedArtifact, StateCounts, Store, StoreError, SubmitBatch, SubmitOutcome, TaskFilter,
+    TaskForView, TaskIdMatch, TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRecord,
+    ARTIFACT_CHUNK_BYTES, HISTORY_TASKS_PER_PAGE_MAX, PAGE_ROWS_MAX,
 };
 
 /// The columns [`workflow_row`] reads, from `workflows` (qualified: a label query joins
@@ -164,7 +165,13 @@ fn list_tasks(c: &Connection, filter: TaskFilter, decode: Decode) -> Result<Vec<
     }
 }
 
-fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Uuid, String, String, u32, i64, i64)> {
+/// The columns [`agent_row`] reads.
+const AGENT_COLUMNS: &str =
+    "id, name, capabilities, concurrency, registered_at, last_seen, registered_by";
+
+type AgentRow = (Uuid, String, String, u32, i64, i64, String);
+
+fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -172,11 +179,12 @@ fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Uuid, String, String, u
         r.get(3)?,
         r.get(4)?,
         r.get(5)?,
+        r.get(6)?,
     ))
 }
 
-fn decode_agent(row: (Uuid, String, String, u32, i64, i64)) -> Result<AgentRecord, StoreError> {
-    let (id, name, caps, concurrency, registered, seen) = row;
+fn decode_agent(row: AgentRow) -> Result<AgentRecord, StoreError> {
+    let (id, name, caps, concurrency, registered, seen, registered_by) = row;
     Ok(AgentRecord {
         id: AgentId(id),
         name,
@@ -185,7 +193,21 @@ fn decode_agent(row: (Uuid, String, String, u32, i64, i64)) -> Result<AgentRecor
         concurrency,
         registered_at: Timestamp(registered as u64),
         last_seen: Timestamp(seen as u64),
+        registered_by,
     })
+}
+
+/// Decodes every agent row `stmt` answers for `params`.
+fn agent_rows(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<AgentRecord>, StoreError> {
+    let rows = stmt.query_map(params, agent_row).map_err(db)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(decode_agent(row.map_err(db)?)?);
+    }
+    Ok(out)
 }
 
 const TIMERS_SQL: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
@@ -350,7 +372,8 @@ impl Store for SqliteStore {
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         self.read(move |c| {
             c.prepare_cached(&format!(
-                "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id = ?1"
+                "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id = ?1
+                 AND workflows.deleting IS NULL"
             ))
             .and_then(|mut s| s.query_row([id.0], workflow_row).optional())
             .map_err(db)
@@ -368,7 +391,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(&format!(
-                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id < ?1
+                    "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id < ?1 AND workflows.deleting IS NULL
                      ORDER BY workflows.id DESC LIMIT ?2"
                 ))
                 .map_err(db)?;
@@ -400,7 +423,7 @@ impl Store for SqliteStore {
             let mut stmt = c
                 .prepare_cached(&format!(
                     "SELECT {WORKFLOW_COLUMNS} FROM workflow_labels l
-                     JOIN workflows ON workflows.id = l.workflow_id
+                     JOIN workflows ON workflows.id = l.workflow_id AND workflows.deleting IS NULL
                      WHERE l.key = ?1 AND l.value = ?2 AND l.workflow_id < ?3
                        AND (SELECT count(*) FROM json_each(?4) j
                             JOIN workflow_labels m ON m.workflow_id = l.workflow_id
@@ -665,10 +688,7 @@ impl Store for SqliteStore {
     async fn agent(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {
         self.read(move |c| {
             let row = c
-                .prepare_cached(
-                    "SELECT id, name, capabilities, concurrency, registered_at, last_seen
-                     FROM agents WHERE id = ?1",
-                )
+                .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))
                 .and_then(|mut s| s.query_row([id.0], agent_row).optional())
                 .map_err(db)?;
             row.map(decode_agent).transpose()
@@ -676,20 +696,49 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.read(|c| {
+    async fn register_agent(
+        &self,
+        agent: AgentRecord,
+        max_per_registrar: u32,
+    ) -> Result<(), StoreError> {
+        self.writes.register_agent(agent, max_per_registrar).await
+    }
+
+    async fn agents(
+        &self,
+        after: Option<AgentId>,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let after = after.map(|a| a.0).unwrap_or(Uuid::nil());
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT id, name, capabilities, concurrency, registered_at, last_seen
-                     FROM agents ORDER BY name, id",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents WHERE id > ?1 ORDER BY id LIMIT ?2"
+                ))
                 .map_err(db)?;
-            let rows = stmt.query_map([], agent_row).map_err(db)?;
-            let mut out = Vec::new();
-            for row in rows {
-                out.push(decode_agent(row.map_err(db)?)?);
-            }
-            Ok(out)
+            agent_rows(&mut stmt, params![after, limit])
+        })
+        .await
+    }
+
+    async fn silent_lease_holders(
+        &self,
+        seen_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents
+                     WHERE id IN (SELECT DISTINCT lease_agent FROM tasks INDEXED BY tasks_by_agent
+                                  WHERE lease_agent IS NOT NULL)
+                       AND last_seen < ?1
+                     ORDER BY id LIMIT ?2"
+                ))
+                .map_err(db)?;
+            agent_rows(&mut stmt, params![ts(seen_before), limit])
         })
         .await
     }
@@ -1185,5 +1234,58 @@ impl Store for SqliteStore {
             rows.collect::<rusqlite::Result<_>>().map_err(db)
         })
         .await
+    }
+
+    async fn gc_candidates(&self, scan: GcScan) -> Result<GcPage, StoreError> {
+        self.read(move |c| super::retention::gc_candidates(c, &scan))
+            .await
+    }
+
+    async fn gc_marked(&self, limit: usize) -> Result<Vec<WorkflowId>, StoreError> {
+        self.read(move |c| super::retention::gc_marked(c, limit))
+            .await
+    }
+
+    async fn gc_workflows(&self, batch: GcBatch) -> Result<GcDeleted, StoreError> {
+        self.writes.gc_workflows(batch).await
+    }
+
+    async fn gc_preview(&self, workflows: Vec<WorkflowId>) -> Result<GcPreview, StoreError> {
+        self.read(move |c| super::retention::gc_preview(c, &workflows))
+            .await
+    }
+
+    async fn artifact_refs(
+        &self,
+        artifacts: Vec<ArtifactRef>,
+    ) -> Result<Vec<ArtifactRefs>, StoreError> {
+        self.read(move |c| super::retention::artifact_refs(c, &artifacts))
+            .await
+    }
+
+    async fn gc_prune(&self, prune: GcPrune, dry_run: bool) -> Result<GcPruned, StoreError> {
+        if dry_run {
+            self.read(move |c| super::retention::gc_prune_count(c, &prune))
+                .await
+        } else {
+            self.writes.gc_prune(prune).await
+        }
+    }
+
+    async fn fair_clock(&self) -> Result<i64, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT coalesce(max(pass), 0) FROM fair_clock")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(db)
+        })
+        .await
+    }
+
+    async fn reclaim_space(&self, pages_max: u64) -> Result<u64, StoreError> {
+        self.writes.reclaim_space(pages_max).await
+    }
+
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.file_bytes())
     }
 }

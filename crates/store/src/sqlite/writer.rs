@@ -67,7 +67,16 @@ impl Writer {
             outcomes.push(run_command(&tx, cmd, &mut deltas)?);
         }
         write_deltas(&tx, &deltas).map_err(db)?;
-        tx.commit().map_err(db)
+        tx.commit().map_err(db)?;
+        if batch.iter().any(|c| matches!(c, Command::ReclaimSpace(..))) {
+            // The pages given back leave the file at a checkpoint, and the log is cut back
+            // to nothing: the store's size on disk falls now. Best effort: a reader still on
+            // an older snapshot keeps part of the log until the next checkpoint.
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+        Ok(())
     }
 }
 
@@ -108,6 +117,18 @@ fn run_command(
         })?),
         Command::Control(write, _) => Outcome::Done(savepoint(tx, deltas, |sp, d| {
             super::commands::control(sp, write, d)
+        })?),
+        Command::RegisterAgent(agent, max, _) => Outcome::Done(savepoint(tx, deltas, |sp, _| {
+            super::retention::register_agent(sp, agent, *max)
+        })?),
+        Command::GcWorkflows(batch, _) => Outcome::Collected(savepoint(tx, deltas, |sp, d| {
+            super::retention::gc_workflows(sp, batch, d)
+        })?),
+        Command::GcPrune(prune, _) => Outcome::Pruned(savepoint(tx, deltas, |sp, _| {
+            super::retention::gc_prune(sp, prune)
+        })?),
+        Command::ReclaimSpace(pages, _) => Outcome::Reclaimed(savepoint(tx, deltas, |sp, _| {
+            super::retention::reclaim_space(sp, *pages)
         })?),
         Command::SweepArtifacts(before, limit, _) => {
             Outcome::Swept(savepoint(tx, deltas, |sp, _| {

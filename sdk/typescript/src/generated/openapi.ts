@@ -3,6 +3,17 @@
 // Do not edit: run `npm run generate-openapi`.
 
 /**
+ * A page of agents, by id.
+ */
+export type AgentList = {
+  agents: AgentView[];
+  /**
+   * Pass as `after` for the next page; absent on the last page.
+   */
+  next?: string | null;
+};
+
+/**
  * What to do with an executing task whose agent is declared dead.
  */
 export type AgentLostPolicy = "fail" | "requeue";
@@ -24,6 +35,13 @@ export type AgentView = {
   name: string;
   online: boolean;
   registered_at: number;
+  /**
+   * The token that first registered it (`local` for loopback clients without tokens;
+   * empty for agents registered before this was recorded): each token may have at most
+   * so many agents (`baton serve --agents-per-token-max`). An agent silent for the agent
+   * retention is deleted.
+   */
+  registered_by?: string;
 };
 
 /**

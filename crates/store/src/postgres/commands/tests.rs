@@ -74,6 +74,7 @@ async fn run(careful: bool) -> Summary {
                 concurrency: 5,
                 registered_at: now,
                 last_seen: now,
+                registered_by: "test".into(),
             },
             reply(),
         ),
@@ -121,6 +122,9 @@ async fn run(careful: bool) -> Summary {
             }
             Outcome::Done(o) => summary.done.push(o.is_ok()),
             Outcome::PutArtifact(_)
+            | Outcome::Collected(_)
+            | Outcome::Pruned(_)
+            | Outcome::Reclaimed(_)
             | Outcome::Swept(_)
             | Outcome::PutSignal(_)
             | Outcome::Written(_) => {
