@@ -310,12 +310,19 @@ fn agents_lists_an_agent_registered_over_http() {
         .lines()
         .find(|l| l.starts_with("scribe"))
         .unwrap_or_else(|| panic!("no row for the agent: {table:#?}"));
-    for expected in [agent.id.to_string().as_str(), "yes", "summarize,write", "4"] {
+    for expected in [
+        agent.id.to_string().as_str(),
+        "yes",
+        "summarize,write",
+        "4",
+        "local",
+    ] {
         assert!(row.contains(expected), "{expected:?} missing: {row}");
     }
     let json = srv.run(&["agents", "--output", "json"]).ok().json();
     assert_eq!(json[0]["name"], "scribe");
     assert_eq!(json[0]["concurrency"], 4);
+    assert_eq!(json[0]["registered_by"], "local");
 }
 
 /// `baton watch --output json` against `url`, once it has subscribed: the process, its

@@ -312,6 +312,19 @@ async fn a_backup_taken_while_the_store_is_written_is_one_consistent_snapshot() 
     let err = baton_store::sqlite::backup(&path, &copy).unwrap_err();
     assert!(err.to_string().contains("exists already"), "{err}");
 
+    for leftover in ["-wal", "-shm", ".partial"] {
+        let mut name = copy.as_os_str().to_owned();
+        name.push(leftover);
+        assert!(
+            !std::path::Path::new(&name).exists(),
+            "{leftover} left behind"
+        );
+    }
+    let mode: String = rusqlite::Connection::open(&copy)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete", "one self-contained file");
     let restored = SqliteStore::open(&copy).unwrap();
     // Whole workflows only: the counters agree with the tasks, which come in tens.
     let counts = restored.counts(None).await.unwrap();

@@ -122,6 +122,7 @@ pub async fn agents(client: &Client, output: Output) -> anyhow::Result<()> {
         "CONCURRENCY",
         "HELD",
         "LAST SEEN",
+        "REGISTERED BY",
     ]);
     for a in &agents {
         let caps: Vec<&str> = a.capabilities.iter().map(|c| c.0.as_str()).collect();
@@ -141,6 +142,11 @@ pub async fn agents(client: &Client, output: Output) -> anyhow::Result<()> {
             a.concurrency.to_string().into(),
             a.leased.len().to_string().into(),
             relative(a.last_seen, now).into(),
+            if a.registered_by.is_empty() {
+                "-".into()
+            } else {
+                a.registered_by.as_str().into()
+            },
         ]);
     }
     table.print()?;

@@ -198,11 +198,21 @@ fn copy_artifacts(
                     .map_err(|e| sql_error(partial, e))?;
                 swept += 1;
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Referred to in the snapshot, deleted since: retention released it and the
+                // sweep took it in between. A later snapshot no longer holds it.
+                return Err(StoreError::Backend(format!(
+                    "artifact sha256:{hex} was deleted while the backup ran (retention \
+                     released it meanwhile): run the backup again"
+                )));
+            }
             Err(e) => return Err(io_error("copy", &from, e)),
         }
     }
-    let _: Option<i64> = dst
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+    // One self-contained file: out of WAL mode, the log checkpointed into it (the store
+    // turns WAL on again when it opens the copy).
+    let _: Option<String> = dst
+        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
         .optional()
         .map_err(|e| sql_error(partial, e))?;
     if target_dir.exists() {
