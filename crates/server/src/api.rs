@@ -67,8 +67,7 @@ fn workflow_created(receipt: baton_engine::WorkflowReceipt) -> Response {
 }
 
 #[utoipa::path(post, path = "/v1/workflows", request_body = SubmitWorkflow,
-    responses((status = 201, body = WorkflowCreated), (status = 200, description = "an earlier submission with the same idempotency key", body = WorkflowCreated),
-              (status = 422, description = "a field is invalid (`field` names it); among the codes, `artifact_not_found` (an input refers to an artifact that was never uploaded: PUT /v1/artifacts) and `artifact_ref_invalid` (a `{\"$artifact\": …}` that is not `sha256:<64 hex>`)", body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+    responses((status = 201, body = WorkflowCreated), (status = 200, description = "an earlier submission with the same idempotency key", body = WorkflowCreated)))]
 pub async fn submit_workflow(
     AxState(s): St,
     caller: Caller,
@@ -90,7 +89,7 @@ pub async fn submit_workflow(
 }
 
 #[utoipa::path(post, path = "/v1/tasks", request_body = SubmitTask,
-    responses((status = 201, body = TaskCreated), (status = 200, body = TaskCreated), (status = 422, description = "a field is invalid (`field` names it); among the codes, `artifact_not_found` (an input refers to an artifact that was never uploaded: PUT /v1/artifacts) and `artifact_ref_invalid` (a `{\"$artifact\": …}` that is not `sha256:<64 hex>`)", body = ProblemDoc)))]
+    responses((status = 201, body = TaskCreated), (status = 200, body = TaskCreated)))]
 pub async fn submit_task(
     AxState(s): St,
     caller: Caller,
@@ -142,7 +141,7 @@ pub async fn submit_task(
 }
 
 #[utoipa::path(get, path = "/v1/workflows/{id}", params(("id" = String, Path, description = "workflow id")),
-    responses((status = 200, body = WorkflowView), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = WorkflowView)))]
 pub async fn get_workflow(
     AxState(s): St,
     caller: Caller,
@@ -188,7 +187,7 @@ async fn workflow_view(
 
 #[utoipa::path(put, path = "/v1/workflows/{id}/budgets", request_body = BudgetsBody, params(("id" = String, Path, description = "workflow id")),
     description = "Replaces the workflow's budgets (an empty map removes them); audited with the caller's token name and the `reason`. A budget already reached applies at once. A workflow a budget paused stays paused: resume it (`POST /v1/workflows/{id}/resume`) once its budgets allow; a resume while a `pause` budget is still reached is refused (409 `budget_reached`).",
-    responses((status = 200, body = WorkflowView), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = WorkflowView)))]
 pub async fn set_budgets(
     AxState(s): St,
     caller: Caller,
@@ -205,7 +204,7 @@ pub async fn set_budgets(
 
 #[utoipa::path(get, path = "/v1/usage", params(UsageQuery),
     description = "What agents have reported spending, per unit, over every workflow or those carrying `label` (`key:value`). A token scoped to one label gets that label's (asking for another is refused, 403 `out_of_scope`); one scoped to several reads usage per workflow.",
-    responses((status = 200, body = UsageView), (status = 403, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = UsageView)))]
 pub async fn usage(
     AxState(s): St,
     caller: Caller,
@@ -267,7 +266,7 @@ const WORKFLOWS_PAGE_MAX: usize = 100;
 const WORKFLOWS_SCANNED_MAX: usize = 500;
 
 #[utoipa::path(get, path = "/v1/workflows", params(WorkflowListQuery),
-    responses((status = 200, body = WorkflowList), (status = 400, body = ProblemDoc)))]
+    responses((status = 200, body = WorkflowList)))]
 pub async fn list_workflows(
     AxState(s): St,
     caller: Caller,
@@ -342,7 +341,7 @@ pub async fn list_workflows(
 }
 
 #[utoipa::path(get, path = "/v1/workflows/{id}/graph", params(("id" = String, Path, description = "workflow id")),
-    responses((status = 200, body = WorkflowGraph), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = WorkflowGraph)))]
 pub async fn workflow_graph(
     AxState(s): St,
     caller: Caller,
@@ -381,8 +380,7 @@ pub async fn workflow_graph(
 
 #[utoipa::path(get, path = "/v1/workflows/{id}/history",
     params(("id" = String, Path, description = "workflow id"), WorkflowHistoryQuery),
-    responses((status = 200, body = WorkflowHistory, description = "The history of a page of the workflow's tasks (in task id order), each entry's time and event without its data; heartbeats left out. For timelines; a task's full history is `GET /v1/tasks/{id}/history`."),
-        (status = 400, body = ProblemDoc), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = WorkflowHistory, description = "The history of a page of the workflow's tasks (in task id order), each entry's time and event without its data; heartbeats left out. For timelines; a task's full history is `GET /v1/tasks/{id}/history`.")))]
 pub async fn workflow_history(
     AxState(s): St,
     caller: Caller,
@@ -430,7 +428,7 @@ pub async fn workflow_history(
 }
 
 #[utoipa::path(post, path = "/v1/workflows/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),
-    responses((status = 200, body = CancelledCount), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = CancelledCount)))]
 pub async fn cancel_workflow(
     AxState(s): St,
     caller: Caller,
@@ -515,9 +513,7 @@ fn signal_view(r: SignalRecord) -> SignalView {
            ("Idempotency-Key" = Option<String>, Header, description = "Sending again with the same key (for this workflow and name) applies once; at most 256 bytes"),
            SignalQuery),
     responses((status = 201, body = SignalSent, description = "stored, and delivered to the tasks in `delivered_to` (none: kept for the next task that waits)"),
-              (status = 200, body = SignalSent, description = "an earlier signal with the same idempotency key"),
-              (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc, description = "the idempotency key was used for a different signal"),
-              (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+              (status = 200, body = SignalSent, description = "an earlier signal with the same idempotency key")))]
 pub async fn send_signal(
     AxState(s): St,
     caller: Caller,
@@ -581,7 +577,7 @@ pub async fn send_signal(
 
 /// The signals sent to a workflow, oldest first: delivered, or kept for a task to come.
 #[utoipa::path(get, path = "/v1/workflows/{id}/signals", params(("id" = String, Path), SignalListQuery),
-    responses((status = 200, body = SignalList), (status = 400, body = ProblemDoc), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = SignalList)))]
 pub async fn list_signals(
     AxState(s): St,
     caller: Caller,
@@ -603,7 +599,7 @@ pub async fn list_signals(
 
 /// Tasks waiting for a signal, in every workflow or one: what people are asked to approve.
 #[utoipa::path(get, path = "/v1/waiting", params(WaitingQuery),
-    responses((status = 200, body = WaitingList), (status = 400, body = ProblemDoc)))]
+    responses((status = 200, body = WaitingList)))]
 pub async fn list_waiting(
     AxState(s): St,
     caller: Caller,
@@ -751,8 +747,7 @@ fn schedule_view(i: baton_engine::ScheduleInfo) -> ScheduleView {
 /// one workflow across restarts and nodes. `overlap` says what a tick does while the previous
 /// tick's workflow runs; `catch_up` what happens to ticks missed while no node ran.
 #[utoipa::path(post, path = "/v1/schedules", request_body = ScheduleSpec,
-    responses((status = 201, body = ScheduleView), (status = 409, body = ProblemDoc, description = "a schedule with this name exists (code `schedule_exists`)"),
-              (status = 422, body = ProblemDoc, description = "a field is invalid (`field` names it: `cron`, `timezone`, `catch_up.max`, `workflow.tasks[0].key`, …)")))]
+    responses((status = 201, body = ScheduleView)))]
 pub async fn create_schedule(
     AxState(s): St,
     caller: Caller,
@@ -800,7 +795,7 @@ async fn check_schedule(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> Ap
 }
 
 #[utoipa::path(get, path = "/v1/schedules/{name}", params(("name" = String, Path)),
-    responses((status = 200, body = ScheduleView), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = ScheduleView)))]
 pub async fn get_schedule(
     AxState(s): St,
     caller: Caller,
@@ -813,7 +808,7 @@ pub async fn get_schedule(
 
 /// Deletes a schedule; workflows it submitted are left as they are.
 #[utoipa::path(delete, path = "/v1/schedules/{name}", params(("name" = String, Path)),
-    responses((status = 204, description = "deleted"), (status = 404, body = ProblemDoc)))]
+    responses((status = 204, description = "deleted")))]
 pub async fn delete_schedule(
     AxState(s): St,
     caller: Caller,
@@ -826,7 +821,7 @@ pub async fn delete_schedule(
 
 /// Pauses a schedule: no tick fires until it is resumed.
 #[utoipa::path(post, path = "/v1/schedules/{name}/pause", params(("name" = String, Path)),
-    responses((status = 200, body = ScheduleView), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = ScheduleView)))]
 pub async fn pause_schedule(
     AxState(s): St,
     caller: Caller,
@@ -841,7 +836,7 @@ pub async fn pause_schedule(
 /// Resumes a paused schedule from its next tick after now (the ticks it slept through are
 /// not caught up).
 #[utoipa::path(post, path = "/v1/schedules/{name}/resume", params(("name" = String, Path)),
-    responses((status = 200, body = ScheduleView), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = ScheduleView)))]
 pub async fn resume_schedule(
     AxState(s): St,
     caller: Caller,
@@ -880,8 +875,7 @@ fn limit_view(l: baton_engine::read::LimitRecord) -> LimitView {
 /// handed out only while the limit has the units it draws. What a changed limit had handed out
 /// stays drawn, so a bigger limit has its extra units at once.
 #[utoipa::path(put, path = "/v1/limits/{key}", request_body = Limit, params(("key" = String, Path, description = "the limit's name, as tasks' `rate[].key` give it")),
-    responses((status = 201, body = LimitView, description = "created"), (status = 200, body = LimitView, description = "changed"),
-              (status = 422, body = ProblemDoc, description = "a field is invalid (`units`, `per_ms`, `key`; `key` also when 1,000 limits exist and this is a new one)")))]
+    responses((status = 201, body = LimitView, description = "created"), (status = 200, body = LimitView, description = "changed")))]
 pub async fn put_limit(
     AxState(s): St,
     Path(key): Path<String>,
@@ -908,7 +902,7 @@ pub async fn list_limits(AxState(s): St) -> ApiResult<Json<LimitList>> {
 }
 
 #[utoipa::path(get, path = "/v1/limits/{key}", params(("key" = String, Path)),
-    responses((status = 200, body = LimitView), (status = 404, body = ProblemDoc, description = "no such limit (code `limit_not_found`)")))]
+    responses((status = 200, body = LimitView)))]
 pub async fn get_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<Json<LimitView>> {
     Ok(Json(limit_view(engine(&s).limit(&key).await?)))
 }
@@ -916,7 +910,7 @@ pub async fn get_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<Jso
 /// Deletes a named rate limit: tasks that draw from it are no longer held by it. New tasks
 /// naming it are refused until it is set again.
 #[utoipa::path(delete, path = "/v1/limits/{key}", params(("key" = String, Path)),
-    responses((status = 204, description = "deleted"), (status = 404, body = ProblemDoc, description = "no such limit (code `limit_not_found`)")))]
+    responses((status = 204, description = "deleted")))]
 pub async fn delete_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<StatusCode> {
     engine(&s).delete_limit(key).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -926,8 +920,7 @@ pub async fn delete_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<
 /// tasks' inputs, `{"$input": "/json/pointer"}` stands for what the pointer finds in that
 /// request's body (`""`: all of it).
 #[utoipa::path(put, path = "/v1/triggers/{name}", request_body = WorkflowTemplate, params(("name" = String, Path)),
-    responses((status = 201, body = TriggerView, description = "created"), (status = 200, body = TriggerView, description = "replaced"),
-              (status = 422, body = ProblemDoc)))]
+    responses((status = 201, body = TriggerView, description = "created"), (status = 200, body = TriggerView, description = "replaced")))]
 pub async fn put_trigger(
     AxState(s): St,
     caller: Caller,
@@ -963,8 +956,7 @@ pub async fn put_trigger(
 /// returned.
 #[utoipa::path(post, path = "/v1/triggers/{name}", request_body(content = Object, description = "Any JSON: what the template's `$input` placeholders take"),
     params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first workflow; at most 256 bytes")),
-    responses((status = 201, body = WorkflowCreated), (status = 200, body = WorkflowCreated, description = "an earlier request with the same key"),
-              (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc, description = "the body lacks what a placeholder points at (`field`: `body`), or the workflow is refused")))]
+    responses((status = 201, body = WorkflowCreated), (status = 200, body = WorkflowCreated, description = "an earlier request with the same key")))]
 pub async fn fire_trigger(
     AxState(s): St,
     caller: Caller,
@@ -1016,7 +1008,7 @@ async fn check_trigger(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> Api
 }
 
 #[utoipa::path(get, path = "/v1/triggers/{name}", params(("name" = String, Path)),
-    responses((status = 200, body = TriggerView), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = TriggerView)))]
 pub async fn get_trigger(
     AxState(s): St,
     caller: Caller,
@@ -1028,7 +1020,7 @@ pub async fn get_trigger(
 }
 
 #[utoipa::path(delete, path = "/v1/triggers/{name}", params(("name" = String, Path)),
-    responses((status = 204, description = "deleted"), (status = 404, body = ProblemDoc)))]
+    responses((status = 204, description = "deleted")))]
 pub async fn delete_trigger(
     AxState(s): St,
     caller: Caller,
@@ -1042,7 +1034,7 @@ pub async fn delete_trigger(
 // ---- tasks ----------------------------------------------------------------------------------
 
 #[utoipa::path(get, path = "/v1/tasks", params(ListQuery),
-    responses((status = 200, body = TaskList), (status = 400, body = ProblemDoc)))]
+    responses((status = 200, body = TaskList)))]
 pub async fn list_tasks(
     AxState(s): St,
     caller: Caller,
@@ -1086,7 +1078,7 @@ pub async fn list_tasks(
 const HISTORY_WITH_TASK_MAX: usize = 1_000;
 
 #[utoipa::path(get, path = "/v1/tasks/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = TaskView, description = "The task, its input once (in `spec`: the `submitted` history entry does not repeat the spec), its first 1,000 history entries, why it waits and its neighbours."), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = TaskView, description = "The task, its input once (in `spec`: the `submitted` history entry does not repeat the spec), its first 1,000 history entries, why it waits and its neighbours.")))]
 pub async fn get_task(
     AxState(s): St,
     caller: Caller,
@@ -1244,7 +1236,7 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView<Box<RawValue>> {
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/history", params(("id" = String, Path), HistoryQuery),
-    responses((status = 200, body = Vec<Object>, description = "History entries, oldest first: `seq`, `at` and `event` (the event with its fields). The `submitted` event leaves out its spec (`task`, `workflow`, `completed`, `seed` only): the task's input is given once, in the task's `spec` (`GET /v1/tasks/{id}`)."), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = Vec<Object>, description = "History entries, oldest first: `seq`, `at` and `event` (the event with its fields). The `submitted` event leaves out its spec (`task`, `workflow`, `completed`, `seed` only): the task's input is given once, in the task's `spec` (`GET /v1/tasks/{id}`).")))]
 pub async fn task_history(
     AxState(s): St,
     caller: Caller,
@@ -1269,7 +1261,7 @@ pub async fn task_history(
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),
-    responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+    responses((status = 200, body = ReportAnswer)))]
 pub async fn cancel_task(
     AxState(s): St,
     caller: Caller,
@@ -1285,7 +1277,7 @@ pub async fn cancel_task(
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/retry", request_body = RetryBody, params(("id" = String, Path)),
-    responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc)))]
+    responses((status = 200, body = ReportAnswer)))]
 pub async fn retry_task(
     AxState(s): St,
     caller: Caller,
@@ -1304,7 +1296,7 @@ pub const SCOPED_COUNTS_WORKFLOWS_MAX: usize = 10_000;
 
 #[utoipa::path(get, path = "/v1/counts", params(CountsQuery),
     description = "Tasks per state (and how many of them are paused), over every workflow or one (`workflow`). A token scoped to labels gets the sum over the workflows in its scope, up to 10,000 of them (past that, 422: ask per workflow).",
-    responses((status = 200, body = Counts), (status = 403, body = ProblemDoc), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = Counts)))]
 pub async fn counts(
     AxState(s): St,
     caller: Caller,
@@ -1371,7 +1363,7 @@ const ID_MATCHES_MAX: usize = 10;
 /// digits (hyphens ignored, any case). None, one or several may match.
 #[utoipa::path(get, path = "/v1/ids/{suffix}",
     params(("suffix" = String, Path, description = "the last 4 to 32 hex digits of an id")),
-    responses((status = 200, body = IdMatches), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = IdMatches)))]
 pub async fn ids_ending(
     AxState(s): St,
     caller: Caller,
@@ -1457,8 +1449,7 @@ async fn agent_view(
 
 #[utoipa::path(post, path = "/v1/agents", request_body = RegisterAgent,
     description = "Registers an agent, or registers it again under its `id` (keeping when and by whom it was first registered). Each token may have at most so many agents registered (`baton serve --agents-per-token-max`, 1,000 by default, or the token's `agents_max` if higher; every loopback client without tokens counts as the token `local`): past it, 429 `agents_per_token_max_reached`, until the agent retention deletes agents silent for long (`--agent-retention`, 7 days). An agent token also has at most `agents_max` agents online at once (429 `agents_max_reached`).",
-    responses((status = 201, body = AgentView), (status = 422, body = ProblemDoc),
-              (status = 429, body = ProblemDoc, description = "the token has as many agents as it may: `agents_per_token_max_reached` (registered), or for an agent token `agents_max_reached` (online)")))]
+    responses((status = 201, body = AgentView)))]
 pub async fn register_agent(
     AxState(s): St,
     caller: Caller,
@@ -1533,7 +1524,7 @@ pub async fn register_agent(
 /// tasks.
 #[utoipa::path(get, path = "/v1/agents", params(AgentsQuery),
     description = "Agents by id (their registration order), a page at a time: `limit` (1 to 1,000, default 100), then `after` the page's `next` for the following page. Agents silent for the agent retention (`baton serve --agent-retention`, 7 days) and holding no lease are deleted.",
-    responses((status = 200, body = AgentList), (status = 400, body = ProblemDoc)))]
+    responses((status = 200, body = AgentList)))]
 pub async fn list_agents(
     AxState(s): St,
     caller: Caller,
@@ -1564,7 +1555,7 @@ async fn own_agent(
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/heartbeat", params(("id" = String, Path)),
-    responses((status = 200, body = AgentView), (status = 404, body = ProblemDoc)))]
+    responses((status = 200, body = AgentView)))]
 pub async fn agent_heartbeat(
     AxState(s): St,
     caller: Caller,
@@ -1578,7 +1569,7 @@ pub async fn agent_heartbeat(
 
 #[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = String, Path)),
     description = "Assigns up to `max` ready tasks the agent can run and answers them, each with its lease and fencing `token` (send both back with every report). The highest priority goes first; among equal priorities, claims take from each fairness group (a task's `fairness_key`, or its workflow) in turn, up to 32 tasks of a group at a time, each group's tasks in the order they became ready. A task whose named rate limit lacks its units, or whose concurrency key is full, is passed by (its view says why: `waiting.reason` `rate_limited` or `concurrency_full`). With no task ready, the claim waits up to `wait_ms` for one.",
-    responses((status = 200, body = Claimed), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = Claimed)))]
 pub async fn claim(
     AxState(s): St,
     caller: Caller,
@@ -1645,7 +1636,7 @@ fn upstream_view(
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/upstream", params(("id" = String, Path), UpstreamQuery),
     description = "The results of the task's completed dependencies, by dependency key (a dependency not completed yet is absent). One answer carries at most 4 MiB of results; past that a result is withheld (`result` absent, `withheld_bytes` its size): read it with `key`, which answers that one dependency's result whatever its size. What a claim answer withholds is read the same way.",
-    responses((status = 200, body = BTreeMap<String, UpstreamResult>), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = BTreeMap<String, UpstreamResult>)))]
 pub async fn task_upstream(
     AxState(s): St,
     caller: Caller,
@@ -1674,8 +1665,7 @@ pub async fn task_upstream(
             } else {
                 String::new()
             };
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+            return Err(Problem::bad_request(
                 "invalid_query",
                 format!("`{key}` is not a dependency of task {id}"),
             )
@@ -1712,7 +1702,7 @@ async fn report(
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/started", request_body = LeaseReport, params(("id" = String, Path)),
-    responses((status = 200, body = ReportAnswer), (status = 409, body = ProblemDoc)))]
+    responses((status = 200, body = ReportAnswer)))]
 pub async fn report_started(
     AxState(s): St,
     caller: Caller,
@@ -1727,7 +1717,7 @@ pub async fn report_started(
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/heartbeat", request_body = HeartbeatReport, params(("id" = String, Path)),
-    responses((status = 200, body = ReportAnswer), (status = 409, description = "the lease is lost or the task was cancelled (code `task_cancelled`)", body = ProblemDoc)))]
+    responses((status = 200, body = ReportAnswer)))]
 pub async fn report_heartbeat(
     AxState(s): St,
     caller: Caller,
@@ -1744,9 +1734,7 @@ pub async fn report_heartbeat(
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/succeeded", request_body = SuccessReport, params(("id" = String, Path)),
-    responses((status = 200, body = ReportAnswer), (status = 409, body = ProblemDoc),
-        (status = 422, description = "the result refers to an artifact that was never uploaded (code `artifact_not_found`, `field` e.g. `result.report`) or holds a malformed reference (`artifact_ref_invalid`)", body = ProblemDoc),
-        (status = 413, description = "the result is over `payload_bytes_max` (code `result_too_large`, default 1 MiB of JSON; `baton serve --payload-bytes-max`): put larger data in an artifact", body = ProblemDoc)))]
+    responses((status = 200, body = ReportAnswer)))]
 pub async fn report_succeeded(
     AxState(s): St,
     caller: Caller,
@@ -1763,7 +1751,7 @@ pub async fn report_succeeded(
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/failed", request_body = FailureReport, params(("id" = String, Path)),
-    responses((status = 200, body = ReportAnswer), (status = 409, body = ProblemDoc)))]
+    responses((status = 200, body = ReportAnswer)))]
 pub async fn report_failed(
     AxState(s): St,
     caller: Caller,
@@ -1780,7 +1768,7 @@ pub async fn report_failed(
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/released", request_body = LeaseReport, params(("id" = String, Path)),
-    responses((status = 200, body = ReportAnswer), (status = 409, body = ProblemDoc)))]
+    responses((status = 200, body = ReportAnswer)))]
 pub async fn report_released(
     AxState(s): St,
     caller: Caller,
@@ -1795,7 +1783,7 @@ pub async fn report_released(
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/subtasks", request_body = SubtasksReport, params(("id" = String, Path)),
-    responses((status = 201, body = WorkflowCreated), (status = 409, body = ProblemDoc), (status = 422, description = "a field is invalid (`field` names it); among the codes, `artifact_not_found` (an input refers to an artifact that was never uploaded: PUT /v1/artifacts) and `artifact_ref_invalid` (a `{\"$artifact\": …}` that is not `sha256:<64 hex>`)", body = ProblemDoc)))]
+    responses((status = 201, body = WorkflowCreated)))]
 pub async fn add_subtasks(
     AxState(s): St,
     caller: Caller,
@@ -1825,8 +1813,7 @@ pub async fn add_subtasks(
 
 #[utoipa::path(get, path = "/v1/events", params(EventsQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (the `id` of the last `transition` received): the transitions since then that this node still keeps are sent first")),
-    responses((status = 200, description = "Server-Sent Events: `transition` events (id `NODE-SEQ`) carrying a TransitionEvent as JSON; `lagged` (data: how many were skipped, 0 when unknown) when some transitions were missed: re-read the state; `workflow` when a workflow ends (every task of it ended; data `{\"workflow\", \"status\": \"completed\" | \"failed\" | \"cancelled\", \"at\"}`, not numbered and not resent on a resume: read `GET /v1/workflows/{id}` for its result)", content_type = "text/event-stream"),
-              (status = 503, body = ProblemDoc)))]
+    responses((status = 200, description = "Server-Sent Events: `transition` events (id `NODE-SEQ`) carrying a TransitionEvent as JSON; `lagged` (data: how many were skipped, 0 when unknown) when some transitions were missed: re-read the state; `workflow` when a workflow ends (every task of it ended; data `{\"workflow\", \"status\": \"completed\" | \"failed\" | \"cancelled\", \"at\"}`, not numbered and not resent on a resume: read `GET /v1/workflows/{id}` for its result)", content_type = "text/event-stream")))]
 pub async fn events(
     AxState(s): St,
     caller: Caller,
@@ -1972,8 +1959,7 @@ fn lagged(skipped: u64) -> SseEvent {
 }
 
 #[utoipa::path(get, path = "/v1/lifecycle", params(LifecycleQuery),
-    responses((status = 200, description = "the lifecycle: a Mermaid or DOT diagram as text, or the rules as JSON", body = Vec<LifecycleRule>),
-              (status = 400, body = ProblemDoc)))]
+    responses((status = 200, description = "the lifecycle: a Mermaid or DOT diagram as text, or the rules as JSON", body = Vec<LifecycleRule>)))]
 pub async fn lifecycle(ApiQuery(q): ApiQuery<LifecycleQuery>) -> ApiResult<Response> {
     let format = match q.format.as_deref() {
         None | Some("mermaid") => baton_core::DiagramFormat::Mermaid,
@@ -2053,7 +2039,7 @@ fn operator(caller: &Caller, reason: String) -> ApiResult<Operator> {
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/pause", request_body = PauseBody, params(("id" = String, Path, description = "task id")),
     description = "Pauses the task: no agent is handed it and its timers (deadlines, a scheduled retry, a delay) stand still until it is resumed. An agent already running it finishes, unless `now` takes it back: its lease is revoked and its next report is refused with `task_paused`. A task that has ended cannot be paused (409). Requires a `reason`, recorded in the audit log with the caller's token name.",
-    responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, description = "already paused, or ended", body = ProblemDoc), (status = 422, description = "`reason` missing or too long", body = ProblemDoc)))]
+    responses((status = 200, body = ReportAnswer)))]
 pub async fn pause_task(
     AxState(s): St,
     caller: Caller,
@@ -2069,7 +2055,7 @@ pub async fn pause_task(
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/resume", request_body = ResumeBody, params(("id" = String, Path, description = "task id")),
     description = "Resumes a paused task: it can be handed to agents again, and each of its timers fires with the time it had left when the pause stopped it.",
-    responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, description = "not paused", body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = ReportAnswer)))]
 pub async fn resume_task(
     AxState(s): St,
     caller: Caller,
@@ -2085,7 +2071,7 @@ pub async fn resume_task(
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/skip", request_body = SkipBody, params(("id" = String, Path, description = "task id")),
     description = "Completes the task with the operator's `result` in place of an agent (a person did the work, or it is not needed): its dependents proceed with that result. Works on a blocked, pending, assigned, executing (its lease is revoked) or failed task; a failed-for-good task's cancelled dependents come back. A later report from the agent that held it is refused with `task_skipped`. A completed or cancelled task cannot be skipped (409).",
-    responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc), (status = 413, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = ReportAnswer)))]
 pub async fn skip_task(
     AxState(s): St,
     caller: Caller,
@@ -2101,7 +2087,7 @@ pub async fn skip_task(
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/fail", request_body = FailBody, params(("id" = String, Path, description = "task id")),
     description = "Fails the task for good: no retry follows, its dependents are cancelled, its compensation runs. An agent holding it loses its lease; its later reports are refused with `task_failed_by_operator`. An operator's retry (`POST /v1/tasks/{id}/retry`) can reopen it.",
-    responses((status = 200, body = ReportAnswer), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = ReportAnswer)))]
 pub async fn fail_task(
     AxState(s): St,
     caller: Caller,
@@ -2117,7 +2103,7 @@ pub async fn fail_task(
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/rerun", request_body = RerunBody, params(("id" = String, Path, description = "task id")),
     description = "Reruns the task and everything downstream of it: each is reopened (its history is kept, with a new `reopened` entry), waits for its dependencies again and runs with fresh attempts; agents still running any of them lose their leases (`task_rerun`). Tasks upstream keep their results. `input` replaces the task's own input. It all commits together or not at all. `dry_run` lists what would rerun and changes nothing. A `for_each` on the way that has expanded expands anew once its dependencies complete: its items are superseded now (listed in `superseded`) and its next expansion reopens those its new list still has, with their new input (a rerun from one of its items keeps the others and gathers them again). Sub-tasks that tasks of the rerun added are superseded too; a task adding one again under its key (same spec but for its input) reopens it.",
-    responses((status = 200, body = RerunAnswer), (status = 404, body = ProblemDoc), (status = 409, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = RerunAnswer)))]
 pub async fn rerun_task(
     AxState(s): St,
     caller: Caller,
@@ -2146,7 +2132,7 @@ pub async fn rerun_task(
 
 #[utoipa::path(post, path = "/v1/workflows/{id}/pause", request_body = PauseBody, params(("id" = String, Path, description = "workflow id")),
     description = "Pauses every task of the workflow that has not ended (as `POST /v1/tasks/{id}/pause`, `now` included) and marks the workflow paused: tasks created in it later (sub-tasks, a fan-out's items, compensation) start paused.",
-    responses((status = 200, body = WorkflowControlAnswer), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = WorkflowControlAnswer)))]
 pub async fn pause_workflow(
     AxState(s): St,
     caller: Caller,
@@ -2165,7 +2151,7 @@ pub async fn pause_workflow(
 
 #[utoipa::path(post, path = "/v1/workflows/{id}/resume", request_body = ResumeBody, params(("id" = String, Path, description = "workflow id")),
     description = "Resumes every paused task of the workflow (those paused one by one too) and clears its pause.",
-    responses((status = 200, body = WorkflowControlAnswer), (status = 404, body = ProblemDoc), (status = 422, body = ProblemDoc)))]
+    responses((status = 200, body = WorkflowControlAnswer)))]
 pub async fn resume_workflow(
     AxState(s): St,
     caller: Caller,
@@ -2187,7 +2173,7 @@ const AUDIT_PAGE_MAX: usize = 1000;
 
 #[utoipa::path(get, path = "/v1/audit", params(AuditQuery),
     description = "Every operator action (pause, resume, skip, fail, rerun, cancel, retry, signal), newest first: who (the token's name), what, on which workflow or task, why, and what it changed. Page with `before` = the previous page's `next`.",
-    responses((status = 200, body = AuditPage), (status = 400, body = ProblemDoc)))]
+    responses((status = 200, body = AuditPage)))]
 pub async fn audit(
     AxState(s): St,
     caller: Caller,

@@ -9,7 +9,7 @@ use axum::extract::{Path, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use baton_api::{ArtifactStored, ProblemDoc};
+use baton_api::ArtifactStored;
 use baton_core::artifact::ARTIFACT_REF_EXPECTED;
 use baton_core::ArtifactRef;
 use baton_engine::read::ArtifactMeta;
@@ -67,9 +67,7 @@ fn content_type(headers: &HeaderMap) -> Result<Option<String>, Problem> {
         description = "The artifact's bytes, streamed (any `Content-Type`, recorded and served back). At most `artifact_bytes_max` bytes (default 256 MiB; `baton serve --artifact-bytes-max`)."),
     responses(
         (status = 201, description = "stored; refer to it in an input or result as `{\"$artifact\": \"<artifact>\"}`", body = ArtifactStored),
-        (status = 200, description = "the same bytes were stored already", body = ArtifactStored),
-        (status = 413, description = "over `artifact_bytes_max` (code `artifact_too_large`); nothing is stored", body = ProblemDoc),
-        (status = 400, description = "an unreadable body or a bad `Content-Type`", body = ProblemDoc)))]
+        (status = 200, description = "the same bytes were stored already", body = ArtifactStored)))]
 pub async fn put_artifact(
     AxState(s): St,
     _caller: Caller,
@@ -190,9 +188,7 @@ fn not_modified(meta: &ArtifactMeta, request: &HeaderMap) -> bool {
     params(("artifact" = String, Path, description = "`sha256:<64 hex>` or the bare hex")),
     responses(
         (status = 200, description = "the bytes, streamed, with `Content-Length`, `ETag` and the content type given at upload", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 304, description = "`If-None-Match` named this artifact"),
-        (status = 400, description = "not an artifact reference (code `artifact_ref_invalid`)", body = ProblemDoc),
-        (status = 404, description = "no such artifact (code `artifact_not_found`)", body = ProblemDoc)))]
+        (status = 304, description = "`If-None-Match` named this artifact")))]
 pub async fn get_artifact(
     AxState(s): St,
     _caller: Caller,
@@ -220,9 +216,7 @@ pub async fn get_artifact(
 #[utoipa::path(head, path = "/v1/artifacts/{artifact}",
     params(("artifact" = String, Path, description = "`sha256:<64 hex>` or the bare hex")),
     responses(
-        (status = 200, description = "the artifact exists: its `Content-Length`, `ETag` and content type, no body"),
-        (status = 400, description = "not an artifact reference (code `artifact_ref_invalid`)"),
-        (status = 404, description = "no such artifact (code `artifact_not_found`)")))]
+        (status = 200, description = "the artifact exists: its `Content-Length`, `ETag` and content type, no body")))]
 pub async fn head_artifact(
     AxState(s): St,
     _caller: Caller,

@@ -22,6 +22,7 @@ use utoipa_axum::routes;
 pub mod api;
 pub mod artifacts;
 pub mod auth;
+pub mod contract;
 pub mod dashboard;
 pub mod extract;
 pub mod limits;
@@ -213,7 +214,9 @@ pub fn routes() -> Vec<(Method, String)> {
 }
 
 /// Each operation of the document, with its method and path.
-fn operations(doc: &utoipa::openapi::OpenApi) -> impl Iterator<Item = (Method, &str, &Operation)> {
+pub(crate) fn operations(
+    doc: &utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = (Method, &str, &Operation)> {
     doc.paths.paths.iter().flat_map(|(path, item)| {
         [
             (Method::GET, &item.get),
@@ -263,7 +266,7 @@ fn document_authorization(doc: &mut utoipa::openapi::OpenApi) {
 }
 
 /// Calls `f` with each operation of the document, its method and its path.
-fn each_operation(
+pub(crate) fn each_operation(
     doc: &mut utoipa::openapi::OpenApi,
     mut f: impl FnMut(&Method, &str, &mut Operation),
 ) {
@@ -283,57 +286,6 @@ fn each_operation(
             }
         }
     }
-}
-
-/// Every operation says what the server's limits answer ([`limits`]): `429` past the token's
-/// request rate, `503` when shed or past the deadline, `408` for a stalled body; and every
-/// refusal is said to be `application/problem+json`, as it is sent.
-fn document_limits(doc: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-    let problem = |description: &str| {
-        RefOr::T(
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/problem+json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("Problem")))
-                        .build(),
-                )
-                .build(),
-        )
-    };
-    each_operation(doc, |method, path, op| {
-        let responses = &mut op.responses.responses;
-        // Refusals are problem documents, whatever the route declared.
-        for (status, response) in responses.iter_mut() {
-            if let (false, RefOr::T(response)) = (status.starts_with('2'), response) {
-                if let Some(content) = response.content.shift_remove("application/json") {
-                    response
-                        .content
-                        .insert("application/problem+json".into(), content);
-                }
-            }
-        }
-        if auth::permission(method, path) != Some(Need::Public) {
-            responses.entry("429".into()).or_insert_with(|| {
-                    problem("Over the token's request rate (code `rate_limited`, `baton serve --rate-per-token`): wait the `Retry-After` seconds")
-                });
-        }
-        let shed = if path == "/v1/events" {
-            "Too many event streams open for the caller's role (code `too_many_subscribers`): retry after `Retry-After` seconds"
-        } else {
-            "Too many requests in flight (code `overloaded`), or past the request's deadline (code `deadline_exceeded`, `baton serve --request-timeout`; it may have been applied), or the store contended (code `contended`): retry after `Retry-After` seconds"
-        };
-        responses.insert("503".into(), problem(shed));
-        if op.request_body.is_some() {
-            responses.entry("408".into()).or_insert_with(|| {
-                problem(
-                    "The body stopped arriving (code `body_timeout`, `baton serve --body-timeout`)",
-                )
-            });
-        }
-    });
 }
 
 /// The router and its OpenAPI document, built from the same route list.
@@ -361,7 +313,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(Arc::clone(&state))
         .split_for_parts();
     document_authorization(&mut doc);
-    document_limits(&mut doc);
+    contract::document(&mut doc);
+    let contract = Arc::new(contract::Contract::from_document(&doc));
     let doc = Arc::new(doc);
     let router = PLAIN_ROUTES.iter().fold(router, |router, (path, plain)| {
         let route = match plain {
@@ -379,11 +332,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         };
         router.route(path, route)
     });
-    router
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            auth::authorize,
+    let router = router.route_layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&state),
+        auth::authorize,
+    ));
+    // Debug builds hold every answer to the document (contract.rs).
+    let router = if cfg!(debug_assertions) {
+        router.route_layer(axum::middleware::from_fn_with_state(
+            contract,
+            contract::check,
         ))
+    } else {
+        router
+    };
+    router
         .fallback(|| async {
             Problem::not_found("no_route", "no such endpoint; see /v1/openapi.json")
         })

@@ -266,3 +266,80 @@ async fn parameters_are_declared_where_the_router_reads_them() {
         "only {queries} query parameters are declared"
     );
 }
+
+/// Every refusal of every operation is a problem document whose `code` is an `enum` of the
+/// codes the route can answer at that status, each named in the response's description; a
+/// debug build (this test's) turns any other answer into `500 undocumented_answer`, so every
+/// test that reaches a refusal checks the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_lists_the_codes_it_can_carry() {
+    let srv = TestServer::start().await;
+    let (_, doc) = srv.get("/v1/openapi.json").await;
+    let mut problems = Vec::new();
+    let mut listed = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, res) in op["responses"].as_object().unwrap() {
+                if !(status.starts_with('4') || status.starts_with('5')) {
+                    continue;
+                }
+                let description = res["description"].as_str().unwrap_or_default();
+                if method == "head" {
+                    assert!(res.get("content").is_none(), "{method} {path} {status}");
+                    continue;
+                }
+                let schema = &res["content"]["application/problem+json"]["schema"];
+                let codes = schema["allOf"][1]["properties"]["code"]["enum"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                if codes.is_empty() {
+                    problems.push(format!("{method} {path} {status}: no code enum"));
+                }
+                for code in codes {
+                    let code = code.as_str().unwrap().to_owned();
+                    if !description.contains(&format!("`{code}`")) {
+                        problems.push(format!("{method} {path} {status}: `{code}` not described"));
+                    }
+                    listed.insert(code);
+                }
+            }
+            let statuses: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
+            let has_body = op.get("requestBody").is_some();
+            for needed in ["503"].into_iter().chain(has_body.then_some("408")) {
+                if !statuses.iter().any(|s| *s == needed) {
+                    problems.push(format!("{method} {path}: no {needed}"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    for code in [
+        "unauthorized",
+        "forbidden",
+        "task_not_found",
+        "stale_lease",
+        "invalid_field",
+        "payload_too_large",
+        "rate_limited",
+        "overloaded",
+    ] {
+        assert!(listed.contains(code), "`{code}` is listed nowhere");
+    }
+
+    // An answer is held to its route's list: a report on an unknown task is a listed 404.
+    let (status, body) = srv
+        .post(
+            &format!("/v1/tasks/{}/started", uuid::Uuid::now_v7()),
+            json!({"agent": uuid::Uuid::now_v7(), "lease": 1}),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {body}");
+    let listed = &doc["paths"]["/v1/tasks/{id}/started"]["post"]["responses"]
+        [status.as_str()]["content"]["application/problem+json"]["schema"]["allOf"][1]
+        ["properties"]["code"]["enum"];
+    assert!(
+        listed.as_array().unwrap().contains(&body["code"]),
+        "{body} is not among {listed}"
+    );
+}

@@ -48,7 +48,7 @@ async fn a_claimed_task_carries_its_dependencies_results_by_key() {
     assert_eq!(one, json!({"plan": write["upstream"]["plan"]}));
 
     let (status, body) = srv.get(&format!("/v1/tasks/{id}/upstream?key=nope")).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["code"], "invalid_query");
     assert_eq!(body["field"], "key");
     let plan = ids["plan"].as_str().unwrap();
