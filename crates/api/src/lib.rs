@@ -498,14 +498,30 @@ pub struct TaskView<S = TaskSpec> {
     /// The dependency whose failure cancelled this task.
     pub upstream_cause: Option<Uuid>,
     /// The first entries of the history (at most 1,000; `GET /v1/tasks/{id}/history` pages
-    /// through all of them), oldest first: `seq`, `at`, `actor`, `event`, and `data`, the
-    /// event's own fields. The `submitted` entry's `data` is the submission without its spec
-    /// (`task`, `workflow`, `completed`, `seed`): the spec, input included, is this view's
-    /// `spec`, given once.
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
-    pub history: Vec<Value>,
+    /// through all of them), oldest first.
+    pub history: Vec<HistoryEntry>,
     pub created_at: u64,
     pub updated_at: u64,
+}
+
+/// One entry of a task's history: one transition, in the order the task went through them.
+/// The same shape in a task's view and in `GET /v1/tasks/{id}/history`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HistoryEntry {
+    /// Its place in the task's history, from 1; the task's `version` after it.
+    pub seq: u64,
+    /// When it was recorded (ms since the epoch).
+    pub at: u64,
+    /// Who sent the event: an agent, an operator (the token's name) or the engine.
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::Actor))]
+    pub actor: Value,
+    /// The event's kind (`data.event`).
+    pub event: baton_core::EventKind,
+    /// The event with its own fields, tagged by `event`. A `submitted` event leaves out the
+    /// spec (the task's `spec` gives it, input included) and gives `seed` as a string.
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::Event))]
+    pub data: Value,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -334,7 +334,10 @@ async fn sigint_lets_running_commands_finish_then_releases_what_it_holds() {
     let held = client.task(ids[1]).await.unwrap();
     assert_eq!(held.state, StateKind::Pending, "released: {held:#?}");
     assert_eq!(held.attempt, 1, "a release does not use up an attempt");
-    assert_eq!(held.history.last().unwrap()["event"], "assignment_released");
+    assert_eq!(
+        held.history.last().unwrap().event.as_str(),
+        "assignment_released"
+    );
     assert!(
         slow.iter().all(|p| gone(*p)),
         "the slow command was stopped"

@@ -128,7 +128,7 @@ async fn history(client: &Client, task: Uuid) -> Vec<EventKind> {
         .expect("the task is readable")
         .history
         .iter()
-        .map(|h| serde_json::from_value(h["event"].clone()).expect("an event kind"))
+        .map(|h| h.event)
         .collect()
 }
 
@@ -1014,8 +1014,8 @@ fn a_concurrency_key_and_a_rate_limit_hold_across_three_nodes() {
             let at = |event: &str| {
                 view.history
                     .iter()
-                    .find(|h| h["event"] == event)
-                    .and_then(|h| h["at"].as_u64())
+                    .find(|h| h.event.as_str() == event)
+                    .map(|h| h.at)
                     .unwrap_or_else(|| panic!("{key}: no {event} in {:?}", view.history))
             };
             let assigned = at("agent_assigned");

@@ -332,14 +332,13 @@ impl Client {
     }
 
     /// A page of the task's history, oldest first: the entries whose `seq` is above `after`
-    /// (0: from the first), at most `limit` (the server's default 100, at most 1,000). Each is
-    /// `{"seq", "at", "event"}`, the event with its own fields.
+    /// (0: from the first), at most `limit` (the server's default 100, at most 1,000).
     pub async fn task_history(
         &self,
         id: Uuid,
         after: Option<u64>,
         limit: Option<usize>,
-    ) -> Result<Vec<Value>> {
+    ) -> Result<Vec<baton_api::HistoryEntry>> {
         let mut query = Vec::new();
         if let Some(a) = after {
             query.push(format!("after={a}"));

@@ -30,15 +30,20 @@ fn yes() -> bool {
     true
 }
 
-/// The data of a `submitted` event: everything a new task is made of.
+/// The data of a `submitted` event: everything a new task is made of. (Its schema is the
+/// API's view of it: the spec is given once, in the task's `spec`, and the seed, a full
+/// 64-bit number, as a decimal string.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Submission {
     pub task: TaskId,
     pub workflow: WorkflowId,
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub spec: Arc<TaskSpec>,
     /// The dependencies already completed at submission: the evidence for `dependencies met`.
     pub completed: Vec<TaskKey>,
     /// Seed of the retry jitter, drawn by the engine.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "13390120589237510612"))]
     pub seed: u64,
     /// When the dependencies are met at submission and the input is a template: the input
     /// resolved (see [`crate::template`]).
@@ -52,6 +57,7 @@ pub struct Submission {
 
 /// A dependency as the evidence of `upstream_revived` sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DependencyEnd {
     pub key: TaskKey,
     /// It ended failed (no retry left) or cancelled: the task cannot run while it stands.
@@ -61,6 +67,7 @@ pub struct DependencyEnd {
 /// Something that happened to one task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Event {
     /// The task is created.
     Submitted(Submission),
@@ -129,6 +136,7 @@ pub enum Event {
         progress: Option<Value>,
         /// What the agent has spent so far under this lease (cumulative).
         #[serde(default, skip_serializing_if = "Usage::is_empty")]
+        #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
         usage: Usage,
     },
     ExecutionSucceeded {
@@ -136,6 +144,7 @@ pub enum Event {
         token: FencingToken,
         result: Option<Value>,
         #[serde(default, skip_serializing_if = "Usage::is_empty")]
+        #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
         usage: Usage,
     },
     ExecutionFailed {
@@ -143,6 +152,7 @@ pub enum Event {
         token: FencingToken,
         error: ErrorReport,
         #[serde(default, skip_serializing_if = "Usage::is_empty")]
+        #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
         usage: Usage,
     },
     /// The agent gives the task back without failing it.
@@ -382,6 +392,7 @@ impl fmt::Display for EventKind {
 
 /// Who sent an event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "actor", rename_all = "snake_case")]
 pub enum Actor {
     Agent { agent: AgentId },

@@ -1122,6 +1122,17 @@ fn json_sized<T: serde::Serialize>(value: &T) -> Response {
 
 /// An event's own fields, as a history entry's `data` shows them: a `submitted` event without
 /// its spec, which the task's `spec` carries (once).
+/// A history entry as the API shows it.
+fn history_entry(h: &baton_core::HistoryEntry) -> HistoryEntry {
+    HistoryEntry {
+        seq: h.seq,
+        at: h.at.0,
+        actor: serde_json::to_value(h.event.actor()).unwrap_or(Value::Null),
+        event: h.event.kind(),
+        data: event_data(&h.event),
+    }
+}
+
 fn event_data(event: &Event) -> Value {
     match event {
         Event::Submitted(sub) => {
@@ -1140,7 +1151,8 @@ fn event_data(event: &Event) -> Value {
                 "task": task,
                 "workflow": workflow,
                 "completed": completed,
-                "seed": seed,
+                // Above 2^53: JavaScript's numbers would round it.
+                "seed": seed.to_string(),
             });
             if let Some(input) = input {
                 data["input"] = input.clone();
@@ -1218,31 +1230,20 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView<Box<RawValue>> {
         compensation: compensation.map(|t| t.0),
         compensates: compensates.map(|t| t.0),
         upstream_cause: upstream_cause.map(|t| t.0),
-        history: history
-            .into_iter()
-            .map(|h| {
-                serde_json::json!({
-                    "seq": h.seq,
-                    "at": h.at.0,
-                    "actor": serde_json::to_value(h.event.actor()).unwrap_or(Value::Null),
-                    "event": h.event.kind(),
-                    "data": event_data(&h.event),
-                })
-            })
-            .collect(),
+        history: history.iter().map(history_entry).collect(),
         created_at: task.created_at.0,
         updated_at: task.updated_at.0,
     }
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/history", params(("id" = String, Path), HistoryQuery),
-    responses((status = 200, body = Vec<Object>, description = "History entries, oldest first: `seq`, `at` and `event` (the event with its fields). The `submitted` event leaves out its spec (`task`, `workflow`, `completed`, `seed` only): the task's input is given once, in the task's `spec` (`GET /v1/tasks/{id}`).")))]
+    responses((status = 200, body = Vec<HistoryEntry>, description = "History entries, oldest first, in the same shape as a task's `history`.")))]
 pub async fn task_history(
     AxState(s): St,
     caller: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
-) -> ApiResult<Json<Vec<Value>>> {
+) -> ApiResult<Json<Vec<HistoryEntry>>> {
     let id = TaskId(parse_id("task", &id)?);
     scope::check_task_read(&caller, engine(&s), id).await?;
     let limit = q
@@ -1252,12 +1253,7 @@ pub async fn task_history(
     let entries = engine(&s)
         .history_for_view(id, q.after.unwrap_or(0), limit)
         .await?;
-    Ok(Json(
-        entries
-            .into_iter()
-            .map(|h| serde_json::json!({"seq": h.seq, "at": h.at.0, "event": event_data(&h.event)}))
-            .collect(),
-    ))
+    Ok(Json(entries.iter().map(history_entry).collect()))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),

@@ -657,9 +657,17 @@ async fn a_task_view_carries_its_input_once() {
     assert_eq!(status, StatusCode::OK);
     let page = page.as_array().unwrap();
     assert_eq!(page.len(), 4);
-    assert_eq!(page[0]["event"]["event"], "submitted");
-    assert_eq!(page[0]["event"]["task"], json!(id));
-    assert!(page[0]["event"].get("spec").is_none(), "{:?}", page[0]);
+    // The same entries as the view's, in the same shape.
+    assert_eq!(page[..], view["history"].as_array().unwrap()[..]);
+    assert_eq!(page[0]["data"]["event"], "submitted");
+    assert_eq!(page[0]["data"]["task"], json!(id));
+    assert!(page[0]["data"].get("spec").is_none(), "{:?}", page[0]);
+    // A 64-bit seed, as a string: JavaScript's numbers would round it.
+    let seed = page[0]["data"]["seed"]
+        .as_str()
+        .expect("the seed is a string");
+    assert!(seed.parse::<u64>().is_ok(), "{seed}");
+    assert_eq!(page[0]["actor"]["actor"], "engine");
     assert!(!Value::Array(page.clone()).to_string().contains(&marker));
     let (_, rest) = srv.get(&format!("/v1/tasks/{id}/history?after=2")).await;
     assert_eq!(rest.as_array().unwrap()[..], page[2..]);

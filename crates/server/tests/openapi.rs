@@ -335,9 +335,8 @@ async fn every_refusal_lists_the_codes_it_can_carry() {
         )
         .await;
     assert!(status.is_client_error(), "{status} {body}");
-    let listed = &doc["paths"]["/v1/tasks/{id}/started"]["post"]["responses"]
-        [status.as_str()]["content"]["application/problem+json"]["schema"]["allOf"][1]
-        ["properties"]["code"]["enum"];
+    let listed = &doc["paths"]["/v1/tasks/{id}/started"]["post"]["responses"][status.as_str()]
+        ["content"]["application/problem+json"]["schema"]["allOf"][1]["properties"]["code"]["enum"];
     assert!(
         listed.as_array().unwrap().contains(&body["code"]),
         "{body} is not among {listed}"

@@ -267,7 +267,9 @@ class Client:
     def task_history(
         self, task_id: str, *, after: Optional[int] = None, limit: Optional[int] = None
     ) -> List[Dict[str, Any]]:
-        """History entries with a sequence number above ``after``, oldest first."""
+        """History entries with a sequence number above ``after``, oldest first, each
+        ``{"seq", "at", "actor", "event", "data"}`` (``data`` the event with its fields), as in
+        :attr:`TaskView.history`."""
         return self._call(_ops.task_history(task_id, after, limit))
 
     def task_upstream(self, task_id: str, *, key: Optional[str] = None) -> Dict[str, Any]:

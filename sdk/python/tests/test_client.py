@@ -103,7 +103,10 @@ def test_a_task_view_carries_its_history_and_why_it_waits(client: baton.Client, 
     assert task.waiting == {"reason": "no_capable_agent", "missing": [cap]}
     assert task.events == ["submitted"]
     assert task.spec["priority"] == 3
-    assert client.task_history(created.task)[0]["seq"] == 1
+    first = client.task_history(created.task)[0]
+    assert first["seq"] == 1 and first["event"] == "submitted"
+    assert first["data"]["task"] == created.task
+    assert first["data"]["seed"].isdigit(), "a 64-bit seed comes as a string"
     client.cancel_task(created.task)
 
 

@@ -28,8 +28,10 @@ function typeOf(schema, indent) {
   if (schema.$ref) return schema.$ref.replace("#/components/schemas/", "");
   if (schema.enum) return schema.enum.map((v) => JSON.stringify(v)).join(" | ");
   if (schema.oneOf || schema.anyOf) {
-    return [...new Set((schema.oneOf ?? schema.anyOf).map((s) => typeOf(s, indent)))].join(" | ");
+    const alternatives = (schema.oneOf ?? schema.anyOf).map((s) => typeOf(s, indent));
+    return [...new Set(alternatives)].map((t) => (t.includes(" & ") ? `(${t})` : t)).join(" | ");
   }
+  if (schema.allOf) return schema.allOf.map((s) => typeOf(s, indent)).join(" & ");
   const types = Array.isArray(schema.type) ? schema.type : schema.type ? [schema.type] : [];
   if (types.length === 0) return schema.properties ? objectOf(schema, indent) : "unknown";
   return types.map((t) => single(t, schema, indent)).join(" | ");

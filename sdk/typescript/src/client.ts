@@ -24,7 +24,7 @@ import type {
   StreamItem,
   SubmitTaskOptions,
   SubmitWorkflowOptions,
-  TaskHistoryEntry,
+  HistoryEntry,
   TransferOptions,
   Upstream,
   Usage,
@@ -252,9 +252,9 @@ export class Client {
 
   /**
    * A task's history entries with a sequence number above `after`, oldest first (at most
-   * `limit`, default 100): each its `seq`, time and event with its fields.
+   * `limit`, default 100): each its `seq`, time, actor, event kind and `data`, the event with its fields.
    */
-  taskHistory(taskId: string, options: SeqPageOptions = {}): Promise<TaskHistoryEntry[]> {
+  taskHistory(taskId: string, options: SeqPageOptions = {}): Promise<HistoryEntry[]> {
     return this.http.json({ method: "GET", path: `/v1/tasks/${seg(taskId)}/history`, query: { ...options } });
   }
 

@@ -19,6 +19,7 @@ export type {
   EventKind,
   GraphEdge,
   GraphNode,
+  HistoryEntry,
   HistoryMarkView,
   IdMatches,
   LifecycleRule,
@@ -162,17 +163,6 @@ export interface IterTasksOptions {
   state?: api.StateKind;
   /** Tasks fetched per request (1 to 1000, default 100). */
   pageSize?: number;
-}
-
-/**
- * One entry of a task's history (`GET /v1/tasks/{id}/history`): its sequence number, when it
- * was recorded (ms since the epoch), and the event with its fields (`event.event` is its kind).
- * Written by hand: the OpenAPI document gives these entries no schema.
- */
-export interface TaskHistoryEntry {
-  seq: number;
-  at: number;
-  event: { event: api.EventKind; [field: string]: unknown };
 }
 
 /** A page's bounds for {@link Client.taskHistory} and {@link Client.signals}. */

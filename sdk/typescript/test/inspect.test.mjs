@@ -28,7 +28,7 @@ test("task history, upstream results, the graph and the workflow's history", asy
   assert.deepEqual(seen.plan.upstreamTasks, {});
 
   const history = await client.taskHistory(tasks.plan);
-  const kinds = history.map((h) => h.event.event);
+  const kinds = history.map((h) => h.event);
   assert.equal(kinds[0], "submitted");
   for (const kind of ["submitted", "agent_assigned", "execution_started", "execution_succeeded"]) {
     assert.ok(kinds.includes(kind), `${kind} in ${kinds.join(", ")}`);
@@ -39,10 +39,14 @@ test("task history, upstream results, the graph and the workflow's history", asy
     history.map((h) => h.seq),
     history.map((_h, i) => i + 1),
   );
-  assert.ok(history.every((h) => typeof h.at === "number"));
-  assert.equal(history[0].event.task, tasks.plan);
-  const succeeded = history.find((h) => h.event.event === "execution_succeeded");
-  assert.deepEqual(succeeded.event.result, { steps: 3 });
+  assert.ok(history.every((h) => typeof h.at === "number" && h.data.event === h.event));
+  assert.equal(history[0].data.task, tasks.plan);
+  // A 64-bit seed comes as a string: a JavaScript number would round it.
+  assert.match(history[0].data.seed, /^[0-9]+$/);
+  assert.equal(history[0].actor.actor, "engine");
+  const succeeded = history.find((h) => h.event === "execution_succeeded");
+  assert.deepEqual(succeeded.data.result, { steps: 3 });
+  assert.equal(succeeded.actor.actor, "agent");
   const tail = await client.taskHistory(tasks.plan, { after: 2, limit: 2 });
   assert.deepEqual(
     tail.map((h) => h.seq),

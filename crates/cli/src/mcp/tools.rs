@@ -642,7 +642,7 @@ impl BatonMcp {
             )
             .await?;
         let next = (entries.len() >= limit)
-            .then(|| entries.last().and_then(|e| e.get("seq")).cloned())
+            .then(|| entries.last().map(|e| e.seq))
             .flatten();
         let value = json!({"task": id, "entries": entries, "next_after": next});
         Ok(clip(&value, budget, "", &|_| {

@@ -1,10 +1,12 @@
 //! `baton tasks`, `baton show ID` and `baton agents`: what the server knows, as tables.
 
-use baton_client::wire::{TaskList, TaskSummary, TaskView, WorkflowStatusView, WorkflowView};
+use baton_client::wire::{
+    HistoryEntry as HistoryView, TaskList, TaskSummary, TaskView, WorkflowStatusView, WorkflowView,
+};
 use baton_client::{Client, ClientError};
 use baton_core::{
-    Actor, CancelReason, Event, HistoryEntry, State, StateKind, Task, TaskError, TaskSpec,
-    Timestamp,
+    Actor, CancelReason, Event, EventKind, HistoryEntry, State, StateKind, Task, TaskError,
+    TaskSpec, Timestamp,
 };
 use baton_engine::WaitReason;
 use baton_store::PAGE_ROWS_MAX;
@@ -514,8 +516,8 @@ fn timeline(t: &TaskView, paint: Paint) -> String {
     let states = replayed_states(&t.history, &t.spec);
     let mut rows: Vec<Row> = Vec::new();
     for (i, h) in t.history.iter().enumerate() {
-        let event = h["event"].as_str().unwrap_or("?").to_owned();
-        let at = h["at"].as_u64().unwrap_or(0);
+        let event = h.event.as_str().to_owned();
+        let at = h.at;
         let (from, to) = states.get(i).copied().unwrap_or((None, None));
         if let Some(prev) = rows.last_mut() {
             if event == "heartbeat" && prev.event == "heartbeat" {
@@ -530,7 +532,7 @@ fn timeline(t: &TaskView, paint: Paint) -> String {
             last: at,
             event,
             count: 1,
-            actor: actor_text(&h["actor"]),
+            actor: actor_text(&h.actor),
             from,
             to,
             detail: data.as_ref().map(event_detail).unwrap_or_default(),
@@ -582,12 +584,16 @@ fn timeline(t: &TaskView, paint: Paint) -> String {
 }
 
 /// A history entry's event. The `submitted` entry's `data` leaves the spec out (the view's
-/// `spec` carries it once): it is put back.
-fn entry_event(entry: &Value, spec: &TaskSpec) -> Option<Event> {
-    let mut data = entry["data"].clone();
-    if entry["event"] == "submitted" {
-        data.as_object_mut()?
-            .insert("spec".into(), serde_json::to_value(spec).ok()?);
+/// `spec` carries it once) and gives the seed as a string: both are put back.
+fn entry_event(entry: &HistoryView, spec: &TaskSpec) -> Option<Event> {
+    let mut data = entry.data.clone();
+    if entry.event == EventKind::Submitted {
+        let fields = data.as_object_mut()?;
+        fields.insert("spec".into(), serde_json::to_value(spec).ok()?);
+        if let Some(seed) = fields.get("seed").and_then(Value::as_str) {
+            let seed: u64 = seed.parse().ok()?;
+            fields.insert("seed".into(), seed.into());
+        }
     }
     serde_json::from_value(data).ok()
 }
@@ -595,7 +601,7 @@ fn entry_event(entry: &Value, spec: &TaskSpec) -> Option<Event> {
 /// For each history entry, the state before and after it: the history replayed through the
 /// lifecycle table. Entries that do not replay (a newer server's events) have none.
 fn replayed_states(
-    history: &[Value],
+    history: &[HistoryView],
     spec: &TaskSpec,
 ) -> Vec<(Option<StateKind>, Option<StateKind>)> {
     let mut out = Vec::with_capacity(history.len());
@@ -603,8 +609,8 @@ fn replayed_states(
     for h in history {
         let entry = (|| {
             Some(HistoryEntry {
-                seq: h["seq"].as_u64()?,
-                at: Timestamp(h["at"].as_u64()?),
+                seq: h.seq,
+                at: Timestamp(h.at),
                 event: entry_event(h, spec)?,
             })
         })();
@@ -661,17 +667,22 @@ mod tests {
     use baton_core::{Submission, TaskId, WorkflowId};
     use std::sync::Arc;
 
-    /// An entry as the server shows it: a `submitted` entry's data without the spec.
-    fn entry(seq: u64, at: u64, event: &Event) -> Value {
+    /// An entry as the server shows it: a `submitted` entry's data without the spec, its
+    /// seed a string.
+    fn entry(seq: u64, at: u64, event: &Event) -> HistoryView {
         let mut data = serde_json::to_value(event).unwrap();
-        data.as_object_mut().unwrap().remove("spec");
-        serde_json::json!({
-            "seq": seq,
-            "at": at,
-            "actor": serde_json::to_value(event.actor()).unwrap(),
-            "event": event.kind(),
-            "data": data,
-        })
+        let fields = data.as_object_mut().unwrap();
+        fields.remove("spec");
+        if let Some(seed) = fields.get("seed").and_then(Value::as_u64) {
+            fields.insert("seed".into(), seed.to_string().into());
+        }
+        HistoryView {
+            seq,
+            at,
+            actor: serde_json::to_value(event.actor()).unwrap(),
+            event: event.kind(),
+            data,
+        }
     }
 
     #[test]

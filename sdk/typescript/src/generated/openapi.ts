@@ -3,6 +3,24 @@
 // Do not edit: run `npm run generate-openapi`.
 
 /**
+ * Who sent an event.
+ */
+export type Actor = {
+  actor: "agent";
+  agent: AgentId;
+} | {
+  actor: "operator";
+  name: string;
+} | {
+  actor: "engine";
+};
+
+/**
+ * Id of a registered agent.
+ */
+export type AgentId = string;
+
+/**
  * A page of agents, by id.
  */
 export type AgentList = {
@@ -324,11 +342,27 @@ export type Counts = {
   total: number;
 };
 
+/**
+ * Which watchdog deadline.
+ */
+export type DeadlineKind = "schedule_to_start" | "start" | "start_to_close" | "heartbeat" | "signal";
+
 export type DeadlinesView = {
   heartbeat?: number | null;
   schedule_to_start?: number | null;
   start?: number | null;
   start_to_close?: number | null;
+};
+
+/**
+ * A dependency as the evidence of `upstream_revived` sees it.
+ */
+export type DependencyEnd = {
+  /**
+   * It ended failed (no retry left) or cancelled: the task cannot run while it stands.
+   */
+  ended: boolean;
+  key: TaskKey;
 };
 
 export type DependencyView = {
@@ -344,6 +378,150 @@ export type ErrorReport = {
   kind: string;
   message: string;
   retryable?: boolean;
+};
+
+/**
+ * Something that happened to one task.
+ */
+export type Event = (Submission & {
+  event: "submitted";
+}) | {
+  dependency: TaskKey;
+  event: "dependency_added";
+} | {
+  agent: AgentId;
+  event: "subtasks_added";
+  tasks: TaskKey[];
+  token: FencingToken;
+} | {
+  completed: TaskKey[];
+  event: "dependencies_met";
+  input?: unknown;
+  /**
+   * For a task expanded by its `for_each`: the results of the tasks it expanded into,
+   * in element order, which become its result.
+   */
+  results?: unknown[] | null;
+  unresolved?: null | Unresolved;
+} | {
+  completed: TaskKey[];
+  event: "for_each_expanded";
+  tasks: TaskKey[];
+  unresolved?: null | Unresolved;
+} | {
+  event: "upstream_failed";
+  upstream: TaskKey;
+} | {
+  dependencies?: DependencyEnd[];
+  event: "upstream_revived";
+  upstream: TaskKey;
+} | {
+  agent: AgentId;
+  capabilities: Capability[];
+  event: "agent_assigned";
+  lease: LeaseId;
+} | {
+  agent: AgentId;
+  event: "execution_started";
+  token: FencingToken;
+} | {
+  agent: AgentId;
+  event: "heartbeat";
+  /**
+   * The agent's progress; `None` or `null` leaves the last one reported.
+   */
+  progress?: unknown;
+  token: FencingToken;
+  /**
+   * What the agent has spent so far under this lease (cumulative).
+   */
+  usage?: {
+    [key: string]: number;
+  };
+} | {
+  agent: AgentId;
+  event: "execution_succeeded";
+  result?: unknown;
+  token: FencingToken;
+  usage?: {
+    [key: string]: number;
+  };
+} | {
+  agent: AgentId;
+  error: ErrorReport;
+  event: "execution_failed";
+  token: FencingToken;
+  usage?: {
+    [key: string]: number;
+  };
+} | {
+  agent: AgentId;
+  event: "assignment_released";
+  token: FencingToken;
+} | {
+  agent: AgentId;
+  event: "agent_lost";
+  token: FencingToken;
+} | {
+  deadline: DeadlineKind;
+  event: "timeout_expired";
+} | {
+  event: "retry";
+} | {
+  event: "retry_requested";
+  requested_by: string;
+} | {
+  event: "cancel_requested";
+  reason: string;
+  requested_by: string;
+} | {
+  data?: unknown;
+  event: "signal_received";
+  /**
+   * The signal's number among those sent to the workflow, from 1.
+   */
+  id: number;
+  reject?: string | null;
+  sent_by: string;
+  signal: string;
+} | {
+  event: "timer_fired";
+} | {
+  event: "pause_requested";
+  now?: boolean;
+  reason: string;
+  requested_by: string;
+} | {
+  event: "resume_requested";
+  reason: string;
+  requested_by: string;
+} | {
+  event: "skip_requested";
+  reason: string;
+  requested_by: string;
+  result: unknown;
+} | {
+  error?: null | ErrorReport;
+  event: "fail_requested";
+  reason: string;
+  requested_by: string;
+} | {
+  event: "reopened";
+  input?: unknown;
+  keep_items?: boolean;
+  reason: string;
+  requested_by: string;
+  /**
+   * Dependencies it no longer waits for: sub-tasks that an earlier run of a task
+   * upstream added, which this rerun superseded.
+   */
+  retired?: TaskKey[];
+  root: TaskKey;
+} | {
+  event: "superseded";
+  parent: TaskKey;
+  reason: string;
+  requested_by: string;
 };
 
 /**
@@ -378,6 +556,12 @@ export type FailureReport = {
     [key: string]: number;
   };
 };
+
+/**
+ * Fencing token of a lease. Every assignment of a task issues a larger token than the one
+ * before, so a report carrying an older token comes from a lease that is no longer current.
+ */
+export type FencingToken = number;
 
 /**
  * `dependent` waits for `dependency`.
@@ -430,6 +614,34 @@ export type HeartbeatReport = {
 };
 
 /**
+ * One entry of a task's history: one transition, in the order the task went through them.
+ * The same shape in a task's view and in `GET /v1/tasks/{id}/history`.
+ */
+export type HistoryEntry = {
+  /**
+   * Who sent the event: an agent, an operator (the token's name) or the engine.
+   */
+  actor: Actor;
+  /**
+   * When it was recorded (ms since the epoch).
+   */
+  at: number;
+  /**
+   * The event with its own fields, tagged by `event`. A `submitted` event leaves out the
+   * spec (the task's `spec` gives it, input included) and gives `seed` as a string.
+   */
+  data: Event;
+  /**
+   * The event's kind (`data.event`).
+   */
+  event: EventKind;
+  /**
+   * Its place in the task's history, from 1; the task's `version` after it.
+   */
+  seq: number;
+};
+
+/**
  * One history entry without its event's data.
  */
 export type HistoryMarkView = {
@@ -453,6 +665,11 @@ export type IdMatches = {
   tasks: TaskIdMatch[];
   workflows: WorkflowIdMatch[];
 };
+
+/**
+ * Id of one lease: one agent's time-bounded right to work on one task.
+ */
+export type LeaseId = string;
 
 export type LeaseReport = {
   agent: string;
@@ -880,6 +1097,30 @@ export type SkipBody = {
 export type StateKind = "blocked" | "pending" | "assigned" | "executing" | "completed" | "failed" | "cancelled";
 
 /**
+ * The data of a `submitted` event: everything a new task is made of. (Its schema is the
+ * API's view of it: the spec is given once, in the task's `spec`, and the seed, a full
+ * 64-bit number, as a decimal string.)
+ */
+export type Submission = {
+  /**
+   * The dependencies already completed at submission: the evidence for `dependencies met`.
+   */
+  completed: TaskKey[];
+  /**
+   * When the dependencies are met at submission and the input is a template: the input
+   * resolved (see [`crate::template`]).
+   */
+  input?: unknown;
+  /**
+   * Seed of the retry jitter, drawn by the engine.
+   */
+  seed: string;
+  task: TaskId;
+  unresolved?: null | Unresolved;
+  workflow: WorkflowId;
+};
+
+/**
  * One task, submitted as a workflow of its own.
  */
 export type SubmitTask = {
@@ -977,6 +1218,11 @@ export type TaskHistoryMarks = {
   entries: HistoryMarkView[];
   task: string;
 };
+
+/**
+ * Globally unique id of a task (UUIDv7, made by the engine).
+ */
+export type TaskId = string;
 
 /**
  * A task whose id ends in the digits looked up.
@@ -1135,12 +1381,9 @@ export type TaskView = {
   fencing_token: number;
   /**
    * The first entries of the history (at most 1,000; `GET /v1/tasks/{id}/history` pages
-   * through all of them), oldest first: `seq`, `at`, `actor`, `event`, and `data`, the
-   * event's own fields. The `submitted` entry's `data` is the submission without its spec
-   * (`task`, `workflow`, `completed`, `seed`): the spec, input included, is this view's
-   * `spec`, given once.
+   * through all of them), oldest first.
    */
-  history: (Record<string, unknown>)[];
+  history: HistoryEntry[];
   id: string;
   /**
    * For a task whose `spec.input` is a template (values `{"$from": KEY, "pointer":
@@ -1243,6 +1486,29 @@ export type TriggerView = {
   name: string;
   updated_at: number;
   workflow: WorkflowTemplate;
+};
+
+/**
+ * A reference that found nothing: the task cannot run with this input.
+ */
+export type Unresolved = {
+  /**
+   * The reference's place in the input (`input.doc.sections`).
+   */
+  at: string;
+  /**
+   * The dependency it names.
+   */
+  from: TaskKey;
+  /**
+   * The JSON Pointer that found nothing in that dependency's result.
+   */
+  pointer: string;
+  /**
+   * When it found something that cannot be used (a `for_each` that is not an array, or
+   * too long): what is wrong with it.
+   */
+  reason?: string | null;
 };
 
 /**
@@ -1383,6 +1649,11 @@ export type WorkflowHistory = {
   tasks: TaskHistoryMarks[];
   workflow: string;
 };
+
+/**
+ * Globally unique id of a workflow (UUIDv7, made by the engine).
+ */
+export type WorkflowId = string;
 
 /**
  * A workflow whose id ends in the digits looked up.
