@@ -340,6 +340,7 @@ pub struct AuditEntryView {
 pub struct AuditPage {
     pub entries: Vec<AuditEntryView>,
     /// Pass as `before` for the next (older) page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<i64>,
 }
 
@@ -403,6 +404,7 @@ pub struct TaskSummary {
 pub struct TaskList {
     pub tasks: Vec<TaskSummary>,
     /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<Uuid>,
 }
 
@@ -872,6 +874,7 @@ pub struct LifecycleRule {
 pub struct WorkflowList {
     pub workflows: Vec<WorkflowView>,
     /// Pass as `before` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<Uuid>,
 }
 
@@ -979,6 +982,7 @@ pub struct WorkflowHistory {
     pub workflow: Uuid,
     pub tasks: Vec<TaskHistoryMarks>,
     /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<Uuid>,
 }
 

@@ -66,6 +66,15 @@ fn workflow_created(receipt: baton_engine::WorkflowReceipt) -> Response {
     (status, Json(out)).into_response()
 }
 
+/// Submit a workflow.
+///
+/// Submits a workflow: its tasks with their dependencies by key (a directed acyclic graph), each
+/// with its capabilities, input, retry policy, deadlines and optional compensation. Tasks without
+/// dependencies are ready at once; the others are released as their dependencies complete, their
+/// input templates filled from the dependencies' results. Answers the workflow's id and each task's
+/// id by key. Safe to resend with the same `idempotency_key`: the first submission is answered
+/// again (`200`, `created: false`); a different workflow with the same key is refused (`409
+/// idempotency_mismatch`).
 #[utoipa::path(post, path = "/v1/workflows", request_body = SubmitWorkflow,
     responses((status = 201, body = WorkflowCreated), (status = 200, description = "an earlier submission with the same idempotency key", body = WorkflowCreated)))]
 pub async fn submit_workflow(
@@ -88,6 +97,12 @@ pub async fn submit_workflow(
     Ok(workflow_created(receipt))
 }
 
+/// Submit one task.
+///
+/// Submits one task as a workflow of its own: as `POST /v1/workflows` with one task, its key
+/// `task`. Safe to resend with the same `idempotency_key`: the first submission is answered again
+/// (`200`, `created: false`); a different task with the same key is refused (`409
+/// idempotency_mismatch`).
 #[utoipa::path(post, path = "/v1/tasks", request_body = SubmitTask,
     responses((status = 201, body = TaskCreated), (status = 200, body = TaskCreated)))]
 pub async fn submit_task(
@@ -140,6 +155,10 @@ pub async fn submit_task(
         .into_response())
 }
 
+/// Read a workflow.
+///
+/// The workflow: its status (`running` until every task has ended), its tasks' counts per state,
+/// its budgets and usage, whether it is paused, and when it was created and ended.
 #[utoipa::path(get, path = "/v1/workflows/{id}", params(("id" = String, Path, description = "workflow id")),
     responses((status = 200, body = WorkflowView)))]
 pub async fn get_workflow(
@@ -185,6 +204,7 @@ async fn workflow_view(
     })
 }
 
+/// Set a workflow's budgets.
 #[utoipa::path(put, path = "/v1/workflows/{id}/budgets", request_body = BudgetsBody, params(("id" = String, Path, description = "workflow id")),
     description = "Replaces the workflow's budgets (an empty map removes them); audited with the caller's token name and the `reason`. A budget already reached applies at once. A workflow a budget paused stays paused: resume it (`POST /v1/workflows/{id}/resume`) once its budgets allow; a resume while a `pause` budget is still reached is refused (409 `budget_reached`).",
     responses((status = 200, body = WorkflowView)))]
@@ -202,6 +222,7 @@ pub async fn set_budgets(
     Ok(Json(workflow_view(e, wf, true).await?))
 }
 
+/// Read spending per unit.
 #[utoipa::path(get, path = "/v1/usage", params(UsageQuery),
     description = "What agents have reported spending, per unit, over every workflow or those carrying `label` (`key:value`). A token scoped to one label gets that label's (asking for another is refused, 403 `out_of_scope`); one scoped to several reads usage per workflow.",
     responses((status = 200, body = UsageView)))]
@@ -265,6 +286,11 @@ const WORKFLOWS_PAGE_MAX: usize = 100;
 /// with fewer than `limit` and a `next` to go on from.
 const WORKFLOWS_SCANNED_MAX: usize = 500;
 
+/// List workflows.
+///
+/// Workflows, newest first, with their state counts and status, filtered by `status`, `name` and
+/// `label`, a page at a time: pass `next` as `before` for the next (older) page (`next` is absent
+/// on the last). A scoped token sees only the workflows carrying its labels.
 #[utoipa::path(get, path = "/v1/workflows", params(WorkflowListQuery),
     responses((status = 200, body = WorkflowList)))]
 pub async fn list_workflows(
@@ -340,6 +366,10 @@ pub async fn list_workflows(
     Ok(Json(WorkflowList { workflows, next }))
 }
 
+/// Read a workflow's graph.
+///
+/// The workflow's tasks as nodes (key, state, parent for sub-tasks, items for a `for_each`) and its
+/// dependencies as edges: what the dashboard draws.
 #[utoipa::path(get, path = "/v1/workflows/{id}/graph", params(("id" = String, Path, description = "workflow id")),
     responses((status = 200, body = WorkflowGraph)))]
 pub async fn workflow_graph(
@@ -378,6 +408,11 @@ pub async fn workflow_graph(
     }))
 }
 
+/// Read a workflow's history.
+///
+/// A page of the history of the workflow's tasks, in task id order: each entry's `seq`, time and
+/// event kind, without the event's data, heartbeats left out (a task's full history is `GET
+/// /v1/tasks/{id}/history`). Pass `next` as `after` for the next page.
 #[utoipa::path(get, path = "/v1/workflows/{id}/history",
     params(("id" = String, Path, description = "workflow id"), WorkflowHistoryQuery),
     responses((status = 200, body = WorkflowHistory, description = "The history of a page of the workflow's tasks (in task id order), each entry's time and event without its data; heartbeats left out. For timelines; a task's full history is `GET /v1/tasks/{id}/history`.")))]
@@ -427,6 +462,10 @@ pub async fn workflow_history(
     }))
 }
 
+/// Cancel a workflow.
+///
+/// Cancels every task of the workflow that has not ended, with `reason`: agents holding them are
+/// told at their next report, and compensations run. Safe to resend.
 #[utoipa::path(post, path = "/v1/workflows/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),
     responses((status = 200, body = CancelledCount)))]
 pub async fn cancel_workflow(
@@ -502,6 +541,8 @@ fn signal_view(r: SignalRecord) -> SignalView {
     }
 }
 
+/// Send a signal (approve or reject).
+///
 /// Sends a signal to a workflow: every task of it waiting for `name` (a task whose spec has
 /// `"wait_for": {"signal": NAME}`) completes with the body as its result, or fails with error
 /// kind `rejected` for a body `{"reject": "reason"}`. A signal no task waits for yet is kept
@@ -575,6 +616,8 @@ pub async fn send_signal(
     Ok((status, Json(out)).into_response())
 }
 
+/// List a workflow's signals.
+///
 /// The signals sent to a workflow, oldest first: delivered, or kept for a task to come.
 #[utoipa::path(get, path = "/v1/workflows/{id}/signals", params(("id" = String, Path), SignalListQuery),
     responses((status = 200, body = SignalList)))]
@@ -597,6 +640,8 @@ pub async fn list_signals(
     }))
 }
 
+/// List tasks waiting for a signal.
+///
 /// Tasks waiting for a signal, in every workflow or one: what people are asked to approve.
 #[utoipa::path(get, path = "/v1/waiting", params(WaitingQuery),
     responses((status = 200, body = WaitingList)))]
@@ -742,6 +787,8 @@ fn schedule_view(i: baton_engine::ScheduleInfo) -> ScheduleView {
     }
 }
 
+/// Create a schedule.
+///
 /// Creates a schedule: at each tick of `cron` (with seconds, read in `timezone`) the leading
 /// node submits `workflow` with the idempotency key `schedule:NAME:TICK_MS`, so a tick submits
 /// one workflow across restarts and nodes. `overlap` says what a tick does while the previous
@@ -758,6 +805,8 @@ pub async fn create_schedule(
     Ok((StatusCode::CREATED, Json(schedule_view(info))).into_response())
 }
 
+/// List schedules.
+///
 /// Every schedule, by name, with its next fire times.
 #[utoipa::path(get, path = "/v1/schedules", responses((status = 200, body = ScheduleList)))]
 pub async fn list_schedules(AxState(s): St, caller: Caller) -> ApiResult<Json<ScheduleList>> {
@@ -794,6 +843,9 @@ async fn check_schedule(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> Ap
     Ok(())
 }
 
+/// Read a schedule.
+///
+/// One schedule: its spec, whether it is paused, and its next fire times.
 #[utoipa::path(get, path = "/v1/schedules/{name}", params(("name" = String, Path)),
     responses((status = 200, body = ScheduleView)))]
 pub async fn get_schedule(
@@ -806,6 +858,8 @@ pub async fn get_schedule(
     )))
 }
 
+/// Delete a schedule.
+///
 /// Deletes a schedule; workflows it submitted are left as they are.
 #[utoipa::path(delete, path = "/v1/schedules/{name}", params(("name" = String, Path)),
     responses((status = 204, description = "deleted")))]
@@ -819,6 +873,8 @@ pub async fn delete_schedule(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Pause a schedule.
+///
 /// Pauses a schedule: no tick fires until it is resumed.
 #[utoipa::path(post, path = "/v1/schedules/{name}/pause", params(("name" = String, Path)),
     responses((status = 200, body = ScheduleView)))]
@@ -833,6 +889,8 @@ pub async fn pause_schedule(
     )))
 }
 
+/// Resume a schedule.
+///
 /// Resumes a paused schedule from its next tick after now (the ticks it slept through are
 /// not caught up).
 #[utoipa::path(post, path = "/v1/schedules/{name}/resume", params(("name" = String, Path)),
@@ -871,6 +929,8 @@ fn limit_view(l: baton_engine::read::LimitRecord) -> LimitView {
     }
 }
 
+/// Create or change a rate limit.
+///
 /// Creates or changes a named rate limit, shared by every node: a task whose `rate` names it is
 /// handed out only while the limit has the units it draws. What a changed limit had handed out
 /// stays drawn, so a bigger limit has its extra units at once.
@@ -892,6 +952,8 @@ pub async fn put_limit(
     Ok((status, Json(view)).into_response())
 }
 
+/// List rate limits.
+///
 /// Every named rate limit, by key, with its bucket now.
 #[utoipa::path(get, path = "/v1/limits", responses((status = 200, body = LimitList)))]
 pub async fn list_limits(AxState(s): St) -> ApiResult<Json<LimitList>> {
@@ -901,12 +963,17 @@ pub async fn list_limits(AxState(s): St) -> ApiResult<Json<LimitList>> {
     }))
 }
 
+/// Read a rate limit.
+///
+/// One named rate limit with its bucket now: units available and when the next one comes.
 #[utoipa::path(get, path = "/v1/limits/{key}", params(("key" = String, Path)),
     responses((status = 200, body = LimitView)))]
 pub async fn get_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<Json<LimitView>> {
     Ok(Json(limit_view(engine(&s).limit(&key).await?)))
 }
 
+/// Delete a rate limit.
+///
 /// Deletes a named rate limit: tasks that draw from it are no longer held by it. New tasks
 /// naming it are refused until it is set again.
 #[utoipa::path(delete, path = "/v1/limits/{key}", params(("key" = String, Path)),
@@ -916,6 +983,8 @@ pub async fn delete_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Create or replace a trigger.
+///
 /// Registers (or replaces) a trigger: the workflow `POST /v1/triggers/{name}` submits. In its
 /// tasks' inputs, `{"$input": "/json/pointer"}` stands for what the pointer finds in that
 /// request's body (`""`: all of it).
@@ -951,6 +1020,8 @@ pub async fn put_trigger(
     Ok((status, Json(trigger_view(trigger))).into_response())
 }
 
+/// Fire a trigger.
+///
 /// Submits the trigger's workflow, the request body as its input (see `PUT
 /// /v1/triggers/{name}`). Safe to resend with the same `Idempotency-Key`: the first workflow is
 /// returned.
@@ -972,6 +1043,9 @@ pub async fn fire_trigger(
     Ok(workflow_created(receipt))
 }
 
+/// List triggers.
+///
+/// Every trigger, by name, with the workflow template it submits.
 #[utoipa::path(get, path = "/v1/triggers", responses((status = 200, body = TriggerList)))]
 pub async fn list_triggers(AxState(s): St, caller: Caller) -> ApiResult<Json<TriggerList>> {
     let triggers = engine(&s).triggers().await?;
@@ -1007,6 +1081,9 @@ async fn check_trigger(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> Api
     Ok(())
 }
 
+/// Read a trigger.
+///
+/// One trigger: its name and the workflow template `POST /v1/triggers/{name}` submits.
 #[utoipa::path(get, path = "/v1/triggers/{name}", params(("name" = String, Path)),
     responses((status = 200, body = TriggerView)))]
 pub async fn get_trigger(
@@ -1019,6 +1096,9 @@ pub async fn get_trigger(
     )))
 }
 
+/// Delete a trigger.
+///
+/// Deletes a trigger; workflows it submitted are left as they are.
 #[utoipa::path(delete, path = "/v1/triggers/{name}", params(("name" = String, Path)),
     responses((status = 204, description = "deleted")))]
 pub async fn delete_trigger(
@@ -1033,6 +1113,11 @@ pub async fn delete_trigger(
 
 // ---- tasks ----------------------------------------------------------------------------------
 
+/// List tasks.
+///
+/// Tasks, by id (creation order), filtered by `workflow` and `state`, a page at a time: pass `next`
+/// as `after` for the next page (`next` is absent on the last). A scoped token sees only the tasks
+/// of workflows carrying its labels; an agent token may not list.
 #[utoipa::path(get, path = "/v1/tasks", params(ListQuery),
     responses((status = 200, body = TaskList)))]
 pub async fn list_tasks(
@@ -1077,6 +1162,13 @@ pub async fn list_tasks(
 /// Most history entries returned with a task; page the rest with `/history`.
 const HISTORY_WITH_TASK_MAX: usize = 1_000;
 
+/// Read a task.
+///
+/// The task with everything known about it: its state and the state's data (lease, result, error,
+/// next retry, cancel reason), its spec and resolved input, its deadlines, why it waits
+/// (`waiting`), its dependencies and dependents, its compensation, and the first 1,000 entries of
+/// its history (`GET /v1/tasks/{id}/history` pages through the rest). An agent token reads only the
+/// tasks leased to its agents.
 #[utoipa::path(get, path = "/v1/tasks/{id}", params(("id" = String, Path)),
     responses((status = 200, body = TaskView, description = "The task, its input once (in `spec`: the `submitted` history entry does not repeat the spec), its first 1,000 history entries, why it waits and its neighbours.")))]
 pub async fn get_task(
@@ -1236,6 +1328,12 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView<Box<RawValue>> {
     }
 }
 
+/// Read a task's history.
+///
+/// The task's history entries with a sequence number above `after`, oldest first, at most `limit`
+/// (1 to 1,000, default 100): every transition, who sent it and the event with its fields, in the
+/// same shape as a task's `history`. Replaying them through the lifecycle (`GET /v1/lifecycle`)
+/// rebuilds the task's state.
 #[utoipa::path(get, path = "/v1/tasks/{id}/history", params(("id" = String, Path), HistoryQuery),
     responses((status = 200, body = Vec<HistoryEntry>, description = "History entries, oldest first, in the same shape as a task's `history`.")))]
 pub async fn task_history(
@@ -1256,6 +1354,12 @@ pub async fn task_history(
     Ok(Json(entries.iter().map(history_entry).collect()))
 }
 
+/// Cancel a task.
+///
+/// Cancels the task (with `reason`) whatever its state but an ended one: an agent holding it is
+/// told at its next report (`cancelled: true` in the answer, or `409 task_cancelled`), its
+/// dependents are cancelled in turn, and its compensation, if it has one, runs. Cancelling a
+/// cancelled task again answers it as it is: safe to resend.
 #[utoipa::path(post, path = "/v1/tasks/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn cancel_task(
@@ -1272,6 +1376,11 @@ pub async fn cancel_task(
     Ok(Json(answer(&s, &task)))
 }
 
+/// Retry a failed task.
+///
+/// Retries a task that failed for good, with one more attempt allowed: it is `pending` again (or
+/// `blocked` until its dependencies complete), and the dependents its failure cancelled come back.
+/// Refused (`409`) for a task that has not failed, saying in words what it is.
 #[utoipa::path(post, path = "/v1/tasks/{id}/retry", request_body = RetryBody, params(("id" = String, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn retry_task(
@@ -1290,6 +1399,7 @@ pub async fn retry_task(
 /// each); past it, counts are read per workflow.
 pub const SCOPED_COUNTS_WORKFLOWS_MAX: usize = 10_000;
 
+/// Count tasks per state.
 #[utoipa::path(get, path = "/v1/counts", params(CountsQuery),
     description = "Tasks per state (and how many of them are paused), over every workflow or one (`workflow`). A token scoped to labels gets the sum over the workflows in its scope, up to 10,000 of them (past that, 422: ask per workflow).",
     responses((status = 200, body = Counts)))]
@@ -1355,6 +1465,8 @@ async fn scoped_counts(
 /// Most tasks, and most workflows, `GET /v1/ids/{suffix}` lists.
 const ID_MATCHES_MAX: usize = 10;
 
+/// Find ids by their last hex digits.
+///
 /// What a short id stands for: the tasks and workflows whose ids end in `suffix`, 4 to 32 hex
 /// digits (hyphens ignored, any case). None, one or several may match.
 #[utoipa::path(get, path = "/v1/ids/{suffix}",
@@ -1443,6 +1555,7 @@ async fn agent_view(
     })
 }
 
+/// Register an agent.
 #[utoipa::path(post, path = "/v1/agents", request_body = RegisterAgent,
     description = "Registers an agent, or registers it again under its `id` (keeping when and by whom it was first registered). Each token may have at most so many agents registered (`baton serve --agents-per-token-max`, 1,000 by default, or the token's `agents_max` if higher; every loopback client without tokens counts as the token `local`): past it, 429 `agents_per_token_max_reached`, until the agent retention deletes agents silent for long (`--agent-retention`, 7 days). An agent token also has at most `agents_max` agents online at once (429 `agents_max_reached`).",
     responses((status = 201, body = AgentView)))]
@@ -1550,6 +1663,14 @@ async fn own_agent(
     Ok(record)
 }
 
+/// Keep an agent alive.
+///
+/// Marks the agent alive without claiming or reporting. Every call an agent makes under its id
+/// keeps it alive (claims, reports, this); an agent silent for the liveness window (`baton serve
+/// --agent-ttl-ms`, 30 s by default) is declared dead and each task it held is handed to another
+/// (`agent_lost`). Call this every few seconds while the agent thinks longer than that between
+/// calls. Answers the agent as registered; `404 agent_not_found` once the server has forgotten it
+/// (register again).
 #[utoipa::path(post, path = "/v1/agents/{id}/heartbeat", params(("id" = String, Path)),
     responses((status = 200, body = AgentView)))]
 pub async fn agent_heartbeat(
@@ -1563,6 +1684,7 @@ pub async fn agent_heartbeat(
     Ok(Json(agent_view(e, record, true).await?))
 }
 
+/// Claim ready tasks (long poll).
 #[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = String, Path)),
     description = "Assigns up to `max` ready tasks the agent can run and answers them, each with its lease and fencing `token` (send both back with every report). The highest priority goes first; among equal priorities, claims take from each fairness group (a task's `fairness_key`, or its workflow) in turn, up to 32 tasks of a group at a time, each group's tasks in the order they became ready. A task whose named rate limit lacks its units, or whose concurrency key is full, is passed by (its view says why: `waiting.reason` `rate_limited` or `concurrency_full`). With no task ready, the claim waits up to `wait_ms` for one.",
     responses((status = 200, body = Claimed)))]
@@ -1630,6 +1752,7 @@ fn upstream_view(
         .collect()
 }
 
+/// Read the dependencies' results.
 #[utoipa::path(get, path = "/v1/tasks/{id}/upstream", params(("id" = String, Path), UpstreamQuery),
     description = "The results of the task's completed dependencies, by dependency key (a dependency not completed yet is absent). One answer carries at most 4 MiB of results; past that a result is withheld (`result` absent, `withheld_bytes` its size): read it with `key`, which answers that one dependency's result whatever its size. What a claim answer withholds is read the same way.",
     responses((status = 200, body = BTreeMap<String, UpstreamResult>)))]
@@ -1697,6 +1820,13 @@ async fn report(
     Ok(Json(answer(s, &task)))
 }
 
+/// Report that work started.
+///
+/// The agent started working on a task it claimed: `assigned` → `executing`, and the execution
+/// deadline (`execution_ms`) and heartbeat deadline (`heartbeat_ms`) start. Carries the lease's
+/// `agent` and `token` from the claim (every report does; a report under an older token is `409
+/// stale_lease`: the task was reassigned, stop working on it). Safe to resend under the same token.
+/// A claim with `start: true` does this in the same call.
 #[utoipa::path(post, path = "/v1/tasks/{id}/started", request_body = LeaseReport, params(("id" = String, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_started(
@@ -1712,6 +1842,14 @@ pub async fn report_started(
     report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
+/// Report progress (heartbeat).
+///
+/// Says the agent still works on the task, and extends the lease: a task executing without a
+/// heartbeat for its `heartbeat_ms` is taken back (`timeout_expired`) and retried. Optionally
+/// carries `progress` (any JSON, shown on the task) and the cumulative `usage` so far. Send it well
+/// within `heartbeat_ms` (a third of it is a good period); it is always safe to resend. The
+/// answer's `cancelled: true` (or `409 task_cancelled`, `task_paused`, `task_skipped`, …) means:
+/// stop working on the task.
 #[utoipa::path(post, path = "/v1/tasks/{id}/heartbeat", request_body = HeartbeatReport, params(("id" = String, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_heartbeat(
@@ -1729,6 +1867,13 @@ pub async fn report_heartbeat(
     report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
+/// Report success with a result.
+///
+/// The agent's attempt succeeded with `result` (any JSON but `null`, at most `--payload-bytes-max`;
+/// larger data as an artifact): the task completes, its dependents whose dependencies have all
+/// completed are released, and their agents are handed this result in `upstream`. Carries the
+/// lease's `agent` and `token`; resending the same result under the same token answers as before
+/// (safe to resend), a different result is `409 conflict`.
 #[utoipa::path(post, path = "/v1/tasks/{id}/succeeded", request_body = SuccessReport, params(("id" = String, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_succeeded(
@@ -1746,6 +1891,14 @@ pub async fn report_succeeded(
     report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
+/// Report a failure.
+///
+/// The agent's attempt failed: `error.kind`, `error.message`, and `retryable` (default true). A
+/// retryable failure with attempts left is retried after the task's backoff (it goes back to
+/// `pending` at `retry_at`, handed to any capable agent); otherwise the task fails for good, its
+/// dependents are cancelled and its compensation runs. Carries the lease's `agent` and `token` like
+/// every report; resending the same failure under the same token answers as before (safe to
+/// resend), a different one is `409 conflict`.
 #[utoipa::path(post, path = "/v1/tasks/{id}/failed", request_body = FailureReport, params(("id" = String, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_failed(
@@ -1763,6 +1916,11 @@ pub async fn report_failed(
     report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
+/// Give a task back.
+///
+/// The agent gives the task back without trying it (it is shutting down, or cannot run it now): the
+/// lease ends and the task is `pending` again at once, its attempt not counted. Safe to resend: a
+/// lease already released answers `409 stale_lease`, which an agent that released can ignore.
 #[utoipa::path(post, path = "/v1/tasks/{id}/released", request_body = LeaseReport, params(("id" = String, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_released(
@@ -1778,6 +1936,13 @@ pub async fn report_released(
     report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
+/// Add sub-tasks (decomposition).
+///
+/// An agent running a task splits it: the new tasks join the workflow, and the reporting task now
+/// also depends on them, finishing only once they have completed (it is handed back to an agent
+/// then, with their results in `upstream`). Carries the lease's `agent` and `token`; each sub-task
+/// is a task spec like those of `POST /v1/workflows`, its dependencies among the workflow's keys. A
+/// sub-task waiting for a signal is how an agent asks a person for approval mid-run.
 #[utoipa::path(post, path = "/v1/tasks/{id}/subtasks", request_body = SubtasksReport, params(("id" = String, Path)),
     responses((status = 201, body = WorkflowCreated)))]
 pub async fn add_subtasks(
@@ -1807,6 +1972,16 @@ pub async fn add_subtasks(
 
 // ---- events and documents -------------------------------------------------------------------
 
+/// Stream transitions (Server-Sent Events).
+///
+/// Every transition as it commits, as Server-Sent Events: event `transition` (a
+/// `TransitionEventView`) for each task's move, event `workflow` (a `WorkflowEventView`) when a
+/// workflow ends, each with an `id` of `NODE-SEQ`. Filtered to one workflow with `workflow`.
+/// Reconnect with `Last-Event-ID` to resume after the last event seen on that node; events from
+/// before it may be missed across nodes or after a restart, so a client re-reads the state (GET
+/// /v1/tasks) on reconnecting. A comment line every 15 s keeps idle connections open. The stream
+/// never ends by itself, has no request deadline, and takes one of the caller's role's stream slots
+/// while open (`503 too_many_subscribers` when none is left).
 #[utoipa::path(get, path = "/v1/events", params(EventsQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (the `id` of the last `transition` received): the transitions since then that this node still keeps are sent first")),
     responses((status = 200, description = "Server-Sent Events: `transition` events (id `NODE-SEQ`) carrying a TransitionEvent as JSON; `lagged` (data: how many were skipped, 0 when unknown) when some transitions were missed: re-read the state; `workflow` when a workflow ends (every task of it ended; data `{\"workflow\", \"status\": \"completed\" | \"failed\" | \"cancelled\", \"at\"}`, not numbered and not resent on a resume: read `GET /v1/workflows/{id}` for its result)", content_type = "text/event-stream")))]
@@ -1954,6 +2129,11 @@ fn lagged(skipped: u64) -> SseEvent {
         .data(skipped.to_string())
 }
 
+/// Read the lifecycle's rules.
+///
+/// The task lifecycle table, from the engine's own rules: every state, event and transition with
+/// its guards. `format=json` (the default) lists the rules; `mermaid` and `dot` answer a diagram's
+/// source as `text/plain`. Public: no token needed.
 #[utoipa::path(get, path = "/v1/lifecycle", params(LifecycleQuery),
     responses((status = 200, description = "the lifecycle: a Mermaid or DOT diagram as text, or the rules as JSON", body = Vec<LifecycleRule>)))]
 pub async fn lifecycle(ApiQuery(q): ApiQuery<LifecycleQuery>) -> ApiResult<Response> {
@@ -2033,6 +2213,7 @@ fn operator(caller: &Caller, reason: String) -> ApiResult<Operator> {
     Ok(Operator::new(caller.actor(), reason)?)
 }
 
+/// Pause a task.
 #[utoipa::path(post, path = "/v1/tasks/{id}/pause", request_body = PauseBody, params(("id" = String, Path, description = "task id")),
     description = "Pauses the task: no agent is handed it and its timers (deadlines, a scheduled retry, a delay) stand still until it is resumed. An agent already running it finishes, unless `now` takes it back: its lease is revoked and its next report is refused with `task_paused`. A task that has ended cannot be paused (409). Requires a `reason`, recorded in the audit log with the caller's token name.",
     responses((status = 200, body = ReportAnswer)))]
@@ -2049,6 +2230,7 @@ pub async fn pause_task(
     Ok(Json(answer(&s, &task)))
 }
 
+/// Resume a paused task.
 #[utoipa::path(post, path = "/v1/tasks/{id}/resume", request_body = ResumeBody, params(("id" = String, Path, description = "task id")),
     description = "Resumes a paused task: it can be handed to agents again, and each of its timers fires with the time it had left when the pause stopped it.",
     responses((status = 200, body = ReportAnswer)))]
@@ -2065,6 +2247,7 @@ pub async fn resume_task(
     Ok(Json(answer(&s, &task)))
 }
 
+/// Skip a task with a result.
 #[utoipa::path(post, path = "/v1/tasks/{id}/skip", request_body = SkipBody, params(("id" = String, Path, description = "task id")),
     description = "Completes the task with the operator's `result` in place of an agent (a person did the work, or it is not needed): its dependents proceed with that result. Works on a blocked, pending, assigned, executing (its lease is revoked) or failed task; a failed-for-good task's cancelled dependents come back. A later report from the agent that held it is refused with `task_skipped`. A completed or cancelled task cannot be skipped (409).",
     responses((status = 200, body = ReportAnswer)))]
@@ -2081,6 +2264,7 @@ pub async fn skip_task(
     Ok(Json(answer(&s, &task)))
 }
 
+/// Fail a task for good.
 #[utoipa::path(post, path = "/v1/tasks/{id}/fail", request_body = FailBody, params(("id" = String, Path, description = "task id")),
     description = "Fails the task for good: no retry follows, its dependents are cancelled, its compensation runs. An agent holding it loses its lease; its later reports are refused with `task_failed_by_operator`. An operator's retry (`POST /v1/tasks/{id}/retry`) can reopen it.",
     responses((status = 200, body = ReportAnswer)))]
@@ -2097,6 +2281,7 @@ pub async fn fail_task(
     Ok(Json(answer(&s, &task)))
 }
 
+/// Rerun a task and what follows it.
 #[utoipa::path(post, path = "/v1/tasks/{id}/rerun", request_body = RerunBody, params(("id" = String, Path, description = "task id")),
     description = "Reruns the task and everything downstream of it: each is reopened (its history is kept, with a new `reopened` entry), waits for its dependencies again and runs with fresh attempts; agents still running any of them lose their leases (`task_rerun`). Tasks upstream keep their results. `input` replaces the task's own input. It all commits together or not at all. `dry_run` lists what would rerun and changes nothing. A `for_each` on the way that has expanded expands anew once its dependencies complete: its items are superseded now (listed in `superseded`) and its next expansion reopens those its new list still has, with their new input (a rerun from one of its items keeps the others and gathers them again). Sub-tasks that tasks of the rerun added are superseded too; a task adding one again under its key (same spec but for its input) reopens it.",
     responses((status = 200, body = RerunAnswer)))]
@@ -2126,6 +2311,7 @@ pub async fn rerun_task(
     }))
 }
 
+/// Pause a workflow.
 #[utoipa::path(post, path = "/v1/workflows/{id}/pause", request_body = PauseBody, params(("id" = String, Path, description = "workflow id")),
     description = "Pauses every task of the workflow that has not ended (as `POST /v1/tasks/{id}/pause`, `now` included) and marks the workflow paused: tasks created in it later (sub-tasks, a fan-out's items, compensation) start paused.",
     responses((status = 200, body = WorkflowControlAnswer)))]
@@ -2145,6 +2331,7 @@ pub async fn pause_workflow(
     }))
 }
 
+/// Resume a workflow.
 #[utoipa::path(post, path = "/v1/workflows/{id}/resume", request_body = ResumeBody, params(("id" = String, Path, description = "workflow id")),
     description = "Resumes every paused task of the workflow (those paused one by one too) and clears its pause.",
     responses((status = 200, body = WorkflowControlAnswer)))]
@@ -2167,6 +2354,7 @@ pub async fn resume_workflow(
 /// Most audit entries in one page.
 const AUDIT_PAGE_MAX: usize = 1000;
 
+/// Read the audit log.
 #[utoipa::path(get, path = "/v1/audit", params(AuditQuery),
     description = "Every operator action (pause, resume, skip, fail, rerun, cancel, retry, signal), newest first: who (the token's name), what, on which workflow or task, why, and what it changed. Page with `before` = the previous page's `next`.",
     responses((status = 200, body = AuditPage)))]

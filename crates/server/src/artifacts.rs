@@ -62,6 +62,13 @@ fn content_type(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     }
 }
 
+/// Upload an artifact.
+///
+/// Stores the body as an artifact, addressed by its SHA-256 (`sha256:<hex>`), and answers its
+/// reference. Content-addressed: uploading the same bytes again stores nothing new (`200` rather
+/// than `201`), so an upload is safe to resend. Refer to it from any payload (an input, a result,
+/// progress, signal data) as `{"$artifact": "sha256:…"}` to pass data larger than `--payload-bytes-
+/// max`; an artifact is kept while a workflow refers to it.
 #[utoipa::path(put, path = "/v1/artifacts",
     request_body(content = Vec<u8>, content_type = "application/octet-stream",
         description = "The artifact's bytes, streamed (any `Content-Type`, recorded and served back). At most `artifact_bytes_max` bytes (default 256 MiB; `baton serve --artifact-bytes-max`)."),
@@ -184,6 +191,11 @@ fn not_modified(meta: &ArtifactMeta, request: &HeaderMap) -> bool {
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
 }
 
+/// Download an artifact.
+///
+/// Streams the artifact's bytes with the `Content-Type` it was uploaded with (`application/octet-
+/// stream` without one), an `ETag` of its digest (`If-None-Match` answers `304`) and its `Content-
+/// Length`.
 #[utoipa::path(get, path = "/v1/artifacts/{artifact}",
     params(("artifact" = String, Path, description = "`sha256:<64 hex>` or the bare hex")),
     responses(
@@ -213,6 +225,11 @@ pub async fn get_artifact(
     Ok(res)
 }
 
+/// Check an artifact.
+///
+/// Whether the artifact is stored, with its size and type in the headers and no body: how a client
+/// skips uploading bytes Baton already has. A refusal has the status and headers of `GET` without
+/// its body.
 #[utoipa::path(head, path = "/v1/artifacts/{artifact}",
     params(("artifact" = String, Path, description = "`sha256:<64 hex>` or the bare hex")),
     responses(

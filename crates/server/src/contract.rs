@@ -135,11 +135,6 @@ const STALE_LEASE: Code = code(
     "stale_lease",
     "the lease is not the task's current one: the task was reassigned; stop working on it",
 );
-const DUPLICATE: Code = code(
-    409,
-    "duplicate",
-    "the same report was already applied with a different body",
-);
 const CONFLICT: Code = code(
     409,
     "conflict",
@@ -296,7 +291,6 @@ const REPORT_REFUSED: &[Code] = &[
     NOT_ACCEPTED,
     GUARD_FAILED,
     STALE_LEASE,
-    DUPLICATE,
     CONFLICT,
     TASK_CANCELLED,
     TASK_SKIPPED,

@@ -181,6 +181,10 @@ async fn responses_match_their_documented_schemas() {
     expect("/v1/ids/{suffix}", "get", s.as_u16(), &body);
     let (s, body) = srv.get("/v1/tasks?limit=10").await;
     expect("/v1/tasks", "get", s.as_u16(), &body);
+    // The last page has no `next` at all (not `null`).
+    assert!(body.get("next").is_none(), "{body}");
+    let (_, page) = srv.get("/v1/tasks?limit=1").await;
+    assert!(page["next"].is_string(), "{page}");
     let (s, body) = srv.get("/v1/counts").await;
     expect("/v1/counts", "get", s.as_u16(), &body);
     let (s, body) = srv
@@ -341,4 +345,25 @@ async fn every_refusal_lists_the_codes_it_can_carry() {
         listed.as_array().unwrap().contains(&body["code"]),
         "{body} is not among {listed}"
     );
+}
+
+/// Every operation says what it does: a summary, and a description beyond who may call it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_has_a_summary_and_a_description() {
+    let srv = TestServer::start().await;
+    let (_, doc) = srv.get("/v1/openapi.json").await;
+    let mut missing = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let summary = op["summary"].as_str().unwrap_or_default();
+            let description = op["description"].as_str().unwrap_or_default();
+            if summary.is_empty() {
+                missing.push(format!("{method} {path}: no summary"));
+            }
+            if description.starts_with("Authorization:") || description.len() < 40 {
+                missing.push(format!("{method} {path}: no description"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
 }
