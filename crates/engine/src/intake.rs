@@ -129,11 +129,21 @@ impl<S: Store + 'static> Engine<S> {
                     created: true,
                 })
             }
-            SubmitOutcome::Existing { workflow, tasks } => Ok(WorkflowReceipt {
+            SubmitOutcome::Existing {
                 workflow,
-                tasks,
-                created: false,
-            }),
+                mut tasks,
+            } => {
+                // The first submission's answer, exactly: its tasks, not those added since
+                // (sub-tasks, expanded items, compensations). The request's keys are the
+                // first's: its fingerprint matched.
+                tasks.retain(|(key, _)| req.tasks.iter().any(|t| t.key == *key));
+                tasks.sort_by_key(|(_, id)| *id);
+                Ok(WorkflowReceipt {
+                    workflow,
+                    tasks,
+                    created: false,
+                })
+            }
         }
     }
 

@@ -72,23 +72,27 @@ fn workflow_created(receipt: baton_engine::WorkflowReceipt) -> Response {
 /// with its capabilities, input, retry policy, deadlines and optional compensation. Tasks without
 /// dependencies are ready at once; the others are released as their dependencies complete, their
 /// input templates filled from the dependencies' results. Answers the workflow's id and each task's
-/// id by key. Safe to resend with the same `idempotency_key`: the first submission is answered
-/// again (`200`, `created: false`); a different workflow with the same key is refused (`409
-/// idempotency_mismatch`).
+/// id by key. Safe to resend with the same idempotency key (`idempotency_key` in the body, or the
+/// `Idempotency-Key` header): the first submission's answer comes again, its workflow and the ids
+/// of the tasks it submitted (not those added since), with `200` and `created: false` saying it
+/// is a replay; a different workflow with the same key is refused (`409 idempotency_mismatch`).
 #[utoipa::path(post, path = "/v1/workflows", request_body = SubmitWorkflow,
+    params(("Idempotency-Key" = Option<String>, Header, description = "the submission's idempotency key, as an alternative to the body's `idempotency_key` (1 to 256 bytes of visible ASCII)")),
     responses((status = 201, body = WorkflowCreated), (status = 200, description = "an earlier submission with the same idempotency key", body = WorkflowCreated)))]
 pub async fn submit_workflow(
     AxState(s): St,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<SubmitWorkflow>,
 ) -> ApiResult<Response> {
+    let idempotency_key = submission_key(&headers, body.idempotency_key)?;
     let mut labels = body.labels;
     scope::stamp(&caller, &mut labels, "labels")?;
     let receipt = engine(&s)
         .submit_workflow(WorkflowRequest {
             budgets: body.budgets,
             name: body.name,
-            idempotency_key: body.idempotency_key,
+            idempotency_key,
             tasks: body.tasks,
             outputs: body.outputs,
             labels,
@@ -100,23 +104,26 @@ pub async fn submit_workflow(
 /// Submit one task.
 ///
 /// Submits one task as a workflow of its own: as `POST /v1/workflows` with one task, its key
-/// `task`. Safe to resend with the same `idempotency_key`: the first submission is answered again
-/// (`200`, `created: false`); a different task with the same key is refused (`409
-/// idempotency_mismatch`).
+/// `task`. Safe to resend with the same idempotency key (`idempotency_key` in the body, or the
+/// `Idempotency-Key` header): the first submission's answer comes again, with `200` and `created:
+/// false`; a different task with the same key is refused (`409 idempotency_mismatch`).
 #[utoipa::path(post, path = "/v1/tasks", request_body = SubmitTask,
+    params(("Idempotency-Key" = Option<String>, Header, description = "the submission's idempotency key, as an alternative to the body's `idempotency_key` (1 to 256 bytes of visible ASCII)")),
     responses((status = 201, body = TaskCreated), (status = 200, body = TaskCreated)))]
 pub async fn submit_task(
     AxState(s): St,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<SubmitTask>,
 ) -> ApiResult<Response> {
+    let idempotency_key = submission_key(&headers, body.idempotency_key)?;
     let mut labels = body.labels;
     scope::stamp(&caller, &mut labels, "labels")?;
     let receipt = engine(&s)
         .submit_workflow(WorkflowRequest {
             budgets: body.budgets,
             name: body.task.key.0.clone(),
-            idempotency_key: body.idempotency_key,
+            idempotency_key,
             tasks: vec![body.task],
             outputs: None,
             labels,
@@ -502,6 +509,23 @@ fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Pr
                 format!("1 to {IDEMPOTENCY_KEY_LEN_MAX} bytes of visible ASCII"),
             )),
         },
+    }
+}
+
+/// A submission's idempotency key: the body's `idempotency_key` or the `Idempotency-Key`
+/// header (as signals and triggers take it); both, only if they agree.
+fn submission_key(
+    headers: &axum::http::HeaderMap,
+    in_body: Option<String>,
+) -> Result<Option<String>, Problem> {
+    match (idempotency_key(headers)?, in_body) {
+        (Some(header), Some(body)) if header != body => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "`idempotency_key` and the Idempotency-Key header differ",
+        )
+        .field("idempotency_key", "the Idempotency-Key header's value, or left out")),
+        (header, body) => Ok(body.or(header)),
     }
 }
 
@@ -1557,7 +1581,7 @@ async fn agent_view(
 
 /// Register an agent.
 #[utoipa::path(post, path = "/v1/agents", request_body = RegisterAgent,
-    description = "Registers an agent, or registers it again under its `id` (keeping when and by whom it was first registered). Each token may have at most so many agents registered (`baton serve --agents-per-token-max`, 1,000 by default, or the token's `agents_max` if higher; every loopback client without tokens counts as the token `local`): past it, 429 `agents_per_token_max_reached`, until the agent retention deletes agents silent for long (`--agent-retention`, 7 days). An agent token also has at most `agents_max` agents online at once (429 `agents_max_reached`).",
+    description = "Registers an agent, or registers it again under its `id` (keeping when and by whom it was first registered); an `id` no agent has is refused (`404 agent_not_found`: Baton makes the ids), so an agent Baton has forgotten registers without `id` and goes on under the new one. Each token may have at most so many agents registered (`baton serve --agents-per-token-max`, 1,000 by default, or the token's `agents_max` if higher; every loopback client without tokens counts as the token `local`): past it, 429 `agents_per_token_max_reached`, until the agent retention deletes agents silent for long (`--agent-retention`, 7 days). An agent token also has at most `agents_max` agents online at once (429 `agents_max_reached`).",
     responses((status = 201, body = AgentView)))]
 pub async fn register_agent(
     AxState(s): St,
@@ -1568,14 +1592,20 @@ pub async fn register_agent(
     let e = engine(&s);
     let mut concurrency = body.concurrency.unwrap_or(1);
     if let Some(id) = body.id {
-        match e.agent(AgentId(id)).await {
-            Ok(existing) => {
-                caller.may_act_as(&existing.name)?;
-                concurrency = body.concurrency.unwrap_or(existing.concurrency);
-            }
-            Err(baton_engine::EngineError::AgentNotFound(_)) => {}
-            Err(err) => return Err(err.into()),
-        }
+        // Ids are the engine's to make: an `id` names an agent registered before.
+        let existing = e.agent(AgentId(id)).await.map_err(|err| match err {
+            baton_engine::EngineError::AgentNotFound(_) => Problem::not_found(
+                "agent_not_found",
+                format!(
+                    "no agent has id {id} (never registered, or deleted after \
+                     `--agent-retention` of silence): register without `id` for a new one"
+                ),
+            )
+            .field("id", "the id of an agent registered before, or left out"),
+            err => err.into(),
+        })?;
+        caller.may_act_as(&existing.name)?;
+        concurrency = body.concurrency.unwrap_or(existing.concurrency);
     }
     // An agent token may have at most `agents_max` of its agents online: counted and
     // registered under its lock, so concurrent registrations on this node cannot both pass.

@@ -382,6 +382,55 @@ async fn resubmitting_with_the_same_idempotency_key_returns_the_first_workflow()
     assert_eq!(srv.counts().await["total"], 2);
 }
 
+/// A replay answers exactly what the first submission created, whatever the workflow grew
+/// since; the key may come as the `Idempotency-Key` header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_answers_the_first_submissions_tasks_only() {
+    let srv = TestServer::start().await;
+    let submit = |key: &'static str, body: Value| {
+        srv.client
+            .post(format!("{}/v1/workflows", srv.url))
+            .header("Idempotency-Key", key)
+            .json(&body)
+    };
+    let body = json!({"tasks": [task("plan", &[]), task("write", &["plan"])]});
+    let res = submit("grow-1", body.clone()).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let first: Value = res.json().await.unwrap();
+    let agent = srv.register("planner", &["work"], 4).await;
+    let plan = srv.claim(&agent, 1).await.remove(0);
+    srv.report(&plan, &agent, "started", json!({})).await;
+    let (status, _) = srv
+        .report(
+            &plan,
+            &agent,
+            "subtasks",
+            json!({"tasks": [task("research", &[])]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(srv.counts().await["total"], 3);
+
+    let res = submit("grow-1", body.clone()).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let again: Value = res.json().await.unwrap();
+    assert_eq!(again["workflow"], first["workflow"]);
+    assert_eq!(again["tasks"], first["tasks"], "the sub-task is not in the answer");
+    assert_eq!(again["created"], false);
+    // The body's key is the same key.
+    let mut in_body = body.clone();
+    in_body["idempotency_key"] = json!("grow-1");
+    let (status, by_body) = srv.post("/v1/workflows", in_body.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(by_body, again);
+    // Two different keys are refused, and nothing is created.
+    let res = submit("grow-2", in_body).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let refused: Value = res.json().await.unwrap();
+    assert_eq!(refused["field"], "idempotency_key", "{refused}");
+    assert_eq!(srv.counts().await["total"], 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_finishes_the_workflow_with_nothing_lost() {
     let srv = TestServer::start().await;
