@@ -148,7 +148,7 @@ pub struct ServeArgs {
           value_parser = crate::duration::parse_retention)]
     pub retain: u64,
     /// An agent not heard from for this long and holding no lease is deleted (it registers
-    /// again under its id if it comes back). At least the liveness window (--agent-ttl-ms);
+    /// again, as a new agent, if it comes back). At least the liveness window (--agent-ttl-ms);
     /// `0` keeps every agent.
     #[arg(long, env = "BATON_AGENT_RETENTION", value_name = "DURATION", default_value = "7d",
           value_parser = crate::duration::parse_retention)]

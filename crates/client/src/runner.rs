@@ -250,6 +250,9 @@ struct Shared {
     phase: Arc<watch::Sender<Phase>>,
     /// [`Runner::register`] registered the agent (as `config.id`).
     registered: bool,
+    /// The agent's id now: a new one after the server forgot the agent and it registered
+    /// again.
+    agent: std::sync::Mutex<Option<Uuid>>,
 }
 
 /// Why a call gave no answer.
@@ -289,6 +292,7 @@ impl Runner {
                 observer: Arc::new(Unobserved),
                 phase: Arc::new(phase),
                 registered: false,
+                agent: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -399,7 +403,7 @@ impl Shared {
         let keepalive = self
             .config
             .keepalive
-            .map(|every| tokio::spawn(Arc::clone(self).keep_alive(agent, every)));
+            .map(|every| tokio::spawn(Arc::clone(self).keep_alive(every)));
         let mut running = JoinSet::new();
         let claimed = self.claim_loop(agent, &handler, &mut running).await;
         if claimed.is_err() {
@@ -413,34 +417,51 @@ impl Shared {
         claimed
     }
 
+    /// Registers the agent: again under `id` if given, else (or if the server has no agent
+    /// with that id) as a new agent, with the id the server makes.
     async fn register(&self, id: Option<Uuid>) -> Result<AgentView, CallError> {
-        let c = &self.config;
-        let view = self
-            .call(
-                None,
-                Call::Register,
-                c.patience,
-                Some(Phase::Draining),
-                |n| {
-                    let caps = &c.capabilities;
-                    async move {
-                        match id {
-                            Some(id) => n.reregister_agent(id, &c.name, caps, c.concurrency).await,
-                            None => n.register_agent(&c.name, caps, c.concurrency).await,
-                        }
-                    }
-                },
-            )
-            .await?;
+        let view = match self.register_as(id).await {
+            Err(CallError::Failed(e)) if id.is_some() && e.code() == Some("agent_not_found") => {
+                self.register_as(None).await?
+            }
+            other => other?,
+        };
+        *self.agent.lock().expect("never poisoned") = Some(view.id);
         self.observer.event(RunnerEvent::Registered(&view));
         Ok(view)
     }
 
-    async fn keep_alive(self: Arc<Self>, agent: Uuid, every: Duration) {
+    async fn register_as(&self, id: Option<Uuid>) -> Result<AgentView, CallError> {
+        let c = &self.config;
+        self.call(
+            None,
+            Call::Register,
+            c.patience,
+            Some(Phase::Draining),
+            |n| {
+                let caps = &c.capabilities;
+                async move {
+                    match id {
+                        Some(id) => n.reregister_agent(id, &c.name, caps, c.concurrency).await,
+                        None => n.register_agent(&c.name, caps, c.concurrency).await,
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    /// The agent's id now.
+    fn agent(&self) -> Option<Uuid> {
+        *self.agent.lock().expect("never poisoned")
+    }
+
+    async fn keep_alive(self: Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {
             tick.tick().await;
+            let Some(agent) = self.agent() else { continue };
             if let Err(e) = self.node().agent_heartbeat(agent).await {
                 self.observer.event(RunnerEvent::Error {
                     task: None,
@@ -454,10 +475,11 @@ impl Shared {
     /// Claims while running, as many tasks as there are free slots. Returns when draining
     /// starts (a claim in flight is let finish and what it brings is released at once), or
     /// with a refusal that makes claiming pointless. A server that forgot the agent
-    /// (`agent_not_found`) gets it registered again under the same id.
+    /// (`agent_not_found`) gets it registered again, as a new agent (the server makes ids):
+    /// claims go on under the new id.
     async fn claim_loop<H, Fut>(
         self: &Arc<Self>,
-        agent: Uuid,
+        mut agent: Uuid,
         handler: &Arc<H>,
         running: &mut JoinSet<()>,
     ) -> Result<(), RunnerError>
@@ -521,9 +543,13 @@ impl Shared {
                     continue;
                 }
                 Err(e) if e.code() == Some("agent_not_found") => {
-                    // The server forgot the agent (a fresh store): register it again.
-                    match self.register(Some(agent)).await {
-                        Ok(_) => continue,
+                    // The server forgot the agent (a fresh store, or silent past the agents'
+                    // retention): it registers again, as a new agent.
+                    match self.register(None).await {
+                        Ok(view) => {
+                            agent = view.id;
+                            continue;
+                        }
                         Err(CallError::Stopped) => return Ok(()),
                         Err(CallError::Failed(e)) => return Err(RunnerError::Claim(e)),
                     }

@@ -269,6 +269,18 @@ async fn a_stop_lets_handlers_finish_within_the_grace_then_releases_the_rest() {
     node.shutdown().await;
 }
 
+/// The agent a task was last assigned to, from its history.
+async fn assigned_to(client: &Client, task: Uuid) -> Uuid {
+    let view = client.task(task).await.unwrap();
+    let entry = view
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.event == baton_core::EventKind::AgentAssigned)
+        .expect("assigned");
+    serde_json::from_value(entry.data["agent"].clone()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_the_server_forgot_is_registered_again() {
     let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -281,6 +293,7 @@ async fn an_agent_the_server_forgot_is_registered_again() {
     let agent = tokio::spawn(runner.run(|_| async { Ok(json!({})) }));
     let ids = submit(&client, &[spec("before", json!(1))]).await;
     task_in(&client, ids[0], &[StateKind::Completed]).await;
+    let first_agent = assigned_to(&client, ids[0]).await;
 
     // The same address, a fresh store: the agent's claims fail to connect, then are refused
     // as from an unknown agent.
@@ -289,6 +302,14 @@ async fn an_agent_the_server_forgot_is_registered_again() {
     let node = Node::start(second.path(), &addr).await;
     let ids = submit(&client, &[spec("after", json!(2))]).await;
     task_in(&client, ids[0], &[StateKind::Completed]).await;
+    // It registered as a new agent: the server makes ids, and refuses one it does not know.
+    let after = assigned_to(&client, ids[0]).await;
+    assert_ne!(after, first_agent);
+    let refused = client
+        .reregister_agent(first_agent, "forgotten", &[], 1)
+        .await
+        .expect_err("an id no agent has");
+    assert_eq!(refused.code(), Some("agent_not_found"));
     stop.stop();
     agent.await.unwrap().expect("a clean stop");
     assert_eq!(seen.registered.load(Ordering::Relaxed), 2);

@@ -524,7 +524,10 @@ fn submission_key(
             "invalid_field",
             "`idempotency_key` and the Idempotency-Key header differ",
         )
-        .field("idempotency_key", "the Idempotency-Key header's value, or left out")),
+        .field(
+            "idempotency_key",
+            "the Idempotency-Key header's value, or left out",
+        )),
         (header, body) => Ok(body.or(header)),
     }
 }

@@ -125,6 +125,7 @@ pub const PERMISSIONS: &[(Method, &str, Need)] = &[
     (Method::GET, "/v1/openapi.json", Need::Public),
     (Method::GET, "/v1/lifecycle", Need::Public),
     (Method::GET, "/", Need::Public),
+    (Method::GET, "/reference", Need::Public),
     (Method::GET, "/assets/{*path}", Need::Public),
     // Reads.
     (Method::GET, "/metrics", Need::Read),

@@ -109,13 +109,54 @@ const ASSETS: &[Asset] = &[
         content_type: "image/svg+xml",
         body: include_bytes!("../assets/favicon.svg"),
     },
+    // The API reference page's own files (`/reference`): Redoc and the script that starts it.
+    Asset {
+        path: "/assets/reference.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../assets/reference.css"),
+    },
+    Asset {
+        path: "/assets/reference.js",
+        content_type: JAVASCRIPT,
+        body: include_bytes!("../assets/reference.js"),
+    },
+    Asset {
+        path: "/assets/redoc/redoc.standalone.js",
+        content_type: JAVASCRIPT,
+        body: include_bytes!("../assets/vendor/redoc/redoc.standalone.js"),
+    },
+    Asset {
+        path: "/assets/redoc/LICENSE",
+        content_type: "text/plain; charset=utf-8",
+        body: include_bytes!("../assets/vendor/redoc/LICENSE"),
+    },
+    Asset {
+        path: "/assets/redoc/THIRD-PARTY-LICENSES.txt",
+        content_type: "text/plain; charset=utf-8",
+        body: include_bytes!("../assets/vendor/redoc/THIRD-PARTY-LICENSES.txt"),
+    },
 ];
+
+/// The API reference: Redoc rendering `/v1/openapi.json`, linked from the dashboard.
+const REFERENCE: Asset = Asset {
+    path: "/reference",
+    content_type: "text/html; charset=utf-8",
+    body: include_bytes!("../assets/reference.html"),
+};
 
 /// The page may load scripts, styles, workers and data from its own origin only. Styles set
 /// through the CSSOM (`el.style.width`) are not inline styles and need no exception.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; connect-src 'self'; worker-src 'self'; \
      base-uri 'none'; frame-ancestors 'none'";
+
+/// The API reference page's policy: the dashboard's, except that inline styles are allowed
+/// (Redoc styles itself with styled-components, which writes `<style>` elements) and its search
+/// runs in a worker made from a `blob:`. Scripts still come from this origin only, and the page
+/// shows nothing but the server's own OpenAPI document.
+const REFERENCE_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+     connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; frame-ancestors 'none'";
 
 /// The page's route.
 pub const INDEX_ROUTE: &str = "/";
@@ -125,6 +166,14 @@ pub const ASSETS_ROUTE: &str = "/assets/{*path}";
 /// `GET /`: the page.
 pub async fn index(headers: HeaderMap) -> Response {
     serve(&INDEX, &headers)
+}
+
+/// The API reference page's route.
+pub const REFERENCE_ROUTE: &str = "/reference";
+
+/// `GET /reference`: the API reference page.
+pub async fn reference(headers: HeaderMap) -> Response {
+    serve_under(&REFERENCE, &headers, REFERENCE_POLICY)
 }
 
 /// `GET /assets/{*path}`: one of the files, or 404.
@@ -141,6 +190,11 @@ pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
 /// Answers with the file, or `304 Not Modified` when the browser's copy is current. Browsers
 /// revalidate every time (`no-cache`), so a new binary's dashboard shows at once.
 fn serve(asset: &'static Asset, headers: &HeaderMap) -> Response {
+    serve_under(asset, headers, CONTENT_SECURITY_POLICY)
+}
+
+/// [`serve`], under the Content-Security-Policy `policy`.
+fn serve_under(asset: &'static Asset, headers: &HeaderMap, policy: &'static str) -> Response {
     let etag = etag(asset.body);
     let fresh = headers
         .get(header::IF_NONE_MATCH)
@@ -164,7 +218,7 @@ fn serve(asset: &'static Asset, headers: &HeaderMap) -> Response {
     // script, and a file opened by itself gets the same limits as the page.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        HeaderValue::from_static(policy),
     );
     h.insert(
         header::REFERRER_POLICY,

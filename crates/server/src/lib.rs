@@ -186,6 +186,7 @@ enum Plain {
     Metrics,
     DashboardIndex,
     DashboardAssets,
+    Reference,
 }
 
 /// Every plain route, by its path; [`router`] serves exactly these, [`routes`] lists them.
@@ -195,6 +196,7 @@ const PLAIN_ROUTES: &[(&str, Plain)] = &[
     ("/metrics", Plain::Metrics),
     (dashboard::INDEX_ROUTE, Plain::DashboardIndex),
     (dashboard::ASSETS_ROUTE, Plain::DashboardAssets),
+    (dashboard::REFERENCE_ROUTE, Plain::Reference),
 ];
 
 /// Every `(method, path)` the router serves, paths as routed (`/v1/tasks/{id}`): the
@@ -329,6 +331,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             Plain::Metrics => get(api::metrics).with_state(Arc::clone(&state)),
             Plain::DashboardIndex => get(dashboard::index),
             Plain::DashboardAssets => get(dashboard::asset),
+            Plain::Reference => get(dashboard::reference),
         };
         router.route(path, route)
     });

@@ -179,13 +179,17 @@ async fn each_token_has_at_most_so_many_agents_registered() {
     for i in 0..3 {
         created(&register(&srv, Some(ADMIN), json!({"name": format!("c{i}")})).await);
     }
-    // A deleted agent that comes back registers again under its id, counted anew.
+    // A deleted agent that comes back is not known by its id any more: it registers as a
+    // new agent, counted anew.
     let res = register(
         &srv,
         Some(ADMIN),
         json!({"id": first.unwrap(), "name": "a0"}),
     )
     .await;
+    let refused = problem(&res, StatusCode::NOT_FOUND, "agent_not_found");
+    assert_eq!(refused["field"], "id");
+    let res = register(&srv, Some(ADMIN), json!({"name": "a0"})).await;
     problem(
         &res,
         StatusCode::TOO_MANY_REQUESTS,

@@ -1332,6 +1332,17 @@ async fn the_page_and_its_assets_are_served_with_their_types_and_policy() {
         ("/assets/dagre.min.js", "text/javascript; charset=utf-8"),
         ("/assets/layout-worker.js", "text/javascript; charset=utf-8"),
         ("/assets/dagre/LICENSE", "text/plain; charset=utf-8"),
+        ("/reference", "text/html; charset=utf-8"),
+        ("/assets/reference.js", "text/javascript; charset=utf-8"),
+        (
+            "/assets/redoc/redoc.standalone.js",
+            "text/javascript; charset=utf-8",
+        ),
+        ("/assets/redoc/LICENSE", "text/plain; charset=utf-8"),
+        (
+            "/assets/redoc/THIRD-PARTY-LICENSES.txt",
+            "text/plain; charset=utf-8",
+        ),
     ] {
         let res = srv.raw(reqwest::Method::GET, path, None, None, None).await;
         assert_eq!(res.status, StatusCode::OK, "{path}");
@@ -1345,6 +1356,20 @@ async fn the_page_and_its_assets_are_served_with_their_types_and_policy() {
         .unwrap();
     let csp = res.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    // The API reference lets Redoc write its styles, and nothing more.
+    let reference = srv
+        .client
+        .get(format!("{}/reference", srv.url))
+        .send()
+        .await
+        .unwrap();
+    let csp = reference.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    assert!(csp.contains("style-src 'self' 'unsafe-inline'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     let etag = res.headers()["etag"].clone();
     let again = srv
         .client
@@ -3417,6 +3442,62 @@ async fn the_audit_page_lists_every_action_filters_them_and_pages_back() {
         .await;
         doc_screenshot(&b, "[data-testid=audit-panel]", "dashboard-audit").await;
         b.assert_no_page_errors().await;
+    })
+    .await;
+}
+
+/// The API reference (`/reference`, linked from the dashboard's header) renders this server's
+/// OpenAPI document with the vendored Redoc, under the dashboard's Content-Security-Policy and
+/// with nothing fetched from elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_reference_renders_the_document() {
+    let srv = TestServer::start().await;
+    scenario("reference", srv, |_srv, b| async move {
+        b.goto("#/").await;
+        let href = b
+            .wait(
+                "the dashboard's link to the API reference",
+                "return document.querySelector('[data-testid=nav-reference]')?.getAttribute('href')",
+            )
+            .await;
+        assert_eq!(href, "/reference");
+        b.goto("reference").await;
+        let state = b
+            .wait(
+                "Redoc to render the document",
+                "return document.getElementById('redoc').dataset.state",
+            )
+            .await;
+        assert_eq!(state, "rendered");
+        // The operations are there, with their summaries and the codes they answer.
+        let text = b
+            .wait(
+                "the operations' summaries",
+                "const t = document.getElementById('redoc').innerText; \
+                 return t.includes('Submit a workflow') && t.includes('Claim ready tasks') && t",
+            )
+            .await;
+        let text = text.as_str().unwrap();
+        assert!(text.contains("stale_lease"), "the codes are listed");
+        // Nothing came from elsewhere. Redoc always tries one image, its logo from its CDN:
+        // the page's policy refuses it (and Redoc drops the image), so no byte arrives.
+        let foreign = b
+            .js("return performance.getEntriesByType('resource') \
+                 .filter((e) => !e.name.startsWith(location.origin)) \
+                 .map((e) => [e.name, e.transferSize + e.decodedBodySize])")
+            .await;
+        let logo = "https://cdn.redoc.ly/redoc/logo-mini.svg";
+        for entry in foreign.as_array().unwrap() {
+            assert_eq!(entry, &json!([logo, 0]), "only the logo was tried, and refused");
+        }
+        let errors = b.console_errors().await;
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.contains(logo) && e.contains("Content Security Policy")),
+            "{errors:#?}"
+        );
+        b.screenshot_page("reference").await;
     })
     .await;
 }

@@ -415,7 +415,10 @@ async fn a_replay_answers_the_first_submissions_tasks_only() {
     assert_eq!(res.status(), StatusCode::OK);
     let again: Value = res.json().await.unwrap();
     assert_eq!(again["workflow"], first["workflow"]);
-    assert_eq!(again["tasks"], first["tasks"], "the sub-task is not in the answer");
+    assert_eq!(
+        again["tasks"], first["tasks"],
+        "the sub-task is not in the answer"
+    );
     assert_eq!(again["created"], false);
     // The body's key is the same key.
     let mut in_body = body.clone();

@@ -1,6 +1,6 @@
 //! What `baton mcp` remembers between tool calls: the agent it acts as (registered on the first
-//! claim, registered again under its id when Baton has forgotten it or is asked for other
-//! capabilities) and the lease of each task claimed through it, so that a model reports on a
+//! claim, registered again when Baton has forgotten it (as a new agent: Baton refuses an id it
+//! does not know) or is asked for other capabilities) and the lease of each task claimed through it, so that a model reports on a
 //! task by its id alone. While it holds a lease whose deadlines have not passed, a background
 //! loop keeps the agent alive: a model may think for longer than the agent's liveness window
 //! (30 s by default) between two calls, and Baton would otherwise declare the agent dead and
@@ -132,16 +132,14 @@ impl Shared {
         }
     }
 
-    /// Registers the agent again under its id, as it was (Baton forgot it).
+    /// Registers the agent again, as it was but under the new id Baton makes (Baton forgot
+    /// it, and refuses an id it does not know).
     pub async fn reregister(&self, agent: &AgentId) -> Result<AgentId, ClientError> {
         let mut slot = self.agent.lock().await;
         let again = self
-            .register(
-                Some(agent.id),
-                agent.name.clone(),
-                agent.capabilities.clone(),
-            )
+            .register(None, agent.name.clone(), agent.capabilities.clone())
             .await?;
+        info!(was = %agent.id, agent = %again.id, "Baton had forgotten the agent: registered again");
         *slot = Some(again.clone());
         Ok(again)
     }
@@ -154,11 +152,20 @@ impl Shared {
     ) -> Result<AgentId, ClientError> {
         let caps: Vec<Capability> = capabilities.iter().cloned().collect();
         let view = match id {
-            Some(id) => {
-                self.client
-                    .reregister_agent(id, &name, &caps, self.concurrency)
-                    .await?
-            }
+            Some(id) => match self
+                .client
+                .reregister_agent(id, &name, &caps, self.concurrency)
+                .await
+            {
+                Ok(view) => view,
+                // An id Baton no longer knows: a new agent.
+                Err(e) if e.code() == Some("agent_not_found") => {
+                    self.client
+                        .register_agent(&name, &caps, self.concurrency)
+                        .await?
+                }
+                Err(e) => return Err(e),
+            },
             None => {
                 self.client
                     .register_agent(&name, &caps, self.concurrency)
