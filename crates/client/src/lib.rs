@@ -339,15 +339,11 @@ impl Client {
         after: Option<u64>,
         limit: Option<usize>,
     ) -> Result<Vec<baton_api::HistoryEntry>> {
-        let mut query = Vec::new();
-        if let Some(a) = after {
-            query.push(format!("after={a}"));
-        }
-        if let Some(l) = limit {
-            query.push(format!("limit={l}"));
-        }
-        self.get(&format!("/v1/tasks/{id}/history?{}", query.join("&")))
-            .await
+        self.get(&format!(
+            "/v1/tasks/{id}/history?{}",
+            page_query(after.map(|a| a.to_string()), limit)
+        ))
+        .await
     }
 
     /// The results of the task's completed dependencies, by key, at most 4 MiB of them (the
@@ -444,6 +440,41 @@ impl Client {
             path.push_str(&format!("&after={a}"));
         }
         self.get(&path).await
+    }
+
+    /// The signals sent to a workflow, oldest first: those with ids above `after`, at most
+    /// `limit` (the server's default 100).
+    pub async fn signals(
+        &self,
+        workflow: Uuid,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<SignalList> {
+        self.get(&format!(
+            "/v1/workflows/{workflow}/signals?{}",
+            page_query(after.map(|a| a.to_string()), limit)
+        ))
+        .await
+    }
+
+    /// The workflow's tasks and dependencies, as nodes and edges.
+    pub async fn workflow_graph(&self, workflow: Uuid) -> Result<WorkflowGraph> {
+        self.get(&format!("/v1/workflows/{workflow}/graph")).await
+    }
+
+    /// A page of the history of the workflow's tasks (their entries without data): the tasks
+    /// with ids after `after`, at most `limit` of them (the server's default 200).
+    pub async fn workflow_history(
+        &self,
+        workflow: Uuid,
+        after: Option<Uuid>,
+        limit: Option<usize>,
+    ) -> Result<WorkflowHistory> {
+        self.get(&format!(
+            "/v1/workflows/{workflow}/history?{}",
+            page_query(after.map(|a| a.to_string()), limit)
+        ))
+        .await
     }
 
     /// Creates a schedule from its spec (`ScheduleSpec` as JSON).
@@ -1070,4 +1101,16 @@ impl Events {
             }
         }
     }
+}
+
+/// `after=…&limit=…`, each only if given.
+fn page_query(after: Option<String>, limit: Option<usize>) -> String {
+    let mut query = Vec::new();
+    if let Some(a) = after {
+        query.push(format!("after={a}"));
+    }
+    if let Some(l) = limit {
+        query.push(format!("limit={l}"));
+    }
+    query.join("&")
 }

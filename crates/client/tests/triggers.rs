@@ -144,3 +144,42 @@ async fn a_schedule_named_with_a_slash_is_shown_paused_and_deleted() {
         Some(404)
     );
 }
+
+/// A workflow's signals, graph and history read through the client, typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflows_signals_graph_and_history_are_read_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = server(dir.path()).await;
+    let created = client
+        .submit_workflow_json(&json!({"tasks": [
+            {"key": "approve", "wait_for": {"signal": "go"}},
+            {"key": "ship", "depends_on": ["approve"]}
+        ]}))
+        .await
+        .unwrap();
+    let wf = created.workflow;
+    for i in 0..3 {
+        client
+            .signal(wf, "go", &json!({"n": i}), Some(&format!("go-{i}")))
+            .await
+            .unwrap();
+    }
+    let first = client.signals(wf, None, Some(2)).await.unwrap();
+    assert_eq!(first.signals.len(), 2);
+    let rest = client.signals(wf, first.next, None).await.unwrap();
+    assert_eq!(rest.signals.len(), 1);
+    assert_eq!(rest.next, None, "the last page has no next");
+
+    let graph = client.workflow_graph(wf).await.unwrap();
+    assert_eq!(graph.nodes.len(), 2);
+    assert_eq!(graph.edges.len(), 1);
+
+    let history = client.workflow_history(wf, None, Some(1)).await.unwrap();
+    assert_eq!(history.tasks.len(), 1);
+    let more = client
+        .workflow_history(wf, history.next, None)
+        .await
+        .unwrap();
+    assert_eq!(more.tasks.len(), 1);
+    assert_ne!(more.tasks[0].task, history.tasks[0].task);
+}
