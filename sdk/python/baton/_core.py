@@ -7,9 +7,9 @@ handler returned or raised, time passed, a stop asked for) with the time it happ
 this handler, log this line, done). It never touches a socket, a thread, a clock or the event
 loop; the runners (``_sync_runner.py``, ``_async_runner.py``) carry the actions out, feed the
 outcomes back, and wake it at :meth:`AgentCore.wake_at`. Every decision lives here: retries and
-backoff on connection errors and 503, what a refused report means, registering again when Baton
-forgot the agent, the heartbeat cadence, the concurrency bound, and the graceful stop that
-releases unfinished tasks.
+backoff on connection errors and 503, what a refused report means, registering again (as a new
+agent) when Baton forgot the agent, the heartbeat cadence, the concurrency bound, and the
+graceful stop that releases unfinished tasks.
 
 Invariants: at most one request per held task is out at a time (a report waits for the
 heartbeat in flight, so Baton sees a task's reports in the order they were decided); at most
@@ -83,12 +83,15 @@ class Request:
     """A call of a :class:`~baton.Client` / :class:`~baton.AsyncClient` method, as data.
 
     Compared by identity: the answer to a request names the request itself. ``tries_max`` is
-    how many times a transient failure is tried again (``None``: until the agent stops)."""
+    how many times a transient failure is tried again (``None``: until the agent stops);
+    ``agent`` is the agent id a claim, keep-alive or report is sent under, so that an
+    ``agent_not_found`` answer about an id the agent no longer has is told apart."""
 
     method: str
     args: Tuple[Any, ...]
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     task: Optional[str] = None
+    agent: Optional[str] = None
     tries_max: Optional[int] = 1
     tries: int = 0
 
@@ -238,8 +241,9 @@ def lease_lost(exc: BaseException) -> Optional[str]:
 
 
 def forgotten(exc: BaseException) -> bool:
-    """Whether Baton answered that it does not know the agent (its record was removed): the
-    agent registers again under its id."""
+    """Whether Baton answered that it does not know the agent (never registered, or its record
+    was removed after a long silence): the agent registers again without an id (Baton makes
+    agents' ids) and goes on under the new one."""
     return isinstance(exc, NotFound) and exc.code == "agent_not_found"
 
 
@@ -321,6 +325,8 @@ class AgentCore:
         self.held: Dict[str, Held] = {}
         self.registered = False
         self.registering: Optional[Request] = None
+        self.forgotten_id: Optional[str] = None
+        """The id Baton forgot, while the agent registers again in its place."""
         self.claiming: Optional[Request] = None
         self.keeping_alive: Optional[Request] = None
         self.claim_failures = 0
@@ -338,7 +344,7 @@ class AgentCore:
     def start(self, now: Instant) -> List[Action]:
         """The first actions: register."""
         self.last_contact = now.mono
-        self._register()
+        self._register(self.agent.id)
         return self._step(now)
 
     def handle(self, event: Event, now: Instant) -> List[Action]:
@@ -413,7 +419,8 @@ class AgentCore:
                     self._heartbeat(held)
         if self._may_keep_alive():
             if now.mono - self.last_contact >= self.agent.keepalive_interval:
-                self.keeping_alive = self._send(Request("agent_heartbeat", (self.agent_id,)))
+                keep_alive = Request("agent_heartbeat", (self.agent_id,), agent=self.agent_id)
+                self.keeping_alive = self._send(keep_alive)
         if self.stop_at is not None:
             self._shut_down(now)
 
@@ -457,22 +464,38 @@ class AgentCore:
 
     # ---- registering and claiming -----------------------------------------------------------
 
-    def _register(self) -> None:
+    def _register(self, agent_id: Optional[str]) -> None:
+        """Registers: again under ``agent_id`` (an agent Baton knows), else as a new agent."""
         a = self.agent
         self.registering = self._send(
             Request(
                 "register_agent",
                 (a.name, a.capabilities, a.concurrency),
-                {"agent_id": a.id},
+                {"agent_id": agent_id},
                 tries_max=None,
             )
         )
+
+    def _forgotten(self, request: Request) -> None:
+        """Baton answered ``request`` that it does not know the agent: registers again, as a
+        new agent, unless that is under way or done already (the request spoke for an id the
+        agent no longer has), or the agent is stopping. The tasks held under the old id lost
+        their leases: their reports are refused and they end as any task whose lease is gone."""
+        if (
+            request.agent != self.agent.id
+            or not self.registered
+            or self.registering is not None
+            or self.stopping
+        ):
+            return
+        self.forgotten_id = request.agent
+        self._register(None)
 
     def _claim(self) -> None:
         free = self.agent.concurrency - len(self.held)
         count = min(free, self.agent.claim_max)
         self.claiming = self._send(
-            Request("claim", (self.agent_id, count, self.agent.claim_wait_ms))
+            Request("claim", (self.agent_id, count, self.agent.claim_wait_ms), agent=self.agent_id)
         )
 
     def _take(self, claimed: ClaimedTask) -> None:
@@ -492,14 +515,23 @@ class AgentCore:
             self.registered = True
             self.agent.id = value.id
             self._heard_from(now)
-            self._log(
-                logging.INFO,
-                "agent %s registered as %s (capabilities %s; at most %d task(s) at once)",
-                self.agent.name,
-                value.id,
-                ", ".join(self.agent.capabilities) or "none",
-                self.agent.concurrency,
-            )
+            if self.forgotten_id is not None:
+                self._log(
+                    logging.WARNING,
+                    "Baton had forgotten agent %s: registered again as %s",
+                    self.forgotten_id,
+                    value.id,
+                )
+                self.forgotten_id = None
+            else:
+                self._log(
+                    logging.INFO,
+                    "agent %s registered as %s (capabilities %s; at most %d task(s) at once)",
+                    self.agent.name,
+                    value.id,
+                    ", ".join(self.agent.capabilities) or "none",
+                    self.agent.concurrency,
+                )
         elif request is self.claiming:
             self.claiming = None
             self.claim_failures = 0
@@ -559,30 +591,42 @@ class AgentCore:
             return
         if request is self.registering:
             self.registering = None
-            if not self.registered:
+            unknown = request.kwargs.get("agent_id")
+            if forgotten(exc) and unknown is not None:
+                # An id Baton does not know (never made, or forgotten): a new agent instead.
+                self._log(
+                    logging.WARNING,
+                    "Baton has no agent %s: registering as a new agent",
+                    unknown,
+                )
+                self._register(None)
+            elif not self.registered:
                 self.done = True
                 # Stopped while Baton could not be reached: a stop, not a failure to start.
                 self.out.append(Done(None if self.stopping and transient(exc) else exc))
             else:
+                self.forgotten_id = None
                 self._log(logging.WARNING, "registering again failed: %s", describe(exc))
         elif request is self.claiming:
             self.claiming = None
             self.claim_failures += 1
             self._log(logging.WARNING, "claim failed: %s", describe(exc))
             if forgotten(exc):
-                self._register()
+                self._forgotten(request)
             self.claim_at = now.mono + retry_pause(self.claim_failures, exc)
         elif request is self.keeping_alive:
             self.keeping_alive = None
             self._log(logging.WARNING, "agent keep-alive failed: %s", describe(exc))
-            if forgotten(exc) and self.registering is None:
-                self._register()
+            if forgotten(exc):
+                self._forgotten(request)
             # Sooner than a full interval: the agent may be close to being declared lost.
             self.last_contact = now.mono - self.agent.keepalive_interval / 2
         else:
             held = self._held(request.task)
             assert held.sending is request, "one request per task at a time"
             held.sending = None
+            if forgotten(exc):
+                self._forgotten(request)
             self._task_refused(held, request.method, exc, now)
             self._next(held)
 
@@ -680,7 +724,8 @@ class AgentCore:
         usage = held.ctx.usage
         if usage and method in ("report_succeeded", "report_failed"):
             kwargs = {**kwargs, "usage": usage}
-        return Request(method, (c.task, self.agent_id, c.token, *args), kwargs, task=c.task)
+        agent = self.agent_id
+        return Request(method, (c.task, agent, c.token, *args), kwargs, task=c.task, agent=agent)
 
     def _task_request(self, held: Held, request: Request) -> None:
         """Sends a request about ``held`` now, or after the one in flight; transient failures
@@ -702,6 +747,7 @@ class AgentCore:
                 (c.task, self.agent_id, c.token, progress),
                 {"usage": usage} if usage else {},
                 task=c.task,
+                agent=self.agent_id,
             )
         )
 

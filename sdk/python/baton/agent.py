@@ -41,6 +41,13 @@ lease was lost (409, 404) sets ``ctx.cancelled`` and nothing more is reported fo
 When the agent has not been heard from for ``keepalive_interval`` (10 s), it sends
 ``POST /v1/agents/{id}/heartbeat``.
 
+**Forgotten.** When Baton answers a claim, a keep-alive or a report that it does not know the
+agent (a fresh store, or the agent was deleted after ``--agent-retention`` of silence), the
+agent registers again without an id and goes on under the new id Baton gives it
+(``agent.id`` changes). The tasks it held under the old id lost their leases: their reports are
+refused, and they end as any task whose lease is lost (``ctx.cancelled`` is set, nothing more is
+reported).
+
 **Bounds.** At most ``concurrency`` tasks are held at once (claims ask for the free slots
 only), with at most one request per task in flight (a report waits for the heartbeat in
 flight), so at most ``concurrency + 3`` requests with the claim, a registration and a
@@ -86,8 +93,10 @@ class Agent:
 
     ``name`` is the agent's name (an agent token is bound to it); ``capabilities`` are offered
     on top of the decorated ones; ``concurrency`` is how many tasks it runs at once. ``url`` and
-    ``token`` default to ``BATON_URL`` / ``BATON_TOKEN``. ``agent_id`` re-registers an existing
-    agent under its id (its leases survive a restart of the process).
+    ``token`` default to ``BATON_URL`` / ``BATON_TOKEN``. ``agent_id`` registers again under
+    the id of an agent Baton knows (its leases survive a restart of the process); Baton makes
+    agents' ids, so an id it does not know (never made, or forgotten) is refused, and the
+    agent then registers as a new agent, with the id Baton gives it (``agent.id``).
     """
 
     def __init__(

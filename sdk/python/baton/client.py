@@ -582,7 +582,8 @@ class Client:
         *,
         agent_id: Optional[str] = None,
     ) -> AgentView:
-        """Registers an agent (or re-registers ``agent_id``)."""
+        """Registers an agent, or registers again the agent ``agent_id`` (an id Baton does not
+        know is refused: :class:`NotFound` ``agent_not_found``)."""
         return self._call(_ops.register_agent(name, capabilities, concurrency, agent_id))
 
     def agent_heartbeat(self, agent_id: str) -> AgentView:

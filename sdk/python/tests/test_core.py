@@ -347,16 +347,25 @@ def test_claims_back_off_on_transient_failures_and_follow_retry_after() -> None:
     assert h.core.claim_at - h.mono == pytest.approx(0.4), "and the backoff starts over"
 
 
-def test_an_agent_baton_forgot_registers_again_under_its_id() -> None:
+def forgot() -> baton.NotFound:
+    return baton.NotFound(404, "agent_not_found", "no such agent")
+
+
+def test_an_agent_baton_forgot_registers_again_as_a_new_agent() -> None:
     h = Harness()
     claim = h.register()
-    h.refuse(claim, baton.NotFound(404, "agent_not_found", "no such agent"))
+    h.refuse(claim, forgot())
     register = h.one("register_agent")
-    assert register.kwargs == {"agent_id": "agent-1"}
+    assert register.kwargs == {"agent_id": None}, "Baton makes ids: none is sent"
     h.advance(5.0)
     assert h.sent("claim") == [], "no claim before the agent is registered again"
-    h.answer(register, agent_view())
-    assert h.one("claim")
+    h.answer(register, agent_view("agent-2"))
+    assert h.agent.id == "agent-2"
+    assert h.logs() == ["Baton had forgotten agent agent-1: registered again as agent-2"]
+    claim = h.one("claim")
+    assert claim.args[0] == "agent-2"
+    h.answer(claim, [claimed("t1")])
+    assert h.one("report_started").args[:2] == ("t1", "agent-2")
 
 
 def test_a_keep_alive_baton_does_not_know_registers_again() -> None:
@@ -365,8 +374,63 @@ def test_a_keep_alive_baton_does_not_know_registers_again() -> None:
     h.advance(9.0)
     h.refuse(h.pending("report_heartbeat"), down())
     h.advance(1.0)
-    h.refuse(h.one("agent_heartbeat"), baton.NotFound(404, "agent_not_found", "no such agent"))
-    assert h.one("register_agent").kwargs == {"agent_id": "agent-1"}
+    h.refuse(h.one("agent_heartbeat"), forgot())
+    assert h.one("register_agent").kwargs == {"agent_id": None}
+
+
+def test_a_refused_report_baton_does_not_know_registers_again_once() -> None:
+    h = Harness(agent(concurrency=3))
+    [run1, run2] = h.running("t1", "t2")
+    claim = h.pending("claim")
+    h.feed(core.Returned("t1", "done"))
+    h.refuse(h.one("report_succeeded"), forgot())
+    register = h.one("register_agent")
+    assert register.kwargs == {"agent_id": None}
+    assert run1.ctx.cancel_reason == "agent_not_found"
+    h.refuse(claim, forgot())
+    assert h.sent("register_agent") == [], "one registration at a time"
+    h.answer(register, agent_view("agent-2"))
+    h.advance(1.0)
+    assert h.pending("claim").args[0] == "agent-2"
+
+    # t2's lease was the old agent's: its heartbeat goes out under the new id and is refused.
+    beat = h.pending("report_heartbeat")
+    assert beat.args[:2] == ("t2", "agent-2")
+    h.refuse(beat, conflict())
+    assert run2.ctx.cancel_reason == "stale_lease"
+    h.feed(core.Returned("t2", "late"))
+    assert h.sent() == [], "its outcome is not reported"
+    assert h.core.held == {}
+
+
+def test_an_answer_about_an_id_the_agent_no_longer_has_registers_nothing() -> None:
+    h = Harness(agent(concurrency=1))
+    h.running("t1")
+    h.advance(9.0)
+    beat = h.pending("report_heartbeat")
+    h.advance(1.0)
+    h.refuse(h.one("agent_heartbeat"), forgot())
+    h.answer(h.one("register_agent"), agent_view("agent-2"))
+    h.refuse(beat, forgot())
+    assert h.sent("register_agent") == [], "already registered again"
+    assert h.agent.id == "agent-2"
+
+
+def test_an_explicit_id_baton_does_not_know_falls_back_to_a_new_agent() -> None:
+    h = Harness(agent(agent_id="gone"))
+    register = h.one("register_agent")
+    assert register.kwargs == {"agent_id": "gone"}
+    h.refuse(register, forgot())
+    assert h.done() is None
+    assert h.logs() == ["Baton has no agent gone: registering as a new agent"]
+    again = h.one("register_agent")
+    assert again.kwargs == {"agent_id": None}
+    h.answer(again, agent_view("agent-2"))
+    assert h.agent.id == "agent-2"
+    assert h.logs() == [
+        "agent unit registered as agent-2 (capabilities work; at most 2 task(s) at once)"
+    ]
+    assert h.one("claim").args[0] == "agent-2"
 
 
 def test_registration_is_tried_until_it_works_and_a_refusal_ends_the_agent() -> None:
@@ -578,6 +642,7 @@ class Simulation:
         self.concurrency = concurrency
         self.stopped = False
         self.done: Optional[core.Done] = None
+        self.registrations = 0
         self.absorb()
 
     def absorb(self) -> None:
@@ -615,8 +680,11 @@ class Simulation:
         assert len(self.running) <= self.concurrency
 
     def value_for(self, r: core.Request) -> Any:
-        if r.method in ("register_agent", "agent_heartbeat"):
-            return agent_view()
+        if r.method == "register_agent":
+            self.registrations += 1
+            return agent_view(f"agent-{self.registrations}")
+        if r.method == "agent_heartbeat":
+            return agent_view(r.args[0])
         if r.method == "claim":
             count = self.rng.randint(0, r.args[1])
             self.tasks += count
@@ -634,6 +702,7 @@ class Simulation:
                 unavailable(retry_after=2.0),
                 conflict(),
                 conflict("task_cancelled"),
+                forgot(),
             ]
         )
 

@@ -28,11 +28,12 @@ function freePort() {
 
 /**
  * Starts a server and waits for `GET /healthz`; resolves to `{ url, stop() }`. `args` are
- * added to `baton serve`'s.
+ * added to `baton serve`'s; `port` is where it listens (default: a free one), so that a test
+ * can start a new server, with an empty store, where another one was.
  */
-export async function startServer(args = []) {
+export async function startServer(args = [], { port } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "baton-ts-"));
-  const port = await freePort();
+  port ??= await freePort();
   const url = `http://127.0.0.1:${port}`;
   const child = spawn(
     batonBin(),

@@ -22,7 +22,11 @@ export interface AgentOptions extends ConnectionOptions {
   capabilities?: string[];
   /** Tasks run at once (default 1). */
   concurrency?: number;
-  /** Re-register an existing agent under its id (its leases survive a restart). */
+  /**
+   * Register again under the id of an agent Baton knows (its leases survive a restart). Baton
+   * makes agents' ids: an id it does not know (never made, or forgotten) is refused, and the
+   * agent then registers as a new agent, with the id Baton gives it ({@link Agent.id}).
+   */
   agentId?: string;
   /** How long a claim waits for work (long poll), in ms (default 5 000, at most 60 000). */
   claimWaitMs?: number;
@@ -92,6 +96,14 @@ function leaseLost(err: unknown): string | undefined {
   return err instanceof Conflict || err instanceof NotFound ? err.code : undefined;
 }
 
+/**
+ * Whether Baton answered that it does not know the agent (never registered, or deleted after a
+ * long silence): the agent registers again without an id and goes on under the new one.
+ */
+function forgotten(err: unknown): boolean {
+  return err instanceof NotFound && err.code === "agent_not_found";
+}
+
 function describe(err: unknown): string {
   return err instanceof BatonError ? err.message : String(err);
 }
@@ -129,8 +141,12 @@ class Held {
  * reports the handler's result, or its error as a failure (retryable unless it is a
  * {@link NonRetryableError}). When Baton refuses a report because the task was taken back, the
  * handler's `ctx.signal` is aborted and nothing more is reported. Connection failures and 503s
- * are tried again with backoff. {@link stop} stops claiming, waits up to `shutdownGraceMs`
- * for running handlers, then releases the tasks still held so that another agent takes them.
+ * are tried again with backoff. When Baton answers a claim, a keep-alive or a report that it
+ * does not know the agent (a fresh store, or deleted after `--agent-retention` of silence), the
+ * agent registers again without an id and goes on under the new id Baton gives it ({@link id}
+ * changes); the tasks it held under the old id lost their leases and end as such. {@link stop}
+ * stops claiming, waits up to `shutdownGraceMs` for running handlers, then releases the tasks
+ * still held so that another agent takes them.
  *
  * With several handlers, a task runs with the first one (in registration order) whose
  * capability it requires, else the default handler (`task(null, …)`), else it fails with the
@@ -152,6 +168,8 @@ export class Agent {
   readonly #held = new Map<string, Held>();
   readonly #stop = new AbortController();
   #slotFreed: (() => void) | undefined;
+  /** The registration again after Baton forgot the agent, while it is under way. */
+  #registeringAgain: Promise<void> | undefined;
   #lastContact = 0;
   #running: Promise<void> | undefined;
 
@@ -224,7 +242,7 @@ export class Agent {
   }
 
   async #main(): Promise<void> {
-    if (!(await this.#register())) return;
+    if (!(await this.#register(this.id))) return;
     const keepalive = this.#keepAlive();
     while (!this.stopping) {
       if (this.#held.size >= this.concurrency) {
@@ -236,21 +254,37 @@ export class Agent {
     }
     await this.#shutDown();
     await keepalive;
+    await this.#registeringAgain;
   }
 
-  async #register(): Promise<boolean> {
+  /**
+   * Registers: again under `id` (an agent Baton knows), else, or if Baton has no agent with that
+   * id, as a new agent. Resolves `false` if it stopped while Baton could not be reached.
+   */
+  async #register(id: string | undefined, forgot?: string): Promise<boolean> {
     const body: api.RegisterAgent = { name: this.name, capabilities: this.capabilities, concurrency: this.concurrency };
-    if (this.id) body.id = this.id;
+    if (id) body.id = id;
     for (let failures = 1; ; failures++) {
       try {
         const view = await this.#client.http.json<api.AgentView>({ method: "POST", path: "/v1/agents", body });
         this.id = view.id;
         this.#lastContact = Date.now();
-        this.#log?.info(
-          `agent ${this.name} registered as ${view.id} (capabilities ${this.capabilities.join(", ") || "none"}; at most ${this.concurrency} task(s) at once)`,
-        );
+        if (forgot) {
+          this.#log?.warn(`Baton had forgotten agent ${forgot}: registered again as ${view.id}`);
+        } else {
+          this.#log?.info(
+            `agent ${this.name} registered as ${view.id} (capabilities ${this.capabilities.join(", ") || "none"}; at most ${this.concurrency} task(s) at once)`,
+          );
+        }
         return true;
       } catch (err) {
+        if (body.id && forgotten(err)) {
+          // An id Baton does not know (never made, or forgotten): a new agent instead.
+          this.#log?.warn(`Baton has no agent ${body.id}: registering as a new agent`);
+          delete body.id;
+          failures = 0;
+          continue;
+        }
         if (!isTransient(err)) throw err;
         if (this.stopping) return false;
         if (failures === 1 || failures % 10 === 0) this.#log?.warn(`cannot reach Baton (${describe(err)}); trying again`);
@@ -262,10 +296,11 @@ export class Agent {
   /** Claims what the free slots can take, trying failures again with backoff until it stops. */
   async #claim(): Promise<void> {
     for (let failures = 1; !this.stopping; failures++) {
+      const agent = this.#agentId;
       try {
         const answer = await this.#client.http.json<api.Claimed>({
           method: "POST",
-          path: `/v1/agents/${seg(this.#agentId)}/claim`,
+          path: `/v1/agents/${seg(agent)}/claim`,
           body: { max: this.concurrency - this.#held.size, wait_ms: this.#claimWaitMs } satisfies api.ClaimBody,
           timeoutMs: this.#claimWaitMs + this.#client.http.timeoutMs,
         });
@@ -274,10 +309,30 @@ export class Agent {
         return;
       } catch (err) {
         if (failures === 1 || failures % 10 === 0) this.#log?.warn(`claim failed: ${describe(err)}`);
-        if (err instanceof NotFound && err.code === "agent_not_found") await this.#register();
+        if (forgotten(err)) await this.#forgotten(agent);
         await this.#pause(retryPause(failures, err));
       }
     }
+  }
+
+  /**
+   * Baton answered a request sent under `agent` that it does not know the agent: registers
+   * again, as a new agent (Baton makes ids), unless that is under way (then waits for it) or
+   * done already (the agent's id is no longer `agent`), or the agent is stopping. The tasks
+   * held under the old id lost their leases: their reports are refused and they end as any
+   * task whose lease is gone. Never rejects: a registration refused is logged, and the next
+   * refusal of the old id tries again.
+   */
+  #forgotten(agent: string): Promise<void> {
+    if (this.#registeringAgain) return this.#registeringAgain;
+    if (agent !== this.id || this.stopping) return Promise.resolve();
+    this.#registeringAgain = this.#register(undefined, agent)
+      .then(
+        () => undefined,
+        (err) => this.#log?.warn(`registering again failed: ${describe(err)}`),
+      )
+      .finally(() => (this.#registeringAgain = undefined));
+    return this.#registeringAgain;
   }
 
   /** Sends the agent's own heartbeat whenever it has not been heard from for a while. */
@@ -285,12 +340,13 @@ export class Agent {
     while (!this.stopping) {
       await this.#pause(Math.max(0, this.#lastContact + this.#keepaliveMs - Date.now()));
       if (this.stopping || Date.now() - this.#lastContact < this.#keepaliveMs) continue;
+      const agent = this.#agentId;
       try {
-        await this.#client.http.json({ method: "POST", path: `/v1/agents/${seg(this.#agentId)}/heartbeat` });
+        await this.#client.http.json({ method: "POST", path: `/v1/agents/${seg(agent)}/heartbeat` });
         this.#lastContact = Date.now();
       } catch (err) {
         this.#log?.warn(`agent keep-alive failed: ${describe(err)}`);
-        if (err instanceof NotFound && err.code === "agent_not_found") await this.#register();
+        if (forgotten(err)) await this.#forgotten(agent);
         // Sooner than a full interval: the agent may be close to being declared lost.
         this.#lastContact = Date.now() - this.#keepaliveMs / 2;
       }
@@ -454,10 +510,17 @@ export class Agent {
     return sent;
   }
 
-  #post(held: Held, what: string, extra: object): Promise<api.ReportAnswer> {
-    const body = { agent: this.#agentId, token: held.claimed.token, ...extra };
+  async #post(held: Held, what: string, extra: object): Promise<api.ReportAnswer> {
+    const agent = this.#agentId;
+    const body = { agent, token: held.claimed.token, ...extra };
     this.#lastContact = Date.now();
-    return this.#client.http.json({ method: "POST", path: `/v1/tasks/${seg(held.claimed.task)}/${what}`, body });
+    try {
+      return await this.#client.http.json({ method: "POST", path: `/v1/tasks/${seg(held.claimed.task)}/${what}`, body });
+    } catch (err) {
+      // Not awaited: the task's own lease is gone either way (the refusal ends it).
+      if (forgotten(err)) void this.#forgotten(agent);
+      throw err;
+    }
   }
 
   async #release(held: Held, reason: string): Promise<void> {

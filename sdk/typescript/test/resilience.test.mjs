@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { dirname, resolve } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Agent, Client } from "../dist/index.js";
+import { startServer } from "../scripts/server.mjs";
 import { eventually, useServer, withAgent } from "./helpers.mjs";
 
 const server = useServer();
@@ -43,6 +45,58 @@ test("connection failures and 503s are tried again: registration, claims, report
   assert.deepEqual(done.result, { echoed: { n: 1 } });
   assert.equal(done.attempt, 1);
   for (const rule of failures) assert.equal(rule.count, 0, `${rule.suffix} failed as planned`);
+});
+
+/** A logger that keeps the agent's lines. */
+function keptLog() {
+  const lines = [];
+  return { lines, logger: { info: (m) => lines.push(m), warn: (m) => lines.push(m) } };
+}
+
+test("an agent the server forgot registers again as a new agent and goes on under the new id", async () => {
+  let baton = await startServer();
+  const port = Number(new URL(baton.url).port);
+  const { lines, logger } = keptLog();
+  const agent = new Agent("forgotten", { url: baton.url, claimWaitMs: 200, logger });
+  agent.task("recover", (_input, ctx) => ({ agent: ctx.agentId }));
+  try {
+    await withAgent(agent, async () => {
+      const client = new Client(baton.url);
+      const before = await client.submitTask({ key: "before", capabilities: ["recover"] });
+      assert.equal((await client.waitWorkflow(before.workflow, { timeoutMs: 15_000 })).status, "completed");
+      const old = agent.id;
+      assert.deepEqual((await client.getTask(before.task)).result, { agent: old });
+      await baton.stop();
+      // Same address, empty store: the agent's claims fail to connect, then the new server
+      // answers that it does not know the agent.
+      baton = await startServer([], { port });
+      const after = await client.submitTask({ key: "after", capabilities: ["recover"] });
+      assert.equal((await client.waitWorkflow(after.workflow, { timeoutMs: 30_000 })).status, "completed");
+      assert.notEqual(agent.id, old, "registered again as a new agent");
+      assert.deepEqual((await client.getTask(after.task)).result, { agent: agent.id }, "under its new id");
+      const agents = [];
+      for await (const a of client.iterAgents()) agents.push(a.id);
+      assert.deepEqual(agents, [agent.id], "once");
+      assert.ok(lines.includes(`Baton had forgotten agent ${old}: registered again as ${agent.id}`), lines.join("\n"));
+    });
+  } finally {
+    await baton.stop();
+  }
+});
+
+test("an agent given an id Baton does not know registers as a new agent", async () => {
+  const client = new Client(server.url);
+  const unknown = randomUUID();
+  const { lines, logger } = keptLog();
+  const agent = new Agent("stranger", { url: server.url, agentId: unknown, claimWaitMs: 300, logger });
+  agent.task("fresh", (_input, ctx) => ({ agent: ctx.agentId }));
+  const { workflow, task } = await client.submitTask({ key: "fresh", capabilities: ["fresh"] });
+  const view = await withAgent(agent, () => client.waitWorkflow(workflow, { timeoutMs: 15_000 }));
+  assert.equal(view.status, "completed");
+  assert.ok(agent.id && agent.id !== unknown, "a new id");
+  assert.deepEqual((await client.getTask(task)).result, { agent: agent.id });
+  assert.equal(lines[0], `Baton has no agent ${unknown}: registering as a new agent`);
+  assert.match(lines[1], new RegExp(`^agent stranger registered as ${agent.id} `));
 });
 
 test("a handler adds subtasks under its lease", async () => {
