@@ -140,7 +140,7 @@ pub async fn submit_task(
         .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/workflows/{id}", params(("id" = String, Path, description = "workflow id")),
+#[utoipa::path(get, path = "/v1/workflows/{id}", params(("id" = Uuid, Path, description = "workflow id")),
     responses((status = 200, body = WorkflowView)))]
 pub async fn get_workflow(
     AxState(s): St,
@@ -185,7 +185,7 @@ async fn workflow_view(
     })
 }
 
-#[utoipa::path(put, path = "/v1/workflows/{id}/budgets", request_body = BudgetsBody, params(("id" = String, Path, description = "workflow id")),
+#[utoipa::path(put, path = "/v1/workflows/{id}/budgets", request_body = BudgetsBody, params(("id" = Uuid, Path, description = "workflow id")),
     description = "Replaces the workflow's budgets (an empty map removes them); audited with the caller's token name and the `reason`. A budget already reached applies at once. A workflow a budget paused stays paused: resume it (`POST /v1/workflows/{id}/resume`) once its budgets allow; a resume while a `pause` budget is still reached is refused (409 `budget_reached`).",
     responses((status = 200, body = WorkflowView)))]
 pub async fn set_budgets(
@@ -340,7 +340,7 @@ pub async fn list_workflows(
     Ok(Json(WorkflowList { workflows, next }))
 }
 
-#[utoipa::path(get, path = "/v1/workflows/{id}/graph", params(("id" = String, Path, description = "workflow id")),
+#[utoipa::path(get, path = "/v1/workflows/{id}/graph", params(("id" = Uuid, Path, description = "workflow id")),
     responses((status = 200, body = WorkflowGraph)))]
 pub async fn workflow_graph(
     AxState(s): St,
@@ -379,7 +379,7 @@ pub async fn workflow_graph(
 }
 
 #[utoipa::path(get, path = "/v1/workflows/{id}/history",
-    params(("id" = String, Path, description = "workflow id"), WorkflowHistoryQuery),
+    params(("id" = Uuid, Path, description = "workflow id"), WorkflowHistoryQuery),
     responses((status = 200, body = WorkflowHistory, description = "The history of a page of the workflow's tasks (in task id order), each entry's time and event without its data; heartbeats left out. For timelines; a task's full history is `GET /v1/tasks/{id}/history`.")))]
 pub async fn workflow_history(
     AxState(s): St,
@@ -427,7 +427,7 @@ pub async fn workflow_history(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", request_body = CancelBody, params(("id" = Uuid, Path)),
     responses((status = 200, body = CancelledCount)))]
 pub async fn cancel_workflow(
     AxState(s): St,
@@ -446,7 +446,7 @@ pub async fn cancel_workflow(
 // ---- signals --------------------------------------------------------------------------------
 
 /// Longest `Idempotency-Key` header accepted.
-const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
 
 /// The `Idempotency-Key` header, if sent.
 fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Problem> {
@@ -508,9 +508,9 @@ fn signal_view(r: SignalRecord) -> SignalView {
 /// and taken by the next task that waits for it. Safe to resend with the same
 /// `Idempotency-Key` header: applied once (a different body with the same key is a 409).
 #[utoipa::path(post, path = "/v1/workflows/{id}/signals/{name}",
-    request_body(content = Object, description = "The data that becomes the waiting tasks' result (any JSON); or `{\"reject\": \"reason\"}` to fail them (error kind `rejected`); `{\"$literal\": v}` sends `v` as it is."),
-    params(("id" = String, Path), ("name" = String, Path, description = "The signal's name: 1 to 128 letters, digits and `-_.:/`"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Sending again with the same key (for this workflow and name) applies once; at most 256 bytes"),
+    request_body(content = serde_json::Value, description = "The data that becomes the waiting tasks' result (any JSON); or `{\"reject\": \"reason\"}` to fail them (error kind `rejected`); `{\"$literal\": v}` sends `v` as it is."),
+    params(("id" = Uuid, Path), ("name" = String, Path, description = "The signal's name: 1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Sending again with the same key (for this workflow and name) applies once: 1 to 256 visible ASCII characters", pattern = r"^[\x21-\x7e]([\t\x20-\x7e]{0,254}[\x21-\x7e])?$"),
            SignalQuery),
     responses((status = 201, body = SignalSent, description = "stored, and delivered to the tasks in `delivered_to` (none: kept for the next task that waits)"),
               (status = 200, body = SignalSent, description = "an earlier signal with the same idempotency key")))]
@@ -576,7 +576,7 @@ pub async fn send_signal(
 }
 
 /// The signals sent to a workflow, oldest first: delivered, or kept for a task to come.
-#[utoipa::path(get, path = "/v1/workflows/{id}/signals", params(("id" = String, Path), SignalListQuery),
+#[utoipa::path(get, path = "/v1/workflows/{id}/signals", params(("id" = Uuid, Path), SignalListQuery),
     responses((status = 200, body = SignalList)))]
 pub async fn list_signals(
     AxState(s): St,
@@ -794,7 +794,7 @@ async fn check_schedule(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> Ap
     Ok(())
 }
 
-#[utoipa::path(get, path = "/v1/schedules/{name}", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/v1/schedules/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 200, body = ScheduleView)))]
 pub async fn get_schedule(
     AxState(s): St,
@@ -807,7 +807,7 @@ pub async fn get_schedule(
 }
 
 /// Deletes a schedule; workflows it submitted are left as they are.
-#[utoipa::path(delete, path = "/v1/schedules/{name}", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/v1/schedules/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 204, description = "deleted")))]
 pub async fn delete_schedule(
     AxState(s): St,
@@ -820,7 +820,7 @@ pub async fn delete_schedule(
 }
 
 /// Pauses a schedule: no tick fires until it is resumed.
-#[utoipa::path(post, path = "/v1/schedules/{name}/pause", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/v1/schedules/{name}/pause", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 200, body = ScheduleView)))]
 pub async fn pause_schedule(
     AxState(s): St,
@@ -835,7 +835,7 @@ pub async fn pause_schedule(
 
 /// Resumes a paused schedule from its next tick after now (the ticks it slept through are
 /// not caught up).
-#[utoipa::path(post, path = "/v1/schedules/{name}/resume", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/v1/schedules/{name}/resume", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 200, body = ScheduleView)))]
 pub async fn resume_schedule(
     AxState(s): St,
@@ -874,7 +874,7 @@ fn limit_view(l: baton_engine::read::LimitRecord) -> LimitView {
 /// Creates or changes a named rate limit, shared by every node: a task whose `rate` names it is
 /// handed out only while the limit has the units it draws. What a changed limit had handed out
 /// stays drawn, so a bigger limit has its extra units at once.
-#[utoipa::path(put, path = "/v1/limits/{key}", request_body = Limit, params(("key" = String, Path, description = "the limit's name, as tasks' `rate[].key` give it")),
+#[utoipa::path(put, path = "/v1/limits/{key}", request_body = Limit, params(("key" = String, Path, description = "the limit's name, as tasks' `rate[].key` give it: 1 to 128 bytes without control characters, `{` or `}`", min_length = 1, max_length = 128, pattern = r"^[^{}\x00-\x1f\x7f-\x9f]*$")),
     responses((status = 201, body = LimitView, description = "created"), (status = 200, body = LimitView, description = "changed")))]
 pub async fn put_limit(
     AxState(s): St,
@@ -901,7 +901,7 @@ pub async fn list_limits(AxState(s): St) -> ApiResult<Json<LimitList>> {
     }))
 }
 
-#[utoipa::path(get, path = "/v1/limits/{key}", params(("key" = String, Path)),
+#[utoipa::path(get, path = "/v1/limits/{key}", params(("key" = String, Path, description = "the limit's name: 1 to 128 bytes without control characters, `{` or `}`", min_length = 1, max_length = 128, pattern = r"^[^{}\x00-\x1f\x7f-\x9f]*$")),
     responses((status = 200, body = LimitView)))]
 pub async fn get_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<Json<LimitView>> {
     Ok(Json(limit_view(engine(&s).limit(&key).await?)))
@@ -909,7 +909,7 @@ pub async fn get_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<Jso
 
 /// Deletes a named rate limit: tasks that draw from it are no longer held by it. New tasks
 /// naming it are refused until it is set again.
-#[utoipa::path(delete, path = "/v1/limits/{key}", params(("key" = String, Path)),
+#[utoipa::path(delete, path = "/v1/limits/{key}", params(("key" = String, Path, description = "the limit's name: 1 to 128 bytes without control characters, `{` or `}`", min_length = 1, max_length = 128, pattern = r"^[^{}\x00-\x1f\x7f-\x9f]*$")),
     responses((status = 204, description = "deleted")))]
 pub async fn delete_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<StatusCode> {
     engine(&s).delete_limit(key).await?;
@@ -919,7 +919,7 @@ pub async fn delete_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<
 /// Registers (or replaces) a trigger: the workflow `POST /v1/triggers/{name}` submits. In its
 /// tasks' inputs, `{"$input": "/json/pointer"}` stands for what the pointer finds in that
 /// request's body (`""`: all of it).
-#[utoipa::path(put, path = "/v1/triggers/{name}", request_body = WorkflowTemplate, params(("name" = String, Path)),
+#[utoipa::path(put, path = "/v1/triggers/{name}", request_body = WorkflowTemplate, params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 201, body = TriggerView, description = "created"), (status = 200, body = TriggerView, description = "replaced")))]
 pub async fn put_trigger(
     AxState(s): St,
@@ -954,8 +954,8 @@ pub async fn put_trigger(
 /// Submits the trigger's workflow, the request body as its input (see `PUT
 /// /v1/triggers/{name}`). Safe to resend with the same `Idempotency-Key`: the first workflow is
 /// returned.
-#[utoipa::path(post, path = "/v1/triggers/{name}", request_body(content = Object, description = "Any JSON: what the template's `$input` placeholders take"),
-    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first workflow; at most 256 bytes")),
+#[utoipa::path(post, path = "/v1/triggers/{name}", request_body(content = serde_json::Value, description = "Any JSON: what the template's `$input` placeholders take"),
+    params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$"), ("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first workflow: 1 to 256 visible ASCII characters", pattern = r"^[\x21-\x7e]([\t\x20-\x7e]{0,254}[\x21-\x7e])?$")),
     responses((status = 201, body = WorkflowCreated), (status = 200, body = WorkflowCreated, description = "an earlier request with the same key")))]
 pub async fn fire_trigger(
     AxState(s): St,
@@ -1007,7 +1007,7 @@ async fn check_trigger(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> Api
     Ok(())
 }
 
-#[utoipa::path(get, path = "/v1/triggers/{name}", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/v1/triggers/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 200, body = TriggerView)))]
 pub async fn get_trigger(
     AxState(s): St,
@@ -1019,7 +1019,7 @@ pub async fn get_trigger(
     )))
 }
 
-#[utoipa::path(delete, path = "/v1/triggers/{name}", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/v1/triggers/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 204, description = "deleted")))]
 pub async fn delete_trigger(
     AxState(s): St,
@@ -1077,7 +1077,7 @@ pub async fn list_tasks(
 /// Most history entries returned with a task; page the rest with `/history`.
 const HISTORY_WITH_TASK_MAX: usize = 1_000;
 
-#[utoipa::path(get, path = "/v1/tasks/{id}", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/tasks/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = TaskView, description = "The task, its input once (in `spec`: the `submitted` history entry does not repeat the spec), its first 1,000 history entries, why it waits and its neighbours.")))]
 pub async fn get_task(
     AxState(s): St,
@@ -1235,7 +1235,7 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView<Box<RawValue>> {
     }
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}/history", params(("id" = String, Path), HistoryQuery),
+#[utoipa::path(get, path = "/v1/tasks/{id}/history", params(("id" = Uuid, Path), HistoryQuery),
     responses((status = 200, body = Vec<Object>, description = "History entries, oldest first: `seq`, `at` and `event` (the event with its fields). The `submitted` event leaves out its spec (`task`, `workflow`, `completed`, `seed` only): the task's input is given once, in the task's `spec` (`GET /v1/tasks/{id}`).")))]
 pub async fn task_history(
     AxState(s): St,
@@ -1245,10 +1245,7 @@ pub async fn task_history(
 ) -> ApiResult<Json<Vec<Value>>> {
     let id = TaskId(parse_id("task", &id)?);
     scope::check_task_read(&caller, engine(&s), id).await?;
-    let limit = q
-        .limit
-        .unwrap_or(100)
-        .clamp(1, baton_engine::read::PAGE_ROWS_MAX);
+    let limit = page_limit(q.limit)?;
     let entries = engine(&s)
         .history_for_view(id, q.after.unwrap_or(0), limit)
         .await?;
@@ -1260,7 +1257,7 @@ pub async fn task_history(
     ))
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", request_body = CancelBody, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn cancel_task(
     AxState(s): St,
@@ -1276,7 +1273,7 @@ pub async fn cancel_task(
     Ok(Json(answer(&s, &task)))
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/retry", request_body = RetryBody, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/retry", request_body = RetryBody, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn retry_task(
     AxState(s): St,
@@ -1362,7 +1359,7 @@ const ID_MATCHES_MAX: usize = 10;
 /// What a short id stands for: the tasks and workflows whose ids end in `suffix`, 4 to 32 hex
 /// digits (hyphens ignored, any case). None, one or several may match.
 #[utoipa::path(get, path = "/v1/ids/{suffix}",
-    params(("suffix" = String, Path, description = "the last 4 to 32 hex digits of an id")),
+    params(("suffix" = String, Path, description = "the last 4 to 32 hex digits of an id (hyphens ignored)", pattern = r"^-*(?:[0-9A-Fa-f]-*){4,32}$")),
     responses((status = 200, body = IdMatches)))]
 pub async fn ids_ending(
     AxState(s): St,
@@ -1554,7 +1551,7 @@ async fn own_agent(
     Ok(record)
 }
 
-#[utoipa::path(post, path = "/v1/agents/{id}/heartbeat", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/agents/{id}/heartbeat", params(("id" = Uuid, Path)),
     responses((status = 200, body = AgentView)))]
 pub async fn agent_heartbeat(
     AxState(s): St,
@@ -1567,7 +1564,7 @@ pub async fn agent_heartbeat(
     Ok(Json(agent_view(e, record, true).await?))
 }
 
-#[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = Uuid, Path)),
     description = "Assigns up to `max` ready tasks the agent can run and answers them, each with its lease and fencing `token` (send both back with every report). The highest priority goes first; among equal priorities, claims take from each fairness group (a task's `fairness_key`, or its workflow) in turn, up to 32 tasks of a group at a time, each group's tasks in the order they became ready. A task whose named rate limit lacks its units, or whose concurrency key is full, is passed by (its view says why: `waiting.reason` `rate_limited` or `concurrency_full`). With no task ready, the claim waits up to `wait_ms` for one.",
     responses((status = 200, body = Claimed)))]
 pub async fn claim(
@@ -1634,7 +1631,7 @@ fn upstream_view(
         .collect()
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}/upstream", params(("id" = String, Path), UpstreamQuery),
+#[utoipa::path(get, path = "/v1/tasks/{id}/upstream", params(("id" = Uuid, Path), UpstreamQuery),
     description = "The results of the task's completed dependencies, by dependency key (a dependency not completed yet is absent). One answer carries at most 4 MiB of results; past that a result is withheld (`result` absent, `withheld_bytes` its size): read it with `key`, which answers that one dependency's result whatever its size. What a claim answer withholds is read the same way.",
     responses((status = 200, body = BTreeMap<String, UpstreamResult>)))]
 pub async fn task_upstream(
@@ -1701,7 +1698,7 @@ async fn report(
     Ok(Json(answer(s, &task)))
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/started", request_body = LeaseReport, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/started", request_body = LeaseReport, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_started(
     AxState(s): St,
@@ -1716,7 +1713,7 @@ pub async fn report_started(
     report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/heartbeat", request_body = HeartbeatReport, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/heartbeat", request_body = HeartbeatReport, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_heartbeat(
     AxState(s): St,
@@ -1733,7 +1730,7 @@ pub async fn report_heartbeat(
     report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/succeeded", request_body = SuccessReport, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/succeeded", request_body = SuccessReport, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_succeeded(
     AxState(s): St,
@@ -1750,7 +1747,7 @@ pub async fn report_succeeded(
     report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/failed", request_body = FailureReport, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/failed", request_body = FailureReport, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_failed(
     AxState(s): St,
@@ -1767,7 +1764,7 @@ pub async fn report_failed(
     report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/released", request_body = LeaseReport, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/released", request_body = LeaseReport, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_released(
     AxState(s): St,
@@ -1782,7 +1779,7 @@ pub async fn report_released(
     report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/subtasks", request_body = SubtasksReport, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/subtasks", request_body = SubtasksReport, params(("id" = Uuid, Path)),
     responses((status = 201, body = WorkflowCreated)))]
 pub async fn add_subtasks(
     AxState(s): St,
@@ -1959,7 +1956,8 @@ fn lagged(skipped: u64) -> SseEvent {
 }
 
 #[utoipa::path(get, path = "/v1/lifecycle", params(LifecycleQuery),
-    responses((status = 200, description = "the lifecycle: a Mermaid or DOT diagram as text, or the rules as JSON", body = Vec<LifecycleRule>)))]
+    responses((status = 200, description = "the lifecycle: a Mermaid (`format=mermaid`, the default) or DOT (`format=dot`) diagram as text, or the rules as JSON (`format=json`)",
+        content((Vec<LifecycleRule> = "application/json"), (String = "text/plain")))))]
 pub async fn lifecycle(ApiQuery(q): ApiQuery<LifecycleQuery>) -> ApiResult<Response> {
     let format = match q.format.as_deref() {
         None | Some("mermaid") => baton_core::DiagramFormat::Mermaid,
@@ -2037,7 +2035,7 @@ fn operator(caller: &Caller, reason: String) -> ApiResult<Operator> {
     Ok(Operator::new(caller.actor(), reason)?)
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/pause", request_body = PauseBody, params(("id" = String, Path, description = "task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/pause", request_body = PauseBody, params(("id" = Uuid, Path, description = "task id")),
     description = "Pauses the task: no agent is handed it and its timers (deadlines, a scheduled retry, a delay) stand still until it is resumed. An agent already running it finishes, unless `now` takes it back: its lease is revoked and its next report is refused with `task_paused`. A task that has ended cannot be paused (409). Requires a `reason`, recorded in the audit log with the caller's token name.",
     responses((status = 200, body = ReportAnswer)))]
 pub async fn pause_task(
@@ -2053,7 +2051,7 @@ pub async fn pause_task(
     Ok(Json(answer(&s, &task)))
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/resume", request_body = ResumeBody, params(("id" = String, Path, description = "task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/resume", request_body = ResumeBody, params(("id" = Uuid, Path, description = "task id")),
     description = "Resumes a paused task: it can be handed to agents again, and each of its timers fires with the time it had left when the pause stopped it.",
     responses((status = 200, body = ReportAnswer)))]
 pub async fn resume_task(
@@ -2069,7 +2067,7 @@ pub async fn resume_task(
     Ok(Json(answer(&s, &task)))
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/skip", request_body = SkipBody, params(("id" = String, Path, description = "task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/skip", request_body = SkipBody, params(("id" = Uuid, Path, description = "task id")),
     description = "Completes the task with the operator's `result` in place of an agent (a person did the work, or it is not needed): its dependents proceed with that result. Works on a blocked, pending, assigned, executing (its lease is revoked) or failed task; a failed-for-good task's cancelled dependents come back. A later report from the agent that held it is refused with `task_skipped`. A completed or cancelled task cannot be skipped (409).",
     responses((status = 200, body = ReportAnswer)))]
 pub async fn skip_task(
@@ -2085,7 +2083,7 @@ pub async fn skip_task(
     Ok(Json(answer(&s, &task)))
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/fail", request_body = FailBody, params(("id" = String, Path, description = "task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/fail", request_body = FailBody, params(("id" = Uuid, Path, description = "task id")),
     description = "Fails the task for good: no retry follows, its dependents are cancelled, its compensation runs. An agent holding it loses its lease; its later reports are refused with `task_failed_by_operator`. An operator's retry (`POST /v1/tasks/{id}/retry`) can reopen it.",
     responses((status = 200, body = ReportAnswer)))]
 pub async fn fail_task(
@@ -2101,7 +2099,7 @@ pub async fn fail_task(
     Ok(Json(answer(&s, &task)))
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/rerun", request_body = RerunBody, params(("id" = String, Path, description = "task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/rerun", request_body = RerunBody, params(("id" = Uuid, Path, description = "task id")),
     description = "Reruns the task and everything downstream of it: each is reopened (its history is kept, with a new `reopened` entry), waits for its dependencies again and runs with fresh attempts; agents still running any of them lose their leases (`task_rerun`). Tasks upstream keep their results. `input` replaces the task's own input. It all commits together or not at all. `dry_run` lists what would rerun and changes nothing. A `for_each` on the way that has expanded expands anew once its dependencies complete: its items are superseded now (listed in `superseded`) and its next expansion reopens those its new list still has, with their new input (a rerun from one of its items keeps the others and gathers them again). Sub-tasks that tasks of the rerun added are superseded too; a task adding one again under its key (same spec but for its input) reopens it.",
     responses((status = 200, body = RerunAnswer)))]
 pub async fn rerun_task(
@@ -2130,7 +2128,7 @@ pub async fn rerun_task(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/workflows/{id}/pause", request_body = PauseBody, params(("id" = String, Path, description = "workflow id")),
+#[utoipa::path(post, path = "/v1/workflows/{id}/pause", request_body = PauseBody, params(("id" = Uuid, Path, description = "workflow id")),
     description = "Pauses every task of the workflow that has not ended (as `POST /v1/tasks/{id}/pause`, `now` included) and marks the workflow paused: tasks created in it later (sub-tasks, a fan-out's items, compensation) start paused.",
     responses((status = 200, body = WorkflowControlAnswer)))]
 pub async fn pause_workflow(
@@ -2149,7 +2147,7 @@ pub async fn pause_workflow(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/workflows/{id}/resume", request_body = ResumeBody, params(("id" = String, Path, description = "workflow id")),
+#[utoipa::path(post, path = "/v1/workflows/{id}/resume", request_body = ResumeBody, params(("id" = Uuid, Path, description = "workflow id")),
     description = "Resumes every paused task of the workflow (those paused one by one too) and clears its pause.",
     responses((status = 200, body = WorkflowControlAnswer)))]
 pub async fn resume_workflow(
@@ -2189,6 +2187,19 @@ pub async fn audit(
             )))
         }
         None => {}
+    }
+    // Times are kept as signed 64-bit milliseconds: a later one is no time at all.
+    for (field, at) in [("since", q.since), ("until", q.until)] {
+        if at.is_some_and(|t| t > Timestamp::NEVER.0) {
+            return Err(Problem::bad_request(
+                "invalid_query",
+                format!("`{field}` is past the latest time there is"),
+            )
+            .field(
+                field,
+                format!("ms since the epoch, at most {}", Timestamp::NEVER.0),
+            ));
+        }
     }
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > AUDIT_PAGE_MAX {
