@@ -16,11 +16,16 @@ use uuid::Uuid;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SubmitWorkflow {
+    /// At most 256 bytes.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
     pub name: String,
-    /// Resubmitting with the same key returns the first submission.
+    /// Resubmitting with the same key returns the first submission (1 to 256 bytes).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub idempotency_key: Option<String>,
+    /// 1 to 100,000 tasks.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100000))]
     pub tasks: Vec<TaskSpec>,
     /// The workflow's result once every task has completed (`GET /v1/workflows/{id}` shows it
     /// as `result`): a map of names to values, where any value may be a reference to a task's
@@ -34,6 +39,7 @@ pub struct SubmitWorkflow {
     /// by label (`GET /v1/workflows?label=tenant:acme`), and a token scoped to labels sees only
     /// the workflows carrying them (its submissions get them added).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::LabelsSchema))]
     pub labels: BTreeMap<String, String>,
     /// Budgets on what the workflow's agents report spending (`usage` on heartbeats and
     /// results), per unit: `{"usd": {"limit": 5, "policy": "pause"}, "tokens": {"limit":
@@ -43,6 +49,7 @@ pub struct SubmitWorkflow {
     /// /v1/workflows/{id}/budgets`, then resumes it), `fail` fails its open tasks (error kind `budget_exceeded`), `cancel`
     /// cancels them. Unit names: 1 to 64 of `a-z0-9_.-`; at most 32 units.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::BudgetsSchema))]
     pub budgets: BTreeMap<String, baton_core::Budget>,
 }
 
@@ -61,14 +68,18 @@ pub struct WorkflowCreated {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SubmitTask {
+    /// Resubmitting with the same key returns the first submission (1 to 256 bytes).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub idempotency_key: Option<String>,
     pub task: TaskSpec,
     /// The labels of the workflow it makes (as in `POST /v1/workflows`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::LabelsSchema))]
     pub labels: BTreeMap<String, String>,
     /// The budgets of the workflow it makes (as in `POST /v1/workflows`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::BudgetsSchema))]
     pub budgets: BTreeMap<String, baton_core::Budget>,
 }
 
@@ -130,6 +141,7 @@ pub struct WorkflowView {
     pub unresolved: Option<Value>,
     /// Its labels, as submitted (absent: none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::LabelsSchema))]
     pub labels: BTreeMap<String, String>,
     /// Set while an operator has paused the workflow (`POST /v1/workflows/{id}/pause`): tasks
     /// created in it then start paused too.
@@ -138,10 +150,11 @@ pub struct WorkflowView {
     /// What its agents have reported spending, per unit, all tasks and attempts together
     /// (absent: nothing reported).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::UsageSchema))]
     pub usage: baton_core::Usage,
     /// Its budgets per unit (absent: none); see `POST /v1/workflows`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::BudgetsSchema))]
     pub budgets: BTreeMap<String, baton_core::Budget>,
 }
 
@@ -150,10 +163,21 @@ pub struct WorkflowView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BudgetsBody {
-    /// Why (required, 1 to 1,024 bytes): the change is audited.
+    /// Why (required, 1 to 1,024 bytes, not only white space): every operator action is
+    /// audited with its reason.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 1024,
+            pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub reason: String,
     /// The budgets per unit (an empty map removes them), as in `POST /v1/workflows`.
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::BudgetsSchema))]
     pub budgets: BTreeMap<String, baton_core::Budget>,
 }
 
@@ -164,6 +188,14 @@ pub struct BudgetsBody {
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// Only workflows carrying this label, `key:value` (e.g. a tenant's).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9_.-]{1,63}[:=][^\x00-\x1f\x7f-\x9f]{1,255}$")
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        param(pattern = r"^[a-z0-9_.-]{1,63}[:=][^\x00-\x1f\x7f-\x9f]{1,255}$")
+    )]
     pub label: Option<String>,
 }
 
@@ -171,7 +203,7 @@ pub struct UsageQuery {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageView {
-    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::UsageSchema))]
     pub usage: baton_core::Usage,
 }
 
@@ -191,8 +223,18 @@ pub struct PauseView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PauseBody {
-    /// Why (required, 1 to 1,024 bytes): every operator action is audited with its reason.
+    /// Why (required, 1 to 1,024 bytes, not only white space): every operator action is
+    /// audited with its reason.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 1024,
+            pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub reason: String,
     /// Take a task an agent holds back at once: its lease is revoked and the agent's next
     /// report (a heartbeat) is refused with `task_paused`. Without it, a running agent finishes.
@@ -205,8 +247,18 @@ pub struct PauseBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResumeBody {
-    /// Why (required, 1 to 1,024 bytes).
+    /// Why (required, 1 to 1,024 bytes, not only white space): every operator action is
+    /// audited with its reason.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 1024,
+            pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub reason: String,
 }
 
@@ -215,8 +267,18 @@ pub struct ResumeBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SkipBody {
-    /// Why (required, 1 to 1,024 bytes).
+    /// Why (required, 1 to 1,024 bytes, not only white space): every operator action is
+    /// audited with its reason.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 1024,
+            pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub reason: String,
     /// The task's result: any JSON value but null. Its dependents see it as any result.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
@@ -229,12 +291,38 @@ pub struct SkipBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FailBody {
-    /// Why (required, 1 to 1,024 bytes).
+    /// Why (required, 1 to 1,024 bytes, not only white space): every operator action is
+    /// audited with its reason.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 1024,
+            pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub reason: String,
     /// The error recorded; by default kind `forced` and a message naming who and why.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<OperatorError>))]
     pub error: Option<ErrorReport>,
+}
+
+/// The error an operator fails a task with (`POST /v1/tasks/{id}/fail`): an [`ErrorReport`]
+/// whose `kind` is 1 to 128 bytes. For the document only.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OperatorError {
+    /// 1 to 128 bytes.
+    #[schema(min_length = 1, max_length = 128)]
+    kind: String,
+    message: String,
+    /// `true` if absent.
+    #[schema(required = false, default = true)]
+    retryable: bool,
 }
 
 /// `POST /v1/tasks/{id}/rerun`: run the task and everything downstream of it again.
@@ -242,8 +330,18 @@ pub struct FailBody {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RerunBody {
-    /// Why (required, 1 to 1,024 bytes).
+    /// Why (required, 1 to 1,024 bytes, not only white space): every operator action is
+    /// audited with its reason.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 1024,
+            pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub reason: String,
     /// A new input for the task (not for those downstream), checked as at submission:
     /// templates may refer to its dependencies only.
@@ -306,12 +404,18 @@ pub struct AuditQuery {
     /// `signal`.
     pub action: Option<String>,
     /// Only actions at or after this time (ms since the epoch).
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
+    #[cfg_attr(feature = "openapi", param(maximum = 9223372036854775807_u64))]
     pub since: Option<u64>,
     /// Only actions before this time (ms since the epoch).
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
+    #[cfg_attr(feature = "openapi", param(maximum = 9223372036854775807_u64))]
     pub until: Option<u64>,
     /// Entries older than this id: the `next` of the previous page.
     pub before: Option<i64>,
     /// At most this many (1 to 1000, default 100).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<usize>,
 }
 
@@ -375,10 +479,15 @@ pub struct CancelledCount {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub workflow: Option<Uuid>,
+    /// Only tasks in this state.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<StateKind>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<StateKind>, inline))]
     pub state: Option<String>,
     /// Return tasks after this id (the `next` of the previous page).
     pub after: Option<Uuid>,
     /// At most this many (1 to 1000, default 100).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<usize>,
 }
 
@@ -413,6 +522,7 @@ pub struct TaskList {
 pub struct LeaseView {
     pub id: Uuid,
     pub agent: Uuid,
+    #[serde(deserialize_with = "baton_core::whole::de")]
     pub token: u64,
     pub granted_at: u64,
 }
@@ -476,7 +586,7 @@ pub struct TaskView<S = TaskSpec> {
     /// What its agents have reported spending, per unit, all attempts together (absent:
     /// nothing reported).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::UsageSchema))]
     pub usage: baton_core::Usage,
     /// The operator's control that last took an agent's lease away or ended the task (a skip,
     /// a failure, a rerun, a pause with `now`): `event`, `by`, `reason`. A late report under
@@ -533,6 +643,9 @@ pub struct HistoryEntry {
 pub struct HistoryQuery {
     /// Entries with a sequence number above this.
     pub after: Option<u64>,
+    /// At most this many (1 to 1000, default 100).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<usize>,
 }
 
@@ -556,13 +669,17 @@ pub struct RegisterAgent {
     /// Re-register an existing agent under its id.
     #[serde(default)]
     pub id: Option<Uuid>,
+    /// 1 to 256 bytes. An agent token may register only the agents it names.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub name: String,
+    /// What it can run (at most 64).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Capability>, max_items = 64))]
     pub capabilities: BTreeSet<Capability>,
-    /// Tasks it may hold at once, 1 to 1,024: by default 1 for a new agent, and what it had
+    /// Tasks it may hold at once, 1 to 10,000: by default 1 for a new agent, and what it had
     /// for one re-registered under its `id`.
-    #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1024))]
+    #[serde(default, deserialize_with = "baton_core::whole::opt")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub concurrency: Option<u32>,
 }
 
@@ -598,6 +715,8 @@ pub struct AgentsQuery {
     /// Agents after this id (the `next` of the previous page).
     pub after: Option<Uuid>,
     /// At most this many (1 to 1000, default 100).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<usize>,
 }
 
@@ -615,11 +734,13 @@ pub struct AgentList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
-    /// Most tasks to take (default 1).
-    #[serde(default)]
+    /// Most tasks to take, 1 to 256 (default 1).
+    #[serde(default, deserialize_with = "baton_core::whole::opt")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 256))]
     pub max: Option<usize>,
-    /// How long to wait for work when none is ready (long poll; default 0).
-    #[serde(default)]
+    /// How long to wait for work when none is ready, at most 60,000 ms (long poll; default 0).
+    #[serde(default, deserialize_with = "baton_core::whole::opt")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 60000))]
     pub wait_ms: Option<u64>,
 }
 
@@ -716,6 +837,7 @@ pub struct Claimed {
 #[serde(deny_unknown_fields)]
 pub struct LeaseReport {
     pub agent: Uuid,
+    #[serde(deserialize_with = "baton_core::whole::de")]
     pub token: u64,
     /// The agent's trace context for this report, if it has one.
     #[serde(default)]
@@ -727,6 +849,7 @@ pub struct LeaseReport {
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatReport {
     pub agent: Uuid,
+    #[serde(deserialize_with = "baton_core::whole::de")]
     pub token: u64,
     /// Any JSON value.
     #[serde(default)]
@@ -736,7 +859,7 @@ pub struct HeartbeatReport {
     /// numbers from 0 to 1e12 with at most six decimals counted. Summed per task and workflow
     /// (`usage` on both) and checked against the workflow's `budgets`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::UsageSchema))]
     pub usage: baton_core::Usage,
     #[serde(default)]
     pub traceparent: Option<String>,
@@ -747,6 +870,7 @@ pub struct HeartbeatReport {
 #[serde(deny_unknown_fields)]
 pub struct SuccessReport {
     pub agent: Uuid,
+    #[serde(deserialize_with = "baton_core::whole::de")]
     pub token: u64,
     /// Any JSON value but `null`.
     pub result: Value,
@@ -755,7 +879,7 @@ pub struct SuccessReport {
     /// numbers from 0 to 1e12 with at most six decimals counted. Summed per task and workflow
     /// (`usage` on both) and checked against the workflow's `budgets`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::UsageSchema))]
     pub usage: baton_core::Usage,
     #[serde(default)]
     pub traceparent: Option<String>,
@@ -766,6 +890,7 @@ pub struct SuccessReport {
 #[serde(deny_unknown_fields)]
 pub struct FailureReport {
     pub agent: Uuid,
+    #[serde(deserialize_with = "baton_core::whole::de")]
     pub token: u64,
     pub error: ErrorReport,
     /// What the agent has spent so far under this lease, per unit, e.g. `{"tokens": 1532,
@@ -773,7 +898,7 @@ pub struct FailureReport {
     /// numbers from 0 to 1e12 with at most six decimals counted. Summed per task and workflow
     /// (`usage` on both) and checked against the workflow's `budgets`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, f64>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::UsageSchema))]
     pub usage: baton_core::Usage,
     #[serde(default)]
     pub traceparent: Option<String>,
@@ -784,7 +909,10 @@ pub struct FailureReport {
 #[serde(deny_unknown_fields)]
 pub struct SubtasksReport {
     pub agent: Uuid,
+    #[serde(deserialize_with = "baton_core::whole::de")]
     pub token: u64,
+    /// At least one task.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub tasks: Vec<TaskSpec>,
 }
 
@@ -820,7 +948,20 @@ pub struct EventsQuery {
 #[serde(deny_unknown_fields)]
 pub struct LifecycleQuery {
     /// `mermaid` (default), `dot`, or `json` for the rules themselves.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<LifecycleFormat>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<LifecycleFormat>, inline))]
     pub format: Option<String>,
+}
+
+/// What `GET /v1/lifecycle` answers: a Mermaid or DOT diagram (`text/plain`), or the rules as
+/// JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleFormat {
+    Mermaid,
+    Dot,
+    Json,
 }
 
 /// One transition, as the event stream (`GET /v1/events`) sends it.
@@ -887,12 +1028,22 @@ pub struct WorkflowListQuery {
     /// Workflows older than this one (the `next` of the previous page).
     pub before: Option<Uuid>,
     /// At most this many (1 to 100, default 20).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 100))]
     pub limit: Option<usize>,
     /// Only workflows with this status.
     pub status: Option<WorkflowStatusView>,
     /// Only workflows whose name contains this (ignoring case).
     pub name: Option<String>,
     /// Only workflows carrying this label, written `key:value` (or `key=value`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[a-z0-9_.-]{1,63}[:=][^\x00-\x1f\x7f-\x9f]{1,255}$")
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        param(pattern = r"^[a-z0-9_.-]{1,63}[:=][^\x00-\x1f\x7f-\x9f]{1,255}$")
+    )]
     pub label: Option<String>,
 }
 
@@ -953,6 +1104,8 @@ pub struct WorkflowHistoryQuery {
     /// Tasks with ids after this one (the `next` of the previous page).
     pub after: Option<Uuid>,
     /// The history of at most this many tasks (1 to 500, default 200).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 500))]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 500))]
     pub limit: Option<usize>,
 }
 
@@ -1159,7 +1312,23 @@ pub struct SignalList {
 pub struct SignalQuery {
     /// Who sends it, as recorded in the task's history. Taken only when no tokens are
     /// configured (default `local`); with tokens the sender is the token's name, and `by` is
-    /// refused.
+    /// refused. 1 to 128 characters without control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        param(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     pub by: Option<String>,
 }
 
@@ -1171,6 +1340,8 @@ pub struct SignalListQuery {
     /// Signals after this id (the `next` of the previous page).
     pub after: Option<u64>,
     /// At most this many (1 to 1000, default 100).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<usize>,
 }
 
@@ -1184,6 +1355,8 @@ pub struct WaitingQuery {
     /// Tasks after this id (the `next` of the previous page).
     pub after: Option<Uuid>,
     /// At most this many (1 to 1000, default 100).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<usize>,
 }
 

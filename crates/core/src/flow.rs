@@ -31,9 +31,11 @@ pub const LIMIT_PER_MS_MAX: u64 = 86_400_000;
 pub struct Limit {
     /// Units the bucket holds when full, and refills per `per_ms`.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000000000_u64))]
+    #[serde(deserialize_with = "crate::whole::de")]
     pub units: u64,
     /// The refill period in milliseconds.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86400000_u64))]
+    #[serde(deserialize_with = "crate::whole::de")]
     pub per_ms: u64,
 }
 
@@ -61,10 +63,18 @@ impl Limit {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RateUse {
     /// The limit's name, as set with `PUT /v1/limits/{key}`; unknown names are refused at
-    /// submission.
+    /// submission. 1 to 128 bytes without control characters, `{` or `}`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^{}\x00-\x1f\x7f-\x9f]*$"
+        )
+    )]
     pub key: String,
     /// Units drawn per claim (the estimate, when `usage_unit` is set).
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "crate::whole::de")]
     #[cfg_attr(
         feature = "openapi",
         schema(minimum = 1, maximum = 1000000000_u64, default = 1)
@@ -74,6 +84,7 @@ pub struct RateUse {
     /// charged what the agent reported in it (rounded up) instead of `units`, the difference
     /// taken or given back then. Without a report, `units` stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9_.-]{1,64}$"))]
     pub usage_unit: Option<String>,
 }
 
@@ -88,11 +99,21 @@ fn one() -> u64 {
 pub struct ConcurrencyKey {
     /// The key; it may name values of the task's input as `{/json/pointer}` (e.g.
     /// `tenant-{/tenant}`), filled in from the input it runs with (a string as is, another
-    /// value as JSON, nothing found as an empty string).
+    /// value as JSON, nothing found as an empty string). 1 to 128 bytes without control
+    /// characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^(?:[^{\x00-\x1f\x7f-\x9f]|\{/[^}\x00-\x1f\x7f-\x9f]*\})*$"
+        )
+    )]
     pub key: String,
     /// At most this many tasks holding the key are assigned or executing at once (counting by
     /// the `max` of the task being claimed).
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    #[serde(deserialize_with = "crate::whole::de")]
     pub max: u32,
 }
 

@@ -51,7 +51,6 @@ uuid_id!(
 /// The user's name for a task, unique within its workflow; dependencies refer to tasks by key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskKey(pub String);
 
 impl TaskKey {
@@ -75,7 +74,6 @@ impl From<&str> for TaskKey {
 /// A capability an agent offers and a task requires, such as `summarize` or `gpu`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Capability(pub String);
 
 impl fmt::Display for Capability {
@@ -130,6 +128,21 @@ impl Timestamp {
     /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.
     pub fn ms_since(self, earlier: Timestamp) -> u64 {
         self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// For [`crate::whole`]: a time read from a request.
+impl From<u64> for Timestamp {
+    fn from(ms: u64) -> Timestamp {
+        Timestamp(ms)
+    }
+}
+
+impl TryFrom<i64> for Timestamp {
+    type Error = std::num::TryFromIntError;
+
+    fn try_from(ms: i64) -> Result<Timestamp, Self::Error> {
+        u64::try_from(ms).map(Timestamp)
     }
 }
 

@@ -18,6 +18,8 @@ pub mod flow;
 pub mod ids;
 pub mod labels;
 pub mod lifecycle;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod replay;
 pub mod retry;
 pub mod schedule;
@@ -25,6 +27,7 @@ pub mod spec;
 pub mod task;
 pub mod template;
 pub mod usage;
+pub mod whole;
 
 pub use apply::{
     apply, submit, wake_time, Effect, LeaseLoss, Refusal, Rejection, Transition, AGENT_LOST,

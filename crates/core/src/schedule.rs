@@ -18,6 +18,7 @@ pub const CATCH_UP_MAX: u32 = 1_000;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleSpec {
     /// Unique among schedules: 1 to 128 letters, digits and `-_.:/`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_.:/-]{1,128}$"))]
     pub name: String,
     /// A cron expression with seconds: `SEC MIN HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK` (e.g.
     /// `0 30 9 * * MON-FRI`); five fields (no seconds) are read as second 0.
@@ -44,8 +45,12 @@ fn utc() -> String {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkflowTemplate {
+    /// At most 256 bytes.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
     pub name: String,
+    /// 1 to 100,000 tasks.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100000))]
     pub tasks: Vec<TaskSpec>,
     /// The workflow's outputs, as in `POST /v1/workflows`: name → template over its tasks'
     /// results.
@@ -54,10 +59,11 @@ pub struct WorkflowTemplate {
     pub outputs: Option<BTreeMap<String, Value>>,
     /// The labels of each workflow it submits (see `POST /v1/workflows`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::LabelsSchema))]
     pub labels: crate::Labels,
     /// The budgets of each workflow it submits (see `POST /v1/workflows`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::BudgetsSchema))]
     pub budgets: crate::Budgets,
 }
 
@@ -87,5 +93,9 @@ pub enum CatchUp {
     Latest,
     /// Every missed tick is submitted, oldest first, but no more than the latest `max` (at
     /// most [`CATCH_UP_MAX`]).
-    All { max: u32 },
+    All {
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+        #[serde(deserialize_with = "crate::whole::de")]
+        max: u32,
+    },
 }

@@ -26,13 +26,21 @@ pub const NON_RETRYABLE_KINDS_MAX: usize = 64;
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskSpec {
-    /// Unique within the workflow; dependencies name tasks by key.
+    /// Unique within the workflow; dependencies name tasks by key. 1 to 128 letters, digits
+    /// and `-_.:/`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")
+    )]
     pub key: TaskKey,
-    /// Keys of the tasks that must complete before this one is ready.
+    /// Keys of the tasks that must complete before this one is ready, each once (at most
+    /// 10,000).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 10000))]
     pub depends_on: Vec<TaskKey>,
-    /// Capabilities an agent must have (all of them) to be assigned this task.
+    /// Capabilities an agent must have (all of them) to be assigned this task (at most 32).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Capability>, max_items = 32))]
     pub capabilities: BTreeSet<Capability>,
     /// Any JSON value, handed to the agent. It may be a template: any value in it written
     /// `{"$from": "KEY", "pointer": "/json/pointer"}` (KEY one of `depends_on`; `pointer` an
@@ -43,7 +51,7 @@ pub struct TaskSpec {
     #[serde(default)]
     pub input: Value,
     /// Higher runs first among ready tasks.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::de")]
     pub priority: i32,
     #[serde(default)]
     pub retry: RetryPolicy,
@@ -73,31 +81,53 @@ pub struct TaskSpec {
     pub wait_for: Option<WaitFor>,
     /// Not ready before this time (milliseconds since the Unix epoch), even once its
     /// dependencies have completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::opt"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>, minimum = 0))]
     pub not_before: Option<Timestamp>,
     /// Ready only this many milliseconds after its dependencies completed (or after its
     /// submission, without dependencies).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::opt"
+    )]
     #[cfg_attr(feature = "openapi", schema(maximum = 2592000000_u64))]
     pub delay_ms: Option<u64>,
     /// Run by no agent: the task completes by itself this many milliseconds after its
     /// dependencies completed, with result `{"slept_ms": N}`. A durable sleep between steps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::opt"
+    )]
     #[cfg_attr(feature = "openapi", schema(maximum = 2592000000_u64))]
     pub sleep_ms: Option<u64>,
     /// Named rate limits the task draws from when it is claimed (`PUT /v1/limits/{key}`): it is
     /// handed out only while each has its units.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 8))]
     pub rate: Vec<crate::flow::RateUse>,
     /// Concurrency keys the task holds while assigned or executing: at most each key's `max`
     /// tasks holding it are, across every node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 8))]
     pub concurrency: Vec<crate::flow::ConcurrencyKey>,
     /// Among ready tasks of equal priority, claims take from each fairness group in turn, up to
     /// 32 tasks of a group at a time: the group is this key (e.g. `tenant-{/tenant}`, filled in
     /// from the input as concurrency keys are), or the task's workflow without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^(?:[^{\x00-\x1f\x7f-\x9f]|\{/[^}\x00-\x1f\x7f-\x9f]*\})*$"
+        )
+    )]
     pub fairness_key: Option<String>,
 }
 
@@ -106,11 +136,17 @@ pub struct TaskSpec {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WaitFor {
-    /// The signal's name, as sent to `POST /v1/workflows/{id}/signals/{name}`.
+    /// The signal's name, as sent to `POST /v1/workflows/{id}/signals/{name}`: 1 to 128
+    /// letters, digits and `-_.:/`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_.:/-]{1,128}$"))]
     pub signal: String,
     /// Fails the wait with `timeout_expired` (error kind `timeout.signal`) when no signal came
     /// this many milliseconds after it began; retried by the task's retry policy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::opt"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2592000000_u64))]
     pub timeout_ms: Option<u64>,
 }
@@ -355,8 +391,15 @@ pub enum AgentLostPolicy {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompensationSpec {
+    /// A key no task or other compensation of the workflow has: 1 to 128 letters, digits and
+    /// `-_.:/`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")
+    )]
     pub key: TaskKey,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Capability>))]
     pub capabilities: BTreeSet<Capability>,
     /// Handed to the compensation task as `input` inside its input (see the engine's
     /// compensation input: what failed, its input and errors).
@@ -369,7 +412,11 @@ pub struct CompensationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
     /// The compensation task's priority; the failed task's if absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole::opt"
+    )]
     pub priority: Option<i32>,
 }
 
@@ -379,14 +426,28 @@ pub struct CompensationSpec {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryPolicy {
     /// Attempts in all, the first included; 1 means never retry.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
+    #[serde(deserialize_with = "crate::whole::de")]
     pub max_attempts: u32,
+    #[cfg_attr(feature = "openapi", schema(maximum = 2592000000_u64))]
+    #[serde(deserialize_with = "crate::whole::de")]
     pub initial_backoff_ms: u64,
     /// Each retry waits this many times longer than the one before.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub backoff_multiplier: f64,
+    /// At least `initial_backoff_ms`.
+    #[cfg_attr(feature = "openapi", schema(maximum = 2592000000_u64))]
+    #[serde(deserialize_with = "crate::whole::de")]
     pub max_backoff_ms: u64,
     /// Fraction of the backoff, in `[0, 1]`, that is randomly taken off (full jitter at 1).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
     pub jitter: f64,
-    /// Error kinds that fail the task at once, whatever attempts are left.
+    /// Error kinds that fail the task at once, whatever attempts are left (at most 64, each 1
+    /// to 128 letters, digits and `-_.:/`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_items = 64, value_type = Vec<crate::openapi::NameSchema>)
+    )]
     pub non_retryable: Vec<String>,
 }
 
@@ -449,13 +510,21 @@ impl RetryPolicy {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Timeouts {
     /// From becoming ready (`Pending`) to `Executing`; expiry fails the attempt.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2592000000_u64))]
+    #[serde(deserialize_with = "crate::whole::opt")]
     pub schedule_to_start_ms: Option<u64>,
     /// From assignment to `execution_started`; expiry takes the task back from a silent agent
     /// and makes it `Pending` again, without using up an attempt.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2592000000_u64))]
+    #[serde(deserialize_with = "crate::whole::opt")]
     pub start_ms: Option<u64>,
     /// From `execution_started` to a result; expiry fails the attempt.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2592000000_u64))]
+    #[serde(deserialize_with = "crate::whole::opt")]
     pub start_to_close_ms: Option<u64>,
     /// Longest silence between heartbeats while executing; expiry fails the attempt.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2592000000_u64))]
+    #[serde(deserialize_with = "crate::whole::opt")]
     pub heartbeat_ms: Option<u64>,
 }
 

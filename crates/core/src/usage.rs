@@ -104,7 +104,11 @@ impl BudgetPolicy {
 pub struct Budget {
     /// The most the workflow's tasks may spend of the unit, all attempts together: a number
     /// above 0, at most six decimals counted.
-    #[cfg_attr(feature = "openapi", schema(value_type = f64, minimum = 0))]
+    /// Above 0 (amounts count millionths), at most 1e12.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = f64, minimum = 0.000001, maximum = 1000000000000.0)
+    )]
     pub limit: Amount,
     #[serde(default)]
     pub policy: BudgetPolicy,

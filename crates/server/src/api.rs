@@ -166,7 +166,7 @@ pub async fn submit_task(
 ///
 /// The workflow: its status (`running` until every task has ended), its tasks' counts per state,
 /// its budgets and usage, whether it is paused, and when it was created and ended.
-#[utoipa::path(get, path = "/v1/workflows/{id}", params(("id" = String, Path, description = "workflow id")),
+#[utoipa::path(get, path = "/v1/workflows/{id}", params(("id" = Uuid, Path, description = "workflow id")),
     responses((status = 200, body = WorkflowView)))]
 pub async fn get_workflow(
     AxState(s): St,
@@ -212,7 +212,7 @@ async fn workflow_view(
 }
 
 /// Set a workflow's budgets.
-#[utoipa::path(put, path = "/v1/workflows/{id}/budgets", request_body = BudgetsBody, params(("id" = String, Path, description = "workflow id")),
+#[utoipa::path(put, path = "/v1/workflows/{id}/budgets", request_body = BudgetsBody, params(("id" = Uuid, Path, description = "workflow id")),
     description = "Replaces the workflow's budgets (an empty map removes them); audited with the caller's token name and the `reason`. A budget already reached applies at once. A workflow a budget paused stays paused: resume it (`POST /v1/workflows/{id}/resume`) once its budgets allow; a resume while a `pause` budget is still reached is refused (409 `budget_reached`).",
     responses((status = 200, body = WorkflowView)))]
 pub async fn set_budgets(
@@ -377,7 +377,7 @@ pub async fn list_workflows(
 ///
 /// The workflow's tasks as nodes (key, state, parent for sub-tasks, items for a `for_each`) and its
 /// dependencies as edges: what the dashboard draws.
-#[utoipa::path(get, path = "/v1/workflows/{id}/graph", params(("id" = String, Path, description = "workflow id")),
+#[utoipa::path(get, path = "/v1/workflows/{id}/graph", params(("id" = Uuid, Path, description = "workflow id")),
     responses((status = 200, body = WorkflowGraph)))]
 pub async fn workflow_graph(
     AxState(s): St,
@@ -421,7 +421,7 @@ pub async fn workflow_graph(
 /// event kind, without the event's data, heartbeats left out (a task's full history is `GET
 /// /v1/tasks/{id}/history`). Pass `next` as `after` for the next page.
 #[utoipa::path(get, path = "/v1/workflows/{id}/history",
-    params(("id" = String, Path, description = "workflow id"), WorkflowHistoryQuery),
+    params(("id" = Uuid, Path, description = "workflow id"), WorkflowHistoryQuery),
     responses((status = 200, body = WorkflowHistory, description = "The history of a page of the workflow's tasks (in task id order), each entry's time and event without its data; heartbeats left out. For timelines; a task's full history is `GET /v1/tasks/{id}/history`.")))]
 pub async fn workflow_history(
     AxState(s): St,
@@ -473,7 +473,7 @@ pub async fn workflow_history(
 ///
 /// Cancels every task of the workflow that has not ended, with `reason`: agents holding them are
 /// told at their next report, and compensations run. Safe to resend.
-#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", request_body = CancelBody, params(("id" = Uuid, Path)),
     responses((status = 200, body = CancelledCount)))]
 pub async fn cancel_workflow(
     AxState(s): St,
@@ -492,7 +492,7 @@ pub async fn cancel_workflow(
 // ---- signals --------------------------------------------------------------------------------
 
 /// Longest `Idempotency-Key` header accepted.
-const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
 
 /// The `Idempotency-Key` header, if sent.
 fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Problem> {
@@ -576,9 +576,9 @@ fn signal_view(r: SignalRecord) -> SignalView {
 /// and taken by the next task that waits for it. Safe to resend with the same
 /// `Idempotency-Key` header: applied once (a different body with the same key is a 409).
 #[utoipa::path(post, path = "/v1/workflows/{id}/signals/{name}",
-    request_body(content = Object, description = "The data that becomes the waiting tasks' result (any JSON); or `{\"reject\": \"reason\"}` to fail them (error kind `rejected`); `{\"$literal\": v}` sends `v` as it is."),
-    params(("id" = String, Path), ("name" = String, Path, description = "The signal's name: 1 to 128 letters, digits and `-_.:/`"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Sending again with the same key (for this workflow and name) applies once; at most 256 bytes"),
+    request_body(content = serde_json::Value, description = "The data that becomes the waiting tasks' result (any JSON); or `{\"reject\": \"reason\"}` to fail them (error kind `rejected`); `{\"$literal\": v}` sends `v` as it is."),
+    params(("id" = Uuid, Path), ("name" = String, Path, description = "The signal's name: 1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Sending again with the same key (for this workflow and name) applies once: 1 to 256 visible ASCII characters", pattern = r"^[\x21-\x7e]([\t\x20-\x7e]{0,254}[\x21-\x7e])?$"),
            SignalQuery),
     responses((status = 201, body = SignalSent, description = "stored, and delivered to the tasks in `delivered_to` (none: kept for the next task that waits)"),
               (status = 200, body = SignalSent, description = "an earlier signal with the same idempotency key")))]
@@ -646,7 +646,7 @@ pub async fn send_signal(
 /// List a workflow's signals.
 ///
 /// The signals sent to a workflow, oldest first: delivered, or kept for a task to come.
-#[utoipa::path(get, path = "/v1/workflows/{id}/signals", params(("id" = String, Path), SignalListQuery),
+#[utoipa::path(get, path = "/v1/workflows/{id}/signals", params(("id" = Uuid, Path), SignalListQuery),
     responses((status = 200, body = SignalList)))]
 pub async fn list_signals(
     AxState(s): St,
@@ -873,7 +873,7 @@ async fn check_schedule(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> Ap
 /// Read a schedule.
 ///
 /// One schedule: its spec, whether it is paused, and its next fire times.
-#[utoipa::path(get, path = "/v1/schedules/{name}", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/v1/schedules/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 200, body = ScheduleView)))]
 pub async fn get_schedule(
     AxState(s): St,
@@ -888,7 +888,7 @@ pub async fn get_schedule(
 /// Delete a schedule.
 ///
 /// Deletes a schedule; workflows it submitted are left as they are.
-#[utoipa::path(delete, path = "/v1/schedules/{name}", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/v1/schedules/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 204, description = "deleted")))]
 pub async fn delete_schedule(
     AxState(s): St,
@@ -903,7 +903,7 @@ pub async fn delete_schedule(
 /// Pause a schedule.
 ///
 /// Pauses a schedule: no tick fires until it is resumed.
-#[utoipa::path(post, path = "/v1/schedules/{name}/pause", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/v1/schedules/{name}/pause", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 200, body = ScheduleView)))]
 pub async fn pause_schedule(
     AxState(s): St,
@@ -920,7 +920,7 @@ pub async fn pause_schedule(
 ///
 /// Resumes a paused schedule from its next tick after now (the ticks it slept through are
 /// not caught up).
-#[utoipa::path(post, path = "/v1/schedules/{name}/resume", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/v1/schedules/{name}/resume", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 200, body = ScheduleView)))]
 pub async fn resume_schedule(
     AxState(s): St,
@@ -961,7 +961,7 @@ fn limit_view(l: baton_engine::read::LimitRecord) -> LimitView {
 /// Creates or changes a named rate limit, shared by every node: a task whose `rate` names it is
 /// handed out only while the limit has the units it draws. What a changed limit had handed out
 /// stays drawn, so a bigger limit has its extra units at once.
-#[utoipa::path(put, path = "/v1/limits/{key}", request_body = Limit, params(("key" = String, Path, description = "the limit's name, as tasks' `rate[].key` give it")),
+#[utoipa::path(put, path = "/v1/limits/{key}", request_body = Limit, params(("key" = String, Path, description = "the limit's name, as tasks' `rate[].key` give it: 1 to 128 bytes without control characters, `{` or `}`", min_length = 1, max_length = 128, pattern = r"^[^{}\x00-\x1f\x7f-\x9f]*$")),
     responses((status = 201, body = LimitView, description = "created"), (status = 200, body = LimitView, description = "changed")))]
 pub async fn put_limit(
     AxState(s): St,
@@ -993,7 +993,7 @@ pub async fn list_limits(AxState(s): St) -> ApiResult<Json<LimitList>> {
 /// Read a rate limit.
 ///
 /// One named rate limit with its bucket now: units available and when the next one comes.
-#[utoipa::path(get, path = "/v1/limits/{key}", params(("key" = String, Path)),
+#[utoipa::path(get, path = "/v1/limits/{key}", params(("key" = String, Path, description = "the limit's name: 1 to 128 bytes without control characters, `{` or `}`", min_length = 1, max_length = 128, pattern = r"^[^{}\x00-\x1f\x7f-\x9f]*$")),
     responses((status = 200, body = LimitView)))]
 pub async fn get_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<Json<LimitView>> {
     Ok(Json(limit_view(engine(&s).limit(&key).await?)))
@@ -1003,7 +1003,7 @@ pub async fn get_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<Jso
 ///
 /// Deletes a named rate limit: tasks that draw from it are no longer held by it. New tasks
 /// naming it are refused until it is set again.
-#[utoipa::path(delete, path = "/v1/limits/{key}", params(("key" = String, Path)),
+#[utoipa::path(delete, path = "/v1/limits/{key}", params(("key" = String, Path, description = "the limit's name: 1 to 128 bytes without control characters, `{` or `}`", min_length = 1, max_length = 128, pattern = r"^[^{}\x00-\x1f\x7f-\x9f]*$")),
     responses((status = 204, description = "deleted")))]
 pub async fn delete_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<StatusCode> {
     engine(&s).delete_limit(key).await?;
@@ -1015,7 +1015,7 @@ pub async fn delete_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<
 /// Registers (or replaces) a trigger: the workflow `POST /v1/triggers/{name}` submits. In its
 /// tasks' inputs, `{"$input": "/json/pointer"}` stands for what the pointer finds in that
 /// request's body (`""`: all of it).
-#[utoipa::path(put, path = "/v1/triggers/{name}", request_body = WorkflowTemplate, params(("name" = String, Path)),
+#[utoipa::path(put, path = "/v1/triggers/{name}", request_body = WorkflowTemplate, params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 201, body = TriggerView, description = "created"), (status = 200, body = TriggerView, description = "replaced")))]
 pub async fn put_trigger(
     AxState(s): St,
@@ -1052,8 +1052,8 @@ pub async fn put_trigger(
 /// Submits the trigger's workflow, the request body as its input (see `PUT
 /// /v1/triggers/{name}`). Safe to resend with the same `Idempotency-Key`: the first workflow is
 /// returned.
-#[utoipa::path(post, path = "/v1/triggers/{name}", request_body(content = Object, description = "Any JSON: what the template's `$input` placeholders take"),
-    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first workflow; at most 256 bytes")),
+#[utoipa::path(post, path = "/v1/triggers/{name}", request_body(content = serde_json::Value, description = "Any JSON: what the template's `$input` placeholders take"),
+    params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$"), ("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first workflow: 1 to 256 visible ASCII characters", pattern = r"^[\x21-\x7e]([\t\x20-\x7e]{0,254}[\x21-\x7e])?$")),
     responses((status = 201, body = WorkflowCreated), (status = 200, body = WorkflowCreated, description = "an earlier request with the same key")))]
 pub async fn fire_trigger(
     AxState(s): St,
@@ -1111,7 +1111,7 @@ async fn check_trigger(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> Api
 /// Read a trigger.
 ///
 /// One trigger: its name and the workflow template `POST /v1/triggers/{name}` submits.
-#[utoipa::path(get, path = "/v1/triggers/{name}", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/v1/triggers/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 200, body = TriggerView)))]
 pub async fn get_trigger(
     AxState(s): St,
@@ -1126,7 +1126,7 @@ pub async fn get_trigger(
 /// Delete a trigger.
 ///
 /// Deletes a trigger; workflows it submitted are left as they are.
-#[utoipa::path(delete, path = "/v1/triggers/{name}", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/v1/triggers/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 204, description = "deleted")))]
 pub async fn delete_trigger(
     AxState(s): St,
@@ -1196,7 +1196,7 @@ const HISTORY_WITH_TASK_MAX: usize = 1_000;
 /// (`waiting`), its dependencies and dependents, its compensation, and the first 1,000 entries of
 /// its history (`GET /v1/tasks/{id}/history` pages through the rest). An agent token reads only the
 /// tasks leased to its agents.
-#[utoipa::path(get, path = "/v1/tasks/{id}", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/tasks/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = TaskView, description = "The task, its input once (in `spec`: the `submitted` history entry does not repeat the spec), its first 1,000 history entries, why it waits and its neighbours.")))]
 pub async fn get_task(
     AxState(s): St,
@@ -1361,7 +1361,7 @@ fn task_view(detail: baton_engine::TaskDetail) -> TaskView<Box<RawValue>> {
 /// (1 to 1,000, default 100): every transition, who sent it and the event with its fields, in the
 /// same shape as a task's `history`. Replaying them through the lifecycle (`GET /v1/lifecycle`)
 /// rebuilds the task's state.
-#[utoipa::path(get, path = "/v1/tasks/{id}/history", params(("id" = String, Path), HistoryQuery),
+#[utoipa::path(get, path = "/v1/tasks/{id}/history", params(("id" = Uuid, Path), HistoryQuery),
     responses((status = 200, body = Vec<HistoryEntry>, description = "History entries, oldest first, in the same shape as a task's `history`.")))]
 pub async fn task_history(
     AxState(s): St,
@@ -1371,10 +1371,7 @@ pub async fn task_history(
 ) -> ApiResult<Json<Vec<HistoryEntry>>> {
     let id = TaskId(parse_id("task", &id)?);
     scope::check_task_read(&caller, engine(&s), id).await?;
-    let limit = q
-        .limit
-        .unwrap_or(100)
-        .clamp(1, baton_engine::read::PAGE_ROWS_MAX);
+    let limit = page_limit(q.limit)?;
     let entries = engine(&s)
         .history_for_view(id, q.after.unwrap_or(0), limit)
         .await?;
@@ -1387,7 +1384,7 @@ pub async fn task_history(
 /// told at its next report (`cancelled: true` in the answer, or `409 task_cancelled`), its
 /// dependents are cancelled in turn, and its compensation, if it has one, runs. Cancelling a
 /// cancelled task again answers it as it is: safe to resend.
-#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", request_body = CancelBody, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", request_body = CancelBody, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn cancel_task(
     AxState(s): St,
@@ -1408,7 +1405,7 @@ pub async fn cancel_task(
 /// Retries a task that failed for good, with one more attempt allowed: it is `pending` again (or
 /// `blocked` until its dependencies complete), and the dependents its failure cancelled come back.
 /// Refused (`409`) for a task that has not failed, saying in words what it is.
-#[utoipa::path(post, path = "/v1/tasks/{id}/retry", request_body = RetryBody, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/retry", request_body = RetryBody, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn retry_task(
     AxState(s): St,
@@ -1497,7 +1494,7 @@ const ID_MATCHES_MAX: usize = 10;
 /// What a short id stands for: the tasks and workflows whose ids end in `suffix`, 4 to 32 hex
 /// digits (hyphens ignored, any case). None, one or several may match.
 #[utoipa::path(get, path = "/v1/ids/{suffix}",
-    params(("suffix" = String, Path, description = "the last 4 to 32 hex digits of an id")),
+    params(("suffix" = String, Path, description = "the last 4 to 32 hex digits of an id (hyphens ignored)", pattern = r"^-*(?:[0-9A-Fa-f]-*){4,32}$")),
     responses((status = 200, body = IdMatches)))]
 pub async fn ids_ending(
     AxState(s): St,
@@ -1704,7 +1701,7 @@ async fn own_agent(
 /// (`agent_lost`). Call this every few seconds while the agent thinks longer than that between
 /// calls. Answers the agent as registered; `404 agent_not_found` once the server has forgotten it
 /// (register again).
-#[utoipa::path(post, path = "/v1/agents/{id}/heartbeat", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/agents/{id}/heartbeat", params(("id" = Uuid, Path)),
     responses((status = 200, body = AgentView)))]
 pub async fn agent_heartbeat(
     AxState(s): St,
@@ -1718,7 +1715,7 @@ pub async fn agent_heartbeat(
 }
 
 /// Claim ready tasks (long poll).
-#[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = Uuid, Path)),
     description = "Assigns up to `max` ready tasks the agent can run and answers them, each with its lease and fencing `token` (send both back with every report). The highest priority goes first; among equal priorities, claims take from each fairness group (a task's `fairness_key`, or its workflow) in turn, up to 32 tasks of a group at a time, each group's tasks in the order they became ready. A task whose named rate limit lacks its units, or whose concurrency key is full, is passed by (its view says why: `waiting.reason` `rate_limited` or `concurrency_full`). With no task ready, the claim waits up to `wait_ms` for one.",
     responses((status = 200, body = Claimed)))]
 pub async fn claim(
@@ -1786,7 +1783,7 @@ fn upstream_view(
 }
 
 /// Read the dependencies' results.
-#[utoipa::path(get, path = "/v1/tasks/{id}/upstream", params(("id" = String, Path), UpstreamQuery),
+#[utoipa::path(get, path = "/v1/tasks/{id}/upstream", params(("id" = Uuid, Path), UpstreamQuery),
     description = "The results of the task's completed dependencies, by dependency key (a dependency not completed yet is absent). One answer carries at most 4 MiB of results; past that a result is withheld (`result` absent, `withheld_bytes` its size): read it with `key`, which answers that one dependency's result whatever its size. What a claim answer withholds is read the same way.",
     responses((status = 200, body = BTreeMap<String, UpstreamResult>)))]
 pub async fn task_upstream(
@@ -1860,7 +1857,7 @@ async fn report(
 /// `agent` and `token` from the claim (every report does; a report under an older token is `409
 /// stale_lease`: the task was reassigned, stop working on it). Safe to resend under the same token.
 /// A claim with `start: true` does this in the same call.
-#[utoipa::path(post, path = "/v1/tasks/{id}/started", request_body = LeaseReport, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/started", request_body = LeaseReport, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_started(
     AxState(s): St,
@@ -1883,7 +1880,7 @@ pub async fn report_started(
 /// within `heartbeat_ms` (a third of it is a good period); it is always safe to resend. The
 /// answer's `cancelled: true` (or `409 task_cancelled`, `task_paused`, `task_skipped`, …) means:
 /// stop working on the task.
-#[utoipa::path(post, path = "/v1/tasks/{id}/heartbeat", request_body = HeartbeatReport, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/heartbeat", request_body = HeartbeatReport, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_heartbeat(
     AxState(s): St,
@@ -1907,7 +1904,7 @@ pub async fn report_heartbeat(
 /// completed are released, and their agents are handed this result in `upstream`. Carries the
 /// lease's `agent` and `token`; resending the same result under the same token answers as before
 /// (safe to resend), a different result is `409 conflict`.
-#[utoipa::path(post, path = "/v1/tasks/{id}/succeeded", request_body = SuccessReport, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/succeeded", request_body = SuccessReport, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_succeeded(
     AxState(s): St,
@@ -1932,7 +1929,7 @@ pub async fn report_succeeded(
 /// dependents are cancelled and its compensation runs. Carries the lease's `agent` and `token` like
 /// every report; resending the same failure under the same token answers as before (safe to
 /// resend), a different one is `409 conflict`.
-#[utoipa::path(post, path = "/v1/tasks/{id}/failed", request_body = FailureReport, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/failed", request_body = FailureReport, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_failed(
     AxState(s): St,
@@ -1954,7 +1951,7 @@ pub async fn report_failed(
 /// The agent gives the task back without trying it (it is shutting down, or cannot run it now): the
 /// lease ends and the task is `pending` again at once, its attempt not counted. Safe to resend: a
 /// lease already released answers `409 stale_lease`, which an agent that released can ignore.
-#[utoipa::path(post, path = "/v1/tasks/{id}/released", request_body = LeaseReport, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/released", request_body = LeaseReport, params(("id" = Uuid, Path)),
     responses((status = 200, body = ReportAnswer)))]
 pub async fn report_released(
     AxState(s): St,
@@ -1976,7 +1973,7 @@ pub async fn report_released(
 /// then, with their results in `upstream`). Carries the lease's `agent` and `token`; each sub-task
 /// is a task spec like those of `POST /v1/workflows`, its dependencies among the workflow's keys. A
 /// sub-task waiting for a signal is how an agent asks a person for approval mid-run.
-#[utoipa::path(post, path = "/v1/tasks/{id}/subtasks", request_body = SubtasksReport, params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/subtasks", request_body = SubtasksReport, params(("id" = Uuid, Path)),
     responses((status = 201, body = WorkflowCreated)))]
 pub async fn add_subtasks(
     AxState(s): St,
@@ -2168,7 +2165,8 @@ fn lagged(skipped: u64) -> SseEvent {
 /// its guards. `format=json` (the default) lists the rules; `mermaid` and `dot` answer a diagram's
 /// source as `text/plain`. Public: no token needed.
 #[utoipa::path(get, path = "/v1/lifecycle", params(LifecycleQuery),
-    responses((status = 200, description = "the lifecycle: a Mermaid or DOT diagram as text, or the rules as JSON", body = Vec<LifecycleRule>)))]
+    responses((status = 200, description = "the lifecycle: a Mermaid (`format=mermaid`, the default) or DOT (`format=dot`) diagram as text, or the rules as JSON (`format=json`)",
+        content((Vec<LifecycleRule> = "application/json"), (String = "text/plain")))))]
 pub async fn lifecycle(ApiQuery(q): ApiQuery<LifecycleQuery>) -> ApiResult<Response> {
     let format = match q.format.as_deref() {
         None | Some("mermaid") => baton_core::DiagramFormat::Mermaid,
@@ -2247,7 +2245,7 @@ fn operator(caller: &Caller, reason: String) -> ApiResult<Operator> {
 }
 
 /// Pause a task.
-#[utoipa::path(post, path = "/v1/tasks/{id}/pause", request_body = PauseBody, params(("id" = String, Path, description = "task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/pause", request_body = PauseBody, params(("id" = Uuid, Path, description = "task id")),
     description = "Pauses the task: no agent is handed it and its timers (deadlines, a scheduled retry, a delay) stand still until it is resumed. An agent already running it finishes, unless `now` takes it back: its lease is revoked and its next report is refused with `task_paused`. A task that has ended cannot be paused (409). Requires a `reason`, recorded in the audit log with the caller's token name.",
     responses((status = 200, body = ReportAnswer)))]
 pub async fn pause_task(
@@ -2264,7 +2262,7 @@ pub async fn pause_task(
 }
 
 /// Resume a paused task.
-#[utoipa::path(post, path = "/v1/tasks/{id}/resume", request_body = ResumeBody, params(("id" = String, Path, description = "task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/resume", request_body = ResumeBody, params(("id" = Uuid, Path, description = "task id")),
     description = "Resumes a paused task: it can be handed to agents again, and each of its timers fires with the time it had left when the pause stopped it.",
     responses((status = 200, body = ReportAnswer)))]
 pub async fn resume_task(
@@ -2281,7 +2279,7 @@ pub async fn resume_task(
 }
 
 /// Skip a task with a result.
-#[utoipa::path(post, path = "/v1/tasks/{id}/skip", request_body = SkipBody, params(("id" = String, Path, description = "task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/skip", request_body = SkipBody, params(("id" = Uuid, Path, description = "task id")),
     description = "Completes the task with the operator's `result` in place of an agent (a person did the work, or it is not needed): its dependents proceed with that result. Works on a blocked, pending, assigned, executing (its lease is revoked) or failed task; a failed-for-good task's cancelled dependents come back. A later report from the agent that held it is refused with `task_skipped`. A completed or cancelled task cannot be skipped (409).",
     responses((status = 200, body = ReportAnswer)))]
 pub async fn skip_task(
@@ -2298,7 +2296,7 @@ pub async fn skip_task(
 }
 
 /// Fail a task for good.
-#[utoipa::path(post, path = "/v1/tasks/{id}/fail", request_body = FailBody, params(("id" = String, Path, description = "task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/fail", request_body = FailBody, params(("id" = Uuid, Path, description = "task id")),
     description = "Fails the task for good: no retry follows, its dependents are cancelled, its compensation runs. An agent holding it loses its lease; its later reports are refused with `task_failed_by_operator`. An operator's retry (`POST /v1/tasks/{id}/retry`) can reopen it.",
     responses((status = 200, body = ReportAnswer)))]
 pub async fn fail_task(
@@ -2315,7 +2313,7 @@ pub async fn fail_task(
 }
 
 /// Rerun a task and what follows it.
-#[utoipa::path(post, path = "/v1/tasks/{id}/rerun", request_body = RerunBody, params(("id" = String, Path, description = "task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/rerun", request_body = RerunBody, params(("id" = Uuid, Path, description = "task id")),
     description = "Reruns the task and everything downstream of it: each is reopened (its history is kept, with a new `reopened` entry), waits for its dependencies again and runs with fresh attempts; agents still running any of them lose their leases (`task_rerun`). Tasks upstream keep their results. `input` replaces the task's own input. It all commits together or not at all. `dry_run` lists what would rerun and changes nothing. A `for_each` on the way that has expanded expands anew once its dependencies complete: its items are superseded now (listed in `superseded`) and its next expansion reopens those its new list still has, with their new input (a rerun from one of its items keeps the others and gathers them again). Sub-tasks that tasks of the rerun added are superseded too; a task adding one again under its key (same spec but for its input) reopens it.",
     responses((status = 200, body = RerunAnswer)))]
 pub async fn rerun_task(
@@ -2345,7 +2343,7 @@ pub async fn rerun_task(
 }
 
 /// Pause a workflow.
-#[utoipa::path(post, path = "/v1/workflows/{id}/pause", request_body = PauseBody, params(("id" = String, Path, description = "workflow id")),
+#[utoipa::path(post, path = "/v1/workflows/{id}/pause", request_body = PauseBody, params(("id" = Uuid, Path, description = "workflow id")),
     description = "Pauses every task of the workflow that has not ended (as `POST /v1/tasks/{id}/pause`, `now` included) and marks the workflow paused: tasks created in it later (sub-tasks, a fan-out's items, compensation) start paused.",
     responses((status = 200, body = WorkflowControlAnswer)))]
 pub async fn pause_workflow(
@@ -2365,7 +2363,7 @@ pub async fn pause_workflow(
 }
 
 /// Resume a workflow.
-#[utoipa::path(post, path = "/v1/workflows/{id}/resume", request_body = ResumeBody, params(("id" = String, Path, description = "workflow id")),
+#[utoipa::path(post, path = "/v1/workflows/{id}/resume", request_body = ResumeBody, params(("id" = Uuid, Path, description = "workflow id")),
     description = "Resumes every paused task of the workflow (those paused one by one too) and clears its pause.",
     responses((status = 200, body = WorkflowControlAnswer)))]
 pub async fn resume_workflow(
@@ -2406,6 +2404,19 @@ pub async fn audit(
             )))
         }
         None => {}
+    }
+    // Times are kept as signed 64-bit milliseconds: a later one is no time at all.
+    for (field, at) in [("since", q.since), ("until", q.until)] {
+        if at.is_some_and(|t| t > Timestamp::NEVER.0) {
+            return Err(Problem::bad_request(
+                "invalid_query",
+                format!("`{field}` is past the latest time there is"),
+            )
+            .field(
+                field,
+                format!("ms since the epoch, at most {}", Timestamp::NEVER.0),
+            ));
+        }
     }
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > AUDIT_PAGE_MAX {

@@ -197,7 +197,7 @@ fn not_modified(meta: &ArtifactMeta, request: &HeaderMap) -> bool {
 /// stream` without one), an `ETag` of its digest (`If-None-Match` answers `304`) and its `Content-
 /// Length`.
 #[utoipa::path(get, path = "/v1/artifacts/{artifact}",
-    params(("artifact" = String, Path, description = "`sha256:<64 hex>` or the bare hex")),
+    params(("artifact" = String, Path, description = "`sha256:<64 hex>` or the bare hex", pattern = r"^(sha256:)?[0-9a-f]{64}$")),
     responses(
         (status = 200, description = "the bytes, streamed, with `Content-Length`, `ETag` and the content type given at upload", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 304, description = "`If-None-Match` named this artifact")))]
@@ -231,7 +231,7 @@ pub async fn get_artifact(
 /// skips uploading bytes Baton already has. A refusal has the status and headers of `GET` without
 /// its body.
 #[utoipa::path(head, path = "/v1/artifacts/{artifact}",
-    params(("artifact" = String, Path, description = "`sha256:<64 hex>` or the bare hex")),
+    params(("artifact" = String, Path, description = "`sha256:<64 hex>` or the bare hex", pattern = r"^(sha256:)?[0-9a-f]{64}$")),
     responses(
         (status = 200, description = "the artifact exists: its `Content-Length`, `ETag` and content type, no body")))]
 pub async fn head_artifact(

@@ -26,6 +26,7 @@ pub mod contract;
 pub mod dashboard;
 pub mod extract;
 pub mod limits;
+pub mod links;
 pub mod listen;
 pub mod problem;
 pub mod scope;
@@ -267,6 +268,54 @@ fn document_authorization(doc: &mut utoipa::openapi::OpenApi) {
     });
 }
 
+/// What the attributes cannot say: that a task's dependencies are each listed once, that a
+/// result is any JSON but `null`, and that an artifact may be empty (no body).
+fn refine(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::Schema;
+    use utoipa::openapi::RefOr;
+    let schemas = &mut doc.components.get_or_insert_with(Default::default).schemas;
+    if let Some(RefOr::T(Schema::Object(spec))) = schemas.get_mut("TaskSpec") {
+        if let Some(RefOr::T(Schema::Array(deps))) = spec.properties.get_mut("depends_on") {
+            deps.unique_items = true;
+        }
+    }
+    // Any JSON value but null.
+    let not_null = |description: Option<String>| -> RefOr<Schema> {
+        let mut any = utoipa::openapi::schema::Object::new();
+        any.schema_type = utoipa::openapi::schema::SchemaType::AnyValue;
+        any.description = description.or_else(|| Some("Any JSON value but `null`.".to_owned()));
+        let null = utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Null)
+            .build();
+        let mut not = serde_json::Map::new();
+        not.insert(
+            "not".to_owned(),
+            serde_json::to_value(null).unwrap_or_default(),
+        );
+        any.extensions = Some(utoipa::openapi::extensions::Extensions::from_iter(not));
+        RefOr::T(Schema::Object(any))
+    };
+    for (schema, field) in [("SkipBody", "result"), ("SuccessReport", "result")] {
+        if let Some(RefOr::T(Schema::Object(o))) = schemas.get_mut(schema) {
+            let description = match o.properties.get(field) {
+                Some(RefOr::T(Schema::Object(f))) => f.description.clone(),
+                _ => None,
+            };
+            o.properties.insert(field.to_owned(), not_null(description));
+        }
+    }
+    if let Some(put) = doc
+        .paths
+        .paths
+        .get_mut("/v1/artifacts")
+        .and_then(|p| p.put.as_mut())
+    {
+        if let Some(body) = put.request_body.as_mut() {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+    }
+}
+
 /// Calls `f` with each operation of the document, its method and its path.
 pub(crate) fn each_operation(
     doc: &mut utoipa::openapi::OpenApi,
@@ -316,6 +365,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .split_for_parts();
     document_authorization(&mut doc);
     contract::document(&mut doc);
+    links::document(&mut doc);
+    refine(&mut doc);
     let contract = Arc::new(contract::Contract::from_document(&doc));
     let doc = Arc::new(doc);
     let router = PLAIN_ROUTES.iter().fold(router, |router, (path, plain)| {

@@ -80,6 +80,7 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("GET", "/v1/openapi.json", "YYYYYY"),
     ("GET", "/v1/lifecycle", "YYYYYY"),
     ("GET", "/", "YYYYYY"),
+    ("GET", "/reference", "YYYYYY"),
     ("GET", "/assets/{*path}", "YYYYYY"),
     // Reads: viewers and up, not agents.
     ("GET", "/metrics", "YYYFUU"),

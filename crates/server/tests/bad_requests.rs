@@ -449,6 +449,16 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .expect(400, "invalid_query").field("limit"),
         get("?limit=abc", "/v1/tasks?limit=abc")
             .expect(400, "invalid_query"),
+        get("task history ?limit=0", format!("/v1/tasks/{}/history?limit=0", fx.done))
+            .expect(400, "invalid_query").field("limit"),
+        get("task history ?limit=1001", format!("/v1/tasks/{}/history?limit=1001", fx.done))
+            .expect(400, "invalid_query").field("limit"),
+        get("workflow history ?limit=0", format!("/v1/workflows/{}/history?limit=0", fx.workflow))
+            .expect(400, "invalid_query").field("limit"),
+        get("workflow history ?limit=501", format!("/v1/workflows/{}/history?limit=501", fx.workflow))
+            .expect(400, "invalid_query").field("limit"),
+        get("audit ?until past the latest time", "/v1/audit?until=9223372036854775808")
+            .expect(400, "invalid_query").field("until"),
         get("unknown query parameter", "/v1/tasks?colour=red")
             .expect(400, "invalid_query"),
         get("counts for a workflow id not a UUID", "/v1/counts?workflow=nope")

@@ -367,3 +367,341 @@ async fn every_operation_has_a_summary_and_a_description() {
     }
     assert!(missing.is_empty(), "{missing:#?}");
 }
+
+/// The bounds the document declares are the server's own: each literal in an attribute (utoipa
+/// takes no constant there) is held to the constant the server checks against.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_bounds_are_the_servers_constants() {
+    use baton_core::openapi as pat;
+    let srv = TestServer::start().await;
+    let (_, doc) = srv.get("/v1/openapi.json").await;
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    let prop = |name: &str, field: &str| schema(name)["properties"][field].clone();
+    let param = |path: &str, method: &str, name: &str| -> Value {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .map(|p| p["schema"].clone())
+            .unwrap_or_else(|| panic!("{method} {path}: no parameter {name}"))
+    };
+    let n = |v: &Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+    let name_pattern = format!("^[A-Za-z0-9_.:/-]{{1,{}}}$", baton_core::spec::KEY_LEN_MAX);
+    assert_eq!(pat::NAME_PATTERN, name_pattern);
+    assert!(pat::KEY_PATTERN.starts_with(&name_pattern[..name_pattern.len() - 1]));
+    assert_eq!(
+        pat::LABEL_KEY_PATTERN,
+        format!(
+            "^[a-z0-9_.-]{{1,{}}}$",
+            baton_core::labels::LABEL_KEY_LEN_MAX
+        )
+    );
+    assert_eq!(
+        pat::UNIT_PATTERN,
+        format!("^[a-z0-9_.-]{{1,{}}}$", baton_core::usage::UNIT_LEN_MAX)
+    );
+    let dur = baton_core::spec::DURATION_MAX_MS as f64;
+    let checks: Vec<(String, f64, f64)> = vec![
+        // (where, declared, constant)
+        (
+            "TaskSpec.depends_on".into(),
+            n(&prop("TaskSpec", "depends_on")["maxItems"]),
+            baton_core::spec::DEPENDENCIES_PER_TASK_MAX as f64,
+        ),
+        (
+            "TaskSpec.capabilities".into(),
+            n(&prop("TaskSpec", "capabilities")["maxItems"]),
+            baton_core::spec::CAPABILITIES_PER_TASK_MAX as f64,
+        ),
+        (
+            "TaskSpec.rate".into(),
+            n(&prop("TaskSpec", "rate")["maxItems"]),
+            baton_core::flow::FLOW_KEYS_MAX as f64,
+        ),
+        (
+            "TaskSpec.concurrency".into(),
+            n(&prop("TaskSpec", "concurrency")["maxItems"]),
+            baton_core::flow::FLOW_KEYS_MAX as f64,
+        ),
+        (
+            "TaskSpec.fairness_key".into(),
+            n(&prop("TaskSpec", "fairness_key")["maxLength"]),
+            baton_core::flow::FLOW_KEY_LEN_MAX as f64,
+        ),
+        (
+            "TaskSpec.delay_ms".into(),
+            n(&prop("TaskSpec", "delay_ms")["maximum"]),
+            dur,
+        ),
+        (
+            "TaskSpec.sleep_ms".into(),
+            n(&prop("TaskSpec", "sleep_ms")["maximum"]),
+            dur,
+        ),
+        (
+            "WaitFor.timeout_ms".into(),
+            n(&prop("WaitFor", "timeout_ms")["maximum"]),
+            dur,
+        ),
+        (
+            "RetryPolicy.max_attempts".into(),
+            n(&prop("RetryPolicy", "max_attempts")["maximum"]),
+            baton_core::spec::ATTEMPTS_MAX as f64,
+        ),
+        (
+            "RetryPolicy.initial_backoff_ms".into(),
+            n(&prop("RetryPolicy", "initial_backoff_ms")["maximum"]),
+            dur,
+        ),
+        (
+            "RetryPolicy.max_backoff_ms".into(),
+            n(&prop("RetryPolicy", "max_backoff_ms")["maximum"]),
+            dur,
+        ),
+        (
+            "RetryPolicy.non_retryable".into(),
+            n(&prop("RetryPolicy", "non_retryable")["maxItems"]),
+            baton_core::spec::NON_RETRYABLE_KINDS_MAX as f64,
+        ),
+        (
+            "Timeouts.heartbeat_ms".into(),
+            n(&prop("Timeouts", "heartbeat_ms")["maximum"]),
+            dur,
+        ),
+        (
+            "Timeouts.start_ms".into(),
+            n(&prop("Timeouts", "start_ms")["maximum"]),
+            dur,
+        ),
+        (
+            "Timeouts.start_to_close_ms".into(),
+            n(&prop("Timeouts", "start_to_close_ms")["maximum"]),
+            dur,
+        ),
+        (
+            "Timeouts.schedule_to_start_ms".into(),
+            n(&prop("Timeouts", "schedule_to_start_ms")["maximum"]),
+            dur,
+        ),
+        (
+            "Limit.units".into(),
+            n(&prop("Limit", "units")["maximum"]),
+            baton_core::flow::LIMIT_UNITS_MAX as f64,
+        ),
+        (
+            "Limit.per_ms".into(),
+            n(&prop("Limit", "per_ms")["maximum"]),
+            baton_core::flow::LIMIT_PER_MS_MAX as f64,
+        ),
+        (
+            "RateUse.units".into(),
+            n(&prop("RateUse", "units")["maximum"]),
+            baton_core::flow::LIMIT_UNITS_MAX as f64,
+        ),
+        (
+            "RateUse.key".into(),
+            n(&prop("RateUse", "key")["maxLength"]),
+            baton_core::flow::FLOW_KEY_LEN_MAX as f64,
+        ),
+        (
+            "ConcurrencyKey.key".into(),
+            n(&prop("ConcurrencyKey", "key")["maxLength"]),
+            baton_core::flow::FLOW_KEY_LEN_MAX as f64,
+        ),
+        (
+            "Budget.limit".into(),
+            n(&prop("Budget", "limit")["maximum"]),
+            baton_core::usage::AMOUNT_MAX,
+        ),
+        (
+            "Budgets".into(),
+            n(&schema("Budgets")["maxProperties"]),
+            baton_core::usage::UNITS_MAX as f64,
+        ),
+        (
+            "Usage".into(),
+            n(&schema("Usage")["maxProperties"]),
+            baton_core::usage::UNITS_MAX as f64,
+        ),
+        (
+            "Usage amounts".into(),
+            n(&schema("Usage")["additionalProperties"]["maximum"]),
+            baton_core::usage::AMOUNT_MAX,
+        ),
+        (
+            "Labels".into(),
+            n(&schema("Labels")["maxProperties"]),
+            baton_core::labels::LABELS_MAX as f64,
+        ),
+        (
+            "Labels values".into(),
+            n(&schema("Labels")["additionalProperties"]["maxLength"]),
+            baton_core::labels::LABEL_VALUE_LEN_MAX as f64,
+        ),
+        (
+            "SubmitWorkflow.tasks".into(),
+            n(&prop("SubmitWorkflow", "tasks")["maxItems"]),
+            baton_core::dag::TASKS_PER_WORKFLOW_MAX as f64,
+        ),
+        (
+            "WorkflowTemplate.tasks".into(),
+            n(&prop("WorkflowTemplate", "tasks")["maxItems"]),
+            baton_core::dag::TASKS_PER_WORKFLOW_MAX as f64,
+        ),
+        (
+            "SubmitWorkflow.name".into(),
+            n(&prop("SubmitWorkflow", "name")["maxLength"]),
+            baton_engine::NAME_LEN_MAX as f64,
+        ),
+        (
+            "WorkflowTemplate.name".into(),
+            n(&prop("WorkflowTemplate", "name")["maxLength"]),
+            baton_engine::NAME_LEN_MAX as f64,
+        ),
+        (
+            "SubmitWorkflow.idempotency_key".into(),
+            n(&prop("SubmitWorkflow", "idempotency_key")["maxLength"]),
+            baton_engine::NAME_LEN_MAX as f64,
+        ),
+        (
+            "SubmitTask.idempotency_key".into(),
+            n(&prop("SubmitTask", "idempotency_key")["maxLength"]),
+            baton_engine::NAME_LEN_MAX as f64,
+        ),
+        (
+            "RegisterAgent.name".into(),
+            n(&prop("RegisterAgent", "name")["maxLength"]),
+            baton_engine::NAME_LEN_MAX as f64,
+        ),
+        (
+            "RegisterAgent.capabilities".into(),
+            n(&prop("RegisterAgent", "capabilities")["maxItems"]),
+            baton_engine::AGENT_CAPABILITIES_MAX as f64,
+        ),
+        (
+            "RegisterAgent.concurrency".into(),
+            n(&prop("RegisterAgent", "concurrency")["maximum"]),
+            baton_engine::AGENT_CONCURRENCY_MAX as f64,
+        ),
+        (
+            "ClaimBody.max".into(),
+            n(&prop("ClaimBody", "max")["maximum"]),
+            baton_engine::CLAIM_TASKS_MAX as f64,
+        ),
+        (
+            "ClaimBody.wait_ms".into(),
+            n(&prop("ClaimBody", "wait_ms")["maximum"]),
+            baton_engine::CLAIM_WAIT_MAX_MS as f64,
+        ),
+        (
+            "PauseBody.reason".into(),
+            n(&prop("PauseBody", "reason")["maxLength"]),
+            baton_engine::REASON_LEN_MAX as f64,
+        ),
+        (
+            "BudgetsBody.reason".into(),
+            n(&prop("BudgetsBody", "reason")["maxLength"]),
+            baton_engine::REASON_LEN_MAX as f64,
+        ),
+        (
+            "GET /v1/tasks limit".into(),
+            n(&param("/v1/tasks", "get", "limit")["maximum"]),
+            baton_engine::read::PAGE_ROWS_MAX as f64,
+        ),
+        (
+            "GET /v1/tasks/{id}/history limit".into(),
+            n(&param("/v1/tasks/{id}/history", "get", "limit")["maximum"]),
+            baton_engine::read::PAGE_ROWS_MAX as f64,
+        ),
+        (
+            "GET /v1/agents limit".into(),
+            n(&param("/v1/agents", "get", "limit")["maximum"]),
+            baton_engine::read::PAGE_ROWS_MAX as f64,
+        ),
+        (
+            "GET /v1/waiting limit".into(),
+            n(&param("/v1/waiting", "get", "limit")["maximum"]),
+            baton_engine::read::PAGE_ROWS_MAX as f64,
+        ),
+        (
+            "GET /v1/workflows/{id}/signals limit".into(),
+            n(&param("/v1/workflows/{id}/signals", "get", "limit")["maximum"]),
+            baton_engine::read::PAGE_ROWS_MAX as f64,
+        ),
+        (
+            "GET /v1/workflows/{id}/history limit".into(),
+            n(&param("/v1/workflows/{id}/history", "get", "limit")["maximum"]),
+            baton_engine::read::HISTORY_TASKS_PER_PAGE_MAX as f64,
+        ),
+        (
+            "GET /v1/audit until".into(),
+            n(&param("/v1/audit", "get", "until")["maximum"]),
+            baton_core::Timestamp::NEVER.0 as f64,
+        ),
+    ];
+    for (what, declared, constant) in checks {
+        assert_eq!(
+            declared, constant,
+            "{what}: the document says {declared}, the server {constant}"
+        );
+    }
+    for (schema_name, field) in [
+        ("TaskSpec", "key"),
+        ("CompensationSpec", "key"),
+        ("WaitFor", "signal"),
+        ("ScheduleSpec", "name"),
+    ] {
+        assert_eq!(
+            prop(schema_name, field)["pattern"],
+            pat::NAME_PATTERN,
+            "{schema_name}.{field}"
+        );
+    }
+    assert_eq!(schema("TaskKey")["pattern"], pat::KEY_PATTERN);
+    assert_eq!(schema("Capability")["pattern"], pat::NAME_PATTERN);
+    assert_eq!(
+        schema("Labels")["propertyNames"]["pattern"],
+        pat::LABEL_KEY_PATTERN
+    );
+    assert_eq!(
+        schema("Usage")["propertyNames"]["pattern"],
+        pat::UNIT_PATTERN
+    );
+    for (path, method) in [
+        ("/v1/schedules/{name}", "get"),
+        ("/v1/triggers/{name}", "put"),
+        ("/v1/workflows/{id}/signals/{name}", "post"),
+    ] {
+        assert_eq!(
+            param(path, method, "name")["pattern"],
+            pat::NAME_PATTERN,
+            "{method} {path}"
+        );
+    }
+    // Ids in paths are UUIDs.
+    for (path, method) in [
+        ("/v1/workflows/{id}", "get"),
+        ("/v1/tasks/{id}", "get"),
+        ("/v1/agents/{id}/claim", "post"),
+    ] {
+        assert_eq!(
+            param(path, method, "id")["format"],
+            "uuid",
+            "{method} {path}"
+        );
+    }
+    // The Idempotency-Key header: 1 to 256 visible ASCII characters, where it is read.
+    for (path, method) in [
+        ("/v1/workflows/{id}/signals/{name}", "post"),
+        ("/v1/triggers/{name}", "post"),
+    ] {
+        let p = param(path, method, "Idempotency-Key");
+        let pattern = p["pattern"].as_str().unwrap();
+        assert!(
+            pattern.contains(&format!(
+                "{{0,{}}}",
+                baton_server::api::IDEMPOTENCY_KEY_LEN_MAX - 2
+            )),
+            "{method} {path}: {pattern}"
+        );
+    }
+}

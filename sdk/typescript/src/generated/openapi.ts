@@ -123,10 +123,6 @@ export type AuditPage = {
   next?: number | null;
 };
 
-export type BTreeMap = {
-  [key: string]: string;
-};
-
 /**
  * A workflow's budget on one unit.
  */
@@ -134,6 +130,7 @@ export type Budget = {
   /**
    * The most the workflow's tasks may spend of the unit, all attempts together: a number
    * above 0, at most six decimals counted.
+   * Above 0 (amounts count millionths), at most 1e12.
    */
   limit: number;
   policy?: BudgetPolicy;
@@ -145,19 +142,25 @@ export type Budget = {
 export type BudgetPolicy = "pause" | "fail" | "cancel";
 
 /**
+ * Budgets per usage unit, `{"usd": {"limit": 5, "policy": "pause"}}`: at most 32 units, each named by 1 to 64 of `a-z0-9_.-`.
+ */
+export type Budgets = {
+  [key: string]: Budget;
+};
+
+/**
  * `PUT /v1/workflows/{id}/budgets`: the workflow's budgets, replaced as a whole.
  */
 export type BudgetsBody = {
   /**
    * The budgets per unit (an empty map removes them), as in `POST /v1/workflows`.
    */
-  budgets: {
-    [key: string]: Budget;
-  };
+  budgets: Budgets;
   /**
-   * Why (required, 1 to 1,024 bytes): the change is audited.
+   * Why (required, 1 to 1,024 bytes, not only white space): every operator action is
+   * audited with its reason.
    */
-  reason?: string;
+  reason: string;
 };
 
 export type CancelBody = {
@@ -169,7 +172,7 @@ export type CancelledCount = {
 };
 
 /**
- * A capability an agent offers and a task requires, such as `summarize` or `gpu`.
+ * A capability an agent offers and a task requires, such as `summarize` or `gpu`: 1 to 128 letters, digits and `-_.:/`.
  */
 export type Capability = string;
 
@@ -187,11 +190,11 @@ export type CatchUp = {
 
 export type ClaimBody = {
   /**
-   * Most tasks to take (default 1).
+   * Most tasks to take, 1 to 256 (default 1).
    */
   max?: number | null;
   /**
-   * How long to wait for work when none is ready (long poll; default 0).
+   * How long to wait for work when none is ready, at most 60,000 ms (long poll; default 0).
    */
   wait_ms?: number | null;
 };
@@ -292,7 +295,11 @@ export type CompensationSpec = {
    * compensation input: what failed, its input and errors).
    */
   input?: unknown;
-  key: TaskKey;
+  /**
+   * A key no task or other compensation of the workflow has: 1 to 128 letters, digits and
+   * `-_.:/`.
+   */
+  key: string;
   /**
    * The compensation task's priority; the failed task's if absent.
    */
@@ -308,7 +315,8 @@ export type ConcurrencyKey = {
   /**
    * The key; it may name values of the task's input as `{/json/pointer}` (e.g.
    * `tenant-{/tenant}`), filled in from the input it runs with (a string as is, another
-   * value as JSON, nothing found as an empty string).
+   * value as JSON, nothing found as an empty string). 1 to 128 bytes without control
+   * characters.
    */
   key: string;
   /**
@@ -534,11 +542,12 @@ export type EventKind = "submitted" | "dependency_added" | "subtasks_added" | "d
  * and it compensates).
  */
 export type FailBody = {
-  error?: null | ErrorReport;
+  error?: null | OperatorError;
   /**
-   * Why (required, 1 to 1,024 bytes).
+   * Why (required, 1 to 1,024 bytes, not only white space): every operator action is
+   * audited with its reason.
    */
-  reason?: string;
+  reason: string;
 };
 
 export type FailureReport = {
@@ -552,9 +561,7 @@ export type FailureReport = {
    * numbers from 0 to 1e12 with at most six decimals counted. Summed per task and workflow
    * (`usage` on both) and checked against the workflow's `budgets`.
    */
-  usage?: {
-    [key: string]: number;
-  };
+  usage?: Usage;
 };
 
 /**
@@ -608,9 +615,7 @@ export type HeartbeatReport = {
    * numbers from 0 to 1e12 with at most six decimals counted. Summed per task and workflow
    * (`usage` on both) and checked against the workflow's `budgets`.
    */
-  usage?: {
-    [key: string]: number;
-  };
+  usage?: Usage;
 };
 
 /**
@@ -664,6 +669,13 @@ export type IdMatches = {
   more: boolean;
   tasks: TaskIdMatch[];
   workflows: WorkflowIdMatch[];
+};
+
+/**
+ * Labels, `{"tenant": "acme"}`: at most 16; keys of 1 to 63 characters among `a-z0-9_.-`; values of 1 to 255 bytes without control characters.
+ */
+export type Labels = {
+  [key: string]: string;
 };
 
 /**
@@ -748,6 +760,27 @@ export type LimitView = {
 };
 
 /**
+ * 1 to 128 letters, digits and `-_.:/`.
+ */
+export type Name = string;
+
+/**
+ * The error an operator fails a task with (`POST /v1/tasks/{id}/fail`): an [`ErrorReport`]
+ * whose `kind` is 1 to 128 bytes. For the document only.
+ */
+export type OperatorError = {
+  /**
+   * 1 to 128 bytes.
+   */
+  kind: string;
+  message: string;
+  /**
+   * `true` if absent.
+   */
+  retryable?: boolean;
+};
+
+/**
  * What a tick does while the workflow of the previous tick is still running.
  */
 export type Overlap = "skip" | "allow" | "cancel_previous";
@@ -762,9 +795,10 @@ export type PauseBody = {
    */
   now?: boolean;
   /**
-   * Why (required, 1 to 1,024 bytes): every operator action is audited with its reason.
+   * Why (required, 1 to 1,024 bytes, not only white space): every operator action is
+   * audited with its reason.
    */
-  reason?: string;
+  reason: string;
 };
 
 /**
@@ -825,7 +859,7 @@ export type Problem = {
 export type RateUse = {
   /**
    * The limit's name, as set with `PUT /v1/limits/{key}`; unknown names are refused at
-   * submission.
+   * submission. 1 to 128 bytes without control characters, `{` or `}`.
    */
   key: string;
   /**
@@ -841,9 +875,12 @@ export type RateUse = {
 };
 
 export type RegisterAgent = {
+  /**
+   * What it can run (at most 64).
+   */
   capabilities?: Capability[];
   /**
-   * Tasks it may hold at once, 1 to 1,024: by default 1 for a new agent, and what it had
+   * Tasks it may hold at once, 1 to 10,000: by default 1 for a new agent, and what it had
    * for one re-registered under its `id`.
    */
   concurrency?: number | null;
@@ -851,6 +888,9 @@ export type RegisterAgent = {
    * Re-register an existing agent under its id.
    */
   id?: string | null;
+  /**
+   * 1 to 256 bytes. An agent token may register only the agents it names.
+   */
   name: string;
 };
 
@@ -913,9 +953,10 @@ export type RerunBody = {
    */
   input?: Record<string, unknown> | null;
   /**
-   * Why (required, 1 to 1,024 bytes).
+   * Why (required, 1 to 1,024 bytes, not only white space): every operator action is
+   * audited with its reason.
    */
-  reason?: string;
+  reason: string;
 };
 
 export type RerunTaskView = {
@@ -929,9 +970,10 @@ export type RerunTaskView = {
  */
 export type ResumeBody = {
   /**
-   * Why (required, 1 to 1,024 bytes).
+   * Why (required, 1 to 1,024 bytes, not only white space): every operator action is
+   * audited with its reason.
    */
-  reason?: string;
+  reason: string;
 };
 
 export type RetryBody = Record<string, never>;
@@ -953,11 +995,15 @@ export type RetryPolicy = {
    * Attempts in all, the first included; 1 means never retry.
    */
   max_attempts?: number;
+  /**
+   * At least `initial_backoff_ms`.
+   */
   max_backoff_ms?: number;
   /**
-   * Error kinds that fail the task at once, whatever attempts are left.
+   * Error kinds that fail the task at once, whatever attempts are left (at most 64, each 1
+   * to 128 letters, digits and `-_.:/`).
    */
-  non_retryable?: string[];
+  non_retryable?: Name[];
 };
 
 export type ScheduleList = {
@@ -1082,13 +1128,14 @@ export type SignalView = {
  */
 export type SkipBody = {
   /**
-   * Why (required, 1 to 1,024 bytes).
+   * Why (required, 1 to 1,024 bytes, not only white space): every operator action is
+   * audited with its reason.
    */
-  reason?: string;
+  reason: string;
   /**
    * The task's result: any JSON value but null. Its dependents see it as any result.
    */
-  result: Record<string, unknown>;
+  result: unknown;
 };
 
 /**
@@ -1127,16 +1174,15 @@ export type SubmitTask = {
   /**
    * The budgets of the workflow it makes (as in `POST /v1/workflows`).
    */
-  budgets?: {
-    [key: string]: Budget;
-  };
+  budgets?: Budgets;
+  /**
+   * Resubmitting with the same key returns the first submission (1 to 256 bytes).
+   */
   idempotency_key?: string | null;
   /**
    * The labels of the workflow it makes (as in `POST /v1/workflows`).
    */
-  labels?: {
-    [key: string]: string;
-  };
+  labels?: Labels;
   task: TaskSpec;
 };
 
@@ -1153,11 +1199,9 @@ export type SubmitWorkflow = {
    * /v1/workflows/{id}/budgets`, then resumes it), `fail` fails its open tasks (error kind `budget_exceeded`), `cancel`
    * cancels them. Unit names: 1 to 64 of `a-z0-9_.-`; at most 32 units.
    */
-  budgets?: {
-    [key: string]: Budget;
-  };
+  budgets?: Budgets;
   /**
-   * Resubmitting with the same key returns the first submission.
+   * Resubmitting with the same key returns the first submission (1 to 256 bytes).
    */
   idempotency_key?: string | null;
   /**
@@ -1166,9 +1210,10 @@ export type SubmitWorkflow = {
    * by label (`GET /v1/workflows?label=tenant:acme`), and a token scoped to labels sees only
    * the workflows carrying them (its submissions get them added).
    */
-  labels?: {
-    [key: string]: string;
-  };
+  labels?: Labels;
+  /**
+   * At most 256 bytes.
+   */
   name?: string;
   /**
    * The workflow's result once every task has completed (`GET /v1/workflows/{id}` shows it
@@ -1177,11 +1222,17 @@ export type SubmitWorkflow = {
    * as in a task's input.
    */
   outputs?: Record<string, unknown> | null;
+  /**
+   * 1 to 100,000 tasks.
+   */
   tasks: TaskSpec[];
 };
 
 export type SubtasksReport = {
   agent: string;
+  /**
+   * At least one task.
+   */
   tasks: TaskSpec[];
   token: number;
 };
@@ -1200,9 +1251,7 @@ export type SuccessReport = {
    * numbers from 0 to 1e12 with at most six decimals counted. Summed per task and workflow
    * (`usage` on both) and checked against the workflow's `budgets`.
    */
-  usage?: {
-    [key: string]: number;
-  };
+  usage?: Usage;
 };
 
 export type TaskCreated = {
@@ -1234,7 +1283,7 @@ export type TaskIdMatch = {
 };
 
 /**
- * The user's name for a task, unique within its workflow; dependencies refer to tasks by key.
+ * The user's name for a task, unique within its workflow; dependencies refer to tasks by key: 1 to 128 letters, digits and `-_.:/`, or a for_each item's key `KEY[N]`.
  */
 export type TaskKey = string;
 
@@ -1251,7 +1300,7 @@ export type TaskList = {
  */
 export type TaskSpec = {
   /**
-   * Capabilities an agent must have (all of them) to be assigned this task.
+   * Capabilities an agent must have (all of them) to be assigned this task (at most 32).
    */
   capabilities?: Capability[];
   compensation?: null | CompensationSpec;
@@ -1266,7 +1315,8 @@ export type TaskSpec = {
    */
   delay_ms?: number | null;
   /**
-   * Keys of the tasks that must complete before this one is ready.
+   * Keys of the tasks that must complete before this one is ready, each once (at most
+   * 10,000).
    */
   depends_on?: TaskKey[];
   /**
@@ -1295,9 +1345,10 @@ export type TaskSpec = {
    */
   input?: unknown;
   /**
-   * Unique within the workflow; dependencies name tasks by key.
+   * Unique within the workflow; dependencies name tasks by key. 1 to 128 letters, digits
+   * and `-_.:/`.
    */
-  key: TaskKey;
+  key: string;
   /**
    * Not ready before this time (milliseconds since the Unix epoch), even once its
    * dependencies have completed.
@@ -1420,9 +1471,7 @@ export type TaskView = {
    * What its agents have reported spending, per unit, all attempts together (absent:
    * nothing reported).
    */
-  usage?: {
-    [key: string]: number;
-  };
+  usage?: Usage;
   version: number;
   /**
    * Why a task that has not ended is waiting; absent once it has ended.
@@ -1530,12 +1579,17 @@ export type UpstreamResult = {
 };
 
 /**
+ * Amounts per usage unit, `{"tokens": 1532, "usd": 0.012}`: at most 32 units, each named by 1 to 64 of `a-z0-9_.-`; amounts from 0 to 1e12, counted to six decimals.
+ */
+export type Usage = {
+  [key: string]: number;
+};
+
+/**
  * What agents have reported spending, per unit.
  */
 export type UsageView = {
-  usage: {
-    [key: string]: number;
-  };
+  usage: Usage;
 };
 
 /**
@@ -1543,7 +1597,8 @@ export type UsageView = {
  */
 export type WaitFor = {
   /**
-   * The signal's name, as sent to `POST /v1/workflows/{id}/signals/{name}`.
+   * The signal's name, as sent to `POST /v1/workflows/{id}/signals/{name}`: 1 to 128
+   * letters, digits and `-_.:/`.
    */
   signal: string;
   /**
@@ -1686,17 +1741,23 @@ export type WorkflowTemplate = {
   /**
    * The budgets of each workflow it submits (see `POST /v1/workflows`).
    */
-  budgets?: Record<string, unknown>;
+  budgets?: Budgets;
   /**
    * The labels of each workflow it submits (see `POST /v1/workflows`).
    */
-  labels?: BTreeMap;
+  labels?: Labels;
+  /**
+   * At most 256 bytes.
+   */
   name?: string;
   /**
    * The workflow's outputs, as in `POST /v1/workflows`: name → template over its tasks'
    * results.
    */
   outputs?: Record<string, unknown> | null;
+  /**
+   * 1 to 100,000 tasks.
+   */
   tasks: TaskSpec[];
 };
 
@@ -1704,9 +1765,7 @@ export type WorkflowView = {
   /**
    * Its budgets per unit (absent: none); see `POST /v1/workflows`.
    */
-  budgets?: {
-    [key: string]: Budget;
-  };
+  budgets?: Budgets;
   counts: Counts;
   /**
    * Milliseconds since the Unix epoch.
@@ -1717,9 +1776,7 @@ export type WorkflowView = {
   /**
    * Its labels, as submitted (absent: none).
    */
-  labels?: {
-    [key: string]: string;
-  };
+  labels?: Labels;
   name: string;
   /**
    * The declared `outputs`, as submitted.
@@ -1746,7 +1803,5 @@ export type WorkflowView = {
    * What its agents have reported spending, per unit, all tasks and attempts together
    * (absent: nothing reported).
    */
-  usage?: {
-    [key: string]: number;
-  };
+  usage?: Usage;
 };
