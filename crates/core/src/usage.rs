@@ -51,7 +51,7 @@ impl fmt::Display for Amount {
 
 impl Serialize for Amount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 % MICROS == 0 {
+        if self.0.is_multiple_of(MICROS) {
             s.serialize_u64(self.0 / MICROS)
         } else {
             s.serialize_f64(self.as_f64())

@@ -2606,7 +2606,7 @@ impl Sim {
             };
             let tick: u64 = tick.parse().map_err(|_| format!("tick key {tick:?}"))?;
             ensure!(
-                tick % SCHEDULE_EVERY_MS == 0 && tick > T0.0 && tick <= w.created_at.0,
+                tick.is_multiple_of(SCHEDULE_EVERY_MS) && tick > T0.0 && tick <= w.created_at.0,
                 "{}: tick {tick} submitted at {}",
                 w.name,
                 w.created_at.0
