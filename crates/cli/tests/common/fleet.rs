@@ -215,9 +215,10 @@ pub fn retryable(e: &ClientError) -> bool {
     }
 }
 
-/// One agent's view of the ledger: records what the server acknowledged to this agent.
+/// One agent's view of the ledger: records what the server acknowledged to this agent, under
+/// the id the server gave it (a new one if a node that forgot it registered it again).
 struct Witness {
-    agent: Uuid,
+    agent: std::sync::Mutex<Uuid>,
     ledger: Arc<Ledger>,
 }
 
@@ -226,7 +227,7 @@ impl Witness {
         self.ledger.ack(Ack {
             task: task.task,
             kind,
-            agent: self.agent,
+            agent: *self.agent.lock().unwrap(),
             token: task.token,
             lease: (kind == EventKind::AgentAssigned).then_some(task.lease),
             version,
@@ -284,7 +285,7 @@ impl Observer for Witness {
                 call.as_str(),
                 task.map(|t| t.task)
             )),
-            RunnerEvent::Registered(_) => {}
+            RunnerEvent::Registered(view) => *self.agent.lock().unwrap() = view.id,
         }
     }
 }
@@ -293,13 +294,11 @@ impl Observer for Witness {
 /// every [`FAIL_EVERY`]th; retries every call through connection errors and 503s, moving on
 /// to the next node; with `hop`, it also moves to the next node before every call.
 fn agent(k: usize, nodes: &[Client], hop: bool, ledger: &Arc<Ledger>) -> Runner {
-    let id = Uuid::new_v4();
     let mut c = RunnerConfig::new(
         format!("agent-{k}"),
         vec![Capability(CAPABILITY.into())],
         CLAIM_MAX as u32,
     );
-    c.id = Some(id);
     c.claim_wait = CLAIM_WAIT;
     c.claim_max = CLAIM_MAX;
     c.keepalive = None;
@@ -309,7 +308,7 @@ fn agent(k: usize, nodes: &[Client], hop: bool, ledger: &Arc<Ledger>) -> Runner 
     c.patience = CALL_PATIENCE;
     c.rotate_nodes = hop;
     let witness = Arc::new(Witness {
-        agent: id,
+        agent: std::sync::Mutex::new(Uuid::nil()),
         ledger: Arc::clone(ledger),
     });
     Runner::new(nodes.to_vec(), c)
