@@ -77,7 +77,7 @@ fn workflow_created(receipt: baton_engine::WorkflowReceipt) -> Response {
 /// of the tasks it submitted (not those added since), with `200` and `created: false` saying it
 /// is a replay; a different workflow with the same key is refused (`409 idempotency_mismatch`).
 #[utoipa::path(post, path = "/v1/workflows", request_body = SubmitWorkflow,
-    params(("Idempotency-Key" = Option<String>, Header, description = "the submission's idempotency key, as an alternative to the body's `idempotency_key` (1 to 256 bytes of visible ASCII)")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "The submission's idempotency key, as an alternative to the body's `idempotency_key` (both only if they agree): 1 to 256 visible ASCII characters", pattern = r"^[\x21-\x7e]([\t\x20-\x7e]{0,254}[\x21-\x7e])?$")),
     responses((status = 201, body = WorkflowCreated), (status = 200, description = "an earlier submission with the same idempotency key", body = WorkflowCreated)))]
 pub async fn submit_workflow(
     AxState(s): St,
@@ -108,7 +108,7 @@ pub async fn submit_workflow(
 /// `Idempotency-Key` header): the first submission's answer comes again, with `200` and `created:
 /// false`; a different task with the same key is refused (`409 idempotency_mismatch`).
 #[utoipa::path(post, path = "/v1/tasks", request_body = SubmitTask,
-    params(("Idempotency-Key" = Option<String>, Header, description = "the submission's idempotency key, as an alternative to the body's `idempotency_key` (1 to 256 bytes of visible ASCII)")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "The submission's idempotency key, as an alternative to the body's `idempotency_key` (both only if they agree): 1 to 256 visible ASCII characters", pattern = r"^[\x21-\x7e]([\t\x20-\x7e]{0,254}[\x21-\x7e])?$")),
     responses((status = 201, body = TaskCreated), (status = 200, body = TaskCreated)))]
 pub async fn submit_task(
     AxState(s): St,
