@@ -92,7 +92,7 @@ pub enum CatchUp {
     /// Only the latest missed tick is submitted.
     Latest,
     /// Every missed tick is submitted, oldest first, but no more than the latest `max` (at
-    /// most [`CATCH_UP_MAX`]).
+    /// most 1,000).
     All {
         #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
         #[serde(deserialize_with = "crate::whole::de")]

@@ -24,6 +24,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod contract;
 pub mod dashboard;
+pub mod examples;
 pub mod extract;
 pub mod limits;
 pub mod links;
@@ -366,6 +367,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     document_authorization(&mut doc);
     contract::document(&mut doc);
     links::document(&mut doc);
+    examples::document(&mut doc);
     refine(&mut doc);
     let contract = Arc::new(contract::Contract::from_document(&doc));
     let doc = Arc::new(doc);

@@ -35,9 +35,29 @@ fn type_ok(expected: &Value, actual: &Value) -> bool {
     }
 }
 
-/// Checks required properties and the types of the properties present, recursively.
+/// Checks required properties, the types of the properties present and enums, recursively;
+/// an object whose schema lists its properties (and says nothing of others) may carry no other.
 fn check(doc: &Value, schema: &Value, value: &Value, path: &str, problems: &mut Vec<String>) {
     let schema = resolve(doc, schema);
+    if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
+        // One object schema with every part's properties and requirements.
+        let mut merged = json!({"type": "object", "properties": {}, "required": []});
+        for part in parts {
+            let part = resolve(doc, part);
+            for (name, sub) in part["properties"].as_object().into_iter().flatten() {
+                merged["properties"][name] = sub.clone();
+            }
+            for req in part["required"].as_array().into_iter().flatten() {
+                merged["required"].as_array_mut().unwrap().push(req.clone());
+            }
+        }
+        return check(doc, &merged, value, path, problems);
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(value) {
+            problems.push(format!("{path}: {value} is not one of {allowed:?}"));
+        }
+    }
     if let Some(alts) = schema
         .get("oneOf")
         .or_else(|| schema.get("anyOf"))
@@ -77,6 +97,24 @@ fn check(doc: &Value, schema: &Value, value: &Value, path: &str, problems: &mut 
         for (name, sub) in props {
             if let Some(v) = obj.get(name) {
                 check(doc, sub, v, &format!("{path}.{name}"), problems);
+            }
+        }
+        if schema
+            .get("additionalProperties")
+            .is_none_or(|a| *a == Value::Bool(false))
+        {
+            for name in obj.keys().filter(|k| !props.contains_key(*k)) {
+                problems.push(format!("{path}: property `{name}` is not in the schema"));
+            }
+        }
+    }
+    if let (Some(values), Some(obj)) = (
+        schema.get("additionalProperties").filter(|s| s.is_object()),
+        value.as_object(),
+    ) {
+        for (name, v) in obj {
+            if !schema["properties"].get(name).is_some() {
+                check(doc, values, v, &format!("{path}.{name}"), problems);
             }
         }
     }
@@ -704,4 +742,58 @@ async fn declared_bounds_are_the_servers_constants() {
             "{method} {path}: {pattern}"
         );
     }
+}
+
+/// Every JSON request body and success answer in the document carries an example (from one
+/// real session, `src/examples.json`) that fits its schema, and every example there lands on
+/// an operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_body_has_an_example_that_fits_its_schema() {
+    let srv = TestServer::start().await;
+    let (_, doc) = srv.get("/v1/openapi.json").await;
+    let mut problems = Vec::new();
+    let mut shown = std::collections::BTreeSet::new();
+    let mut example = |id: &str, what: String, content: &Value, problems: &mut Vec<String>| {
+        let Some(content) = content.get("application/json") else {
+            return;
+        };
+        match content.get("example") {
+            Some(ex) => {
+                check(
+                    &doc,
+                    &content["schema"],
+                    ex,
+                    &format!("{id} {what}"),
+                    problems,
+                );
+                shown.insert((id.to_owned(), what));
+            }
+            None => problems.push(format!("{id} {what}: no example")),
+        }
+    };
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            let id = op["operationId"].as_str().unwrap();
+            example(
+                id,
+                "request".to_owned(),
+                &op["requestBody"]["content"],
+                &mut problems,
+            );
+            for (status, res) in op["responses"].as_object().unwrap() {
+                if status.starts_with('2') {
+                    example(id, status.clone(), &res["content"], &mut problems);
+                }
+            }
+        }
+    }
+    for (id, ours) in baton_server::examples::examples() {
+        let whats = ours.request.iter().map(|_| "request".to_owned());
+        for what in whats.chain(ours.responses.into_keys()) {
+            if !shown.contains(&(id.clone(), what.clone())) {
+                problems.push(format!("{id} {what}: in examples.json but not shown"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
