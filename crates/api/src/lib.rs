@@ -742,6 +742,11 @@ pub struct ClaimBody {
     #[serde(default, deserialize_with = "baton_core::whole::opt")]
     #[cfg_attr(feature = "openapi", schema(maximum = 60000))]
     pub wait_ms: Option<u64>,
+    /// Also start each task handed out that has a heartbeat deadline (`execution_started` in
+    /// the claim's commit): it comes back executing (`started: true`), and the agent sends no
+    /// `started` report. A task without one comes back assigned, to be started as usual.
+    #[serde(default)]
+    pub start: bool,
 }
 
 /// A task handed to an agent, with its lease.
@@ -777,6 +782,12 @@ pub struct ClaimedTask {
     /// `withheld_bytes` says its size): read it with `GET /v1/tasks/{id}/upstream?key=KEY`.
     #[serde(default)]
     pub upstream: BTreeMap<String, UpstreamResult>,
+    /// The claim started it (`start`): it is executing, and needs no `started` report.
+    #[serde(default)]
+    pub started: bool,
+    /// The task's version as the claim left it.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// The input of a compensation task, which Baton submits when a task that declares a
@@ -914,6 +925,136 @@ pub struct SubtasksReport {
     /// At least one task.
     #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub tasks: Vec<TaskSpec>,
+}
+
+/// Most reports one `POST /v1/reports` carries.
+pub const REPORTS_PER_BATCH_MAX: usize = 256;
+
+/// Many agents' reports in one request (`POST /v1/reports`), each applied as its own
+/// transition and answered on its own.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReportBatch {
+    /// 1 to 256 reports. Reports on one task are applied in their order; others at once.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 256))]
+    pub reports: Vec<Report>,
+}
+
+/// One report of a batch: the body of `POST /v1/tasks/{task}/{report}`, with the task and the
+/// report's name beside it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "report", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Report {
+    /// As `POST /v1/tasks/{task}/started`.
+    Started {
+        task: Uuid,
+        agent: Uuid,
+        #[serde(deserialize_with = "baton_core::whole::de")]
+        token: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
+    },
+    /// As `POST /v1/tasks/{task}/heartbeat`.
+    Heartbeat {
+        task: Uuid,
+        agent: Uuid,
+        #[serde(deserialize_with = "baton_core::whole::de")]
+        token: u64,
+        /// Any JSON value.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        progress: Option<Value>,
+        /// Cumulative spending under this lease, as on a heartbeat.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::UsageSchema))]
+        usage: baton_core::Usage,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
+    },
+    /// As `POST /v1/tasks/{task}/succeeded`.
+    Succeeded {
+        task: Uuid,
+        agent: Uuid,
+        #[serde(deserialize_with = "baton_core::whole::de")]
+        token: u64,
+        /// Any JSON value but `null`.
+        result: Value,
+        /// Cumulative spending under this lease, as on a heartbeat.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::UsageSchema))]
+        usage: baton_core::Usage,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
+    },
+    /// As `POST /v1/tasks/{task}/failed`.
+    Failed {
+        task: Uuid,
+        agent: Uuid,
+        #[serde(deserialize_with = "baton_core::whole::de")]
+        token: u64,
+        error: ErrorReport,
+        /// Cumulative spending under this lease, as on a heartbeat.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        #[cfg_attr(feature = "openapi", schema(value_type = baton_core::openapi::UsageSchema))]
+        usage: baton_core::Usage,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
+    },
+    /// As `POST /v1/tasks/{task}/released`.
+    Released {
+        task: Uuid,
+        agent: Uuid,
+        #[serde(deserialize_with = "baton_core::whole::de")]
+        token: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
+    },
+}
+
+impl Report {
+    /// The task reported on.
+    pub fn task(&self) -> Uuid {
+        match self {
+            Report::Started { task, .. }
+            | Report::Heartbeat { task, .. }
+            | Report::Succeeded { task, .. }
+            | Report::Failed { task, .. }
+            | Report::Released { task, .. } => *task,
+        }
+    }
+
+    /// The agent reporting.
+    pub fn agent(&self) -> Uuid {
+        match self {
+            Report::Started { agent, .. }
+            | Report::Heartbeat { agent, .. }
+            | Report::Succeeded { agent, .. }
+            | Report::Failed { agent, .. }
+            | Report::Released { agent, .. } => *agent,
+        }
+    }
+}
+
+/// The answers to a batch, in the order of its reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReportBatchAnswer {
+    pub answers: Vec<ReportOutcome>,
+}
+
+/// What one report of a batch got: `answer` as its own request would have been answered
+/// (`status` 200), or the `problem` its own request would have been refused with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReportOutcome {
+    pub task: Uuid,
+    /// The HTTP status the report alone would have been answered with.
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<ReportAnswer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<ProblemDoc>,
 }
 
 /// Where a task stands after a report.

@@ -70,6 +70,9 @@ pub struct FleetConfig {
     /// Claim without waiting while submitted tasks are known to be unclaimed (and measure
     /// those claims); otherwise every claim long-polls.
     pub probe_claims: bool,
+    /// The four-request protocol (claim, started, succeeded, each its own request): no start
+    /// on claim, no batched reports.
+    pub plain: bool,
 }
 
 impl Fleet {
@@ -93,6 +96,8 @@ impl Fleet {
             c.claim_wait = LONG_POLL;
             c.claim_max = config.batch;
             c.claim_min_slots = config.batch;
+            c.start_on_claim = !config.plain;
+            c.batch_reports = !config.plain;
             c.keepalive = None;
             c.grace = Duration::ZERO;
             c.backoff_min = RETRY_PAUSE;

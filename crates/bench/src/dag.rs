@@ -127,7 +127,7 @@ pub async fn run(common: &Common, args: DagArgs) -> anyhow::Result<Report> {
     // The same number of independent tasks, on a fresh store.
     let target = Target::new(common).await?;
     let nodes = start_nodes(&target, 1, EngineConfig::default()).await?;
-    let flat = independent(&nodes, tasks, args.agents, batch, None, None).await;
+    let flat = independent(&nodes, tasks, args.agents, batch, None, None, false).await;
     for n in nodes {
         n.stop().await;
     }
@@ -309,6 +309,7 @@ async fn run_graph(
             batch,
             expected: tasks as u64,
             probe_claims: false,
+            plain: false,
         },
         Arc::clone(&shared),
         bar.clone(),
@@ -387,6 +388,7 @@ async fn run_map(
             batch,
             expected: items as u64 + 1,
             probe_claims: false,
+            plain: false,
         },
         Arc::clone(&shared),
         bar.clone(),

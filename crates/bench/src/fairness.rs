@@ -61,6 +61,7 @@ pub async fn run(common: &Common, args: FairnessArgs) -> anyhow::Result<Report> 
             batch: args.batch as usize,
             expected: total,
             probe_claims: true,
+            plain: false,
         },
         Arc::clone(&shared),
         bar.clone(),

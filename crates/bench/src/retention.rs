@@ -136,6 +136,7 @@ pub async fn run(common: &Common, args: RetentionArgs) -> anyhow::Result<Report>
             batch: args.batch as usize,
             expected: total,
             probe_claims: false,
+            plain: false,
         },
         Arc::clone(&shared),
         bar.clone(),

@@ -42,6 +42,10 @@ pub struct ThroughputArgs {
     /// key, both set wide enough never to hold a task back, so the figures are its overhead.
     #[arg(long)]
     pub flow: bool,
+    /// Agents speak the plain four-request protocol (claim, started, succeeded, each its own
+    /// request) instead of starting on claim and batching their reports.
+    #[arg(long)]
+    pub plain: bool,
 }
 
 /// The rate limit and concurrency key every task names with `--flow`.
@@ -88,6 +92,7 @@ pub async fn run(common: &Common, args: ThroughputArgs) -> anyhow::Result<Report
         args.batch as usize,
         args.rate,
         flow,
+        args.plain,
     )
     .await;
     for n in nodes {
@@ -103,6 +108,7 @@ pub async fn run(common: &Common, args: ThroughputArgs) -> anyhow::Result<Report
         .param("nodes", args.nodes)
         .param("rate", args.rate.map_or(Value::Null, |x| json!(x)))
         .param("flow", args.flow)
+        .param("plain", args.plain)
         .param("server", "in-process");
     let completed = out.completed;
     out.figures(&mut r);
@@ -209,6 +215,7 @@ pub async fn independent(
     batch: usize,
     rate: Option<f64>,
     extra: Option<Value>,
+    plain: bool,
 ) -> anyhow::Result<Outcome> {
     let clients: Vec<Client> = nodes.iter().map(Node::client).collect::<Result<_, _>>()?;
     let shared = Arc::new(Shared::default());
@@ -220,6 +227,7 @@ pub async fn independent(
             batch,
             expected: tasks as u64,
             probe_claims: true,
+            plain,
         },
         Arc::clone(&shared),
         bar.clone(),

@@ -74,12 +74,12 @@ impl Client {
         }
         let res = rb.send().await.map_err(|e| ClientError::Transport {
             url: url.clone(),
-            source: e,
+            source: std::sync::Arc::new(e),
         })?;
         let status = res.status();
         let bytes = res.bytes().await.map_err(|e| ClientError::Transport {
             url: url.clone(),
-            source: e,
+            source: std::sync::Arc::new(e),
         })?;
         if !status.is_success() {
             return Err(problem(status, &bytes, &url));
@@ -100,7 +100,7 @@ impl Client {
         }
         let res = rb.send().await.map_err(|e| ClientError::Transport {
             url: url.clone(),
-            source: e,
+            source: std::sync::Arc::new(e),
         })?;
         if !res.status().is_success() {
             let status = res.status();
@@ -152,7 +152,7 @@ impl ArtifactDownload {
     pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>> {
         let chunk = self.res.chunk().await.map_err(|e| ClientError::Transport {
             url: self.url.clone(),
-            source: e,
+            source: std::sync::Arc::new(e),
         })?;
         match chunk {
             Some(c) => {

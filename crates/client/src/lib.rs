@@ -21,6 +21,7 @@ pub use runner::{
 };
 
 mod artifact;
+mod batch;
 pub mod runner;
 
 pub use artifact::{artifact_ref, ArtifactDownload, ARTIFACT_TRANSFER_TIMEOUT};
@@ -39,7 +40,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The event stream is meant to stay open.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-#[derive(Debug, thiserror::Error)]
+/// Cloneable, so that one failed batch of reports can answer each report in it.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server refused the request: its problem document says why.
     #[error("{} {}: {}", .0.status, .0.code, .0.detail)]
@@ -49,7 +51,7 @@ pub enum ClientError {
     Transport {
         url: String,
         #[source]
-        source: reqwest::Error,
+        source: std::sync::Arc<reqwest::Error>,
     },
     /// The answer was not what the API promises.
     #[error("unexpected answer from {url}: {detail}")]
@@ -88,6 +90,8 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// Set by [`Client::batching_reports`]: reports go through it.
+    batcher: Option<std::sync::Arc<batch::Batcher>>,
 }
 
 impl Client {
@@ -120,12 +124,13 @@ impl Client {
             .build()
             .map_err(|e| ClientError::Transport {
                 url: base.to_owned(),
-                source: e,
+                source: std::sync::Arc::new(e),
             })?;
         Ok(Client {
             base: base.to_owned(),
             token: None,
             http,
+            batcher: None,
         })
     }
 
@@ -200,12 +205,12 @@ impl Client {
         }
         let res = rb.send().await.map_err(|e| ClientError::Transport {
             url: url.clone(),
-            source: e,
+            source: std::sync::Arc::new(e),
         })?;
         let status = res.status();
         let bytes = res.bytes().await.map_err(|e| ClientError::Transport {
             url: url.clone(),
-            source: e,
+            source: std::sync::Arc::new(e),
         })?;
         if !status.is_success() {
             return Err(problem(status, &bytes, &url));
@@ -734,12 +739,12 @@ impl Client {
             .await
             .map_err(|e| ClientError::Transport {
                 url: url.clone(),
-                source: e,
+                source: std::sync::Arc::new(e),
             })?;
         let status = res.status();
         let text = res.text().await.map_err(|e| ClientError::Transport {
             url: url.clone(),
-            source: e,
+            source: std::sync::Arc::new(e),
         })?;
         if status.is_success() {
             Ok(text)
@@ -774,7 +779,7 @@ impl Client {
         }
         let res = rb.send().await.map_err(|e| ClientError::Transport {
             url: url.clone(),
-            source: e,
+            source: std::sync::Arc::new(e),
         })?;
         if !res.status().is_success() {
             let status = res.status();
@@ -824,9 +829,31 @@ impl Client {
 
     /// Claims up to `max` tasks, waiting up to `wait` for work (long poll).
     pub async fn claim(&self, agent: Uuid, max: usize, wait: Duration) -> Result<Vec<ClaimedTask>> {
+        self.claim_with(agent, max, wait, false).await
+    }
+
+    /// Claims up to `max` tasks and starts them in the same commit (`started` is `true` on
+    /// each): no [`Client::started`] report is needed.
+    pub async fn claim_and_start(
+        &self,
+        agent: Uuid,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ClaimedTask>> {
+        self.claim_with(agent, max, wait, true).await
+    }
+
+    async fn claim_with(
+        &self,
+        agent: Uuid,
+        max: usize,
+        wait: Duration,
+        start: bool,
+    ) -> Result<Vec<ClaimedTask>> {
         let body = ClaimBody {
             max: Some(max),
             wait_ms: Some(wait.as_millis() as u64),
+            start,
         };
         let claimed: Claimed = self
             .call(
@@ -840,8 +867,13 @@ impl Client {
     }
 
     pub async fn started(&self, task: &ClaimedTask, agent: Uuid) -> Result<ReportAnswer> {
-        self.report(task.task, "started", &lease(agent, task.token))
-            .await
+        self.send_report(Report::Started {
+            task: task.task,
+            agent,
+            token: task.token,
+            traceparent: None,
+        })
+        .await
     }
 
     /// Renews the lease; the answer says whether the task was cancelled. A refusal with code
@@ -865,14 +897,15 @@ impl Client {
         progress: Option<Value>,
         usage: &Usage,
     ) -> Result<ReportAnswer> {
-        let body = HeartbeatReport {
+        self.send_report(Report::Heartbeat {
+            task: task.task,
             usage: usage.clone(),
             agent,
             token: task.token,
             progress,
             traceparent: None,
-        };
-        self.report(task.task, "heartbeat", &body).await
+        })
+        .await
     }
 
     pub async fn succeeded(
@@ -893,14 +926,15 @@ impl Client {
         result: Value,
         usage: &Usage,
     ) -> Result<ReportAnswer> {
-        let body = SuccessReport {
+        self.send_report(Report::Succeeded {
+            task: task.task,
             usage: usage.clone(),
             agent,
             token: task.token,
             result,
             traceparent: None,
-        };
-        self.report(task.task, "succeeded", &body).await
+        })
+        .await
     }
 
     pub async fn failed(
@@ -921,19 +955,25 @@ impl Client {
         error: ErrorReport,
         usage: &Usage,
     ) -> Result<ReportAnswer> {
-        let body = FailureReport {
+        self.send_report(Report::Failed {
+            task: task.task,
             usage: usage.clone(),
             agent,
             token: task.token,
             error,
             traceparent: None,
-        };
-        self.report(task.task, "failed", &body).await
+        })
+        .await
     }
 
     pub async fn released(&self, task: &ClaimedTask, agent: Uuid) -> Result<ReportAnswer> {
-        self.report(task.task, "released", &lease(agent, task.token))
-            .await
+        self.send_report(Report::Released {
+            task: task.task,
+            agent,
+            token: task.token,
+            traceparent: None,
+        })
+        .await
     }
 
     /// Decomposition: adds sub-tasks to the workflow of the task this agent executes.
@@ -952,8 +992,65 @@ impl Client {
             .await
     }
 
-    async fn report(&self, task: Uuid, what: &str, body: &impl Serialize) -> Result<ReportAnswer> {
-        self.post(&format!("/v1/tasks/{task}/{what}"), body).await
+    /// Sends many reports in one request (`POST /v1/reports`): each is applied as its own
+    /// request would be, and answered on its own, in order. `Err` only when the request as a
+    /// whole failed (then none was applied, or the answer was lost: resend them).
+    pub async fn reports(&self, reports: &[Report]) -> Result<Vec<Result<ReportAnswer>>> {
+        let body = ReportBatch {
+            reports: reports.to_vec(),
+        };
+        let answered: ReportBatchAnswer = self.post("/v1/reports", &body).await?;
+        if answered.answers.len() != reports.len() {
+            return Err(ClientError::Decode {
+                url: format!("{}/v1/reports", self.base),
+                detail: format!(
+                    "{} answers to {} reports",
+                    answered.answers.len(),
+                    reports.len()
+                ),
+            });
+        }
+        Ok(answered
+            .answers
+            .into_iter()
+            .map(|o| match (o.answer, o.problem) {
+                (Some(answer), _) => Ok(answer),
+                (None, Some(problem)) => Err(ClientError::Api(Box::new(problem))),
+                (None, None) => Err(ClientError::Decode {
+                    url: format!("{}/v1/reports", self.base),
+                    detail: format!("report on {} answered neither answer nor problem", o.task),
+                }),
+            })
+            .collect())
+    }
+
+    /// This client, sending its reports (started, heartbeat, succeeded, failed, released) in
+    /// batches: see the `batch` module. Starts a task on the current Tokio runtime.
+    pub fn batching_reports(&self) -> Client {
+        let mut plain = self.clone();
+        plain.batcher = None;
+        let mut batching = self.clone();
+        batching.batcher = Some(std::sync::Arc::new(batch::Batcher::start(plain)));
+        batching
+    }
+
+    /// One report, batched or as its own request (`POST /v1/tasks/{task}/{report}`).
+    pub(crate) async fn send_report(&self, report: Report) -> Result<ReportAnswer> {
+        if let Some(batcher) = &self.batcher {
+            return batcher.send(report).await;
+        }
+        let task = report.task();
+        let mut body =
+            serde_json::to_value(&report).map_err(|e| ClientError::Local(e.to_string()))?;
+        let what = body
+            .as_object_mut()
+            .and_then(|o| {
+                o.remove("task");
+                o.remove("report")
+            })
+            .and_then(|w| w.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.post(&format!("/v1/tasks/{task}/{what}"), &body).await
     }
 }
 
@@ -969,14 +1066,6 @@ fn segment(name: &str) -> String {
             }
         })
         .collect()
-}
-
-fn lease(agent: Uuid, token: u64) -> LeaseReport {
-    LeaseReport {
-        agent,
-        token,
-        traceparent: None,
-    }
 }
 
 fn registration(
@@ -1095,7 +1184,7 @@ impl Events {
                 Err(e) => {
                     return Some(Err(ClientError::Transport {
                         url: self.url.clone(),
-                        source: e,
+                        source: std::sync::Arc::new(e),
                     }))
                 }
             }

@@ -374,3 +374,99 @@ async fn a_handler_reads_its_dependencies_results_withheld_ones_included() {
     agent.await.unwrap().expect("a clean stop");
     node.shutdown().await;
 }
+
+/// Requests the node answered on `route` with 200, from its `/metrics`.
+async fn answered(node: &Node, method: &str, route: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", node.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!(
+        "baton_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"200\"}} "
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// By default a runner starts what it claims in the claim and sends its reports in batches:
+/// every task completes with one `execution_started`, by the agent, and no report goes to a
+/// task's own endpoint. With both off it speaks the four-request protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_starts_on_claim_and_batches_its_reports_unless_told_not_to() {
+    for fast in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start(dir.path(), "127.0.0.1:0").await;
+        let client = node.client();
+        let tasks: Vec<TaskSpec> = (0..40).map(|i| spec(&format!("t{i}"), json!(i))).collect();
+        let ids = submit(&client, &tasks).await;
+        let mut c = config("fast", 8);
+        c.start_on_claim = fast;
+        c.batch_reports = fast;
+        let runner = Runner::new(vec![client.clone()], c);
+        let stop = runner.stop_handle();
+        let agent = tokio::spawn(runner.run(|ctx: TaskContext| async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(json!({"doubled": ctx.task().input.as_u64().unwrap() * 2}))
+        }));
+        for (i, id) in ids.iter().enumerate() {
+            let view = task_in(&client, *id, &[StateKind::Completed]).await;
+            assert_eq!(view.result, Some(json!({"doubled": i * 2})));
+            let started: Vec<_> = view
+                .history
+                .iter()
+                .filter(|h| h.event == baton_core::EventKind::ExecutionStarted)
+                .collect();
+            assert_eq!(started.len(), 1, "{:?}", view.history);
+            assert_eq!(started[0].actor["actor"], "agent", "{:?}", started[0].actor);
+        }
+        stop.stop();
+        agent.await.unwrap().unwrap();
+        let batches = answered(&node, "POST", "/v1/reports").await;
+        let single = answered(&node, "POST", "/v1/tasks/{id}/succeeded").await
+            + answered(&node, "POST", "/v1/tasks/{id}/started").await;
+        if fast {
+            assert!(batches >= 1, "{batches} batches");
+            assert!(batches < 40, "reports shared requests: {batches} batches");
+            assert_eq!(single, 0);
+        } else {
+            assert_eq!((batches, single), (0, 80));
+        }
+        node.shutdown().await;
+    }
+}
+
+/// Batched reports stay under the server's body limit whatever the results weigh: sixteen
+/// results of 600 KB finishing together (9.6 MB, past the 8 MiB limit in one request) all land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_are_batched_under_the_body_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), "127.0.0.1:0").await;
+    let client = node.client();
+    let tasks: Vec<TaskSpec> = (0..16).map(|i| spec(&format!("t{i}"), json!(i))).collect();
+    let ids = submit(&client, &tasks).await;
+    let mut c = config("heavy", 16);
+    c.claim_min_slots = 16;
+    let runner = Runner::new(vec![client.clone()], c);
+    let stop = runner.stop_handle();
+    let gate = Arc::new(tokio::sync::Barrier::new(16));
+    let agent = tokio::spawn(runner.run(move |ctx: TaskContext| {
+        let gate = Arc::clone(&gate);
+        async move {
+            gate.wait().await;
+            let n = ctx.task().input.as_u64().unwrap();
+            Ok(json!({"n": n, "text": "x".repeat(600_000)}))
+        }
+    }));
+    for (i, id) in ids.iter().enumerate() {
+        let view = task_in(&client, *id, &[StateKind::Completed, StateKind::Failed]).await;
+        let result = view.result.expect("completed with its result");
+        assert_eq!(result["n"], i as u64);
+        assert_eq!(result["text"].as_str().unwrap().len(), 600_000);
+    }
+    stop.stop();
+    agent.await.unwrap().unwrap();
+    node.shutdown().await;
+}

@@ -154,6 +154,20 @@ impl<S: Store + 'static> Engine<S> {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Task>, EngineError> {
+        self.claim_and(agent, max, wait, false).await
+    }
+
+    /// [`Engine::claim`], and with `start` also starts each task it hands out, as the agent's
+    /// start report would (`execution_started` under the new lease), in the claim's commit:
+    /// one round trip and one commit instead of two, for an agent that runs what it claims at
+    /// once. The tasks come back executing.
+    pub async fn claim_and(
+        &self,
+        agent: AgentId,
+        max: usize,
+        wait: Duration,
+        start: bool,
+    ) -> Result<Vec<Task>, EngineError> {
         if !(1..=CLAIM_TASKS_MAX).contains(&max) {
             return Err(EngineError::invalid(
                 "max",
@@ -191,18 +205,27 @@ impl<S: Store + 'static> Engine<S> {
                         .collect(),
                     now: self.now(),
                     max_held: Some(record.concurrency),
+                    start,
                 })
                 .await?;
             if !tasks.is_empty() {
                 self.inner.metrics.claimed(started.elapsed().as_secs_f64());
                 for task in &tasks {
-                    self.record(
-                        task,
-                        Some(StateKind::Pending),
-                        baton_core::EventKind::AgentAssigned,
-                        Some(agent),
-                        None,
-                    );
+                    let assigned = baton_core::EventKind::AgentAssigned;
+                    if start {
+                        let started = baton_core::EventKind::ExecutionStarted;
+                        let before = as_assigned(task);
+                        self.record(
+                            &before,
+                            Some(StateKind::Pending),
+                            assigned,
+                            Some(agent),
+                            None,
+                        );
+                        self.record(task, Some(StateKind::Assigned), started, Some(agent), None);
+                    } else {
+                        self.record(task, Some(StateKind::Pending), assigned, Some(agent), None);
+                    }
                 }
                 for task in &tasks {
                     if let Some((_, at)) = task.next_timer() {
@@ -225,6 +248,18 @@ impl<S: Store + 'static> Engine<S> {
     }
 
     // ---- events -------------------------------------------------------------------------
+}
+
+/// The task as a claim's assignment left it, before the start in the same commit.
+fn as_assigned(task: &Task) -> Task {
+    let mut assigned = task.clone();
+    if let baton_core::State::Executing { lease, .. } = &task.state {
+        assigned.state = baton_core::State::Assigned {
+            lease: lease.clone(),
+        };
+        assigned.version -= 1;
+    }
+    assigned
 }
 
 fn validate_agent(

@@ -77,7 +77,16 @@ pub struct Metrics {
     claims_waiting: Gauge,
     event_subscribers: Gauge,
     http_refused: Family<ReasonLabel, Counter>,
+    http_requests: Family<RequestLabel, Counter>,
     http_connections: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabel {
+    method: String,
+    /// The route's template (`/v1/tasks/{id}/succeeded`), never the path itself.
+    route: String,
+    status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -228,6 +237,12 @@ impl Metrics {
             "Requests the server's limits refused, by reason: `overloaded`, `deadline_exceeded`, `rate_limited`, `body_timeout`, `too_many_subscribers`",
             http_refused.clone(),
         );
+        let http_requests = Family::<RequestLabel, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by method, route (its template) and status",
+            http_requests.clone(),
+        );
         let http_connections = Gauge::default();
         registry.register(
             "http_connections",
@@ -257,6 +272,7 @@ impl Metrics {
             claims_waiting,
             event_subscribers,
             http_refused,
+            http_requests,
             http_connections,
         }
     }
@@ -265,6 +281,17 @@ impl Metrics {
     pub fn http_refused(&self, reason: &'static str) {
         self.http_refused
             .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts a request answered on `route` (its template) with `status`.
+    pub fn http_request(&self, method: &str, route: &str, status: u16) {
+        self.http_requests
+            .get_or_create(&RequestLabel {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
             .inc();
     }
 

@@ -1716,7 +1716,7 @@ pub async fn agent_heartbeat(
 
 /// Claim ready tasks (long poll).
 #[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = Uuid, Path)),
-    description = "Assigns up to `max` ready tasks the agent can run and answers them, each with its lease and fencing `token` (send both back with every report). The highest priority goes first; among equal priorities, claims take from each fairness group (a task's `fairness_key`, or its workflow) in turn, up to 32 tasks of a group at a time, each group's tasks in the order they became ready. A task whose named rate limit lacks its units, or whose concurrency key is full, is passed by (its view says why: `waiting.reason` `rate_limited` or `concurrency_full`). With no task ready, the claim waits up to `wait_ms` for one.",
+    description = "Assigns up to `max` ready tasks the agent can run and answers them, each with its lease and fencing `token` (send both back with every report). The highest priority goes first; among equal priorities, claims take from each fairness group (a task's `fairness_key`, or its workflow) in turn, up to 32 tasks of a group at a time, each group's tasks in the order they became ready. A task whose named rate limit lacks its units, or whose concurrency key is full, is passed by (its view says why: `waiting.reason` `rate_limited` or `concurrency_full`). With no task ready, the claim waits up to `wait_ms` for one.\n\nWith `start: true` the claim also starts each task it hands out, as a `started` report would, in the same commit: the task is `executing` (`started: true`; its history shows `agent_assigned` then `execution_started`), its start-to-close and heartbeat deadlines run from now, and the agent sends no `started` report. Use it when the agent begins each task as soon as it has it. Only a task with a heartbeat deadline (`timeouts.heartbeat_ms`, 60 s unless set otherwise) is started so: if the answer is lost on its way, that deadline takes the task back as the start deadline takes back an assigned one; a task without one comes back `assigned` (`started: false`) and is started with its `started` report.",
     responses((status = 200, body = Claimed)))]
 pub async fn claim(
     AxState(s): St,
@@ -1727,10 +1727,11 @@ pub async fn claim(
     let e = engine(&s);
     let record = own_agent(e, &caller, &id).await?;
     let tasks = e
-        .claim(
+        .claim_and(
             record.id,
             body.max.unwrap_or(1),
             Duration::from_millis(body.wait_ms.unwrap_or(0)),
+            body.start,
         )
         .await?;
     // The tasks are leased now: an answer lost from here on is taken back by their start
@@ -1757,6 +1758,8 @@ pub async fn claim(
                     heartbeat_ms: t.spec.timeouts.heartbeat_ms,
                     now: e.now().0,
                     upstream: upstream_view(upstream),
+                    started: t.kind() == baton_core::StateKind::Executing,
+                    version: t.version,
                 })
             })
             .collect(),
@@ -1964,6 +1967,167 @@ pub async fn report_released(
         token: FencingToken(b.token),
     };
     report(&s, &caller, &id, b.agent, event, b.traceparent.as_deref()).await
+}
+
+/// Send many reports at once.
+///
+/// Reports of any kind (`started`, `heartbeat`, `succeeded`, `failed`, `released`), on any tasks,
+/// by any agents the caller may act as, in one request: each is exactly the report its own
+/// request (`POST /v1/tasks/{task}/{report}`) would be, applied as its own transition with its own
+/// history entry, and answered on its own in `answers`, in the order sent: `status` 200 with the
+/// `answer`, or the status and `problem` (`stale_lease`, `task_cancelled`, `not_accepted`,
+/// `task_not_found`, `agent_not_found`, `forbidden`, `invalid_field` naming `reports[i].…`, …)
+/// that request would have got. One report's refusal changes nothing of the others. Reports on
+/// one task are applied in their order (a `started` then a `succeeded` may travel together); the
+/// rest are applied at once and usually share one commit. Each is safe to resend as its own is.
+/// The request as a whole is refused only when it is not a batch (`422`) or the caller may not
+/// report at all.
+#[utoipa::path(post, path = "/v1/reports", request_body = ReportBatch,
+    responses((status = 200, body = ReportBatchAnswer)))]
+pub async fn send_reports(
+    AxState(s): St,
+    caller: Caller,
+    ApiJson(batch): ApiJson<ReportBatch>,
+) -> ApiResult<Json<ReportBatchAnswer>> {
+    if batch.reports.is_empty() || batch.reports.len() > baton_api::REPORTS_PER_BATCH_MAX {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "a batch carries 1 to 256 reports",
+        )
+        .field("reports", "1 to 256 reports"));
+    }
+    // One chain per task, its reports in their order; the chains run at once.
+    let mut chains: BTreeMap<Uuid, Vec<(usize, baton_api::Report)>> = BTreeMap::new();
+    for (i, report) in batch.reports.into_iter().enumerate() {
+        chains.entry(report.task()).or_default().push((i, report));
+    }
+    let count = chains.values().map(Vec::len).sum();
+    let s = &s;
+    let caller = &caller;
+    let answered = futures_util::future::join_all(chains.into_values().map(|chain| async move {
+        let mut answers = Vec::with_capacity(chain.len());
+        for (i, report) in chain {
+            let task = report.task();
+            let outcome = match one_report(s, caller, report).await {
+                Ok(answer) => ReportOutcome {
+                    task,
+                    status: StatusCode::OK.as_u16(),
+                    answer: Some(answer),
+                    problem: None,
+                },
+                Err(mut p) => {
+                    p.field = Some(match p.field.take() {
+                        Some(f) => format!("reports[{i}].{f}"),
+                        None => format!("reports[{i}]"),
+                    });
+                    ReportOutcome {
+                        task,
+                        status: p.status,
+                        answer: None,
+                        problem: Some(ProblemDoc::clone(&p)),
+                    }
+                }
+            };
+            answers.push((i, outcome));
+        }
+        answers
+    }))
+    .await;
+    let mut answers: Vec<Option<ReportOutcome>> = (0..count).map(|_| None).collect();
+    for (i, outcome) in answered.into_iter().flatten() {
+        answers[i] = Some(outcome);
+    }
+    Ok(Json(ReportBatchAnswer {
+        answers: answers.into_iter().flatten().collect(),
+    }))
+}
+
+/// One report of a batch, as its own request would apply it.
+async fn one_report(
+    s: &AppState,
+    caller: &Caller,
+    sent: baton_api::Report,
+) -> ApiResult<ReportAnswer> {
+    use baton_api::Report as R;
+    let task = sent.task().to_string();
+    let agent = sent.agent();
+    let (event, traceparent) = match sent {
+        R::Started {
+            agent,
+            token,
+            traceparent,
+            ..
+        } => (
+            Event::ExecutionStarted {
+                agent: AgentId(agent),
+                token: FencingToken(token),
+            },
+            traceparent,
+        ),
+        R::Heartbeat {
+            agent,
+            token,
+            progress,
+            usage,
+            traceparent,
+            ..
+        } => (
+            Event::Heartbeat {
+                usage,
+                agent: AgentId(agent),
+                token: FencingToken(token),
+                progress,
+            },
+            traceparent,
+        ),
+        R::Succeeded {
+            agent,
+            token,
+            result,
+            usage,
+            traceparent,
+            ..
+        } => (
+            Event::ExecutionSucceeded {
+                usage,
+                agent: AgentId(agent),
+                token: FencingToken(token),
+                result: Some(result),
+            },
+            traceparent,
+        ),
+        R::Failed {
+            agent,
+            token,
+            error,
+            usage,
+            traceparent,
+            ..
+        } => (
+            Event::ExecutionFailed {
+                usage,
+                agent: AgentId(agent),
+                token: FencingToken(token),
+                error,
+            },
+            traceparent,
+        ),
+        R::Released {
+            agent,
+            token,
+            traceparent,
+            ..
+        } => (
+            Event::AssignmentReleased {
+                agent: AgentId(agent),
+                token: FencingToken(token),
+            },
+            traceparent,
+        ),
+    };
+    let Json(answer) = report(s, caller, &task, agent, event, traceparent.as_deref()).await?;
+    Ok(answer)
 }
 
 /// Add sub-tasks (decomposition).

@@ -185,6 +185,7 @@ pub const PERMISSIONS: &[(Method, &str, Need)] = &[
     (Method::POST, "/v1/agents/{id}/heartbeat", Need::Agent),
     (Method::POST, "/v1/agents/{id}/claim", Need::Agent),
     (Method::POST, "/v1/tasks/{id}/started", Need::Agent),
+    (Method::POST, "/v1/reports", Need::Agent),
     (Method::POST, "/v1/tasks/{id}/heartbeat", Need::Agent),
     (Method::POST, "/v1/tasks/{id}/succeeded", Need::Agent),
     (Method::POST, "/v1/tasks/{id}/failed", Need::Agent),

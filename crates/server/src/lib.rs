@@ -126,6 +126,7 @@ fn general_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(api::report_succeeded))
         .routes(routes!(api::report_failed))
         .routes(routes!(api::report_released))
+        .routes(routes!(api::send_reports))
         .routes(routes!(api::add_subtasks))
         .routes(routes!(api::lifecycle))
 }
@@ -388,10 +389,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         };
         router.route(path, route)
     });
-    let router = router.route_layer(axum::middleware::from_fn_with_state(
-        Arc::clone(&state),
-        auth::authorize,
-    ));
+    let router = router
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::authorize,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            limits::count_requests,
+        ));
     // Debug builds hold every answer to the document (contract.rs).
     let router = if cfg!(debug_assertions) {
         router.route_layer(axum::middleware::from_fn_with_state(

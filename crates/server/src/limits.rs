@@ -178,6 +178,28 @@ pub(crate) async fn count_refusals(
     res
 }
 
+/// Counts each answer of a routed request by method, route template and status
+/// (`baton_http_requests_total`).
+pub(crate) async fn count_requests(
+    axum::extract::State(state): axum::extract::State<Arc<crate::AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    let res = next.run(req).await;
+    if let Some(route) = route {
+        state
+            .engine
+            .metrics()
+            .http_request(method.as_str(), route.as_str(), res.status().as_u16());
+    }
+    res
+}
+
 /// What a request shed or past its deadline is answered: each layer's error as a problem.
 pub(crate) fn refusal(err: &tower::BoxError, deadline: Duration) -> Response {
     if err.is::<tower::load_shed::error::Overloaded>() {

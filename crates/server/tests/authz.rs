@@ -137,6 +137,7 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("POST", "/v1/agents/{id}/heartbeat", "FFYYUU"),
     ("POST", "/v1/agents/{id}/claim", "FFYYUU"),
     ("POST", "/v1/tasks/{id}/started", "FFYYUU"),
+    ("POST", "/v1/reports", "FFYYUU"),
     ("POST", "/v1/tasks/{id}/heartbeat", "FFYYUU"),
     ("POST", "/v1/tasks/{id}/succeeded", "FFYYUU"),
     ("POST", "/v1/tasks/{id}/failed", "FFYYUU"),
@@ -341,6 +342,9 @@ fn body(method: &Method, path: &str, f: &Fixture, n: usize, who: Who) -> Option<
             "/v1/tasks/{id}/started" | "/v1/tasks/{id}/heartbeat" | "/v1/tasks/{id}/released",
         ) => lease,
         ("POST", "/v1/tasks/{id}/succeeded") => with(json!({"result": {"ok": true}})),
+        ("POST", "/v1/reports") => {
+            json!({"reports": [with(json!({"report": "heartbeat", "task": f.held}))]})
+        }
         ("POST", "/v1/tasks/{id}/failed") => {
             with(json!({"error": {"kind": "boom", "message": "x"}}))
         }

@@ -750,3 +750,161 @@ async fn re_registering_an_agent_keeps_its_concurrency_unless_it_gives_one() {
     let (_, fresh) = srv.post("/v1/agents", json!({"name": "fresh"})).await;
     assert_eq!(fresh["concurrency"], 1, "{fresh}");
 }
+
+/// `start: true` hands the task out executing: its history says `agent_assigned` then
+/// `execution_started`, by the agent, at one moment; it completes without a `started` report,
+/// and a `started` report sent anyway is a duplicate, answered as the task stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_with_start_hands_out_executing_tasks() {
+    let srv = TestServer::start().await;
+    let wf = srv
+        .submit(json!([task("a", &[]), task("b", &[]), task("c", &["a"])]))
+        .await;
+    let agent = srv.register("worker", &["work"], 4).await;
+    let (status, body) = srv
+        .post(
+            &format!("/v1/agents/{agent}/claim"),
+            json!({"max": 4, "start": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let claimed = body["tasks"].as_array().unwrap().clone();
+    assert_eq!(claimed.len(), 2, "a and b are ready, c waits for a");
+    for t in &claimed {
+        assert_eq!(t["started"], true, "{t}");
+        let view = srv.task(t["task"].as_str().unwrap()).await;
+        assert_eq!(view["state"], "executing", "{view}");
+        assert_eq!(view["version"], t["version"]);
+        let history: Vec<&Value> = view["history"].as_array().unwrap().iter().collect();
+        let events: Vec<&str> = history
+            .iter()
+            .map(|h| h["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(events, ["submitted", "agent_assigned", "execution_started"]);
+        assert_eq!(history[1]["at"], history[2]["at"]);
+        assert_eq!(history[2]["actor"]["agent"], agent.as_str(), "{view}");
+        assert!(view["deadlines"]["start_to_close"].is_u64(), "{view}");
+    }
+    let (status, again) = srv.report(&claimed[0], &agent, "started", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["state"], "executing");
+    assert_eq!(again["version"], claimed[0]["version"], "nothing written");
+    for t in &claimed {
+        let (s, b) = srv
+            .report(t, &agent, "succeeded", json!({"result": {"ok": true}}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let next = srv.claim_one(&agent).await;
+    assert_eq!(next["key"], "c");
+    assert_eq!(next["started"], false, "claimed without start");
+    let wf_id = wf["workflow"].as_str().unwrap();
+    let (_, counts) = srv.get(&format!("/v1/counts?workflow={wf_id}")).await;
+    assert_eq!(
+        (counts["completed"].as_u64(), counts["assigned"].as_u64()),
+        (Some(2), Some(1))
+    );
+
+    // Without a heartbeat deadline nothing would take the task back if this answer were lost:
+    // it comes back assigned, under its start deadline.
+    let mut silent = task("silent", &[]);
+    silent["timeouts"]["heartbeat_ms"] = Value::Null;
+    srv.submit(json!([silent])).await;
+    let (status, body) = srv
+        .post(
+            &format!("/v1/agents/{agent}/claim"),
+            json!({"max": 1, "start": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let t = &body["tasks"][0];
+    assert_eq!(
+        (t["key"].as_str(), t["started"].as_bool()),
+        (Some("silent"), Some(false))
+    );
+    assert_eq!(srv.state_of(t["task"].as_str().unwrap()).await, "assigned");
+}
+
+/// `POST /v1/reports` applies each report as its own request would, in the order sent for one
+/// task, and answers each on its own: a refused report changes nothing of the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_reports_is_answered_report_by_report() {
+    let srv = TestServer::start().await;
+    srv.submit(json!([task("a", &[]), task("b", &[]), task("c", &[])]))
+        .await;
+    let agent = srv.register("worker", &["work"], 4).await;
+    let claimed = srv.claim(&agent, 3).await;
+    let (a, b, c) = (&claimed[0], &claimed[1], &claimed[2]);
+    srv.report(b, &agent, "started", json!({})).await;
+    let report = |t: &Value, kind: &str, token: &Value| json!({"report": kind, "task": t["task"], "agent": agent, "token": token});
+    let mut succeeded = report(a, "succeeded", &a["token"]);
+    succeeded["result"] = json!({"n": 1});
+    let mut beat = report(b, "heartbeat", &b["token"]);
+    beat["progress"] = json!({"pct": 50});
+    let (status, body) = srv
+        .post(
+            "/v1/reports",
+            json!({"reports": [
+                report(a, "started", &a["token"]),
+                beat,
+                report(c, "started", &json!(99)),
+                succeeded,
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answers = body["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), 4);
+    assert_eq!(answers[0]["task"], a["task"]);
+    assert_eq!(
+        (
+            answers[0]["status"].as_u64(),
+            answers[0]["answer"]["state"].as_str()
+        ),
+        (Some(200), Some("executing"))
+    );
+    assert_eq!(answers[1]["answer"]["state"], "executing");
+    assert_eq!(answers[2]["status"], 409, "{}", answers[2]);
+    assert_eq!(answers[2]["problem"]["code"], "stale_lease");
+    assert_eq!(answers[2]["problem"]["field"], "reports[2]");
+    assert!(answers[2].get("answer").is_none());
+    assert_eq!(answers[3]["answer"]["state"], "completed");
+
+    let view = srv.task(a["task"].as_str().unwrap()).await;
+    let events: Vec<&str> = view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "submitted",
+            "agent_assigned",
+            "execution_started",
+            "execution_succeeded"
+        ]
+    );
+    assert_eq!(view["result"], json!({"n": 1}));
+    let view = srv.task(b["task"].as_str().unwrap()).await;
+    assert_eq!(view["detail"]["progress"], json!({"pct": 50}), "{view}");
+    assert_eq!(srv.state_of(c["task"].as_str().unwrap()).await, "assigned");
+
+    // Not a batch: refused whole, naming the field, and nothing applied.
+    let (status, body) = srv
+        .post(
+            "/v1/reports",
+            json!({"reports": [report(c, "started", &c["token"]), {"report": "finished"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["field"].as_str().unwrap().starts_with("reports[1]"),
+        "{body}"
+    );
+    assert_eq!(srv.state_of(c["task"].as_str().unwrap()).await, "assigned");
+    let (status, body) = srv.post("/v1/reports", json!({"reports": []})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["field"], "reports");
+}

@@ -113,7 +113,7 @@ fn check(doc: &Value, schema: &Value, value: &Value, path: &str, problems: &mut 
         value.as_object(),
     ) {
         for (name, v) in obj {
-            if !schema["properties"].get(name).is_some() {
+            if schema["properties"].get(name).is_none() {
                 check(doc, values, v, &format!("{path}.{name}"), problems);
             }
         }

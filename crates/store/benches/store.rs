@@ -44,6 +44,7 @@ async fn claim_latency<S: Store>(store: &S, n: usize) -> (Duration, Duration) {
         let t = Instant::now();
         let got = store
             .claim(ClaimRequest {
+                start: false,
                 agent,
                 capabilities: caps(),
                 leases: vec![LeaseId(Uuid::now_v7())],

@@ -178,6 +178,24 @@ pub(crate) fn assignment(
     TransitionRecord::apply(task, event, at).ok()
 }
 
+/// What a claim writes for the task `assigned` holds: that assignment, then, for a claim that
+/// starts what it takes, the agent's start under the new lease at the same moment. Only a task
+/// with a heartbeat deadline is started so: should the claim's answer be lost, that deadline
+/// takes the task back, as the start deadline does an assigned one; without it, nothing would.
+pub(crate) fn claimed(assigned: TransitionRecord, request: &ClaimRequest) -> Vec<TransitionRecord> {
+    let started = (request.start && assigned.task.spec.timeouts.heartbeat_ms.is_some())
+        .then(|| assigned.task.state.lease().map(|l| l.token))
+        .flatten()
+        .and_then(|token| {
+            let event = Event::ExecutionStarted {
+                agent: request.agent,
+                token,
+            };
+            TransitionRecord::apply(&assigned.task, event, assigned.entry.at).ok()
+        });
+    std::iter::once(assigned).chain(started).collect()
+}
+
 /// Most candidates one claim reads, over all its rounds: a claim that finds tasks whose keys
 /// have no room parks them and reads on, up to this many.
 pub(crate) const CLAIM_SCAN_MAX: usize = 256;

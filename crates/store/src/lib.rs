@@ -287,6 +287,10 @@ pub struct ClaimRequest {
     /// exceed it. `None`: no limit.
     pub max_held: Option<u32>,
     pub now: Timestamp,
+    /// Also start what is claimed: `execution_started` right after `agent_assigned`, two
+    /// transitions (and history entries) in the claim's commit, for an agent that runs what it
+    /// claims at once. Only tasks with a heartbeat deadline; the others stay assigned.
+    pub start: bool,
 }
 
 /// Filter and page for listing tasks; pages are keyed by task id (time-ordered UUIDv7).

@@ -80,6 +80,7 @@ pub async fn concurrent_heartbeats<S: Store + 'static>(
     let agent = AgentId(Uuid::now_v7());
     let claimed = store
         .claim(ClaimRequest {
+            start: false,
             agent,
             capabilities,
             leases: (0..writers).map(|_| LeaseId(Uuid::now_v7())).collect(),

@@ -710,6 +710,62 @@ mod cases {
         assert!(s.outbox(100).await.unwrap().is_empty());
     }
 
+    /// A claim with `start` writes the assignment and the start, each a transition with its
+    /// history entry, at the same moment: the task comes back executing under the new lease,
+    /// counted as executing, still leased to the agent.
+    pub async fn a_claim_that_starts_writes_both_transitions<S: Store>(s: &S) {
+        let flow = workflow(
+            &[
+                Def {
+                    key: "a",
+                    deps: &[],
+                    caps: &["work"],
+                    priority: 0,
+                },
+                Def {
+                    key: "b",
+                    deps: &[],
+                    caps: &["work"],
+                    priority: 0,
+                },
+            ],
+            None,
+        );
+        s.submit(flow.batch.clone()).await.unwrap();
+        let got = s
+            .claim(ClaimRequest {
+                start: true,
+                agent: agent(1),
+                capabilities: caps(&["work"]),
+                leases: vec![LeaseId(Uuid::now_v7())],
+                now: at(5),
+                max_held: Some(4),
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        let t = &got[0];
+        let State::Executing { lease, progress } = &t.state else {
+            panic!("{:?}", t.state)
+        };
+        assert_eq!((lease.agent, lease.token), (agent(1), FencingToken(1)));
+        assert_eq!(progress, &None);
+        assert_eq!(s.task(t.id).await.unwrap().as_ref(), Some(t));
+        let history = s.history(t.id, 1, 10).await.unwrap();
+        let events: Vec<EventKind> = history.iter().map(|h| h.event.kind()).collect();
+        assert_eq!(
+            events,
+            [EventKind::AgentAssigned, EventKind::ExecutionStarted]
+        );
+        assert_eq!(history[0].at, history[1].at);
+        assert_eq!(history[1].seq, t.version);
+        let counts = s.counts(None).await.unwrap();
+        assert_eq!(counts.get(StateKind::Executing), 1);
+        assert_eq!(counts.get(StateKind::Assigned), 0);
+        assert_eq!(counts.get(StateKind::Pending), 1);
+        assert_eq!(s.leased_to(agent(1)).await.unwrap().len(), 1);
+    }
+
     pub async fn claims_take_the_highest_priority_then_the_oldest_the_agent_can_run<S: Store>(
         s: &S,
     ) {
@@ -745,6 +801,7 @@ mod cases {
         s.submit(flow.batch.clone()).await.unwrap();
         let got = s
             .claim(ClaimRequest {
+                start: false,
                 agent: agent(1),
                 capabilities: caps(&["work"]),
                 leases: vec![LeaseId(Uuid::now_v7()), LeaseId(Uuid::now_v7())],
@@ -770,6 +827,7 @@ mod cases {
 
         let none = s
             .claim(ClaimRequest {
+                start: false,
                 agent: agent(2),
                 capabilities: caps(&["gpu"]),
                 leases: vec![LeaseId(Uuid::now_v7())],
@@ -784,6 +842,7 @@ mod cases {
         );
         let gpu = s
             .claim(ClaimRequest {
+                start: false,
                 agent: agent(3),
                 capabilities: caps(&["gpu", "work", "extra"]),
                 leases: vec![LeaseId(Uuid::now_v7())],
@@ -812,6 +871,7 @@ mod cases {
                 loop {
                     let got = s
                         .claim(ClaimRequest {
+                            start: false,
                             agent: agent(n),
                             capabilities: caps(&["work"]),
                             leases: (0..4).map(|_| LeaseId(Uuid::now_v7())).collect(),
@@ -1538,6 +1598,7 @@ mod cases {
             let s = Arc::clone(&s);
             handles.push(tokio::spawn(async move {
                 s.claim(ClaimRequest {
+                    start: false,
                     agent: agent(9),
                     capabilities: caps(&["work"]),
                     leases: (0..2).map(|_| LeaseId(Uuid::now_v7())).collect(),
@@ -1600,6 +1661,7 @@ mod cases {
             let s = Arc::clone(&s);
             handles.push(tokio::spawn(async move {
                 s.claim(ClaimRequest {
+                    start: false,
                     agent: agent(20 + n),
                     capabilities: caps(&["work"]),
                     leases: (0..4).map(|_| LeaseId(Uuid::now_v7())).collect(),
@@ -1702,6 +1764,7 @@ mod cases {
     pub async fn claims_take_from_each_fairness_group_in_turn<S: Store>(s: &S) {
         let q = FAIR_QUANTUM as usize;
         let claim = |n: usize, t: u64| ClaimRequest {
+            start: false,
             agent: agent(40),
             capabilities: caps(&["work"]),
             leases: (0..n).map(|_| LeaseId(Uuid::now_v7())).collect(),
@@ -2317,6 +2380,7 @@ mod retention_cases {
         s.submit(big.batch.clone()).await.unwrap();
         let taken = s
             .claim(ClaimRequest {
+                start: false,
                 agent: agent(202),
                 capabilities: caps(&["work"]),
                 leases: (0..names.len()).map(|_| LeaseId(Uuid::now_v7())).collect(),
@@ -2435,6 +2499,7 @@ mod signal_cases {
         s.submit(flow.batch.clone()).await.unwrap();
         let claimed = s
             .claim(ClaimRequest {
+                start: false,
                 agent: AgentId(Uuid::now_v7()),
                 capabilities: Default::default(),
                 leases: vec![LeaseId(Uuid::now_v7())],
@@ -2645,6 +2710,7 @@ macro_rules! conformance {
             case!(a_task_released_on_an_open_dependency_is_refused);
             case!(a_control_writes_all_its_transitions_or_none_with_its_audit_entry);
             case!(claims_take_the_highest_priority_then_the_oldest_the_agent_can_run);
+            case!(a_claim_that_starts_writes_both_transitions);
             case!(arc concurrent_claimers_never_get_the_same_task);
             case!(due_timers_come_from_deadlines_and_retries);
             case!(history_is_ordered_and_replays_to_the_stored_task);

@@ -65,6 +65,7 @@ fn child(path: &str) -> ! {
                     for _ in 0..8 {
                         let claimed = store
                             .claim(ClaimRequest {
+                                start: false,
                                 agent: agent(w),
                                 capabilities: caps(&["work"]),
                                 leases: vec![LeaseId(uuid::Uuid::now_v7())],

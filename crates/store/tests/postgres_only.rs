@@ -144,6 +144,7 @@ async fn claims_are_exclusive_across_processes() {
                         (0..wanted).map(|_| LeaseId(Uuid::now_v7())).collect();
                     let claimed = store
                         .claim(ClaimRequest {
+                            start: false,
                             agent,
                             capabilities: caps(&["work", "gpu"]),
                             leases: leases.clone(),
@@ -673,6 +674,7 @@ async fn the_store_reconnects_after_its_connections_are_killed() {
         .unwrap();
     let claimed = store
         .claim(ClaimRequest {
+            start: false,
             agent: AgentId(Uuid::now_v7()),
             capabilities: caps(&["work"]),
             leases: vec![LeaseId(Uuid::now_v7())],

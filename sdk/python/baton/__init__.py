@@ -2,7 +2,14 @@
 agent helper (:class:`Agent`) for the Baton orchestration engine's HTTP API."""
 
 from .agent import Agent, Handler
-from .client import AsyncClient, AsyncEventStream, Client, EventStream, StreamItem
+from .client import (
+    AsyncClient,
+    AsyncEventStream,
+    Client,
+    EventStream,
+    ReportOutcome,
+    StreamItem,
+)
 from .context import TaskContext
 from .errors import (
     BatonError,
@@ -34,6 +41,9 @@ from .types import (
     Lease,
     LimitView,
     RateUse,
+    REPORT_KINDS,
+    REPORTS_PER_BATCH_MAX,
+    Report,
     ReportAnswer,
     RerunAnswer,
     RerunTask,
@@ -93,7 +103,11 @@ __all__ = [
     "NonRetryable",
     "NotFound",
     "RateUse",
+    "REPORT_KINDS",
+    "REPORTS_PER_BATCH_MAX",
+    "Report",
     "ReportAnswer",
+    "ReportOutcome",
     "RerunAnswer",
     "RerunTask",
     "RetryPolicy",

@@ -1,11 +1,13 @@
 """The asyncio driver of :class:`~baton._core.AgentCore`: the running coroutine owns the core,
-one asyncio task per request (``httpx.AsyncClient``) and per handler carries out its actions;
-plain (blocking) handlers run in a pool of ``concurrency`` threads. No decision is taken
-here."""
+one asyncio task per request (``httpx.AsyncClient``; reports through an
+:class:`~baton._batch.AsyncReportBatcher` when the agent batches them) and per handler carries
+out its actions; plain (blocking) handlers run in a pool of ``concurrency`` threads. No
+decision is taken here."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import signal
 import threading
@@ -14,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Awaitable, Deque, List, Optional, Set
 
 from . import _core as core
+from ._batch import AsyncReportBatcher, Outcome
 from .client import AsyncClient, Client
 
 if TYPE_CHECKING:
@@ -33,6 +36,10 @@ class AsyncRunner:
         )
         self.pool = ThreadPoolExecutor(
             max_workers=agent.concurrency, thread_name_prefix="baton-handler"
+        )
+        # At most one request per held task is out, so at most `concurrency` reports queue.
+        self.batcher = (
+            AsyncReportBatcher(self.client, agent.concurrency) if agent.batch_reports else None
         )
         self.inbox: Deque[core.Event] = deque()
         self.jobs: Set["asyncio.Future[None]"] = set()
@@ -69,6 +76,8 @@ class AsyncRunner:
             if sigterm:
                 self.loop.remove_signal_handler(signal.SIGTERM)
             await self._abandon()
+            if self.batcher is not None:
+                await self.batcher.aclose()
             await self.client.aclose()
             self.pool.shutdown(wait=False)
         if self.error is not None:
@@ -117,7 +126,11 @@ class AsyncRunner:
     def _perform(self, actions: List[core.Action]) -> None:
         for action in actions:
             if isinstance(action, core.Send):
-                self._spawn(self._send(action.request))
+                report = action.request.as_report()
+                if self.batcher is not None and report is not None:
+                    self.batcher.submit(report, functools.partial(self._reported, action.request))
+                else:
+                    self._spawn(self._send(action.request))
             elif isinstance(action, core.Run):
                 self._spawn(self._run(action))
             elif isinstance(action, core.Log):
@@ -144,6 +157,13 @@ class AsyncRunner:
             self._push(core.Refused(request, exc))
         else:
             self._push(core.Answered(request, value))
+
+    def _reported(self, request: core.Request, outcome: Outcome) -> None:
+        """A batched report's outcome, on the event loop."""
+        if isinstance(outcome, BaseException):
+            self._push(core.Refused(request, outcome))
+        else:
+            self._push(core.Answered(request, outcome))
 
     async def _run(self, run: core.Run) -> None:
         try:

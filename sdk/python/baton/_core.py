@@ -41,7 +41,7 @@ from typing import (
 
 from .context import TaskContext
 from .errors import BatonError, Conflict, ConnectionFailed, NonRetryable, NotFound, Unavailable
-from .types import JSON, ClaimedTask, Deadlines
+from .types import JSON, REPORT_KINDS, ClaimedTask, Deadlines, Report, ReportAnswer
 
 if TYPE_CHECKING:
     from .agent import Agent, Handler
@@ -51,8 +51,8 @@ BEAT_MIN_S = 0.25
 BEAT_AFTER_FAILURE_S = 4 * BEAT_MIN_S
 """Pause before the next heartbeat of a task after one failed for a transient reason."""
 REPORT_ATTEMPTS = 5
-"""Tries of a report (or lookup, or release) that fails for transient reasons (connection,
-503) before giving up."""
+"""Tries of a report (or release) that fails for transient reasons (connection, 503) before
+giving up."""
 MESSAGE_CHARS_MAX = 8192
 """Longest error message reported; longer ones are cut."""
 BACKOFF_MAX_S = 5.0
@@ -98,6 +98,16 @@ class Request:
     def call(self, client: Any) -> Any:
         """Calls the method on ``client``: its answer, or a coroutine with an async client."""
         return getattr(client, self.method)(*self.args, **self.kwargs)
+
+    def as_report(self) -> Optional[Report]:
+        """The :class:`~baton.Report` this request sends, if it is a report (``report_*``):
+        what a runner that batches reports sends instead of calling the method. Built from
+        the same arguments, so that both ways send the same body."""
+        kind = self.method[len("report_") :] if self.method.startswith("report_") else None
+        if kind not in REPORT_KINDS:
+            return None
+        build: Callable[..., Report] = getattr(Report, kind)
+        return build(*self.args, **self.kwargs)
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,19 @@ def beat_interval(heartbeat_deadline: Optional[int], wall: float, max_interval: 
     return max(BEAT_MIN_S, min(max_interval, remaining / 3.0))
 
 
+def started_by_claim(claimed: ClaimedTask) -> ReportAnswer:
+    """What a ``started`` report would have answered for a task its claim started."""
+    return ReportAnswer(
+        task=claimed.task,
+        state="executing",
+        version=claimed.version,
+        attempt=claimed.attempt,
+        token=claimed.token,
+        cancelled=False,
+        deadlines=claimed.deadlines,
+    )
+
+
 def result_payload(value: Any) -> JSON:
     """A handler's return value as a result: ``None`` becomes ``{}`` (Baton refuses a null
     result); anything else must be JSON-serialisable, else :class:`NonRetryable` of the kind
@@ -274,7 +297,7 @@ class Held:
     claimed: ClaimedTask
     ctx: TaskContext
     executing: bool = False
-    """``started`` was answered: heartbeats are due."""
+    """Started (by its claim, or a ``started`` report answered): heartbeats are due."""
     running: bool = False
     """Its handler runs (a :class:`Run` was given and its outcome not fed back)."""
     finished: bool = False
@@ -495,15 +518,22 @@ class AgentCore:
         free = self.agent.concurrency - len(self.held)
         count = min(free, self.agent.claim_max)
         self.claiming = self._send(
-            Request("claim", (self.agent_id, count, self.agent.claim_wait_ms), agent=self.agent_id)
+            Request(
+                "claim",
+                (self.agent_id, count, self.agent.claim_wait_ms),
+                {"start": self.agent.start_on_claim},
+                agent=self.agent_id,
+            )
         )
 
-    def _take(self, claimed: ClaimedTask) -> None:
+    def _take(self, claimed: ClaimedTask, now: Instant) -> None:
         ctx = TaskContext(claimed, self.agent_id, self.wake, self.fetch_upstream)
         held = Held(claimed, ctx)
         self.held[claimed.task] = held
         if self.stopping:
             self._release(held, "agent_stopping")
+        elif claimed.started:
+            self._started(held, started_by_claim(claimed), now)
         else:
             self._task_request(held, self._report(held, "report_started"))
 
@@ -537,7 +567,7 @@ class AgentCore:
             self.claim_failures = 0
             self._heard_from(now)
             for claimed in value:
-                self._take(claimed)
+                self._take(claimed, now)
         elif request is self.keeping_alive:
             self.keeping_alive = None
             self._heard_from(now)
@@ -545,31 +575,28 @@ class AgentCore:
             held = self._held(request.task)
             assert held.sending is request, "one request per task at a time"
             held.sending = None
-            if request.method != "get_task":
-                self._heard_from(now)
+            self._heard_from(now)
             self._task_answered(held, request.method, value, now)
             self._next(held)
 
     def _task_answered(self, held: Held, method: str, value: Any, now: Instant) -> None:
         if method == "report_started":
             if held.released is None:
-                held.executing = True
-                self._schedule(held, value.deadlines, now)
-                if self.agent.needs_lookup:
-                    # The claim does not carry the task's required capabilities.
-                    lookup = Request("get_task", (held.task,), task=held.task)
-                    self._task_request(held, lookup)
-                else:
-                    self._run(held, None)
-        elif method == "get_task":
-            if held.released is None:
-                self._run(held, value.spec.get("capabilities", []))
+                self._started(held, value, now)
         elif method == "report_heartbeat":
             if value.cancelled:
                 held.ctx._cancel("task_cancelled")
             self._schedule(held, value.deadlines, now)
         elif method == "report_released":
             self._log(logging.INFO, "task %s released (%s)", held.task, held.released)
+
+    def _started(self, held: Held, answer: ReportAnswer, now: Instant) -> None:
+        """The task executes (``answer`` is its ``started`` answer, or what that would have
+        been): heartbeats are due, and its handler runs, chosen by the capabilities the task
+        requires (which its claim carries)."""
+        held.executing = True
+        self._schedule(held, answer.deadlines, now)
+        self._run(held, held.claimed.capabilities)
 
     def _refused(self, request: Request, exc: BaseException, now: Instant) -> None:
         request.tries += 1
@@ -646,14 +673,6 @@ class AgentCore:
                     logging.WARNING, "task %s: heartbeat failed: %s", held.task, describe(exc)
                 )
                 held.next_beat = now.mono + BEAT_AFTER_FAILURE_S
-        elif method == "get_task":
-            self._log(
-                logging.WARNING,
-                "task %s: cannot look up its capabilities (%s)",
-                held.task,
-                describe(exc),
-            )
-            self._release(held, "lookup_failed")
         elif method == "report_released":
             self._log(logging.WARNING, "task %s: release refused: %s", held.task, describe(exc))
         else:
@@ -663,11 +682,11 @@ class AgentCore:
 
     # ---- handlers and outcomes --------------------------------------------------------------
 
-    def _run(self, held: Held, required: Optional[List[str]]) -> None:
+    def _run(self, held: Held, required: List[str]) -> None:
         handler = self.agent.handler_for(required)
         if handler is None:
             message = (
-                f"agent {self.agent.name} has no handler for capabilities {sorted(required or [])}"
+                f"agent {self.agent.name} has no handler for capabilities {sorted(required)}"
             )
             self._finish(held, "report_failed", "no_handler", message)
             return

@@ -35,7 +35,9 @@ from .types import (
     Counts,
     Lagged,
     LimitView,
+    Report,
     ReportAnswer,
+    ReportLike,
     ScheduleView,
     SignalPage,
     SignalSent,
@@ -49,6 +51,7 @@ from .types import (
     WorkflowCreated,
     WorkflowEnded,
     WorkflowView,
+    report_to_json,
     spec_to_json,
     workflow_template_to_json,
 )
@@ -556,36 +559,61 @@ def agent_heartbeat(agent_id: str) -> Op[AgentView]:
     )
 
 
-def claim(agent_id: str, max_tasks: int, wait_ms: int, timeout: float) -> Op[List[ClaimedTask]]:
+def claim(
+    agent_id: str, max_tasks: int, wait_ms: int, start: bool, timeout: float
+) -> Op[List[ClaimedTask]]:
     wait_ms = max(0, min(int(wait_ms), CLAIM_WAIT_MAX_MS))
+    body: Dict[str, Any] = {"max": max_tasks, "wait_ms": wait_ms}
+    if start:
+        # Sent only when set, so that a plain claim still suits a server without the field.
+        body["start"] = True
     return Op(
         "POST",
         f"/v1/agents/{_seg(agent_id)}/claim",
         lambda r: [ClaimedTask.from_json(t) for t in r.json()["tasks"]],
-        body={"max": max_tasks, "wait_ms": wait_ms},
+        body=body,
         timeout=wait_ms / 1000 + timeout,
     )
 
 
-def report(
-    task_id: str,
-    what: str,
-    agent_id: str,
-    token: int,
-    traceparent: Optional[str] = None,
-    **extra: Any,
-) -> Op[ReportAnswer]:
-    """``what`` is ``started``, ``heartbeat``, ``succeeded``, ``failed`` or ``released``."""
-    body: Dict[str, Any] = {"agent": agent_id, "token": token}
-    body.update(extra)
-    if traceparent is not None:
-        body["traceparent"] = traceparent
+def report(item: Report) -> Op[ReportAnswer]:
+    """One report as its own request (``POST /v1/tasks/{task}/{report}``)."""
     return Op(
         "POST",
-        f"/v1/tasks/{_seg(task_id)}/{what}",
+        f"/v1/tasks/{_seg(item.task)}/{item.report}",
         lambda r: ReportAnswer.from_json(r.json()),
-        body=body,
+        body=item.body(),
     )
+
+
+ReportOutcome = Union[ReportAnswer, BatonError]
+"""What one report of a batch got: its answer, or the error its own request would have
+raised."""
+
+
+def reports(items: Sequence[ReportLike]) -> Op[List[ReportOutcome]]:
+    """Reports in one request (``POST /v1/reports``), each answered on its own, in order."""
+    body = {"reports": [report_to_json(i) for i in items]}
+    return Op("POST", "/v1/reports", lambda r: _outcomes(r, len(body["reports"])), body=body)
+
+
+def _outcomes(r: httpx.Response, sent: int) -> List[ReportOutcome]:
+    answers = r.json()["answers"]
+    if len(answers) != sent:
+        # The server answers every report; anything else is a broken answer, not a refusal.
+        raise BatonError(r.status_code, "bad_answer", f"{len(answers)} answers to {sent} reports")
+    return [_outcome(a) for a in answers]
+
+
+def _outcome(item: Mapping[str, Any]) -> ReportOutcome:
+    if item.get("answer") is not None:
+        return ReportAnswer.from_json(item["answer"])
+    status = int(item.get("status", 0))
+    problem = item.get("problem")
+    if problem is None:
+        return BatonError(status, "bad_answer", f"report on {item.get('task')}: no answer")
+    # The error the report's own request would have raised (a Conflict for a 409, …).
+    return error_from_response(status, problem)
 
 
 def add_subtasks(

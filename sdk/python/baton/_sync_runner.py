@@ -1,10 +1,12 @@
 """The blocking driver of :class:`~baton._core.AgentCore`: one thread owns the core, daemon
-threads carry out its requests (``httpx.Client``) and run its handlers; the calling thread
-waits for the end and turns Ctrl-C into a stop. No decision is taken here."""
+threads carry out its requests (``httpx.Client``; reports through a
+:class:`~baton._batch.ReportBatcher` when the agent batches them) and run its handlers; the
+calling thread waits for the end and turns Ctrl-C into a stop. No decision is taken here."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import queue
 import signal
@@ -12,6 +14,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 from . import _core as core
+from ._batch import Outcome, ReportBatcher
 from .client import Client
 
 if TYPE_CHECKING:
@@ -38,6 +41,10 @@ class SyncRunner:
             agent, lambda: self.events.put(core.Wake()), self._fetch_upstream
         )
         self.requests = _Threads("baton-request", agent.concurrency + 3)
+        # At most one request per held task is out, so at most `concurrency` reports queue.
+        self.batcher = (
+            ReportBatcher(self.client, agent.concurrency) if agent.batch_reports else None
+        )
         self.handlers = _Threads("baton-worker", agent.concurrency)
         self.ended = threading.Event()
         self.error: Optional[BaseException] = None
@@ -59,6 +66,8 @@ class SyncRunner:
                 restore()
             self.requests.close()
             self.handlers.close()
+            if self.batcher is not None:
+                self.batcher.close()
             self.client.close()
         if self.error is not None:
             raise self.error
@@ -112,7 +121,11 @@ class SyncRunner:
     def _perform(self, actions: List[core.Action]) -> None:
         for action in actions:
             if isinstance(action, core.Send):
-                self.requests.submit(self._send, action.request)
+                report = action.request.as_report()
+                if self.batcher is not None and report is not None:
+                    self.batcher.submit(report, functools.partial(self._reported, action.request))
+                else:
+                    self.requests.submit(self._send, action.request)
             elif isinstance(action, core.Run):
                 self.handlers.submit(self._run, action)
             elif isinstance(action, core.Log):
@@ -127,6 +140,13 @@ class SyncRunner:
             self.events.put(core.Refused(request, exc))
         else:
             self.events.put(core.Answered(request, value))
+
+    def _reported(self, request: core.Request, outcome: Outcome) -> None:
+        """A batched report's outcome, from the batcher's thread."""
+        if isinstance(outcome, BaseException):
+            self.events.put(core.Refused(request, outcome))
+        else:
+            self.events.put(core.Answered(request, outcome))
 
     def _run(self, run: core.Run) -> None:
         try:

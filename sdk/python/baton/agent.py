@@ -16,11 +16,10 @@
 the decorated capabilities and the ``capabilities`` argument, so Baton only hands it tasks whose
 required capabilities are all among them (tasks requiring none go to any agent). Then:
 
-- an agent with a single handler (named or default) runs every task it claims with it, without
-  asking anything more of the server;
-- an agent with several handlers looks the task's required capabilities up
-  (``GET /v1/tasks/{id}``: the claim does not carry them) and runs the first handler, in
-  decoration order, whose capability the task requires; failing that, the default handler;
+- an agent with a single handler (named or default) runs every task it claims with it;
+- an agent with several handlers reads the task's required capabilities from its claim
+  (``capabilities``) and runs the first handler, in decoration order, whose capability the
+  task requires; failing that, the default handler;
   failing that, the attempt fails with the retryable error kind ``no_handler`` (so that the
   retry may land on another agent). Tasks needing several capabilities thus go to the handler
   decorated first among them: decorate the most specific one first.
@@ -33,7 +32,25 @@ with the non-retryable kind ``TypeError``/``ValueError``.
 str(exc), "retryable": True}``; raise :class:`baton.NonRetryable` (or a subclass) to fail the
 task for good at once. The task's retry policy decides what follows a retryable failure.
 
-**Heartbeats.** From ``started`` until the handler returns, the agent heartbeats each task at a
+**Starting.** Claims ask Baton to start the tasks they hand out (``start_on_claim``, on by
+default): a task with a heartbeat deadline (as tasks have by default) comes back executing, its
+deadlines running, and the agent sends no ``started`` report (one request and one commit fewer
+per task); one without comes back assigned and is reported started as usual. With
+``start_on_claim=False``, the agent reports ``started`` for each task before running it.
+
+**Batching.** The agent's reports (``started``, heartbeats, ``succeeded``, ``failed``,
+``released``) go to one sender, which sends whatever queued while its previous batch was in
+flight as one ``POST /v1/reports`` (``batch_reports``, on by default): a lone report goes at
+once, and under load many tasks' reports share one request and one commit on the server, with
+no timer and no added wait. Each report is still answered, refused and tried again on its own;
+a batch that fails as a whole (connection, 503, 429) is tried again report by report as a
+single report would be. A batch carries at most 1 MiB of JSON
+(``baton._batch.BATCH_BYTES_MAX``), far under the server's body limit however large the
+results: a report that would take it past that waits for the next batch, and one larger on its
+own is sent as its own request. With ``batch_reports=False``, each report is a request of its
+own (``POST /v1/tasks/{id}/{report}``).
+
+**Heartbeats.** From the start until the handler returns, the agent heartbeats each task at a
 third of the time left before its heartbeat deadline (from the latest answer's ``deadlines``),
 at least every ``heartbeat_max_interval`` (10 s) and at most every 0.25 s; ``ctx.progress(v)``
 sends one right away carrying ``v``. A heartbeat refused because the task was cancelled or the
@@ -51,9 +68,11 @@ reported).
 **Bounds.** At most ``concurrency`` tasks are held at once (claims ask for the free slots
 only), with at most one request per task in flight (a report waits for the heartbeat in
 flight), so at most ``concurrency + 3`` requests with the claim, a registration and a
-keep-alive. The blocking runner drives the agent from one thread and starts, as needed, up to
-``concurrency`` handler threads and ``concurrency + 3`` request threads; the asyncio runner uses
-one asyncio task per request and per handler, and ``concurrency`` threads for blocking handlers.
+keep-alive (with batching, the reports among them travel in at most one request at a time).
+The blocking runner drives the agent from one thread and starts, as needed, up to
+``concurrency`` handler threads and ``concurrency + 3`` request threads (and one thread that
+sends batches); the asyncio runner uses one asyncio task per request and per handler (one for
+all batched reports), and ``concurrency`` threads for blocking handlers.
 
 **Shutdown.** ``agent.stop()`` (from any thread), Ctrl-C or SIGTERM (when ``run`` is called in
 the main thread): stop claiming (the long poll in flight ends within ``claim_wait_ms``; what it
@@ -97,6 +116,9 @@ class Agent:
     the id of an agent Baton knows (its leases survive a restart of the process); Baton makes
     agents' ids, so an id it does not know (never made, or forgotten) is refused, and the
     agent then registers as a new agent, with the id Baton gives it (``agent.id``).
+    ``start_on_claim`` (default on) has each claim start its tasks, instead of a ``started``
+    report per task. ``batch_reports`` (default on) sends the agent's reports in batches
+    (``POST /v1/reports``) instead of one request each.
     """
 
     def __init__(
@@ -109,6 +131,8 @@ class Agent:
         *,
         agent_id: Optional[str] = None,
         claim_wait_ms: int = 5_000,
+        start_on_claim: bool = True,
+        batch_reports: bool = True,
         shutdown_grace: float = 30.0,
         heartbeat_max_interval: float = 10.0,
         keepalive_interval: float = 10.0,
@@ -124,6 +148,8 @@ class Agent:
         self.token = token
         self.id: Optional[str] = agent_id
         self.claim_wait_ms = claim_wait_ms
+        self.start_on_claim = start_on_claim
+        self.batch_reports = batch_reports
         self.shutdown_grace = shutdown_grace
         self.heartbeat_max_interval = heartbeat_max_interval
         self.keepalive_interval = keepalive_interval
@@ -161,14 +187,9 @@ class Agent:
         """What the agent registers with: offered and decorated capabilities."""
         return sorted(set(self._offered) | set(self._handlers))
 
-    @property
-    def needs_lookup(self) -> bool:
-        """Whether choosing a handler needs the task's required capabilities."""
-        return len(self._handlers) + (self._default is not None) > 1
-
-    def handler_for(self, required: Optional[Collection[str]]) -> Optional[Handler]:
-        """The handler for a task requiring ``required`` (``None``: not looked up)."""
-        if not self.needs_lookup or required is None:
+    def handler_for(self, required: Collection[str]) -> Optional[Handler]:
+        """The handler for a task requiring ``required`` (see the module docs)."""
+        if len(self._handlers) + (self._default is not None) == 1:
             return self._default or next(iter(self._handlers.values()), None)
         for capability, handler in self._handlers.items():
             if capability in required:

@@ -32,7 +32,7 @@ from typing import (
 import httpx
 
 from . import _ops
-from ._ops import BudgetsLike
+from ._ops import BudgetsLike, ReportOutcome
 from ._sse import SseParser
 from .types import (
     AgentPage,
@@ -46,7 +46,9 @@ from .types import (
     JSON,
     Lagged,
     LimitView,
+    Report,
     ReportAnswer,
+    ReportLike,
     ScheduleView,
     SignalPage,
     SignalSent,
@@ -63,7 +65,14 @@ from .types import (
     WorkflowView,
 )
 
-__all__ = ["Client", "AsyncClient", "EventStream", "AsyncEventStream", "StreamItem"]
+__all__ = [
+    "Client",
+    "AsyncClient",
+    "EventStream",
+    "AsyncEventStream",
+    "StreamItem",
+    "ReportOutcome",
+]
 
 T = TypeVar("T")
 
@@ -590,16 +599,21 @@ class Client:
         """Keeps an agent alive while it neither claims nor reports."""
         return self._call(_ops.agent_heartbeat(agent_id))
 
-    def claim(self, agent_id: str, max_tasks: int = 1, wait_ms: int = 0) -> List[ClaimedTask]:
+    def claim(
+        self, agent_id: str, max_tasks: int = 1, wait_ms: int = 0, *, start: bool = False
+    ) -> List[ClaimedTask]:
         """Takes up to ``max_tasks`` ready tasks, waiting up to ``wait_ms`` (at most 60000) for
-        some to appear."""
-        return self._call(_ops.claim(agent_id, max_tasks, wait_ms, self.timeout))
+        some to appear. With ``start``, the claim also starts them (``started`` is true on
+        each): they come back executing and need no :meth:`report_started`."""
+        return self._call(_ops.claim(agent_id, max_tasks, wait_ms, start, self.timeout))
 
     def report_started(
         self, task_id: str, agent_id: str, token: int, *, traceparent: Optional[str] = None
     ) -> ReportAnswer:
         """Reports that the agent started the task it was assigned."""
-        return self._call(_ops.report(task_id, "started", agent_id, token, traceparent))
+        return self._call(
+            _ops.report(Report.started(task_id, agent_id, token, traceparent=traceparent))
+        )
 
     def report_heartbeat(
         self,
@@ -614,10 +628,10 @@ class Client:
         """Reports that the task is still running, with optional progress (any JSON) and
         ``usage``, what the agent has spent so far under this lease by unit (the running
         total: ``{"tokens": 1532, "usd": 0.012}``)."""
-        extra: Dict[str, Any] = {"progress": progress} if progress is not None else {}
-        if usage:
-            extra["usage"] = dict(usage)
-        return self._call(_ops.report(task_id, "heartbeat", agent_id, token, traceparent, **extra))
+        report = Report.heartbeat(
+            task_id, agent_id, token, progress, usage=usage, traceparent=traceparent
+        )
+        return self._call(_ops.report(report))
 
     def report_succeeded(
         self,
@@ -631,10 +645,10 @@ class Client:
     ) -> ReportAnswer:
         """Completes the task with ``result`` (any JSON but ``None``), and ``usage`` (the
         running total under this lease, as for :meth:`report_heartbeat`)."""
-        extra: Dict[str, Any] = {"usage": dict(usage)} if usage else {}
-        return self._call(
-            _ops.report(task_id, "succeeded", agent_id, token, traceparent, result=result, **extra)
+        report = Report.succeeded(
+            task_id, agent_id, token, result, usage=usage, traceparent=traceparent
         )
+        return self._call(_ops.report(report))
 
     def report_failed(
         self,
@@ -650,17 +664,36 @@ class Client:
     ) -> ReportAnswer:
         """Fails the attempt; the task's retry policy decides what follows. ``usage`` as for
         :meth:`report_heartbeat`."""
-        error = {"kind": kind, "message": message, "retryable": retryable}
-        extra: Dict[str, Any] = {"usage": dict(usage)} if usage else {}
-        return self._call(
-            _ops.report(task_id, "failed", agent_id, token, traceparent, error=error, **extra)
+        report = Report.failed(
+            task_id,
+            agent_id,
+            token,
+            kind,
+            message,
+            retryable=retryable,
+            usage=usage,
+            traceparent=traceparent,
         )
+        return self._call(_ops.report(report))
 
     def report_released(
         self, task_id: str, agent_id: str, token: int, *, traceparent: Optional[str] = None
     ) -> ReportAnswer:
         """Gives the task back, unfailed, for another agent."""
-        return self._call(_ops.report(task_id, "released", agent_id, token, traceparent))
+        return self._call(
+            _ops.report(Report.released(task_id, agent_id, token, traceparent=traceparent))
+        )
+
+    def reports(self, reports: Sequence[ReportLike]) -> List[ReportOutcome]:
+        """Sends 1 to 256 reports (:class:`Report`, or mappings with the same keys), on any
+        tasks, in one request (``POST /v1/reports``). Each is applied as its own transition,
+        reports on one task in their order. Returns one outcome per report, in order: its
+        :class:`ReportAnswer`, or the :class:`BatonError` its own ``report_*`` call would have
+        raised (a :class:`Conflict` ``stale_lease``, …; ``field`` starts ``reports[i]``),
+        returned, not raised, since one refusal changes nothing of the others. Raises only when
+        the whole request fails: not a valid batch (:class:`InvalidRequest`), or not
+        delivered; each report is safe to send again."""
+        return self._call(_ops.reports(reports))
 
     def add_subtasks(
         self, task_id: str, agent_id: str, token: int, tasks: Sequence[TaskSpecLike]
@@ -1111,15 +1144,19 @@ class AsyncClient:
         """See :meth:`Client.agent_heartbeat`."""
         return await self._call(_ops.agent_heartbeat(agent_id))
 
-    async def claim(self, agent_id: str, max_tasks: int = 1, wait_ms: int = 0) -> List[ClaimedTask]:
+    async def claim(
+        self, agent_id: str, max_tasks: int = 1, wait_ms: int = 0, *, start: bool = False
+    ) -> List[ClaimedTask]:
         """See :meth:`Client.claim`."""
-        return await self._call(_ops.claim(agent_id, max_tasks, wait_ms, self.timeout))
+        return await self._call(_ops.claim(agent_id, max_tasks, wait_ms, start, self.timeout))
 
     async def report_started(
         self, task_id: str, agent_id: str, token: int, *, traceparent: Optional[str] = None
     ) -> ReportAnswer:
         """See :meth:`Client.report_started`."""
-        return await self._call(_ops.report(task_id, "started", agent_id, token, traceparent))
+        return await self._call(
+            _ops.report(Report.started(task_id, agent_id, token, traceparent=traceparent))
+        )
 
     async def report_heartbeat(
         self,
@@ -1132,12 +1169,10 @@ class AsyncClient:
         traceparent: Optional[str] = None,
     ) -> ReportAnswer:
         """See :meth:`Client.report_heartbeat`."""
-        extra: Dict[str, Any] = {"progress": progress} if progress is not None else {}
-        if usage:
-            extra["usage"] = dict(usage)
-        return await self._call(
-            _ops.report(task_id, "heartbeat", agent_id, token, traceparent, **extra)
+        report = Report.heartbeat(
+            task_id, agent_id, token, progress, usage=usage, traceparent=traceparent
         )
+        return await self._call(_ops.report(report))
 
     async def report_succeeded(
         self,
@@ -1150,10 +1185,10 @@ class AsyncClient:
         traceparent: Optional[str] = None,
     ) -> ReportAnswer:
         """See :meth:`Client.report_succeeded`."""
-        extra: Dict[str, Any] = {"usage": dict(usage)} if usage else {}
-        return await self._call(
-            _ops.report(task_id, "succeeded", agent_id, token, traceparent, result=result, **extra)
+        report = Report.succeeded(
+            task_id, agent_id, token, result, usage=usage, traceparent=traceparent
         )
+        return await self._call(_ops.report(report))
 
     async def report_failed(
         self,
@@ -1168,17 +1203,29 @@ class AsyncClient:
         traceparent: Optional[str] = None,
     ) -> ReportAnswer:
         """See :meth:`Client.report_failed`."""
-        error = {"kind": kind, "message": message, "retryable": retryable}
-        extra: Dict[str, Any] = {"usage": dict(usage)} if usage else {}
-        return await self._call(
-            _ops.report(task_id, "failed", agent_id, token, traceparent, error=error, **extra)
+        report = Report.failed(
+            task_id,
+            agent_id,
+            token,
+            kind,
+            message,
+            retryable=retryable,
+            usage=usage,
+            traceparent=traceparent,
         )
+        return await self._call(_ops.report(report))
 
     async def report_released(
         self, task_id: str, agent_id: str, token: int, *, traceparent: Optional[str] = None
     ) -> ReportAnswer:
         """See :meth:`Client.report_released`."""
-        return await self._call(_ops.report(task_id, "released", agent_id, token, traceparent))
+        return await self._call(
+            _ops.report(Report.released(task_id, agent_id, token, traceparent=traceparent))
+        )
+
+    async def reports(self, reports: Sequence[ReportLike]) -> List[ReportOutcome]:
+        """See :meth:`Client.reports`."""
+        return await self._call(_ops.reports(reports))
 
     async def add_subtasks(
         self, task_id: str, agent_id: str, token: int, tasks: Sequence[TaskSpecLike]

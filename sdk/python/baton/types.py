@@ -24,6 +24,11 @@ __all__ = [
     "TaskSpec",
     "TaskSpecLike",
     "spec_to_json",
+    "Report",
+    "ReportLike",
+    "REPORT_KINDS",
+    "REPORTS_PER_BATCH_MAX",
+    "report_to_json",
     "WorkflowCreated",
     "TaskCreated",
     "Counts",
@@ -221,6 +226,128 @@ def spec_to_json(spec: TaskSpecLike) -> Dict[str, Any]:
     if isinstance(spec, Mapping):
         return dict(spec)
     raise TypeError(f"a task spec must be a TaskSpec or a mapping, not {type(spec).__name__}")
+
+
+REPORT_KINDS = ("started", "heartbeat", "succeeded", "failed", "released")
+"""What an agent reports on a task it holds (``POST /v1/tasks/{task}/{kind}``)."""
+
+REPORTS_PER_BATCH_MAX = 256
+"""Most reports one :meth:`Client.reports` request may carry (the server's bound)."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """One report of an agent on a task it holds, as sent in a batch (:meth:`Client.reports`):
+    the body of ``POST /v1/tasks/{task}/{report}`` with ``task`` and ``report`` (one of
+    :data:`REPORT_KINDS`) beside it. Build it with the constructor of its kind
+    (:meth:`started`, :meth:`heartbeat`, :meth:`succeeded`, :meth:`failed`, :meth:`released`),
+    which take the arguments of the matching ``Client.report_*`` call; the fields a kind does
+    not carry stay ``None``."""
+
+    report: str
+    task: str
+    agent: str
+    token: int
+    traceparent: Optional[str] = None
+    progress: JSON = None
+    """``heartbeat``: the progress (any JSON; ``None``: none)."""
+    usage: Optional[Mapping[str, float]] = None
+    """``heartbeat``, ``succeeded``, ``failed``: spending under this lease so far, by unit."""
+    result: JSON = None
+    """``succeeded``: the result (any JSON but ``None``)."""
+    error: Optional[Mapping[str, Any]] = None
+    """``failed``: ``{"kind": …, "message": …, "retryable": …}``."""
+
+    @classmethod
+    def started(
+        cls, task_id: str, agent_id: str, token: int, *, traceparent: Optional[str] = None
+    ) -> "Report":
+        """As :meth:`Client.report_started`."""
+        return cls("started", task_id, agent_id, token, traceparent)
+
+    @classmethod
+    def heartbeat(
+        cls,
+        task_id: str,
+        agent_id: str,
+        token: int,
+        progress: JSON = None,
+        *,
+        usage: Optional[Mapping[str, float]] = None,
+        traceparent: Optional[str] = None,
+    ) -> "Report":
+        """As :meth:`Client.report_heartbeat`."""
+        return cls("heartbeat", task_id, agent_id, token, traceparent, progress, usage)
+
+    @classmethod
+    def succeeded(
+        cls,
+        task_id: str,
+        agent_id: str,
+        token: int,
+        result: JSON,
+        *,
+        usage: Optional[Mapping[str, float]] = None,
+        traceparent: Optional[str] = None,
+    ) -> "Report":
+        """As :meth:`Client.report_succeeded`."""
+        return cls("succeeded", task_id, agent_id, token, traceparent, usage=usage, result=result)
+
+    @classmethod
+    def failed(
+        cls,
+        task_id: str,
+        agent_id: str,
+        token: int,
+        kind: str,
+        message: str,
+        *,
+        retryable: bool = True,
+        usage: Optional[Mapping[str, float]] = None,
+        traceparent: Optional[str] = None,
+    ) -> "Report":
+        """As :meth:`Client.report_failed`."""
+        error = {"kind": kind, "message": message, "retryable": retryable}
+        return cls("failed", task_id, agent_id, token, traceparent, usage=usage, error=error)
+
+    @classmethod
+    def released(
+        cls, task_id: str, agent_id: str, token: int, *, traceparent: Optional[str] = None
+    ) -> "Report":
+        """As :meth:`Client.report_released`."""
+        return cls("released", task_id, agent_id, token, traceparent)
+
+    def body(self) -> Dict[str, Any]:
+        """The body of its own request (``POST /v1/tasks/{task}/{report}``)."""
+        out: Dict[str, Any] = {"agent": self.agent, "token": self.token}
+        if self.report == "succeeded":
+            out["result"] = self.result
+        if self.progress is not None:
+            out["progress"] = self.progress
+        if self.error is not None:
+            out["error"] = dict(self.error)
+        if self.usage:
+            out["usage"] = dict(self.usage)
+        if self.traceparent is not None:
+            out["traceparent"] = self.traceparent
+        return out
+
+    def to_json(self) -> Dict[str, Any]:
+        """The report as an item of a batch."""
+        return {"report": self.report, "task": self.task, **self.body()}
+
+
+ReportLike = Union[Report, Mapping[str, Any]]
+"""A :class:`Report` or a mapping with the keys of a batch's item, sent as it is."""
+
+
+def report_to_json(report: ReportLike) -> Dict[str, Any]:
+    """The JSON object for a :class:`Report` or a mapping."""
+    if isinstance(report, Report):
+        return report.to_json()
+    if isinstance(report, Mapping):
+        return dict(report)
+    raise TypeError(f"a report must be a Report or a mapping, not {type(report).__name__}")
 
 
 def workflow_template_to_json(template: Mapping[str, Any]) -> Dict[str, Any]:
@@ -568,6 +695,14 @@ class ClaimedTask:
     """The dependencies' results by key, as sent: ``{"task": id, "result": value}``, or
     ``{"task": id, "withheld_bytes": n}`` for a result the claim answer withheld over its size
     budget (:attr:`baton.TaskContext.upstream` reads those on access)."""
+    started: bool = False
+    """The claim started it (``claim(..., start=True)``): it is executing, its deadlines are
+    running, and no ``started`` report is needed."""
+    version: int = 0
+    """The task's version as the claim left it."""
+    capabilities: List[str] = field(default_factory=list)
+    """The capabilities the task requires (a subset of the agent's): with several handlers,
+    the agent picks one by them."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "ClaimedTask":

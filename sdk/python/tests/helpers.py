@@ -4,15 +4,28 @@ agents in threads."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
+import json
 import os
 import queue
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, TypeVar, Union
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    TypeVar,
+    Union,
+)
 
 import httpx
 import pytest
@@ -192,3 +205,83 @@ def make_agent(url: str, cap: str, **kwargs: object) -> baton.Agent:
     options: Dict[str, Any] = {"concurrency": 2, "claim_wait_ms": 200, "shutdown_grace": 5.0}
     options.update(kwargs)
     return baton.Agent(f"agent-{cap}", url=url, **options)
+
+
+class Sent(NamedTuple):
+    """A request an SDK client sent: its path and its JSON body (``None``: none)."""
+
+    path: str
+    body: Any
+
+
+REPORT_KINDS = ("started", "heartbeat", "succeeded", "failed", "released")
+
+
+def record_requests(monkeypatch: pytest.MonkeyPatch) -> List[Sent]:
+    """Every request the SDK's clients (blocking and asyncio) send from now on, in order."""
+    sent: List[Sent] = []
+    sync_send = httpx.Client.send
+    async_send = httpx.AsyncClient.send
+
+    def note(request: httpx.Request) -> None:
+        is_json = request.headers.get("content-type") == "application/json"
+        sent.append(Sent(request.url.path, json.loads(request.content) if is_json else None))
+
+    def record(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        note(request)
+        return sync_send(self, request, **kwargs)
+
+    async def record_async(
+        self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any
+    ) -> httpx.Response:
+        note(request)
+        return await async_send(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "send", record)
+    monkeypatch.setattr(httpx.AsyncClient, "send", record_async)
+    return sent
+
+
+def count_statuses(monkeypatch: pytest.MonkeyPatch) -> "collections.Counter[int]":
+    """How many responses of each status the SDK's clients (blocking and asyncio) get from now
+    on (with :func:`record_requests` too, call it after)."""
+    statuses: "collections.Counter[int]" = collections.Counter()
+    sync_send = httpx.Client.send
+    async_send = httpx.AsyncClient.send
+
+    def count(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        response = sync_send(self, request, **kwargs)
+        statuses[response.status_code] += 1
+        return response
+
+    async def count_async(
+        self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any
+    ) -> httpx.Response:
+        response = await async_send(self, request, **kwargs)
+        statuses[response.status_code] += 1
+        return response
+
+    monkeypatch.setattr(httpx.Client, "send", count)
+    monkeypatch.setattr(httpx.AsyncClient, "send", count_async)
+    return statuses
+
+
+def single_reports(sent: List[Sent]) -> List[Sent]:
+    """The reports among ``sent`` that were requests of their own."""
+    return [
+        s
+        for s in sent
+        if s.path.startswith("/v1/tasks/") and s.path.rsplit("/", 1)[1] in REPORT_KINDS
+    ]
+
+
+def batches(sent: List[Sent]) -> List[List[Dict[str, Any]]]:
+    """The items of each ``POST /v1/reports`` among ``sent``."""
+    return [s.body["reports"] for s in sent if s.path == "/v1/reports"]
+
+
+def reports_of(sent: List[Sent], kind: str) -> List[str]:
+    """The tasks of the ``kind`` reports among ``sent``, batched or not."""
+    single = [s.path.split("/")[3] for s in single_reports(sent) if s.path.endswith(f"/{kind}")]
+    batched = [r["task"] for b in batches(sent) for r in b if r["report"] == kind]
+    return single + batched

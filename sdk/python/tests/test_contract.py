@@ -54,6 +54,7 @@ SCHEMAS: Dict[type, str] = {
     types.WorkflowControlAnswer: "WorkflowControlAnswer",
     types.AuditEntry: "AuditEntryView",
     types.AuditPage: "AuditPage",
+    types.Report: "Report",
 }
 
 # Dataclasses with no schema of their own, with why.
@@ -72,7 +73,20 @@ def document(url: str) -> Dict[str, Any]:
 
 
 def properties(doc: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """A schema's properties and required ones; of a ``oneOf`` (one dataclass for every
+    alternative, as :class:`baton.Report`), those of any alternative and those all require."""
     schema = doc["components"]["schemas"][name]
+    if "oneOf" in schema:
+        alternatives = [properties_of(doc, a) for a in schema["oneOf"]]
+        required = set.intersection(*(set(a["required"]) for a in alternatives))
+        merged: Dict[str, Any] = {}
+        for a in alternatives:
+            merged.update(a["properties"])
+        return {"properties": merged, "required": sorted(required)}
+    return properties_of(doc, schema)
+
+
+def properties_of(doc: Dict[str, Any], schema: Dict[str, Any]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"properties": {}, "required": []}
     for part in schema.get("allOf", [schema]):
         if "$ref" in part:

@@ -25,7 +25,13 @@ def agent(*caps: str, **options: Any) -> baton.Agent:
     return a
 
 
-def claimed(task: str, token: int = 1) -> baton.ClaimedTask:
+def claimed(
+    task: str,
+    token: int = 1,
+    started: bool = False,
+    deadlines: Optional[baton.Deadlines] = None,
+    capabilities: Sequence[str] = ("work",),
+) -> baton.ClaimedTask:
     return baton.ClaimedTask(
         task=task,
         workflow="wf",
@@ -34,9 +40,12 @@ def claimed(task: str, token: int = 1) -> baton.ClaimedTask:
         lease=f"lease-{task}",
         token=token,
         input={"task": task},
-        deadlines=baton.Deadlines(),
+        deadlines=deadlines or baton.Deadlines(),
         traceparent="00-trace-span-01",
         idempotency_key=f"{task}:1",
+        started=started,
+        version=3 if started else 2,
+        capabilities=list(capabilities),
     )
 
 
@@ -57,11 +66,6 @@ def report_answer(
 
 def agent_view(agent_id: str = "agent-1") -> baton.AgentView:
     return baton.AgentView(agent_id, "unit", ["work"], 2, True, 0, 0)
-
-
-def task_view(task: str, capabilities: Sequence[str]) -> baton.TaskView:
-    spec = {"key": f"key-{task}", "capabilities": list(capabilities)}
-    return baton.TaskView(task, "wf", f"key-{task}", "executing", 3, 1, 3, 1, spec)
 
 
 def conflict(code: str = "stale_lease") -> baton.Conflict:
@@ -185,6 +189,7 @@ def test_it_registers_then_claims_as_many_tasks_as_it_has_free_slots() -> None:
         "agent unit registered as agent-1 (capabilities work; at most 3 task(s) at once)"
     ]
     assert claim.args == ("agent-1", 3, 5_000)
+    assert claim.kwargs == {"start": True}
 
     h.answer(claim, [claimed("t1")])
     assert [r.method for r in h.sent()] == ["report_started", "claim"]
@@ -197,6 +202,40 @@ def test_a_started_task_runs_its_handler_with_its_context() -> None:
     assert (run.task, run.input) == ("t1", {"task": "t1"})
     assert (run.ctx.task_id, run.ctx.agent_id, run.ctx.token) == ("t1", "agent-1", 1)
     assert run.ctx.deadlines.heartbeat == int(WALL_START * 1000) + BEAT_TIMEOUT_MS
+
+
+def test_a_task_its_claim_started_runs_at_once_and_heartbeats_from_the_claims_deadlines() -> None:
+    h = Harness()
+    claim = h.register()
+    beat = int(h.wall * 1000) + BEAT_TIMEOUT_MS
+    h.answer(claim, [claimed("t1", started=True, deadlines=baton.Deadlines(heartbeat=beat))])
+    assert h.sent("report_started") == [], "the claim started it"
+    [run] = h.runs()
+    assert (run.task, run.ctx.deadlines.heartbeat) == ("t1", beat)
+    assert h.core.wake_at() == pytest.approx(h.mono + BEAT_TIMEOUT_MS / 1000 / 3)
+    h.advance_to_timer()
+    assert h.one("report_heartbeat").args == ("t1", "agent-1", 1, None)
+
+
+def test_with_start_on_claim_off_claims_do_not_start_tasks() -> None:
+    h = Harness(agent(start_on_claim=False))
+    claim = h.register()
+    assert claim.kwargs == {"start": False}
+    h.answer(claim, [claimed("t1")])
+    assert h.one("report_started").args == ("t1", "agent-1", 1)
+    assert h.runs() == [], "the handler waits for the started answer"
+
+
+def test_a_started_task_picks_its_handler_or_is_released_as_a_reported_one_is() -> None:
+    h = Harness(agent("other", "work", concurrency=2))
+    claim = h.register()
+    h.answer(claim, [claimed("t1", started=True, capabilities=["other"])])
+    [run] = h.runs()
+    assert run.handler is h.agent._handlers["other"]
+
+    h.feed(core.Stop())
+    h.answer(h.pending("claim"), [claimed("t2", started=True)])
+    assert h.one("report_released").args == ("t2", "agent-1", 1), "claimed too late: given back"
 
 
 def test_no_claim_goes_out_while_every_slot_is_taken() -> None:
@@ -460,34 +499,60 @@ def test_a_quiet_agent_sends_keep_alives() -> None:
     assert h.core.wake_at() == pytest.approx(h.mono + 5.0), "sooner after a failure"
 
 
-def test_several_handlers_look_the_task_up_and_pick_the_first_one_it_requires() -> None:
-    h = Harness(agent("other", "work", "default", concurrency=1))
+def test_several_handlers_pick_the_first_one_the_claimed_task_requires() -> None:
+    h = Harness(agent("other", "work", "default", concurrency=2))
     claim = h.register()
-    h.answer(claim, [claimed("t1")])
-    h.answer(h.one("report_started"), report_answer("t1", h.wall))
-    lookup = h.one("get_task")
-    assert lookup.args == ("t1",)
-    h.answer(lookup, task_view("t1", ["work", "other"]))
-    [run] = h.runs()
-    assert run.handler is h.agent._handlers["other"]
-
-
-def test_a_task_no_handler_can_run_fails_and_a_failed_lookup_releases_it() -> None:
-    h = Harness(agent("other", "work", concurrency=2))
-    h.answer(h.register(), [claimed("t1"), claimed("t2")])
+    h.answer(claim, [claimed("t1", capabilities=["work", "other"]), claimed("t2", capabilities=[])])
     for started in h.sent("report_started"):
         h.answer(started, report_answer(started.task or "", h.wall))
-        if started.task == "t1":
-            h.answer(h.one("get_task"), task_view("t1", ["else"]))
-            failed = h.one("report_failed")
-            assert failed.args[3:] == (
-                "no_handler",
-                "agent unit has no handler for capabilities ['else']",
-            )
-        else:
-            h.refuse(h.one("get_task"), baton.Forbidden(403, "forbidden", "no"))
-            assert h.one("report_released").args == ("t2", "agent-1", 1)
-            assert h.core.held["t2"].ctx.cancel_reason == "lookup_failed"
+    assert [r.method for r in h.sent()] == [], "no lookup: the claim carries the capabilities"
+    t1, t2 = sorted(h.core.held.values(), key=lambda held: held.task)
+    assert t1.running and t2.running
+    h2 = Harness(agent("other", "work", "default", concurrency=1))
+    h2.answer(h2.register(), [claimed("t1", capabilities=["work", "other"])])
+    h2.answer(h2.one("report_started"), report_answer("t1", h2.wall))
+    [run] = h2.runs()
+    assert run.handler is h2.agent._handlers["other"], "the first decorated it requires"
+    h3 = Harness(agent("other", "work", "default", concurrency=1))
+    h3.answer(h3.register(), [claimed("t1", capabilities=[])])
+    h3.answer(h3.one("report_started"), report_answer("t1", h3.wall))
+    [run] = h3.runs()
+    assert run.handler is h3.agent._default, "none required: the default handler"
+
+
+def test_a_task_no_handler_can_run_fails() -> None:
+    h = Harness(agent("other", "work", concurrency=1))
+    h.answer(h.register(), [claimed("t1", capabilities=["else"])])
+    h.answer(h.one("report_started"), report_answer("t1", h.wall))
+    assert h.runs() == []
+    failed = h.one("report_failed")
+    assert failed.args[3:] == ("no_handler", "agent unit has no handler for capabilities ['else']")
+
+
+def test_every_report_the_core_sends_is_a_report_a_batch_carries() -> None:
+    h = Harness(agent(concurrency=1))
+    h.answer(h.register(), [claimed("t1")])
+    started = h.one("report_started")
+    assert started.as_report() == baton.Report.started("t1", "agent-1", 1)
+    h.answer(started, report_answer("t1", h.wall))
+    h.core.held["t1"].ctx.report_usage(usd=0.5)
+    h.core.held["t1"].ctx.progress({"pct": 50})
+    h.feed(core.Wake())
+    beat = h.one("report_heartbeat")
+    assert beat.as_report() == baton.Report.heartbeat(
+        "t1", "agent-1", 1, {"pct": 50}, usage={"usd": 0.5}
+    )
+    h.answer(beat, report_answer("t1", h.wall))
+    h.feed(core.Raised("t1", baton.NonRetryable("no", kind="Bad")))
+    assert h.one("report_failed").as_report().to_json() == {  # type: ignore[union-attr]
+        "report": "failed",
+        "task": "t1",
+        "agent": "agent-1",
+        "token": 1,
+        "error": {"kind": "Bad", "message": "no", "retryable": False},
+        "usage": {"usd": 0.5},
+    }
+    assert core.Request("claim", ("agent-1", 1, 0)).as_report() is None
 
 
 def quiet_agent(**options: Any) -> Harness:
@@ -618,6 +683,8 @@ def calls(request: core.Request) -> None:
     """Checks that ``request`` is a valid call of both clients' method (the core names it)."""
     for client in (baton.Client, baton.AsyncClient):
         signature(client, request.method).bind(None, *request.args, **request.kwargs)
+    if request.method.startswith("report_"):
+        assert request.as_report() is not None, "a batching runner sends it as a Report"
 
 
 # ---- seeded simulation ---------------------------------------------------------------------
@@ -634,7 +701,11 @@ class Simulation:
         self.rng = random.Random(seed)
         concurrency = self.rng.randint(1, 4)
         caps = self.rng.choice([("work",), ("work", "other"), ("work", "default")])
-        self.h = Harness(agent(*caps, concurrency=concurrency, shutdown_grace=5.0))
+        start = self.rng.random() < 0.5
+        self.h = Harness(
+            agent(*caps, concurrency=concurrency, shutdown_grace=5.0, start_on_claim=start)
+        )
+        self.started_by_claim: Set[str] = set()
         self.running: List[str] = []
         self.tasks = 0
         self.ended: Set[Optional[str]] = set()
@@ -659,6 +730,8 @@ class Simulation:
                 calls(r)
                 assert r.task not in self.ended, "nothing after a final report"
                 assert not (self.stopped and r.method == "claim"), "no claim after a stop"
+                if r.method == "report_started":
+                    assert r.task not in self.started_by_claim, "no started report when claimed so"
                 if r.method == "report_released":
                     self.given_back.add(r.task)
                 elif r.method.startswith("report_") and r.method != "report_heartbeat":
@@ -688,9 +761,14 @@ class Simulation:
         if r.method == "claim":
             count = self.rng.randint(0, r.args[1])
             self.tasks += count
-            return [claimed(f"t{self.tasks - i}") for i in range(count)]
-        if r.method == "get_task":
-            return task_view(r.task or "", self.rng.choice([["work"], ["other"], ["else"], []]))
+            started = r.kwargs["start"]
+            if started:
+                self.started_by_claim |= {f"t{self.tasks - i}" for i in range(count)}
+            required = [["work"], ["other"], ["else"], []]
+            return [
+                claimed(f"t{i}", started=started, capabilities=self.rng.choice(required))
+                for i in range(self.tasks - count + 1, self.tasks + 1)
+            ]
         cancelled = r.method == "report_heartbeat" and self.rng.random() < 0.05
         return report_answer(r.task or "", self.h.wall, cancelled=cancelled)
 

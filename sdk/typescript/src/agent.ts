@@ -1,3 +1,4 @@
+import { ReportBatcher, type ReportOutcome, sendReport, sendReports } from "./batch.js";
 import { Client, CLAIM_WAIT_MAX_MS } from "./client.js";
 import { TaskContext } from "./context.js";
 import { BatonError, Conflict, NonRetryableError, NotFound, Unavailable, isTransient } from "./errors.js";
@@ -30,6 +31,19 @@ export interface AgentOptions extends ConnectionOptions {
   agentId?: string;
   /** How long a claim waits for work (long poll), in ms (default 5 000, at most 60 000). */
   claimWaitMs?: number;
+  /**
+   * Claims start the tasks they hand out (default `true`; the server starts only those with a
+   * heartbeat deadline): no `started` report for them, one request and one commit fewer.
+   * `false`: each task is reported started before it runs.
+   */
+  startOnClaim?: boolean;
+  /**
+   * Sends the agent's reports in batches (default `true`): one `POST /v1/reports` at a time
+   * carries whatever reports queued while the previous one was in flight (a lone report goes at
+   * once; no timer), at most 1 MiB of JSON (a report larger on its own
+   * is sent as its own request). `false`: each report is a request of its own.
+   */
+  batchReports?: boolean;
   /** How long a stop waits for running handlers before releasing their tasks (default 30 000). */
   shutdownGraceMs?: number;
   /** Longest pause between two heartbeats of a task, in ms (default 10 000). */
@@ -104,6 +118,15 @@ function forgotten(err: unknown): boolean {
   return err instanceof NotFound && err.code === "agent_not_found";
 }
 
+/** What a `started` report would have answered for a task its claim started. */
+function startedByClaim(claimed: api.ClaimedTask): api.ReportAnswer {
+  const { task, attempt, token, deadlines, now } = claimed;
+  return { task, state: "executing", version: claimed.version ?? 0, attempt, token, cancelled: false, deadlines, now };
+}
+
+/** What an agent reports on a task it holds. */
+type ReportKind = api.Report["report"];
+
 function describe(err: unknown): string {
   return err instanceof BatonError ? err.message : String(err);
 }
@@ -136,12 +159,15 @@ class Held {
  * ```
  *
  * It registers with the capabilities of its handlers, long-polls for tasks
- * (`POST /v1/agents/{id}/claim`), reports each one started, heartbeats it in the background at
- * a third of the time left before its heartbeat deadline (with progress and usage), and
- * reports the handler's result, or its error as a failure (retryable unless it is a
- * {@link NonRetryableError}). When Baton refuses a report because the task was taken back, the
- * handler's `ctx.signal` is aborted and nothing more is reported. Connection failures and 503s
- * are tried again with backoff. When Baton answers a claim, a keep-alive or a report that it
+ * (`POST /v1/agents/{id}/claim`, which also starts them; with `startOnClaim: false` it reports
+ * each one started instead), heartbeats each in the background at a third of the time left
+ * before its heartbeat deadline (with progress and usage), and reports the handler's result,
+ * or its error as a failure (retryable unless it is a {@link NonRetryableError}). When Baton
+ * refuses a report because the task was taken back, the handler's `ctx.signal` is aborted and
+ * nothing more is reported. Its reports travel in batches (`POST /v1/reports`, one in flight at
+ * a time, the reports that queued meanwhile in the next; `batchReports: false` sends each on
+ * its own), each still answered, refused and tried again on its own. Connection failures and
+ * 503s are tried again with backoff. When Baton answers a claim, a keep-alive or a report that it
  * does not know the agent (a fresh store, or deleted after `--agent-retention` of silence), the
  * agent registers again without an id and goes on under the new id Baton gives it ({@link id}
  * changes); the tasks it held under the old id lost their leases and end as such. {@link stop}
@@ -161,6 +187,9 @@ export class Agent {
   readonly #handlers: Array<[string | null, Handler]> = [];
   readonly #extraCapabilities: string[];
   readonly #claimWaitMs: number;
+  readonly #startOnClaim: boolean;
+  /** Where reports go when they are batched. */
+  readonly #batcher: ReportBatcher | undefined;
   readonly #graceMs: number;
   readonly #beatMaxMs: number;
   readonly #keepaliveMs: number;
@@ -184,6 +213,16 @@ export class Agent {
     this.#client = new Client(options.url, options);
     this.#extraCapabilities = options.capabilities ?? [];
     this.#claimWaitMs = Math.max(0, Math.min(options.claimWaitMs ?? 5_000, CLAIM_WAIT_MAX_MS));
+    this.#startOnClaim = options.startOnClaim ?? true;
+    // At most one request per held task is out, so at most `concurrency` reports queue.
+    this.#batcher =
+      (options.batchReports ?? true)
+        ? new ReportBatcher(
+            (reports) => this.reports(reports),
+            (report) => sendReport(this.#client.http, report),
+            concurrency,
+          )
+        : undefined;
     this.#graceMs = options.shutdownGraceMs ?? 30_000;
     this.#beatMaxMs = options.heartbeatMaxIntervalMs ?? 10_000;
     this.#keepaliveMs = options.keepaliveIntervalMs ?? 10_000;
@@ -207,6 +246,19 @@ export class Agent {
   get capabilities(): string[] {
     const named = this.#handlers.map(([cap]) => cap).filter((c): c is string => c !== null);
     return [...new Set([...named, ...this.#extraCapabilities])].sort();
+  }
+
+  /**
+   * Sends `reports` (on any tasks, by any agents this token may act as; 1 to
+   * {@link REPORTS_PER_BATCH_MAX}) in one request, `POST /v1/reports`: each is applied as its
+   * own transition, reports on one task in their order. One outcome per report, in order: its
+   * answer, or the {@link BatonError} its own request would have been refused with (returned,
+   * not thrown: one refusal changes nothing of the others). Rejects only when the request
+   * fails as a whole: not a valid batch ({@link InvalidRequest}), or not delivered. The agent
+   * uses it for its own reports; it is here for agents that run their own loop.
+   */
+  reports(reports: api.Report[]): Promise<ReportOutcome[]> {
+    return sendReports(this.#client.http, reports);
   }
 
   /** Whether {@link stop} was called (or `run`'s signal aborted). */
@@ -301,7 +353,11 @@ export class Agent {
         const answer = await this.#client.http.json<api.Claimed>({
           method: "POST",
           path: `/v1/agents/${seg(agent)}/claim`,
-          body: { max: this.concurrency - this.#held.size, wait_ms: this.#claimWaitMs } satisfies api.ClaimBody,
+          body: {
+            max: this.concurrency - this.#held.size,
+            wait_ms: this.#claimWaitMs,
+            start: this.#startOnClaim,
+          } satisfies api.ClaimBody,
           timeoutMs: this.#claimWaitMs + this.#client.http.timeoutMs,
         });
         this.#lastContact = Date.now();
@@ -385,7 +441,7 @@ export class Agent {
       await this.#release(held, "agent_stopping");
       return;
     }
-    const started = await this.#report(held, "started", {});
+    const started = claimed.started ? startedByClaim(claimed) : await this.#report(held, "started", {});
     if (!started || held.released) return;
     held.beating = true;
     this.#schedule(held, started);
@@ -489,7 +545,7 @@ export class Agent {
    * Reports on `held` after the request in flight for it, trying transient failures again;
    * resolves to the answer, or `undefined` when refused (a lost lease aborts `ctx.signal`).
    */
-  #report(held: Held, what: string, extra: object): Promise<api.ReportAnswer | undefined> {
+  #report(held: Held, what: ReportKind, extra: object): Promise<api.ReportAnswer | undefined> {
     const sent = held.chain.then(async () => {
       for (let tries = 1; ; tries++) {
         try {
@@ -510,12 +566,15 @@ export class Agent {
     return sent;
   }
 
-  async #post(held: Held, what: string, extra: object): Promise<api.ReportAnswer> {
+  /** One report on `held`: batched, or as its own request (`POST /v1/tasks/{task}/{what}`). */
+  async #post(held: Held, what: ReportKind, extra: object): Promise<api.ReportAnswer> {
     const agent = this.#agentId;
-    const body = { agent, token: held.claimed.token, ...extra };
+    const { task, token } = held.claimed;
+    const body = { agent, token, ...extra };
     this.#lastContact = Date.now();
     try {
-      return await this.#client.http.json({ method: "POST", path: `/v1/tasks/${seg(held.claimed.task)}/${what}`, body });
+      if (this.#batcher) return await this.#batcher.send({ report: what, task, ...body } as api.Report);
+      return await this.#client.http.json({ method: "POST", path: `/v1/tasks/${seg(task)}/${what}`, body });
     } catch (err) {
       // Not awaited: the task's own lease is gone either way (the refusal ends it).
       if (forgotten(err)) void this.#forgotten(agent);

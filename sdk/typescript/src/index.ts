@@ -4,6 +4,8 @@
  */
 export { Agent, beatInterval, failureOf, BEAT_MIN_MS, REPORT_ATTEMPTS } from "./agent.js";
 export type { AgentOptions, Handler, Logger } from "./agent.js";
+export { REPORTS_PER_BATCH_MAX } from "./batch.js";
+export type { ReportOutcome } from "./batch.js";
 export { ARTIFACT_TRANSFER_TIMEOUT_MS, artifactRef, Client, CLAIM_WAIT_MAX_MS } from "./client.js";
 export type { ClientOptions } from "./client.js";
 export { TaskAbortedError, TaskContext } from "./context.js";

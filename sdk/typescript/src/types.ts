@@ -28,6 +28,7 @@ export type {
   Overlap,
   Problem,
   RateUse,
+  Report,
   ReportAnswer,
   RerunAnswer,
   ScheduleSpec,

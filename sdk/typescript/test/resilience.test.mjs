@@ -28,23 +28,46 @@ function failingFetch(failures) {
   };
 }
 
-test("connection failures and 503s are tried again: registration, claims, reports", async () => {
+/** Runs one task with an agent whose fetch fails as `failures` say; checks it completed once. */
+async function runThrough(failures, options) {
   const client = new Client(server.url);
-  const failures = [
-    { suffix: "/v1/agents", how: "network", count: 2 },
-    { suffix: "/claim", how: "503", count: 2 },
-    { suffix: "/started", how: "network", count: 1 },
-    { suffix: "/succeeded", how: "503", count: 2 },
-  ];
-  const agent = new Agent("unlucky", { url: server.url, claimWaitMs: 300, logger: null, fetch: failingFetch(failures) });
-  agent.task("retry", (input) => ({ echoed: input }));
-  const { workflow, task } = await client.submitTask({ key: "r", capabilities: ["retry"], input: { n: 1 } });
+  // Reports `started` itself (no start on claim), so that that report's retries are covered too.
+  const agent = new Agent("unlucky", {
+    url: server.url,
+    claimWaitMs: 300,
+    startOnClaim: false,
+    logger: null,
+    fetch: failingFetch(failures),
+    ...options,
+  });
+  const capability = `retry-${randomUUID()}`;
+  agent.task(capability, (input) => ({ echoed: input }));
+  const { workflow, task } = await client.submitTask({ key: "r", capabilities: [capability], input: { n: 1 } });
   const view = await withAgent(agent, () => client.waitWorkflow(workflow, { timeoutMs: 15_000 }));
   assert.equal(view.status, "completed");
   const done = await client.getTask(task);
   assert.deepEqual(done.result, { echoed: { n: 1 } });
   assert.equal(done.attempt, 1);
   for (const rule of failures) assert.equal(rule.count, 0, `${rule.suffix} failed as planned`);
+}
+
+test("connection failures and 503s are tried again: registration, claims, reports", async () => {
+  await runThrough(
+    [
+      { suffix: "/v1/agents", how: "network", count: 2 },
+      { suffix: "/claim", how: "503", count: 2 },
+      { suffix: "/started", how: "network", count: 1 },
+      { suffix: "/succeeded", how: "503", count: 2 },
+    ],
+    { batchReports: false },
+  );
+});
+
+test("a batch of reports that fails as a whole is tried again, report by report", async () => {
+  await runThrough([
+    { suffix: "/v1/reports", how: "network", count: 1 },
+    { suffix: "/v1/reports", how: "503", count: 2 },
+  ]);
 });
 
 /** A logger that keeps the agent's lines. */

@@ -74,6 +74,8 @@ impl LeaseRef {
             heartbeat_ms: None,
             now: 0,
             upstream: Default::default(),
+            started: false,
+            version: 0,
         }
     }
 }

@@ -771,22 +771,23 @@ impl BatonMcp {
             )
             .await?;
         let wait = Duration::from_secs(wait);
-        let mut claimed = self
-            .call(
-                wait + REQUEST_TIME,
-                self.shared.client.claim(agent.id, 1, wait),
-            )
-            .await;
+        // With `start`, the claim starts the task in its own commit.
+        let claim = |agent: Uuid| {
+            let client = &self.shared.client;
+            async move {
+                if a.start {
+                    client.claim_and_start(agent, 1, wait).await
+                } else {
+                    client.claim(agent, 1, wait).await
+                }
+            }
+        };
+        let mut claimed = self.call(wait + REQUEST_TIME, claim(agent.id)).await;
         if matches!(&claimed, Err(Failure::Client(e)) if e.code() == Some("agent_not_found")) {
             agent = self
                 .call(REQUEST_TIME, self.shared.reregister(&agent))
                 .await?;
-            claimed = self
-                .call(
-                    wait + REQUEST_TIME,
-                    self.shared.client.claim(agent.id, 1, wait),
-                )
-                .await;
+            claimed = self.call(wait + REQUEST_TIME, claim(agent.id)).await;
         }
         let who = json!({"id": agent.id, "name": agent.name, "capabilities": agent.capabilities});
         let Some(task) = claimed?.into_iter().next() else {
@@ -852,32 +853,12 @@ impl BatonMcp {
             "heartbeat_within_seconds": task.heartbeat_ms.map(|ms| ms as f64 / 1000.0),
             "next": "start_task before the start deadline, then do the work",
         });
-        if a.start {
-            let lease = LeaseRef {
-                agent: agent.id,
-                token: task.token,
-            };
-            match self
-                .call(
-                    REQUEST_TIME,
-                    self.shared.client.started(&lease.claimed(id), agent.id),
-                )
-                .await
-            {
-                Ok(started) => {
-                    self.shared.renewed(id, &started, true);
-                    answer["state"] = json!(started.state);
-                    answer["deadlines_in_seconds"] = in_seconds(&started.deadlines, started.now);
-                    answer["next"] = json!(NEXT_EXECUTING);
-                }
-                Err(failure) => {
-                    let failure = self.lease_refused(id, failure);
-                    answer["start_failed"] = json!(format!(
-                        "claimed, but starting it failed: {}; call start_task to try again",
-                        failure_text(&failure)
-                    ));
-                }
-            }
+        if task.started {
+            let started = baton_client::runner::started_by_claim(&task);
+            self.shared.renewed(id, &started, true);
+            answer["state"] = json!(started.state);
+            answer["deadlines_in_seconds"] = in_seconds(&started.deadlines, started.now);
+            answer["next"] = json!(NEXT_EXECUTING);
         }
         Ok(answer)
     }
@@ -1079,15 +1060,5 @@ fn has_reference(input: &Value) -> bool {
         Value::Object(o) => o.contains_key("$from") || o.values().any(has_reference),
         Value::Array(a) => a.iter().any(has_reference),
         _ => false,
-    }
-}
-
-/// A failure as one line, for a note in an answer that succeeded otherwise.
-fn failure_text(f: &Failure) -> String {
-    match f {
-        Failure::Client(e) => e.to_string(),
-        Failure::Timeout { after, .. } => format!("no answer within {}s", after.as_secs()),
-        Failure::Invalid(s) => s.clone(),
-        Failure::Other(e) => format!("{e:#}"),
     }
 }

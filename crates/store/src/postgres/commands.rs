@@ -708,8 +708,14 @@ impl<'c> Run<'c> {
                     }
                 }
                 leases.next();
-                self.write_transition(&record, task.kind());
-                claimed.push(record.task);
+                let mut from = task.kind();
+                let mut last = None;
+                for record in decide::claimed(record, request) {
+                    self.write_transition(&record, from);
+                    from = record.task.kind();
+                    last = Some(record.task);
+                }
+                claimed.extend(last);
                 self.claimed_turn = self.claimed_turn.max(Some(candidate.turn));
             }
             rounds.read(candidates.len(), parked);

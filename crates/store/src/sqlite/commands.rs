@@ -674,8 +674,12 @@ pub(super) fn claim(
                 }
             }
             leases.next();
-            write_transition(conn, &record, deltas)?;
-            claimed.push(record.task);
+            let mut task = None;
+            for record in decide::claimed(record, request) {
+                write_transition(conn, &record, deltas)?;
+                task = Some(record.task);
+            }
+            claimed.extend(task);
             last_turn = last_turn.max(candidate.turn);
         }
         rounds.read(candidates.len(), parked);

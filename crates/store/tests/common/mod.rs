@@ -161,6 +161,7 @@ pub async fn advance<S: Store>(store: &S, id: TaskId, event: Event, now: Timesta
 pub async fn claim_one<S: Store>(store: &S, agent: AgentId, now: Timestamp) -> Option<Task> {
     store
         .claim(ClaimRequest {
+            start: false,
             agent,
             capabilities: caps(&["work"]),
             leases: vec![LeaseId(Uuid::now_v7())],

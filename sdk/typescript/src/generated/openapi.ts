@@ -194,6 +194,12 @@ export type ClaimBody = {
    */
   max?: number | null;
   /**
+   * Also start each task handed out that has a heartbeat deadline (`execution_started` in
+   * the claim's commit): it comes back executing (`started: true`), and the agent sends no
+   * `started` report. A task without one comes back assigned, to be started as usual.
+   */
+  start?: boolean;
+  /**
    * How long to wait for work when none is ready, at most 60,000 ms (long poll; default 0).
    */
   wait_ms?: number | null;
@@ -232,6 +238,10 @@ export type ClaimedTask = {
    * The server's clock (ms since the epoch) when it answered: deadlines are on this clock.
    */
   now?: number;
+  /**
+   * The claim started it (`start`): it is executing, and needs no `started` report.
+   */
+  started?: boolean;
   task: string;
   /**
    * Send it back with every report; a newer assignment makes it stale.
@@ -249,6 +259,10 @@ export type ClaimedTask = {
   upstream?: {
     [key: string]: UpstreamResult;
   };
+  /**
+   * The task's version as the claim left it.
+   */
+  version?: number;
   workflow: string;
 };
 
@@ -895,6 +909,63 @@ export type RegisterAgent = {
 };
 
 /**
+ * One report of a batch: the body of `POST /v1/tasks/{task}/{report}`, with the task and the
+ * report's name beside it.
+ */
+export type Report = {
+  agent: string;
+  report: "started";
+  task: string;
+  token: number;
+  traceparent?: string | null;
+} | {
+  agent: string;
+  /**
+   * Any JSON value.
+   */
+  progress?: unknown;
+  report: "heartbeat";
+  task: string;
+  token: number;
+  traceparent?: string | null;
+  /**
+   * Cumulative spending under this lease, as on a heartbeat.
+   */
+  usage?: Usage;
+} | {
+  agent: string;
+  report: "succeeded";
+  /**
+   * Any JSON value but `null`.
+   */
+  result: unknown;
+  task: string;
+  token: number;
+  traceparent?: string | null;
+  /**
+   * Cumulative spending under this lease, as on a heartbeat.
+   */
+  usage?: Usage;
+} | {
+  agent: string;
+  error: ErrorReport;
+  report: "failed";
+  task: string;
+  token: number;
+  traceparent?: string | null;
+  /**
+   * Cumulative spending under this lease, as on a heartbeat.
+   */
+  usage?: Usage;
+} | {
+  agent: string;
+  report: "released";
+  task: string;
+  token: number;
+  traceparent?: string | null;
+};
+
+/**
  * Where a task stands after a report.
  */
 export type ReportAnswer = {
@@ -912,6 +983,38 @@ export type ReportAnswer = {
   task: string;
   token: number;
   version: number;
+};
+
+/**
+ * Many agents' reports in one request (`POST /v1/reports`), each applied as its own
+ * transition and answered on its own.
+ */
+export type ReportBatch = {
+  /**
+   * 1 to 256 reports. Reports on one task are applied in their order; others at once.
+   */
+  reports: Report[];
+};
+
+/**
+ * The answers to a batch, in the order of its reports.
+ */
+export type ReportBatchAnswer = {
+  answers: ReportOutcome[];
+};
+
+/**
+ * What one report of a batch got: `answer` as its own request would have been answered
+ * (`status` 200), or the `problem` its own request would have been refused with.
+ */
+export type ReportOutcome = {
+  answer?: null | ReportAnswer;
+  problem?: null | Problem;
+  /**
+   * The HTTP status the report alone would have been answered with.
+   */
+  status: number;
+  task: string;
 };
 
 /**

@@ -80,6 +80,7 @@ async fn run(careful: bool) -> Summary {
         ),
         Command::Claim(
             ClaimRequest {
+                start: false,
                 agent,
                 capabilities: caps,
                 leases: (0..3).map(|_| LeaseId(Uuid::now_v7())).collect(),
