@@ -29,6 +29,9 @@ pub use artifact::{artifact_ref, ArtifactDownload, ARTIFACT_TRANSFER_TIMEOUT};
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
 /// Agents read per request by [`Client::agents`] (the most `GET /v1/agents` answers).
 pub const AGENTS_PAGE: usize = 1_000;
+/// Schedules and triggers read per request by [`Client::schedules`] and [`Client::triggers`]
+/// (the most their lists answer).
+pub const NAMES_PAGE: usize = 1_000;
 /// Extra time a request may take beyond a long poll's own wait.
 const REQUEST_SLACK: Duration = Duration::from_secs(30);
 /// Longest any other request may take.
@@ -482,8 +485,25 @@ impl Client {
         self.post("/v1/schedules", spec).await
     }
 
-    pub async fn schedules(&self) -> Result<ScheduleList> {
-        self.get("/v1/schedules").await
+    /// A page of schedules by name: at most `limit` (1 to 1,000), after `after` (the previous
+    /// page's `next`).
+    pub async fn schedules_page(&self, after: Option<&str>, limit: usize) -> Result<ScheduleList> {
+        self.get(&format!("/v1/schedules?{}", names_query(after, limit)))
+            .await
+    }
+
+    /// Every schedule, read a page of [`NAMES_PAGE`] at a time.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleView>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.schedules_page(after.as_deref(), NAMES_PAGE).await?;
+            all.extend(page.schedules);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn schedule(&self, name: &str) -> Result<ScheduleView> {
@@ -518,8 +538,25 @@ impl Client {
         .await
     }
 
-    pub async fn triggers(&self) -> Result<TriggerList> {
-        self.get("/v1/triggers").await
+    /// A page of triggers by name: at most `limit` (1 to 1,000), after `after` (the previous
+    /// page's `next`).
+    pub async fn triggers_page(&self, after: Option<&str>, limit: usize) -> Result<TriggerList> {
+        self.get(&format!("/v1/triggers?{}", names_query(after, limit)))
+            .await
+    }
+
+    /// Every trigger, read a page of [`NAMES_PAGE`] at a time.
+    pub async fn triggers(&self) -> Result<Vec<TriggerView>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.triggers_page(after.as_deref(), NAMES_PAGE).await?;
+            all.extend(page.triggers);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn trigger(&self, name: &str) -> Result<TriggerView> {
@@ -1100,6 +1137,14 @@ impl Events {
                 }
             }
         }
+    }
+}
+
+/// `limit=…&after=…` of a list by name, the name percent-encoded.
+fn names_query(after: Option<&str>, limit: usize) -> String {
+    match after {
+        Some(a) => format!("limit={limit}&after={}", segment(a)),
+        None => format!("limit={limit}"),
     }
 }
 

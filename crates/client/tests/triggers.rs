@@ -41,7 +41,7 @@ async fn a_trigger_is_registered_fired_once_per_key_and_deleted() {
     assert_eq!(put.workflow.tasks.len(), 1);
     let listed = client.triggers().await.unwrap();
     assert_eq!(
-        listed.triggers.iter().map(|t| &t.name).collect::<Vec<_>>(),
+        listed.iter().map(|t| &t.name).collect::<Vec<_>>(),
         ["ci/push"]
     );
     assert_eq!(
@@ -133,7 +133,7 @@ async fn a_schedule_named_with_a_slash_is_shown_paused_and_deleted() {
         .await
         .unwrap();
     assert!(!resumed.paused);
-    assert_eq!(client.schedules().await.unwrap().schedules.len(), 1);
+    assert_eq!(client.schedules().await.unwrap().len(), 1);
     client.delete_schedule("nightly/report").await.unwrap();
     assert_eq!(
         client

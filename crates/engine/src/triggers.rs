@@ -69,10 +69,16 @@ impl<S: Store + 'static> Engine<S> {
         decode(record)
     }
 
-    pub async fn triggers(&self) -> Result<Vec<TriggerInfo>, EngineError> {
+    /// A page of triggers by name, after `after`, at most `limit` (and
+    /// [`baton_store::PAGE_ROWS_MAX`]).
+    pub async fn triggers(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<TriggerInfo>, EngineError> {
         self.inner
             .store
-            .triggers()
+            .triggers(after, limit)
             .await?
             .into_iter()
             .map(decode)

@@ -725,8 +725,8 @@ pub async fn list_waiting(
     Ok(Json(WaitingList { tasks: out, next }))
 }
 
-/// Most tasks one list of a scoped caller looks at: when few are in its scope, it answers
-/// with fewer than `limit` and a `next` to go on from.
+/// Most rows (tasks, schedules, triggers) one list of a scoped caller looks at: when few are
+/// in its scope, it answers with fewer than `limit` and a `next` to go on from.
 const SCOPED_TASKS_SCANNED_MAX: usize = 5_000;
 
 /// A page of the tasks `read` selects by `filter` that the caller may see, and the `next` to
@@ -782,6 +782,47 @@ where
     Ok((kept, next))
 }
 
+/// A page of what `read` finds by name (schedules, triggers) that the caller `sees`, and the
+/// `next` to go on from, present only when more follow: it reads one more than `limit`, and
+/// reads on past those a scoped caller does not see, up to [`SCOPED_TASKS_SCANNED_MAX`].
+async fn name_page<T, F, Fut>(
+    q: NamesQuery,
+    sees: impl Fn(&T) -> bool,
+    name: impl Fn(&T) -> &String,
+    read: F,
+) -> ApiResult<(Vec<T>, Option<String>)>
+where
+    F: Fn(Option<String>, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, baton_engine::EngineError>>,
+{
+    let limit = page_limit(q.limit)?;
+    let mut kept = Vec::with_capacity(limit + 1);
+    let (mut after, mut scanned) = (q.after, 0);
+    loop {
+        let want = (limit + 1 - kept.len()).min(baton_engine::read::PAGE_ROWS_MAX);
+        let page = read(after.clone(), want).await?;
+        let end = page.len() < want;
+        for row in page {
+            scanned += 1;
+            after = Some(name(&row).clone());
+            if sees(&row) {
+                kept.push(row);
+            }
+        }
+        if kept.len() > limit {
+            kept.truncate(limit);
+            let next = kept.last().map(|r| name(r).clone());
+            return Ok((kept, next));
+        }
+        if end {
+            return Ok((kept, None));
+        }
+        if scanned >= SCOPED_TASKS_SCANNED_MAX {
+            return Ok((kept, after));
+        }
+    }
+}
+
 /// A page size from a query: 1 to 1,000, default 100.
 fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
     let limit = limit.unwrap_or(100);
@@ -834,16 +875,27 @@ pub async fn create_schedule(
 
 /// List schedules.
 ///
-/// Every schedule, by name, with its next fire times.
-#[utoipa::path(get, path = "/v1/schedules", responses((status = 200, body = ScheduleList)))]
-pub async fn list_schedules(AxState(s): St, caller: Caller) -> ApiResult<Json<ScheduleList>> {
-    let schedules = engine(&s).schedules().await?;
+/// Schedules by name with their next fire times, a page at a time: `limit` (1 to 1,000,
+/// default 100), then `after` the page's `next` for the following page; `next` is absent on
+/// the last page.
+#[utoipa::path(get, path = "/v1/schedules", params(NamesQuery),
+    responses((status = 200, body = ScheduleList)))]
+pub async fn list_schedules(
+    AxState(s): St,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<NamesQuery>,
+) -> ApiResult<Json<ScheduleList>> {
+    let e = engine(&s);
+    let (page, next) = name_page(
+        q,
+        |i: &baton_engine::ScheduleInfo| caller.sees_template(&i.spec.workflow),
+        |i| &i.record.name,
+        |after, limit| e.schedules(after, limit),
+    )
+    .await?;
     Ok(Json(ScheduleList {
-        schedules: schedules
-            .into_iter()
-            .filter(|i| caller.sees_template(&i.spec.workflow))
-            .map(schedule_view)
-            .collect(),
+        schedules: page.into_iter().map(schedule_view).collect(),
+        next,
     }))
 }
 
@@ -1072,16 +1124,27 @@ pub async fn fire_trigger(
 
 /// List triggers.
 ///
-/// Every trigger, by name, with the workflow template it submits.
-#[utoipa::path(get, path = "/v1/triggers", responses((status = 200, body = TriggerList)))]
-pub async fn list_triggers(AxState(s): St, caller: Caller) -> ApiResult<Json<TriggerList>> {
-    let triggers = engine(&s).triggers().await?;
+/// Triggers by name with the workflow template each submits, a page at a time: `limit` (1 to
+/// 1,000, default 100), then `after` the page's `next` for the following page; `next` is
+/// absent on the last page.
+#[utoipa::path(get, path = "/v1/triggers", params(NamesQuery),
+    responses((status = 200, body = TriggerList)))]
+pub async fn list_triggers(
+    AxState(s): St,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<NamesQuery>,
+) -> ApiResult<Json<TriggerList>> {
+    let e = engine(&s);
+    let (page, next) = name_page(
+        q,
+        |t: &baton_engine::TriggerInfo| caller.sees_template(&t.template),
+        |t| &t.name,
+        |after, limit| e.triggers(after, limit),
+    )
+    .await?;
     Ok(Json(TriggerList {
-        triggers: triggers
-            .into_iter()
-            .filter(|t| caller.sees_template(&t.template))
-            .map(trigger_view)
-            .collect(),
+        triggers: page.into_iter().map(trigger_view).collect(),
+        next,
     }))
 }
 

@@ -618,6 +618,16 @@ async fn declared_bounds_are_the_servers_constants() {
             baton_engine::read::PAGE_ROWS_MAX as f64,
         ),
         (
+            "GET /v1/schedules limit".into(),
+            n(&param("/v1/schedules", "get", "limit")["maximum"]),
+            baton_engine::read::PAGE_ROWS_MAX as f64,
+        ),
+        (
+            "GET /v1/triggers limit".into(),
+            n(&param("/v1/triggers", "get", "limit")["maximum"]),
+            baton_engine::read::PAGE_ROWS_MAX as f64,
+        ),
+        (
             "GET /v1/waiting limit".into(),
             n(&param("/v1/waiting", "get", "limit")["maximum"]),
             baton_engine::read::PAGE_ROWS_MAX as f64,

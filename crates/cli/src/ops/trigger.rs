@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use baton_client::wire::{TriggerView, WorkflowCreated};
+use baton_client::wire::{TriggerList, TriggerView, WorkflowCreated};
 use baton_client::{Client, ClientError};
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -60,7 +60,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match cmd.unwrap_or(TriggerCommand::List) {
         TriggerCommand::List => {
-            let list = call(client, client.triggers()).await?;
+            let list = TriggerList {
+                triggers: call(client, client.triggers()).await?,
+                next: None,
+            };
             match output {
                 Output::Json => print_json(&list),
                 Output::Table => {

@@ -1104,15 +1104,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+    async fn schedules(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        // Every name sorts after the empty one: names have at least one character.
+        let after = after.unwrap_or_default();
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(&format!(
-                    "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name LIMIT ?1"
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name > ?1 ORDER BY name LIMIT ?2"
                 ))
                 .map_err(db)?;
             let rows = stmt
-                .query_map([PAGE_ROWS_MAX as i64], schedule_row)
+                .query_map(params![after, limit], schedule_row)
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<_>>().map_err(db)
         })
@@ -1155,16 +1162,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+    async fn triggers(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<TriggerRecord>, StoreError> {
+        let after = after.unwrap_or_default();
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
                     "SELECT name, template, created_at, updated_at FROM triggers
-                     ORDER BY name LIMIT ?1",
+                     WHERE name > ?1 ORDER BY name LIMIT ?2",
                 )
                 .map_err(db)?;
             let rows = stmt
-                .query_map([PAGE_ROWS_MAX as i64], trigger_row)
+                .query_map(params![after, limit], trigger_row)
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<_>>().map_err(db)
         })
