@@ -187,6 +187,21 @@ impl Client {
         timeout: Option<Duration>,
         idempotency_key: Option<&str>,
     ) -> Result<impl AsRef<[u8]>> {
+        let (_, bytes) = self
+            .exchange(method, url, body, timeout, idempotency_key)
+            .await?;
+        Ok(bytes)
+    }
+
+    /// The answer's success status and body as sent.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        timeout: Option<Duration>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(StatusCode, impl AsRef<[u8]>)> {
         let url = url.to_owned();
         let mut rb = self.http.request(method, &url);
         if let Some(key) = idempotency_key {
@@ -213,7 +228,7 @@ impl Client {
         if !status.is_success() {
             return Err(problem(status, &bytes, &url));
         }
-        Ok(bytes)
+        Ok((status, bytes))
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -528,14 +543,19 @@ impl Client {
     /// Registers (or replaces) trigger `name`: the workflow (`WorkflowTemplate` as JSON) that
     /// [`Client::fire_trigger`] submits. `{"$input": "/json/pointer"}` in a task's input
     /// stands for what the pointer finds in the fired input (`""`: all of it).
-    pub async fn put_trigger(&self, name: &str, template: &Value) -> Result<TriggerView> {
-        self.call(
-            Method::PUT,
-            &format!("/v1/triggers/{}", segment(name)),
-            Some(template),
-            None,
-        )
-        .await
+    pub async fn put_trigger(&self, name: &str, template: &Value) -> Result<PutTrigger> {
+        let url = format!("{}/v1/triggers/{}", self.base, segment(name));
+        let (status, bytes) = self
+            .exchange(Method::PUT, &url, Some(template), None, None)
+            .await?;
+        let trigger = serde_json::from_slice(bytes.as_ref()).map_err(|e| ClientError::Decode {
+            url,
+            detail: e.to_string(),
+        })?;
+        Ok(PutTrigger {
+            trigger,
+            created: status == StatusCode::CREATED,
+        })
     }
 
     /// A page of triggers by name: at most `limit` (1 to 1,000), after `after` (the previous
@@ -992,6 +1012,15 @@ impl Client {
     async fn report(&self, task: Uuid, what: &str, body: &impl Serialize) -> Result<ReportAnswer> {
         self.post(&format!("/v1/tasks/{task}/{what}"), body).await
     }
+}
+
+/// What [`Client::put_trigger`] stored, and whether it created the trigger (`false`: it
+/// replaced one of that name).
+#[derive(Clone, Debug, Serialize)]
+pub struct PutTrigger {
+    #[serde(flatten)]
+    pub trigger: TriggerView,
+    pub created: bool,
 }
 
 /// `name` as one path segment: every byte but letters, digits and `-_.:~` percent-encoded (names

@@ -37,8 +37,11 @@ async fn a_trigger_is_registered_fired_once_per_key_and_deleted() {
     });
 
     let put = client.put_trigger("ci/push", &template).await.unwrap();
-    assert_eq!(put.name, "ci/push");
-    assert_eq!(put.workflow.tasks.len(), 1);
+    assert!(put.created);
+    assert_eq!(put.trigger.name, "ci/push");
+    assert_eq!(put.trigger.workflow.tasks.len(), 1);
+    let again = client.put_trigger("ci/push", &template).await.unwrap();
+    assert!(!again.created, "a second put replaces");
     let listed = client.triggers().await.unwrap();
     assert_eq!(
         listed.iter().map(|t| &t.name).collect::<Vec<_>>(),

@@ -89,7 +89,12 @@ pub async fn run(
         TriggerCommand::Put { name, file } => {
             let template = read_document(&file)?;
             let put = call(client, client.put_trigger(&name, &template)).await?;
-            show(&put, output)
+            if output == Output::Json {
+                return print_json(&put);
+            }
+            let verb = if put.created { "Created" } else { "Replaced" };
+            println!("{verb} trigger {}.\n", put.trigger.name);
+            show(&put.trigger, output)
         }
         TriggerCommand::Show { name } => {
             let t = call(client, client.trigger(&name)).await?;
