@@ -363,7 +363,7 @@ impl<S: Store + 'static> Engine<S> {
 
 /// Every check of a schedule before it is stored.
 fn check_schedule(spec: &ScheduleSpec) -> Result<Timing, EngineError> {
-    baton_core::spec::validate_name("name", &spec.name)
+    baton_core::spec::validate_path_name("name", &spec.name)
         .map_err(|e| EngineError::invalid(e.field, e.expected))?;
     let timing = Timing::of(spec)?;
     if let CatchUp::All { max } = spec.catch_up {

@@ -30,7 +30,7 @@ impl<S: Store + 'static> Engine<S> {
         name: &str,
         template: WorkflowTemplate,
     ) -> Result<(TriggerInfo, bool), EngineError> {
-        baton_core::spec::validate_name("name", name)
+        baton_core::spec::validate_path_name("name", name)
             .map_err(|e| EngineError::invalid(e.field, e.expected))?;
         validate_workflow(&request(&template, None)).map_err(|e| match e {
             EngineError::Invalid { field, expected } => EngineError::Invalid {
