@@ -36,6 +36,7 @@ from .types import (
     Lagged,
     LimitView,
     ReportAnswer,
+    SchedulePage,
     ScheduleView,
     SignalPage,
     SignalSent,
@@ -44,6 +45,7 @@ from .types import (
     TaskSpecLike,
     TaskView,
     TransitionEvent,
+    TriggerPage,
     TriggerView,
     WaitingPage,
     WorkflowCreated,
@@ -431,11 +433,12 @@ def create_schedule(spec: Mapping[str, Any]) -> Op[ScheduleView]:
     return Op("POST", "/v1/schedules", lambda r: ScheduleView.from_json(r.json()), body=body)
 
 
-def schedules() -> Op[List[ScheduleView]]:
+def list_schedules(after: Optional[str], limit: Optional[int]) -> Op[SchedulePage]:
     return Op(
         "GET",
         "/v1/schedules",
-        lambda r: [ScheduleView.from_json(s) for s in r.json()["schedules"]],
+        lambda r: SchedulePage.from_json(r.json()),
+        params={"after": after, "limit": limit},
     )
 
 
@@ -466,11 +469,12 @@ def put_trigger(name: str, template: Mapping[str, Any]) -> Op[TriggerView]:
     )
 
 
-def triggers() -> Op[List[TriggerView]]:
+def list_triggers(after: Optional[str], limit: Optional[int]) -> Op[TriggerPage]:
     return Op(
         "GET",
         "/v1/triggers",
-        lambda r: [TriggerView.from_json(t) for t in r.json()["triggers"]],
+        lambda r: TriggerPage.from_json(r.json()),
+        params={"after": after, "limit": limit},
     )
 
 
