@@ -1548,10 +1548,28 @@ pub struct ScheduleView {
     pub updated_at: u64,
 }
 
+/// A page of schedules or triggers, by name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct NamesQuery {
+    /// Those after this name (the `next` of the previous page).
+    pub after: Option<String>,
+    /// At most this many (1 to 1000, default 100).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
+    pub limit: Option<usize>,
+}
+
+/// A page of schedules, by name.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleList {
     pub schedules: Vec<ScheduleView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// A named rate limit (a token bucket: `units` per `per_ms` milliseconds, refilled continuously,
@@ -1587,8 +1605,12 @@ pub struct TriggerView {
     pub updated_at: u64,
 }
 
+/// A page of triggers, by name.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TriggerList {
     pub triggers: Vec<TriggerView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }

@@ -946,8 +946,32 @@ fn triggers_are_put_from_a_file_listed_fired_once_per_key_and_deleted() {
     let path = srv.file("push.yaml", TRIGGER_YAML);
     let put = srv.run(&["triggers", "put", "ci/push", path.to_str().unwrap()]);
     let put = put.ok();
-    assert!(put.stdout.contains("ci/push"), "{put:#?}");
+    assert!(
+        put.stdout.starts_with("Created trigger ci/push."),
+        "{put:#?}"
+    );
     assert!(put.stdout.contains("/repo, /head/sha"), "{put:#?}");
+    let again = srv.run(&["triggers", "put", "ci/push", path.to_str().unwrap()]);
+    let again = again.ok();
+    assert!(
+        again.stdout.starts_with("Replaced trigger ci/push."),
+        "{again:#?}"
+    );
+    let json = srv
+        .run(&[
+            "triggers",
+            "put",
+            "ci/push",
+            path.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        (&json["name"], &json["created"]),
+        (&"ci/push".into(), &false.into())
+    );
     let listed = srv.run(&["triggers", "--output", "json"]).ok().json();
     assert_eq!(listed["triggers"][0]["name"], "ci/push");
     assert_eq!(listed["triggers"][0]["workflow"]["name"], "on-push");

@@ -30,6 +30,9 @@ pub use artifact::{artifact_ref, ArtifactDownload, ARTIFACT_TRANSFER_TIMEOUT};
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
 /// Agents read per request by [`Client::agents`] (the most `GET /v1/agents` answers).
 pub const AGENTS_PAGE: usize = 1_000;
+/// Schedules and triggers read per request by [`Client::schedules`] and [`Client::triggers`]
+/// (the most their lists answer).
+pub const NAMES_PAGE: usize = 1_000;
 /// Extra time a request may take beyond a long poll's own wait.
 const REQUEST_SLACK: Duration = Duration::from_secs(30);
 /// Longest any other request may take.
@@ -189,6 +192,21 @@ impl Client {
         timeout: Option<Duration>,
         idempotency_key: Option<&str>,
     ) -> Result<impl AsRef<[u8]>> {
+        let (_, bytes) = self
+            .exchange(method, url, body, timeout, idempotency_key)
+            .await?;
+        Ok(bytes)
+    }
+
+    /// The answer's success status and body as sent.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        timeout: Option<Duration>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(StatusCode, impl AsRef<[u8]>)> {
         let url = url.to_owned();
         let mut rb = self.http.request(method, &url);
         if let Some(key) = idempotency_key {
@@ -215,7 +233,7 @@ impl Client {
         if !status.is_success() {
             return Err(problem(status, &bytes, &url));
         }
-        Ok(bytes)
+        Ok((status, bytes))
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -487,8 +505,25 @@ impl Client {
         self.post("/v1/schedules", spec).await
     }
 
-    pub async fn schedules(&self) -> Result<ScheduleList> {
-        self.get("/v1/schedules").await
+    /// A page of schedules by name: at most `limit` (1 to 1,000), after `after` (the previous
+    /// page's `next`).
+    pub async fn schedules_page(&self, after: Option<&str>, limit: usize) -> Result<ScheduleList> {
+        self.get(&format!("/v1/schedules?{}", names_query(after, limit)))
+            .await
+    }
+
+    /// Every schedule, read a page of [`NAMES_PAGE`] at a time.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleView>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.schedules_page(after.as_deref(), NAMES_PAGE).await?;
+            all.extend(page.schedules);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn schedule(&self, name: &str) -> Result<ScheduleView> {
@@ -513,18 +548,40 @@ impl Client {
     /// Registers (or replaces) trigger `name`: the workflow (`WorkflowTemplate` as JSON) that
     /// [`Client::fire_trigger`] submits. `{"$input": "/json/pointer"}` in a task's input
     /// stands for what the pointer finds in the fired input (`""`: all of it).
-    pub async fn put_trigger(&self, name: &str, template: &Value) -> Result<TriggerView> {
-        self.call(
-            Method::PUT,
-            &format!("/v1/triggers/{}", segment(name)),
-            Some(template),
-            None,
-        )
-        .await
+    pub async fn put_trigger(&self, name: &str, template: &Value) -> Result<PutTrigger> {
+        let url = format!("{}/v1/triggers/{}", self.base, segment(name));
+        let (status, bytes) = self
+            .exchange(Method::PUT, &url, Some(template), None, None)
+            .await?;
+        let trigger = serde_json::from_slice(bytes.as_ref()).map_err(|e| ClientError::Decode {
+            url,
+            detail: e.to_string(),
+        })?;
+        Ok(PutTrigger {
+            trigger,
+            created: status == StatusCode::CREATED,
+        })
     }
 
-    pub async fn triggers(&self) -> Result<TriggerList> {
-        self.get("/v1/triggers").await
+    /// A page of triggers by name: at most `limit` (1 to 1,000), after `after` (the previous
+    /// page's `next`).
+    pub async fn triggers_page(&self, after: Option<&str>, limit: usize) -> Result<TriggerList> {
+        self.get(&format!("/v1/triggers?{}", names_query(after, limit)))
+            .await
+    }
+
+    /// Every trigger, read a page of [`NAMES_PAGE`] at a time.
+    pub async fn triggers(&self) -> Result<Vec<TriggerView>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.triggers_page(after.as_deref(), NAMES_PAGE).await?;
+            all.extend(page.triggers);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn trigger(&self, name: &str) -> Result<TriggerView> {
@@ -1054,6 +1111,15 @@ impl Client {
     }
 }
 
+/// What [`Client::put_trigger`] stored, and whether it created the trigger (`false`: it
+/// replaced one of that name).
+#[derive(Clone, Debug, Serialize)]
+pub struct PutTrigger {
+    #[serde(flatten)]
+    pub trigger: TriggerView,
+    pub created: bool,
+}
+
 /// `name` as one path segment: every byte but letters, digits and `-_.:~` percent-encoded (names
 /// may hold `/`).
 fn segment(name: &str) -> String {
@@ -1189,6 +1255,14 @@ impl Events {
                 }
             }
         }
+    }
+}
+
+/// `limit=…&after=…` of a list by name, the name percent-encoded.
+fn names_query(after: Option<&str>, limit: usize) -> String {
+    match after {
+        Some(a) => format!("limit={limit}&after={}", segment(a)),
+        None => format!("limit={limit}"),
     }
 }
 

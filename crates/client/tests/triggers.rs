@@ -37,11 +37,14 @@ async fn a_trigger_is_registered_fired_once_per_key_and_deleted() {
     });
 
     let put = client.put_trigger("ci/push", &template).await.unwrap();
-    assert_eq!(put.name, "ci/push");
-    assert_eq!(put.workflow.tasks.len(), 1);
+    assert!(put.created);
+    assert_eq!(put.trigger.name, "ci/push");
+    assert_eq!(put.trigger.workflow.tasks.len(), 1);
+    let again = client.put_trigger("ci/push", &template).await.unwrap();
+    assert!(!again.created, "a second put replaces");
     let listed = client.triggers().await.unwrap();
     assert_eq!(
-        listed.triggers.iter().map(|t| &t.name).collect::<Vec<_>>(),
+        listed.iter().map(|t| &t.name).collect::<Vec<_>>(),
         ["ci/push"]
     );
     assert_eq!(
@@ -133,7 +136,7 @@ async fn a_schedule_named_with_a_slash_is_shown_paused_and_deleted() {
         .await
         .unwrap();
     assert!(!resumed.paused);
-    assert_eq!(client.schedules().await.unwrap().schedules.len(), 1);
+    assert_eq!(client.schedules().await.unwrap().len(), 1);
     client.delete_schedule("nightly/report").await.unwrap();
     assert_eq!(
         client

@@ -8,8 +8,14 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::{Ref, RefOr};
 
 /// What [`crate::spec::validate_name`] takes: keys, capabilities, error kinds, names of
-/// schedules, triggers and signals.
+/// signals.
 pub const NAME_PATTERN: &str = r"^[A-Za-z0-9_.:/-]{1,128}$";
+/// What [`crate::spec::validate_path_name`] takes: names of schedules and triggers, which are
+/// path segments, so neither `.` nor `..`.
+pub const PATH_NAME_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9_.:/-]{1,128}$";
+/// A rate limit's key: 1 to 128 bytes (declared apart) without control characters, `{` or
+/// `}`, and neither `.` nor `..`.
+pub const LIMIT_KEY_PATTERN: &str = r"^(?!\.\.?$)[^{}\x00-\x1f\x7f-\x9f]*$";
 /// A task key in a dependency: a name, or a for_each item's key `NAME[N]`.
 pub const KEY_PATTERN: &str = r"^[A-Za-z0-9_.:/-]{1,128}(\[[0-9]+\])?$";
 /// Text without control characters (Unicode category Cc).

@@ -17,8 +17,11 @@ pub const CATCH_UP_MAX: u32 = 1_000;
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleSpec {
-    /// Unique among schedules: 1 to 128 letters, digits and `-_.:/`.
-    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_.:/-]{1,128}$"))]
+    /// Unique among schedules: 1 to 128 letters, digits and `-_.:/`, but not `.` or `..`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^(?!\.\.?$)[A-Za-z0-9_.:/-]{1,128}$")
+    )]
     pub name: String,
     /// A cron expression with seconds: `SEC MIN HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK` (e.g.
     /// `0 30 9 * * MON-FRI`); five fields (no seconds) are read as second 0.

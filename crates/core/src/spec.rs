@@ -584,6 +584,25 @@ fn check_duration(field: &str, ms: u64, positive: bool) -> Result<(), SpecError>
     Ok(())
 }
 
+/// A name that is a segment of URL paths (schedules, triggers): a name as [`validate_name`]
+/// takes it, but neither `.` nor `..`, which clients resolve as dot-segments, so no request
+/// could address it.
+pub fn validate_path_name(field: &str, name: &str) -> Result<(), SpecError> {
+    validate_name(field, name)?;
+    if is_dot_segment(name) {
+        return Err(SpecError::new(
+            field,
+            format!("a name other than `.` and `..`, which a URL path cannot hold, got {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `.` or `..`: what URL clients resolve away in a path.
+pub fn is_dot_segment(name: &str) -> bool {
+    matches!(name, "." | "..")
+}
+
 /// Keys, capabilities and error kinds: 1 to 128 bytes of letters, digits and `-_.:/`; a task
 /// key may end in an index `[N]` (the tasks a `for_each` expands into).
 pub fn validate_name(field: &str, name: &str) -> Result<(), SpecError> {

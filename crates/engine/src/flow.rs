@@ -26,6 +26,12 @@ pub fn check_limit_key(key: &str) -> Result<(), EngineError> {
     if key.contains(['{', '}']) {
         return Err(EngineError::invalid("key", "a name without `{` or `}`"));
     }
+    if baton_core::spec::is_dot_segment(key) {
+        return Err(EngineError::invalid(
+            "key",
+            "a name other than `.` and `..`, which a URL path cannot hold",
+        ));
+    }
     Ok(())
 }
 

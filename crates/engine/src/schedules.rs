@@ -165,10 +165,15 @@ impl<S: Store + 'static> Engine<S> {
         Ok(info_of(spec, record, &timing))
     }
 
-    /// Every schedule, by name.
-    pub async fn schedules(&self) -> Result<Vec<ScheduleInfo>, EngineError> {
+    /// A page of schedules by name, after `after`, at most `limit` (and
+    /// [`baton_store::PAGE_ROWS_MAX`]).
+    pub async fn schedules(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleInfo>, EngineError> {
         let mut out = Vec::new();
-        for record in self.inner.store.schedules().await? {
+        for record in self.inner.store.schedules(after, limit).await? {
             out.push(decode(record)?);
         }
         Ok(out)
@@ -358,7 +363,7 @@ impl<S: Store + 'static> Engine<S> {
 
 /// Every check of a schedule before it is stored.
 fn check_schedule(spec: &ScheduleSpec) -> Result<Timing, EngineError> {
-    baton_core::spec::validate_name("name", &spec.name)
+    baton_core::spec::validate_path_name("name", &spec.name)
         .map_err(|e| EngineError::invalid(e.field, e.expected))?;
     let timing = Timing::of(spec)?;
     if let CatchUp::All { max } = spec.catch_up {

@@ -30,7 +30,7 @@ impl<S: Store + 'static> Engine<S> {
         name: &str,
         template: WorkflowTemplate,
     ) -> Result<(TriggerInfo, bool), EngineError> {
-        baton_core::spec::validate_name("name", name)
+        baton_core::spec::validate_path_name("name", name)
             .map_err(|e| EngineError::invalid(e.field, e.expected))?;
         validate_workflow(&request(&template, None)).map_err(|e| match e {
             EngineError::Invalid { field, expected } => EngineError::Invalid {
@@ -69,10 +69,16 @@ impl<S: Store + 'static> Engine<S> {
         decode(record)
     }
 
-    pub async fn triggers(&self) -> Result<Vec<TriggerInfo>, EngineError> {
+    /// A page of triggers by name, after `after`, at most `limit` (and
+    /// [`baton_store::PAGE_ROWS_MAX`]).
+    pub async fn triggers(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<TriggerInfo>, EngineError> {
         self.inner
             .store
-            .triggers()
+            .triggers(after, limit)
             .await?
             .into_iter()
             .map(decode)

@@ -287,7 +287,7 @@ async fn bad_schedules_are_refused_naming_the_field() {
         assert_eq!(field(e), expected);
     }
     assert!(
-        h.engine.schedules().await.unwrap().is_empty(),
+        h.engine.schedules(None, 1).await.unwrap().is_empty(),
         "nothing was stored"
     );
     h.engine

@@ -725,8 +725,8 @@ pub async fn list_waiting(
     Ok(Json(WaitingList { tasks: out, next }))
 }
 
-/// Most tasks one list of a scoped caller looks at: when few are in its scope, it answers
-/// with fewer than `limit` and a `next` to go on from.
+/// Most rows (tasks, schedules, triggers) one list of a scoped caller looks at: when few are
+/// in its scope, it answers with fewer than `limit` and a `next` to go on from.
 const SCOPED_TASKS_SCANNED_MAX: usize = 5_000;
 
 /// A page of the tasks `read` selects by `filter` that the caller may see, and the `next` to
@@ -782,6 +782,47 @@ where
     Ok((kept, next))
 }
 
+/// A page of what `read` finds by name (schedules, triggers) that the caller `sees`, and the
+/// `next` to go on from, present only when more follow: it reads one more than `limit`, and
+/// reads on past those a scoped caller does not see, up to [`SCOPED_TASKS_SCANNED_MAX`].
+async fn name_page<T, F, Fut>(
+    q: NamesQuery,
+    sees: impl Fn(&T) -> bool,
+    name: impl Fn(&T) -> &String,
+    read: F,
+) -> ApiResult<(Vec<T>, Option<String>)>
+where
+    F: Fn(Option<String>, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, baton_engine::EngineError>>,
+{
+    let limit = page_limit(q.limit)?;
+    let mut kept = Vec::with_capacity(limit + 1);
+    let (mut after, mut scanned) = (q.after, 0);
+    loop {
+        let want = (limit + 1 - kept.len()).min(baton_engine::read::PAGE_ROWS_MAX);
+        let page = read(after.clone(), want).await?;
+        let end = page.len() < want;
+        for row in page {
+            scanned += 1;
+            after = Some(name(&row).clone());
+            if sees(&row) {
+                kept.push(row);
+            }
+        }
+        if kept.len() > limit {
+            kept.truncate(limit);
+            let next = kept.last().map(|r| name(r).clone());
+            return Ok((kept, next));
+        }
+        if end {
+            return Ok((kept, None));
+        }
+        if scanned >= SCOPED_TASKS_SCANNED_MAX {
+            return Ok((kept, after));
+        }
+    }
+}
+
 /// A page size from a query: 1 to 1,000, default 100.
 fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
     let limit = limit.unwrap_or(100);
@@ -834,16 +875,27 @@ pub async fn create_schedule(
 
 /// List schedules.
 ///
-/// Every schedule, by name, with its next fire times.
-#[utoipa::path(get, path = "/v1/schedules", responses((status = 200, body = ScheduleList)))]
-pub async fn list_schedules(AxState(s): St, caller: Caller) -> ApiResult<Json<ScheduleList>> {
-    let schedules = engine(&s).schedules().await?;
+/// Schedules by name with their next fire times, a page at a time: `limit` (1 to 1,000,
+/// default 100), then `after` the page's `next` for the following page; `next` is absent on
+/// the last page.
+#[utoipa::path(get, path = "/v1/schedules", params(NamesQuery),
+    responses((status = 200, body = ScheduleList)))]
+pub async fn list_schedules(
+    AxState(s): St,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<NamesQuery>,
+) -> ApiResult<Json<ScheduleList>> {
+    let e = engine(&s);
+    let (page, next) = name_page(
+        q,
+        |i: &baton_engine::ScheduleInfo| caller.sees_template(&i.spec.workflow),
+        |i| &i.record.name,
+        |after, limit| e.schedules(after, limit),
+    )
+    .await?;
     Ok(Json(ScheduleList {
-        schedules: schedules
-            .into_iter()
-            .filter(|i| caller.sees_template(&i.spec.workflow))
-            .map(schedule_view)
-            .collect(),
+        schedules: page.into_iter().map(schedule_view).collect(),
+        next,
     }))
 }
 
@@ -873,7 +925,7 @@ async fn check_schedule(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> Ap
 /// Read a schedule.
 ///
 /// One schedule: its spec, whether it is paused, and its next fire times.
-#[utoipa::path(get, path = "/v1/schedules/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
+#[utoipa::path(get, path = "/v1/schedules/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`, but not `.` or `..`", pattern = r"^(?!\.\.?$)[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 200, body = ScheduleView)))]
 pub async fn get_schedule(
     AxState(s): St,
@@ -888,7 +940,7 @@ pub async fn get_schedule(
 /// Delete a schedule.
 ///
 /// Deletes a schedule; workflows it submitted are left as they are.
-#[utoipa::path(delete, path = "/v1/schedules/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
+#[utoipa::path(delete, path = "/v1/schedules/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`, but not `.` or `..`", pattern = r"^(?!\.\.?$)[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 204, description = "deleted")))]
 pub async fn delete_schedule(
     AxState(s): St,
@@ -903,7 +955,7 @@ pub async fn delete_schedule(
 /// Pause a schedule.
 ///
 /// Pauses a schedule: no tick fires until it is resumed.
-#[utoipa::path(post, path = "/v1/schedules/{name}/pause", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
+#[utoipa::path(post, path = "/v1/schedules/{name}/pause", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`, but not `.` or `..`", pattern = r"^(?!\.\.?$)[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 200, body = ScheduleView)))]
 pub async fn pause_schedule(
     AxState(s): St,
@@ -920,7 +972,7 @@ pub async fn pause_schedule(
 ///
 /// Resumes a paused schedule from its next tick after now (the ticks it slept through are
 /// not caught up).
-#[utoipa::path(post, path = "/v1/schedules/{name}/resume", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
+#[utoipa::path(post, path = "/v1/schedules/{name}/resume", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`, but not `.` or `..`", pattern = r"^(?!\.\.?$)[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 200, body = ScheduleView)))]
 pub async fn resume_schedule(
     AxState(s): St,
@@ -961,7 +1013,7 @@ fn limit_view(l: baton_engine::read::LimitRecord) -> LimitView {
 /// Creates or changes a named rate limit, shared by every node: a task whose `rate` names it is
 /// handed out only while the limit has the units it draws. What a changed limit had handed out
 /// stays drawn, so a bigger limit has its extra units at once.
-#[utoipa::path(put, path = "/v1/limits/{key}", request_body = Limit, params(("key" = String, Path, description = "the limit's name, as tasks' `rate[].key` give it: 1 to 128 bytes without control characters, `{` or `}`", min_length = 1, max_length = 128, pattern = r"^[^{}\x00-\x1f\x7f-\x9f]*$")),
+#[utoipa::path(put, path = "/v1/limits/{key}", request_body = Limit, params(("key" = String, Path, description = "the limit's name, as tasks' `rate[].key` give it: 1 to 128 bytes without control characters, `{` or `}`, but not `.` or `..`", min_length = 1, max_length = 128, pattern = r"^(?!\.\.?$)[^{}\x00-\x1f\x7f-\x9f]*$")),
     responses((status = 201, body = LimitView, description = "created"), (status = 200, body = LimitView, description = "changed")))]
 pub async fn put_limit(
     AxState(s): St,
@@ -993,7 +1045,7 @@ pub async fn list_limits(AxState(s): St) -> ApiResult<Json<LimitList>> {
 /// Read a rate limit.
 ///
 /// One named rate limit with its bucket now: units available and when the next one comes.
-#[utoipa::path(get, path = "/v1/limits/{key}", params(("key" = String, Path, description = "the limit's name: 1 to 128 bytes without control characters, `{` or `}`", min_length = 1, max_length = 128, pattern = r"^[^{}\x00-\x1f\x7f-\x9f]*$")),
+#[utoipa::path(get, path = "/v1/limits/{key}", params(("key" = String, Path, description = "the limit's name: 1 to 128 bytes without control characters, `{` or `}`, but not `.` or `..`", min_length = 1, max_length = 128, pattern = r"^(?!\.\.?$)[^{}\x00-\x1f\x7f-\x9f]*$")),
     responses((status = 200, body = LimitView)))]
 pub async fn get_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<Json<LimitView>> {
     Ok(Json(limit_view(engine(&s).limit(&key).await?)))
@@ -1003,7 +1055,7 @@ pub async fn get_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<Jso
 ///
 /// Deletes a named rate limit: tasks that draw from it are no longer held by it. New tasks
 /// naming it are refused until it is set again.
-#[utoipa::path(delete, path = "/v1/limits/{key}", params(("key" = String, Path, description = "the limit's name: 1 to 128 bytes without control characters, `{` or `}`", min_length = 1, max_length = 128, pattern = r"^[^{}\x00-\x1f\x7f-\x9f]*$")),
+#[utoipa::path(delete, path = "/v1/limits/{key}", params(("key" = String, Path, description = "the limit's name: 1 to 128 bytes without control characters, `{` or `}`, but not `.` or `..`", min_length = 1, max_length = 128, pattern = r"^(?!\.\.?$)[^{}\x00-\x1f\x7f-\x9f]*$")),
     responses((status = 204, description = "deleted")))]
 pub async fn delete_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<StatusCode> {
     engine(&s).delete_limit(key).await?;
@@ -1015,7 +1067,7 @@ pub async fn delete_limit(AxState(s): St, Path(key): Path<String>) -> ApiResult<
 /// Registers (or replaces) a trigger: the workflow `POST /v1/triggers/{name}` submits. In its
 /// tasks' inputs, `{"$input": "/json/pointer"}` stands for what the pointer finds in that
 /// request's body (`""`: all of it).
-#[utoipa::path(put, path = "/v1/triggers/{name}", request_body = WorkflowTemplate, params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
+#[utoipa::path(put, path = "/v1/triggers/{name}", request_body = WorkflowTemplate, params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`, but not `.` or `..`", pattern = r"^(?!\.\.?$)[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 201, body = TriggerView, description = "created"), (status = 200, body = TriggerView, description = "replaced")))]
 pub async fn put_trigger(
     AxState(s): St,
@@ -1053,7 +1105,7 @@ pub async fn put_trigger(
 /// /v1/triggers/{name}`). Safe to resend with the same `Idempotency-Key`: the first workflow is
 /// returned.
 #[utoipa::path(post, path = "/v1/triggers/{name}", request_body(content = serde_json::Value, description = "Any JSON: what the template's `$input` placeholders take"),
-    params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$"), ("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first workflow: 1 to 256 visible ASCII characters", pattern = r"^[\x21-\x7e]([\t\x20-\x7e]{0,254}[\x21-\x7e])?$")),
+    params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`, but not `.` or `..`", pattern = r"^(?!\.\.?$)[A-Za-z0-9_.:/-]{1,128}$"), ("Idempotency-Key" = Option<String>, Header, description = "The same key again returns the first workflow: 1 to 256 visible ASCII characters", pattern = r"^[\x21-\x7e]([\t\x20-\x7e]{0,254}[\x21-\x7e])?$")),
     responses((status = 201, body = WorkflowCreated), (status = 200, body = WorkflowCreated, description = "an earlier request with the same key")))]
 pub async fn fire_trigger(
     AxState(s): St,
@@ -1072,16 +1124,27 @@ pub async fn fire_trigger(
 
 /// List triggers.
 ///
-/// Every trigger, by name, with the workflow template it submits.
-#[utoipa::path(get, path = "/v1/triggers", responses((status = 200, body = TriggerList)))]
-pub async fn list_triggers(AxState(s): St, caller: Caller) -> ApiResult<Json<TriggerList>> {
-    let triggers = engine(&s).triggers().await?;
+/// Triggers by name with the workflow template each submits, a page at a time: `limit` (1 to
+/// 1,000, default 100), then `after` the page's `next` for the following page; `next` is
+/// absent on the last page.
+#[utoipa::path(get, path = "/v1/triggers", params(NamesQuery),
+    responses((status = 200, body = TriggerList)))]
+pub async fn list_triggers(
+    AxState(s): St,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<NamesQuery>,
+) -> ApiResult<Json<TriggerList>> {
+    let e = engine(&s);
+    let (page, next) = name_page(
+        q,
+        |t: &baton_engine::TriggerInfo| caller.sees_template(&t.template),
+        |t| &t.name,
+        |after, limit| e.triggers(after, limit),
+    )
+    .await?;
     Ok(Json(TriggerList {
-        triggers: triggers
-            .into_iter()
-            .filter(|t| caller.sees_template(&t.template))
-            .map(trigger_view)
-            .collect(),
+        triggers: page.into_iter().map(trigger_view).collect(),
+        next,
     }))
 }
 
@@ -1111,7 +1174,7 @@ async fn check_trigger(caller: &Caller, e: &Engine<AnyStore>, name: &str) -> Api
 /// Read a trigger.
 ///
 /// One trigger: its name and the workflow template `POST /v1/triggers/{name}` submits.
-#[utoipa::path(get, path = "/v1/triggers/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
+#[utoipa::path(get, path = "/v1/triggers/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`, but not `.` or `..`", pattern = r"^(?!\.\.?$)[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 200, body = TriggerView)))]
 pub async fn get_trigger(
     AxState(s): St,
@@ -1126,7 +1189,7 @@ pub async fn get_trigger(
 /// Delete a trigger.
 ///
 /// Deletes a trigger; workflows it submitted are left as they are.
-#[utoipa::path(delete, path = "/v1/triggers/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$")),
+#[utoipa::path(delete, path = "/v1/triggers/{name}", params(("name" = String, Path, description = "1 to 128 letters, digits and `-_.:/`, but not `.` or `..`", pattern = r"^(?!\.\.?$)[A-Za-z0-9_.:/-]{1,128}$")),
     responses((status = 204, description = "deleted")))]
 pub async fn delete_trigger(
     AxState(s): St,

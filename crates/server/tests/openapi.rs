@@ -426,6 +426,15 @@ async fn declared_bounds_are_the_servers_constants() {
     let name_pattern = format!("^[A-Za-z0-9_.:/-]{{1,{}}}$", baton_core::spec::KEY_LEN_MAX);
     assert_eq!(pat::NAME_PATTERN, name_pattern);
     assert!(pat::KEY_PATTERN.starts_with(&name_pattern[..name_pattern.len() - 1]));
+    // Names in paths are names but for the dot-segments `.` and `..`.
+    assert_eq!(
+        pat::PATH_NAME_PATTERN,
+        format!(r"^(?!\.\.?$){}", &name_pattern[1..])
+    );
+    assert_eq!(
+        pat::LIMIT_KEY_PATTERN,
+        r"^(?!\.\.?$)[^{}\x00-\x1f\x7f-\x9f]*$"
+    );
     assert_eq!(
         pat::LABEL_KEY_PATTERN,
         format!(
@@ -656,6 +665,16 @@ async fn declared_bounds_are_the_servers_constants() {
             baton_engine::read::PAGE_ROWS_MAX as f64,
         ),
         (
+            "GET /v1/schedules limit".into(),
+            n(&param("/v1/schedules", "get", "limit")["maximum"]),
+            baton_engine::read::PAGE_ROWS_MAX as f64,
+        ),
+        (
+            "GET /v1/triggers limit".into(),
+            n(&param("/v1/triggers", "get", "limit")["maximum"]),
+            baton_engine::read::PAGE_ROWS_MAX as f64,
+        ),
+        (
             "GET /v1/waiting limit".into(),
             n(&param("/v1/waiting", "get", "limit")["maximum"]),
             baton_engine::read::PAGE_ROWS_MAX as f64,
@@ -686,7 +705,6 @@ async fn declared_bounds_are_the_servers_constants() {
         ("TaskSpec", "key"),
         ("CompensationSpec", "key"),
         ("WaitFor", "signal"),
-        ("ScheduleSpec", "name"),
     ] {
         assert_eq!(
             prop(schema_name, field)["pattern"],
@@ -704,15 +722,37 @@ async fn declared_bounds_are_the_servers_constants() {
         schema("Usage")["propertyNames"]["pattern"],
         pat::UNIT_PATTERN
     );
+    assert_eq!(
+        prop("ScheduleSpec", "name")["pattern"],
+        pat::PATH_NAME_PATTERN
+    );
+    assert_eq!(
+        param("/v1/workflows/{id}/signals/{name}", "post", "name")["pattern"],
+        pat::NAME_PATTERN
+    );
     for (path, method) in [
         ("/v1/schedules/{name}", "get"),
+        ("/v1/schedules/{name}", "delete"),
+        ("/v1/schedules/{name}/pause", "post"),
+        ("/v1/schedules/{name}/resume", "post"),
         ("/v1/triggers/{name}", "put"),
-        ("/v1/workflows/{id}/signals/{name}", "post"),
+        ("/v1/triggers/{name}", "post"),
+        ("/v1/triggers/{name}", "get"),
+        ("/v1/triggers/{name}", "delete"),
     ] {
         assert_eq!(
             param(path, method, "name")["pattern"],
-            pat::NAME_PATTERN,
+            pat::PATH_NAME_PATTERN,
             "{method} {path}"
+        );
+    }
+    for method in ["put", "get", "delete"] {
+        let key = param("/v1/limits/{key}", method, "key");
+        assert_eq!(key["pattern"], pat::LIMIT_KEY_PATTERN, "{method}");
+        assert_eq!(
+            n(&key["maxLength"]),
+            baton_core::flow::FLOW_KEY_LEN_MAX as f64,
+            "{method}"
         );
     }
     // Ids in paths are UUIDs.

@@ -113,3 +113,75 @@ async fn bad_schedules_are_refused_naming_the_field() {
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["code"], "schedule_exists");
 }
+
+/// The names of every page of `path`'s list `field`, `limit` at a time, and whether each page
+/// said `next`.
+async fn pages(
+    srv: &TestServer,
+    path: &str,
+    field: &str,
+    limit: usize,
+) -> Vec<(Vec<String>, bool)> {
+    let mut pages = Vec::new();
+    let mut query = format!("limit={limit}");
+    loop {
+        let (status, page) = srv.get(&format!("{path}?{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let names = page[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect();
+        let next = page["next"].as_str().map(str::to_owned);
+        pages.push((names, next.is_some()));
+        match next {
+            Some(after) => query = format!("limit={limit}&after={}", urlencoding(&after)),
+            None => return pages,
+        }
+    }
+}
+
+/// `s` percent-encoded for a query.
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_list_a_page_at_a_time_by_name() {
+    let srv = TestServer::start().await;
+    for name in ["e", "a/1", "d", "b", "c"] {
+        let (status, body) = srv
+            .post("/v1/schedules", schedule(name, "0 0 * * * *"))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        pages(&srv, "/v1/schedules", "schedules", 2).await,
+        [
+            (names(&["a/1", "b"]), true),
+            (names(&["c", "d"]), true),
+            (names(&["e"]), false),
+        ]
+    );
+    // `next` only when more follow: a last page that is full says none.
+    assert_eq!(pages(&srv, "/v1/schedules", "schedules", 5).await.len(), 1);
+    let (_, all) = srv.get("/v1/schedules").await;
+    assert_eq!(
+        all["schedules"].as_array().unwrap().len(),
+        5,
+        "100 by default"
+    );
+    assert!(all.get("next").is_none());
+    for bad in ["limit=0", "limit=1001"] {
+        let (status, problem) = srv.get(&format!("/v1/schedules?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+        assert_eq!(problem["field"], "limit", "{problem}");
+    }
+}

@@ -96,3 +96,39 @@ async fn bad_triggers_are_refused_naming_the_field() {
     let (_, list) = srv.get("/v1/triggers").await;
     assert_eq!(list["triggers"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_list_a_page_at_a_time_by_name() {
+    let srv = TestServer::start().await;
+    for name in ["ci:c", "ci:a", "ci:e", "ci:b", "ci:d"] {
+        let (status, body) = put(&srv, name, json!({"tasks": [task("a", &[])]})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let mut seen = Vec::new();
+    let mut query = "limit=2".to_owned();
+    loop {
+        let (status, page) = srv.get(&format!("/v1/triggers?{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let names: Vec<&str> = page["triggers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        seen.push(names.join(" "));
+        match page["next"].as_str() {
+            Some(next) => {
+                assert_eq!(
+                    next,
+                    *names.last().unwrap(),
+                    "`next` is the page's last name"
+                );
+                query = format!("limit=2&after={next}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["ci:a ci:b", "ci:c ci:d", "ci:e"]);
+    let (_, full) = srv.get("/v1/triggers?limit=5").await;
+    assert!(full.get("next").is_none(), "nothing follows: {full}");
+}

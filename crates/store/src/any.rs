@@ -355,8 +355,12 @@ impl Store for AnyStore {
         delegate!(self, s => s.schedule(name).await)
     }
 
-    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
-        delegate!(self, s => s.schedules().await)
+    async fn schedules(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        delegate!(self, s => s.schedules(after, limit).await)
     }
 
     async fn due_schedules(
@@ -374,8 +378,12 @@ impl Store for AnyStore {
         delegate!(self, s => s.trigger(name).await)
     }
 
-    async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
-        delegate!(self, s => s.triggers().await)
+    async fn triggers(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<TriggerRecord>, StoreError> {
+        delegate!(self, s => s.triggers(after, limit).await)
     }
 
     async fn control(&self, write: ControlWrite) -> Result<(), StoreError> {

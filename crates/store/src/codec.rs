@@ -245,8 +245,6 @@ pub fn task_capset(task: &Task) -> String {
 
 /// The `capset` prefix of tasks waiting for a signal.
 pub const SIGNAL_CAPSET: &str = "!signal:";
-/// The first `capset` after every one that starts with [`SIGNAL_CAPSET`].
-pub const SIGNAL_CAPSET_END: &str = "!signal;";
 
 /// Whether an agent offering `offered` can run tasks requiring `capset`.
 pub fn capset_fits(capset: &str, offered: &BTreeSet<Capability>) -> bool {

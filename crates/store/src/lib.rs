@@ -935,8 +935,12 @@ pub trait Store: Send + Sync {
         name: String,
     ) -> impl Future<Output = Result<Option<ScheduleRecord>, StoreError>> + Send;
 
-    /// Every schedule, by name (at most [`PAGE_ROWS_MAX`]).
-    fn schedules(&self) -> impl Future<Output = Result<Vec<ScheduleRecord>, StoreError>> + Send;
+    /// Schedules by name, after `after`, at most `limit` (and [`PAGE_ROWS_MAX`]).
+    fn schedules(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ScheduleRecord>, StoreError>> + Send;
 
     /// Schedules not paused whose next tick is at or before `now`, the earliest first.
     fn due_schedules(
@@ -956,8 +960,12 @@ pub trait Store: Send + Sync {
         name: String,
     ) -> impl Future<Output = Result<Option<TriggerRecord>, StoreError>> + Send;
 
-    /// Every trigger, by name (at most [`PAGE_ROWS_MAX`]).
-    fn triggers(&self) -> impl Future<Output = Result<Vec<TriggerRecord>, StoreError>> + Send;
+    /// Triggers by name, after `after`, at most `limit` (and [`PAGE_ROWS_MAX`]).
+    fn triggers(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<TriggerRecord>, StoreError>> + Send;
 
     /// Writes an operator's control in one transaction: all its transitions (each a
     /// compare-and-set; the first that fails fails the whole write, which then wrote nothing),

@@ -1255,6 +1255,67 @@ mod cases {
         assert!(s.silent_lease_holders(at(0), 10).await.unwrap().is_empty());
     }
 
+    /// Schedules and triggers page by name: `after` the last name of the previous page.
+    pub async fn schedules_and_triggers_page_by_name<S: Store>(s: &S) {
+        let names = ["b/2", "a", "c:3", "b/10", "a-1"];
+        for name in names {
+            let schedule = ScheduleRecord {
+                name: name.into(),
+                spec: "{}".into(),
+                paused: false,
+                next_fire_at: at(1_000),
+                last_tick_at: None,
+                last_workflow: None,
+                version: 1,
+                created_at: at(1),
+                updated_at: at(1),
+            };
+            s.write_schedule(ScheduleWrite::Create(schedule))
+                .await
+                .unwrap();
+            let trigger = TriggerRecord {
+                name: name.into(),
+                template: "{}".into(),
+                created_at: at(1),
+                updated_at: at(1),
+            };
+            assert!(s.write_trigger(TriggerWrite::Put(trigger)).await.unwrap());
+        }
+        let in_order = ["a", "a-1", "b/10", "b/2", "c:3"];
+        let mut pages = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = s.schedules(after.clone(), 2).await.unwrap();
+            let names: Vec<String> = page.iter().map(|r| r.name.clone()).collect();
+            let last = page.len() < 2;
+            after = names.last().cloned();
+            pages.push(names);
+            if last {
+                break;
+            }
+        }
+        assert_eq!(pages, [vec!["a", "a-1"], vec!["b/10", "b/2"], vec!["c:3"]]);
+        let triggers = |after: Option<&str>, limit| {
+            let after = after.map(str::to_owned);
+            async move {
+                s.triggers(after, limit)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|t| t.name)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(triggers(None, 10).await, in_order);
+        assert_eq!(triggers(Some("a-1"), 2).await, ["b/10", "b/2"]);
+        assert_eq!(
+            triggers(Some("b"), 1).await,
+            ["b/10"],
+            "after a name that is none"
+        );
+        assert!(triggers(Some("c:3"), 10).await.is_empty());
+    }
+
     /// A task added released (its dependencies read as completed) on a dependency that is
     /// not completed is refused, writing nothing: a rerun reopened it after the batch read it.
     pub async fn a_task_released_on_an_open_dependency_is_refused<S: Store>(s: &S) {
@@ -2718,6 +2779,7 @@ macro_rules! conformance {
             case!(tasks_list_by_workflow_and_state_in_pages);
             case!(agents_are_registered_updated_and_listed);
             case!(agents_register_under_their_registrar_cap_and_page_by_id);
+            case!(schedules_and_triggers_page_by_name);
             case!(decomposition_adds_tasks_and_makes_dependents_wait_in_one_transaction);
             case!(hot_paths_read_indexes_not_whole_tables);
             case!(arc concurrent_claims_of_one_agent_never_exceed_its_limit);

@@ -38,6 +38,7 @@ from .types import (
     Report,
     ReportAnswer,
     ReportLike,
+    SchedulePage,
     ScheduleView,
     SignalPage,
     SignalSent,
@@ -46,6 +47,7 @@ from .types import (
     TaskSpecLike,
     TaskView,
     TransitionEvent,
+    TriggerPage,
     TriggerView,
     WaitingPage,
     WorkflowCreated,
@@ -434,11 +436,12 @@ def create_schedule(spec: Mapping[str, Any]) -> Op[ScheduleView]:
     return Op("POST", "/v1/schedules", lambda r: ScheduleView.from_json(r.json()), body=body)
 
 
-def schedules() -> Op[List[ScheduleView]]:
+def list_schedules(after: Optional[str], limit: Optional[int]) -> Op[SchedulePage]:
     return Op(
         "GET",
         "/v1/schedules",
-        lambda r: [ScheduleView.from_json(s) for s in r.json()["schedules"]],
+        lambda r: SchedulePage.from_json(r.json()),
+        params={"after": after, "limit": limit},
     )
 
 
@@ -469,11 +472,12 @@ def put_trigger(name: str, template: Mapping[str, Any]) -> Op[TriggerView]:
     )
 
 
-def triggers() -> Op[List[TriggerView]]:
+def list_triggers(after: Optional[str], limit: Optional[int]) -> Op[TriggerPage]:
     return Op(
         "GET",
         "/v1/triggers",
-        lambda r: [TriggerView.from_json(t) for t in r.json()["triggers"]],
+        lambda r: TriggerPage.from_json(r.json()),
+        params={"after": after, "limit": limit},
     )
 
 

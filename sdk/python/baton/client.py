@@ -49,6 +49,7 @@ from .types import (
     Report,
     ReportAnswer,
     ReportLike,
+    SchedulePage,
     ScheduleView,
     SignalPage,
     SignalSent,
@@ -58,6 +59,7 @@ from .types import (
     TaskSummary,
     TaskView,
     TransitionEvent,
+    TriggerPage,
     TriggerView,
     WaitingPage,
     WorkflowCreated,
@@ -440,9 +442,27 @@ class Client:
         ``schedule:NAME:TICK_MS``. A name in use raises :class:`Conflict`."""
         return self._call(_ops.create_schedule(spec))
 
+    def list_schedules(
+        self, *, after: Optional[str] = None, limit: Optional[int] = None
+    ) -> SchedulePage:
+        """One page of schedules by name (``limit`` 1 to 1000, default 100; ``after`` the
+        previous page's ``next``); see :meth:`iter_schedules` to walk every page."""
+        return self._call(_ops.list_schedules(after, limit))
+
+    def iter_schedules(self, *, page_size: int = 100) -> Iterator[ScheduleView]:
+        """Every schedule by name, fetching one page at a time."""
+        after: Optional[str] = None
+        while True:
+            page = self.list_schedules(after=after, limit=page_size)
+            yield from page.schedules
+            if page.next is None:
+                return
+            after = page.next
+
     def schedules(self) -> List[ScheduleView]:
-        """Every schedule, by name, with its next fire times."""
-        return self._call(_ops.schedules())
+        """Every schedule, by name, with its next fire times (read a page of 1,000 at a
+        time)."""
+        return list(self.iter_schedules(page_size=1000))
 
     def schedule(self, name: str) -> ScheduleView:
         """One schedule; :class:`NotFound` if there is none of that name."""
@@ -468,9 +488,26 @@ class Client:
         fired input (``""``: all of it)."""
         return self._call(_ops.put_trigger(name, template))
 
+    def list_triggers(
+        self, *, after: Optional[str] = None, limit: Optional[int] = None
+    ) -> TriggerPage:
+        """One page of triggers by name (``limit`` 1 to 1000, default 100; ``after`` the
+        previous page's ``next``); see :meth:`iter_triggers` to walk every page."""
+        return self._call(_ops.list_triggers(after, limit))
+
+    def iter_triggers(self, *, page_size: int = 100) -> Iterator[TriggerView]:
+        """Every trigger by name, fetching one page at a time."""
+        after: Optional[str] = None
+        while True:
+            page = self.list_triggers(after=after, limit=page_size)
+            yield from page.triggers
+            if page.next is None:
+                return
+            after = page.next
+
     def triggers(self) -> List[TriggerView]:
-        """Every trigger, by name."""
-        return self._call(_ops.triggers())
+        """Every trigger, by name (read a page of 1,000 at a time)."""
+        return list(self.iter_triggers(page_size=1000))
 
     def trigger(self, name: str) -> TriggerView:
         """One trigger; :class:`NotFound` if there is none of that name."""
@@ -1013,9 +1050,26 @@ class AsyncClient:
         """See :meth:`Client.create_schedule`."""
         return await self._call(_ops.create_schedule(spec))
 
+    async def list_schedules(
+        self, *, after: Optional[str] = None, limit: Optional[int] = None
+    ) -> SchedulePage:
+        """See :meth:`Client.list_schedules`."""
+        return await self._call(_ops.list_schedules(after, limit))
+
+    async def iter_schedules(self, *, page_size: int = 100) -> AsyncIterator[ScheduleView]:
+        """See :meth:`Client.iter_schedules`."""
+        after: Optional[str] = None
+        while True:
+            page = await self.list_schedules(after=after, limit=page_size)
+            for schedule in page.schedules:
+                yield schedule
+            if page.next is None:
+                return
+            after = page.next
+
     async def schedules(self) -> List[ScheduleView]:
         """See :meth:`Client.schedules`."""
-        return await self._call(_ops.schedules())
+        return [s async for s in self.iter_schedules(page_size=1000)]
 
     async def schedule(self, name: str) -> ScheduleView:
         """See :meth:`Client.schedule`."""
@@ -1037,9 +1091,26 @@ class AsyncClient:
         """See :meth:`Client.put_trigger`."""
         return await self._call(_ops.put_trigger(name, template))
 
+    async def list_triggers(
+        self, *, after: Optional[str] = None, limit: Optional[int] = None
+    ) -> TriggerPage:
+        """See :meth:`Client.list_triggers`."""
+        return await self._call(_ops.list_triggers(after, limit))
+
+    async def iter_triggers(self, *, page_size: int = 100) -> AsyncIterator[TriggerView]:
+        """See :meth:`Client.iter_triggers`."""
+        after: Optional[str] = None
+        while True:
+            page = await self.list_triggers(after=after, limit=page_size)
+            for trigger in page.triggers:
+                yield trigger
+            if page.next is None:
+                return
+            after = page.next
+
     async def triggers(self) -> List[TriggerView]:
         """See :meth:`Client.triggers`."""
-        return await self._call(_ops.triggers())
+        return [t async for t in self.iter_triggers(page_size=1000)]
 
     async def trigger(self, name: str) -> TriggerView:
         """See :meth:`Client.trigger`."""

@@ -922,6 +922,32 @@ class TriggerView:
 
 
 @dataclass(frozen=True)
+class SchedulePage:
+    """One page of schedules, by name; pass ``next`` as ``after`` for the following page
+    (``None`` at the end)."""
+
+    schedules: List[ScheduleView]
+    next: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SchedulePage":
+        return _build(cls, data, schedules=lambda xs: [ScheduleView.from_json(s) for s in xs])
+
+
+@dataclass(frozen=True)
+class TriggerPage:
+    """One page of triggers, by name; pass ``next`` as ``after`` for the following page
+    (``None`` at the end)."""
+
+    triggers: List[TriggerView]
+    next: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TriggerPage":
+        return _build(cls, data, triggers=lambda xs: [TriggerView.from_json(t) for t in xs])
+
+
+@dataclass(frozen=True)
 class LimitView:
     """A named rate limit, shared by every node: a token bucket holding at most ``units``,
     refilled continuously over ``per_ms`` milliseconds. ``available`` is the whole units a claim

@@ -48,6 +48,8 @@ SCHEMAS: Dict[type, str] = {
     types.WaitingPage: "WaitingList",
     types.ScheduleView: "ScheduleView",
     types.TriggerView: "TriggerView",
+    types.SchedulePage: "ScheduleList",
+    types.TriggerPage: "TriggerList",
     types.LimitView: "LimitView",
     types.RerunTask: "RerunTaskView",
     types.RerunAnswer: "RerunAnswer",

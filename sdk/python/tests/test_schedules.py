@@ -168,3 +168,34 @@ def test_the_async_client_has_the_same_schedule_and_trigger_calls(url: str, cap:
             await client.cancel_workflow(fired.workflow)
 
     asyncio.run(main())
+
+
+def test_schedules_and_triggers_are_listed_a_page_at_a_time_by_name(
+    client: baton.Client, url: str
+) -> None:
+    prefix = unique("paged")
+    names = [f"{prefix}/{i}" for i in (3, 1, 4, 0, 2)]
+    template = {"tasks": [{"key": "a"}]}
+    for name in names:
+        client.create_schedule({"name": name, "cron": "0 0 3 * * *", "workflow": template})
+        client.put_trigger(name, template)
+    first = client.list_schedules(limit=2)
+    assert len(first.schedules) == 2 and first.next == first.schedules[-1].name
+    walked = [s.name for s in client.iter_schedules(page_size=2)]
+    assert walked == sorted(set(walked)), "by name, each once"
+    assert [n for n in walked if n.startswith(prefix)] == sorted(names)
+    triggers = [t.name for t in client.iter_triggers(page_size=2)]
+    assert [n for n in triggers if n.startswith(prefix)] == sorted(names)
+    assert [t.name for t in client.triggers()] == triggers
+
+    async def main() -> None:
+        async with baton.AsyncClient(url) as aclient:
+            page = await aclient.list_triggers(after=names[0], limit=1)
+            assert [t.name for t in page.triggers] == [triggers[triggers.index(names[0]) + 1]]
+            assert [s.name async for s in aclient.iter_schedules(page_size=2)] == walked
+            assert [t.name async for t in aclient.iter_triggers(page_size=3)] == triggers
+
+    asyncio.run(main())
+    for name in names:
+        client.delete_schedule(name)
+        client.delete_trigger(name)

@@ -16,6 +16,7 @@ import type {
   IterTasksOptions,
   Json,
   ListAgentsOptions,
+  ListByNameOptions,
   ListTasksOptions,
   ListWorkflowsOptions,
   PutArtifactOptions,
@@ -543,10 +544,27 @@ export class Client {
     return this.http.json({ method: "POST", path: "/v1/schedules", body });
   }
 
-  /** Every schedule, by name, with its next fire times (the API does not page them). */
+  /** A page of schedules by name; pass `next` as `after` for the next page. */
+  listSchedules(options: ListByNameOptions = {}): Promise<api.ScheduleList> {
+    return this.http.json({ method: "GET", path: "/v1/schedules", query: { ...options } });
+  }
+
+  /** Every schedule by name, read a page at a time. */
+  async *iterSchedules(pageSize = 100): AsyncGenerator<api.ScheduleView> {
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.listSchedules({ after, limit: pageSize });
+      yield* page.schedules;
+      if (page.next === undefined || page.next === null) return;
+      after = page.next;
+    }
+  }
+
+  /** Every schedule, by name, with its next fire times (read a page of 1,000 at a time). */
   async schedules(): Promise<api.ScheduleView[]> {
-    const list = await this.http.json<api.ScheduleList>({ method: "GET", path: "/v1/schedules" });
-    return list.schedules;
+    const all: api.ScheduleView[] = [];
+    for await (const schedule of this.iterSchedules(1000)) all.push(schedule);
+    return all;
   }
 
   /** One schedule; rejects with {@link NotFound} (`schedule_not_found`) if none has that name. */
@@ -581,10 +599,27 @@ export class Client {
     return this.http.json({ method: "PUT", path: `/v1/triggers/${seg(name)}`, body: templateBody(template) });
   }
 
-  /** Every trigger, by name. */
+  /** A page of triggers by name; pass `next` as `after` for the next page. */
+  listTriggers(options: ListByNameOptions = {}): Promise<api.TriggerList> {
+    return this.http.json({ method: "GET", path: "/v1/triggers", query: { ...options } });
+  }
+
+  /** Every trigger by name, read a page at a time. */
+  async *iterTriggers(pageSize = 100): AsyncGenerator<api.TriggerView> {
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.listTriggers({ after, limit: pageSize });
+      yield* page.triggers;
+      if (page.next === undefined || page.next === null) return;
+      after = page.next;
+    }
+  }
+
+  /** Every trigger, by name (read a page of 1,000 at a time). */
   async triggers(): Promise<api.TriggerView[]> {
-    const list = await this.http.json<api.TriggerList>({ method: "GET", path: "/v1/triggers" });
-    return list.triggers;
+    const all: api.TriggerView[] = [];
+    for await (const trigger of this.iterTriggers(1000)) all.push(trigger);
+    return all;
   }
 
   /** One trigger; rejects with {@link NotFound} (`trigger_not_found`) if none has that name. */

@@ -122,6 +122,14 @@ export interface ListAgentsOptions {
   limit?: number;
 }
 
+/** A page of {@link Client.listSchedules} or {@link Client.listTriggers}, by name. */
+export interface ListByNameOptions {
+  /** The `next` of the previous page. */
+  after?: string;
+  /** At most this many (1 to 1000, default 100). */
+  limit?: number;
+}
+
 /** Filters of {@link Client.audit}. */
 export interface AuditOptions {
   /** The name of the token that acted. */

@@ -154,3 +154,31 @@ test("a trigger fires once per idempotency key, with its input in the template",
   await client.cancelWorkflow(first.workflow, "test over");
   await client.cancelWorkflow(unkeyed.workflow, "test over");
 });
+
+test("schedules and triggers are listed a page at a time by name", async () => {
+  const client = new Client(server.url);
+  const names = ["paged/3", "paged/1", "paged/4", "paged/0", "paged/2"];
+  const template = { tasks: [{ key: "a", capabilities: ["nobody-here"] }] };
+  for (const name of names) {
+    await client.createSchedule({ name, cron: "0 0 3 * * *", workflow: template });
+    await client.putTrigger(name, template);
+  }
+  const first = await client.listSchedules({ limit: 2 });
+  assert.equal(first.schedules.length, 2);
+  assert.equal(first.next, first.schedules[1].name);
+  const walked = [];
+  for await (const s of client.iterSchedules(2)) walked.push(s.name);
+  assert.deepEqual(walked, [...new Set(walked)].sort(), "by name, each once");
+  assert.deepEqual(walked.filter((n) => n.startsWith("paged/")), [...names].sort());
+  const triggers = [];
+  for await (const t of client.iterTriggers(2)) triggers.push(t.name);
+  assert.deepEqual(triggers.filter((n) => n.startsWith("paged/")), [...names].sort());
+  assert.deepEqual((await client.triggers()).map((t) => t.name), triggers);
+  const last = await client.listTriggers({ after: triggers.at(-2), limit: 5 });
+  assert.deepEqual(last.triggers.map((t) => t.name), [triggers.at(-1)]);
+  assert.equal(last.next, undefined, "nothing follows");
+  for (const name of names) {
+    await client.deleteSchedule(name);
+    await client.deleteTrigger(name);
+  }
+});

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use baton_client::wire::ScheduleView;
+use baton_client::wire::{ScheduleList, ScheduleView};
 use baton_client::Client;
 use clap::Subcommand;
 
@@ -39,7 +39,10 @@ pub async fn run(
         .unwrap_or_default();
     match cmd.unwrap_or(ScheduleCommand::List) {
         ScheduleCommand::List => {
-            let list = call(client, client.schedules()).await?;
+            let list = ScheduleList {
+                schedules: call(client, client.schedules()).await?,
+                next: None,
+            };
             match output {
                 Output::Json => print_json(&list),
                 Output::Table => {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use baton_client::wire::{TriggerView, WorkflowCreated};
+use baton_client::wire::{TriggerList, TriggerView, WorkflowCreated};
 use baton_client::{Client, ClientError};
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -60,7 +60,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match cmd.unwrap_or(TriggerCommand::List) {
         TriggerCommand::List => {
-            let list = call(client, client.triggers()).await?;
+            let list = TriggerList {
+                triggers: call(client, client.triggers()).await?,
+                next: None,
+            };
             match output {
                 Output::Json => print_json(&list),
                 Output::Table => {
@@ -86,7 +89,12 @@ pub async fn run(
         TriggerCommand::Put { name, file } => {
             let template = read_document(&file)?;
             let put = call(client, client.put_trigger(&name, &template)).await?;
-            show(&put, output)
+            if output == Output::Json {
+                return print_json(&put);
+            }
+            let verb = if put.created { "Created" } else { "Replaced" };
+            println!("{verb} trigger {}.\n", put.trigger.name);
+            show(&put.trigger, output)
         }
         TriggerCommand::Show { name } => {
             let t = call(client, client.trigger(&name)).await?;

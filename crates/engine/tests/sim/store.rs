@@ -596,8 +596,13 @@ impl Store for FaultyStore {
         self.read("schedule", self.inner.schedule(name)).await
     }
 
-    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
-        self.read("schedules", self.inner.schedules()).await
+    async fn schedules(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.read("schedules", self.inner.schedules(after, limit))
+            .await
     }
 
     async fn due_schedules(
@@ -616,8 +621,12 @@ impl Store for FaultyStore {
         self.inner.trigger(name).await
     }
 
-    async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
-        self.inner.triggers().await
+    async fn triggers(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<TriggerRecord>, StoreError> {
+        self.inner.triggers(after, limit).await
     }
 
     async fn control(&self, write: baton_store::ControlWrite) -> Result<(), StoreError> {

@@ -1,14 +1,18 @@
-// The schedules pages: #/schedules lists every schedule (cron and time zone, overlap and
-// catch-up policies, active or paused, next fire times, last tick) with Pause/Resume and
-// Delete, each after a confirmation; #/schedules/NAME shows one, with its next five fire
-// times, its workflow template as JSON and its recent runs. Schedules make no events, so both
-// re-read the schedule every few seconds while open.
+// The schedules pages: #/schedules lists the schedules (cron and time zone, overlap and
+// catch-up policies, active or paused, next fire times, last tick; the first 1,000 by name,
+// then it says how to list the rest) with Pause/Resume and Delete, each after a confirmation;
+// #/schedules/NAME shows one, with its next five fire times, its workflow template as JSON and
+// its recent runs. Schedules make no events, so both re-read the schedule every few seconds
+// while open.
 
 import { h } from './dom.js';
 import { fmtTime, pretty, shortId } from './format.js';
 import { confirmDialog, workflowLink } from './widgets.js';
 import { api, errorText } from './api.js';
 
+/** Schedules the list shows (`GET /v1/schedules?limit=`, the most a page holds), by name;
+ * past them it says how to list the rest. */
+const SCHEDULES_SHOWN_MAX = 1000;
 /** How often the open page re-reads its schedules (next fire times move on as ticks pass). */
 const SCHEDULES_REFRESH_MS = 2000;
 /** Recent runs asked for per page of `GET /v1/workflows?name=` (filtered by key here). */
@@ -151,7 +155,7 @@ export function schedulesPage(main, page) {
   async function load() {
     const mine = ++gen;
     try {
-      const list = await api('/v1/schedules');
+      const list = await api(`/v1/schedules?limit=${SCHEDULES_SHOWN_MAX}`);
       if (!page.live || mine !== gen) return;
       // The same rows as drawn are left alone: a re-read neither closes the fire times the
       // user opened nor replaces the button about to be clicked.
@@ -160,8 +164,11 @@ export function schedulesPage(main, page) {
       drawn = now;
       table.hidden = !list.schedules.length;
       empty.hidden = Boolean(list.schedules.length);
-      status.textContent = '';
-      status.className = '';
+      const more = list.next !== null && list.next !== undefined;
+      status.textContent = more
+        ? `Showing the first ${SCHEDULES_SHOWN_MAX.toLocaleString('en')} schedules by name; list the rest with baton schedules or GET /v1/schedules?after=…`
+        : '';
+      status.className = more ? 'small muted' : '';
       panel.dataset.loaded = 'true';
     } catch (err) {
       if (mine !== gen || !page.live) return;

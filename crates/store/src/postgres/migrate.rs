@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("009_flow_control.sql"),
     include_str!("010_fairness.sql"),
     include_str!("011_retention.sql"),
+    include_str!("012_waiting_index.sql"),
 ];
 
 /// `baton_meta.application` of a Baton store.

@@ -787,8 +787,12 @@ impl Store for PgStore {
         self.schedule_row(name).await
     }
 
-    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
-        self.schedule_rows().await
+    async fn schedules(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.schedule_rows(after, limit).await
     }
 
     async fn due_schedules(
@@ -804,11 +808,15 @@ impl Store for PgStore {
     }
 
     async fn trigger(&self, name: String) -> Result<Option<TriggerRecord>, StoreError> {
-        Ok(self.trigger_rows(Some(name)).await?.into_iter().next())
+        self.trigger_row(name).await
     }
 
-    async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
-        self.trigger_rows(None).await
+    async fn triggers(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<TriggerRecord>, StoreError> {
+        self.trigger_rows(after, limit).await
     }
 
     async fn control(&self, write: ControlWrite) -> Result<(), StoreError> {

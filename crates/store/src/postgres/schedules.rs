@@ -30,6 +30,17 @@ fn decode(row: &Row) -> Result<ScheduleRecord, StoreError> {
     })
 }
 
+const TRIGGER_COLUMNS: &str = "name, template, created_at, updated_at";
+
+fn decode_trigger(row: &Row) -> Result<TriggerRecord, StoreError> {
+    Ok(TriggerRecord {
+        name: get(row, 0)?,
+        template: get(row, 1)?,
+        created_at: Timestamp(get::<i64>(row, 2)? as u64),
+        updated_at: Timestamp(get::<i64>(row, 3)? as u64),
+    })
+}
+
 impl PgStore {
     pub(super) async fn write_schedule_row(
         &self,
@@ -107,11 +118,18 @@ impl PgStore {
         rows.first().map(decode).transpose()
     }
 
-    pub(super) async fn schedule_rows(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+    pub(super) async fn schedule_rows(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        // Every name sorts after the empty one: names have at least one character.
+        let after = after.unwrap_or_default();
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
         let rows = self
             .query(
-                &format!("SELECT {COLUMNS} FROM schedules ORDER BY name LIMIT $1"),
-                &[&(PAGE_ROWS_MAX as i64)],
+                &format!("SELECT {COLUMNS} FROM schedules WHERE name > $1 ORDER BY name LIMIT $2"),
+                &[&after, &limit],
             )
             .await?;
         rows.iter().map(decode).collect()
@@ -160,36 +178,34 @@ impl PgStore {
         }
     }
 
+    pub(super) async fn trigger_row(
+        &self,
+        name: String,
+    ) -> Result<Option<TriggerRecord>, StoreError> {
+        let rows = self
+            .query(
+                &format!("SELECT {TRIGGER_COLUMNS} FROM triggers WHERE name = $1"),
+                &[&name],
+            )
+            .await?;
+        rows.first().map(decode_trigger).transpose()
+    }
+
     pub(super) async fn trigger_rows(
         &self,
-        name: Option<String>,
+        after: Option<String>,
+        limit: usize,
     ) -> Result<Vec<TriggerRecord>, StoreError> {
-        let rows = match name {
-            Some(name) => {
-                self.query(
-                    "SELECT name, template, created_at, updated_at FROM triggers WHERE name = $1",
-                    &[&name],
-                )
-                .await?
-            }
-            None => {
-                self.query(
-                    "SELECT name, template, created_at, updated_at FROM triggers
-                     ORDER BY name LIMIT $1",
-                    &[&(PAGE_ROWS_MAX as i64)],
-                )
-                .await?
-            }
-        };
-        rows.iter()
-            .map(|row| {
-                Ok(TriggerRecord {
-                    name: get(row, 0)?,
-                    template: get(row, 1)?,
-                    created_at: Timestamp(get::<i64>(row, 2)? as u64),
-                    updated_at: Timestamp(get::<i64>(row, 3)? as u64),
-                })
-            })
-            .collect()
+        let after = after.unwrap_or_default();
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE name > $1 ORDER BY name LIMIT $2"
+                ),
+                &[&after, &limit],
+            )
+            .await?;
+        rows.iter().map(decode_trigger).collect()
     }
 }

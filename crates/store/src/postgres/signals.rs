@@ -16,6 +16,12 @@ const COLUMNS: &str =
 const TASK_COLUMNS: &str = "SELECT t.id, t.snapshot, s.spec FROM tasks t
                             JOIN task_specs s ON s.task_id = t.id";
 
+/// The pending tasks waiting for a signal: the predicate of the indexes `tasks_waiting` and
+/// `tasks_waiting_by_workflow` (migration 012), word for word, with the prefix as a literal, so
+/// that the planner proves them usable for a cached statement's generic plan as well.
+const WAITING: &str =
+    "t.state = 'pending' AND t.ready_at IS NOT NULL AND starts_with(t.capset, '!signal:')";
+
 fn decode(row: &Row) -> Result<SignalRecord, StoreError> {
     decode_from(row, 0)
 }
@@ -142,37 +148,32 @@ impl PgStore {
     ) -> Result<Vec<Task>, StoreError> {
         let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
         let after = filter.after.map(|t: TaskId| t.0).unwrap_or(Uuid::nil());
-        let prefix = codec::SIGNAL_CAPSET;
-        // `starts_with`, not a range: under a database's linguistic collation, punctuation
-        // does not order by code point.
         let rows = match (filter.workflow, name) {
             (Some(wf), Some(name)) => {
+                let capset = format!("{}{name}", codec::SIGNAL_CAPSET);
                 self.query(
                     &format!(
-                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.state = 'pending' AND t.ready_at IS NOT NULL
-                         AND t.capset = $2 AND t.id > $3 ORDER BY t.id LIMIT $4"
+                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND {WAITING} AND t.capset = $2
+                         AND t.id > $3 ORDER BY t.id LIMIT $4"
                     ),
-                    &[&wf.0, &format!("{prefix}{name}"), &after, &limit],
+                    &[&wf.0, &capset, &after, &limit],
                 )
                 .await?
             }
             (Some(wf), None) => {
                 self.query(
                     &format!(
-                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND t.state = 'pending' AND t.ready_at IS NOT NULL
-                         AND starts_with(t.capset, $2) AND t.id > $3 ORDER BY t.id LIMIT $4"
+                        "{TASK_COLUMNS} WHERE t.workflow_id = $1 AND {WAITING} AND t.id > $2
+                         ORDER BY t.id LIMIT $3"
                     ),
-                    &[&wf.0, &prefix, &after, &limit],
+                    &[&wf.0, &after, &limit],
                 )
                 .await?
             }
             (None, _) => {
                 self.query(
-                    &format!(
-                        "{TASK_COLUMNS} WHERE t.state = 'pending' AND t.ready_at IS NOT NULL AND starts_with(t.capset, $1)
-                         AND t.id > $2 ORDER BY t.id LIMIT $3"
-                    ),
-                    &[&prefix, &after, &limit],
+                    &format!("{TASK_COLUMNS} WHERE {WAITING} AND t.id > $1 ORDER BY t.id LIMIT $2"),
+                    &[&after, &limit],
                 )
                 .await?
             }
@@ -196,4 +197,18 @@ fn decode_from(row: &Row, at: usize) -> Result<SignalRecord, StoreError> {
         sent_at: Timestamp(get::<i64>(row, at + 7)? as u64),
         delivered_at: get::<Option<i64>>(row, at + 8)?.map(|t| Timestamp(t as u64)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WAITING;
+
+    /// The indexes' predicate is the queries' (unqualified), and its prefix the codec's.
+    #[test]
+    fn the_waiting_indexes_state_the_queries_predicate() {
+        let predicate = WAITING.replace("t.", "");
+        let migration = include_str!("012_waiting_index.sql");
+        assert_eq!(migration.matches(&predicate).count(), 2, "{predicate}");
+        assert!(WAITING.contains(&format!("'{}'", crate::codec::SIGNAL_CAPSET)));
+    }
 }

@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("010_flow_control.sql"),
     include_str!("011_fairness.sql"),
     include_str!("012_retention.sql"),
+    include_str!("013_waiting_index.sql"),
 ];
 
 /// How many migrations this binary knows: a store whose `user_version` is higher is newer.

@@ -219,6 +219,10 @@ const DEPENDENTS_SQL: &str = "SELECT dependent FROM edges WHERE dependency = ?1 
 /// task to find the few whose count reached zero.
 const RELEASED_SQL: &str = "SELECT id FROM tasks INDEXED BY tasks_released
     WHERE state = 'blocked' AND deps_open = 0 AND timer_at IS NULL ORDER BY id LIMIT ?1";
+/// The pending tasks waiting for a signal: the predicate of the indexes `tasks_waiting` and
+/// `tasks_waiting_by_workflow` (migration 013) term for term, which SQLite needs to use them.
+const WAITING: &str = "t.state = 'pending' AND t.ready_at IS NOT NULL \
+                       AND t.capset >= '!signal:' AND t.capset < '!signal;'";
 const COUNTS_SQL: &str = "SELECT state, n FROM state_counts";
 
 impl Store for SqliteStore {
@@ -1003,26 +1007,34 @@ impl Store for SqliteStore {
         let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
         let after = filter.after.map(|t| t.0).unwrap_or(Uuid::nil());
         self.read(move |c| {
-            let select = "SELECT t.id, t.snapshot, s.spec FROM tasks t
-                          JOIN task_specs s ON s.task_id = t.id";
-            let low = codec::SIGNAL_CAPSET;
+            // Named: without statistics, SQLite prefers `tasks_by_state` (every pending task).
+            let select = |index: &str| {
+                format!(
+                    "SELECT t.id, t.snapshot, s.spec FROM tasks t INDEXED BY {index}
+                     JOIN task_specs s ON s.task_id = t.id"
+                )
+            };
+            let (by_workflow, all) = (
+                select("tasks_waiting_by_workflow"),
+                select("tasks_waiting"),
+            );
             match (filter.workflow, name) {
                 (Some(wf), Some(name)) => load_tasks(
                     c,
-                    &format!("{select} WHERE t.workflow_id = ?1 AND t.state = 'pending' AND t.ready_at IS NOT NULL AND t.capset = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
-                    &[&wf.0, &format!("{low}{name}"), &after, &limit],
+                    &format!("{by_workflow} WHERE t.workflow_id = ?1 AND {WAITING} AND t.capset = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
+                    &[&wf.0, &format!("{}{name}", codec::SIGNAL_CAPSET), &after, &limit],
                     codec::decode_task,
                 ),
                 (Some(wf), None) => load_tasks(
                     c,
-                    &format!("{select} WHERE t.workflow_id = ?1 AND t.state = 'pending' AND t.ready_at IS NOT NULL AND t.capset >= ?2 AND t.capset < ?3 AND t.id > ?4 ORDER BY t.id LIMIT ?5"),
-                    &[&wf.0, &low, &codec::SIGNAL_CAPSET_END, &after, &limit],
+                    &format!("{by_workflow} WHERE t.workflow_id = ?1 AND {WAITING} AND t.id > ?2 ORDER BY t.id LIMIT ?3"),
+                    &[&wf.0, &after, &limit],
                     codec::decode_task,
                 ),
                 (None, _) => load_tasks(
                     c,
-                    &format!("{select} WHERE t.state = 'pending' AND t.ready_at IS NOT NULL AND t.capset >= ?1 AND t.capset < ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
-                    &[&low, &codec::SIGNAL_CAPSET_END, &after, &limit],
+                    &format!("{all} WHERE {WAITING} AND t.id > ?1 ORDER BY t.id LIMIT ?2"),
+                    &[&after, &limit],
                     codec::decode_task,
                 ),
             }
@@ -1092,15 +1104,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+    async fn schedules(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        // Every name sorts after the empty one: names have at least one character.
+        let after = after.unwrap_or_default();
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(&format!(
-                    "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name LIMIT ?1"
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name > ?1 ORDER BY name LIMIT ?2"
                 ))
                 .map_err(db)?;
             let rows = stmt
-                .query_map([PAGE_ROWS_MAX as i64], schedule_row)
+                .query_map(params![after, limit], schedule_row)
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<_>>().map_err(db)
         })
@@ -1143,16 +1162,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+    async fn triggers(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<TriggerRecord>, StoreError> {
+        let after = after.unwrap_or_default();
+        let limit = limit.clamp(1, PAGE_ROWS_MAX) as i64;
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
                     "SELECT name, template, created_at, updated_at FROM triggers
-                     ORDER BY name LIMIT ?1",
+                     WHERE name > ?1 ORDER BY name LIMIT ?2",
                 )
                 .map_err(db)?;
             let rows = stmt
-                .query_map([PAGE_ROWS_MAX as i64], trigger_row)
+                .query_map(params![after, limit], trigger_row)
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<_>>().map_err(db)
         })
@@ -1287,5 +1312,26 @@ impl Store for SqliteStore {
 
     async fn size_bytes(&self) -> Result<u64, StoreError> {
         Ok(self.file_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WAITING;
+
+    /// The indexes' predicate is the queries' (unqualified), and its range the codec's prefix.
+    #[test]
+    fn the_waiting_indexes_state_the_queries_predicate() {
+        let predicate = WAITING
+            .replace("t.", "")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let migration = include_str!("013_waiting_index.sql");
+        assert_eq!(migration.matches(&predicate).count(), 2, "{predicate}");
+        let prefix = crate::codec::SIGNAL_CAPSET;
+        assert!(WAITING.contains(&format!(">= '{prefix}'")));
+        let end = format!("{};", prefix.trim_end_matches(':'));
+        assert!(WAITING.contains(&format!("< '{end}'")));
     }
 }

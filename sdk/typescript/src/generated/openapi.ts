@@ -1109,7 +1109,14 @@ export type RetryPolicy = {
   non_retryable?: Name[];
 };
 
+/**
+ * A page of schedules, by name.
+ */
 export type ScheduleList = {
+  /**
+   * Pass as `after` for the next page; absent on the last page.
+   */
+  next?: string | null;
   schedules: ScheduleView[];
 };
 
@@ -1124,7 +1131,7 @@ export type ScheduleSpec = {
    */
   cron: string;
   /**
-   * Unique among schedules: 1 to 128 letters, digits and `-_.:/`.
+   * Unique among schedules: 1 to 128 letters, digits and `-_.:/`, but not `.` or `..`.
    */
   name: string;
   overlap?: Overlap;
@@ -1626,7 +1633,14 @@ export type TransitionEventView = {
   workflow: string;
 };
 
+/**
+ * A page of triggers, by name.
+ */
 export type TriggerList = {
+  /**
+   * Pass as `after` for the next page; absent on the last page.
+   */
+  next?: string | null;
   triggers: TriggerView[];
 };
 
