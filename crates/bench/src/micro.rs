@@ -60,6 +60,7 @@ fn happy_path() -> [(Event, Timestamp); 4] {
         ),
         (
             Event::ExecutionStarted {
+                by_claim: false,
                 agent: AGENT,
                 token,
             },
@@ -399,7 +400,14 @@ fn row_sizes() -> anyhow::Result<(usize, usize)> {
         },
     )?;
     let token = assigned.task.fencing_token;
-    let started = record(&assigned.task, Event::ExecutionStarted { agent, token })?;
+    let started = record(
+        &assigned.task,
+        Event::ExecutionStarted {
+            agent,
+            token,
+            by_claim: false,
+        },
+    )?;
     let beat = record(
         &started.task,
         Event::Heartbeat {

@@ -210,7 +210,11 @@ async fn build(target: &Target, tasks: usize) -> anyhow::Result<Duration> {
                     capabilities: caps.clone(),
                     lease: LeaseId(Uuid::now_v7()),
                 },
-                Event::ExecutionStarted { agent, token },
+                Event::ExecutionStarted {
+                    agent,
+                    token,
+                    by_claim: false,
+                },
                 Event::ExecutionSucceeded {
                     usage: Default::default(),
                     agent,

@@ -53,6 +53,7 @@ fn happy_path() -> [(Event, Timestamp); 4] {
         ),
         (
             Event::ExecutionStarted {
+                by_claim: false,
                 agent: AGENT,
                 token: TOKEN,
             },

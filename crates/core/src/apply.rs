@@ -538,6 +538,14 @@ impl Lifecycle {
             }
             if rule.has_effect(EffectKind::Timers) {
                 next.deadlines = deadlines_after(rule, &task.deadlines, &task.spec, clock);
+                // Nobody confirmed that the claim's answer arrived: the agent's first heartbeat
+                // (or outcome) is due within the start timeout, as a start report would be.
+                if let Event::ExecutionStarted { by_claim: true, .. } = event {
+                    if let Some(start_ms) = task.spec.timeouts.start_ms {
+                        let due = clock.plus_ms(start_ms);
+                        next.deadlines.heartbeat = next.deadlines.heartbeat.map(|h| h.min(due));
+                    }
+                }
             }
         }
         if next.state.is_terminal() {

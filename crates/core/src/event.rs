@@ -72,9 +72,7 @@ pub enum Event {
     /// The task is created.
     Submitted(Submission),
     /// Decomposition: the task must now also wait for `dependency`.
-    DependencyAdded {
-        dependency: TaskKey,
-    },
+    DependencyAdded { dependency: TaskKey },
     /// Decomposition, on the parent: the agent executing the task added these sub-tasks to
     /// its workflow (the task's dependents now also wait for them).
     SubtasksAdded {
@@ -107,9 +105,7 @@ pub enum Event {
         unresolved: Option<Unresolved>,
     },
     /// `upstream`, a dependency, ended `Failed` or `Cancelled`.
-    UpstreamFailed {
-        upstream: TaskKey,
-    },
+    UpstreamFailed { upstream: TaskKey },
     /// `upstream`, whose failure cancelled this task, was retried by an operator.
     /// `dependencies` is the evidence: every dependency of the task in the workflow's graph
     /// (sub-tasks added while it was cancelled included) and whether it has ended failed or
@@ -128,6 +124,11 @@ pub enum Event {
     ExecutionStarted {
         agent: AgentId,
         token: FencingToken,
+        /// Started by the claim that assigned the task (`start`), not by the agent's own
+        /// report: its first heartbeat is due within the start timeout, which a lost claim
+        /// answer would otherwise have had to outlast.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        by_claim: bool,
     },
     Heartbeat {
         agent: AgentId,
@@ -156,25 +157,15 @@ pub enum Event {
         usage: Usage,
     },
     /// The agent gives the task back without failing it.
-    AssignmentReleased {
-        agent: AgentId,
-        token: FencingToken,
-    },
+    AssignmentReleased { agent: AgentId, token: FencingToken },
     /// The engine declared the lease holder dead (no keep-alive within its liveness window).
-    AgentLost {
-        agent: AgentId,
-        token: FencingToken,
-    },
+    AgentLost { agent: AgentId, token: FencingToken },
     /// The watchdog saw `deadline` pass.
-    TimeoutExpired {
-        deadline: DeadlineKind,
-    },
+    TimeoutExpired { deadline: DeadlineKind },
     /// The engine starts the next attempt once the backoff has passed.
     Retry,
     /// An operator reopens a task that failed for good, with a fresh budget of attempts.
-    RetryRequested {
-        requested_by: String,
-    },
+    RetryRequested { requested_by: String },
     CancelRequested {
         requested_by: String,
         reason: String,
@@ -519,7 +510,7 @@ impl Event {
     pub fn report(&self) -> Option<(AgentId, FencingToken)> {
         match self {
             Event::AgentLost { agent, token }
-            | Event::ExecutionStarted { agent, token }
+            | Event::ExecutionStarted { agent, token, .. }
             | Event::Heartbeat { agent, token, .. }
             | Event::ExecutionSucceeded { agent, token, .. }
             | Event::ExecutionFailed { agent, token, .. }

@@ -530,6 +530,7 @@ fn event_of(t: &Tpl, task: &Task) -> Event {
             }
         }
         Tpl::ExecutionStarted(a, tk) => Event::ExecutionStarted {
+            by_claim: false,
             agent: agent_of(a, task),
             token: token_of(tk, task),
         },

@@ -114,6 +114,7 @@ fn event(op: &Op, task: &Task, n: u128) -> Option<Event> {
             lease: lease(n),
         },
         Op::Start { agent, token } => Event::ExecutionStarted {
+            by_claim: false,
             agent: agent_no(agent % 2),
             token: token_near(task, token),
         },

@@ -278,7 +278,11 @@ mod inputs_stored_once {
                     capabilities: caps.clone(),
                     lease: LeaseId(Uuid::now_v7()),
                 },
-                Event::ExecutionStarted { agent, token },
+                Event::ExecutionStarted {
+                    agent,
+                    token,
+                    by_claim: false,
+                },
                 Event::ExecutionSucceeded {
                     usage: Default::default(),
                     agent,

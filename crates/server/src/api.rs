@@ -1779,7 +1779,7 @@ pub async fn agent_heartbeat(
 
 /// Claim ready tasks (long poll).
 #[utoipa::path(post, path = "/v1/agents/{id}/claim", request_body = ClaimBody, params(("id" = Uuid, Path)),
-    description = "Assigns up to `max` ready tasks the agent can run and answers them, each with its lease and fencing `token` (send both back with every report). The highest priority goes first; among equal priorities, claims take from each fairness group (a task's `fairness_key`, or its workflow) in turn, up to 32 tasks of a group at a time, each group's tasks in the order they became ready. A task whose named rate limit lacks its units, or whose concurrency key is full, is passed by (its view says why: `waiting.reason` `rate_limited` or `concurrency_full`). With no task ready, the claim waits up to `wait_ms` for one.\n\nWith `start: true` the claim also starts each task it hands out, as a `started` report would, in the same commit: the task is `executing` (`started: true`; its history shows `agent_assigned` then `execution_started`), its start-to-close and heartbeat deadlines run from now, and the agent sends no `started` report. Use it when the agent begins each task as soon as it has it. Only a task with a heartbeat deadline (`timeouts.heartbeat_ms`, 60 s unless set otherwise) is started so: if the answer is lost on its way, that deadline takes the task back as the start deadline takes back an assigned one; a task without one comes back `assigned` (`started: false`) and is started with its `started` report.",
+    description = "Assigns up to `max` ready tasks the agent can run and answers them, each with its lease and fencing `token` (send both back with every report). The highest priority goes first; among equal priorities, claims take from each fairness group (a task's `fairness_key`, or its workflow) in turn, up to 32 tasks of a group at a time, each group's tasks in the order they became ready. A task whose named rate limit lacks its units, or whose concurrency key is full, is passed by (its view says why: `waiting.reason` `rate_limited` or `concurrency_full`). With no task ready, the claim waits up to `wait_ms` for one.\n\nWith `start: true` the claim also starts each task it hands out, as a `started` report would, in the same commit: the task is `executing` (`started: true`; its history shows `agent_assigned` then `execution_started`), its start-to-close and heartbeat deadlines run from now (the first heartbeat due within the start timeout, as nothing confirmed that the answer arrived; the history's `execution_started` says `by_claim`), and the agent sends no `started` report. Use it when the agent begins each task as soon as it has it. Only a task with a heartbeat deadline (`timeouts.heartbeat_ms`, 60 s unless set otherwise) is started so: if the answer is lost on its way, that deadline takes the task back as the start deadline takes back an assigned one; a task without one comes back `assigned` (`started: false`) and is started with its `started` report.",
     responses((status = 200, body = Claimed)))]
 pub async fn claim(
     AxState(s): St,
@@ -1932,6 +1932,7 @@ pub async fn report_started(
     ApiJson(b): ApiJson<LeaseReport>,
 ) -> ApiResult<Json<ReportAnswer>> {
     let event = Event::ExecutionStarted {
+        by_claim: false,
         agent: AgentId(b.agent),
         token: FencingToken(b.token),
     };
@@ -2123,6 +2124,7 @@ async fn one_report(
             ..
         } => (
             Event::ExecutionStarted {
+                by_claim: false,
                 agent: AgentId(agent),
                 token: FencingToken(token),
             },

@@ -784,6 +784,11 @@ async fn a_claim_with_start_hands_out_executing_tasks() {
         assert_eq!(history[1]["at"], history[2]["at"]);
         assert_eq!(history[2]["actor"]["agent"], agent.as_str(), "{view}");
         assert!(view["deadlines"]["start_to_close"].is_u64(), "{view}");
+        assert_eq!(history[2]["data"]["by_claim"], true, "{view}");
+        // Its first heartbeat is due within the start timeout (5 s), not the heartbeat's (10 s):
+        // a claim answer lost on its way is noticed as soon as an unstarted task's would be.
+        let started_at = history[2]["at"].as_u64().unwrap();
+        assert_eq!(view["deadlines"]["heartbeat"], started_at + 5_000, "{view}");
     }
     let (status, again) = srv.report(&claimed[0], &agent, "started", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{again}");

@@ -179,15 +179,17 @@ pub(crate) fn assignment(
 }
 
 /// What a claim writes for the task `assigned` holds: that assignment, then, for a claim that
-/// starts what it takes, the agent's start under the new lease at the same moment. Only a task
-/// with a heartbeat deadline is started so: should the claim's answer be lost, that deadline
-/// takes the task back, as the start deadline does an assigned one; without it, nothing would.
+/// starts what it takes, the agent's start under the new lease at the same moment (`by_claim`:
+/// the first heartbeat is due within the start timeout). Only a task with a heartbeat deadline
+/// is started so: should the claim's answer be lost, that deadline takes the task back as soon
+/// as the start deadline would have taken back an assigned one; without it, nothing would.
 pub(crate) fn claimed(assigned: TransitionRecord, request: &ClaimRequest) -> Vec<TransitionRecord> {
     let started = (request.start && assigned.task.spec.timeouts.heartbeat_ms.is_some())
         .then(|| assigned.task.state.lease().map(|l| l.token))
         .flatten()
         .and_then(|token| {
             let event = Event::ExecutionStarted {
+                by_claim: true,
                 agent: request.agent,
                 token,
             };

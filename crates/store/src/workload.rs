@@ -101,7 +101,11 @@ pub async fn concurrent_heartbeats<S: Store + 'static>(
         let store = Arc::clone(&store);
         handles.push(tokio::spawn(async move {
             let token = task.fencing_token;
-            let mut event = Event::ExecutionStarted { agent, token };
+            let mut event = Event::ExecutionStarted {
+                agent,
+                token,
+                by_claim: false,
+            };
             let mut task = task;
             let mut done = 0u64;
             while done == 0 || started.elapsed() < span {

@@ -225,6 +225,7 @@ mod cases {
         let claimed = claim_one(s, agent(1), at(1)).await.unwrap();
         let token = claimed.fencing_token;
         let started = Event::ExecutionStarted {
+            by_claim: false,
             agent: agent(1),
             token,
         };
@@ -545,6 +546,7 @@ mod cases {
                 s,
                 task.id,
                 Event::ExecutionStarted {
+                    by_claim: false,
                     agent: agent(1),
                     token,
                 },
@@ -945,6 +947,7 @@ mod cases {
             s,
             id,
             Event::ExecutionStarted {
+                by_claim: false,
                 agent: agent(1),
                 token,
             },
@@ -1021,7 +1024,17 @@ mod cases {
         let task = claim_one(s, agent, at(10)).await.expect("claimed");
         assert_eq!(task.id, id);
         let token = task.fencing_token;
-        advance(s, id, Event::ExecutionStarted { agent, token }, at(20)).await;
+        advance(
+            s,
+            id,
+            Event::ExecutionStarted {
+                agent,
+                token,
+                by_claim: false,
+            },
+            at(20),
+        )
+        .await;
         let result = Some(json!({"done": true}));
         advance(
             s,
@@ -1430,6 +1443,7 @@ mod cases {
             s,
             plan.id,
             Event::ExecutionStarted {
+                by_claim: false,
                 agent: agent(1),
                 token,
             },
@@ -1775,6 +1789,7 @@ mod cases {
             &*s,
             slot.id,
             Event::ExecutionStarted {
+                by_claim: false,
                 agent: slot.state.lease().unwrap().agent,
                 token,
             },
@@ -2123,6 +2138,7 @@ mod retention_cases {
             s,
             f.id,
             Event::ExecutionStarted {
+                by_claim: false,
                 agent: agent(2),
                 token,
             },

@@ -80,6 +80,7 @@ fn child(path: &str) -> ! {
                             let started = record(
                                 &task,
                                 Event::ExecutionStarted {
+                                    by_claim: false,
                                     agent: agent(w),
                                     token,
                                 },

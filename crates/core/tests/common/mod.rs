@@ -138,6 +138,7 @@ pub fn assign(agent: AgentId, n: u128) -> Event {
 
 pub fn started(token: u64) -> Event {
     Event::ExecutionStarted {
+        by_claim: false,
         agent: agent(),
         token: FencingToken(token),
     }

@@ -314,7 +314,11 @@ pub fn lease(task: &Task) -> (AgentId, baton_core::FencingToken) {
 
 pub fn started(task: &Task) -> Event {
     let (agent, token) = lease(task);
-    Event::ExecutionStarted { agent, token }
+    Event::ExecutionStarted {
+        agent,
+        token,
+        by_claim: false,
+    }
 }
 
 pub fn succeeded(task: &Task) -> Event {

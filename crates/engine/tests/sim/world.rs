@@ -986,6 +986,7 @@ impl Sim {
                 0 => (
                     Report::Started,
                     Event::ExecutionStarted {
+                        by_claim: false,
                         agent: me,
                         token: held.token,
                     },
@@ -1322,7 +1323,11 @@ impl Sim {
 
     fn random_report(&mut self, agent: AgentId, token: FencingToken) -> Event {
         match self.rng.below(5) {
-            0 => Event::ExecutionStarted { agent, token },
+            0 => Event::ExecutionStarted {
+                agent,
+                token,
+                by_claim: false,
+            },
             1 => Event::Heartbeat {
                 usage: Default::default(),
                 agent,
@@ -1403,6 +1408,7 @@ impl Sim {
                 None if !held.started => (
                     Report::Started,
                     Event::ExecutionStarted {
+                        by_claim: false,
                         agent: me,
                         token: held.token,
                     },

@@ -184,6 +184,7 @@ pub async fn run_to_completion<S: Store>(store: &S, id: TaskId, now: Timestamp) 
         store,
         id,
         Event::ExecutionStarted {
+            by_claim: false,
             agent: agent(1),
             token,
         },

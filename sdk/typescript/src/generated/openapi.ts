@@ -444,6 +444,12 @@ export type Event = (Submission & {
   lease: LeaseId;
 } | {
   agent: AgentId;
+  /**
+   * Started by the claim that assigned the task (`start`), not by the agent's own
+   * report: its first heartbeat is due within the start timeout, which a lost claim
+   * answer would otherwise have had to outlast.
+   */
+  by_claim?: boolean;
   event: "execution_started";
   token: FencingToken;
 } | {
