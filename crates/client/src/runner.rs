@@ -76,8 +76,10 @@ pub struct RunnerConfig {
     /// Send each call to the next node in turn (claims, starts and reports then go to
     /// different nodes); otherwise stay on a node until it fails.
     pub rotate_nodes: bool,
-    /// Claim with `start`: each task is started in its claim's commit, and no `started` report
-    /// is sent (one round trip and one commit fewer per task).
+    /// Claim with `start`: each task (with a heartbeat deadline) is started in its claim's
+    /// commit, and no `started` report is sent: one round trip and one commit fewer per task.
+    /// Off by default: a task started so whose first heartbeat a crash delays past its start
+    /// timeout spends an attempt (`timeout_expired`), where an unstarted one is requeued free.
     pub start_on_claim: bool,
     /// Send reports through one batching task per node ([`Client::batching_reports`]): those
     /// that queue while a batch is in flight go together in one `POST /v1/reports`.
@@ -102,7 +104,7 @@ impl RunnerConfig {
             backoff_max: Duration::from_secs(5),
             patience: Duration::from_secs(60),
             rotate_nodes: false,
-            start_on_claim: true,
+            start_on_claim: false,
             batch_reports: true,
         }
     }

@@ -32,9 +32,10 @@ export interface AgentOptions extends ConnectionOptions {
   /** How long a claim waits for work (long poll), in ms (default 5 000, at most 60 000). */
   claimWaitMs?: number;
   /**
-   * Claims start the tasks they hand out (default `true`; the server starts only those with a
-   * heartbeat deadline): no `started` report for them, one request and one commit fewer.
-   * `false`: each task is reported started before it runs.
+   * Claims start the tasks they hand out (default `false`; the server starts only those with a
+   * heartbeat deadline): no `started` report for them, one request and one commit fewer. Off
+   * by default: a task started so whose first heartbeat a crash delays past its start timeout
+   * spends an attempt, where an unstarted one is requeued free.
    */
   startOnClaim?: boolean;
   /**
@@ -213,7 +214,7 @@ export class Agent {
     this.#client = new Client(options.url, options);
     this.#extraCapabilities = options.capabilities ?? [];
     this.#claimWaitMs = Math.max(0, Math.min(options.claimWaitMs ?? 5_000, CLAIM_WAIT_MAX_MS));
-    this.#startOnClaim = options.startOnClaim ?? true;
+    this.#startOnClaim = options.startOnClaim ?? false;
     // At most one request per held task is out, so at most `concurrency` reports queue.
     this.#batcher =
       (options.batchReports ?? true)

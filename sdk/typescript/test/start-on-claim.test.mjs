@@ -57,7 +57,7 @@ async function runThree(client, capability, options) {
 
 test("an agent's claims start its tasks: executing at once, and no started report", async () => {
   const client = new Client(server.url);
-  const { ids, views, claims, claimed, startedReports } = await runThree(client, "starts-on-claim", {});
+  const { ids, views, claims, claimed, startedReports } = await runThree(client, "starts-on-claim", { startOnClaim: true });
 
   assert.ok(claims.length > 0 && claims.every((c) => c.body.start === true), "claims ask to start");
   assert.deepEqual(claimed.map((c) => c.task).sort(), [...ids].sort());
