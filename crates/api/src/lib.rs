@@ -1024,6 +1024,17 @@ impl Report {
         }
     }
 
+    /// The lease's fencing token.
+    pub fn token(&self) -> u64 {
+        match self {
+            Report::Started { token, .. }
+            | Report::Heartbeat { token, .. }
+            | Report::Succeeded { token, .. }
+            | Report::Failed { token, .. }
+            | Report::Released { token, .. } => *token,
+        }
+    }
+
     /// The agent reporting.
     pub fn agent(&self) -> Uuid {
         match self {

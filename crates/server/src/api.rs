@@ -2061,6 +2061,21 @@ pub async fn send_reports(
         )
         .field("reports", "1 to 256 reports"));
     }
+    // Tokens are declared int64: a larger one refuses the batch, as it would its own request's
+    // schema.
+    for (i, report) in batch.reports.iter().enumerate() {
+        if report.token() > i64::MAX as u64 {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                format!("`reports[{i}].token` is past the int64 range"),
+            )
+            .field(
+                format!("reports[{i}].token"),
+                "an integer from 0 to 2^63 - 1",
+            ));
+        }
+    }
     // One chain per task, its reports in their order; the chains run at once.
     let mut chains: BTreeMap<Uuid, Vec<(usize, baton_api::Report)>> = BTreeMap::new();
     for (i, report) in batch.reports.into_iter().enumerate() {

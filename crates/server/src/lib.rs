@@ -281,6 +281,16 @@ fn refine(doc: &mut utoipa::openapi::OpenApi) {
             deps.unique_items = true;
         }
     }
+    // A batched report takes no field its kind does not (serde's `deny_unknown_fields`).
+    if let Some(RefOr::T(Schema::OneOf(kinds))) = schemas.get_mut("Report") {
+        for kind in &mut kinds.items {
+            if let RefOr::T(Schema::Object(o)) = kind {
+                o.additional_properties = Some(Box::new(
+                    utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                ));
+            }
+        }
+    }
     // Any JSON value but null.
     let not_null = |description: Option<String>| -> RefOr<Schema> {
         let mut any = utoipa::openapi::schema::Object::new();
