@@ -522,7 +522,7 @@ pub struct TaskList {
 pub struct LeaseView {
     pub id: Uuid,
     pub agent: Uuid,
-    #[serde(deserialize_with = "baton_core::whole::de")]
+    #[serde(deserialize_with = "baton_core::whole::int64")]
     pub token: u64,
     pub granted_at: u64,
 }
@@ -848,7 +848,7 @@ pub struct Claimed {
 #[serde(deny_unknown_fields)]
 pub struct LeaseReport {
     pub agent: Uuid,
-    #[serde(deserialize_with = "baton_core::whole::de")]
+    #[serde(deserialize_with = "baton_core::whole::int64")]
     pub token: u64,
     /// The agent's trace context for this report, if it has one.
     #[serde(default)]
@@ -860,7 +860,7 @@ pub struct LeaseReport {
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatReport {
     pub agent: Uuid,
-    #[serde(deserialize_with = "baton_core::whole::de")]
+    #[serde(deserialize_with = "baton_core::whole::int64")]
     pub token: u64,
     /// Any JSON value.
     #[serde(default)]
@@ -881,7 +881,7 @@ pub struct HeartbeatReport {
 #[serde(deny_unknown_fields)]
 pub struct SuccessReport {
     pub agent: Uuid,
-    #[serde(deserialize_with = "baton_core::whole::de")]
+    #[serde(deserialize_with = "baton_core::whole::int64")]
     pub token: u64,
     /// Any JSON value but `null`.
     pub result: Value,
@@ -901,7 +901,7 @@ pub struct SuccessReport {
 #[serde(deny_unknown_fields)]
 pub struct FailureReport {
     pub agent: Uuid,
-    #[serde(deserialize_with = "baton_core::whole::de")]
+    #[serde(deserialize_with = "baton_core::whole::int64")]
     pub token: u64,
     pub error: ErrorReport,
     /// What the agent has spent so far under this lease, per unit, e.g. `{"tokens": 1532,
@@ -920,7 +920,7 @@ pub struct FailureReport {
 #[serde(deny_unknown_fields)]
 pub struct SubtasksReport {
     pub agent: Uuid,
-    #[serde(deserialize_with = "baton_core::whole::de")]
+    #[serde(deserialize_with = "baton_core::whole::int64")]
     pub token: u64,
     /// At least one task.
     #[cfg_attr(feature = "openapi", schema(min_items = 1))]
@@ -951,7 +951,7 @@ pub enum Report {
     Started {
         task: Uuid,
         agent: Uuid,
-        #[serde(deserialize_with = "baton_core::whole::de")]
+        #[serde(deserialize_with = "baton_core::whole::int64")]
         token: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         traceparent: Option<String>,
@@ -960,7 +960,7 @@ pub enum Report {
     Heartbeat {
         task: Uuid,
         agent: Uuid,
-        #[serde(deserialize_with = "baton_core::whole::de")]
+        #[serde(deserialize_with = "baton_core::whole::int64")]
         token: u64,
         /// Any JSON value.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -976,7 +976,7 @@ pub enum Report {
     Succeeded {
         task: Uuid,
         agent: Uuid,
-        #[serde(deserialize_with = "baton_core::whole::de")]
+        #[serde(deserialize_with = "baton_core::whole::int64")]
         token: u64,
         /// Any JSON value but `null`.
         result: Value,
@@ -991,7 +991,7 @@ pub enum Report {
     Failed {
         task: Uuid,
         agent: Uuid,
-        #[serde(deserialize_with = "baton_core::whole::de")]
+        #[serde(deserialize_with = "baton_core::whole::int64")]
         token: u64,
         error: ErrorReport,
         /// Cumulative spending under this lease, as on a heartbeat.
@@ -1005,7 +1005,7 @@ pub enum Report {
     Released {
         task: Uuid,
         agent: Uuid,
-        #[serde(deserialize_with = "baton_core::whole::de")]
+        #[serde(deserialize_with = "baton_core::whole::int64")]
         token: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         traceparent: Option<String>,

@@ -406,3 +406,69 @@ async fn the_example_shell_agent_works_the_example_workflow() {
         6
     );
 }
+
+/// `--start-on-claim --no-batch`: each task is started by its claim (no `started` report) and
+/// every report is its own request; by default reports go through `POST /v1/reports`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_on_claim_and_no_batch_change_the_calls_not_the_outcome() {
+    let server = Server::start();
+    let client = Client::new(&server.url).unwrap();
+    let timeouts = json!({"heartbeat_ms": 30_000});
+    let ids = submit(
+        &client,
+        json!([
+            {"key": "a", "capabilities": ["sh"], "timeouts": timeouts},
+            {"key": "b", "capabilities": ["sh"], "timeouts": timeouts},
+        ]),
+    )
+    .await;
+    let _agent = Agent::start(
+        &server,
+        &[
+            "--capability",
+            "sh",
+            "--start-on-claim",
+            "--no-batch",
+            "--",
+            "sh",
+            "-c",
+            "echo '{\"ok\": true}'",
+        ],
+        &[],
+    );
+    for id in &ids {
+        let task = task_in(&client, *id, &[StateKind::Completed]).await;
+        let events: Vec<(String, bool)> = task
+            .history
+            .iter()
+            .map(|h| {
+                (
+                    h.data["event"].as_str().unwrap().to_owned(),
+                    h.data["by_claim"] == json!(true),
+                )
+            })
+            .collect();
+        let expected = [
+            ("submitted", false),
+            ("agent_assigned", false),
+            ("execution_started", true),
+            ("execution_succeeded", false),
+        ]
+        .map(|(e, b)| (e.to_owned(), b));
+        assert_eq!(events, expected, "{task:#?}");
+    }
+    let metrics = String::from_utf8(client.get_json("/metrics").await.unwrap()).unwrap();
+    let requests = |route: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("baton_http_requests_total")
+                    && l.contains(&format!("route=\"{route}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(requests("/v1/tasks/{id}/started"), 0, "{metrics}");
+    assert_eq!(requests("/v1/reports"), 0, "{metrics}");
+    assert_eq!(requests("/v1/tasks/{id}/succeeded"), 2, "{metrics}");
+}

@@ -26,6 +26,19 @@ where
     d.deserialize_option(Opt(PhantomData))
 }
 
+/// [`de`] for a `u64` the API declares `int64` (a fencing token): from 0 to 2^63 - 1, so that
+/// a request is refused exactly when its schema refuses it.
+pub fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v: u64 = de(d)?;
+    if v > i64::MAX as u64 {
+        return Err(de::Error::invalid_value(
+            de::Unexpected::Unsigned(v),
+            &"an integer from 0 to 2^63 - 1",
+        ));
+    }
+    Ok(v)
+}
+
 struct Whole<T>(PhantomData<T>);
 
 impl<T: TryFrom<u64> + TryFrom<i64>> Whole<T> {
@@ -117,6 +130,25 @@ mod tests {
         ] {
             let err = read(bad).unwrap_err().to_string();
             assert!(err.contains("u32"), "{bad}: {err}");
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Token {
+        #[serde(deserialize_with = "super::int64")]
+        t: u64,
+    }
+
+    #[test]
+    fn an_int64_stops_at_two_to_the_63() {
+        let read = |s: &str| serde_json::from_str::<Token>(s).map(|t| t.t);
+        assert_eq!(
+            read(r#"{"t": 9223372036854775807}"#).unwrap(),
+            i64::MAX as u64
+        );
+        assert_eq!(read(r#"{"t": 7.0}"#).unwrap(), 7);
+        for bad in [r#"{"t": 9223372036854775808}"#, r#"{"t": -1}"#] {
+            assert!(read(bad).is_err(), "{bad}");
         }
     }
 }

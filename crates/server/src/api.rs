@@ -1,7 +1,7 @@
 //! The `/v1` handlers and their wire types. Handlers translate between JSON and the engine;
 //! every decision is the engine's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use baton_core::{
     AgentId, Event, FencingToken, Limit, ScheduleSpec, State, StateKind, Task, TaskId, Timestamp,
     WorkflowId, WorkflowTemplate,
 };
-use baton_engine::read::{AnyStore, AuditFilter, SignalRecord, TaskFilter};
+use baton_engine::read::{AgentRecord, AnyStore, AuditFilter, SignalRecord, TaskFilter};
 use baton_engine::{Engine, Operator, SignalInput, WorkflowRequest, WorkflowStatus};
 use futures_util::stream::Stream;
 use serde_json::value::RawValue;
@@ -1618,11 +1618,7 @@ pub async fn ids_ending(
 
 /// An agent as the API shows it; `leases` false leaves its leased tasks out (for a scoped
 /// caller: they may be any workflow's).
-async fn agent_view(
-    e: &Engine<AnyStore>,
-    a: baton_engine::read::AgentRecord,
-    leases: bool,
-) -> ApiResult<AgentView> {
+async fn agent_view(e: &Engine<AnyStore>, a: AgentRecord, leases: bool) -> ApiResult<AgentView> {
     let leased = if leases {
         e.leased_to(a.id).await?
     } else {
@@ -1745,12 +1741,16 @@ pub async fn list_agents(
     Ok(Json(AgentList { agents, next }))
 }
 
-async fn own_agent(
+async fn own_agent(e: &Engine<AnyStore>, caller: &Caller, raw: &str) -> ApiResult<AgentRecord> {
+    acting_agent(e, caller, AgentId(parse_id("agent", raw)?)).await
+}
+
+/// An agent's record, once the caller is found to act for it.
+async fn acting_agent(
     e: &Engine<AnyStore>,
     caller: &Caller,
-    raw: &str,
-) -> ApiResult<baton_engine::read::AgentRecord> {
-    let id = AgentId(parse_id("agent", raw)?);
+    id: AgentId,
+) -> ApiResult<AgentRecord> {
     let record = e.agent(id).await?;
     caller.may_act_as(&record.name)?;
     Ok(record)
@@ -1905,15 +1905,24 @@ async fn report(
     traceparent: Option<&str>,
 ) -> ApiResult<Json<ReportAnswer>> {
     let id = TaskId(parse_id("task", raw_id)?);
-    let e = engine(s);
-    let record = e.agent(AgentId(agent)).await?;
-    caller.may_act_as(&record.name)?;
+    let record = acting_agent(engine(s), caller, AgentId(agent)).await?;
+    Ok(Json(report_as(s, id, &record, event, traceparent).await?))
+}
+
+/// Applies a report from `record`'s agent, whose caller is already authorised.
+async fn report_as(
+    s: &AppState,
+    id: TaskId,
+    record: &AgentRecord,
+    event: Event,
+    traceparent: Option<&str>,
+) -> ApiResult<ReportAnswer> {
     let ctx = baton_engine::ReportContext {
-        reporter: Some(&record),
+        reporter: Some(record),
         traceparent,
     };
-    let task = e.report(id, event, ctx).await?;
-    Ok(Json(answer(s, &task)))
+    let task = engine(s).report(id, event, ctx).await?;
+    Ok(answer(s, &task))
 }
 
 /// Report that work started.
@@ -2061,34 +2070,26 @@ pub async fn send_reports(
         )
         .field("reports", "1 to 256 reports"));
     }
-    // Tokens are declared int64: a larger one refuses the batch, as it would its own request's
-    // schema.
-    for (i, report) in batch.reports.iter().enumerate() {
-        if report.token() > i64::MAX as u64 {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                format!("`reports[{i}].token` is past the int64 range"),
-            )
-            .field(
-                format!("reports[{i}].token"),
-                "an integer from 0 to 2^63 - 1",
-            ));
-        }
-    }
     // One chain per task, its reports in their order; the chains run at once.
     let mut chains: BTreeMap<Uuid, Vec<(usize, baton_api::Report)>> = BTreeMap::new();
     for (i, report) in batch.reports.into_iter().enumerate() {
         chains.entry(report.task()).or_default().push((i, report));
     }
     let count = chains.values().map(Vec::len).sum();
+    // Each agent of the batch is read and authorised once, not once per report.
+    let agents: BTreeSet<Uuid> = chains.values().flatten().map(|(_, r)| r.agent()).collect();
+    let mut reporters: HashMap<Uuid, ApiResult<AgentRecord>> = HashMap::new();
+    for agent in agents {
+        let found = acting_agent(engine(&s), &caller, AgentId(agent)).await;
+        reporters.insert(agent, found);
+    }
     let s = &s;
-    let caller = &caller;
+    let reporters = &reporters;
     let answered = futures_util::future::join_all(chains.into_values().map(|chain| async move {
         let mut answers = Vec::with_capacity(chain.len());
         for (i, report) in chain {
             let task = report.task();
-            let outcome = match one_report(s, caller, report).await {
+            let outcome = match one_report(s, &reporters[&report.agent()], report).await {
                 Ok(answer) => ReportOutcome {
                     task,
                     status: StatusCode::OK.as_u16(),
@@ -2125,12 +2126,12 @@ pub async fn send_reports(
 /// One report of a batch, as its own request would apply it.
 async fn one_report(
     s: &AppState,
-    caller: &Caller,
+    reporter: &ApiResult<AgentRecord>,
     sent: baton_api::Report,
 ) -> ApiResult<ReportAnswer> {
     use baton_api::Report as R;
-    let task = sent.task().to_string();
-    let agent = sent.agent();
+    let record = reporter.as_ref().map_err(Problem::clone)?;
+    let task = TaskId(sent.task());
     let (event, traceparent) = match sent {
         R::Started {
             agent,
@@ -2206,8 +2207,7 @@ async fn one_report(
             traceparent,
         ),
     };
-    let Json(answer) = report(s, caller, &task, agent, event, traceparent.as_deref()).await?;
-    Ok(answer)
+    report_as(s, task, record, event, traceparent.as_deref()).await
 }
 
 /// Add sub-tasks (decomposition).

@@ -513,6 +513,12 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .expect(422, "invalid_field").field("token"),
         post("report with `agent` not a UUID", report("started", running), json!({"agent": "fixture-agent", "token": fx.token}))
             .expect(422, "invalid_field").field("agent"),
+        post("report with a token past int64", report("heartbeat", running), json!({"agent": agent, "token": 9_223_372_036_854_775_808u64}))
+            .expect(422, "invalid_field").field("token"),
+        post("batched report with a token past int64", "/v1/reports", json!({"reports": [
+                {"report": "heartbeat", "task": running, "agent": agent, "token": fx.token},
+                {"report": "heartbeat", "task": running, "agent": agent, "token": 9_223_372_036_854_775_808u64}]}))
+            .expect(422, "invalid_field").field("reports[1]"),
         post("subtasks with no tasks", report("subtasks", running), json!({"agent": agent, "token": fx.token, "tasks": []}))
             .expect(422, "invalid_field").field("tasks"),
         // ---- operator actions ----

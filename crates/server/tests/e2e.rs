@@ -896,11 +896,42 @@ async fn a_batch_of_reports_is_answered_report_by_report() {
     assert_eq!(view["detail"]["progress"], json!({"pct": 50}), "{view}");
     assert_eq!(srv.state_of(c["task"].as_str().unwrap()).await, "assigned");
 
+    // Each agent of a batch is looked up once; reports from one nobody registered are each
+    // refused, and the others applied.
+    let stranger = json!("00000000-0000-7000-8000-000000000001");
+    let mut from_stranger = report(c, "started", &c["token"]);
+    from_stranger["agent"] = stranger.clone();
+    let mut beat_from_stranger = report(b, "heartbeat", &b["token"]);
+    beat_from_stranger["agent"] = stranger;
+    let (status, body) = srv
+        .post(
+            "/v1/reports",
+            json!({"reports": [from_stranger, report(c, "started", &c["token"]), beat_from_stranger]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let codes: Vec<(&Value, &Value)> = body["answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (&a["status"], &a["problem"]["field"]))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (&json!(404), &json!("reports[0]")),
+            (&json!(200), &Value::Null),
+            (&json!(404), &json!("reports[2]"))
+        ]
+    );
+    assert_eq!(srv.state_of(c["task"].as_str().unwrap()).await, "executing");
+    let before = srv.task(c["task"].as_str().unwrap()).await["history"].clone();
+
     // Not a batch: refused whole, naming the field, and nothing applied.
     let (status, body) = srv
         .post(
             "/v1/reports",
-            json!({"reports": [report(c, "started", &c["token"]), {"report": "finished"}]}),
+            json!({"reports": [report(c, "heartbeat", &c["token"]), {"report": "finished"}]}),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -908,7 +939,10 @@ async fn a_batch_of_reports_is_answered_report_by_report() {
         body["field"].as_str().unwrap().starts_with("reports[1]"),
         "{body}"
     );
-    assert_eq!(srv.state_of(c["task"].as_str().unwrap()).await, "assigned");
+    assert_eq!(
+        srv.task(c["task"].as_str().unwrap()).await["history"],
+        before
+    );
     let (status, body) = srv.post("/v1/reports", json!({"reports": []})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["field"], "reports");
