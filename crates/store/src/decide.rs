@@ -12,9 +12,10 @@
 //!   rate limits and concurrency keys have room ([`Gate`], [`Bucket`]), and what a transition
 //!   changes in them ([`flow_change`]).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use baton_core::{Event, Flow, LeaseId, StateKind, Task, TaskId};
+use baton_core::{Effect, Event, Flow, LeaseId, StateKind, Task, TaskId};
 use uuid::Uuid;
 
 use crate::flow::KeyStates;
@@ -83,6 +84,24 @@ pub(crate) fn check_version(
 /// dependents' open counts (`deps_open`).
 pub(crate) fn releases_dependents(from: StateKind, to: StateKind) -> bool {
     to == StateKind::Completed && from != StateKind::Completed
+}
+
+/// The durable effects a transition stores in the outbox. `dependents` is how many tasks had a
+/// dependency completed by it (`None` if it completed none): a completed task nobody depends
+/// on has nothing to release, so its `ReleaseDependents` is left out (the open counts are the
+/// durable record of what to release; the outbox only says when to look).
+pub(crate) fn outbox(effects: &[Effect], dependents: Option<usize>) -> Cow<'_, [Effect]> {
+    if dependents == Some(0) && effects.contains(&Effect::ReleaseDependents) {
+        Cow::Owned(
+            effects
+                .iter()
+                .filter(|e| **e != Effect::ReleaseDependents)
+                .cloned()
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(effects)
+    }
 }
 
 /// Whether a transition from `from` to `to` reopens a completed task (a rerun), and so adds one

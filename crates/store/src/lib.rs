@@ -461,7 +461,7 @@ pub struct CommitStats {
     /// connection before the COMMIT was sent (PostgreSQL; always 0 on SQLite).
     pub reruns_reconnected: u64,
     /// Runs of a batch made again one savepoint per command because a statement of its
-    /// pipelined run failed (PostgreSQL; always 0 on SQLite).
+    /// first run (pipelined on PostgreSQL, without savepoints on SQLite) failed.
     pub reruns_careful: u64,
 }
 

@@ -375,3 +375,64 @@ fn a_backup_refuses_what_is_not_a_baton_store() {
         .unwrap_err();
     assert!(err.to_string().contains("no store at"), "{err}");
 }
+
+/// A batch runs without savepoints first; a write that fails in the database rolls it back,
+/// and it runs again one savepoint per command: the failure is that record's alone, a
+/// conflict is answered as one, and the rest of the batch is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_failing_in_the_database_fails_alone_after_a_careful_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let flow = workflow(
+        &[def("fails", &[]), def("stale", &[]), def("passes", &[])],
+        None,
+    );
+    store.submit(flow.batch.clone()).await.unwrap();
+    let ids = ["fails", "stale", "passes"].map(|k| flow.id(k));
+    // The first task's next history entry exists already: writing it violates the key.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "INSERT INTO history (task_id, seq, at, actor, event, payload)
+             VALUES (?1, 2, 0, 'test', 'test', '{}')",
+            [ids[0].0],
+        )
+        .unwrap();
+    let mut records = Vec::new();
+    for id in ids {
+        let task = store.task(id).await.unwrap().unwrap();
+        let event = Event::CancelRequested {
+            requested_by: "ops".into(),
+            reason: "careful".into(),
+        };
+        records.push(record(&task, event, at(1)));
+    }
+    // A version the task does not have: a conflict, found before any write.
+    records[1].task.version += 1;
+    records[1].entry.seq += 1;
+    let before = store.stats();
+    let results = store.apply_all(records).await.unwrap();
+    assert_eq!(store.stats().reruns_careful, before.reruns_careful + 1);
+    assert!(
+        matches!(&results[0], Err(StoreError::Backend(m)) if m.contains("UNIQUE")),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[1], Err(StoreError::Conflict { .. })),
+        "{results:?}"
+    );
+    assert!(results[2].is_ok(), "{results:?}");
+    let mut states = Vec::new();
+    for id in ids {
+        states.push(store.task(id).await.unwrap().unwrap().kind());
+    }
+    assert_eq!(
+        states,
+        [StateKind::Pending, StateKind::Pending, StateKind::Cancelled]
+    );
+    assert_eq!(store.history(ids[2], 0, 10).await.unwrap().len(), 2);
+    let counts = store.counts(None).await.unwrap();
+    assert_eq!(counts.get(StateKind::Pending), 2, "{counts:?}");
+    assert_eq!(counts.get(StateKind::Cancelled), 1, "{counts:?}");
+}

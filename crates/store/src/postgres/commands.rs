@@ -18,7 +18,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 
-use baton_core::{Event, StateKind, Task, TaskId, TaskKey};
+use baton_core::{Effect, Event, StateKind, Task, TaskId, TaskKey};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -473,9 +473,15 @@ impl<'c> Run<'c> {
         if !record.outbox.is_empty() {
             let mut o = Outbox::default();
             o.push(task.id, &record.outbox, record.entry.at);
+            // A completed task nobody depends on has nothing to release (see
+            // `decide::outbox`): its `ReleaseDependents` is left out.
+            let release = codec::effect_json(&Effect::ReleaseDependents);
             self.pending.push(Box::pin(async move {
                 c.client
-                    .execute(&c.s.insert_outbox, &[&o.tasks, &o.effects, &o.ats])
+                    .execute(
+                        &c.s.insert_transition_outbox,
+                        &[&o.tasks, &o.effects, &o.ats, &release],
+                    )
                     .await
             }));
         }

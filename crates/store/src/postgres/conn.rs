@@ -160,6 +160,12 @@ statements! {
                      SELECT t, e, c FROM unnest($1::uuid[], $2::text[], $3::int8[])
                          WITH ORDINALITY AS u(t, e, c, o)
                      ORDER BY o";
+    // A transition's effects, but `ReleaseDependents` ($4) of a task nobody depends on.
+    insert_transition_outbox = "INSERT INTO outbox (task_id, effect, created_at)
+                     SELECT t, e, c FROM unnest($1::uuid[], $2::text[], $3::int8[])
+                         WITH ORDINALITY AS u(t, e, c, o)
+                     WHERE e <> $4 OR EXISTS (SELECT 1 FROM edges WHERE dependency = t)
+                     ORDER BY o";
     release_dependents = "UPDATE tasks SET deps_open = deps_open - 1
                           WHERE id IN (SELECT dependent FROM edges WHERE dependency = $1)";
     reopen_dependents = "UPDATE tasks SET deps_open = deps_open + 1

@@ -428,7 +428,20 @@ pub(super) fn write_transition(
             .and_then(|mut s| s.execute(params![*id as i64, ts(record.entry.at)]))
             .map_err(db)?;
     }
-    write_outbox(conn, task.id, &record.outbox, record.entry.at)?;
+    let mut dependents = None;
+    if decide::releases_dependents(from, to) {
+        let counted = conn
+            .prepare_cached(
+                "UPDATE tasks SET deps_open = deps_open - 1
+                 WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)",
+            )
+            .and_then(|mut s| s.execute([task.id.0]))
+            .map_err(db)?;
+        dependents = Some(counted);
+        insert_refs(conn, task.id, &task_refs(task, true))?;
+    }
+    let outbox = decide::outbox(&record.outbox, dependents);
+    write_outbox(conn, task.id, &outbox, record.entry.at)?;
     for (unit, amount) in &record.usage_added {
         conn.prepare_cached(
             "INSERT INTO workflow_usage (workflow_id, unit, micros) VALUES (?1, ?2, ?3)
@@ -436,15 +449,6 @@ pub(super) fn write_transition(
         )
         .and_then(|mut s| s.execute(params![task.workflow.0, unit, amount.0 as i64]))
         .map_err(db)?;
-    }
-    if decide::releases_dependents(from, to) {
-        conn.prepare_cached(
-            "UPDATE tasks SET deps_open = deps_open - 1
-             WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)",
-        )
-        .and_then(|mut s| s.execute([task.id.0]))
-        .map_err(db)?;
-        insert_refs(conn, task.id, &task_refs(task, true))?;
     }
     let superseded = matches!(record.entry.event, Event::Superseded { .. });
     if superseded {

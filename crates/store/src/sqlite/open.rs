@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
 
@@ -211,6 +212,11 @@ fn connect(path: &Path, write: bool) -> Result<Connection, StoreError> {
         .map_err(|e| sql_error(path, e))?;
     // Room for every statement of the hot paths (the default, 16, made the writer re-parse).
     conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED_MAX);
+    // Plans that do not look at the values bound: otherwise a statement whose plan did is
+    // compiled again each time one of them is bound anew. The queries state the partial
+    // indexes' predicates term for term, so no plan needs them.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(|e| sql_error(path, e))?;
     Ok(conn)
 }
 
@@ -219,9 +225,10 @@ fn configure(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()>
         Durability::Full => "FULL",
         Durability::RisksLastCommitsOnPowerLoss => "NORMAL",
     };
-    // Each write runs in a savepoint, whose statement journal would otherwise be a temporary
-    // file written page by page: in memory it costs no system call (a crash loses nothing,
-    // the WAL holds the committed state).
+    // A batch that runs again with its writes in savepoints, and statements that may fail
+    // midway, keep a statement journal, which would otherwise be a temporary file written
+    // page by page: in memory it costs no system call (a crash loses nothing, the WAL holds
+    // the committed state).
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;
          PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = {WAL_BYTES_KEPT_MAX};"

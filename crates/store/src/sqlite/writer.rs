@@ -14,7 +14,7 @@ use super::commands::{
 use super::error::db;
 use crate::batch::{gather, Command, Outcome};
 use crate::decide::Deltas;
-use crate::{Stats, StoreError, TransitionRecord, BATCH_WRITES_MAX};
+use crate::{Rerun, Stats, StoreError, TransitionRecord, BATCH_WRITES_MAX};
 
 pub(super) struct Writer {
     conn: Connection,
@@ -50,24 +50,48 @@ impl Writer {
         }
     }
 
-    /// Runs every command of the batch in one transaction and commits it. An error is the
-    /// batch's: SQLite rolled the whole transaction back (a full disk does that), or the
-    /// commit failed; nothing was written.
+    /// Runs every command of the batch in one transaction and commits it: first one after
+    /// another with no savepoint (each savepoint copies every page its command touches into
+    /// a statement journal); if a command fails, the transaction is rolled back and the batch
+    /// runs again with each command in its own savepoint, so that the failure is that
+    /// command's alone. An error is the batch's: SQLite rolled the whole transaction back (a
+    /// full disk does that), or the commit failed; nothing was written.
     fn commit_batch(
         &mut self,
         batch: &[Command],
         outcomes: &mut Vec<Outcome>,
     ) -> Result<(), StoreError> {
+        match self.run_batch(batch, outcomes, Isolation::None) {
+            Ok(()) => Ok(()),
+            Err(Failed::Batch(e)) => Err(e),
+            Err(Failed::Redo) => {
+                self.stats.rerun(Rerun::Careful);
+                outcomes.clear();
+                self.run_batch(batch, outcomes, Isolation::Savepoints)
+                    .map_err(|failed| match failed {
+                        Failed::Batch(e) => e,
+                        Failed::Redo => unreachable!("savepoints undo a command on their own"),
+                    })
+            }
+        }
+    }
+
+    fn run_batch(
+        &mut self,
+        batch: &[Command],
+        outcomes: &mut Vec<Outcome>,
+        isolation: Isolation,
+    ) -> Result<(), Failed> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
+            .map_err(|e| Failed::Batch(db(e)))?;
         let mut deltas = Deltas::default();
         for cmd in batch {
-            outcomes.push(run_command(&tx, cmd, &mut deltas)?);
+            outcomes.push(run_command(&tx, cmd, &mut deltas, isolation)?);
         }
-        write_deltas(&tx, &deltas).map_err(db)?;
-        tx.commit().map_err(db)?;
+        write_deltas(&tx, &deltas).map_err(|e| Failed::Batch(db(e)))?;
+        tx.commit().map_err(|e| Failed::Batch(db(e)))?;
         if batch.iter().any(|c| matches!(c, Command::ReclaimSpace(..))) {
             // The pages given back leave the file at a checkpoint, and the log is cut back
             // to nothing: the store's size on disk falls now. Best effort: a reader still on
@@ -80,109 +104,163 @@ impl Writer {
     }
 }
 
-/// Runs one command, each of its writes in its own savepoint. The error is the batch's.
+/// How the commands of a batch are kept apart in its transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// Not at all: a command that fails ends the attempt ([`Failed::Redo`]).
+    None,
+    /// Each command in its own savepoint: one that fails is undone alone.
+    Savepoints,
+}
+
+/// Why a batch's transaction did not commit.
+enum Failed {
+    /// A command failed with no savepoint to undo it alone: run the batch again with them.
+    Redo,
+    /// The batch failed as a whole.
+    Batch(StoreError),
+}
+
+/// Runs one command, isolated as `isolation` says. The error is the batch's.
 fn run_command(
     tx: &Transaction<'_>,
     cmd: &Command,
     deltas: &mut Deltas,
-) -> Result<Outcome, StoreError> {
+    isolation: Isolation,
+) -> Result<Outcome, Failed> {
     Ok(match cmd {
-        Command::Submit(batch, _) => {
-            Outcome::Submit(savepoint(tx, deltas, |sp, d| submit(sp, batch, d))?)
+        Command::Submit(batch, _) => Outcome::Submit(savepoint(tx, deltas, isolation, |sp, d| {
+            submit(sp, batch, d)
+        })?),
+        Command::Apply(records, _) => {
+            Outcome::Apply(apply_records(tx, records, deltas, isolation)?)
         }
-        Command::Apply(records, _) => Outcome::Apply(apply_records(tx, records, deltas)?),
-        Command::Claim(request, _) => {
-            Outcome::Claim(savepoint(tx, deltas, |sp, d| claim(sp, request, d))?)
-        }
-        Command::AckOutbox(ids, _) => {
-            Outcome::Done(savepoint(tx, deltas, |sp, _| ack_outbox(sp, ids))?)
-        }
+        Command::Claim(request, _) => Outcome::Claim(savepoint(tx, deltas, isolation, |sp, d| {
+            claim(sp, request, d)
+        })?),
+        Command::AckOutbox(ids, _) => Outcome::Done(savepoint(tx, deltas, isolation, |sp, _| {
+            ack_outbox(sp, ids)
+        })?),
         Command::UpsertAgent(agent, _) => {
-            Outcome::Done(savepoint(tx, deltas, |sp, _| upsert_agent(sp, agent))?)
+            Outcome::Done(savepoint(tx, deltas, isolation, |sp, _| {
+                upsert_agent(sp, agent)
+            })?)
         }
         Command::PutArtifact(meta, _) => {
-            Outcome::PutArtifact(savepoint(tx, deltas, |sp, _| put_artifact(sp, meta))?)
+            Outcome::PutArtifact(savepoint(tx, deltas, isolation, |sp, _| {
+                put_artifact(sp, meta)
+            })?)
         }
-        Command::PutSignal(signal, _) => Outcome::PutSignal(savepoint(tx, deltas, |sp, _| {
-            super::commands::put_signal(sp, signal)
-        })?),
-        Command::WriteSchedule(write, _) => Outcome::Written(savepoint(tx, deltas, |sp, _| {
-            super::commands::write_schedule(sp, write)
-        })?),
-        Command::WriteTrigger(write, _) => Outcome::Written(savepoint(tx, deltas, |sp, _| {
-            super::commands::write_trigger(sp, write)
-        })?),
-        Command::WriteLimit(write, _) => Outcome::Written(savepoint(tx, deltas, |sp, _| {
-            super::flow::write_limit(sp, write)
-        })?),
-        Command::Control(write, _) => Outcome::Done(savepoint(tx, deltas, |sp, d| {
+        Command::PutSignal(signal, _) => {
+            Outcome::PutSignal(savepoint(tx, deltas, isolation, |sp, _| {
+                super::commands::put_signal(sp, signal)
+            })?)
+        }
+        Command::WriteSchedule(write, _) => {
+            Outcome::Written(savepoint(tx, deltas, isolation, |sp, _| {
+                super::commands::write_schedule(sp, write)
+            })?)
+        }
+        Command::WriteTrigger(write, _) => {
+            Outcome::Written(savepoint(tx, deltas, isolation, |sp, _| {
+                super::commands::write_trigger(sp, write)
+            })?)
+        }
+        Command::WriteLimit(write, _) => {
+            Outcome::Written(savepoint(tx, deltas, isolation, |sp, _| {
+                super::flow::write_limit(sp, write)
+            })?)
+        }
+        Command::Control(write, _) => Outcome::Done(savepoint(tx, deltas, isolation, |sp, d| {
             super::commands::control(sp, write, d)
         })?),
-        Command::RegisterAgent(agent, max, _) => Outcome::Done(savepoint(tx, deltas, |sp, _| {
-            super::retention::register_agent(sp, agent, *max)
-        })?),
-        Command::GcWorkflows(batch, _) => Outcome::Collected(savepoint(tx, deltas, |sp, d| {
-            super::retention::gc_workflows(sp, batch, d)
-        })?),
-        Command::GcPrune(prune, _) => Outcome::Pruned(savepoint(tx, deltas, |sp, _| {
-            super::retention::gc_prune(sp, prune)
-        })?),
-        Command::ReclaimSpace(pages, _) => Outcome::Reclaimed(savepoint(tx, deltas, |sp, _| {
-            super::retention::reclaim_space(sp, *pages)
-        })?),
+        Command::RegisterAgent(agent, max, _) => {
+            Outcome::Done(savepoint(tx, deltas, isolation, |sp, _| {
+                super::retention::register_agent(sp, agent, *max)
+            })?)
+        }
+        Command::GcWorkflows(batch, _) => {
+            Outcome::Collected(savepoint(tx, deltas, isolation, |sp, d| {
+                super::retention::gc_workflows(sp, batch, d)
+            })?)
+        }
+        Command::GcPrune(prune, _) => {
+            Outcome::Pruned(savepoint(tx, deltas, isolation, |sp, _| {
+                super::retention::gc_prune(sp, prune)
+            })?)
+        }
+        Command::ReclaimSpace(pages, _) => {
+            Outcome::Reclaimed(savepoint(tx, deltas, isolation, |sp, _| {
+                super::retention::reclaim_space(sp, *pages)
+            })?)
+        }
         Command::SweepArtifacts(before, limit, _) => {
-            Outcome::Swept(savepoint(tx, deltas, |sp, _| {
+            Outcome::Swept(savepoint(tx, deltas, isolation, |sp, _| {
                 sweep_artifacts(sp, *before, *limit)
             })?)
         }
     })
 }
 
-/// A command's transitions, each succeeding or failing on its own, under one savepoint: a
-/// compare-and-set that fails writes nothing, so only another error needs undoing, and then
-/// they run again each in its own savepoint (one per transition costs a statement journal
-/// per page each one touches).
+/// A command's transitions, each succeeding or failing on its own. A compare-and-set that
+/// fails writes nothing, so a conflict needs no undoing; another error does. Without
+/// savepoints it fails the attempt; with them, the transitions run together in one, and after
+/// such an error again each in its own (one per transition costs a statement journal per page
+/// each one touches).
 fn apply_records(
     tx: &Transaction<'_>,
     records: &[TransitionRecord],
     deltas: &mut Deltas,
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    if records.len() > 1 {
-        let together = savepoint(tx, deltas, |sp, d| {
-            let mut results = Vec::with_capacity(records.len());
-            for record in records {
-                match write_transition(sp, record, d) {
-                    Ok(()) => results.push(Ok(())),
-                    Err(e @ (StoreError::Conflict { .. } | StoreError::TaskNotFound(_))) => {
-                        results.push(Err(e))
-                    }
-                    Err(e) => return Err(e),
+    isolation: Isolation,
+) -> Result<Vec<Result<(), StoreError>>, Failed> {
+    let together = |sp: &Connection, d: &mut Deltas| {
+        let mut results = Vec::with_capacity(records.len());
+        for record in records {
+            match write_transition(sp, record, d) {
+                Ok(()) => results.push(Ok(())),
+                Err(e @ (StoreError::Conflict { .. } | StoreError::TaskNotFound(_))) => {
+                    results.push(Err(e))
                 }
+                Err(e) => return Err(e),
             }
-            Ok(results)
-        })?;
-        if let Ok(results) = together {
+        }
+        Ok(results)
+    };
+    if isolation == Isolation::None || records.len() > 1 {
+        if let Ok(results) = savepoint(tx, deltas, isolation, together)? {
             return Ok(results);
         }
     }
     records
         .iter()
-        .map(|record| savepoint(tx, deltas, |sp, d| write_transition(sp, record, d)))
+        .map(|record| {
+            savepoint(tx, deltas, isolation, |sp, d| {
+                write_transition(sp, record, d)
+            })
+        })
         .collect()
 }
 
-/// Runs `f` in a savepoint: on error its writes and counter changes are undone, and the
-/// error is the command's. If SQLite rolled back the whole transaction instead, the error is
-/// the batch's (the outer one).
+/// Runs `f`, isolated as `isolation` says. In a savepoint, an error undoes its writes and
+/// counter changes and is the command's, unless SQLite rolled back the whole transaction
+/// instead ([`Failed::Batch`]). Without one, an error is [`Failed::Redo`].
 fn savepoint<T>(
     tx: &Transaction<'_>,
     deltas: &mut Deltas,
+    isolation: Isolation,
     f: impl FnOnce(&Connection, &mut Deltas) -> Result<T, StoreError>,
-) -> Result<Result<T, StoreError>, StoreError> {
+) -> Result<Result<T, StoreError>, Failed> {
+    if isolation == Isolation::None {
+        return match f(tx, deltas) {
+            Ok(v) => Ok(Ok(v)),
+            Err(e) if tx.is_autocommit() => Err(Failed::Batch(e)),
+            Err(_) => Err(Failed::Redo),
+        };
+    }
     // Cached: parsing these anew for every write cost the single writer thread ~3%.
     tx.prepare_cached("SAVEPOINT cmd")
         .and_then(|mut s| s.execute([]))
-        .map_err(db)?;
+        .map_err(|e| Failed::Batch(db(e)))?;
     let mut local = *deltas;
     let out = f(tx, &mut local).and_then(|v| {
         tx.prepare_cached("RELEASE cmd")
@@ -201,7 +279,7 @@ fn savepoint<T>(
             if undone {
                 Ok(Err(e))
             } else {
-                Err(e)
+                Err(Failed::Batch(e))
             }
         }
     }
