@@ -9,8 +9,9 @@
 //! transaction, so replay stays exact. Rows written before this (whose payload still holds
 //! the spec) read the same way: the copy in the payload is skipped, never decoded.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use baton_core::{
     Actor, Capability, Deadlines, Effect, EnteredAt, Event, FencingToken, HistoryEntry, Overruled,
@@ -153,8 +154,12 @@ pub fn decode_pause(column: Option<String>) -> Option<Paused> {
     })
 }
 
-pub fn spec_json(spec: &TaskSpec) -> String {
-    serde_json::to_string(spec).expect("a spec always serialises")
+/// The task's spec as `task_specs.spec` holds it. The spec is remembered as decoded from it:
+/// the claim that comes next reads it without decoding it.
+pub fn spec_json(task: &Task) -> String {
+    let json = serde_json::to_string(&*task.spec).expect("a spec always serialises");
+    SPECS.remember(task.id, &json, task.spec.clone());
+    json
 }
 
 fn corrupt(task: TaskId) -> impl Fn(serde_json::Error) -> StoreError {
@@ -165,8 +170,62 @@ fn corrupt(task: TaskId) -> impl Fn(serde_json::Error) -> StoreError {
 }
 
 pub fn decode_task(id: TaskId, snapshot: &str, spec: &str) -> Result<Task, StoreError> {
-    let spec: TaskSpec = serde_json::from_str(spec).map_err(corrupt(id))?;
-    assemble(id, snapshot, Arc::new(spec))
+    assemble(id, snapshot, SPECS.decode(id, spec)?)
+}
+
+/// Specs decoded lately, shared by every store of the process: a task's spec is read with its
+/// task on every claim, report and timer, and never changes but for a rerun with a new input.
+static SPECS: SpecCache = SpecCache::new();
+
+/// How many specs [`SPECS`] keeps; when full it starts over (the tasks in flight fill it again).
+const SPECS_CACHED_MAX: usize = 4096;
+
+/// Decoded specs by task and by a hash of their stored text, so that a spec changed meanwhile
+/// (a rerun with a new input, written by any node) is decoded anew, never served stale.
+struct SpecCache(Mutex<Option<Specs>>);
+
+/// Specs by task and by the hash of their text.
+type Specs = HashMap<(TaskId, u64), Arc<TaskSpec>>;
+
+impl SpecCache {
+    const fn new() -> SpecCache {
+        SpecCache(Mutex::new(None))
+    }
+
+    fn decode(&self, id: TaskId, json: &str) -> Result<Arc<TaskSpec>, StoreError> {
+        let key = Self::key(id, json);
+        if let Some(spec) = self.lock().as_ref().and_then(|m| m.get(&key)) {
+            return Ok(spec.clone());
+        }
+        let spec: Arc<TaskSpec> = Arc::new(serde_json::from_str(json).map_err(corrupt(id))?);
+        self.insert(key, spec.clone());
+        Ok(spec)
+    }
+
+    /// Keeps `spec`, which `json` encodes, as if it had been decoded from it.
+    fn remember(&self, id: TaskId, json: &str, spec: Arc<TaskSpec>) {
+        self.insert(Self::key(id, json), spec);
+    }
+
+    fn key(id: TaskId, json: &str) -> (TaskId, u64) {
+        let mut hasher = std::hash::DefaultHasher::new();
+        json.hash(&mut hasher);
+        (id, hasher.finish())
+    }
+
+    fn insert(&self, key: (TaskId, u64), spec: Arc<TaskSpec>) {
+        let mut cached = self.lock();
+        let map = cached.get_or_insert_with(HashMap::new);
+        if map.len() >= SPECS_CACHED_MAX {
+            map.clear();
+        }
+        map.insert(key, spec);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Specs>> {
+        // A panic while holding it leaves a map that is still consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The task without decoding its input, and its spec as stored: for reads that show the spec
@@ -505,4 +564,28 @@ pub fn effect_json(effect: &Effect) -> String {
 pub fn parse_flow(json: &str) -> Result<baton_core::Flow, StoreError> {
     serde_json::from_str(json)
         .map_err(|e| StoreError::Backend(format!("stored flow {json:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_is_decoded_once_until_its_text_changes() {
+        let id = TaskId(uuid::Uuid::now_v7());
+        let first = r#"{"key": "a", "input": {"n": 1}}"#;
+        let a = SPECS.decode(id, first).unwrap();
+        assert!(Arc::ptr_eq(&a, &SPECS.decode(id, first).unwrap()));
+        let changed = SPECS
+            .decode(id, r#"{"key": "a", "input": {"n": 2}}"#)
+            .unwrap();
+        assert_eq!(changed.input, serde_json::json!({"n": 2}));
+        assert_eq!(a.input, serde_json::json!({"n": 1}));
+        let other = TaskId(uuid::Uuid::now_v7());
+        assert!(!Arc::ptr_eq(&a, &SPECS.decode(other, first).unwrap()));
+        assert!(
+            SPECS.decode(id, "{").is_err(),
+            "a damaged spec is an error, not cached"
+        );
+    }
 }

@@ -503,7 +503,7 @@ impl<'c> Run<'c> {
             }));
         }
         if let Event::Reopened { input: Some(_), .. } = &record.entry.event {
-            let (id, spec) = (task.id.0, codec::spec_json(&task.spec));
+            let (id, spec) = (task.id.0, codec::spec_json(task));
             self.pending.push(Box::pin(async move {
                 c.client.execute(&c.s.update_spec, &[&id, &spec]).await
             }));
@@ -1191,7 +1191,7 @@ impl<'b> NewRows<'b> {
             r.updated.push(row.updated_at);
             r.snapshots.push(row.snapshot);
             r.flows.push(row.flow);
-            r.specs.push(codec::spec_json(&task.spec));
+            r.specs.push(codec::spec_json(task));
             let h = HistoryRow::of(task.id, &new.entry);
             r.seqs.push(h.seq);
             r.ats.push(h.at);

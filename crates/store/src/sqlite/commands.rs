@@ -316,7 +316,7 @@ fn insert_task(
         other => other.map_err(db)?,
     };
     conn.prepare_cached("INSERT INTO task_specs (task_id, spec) VALUES (?1, ?2)")
-        .and_then(|mut s| s.execute(params![task.id.0, codec::spec_json(&task.spec)]))
+        .and_then(|mut s| s.execute(params![task.id.0, codec::spec_json(task)]))
         .map_err(db)?;
     append_history(conn, task.id, &new.entry)?;
     write_outbox(conn, task.id, &new.outbox, new.entry.at)?;
@@ -475,7 +475,7 @@ pub(super) fn write_transition(
     }
     if let Event::Reopened { input: Some(_), .. } = &record.entry.event {
         conn.prepare_cached("UPDATE task_specs SET spec = ?2 WHERE task_id = ?1")
-            .and_then(|mut s| s.execute(params![task.id.0, codec::spec_json(&task.spec)]))
+            .and_then(|mut s| s.execute(params![task.id.0, codec::spec_json(task)]))
             .map_err(db)?;
         insert_refs(conn, task.id, &task_refs(task, false))?;
     }
