@@ -555,6 +555,11 @@ impl Lifecycle {
                     next.deadlines.start = first;
                 }
             }
+            // Sub-tasks added under the lease show as well as a heartbeat that the agent has
+            // the task.
+            if let Event::SubtasksAdded { .. } = event {
+                next.deadlines.start = None;
+            }
         }
         if next.state.is_terminal() {
             next.paused = None;

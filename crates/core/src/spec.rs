@@ -137,8 +137,11 @@ pub struct TaskSpec {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WaitFor {
     /// The signal's name, as sent to `POST /v1/workflows/{id}/signals/{name}`: 1 to 128
-    /// letters, digits and `-_.:/`.
-    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_.:/-]{1,128}$"))]
+    /// letters, digits and `-_.:/`, but neither `.` nor `..` (which no URL path can hold).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^(?!\.\.?$)[A-Za-z0-9_.:/-]{1,128}$")
+    )]
     pub signal: String,
     /// Fails the wait with `timeout_expired` (error kind `timeout.signal`) when no signal came
     /// this many milliseconds after it began; retried by the task's retry policy.
@@ -313,7 +316,7 @@ impl TaskSpec {
             }
         }
         if let Some(wait) = &self.wait_for {
-            validate_name("wait_for.signal", &wait.signal)?;
+            validate_path_name("wait_for.signal", &wait.signal)?;
             if wait
                 .timeout_ms
                 .is_some_and(|ms| ms == 0 || ms > DURATION_MAX_MS)

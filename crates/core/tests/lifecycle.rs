@@ -1633,6 +1633,19 @@ fn waiting_and_sleeping_specs_refuse_what_no_agent_would_use() {
         timeout_ms: None,
     });
     assert_eq!(s.validate().unwrap_err().field, "wait_for.signal");
+    for unaddressable in [".", ".."] {
+        s.wait_for = Some(WaitFor {
+            signal: unaddressable.into(),
+            timeout_ms: None,
+        });
+        let e = s.validate().unwrap_err();
+        assert_eq!(e.field, "wait_for.signal", "{unaddressable}");
+    }
+    s.wait_for = Some(WaitFor {
+        signal: "approve.v2".into(),
+        timeout_ms: None,
+    });
+    assert!(s.validate().is_ok());
     let mut s = spec("write");
     s.delay_ms = Some(spec::DURATION_MAX_MS + 1);
     assert_eq!(s.validate().unwrap_err().field, "delay_ms");
@@ -1906,4 +1919,12 @@ fn a_task_started_by_its_claim_is_requeued_free_until_its_agent_first_reports() 
     assert!(r.to_string().contains("not armed"), "{r}");
     let failed = step(&beating, timeout(DeadlineKind::Heartbeat), at(2_500));
     assert_eq!(failed.task.kind(), StateKind::Failed);
+
+    let split = Event::SubtasksAdded {
+        agent: agent(),
+        token: FencingToken(1),
+        tasks: vec![TaskKey("part".into())],
+    };
+    let split = step(&task, split, at(500)).task;
+    assert_eq!(split.deadlines.start, None, "sub-tasks added disarm it too");
 }

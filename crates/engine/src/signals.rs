@@ -56,7 +56,7 @@ impl<S: Store + 'static> Engine<S> {
         sent_by: &str,
         idempotency_key: Option<String>,
     ) -> Result<SignalReceipt, EngineError> {
-        baton_core::spec::validate_name("name", name)
+        baton_core::spec::validate_path_name("name", name)
             .map_err(|e| EngineError::invalid(e.field, e.expected))?;
         let (data, reject) = match input {
             SignalInput::Data(data) => {

@@ -577,7 +577,7 @@ fn signal_view(r: SignalRecord) -> SignalView {
 /// `Idempotency-Key` header: applied once (a different body with the same key is a 409).
 #[utoipa::path(post, path = "/v1/workflows/{id}/signals/{name}",
     request_body(content = serde_json::Value, description = "The data that becomes the waiting tasks' result (any JSON); or `{\"reject\": \"reason\"}` to fail them (error kind `rejected`); `{\"$literal\": v}` sends `v` as it is."),
-    params(("id" = Uuid, Path), ("name" = String, Path, description = "The signal's name: 1 to 128 letters, digits and `-_.:/`", pattern = r"^[A-Za-z0-9_.:/-]{1,128}$"),
+    params(("id" = Uuid, Path), ("name" = String, Path, description = "The signal's name: 1 to 128 letters, digits and `-_.:/`, but neither `.` nor `..`", pattern = r"^(?!\.\.?$)[A-Za-z0-9_.:/-]{1,128}$"),
            ("Idempotency-Key" = Option<String>, Header, description = "Sending again with the same key (for this workflow and name) applies once: 1 to 256 visible ASCII characters", pattern = r"^[\x21-\x7e]([\t\x20-\x7e]{0,254}[\x21-\x7e])?$"),
            SignalQuery),
     responses((status = 201, body = SignalSent, description = "stored, and delivered to the tasks in `delivered_to` (none: kept for the next task that waits)"),

@@ -701,11 +701,8 @@ async fn declared_bounds_are_the_servers_constants() {
             "{what}: the document says {declared}, the server {constant}"
         );
     }
-    for (schema_name, field) in [
-        ("TaskSpec", "key"),
-        ("CompensationSpec", "key"),
-        ("WaitFor", "signal"),
-    ] {
+    assert_eq!(prop("WaitFor", "signal")["pattern"], pat::PATH_NAME_PATTERN);
+    for (schema_name, field) in [("TaskSpec", "key"), ("CompensationSpec", "key")] {
         assert_eq!(
             prop(schema_name, field)["pattern"],
             pat::NAME_PATTERN,
@@ -728,7 +725,7 @@ async fn declared_bounds_are_the_servers_constants() {
     );
     assert_eq!(
         param("/v1/workflows/{id}/signals/{name}", "post", "name")["pattern"],
-        pat::NAME_PATTERN
+        pat::PATH_NAME_PATTERN
     );
     for (path, method) in [
         ("/v1/schedules/{name}", "get"),

@@ -1722,7 +1722,7 @@ export type UsageView = {
 export type WaitFor = {
   /**
    * The signal's name, as sent to `POST /v1/workflows/{id}/signals/{name}`: 1 to 128
-   * letters, digits and `-_.:/`.
+   * letters, digits and `-_.:/`, but neither `.` nor `..` (which no URL path can hold).
    */
   signal: string;
   /**
