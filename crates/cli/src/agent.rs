@@ -98,10 +98,11 @@ pub struct AgentArgs {
     /// How long a command has to exit after SIGTERM before SIGKILL.
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     pub kill_grace_ms: u64,
-    /// Report each task started before running it, rather than have its claim start it (which
-    /// saves a round trip and a commit per task).
+    /// Start each task in its claim's commit (one round trip and one commit fewer per task).
+    /// A task so started whose first heartbeat is late past its start timeout (this agent
+    /// killed right after claiming) spends an attempt, where an unstarted one is requeued free.
     #[arg(long)]
-    pub no_start_on_claim: bool,
+    pub start_on_claim: bool,
     /// Send each report in its own request, rather than those that queue while one is in
     /// flight together in one `POST /v1/reports`.
     #[arg(long)]
@@ -145,7 +146,7 @@ async fn work(
     config.backoff_min = RECONNECT_BACKOFF_MIN;
     config.backoff_max = RECONNECT_BACKOFF_MAX;
     config.patience = PATIENCE;
-    config.start_on_claim = !args.no_start_on_claim;
+    config.start_on_claim = args.start_on_claim;
     config.batch_reports = !args.no_batch;
     let logs = Arc::new(Logs {
         server: url.clone(),

@@ -407,10 +407,10 @@ async fn the_example_shell_agent_works_the_example_workflow() {
     );
 }
 
-/// By default each task is started by its claim (no `started` report); `--no-batch` sends
-/// every report as its own request rather than through `POST /v1/reports`.
+/// `--start-on-claim --no-batch`: each task is started by its claim (no `started` report) and
+/// every report is its own request; by default reports go through `POST /v1/reports`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tasks_start_on_claim_and_no_batch_sends_each_report_alone() {
+async fn start_on_claim_and_no_batch_change_the_calls_not_the_outcome() {
     let server = Server::start();
     let client = Client::new(&server.url).unwrap();
     let timeouts = json!({"heartbeat_ms": 30_000});
@@ -427,6 +427,7 @@ async fn tasks_start_on_claim_and_no_batch_sends_each_report_alone() {
         &[
             "--capability",
             "sh",
+            "--start-on-claim",
             "--no-batch",
             "--",
             "sh",

@@ -538,27 +538,14 @@ impl Lifecycle {
             }
             if rule.has_effect(EffectKind::Timers) {
                 next.deadlines = deadlines_after(rule, &task.deadlines, &task.spec, clock);
-                // Nobody confirmed that the claim's answer arrived: the agent's first word (a
-                // heartbeat or an outcome) is due within the start timeout, as a start report
-                // would be, and missing it takes the task back without spending the attempt,
-                // as for an unstarted task. The start deadline says so (the watchdog takes it
-                // before a heartbeat deadline at the same time), and the heartbeat deadline is
-                // no later, for agents that pace their heartbeats by it. The first heartbeat
-                // re-arms an executing task's deadlines without it.
+                // Nobody confirmed that the claim's answer arrived: the agent's first heartbeat
+                // (or outcome) is due within the start timeout, as a start report would be.
                 if let Event::ExecutionStarted { by_claim: true, .. } = event {
-                    let due = task.spec.timeouts.start_ms.map(|ms| clock.plus_ms(ms));
-                    let first = match (due, next.deadlines.heartbeat) {
-                        (Some(d), Some(h)) => Some(d.min(h)),
-                        (d, h) => d.or(h),
-                    };
-                    next.deadlines.heartbeat = next.deadlines.heartbeat.and(first);
-                    next.deadlines.start = first;
+                    if let Some(start_ms) = task.spec.timeouts.start_ms {
+                        let due = clock.plus_ms(start_ms);
+                        next.deadlines.heartbeat = next.deadlines.heartbeat.map(|h| h.min(due));
+                    }
                 }
-            }
-            // Sub-tasks added under the lease show as well as a heartbeat that the agent has
-            // the task.
-            if let Event::SubtasksAdded { .. } = event {
-                next.deadlines.start = None;
             }
         }
         if next.state.is_terminal() {

@@ -125,9 +125,8 @@ pub enum Event {
         agent: AgentId,
         token: FencingToken,
         /// Started by the claim that assigned the task (`start`), not by the agent's own
-        /// report: its first heartbeat is due within the start timeout (the start deadline
-        /// stays armed until then), and missing it requeues the task without spending the
-        /// attempt, as a lost claim answer leaves nobody working on it.
+        /// report: its first heartbeat is due within the start timeout, which a lost claim
+        /// answer would otherwise have had to outlast.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         by_claim: bool,
     },

@@ -309,11 +309,8 @@ pub static DEFAULT_RULES: &[Rule] = &[
     rule(Some(S::Executing), E::ExecutionFailed, &[is(Cond::LeaseCurrent), is(Cond::RetryAllowed)], S::Failed, &[EndLease, Timers, ScheduleRetry]),
     rule(Some(S::Executing), E::ExecutionFailed, &[is(Cond::LeaseCurrent), not(Cond::RetryAllowed)], S::Failed, FINAL_FAILURE_ENDED),
     rule(Some(S::Executing), E::AssignmentReleased, &[is(Cond::LeaseCurrent)], S::Pending, &[EndLease, WakeAgents, Timers]),
-    // Started by its claim, but no word from the agent within the start timeout: the claim's
-    // answer may never have arrived, so it is taken back as an unstarted task would be.
-    rule(Some(S::Executing), E::TimeoutExpired, &[is(Cond::DeadlinePassed), is(Cond::TimeoutRequeues)], S::Pending, &[RevokeLease, WakeAgents, Timers]),
-    rule(Some(S::Executing), E::TimeoutExpired, &[is(Cond::DeadlinePassed), not(Cond::TimeoutRequeues), is(Cond::RetryAllowed)], S::Failed, &[RevokeLease, Timers, ScheduleRetry]),
-    rule(Some(S::Executing), E::TimeoutExpired, &[is(Cond::DeadlinePassed), not(Cond::TimeoutRequeues), not(Cond::RetryAllowed)], S::Failed, FINAL_FAILURE_REVOKED),
+    rule(Some(S::Executing), E::TimeoutExpired, &[is(Cond::DeadlinePassed), is(Cond::RetryAllowed)], S::Failed, &[RevokeLease, Timers, ScheduleRetry]),
+    rule(Some(S::Executing), E::TimeoutExpired, &[is(Cond::DeadlinePassed), not(Cond::RetryAllowed)], S::Failed, FINAL_FAILURE_REVOKED),
     rule(Some(S::Executing), E::AgentLost, &[is(Cond::LeaseCurrent), is(Cond::RequeueOnAgentLost)], S::Pending, &[RevokeLease, WakeAgents, Timers]),
     rule(Some(S::Executing), E::AgentLost, &[is(Cond::LeaseCurrent), not(Cond::RequeueOnAgentLost), is(Cond::RetryAllowed)], S::Failed, &[RevokeLease, Timers, ScheduleRetry]),
     rule(Some(S::Executing), E::AgentLost, &[is(Cond::LeaseCurrent), not(Cond::RequeueOnAgentLost), not(Cond::RetryAllowed)], S::Failed, FINAL_FAILURE_REVOKED),

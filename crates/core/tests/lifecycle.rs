@@ -365,13 +365,6 @@ fn one_case_per_rule() -> Vec<Case> {
             Pending,
         ),
         case(
-            "started by its claim, no word within the start timeout: requeued",
-            started_by_claim(),
-            timeout(DeadlineKind::Start),
-            at(1_020),
-            Pending,
-        ),
-        case(
             "heartbeat timeout, retry",
             executing(),
             timeout(DeadlineKind::Heartbeat),
@@ -1871,60 +1864,4 @@ fn usage_reports_are_cumulative_per_lease_and_add_up_over_attempts() {
     );
     let replayed_usage = done.task.usage.clone();
     assert_eq!(replayed_usage.get("usd").unwrap().to_string(), "0.015");
-}
-
-fn started_by_claim() -> Task {
-    let start = Event::ExecutionStarted {
-        by_claim: true,
-        agent: agent(),
-        token: FencingToken(1),
-    };
-    step(&assigned(), start, at(20)).task
-}
-
-/// A task started by its claim owes a first word (heartbeat or outcome) within the start
-/// timeout; missing it takes the task back without spending the attempt, as for an unstarted
-/// task, since the claim's answer may never have reached the agent. The first heartbeat
-/// disarms it: a heartbeat timeout later fails the attempt as usual.
-#[test]
-fn a_task_started_by_its_claim_is_requeued_free_until_its_agent_first_reports() {
-    let task = started_by_claim();
-    assert_eq!(task.deadlines.start, Some(at(1_020)));
-    assert_eq!(task.deadlines.heartbeat, Some(at(1_020)), "paced by it too");
-    assert_eq!(
-        task.next_timer(),
-        Some((Timer::Deadline(DeadlineKind::Start), at(1_020))),
-        "the watchdog takes the start deadline first"
-    );
-    let r = refuse(&task, timeout(DeadlineKind::Start), at(1_019));
-    assert!(r.to_string().contains("not yet passed"), "{r}");
-    let requeued = step(&task, timeout(DeadlineKind::Start), at(1_020));
-    assert_eq!(requeued.task.kind(), StateKind::Pending);
-    assert_eq!(
-        requeued.task.attempt, task.attempt,
-        "the attempt is not spent"
-    );
-    assert!(requeued.task.errors.is_empty());
-    assert!(requeued
-        .effects
-        .iter()
-        .any(|e| matches!(e, Effect::RevokeLease { .. })));
-
-    let beating = step(&task, heartbeat(1, None), at(500)).task;
-    assert_eq!(
-        beating.deadlines.start, None,
-        "the first heartbeat disarms it"
-    );
-    let r = refuse(&beating, timeout(DeadlineKind::Start), at(1_020));
-    assert!(r.to_string().contains("not armed"), "{r}");
-    let failed = step(&beating, timeout(DeadlineKind::Heartbeat), at(2_500));
-    assert_eq!(failed.task.kind(), StateKind::Failed);
-
-    let split = Event::SubtasksAdded {
-        agent: agent(),
-        token: FencingToken(1),
-        tasks: vec![TaskKey("part".into())],
-    };
-    let split = step(&task, split, at(500)).task;
-    assert_eq!(split.deadlines.start, None, "sub-tasks added disarm it too");
 }

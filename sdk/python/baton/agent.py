@@ -32,10 +32,9 @@ with the non-retryable kind ``TypeError``/``ValueError``.
 str(exc), "retryable": True}``; raise :class:`baton.NonRetryable` (or a subclass) to fail the
 task for good at once. The task's retry policy decides what follows a retryable failure.
 
-**Starting.** With ``start_on_claim=True`` (the default), claims ask Baton to start the tasks
-they hand out (a task so started whose first heartbeat is late past its start timeout, its
-claim's answer lost or the agent gone, is requeued without spending the attempt, as an
-unstarted one is): a task with a heartbeat deadline (as tasks have by default) comes back executing, its
+**Starting.** With ``start_on_claim=True``, claims ask Baton to start the tasks they hand out
+(off by default: a task started so whose first heartbeat a crash delays past its start timeout
+spends an attempt, where an unstarted one is requeued free): a task with a heartbeat deadline (as tasks have by default) comes back executing, its
 deadlines running, and the agent sends no ``started`` report (one request and one commit fewer
 per task); one without comes back assigned and is reported started as usual. With
 ``start_on_claim=False``, the agent reports ``started`` for each task before running it.
@@ -133,7 +132,7 @@ class Agent:
         *,
         agent_id: Optional[str] = None,
         claim_wait_ms: int = 5_000,
-        start_on_claim: bool = True,
+        start_on_claim: bool = False,
         batch_reports: bool = True,
         shutdown_grace: float = 30.0,
         heartbeat_max_interval: float = 10.0,

@@ -189,7 +189,7 @@ def test_it_registers_then_claims_as_many_tasks_as_it_has_free_slots() -> None:
         "agent unit registered as agent-1 (capabilities work; at most 3 task(s) at once)"
     ]
     assert claim.args == ("agent-1", 3, 5_000)
-    assert claim.kwargs == {"start": True}
+    assert claim.kwargs == {"start": False}
 
     h.answer(claim, [claimed("t1")])
     assert [r.method for r in h.sent()] == ["report_started", "claim"]

@@ -33,10 +33,9 @@ export interface AgentOptions extends ConnectionOptions {
   claimWaitMs?: number;
   /**
    * Claims start the tasks they hand out (default `false`; the server starts only those with a
-   * heartbeat deadline): no `started` report for them, one request and one commit fewer. On by
-   * default: a task so started whose first heartbeat is late past its start timeout (its
-   * claim's answer lost, the agent gone) is requeued without spending the attempt, as an
-   * unstarted one is.
+   * heartbeat deadline): no `started` report for them, one request and one commit fewer. Off
+   * by default: a task started so whose first heartbeat a crash delays past its start timeout
+   * spends an attempt, where an unstarted one is requeued free.
    */
   startOnClaim?: boolean;
   /**
@@ -215,7 +214,7 @@ export class Agent {
     this.#client = new Client(options.url, options);
     this.#extraCapabilities = options.capabilities ?? [];
     this.#claimWaitMs = Math.max(0, Math.min(options.claimWaitMs ?? 5_000, CLAIM_WAIT_MAX_MS));
-    this.#startOnClaim = options.startOnClaim ?? true;
+    this.#startOnClaim = options.startOnClaim ?? false;
     // At most one request per held task is out, so at most `concurrency` reports queue.
     this.#batcher =
       (options.batchReports ?? true)

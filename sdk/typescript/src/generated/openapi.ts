@@ -446,9 +446,8 @@ export type Event = (Submission & {
   agent: AgentId;
   /**
    * Started by the claim that assigned the task (`start`), not by the agent's own
-   * report: its first heartbeat is due within the start timeout (the start deadline
-   * stays armed until then), and missing it requeues the task without spending the
-   * attempt, as a lost claim answer leaves nobody working on it.
+   * report: its first heartbeat is due within the start timeout, which a lost claim
+   * answer would otherwise have had to outlast.
    */
   by_claim?: boolean;
   event: "execution_started";
