@@ -26,14 +26,15 @@ where
     d.deserialize_option(Opt(PhantomData))
 }
 
-/// [`de`] for a `u64` the API declares `int64` (a fencing token): from 0 to 2^63 - 1, so that
-/// a request is refused exactly when its schema refuses it.
+/// [`de`] for a fencing token, a `u64` the API declares `int64`: from 0 to 2^63 - 1, so that a
+/// request is refused exactly when its schema refuses it. The refusal names `token`, which a
+/// batched report's path (`reports[i]`) does not reach.
 pub fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let v: u64 = de(d)?;
     if v > i64::MAX as u64 {
         return Err(de::Error::invalid_value(
             de::Unexpected::Unsigned(v),
-            &"an integer from 0 to 2^63 - 1",
+            &"a fencing token (`token`) from 0 to 2^63 - 1",
         ));
     }
     Ok(v)
@@ -150,5 +151,12 @@ mod tests {
         for bad in [r#"{"t": 9223372036854775808}"#, r#"{"t": -1}"#] {
             assert!(read(bad).is_err(), "{bad}");
         }
+        let past = read(r#"{"t": 9223372036854775808}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            past.contains("fencing token (`token`) from 0 to 2^63 - 1"),
+            "{past}"
+        );
     }
 }

@@ -178,7 +178,11 @@ pub fn decode_task(id: TaskId, snapshot: &str, spec: &str) -> Result<Task, Store
 static SPECS: SpecCache = SpecCache::new();
 
 /// How many specs [`SPECS`] keeps; when full it starts over (the tasks in flight fill it again).
-const SPECS_CACHED_MAX: usize = 4096;
+const SPECS_CACHED_MAX: usize = 1024;
+
+/// The largest spec text [`SPECS`] keeps decoded: a bigger one (a big input) is decoded on
+/// every read, so that the cache holds at most a few MiB whatever the inputs.
+const SPEC_CACHED_BYTES_MAX: usize = 4 * 1024;
 
 /// Decoded specs by task and by a hash of their stored text, so that a spec changed meanwhile
 /// (a rerun with a new input, written by any node) is decoded anew, never served stale.
@@ -193,6 +197,9 @@ impl SpecCache {
     }
 
     fn decode(&self, id: TaskId, json: &str) -> Result<Arc<TaskSpec>, StoreError> {
+        if json.len() > SPEC_CACHED_BYTES_MAX {
+            return Ok(Arc::new(serde_json::from_str(json).map_err(corrupt(id))?));
+        }
         let key = Self::key(id, json);
         if let Some(spec) = self.lock().as_ref().and_then(|m| m.get(&key)) {
             return Ok(spec.clone());
@@ -204,7 +211,9 @@ impl SpecCache {
 
     /// Keeps `spec`, which `json` encodes, as if it had been decoded from it.
     fn remember(&self, id: TaskId, json: &str, spec: Arc<TaskSpec>) {
-        self.insert(Self::key(id, json), spec);
+        if json.len() <= SPEC_CACHED_BYTES_MAX {
+            self.insert(Self::key(id, json), spec);
+        }
     }
 
     fn key(id: TaskId, json: &str) -> (TaskId, u64) {
@@ -586,6 +595,15 @@ mod tests {
         assert!(
             SPECS.decode(id, "{").is_err(),
             "a damaged spec is an error, not cached"
+        );
+        let big = format!(
+            r#"{{"key": "a", "input": "{}"}}"#,
+            "x".repeat(SPEC_CACHED_BYTES_MAX)
+        );
+        let once = SPECS.decode(id, &big).unwrap();
+        assert!(
+            !Arc::ptr_eq(&once, &SPECS.decode(id, &big).unwrap()),
+            "a big spec is not kept"
         );
     }
 }
