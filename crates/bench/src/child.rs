@@ -58,7 +58,18 @@ impl Serve {
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
-        let mut cmd = Command::new(exe);
+        // A profiler to run the child under (`heaptrack -o FILE`, `valgrind --tool=…`): the
+        // command and its arguments, split on whitespace, before the binary.
+        let wrapper = std::env::var("BATON_BENCH_SERVE_WRAPPER").unwrap_or_default();
+        let mut wrapper = wrapper.split_whitespace();
+        let mut cmd = match wrapper.next() {
+            Some(program) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper).arg(exe);
+                cmd
+            }
+            None => Command::new(exe),
+        };
         for var in AMBIENT {
             cmd.env_remove(var);
         }

@@ -16,7 +16,7 @@ use baton_store::{TaskFilter, TaskPages};
 use serde_json::{json, Value};
 
 use super::agents::{Fleet, FleetConfig, Shared, CAPABILITY};
-use super::throughput::{independent, start_nodes};
+use super::throughput::{independent, start_nodes, Servers};
 use super::{Common, Latency, Report, Target};
 
 const RUN_LIMIT: Duration = Duration::from_secs(3_600);
@@ -127,7 +127,16 @@ pub async fn run(common: &Common, args: DagArgs) -> anyhow::Result<Report> {
     // The same number of independent tasks, on a fresh store.
     let target = Target::new(common).await?;
     let nodes = start_nodes(&target, 1, EngineConfig::default()).await?;
-    let flat = independent(&nodes, tasks, args.agents, batch, None, None, false).await;
+    let flat = independent(
+        &Servers::InProcess(&nodes),
+        tasks,
+        args.agents,
+        batch,
+        None,
+        None,
+        false,
+    )
+    .await;
     for n in nodes {
         n.stop().await;
     }

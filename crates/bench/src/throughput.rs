@@ -12,6 +12,7 @@ use baton_store::{AnyStore, Store, TaskFilter, TaskPages, PAGE_ROWS_MAX};
 use serde_json::{json, Value};
 
 use super::agents::{Fleet, FleetConfig, Measured, Shared, CAPABILITY};
+use super::child::{store_args, Serve};
 use super::{Common, Node, Report, Target};
 
 /// Most tasks per submitted workflow.
@@ -46,6 +47,10 @@ pub struct ThroughputArgs {
     /// request) instead of starting on claim and batching their reports.
     #[arg(long)]
     pub plain: bool,
+    /// Run the server as a child `baton serve` (this binary) instead of in this process, and
+    /// report that process's own peak RSS; the agents and the submitter stay here.
+    #[arg(long)]
+    pub child: bool,
 }
 
 /// The rate limit and concurrency key every task names with `--flow`.
@@ -69,35 +74,44 @@ pub async fn run(common: &Common, args: ThroughputArgs) -> anyhow::Result<Report
     if tasks == 0 || args.agents == 0 {
         bail!("--tasks and --agents must be at least 1");
     }
+    if args.child && args.nodes > 1 {
+        bail!("--child runs one server: leave --nodes at 1");
+    }
     let target = Target::new(common).await?;
     if args.nodes > 1 && !target.is_postgres() {
         bail!("--nodes above 1 needs a shared store: pass --store postgres://…");
     }
     let mut r = Report::new("throughput");
     target.report_fsync(&mut r);
-    let nodes = start_nodes(&target, args.nodes as usize, EngineConfig::default()).await?;
     let flow = args.flow();
-    if flow.is_some() {
-        // A billion a second: present on every claim, never short.
-        nodes[0]
-            .client()?
-            .set_limit(FLOW_KEY, 1_000_000_000, 1_000)
-            .await
-            .context("setting the bench's rate limit")?;
-    }
-    let out = independent(
-        &nodes,
-        tasks,
-        args.agents,
-        args.batch as usize,
-        args.rate,
-        flow,
-        args.plain,
-    )
-    .await;
-    for n in nodes {
-        n.stop().await;
-    }
+    let (out, server_rss) = if args.child {
+        let log =
+            std::env::temp_dir().join(format!("baton-bench-throughput-{}.log", std::process::id()));
+        let serve = Serve::start("127.0.0.1:0", &store_args(&target), &[], &log).await?;
+        let out = drive(Servers::Child(&serve), &args, tasks, flow).await;
+        let rss = serve.status_mib("VmHWM:");
+        serve.stop(Duration::from_secs(30)).await?;
+        let out = match out {
+            Ok(mut out) => {
+                // After the child stopped: a SQLite store has one server at a time.
+                let store = target.open().await?;
+                out.queue_wait_ms = ready_to_assigned(&store).await?;
+                Ok(out)
+            }
+            Err(e) => Err(e),
+        };
+        (out, Some(rss))
+    } else {
+        let nodes = start_nodes(&target, args.nodes as usize, EngineConfig::default()).await?;
+        let mut out = drive(Servers::InProcess(&nodes), &args, tasks, flow).await;
+        if let Ok(out) = &mut out {
+            out.queue_wait_ms = ready_to_assigned(nodes[0].engine.store()).await?;
+        }
+        for n in nodes {
+            n.stop().await;
+        }
+        (out, None)
+    };
     target.cleanup().await?;
     let out = out?;
 
@@ -109,20 +123,53 @@ pub async fn run(common: &Common, args: ThroughputArgs) -> anyhow::Result<Report
         .param("rate", args.rate.map_or(Value::Null, |x| json!(x)))
         .param("flow", args.flow)
         .param("plain", args.plain)
-        .param("server", "in-process");
+        .param("server", if args.child { "child" } else { "in-process" });
     let completed = out.completed;
     out.figures(&mut r);
-    r.float(
-        "peak_rss_mib",
-        "peak RSS (whole process)",
-        super::peak_rss_mib(),
-        "MiB",
-    );
-    r.note("the server runs in this process: peak RSS includes the agents and their HTTP clients");
+    match server_rss {
+        Some(rss) => {
+            r.float("server_peak_rss_mib", "peak RSS of baton serve", rss, "MiB");
+        }
+        None => {
+            r.float(
+                "peak_rss_mib",
+                "peak RSS (whole process)",
+                super::peak_rss_mib(),
+                "MiB",
+            );
+            r.note("the server runs in this process: peak RSS includes the agents and their HTTP clients (--child measures the server alone)");
+        }
+    }
     if completed != tasks as u64 {
         r.fail(format!("{completed} of {tasks} tasks completed"));
     }
     Ok(r)
+}
+
+/// Sets the bench's rate limit if flow control is on, then runs the tasks.
+async fn drive(
+    servers: Servers<'_>,
+    args: &ThroughputArgs,
+    tasks: usize,
+    flow: Option<Value>,
+) -> anyhow::Result<Outcome> {
+    if flow.is_some() {
+        // A billion a second: present on every claim, never short.
+        servers.clients()?[0]
+            .set_limit(FLOW_KEY, 1_000_000_000, 1_000)
+            .await
+            .context("setting the bench's rate limit")?;
+    }
+    independent(
+        &servers,
+        tasks,
+        args.agents,
+        args.batch as usize,
+        args.rate,
+        flow,
+        args.plain,
+    )
+    .await
 }
 
 /// Starts `n` engine + server instances on the target's store.
@@ -206,10 +253,53 @@ impl Outcome {
     }
 }
 
-/// Runs `tasks` independent no-op tasks through `nodes` with `agents` agents; each task's spec
-/// gets the fields of `extra` (flow control).
+/// The servers a run's agents talk to.
+pub enum Servers<'a> {
+    /// Engines and HTTP servers in this process.
+    InProcess(&'a [Node]),
+    /// A child `baton serve`.
+    Child(&'a Serve),
+}
+
+impl Servers<'_> {
+    fn clients(&self) -> anyhow::Result<Vec<Client>> {
+        match self {
+            Servers::InProcess(nodes) => nodes.iter().map(Node::client).collect(),
+            Servers::Child(serve) => Ok(vec![Client::new(&serve.base)?]),
+        }
+    }
+
+    /// Writes and commits of the store so far: from the engines, or from the child's
+    /// `baton_store_commit_batch_size` histogram.
+    async fn commit_stats(&self) -> anyhow::Result<(u64, u64)> {
+        match self {
+            Servers::InProcess(nodes) => Ok(nodes.iter().fold((0, 0), |(w, c), n| {
+                let stats = n.engine.store().stats();
+                (w + stats.writes, c + stats.commits)
+            })),
+            Servers::Child(_) => {
+                let text = self.clients()?[0].metrics().await?;
+                let sample = |name: &str| -> anyhow::Result<u64> {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .map(|v| v as u64)
+                        .with_context(|| format!("{name} missing from /metrics"))
+                };
+                Ok((
+                    sample("baton_store_commit_batch_size_sum")?,
+                    sample("baton_store_commit_batch_size_count")?,
+                ))
+            }
+        }
+    }
+}
+
+/// Runs `tasks` independent no-op tasks through `servers` with `agents` agents; each task's
+/// spec gets the fields of `extra` (flow control). `queue_wait_ms` is left to the caller (a
+/// child server's store is read once it has stopped).
 pub async fn independent(
-    nodes: &[Node],
+    servers: &Servers<'_>,
     tasks: usize,
     agents: usize,
     batch: usize,
@@ -217,7 +307,7 @@ pub async fn independent(
     extra: Option<Value>,
     plain: bool,
 ) -> anyhow::Result<Outcome> {
-    let clients: Vec<Client> = nodes.iter().map(Node::client).collect::<Result<_, _>>()?;
+    let clients = servers.clients()?;
     let shared = Arc::new(Shared::default());
     let bar = super::progress(tasks as u64, "throughput");
     let fleet = Fleet::start(
@@ -233,8 +323,7 @@ pub async fn independent(
         bar.clone(),
     )
     .await?;
-    let before: u64 = nodes.iter().map(|n| n.engine.store().stats().commits).sum();
-    let before_w: u64 = nodes.iter().map(|n| n.engine.store().stats().writes).sum();
+    let (writes_before, commits_before) = servers.commit_stats().await?;
     let started = Instant::now();
     let submitter = tokio::spawn(submit_all(
         clients.clone(),
@@ -252,22 +341,20 @@ pub async fn independent(
         .expect("done lock")
         .unwrap_or_else(Instant::now);
     let elapsed = done_at.duration_since(started);
-    let commits: u64 = nodes.iter().map(|n| n.engine.store().stats().commits).sum();
-    let writes: u64 = nodes.iter().map(|n| n.engine.store().stats().writes).sum();
-    let store = nodes[0].engine.store();
-    let completed = store.counts(None).await?.get(StateKind::Completed);
+    let (writes, commits) = servers.commit_stats().await?;
+    let completed = clients[0].counts(None).await?.completed;
     if !all_done {
         eprintln!("not every task completed within {RUN_LIMIT:?}");
     }
-    let queue_wait_ms = ready_to_assigned(store).await?;
     let first_error = shared.first_error.lock().expect("error lock").clone();
     Ok(Outcome {
         completed,
         elapsed,
         submitting,
         measured,
-        queue_wait_ms,
-        writes_per_commit: (writes - before_w) as f64 / (commits - before).max(1) as f64,
+        queue_wait_ms: Vec::new(),
+        writes_per_commit: (writes - writes_before) as f64
+            / (commits - commits_before).max(1) as f64,
         errors: shared.errors.load(Ordering::Relaxed),
         first_error,
     })

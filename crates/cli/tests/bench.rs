@@ -188,6 +188,19 @@ fn throughput_completes_every_task() {
 }
 
 #[test]
+fn throughput_with_a_child_server_reports_its_own_peak_rss() {
+    let r = bench(&["throughput", "--tasks", "200", "--agents", "2", "--child"]);
+    assert_eq!(r["parameters"]["server"], "child");
+    assert_eq!(fig(&r, "completed"), 200.0);
+    assert_eq!(fig(&r, "errors"), 0.0);
+    // Read from the child's /metrics and its store once it stopped.
+    assert!(fig(&r, "writes_per_commit") >= 1.0, "{r:#}");
+    ordered(&r, "ready_to_assigned");
+    assert!(fig(&r, "server_peak_rss_mib") > 1.0, "{r:#}");
+    assert!(r["figures"].get("peak_rss_mib").is_none(), "{r:#}");
+}
+
+#[test]
 fn dag_releases_dependents_and_compares_with_independent_tasks() {
     let r = bench(&[
         "dag",

@@ -407,6 +407,15 @@ impl Client {
         self.get(&format!("/v1/tasks?{}", query.join("&"))).await
     }
 
+    /// `GET /metrics`: the server's Prometheus metrics in the OpenMetrics text format.
+    pub async fn metrics(&self) -> Result<String> {
+        let url = format!("{}/metrics", self.base);
+        let bytes = self
+            .call_bytes(Method::GET, &url, None::<&Value>, None, None)
+            .await?;
+        Ok(String::from_utf8_lossy(bytes.as_ref()).into_owned())
+    }
+
     pub async fn counts(&self, workflow: Option<Uuid>) -> Result<Counts> {
         match workflow {
             Some(w) => self.get(&format!("/v1/counts?workflow={w}")).await,
