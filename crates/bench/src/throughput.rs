@@ -84,36 +84,13 @@ pub async fn run(common: &Common, args: ThroughputArgs) -> anyhow::Result<Report
     let mut r = Report::new("throughput");
     target.report_fsync(&mut r);
     let flow = args.flow();
-    let (out, server_rss) = if args.child {
-        let log =
-            std::env::temp_dir().join(format!("baton-bench-throughput-{}.log", std::process::id()));
-        let serve = Serve::start("127.0.0.1:0", &store_args(&target), &[], &log).await?;
-        let out = drive(Servers::Child(&serve), &args, tasks, flow).await;
-        let rss = serve.status_mib("VmHWM:");
-        serve.stop(Duration::from_secs(30)).await?;
-        let out = match out {
-            Ok(mut out) => {
-                // After the child stopped: a SQLite store has one server at a time.
-                let store = target.open().await?;
-                out.queue_wait_ms = ready_to_assigned(&store).await?;
-                Ok(out)
-            }
-            Err(e) => Err(e),
-        };
-        (out, Some(rss))
+    let out = if args.child {
+        on_child(&target, &args, tasks, flow).await
     } else {
-        let nodes = start_nodes(&target, args.nodes as usize, EngineConfig::default()).await?;
-        let mut out = drive(Servers::InProcess(&nodes), &args, tasks, flow).await;
-        if let Ok(out) = &mut out {
-            out.queue_wait_ms = ready_to_assigned(nodes[0].engine.store()).await?;
-        }
-        for n in nodes {
-            n.stop().await;
-        }
-        (out, None)
+        in_process(&target, &args, tasks, flow).await
     };
     target.cleanup().await?;
-    let out = out?;
+    let (out, server_rss) = out?;
 
     r.param("store", target.kind())
         .param("tasks", tasks)
@@ -144,6 +121,45 @@ pub async fn run(common: &Common, args: ThroughputArgs) -> anyhow::Result<Report
         r.fail(format!("{completed} of {tasks} tasks completed"));
     }
     Ok(r)
+}
+
+/// The run on a child `baton serve`; with the child's peak RSS in MiB.
+async fn on_child(
+    target: &Target,
+    args: &ThroughputArgs,
+    tasks: usize,
+    flow: Option<Value>,
+) -> anyhow::Result<(Outcome, Option<f64>)> {
+    let log =
+        std::env::temp_dir().join(format!("baton-bench-throughput-{}.log", std::process::id()));
+    let serve = Serve::start("127.0.0.1:0", &store_args(target), &[], &log).await?;
+    let out = drive(Servers::Child(&serve), args, tasks, flow).await;
+    let rss = serve.status_mib("VmHWM:");
+    serve.stop(Duration::from_secs(30)).await?;
+    let mut out = out?;
+    // Once the child stopped: a SQLite store has one server at a time.
+    out.queue_wait_ms = ready_to_assigned(&target.open().await?).await?;
+    Ok((out, Some(rss)))
+}
+
+/// The run on engines and servers in this process.
+async fn in_process(
+    target: &Target,
+    args: &ThroughputArgs,
+    tasks: usize,
+    flow: Option<Value>,
+) -> anyhow::Result<(Outcome, Option<f64>)> {
+    let nodes = start_nodes(target, args.nodes as usize, EngineConfig::default()).await?;
+    let out = async {
+        let mut out = drive(Servers::InProcess(&nodes), args, tasks, flow).await?;
+        out.queue_wait_ms = ready_to_assigned(nodes[0].engine.store()).await?;
+        anyhow::Ok(out)
+    }
+    .await;
+    for n in nodes {
+        n.stop().await;
+    }
+    Ok((out?, None))
 }
 
 /// Sets the bench's rate limit if flow control is on, then runs the tasks.
