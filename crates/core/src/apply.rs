@@ -63,9 +63,10 @@ pub enum Effect {
         at: Timestamp,
         attempt: u32,
     },
-    /// Submit the compensation task into the task's workflow.
+    /// Submit the compensation task into the task's workflow (boxed: the other effects are
+    /// small, and every transition carries a vector of them).
     Compensate {
-        spec: CompensationSpec,
+        spec: Box<CompensationSpec>,
     },
     /// The task waits for `signal`: deliver the oldest one its workflow kept, if any.
     AwaitSignal {
@@ -1380,7 +1381,9 @@ fn effects(rule: &Rule, old: Option<&Task>, new: &Task) -> Vec<Effect> {
             EffectKind::Compensate => match &new.spec.compensation {
                 // An expanded fan-out's items compensate for themselves, each with its own.
                 Some(_) if new.expanded.is_some_and(|n| n > 0) => {}
-                Some(spec) => out.push(Effect::Compensate { spec: spec.clone() }),
+                Some(spec) => out.push(Effect::Compensate {
+                    spec: Box::new(spec.clone()),
+                }),
                 None => {}
             },
         }

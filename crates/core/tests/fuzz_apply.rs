@@ -950,7 +950,7 @@ fn check_accepted(
                 prop_assert_eq!(*attempt, new.attempt + 1);
             }
             Effect::Compensate { spec } => {
-                prop_assert_eq!(Some(spec), new.spec.compensation.as_ref())
+                prop_assert_eq!(Some(&**spec), new.spec.compensation.as_ref())
             }
             Effect::ArmWake { at } => prop_assert_eq!(new.wake_at, Some(*at)),
             Effect::AwaitSignal { signal } => {

@@ -1129,11 +1129,13 @@ fn cancel_works_from_every_non_terminal_state_and_terminal_states_refuse_it() {
 fn a_final_failure_or_cancellation_asks_for_the_compensation_task() {
     let t = step(&executing(), failed(1, "bad_input", true), at(30));
     let comp = spec("write").compensation.unwrap();
-    assert!(t
-        .effects
-        .contains(&Effect::Compensate { spec: comp.clone() }));
+    assert!(t.effects.contains(&Effect::Compensate {
+        spec: Box::new(comp.clone())
+    }));
     let t = step(&pending(), cancel(), at(30));
-    assert!(t.effects.contains(&Effect::Compensate { spec: comp }));
+    assert!(t.effects.contains(&Effect::Compensate {
+        spec: Box::new(comp)
+    }));
     let mut plain = spec("plain");
     plain.compensation = None;
     let task = submit(&submission(plain, &[]), T0).unwrap().task;

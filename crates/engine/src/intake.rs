@@ -68,15 +68,25 @@ impl<S: Store + 'static> Engine<S> {
         self.check_limit_refs(&req.tasks, "tasks").await?;
         let now = self.now();
         let workflow = WorkflowId(self.inner.ids.id());
-        let ids: HashMap<&TaskKey, TaskId> = req
+        let request_hash = request_hash(&req);
+        let ids: HashMap<TaskKey, TaskId> = req
             .tasks
             .iter()
-            .map(|t| (&t.key, TaskId(self.inner.ids.id())))
+            .map(|t| (t.key.clone(), TaskId(self.inner.ids.id())))
             .collect();
-        let mut tasks = Vec::with_capacity(req.tasks.len());
+        let WorkflowRequest {
+            budgets,
+            name,
+            idempotency_key,
+            tasks: specs,
+            outputs,
+            labels,
+        } = req;
+        let mut tasks = Vec::with_capacity(specs.len());
         let mut edges = Vec::new();
-        let mut transitions = Vec::with_capacity(req.tasks.len());
-        for spec in &req.tasks {
+        let mut transitions = Vec::with_capacity(specs.len());
+        // Each spec moves into its task: a big submission holds one copy of it.
+        for spec in specs {
             let id = ids[&spec.key];
             for dep in &spec.depends_on {
                 edges.push(Edge {
@@ -87,7 +97,7 @@ impl<S: Store + 'static> Engine<S> {
             let (new, t) = new_task(
                 workflow,
                 id,
-                spec.clone(),
+                spec,
                 Vec::new(),
                 &BTreeMap::new(),
                 self.inner.ids.seed(),
@@ -98,17 +108,16 @@ impl<S: Store + 'static> Engine<S> {
         }
         let batch = SubmitBatch {
             workflow: WorkflowRef::New(NewWorkflow {
-                budgets: req.budgets.clone(),
+                budgets,
                 id: workflow,
-                name: req.name.clone(),
-                idempotency_key: req.idempotency_key.clone(),
-                request_hash: request_hash(&req),
+                name,
+                idempotency_key,
+                request_hash,
                 created_at: now,
-                outputs: req
-                    .outputs
+                outputs: outputs
                     .as_ref()
                     .map(|o| serde_json::to_string(o).expect("outputs serialise")),
-                labels: req.labels.clone(),
+                labels,
             }),
             tasks,
             edges,
@@ -120,8 +129,7 @@ impl<S: Store + 'static> Engine<S> {
                     self.after_commit(t, &Event::Submitted(submission_of(t)), None);
                 }
                 info!(workflow = %workflow, tasks = transitions.len(), "workflow submitted");
-                let mut keys: Vec<(TaskKey, TaskId)> =
-                    ids.into_iter().map(|(k, id)| (k.clone(), id)).collect();
+                let mut keys: Vec<(TaskKey, TaskId)> = ids.into_iter().collect();
                 keys.sort_by_key(|(_, id)| *id);
                 Ok(WorkflowReceipt {
                     workflow,
@@ -136,7 +144,7 @@ impl<S: Store + 'static> Engine<S> {
                 // The first submission's answer, exactly: its tasks, not those added since
                 // (sub-tasks, expanded items, compensations). The request's keys are the
                 // first's: its fingerprint matched.
-                tasks.retain(|(key, _)| req.tasks.iter().any(|t| t.key == *key));
+                tasks.retain(|(key, _)| ids.contains_key(key));
                 tasks.sort_by_key(|(_, id)| *id);
                 Ok(WorkflowReceipt {
                     workflow,
