@@ -24,6 +24,8 @@ const AMBIENT: &[&str] = &[
 
 pub struct Serve {
     child: Child,
+    /// Run under `BATON_BENCH_SERVE_WRAPPER`, in a process group of its own.
+    wrapped: bool,
     pub base: String,
     /// From spawning the process to its first answer to `GET /v1/counts`.
     pub start_time: Duration,
@@ -62,10 +64,15 @@ impl Serve {
         // command and its arguments, split on whitespace, before the binary.
         let wrapper = std::env::var("BATON_BENCH_SERVE_WRAPPER").unwrap_or_default();
         let mut wrapper = wrapper.split_whitespace();
+        let wrapped = wrapper.clone().next().is_some();
         let mut cmd = match wrapper.next() {
             Some(program) => {
                 let mut cmd = Command::new(program);
                 cmd.args(wrapper).arg(exe);
+                // A process group of its own, signalled whole: a wrapper that runs the server
+                // as its own child (heaptrack's script) would otherwise leave it running.
+                #[cfg(unix)]
+                cmd.process_group(0);
                 cmd
             }
             None => Command::new(exe),
@@ -125,6 +132,7 @@ impl Serve {
             child,
             base,
             start_time: spawned.elapsed(),
+            wrapped,
         })
     }
 
@@ -147,8 +155,27 @@ impl Serve {
             .is_some_and(|pid| std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok())
     }
 
+    /// Sends `signal` to the child, or under a wrapper to its whole process group.
+    #[cfg(unix)]
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(pid) = self.child.id() {
+            let target = if self.wrapped {
+                -(pid as libc::pid_t)
+            } else {
+                pid as libc::pid_t
+            };
+            // SAFETY: sending a signal to our own child process (or its process group).
+            unsafe {
+                libc::kill(target, signal);
+            }
+        }
+    }
+
     /// SIGKILL, and wait for it to be gone.
     pub async fn kill(mut self) -> anyhow::Result<()> {
+        #[cfg(unix)]
+        self.signal(libc::SIGKILL);
+        #[cfg(not(unix))]
         self.child.start_kill().context("killing baton serve")?;
         self.child.wait().await?;
         Ok(())
@@ -157,16 +184,14 @@ impl Serve {
     /// SIGTERM (graceful shutdown), then SIGKILL if it takes over `limit`.
     pub async fn stop(mut self, limit: Duration) -> anyhow::Result<()> {
         #[cfg(unix)]
-        if let Some(pid) = self.child.id() {
-            // SAFETY: sending a signal to our own child process.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
-        }
+        self.signal(libc::SIGTERM);
         if tokio::time::timeout(limit, self.child.wait())
             .await
             .is_err()
         {
+            #[cfg(unix)]
+            self.signal(libc::SIGKILL);
+            #[cfg(not(unix))]
             self.child.start_kill()?;
             self.child.wait().await?;
         }
