@@ -64,8 +64,7 @@ impl Serve {
         // command and its arguments, split on whitespace, before the binary.
         let wrapper = std::env::var("BATON_BENCH_SERVE_WRAPPER").unwrap_or_default();
         let mut wrapper = wrapper.split_whitespace();
-        let wrapped = wrapper.clone().next().is_some();
-        let mut cmd = match wrapper.next() {
+        let (mut cmd, wrapped) = match wrapper.next() {
             Some(program) => {
                 let mut cmd = Command::new(program);
                 cmd.args(wrapper).arg(exe);
@@ -73,9 +72,9 @@ impl Serve {
                 // as its own child (heaptrack's script) would otherwise leave it running.
                 #[cfg(unix)]
                 cmd.process_group(0);
-                cmd
+                (cmd, true)
             }
-            None => Command::new(exe),
+            None => (Command::new(exe), false),
         };
         for var in AMBIENT {
             cmd.env_remove(var);
