@@ -431,8 +431,9 @@ impl<S: Store + 'static> Engine<S> {
                 .apply(TransitionRecord::of(&t, event.clone(), now))
                 .await
             {
-                Ok(()) => {
+                Ok(released) => {
                     self.after_commit(&t, &event, None);
+                    self.after_released(released);
                     return Ok(t.task);
                 }
                 Err(StoreError::Conflict { .. }) => continue,

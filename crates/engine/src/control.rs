@@ -686,7 +686,8 @@ impl<S: Store + 'static> Engine<S> {
         if decided.records.is_empty() && audit.is_none() && workflow_pause.is_none() {
             return Ok(Vec::new());
         }
-        self.inner
+        let released = self
+            .inner
             .store
             .control(ControlWrite {
                 budgets: Default::default(),
@@ -695,14 +696,16 @@ impl<S: Store + 'static> Engine<S> {
                 audit,
             })
             .await?;
-        Ok(decided
+        let tasks = decided
             .transitions
             .into_iter()
             .map(|(t, event)| {
                 self.after_commit(&t, &event, None);
                 t.task
             })
-            .collect())
+            .collect();
+        self.after_released(released);
+        Ok(tasks)
     }
 
     /// The task and every task downstream of it in its workflow's graph, breadth first.

@@ -86,8 +86,9 @@ impl<S: Store + 'static> Engine<S> {
             let items = items.unwrap_or_default();
             if items.is_empty() {
                 match self.inner.store.apply(record).await {
-                    Ok(()) => {
+                    Ok(released) => {
                         self.after_commit(&on_task, &event, None);
+                        self.after_released(released);
                         return Ok(on_task.task);
                     }
                     Err(StoreError::Conflict { .. }) => continue,

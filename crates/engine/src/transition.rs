@@ -4,7 +4,7 @@
 //! line, metrics and a span, the event for subscribers, and the wake-ups its effects name.
 
 use baton_core::{apply, Effect, Event, StateKind, Task, TaskId, Timestamp, Transition};
-use baton_store::{AgentRecord, Store, StoreError, TransitionRecord};
+use baton_store::{AgentRecord, Released, Store, StoreError, TransitionRecord};
 use opentelemetry::trace::SpanContext;
 use tracing::{debug, info};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -126,8 +126,9 @@ impl<S: Store + 'static> Engine<S> {
                 .apply(TransitionRecord::of(&t, event.clone(), now))
                 .await
             {
-                Ok(()) => {
+                Ok(released) => {
                     self.after_commit(&t, &event, cause.link.clone());
+                    self.after_released(released);
                     return Ok(t.task);
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -187,8 +188,9 @@ impl<S: Store + 'static> Engine<S> {
         for ((t, event), stored) in decided.into_iter().zip(stored) {
             let id = t.task.id;
             let outcome = match stored {
-                Ok(()) => {
+                Ok(released) => {
                     self.after_commit(&t, &event, cause.link.clone());
+                    self.after_released(released);
                     Ok(t.task)
                 }
                 Err(StoreError::Conflict { .. }) => self.transition(id, &make, cause.clone()).await,
@@ -205,6 +207,14 @@ impl<S: Store + 'static> Engine<S> {
             .task(id)
             .await?
             .ok_or(EngineError::TaskNotFound(id))
+    }
+
+    /// Carries out the releases the store made in a commit ([`Released`]) like the engine's
+    /// own transitions.
+    pub(crate) fn after_released(&self, released: Vec<Released>) {
+        for r in released {
+            self.after_commit(&r.transition, &r.event, None);
+        }
     }
 
     /// After a commit: record the transition, then carry out its effects that are not

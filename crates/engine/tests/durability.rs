@@ -74,18 +74,16 @@ async fn a_restart_mid_workflow_loses_nothing() {
     let h = Harness::new();
     let mut a = spec("a", &[]);
     a.retry = retry(3, 500);
+    // b's input is taken from a's result: the engine releases it, through the outbox.
+    let mut b = spec("b", &["a"]);
+    b.input = serde_json::json!({"from_a": {"$from": "a"}});
     let wf = h
-        .submit(vec![
-            a,
-            spec("b", &["a"]),
-            spec("c", &["a"]),
-            spec("d", &["b", "c"]),
-        ])
+        .submit(vec![a, b, spec("c", &["a"]), spec("d", &["b", "c"])])
         .await;
     let agent = h.agent("worker", &["work"], 2).await;
 
-    // a fails once, is retried, completes; the process dies before its dependents are
-    // released (the release is in the outbox).
+    // a fails once, is retried, completes; c is released in the same commit; the process
+    // dies before b is released (its release is in the outbox).
     let t = h.claim_only(agent, wf.id("a")).await;
     let t = h.start(&t).await;
     h.fail(&t, "flaky", true).await;
@@ -93,6 +91,7 @@ async fn a_restart_mid_workflow_loses_nothing() {
     h.tick().await;
     h.run(agent, wf.id("a")).await;
     assert_eq!(h.state(wf.id("b")).await, StateKind::Blocked);
+    assert_eq!(h.state(wf.id("c")).await, StateKind::Pending);
 
     let h = h.restart();
     assert_eq!(h.state(wf.id("a")).await, StateKind::Completed);

@@ -39,11 +39,12 @@ async fn diamond_runs_to_completion_and_the_join_waits_for_both_branches() {
 
     let a = h.run(agent, wf.id("a")).await;
     assert_eq!(a.kind(), StateKind::Completed);
-    assert!(
-        h.claim(agent, 4).await.is_empty(),
-        "dependents are released by the outbox, in tick"
-    );
-    h.tick().await;
+    // Released in the commit that completed a, stamped with it, without a tick.
+    for k in ["b", "c"] {
+        let t = h.task(wf.id(k)).await;
+        assert_eq!(t.kind(), StateKind::Pending, "{k}");
+        assert_eq!(t.updated_at, a.updated_at, "{k}");
+    }
 
     let mut branches = h.claim(agent, 4).await;
     branches.sort_by(|x, y| x.spec.key.cmp(&y.spec.key));

@@ -10,6 +10,7 @@ use baton_core::{
 
 use crate::postgres::PgStore;
 use crate::sqlite::SqliteStore;
+use crate::Released;
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactRefs, ArtifactWriter, AuditEntry,
     AuditFilter, ClaimRequest, CommitStats, ControlWrite, Dependency, Edge, GcBatch, GcDeleted,
@@ -69,14 +70,14 @@ impl Store for AnyStore {
         delegate!(self, s => s.submit(batch).await)
     }
 
-    async fn apply(&self, record: TransitionRecord) -> Result<(), StoreError> {
+    async fn apply(&self, record: TransitionRecord) -> Result<Vec<Released>, StoreError> {
         delegate!(self, s => s.apply(record).await)
     }
 
     async fn apply_all(
         &self,
         records: Vec<TransitionRecord>,
-    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    ) -> Result<Vec<Result<Vec<Released>, StoreError>>, StoreError> {
         delegate!(self, s => s.apply_all(records).await)
     }
 
@@ -386,7 +387,7 @@ impl Store for AnyStore {
         delegate!(self, s => s.triggers(after, limit).await)
     }
 
-    async fn control(&self, write: ControlWrite) -> Result<(), StoreError> {
+    async fn control(&self, write: ControlWrite) -> Result<Vec<Released>, StoreError> {
         delegate!(self, s => s.control(write).await)
     }
 

@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     AgentRecord, ArtifactMeta, ClaimRequest, ControlWrite, GcBatch, GcDeleted, GcPrune, GcPruned,
-    LimitWrite, NewSignal, PutArtifact, PutSignal, ScheduleWrite, StoreError, SubmitBatch,
-    SubmitOutcome, TransitionRecord, TriggerWrite, BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
+    LimitWrite, NewSignal, PutArtifact, PutSignal, Released, ScheduleWrite, StoreError,
+    SubmitBatch, SubmitOutcome, TransitionRecord, TriggerWrite, BATCH_WRITES_MAX, QUEUE_WRITES_MAX,
 };
 
 /// Where a command's caller waits for its answer.
@@ -21,7 +21,10 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// One write, as queued for the writer.
 pub(crate) enum Command {
     Submit(Box<SubmitBatch>, Reply<SubmitOutcome>),
-    Apply(Vec<TransitionRecord>, Reply<Vec<Result<(), StoreError>>>),
+    Apply(
+        Vec<TransitionRecord>,
+        Reply<Vec<Result<Vec<Released>, StoreError>>>,
+    ),
     Claim(ClaimRequest, Reply<Vec<Task>>),
     AckOutbox(Vec<i64>, Reply<()>),
     UpsertAgent(AgentRecord, Reply<()>),
@@ -49,7 +52,7 @@ pub(crate) enum Command {
     /// A change to a trigger (SQLite, as `WriteSchedule`).
     WriteTrigger(Box<TriggerWrite>, Reply<bool>),
     /// An operator's control: its transitions, all or none, with its marks.
-    Control(Box<ControlWrite>, Reply<()>),
+    Control(Box<ControlWrite>, Reply<Vec<Released>>),
     /// A change to a named rate limit (SQLite, as `WriteSchedule`).
     WriteLimit(Box<LimitWrite>, Reply<bool>),
 }
@@ -57,7 +60,8 @@ pub(crate) enum Command {
 /// What one command produced in a batch, sent to its caller once the batch committed.
 pub(crate) enum Outcome {
     Submit(Result<SubmitOutcome, StoreError>),
-    Apply(Vec<Result<(), StoreError>>),
+    Apply(Vec<Result<Vec<Released>, StoreError>>),
+    Released(Result<Vec<Released>, StoreError>),
     Claim(Result<Vec<Task>, StoreError>),
     Done(Result<(), StoreError>),
     PutArtifact(Result<PutArtifact, StoreError>),
@@ -106,8 +110,8 @@ impl Command {
             (Command::Claim(_, r), Outcome::Claim(o)) => drop(r.send(o)),
             (Command::AckOutbox(_, r), Outcome::Done(o))
             | (Command::UpsertAgent(_, r), Outcome::Done(o))
-            | (Command::RegisterAgent(_, _, r), Outcome::Done(o))
-            | (Command::Control(_, r), Outcome::Done(o)) => drop(r.send(o)),
+            | (Command::RegisterAgent(_, _, r), Outcome::Done(o)) => drop(r.send(o)),
+            (Command::Control(_, r), Outcome::Released(o)) => drop(r.send(o)),
             (Command::PutArtifact(_, r), Outcome::PutArtifact(o)) => drop(r.send(o)),
             (Command::GcWorkflows(_, r), Outcome::Collected(o)) => drop(r.send(o)),
             (Command::GcPrune(_, r), Outcome::Pruned(o)) => drop(r.send(o)),
@@ -130,8 +134,8 @@ impl Command {
             Command::Claim(_, r) => drop(r.send(Err(e))),
             Command::AckOutbox(_, r)
             | Command::UpsertAgent(_, r)
-            | Command::RegisterAgent(_, _, r)
-            | Command::Control(_, r) => drop(r.send(Err(e))),
+            | Command::RegisterAgent(_, _, r) => drop(r.send(Err(e))),
+            Command::Control(_, r) => drop(r.send(Err(e))),
             Command::GcWorkflows(_, r) => drop(r.send(Err(e))),
             Command::GcPrune(_, r) => drop(r.send(Err(e))),
             Command::ReclaimSpace(_, r) => drop(r.send(Err(e))),
@@ -190,7 +194,10 @@ impl Queue {
         self.write(|r| Command::Submit(Box::new(batch), r)).await
     }
 
-    pub(crate) async fn apply(&self, record: TransitionRecord) -> Result<(), StoreError> {
+    pub(crate) async fn apply(
+        &self,
+        record: TransitionRecord,
+    ) -> Result<Vec<Released>, StoreError> {
         let mut results = self.apply_all(vec![record]).await?;
         let result = results.pop();
         assert!(results.is_empty(), "one answer per record");
@@ -200,7 +207,7 @@ impl Queue {
     pub(crate) async fn apply_all(
         &self,
         records: Vec<TransitionRecord>,
-    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    ) -> Result<Vec<Result<Vec<Released>, StoreError>>, StoreError> {
         records.iter().for_each(check_record);
         let n = records.len();
         let results = self.write(|r| Command::Apply(records, r)).await?;
@@ -261,7 +268,7 @@ impl Queue {
             .await
     }
 
-    pub(crate) async fn control(&self, write: ControlWrite) -> Result<(), StoreError> {
+    pub(crate) async fn control(&self, write: ControlWrite) -> Result<Vec<Released>, StoreError> {
         write.records.iter().for_each(check_record);
         self.write(|r| Command::Control(Box::new(write), r)).await
     }

@@ -15,11 +15,13 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use baton_core::{Effect, Event, Flow, LeaseId, StateKind, Task, TaskId};
+use baton_core::{template, Effect, Event, Flow, LeaseId, StateKind, Task, TaskId, Timestamp};
 use uuid::Uuid;
 
 use crate::flow::KeyStates;
-use crate::{codec, ClaimRequest, StoreError, TransitionRecord, PAGE_ROWS_MAX};
+use crate::{
+    codec, ClaimRequest, Dependency, Released, StoreError, TransitionRecord, PAGE_ROWS_MAX,
+};
 
 /// Most tasks one claim assigns.
 pub(crate) const CLAIM_TASKS_MAX: usize = PAGE_ROWS_MAX;
@@ -86,10 +88,11 @@ pub(crate) fn releases_dependents(from: StateKind, to: StateKind) -> bool {
     to == StateKind::Completed && from != StateKind::Completed
 }
 
-/// The durable effects a transition stores in the outbox. `dependents` is how many tasks had a
-/// dependency completed by it (`None` if it completed none): a completed task nobody depends
-/// on has nothing to release, so its `ReleaseDependents` is left out (the open counts are the
-/// durable record of what to release; the outbox only says when to look).
+/// The durable effects a transition stores in the outbox. `dependents` is how many of the
+/// tasks it completed a dependency of are left for the engine to release (`None` if it
+/// completed none): blocked, with no dependency open, and not released in the same commit
+/// ([`release_in_commit`]). With none left, its `ReleaseDependents` is left out (the open
+/// counts are the durable record of what to release; the outbox only says when to look).
 pub(crate) fn outbox(effects: &[Effect], dependents: Option<usize>) -> Cow<'_, [Effect]> {
     if dependents == Some(0) && effects.contains(&Effect::ReleaseDependents) {
         Cow::Owned(
@@ -102,6 +105,43 @@ pub(crate) fn outbox(effects: &[Effect], dependents: Option<usize>) -> Cow<'_, [
     } else {
         Cow::Borrowed(effects)
     }
+}
+
+/// The release of `dependent`, decided in the commit that completed its last open dependency
+/// at `at`, from `dependencies` (its edges as that commit leaves them), if it can be decided
+/// there: the dependent is blocked, has no input template to resolve against its
+/// dependencies' results and no `for_each` to expand, and the core accepts the event. The
+/// others are the engine's (the outbox tells it to look). Stamped no earlier than the
+/// dependent's last change or its dependencies' completions.
+pub(crate) fn release_in_commit(
+    dependent: &Task,
+    dependencies: &[Dependency],
+    at: Timestamp,
+) -> Option<(Released, TransitionRecord)> {
+    if dependent.kind() != StateKind::Blocked
+        || dependent.spec.for_each.is_some()
+        || dependent.expanded.is_some()
+        || template::is_template(&dependent.spec.input)
+    {
+        return None;
+    }
+    let at = dependencies
+        .iter()
+        .map(|d| d.updated_at)
+        .fold(at.max(dependent.updated_at), Timestamp::max);
+    let event = Event::DependenciesMet {
+        completed: dependencies
+            .iter()
+            .filter(|d| d.state == StateKind::Completed)
+            .map(|d| d.key.clone())
+            .collect(),
+        input: None,
+        unresolved: None,
+        results: None,
+    };
+    let transition = baton_core::apply(dependent, &event, at).ok()?;
+    let record = TransitionRecord::of(&transition, event.clone(), at);
+    Some((Released { transition, event }, record))
 }
 
 /// Whether a transition from `from` to `to` reopens a completed task (a rerun), and so adds one

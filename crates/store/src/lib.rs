@@ -270,6 +270,18 @@ impl TransitionRecord {
     }
 }
 
+/// A transition the store made itself in the commit of one it was given: the release
+/// (`dependencies_met`) of a blocked dependent whose last open dependency that commit
+/// completed, when the core accepts it there (the dependent has no input template to resolve
+/// and no `for_each` to expand; those are left to the engine, through the outbox). The engine
+/// carries it out like one of its own once the commit is durable: log line, metrics, span,
+/// event and wake-ups.
+#[derive(Clone, Debug)]
+pub struct Released {
+    pub transition: Transition,
+    pub event: Event,
+}
+
 /// The effects that must survive a crash: stored in the outbox with their transition.
 fn durable(effects: &[Effect]) -> Vec<Effect> {
     effects.iter().filter(|e| e.is_durable()).cloned().collect()
@@ -608,17 +620,19 @@ pub trait Store: Send + Sync {
         batch: SubmitBatch,
     ) -> impl Future<Output = Result<SubmitOutcome, StoreError>> + Send;
 
-    /// Persists one transition (compare-and-set on the version).
+    /// Persists one transition (compare-and-set on the version), with the releases it made
+    /// in the same commit ([`Released`]).
     fn apply(
         &self,
         record: TransitionRecord,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Released>, StoreError>> + Send;
 
-    /// Persists several transitions in one commit; each succeeds or conflicts on its own.
+    /// Persists several transitions in one commit; each succeeds (with its [`Released`]) or
+    /// conflicts on its own.
     fn apply_all(
         &self,
         records: Vec<TransitionRecord>,
-    ) -> impl Future<Output = Result<Vec<Result<(), StoreError>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Result<Vec<Released>, StoreError>>, StoreError>> + Send;
 
     /// Atomically assigns up to `leases.len()` (at most [`PAGE_ROWS_MAX`]) pending tasks the
     /// agent can run (highest priority first, then the earliest turn: each fairness group in
@@ -984,7 +998,11 @@ pub trait Store: Send + Sync {
         label: Option<(String, String)>,
     ) -> impl Future<Output = Result<Usage, StoreError>> + Send;
 
-    fn control(&self, write: ControlWrite) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Writes an operator's control, with the releases its transitions made ([`Released`]).
+    fn control(
+        &self,
+        write: ControlWrite,
+    ) -> impl Future<Output = Result<Vec<Released>, StoreError>> + Send;
 
     /// Audit entries newest first, as `filter` selects them.
     fn audit(

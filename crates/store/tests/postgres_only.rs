@@ -240,8 +240,8 @@ async fn a_cas_race_between_processes_has_one_winner_and_one_typed_conflict() {
         );
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         let (winner, loss) = match (&ra, &rb) {
-            (Ok(()), Err(e)) => (&from_a, e),
-            (Err(e), Ok(())) => (&from_b, e),
+            (Ok(_), Err(e)) => (&from_a, e),
+            (Err(e), Ok(_)) => (&from_b, e),
             other => panic!("expected exactly one winner, got {other:?}"),
         };
         match loss {
@@ -880,7 +880,7 @@ async fn retention_and_a_rerun_racing_from_two_processes_never_both_win() {
         };
         let (control, gc) = (control.await.unwrap(), gc.await.unwrap().unwrap());
         match control {
-            Ok(()) => {
+            Ok(_) => {
                 assert!(gc.marked.is_empty(), "trial {trial}: reopened, yet marked");
                 let task = a.task(ids[0]).await.unwrap().unwrap();
                 assert_eq!(task.kind(), StateKind::Blocked, "trial {trial}");

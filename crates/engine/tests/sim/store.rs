@@ -250,14 +250,17 @@ impl Store for FaultyStore {
         self.write("submit", self.inner.submit(batch)).await
     }
 
-    async fn apply(&self, record: TransitionRecord) -> Result<(), StoreError> {
+    async fn apply(
+        &self,
+        record: TransitionRecord,
+    ) -> Result<Vec<baton_store::Released>, StoreError> {
         self.write("apply", self.inner.apply(record)).await
     }
 
     async fn apply_all(
         &self,
         records: Vec<TransitionRecord>,
-    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    ) -> Result<Vec<Result<Vec<baton_store::Released>, StoreError>>, StoreError> {
         self.write("apply_all", self.inner.apply_all(records)).await
     }
 
@@ -629,7 +632,10 @@ impl Store for FaultyStore {
         self.inner.triggers(after, limit).await
     }
 
-    async fn control(&self, write: baton_store::ControlWrite) -> Result<(), StoreError> {
+    async fn control(
+        &self,
+        write: baton_store::ControlWrite,
+    ) -> Result<Vec<baton_store::Released>, StoreError> {
         self.write("control", self.inner.control(write)).await
     }
 

@@ -1908,6 +1908,25 @@ impl Sim {
             _ => (None, self.new_signal(w.id), false),
         };
         let flow = self.workflow_name(sent.workflow).await;
+        // A task its delivery releases (a dependent of one it completes) starts waiting after
+        // the signal was sent: only those waiting before must have taken it.
+        let waiting_before: std::collections::HashSet<TaskId> = self
+            .engine()
+            .store()
+            .inner()
+            .waiting_for_signal(
+                TaskFilter {
+                    workflow: Some(sent.workflow),
+                    limit: PAGE_ROWS_MAX,
+                    ..TaskFilter::default()
+                },
+                Some(sent.name.clone()),
+            )
+            .await
+            .expect("read")
+            .iter()
+            .map(|t| t.id)
+            .collect();
         let r = self
             .engine()
             .signal(
@@ -2017,7 +2036,7 @@ impl Sim {
                 )
                 .await
                 .expect("read");
-            if let Some(t) = still.first() {
+            if let Some(t) = still.iter().find(|t| waiting_before.contains(&t.id)) {
                 let label = self.label(t.id).await;
                 return Err(format!(
                     "{label} still waits for {} after signal #{id} was sent",

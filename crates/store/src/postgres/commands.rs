@@ -30,8 +30,8 @@ use crate::batch::{Command, Outcome};
 use crate::codec::{self, ts, HistoryRow, TaskRow};
 use crate::decide::{self, Bucket, Candidate, Deltas, Gate};
 use crate::{
-    AgentRecord, ClaimRequest, ControlWrite, StoreError, SubmitBatch, SubmitOutcome,
-    TransitionRecord, WorkflowRef,
+    AgentRecord, ClaimRequest, ControlWrite, Dependency, Released, StoreError, SubmitBatch,
+    SubmitOutcome, TransitionRecord, WorkflowRef,
 };
 
 #[cfg(test)]
@@ -150,7 +150,7 @@ impl<'c> Run<'c> {
             Command::Control(write, _) => {
                 self.open(true).await?;
                 let out = self.control(write).await;
-                Outcome::Done(self.close(out).await?)
+                Outcome::Released(self.close(out).await?)
             }
             Command::Claim(request, _) => {
                 self.open(false).await?;
@@ -343,8 +343,9 @@ impl<'c> Run<'c> {
     }
 
     /// A transition: the compare-and-set against the task's locked row, then its writes,
-    /// queued.
-    async fn transition(&mut self, record: &TransitionRecord) -> Answer<()> {
+    /// queued; a completion also takes one off its dependents' open counts and writes the
+    /// releases that decides ([`Run::release_dependents`]).
+    async fn transition(&mut self, record: &TransitionRecord) -> Answer<Vec<Released>> {
         let task = &record.task;
         let expected = decide::expected_version(record);
         let stored = match self.known.get(&task.id.0) {
@@ -371,7 +372,100 @@ impl<'c> Run<'c> {
         }
         let (_, from) = stored.expect("check_version found the task");
         self.write_transition(record, from);
-        Ok(Ok(()))
+        if decide::releases_dependents(from, record.task.kind()) {
+            return self.release_dependents(record).await;
+        }
+        Ok(Ok(Vec::new()))
+    }
+
+    /// After the completion `record`: one off each dependent's open count (locking its row),
+    /// then the releases the commit can decide ([`decide::release_in_commit`]) for those left
+    /// with none open, written like any transition. If some are left to the engine (an input
+    /// to resolve, items to expand), the completion's `ReleaseDependents` goes to the outbox.
+    async fn release_dependents(&mut self, record: &TransitionRecord) -> Answer<Vec<Released>> {
+        let c = self.c;
+        let id = record.task.id.0;
+        let opened = self
+            .read(c.client.query(&c.s.release_dependents, &[&id]))
+            .await?;
+        let mut ready = Vec::new();
+        for row in &opened {
+            let (dependent, open, state) =
+                (get::<Uuid>(row, 0), get::<i32>(row, 1), get::<&str>(row, 2));
+            match (dependent, open, state) {
+                (Ok(dependent), Ok(0), Ok(state)) if state == StateKind::Blocked.as_str() => {
+                    ready.push(dependent)
+                }
+                (Ok(_), Ok(_), Ok(_)) => {}
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Ok(Err(e)),
+            }
+        }
+        if ready.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        let params: [&(dyn ToSql + Sync); 1] = [&ready];
+        let (tasks, edges) = self
+            .read(async {
+                tokio::try_join!(
+                    c.client.query(&c.s.load_tasks, &params),
+                    c.client.query(&c.s.dependencies_of, &params),
+                )
+            })
+            .await?;
+        let tasks = match decode_tasks(&tasks) {
+            Ok(tasks) => tasks,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut dependencies: HashMap<Uuid, Vec<Dependency>> = HashMap::new();
+        for row in &edges {
+            let decoded = (|| {
+                let dep = TaskId(get(row, 2)?);
+                Ok::<_, StoreError>((
+                    get::<Uuid>(row, 0)?,
+                    Dependency {
+                        key: TaskKey(get(row, 1)?),
+                        id: dep,
+                        state: codec::parse_state(dep, get(row, 3)?)?,
+                        updated_at: baton_core::Timestamp(get::<i64>(row, 4)? as u64),
+                    },
+                ))
+            })();
+            match decoded {
+                Ok((dependent, d)) => dependencies.entry(dependent).or_default().push(d),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let mut released = Vec::new();
+        let mut left = false;
+        for task in &tasks {
+            let edges = dependencies.remove(&task.id.0).unwrap_or_default();
+            match decide::release_in_commit(task, &edges, record.entry.at) {
+                Some((r, release)) => {
+                    // Its row is locked (its open count was just written) and read afresh.
+                    self.write_transition(&release, StateKind::Blocked);
+                    released.push(r);
+                }
+                None => left = true,
+            }
+        }
+        if left {
+            let mut o = Outbox::default();
+            o.push(
+                record.task.id,
+                &[Effect::ReleaseDependents],
+                record.entry.at,
+            );
+            let release = codec::effect_json(&Effect::ReleaseDependents);
+            self.pending.push(Box::pin(async move {
+                c.client
+                    .execute(
+                        &c.s.insert_transition_outbox,
+                        &[&o.tasks, &o.effects, &o.ats, &release],
+                    )
+                    .await
+            }));
+        }
+        Ok(Ok(released))
     }
 
     /// Queues the writes of a transition whose compare-and-set passed: the row, the history
@@ -470,11 +564,19 @@ impl<'c> Run<'c> {
                     .await
             }));
         }
-        if !record.outbox.is_empty() {
+        // A completion's `ReleaseDependents` is written by `release_dependents` if the
+        // commit leaves any dependent to release (see `decide::outbox`).
+        let completes = decide::releases_dependents(from, to);
+        let outbox = if completes {
+            decide::outbox(&record.outbox, Some(0))
+        } else {
+            std::borrow::Cow::Borrowed(record.outbox.as_slice())
+        };
+        if !outbox.is_empty() {
             let mut o = Outbox::default();
-            o.push(task.id, &record.outbox, record.entry.at);
-            // A completed task nobody depends on has nothing to release (see
-            // `decide::outbox`): its `ReleaseDependents` is left out.
+            o.push(task.id, &outbox, record.entry.at);
+            // A task nobody depends on has nothing to release: its `ReleaseDependents` is
+            // left out.
             let release = codec::effect_json(&Effect::ReleaseDependents);
             self.pending.push(Box::pin(async move {
                 c.client
@@ -514,11 +616,8 @@ impl<'c> Run<'c> {
                 self.refer(artifacts, tasks);
             }
         }
-        if decide::releases_dependents(from, to) {
+        if completes {
             let id = task.id.0;
-            self.pending.push(Box::pin(async move {
-                c.client.execute(&c.s.release_dependents, &[&id]).await
-            }));
             let refs = task_refs(task, true);
             if !refs.is_empty() {
                 let artifacts: Vec<String> = refs.iter().map(|a| a.hex()).collect();
@@ -532,7 +631,7 @@ impl<'c> Run<'c> {
 
     /// An operator's control, in the savepoint `cmd`: every transition, the first that fails
     /// failing it all, then the workflow's pause mark and the audit entry.
-    async fn control(&mut self, write: &'c ControlWrite) -> Answer<()> {
+    async fn control(&mut self, write: &'c ControlWrite) -> Answer<Vec<Released>> {
         // A workflow retention is deleting is gone already: nothing may reopen its tasks.
         // Locked for share, so that retention's mark (which locks the row for update) commits
         // before this reads it, or waits for this control to commit and sees its changes.
@@ -564,9 +663,11 @@ impl<'c> Run<'c> {
                 ))));
             }
         }
+        let mut released = Vec::new();
         for record in &write.records {
-            if let Err(e) = self.transition(record).await? {
-                return Ok(Err(e));
+            match self.transition(record).await? {
+                Ok(r) => released.extend(r),
+                Err(e) => return Ok(Err(e)),
             }
         }
         let c = self.c;
@@ -597,7 +698,7 @@ impl<'c> Run<'c> {
                     .await
             }));
         }
-        Ok(Ok(()))
+        Ok(Ok(released))
     }
 
     /// Queues the writes that record references to artifacts (`artifacts[i]` by `tasks[i]`):

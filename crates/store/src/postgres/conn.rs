@@ -167,7 +167,12 @@ statements! {
                      WHERE e <> $4 OR EXISTS (SELECT 1 FROM edges WHERE dependency = t)
                      ORDER BY o";
     release_dependents = "UPDATE tasks SET deps_open = deps_open - 1
-                          WHERE id IN (SELECT dependent FROM edges WHERE dependency = $1)";
+                          WHERE id IN (SELECT dependent FROM edges WHERE dependency = $1)
+                          RETURNING id, deps_open, state";
+    // The dependencies of each of the tasks $1: dependent, key, id, state, last change.
+    dependencies_of = "SELECT e.dependent, t.key, t.id, t.state, t.updated_at FROM edges e
+                       JOIN tasks t ON t.id = e.dependency
+                       WHERE e.dependent = ANY($1::uuid[]) ORDER BY e.dependent, t.key";
     reopen_dependents = "UPDATE tasks SET deps_open = deps_open + 1
                          WHERE id IN (SELECT dependent FROM edges WHERE dependency = $1)";
     detach_dependents = "DELETE FROM edges WHERE dependency = $1";

@@ -17,6 +17,7 @@ use super::connect::PgStore;
 use super::error::{db, get};
 use crate::audit::{audit_query, AuditParam};
 use crate::codec::{self, ts};
+use crate::Released;
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactRefs, ArtifactWriter, AuditEntry,
     AuditFilter, ClaimRequest, CommitStats, ControlWrite, Dependency, Edge, GcBatch, GcDeleted,
@@ -162,14 +163,14 @@ impl Store for PgStore {
         self.writes.submit(batch).await
     }
 
-    async fn apply(&self, record: TransitionRecord) -> Result<(), StoreError> {
+    async fn apply(&self, record: TransitionRecord) -> Result<Vec<Released>, StoreError> {
         self.writes.apply(record).await
     }
 
     async fn apply_all(
         &self,
         records: Vec<TransitionRecord>,
-    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    ) -> Result<Vec<Result<Vec<Released>, StoreError>>, StoreError> {
         self.writes.apply_all(records).await
     }
 
@@ -819,7 +820,7 @@ impl Store for PgStore {
         self.trigger_rows(after, limit).await
     }
 
-    async fn control(&self, write: ControlWrite) -> Result<(), StoreError> {
+    async fn control(&self, write: ControlWrite) -> Result<Vec<Released>, StoreError> {
         self.writes.control(write).await
     }
 

@@ -13,9 +13,9 @@ use crate::artifact::task_refs;
 use crate::codec::{self, ts, HistoryRow, TaskRow};
 use crate::decide::{self, Candidate, Deltas};
 use crate::{
-    AgentRecord, ArtifactMeta, ClaimRequest, ControlWrite, NewSignal, NewTask, PutArtifact,
-    PutSignal, ScheduleRecord, ScheduleWrite, SignalRecord, StoreError, SubmitBatch, SubmitOutcome,
-    TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRef,
+    AgentRecord, ArtifactMeta, ClaimRequest, ControlWrite, Dependency, NewSignal, NewTask,
+    PutArtifact, PutSignal, Released, ScheduleRecord, ScheduleWrite, SignalRecord, StoreError,
+    SubmitBatch, SubmitOutcome, TransitionRecord, TriggerRecord, TriggerWrite, WorkflowRef,
 };
 
 /// Marks a signal delivered by the transition that takes it first.
@@ -360,13 +360,14 @@ fn write_outbox(
 }
 
 /// Compare-and-set on the version, then the row, the history entry, the outbox, and, on
-/// completion, the dependents' open counts. A failed compare-and-set (`Conflict`,
+/// completion, the dependents' open counts and the releases the commit can decide
+/// ([`decide::release_in_commit`]), which it returns. A failed compare-and-set (`Conflict`,
 /// `TaskNotFound`) has written nothing.
 pub(super) fn write_transition(
     conn: &Connection,
     record: &TransitionRecord,
     deltas: &mut Deltas,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Released>, StoreError> {
     let task = &record.task;
     let expected = decide::expected_version(record);
     let row = TaskRow::of(task);
@@ -429,15 +430,37 @@ pub(super) fn write_transition(
             .map_err(db)?;
     }
     let mut dependents = None;
+    let mut released = Vec::new();
     if decide::releases_dependents(from, to) {
-        let counted = conn
+        let opened: Vec<(Uuid, i64, String)> = conn
             .prepare_cached(
                 "UPDATE tasks SET deps_open = deps_open - 1
-                 WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)",
+                 WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)
+                 RETURNING id, deps_open, state",
             )
-            .and_then(|mut s| s.execute([task.id.0]))
+            .and_then(|mut s| {
+                s.query_map([task.id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
             .map_err(db)?;
-        dependents = Some(counted);
+        let mut left = 0;
+        for (id, open, state) in opened {
+            if open != 0 || state != StateKind::Blocked.as_str() {
+                continue;
+            }
+            let id = TaskId(id);
+            let dependent = load_task(conn, id)?.ok_or(StoreError::TaskNotFound(id))?;
+            let edges = dependencies(conn, id)?;
+            match decide::release_in_commit(&dependent, &edges, record.entry.at) {
+                Some((r, record)) => {
+                    // Not a completion, so it releases nothing in turn.
+                    write_transition(conn, &record, deltas)?;
+                    released.push(r);
+                }
+                None => left += 1,
+            }
+        }
+        dependents = Some(left);
         insert_refs(conn, task.id, &task_refs(task, true))?;
     }
     let outbox = decide::outbox(&record.outbox, dependents);
@@ -480,7 +503,39 @@ pub(super) fn write_transition(
         insert_refs(conn, task.id, &task_refs(task, false))?;
     }
     deltas.moved(from, to);
-    Ok(())
+    Ok(released)
+}
+
+/// A task's dependencies in the graph, by key: their ids, states and last changes.
+pub(super) fn dependencies(conn: &Connection, id: TaskId) -> Result<Vec<Dependency>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT t.key, t.id, t.state, t.updated_at FROM edges e
+             JOIN tasks t ON t.id = e.dependency
+             WHERE e.dependent = ?1 ORDER BY t.key",
+        )
+        .map_err(db)?;
+    let rows = stmt
+        .query_map([id.0], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Uuid>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .map_err(db)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, dep, state, updated_at) = row.map_err(db)?;
+        out.push(Dependency {
+            key: TaskKey(key),
+            id: TaskId(dep),
+            updated_at: Timestamp(updated_at as u64),
+            state: codec::parse_state(TaskId(dep), &state)?,
+        });
+    }
+    Ok(out)
 }
 
 /// Records that `task` refers to `refs` and marks them referenced (kept from the sweep). An
@@ -867,7 +922,7 @@ pub(super) fn control(
     conn: &Connection,
     write: &ControlWrite,
     deltas: &mut Deltas,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Released>, StoreError> {
     let workflows = write
         .records
         .iter()
@@ -875,8 +930,9 @@ pub(super) fn control(
         .chain(write.workflow_pause.iter().map(|(w, _)| *w))
         .chain(write.budgets.iter().map(|(w, _)| *w));
     refuse_deleting(conn, workflows)?;
+    let mut released = Vec::new();
     for record in &write.records {
-        write_transition(conn, record, deltas)?;
+        released.extend(write_transition(conn, record, deltas)?);
     }
     if let Some((workflow, paused)) = &write.workflow_pause {
         conn.prepare_cached("UPDATE workflows SET paused = ?2 WHERE id = ?1")
@@ -906,5 +962,5 @@ pub(super) fn control(
         })
         .map_err(db)?;
     }
-    Ok(())
+    Ok(released)
 }

@@ -20,6 +20,7 @@ use super::open::SqliteStore;
 use crate::artifact::{io_error, CHUNKS_AHEAD_MAX};
 use crate::audit::{audit_query, AuditParam};
 use crate::codec::{self, ts};
+use crate::Released;
 use crate::{
     AgentRecord, ArtifactChunks, ArtifactMeta, ArtifactRefs, ArtifactWriter, AuditEntry,
     AuditFilter, ClaimRequest, CommitStats, ControlWrite, Dependency, Edge, GcBatch, GcDeleted,
@@ -230,14 +231,14 @@ impl Store for SqliteStore {
         self.writes.submit(batch).await
     }
 
-    async fn apply(&self, record: TransitionRecord) -> Result<(), StoreError> {
+    async fn apply(&self, record: TransitionRecord) -> Result<Vec<Released>, StoreError> {
         self.writes.apply(record).await
     }
 
     async fn apply_all(
         &self,
         records: Vec<TransitionRecord>,
-    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    ) -> Result<Vec<Result<Vec<Released>, StoreError>>, StoreError> {
         self.writes.apply_all(records).await
     }
 
@@ -561,37 +562,8 @@ impl Store for SqliteStore {
     }
 
     async fn dependencies(&self, id: TaskId) -> Result<Vec<Dependency>, StoreError> {
-        self.read(move |c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT t.key, t.id, t.state, t.updated_at FROM edges e
-                     JOIN tasks t ON t.id = e.dependency
-                     WHERE e.dependent = ?1 ORDER BY t.key",
-                )
-                .map_err(db)?;
-            let rows = stmt
-                .query_map([id.0], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Uuid>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                    ))
-                })
-                .map_err(db)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (key, dep, state, updated_at) = row.map_err(db)?;
-                out.push(Dependency {
-                    key: TaskKey(key),
-                    id: TaskId(dep),
-                    updated_at: Timestamp(updated_at as u64),
-                    state: codec::parse_state(TaskId(dep), &state)?,
-                });
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |c| super::commands::dependencies(c, id))
+            .await
     }
 
     async fn dependents(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
@@ -1184,7 +1156,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn control(&self, write: ControlWrite) -> Result<(), StoreError> {
+    async fn control(&self, write: ControlWrite) -> Result<Vec<Released>, StoreError> {
         self.writes.control(write).await
     }
 

@@ -14,7 +14,7 @@ use super::commands::{
 use super::error::db;
 use crate::batch::{gather, Command, Outcome};
 use crate::decide::Deltas;
-use crate::{Rerun, Stats, StoreError, TransitionRecord, BATCH_WRITES_MAX};
+use crate::{Released, Rerun, Stats, StoreError, TransitionRecord, BATCH_WRITES_MAX};
 
 pub(super) struct Writer {
     conn: Connection,
@@ -171,9 +171,11 @@ fn run_command(
                 super::flow::write_limit(sp, write)
             })?)
         }
-        Command::Control(write, _) => Outcome::Done(savepoint(tx, deltas, isolation, |sp, d| {
-            super::commands::control(sp, write, d)
-        })?),
+        Command::Control(write, _) => {
+            Outcome::Released(savepoint(tx, deltas, isolation, |sp, d| {
+                super::commands::control(sp, write, d)
+            })?)
+        }
         Command::RegisterAgent(agent, max, _) => {
             Outcome::Done(savepoint(tx, deltas, isolation, |sp, _| {
                 super::retention::register_agent(sp, agent, *max)
@@ -212,12 +214,12 @@ fn apply_records(
     records: &[TransitionRecord],
     deltas: &mut Deltas,
     isolation: Isolation,
-) -> Result<Vec<Result<(), StoreError>>, Failed> {
+) -> Result<Vec<Result<Vec<Released>, StoreError>>, Failed> {
     let together = |sp: &Connection, d: &mut Deltas| {
         let mut results = Vec::with_capacity(records.len());
         for record in records {
             match write_transition(sp, record, d) {
-                Ok(()) => results.push(Ok(())),
+                Ok(released) => results.push(Ok(released)),
                 Err(e @ (StoreError::Conflict { .. } | StoreError::TaskNotFound(_))) => {
                     results.push(Err(e))
                 }

@@ -151,11 +151,24 @@ pub fn record(task: &Task, event: Event, now: Timestamp) -> TransitionRecord {
 
 /// Loads the task, applies `event` through the core, stores the transition.
 pub async fn advance<S: Store>(store: &S, id: TaskId, event: Event, now: Timestamp) -> Task {
+    advance_releasing(store, id, event, now).await.0
+}
+
+/// [`advance`], also returning the dependents the store released in the same commit, in id
+/// order.
+pub async fn advance_releasing<S: Store>(
+    store: &S,
+    id: TaskId,
+    event: Event,
+    now: Timestamp,
+) -> (Task, Vec<TaskId>) {
     let task = store.task(id).await.unwrap().expect("task exists");
     let rec = record(&task, event, now);
     let task = rec.task.clone();
-    store.apply(rec).await.unwrap();
-    task
+    let released = store.apply(rec).await.unwrap();
+    let mut ids: Vec<TaskId> = released.iter().map(|r| r.transition.task.id).collect();
+    ids.sort();
+    (task, ids)
 }
 
 pub async fn claim_one<S: Store>(store: &S, agent: AgentId, now: Timestamp) -> Option<Task> {
@@ -175,6 +188,16 @@ pub async fn claim_one<S: Store>(store: &S, agent: AgentId, now: Timestamp) -> O
 
 /// Claims, starts and completes the task with the given id, which must be the one claimed.
 pub async fn run_to_completion<S: Store>(store: &S, id: TaskId, now: Timestamp) -> Task {
+    complete_releasing(store, id, now).await.0
+}
+
+/// [`run_to_completion`], also returning the dependents the completion released in its
+/// commit, in id order.
+pub async fn complete_releasing<S: Store>(
+    store: &S,
+    id: TaskId,
+    now: Timestamp,
+) -> (Task, Vec<TaskId>) {
     let claimed = claim_one(store, agent(1), now)
         .await
         .expect("a task to claim");
@@ -191,7 +214,7 @@ pub async fn run_to_completion<S: Store>(store: &S, id: TaskId, now: Timestamp) 
         now,
     )
     .await;
-    advance(
+    advance_releasing(
         store,
         id,
         Event::ExecutionSucceeded {
@@ -210,10 +233,26 @@ pub async fn release_blocked<S: Store>(store: &S, now: Timestamp) -> Vec<TaskId>
     let released = store.released_blocked(100).await.unwrap();
     for id in &released {
         let task = store.task(*id).await.unwrap().unwrap();
+        let mut results = HashMap::new();
+        for dep in store.dependencies(*id).await.unwrap() {
+            if let Some(State::Completed { result, .. }) =
+                store.task(dep.id).await.unwrap().map(|t| t.state)
+            {
+                results.insert(dep.key, result);
+            }
+        }
+        let (input, unresolved) = if template::is_template(&task.spec.input) {
+            match template::resolve(&task.spec.input, "input", &|k: &TaskKey| results.get(k)) {
+                Ok(input) => (Some(input), None),
+                Err(unresolved) => (None, Some(unresolved)),
+            }
+        } else {
+            (None, None)
+        };
         let event = Event::DependenciesMet {
             completed: task.dependencies.clone(),
-            input: None,
-            unresolved: None,
+            input,
+            unresolved,
             results: None,
         };
         store.apply(record(&task, event, now)).await.unwrap();
@@ -357,4 +396,29 @@ pub mod pg {
             }
         }
     }
+}
+
+/// `flow` with the input of task `key` replaced (its submission rebuilt).
+pub fn with_input(mut flow: Flow, key: &str, input: serde_json::Value) -> Flow {
+    let i = flow
+        .batch
+        .tasks
+        .iter()
+        .position(|t| t.task.spec.key.as_str() == key)
+        .unwrap();
+    let task = &flow.batch.tasks[i].task;
+    let sub = Submission {
+        task: task.id,
+        workflow: flow.id,
+        spec: Arc::new(TaskSpec {
+            input,
+            ..(*task.spec).clone()
+        }),
+        completed: Vec::new(),
+        seed: 7,
+        input: None,
+        unresolved: None,
+    };
+    flow.batch.tasks[i] = NewTask::submitted(sub, T0).unwrap().0;
+    flow
 }

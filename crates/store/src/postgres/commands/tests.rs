@@ -109,7 +109,7 @@ async fn run(careful: bool) -> Summary {
                 summary.applied = results
                     .into_iter()
                     .map(|r| {
-                        r.map_err(|e| match e {
+                        r.map(drop).map_err(|e| match e {
                             StoreError::Conflict { .. } => "conflict".to_owned(),
                             other => other.to_string(),
                         })
@@ -122,6 +122,7 @@ async fn run(careful: bool) -> Summary {
                 summary.claimed = claimed.len();
             }
             Outcome::Done(o) => summary.done.push(o.is_ok()),
+            Outcome::Released(o) => summary.done.push(o.is_ok()),
             Outcome::PutArtifact(_)
             | Outcome::Collected(_)
             | Outcome::Pruned(_)
