@@ -1911,19 +1911,8 @@ impl Sim {
         // A task its delivery releases (a dependent of one it completes) starts waiting after
         // the signal was sent: only those waiting before must have taken it.
         let waiting_before: std::collections::HashSet<TaskId> = self
-            .engine()
-            .store()
-            .inner()
-            .waiting_for_signal(
-                TaskFilter {
-                    workflow: Some(sent.workflow),
-                    limit: PAGE_ROWS_MAX,
-                    ..TaskFilter::default()
-                },
-                Some(sent.name.clone()),
-            )
+            .waiting_for(sent.workflow, &sent.name)
             .await
-            .expect("read")
             .iter()
             .map(|t| t.id)
             .collect();
@@ -2022,20 +2011,7 @@ impl Sim {
             if receipt.delivered_to.is_empty() {
                 self.counters.signals_kept += 1;
             }
-            let still = self
-                .engine()
-                .store()
-                .inner()
-                .waiting_for_signal(
-                    TaskFilter {
-                        workflow: Some(sent.workflow),
-                        limit: PAGE_ROWS_MAX,
-                        ..TaskFilter::default()
-                    },
-                    Some(sent.name.clone()),
-                )
-                .await
-                .expect("read");
+            let still = self.waiting_for(sent.workflow, &sent.name).await;
             if let Some(t) = still.iter().find(|t| waiting_before.contains(&t.id)) {
                 let label = self.label(t.id).await;
                 return Err(format!(
@@ -2045,6 +2021,23 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// The tasks of `workflow` waiting for the signal `name` (a page), read from the store.
+    async fn waiting_for(&self, workflow: WorkflowId, name: &str) -> Vec<Task> {
+        self.engine()
+            .store()
+            .inner()
+            .waiting_for_signal(
+                TaskFilter {
+                    workflow: Some(workflow),
+                    limit: PAGE_ROWS_MAX,
+                    ..TaskFilter::default()
+                },
+                Some(name.to_owned()),
+            )
+            .await
+            .expect("read")
     }
 
     /// No task waits for a signal its workflow keeps undelivered: checked after a round of

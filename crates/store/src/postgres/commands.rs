@@ -449,23 +449,30 @@ impl<'c> Run<'c> {
             }
         }
         if left {
-            let mut o = Outbox::default();
-            o.push(
+            self.queue_outbox(
                 record.task.id,
                 &[Effect::ReleaseDependents],
                 record.entry.at,
             );
-            let release = codec::effect_json(&Effect::ReleaseDependents);
-            self.pending.push(Box::pin(async move {
-                c.client
-                    .execute(
-                        &c.s.insert_transition_outbox,
-                        &[&o.tasks, &o.effects, &o.ats, &release],
-                    )
-                    .await
-            }));
         }
         Ok(Ok(released))
+    }
+
+    /// Queues a transition's durable effects for the outbox, but the `ReleaseDependents` of a
+    /// task nobody depends on (it has nothing to release).
+    fn queue_outbox(&mut self, task: TaskId, effects: &[Effect], at: baton_core::Timestamp) {
+        let c = self.c;
+        let mut o = Outbox::default();
+        o.push(task, effects, at);
+        let release = codec::effect_json(&Effect::ReleaseDependents);
+        self.pending.push(Box::pin(async move {
+            c.client
+                .execute(
+                    &c.s.insert_transition_outbox,
+                    &[&o.tasks, &o.effects, &o.ats, &release],
+                )
+                .await
+        }));
     }
 
     /// Queues the writes of a transition whose compare-and-set passed: the row, the history
@@ -573,19 +580,7 @@ impl<'c> Run<'c> {
             std::borrow::Cow::Borrowed(record.outbox.as_slice())
         };
         if !outbox.is_empty() {
-            let mut o = Outbox::default();
-            o.push(task.id, &outbox, record.entry.at);
-            // A task nobody depends on has nothing to release: its `ReleaseDependents` is
-            // left out.
-            let release = codec::effect_json(&Effect::ReleaseDependents);
-            self.pending.push(Box::pin(async move {
-                c.client
-                    .execute(
-                        &c.s.insert_transition_outbox,
-                        &[&o.tasks, &o.effects, &o.ats, &release],
-                    )
-                    .await
-            }));
+            self.queue_outbox(task.id, &outbox, record.entry.at);
         }
         if matches!(record.entry.event, Event::Superseded { .. }) {
             // No longer anyone's dependency: it leaves its dependents' open counts if it was in them.
