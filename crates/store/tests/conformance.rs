@@ -719,6 +719,53 @@ mod cases {
         );
     }
 
+    /// Two completions in one commit that close a dependent's last two dependencies release
+    /// it once, with the later of them.
+    pub async fn completions_in_one_commit_release_a_dependent_once<S: Store>(s: &S) {
+        let flow = diamond();
+        s.submit(flow.batch.clone()).await.unwrap();
+        run_to_completion(s, flow.id("a"), at(10)).await;
+        let mut records = Vec::new();
+        for k in ["b", "c"] {
+            let claimed = claim_one(s, agent(1), at(11)).await.unwrap();
+            let token = claimed.fencing_token;
+            let started = advance(
+                s,
+                claimed.id,
+                Event::ExecutionStarted {
+                    by_claim: false,
+                    agent: agent(1),
+                    token,
+                },
+                at(12),
+            )
+            .await;
+            let succeeded = Event::ExecutionSucceeded {
+                usage: Default::default(),
+                agent: agent(1),
+                token,
+                result: Some(json!(k)),
+            };
+            records.push(record(&started, succeeded, at(13)));
+        }
+        let results = s.apply_all(records).await.unwrap();
+        let released: Vec<Vec<TaskId>> = results
+            .into_iter()
+            .map(|r| r.unwrap().iter().map(|r| r.transition.task.id).collect())
+            .collect();
+        assert_eq!(released, vec![vec![], vec![flow.id("d")]]);
+        let d = s.task(flow.id("d")).await.unwrap().unwrap();
+        assert_eq!((d.kind(), d.version), (StateKind::Pending, 2));
+        assert_eq!(s.history(d.id, 0, 10).await.unwrap().len(), 2);
+        assert_eq!(
+            s.counts(Some(flow.id))
+                .await
+                .unwrap()
+                .get(StateKind::Pending),
+            1
+        );
+    }
+
     /// A dependent whose input is a template over its dependencies' results is the engine's
     /// to release (it resolves the input first): the completion leaves it blocked, with no
     /// dependency open, and puts its `ReleaseDependents` in the outbox.
@@ -2796,6 +2843,7 @@ macro_rules! conformance {
             case!(apply_all_undoes_a_record_that_fails_after_writing);
             case!(completion_releases_dependents_in_its_own_commit);
             case!(a_dependent_with_an_input_template_is_left_to_the_engine);
+            case!(completions_in_one_commit_release_a_dependent_once);
             case!(a_superseded_task_is_no_longer_a_dependency);
             case!(usage_adds_up_per_workflow_and_label_and_budgets_are_kept);
             case!(a_task_released_on_an_open_dependency_is_refused);

@@ -58,6 +58,19 @@ struct Run<'c> {
     claimed_turn: Option<i64>,
     /// Inside a command's savepoint: where to return if the command is rolled back.
     savepoint: Option<Savepoint>,
+    /// Completions written by the command (or record) under way: `(task, at)`.
+    staged: Vec<(Uuid, baton_core::Timestamp)>,
+    /// Completions of the commands that succeeded, in order: their dependents are released
+    /// at the end of the run ([`Run::release_completed`]).
+    completions: Vec<Completion>,
+}
+
+/// A completion written in a run, by the command at `cmd` (its record `rec` for an apply).
+struct Completion {
+    cmd: usize,
+    rec: Option<usize>,
+    task: Uuid,
+    at: baton_core::Timestamp,
 }
 
 /// The run's state when a savepoint was opened: the counters then, and the `known` entries
@@ -120,37 +133,59 @@ pub(super) async fn run_batch<'c>(
         turns: Vec::new(),
         claimed_turn: None,
         savepoint: None,
+        staged: Vec::new(),
+        completions: Vec::new(),
     };
     let mut outcomes = Vec::with_capacity(batch.len());
-    for cmd in batch {
-        outcomes.push(run.command(cmd).await?);
+    for (index, cmd) in batch.iter().enumerate() {
+        outcomes.push(run.command(index, cmd).await?);
     }
+    run.release_completed(&mut outcomes).await?;
     run.commit().await?;
     Ok(outcomes)
 }
 
 impl<'c> Run<'c> {
-    async fn command(&mut self, cmd: &'c Command) -> Result<Outcome, Abort> {
+    /// Keeps the completions staged by the command's transition (`index`, its record `rec`)
+    /// if it succeeded; drops them if it was refused or rolled back.
+    fn keep_staged(&mut self, cmd: usize, rec: Option<usize>, succeeded: bool) {
+        for (task, at) in std::mem::take(&mut self.staged) {
+            if succeeded {
+                self.completions.push(Completion { cmd, rec, task, at });
+            }
+        }
+    }
+
+    async fn command(&mut self, index: usize, cmd: &'c Command) -> Result<Outcome, Abort> {
         let c = self.c;
         Ok(match cmd {
             Command::Submit(batch, _) => {
                 self.open(true).await?;
                 let out = self.submit(batch).await;
-                Outcome::Submit(self.close(out).await?)
+                let out = self.close(out).await?;
+                debug_assert!(
+                    self.staged.is_empty(),
+                    "a submission's holds complete nothing"
+                );
+                Outcome::Submit(out)
             }
             Command::Apply(records, _) => {
                 let mut results = Vec::with_capacity(records.len());
-                for record in records {
+                for (rec, record) in records.iter().enumerate() {
                     self.open(false).await?;
                     let out = self.transition(record).await;
-                    results.push(self.close(out).await?);
+                    let out = self.close(out).await?;
+                    self.keep_staged(index, Some(rec), out.is_ok());
+                    results.push(out.map(|()| Vec::new()));
                 }
                 Outcome::Apply(results)
             }
             Command::Control(write, _) => {
                 self.open(true).await?;
                 let out = self.control(write).await;
-                Outcome::Released(self.close(out).await?)
+                let out = self.close(out).await?;
+                self.keep_staged(index, None, out.is_ok());
+                Outcome::Released(out)
             }
             Command::Claim(request, _) => {
                 self.open(false).await?;
@@ -343,9 +378,8 @@ impl<'c> Run<'c> {
     }
 
     /// A transition: the compare-and-set against the task's locked row, then its writes,
-    /// queued; a completion also takes one off its dependents' open counts and writes the
-    /// releases that decides ([`Run::release_dependents`]).
-    async fn transition(&mut self, record: &TransitionRecord) -> Answer<Vec<Released>> {
+    /// queued. A completion is staged for [`Run::release_completed`].
+    async fn transition(&mut self, record: &TransitionRecord) -> Answer<()> {
         let task = &record.task;
         let expected = decide::expected_version(record);
         let stored = match self.known.get(&task.id.0) {
@@ -373,89 +407,100 @@ impl<'c> Run<'c> {
         let (_, from) = stored.expect("check_version found the task");
         self.write_transition(record, from);
         if decide::releases_dependents(from, record.task.kind()) {
-            return self.release_dependents(record).await;
+            self.staged.push((record.task.id.0, record.entry.at));
         }
-        Ok(Ok(Vec::new()))
+        Ok(Ok(()))
     }
 
-    /// After the completion `record`: one off each dependent's open count (locking its row),
-    /// then the releases the commit can decide ([`decide::release_in_commit`]) for those left
-    /// with none open, written like any transition. If some are left to the engine (an input
-    /// to resolve, items to expand), the completion's `ReleaseDependents` goes to the outbox.
-    async fn release_dependents(&mut self, record: &TransitionRecord) -> Answer<Vec<Released>> {
+    /// The completions of the run's commands that succeeded, once they all wrote (each took
+    /// one off its dependents' open counts): each dependent of theirs left blocked with none
+    /// open is released here, in the run's transaction, if the commit can decide it
+    /// ([`decide::release_in_commit`]), and the release goes to the outcome of the command
+    /// whose completion was its last (the latest in the run). A completion that leaves a
+    /// dependent to the engine (an input to resolve, items to expand) puts its
+    /// `ReleaseDependents` in the outbox. One round trip for the whole run, two if it releases.
+    async fn release_completed(&mut self, outcomes: &mut [Outcome]) -> Result<(), Abort> {
+        if self.completions.is_empty() {
+            return Ok(());
+        }
         let c = self.c;
-        let id = record.task.id.0;
-        let opened = self
-            .read(c.client.query(&c.s.release_dependents, &[&id]))
+        let completed: Vec<Uuid> = self.completions.iter().map(|d| d.task).collect();
+        let rows = self
+            .read(c.client.query(&c.s.released_by, &[&completed]))
             .await?;
+        let mut left = vec![false; self.completions.len()];
         let mut ready = Vec::new();
-        for row in &opened {
-            let (dependent, open, state) =
-                (get::<Uuid>(row, 0), get::<i32>(row, 1), get::<&str>(row, 2));
-            match (dependent, open, state) {
-                (Ok(dependent), Ok(0), Ok(state)) if state == StateKind::Blocked.as_str() => {
-                    ready.push(dependent)
-                }
-                (Ok(_), Ok(_), Ok(_)) => {}
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Ok(Err(e)),
-            }
-        }
-        if ready.is_empty() {
-            return Ok(Ok(Vec::new()));
-        }
-        let params: [&(dyn ToSql + Sync); 1] = [&ready];
-        let (tasks, edges) = self
-            .read(async {
-                tokio::try_join!(
-                    c.client.query(&c.s.load_tasks, &params),
-                    c.client.query(&c.s.dependencies_of, &params),
-                )
-            })
-            .await?;
-        let tasks = match decode_tasks(&tasks) {
-            Ok(tasks) => tasks,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut dependencies: HashMap<Uuid, Vec<Dependency>> = HashMap::new();
-        for row in &edges {
-            let decoded = (|| {
-                let dep = TaskId(get(row, 2)?);
-                Ok::<_, StoreError>((
-                    get::<Uuid>(row, 0)?,
-                    Dependency {
-                        key: TaskKey(get(row, 1)?),
-                        id: dep,
-                        state: codec::parse_state(dep, get(row, 3)?)?,
-                        updated_at: baton_core::Timestamp(get::<i64>(row, 4)? as u64),
-                    },
-                ))
-            })();
+        for row in &rows {
+            let decoded = get::<Uuid>(row, 0)
+                .and_then(|id| codec::decode_task(TaskId(id), get(row, 1)?, get(row, 2)?));
             match decoded {
-                Ok((dependent, d)) => dependencies.entry(dependent).or_default().push(d),
-                Err(e) => return Ok(Err(e)),
+                Ok(task) => ready.push(task),
+                // Left to the engine, which reports it.
+                Err(_) => left.iter_mut().for_each(|l| *l = true),
             }
         }
-        let mut released = Vec::new();
-        let mut left = false;
-        for task in &tasks {
-            let edges = dependencies.remove(&task.id.0).unwrap_or_default();
-            match decide::release_in_commit(task, &edges, record.entry.at) {
-                Some((r, release)) => {
-                    // Its row is locked (its open count was just written) and read afresh.
-                    self.write_transition(&release, StateKind::Blocked);
-                    released.push(r);
+        let mut dependencies: HashMap<Uuid, Vec<Dependency>> = HashMap::new();
+        if !ready.is_empty() {
+            let ids: Vec<Uuid> = ready.iter().map(|t| t.id.0).collect();
+            let edges = self
+                .read(c.client.query(&c.s.dependencies_of, &[&ids]))
+                .await?;
+            for row in &edges {
+                let decoded = (|| {
+                    let dep = TaskId(get(row, 2)?);
+                    Ok::<_, StoreError>((
+                        get::<Uuid>(row, 0)?,
+                        Dependency {
+                            key: TaskKey(get(row, 1)?),
+                            id: dep,
+                            state: codec::parse_state(dep, get(row, 3)?)?,
+                            updated_at: baton_core::Timestamp(get::<i64>(row, 4)? as u64),
+                        },
+                    ))
+                })();
+                if let Ok((dependent, d)) = decoded {
+                    dependencies.entry(dependent).or_default().push(d);
                 }
-                None => left = true,
             }
         }
-        if left {
-            self.queue_outbox(
-                record.task.id,
-                &[Effect::ReleaseDependents],
-                record.entry.at,
-            );
+        let index: HashMap<Uuid, usize> = self
+            .completions
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.task, i))
+            .collect();
+        for task in &ready {
+            let edges = dependencies.remove(&task.id.0).unwrap_or_default();
+            let Some(last) = edges.iter().filter_map(|d| index.get(&d.id.0)).max() else {
+                continue;
+            };
+            let by = &self.completions[*last];
+            let (cmd, rec, at) = (by.cmd, by.rec, by.at);
+            match decide::release_in_commit(task, &edges, at) {
+                Some((released, record)) => {
+                    // Its row is locked (its open count was written in this run) and read
+                    // after every write of the run.
+                    self.write_transition(&record, StateKind::Blocked);
+                    match (&mut outcomes[cmd], rec) {
+                        (Outcome::Apply(results), Some(rec)) => {
+                            if let Ok(r) = &mut results[rec] {
+                                r.push(released);
+                            }
+                        }
+                        (Outcome::Released(Ok(r)), None) => r.push(released),
+                        _ => unreachable!("a completion is staged by a transition it answers"),
+                    }
+                }
+                None => left[*last] = true,
+            }
         }
-        Ok(Ok(released))
+        for (i, left) in left.into_iter().enumerate() {
+            if left {
+                let (task, at) = (self.completions[i].task, self.completions[i].at);
+                self.queue_outbox(TaskId(task), &[Effect::ReleaseDependents], at);
+            }
+        }
+        Ok(())
     }
 
     /// Queues a transition's durable effects for the outbox, but the `ReleaseDependents` of a
@@ -571,8 +616,8 @@ impl<'c> Run<'c> {
                     .await
             }));
         }
-        // A completion's `ReleaseDependents` is written by `release_dependents` if the
-        // commit leaves any dependent to release (see `decide::outbox`).
+        // A completion's `ReleaseDependents` is written by `release_completed` if the run
+        // leaves any dependent to release (see `decide::outbox`).
         let completes = decide::releases_dependents(from, to);
         let outbox = if completes {
             decide::outbox(&record.outbox, Some(0))
@@ -613,6 +658,9 @@ impl<'c> Run<'c> {
         }
         if completes {
             let id = task.id.0;
+            self.pending.push(Box::pin(async move {
+                c.client.execute(&c.s.release_dependents, &[&id]).await
+            }));
             let refs = task_refs(task, true);
             if !refs.is_empty() {
                 let artifacts: Vec<String> = refs.iter().map(|a| a.hex()).collect();
@@ -658,11 +706,9 @@ impl<'c> Run<'c> {
                 ))));
             }
         }
-        let mut released = Vec::new();
         for record in &write.records {
-            match self.transition(record).await? {
-                Ok(r) => released.extend(r),
-                Err(e) => return Ok(Err(e)),
+            if let Err(e) = self.transition(record).await? {
+                return Ok(Err(e));
             }
         }
         let c = self.c;
@@ -693,7 +739,7 @@ impl<'c> Run<'c> {
                     .await
             }));
         }
-        Ok(Ok(released))
+        Ok(Ok(Vec::new()))
     }
 
     /// Queues the writes that record references to artifacts (`artifacts[i]` by `tasks[i]`):

@@ -167,8 +167,11 @@ statements! {
                      WHERE e <> $4 OR EXISTS (SELECT 1 FROM edges WHERE dependency = t)
                      ORDER BY o";
     release_dependents = "UPDATE tasks SET deps_open = deps_open - 1
-                          WHERE id IN (SELECT dependent FROM edges WHERE dependency = $1)
-                          RETURNING id, deps_open, state";
+                          WHERE id IN (SELECT dependent FROM edges WHERE dependency = $1)";
+    // The dependents of the tasks $1 left blocked with no dependency open: id, snapshot, spec.
+    released_by = "SELECT t.id, t.snapshot, s.spec FROM tasks t JOIN task_specs s ON s.task_id = t.id
+                   WHERE t.id IN (SELECT dependent FROM edges WHERE dependency = ANY($1::uuid[]))
+                     AND t.state = 'blocked' AND t.deps_open = 0";
     // The dependencies of each of the tasks $1: dependent, key, id, state, last change.
     dependencies_of = "SELECT e.dependent, t.key, t.id, t.state, t.updated_at FROM edges e
                        JOIN tasks t ON t.id = e.dependency
