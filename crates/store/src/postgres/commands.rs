@@ -435,7 +435,8 @@ impl<'c> Run<'c> {
                 .and_then(|id| codec::decode_task(TaskId(id), get(row, 1)?, get(row, 2)?));
             match decoded {
                 Ok(task) => ready.push(task),
-                // Left to the engine, which reports it.
+                // A row that does not decode (the rows are read already) is left to the
+                // engine, which reports it; the completions stand.
                 Err(_) => left.iter_mut().for_each(|l| *l = true),
             }
         }

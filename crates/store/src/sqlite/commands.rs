@@ -449,9 +449,17 @@ pub(super) fn write_transition(
                 continue;
             }
             let id = TaskId(id);
-            let dependent = load_task(conn, id)?.ok_or(StoreError::TaskNotFound(id))?;
-            let edges = dependencies(conn, id)?;
-            match decide::release_in_commit(&dependent, &edges, record.entry.at) {
+            let read = load_task(conn, id).and_then(|t| Ok((t, dependencies(conn, id)?)));
+            let decided = match read {
+                Ok((Some(dependent), edges)) => {
+                    decide::release_in_commit(&dependent, &edges, record.entry.at)
+                }
+                // A row that does not decode is left to the engine, which reports it; the
+                // completion stands.
+                Ok((None, _)) | Err(StoreError::Corrupt { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            match decided {
                 Some((r, record)) => {
                     // Not a completion, so it releases nothing in turn.
                     write_transition(conn, &record, deltas)?;
