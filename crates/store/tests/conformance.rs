@@ -766,6 +766,31 @@ mod cases {
         );
     }
 
+    /// A dependent whose stored row does not decode does not stop its dependency's completion:
+    /// the completion is written, and the dependent is left to the engine (which reports it).
+    pub async fn a_dependent_that_does_not_decode_is_left_to_the_engine<S: Store>(
+        s: &S,
+        rows: &impl HistoryRows,
+    ) {
+        let flow = workflow(&[def("a", &[]), def("b", &["a"])], None);
+        s.submit(flow.batch.clone()).await.unwrap();
+        rows.set_snapshot(flow.id("b"), "not a task").await;
+        let (a, released) = complete_releasing(s, flow.id("a"), at(10)).await;
+        assert!(released.is_empty());
+        assert_eq!(
+            s.task(a.id).await.unwrap().unwrap().kind(),
+            StateKind::Completed
+        );
+        assert_eq!(s.released_blocked(10).await.unwrap(), vec![flow.id("b")]);
+        let outbox = s.outbox(100).await.unwrap();
+        assert!(
+            outbox
+                .iter()
+                .any(|o| o.task == a.id && o.effect == Effect::ReleaseDependents),
+            "{outbox:?}"
+        );
+    }
+
     /// A dependent whose input is a template over its dependencies' results is the engine's
     /// to release (it resolves the input first): the completion leaves it blocked, with no
     /// dependency open, and puts its `ReleaseDependents` in the outbox.
@@ -2844,6 +2869,7 @@ macro_rules! conformance {
             case!(completion_releases_dependents_in_its_own_commit);
             case!(a_dependent_with_an_input_template_is_left_to_the_engine);
             case!(completions_in_one_commit_release_a_dependent_once);
+            case!(rows a_dependent_that_does_not_decode_is_left_to_the_engine);
             case!(a_superseded_task_is_no_longer_a_dependency);
             case!(usage_adds_up_per_workflow_and_label_and_budgets_are_kept);
             case!(a_task_released_on_an_open_dependency_is_refused);

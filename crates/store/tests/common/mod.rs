@@ -265,13 +265,15 @@ pub fn sorted(mut ids: Vec<TaskId>) -> Vec<TaskId> {
     ids
 }
 
-/// Raw access to a store's `history` rows: what a row holds, and rows written as an older
-/// version of Baton wrote them.
+/// Raw access to a store's `history` and `tasks` rows: what a row holds, rows written as an
+/// older version of Baton wrote them, and rows damaged.
 pub trait HistoryRows {
     /// The payload of entry `seq` of `task`, as stored.
     async fn payload(&self, task: TaskId, seq: u64) -> String;
     /// Overwrites the payload of entry `seq` of `task`.
     async fn set_payload(&self, task: TaskId, seq: u64, payload: &str);
+    /// Overwrites the stored snapshot of `task` (its row in `tasks`).
+    async fn set_snapshot(&self, task: TaskId, snapshot: &str);
 }
 
 /// A SQLite store's directory (its file is `baton.db`).
@@ -292,6 +294,17 @@ impl HistoryRows for tempfile::TempDir {
             .execute(
                 "UPDATE history SET payload = ?3 WHERE task_id = ?1 AND seq = ?2",
                 rusqlite::params![task.0, seq as i64, payload],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    async fn set_snapshot(&self, task: TaskId, snapshot: &str) {
+        let db = rusqlite::Connection::open(self.path().join("baton.db")).unwrap();
+        let n = db
+            .execute(
+                "UPDATE tasks SET snapshot = ?2 WHERE id = ?1",
+                rusqlite::params![task.0, snapshot],
             )
             .unwrap();
         assert_eq!(n, 1);
@@ -319,6 +332,19 @@ impl HistoryRows for pg::Schema {
             .execute(
                 "UPDATE history SET payload = $3 WHERE task_id = $1 AND seq = $2",
                 &[&task.0, &(seq as i64), &payload],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    async fn set_snapshot(&self, task: TaskId, snapshot: &str) {
+        let n = self
+            .sql()
+            .await
+            .execute(
+                "UPDATE tasks SET snapshot = $2 WHERE id = $1",
+                &[&task.0, &snapshot],
             )
             .await
             .unwrap();
