@@ -120,7 +120,6 @@ pub(crate) fn release_in_commit(
 ) -> Option<(Released, TransitionRecord)> {
     if dependent.kind() != StateKind::Blocked
         || dependent.spec.for_each.is_some()
-        || dependent.expanded.is_some()
         || template::is_template(&dependent.spec.input)
     {
         return None;

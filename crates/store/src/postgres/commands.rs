@@ -30,8 +30,8 @@ use crate::batch::{Command, Outcome};
 use crate::codec::{self, ts, HistoryRow, TaskRow};
 use crate::decide::{self, Bucket, Candidate, Deltas, Gate};
 use crate::{
-    AgentRecord, ClaimRequest, ControlWrite, Dependency, Released, StoreError, SubmitBatch,
-    SubmitOutcome, TransitionRecord, WorkflowRef,
+    AgentRecord, ClaimRequest, ControlWrite, Dependency, StoreError, SubmitBatch, SubmitOutcome,
+    TransitionRecord, WorkflowRef,
 };
 
 #[cfg(test)]
@@ -185,7 +185,7 @@ impl<'c> Run<'c> {
                 let out = self.control(write).await;
                 let out = self.close(out).await?;
                 self.keep_staged(index, None, out.is_ok());
-                Outcome::Released(out)
+                Outcome::Released(out.map(|()| Vec::new()))
             }
             Command::Claim(request, _) => {
                 self.open(false).await?;
@@ -675,7 +675,7 @@ impl<'c> Run<'c> {
 
     /// An operator's control, in the savepoint `cmd`: every transition, the first that fails
     /// failing it all, then the workflow's pause mark and the audit entry.
-    async fn control(&mut self, write: &'c ControlWrite) -> Answer<Vec<Released>> {
+    async fn control(&mut self, write: &'c ControlWrite) -> Answer<()> {
         // A workflow retention is deleting is gone already: nothing may reopen its tasks.
         // Locked for share, so that retention's mark (which locks the row for update) commits
         // before this reads it, or waits for this control to commit and sees its changes.
@@ -740,7 +740,7 @@ impl<'c> Run<'c> {
                     .await
             }));
         }
-        Ok(Ok(Vec::new()))
+        Ok(Ok(()))
     }
 
     /// Queues the writes that record references to artifacts (`artifacts[i]` by `tasks[i]`):
