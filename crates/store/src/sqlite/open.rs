@@ -181,21 +181,31 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         let readers2 = Arc::clone(&readers);
-        tokio::task::spawn_blocking(move || {
-            let conn = match readers2.idle.lock().expect("reader pool lock").pop() {
-                Some(c) => c,
-                None => connect(&readers2.path, false)?,
-            };
-            let out = f(&conn);
-            readers2.idle.lock().expect("reader pool lock").push(conn);
-            out
-        })
-        .await
-        .unwrap_or_else(|e| match e.try_into_panic() {
-            // A read that panicked is a bug: carry its panic to the caller.
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => Err(StoreError::Closed),
-        })
+        tokio::task::spawn_blocking(move || readers2.with(f))
+            .await
+            .unwrap_or_else(|e| match e.try_into_panic() {
+                // A read that panicked is a bug: carry its panic to the caller.
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(StoreError::Closed),
+            })
+    }
+
+    /// Runs `f`, a point read (a row or a few, found by key), on a read connection on the
+    /// calling thread. Such a read takes tens of microseconds from the page cache, less than
+    /// handing it to a blocking thread and back, two thread switches that cost the plain
+    /// agent protocol a third of its throughput (BENCHMARKS.md); whatever scans or pages
+    /// goes through [`SqliteStore::read`].
+    pub(super) async fn read_point<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError>,
+    {
+        let _permit = self
+            .readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        self.readers.with(f)
     }
 }
 
@@ -203,6 +213,22 @@ struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
+}
+
+impl Readers {
+    /// Runs `f` on an idle connection, or a new one when none is idle.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = match self.idle.lock().expect("reader pool lock").pop() {
+            Some(c) => c,
+            None => connect(&self.path, false)?,
+        };
+        let out = f(&conn);
+        self.idle.lock().expect("reader pool lock").push(conn);
+        out
+    }
 }
 
 fn connect(path: &Path, write: bool) -> Result<Connection, StoreError> {

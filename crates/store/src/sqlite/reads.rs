@@ -247,7 +247,7 @@ impl Store for SqliteStore {
     }
 
     async fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
-        self.read(move |c| load_task(c, id)).await
+        self.read_point(move |c| load_task(c, id)).await
     }
 
     async fn task_by_key(
@@ -255,7 +255,7 @@ impl Store for SqliteStore {
         workflow: WorkflowId,
         key: TaskKey,
     ) -> Result<Option<Task>, StoreError> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             let id: Option<Uuid> = c
                 .prepare_cached("SELECT id FROM tasks WHERE workflow_id = ?1 AND key = ?2")
                 .and_then(|mut s| {
@@ -375,7 +375,7 @@ impl Store for SqliteStore {
     }
 
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             c.prepare_cached(&format!(
                 "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflows.id = ?1
                  AND workflows.deleting IS NULL"
@@ -597,7 +597,7 @@ impl Store for SqliteStore {
     }
 
     async fn next_timer(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.read(|c| {
+        self.read_point(|c| {
             c.query_row(
                 "SELECT min(timer_at) FROM tasks WHERE timer_at IS NOT NULL",
                 [],
@@ -662,7 +662,7 @@ impl Store for SqliteStore {
     }
 
     async fn agent(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             let row = c
                 .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))
                 .and_then(|mut s| s.query_row([id.0], agent_row).optional())
@@ -819,7 +819,8 @@ impl Store for SqliteStore {
     }
 
     async fn artifact(&self, artifact: ArtifactRef) -> Result<Option<ArtifactMeta>, StoreError> {
-        self.read(move |conn| load_artifact(conn, artifact)).await
+        self.read_point(move |conn| load_artifact(conn, artifact))
+            .await
     }
 
     async fn read_artifact(
@@ -1161,7 +1162,7 @@ impl Store for SqliteStore {
     }
 
     async fn workflow_usage(&self, workflow: WorkflowId) -> Result<Usage, StoreError> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             let mut stmt = c
                 .prepare_cached("SELECT unit, micros FROM workflow_usage WHERE workflow_id = ?1")
                 .map_err(db)?;
@@ -1270,7 +1271,7 @@ impl Store for SqliteStore {
     }
 
     async fn fair_clock(&self) -> Result<i64, StoreError> {
-        self.read(|c| {
+        self.read_point(|c| {
             c.prepare_cached("SELECT coalesce(max(pass), 0) FROM fair_clock")
                 .and_then(|mut s| s.query_row([], |r| r.get(0)))
                 .map_err(db)
