@@ -228,6 +228,7 @@ impl<S: Store + 'static> Engine<S> {
                     }
                 }
                 for task in &tasks {
+                    self.inner.leased.keep(task);
                     if let Some((_, at)) = task.next_timer() {
                         self.inner.timers.arm(at);
                     }

@@ -121,6 +121,8 @@ pub(crate) struct Inner<S> {
     /// groups whose last turn it has reached are forgotten at the next pass (see
     /// `retention`).
     pub(crate) fair_clock_seen: std::sync::atomic::AtomicI64,
+    /// Leased tasks as this node last committed them: what agents' reports are decided from.
+    pub(crate) leased: crate::leased::Leased,
 }
 
 impl<S: Store + 'static> Engine<S> {
@@ -168,6 +170,7 @@ impl<S: Store + 'static> Engine<S> {
                     outbound_rx: std::sync::Mutex::new(outbound_rx),
                     kept_signals_swept: std::sync::atomic::AtomicU64::new(0),
                     fair_clock_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
+                    leased: Default::default(),
                 }
             }),
         }

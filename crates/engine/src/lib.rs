@@ -27,6 +27,7 @@ mod fanout;
 mod flow;
 mod ids;
 mod intake;
+mod leased;
 mod metrics;
 mod outcome;
 mod retention;

@@ -3,7 +3,7 @@
 //! version), then, only once it is durable, carry out what the transition asks: one log
 //! line, metrics and a span, the event for subscribers, and the wake-ups its effects name.
 
-use baton_core::{apply, Effect, Event, StateKind, Task, TaskId, Timestamp, Transition};
+use baton_core::{apply, Effect, Event, Rejection, StateKind, Task, TaskId, Timestamp, Transition};
 use baton_store::{AgentRecord, Released, Store, StoreError, TransitionRecord};
 use opentelemetry::trace::SpanContext;
 use tracing::{debug, info};
@@ -102,6 +102,10 @@ impl<S: Store + 'static> Engine<S> {
 
     /// [`Engine::transition`], starting from `loaded` (the task as the caller just read it)
     /// instead of reading it again; a lost compare-and-set reads it afresh.
+    ///
+    /// Without `loaded`, a leased task is first decided as this node last committed it (see
+    /// `leased`): only a write confirms that guess, so a conflict, a duplicate, a refusal or
+    /// nothing to do is decided again from the store.
     pub(crate) async fn transition_from(
         &self,
         id: TaskId,
@@ -109,16 +113,28 @@ impl<S: Store + 'static> Engine<S> {
         make: impl Fn(&Task) -> Option<Event>,
         cause: Cause,
     ) -> Result<Task, EngineError> {
+        let mut guess = if loaded.is_none() {
+            self.inner.leased.get(id)
+        } else {
+            None
+        };
         for _ in 0..CAS_RETRIES_MAX {
-            let task = match loaded.take() {
-                Some(task) => task,
-                None => self.load(id).await?,
+            let guessed = guess.is_some();
+            let task = match (guess.take(), loaded.take()) {
+                (Some(task), _) | (None, Some(task)) => task,
+                (None, None) => self.load(id).await?,
             };
             let Some(event) = make(&task) else {
+                if guessed {
+                    continue;
+                }
                 return Ok(task);
             };
-            let Some((t, now)) = self.decide(&task, &event, &cause)? else {
-                return Ok(task);
+            let (t, now) = match self.judge(&task, &event, &cause) {
+                Ok(Some(decided)) => decided,
+                _ if guessed => continue,
+                Ok(None) => return Ok(task),
+                Err(refused) => return Err(self.refused(&task, &event, refused)),
             };
             match self
                 .inner
@@ -131,7 +147,10 @@ impl<S: Store + 'static> Engine<S> {
                     self.after_released(released);
                     return Ok(t.task);
                 }
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => {
+                    self.inner.leased.forget(id);
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -146,15 +165,28 @@ impl<S: Store + 'static> Engine<S> {
         event: &Event,
         cause: &Cause,
     ) -> Result<Option<(Transition, Timestamp)>, EngineError> {
+        self.judge(task, event, cause)
+            .map_err(|refused| self.refused(task, event, refused))
+    }
+
+    /// [`Engine::decide`], a refusal not yet told.
+    fn judge(
+        &self,
+        task: &Task,
+        event: &Event,
+        cause: &Cause,
+    ) -> Result<Option<(Transition, Timestamp)>, Rejection> {
         let now = self.now().max(task.updated_at).max(cause.after);
         match apply(task, event, now) {
             Ok(t) => Ok(Some((t, now))),
             Err(r) if r.is_duplicate() => Ok(None),
-            Err(r) => {
-                debug!(task = %task.id, state = %task.kind(), event = %event.kind(), "event refused");
-                Err(r.into())
-            }
+            Err(r) => Err(r),
         }
+    }
+
+    fn refused(&self, task: &Task, event: &Event, refused: Rejection) -> EngineError {
+        debug!(task = %task.id, state = %task.kind(), event = %event.kind(), "event refused");
+        refused.into()
     }
 
     /// [`Engine::transition_from`] for many tasks at once, each as the caller just read it:
@@ -221,6 +253,7 @@ impl<S: Store + 'static> Engine<S> {
     /// durable (the durable ones run from the outbox): wake claimers for freed or new work,
     /// the watchdog for a timer earlier than it planned, the effect runner for the outbox.
     pub(crate) fn after_commit(&self, t: &Transition, event: &Event, link: Option<SpanContext>) {
+        self.inner.leased.keep(&t.task);
         self.record(
             &t.task,
             t.from,

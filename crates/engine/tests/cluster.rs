@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::{EventKind, StateKind, TaskSpec, Timeouts};
-use baton_engine::{Clock, Engine, EngineConfig, ManualClock};
+use baton_engine::{Clock, Engine, EngineConfig, EngineError, ManualClock};
 use baton_store::postgres::{PgOptions, PgStore};
 use baton_store::Store;
 use common::require::postgres_url as url;
-use common::{caps, request, spec, T0};
+use common::{caps, request, spec, started, succeeded, T0};
 use uuid::Uuid;
 
 /// A schema for the test, dropped at the end.
@@ -205,5 +205,77 @@ async fn work_submitted_on_one_node_wakes_a_claim_waiting_on_another() {
     assert_eq!(submitted.to, StateKind::Pending);
     for e in &engines {
         e.shutdown();
+    }
+}
+
+/// A node decides an agent's report from the task as it last committed it, but only its write
+/// confirms that: whatever another node changed meanwhile is what the report is answered by,
+/// whether the stale task would have refused it, accepted it or called it a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_are_answered_by_what_another_node_changed() {
+    let Some((_schema, _clock, engines)) = nodes(2).await else {
+        return;
+    };
+    let (here, there) = (&engines[0], &engines[1]);
+    let specs = ["refused", "accepted", "duplicate"].map(|k| spec(k, &[]));
+    here.submit_workflow(request(specs.to_vec())).await.unwrap();
+    let agent = here
+        .register_agent(None, "worker".into(), caps(&["work"]), 10)
+        .await
+        .unwrap();
+    let claimed = here.claim(agent.id, 3, Duration::ZERO).await.unwrap();
+    let task = |key: &str| {
+        claimed
+            .iter()
+            .find(|t| t.spec.key.0 == key)
+            .unwrap()
+            .clone()
+    };
+    let report = |e: &Engine<PgStore>, id, event| {
+        let e = e.clone();
+        async move { e.report(id, event, Default::default()).await }
+    };
+
+    // Started over there: here it is still assigned, where a success is refused.
+    let refused = task("refused");
+    report(there, refused.id, started(&refused)).await.unwrap();
+    let done = report(here, refused.id, succeeded(&refused)).await;
+    assert_eq!(done.unwrap().kind(), StateKind::Completed);
+
+    // Started here, cancelled over there: here the success would be accepted.
+    let accepted = task("accepted");
+    report(here, accepted.id, started(&accepted)).await.unwrap();
+    there
+        .cancel_task(accepted.id, "alice".into(), "not needed".into())
+        .await
+        .unwrap();
+    let refusal = report(here, accepted.id, succeeded(&accepted)).await;
+    assert!(
+        matches!(refusal, Err(EngineError::Rejected(_))),
+        "{refusal:?}"
+    );
+
+    // Started here, cancelled over there: here a second start is a duplicate.
+    let duplicate = task("duplicate");
+    report(here, duplicate.id, started(&duplicate))
+        .await
+        .unwrap();
+    there
+        .cancel_task(duplicate.id, "alice".into(), "not needed".into())
+        .await
+        .unwrap();
+    let refusal = report(here, duplicate.id, started(&duplicate)).await;
+    assert!(
+        matches!(refusal, Err(EngineError::Rejected(_))),
+        "{refusal:?}"
+    );
+
+    for (key, state) in [
+        ("refused", StateKind::Completed),
+        ("accepted", StateKind::Cancelled),
+        ("duplicate", StateKind::Cancelled),
+    ] {
+        let stored = here.store().task(task(key).id).await.unwrap().unwrap();
+        assert_eq!(stored.kind(), state, "{key}");
     }
 }
