@@ -102,7 +102,11 @@ impl<S: Store + 'static> Engine<S> {
         }
     }
 
+    /// The workflow's status; while a task of it is open, without counting its tasks.
     async fn status_of(&self, workflow: WorkflowId) -> Result<WorkflowStatus, crate::EngineError> {
+        if self.inner.store.workflow_open(workflow).await? {
+            return Ok(WorkflowStatus::Running);
+        }
         let counts = self.inner.store.counts(Some(workflow)).await?;
         self.workflow_status(workflow, &counts).await
     }

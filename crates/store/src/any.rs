@@ -127,6 +127,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.counts(workflow).await)
     }
 
+    async fn workflow_open(&self, workflow: WorkflowId) -> Result<bool, StoreError> {
+        delegate!(self, s => s.workflow_open(workflow).await)
+    }
+
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         delegate!(self, s => s.workflow(id).await)
     }

@@ -444,6 +444,8 @@ pub enum HotPath {
     ReleaseDependents,
     ReleasedBlocked,
     Counts,
+    /// [`Store::workflow_open`].
+    WorkflowOpen,
 }
 
 /// Upper bounds of the group-commit batch-size histogram (writes per commit); a last bucket
@@ -689,6 +691,14 @@ pub trait Store: Send + Sync {
         &self,
         workflow: Option<WorkflowId>,
     ) -> impl Future<Output = Result<StateCounts, StoreError>> + Send;
+
+    /// Whether a task of the workflow has not ended (blocked, pending, assigned or
+    /// executing): a few index lookups, where [`Store::counts`] of a workflow reads an index
+    /// entry per task.
+    fn workflow_open(
+        &self,
+        workflow: WorkflowId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     fn workflow(
         &self,

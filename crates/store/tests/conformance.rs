@@ -699,6 +699,7 @@ mod cases {
         );
         let (_, released) = complete_releasing(s, flow.id("b"), at(20)).await;
         assert!(released.is_empty(), "d waits for c");
+        assert!(s.workflow_open(flow.id).await.unwrap(), "d is blocked");
         assert_eq!(
             s.task(flow.id("d")).await.unwrap().unwrap().kind(),
             StateKind::Blocked
@@ -706,7 +707,10 @@ mod cases {
         let (_, released) = complete_releasing(s, flow.id("c"), at(30)).await;
         assert_eq!(released, vec![flow.id("d")]);
         assert!(s.released_blocked(10).await.unwrap().is_empty());
+        assert!(s.workflow_open(flow.id).await.unwrap(), "d is pending");
         run_to_completion(s, flow.id("d"), at(40)).await;
+        assert!(!s.workflow_open(flow.id).await.unwrap(), "every task ended");
+        assert!(!s.workflow_open(WorkflowId(Uuid::nil())).await.unwrap());
 
         let counts = s.counts(Some(flow.id)).await.unwrap();
         assert_eq!(counts.get(StateKind::Completed), 4);
@@ -1997,6 +2001,7 @@ mod cases {
             (HotPath::DueTimers, "tasks_timers"),
             (HotPath::ReleaseDependents, "edges_pkey|primary key"),
             (HotPath::ReleasedBlocked, "tasks_released"),
+            (HotPath::WorkflowOpen, "tasks_by_workflow"),
         ] {
             let plan = s.query_plan(path).await.unwrap();
             let lower = plan.to_lowercase();

@@ -326,6 +326,11 @@ impl Store for FaultyStore {
         self.read("counts", self.inner.counts(workflow)).await
     }
 
+    async fn workflow_open(&self, workflow: WorkflowId) -> Result<bool, StoreError> {
+        self.read("workflow_open", self.inner.workflow_open(workflow))
+            .await
+    }
+
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
         self.read("workflow", self.inner.workflow(id)).await
     }

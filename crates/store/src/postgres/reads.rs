@@ -65,6 +65,10 @@ const DEPENDENTS_SQL: &str = "SELECT dependent FROM edges WHERE dependency = $1 
 const RELEASED_SQL: &str =
     "SELECT id FROM tasks WHERE state = 'blocked' AND deps_open = 0 AND timer_at IS NULL ORDER BY id LIMIT $1";
 const COUNTS_SQL: &str = "SELECT state, sum(n)::int8 FROM state_counts GROUP BY state";
+/// Whether a task of the workflow has not ended: a lookup per open state in
+/// `tasks_by_workflow`.
+const WORKFLOW_OPEN_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE workflow_id = $1
+     AND state IN ('blocked', 'pending', 'assigned', 'executing'))";
 const AGENT_COLUMNS: &str = "SELECT id, name, capabilities, concurrency, registered_at, last_seen,
                                     registered_by FROM agents";
 
@@ -261,6 +265,14 @@ impl Store for PgStore {
                 codec::decode_task_sans_input(id, get(row, 1)?, get(row, 2)?)
             })
             .collect()
+    }
+
+    async fn workflow_open(&self, workflow: WorkflowId) -> Result<bool, StoreError> {
+        let rows = self.query(WORKFLOW_OPEN_SQL, &[&workflow.0]).await?;
+        match rows.first() {
+            Some(row) => get(row, 0),
+            None => Ok(false),
+        }
     }
 
     async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, StoreError> {
@@ -652,6 +664,7 @@ impl Store for PgStore {
             HotPath::ReleaseDependents => (DEPENDENTS_SQL, vec![&nil]),
             HotPath::ReleasedBlocked => (RELEASED_SQL, vec![&10i64]),
             HotPath::Counts => (COUNTS_SQL, vec![]),
+            HotPath::WorkflowOpen => (WORKFLOW_OPEN_SQL, vec![&nil]),
         };
         let mut client = self.reader().await?;
         let tx = client.transaction().await.map_err(db)?;

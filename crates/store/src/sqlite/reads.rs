@@ -225,6 +225,10 @@ const RELEASED_SQL: &str = "SELECT id FROM tasks INDEXED BY tasks_released
 const WAITING: &str = "t.state = 'pending' AND t.ready_at IS NOT NULL \
                        AND t.capset >= '!signal:' AND t.capset < '!signal;'";
 const COUNTS_SQL: &str = "SELECT state, n FROM state_counts";
+/// Whether a task of the workflow has not ended: a lookup per open state in
+/// `tasks_by_workflow`.
+const WORKFLOW_OPEN_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE workflow_id = ?1
+     AND state IN ('blocked', 'pending', 'assigned', 'executing'))";
 
 impl Store for SqliteStore {
     async fn submit(&self, batch: SubmitBatch) -> Result<SubmitOutcome, StoreError> {
@@ -370,6 +374,15 @@ impl Store for SqliteStore {
             .map_err(db)?;
             counts.2 = retrying.max(0) as u64;
             Ok(counts)
+        })
+        .await
+    }
+
+    async fn workflow_open(&self, workflow: WorkflowId) -> Result<bool, StoreError> {
+        self.read_point(move |c| {
+            c.prepare_cached(WORKFLOW_OPEN_SQL)
+                .and_then(|mut s| s.query_row([workflow.0], |r| r.get(0)))
+                .map_err(db)
         })
         .await
     }
@@ -748,6 +761,7 @@ impl Store for SqliteStore {
                 HotPath::ReleaseDependents => (DEPENDENTS_SQL, vec![Box::new(Uuid::nil())]),
                 HotPath::ReleasedBlocked => (RELEASED_SQL, vec![Box::new(10)]),
                 HotPath::Counts => (COUNTS_SQL, vec![]),
+                HotPath::WorkflowOpen => (WORKFLOW_OPEN_SQL, vec![Box::new(Uuid::nil())]),
             };
             let mut stmt = c
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
