@@ -91,7 +91,18 @@ pub async fn run(common: &Common, args: ReadsArgs) -> anyhow::Result<Report> {
     }
     let target = Target::new(common).await?;
     let log = std::env::temp_dir().join(format!("baton-bench-reads-{}.log", std::process::id()));
-    let serve = Serve::start("127.0.0.1:0", &store_args(&target), &[], &log).await;
+    // The input's JSON is a little over `--input-bytes`: the server takes up to twice that
+    // (within its 8 MiB ceiling).
+    let payload_max = (2 * input_bytes)
+        .clamp(1_048_576, 8 * 1_048_576)
+        .to_string();
+    let serve = Serve::start(
+        "127.0.0.1:0",
+        &store_args(&target),
+        &["--payload-bytes-max", &payload_max],
+        &log,
+    )
+    .await;
     let measured = match serve {
         Ok(serve) => {
             let m = measure(
