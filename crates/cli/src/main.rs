@@ -127,6 +127,11 @@ pub fn command() -> ClapCommand {
     cmd
 }
 
+/// mimalloc, set up by `serve::memory`: the server makes many small allocations per request,
+/// which glibc's allocator served at a fifth of the server's time (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     baton_server::listen::install_crypto_provider();
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());

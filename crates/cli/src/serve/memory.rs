@@ -1,14 +1,20 @@
-//! How `baton serve` gives memory back to the system (glibc's allocator only; elsewhere
-//! nothing is done).
+//! How `baton serve` gives memory back to the system.
 //!
-//! glibc's `malloc` keeps what a thread frees in that thread's arena (by default up to 8 per
-//! core) and returns pages to the system only from the top of a heap. After a burst of big
-//! requests (a workflow with megabytes of input decoded into `serde_json::Value`s, many big
-//! answers at once), most of what was freed stays resident, spread among arenas, although
-//! nothing uses it: `baton bench reads` (BENCHMARKS.md) measured a server holding 196 MiB
-//! 10 s after its reads, of which `malloc_trim` handed back 70 MiB. So the server uses one
-//! arena per core ([`ARENAS_PER_CORE`]), and every [`TRIM_INTERVAL`] asks glibc to return the
-//! whole free pages of every arena (`malloc_trim(0)`, which takes milliseconds).
+//! The binary allocates with mimalloc (`main.rs`): a request makes many small allocations,
+//! which glibc's allocator served at a seventh of the server's time; mimalloc serves them
+//! faster (`baton bench throughput`: +10 to +30 %, BENCHMARKS.md). mimalloc 3 keeps freed pages for
+//! a second before handing them back ([`PURGE_DELAY_MS`] shortens that) and may back them with
+//! transparent huge pages (off at build time, feature `no_thp`). The server's peak RSS under
+//! `throughput --child` measured 165–192 MiB with mimalloc's defaults, 129–145 MiB with these
+//! (glibc's: 119–151 MiB).
+//!
+//! SQLite allocates through glibc's `malloc`, which keeps what a thread frees in that thread's
+//! arena (by default up to 8 per core) and returns pages to the system only from the top of a
+//! heap. After a burst of big reads most of what was freed stays resident, spread among
+//! arenas, although nothing uses it: `baton bench reads` (BENCHMARKS.md) measured a server
+//! holding 196 MiB 10 s after its reads, of which `malloc_trim` handed back 70 MiB. So the
+//! server uses one arena per core ([`ARENAS_PER_CORE`]), and every [`TRIM_INTERVAL`] asks glibc
+//! to return the whole free pages of every arena (`malloc_trim(0)`, which takes milliseconds).
 
 use std::time::Duration;
 
@@ -17,9 +23,19 @@ use std::time::Duration;
 pub const ARENAS_PER_CORE: usize = 1;
 /// How often free memory is handed back to the system.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(5);
+/// How long mimalloc keeps freed pages before handing them back (its default is 1,000 ms).
+pub const PURGE_DELAY_MS: i64 = 1;
+/// `mi_option_purge_delay` in mimalloc 3's `mi_option_t` (not among `libmimalloc-sys`'s named
+/// constants).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Sets the allocator up; call first, before threads start allocating.
+/// Sets the allocators up; call first, before other threads start.
 pub fn configure() {
+    // SAFETY: mimalloc's options are plain values, set here before any other thread runs.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _);
+    }
+
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
