@@ -2,11 +2,13 @@
 //!
 //! The binary allocates with mimalloc (`main.rs`): a request makes many small allocations,
 //! which glibc's allocator served at a seventh of the server's time; mimalloc serves them
-//! faster (`baton bench throughput`: +10 to +30 %, BENCHMARKS.md). mimalloc 3 keeps freed pages for
-//! a second before handing them back ([`PURGE_DELAY_MS`] shortens that) and may back them with
-//! transparent huge pages (off at build time, feature `no_thp`). The server's peak RSS under
-//! `throughput --child` measured 165–192 MiB with mimalloc's defaults, 129–145 MiB with these
-//! (glibc's: 119–151 MiB).
+//! faster (`baton bench throughput`: +10 to +30 %, BENCHMARKS.md). mimalloc 3 keeps freed pages
+//! for a second before handing them back ([`PURGE_DELAY_MS`] shortens that) and may back them
+//! with transparent huge pages (off at build time, feature `no_thp`). The option is set once
+//! the process runs, after mimalloc scheduled its first purges under the default delay; a
+//! forced collection then clears them, without which the peak RSS stayed as high as with the
+//! default (129–162 MiB under `baton bench throughput --child`, against 105–108 MiB with it,
+//! 165–192 MiB with mimalloc's defaults and 119–151 MiB with glibc's allocator).
 //!
 //! SQLite allocates through glibc's `malloc`, which keeps what a thread frees in that thread's
 //! arena (by default up to 8 per core) and returns pages to the system only from the top of a
@@ -31,9 +33,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Sets the allocators up; call first, before other threads start.
 pub fn configure() {
-    // SAFETY: mimalloc's options are plain values, set here before any other thread runs.
+    // SAFETY: mimalloc's options are plain values, set here before any other thread runs;
+    // a collection only hands back memory no allocation holds.
     unsafe {
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _);
+        libmimalloc_sys::mi_collect(true);
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
