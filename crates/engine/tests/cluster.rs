@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_core::{EventKind, StateKind, TaskSpec, Timeouts};
+use baton_core::{EventKind, StateKind, Task, TaskSpec, Timeouts};
 use baton_engine::{Clock, Engine, EngineConfig, EngineError, ManualClock};
 use baton_store::postgres::{PgOptions, PgStore};
 use baton_store::Store;
@@ -242,33 +242,24 @@ async fn reports_are_answered_by_what_another_node_changed() {
     let done = report(here, refused.id, succeeded(&refused)).await;
     assert_eq!(done.unwrap().kind(), StateKind::Completed);
 
-    // Started here, cancelled over there: here the success would be accepted.
-    let accepted = task("accepted");
-    report(here, accepted.id, started(&accepted)).await.unwrap();
-    there
-        .cancel_task(accepted.id, "alice".into(), "not needed".into())
-        .await
-        .unwrap();
-    let refusal = report(here, accepted.id, succeeded(&accepted)).await;
-    assert!(
-        matches!(refusal, Err(EngineError::Rejected(_))),
-        "{refusal:?}"
-    );
-
-    // Started here, cancelled over there: here a second start is a duplicate.
-    let duplicate = task("duplicate");
-    report(here, duplicate.id, started(&duplicate))
-        .await
-        .unwrap();
-    there
-        .cancel_task(duplicate.id, "alice".into(), "not needed".into())
-        .await
-        .unwrap();
-    let refusal = report(here, duplicate.id, started(&duplicate)).await;
-    assert!(
-        matches!(refusal, Err(EngineError::Rejected(_))),
-        "{refusal:?}"
-    );
+    // Started here, cancelled over there: here a success would be accepted, and a second
+    // start would be a duplicate.
+    for (key, resent) in [
+        ("accepted", succeeded as fn(&Task) -> _),
+        ("duplicate", started),
+    ] {
+        let t = task(key);
+        report(here, t.id, started(&t)).await.unwrap();
+        there
+            .cancel_task(t.id, "alice".into(), "not needed".into())
+            .await
+            .unwrap();
+        let refusal = report(here, t.id, resent(&t)).await;
+        assert!(
+            matches!(refusal, Err(EngineError::Rejected(_))),
+            "{key}: {refusal:?}"
+        );
+    }
 
     for (key, state) in [
         ("refused", StateKind::Completed),

@@ -174,14 +174,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let _permit = self.readers.permit().await?;
         let readers = Arc::clone(&self.readers);
-        let _permit = readers
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        let readers2 = Arc::clone(&readers);
-        tokio::task::spawn_blocking(move || readers2.with(f))
+        tokio::task::spawn_blocking(move || readers.with(f))
             .await
             .unwrap_or_else(|e| match e.try_into_panic() {
                 // A read that panicked is a bug: carry its panic to the caller.
@@ -199,12 +194,7 @@ impl SqliteStore {
     where
         F: FnOnce(&Connection) -> Result<T, StoreError>,
     {
-        let _permit = self
-            .readers
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let _permit = self.readers.permit().await?;
         self.readers.with(f)
     }
 }
@@ -216,6 +206,11 @@ struct Readers {
 }
 
 impl Readers {
+    /// A turn among the readers: at most `READERS_MAX` read at once.
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        self.permits.acquire().await.map_err(|_| StoreError::Closed)
+    }
+
     /// Runs `f` on an idle connection, or a new one when none is idle.
     fn with<T>(
         &self,
