@@ -241,6 +241,8 @@ pub(crate) fn assignment(
 /// the first heartbeat is due within the start timeout). Only a task with a heartbeat deadline
 /// is started so: should the claim's answer be lost, that deadline takes the task back as soon
 /// as the start deadline would have taken back an assigned one; without it, nothing would.
+/// Both are written with one update of the task's row, to the last (each its own history
+/// entry).
 pub(crate) fn claimed(assigned: TransitionRecord, request: &ClaimRequest) -> Vec<TransitionRecord> {
     let started = (request.start && assigned.task.spec.timeouts.heartbeat_ms.is_some())
         .then(|| assigned.task.state.lease().map(|l| l.token))

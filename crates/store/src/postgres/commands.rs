@@ -524,10 +524,24 @@ impl<'c> Run<'c> {
     /// Queues the writes of a transition whose compare-and-set passed: the row, the history
     /// entry, the outbox, and, on completion, the dependents' open counts.
     fn write_transition(&mut self, record: &TransitionRecord, from: StateKind) {
+        self.write_transitions(std::slice::from_ref(record), from);
+    }
+
+    /// Queues the writes of consecutive transitions of one task (a claim that starts what it
+    /// assigns, [`decide::claimed`]) as [`Run::write_transition`] would one by one, but with one
+    /// update of the row, to the last. Only the last may complete the task.
+    fn write_transitions(&mut self, records: &[TransitionRecord], mut from: StateKind) {
+        for (i, record) in records.iter().enumerate() {
+            self.write_one(record, from, i + 1 == records.len());
+            from = record.task.kind();
+        }
+    }
+
+    /// A transition's writes; its row's only if `row` (the last of its chain).
+    fn write_one(&mut self, record: &TransitionRecord, from: StateKind, row: bool) {
         let c = self.c;
         let task = &record.task;
         let to = task.kind();
-        let row = TaskRow::of(task);
         if decide::takes_turn(record) {
             self.turns.push((task.fairness_group(), task.id.0));
         }
@@ -563,21 +577,24 @@ impl<'c> Run<'c> {
                 }));
             }
         }
-        self.pending.push(Box::pin(async move {
-            let params: [&(dyn ToSql + Sync); 10] = [
-                &row.id,
-                &row.state,
-                &row.version,
-                &row.ready_at,
-                &row.timer_at,
-                &row.lease_agent,
-                &row.updated_at,
-                &row.snapshot,
-                &row.paused,
-                &row.flow,
-            ];
-            c.client.execute(&c.s.update_task, &params).await
-        }));
+        if row {
+            let row = TaskRow::of(task);
+            self.pending.push(Box::pin(async move {
+                let params: [&(dyn ToSql + Sync); 10] = [
+                    &row.id,
+                    &row.state,
+                    &row.version,
+                    &row.ready_at,
+                    &row.timer_at,
+                    &row.lease_agent,
+                    &row.updated_at,
+                    &row.snapshot,
+                    &row.paused,
+                    &row.flow,
+                ];
+                c.client.execute(&c.s.update_task, &params).await
+            }));
+        }
         for (key, units) in flow.corrections {
             let now = ts(record.entry.at);
             let parked = decide::parked_on_rate(&key);
@@ -857,14 +874,9 @@ impl<'c> Run<'c> {
                     }
                 }
                 leases.next();
-                let mut from = task.kind();
-                let mut last = None;
-                for record in decide::claimed(record, request) {
-                    self.write_transition(&record, from);
-                    from = record.task.kind();
-                    last = Some(record.task);
-                }
-                claimed.extend(last);
+                let mut records = decide::claimed(record, request);
+                self.write_transitions(&records, task.kind());
+                claimed.extend(records.pop().map(|r| r.task));
                 self.claimed_turn = self.claimed_turn.max(Some(candidate.turn));
             }
             rounds.read(candidates.len(), parked);

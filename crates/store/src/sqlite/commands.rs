@@ -368,21 +368,43 @@ pub(super) fn write_transition(
     record: &TransitionRecord,
     deltas: &mut Deltas,
 ) -> Result<Vec<Released>, StoreError> {
-    let task = &record.task;
-    let expected = decide::expected_version(record);
+    write_chain(conn, std::slice::from_ref(record), deltas)
+}
+
+/// Consecutive transitions of one task, each at the version after the one before (a claim
+/// that starts what it assigns, [`decide::claimed`]), written as [`write_transition`] would
+/// write them one by one, but with one update of the row: to the last, under a
+/// compare-and-set on the first's expected version. Only the last may complete the task.
+fn write_chain(
+    conn: &Connection,
+    records: &[TransitionRecord],
+    deltas: &mut Deltas,
+) -> Result<Vec<Released>, StoreError> {
+    let (last, before) = records.split_last().expect("a chain has a transition");
+    debug_assert!(before.iter().zip(&records[1..]).all(|(a, b)| {
+        a.task.id == b.task.id
+            && a.entry.seq + 1 == b.entry.seq
+            && !decide::releases_dependents(a.from, a.task.kind())
+    }));
+    let task = &last.task;
+    let expected = decide::expected_version(&records[0]);
     let row = TaskRow::of(task);
-    let flow = decide::flow_change(record);
-    let released = match &flow.releases {
-        decide::Release::None => Vec::new(),
-        decide::Release::Keys(keys) => keys.clone(),
-        decide::Release::AsStored => super::flow::held_keys(conn, task.id)?,
-    };
-    let turn = if decide::takes_turn(record) {
-        let pass = super::flow::take_turns(conn, &task.fairness_group(), 1)?;
-        Some(decide::turn_of(pass))
-    } else {
-        None
-    };
+    // The keys a transition gives back as stored are read before the row is rewritten.
+    let mut flows = Vec::with_capacity(records.len());
+    for record in records {
+        let flow = decide::flow_change(record);
+        let released = match &flow.releases {
+            decide::Release::None => Vec::new(),
+            decide::Release::Keys(keys) => keys.clone(),
+            decide::Release::AsStored => super::flow::held_keys(conn, task.id)?,
+        };
+        flows.push((flow, released));
+    }
+    let mut turn = None;
+    for record in records.iter().filter(|r| decide::takes_turn(r)) {
+        let pass = super::flow::take_turns(conn, &record.task.fairness_group(), 1)?;
+        turn = Some(decide::turn_of(pass));
+    }
     // Compare-and-set in one statement: the row changes only at the expected version. Any
     // transition takes a parked task out of its parking (`ready_at` is the task's own again).
     let changed = conn
@@ -421,97 +443,122 @@ pub(super) fn write_transition(
             task.id
         );
     }
-    let (from, to) = (record.from, task.kind());
-    super::flow::write_change(conn, &flow, &released, ts(record.entry.at))?;
-    append_history(conn, task.id, &record.entry)?;
-    if let Event::SignalReceived { id, .. } = &record.entry.event {
-        conn.prepare_cached(SIGNAL_DELIVERED_SQL)
-            .and_then(|mut s| s.execute(params![*id as i64, ts(record.entry.at)]))
-            .map_err(db)?;
-    }
-    let mut dependents = None;
     let mut released = Vec::new();
-    if decide::releases_dependents(from, to) {
-        let opened: Vec<(Uuid, i64, String)> = conn
-            .prepare_cached(
-                "UPDATE tasks SET deps_open = deps_open - 1
-                 WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)
-                 RETURNING id, deps_open, state",
-            )
-            .and_then(|mut s| {
-                s.query_map([task.id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect()
-            })
-            .map_err(db)?;
-        let mut left = 0;
-        for (id, open, state) in opened {
-            if open != 0 || state != StateKind::Blocked.as_str() {
-                continue;
-            }
-            let id = TaskId(id);
-            let read = load_task(conn, id).and_then(|t| Ok((t, dependencies(conn, id)?)));
-            let decided = match read {
-                Ok((Some(dependent), edges)) => {
-                    decide::release_in_commit(&dependent, &edges, record.entry.at)
-                }
-                // A row that does not decode is left to the engine, which reports it; the
-                // completion stands.
-                Ok((None, _)) | Err(StoreError::Corrupt { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            match decided {
-                Some((r, record)) => {
-                    // Not a completion, so it releases nothing in turn.
-                    write_transition(conn, &record, deltas)?;
-                    released.push(r);
-                }
-                None => left += 1,
-            }
+    for (record, (flow, keys)) in records.iter().zip(flows) {
+        let task = &record.task;
+        let (from, to) = (record.from, task.kind());
+        super::flow::write_change(conn, &flow, &keys, ts(record.entry.at))?;
+        append_history(conn, task.id, &record.entry)?;
+        if let Event::SignalReceived { id, .. } = &record.entry.event {
+            conn.prepare_cached(SIGNAL_DELIVERED_SQL)
+                .and_then(|mut s| s.execute(params![*id as i64, ts(record.entry.at)]))
+                .map_err(db)?;
         }
-        dependents = Some(left);
-        insert_refs(conn, task.id, &task_refs(task, true))?;
-    }
-    let outbox = decide::outbox(&record.outbox, dependents);
-    write_outbox(conn, task.id, &outbox, record.entry.at)?;
-    for (unit, amount) in &record.usage_added {
-        conn.prepare_cached(
-            "INSERT INTO workflow_usage (workflow_id, unit, micros) VALUES (?1, ?2, ?3)
-             ON CONFLICT (workflow_id, unit) DO UPDATE SET micros = micros + excluded.micros",
-        )
-        .and_then(|mut s| s.execute(params![task.workflow.0, unit, amount.0 as i64]))
-        .map_err(db)?;
-    }
-    let superseded = matches!(record.entry.event, Event::Superseded { .. });
-    if superseded {
-        // No longer anyone's dependency: it leaves its dependents' open counts if it was in them.
-        if from != StateKind::Completed {
+        let mut dependents = None;
+        if decide::releases_dependents(from, to) {
+            dependents = Some(release_dependents(conn, record, deltas, &mut released)?);
+            insert_refs(conn, task.id, &task_refs(task, true))?;
+        }
+        let outbox = decide::outbox(&record.outbox, dependents);
+        write_outbox(conn, task.id, &outbox, record.entry.at)?;
+        for (unit, amount) in &record.usage_added {
             conn.prepare_cached(
-                "UPDATE tasks SET deps_open = deps_open - 1
+                "INSERT INTO workflow_usage (workflow_id, unit, micros) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (workflow_id, unit) DO UPDATE SET micros = micros + excluded.micros",
+            )
+            .and_then(|mut s| s.execute(params![task.workflow.0, unit, amount.0 as i64]))
+            .map_err(db)?;
+        }
+        let superseded = matches!(record.entry.event, Event::Superseded { .. });
+        if superseded {
+            // No longer anyone's dependency: it leaves its dependents' open counts if it was in them.
+            if from != StateKind::Completed {
+                conn.prepare_cached(
+                    "UPDATE tasks SET deps_open = deps_open - 1
+                     WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)",
+                )
+                .and_then(|mut s| s.execute([task.id.0]))
+                .map_err(db)?;
+            }
+            conn.prepare_cached("DELETE FROM edges WHERE dependency = ?1")
+                .and_then(|mut s| s.execute([task.id.0]))
+                .map_err(db)?;
+        }
+        if decide::reopens_dependents(from, to) && !superseded {
+            conn.prepare_cached(
+                "UPDATE tasks SET deps_open = deps_open + 1
                  WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)",
             )
             .and_then(|mut s| s.execute([task.id.0]))
             .map_err(db)?;
         }
-        conn.prepare_cached("DELETE FROM edges WHERE dependency = ?1")
-            .and_then(|mut s| s.execute([task.id.0]))
-            .map_err(db)?;
+        if let Event::Reopened { input: Some(_), .. } = &record.entry.event {
+            conn.prepare_cached("UPDATE task_specs SET spec = ?2 WHERE task_id = ?1")
+                .and_then(|mut s| s.execute(params![task.id.0, codec::spec_json(task)]))
+                .map_err(db)?;
+            insert_refs(conn, task.id, &task_refs(task, false))?;
+        }
+        deltas.moved(from, to);
     }
-    if decide::reopens_dependents(from, to) && !superseded {
-        conn.prepare_cached(
-            "UPDATE tasks SET deps_open = deps_open + 1
-             WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)",
-        )
-        .and_then(|mut s| s.execute([task.id.0]))
-        .map_err(db)?;
-    }
-    if let Event::Reopened { input: Some(_), .. } = &record.entry.event {
-        conn.prepare_cached("UPDATE task_specs SET spec = ?2 WHERE task_id = ?1")
-            .and_then(|mut s| s.execute(params![task.id.0, codec::spec_json(task)]))
-            .map_err(db)?;
-        insert_refs(conn, task.id, &task_refs(task, false))?;
-    }
-    deltas.moved(from, to);
     Ok(released)
+}
+
+/// Takes the task `record` completes off its dependents' open counts, and releases those the
+/// commit can decide ([`decide::release_in_commit`]) into `released`. Returns how many
+/// dependents left with none open are the engine's to release.
+fn release_dependents(
+    conn: &Connection,
+    record: &TransitionRecord,
+    deltas: &mut Deltas,
+    released: &mut Vec<Released>,
+) -> Result<usize, StoreError> {
+    let task = &record.task;
+    // Most tasks have no dependent: a lookup in `edges` spares them the update below, whose
+    // subquery and `RETURNING` each build a temporary table.
+    let depended_on: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM edges WHERE dependency = ?1)")
+        .and_then(|mut s| s.query_row([task.id.0], |r| r.get(0)))
+        .map_err(db)?;
+    if !depended_on {
+        return Ok(0);
+    }
+    let opened: Vec<(Uuid, i64, String)> = conn
+        .prepare_cached(
+            "UPDATE tasks SET deps_open = deps_open - 1
+             WHERE id IN (SELECT dependent FROM edges WHERE dependency = ?1)
+             RETURNING id, deps_open, state",
+        )
+        .and_then(|mut s| {
+            s.query_map([task.id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .map_err(db)?;
+    let mut left = 0;
+    for (id, open, state) in opened {
+        if open != 0 || state != StateKind::Blocked.as_str() {
+            continue;
+        }
+        let id = TaskId(id);
+        let read = load_task(conn, id).and_then(|t| Ok((t, dependencies(conn, id)?)));
+        let decided = match read {
+            Ok((Some(dependent), edges)) => {
+                decide::release_in_commit(&dependent, &edges, record.entry.at)
+            }
+            // A row that does not decode is left to the engine, which reports it; the
+            // completion stands.
+            Ok((None, _)) | Err(StoreError::Corrupt { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        match decided {
+            Some((r, record)) => {
+                // Not a completion, so it releases nothing in turn.
+                write_transition(conn, &record, deltas)?;
+                released.push(r);
+            }
+            None => left += 1,
+        }
+    }
+    Ok(left)
 }
 
 /// A task's dependencies in the graph, by key: their ids, states and last changes.
@@ -741,12 +788,9 @@ pub(super) fn claim(
                 }
             }
             leases.next();
-            let mut task = None;
-            for record in decide::claimed(record, request) {
-                write_transition(conn, &record, deltas)?;
-                task = Some(record.task);
-            }
-            claimed.extend(task);
+            let mut records = decide::claimed(record, request);
+            write_chain(conn, &records, deltas)?;
+            claimed.extend(records.pop().map(|r| r.task));
             last_turn = last_turn.max(candidate.turn);
         }
         rounds.read(candidates.len(), parked);
