@@ -1,6 +1,8 @@
 //! What each command does in the writer's transaction (each runs in its own savepoint, see
 //! `writer.rs`), with the decisions `crate::decide` takes for both backends.
 
+use std::collections::HashSet;
+
 use baton_core::{
     ArtifactRef, Effect, Event, HistoryEntry, StateKind, Task, TaskId, TaskKey, Timestamp,
     WorkflowId,
@@ -219,8 +221,10 @@ pub(super) fn submit(
         }
     };
     let turns = super::flow::turns_of(conn, batch.tasks.iter().map(|n| &n.task))?;
+    let mut capsets = HashSet::new();
     for new in &batch.tasks {
-        insert_task(conn, new, turns.get(&new.task.id).copied(), deltas)?;
+        let turn = turns.get(&new.task.id).copied();
+        insert_task(conn, new, turn, &mut capsets, deltas)?;
     }
     let mut add_edge = conn
         .prepare_cached("INSERT INTO edges (dependency, dependent) VALUES (?1, ?2)")
@@ -267,15 +271,18 @@ fn task_keys(
     rows.collect::<rusqlite::Result<_>>().map_err(db)
 }
 
+/// Stores a new task; `capsets` are those the submission has already made sure of.
 fn insert_task(
     conn: &Connection,
     new: &NewTask,
     turn: Option<i64>,
+    capsets: &mut HashSet<String>,
     deltas: &mut Deltas,
 ) -> Result<(), StoreError> {
     let task = &new.task;
     let capset = codec::task_capset(task);
-    if !capset.starts_with(codec::SIGNAL_CAPSET) {
+    if !capset.starts_with(codec::SIGNAL_CAPSET) && !capsets.contains(&capset) {
+        capsets.insert(capset.clone());
         conn.prepare_cached("INSERT OR IGNORE INTO capsets (capset) VALUES (?1)")
             .and_then(|mut s| s.execute([&capset]))
             .map_err(db)?;
@@ -359,6 +366,30 @@ fn write_outbox(
     Ok(())
 }
 
+/// A transition's update of its task's row, by whether it takes the task out of its parking
+/// (bit 0) and gives it a new turn (bit 1). `?9` is the version the row must be at.
+const UPDATE_TASK_SQL: [&str; 4] = {
+    macro_rules! update {
+        ($($extra:literal),*) => {
+            concat!(
+                "UPDATE tasks SET state = ?2, version = ?3, ready_at = ?4, timer_at = ?5, ",
+                "lease_agent = ?6, updated_at = ?7, snapshot = ?8, paused = ?10, flow = ?11",
+                $($extra,)*
+                " WHERE id = ?1 AND version = ?9"
+            )
+        };
+    }
+    [
+        update!(),
+        update!(", parked = NULL, parked_until = NULL, parked_ready = NULL"),
+        update!(", turn = ?12"),
+        update!(
+            ", parked = NULL, parked_until = NULL, parked_ready = NULL",
+            ", turn = ?12"
+        ),
+    ]
+};
+
 /// Compare-and-set on the version, then the row, the history entry, the outbox, and, on
 /// completion, the dependents' open counts and the releases the commit can decide
 /// ([`decide::release_in_commit`]), which it returns. A failed compare-and-set (`Conflict`,
@@ -405,32 +436,30 @@ fn write_chain(
         let pass = super::flow::take_turns(conn, &record.task.fairness_group(), 1)?;
         turn = Some(decide::turn_of(pass));
     }
-    // Compare-and-set in one statement: the row changes only at the expected version. Any
-    // transition takes a parked task out of its parking (`ready_at` is the task's own again).
+    // Compare-and-set in one statement: the row changes only at the expected version. Only
+    // the columns a transition can change are set, so that SQLite leaves the indexes on the
+    // others alone: only a pending task can be parked (`flow::park`), and any transition takes
+    // it out of its parking (`ready_at` is the task's own again); `turn` changes with a new one.
+    let unpark = records[0].from == StateKind::Pending;
+    let sql = UPDATE_TASK_SQL[usize::from(unpark) | usize::from(turn.is_some()) << 1];
+    let columns: [&dyn rusqlite::ToSql; 12] = [
+        &row.id,
+        &row.state,
+        &row.version,
+        &row.ready_at,
+        &row.timer_at,
+        &row.lease_agent,
+        &row.updated_at,
+        &row.snapshot,
+        &(expected as i64),
+        &row.paused,
+        &row.flow,
+        &turn,
+    ];
+    let bound = if turn.is_some() { 12 } else { 11 };
     let changed = conn
-        .prepare_cached(
-            "UPDATE tasks SET state = ?2, version = ?3, ready_at = ?4, timer_at = ?5,
-                              lease_agent = ?6, updated_at = ?7, snapshot = ?8, paused = ?10,
-                              flow = ?11, parked = NULL, parked_until = NULL,
-                              parked_ready = NULL, turn = coalesce(?12, turn)
-             WHERE id = ?1 AND version = ?9",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                row.id,
-                row.state,
-                row.version,
-                row.ready_at,
-                row.timer_at,
-                row.lease_agent,
-                row.updated_at,
-                row.snapshot,
-                expected as i64,
-                row.paused,
-                row.flow,
-                turn,
-            ])
-        })
+        .prepare_cached(sql)
+        .and_then(|mut s| s.execute(&columns[..bound]))
         .map_err(db)?;
     if changed == 0 {
         let found: Option<i64> = conn
