@@ -39,7 +39,8 @@ pub(crate) struct Notice {
     pub events: Vec<TransitionEvent>,
 }
 
-/// Takes what is waiting (at least `first`) and packs it into notices that fit.
+/// Takes what is waiting (at least `first`) and packs it into notices that fit. Each event is
+/// encoded once, and a notice is written around the encoded events.
 pub(crate) fn pack(node: Uuid, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
     let mut items = vec![first];
     while items.len() < BATCH_MAX {
@@ -48,37 +49,122 @@ pub(crate) fn pack(node: Uuid, first: Outbound, rx: &mut mpsc::Receiver<Outbound
             Err(_) => break,
         }
     }
-    let mut notices = Vec::new();
-    let mut current = Notice {
-        node,
-        ..Notice::default()
-    };
-    let mut size = 0;
+    let (mut work, mut outbox, mut timers) = (false, false, false);
+    let mut events: Vec<String> = Vec::new();
     for item in items {
         match item {
-            Outbound::Work => current.work = true,
-            Outbound::Outbox => current.outbox = true,
-            Outbound::Timers => current.timers = true,
-            Outbound::Event(ev) => {
-                let len = serde_json::to_string(&ev).map(|s| s.len() + 1).unwrap_or(0);
-                if size + len > NOTICE_BYTES_MAX - 128 && !current.events.is_empty() {
-                    notices.push(std::mem::replace(
-                        &mut current,
-                        Notice {
-                            node,
-                            ..Notice::default()
-                        },
-                    ));
-                    size = 0;
-                }
-                size += len;
-                current.events.push(ev);
-            }
+            Outbound::Work => work = true,
+            Outbound::Outbox => outbox = true,
+            Outbound::Timers => timers = true,
+            Outbound::Event(ev) => events.extend(serde_json::to_string(&ev).ok()),
         }
     }
-    notices.push(current);
-    notices
-        .into_iter()
-        .filter_map(|n| serde_json::to_string(&n).ok())
-        .collect()
+    let head = {
+        let flags = Notice {
+            node,
+            work,
+            outbox,
+            timers,
+            events: Vec::new(),
+        };
+        let mut head = serde_json::to_string(&flags).expect("a notice serialises");
+        head.pop(); // the closing brace: the events go before it
+        head
+    };
+    let mut notices = Vec::new();
+    let mut events = events.into_iter().peekable();
+    loop {
+        let mut notice = head.clone();
+        if events.peek().is_some() {
+            notice.push_str(",\"events\":[");
+            let mut first = true;
+            while let Some(ev) =
+                events.next_if(|ev| first || notice.len() + ev.len() + 3 <= NOTICE_BYTES_MAX)
+            {
+                if !first {
+                    notice.push(',');
+                }
+                notice.push_str(&ev);
+                first = false;
+            }
+            notice.push(']');
+        }
+        notice.push('}');
+        notices.push(notice);
+        if events.peek().is_none() {
+            return notices;
+        }
+    }
+}
+
+/// Whether `payload` is a notice this node sent itself, told from its start without decoding
+/// the rest (a notice's first field is its node).
+pub(crate) fn sent_by(node: Uuid, payload: &str) -> bool {
+    let mut id = Uuid::encode_buffer();
+    let id = node.hyphenated().encode_lower(&mut id);
+    payload
+        .strip_prefix("{\"node\":\"")
+        .and_then(|rest| rest.strip_prefix(&*id))
+        .is_some_and(|rest| rest.starts_with('"'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_core::{EventKind, StateKind, TaskId, TaskKey, Timestamp, WorkflowId};
+
+    fn event(n: u64) -> TransitionEvent {
+        TransitionEvent {
+            task: TaskId(Uuid::from_u128(n as u128)),
+            workflow: WorkflowId(Uuid::from_u128(7)),
+            key: TaskKey(format!("task-{n}")),
+            event: EventKind::ExecutionSucceeded,
+            from: Some(StateKind::Executing),
+            to: StateKind::Completed,
+            version: 4,
+            attempt: 1,
+            at: Timestamp(n),
+            agent: None,
+            seq: n,
+        }
+    }
+
+    #[test]
+    fn notices_carry_every_event_in_order_within_the_size_limit() {
+        let node = Uuid::from_u128(42);
+        let (tx, mut rx) = mpsc::channel(1_000);
+        for n in 1..200 {
+            tx.try_send(Outbound::Event(event(n))).unwrap();
+        }
+        tx.try_send(Outbound::Work).unwrap();
+        let notices = pack(node, Outbound::Event(event(0)), &mut rx);
+        assert!(notices.len() > 1, "200 events do not fit in one notice");
+        let mut seen = Vec::new();
+        for payload in &notices {
+            assert!(payload.len() <= NOTICE_BYTES_MAX, "{} bytes", payload.len());
+            assert!(sent_by(node, payload));
+            assert!(!sent_by(Uuid::from_u128(43), payload));
+            let notice: Notice = serde_json::from_str(payload).unwrap();
+            assert_eq!(notice.node, node);
+            assert!(notice.work);
+            assert!(!notice.outbox && !notice.timers);
+            seen.extend(notice.events);
+        }
+        assert_eq!(seen, (0..200).map(event).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_notice_without_events_carries_its_flags() {
+        let node = Uuid::from_u128(42);
+        let (_tx, mut rx) = mpsc::channel(1);
+        let notices = pack(node, Outbound::Timers, &mut rx);
+        assert_eq!(notices.len(), 1);
+        let notice: Notice = serde_json::from_str(&notices[0]).unwrap();
+        assert!(notice.timers && !notice.work && notice.events.is_empty());
+        assert!(sent_by(node, &notices[0]));
+        assert!(!sent_by(
+            node,
+            "{\"node\":\"00000000-0000-0000-0000-00000000002a0\"}"
+        ));
+    }
 }

@@ -91,6 +91,7 @@ impl<S: Store + 'static> Engine<S> {
             };
             let notice = match payload {
                 Ok(p) if p.is_empty() => None,
+                Ok(p) if crate::cluster::sent_by(self.inner.node, &p) => continue,
                 Ok(p) => match serde_json::from_str::<Notice>(&p) {
                     Ok(n) if n.node == self.inner.node => continue,
                     Ok(n) => Some(n),
