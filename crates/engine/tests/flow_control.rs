@@ -140,6 +140,38 @@ async fn a_rate_limit_hands_out_its_units_per_period_and_says_when_it_has_more()
     assert_eq!((limits[0].available, limits[0].parked), (0, 3));
 }
 
+async fn parked(h: &Harness) -> u64 {
+    h.engine.limits().await.expect("limits")[0].parked
+}
+
+#[tokio::test]
+async fn a_parked_task_that_leaves_pending_leaves_its_parking() {
+    let h = Harness::new();
+    set_limit(&h, "llm", 1, 60_000).await;
+    let specs = (0..4)
+        .map(|i| drawing(&format!("t{i}"), "llm", 1))
+        .collect();
+    let wf = h.submit(specs).await;
+    let agent = h.agent("worker", &["work"], 100).await;
+    assert_eq!(h.claim(agent, 10).await.len(), 1, "one unit");
+    assert_eq!(parked(&h).await, 3, "the others wait for the next unit");
+    let mut pending = Vec::new();
+    for key in ["t0", "t1", "t2", "t3"] {
+        if h.state(wf.id(key)).await == StateKind::Pending {
+            pending.push(wf.id(key));
+        }
+    }
+    assert_eq!(pending.len(), 3);
+    let id = pending[0];
+    h.engine
+        .cancel_task(id, "test".into(), "no longer needed".into())
+        .await
+        .expect("cancelled");
+    assert_eq!(h.state(id).await, StateKind::Cancelled);
+    assert_eq!(parked(&h).await, 2, "a cancelled task is parked no more");
+    assert_eq!(waiting(&h, &h.task(id).await).await, None);
+}
+
 #[tokio::test]
 async fn what_an_agent_reports_corrects_the_units_its_claim_drew() {
     let h = Harness::new();
