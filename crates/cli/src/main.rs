@@ -128,7 +128,7 @@ pub fn command() -> ClapCommand {
 }
 
 /// mimalloc, set up by `serve::memory`: the server makes many small allocations per request,
-/// which glibc's allocator served at a fifth of the server's time (BENCHMARKS.md).
+/// which glibc's allocator served slower (see there and BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -3,6 +3,7 @@
 //! transition (so each node's event stream shows the whole cluster). Notices are batched and
 //! best-effort: a lost one only delays, since every waiter also polls on a bounded interval.
 
+use baton_store::NOTICE_BYTES_MAX;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -13,8 +14,6 @@ use crate::stream::TransitionEvent;
 pub(crate) const OUTBOUND_MAX: usize = 16_384;
 /// Most items gathered into one notice round.
 const BATCH_MAX: usize = 256;
-/// Longest notice payload sent (PostgreSQL accepts 8,000 bytes).
-const NOTICE_BYTES_MAX: usize = 7_900;
 
 /// Something this node wants the others to know.
 #[derive(Clone, Debug)]

@@ -46,6 +46,10 @@ pub mod signal;
 pub mod sqlite;
 pub mod workload;
 
+/// Longest notice payload [`Store::notify`] takes, in bytes (PostgreSQL's `NOTIFY` accepts
+/// 8,000).
+pub const NOTICE_BYTES_MAX: usize = 7_900;
+
 pub use any::AnyStore;
 pub use artifact::{
     ArtifactChunks, ArtifactMeta, ArtifactWriter, PutArtifact, StagedArtifact, ARTIFACT_CHUNK_BYTES,
@@ -841,8 +845,8 @@ pub trait Store: Send + Sync {
     /// when no other process can share it. An empty notice means some may have been missed.
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<String>>;
 
-    /// Sends a notice (at most 7,900 bytes) to every process sharing the store; nothing when
-    /// no other process can share it.
+    /// Sends a notice (at most [`NOTICE_BYTES_MAX`]) to every process sharing the store;
+    /// nothing when no other process can share it.
     fn notify(&self, payload: String) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Whether this process is the one that runs the periodic work (watchdog, effects): at

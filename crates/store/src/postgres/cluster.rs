@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, Mutex};
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
-use crate::StoreError;
+use crate::{StoreError, NOTICE_BYTES_MAX};
 
 /// Advisory-lock class of leadership ("BATL"); the object id is the schema's hash.
 const LEADER_LOCK: i32 = 0x4241_544C;
@@ -21,8 +21,6 @@ const LEADER_LOCK: i32 = 0x4241_544C;
 pub const LEADER_SILENCE_MAX: Duration = Duration::from_secs(15);
 /// Notices a slow subscriber may fall behind by before it misses some (then it resyncs).
 const NOTICES_BACKLOG_MAX: usize = 4_096;
-/// Longest notice payload PostgreSQL accepts is 8000 bytes; stay below it.
-pub const NOTICE_BYTES_MAX: usize = 7_900;
 /// Waits between reconnection attempts of the listener, doubling up to the maximum.
 const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);

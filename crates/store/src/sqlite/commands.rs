@@ -436,10 +436,10 @@ fn write_chain(
         let pass = super::flow::take_turns(conn, &record.task.fairness_group(), 1)?;
         turn = Some(decide::turn_of(pass));
     }
-    // Compare-and-set in one statement: the row changes only at the expected version. Only
-    // the columns a transition can change are set, so that SQLite leaves the indexes on the
-    // others alone: only a pending task can be parked (`flow::park`), and any transition takes
-    // it out of its parking (`ready_at` is the task's own again); `turn` changes with a new one.
+    // Compare-and-set in one statement: the row changes only at the expected version. The
+    // parking columns and `turn` are named only when they can change, so that SQLite leaves
+    // their indexes alone otherwise: only a pending task can be parked (`flow::park`), and any
+    // transition takes it out of its parking (`ready_at` is the task's own again).
     let unpark = records[0].from == StateKind::Pending;
     let sql = UPDATE_TASK_SQL[usize::from(unpark) | usize::from(turn.is_some()) << 1];
     let columns: [&dyn rusqlite::ToSql; 12] = [
