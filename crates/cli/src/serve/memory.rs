@@ -9,6 +9,8 @@
 //! forced collection then clears them, without which the peak RSS stayed as high as with the
 //! default (129–162 MiB under `baton bench throughput --child`, against 105–108 MiB with it,
 //! 165–192 MiB with mimalloc's defaults and 119–151 MiB with glibc's allocator).
+//! mimalloc carries out a due purge only when a thread next frees a page or collects, so
+//! [`trim_loop`] collects too: a server idle after a burst hands the burst's pages back.
 //!
 //! SQLite allocates through glibc's `malloc`, which keeps what a thread frees in that thread's
 //! arena (by default up to 8 per core) and returns pages to the system only from the top of a
@@ -54,11 +56,22 @@ pub fn configure() {
 
 /// Hands free memory back to the system every [`TRIM_INTERVAL`], until the runtime stops.
 pub async fn trim_loop() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     loop {
         tokio::time::sleep(TRIM_INTERVAL).await;
-        // It walks every arena under its lock: off the runtime's worker threads.
-        // SAFETY: malloc_trim is thread-safe and only releases memory no allocation holds.
-        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        // glibc's trim walks every arena under its lock: off the runtime's worker threads.
+        let _ = tokio::task::spawn_blocking(trim).await;
+    }
+}
+
+/// What both allocators hold free, handed back. mimalloc carries out a purge whose delay has
+/// passed only when some thread next frees a page or collects: a server idle after a burst
+/// would keep the burst's pages, so a collection here carries them out.
+fn trim() {
+    // SAFETY: a collection only hands back memory no allocation holds.
+    unsafe { libmimalloc_sys::mi_collect(false) };
+    // SAFETY: malloc_trim is thread-safe and only releases memory no allocation holds.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
