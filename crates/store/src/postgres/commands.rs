@@ -792,12 +792,17 @@ impl<'c> Run<'c> {
         let c = self.c;
         let agent = request.agent.0;
         let held = async {
-            if request.max_held.is_none() {
+            let Some(max_held) = request.max_held else {
                 return Ok::<_, tokio_postgres::Error>(None);
-            }
+            };
+            let max_held = i64::from(max_held);
             let (locked, counted) = tokio::join!(
                 async { c.client.query(&c.s.lock_agent, &[&agent]).await },
-                async { c.client.query_one(&c.s.count_leases, &[&agent]).await },
+                async {
+                    c.client
+                        .query_one(&c.s.count_leases, &[&agent, &max_held])
+                        .await
+                },
             );
             locked?;
             Ok(Some(counted?.try_get::<_, i64>(0)?.max(0) as u64))

@@ -248,7 +248,13 @@ statements! {
                    ON CONFLICT DO NOTHING";
     capsets = "SELECT capset FROM capsets";
     lock_agent = "SELECT 1 FROM agents WHERE id = $1 FOR UPDATE";
-    count_leases = "SELECT count(*) FROM tasks WHERE lease_agent = $1";
+    // Counted up to the limit (`$2`), in `tasks_by_agent`'s order, so that the planner walks
+    // that index: a walk marks the entries of the agent's past leases dead as it passes them,
+    // once no transaction can see them. A bare count (and a limit without the order, in the
+    // generic plan) was planned as a bitmap scan, which marks nothing: with two nodes it read
+    // every lease the agent ever held, 10,000 entries and up to 20 ms per claim.
+    count_leases = "SELECT count(*) FROM (SELECT FROM tasks WHERE lease_agent = $1
+                                          ORDER BY id LIMIT $2) held";
     claim_candidates = CLAIM_SQL;
     load_tasks = "SELECT t.id, t.snapshot, s.spec FROM tasks t JOIN task_specs s ON s.task_id = t.id
                   WHERE t.id = ANY($1::uuid[])";
