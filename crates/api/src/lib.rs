@@ -306,23 +306,7 @@ pub struct FailBody {
     pub reason: String,
     /// The error recorded; by default kind `forced` and a message naming who and why.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<OperatorError>))]
     pub error: Option<ErrorReport>,
-}
-
-/// The error an operator fails a task with (`POST /v1/tasks/{id}/fail`): an [`ErrorReport`]
-/// whose `kind` is 1 to 128 bytes. For the document only.
-#[cfg(feature = "openapi")]
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct OperatorError {
-    /// 1 to 128 bytes.
-    #[schema(min_length = 1, max_length = 128)]
-    kind: String,
-    message: String,
-    /// `true` if absent.
-    #[schema(required = false, default = true)]
-    retryable: bool,
 }
 
 /// `POST /v1/tasks/{id}/rerun`: run the task and everything downstream of it again.
@@ -463,7 +447,10 @@ pub enum WorkflowStatusView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
+    /// Why (optional, at most 1,024 bytes): recorded in the `cancel_requested` entry and the
+    /// audit log.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub reason: String,
 }
 

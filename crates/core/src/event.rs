@@ -16,13 +16,18 @@ use crate::spec::TaskSpec;
 use crate::task::{DeadlineKind, Task, Timer};
 use crate::template::Unresolved;
 
-/// An agent's failure report.
+/// An error as an agent reports a failure (or an operator fails a task).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorReport {
+    /// What went wrong, as a short name (1 to 128 bytes): retry policies name the kinds not
+    /// to retry (`retry.non_retryable`).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub kind: String,
     pub message: String,
+    /// `true` if absent.
     #[serde(default = "yes")]
+    #[cfg_attr(feature = "openapi", schema(required = false, default = true))]
     pub retryable: bool,
 }
 

@@ -18,6 +18,32 @@ use crate::transition::{Cause, CAS_RETRIES_MAX};
 /// Longest reason an operator may give, in bytes.
 pub const REASON_LEN_MAX: usize = 1024;
 
+/// Longest `kind` of an error (an agent's failure, an operator's), in bytes.
+pub const ERROR_KIND_LEN_MAX: usize = 128;
+
+/// Checks an error's `kind`, given at `field`: what retry policies (`retry.non_retryable`)
+/// and people read a failure by, so never empty.
+pub(crate) fn check_error_kind(kind: &str, field: &str) -> Result<(), EngineError> {
+    if kind.is_empty() || kind.len() > ERROR_KIND_LEN_MAX {
+        return Err(EngineError::invalid(
+            field,
+            format!("1 to {ERROR_KIND_LEN_MAX} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the reason given for a cancellation, which may be empty.
+fn check_cancel_reason(reason: &str) -> Result<(), EngineError> {
+    if reason.len() > REASON_LEN_MAX {
+        return Err(EngineError::invalid(
+            "reason",
+            format!("at most {REASON_LEN_MAX} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 /// Tasks of a workflow paused or resumed per transaction: a page, so that a busy workflow's
 /// other changes cannot keep a whole-workflow write from ever winning its compare-and-sets.
 const WORKFLOW_CONTROL_PAGE: usize = 256;
@@ -84,6 +110,7 @@ impl<S: Store + 'static> Engine<S> {
         by: String,
         reason: String,
     ) -> Result<Task, EngineError> {
+        check_cancel_reason(&reason)?;
         let op = Operator { by, reason };
         let loaded = self.load(id).await?;
         let mut ids = vec![id];
@@ -127,6 +154,7 @@ impl<S: Store + 'static> Engine<S> {
         by: String,
         reason: String,
     ) -> Result<usize, EngineError> {
+        check_cancel_reason(&reason)?;
         let op = Operator { by, reason };
         let make = |t: &Task| {
             (!t.state.is_terminal()).then(|| Event::CancelRequested {
@@ -209,9 +237,7 @@ impl<S: Store + 'static> Engine<S> {
         error: Option<ErrorReport>,
     ) -> Result<Task, EngineError> {
         if let Some(e) = &error {
-            if e.kind.is_empty() || e.kind.len() > 128 {
-                return Err(EngineError::invalid("error.kind", "1 to 128 bytes"));
-            }
+            check_error_kind(&e.kind, "error.kind")?;
         }
         let detail = json!({"error_kind": error.as_ref().map(|e| e.kind.clone())});
         let event = Event::FailRequested {

@@ -65,6 +65,9 @@ impl<S: Store + 'static> Engine<S> {
                 self.check_payloads([("progress".to_owned(), progress)])
                     .await?
             }
+            Event::ExecutionFailed { error, .. } => {
+                crate::control::check_error_kind(&error.kind, "error.kind")?
+            }
             _ => {}
         }
         let cause = Cause {

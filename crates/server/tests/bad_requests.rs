@@ -501,6 +501,10 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .expect(400, "invalid_id").field("task_id"),
         post("failed without `error.kind`", report("failed", running), json!({"agent": agent, "token": fx.token, "error": {"message": "boom"}}))
             .expect(422, "invalid_field").field("error.kind"),
+        post("failed with an empty `error.kind`", report("failed", running), json!({"agent": agent, "token": fx.token, "error": {"kind": "", "message": "boom"}}))
+            .expect(422, "invalid_field").field("error.kind"),
+        post("failed with `error.kind` over 128 bytes", report("failed", running), json!({"agent": agent, "token": fx.token, "error": {"kind": "k".repeat(129), "message": "boom"}}))
+            .expect(422, "invalid_field").field("error.kind"),
         post("failed with `error.retryable` as a string", report("failed", running), json!({"agent": agent, "token": fx.token, "error": {"kind": "x", "message": "boom", "retryable": "yes"}}))
             .expect(422, "invalid_field").field("error.retryable"),
         post("succeeded again with a different result", report("succeeded", &fx.done), json!({"agent": agent, "token": fx.done_token, "result": {"by": "someone else"}}))
@@ -530,6 +534,10 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .expect(409, "not_accepted").member("state", json!("completed")),
         post("retry with an unknown body field", format!("/v1/tasks/{}/retry", fx.done), json!({"force": true}))
             .expect(422, "invalid_field").field("force"),
+        post("cancel a task with a reason over 1,024 bytes", format!("/v1/tasks/{}/cancel", fx.idle), json!({"reason": "r".repeat(1025)}))
+            .expect(422, "invalid_field").field("reason"),
+        post("cancel a workflow with a reason over 1,024 bytes", format!("/v1/workflows/{}/cancel", fx.workflow), json!({"reason": "r".repeat(1025)}))
+            .expect(422, "invalid_field").field("reason"),
         post("cancel with `reason` as a number", format!("/v1/tasks/{}/cancel", fx.idle), json!({"reason": 5}))
             .expect(422, "invalid_field").field("reason"),
         // ---- agents ----

@@ -645,6 +645,16 @@ async fn declared_bounds_are_the_servers_constants() {
             baton_engine::REASON_LEN_MAX as f64,
         ),
         (
+            "CancelBody.reason".into(),
+            n(&prop("CancelBody", "reason")["maxLength"]),
+            baton_engine::REASON_LEN_MAX as f64,
+        ),
+        (
+            "ErrorReport.kind".into(),
+            n(&prop("ErrorReport", "kind")["maxLength"]),
+            baton_engine::ERROR_KIND_LEN_MAX as f64,
+        ),
+        (
             "BudgetsBody.reason".into(),
             n(&prop("BudgetsBody", "reason")["maxLength"]),
             baton_engine::REASON_LEN_MAX as f64,

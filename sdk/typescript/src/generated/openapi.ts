@@ -164,6 +164,10 @@ export type BudgetsBody = {
 };
 
 export type CancelBody = {
+  /**
+   * Why (optional, at most 1,024 bytes): recorded in the `cancel_requested` entry and the
+   * audit log.
+   */
   reason?: string;
 };
 
@@ -394,11 +398,18 @@ export type DependencyView = {
 };
 
 /**
- * An agent's failure report.
+ * An error as an agent reports a failure (or an operator fails a task).
  */
 export type ErrorReport = {
+  /**
+   * What went wrong, as a short name (1 to 128 bytes): retry policies name the kinds not
+   * to retry (`retry.non_retryable`).
+   */
   kind: string;
   message: string;
+  /**
+   * `true` if absent.
+   */
   retryable?: boolean;
 };
 
@@ -562,7 +573,7 @@ export type EventKind = "submitted" | "dependency_added" | "subtasks_added" | "d
  * and it compensates).
  */
 export type FailBody = {
-  error?: null | OperatorError;
+  error?: null | ErrorReport;
   /**
    * Why (required, 1 to 1,024 bytes, not only white space): every operator action is
    * audited with its reason.
@@ -783,22 +794,6 @@ export type LimitView = {
  * 1 to 128 letters, digits and `-_.:/`.
  */
 export type Name = string;
-
-/**
- * The error an operator fails a task with (`POST /v1/tasks/{id}/fail`): an [`ErrorReport`]
- * whose `kind` is 1 to 128 bytes. For the document only.
- */
-export type OperatorError = {
-  /**
-   * 1 to 128 bytes.
-   */
-  kind: string;
-  message: string;
-  /**
-   * `true` if absent.
-   */
-  retryable?: boolean;
-};
 
 /**
  * What a tick does while the workflow of the previous tick is still running.
