@@ -416,6 +416,42 @@ const OWN: &[(Method, &str, &[&[Code]])] = &[
     ),
 ];
 
+/// The reports a batch (`POST /v1/reports`) carries, each as the request it stands for.
+const BATCHED_REPORTS: [&str; 5] = [
+    "/v1/tasks/{id}/started",
+    "/v1/tasks/{id}/heartbeat",
+    "/v1/tasks/{id}/succeeded",
+    "/v1/tasks/{id}/failed",
+    "/v1/tasks/{id}/released",
+];
+/// What only a whole request is refused for, never one report of a batch: its transport, its
+/// body, its caller's credentials and rate, the server's admission, an id in its path.
+const REQUEST_LEVEL: &[Code] = &[
+    HOST_NOT_LOOPBACK,
+    CROSS_SITE_ORIGIN,
+    OVERLOADED,
+    DEADLINE_EXCEEDED,
+    UNAUTHORIZED,
+    RATE_LIMITED,
+    MALFORMED_JSON,
+    UNREADABLE_BODY,
+    UNSUPPORTED_MEDIA_TYPE,
+    BODY_TOO_LARGE,
+    BODY_TIMEOUT,
+    INVALID_QUERY,
+    INVALID_ID,
+];
+
+/// The problems one report of a batch may get: those its own request could get, but for what
+/// only a whole request is refused for.
+fn batch_item_answers(doc: &utoipa::openapi::OpenApi) -> BTreeSet<Code> {
+    crate::operations(doc)
+        .filter(|(method, path, _)| *method == Method::POST && BATCHED_REPORTS.contains(path))
+        .flat_map(|(method, path, op)| answers(&method, path, op))
+        .filter(|c| !REQUEST_LEVEL.contains(c))
+        .collect()
+}
+
 /// Every problem an operation can answer: those every operation shares, those that follow
 /// from what it reads, and its own ([`OWN`]).
 pub fn answers(method: &Method, path: &str, op: &Operation) -> BTreeSet<Code> {
@@ -534,12 +570,50 @@ pub fn document(doc: &mut utoipa::openapi::OpenApi) {
             responses.insert(status.to_string(), RefOr::T(response.build()));
         }
     });
+    document_batch_items(doc);
+}
+
+/// `ReportOutcome.problem`: the problem document with `code` an `enum` of what one report of
+/// a batch may get.
+fn document_batch_items(doc: &mut utoipa::openapi::OpenApi) {
+    let codes = batch_item_answers(doc);
+    let description = codes
+        .iter()
+        .map(|c| format!("- `{}` ({}): {}", c.code, c.status, c.meaning))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let problem = utoipa::openapi::schema::AllOfBuilder::new()
+        .item(Ref::from_schema_name("Problem"))
+        .item(
+            utoipa::openapi::ObjectBuilder::new().property(
+                "code",
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some(codes.iter().map(|c| c.code))),
+            ),
+        )
+        .description(Some(format!(
+            "The problem the report's own request would have been refused with (`status` is \
+             its status), with one of these codes:\n{description}"
+        )));
+    let outcome = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("ReportOutcome"));
+    let Some(RefOr::T(utoipa::openapi::schema::Schema::Object(outcome))) = outcome else {
+        panic!("the document describes ReportOutcome as an object");
+    };
+    outcome
+        .properties
+        .insert("problem".to_owned(), RefOr::T(problem.into()));
 }
 
 /// What each route may answer: its statuses, and its problems as `(status, code)`.
 #[derive(Default)]
 pub struct Contract {
     routes: HashMap<(Method, String), Allowed>,
+    /// What one report of a batch may get, as `(status, code)`.
+    batch_items: BTreeSet<(u16, &'static str)>,
 }
 
 #[derive(Default)]
@@ -567,7 +641,40 @@ impl Contract {
             };
             routes.insert((method, path.to_owned()), allowed);
         }
-        Contract { routes }
+        let batch_items = batch_item_answers(doc)
+            .into_iter()
+            .map(|c| (c.status, c.code))
+            .collect();
+        Contract {
+            routes,
+            batch_items,
+        }
+    }
+
+    /// Why a batch's answer (`body`) holds a report's problem that `ReportOutcome` does not
+    /// list, if it does.
+    fn batch_breach(&self, body: &[u8]) -> Option<String> {
+        let answer: baton_api::ReportBatchAnswer = match serde_json::from_slice(body) {
+            Ok(answer) => answer,
+            Err(e) => {
+                return Some(format!(
+                    "POST /v1/reports answered a body that is not a batch's answer: {e}"
+                ))
+            }
+        };
+        answer.answers.iter().find_map(|outcome| {
+            let p = outcome.problem.as_ref()?;
+            (!self
+                .batch_items
+                .contains(&(outcome.status, p.code.as_str())))
+            .then(|| {
+                format!(
+                    "POST /v1/reports answered a report with {} `{}`, which ReportOutcome does \
+                     not list: add it in contract.rs",
+                    outcome.status, p.code
+                )
+            })
+        })
     }
 
     /// Why `answer` is not one the document lists for the route, if it is not.
@@ -600,10 +707,19 @@ pub async fn check(State(contract): State<Arc<Contract>>, req: Request, next: Ne
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let res = next.run(req).await;
+    let mut res = next.run(req).await;
     let Some(path) = path else { return res };
     let code = res.extensions().get::<ProblemCode>().map(|c| c.0.as_str());
-    match contract.breach(&method, &path, res.status().as_u16(), code) {
+    let mut breach = contract.breach(&method, &path, res.status().as_u16(), code);
+    if breach.is_none() && path == "/v1/reports" && res.status() == StatusCode::OK {
+        let (parts, body) = res.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .expect("an answer in memory reads");
+        breach = contract.batch_breach(&bytes);
+        res = Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    match breach {
         None => res,
         Some(why) => {
             tracing::error!("{why}");

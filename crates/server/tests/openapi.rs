@@ -383,6 +383,44 @@ async fn every_refusal_lists_the_codes_it_can_carry() {
         listed.as_array().unwrap().contains(&body["code"]),
         "{body} is not among {listed}"
     );
+
+    // One report of a batch: the codes its own request could get, but for the whole
+    // request's; what a batch answers for one is among them.
+    let item = &doc["components"]["schemas"]["ReportOutcome"]["properties"]["problem"];
+    let codes = item["allOf"][1]["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap();
+    for code in [
+        "stale_lease",
+        "task_not_found",
+        "agent_not_found",
+        "invalid_field",
+    ] {
+        assert!(
+            codes.contains(&json!(code)),
+            "{code} is not among {codes:?}"
+        );
+        let described = item["description"].as_str().unwrap();
+        assert!(described.contains(&format!("`{code}`")), "{described}");
+    }
+    for code in [
+        "malformed_json",
+        "unauthorized",
+        "rate_limited",
+        "invalid_id",
+    ] {
+        assert!(!codes.contains(&json!(code)), "{code} is a whole request's");
+    }
+    let (status, body) = srv
+        .post(
+            "/v1/reports",
+            json!({"reports": [{"report": "started", "task": uuid::Uuid::now_v7(),
+                                "agent": uuid::Uuid::now_v7(), "token": 1}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let code = &body["answers"][0]["problem"]["code"];
+    assert!(codes.contains(code), "{body} is not among {codes:?}");
 }
 
 /// Every operation says what it does: a summary, and a description beyond who may call it.

@@ -1010,7 +1010,34 @@ export type ReportBatchAnswer = {
  */
 export type ReportOutcome = {
   answer?: null | ReportAnswer;
-  problem?: null | Problem;
+  /**
+   * The problem the report's own request would have been refused with (`status` is its status), with one of these codes:
+   * - `forbidden` (403): the token's role may not do this, or an agent token acts for an agent it does not name
+   * - `out_of_scope` (403): the token is scoped to labels this request would leave
+   * - `agent_not_found` (404): no such agent: register it (POST /v1/agents)
+   * - `task_not_found` (404): no such task (or not in the token's scope)
+   * - `conflict` (409): the request conflicts with the task's state
+   * - `guard_failed` (409): a guard of the transition does not hold (`rule` names it), such as attempts left to retry
+   * - `not_accepted` (409): the lifecycle does not accept this event in the task's state (`state` says which; GET /v1/lifecycle)
+   * - `stale_lease` (409): the lease is not the task's current one: the task was reassigned; stop working on it
+   * - `task_cancelled` (409): the task was cancelled: stop working on it
+   * - `task_failed_by_operator` (409): an operator failed the task: stop working on it
+   * - `task_paused` (409): an operator paused the task: stop working on it
+   * - `task_rerun` (409): an operator reran the task: stop working on it
+   * - `task_skipped` (409): an operator skipped the task: stop working on it
+   * - `task_superseded` (409): the task was superseded (its workflow's branch was rerun): stop working on it
+   * - `payload_too_large` (413): a payload is larger than `baton serve --payload-bytes-max` (`field` names it): put large data in an artifact
+   * - `result_too_large` (413): the result is larger than `baton serve --payload-bytes-max`: put large data in an artifact
+   * - `artifact_not_found` (422): a payload refers to an artifact never uploaded (PUT /v1/artifacts)
+   * - `artifact_ref_invalid` (422): a `{"$artifact": …}` reference is not `sha256:<64 hex>`
+   * - `invalid_field` (422): a field is missing or invalid: `field` names it, `expected` says what fits
+   * - `contended` (503): the store was contended: retry after `Retry-After` seconds
+   * - `shutting_down` (503): the server is stopping: try another node or later
+   * - `store_unavailable` (503): the store failed: retry later
+   */
+  problem?: Problem & {
+    code?: "forbidden" | "out_of_scope" | "agent_not_found" | "task_not_found" | "conflict" | "guard_failed" | "not_accepted" | "stale_lease" | "task_cancelled" | "task_failed_by_operator" | "task_paused" | "task_rerun" | "task_skipped" | "task_superseded" | "payload_too_large" | "result_too_large" | "artifact_not_found" | "artifact_ref_invalid" | "invalid_field" | "contended" | "shutting_down" | "store_unavailable";
+  };
   /**
    * The HTTP status the report alone would have been answered with.
    */
