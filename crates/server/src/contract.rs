@@ -548,16 +548,7 @@ pub fn document(doc: &mut utoipa::openapi::OpenApi) {
                 .ok()
                 .and_then(|s| s.canonical_reason())
                 .unwrap_or("Refused");
-            let schema = utoipa::openapi::schema::AllOfBuilder::new()
-                .item(Ref::from_schema_name("Problem"))
-                .item(
-                    utoipa::openapi::ObjectBuilder::new().property(
-                        "code",
-                        utoipa::openapi::ObjectBuilder::new()
-                            .schema_type(utoipa::openapi::schema::Type::String)
-                            .enum_values(Some(codes.iter().map(|c| c.code))),
-                    ),
-                );
+            let schema = problem_with(codes.iter());
             let mut response = ResponseBuilder::new()
                 .description(format!("{reason}, with one of these codes:\n{description}"));
             // A HEAD answer has the problem's status and headers, never its body.
@@ -573,6 +564,22 @@ pub fn document(doc: &mut utoipa::openapi::OpenApi) {
     document_batch_items(doc);
 }
 
+/// The problem document with `code` an `enum` of `codes`.
+fn problem_with<'c>(
+    codes: impl Iterator<Item = &'c Code>,
+) -> utoipa::openapi::schema::AllOfBuilder {
+    utoipa::openapi::schema::AllOfBuilder::new()
+        .item(Ref::from_schema_name("Problem"))
+        .item(
+            utoipa::openapi::ObjectBuilder::new().property(
+                "code",
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some(codes.map(|c| c.code))),
+            ),
+        )
+}
+
 /// `ReportOutcome.problem`: the problem document with `code` an `enum` of what one report of
 /// a batch may get.
 fn document_batch_items(doc: &mut utoipa::openapi::OpenApi) {
@@ -582,20 +589,10 @@ fn document_batch_items(doc: &mut utoipa::openapi::OpenApi) {
         .map(|c| format!("- `{}` ({}): {}", c.code, c.status, c.meaning))
         .collect::<Vec<_>>()
         .join("\n");
-    let problem = utoipa::openapi::schema::AllOfBuilder::new()
-        .item(Ref::from_schema_name("Problem"))
-        .item(
-            utoipa::openapi::ObjectBuilder::new().property(
-                "code",
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::String)
-                    .enum_values(Some(codes.iter().map(|c| c.code))),
-            ),
-        )
-        .description(Some(format!(
-            "The problem the report's own request would have been refused with (`status` is \
+    let problem = problem_with(codes.iter()).description(Some(format!(
+        "The problem the report's own request would have been refused with (`status` is \
              its status), with one of these codes:\n{description}"
-        )));
+    )));
     let outcome = doc
         .components
         .as_mut()
