@@ -306,7 +306,26 @@ pub struct FailBody {
     pub reason: String,
     /// The error recorded; by default kind `forced` and a message naming who and why.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ReportedError>))]
     pub error: Option<ErrorReport>,
+}
+
+/// The error of a failure report (`POST /v1/tasks/{id}/failed`) or of an operator's `fail`: an
+/// [`ErrorReport`] whose `kind` is 1 to 128 bytes, or the request is refused. (In a batch, such
+/// a report is refused on its own: `ReportBatch` documents the plain `ErrorReport`.) For the
+/// document only.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ReportedError {
+    /// What went wrong, as a short name (1 to 128 bytes): retry policies name the kinds not
+    /// to retry (`retry.non_retryable`).
+    #[schema(min_length = 1, max_length = 128)]
+    kind: String,
+    message: String,
+    /// `true` if absent.
+    #[schema(required = false, default = true)]
+    retryable: bool,
 }
 
 /// `POST /v1/tasks/{id}/rerun`: run the task and everything downstream of it again.
@@ -890,6 +909,7 @@ pub struct FailureReport {
     pub agent: Uuid,
     #[serde(deserialize_with = "baton_core::whole::int64")]
     pub token: u64,
+    #[cfg_attr(feature = "openapi", schema(value_type = ReportedError))]
     pub error: ErrorReport,
     /// What the agent has spent so far under this lease, per unit, e.g. `{"tokens": 1532,
     /// "usd": 0.012}`: cumulative (send the running total; a report sent again counts once),

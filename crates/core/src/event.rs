@@ -20,9 +20,8 @@ use crate::template::Unresolved;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorReport {
-    /// What went wrong, as a short name (1 to 128 bytes): retry policies name the kinds not
-    /// to retry (`retry.non_retryable`).
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
+    /// What went wrong, as a short name: retry policies name the kinds not to retry
+    /// (`retry.non_retryable`). A report or an operator gives 1 to 128 bytes.
     pub kind: String,
     pub message: String,
     /// `true` if absent.

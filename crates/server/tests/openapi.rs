@@ -688,8 +688,8 @@ async fn declared_bounds_are_the_servers_constants() {
             baton_engine::REASON_LEN_MAX as f64,
         ),
         (
-            "ErrorReport.kind".into(),
-            n(&prop("ErrorReport", "kind")["maxLength"]),
+            "ReportedError.kind".into(),
+            n(&prop("ReportedError", "kind")["maxLength"]),
             baton_engine::ERROR_KIND_LEN_MAX as f64,
         ),
         (

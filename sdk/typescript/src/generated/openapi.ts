@@ -402,8 +402,8 @@ export type DependencyView = {
  */
 export type ErrorReport = {
   /**
-   * What went wrong, as a short name (1 to 128 bytes): retry policies name the kinds not
-   * to retry (`retry.non_retryable`).
+   * What went wrong, as a short name: retry policies name the kinds not to retry
+   * (`retry.non_retryable`). A report or an operator gives 1 to 128 bytes.
    */
   kind: string;
   message: string;
@@ -573,7 +573,7 @@ export type EventKind = "submitted" | "dependency_added" | "subtasks_added" | "d
  * and it compensates).
  */
 export type FailBody = {
-  error?: null | ErrorReport;
+  error?: null | ReportedError;
   /**
    * Why (required, 1 to 1,024 bytes, not only white space): every operator action is
    * audited with its reason.
@@ -583,7 +583,7 @@ export type FailBody = {
 
 export type FailureReport = {
   agent: string;
-  error: ErrorReport;
+  error: ReportedError;
   token: number;
   traceparent?: string | null;
   /**
@@ -1043,6 +1043,25 @@ export type ReportOutcome = {
    */
   status: number;
   task: string;
+};
+
+/**
+ * The error of a failure report (`POST /v1/tasks/{id}/failed`) or of an operator's `fail`: an
+ * [`ErrorReport`] whose `kind` is 1 to 128 bytes, or the request is refused. (In a batch, such
+ * a report is refused on its own: `ReportBatch` documents the plain `ErrorReport`.) For the
+ * document only.
+ */
+export type ReportedError = {
+  /**
+   * What went wrong, as a short name (1 to 128 bytes): retry policies name the kinds not
+   * to retry (`retry.non_retryable`).
+   */
+  kind: string;
+  message: string;
+  /**
+   * `true` if absent.
+   */
+  retryable?: boolean;
 };
 
 /**
