@@ -166,6 +166,8 @@ pub(crate) struct Candidate {
     pub(crate) priority: i32,
     pub(crate) turn: i64,
     pub(crate) id: Uuid,
+    /// The task's version when read: a copy of the task at it stands for the row.
+    pub(crate) version: u64,
 }
 
 /// Keeps the `wanted` best candidates, best first: the highest priority, then the earliest
@@ -542,6 +544,7 @@ mod tests {
             priority,
             turn,
             id: Uuid::from_u128(id),
+            version: 1,
         };
         let mut all = vec![c(0, 5, 1), c(2, 9, 2), c(0, 1, 3), c(2, 9, 0), c(1, 0, 4)];
         best(&mut all, 4);

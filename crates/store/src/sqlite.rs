@@ -11,6 +11,7 @@ mod error;
 mod flow;
 mod open;
 mod reads;
+mod recent;
 mod retention;
 mod writer;
 

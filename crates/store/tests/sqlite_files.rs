@@ -438,3 +438,41 @@ async fn a_write_failing_in_the_database_fails_alone_after_a_careful_rerun() {
     assert_eq!(counts.get(StateKind::Pending), 2, "{counts:?}");
     assert_eq!(counts.get(StateKind::Cancelled), 1, "{counts:?}");
 }
+
+/// The writer keeps its own copy of a pending task it stored, for a claim to take without
+/// reading the row again. Another process that moved the task on, and back to pending, left a
+/// row at another version: the claim takes the row, not the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_takes_the_row_another_process_changed_not_the_writers_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    let ours = SqliteStore::open(&path).unwrap();
+    let theirs = SqliteStore::open(&path).unwrap();
+    let flow = workflow(&[def("a", &[])], None);
+    ours.submit(flow.batch.clone()).await.unwrap();
+    let id = flow.id("a");
+
+    let taken = claim_one(&theirs, agent(2), at(10)).await.unwrap();
+    assert_eq!((taken.id, taken.fencing_token), (id, FencingToken(1)));
+    let released = advance(
+        &theirs,
+        id,
+        Event::AssignmentReleased {
+            agent: agent(2),
+            token: FencingToken(1),
+        },
+        at(20),
+    )
+    .await;
+    assert_eq!((released.kind(), released.version), (StateKind::Pending, 3));
+
+    let claimed = claim_one(&ours, agent(1), at(30)).await.unwrap();
+    // Taken from the row at once: a stale copy would fail the compare-and-set, and only the
+    // rerun of the batch (which forgets every copy) would take the row.
+    assert_eq!(ours.stats().reruns_careful, 0);
+    assert_eq!(claimed.version, 4);
+    assert_eq!(claimed.fencing_token, FencingToken(2));
+    let history = ours.history(id, 0, 100).await.unwrap();
+    assert_eq!(history.len(), 4);
+    assert_eq!(replay(&history).unwrap(), claimed);
+}

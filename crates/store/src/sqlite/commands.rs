@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use uuid::Uuid;
 
 use super::error::db;
+use super::recent::Recent;
 use crate::artifact::task_refs;
 use crate::codec::{self, ts, HistoryRow, TaskRow};
 use crate::decide::{self, Candidate, Deltas};
@@ -144,7 +145,7 @@ fn signal_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SignalRec
 }
 
 /// A claim's candidates in one capability set, from the `tasks_ready` index.
-pub(super) const CLAIM_SQL: &str = "SELECT priority, turn, id FROM tasks
+pub(super) const CLAIM_SQL: &str = "SELECT priority, turn, id, version FROM tasks
     WHERE state = 'pending' AND ready_at IS NOT NULL AND capset = ?1 ORDER BY priority DESC, turn, id LIMIT ?2";
 
 /// Creates the workflow (or checks the one it grows), its tasks and edges, then the
@@ -153,6 +154,7 @@ pub(super) fn submit(
     conn: &Connection,
     batch: &SubmitBatch,
     deltas: &mut Deltas,
+    recent: &mut Recent,
 ) -> Result<SubmitOutcome, StoreError> {
     let workflow = match &batch.workflow {
         WorkflowRef::New(wf) => {
@@ -225,6 +227,7 @@ pub(super) fn submit(
     for new in &batch.tasks {
         let turn = turns.get(&new.task.id).copied();
         insert_task(conn, new, turn, &mut capsets, deltas)?;
+        recent.wrote(&new.task);
     }
     let mut add_edge = conn
         .prepare_cached("INSERT INTO edges (dependency, dependent) VALUES (?1, ?2)")
@@ -251,7 +254,7 @@ pub(super) fn submit(
         }
     }
     for record in &batch.transitions {
-        write_transition(conn, record, deltas)?;
+        write_transition(conn, record, deltas, recent)?;
     }
     Ok(SubmitOutcome::Created { workflow })
 }
@@ -398,8 +401,9 @@ pub(super) fn write_transition(
     conn: &Connection,
     record: &TransitionRecord,
     deltas: &mut Deltas,
+    recent: &mut Recent,
 ) -> Result<Vec<Released>, StoreError> {
-    write_chain(conn, std::slice::from_ref(record), deltas)
+    write_chain(conn, std::slice::from_ref(record), deltas, recent)
 }
 
 /// Consecutive transitions of one task, each at the version after the one before (a claim
@@ -410,6 +414,7 @@ fn write_chain(
     conn: &Connection,
     records: &[TransitionRecord],
     deltas: &mut Deltas,
+    recent: &mut Recent,
 ) -> Result<Vec<Released>, StoreError> {
     let (last, before) = records.split_last().expect("a chain has a transition");
     debug_assert!(before.iter().zip(&records[1..]).all(|(a, b)| {
@@ -472,6 +477,7 @@ fn write_chain(
             task.id
         );
     }
+    recent.wrote(task);
     let mut released = Vec::new();
     for (record, (flow, keys)) in records.iter().zip(flows) {
         let task = &record.task;
@@ -485,7 +491,13 @@ fn write_chain(
         }
         let mut dependents = None;
         if decide::releases_dependents(from, to) {
-            dependents = Some(release_dependents(conn, record, deltas, &mut released)?);
+            dependents = Some(release_dependents(
+                conn,
+                record,
+                deltas,
+                recent,
+                &mut released,
+            )?);
             insert_refs(conn, task.id, &task_refs(task, true))?;
         }
         let outbox = decide::outbox(&record.outbox, dependents);
@@ -539,6 +551,7 @@ fn release_dependents(
     conn: &Connection,
     record: &TransitionRecord,
     deltas: &mut Deltas,
+    recent: &mut Recent,
     released: &mut Vec<Released>,
 ) -> Result<usize, StoreError> {
     let task = &record.task;
@@ -581,7 +594,7 @@ fn release_dependents(
         match decided {
             Some((r, record)) => {
                 // Not a completion, so it releases nothing in turn.
-                write_transition(conn, &record, deltas)?;
+                write_transition(conn, &record, deltas, recent)?;
                 released.push(r);
             }
             None => left += 1,
@@ -736,6 +749,7 @@ pub(super) fn claim(
     conn: &Connection,
     request: &ClaimRequest,
     deltas: &mut Deltas,
+    recent: &mut Recent,
 ) -> Result<Vec<Task>, StoreError> {
     let held = match request.max_held {
         Some(_) => {
@@ -779,6 +793,7 @@ pub(super) fn claim(
                         priority: r.get(0)?,
                         turn: r.get(1)?,
                         id: r.get(2)?,
+                        version: r.get::<_, i64>(3)? as u64,
                     })
                 })
                 .map_err(db)?;
@@ -792,7 +807,11 @@ pub(super) fn claim(
             if claimed.len() == wanted {
                 break;
             }
-            let Some(task) = load_task(conn, TaskId(candidate.id))? else {
+            let id = TaskId(candidate.id);
+            let Some(task) = recent
+                .pending(id, candidate.version)
+                .map_or_else(|| load_task(conn, id), |t| Ok(Some(t)))?
+            else {
                 continue;
             };
             let Some(&lease) = leases.as_slice().first() else {
@@ -818,7 +837,7 @@ pub(super) fn claim(
             }
             leases.next();
             let mut records = decide::claimed(record, request);
-            write_chain(conn, &records, deltas)?;
+            write_chain(conn, &records, deltas, recent)?;
             claimed.extend(records.pop().map(|r| r.task));
             last_turn = last_turn.max(candidate.turn);
         }
@@ -1003,6 +1022,7 @@ pub(super) fn control(
     conn: &Connection,
     write: &ControlWrite,
     deltas: &mut Deltas,
+    recent: &mut Recent,
 ) -> Result<Vec<Released>, StoreError> {
     let workflows = write
         .records
@@ -1013,7 +1033,7 @@ pub(super) fn control(
     refuse_deleting(conn, workflows)?;
     let mut released = Vec::new();
     for record in &write.records {
-        released.extend(write_transition(conn, record, deltas)?);
+        released.extend(write_transition(conn, record, deltas, recent)?);
     }
     if let Some((workflow, paused)) = &write.workflow_pause {
         conn.prepare_cached("UPDATE workflows SET paused = ?2 WHERE id = ?1")

@@ -4,11 +4,12 @@
 
 use std::collections::BTreeSet;
 
-use baton_core::{ArtifactRef, StateKind, Timestamp, WorkflowId};
+use baton_core::{ArtifactRef, StateKind, TaskId, Timestamp, WorkflowId};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::error::db;
+use super::recent::Recent;
 use crate::codec::ts;
 use crate::decide::Deltas;
 use crate::{
@@ -188,6 +189,7 @@ pub(super) fn gc_workflows(
     conn: &Connection,
     batch: &GcBatch,
     deltas: &mut Deltas,
+    recent: &mut Recent,
 ) -> Result<GcDeleted, StoreError> {
     let mut out = GcDeleted::default();
     let cutoff = ts(batch.finished_before);
@@ -241,6 +243,7 @@ pub(super) fn gc_workflows(
         budget -= tasks.len();
         for (id, state) in &tasks {
             delete_task(conn, *id, state, deltas, &mut out, &mut released)?;
+            recent.forget(TaskId(*id));
         }
         if budget > 0 {
             // Fewer tasks than asked for: none is left.

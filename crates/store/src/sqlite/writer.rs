@@ -12,6 +12,7 @@ use super::commands::{
     ack_outbox, claim, put_artifact, submit, sweep_artifacts, upsert_agent, write_transition,
 };
 use super::error::db;
+use super::recent::Recent;
 use crate::batch::{gather, Command, Outcome};
 use crate::decide::Deltas;
 use crate::{Released, Rerun, Stats, StoreError, TransitionRecord, BATCH_WRITES_MAX};
@@ -19,11 +20,16 @@ use crate::{Released, Rerun, Stats, StoreError, TransitionRecord, BATCH_WRITES_M
 pub(super) struct Writer {
     conn: Connection,
     stats: Arc<Stats>,
+    recent: Recent,
 }
 
 impl Writer {
     pub(super) fn new(conn: Connection, stats: Arc<Stats>) -> Writer {
-        Writer { conn, stats }
+        Writer {
+            conn,
+            stats,
+            recent: Recent::default(),
+        }
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -61,19 +67,23 @@ impl Writer {
         batch: &[Command],
         outcomes: &mut Vec<Outcome>,
     ) -> Result<(), StoreError> {
-        match self.run_batch(batch, outcomes, Isolation::None) {
-            Ok(()) => Ok(()),
+        let done = match self.run_batch(batch, outcomes, Isolation::None) {
+            Ok(()) => return Ok(()),
             Err(Failed::Batch(e)) => Err(e),
             Err(Failed::Redo) => {
                 self.stats.rerun(Rerun::Careful);
                 outcomes.clear();
+                self.recent.clear();
                 self.run_batch(batch, outcomes, Isolation::Savepoints)
                     .map_err(|failed| match failed {
                         Failed::Batch(e) => e,
                         Failed::Redo => unreachable!("savepoints undo a command on their own"),
                     })
             }
-        }
+        };
+        // Writes were undone: the copies may hold a version never committed.
+        self.recent.clear();
+        done
     }
 
     fn run_batch(
@@ -88,7 +98,13 @@ impl Writer {
             .map_err(|e| Failed::Batch(db(e)))?;
         let mut deltas = Deltas::default();
         for cmd in batch {
-            outcomes.push(run_command(&tx, cmd, &mut deltas, isolation)?);
+            outcomes.push(run_command(
+                &tx,
+                cmd,
+                &mut deltas,
+                &mut self.recent,
+                isolation,
+            )?);
         }
         write_deltas(&tx, &deltas).map_err(|e| Failed::Batch(db(e)))?;
         tx.commit().map_err(|e| Failed::Batch(db(e)))?;
@@ -126,17 +142,18 @@ fn run_command(
     tx: &Transaction<'_>,
     cmd: &Command,
     deltas: &mut Deltas,
+    recent: &mut Recent,
     isolation: Isolation,
 ) -> Result<Outcome, Failed> {
     Ok(match cmd {
         Command::Submit(batch, _) => Outcome::Submit(savepoint(tx, deltas, isolation, |sp, d| {
-            submit(sp, batch, d)
+            submit(sp, batch, d, recent)
         })?),
         Command::Apply(records, _) => {
-            Outcome::Apply(apply_records(tx, records, deltas, isolation)?)
+            Outcome::Apply(apply_records(tx, records, deltas, recent, isolation)?)
         }
         Command::Claim(request, _) => Outcome::Claim(savepoint(tx, deltas, isolation, |sp, d| {
-            claim(sp, request, d)
+            claim(sp, request, d, recent)
         })?),
         Command::AckOutbox(ids, _) => Outcome::Done(savepoint(tx, deltas, isolation, |sp, _| {
             ack_outbox(sp, ids)
@@ -173,7 +190,7 @@ fn run_command(
         }
         Command::Control(write, _) => {
             Outcome::Released(savepoint(tx, deltas, isolation, |sp, d| {
-                super::commands::control(sp, write, d)
+                super::commands::control(sp, write, d, recent)
             })?)
         }
         Command::RegisterAgent(agent, max, _) => {
@@ -183,7 +200,7 @@ fn run_command(
         }
         Command::GcWorkflows(batch, _) => {
             Outcome::Collected(savepoint(tx, deltas, isolation, |sp, d| {
-                super::retention::gc_workflows(sp, batch, d)
+                super::retention::gc_workflows(sp, batch, d, recent)
             })?)
         }
         Command::GcPrune(prune, _) => {
@@ -213,12 +230,13 @@ fn apply_records(
     tx: &Transaction<'_>,
     records: &[TransitionRecord],
     deltas: &mut Deltas,
+    recent: &mut Recent,
     isolation: Isolation,
 ) -> Result<Vec<Result<Vec<Released>, StoreError>>, Failed> {
     let together = |sp: &Connection, d: &mut Deltas| {
         let mut results = Vec::with_capacity(records.len());
         for record in records {
-            match write_transition(sp, record, d) {
+            match write_transition(sp, record, d, recent) {
                 Ok(released) => results.push(Ok(released)),
                 Err(e @ (StoreError::Conflict { .. } | StoreError::TaskNotFound(_))) => {
                     results.push(Err(e))
@@ -237,7 +255,7 @@ fn apply_records(
         .iter()
         .map(|record| {
             savepoint(tx, deltas, isolation, |sp, d| {
-                write_transition(sp, record, d)
+                write_transition(sp, record, d, recent)
             })
         })
         .collect()
