@@ -6,8 +6,8 @@
 //! success, from the lease it completed under; no task started before all of its dependencies
 //! had completed; every task that ended failed for good or cancelled and declares a
 //! compensation has its compensation task; the tasks held per concurrency key are those
-//! assigned or executing with it; the counts per state equal the tasks (when no
-//! transition moved them during the check); each workflow's usage is the sum of its tasks'
+//! assigned or executing with it; the counts per state, the store's and each workflow's, equal
+//! the tasks (when no transition moved them during the check); each workflow's usage is the sum of its tasks'
 //! (on a live store, a usage report landing during the check may be reported: run it again);
 //! every task's workflow exists (or is being deleted by retention). Tasks retention deletes
 //! while the check reads are left out of it.
@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 
 use baton_core::{
-    replay, CancelReason, Event, EventKind, FencingToken, State, StateKind, TaskId, Timestamp,
-    Usage, WorkflowId,
+    replay, CancelReason, Event, EventKind, FencingToken, State, StateKind, Task, TaskId,
+    Timestamp, Usage, WorkflowId,
 };
 use baton_store::{StateCounts, Store, StoreError, TaskFilter, TaskPages, PAGE_ROWS_MAX};
 
@@ -69,6 +69,19 @@ async fn replays_when_still<S: Store>(store: &S, id: TaskId) -> Result<bool, Sto
     Ok(false)
 }
 
+/// Counts `task` in `counts`: its state, and whether it is paused or waits to be retried.
+fn count(counts: &mut StateCounts, task: &Task) {
+    counts.0[task.kind().index()] += 1;
+    counts.1 += u64::from(task.is_paused());
+    counts.2 += u64::from(matches!(
+        task.state,
+        State::Failed {
+            retry_at: Some(_),
+            ..
+        }
+    ));
+}
+
 /// Checks every task of the store; `progress` is called with the tasks checked so far.
 pub async fn check_store<S: Store>(
     store: &S,
@@ -83,6 +96,7 @@ pub async fn check_store<S: Store>(
     // when no transition moved the counts meanwhile.
     let counts_before = store.counts(None).await?;
     let mut counted = StateCounts::default();
+    let mut by_workflow: HashMap<WorkflowId, StateCounts> = HashMap::new();
     let mut pages = TaskPages::new(TaskFilter::default());
     let mut workflows: std::collections::BTreeSet<WorkflowId> = Default::default();
     // A workflow retention is deleting loses its tasks a batch at a time, not in their order.
@@ -97,7 +111,8 @@ pub async fn check_store<S: Store>(
             }
             workflows.insert(task.workflow);
             report.tasks += 1;
-            counted.0[task.kind().index()] += 1;
+            count(&mut counted, task);
+            count(by_workflow.entry(task.workflow).or_default(), task);
             let sum = spent.entry(task.workflow).or_default();
             for (unit, amount) in &task.usage {
                 let s = sum.entry(unit.clone()).or_default();
@@ -108,14 +123,6 @@ pub async fn check_store<S: Store>(
                     *holding.entry(key).or_default() += 1;
                 }
             }
-            counted.1 += u64::from(task.is_paused());
-            counted.2 += u64::from(matches!(
-                task.state,
-                State::Failed {
-                    retry_at: Some(_),
-                    ..
-                }
-            ));
             let violation = |detail: String| Violation {
                 task: Some(task.id),
                 workflow: Some(task.workflow),
@@ -289,6 +296,23 @@ pub async fn check_store<S: Store>(
                  executing with each key {holding:?}"
             ),
         });
+    }
+    for (workflow, counted) in &by_workflow {
+        if moved || deleting.contains(workflow) {
+            continue;
+        }
+        let stored = store.counts(Some(*workflow)).await?;
+        if stored != *counted {
+            report.violations.push(Violation {
+                task: None,
+                workflow: Some(*workflow),
+                detail: format!(
+                    "the workflow's counts per state {:?} (paused {}, retrying {}) differ from \
+                     its tasks {:?} (paused {}, retrying {})",
+                    stored.0, stored.1, stored.2, counted.0, counted.1, counted.2
+                ),
+            });
+        }
     }
     if stored == counts_before && stored != counted {
         report.violations.push(Violation {

@@ -7,6 +7,7 @@
 
 mod backup;
 mod commands;
+mod counts;
 mod error;
 mod flow;
 mod open;

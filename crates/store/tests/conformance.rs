@@ -1273,6 +1273,32 @@ mod cases {
         }
         assert_eq!(seen.len(), 25);
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "ordered by id");
+        // A workflow with fewer tasks than the store has in the state, and one with more.
+        let listed = |workflow, state| {
+            s.tasks(TaskFilter {
+                workflow: Some(workflow),
+                state: Some(state),
+                after: None,
+                limit: 100,
+            })
+        };
+        let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(listed(other.id, StateKind::Pending).await.unwrap()),
+            [other.id("a")]
+        );
+        assert_eq!(
+            ids(listed(other.id, StateKind::Blocked).await.unwrap()),
+            sorted(vec![other.id("b"), other.id("c"), other.id("d")])
+        );
+        assert!(listed(flow.id, StateKind::Blocked)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(listed(other.id, StateKind::Completed)
+            .await
+            .unwrap()
+            .is_empty());
         let blocked = s
             .tasks(TaskFilter {
                 state: Some(StateKind::Blocked),
@@ -2001,7 +2027,7 @@ mod cases {
             (HotPath::DueTimers, "tasks_timers"),
             (HotPath::ReleaseDependents, "edges_pkey|primary key"),
             (HotPath::ReleasedBlocked, "tasks_released"),
-            (HotPath::WorkflowOpen, "tasks_by_workflow"),
+            (HotPath::WorkflowOpen, "tasks_by_workflow|workflow_counts"),
         ] {
             let plan = s.query_plan(path).await.unwrap();
             let lower = plan.to_lowercase();

@@ -221,6 +221,13 @@ async fn space_freed_by_retention_goes_back_to_the_file_system() {
     }
     let full = store.size_bytes().await.unwrap();
     assert_eq!(collect_all(&store, 1_000).await, 1_000);
+    // Deleted over several batches, each workflow leaves no count behind.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let counted: i64 = conn
+        .query_row("SELECT count(*) FROM workflow_counts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(counted, 0);
+    drop(conn);
     let reclaimed = store.reclaim_space(u64::MAX).await.unwrap();
     assert!(reclaimed > 100, "pages given back: {reclaimed}");
     // The pages leave the file at the checkpoint that follows.
@@ -475,4 +482,52 @@ async fn a_claim_takes_the_row_another_process_changed_not_the_writers_copy() {
     let history = ours.history(id, 0, 100).await.unwrap();
     assert_eq!(history.len(), 4);
     assert_eq!(replay(&history).unwrap(), claimed);
+}
+
+/// A store from before `workflow_counts` (migration 14) gets each workflow's counts from its
+/// tasks when opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_before_workflow_counts_counts_its_workflows_tasks_on_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    let flow = diamond();
+    let (counts, open) = {
+        let store = SqliteStore::open(&path).unwrap();
+        store.submit(flow.batch.clone()).await.unwrap();
+        run_to_completion(&store, flow.id("a"), at(10)).await;
+        (
+            store.counts(Some(flow.id)).await.unwrap(),
+            store.workflow_open(flow.id).await.unwrap(),
+        )
+    };
+    assert_eq!(
+        (
+            counts.get(StateKind::Completed),
+            counts.get(StateKind::Pending)
+        ),
+        (1, 2)
+    );
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE workflow_counts;
+             DROP INDEX tasks_by_workflow;
+             CREATE INDEX tasks_by_workflow ON tasks (workflow_id, state, id);
+             PRAGMA user_version = 13;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.counts(Some(flow.id)).await.unwrap(), counts);
+    assert_eq!(store.workflow_open(flow.id).await.unwrap(), open);
+    let b = claim_one(&store, agent(1), at(20)).await.unwrap();
+    let moved = store.counts(Some(flow.id)).await.unwrap();
+    assert_eq!(
+        (
+            moved.get(StateKind::Pending),
+            moved.get(StateKind::Assigned)
+        ),
+        (1, 1),
+        "{b:?}"
+    );
 }

@@ -10,11 +10,12 @@ use baton_core::{
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use uuid::Uuid;
 
+use super::counts::Counts;
 use super::error::db;
 use super::recent::Recent;
 use crate::artifact::task_refs;
 use crate::codec::{self, ts, HistoryRow, TaskRow};
-use crate::decide::{self, Candidate, Deltas};
+use crate::decide::{self, Candidate};
 use crate::{
     AgentRecord, ArtifactMeta, ClaimRequest, ControlWrite, Dependency, NewSignal, NewTask,
     PutArtifact, PutSignal, Released, ScheduleRecord, ScheduleWrite, SignalRecord, StoreError,
@@ -153,7 +154,7 @@ pub(super) const CLAIM_SQL: &str = "SELECT priority, turn, id, version FROM task
 pub(super) fn submit(
     conn: &Connection,
     batch: &SubmitBatch,
-    deltas: &mut Deltas,
+    deltas: &mut Counts,
     recent: &mut Recent,
 ) -> Result<SubmitOutcome, StoreError> {
     let workflow = match &batch.workflow {
@@ -280,7 +281,7 @@ fn insert_task(
     new: &NewTask,
     turn: Option<i64>,
     capsets: &mut HashSet<String>,
-    deltas: &mut Deltas,
+    deltas: &mut Counts,
 ) -> Result<(), StoreError> {
     let task = &new.task;
     let capset = codec::task_capset(task);
@@ -331,7 +332,7 @@ fn insert_task(
     append_history(conn, task.id, &new.entry)?;
     write_outbox(conn, task.id, &new.outbox, new.entry.at)?;
     insert_refs(conn, task.id, &task_refs(task, false))?;
-    deltas.created(task.kind());
+    deltas.created(task.workflow, task.kind());
     Ok(())
 }
 
@@ -400,7 +401,7 @@ const UPDATE_TASK_SQL: [&str; 4] = {
 pub(super) fn write_transition(
     conn: &Connection,
     record: &TransitionRecord,
-    deltas: &mut Deltas,
+    deltas: &mut Counts,
     recent: &mut Recent,
 ) -> Result<Vec<Released>, StoreError> {
     write_chain(conn, std::slice::from_ref(record), deltas, recent)
@@ -413,7 +414,7 @@ pub(super) fn write_transition(
 fn write_chain(
     conn: &Connection,
     records: &[TransitionRecord],
-    deltas: &mut Deltas,
+    deltas: &mut Counts,
     recent: &mut Recent,
 ) -> Result<Vec<Released>, StoreError> {
     let (last, before) = records.split_last().expect("a chain has a transition");
@@ -539,7 +540,7 @@ fn write_chain(
                 .map_err(db)?;
             insert_refs(conn, task.id, &task_refs(task, false))?;
         }
-        deltas.moved(from, to);
+        deltas.moved(task.workflow, from, to);
     }
     Ok(released)
 }
@@ -550,7 +551,7 @@ fn write_chain(
 fn release_dependents(
     conn: &Connection,
     record: &TransitionRecord,
-    deltas: &mut Deltas,
+    deltas: &mut Counts,
     recent: &mut Recent,
     released: &mut Vec<Released>,
 ) -> Result<usize, StoreError> {
@@ -748,7 +749,7 @@ fn parse_artifact(hex: &str) -> Result<ArtifactRef, StoreError> {
 pub(super) fn claim(
     conn: &Connection,
     request: &ClaimRequest,
-    deltas: &mut Deltas,
+    deltas: &mut Counts,
     recent: &mut Recent,
 ) -> Result<Vec<Task>, StoreError> {
     let held = match request.max_held {
@@ -1021,7 +1022,7 @@ pub(super) fn write_trigger(conn: &Connection, write: &TriggerWrite) -> Result<b
 pub(super) fn control(
     conn: &Connection,
     write: &ControlWrite,
-    deltas: &mut Deltas,
+    deltas: &mut Counts,
     recent: &mut Recent,
 ) -> Result<Vec<Released>, StoreError> {
     let workflows = write

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("011_fairness.sql"),
     include_str!("012_retention.sql"),
     include_str!("013_waiting_index.sql"),
+    include_str!("014_workflow_counts.sql"),
 ];
 
 /// How many migrations this binary knows: a store whose `user_version` is higher is newer.

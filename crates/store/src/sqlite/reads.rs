@@ -139,12 +139,19 @@ fn list_tasks(c: &Connection, filter: TaskFilter, decode: Decode) -> Result<Vec<
     let select = "SELECT t.id, t.snapshot, s.spec FROM tasks t
                   JOIN task_specs s ON s.task_id = t.id";
     match (filter.workflow, filter.state) {
-        (Some(wf), Some(st)) => load_tasks(
-            c,
-            &format!("{select} WHERE t.workflow_id = ?1 AND t.state = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
-            &[&wf.0, &st.as_str(), &after, &limit],
-            decode,
-        ),
+        (Some(wf), Some(st)) => {
+            let index = by_workflow_or_state(c, wf, st)?;
+            load_tasks(
+                c,
+                &format!(
+                    "SELECT t.id, t.snapshot, s.spec FROM tasks t INDEXED BY {index}
+                     JOIN task_specs s ON s.task_id = t.id
+                     WHERE t.workflow_id = ?1 AND t.state = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"
+                ),
+                &[&wf.0, &st.as_str(), &after, &limit],
+                decode,
+            )
+        }
         (Some(wf), None) => load_tasks(
             c,
             &format!("{select} WHERE t.workflow_id = ?1 AND t.id > ?2 ORDER BY t.id LIMIT ?3"),
@@ -164,6 +171,32 @@ fn list_tasks(c: &Connection, filter: TaskFilter, decode: Decode) -> Result<Vec<
             decode,
         ),
     }
+}
+
+/// The index a page of a workflow's tasks in one state reads, in id order, keeping the rows
+/// that match: the workflow's tasks (`tasks_by_workflow`) or the state's (`tasks_by_state`),
+/// whichever holds fewer rows, so that a page never reads more than the smaller of the two.
+fn by_workflow_or_state(
+    c: &Connection,
+    workflow: WorkflowId,
+    state: StateKind,
+) -> Result<&'static str, StoreError> {
+    let (in_workflow, in_state): (i64, i64) = c
+        .prepare_cached(
+            "SELECT (SELECT coalesce(sum(n), 0) FROM workflow_counts WHERE workflow_id = ?1),
+                    (SELECT coalesce(sum(n), 0) FROM state_counts WHERE state = ?2)",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![workflow.0, state.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .map_err(db)?;
+    Ok(if in_state < in_workflow {
+        "tasks_by_state"
+    } else {
+        "tasks_by_workflow"
+    })
 }
 
 /// The columns [`agent_row`] reads.
@@ -226,9 +259,10 @@ const WAITING: &str = "t.state = 'pending' AND t.ready_at IS NOT NULL \
                        AND t.capset >= '!signal:' AND t.capset < '!signal;'";
 const COUNTS_SQL: &str = "SELECT state, n FROM state_counts";
 /// Whether a task of the workflow has not ended: a lookup per open state in
-/// `tasks_by_workflow`.
-const WORKFLOW_OPEN_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE workflow_id = ?1
-     AND state IN ('blocked', 'pending', 'assigned', 'executing'))";
+/// `workflow_counts`.
+const WORKFLOW_OPEN_SQL: &str =
+    "SELECT EXISTS (SELECT 1 FROM workflow_counts WHERE workflow_id = ?1
+     AND state IN ('blocked', 'pending', 'assigned', 'executing') AND n > 0)";
 
 impl Store for SqliteStore {
     async fn submit(&self, batch: SubmitBatch) -> Result<SubmitOutcome, StoreError> {
@@ -346,7 +380,7 @@ impl Store for SqliteStore {
                 }
                 Some(wf) => {
                     let mut stmt = c
-                        .prepare_cached("SELECT state, count(*) FROM tasks WHERE workflow_id = ?1 GROUP BY state")
+                        .prepare_cached("SELECT state, n FROM workflow_counts WHERE workflow_id = ?1")
                         .map_err(db)?;
                     let rows = stmt.query_map([wf.0], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db)?;
                     for row in rows {

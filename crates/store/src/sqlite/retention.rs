@@ -8,10 +8,10 @@ use baton_core::{ArtifactRef, StateKind, TaskId, Timestamp, WorkflowId};
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
+use super::counts::Counts;
 use super::error::db;
 use super::recent::Recent;
 use crate::codec::ts;
-use crate::decide::Deltas;
 use crate::{
     AgentRecord, ArtifactRefs, GcBatch, GcCandidate, GcDeleted, GcPage, GcPreview, GcPrune,
     GcPruned, GcScan, StoreError, PAGE_ROWS_MAX,
@@ -93,8 +93,8 @@ pub(super) fn finished(
             .map_err(db)
     };
     if exists(
-        "SELECT EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_by_workflow
-                        WHERE workflow_id = ?1
+        "SELECT EXISTS (SELECT 1 FROM workflow_counts
+                        WHERE workflow_id = ?1 AND n > 0
                           AND state IN ('blocked', 'pending', 'assigned', 'executing'))",
     )? || exists(
         "SELECT EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_retrying
@@ -188,7 +188,7 @@ pub(super) fn gc_marked(conn: &Connection, limit: usize) -> Result<Vec<WorkflowI
 pub(super) fn gc_workflows(
     conn: &Connection,
     batch: &GcBatch,
-    deltas: &mut Deltas,
+    deltas: &mut Counts,
     recent: &mut Recent,
 ) -> Result<GcDeleted, StoreError> {
     let mut out = GcDeleted::default();
@@ -242,12 +242,20 @@ pub(super) fn gc_workflows(
             .map_err(db)?;
         budget -= tasks.len();
         for (id, state) in &tasks {
-            delete_task(conn, *id, state, deltas, &mut out, &mut released)?;
+            delete_task(
+                conn,
+                WorkflowId(wf),
+                *id,
+                state,
+                deltas,
+                &mut out,
+                &mut released,
+            )?;
             recent.forget(TaskId(*id));
         }
         if budget > 0 {
             // Fewer tasks than asked for: none is left.
-            delete_workflow(conn, wf, &mut out)?;
+            delete_workflow(conn, wf, deltas, &mut out)?;
         }
     }
     for hex in released {
@@ -275,9 +283,10 @@ pub(super) fn gc_workflows(
 /// `released`, to be looked at once the batch's tasks are gone.
 fn delete_task(
     conn: &Connection,
+    workflow: WorkflowId,
     id: Uuid,
     state: &str,
-    deltas: &mut Deltas,
+    deltas: &mut Counts,
     out: &mut GcDeleted,
     released: &mut BTreeSet<String>,
 ) -> Result<(), StoreError> {
@@ -305,13 +314,18 @@ fn delete_task(
         released.extend(refs);
     }
     run("DELETE FROM tasks WHERE id = ?1")?;
-    deltas.removed(state);
+    deltas.removed(workflow, state);
     out.tasks += 1;
     Ok(())
 }
 
 /// Deletes a marked workflow whose tasks are gone, with its labels, usage and signals.
-fn delete_workflow(conn: &Connection, id: Uuid, out: &mut GcDeleted) -> Result<(), StoreError> {
+fn delete_workflow(
+    conn: &Connection,
+    id: Uuid,
+    deltas: &mut Counts,
+    out: &mut GcDeleted,
+) -> Result<(), StoreError> {
     let run = |sql: &str| -> Result<usize, StoreError> {
         conn.prepare_cached(sql)
             .and_then(|mut s| s.execute([id]))
@@ -319,6 +333,8 @@ fn delete_workflow(conn: &Connection, id: Uuid, out: &mut GcDeleted) -> Result<(
     };
     run("DELETE FROM workflow_labels WHERE workflow_id = ?1")?;
     run("DELETE FROM workflow_usage WHERE workflow_id = ?1")?;
+    run("DELETE FROM workflow_counts WHERE workflow_id = ?1")?;
+    deltas.deleted(WorkflowId(id));
     out.signals += run("DELETE FROM signals WHERE workflow_id = ?1")? as u64;
     // Its own fairness group (its tasks without a fairness key): no task can join it again.
     conn.prepare_cached("DELETE FROM fair_groups WHERE grp = ?1")

@@ -4,17 +4,16 @@
 
 use std::sync::Arc;
 
-use baton_core::StateKind;
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::mpsc;
 
 use super::commands::{
     ack_outbox, claim, put_artifact, submit, sweep_artifacts, upsert_agent, write_transition,
 };
+use super::counts::Counts;
 use super::error::db;
 use super::recent::Recent;
 use crate::batch::{gather, Command, Outcome};
-use crate::decide::Deltas;
 use crate::{Released, Rerun, Stats, StoreError, TransitionRecord, BATCH_WRITES_MAX};
 
 pub(super) struct Writer {
@@ -96,7 +95,7 @@ impl Writer {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| Failed::Batch(db(e)))?;
-        let mut deltas = Deltas::default();
+        let mut deltas = Counts::default();
         for cmd in batch {
             outcomes.push(run_command(
                 &tx,
@@ -106,7 +105,7 @@ impl Writer {
                 isolation,
             )?);
         }
-        write_deltas(&tx, &deltas).map_err(|e| Failed::Batch(db(e)))?;
+        deltas.write(&tx).map_err(|e| Failed::Batch(db(e)))?;
         tx.commit().map_err(|e| Failed::Batch(db(e)))?;
         if batch.iter().any(|c| matches!(c, Command::ReclaimSpace(..))) {
             // The pages given back leave the file at a checkpoint, and the log is cut back
@@ -141,7 +140,7 @@ enum Failed {
 fn run_command(
     tx: &Transaction<'_>,
     cmd: &Command,
-    deltas: &mut Deltas,
+    deltas: &mut Counts,
     recent: &mut Recent,
     isolation: Isolation,
 ) -> Result<Outcome, Failed> {
@@ -229,11 +228,11 @@ fn run_command(
 fn apply_records(
     tx: &Transaction<'_>,
     records: &[TransitionRecord],
-    deltas: &mut Deltas,
+    deltas: &mut Counts,
     recent: &mut Recent,
     isolation: Isolation,
 ) -> Result<Vec<Result<Vec<Released>, StoreError>>, Failed> {
-    let together = |sp: &Connection, d: &mut Deltas| {
+    let together = |sp: &Connection, d: &mut Counts| {
         let mut results = Vec::with_capacity(records.len());
         for record in records {
             match write_transition(sp, record, d, recent) {
@@ -266,9 +265,9 @@ fn apply_records(
 /// instead ([`Failed::Batch`]). Without one, an error is [`Failed::Redo`].
 fn savepoint<T>(
     tx: &Transaction<'_>,
-    deltas: &mut Deltas,
+    deltas: &mut Counts,
     isolation: Isolation,
-    f: impl FnOnce(&Connection, &mut Deltas) -> Result<T, StoreError>,
+    f: impl FnOnce(&Connection, &mut Counts) -> Result<T, StoreError>,
 ) -> Result<Result<T, StoreError>, Failed> {
     if isolation == Isolation::None {
         return match f(tx, deltas) {
@@ -281,7 +280,7 @@ fn savepoint<T>(
     tx.prepare_cached("SAVEPOINT cmd")
         .and_then(|mut s| s.execute([]))
         .map_err(|e| Failed::Batch(db(e)))?;
-    let mut local = *deltas;
+    let mut local = deltas.clone();
     let out = f(tx, &mut local).and_then(|v| {
         tx.prepare_cached("RELEASE cmd")
             .and_then(|mut s| s.execute([]))
@@ -303,15 +302,4 @@ fn savepoint<T>(
             }
         }
     }
-}
-
-fn write_deltas(tx: &Transaction<'_>, deltas: &Deltas) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO state_counts (state, n) VALUES (?1, ?2)
-         ON CONFLICT (state) DO UPDATE SET n = n + excluded.n",
-    )?;
-    for (state, d) in deltas.changes() {
-        stmt.execute(params![StateKind::as_str(state), d])?;
-    }
-    Ok(())
 }
