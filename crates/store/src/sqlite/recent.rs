@@ -19,7 +19,8 @@ const KEPT_MAX: usize = 8192;
 
 #[derive(Default)]
 pub(super) struct Recent {
-    pending: HashMap<TaskId, Task>,
+    /// Boxed: a table of tasks inline would keep room for twice as many as it holds.
+    pending: HashMap<TaskId, Box<Task>>,
 }
 
 impl Recent {
@@ -29,9 +30,9 @@ impl Recent {
         if task.kind() != StateKind::Pending {
             self.pending.remove(&task.id);
         } else if let Some(kept) = self.pending.get_mut(&task.id) {
-            kept.clone_from(task);
+            kept.as_mut().clone_from(task);
         } else if self.pending.len() < KEPT_MAX {
-            self.pending.insert(task.id, task.clone());
+            self.pending.insert(task.id, Box::new(task.clone()));
         }
     }
 
@@ -40,7 +41,7 @@ impl Recent {
         self.pending
             .get(&id)
             .filter(|t| t.version == version)
-            .cloned()
+            .map(|t| Task::clone(t))
     }
 
     /// Follows the deletion of a task's row.
