@@ -1921,7 +1921,9 @@ async fn report_as(
         reporter: Some(record),
         traceparent,
     };
-    let task = engine(s).report(id, event, ctx).await?;
+    // Boxed: the engine's future is kilobytes, and every handler future holding it inline is
+    // copied that much each time it moves (into the router's box, at each await).
+    let task = Box::pin(engine(s).report(id, event, ctx)).await?;
     Ok(answer(s, &task))
 }
 
