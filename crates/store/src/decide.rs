@@ -166,15 +166,20 @@ pub(crate) struct Candidate {
     pub(crate) priority: i32,
     pub(crate) turn: i64,
     pub(crate) id: Uuid,
-    /// The task's version when read: a copy of the task at it stands for the row.
-    pub(crate) version: u64,
+}
+
+impl AsRef<Candidate> for Candidate {
+    fn as_ref(&self) -> &Candidate {
+        self
+    }
 }
 
 /// Keeps the `wanted` best candidates, best first: the highest priority, then the earliest
 /// turn (see [`takes_turn`]), then the lowest id. The candidates come from one index range per
 /// capability set, so this merges those ranges.
-pub(crate) fn best(candidates: &mut Vec<Candidate>, wanted: usize) {
+pub(crate) fn best<C: AsRef<Candidate>>(candidates: &mut Vec<C>, wanted: usize) {
     candidates.sort_unstable_by(|a, b| {
+        let (a, b) = (a.as_ref(), b.as_ref());
         b.priority
             .cmp(&a.priority)
             .then(a.turn.cmp(&b.turn))
@@ -544,7 +549,6 @@ mod tests {
             priority,
             turn,
             id: Uuid::from_u128(id),
-            version: 1,
         };
         let mut all = vec![c(0, 5, 1), c(2, 9, 2), c(0, 1, 3), c(2, 9, 0), c(1, 0, 4)];
         best(&mut all, 4);

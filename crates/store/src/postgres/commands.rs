@@ -939,7 +939,6 @@ impl<'c> Run<'c> {
                     priority: get(row, 0)?,
                     turn: get(row, 1)?,
                     id: get(row, 2)?,
-                    version: get::<i64>(row, 3)? as u64,
                 })
             })();
             match decoded {

@@ -11,7 +11,7 @@ use crate::StoreError;
 
 /// A claim's candidates in one capability set, locked so that no other transaction (of this
 /// process or another) takes them meanwhile; those another holds are skipped.
-pub(super) const CLAIM_SQL: &str = "SELECT priority, turn, id, version FROM tasks
+pub(super) const CLAIM_SQL: &str = "SELECT priority, turn, id FROM tasks
     WHERE state = 'pending' AND ready_at IS NOT NULL AND capset = $1 ORDER BY priority DESC, turn, id LIMIT $2
     FOR UPDATE SKIP LOCKED";
 

@@ -145,9 +145,19 @@ fn signal_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SignalRec
     })
 }
 
-/// A claim's candidates in one capability set, from the `tasks_ready` index.
+/// A claim's candidates in one capability set, from the `tasks_ready` index, with their
+/// versions (a copy [`Recent`] keeps stands for the row only at its own).
 pub(super) const CLAIM_SQL: &str = "SELECT priority, turn, id, version FROM tasks
     WHERE state = 'pending' AND ready_at IS NOT NULL AND capset = ?1 ORDER BY priority DESC, turn, id LIMIT ?2";
+
+/// A claim's candidate and the version its row was read at.
+struct Versioned(Candidate, u64);
+
+impl AsRef<Candidate> for Versioned {
+    fn as_ref(&self) -> &Candidate {
+        &self.0
+    }
+}
 
 /// Creates the workflow (or checks the one it grows), its tasks and edges, then the
 /// transitions.
@@ -790,12 +800,14 @@ pub(super) fn claim(
         for capset in &fitting {
             let rows = stmt
                 .query_map(params![capset, limit as i64], |r| {
-                    Ok(Candidate {
-                        priority: r.get(0)?,
-                        turn: r.get(1)?,
-                        id: r.get(2)?,
-                        version: r.get::<_, i64>(3)? as u64,
-                    })
+                    Ok(Versioned(
+                        Candidate {
+                            priority: r.get(0)?,
+                            turn: r.get(1)?,
+                            id: r.get(2)?,
+                        },
+                        r.get::<_, i64>(3)? as u64,
+                    ))
                 })
                 .map_err(db)?;
             for row in rows {
@@ -804,13 +816,13 @@ pub(super) fn claim(
         }
         decide::best(&mut candidates, limit);
         let mut parked = 0;
-        for candidate in &candidates {
+        for &Versioned(candidate, version) in &candidates {
             if claimed.len() == wanted {
                 break;
             }
             let id = TaskId(candidate.id);
             let Some(task) = recent
-                .pending(id, candidate.version)
+                .pending(id, version)
                 .map_or_else(|| load_task(conn, id), |t| Ok(Some(t)))?
             else {
                 continue;

@@ -136,18 +136,19 @@ fn read_history(
 fn list_tasks(c: &Connection, filter: TaskFilter, decode: Decode) -> Result<Vec<Task>, StoreError> {
     let limit = filter.limit.clamp(1, PAGE_ROWS_MAX) as i64;
     let after = filter.after.map(|t| t.0).unwrap_or(Uuid::nil());
-    let select = "SELECT t.id, t.snapshot, s.spec FROM tasks t
-                  JOIN task_specs s ON s.task_id = t.id";
+    let from = |tasks: &str| {
+        format!(
+            "SELECT t.id, t.snapshot, s.spec FROM {tasks} JOIN task_specs s ON s.task_id = t.id"
+        )
+    };
+    let select = from("tasks t");
     match (filter.workflow, filter.state) {
         (Some(wf), Some(st)) => {
             let index = by_workflow_or_state(c, wf, st)?;
+            let select = from(&format!("tasks t INDEXED BY {index}"));
             load_tasks(
                 c,
-                &format!(
-                    "SELECT t.id, t.snapshot, s.spec FROM tasks t INDEXED BY {index}
-                     JOIN task_specs s ON s.task_id = t.id
-                     WHERE t.workflow_id = ?1 AND t.state = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"
-                ),
+                &format!("{select} WHERE t.workflow_id = ?1 AND t.state = ?2 AND t.id > ?3 ORDER BY t.id LIMIT ?4"),
                 &[&wf.0, &st.as_str(), &after, &limit],
                 decode,
             )

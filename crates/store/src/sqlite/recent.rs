@@ -6,8 +6,10 @@
 //! version (read from the claim's candidate row) is the same. Every write of a task's row
 //! goes through the writer ([`Recent::wrote`] follows each), and a version is written once,
 //! so a committed copy cannot differ from a row at its version. A write undone by a rollback
-//! can leave a copy of a version that was never committed: the writer forgets every copy when
-//! a batch is run again or fails ([`Recent::clear`]).
+//! can leave a copy of a version that was never committed; no row is at that version (a write
+//! that reaches it replaces the copy), and the writer forgets every copy once a batch that was
+//! run again or failed is over ([`Recent::clear`]), so that another process writing that
+//! version later cannot meet it.
 
 use std::collections::HashMap;
 

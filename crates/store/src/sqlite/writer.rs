@@ -72,7 +72,6 @@ impl Writer {
             Err(Failed::Redo) => {
                 self.stats.rerun(Rerun::Careful);
                 outcomes.clear();
-                self.recent.clear();
                 self.run_batch(batch, outcomes, Isolation::Savepoints)
                     .map_err(|failed| match failed {
                         Failed::Batch(e) => e,
