@@ -3,6 +3,8 @@
 //! version), then, only once it is durable, carry out what the transition asks: one log
 //! line, metrics and a span, the event for subscribers, and the wake-ups its effects name.
 
+use std::future::Future;
+
 use baton_core::{apply, Effect, Event, Rejection, StateKind, Task, TaskId, Timestamp, Transition};
 use baton_store::{AgentRecord, Released, Store, StoreError, TransitionRecord};
 use opentelemetry::trace::SpanContext;
@@ -25,6 +27,19 @@ pub struct ReportContext<'a> {
     /// The agent's own W3C `traceparent`: the transition's span links to the agent's span. A
     /// malformed one is ignored.
     pub traceparent: Option<&'a str>,
+}
+
+/// What [`Engine::transition_from`] does next with a task.
+// Returned and taken apart at once, never stored: boxing the write would only add an
+// allocation per transition.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// Write this transition.
+    Write(Transition, Event, Timestamp),
+    /// Decide again from the store's task: the guess was not confirmed by a write.
+    Again,
+    /// Answer without a write.
+    Answer(Result<Task, EngineError>),
 }
 
 /// What caused a transition, beyond its event.
@@ -79,7 +94,8 @@ impl<S: Store + 'static> Engine<S> {
         }
         let task = self.transition(id, |_| Some(event.clone()), cause).await?;
         if event.usage().is_some_and(|u| !u.is_empty()) {
-            self.enforce_budgets(task.workflow).await;
+            // Boxed: its future is the largest here, and only reports with usage wait for it.
+            Box::pin(self.enforce_budgets(task.workflow)).await;
         }
         let record = match ctx.reporter {
             Some(r) if r.id == agent => Some(r.clone()),
@@ -94,13 +110,13 @@ impl<S: Store + 'static> Engine<S> {
     /// Loads the task, makes its event from the current version (`None`: nothing to do),
     /// applies and stores it; a lost compare-and-set starts over from the fresh version. The
     /// transition is stamped no earlier than the task's last change and `cause.after`.
-    pub(crate) async fn transition(
-        &self,
+    pub(crate) fn transition<'a>(
+        &'a self,
         id: TaskId,
-        make: impl Fn(&Task) -> Option<Event>,
+        make: impl Fn(&Task) -> Option<Event> + 'a,
         cause: Cause,
-    ) -> Result<Task, EngineError> {
-        self.transition_from(id, None, make, cause).await
+    ) -> impl Future<Output = Result<Task, EngineError>> + 'a {
+        self.transition_from(id, None, make, cause)
     }
 
     /// [`Engine::transition`], starting from `loaded` (the task as the caller just read it)
@@ -109,55 +125,78 @@ impl<S: Store + 'static> Engine<S> {
     /// Without `loaded`, a leased task is first decided as this node last committed it (see
     /// `leased`): only a write confirms that guess, so a conflict, a duplicate, a refusal or
     /// nothing to do is decided again from the store.
-    pub(crate) async fn transition_from(
-        &self,
+    ///
+    /// A plain function returning its future, like [`Engine::transition`], rather than an
+    /// `async fn`: that would hold its arguments, `loaded` among them, beside what it moves
+    /// them into. Every report and control awaits this future, so its size counts.
+    pub(crate) fn transition_from<'a>(
+        &'a self,
         id: TaskId,
-        mut loaded: Option<Task>,
-        make: impl Fn(&Task) -> Option<Event>,
+        loaded: Option<Task>,
+        make: impl Fn(&Task) -> Option<Event> + 'a,
         cause: Cause,
-    ) -> Result<Task, EngineError> {
-        let mut guess = if loaded.is_none() {
-            self.inner.leased.get(id)
-        } else {
-            None
-        };
-        for _ in 0..CAS_RETRIES_MAX {
-            let guessed = guess.is_some();
-            let task = match (guess.take(), loaded.take()) {
-                (Some(task), _) | (None, Some(task)) => task,
-                (None, None) => self.load(id).await?,
-            };
-            let Some(event) = make(&task) else {
-                if guessed {
-                    continue;
+    ) -> impl Future<Output = Result<Task, EngineError>> + 'a {
+        let mut guessed = loaded.is_none();
+        let mut next = loaded.or_else(|| self.inner.leased.get(id));
+        guessed &= next.is_some();
+        async move {
+            for _ in 0..CAS_RETRIES_MAX {
+                let task = match next.take() {
+                    Some(task) => task,
+                    None => self.load(id).await?,
+                };
+                // The task is moved into the decision, so that only what is written is held
+                // while the store writes it.
+                let (t, event, now) =
+                    match self.step(task, std::mem::take(&mut guessed), &make, &cause) {
+                        Step::Write(t, event, now) => (t, event, now),
+                        Step::Again => continue,
+                        Step::Answer(answer) => return answer,
+                    };
+                match self
+                    .inner
+                    .store
+                    .apply(TransitionRecord::of(&t, event.clone(), now))
+                    .await
+                {
+                    Ok(released) => {
+                        self.after_commit(&t, &event, cause.link.clone());
+                        self.after_released(released);
+                        return Ok(t.task);
+                    }
+                    Err(StoreError::Conflict { .. }) => {
+                        self.inner.leased.forget(id);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                return Ok(task);
-            };
-            let (t, now) = match self.judge(&task, &event, &cause) {
-                Ok(Some(decided)) => decided,
-                _ if guessed => continue,
-                Ok(None) => return Ok(task),
-                Err(refused) => return Err(self.refused(&task, &event, refused)),
-            };
-            match self
-                .inner
-                .store
-                .apply(TransitionRecord::of(&t, event.clone(), now))
-                .await
-            {
-                Ok(released) => {
-                    self.after_commit(&t, &event, cause.link.clone());
-                    self.after_released(released);
-                    return Ok(t.task);
-                }
-                Err(StoreError::Conflict { .. }) => {
-                    self.inner.leased.forget(id);
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
             }
+            Err(EngineError::Contended(id))
         }
-        Err(EngineError::Contended(id))
+    }
+
+    /// One step of [`Engine::transition_from`] on `task`, which was `guessed` from the leased
+    /// tasks or read from the store.
+    fn step(
+        &self,
+        task: Task,
+        guessed: bool,
+        make: impl Fn(&Task) -> Option<Event>,
+        cause: &Cause,
+    ) -> Step {
+        let Some(event) = make(&task) else {
+            return if guessed {
+                Step::Again
+            } else {
+                Step::Answer(Ok(task))
+            };
+        };
+        match self.judge(&task, &event, cause) {
+            Ok(Some((t, now))) => Step::Write(t, event, now),
+            _ if guessed => Step::Again,
+            Ok(None) => Step::Answer(Ok(task)),
+            Err(refused) => Step::Answer(Err(self.refused(&task, &event, refused))),
+        }
     }
 
     /// The core's decision on `event` for `task` as it stands, stamped no earlier than its

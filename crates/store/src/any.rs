@@ -2,6 +2,8 @@
 //! `postgres://…` or `postgresql://…` for PostgreSQL.
 
 use baton_core::Usage;
+use futures_util::future::Either;
+use std::future::Future;
 use std::path::Path;
 
 use baton_core::{
@@ -65,28 +67,64 @@ macro_rules! delegate {
     };
 }
 
+/// [`delegate!`] for a call answered later: SQLite's future is awaited in place, and
+/// PostgreSQL's boxed, as its client's futures take kilobytes (a task's read 2 KiB against
+/// SQLite's 192 bytes) that every future awaiting the store (an agent's report, a claim)
+/// would otherwise carry whichever store runs. One allocation is nothing beside a round trip to
+/// the database.
+macro_rules! delegate_await {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($store) => $call.await,
+            AnyStore::Postgres($store) => Box::pin($call).await,
+        }
+    };
+}
+
+/// [`delegate!`] for a write: the backend's future itself, not one around it. A write's
+/// arguments are moved into its command before its future is made (`batch::Queue`), so the
+/// future stays small; an `async fn` here would hold the arguments again in its own.
+macro_rules! delegate_write {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($store) => Either::Left($call),
+            AnyStore::Postgres($store) => Either::Right($call),
+        }
+    };
+}
+
 impl Store for AnyStore {
-    async fn submit(&self, batch: SubmitBatch) -> Result<SubmitOutcome, StoreError> {
-        delegate!(self, s => s.submit(batch).await)
+    fn submit(
+        &self,
+        batch: SubmitBatch,
+    ) -> impl Future<Output = Result<SubmitOutcome, StoreError>> + Send {
+        delegate_write!(self, s => s.submit(batch))
     }
 
-    async fn apply(&self, record: TransitionRecord) -> Result<Vec<Released>, StoreError> {
-        delegate!(self, s => s.apply(record).await)
+    fn apply(
+        &self,
+        record: TransitionRecord,
+    ) -> impl Future<Output = Result<Vec<Released>, StoreError>> + Send {
+        delegate_write!(self, s => s.apply(record))
     }
 
-    async fn apply_all(
+    fn apply_all(
         &self,
         records: Vec<TransitionRecord>,
-    ) -> Result<Vec<Result<Vec<Released>, StoreError>>, StoreError> {
-        delegate!(self, s => s.apply_all(records).await)
+    ) -> impl Future<Output = Result<Vec<Result<Vec<Released>, StoreError>>, StoreError>> + Send
+    {
+        delegate_write!(self, s => s.apply_all(records))
     }
 
-    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Task>, StoreError> {
-        delegate!(self, s => s.claim(request).await)
+    fn claim(
+        &self,
+        request: ClaimRequest,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send {
+        delegate_write!(self, s => s.claim(request))
     }
 
     async fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
-        delegate!(self, s => s.task(id).await)
+        delegate_await!(self, s => s.task(id))
     }
 
     async fn task_by_key(
@@ -94,7 +132,7 @@ impl Store for AnyStore {
         workflow: WorkflowId,
         key: TaskKey,
     ) -> Result<Option<Task>, StoreError> {
-        delegate!(self, s => s.task_by_key(workflow, key).await)
+        delegate_await!(self, s => s.task_by_key(workflow, key))
     }
 
     async fn history(
@@ -103,7 +141,7 @@ impl Store for AnyStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        delegate!(self, s => s.history(id, after, limit).await)
+        delegate_await!(self, s => s.history(id, after, limit))
     }
 
     async fn task_for_view(
@@ -112,27 +150,27 @@ impl Store for AnyStore {
         history_after: u64,
         history_max: usize,
     ) -> Result<Option<TaskForView>, StoreError> {
-        delegate!(self, s => s.task_for_view(id, history_after, history_max).await)
+        delegate_await!(self, s => s.task_for_view(id, history_after, history_max))
     }
 
     async fn tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
-        delegate!(self, s => s.tasks(filter).await)
+        delegate_await!(self, s => s.tasks(filter))
     }
 
     async fn tasks_for_view(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
-        delegate!(self, s => s.tasks_for_view(filter).await)
+        delegate_await!(self, s => s.tasks_for_view(filter))
     }
 
     async fn counts(&self, workflow: Option<WorkflowId>) -> Result<StateCounts, StoreError> {
-        delegate!(self, s => s.counts(workflow).await)
+        delegate_await!(self, s => s.counts(workflow))
     }
 
     async fn workflow_open(&self, workflow: WorkflowId) -> Result<bool, StoreError> {
-        delegate!(self, s => s.workflow_open(workflow).await)
+        delegate_await!(self, s => s.workflow_open(workflow))
     }
 
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowRecord>, StoreError> {
-        delegate!(self, s => s.workflow(id).await)
+        delegate_await!(self, s => s.workflow(id))
     }
 
     async fn workflows(
@@ -140,7 +178,7 @@ impl Store for AnyStore {
         before: Option<WorkflowId>,
         limit: usize,
     ) -> Result<Vec<WorkflowRecord>, StoreError> {
-        delegate!(self, s => s.workflows(before, limit).await)
+        delegate_await!(self, s => s.workflows(before, limit))
     }
 
     async fn workflows_labelled(
@@ -149,11 +187,11 @@ impl Store for AnyStore {
         before: Option<WorkflowId>,
         limit: usize,
     ) -> Result<Vec<WorkflowRecord>, StoreError> {
-        delegate!(self, s => s.workflows_labelled(labels, before, limit).await)
+        delegate_await!(self, s => s.workflows_labelled(labels, before, limit))
     }
 
     async fn ids_ending(&self, suffix: IdSuffix, limit: usize) -> Result<IdMatches, StoreError> {
-        delegate!(self, s => s.ids_ending(suffix, limit).await)
+        delegate_await!(self, s => s.ids_ending(suffix, limit))
     }
 
     async fn workflow_history(
@@ -162,26 +200,26 @@ impl Store for AnyStore {
         after: Option<TaskId>,
         tasks_max: usize,
     ) -> Result<Vec<HistoryMark>, StoreError> {
-        delegate!(self, s => s.workflow_history(workflow, after, tasks_max).await)
+        delegate_await!(self, s => s.workflow_history(workflow, after, tasks_max))
     }
 
     async fn subtasks_added(
         &self,
         workflow: WorkflowId,
     ) -> Result<Vec<(TaskId, Vec<TaskKey>)>, StoreError> {
-        delegate!(self, s => s.subtasks_added(workflow).await)
+        delegate_await!(self, s => s.subtasks_added(workflow))
     }
 
     async fn workflow_edges(&self, workflow: WorkflowId) -> Result<Vec<Edge>, StoreError> {
-        delegate!(self, s => s.workflow_edges(workflow).await)
+        delegate_await!(self, s => s.workflow_edges(workflow))
     }
 
     async fn dependencies(&self, id: TaskId) -> Result<Vec<Dependency>, StoreError> {
-        delegate!(self, s => s.dependencies(id).await)
+        delegate_await!(self, s => s.dependencies(id))
     }
 
     async fn dependents(&self, id: TaskId) -> Result<Vec<TaskId>, StoreError> {
-        delegate!(self, s => s.dependents(id).await)
+        delegate_await!(self, s => s.dependents(id))
     }
 
     async fn due_timers(
@@ -190,31 +228,34 @@ impl Store for AnyStore {
         after: Option<(Timestamp, TaskId)>,
         limit: usize,
     ) -> Result<Vec<Task>, StoreError> {
-        delegate!(self, s => s.due_timers(now, after, limit).await)
+        delegate_await!(self, s => s.due_timers(now, after, limit))
     }
 
     async fn next_timer(&self) -> Result<Option<Timestamp>, StoreError> {
-        delegate!(self, s => s.next_timer().await)
+        delegate_await!(self, s => s.next_timer())
     }
 
     async fn released_blocked(&self, limit: usize) -> Result<Vec<TaskId>, StoreError> {
-        delegate!(self, s => s.released_blocked(limit).await)
+        delegate_await!(self, s => s.released_blocked(limit))
     }
 
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
-        delegate!(self, s => s.outbox(limit).await)
+        delegate_await!(self, s => s.outbox(limit))
     }
 
     async fn ack_outbox(&self, ids: Vec<i64>) -> Result<(), StoreError> {
-        delegate!(self, s => s.ack_outbox(ids).await)
+        delegate_await!(self, s => s.ack_outbox(ids))
     }
 
-    async fn upsert_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
-        delegate!(self, s => s.upsert_agent(agent).await)
+    fn upsert_agent(
+        &self,
+        agent: AgentRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        delegate_write!(self, s => s.upsert_agent(agent))
     }
 
     async fn agent(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {
-        delegate!(self, s => s.agent(id).await)
+        delegate_await!(self, s => s.agent(id))
     }
 
     async fn register_agent(
@@ -222,7 +263,7 @@ impl Store for AnyStore {
         agent: AgentRecord,
         max_per_registrar: u32,
     ) -> Result<(), StoreError> {
-        delegate!(self, s => s.register_agent(agent, max_per_registrar).await)
+        delegate_await!(self, s => s.register_agent(agent, max_per_registrar))
     }
 
     async fn agents(
@@ -230,7 +271,7 @@ impl Store for AnyStore {
         after: Option<AgentId>,
         limit: usize,
     ) -> Result<Vec<AgentRecord>, StoreError> {
-        delegate!(self, s => s.agents(after, limit).await)
+        delegate_await!(self, s => s.agents(after, limit))
     }
 
     async fn silent_lease_holders(
@@ -238,15 +279,15 @@ impl Store for AnyStore {
         seen_before: Timestamp,
         limit: usize,
     ) -> Result<Vec<AgentRecord>, StoreError> {
-        delegate!(self, s => s.silent_lease_holders(seen_before, limit).await)
+        delegate_await!(self, s => s.silent_lease_holders(seen_before, limit))
     }
 
     async fn leased_to(&self, agent: AgentId) -> Result<Vec<TaskId>, StoreError> {
-        delegate!(self, s => s.leased_to(agent).await)
+        delegate_await!(self, s => s.leased_to(agent))
     }
 
     async fn query_plan(&self, path: HotPath) -> Result<String, StoreError> {
-        delegate!(self, s => s.query_plan(path).await)
+        delegate_await!(self, s => s.query_plan(path))
     }
 
     fn stats(&self) -> CommitStats {
@@ -258,11 +299,11 @@ impl Store for AnyStore {
     }
 
     async fn notify(&self, payload: String) -> Result<(), StoreError> {
-        delegate!(self, s => s.notify(payload).await)
+        delegate_await!(self, s => s.notify(payload))
     }
 
     async fn try_lead(&self) -> Result<bool, StoreError> {
-        delegate!(self, s => s.try_lead().await)
+        delegate_await!(self, s => s.try_lead())
     }
 
     fn stage_artifact(&self) -> Result<ArtifactWriter, StoreError> {
@@ -275,25 +316,25 @@ impl Store for AnyStore {
         content_type: Option<String>,
         now: Timestamp,
     ) -> Result<PutArtifact, StoreError> {
-        delegate!(self, s => s.put_artifact(staged, content_type, now).await)
+        delegate_await!(self, s => s.put_artifact(staged, content_type, now))
     }
 
     async fn artifact(&self, artifact: ArtifactRef) -> Result<Option<ArtifactMeta>, StoreError> {
-        delegate!(self, s => s.artifact(artifact).await)
+        delegate_await!(self, s => s.artifact(artifact))
     }
 
     async fn read_artifact(
         &self,
         artifact: ArtifactRef,
     ) -> Result<Option<(ArtifactMeta, ArtifactChunks)>, StoreError> {
-        delegate!(self, s => s.read_artifact(artifact).await)
+        delegate_await!(self, s => s.read_artifact(artifact))
     }
 
     async fn missing_artifacts(
         &self,
         artifacts: Vec<ArtifactRef>,
     ) -> Result<Vec<ArtifactRef>, StoreError> {
-        delegate!(self, s => s.missing_artifacts(artifacts).await)
+        delegate_await!(self, s => s.missing_artifacts(artifacts))
     }
 
     async fn sweep_artifacts(
@@ -301,11 +342,11 @@ impl Store for AnyStore {
         uploaded_before: Timestamp,
         limit: usize,
     ) -> Result<Vec<ArtifactRef>, StoreError> {
-        delegate!(self, s => s.sweep_artifacts(uploaded_before, limit).await)
+        delegate_await!(self, s => s.sweep_artifacts(uploaded_before, limit))
     }
 
     async fn put_signal(&self, signal: NewSignal) -> Result<PutSignal, StoreError> {
-        delegate!(self, s => s.put_signal(signal).await)
+        delegate_await!(self, s => s.put_signal(signal))
     }
 
     async fn signals(
@@ -314,7 +355,7 @@ impl Store for AnyStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<SignalRecord>, StoreError> {
-        delegate!(self, s => s.signals(workflow, after, limit).await)
+        delegate_await!(self, s => s.signals(workflow, after, limit))
     }
 
     async fn kept_signals(
@@ -322,7 +363,7 @@ impl Store for AnyStore {
         of: Option<(WorkflowId, String)>,
         limit: usize,
     ) -> Result<Vec<SignalRecord>, StoreError> {
-        delegate!(self, s => s.kept_signals(of, limit).await)
+        delegate_await!(self, s => s.kept_signals(of, limit))
     }
 
     async fn waiting_for_signal(
@@ -330,14 +371,14 @@ impl Store for AnyStore {
         filter: TaskFilter,
         name: Option<String>,
     ) -> Result<Vec<Task>, StoreError> {
-        delegate!(self, s => s.waiting_for_signal(filter, name).await)
+        delegate_await!(self, s => s.waiting_for_signal(filter, name))
     }
     async fn write_limit(&self, write: crate::LimitWrite) -> Result<bool, StoreError> {
-        delegate!(self, s => s.write_limit(write).await)
+        delegate_await!(self, s => s.write_limit(write))
     }
 
     async fn limits(&self, now: Timestamp) -> Result<Vec<crate::LimitRecord>, StoreError> {
-        delegate!(self, s => s.limits(now).await)
+        delegate_await!(self, s => s.limits(now))
     }
 
     async fn flow_hold(
@@ -345,19 +386,19 @@ impl Store for AnyStore {
         task: baton_core::TaskId,
         now: Timestamp,
     ) -> Result<Option<crate::FlowHold>, StoreError> {
-        delegate!(self, s => s.flow_hold(task, now).await)
+        delegate_await!(self, s => s.flow_hold(task, now))
     }
 
     async fn concurrency_held(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        delegate!(self, s => s.concurrency_held().await)
+        delegate_await!(self, s => s.concurrency_held())
     }
 
     async fn write_schedule(&self, write: ScheduleWrite) -> Result<bool, StoreError> {
-        delegate!(self, s => s.write_schedule(write).await)
+        delegate_await!(self, s => s.write_schedule(write))
     }
 
     async fn schedule(&self, name: String) -> Result<Option<ScheduleRecord>, StoreError> {
-        delegate!(self, s => s.schedule(name).await)
+        delegate_await!(self, s => s.schedule(name))
     }
 
     async fn schedules(
@@ -365,7 +406,7 @@ impl Store for AnyStore {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<ScheduleRecord>, StoreError> {
-        delegate!(self, s => s.schedules(after, limit).await)
+        delegate_await!(self, s => s.schedules(after, limit))
     }
 
     async fn due_schedules(
@@ -373,14 +414,14 @@ impl Store for AnyStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<ScheduleRecord>, StoreError> {
-        delegate!(self, s => s.due_schedules(now, limit).await)
+        delegate_await!(self, s => s.due_schedules(now, limit))
     }
     async fn write_trigger(&self, write: TriggerWrite) -> Result<bool, StoreError> {
-        delegate!(self, s => s.write_trigger(write).await)
+        delegate_await!(self, s => s.write_trigger(write))
     }
 
     async fn trigger(&self, name: String) -> Result<Option<TriggerRecord>, StoreError> {
-        delegate!(self, s => s.trigger(name).await)
+        delegate_await!(self, s => s.trigger(name))
     }
 
     async fn triggers(
@@ -388,61 +429,61 @@ impl Store for AnyStore {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<TriggerRecord>, StoreError> {
-        delegate!(self, s => s.triggers(after, limit).await)
+        delegate_await!(self, s => s.triggers(after, limit))
     }
 
     async fn control(&self, write: ControlWrite) -> Result<Vec<Released>, StoreError> {
-        delegate!(self, s => s.control(write).await)
+        delegate_await!(self, s => s.control(write))
     }
 
     async fn audit(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
-        delegate!(self, s => s.audit(filter).await)
+        delegate_await!(self, s => s.audit(filter))
     }
 
     async fn workflow_usage(&self, workflow: WorkflowId) -> Result<Usage, StoreError> {
-        delegate!(self, s => s.workflow_usage(workflow).await)
+        delegate_await!(self, s => s.workflow_usage(workflow))
     }
 
     async fn usage_labelled(&self, label: Option<(String, String)>) -> Result<Usage, StoreError> {
-        delegate!(self, s => s.usage_labelled(label).await)
+        delegate_await!(self, s => s.usage_labelled(label))
     }
 
     async fn gc_candidates(&self, scan: GcScan) -> Result<GcPage, StoreError> {
-        delegate!(self, s => s.gc_candidates(scan).await)
+        delegate_await!(self, s => s.gc_candidates(scan))
     }
 
     async fn gc_marked(&self, limit: usize) -> Result<Vec<WorkflowId>, StoreError> {
-        delegate!(self, s => s.gc_marked(limit).await)
+        delegate_await!(self, s => s.gc_marked(limit))
     }
 
     async fn gc_workflows(&self, batch: GcBatch) -> Result<GcDeleted, StoreError> {
-        delegate!(self, s => s.gc_workflows(batch).await)
+        delegate_await!(self, s => s.gc_workflows(batch))
     }
 
     async fn gc_preview(&self, workflows: Vec<WorkflowId>) -> Result<GcPreview, StoreError> {
-        delegate!(self, s => s.gc_preview(workflows).await)
+        delegate_await!(self, s => s.gc_preview(workflows))
     }
 
     async fn artifact_refs(
         &self,
         artifacts: Vec<ArtifactRef>,
     ) -> Result<Vec<ArtifactRefs>, StoreError> {
-        delegate!(self, s => s.artifact_refs(artifacts).await)
+        delegate_await!(self, s => s.artifact_refs(artifacts))
     }
 
     async fn gc_prune(&self, prune: GcPrune, dry_run: bool) -> Result<GcPruned, StoreError> {
-        delegate!(self, s => s.gc_prune(prune, dry_run).await)
+        delegate_await!(self, s => s.gc_prune(prune, dry_run))
     }
 
     async fn fair_clock(&self) -> Result<i64, StoreError> {
-        delegate!(self, s => s.fair_clock().await)
+        delegate_await!(self, s => s.fair_clock())
     }
 
     async fn reclaim_space(&self, pages_max: u64) -> Result<u64, StoreError> {
-        delegate!(self, s => s.reclaim_space(pages_max).await)
+        delegate_await!(self, s => s.reclaim_space(pages_max))
     }
 
     async fn size_bytes(&self) -> Result<u64, StoreError> {
-        delegate!(self, s => s.size_bytes().await)
+        delegate_await!(self, s => s.size_bytes())
     }
 }

@@ -6,7 +6,10 @@
 //! Whatever runs the batch (SQLite's writer thread, PostgreSQL's writer tasks), a command is
 //! answered exactly once, with an outcome of its own kind.
 
+use std::future::Future;
+
 use baton_core::{ArtifactRef, Task, Timestamp};
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -180,51 +183,72 @@ impl Queue {
         (Queue(tx), rx)
     }
 
-    async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+    /// Queues the command `make` builds, and answers once the writer did. The command is
+    /// built before the future is, so the future holds only the command (its payload on the
+    /// heap) and not the caller's arguments: a write's future stays small in every caller's.
+    fn write<'a, T: 'a>(
+        &'a self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> impl Future<Output = Result<T, StoreError>> + 'a {
         let (tx, rx) = oneshot::channel();
-        self.0
-            .send(make(tx))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let command = make(tx);
+        async move {
+            self.0.send(command).await.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
     }
 
-    pub(crate) async fn submit(&self, batch: SubmitBatch) -> Result<SubmitOutcome, StoreError> {
+    pub(crate) fn submit(
+        &self,
+        batch: SubmitBatch,
+    ) -> impl Future<Output = Result<SubmitOutcome, StoreError>> + '_ {
         batch.transitions.iter().for_each(check_record);
-        self.write(|r| Command::Submit(Box::new(batch), r)).await
+        self.write(|r| Command::Submit(Box::new(batch), r))
     }
 
-    pub(crate) async fn apply(
+    pub(crate) fn apply(
         &self,
         record: TransitionRecord,
-    ) -> Result<Vec<Released>, StoreError> {
-        let mut results = self.apply_all(vec![record]).await?;
-        let result = results.pop();
-        assert!(results.is_empty(), "one answer per record");
-        result.expect("one answer per record")
+    ) -> impl Future<Output = Result<Vec<Released>, StoreError>> + '_ {
+        // `map`, not an `async` block: a block would hold the future it awaits twice.
+        self.apply_all(vec![record]).map(|results| {
+            let mut results = results?;
+            let result = results.pop();
+            assert!(results.is_empty(), "one answer per record");
+            result.expect("one answer per record")
+        })
     }
 
-    pub(crate) async fn apply_all(
+    pub(crate) fn apply_all(
         &self,
         records: Vec<TransitionRecord>,
-    ) -> Result<Vec<Result<Vec<Released>, StoreError>>, StoreError> {
+    ) -> impl Future<Output = Result<Vec<Result<Vec<Released>, StoreError>>, StoreError>> + '_ {
         records.iter().for_each(check_record);
         let n = records.len();
-        let results = self.write(|r| Command::Apply(records, r)).await?;
-        assert_eq!(results.len(), n, "a writer answers every record");
-        Ok(results)
+        self.write(|r| Command::Apply(records, r))
+            .map(move |results| {
+                let results = results?;
+                assert_eq!(results.len(), n, "a writer answers every record");
+                Ok(results)
+            })
     }
 
-    pub(crate) async fn claim(&self, request: ClaimRequest) -> Result<Vec<Task>, StoreError> {
-        self.write(|r| Command::Claim(request, r)).await
+    pub(crate) fn claim(
+        &self,
+        request: ClaimRequest,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + '_ {
+        self.write(|r| Command::Claim(request, r))
     }
 
     pub(crate) async fn ack_outbox(&self, ids: Vec<i64>) -> Result<(), StoreError> {
         self.write(|r| Command::AckOutbox(ids, r)).await
     }
 
-    pub(crate) async fn upsert_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
-        self.write(|r| Command::UpsertAgent(agent, r)).await
+    pub(crate) fn upsert_agent(
+        &self,
+        agent: AgentRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + '_ {
+        self.write(|r| Command::UpsertAgent(agent, r))
     }
 
     pub(crate) async fn register_agent(

@@ -1,5 +1,7 @@
 //! The [`Store`] trait for [`PgStore`]: reads on the pool; writes queued for the writers.
 
+use std::future::Future;
+
 use baton_core::Usage;
 use std::sync::Arc;
 
@@ -163,23 +165,33 @@ fn ids(rows: &[Row]) -> Result<Vec<TaskId>, StoreError> {
 }
 
 impl Store for PgStore {
-    async fn submit(&self, batch: SubmitBatch) -> Result<SubmitOutcome, StoreError> {
-        self.writes.submit(batch).await
+    fn submit(
+        &self,
+        batch: SubmitBatch,
+    ) -> impl Future<Output = Result<SubmitOutcome, StoreError>> + Send {
+        self.writes.submit(batch)
     }
 
-    async fn apply(&self, record: TransitionRecord) -> Result<Vec<Released>, StoreError> {
-        self.writes.apply(record).await
+    fn apply(
+        &self,
+        record: TransitionRecord,
+    ) -> impl Future<Output = Result<Vec<Released>, StoreError>> + Send {
+        self.writes.apply(record)
     }
 
-    async fn apply_all(
+    fn apply_all(
         &self,
         records: Vec<TransitionRecord>,
-    ) -> Result<Vec<Result<Vec<Released>, StoreError>>, StoreError> {
-        self.writes.apply_all(records).await
+    ) -> impl Future<Output = Result<Vec<Result<Vec<Released>, StoreError>>, StoreError>> + Send
+    {
+        self.writes.apply_all(records)
     }
 
-    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Task>, StoreError> {
-        self.writes.claim(request).await
+    fn claim(
+        &self,
+        request: ClaimRequest,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send {
+        self.writes.claim(request)
     }
 
     async fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -587,8 +599,11 @@ impl Store for PgStore {
         self.writes.ack_outbox(ids).await
     }
 
-    async fn upsert_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
-        self.writes.upsert_agent(agent).await
+    fn upsert_agent(
+        &self,
+        agent: AgentRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.writes.upsert_agent(agent)
     }
 
     async fn agent(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {

@@ -1,6 +1,8 @@
 //! The [`Store`] trait for [`SqliteStore`]: reads on the read connections; writes queued for
 //! the writer thread.
 
+use std::future::Future;
+
 use baton_core::Usage;
 use std::sync::Arc;
 
@@ -266,23 +268,33 @@ const WORKFLOW_OPEN_SQL: &str =
      AND state IN ('blocked', 'pending', 'assigned', 'executing') AND n > 0)";
 
 impl Store for SqliteStore {
-    async fn submit(&self, batch: SubmitBatch) -> Result<SubmitOutcome, StoreError> {
-        self.writes.submit(batch).await
+    fn submit(
+        &self,
+        batch: SubmitBatch,
+    ) -> impl Future<Output = Result<SubmitOutcome, StoreError>> + Send {
+        self.writes.submit(batch)
     }
 
-    async fn apply(&self, record: TransitionRecord) -> Result<Vec<Released>, StoreError> {
-        self.writes.apply(record).await
+    fn apply(
+        &self,
+        record: TransitionRecord,
+    ) -> impl Future<Output = Result<Vec<Released>, StoreError>> + Send {
+        self.writes.apply(record)
     }
 
-    async fn apply_all(
+    fn apply_all(
         &self,
         records: Vec<TransitionRecord>,
-    ) -> Result<Vec<Result<Vec<Released>, StoreError>>, StoreError> {
-        self.writes.apply_all(records).await
+    ) -> impl Future<Output = Result<Vec<Result<Vec<Released>, StoreError>>, StoreError>> + Send
+    {
+        self.writes.apply_all(records)
     }
 
-    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Task>, StoreError> {
-        self.writes.claim(request).await
+    fn claim(
+        &self,
+        request: ClaimRequest,
+    ) -> impl Future<Output = Result<Vec<Task>, StoreError>> + Send {
+        self.writes.claim(request)
     }
 
     async fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
@@ -705,8 +717,11 @@ impl Store for SqliteStore {
         self.writes.ack_outbox(ids).await
     }
 
-    async fn upsert_agent(&self, agent: AgentRecord) -> Result<(), StoreError> {
-        self.writes.upsert_agent(agent).await
+    fn upsert_agent(
+        &self,
+        agent: AgentRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.writes.upsert_agent(agent)
     }
 
     async fn agent(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {
