@@ -311,7 +311,8 @@ pub struct FailBody {
 }
 
 /// The error of a failure report (`POST /v1/tasks/{id}/failed`) or of an operator's `fail`: an
-/// [`ErrorReport`] whose `kind` is 1 to 128 bytes, or the request is refused. (In a batch, such
+/// [`ErrorReport`] whose `kind` is 1 to 128 bytes and `message` at most 32,768 bytes, or the
+/// request is refused. (In a batch, such
 /// a report is refused on its own: `ReportBatch` documents the plain `ErrorReport`.) For the
 /// document only.
 #[cfg(feature = "openapi")]
@@ -322,6 +323,10 @@ pub struct ReportedError {
     /// to retry (`retry.non_retryable`).
     #[schema(min_length = 1, max_length = 128)]
     kind: String,
+    /// What happened, for the people and the compensation that read it: at most 32,768 bytes
+    /// (the SDKs cut a longer one to 8,192 characters). Every attempt's error is kept with the
+    /// task.
+    #[schema(max_length = 32768)]
     message: String,
     /// `true` if absent.
     #[schema(required = false, default = true)]

@@ -40,6 +40,9 @@ const HEARTBEAT_MAX: Duration = Duration::from_secs(10);
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(500);
 /// Longest a release is tried while stopping: the start deadline takes the task back anyway.
 const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
+/// Longest error message a handler's failure is reported with, in characters (as the SDKs):
+/// a longer one is cut, as the server refuses one over 32,768 bytes.
+const MESSAGE_CHARS_MAX: usize = 8_192;
 
 /// How an agent behaves; [`RunnerConfig::new`] gives the defaults of `baton agent`.
 #[derive(Clone, Debug)]
@@ -346,7 +349,8 @@ impl Runner {
     }
 
     /// Registers (unless [`Runner::register`] did), then claims and runs tasks with `handler`
-    /// until stopped. `Ok` after a clean stop (also when stopped before registering); `Err`
+    /// until stopped. A handler's error is reported as the attempt's failure, its message cut
+    /// past 8,192 characters (the server takes at most 32,768 bytes). `Ok` after a clean stop (also when stopped before registering); `Err`
     /// when the server refuses the agent (its registration, or its claims for a reason other
     /// than having forgotten it).
     pub async fn run<H, Fut>(self, handler: H) -> Result<(), RunnerError>
@@ -690,7 +694,7 @@ impl Shared {
                     Err(_) => return,
                 }
             }
-            Err(error) => error,
+            Err(error) => cut_message(error),
         };
         let sent = self
             .report(task, Call::Failed, self.config.patience, STOPPING, |n| {
@@ -872,6 +876,17 @@ impl Shared {
             backoff = (backoff * 2).min(self.config.backoff_max);
         }
     }
+}
+
+/// `error` with its message cut to [`MESSAGE_CHARS_MAX`] characters, the last an ellipsis.
+fn cut_message(mut error: ErrorReport) -> ErrorReport {
+    if let Some((cut, _)) = error.message.char_indices().nth(MESSAGE_CHARS_MAX - 1) {
+        if error.message[cut..].chars().nth(1).is_some() {
+            error.message.truncate(cut);
+            error.message.push('…');
+        }
+    }
+    error
 }
 
 /// Why an answer means the work must stop, if it does.

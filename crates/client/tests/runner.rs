@@ -470,3 +470,28 @@ async fn large_results_are_batched_under_the_body_limit() {
     agent.await.unwrap().unwrap();
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_error_message_is_cut_so_the_failure_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), "127.0.0.1:0").await;
+    let client = node.client();
+    let ids = submit(&client, &[spec("t", json!(1))]).await;
+    let runner = Runner::new(vec![client.clone()], config("failing", 1));
+    let stop = runner.stop_handle();
+    let agent = tokio::spawn(runner.run(|_ctx: TaskContext| async move {
+        // 10,000 characters of 4 bytes: 40,000 bytes, over the server's 32,768.
+        Err(baton_core::ErrorReport {
+            kind: "crashed".into(),
+            message: "\u{1F4A5}".repeat(10_000),
+            retryable: false,
+        })
+    }));
+    let view = task_in(&client, ids[0], &[StateKind::Failed]).await;
+    stop.stop();
+    agent.await.unwrap().expect("a clean stop");
+    let message = view.errors[0]["message"].as_str().expect("a message");
+    assert_eq!(message.chars().count(), 8_192);
+    assert!(message.ends_with("\u{1F4A5}…"), "cut, and said so");
+    node.shutdown().await;
+}

@@ -23,6 +23,7 @@ pub struct ErrorReport {
     /// What went wrong, as a short name: retry policies name the kinds not to retry
     /// (`retry.non_retryable`). A report or an operator gives 1 to 128 bytes.
     pub kind: String,
+    /// What happened. A report or an operator gives at most 32,768 bytes.
     pub message: String,
     /// `true` if absent.
     #[serde(default = "yes")]

@@ -21,13 +21,28 @@ pub const REASON_LEN_MAX: usize = 1024;
 /// Longest `kind` of an error (an agent's failure, an operator's), in bytes.
 pub const ERROR_KIND_LEN_MAX: usize = 128;
 
-/// Checks an error's `kind`, given at `field`: what retry policies (`retry.non_retryable`)
-/// and people read a failure by, so never empty.
-pub(crate) fn check_error_kind(kind: &str, field: &str) -> Result<(), EngineError> {
-    if kind.is_empty() || kind.len() > ERROR_KIND_LEN_MAX {
+/// Longest `message` of an error (an agent's failure, an operator's), in bytes: what the
+/// SDKs and the Rust runner send at most (8,192 characters, up to 4 bytes each). A task keeps
+/// every attempt's error and writes them all with each of its transitions, so an unbounded
+/// message would make every later write of the task as large.
+pub const ERROR_MESSAGE_LEN_MAX: usize = 32 * 1024;
+
+/// Checks an error given at `error`: its `kind`, what retry policies (`retry.non_retryable`)
+/// and people read a failure by, so never empty; its `message`, bounded.
+pub(crate) fn check_error(error: &ErrorReport) -> Result<(), EngineError> {
+    if error.kind.is_empty() || error.kind.len() > ERROR_KIND_LEN_MAX {
         return Err(EngineError::invalid(
-            field,
+            "error.kind",
             format!("1 to {ERROR_KIND_LEN_MAX} bytes"),
+        ));
+    }
+    if error.message.len() > ERROR_MESSAGE_LEN_MAX {
+        return Err(EngineError::invalid(
+            "error.message",
+            format!(
+                "at most {ERROR_MESSAGE_LEN_MAX} bytes (this one has {})",
+                error.message.len()
+            ),
         ));
     }
     Ok(())
@@ -237,7 +252,7 @@ impl<S: Store + 'static> Engine<S> {
         error: Option<ErrorReport>,
     ) -> Result<Task, EngineError> {
         if let Some(e) = &error {
-            check_error_kind(&e.kind, "error.kind")?;
+            check_error(e)?;
         }
         let detail = json!({"error_kind": error.as_ref().map(|e| e.kind.clone())});
         let event = Event::FailRequested {

@@ -50,7 +50,9 @@ pub use artifacts::{
 };
 pub use budgets::{check_budgets, BUDGET_ACTOR, BUDGET_EXCEEDED};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use control::{Operator, RerunPlan, RerunTask, ERROR_KIND_LEN_MAX, REASON_LEN_MAX};
+pub use control::{
+    Operator, RerunPlan, RerunTask, ERROR_KIND_LEN_MAX, ERROR_MESSAGE_LEN_MAX, REASON_LEN_MAX,
+};
 pub use ending::{WorkflowEvent, ENDING_CHECK_MS};
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;

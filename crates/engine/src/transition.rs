@@ -80,9 +80,7 @@ impl<S: Store + 'static> Engine<S> {
                 self.check_payloads([("progress".to_owned(), progress)])
                     .await?
             }
-            Event::ExecutionFailed { error, .. } => {
-                crate::control::check_error_kind(&error.kind, "error.kind")?
-            }
+            Event::ExecutionFailed { error, .. } => crate::control::check_error(error)?,
             _ => {}
         }
         let cause = Cause {

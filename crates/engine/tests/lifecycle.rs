@@ -230,6 +230,40 @@ async fn a_non_retryable_error_fails_the_task_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_message_over_its_limit_is_refused_and_changes_nothing() {
+    let h = Harness::new();
+    let wf = h.submit(vec![spec("t", &[])]).await;
+    let agent = h.agent("worker", &["work"], 1).await;
+    let t = h.claim_only(agent, wf.id("t")).await;
+    let t = h.start(&t).await;
+
+    let with_message = |message: String| {
+        let mut event = failed(&t, "crashed", false);
+        if let baton_core::Event::ExecutionFailed { error, .. } = &mut event {
+            error.message = message;
+        }
+        event
+    };
+    let over = "m".repeat(baton_engine::ERROR_MESSAGE_LEN_MAX + 1);
+    match h.report(t.id, with_message(over)).await {
+        Err(EngineError::Invalid { field, .. }) => assert_eq!(field, "error.message"),
+        other => panic!("expected error.message refused, got {other:?}"),
+    }
+    let stored = h.engine.task(t.id).await.expect("task");
+    assert_eq!(
+        stored.version, t.version,
+        "a refused report changes nothing"
+    );
+
+    let at_limit = "m".repeat(baton_engine::ERROR_MESSAGE_LEN_MAX);
+    let t = h
+        .report(t.id, with_message(at_limit.clone()))
+        .await
+        .expect("a message of the limit is taken");
+    assert_eq!(t.errors.last().map(|e| &e.message), Some(&at_limit));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_agent_times_out_on_heartbeats_and_its_late_reports_are_refused() {
     let h = Harness::new();
     let mut t = spec("t", &[]);

@@ -505,6 +505,10 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .expect(422, "invalid_field").field("error.kind"),
         post("failed with `error.kind` over 128 bytes", report("failed", running), json!({"agent": agent, "token": fx.token, "error": {"kind": "k".repeat(129), "message": "boom"}}))
             .expect(422, "invalid_field").field("error.kind"),
+        post("failed with `error.message` over 32,768 bytes", report("failed", running), json!({"agent": agent, "token": fx.token, "error": {"kind": "x", "message": "m".repeat(32_769)}}))
+            .expect(422, "invalid_field").field("error.message"),
+        post("failed with `error.message` of 32,769 bytes in 8,193 characters", report("failed", running), json!({"agent": agent, "token": fx.token, "error": {"kind": "x", "message": format!("{}m", "\u{1F4A5}".repeat(8_192))}}))
+            .expect(422, "invalid_field").field("error.message"),
         post("failed with `error.retryable` as a string", report("failed", running), json!({"agent": agent, "token": fx.token, "error": {"kind": "x", "message": "boom", "retryable": "yes"}}))
             .expect(422, "invalid_field").field("error.retryable"),
         post("succeeded again with a different result", report("succeeded", &fx.done), json!({"agent": agent, "token": fx.done_token, "result": {"by": "someone else"}}))
@@ -534,6 +538,8 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             .expect(409, "not_accepted").member("state", json!("completed")),
         post("retry with an unknown body field", format!("/v1/tasks/{}/retry", fx.done), json!({"force": true}))
             .expect(422, "invalid_field").field("force"),
+        post("fail a task with `error.message` over 32,768 bytes", format!("/v1/tasks/{}/fail", fx.idle), json!({"reason": "stop", "error": {"kind": "forced", "message": "m".repeat(32_769)}}))
+            .expect(422, "invalid_field").field("error.message"),
         post("cancel a task with a reason over 1,024 bytes", format!("/v1/tasks/{}/cancel", fx.idle), json!({"reason": "r".repeat(1025)}))
             .expect(422, "invalid_field").field("reason"),
         post("cancel a workflow with a reason over 1,024 bytes", format!("/v1/workflows/{}/cancel", fx.workflow), json!({"reason": "r".repeat(1025)}))

@@ -29,7 +29,8 @@ because Baton refuses a ``null`` result. A value that does not serialise fails t
 with the non-retryable kind ``TypeError``/``ValueError``.
 
 **Failures.** An exception fails the attempt with ``{"kind": <class name>, "message":
-str(exc), "retryable": True}``; raise :class:`baton.NonRetryable` (or a subclass) to fail the
+str(exc), "retryable": True}`` (a message past 8,192 characters is cut, as Baton takes at most
+32,768 bytes); raise :class:`baton.NonRetryable` (or a subclass) to fail the
 task for good at once. The task's retry policy decides what follows a retryable failure.
 
 **Starting.** With ``start_on_claim=True``, claims ask Baton to start the tasks they hand out

@@ -304,7 +304,8 @@ pub struct CompleteArgs {
 pub struct FailArgs {
     /// The task's id (a UUID, or its last 4 or more hex digits).
     pub task: String,
-    /// What went wrong, for the people and the compensation that read it.
+    /// What went wrong, for the people and the compensation that read it (at most 32,768
+    /// bytes).
     pub message: String,
     /// A short machine-readable kind, e.g. "bad_input", "tool_error" (default "agent_error");
     /// the task's retry policy may name kinds that are never retried.

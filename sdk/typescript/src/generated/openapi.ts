@@ -406,6 +406,9 @@ export type ErrorReport = {
    * (`retry.non_retryable`). A report or an operator gives 1 to 128 bytes.
    */
   kind: string;
+  /**
+   * What happened. A report or an operator gives at most 32,768 bytes.
+   */
   message: string;
   /**
    * `true` if absent.
@@ -1047,7 +1050,8 @@ export type ReportOutcome = {
 
 /**
  * The error of a failure report (`POST /v1/tasks/{id}/failed`) or of an operator's `fail`: an
- * [`ErrorReport`] whose `kind` is 1 to 128 bytes, or the request is refused. (In a batch, such
+ * [`ErrorReport`] whose `kind` is 1 to 128 bytes and `message` at most 32,768 bytes, or the
+ * request is refused. (In a batch, such
  * a report is refused on its own: `ReportBatch` documents the plain `ErrorReport`.) For the
  * document only.
  */
@@ -1057,6 +1061,11 @@ export type ReportedError = {
    * to retry (`retry.non_retryable`).
    */
   kind: string;
+  /**
+   * What happened, for the people and the compensation that read it: at most 32,768 bytes
+   * (the SDKs cut a longer one to 8,192 characters). Every attempt's error is kept with the
+   * task.
+   */
   message: string;
   /**
    * `true` if absent.
