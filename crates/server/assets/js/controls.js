@@ -244,7 +244,7 @@ export function taskControlSpec(kind, t) {
     }
     case 'fail': {
       const errKind = textField({ id: 'control-error-kind', label: 'Error kind (optional)', placeholder: 'forced', maxlength: 128 });
-      const errMessage = textField({ id: 'control-error-message', label: 'Error message (optional)', placeholder: 'by default: who failed it, and why' });
+      const errMessage = textField({ id: 'control-error-message', label: 'Error message (optional)', placeholder: 'by default: who failed it, and why', maxlength: 8192 });
       return {
         title: `Fail ${key} for good?`,
         intro: 'No retry follows: its dependents are cancelled and its compensation runs. An agent running it loses its lease.',
