@@ -350,9 +350,9 @@ impl Runner {
 
     /// Registers (unless [`Runner::register`] did), then claims and runs tasks with `handler`
     /// until stopped. A handler's error is reported as the attempt's failure, its message cut
-    /// past 8,192 characters (the server takes at most 32,768 bytes). `Ok` after a clean stop (also when stopped before registering); `Err`
-    /// when the server refuses the agent (its registration, or its claims for a reason other
-    /// than having forgotten it).
+    /// past 8,192 characters (the server takes at most 32,768 bytes). `Ok` after a clean stop
+    /// (also when stopped before registering); `Err` when the server refuses the agent (its
+    /// registration, or its claims for a reason other than having forgotten it).
     pub async fn run<H, Fut>(self, handler: H) -> Result<(), RunnerError>
     where
         H: Fn(TaskContext) -> Fut + Send + Sync + 'static,

@@ -105,15 +105,40 @@ fn measure(task: &Task, spec_bytes: Option<usize>, max: usize) -> Option<usize> 
             max - budget.0
         }
     };
+    // Every field named, so that a field added to `Task` is counted here or said not to grow.
+    let Task {
+        id: _,
+        workflow: _,
+        spec: _,
+        dependencies,
+        state,
+        version: _,
+        attempt: _,
+        attempts_allowed: _,
+        fencing_token: _,
+        deadlines: _,
+        errors,
+        entered_at: _,
+        created_at: _,
+        updated_at: _,
+        seed: _,
+        input,
+        expanded: _,
+        wake_at: _,
+        paused,
+        overruled,
+        usage,
+        lease_usage,
+    } = task;
     let grown = (
-        &task.dependencies,
-        &task.state,
-        &task.errors,
-        &task.input,
-        &task.paused,
-        &task.overruled,
-        &task.usage,
-        &task.lease_usage,
+        dependencies,
+        state,
+        errors,
+        input,
+        paused,
+        overruled,
+        usage,
+        lease_usage,
     );
     serde_json::to_writer(&mut budget, &grown).ok()?;
     Some(spec_bytes)

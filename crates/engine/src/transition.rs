@@ -134,9 +134,14 @@ impl<S: Store + 'static> Engine<S> {
         make: impl Fn(&Task) -> Option<Event> + 'a,
         cause: Cause,
     ) -> impl Future<Output = Result<Task, EngineError>> + 'a {
-        let mut guessed = loaded.is_none();
-        let mut next = loaded.or_else(|| self.inner.leased.get(id));
-        guessed &= next.is_some();
+        let (mut next, mut guessed) = match loaded {
+            Some(task) => (Some(task), false),
+            None => {
+                let kept = self.inner.leased.get(id);
+                let guessed = kept.is_some();
+                (kept, guessed)
+            }
+        };
         async move {
             for _ in 0..CAS_RETRIES_MAX {
                 let task = match next.take() {
